@@ -1,0 +1,10 @@
+//! Host primitives used by the privileged-ops executor and the daemons.
+//!
+//! Everything here talks to the host kernel or runs host tools. Nothing here
+//! decides policy (who may ask for what): that is the executor's and the
+//! daemons' job.
+
+pub mod peer;
+pub mod probe;
+pub mod runner;
+pub mod socket;

@@ -1,0 +1,406 @@
+//! Test support for banger's cross-process tests: throwaway users, daemons on
+//! temp sockets, and the raw protocol client. Never shipped.
+//!
+//! These tests need root (they create users, bind helper sockets and open
+//! host devices). They do not skip without it: [`require_root`] fails the test
+//! with a message saying so. CI runs them as root.
+#![allow(clippy::disallowed_methods)] // test support spawns the binaries under test directly
+
+use std::ffi::OsStr;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use banger_proto::install::{InstallMeta, InstallPaths, Owner};
+use serde_json::Value;
+
+/// Fail (never skip) a test that needs root.
+pub fn require_root() {
+    let euid = rustix::process::geteuid().as_raw();
+    assert_eq!(
+        euid, 0,
+        "this test needs root (it creates users, sockets owned by other uids and opens host devices); \
+         run the suite as root, as `make test` and CI do"
+    );
+}
+
+/// Path of a workspace binary (`bangerd`, `bangerd-root`, `banger`,
+/// `banger-rawclient`), next to the test executable's target directory.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // Test executables live in target/<profile>/deps/, other binaries
+    // (banger-bench) in target/<profile>/ beside the binaries under test.
+    let mut dir = exe.parent().expect("executable dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir = dir.parent().expect("target profile dir");
+    }
+    let p = dir.join(name);
+    assert!(
+        p.is_file(),
+        "{} is missing; build the workspace binaries first (`cargo build --workspace --bins`, which `make test` does)",
+        p.display()
+    );
+    p
+}
+
+/// A directory that other test users can traverse, removed on drop.
+pub fn shared_tempdir() -> tempfile::TempDir {
+    let d = tempfile::Builder::new()
+        .prefix("banger-test-")
+        .tempdir()
+        .expect("tempdir");
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    d
+}
+
+/// A real system user created for one test and deleted on drop.
+#[derive(Debug)]
+pub struct TestUser {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+static USER_SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl TestUser {
+    /// Create a user with its own group, or with `group` as primary group.
+    pub fn create(group: Option<u32>) -> TestUser {
+        require_root();
+        let name = format!(
+            "bgt{}x{}",
+            std::process::id(),
+            USER_SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut cmd = Command::new("useradd");
+        cmd.args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+        ]);
+        match group {
+            Some(gid) => {
+                cmd.args(["--gid", &gid.to_string(), "--no-user-group"]);
+            }
+            None => {
+                cmd.arg("--user-group");
+            }
+        }
+        let out = cmd
+            .arg(&name)
+            .output()
+            .expect("running useradd (package passwd)");
+        assert!(
+            out.status.success(),
+            "useradd {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let id = |flag: &str| -> u32 {
+            let o = Command::new("id").args([flag, &name]).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+        };
+        TestUser {
+            uid: id("-u"),
+            gid: id("-g"),
+            name,
+        }
+    }
+
+    /// A command that runs as this user (uid, gid, no supplementary groups).
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new(program);
+        c.uid(self.uid).gid(self.gid).env("HOME", "/nonexistent");
+        c
+    }
+}
+
+impl Drop for TestUser {
+    fn drop(&mut self) {
+        let _ = Command::new("userdel").arg(&self.name).output();
+        // userdel leaves a group we asked for only if it was created for the user.
+        let _ = Command::new("groupdel")
+            .arg(&self.name)
+            .stderr(Stdio::null())
+            .output();
+    }
+}
+
+/// A child process we started; stopped by its own handle on drop (SIGTERM,
+/// then SIGKILL after 10 s). Never signals anything it did not start.
+///
+/// Its stdout and stderr are drained continuously into memory, so a chatty
+/// daemon can never block on a full pipe.
+#[derive(Debug)]
+pub struct Proc {
+    pub child: Option<Child>,
+    pub name: String,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+fn drain(pipe: Option<impl Read + Send + 'static>) -> Arc<Mutex<Vec<u8>>> {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    if let Some(mut pipe) = pipe {
+        let sink = Arc::clone(&buf);
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut chunk) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+    }
+    buf
+}
+
+impl Proc {
+    pub fn spawn(name: &str, mut cmd: Command) -> Proc {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {name}: {e}"));
+        let stdout = drain(child.stdout.take());
+        let stderr = drain(child.stderr.take());
+        Proc {
+            child: Some(child),
+            name: name.into(),
+            stdout,
+            stderr,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Send SIGTERM and wait for exit; returns the process's output.
+    pub fn terminate(&mut self) -> Output {
+        let child = self.child.take().expect("already stopped");
+        let pid = rustix::process::Pid::from_child(&child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        self.wait_output(child, Duration::from_secs(15))
+    }
+
+    /// Wait for the process to exit on its own.
+    pub fn wait(&mut self, timeout: Duration) -> Output {
+        let child = self.child.take().expect("already stopped");
+        self.wait_output(child, timeout)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    fn wait_output(&self, mut child: Child, timeout: Duration) -> Output {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "{} did not exit within {timeout:?}; killed. stderr:\n{}",
+                    self.name,
+                    String::from_utf8_lossy(&self.stderr.lock().unwrap())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Give the drain threads a moment to read what the pipes still hold.
+        std::thread::sleep(Duration::from_millis(50));
+        Output {
+            status,
+            stdout: self.stdout.lock().unwrap().clone(),
+            stderr: self.stderr.lock().unwrap().clone(),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = rustix::process::Pid::from_child(&child);
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Wait until `path` exists as a socket that accepts connections, or the
+/// process exits (then panic with its stderr).
+pub fn wait_for_socket(path: &Path, proc: &mut Proc) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return;
+        }
+        if !proc.is_running() {
+            let out = proc.wait(Duration::from_secs(1));
+            panic!(
+                "{} exited with {} before serving {}:\n{}",
+                proc.name,
+                out.status,
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("{} did not serve {} within 20 s", proc.name, path.display());
+}
+
+/// `bangerd --dev` on temp state and runtime dirs.
+#[derive(Debug)]
+pub struct DevDaemon {
+    pub proc: Proc,
+    pub socket: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl DevDaemon {
+    pub fn start() -> DevDaemon {
+        Self::start_with(|_| {})
+    }
+
+    /// Start with extra configuration of the command (env, args).
+    pub fn start_with(extra: impl FnOnce(&mut Command)) -> DevDaemon {
+        require_root();
+        let dir = shared_tempdir();
+        let state = dir.path().join("state");
+        let run = dir.path().join("run");
+        let mut cmd = Command::new(bin("bangerd"));
+        cmd.arg("--dev")
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--runtime-dir")
+            .arg(&run)
+            .env("HOME", dir.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("NOTIFY_SOCKET");
+        extra(&mut cmd);
+        let mut proc = Proc::spawn("bangerd --dev", cmd);
+        let socket = run.join("bangerd.sock");
+        wait_for_socket(&socket, &mut proc);
+        DevDaemon { proc, socket, dir }
+    }
+}
+
+/// Write install metadata naming `owner`, with all paths under `root`.
+pub fn write_install_meta(root: &Path, owner: &TestUser) -> PathBuf {
+    let meta = InstallMeta {
+        owner: Owner {
+            name: owner.name.clone(),
+            uid: owner.uid,
+            gid: owner.gid,
+        },
+        version: banger_proto::BANGER_VERSION.into(),
+        installed_at: "2026-11-26T00:00:00Z".into(),
+        paths: InstallPaths {
+            bin_dir: root.join("bin"),
+            state_dir: root.join("state"),
+            runtime_dir: root.join("run"),
+            root_socket: root.join("root-run").join("root.sock"),
+            root_state_dir: root.join("root-state"),
+        },
+    };
+    let file = root.join("install.toml");
+    std::fs::write(&file, meta.to_toml()).unwrap();
+    file
+}
+
+/// `bangerd-root` serving `owner` on a temp socket.
+#[derive(Debug)]
+pub struct RootHelper {
+    pub proc: Proc,
+    pub socket: PathBuf,
+    pub install_file: PathBuf,
+}
+
+impl RootHelper {
+    /// Start the helper with its files under `root` (see [`write_install_meta`]).
+    pub fn start(root: &Path, owner: &TestUser) -> RootHelper {
+        require_root();
+        let install_file = write_install_meta(root, owner);
+        let run = root.join("root-run");
+        std::fs::create_dir_all(&run).unwrap();
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let socket = run.join("root.sock");
+        let mut cmd = Command::new(bin("bangerd-root"));
+        cmd.arg("--install-file").arg(&install_file);
+        let mut proc = Proc::spawn("bangerd-root", cmd);
+        wait_for_socket(&socket, &mut proc);
+        RootHelper {
+            proc,
+            socket,
+            install_file,
+        }
+    }
+}
+
+/// Run `banger-rawclient` with `cmd` (already set to the right uid) and
+/// return the parsed output lines.
+pub fn rawclient(mut cmd: Command, socket: &Path, actions: &[&str]) -> Vec<Value> {
+    cmd.arg(socket).args(actions);
+    let out = cmd.output().expect("running banger-rawclient");
+    assert!(
+        out.status.success(),
+        "banger-rawclient failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
+        .collect()
+}
+
+/// `banger-rawclient` as root.
+pub fn rawclient_root(socket: &Path, actions: &[&str]) -> Vec<Value> {
+    rawclient(Command::new(bin("banger-rawclient")), socket, actions)
+}
+
+/// The `body` of a received `{"type":..., "body":...}` message, asserting its type.
+pub fn expect_msg<'a>(line: &'a Value, ty: &str) -> &'a Value {
+    let recv = line
+        .get("recv")
+        .unwrap_or_else(|| panic!("expected a received message, got {line}"));
+    assert_eq!(recv["type"], ty, "unexpected message {recv}");
+    &recv["body"]
+}
+
+/// Assert the line is an error with `code`; returns its joined messages.
+pub fn expect_error(line: &Value, code: &str) -> String {
+    let body = expect_msg(line, "error");
+    assert_eq!(body["code"], code, "unexpected error {body}");
+    body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m.as_str().unwrap().to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+pub fn is_eof(line: &Value) -> bool {
+    line.get("eof").is_some()
+}

@@ -1,0 +1,93 @@
+//! The command line, as plain data. Nothing here looks at the host; the
+//! resolved configuration (which socket, for instance) is in `settings`.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+use crate::cmd::{completions, doctor, man, version};
+use crate::exit;
+
+/// Disposable Linux microVMs on this host.
+#[derive(Debug, Parser)]
+#[command(
+    name = "banger",
+    version,
+    long_about = "banger runs disposable Linux microVMs on this host, managed by the bangerd \
+                  daemon. This client talks to bangerd over its Unix socket.",
+    after_long_help = exit::help_table(),
+    disable_help_subcommand = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options accepted by every subcommand.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// Socket of the daemon [default: /run/banger/bangerd.sock if it exists,
+    /// else /run/banger-dev/bangerd.sock]
+    #[arg(long, global = true, env = "BANGER_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Machine-readable JSON on stdout, errors included
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Say more about what banger is doing, on stderr (repeatable)
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check that this host can run banger VMs, with a fix for each problem
+    #[command(
+        long_about = "Ask the daemon to check this host (KVM, tun, vsock, loop, \
+                            device-mapper, nft, e2fsprogs, VMM binaries, cgroup v2, \
+                            systemd-resolved, ...) and print each finding with a fix hint, \
+                            then which VMM backends can boot a guest. Exits 10 when a check \
+                            fails; warnings alone exit 0."
+    )]
+    Doctor(doctor::DoctorArgs),
+    /// Print the versions of banger and of the running daemon
+    Version(version::VersionArgs),
+    /// Print a shell completion script
+    Completions(completions::CompletionsArgs),
+    /// Print or write the manual pages
+    Man(man::ManArgs),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn global_flags_parse_after_the_subcommand() {
+        let cli =
+            Cli::try_parse_from(["banger", "doctor", "--json", "--socket", "/s", "-vv"]).unwrap();
+        assert!(cli.global.json);
+        assert_eq!(
+            cli.global.socket.as_deref(),
+            Some(std::path::Path::new("/s"))
+        );
+        assert_eq!(cli.global.verbose, 2);
+        assert!(matches!(cli.command, Command::Doctor(_)));
+    }
+
+    #[test]
+    fn only_present_capabilities_are_commands() {
+        let names: Vec<_> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert_eq!(names, ["doctor", "version", "completions", "man"]);
+    }
+}

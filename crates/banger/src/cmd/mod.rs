@@ -1,0 +1,53 @@
+//! One module per subcommand. Each `run` returns the exit status of a
+//! command that ran to its end (doctor's failures, for instance) or the error
+//! that stopped it; `main` reports the error.
+
+pub mod completions;
+pub mod doctor;
+pub mod man;
+pub mod version;
+
+use std::io::Write;
+
+use crate::args::{Cli, Command};
+use crate::client::{Client, ClientError};
+use crate::error::CliError;
+use crate::exit::Exit;
+use crate::settings::Settings;
+
+pub fn run(cli: Cli) -> Result<Exit, CliError> {
+    let settings = Settings::resolve(&cli.global);
+    match cli.command {
+        Command::Doctor(args) => doctor::run(&args, &settings),
+        Command::Version(args) => version::run(&args, &settings),
+        Command::Completions(args) => completions::run(&args),
+        Command::Man(args) => man::run(&args, &settings),
+    }
+}
+
+/// Connect to the daemon the settings point at, saying so with `-v`.
+pub fn connect(settings: &Settings) -> Result<Client, ClientError> {
+    note(settings, || {
+        format!(
+            "socket {} ({})",
+            settings.socket.display(),
+            settings.socket_source
+        )
+    });
+    let client = Client::connect(&settings.socket)?;
+    note(settings, || {
+        let s = client.server();
+        format!(
+            "connected to bangerd {} (protocol {}, {} mode)",
+            s.daemon_version, s.protocol, s.mode
+        )
+    });
+    Ok(client)
+}
+
+/// A `-v` line on stderr.
+fn note(settings: &Settings, msg: impl FnOnce() -> String) {
+    if settings.verbose > 0 {
+        let _ = writeln!(std::io::stderr(), "banger: {}", msg());
+    }
+}

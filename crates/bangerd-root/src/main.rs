@@ -1,0 +1,104 @@
+//! `bangerd-root`: the narrow root helper.
+//!
+//! Serves the closed privileged-ops enum (`banger_proto::privops`) on its own
+//! socket to exactly one uid, the installed owner read from install metadata,
+//! and hands every request to the shared executor. It has no other surface:
+//! no configuration beyond two paths, no outbound connections, no shell.
+
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use banger_proto::install::{DEFAULT_INSTALL_FILE, InstallMeta};
+
+const USAGE: &str = "\
+usage: bangerd-root [--install-file FILE] [--socket PATH]
+
+The banger root helper. Started by systemd (bangerd-root.service); serves
+privileged operations to the owner recorded in the install metadata.
+
+  --install-file FILE  install metadata (default /etc/banger/install.toml)
+  --socket PATH        socket to serve (default: paths.root_socket from it)
+  -h, --help           this help
+  -V, --version        print the version";
+
+#[derive(Debug)]
+struct Args {
+    install_file: PathBuf,
+    socket: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Option<Args>, String> {
+    let mut install_file = PathBuf::from(DEFAULT_INSTALL_FILE);
+    let mut socket = None;
+    let mut it = std::env::args_os().skip(1);
+    while let Some(arg) = it.next() {
+        let arg = arg.to_string_lossy().into_owned();
+        let mut value = |name: &str| {
+            it.next()
+                .map(PathBuf::from)
+                .ok_or_else(|| format!("{name} needs a value"))
+        };
+        match arg.as_str() {
+            "--install-file" => install_file = value("--install-file")?,
+            "--socket" => socket = Some(value("--socket")?),
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(None);
+            }
+            "-V" | "--version" => {
+                println!("bangerd-root {}", banger_proto::BANGER_VERSION);
+                return Ok(None);
+            }
+            other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
+        }
+    }
+    Ok(Some(Args {
+        install_file,
+        socket,
+    }))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bangerd-root: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let chain = banger_proto::error::chain(e.as_ref()).join(": ");
+            eprintln!("bangerd-root: {chain}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> Result<(), Box<dyn std::error::Error + 'static>> {
+    if !rustix::process::geteuid().is_root() {
+        return Err("bangerd-root must run as root (it is started by bangerd-root.service)".into());
+    }
+    let meta = InstallMeta::load(&args.install_file)?;
+    let socket = args
+        .socket
+        .unwrap_or_else(|| meta.paths.root_socket.clone());
+    serve::serve(serve::Settings {
+        socket,
+        owner_uid: meta.owner.uid,
+        owner_gid: meta.owner.gid,
+    })?;
+    Ok(())
+}

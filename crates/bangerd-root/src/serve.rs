@@ -1,0 +1,241 @@
+//! The helper's socket server: one thread per connection, peer uid checked
+//! before a single byte is read.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use banger_executor::Executor;
+use banger_host::peer::peer_cred;
+use banger_host::probe::RealHost;
+use banger_host::socket::{SocketPathError, bind_listener, remove_socket};
+use banger_proto::frame::{FrameError, read_frame, write_frame};
+use banger_proto::privops::{PRIV_PROTOCOL_VERSION, PrivReply, PrivRequest};
+use banger_proto::{BANGER_VERSION, ErrorCode, RpcError};
+
+/// Connections served at once; more are told to retry and closed.
+const MAX_CONNECTIONS: usize = 32;
+/// How long a connected peer may stay silent before it is dropped.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+#[derive(Debug)]
+pub struct Settings {
+    pub socket: PathBuf,
+    pub owner_uid: u32,
+    pub owner_gid: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("preparing helper socket")]
+    Socket(#[source] SocketPathError),
+    #[error("setting group of {path} to gid {gid}")]
+    Chown {
+        path: PathBuf,
+        gid: u32,
+        #[source]
+        source: io::Error,
+    },
+    #[error("installing signal handlers")]
+    Signals(#[source] io::Error),
+}
+
+pub fn serve(settings: Settings) -> Result<(), ServeError> {
+    // The socket is root:owner-gid 0660: the owner's group can connect, and
+    // SO_PEERCRED then narrows that to the owner's uid alone.
+    let listener = bind_listener(&settings.socket, 0, 0o660).map_err(ServeError::Socket)?;
+    std::os::unix::fs::chown(&settings.socket, Some(0), Some(settings.owner_gid)).map_err(
+        |source| ServeError::Chown {
+            path: settings.socket.clone(),
+            gid: settings.owner_gid,
+            source,
+        },
+    )?;
+    debug_assert_eq!(
+        std::fs::metadata(&settings.socket)
+            .map(|m| m.permissions().mode() & 0o777)
+            .unwrap_or(0),
+        0o660
+    );
+    spawn_signal_thread(&settings.socket)?;
+
+    let exec = Executor::new(Arc::new(RealHost::new()));
+    let active = Arc::new(AtomicUsize::new(0));
+    tracing::info!(
+        socket = %settings.socket.display(),
+        owner_uid = settings.owner_uid,
+        version = BANGER_VERSION,
+        "bangerd-root serving"
+    );
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    accept_loop(&listener, settings.owner_uid, &exec, &active);
+    Ok(())
+}
+
+fn spawn_signal_thread(socket: &Path) -> Result<(), ServeError> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGTERM, SIGINT]).map_err(ServeError::Signals)?;
+    let socket = socket.to_path_buf();
+    std::thread::spawn(move || {
+        if let Some(sig) = signals.forever().next() {
+            tracing::info!(signal = sig, "shutting down");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            if let Err(e) = remove_socket(&socket) {
+                tracing::warn!(error = %e, "removing socket");
+            }
+            std::process::exit(0);
+        }
+    });
+    Ok(())
+}
+
+fn accept_loop(
+    listener: &UnixListener,
+    owner_uid: u32,
+    exec: &Executor,
+    active: &Arc<AtomicUsize>,
+) {
+    for conn in listener.incoming() {
+        let stream = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
+        if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            active.fetch_sub(1, Ordering::SeqCst);
+            let mut s = stream;
+            let _ = write_frame(
+                &mut s,
+                &PrivReply::Error(RpcError::new(
+                    ErrorCode::Unavailable,
+                    format!("helper is serving {MAX_CONNECTIONS} connections; retry"),
+                )),
+            );
+            continue;
+        }
+        let exec = exec.clone();
+        let active = Arc::clone(active);
+        std::thread::spawn(move || {
+            handle(stream, owner_uid, &exec);
+            active.fetch_sub(1, Ordering::SeqCst);
+        });
+    }
+}
+
+/// Serve one connection. The peer's uid is checked before anything is read.
+fn handle(mut stream: UnixStream, owner_uid: u32, exec: &Executor) {
+    let cred = match peer_cred(&stream) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading peer credentials; dropping connection");
+            return;
+        }
+    };
+    if cred.uid != owner_uid {
+        tracing::warn!(
+            uid = cred.uid,
+            pid = cred.pid,
+            "refused peer: not the installed owner"
+        );
+        let _ = write_frame(
+            &mut stream,
+            &PrivReply::Error(RpcError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "uid {} may not use the banger root helper; only the installed owner (uid {owner_uid}) may",
+                    cred.uid
+                ),
+            )),
+        );
+        return;
+    }
+    let _ = stream.set_read_timeout(Some(IDLE_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IDLE_TIMEOUT));
+    let span = tracing::info_span!("conn", pid = cred.pid);
+    let _guard = span.enter();
+
+    // Handshake.
+    match read_frame::<_, PrivRequest>(&mut stream) {
+        Ok(PrivRequest::Hello { protocol }) if protocol == PRIV_PROTOCOL_VERSION => {
+            let hello = PrivReply::Hello {
+                protocol: PRIV_PROTOCOL_VERSION,
+                helper_version: BANGER_VERSION.to_string(),
+            };
+            if write_frame(&mut stream, &hello).is_err() {
+                return;
+            }
+        }
+        Ok(PrivRequest::Hello { protocol }) => {
+            reply_error(
+                &mut stream,
+                RpcError::new(
+                    ErrorCode::ProtocolMismatch,
+                    format!(
+                        "client speaks privileged protocol {protocol}, helper speaks {PRIV_PROTOCOL_VERSION}"
+                    ),
+                ),
+            );
+            return;
+        }
+        Ok(PrivRequest::Op(_)) => {
+            reply_error(
+                &mut stream,
+                RpcError::new(ErrorCode::BadRequest, "expected hello before any operation"),
+            );
+            return;
+        }
+        Err(e) => {
+            frame_failure(&mut stream, e);
+            return;
+        }
+    }
+
+    loop {
+        match read_frame::<_, PrivRequest>(&mut stream) {
+            Ok(PrivRequest::Op(op)) => {
+                let reply = match exec.execute(op) {
+                    Ok(outcome) => PrivReply::Ok(outcome),
+                    Err(e) => PrivReply::Error(e.to_rpc()),
+                };
+                if write_frame(&mut stream, &reply).is_err() {
+                    return;
+                }
+            }
+            Ok(PrivRequest::Hello { .. }) => {
+                reply_error(
+                    &mut stream,
+                    RpcError::new(ErrorCode::BadRequest, "hello sent twice"),
+                );
+                return;
+            }
+            Err(e) => {
+                frame_failure(&mut stream, e);
+                return;
+            }
+        }
+    }
+}
+
+fn frame_failure(stream: &mut UnixStream, e: FrameError) {
+    if e.is_closed() {
+        return;
+    }
+    let code = match e {
+        FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+        _ => ErrorCode::BadRequest,
+    };
+    tracing::warn!(error = %banger_proto::error::chain(&e).join(": "), "bad frame; closing");
+    reply_error(stream, RpcError::from_error(code, &e));
+}
+
+fn reply_error(stream: &mut UnixStream, err: RpcError) {
+    let _ = write_frame(stream, &PrivReply::Error(err));
+}

@@ -1,0 +1,784 @@
+//! The owner's configuration file, `~/.config/banger/config.toml`
+//! (`$XDG_CONFIG_HOME/banger/config.toml` when that is set), or the file
+//! given with `--config`.
+//!
+//! A missing default file means built-in defaults; a missing explicit file is
+//! an error. Unknown keys are errors. Every error names the file and the key,
+//! and for bad values what would be accepted.
+//!
+//! ```toml
+//! [network]
+//! bridge = "banger0"        # "banger" + [a-z0-9-], at most 15 characters
+//! subnet = "172.30.0.0/24"  # IPv4 network, /16 to /29
+//! tap_pool = 4              # pre-created taps, 0..=64
+//! nat_default = true
+//! [vm]
+//! default_vmm = "firecracker"   # or "qemu"
+//! default_vcpus = 2             # 1..=64
+//! default_memory_mib = 1024     # 128..=262144
+//! default_disk = "8G"           # K/M/G/T suffixes (powers of 1024)
+//! [vmm]
+//! firecracker_bin = "firecracker"       # bare name (looked up on PATH) or absolute path
+//! qemu_bin = "qemu-system-x86_64"
+//! ```
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::Ipv4Addr;
+use std::ops::{Range, RangeInclusive};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use crate::store::Vmm;
+
+/// The resolved owner configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub network: NetworkConfig,
+    pub vm: VmConfig,
+    pub vmm: VmmConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkConfig {
+    /// Name of the host bridge banger owns.
+    pub bridge: String,
+    /// The guest network; the bridge takes its first host address.
+    pub subnet: Ipv4Cidr,
+    /// How many taps to keep pre-created.
+    pub tap_pool: u32,
+    /// Whether new VMs get outbound NAT unless told otherwise.
+    pub nat_default: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfig {
+    pub default_vmm: Vmm,
+    pub default_vcpus: u32,
+    pub default_memory_mib: u32,
+    pub default_disk_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmmConfig {
+    /// A bare program name (looked up on `PATH` when spawned) or an absolute
+    /// path.
+    pub firecracker_bin: PathBuf,
+    /// Same rules as `firecracker_bin`.
+    pub qemu_bin: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            network: NetworkConfig {
+                bridge: "banger0".into(),
+                subnet: Ipv4Cidr {
+                    addr: Ipv4Addr::new(172, 30, 0, 0),
+                    prefix: 24,
+                },
+                tap_pool: 4,
+                nat_default: true,
+            },
+            vm: VmConfig {
+                default_vmm: Vmm::Firecracker,
+                default_vcpus: 2,
+                default_memory_mib: 1024,
+                default_disk_bytes: 8 << 30,
+            },
+            vmm: VmmConfig {
+                firecracker_bin: "firecracker".into(),
+                qemu_bin: "qemu-system-x86_64".into(),
+            },
+        }
+    }
+}
+
+/// Where the configuration came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// The file given with `--config`.
+    Explicit(PathBuf),
+    /// The user's default config file.
+    Default(PathBuf),
+    /// Built-in defaults: no file at `looked_for`, or no home directory to
+    /// look in.
+    BuiltIn { looked_for: Option<PathBuf> },
+}
+
+impl ConfigSource {
+    /// The file that was read, if any.
+    pub fn file(&self) -> Option<&Path> {
+        match self {
+            ConfigSource::Explicit(p) | ConfigSource::Default(p) => Some(p),
+            ConfigSource::BuiltIn { .. } => None,
+        }
+    }
+}
+
+/// The environment the default config path is derived from; injectable so
+/// tests never read the process environment.
+pub trait EnvLike {
+    fn var_os(&self, key: &str) -> Option<OsString>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl EnvLike for ProcessEnv {
+    fn var_os(&self, key: &str) -> Option<OsString> {
+        std::env::var_os(key)
+    }
+}
+
+/// A fixed environment, for tests and callers that resolve it themselves.
+#[derive(Debug, Clone, Default)]
+pub struct FixedEnv {
+    pub home: Option<OsString>,
+    pub xdg_config_home: Option<OsString>,
+}
+
+impl EnvLike for FixedEnv {
+    fn var_os(&self, key: &str) -> Option<OsString> {
+        match key {
+            "HOME" => self.home.clone(),
+            "XDG_CONFIG_HOME" => self.xdg_config_home.clone(),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path} does not exist")]
+    Missing { path: PathBuf },
+    #[error("reading config {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML, has an unknown key, or a value of the
+    /// wrong type. `detail` is the TOML parser's message.
+    #[error("config {path}: {}{detail}", location(*line, key.as_deref(), ": "))]
+    Parse {
+        path: PathBuf,
+        key: Option<String>,
+        line: Option<usize>,
+        detail: String,
+    },
+    /// A well-typed value outside what banger accepts.
+    #[error("config {path}: {}{value} is invalid: must be {accepted}", location(*line, Some(key), " = "))]
+    Invalid {
+        path: PathBuf,
+        key: &'static str,
+        line: Option<usize>,
+        value: String,
+        accepted: String,
+    },
+}
+
+/// `line 3, `vm.default_vcpus`` followed by `sep`, or as much of it as is
+/// known.
+fn location(line: Option<usize>, key: Option<&str>, sep: &str) -> String {
+    match (line, key) {
+        (Some(l), Some(k)) => format!("line {l}, `{k}`{sep}"),
+        (None, Some(k)) => format!("`{k}`{sep}"),
+        (Some(l), None) => format!("line {l}: "),
+        (None, None) => String::new(),
+    }
+}
+
+impl Config {
+    /// Load the configuration: `explicit` if given (it must exist), else the
+    /// default file under the user's config home (absent means defaults).
+    pub fn load(
+        explicit: Option<&Path>,
+        env: &dyn EnvLike,
+    ) -> Result<(Config, ConfigSource), ConfigError> {
+        let (path, found) = match (explicit, default_path(env)) {
+            (Some(p), _) => (p.to_path_buf(), ConfigSource::Explicit(p.to_path_buf())),
+            (None, Some(p)) => (p.clone(), ConfigSource::Default(p)),
+            (None, None) => {
+                let source = ConfigSource::BuiltIn { looked_for: None };
+                return Ok((Config::default(), source));
+            }
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok((Config::parse(&text, &path)?, found)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && explicit.is_some() => {
+                Err(ConfigError::Missing { path })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let source = ConfigSource::BuiltIn {
+                    looked_for: Some(path),
+                };
+                Ok((Config::default(), source))
+            }
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    /// Parse and validate config text; `path` is only used in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let pos = e.span().map(|s| s.start);
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                key: pos.and_then(|p| key_at(text, p)),
+                line: pos.map(|p| line_of(text, p)),
+                // The raw integer fields are i64 so that range errors are
+                // ours; do not make users read Rust type names.
+                detail: e
+                    .message()
+                    .trim_end()
+                    .replace("expected i64", "expected an integer"),
+            }
+        })?;
+        Validator { text, path }.resolve(raw)
+    }
+}
+
+/// `$XDG_CONFIG_HOME/banger/config.toml`, else
+/// `$HOME/.config/banger/config.toml`. Per the XDG spec, a relative or empty
+/// `XDG_CONFIG_HOME` is ignored. `None` when there is no usable home.
+pub fn default_path(env: &dyn EnvLike) -> Option<PathBuf> {
+    let absolute = |v: Option<OsString>| v.map(PathBuf::from).filter(|p| p.is_absolute());
+    let config_home = absolute(env.var_os("XDG_CONFIG_HOME"))
+        .or_else(|| absolute(env.var_os("HOME")).map(|h| h.join(".config")))?;
+    Some(config_home.join("banger").join("config.toml"))
+}
+
+/// An IPv4 network in CIDR notation, host bits zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Ipv4Cidr {
+    addr: Ipv4Addr,
+    prefix: u8,
+}
+
+impl Ipv4Cidr {
+    /// `None` unless `prefix <= 32` and `addr` has no host bits set.
+    pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Ipv4Cidr> {
+        let cidr = Ipv4Cidr { addr, prefix };
+        (prefix <= 32 && u32::from(addr) & !cidr.mask() == 0).then_some(cidr)
+    }
+
+    /// The network address.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    pub fn netmask(&self) -> Ipv4Addr {
+        Ipv4Addr::from(self.mask())
+    }
+
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.addr)
+    }
+
+    fn mask(&self) -> u32 {
+        u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0)
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// Why a string is not an [`Ipv4Cidr`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CidrError {
+    #[error("{0:?} is not ADDRESS/PREFIX")]
+    Syntax(String),
+    #[error("{given} has host bits set; the network is {network}")]
+    HostBits { given: String, network: String },
+}
+
+impl FromStr for Ipv4Cidr {
+    type Err = CidrError;
+
+    fn from_str(s: &str) -> Result<Self, CidrError> {
+        let syntax = || CidrError::Syntax(s.to_owned());
+        let (addr, prefix) = s.split_once('/').ok_or_else(syntax)?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| syntax())?;
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= 32 && !prefix.starts_with('+'))
+            .ok_or_else(syntax)?;
+        Ipv4Cidr::new(addr, prefix).ok_or_else(|| {
+            let mask = Ipv4Cidr { addr, prefix }.mask();
+            CidrError::HostBits {
+                given: s.to_owned(),
+                network: format!("{}/{prefix}", Ipv4Addr::from(u32::from(addr) & mask)),
+            }
+        })
+    }
+}
+
+/// Parse a size such as `8G`, `512M`, `4096` (bytes). Suffixes K, M, G, T
+/// (either case) are powers of 1024. `None` for anything else or overflow.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last()? {
+        (i, 'k' | 'K') => (&s[..i], 10),
+        (i, 'm' | 'M') => (&s[..i], 20),
+        (i, 'g' | 'G') => (&s[..i], 30),
+        (i, 't' | 'T') => (&s[..i], 40),
+        _ => (s, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+// ---- raw file format ------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    network: RawNetwork,
+    #[serde(default)]
+    vm: RawVm,
+    #[serde(default)]
+    vmm: RawVmm,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNetwork {
+    bridge: Option<Spanned<String>>,
+    subnet: Option<Spanned<String>>,
+    tap_pool: Option<Spanned<i64>>,
+    nat_default: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVm {
+    default_vmm: Option<Spanned<String>>,
+    default_vcpus: Option<Spanned<i64>>,
+    default_memory_mib: Option<Spanned<i64>>,
+    default_disk: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVmm {
+    firecracker_bin: Option<Spanned<String>>,
+    qemu_bin: Option<Spanned<String>>,
+}
+
+const VCPUS: RangeInclusive<i64> = 1..=64;
+const MEMORY_MIB: RangeInclusive<i64> = 128..=262_144;
+const TAP_POOL: RangeInclusive<i64> = 0..=64;
+const SUBNET_PREFIX: RangeInclusive<u8> = 16..=29;
+const DISK_MIN: u64 = 64 << 20;
+const DISK_MAX: u64 = 16 << 40;
+const BRIDGE_MAX_LEN: usize = 15;
+
+struct Validator<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl Validator<'_> {
+    fn resolve(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let mut c = Config::default();
+        if let Some(v) = raw.network.bridge {
+            c.network.bridge = self.check(v, "network.bridge", BRIDGE_RULE, |s| {
+                valid_bridge(s).then(|| s.to_owned()).ok_or(None)
+            })?;
+        }
+        if let Some(v) = raw.network.subnet {
+            c.network.subnet = self.check(v, "network.subnet", SUBNET_RULE, |s| match s
+                .parse::<Ipv4Cidr>()
+            {
+                Ok(c) if SUBNET_PREFIX.contains(&c.prefix()) => Ok(c),
+                Ok(_) | Err(CidrError::Syntax(_)) => Err(None),
+                Err(e @ CidrError::HostBits { .. }) => Err(Some(e.to_string())),
+            })?;
+        }
+        if let Some(v) = raw.network.tap_pool {
+            c.network.tap_pool = self.int(v, "network.tap_pool", TAP_POOL)?;
+        }
+        if let Some(v) = raw.network.nat_default {
+            c.network.nat_default = v;
+        }
+        if let Some(v) = raw.vm.default_vmm {
+            c.vm.default_vmm = self.check(v, "vm.default_vmm", "firecracker or qemu", |s| {
+                s.parse::<Vmm>().map_err(|_| None)
+            })?;
+        }
+        if let Some(v) = raw.vm.default_vcpus {
+            c.vm.default_vcpus = self.int(v, "vm.default_vcpus", VCPUS)?;
+        }
+        if let Some(v) = raw.vm.default_memory_mib {
+            c.vm.default_memory_mib = self.int(v, "vm.default_memory_mib", MEMORY_MIB)?;
+        }
+        if let Some(v) = raw.vm.default_disk {
+            c.vm.default_disk_bytes = self.check(v, "vm.default_disk", DISK_RULE, |s| {
+                parse_size(s)
+                    .filter(|b| (DISK_MIN..=DISK_MAX).contains(b))
+                    .ok_or(None)
+            })?;
+        }
+        if let Some(v) = raw.vmm.firecracker_bin {
+            c.vmm.firecracker_bin = self.check(v, "vmm.firecracker_bin", PROGRAM_RULE, program)?;
+        }
+        if let Some(v) = raw.vmm.qemu_bin {
+            c.vmm.qemu_bin = self.check(v, "vmm.qemu_bin", PROGRAM_RULE, program)?;
+        }
+        Ok(c)
+    }
+
+    /// Convert a string value with `f`; an error (with an optional hint
+    /// appended to `accepted`) is reported as invalid.
+    fn check<T>(
+        &self,
+        value: Spanned<String>,
+        key: &'static str,
+        accepted: &str,
+        f: impl FnOnce(&str) -> Result<T, Option<String>>,
+    ) -> Result<T, ConfigError> {
+        f(value.get_ref()).map_err(|hint| {
+            let accepted = match hint {
+                Some(h) => format!("{accepted} ({h})"),
+                None => accepted.to_owned(),
+            };
+            self.invalid(
+                key,
+                value.span(),
+                format!("{:?}", value.get_ref()),
+                &accepted,
+            )
+        })
+    }
+
+    fn int(
+        &self,
+        value: Spanned<i64>,
+        key: &'static str,
+        range: RangeInclusive<i64>,
+    ) -> Result<u32, ConfigError> {
+        let n = *value.get_ref();
+        range
+            .contains(&n)
+            .then(|| u32::try_from(n).ok())
+            .flatten()
+            .ok_or_else(|| {
+                let accepted = format!("an integer in {}..={}", range.start(), range.end());
+                self.invalid(key, value.span(), n.to_string(), &accepted)
+            })
+    }
+
+    fn invalid(
+        &self,
+        key: &'static str,
+        span: Range<usize>,
+        value: String,
+        accepted: &str,
+    ) -> ConfigError {
+        ConfigError::Invalid {
+            path: self.path.to_path_buf(),
+            key,
+            line: Some(line_of(self.text, span.start)),
+            value,
+            accepted: accepted.to_owned(),
+        }
+    }
+}
+
+const BRIDGE_RULE: &str =
+    "\"banger\" followed by lowercase letters, digits or '-', at most 15 characters";
+const SUBNET_RULE: &str = "an IPv4 network in CIDR form with a /16 to /29 prefix and no host \
+                           bits set, e.g. \"172.30.0.0/24\"";
+const DISK_RULE: &str = "a size from 64M to 16T with a K, M, G or T suffix, e.g. \"8G\"";
+const PROGRAM_RULE: &str = "a program name without '/' (looked up on PATH) or an absolute path";
+
+fn valid_bridge(s: &str) -> bool {
+    s.starts_with("banger")
+        && s.len() <= BRIDGE_MAX_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
+fn program(s: &str) -> Result<PathBuf, Option<String>> {
+    let ok = if s.contains('/') {
+        Path::new(s).is_absolute()
+    } else {
+        !s.is_empty() && s != "." && s != ".."
+    };
+    (ok && !s.chars().any(char::is_control))
+        .then(|| PathBuf::from(s))
+        .ok_or(None)
+}
+
+/// 1-based line of byte offset `pos`.
+fn line_of(text: &str, pos: usize) -> usize {
+    text.as_bytes()[..pos.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// The dotted key whose key or value covers byte offset `pos`, innermost
+/// first. `None` if the text does not parse as TOML.
+fn key_at(text: &str, pos: usize) -> Option<String> {
+    let doc = DeTable::parse(text).ok()?;
+    let mut path = Vec::new();
+    find_in_table(doc.get_ref(), pos, &mut path).then(|| path.join("."))
+}
+
+fn find_in_table(table: &DeTable<'_>, pos: usize, path: &mut Vec<String>) -> bool {
+    for (k, v) in table.iter() {
+        path.push(k.get_ref().to_string());
+        if find_in_value(v, pos, path) || k.span().contains(&pos) || v.span().contains(&pos) {
+            return true;
+        }
+        path.pop();
+    }
+    false
+}
+
+fn find_in_value(value: &Spanned<DeValue<'_>>, pos: usize, path: &mut Vec<String>) -> bool {
+    match value.get_ref() {
+        DeValue::Table(t) => find_in_table(t, pos, path),
+        DeValue::Array(items) => items.iter().any(|item| find_in_value(item, pos, path)),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "/home/u/.config/banger/config.toml";
+
+    fn parse_err(text: &str) -> String {
+        let err = Config::parse(text, Path::new(FILE)).unwrap_err();
+        banger_proto::error::chain(&err).join(": ")
+    }
+
+    fn env(home: Option<&str>, xdg: Option<&str>) -> FixedEnv {
+        FixedEnv {
+            home: home.map(Into::into),
+            xdg_config_home: xdg.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn full_file_parses() {
+        let text = r#"
+[network]
+bridge = "banger-1"
+subnet = "10.20.0.0/16"
+tap_pool = 0
+nat_default = false
+[vm]
+default_vmm = "qemu"
+default_vcpus = 64
+default_memory_mib = 128
+default_disk = "512M"
+[vmm]
+firecracker_bin = "/opt/fc/firecracker"
+qemu_bin = "qemu-kvm"
+"#;
+        let c = Config::parse(text, Path::new(FILE)).unwrap();
+        assert_eq!(c.network.bridge, "banger-1");
+        assert_eq!(c.network.subnet.to_string(), "10.20.0.0/16");
+        assert_eq!(c.network.tap_pool, 0);
+        assert!(!c.network.nat_default);
+        assert_eq!(c.vm.default_vmm, Vmm::Qemu);
+        assert_eq!(c.vm.default_vcpus, 64);
+        assert_eq!(c.vm.default_memory_mib, 128);
+        assert_eq!(c.vm.default_disk_bytes, 512 << 20);
+        assert_eq!(c.vmm.firecracker_bin, Path::new("/opt/fc/firecracker"));
+        assert_eq!(c.vmm.qemu_bin, Path::new("qemu-kvm"));
+    }
+
+    #[test]
+    fn missing_default_file_means_defaults() {
+        let home = tempfile::tempdir().unwrap();
+        let env = env(home.path().to_str(), None);
+        let (config, source) = Config::load(None, &env).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(Config::parse("", Path::new(FILE)).unwrap(), config);
+        assert_eq!(
+            source,
+            ConfigSource::BuiltIn {
+                looked_for: Some(home.path().join(".config/banger/config.toml"))
+            }
+        );
+        let (_, source) = Config::load(None, &FixedEnv::default()).unwrap();
+        assert_eq!(source, ConfigSource::BuiltIn { looked_for: None });
+    }
+
+    #[test]
+    fn default_file_is_read() {
+        let home = tempfile::tempdir().unwrap();
+        let path = home.path().join(".config/banger/config.toml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "[vm]\ndefault_vcpus = 4\n").unwrap();
+        let (config, source) = Config::load(None, &env(home.path().to_str(), None)).unwrap();
+        assert_eq!(config.vm.default_vcpus, 4);
+        assert_eq!(source, ConfigSource::Default(path));
+    }
+
+    #[test]
+    fn missing_explicit_file_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nope.toml");
+        let err = Config::load(Some(&path), &FixedEnv::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!("config file {} does not exist", path.display())
+        );
+    }
+
+    #[test]
+    fn explicit_file_wins_over_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[network]\ntap_pool = 9\n").unwrap();
+        let (config, source) =
+            Config::load(Some(&path), &env(Some("/nonexistent-home"), None)).unwrap();
+        assert_eq!(config.network.tap_pool, 9);
+        assert_eq!(source, ConfigSource::Explicit(path));
+    }
+
+    #[test]
+    fn xdg_config_home_takes_precedence_over_home() {
+        let home = "/home/u/.config/banger/config.toml";
+        // Relative or empty XDG_CONFIG_HOME is ignored, per the spec.
+        let cases = [
+            (Some("/xdg"), Some("/xdg/banger/config.toml")),
+            (None, Some(home)),
+            (Some(""), Some(home)),
+            (Some("rel/xdg"), Some(home)),
+        ];
+        for (xdg, want) in cases {
+            let got = default_path(&env(Some("/home/u"), xdg));
+            assert_eq!(got.as_deref(), want.map(Path::new), "{xdg:?}");
+        }
+        assert_eq!(default_path(&env(None, None)), None);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_file() {
+        let err = parse_err("[network]\nbrdige = \"banger1\"\n");
+        assert!(
+            err.starts_with(&format!(
+                "config {FILE}: line 2, `network.brdige`: unknown field `brdige`, expected one of"
+            )),
+            "{err}"
+        );
+        assert!(
+            err.contains("unknown field `brdige`, expected one of"),
+            "{err}"
+        );
+        assert!(err.contains("`bridge`"), "{err}");
+        assert!(!err.contains('\n'), "{err}");
+        let err = parse_err("[vms]\ndefault_vcpus = 2\n");
+        assert!(err.starts_with(&format!(
+            "config {FILE}: line 1, `vms`: unknown field `vms`"
+        )));
+    }
+
+    #[test]
+    fn wrong_type_names_key_and_file() {
+        let err = parse_err("[vm]\n\ndefault_vcpus = \"two\"\n");
+        assert_eq!(
+            err,
+            format!(
+                "config {FILE}: line 3, `vm.default_vcpus`: invalid type: string \"two\", \
+                 expected an integer"
+            )
+        );
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_file() {
+        let err = parse_err("[vm\n");
+        assert!(err.starts_with(&format!("config {FILE}: line 1")), "{err}");
+    }
+
+    /// Each line: table | key = value | what the error must say after the
+    /// `config FILE: line 2, `table.key` = ` prefix.
+    const BAD_VALUES: &str = r#"
+vm      | default_vcpus = 0             | 0 is invalid: must be an integer in 1..=64
+vm      | default_vcpus = 65            | 65 is invalid: must be an integer in 1..=64
+vm      | default_memory_mib = 64       | must be an integer in 128..=262144
+network | tap_pool = -1                 | -1 is invalid: must be an integer in 0..=64
+vm      | default_vmm = "kvm"           | "kvm" is invalid: must be firecracker or qemu
+network | subnet = "10.0.0.0/8"         | must be an IPv4 network in CIDR form with a /16 to /29
+network | subnet = "10.0.0.1/24"        | (10.0.0.1/24 has host bits set; the network is 10.0.0.0/24)
+network | subnet = "::1/64"             | must be an IPv4 network
+network | bridge = "br0"                | "br0" is invalid: must be "banger" followed by
+network | bridge = "banger-too-long-1"  | at most 15 characters
+network | bridge = "bangerX"            | lowercase letters
+vm      | default_disk = "8Q"           | "8Q" is invalid: must be a size from 64M to 16T
+vm      | default_disk = "1M"           | must be a size from 64M to 16T
+vmm     | qemu_bin = "bin/qemu"         | is invalid: must be a program name without '/'
+vmm     | firecracker_bin = ""          | must be a program name
+"#;
+
+    #[test]
+    fn bad_values_name_key_file_and_accepted_range() {
+        for case in BAD_VALUES.lines().filter(|l| !l.is_empty()) {
+            let [table, line, want] = [0, 1, 2].map(|i| case.split('|').nth(i).unwrap().trim());
+            let err = parse_err(&format!("[{table}]\n{line}"));
+            let key = line.split(" =").next().unwrap();
+            let head = format!("config {FILE}: line 2, `{table}.{key}` = ");
+            assert!(err.starts_with(&head), "{line}: {err}");
+            assert!(err.contains(want), "{line}: {err}\n  wanted: {want}");
+        }
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("8G"), Some(8 << 30));
+        assert_eq!(parse_size("8g"), Some(8 << 30));
+        assert_eq!(parse_size("1024k"), Some(1 << 20));
+        assert_eq!(parse_size("2T"), Some(2 << 40));
+        assert_eq!(parse_size("4096"), Some(4096));
+        for bad in ["", "G", "-1G", "1.5G", "8GB", "99999999999T", " 8 G"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn cidrs_parse() {
+        let c: Ipv4Cidr = "172.30.0.0/24".parse().unwrap();
+        assert_eq!(c.netmask(), Ipv4Addr::new(255, 255, 255, 0));
+        assert!(c.contains(Ipv4Addr::new(172, 30, 0, 77)));
+        assert!(!c.contains(Ipv4Addr::new(172, 30, 1, 1)));
+        assert_eq!(
+            "172.30.0.1/24".parse::<Ipv4Cidr>().unwrap_err().to_string(),
+            "172.30.0.1/24 has host bits set; the network is 172.30.0.0/24"
+        );
+        for bad in ["172.30.0.0", "172.30.0.0/33", "172.30.0.0/+8", "x/24"] {
+            assert!(bad.parse::<Ipv4Cidr>().is_err(), "{bad}");
+        }
+        assert_eq!(
+            "0.0.0.0/0".parse::<Ipv4Cidr>().unwrap().netmask(),
+            Ipv4Addr::UNSPECIFIED
+        );
+    }
+}

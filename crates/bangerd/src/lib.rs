@@ -1,0 +1,10 @@
+//! `bangerd`, the owner daemon, as a library so its pieces can be tested.
+
+pub mod config;
+pub mod daemon;
+pub mod doctor;
+pub mod layout;
+pub mod privileged;
+pub mod server;
+pub mod startup;
+pub mod store;

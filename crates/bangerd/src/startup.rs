@@ -1,0 +1,139 @@
+//! Daemon startup and shutdown: mode checks, layout, store, socket, signals,
+//! systemd readiness. This is the binary's edge, so it uses `anyhow`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use banger_executor::Executor;
+use banger_host::probe::RealHost;
+use banger_host::socket::{bind_listener, remove_socket};
+use banger_proto::BANGER_VERSION;
+use banger_proto::install::InstallMeta;
+use banger_proto::rpc::{DaemonMode, PROTOCOL_VERSION, ServerHello};
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::config::{Config, ProcessEnv};
+use crate::daemon::Daemon;
+use crate::layout::Layout;
+use crate::privileged::{HelperClient, InProcess, PrivilegedOps};
+use crate::server::{self, PeerPolicy};
+use crate::store::Store;
+
+/// Resolved command line of `bangerd`.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub dev: bool,
+    pub state_dir: Option<PathBuf>,
+    pub runtime_dir: Option<PathBuf>,
+    pub config: Option<PathBuf>,
+    pub install_file: PathBuf,
+}
+
+/// Log to stderr through `tracing`; `BANGER_LOG` takes an env-filter
+/// directive (default `info`). Under systemd, stderr goes to the journal.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+}
+
+pub fn run(opts: Options) -> anyhow::Result<()> {
+    let euid = rustix::process::geteuid().as_raw();
+    let egid = rustix::process::getegid().as_raw();
+    let (mode, layout, policy, privileged): (_, _, _, Arc<dyn PrivilegedOps>) = if opts.dev {
+        if euid != 0 {
+            bail!(
+                "bangerd --dev must run as root: it performs privileged host operations in-process \
+                 (uid {euid}); for an unprivileged daemon, install the service with `sudo banger system install`"
+            );
+        }
+        let layout = Layout::dev(opts.state_dir.clone(), opts.runtime_dir.clone())
+            .context("resolving dev layout")?;
+        let exec = Executor::new(Arc::new(RealHost::new()));
+        (
+            DaemonMode::Dev,
+            layout,
+            PeerPolicy::RootOnly,
+            Arc::new(InProcess::new(exec)),
+        )
+    } else {
+        if euid == 0 {
+            bail!(
+                "bangerd must not run as root in system mode; it runs as the owner user \
+                 (bangerd.service), or use `bangerd --dev` for development"
+            );
+        }
+        let meta = InstallMeta::load(&opts.install_file)
+            .context("system mode needs install metadata; run `sudo banger system install`")?;
+        if meta.owner.uid != euid {
+            bail!(
+                "bangerd runs as uid {euid}, but {} names {} (uid {}) as the owner",
+                opts.install_file.display(),
+                meta.owner.name,
+                meta.owner.uid
+            );
+        }
+        let layout = Layout::system(&meta);
+        let root_socket = meta.paths.root_socket.clone();
+        (
+            DaemonMode::System,
+            layout,
+            PeerPolicy::OwnerAndRoot { owner: euid },
+            Arc::new(HelperClient::new(root_socket)),
+        )
+    };
+
+    let config = Config::load(opts.config.as_deref(), &ProcessEnv)?.0;
+    layout
+        .ensure(euid, egid)
+        .context("preparing state and runtime directories")?;
+    let store = Store::open(&layout.store_path)?;
+    let std_listener = bind_listener(&layout.socket, euid, 0o600)?;
+    std_listener
+        .set_nonblocking(true)
+        .context("making the listener non-blocking")?;
+
+    let socket = layout.socket.clone();
+    let daemon = Arc::new(Daemon::new(mode, layout, config, store, privileged));
+    let hello = ServerHello {
+        protocol: PROTOCOL_VERSION,
+        daemon_version: BANGER_VERSION.to_string(),
+        mode,
+    };
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bangerd")
+        .build()
+        .context("starting the async runtime")?;
+    let log_socket = socket.clone();
+    let result = rt.block_on(async move {
+        let listener = tokio::net::UnixListener::from_std(std_listener)
+            .context("registering the listener")?;
+        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let serving = tokio::spawn(server::serve(listener, policy, hello, daemon, stop_rx));
+        tracing::info!(socket = %log_socket.display(), %mode, version = BANGER_VERSION, "bangerd ready");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+        let sig = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(signal = sig, "shutting down");
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+        let _ = stop_tx.send(true);
+        serving.await.context("server task panicked")?;
+        anyhow::Ok(())
+    });
+    if let Err(e) = remove_socket(&socket) {
+        tracing::warn!(error = %e, socket = %socket.display(), "removing socket");
+    }
+    tracing::info!("bangerd stopped");
+    result
+}

@@ -1,0 +1,493 @@
+//! Store tests on real SQLite files in temp dirs.
+
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use banger_proto::error::chain;
+
+use super::*;
+
+fn temp_store() -> (tempfile::TempDir, PathBuf, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("state").join("store.db");
+    let store = Store::open(&path).unwrap();
+    (dir, path, store)
+}
+
+fn render(err: &StoreError) -> String {
+    chain(err).join(": ")
+}
+
+fn new_kernel(name: &str) -> NewKernel {
+    NewKernel {
+        name: name.into(),
+        arch: "x86_64".into(),
+        kernel_path: format!("/var/lib/banger/kernels/{name}/vmlinux").into(),
+        initrd_path: None,
+        sha256: "ab".repeat(32),
+        source: KernelSource::Import,
+    }
+}
+
+fn new_image(name: &str, kernel_id: &str) -> NewImage {
+    NewImage {
+        name: name.into(),
+        rootfs_path: format!("/var/lib/banger/images/{name}/rootfs.ext4").into(),
+        kernel_id: kernel_id.into(),
+        size_bytes: 1 << 30,
+        source: ImageSource::Register,
+        source_ref: None,
+        work_seed_path: None,
+    }
+}
+
+fn new_vm(name: &str, image_id: &str) -> NewVm {
+    NewVm {
+        name: name.into(),
+        image_id: image_id.into(),
+        vmm: Vmm::Firecracker,
+        vcpus: 2,
+        memory_mib: 1024,
+        disk_bytes: 8 << 30,
+        nat: true,
+    }
+}
+
+fn lease(last: u8) -> NewLease {
+    NewLease {
+        ip: Ipv4Addr::new(172, 30, 0, last),
+        mac: format!("02:00:ac:1e:00:{last:02x}"),
+    }
+}
+
+/// A store with one kernel and one image.
+fn seeded() -> (tempfile::TempDir, PathBuf, Store, ImageRow) {
+    let (dir, path, store) = temp_store();
+    let kernel = store.insert_kernel(&new_kernel("k1")).unwrap();
+    let image = store
+        .insert_image(&new_image("debian", &kernel.id))
+        .unwrap();
+    (dir, path, store, image)
+}
+
+fn raw_user_version(path: &Path) -> i64 {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn open_migrates_an_empty_file_and_sets_user_version() {
+    let (dir, path, store) = temp_store();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(store.path(), path);
+    let mode = std::fs::metadata(dir.path().join("state"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o700);
+    drop(store);
+    assert_eq!(raw_user_version(&path), SCHEMA_VERSION as i64);
+}
+
+#[test]
+fn reopening_is_idempotent_and_keeps_data() {
+    let (_dir, path, store, image) = seeded();
+    drop(store);
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    assert_eq!(store.get_image_by_name("debian").unwrap(), Some(image));
+    assert_eq!(store.list_kernels().unwrap().len(), 1);
+}
+
+#[test]
+fn wal_and_foreign_keys_are_on() {
+    let (_dir, path, store) = temp_store();
+    {
+        let conn = store.lock();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let fk: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1);
+    }
+    store.insert_kernel(&new_kernel("k")).unwrap();
+    let wal = path.with_file_name("store.db-wal");
+    assert!(wal.exists(), "{} missing after a write", wal.display());
+}
+
+#[test]
+fn garbage_file_is_refused_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let garbage = b"this is not an SQLite database, just some bytes\n".repeat(100);
+    std::fs::write(&path, &garbage).unwrap();
+    let err = Store::open(&path).unwrap_err();
+    let text = render(&err);
+    assert!(matches!(err, StoreError::NotADatabase { .. }), "{text}");
+    assert_eq!(
+        text,
+        format!("opening store {}: file is not a database", path.display())
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), garbage);
+}
+
+#[test]
+fn newer_schema_is_refused_and_left_untouched() {
+    let (_dir, path, store) = temp_store();
+    drop(store);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 7).unwrap();
+    }
+    let before = std::fs::read(&path).unwrap();
+    let err = Store::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::SchemaTooNew { found: 7, .. }));
+    assert_eq!(
+        render(&err),
+        format!(
+            "store {} has schema version 7, this bangerd knows up to {SCHEMA_VERSION}; \
+             upgrade banger",
+            path.display()
+        )
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    assert_eq!(raw_user_version(&path), 7);
+}
+
+#[test]
+fn foreign_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE notes (body TEXT)")
+            .unwrap();
+    }
+    let err = Store::open(&path).unwrap_err();
+    assert!(
+        matches!(err, StoreError::Foreign { .. }),
+        "{}",
+        render(&err)
+    );
+}
+
+#[test]
+fn failed_lease_leaves_no_vm_row() {
+    let (_dir, _path, store, image) = seeded();
+    store
+        .create_vm_with_lease(&new_vm("a", &image.id), &lease(2))
+        .unwrap();
+
+    let mut dup_ip = lease(2);
+    dup_ip.mac = lease(9).mac;
+    let err = store
+        .create_vm_with_lease(&new_vm("b", &image.id), &dup_ip)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::IpTaken { ip } if ip == Ipv4Addr::new(172, 30, 0, 2)),
+        "{}",
+        render(&err)
+    );
+    assert_eq!(render(&err), "IP address 172.30.0.2 is already leased");
+    assert_eq!(store.get_vm_by_name("b").unwrap(), None);
+
+    let mut dup_mac = lease(3);
+    dup_mac.mac = lease(2).mac;
+    let err = store
+        .create_vm_with_lease(&new_vm("c", &image.id), &dup_mac)
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::MacTaken { .. }),
+        "{}",
+        render(&err)
+    );
+    assert_eq!(store.get_vm_by_name("c").unwrap(), None);
+    assert_eq!(store.list_vms().unwrap().len(), 1);
+    assert_eq!(
+        store.leased_ips().unwrap(),
+        vec![Ipv4Addr::new(172, 30, 0, 2)]
+    );
+}
+
+#[test]
+fn transaction_rolls_back_on_error() {
+    let (_dir, _path, store) = temp_store();
+    let result: Result<(), StoreError> = store.transaction(|tx| {
+        tx.insert_kernel(&new_kernel("k1"))?;
+        tx.insert_kernel(&new_kernel("k1"))?;
+        Ok(())
+    });
+    assert!(matches!(result, Err(StoreError::NameTaken { .. })));
+    assert!(store.list_kernels().unwrap().is_empty());
+}
+
+#[test]
+fn state_change_is_compare_and_set() {
+    let (_dir, _path, store, image) = seeded();
+    let (vm, _) = store
+        .create_vm_with_lease(&new_vm("dev", &image.id), &lease(2))
+        .unwrap();
+    assert_eq!(vm.state, VmState::Created);
+
+    let vm = store
+        .set_vm_state(&vm.id, VmState::Created, VmState::Starting, None)
+        .unwrap();
+    assert_eq!(vm.state, VmState::Starting);
+
+    let err = store
+        .set_vm_state(&vm.id, VmState::Created, VmState::Running, None)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::VmStateConflict {
+            current: VmState::Starting,
+            ..
+        }
+    ));
+    assert_eq!(render(&err), "vm \"dev\" is starting, not created");
+
+    let vm = store
+        .set_vm_state(
+            &vm.id,
+            VmState::Starting,
+            VmState::Failed,
+            Some("boot timed out"),
+        )
+        .unwrap();
+    assert_eq!(vm.state_reason.as_deref(), Some("boot timed out"));
+    assert_eq!(store.get_vm(&vm.id).unwrap(), Some(vm));
+
+    let err = store
+        .set_vm_state("nope", VmState::Created, VmState::Starting, None)
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { kind: "vm", .. }));
+}
+
+#[test]
+fn duplicate_names_are_typed_errors() {
+    let (_dir, _path, store, image) = seeded();
+    let err = store.insert_kernel(&new_kernel("k1")).unwrap_err();
+    assert!(matches!(err, StoreError::NameTaken { kind: "kernel", .. }));
+    assert_eq!(render(&err), "a kernel named \"k1\" already exists");
+
+    let err = store
+        .insert_image(&new_image("debian", &image.kernel_id))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NameTaken { kind: "image", .. }));
+
+    store
+        .create_vm_with_lease(&new_vm("dev", &image.id), &lease(2))
+        .unwrap();
+    let err = store
+        .create_vm_with_lease(&new_vm("dev", &image.id), &lease(3))
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::NameTaken { kind: "vm", name } if name == "dev"),
+        "{}",
+        render(&err)
+    );
+}
+
+#[test]
+fn missing_references_are_typed_errors() {
+    let (_dir, _path, store) = temp_store();
+    let err = store
+        .insert_image(&new_image("x", "no-such-kernel"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::MissingReference { target_kind: "kernel", id, .. } if id == "no-such-kernel"),
+        "{}",
+        render(&err)
+    );
+    let err = store
+        .create_vm_with_lease(&new_vm("dev", "no-such-image"), &lease(2))
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::MissingReference {
+            target_kind: "image",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn deleting_a_vm_frees_its_lease() {
+    let (_dir, _path, store, image) = seeded();
+    let (vm, l) = store
+        .create_vm_with_lease(&new_vm("dev", &image.id), &lease(2))
+        .unwrap();
+    assert_eq!(store.get_lease(&vm.id).unwrap(), Some(l));
+    assert_eq!(store.delete_vm(&vm.id).unwrap().name, "dev");
+    assert!(store.leased_ips().unwrap().is_empty());
+    assert_eq!(store.get_lease(&vm.id).unwrap(), None);
+    // The address and the name are free again.
+    store
+        .create_vm_with_lease(&new_vm("dev", &image.id), &lease(2))
+        .unwrap();
+    let err = store.delete_vm(&vm.id).unwrap_err();
+    assert!(matches!(err, StoreError::NotFound { kind: "vm", .. }));
+}
+
+#[test]
+fn images_and_kernels_in_use_cannot_be_deleted() {
+    let (_dir, _path, store, image) = seeded();
+    for (name, last) in [("web", 3), ("db", 2)] {
+        store
+            .create_vm_with_lease(&new_vm(name, &image.id), &lease(last))
+            .unwrap();
+    }
+    let err = store.delete_image(&image.id).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::InUse { used_by, .. } if used_by == &["db", "web"]),
+        "{}",
+        render(&err)
+    );
+    assert_eq!(
+        render(&err),
+        "image \"debian\" is still used by vms db, web"
+    );
+
+    let err = store.delete_kernel(&image.kernel_id).unwrap_err();
+    assert_eq!(render(&err), "kernel \"k1\" is still used by image debian");
+
+    for vm in store.list_vms().unwrap() {
+        store.delete_vm(&vm.id).unwrap();
+    }
+    store.delete_image(&image.id).unwrap();
+    store.delete_kernel(&image.kernel_id).unwrap();
+    assert!(store.list_images().unwrap().is_empty());
+    assert!(store.list_kernels().unwrap().is_empty());
+}
+
+#[test]
+fn operations_track_progress_and_outcome() {
+    let (_dir, _path, store, image) = seeded();
+    let (vm, _) = store
+        .create_vm_with_lease(&new_vm("dev", &image.id), &lease(2))
+        .unwrap();
+    let op = store
+        .insert_operation(&NewOperation {
+            kind: "vm.create".into(),
+            vm_id: Some(vm.id.clone()),
+            stage: Some("preparing".into()),
+            total: None,
+        })
+        .unwrap();
+    assert_eq!(op.state, OperationState::Running);
+    assert_eq!(store.get_operation(&op.id).unwrap(), Some(op.clone()));
+
+    store
+        .update_operation_progress(&op.id, Some("copying disk"), 10, Some(100))
+        .unwrap();
+    let row = store.get_operation(&op.id).unwrap().unwrap();
+    assert_eq!(
+        (row.stage.as_deref(), row.done, row.total),
+        (Some("copying disk"), 10, Some(100))
+    );
+
+    let outcome = OperationOutcome::Failed {
+        code: "internal".into(),
+        messages: vec!["starting vm dev".into(), "boot timed out".into()],
+    };
+    let done = store.finish_operation(&op.id, &outcome).unwrap();
+    assert_eq!(done.state, OperationState::Failed);
+    assert_eq!(done.error_code.as_deref(), Some("internal"));
+    assert_eq!(
+        done.error_messages,
+        Some(vec![
+            "starting vm dev".to_string(),
+            "boot timed out".to_string()
+        ])
+    );
+    assert!(done.finished_at.is_some());
+
+    let err = store
+        .update_operation_progress(&op.id, None, 11, None)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::OperationFinished {
+            state: OperationState::Failed,
+            ..
+        }
+    ));
+    let err = store
+        .finish_operation("nope", &OperationOutcome::Succeeded)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        StoreError::NotFound {
+            kind: "operation",
+            ..
+        }
+    ));
+
+    // Deleting the VM keeps the operation's history.
+    store.delete_vm(&vm.id).unwrap();
+    assert_eq!(store.get_operation(&op.id).unwrap().unwrap().vm_id, None);
+}
+
+#[test]
+fn listing_interrupting_and_pruning_operations() {
+    let (_dir, _path, store) = temp_store();
+    let new = |kind: &str| NewOperation {
+        kind: kind.into(),
+        vm_id: None,
+        stage: None,
+        total: None,
+    };
+    let first = store.insert_operation(&new("a")).unwrap();
+    let second = store.insert_operation(&new("b")).unwrap();
+    let ids: Vec<_> = store
+        .list_operations()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(ids, vec![second.id.clone(), first.id.clone()]);
+
+    store
+        .finish_operation(&first.id, &OperationOutcome::Succeeded)
+        .unwrap();
+    let n = store
+        .fail_interrupted_operations("internal", &["bangerd restarted".into()])
+        .unwrap();
+    assert_eq!(n, 1);
+    let second = store.get_operation(&second.id).unwrap().unwrap();
+    assert_eq!(second.state, OperationState::Failed);
+
+    let running = store.insert_operation(&new("c")).unwrap();
+    // Nothing finished before the epoch; everything finished before tomorrow.
+    assert_eq!(store.prune_finished_operations(0).unwrap(), 0);
+    assert_eq!(
+        store
+            .prune_finished_operations(unix_now() + 86_400)
+            .unwrap(),
+        2
+    );
+    let left: Vec<_> = store
+        .list_operations()
+        .unwrap()
+        .into_iter()
+        .map(|o| o.id)
+        .collect();
+    assert_eq!(left, vec![running.id]);
+}
+
+#[test]
+fn ids_are_random_hex() {
+    let a = new_id().unwrap();
+    let b = new_id().unwrap();
+    assert_eq!(a.len(), 32);
+    assert!(
+        a.bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+    );
+    assert_ne!(a, b);
+}
