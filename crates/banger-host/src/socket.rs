@@ -265,6 +265,21 @@ mod tests {
     }
 
     #[test]
+    fn refuses_to_replace_a_socket_owned_by_someone_else() {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "this test needs root to create a socket owned by another uid"
+        );
+        let d = private_dir();
+        let p = d.path().join("s.sock");
+        drop(bind_listener(&p, me(), 0o600).unwrap());
+        std::os::unix::fs::chown(&p, Some(65534), None).unwrap();
+        let err = bind_listener(&p, me(), 0o600).unwrap_err();
+        assert!(matches!(err, SocketPathError::ForeignOwner { found: 65534, .. }), "{err}");
+        assert!(p.exists(), "the foreign socket must be left in place");
+    }
+
+    #[test]
     fn connect_check_refuses_untrusted_owner() {
         let d = private_dir();
         let p = d.path().join("s.sock");
