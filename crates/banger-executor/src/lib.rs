@@ -8,99 +8,106 @@
 //! the executor uses is derived here or in `banger-host`, never taken from the
 //! request. Each call is logged at info level with the op name (the helper's
 //! audit trail).
+//!
+//! Modules:
+//! * `validate`: checks that need no host state (names, addresses, prefixes);
+//! * `journal`: the record of every host object banger created, so it
+//!   touches nothing else and can remove everything;
+//! * `net`: bridge, taps, DNS sockets, resolver, status, teardown;
+//! * `firewall`: the nftables rule set (documented there).
+//!
+//! The host is reached only through the injected [`HostProbes`] and
+//! [`HostNet`], so all of this is unit-tested against recording fakes; the
+//! real-kernel tests (`tests/netns.rs`) run it in throwaway network
+//! namespaces.
 
+mod error;
+mod firewall;
+mod journal;
+mod net;
+mod validate;
+
+use std::os::fd::OwnedFd;
+use std::path::PathBuf;
 use std::sync::Arc;
 
+use banger_host::net::HostNet;
 use banger_host::probe::HostProbes;
 use banger_proto::privops::{PrivOp, PrivOutcome};
-use banger_proto::{ErrorCode, RpcError};
 
-/// Why an operation was refused or failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ExecError {
-    /// The arguments failed validation; nothing was done.
-    #[error("invalid arguments for {op}: {reason}")]
-    Invalid { op: &'static str, reason: String },
-}
+pub use error::ExecError;
+pub use journal::{JOURNAL_VERSION, JournalError};
+pub use net::VM_DOMAIN_ROUTE;
 
-impl ExecError {
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            ExecError::Invalid { .. } => ErrorCode::BadRequest,
-        }
-    }
-
-    pub fn to_rpc(&self) -> RpcError {
-        RpcError::from_error(self.code(), self)
-    }
+/// What an operation produced: its outcome, plus the file descriptors that
+/// travel beside it. `fds` is non-empty only for `OpenDnsSockets`: `[udp,
+/// tcp]`, which the outcome's `FdIndex` values point into.
+#[derive(Debug)]
+pub struct Executed {
+    pub outcome: PrivOutcome,
+    pub fds: Vec<OwnedFd>,
 }
 
 /// Performs privileged operations against an injected host.
 #[derive(Clone)]
 pub struct Executor {
     host: Arc<dyn HostProbes>,
+    net: Arc<dyn HostNet>,
+    journal: Arc<journal::JournalFile>,
 }
 
 impl std::fmt::Debug for Executor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Executor").finish_non_exhaustive()
+        f.debug_struct("Executor")
+            .field("journal", &self.journal.path())
+            .finish_non_exhaustive()
     }
 }
 
 impl Executor {
-    pub fn new(host: Arc<dyn HostProbes>) -> Self {
-        Executor { host }
+    /// `journal_path` is where the executor records the host objects it
+    /// creates (created 0600, its directory 0700, on first change). Clones
+    /// share one journal lock; give different executors different paths.
+    pub fn new(host: Arc<dyn HostProbes>, net: Arc<dyn HostNet>, journal_path: PathBuf) -> Self {
+        Executor {
+            host,
+            net,
+            journal: Arc::new(journal::JournalFile::new(journal_path)),
+        }
     }
 
     /// Validate and perform one operation. Blocking.
-    pub fn execute(&self, op: PrivOp) -> Result<PrivOutcome, ExecError> {
-        validate(&op)?;
-        tracing::info!(op = op.name(), args = ?op, "privileged op");
-        let outcome = match op {
-            PrivOp::ProbeKvm => PrivOutcome::Kvm(self.host.probe_kvm()),
-            PrivOp::ProbeDevice { device } => PrivOutcome::Device(self.host.probe_device(device)),
-            PrivOp::ProbeNftables => PrivOutcome::Nftables(self.host.probe_nft()),
+    pub fn execute(&self, op: PrivOp) -> Result<Executed, ExecError> {
+        validate::op(&op)?;
+        let name = op.name();
+        tracing::info!(op = name, args = ?op, "privileged op");
+        let simple = |outcome| {
+            Ok(Executed {
+                outcome,
+                fds: Vec::new(),
+            })
         };
-        Ok(outcome)
-    }
-}
-
-/// Argument validation, separate from execution so it can be tested without a
-/// host. The probe ops carry only closed enums, so there is nothing to reject
-/// yet; ops that carry names, addresses or sizes validate them here.
-fn validate(op: &PrivOp) -> Result<(), ExecError> {
-    match op {
-        PrivOp::ProbeKvm | PrivOp::ProbeDevice { .. } | PrivOp::ProbeNftables => Ok(()),
+        let result = match op {
+            PrivOp::ProbeKvm => simple(PrivOutcome::Kvm(self.host.probe_kvm())),
+            PrivOp::ProbeDevice { device } => {
+                simple(PrivOutcome::Device(self.host.probe_device(device)))
+            }
+            PrivOp::ProbeNftables => simple(PrivOutcome::Nftables(self.host.probe_nft())),
+            PrivOp::EnsureBridge(spec) => self.ensure_bridge(spec),
+            PrivOp::EnsureTap(spec) => self.ensure_tap(spec),
+            PrivOp::DeleteTap { name } => self.delete_tap(name),
+            PrivOp::SyncFirewall(spec) => self.sync_firewall(spec),
+            PrivOp::OpenDnsSockets { address } => self.open_dns_sockets(address),
+            PrivOp::ApplyResolver(spec) => self.apply_resolver(spec),
+            PrivOp::NetStatus => self.net_status(),
+            PrivOp::Teardown => self.teardown(),
+        };
+        if let Err(e) = &result {
+            tracing::warn!(op = name, code = %e.code(), error = %e.render(), "privileged op failed");
+        }
+        result
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use banger_host::probe::fake::FakeHost;
-    use banger_proto::privops::HostDevice;
-
-    #[test]
-    fn dispatches_each_op_to_the_matching_probe() {
-        let fake = Arc::new(FakeHost::lab_host());
-        let exec = Executor::new(fake.clone());
-        let out = exec
-            .execute(PrivOp::ProbeDevice {
-                device: HostDevice::MapperControl,
-            })
-            .unwrap();
-        assert!(matches!(out, PrivOutcome::Device(ref d) if d.device == HostDevice::MapperControl));
-        assert!(matches!(
-            exec.execute(PrivOp::ProbeKvm).unwrap(),
-            PrivOutcome::Kvm(_)
-        ));
-        assert!(matches!(
-            exec.execute(PrivOp::ProbeNftables).unwrap(),
-            PrivOutcome::Nftables(_)
-        ));
-        assert_eq!(
-            fake.calls(),
-            vec!["probe_device(mapper_control)", "probe_kvm", "probe_nft"]
-        );
-    }
-}
+mod tests;

@@ -2,11 +2,13 @@
 //!
 //! Every external command goes through [`Runner`]: it logs the argv, gives the
 //! child an empty environment plus `PATH` (and whatever the caller adds
-//! explicitly), closes stdin, captures stdout and stderr, and enforces a
-//! timeout. `clippy.toml` forbids `std::process::Command::new` elsewhere.
+//! explicitly), closes stdin unless the caller supplies input bytes
+//! ([`Cmd::stdin`], e.g. an `nft -f -` batch), captures stdout and stderr, and
+//! enforces a timeout. `clippy.toml` forbids `std::process::Command::new`
+//! elsewhere.
 
 use std::ffi::{OsStr, OsString};
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +22,7 @@ pub struct Cmd {
     program: OsString,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
+    stdin: Option<Vec<u8>>,
     timeout: Duration,
 }
 
@@ -29,6 +32,7 @@ impl Cmd {
             program: program.as_ref().to_owned(),
             args: Vec::new(),
             env: Vec::new(),
+            stdin: None,
             timeout: Duration::from_secs(60),
         }
     }
@@ -51,6 +55,14 @@ impl Cmd {
     pub fn env(mut self, k: impl AsRef<OsStr>, v: impl AsRef<OsStr>) -> Self {
         self.env
             .push((k.as_ref().to_owned(), v.as_ref().to_owned()));
+        self
+    }
+
+    /// Feed `input` to the child's stdin (then close it). Without this the
+    /// child's stdin is `/dev/null`. The input is not part of [`Cmd::display`];
+    /// callers log it themselves when it matters.
+    pub fn stdin(mut self, input: impl Into<Vec<u8>>) -> Self {
+        self.stdin = Some(input.into());
         self
     }
 
@@ -136,14 +148,20 @@ impl Runner {
             .env_clear()
             .env("PATH", CHILD_PATH)
             .envs(cmd.env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
+            .stdin(if cmd.stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let mut child = command.spawn().map_err(|source| RunError::Spawn {
             argv: argv.clone(),
             source,
         })?;
-        // Drain both pipes on threads so a chatty child cannot block on a full pipe.
+        // Feed stdin and drain both pipes on threads, so neither a slow reader
+        // nor a chatty child can block on a full pipe.
+        let in_writer = feed(child.stdin.take(), cmd.stdin.clone());
         let out_reader = drain(child.stdout.take());
         let err_reader = drain(child.stderr.take());
         let status = wait_with_timeout(&mut child, cmd.timeout).map_err(|e| match e {
@@ -156,6 +174,11 @@ impl Runner {
                 secs: cmd.timeout.as_secs(),
             },
         })?;
+        if let Some(Err(e)) = in_writer.map(|w| w.join().unwrap_or(Ok(()))) {
+            // The child may legitimately exit before reading everything; its
+            // status and stderr say what went wrong, so this is only logged.
+            tracing::debug!(%argv, error = %e, "writing stdin");
+        }
         let stdout = out_reader.join().unwrap_or_default();
         let stderr = err_reader.join().unwrap_or_default();
         tracing::debug!(%argv, %status, "finished");
@@ -181,6 +204,17 @@ pub fn resolve(program: &OsStr) -> Option<PathBuf> {
         .split(':')
         .map(|dir| Path::new(dir).join(p))
         .find(|candidate| candidate.is_file())
+}
+
+fn feed(
+    pipe: Option<std::process::ChildStdin>,
+    input: Option<Vec<u8>>,
+) -> Option<std::thread::JoinHandle<std::io::Result<()>>> {
+    let (mut pipe, input) = (pipe?, input?);
+    Some(std::thread::spawn(move || {
+        // Dropping the pipe at the end closes the child's stdin (EOF).
+        pipe.write_all(&input)
+    }))
 }
 
 fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
@@ -247,6 +281,25 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("exit status: 3"), "{msg}");
         assert!(msg.contains("bad thing"), "{msg}");
+    }
+
+    #[test]
+    fn stdin_is_fed_then_closed() {
+        let out = Runner
+            .run(&Cmd::new("sh").args(["-c", "wc -c; cat"]).stdin("hello\n"))
+            .unwrap();
+        // `wc -c` reads to EOF, so `cat` sees nothing left: stdin was closed.
+        assert_eq!(out.stdout.trim(), "6");
+        // A large input does not deadlock against a child that writes it back.
+        let big = vec![b'x'; 1 << 20];
+        let out = Runner.run(&Cmd::new("cat").stdin(big)).unwrap();
+        assert_eq!(out.stdout.len(), 1 << 20);
+    }
+
+    #[test]
+    fn stdin_is_closed_by_default() {
+        let out = Runner.run(&Cmd::new("cat")).unwrap();
+        assert_eq!(out.stdout, "");
     }
 
     #[test]

@@ -275,7 +275,10 @@ mod tests {
         drop(bind_listener(&p, me(), 0o600).unwrap());
         std::os::unix::fs::chown(&p, Some(65534), None).unwrap();
         let err = bind_listener(&p, me(), 0o600).unwrap_err();
-        assert!(matches!(err, SocketPathError::ForeignOwner { found: 65534, .. }), "{err}");
+        assert!(
+            matches!(err, SocketPathError::ForeignOwner { found: 65534, .. }),
+            "{err}"
+        );
         assert!(p.exists(), "the foreign socket must be left in place");
     }
 

@@ -4,8 +4,15 @@
 //! UTF-8 JSON. Bodies larger than [`MAX_FRAME_LEN`] are refused before any of
 //! the body is read, so a peer cannot make the reader allocate unboundedly.
 //! Both sockets (public RPC and privileged ops) use this format.
+//!
+//! On the privileged socket a reply may carry file descriptors beside it
+//! (SCM_RIGHTS): [`write_frame_with_fds`] attaches them to the frame's first
+//! byte, and [`read_frame_with_fds`] collects whatever arrives while the frame
+//! is read, close-on-exec. At most [`MAX_FRAME_FDS`] travel with one frame.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -15,6 +22,9 @@ pub const MAX_FRAME_LEN: u32 = 1024 * 1024;
 
 /// Size of the length prefix.
 pub const HEADER_LEN: usize = 4;
+
+/// Most file descriptors sent or accepted beside one frame.
+pub const MAX_FRAME_FDS: usize = 8;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
@@ -32,6 +42,12 @@ pub enum FrameError {
     Decode(#[source] serde_json::Error),
     #[error("encoding message")]
     Encode(#[source] serde_json::Error),
+    #[error("{count} file descriptors exceed the {max} one frame may carry")]
+    TooManyFds { count: usize, max: usize },
+    #[error(
+        "file descriptors passed beside the frame were cut off (MSG_CTRUNC; more than {max} sent)"
+    )]
+    FdsTruncated { max: usize },
 }
 
 impl FrameError {
@@ -109,6 +125,124 @@ pub fn read_frame<R: Read, T: DeserializeOwned>(r: &mut R) -> Result<T, FrameErr
     decode_body(&body)
 }
 
+/// Write one frame to a Unix stream socket with `fds` attached (SCM_RIGHTS)
+/// to its first `sendmsg`; the rest of the frame follows as plain writes.
+/// The caller keeps ownership of `fds` and closes them afterwards.
+pub fn write_frame_with_fds<S, T>(
+    s: &mut S,
+    msg: &T,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), FrameError>
+where
+    S: AsFd + Write,
+    T: Serialize,
+{
+    if fds.is_empty() {
+        return write_frame(s, msg);
+    }
+    if fds.len() > MAX_FRAME_FDS {
+        return Err(FrameError::TooManyFds {
+            count: fds.len(),
+            max: MAX_FRAME_FDS,
+        });
+    }
+    let bytes = encode(msg)?;
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FRAME_FDS))];
+    let sent = loop {
+        let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+        if !control.push(rustix::net::SendAncillaryMessage::ScmRights(fds)) {
+            // Cannot happen: the buffer is sized for MAX_FRAME_FDS.
+            return Err(FrameError::TooManyFds {
+                count: fds.len(),
+                max: MAX_FRAME_FDS,
+            });
+        }
+        match rustix::net::sendmsg(
+            s.as_fd(),
+            &[IoSlice::new(&bytes)],
+            &mut control,
+            rustix::net::SendFlags::NOSIGNAL,
+        ) {
+            Ok(n) => break n,
+            // Nothing was sent, descriptors included: try again.
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(FrameError::Write(e.into())),
+        }
+    };
+    // The descriptors went with the first byte; the rest is ordinary data.
+    s.write_all(&bytes[sent..]).map_err(FrameError::Write)?;
+    s.flush().map_err(FrameError::Write)
+}
+
+/// Read one frame from a Unix stream socket, with every file descriptor that
+/// arrives beside it (received close-on-exec, in the order sent).
+///
+/// More than [`MAX_FRAME_FDS`] descriptors, or a cut-off control message, is
+/// an error; descriptors already received are closed when the error returns.
+pub fn read_frame_with_fds<S, T>(s: &S) -> Result<(T, Vec<OwnedFd>), FrameError>
+where
+    S: AsFd,
+    T: DeserializeOwned,
+{
+    let mut fds = Vec::new();
+    let mut header = [0u8; HEADER_LEN];
+    recv_exact(s.as_fd(), &mut header, &mut fds, true)?;
+    let len = decode_header(header)?;
+    let mut body = vec![0u8; len];
+    recv_exact(s.as_fd(), &mut body, &mut fds, false)?;
+    Ok((decode_body(&body)?, fds))
+}
+
+/// Fill `buf` with `recvmsg`, collecting descriptors into `fds`.
+fn recv_exact(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+    frame_start: bool,
+) -> Result<(), FrameError> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FRAME_FDS))];
+    let mut got = 0;
+    while got < buf.len() {
+        let mut control = rustix::net::RecvAncillaryBuffer::new(&mut space);
+        let res = rustix::net::recvmsg(
+            fd,
+            &mut [IoSliceMut::new(&mut buf[got..])],
+            &mut control,
+            rustix::net::RecvFlags::CMSG_CLOEXEC,
+        );
+        let msg = match res {
+            Ok(m) => m,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(FrameError::Read(e.into())),
+        };
+        for cmsg in control.drain() {
+            if let rustix::net::RecvAncillaryMessage::ScmRights(received) = cmsg {
+                fds.extend(received);
+            }
+        }
+        if msg.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+            return Err(FrameError::FdsTruncated { max: MAX_FRAME_FDS });
+        }
+        if fds.len() > MAX_FRAME_FDS {
+            return Err(FrameError::TooManyFds {
+                count: fds.len(),
+                max: MAX_FRAME_FDS,
+            });
+        }
+        if msg.bytes == 0 {
+            if frame_start && got == 0 {
+                return Err(FrameError::Closed);
+            }
+            return Err(FrameError::Read(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed inside a frame",
+            )));
+        }
+        got += msg.bytes;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,5 +302,71 @@ mod tests {
     fn encoder_refuses_oversized_messages() {
         let big = "x".repeat(MAX_FRAME_LEN as usize + 10);
         assert!(matches!(encode(&big), Err(FrameError::TooLarge { .. })));
+    }
+
+    fn inode(fd: &impl AsFd) -> u64 {
+        rustix::fs::fstat(fd).unwrap().st_ino
+    }
+
+    #[test]
+    fn descriptors_travel_beside_a_frame() {
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let f1 = tempfile_fd();
+        let f2 = tempfile_fd();
+        write_frame_with_fds(&mut a, &Msg { a: 9 }, &[f1.as_fd(), f2.as_fd()]).unwrap();
+        // A plain frame after it carries nothing.
+        write_frame(&mut a, &Msg { a: 10 }).unwrap();
+        let (msg, fds): (Msg, _) = read_frame_with_fds(&b).unwrap();
+        assert_eq!(msg, Msg { a: 9 });
+        assert_eq!(fds.len(), 2);
+        assert_eq!(inode(&fds[0]), inode(&f1));
+        assert_eq!(inode(&fds[1]), inode(&f2));
+        for fd in &fds {
+            let flags = rustix::io::fcntl_getfd(fd).unwrap();
+            assert!(flags.contains(rustix::io::FdFlags::CLOEXEC));
+        }
+        let (msg, fds): (Msg, _) = read_frame_with_fds(&b).unwrap();
+        assert_eq!((msg, fds.len()), (Msg { a: 10 }, 0));
+        drop(a);
+        assert!(read_frame_with_fds::<_, Msg>(&b).unwrap_err().is_closed());
+    }
+
+    #[test]
+    fn too_many_descriptors_are_refused_on_both_ends() {
+        let (mut a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let files: Vec<_> = (0..MAX_FRAME_FDS + 1).map(|_| tempfile_fd()).collect();
+        let borrowed: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+        let err = write_frame_with_fds(&mut a, &Msg { a: 1 }, &borrowed).unwrap_err();
+        assert!(matches!(err, FrameError::TooManyFds { .. }), "{err}");
+
+        // A peer that sends more than the reader accepts: the read fails
+        // (over the count, or the control message cut off) rather than
+        // losing descriptors silently.
+        let files: Vec<_> = (0..MAX_FRAME_FDS * 2).map(|_| tempfile_fd()).collect();
+        let borrowed: Vec<_> = files.iter().map(|f| f.as_fd()).collect();
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FRAME_FDS * 2))];
+        let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+        assert!(control.push(rustix::net::SendAncillaryMessage::ScmRights(&borrowed)));
+        let bytes = encode(&Msg { a: 1 }).unwrap();
+        let n = rustix::net::sendmsg(
+            &a,
+            &[IoSlice::new(&bytes)],
+            &mut control,
+            rustix::net::SendFlags::empty(),
+        )
+        .unwrap();
+        assert_eq!(n, bytes.len());
+        let err = read_frame_with_fds::<_, Msg>(&b).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FrameError::FdsTruncated { .. } | FrameError::TooManyFds { .. }
+            ),
+            "{err}"
+        );
+    }
+
+    fn tempfile_fd() -> OwnedFd {
+        rustix::fs::memfd_create("frame-test", rustix::fs::MemfdFlags::CLOEXEC).unwrap()
     }
 }

@@ -12,6 +12,7 @@ pub mod doctor;
 pub mod error;
 pub mod frame;
 pub mod install;
+pub mod net;
 pub mod privops;
 pub mod rpc;
 

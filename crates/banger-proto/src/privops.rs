@@ -15,6 +15,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::RpcError;
+pub use crate::net::{
+    BridgeOutcome, BridgeSpec, DnsSockets, FirewallSpec, NetStatus, ResolverSpec, TapOutcome,
+    TapSpec, TeardownReport,
+};
 
 /// Version of the privileged-ops protocol.
 pub const PRIV_PROTOCOL_VERSION: u32 = 1;
@@ -70,6 +74,35 @@ pub enum PrivOp {
     /// Report whether `nft` is installed and can list tables in the helper's
     /// network namespace. Preconditions: none. Side effects: none.
     ProbeNftables,
+    /// Create banger's bridge if missing (netlink), set its address, bring it
+    /// up, enable IPv4 forwarding, and journal it. Idempotent.
+    /// Preconditions: `name` starts with `banger` and is a valid interface
+    /// name; the address is in a private range, the prefix is /16../29, and
+    /// the subnet overlaps no route of another interface. A same-named
+    /// interface that the journal does not list is refused, never adopted.
+    EnsureBridge(BridgeSpec),
+    /// Create a persistent tap (tun ioctls) owned by `owner_uid`, attached to
+    /// the bridge, up; journal it. Idempotent.
+    /// Preconditions: `name` is `bangertap<N>`; the bridge is journaled.
+    EnsureTap(TapSpec),
+    /// Delete a tap. Preconditions: the journal lists it. Absent is success.
+    DeleteTap { name: String },
+    /// Replace banger's nftables tables with exactly `spec`, in one batch.
+    /// Preconditions: the bridge and every tap are journaled; every guest
+    /// address lies inside the bridge subnet and is neither the network,
+    /// broadcast nor bridge address; addresses and taps are unique.
+    SyncFirewall(FirewallSpec),
+    /// Bind UDP and TCP sockets on `address`:53 and pass them back
+    /// (SCM_RIGHTS). Preconditions: `address` is a journaled bridge's address.
+    OpenDnsSockets { address: std::net::Ipv4Addr },
+    /// Route `~vm` to `dns` on the bridge link through systemd-resolved.
+    /// Preconditions: the bridge is journaled; `dns` is its address.
+    ApplyResolver(ResolverSpec),
+    /// Report the journaled objects as the kernel sees them. Read-only.
+    NetStatus,
+    /// Remove every host object in the journal: taps, bridges, banger's nft
+    /// tables, resolver link settings. Best-effort and idempotent.
+    Teardown,
 }
 
 impl PrivOp {
@@ -79,6 +112,14 @@ impl PrivOp {
             PrivOp::ProbeKvm => "probe_kvm",
             PrivOp::ProbeDevice { .. } => "probe_device",
             PrivOp::ProbeNftables => "probe_nftables",
+            PrivOp::EnsureBridge(_) => "ensure_bridge",
+            PrivOp::EnsureTap(_) => "ensure_tap",
+            PrivOp::DeleteTap { .. } => "delete_tap",
+            PrivOp::SyncFirewall(_) => "sync_firewall",
+            PrivOp::OpenDnsSockets { .. } => "open_dns_sockets",
+            PrivOp::ApplyResolver(_) => "apply_resolver",
+            PrivOp::NetStatus => "net_status",
+            PrivOp::Teardown => "teardown",
         }
     }
 }
@@ -95,6 +136,13 @@ pub enum PrivOutcome {
     Kvm(KvmProbe),
     Device(DeviceProbe),
     Nftables(ToolProbe),
+    Bridge(BridgeOutcome),
+    Tap(TapOutcome),
+    /// The op succeeded and has nothing to report.
+    Done,
+    DnsSockets(DnsSockets),
+    NetStatus(NetStatus),
+    Teardown(TeardownReport),
 }
 
 /// Host device nodes the executor may probe.

@@ -15,7 +15,10 @@
 use serde::{Deserialize, Serialize};
 
 use crate::RpcError;
+use std::net::Ipv4Addr;
+
 use crate::doctor::DoctorReport;
+use crate::net::TeardownReport;
 
 /// Version of this RPC. Bump on any incompatible change to the types below.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -79,6 +82,10 @@ pub enum Request {
     Ping,
     /// Run the host checks; streams one progress event per check.
     Doctor,
+    /// The host network banger manages: bridge, DNS, NAT, tap pool.
+    HostStatus,
+    /// Remove every host object banger created. Idempotent.
+    HostTeardown,
 }
 
 impl Request {
@@ -87,6 +94,8 @@ impl Request {
         match self {
             Request::Ping => "ping",
             Request::Doctor => "doctor",
+            Request::HostStatus => "host_status",
+            Request::HostTeardown => "host_teardown",
         }
     }
 }
@@ -102,6 +111,59 @@ impl Request {
 pub enum Response {
     Pong(DaemonInfo),
     Doctor(DoctorReport),
+    HostStatus(HostStatus),
+    HostTeardown(TeardownReport),
+}
+
+/// `banger host status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostStatus {
+    /// Whether the network is set up; `error` says why not.
+    pub ready: bool,
+    pub error: Option<String>,
+    pub bridge: String,
+    pub bridge_present: bool,
+    /// Guest network, e.g. `172.30.0.0/24`.
+    pub subnet: String,
+    /// The bridge's own address (gateway and DNS for guests).
+    pub bridge_address: Ipv4Addr,
+    /// Where the `.vm` DNS server listens, when it runs.
+    pub dns_address: Option<String>,
+    /// `.vm` records currently published.
+    pub dns_records: usize,
+    pub nat: NatStatus,
+    pub tap_pool: TapPoolStatus,
+    /// Whether `~vm` is routed to banger's DNS by systemd-resolved.
+    pub resolver_routing: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatStatus {
+    /// banger's nft tables are in place.
+    pub firewall: bool,
+    pub ip_forward: bool,
+    /// Guest addresses that get masquerade.
+    pub nat_guests: Vec<Ipv4Addr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TapPoolStatus {
+    /// Free taps the pool keeps ready.
+    pub target: u32,
+    pub free: Vec<String>,
+    pub assigned: Vec<TapAssignment>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TapAssignment {
+    pub tap: String,
+    pub vm: String,
+    pub ip: Ipv4Addr,
+    pub nat: bool,
 }
 
 /// Identity of a running daemon.

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use banger_executor::Executor;
+use banger_host::net::RealNet;
 use banger_host::probe::RealHost;
 use banger_proto::privops::{DeviceState, HostDevice, PrivOp, PrivOutcome};
 use banger_testkit::*;
@@ -41,7 +42,12 @@ fn contract(ops: &dyn PrivilegedOps) {
 #[test]
 fn in_process_adapter_meets_the_contract() {
     require_root();
-    let ops = InProcess::new(Executor::new(Arc::new(RealHost::new())));
+    let dir = shared_tempdir();
+    let ops = InProcess::new(Executor::new(
+        Arc::new(RealHost::new()),
+        Arc::new(RealNet::new()),
+        dir.path().join("journal.json"),
+    ));
     assert_eq!(ops.channel(), Channel::InProcess);
     contract(&ops);
 }

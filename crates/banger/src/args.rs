@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::cmd::{completions, doctor, man, version};
+use crate::cmd::{completions, doctor, host, man, version};
 use crate::exit;
 
 /// Disposable Linux microVMs on this host.
@@ -51,6 +51,8 @@ pub enum Command {
                             fails; warnings alone exit 0."
     )]
     Doctor(doctor::DoctorArgs),
+    /// Show or tear down the host network banger manages
+    Host(host::HostArgs),
     /// Print the versions of banger and of the running daemon
     Version(version::VersionArgs),
     /// Print a shell completion script
@@ -88,6 +90,6 @@ mod tests {
             .get_subcommands()
             .map(|c| c.get_name().to_string())
             .collect();
-        assert_eq!(names, ["doctor", "version", "completions", "man"]);
+        assert_eq!(names, ["doctor", "host", "version", "completions", "man"]);
     }
 }

@@ -231,6 +231,8 @@ pub fn response_name(resp: &Response) -> &'static str {
     match resp {
         Response::Pong(_) => "a pong",
         Response::Doctor(_) => "a doctor report",
+        Response::HostStatus(_) => "a host status",
+        Response::HostTeardown(_) => "a teardown report",
     }
 }
 

@@ -123,9 +123,11 @@ impl Exit {
                 FrameError::Closed | FrameError::Read(_) | FrameError::Write(_) => {
                     Exit::Unreachable
                 }
-                FrameError::TooLarge { .. } | FrameError::Empty | FrameError::Decode(_) => {
-                    Exit::Incompatible
-                }
+                FrameError::TooLarge { .. }
+                | FrameError::Empty
+                | FrameError::Decode(_)
+                | FrameError::TooManyFds { .. }
+                | FrameError::FdsTruncated { .. } => Exit::Incompatible,
                 FrameError::Encode(_) => Exit::Failure,
             },
         }
@@ -154,7 +156,10 @@ impl Exit {
                 FrameError::Closed | FrameError::Read(_) | FrameError::Write(_) => {
                     "connection_lost"
                 }
-                FrameError::Empty | FrameError::Decode(_) => "protocol_error",
+                FrameError::Empty
+                | FrameError::Decode(_)
+                | FrameError::TooManyFds { .. }
+                | FrameError::FdsTruncated { .. } => "protocol_error",
                 FrameError::Encode(_) => "internal",
             },
             CliError::PipeClosed

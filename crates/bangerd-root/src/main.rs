@@ -99,6 +99,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + 'static>> {
         socket,
         owner_uid: meta.owner.uid,
         owner_gid: meta.owner.gid,
+        journal: meta.paths.root_state_dir.join("journal.json"),
     })?;
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! before a single byte is read.
 
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -10,10 +11,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use banger_executor::Executor;
+use banger_host::net::RealNet;
 use banger_host::peer::peer_cred;
 use banger_host::probe::RealHost;
 use banger_host::socket::{SocketPathError, bind_listener, remove_socket};
-use banger_proto::frame::{FrameError, read_frame, write_frame};
+use banger_proto::frame::{FrameError, read_frame, write_frame, write_frame_with_fds};
 use banger_proto::privops::{PRIV_PROTOCOL_VERSION, PrivReply, PrivRequest};
 use banger_proto::{BANGER_VERSION, ErrorCode, RpcError};
 
@@ -27,6 +29,8 @@ pub struct Settings {
     pub socket: PathBuf,
     pub owner_uid: u32,
     pub owner_gid: u32,
+    /// The executor's journal; its directory is created 0700 if missing.
+    pub journal: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -42,9 +46,28 @@ pub enum ServeError {
     },
     #[error("installing signal handlers")]
     Signals(#[source] io::Error),
+    #[error("creating the helper's state directory {path}")]
+    StateDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 pub fn serve(settings: Settings) -> Result<(), ServeError> {
+    if let Some(dir) = settings.journal.parent()
+        && !dir.exists()
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| ServeError::StateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
     // The socket is root:owner-gid 0660: the owner's group can connect, and
     // SO_PEERCRED then narrows that to the owner's uid alone.
     let listener = bind_listener(&settings.socket, 0, 0o660).map_err(ServeError::Socket)?;
@@ -63,7 +86,11 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     );
     spawn_signal_thread(&settings.socket)?;
 
-    let exec = Executor::new(Arc::new(RealHost::new()));
+    let exec = Executor::new(
+        Arc::new(RealHost::new()),
+        Arc::new(RealNet::new()),
+        settings.journal.clone(),
+    );
     let active = Arc::new(AtomicUsize::new(0));
     tracing::info!(
         socket = %settings.socket.display(),
@@ -201,11 +228,23 @@ fn handle(mut stream: UnixStream, owner_uid: u32, exec: &Executor) {
     loop {
         match read_frame::<_, PrivRequest>(&mut stream) {
             Ok(PrivRequest::Op(op)) => {
-                let reply = match exec.execute(op) {
-                    Ok(outcome) => PrivReply::Ok(outcome),
-                    Err(e) => PrivReply::Error(e.to_rpc()),
+                let name = op.name();
+                let (reply, fds) = match exec.execute(op) {
+                    Ok(executed) => (PrivReply::Ok(executed.outcome), executed.fds),
+                    Err(e) => (PrivReply::Error(e.to_rpc()), Vec::new()),
                 };
-                if write_frame(&mut stream, &reply).is_err() {
+                // Descriptors (OpenDnsSockets) ride on the reply's first
+                // sendmsg as SCM_RIGHTS; ours are closed once sent.
+                let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
+                let sent = write_frame_with_fds(&mut stream, &reply, &borrowed);
+                drop(borrowed);
+                drop(fds);
+                if let Err(e) = sent {
+                    tracing::warn!(
+                        op = name,
+                        error = %banger_proto::error::chain(&e).join(": "),
+                        "sending reply failed; closing"
+                    );
                     return;
                 }
             }

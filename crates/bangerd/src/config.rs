@@ -12,6 +12,8 @@
 //! subnet = "172.30.0.0/24"  # IPv4 network, /16 to /29
 //! tap_pool = 4              # pre-created taps, 0..=64
 //! nat_default = true
+//! allow_inter_vm = false    # may guests reach each other across the bridge
+//! dns_upstreams = ["192.0.2.53", "192.0.2.54:5353"]  # default: /etc/resolv.conf
 //! [vm]
 //! default_vmm = "firecracker"   # or "qemu"
 //! default_vcpus = 2             # 1..=64
@@ -23,16 +25,15 @@
 //! ```
 
 use std::ffi::OsString;
-use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
+pub use crate::network::cidr::{CidrError, Ipv4Cidr};
 use crate::store::Vmm;
 
 /// The resolved owner configuration.
@@ -53,6 +54,11 @@ pub struct NetworkConfig {
     pub tap_pool: u32,
     /// Whether new VMs get outbound NAT unless told otherwise.
     pub nat_default: bool,
+    /// Whether guests may reach each other across the bridge.
+    pub allow_inter_vm: bool,
+    /// Where the `.vm` DNS server forwards other names; `None` means the
+    /// host's resolvers from `/etc/resolv.conf`.
+    pub dns_upstreams: Option<Vec<SocketAddr>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,12 +83,12 @@ impl Default for Config {
         Config {
             network: NetworkConfig {
                 bridge: "banger0".into(),
-                subnet: Ipv4Cidr {
-                    addr: Ipv4Addr::new(172, 30, 0, 0),
-                    prefix: 24,
-                },
+                subnet: Ipv4Cidr::new(Ipv4Addr::new(172, 30, 0, 0), 24)
+                    .expect("172.30.0.0/24 is a network address"),
                 tap_pool: 4,
                 nat_default: true,
+                allow_inter_vm: false,
+                dns_upstreams: None,
             },
             vm: VmConfig {
                 default_vmm: Vmm::Firecracker,
@@ -254,81 +260,6 @@ pub fn default_path(env: &dyn EnvLike) -> Option<PathBuf> {
     Some(config_home.join("banger").join("config.toml"))
 }
 
-/// An IPv4 network in CIDR notation, host bits zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Ipv4Cidr {
-    addr: Ipv4Addr,
-    prefix: u8,
-}
-
-impl Ipv4Cidr {
-    /// `None` unless `prefix <= 32` and `addr` has no host bits set.
-    pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Ipv4Cidr> {
-        let cidr = Ipv4Cidr { addr, prefix };
-        (prefix <= 32 && u32::from(addr) & !cidr.mask() == 0).then_some(cidr)
-    }
-
-    /// The network address.
-    pub fn addr(&self) -> Ipv4Addr {
-        self.addr
-    }
-
-    pub fn prefix(&self) -> u8 {
-        self.prefix
-    }
-
-    pub fn netmask(&self) -> Ipv4Addr {
-        Ipv4Addr::from(self.mask())
-    }
-
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & self.mask() == u32::from(self.addr)
-    }
-
-    fn mask(&self) -> u32 {
-        u32::MAX
-            .checked_shl(32 - u32::from(self.prefix))
-            .unwrap_or(0)
-    }
-}
-
-impl fmt::Display for Ipv4Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-/// Why a string is not an [`Ipv4Cidr`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum CidrError {
-    #[error("{0:?} is not ADDRESS/PREFIX")]
-    Syntax(String),
-    #[error("{given} has host bits set; the network is {network}")]
-    HostBits { given: String, network: String },
-}
-
-impl FromStr for Ipv4Cidr {
-    type Err = CidrError;
-
-    fn from_str(s: &str) -> Result<Self, CidrError> {
-        let syntax = || CidrError::Syntax(s.to_owned());
-        let (addr, prefix) = s.split_once('/').ok_or_else(syntax)?;
-        let addr: Ipv4Addr = addr.parse().map_err(|_| syntax())?;
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= 32 && !prefix.starts_with('+'))
-            .ok_or_else(syntax)?;
-        Ipv4Cidr::new(addr, prefix).ok_or_else(|| {
-            let mask = Ipv4Cidr { addr, prefix }.mask();
-            CidrError::HostBits {
-                given: s.to_owned(),
-                network: format!("{}/{prefix}", Ipv4Addr::from(u32::from(addr) & mask)),
-            }
-        })
-    }
-}
-
 /// Parse a size such as `8G`, `512M`, `4096` (bytes). Suffixes K, M, G, T
 /// (either case) are powers of 1024. `None` for anything else or overflow.
 pub fn parse_size(s: &str) -> Option<u64> {
@@ -366,6 +297,8 @@ struct RawNetwork {
     subnet: Option<Spanned<String>>,
     tap_pool: Option<Spanned<i64>>,
     nat_default: Option<bool>,
+    allow_inter_vm: Option<bool>,
+    dns_upstreams: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -419,6 +352,18 @@ impl Validator<'_> {
         }
         if let Some(v) = raw.network.nat_default {
             c.network.nat_default = v;
+        }
+        if let Some(v) = raw.network.allow_inter_vm {
+            c.network.allow_inter_vm = v;
+        }
+        if let Some(list) = raw.network.dns_upstreams {
+            let mut ups = Vec::with_capacity(list.len());
+            for v in list {
+                ups.push(self.check(v, "network.dns_upstreams", UPSTREAM_RULE, |s| {
+                    parse_upstream(s).ok_or(None)
+                })?);
+            }
+            c.network.dns_upstreams = Some(ups);
         }
         if let Some(v) = raw.vm.default_vmm {
             c.vm.default_vmm = self.check(v, "vm.default_vmm", "firecracker or qemu", |s| {
@@ -509,7 +454,19 @@ const BRIDGE_RULE: &str =
 const SUBNET_RULE: &str = "an IPv4 network in CIDR form with a /16 to /29 prefix and no host \
                            bits set, e.g. \"172.30.0.0/24\"";
 const DISK_RULE: &str = "a size from 64M to 16T with a K, M, G or T suffix, e.g. \"8G\"";
+const UPSTREAM_RULE: &str =
+    "an IPv4 address, optionally with a port, e.g. \"192.0.2.53\" or \"192.0.2.53:5353\"";
 const PROGRAM_RULE: &str = "a program name without '/' (looked up on PATH) or an absolute path";
+
+/// `ADDR` or `ADDR:PORT` (port defaults to 53).
+fn parse_upstream(s: &str) -> Option<SocketAddr> {
+    if let Ok(ip) = s.parse::<Ipv4Addr>() {
+        return Some(SocketAddr::new(ip.into(), 53));
+    }
+    s.parse::<SocketAddr>()
+        .ok()
+        .filter(|a| a.is_ipv4() && a.port() != 0)
+}
 
 fn valid_bridge(s: &str) -> bool {
     s.starts_with("banger")

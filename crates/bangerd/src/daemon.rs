@@ -7,13 +7,18 @@ use std::sync::Arc;
 
 use banger_host::runner::Runner;
 use banger_proto::doctor::DoctorReport;
+use banger_proto::net::TeardownReport;
 use banger_proto::privops::{DeviceProbe, HostDevice, KvmProbe, PrivOp, PrivOutcome, ToolProbe};
-use banger_proto::rpc::{DaemonInfo, DaemonMode, PROTOCOL_VERSION, Progress, Request, Response};
+use banger_proto::rpc::{
+    DaemonInfo, DaemonMode, HostStatus, PROTOCOL_VERSION, Progress, Request, Response,
+};
 use banger_proto::{BANGER_VERSION, ErrorCode, RpcError};
 
 use crate::config::Config;
+use crate::dns::{DnsConfig, DnsHandle, DnsServer};
 use crate::doctor::{self, HostFacts};
 use crate::layout::Layout;
+use crate::network::HostNetwork;
 use crate::privileged::{Channel, PrivilegedOps};
 use crate::server::{Handler, ProgressSink};
 use crate::store::Store;
@@ -26,6 +31,9 @@ pub struct Daemon {
     store: Arc<Store>,
     privileged: Arc<dyn PrivilegedOps>,
     runner: Runner,
+    network: Arc<HostNetwork>,
+    /// The `.vm` DNS server, once started.
+    dns: std::sync::Mutex<Option<DnsHandle>>,
 }
 
 impl Daemon {
@@ -33,17 +41,131 @@ impl Daemon {
         mode: DaemonMode,
         layout: Layout,
         config: Config,
-        store: Store,
+        store: Arc<Store>,
         privileged: Arc<dyn PrivilegedOps>,
+        network: Arc<HostNetwork>,
     ) -> Self {
         Daemon {
             mode,
             layout,
             config,
-            store: Arc::new(store),
+            store,
             privileged,
             runner: Runner,
+            network,
+            dns: std::sync::Mutex::new(None),
         }
+    }
+
+    /// Start the `.vm` DNS server on sockets the executor binds on the
+    /// bridge address, port 53 (privileged, so the helper opens them and
+    /// passes the descriptors), and publish every leased VM. A failure is
+    /// logged and shown by `banger host status`; the daemon keeps serving.
+    pub async fn start_dns(&self) {
+        match self.try_start_dns().await {
+            Ok(addr) => tracing::info!(%addr, "`.vm` DNS serving"),
+            Err(e) => tracing::error!(error = %e.render(), "`.vm` DNS not started"),
+        }
+    }
+
+    async fn try_start_dns(&self) -> Result<std::net::SocketAddr, RpcError> {
+        let privileged = Arc::clone(&self.privileged);
+        let address = self.network.bridge_ip();
+        let (outcome, fds) = tokio::task::spawn_blocking(move || {
+            privileged.call_with_fds(PrivOp::OpenDnsSockets { address })
+        })
+        .await
+        .map_err(|e| {
+            RpcError::new(ErrorCode::Internal, format!("dns socket task failed: {e}"))
+        })??;
+        let PrivOutcome::DnsSockets(socks) = outcome else {
+            return Err(mismatch("dns sockets"));
+        };
+        let mut fds: Vec<Option<std::os::fd::OwnedFd>> = fds.into_iter().map(Some).collect();
+        let mut take = |i: u32| {
+            fds.get_mut(i as usize)
+                .and_then(Option::take)
+                .ok_or_else(|| mismatch("dns socket descriptors"))
+        };
+        let udp = std::net::UdpSocket::from(take(socks.udp.0)?);
+        let tcp = std::net::TcpListener::from(take(socks.tcp.0)?);
+        let upstreams = self
+            .config
+            .network
+            .dns_upstreams
+            .clone()
+            .unwrap_or_else(|| {
+                crate::dns::system_upstreams(std::path::Path::new(crate::dns::RESOLV_CONF))
+            });
+        let config = DnsConfig::new(self.network.subnet(), upstreams);
+        let handle = DnsServer::start(udp, tcp, config)
+            .map_err(|e| RpcError::from_error(ErrorCode::Internal, &e))?;
+        let net = Arc::clone(&self.network);
+        let records = tokio::task::spawn_blocking(move || net.dns_records())
+            .await
+            .map_err(|e| {
+                RpcError::new(ErrorCode::Internal, format!("dns records task failed: {e}"))
+            })?
+            .map_err(|e| e.to_rpc())?;
+        handle
+            .replace_all(records)
+            .map_err(|e| RpcError::from_error(ErrorCode::Internal, &e))?;
+        let addr = handle.local_addr();
+        *self.dns.lock().expect("dns lock poisoned") = Some(handle);
+        Ok(addr)
+    }
+
+    /// Stop the DNS server (shutdown and teardown).
+    pub async fn stop_dns(&self) {
+        let handle = self.dns.lock().expect("dns lock poisoned").take();
+        if let Some(h) = handle
+            && let Err(e) = h.shutdown().await
+        {
+            tracing::warn!(error = %e, "stopping DNS server");
+        }
+    }
+
+    pub fn network(&self) -> &Arc<HostNetwork> {
+        &self.network
+    }
+
+    /// Set up the host network (startup reconcile). A failure is logged and
+    /// reported by `banger host status`; the daemon keeps serving.
+    pub async fn reconcile_network(&self) {
+        let net = Arc::clone(&self.network);
+        match tokio::task::spawn_blocking(move || net.reconcile()).await {
+            Ok(Ok(())) => tracing::info!("host network ready"),
+            Ok(Err(e)) => {
+                tracing::error!(error = %banger_proto::error::chain(&e).join(": "), "host network setup failed")
+            }
+            Err(e) => tracing::error!(error = %e, "host network setup panicked"),
+        }
+    }
+
+    async fn host_status(&self) -> Result<HostStatus, RpcError> {
+        let (dns_address, dns_records) = {
+            let dns = self.dns.lock().expect("dns lock poisoned");
+            match dns.as_ref() {
+                Some(h) => (Some(h.local_addr().to_string()), h.records().len()),
+                None => (None, 0),
+            }
+        };
+        let net = Arc::clone(&self.network);
+        tokio::task::spawn_blocking(move || net.status(dns_address, dns_records))
+            .await
+            .map_err(|e| {
+                RpcError::new(ErrorCode::Internal, format!("host status task failed: {e}"))
+            })
+    }
+
+    async fn host_teardown(&self) -> Result<TeardownReport, RpcError> {
+        // The DNS sockets are bound to the bridge address: close them first.
+        self.stop_dns().await;
+        let net = Arc::clone(&self.network);
+        tokio::task::spawn_blocking(move || net.teardown())
+            .await
+            .map_err(|e| RpcError::new(ErrorCode::Internal, format!("teardown task failed: {e}")))?
+            .map_err(|e| e.to_rpc())
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -161,6 +283,8 @@ impl Handler for Daemon {
         match req {
             Request::Ping => Ok(Response::Pong(self.info())),
             Request::Doctor => self.doctor(progress).await.map(Response::Doctor),
+            Request::HostStatus => self.host_status().await.map(Response::HostStatus),
+            Request::HostTeardown => self.host_teardown().await.map(Response::HostTeardown),
         }
     }
 }

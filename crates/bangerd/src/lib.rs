@@ -2,8 +2,11 @@
 
 pub mod config;
 pub mod daemon;
+pub mod dns;
 pub mod doctor;
+pub mod handles;
 pub mod layout;
+pub mod network;
 pub mod privileged;
 pub mod server;
 pub mod startup;

@@ -7,14 +7,22 @@
 //!
 //! Callers depend only on [`PrivilegedOps`]. All calls are blocking; the daemon
 //! makes them from `spawn_blocking`.
+//!
+//! Some operations hand back file descriptors (`OpenDnsSockets`: the bound
+//! DNS sockets). [`PrivilegedOps::call_with_fds`] returns them beside the
+//! outcome, in the order the outcome's [`FdIndex`] values count; both adapters
+//! check that the descriptors match those indices exactly, and close them all
+//! on any mismatch. [`PrivilegedOps::call`] is for operations that return none.
 
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use banger_executor::Executor;
 use banger_host::socket::{SocketPathError, check_connect_path};
-use banger_proto::frame::{FrameError, read_frame, write_frame};
+use banger_proto::frame::{FrameError, read_frame, read_frame_with_fds, write_frame};
+use banger_proto::net::FdIndex;
 use banger_proto::privops::{PRIV_PROTOCOL_VERSION, PrivOp, PrivOutcome, PrivReply, PrivRequest};
 use banger_proto::{ErrorCode, RpcError};
 
@@ -31,10 +39,60 @@ pub enum Channel {
 
 /// The seam. Implementations must be safe to call from many threads.
 pub trait PrivilegedOps: Send + Sync + std::fmt::Debug {
-    /// Perform one operation.
-    fn call(&self, op: PrivOp) -> Result<PrivOutcome, RpcError>;
+    /// Perform one operation that passes no file descriptors back. An
+    /// operation that unexpectedly does is an `internal` error (the
+    /// descriptors are closed).
+    fn call(&self, op: PrivOp) -> Result<PrivOutcome, RpcError> {
+        let name = op.name();
+        let (outcome, fds) = self.call_with_fds(op)?;
+        if !fds.is_empty() {
+            return Err(RpcError::new(
+                ErrorCode::Internal,
+                format!(
+                    "privileged operation {name} passed back {} file descriptors (closed); \
+                     it must be made with call_with_fds",
+                    fds.len()
+                ),
+            ));
+        }
+        Ok(outcome)
+    }
+    /// Perform one operation and take the file descriptors it passes back, in
+    /// the order the outcome's [`FdIndex`] values count.
+    fn call_with_fds(&self, op: PrivOp) -> Result<(PrivOutcome, Vec<OwnedFd>), RpcError>;
     /// Probe the channel itself.
     fn channel(&self) -> Channel;
+}
+
+/// The descriptor indices an outcome refers to.
+fn fd_indices(outcome: &PrivOutcome) -> Vec<FdIndex> {
+    match outcome {
+        PrivOutcome::DnsSockets(s) => vec![s.udp, s.tcp],
+        _ => Vec::new(),
+    }
+}
+
+/// Check that `received` descriptors are exactly the ones `outcome` names:
+/// its indices are `0..received` with none missing or repeated. On a
+/// mismatch every descriptor is closed and the error says what was expected.
+fn check_fds(op: &str, outcome: &PrivOutcome, received: usize) -> Result<(), RpcError> {
+    let mut indices: Vec<u32> = fd_indices(outcome).into_iter().map(|i| i.0).collect();
+    indices.sort_unstable();
+    let matches = indices.len() == received
+        && indices
+            .iter()
+            .enumerate()
+            .all(|(i, idx)| usize::try_from(*idx).is_ok_and(|idx| idx == i));
+    if matches {
+        return Ok(());
+    }
+    Err(RpcError::new(
+        ErrorCode::Internal,
+        format!(
+            "privileged operation {op} passed back {received} file descriptors, \
+             but its result refers to indices {indices:?}; all were closed"
+        ),
+    ))
 }
 
 /// Dev-mode adapter.
@@ -50,8 +108,11 @@ impl InProcess {
 }
 
 impl PrivilegedOps for InProcess {
-    fn call(&self, op: PrivOp) -> Result<PrivOutcome, RpcError> {
-        self.exec.execute(op).map_err(|e| e.to_rpc())
+    fn call_with_fds(&self, op: PrivOp) -> Result<(PrivOutcome, Vec<OwnedFd>), RpcError> {
+        let name = op.name();
+        let executed = self.exec.execute(op).map_err(|e| e.to_rpc())?;
+        check_fds(name, &executed.outcome, executed.fds.len())?;
+        Ok((executed.outcome, executed.fds))
     }
 
     fn channel(&self) -> Channel {
@@ -159,10 +220,17 @@ impl HelperClient {
             source,
         })
     }
+
+    fn recv_with_fds(&self, s: &UnixStream) -> Result<(PrivReply, Vec<OwnedFd>), HelperError> {
+        read_frame_with_fds(s).map_err(|source| HelperError::Frame {
+            socket: self.socket.clone(),
+            source,
+        })
+    }
 }
 
 impl PrivilegedOps for HelperClient {
-    fn call(&self, op: PrivOp) -> Result<PrivOutcome, RpcError> {
+    fn call_with_fds(&self, op: PrivOp) -> Result<(PrivOutcome, Vec<OwnedFd>), RpcError> {
         let name = op.name();
         let (mut s, _) = match self.connect() {
             Ok(Ok(conn)) => conn,
@@ -171,9 +239,23 @@ impl PrivilegedOps for HelperClient {
         };
         self.send(&mut s, &PrivRequest::Op(op))
             .map_err(HelperError::into_rpc)?;
-        match self.recv(&mut s).map_err(HelperError::into_rpc)? {
-            PrivReply::Ok(outcome) => Ok(outcome),
-            PrivReply::Error(e) => Err(e.context(format!("privileged operation {name}"))),
+        // Descriptors arrive (close-on-exec) with the reply's first byte.
+        let (reply, fds) = self.recv_with_fds(&s).map_err(HelperError::into_rpc)?;
+        match reply {
+            PrivReply::Ok(outcome) => {
+                check_fds(name, &outcome, fds.len())
+                    .map_err(|e| e.context(format!("root helper at {}", self.socket.display())))?;
+                Ok((outcome, fds))
+            }
+            PrivReply::Error(e) if fds.is_empty() => {
+                Err(e.context(format!("privileged operation {name}")))
+            }
+            PrivReply::Error(_) => Err(HelperError::Unexpected {
+                socket: self.socket.clone(),
+                got: "file descriptors with an error",
+                expected: "an error alone",
+            }
+            .into_rpc()),
             PrivReply::Hello { .. } => Err(HelperError::Unexpected {
                 socket: self.socket.clone(),
                 got: "hello",
@@ -198,5 +280,76 @@ impl PrivilegedOps for HelperClient {
                 error: banger_proto::error::chain(&e).join(": "),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use banger_proto::net::DnsSockets;
+
+    use super::*;
+
+    fn dns(udp: u32, tcp: u32) -> PrivOutcome {
+        PrivOutcome::DnsSockets(DnsSockets {
+            address: Ipv4Addr::new(10, 0, 0, 1),
+            udp: FdIndex(udp),
+            tcp: FdIndex(tcp),
+        })
+    }
+
+    #[test]
+    fn descriptors_must_match_the_indices_exactly() {
+        check_fds("open_dns_sockets", &dns(0, 1), 2).unwrap();
+        check_fds("open_dns_sockets", &dns(1, 0), 2).unwrap();
+        check_fds("net_status", &PrivOutcome::Done, 0).unwrap();
+        for (outcome, received) in [
+            (dns(0, 1), 1),
+            (dns(0, 1), 3),
+            (dns(0, 0), 2),
+            (dns(0, 2), 2),
+            (PrivOutcome::Done, 1),
+        ] {
+            let err = check_fds("op", &outcome, received).unwrap_err();
+            assert_eq!(err.code, ErrorCode::Internal);
+            assert!(
+                err.render()
+                    .contains(&format!("{received} file descriptors"))
+            );
+        }
+    }
+
+    /// Returns whatever it was built with, descriptors included.
+    #[derive(Debug)]
+    struct Canned(PrivOutcome, usize);
+
+    impl PrivilegedOps for Canned {
+        fn call_with_fds(&self, _: PrivOp) -> Result<(PrivOutcome, Vec<OwnedFd>), RpcError> {
+            let fds = (0..self.1)
+                .map(|_| OwnedFd::from(std::fs::File::open("/dev/null").unwrap()))
+                .collect();
+            Ok((self.0.clone(), fds))
+        }
+        fn channel(&self) -> Channel {
+            Channel::InProcess
+        }
+    }
+
+    #[test]
+    fn call_refuses_an_operation_that_passes_descriptors() {
+        let err = Canned(dns(0, 1), 2)
+            .call(PrivOp::OpenDnsSockets {
+                address: Ipv4Addr::new(10, 0, 0, 1),
+            })
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Internal);
+        assert!(err.render().contains("call_with_fds"), "{}", err.render());
+        assert_eq!(
+            Canned(PrivOutcome::Done, 0)
+                .call(PrivOp::NetStatus)
+                .unwrap(),
+            PrivOutcome::Done
+        );
     }
 }

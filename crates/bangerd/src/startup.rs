@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use banger_executor::Executor;
+use banger_host::net::RealNet;
 use banger_host::probe::RealHost;
 use banger_host::socket::{bind_listener, remove_socket};
 use banger_proto::BANGER_VERSION;
@@ -16,6 +17,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use crate::config::{Config, ProcessEnv};
 use crate::daemon::Daemon;
 use crate::layout::Layout;
+use crate::network::HostNetwork;
 use crate::privileged::{HelperClient, InProcess, PrivilegedOps};
 use crate::server::{self, PeerPolicy};
 use crate::store::Store;
@@ -33,8 +35,11 @@ pub struct Options {
 /// Log to stderr through `tracing`; `BANGER_LOG` takes an env-filter
 /// directive (default `info`). Under systemd, stderr goes to the journal.
 pub fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(
+            "info,hickory_server=warn,hickory_proto=warn,hickory_resolver=warn",
+        )
+    });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -54,7 +59,11 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         }
         let layout = Layout::dev(opts.state_dir.clone(), opts.runtime_dir.clone())
             .context("resolving dev layout")?;
-        let exec = Executor::new(Arc::new(RealHost::new()));
+        let exec = Executor::new(
+            Arc::new(RealHost::new()),
+            Arc::new(RealNet::new()),
+            layout.state_dir.join("root-journal.json"),
+        );
         (
             DaemonMode::Dev,
             layout,
@@ -92,14 +101,25 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     layout
         .ensure(euid, egid)
         .context("preparing state and runtime directories")?;
-    let store = Store::open(&layout.store_path)?;
+    let store = Arc::new(Store::open(&layout.store_path)?);
+    // Taps belong to the uid that runs the VMMs: root in dev mode, the
+    // owner in system mode.
+    let network = Arc::new(HostNetwork::new(
+        config.network.clone(),
+        euid,
+        Arc::clone(&privileged),
+        Arc::clone(&store),
+        layout.clone(),
+    ));
     let std_listener = bind_listener(&layout.socket, euid, 0o600)?;
     std_listener
         .set_nonblocking(true)
         .context("making the listener non-blocking")?;
 
     let socket = layout.socket.clone();
-    let daemon = Arc::new(Daemon::new(mode, layout, config, store, privileged));
+    let daemon = Arc::new(Daemon::new(
+        mode, layout, config, store, privileged, network,
+    ));
     let hello = ServerHello {
         protocol: PROTOCOL_VERSION,
         daemon_version: BANGER_VERSION.to_string(),
@@ -117,7 +137,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             .context("registering the listener")?;
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        daemon.reconcile_network().await;
+        daemon.start_dns().await;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let daemon_for_stop = Arc::clone(&daemon);
         let serving = tokio::spawn(server::serve(listener, policy, hello, daemon, stop_rx));
         tracing::info!(socket = %log_socket.display(), %mode, version = BANGER_VERSION, "bangerd ready");
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -129,6 +152,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
         serving.await.context("server task panicked")?;
+        daemon_for_stop.stop_dns().await;
         anyhow::Ok(())
     });
     if let Err(e) = remove_socket(&socket) {

@@ -4,6 +4,7 @@
 
 pub mod completions;
 pub mod doctor;
+pub mod host;
 pub mod man;
 pub mod version;
 
@@ -19,6 +20,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
     let settings = Settings::resolve(&cli.global);
     match cli.command {
         Command::Doctor(args) => doctor::run(&args, &settings),
+        Command::Host(args) => host::run(&args, &settings),
         Command::Version(args) => version::run(&args, &settings),
         Command::Completions(args) => completions::run(&args),
         Command::Man(args) => man::run(&args, &settings),

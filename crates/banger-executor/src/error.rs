@@ -1,0 +1,212 @@
+//! Why an operation was refused or failed.
+
+use std::net::Ipv4Addr;
+
+use banger_host::net::{Ipv4Cidr, NetError};
+use banger_proto::{ErrorCode, RpcError};
+
+use crate::journal::JournalError;
+
+/// Why an operation was refused or failed.
+///
+/// Refusals (bad input, objects banger did not create) come before any
+/// change to the host and map to `bad_request` or `invalid_state`; failures of
+/// the host itself map to `internal`, or `unavailable` when a host facility is
+/// missing.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    // ---- refusals: nothing was changed ----
+    #[error("invalid interface name {name:?}: {reason}")]
+    InterfaceName { name: String, reason: String },
+    #[error("invalid bridge address {address}: {reason}")]
+    BridgeAddress { address: Ipv4Cidr, reason: String },
+    #[error(
+        "bridge subnet {subnet} overlaps route {route} on {interface}; choose a private subnet \
+         that no other interface routes"
+    )]
+    SubnetOverlap {
+        subnet: Ipv4Cidr,
+        route: Ipv4Cidr,
+        interface: String,
+    },
+    #[error("interface {name} exists but banger did not create it; refusing to touch it")]
+    NotOurs { name: String },
+    #[error("{what} {name} was not created by banger (it is not in banger's journal)")]
+    NotJournaled { what: &'static str, name: String },
+    #[error("tap {tap} belongs to bridge {journaled}, not {bridge}")]
+    TapOnOtherBridge {
+        tap: String,
+        bridge: String,
+        journaled: String,
+    },
+    #[error("firewall guest {ip} on {tap}: {reason}")]
+    GuestAddress {
+        tap: String,
+        ip: Ipv4Addr,
+        reason: String,
+    },
+    #[error("firewall guests name {what} {value} twice; each guest has its own tap and address")]
+    DuplicateGuest { what: &'static str, value: String },
+    #[error("{address} is not the address of a bridge banger created{hint}")]
+    NotBridgeAddress { address: Ipv4Addr, hint: String },
+    #[error(
+        "interface {name} is a {actual}, not the {expected} banger created; refusing to touch it"
+    )]
+    WrongKind {
+        name: String,
+        expected: &'static str,
+        actual: String,
+    },
+    #[error("tap {name} is owned by uid {owner}, not uid {requested}; delete it first")]
+    TapOwner {
+        name: String,
+        owner: u32,
+        requested: u32,
+    },
+    #[error("bridge {name} is in banger's journal but does not exist; ensure the bridge first")]
+    BridgeMissing { name: String },
+
+    // ---- host failures ----
+    #[error("reading the host's interfaces")]
+    ReadLinks(#[source] NetError),
+    #[error("reading the host's IPv4 routes")]
+    ReadRoutes(#[source] NetError),
+    #[error("creating bridge {name}")]
+    CreateBridge {
+        name: String,
+        #[source]
+        source: NetError,
+    },
+    #[error("setting address {address} on {name}")]
+    SetAddress {
+        name: String,
+        address: Ipv4Cidr,
+        #[source]
+        source: NetError,
+    },
+    #[error("removing stray address {address} from {name}")]
+    RemoveAddress {
+        name: String,
+        address: Ipv4Cidr,
+        #[source]
+        source: NetError,
+    },
+    #[error("bringing {name} up")]
+    SetUp {
+        name: String,
+        #[source]
+        source: NetError,
+    },
+    #[error("enabling IPv4 forwarding")]
+    IpForward(#[source] NetError),
+    #[error("creating tap {name}")]
+    CreateTap {
+        name: String,
+        #[source]
+        source: NetError,
+    },
+    #[error("attaching {name} to bridge {bridge}")]
+    SetMaster {
+        name: String,
+        bridge: String,
+        #[source]
+        source: NetError,
+    },
+    #[error("deleting {name}")]
+    DeleteLink {
+        name: String,
+        #[source]
+        source: NetError,
+    },
+    #[error("applying the firewall of bridge {bridge}")]
+    ApplyFirewall {
+        bridge: String,
+        #[source]
+        source: NetError,
+    },
+    #[error("listing nftables tables")]
+    ListTables(#[source] NetError),
+    #[error("deleting banger's nftables tables")]
+    DeleteTables(#[source] NetError),
+    #[error("binding the DNS {proto} socket on {address}:53")]
+    BindDns {
+        proto: &'static str,
+        address: Ipv4Addr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("routing ~vm to {dns} on {link} through systemd-resolved")]
+    Resolver {
+        link: String,
+        dns: Ipv4Addr,
+        #[source]
+        source: NetError,
+    },
+    #[error("reverting the systemd-resolved settings of {link}")]
+    ResolverRevert {
+        link: String,
+        #[source]
+        source: NetError,
+    },
+    #[error(
+        "cannot route .vm names on {link}: resolvectl is not installed (install systemd-resolved)"
+    )]
+    ResolverUnavailable {
+        link: String,
+        #[source]
+        source: NetError,
+    },
+    #[error("banger's network journal")]
+    Journal(#[source] JournalError),
+}
+
+impl ExecError {
+    pub fn code(&self) -> ErrorCode {
+        use ExecError::*;
+        match self {
+            InterfaceName { .. }
+            | BridgeAddress { .. }
+            | SubnetOverlap { .. }
+            | NotOurs { .. }
+            | NotJournaled { .. }
+            | TapOnOtherBridge { .. }
+            | GuestAddress { .. }
+            | DuplicateGuest { .. }
+            | NotBridgeAddress { .. } => ErrorCode::BadRequest,
+            WrongKind { .. } | TapOwner { .. } | BridgeMissing { .. } => ErrorCode::InvalidState,
+            ResolverUnavailable { .. } => ErrorCode::Unavailable,
+            ReadLinks(_)
+            | ReadRoutes(_)
+            | CreateBridge { .. }
+            | SetAddress { .. }
+            | RemoveAddress { .. }
+            | SetUp { .. }
+            | IpForward(_)
+            | CreateTap { .. }
+            | SetMaster { .. }
+            | DeleteLink { .. }
+            | ApplyFirewall { .. }
+            | ListTables(_)
+            | DeleteTables(_)
+            | ResolverRevert { .. }
+            | BindDns { .. }
+            | Resolver { .. }
+            | Journal(_) => ErrorCode::Internal,
+        }
+    }
+
+    pub fn to_rpc(&self) -> RpcError {
+        RpcError::from_error(self.code(), self)
+    }
+
+    /// The whole chain on one line, for logs and teardown reports.
+    pub fn render(&self) -> String {
+        banger_proto::error::chain(self).join(": ")
+    }
+}
+
+impl From<JournalError> for ExecError {
+    fn from(e: JournalError) -> Self {
+        ExecError::Journal(e)
+    }
+}

@@ -1,0 +1,279 @@
+//! `SyncFirewall`: banger's nftables rule set, replaced as a whole.
+//!
+//! banger owns exactly two tables, `inet banger` and `bridge banger`, and
+//! never reads, changes or deletes any other. Each sync sends ONE batch to
+//! `nft -f -`, which the kernel applies as one transaction:
+//!
+//! ```text
+//! add table inet banger        # make sure it exists, so that ...
+//! delete table inet banger     # ... deleting it cannot fail
+//! add table bridge banger
+//! delete table bridge banger
+//! table inet banger { ... }    # then the whole new rule set
+//! table bridge banger { ... }
+//! ```
+//!
+//! so the old rules are never gone before the new ones are in, and a failed
+//! batch changes nothing. With bridge `B`, NAT guests `N` (their addresses),
+//! and every guest tap `T` with its address `ip(T)`:
+//!
+//! `inet banger` (routed traffic):
+//! * `postrouting` (nat, srcnat): `oifname != B ip saddr N masquerade`: NAT
+//!   guests leave through any interface but the bridge under the host's
+//!   address. Omitted when `N` is empty.
+//! * `forward` (filter):
+//!   1. `iifname B oifname B accept|drop`: guest to guest (only seen here when
+//!      `br_netfilter` passes bridged traffic to IP hooks); accept iff
+//!      `allow_inter_vm`;
+//!   2. `oifname B ct state established,related accept`: replies come back;
+//!   3. `oifname B drop`: nothing else is routed to the guests (the host
+//!      itself reaches them through `output`, which this does not touch);
+//!   4. `iifname B ip saddr N accept`: NAT guests may go out (omitted when
+//!      `N` is empty);
+//!   5. `iifname B drop`: everyone else is an offline sandbox.
+//!
+//!   Traffic to the bridge's own address (the `.vm` DNS server) is `input`,
+//!   not `forward`, so it keeps working for every guest.
+//!
+//! `bridge banger` (frames on the bridge, before L3 sees them; this is what
+//! makes "a guest's address arrives only from its own tap" hold, since L3 only
+//! sees the bridge):
+//! * `prerouting` (filter):
+//!   1. per guest: `iifname T ip saddr != ip(T) drop` and
+//!      `iifname T arp saddr ip != ip(T) drop` (no IPv4 or ARP spoofing);
+//!   2. `iifname "bangertap*" iifname != {T...} ether type { ip, arp } drop`:
+//!      a banger tap without a guest entry has no IPv4 identity yet;
+//!   3. `iifname "bangertap*" ether type 8021q drop`: no VLAN-tagged frames
+//!      sneaking past the checks above.
+//! * `forward` (filter): `iifname "bangertap*" oifname "bangertap*" drop`
+//!   unless `allow_inter_vm`: guests cannot reach each other even at L2
+//!   (flooded ARP still reaches the host, which is local delivery).
+//!
+//! IPv6 from guests is not routed (rule 5 above covers every protocol);
+//! at L2 it is left alone. Policies are `accept`: these chains only
+//! add drops for banger's own traffic, and the host's other tables keep
+//! their say (a `drop` policy elsewhere, e.g. Docker's, still applies).
+//! The tables describe one bridge: a sync for another bridge replaces them.
+
+use std::fmt::Write as _;
+use std::net::Ipv4Addr;
+
+use banger_proto::net::{FirewallSpec, NFT_TABLE, TAP_PREFIX};
+
+/// The table families banger owns, each holding one table named
+/// [`NFT_TABLE`].
+pub const FAMILIES: [&str; 2] = ["inet", "bridge"];
+
+/// The NAT guests' addresses, sorted and unique.
+pub fn nat_guests(spec: &FirewallSpec) -> Vec<Ipv4Addr> {
+    let mut ips: Vec<Ipv4Addr> = spec.guests.iter().filter(|g| g.nat).map(|g| g.ip).collect();
+    ips.sort();
+    ips.dedup();
+    ips
+}
+
+fn set<T: std::fmt::Display>(items: &[T], quote: bool) -> String {
+    let items: Vec<String> = items
+        .iter()
+        .map(|i| {
+            if quote {
+                format!("\"{i}\"")
+            } else {
+                i.to_string()
+            }
+        })
+        .collect();
+    format!("{{ {} }}", items.join(", "))
+}
+
+/// The batch replacing banger's tables with exactly `spec`. `spec` must have
+/// been validated: interface names are quoted but never escaped.
+pub fn ruleset(spec: &FirewallSpec) -> String {
+    let b = &spec.bridge;
+    let t = NFT_TABLE;
+    let nat = nat_guests(spec);
+    let mut guests: Vec<_> = spec.guests.iter().collect();
+    guests.sort_by(|x, y| x.tap.cmp(&y.tap));
+    let taps: Vec<&str> = guests.iter().map(|g| g.tap.as_str()).collect();
+    let wildcard = format!("\"{TAP_PREFIX}*\"");
+    let inter_vm = if spec.allow_inter_vm {
+        "accept"
+    } else {
+        "drop"
+    };
+
+    let mut s = String::new();
+    let mut line = |l: &str| {
+        s.push_str(l);
+        s.push('\n');
+    };
+    line(&format!(
+        "# banger firewall for bridge {b}; generated, replaced as a whole"
+    ));
+    for family in FAMILIES {
+        line(&format!("add table {family} {t}"));
+        line(&format!("delete table {family} {t}"));
+    }
+
+    line(&format!("table inet {t} {{"));
+    line("\tchain postrouting {");
+    line("\t\ttype nat hook postrouting priority srcnat; policy accept;");
+    if !nat.is_empty() {
+        line(&format!(
+            "\t\toifname != \"{b}\" ip saddr {} masquerade",
+            set(&nat, false)
+        ));
+    }
+    line("\t}");
+    line("\tchain forward {");
+    line("\t\ttype filter hook forward priority filter; policy accept;");
+    line(&format!("\t\tiifname \"{b}\" oifname \"{b}\" {inter_vm}"));
+    line(&format!(
+        "\t\toifname \"{b}\" ct state established,related accept"
+    ));
+    line(&format!("\t\toifname \"{b}\" drop"));
+    if !nat.is_empty() {
+        line(&format!(
+            "\t\tiifname \"{b}\" ip saddr {} accept",
+            set(&nat, false)
+        ));
+    }
+    line(&format!("\t\tiifname \"{b}\" drop"));
+    line("\t}");
+    line("}");
+
+    line(&format!("table bridge {t} {{"));
+    line("\tchain prerouting {");
+    line("\t\ttype filter hook prerouting priority filter; policy accept;");
+    for g in &guests {
+        line(&format!(
+            "\t\tiifname \"{}\" ether type ip ip saddr != {} drop",
+            g.tap, g.ip
+        ));
+        line(&format!(
+            "\t\tiifname \"{}\" ether type arp arp saddr ip != {} drop",
+            g.tap, g.ip
+        ));
+    }
+    let mut unknown = format!("\t\tiifname {wildcard}");
+    if !taps.is_empty() {
+        let _ = write!(unknown, " iifname != {}", set(&taps, true));
+    }
+    unknown.push_str(" ether type { ip, arp } drop");
+    line(&unknown);
+    line(&format!("\t\tiifname {wildcard} ether type 8021q drop"));
+    line("\t}");
+    line("\tchain forward {");
+    line("\t\ttype filter hook forward priority filter; policy accept;");
+    if !spec.allow_inter_vm {
+        line(&format!("\t\tiifname {wildcard} oifname {wildcard} drop"));
+    }
+    line("\t}");
+    line("}");
+    s
+}
+
+/// The batch deleting whichever of banger's tables `present` lists.
+pub fn delete_tables<'a>(present: impl IntoIterator<Item = &'a str>) -> String {
+    let mut s = String::new();
+    for family in present {
+        let _ = writeln!(s, "delete table {family} {NFT_TABLE}");
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_proto::net::GuestRule;
+
+    fn spec(allow_inter_vm: bool) -> FirewallSpec {
+        FirewallSpec {
+            bridge: "banger0".into(),
+            guests: vec![
+                GuestRule {
+                    tap: "bangertap1".into(),
+                    ip: Ipv4Addr::new(10, 0, 0, 3),
+                    nat: false,
+                },
+                GuestRule {
+                    tap: "bangertap0".into(),
+                    ip: Ipv4Addr::new(10, 0, 0, 2),
+                    nat: true,
+                },
+            ],
+            allow_inter_vm,
+        }
+    }
+
+    #[test]
+    fn ruleset_shape() {
+        let r = ruleset(&spec(false));
+        let expected = "\
+# banger firewall for bridge banger0; generated, replaced as a whole
+add table inet banger
+delete table inet banger
+add table bridge banger
+delete table bridge banger
+table inet banger {
+\tchain postrouting {
+\t\ttype nat hook postrouting priority srcnat; policy accept;
+\t\toifname != \"banger0\" ip saddr { 10.0.0.2 } masquerade
+\t}
+\tchain forward {
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tiifname \"banger0\" oifname \"banger0\" drop
+\t\toifname \"banger0\" ct state established,related accept
+\t\toifname \"banger0\" drop
+\t\tiifname \"banger0\" ip saddr { 10.0.0.2 } accept
+\t\tiifname \"banger0\" drop
+\t}
+}
+table bridge banger {
+\tchain prerouting {
+\t\ttype filter hook prerouting priority filter; policy accept;
+\t\tiifname \"bangertap0\" ether type ip ip saddr != 10.0.0.2 drop
+\t\tiifname \"bangertap0\" ether type arp arp saddr ip != 10.0.0.2 drop
+\t\tiifname \"bangertap1\" ether type ip ip saddr != 10.0.0.3 drop
+\t\tiifname \"bangertap1\" ether type arp arp saddr ip != 10.0.0.3 drop
+\t\tiifname \"bangertap*\" iifname != { \"bangertap0\", \"bangertap1\" } ether type { ip, arp } drop
+\t\tiifname \"bangertap*\" ether type 8021q drop
+\t}
+\tchain forward {
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tiifname \"bangertap*\" oifname \"bangertap*\" drop
+\t}
+}
+";
+        assert_eq!(r, expected);
+    }
+
+    #[test]
+    fn inter_vm_and_no_nat_variants() {
+        let r = ruleset(&spec(true));
+        assert!(r.contains("iifname \"banger0\" oifname \"banger0\" accept"));
+        assert!(!r.contains("oifname \"bangertap*\" drop"));
+        let none = FirewallSpec {
+            bridge: "banger0".into(),
+            guests: vec![],
+            allow_inter_vm: false,
+        };
+        let r = ruleset(&none);
+        assert!(!r.contains("masquerade"));
+        assert!(!r.contains("saddr {"));
+        assert!(r.contains("\t\tiifname \"bangertap*\" ether type { ip, arp } drop\n"));
+        // Only banger's own tables are named anywhere.
+        for l in r.lines().filter(|l| l.contains("table")) {
+            assert!(
+                l.ends_with(" banger") || l.ends_with(" banger {") || l.starts_with('#'),
+                "{l}"
+            );
+        }
+    }
+
+    #[test]
+    fn deletes_only_present_tables() {
+        assert_eq!(delete_tables(["bridge"]), "delete table bridge banger\n");
+        assert_eq!(delete_tables([]), "");
+    }
+}

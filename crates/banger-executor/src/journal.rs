@@ -1,0 +1,303 @@
+//! The executor's journal: every host network object banger created, so it
+//! only ever changes what it made and can remove all of it again.
+//!
+//! The journal is a JSON file (`root-journal.json` in the dev state dir,
+//! `journal.json` in the helper's root state dir) holding the bridges
+//! (name, address, prefix), taps (name, bridge, owner uid), whether banger's
+//! nft tables were installed (and which guests they masquerade), and the links
+//! whose resolver settings banger changed. It is written atomically: a
+//! temporary file in the same directory, fsync, rename, fsync of the
+//! directory; mode 0600. An entry is written *before* the object is created,
+//! so a crash leaves a record rather than an orphan.
+//!
+//! The serde types below live in the executor, not in `banger-proto`. That is
+//! a deliberate, documented exception to "only the protocol crate defines
+//! serializable types": the journal is the executor's private state on the
+//! root-owned disk and never crosses a socket.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use banger_host::net::Ipv4Cidr;
+use serde::{Deserialize, Serialize};
+
+/// Format version of the journal file; a newer file is refused untouched.
+pub const JOURNAL_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("reading {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {path}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{path} has journal version {version}; this build knows up to {JOURNAL_VERSION}")]
+    NewerVersion { path: PathBuf, version: u32 },
+    #[error("creating directory {path}")]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {path}")]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeEntry {
+    pub name: String,
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl BridgeEntry {
+    pub fn cidr(&self) -> Ipv4Cidr {
+        Ipv4Cidr::new(self.address, self.prefix_len)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TapEntry {
+    pub name: String,
+    pub bridge: String,
+    pub owner_uid: u32,
+}
+
+/// The journal's contents.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    pub version: u32,
+    pub bridges: Vec<BridgeEntry>,
+    pub taps: Vec<TapEntry>,
+    /// banger's nft tables (`inet banger`, `bridge banger`) were installed.
+    pub firewall: bool,
+    /// Guests the installed firewall masquerades.
+    pub nat_guests: Vec<Ipv4Addr>,
+    /// Links whose systemd-resolved settings banger changed.
+    pub resolver_links: Vec<String>,
+}
+
+impl Default for Journal {
+    fn default() -> Self {
+        Journal {
+            version: JOURNAL_VERSION,
+            bridges: Vec::new(),
+            taps: Vec::new(),
+            firewall: false,
+            nat_guests: Vec::new(),
+            resolver_links: Vec::new(),
+        }
+    }
+}
+
+impl Journal {
+    pub fn bridge(&self, name: &str) -> Option<&BridgeEntry> {
+        self.bridges.iter().find(|b| b.name == name)
+    }
+
+    pub fn tap(&self, name: &str) -> Option<&TapEntry> {
+        self.taps.iter().find(|t| t.name == name)
+    }
+
+    pub fn upsert_bridge(&mut self, entry: BridgeEntry) {
+        match self.bridges.iter_mut().find(|b| b.name == entry.name) {
+            Some(b) => *b = entry,
+            None => self.bridges.push(entry),
+        }
+    }
+
+    pub fn upsert_tap(&mut self, entry: TapEntry) {
+        match self.taps.iter_mut().find(|t| t.name == entry.name) {
+            Some(t) => *t = entry,
+            None => self.taps.push(entry),
+        }
+    }
+
+    pub fn remove_bridge(&mut self, name: &str) {
+        self.bridges.retain(|b| b.name != name);
+    }
+
+    pub fn remove_tap(&mut self, name: &str) {
+        self.taps.retain(|t| t.name != name);
+    }
+}
+
+/// The journal file plus the lock that serializes every operation that
+/// reads or changes it (one network op at a time per executor).
+#[derive(Debug)]
+pub struct JournalFile {
+    path: PathBuf,
+    lock: Mutex<()>,
+}
+
+/// A locked, loaded journal. Changes are kept by [`Txn::save`].
+#[derive(Debug)]
+pub struct Txn<'a> {
+    _guard: MutexGuard<'a, ()>,
+    path: &'a Path,
+    pub state: Journal,
+}
+
+impl JournalFile {
+    pub fn new(path: PathBuf) -> JournalFile {
+        JournalFile {
+            path,
+            lock: Mutex::new(()),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Lock and load. A missing file is an empty journal.
+    pub fn open(&self) -> Result<Txn<'_>, JournalError> {
+        let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        let state = load(&self.path)?;
+        Ok(Txn {
+            _guard: guard,
+            path: &self.path,
+            state,
+        })
+    }
+}
+
+impl Txn<'_> {
+    pub fn save(&self) -> Result<(), JournalError> {
+        store(self.path, &self.state)
+    }
+}
+
+fn load(path: &Path) -> Result<Journal, JournalError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Journal::default()),
+        Err(source) => {
+            return Err(JournalError::Read {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    // Check the version before the shape, so a newer file is reported as
+    // newer rather than as unparseable.
+    #[derive(Deserialize)]
+    struct Version {
+        version: u32,
+    }
+    let parse = |source| JournalError::Parse {
+        path: path.to_path_buf(),
+        source,
+    };
+    let Version { version } = serde_json::from_str(&text).map_err(parse)?;
+    if version > JOURNAL_VERSION {
+        return Err(JournalError::NewerVersion {
+            path: path.to_path_buf(),
+            version,
+        });
+    }
+    serde_json::from_str(&text).map_err(parse)
+}
+
+fn store(path: &Path, journal: &Journal) -> Result<(), JournalError> {
+    let write_err = |source| JournalError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    if !dir.exists() {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|source| JournalError::CreateDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+    }
+    let mut text = serde_json::to_string_pretty(journal).expect("the journal always serializes");
+    text.push('\n');
+    // NamedTempFile creates the file 0600 in the same directory, so the
+    // rename below is atomic and the journal is never world-readable.
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".journal.")
+        .tempfile_in(dir)
+        .map_err(write_err)?;
+    tmp.write_all(text.as_bytes()).map_err(write_err)?;
+    tmp.as_file().sync_all().map_err(write_err)?;
+    tmp.persist(path).map_err(|e| write_err(e.error))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(write_err)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn round_trips_atomically_with_mode_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/journal.json");
+        let file = JournalFile::new(path.clone());
+        let mut txn = file.open().unwrap();
+        assert_eq!(txn.state, Journal::default());
+        txn.state.upsert_bridge(BridgeEntry {
+            name: "banger0".into(),
+            address: Ipv4Addr::new(10, 0, 0, 1),
+            prefix_len: 24,
+        });
+        txn.save().unwrap();
+        drop(txn);
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let dir_mode = std::fs::metadata(path.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(dir_mode, 0o700);
+        let txn = file.open().unwrap();
+        assert_eq!(txn.state.bridges.len(), 1);
+        // No temporary files are left beside it.
+        let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["journal.json"]);
+    }
+
+    #[test]
+    fn newer_and_corrupt_journals_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.json");
+        std::fs::write(&path, r#"{"version": 99, "whatever": true}"#).unwrap();
+        let err = JournalFile::new(path.clone()).open().unwrap_err();
+        assert!(
+            matches!(err, JournalError::NewerVersion { version: 99, .. }),
+            "{err}"
+        );
+        std::fs::write(&path, "{not json").unwrap();
+        let err = JournalFile::new(path).open().unwrap_err();
+        assert!(matches!(err, JournalError::Parse { .. }), "{err}");
+    }
+}

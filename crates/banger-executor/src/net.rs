@@ -1,0 +1,582 @@
+//! The host-network operations: bridge, taps, firewall sync, DNS sockets,
+//! resolver, status and teardown.
+//!
+//! Rules every operation follows:
+//! * the pure checks of `validate::op` have already passed;
+//! * the journal is locked for the whole operation, and the journal- and
+//!   route-dependent checks run before the first change to the host;
+//! * only interfaces the journal lists are ever changed or deleted; a
+//!   same-named interface it does not list is refused, never adopted;
+//! * a journal entry is written before the object is created, and dropped
+//!   again if the creation fails;
+//! * doing an operation twice changes nothing the second time.
+
+use std::net::{Ipv4Addr, TcpListener, UdpSocket};
+use std::os::fd::OwnedFd;
+
+use banger_host::net::{Ipv4Cidr, Link, LinkKind, NetError};
+use banger_proto::net::{
+    BridgeOutcome, BridgeSpec, BridgeStatus, DNS_PORT, DnsSockets, FdIndex, FirewallSpec,
+    NFT_TABLE, NetStatus, ResolverSpec, TapOutcome, TapSpec, TapStatus, TeardownReport,
+};
+use banger_proto::privops::PrivOutcome;
+
+use crate::error::ExecError;
+use crate::firewall;
+use crate::journal::{BridgeEntry, Journal, TapEntry, Txn};
+use crate::{Executed, Executor, validate};
+
+/// The resolver routing domain: `~vm` sends `*.vm` lookups to the bridge's
+/// DNS server without making it a default resolver.
+pub const VM_DOMAIN_ROUTE: &str = "~vm";
+
+fn done(outcome: PrivOutcome) -> Executed {
+    Executed {
+        outcome,
+        fds: Vec::new(),
+    }
+}
+
+/// Refuse an existing interface the journal does not list, or one of the
+/// wrong kind.
+fn check_ours(link: Option<&Link>, journaled: bool, expected: LinkKind) -> Result<(), ExecError> {
+    let Some(link) = link else { return Ok(()) };
+    if !journaled {
+        return Err(ExecError::NotOurs {
+            name: link.name.clone(),
+        });
+    }
+    if link.kind != expected {
+        return Err(ExecError::WrongKind {
+            name: link.name.clone(),
+            expected: if expected == LinkKind::Bridge {
+                "bridge"
+            } else {
+                "tap"
+            },
+            actual: link.kind.to_string(),
+        });
+    }
+    Ok(())
+}
+
+fn journaled_bridge<'a>(journal: &'a Journal, name: &str) -> Result<&'a BridgeEntry, ExecError> {
+    journal.bridge(name).ok_or_else(|| ExecError::NotJournaled {
+        what: "bridge",
+        name: name.to_string(),
+    })
+}
+
+/// Best effort: write the journal after undoing an entry; the original
+/// error is what the caller reports.
+fn save_quietly(txn: &Txn<'_>) {
+    if let Err(e) = txn.save() {
+        tracing::warn!(error = %banger_proto::error::chain(&e).join(": "), "rewriting the journal after a failed step");
+    }
+}
+
+impl Executor {
+    pub(crate) fn ensure_bridge(&self, spec: BridgeSpec) -> Result<Executed, ExecError> {
+        let cidr = Ipv4Cidr::new(spec.address, spec.prefix_len);
+        let name = spec.name.as_str();
+        let mut txn = self.journal.open()?;
+        let was_journaled = txn.state.bridge(name).is_some();
+        let existing = self.net.link(name).map_err(ExecError::ReadLinks)?;
+        check_ours(existing.as_ref(), was_journaled, LinkKind::Bridge)?;
+        let routes = self.net.routes_v4().map_err(ExecError::ReadRoutes)?;
+        validate::no_overlap(cidr, name, &routes)?;
+
+        let entry = BridgeEntry {
+            name: spec.name.clone(),
+            address: spec.address,
+            prefix_len: spec.prefix_len,
+        };
+        if txn.state.bridge(name) != Some(&entry) {
+            txn.state.upsert_bridge(entry);
+            txn.save()?;
+        }
+        let created = existing.is_none();
+        let link = match existing {
+            Some(link) => link,
+            None => {
+                let fresh = self
+                    .net
+                    .create_bridge(name)
+                    .map_err(|source| ExecError::CreateBridge {
+                        name: name.to_string(),
+                        source,
+                    })
+                    .and_then(|()| self.net.link(name).map_err(ExecError::ReadLinks));
+                match fresh {
+                    Ok(Some(link)) => link,
+                    Ok(None) | Err(_) => {
+                        if !was_journaled {
+                            txn.state.remove_bridge(name);
+                            save_quietly(&txn);
+                        }
+                        return Err(fresh.err().unwrap_or_else(|| ExecError::CreateBridge {
+                            name: name.to_string(),
+                            source: NetError::NoSuchLink {
+                                name: name.to_string(),
+                            },
+                        }));
+                    }
+                }
+            }
+        };
+        let configured = self.configure_bridge(&link, cidr);
+        if let Err(e) = configured {
+            if created {
+                self.undo_create(&mut txn, name, was_journaled, true);
+            }
+            return Err(e);
+        }
+        Ok(done(PrivOutcome::Bridge(BridgeOutcome {
+            name: spec.name,
+            created,
+        })))
+    }
+
+    /// Exactly our address, up, forwarding on. Changes only what differs.
+    fn configure_bridge(&self, link: &Link, cidr: Ipv4Cidr) -> Result<(), ExecError> {
+        let name = &link.name;
+        for stray in link.addresses.iter().filter(|a| **a != cidr) {
+            self.net
+                .del_address(name, *stray)
+                .map_err(|source| ExecError::RemoveAddress {
+                    name: name.clone(),
+                    address: *stray,
+                    source,
+                })?;
+        }
+        if !link.addresses.contains(&cidr) {
+            self.net
+                .add_address(name, cidr)
+                .map_err(|source| ExecError::SetAddress {
+                    name: name.clone(),
+                    address: cidr,
+                    source,
+                })?;
+        }
+        if !link.up {
+            self.net.set_up(name).map_err(|source| ExecError::SetUp {
+                name: name.clone(),
+                source,
+            })?;
+        }
+        if !self.net.ip_forward().map_err(ExecError::IpForward)? {
+            self.net
+                .set_ip_forward(true)
+                .map_err(ExecError::IpForward)?;
+        }
+        Ok(())
+    }
+
+    /// Roll back an interface created by this call: delete it and, if the
+    /// journal did not list it before, drop its entry.
+    fn undo_create(&self, txn: &mut Txn<'_>, name: &str, was_journaled: bool, bridge: bool) {
+        if let Err(e) = self.net.delete_link(name) {
+            tracing::warn!(name, error = %e, "removing a half-configured interface");
+            return; // keep the entry: the interface may still exist
+        }
+        if !was_journaled {
+            if bridge {
+                txn.state.remove_bridge(name);
+            } else {
+                txn.state.remove_tap(name);
+            }
+            save_quietly(txn);
+        }
+    }
+
+    pub(crate) fn ensure_tap(&self, spec: TapSpec) -> Result<Executed, ExecError> {
+        let name = spec.name.as_str();
+        let mut txn = self.journal.open()?;
+        journaled_bridge(&txn.state, &spec.bridge)?;
+        let was_journaled = txn.state.tap(name).is_some();
+        let links = self.net.links().map_err(ExecError::ReadLinks)?;
+        let existing = links.iter().find(|l| l.name == name).cloned();
+        check_ours(existing.as_ref(), was_journaled, LinkKind::Tap)?;
+        if let Some(owner) = existing.as_ref().and_then(|l| l.tap_owner)
+            && owner != spec.owner_uid
+        {
+            return Err(ExecError::TapOwner {
+                name: name.to_string(),
+                owner,
+                requested: spec.owner_uid,
+            });
+        }
+        if !links.iter().any(|l| l.name == spec.bridge) {
+            return Err(ExecError::BridgeMissing {
+                name: spec.bridge.clone(),
+            });
+        }
+
+        let entry = TapEntry {
+            name: spec.name.clone(),
+            bridge: spec.bridge.clone(),
+            owner_uid: spec.owner_uid,
+        };
+        if txn.state.tap(name) != Some(&entry) {
+            txn.state.upsert_tap(entry);
+            txn.save()?;
+        }
+        let created = existing.is_none();
+        if created && let Err(source) = self.net.create_tap(name, spec.owner_uid) {
+            if !was_journaled {
+                txn.state.remove_tap(name);
+                save_quietly(&txn);
+            }
+            return Err(ExecError::CreateTap {
+                name: name.to_string(),
+                source,
+            });
+        }
+        let (master, up) = existing
+            .as_ref()
+            .map(|l| (l.master.clone(), l.up))
+            .unwrap_or((None, false));
+        let attach = || -> Result<(), ExecError> {
+            if master.as_deref() != Some(spec.bridge.as_str()) {
+                self.net
+                    .set_master(name, &spec.bridge)
+                    .map_err(|source| ExecError::SetMaster {
+                        name: name.to_string(),
+                        bridge: spec.bridge.clone(),
+                        source,
+                    })?;
+            }
+            if !up {
+                self.net.set_up(name).map_err(|source| ExecError::SetUp {
+                    name: name.to_string(),
+                    source,
+                })?;
+            }
+            Ok(())
+        };
+        if let Err(e) = attach() {
+            if created {
+                self.undo_create(&mut txn, name, was_journaled, false);
+            }
+            return Err(e);
+        }
+        Ok(done(PrivOutcome::Tap(TapOutcome {
+            name: spec.name,
+            created,
+        })))
+    }
+
+    pub(crate) fn delete_tap(&self, name: String) -> Result<Executed, ExecError> {
+        let mut txn = self.journal.open()?;
+        if txn.state.tap(&name).is_none() {
+            return Err(ExecError::NotJournaled { what: "tap", name });
+        }
+        let existing = self.net.link(&name).map_err(ExecError::ReadLinks)?;
+        check_ours(existing.as_ref(), true, LinkKind::Tap)?;
+        if existing.is_some() {
+            self.net
+                .delete_link(&name)
+                .map_err(|source| ExecError::DeleteLink {
+                    name: name.clone(),
+                    source,
+                })?;
+        }
+        txn.state.remove_tap(&name);
+        txn.save()?;
+        Ok(done(PrivOutcome::Done))
+    }
+
+    pub(crate) fn sync_firewall(&self, spec: FirewallSpec) -> Result<Executed, ExecError> {
+        let mut txn = self.journal.open()?;
+        let subnet = journaled_bridge(&txn.state, &spec.bridge)?.cidr();
+        for g in &spec.guests {
+            let tap = txn
+                .state
+                .tap(&g.tap)
+                .ok_or_else(|| ExecError::NotJournaled {
+                    what: "tap",
+                    name: g.tap.clone(),
+                })?;
+            if tap.bridge != spec.bridge {
+                return Err(ExecError::TapOnOtherBridge {
+                    tap: g.tap.clone(),
+                    bridge: spec.bridge.clone(),
+                    journaled: tap.bridge.clone(),
+                });
+            }
+            validate::guest_address(&g.tap, g.ip, &spec.bridge, subnet)?;
+        }
+        let batch = firewall::ruleset(&spec);
+        tracing::debug!(bridge = %spec.bridge, %batch, "nft batch");
+
+        let previous = (txn.state.firewall, txn.state.nat_guests.clone());
+        txn.state.firewall = true;
+        txn.state.nat_guests = firewall::nat_guests(&spec);
+        txn.save()?;
+        if let Err(source) = self.net.apply_nft(&batch) {
+            // nft applies a batch all or nothing: the old tables stand.
+            (txn.state.firewall, txn.state.nat_guests) = previous;
+            save_quietly(&txn);
+            return Err(ExecError::ApplyFirewall {
+                bridge: spec.bridge,
+                source,
+            });
+        }
+        Ok(done(PrivOutcome::Done))
+    }
+
+    pub(crate) fn open_dns_sockets(&self, address: Ipv4Addr) -> Result<Executed, ExecError> {
+        {
+            let txn = self.journal.open()?;
+            if !txn.state.bridges.iter().any(|b| b.address == address) {
+                return Err(ExecError::NotBridgeAddress {
+                    address,
+                    hint: String::new(),
+                });
+            }
+        }
+        // std opens both with SOCK_CLOEXEC; TcpListener sets SO_REUSEADDR
+        // and listens.
+        let udp = UdpSocket::bind((address, DNS_PORT)).map_err(|source| ExecError::BindDns {
+            proto: "UDP",
+            address,
+            source,
+        })?;
+        let tcp = TcpListener::bind((address, DNS_PORT)).map_err(|source| ExecError::BindDns {
+            proto: "TCP",
+            address,
+            source,
+        })?;
+        Ok(Executed {
+            outcome: PrivOutcome::DnsSockets(DnsSockets {
+                address,
+                udp: FdIndex(0),
+                tcp: FdIndex(1),
+            }),
+            fds: vec![OwnedFd::from(udp), OwnedFd::from(tcp)],
+        })
+    }
+
+    pub(crate) fn apply_resolver(&self, spec: ResolverSpec) -> Result<Executed, ExecError> {
+        let mut txn = self.journal.open()?;
+        let bridge = journaled_bridge(&txn.state, &spec.bridge)?;
+        if bridge.address != spec.dns {
+            return Err(ExecError::NotBridgeAddress {
+                address: spec.dns,
+                hint: format!(" (bridge {} has {})", spec.bridge, bridge.address),
+            });
+        }
+        let link = spec.bridge.clone();
+        let was_journaled = txn.state.resolver_links.contains(&link);
+        if !was_journaled {
+            txn.state.resolver_links.push(link.clone());
+            txn.save()?;
+        }
+        let applied = self
+            .net
+            .resolver_dns(&link, spec.dns)
+            .and_then(|()| self.net.resolver_domain(&link, VM_DOMAIN_ROUTE));
+        if let Err(source) = applied {
+            if !was_journaled {
+                txn.state.resolver_links.retain(|l| *l != link);
+                save_quietly(&txn);
+            }
+            return Err(if source.is_tool_missing() {
+                ExecError::ResolverUnavailable { link, source }
+            } else {
+                ExecError::Resolver {
+                    link,
+                    dns: spec.dns,
+                    source,
+                }
+            });
+        }
+        Ok(done(PrivOutcome::Done))
+    }
+
+    /// banger's tables that exist now. A missing `nft` means there are none
+    /// to see (and none banger could have made).
+    fn present_tables(&self) -> Result<Vec<&'static str>, NetError> {
+        let tables = match self.net.nft_tables() {
+            Ok(t) => t,
+            Err(e) if e.is_tool_missing() => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        Ok(firewall::FAMILIES
+            .into_iter()
+            .filter(|f| tables.iter().any(|t| t.family == *f && t.name == NFT_TABLE))
+            .collect())
+    }
+
+    pub(crate) fn net_status(&self) -> Result<Executed, ExecError> {
+        let txn = self.journal.open()?;
+        let links = self.net.links().map_err(ExecError::ReadLinks)?;
+        let find = |name: &str| links.iter().find(|l| l.name == name);
+        let bridges = txn
+            .state
+            .bridges
+            .iter()
+            .map(|b| {
+                let link = find(&b.name);
+                BridgeStatus {
+                    name: b.name.clone(),
+                    present: link.is_some(),
+                    addresses: link
+                        .map(|l| l.addresses.iter().map(|a| a.to_string()).collect())
+                        .unwrap_or_default(),
+                    up: link.is_some_and(|l| l.up),
+                }
+            })
+            .collect();
+        let taps = txn
+            .state
+            .taps
+            .iter()
+            .map(|t| {
+                let link = find(&t.name);
+                TapStatus {
+                    name: t.name.clone(),
+                    present: link.is_some(),
+                    master: link.and_then(|l| l.master.clone()),
+                    up: link.is_some_and(|l| l.up),
+                }
+            })
+            .collect();
+        let firewall = !self
+            .present_tables()
+            .map_err(ExecError::ListTables)?
+            .is_empty();
+        let ip_forward = self.net.ip_forward().map_err(ExecError::IpForward)?;
+        Ok(done(PrivOutcome::NetStatus(NetStatus {
+            bridges,
+            taps,
+            firewall,
+            nat_guests: if firewall {
+                txn.state.nat_guests.clone()
+            } else {
+                Vec::new()
+            },
+            ip_forward,
+            resolver_links: txn.state.resolver_links.clone(),
+        })))
+    }
+
+    /// Remove everything the journal lists, best effort: every step is
+    /// attempted, "already gone" is success, failures are reported and their
+    /// entries stay in the journal so a later teardown can retry them. A
+    /// fully successful teardown leaves an empty journal.
+    pub(crate) fn teardown(&self) -> Result<Executed, ExecError> {
+        let mut txn = self.journal.open()?;
+        let mut removed = Vec::new();
+        let mut errors = Vec::new();
+        let mut fail = |e: ExecError| errors.push(e.render());
+
+        let links = match self.net.links() {
+            Ok(l) => Some(l),
+            Err(e) => {
+                fail(ExecError::ReadLinks(e));
+                None
+            }
+        };
+        // What the kernel says about `name`: Ok(None) when it is gone.
+        let lookup = |name: &str| -> Option<Option<&Link>> {
+            links.as_ref().map(|ls| ls.iter().find(|l| l.name == name))
+        };
+
+        // Resolver settings first: they die with the link anyway, but a
+        // present link gets them reverted explicitly.
+        let mut kept_links = Vec::new();
+        for link in std::mem::take(&mut txn.state.resolver_links) {
+            match lookup(&link) {
+                Some(None) => removed.push(format!("resolver settings of {link} (link gone)")),
+                _ => match self.net.resolver_revert(&link) {
+                    Ok(()) => removed.push(format!("resolver settings of {link}")),
+                    Err(source) => {
+                        fail(ExecError::ResolverRevert {
+                            link: link.clone(),
+                            source,
+                        });
+                        kept_links.push(link);
+                    }
+                },
+            }
+        }
+        txn.state.resolver_links = kept_links;
+
+        let mut kept_taps = Vec::new();
+        for tap in std::mem::take(&mut txn.state.taps) {
+            match self.remove_link(&tap.name, LinkKind::Tap, lookup(&tap.name)) {
+                Ok(Some(what)) => removed.push(what),
+                Ok(None) => {}
+                Err(e) => {
+                    fail(e);
+                    kept_taps.push(tap);
+                }
+            }
+        }
+        txn.state.taps = kept_taps;
+
+        let mut kept_bridges = Vec::new();
+        for bridge in std::mem::take(&mut txn.state.bridges) {
+            match self.remove_link(&bridge.name, LinkKind::Bridge, lookup(&bridge.name)) {
+                Ok(Some(what)) => removed.push(what),
+                Ok(None) => {}
+                Err(e) => {
+                    fail(e);
+                    kept_bridges.push(bridge);
+                }
+            }
+        }
+        txn.state.bridges = kept_bridges;
+
+        match self.present_tables() {
+            Ok(present) if present.is_empty() => {
+                txn.state.firewall = false;
+                txn.state.nat_guests.clear();
+            }
+            Ok(present) => match self
+                .net
+                .apply_nft(&firewall::delete_tables(present.clone()))
+            {
+                Ok(()) => {
+                    removed.extend(present.iter().map(|f| format!("nft table {f} {NFT_TABLE}")));
+                    txn.state.firewall = false;
+                    txn.state.nat_guests.clear();
+                }
+                Err(source) => fail(ExecError::DeleteTables(source)),
+            },
+            Err(e) => fail(ExecError::ListTables(e)),
+        }
+
+        if let Err(e) = txn.save() {
+            fail(ExecError::Journal(e));
+        }
+        Ok(done(PrivOutcome::Teardown(TeardownReport {
+            removed,
+            errors,
+        })))
+    }
+
+    /// Delete one journaled interface. `known` is the kernel's view from the
+    /// listing (`None` when the listing failed: then just try). Returns what
+    /// was removed, `None` when it was already gone.
+    fn remove_link(
+        &self,
+        name: &str,
+        kind: LinkKind,
+        known: Option<Option<&Link>>,
+    ) -> Result<Option<String>, ExecError> {
+        if let Some(link) = known {
+            let Some(link) = link else { return Ok(None) };
+            check_ours(Some(link), true, kind.clone())?;
+        }
+        let deleted = self
+            .net
+            .delete_link(name)
+            .map_err(|source| ExecError::DeleteLink {
+                name: name.to_string(),
+                source,
+            })?;
+        Ok(deleted.then(|| format!("{kind} {name}")))
+    }
+}

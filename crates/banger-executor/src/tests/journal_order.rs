@@ -1,0 +1,110 @@
+//! The journal is written before the host is changed.
+
+use banger_host::net::{Link, NetError, NftTable, RouteV4};
+
+use super::*;
+
+/// A [`FakeNet`] that snapshots the journal file whenever something is
+/// created, to prove the entry is written first.
+struct JournalPeek {
+    inner: FakeNet,
+    journal: PathBuf,
+    seen: std::sync::Mutex<Vec<String>>,
+}
+
+impl JournalPeek {
+    fn peek(&self) {
+        let text = std::fs::read_to_string(&self.journal).unwrap_or_default();
+        self.seen.lock().unwrap().push(text);
+    }
+}
+
+impl HostNet for JournalPeek {
+    fn links(&self) -> Result<Vec<Link>, NetError> {
+        self.inner.links()
+    }
+    fn link(&self, name: &str) -> Result<Option<Link>, NetError> {
+        self.inner.link(name)
+    }
+    fn create_bridge(&self, name: &str) -> Result<(), NetError> {
+        self.peek();
+        self.inner.create_bridge(name)
+    }
+    fn add_address(&self, link: &str, address: Ipv4Cidr) -> Result<(), NetError> {
+        self.inner.add_address(link, address)
+    }
+    fn del_address(&self, link: &str, address: Ipv4Cidr) -> Result<(), NetError> {
+        self.inner.del_address(link, address)
+    }
+    fn set_up(&self, link: &str) -> Result<(), NetError> {
+        self.inner.set_up(link)
+    }
+    fn set_master(&self, link: &str, master: &str) -> Result<(), NetError> {
+        self.inner.set_master(link, master)
+    }
+    fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
+        self.peek();
+        self.inner.create_tap(name, owner_uid)
+    }
+    fn delete_link(&self, name: &str) -> Result<bool, NetError> {
+        self.inner.delete_link(name)
+    }
+    fn routes_v4(&self) -> Result<Vec<RouteV4>, NetError> {
+        self.inner.routes_v4()
+    }
+    fn apply_nft(&self, batch: &str) -> Result<(), NetError> {
+        self.peek();
+        self.inner.apply_nft(batch)
+    }
+    fn nft_tables(&self) -> Result<Vec<NftTable>, NetError> {
+        self.inner.nft_tables()
+    }
+    fn ip_forward(&self) -> Result<bool, NetError> {
+        self.inner.ip_forward()
+    }
+    fn set_ip_forward(&self, on: bool) -> Result<(), NetError> {
+        self.inner.set_ip_forward(on)
+    }
+    fn resolver_dns(&self, link: &str, dns: Ipv4Addr) -> Result<(), NetError> {
+        self.peek();
+        self.inner.resolver_dns(link, dns)
+    }
+    fn resolver_domain(&self, link: &str, domain: &str) -> Result<(), NetError> {
+        self.inner.resolver_domain(link, domain)
+    }
+    fn resolver_revert(&self, link: &str) -> Result<(), NetError> {
+        self.inner.resolver_revert(link)
+    }
+}
+
+#[test]
+fn the_journal_entry_is_written_before_the_object_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.json");
+    let peek = Arc::new(JournalPeek {
+        inner: FakeNet::new(),
+        journal: journal.clone(),
+        seen: std::sync::Mutex::new(Vec::new()),
+    });
+    let exec = Executor::new(Arc::new(FakeHost::lab_host()), peek.clone(), journal);
+    exec.execute(PrivOp::EnsureBridge(bridge())).unwrap();
+    exec.execute(PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
+    exec.execute(PrivOp::SyncFirewall(firewall(vec![guest(
+        "bangertap0",
+        2,
+        true,
+    )])))
+    .unwrap();
+    exec.execute(PrivOp::ApplyResolver(ResolverSpec {
+        bridge: "banger0".into(),
+        dns: Ipv4Addr::new(10, 0, 0, 1),
+    }))
+    .unwrap();
+    let seen = peek.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4);
+    let parse = |t: &str| serde_json::from_str::<journal::Journal>(t).unwrap();
+    assert_eq!(parse(&seen[0]).bridges[0].name, "banger0");
+    assert_eq!(parse(&seen[1]).taps[0].name, "bangertap0");
+    assert!(parse(&seen[2]).firewall);
+    assert_eq!(parse(&seen[3]).resolver_links, ["banger0"]);
+}

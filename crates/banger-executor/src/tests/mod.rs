@@ -1,0 +1,575 @@
+//! Unit tests of the executor against the recording fakes: dispatch,
+//! validation before any host call, journal discipline, idempotence and
+//! teardown. The real-kernel versions are in `tests/netns.rs`.
+
+mod journal_order;
+mod teardown;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use banger_host::net::fake::FakeNet;
+use banger_host::net::{Ipv4Cidr, LinkKind};
+use banger_host::probe::fake::FakeHost;
+use banger_proto::ErrorCode;
+use banger_proto::net::{
+    BridgeOutcome, BridgeSpec, FirewallSpec, GuestRule, ResolverSpec, TapOutcome, TapSpec,
+};
+use banger_proto::privops::HostDevice;
+
+use super::*;
+
+struct Fixture {
+    net: Arc<FakeNet>,
+    exec: Executor,
+    journal: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn fixture(net: FakeNet) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let journal = dir.path().join("journal.json");
+    let net = Arc::new(net);
+    let exec = Executor::new(Arc::new(FakeHost::lab_host()), net.clone(), journal.clone());
+    Fixture {
+        net,
+        exec,
+        journal,
+        _dir: dir,
+    }
+}
+
+impl Fixture {
+    fn run(&self, op: PrivOp) -> Result<PrivOutcome, ExecError> {
+        self.exec.execute(op).map(|e| e.outcome)
+    }
+
+    fn journal_text(&self) -> String {
+        std::fs::read_to_string(&self.journal).unwrap_or_default()
+    }
+
+    /// banger0 10.0.0.1/24 with taps bangertap0 and bangertap1 (uid 4242).
+    fn with_bridge_and_taps(self) -> Fixture {
+        self.run(PrivOp::EnsureBridge(bridge())).unwrap();
+        for t in ["bangertap0", "bangertap1"] {
+            self.run(PrivOp::EnsureTap(tap(t))).unwrap();
+        }
+        self.net.clear_calls();
+        self
+    }
+}
+
+fn bridge() -> BridgeSpec {
+    BridgeSpec {
+        name: "banger0".into(),
+        address: Ipv4Addr::new(10, 0, 0, 1),
+        prefix_len: 24,
+    }
+}
+
+fn tap(name: &str) -> TapSpec {
+    TapSpec {
+        name: name.into(),
+        bridge: "banger0".into(),
+        owner_uid: 4242,
+    }
+}
+
+fn guest(tap: &str, last: u8, nat: bool) -> GuestRule {
+    GuestRule {
+        tap: tap.into(),
+        ip: Ipv4Addr::new(10, 0, 0, last),
+        nat,
+    }
+}
+
+fn firewall(guests: Vec<GuestRule>) -> FirewallSpec {
+    FirewallSpec {
+        bridge: "banger0".into(),
+        guests,
+        allow_inter_vm: false,
+    }
+}
+
+#[test]
+fn dispatches_each_probe_to_the_matching_host_call() {
+    let fake = Arc::new(FakeHost::lab_host());
+    let dir = tempfile::tempdir().unwrap();
+    let net = Arc::new(FakeNet::new());
+    let exec = Executor::new(fake.clone(), net.clone(), dir.path().join("j.json"));
+    let out = exec
+        .execute(PrivOp::ProbeDevice {
+            device: HostDevice::MapperControl,
+        })
+        .unwrap();
+    assert!(out.fds.is_empty());
+    assert!(
+        matches!(out.outcome, PrivOutcome::Device(ref d) if d.device == HostDevice::MapperControl)
+    );
+    assert!(matches!(
+        exec.execute(PrivOp::ProbeKvm).unwrap().outcome,
+        PrivOutcome::Kvm(_)
+    ));
+    assert!(matches!(
+        exec.execute(PrivOp::ProbeNftables).unwrap().outcome,
+        PrivOutcome::Nftables(_)
+    ));
+    assert_eq!(
+        fake.calls(),
+        vec!["probe_device(mapper_control)", "probe_kvm", "probe_nft"]
+    );
+    assert!(net.calls().is_empty());
+    assert!(
+        !dir.path().join("j.json").exists(),
+        "probes write no journal"
+    );
+}
+
+/// Every bad input, each refused with `code` and a message containing
+/// `needle`, before the host was asked anything.
+#[test]
+fn bad_input_is_refused_before_any_host_call() {
+    let long = "banger0123456789".to_string();
+    let name_cases: Vec<(PrivOp, &str)> = vec![
+        (bridge_named(""), "1 to 15 bytes"),
+        (bridge_named("."), "`.` and `..`"),
+        (bridge_named(".."), "`.` and `..`"),
+        (bridge_named(&long), "1 to 15 bytes"),
+        (bridge_named("banger/0"), "must not contain"),
+        (bridge_named("banger:0"), "must not contain"),
+        (bridge_named("banger%0"), "must not contain"),
+        (bridge_named("banger 0"), "must not contain"),
+        (bridge_named("banger\0"), "must not contain"),
+        (bridge_named("eth0"), "start with `banger`"),
+        (bridge_named("bangertap0"), "not `bangertap`"),
+        (
+            PrivOp::EnsureTap(tap("tap0")),
+            "tap names are `bangertap` followed by digits",
+        ),
+        (PrivOp::EnsureTap(tap("bangertapx")), "followed by digits"),
+        (
+            PrivOp::EnsureTap(TapSpec {
+                bridge: "br0".into(),
+                ..tap("bangertap0")
+            }),
+            "\"br0\"",
+        ),
+        (
+            PrivOp::DeleteTap {
+                name: "../../etc".into(),
+            },
+            "must not contain",
+        ),
+        (
+            PrivOp::ApplyResolver(ResolverSpec {
+                bridge: "eth0".into(),
+                dns: Ipv4Addr::new(10, 0, 0, 1),
+            }),
+            "\"eth0\"",
+        ),
+        (address(8, 8, 8, 1, 24), "not in a private range"),
+        (address(172, 32, 0, 1, 24), "not in a private range"),
+        (address(10, 0, 0, 1, 8), "prefix /8 is outside /16../29"),
+        (address(10, 0, 0, 1, 30), "prefix /30"),
+        (address(10, 0, 0, 0, 24), "network address"),
+        (address(10, 0, 0, 255, 24), "broadcast address"),
+        (
+            PrivOp::SyncFirewall(firewall(vec![
+                guest("bangertap0", 2, true),
+                guest("bangertap0", 3, false),
+            ])),
+            "tap bangertap0 twice",
+        ),
+        (
+            PrivOp::SyncFirewall(firewall(vec![
+                guest("bangertap0", 2, true),
+                guest("bangertap1", 2, false),
+            ])),
+            "address 10.0.0.2 twice",
+        ),
+        (
+            PrivOp::SyncFirewall(firewall(vec![guest("vethx", 2, true)])),
+            "\"vethx\"",
+        ),
+    ];
+    let f = fixture(FakeNet::new());
+    for (op, needle) in name_cases {
+        let what = format!("{op:?}");
+        let err = f.run(op).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BadRequest, "{what}: {err}");
+        assert!(err.to_string().contains(needle), "{what}: {err}");
+        assert!(!err.to_string().contains('\n'), "one line: {err}");
+    }
+    assert!(f.net.calls().is_empty(), "{:?}", f.net.calls());
+    assert!(!f.journal.exists());
+}
+
+fn bridge_named(name: &str) -> PrivOp {
+    PrivOp::EnsureBridge(BridgeSpec {
+        name: name.into(),
+        ..bridge()
+    })
+}
+
+fn address(a: u8, b: u8, c: u8, d: u8, prefix_len: u8) -> PrivOp {
+    PrivOp::EnsureBridge(BridgeSpec {
+        address: Ipv4Addr::new(a, b, c, d),
+        prefix_len,
+        ..bridge()
+    })
+}
+
+/// Refusals that depend on the journal, still before any host call.
+#[test]
+fn journal_checks_come_before_any_host_call() {
+    let f = fixture(FakeNet::new()).with_bridge_and_taps();
+    let journal_before = f.journal_text();
+    let cases: Vec<(PrivOp, &str)> = vec![
+        (
+            PrivOp::SyncFirewall(firewall(vec![guest("bangertap7", 2, true)])),
+            "tap bangertap7 was not created by banger",
+        ),
+        (
+            PrivOp::SyncFirewall(FirewallSpec {
+                bridge: "banger9".into(),
+                ..firewall(vec![])
+            }),
+            "bridge banger9 was not created by banger",
+        ),
+        (
+            PrivOp::SyncFirewall(firewall(vec![GuestRule {
+                ip: Ipv4Addr::new(10, 0, 1, 2),
+                ..guest("bangertap0", 0, true)
+            }])),
+            "outside bridge banger0's subnet 10.0.0.0/24",
+        ),
+        (
+            PrivOp::SyncFirewall(firewall(vec![guest("bangertap0", 0, true)])),
+            "network address",
+        ),
+        (
+            PrivOp::SyncFirewall(firewall(vec![guest("bangertap0", 255, true)])),
+            "broadcast address",
+        ),
+        (
+            PrivOp::SyncFirewall(firewall(vec![guest("bangertap0", 1, true)])),
+            "bridge banger0's own address",
+        ),
+        (
+            PrivOp::DeleteTap {
+                name: "bangertap9".into(),
+            },
+            "tap bangertap9 was not created by banger",
+        ),
+        (
+            PrivOp::OpenDnsSockets {
+                address: Ipv4Addr::new(10, 0, 0, 2),
+            },
+            "10.0.0.2 is not the address of a bridge banger created",
+        ),
+        (
+            PrivOp::ApplyResolver(ResolverSpec {
+                bridge: "banger0".into(),
+                dns: Ipv4Addr::new(10, 0, 0, 9),
+            }),
+            "(bridge banger0 has 10.0.0.1)",
+        ),
+        (
+            PrivOp::ApplyResolver(ResolverSpec {
+                bridge: "banger7".into(),
+                dns: Ipv4Addr::new(10, 0, 0, 1),
+            }),
+            "bridge banger7 was not created by banger",
+        ),
+        (
+            PrivOp::EnsureTap(TapSpec {
+                bridge: "banger7".into(),
+                ..tap("bangertap5")
+            }),
+            "bridge banger7 was not created by banger",
+        ),
+    ];
+    for (op, needle) in cases {
+        let what = format!("{op:?}");
+        let err = f.run(op).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BadRequest, "{what}: {err}");
+        assert!(err.to_string().contains(needle), "{what}: {err}");
+    }
+    assert!(f.net.calls().is_empty(), "{:?}", f.net.calls());
+    assert_eq!(f.journal_text(), journal_before);
+}
+
+#[test]
+fn ensure_bridge_creates_journals_first_and_is_idempotent() {
+    let f = fixture(FakeNet::new());
+    let out = f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    assert_eq!(
+        out,
+        PrivOutcome::Bridge(BridgeOutcome {
+            name: "banger0".into(),
+            created: true
+        })
+    );
+    assert_eq!(
+        f.net.mutating_calls(),
+        [
+            "create_bridge(banger0)",
+            "add_address(banger0, 10.0.0.1/24)",
+            "set_up(banger0)",
+            "set_ip_forward(true)",
+        ]
+    );
+    let link = f.net.link_named("banger0").unwrap();
+    assert_eq!(link.kind, LinkKind::Bridge);
+    assert!(link.up);
+    assert!(f.journal_text().contains("\"banger0\""));
+
+    f.net.clear_calls();
+    let journal = f.journal_text();
+    let out = f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    assert_eq!(
+        out,
+        PrivOutcome::Bridge(BridgeOutcome {
+            name: "banger0".into(),
+            created: false
+        })
+    );
+    assert!(f.net.mutating_calls().is_empty(), "{:?}", f.net.calls());
+    assert_eq!(f.journal_text(), journal);
+}
+
+#[test]
+fn ensure_bridge_replaces_stray_addresses_of_its_own_bridge() {
+    let f = fixture(FakeNet::new());
+    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    f.net
+        .add_address("banger0", Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 7), 24))
+        .unwrap();
+    f.net.clear_calls();
+    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    assert_eq!(
+        f.net.mutating_calls(),
+        ["del_address(banger0, 10.0.0.7/24)"]
+    );
+    assert_eq!(
+        f.net.link_named("banger0").unwrap().addresses,
+        [Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 1), 24)]
+    );
+}
+
+#[test]
+fn an_interface_banger_did_not_create_is_never_adopted() {
+    let f = fixture(FakeNet::new().with_link("banger0", LinkKind::Bridge));
+    let err = f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "interface banger0 exists but banger did not create it; refusing to touch it"
+    );
+    assert_eq!(err.code(), ErrorCode::BadRequest);
+    assert!(f.net.mutating_calls().is_empty());
+    assert!(!f.journal.exists());
+
+    // Same for a tap.
+    let f = fixture(FakeNet::new().with_link("bangertap3", LinkKind::Tap));
+    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    f.net.clear_calls();
+    let err = f.run(PrivOp::EnsureTap(tap("bangertap3"))).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("bangertap3 exists but banger did not create it")
+    );
+    assert!(f.net.mutating_calls().is_empty());
+}
+
+#[test]
+fn a_subnet_overlapping_another_interface_is_refused() {
+    let f = fixture(
+        FakeNet::new()
+            .with_link("dummy0", LinkKind::Other("dummy".into()))
+            .with_route(Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 16), "dummy0"),
+    );
+    let err = f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BadRequest);
+    assert_eq!(
+        err.to_string(),
+        "bridge subnet 10.0.0.0/24 overlaps route 10.0.0.0/16 on dummy0; choose a private subnet that no other interface routes"
+    );
+    assert!(f.net.mutating_calls().is_empty());
+    assert!(!f.journal.exists());
+}
+
+#[test]
+fn a_failed_creation_leaves_no_journal_entry() {
+    let f = fixture(FakeNet::new().failing("create_bridge"));
+    let err = f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Internal);
+    assert!(
+        err.render().starts_with("creating bridge banger0: "),
+        "{}",
+        err.render()
+    );
+    assert!(
+        !f.journal_text().contains("banger0"),
+        "{}",
+        f.journal_text()
+    );
+
+    // A failure after creation rolls the new interface back.
+    let f = fixture(FakeNet::new().failing("set_up"));
+    f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+    assert!(f.net.link_named("banger0").is_none());
+    assert!(!f.journal_text().contains("banger0"));
+}
+
+#[test]
+fn ensure_tap_creates_attaches_and_is_idempotent() {
+    let f = fixture(FakeNet::new());
+    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    f.net.clear_calls();
+    let out = f.run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
+    assert_eq!(
+        out,
+        PrivOutcome::Tap(TapOutcome {
+            name: "bangertap0".into(),
+            created: true
+        })
+    );
+    assert_eq!(
+        f.net.mutating_calls(),
+        [
+            "create_tap(bangertap0, uid 4242)",
+            "set_master(bangertap0, banger0)",
+            "set_up(bangertap0)",
+        ]
+    );
+    f.net.clear_calls();
+    let out = f.run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
+    assert!(matches!(
+        out,
+        PrivOutcome::Tap(TapOutcome { created: false, .. })
+    ));
+    assert!(f.net.mutating_calls().is_empty());
+
+    // Another owner is refused rather than silently changed.
+    let err = f
+        .run(PrivOp::EnsureTap(TapSpec {
+            owner_uid: 1000,
+            ..tap("bangertap0")
+        }))
+        .unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidState);
+    assert!(err.to_string().contains("owned by uid 4242, not uid 1000"));
+}
+
+#[test]
+fn ensure_tap_needs_the_bridge_to_exist() {
+    let f = fixture(FakeNet::new());
+    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    f.net.delete_link("banger0").unwrap();
+    f.net.clear_calls();
+    let err = f.run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::InvalidState);
+    assert!(f.net.mutating_calls().is_empty());
+}
+
+#[test]
+fn delete_tap_removes_journaled_taps_and_tolerates_absence() {
+    let f = fixture(FakeNet::new()).with_bridge_and_taps();
+    f.run(PrivOp::DeleteTap {
+        name: "bangertap0".into(),
+    })
+    .unwrap();
+    assert_eq!(f.net.mutating_calls(), ["delete_link(bangertap0)"]);
+    assert!(!f.journal_text().contains("bangertap0"));
+    // Removed behind banger's back: absent is success, the entry goes.
+    f.net.delete_link("bangertap1").unwrap();
+    f.run(PrivOp::DeleteTap {
+        name: "bangertap1".into(),
+    })
+    .unwrap();
+    assert!(!f.journal_text().contains("bangertap1"));
+}
+
+#[test]
+fn sync_firewall_applies_one_batch_and_journals_it() {
+    let f = fixture(FakeNet::new().with_table("inet", "bangerx")).with_bridge_and_taps();
+    let spec = firewall(vec![
+        guest("bangertap0", 2, true),
+        guest("bangertap1", 3, false),
+    ]);
+    assert_eq!(
+        f.run(PrivOp::SyncFirewall(spec.clone())).unwrap(),
+        PrivOutcome::Done
+    );
+    assert_eq!(f.net.mutating_calls(), ["apply_nft"]);
+    let state = f.net.state();
+    assert_eq!(state.nft_batches.len(), 1);
+    assert!(state.nft_batches[0].contains("ip saddr { 10.0.0.2 } masquerade"));
+    assert!(!state.nft_batches[0].contains("10.0.0.3 } masquerade"));
+    let mut tables: Vec<String> = state.tables.iter().map(|t| t.to_string()).collect();
+    tables.sort();
+    assert_eq!(tables, ["bridge banger", "inet banger", "inet bangerx"]);
+    assert!(f.journal_text().contains("\"firewall\": true"));
+
+    // A failing nft leaves the journal as it was.
+    let f = fixture(FakeNet::new().failing("apply_nft")).with_bridge_and_taps();
+    let err = f.run(PrivOp::SyncFirewall(spec)).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Internal);
+    assert!(f.journal_text().contains("\"firewall\": false"));
+}
+
+#[test]
+fn apply_resolver_routes_vm_and_reports_a_missing_resolvectl() {
+    let f = fixture(FakeNet::new()).with_bridge_and_taps();
+    let spec = ResolverSpec {
+        bridge: "banger0".into(),
+        dns: Ipv4Addr::new(10, 0, 0, 1),
+    };
+    f.run(PrivOp::ApplyResolver(spec.clone())).unwrap();
+    assert_eq!(
+        f.net.mutating_calls(),
+        [
+            "resolver_dns(banger0, 10.0.0.1)",
+            "resolver_domain(banger0, ~vm)"
+        ]
+    );
+    assert!(
+        f.journal_text()
+            .contains("\"resolver_links\": [\n    \"banger0\"")
+    );
+
+    let f = fixture(FakeNet::new().without_resolvectl()).with_bridge_and_taps();
+    let err = f.run(PrivOp::ApplyResolver(spec)).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::Unavailable);
+    assert!(
+        err.to_string().contains("resolvectl is not installed"),
+        "{err}"
+    );
+    assert!(f.journal_text().contains("\"resolver_links\": []"));
+}
+
+#[test]
+fn net_status_reports_journal_and_kernel() {
+    let f = fixture(FakeNet::new()).with_bridge_and_taps();
+    f.run(PrivOp::SyncFirewall(firewall(vec![guest(
+        "bangertap0",
+        2,
+        true,
+    )])))
+    .unwrap();
+    f.net.delete_link("bangertap1").unwrap();
+    f.net.clear_calls();
+    let PrivOutcome::NetStatus(s) = f.run(PrivOp::NetStatus).unwrap() else {
+        panic!()
+    };
+    assert!(f.net.mutating_calls().is_empty());
+    assert_eq!(s.bridges.len(), 1);
+    assert!(s.bridges[0].present && s.bridges[0].up);
+    assert_eq!(s.bridges[0].addresses, ["10.0.0.1/24"]);
+    assert_eq!(s.taps.len(), 2);
+    assert_eq!(s.taps[0].master.as_deref(), Some("banger0"));
+    assert!(!s.taps[1].present);
+    assert!(s.firewall);
+    assert_eq!(s.nat_guests, [Ipv4Addr::new(10, 0, 0, 2)]);
+    assert!(s.ip_forward);
+}

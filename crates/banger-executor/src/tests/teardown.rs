@@ -1,0 +1,125 @@
+//! Teardown: only what the journal lists, every step attempted, repeatable.
+
+use super::*;
+
+#[test]
+fn teardown_removes_only_what_banger_made_and_is_repeatable() {
+    let f = fixture(
+        FakeNet::new()
+            .with_link("bangerx0", LinkKind::Other("dummy".into()))
+            .with_table("inet", "bangerx"),
+    )
+    .with_bridge_and_taps();
+    f.run(PrivOp::SyncFirewall(firewall(vec![guest(
+        "bangertap0",
+        2,
+        true,
+    )])))
+    .unwrap();
+    f.run(PrivOp::ApplyResolver(ResolverSpec {
+        bridge: "banger0".into(),
+        dns: Ipv4Addr::new(10, 0, 0, 1),
+    }))
+    .unwrap();
+    f.net.clear_calls();
+    let PrivOutcome::Teardown(report) = f.run(PrivOp::Teardown).unwrap() else {
+        panic!()
+    };
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(
+        report.removed,
+        [
+            "resolver settings of banger0",
+            "tap bangertap0",
+            "tap bangertap1",
+            "bridge banger0",
+            "nft table inet banger",
+            "nft table bridge banger",
+        ]
+    );
+    assert_eq!(
+        f.net.mutating_calls(),
+        [
+            "resolver_revert(banger0)",
+            "delete_link(bangertap0)",
+            "delete_link(bangertap1)",
+            "delete_link(banger0)",
+            "apply_nft",
+        ]
+    );
+    assert_eq!(
+        f.net.state().nft_batches.last().unwrap(),
+        "delete table inet banger\ndelete table bridge banger\n"
+    );
+    assert!(f.net.link_named("bangerx0").is_some());
+    let tables: Vec<String> = f.net.state().tables.iter().map(|t| t.to_string()).collect();
+    assert_eq!(tables, ["inet bangerx"]);
+    let empty = serde_json::to_string_pretty(&journal::Journal::default()).unwrap() + "\n";
+    assert_eq!(f.journal_text(), empty);
+
+    f.net.clear_calls();
+    let PrivOutcome::Teardown(again) = f.run(PrivOp::Teardown).unwrap() else {
+        panic!()
+    };
+    assert!(
+        again.removed.is_empty() && again.errors.is_empty(),
+        "{again:?}"
+    );
+    assert!(f.net.mutating_calls().is_empty());
+}
+
+#[test]
+fn teardown_attempts_every_step_and_keeps_what_failed() {
+    let f = fixture(FakeNet::new()).with_bridge_and_taps();
+    // A journaled tap replaced behind banger's back by something else.
+    f.net.delete_link("bangertap1").unwrap();
+    let mut state = f.net.state.lock().unwrap();
+    state.failing.push("delete_link".into());
+    drop(state);
+    f.net.create_tap("bangertap1", 1).unwrap();
+    let PrivOutcome::Teardown(report) = f.run(PrivOp::Teardown).unwrap() else {
+        panic!()
+    };
+    // Every delete was attempted and failed; each failure is reported.
+    assert_eq!(report.errors.len(), 3, "{:?}", report.errors);
+    assert!(report.errors[0].starts_with("deleting bangertap0: "));
+    assert!(report.removed.is_empty());
+    let journal = f.journal_text();
+    assert!(journal.contains("bangertap0") && journal.contains("banger0"));
+
+    f.net.state.lock().unwrap().failing.clear();
+    let PrivOutcome::Teardown(report) = f.run(PrivOp::Teardown).unwrap() else {
+        panic!()
+    };
+    assert!(report.errors.is_empty(), "{:?}", report.errors);
+    assert_eq!(report.removed.len(), 3);
+}
+
+#[test]
+fn teardown_refuses_to_delete_a_journaled_name_that_changed_kind() {
+    let f = fixture(FakeNet::new()).with_bridge_and_taps();
+    f.net.delete_link("bangertap0").unwrap();
+    let f = {
+        f.net
+            .state
+            .lock()
+            .unwrap()
+            .links
+            .push(banger_host::net::Link {
+                index: 99,
+                name: "bangertap0".into(),
+                kind: LinkKind::Other("veth".into()),
+                master: None,
+                up: true,
+                addresses: vec![],
+                tap_owner: None,
+            });
+        f
+    };
+    let PrivOutcome::Teardown(report) = f.run(PrivOp::Teardown).unwrap() else {
+        panic!()
+    };
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(report.errors[0].contains("bangertap0 is a veth, not the tap banger created"));
+    assert!(f.net.link_named("bangertap0").is_some());
+}

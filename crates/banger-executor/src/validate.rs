@@ -1,0 +1,369 @@
+//! Argument validation that needs neither the host nor the journal: names,
+//! addresses, prefix lengths, duplicates. [`op`] runs before anything else
+//! for every operation; the journal- and route-dependent checks live beside
+//! the operations, still before any change to the host.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+
+use banger_host::net::{Ipv4Cidr, RouteV4};
+use banger_proto::net::{BridgeSpec, FirewallSpec, IFNAME_PREFIX, TAP_PREFIX};
+use banger_proto::privops::PrivOp;
+
+use crate::error::ExecError;
+
+/// Longest interface name the kernel accepts (`IFNAMSIZ` - 1).
+pub const IFNAME_MAX: usize = 15;
+/// Bridge prefix lengths accepted: big enough for a few guests, small enough
+/// not to swallow a whole private range.
+pub const PREFIX_RANGE: std::ops::RangeInclusive<u8> = 16..=29;
+/// The RFC 1918 ranges a bridge subnet must lie in.
+pub const PRIVATE_RANGES: [(Ipv4Addr, u8); 3] = [
+    (Ipv4Addr::new(10, 0, 0, 0), 8),
+    (Ipv4Addr::new(172, 16, 0, 0), 12),
+    (Ipv4Addr::new(192, 168, 0, 0), 16),
+];
+
+/// The checks of `op` that need no host state.
+pub fn op(op: &PrivOp) -> Result<(), ExecError> {
+    match op {
+        PrivOp::ProbeKvm
+        | PrivOp::ProbeDevice { .. }
+        | PrivOp::ProbeNftables
+        | PrivOp::NetStatus
+        | PrivOp::Teardown
+        | PrivOp::OpenDnsSockets { .. } => Ok(()),
+        PrivOp::EnsureBridge(spec) => bridge_spec(spec).map(drop),
+        PrivOp::EnsureTap(spec) => {
+            tap_name(&spec.name)?;
+            bridge_name(&spec.bridge)
+        }
+        PrivOp::DeleteTap { name } => tap_name(name),
+        PrivOp::SyncFirewall(spec) => firewall_shape(spec),
+        PrivOp::ApplyResolver(spec) => bridge_name(&spec.bridge),
+    }
+}
+
+fn bad_name(name: &str, reason: impl Into<String>) -> ExecError {
+    ExecError::InterfaceName {
+        name: name.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// A name the kernel would accept and that cannot be mistaken for a path.
+pub fn interface_name(name: &str) -> Result<(), ExecError> {
+    if name.is_empty() || name.len() > IFNAME_MAX {
+        return Err(bad_name(
+            name,
+            format!("must be 1 to {IFNAME_MAX} bytes long"),
+        ));
+    }
+    if name == "." || name == ".." {
+        return Err(bad_name(name, "`.` and `..` are not interface names"));
+    }
+    if name
+        .chars()
+        .any(|c| matches!(c, '/' | ':' | '%' | '\0') || c.is_whitespace())
+    {
+        return Err(bad_name(
+            name,
+            "must not contain `/`, `:`, `%`, whitespace or NUL",
+        ));
+    }
+    Ok(())
+}
+
+/// `banger…`, but not a tap name.
+pub fn bridge_name(name: &str) -> Result<(), ExecError> {
+    interface_name(name)?;
+    if !name.starts_with(IFNAME_PREFIX) || name.starts_with(TAP_PREFIX) {
+        return Err(bad_name(
+            name,
+            format!(
+                "bridge names start with `{IFNAME_PREFIX}` and not `{TAP_PREFIX}` (e.g. {IFNAME_PREFIX}0)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// `bangertap` followed by one or more digits.
+pub fn tap_name(name: &str) -> Result<(), ExecError> {
+    interface_name(name)?;
+    let digits = name.strip_prefix(TAP_PREFIX).unwrap_or("");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad_name(
+            name,
+            format!("tap names are `{TAP_PREFIX}` followed by digits (e.g. {TAP_PREFIX}0)"),
+        ));
+    }
+    Ok(())
+}
+
+/// Name plus address: private range, /16../29, a host address of its subnet.
+pub fn bridge_spec(spec: &BridgeSpec) -> Result<Ipv4Cidr, ExecError> {
+    bridge_name(&spec.name)?;
+    let cidr = Ipv4Cidr::new(spec.address, spec.prefix_len);
+    let bad = |reason: String| ExecError::BridgeAddress {
+        address: cidr,
+        reason,
+    };
+    if !PREFIX_RANGE.contains(&spec.prefix_len) {
+        return Err(bad(format!(
+            "prefix /{} is outside /{}../{}",
+            spec.prefix_len,
+            PREFIX_RANGE.start(),
+            PREFIX_RANGE.end()
+        )));
+    }
+    let private = PRIVATE_RANGES.iter().any(|(net, len)| {
+        Ipv4Cidr::new(*net, *len).contains(cidr.network()) && spec.prefix_len >= *len
+    });
+    if !private {
+        return Err(bad(
+            "not in a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)".into(),
+        ));
+    }
+    if spec.address == cidr.network() {
+        return Err(bad(format!(
+            "{} is the subnet's network address; use a host address such as {}",
+            spec.address,
+            Ipv4Addr::from(u32::from(cidr.network()) + 1)
+        )));
+    }
+    if spec.address == cidr.broadcast() {
+        return Err(bad(format!(
+            "{} is the subnet's broadcast address; use a host address such as {}",
+            spec.address,
+            Ipv4Addr::from(u32::from(cidr.network()) + 1)
+        )));
+    }
+    Ok(cidr)
+}
+
+/// The first route, on an interface other than `bridge`, whose destination
+/// overlaps `subnet`. Default routes (`/0`) are not overlaps: every subnet
+/// "overlaps" them, and a connected route overrides them.
+pub fn no_overlap(subnet: Ipv4Cidr, bridge: &str, routes: &[RouteV4]) -> Result<(), ExecError> {
+    let clash = routes.iter().find(|r| {
+        r.destination.prefix_len > 0
+            && r.interface.as_deref() != Some(bridge)
+            && r.destination.overlaps(subnet)
+    });
+    match clash {
+        None => Ok(()),
+        Some(r) => Err(ExecError::SubnetOverlap {
+            subnet: Ipv4Cidr::new(subnet.network(), subnet.prefix_len),
+            route: Ipv4Cidr::new(r.destination.network(), r.destination.prefix_len),
+            interface: r
+                .interface
+                .clone()
+                .unwrap_or_else(|| "a multipath route".into()),
+        }),
+    }
+}
+
+/// Names and uniqueness of a firewall spec.
+pub fn firewall_shape(spec: &FirewallSpec) -> Result<(), ExecError> {
+    bridge_name(&spec.bridge)?;
+    let mut taps = HashSet::new();
+    let mut ips = HashSet::new();
+    for g in &spec.guests {
+        tap_name(&g.tap)?;
+        if !taps.insert(g.tap.as_str()) {
+            return Err(ExecError::DuplicateGuest {
+                what: "tap",
+                value: g.tap.clone(),
+            });
+        }
+        if !ips.insert(g.ip) {
+            return Err(ExecError::DuplicateGuest {
+                what: "address",
+                value: g.ip.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// A guest address inside the bridge subnet and not one of its special
+/// addresses.
+pub fn guest_address(
+    tap: &str,
+    ip: Ipv4Addr,
+    bridge: &str,
+    subnet: Ipv4Cidr,
+) -> Result<(), ExecError> {
+    let bad = |reason: String| ExecError::GuestAddress {
+        tap: tap.to_string(),
+        ip,
+        reason,
+    };
+    let net = Ipv4Cidr::new(subnet.network(), subnet.prefix_len);
+    if !subnet.contains(ip) {
+        return Err(bad(format!("outside bridge {bridge}'s subnet {net}")));
+    }
+    if ip == subnet.network() {
+        return Err(bad(format!("is the network address of {net}")));
+    }
+    if ip == subnet.broadcast() {
+        return Err(bad(format!("is the broadcast address of {net}")));
+    }
+    if ip == subnet.address {
+        return Err(bad(format!("is bridge {bridge}'s own address")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use banger_proto::net::GuestRule;
+
+    fn name_err(name: &str) -> String {
+        interface_name(name).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn interface_names() {
+        assert!(name_err("").contains("1 to 15 bytes"));
+        assert!(name_err("banger0123456789").contains("1 to 15 bytes"));
+        assert!(interface_name("banger012345678").is_ok());
+        assert!(name_err(".").contains("`.` and `..`"));
+        assert!(name_err("..").contains("`.` and `..`"));
+        for bad in [
+            "bang/er", "bang:er", "bang%er", "bang er", "bang\ter", "bang\0er",
+        ] {
+            assert!(name_err(bad).contains("must not contain"), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bridge_and_tap_prefixes() {
+        assert!(bridge_name("banger0").is_ok());
+        let e = bridge_name("br0").unwrap_err().to_string();
+        assert_eq!(
+            e,
+            "invalid interface name \"br0\": bridge names start with `banger` and not `bangertap` (e.g. banger0)"
+        );
+        assert!(bridge_name("bangertap0").is_err());
+        assert!(tap_name("bangertap0").is_ok());
+        assert!(tap_name("bangertap123456").is_ok());
+        for bad in ["bangertap", "bangertapx", "bangertap1a", "tap0", "banger0"] {
+            assert!(tap_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    fn spec(a: [u8; 4], p: u8) -> BridgeSpec {
+        BridgeSpec {
+            name: "banger0".into(),
+            address: Ipv4Addr::from(a),
+            prefix_len: p,
+        }
+    }
+
+    #[test]
+    fn bridge_addresses() {
+        assert!(bridge_spec(&spec([10, 0, 0, 1], 24)).is_ok());
+        assert!(bridge_spec(&spec([172, 31, 255, 254], 16)).is_ok());
+        assert!(bridge_spec(&spec([192, 168, 7, 1], 29)).is_ok());
+        let err = |s| bridge_spec(&s).unwrap_err().to_string();
+        assert!(err(spec([8, 8, 8, 1], 24)).contains("not in a private range"));
+        assert!(err(spec([172, 32, 0, 1], 24)).contains("not in a private range"));
+        assert!(err(spec([100, 64, 0, 1], 24)).contains("not in a private range"));
+        assert!(err(spec([10, 0, 0, 1], 15)).contains("prefix /15 is outside /16../29"));
+        assert!(err(spec([10, 0, 0, 1], 30)).contains("prefix /30"));
+        assert_eq!(
+            err(spec([10, 0, 0, 0], 24)),
+            "invalid bridge address 10.0.0.0/24: 10.0.0.0 is the subnet's network address; use a host address such as 10.0.0.1"
+        );
+        assert!(err(spec([10, 0, 0, 255], 24)).contains("broadcast address"));
+    }
+
+    fn route(dst: [u8; 4], p: u8, dev: &str) -> RouteV4 {
+        RouteV4 {
+            destination: Ipv4Cidr::new(Ipv4Addr::from(dst), p),
+            interface: Some(dev.into()),
+            table: 254,
+        }
+    }
+
+    #[test]
+    fn overlaps_ignore_the_bridge_itself_and_default_routes() {
+        let subnet = Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 1), 24);
+        let routes = [
+            route([0, 0, 0, 0], 0, "eth0"),
+            route([10, 0, 0, 0], 24, "banger0"),
+            route([10, 0, 1, 0], 24, "eth0"),
+        ];
+        assert!(no_overlap(subnet, "banger0", &routes).is_ok());
+        let e = no_overlap(subnet, "banger0", &[route([10, 0, 0, 0], 16, "wg0")])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "bridge subnet 10.0.0.0/24 overlaps route 10.0.0.0/16 on wg0; choose a private subnet that no other interface routes"
+        );
+    }
+
+    fn guest(tap: &str, ip: [u8; 4]) -> GuestRule {
+        GuestRule {
+            tap: tap.into(),
+            ip: Ipv4Addr::from(ip),
+            nat: false,
+        }
+    }
+
+    #[test]
+    fn firewall_duplicates_and_guest_addresses() {
+        let fw = |guests| FirewallSpec {
+            bridge: "banger0".into(),
+            guests,
+            allow_inter_vm: false,
+        };
+        assert!(firewall_shape(&fw(vec![guest("bangertap0", [10, 0, 0, 2])])).is_ok());
+        let e = firewall_shape(&fw(vec![
+            guest("bangertap0", [10, 0, 0, 2]),
+            guest("bangertap0", [10, 0, 0, 3]),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("tap bangertap0 twice"), "{e}");
+        let e = firewall_shape(&fw(vec![
+            guest("bangertap0", [10, 0, 0, 2]),
+            guest("bangertap1", [10, 0, 0, 2]),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("address 10.0.0.2 twice"), "{e}");
+        assert!(firewall_shape(&fw(vec![guest("eth0", [10, 0, 0, 2])])).is_err());
+
+        let subnet = Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 1), 24);
+        let check =
+            |ip: [u8; 4]| guest_address("bangertap0", Ipv4Addr::from(ip), "banger0", subnet);
+        assert!(check([10, 0, 0, 2]).is_ok());
+        assert!(
+            check([10, 0, 1, 2])
+                .unwrap_err()
+                .to_string()
+                .contains("outside bridge banger0's subnet 10.0.0.0/24")
+        );
+        assert!(
+            check([10, 0, 0, 0])
+                .unwrap_err()
+                .to_string()
+                .contains("network address")
+        );
+        assert!(
+            check([10, 0, 0, 255])
+                .unwrap_err()
+                .to_string()
+                .contains("broadcast address")
+        );
+        assert!(
+            check([10, 0, 0, 1])
+                .unwrap_err()
+                .to_string()
+                .contains("own address")
+        );
+    }
+}

@@ -1,0 +1,456 @@
+//! A recording fake of [`HostNet`] for unit tests of code injected with one
+//! (the executor). It keeps a small model of the host (links, routes, nft
+//! tables, forwarding, resolver settings) so idempotence can be tested, and
+//! records every call in order, reads included, e.g. `"links"`,
+//! `"create_bridge(banger0)"`, `"add_address(banger0, 10.0.0.1/24)"`.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use super::{HostNet, Ipv4Cidr, Link, LinkKind, NetError, NftTable, RouteV4};
+use crate::runner::RunError;
+
+/// The calls that only read; everything else changes the host.
+pub const READ_CALLS: [&str; 5] = ["links", "routes_v4", "nft_tables", "ip_forward", "link("];
+
+/// The modelled host.
+#[derive(Debug, Clone, Default)]
+pub struct FakeNetState {
+    pub links: Vec<Link>,
+    pub routes: Vec<RouteV4>,
+    pub tables: Vec<NftTable>,
+    pub ip_forward: bool,
+    /// Every batch given to `apply_nft`, in order.
+    pub nft_batches: Vec<String>,
+    pub resolvectl_installed: bool,
+    /// Per link: the DNS server and domain set through the resolver.
+    pub resolver: BTreeMap<String, (Option<Ipv4Addr>, Option<String>)>,
+    /// Call names (`"create_tap"`, `"apply_nft"`, ...) that fail with EIO.
+    pub failing: Vec<String>,
+}
+
+#[derive(Debug)]
+pub struct FakeNet {
+    pub state: Mutex<FakeNetState>,
+    pub calls: Mutex<Vec<String>>,
+}
+
+impl Default for FakeNet {
+    fn default() -> Self {
+        FakeNet::new()
+    }
+}
+
+impl FakeNet {
+    /// A host with only `lo` (127.0.0.1/8, up), forwarding off, resolvectl
+    /// installed.
+    pub fn new() -> FakeNet {
+        let lo = Link {
+            index: 1,
+            name: "lo".into(),
+            kind: LinkKind::Unspecified,
+            master: None,
+            up: true,
+            addresses: vec![Ipv4Cidr::new(Ipv4Addr::LOCALHOST, 8)],
+            tap_owner: None,
+        };
+        FakeNet {
+            state: Mutex::new(FakeNetState {
+                links: vec![lo],
+                resolvectl_installed: true,
+                ..FakeNetState::default()
+            }),
+            calls: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Add a link of `kind` (down, no addresses); its index is the next free one.
+    pub fn with_link(self, name: &str, kind: LinkKind) -> FakeNet {
+        self.lock().add_link(name, kind);
+        self
+    }
+
+    /// Add a route to `destination` through `interface` in the main table.
+    pub fn with_route(self, destination: Ipv4Cidr, interface: &str) -> FakeNet {
+        self.lock().routes.push(RouteV4 {
+            destination,
+            interface: Some(interface.into()),
+            table: 254,
+        });
+        self
+    }
+
+    pub fn with_table(self, family: &str, name: &str) -> FakeNet {
+        self.lock().tables.push(NftTable {
+            family: family.into(),
+            name: name.into(),
+        });
+        self
+    }
+
+    pub fn without_resolvectl(self) -> FakeNet {
+        self.lock().resolvectl_installed = false;
+        self
+    }
+
+    /// Make calls named `call` fail (with EIO).
+    pub fn failing(self, call: &str) -> FakeNet {
+        self.lock().failing.push(call.into());
+        self
+    }
+
+    /// The recorded calls so far.
+    pub fn calls(&self) -> Vec<String> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The recorded calls that change the host.
+    pub fn mutating_calls(&self) -> Vec<String> {
+        self.calls()
+            .into_iter()
+            .filter(|c| !READ_CALLS.iter().any(|r| c.starts_with(r)))
+            .collect()
+    }
+
+    pub fn clear_calls(&self) {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    /// A copy of the modelled host.
+    pub fn state(&self) -> FakeNetState {
+        self.lock().clone()
+    }
+
+    pub fn link_named(&self, name: &str) -> Option<Link> {
+        self.lock().links.iter().find(|l| l.name == name).cloned()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, FakeNetState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Record `call`; fail it if its name is in `failing`.
+    fn record(&self, name: &str, call: String) -> Result<(), NetError> {
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(call.clone());
+        if self.lock().failing.iter().any(|f| f == name) {
+            return Err(NetError::Request {
+                request: call,
+                source: io::Error::from_raw_os_error(libc::EIO),
+            });
+        }
+        Ok(())
+    }
+
+    fn with_link_mut<T>(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut Link) -> Result<T, NetError>,
+    ) -> Result<T, NetError> {
+        let mut state = self.lock();
+        let link = state
+            .links
+            .iter_mut()
+            .find(|l| l.name == name)
+            .ok_or_else(|| NetError::NoSuchLink { name: name.into() })?;
+        f(link)
+    }
+
+    fn tool_missing(&self, tool: &'static str) -> Result<(), NetError> {
+        if self.lock().resolvectl_installed {
+            return Ok(());
+        }
+        Err(NetError::Tool {
+            tool,
+            source: RunError::NotFound {
+                program: tool.into(),
+            },
+        })
+    }
+}
+
+impl FakeNetState {
+    fn add_link(&mut self, name: &str, kind: LinkKind) -> &mut Link {
+        let index = self.links.iter().map(|l| l.index).max().unwrap_or(0) + 1;
+        self.links.push(Link {
+            index,
+            name: name.into(),
+            kind,
+            master: None,
+            up: false,
+            addresses: Vec::new(),
+            tap_owner: None,
+        });
+        self.links.last_mut().expect("just pushed")
+    }
+
+    fn create(&mut self, name: &str, kind: LinkKind, call: &str) -> Result<&mut Link, NetError> {
+        if self.links.iter().any(|l| l.name == name) {
+            return Err(NetError::Request {
+                request: call.into(),
+                source: io::Error::from_raw_os_error(libc::EEXIST),
+            });
+        }
+        Ok(self.add_link(name, kind))
+    }
+
+    /// Apply a batch the way nft would, for the statements that matter to
+    /// the model: `add table F N`, `delete table F N`, `table F N {`.
+    fn apply_batch(&mut self, batch: &str) -> Result<(), NetError> {
+        let mut tables = self.tables.clone();
+        for line in batch.lines() {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let (verb, family, name) = match words.as_slice() {
+                ["add", "table", f, n, ..] => ("add", *f, *n),
+                ["delete", "table", f, n, ..] => ("delete", *f, *n),
+                ["table", f, n, "{", ..] => ("add", *f, *n),
+                _ => continue,
+            };
+            let table = NftTable {
+                family: family.into(),
+                name: name.into(),
+            };
+            let present = tables.contains(&table);
+            match verb {
+                "add" if !present => tables.push(table),
+                "delete" if present => tables.retain(|t| *t != table),
+                "delete" => {
+                    // nft refuses the whole transaction; nothing changes.
+                    return Err(NetError::Request {
+                        request: format!("delete table {table}"),
+                        source: io::Error::from_raw_os_error(libc::ENOENT),
+                    });
+                }
+                _ => {}
+            }
+        }
+        self.tables = tables;
+        self.nft_batches.push(batch.into());
+        Ok(())
+    }
+}
+
+impl HostNet for FakeNet {
+    fn links(&self) -> Result<Vec<Link>, NetError> {
+        self.record("links", "links".into())?;
+        Ok(self.lock().links.clone())
+    }
+
+    fn link(&self, name: &str) -> Result<Option<Link>, NetError> {
+        self.record("link", format!("link({name})"))?;
+        Ok(self.link_named(name))
+    }
+
+    fn create_bridge(&self, name: &str) -> Result<(), NetError> {
+        let call = format!("create_bridge({name})");
+        self.record("create_bridge", call.clone())?;
+        self.lock().create(name, LinkKind::Bridge, &call).map(drop)
+    }
+
+    fn add_address(&self, link: &str, address: Ipv4Cidr) -> Result<(), NetError> {
+        let call = format!("add_address({link}, {address})");
+        self.record("add_address", call.clone())?;
+        self.with_link_mut(link, |l| {
+            if l.addresses.contains(&address) {
+                return Err(NetError::Request {
+                    request: call,
+                    source: io::Error::from_raw_os_error(libc::EEXIST),
+                });
+            }
+            l.addresses.push(address);
+            Ok(())
+        })
+    }
+
+    fn del_address(&self, link: &str, address: Ipv4Cidr) -> Result<(), NetError> {
+        self.record("del_address", format!("del_address({link}, {address})"))?;
+        self.with_link_mut(link, |l| {
+            l.addresses.retain(|a| *a != address);
+            Ok(())
+        })
+    }
+
+    fn set_up(&self, link: &str) -> Result<(), NetError> {
+        self.record("set_up", format!("set_up({link})"))?;
+        self.with_link_mut(link, |l| {
+            l.up = true;
+            Ok(())
+        })
+    }
+
+    fn set_master(&self, link: &str, master: &str) -> Result<(), NetError> {
+        self.record("set_master", format!("set_master({link}, {master})"))?;
+        if self.link_named(master).is_none() {
+            return Err(NetError::NoSuchLink {
+                name: master.into(),
+            });
+        }
+        self.with_link_mut(link, |l| {
+            l.master = Some(master.into());
+            Ok(())
+        })
+    }
+
+    fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
+        let call = format!("create_tap({name}, uid {owner_uid})");
+        self.record("create_tap", call.clone())?;
+        let mut state = self.lock();
+        let link = state.create(name, LinkKind::Tap, &call)?;
+        link.tap_owner = Some(owner_uid);
+        Ok(())
+    }
+
+    fn delete_link(&self, name: &str) -> Result<bool, NetError> {
+        self.record("delete_link", format!("delete_link({name})"))?;
+        let mut state = self.lock();
+        let before = state.links.len();
+        state.links.retain(|l| l.name != name);
+        let removed = state.links.len() != before;
+        for l in &mut state.links {
+            if l.master.as_deref() == Some(name) {
+                l.master = None;
+            }
+        }
+        state
+            .routes
+            .retain(|r| r.interface.as_deref() != Some(name));
+        Ok(removed)
+    }
+
+    fn routes_v4(&self) -> Result<Vec<RouteV4>, NetError> {
+        self.record("routes_v4", "routes_v4".into())?;
+        let state = self.lock();
+        let mut routes = state.routes.clone();
+        // Connected routes of addresses on up links, as the kernel adds them.
+        for l in state.links.iter().filter(|l| l.up) {
+            for a in &l.addresses {
+                routes.push(RouteV4 {
+                    destination: Ipv4Cidr::new(a.network(), a.prefix_len),
+                    interface: Some(l.name.clone()),
+                    table: 254,
+                });
+            }
+        }
+        Ok(routes)
+    }
+
+    fn apply_nft(&self, batch: &str) -> Result<(), NetError> {
+        self.record("apply_nft", "apply_nft".into())?;
+        self.lock().apply_batch(batch)
+    }
+
+    fn nft_tables(&self) -> Result<Vec<NftTable>, NetError> {
+        self.record("nft_tables", "nft_tables".into())?;
+        Ok(self.lock().tables.clone())
+    }
+
+    fn ip_forward(&self) -> Result<bool, NetError> {
+        self.record("ip_forward", "ip_forward".into())?;
+        Ok(self.lock().ip_forward)
+    }
+
+    fn set_ip_forward(&self, on: bool) -> Result<(), NetError> {
+        self.record("set_ip_forward", format!("set_ip_forward({on})"))?;
+        self.lock().ip_forward = on;
+        Ok(())
+    }
+
+    fn resolver_dns(&self, link: &str, dns: Ipv4Addr) -> Result<(), NetError> {
+        self.record("resolver_dns", format!("resolver_dns({link}, {dns})"))?;
+        self.tool_missing("resolvectl")?;
+        self.lock().resolver.entry(link.into()).or_default().0 = Some(dns);
+        Ok(())
+    }
+
+    fn resolver_domain(&self, link: &str, domain: &str) -> Result<(), NetError> {
+        self.record(
+            "resolver_domain",
+            format!("resolver_domain({link}, {domain})"),
+        )?;
+        self.tool_missing("resolvectl")?;
+        self.lock().resolver.entry(link.into()).or_default().1 = Some(domain.into());
+        Ok(())
+    }
+
+    fn resolver_revert(&self, link: &str) -> Result<(), NetError> {
+        self.record("resolver_revert", format!("resolver_revert({link})"))?;
+        self.tool_missing("resolvectl")?;
+        self.lock().resolver.remove(link);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_links_and_records_calls() {
+        let net = FakeNet::new();
+        net.create_bridge("br0").unwrap();
+        assert!(net.create_bridge("br0").is_err());
+        net.add_address("br0", Ipv4Cidr::new(Ipv4Addr::new(10, 9, 0, 1), 24))
+            .unwrap();
+        net.set_up("br0").unwrap();
+        net.create_tap("t0", 4242).unwrap();
+        net.set_master("t0", "br0").unwrap();
+        let t0 = net.link("t0").unwrap().unwrap();
+        assert_eq!(t0.kind, LinkKind::Tap);
+        assert_eq!(t0.master.as_deref(), Some("br0"));
+        assert_eq!(t0.tap_owner, Some(4242));
+        assert!(
+            net.routes_v4()
+                .unwrap()
+                .iter()
+                .any(|r| r.interface.as_deref() == Some("br0"))
+        );
+        assert!(net.delete_link("t0").unwrap());
+        assert!(!net.delete_link("t0").unwrap());
+        assert_eq!(
+            net.mutating_calls(),
+            [
+                "create_bridge(br0)",
+                "create_bridge(br0)",
+                "add_address(br0, 10.9.0.1/24)",
+                "set_up(br0)",
+                "create_tap(t0, uid 4242)",
+                "set_master(t0, br0)",
+                "delete_link(t0)",
+                "delete_link(t0)",
+            ]
+        );
+    }
+
+    #[test]
+    fn nft_batches_replace_tables_atomically() {
+        let net = FakeNet::new().with_table("inet", "other");
+        net.apply_nft("add table inet b\ndelete table inet b\ntable inet b {\n}\n")
+            .unwrap();
+        assert_eq!(net.nft_tables().unwrap().len(), 2);
+        // A delete of an absent table fails the whole batch.
+        assert!(
+            net.apply_nft("add table bridge b\ndelete table inet nope\n")
+                .is_err()
+        );
+        assert_eq!(net.state().tables.len(), 2);
+    }
+
+    #[test]
+    fn missing_resolvectl_is_reported_as_missing() {
+        let net = FakeNet::new().without_resolvectl();
+        let err = net.resolver_revert("br0").unwrap_err();
+        assert!(err.is_tool_missing(), "{err}");
+    }
+
+    #[test]
+    fn failures_are_injected_by_call_name() {
+        let net = FakeNet::new().failing("create_tap");
+        let err = net.create_tap("t0", 1).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EIO));
+        assert!(net.link_named("t0").is_none());
+    }
+}

@@ -1,0 +1,372 @@
+//! Host network primitives: links, addresses, routes, taps, nftables,
+//! IPv4 forwarding and the systemd-resolved link settings.
+//!
+//! Everything sits behind [`HostNet`], injected into the executor, so its
+//! policy is unit-tested against the recording [`fake::FakeNet`] and
+//! exercised for real in throwaway namespaces ([`netns::in_fresh_netns`]).
+//! Nothing here decides *whether* to touch an interface; that is the
+//! executor's job.
+//!
+//! [`RealNet`] creates and changes links and addresses over rtnetlink
+//! (`netlink-packet-route` on a blocking `netlink-sys` socket), creates taps
+//! with the tun ioctls, and runs `nft -f -` and `resolvectl` through
+//! [`Runner`]. Every call acts on the network namespace of the calling
+//! thread: sockets and children are created on it.
+//!
+//! The types here are deliberately not serializable: only `banger-proto`
+//! defines what crosses a socket.
+
+pub mod fake;
+mod netlink;
+pub mod netns;
+mod tun;
+
+use std::fmt;
+use std::io;
+use std::net::Ipv4Addr;
+
+use crate::runner::{Cmd, RunError, Runner};
+
+pub use tun::TUN_DEVICE;
+
+/// `net.ipv4.ip_forward` of the calling thread's network namespace.
+pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
+/// An IPv4 address with a prefix length, as on an interface or a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Ipv4Cidr {
+    pub address: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl Ipv4Cidr {
+    /// `prefix_len` above 32 is clamped to 32.
+    pub fn new(address: Ipv4Addr, prefix_len: u8) -> Ipv4Cidr {
+        Ipv4Cidr {
+            address,
+            prefix_len: prefix_len.min(32),
+        }
+    }
+
+    pub fn mask(self) -> u32 {
+        match self.prefix_len {
+            0 => 0,
+            p => u32::MAX << (32 - u32::from(p)),
+        }
+    }
+
+    pub fn network(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.address) & self.mask())
+    }
+
+    pub fn broadcast(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.address) | !self.mask())
+    }
+
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & self.mask() == u32::from(self.network())
+    }
+
+    /// The two prefixes share at least one address.
+    pub fn overlaps(self, other: Ipv4Cidr) -> bool {
+        self.contains(other.network()) || other.contains(self.network())
+    }
+}
+
+impl fmt::Display for Ipv4Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.address, self.prefix_len)
+    }
+}
+
+/// What kind of interface a link is (`IFLA_INFO_KIND`, refined for tun).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkKind {
+    Bridge,
+    /// A tun-driver device in tap (ethernet) mode.
+    Tap,
+    /// A tun-driver device in tun (IP) mode.
+    Tun,
+    /// Any other `IFLA_INFO_KIND` (`dummy`, `veth`, ...).
+    Other(String),
+    /// No kind reported: loopback and physical devices.
+    Unspecified,
+}
+
+impl fmt::Display for LinkKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkKind::Bridge => f.write_str("bridge"),
+            LinkKind::Tap => f.write_str("tap"),
+            LinkKind::Tun => f.write_str("tun"),
+            LinkKind::Other(k) => f.write_str(k),
+            LinkKind::Unspecified => f.write_str("device"),
+        }
+    }
+}
+
+/// A network interface as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub kind: LinkKind,
+    /// The bridge (or other master) it is attached to.
+    pub master: Option<String>,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+    /// Its IPv4 addresses.
+    pub addresses: Vec<Ipv4Cidr>,
+    /// For tun/tap devices with an owner set (`TUNSETOWNER`).
+    pub tap_owner: Option<u32>,
+}
+
+/// An IPv4 unicast route (any table).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteV4 {
+    /// Destination prefix; `0.0.0.0/0` for a default route.
+    pub destination: Ipv4Cidr,
+    /// The output interface, when the route has a single one.
+    pub interface: Option<String>,
+    pub table: u32,
+}
+
+/// An nftables table: `family` (`inet`, `bridge`, `ip`, ...) and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NftTable {
+    pub family: String,
+    pub name: String,
+}
+
+impl fmt::Display for NftTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.family, self.name)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("opening a route netlink socket")]
+    Socket(#[source] io::Error),
+    #[error("netlink request `{request}` failed")]
+    Request {
+        request: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("decoding the netlink reply to `{request}`")]
+    Decode {
+        request: String,
+        #[source]
+        source: netlink_packet_core::DecodeError,
+    },
+    #[error("interface {name} does not exist")]
+    NoSuchLink { name: String },
+    #[error("creating tap {name}: {step}")]
+    Tun {
+        step: &'static str,
+        name: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("running {tool}")]
+    Tool {
+        tool: &'static str,
+        #[source]
+        source: RunError,
+    },
+    #[error("reading {path}")]
+    ReadSysctl {
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing {path}")]
+    WriteSysctl {
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl NetError {
+    /// The host tool needed is not installed (as opposed to failing).
+    pub fn is_tool_missing(&self) -> bool {
+        matches!(
+            self,
+            NetError::Tool {
+                source: RunError::NotFound { .. },
+                ..
+            }
+        )
+    }
+
+    /// The errno of a kernel refusal, if that is what this is.
+    pub fn errno(&self) -> Option<i32> {
+        match self {
+            NetError::Socket(e)
+            | NetError::Request { source: e, .. }
+            | NetError::Tun { source: e, .. } => e.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+/// The host network operations the executor needs. Every method acts on the
+/// calling thread's network namespace.
+pub trait HostNet: Send + Sync {
+    /// Every link with its IPv4 addresses.
+    fn links(&self) -> Result<Vec<Link>, NetError>;
+    /// One link by name; `None` when absent.
+    fn link(&self, name: &str) -> Result<Option<Link>, NetError> {
+        Ok(self.links()?.into_iter().find(|l| l.name == name))
+    }
+    /// Create a bridge; fails if the name exists.
+    fn create_bridge(&self, name: &str) -> Result<(), NetError>;
+    fn add_address(&self, link: &str, address: Ipv4Cidr) -> Result<(), NetError>;
+    fn del_address(&self, link: &str, address: Ipv4Cidr) -> Result<(), NetError>;
+    fn set_up(&self, link: &str) -> Result<(), NetError>;
+    fn set_master(&self, link: &str, master: &str) -> Result<(), NetError>;
+    /// Create a persistent tap owned by `owner_uid`; fails if the name exists.
+    fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError>;
+    /// Delete a link; `Ok(false)` when it was already gone.
+    fn delete_link(&self, name: &str) -> Result<bool, NetError>;
+    /// IPv4 unicast routes of every table.
+    fn routes_v4(&self) -> Result<Vec<RouteV4>, NetError>;
+    /// Apply an nft batch (`nft -f -`): one atomic transaction.
+    fn apply_nft(&self, batch: &str) -> Result<(), NetError>;
+    /// Every nftables table.
+    fn nft_tables(&self) -> Result<Vec<NftTable>, NetError>;
+    fn ip_forward(&self) -> Result<bool, NetError>;
+    fn set_ip_forward(&self, on: bool) -> Result<(), NetError>;
+    /// `resolvectl dns LINK DNS`.
+    fn resolver_dns(&self, link: &str, dns: Ipv4Addr) -> Result<(), NetError>;
+    /// `resolvectl domain LINK DOMAIN`.
+    fn resolver_domain(&self, link: &str, domain: &str) -> Result<(), NetError>;
+    /// `resolvectl revert LINK`.
+    fn resolver_revert(&self, link: &str) -> Result<(), NetError>;
+}
+
+/// [`HostNet`] on the real host (the calling thread's network namespace).
+#[derive(Debug, Clone, Default)]
+pub struct RealNet {
+    runner: Runner,
+}
+
+impl RealNet {
+    pub fn new() -> RealNet {
+        RealNet { runner: Runner }
+    }
+
+    fn tool(&self, tool: &'static str, cmd: Cmd) -> Result<String, NetError> {
+        self.runner
+            .run(&cmd)
+            .map(|o| o.stdout)
+            .map_err(|source| NetError::Tool { tool, source })
+    }
+}
+
+impl HostNet for RealNet {
+    fn links(&self) -> Result<Vec<Link>, NetError> {
+        netlink::Netlink::open()?.links()
+    }
+
+    fn create_bridge(&self, name: &str) -> Result<(), NetError> {
+        netlink::Netlink::open()?.create_bridge(name)
+    }
+
+    fn add_address(&self, link: &str, address: Ipv4Cidr) -> Result<(), NetError> {
+        netlink::Netlink::open()?.add_address(link, address)
+    }
+
+    fn del_address(&self, link: &str, address: Ipv4Cidr) -> Result<(), NetError> {
+        netlink::Netlink::open()?.del_address(link, address)
+    }
+
+    fn set_up(&self, link: &str) -> Result<(), NetError> {
+        netlink::Netlink::open()?.set_up(link)
+    }
+
+    fn set_master(&self, link: &str, master: &str) -> Result<(), NetError> {
+        netlink::Netlink::open()?.set_master(link, master)
+    }
+
+    fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
+        tun::create_persistent_tap(name, owner_uid)
+    }
+
+    fn delete_link(&self, name: &str) -> Result<bool, NetError> {
+        netlink::Netlink::open()?.delete_link(name)
+    }
+
+    fn routes_v4(&self) -> Result<Vec<RouteV4>, NetError> {
+        netlink::Netlink::open()?.routes_v4()
+    }
+
+    fn apply_nft(&self, batch: &str) -> Result<(), NetError> {
+        self.tool("nft", Cmd::new("nft").args(["-f", "-"]).stdin(batch))
+            .map(drop)
+    }
+
+    fn nft_tables(&self) -> Result<Vec<NftTable>, NetError> {
+        let out = self.tool("nft", Cmd::new("nft").args(["list", "tables"]))?;
+        Ok(parse_nft_tables(&out))
+    }
+
+    fn ip_forward(&self) -> Result<bool, NetError> {
+        let text = std::fs::read_to_string(IP_FORWARD).map_err(|source| NetError::ReadSysctl {
+            path: IP_FORWARD,
+            source,
+        })?;
+        Ok(text.trim() == "1")
+    }
+
+    fn set_ip_forward(&self, on: bool) -> Result<(), NetError> {
+        std::fs::write(IP_FORWARD, if on { "1\n" } else { "0\n" }).map_err(|source| {
+            NetError::WriteSysctl {
+                path: IP_FORWARD,
+                source,
+            }
+        })
+    }
+
+    fn resolver_dns(&self, link: &str, dns: Ipv4Addr) -> Result<(), NetError> {
+        self.tool(
+            "resolvectl",
+            Cmd::new("resolvectl").args(["dns", link, &dns.to_string()]),
+        )
+        .map(drop)
+    }
+
+    fn resolver_domain(&self, link: &str, domain: &str) -> Result<(), NetError> {
+        self.tool(
+            "resolvectl",
+            Cmd::new("resolvectl").args(["domain", link, domain]),
+        )
+        .map(drop)
+    }
+
+    fn resolver_revert(&self, link: &str) -> Result<(), NetError> {
+        self.tool("resolvectl", Cmd::new("resolvectl").args(["revert", link]))
+            .map(drop)
+    }
+}
+
+/// `nft list tables` prints one `table FAMILY NAME` per line.
+pub fn parse_nft_tables(out: &str) -> Vec<NftTable> {
+    out.lines()
+        .filter_map(|line| {
+            let mut words = line.split_whitespace();
+            match (words.next(), words.next(), words.next(), words.next()) {
+                (Some("table"), Some(family), Some(name), None) => Some(NftTable {
+                    family: family.to_string(),
+                    name: name.to_string(),
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,384 @@
+//! HostNetwork: the bridge, the tap pool, per-VM NAT, `.vm` DNS and resolver
+//! routing, as DESIGN.md describes them.
+//!
+//! All kernel work goes through the privileged-ops seam; this service decides
+//! *what* the host should look like (from config and the store) and asks the
+//! executor to make it so. Its methods are blocking (they make privileged
+//! calls) and the daemon runs them on blocking threads. The internal mutex is
+//! a subsystem-local lock: last in the lock order, never held across an
+//! await, guest I/O or network I/O.
+
+pub mod cidr;
+pub mod leases;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+
+use banger_proto::net::{BridgeSpec, FirewallSpec, GuestRule, TAP_PREFIX, TapSpec};
+use banger_proto::net::{NetStatus, TeardownReport};
+use banger_proto::privops::{PrivOp, PrivOutcome};
+use banger_proto::rpc::{HostStatus, NatStatus, TapAssignment, TapPoolStatus};
+use banger_proto::{ErrorCode, RpcError};
+
+use crate::config::{Ipv4Cidr, NetworkConfig};
+use crate::handles::{self, VmHandles};
+use crate::layout::Layout;
+use crate::privileged::PrivilegedOps;
+use crate::store::{Store, VmRow, VmState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    #[error("privileged operation {op} failed")]
+    Privileged {
+        op: &'static str,
+        #[source]
+        source: RpcError,
+    },
+    #[error("privileged operation {op} returned an unexpected result")]
+    Unexpected { op: &'static str },
+    #[error("reading VMs and leases from the store")]
+    Store(#[source] crate::store::StoreError),
+    #[error("VM handles")]
+    Handles(#[source] handles::HandlesError),
+    #[error("VM {vm} has no IP lease")]
+    NoLease { vm: String },
+}
+
+impl NetError {
+    pub fn to_rpc(&self) -> RpcError {
+        let code = match self {
+            NetError::Privileged { source, .. } => source.code,
+            NetError::Handles(_) | NetError::Store(_) | NetError::Unexpected { .. } => {
+                ErrorCode::Internal
+            }
+            NetError::NoLease { .. } => ErrorCode::InvalidState,
+        };
+        RpcError::from_error(code, self)
+    }
+}
+
+#[derive(Debug, Default)]
+struct NetState {
+    /// Whether the last reconcile completed; `error` says why not.
+    ready: bool,
+    error: Option<String>,
+    /// Taps ready for the next VM.
+    free: BTreeSet<String>,
+    /// VM id → tap.
+    assigned: BTreeMap<String, String>,
+    resolver: bool,
+}
+
+/// The host network service.
+#[derive(Debug)]
+pub struct HostNetwork {
+    cfg: NetworkConfig,
+    bridge_ip: Ipv4Addr,
+    /// Uid that will own the taps (the uid that runs the VMMs).
+    tap_owner: u32,
+    privileged: Arc<dyn PrivilegedOps>,
+    store: Arc<Store>,
+    layout: Layout,
+    state: Mutex<NetState>,
+}
+
+impl HostNetwork {
+    pub fn new(
+        cfg: NetworkConfig,
+        tap_owner: u32,
+        privileged: Arc<dyn PrivilegedOps>,
+        store: Arc<Store>,
+        layout: Layout,
+    ) -> Self {
+        let bridge_ip = leases::bridge_address(cfg.subnet);
+        HostNetwork {
+            cfg,
+            bridge_ip,
+            tap_owner,
+            privileged,
+            store,
+            layout,
+            state: Mutex::new(NetState::default()),
+        }
+    }
+
+    pub fn subnet(&self) -> Ipv4Cidr {
+        self.cfg.subnet
+    }
+
+    pub fn bridge_ip(&self) -> Ipv4Addr {
+        self.bridge_ip
+    }
+
+    fn call(&self, op: PrivOp) -> Result<PrivOutcome, NetError> {
+        let name = op.name();
+        self.privileged
+            .call(op)
+            .map_err(|source| NetError::Privileged { op: name, source })
+    }
+
+    /// Bring the host in line with config and the store: bridge, taps of
+    /// running VMs, the free pool, the firewall. Idempotent; run at startup
+    /// and whenever the desired state may have drifted.
+    pub fn reconcile(&self) -> Result<(), NetError> {
+        let mut st = self.state.lock().expect("network state poisoned");
+        let result = self.reconcile_locked(&mut st);
+        st.ready = result.is_ok();
+        st.error = result
+            .as_ref()
+            .err()
+            .map(|e| banger_proto::error::chain(e).join(": "));
+        result
+    }
+
+    fn reconcile_locked(&self, st: &mut NetState) -> Result<(), NetError> {
+        self.call(PrivOp::EnsureBridge(BridgeSpec {
+            name: self.cfg.bridge.clone(),
+            address: self.bridge_ip,
+            prefix_len: self.cfg.subnet.prefix(),
+        }))?;
+        let existing: BTreeSet<String> = match self.call(PrivOp::NetStatus)? {
+            PrivOutcome::NetStatus(s) => s
+                .taps
+                .into_iter()
+                .filter(|t| t.present)
+                .map(|t| t.name)
+                .collect(),
+            _ => return Err(NetError::Unexpected { op: "net_status" }),
+        };
+
+        // Taps of running VMs: keep the one recorded in handles.json when the
+        // executor still has it, otherwise hand out a new one.
+        st.assigned.clear();
+        let running = self.running_vms()?;
+        let mut taken: BTreeSet<String> = BTreeSet::new();
+        let mut need_tap = Vec::new();
+        for vm in &running {
+            let h = handles::load(&self.layout.vm_dir(&vm.id)).map_err(NetError::Handles)?;
+            match h.tap {
+                Some(tap) if existing.contains(&tap) && !taken.contains(&tap) => {
+                    taken.insert(tap.clone());
+                    st.assigned.insert(vm.id.clone(), tap);
+                }
+                _ => need_tap.push(vm.id.clone()),
+            }
+        }
+        st.free = existing.difference(&taken).cloned().collect();
+        for vm_id in need_tap {
+            let tap = self.take_tap(st)?;
+            self.record_tap(&vm_id, Some(tap.clone()))?;
+            st.assigned.insert(vm_id, tap);
+        }
+        self.refill_pool(st)?;
+        self.sync_firewall(st)?;
+        Ok(())
+    }
+
+    fn running_vms(&self) -> Result<Vec<VmRow>, NetError> {
+        let vms = self.store.list_vms().map_err(NetError::Store)?;
+        Ok(vms
+            .into_iter()
+            .filter(|v| matches!(v.state, VmState::Running | VmState::Starting))
+            .collect())
+    }
+
+    /// VM id → leased address.
+    fn lease_map(&self) -> Result<BTreeMap<String, Ipv4Addr>, NetError> {
+        Ok(self
+            .store
+            .leases()
+            .map_err(NetError::Store)?
+            .into_iter()
+            .map(|l| (l.vm_id, l.ip))
+            .collect())
+    }
+
+    fn record_tap(&self, vm_id: &str, tap: Option<String>) -> Result<(), NetError> {
+        let dir = self.layout.vm_dir(vm_id);
+        let mut h: VmHandles = handles::load(&dir).map_err(NetError::Handles)?;
+        h.tap = tap;
+        handles::store(&dir, &h).map_err(NetError::Handles)
+    }
+
+    /// A free tap, creating one when the pool is empty.
+    fn take_tap(&self, st: &mut NetState) -> Result<String, NetError> {
+        if let Some(tap) = st.free.pop_first() {
+            return Ok(tap);
+        }
+        self.create_tap(st)
+    }
+
+    fn create_tap(&self, st: &NetState) -> Result<String, NetError> {
+        let used: BTreeSet<&String> = st.free.iter().chain(st.assigned.values()).collect();
+        let name = (0u32..)
+            .map(|i| format!("{TAP_PREFIX}{i}"))
+            .find(|n| !used.contains(n))
+            .expect("tap indices are unbounded");
+        self.call(PrivOp::EnsureTap(TapSpec {
+            name: name.clone(),
+            bridge: self.cfg.bridge.clone(),
+            owner_uid: self.tap_owner,
+        }))?;
+        Ok(name)
+    }
+
+    /// Grow or shrink the free pool to exactly `tap_pool` taps.
+    fn refill_pool(&self, st: &mut NetState) -> Result<(), NetError> {
+        let target = self.cfg.tap_pool as usize;
+        while st.free.len() < target {
+            let tap = self.create_tap(st)?;
+            st.free.insert(tap);
+        }
+        while st.free.len() > target {
+            let tap = st.free.pop_last().expect("non-empty");
+            self.call(PrivOp::DeleteTap { name: tap })?;
+        }
+        Ok(())
+    }
+
+    fn sync_firewall(&self, st: &NetState) -> Result<(), NetError> {
+        let leases = self.lease_map()?;
+        let mut guests = Vec::new();
+        for vm in self.running_vms()? {
+            let (Some(tap), Some(ip)) = (st.assigned.get(&vm.id), leases.get(&vm.id)) else {
+                continue;
+            };
+            guests.push(GuestRule {
+                tap: tap.clone(),
+                ip: *ip,
+                nat: vm.nat,
+            });
+        }
+        self.call(PrivOp::SyncFirewall(FirewallSpec {
+            bridge: self.cfg.bridge.clone(),
+            guests,
+            allow_inter_vm: self.cfg.allow_inter_vm,
+        }))?;
+        Ok(())
+    }
+
+    /// Give a VM a tap from the pool (start of its boot). The pool is
+    /// refilled afterwards so the next start does not wait either.
+    pub fn attach(&self, vm_id: &str) -> Result<String, NetError> {
+        let mut st = self.state.lock().expect("network state poisoned");
+        if let Some(tap) = st.assigned.get(vm_id) {
+            return Ok(tap.clone());
+        }
+        let tap = self.take_tap(&mut st)?;
+        self.record_tap(vm_id, Some(tap.clone()))?;
+        st.assigned.insert(vm_id.to_string(), tap.clone());
+        self.sync_firewall(&st)?;
+        self.refill_pool(&mut st)?;
+        Ok(tap)
+    }
+
+    /// Return a VM's tap to the pool (VM stopped or deleted).
+    pub fn detach(&self, vm_id: &str) -> Result<(), NetError> {
+        let mut st = self.state.lock().expect("network state poisoned");
+        if let Some(tap) = st.assigned.remove(vm_id) {
+            st.free.insert(tap);
+            self.record_tap(vm_id, None)?;
+            self.sync_firewall(&st)?;
+            self.refill_pool(&mut st)?;
+        }
+        Ok(())
+    }
+
+    /// `.vm` records for every VM that holds a lease.
+    pub fn dns_records(&self) -> Result<Vec<(String, Ipv4Addr)>, NetError> {
+        let leases = self.lease_map()?;
+        Ok(self
+            .store
+            .list_vms()
+            .map_err(NetError::Store)?
+            .into_iter()
+            .filter_map(|vm| leases.get(&vm.id).map(|ip| (vm.name, *ip)))
+            .collect())
+    }
+
+    pub fn set_resolver_routing(&self, applied: bool) {
+        self.state.lock().expect("network state poisoned").resolver = applied;
+    }
+
+    /// Current state, for `banger host status`.
+    pub fn status(&self, dns_address: Option<String>, dns_records: usize) -> HostStatus {
+        let st = self.state.lock().expect("network state poisoned");
+        let kernel: Option<NetStatus> = match self.privileged.call(PrivOp::NetStatus) {
+            Ok(PrivOutcome::NetStatus(s)) => Some(s),
+            _ => None,
+        };
+        let leases = self.lease_map().unwrap_or_default();
+        let vms: BTreeMap<String, VmRow> = self
+            .store
+            .list_vms()
+            .map(|vs| vs.into_iter().map(|v| (v.id.clone(), v)).collect())
+            .unwrap_or_default();
+        let assigned = st
+            .assigned
+            .iter()
+            .filter_map(|(vm_id, tap)| {
+                let vm = vms.get(vm_id)?;
+                Some(TapAssignment {
+                    tap: tap.clone(),
+                    vm: vm.name.clone(),
+                    ip: *leases.get(vm_id)?,
+                    nat: vm.nat,
+                })
+            })
+            .collect();
+        let bridge_present = kernel
+            .as_ref()
+            .map(|k| {
+                k.bridges
+                    .iter()
+                    .any(|b| b.name == self.cfg.bridge && b.present)
+            })
+            .unwrap_or(false);
+        HostStatus {
+            ready: st.ready,
+            error: st.error.clone(),
+            bridge: self.cfg.bridge.clone(),
+            bridge_present,
+            subnet: self.cfg.subnet.to_string(),
+            bridge_address: self.bridge_ip,
+            dns_address,
+            dns_records,
+            nat: NatStatus {
+                firewall: kernel.as_ref().is_some_and(|k| k.firewall),
+                ip_forward: kernel.as_ref().is_some_and(|k| k.ip_forward),
+                nat_guests: kernel.map(|k| k.nat_guests).unwrap_or_default(),
+            },
+            tap_pool: TapPoolStatus {
+                target: self.cfg.tap_pool,
+                free: st.free.iter().cloned().collect(),
+                assigned,
+            },
+            resolver_routing: st.resolver,
+        }
+    }
+
+    /// Remove every host object banger created. The service is left "not
+    /// ready" until the next reconcile.
+    pub fn teardown(&self) -> Result<TeardownReport, NetError> {
+        let mut st = self.state.lock().expect("network state poisoned");
+        let report = match self.call(PrivOp::Teardown)? {
+            PrivOutcome::Teardown(r) => r,
+            _ => return Err(NetError::Unexpected { op: "teardown" }),
+        };
+        for vm_id in st.assigned.keys() {
+            // The taps are gone; forget them so reconcile hands out new ones.
+            if let Err(e) = self.record_tap(vm_id, None) {
+                tracing::warn!(vm = %vm_id, error = %e, "clearing tap from handles");
+            }
+        }
+        *st = NetState {
+            ready: false,
+            error: Some(
+                "torn down by `banger host teardown`; restart bangerd to set up again".into(),
+            ),
+            ..NetState::default()
+        };
+        Ok(report)
+    }
+}
