@@ -149,6 +149,11 @@ pub enum ExecError {
         source: NetError,
     },
     #[error(
+        "resolver routing for {link} refused: the executor cannot confirm it is in the host's network \
+         namespace (PID 1's), and systemd-resolved would apply it to whichever host link shares the index"
+    )]
+    ResolverNotHostNamespace { link: String },
+    #[error(
         "cannot route .vm names on {link}: resolvectl is not installed (install systemd-resolved)"
     )]
     ResolverUnavailable {
@@ -174,7 +179,7 @@ impl ExecError {
             | DuplicateGuest { .. }
             | NotBridgeAddress { .. } => ErrorCode::BadRequest,
             WrongKind { .. } | TapOwner { .. } | BridgeMissing { .. } => ErrorCode::InvalidState,
-            ResolverUnavailable { .. } => ErrorCode::Unavailable,
+            ResolverUnavailable { .. } | ResolverNotHostNamespace { .. } => ErrorCode::Unavailable,
             ReadLinks(_)
             | ReadRoutes(_)
             | CreateBridge { .. }

@@ -358,6 +358,13 @@ impl Executor {
     }
 
     pub(crate) fn apply_resolver(&self, spec: ResolverSpec) -> Result<Executed, ExecError> {
+        // systemd-resolved is host-wide and addresses links by index: from
+        // any namespace but the host's, resolvectl would configure whatever
+        // host link happens to share our bridge's index. Unless it is
+        // certain we are in the host's namespace, refuse.
+        if self.net.in_host_netns() != Some(true) {
+            return Err(ExecError::ResolverNotHostNamespace { link: spec.bridge });
+        }
         let mut txn = self.journal.open()?;
         let bridge = journaled_bridge(&txn.state, &spec.bridge)?;
         if bridge.address != spec.dns {

@@ -616,3 +616,25 @@ fn a_tap_can_only_speak_with_its_own_guest_address() {
         );
     });
 }
+
+#[test]
+fn resolver_routing_is_refused_outside_the_host_namespace() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    in_fresh_netns(|| {
+        let exec = executor(dir.path());
+        run(&exec, PrivOp::EnsureBridge(bridge())).unwrap();
+        let b = bridge();
+        let err = run(
+            &exec,
+            PrivOp::ApplyResolver(banger_proto::net::ResolverSpec {
+                bridge: b.name.clone(),
+                dns: b.address,
+            }),
+        )
+        .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
+        assert!(err.to_string().contains("network"), "{err}");
+        run(&exec, PrivOp::Teardown).unwrap();
+    });
+}

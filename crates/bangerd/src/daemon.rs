@@ -112,7 +112,41 @@ impl Daemon {
             .map_err(|e| RpcError::from_error(ErrorCode::Internal, &e))?;
         let addr = handle.local_addr();
         *self.dns.lock().expect("dns lock poisoned") = Some(handle);
+        self.route_vm_domain().await;
         Ok(addr)
+    }
+
+    /// Route `~vm` to our DNS through systemd-resolved, where it runs. Only
+    /// from the host's own network namespace: resolved is a host-wide
+    /// service addressed by interface index, and a daemon in another
+    /// namespace (tests, `ip netns exec`) would configure the wrong link.
+    async fn route_vm_domain(&self) {
+        if banger_host::net::netns::in_init_netns() == Some(false) {
+            tracing::info!("not in the host's network namespace; leaving resolver routing alone");
+            return;
+        }
+        if !banger_host::probe::probe_resolved().running() {
+            tracing::info!(
+                dns = %self.network.bridge_ip(),
+                "systemd-resolved is not running; point your resolver at banger's DNS for `vm` (see `banger doctor`)"
+            );
+            return;
+        }
+        let privileged = Arc::clone(&self.privileged);
+        let spec = banger_proto::net::ResolverSpec {
+            bridge: self.config.network.bridge.clone(),
+            dns: self.network.bridge_ip(),
+        };
+        let applied =
+            tokio::task::spawn_blocking(move || privileged.call(PrivOp::ApplyResolver(spec))).await;
+        match applied {
+            Ok(Ok(_)) => {
+                self.network.set_resolver_routing(true);
+                tracing::info!("`~vm` routed to banger's DNS through systemd-resolved");
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e.render(), "resolver routing not applied"),
+            Err(e) => tracing::warn!(error = %e, "resolver routing task failed"),
+        }
     }
 
     /// Stop the DNS server (shutdown and teardown).
@@ -228,12 +262,18 @@ impl Daemon {
             }
             step("nft", "checking nftables".into());
             let nft = expect_nft(privileged.call(PrivOp::ProbeNftables)?)?;
+            let ip_forward = match privileged.call(PrivOp::NetStatus) {
+                Ok(PrivOutcome::NetStatus(s)) => Some(s.ip_forward),
+                _ => None,
+            };
             step(
                 "tools",
                 "checking tools, cgroups, resolver and reflink".into(),
             );
             let unpriv = doctor::gather_unprivileged(&runner, &firecracker, &qemu, &state_dir);
-            Ok(HostFacts::combine(channel, kvm, devices, nft, unpriv))
+            Ok(HostFacts::combine(
+                channel, kvm, devices, nft, ip_forward, unpriv,
+            ))
         })
         .await
         .map_err(|e| RpcError::new(ErrorCode::Internal, format!("doctor task failed: {e}")))??;

@@ -75,6 +75,9 @@ impl HostNet for JournalPeek {
     fn resolver_revert(&self, link: &str) -> Result<(), NetError> {
         self.inner.resolver_revert(link)
     }
+    fn in_host_netns(&self) -> Option<bool> {
+        self.inner.in_host_netns()
+    }
 }
 
 #[test]

@@ -382,6 +382,11 @@ impl HostNet for FakeNet {
         self.lock().resolver.remove(link);
         Ok(())
     }
+
+    /// The fake always plays the host's own namespace.
+    fn in_host_netns(&self) -> Option<bool> {
+        Some(true)
+    }
 }
 
 #[cfg(test)]

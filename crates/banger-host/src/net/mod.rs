@@ -245,6 +245,9 @@ pub trait HostNet: Send + Sync {
     fn resolver_domain(&self, link: &str, domain: &str) -> Result<(), NetError>;
     /// `resolvectl revert LINK`.
     fn resolver_revert(&self, link: &str) -> Result<(), NetError>;
+    /// Whether the calling thread is in the host's (PID 1's) network
+    /// namespace; `None` when that cannot be determined.
+    fn in_host_netns(&self) -> Option<bool>;
 }
 
 /// [`HostNet`] on the real host (the calling thread's network namespace).
@@ -349,6 +352,10 @@ impl HostNet for RealNet {
     fn resolver_revert(&self, link: &str) -> Result<(), NetError> {
         self.tool("resolvectl", Cmd::new("resolvectl").args(["revert", link]))
             .map(drop)
+    }
+
+    fn in_host_netns(&self) -> Option<bool> {
+        netns::in_init_netns()
     }
 }
 

@@ -40,3 +40,35 @@ where
         }
     })
 }
+
+/// Whether the calling thread is in the same network namespace as PID 1 —
+/// the host's own, where host-wide services such as systemd-resolved live.
+/// `None` when PID 1's namespace cannot be inspected (an unprivileged caller,
+/// or a PID 1 that even root may not inspect, as in some containers).
+pub fn in_init_netns() -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    let mine = std::fs::metadata("/proc/thread-self/ns/net").ok()?;
+    let init = std::fs::metadata("/proc/1/ns/net").ok()?;
+    Some(mine.ino() == init.ino() && mine.dev() == init.dev())
+}
+
+#[cfg(test)]
+mod init_ns_tests {
+    use super::*;
+
+    #[test]
+    fn a_fresh_namespace_is_never_taken_for_the_init_namespace() {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "needs root to unshare a network namespace"
+        );
+        // Wherever PID 1 can be inspected, the answer matches the links.
+        if let (Ok(a), Ok(b)) = (
+            std::fs::read_link("/proc/thread-self/ns/net"),
+            std::fs::read_link("/proc/1/ns/net"),
+        ) {
+            assert_eq!(in_init_netns(), Some(a == b));
+        }
+        assert_ne!(in_fresh_netns(in_init_netns), Some(true));
+    }
+}

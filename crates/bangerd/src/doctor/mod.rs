@@ -19,6 +19,7 @@
 //! | `loop_control` | `present`, `absent`, `unusable` | fail unless present |
 //! | `device_mapper` | `present`, `absent`, `unusable` | warn unless present (snapshots fall back to reflink/copy) |
 //! | `nft` | `found`, `missing`, `broken` | fail unless found |
+//! | `ip_forward` | `enabled`, `disabled`, `unknown` | warn unless enabled (banger enables it when it sets up the bridge) |
 //! | `e2fsprogs` | `found`, `missing`, `broken`, `too_old`, `unknown_version` | fail when missing, broken or older than 1.43; warn on an unreadable version |
 //! | `firecracker` | `found`, `missing`, `broken` | warn unless found and KVM is usable |
 //! | `qemu` | `found`, `missing`, `broken` | warn unless found |
@@ -57,6 +58,7 @@ pub mod ids {
     pub const LOOP_CONTROL: &str = "loop_control";
     pub const DEVICE_MAPPER: &str = "device_mapper";
     pub const NFT: &str = "nft";
+    pub const IP_FORWARD: &str = "ip_forward";
     pub const E2FSPROGS: &str = "e2fsprogs";
     pub const FIRECRACKER: &str = "firecracker";
     pub const QEMU: &str = "qemu";
@@ -65,7 +67,7 @@ pub mod ids {
     pub const SYSTEMD_RESOLVED: &str = "systemd_resolved";
     pub const REFLINK: &str = "reflink";
 
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 15] = [
         PRIVILEGED_HELPER,
         KVM,
         TUN,
@@ -73,6 +75,7 @@ pub mod ids {
         LOOP_CONTROL,
         DEVICE_MAPPER,
         NFT,
+        IP_FORWARD,
         E2FSPROGS,
         FIRECRACKER,
         QEMU,
@@ -101,6 +104,8 @@ pub struct HostFacts {
     pub reflink: ReflinkProbe,
     /// How privileged operations were reached (or why not).
     pub privileged_channel: Channel,
+    /// `net.ipv4.ip_forward` where the executor runs; `None` when unknown.
+    pub ip_forward: Option<bool>,
 }
 
 impl HostFacts {
@@ -113,6 +118,7 @@ impl HostFacts {
         kvm: KvmProbe,
         devices: Vec<DeviceProbe>,
         nft: ToolProbe,
+        ip_forward: Option<bool>,
         unprivileged: UnprivilegedFacts,
     ) -> HostFacts {
         let UnprivilegedFacts {
@@ -136,6 +142,7 @@ impl HostFacts {
             resolved,
             reflink,
             privileged_channel,
+            ip_forward,
         }
     }
 
@@ -162,7 +169,7 @@ impl HostFacts {
             works: false,
             error: Some(not_probed),
         };
-        Self::combine(channel, kvm, Vec::new(), nft, unprivileged)
+        Self::combine(channel, kvm, Vec::new(), nft, None, unprivileged)
     }
 
     fn helper_reachable(&self) -> bool {
@@ -184,6 +191,7 @@ pub fn assemble(f: &HostFacts) -> DoctorReport {
         checks.push(vmm::kvm(&f.kvm, f.qemu.works));
         checks.extend(device_checks(f));
         checks.push(nft(&f.nft));
+        checks.push(ip_forward(f.ip_forward));
     } else {
         for id in [
             ids::KVM,
@@ -192,6 +200,7 @@ pub fn assemble(f: &HostFacts) -> DoctorReport {
             ids::LOOP_CONTROL,
             ids::DEVICE_MAPPER,
             ids::NFT,
+            ids::IP_FORWARD,
         ] {
             checks.push(Check {
                 id: id.into(),
@@ -389,6 +398,32 @@ fn nft(t: &ToolProbe) -> Check {
             "broken",
             format!("nft does not work: {}", tool_error(t)),
             "check that the kernel has nf_tables (`modprobe nf_tables`, CONFIG_NF_TABLES, CONFIG_NFT_NAT)",
+        ),
+    }
+}
+
+fn ip_forward(v: Option<bool>) -> Check {
+    let id = ids::IP_FORWARD;
+    match v {
+        Some(true) => pass(
+            id,
+            "enabled",
+            "net.ipv4.ip_forward is 1: guests can be routed and NATed".into(),
+        ),
+        Some(false) => not_pass(
+            id,
+            CheckStatus::Warn,
+            "disabled",
+            "net.ipv4.ip_forward is 0: NAT-enabled guests cannot reach anything beyond the host"
+                .into(),
+            "banger enables it when it sets up its bridge (restart bangerd); if something resets it, set `net.ipv4.ip_forward = 1` in /etc/sysctl.d/",
+        ),
+        None => not_pass(
+            id,
+            CheckStatus::Warn,
+            "unknown",
+            "net.ipv4.ip_forward could not be read".into(),
+            "check the privileged helper, then run `banger doctor` again",
         ),
     }
 }

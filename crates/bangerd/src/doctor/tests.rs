@@ -92,6 +92,7 @@ fn healthy() -> HostFacts {
         resolved: resolved(ResolvedSocket::Accepting, true),
         reflink: reflink(ReflinkSupport::Supported, "xfs"),
         privileged_channel: helper(),
+        ip_forward: Some(true),
     }
 }
 
@@ -110,6 +111,7 @@ fn lab() -> HostFacts {
             "ext4",
         ),
         privileged_channel: Channel::InProcess,
+        ip_forward: Some(true),
         ..healthy()
     }
 }
@@ -704,7 +706,29 @@ fn combine_takes_every_unprivileged_fact() {
         h.kvm.clone(),
         h.devices.clone(),
         h.nft.clone(),
+        h.ip_forward,
         unpriv,
     );
     assert_eq!(assemble(&f), assemble(&h));
+}
+
+#[test]
+fn ip_forward_states() {
+    let check = |v: Option<bool>| {
+        let r = report(&HostFacts {
+            ip_forward: v,
+            ..healthy()
+        });
+        let c = r.check(ids::IP_FORWARD).unwrap().clone();
+        (c.status, c.state)
+    };
+    assert_eq!(
+        check(Some(true)),
+        (CheckStatus::Pass, "enabled".to_string())
+    );
+    assert_eq!(
+        check(Some(false)),
+        (CheckStatus::Warn, "disabled".to_string())
+    );
+    assert_eq!(check(None), (CheckStatus::Warn, "unknown".to_string()));
 }
