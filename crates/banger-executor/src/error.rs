@@ -29,6 +29,11 @@ pub enum ExecError {
         route: Ipv4Cidr,
         interface: String,
     },
+    #[error(
+        "bridge {new} would take over the subnet of {old}, which banger set up under the old name; \
+         run `banger host teardown` before renaming the bridge"
+    )]
+    RenamedBridge { old: String, new: String },
     #[error("interface {name} exists but banger did not create it; refusing to touch it")]
     NotOurs { name: String },
     #[error("{what} {name} was not created by banger (it is not in banger's journal)")]
@@ -172,6 +177,7 @@ impl ExecError {
             InterfaceName { .. }
             | BridgeAddress { .. }
             | SubnetOverlap { .. }
+            | RenamedBridge { .. }
             | NotOurs { .. }
             | NotJournaled { .. }
             | TapOnOtherBridge { .. }

@@ -84,7 +84,20 @@ impl Executor {
         let existing = self.net.link(name).map_err(ExecError::ReadLinks)?;
         check_ours(existing.as_ref(), was_journaled, LinkKind::Bridge)?;
         let routes = self.net.routes_v4().map_err(ExecError::ReadRoutes)?;
-        validate::no_overlap(cidr, name, &routes)?;
+        if let Err(e) = validate::no_overlap(cidr, name, &routes) {
+            // The clash may be banger's own bridge under an earlier name:
+            // say how to move on rather than "choose another subnet".
+            if let ExecError::SubnetOverlap { interface, .. } = &e
+                && interface != name
+                && txn.state.bridge(interface).is_some()
+            {
+                return Err(ExecError::RenamedBridge {
+                    old: interface.clone(),
+                    new: name.to_string(),
+                });
+            }
+            return Err(e);
+        }
 
         let entry = BridgeEntry {
             name: spec.name.clone(),

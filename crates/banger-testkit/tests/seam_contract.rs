@@ -1,17 +1,82 @@
 //! The privileged-ops contract, run against both adapters: the in-process
 //! executor (dev mode) and the helper client talking to a real `bangerd-root`
 //! (system mode). Both must give the same answers about the same host.
+//!
+//! Each adapter works in a network namespace of its own (testkit [`NetNs`]):
+//! the in-process calls run on a thread that has joined it, the helper is
+//! started inside it. Nothing here touches the host's network. Refusals of
+//! bad input are covered, against both adapters, in `bad_input.rs`.
 
+use std::mem::ManuallyDrop;
+use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
+use std::path::Path;
 use std::sync::Arc;
 
 use banger_executor::Executor;
 use banger_host::net::RealNet;
 use banger_host::probe::RealHost;
+use banger_proto::RpcError;
+use banger_proto::net::{BridgeSpec, FirewallSpec, GuestRule, TapSpec};
 use banger_proto::privops::{DeviceState, HostDevice, PrivOp, PrivOutcome};
 use banger_testkit::*;
 use bangerd::privileged::{Channel, HelperClient, InProcess, PrivilegedOps};
 
-fn contract(ops: &dyn PrivilegedOps) {
+/// An adapter whose calls all happen inside `ns`.
+trait InNs {
+    fn call_with_fds(&self, op: PrivOp) -> Result<(PrivOutcome, Vec<OwnedFd>), RpcError>;
+    fn call(&self, op: PrivOp) -> Result<PrivOutcome, RpcError>;
+}
+
+struct InProcessIn<'a> {
+    ns: &'a NetNs,
+    ops: InProcess,
+}
+
+impl InNs for InProcessIn<'_> {
+    fn call_with_fds(&self, op: PrivOp) -> Result<(PrivOutcome, Vec<OwnedFd>), RpcError> {
+        self.ns.run(|| self.ops.call_with_fds(op))
+    }
+    fn call(&self, op: PrivOp) -> Result<PrivOutcome, RpcError> {
+        self.ns.run(|| self.ops.call(op))
+    }
+}
+
+/// The helper already runs inside its namespace.
+impl InNs for HelperClient {
+    fn call_with_fds(&self, op: PrivOp) -> Result<(PrivOutcome, Vec<OwnedFd>), RpcError> {
+        PrivilegedOps::call_with_fds(self, op)
+    }
+    fn call(&self, op: PrivOp) -> Result<PrivOutcome, RpcError> {
+        PrivilegedOps::call(self, op)
+    }
+}
+
+fn in_process<'a>(ns: &'a NetNs, dir: &Path) -> InProcessIn<'a> {
+    InProcessIn {
+        ns,
+        ops: InProcess::new(Executor::new(
+            Arc::new(RealHost::new()),
+            Arc::new(RealNet::new()),
+            dir.join("journal.json"),
+        )),
+    }
+}
+
+/// A helper inside `ns`. The test process (root) plays the owner daemon
+/// here, so the helper is installed with root as its owner; uid separation
+/// is covered in helper.rs. Root is not a created user: `ManuallyDrop`
+/// keeps `TestUser`'s drop (userdel) from ever running, even on a panic.
+fn helper_in(ns: &NetNs, dir: &Path) -> RootHelper {
+    let me = ManuallyDrop::new(TestUser {
+        name: "root".into(),
+        uid: 0,
+        gid: 0,
+    });
+    RootHelper::start_in(ns, dir, &me)
+}
+
+fn probe_contract(ops: &dyn InNs) {
     for device in HostDevice::ALL {
         let out = ops.call(PrivOp::ProbeDevice { device }).unwrap();
         let PrivOutcome::Device(d) = out else {
@@ -37,41 +102,134 @@ fn contract(ops: &dyn PrivilegedOps) {
         panic!()
     };
     assert_eq!(n.tool, "nft");
+    assert!(n.works, "nft must work in a test namespace: {n:?}");
+}
+
+/// A full host-network life cycle; returns every outcome so the two
+/// adapters' answers can be compared.
+fn network_contract(ops: &dyn InNs) -> Vec<PrivOutcome> {
+    let bridge = PrivOp::EnsureBridge(BridgeSpec {
+        name: "banger0".into(),
+        address: Ipv4Addr::new(10, 88, 0, 1),
+        prefix_len: 24,
+    });
+    let tap = |name: &str| {
+        PrivOp::EnsureTap(TapSpec {
+            name: name.into(),
+            bridge: "banger0".into(),
+            owner_uid: 0,
+        })
+    };
+    let firewall = PrivOp::SyncFirewall(FirewallSpec {
+        bridge: "banger0".into(),
+        guests: vec![GuestRule {
+            tap: "bangertap0".into(),
+            ip: Ipv4Addr::new(10, 88, 0, 2),
+            nat: true,
+        }],
+        allow_inter_vm: false,
+    });
+    let mut outcomes = Vec::new();
+    let call = |op: PrivOp, outcomes: &mut Vec<PrivOutcome>| {
+        let name = op.name();
+        let out = ops
+            .call(op)
+            .unwrap_or_else(|e| panic!("{name}: {}", e.render()));
+        outcomes.push(out.clone());
+        out
+    };
+    call(bridge.clone(), &mut outcomes);
+    call(bridge, &mut outcomes); // idempotent: created = false
+    call(tap("bangertap0"), &mut outcomes);
+    call(tap("bangertap1"), &mut outcomes);
+    call(tap("bangertap0"), &mut outcomes);
+    call(firewall.clone(), &mut outcomes);
+    call(firewall, &mut outcomes);
+    call(
+        PrivOp::DeleteTap {
+            name: "bangertap1".into(),
+        },
+        &mut outcomes,
+    );
+    let PrivOutcome::NetStatus(status) = call(PrivOp::NetStatus, &mut outcomes) else {
+        panic!("net_status outcome")
+    };
+    assert!(status.firewall && status.ip_forward, "{status:?}");
+    assert_eq!(status.nat_guests, [Ipv4Addr::new(10, 88, 0, 2)]);
+    assert_eq!(status.taps.len(), 1, "{status:?}");
+
+    // DNS sockets come back as two descriptors beside the outcome.
+    let (out, fds) = ops
+        .call_with_fds(PrivOp::OpenDnsSockets {
+            address: Ipv4Addr::new(10, 88, 0, 1),
+        })
+        .unwrap_or_else(|e| panic!("open_dns_sockets: {}", e.render()));
+    assert_eq!(fds.len(), 2, "{out:?}");
+    drop(fds);
+    outcomes.push(out);
+
+    let PrivOutcome::Teardown(report) = call(PrivOp::Teardown, &mut outcomes) else {
+        panic!("teardown outcome")
+    };
+    assert!(report.errors.is_empty(), "{report:?}");
+    let PrivOutcome::NetStatus(after) = call(PrivOp::NetStatus, &mut outcomes) else {
+        panic!("net_status outcome")
+    };
+    assert!(
+        after.bridges.is_empty() && after.taps.is_empty() && !after.firewall,
+        "{after:?}"
+    );
+    outcomes
 }
 
 #[test]
 fn in_process_adapter_meets_the_contract() {
     require_root();
+    let ns = NetNs::new();
     let dir = shared_tempdir();
-    let ops = InProcess::new(Executor::new(
-        Arc::new(RealHost::new()),
-        Arc::new(RealNet::new()),
-        dir.path().join("journal.json"),
-    ));
-    assert_eq!(ops.channel(), Channel::InProcess);
-    contract(&ops);
+    let ops = in_process(&ns, dir.path());
+    assert_eq!(ops.ops.channel(), Channel::InProcess);
+    probe_contract(&ops);
 }
 
 #[test]
 fn helper_client_meets_the_contract() {
     require_root();
+    let ns = NetNs::new();
     let dir = shared_tempdir();
-    // The test process (root) plays the owner daemon here, so the helper is
-    // installed with root as its owner; uid separation is covered in helper.rs.
-    let me = TestUser {
-        name: "root".into(),
-        uid: 0,
-        gid: 0,
-    };
-    let h = RootHelper::start(dir.path(), &me);
-    std::mem::forget(me); // not a created user: nothing to delete
+    let h = helper_in(&ns, dir.path());
     let ops = HelperClient::new(&h.socket);
     assert!(
         matches!(ops.channel(), Channel::Helper { .. }),
         "{:?}",
         ops.channel()
     );
-    contract(&ops);
+    probe_contract(&ops);
+}
+
+#[test]
+fn both_adapters_give_the_same_network_answers() {
+    require_root();
+    let ns_a = NetNs::new();
+    let dir_a = shared_tempdir();
+    let in_process = network_contract(&in_process(&ns_a, dir_a.path()));
+
+    let ns_b = NetNs::new();
+    let dir_b = shared_tempdir();
+    let h = helper_in(&ns_b, dir_b.path());
+    let helper = network_contract(&HelperClient::new(&h.socket));
+
+    assert_eq!(in_process, helper);
+    // Spot checks of what the shared sequence answered.
+    let created: Vec<bool> = in_process
+        .iter()
+        .filter_map(|o| match o {
+            PrivOutcome::Bridge(b) => Some(b.created),
+            PrivOutcome::Tap(t) => Some(t.created),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(created, [true, false, true, true, false]);
 }
 
 #[test]
@@ -82,6 +240,6 @@ fn helper_client_reports_an_absent_helper() {
         panic!()
     };
     assert!(error.contains("root.sock"), "{error}");
-    let err = ops.call(PrivOp::ProbeKvm).unwrap_err();
+    let err = PrivilegedOps::call(&ops, PrivOp::ProbeKvm).unwrap_err();
     assert_eq!(err.code, banger_proto::ErrorCode::Unavailable);
 }

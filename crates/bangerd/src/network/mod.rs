@@ -10,6 +10,8 @@
 
 pub mod cidr;
 pub mod leases;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -138,15 +140,22 @@ impl HostNetwork {
             address: self.bridge_ip,
             prefix_len: self.cfg.subnet.prefix(),
         }))?;
-        let existing: BTreeSet<String> = match self.call(PrivOp::NetStatus)? {
-            PrivOutcome::NetStatus(s) => s
-                .taps
-                .into_iter()
-                .filter(|t| t.present)
-                .map(|t| t.name)
-                .collect(),
+        let taps = match self.call(PrivOp::NetStatus)? {
+            PrivOutcome::NetStatus(s) => s.taps,
             _ => return Err(NetError::Unexpected { op: "net_status" }),
         };
+        // Only taps on the configured bridge are usable; banger's taps left on
+        // another bridge (the bridge was renamed) or on none are deleted, and
+        // the pool makes new ones.
+        let mut existing: BTreeSet<String> = BTreeSet::new();
+        for t in taps.into_iter().filter(|t| t.present) {
+            if t.master.as_deref() == Some(self.cfg.bridge.as_str()) {
+                existing.insert(t.name);
+            } else {
+                tracing::info!(tap = %t.name, master = ?t.master, "deleting a tap that is not on the bridge");
+                self.call(PrivOp::DeleteTap { name: t.name })?;
+            }
+        }
 
         // Taps of running VMs: keep the one recorded in handles.json when the
         // executor still has it, otherwise hand out a new one.
