@@ -96,7 +96,7 @@ mod tests {
                 bin_dir: "/usr/local/bin".into(),
                 state_dir: "/var/lib/banger".into(),
                 runtime_dir: "/run/banger".into(),
-                root_socket: "/run/banger/root.sock".into(),
+                root_socket: "/run/banger-root/root.sock".into(),
                 root_state_dir: "/var/lib/banger-root".into(),
             },
         }

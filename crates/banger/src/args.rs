@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::cmd::{completions, doctor, host, man, version};
+use crate::cmd::{completions, doctor, host, man, system, version};
 use crate::exit;
 
 /// Disposable Linux microVMs on this host.
@@ -53,6 +53,8 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Show or tear down the host network banger manages
     Host(host::HostArgs),
+    /// Install banger's services on this host
+    System(system::SystemArgs),
     /// Print the versions of banger and of the running daemon
     Version(version::VersionArgs),
     /// Print a shell completion script
@@ -90,6 +92,9 @@ mod tests {
             .get_subcommands()
             .map(|c| c.get_name().to_string())
             .collect();
-        assert_eq!(names, ["doctor", "host", "version", "completions", "man"]);
+        assert_eq!(
+            names,
+            ["doctor", "host", "system", "version", "completions", "man"]
+        );
     }
 }

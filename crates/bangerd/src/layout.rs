@@ -21,7 +21,7 @@ const DEV_STATE_DIR: &str = "/var/lib/banger-dev";
 const DEV_RUNTIME_DIR: &str = "/run/banger-dev";
 const SYSTEM_STATE_DIR: &str = "/var/lib/banger";
 const SYSTEM_RUNTIME_DIR: &str = "/run/banger";
-const SYSTEM_ROOT_SOCKET: &str = "/run/banger/root.sock";
+const SYSTEM_ROOT_SOCKET: &str = "/run/banger-root/root.sock";
 
 /// Mode of owner-private state directories.
 const STATE_MODE: u32 = 0o700;
@@ -332,7 +332,7 @@ mod tests {
         assert_eq!(d.store_path, Path::new("/var/lib/banger/store.db"));
         assert_eq!(
             d.root_socket.as_deref(),
-            Some(Path::new("/run/banger/root.sock"))
+            Some(Path::new("/run/banger-root/root.sock"))
         );
 
         let meta = InstallMeta {

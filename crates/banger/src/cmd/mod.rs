@@ -6,6 +6,7 @@ pub mod completions;
 pub mod doctor;
 pub mod host;
 pub mod man;
+pub mod system;
 pub mod version;
 
 use std::io::Write;
@@ -21,6 +22,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
     match cli.command {
         Command::Doctor(args) => doctor::run(&args, &settings),
         Command::Host(args) => host::run(&args, &settings),
+        Command::System(args) => system::run(&args, &settings),
         Command::Version(args) => version::run(&args, &settings),
         Command::Completions(args) => completions::run(&args),
         Command::Man(args) => man::run(&args, &settings),

@@ -1,0 +1,326 @@
+//! `banger system install`: the orchestration. Decide everything first
+//! (owner, metadata, plan, checks), then write with a record of each change,
+//! then hand the units to systemd; any failure after the first write undoes
+//! what this run did.
+
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use banger_host::runner::Runner;
+use banger_proto::ErrorCode;
+use banger_proto::install::{DEFAULT_INSTALL_FILE, InstallMeta, InstallMetaError};
+
+use super::apply::{self, Action, ApplyError, Txn, Written};
+use super::plan::{self, OwnerAccount, PlanError};
+use super::systemd::{self, Activation, Systemd, SystemdError};
+use super::units::{HELPER_UNIT, OWNER_UNIT};
+
+/// What the command line asked for.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub owner: Option<String>,
+    pub sudo_user: Option<String>,
+    /// Write under this directory and leave the running system alone.
+    pub root: Option<PathBuf>,
+    pub force: bool,
+    /// Where `bangerd`, `bangerd-root` and `banger` are copied from.
+    pub bin_source: PathBuf,
+    /// The uid running the install.
+    pub euid: u32,
+}
+
+/// What an install did.
+#[derive(Debug)]
+pub struct Report {
+    /// `/`, or the `--root` directory.
+    pub root: PathBuf,
+    pub owner: OwnerAccount,
+    pub meta: InstallMeta,
+    pub written: Vec<Written>,
+    /// `None` with `--root`: the running system was not touched.
+    pub services: Option<Activation>,
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("banger system install must run as root (try `sudo banger system install`)")]
+    NotRoot,
+    #[error("--root {}: no such directory", path.display())]
+    RootMissing { path: PathBuf },
+    #[error("--root {} is not a directory", path.display())]
+    RootNotADir { path: PathBuf },
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(
+        "banger is installed for {name} (uid {uid}) according to {}; refusing to install for {wanted} (pass --force to replace the owner)",
+        path.display()
+    )]
+    OtherOwner {
+        path: PathBuf,
+        name: String,
+        uid: u32,
+        wanted: String,
+    },
+    #[error("existing install metadata is unusable (pass --force to replace it)")]
+    BadMeta(#[source] InstallMetaError),
+    #[error(
+        "existing install metadata {} is a symlink; remove it (banger never follows links it writes through)",
+        path.display()
+    )]
+    MetaSymlink { path: PathBuf },
+    #[error(transparent)]
+    Refused(ApplyError),
+    #[error(transparent)]
+    Systemd(SystemdError),
+    #[error("{step} failed; {}", rollback_note(.undo_errors))]
+    RolledBack {
+        step: &'static str,
+        code: ErrorCode,
+        undo_errors: Vec<String>,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+}
+
+fn rollback_note(errors: &[String]) -> String {
+    if errors.is_empty() {
+        "everything this run wrote was rolled back".to_string()
+    } else {
+        format!(
+            "the rollback was incomplete ({}); check these paths by hand",
+            errors.join("; ")
+        )
+    }
+}
+
+impl InstallError {
+    /// The error class, which decides the exit status.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            InstallError::NotRoot => ErrorCode::PermissionDenied,
+            InstallError::RootMissing { .. } => ErrorCode::NotFound,
+            InstallError::RootNotADir { .. } => ErrorCode::InvalidState,
+            InstallError::Plan(e) => match e {
+                PlanError::OwnerRequired
+                | PlanError::OwnerUnknown { .. }
+                | PlanError::BinaryMissing { .. } => ErrorCode::NotFound,
+                PlanError::OwnerIsRoot { .. } => ErrorCode::PermissionDenied,
+                PlanError::Unit(_) => ErrorCode::InvalidState,
+                PlanError::Lookup { .. }
+                | PlanError::BadEntry { .. }
+                | PlanError::CurrentExe(_) => ErrorCode::Internal,
+            },
+            InstallError::OtherOwner { .. } => ErrorCode::AlreadyExists,
+            InstallError::BadMeta(_) | InstallError::MetaSymlink { .. } => ErrorCode::InvalidState,
+            InstallError::Refused(e) => apply_code(e),
+            InstallError::Systemd(e) => systemd_code(e),
+            InstallError::RolledBack { code, .. } => *code,
+        }
+    }
+}
+
+fn apply_code(e: &ApplyError) -> ErrorCode {
+    match e {
+        ApplyError::Symlink { .. }
+        | ApplyError::WrongType { .. }
+        | ApplyError::WrongOwner { .. }
+        | ApplyError::TooOpen { .. }
+        | ApplyError::UnsafeParent { .. } => ErrorCode::InvalidState,
+        ApplyError::Inspect { .. }
+        | ApplyError::CreateDir { .. }
+        | ApplyError::WriteFile { .. }
+        | ApplyError::ReadSource { .. } => ErrorCode::Internal,
+    }
+}
+
+fn systemd_code(e: &SystemdError) -> ErrorCode {
+    match e {
+        SystemdError::Missing | SystemdError::NotBooted => ErrorCode::Unavailable,
+        SystemdError::Command(_) | SystemdError::NotReady { .. } => ErrorCode::Internal,
+    }
+}
+
+fn now_rfc3339() -> String {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    plan::rfc3339_utc(secs)
+}
+
+/// The metadata already there, if any. A symlink is refused before it is
+/// read; an unreadable file is an error unless `force`.
+fn existing_meta(path: &Path, force: bool) -> Result<Option<InstallMeta>, InstallError> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Err(InstallError::MetaSymlink {
+                path: path.to_path_buf(),
+            });
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(InstallError::BadMeta(InstallMetaError::Read {
+                path: path.to_path_buf(),
+                source,
+            }));
+        }
+    }
+    match InstallMeta::load(path) {
+        Ok(m) => Ok(Some(m)),
+        Err(_) if force => Ok(None),
+        Err(e) => Err(InstallError::BadMeta(e)),
+    }
+}
+
+/// Run an install: `sd` is consulted only without `--root`.
+pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Report, InstallError> {
+    if req.euid != 0 {
+        return Err(InstallError::NotRoot);
+    }
+    let root = match &req.root {
+        Some(dir) => {
+            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+            match std::fs::metadata(&dir) {
+                Ok(m) if m.is_dir() => dir,
+                Ok(_) => return Err(InstallError::RootNotADir { path: dir }),
+                Err(_) => return Err(InstallError::RootMissing { path: dir }),
+            }
+        }
+        None => PathBuf::from("/"),
+    };
+    let name = plan::choose_owner(req.owner.as_deref(), req.sudo_user.as_deref())?;
+    let owner = plan::lookup_owner(runner, &name)?;
+
+    let meta_path = apply::on_disk(&root, Path::new(DEFAULT_INSTALL_FILE));
+    let existing = existing_meta(&meta_path, req.force)?;
+    if let Some(current) = &existing
+        && (current.owner.name != owner.name || current.owner.uid != owner.uid)
+        && !req.force
+    {
+        return Err(InstallError::OtherOwner {
+            path: meta_path,
+            name: current.owner.name.clone(),
+            uid: current.owner.uid,
+            wanted: owner.name.clone(),
+        });
+    }
+    // Reinstalling the same thing keeps the original install time, so the
+    // metadata file stays byte-for-byte the same.
+    let mut meta = plan::metadata(&owner, now_rfc3339());
+    if let Some(current) = existing
+        && (InstallMeta {
+            installed_at: current.installed_at.clone(),
+            ..meta.clone()
+        }) == current
+    {
+        meta.installed_at = current.installed_at;
+    }
+    let plan = plan::build(meta, &owner.home, &req.bin_source)?;
+    if req.root.is_none() {
+        systemd::check_available().map_err(InstallError::Systemd)?;
+    }
+    apply::preflight(&root, &plan, req.euid).map_err(InstallError::Refused)?;
+
+    let mut txn = Txn::new();
+    let written = match write_all(&root, &plan, &mut txn) {
+        Ok(w) => w,
+        Err(e) => {
+            let code = apply_code(&e);
+            return Err(InstallError::RolledBack {
+                step: "writing the install",
+                code,
+                undo_errors: txn.rollback(),
+                source: Box::new(e),
+            });
+        }
+    };
+    let services = if req.root.is_none() {
+        let mut a = Activation::new(&[HELPER_UNIT, OWNER_UNIT], txn.changed());
+        if let Err(e) = systemd::activate(sd, &mut a) {
+            let code = systemd_code(&e);
+            let undo_errors = systemd::undo(sd, &a, || txn.rollback());
+            return Err(InstallError::RolledBack {
+                step: "starting the services",
+                code,
+                undo_errors,
+                source: Box::new(e),
+            });
+        }
+        Some(a)
+    } else {
+        None
+    };
+    let warnings = txn.commit();
+    Ok(Report {
+        root,
+        owner,
+        meta: plan.meta,
+        written,
+        services,
+        warnings,
+    })
+}
+
+fn write_all(root: &Path, plan: &plan::Plan, txn: &mut Txn) -> Result<Vec<Written>, ApplyError> {
+    let mut written = Vec::new();
+    for d in &plan.dirs {
+        let path = apply::on_disk(root, &d.target);
+        // Parents that do not exist yet are created too (root, 0755); list
+        // them, outermost first.
+        let mut parents: Vec<PathBuf> = path
+            .ancestors()
+            .skip(1)
+            .take_while(|p| {
+                p.starts_with(root) && *p != root && std::fs::symlink_metadata(p).is_err()
+            })
+            .map(Path::to_path_buf)
+            .collect();
+        parents.reverse();
+        let action = txn.ensure_dir(&path, d)?;
+        for p in parents {
+            let target = Path::new("/").join(p.strip_prefix(root).unwrap_or(&p));
+            written.push(describe(
+                p,
+                &target,
+                "dir",
+                "parent directory",
+                Action::Created,
+            )?);
+        }
+        written.push(describe(path, &d.target, "dir", d.what, action)?);
+    }
+    for f in &plan.files {
+        let path = apply::on_disk(root, &f.target);
+        let action = txn.put_file(&path, &f.content, f.mode, (0, 0))?;
+        written.push(describe(path, &f.target, "file", f.what, action)?);
+    }
+    Ok(written)
+}
+
+/// The entry for one path as it now is on disk (an existing directory keeps
+/// its own mode, which may be stricter than the one banger creates).
+fn describe(
+    path: PathBuf,
+    target: &Path,
+    kind: &'static str,
+    what: &'static str,
+    action: Action,
+) -> Result<Written, ApplyError> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::symlink_metadata(&path).map_err(|source| ApplyError::Inspect {
+        path: path.clone(),
+        source,
+    })?;
+    Ok(Written {
+        target: target.to_path_buf(),
+        kind,
+        what,
+        action,
+        mode: m.mode() & 0o7777,
+        uid: m.uid(),
+        gid: m.gid(),
+        path,
+    })
+}

@@ -1,0 +1,480 @@
+//! The two systemd units, as pure functions of the install metadata.
+//!
+//! Paths inside the units are the final system paths; `--root DIR` changes
+//! where the files are written, never what they say. Every hardening choice
+//! is explained in a comment inside the unit itself, so an administrator
+//! reading `/etc/systemd/system/bangerd*.service` sees why it is there.
+
+use std::path::{Path, PathBuf};
+
+use banger_proto::install::InstallMeta;
+
+/// The owner daemon's unit.
+pub const OWNER_UNIT: &str = "bangerd.service";
+/// The root helper's unit.
+pub const HELPER_UNIT: &str = "bangerd-root.service";
+
+/// Where systemd creates `StateDirectory=` directories.
+const STATE_BASE: &str = "/var/lib";
+/// Where systemd creates `RuntimeDirectory=` directories.
+const RUNTIME_BASE: &str = "/run";
+
+/// Device nodes the helper opens today: taps (`/dev/net/tun`), and the
+/// doctor's probes (`ProbeKvm`, `ProbeDevice`). Each is bound into the
+/// helper's private `/dev` only if the host has it (`-` prefix).
+const HELPER_DEVICES: [&str; 5] = [
+    "/dev/net/tun",
+    "/dev/kvm",
+    "/dev/vhost-vsock",
+    "/dev/loop-control",
+    "/dev/mapper/control",
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum UnitError {
+    #[error(
+        "{what} {} must be a directory directly under {base}, where systemd creates it",
+        path.display()
+    )]
+    NotUnder {
+        what: &'static str,
+        path: PathBuf,
+        base: &'static str,
+    },
+    #[error(
+        "{what} {value:?} cannot be written into a unit file; accepted: letters, digits and `._-@+/`"
+    )]
+    Unsafe { what: &'static str, value: String },
+}
+
+/// The name of `path` relative to `base` (`/var/lib/banger` → `banger`), as
+/// `StateDirectory=`/`RuntimeDirectory=` want it: one plain component.
+fn dir_under(what: &'static str, path: &Path, base: &'static str) -> Result<String, UnitError> {
+    let not_under = || UnitError::NotUnder {
+        what,
+        path: path.to_path_buf(),
+        base,
+    };
+    let rel = path.strip_prefix(base).map_err(|_| not_under())?;
+    let mut comps = rel.components();
+    match (comps.next(), comps.next()) {
+        (Some(std::path::Component::Normal(name)), None) => {
+            let name = name.to_str().ok_or_else(not_under)?;
+            safe(what, name)?;
+            Ok(name.to_string())
+        }
+        _ => Err(not_under()),
+    }
+}
+
+/// Refuse values that would need quoting or escaping in a unit file (spaces,
+/// quotes, `%` specifiers, backslashes, newlines). Real user names and home
+/// directories pass.
+fn safe<'a>(what: &'static str, value: &'a str) -> Result<&'a str, UnitError> {
+    let ok = !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-@+/".contains(c));
+    if ok {
+        Ok(value)
+    } else {
+        Err(UnitError::Unsafe {
+            what,
+            value: value.to_string(),
+        })
+    }
+}
+
+fn path_str(what: &'static str, p: &Path) -> Result<String, UnitError> {
+    let s = p.to_str().ok_or_else(|| UnitError::Unsafe {
+        what,
+        value: p.to_string_lossy().into_owned(),
+    })?;
+    if !p.is_absolute() {
+        return Err(UnitError::Unsafe {
+            what,
+            value: s.to_string(),
+        });
+    }
+    safe(what, s).map(str::to_string)
+}
+
+/// `bangerd.service`: the owner daemon, as the owner, with no capabilities.
+///
+/// `install_file` is the metadata path passed to `--install-file`;
+/// `owner_home` is the owner's home directory from the password database.
+pub fn owner_unit(
+    meta: &InstallMeta,
+    install_file: &Path,
+    owner_home: &Path,
+) -> Result<String, UnitError> {
+    let user = safe("owner name", &meta.owner.name)?;
+    let exe = path_str("binary directory", &meta.paths.bin_dir.join("bangerd"))?;
+    let install_file = path_str("install file", install_file)?;
+    let state = dir_under("state directory", &meta.paths.state_dir, STATE_BASE)?;
+    let runtime = dir_under("runtime directory", &meta.paths.runtime_dir, RUNTIME_BASE)?;
+    let config_dir = path_str(
+        "owner config directory",
+        &owner_home.join(".config").join("banger"),
+    )?;
+    Ok(format!(
+        "\
+# Written by `banger system install`; reinstalling rewrites it.
+# bangerd: the banger daemon. Runs as the owner user with no capabilities;
+# every privileged operation goes to bangerd-root.service over its socket.
+[Unit]
+Description=banger daemon (microVMs for {user})
+Requires={HELPER_UNIT}
+After={HELPER_UNIT} systemd-resolved.service
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={exe} --install-file {install_file}
+Restart=on-failure
+RestartSec=2s
+User={user}
+UMask=0077
+
+# {STATE_BASE}/{state}: store, images, kernels, VMs (owner, 0700).
+StateDirectory={state}
+StateDirectoryMode=0700
+# {RUNTIME_BASE}/{runtime}: bangerd.sock (owner, 0755; the socket itself is 0600
+# and serves only the owner and root). The helper's socket lives in its own
+# root-owned directory, so restarting one service never removes the other's.
+RuntimeDirectory={runtime}
+RuntimeDirectoryMode=0755
+
+# No privilege of any kind.
+CapabilityBoundingSet=
+AmbientCapabilities=
+NoNewPrivileges=yes
+RestrictSUIDSGID=yes
+PrivateUsers=yes
+
+# File system: read-only OS, private /tmp, no devices, no home directories
+# except the owner's banger config (read-only; bangerd reads
+# ~/.config/banger/config.toml at start). Later work (workspaces, the owner's
+# SSH keys) will bind what it needs here, read-only where it can.
+ProtectSystem=strict
+ProtectHome=tmpfs
+BindReadOnlyPaths=-{config_dir}
+PrivateTmp=yes
+PrivateDevices=yes
+DevicePolicy=closed
+PrivateMounts=yes
+PrivateIPC=yes
+ProtectProc=invisible
+ProcSubset=pid
+
+# Kernel and host state it has no business changing.
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+RestrictRealtime=yes
+RestrictNamespaces=yes
+RemoveIPC=yes
+KeyringMode=private
+
+# Sockets: its own and the helper's (unix), DNS forwarding and guest SSH
+# (inet). The .vm DNS sockets on port 53 are bound by the helper and passed
+# in, so no bind privilege is needed.
+RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+SystemCallErrorNumber=EPERM
+
+[Install]
+WantedBy=multi-user.target
+"
+    ))
+}
+
+/// `bangerd-root.service`: the root helper, with only the capabilities,
+/// devices and paths today's privileged operations use.
+pub fn helper_unit(meta: &InstallMeta, install_file: &Path) -> Result<String, UnitError> {
+    let exe = path_str("binary directory", &meta.paths.bin_dir.join("bangerd-root"))?;
+    let install_file = path_str("install file", install_file)?;
+    let state = dir_under(
+        "helper state directory",
+        &meta.paths.root_state_dir,
+        STATE_BASE,
+    )?;
+    let socket_dir = meta
+        .paths
+        .root_socket
+        .parent()
+        .unwrap_or(Path::new("/"))
+        .to_path_buf();
+    let runtime = dir_under("helper socket directory", &socket_dir, RUNTIME_BASE)?;
+    let bind_devices = HELPER_DEVICES
+        .iter()
+        .map(|d| format!("-{d}"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let allow_devices: String = HELPER_DEVICES
+        .iter()
+        .map(|d| format!("DeviceAllow={d} rw\n"))
+        .collect();
+    let ip_forward = banger_host::net::IP_FORWARD;
+    Ok(format!(
+        "\
+# Written by `banger system install`; reinstalling rewrites it.
+# bangerd-root: banger's root helper. Serves a closed set of privileged
+# operations to the owner's uid only (read from the install metadata), on a
+# socket in a root-owned directory.
+[Unit]
+Description=banger root helper (privileged host operations for bangerd)
+# Start after the host firewall service, whose ruleset load would otherwise
+# flush the nft tables banger creates.
+After=nftables.service
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={exe} --install-file {install_file}
+Restart=on-failure
+RestartSec=2s
+UMask=0077
+
+# {STATE_BASE}/{state}: the journal of host objects the helper created (root, 0700).
+StateDirectory={state}
+StateDirectoryMode=0700
+# {RUNTIME_BASE}/{runtime}: root.sock (root:owner-gid 0660; SO_PEERCRED then admits
+# only the owner's uid). The directory is root's, so the owner cannot replace
+# the socket or plant a link in its place.
+RuntimeDirectory={runtime}
+RuntimeDirectoryMode=0755
+
+# Capabilities, and what uses them today:
+#   CAP_NET_ADMIN         bridge, addresses and routes (netlink), taps (tun
+#                         ioctls, TUNSETOWNER), nft tables, ip_forward, and
+#                         resolver routing (resolvectl; resolved checks it)
+#   CAP_NET_BIND_SERVICE  the .vm DNS sockets on port 53, passed to bangerd
+#   CAP_CHOWN             giving root.sock to the owner's group
+# Not granted until something uses it. Later: loop devices and dm snapshots
+# (CAP_SYS_ADMIN, /dev/loop*, /dev/mapper/*), Firecracker/QEMU processes
+# (/dev/kvm use beyond the probe, /dev/vhost-*, more system calls, and for
+# QEMU TCG writable-executable memory, i.e. MemoryDenyWriteExecute=no).
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_CHOWN
+AmbientCapabilities=
+NoNewPrivileges=yes
+RestrictSUIDSGID=yes
+
+# Devices: a private /dev with only the nodes the helper opens (taps, and the
+# doctor's KVM/vsock/loop/device-mapper probes), each only if the host has
+# it. (systemd 255.0 broke binding /dev/net/tun into a private /dev; fixed
+# in later releases.)
+PrivateDevices=yes
+BindPaths={bind_devices}
+{allow_devices}
+# File system: read-only OS except IPv4 forwarding, which it switches on for
+# guest NAT. No home directories, private /tmp.
+ProtectSystem=strict
+ReadWritePaths={ip_forward}
+ProtectHome=yes
+PrivateTmp=yes
+PrivateMounts=yes
+PrivateIPC=yes
+ProtectProc=invisible
+
+ProtectKernelTunables=yes
+ProtectKernelModules=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+RestrictRealtime=yes
+RestrictNamespaces=yes
+KeyringMode=private
+
+# Sockets: its own and D-Bus (unix), netlink for links and nft, inet for the
+# DNS sockets. No IPAddressDeny=: the DNS sockets it binds are passed to
+# bangerd and stay accounted to this unit, so an address filter here would
+# cut off .vm DNS.
+RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@resources @setuid @mount @swap @reboot @raw-io @module @obsolete @debug @cpu-emulation @clock
+SystemCallErrorNumber=EPERM
+
+[Install]
+WantedBy=multi-user.target
+"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use banger_proto::install::{InstallPaths, Owner};
+
+    use super::*;
+
+    fn meta() -> InstallMeta {
+        InstallMeta {
+            owner: Owner {
+                name: "dev".into(),
+                uid: 1000,
+                gid: 1000,
+            },
+            version: "0.1.0".into(),
+            installed_at: "2026-01-01T00:00:00Z".into(),
+            paths: InstallPaths {
+                bin_dir: "/usr/local/bin".into(),
+                state_dir: "/var/lib/banger".into(),
+                runtime_dir: "/run/banger".into(),
+                root_socket: "/run/banger-root/root.sock".into(),
+                root_state_dir: "/var/lib/banger-root".into(),
+            },
+        }
+    }
+
+    const INSTALL: &str = "/etc/banger/install.toml";
+
+    /// Every `Key=value` line of a unit, comments and sections left out.
+    fn settings(unit: &str) -> Vec<(&str, &str)> {
+        unit.lines()
+            .filter(|l| !l.starts_with('#') && !l.starts_with('[') && !l.is_empty())
+            .map(|l| {
+                l.split_once('=')
+                    .unwrap_or_else(|| panic!("bad line {l:?}"))
+            })
+            .collect()
+    }
+
+    fn get<'a>(unit: &'a str, key: &str) -> Vec<&'a str> {
+        settings(unit)
+            .into_iter()
+            .filter(|(k, _)| *k == key)
+            .map(|(_, v)| v)
+            .collect()
+    }
+
+    fn check(unit: &str, key: &str, want: &[&str]) {
+        assert_eq!(get(unit, key), want, "{key} in\n{unit}");
+    }
+
+    fn owner() -> String {
+        owner_unit(&meta(), Path::new(INSTALL), Path::new("/home/dev")).unwrap()
+    }
+
+    fn helper() -> String {
+        helper_unit(&meta(), Path::new(INSTALL)).unwrap()
+    }
+
+    #[test]
+    fn owner_unit_runs_as_the_owner_without_privilege() {
+        let u = owner();
+        check(&u, "User", &["dev"]);
+        check(&u, "Type", &["notify"]);
+        check(
+            &u,
+            "ExecStart",
+            &["/usr/local/bin/bangerd --install-file /etc/banger/install.toml"],
+        );
+        check(&u, "CapabilityBoundingSet", &[""]);
+        check(&u, "AmbientCapabilities", &[""]);
+        check(&u, "NoNewPrivileges", &["yes"]);
+        check(&u, "UMask", &["0077"]);
+        check(&u, "Requires", &[HELPER_UNIT]);
+        assert!(get(&u, "After")[0].starts_with(HELPER_UNIT));
+    }
+
+    #[test]
+    fn owner_unit_directories_match_the_metadata() {
+        let u = owner();
+        check(&u, "StateDirectory", &["banger"]);
+        check(&u, "StateDirectoryMode", &["0700"]);
+        check(&u, "RuntimeDirectory", &["banger"]);
+        check(&u, "RuntimeDirectoryMode", &["0755"]);
+        check(&u, "ProtectHome", &["tmpfs"]);
+        check(&u, "BindReadOnlyPaths", &["-/home/dev/.config/banger"]);
+    }
+
+    #[test]
+    fn helper_unit_has_only_the_capabilities_in_use() {
+        let u = helper();
+        assert!(get(&u, "User").is_empty(), "the helper runs as root");
+        check(
+            &u,
+            "CapabilityBoundingSet",
+            &["CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_CHOWN"],
+        );
+        check(&u, "AmbientCapabilities", &[""]);
+        check(
+            &u,
+            "ExecStart",
+            &["/usr/local/bin/bangerd-root --install-file /etc/banger/install.toml"],
+        );
+        check(&u, "StateDirectory", &["banger-root"]);
+        check(&u, "RuntimeDirectory", &["banger-root"]);
+        check(&u, "ReadWritePaths", &["/proc/sys/net/ipv4/ip_forward"]);
+        check(&u, "PrivateDevices", &["yes"]);
+        let allowed = get(&u, "DeviceAllow");
+        assert_eq!(allowed.len(), HELPER_DEVICES.len());
+        for d in HELPER_DEVICES {
+            assert!(allowed.contains(&format!("{d} rw").as_str()), "{d}");
+            assert!(get(&u, "BindPaths")[0].contains(&format!("-{d}")), "{d}");
+        }
+    }
+
+    #[test]
+    fn both_units_are_hardened_alike() {
+        for u in [owner(), helper()] {
+            for (key, value) in [
+                ("ProtectSystem", "strict"),
+                ("PrivateTmp", "yes"),
+                ("ProtectKernelTunables", "yes"),
+                ("ProtectKernelModules", "yes"),
+                ("ProtectControlGroups", "yes"),
+                ("RestrictNamespaces", "yes"),
+                ("MemoryDenyWriteExecute", "yes"),
+                ("SystemCallArchitectures", "native"),
+                ("NotifyAccess", "main"),
+            ] {
+                check(&u, key, &[value]);
+            }
+            assert_eq!(get(&u, "SystemCallFilter")[0], "@system-service");
+        }
+    }
+
+    #[test]
+    fn paths_outside_what_systemd_manages_are_refused() {
+        let mut m = meta();
+        m.paths.state_dir = "/srv/banger".into();
+        let err = owner_unit(&m, Path::new(INSTALL), Path::new("/home/dev")).unwrap_err();
+        assert!(err.to_string().contains("/srv/banger"), "{err}");
+        assert!(err.to_string().contains("/var/lib"), "{err}");
+
+        let mut m = meta();
+        m.paths.root_socket = "/run/a/b/root.sock".into();
+        assert!(matches!(
+            helper_unit(&m, Path::new(INSTALL)),
+            Err(UnitError::NotUnder { .. })
+        ));
+    }
+
+    #[test]
+    fn values_that_need_escaping_are_refused() {
+        let err = owner_unit(&meta(), Path::new(INSTALL), Path::new("/home/a b")).unwrap_err();
+        assert!(matches!(err, UnitError::Unsafe { .. }), "{err}");
+        let mut m = meta();
+        m.owner.name = "dev%n".into();
+        assert!(owner_unit(&m, Path::new(INSTALL), Path::new("/home/dev")).is_err());
+        assert!(owner_unit(&meta(), Path::new("relative"), Path::new("/home/dev")).is_err());
+    }
+
+    #[test]
+    fn generation_is_deterministic() {
+        assert_eq!(owner(), owner());
+        assert_eq!(helper(), helper());
+    }
+}
