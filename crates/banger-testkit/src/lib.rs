@@ -356,15 +356,25 @@ pub struct RootHelper {
 impl RootHelper {
     /// Start the helper with its files under `root` (see [`write_install_meta`]).
     pub fn start(root: &Path, owner: &TestUser) -> RootHelper {
+        Self::spawn(
+            root,
+            owner,
+            "bangerd-root",
+            Command::new(bin("bangerd-root")),
+        )
+    }
+
+    /// Write the install metadata and runtime dir, start `cmd` (the helper,
+    /// possibly wrapped) and wait for its socket.
+    fn spawn(root: &Path, owner: &TestUser, name: &str, mut cmd: Command) -> RootHelper {
         require_root();
         let install_file = write_install_meta(root, owner);
         let run = root.join("root-run");
         std::fs::create_dir_all(&run).unwrap();
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
         let socket = run.join("root.sock");
-        let mut cmd = Command::new(bin("bangerd-root"));
         cmd.arg("--install-file").arg(&install_file);
-        let mut proc = Proc::spawn("bangerd-root", cmd);
+        let mut proc = Proc::spawn(name, cmd);
         wait_for_socket(&socket, &mut proc);
         RootHelper {
             proc,
@@ -524,20 +534,11 @@ impl RootHelper {
     /// through `ip netns exec`), so every network object it creates is there.
     /// Its socket is a path, so it is reachable from any namespace.
     pub fn start_in(ns: &NetNs, root: &Path, owner: &TestUser) -> RootHelper {
-        require_root();
-        let install_file = write_install_meta(root, owner);
-        let run = root.join("root-run");
-        std::fs::create_dir_all(&run).unwrap();
-        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let socket = run.join("root.sock");
-        let mut cmd = ns.exec(bin("bangerd-root"));
-        cmd.arg("--install-file").arg(&install_file);
-        let mut proc = Proc::spawn("bangerd-root (netns)", cmd);
-        wait_for_socket(&socket, &mut proc);
-        RootHelper {
-            proc,
-            socket,
-            install_file,
-        }
+        Self::spawn(
+            root,
+            owner,
+            "bangerd-root (netns)",
+            ns.exec(bin("bangerd-root")),
+        )
     }
 }
