@@ -240,9 +240,24 @@ mod tests {
 
     impl Drop for LoopMount {
         fn drop(&mut self) {
-            if self.mounted
-                && let Err(e) = Runner.run(&Cmd::new("umount").arg(&self.mountpoint))
-            {
+            if !self.mounted {
+                return;
+            }
+            // Other tests in this process fork children; between fork and
+            // exec a child briefly holds copies of our descriptors, so the
+            // mount can be busy for a moment. Retry, then detach it lazily
+            // (the loop device is released with the last reference), so a
+            // parallel test run never leaves the mount behind.
+            for _ in 0..50 {
+                if Runner
+                    .run(&Cmd::new("umount").arg(&self.mountpoint))
+                    .is_ok()
+                {
+                    return;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+            if let Err(e) = Runner.run(&Cmd::new("umount").arg("--lazy").arg(&self.mountpoint)) {
                 eprintln!("cleanup: {e}");
             }
         }
