@@ -22,6 +22,21 @@ const RUNTIME_BASE: &str = "/run";
 /// Device nodes the helper opens today: taps (`/dev/net/tun`), and the
 /// doctor's probes (`ProbeKvm`, `ProbeDevice`). Each is bound into the
 /// helper's private `/dev` only if the host has it (`-` prefix).
+/// Kernel-facing hardening both units share: neither daemon changes kernel
+/// tunables, modules, logs, cgroups, the clock or the hostname.
+const KERNEL_HARDENING: &str = "\
+ProtectKernelTunables=yes\n\
+ProtectKernelModules=yes\n\
+ProtectKernelLogs=yes\n\
+ProtectControlGroups=yes\n\
+ProtectClock=yes\n\
+ProtectHostname=yes\n\
+LockPersonality=yes\n\
+MemoryDenyWriteExecute=yes\n\
+RestrictRealtime=yes\n\
+RestrictNamespaces=yes\n\
+";
+
 const HELPER_DEVICES: [&str; 5] = [
     "/dev/net/tun",
     "/dev/kvm",
@@ -168,17 +183,7 @@ ProtectProc=invisible
 ProcSubset=pid
 
 # Kernel and host state it has no business changing.
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-RestrictRealtime=yes
-RestrictNamespaces=yes
-RemoveIPC=yes
+{KERNEL_HARDENING}RemoveIPC=yes
 KeyringMode=private
 
 # Sockets: its own and the helper's (unix), DNS forwarding and guest SSH
@@ -284,17 +289,7 @@ PrivateMounts=yes
 PrivateIPC=yes
 ProtectProc=invisible
 
-ProtectKernelTunables=yes
-ProtectKernelModules=yes
-ProtectKernelLogs=yes
-ProtectControlGroups=yes
-ProtectClock=yes
-ProtectHostname=yes
-LockPersonality=yes
-MemoryDenyWriteExecute=yes
-RestrictRealtime=yes
-RestrictNamespaces=yes
-KeyringMode=private
+{KERNEL_HARDENING}KeyringMode=private
 
 # Sockets: its own and D-Bus (unix), netlink for links and nft, inet for the
 # DNS sockets. No IPAddressDeny=: the DNS sockets it binds are passed to
