@@ -71,6 +71,10 @@ pub enum ExecError {
     #[error("bridge {name} is in banger's journal but does not exist; ensure the bridge first")]
     BridgeMissing { name: String },
 
+    /// A VM operation (disks, guest files, VMM processes).
+    #[error(transparent)]
+    Vm(#[from] crate::vm::VmOpError),
+
     // ---- host failures ----
     #[error("reading the host's interfaces")]
     ReadLinks(#[source] NetError),
@@ -203,6 +207,7 @@ impl ExecError {
             | BindDns { .. }
             | Resolver { .. }
             | Journal(_) => ErrorCode::Internal,
+            Vm(e) => e.code(),
         }
     }
 

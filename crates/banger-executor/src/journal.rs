@@ -91,6 +91,21 @@ pub struct Journal {
     pub nat_guests: Vec<Ipv4Addr>,
     /// Links whose systemd-resolved settings banger changed.
     pub resolver_links: Vec<String>,
+    /// VMM processes the executor launched and has not seen exit.
+    #[serde(default)]
+    pub vmms: Vec<VmmEntry>,
+}
+
+/// A VMM process: re-adopted after a restart only if `pid` still has
+/// `start_time` (so a recycled pid is never mistaken for it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmmEntry {
+    pub vm_id: String,
+    pub pid: u32,
+    /// `/proc/<pid>/stat` field 22 (clock ticks since boot).
+    pub start_time: u64,
+    pub vmm: banger_proto::vmops::VmmKind,
 }
 
 impl Default for Journal {
@@ -102,6 +117,7 @@ impl Default for Journal {
             firewall: false,
             nat_guests: Vec::new(),
             resolver_links: Vec::new(),
+            vmms: Vec::new(),
         }
     }
 }

@@ -26,6 +26,7 @@ mod firewall;
 mod journal;
 mod net;
 mod validate;
+mod vm;
 
 use std::os::fd::OwnedFd;
 use std::path::PathBuf;
@@ -38,6 +39,7 @@ use banger_proto::privops::{PrivOp, PrivOutcome};
 pub use error::ExecError;
 pub use journal::{JOURNAL_VERSION, JournalError};
 pub use net::VM_DOMAIN_ROUTE;
+pub use vm::{KERNEL_CMDLINE, VmHostConfig, VmOpError, clone_file};
 
 /// What an operation produced: its outcome, plus the file descriptors that
 /// travel beside it. `fds` is non-empty only for `OpenDnsSockets`: `[udp,
@@ -54,6 +56,7 @@ pub struct Executor {
     host: Arc<dyn HostProbes>,
     net: Arc<dyn HostNet>,
     journal: Arc<journal::JournalFile>,
+    vm: Option<Arc<vm::VmHost>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -73,7 +76,70 @@ impl Executor {
             host,
             net,
             journal: Arc::new(journal::JournalFile::new(journal_path)),
+            vm: None,
         }
+    }
+
+    /// Enable the VM operations for VMs under `cfg.state_dir`. Without this
+    /// they fail with `unavailable`.
+    pub fn with_vms(mut self, cfg: VmHostConfig) -> Self {
+        self.vm = Some(Arc::new(vm::VmHost::new(cfg, Arc::clone(&self.journal))));
+        self
+    }
+
+    fn vm_host(&self) -> Result<&vm::VmHost, ExecError> {
+        self.vm
+            .as_deref()
+            .ok_or(ExecError::Vm(VmOpError::NotConfigured))
+    }
+
+    fn vm_op(&self, op: PrivOp) -> Result<Executed, ExecError> {
+        let vm = self.vm_host()?;
+        let outcome = match op {
+            PrivOp::CreateVmDisks(spec) => PrivOutcome::VmDisks(vm.create_disks(&spec)?),
+            PrivOp::WriteGuestFiles(spec) => {
+                vm.ensure_stopped(&spec.vm_id)?;
+                vm.write_guest_files(&spec)?;
+                PrivOutcome::Done
+            }
+            PrivOp::DeleteVmDisks { vm_id } => {
+                vm.ensure_stopped(&vm_id)?;
+                vm.delete_disks(&vm_id)?;
+                PrivOutcome::Done
+            }
+            PrivOp::GrowWorkDisk { vm_id, bytes } => {
+                vm.ensure_stopped(&vm_id)?;
+                vm.grow_work_disk(&vm_id, bytes)?;
+                PrivOutcome::Done
+            }
+            PrivOp::LaunchVm(spec) => {
+                let journaled = self
+                    .journal
+                    .open()
+                    .map_err(ExecError::Journal)?
+                    .state
+                    .tap(&spec.tap)
+                    .is_some();
+                PrivOutcome::Vmm(vm.launch(&spec, journaled)?)
+            }
+            PrivOp::StopVm {
+                vm_id,
+                timeout_secs,
+            } => PrivOutcome::VmStopped(vm.stop(
+                &vm_id,
+                std::time::Duration::from_secs(timeout_secs.into()),
+                false,
+            )?),
+            PrivOp::KillVm { vm_id } => {
+                PrivOutcome::VmStopped(vm.stop(&vm_id, std::time::Duration::ZERO, true)?)
+            }
+            PrivOp::VmmStatus { vm_id } => PrivOutcome::Vmm(vm.status(&vm_id)?),
+            other => unreachable!("not a VM op: {}", other.name()),
+        };
+        Ok(Executed {
+            outcome,
+            fds: Vec::new(),
+        })
     }
 
     /// Validate and perform one operation. Blocking.
@@ -101,6 +167,14 @@ impl Executor {
             PrivOp::ApplyResolver(spec) => self.apply_resolver(spec),
             PrivOp::NetStatus => self.net_status(),
             PrivOp::Teardown => self.teardown(),
+            op @ (PrivOp::CreateVmDisks(_)
+            | PrivOp::WriteGuestFiles(_)
+            | PrivOp::DeleteVmDisks { .. }
+            | PrivOp::GrowWorkDisk { .. }
+            | PrivOp::LaunchVm(_)
+            | PrivOp::StopVm { .. }
+            | PrivOp::KillVm { .. }
+            | PrivOp::VmmStatus { .. }) => self.vm_op(op),
         };
         if let Err(e) = &result {
             tracing::warn!(op = name, code = %e.code(), error = %e.render(), "privileged op failed");

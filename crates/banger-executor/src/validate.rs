@@ -41,6 +41,15 @@ pub fn op(op: &PrivOp) -> Result<(), ExecError> {
         PrivOp::DeleteTap { name } => tap_name(name),
         PrivOp::SyncFirewall(spec) => firewall_shape(spec),
         PrivOp::ApplyResolver(spec) => bridge_name(&spec.bridge),
+        // Checked by the VM module (`vm::validate`) before anything is touched.
+        PrivOp::CreateVmDisks(_)
+        | PrivOp::WriteGuestFiles(_)
+        | PrivOp::DeleteVmDisks { .. }
+        | PrivOp::GrowWorkDisk { .. }
+        | PrivOp::LaunchVm(_)
+        | PrivOp::StopVm { .. }
+        | PrivOp::KillVm { .. }
+        | PrivOp::VmmStatus { .. } => Ok(()),
     }
 }
 

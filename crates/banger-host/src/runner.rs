@@ -24,6 +24,7 @@ pub struct Cmd {
     env: Vec<(OsString, OsString)>,
     stdin: Option<Vec<u8>>,
     timeout: Duration,
+    run_as: Option<(u32, u32)>,
 }
 
 impl Cmd {
@@ -34,6 +35,7 @@ impl Cmd {
             env: Vec::new(),
             stdin: None,
             timeout: Duration::from_secs(60),
+            run_as: None,
         }
     }
 
@@ -63,6 +65,13 @@ impl Cmd {
     /// callers log it themselves when it matters.
     pub fn stdin(mut self, input: impl Into<Vec<u8>>) -> Self {
         self.stdin = Some(input.into());
+        self
+    }
+
+    /// Run the child as (uid, gid) with no supplementary groups: the
+    /// executor runs e2fsprogs on owner-owned files with the owner's rights.
+    pub fn run_as(mut self, ids: Option<(u32, u32)>) -> Self {
+        self.run_as = ids;
         self
     }
 
@@ -138,16 +147,8 @@ impl Runner {
     pub fn output(&self, cmd: &Cmd) -> Result<Output, RunError> {
         let argv = cmd.display();
         tracing::debug!(%argv, "running");
-        let program = resolve(&cmd.program).ok_or_else(|| RunError::NotFound {
-            program: cmd.program.to_string_lossy().into_owned(),
-        })?;
-        #[allow(clippy::disallowed_methods)] // this is the one sanctioned spawn site
-        let mut command = Command::new(&program);
+        let mut command = base_command(cmd)?;
         command
-            .args(&cmd.args)
-            .env_clear()
-            .env("PATH", CHILD_PATH)
-            .envs(cmd.env.iter().map(|(k, v)| (k, v)))
             .stdin(if cmd.stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -155,6 +156,10 @@ impl Runner {
             })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some((uid, gid)) = cmd.run_as {
+            use std::os::unix::process::CommandExt as _;
+            command.uid(uid).gid(gid);
+        }
         let mut child = command.spawn().map_err(|source| RunError::Spawn {
             argv: argv.clone(),
             source,
@@ -188,6 +193,166 @@ impl Runner {
             stderr,
         })
     }
+}
+
+/// How a long-lived child ([`Runner::spawn`]) is set up.
+#[derive(Debug, Default)]
+pub struct SpawnOptions {
+    /// Append stdout and stderr here (e.g. a serial log); `/dev/null` if unset.
+    pub output: Option<std::fs::File>,
+    /// Drop to this (uid, gid) before exec, with no supplementary groups.
+    pub run_as: Option<(u32, u32)>,
+}
+
+/// A long-lived child: its pid and a pidfd, the only handle used to signal
+/// it (a pid alone can be recycled).
+#[derive(Debug)]
+pub struct Spawned {
+    child: Child,
+    pidfd: std::os::fd::OwnedFd,
+}
+
+impl Spawned {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd as _;
+        self.pidfd.as_fd()
+    }
+
+    /// Whether the process is still alive (without reaping it): its pidfd
+    /// becomes readable when it exits.
+    pub fn pidfd_alive(&self) -> bool {
+        let mut fds = [rustix::event::PollFd::new(
+            &self.pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        let zero = rustix::time::Timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        !matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+    }
+
+    /// Send `sig` through the pidfd.
+    pub fn signal(&self, sig: rustix::process::Signal) -> std::io::Result<()> {
+        rustix::process::pidfd_send_signal(&self.pidfd, sig).map_err(std::io::Error::from)
+    }
+
+    /// Reap if it has exited.
+    pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
+        self.child.try_wait()
+    }
+
+    /// Wait up to `timeout` for it to exit; `None` if still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.child.try_wait()? {
+                return Ok(Some(s));
+            }
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL through the pidfd, then reap.
+    pub fn kill(&mut self) -> std::io::Result<ExitStatus> {
+        if self.child.try_wait()?.is_none() {
+            // ESRCH only if it exited between the check and the signal.
+            let _ = self.signal(rustix::process::Signal::KILL);
+        }
+        self.child.wait()
+    }
+}
+
+impl Runner {
+    /// Replace the current process with `cmd` (execvp), keeping this
+    /// process's environment and terminal: `banger vm ssh` becomes `ssh`.
+    /// Returns only on failure.
+    pub fn exec_replace(&self, cmd: &Cmd) -> std::io::Error {
+        use std::os::unix::process::CommandExt as _;
+        let Some(program) = resolve(&cmd.program) else {
+            return std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} not found on PATH", cmd.program.to_string_lossy()),
+            );
+        };
+        tracing::debug!(argv = %cmd.display(), "exec");
+        #[allow(clippy::disallowed_methods)] // this is the one sanctioned spawn site
+        let mut command = Command::new(program);
+        command.args(&cmd.args).exec()
+    }
+
+    /// Start a long-lived child (a VMM): empty environment plus `PATH` and
+    /// the command's own variables, stdin `/dev/null`, stdout and stderr to
+    /// `opts.output`, its own process group (a signal to the caller's group
+    /// does not reach it), optionally dropped to `opts.run_as`. Descriptors
+    /// other than 0-2 are not inherited (std opens everything close-on-exec).
+    /// The command's timeout does not apply.
+    pub fn spawn(&self, cmd: &Cmd, opts: SpawnOptions) -> Result<Spawned, RunError> {
+        use std::os::unix::process::CommandExt as _;
+        let argv = cmd.display();
+        tracing::debug!(%argv, "spawning");
+        let mut command = base_command(cmd)?;
+        command.stdin(Stdio::null()).process_group(0);
+        match opts.output {
+            Some(f) => {
+                let err = f.try_clone().map_err(|source| RunError::Spawn {
+                    argv: argv.clone(),
+                    source,
+                })?;
+                command.stdout(Stdio::from(f)).stderr(Stdio::from(err));
+            }
+            None => {
+                command.stdout(Stdio::null()).stderr(Stdio::null());
+            }
+        }
+        if let Some((uid, gid)) = opts.run_as {
+            // std clears the supplementary groups itself when a root parent
+            // sets a uid without an explicit group list.
+            command.uid(uid).gid(gid);
+        }
+        let child = command.spawn().map_err(|source| RunError::Spawn {
+            argv: argv.clone(),
+            source,
+        })?;
+        // The child is ours and unreaped, so its pid cannot be recycled yet.
+        let pid = rustix::process::Pid::from_child(&child);
+        let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(e) => {
+                let mut child = child;
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(RunError::Spawn {
+                    argv,
+                    source: e.into(),
+                });
+            }
+        };
+        Ok(Spawned { child, pidfd })
+    }
+}
+
+/// The resolved program with its arguments and a cleared environment
+/// (`PATH` plus the command's own variables): what every child starts from.
+fn base_command(cmd: &Cmd) -> Result<Command, RunError> {
+    let program = resolve(&cmd.program).ok_or_else(|| RunError::NotFound {
+        program: cmd.program.to_string_lossy().into_owned(),
+    })?;
+    #[allow(clippy::disallowed_methods)] // this is the one sanctioned spawn site
+    let mut command = Command::new(&program);
+    command
+        .args(&cmd.args)
+        .env_clear()
+        .env("PATH", CHILD_PATH)
+        .envs(cmd.env.iter().map(|(k, v)| (k, v)));
+    Ok(command)
 }
 
 /// Find a program: a path containing `/` is used as is (if it exists),
@@ -306,6 +471,30 @@ mod tests {
     fn missing_program_is_named() {
         let err = Runner.run(&Cmd::new("no-such-banger-tool")).unwrap_err();
         assert_eq!(err.to_string(), "no-such-banger-tool not found on PATH");
+    }
+
+    #[test]
+    fn spawned_child_is_signalled_through_its_pidfd() {
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let mut child = Runner
+            .spawn(
+                &Cmd::new("sh").args(["-c", "echo up; echo $PPID >&2; exec sleep 30"]),
+                SpawnOptions {
+                    output: Some(out.reopen().unwrap()),
+                    run_as: None,
+                },
+            )
+            .unwrap();
+        assert!(
+            child
+                .wait_timeout(Duration::from_millis(300))
+                .unwrap()
+                .is_none()
+        );
+        let status = child.kill().unwrap();
+        assert!(!status.success());
+        let log = std::fs::read_to_string(out.path()).unwrap();
+        assert!(log.starts_with("up\n"), "{log}");
     }
 
     #[test]

@@ -11,10 +11,13 @@
 pub mod doctor;
 pub mod error;
 pub mod frame;
+pub mod image;
 pub mod install;
 pub mod net;
 pub mod privops;
 pub mod rpc;
+pub mod vm;
+pub mod vmops;
 
 pub use error::{ErrorCode, RpcError};
 

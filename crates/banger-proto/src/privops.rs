@@ -19,6 +19,10 @@ pub use crate::net::{
     BridgeOutcome, BridgeSpec, DnsSockets, FirewallSpec, NetStatus, ResolverSpec, TapOutcome,
     TapSpec, TeardownReport,
 };
+pub use crate::vmops::{
+    GuestFile, GuestFilesSpec, LaunchVmSpec, SnapshotBackend, VmDisksOutcome, VmDisksSpec,
+    VmStopped, VmmKind, VmmState,
+};
 
 /// Version of the privileged-ops protocol.
 pub const PRIV_PROTOCOL_VERSION: u32 = 1;
@@ -103,6 +107,27 @@ pub enum PrivOp {
     /// Remove every host object in the journal: taps, bridges, banger's nft
     /// tables, resolver link settings. Best-effort and idempotent.
     Teardown,
+    /// Create the VM's root and work disks (see [`VmDisksSpec`]).
+    CreateVmDisks(VmDisksSpec),
+    /// Write files into the VM's root disk (ext4 mutation, VM stopped).
+    /// Preconditions: every path is absolute and normal, every mode ≤ 0o7777,
+    /// no VMM of this VM runs.
+    WriteGuestFiles(GuestFilesSpec),
+    /// Grow the VM's work disk (file and ext4) to `bytes`. Refused while its
+    /// VMM runs, and when `bytes` is smaller than the disk.
+    GrowWorkDisk { vm_id: String, bytes: u64 },
+    /// Delete the VM's disks and runtime files. Refused while its VMM runs.
+    /// Absent is success.
+    DeleteVmDisks { vm_id: String },
+    /// Spawn the VMM and keep its process (pidfd) and journal entry.
+    LaunchVm(LaunchVmSpec),
+    /// Graceful stop (guest power-off), killed after `timeout_secs`.
+    StopVm { vm_id: String, timeout_secs: u32 },
+    /// Kill the VMM now. Not running is success.
+    KillVm { vm_id: String },
+    /// Whether the VM's VMM runs; re-adopts a journaled process that is still
+    /// the same process (pid and start time) after an executor restart.
+    VmmStatus { vm_id: String },
 }
 
 impl PrivOp {
@@ -120,6 +145,14 @@ impl PrivOp {
             PrivOp::ApplyResolver(_) => "apply_resolver",
             PrivOp::NetStatus => "net_status",
             PrivOp::Teardown => "teardown",
+            PrivOp::CreateVmDisks(_) => "create_vm_disks",
+            PrivOp::WriteGuestFiles(_) => "write_guest_files",
+            PrivOp::DeleteVmDisks { .. } => "delete_vm_disks",
+            PrivOp::GrowWorkDisk { .. } => "grow_work_disk",
+            PrivOp::LaunchVm(_) => "launch_vm",
+            PrivOp::StopVm { .. } => "stop_vm",
+            PrivOp::KillVm { .. } => "kill_vm",
+            PrivOp::VmmStatus { .. } => "vmm_status",
         }
     }
 }
@@ -143,6 +176,9 @@ pub enum PrivOutcome {
     DnsSockets(DnsSockets),
     NetStatus(NetStatus),
     Teardown(TeardownReport),
+    VmDisks(VmDisksOutcome),
+    Vmm(VmmState),
+    VmStopped(VmStopped),
 }
 
 /// Host device nodes the executor may probe.

@@ -18,7 +18,9 @@ use crate::RpcError;
 use std::net::Ipv4Addr;
 
 use crate::doctor::DoctorReport;
+use crate::image::{ImageRequest, ImageResponse, KernelRequest, KernelResponse};
 use crate::net::TeardownReport;
+use crate::vm::{OpRequest, OpResponse, VmRequest, VmResponse};
 
 /// Version of this RPC. Bump on any incompatible change to the types below.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -86,6 +88,14 @@ pub enum Request {
     HostStatus,
     /// Remove every host object banger created. Idempotent.
     HostTeardown,
+    /// `banger image ...`.
+    Image(ImageRequest),
+    /// `banger kernel ...`.
+    Kernel(KernelRequest),
+    /// `banger vm ...`.
+    Vm(VmRequest),
+    /// `banger op ...`.
+    Op(OpRequest),
 }
 
 impl Request {
@@ -96,6 +106,10 @@ impl Request {
             Request::Doctor => "doctor",
             Request::HostStatus => "host_status",
             Request::HostTeardown => "host_teardown",
+            Request::Image(r) => r.method(),
+            Request::Kernel(r) => r.method(),
+            Request::Vm(r) => r.method(),
+            Request::Op(r) => r.method(),
         }
     }
 }
@@ -113,6 +127,10 @@ pub enum Response {
     Doctor(DoctorReport),
     HostStatus(HostStatus),
     HostTeardown(TeardownReport),
+    Image(ImageResponse),
+    Kernel(KernelResponse),
+    Vm(VmResponse),
+    Op(OpResponse),
 }
 
 /// `banger host status`.
@@ -136,6 +154,9 @@ pub struct HostStatus {
     pub tap_pool: TapPoolStatus,
     /// Whether `~vm` is routed to banger's DNS by systemd-resolved.
     pub resolver_routing: bool,
+    /// How VM root disks are cloned here: `reflink` or `sparse-copy`
+    /// (`dm-snapshot` is not built).
+    pub snapshot_backend: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -47,9 +47,32 @@ const VMS: [Fixture; 3] = [
     Fixture("parked", Ipv4Addr::new(172, 30, 0, 4), true, false),
 ];
 
+/// Stand-in VMM processes for the fixture's running VMs: a `sleep` per VM,
+/// recorded in the executor's journal (pid + start time) the way a launch
+/// records a real VMM, so the daemon's startup reconcile re-adopts them as
+/// live instead of marking the VMs stopped. Killed on drop.
+struct StandInVmms(Vec<std::process::Child>);
+
+impl Drop for StandInVmms {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn start_time(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split(' ').nth(19).unwrap().parse().unwrap()
+}
+
 /// Write the fixture VMs into a fresh store, as VM creation would have.
-fn seed_store(state: &Path) {
+fn seed_store(state: &Path) -> StandInVmms {
     let store = Store::open(&state.join("store.db")).unwrap();
+    let mut vmms = StandInVmms(Vec::new());
+    let mut journal = Vec::new();
     let k = store
         .insert_kernel(&NewKernel {
             name: "k".into(),
@@ -96,8 +119,19 @@ fn seed_store(state: &Path) {
             store
                 .set_vm_state(&vm.id, VmState::Starting, VmState::Running, None)
                 .unwrap();
+            let child = Command::new("sleep").arg("3600").spawn().unwrap();
+            journal.push(serde_json::json!({
+                "vm_id": vm.id, "pid": child.id(), "start_time": start_time(child.id()), "vmm": "qemu",
+            }));
+            vmms.0.push(child);
         }
     }
+    let j = serde_json::json!({
+        "version": 1, "bridges": [], "taps": [], "firewall": false, "nat_guests": [],
+        "resolver_links": [], "vmms": journal,
+    });
+    std::fs::write(state.join("root-journal.json"), j.to_string()).unwrap();
+    vmms
 }
 
 struct Daemon {
@@ -225,7 +259,7 @@ const CONFIG: &str = "[network]\ntap_pool = 2\ndns_upstreams = [\"198.18.0.2\"]\
 fn setup_is_exact_idempotent_survives_sigkill_and_tears_down() {
     let h = NetNs::new();
     let dir = shared_tempdir();
-    seed_store(&dir.path().join("state"));
+    let _vmms = seed_store(&dir.path().join("state"));
     // Foreign objects with similar names that banger must never touch.
     ip(&h, "link add bangerx0 type veth peer name bangerx1");
     let mut c = h.exec("nft");
@@ -345,7 +379,7 @@ fn stand_in_guest(h: &NetNs, guest: &NetNs, s: &HostStatus, vm: &str) {
 fn nat_is_per_vm_and_proven_with_traffic_and_dns_forwards_upstream() {
     let (h, g1, g2, u) = (NetNs::new(), NetNs::new(), NetNs::new(), NetNs::new());
     let dir = shared_tempdir();
-    seed_store(&dir.path().join("state"));
+    let _vmms = seed_store(&dir.path().join("state"));
 
     // The "upstream world": a veth between h and u.
     ip(

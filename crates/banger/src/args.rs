@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::cmd::{completions, doctor, host, man, system, version};
+use crate::cmd::{completions, doctor, host, image, kernel, man, op, system, version, vm};
 use crate::exit;
 
 /// Disposable Linux microVMs on this host.
@@ -53,6 +53,14 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Show or tear down the host network banger manages
     Host(host::HostArgs),
+    /// Kernels VMs boot: list, import, remove
+    Kernel(kernel::KernelArgs),
+    /// Images VMs are made from: list, show, register, remove
+    Image(image::ImageArgs),
+    /// Create, run and reach VMs
+    Vm(vm::VmArgs),
+    /// Asynchronous operations (VM create) and their progress
+    Op(op::OpArgs),
     /// Install banger's services on this host
     System(system::SystemArgs),
     /// Print the versions of banger and of the running daemon
@@ -94,7 +102,18 @@ mod tests {
             .collect();
         assert_eq!(
             names,
-            ["doctor", "host", "system", "version", "completions", "man"]
+            [
+                "doctor",
+                "host",
+                "kernel",
+                "image",
+                "vm",
+                "op",
+                "system",
+                "version",
+                "completions",
+                "man"
+            ]
         );
     }
 }

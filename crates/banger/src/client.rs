@@ -233,6 +233,10 @@ pub fn response_name(resp: &Response) -> &'static str {
         Response::Doctor(_) => "a doctor report",
         Response::HostStatus(_) => "a host status",
         Response::HostTeardown(_) => "a teardown report",
+        Response::Image(_) => "an image result",
+        Response::Kernel(_) => "a kernel result",
+        Response::Vm(_) => "a VM result",
+        Response::Op(_) => "an operation result",
     }
 }
 

@@ -39,6 +39,18 @@ pub enum CliError {
         #[source]
         source: io::Error,
     },
+    #[error("running {program}")]
+    Exec {
+        program: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading {}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl CliError {

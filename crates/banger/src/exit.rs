@@ -107,7 +107,9 @@ impl Exit {
             CliError::WriteStdout(_)
             | CliError::CreateDir { .. }
             | CliError::WriteManPage { .. }
-            | CliError::RenderManPage { .. } => Exit::Failure,
+            | CliError::RenderManPage { .. }
+            | CliError::Exec { .. }
+            | CliError::ReadFile { .. } => Exit::Failure,
         }
     }
 
@@ -165,7 +167,9 @@ impl Exit {
             CliError::PipeClosed
             | CliError::WriteStdout(_)
             | CliError::CreateDir { .. }
-            | CliError::WriteManPage { .. } => "io",
+            | CliError::WriteManPage { .. }
+            | CliError::ReadFile { .. } => "io",
+            CliError::Exec { .. } => "exec_failed",
             CliError::RenderManPage { .. } => "internal",
         }
     }

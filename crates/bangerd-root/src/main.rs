@@ -100,6 +100,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + 'static>> {
         owner_uid: meta.owner.uid,
         owner_gid: meta.owner.gid,
         journal: meta.paths.root_state_dir.join("journal.json"),
+        state_dir: meta.paths.state_dir.clone(),
     })?;
     Ok(())
 }

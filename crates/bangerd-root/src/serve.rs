@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use banger_executor::Executor;
+use banger_executor::{Executor, VmHostConfig};
 use banger_host::net::RealNet;
 use banger_host::peer::peer_cred;
 use banger_host::probe::RealHost;
@@ -31,6 +31,8 @@ pub struct Settings {
     pub owner_gid: u32,
     /// The executor's journal; its directory is created 0700 if missing.
     pub journal: PathBuf,
+    /// The owner daemon's state directory (VM disks, images, kernels).
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +88,19 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     );
     spawn_signal_thread(&settings.socket)?;
 
+    // VMM binaries are the helper's own choice (Debian's paths), never
+    // taken from the owner daemon.
     let exec = Executor::new(
         Arc::new(RealHost::new()),
         Arc::new(RealNet::new()),
         settings.journal.clone(),
-    );
+    )
+    .with_vms(VmHostConfig {
+        state_dir: settings.state_dir.clone(),
+        owner: (settings.owner_uid, settings.owner_gid),
+        qemu_binary: "qemu-system-x86_64".into(),
+        firecracker_binary: Some("firecracker".into()),
+    });
     let active = Arc::new(AtomicUsize::new(0));
     tracing::info!(
         socket = %settings.socket.display(),

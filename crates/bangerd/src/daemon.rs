@@ -17,11 +17,13 @@ use banger_proto::{BANGER_VERSION, ErrorCode, RpcError};
 use crate::config::Config;
 use crate::dns::{DnsConfig, DnsHandle, DnsServer};
 use crate::doctor::{self, HostFacts};
+use crate::image::ImageService;
 use crate::layout::Layout;
 use crate::network::HostNetwork;
 use crate::privileged::{Channel, PrivilegedOps};
 use crate::server::{Handler, ProgressSink};
 use crate::store::Store;
+use crate::vm::{VmDns, VmService};
 
 #[derive(Debug)]
 pub struct Daemon {
@@ -32,8 +34,36 @@ pub struct Daemon {
     privileged: Arc<dyn PrivilegedOps>,
     runner: Runner,
     network: Arc<HostNetwork>,
+    images: Arc<ImageService>,
+    vms: Arc<VmService>,
     /// The `.vm` DNS server, once started.
-    dns: std::sync::Mutex<Option<DnsHandle>>,
+    dns: Arc<DnsSlot>,
+}
+
+/// The DNS server, once started; VmService publishes through it.
+#[derive(Debug, Default)]
+pub struct DnsSlot(std::sync::Mutex<Option<DnsHandle>>);
+
+impl DnsSlot {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<DnsHandle>> {
+        self.0.lock().expect("dns lock poisoned")
+    }
+}
+
+impl VmDns for DnsSlot {
+    fn publish(&self, name: &str, ip: std::net::Ipv4Addr) {
+        if let Some(h) = self.lock().as_ref()
+            && let Err(e) = h.publish(name, ip)
+        {
+            tracing::warn!(name, error = %e, "publishing a .vm record");
+        }
+    }
+
+    fn withdraw(&self, name: &str) {
+        if let Some(h) = self.lock().as_ref() {
+            h.withdraw(name);
+        }
+    }
 }
 
 impl Daemon {
@@ -45,6 +75,20 @@ impl Daemon {
         privileged: Arc<dyn PrivilegedOps>,
         network: Arc<HostNetwork>,
     ) -> Self {
+        let images = Arc::new(ImageService::new(
+            Arc::clone(&store),
+            layout.clone(),
+            Runner,
+        ));
+        let dns = Arc::new(DnsSlot::default());
+        let vms = VmService::new(
+            Arc::clone(&store),
+            layout.clone(),
+            config.clone(),
+            Arc::clone(&privileged),
+            Arc::clone(&network),
+            Arc::clone(&dns) as Arc<dyn VmDns>,
+        );
         Daemon {
             mode,
             layout,
@@ -53,7 +97,9 @@ impl Daemon {
             privileged,
             runner: Runner,
             network,
-            dns: std::sync::Mutex::new(None),
+            images,
+            vms,
+            dns,
         }
     }
 
@@ -111,7 +157,7 @@ impl Daemon {
             .replace_all(records)
             .map_err(|e| RpcError::from_error(ErrorCode::Internal, &e))?;
         let addr = handle.local_addr();
-        *self.dns.lock().expect("dns lock poisoned") = Some(handle);
+        *self.dns.lock() = Some(handle);
         self.route_vm_domain().await;
         Ok(addr)
     }
@@ -151,7 +197,7 @@ impl Daemon {
 
     /// Stop the DNS server (shutdown and teardown).
     pub async fn stop_dns(&self) {
-        let handle = self.dns.lock().expect("dns lock poisoned").take();
+        let handle = self.dns.lock().take();
         if let Some(h) = handle
             && let Err(e) = h.shutdown().await
         {
@@ -159,8 +205,16 @@ impl Daemon {
         }
     }
 
+    pub fn vms(&self) -> &Arc<VmService> {
+        &self.vms
+    }
+
     pub fn network(&self) -> &Arc<HostNetwork> {
         &self.network
+    }
+
+    pub fn images(&self) -> &Arc<ImageService> {
+        &self.images
     }
 
     /// Set up the host network (startup reconcile). A failure is logged and
@@ -178,18 +232,25 @@ impl Daemon {
 
     async fn host_status(&self) -> Result<HostStatus, RpcError> {
         let (dns_address, dns_records) = {
-            let dns = self.dns.lock().expect("dns lock poisoned");
+            let dns = self.dns.lock();
             match dns.as_ref() {
                 Some(h) => (Some(h.local_addr().to_string()), h.records().len()),
                 None => (None, 0),
             }
         };
         let net = Arc::clone(&self.network);
-        tokio::task::spawn_blocking(move || net.status(dns_address, dns_records))
-            .await
-            .map_err(|e| {
-                RpcError::new(ErrorCode::Internal, format!("host status task failed: {e}"))
-            })
+        let state_dir = self.layout.state_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut status = net.status(dns_address, dns_records);
+            status.snapshot_backend = match banger_host::probe::probe_reflink(&state_dir).support {
+                banger_host::probe::ReflinkSupport::Supported => "reflink",
+                _ => "sparse-copy",
+            }
+            .to_string();
+            status
+        })
+        .await
+        .map_err(|e| RpcError::new(ErrorCode::Internal, format!("host status task failed: {e}")))
     }
 
     async fn host_teardown(&self) -> Result<TeardownReport, RpcError> {
@@ -325,6 +386,10 @@ impl Handler for Daemon {
             Request::Doctor => self.doctor(progress).await.map(Response::Doctor),
             Request::HostStatus => self.host_status().await.map(Response::HostStatus),
             Request::HostTeardown => self.host_teardown().await.map(Response::HostTeardown),
+            Request::Image(r) => self.images.handle_image(r, progress).await,
+            Request::Kernel(r) => self.images.handle_kernel(r, progress).await,
+            Request::Vm(r) => self.vms.handle_vm(r, progress).await,
+            Request::Op(r) => self.vms.handle_op(r, progress).await,
         }
     }
 }

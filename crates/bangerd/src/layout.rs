@@ -183,6 +183,53 @@ impl Layout {
         self.vms_dir.join(id)
     }
 
+    /// The directory of one kernel: `kernels/<id>/`. `id` is a store id.
+    pub fn kernel_dir(&self, id: &str) -> PathBuf {
+        self.kernels_dir.join(id_component("kernel", id))
+    }
+
+    /// `kernels/<id>/kernel`: the kernel image a VM boots.
+    pub fn kernel_file(&self, id: &str) -> PathBuf {
+        self.kernel_dir(id).join(KERNEL_FILE)
+    }
+
+    /// `kernels/<id>/initrd`: the kernel's initrd, where it has one.
+    pub fn kernel_initrd(&self, id: &str) -> PathBuf {
+        self.kernel_dir(id).join(INITRD_FILE)
+    }
+
+    /// Where kernel staging directories go (`kernels/.staging/`): on the same
+    /// filesystem as `kernels/`, so publication is a rename.
+    pub fn kernels_staging_dir(&self) -> PathBuf {
+        self.kernels_dir.join(STAGING_DIR)
+    }
+
+    /// The directory of one image: `images/<id>/`. `id` is a store id.
+    pub fn image_dir(&self, id: &str) -> PathBuf {
+        self.images_dir.join(id_component("image", id))
+    }
+
+    /// `images/<id>/rootfs.ext4`: the image's root filesystem.
+    pub fn image_rootfs(&self, id: &str) -> PathBuf {
+        self.image_dir(id).join(ROOTFS_FILE)
+    }
+
+    /// `images/<id>/work-seed.ext4`: the managed work-disk seed, once built.
+    pub fn image_work_seed(&self, id: &str) -> PathBuf {
+        self.image_dir(id).join(WORK_SEED_FILE)
+    }
+
+    /// `images/<id>/initrd`: an initrd the image boots with instead of its
+    /// kernel's, where it has one.
+    pub fn image_initrd(&self, id: &str) -> PathBuf {
+        self.image_dir(id).join(INITRD_FILE)
+    }
+
+    /// Where image staging directories go (`images/.staging/`).
+    pub fn images_staging_dir(&self) -> PathBuf {
+        self.images_dir.join(STAGING_DIR)
+    }
+
     /// Create the state directory (and its `images/`, `kernels/`, `vms/`,
     /// `ssh/`) with mode 0700 and the runtime directory with mode 0755 where
     /// missing, owned by `owner_uid:owner_gid`. Existing directories are
@@ -214,6 +261,24 @@ impl Layout {
         }
         Ok(())
     }
+}
+
+/// File names inside a kernel's or an image's directory. The VM service and
+/// the executor derive paths from ids with these, so they never change.
+pub const KERNEL_FILE: &str = "kernel";
+pub const INITRD_FILE: &str = "initrd";
+pub const ROOTFS_FILE: &str = "rootfs.ext4";
+pub const WORK_SEED_FILE: &str = "work-seed.ext4";
+/// Staging directories under `images/` and `kernels/`; starts with a dot, so
+/// it can never be a store id.
+pub const STAGING_DIR: &str = ".staging";
+
+fn id_component<'a>(what: &str, id: &'a str) -> &'a str {
+    debug_assert!(
+        !id.is_empty() && !id.contains('/') && !id.starts_with('.'),
+        "{what} id {id:?} is not a single path component"
+    );
+    id
 }
 
 fn ensure_dir(path: &Path, mode: u32, uid: u32, gid: u32) -> Result<(), LayoutError> {
@@ -314,6 +379,30 @@ mod tests {
             Path::new("/var/lib/banger-dev/ssh/known_hosts")
         );
         assert_eq!(l.vm_dir("ab12"), Path::new("/var/lib/banger-dev/vms/ab12"));
+        assert_eq!(
+            l.kernel_file("k1"),
+            Path::new("/var/lib/banger-dev/kernels/k1/kernel")
+        );
+        assert_eq!(
+            l.kernel_initrd("k1"),
+            Path::new("/var/lib/banger-dev/kernels/k1/initrd")
+        );
+        assert_eq!(
+            l.image_rootfs("i1"),
+            Path::new("/var/lib/banger-dev/images/i1/rootfs.ext4")
+        );
+        assert_eq!(
+            l.image_work_seed("i1"),
+            Path::new("/var/lib/banger-dev/images/i1/work-seed.ext4")
+        );
+        assert_eq!(
+            l.images_staging_dir(),
+            Path::new("/var/lib/banger-dev/images/.staging")
+        );
+        assert_eq!(
+            l.kernels_staging_dir(),
+            Path::new("/var/lib/banger-dev/kernels/.staging")
+        );
         assert_eq!(l.root_socket, None);
     }
 

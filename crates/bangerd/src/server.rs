@@ -70,6 +70,12 @@ impl ProgressSink {
     pub fn emit_blocking(&self, p: Progress) {
         let _ = self.0.blocking_send(p);
     }
+
+    /// From any context (callbacks that may run inside another runtime):
+    /// dropped when the client is slow. Progress is decoration.
+    pub fn try_emit(&self, p: Progress) {
+        let _ = self.0.try_send(p);
+    }
 }
 
 /// Serves requests; implemented by the daemon.

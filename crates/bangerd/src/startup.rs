@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, bail};
-use banger_executor::Executor;
+use banger_executor::{Executor, VmHostConfig};
 use banger_host::net::RealNet;
 use banger_host::probe::RealHost;
 use banger_host::socket::{bind_listener, remove_socket};
@@ -48,8 +48,10 @@ pub fn init_logging() {
 }
 
 pub fn run(opts: Options) -> anyhow::Result<()> {
+    let started = std::time::SystemTime::now();
     let euid = rustix::process::geteuid().as_raw();
     let egid = rustix::process::getegid().as_raw();
+    let config = Config::load(opts.config.as_deref(), &ProcessEnv)?.0;
     let (mode, layout, policy, privileged): (_, _, _, Arc<dyn PrivilegedOps>) = if opts.dev {
         if euid != 0 {
             bail!(
@@ -63,7 +65,13 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             Arc::new(RealHost::new()),
             Arc::new(RealNet::new()),
             layout.state_dir.join("root-journal.json"),
-        );
+        )
+        .with_vms(VmHostConfig {
+            state_dir: layout.state_dir.clone(),
+            owner: (0, 0),
+            qemu_binary: config.vmm.qemu_bin.clone(),
+            firecracker_binary: Some(config.vmm.firecracker_bin.clone()),
+        });
         (
             DaemonMode::Dev,
             layout,
@@ -97,7 +105,6 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         )
     };
 
-    let config = Config::load(opts.config.as_deref(), &ProcessEnv)?.0;
     layout
         .ensure(euid, egid)
         .context("preparing state and runtime directories")?;
@@ -137,8 +144,11 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             .context("registering the listener")?;
         let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
         let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+        daemon.images().reconcile_at_startup(started).await;
         daemon.reconcile_network().await;
         daemon.start_dns().await;
+        daemon.vms().reconcile().await;
+        let tickers = daemon.vms().spawn_tickers();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let daemon_for_stop = Arc::clone(&daemon);
         let serving = tokio::spawn(server::serve(listener, policy, hello, daemon, stop_rx));
@@ -152,6 +162,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         let _ = stop_tx.send(true);
         serving.await.context("server task panicked")?;
+        tickers.abort();
         daemon_for_stop.stop_dns().await;
         anyhow::Ok(())
     });

@@ -11,10 +11,19 @@
 //! * `rpc_connect`: connect + SO_PEERCRED check + handshake + one ping on a
 //!   fresh connection (what every CLI invocation pays), against the baseline
 //!   connect + one echo.
+//! * `oci_pull_ext4` (`bench_oci.rs`): OCI pull → ext4 with banger-oci against
+//!   `skopeo copy` + `umoci unpack` + `mkfs.ext4 -d`, from a real registry on
+//!   loopback in a throwaway network namespace. `--only oci` runs just this.
+//! * `vm_orchestration`, `vm_ssh_ready`, `root_disk_clone` (`bench_vm.rs`):
+//!   QEMU/TCG boots through banger against a hand-written QEMU command line,
+//!   and reflink clones against full copies. `--only vm` runs just these.
 //!
 //! Needs root (it starts `bangerd --dev`). Bounded: a fixed number of
 //! iterations per case, loopback Unix sockets only.
 #![allow(clippy::disallowed_methods)] // starts the daemon under test directly
+
+mod bench_oci;
+mod bench_vm;
 
 use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -105,6 +114,16 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("docs/benchmarks.md"));
     banger_testkit::require_root();
+    // `--only vm`: just the VM benchmarks, printed, docs untouched.
+    if std::env::args().any(|a| a == "vm") && std::env::args().any(|a| a == "--only") {
+        print!("{}", bench_vm::section());
+        return;
+    }
+    // `--only oci`: just the OCI pull benchmark, printed, docs untouched.
+    if std::env::args().any(|a| a == "oci") && std::env::args().any(|a| a == "--only") {
+        print!("{}", bench_oci::section());
+        return;
+    }
     let d = DevDaemon::start();
     let dir = tempfile::tempdir().unwrap();
     let echo = dir.path().join("echo.sock");
@@ -178,6 +197,8 @@ fn main() {
             s.median.as_secs_f64() / b.median.as_secs_f64()
         ));
     }
+    md.push_str(&bench_oci::section());
+    md.push_str(&bench_vm::section());
     std::fs::File::create(&out)
         .and_then(|mut f| f.write_all(md.as_bytes()))
         .unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));

@@ -96,6 +96,10 @@ fn status_text(s: &HostStatus) -> String {
         yes_no(s.resolver_routing)
     ));
     out.push_str(&format!(
+        "disks       root disks by {}\n",
+        s.snapshot_backend
+    ));
+    out.push_str(&format!(
         "tap pool    {} free of {} ({})\n",
         s.tap_pool.free.len(),
         s.tap_pool.target,

@@ -5,9 +5,13 @@
 pub mod completions;
 pub mod doctor;
 pub mod host;
+pub mod image;
+pub mod kernel;
 pub mod man;
+pub mod op;
 pub mod system;
 pub mod version;
+pub mod vm;
 
 use std::io::Write;
 
@@ -22,6 +26,10 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
     match cli.command {
         Command::Doctor(args) => doctor::run(&args, &settings),
         Command::Host(args) => host::run(&args, &settings),
+        Command::Kernel(args) => kernel::run(&args, &settings),
+        Command::Image(args) => image::run(&args, &settings),
+        Command::Vm(args) => vm::run(&args, &settings),
+        Command::Op(args) => op::run(&args, &settings),
         Command::System(args) => system::run(&args, &settings),
         Command::Version(args) => version::run(&args, &settings),
         Command::Completions(args) => completions::run(&args),

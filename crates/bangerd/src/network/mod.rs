@@ -364,6 +364,8 @@ impl HostNetwork {
                 assigned,
             },
             resolver_routing: st.resolver,
+            // Filled in by the daemon, which knows the state directory.
+            snapshot_backend: String::new(),
         }
     }
 

@@ -43,8 +43,19 @@ impl Tx<'_> {
     /// Record a kernel. Fails with [`StoreError::NameTaken`] if the name is
     /// in use.
     pub fn insert_kernel(&self, k: &NewKernel) -> Result<KernelRow, StoreError> {
+        self.insert_kernel_with_id(new_id()?, k)
+    }
+
+    /// [`Tx::insert_kernel`] with an id the caller chose (from
+    /// [`new_id`](super::new_id)): the image service names a kernel's
+    /// directory after its id before the row exists.
+    pub fn insert_kernel_with_id(
+        &self,
+        id: String,
+        k: &NewKernel,
+    ) -> Result<KernelRow, StoreError> {
         let row = KernelRow {
-            id: new_id()?,
+            id,
             name: k.name.clone(),
             arch: k.arch.clone(),
             kernel_path: k.kernel_path.clone(),
@@ -158,8 +169,15 @@ impl Tx<'_> {
     /// Record an image. Fails with [`StoreError::NameTaken`] if the name is
     /// in use, [`StoreError::MissingReference`] if the kernel does not exist.
     pub fn insert_image(&self, i: &NewImage) -> Result<ImageRow, StoreError> {
+        self.insert_image_with_id(new_id()?, i)
+    }
+
+    /// [`Tx::insert_image`] with an id the caller chose (from
+    /// [`new_id`](super::new_id)): the image service names an image's
+    /// directory after its id before the row exists.
+    pub fn insert_image_with_id(&self, id: String, i: &NewImage) -> Result<ImageRow, StoreError> {
         let row = ImageRow {
-            id: new_id()?,
+            id,
             name: i.name.clone(),
             rootfs_path: i.rootfs_path.clone(),
             kernel_id: i.kernel_id.clone(),

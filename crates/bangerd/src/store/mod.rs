@@ -33,8 +33,8 @@ use rusqlite::{Connection, ToSql, TransactionBehavior};
 pub use error::StoreError;
 pub use model::{
     ImageRow, ImageSource, KernelRow, KernelSource, LeaseRow, NewImage, NewKernel, NewLease,
-    NewOperation, NewVm, OperationOutcome, OperationRow, OperationState, UnknownValue, VmRow,
-    VmState, Vmm,
+    NewOperation, NewVm, OperationOutcome, OperationRow, OperationState, UnknownValue,
+    VmConfigUpdate, VmRow, VmState, Vmm,
 };
 pub use schema::SCHEMA_VERSION;
 

@@ -207,6 +207,15 @@ pub struct VmRow {
     pub updated_at: i64,
 }
 
+/// New resources and NAT setting of a stopped VM (`vm set`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmConfigUpdate {
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub disk_bytes: u64,
+    pub nat: bool,
+}
+
 /// The address half of a lease; the VM half is the VM being created.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewLease {

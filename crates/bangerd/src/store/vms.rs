@@ -6,8 +6,8 @@ use rusqlite::{OptionalExtension as _, Row, named_params};
 
 use super::error::{is_foreign_key_violation, unique_violation};
 use super::{
-    LeaseRow, NewLease, NewVm, Store, StoreError, Tx, VmRow, VmState, get_u64, int, new_id,
-    unix_now,
+    LeaseRow, NewLease, NewVm, Store, StoreError, Tx, VmConfigUpdate, VmRow, VmState, get_u64, int,
+    new_id, unix_now,
 };
 
 const VM_COLUMNS: &str = "id, name, image_id, state, state_reason, vmm, vcpus, memory_mib, \
@@ -222,6 +222,47 @@ impl Tx<'_> {
         Ok(vm)
     }
 
+    /// Change a VM's resources and NAT (only while it is in `state`, which
+    /// the caller read under the VM's lock).
+    pub fn update_vm_config(
+        &self,
+        id: &str,
+        state: VmState,
+        cfg: &VmConfigUpdate,
+    ) -> Result<VmRow, StoreError> {
+        let changed = self
+            .conn
+            .execute(
+                "UPDATE vms SET vcpus = :vcpus, memory_mib = :memory_mib, disk_bytes = :disk, \
+                 nat = :nat, updated_at = :now WHERE id = :id AND state = :state",
+                named_params! {
+                    ":vcpus": cfg.vcpus,
+                    ":memory_mib": cfg.memory_mib,
+                    ":disk": int("disk size", cfg.disk_bytes)?,
+                    ":nat": cfg.nat,
+                    ":now": unix_now(),
+                    ":id": id,
+                    ":state": state,
+                },
+            )
+            .map_err(|source| StoreError::Write {
+                what: format!("settings of vm id {id:?}"),
+                source,
+            })?;
+        let vm = self.get_vm(id)?.ok_or_else(|| StoreError::NotFound {
+            kind: "vm",
+            key: id.to_owned(),
+        })?;
+        if changed == 0 {
+            return Err(StoreError::VmStateConflict {
+                name: vm.name,
+                expected: state,
+                current: vm.state,
+            });
+        }
+        Ok(vm)
+    }
+
     /// Delete a VM by id and return its row; its IP lease goes with it and
     /// its operations keep their history with the VM reference cleared.
     pub fn delete_vm(&self, id: &str) -> Result<VmRow, StoreError> {
@@ -309,6 +350,15 @@ impl Store {
 
     pub fn delete_vm(&self, id: &str) -> Result<VmRow, StoreError> {
         self.transaction(|tx| tx.delete_vm(id))
+    }
+
+    pub fn update_vm_config(
+        &self,
+        id: &str,
+        state: VmState,
+        cfg: &VmConfigUpdate,
+    ) -> Result<VmRow, StoreError> {
+        self.transaction(|tx| tx.update_vm_config(id, state, cfg))
     }
 
     pub fn get_lease(&self, vm_id: &str) -> Result<Option<LeaseRow>, StoreError> {

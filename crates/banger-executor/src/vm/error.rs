@@ -1,0 +1,79 @@
+//! Errors of the VM operations.
+
+use banger_proto::ErrorCode;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmOpError {
+    // ---- refusals ----
+    #[error(
+        "this executor was started without a VM state directory; VM operations are unavailable"
+    )]
+    NotConfigured,
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+    #[error("{what} {path} does not exist")]
+    Missing { what: &'static str, path: String },
+    #[error("{what} {path} already exists; refusing to overwrite it")]
+    Exists { what: &'static str, path: String },
+    #[error("VM {vm_id} has a running VMM (pid {pid}); stop it first")]
+    Running { vm_id: String, pid: u32 },
+    #[error("{vmm} is not usable here: {reason}")]
+    VmmUnavailable { vmm: &'static str, reason: String },
+
+    // ---- host failures ----
+    #[error("{what} {path}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what}")]
+    Tool {
+        what: String,
+        #[source]
+        source: banger_host::runner::RunError,
+    },
+    #[error("writing guest files into {disk}: {detail}")]
+    GuestFs { disk: String, detail: String },
+    #[error("starting the VMM of VM {vm_id}")]
+    Launch {
+        vm_id: String,
+        #[source]
+        source: banger_vmm::VmmError,
+    },
+    #[error("stopping the VMM of VM {vm_id}")]
+    Stop {
+        vm_id: String,
+        #[source]
+        source: banger_vmm::VmmError,
+    },
+}
+
+impl VmOpError {
+    pub fn code(&self) -> ErrorCode {
+        use VmOpError::*;
+        match self {
+            Invalid { .. } => ErrorCode::BadRequest,
+            Missing { .. } => ErrorCode::NotFound,
+            Exists { .. } => ErrorCode::AlreadyExists,
+            Running { .. } => ErrorCode::InvalidState,
+            NotConfigured | VmmUnavailable { .. } => ErrorCode::Unavailable,
+            Io { .. } | Tool { .. } | GuestFs { .. } | Launch { .. } | Stop { .. } => {
+                ErrorCode::Internal
+            }
+        }
+    }
+}
+
+pub(crate) fn io(
+    what: &'static str,
+    path: &std::path::Path,
+) -> impl FnOnce(std::io::Error) -> VmOpError {
+    let path = path.display().to_string();
+    move |source| VmOpError::Io { what, path, source }
+}

@@ -1,0 +1,115 @@
+//! Writing files into a VM's root disk with `debugfs -w`, without mounting
+//! it: no host mount, no host path resolution of the guest's symlinks
+//! (debugfs resolves guest paths inside the filesystem image).
+//!
+//! Each file is removed first (a previous version, or a symlink the image
+//! shipped in its place), written from a staging copy, then given its mode
+//! and owner. Missing parent directories are created. debugfs reports most
+//! failures only as messages, so every file is read back and compared
+//! afterwards; a mismatch fails the operation.
+
+use std::fmt::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+
+use banger_host::runner::{Cmd, Runner};
+use banger_proto::vmops::GuestFilesSpec;
+
+use super::VmHost;
+use super::disks::ROOT_DISK;
+use super::error::{VmOpError, io};
+use super::validate;
+
+impl VmHost {
+    pub(crate) fn write_guest_files(&self, spec: &GuestFilesSpec) -> Result<(), VmOpError> {
+        validate::id("VM id", &spec.vm_id)?;
+        for f in &spec.files {
+            validate::guest_file(f)?;
+        }
+        // The disk must be a regular file reached without symlinks.
+        let rel = self.vm_rel(&spec.vm_id, ROOT_DISK);
+        let disk_file = self.open_beneath(&rel, rustix::fs::OFlags::RDONLY)?;
+        if !disk_file.metadata().map(|m| m.is_file()).unwrap_or(false) {
+            return Err(VmOpError::Invalid {
+                what: "root disk",
+                value: rel.display().to_string(),
+                reason: "not a regular file".into(),
+            });
+        }
+        drop(disk_file);
+        let disk = self.state_dir.join(&rel);
+        let staging = tempfile::Builder::new()
+            .prefix("banger-guestfs-")
+            .tempdir()
+            .map_err(io(
+                "creating a staging directory",
+                std::path::Path::new("/tmp"),
+            ))?;
+        let sdir = staging.path();
+        let mut script = String::new();
+        let mut made = std::collections::BTreeSet::new();
+        for (i, f) in spec.files.iter().enumerate() {
+            let host = sdir.join(i.to_string());
+            std::fs::write(&host, &f.content).map_err(io("staging", &host))?;
+            let parts: Vec<&str> = f.path[1..].split('/').collect();
+            for depth in 1..parts.len() {
+                let dir = format!("/{}", parts[..depth].join("/"));
+                if made.insert(dir.clone()) {
+                    let _ = writeln!(script, "mkdir {dir}");
+                }
+            }
+            let p = &f.path;
+            let _ = writeln!(script, "rm {p}");
+            let _ = writeln!(script, "write {} {p}", host.display());
+            let _ = writeln!(script, "sif {p} mode 0{:o}", 0o100000 | f.mode);
+            let _ = writeln!(script, "sif {p} uid {}", f.uid);
+            let _ = writeln!(script, "sif {p} gid {}", f.gid);
+        }
+        let script_path = sdir.join("script");
+        std::fs::write(&script_path, &script).map_err(io("staging", &script_path))?;
+        // debugfs runs with the owner's uid: let it read the staging copies.
+        if let Some((uid, gid)) = self.tool_ids() {
+            for entry in std::fs::read_dir(sdir)
+                .map_err(io("listing", sdir))?
+                .flatten()
+            {
+                let _ = std::os::unix::fs::chown(entry.path(), Some(uid), Some(gid));
+            }
+            let _ = std::os::unix::fs::chown(sdir, Some(uid), Some(gid));
+            let _ = std::fs::set_permissions(sdir, std::fs::Permissions::from_mode(0o700));
+        }
+        self.tool(
+            "writing guest files",
+            Cmd::new("debugfs")
+                .arg("-w")
+                .arg("-f")
+                .arg(&script_path)
+                .arg(&disk),
+        )?;
+        // Read everything back.
+        for f in &spec.files {
+            let out = Runner
+                .run(
+                    &Cmd::new("debugfs")
+                        .arg("-R")
+                        .arg(format!("cat {}", f.path))
+                        .arg(&disk)
+                        .run_as(self.tool_ids()),
+                )
+                .map_err(|source| VmOpError::Tool {
+                    what: format!("reading back {}", f.path),
+                    source,
+                })?;
+            if out.stdout != f.content {
+                return Err(VmOpError::GuestFs {
+                    disk: disk.display().to_string(),
+                    detail: format!(
+                        "{} reads back different from what was written: {}",
+                        f.path,
+                        out.stderr.lines().last().unwrap_or("")
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}

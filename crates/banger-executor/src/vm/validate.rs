@@ -1,0 +1,152 @@
+//! Checks of VM operation arguments that need no host state.
+
+use banger_proto::vmops::{GuestFile, LaunchVmSpec};
+
+use super::error::VmOpError;
+
+fn invalid(what: &'static str, value: &str, reason: &str) -> VmOpError {
+    VmOpError::Invalid {
+        what,
+        value: value.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Store ids: 32 lowercase hex characters.
+pub fn id(what: &'static str, value: &str) -> Result<(), VmOpError> {
+    if value.len() == 32
+        && value
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    {
+        Ok(())
+    } else {
+        Err(invalid(what, value, "expected 32 lowercase hex characters"))
+    }
+}
+
+/// banger's MACs: `02:ba:` then four octets.
+pub fn mac(value: &str) -> Result<(), VmOpError> {
+    let parts: Vec<&str> = value.split(':').collect();
+    let hex2 = |p: &&str| p.len() == 2 && p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if parts.len() == 6 && parts.iter().all(hex2) && parts[0] == "02" && parts[1] == "ba" {
+        Ok(())
+    } else {
+        Err(invalid(
+            "MAC",
+            value,
+            "expected 02:ba:xx:xx:xx:xx (lowercase hex)",
+        ))
+    }
+}
+
+pub const MAX_VCPUS: u8 = 64;
+pub const MIN_MEMORY_MIB: u32 = 128;
+pub const MAX_MEMORY_MIB: u32 = 1 << 20;
+pub const MIN_WORK_DISK: u64 = 64 << 20;
+pub const MAX_DISK: u64 = 16 << 40;
+
+pub fn launch(spec: &LaunchVmSpec) -> Result<(), VmOpError> {
+    id("VM id", &spec.vm_id)?;
+    id("image id", &spec.image_id)?;
+    id("kernel id", &spec.kernel_id)?;
+    mac(&spec.mac)?;
+    if spec.vcpus == 0 || spec.vcpus > MAX_VCPUS {
+        return Err(invalid(
+            "vCPU count",
+            &spec.vcpus.to_string(),
+            "must be 1..=64",
+        ));
+    }
+    if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&spec.memory_mib) {
+        return Err(invalid(
+            "memory (MiB)",
+            &spec.memory_mib.to_string(),
+            "must be 128..=1048576",
+        ));
+    }
+    crate::validate::tap_name(&spec.tap).map_err(|e| invalid("tap", &spec.tap, &e.to_string()))
+}
+
+pub fn work_disk_bytes(bytes: u64) -> Result<(), VmOpError> {
+    if (MIN_WORK_DISK..=MAX_DISK).contains(&bytes) {
+        Ok(())
+    } else {
+        Err(invalid(
+            "work disk size",
+            &bytes.to_string(),
+            "must be between 64 MiB and 16 TiB",
+        ))
+    }
+}
+
+/// A guest path the ext4 writer accepts: absolute, normal components of
+/// `[A-Za-z0-9._-]` (so it never needs quoting in a debugfs script), no `.`
+/// or `..`, at most 255 bytes.
+pub fn guest_path(path: &str) -> Result<(), VmOpError> {
+    let bad = |reason| Err(invalid("guest path", path, reason));
+    if !path.starts_with('/') || path.len() < 2 || path.len() > 255 {
+        return bad("must be absolute and at most 255 bytes");
+    }
+    for comp in path[1..].split('/') {
+        if comp.is_empty() || comp == "." || comp == ".." {
+            return bad("must not contain empty, `.` or `..` components");
+        }
+        if !comp
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return bad("components may only use A-Z a-z 0-9 . _ -");
+        }
+    }
+    Ok(())
+}
+
+pub fn guest_file(f: &GuestFile) -> Result<(), VmOpError> {
+    guest_path(&f.path)?;
+    if f.mode > 0o7777 {
+        return Err(invalid(
+            "file mode",
+            &format!("{:o}", f.mode),
+            "must be at most 7777",
+        ));
+    }
+    if f.content.len() > 1 << 20 {
+        return Err(invalid("guest file", &f.path, "content larger than 1 MiB"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_macs_and_paths() {
+        assert!(id("VM id", "0123456789abcdef0123456789abcdef").is_ok());
+        for bad in [
+            "",
+            "../../etc",
+            "0123456789ABCDEF0123456789ABCDEF",
+            "0123456789abcdef",
+        ] {
+            let e = id("VM id", bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+        assert!(mac("02:ba:ac:1e:00:05").is_ok());
+        assert!(mac("02:BA:ac:1e:00:05").is_err());
+        assert!(mac("02:ba:ac:1e:00").is_err());
+        assert!(guest_path("/etc/systemd/network/10-banger.network").is_ok());
+        for bad in [
+            "etc/x",
+            "/",
+            "/etc/../shadow",
+            "/etc//x",
+            "/etc/a b",
+            "/etc/x\n",
+            "/./x",
+        ] {
+            assert!(guest_path(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,484 @@
+//! VMM processes: launched as children the executor holds (pidfd), recorded
+//! in the journal (pid + start time), and re-adopted after an executor
+//! restart only when the journaled pid still names the same process.
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use banger_proto::vmops::{LaunchVmSpec, VmStopped, VmmKind, VmmState};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use banger_vmm::firecracker::{
+    FirecrackerDriver, FirecrackerVm, READY_PORT, ReadyListener, Shutdown,
+};
+use banger_vmm::qemu::{QemuDriver, QemuVm, Qmp};
+use banger_vmm::{Drive, LaunchSpec};
+use rustix::fs::OFlags;
+
+use super::VmHost;
+use super::disks::{ROOT_DISK, WORK_DISK};
+use super::error::{VmOpError, io};
+use super::validate;
+use crate::journal::VmmEntry;
+
+/// The kernel command line every banger guest boots with (the guest
+/// contract, docs/guest.md).
+pub const KERNEL_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw panic=-1";
+
+/// How long the vsock readiness listener of a Firecracker VM waits.
+const READY_WAIT: Duration = Duration::from_secs(600);
+
+/// A VMM the executor can signal.
+#[derive(Debug)]
+pub(super) enum Proc {
+    /// Spawned by this executor.
+    Qemu(QemuVm),
+    /// Spawned by this executor; `ready` flips when the guest reports over
+    /// vsock.
+    Firecracker {
+        vm: FirecrackerVm,
+        ready: Arc<AtomicBool>,
+    },
+    /// Found through the journal after a restart: not our child, so it is
+    /// watched and signalled through a pidfd only.
+    Adopted {
+        pid: u32,
+        pidfd: OwnedFd,
+        qmp: PathBuf,
+    },
+}
+
+impl Proc {
+    fn pid(&self) -> u32 {
+        match self {
+            Proc::Qemu(q) => q.pid(),
+            Proc::Firecracker { vm, .. } => vm.pid(),
+            Proc::Adopted { pid, .. } => *pid,
+        }
+    }
+
+    fn ready(&self) -> Option<bool> {
+        match self {
+            Proc::Firecracker { ready, .. } => Some(ready.load(Ordering::SeqCst)),
+            _ => None,
+        }
+    }
+
+    fn running(&mut self) -> bool {
+        match self {
+            Proc::Qemu(q) => q.running(),
+            Proc::Firecracker { vm, .. } => vm.process().pidfd_alive(),
+            Proc::Adopted { pidfd, .. } => !pidfd_exited(pidfd, Duration::ZERO),
+        }
+    }
+
+    fn shutdown(&mut self, timeout: Duration) -> Result<bool, banger_vmm::VmmError> {
+        match self {
+            Proc::Qemu(q) => q.shutdown(timeout),
+            Proc::Firecracker { vm, .. } => Ok(!matches!(vm.shutdown(timeout)?, Shutdown::Killed)),
+            Proc::Adopted { pidfd, qmp, .. } => {
+                if let Ok(mut q) = Qmp::connect(qmp, Duration::from_secs(2)) {
+                    let _ = q.execute("system_powerdown");
+                }
+                if pidfd_exited(pidfd, timeout) {
+                    return Ok(true);
+                }
+                let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
+                pidfd_exited(pidfd, Duration::from_secs(5));
+                Ok(false)
+            }
+        }
+    }
+
+    fn kill(&mut self) -> Result<(), banger_vmm::VmmError> {
+        match self {
+            Proc::Qemu(q) => q.kill(),
+            Proc::Firecracker { vm, .. } => vm.kill().map(drop),
+            Proc::Adopted { pidfd, .. } => {
+                let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
+                pidfd_exited(pidfd, Duration::from_secs(5));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Wait up to `timeout` for the process behind `pidfd` to exit.
+fn pidfd_exited(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = rustix::time::Timespec {
+        tv_sec: timeout.as_secs() as i64,
+        tv_nsec: timeout.subsec_nanos() as i64,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
+}
+
+/// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
+pub(super) fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields resume after ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
+}
+
+impl VmHost {
+    fn launch_spec(&self, spec: &LaunchVmSpec) -> Result<LaunchSpec, VmOpError> {
+        let krel = Path::new("kernels").join(&spec.kernel_id);
+        // Existence and "no symlinks on the way" checks; QEMU (running as the
+        // owner) opens the files itself.
+        drop(self.open_beneath(&krel.join("kernel"), OFlags::RDONLY)?);
+        let irel = Path::new("images").join(&spec.image_id).join("initrd");
+        let initrd = match self.open_beneath(&irel, OFlags::RDONLY) {
+            Ok(_) => Some(self.state_dir.join(&irel)),
+            Err(VmOpError::Missing { .. }) => {
+                match self.open_beneath(&krel.join("initrd"), OFlags::RDONLY) {
+                    Ok(_) => Some(self.state_dir.join(&krel).join("initrd")),
+                    Err(VmOpError::Missing { .. }) => None,
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        for d in [ROOT_DISK, WORK_DISK] {
+            drop(self.open_beneath(&self.vm_rel(&spec.vm_id, d), OFlags::RDONLY)?);
+        }
+        let dir = self.vm_dir(&spec.vm_id);
+        Ok(LaunchSpec {
+            vm_id: spec.vm_id.clone(),
+            vcpus: spec.vcpus,
+            memory_mib: spec.memory_mib,
+            kernel: self.state_dir.join(&krel).join("kernel"),
+            initrd,
+            cmdline: KERNEL_CMDLINE.to_string(),
+            drives: vec![
+                Drive {
+                    id: "root".into(),
+                    path: dir.join(ROOT_DISK),
+                    read_only: false,
+                },
+                Drive {
+                    id: "work".into(),
+                    path: dir.join(WORK_DISK),
+                    read_only: false,
+                },
+            ],
+            tap: spec.tap.clone(),
+            mac: spec.mac.clone(),
+            run_dir: dir.join("run"),
+            serial_log: dir.join("serial.log"),
+            vsock_cid: 3,
+            run_as: self.tool_ids(),
+            kvm: spec.kvm,
+        })
+    }
+
+    /// A fresh, owner-owned `run/` directory for the VMM's sockets.
+    fn fresh_run_dir(&self, vm_id: &str) -> Result<(), VmOpError> {
+        let run = self.vm_dir(vm_id).join("run");
+        match std::fs::remove_dir_all(&run) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("clearing", &run)(e)),
+        }
+        // The VM dir itself was reached without symlinks by launch_spec.
+        std::fs::create_dir(&run).map_err(io("creating", &run))?;
+        std::os::unix::fs::chown(&run, Some(self.owner.0), Some(self.owner.1))
+            .map_err(io("chown", &run))?;
+        Ok(())
+    }
+
+    pub(crate) fn launch(
+        &self,
+        spec: &LaunchVmSpec,
+        tap_journaled: bool,
+    ) -> Result<VmmState, VmOpError> {
+        validate::launch(spec)?;
+        if !tap_journaled {
+            return Err(VmOpError::Invalid {
+                what: "tap",
+                value: spec.tap.clone(),
+                reason: "not a tap banger created".into(),
+            });
+        }
+        if let Some(state) = self.status_inner(&spec.vm_id)?
+            && state.running
+        {
+            return Err(VmOpError::Running {
+                vm_id: spec.vm_id.clone(),
+                pid: state.pid.unwrap_or(0),
+            });
+        }
+        let ls = self.launch_spec(spec)?;
+        self.fresh_run_dir(&spec.vm_id)?;
+        let log_rel = self.vm_rel(&spec.vm_id, "vmm.log");
+        let log: File =
+            self.open_beneath(&log_rel, OFlags::CREATE | OFlags::WRONLY | OFlags::APPEND)?;
+        let _ = rustix::fs::fchown(
+            &log,
+            Some(rustix::process::Uid::from_raw(self.owner.0)),
+            Some(rustix::process::Gid::from_raw(self.owner.1)),
+        );
+        let proc = match spec.vmm {
+            VmmKind::Qemu => {
+                let driver = QemuDriver {
+                    binary: self.qemu_binary.clone(),
+                };
+                let vm = driver
+                    .launch(&ls, log)
+                    .map_err(|source| VmOpError::Launch {
+                        vm_id: spec.vm_id.clone(),
+                        source: with_log_tail(source, &self.vm_dir(&spec.vm_id).join("vmm.log")),
+                    })?;
+                Proc::Qemu(vm)
+            }
+            VmmKind::Firecracker => self.launch_firecracker(spec, &ls)?,
+        };
+        let pid = proc.pid();
+        let entry = VmmEntry {
+            vm_id: spec.vm_id.clone(),
+            pid,
+            start_time: start_time(pid).unwrap_or(0),
+            vmm: spec.vmm,
+        };
+        self.journal_vmm(Some(entry), &spec.vm_id)?;
+        self.procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(spec.vm_id.clone(), (spec.vmm, proc));
+        Ok(VmmState {
+            vm_id: spec.vm_id.clone(),
+            running: true,
+            pid: Some(pid),
+            vmm: Some(spec.vmm),
+            adopted: false,
+            ready: None,
+        })
+    }
+
+    fn launch_firecracker(&self, spec: &LaunchVmSpec, ls: &LaunchSpec) -> Result<Proc, VmOpError> {
+        let unavailable = |reason: String| VmOpError::VmmUnavailable {
+            vmm: "firecracker",
+            reason,
+        };
+        let binary = self
+            .firecracker_binary
+            .as_deref()
+            .and_then(|b| banger_host::runner::resolve(b.as_os_str()))
+            .ok_or_else(|| unavailable("no Firecracker binary found".into()))?;
+        // Firecracker boots an uncompressed ELF vmlinux only.
+        let mut magic = [0u8; 4];
+        let kernel = std::fs::File::open(&ls.kernel).map_err(io("opening", &ls.kernel))?;
+        std::io::Read::read_exact(&mut &kernel, &mut magic).map_err(io("reading", &ls.kernel))?;
+        if &magic != b"\x7fELF" {
+            return Err(VmOpError::Invalid {
+                what: "kernel",
+                value: spec.kernel_id.clone(),
+                reason: "Firecracker needs an uncompressed ELF vmlinux; this kernel is not one (use --vmm qemu, or import a vmlinux)".into(),
+            });
+        }
+        // Bound before the launch: Firecracker forwards the guest's
+        // connection only to a socket that already listens.
+        let listener = ReadyListener::bind(ls, READY_PORT).map_err(|source| VmOpError::Launch {
+            vm_id: spec.vm_id.clone(),
+            source,
+        })?;
+        let vm = FirecrackerDriver::new(binary)
+            .launch(ls)
+            .map_err(|source| VmOpError::Launch {
+                vm_id: spec.vm_id.clone(),
+                source,
+            })?;
+        let ready = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&ready);
+        let vm_id = spec.vm_id.clone();
+        std::thread::spawn(move || match listener.wait(READY_WAIT) {
+            Ok(()) => flag.store(true, Ordering::SeqCst),
+            Err(e) => tracing::warn!(vm_id, error = %e, "no vsock readiness from the guest"),
+        });
+        Ok(Proc::Firecracker { vm, ready })
+    }
+
+    fn journal_vmm(&self, entry: Option<VmmEntry>, vm_id: &str) -> Result<(), VmOpError> {
+        let mut txn = self.journal.open().map_err(journal_err)?;
+        txn.state.vmms.retain(|e| e.vm_id != vm_id);
+        if let Some(e) = entry {
+            txn.state.vmms.push(e);
+        }
+        txn.save().map_err(journal_err)
+    }
+
+    /// The VM's process, re-adopting a journaled one if the table has none.
+    fn status_inner(&self, vm_id: &str) -> Result<Option<VmmState>, VmOpError> {
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((vmm, p)) = procs.get_mut(vm_id) {
+            let running = p.running();
+            let ready = p.ready();
+            let (vmm, pid, adopted) = (*vmm, p.pid(), matches!(p, Proc::Adopted { .. }));
+            if !running {
+                procs.remove(vm_id);
+                drop(procs);
+                self.journal_vmm(None, vm_id)?;
+            }
+            return Ok(Some(VmmState {
+                vm_id: vm_id.to_string(),
+                running,
+                pid: Some(pid),
+                vmm: Some(vmm),
+                adopted,
+                ready,
+            }));
+        }
+        let entry = {
+            let txn = self.journal.open().map_err(journal_err)?;
+            txn.state.vmms.iter().find(|e| e.vm_id == vm_id).cloned()
+        };
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        // Same pid *and* same start time, or it is somebody else's process.
+        let alive = start_time(entry.pid) == Some(entry.start_time);
+        let pidfd = alive
+            .then(|| {
+                rustix::process::Pid::from_raw(entry.pid as i32).and_then(|p| {
+                    rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+                })
+            })
+            .flatten()
+            // Re-check after opening: the pidfd now pins the process.
+            .filter(|_| start_time(entry.pid) == Some(entry.start_time));
+        match pidfd {
+            Some(pidfd) => {
+                procs.insert(
+                    vm_id.to_string(),
+                    (
+                        entry.vmm,
+                        Proc::Adopted {
+                            pid: entry.pid,
+                            pidfd,
+                            qmp: self.vm_dir(vm_id).join("run").join("qmp.sock"),
+                        },
+                    ),
+                );
+                tracing::info!(vm_id, pid = entry.pid, "re-adopted a running VMM");
+                Ok(Some(VmmState {
+                    vm_id: vm_id.to_string(),
+                    running: true,
+                    pid: Some(entry.pid),
+                    vmm: Some(entry.vmm),
+                    adopted: true,
+                    ready: None,
+                }))
+            }
+            None => {
+                drop(procs);
+                self.journal_vmm(None, vm_id)?;
+                Ok(Some(VmmState {
+                    vm_id: vm_id.to_string(),
+                    running: false,
+                    pid: Some(entry.pid),
+                    vmm: Some(entry.vmm),
+                    adopted: false,
+                    ready: None,
+                }))
+            }
+        }
+    }
+
+    pub(crate) fn status(&self, vm_id: &str) -> Result<VmmState, VmOpError> {
+        validate::id("VM id", vm_id)?;
+        Ok(self.status_inner(vm_id)?.unwrap_or(VmmState {
+            vm_id: vm_id.to_string(),
+            running: false,
+            pid: None,
+            vmm: None,
+            adopted: false,
+            ready: None,
+        }))
+    }
+
+    /// Is a VMM of this VM running (for ops that need it stopped)?
+    pub(crate) fn ensure_stopped(&self, vm_id: &str) -> Result<(), VmOpError> {
+        match self.status_inner(vm_id)? {
+            Some(s) if s.running => Err(VmOpError::Running {
+                vm_id: vm_id.to_string(),
+                pid: s.pid.unwrap_or(0),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn stop(
+        &self,
+        vm_id: &str,
+        timeout: Duration,
+        kill: bool,
+    ) -> Result<VmStopped, VmOpError> {
+        validate::id("VM id", vm_id)?;
+        let running = self.status_inner(vm_id)?.is_some_and(|s| s.running);
+        if !running {
+            return Ok(VmStopped {
+                graceful: false,
+                was_running: false,
+            });
+        }
+        let taken = self
+            .procs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(vm_id);
+        let Some((_, mut p)) = taken else {
+            return Ok(VmStopped {
+                graceful: false,
+                was_running: false,
+            });
+        };
+        let started = Instant::now();
+        let graceful = if kill {
+            p.kill().map(|()| false)
+        } else {
+            p.shutdown(timeout)
+        }
+        .map_err(|source| VmOpError::Stop {
+            vm_id: vm_id.to_string(),
+            source,
+        })?;
+        tracing::info!(
+            vm_id,
+            graceful,
+            secs = started.elapsed().as_secs_f32(),
+            "VMM stopped"
+        );
+        self.journal_vmm(None, vm_id)?;
+        Ok(VmStopped {
+            graceful,
+            was_running: true,
+        })
+    }
+}
+
+fn journal_err(e: crate::journal::JournalError) -> VmOpError {
+    VmOpError::Io {
+        what: "updating the executor journal",
+        path: String::new(),
+        source: std::io::Error::other(banger_proto::error::chain(&e).join(": ")),
+    }
+}
+
+/// Add the last lines of the VMM's own log to an early-exit error.
+fn with_log_tail(e: banger_vmm::VmmError, log: &Path) -> banger_vmm::VmmError {
+    match e {
+        banger_vmm::VmmError::EarlyExit { vmm, status, tail } if tail.is_empty() => {
+            let text = std::fs::read_to_string(log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().rev().take(5).collect();
+            let tail = lines.into_iter().rev().collect::<Vec<_>>().join(" | ");
+            banger_vmm::VmmError::EarlyExit { vmm, status, tail }
+        }
+        other => other,
+    }
+}

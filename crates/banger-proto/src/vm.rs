@@ -1,0 +1,287 @@
+//! Public RPC for VMs and asynchronous operations (`banger vm …`, `banger op …`).
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+pub use crate::vmops::{SnapshotBackend, VmmKind};
+
+/// `banger vm …`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "snake_case", deny_unknown_fields)]
+pub enum VmRequest {
+    Create(CreateVm),
+    List,
+    Show {
+        name: String,
+    },
+    Start {
+        name: String,
+    },
+    Stop {
+        name: String,
+        timeout_secs: Option<u32>,
+    },
+    Restart {
+        name: String,
+    },
+    Kill {
+        name: String,
+    },
+    Remove {
+        name: String,
+    },
+    Set(SetVm),
+    /// Where and how to reach the guest over SSH (the CLI runs `ssh`).
+    Ssh {
+        name: String,
+    },
+    /// The serial console log: the last `lines` lines.
+    Logs {
+        name: String,
+        lines: u32,
+    },
+    Ports {
+        name: String,
+    },
+    Stats {
+        name: String,
+    },
+}
+
+impl VmRequest {
+    /// Stable name for logs.
+    pub fn method(&self) -> &'static str {
+        match self {
+            VmRequest::Create(_) => "vm_create",
+            VmRequest::List => "vm_list",
+            VmRequest::Show { .. } => "vm_show",
+            VmRequest::Start { .. } => "vm_start",
+            VmRequest::Stop { .. } => "vm_stop",
+            VmRequest::Restart { .. } => "vm_restart",
+            VmRequest::Kill { .. } => "vm_kill",
+            VmRequest::Remove { .. } => "vm_remove",
+            VmRequest::Set(_) => "vm_set",
+            VmRequest::Ssh { .. } => "vm_ssh",
+            VmRequest::Logs { .. } => "vm_logs",
+            VmRequest::Ports { .. } => "vm_ports",
+            VmRequest::Stats { .. } => "vm_stats",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVm {
+    pub name: String,
+    /// Image name; the configured default when absent.
+    pub image: Option<String>,
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u32>,
+    pub disk_bytes: Option<u64>,
+    /// Per-VM NAT; the configured default when absent.
+    pub nat: Option<bool>,
+    pub vmm: Option<VmmKind>,
+    /// Boot after creating (default true).
+    pub start: bool,
+    /// Stream progress until the VM runs (or fails) before answering.
+    pub wait: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetVm {
+    pub name: String,
+    pub vcpus: Option<u32>,
+    pub memory_mib: Option<u32>,
+    pub disk_bytes: Option<u64>,
+    pub nat: Option<bool>,
+}
+
+/// A VM as `vm ls` / `vm show` report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmInfo {
+    pub id: String,
+    pub name: String,
+    /// `created`, `starting`, `running`, `stopping`, `stopped`, `failed`.
+    pub state: String,
+    pub state_reason: Option<String>,
+    pub image: String,
+    pub vmm: VmmKind,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub disk_bytes: u64,
+    pub nat: bool,
+    pub ip: Option<Ipv4Addr>,
+    pub mac: Option<String>,
+    /// `NAME.vm`.
+    pub dns_name: String,
+    pub tap: Option<String>,
+    pub pid: Option<u32>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Answer to `vm create`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmCreated {
+    pub vm: VmInfo,
+    /// The create operation (`banger op show ID`).
+    pub operation: String,
+}
+
+/// How to SSH into a guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SshTarget {
+    pub name: String,
+    pub ip: Ipv4Addr,
+    pub user: String,
+    /// Private key the CLI passes with `-i`.
+    pub identity: String,
+    /// banger-managed known_hosts holding exactly this guest's host key.
+    pub known_hosts: String,
+    /// Host key alias used in `known_hosts` (`NAME.vm`).
+    pub host_key_alias: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmLogs {
+    pub name: String,
+    /// The serial log file (for `--follow`).
+    pub path: String,
+    pub text: String,
+}
+
+/// One listening socket in the guest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestPort {
+    /// `tcp` or `udp`.
+    pub proto: String,
+    pub address: String,
+    pub port: u16,
+    pub process: Option<String>,
+    /// `NAME.vm:PORT`.
+    pub endpoint: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmPorts {
+    pub name: String,
+    pub ports: Vec<GuestPort>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmStats {
+    pub name: String,
+    pub running: bool,
+    /// CPU time of the VMM process (user + system), milliseconds.
+    pub cpu_ms: Option<u64>,
+    /// Resident memory of the VMM process, bytes.
+    pub rss_bytes: Option<u64>,
+    /// Space the disks take on the host, bytes.
+    pub root_disk_allocated: Option<u64>,
+    pub work_disk_allocated: Option<u64>,
+    /// Counters of the VM's tap (host view: rx = from the guest).
+    pub net_rx_bytes: Option<u64>,
+    pub net_tx_bytes: Option<u64>,
+}
+
+/// Result of a [`VmRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    content = "result",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
+pub enum VmResponse {
+    Created(VmCreated),
+    List(Vec<VmInfo>),
+    Vm(VmInfo),
+    Removed { name: String },
+    Ssh(SshTarget),
+    Logs(VmLogs),
+    Ports(VmPorts),
+    Stats(VmStats),
+}
+
+/// Result of an [`OpRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "kind",
+    content = "result",
+    rename_all = "snake_case",
+    deny_unknown_fields
+)]
+pub enum OpResponse {
+    List(Vec<OpInfo>),
+    Op(OpInfo),
+}
+
+/// `banger op …`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "verb", rename_all = "snake_case", deny_unknown_fields)]
+pub enum OpRequest {
+    List,
+    Show {
+        id: String,
+    },
+    /// Stream progress until the operation finishes.
+    Wait {
+        id: String,
+    },
+}
+
+impl OpRequest {
+    pub fn method(&self) -> &'static str {
+        match self {
+            OpRequest::List => "op_list",
+            OpRequest::Show { .. } => "op_show",
+            OpRequest::Wait { .. } => "op_wait",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpInfo {
+    pub id: String,
+    pub kind: String,
+    pub vm: Option<String>,
+    /// `running`, `succeeded`, `failed`.
+    pub state: String,
+    pub stage: Option<String>,
+    pub done: u64,
+    pub total: Option<u64>,
+    pub error: Option<Vec<String>>,
+    pub created_at: i64,
+    pub finished_at: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_shape() {
+        let r = VmRequest::Stop {
+            name: "dev".into(),
+            timeout_secs: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&r).unwrap(),
+            r#"{"verb":"stop","name":"dev","timeout_secs":null}"#
+        );
+        assert!(serde_json::from_str::<VmRequest>(r#"{"verb":"rm_rf","name":"x"}"#).is_err());
+        assert!(
+            serde_json::from_str::<VmRequest>(r#"{"verb":"show","name":"x","path":"/"}"#).is_err()
+        );
+    }
+}

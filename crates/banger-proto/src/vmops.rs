@@ -1,0 +1,148 @@
+//! VM types of the privileged-ops seam: disks, guest files, VMM processes.
+//!
+//! Nothing here names a host path. The executor derives every path from the
+//! ids (32 lowercase hex characters) under the state directory it was
+//! configured with: `vms/<vm_id>/{root.ext4,work.ext4,serial.log,vmm.log,run/}`,
+//! `images/<image_id>/{rootfs.ext4,work-seed.ext4}`,
+//! `kernels/<kernel_id>/{kernel,initrd}`. The kernel command line and the
+//! VMM argv are built by the executor too.
+
+use serde::{Deserialize, Serialize};
+
+/// Which hypervisor runs a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmmKind {
+    Firecracker,
+    Qemu,
+}
+
+impl VmmKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmmKind::Firecracker => "firecracker",
+            VmmKind::Qemu => "qemu",
+        }
+    }
+}
+
+impl std::fmt::Display for VmmKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How a copy-on-write root disk is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotBackend {
+    /// dm-snapshot over loop devices.
+    DmSnapshot,
+    /// FICLONE: shares extents with the image until written.
+    Reflink,
+    /// A sparse copy (holes stay holes).
+    SparseCopy,
+}
+
+impl SnapshotBackend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SnapshotBackend::DmSnapshot => "dm-snapshot",
+            SnapshotBackend::Reflink => "reflink",
+            SnapshotBackend::SparseCopy => "sparse-copy",
+        }
+    }
+}
+
+/// Create a VM's disks: the root disk as a copy-on-write clone of the
+/// image's root filesystem, the work disk from the image's work seed (or a
+/// fresh ext4 when the image has none) grown to `work_disk_bytes`.
+/// Preconditions: ids are well formed; the image exists; the VM directory
+/// exists and holds no disks yet.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmDisksSpec {
+    pub vm_id: String,
+    pub image_id: String,
+    pub work_disk_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmDisksOutcome {
+    pub backend: SnapshotBackend,
+    pub root_bytes: u64,
+    pub work_bytes: u64,
+}
+
+/// One file written into the VM's root disk (an ext4 mutation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestFile {
+    /// Absolute guest path of normal components (`[A-Za-z0-9._-]`), no `..`.
+    /// Missing parent directories are created (0755, root).
+    pub path: String,
+    /// Permission bits (≤ 0o7777).
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub content: String,
+}
+
+/// Write files into a stopped VM's root disk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestFilesSpec {
+    pub vm_id: String,
+    pub files: Vec<GuestFile>,
+}
+
+/// Boot a VM. The executor derives the disk, kernel and socket paths from
+/// the ids, and the kernel command line itself.
+/// Preconditions: the VM's disks exist; the kernel exists; `tap` is a tap
+/// the executor created; no VMM of this VM is running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LaunchVmSpec {
+    pub vm_id: String,
+    /// The image's own initrd (`images/<id>/initrd`) wins over the kernel's.
+    pub image_id: String,
+    pub kernel_id: String,
+    pub vmm: VmmKind,
+    pub vcpus: u8,
+    pub memory_mib: u32,
+    pub tap: String,
+    pub mac: String,
+    /// Use KVM (the caller decided from the KVM probe); otherwise QEMU runs
+    /// TCG and Firecracker refuses.
+    pub kvm: bool,
+}
+
+/// A VMM process as the executor sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmmState {
+    pub vm_id: String,
+    /// The VMM process is alive.
+    pub running: bool,
+    pub pid: Option<u32>,
+    pub vmm: Option<VmmKind>,
+    /// Set when the executor found the process through its journal after a
+    /// restart (re-adopted) rather than as a child it spawned.
+    pub adopted: bool,
+    /// Guest readiness the VMM itself observed (Firecracker: the guest's
+    /// vsock message); `None` where the VMM has no such channel (QEMU here:
+    /// the daemon watches the serial console instead).
+    #[serde(default)]
+    pub ready: Option<bool>,
+}
+
+/// Result of a stop request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmStopped {
+    /// The guest powered off by itself within the timeout (false: killed,
+    /// or it was not running).
+    pub graceful: bool,
+    pub was_running: bool,
+}

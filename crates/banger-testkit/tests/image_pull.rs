@@ -1,0 +1,214 @@
+//! `banger image pull` through a real daemon: a real `docker-registry` on
+//! loopback in a throwaway network namespace (banger-oci's test support),
+//! the daemon in the same namespace, the real CLI. Publication: two
+//! concurrent pulls under one name publish exactly one image; a daemon
+//! SIGKILLed mid-pull leaves no image and, after restart, no staging dir.
+#![allow(clippy::disallowed_methods)] // tests spawn the binaries under test directly
+
+#[path = "../../banger-oci/tests/common/mod.rs"]
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use banger_testkit::*;
+use common::{Item, Registry, gz, layer, write_layout};
+
+fn start_daemon(ns: &NetNs, dir: &Path) -> (Proc, std::path::PathBuf) {
+    let mut cmd = ns.exec(bin("bangerd"));
+    cmd.arg("--dev")
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .arg("--runtime-dir")
+        .arg(dir.join("run"))
+        .env("HOME", dir)
+        .env_remove("NOTIFY_SOCKET");
+    let mut proc = Proc::spawn("bangerd --dev", cmd);
+    let socket = dir.join("run/bangerd.sock");
+    wait_for_socket(&socket, &mut proc);
+    (proc, socket)
+}
+
+fn banger(socket: &Path, args: &[&str]) -> Output {
+    std::process::Command::new(bin("banger"))
+        .arg("--socket")
+        .arg(socket)
+        .args(args)
+        .output()
+        .expect("running banger")
+}
+
+fn ok(socket: &Path, args: &[&str]) -> String {
+    let out = banger(socket, args);
+    assert!(
+        out.status.success(),
+        "banger {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// An image that passes the boot check (an init and an sshd), plus
+/// `filler` bytes of incompressible data so a pull takes a moment.
+fn push_image(reg: &Registry, dir: &Path, tag: &str, filler: usize) {
+    let mut noise = vec![0u8; filler];
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for b in noise.iter_mut() {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        *b = x as u8;
+    }
+    let layout = dir.join(format!("layout-{tag}"));
+    let items = [
+        Item::Dir("sbin", 0o755, 0, 0),
+        Item::File("sbin/init", b"#!/bin/sh\n", 0o755, 0, 0),
+        Item::Dir("usr", 0o755, 0, 0),
+        Item::Dir("usr/sbin", 0o755, 0, 0),
+        Item::File("usr/sbin/sshd", b"#!/bin/sh\n", 0o755, 0, 0),
+        Item::File("filler", &noise, 0o644, 0, 0),
+    ];
+    write_layout(&layout, tag, &[gz(layer(&items))], "amd64", false);
+    reg.push(&layout, "t/box", tag);
+}
+
+fn fake_kernel(socket: &Path, dir: &Path) {
+    let k = dir.join("bzImage");
+    let mut b = vec![0u8; 4096];
+    b[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(&k, b).unwrap();
+    ok(
+        socket,
+        &["kernel", "import", k.to_str().unwrap(), "--name", "k"],
+    );
+}
+
+fn staging_entries(state: &Path) -> Vec<String> {
+    std::fs::read_dir(state.join("images/.staging"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn pull_publishes_once_and_leaves_nothing_when_killed() {
+    require_root();
+    let reg = Registry::start(None);
+    let tmp = shared_tempdir();
+    push_image(&reg, tmp.path(), "small", 1 << 10);
+    push_image(&reg, tmp.path(), "big", 96 << 20);
+    let (mut proc, socket) = start_daemon(&reg.ns, tmp.path());
+    let state = tmp.path().join("state");
+    fake_kernel(&socket, tmp.path());
+
+    // A pull, with the image's name derived from the repository.
+    let out = ok(
+        &socket,
+        &[
+            "--json",
+            "image",
+            "pull",
+            "127.0.0.1:5000/t/box:small",
+            "--insecure",
+            "--kernel",
+            "k",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["name"], "box", "{v}");
+    ok(&socket, &["image", "rm", "box"]);
+
+    // Two concurrent pulls of one reference under one name: one image.
+    let results: Vec<Output> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                let socket = &socket;
+                s.spawn(move || {
+                    banger(
+                        socket,
+                        &[
+                            "image",
+                            "pull",
+                            "127.0.0.1:5000/t/box:small",
+                            "--insecure",
+                            "--kernel",
+                            "k",
+                            "--name",
+                            "twin",
+                        ],
+                    )
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let wins = results.iter().filter(|o| o.status.success()).count();
+    assert_eq!(wins, 1, "{results:?}");
+    let loser = results.iter().find(|o| !o.status.success()).unwrap();
+    assert_eq!(loser.status.code(), Some(6), "{loser:?}");
+    let list = ok(&socket, &["--json", "image", "ls"]);
+    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&list)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["twin"]);
+    assert!(
+        staging_entries(&state).is_empty(),
+        "{:?}",
+        staging_entries(&state)
+    );
+
+    // SIGKILL mid-pull: no image; the restarted daemon removes the staging dir.
+    let pulling = {
+        let socket = socket.clone();
+        std::thread::spawn(move || {
+            banger(
+                &socket,
+                &[
+                    "image",
+                    "pull",
+                    "127.0.0.1:5000/t/box:big",
+                    "--insecure",
+                    "--kernel",
+                    "k",
+                    "--name",
+                    "half",
+                ],
+            )
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while staging_entries(&state).is_empty() {
+        assert!(Instant::now() < deadline, "the pull never staged anything");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    proc.kill();
+    let out = pulling.join().unwrap();
+    assert!(
+        !out.status.success(),
+        "the pull survived the daemon: {out:?}"
+    );
+    assert!(
+        !staging_entries(&state).is_empty(),
+        "expected a leftover to clean up"
+    );
+    let (mut proc, socket) = start_daemon(&reg.ns, tmp.path());
+    // Answered only once startup reconcile is done (the socket exists
+    // earlier; connections wait in its backlog).
+    let list = ok(&socket, &["--json", "image", "ls"]);
+    assert!(!list.contains("\"half\""), "{list}");
+    assert!(
+        staging_entries(&state).is_empty(),
+        "{:?}",
+        staging_entries(&state)
+    );
+    proc.terminate();
+}

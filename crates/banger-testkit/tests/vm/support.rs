@@ -1,0 +1,194 @@
+//! Shared pieces of the VM end-to-end tests: a dev daemon in a persistent
+//! test namespace (so it can be killed and restarted with its VMs alive),
+//! the default Debian image, and the `banger` CLI run inside the namespace.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use banger_testkit::*;
+use serde_json::Value;
+
+/// The default image (built once, then taken from the content-keyed cache).
+pub fn default_image() -> banger_imagebuild::debian::BuiltImage {
+    let cache = std::env::var_os("BANGER_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/banger"));
+    let opts = banger_imagebuild::debian::DebianOptions::new(cache);
+    banger_imagebuild::debian::build_debian(&opts, &mut |_| {})
+        .unwrap_or_else(|e| panic!("building the default Debian image: {e:?}"))
+}
+
+/// Kills, on drop, every VMM whose command line names `dir` (the test's
+/// state directory): VMs outlive their daemon by design, so a test that
+/// fails half-way must not leave its guests running. Only processes this
+/// test started can name its private temp dir.
+pub struct VmReaper(pub PathBuf);
+
+impl Drop for VmReaper {
+    fn drop(&mut self) {
+        let needle = self.0.to_string_lossy().into_owned();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            if cmdline.contains("qemu-system")
+                && cmdline.contains(&needle)
+                && let Some(pid) = rustix::process::Pid::from_raw(pid)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+/// `bangerd --dev` inside `ns`, with its state under `dir`.
+pub struct Daemon {
+    pub proc: Proc,
+    pub socket: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(ns: &NetNs, dir: &Path) -> Daemon {
+        let mut cmd = ns.exec(bin("bangerd"));
+        cmd.arg("--dev")
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--runtime-dir")
+            .arg(dir.join("run"))
+            .env("HOME", dir)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("NOTIFY_SOCKET");
+        let mut proc = Proc::spawn("bangerd --dev", cmd);
+        let socket = dir.join("run").join("bangerd.sock");
+        wait_for_socket(&socket, &mut proc);
+        Daemon {
+            proc,
+            socket,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+}
+
+/// `banger ARGS` inside the namespace (so `vm ssh` reaches the guest).
+pub fn banger(ns: &NetNs, d: &Daemon, args: &[&str]) -> Output {
+    ns.exec(bin("banger"))
+        .arg("--socket")
+        .arg(&d.socket)
+        .args(args)
+        .output()
+        .expect("running banger")
+}
+
+pub fn ok(ns: &NetNs, d: &Daemon, args: &[&str]) -> String {
+    let out = banger(ns, d, args);
+    assert!(
+        out.status.success(),
+        "banger {args:?} failed ({}):\n{}{}\n--- daemon log tail ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        log_tail(d),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn ok_json(ns: &NetNs, d: &Daemon, args: &[&str]) -> Value {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    serde_json::from_str(&ok(ns, d, &all)).expect("JSON on stdout")
+}
+
+/// (exit code, error code, messages) of a command that must fail.
+pub fn fails(ns: &NetNs, d: &Daemon, args: &[&str]) -> (i32, String, String) {
+    let mut all = vec!["--json"];
+    all.extend_from_slice(args);
+    let out = banger(ns, d, &all);
+    assert!(!out.status.success(), "banger {args:?} should have failed");
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "no JSON error from {args:?} ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    let msgs = v["error"]["messages"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|m| m.as_str())
+                .collect::<Vec<_>>()
+                .join(": ")
+        })
+        .unwrap_or_default();
+    (
+        out.status.code().unwrap_or(-1),
+        v["error"]["code"].as_str().unwrap_or("").to_string(),
+        msgs,
+    )
+}
+
+pub fn log_tail(d: &Daemon) -> String {
+    let text = d.proc.stderr_text();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// The default image, through the real `banger image build debian` (a
+/// cache hit after the first build on a host).
+pub fn register_default_image(ns: &NetNs, d: &Daemon) {
+    let built = ok_json(ns, d, &["image", "build", "debian"]);
+    assert_eq!(built["name"], "debian", "{built}");
+}
+
+/// Poll `f` until it returns `Some`, or panic after `secs`.
+pub fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {secs}s waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// PIDs of VMM processes of VM `id` (QEMU runs as `-name banger-<id8>`).
+pub fn vmm_pids(id: &str) -> Vec<u32> {
+    let tag = format!("banger-{}", &id[..8]);
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("qemu-system") && cmdline.contains(&tag) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Run a command in the namespace; its stdout.
+pub fn in_ns(ns: &NetNs, program: &str, args: &[&str]) -> String {
+    let out: Output = ns
+        .exec(program)
+        .args(args)
+        .output()
+        .expect("running in netns");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

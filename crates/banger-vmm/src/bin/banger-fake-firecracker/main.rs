@@ -1,0 +1,344 @@
+//! `banger-fake-firecracker`: a recording stand-in for the `firecracker`
+//! binary, used by banger-vmm's tests. Never installed.
+//!
+//! Invoked exactly like Firecracker (`--api-sock PATH --id ID`), it serves
+//! HTTP/1.1 on the API socket, validates every request against the
+//! Firecracker swagger spec (see `swagger.rs`), answers 204/200/400 the way
+//! Firecracker does, and appends each request to a record. There is no
+//! guest: `InstanceStart` only flips the state to `Running`.
+//!
+//! Its configuration is a file next to the socket, `fake-firecracker.json`
+//! in the socket's directory, written by the test:
+//! `{"spec": <swagger as JSON>, "ctrl_alt_del": "exit" | "ignore",
+//!   "fail": [{"method", "path", "status", "fault_message"}]}`.
+//! It writes `fake-firecracker.pid` and `fake-firecracker.jsonl` (one
+//! `{"method", "path", "body", "status"}` per request) beside it.
+
+mod swagger;
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+struct Config {
+    spec: swagger::Spec,
+    exit_on_ctrl_alt_del: bool,
+    fail: Vec<Value>,
+}
+
+struct Fake {
+    id: String,
+    config: Config,
+    record: PathBuf,
+    boot_source_set: bool,
+    started: bool,
+}
+
+enum After {
+    Continue,
+    Exit,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("fake firecracker: {e}");
+        std::process::exit(2);
+    }
+}
+
+fn run() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut sock = None;
+    let mut id = None;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--api-sock" => sock = it.next().cloned(),
+            "--id" => id = it.next().cloned(),
+            other => return Err(format!("unexpected argument {other:?}")),
+        }
+    }
+    let sock = PathBuf::from(sock.ok_or("--api-sock is required")?);
+    let id = id.ok_or("--id is required")?;
+    let dir = sock
+        .parent()
+        .ok_or("--api-sock has no directory")?
+        .to_path_buf();
+    let config = load_config(&dir.join("fake-firecracker.json"))?;
+    std::fs::write(
+        dir.join("fake-firecracker.pid"),
+        std::process::id().to_string(),
+    )
+    .map_err(|e| format!("writing the pid file: {e}"))?;
+    let listener =
+        UnixListener::bind(&sock).map_err(|e| format!("binding {}: {e}", sock.display()))?;
+    println!("fake firecracker {id}: API on {}", sock.display());
+    let mut fake = Fake {
+        id,
+        config,
+        record: dir.join("fake-firecracker.jsonl"),
+        boot_source_set: false,
+        started: false,
+    };
+    for conn in listener.incoming() {
+        let conn = conn.map_err(|e| format!("accepting: {e}"))?;
+        if let After::Exit = fake.serve(conn) {
+            println!("fake firecracker {}: guest rebooted, exiting", fake.id);
+            let _ = std::fs::remove_file(&sock);
+            return Ok(());
+        }
+    }
+    Ok(())
+}
+
+fn load_config(path: &Path) -> Result<Config, String> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let v: Value =
+        serde_json::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))?;
+    Ok(Config {
+        spec: swagger::Spec::new(v.get("spec").cloned().ok_or("config has no \"spec\"")?),
+        exit_on_ctrl_alt_del: v.get("ctrl_alt_del").and_then(Value::as_str) != Some("ignore"),
+        fail: v
+            .get("fail")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default(),
+    })
+}
+
+/// One parsed request.
+struct Request {
+    method: String,
+    path: String,
+    body: Vec<u8>,
+    chunked: bool,
+}
+
+impl Fake {
+    /// Serve requests on one connection until the client closes it.
+    fn serve(&mut self, conn: UnixStream) -> After {
+        let Ok(write_half) = conn.try_clone() else {
+            return After::Continue;
+        };
+        let mut reader = BufReader::new(conn);
+        let mut out = write_half;
+        loop {
+            let req = match read_request(&mut reader) {
+                Ok(Some(r)) => r,
+                Ok(None) => return After::Continue,
+                Err(e) => {
+                    let _ = respond(&mut out, 400, Some(&fault(&e)));
+                    return After::Continue;
+                }
+            };
+            let (status, body, after) = self.handle(&req);
+            if respond(&mut out, status, body.as_ref()).is_err() {
+                return After::Continue;
+            }
+            if let After::Exit = after {
+                return After::Exit;
+            }
+        }
+    }
+
+    fn handle(&mut self, req: &Request) -> (u16, Option<Value>, After) {
+        let parsed: Option<Result<Value, String>> = (!req.body.is_empty())
+            .then(|| serde_json::from_slice(&req.body).map_err(|e| e.to_string()));
+        let (status, body, after) = self.decide(req, parsed.as_ref());
+        let recorded_body = match parsed {
+            Some(Ok(v)) => v,
+            Some(Err(_)) => Value::String(String::from_utf8_lossy(&req.body).into_owned()),
+            None => Value::Null,
+        };
+        let line = json!({
+            "method": req.method, "path": req.path, "body": recorded_body, "status": status,
+        });
+        if let Ok(mut f) = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.record)
+        {
+            let _ = writeln!(f, "{line}");
+        }
+        (status, body, after)
+    }
+
+    fn decide(
+        &mut self,
+        req: &Request,
+        body: Option<&Result<Value, String>>,
+    ) -> (u16, Option<Value>, After) {
+        let bad = |msg: String| (400, Some(fault(&msg)), After::Continue);
+        if req.chunked {
+            return bad("chunked transfer encoding is not supported".into());
+        }
+        for f in &self.config.fail {
+            if f.get("method").and_then(Value::as_str) == Some(req.method.as_str())
+                && f.get("path").and_then(Value::as_str) == Some(req.path.as_str())
+            {
+                let status = f.get("status").and_then(Value::as_u64).unwrap_or(400) as u16;
+                let msg = f.get("fault_message").and_then(Value::as_str).unwrap_or("");
+                return (status, Some(fault(msg)), After::Continue);
+            }
+        }
+        let body = match body {
+            Some(Ok(v)) => Some(v),
+            Some(Err(e)) => return bad(format!("the body is not JSON: {e}")),
+            None => None,
+        };
+        let Some(op) = self.config.spec.operation(&req.method, &req.path) else {
+            return bad(format!(
+                "Invalid request method and/or path: {} {}.",
+                req.method, req.path
+            ));
+        };
+        let pre_boot_only = op
+            .op
+            .get("summary")
+            .and_then(Value::as_str)
+            .is_some_and(|s| s.contains("Pre-boot only"));
+        let template = op.template.clone();
+        if let Err(e) = self
+            .config
+            .spec
+            .validate_request(&req.method, &req.path, body)
+        {
+            return bad(e);
+        }
+        if pre_boot_only && self.started {
+            return bad(
+                "The requested operation is not supported after starting the microVM.".into(),
+            );
+        }
+        match (req.method.as_str(), template.as_str()) {
+            ("GET", "/") => {
+                let state = if self.started {
+                    "Running"
+                } else {
+                    "Not started"
+                };
+                let info = json!({
+                    "app_name": "Firecracker", "id": self.id,
+                    "state": state, "vmm_version": "1.16.1-banger-fake",
+                });
+                // The fake holds its own answers to the spec too.
+                match self.config.spec.validate_definition("InstanceInfo", &info) {
+                    Ok(()) => (200, Some(info), After::Continue),
+                    Err(e) => (500, Some(fault(&e)), After::Continue),
+                }
+            }
+            ("PUT", "/boot-source") => {
+                self.boot_source_set = true;
+                (204, None, After::Continue)
+            }
+            ("PUT", "/actions") => {
+                let action = body
+                    .and_then(|b| b.get("action_type"))
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                match action {
+                    "InstanceStart" if self.started => {
+                        bad("The microVM is already running.".into())
+                    }
+                    "InstanceStart" if !self.boot_source_set => {
+                        bad("Cannot start microvm without kernel configuration.".into())
+                    }
+                    "InstanceStart" => {
+                        self.started = true;
+                        (204, None, After::Continue)
+                    }
+                    "SendCtrlAltDel" if !self.started => bad(
+                        "The requested operation is not supported before starting the microVM."
+                            .into(),
+                    ),
+                    "SendCtrlAltDel" if self.config.exit_on_ctrl_alt_del => {
+                        (204, None, After::Exit)
+                    }
+                    _ => (204, None, After::Continue),
+                }
+            }
+            ("PUT", _) | ("PATCH", _) => (204, None, After::Continue),
+            _ => bad(format!(
+                "the fake does not implement {} {}",
+                req.method, req.path
+            )),
+        }
+    }
+}
+
+fn fault(msg: &str) -> Value {
+    json!({ "fault_message": msg })
+}
+
+/// Read one request; `Ok(None)` at a clean end of the connection.
+fn read_request(r: &mut BufReader<UnixStream>) -> Result<Option<Request>, String> {
+    let mut line = String::new();
+    if r.read_line(&mut line).map_err(|e| e.to_string())? == 0 {
+        return Ok(None);
+    }
+    let mut parts = line.split_whitespace();
+    let (Some(method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return Err(format!("bad request line {line:?}"));
+    };
+    if version != "HTTP/1.1" && version != "HTTP/1.0" {
+        return Err(format!("unsupported HTTP version {version:?}"));
+    }
+    let (method, path) = (method.to_string(), path.to_string());
+    let mut length = 0usize;
+    let mut chunked = false;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).map_err(|e| e.to_string())? == 0 {
+            return Err("connection closed inside the headers".into());
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (name, value) = h.split_once(':').ok_or(format!("bad header {h:?}"))?;
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => {
+                length = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("bad Content-Length {value:?}"))?;
+            }
+            "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
+            _ => {}
+        }
+    }
+    if length > 1 << 20 {
+        return Err(format!("body of {length} bytes is too large"));
+    }
+    let mut body = vec![0; length];
+    r.read_exact(&mut body).map_err(|e| e.to_string())?;
+    Ok(Some(Request {
+        method,
+        path,
+        body,
+        chunked,
+    }))
+}
+
+fn respond(w: &mut UnixStream, status: u16, body: Option<&Value>) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        _ => "Internal Server Error",
+    };
+    let mut head = format!("HTTP/1.1 {status} {reason}\r\nServer: Firecracker API\r\n");
+    let payload = body.map(|b| b.to_string()).unwrap_or_default();
+    if body.is_some() {
+        head.push_str("Content-Type: application/json\r\n");
+        head.push_str(&format!("Content-Length: {}\r\n", payload.len()));
+    }
+    head.push_str("\r\n");
+    w.write_all(head.as_bytes())?;
+    w.write_all(payload.as_bytes())?;
+    w.flush()
+}

@@ -1,0 +1,228 @@
+//! A blocking client for the Firecracker HTTP API on its Unix socket.
+//!
+//! HTTP/1.1 is hyper's (`client::conn::http1` over a tokio `UnixStream`),
+//! driven by a current-thread runtime that the client owns; every call
+//! blocks until Firecracker answers or the per-request timeout passes. One
+//! connection per request: Firecracker serves a single API thread and the
+//! configuration is a handful of calls, so keep-alive would buy nothing.
+//!
+//! Like every tokio runtime, this one must not be driven (or dropped) from
+//! inside an async task; the executor calls it from plain threads (the root
+//! helper) or `spawn_blocking` (dev mode).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+
+use super::models::{ApiRequest, InstanceInfo};
+use crate::VmmError;
+
+const VMM: &str = "firecracker";
+
+/// Default time Firecracker gets to answer one request. `InstanceStart`
+/// loads the kernel before answering, which takes well under a second.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A successful answer: status (2xx) and body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Client for one Firecracker API socket.
+#[derive(Debug)]
+pub struct ApiClient {
+    socket: PathBuf,
+    timeout: Duration,
+    rt: tokio::runtime::Runtime,
+}
+
+/// Why one round trip failed, before it is worded into a [`VmmError`].
+enum Failure {
+    Connect(std::io::Error),
+    Http(hyper::Error),
+}
+
+impl ApiClient {
+    pub fn new(socket: impl Into<PathBuf>, timeout: Duration) -> Result<Self, VmmError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .build()
+            .map_err(|source| VmmError::Io {
+                what: "creating the Firecracker API client's runtime".into(),
+                source,
+            })?;
+        Ok(ApiClient {
+            socket: socket.into(),
+            timeout,
+            rt,
+        })
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Send `req`. A non-2xx answer is an error carrying Firecracker's
+    /// `fault_message` verbatim (or the raw body if it sent no JSON fault).
+    pub fn send(&self, req: &ApiRequest) -> Result<ApiResponse, VmmError> {
+        let call = format!("{} {}", req.method, req.path);
+        let body = match &req.body {
+            Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| VmmError::Api {
+                vmm: VMM,
+                what: format!("{call}: encoding the body: {e}"),
+            })?),
+            None => Bytes::new(),
+        };
+        let mut builder = hyper::Request::builder()
+            .method(req.method)
+            .uri(req.path.as_str())
+            .header(hyper::header::HOST, "localhost")
+            .header(hyper::header::ACCEPT, "application/json");
+        if req.body.is_some() {
+            builder = builder.header(hyper::header::CONTENT_TYPE, "application/json");
+        }
+        let request = builder.body(Full::new(body)).map_err(|e| VmmError::Api {
+            vmm: VMM,
+            what: format!("{call}: building the request: {e}"),
+        })?;
+        tracing::debug!(%call, socket = %self.socket.display(), "firecracker API request");
+        let answer = self.rt.block_on(async {
+            tokio::time::timeout(self.timeout, round_trip(&self.socket, request)).await
+        });
+        let (status, bytes) = match answer {
+            Err(_elapsed) => {
+                return Err(VmmError::Api {
+                    vmm: VMM,
+                    what: format!("{call}: no answer within {}s", self.timeout.as_secs_f32()),
+                });
+            }
+            Ok(Err(Failure::Connect(source))) => {
+                return Err(VmmError::Io {
+                    what: format!(
+                        "connecting to the Firecracker API socket {} for {call}",
+                        self.socket.display()
+                    ),
+                    source,
+                });
+            }
+            Ok(Err(Failure::Http(e))) => {
+                return Err(VmmError::Api {
+                    vmm: VMM,
+                    what: format!("{call}: {}", error_chain(&e)),
+                });
+            }
+            Ok(Ok(answer)) => answer,
+        };
+        if !(200..300).contains(&status) {
+            return Err(VmmError::Api {
+                vmm: VMM,
+                what: format!("{call} failed ({status}): {}", fault_message(&bytes)),
+            });
+        }
+        Ok(ApiResponse {
+            status,
+            body: bytes.to_vec(),
+        })
+    }
+
+    /// `GET /`: instance id, state and Firecracker version.
+    pub fn instance_info(&self) -> Result<InstanceInfo, VmmError> {
+        let resp = self.send(&ApiRequest::get("/"))?;
+        serde_json::from_slice(&resp.body).map_err(|e| VmmError::Api {
+            vmm: VMM,
+            what: format!(
+                "GET / answered {:?}, not an InstanceInfo: {e}",
+                String::from_utf8_lossy(&resp.body)
+            ),
+        })
+    }
+}
+
+async fn round_trip(
+    socket: &Path,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<(u16, Bytes), Failure> {
+    let stream = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(Failure::Connect)?;
+    // Title-case header names (`Content-Length`): HTTP says case does not
+    // matter, but Firecracker's own HTTP parser matched them case-sensitively
+    // until 2020, and the cost of being conservative is nil.
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .title_case_headers(true)
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(Failure::Http)?;
+    // The connection future does the actual I/O; it ends when the sender is
+    // dropped or the server closes.
+    let driver = tokio::spawn(conn);
+    let resp = sender.send_request(request).await.map_err(Failure::Http)?;
+    let status = resp.status().as_u16();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(Failure::Http)?
+        .to_bytes();
+    drop(sender);
+    driver.abort();
+    Ok((status, body))
+}
+
+/// Firecracker's `Error` body is `{"fault_message": "..."}`; anything else is
+/// shown as sent.
+fn fault_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Fault {
+        fault_message: String,
+    }
+    match serde_json::from_slice::<Fault>(body) {
+        Ok(f) => f.fault_message,
+        Err(_) if body.is_empty() => "(empty body)".to_string(),
+        Err(_) => String::from_utf8_lossy(body).trim().to_string(),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fault_message_is_verbatim() {
+        let body = br#"{"fault_message":"Invalid block device path: /nope (No such file)"}"#;
+        assert_eq!(
+            fault_message(body),
+            "Invalid block device path: /nope (No such file)"
+        );
+        assert_eq!(fault_message(b"plain text\n"), "plain text");
+        assert_eq!(fault_message(b""), "(empty body)");
+    }
+
+    #[test]
+    fn a_missing_socket_names_the_socket_and_the_call() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("absent.sock");
+        let client = ApiClient::new(&sock, Duration::from_secs(1)).unwrap();
+        let err = client.send(&ApiRequest::get("/")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("absent.sock"), "{msg}");
+        assert!(msg.contains("GET /"), "{msg}");
+    }
+}

@@ -1,0 +1,373 @@
+//! Firecracker driver: spawn `firecracker`, configure it over its HTTP API
+//! (Unix socket), start the guest, stop it.
+//!
+//! Targets the API of Firecracker v1.16.1
+//! (`third_party/firecracker/firecracker-v1.16.1.yaml`); every request body is
+//! validated against that schema by the tests, against a recording fake
+//! (`banger-fake-firecracker`). A real binary is exercised by the separate
+//! `firecracker_real` test target (`BANGER_FIRECRACKER=...`).
+//!
+//! What the driver expects from the [`LaunchSpec`]:
+//! * `kernel` is an **uncompressed ELF `vmlinux`** (x86_64) — Firecracker
+//!   does not boot a `bzImage` — built with virtio-mmio, virtio-blk,
+//!   virtio-net and vsock available to the guest before root is mounted
+//!   (built in, or in `initrd`).
+//! * `cmdline` is complete; Firecracker appends nothing but the virtio-mmio
+//!   device list. [`RECOMMENDED_BOOT_ARGS`] are what it needs: the serial
+//!   console on `ttyS0` (which is Firecracker's stdout, appended to
+//!   `serial_log`), and `reboot=k` so a guest reboot — and therefore
+//!   `SendCtrlAltDel` — ends the Firecracker process.
+//! * `drives[0]` is the root device, the rest (the work disk) follow in
+//!   order; the network interface is `eth0` on `tap` with `mac`; the vsock
+//!   device has `vsock_cid` and its host side at `vsock_socket()`.
+//! * `run_dir` exists and is writable by `run_as` (Firecracker creates its
+//!   API socket there after dropping privileges).
+//!
+//! Launch order: check the binary, validate the spec, prepare `run_dir`
+//! (stale sockets, log and metrics files), spawn
+//! `firecracker --api-sock <run_dir>/firecracker.sock --id <vm_id>` through
+//! [`banger_host::runner::Runner::spawn`], wait for the API socket, send
+//! [`config_plan`] (logger, metrics, machine config, boot source, drives,
+//! network interface, vsock, `InstanceStart`). Any failure kills the process
+//! through its pidfd before the error is returned, so a failed launch leaves
+//! nothing running. Readiness is separate: see [`vsock`].
+
+mod api;
+mod models;
+mod spec;
+pub mod vsock;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use banger_host::runner::{Cmd, RunError, Runner, SpawnOptions, Spawned};
+
+pub use api::{ApiClient, ApiResponse, DEFAULT_REQUEST_TIMEOUT};
+pub use models::{
+    ActionType, ApiRequest, BootSource, Drive, IFACE_ID, InstanceActionInfo, InstanceInfo,
+    InstanceState, LogLevel, Logger, MachineConfiguration, Metrics, NetworkInterface, RunFiles,
+    Vsock, config_plan,
+};
+pub use spec::{MAX_CMDLINE, MAX_VCPUS, log_path, metrics_path, tail_lines, validate_spec};
+pub use vsock::{READY_MARKER, READY_PORT, ReadyListener, wait_ready_vsock};
+
+use crate::{LaunchSpec, VmmError};
+
+pub(crate) const VMM: &str = "firecracker";
+
+/// Kernel arguments a Firecracker guest needs besides `root=` and banger's
+/// own: serial console on Firecracker's stdout, reboot through the keyboard
+/// controller (so `SendCtrlAltDel` ends the VMM), no reboot delay on panic.
+pub const RECOMMENDED_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1";
+
+/// Default time the process gets to open its API socket.
+pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Lines of output quoted in start-up errors.
+const TAIL_LINES: usize = 15;
+
+/// Launches Firecracker VMs from one binary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FirecrackerDriver {
+    /// The `firecracker` executable (configured; never looked up on PATH).
+    pub binary: PathBuf,
+    /// How long a new process gets to open its API socket.
+    pub api_timeout: Duration,
+    /// How long Firecracker gets to answer one API request.
+    pub request_timeout: Duration,
+}
+
+impl FirecrackerDriver {
+    pub fn new(binary: impl Into<PathBuf>) -> Self {
+        FirecrackerDriver {
+            binary: binary.into(),
+            api_timeout: DEFAULT_API_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+        }
+    }
+
+    /// Start a VM: see the module docs for the order. On error nothing is
+    /// left running (the process, if it started, is killed and reaped).
+    pub fn launch(&self, spec: &LaunchSpec) -> Result<FirecrackerVm, VmmError> {
+        let _span = tracing::info_span!("firecracker", vm = %spec.vm_id).entered();
+        // Absolute only: a bare name would be looked up on PATH (or resolved
+        // against the working directory) instead of being the configured file.
+        if !self.binary.is_absolute() || !self.binary.is_file() {
+            return Err(VmmError::BinaryMissing {
+                vmm: VMM,
+                path: self.binary.display().to_string(),
+            });
+        }
+        validate_spec(spec)?;
+        let api = ApiClient::new(spec.api_socket(), self.request_timeout)?;
+        let (files, serial) = spec::prepare_run_dir(spec)?;
+        let cmd = Cmd::new(&self.binary)
+            .arg("--api-sock")
+            .arg(spec.api_socket())
+            .arg("--id")
+            .arg(&spec.vm_id);
+        let process = Runner
+            .spawn(
+                &cmd,
+                SpawnOptions {
+                    output: Some(serial),
+                    run_as: spec.run_as,
+                },
+            )
+            .map_err(|e| self.spawn_error(e))?;
+        tracing::info!(vm = %spec.vm_id, pid = process.pid(), "firecracker spawned");
+        let mut vm = FirecrackerVm {
+            process,
+            api,
+            vm_id: spec.vm_id.clone(),
+            serial_log: spec.serial_log.clone(),
+            log: log_path(spec),
+            sockets: vec![spec.api_socket(), spec.vsock_socket()],
+        };
+        match vm.boot(spec, &files, self.api_timeout) {
+            Ok(()) => {
+                tracing::info!(vm = %spec.vm_id, "firecracker guest started");
+                Ok(vm)
+            }
+            Err(e) => {
+                let e = vm.explain(e);
+                if let Err(kill) = vm.kill() {
+                    tracing::warn!(vm = %spec.vm_id, error = %kill, "killing a failed firecracker");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn spawn_error(&self, e: RunError) -> VmmError {
+        match e {
+            RunError::NotFound { .. } => VmmError::BinaryMissing {
+                vmm: VMM,
+                path: self.binary.display().to_string(),
+            },
+            RunError::Spawn { source, .. } => VmmError::Spawn { vmm: VMM, source },
+            other => VmmError::Spawn {
+                vmm: VMM,
+                source: std::io::Error::other(other.to_string()),
+            },
+        }
+    }
+}
+
+/// How [`FirecrackerVm::shutdown`] ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shutdown {
+    /// The process had already exited (its status).
+    AlreadyExited(String),
+    /// The guest shut down after `SendCtrlAltDel` (the process's status).
+    Graceful(String),
+    /// It did not stop in time (or the API failed) and was killed.
+    Killed,
+}
+
+/// What [`FirecrackerVm::status`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmStatus {
+    /// The process has exited (its status).
+    Exited(String),
+    /// The process answers its API.
+    Live(InstanceInfo),
+}
+
+/// A launched Firecracker process. Dropping this does **not** stop the VM:
+/// the VMM outlives the handle (the executor records its pid and re-adopts
+/// it after a restart); stop it with [`FirecrackerVm::shutdown`] or
+/// [`FirecrackerVm::kill`].
+#[derive(Debug)]
+pub struct FirecrackerVm {
+    process: Spawned,
+    api: ApiClient,
+    vm_id: String,
+    serial_log: PathBuf,
+    log: PathBuf,
+    /// Sockets Firecracker created; removed once it has exited.
+    sockets: Vec<PathBuf>,
+}
+
+impl FirecrackerVm {
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// The child and its pidfd.
+    pub fn process(&self) -> &Spawned {
+        &self.process
+    }
+
+    pub fn api(&self) -> &ApiClient {
+        &self.api
+    }
+
+    /// Process state, then (if alive) the instance state from `GET /`.
+    pub fn status(&mut self) -> Result<VmStatus, VmmError> {
+        if let Some(s) = self.exited()? {
+            return Ok(VmStatus::Exited(s));
+        }
+        match self.api.instance_info() {
+            Ok(info) => Ok(VmStatus::Live(info)),
+            Err(e) => match self.exited()? {
+                Some(s) => Ok(VmStatus::Exited(s)),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// Ask the guest to shut down (`SendCtrlAltDel`; the guest reboots,
+    /// which ends Firecracker given `reboot=k`), wait up to `timeout` for the
+    /// process to exit, then kill it through its pidfd.
+    pub fn shutdown(&mut self, timeout: Duration) -> Result<Shutdown, VmmError> {
+        if let Some(s) = self.exited()? {
+            self.remove_sockets();
+            return Ok(Shutdown::AlreadyExited(s));
+        }
+        if let Err(e) = self
+            .api
+            .send(&ApiRequest::action(ActionType::SendCtrlAltDel))
+        {
+            if let Some(s) = self.exited()? {
+                self.remove_sockets();
+                return Ok(Shutdown::AlreadyExited(s));
+            }
+            tracing::warn!(vm = %self.vm_id, error = %e, "SendCtrlAltDel failed; killing");
+            self.kill()?;
+            return Ok(Shutdown::Killed);
+        }
+        let waited = self
+            .process
+            .wait_timeout(timeout)
+            .map_err(|source| self.io("waiting for", source))?;
+        match waited {
+            Some(status) => {
+                self.remove_sockets();
+                Ok(Shutdown::Graceful(status.to_string()))
+            }
+            None => {
+                tracing::warn!(vm = %self.vm_id, secs = timeout.as_secs_f32(), "guest did not shut down; killing");
+                self.kill()?;
+                Ok(Shutdown::Killed)
+            }
+        }
+    }
+
+    /// SIGKILL through the pidfd, reap, remove the sockets. Returns the exit
+    /// status; killing an exited process only reaps it.
+    pub fn kill(&mut self) -> Result<String, VmmError> {
+        let status = self
+            .process
+            .kill()
+            .map_err(|source| self.io("killing", source))?;
+        self.remove_sockets();
+        Ok(status.to_string())
+    }
+
+    /// Wait for the guest's readiness line on `listener` (bound before
+    /// launch), failing early with the log tail if Firecracker exits.
+    pub fn wait_ready(
+        &mut self,
+        listener: &ReadyListener,
+        timeout: Duration,
+    ) -> Result<(), VmmError> {
+        listener.wait_while(timeout, || match self.exited()? {
+            Some(status) => Err(VmmError::EarlyExit {
+                vmm: VMM,
+                status,
+                tail: self.tail(),
+            }),
+            None => Ok(()),
+        })
+    }
+
+    fn boot(
+        &mut self,
+        spec: &LaunchSpec,
+        files: &RunFiles,
+        api_timeout: Duration,
+    ) -> Result<(), VmmError> {
+        self.wait_for_api(api_timeout)?;
+        for req in config_plan(spec, files) {
+            self.api.send(&req)?;
+        }
+        Ok(())
+    }
+
+    fn wait_for_api(&mut self, timeout: Duration) -> Result<(), VmmError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.exited()? {
+                return Err(VmmError::EarlyExit {
+                    vmm: VMM,
+                    status,
+                    tail: self.tail(),
+                });
+            }
+            if std::os::unix::net::UnixStream::connect(self.api.socket()).is_ok() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(VmmError::Timeout {
+                    vmm: VMM,
+                    what: "open its API socket",
+                    secs: timeout.as_secs_f64().ceil() as u64,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// A failed call during start-up is often a process that died; then the
+    /// exit and its output say more than "connection refused".
+    fn explain(&mut self, e: VmmError) -> VmmError {
+        if matches!(e, VmmError::EarlyExit { .. }) {
+            return e;
+        }
+        match self.process.wait_timeout(Duration::from_millis(100)) {
+            Ok(Some(status)) => VmmError::EarlyExit {
+                vmm: VMM,
+                status: status.to_string(),
+                tail: format!("{} (after: {e})", self.tail()),
+            },
+            _ => e,
+        }
+    }
+
+    fn exited(&mut self) -> Result<Option<String>, VmmError> {
+        match self.process.try_wait() {
+            Ok(s) => Ok(s.map(|s| s.to_string())),
+            Err(source) => Err(self.io("checking on", source)),
+        }
+    }
+
+    /// The serial console's last lines (Firecracker's stdout and stderr),
+    /// then its own log's once the logger is configured.
+    fn tail(&self) -> String {
+        let serial = tail_lines(&self.serial_log, TAIL_LINES);
+        match tail_lines(&self.log, TAIL_LINES) {
+            log if log == "(no output)" => serial,
+            log => format!("{serial} | firecracker.log: {log}"),
+        }
+    }
+
+    fn io(&self, doing: &str, source: std::io::Error) -> VmmError {
+        VmmError::Io {
+            what: format!(
+                "{doing} firecracker (pid {}, vm {})",
+                self.pid(),
+                self.vm_id
+            ),
+            source,
+        }
+    }
+
+    fn remove_sockets(&self) {
+        for s in &self.sockets {
+            if let Err(e) = spec::remove_stale_socket(s) {
+                tracing::warn!(vm = %self.vm_id, error = %e, "removing a firecracker socket");
+            }
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! Request and response bodies of the Firecracker API (v1.16.1), as typed
+//! serde structs, and the configuration plan the driver sends.
+//!
+//! Field names and optionality follow the `definitions` section of
+//! `third_party/firecracker/firecracker-v1.16.1.yaml`; the tests validate every
+//! body [`config_plan`] produces against that schema. Optional fields the
+//! driver does not set are omitted, so Firecracker applies its defaults.
+
+use serde::{Deserialize, Serialize};
+
+use crate::LaunchSpec;
+
+/// `Logger`: where Firecracker writes its own log (not the guest console).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Logger {
+    pub log_path: String,
+    pub level: LogLevel,
+    pub show_level: bool,
+    pub show_log_origin: bool,
+}
+
+/// `Logger.level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum LogLevel {
+    Error,
+    Warning,
+    Info,
+    Debug,
+    Trace,
+    Off,
+}
+
+/// `Metrics`: the file Firecracker flushes JSON metrics to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Metrics {
+    pub metrics_path: String,
+}
+
+/// `MachineConfiguration`: vCPUs and memory. SMT, dirty-page tracking, CPU
+/// templates and huge pages keep Firecracker's defaults (off).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MachineConfiguration {
+    pub vcpu_count: u8,
+    pub mem_size_mib: u32,
+}
+
+/// `BootSource`: an uncompressed ELF `vmlinux`, its command line, an
+/// optional initrd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BootSource {
+    pub kernel_image_path: String,
+    pub boot_args: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub initrd_path: Option<String>,
+}
+
+/// `Drive` (virtio-block variant): `PUT /drives/{drive_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drive {
+    pub drive_id: String,
+    pub path_on_host: String,
+    pub is_root_device: bool,
+    pub is_read_only: bool,
+}
+
+/// `NetworkInterface`: `PUT /network-interfaces/{iface_id}` on a host tap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkInterface {
+    pub iface_id: String,
+    pub host_dev_name: String,
+    pub guest_mac: String,
+}
+
+/// `Vsock`: the guest's vsock device, proxied to host Unix sockets at
+/// `uds_path` (host-initiated) and `<uds_path>_<port>` (guest-initiated).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Vsock {
+    pub guest_cid: u32,
+    pub uds_path: String,
+}
+
+/// `InstanceActionInfo`: `PUT /actions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InstanceActionInfo {
+    pub action_type: ActionType,
+}
+
+/// `InstanceActionInfo.action_type` (the driver never sends `FlushMetrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ActionType {
+    InstanceStart,
+    SendCtrlAltDel,
+}
+
+/// `InstanceInfo`: the answer to `GET /`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct InstanceInfo {
+    pub app_name: String,
+    pub id: String,
+    pub state: InstanceState,
+    pub vmm_version: String,
+}
+
+/// `InstanceInfo.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum InstanceState {
+    #[serde(rename = "Not started")]
+    NotStarted,
+    Running,
+    Paused,
+}
+
+/// One API call: method, path and JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiRequest {
+    pub method: &'static str,
+    pub path: String,
+    pub body: Option<serde_json::Value>,
+}
+
+impl ApiRequest {
+    /// A `PUT` with `body` serialized. The bodies above have no maps with
+    /// non-string keys and no non-finite floats, so serialization cannot fail.
+    pub fn put<T: Serialize>(path: impl Into<String>, body: &T) -> Self {
+        ApiRequest {
+            method: "PUT",
+            path: path.into(),
+            body: Some(serde_json::to_value(body).expect("API bodies serialize to JSON")),
+        }
+    }
+
+    pub fn get(path: impl Into<String>) -> Self {
+        ApiRequest {
+            method: "GET",
+            path: path.into(),
+            body: None,
+        }
+    }
+
+    /// `PUT /actions` with `action`.
+    pub fn action(action: ActionType) -> Self {
+        Self::put(
+            "/actions",
+            &InstanceActionInfo {
+                action_type: action,
+            },
+        )
+    }
+}
+
+/// The guest network interface's id (`PUT /network-interfaces/eth0`).
+pub const IFACE_ID: &str = "eth0";
+
+/// Host files the configuration names besides those in the spec.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunFiles {
+    pub log: String,
+    pub metrics: String,
+}
+
+/// Every pre-boot call, in the order the driver sends them, ending with
+/// `InstanceStart`. Logger and metrics come first so a failure in a later
+/// call is already in Firecracker's log. The spec must have passed
+/// [`super::validate_spec`].
+pub fn config_plan(spec: &LaunchSpec, files: &RunFiles) -> Vec<ApiRequest> {
+    let mut plan = vec![
+        ApiRequest::put(
+            "/logger",
+            &Logger {
+                log_path: files.log.clone(),
+                level: LogLevel::Info,
+                show_level: true,
+                show_log_origin: false,
+            },
+        ),
+        ApiRequest::put(
+            "/metrics",
+            &Metrics {
+                metrics_path: files.metrics.clone(),
+            },
+        ),
+        ApiRequest::put(
+            "/machine-config",
+            &MachineConfiguration {
+                vcpu_count: spec.vcpus,
+                mem_size_mib: spec.memory_mib,
+            },
+        ),
+        ApiRequest::put(
+            "/boot-source",
+            &BootSource {
+                kernel_image_path: path_str(&spec.kernel),
+                boot_args: spec.cmdline.clone(),
+                initrd_path: spec.initrd.as_deref().map(path_str),
+            },
+        ),
+    ];
+    for (i, d) in spec.drives.iter().enumerate() {
+        plan.push(ApiRequest::put(
+            format!("/drives/{}", d.id),
+            &Drive {
+                drive_id: d.id.clone(),
+                path_on_host: path_str(&d.path),
+                is_root_device: i == 0,
+                is_read_only: d.read_only,
+            },
+        ));
+    }
+    plan.push(ApiRequest::put(
+        format!("/network-interfaces/{IFACE_ID}"),
+        &NetworkInterface {
+            iface_id: IFACE_ID.to_string(),
+            host_dev_name: spec.tap.clone(),
+            guest_mac: spec.mac.clone(),
+        },
+    ));
+    plan.push(ApiRequest::put(
+        "/vsock",
+        &Vsock {
+            guest_cid: spec.vsock_cid,
+            uds_path: path_str(&spec.vsock_socket()),
+        },
+    ));
+    plan.push(ApiRequest::action(ActionType::InstanceStart));
+    plan
+}
+
+/// Paths go into JSON strings; [`super::validate_spec`] refuses non-UTF-8
+/// paths before a plan is built, so this never loses bytes there.
+fn path_str(p: &std::path::Path) -> String {
+    p.to_string_lossy().into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_info_parses_all_states() {
+        for (text, want) in [
+            ("Not started", InstanceState::NotStarted),
+            ("Running", InstanceState::Running),
+            ("Paused", InstanceState::Paused),
+        ] {
+            let body = serde_json::json!({
+                "app_name": "Firecracker", "id": "vm", "state": text, "vmm_version": "1.16.1"
+            });
+            let info: InstanceInfo = serde_json::from_value(body).unwrap();
+            assert_eq!(info.state, want);
+        }
+    }
+
+    #[test]
+    fn optional_initrd_is_omitted_not_null() {
+        let b = ApiRequest::put(
+            "/boot-source",
+            &BootSource {
+                kernel_image_path: "/k".into(),
+                boot_args: "console=ttyS0".into(),
+                initrd_path: None,
+            },
+        );
+        let body = b.body.unwrap();
+        assert!(body.get("initrd_path").is_none(), "{body}");
+    }
+}

@@ -1,0 +1,391 @@
+//! What the Firecracker driver accepts in a [`LaunchSpec`], checked before
+//! anything is created, and the per-VM files it prepares in `run_dir`.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+use std::path::{Path, PathBuf};
+
+use super::VMM;
+use super::models::RunFiles;
+use crate::{LaunchSpec, VmmError};
+
+/// Firecracker's limit on vCPUs (`MachineConfiguration.vcpu_count`).
+pub const MAX_VCPUS: u8 = 32;
+/// Longest kernel command line Firecracker takes on x86_64 (bytes, with the
+/// terminating NUL).
+pub const MAX_CMDLINE: usize = 2048;
+/// `sun_path` holds 108 bytes including the NUL.
+const MAX_SOCKET_PATH: usize = 107;
+/// `_4294967295`: the longest suffix a guest port adds to the vsock path.
+const MAX_PORT_SUFFIX: usize = 11;
+
+fn invalid(what: String) -> VmmError {
+    VmmError::InvalidSpec { vmm: VMM, what }
+}
+
+/// Refuse a spec Firecracker would reject or the driver cannot express,
+/// naming the field, the value and what would be accepted.
+pub fn validate_spec(spec: &LaunchSpec) -> Result<(), VmmError> {
+    // Firecracker's `--id`: 1-64 characters, alphanumeric or '-'.
+    if spec.vm_id.is_empty()
+        || spec.vm_id.len() > 64
+        || !spec
+            .vm_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-')
+    {
+        return Err(invalid(format!(
+            "vm_id {:?}: need 1-64 ASCII letters, digits or '-'",
+            spec.vm_id
+        )));
+    }
+    if !spec.kvm {
+        return Err(invalid(
+            "kvm false: Firecracker runs guests only under a usable KVM; use the QEMU backend"
+                .into(),
+        ));
+    }
+    if spec.vcpus == 0 || spec.vcpus > MAX_VCPUS {
+        return Err(invalid(format!("vcpus {}: need 1-{MAX_VCPUS}", spec.vcpus)));
+    }
+    if spec.memory_mib == 0 {
+        return Err(invalid("memory_mib 0: need at least 1 MiB".into()));
+    }
+    host_path("kernel", &spec.kernel)?;
+    if let Some(initrd) = &spec.initrd {
+        host_path("initrd", initrd)?;
+    }
+    if spec.cmdline.len() >= MAX_CMDLINE || spec.cmdline.contains('\0') {
+        return Err(invalid(format!(
+            "cmdline of {} bytes: need fewer than {MAX_CMDLINE} bytes and no NUL",
+            spec.cmdline.len()
+        )));
+    }
+    if spec.drives.is_empty() {
+        return Err(invalid(
+            "drives: empty; the first drive is the root device and must be given".into(),
+        ));
+    }
+    for (i, d) in spec.drives.iter().enumerate() {
+        // Firecracker's drive ids: 1-64 characters, alphanumeric or '_'.
+        if d.id.is_empty()
+            || d.id.len() > 64
+            || !d.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(invalid(format!(
+                "drive id {:?}: need 1-64 ASCII letters, digits or '_'",
+                d.id
+            )));
+        }
+        if spec.drives[..i].iter().any(|other| other.id == d.id) {
+            return Err(invalid(format!(
+                "drive id {:?} appears twice; ids must be unique",
+                d.id
+            )));
+        }
+        host_path(&format!("drive {}", d.id), &d.path)?;
+    }
+    if spec.tap.is_empty()
+        || spec.tap.len() > 15
+        || spec
+            .tap
+            .chars()
+            .any(|c| c == '/' || c.is_whitespace() || c == ':' || !c.is_ascii())
+    {
+        return Err(invalid(format!(
+            "tap {:?}: need an interface name of 1-15 ASCII characters without '/', ':' or spaces",
+            spec.tap
+        )));
+    }
+    if !is_mac(&spec.mac) {
+        return Err(invalid(format!(
+            "mac {:?}: need six two-digit hex octets separated by ':'",
+            spec.mac
+        )));
+    }
+    if spec.vsock_cid < 3 {
+        return Err(invalid(format!(
+            "vsock_cid {}: need 3 or more (0-2 are reserved)",
+            spec.vsock_cid
+        )));
+    }
+    host_path("run_dir", &spec.run_dir)?;
+    socket_path("API socket", &spec.api_socket(), 0)?;
+    socket_path("vsock socket", &spec.vsock_socket(), MAX_PORT_SUFFIX)?;
+    if !spec.run_dir.is_dir() {
+        return Err(invalid(format!(
+            "run_dir {}: not an existing directory",
+            spec.run_dir.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Paths go into JSON strings, so they must be UTF-8; relative paths would
+/// resolve against Firecracker's working directory, so they must be absolute.
+fn host_path(field: &str, p: &Path) -> Result<(), VmmError> {
+    if p.to_str().is_none() || !p.is_absolute() {
+        return Err(invalid(format!(
+            "{field} path {}: need an absolute UTF-8 path",
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
+fn socket_path(field: &str, p: &Path, suffix: usize) -> Result<(), VmmError> {
+    let len = p.as_os_str().len() + suffix;
+    if len > MAX_SOCKET_PATH {
+        return Err(invalid(format!(
+            "{field} {}: {len} bytes with suffixes, a Unix socket path holds at most {MAX_SOCKET_PATH}",
+            p.display()
+        )));
+    }
+    Ok(())
+}
+
+fn is_mac(s: &str) -> bool {
+    let parts: Vec<&str> = s.split(':').collect();
+    parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
+/// Firecracker's own log file.
+pub fn log_path(spec: &LaunchSpec) -> PathBuf {
+    spec.run_dir.join("firecracker.log")
+}
+
+/// Firecracker's metrics file.
+pub fn metrics_path(spec: &LaunchSpec) -> PathBuf {
+    spec.run_dir.join("firecracker.metrics")
+}
+
+/// Remove a leftover socket at `path` (Firecracker refuses to start when its
+/// API socket exists). Anything that is not a socket is left alone and
+/// refused.
+pub(super) fn remove_stale_socket(path: &Path) -> Result<(), VmmError> {
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(VmmError::Io {
+            what: format!("inspecting {}", path.display()),
+            source,
+        }),
+        Ok(m) if m.file_type().is_socket() => {
+            std::fs::remove_file(path).map_err(|source| VmmError::Io {
+                what: format!("removing the stale socket {}", path.display()),
+                source,
+            })
+        }
+        Ok(_) => Err(invalid(format!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ))),
+    }
+}
+
+/// Open `path` for writing without following a symlink planted there
+/// (`run_dir` may belong to the unprivileged VMM user; this runs as root).
+fn open_nofollow(path: &Path, append: bool, mode: u32) -> Result<File, VmmError> {
+    let mut o = OpenOptions::new();
+    o.create(true).mode(mode).custom_flags(libc::O_NOFOLLOW);
+    if append {
+        o.append(true);
+    } else {
+        o.write(true).truncate(true);
+    }
+    o.open(path).map_err(|source| VmmError::Io {
+        what: format!("opening {}", path.display()),
+        source,
+    })
+}
+
+/// Prepared before spawning: stale sockets removed, the log and metrics
+/// files created (Firecracker opens but does not create them) and handed to
+/// `run_as`, and the serial log opened for appending (the parent's
+/// descriptor becomes Firecracker's stdout and stderr).
+pub(super) fn prepare_run_dir(spec: &LaunchSpec) -> Result<(RunFiles, File), VmmError> {
+    remove_stale_socket(&spec.api_socket())?;
+    remove_stale_socket(&spec.vsock_socket())?;
+    let log = log_path(spec);
+    let metrics = metrics_path(spec);
+    for p in [&log, &metrics] {
+        let f = open_nofollow(p, false, 0o600)?;
+        if let Some((uid, gid)) = spec.run_as {
+            rustix::fs::fchown(
+                &f,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )
+            .map_err(|e| VmmError::Io {
+                what: format!("handing {} to uid {uid}", p.display()),
+                source: e.into(),
+            })?;
+        }
+    }
+    let serial = open_nofollow(&spec.serial_log, true, 0o640)?;
+    let files = RunFiles {
+        log: log.to_string_lossy().into_owned(),
+        metrics: metrics.to_string_lossy().into_owned(),
+    };
+    Ok((files, serial))
+}
+
+/// The last `n` non-empty lines of a log (read from its last 64 KiB), joined
+/// with " | " for a one-line error; `(no output)` if there are none.
+pub fn tail_lines(path: &Path, n: usize) -> String {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let Ok(mut f) = File::open(path) else {
+        return "(no output)".into();
+    };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .rev()
+        .take(n)
+        .collect();
+    if lines.is_empty() {
+        return "(no output)".into();
+    }
+    lines.reverse();
+    lines.join(" | ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Drive;
+
+    fn spec(dir: &Path) -> LaunchSpec {
+        LaunchSpec {
+            vm_id: "0123456789abcdef0123456789abcdef".into(),
+            vcpus: 2,
+            memory_mib: 512,
+            kernel: "/k/vmlinux".into(),
+            initrd: None,
+            cmdline: "console=ttyS0 reboot=k panic=1".into(),
+            drives: vec![
+                Drive {
+                    id: "root".into(),
+                    path: "/d/root.ext4".into(),
+                    read_only: false,
+                },
+                Drive {
+                    id: "work".into(),
+                    path: "/d/work.ext4".into(),
+                    read_only: false,
+                },
+            ],
+            tap: "bangertap0".into(),
+            mac: "02:ba:0a:00:00:02".into(),
+            run_dir: dir.to_path_buf(),
+            serial_log: dir.join("serial.log"),
+            vsock_cid: 3,
+            run_as: None,
+            kvm: true,
+        }
+    }
+
+    /// `mutate` must make validation fail with an error naming `needle`.
+    fn check_refused(mutate: impl FnOnce(&mut LaunchSpec), needle: &str) {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(dir.path());
+        mutate(&mut s);
+        let err = validate_spec(&s).unwrap_err();
+        assert!(matches!(err, VmmError::InvalidSpec { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
+    }
+
+    #[test]
+    fn a_good_spec_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        validate_spec(&spec(dir.path())).unwrap();
+    }
+
+    #[test]
+    fn bad_fields_are_named() {
+        check_refused(|s| s.vm_id = "no spaces".into(), "vm_id \"no spaces\"");
+        check_refused(|s| s.vm_id = "x".repeat(65), "vm_id");
+        check_refused(|s| s.kvm = false, "kvm false");
+        check_refused(|s| s.vcpus = 0, "vcpus 0");
+        check_refused(|s| s.vcpus = 33, "vcpus 33: need 1-32");
+        check_refused(|s| s.memory_mib = 0, "memory_mib 0");
+        check_refused(
+            |s| s.kernel = "rel/vmlinux".into(),
+            "kernel path rel/vmlinux",
+        );
+        check_refused(|s| s.initrd = Some("initrd.img".into()), "initrd path");
+        check_refused(
+            |s| s.cmdline = "a".repeat(MAX_CMDLINE),
+            "cmdline of 2048 bytes",
+        );
+        check_refused(|s| s.drives.clear(), "drives: empty");
+        check_refused(
+            |s| s.drives[1].id = "work-disk".into(),
+            "drive id \"work-disk\"",
+        );
+        check_refused(|s| s.drives[1].id = "root".into(), "appears twice");
+        check_refused(|s| s.drives[1].path = "work.ext4".into(), "drive work path");
+        check_refused(
+            |s| s.tap = "a-very-long-tap-name".into(),
+            "tap \"a-very-long",
+        );
+        check_refused(
+            |s| s.mac = "02:ba:0a:00:00".into(),
+            "mac \"02:ba:0a:00:00\"",
+        );
+        check_refused(|s| s.mac = "02:ba:0a:00:00:zz".into(), "mac");
+        check_refused(|s| s.vsock_cid = 2, "vsock_cid 2");
+        check_refused(
+            |s| s.run_dir = "/no/such/banger/dir".into(),
+            "run_dir /no/such",
+        );
+        check_refused(
+            |s| s.run_dir = PathBuf::from("/").join("d".repeat(100)),
+            "a Unix socket path holds at most 107",
+        );
+    }
+
+    #[test]
+    fn stale_sockets_go_but_other_files_stay() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("s.sock");
+        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+        remove_stale_socket(&sock).unwrap();
+        assert!(!sock.exists());
+        remove_stale_socket(&sock).unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "keep").unwrap();
+        let err = remove_stale_socket(&file).unwrap_err();
+        assert!(err.to_string().contains("not a socket"), "{err}");
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
+    }
+
+    #[test]
+    fn log_files_are_not_opened_through_symlinks() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("precious");
+        std::fs::write(&target, "precious").unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("firecracker.log")).unwrap();
+        let err = prepare_run_dir(&spec(dir.path())).unwrap_err();
+        assert!(err.to_string().contains("firecracker.log"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("log");
+        std::fs::write(&p, "one\n\ntwo\nthree\n").unwrap();
+        assert_eq!(tail_lines(&p, 2), "two | three");
+        assert_eq!(tail_lines(&dir.path().join("none"), 2), "(no output)");
+    }
+}

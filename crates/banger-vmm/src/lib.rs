@@ -1,0 +1,122 @@
+//! VMM drivers: how a typed [`LaunchSpec`] becomes a running Firecracker or
+//! QEMU process, and how that process is asked to stop.
+//!
+//! This crate runs on the privileged side of the seam only (the executor).
+//! Every path in a [`LaunchSpec`] was derived by the executor from ids it
+//! validated; nothing here accepts a path from `bangerd`.
+//!
+//! Process ownership: a driver spawns the VMM through
+//! [`banger_host::runner`], and the caller keeps the returned
+//! [`VmmProcess`], whose pidfd is the only handle used to signal it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub mod firecracker;
+pub mod qemu;
+
+/// Which hypervisor runs a VM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VmmKind {
+    Firecracker,
+    Qemu,
+}
+
+/// A virtio block device given to the guest, in order (`vda`, `vdb`, ...).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drive {
+    /// Stable id (`root`, `work`): Firecracker's `drive_id`, QEMU's node name.
+    pub id: String,
+    /// Disk image file (or block device) on the host.
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+/// Everything a driver needs to boot one VM. Built by the executor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LaunchSpec {
+    /// The VM's id (32 lowercase hex characters): process naming, logs.
+    pub vm_id: String,
+    pub vcpus: u8,
+    pub memory_mib: u32,
+    /// Uncompressed `vmlinux` (Firecracker) or `bzImage`/`vmlinux` (QEMU).
+    pub kernel: PathBuf,
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line, complete (console, root=, banger's markers).
+    pub cmdline: String,
+    /// Root disk first, then the work disk.
+    pub drives: Vec<Drive>,
+    /// The VM's tap (already created, attached, owned by `run_as`).
+    pub tap: String,
+    /// Guest MAC, `02:ba:..`.
+    pub mac: String,
+    /// Per-VM runtime directory: API/QMP/vsock sockets live here.
+    pub run_dir: PathBuf,
+    /// Serial console output is appended here.
+    pub serial_log: PathBuf,
+    /// Guest vsock context id (Firecracker; ≥ 3).
+    pub vsock_cid: u32,
+    /// Credentials the VMM process drops to (uid, gid); `None` keeps root
+    /// (dev mode).
+    pub run_as: Option<(u32, u32)>,
+    /// Use KVM acceleration (QEMU falls back to TCG when false).
+    pub kvm: bool,
+}
+
+impl LaunchSpec {
+    /// Firecracker's API socket.
+    pub fn api_socket(&self) -> PathBuf {
+        self.run_dir.join("firecracker.sock")
+    }
+    /// QEMU's QMP socket.
+    pub fn qmp_socket(&self) -> PathBuf {
+        self.run_dir.join("qmp.sock")
+    }
+    /// Host side of the guest's vsock (Firecracker: an AF_UNIX socket).
+    pub fn vsock_socket(&self) -> PathBuf {
+        self.run_dir.join("vsock.sock")
+    }
+}
+
+/// Graceful-stop defaults.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmmError {
+    #[error("{vmm} binary {path} not found; install it or set its path in the config")]
+    BinaryMissing { vmm: &'static str, path: String },
+    #[error("starting {vmm}")]
+    Spawn {
+        vmm: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{vmm} exited during start-up ({status}); last output: {tail}")]
+    EarlyExit {
+        vmm: &'static str,
+        status: String,
+        tail: String,
+    },
+    #[error("{vmm} API: {what}")]
+    Api { vmm: &'static str, what: String },
+    /// A [`LaunchSpec`] field the driver cannot pass on; `what` names the
+    /// field, its value and what would be accepted.
+    #[error("{vmm} launch spec: {what}")]
+    InvalidSpec { vmm: &'static str, what: String },
+    /// The guest reported something other than readiness.
+    #[error("{vmm} guest readiness: {what}")]
+    Readiness { vmm: &'static str, what: String },
+    #[error("{vmm} did not {what} within {secs}s")]
+    Timeout {
+        vmm: &'static str,
+        what: &'static str,
+        secs: u64,
+    },
+    #[error("{what}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,89 @@
+use std::path::PathBuf;
+
+use super::*;
+use crate::Drive;
+
+fn spec(kvm: bool) -> LaunchSpec {
+    LaunchSpec {
+        vm_id: "0123456789abcdef0123456789abcdef".into(),
+        vcpus: 2,
+        memory_mib: 512,
+        kernel: PathBuf::from("/s/kernels/k/kernel"),
+        initrd: Some(PathBuf::from("/s/kernels/k/initrd")),
+        cmdline: "console=ttyS0 root=/dev/vda rw".into(),
+        drives: vec![
+            Drive {
+                id: "root".into(),
+                path: PathBuf::from("/s/vms/x/root.ext4"),
+                read_only: false,
+            },
+            Drive {
+                id: "work".into(),
+                path: PathBuf::from("/s/vms/a,b/work.ext4"),
+                read_only: false,
+            },
+        ],
+        tap: "bangertap3".into(),
+        mac: "02:ba:ac:1e:00:05".into(),
+        run_dir: PathBuf::from("/s/vms/x/run"),
+        serial_log: PathBuf::from("/s/vms/x/serial.log"),
+        vsock_cid: 3,
+        run_as: None,
+        kvm,
+    }
+}
+
+fn joined(kvm: bool) -> String {
+    QemuDriver::default()
+        .argv(&spec(kvm))
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn tcg_argv_has_every_device_and_no_defaults() {
+    let a = joined(false);
+    for want in [
+        "-M q35",
+        "-accel tcg -cpu max",
+        "-smp 2",
+        "-m 512M",
+        "-nodefaults",
+        "-no-reboot",
+        "-chardev file,id=serial0,append=on,path=/s/vms/x/serial.log -serial chardev:serial0",
+        "-qmp unix:/s/vms/x/run/qmp.sock,server=on,wait=off",
+        "-kernel /s/kernels/k/kernel",
+        "-initrd /s/kernels/k/initrd",
+        "-append console=ttyS0 root=/dev/vda rw",
+        "-drive file=/s/vms/x/root.ext4,if=none,id=root,format=raw",
+        "-device virtio-blk-pci,drive=root",
+        // A comma in a path is doubled, never read as an option separator.
+        "-drive file=/s/vms/a,,b/work.ext4,if=none,id=work",
+        "-netdev tap,id=net0,ifname=bangertap3,script=no,downscript=no",
+        "-device virtio-net-pci,netdev=net0,mac=02:ba:ac:1e:00:05",
+    ] {
+        assert!(a.contains(want), "missing {want:?} in {a}");
+    }
+    // The root disk is the first block device (the guest's /dev/vda).
+    assert!(a.find("id=root").unwrap() < a.find("id=work").unwrap());
+}
+
+#[test]
+fn kvm_argv_uses_the_host_cpu() {
+    let a = joined(true);
+    assert!(a.contains("-accel kvm -cpu host"), "{a}");
+    assert!(!a.contains("tcg"), "{a}");
+}
+
+#[test]
+fn missing_binary_is_a_clear_error() {
+    let driver = QemuDriver {
+        binary: PathBuf::from("/nonexistent/qemu-system-x86_64"),
+    };
+    let log = tempfile::tempfile().unwrap();
+    let err = driver.launch(&spec(false), log).unwrap_err();
+    assert!(matches!(err, VmmError::BinaryMissing { .. }), "{err}");
+    assert!(err.to_string().contains("/nonexistent/qemu-system-x86_64"));
+}

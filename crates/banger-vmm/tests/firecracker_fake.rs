@@ -1,0 +1,278 @@
+//! The Firecracker driver against `banger-fake-firecracker`, a recording
+//! fake that validates every request against the swagger spec and answers
+//! like Firecracker; plus start-up failures with shell scripts standing in
+//! for the binary. Every process started here is stopped through the
+//! driver's pidfd and checked gone.
+
+mod firecracker_support;
+
+use std::time::{Duration, Instant};
+
+use banger_vmm::VmmError;
+use banger_vmm::firecracker::{
+    ApiRequest, FirecrackerDriver, InstanceState, Shutdown, VmStatus, log_path, metrics_path,
+};
+use firecracker_support::{
+    alive, fake_binary, launch, read_pid, read_record, sample_spec, script, write_fake_config,
+};
+use serde_json::{Value, json};
+
+fn driver() -> FirecrackerDriver {
+    FirecrackerDriver::new(fake_binary())
+}
+
+#[test]
+fn launch_sends_the_sequence_and_a_graceful_shutdown_ends_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fake_config(dir.path(), "exit", json!([]));
+    let spec = sample_spec(dir.path());
+    let mut vm = launch(&driver(), &spec).unwrap();
+    let pid = vm.pid() as i32;
+    assert_eq!(read_pid(dir.path(), "fake-firecracker.pid"), pid);
+
+    let record = read_record(dir.path());
+    let calls: Vec<String> = record
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {} {}",
+                r["method"].as_str().unwrap(),
+                r["path"].as_str().unwrap(),
+                r["status"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "PUT /logger 204",
+            "PUT /metrics 204",
+            "PUT /machine-config 204",
+            "PUT /boot-source 204",
+            "PUT /drives/root 204",
+            "PUT /drives/work 204",
+            "PUT /network-interfaces/eth0 204",
+            "PUT /vsock 204",
+            "PUT /actions 204",
+        ]
+    );
+    let body = |i: usize| record[i]["body"].clone();
+    assert_eq!(
+        body(0),
+        json!({"log_path": log_path(&spec).to_str().unwrap(), "level": "Info",
+               "show_level": true, "show_log_origin": false})
+    );
+    assert_eq!(
+        body(1),
+        json!({"metrics_path": metrics_path(&spec).to_str().unwrap()})
+    );
+    assert_eq!(body(2), json!({"vcpu_count": 2, "mem_size_mib": 512}));
+    assert_eq!(body(3)["boot_args"], json!(spec.cmdline));
+    assert_eq!(body(4)["is_root_device"], json!(true));
+    assert_eq!(body(5)["drive_id"], json!("work"));
+    assert_eq!(body(6)["host_dev_name"], json!("bangertap3"));
+    assert_eq!(body(7)["guest_cid"], json!(7));
+    assert_eq!(body(8), json!({"action_type": "InstanceStart"}));
+    // The files Firecracker is told to open exist before it is asked to.
+    assert!(log_path(&spec).is_file() && metrics_path(&spec).is_file());
+    // The fake's stdout is the serial log.
+    let serial = std::fs::read_to_string(&spec.serial_log).unwrap();
+    assert!(
+        serial.contains("fake firecracker 0123456789abcdef"),
+        "{serial}"
+    );
+
+    match vm.status().unwrap() {
+        VmStatus::Live(info) => {
+            assert_eq!(info.state, InstanceState::Running);
+            assert_eq!(info.id, spec.vm_id);
+        }
+        other => panic!("{other:?}"),
+    }
+    let outcome = vm.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(outcome, Shutdown::Graceful("exit status: 0".into()));
+    assert!(!alive(pid));
+    assert!(!spec.api_socket().exists());
+    let last = read_record(dir.path()).pop().unwrap();
+    assert_eq!(last["body"], json!({"action_type": "SendCtrlAltDel"}));
+    assert!(matches!(vm.status().unwrap(), VmStatus::Exited(_)));
+}
+
+#[test]
+fn a_firecracker_fault_surfaces_verbatim_and_nothing_is_left_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let fault = "Unable to create the block device: BackingFile(Os { code: 2, kind: NotFound })";
+    write_fake_config(
+        dir.path(),
+        "exit",
+        json!([{"method": "PUT", "path": "/drives/work", "status": 400, "fault_message": fault}]),
+    );
+    let spec = sample_spec(dir.path());
+    let err = launch(&driver(), &spec).unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, VmmError::Api { .. }), "{msg}");
+    assert!(msg.contains("PUT /drives/work failed (400)"), "{msg}");
+    assert!(msg.contains(fault), "{msg}");
+    let pid = read_pid(dir.path(), "fake-firecracker.pid");
+    assert!(!alive(pid), "firecracker pid {pid} left running");
+    // Nothing after the failed call was sent: no InstanceStart.
+    let record = read_record(dir.path());
+    assert_eq!(record.last().unwrap()["path"], json!("/drives/work"));
+    assert!(!spec.api_socket().exists());
+}
+
+#[test]
+fn the_fake_refuses_bodies_the_spec_refuses_and_the_error_says_why() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fake_config(dir.path(), "exit", json!([]));
+    let mut vm = launch(&driver(), &sample_spec(dir.path())).unwrap();
+    let bad = ApiRequest {
+        method: "PUT",
+        path: "/actions".into(),
+        body: Some(json!({"action_type": "Reboot"})),
+    };
+    let msg = vm.api().send(&bad).unwrap_err().to_string();
+    assert!(msg.contains("PUT /actions failed (400)"), "{msg}");
+    assert!(msg.contains("\"Reboot\" is not one of"), "{msg}");
+    // Pre-boot calls after InstanceStart are refused as Firecracker does.
+    let late = ApiRequest::put(
+        "/machine-config",
+        &json!({"vcpu_count": 1, "mem_size_mib": 128}),
+    );
+    let msg = vm.api().send(&late).unwrap_err().to_string();
+    assert!(msg.contains("not supported after starting"), "{msg}");
+    vm.kill().unwrap();
+}
+
+#[test]
+fn a_process_that_exits_during_start_up_reports_its_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = script(
+        dir.path(),
+        "firecracker",
+        "#!/bin/sh\necho 'Error creating the VMM: Kvm(Error(13))' >&2\nexit 3\n",
+    );
+    let spec = sample_spec(dir.path());
+    let err = launch(&FirecrackerDriver::new(bin), &spec).unwrap_err();
+    let msg = err.to_string();
+    match &err {
+        VmmError::EarlyExit { status, tail, .. } => {
+            assert_eq!(status, "exit status: 3");
+            assert!(tail.contains("Kvm(Error(13))"), "{tail}");
+        }
+        other => panic!("expected EarlyExit, got {other}"),
+    }
+    assert!(
+        msg.starts_with("firecracker exited during start-up"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn an_api_socket_that_never_appears_times_out_and_the_process_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    // $2 is the API socket path: record the pid beside it, then hang.
+    let bin = script(
+        dir.path(),
+        "firecracker",
+        "#!/bin/sh\necho $$ > \"$(dirname \"$2\")/script.pid\"\nexec sleep 30\n",
+    );
+    let mut driver = FirecrackerDriver::new(bin);
+    driver.api_timeout = Duration::from_millis(500);
+    let start = Instant::now();
+    let err = launch(&driver, &sample_spec(dir.path())).unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(
+        matches!(
+            err,
+            VmmError::Timeout {
+                what: "open its API socket",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    let pid = read_pid(dir.path(), "script.pid");
+    assert!(!alive(pid), "pid {pid} left running");
+}
+
+#[test]
+fn shutdown_kills_a_guest_that_ignores_ctrl_alt_del() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fake_config(dir.path(), "ignore", json!([]));
+    let mut vm = launch(&driver(), &sample_spec(dir.path())).unwrap();
+    let pid = vm.pid() as i32;
+    let start = Instant::now();
+    let outcome = vm.shutdown(Duration::from_millis(400)).unwrap();
+    assert_eq!(outcome, Shutdown::Killed);
+    assert!(start.elapsed() >= Duration::from_millis(400));
+    assert!(!alive(pid));
+    let record = read_record(dir.path());
+    assert_eq!(
+        record.last().unwrap()["body"],
+        json!({"action_type": "SendCtrlAltDel"})
+    );
+    // A second shutdown sees the exit and does nothing else.
+    assert!(matches!(
+        vm.shutdown(Duration::from_secs(1)).unwrap(),
+        Shutdown::AlreadyExited(_)
+    ));
+}
+
+#[test]
+fn a_missing_binary_is_named_and_nothing_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-firecracker-here");
+    let err = launch(&FirecrackerDriver::new(&missing), &sample_spec(dir.path())).unwrap_err();
+    assert!(matches!(err, VmmError::BinaryMissing { .. }), "{err}");
+    assert!(err.to_string().contains(missing.to_str().unwrap()), "{err}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    // A bare name is not looked up on PATH, even if one exists there.
+    let err = launch(&FirecrackerDriver::new("sh"), &sample_spec(dir.path())).unwrap_err();
+    assert!(matches!(err, VmmError::BinaryMissing { .. }), "{err}");
+}
+
+#[test]
+fn a_bad_spec_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fake_config(dir.path(), "exit", json!([]));
+    let mut spec = sample_spec(dir.path());
+    spec.mac = "not-a-mac".into();
+    let err = launch(&driver(), &spec).unwrap_err();
+    assert!(err.to_string().contains("mac \"not-a-mac\""), "{err}");
+    assert!(!dir.path().join("fake-firecracker.pid").exists());
+}
+
+#[test]
+fn a_stale_api_socket_from_a_crashed_run_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fake_config(dir.path(), "exit", json!([]));
+    let spec = sample_spec(dir.path());
+    drop(std::os::unix::net::UnixListener::bind(spec.api_socket()).unwrap());
+    let mut vm = launch(&driver(), &spec).unwrap();
+    vm.kill().unwrap();
+}
+
+#[test]
+fn the_vmm_runs_as_the_requested_user_and_can_use_its_files() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    // The unprivileged VMM must be able to create its socket in run_dir.
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    write_fake_config(dir.path(), "exit", json!([]));
+    let mut spec = sample_spec(dir.path());
+    let nobody = (65534, 65534);
+    spec.run_as = Some(nobody);
+    let mut vm = launch(&driver(), &spec).unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", vm.pid())).unwrap();
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    let uids: Vec<&str> = uid_line.split_whitespace().skip(1).collect();
+    assert_eq!(uids, ["65534"; 4], "{uid_line}");
+    for f in [log_path(&spec), metrics_path(&spec)] {
+        let m = std::fs::metadata(&f).unwrap();
+        assert_eq!((m.uid(), m.gid()), nobody, "{}", f.display());
+    }
+    let record: Vec<Value> = read_record(dir.path());
+    assert_eq!(record.len(), 9);
+    vm.kill().unwrap();
+}

@@ -1,0 +1,176 @@
+//! Shared by the Firecracker test targets: the swagger spec (YAML read with
+//! yaml-rust2, turned into JSON), the validator the fake uses, sample launch
+//! specs, and helpers around the fake's files.
+//!
+//! Each test target uses a different part of this module.
+#![allow(dead_code)]
+
+#[path = "../../src/bin/banger-fake-firecracker/swagger.rs"]
+pub mod swagger;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use banger_vmm::firecracker::{FirecrackerDriver, FirecrackerVm};
+use banger_vmm::{Drive, LaunchSpec, VmmError};
+use serde_json::{Map, Value};
+use yaml_rust2::{Yaml, YamlLoader};
+
+/// The Firecracker API spec the driver targets: `$BANGER_FIRECRACKER_SPEC`,
+/// else the copy vendored in `third_party/firecracker/` (see its README).
+pub fn spec_path() -> PathBuf {
+    if let Some(p) = std::env::var_os("BANGER_FIRECRACKER_SPEC") {
+        return PathBuf::from(p);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../third_party/firecracker/firecracker-v1.16.1.yaml")
+}
+
+/// The spec as JSON. Panics (the test fails) if it cannot be read.
+pub fn spec_json() -> Value {
+    let path = spec_path();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "reading the Firecracker API spec {} (set BANGER_FIRECRACKER_SPEC): {e}",
+            path.display()
+        )
+    });
+    let docs = YamlLoader::load_from_str(&text)
+        .unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()));
+    assert_eq!(docs.len(), 1, "{} holds one YAML document", path.display());
+    let v = yaml_to_json(&docs[0]);
+    assert_eq!(
+        v.pointer("/info/version").and_then(Value::as_str),
+        Some("1.16.1"),
+        "the driver targets Firecracker API 1.16.1"
+    );
+    v
+}
+
+pub fn swagger() -> swagger::Spec {
+    swagger::Spec::new(spec_json())
+}
+
+/// YAML to JSON. Mapping keys become strings (the spec's response codes are
+/// integer keys); anything JSON cannot carry fails the test.
+pub fn yaml_to_json(y: &Yaml) -> Value {
+    match y {
+        Yaml::Null => Value::Null,
+        Yaml::Boolean(b) => Value::Bool(*b),
+        Yaml::Integer(i) => Value::from(*i),
+        Yaml::Real(r) => {
+            let f: f64 = r.parse().unwrap_or_else(|e| panic!("YAML real {r:?}: {e}"));
+            Value::from(f)
+        }
+        Yaml::String(s) => Value::String(s.clone()),
+        Yaml::Array(a) => Value::Array(a.iter().map(yaml_to_json).collect()),
+        Yaml::Hash(h) => {
+            let mut m = Map::new();
+            for (k, v) in h {
+                let key = match k {
+                    Yaml::String(s) => s.clone(),
+                    Yaml::Integer(i) => i.to_string(),
+                    Yaml::Boolean(b) => b.to_string(),
+                    other => panic!("unsupported YAML mapping key {other:?}"),
+                };
+                m.insert(key, yaml_to_json(v));
+            }
+            Value::Object(m)
+        }
+        other => panic!("unsupported YAML node {other:?}"),
+    }
+}
+
+/// A launch spec whose run dir is `dir` (which must exist).
+pub fn sample_spec(dir: &Path) -> LaunchSpec {
+    LaunchSpec {
+        vm_id: "0123456789abcdef0123456789abcdef".into(),
+        vcpus: 2,
+        memory_mib: 512,
+        kernel: "/var/lib/banger/kernels/k1/vmlinux".into(),
+        initrd: None,
+        cmdline: "console=ttyS0 reboot=k panic=1 root=/dev/vda rw".into(),
+        drives: vec![
+            Drive {
+                id: "root".into(),
+                path: "/var/lib/banger/vms/v/root.ext4".into(),
+                read_only: false,
+            },
+            Drive {
+                id: "work".into(),
+                path: "/var/lib/banger/vms/v/work.ext4".into(),
+                read_only: false,
+            },
+        ],
+        tap: "bangertap3".into(),
+        mac: "02:ba:0a:c8:00:05".into(),
+        run_dir: dir.to_path_buf(),
+        serial_log: dir.join("serial.log"),
+        vsock_cid: 7,
+        run_as: None,
+        kvm: true,
+    }
+}
+
+/// The recording fake, built by cargo beside the tests.
+pub fn fake_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_banger-fake-firecracker"))
+}
+
+/// Configure the fake for a run in `dir`: the spec, what to do on
+/// `SendCtrlAltDel` (`"exit"` or `"ignore"`), and injected failures
+/// (`[{"method", "path", "status", "fault_message"}]`).
+pub fn write_fake_config(dir: &Path, ctrl_alt_del: &str, fail: Value) {
+    let config = serde_json::json!({
+        "spec": spec_json(),
+        "ctrl_alt_del": ctrl_alt_del,
+        "fail": fail,
+    });
+    std::fs::write(dir.join("fake-firecracker.json"), config.to_string()).unwrap();
+}
+
+/// Requests the fake recorded, in order.
+pub fn read_record(dir: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(dir.join("fake-firecracker.jsonl")).unwrap_or_default();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// The pid the fake (or a test script) wrote to `file` in `dir`.
+pub fn read_pid(dir: &Path, file: &str) -> i32 {
+    let text =
+        std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("reading {file}: {e}"));
+    text.trim().parse().unwrap()
+}
+
+/// Whether a process with `pid` exists (zombies count: a process that was
+/// not reaped is still "left").
+pub fn alive(pid: i32) -> bool {
+    let pid = rustix::process::Pid::from_raw(pid).expect("positive pid");
+    rustix::process::test_kill_process(pid).is_ok()
+}
+
+/// Write an executable script to `dir/name`.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    p
+}
+
+/// `driver.launch(spec)`, retrying the exec a few times on ETXTBSY: another
+/// test thread forking while a script was still open for writing here holds
+/// a copy of the write descriptor until it execs.
+pub fn launch(driver: &FirecrackerDriver, spec: &LaunchSpec) -> Result<FirecrackerVm, VmmError> {
+    for _ in 0..50 {
+        match driver.launch(spec) {
+            Err(VmmError::Spawn { source, .. }) if source.raw_os_error() == Some(libc::ETXTBSY) => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+    driver.launch(spec)
+}

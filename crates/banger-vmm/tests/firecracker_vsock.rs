@@ -1,0 +1,139 @@
+//! Readiness over vsock: a local client plays the guest, connecting where
+//! Firecracker would forward the guest's `VSOCK-CONNECT:2:52`.
+
+mod firecracker_support;
+
+use std::io::Write as _;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use banger_vmm::VmmError;
+use banger_vmm::firecracker::vsock::guest_port_socket;
+use banger_vmm::firecracker::{
+    FirecrackerDriver, READY_MARKER, READY_PORT, ReadyListener, wait_ready_vsock,
+};
+use firecracker_support::{alive, fake_binary, launch, sample_spec, write_fake_config};
+
+/// Connect to `path` once it exists and send `lines`, like the guest's
+/// readiness unit (retrying, as a unit with `Restart=` would).
+fn guest(path: PathBuf, lines: &'static [&'static str]) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for line in lines {
+            let mut s = loop {
+                match UnixStream::connect(&path) {
+                    Ok(s) => break s,
+                    Err(_) if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(10))
+                    }
+                    Err(e) => panic!("guest could not connect to {}: {e}", path.display()),
+                }
+            };
+            s.write_all(line.as_bytes()).unwrap();
+        }
+    })
+}
+
+fn port_socket(dir: &Path) -> PathBuf {
+    guest_port_socket(&sample_spec(dir), READY_PORT)
+}
+
+#[test]
+fn the_ready_socket_is_the_vsock_path_with_the_port() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(READY_PORT, 52);
+    assert_eq!(READY_MARKER, "banger-guest-ready");
+    assert_eq!(port_socket(dir.path()), dir.path().join("vsock.sock_52"));
+}
+
+#[test]
+fn the_marker_from_the_guest_means_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = guest(port_socket(dir.path()), &["banger-guest-ready\n"]);
+    wait_ready_vsock(&sample_spec(dir.path()), READY_PORT, Duration::from_secs(5)).unwrap();
+    g.join().unwrap();
+    // The listener's socket is gone with it.
+    assert!(!port_socket(dir.path()).exists());
+}
+
+#[test]
+fn an_empty_probe_connection_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = guest(port_socket(dir.path()), &["", "banger-guest-ready\r\n"]);
+    wait_ready_vsock(&sample_spec(dir.path()), READY_PORT, Duration::from_secs(5)).unwrap();
+    g.join().unwrap();
+}
+
+#[test]
+fn anything_else_is_an_error_quoting_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = guest(port_socket(dir.path()), &["systemd: failed\n"]);
+    let err =
+        wait_ready_vsock(&sample_spec(dir.path()), READY_PORT, Duration::from_secs(5)).unwrap_err();
+    g.join().unwrap();
+    assert!(matches!(err, VmmError::Readiness { .. }), "{err}");
+    let msg = err.to_string();
+    assert!(msg.contains("\"systemd: failed\""), "{msg}");
+    assert!(msg.contains("vsock port 52"), "{msg}");
+}
+
+#[test]
+fn a_guest_that_never_reports_times_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let err = wait_ready_vsock(
+        &sample_spec(dir.path()),
+        READY_PORT,
+        Duration::from_millis(300),
+    )
+    .unwrap_err();
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    assert!(
+        matches!(
+            err,
+            VmmError::Timeout {
+                what: "see the guest report ready over vsock",
+                ..
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_listener_bound_before_the_guest_connects_catches_an_early_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = sample_spec(dir.path());
+    let listener = ReadyListener::bind(&spec, READY_PORT).unwrap();
+    // The guest connects and finishes before anyone waits.
+    let mut s = UnixStream::connect(listener.path()).unwrap();
+    s.write_all(b"banger-guest-ready\n").unwrap();
+    drop(s);
+    listener.wait(Duration::from_secs(2)).unwrap();
+}
+
+#[test]
+fn waiting_on_a_vm_whose_vmm_died_fails_fast_with_its_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    write_fake_config(dir.path(), "exit", serde_json::json!([]));
+    let spec = sample_spec(dir.path());
+    let listener = ReadyListener::bind(&spec, READY_PORT).unwrap();
+    let mut vm = launch(&FirecrackerDriver::new(fake_binary()), &spec).unwrap();
+    let pid = vm.pid() as i32;
+    vm.process().signal(rustix::process::Signal::KILL).unwrap();
+    let start = Instant::now();
+    let err = vm
+        .wait_ready(&listener, Duration::from_secs(20))
+        .unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(5));
+    match &err {
+        VmmError::EarlyExit { status, tail, .. } => {
+            assert!(status.contains("SIGKILL"), "{status}");
+            assert!(tail.contains("fake firecracker"), "{tail}");
+        }
+        other => panic!("expected EarlyExit, got {other}"),
+    }
+    vm.kill().unwrap();
+    assert!(!alive(pid));
+}

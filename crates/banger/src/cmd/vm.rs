@@ -1,0 +1,393 @@
+//! `banger vm …`: create, list, inspect, start/stop, ssh, logs, ports, stats.
+
+use std::time::Duration;
+
+use banger_host::runner::{Cmd, Runner};
+use banger_proto::rpc::{Request, Response};
+use banger_proto::vm::{CreateVm, SetVm, VmInfo, VmRequest, VmResponse, VmmKind};
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::image::{call_with_progress, human_bytes};
+use crate::client::response_name;
+use crate::error::CliError;
+use crate::exit::Exit;
+use crate::output;
+use crate::settings::Settings;
+
+#[derive(Debug, Args)]
+pub struct VmArgs {
+    #[command(subcommand)]
+    pub command: VmCommand,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum VmmArg {
+    Firecracker,
+    Qemu,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Create a VM (and boot it, unless --no-start)
+    Create {
+        name: String,
+        /// Image to boot (default: `debian`)
+        #[arg(long)]
+        image: Option<String>,
+        #[arg(long)]
+        vcpus: Option<u32>,
+        /// Memory in MiB
+        #[arg(long)]
+        memory: Option<u32>,
+        /// Work disk size, e.g. `8G`, `512M`
+        #[arg(long, value_parser = parse_size)]
+        disk: Option<u64>,
+        /// Give the VM outbound NAT (default from config)
+        #[arg(long, overrides_with = "no_nat")]
+        nat: bool,
+        /// Offline sandbox: only banger's DNS (and other VMs if allowed)
+        #[arg(long)]
+        no_nat: bool,
+        /// Hypervisor (default from config; QEMU where Firecracker cannot run)
+        #[arg(long, value_enum)]
+        vmm: Option<VmmArg>,
+        /// Create the disks but do not boot
+        #[arg(long)]
+        no_start: bool,
+        /// Wait until the guest is ready, showing progress
+        #[arg(long)]
+        wait: bool,
+    },
+    /// List VMs
+    Ls,
+    /// Show one VM
+    Show { name: String },
+    /// Boot a stopped VM
+    Start { name: String },
+    /// Power a VM off (guest shutdown, killed after the timeout)
+    Stop {
+        name: String,
+        /// Seconds to wait for the guest to power off
+        #[arg(long)]
+        timeout: Option<u32>,
+    },
+    /// Stop, then start
+    Restart { name: String },
+    /// Kill the VMM immediately
+    Kill { name: String },
+    /// Remove a VM: stops it, frees its address, tap, disks and DNS name
+    Rm { name: String },
+    /// Change a stopped VM's resources or NAT
+    Set {
+        name: String,
+        #[arg(long)]
+        vcpus: Option<u32>,
+        #[arg(long)]
+        memory: Option<u32>,
+        #[arg(long, value_parser = parse_size)]
+        disk: Option<u64>,
+        #[arg(long, overrides_with = "no_nat")]
+        nat: bool,
+        #[arg(long)]
+        no_nat: bool,
+    },
+    /// Open a shell (or run CMD) in the guest over SSH
+    Ssh {
+        name: String,
+        /// Command to run instead of a shell
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// List the guest's listening ports
+    Ports { name: String },
+    /// CPU, memory, disk and network counters
+    Stats { name: String },
+    /// The serial console
+    Logs {
+        name: String,
+        /// Lines from the end
+        #[arg(long, short = 'n', default_value_t = 200)]
+        lines: u32,
+        /// Keep printing new output
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+}
+
+fn nat_flag(nat: bool, no_nat: bool) -> Option<bool> {
+    match (nat, no_nat) {
+        (true, _) => Some(true),
+        (_, true) => Some(false),
+        _ => None,
+    }
+}
+
+/// `512M`, `8G`, `1T`, or plain bytes.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
+        Some((i, _)) => {
+            let unit = t[i..].to_ascii_uppercase();
+            let m: u64 = match unit.trim_end_matches("IB").trim_end_matches('B') {
+                "" => 1,
+                "K" => 1 << 10,
+                "M" => 1 << 20,
+                "G" => 1 << 30,
+                "T" => 1 << 40,
+                _ => return Err(format!("unknown size unit in {s:?} (use K, M, G or T)")),
+            };
+            (&t[..i], m)
+        }
+        None => (t, 1),
+    };
+    let n: u64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid size {s:?} (e.g. 512M, 8G)"))?;
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
+}
+
+pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
+    let req = match &args.command {
+        VmCommand::Create {
+            name,
+            image,
+            vcpus,
+            memory,
+            disk,
+            nat,
+            no_nat,
+            vmm,
+            no_start,
+            wait,
+        } => VmRequest::Create(CreateVm {
+            name: name.clone(),
+            image: image.clone(),
+            vcpus: *vcpus,
+            memory_mib: *memory,
+            disk_bytes: *disk,
+            nat: nat_flag(*nat, *no_nat),
+            vmm: vmm.map(|v| match v {
+                VmmArg::Firecracker => VmmKind::Firecracker,
+                VmmArg::Qemu => VmmKind::Qemu,
+            }),
+            start: !no_start,
+            wait: *wait,
+        }),
+        VmCommand::Ls => VmRequest::List,
+        VmCommand::Show { name } => VmRequest::Show { name: name.clone() },
+        VmCommand::Start { name } => VmRequest::Start { name: name.clone() },
+        VmCommand::Stop { name, timeout } => VmRequest::Stop {
+            name: name.clone(),
+            timeout_secs: *timeout,
+        },
+        VmCommand::Restart { name } => VmRequest::Restart { name: name.clone() },
+        VmCommand::Kill { name } => VmRequest::Kill { name: name.clone() },
+        VmCommand::Rm { name } => VmRequest::Remove { name: name.clone() },
+        VmCommand::Set {
+            name,
+            vcpus,
+            memory,
+            disk,
+            nat,
+            no_nat,
+        } => VmRequest::Set(SetVm {
+            name: name.clone(),
+            vcpus: *vcpus,
+            memory_mib: *memory,
+            disk_bytes: *disk,
+            nat: nat_flag(*nat, *no_nat),
+        }),
+        VmCommand::Ssh { name, .. } => VmRequest::Ssh { name: name.clone() },
+        VmCommand::Ports { name } => VmRequest::Ports { name: name.clone() },
+        VmCommand::Stats { name } => VmRequest::Stats { name: name.clone() },
+        VmCommand::Logs { name, lines, .. } => VmRequest::Logs {
+            name: name.clone(),
+            lines: *lines,
+        },
+    };
+    let mut client = super::connect(settings)?;
+    let resp = match call_with_progress(&mut client, &Request::Vm(req))? {
+        Response::Vm(r) => r,
+        other => {
+            return Err(client
+                .unexpected("a VM result", response_name(&other))
+                .into());
+        }
+    };
+    if let (VmCommand::Ssh { command, .. }, VmResponse::Ssh(t)) = (&args.command, &resp)
+        && !settings.json
+    {
+        let cmd = Cmd::new("ssh")
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", t.known_hosts))
+            .arg("-o")
+            .arg(format!("HostKeyAlias={}", t.host_key_alias))
+            .args(["-o", "LogLevel=ERROR", "-i"])
+            .arg(&t.identity)
+            .arg(format!("{}@{}", t.user, t.ip))
+            .args(command);
+        let err = Runner.exec_replace(&cmd);
+        return Err(CliError::Exec {
+            program: "ssh".into(),
+            source: err,
+        });
+    }
+    if settings.json {
+        // The payload itself, not the protocol's envelope.
+        match &resp {
+            VmResponse::Created(c) => output::json(c)?,
+            VmResponse::List(v) => output::json(v)?,
+            VmResponse::Vm(v) => output::json(v)?,
+            VmResponse::Removed { name } => output::json(&serde_json::json!({ "removed": name }))?,
+            VmResponse::Ssh(t) => output::json(t)?,
+            VmResponse::Logs(l) => output::json(l)?,
+            VmResponse::Ports(p) => output::json(p)?,
+            VmResponse::Stats(s) => output::json(s)?,
+        }
+        return Ok(Exit::Ok);
+    }
+    match resp {
+        VmResponse::Created(c) => output::stdout(
+            format!(
+                "{} {} ({}, {}) — operation {}\n",
+                if c.vm.state == "running" {
+                    "created and started"
+                } else {
+                    "created"
+                },
+                c.vm.name,
+                c.vm.ip.map(|i| i.to_string()).unwrap_or_default(),
+                c.vm.dns_name,
+                c.operation
+            )
+            .as_bytes(),
+        )?,
+        VmResponse::List(vms) => output::stdout(table(&vms).as_bytes())?,
+        VmResponse::Vm(v) => output::stdout(show(&v).as_bytes())?,
+        VmResponse::Removed { name } => output::stdout(format!("removed {name}\n").as_bytes())?,
+        VmResponse::Ssh(t) => output::stdout(format!("{}@{}\n", t.user, t.ip).as_bytes())?,
+        VmResponse::Logs(l) => {
+            output::stdout(l.text.as_bytes())?;
+            if let VmCommand::Logs { follow: true, .. } = &args.command {
+                follow(&l.path)?;
+            }
+        }
+        VmResponse::Ports(p) => {
+            let mut out = format!(
+                "{:<5} {:<6} {:<22} {}\n",
+                "PROTO", "PORT", "PROCESS", "ENDPOINT"
+            );
+            for x in &p.ports {
+                out.push_str(&format!(
+                    "{:<5} {:<6} {:<22} {}\n",
+                    x.proto,
+                    x.port,
+                    x.process.as_deref().unwrap_or("-"),
+                    x.endpoint
+                ));
+            }
+            output::stdout(out.as_bytes())?
+        }
+        VmResponse::Stats(s) => {
+            let opt = |v: Option<u64>, f: fn(u64) -> String| v.map_or_else(|| "-".into(), f);
+            output::stdout(
+                format!(
+                    "vm        {} ({})\ncpu       {}\nmemory    {}\nroot disk {}\nwork disk {}\nnet rx    {}\nnet tx    {}\n",
+                    s.name,
+                    if s.running { "running" } else { "not running" },
+                    opt(s.cpu_ms, |ms| format!("{:.1}s", ms as f64 / 1000.0)),
+                    opt(s.rss_bytes, human_bytes),
+                    opt(s.root_disk_allocated, human_bytes),
+                    opt(s.work_disk_allocated, human_bytes),
+                    opt(s.net_rx_bytes, human_bytes),
+                    opt(s.net_tx_bytes, human_bytes),
+                )
+                .as_bytes(),
+            )?
+        }
+    }
+    Ok(Exit::Ok)
+}
+
+fn table(vms: &[VmInfo]) -> String {
+    let mut out = format!(
+        "{:<16} {:<9} {:<15} {:<12} {:<6} {:<6} {}\n",
+        "NAME", "STATE", "IP", "IMAGE", "VCPUS", "MEM", "VMM"
+    );
+    for v in vms {
+        out.push_str(&format!(
+            "{:<16} {:<9} {:<15} {:<12} {:<6} {:<6} {}\n",
+            v.name,
+            v.state,
+            v.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+            v.image,
+            v.vcpus,
+            format!("{}M", v.memory_mib),
+            v.vmm
+        ));
+    }
+    out
+}
+
+fn show(v: &VmInfo) -> String {
+    let mut out = format!(
+        "name      {}\nid        {}\nstate     {}\n",
+        v.name, v.id, v.state
+    );
+    if let Some(r) = &v.state_reason {
+        out.push_str(&format!("reason    {r}\n"));
+    }
+    out.push_str(&format!(
+        "image     {}\nvmm       {}\nvcpus     {}\nmemory    {} MiB\ndisk      {}\nnat       {}\nip        {}\nmac       {}\ndns       {}\ntap       {}\n",
+        v.image,
+        v.vmm,
+        v.vcpus,
+        v.memory_mib,
+        human_bytes(v.disk_bytes),
+        if v.nat { "yes" } else { "no" },
+        v.ip.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+        v.mac.as_deref().unwrap_or("-"),
+        v.dns_name,
+        v.tap.as_deref().unwrap_or("-"),
+    ));
+    out
+}
+
+/// `vm logs --follow`: print what the console appends, until interrupted.
+fn follow(path: &str) -> Result<(), CliError> {
+    use std::io::{Read as _, Seek as _};
+    let read_err = |source| CliError::ReadFile {
+        path: path.into(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(read_err)?;
+    f.seek(std::io::SeekFrom::End(0)).map_err(read_err)?;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        f.read_to_end(&mut buf).map_err(read_err)?;
+        if !buf.is_empty() {
+            output::stdout(&buf)?;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("8G"), Ok(8 << 30));
+        assert_eq!(parse_size("8GiB"), Ok(8 << 30));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("8X").is_err());
+        assert!(parse_size("G").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+}

@@ -1,0 +1,328 @@
+//! `vm create`: preflight (before anything is allocated), the narrow
+//! reservation under `create_mu`, then the slow part as an operation.
+
+use std::sync::Arc;
+
+use banger_proto::privops::{PrivOp, PrivOutcome};
+use banger_proto::vm::{CreateVm, VmCreated, VmmKind};
+use banger_proto::vmops::{GuestFilesSpec, VmDisksSpec};
+use banger_proto::{ErrorCode, RpcError};
+
+use super::guest::{self, GuestNet};
+use super::ops::{OpHandle, OpRegistry};
+use super::{VmService, internal, progress, store_err, store_vmm};
+use crate::network::leases;
+use crate::server::ProgressSink;
+use crate::store::{ImageRow, NewLease, NewVm, VmRow};
+
+/// Image used when `vm create` names none.
+pub const DEFAULT_IMAGE: &str = "debian";
+
+fn bad(msg: impl Into<String>) -> RpcError {
+    RpcError::new(ErrorCode::BadRequest, msg)
+}
+
+/// Host limits for preflight.
+fn host_cpus() -> u32 {
+    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+}
+
+fn host_memory_mib() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+/// vCPUs, memory and disk within what this host (and banger) can give.
+pub fn check_resources(vcpus: u32, memory_mib: u32, disk_bytes: u64) -> Result<(), RpcError> {
+    let cpus = host_cpus();
+    if vcpus == 0 || vcpus > 64 || vcpus > cpus {
+        return Err(bad(format!(
+            "invalid vCPU count {vcpus}: must be 1..={} on this host ({cpus} CPUs)",
+            cpus.min(64)
+        )));
+    }
+    let host_mem = host_memory_mib().unwrap_or(u64::MAX);
+    if memory_mib < 128 || u64::from(memory_mib) > host_mem {
+        return Err(bad(format!(
+            "invalid memory {memory_mib} MiB: must be at least 128 and at most the host's {host_mem} MiB"
+        )));
+    }
+    if !(64 << 20..=16 << 40).contains(&disk_bytes) {
+        return Err(bad(format!(
+            "invalid disk size {disk_bytes} bytes: must be between 64 MiB and 16 TiB"
+        )));
+    }
+    Ok(())
+}
+
+pub struct Resolved {
+    pub image: ImageRow,
+    pub vmm: VmmKind,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    pub disk_bytes: u64,
+    pub nat: bool,
+}
+
+impl VmService {
+    /// Check everything that can be checked before allocating anything.
+    async fn preflight(
+        &self,
+        req: &CreateVm,
+        progress: &ProgressSink,
+    ) -> Result<Resolved, RpcError> {
+        crate::dns::validate_label(&req.name).map_err(|e| {
+            RpcError::from_error(ErrorCode::BadRequest, &e).context("invalid VM name")
+        })?;
+        if req.name != req.name.to_ascii_lowercase() {
+            return Err(bad(format!(
+                "invalid VM name {:?}: use lowercase (it is a DNS label under .vm)",
+                req.name
+            )));
+        }
+        if self
+            .store
+            .get_vm_by_name(&req.name)
+            .map_err(store_err)?
+            .is_some()
+        {
+            return Err(RpcError::new(
+                ErrorCode::AlreadyExists,
+                format!("a VM named {:?} already exists", req.name),
+            ));
+        }
+        let image_name = req.image.as_deref().unwrap_or(DEFAULT_IMAGE);
+        let image = self
+            .store
+            .get_image_by_name(image_name)
+            .map_err(store_err)?
+            .ok_or_else(|| {
+                RpcError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "image {image_name:?} not found (see `banger image ls`; `banger image build debian` makes the default image)"
+                    ),
+                )
+            })?;
+        self.store
+            .get_kernel(&image.kernel_id)
+            .map_err(store_err)?
+            .ok_or_else(|| {
+                RpcError::new(
+                    ErrorCode::NotFound,
+                    format!(
+                        "kernel {} of image {image_name:?} is missing",
+                        image.kernel_id
+                    ),
+                )
+            })?;
+        let vcpus = req.vcpus.unwrap_or(self.config.vm.default_vcpus);
+        let memory_mib = req.memory_mib.unwrap_or(self.config.vm.default_memory_mib);
+        let disk_bytes = req.disk_bytes.unwrap_or(self.config.vm.default_disk_bytes);
+        check_resources(vcpus, memory_mib, disk_bytes)?;
+        let vmm = self.choose_vmm(req.vmm, progress).await?;
+        Ok(Resolved {
+            image,
+            vmm,
+            vcpus,
+            memory_mib,
+            disk_bytes,
+            nat: req.nat.unwrap_or(self.config.network.nat_default),
+        })
+    }
+
+    /// The VMM for a new VM: `--vmm` if given (refused when it cannot run
+    /// here), else the configured default, falling back to QEMU when the
+    /// default is Firecracker and Firecracker cannot run (the progress
+    /// stream says so).
+    async fn choose_vmm(
+        &self,
+        asked: Option<VmmKind>,
+        progress: &ProgressSink,
+    ) -> Result<VmmKind, RpcError> {
+        let kvm = self.kvm_usable().await;
+        let fc_bin = banger_host::runner::resolve(self.config.vmm.firecracker_bin.as_os_str());
+        let fc_problem = match (kvm, fc_bin) {
+            (false, _) => {
+                Some("KVM cannot run stock guests on this host (see `banger doctor`)".to_string())
+            }
+            (true, None) => Some(format!(
+                "the Firecracker binary {} was not found",
+                self.config.vmm.firecracker_bin.display()
+            )),
+            (true, Some(_)) => None,
+        };
+        match asked {
+            Some(VmmKind::Firecracker) => match fc_problem {
+                Some(p) => Err(RpcError::new(
+                    ErrorCode::Unavailable,
+                    format!("--vmm firecracker: {p}; use --vmm qemu"),
+                )),
+                None => Ok(VmmKind::Firecracker),
+            },
+            Some(VmmKind::Qemu) => Ok(VmmKind::Qemu),
+            None => {
+                let default = super::vmm_kind(self.config.vm.default_vmm);
+                if default == VmmKind::Firecracker
+                    && let Some(p) = fc_problem
+                {
+                    progress
+                        .emit(progress_msg(format!("using QEMU: {p}")))
+                        .await;
+                    return Ok(VmmKind::Qemu);
+                }
+                Ok(default)
+            }
+        }
+    }
+
+    pub(super) async fn create(
+        self: &Arc<Self>,
+        req: CreateVm,
+        sink: ProgressSink,
+    ) -> Result<VmCreated, RpcError> {
+        let r = self.preflight(&req, &sink).await?;
+        // The reservation: name re-check, IP, initial row — nothing slow.
+        let vm = {
+            let _g = self.create_mu.lock().await;
+            let leased = self.store.leased_ips().map_err(store_err)?;
+            let ip = leases::next_free(self.network.subnet(), &leased).ok_or_else(|| {
+                RpcError::new(
+                    ErrorCode::Unavailable,
+                    format!("no free address left in {}", self.network.subnet()),
+                )
+            })?;
+            let (vm, _) = self
+                .store
+                .create_vm_with_lease(
+                    &NewVm {
+                        name: req.name.clone(),
+                        image_id: r.image.id.clone(),
+                        vmm: store_vmm(r.vmm),
+                        vcpus: r.vcpus,
+                        memory_mib: r.memory_mib,
+                        disk_bytes: r.disk_bytes,
+                        nat: r.nat,
+                    },
+                    &NewLease {
+                        ip,
+                        mac: leases::mac_for(ip),
+                    },
+                )
+                .map_err(store_err)?;
+            self.dns.publish(&vm.name, ip);
+            vm
+        };
+        let op = self.ops.begin("vm.create", Some(&vm.id))?;
+        let op_id = op.id.clone();
+        let rx = self.ops.subscribe(&op_id);
+        let svc = Arc::clone(self);
+        let vm_id = vm.id.clone();
+        let start = req.start;
+        tokio::spawn(async move {
+            let result = svc.build(&vm_id, start, &op).await;
+            if let Err(e) = &result {
+                tracing::warn!(vm = %vm_id, error = %e.render(), "vm create failed; rolling back");
+                svc.destroy(&vm_id).await;
+            }
+            op.finish(result);
+        });
+        if req.wait
+            && let Some(rx) = rx
+        {
+            OpRegistry::follow(rx, &sink).await?;
+        }
+        let info = match self.store.get_vm(&vm.id).map_err(store_err)? {
+            Some(row) => self.info(&row),
+            None => self.info(&vm),
+        };
+        Ok(VmCreated {
+            vm: info,
+            operation: op_id,
+        })
+    }
+
+    /// The slow part of create: disks, guest files, then (optionally) boot.
+    async fn build(
+        self: &Arc<Self>,
+        vm_id: &str,
+        start: bool,
+        op: &OpHandle,
+    ) -> Result<(), RpcError> {
+        let lock = self.lock_for(vm_id);
+        let _g = lock.lock().await;
+        let vm = self.row(vm_id)?;
+        let lease = self
+            .store
+            .get_lease(vm_id)
+            .map_err(store_err)?
+            .ok_or_else(|| internal(format!("VM {} lost its lease", vm.name)))?;
+        op.progress(progress(
+            "disks",
+            "creating the root and work disks",
+            1,
+            Some(4),
+        ));
+        let dir = self.vm_dir(vm_id);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| internal(format!("creating {}: {e}", dir.display())))?;
+        let outcome = self
+            .privileged(PrivOp::CreateVmDisks(VmDisksSpec {
+                vm_id: vm_id.to_string(),
+                image_id: vm.image_id.clone(),
+                work_disk_bytes: vm.disk_bytes,
+            }))
+            .await?;
+        if let PrivOutcome::VmDisks(d) = &outcome {
+            tracing::info!(vm = %vm.name, backend = d.backend.as_str(), "disks ready");
+        }
+        op.progress(progress(
+            "guest",
+            "writing the guest configuration",
+            2,
+            Some(4),
+        ));
+        let layout = self.layout.clone();
+        let owner_keys = tokio::task::spawn_blocking(move || guest::ensure_identity(&layout))
+            .await
+            .map_err(|e| internal(format!("key task: {e}")))??;
+        let name = vm.name.clone();
+        let host_key = tokio::task::spawn_blocking(move || guest::host_key(&name))
+            .await
+            .map_err(|e| internal(format!("key task: {e}")))??;
+        let net = GuestNet {
+            name: vm.name.clone(),
+            ip: lease.ip,
+            prefix: self.network.subnet().prefix(),
+            mac: lease.mac.clone(),
+            gateway: self.network.bridge_ip(),
+        };
+        self.privileged(PrivOp::WriteGuestFiles(GuestFilesSpec {
+            vm_id: vm_id.to_string(),
+            files: guest::files(&net, &owner_keys, &host_key),
+        }))
+        .await?;
+        guest::set_known_host(
+            &self.layout.known_hosts,
+            &format!("{}.vm", vm.name),
+            Some(&host_key.1),
+        )?;
+        if start {
+            self.boot(&vm, Some(op)).await?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn row(&self, vm_id: &str) -> Result<VmRow, RpcError> {
+        self.store
+            .get_vm(vm_id)
+            .map_err(store_err)?
+            .ok_or_else(|| RpcError::new(ErrorCode::NotFound, format!("VM {vm_id} is gone")))
+    }
+}
+
+fn progress_msg(message: String) -> banger_proto::rpc::Progress {
+    progress("vmm", message, 0, None)
+}

@@ -1,0 +1,419 @@
+//! start / stop / kill / rm / set, and boot readiness.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use banger_proto::privops::{PrivOp, PrivOutcome};
+use banger_proto::vm::{SetVm, VmInfo};
+use banger_proto::vmops::LaunchVmSpec;
+use banger_proto::{ErrorCode, RpcError};
+
+use super::ops::OpHandle;
+use super::{READY_MARKER, VmService, guest, internal, progress, store_err, vmm_kind};
+use crate::server::ProgressSink;
+use crate::store::{VmConfigUpdate, VmRow, VmState};
+
+/// How long a guest gets from VMM start to its ready marker. TCG boots of
+/// the Debian image take ~20 s on an idle CI host; leave room for load.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
+/// Default graceful-stop timeout.
+pub const STOP_TIMEOUT_SECS: u32 = 30;
+
+fn invalid_state(vm: &VmRow, action: &str) -> RpcError {
+    RpcError::new(
+        ErrorCode::InvalidState,
+        format!("cannot {action} VM {}: it is {}", vm.name, vm.state),
+    )
+}
+
+impl VmService {
+    fn set_state(&self, vm: &VmRow, to: VmState, reason: Option<&str>) -> Result<VmRow, RpcError> {
+        self.store
+            .set_vm_state(&vm.id, vm.state, to, reason)
+            .map_err(store_err)
+    }
+
+    pub(super) async fn start_named(
+        self: &Arc<Self>,
+        name: &str,
+        sink: ProgressSink,
+    ) -> Result<VmInfo, RpcError> {
+        let vm = self.vm_by_name(name)?;
+        let lock = self.lock_for(&vm.id);
+        let _g = lock.lock().await;
+        let vm = self.row(&vm.id)?;
+        let op = self.ops.begin("vm.start", Some(&vm.id))?;
+        let rx = self.ops.subscribe(&op.id);
+        let forward = async {
+            if let Some(rx) = rx {
+                let _ = super::ops::OpRegistry::follow(rx, &sink).await;
+            }
+        };
+        let (result, ()) = tokio::join!(
+            async {
+                let r = self.boot(&vm, Some(&op)).await;
+                op.finish(r.clone());
+                r
+            },
+            forward
+        );
+        result?;
+        Ok(self.info(&self.row(&vm.id)?))
+    }
+
+    /// Boot a VM whose lock the caller holds.
+    pub(super) async fn boot(
+        self: &Arc<Self>,
+        vm: &VmRow,
+        op: Option<&OpHandle>,
+    ) -> Result<(), RpcError> {
+        let step = |stage: &str, msg: &str, done: u64| {
+            if let Some(op) = op {
+                op.progress(progress(stage, msg, done, Some(4)));
+            }
+        };
+        if !matches!(
+            vm.state,
+            VmState::Created | VmState::Stopped | VmState::Failed
+        ) {
+            return Err(invalid_state(vm, "start"));
+        }
+        let vm = self.set_state(vm, VmState::Starting, None)?;
+        step("network", "attaching the network", 3);
+        let result = self.boot_inner(&vm, &step).await;
+        match result {
+            Ok(()) => {
+                self.set_state(&self.row(&vm.id)?, VmState::Running, None)?;
+                step("ready", "guest is up", 4);
+                Ok(())
+            }
+            Err(e) => {
+                // Nothing keeps running: no VMM, no tap.
+                let _ = self
+                    .privileged(PrivOp::KillVm {
+                        vm_id: vm.id.clone(),
+                    })
+                    .await;
+                let net = Arc::clone(&self.network);
+                let id = vm.id.clone();
+                let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
+                let e = e.context(format!("starting VM {}", vm.name));
+                let reason = e.messages.join(": ");
+                if let Ok(cur) = self.row(&vm.id) {
+                    let _ =
+                        self.store
+                            .set_vm_state(&vm.id, cur.state, VmState::Failed, Some(&reason));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn boot_inner(
+        &self,
+        vm: &VmRow,
+        step: &(dyn Fn(&str, &str, u64) + Sync),
+    ) -> Result<(), RpcError> {
+        let lease = self
+            .store
+            .get_lease(&vm.id)
+            .map_err(store_err)?
+            .ok_or_else(|| internal(format!("VM {} has no lease", vm.name)))?;
+        let image = self
+            .store
+            .get_image(&vm.image_id)
+            .map_err(store_err)?
+            .ok_or_else(|| internal(format!("image {} of VM {} is gone", vm.image_id, vm.name)))?;
+        let net = Arc::clone(&self.network);
+        let id = vm.id.clone();
+        let tap = tokio::task::spawn_blocking(move || net.attach(&id))
+            .await
+            .map_err(|e| internal(format!("network task: {e}")))?
+            .map_err(|e| e.to_rpc())?;
+        let serial = self.vm_dir(&vm.id).join("serial.log");
+        let offset = std::fs::metadata(&serial).map(|m| m.len()).unwrap_or(0);
+        step(
+            "boot",
+            &format!("starting {} on {tap}", vmm_kind(vm.vmm)),
+            3,
+        );
+        let kvm = self.kvm_usable().await;
+        let launched = Instant::now();
+        self.privileged(PrivOp::LaunchVm(LaunchVmSpec {
+            vm_id: vm.id.clone(),
+            image_id: image.id.clone(),
+            kernel_id: image.kernel_id.clone(),
+            vmm: vmm_kind(vm.vmm),
+            vcpus: vm.vcpus as u8,
+            memory_mib: vm.memory_mib,
+            tap,
+            mac: lease.mac.clone(),
+            kvm,
+        }))
+        .await?;
+        tracing::info!(vm = %vm.name, spawn_ms = launched.elapsed().as_millis() as u64, "VMM spawned");
+        self.wait_ready(vm, &serial, offset, step).await?;
+        tracing::info!(vm = %vm.name, boot_ms = launched.elapsed().as_millis() as u64, "guest ready");
+        Ok(())
+    }
+
+    /// Wait for the ready marker on the serial console (written by the
+    /// guest once sshd runs), watching the VMM meanwhile.
+    async fn wait_ready(
+        &self,
+        vm: &VmRow,
+        serial: &std::path::Path,
+        offset: u64,
+        step: &(dyn Fn(&str, &str, u64) + Sync),
+    ) -> Result<(), RpcError> {
+        let started = Instant::now();
+        let deadline = started + BOOT_TIMEOUT;
+        let mut checks = 0u32;
+        loop {
+            let text = read_from(serial, offset);
+            if text.contains(READY_MARKER) {
+                return Ok(());
+            }
+            checks += 1;
+            if checks.is_multiple_of(8) {
+                // Also a heartbeat for clients waiting on the stream.
+                step(
+                    "boot",
+                    &format!("waiting for the guest ({}s)", started.elapsed().as_secs()),
+                    3,
+                );
+            }
+            if checks.is_multiple_of(4) {
+                let (alive, ready) = match self
+                    .privileged(PrivOp::VmmStatus {
+                        vm_id: vm.id.clone(),
+                    })
+                    .await?
+                {
+                    PrivOutcome::Vmm(s) => (s.running, s.ready == Some(true)),
+                    _ => (false, false),
+                };
+                if alive && ready {
+                    // Firecracker: the guest reported over vsock.
+                    return Ok(());
+                }
+                if !alive {
+                    return Err(RpcError::new(
+                        ErrorCode::Internal,
+                        format!(
+                            "the VMM of VM {} exited during boot; last console lines: {}",
+                            vm.name,
+                            tail(&text, 8)
+                        ),
+                    ));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(RpcError::new(
+                    ErrorCode::Unavailable,
+                    format!(
+                        "VM {} did not become ready within {}s; last console lines: {}",
+                        vm.name,
+                        BOOT_TIMEOUT.as_secs(),
+                        tail(&text, 8)
+                    ),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub(super) async fn stop_named(
+        self: &Arc<Self>,
+        name: &str,
+        timeout: Option<u32>,
+        kill: bool,
+    ) -> Result<VmInfo, RpcError> {
+        let vm = self.vm_by_name(name)?;
+        let lock = self.lock_for(&vm.id);
+        let _g = lock.lock().await;
+        let vm = self.row(&vm.id)?;
+        if vm.state != VmState::Running {
+            return Err(invalid_state(&vm, if kill { "kill" } else { "stop" }));
+        }
+        self.halt(&vm, timeout.unwrap_or(STOP_TIMEOUT_SECS), kill)
+            .await?;
+        Ok(self.info(&self.row(&vm.id)?))
+    }
+
+    /// running → stopping → stopped; the caller holds the VM lock.
+    ///
+    /// A graceful stop asks the guest to power off over SSH first (works on
+    /// every image that honours the guest contract, whatever ACPI support
+    /// its kernel has), then has the executor send the VMM's own power-off
+    /// request and wait; the VMM is killed when the timeout runs out.
+    async fn halt(&self, vm: &VmRow, timeout_secs: u32, kill: bool) -> Result<(), RpcError> {
+        if !kill
+            && let Err(e) = self
+                .guest_exec(&vm.name, "sudo -n systemctl poweroff --no-block")
+                .await
+        {
+            tracing::info!(vm = %vm.name, error = %e.render(), "guest power-off over SSH failed; relying on the VMM");
+        }
+        let vm = self.set_state(vm, VmState::Stopping, None)?;
+        let op = if kill {
+            PrivOp::KillVm {
+                vm_id: vm.id.clone(),
+            }
+        } else {
+            PrivOp::StopVm {
+                vm_id: vm.id.clone(),
+                timeout_secs,
+            }
+        };
+        let reason = match self.privileged(op).await? {
+            PrivOutcome::VmStopped(s) if kill && s.was_running => Some("killed".to_string()),
+            PrivOutcome::VmStopped(s) if s.was_running && !s.graceful => Some(format!(
+                "did not power off within {timeout_secs}s and was killed"
+            )),
+            _ => None,
+        };
+        let net = Arc::clone(&self.network);
+        let id = vm.id.clone();
+        tokio::task::spawn_blocking(move || net.detach(&id))
+            .await
+            .map_err(|e| internal(format!("network task: {e}")))?
+            .map_err(|e| e.to_rpc())?;
+        self.set_state(&vm, VmState::Stopped, reason.as_deref())?;
+        Ok(())
+    }
+
+    pub(super) async fn remove_named(self: &Arc<Self>, name: &str) -> Result<(), RpcError> {
+        let vm = self.vm_by_name(name)?;
+        let lock = self.lock_for(&vm.id);
+        let _g = lock.lock().await;
+        let vm = self.row(&vm.id)?;
+        match vm.state {
+            VmState::Running => self.halt(&vm, 10, false).await?,
+            VmState::Starting | VmState::Stopping => return Err(invalid_state(&vm, "remove")),
+            _ => {}
+        }
+        self.destroy(&vm.id).await;
+        if self.store.get_vm(&vm.id).map_err(store_err)?.is_some() {
+            return Err(internal(format!(
+                "VM {name} could not be removed completely; see the daemon log"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Release everything a VM holds and forget it. Best effort: each step
+    /// runs even if an earlier one failed (create rollback, `rm`).
+    pub(super) async fn destroy(&self, vm_id: &str) {
+        let Ok(vm) = self.row(vm_id) else { return };
+        let warn = |what: &str, e: &RpcError| {
+            tracing::warn!(vm = %vm.name, error = %e.render(), "{what}");
+        };
+        if let Err(e) = self
+            .privileged(PrivOp::KillVm {
+                vm_id: vm_id.into(),
+            })
+            .await
+        {
+            warn("killing the VMM", &e);
+        }
+        let net = Arc::clone(&self.network);
+        let id = vm_id.to_string();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || net.detach(&id)).await {
+            warn("detaching the network", &e.to_rpc());
+        }
+        if let Err(e) = self
+            .privileged(PrivOp::DeleteVmDisks {
+                vm_id: vm_id.into(),
+            })
+            .await
+        {
+            warn("deleting the disks", &e);
+            return;
+        }
+        self.dns.withdraw(&vm.name);
+        if let Err(e) =
+            guest::set_known_host(&self.layout.known_hosts, &format!("{}.vm", vm.name), None)
+        {
+            warn("updating known_hosts", &e);
+        }
+        let dir = self.vm_dir(vm_id);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(vm = %vm.name, error = %e, "removing {}", dir.display());
+        }
+        if let Err(e) = self.store.delete_vm(vm_id) {
+            warn("deleting the VM row", &store_err(e));
+        }
+    }
+
+    pub(super) async fn set(self: &Arc<Self>, s: SetVm) -> Result<VmInfo, RpcError> {
+        let vm = self.vm_by_name(&s.name)?;
+        let lock = self.lock_for(&vm.id);
+        let _g = lock.lock().await;
+        let vm = self.row(&vm.id)?;
+        if !matches!(
+            vm.state,
+            VmState::Created | VmState::Stopped | VmState::Failed
+        ) {
+            return Err(invalid_state(&vm, "change"));
+        }
+        let cfg = VmConfigUpdate {
+            vcpus: s.vcpus.unwrap_or(vm.vcpus),
+            memory_mib: s.memory_mib.unwrap_or(vm.memory_mib),
+            disk_bytes: s.disk_bytes.unwrap_or(vm.disk_bytes),
+            nat: s.nat.unwrap_or(vm.nat),
+        };
+        super::create::check_resources(cfg.vcpus, cfg.memory_mib, cfg.disk_bytes)?;
+        if cfg.disk_bytes < vm.disk_bytes {
+            return Err(RpcError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "invalid disk size {}: VM {} has {} bytes and disks only grow",
+                    cfg.disk_bytes, vm.name, vm.disk_bytes
+                ),
+            ));
+        }
+        if cfg.disk_bytes > vm.disk_bytes {
+            self.privileged(PrivOp::GrowWorkDisk {
+                vm_id: vm.id.clone(),
+                bytes: cfg.disk_bytes,
+            })
+            .await?;
+        }
+        // NAT takes effect with the firewall rule written at the next start.
+        let vm = self
+            .store
+            .update_vm_config(&vm.id, vm.state, &cfg)
+            .map_err(store_err)?;
+        Ok(self.info(&vm))
+    }
+}
+
+fn read_from(path: &std::path::Path, offset: u64) -> String {
+    use std::io::{Read as _, Seek as _};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    if f.seek(std::io::SeekFrom::Start(offset)).is_err() {
+        return String::new();
+    }
+    let mut buf = Vec::new();
+    let _ = f.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+pub(super) fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let start = lines.len().saturating_sub(n);
+    if lines.is_empty() {
+        "(no console output)".into()
+    } else {
+        lines[start..].join(" | ")
+    }
+}

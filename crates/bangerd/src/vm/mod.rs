@@ -1,0 +1,216 @@
+//! VmService: the VM lifecycle state machine (DESIGN.md §1, §2).
+//!
+//! States: `created → starting → running → stopping → stopped`, plus `failed`
+//! with a reason. Every transition is a compare-and-set in the store, so an
+//! illegal one is refused with the current state in the error.
+//!
+//! Locks (DESIGN.md §2): `vm_locks[id]` is held for a whole lifecycle op on
+//! one VM; `create_mu` only for name re-check + IP allocation + the initial
+//! row. No lock is held across guest SSH.
+//!
+//! Per-VM host objects: disks and the VMM process through the privileged
+//! seam; the tap, firewall rule and DNS record through HostNetwork and the
+//! [`VmDns`] hook.
+
+mod create;
+mod guest;
+mod info;
+mod lifecycle;
+mod ops;
+mod reconcile;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+
+use banger_proto::privops::{PrivOp, PrivOutcome};
+use banger_proto::rpc::{Progress, Response};
+use banger_proto::vm::{OpRequest, VmRequest, VmResponse, VmmKind};
+use banger_proto::{ErrorCode, RpcError};
+
+use crate::config::Config;
+use crate::layout::Layout;
+use crate::network::HostNetwork;
+use crate::privileged::PrivilegedOps;
+use crate::server::ProgressSink;
+use crate::store::{Store, VmRow, Vmm};
+
+pub use ops::OpRegistry;
+
+/// banger's client public key (created on first use): what images' work
+/// seeds and guests' `authorized_keys` hold.
+pub fn guest_identity(layout: &Layout) -> Result<String, RpcError> {
+    guest::ensure_identity(layout)
+}
+
+/// How VmService publishes and withdraws `NAME.vm` records; implemented by
+/// the daemon over its DNS server (which may not be running).
+pub trait VmDns: Send + Sync + std::fmt::Debug {
+    fn publish(&self, name: &str, ip: Ipv4Addr);
+    fn withdraw(&self, name: &str);
+}
+
+/// The guest user banger logs in as (docs/guest.md).
+pub const GUEST_USER: &str = "banger";
+/// The line the guest writes to its serial console once sshd is up.
+pub const READY_MARKER: &str = "banger-guest-ready";
+
+#[derive(Debug)]
+pub struct VmService {
+    store: Arc<Store>,
+    layout: Layout,
+    config: Config,
+    privileged: Arc<dyn PrivilegedOps>,
+    network: Arc<HostNetwork>,
+    dns: Arc<dyn VmDns>,
+    vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    create_mu: tokio::sync::Mutex<()>,
+    ops: OpRegistry,
+    /// KVM usable for stock guests (probed once, lazily).
+    kvm: tokio::sync::OnceCell<bool>,
+}
+
+impl VmService {
+    pub fn new(
+        store: Arc<Store>,
+        layout: Layout,
+        config: Config,
+        privileged: Arc<dyn PrivilegedOps>,
+        network: Arc<HostNetwork>,
+        dns: Arc<dyn VmDns>,
+    ) -> Arc<VmService> {
+        Arc::new(VmService {
+            ops: OpRegistry::new(Arc::clone(&store)),
+            store,
+            layout,
+            config,
+            privileged,
+            network,
+            dns,
+            vm_locks: Mutex::new(HashMap::new()),
+            create_mu: tokio::sync::Mutex::new(()),
+            kvm: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    pub async fn handle_vm(
+        self: &Arc<Self>,
+        req: VmRequest,
+        progress: ProgressSink,
+    ) -> Result<Response, RpcError> {
+        let r = match req {
+            VmRequest::Create(c) => VmResponse::Created(self.create(c, progress).await?),
+            VmRequest::List => VmResponse::List(self.list()?),
+            VmRequest::Show { name } => VmResponse::Vm(self.show(&name)?),
+            VmRequest::Start { name } => VmResponse::Vm(self.start_named(&name, progress).await?),
+            VmRequest::Stop { name, timeout_secs } => {
+                VmResponse::Vm(self.stop_named(&name, timeout_secs, false).await?)
+            }
+            VmRequest::Kill { name } => VmResponse::Vm(self.stop_named(&name, None, true).await?),
+            VmRequest::Restart { name } => {
+                self.stop_named(&name, None, false).await?;
+                VmResponse::Vm(self.start_named(&name, progress).await?)
+            }
+            VmRequest::Remove { name } => {
+                self.remove_named(&name).await?;
+                VmResponse::Removed { name }
+            }
+            VmRequest::Set(s) => VmResponse::Vm(self.set(s).await?),
+            VmRequest::Ssh { name } => VmResponse::Ssh(self.ssh_target(&name)?),
+            VmRequest::Logs { name, lines } => VmResponse::Logs(self.logs(&name, lines)?),
+            VmRequest::Ports { name } => VmResponse::Ports(self.ports(&name).await?),
+            VmRequest::Stats { name } => VmResponse::Stats(self.stats(&name).await?),
+        };
+        Ok(Response::Vm(r))
+    }
+
+    pub async fn handle_op(
+        self: &Arc<Self>,
+        req: OpRequest,
+        progress: ProgressSink,
+    ) -> Result<Response, RpcError> {
+        self.ops.handle(req, progress).await.map(Response::Op)
+    }
+
+    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.vm_locks.lock().expect("vm locks poisoned");
+        Arc::clone(locks.entry(id.to_string()).or_default())
+    }
+
+    fn vm_by_name(&self, name: &str) -> Result<VmRow, RpcError> {
+        self.store
+            .get_vm_by_name(name)
+            .map_err(store_err)?
+            .ok_or_else(|| {
+                RpcError::new(
+                    ErrorCode::NotFound,
+                    format!("no VM named {name:?} (see `banger vm ls`)"),
+                )
+            })
+    }
+
+    fn vm_dir(&self, id: &str) -> std::path::PathBuf {
+        self.layout.vms_dir.join(id)
+    }
+
+    /// A privileged call on a blocking thread.
+    async fn privileged(&self, op: PrivOp) -> Result<PrivOutcome, RpcError> {
+        let p = Arc::clone(&self.privileged);
+        tokio::task::spawn_blocking(move || p.call(op))
+            .await
+            .map_err(|e| internal(format!("privileged call task failed: {e}")))?
+    }
+
+    /// Whether stock guests can use KVM here (the doctor's verdict).
+    async fn kvm_usable(&self) -> bool {
+        *self
+            .kvm
+            .get_or_init(|| async {
+                match self.privileged(PrivOp::ProbeKvm).await {
+                    Ok(PrivOutcome::Kvm(k)) => {
+                        k.verdict() == banger_proto::privops::KvmVerdict::Usable
+                    }
+                    _ => false,
+                }
+            })
+            .await
+    }
+}
+
+pub(crate) fn internal(msg: impl Into<String>) -> RpcError {
+    RpcError::new(ErrorCode::Internal, msg)
+}
+
+pub(crate) fn store_err(e: crate::store::StoreError) -> RpcError {
+    use crate::store::StoreError as S;
+    let code = match &e {
+        S::NameTaken { .. } => ErrorCode::AlreadyExists,
+        S::NotFound { .. } => ErrorCode::NotFound,
+        S::VmStateConflict { .. } | S::InUse { .. } => ErrorCode::InvalidState,
+        _ => ErrorCode::Internal,
+    };
+    RpcError::from_error(code, &e)
+}
+
+pub(crate) fn vmm_kind(v: Vmm) -> VmmKind {
+    match v {
+        Vmm::Firecracker => VmmKind::Firecracker,
+        Vmm::Qemu => VmmKind::Qemu,
+    }
+}
+
+pub(crate) fn store_vmm(v: VmmKind) -> Vmm {
+    match v {
+        VmmKind::Firecracker => Vmm::Firecracker,
+        VmmKind::Qemu => Vmm::Qemu,
+    }
+}
+
+fn progress(stage: &str, message: impl Into<String>, done: u64, total: Option<u64>) -> Progress {
+    Progress {
+        stage: stage.to_string(),
+        message: message.into(),
+        done,
+        total,
+    }
+}

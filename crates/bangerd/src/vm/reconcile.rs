@@ -1,0 +1,135 @@
+//! Startup reconcile of VMs: after a daemon restart, every VM the store
+//! believes is live is checked against the executor. A VMM that still runs
+//! is re-adopted (its tap re-attached, state `running`); a dead one is marked
+//! `stopped` with a reason and its tap returned. `starting`/`stopping` VMs
+//! whose operation died with the old daemon are settled the same way.
+
+use std::sync::Arc;
+
+use banger_proto::privops::{PrivOp, PrivOutcome};
+
+use super::VmService;
+use crate::store::VmState;
+
+impl VmService {
+    pub async fn reconcile(self: &Arc<Self>) {
+        let vms = match self.store.list_vms() {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "reconcile: listing VMs");
+                return;
+            }
+        };
+        for vm in vms {
+            if !matches!(
+                vm.state,
+                VmState::Running | VmState::Starting | VmState::Stopping
+            ) {
+                continue;
+            }
+            let alive = matches!(
+                self.privileged(PrivOp::VmmStatus { vm_id: vm.id.clone() }).await,
+                Ok(PrivOutcome::Vmm(s)) if s.running
+            );
+            let net = Arc::clone(&self.network);
+            let id = vm.id.clone();
+            if alive && vm.state != VmState::Stopping {
+                let attached = tokio::task::spawn_blocking(move || net.attach(&id)).await;
+                if !matches!(attached, Ok(Ok(_))) {
+                    tracing::warn!(vm = %vm.name, "reconcile: re-attaching the network failed");
+                }
+                let _ = self
+                    .store
+                    .set_vm_state(&vm.id, vm.state, VmState::Running, None);
+                tracing::info!(vm = %vm.name, "reconcile: VM still running, re-adopted");
+            } else {
+                if alive {
+                    let _ = self
+                        .privileged(PrivOp::KillVm {
+                            vm_id: vm.id.clone(),
+                        })
+                        .await;
+                }
+                let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
+                let _ = self.store.set_vm_state(
+                    &vm.id,
+                    vm.state,
+                    VmState::Stopped,
+                    Some("its VMM was not running when bangerd started"),
+                );
+                tracing::info!(vm = %vm.name, "reconcile: VMM gone, marked stopped");
+            }
+        }
+        if let Err(e) = self.store.fail_interrupted_operations(
+            "interrupted",
+            &["bangerd stopped while the operation ran".to_string()],
+        ) {
+            tracing::warn!(error = %e, "reconcile: settling interrupted operations");
+        }
+    }
+}
+
+/// How often running VMs are checked for a dead VMM.
+pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
+/// Finished operations are kept this long.
+pub const OP_RETENTION_SECS: i64 = 7 * 24 * 3600;
+
+impl VmService {
+    /// Background tickers: stale-VM detection (a VMM that died on its own:
+    /// the VM becomes `stopped` and its tap returns to the pool) and pruning
+    /// of finished operations. They stop when the returned handle is
+    /// aborted or the runtime shuts down.
+    pub fn spawn_tickers(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let svc = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut watch = tokio::time::interval(WATCH_INTERVAL);
+            let mut prune = tokio::time::interval(std::time::Duration::from_secs(3600));
+            loop {
+                tokio::select! {
+                    _ = watch.tick() => svc.reap_dead_vmms().await,
+                    _ = prune.tick() => {
+                        let cutoff = crate::store::unix_now() - OP_RETENTION_SECS;
+                        match svc.store.prune_finished_operations(cutoff) {
+                            Ok(n) if n > 0 => tracing::info!(pruned = n, "finished operations pruned"),
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(error = %e, "pruning operations"),
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    async fn reap_dead_vmms(self: &Arc<Self>) {
+        let Ok(vms) = self.store.list_vms() else {
+            return;
+        };
+        for vm in vms.into_iter().filter(|v| v.state == VmState::Running) {
+            let lock = self.lock_for(&vm.id);
+            // A VM in a lifecycle operation is that operation's business.
+            let Ok(_g) = lock.try_lock() else { continue };
+            let status = self
+                .privileged(PrivOp::VmmStatus {
+                    vm_id: vm.id.clone(),
+                })
+                .await;
+            let Ok(PrivOutcome::Vmm(s)) = status else {
+                continue;
+            };
+            if s.running {
+                continue;
+            }
+            let net = Arc::clone(&self.network);
+            let id = vm.id.clone();
+            let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
+            let reason = match s.pid {
+                Some(pid) => format!("its VMM (pid {pid}) exited"),
+                None => "its VMM exited".to_string(),
+            };
+            let _ =
+                self.store
+                    .set_vm_state(&vm.id, VmState::Running, VmState::Stopped, Some(&reason));
+            tracing::warn!(vm = %vm.name, %reason, "VM stopped on its own");
+        }
+    }
+}
