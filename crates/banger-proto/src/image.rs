@@ -34,6 +34,8 @@ pub enum ImageRequest {
     /// Pull an OCI image from a registry and make it an image (root
     /// filesystem only; it boots with `kernel`).
     Pull(PullImage),
+    /// A stopped VM's root disk becomes a new image.
+    Promote { vm: String, name: String },
 }
 
 impl ImageRequest {
@@ -46,6 +48,7 @@ impl ImageRequest {
             ImageRequest::Remove { .. } => "image_remove",
             ImageRequest::Build(_) => "image_build",
             ImageRequest::Pull(_) => "image_pull",
+            ImageRequest::Promote { .. } => "image_promote",
         }
     }
 }
@@ -147,6 +150,7 @@ pub enum ImageResponse {
     Removed(ImageInfo),
     Built(ImageInfo),
     Pulled(ImageInfo),
+    Promoted(ImageInfo),
 }
 
 /// Result of a [`KernelRequest`].

@@ -24,6 +24,7 @@ use crate::privileged::{Channel, PrivilegedOps};
 use crate::server::{Handler, ProgressSink};
 use crate::store::Store;
 use crate::vm::{VmDns, VmService};
+use banger_proto::image::ImageRequest;
 
 #[derive(Debug)]
 pub struct Daemon {
@@ -82,6 +83,7 @@ impl Daemon {
         ));
         let dns = Arc::new(DnsSlot::default());
         let vms = VmService::new(
+            Arc::clone(&images),
             Arc::clone(&store),
             layout.clone(),
             config.clone(),
@@ -386,6 +388,9 @@ impl Handler for Daemon {
             Request::Doctor => self.doctor(progress).await.map(Response::Doctor),
             Request::HostStatus => self.host_status().await.map(Response::HostStatus),
             Request::HostTeardown => self.host_teardown().await.map(Response::HostTeardown),
+            Request::Image(ImageRequest::Promote { vm, name }) => {
+                self.vms.promote(&vm, &name, progress).await
+            }
             Request::Image(r) => self.images.handle_image(r, progress).await,
             Request::Kernel(r) => self.images.handle_kernel(r, progress).await,
             Request::Vm(r) => self.vms.handle_vm(r, progress).await,

@@ -14,6 +14,10 @@
 
 mod support;
 
+/// banger-imagebuild's test support: the cached Debian kernel package.
+#[path = "../../../banger-imagebuild/tests/common/mod.rs"]
+mod ib_common;
+
 use std::net::Ipv4Addr;
 
 use banger_testkit::*;
@@ -148,6 +152,8 @@ fn vm_lifecycle_end_to_end() {
         ok(&ns, &d, &["vm", "ssh", "alpha", "--", "cat", "kept.txt"]).trim(),
         "keep-me"
     );
+    let (_, code, msg) = fails(&ns, &d, &["image", "promote", "alpha", "nope"]);
+    assert_eq!(code, "invalid_state", "{msg}");
     let stats = ok_json(&ns, &d, &["vm", "stats", "alpha"]);
     assert_eq!(stats["running"], true);
     assert!(stats["rss_bytes"].as_u64().unwrap() > 0, "{stats}");
@@ -296,6 +302,20 @@ fn refusals() {
     assert!(msg.contains("it is created"), "{msg}");
     let (_, code, _) = fails(&ns, &d, &["vm", "ssh", "idle", "--", "true"]);
     assert_eq!(code, "invalid_state");
+
+    // image promote: a VM that is not running becomes an image.
+    let promoted = ok_json(&ns, &d, &["image", "promote", "idle", "idle-copy"]);
+    assert_eq!(promoted["name"], "idle-copy", "{promoted}");
+    let (_, code, _) = fails(&ns, &d, &["image", "promote", "idle", "idle-copy"]);
+    assert_eq!(code, "already_exists");
+    ok(&ns, &d, &["image", "rm", "idle-copy"]);
+
+    // kernel import of a Debian kernel package: the kernel plus an
+    // initramfs built for its modular virtio drivers.
+    let deb = ib_common::kernel_deb();
+    let k = ok_json(&ns, &d, &["kernel", "import", deb.to_str().unwrap()]);
+    assert!(k["initrd"].is_string(), "{k}");
+    assert!(k["name"].as_str().unwrap().contains("cloud-amd64"), "{k}");
 
     // A VMM that cannot boot the kernel: the create fails, naming it, and
     // rolls back completely.

@@ -90,6 +90,13 @@ pub enum ImageCommand {
         #[arg(long)]
         insecure: bool,
     },
+    /// Make a new image from a stopped VM's root disk
+    Promote {
+        /// The (stopped) VM
+        vm: String,
+        /// Name of the new image
+        name: String,
+    },
     /// Remove an image no VM uses
     Rm {
         /// Image name
@@ -113,6 +120,10 @@ pub fn run(args: &ImageArgs, settings: &Settings) -> Result<Exit, CliError> {
             initrd: initrd.as_deref().map(absolute),
         }),
         ImageCommand::Rm { name } => ImageRequest::Remove { name: name.clone() },
+        ImageCommand::Promote { vm, name } => ImageRequest::Promote {
+            vm: vm.clone(),
+            name: name.clone(),
+        },
         ImageCommand::Pull {
             reference,
             name,
@@ -154,6 +165,7 @@ pub fn run(args: &ImageArgs, settings: &Settings) -> Result<Exit, CliError> {
         | ImageResponse::Removed(i)
         | ImageResponse::Built(i)
         | ImageResponse::Pulled(i)
+        | ImageResponse::Promoted(i)
             if settings.json =>
         {
             output::json(&i)?
@@ -171,6 +183,15 @@ pub fn run(args: &ImageArgs, settings: &Settings) -> Result<Exit, CliError> {
         ImageResponse::Removed(i) => {
             output::stdout(format!("removed image {}\n", i.name).as_bytes())?
         }
+        ImageResponse::Promoted(i) => output::stdout(
+            format!(
+                "promoted to image {} ({}, kernel {})\n",
+                i.name,
+                human_bytes(i.size_bytes),
+                i.kernel
+            )
+            .as_bytes(),
+        )?,
         ImageResponse::Pulled(i) => output::stdout(
             format!(
                 "pulled image {} ({}, kernel {})\n",

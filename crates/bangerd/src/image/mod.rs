@@ -134,6 +134,11 @@ impl ImageService {
             }
             ImageRequest::Build(b) => self.build(&b, progress).map(ImageResponse::Built),
             ImageRequest::Pull(p) => self.pull(&p, progress).map(ImageResponse::Pulled),
+            // Needs the VM's lock: the daemon routes it to VmService.
+            ImageRequest::Promote { vm, .. } => Err(ImageError::Build {
+                what: format!("promote of VM {vm} reached the image service directly"),
+                detail: None,
+            }),
         }
     }
 

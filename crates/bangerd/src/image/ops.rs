@@ -24,6 +24,9 @@ impl ImageService {
         r: &ImportKernel,
         progress: &ProgressSink,
     ) -> Result<KernelInfo, ImageError> {
+        if r.path.extension().is_some_and(|e| e == "deb") {
+            return self.import_kernel_deb(r, progress);
+        }
         let name = match &r.name {
             Some(n) => n.clone(),
             None => default_kernel_name(&r.path).ok_or_else(|| ImageError::NoDefaultName {
@@ -68,6 +71,58 @@ impl ImageService {
             },
         )?;
         Ok(kernel_info(row, Vec::new()))
+    }
+
+    /// `banger kernel import linux-image-….deb`: take the kernel out of the
+    /// Debian package and build an initramfs that loads the virtio modules
+    /// it lacks built in (`banger-imagebuild`), then import both. The name
+    /// defaults to the kernel release (`6.1.0-56-cloud-amd64`).
+    fn import_kernel_deb(
+        &self,
+        r: &ImportKernel,
+        progress: &ProgressSink,
+    ) -> Result<KernelInfo, ImageError> {
+        if r.initrd.is_some() {
+            return Err(ImageError::Build {
+                what: format!(
+                    "{}: a .deb brings its own initramfs; drop --initrd",
+                    r.path.display()
+                ),
+                detail: None,
+            });
+        }
+        // Opening first gives the usual not-found / permission errors.
+        drop(open_source("kernel package", &r.path)?);
+        progress.emit_blocking(banger_proto::rpc::Progress {
+            stage: "deb".into(),
+            message: format!("unpacking {} and building its initramfs", r.path.display()),
+            done: 0,
+            total: None,
+        });
+        let scratch = self.layout.kernels_staging_dir();
+        std::fs::create_dir_all(&scratch).map_err(|e| ImageError::Build {
+            what: format!("creating {}", scratch.display()),
+            detail: Some(e.to_string()),
+        })?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".deb-")
+            .tempdir_in(&scratch)
+            .map_err(|e| ImageError::Build {
+                what: "creating a scratch directory for the package".into(),
+                detail: Some(e.to_string()),
+            })?;
+        let built = banger_imagebuild::kernel_from_deb(&r.path, tmp.path()).map_err(|e| {
+            ImageError::Build {
+                what: format!("taking the kernel out of {}", r.path.display()),
+                detail: Some(banger_proto::error::chain(&e).join(": ")),
+            }
+        })?;
+        let inner = ImportKernel {
+            path: built.kernel.clone(),
+            initrd: Some(built.initrd.clone()),
+            name: Some(r.name.clone().unwrap_or_else(|| built.version.clone())),
+        };
+        self.import_kernel(&inner, progress)
     }
 
     /// `banger image register NAME --rootfs F --kernel K [--initrd I]`:
@@ -246,5 +301,54 @@ fn image_origin(s: ImageSource) -> ImageOrigin {
         ImageSource::Bundle => ImageOrigin::Bundle,
         ImageSource::Build => ImageOrigin::Build,
         ImageSource::Promote => ImageOrigin::Promote,
+    }
+}
+
+impl ImageService {
+    /// `banger image promote VM NAME`: a stopped VM's root disk becomes an
+    /// image booting the same kernel (and keeping its image's work seed).
+    /// The caller (VmService) holds the VM's lock and checked its state.
+    pub fn promote(
+        &self,
+        vm_name: &str,
+        root_disk: &std::path::Path,
+        from_image: &ImageRow,
+        name: &str,
+        progress: &ProgressSink,
+    ) -> Result<ImageInfo, ImageError> {
+        validate_name("image", name)?;
+        if self.store.get_image_by_name(name)?.is_some() {
+            return Err(ImageError::NameTaken {
+                kind: "image",
+                name: name.to_string(),
+            });
+        }
+        let mut rootfs = open_source("root disk", root_disk)?;
+        sniff_ext4(&mut rootfs)?;
+        let staging = self.stage_image()?;
+        let staged = staging.file(ROOTFS_FILE);
+        copy_to(&mut rootfs, &staged, false, "copy", progress)?;
+        fsck(&self.runner, &staged, root_disk)?;
+        let seed = self.layout.image_work_seed(&from_image.id);
+        if seed.is_file() {
+            let mut src = open_source("work seed", &seed)?;
+            copy_to(
+                &mut src,
+                &staging.file(crate::layout::WORK_SEED_FILE),
+                false,
+                "copy",
+                progress,
+            )?;
+        }
+        let row = self.publish_image(
+            staging,
+            PublishImage {
+                name: name.to_string(),
+                kernel_id: from_image.kernel_id.clone(),
+                source: ImageSource::Promote,
+                source_ref: Some(vm_name.to_string()),
+            },
+        )?;
+        self.image_info(row, None)
     }
 }

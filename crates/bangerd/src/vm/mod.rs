@@ -57,6 +57,8 @@ pub const READY_MARKER: &str = "banger-guest-ready";
 
 #[derive(Debug)]
 pub struct VmService {
+    /// Only for `image promote` (a VM's disk published as an image).
+    images: Arc<crate::image::ImageService>,
     store: Arc<Store>,
     layout: Layout,
     config: Config,
@@ -72,6 +74,7 @@ pub struct VmService {
 
 impl VmService {
     pub fn new(
+        images: Arc<crate::image::ImageService>,
         store: Arc<Store>,
         layout: Layout,
         config: Config,
@@ -81,6 +84,7 @@ impl VmService {
     ) -> Arc<VmService> {
         Arc::new(VmService {
             ops: OpRegistry::new(Arc::clone(&store)),
+            images,
             store,
             layout,
             config,
@@ -122,6 +126,49 @@ impl VmService {
             VmRequest::Stats { name } => VmResponse::Stats(self.stats(&name).await?),
         };
         Ok(Response::Vm(r))
+    }
+
+    /// `banger image promote VM NAME`: under the VM's lock, a stopped VM's
+    /// root disk is published as an image.
+    pub async fn promote(
+        self: &Arc<Self>,
+        vm_name: &str,
+        name: &str,
+        progress: ProgressSink,
+    ) -> Result<Response, RpcError> {
+        let vm = self.vm_by_name(vm_name)?;
+        let lock = self.lock_for(&vm.id);
+        let _g = lock.lock().await;
+        let vm = self.row(&vm.id)?;
+        if !matches!(
+            vm.state,
+            crate::store::VmState::Stopped | crate::store::VmState::Created
+        ) {
+            return Err(RpcError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "cannot promote VM {}: it is {}; stop it first",
+                    vm.name, vm.state
+                ),
+            ));
+        }
+        let image = self
+            .store
+            .get_image(&vm.image_id)
+            .map_err(store_err)?
+            .ok_or_else(|| internal(format!("image of VM {} is gone", vm.name)))?;
+        let images = Arc::clone(&self.images);
+        let disk = self.vm_dir(&vm.id).join("root.ext4");
+        let (vm_name, name) = (vm.name.clone(), name.to_string());
+        let info = tokio::task::spawn_blocking(move || {
+            images.promote(&vm_name, &disk, &image, &name, &progress)
+        })
+        .await
+        .map_err(|e| internal(format!("promote task: {e}")))?
+        .map_err(|e| e.to_rpc())?;
+        Ok(Response::Image(
+            banger_proto::image::ImageResponse::Promoted(info),
+        ))
     }
 
     pub async fn handle_op(
