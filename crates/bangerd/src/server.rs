@@ -196,20 +196,49 @@ async fn connection<H: Handler>(
     }
 }
 
+/// Longest silence on a connection while a request runs (clients time out
+/// reads after two minutes).
+pub const KEEPALIVE: Duration = Duration::from_secs(20);
+
 /// Run one request, forwarding its progress events as they come.
 async fn serve_one<H: Handler>(
     stream: &mut UnixStream,
     handler: &H,
     req: Request,
 ) -> std::io::Result<()> {
+    let method = req.method();
     let (tx, mut rx) = mpsc::channel::<Progress>(64);
     let fut = handler.handle(req, ProgressSink(tx));
     tokio::pin!(fut);
+    // A long step that reports nothing (an mmdebstrap run, a guest power-off)
+    // must not look like a dead daemon to a client waiting on its read
+    // timeout: after KEEPALIVE of silence, the last event is repeated (or a
+    // generic one sent).
+    let mut keepalive =
+        tokio::time::interval_at(tokio::time::Instant::now() + KEEPALIVE, KEEPALIVE);
+    let mut last: Option<Progress> = None;
+    let mut quiet = true;
     let result = loop {
         tokio::select! {
             biased;
-            Some(p) = rx.recv() => send(stream, &ServerMsg::Progress(p)).await?,
+            Some(p) = rx.recv() => {
+                send(stream, &ServerMsg::Progress(p.clone())).await?;
+                last = Some(p);
+                quiet = false;
+            }
             res = &mut fut => break res,
+            _ = keepalive.tick() => {
+                if quiet {
+                    let p = last.clone().unwrap_or_else(|| Progress {
+                        stage: "working".into(),
+                        message: format!("{method} in progress"),
+                        done: 0,
+                        total: None,
+                    });
+                    send(stream, &ServerMsg::Progress(p)).await?;
+                }
+                quiet = true;
+            }
         }
     };
     while let Ok(p) = rx.try_recv() {

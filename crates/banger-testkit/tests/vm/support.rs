@@ -10,7 +10,11 @@ use banger_testkit::*;
 use serde_json::Value;
 
 /// The default image (built once, then taken from the content-keyed cache).
+/// Serialized: tests of this binary run in parallel, and one build (two to
+/// three minutes on a cold host) is enough for all of them.
 pub fn default_image() -> banger_imagebuild::debian::BuiltImage {
+    static ONE_BUILD: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = ONE_BUILD.lock().unwrap_or_else(|e| e.into_inner());
     let cache = std::env::var_os("BANGER_CACHE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/var/cache/banger"));
@@ -145,6 +149,9 @@ pub fn log_tail(d: &Daemon) -> String {
 /// The default image, through the real `banger image build debian` (a
 /// cache hit after the first build on a host).
 pub fn register_default_image(ns: &NetNs, d: &Daemon) {
+    // Fill the cache first (once per test binary), so the daemon's build
+    // below is a copy.
+    default_image();
     let built = ok_json(ns, d, &["image", "build", "debian"]);
     assert_eq!(built["name"], "debian", "{built}");
 }
