@@ -208,18 +208,7 @@ impl Tx<'_> {
                 what: format!("state {to} of vm id {id:?}"),
                 source,
             })?;
-        let vm = self.get_vm(id)?.ok_or_else(|| StoreError::NotFound {
-            kind: "vm",
-            key: id.to_owned(),
-        })?;
-        if changed == 0 {
-            return Err(StoreError::VmStateConflict {
-                name: vm.name,
-                expected: from,
-                current: vm.state,
-            });
-        }
-        Ok(vm)
+        self.guarded_result(id, changed, from)
     }
 
     /// Change a VM's resources and NAT (only while it is in `state`, which
@@ -249,6 +238,17 @@ impl Tx<'_> {
                 what: format!("settings of vm id {id:?}"),
                 source,
             })?;
+        self.guarded_result(id, changed, state)
+    }
+
+    /// The row after an `UPDATE … WHERE id = ? AND state = expected` that
+    /// changed `changed` rows: the updated VM, or the state it is really in.
+    fn guarded_result(
+        &self,
+        id: &str,
+        changed: usize,
+        expected: VmState,
+    ) -> Result<VmRow, StoreError> {
         let vm = self.get_vm(id)?.ok_or_else(|| StoreError::NotFound {
             kind: "vm",
             key: id.to_owned(),
@@ -256,7 +256,7 @@ impl Tx<'_> {
         if changed == 0 {
             return Err(StoreError::VmStateConflict {
                 name: vm.name,
-                expected: state,
+                expected,
                 current: vm.state,
             });
         }
