@@ -1,5 +1,7 @@
-//! The executor's journal: every host network object banger created, so it
-//! only ever changes what it made and can remove all of it again.
+//! The executor's journal: every host object banger created (network
+//! objects, VMM processes, the loop and dm devices of dm-snapshot root
+//! disks), so it only ever changes what it made and can remove all of it
+//! again.
 //!
 //! The journal is a JSON file (`root-journal.json` in the dev state dir,
 //! `journal.json` in the helper's root state dir) holding the bridges
@@ -94,6 +96,54 @@ pub struct Journal {
     /// VMM processes the executor launched and has not seen exit.
     #[serde(default)]
     pub vmms: Vec<VmmEntry>,
+    /// The devices of dm-snapshot root disks, one entry per VM.
+    #[serde(default)]
+    pub snapshots: Vec<SnapshotEntry>,
+    /// VMs whose root disk is a dm-snapshot (a COW file the executor made),
+    /// from `CreateVmDisks` to `DeleteVmDisks`, whether or not its devices
+    /// exist right now. Which backend serves a VM is decided from this and
+    /// `snapshots`, never from files in the owner-writable VM directory.
+    #[serde(default)]
+    pub dm_disks: Vec<String>,
+}
+
+/// The kernel devices of one VM's dm-snapshot root disk. Each field is set
+/// (and the journal saved) before the device is created, and cleared only
+/// once it is gone; teardown removes them in reverse order: `dm`, `cow`,
+/// `origin`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotEntry {
+    pub vm_id: String,
+    /// The image's root filesystem on a read-only loop device: the origin.
+    pub origin: Option<LoopEntry>,
+    /// The VM's copy-on-write file on a loop device.
+    pub cow: Option<LoopEntry>,
+    /// The dm-snapshot device, `banger-<vm_id>`.
+    pub dm: Option<String>,
+}
+
+impl SnapshotEntry {
+    pub fn is_empty(&self) -> bool {
+        self.origin.is_none() && self.cow.is_none() && self.dm.is_none()
+    }
+}
+
+/// A loop device and the file it was set up on. A loop device whose
+/// backing file (by device and inode) is not this one is no longer ours and
+/// is never detached.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopEntry {
+    /// `/dev/loop<N>`.
+    pub device: String,
+    /// The file's path when it was attached; for people and logs only.
+    pub backing: PathBuf,
+    /// The backing file's filesystem device, as `LOOP_GET_STATUS64`
+    /// reports it (`lo_device`).
+    pub backing_dev: u64,
+    /// The backing file's inode (`lo_inode`).
+    pub backing_ino: u64,
 }
 
 /// A VMM process: re-adopted after a restart only if `pid` still has
@@ -118,6 +168,8 @@ impl Default for Journal {
             nat_guests: Vec::new(),
             resolver_links: Vec::new(),
             vmms: Vec::new(),
+            snapshots: Vec::new(),
+            dm_disks: Vec::new(),
         }
     }
 }
@@ -151,6 +203,38 @@ impl Journal {
 
     pub fn remove_tap(&mut self, name: &str) {
         self.taps.retain(|t| t.name != name);
+    }
+
+    pub fn snapshot(&self, vm_id: &str) -> Option<&SnapshotEntry> {
+        self.snapshots.iter().find(|e| e.vm_id == vm_id)
+    }
+
+    /// The VM's snapshot entry, added (empty) when there is none.
+    pub fn snapshot_mut(&mut self, vm_id: &str) -> &mut SnapshotEntry {
+        let i = match self.snapshots.iter().position(|e| e.vm_id == vm_id) {
+            Some(i) => i,
+            None => {
+                self.snapshots.push(SnapshotEntry {
+                    vm_id: vm_id.to_string(),
+                    origin: None,
+                    cow: None,
+                    dm: None,
+                });
+                self.snapshots.len() - 1
+            }
+        };
+        &mut self.snapshots[i]
+    }
+
+    /// Whether the root disk of `vm_id` is a dm-snapshot: it is listed in
+    /// `dm_disks` or has journaled devices.
+    pub fn is_dm_disk(&self, vm_id: &str) -> bool {
+        self.dm_disks.iter().any(|v| v == vm_id) || self.snapshot(vm_id).is_some()
+    }
+
+    /// Drop the entries whose devices are all gone.
+    pub fn prune_snapshots(&mut self) {
+        self.snapshots.retain(|e| !e.is_empty());
     }
 }
 

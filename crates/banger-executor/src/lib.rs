@@ -83,7 +83,11 @@ impl Executor {
     /// Enable the VM operations for VMs under `cfg.state_dir`. Without this
     /// they fail with `unavailable`.
     pub fn with_vms(mut self, cfg: VmHostConfig) -> Self {
-        self.vm = Some(Arc::new(vm::VmHost::new(cfg, Arc::clone(&self.journal))));
+        self.vm = Some(Arc::new(vm::VmHost::new(
+            cfg,
+            Arc::clone(&self.journal),
+            Arc::clone(&self.host),
+        )));
         self
     }
 
@@ -142,6 +146,22 @@ impl Executor {
         })
     }
 
+    /// A device probe as this executor can use the device: for
+    /// `/dev/mapper/control` the node opening is not enough, `DM_VERSION`
+    /// must succeed (it needs `CAP_SYS_ADMIN`), so the doctor and `host
+    /// status` report the root-disk backend `CreateVmDisks` will use.
+    fn probe_device(
+        &self,
+        device: banger_proto::privops::HostDevice,
+    ) -> banger_proto::privops::DeviceProbe {
+        let probe = self.host.probe_device(device);
+        let tools: Arc<dyn vm::snapshot::DiskTools> = match &self.vm {
+            Some(vm) => Arc::clone(&vm.tools),
+            None => Arc::new(vm::snapshot::HostTools),
+        };
+        vm::snapshot::mapper_probe(probe, &*tools)
+    }
+
     /// Validate and perform one operation. Blocking.
     pub fn execute(&self, op: PrivOp) -> Result<Executed, ExecError> {
         validate::op(&op)?;
@@ -156,7 +176,7 @@ impl Executor {
         let result = match op {
             PrivOp::ProbeKvm => simple(PrivOutcome::Kvm(self.host.probe_kvm())),
             PrivOp::ProbeDevice { device } => {
-                simple(PrivOutcome::Device(self.host.probe_device(device)))
+                simple(PrivOutcome::Device(self.probe_device(device)))
             }
             PrivOp::ProbeNftables => simple(PrivOutcome::Nftables(self.host.probe_nft())),
             PrivOp::EnsureBridge(spec) => self.ensure_bridge(spec),

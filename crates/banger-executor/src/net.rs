@@ -481,7 +481,8 @@ impl Executor {
         })))
     }
 
-    /// Remove everything the journal lists, best effort: every step is
+    /// Remove everything the journal lists (the snapshot devices of
+    /// dm-snapshot root disks first), best effort: every step is
     /// attempted, "already gone" is success, failures are reported and their
     /// entries stay in the journal so a later teardown can retry them. A
     /// fully successful teardown leaves an empty journal.
@@ -489,6 +490,15 @@ impl Executor {
         let mut txn = self.journal.open()?;
         let mut removed = Vec::new();
         let mut errors = Vec::new();
+        // The loop and dm devices of dm-snapshot root disks (a running VM's
+        // snapshot is busy: reported, and kept for a later attempt).
+        let tools: std::sync::Arc<dyn crate::vm::snapshot::DiskTools> = match &self.vm {
+            Some(vm) => std::sync::Arc::clone(&vm.tools),
+            None => std::sync::Arc::new(crate::vm::snapshot::HostTools),
+        };
+        let (gone, failed) = crate::vm::snapshot::dm::teardown_all(&*tools, &mut txn.state);
+        removed.extend(gone);
+        errors.extend(failed);
         let mut fail = |e: ExecError| errors.push(e.render());
 
         let links = match self.net.links() {

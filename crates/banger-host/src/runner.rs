@@ -95,8 +95,12 @@ impl Cmd {
 #[derive(Debug, Clone)]
 pub struct Output {
     pub status: ExitStatus,
+    /// stdout decoded lossily as UTF-8 (for text).
     pub stdout: String,
     pub stderr: String,
+    /// stdout exactly as the child wrote it (for binary or NUL-separated
+    /// output such as file lists).
+    pub stdout_raw: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -184,13 +188,14 @@ impl Runner {
             // status and stderr say what went wrong, so this is only logged.
             tracing::debug!(%argv, error = %e, "writing stdin");
         }
-        let stdout = out_reader.join().unwrap_or_default();
-        let stderr = err_reader.join().unwrap_or_default();
+        let stdout_raw = out_reader.join().unwrap_or_default();
+        let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
         tracing::debug!(%argv, %status, "finished");
         Ok(Output {
             status,
-            stdout,
+            stdout: String::from_utf8_lossy(&stdout_raw).into_owned(),
             stderr,
+            stdout_raw,
         })
     }
 }
@@ -382,13 +387,13 @@ fn feed(
     }))
 }
 
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<String> {
+fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
     std::thread::spawn(move || {
         let mut buf = Vec::new();
         if let Some(mut p) = pipe {
             let _ = p.read_to_end(&mut buf);
         }
-        String::from_utf8_lossy(&buf).into_owned()
+        buf
     })
 }
 

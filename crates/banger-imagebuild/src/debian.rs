@@ -34,6 +34,8 @@ pub const DEFAULT_PACKAGES: &[&str] = &[
     "socat",
     "ca-certificates",
     "git",
+    // `banger workspace prepare` copies checkouts with rsync over SSH.
+    "rsync",
 ];
 
 /// The metapackage whose current dependency is the kernel we ship.

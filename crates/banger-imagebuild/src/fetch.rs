@@ -91,6 +91,30 @@ pub fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// A streamed HTTP(S) response body.
+pub type Body = Box<dyn std::io::Read + Send>;
+
+/// GET `url` (same client and TLS settings as [`fetch_verified`]) and
+/// return its body as a stream, with its length when the server said. The
+/// caller verifies what it reads.
+pub fn open_url(url: &str) -> Result<(Body, Option<u64>), FetchError> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .timeout_recv_response(Some(Duration::from_secs(60)))
+        .tls_config(tls_config(url)?)
+        .build()
+        .into();
+    let resp = agent
+        .get(url)
+        .call()
+        .map_err(|source| FetchError::Request {
+            url: url.to_string(),
+            source: Box::new(source),
+        })?;
+    let total = resp.body().content_length();
+    Ok((Box::new(resp.into_body().into_reader()), total))
+}
+
 /// Download `url` to `dest`, verifying `sha256` (hex). Reports
 /// [`Progress::Bytes`] about every MiB. `dest` appears only complete and
 /// verified, through a rename in its own directory.
@@ -115,19 +139,7 @@ pub fn fetch_verified(
             dir: dir.to_path_buf(),
             source,
         })?;
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .timeout_recv_response(Some(Duration::from_secs(60)))
-        .tls_config(tls_config(url)?)
-        .build()
-        .into();
-    let req_err = |source| FetchError::Request {
-        url: url.to_string(),
-        source: Box::new(source),
-    };
-    let resp = agent.get(url).call().map_err(req_err)?;
-    let total = resp.body().content_length();
-    let mut body = resp.into_body().into_reader();
+    let (mut body, total) = open_url(url)?;
     let mut hasher = sha2::Sha256::new();
     let mut buf = vec![0u8; 256 << 10];
     let mut done = 0u64;

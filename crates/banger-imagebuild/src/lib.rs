@@ -9,12 +9,16 @@
 //!   from ([`build_work_seed`]).
 //! * [`catalog`], [`fetch`] and [`pull`]: the kernel catalog, verified
 //!   downloads, and [`pull_kernel`] which turns an entry into boot files.
+//! * [`bundle`]: image bundles (a tar, optionally zstd-compressed, of a
+//!   manifest, a root filesystem and optionally a kernel and an initrd),
+//!   read as a stream ([`read_bundle`]) and written ([`write_bundle`]).
 //!
 //! Everything runs child processes through [`banger_host::runner::Runner`]
 //! and writes only below the output or cache directory it is given. Nothing
 //! here mounts a filesystem or sets up a loop device: trees are packed with
 //! `mkfs.ext4 -d` and adjusted with `debugfs`.
 
+pub mod bundle;
 pub mod catalog;
 mod cpio;
 pub mod debian;
@@ -29,6 +33,7 @@ mod vmlinux;
 
 use std::path::PathBuf;
 
+pub use bundle::{Bundle, BundleError, read_bundle, write_bundle};
 pub use catalog::{Catalog, CatalogEntry, KernelKind};
 pub use debian::{BuiltImage, DebianOptions, build_debian};
 pub use fetch::fetch_verified;
@@ -65,4 +70,16 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
         let _ = write!(s, "{b:02x}");
     }
     s
+}
+
+/// An error and its sources, `: `-joined (tests and logs).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        cur = s.source();
+    }
+    out
 }

@@ -31,11 +31,16 @@ pub enum ImageRequest {
     /// Build a VM-ready image (`debian`): root filesystem, kernel and initrd,
     /// work seed. Streams progress; reuses the content-keyed build cache.
     Build(BuildImage),
-    /// Pull an OCI image from a registry and make it an image (root
-    /// filesystem only; it boots with `kernel`).
+    /// Pull an image: an OCI image from a registry (root filesystem only;
+    /// it boots with `kernel`), or a bundle (docs/images.md) when the
+    /// reference is an `http://`, `https://` or `file://` URL or an
+    /// absolute path. Streams `download` progress in bytes.
     Pull(PullImage),
     /// A stopped VM's root disk becomes a new image.
     Promote { vm: String, name: String },
+    /// Rebuild the image's work seed if its inputs (banger's public key,
+    /// banger's version) changed since it was built.
+    Refresh { name: String },
 }
 
 impl ImageRequest {
@@ -49,6 +54,7 @@ impl ImageRequest {
             ImageRequest::Build(_) => "image_build",
             ImageRequest::Pull(_) => "image_pull",
             ImageRequest::Promote { .. } => "image_promote",
+            ImageRequest::Refresh { .. } => "image_refresh",
         }
     }
 }
@@ -82,11 +88,14 @@ pub struct BuildImage {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PullImage {
-    /// `registry/repository[:tag|@digest]`.
+    /// `registry/repository[:tag|@digest]`, or a bundle: an `http://`,
+    /// `https://` or `file://` URL, or an absolute path.
     pub reference: String,
-    /// Image name; derived from the repository when absent.
+    /// Image name; derived from the repository (OCI) or the bundle's
+    /// manifest or file name when absent.
     pub name: Option<String>,
-    /// Kernel to boot it with; the `debian` image's kernel when absent.
+    /// Kernel to boot it with; for a bundle that carries a kernel, that
+    /// one. Else the `debian` image's kernel when absent.
     pub kernel: Option<String>,
     /// Plain HTTP (only for registries on loopback).
     pub insecure: bool,
@@ -110,6 +119,9 @@ pub enum KernelRequest {
     Import(ImportKernel),
     /// Delete a kernel; refused while an image uses it.
     Remove { name: String },
+    /// Download a kernel of the catalog, verify its sha256, publish it
+    /// under the entry's name. Streams `download` progress in bytes.
+    Pull(PullKernel),
 }
 
 impl KernelRequest {
@@ -119,6 +131,7 @@ impl KernelRequest {
             KernelRequest::List => "kernel_list",
             KernelRequest::Import(_) => "kernel_import",
             KernelRequest::Remove { .. } => "kernel_remove",
+            KernelRequest::Pull(_) => "kernel_pull",
         }
     }
 }
@@ -133,6 +146,28 @@ pub struct ImportKernel {
     /// Defaults to the file's name, lowercased, without an alphabetic
     /// extension (`vmlinux.bin` → `vmlinux`).
     pub name: Option<String>,
+}
+
+/// `banger kernel pull NAME [--catalog FILE]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PullKernel {
+    /// Catalog entry; also the kernel's name.
+    pub name: String,
+    /// Absolute path of a catalog file whose entries replace (by name) or
+    /// extend the catalog shipped with banger.
+    pub catalog: Option<PathBuf>,
+}
+
+/// Result of `image refresh`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshedImage {
+    pub image: ImageInfo,
+    /// False when the seed was up to date.
+    pub rebuilt: bool,
+    /// sha256 of the seed's inputs, as now recorded.
+    pub seed_hash: String,
 }
 
 /// Result of an [`ImageRequest`].
@@ -151,6 +186,7 @@ pub enum ImageResponse {
     Built(ImageInfo),
     Pulled(ImageInfo),
     Promoted(ImageInfo),
+    Refreshed(RefreshedImage),
 }
 
 /// Result of a [`KernelRequest`].
@@ -165,6 +201,7 @@ pub enum KernelResponse {
     List(Vec<KernelInfo>),
     Imported(KernelInfo),
     Removed(KernelInfo),
+    Pulled(KernelInfo),
 }
 
 /// Where an image came from.
@@ -257,6 +294,18 @@ mod tests {
         let rm: KernelRequest =
             serde_json::from_str(r#"{"op":"remove","args":{"name":"k"}}"#).unwrap();
         assert_eq!(rm, KernelRequest::Remove { name: "k".into() });
+        let pull = KernelRequest::Pull(PullKernel {
+            name: "cloud".into(),
+            catalog: Some("/etc/k.toml".into()),
+        });
+        assert_eq!(
+            serde_json::to_string(&pull).unwrap(),
+            r#"{"op":"pull","args":{"name":"cloud","catalog":"/etc/k.toml"}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&ImageRequest::Refresh { name: "d".into() }).unwrap(),
+            r#"{"op":"refresh","args":{"name":"d"}}"#
+        );
     }
 
     #[test]

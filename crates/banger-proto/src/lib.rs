@@ -18,6 +18,7 @@ pub mod privops;
 pub mod rpc;
 pub mod vm;
 pub mod vmops;
+pub mod workspace;
 
 pub use error::{ErrorCode, RpcError};
 

@@ -25,7 +25,7 @@ pub use crate::vmops::{
 };
 
 /// Version of the privileged-ops protocol.
-pub const PRIV_PROTOCOL_VERSION: u32 = 1;
+pub const PRIV_PROTOCOL_VERSION: u32 = 2;
 
 /// Messages from `bangerd` to the helper.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -21,6 +21,7 @@ use crate::doctor::DoctorReport;
 use crate::image::{ImageRequest, ImageResponse, KernelRequest, KernelResponse};
 use crate::net::TeardownReport;
 use crate::vm::{OpRequest, OpResponse, VmRequest, VmResponse};
+use crate::workspace::{WorkspaceRequest, WorkspaceResponse};
 
 /// Version of this RPC. Bump on any incompatible change to the types below.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -96,6 +97,8 @@ pub enum Request {
     Vm(VmRequest),
     /// `banger op ...`.
     Op(OpRequest),
+    /// `banger workspace ...`.
+    Workspace(WorkspaceRequest),
 }
 
 impl Request {
@@ -110,6 +113,7 @@ impl Request {
             Request::Kernel(r) => r.method(),
             Request::Vm(r) => r.method(),
             Request::Op(r) => r.method(),
+            Request::Workspace(r) => r.method(),
         }
     }
 }
@@ -131,6 +135,7 @@ pub enum Response {
     Kernel(KernelResponse),
     Vm(VmResponse),
     Op(OpResponse),
+    Workspace(WorkspaceResponse),
 }
 
 /// `banger host status`.
@@ -154,8 +159,8 @@ pub struct HostStatus {
     pub tap_pool: TapPoolStatus,
     /// Whether `~vm` is routed to banger's DNS by systemd-resolved.
     pub resolver_routing: bool,
-    /// How VM root disks are cloned here: `reflink` or `sparse-copy`
-    /// (`dm-snapshot` is not built).
+    /// How new VM root disks are made here: `dm-snapshot`, `reflink` or
+    /// `sparse-copy` (`SnapshotBackend::select`).
     pub snapshot_backend: String,
 }
 

@@ -1,6 +1,7 @@
 //! Public RPC for VMs and asynchronous operations (`banger vm …`, `banger op …`).
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -86,6 +87,11 @@ pub struct CreateVm {
     pub start: bool,
     /// Stream progress until the VM runs (or fails) before answering.
     pub wait: bool,
+    /// Absolute path in a git checkout to prepare as the VM's workspace once
+    /// it runs (`banger workspace prepare`); checked before anything is
+    /// allocated.
+    #[serde(default)]
+    pub workspace: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

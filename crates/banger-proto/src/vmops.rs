@@ -2,7 +2,8 @@
 //!
 //! Nothing here names a host path. The executor derives every path from the
 //! ids (32 lowercase hex characters) under the state directory it was
-//! configured with: `vms/<vm_id>/{root.ext4,work.ext4,serial.log,vmm.log,run/}`,
+//! configured with: `vms/<vm_id>/{root.ext4,work.ext4,serial.log,vmm.log,run/}`
+//! (with dm-snapshot, `root.cow` + `root.origin` instead of `root.ext4`),
 //! `images/<image_id>/{rootfs.ext4,work-seed.ext4}`,
 //! `kernels/<kernel_id>/{kernel,initrd}`. The kernel command line and the
 //! VMM argv are built by the executor too.
@@ -51,6 +52,26 @@ impl SnapshotBackend {
             SnapshotBackend::Reflink => "reflink",
             SnapshotBackend::SparseCopy => "sparse-copy",
         }
+    }
+
+    /// The backend new root disks get: dm-snapshot where device-mapper is
+    /// usable (`/dev/mapper/control` and `dmsetup`), else reflink where the
+    /// state filesystem shares extents, else a sparse copy. The executor
+    /// decides with this, and the doctor and `host status` report with it.
+    pub fn select(dm_usable: bool, reflink_supported: bool) -> SnapshotBackend {
+        if dm_usable {
+            SnapshotBackend::DmSnapshot
+        } else if reflink_supported {
+            SnapshotBackend::Reflink
+        } else {
+            SnapshotBackend::SparseCopy
+        }
+    }
+}
+
+impl std::fmt::Display for SnapshotBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -135,6 +156,19 @@ pub struct VmmState {
     /// the daemon watches the serial console instead).
     #[serde(default)]
     pub ready: Option<bool>,
+    /// `/proc/<pid>/stat` start time (clock ticks since boot) of `pid`, when
+    /// known: with the pid it names the process exactly.
+    #[serde(default)]
+    pub start_time: Option<u64>,
+    /// The VMM's sockets, relative to the VM directory (`run/qmp.sock`;
+    /// `run/firecracker.sock`, `run/vsock.sock`). Names, not host paths.
+    #[serde(default)]
+    pub sockets: Vec<String>,
+    /// Kernel devices behind the root disk: with dm-snapshot the dm name
+    /// and the two loop devices (`banger-<vm_id>`, `loop3`, `loop4`); empty
+    /// for a root disk that is a plain file (reflink or sparse copy).
+    #[serde(default)]
+    pub root_devices: Vec<String>,
 }
 
 /// Result of a stop request.

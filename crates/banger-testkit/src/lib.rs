@@ -283,6 +283,44 @@ pub fn wait_for_socket(path: &Path, proc: &mut Proc) {
     panic!("{} did not serve {} within 20 s", proc.name, path.display());
 }
 
+/// `bangerd --dev` inside a test namespace `ns` (so its bridge, taps, nft
+/// tables and VMs live there), state under `dir/state`, sockets under
+/// `dir/run`, `$HOME` = `dir` (where its owner config and keys are looked
+/// for).
+#[derive(Debug)]
+pub struct NsDaemon {
+    pub proc: Proc,
+    pub socket: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl NsDaemon {
+    pub fn start(ns: &NetNs, dir: &Path) -> NsDaemon {
+        let mut cmd = ns.exec(bin("bangerd"));
+        cmd.arg("--dev")
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .arg("--runtime-dir")
+            .arg(dir.join("run"))
+            .env("HOME", dir)
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("NOTIFY_SOCKET");
+        let mut proc = Proc::spawn("bangerd --dev", cmd);
+        let socket = dir.join("run").join("bangerd.sock");
+        wait_for_socket(&socket, &mut proc);
+        NsDaemon {
+            proc,
+            socket,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// The daemon's state directory.
+    pub fn state(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+}
+
 /// `bangerd --dev` on temp state and runtime dirs.
 #[derive(Debug)]
 pub struct DevDaemon {

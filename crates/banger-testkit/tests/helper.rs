@@ -26,7 +26,10 @@ fn serves_the_owner() {
         &["hello-priv", "read=1", PROBE_DEVICE, "read=1"],
     );
     let hello = expect_msg(&lines[0], "hello");
-    assert_eq!(hello["protocol"], 1);
+    assert_eq!(
+        hello["protocol"],
+        banger_proto::privops::PRIV_PROTOCOL_VERSION
+    );
     let ok = expect_msg(&lines[1], "ok");
     assert_eq!(ok["kind"], "device");
     assert_eq!(ok["result"]["device"], "tun");
@@ -99,7 +102,7 @@ fn malformed_input_is_refused_and_the_helper_keeps_serving() {
         (
             &["hello-priv=7", "eof"],
             "protocol_mismatch",
-            "helper speaks 1",
+            "helper speaks 2",
         ),
         (
             &[

@@ -16,18 +16,8 @@ use banger_testkit::*;
 use common::{Item, Registry, gz, layer, write_layout};
 
 fn start_daemon(ns: &NetNs, dir: &Path) -> (Proc, std::path::PathBuf) {
-    let mut cmd = ns.exec(bin("bangerd"));
-    cmd.arg("--dev")
-        .arg("--state-dir")
-        .arg(dir.join("state"))
-        .arg("--runtime-dir")
-        .arg(dir.join("run"))
-        .env("HOME", dir)
-        .env_remove("NOTIFY_SOCKET");
-    let mut proc = Proc::spawn("bangerd --dev", cmd);
-    let socket = dir.join("run/bangerd.sock");
-    wait_for_socket(&socket, &mut proc);
-    (proc, socket)
+    let d = NsDaemon::start(ns, dir);
+    (d.proc, d.socket)
 }
 
 fn banger(socket: &Path, args: &[&str]) -> Output {

@@ -478,3 +478,160 @@ fn a_non_root_caller_is_refused() {
     assert!(text(&out.stderr).contains("must run as root"));
     assert!(snapshot(dir.path()).is_empty());
 }
+
+#[test]
+fn status_of_a_root_reads_the_files_only() {
+    let owner = TestUser::create(None);
+    let dir = target();
+    let r = dir.path();
+
+    // Nothing installed: exit 5, and it says how to install.
+    let out = banger()
+        .args(["system", "status", "--json", "--root"])
+        .arg(r)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 5, "{}", text(&out.stderr));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["installed"], false);
+    assert!(
+        doc["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("sudo banger system install"),
+        "{doc:#}"
+    );
+
+    ok_json(&install(r, &owner.name, &["--json"]));
+    let out = banger()
+        .args(["system", "status", "--json", "--root"])
+        .arg(r)
+        .output()
+        .unwrap();
+    let doc = ok_json(&out);
+    assert_eq!(doc["healthy"], true, "{doc:#}");
+    assert_eq!(doc["owner"]["name"], owner.name.as_str());
+    assert_eq!(doc["units"], Value::Null, "--root never asks systemd");
+    assert_eq!(doc["sockets"], Value::Null);
+    for b in doc["binaries"].as_array().unwrap() {
+        assert_eq!(b["version"], banger_proto::BANGER_VERSION, "{b}");
+    }
+
+    // A binary that disagrees with the metadata is a problem (exit 1).
+    std::fs::write(
+        r.join("usr/local/bin/bangerd"),
+        "#!/bin/sh\necho bangerd 9.9.9\n",
+    )
+    .unwrap();
+    let out = banger()
+        .args(["system", "status", "--root"])
+        .arg(r)
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), 1, "{}", text(&out.stdout));
+    assert!(
+        text(&out.stdout).contains("bangerd is version 9.9.9 but the install metadata says"),
+        "{}",
+        text(&out.stdout)
+    );
+}
+
+#[test]
+fn uninstall_of_a_root_removes_what_install_wrote() {
+    let owner = TestUser::create(None);
+    let dir = target();
+    let r = dir.path();
+    ok_json(&install(r, &owner.name, &["--json"]));
+    let uninstall = |extra: &[&str]| {
+        banger()
+            .args(["system", "uninstall", "--json", "--root"])
+            .arg(r)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let report = ok_json(&uninstall(&[]));
+    assert_eq!(report["owner"], owner.name.as_str());
+    assert_eq!(
+        report["units"],
+        serde_json::json!([]),
+        "--root stops nothing"
+    );
+    let left: Vec<_> = snapshot(r).into_keys().collect();
+    let left: Vec<_> = left.iter().map(|p| p.to_str().unwrap()).collect();
+    assert_eq!(
+        left,
+        [
+            "etc",
+            "etc/systemd",
+            "etc/systemd/system",
+            "usr",
+            "usr/local",
+            "usr/local/bin",
+            "var",
+            "var/lib",
+            "var/lib/banger",
+            "var/lib/banger-root",
+        ],
+        "only the parents and the kept state"
+    );
+    let kept: Vec<_> = report["kept"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["path"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        kept,
+        [
+            r.join("var/lib/banger").display().to_string(),
+            r.join("var/lib/banger-root").display().to_string()
+        ]
+    );
+
+    // Nothing left to uninstall.
+    let out = uninstall(&[]);
+    assert_eq!(code(&out), 5, "{}", text(&out.stdout));
+
+    // --purge takes the state too.
+    ok_json(&install(r, &owner.name, &["--json"]));
+    ok_json(&uninstall(&["--purge"]));
+    assert!(!r.join("var/lib/banger").exists());
+    assert!(!r.join("var/lib/banger-root").exists());
+}
+
+#[test]
+fn restart_and_uninstall_refuse_non_root_callers() {
+    let user = TestUser::create(None);
+    for args in [
+        &["system", "restart"][..],
+        &["system", "uninstall", "--root", "/nonexistent"][..],
+    ] {
+        let out = user.command(bin("banger")).args(args).output().unwrap();
+        assert_eq!(code(&out), 4, "{args:?}: {}", text(&out.stderr));
+        assert!(text(&out.stderr).contains("must run as root"), "{args:?}");
+    }
+}
+
+/// Without `--root`, both need a running systemd. In a private mount
+/// namespace with an empty `/run` (so `/run/systemd/system` is absent
+/// whatever the host), both refuse with exit 8 before doing anything.
+#[test]
+fn restart_and_uninstall_need_systemd_without_root() {
+    require_root();
+    for cmd in ["restart", "uninstall"] {
+        let script = format!("mount -t tmpfs tmpfs /run && exec \"$0\" system {cmd}");
+        let out = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+            .arg(bin("banger"))
+            .env_remove("SUDO_USER")
+            .output()
+            .expect("running unshare");
+        assert_eq!(code(&out), 8, "{cmd}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("not running systemd"),
+            "{cmd}: {}",
+            text(&out.stderr)
+        );
+    }
+}

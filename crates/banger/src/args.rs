@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use clap::{ArgAction, Args, Parser, Subcommand};
 
-use crate::cmd::{completions, doctor, host, image, kernel, man, op, system, version, vm};
+use crate::cmd::{
+    completions, doctor, host, image, kernel, man, op, system, version, vm, workspace,
+};
 use crate::exit;
 
 /// Disposable Linux microVMs on this host.
@@ -61,6 +63,8 @@ pub enum Command {
     Vm(vm::VmArgs),
     /// Asynchronous operations (VM create) and their progress
     Op(op::OpArgs),
+    /// Put a git checkout into a VM and bring the work back as a branch
+    Workspace(workspace::WorkspaceArgs),
     /// Install banger's services on this host
     System(system::SystemArgs),
     /// Print the versions of banger and of the running daemon
@@ -109,6 +113,7 @@ mod tests {
                 "image",
                 "vm",
                 "op",
+                "workspace",
                 "system",
                 "version",
                 "completions",

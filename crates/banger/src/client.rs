@@ -237,6 +237,7 @@ pub fn response_name(resp: &Response) -> &'static str {
         Response::Kernel(_) => "a kernel result",
         Response::Vm(_) => "a VM result",
         Response::Op(_) => "an operation result",
+        Response::Workspace(_) => "a workspace result",
     }
 }
 

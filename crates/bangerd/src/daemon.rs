@@ -23,7 +23,8 @@ use crate::network::HostNetwork;
 use crate::privileged::{Channel, PrivilegedOps};
 use crate::server::{Handler, ProgressSink};
 use crate::store::Store;
-use crate::vm::{VmDns, VmService};
+use crate::vm::{VmDns, VmLocks, VmService, VmServiceParts};
+use crate::workspace::WorkspaceService;
 use banger_proto::image::ImageRequest;
 
 #[derive(Debug)]
@@ -37,6 +38,7 @@ pub struct Daemon {
     network: Arc<HostNetwork>,
     images: Arc<ImageService>,
     vms: Arc<VmService>,
+    workspaces: Arc<WorkspaceService>,
     /// The `.vm` DNS server, once started.
     dns: Arc<DnsSlot>,
 }
@@ -82,15 +84,25 @@ impl Daemon {
             Runner,
         ));
         let dns = Arc::new(DnsSlot::default());
-        let vms = VmService::new(
-            Arc::clone(&images),
+        let vm_locks = Arc::new(VmLocks::default());
+        let workspaces = WorkspaceService::new(
             Arc::clone(&store),
             layout.clone(),
             config.clone(),
-            Arc::clone(&privileged),
-            Arc::clone(&network),
-            Arc::clone(&dns) as Arc<dyn VmDns>,
+            Arc::clone(&vm_locks),
+            std::env::var_os("HOME").map(PathBuf::from),
         );
+        let vms = VmService::new(VmServiceParts {
+            images: Arc::clone(&images),
+            store: Arc::clone(&store),
+            layout: layout.clone(),
+            config: config.clone(),
+            privileged: Arc::clone(&privileged),
+            network: Arc::clone(&network),
+            dns: Arc::clone(&dns) as Arc<dyn VmDns>,
+            vm_locks,
+            workspaces: Arc::clone(&workspaces),
+        });
         Daemon {
             mode,
             layout,
@@ -101,6 +113,7 @@ impl Daemon {
             network,
             images,
             vms,
+            workspaces,
             dns,
         }
     }
@@ -241,18 +254,13 @@ impl Daemon {
             }
         };
         let net = Arc::clone(&self.network);
-        let state_dir = self.layout.state_dir.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut status = net.status(dns_address, dns_records);
-            status.snapshot_backend = match banger_host::probe::probe_reflink(&state_dir).support {
-                banger_host::probe::ReflinkSupport::Supported => "reflink",
-                _ => "sparse-copy",
-            }
-            .to_string();
-            status
-        })
-        .await
-        .map_err(|e| RpcError::new(ErrorCode::Internal, format!("host status task failed: {e}")))
+        // `HostNetwork::status` reports the snapshot backend by the
+        // executor's own selection rule.
+        tokio::task::spawn_blocking(move || net.status(dns_address, dns_records))
+            .await
+            .map_err(|e| {
+                RpcError::new(ErrorCode::Internal, format!("host status task failed: {e}"))
+            })
     }
 
     async fn host_teardown(&self) -> Result<TeardownReport, RpcError> {
@@ -395,6 +403,7 @@ impl Handler for Daemon {
             Request::Kernel(r) => self.images.handle_kernel(r, progress).await,
             Request::Vm(r) => self.vms.handle_vm(r, progress).await,
             Request::Op(r) => self.vms.handle_op(r, progress).await,
+            Request::Workspace(r) => self.workspaces.handle(r, progress).await,
         }
     }
 }

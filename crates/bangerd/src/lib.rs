@@ -13,3 +13,4 @@ pub mod server;
 pub mod startup;
 pub mod store;
 pub mod vm;
+pub mod workspace;

@@ -1,4 +1,5 @@
-//! VM disks: the copy-on-write root disk and the work disk.
+//! VM disks: the copy-on-write root disk (made and removed by a
+//! `snapshot` backend) and the work disk.
 //!
 //! Files under the owner-owned state directory are opened relative to a
 //! descriptor of that directory with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`,
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use banger_host::runner::{Cmd, Runner};
-use banger_proto::vmops::{SnapshotBackend, VmDisksOutcome, VmDisksSpec};
+use banger_proto::vmops::{VmDisksOutcome, VmDisksSpec};
 use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use super::VmHost;
@@ -69,6 +70,53 @@ impl VmHost {
         Ok(File::from(fd))
     }
 
+    /// The VM directory, opened beneath the state dir without following
+    /// symlinks; `None` when it does not exist.
+    pub(super) fn vm_dir_fd(&self, vm_id: &str) -> Result<Option<OwnedFd>, VmOpError> {
+        validate::id("VM id", vm_id)?;
+        let dir = self.state_fd()?;
+        let rel = Path::new("vms").join(vm_id);
+        match rustix::fs::openat2(
+            dir.as_fd(),
+            &rel,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            RESOLVE,
+        ) {
+            Ok(fd) => Ok(Some(fd)),
+            Err(rustix::io::Errno::NOENT) => Ok(None),
+            Err(e) => Err(io("opening", &self.state_dir.join(rel))(e.into())),
+        }
+    }
+
+    /// Remove the files `names` from the VM directory with `unlinkat`
+    /// relative to a descriptor of it (reached without symlinks), so a
+    /// symlinked `vms/<id>` cannot point root's deletions elsewhere.
+    /// Missing files (or directory) are fine.
+    pub(crate) fn remove_beneath(&self, vm_id: &str, names: &[&str]) -> Result<(), VmOpError> {
+        let Some(dir) = self.vm_dir_fd(vm_id)? else {
+            return Ok(());
+        };
+        for name in names {
+            match rustix::fs::unlinkat(&dir, *name, rustix::fs::AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                Err(e) => return Err(io("removing", &self.vm_dir(vm_id).join(name))(e.into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Remove the directory `name` of the VM directory and everything in
+    /// it, every step relative to a descriptor (no path is re-resolved,
+    /// no symlink followed). Missing is fine.
+    pub(crate) fn remove_tree_beneath(&self, vm_id: &str, name: &str) -> Result<(), VmOpError> {
+        let Some(dir) = self.vm_dir_fd(vm_id)? else {
+            return Ok(());
+        };
+        let path = self.vm_dir(vm_id).join(name);
+        remove_tree_at(&dir, name, 0).map_err(|e| io("removing", &path)(e.into()))
+    }
+
     pub(super) fn vm_rel(&self, vm_id: &str, name: &str) -> PathBuf {
         Path::new("vms").join(vm_id).join(name)
     }
@@ -77,7 +125,7 @@ impl VmHost {
         self.state_dir.join("vms").join(vm_id)
     }
 
-    fn create_file(&self, rel: &Path) -> Result<File, VmOpError> {
+    pub(super) fn create_file(&self, rel: &Path) -> Result<File, VmOpError> {
         let f = self.open_beneath(rel, OFlags::CREATE | OFlags::EXCL | OFlags::RDWR)?;
         rustix::fs::fchown(
             &f,
@@ -93,29 +141,28 @@ impl VmHost {
         validate::id("image id", &spec.image_id)?;
         validate::work_disk_bytes(spec.work_disk_bytes)?;
         let image_rel = Path::new("images").join(&spec.image_id);
-        let src = self.open_beneath(&image_rel.join("rootfs.ext4"), OFlags::RDONLY)?;
-        let root_rel = self.vm_rel(&spec.vm_id, ROOT_DISK);
         let work_rel = self.vm_rel(&spec.vm_id, WORK_DISK);
-        let result = (|| {
-            let dst = self.create_file(&root_rel)?;
-            let backend = clone_file(&src, &dst).map_err(io(
-                "cloning the image into",
-                &self.state_dir.join(&root_rel),
-            ))?;
-            let root_bytes = dst.metadata().map(|m| m.len()).unwrap_or(0);
-            let work = self.create_work_disk(&image_rel, &work_rel, spec.work_disk_bytes)?;
-            Ok(VmDisksOutcome {
-                backend,
-                root_bytes,
+        let root = self.create_root_disk(&spec.vm_id, &spec.image_id)?;
+        match self.create_work_disk(&image_rel, &work_rel, spec.work_disk_bytes) {
+            Ok(work) => Ok(VmDisksOutcome {
+                backend: root.backend,
+                root_bytes: root.bytes,
                 work_bytes: work,
-            })
-        })();
-        if result.is_err() {
-            // Nothing half-made stays behind.
-            let _ = std::fs::remove_file(self.state_dir.join(&root_rel));
-            let _ = std::fs::remove_file(self.state_dir.join(&work_rel));
+            }),
+            Err(e) => {
+                // Nothing half-made stays behind.
+                if let Err(undo) = self
+                    .backend_of(&spec.vm_id)
+                    .and_then(|b| b.remove(self, &spec.vm_id))
+                {
+                    tracing::warn!(vm_id = %spec.vm_id, error = %undo, "removing the root disk after a failed create");
+                }
+                if let Err(undo) = self.remove_beneath(&spec.vm_id, &[WORK_DISK]) {
+                    tracing::warn!(vm_id = %spec.vm_id, error = %undo, "removing the work disk after a failed create");
+                }
+                Err(e)
+            }
         }
-        result
     }
 
     fn create_work_disk(
@@ -128,7 +175,8 @@ impl VmHost {
         let dst = self.create_file(work_rel)?;
         match self.open_beneath(&image_rel.join("work-seed.ext4"), OFlags::RDONLY) {
             Ok(seed) => {
-                clone_file(&seed, &dst).map_err(io("copying the work seed into", &path))?;
+                super::snapshot::clone_file(&seed, &dst)
+                    .map_err(io("copying the work seed into", &path))?;
                 let seed_len = seed.metadata().map(|m| m.len()).unwrap_or(0);
                 dst.set_len(bytes.max(seed_len))
                     .map_err(io("sizing", &path))?;
@@ -199,85 +247,71 @@ impl VmHost {
 
     pub(crate) fn delete_disks(&self, vm_id: &str) -> Result<(), VmOpError> {
         validate::id("VM id", vm_id)?;
-        let dir = self.vm_dir(vm_id);
-        for name in [ROOT_DISK, WORK_DISK, "serial.log", "vmm.log"] {
-            let p = dir.join(name);
-            match std::fs::remove_file(&p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io("removing", &p)(e)),
+        self.backend_of(vm_id)?.remove(self, vm_id)?;
+        // Every root-disk file whatever the backend (leftovers of a crash
+        // included), then the rest; all by unlinkat beneath the state dir.
+        self.remove_beneath(
+            vm_id,
+            &[
+                ROOT_DISK,
+                super::snapshot::dm::COW_FILE,
+                super::snapshot::dm::ORIGIN_FILE,
+                WORK_DISK,
+                "serial.log",
+                "vmm.log",
+            ],
+        )?;
+        self.remove_tree_beneath(vm_id, "run")
+    }
+}
+
+/// Remove `name` under `parent` (a directory: its contents first), without
+/// following symlinks. Depth is bounded; ENOENT is success.
+fn remove_tree_at(parent: &OwnedFd, name: &str, depth: usize) -> rustix::io::Result<()> {
+    use rustix::fs::AtFlags;
+    if depth > 16 {
+        return Err(rustix::io::Errno::LOOP);
+    }
+    let dir = match rustix::fs::openat(
+        parent,
+        name,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+    ) {
+        Ok(d) => d,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        // Not a directory (or a symlink): unlink the entry itself.
+        Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+            return match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                Err(e) => Err(e),
+            };
+        }
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(&dir)? {
+        let entry = entry?;
+        let n = entry.file_name().to_string_lossy().into_owned();
+        if n != "." && n != ".." {
+            names.push((n, entry.file_type()));
+        }
+    }
+    for (n, ty) in names {
+        if ty == rustix::fs::FileType::Directory {
+            remove_tree_at(&dir, &n, depth + 1)?;
+        } else {
+            match rustix::fs::unlinkat(&dir, n.as_str(), AtFlags::empty()) {
+                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                // Unknown d_type on some filesystems: try it as a directory.
+                Err(rustix::io::Errno::ISDIR) => remove_tree_at(&dir, &n, depth + 1)?,
+                Err(e) => return Err(e),
             }
         }
-        match std::fs::remove_dir_all(dir.join("run")) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io("removing", &dir.join("run"))(e)),
-        }
     }
-}
-
-/// Clone `src` into the empty `dst`: FICLONE when the filesystem shares
-/// extents, else a sparse copy (data ranges only, holes stay holes).
-pub fn clone_file(src: &File, dst: &File) -> std::io::Result<SnapshotBackend> {
-    match rustix::fs::ioctl_ficlone(dst, src) {
-        Ok(()) => return Ok(SnapshotBackend::Reflink),
-        Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::XDEV | rustix::io::Errno::INVAL) => {}
-        Err(rustix::io::Errno::NOTTY) => {}
-        Err(e) => return Err(e.into()),
-    }
-    sparse_copy(src, dst)?;
-    Ok(SnapshotBackend::SparseCopy)
-}
-
-fn sparse_copy(src: &File, dst: &File) -> std::io::Result<()> {
-    use rustix::fs::SeekFrom;
-    let len = src.metadata()?.len();
-    let mut pos = 0u64;
-    while pos < len {
-        let data = match rustix::fs::seek(src, SeekFrom::Data(pos)) {
-            Ok(d) => d,
-            Err(rustix::io::Errno::NXIO) => break,
-            Err(e) => return Err(e.into()),
-        };
-        let hole = rustix::fs::seek(src, SeekFrom::Hole(data)).map_err(std::io::Error::from)?;
-        let mut off_in = data;
-        let mut off_out = data;
-        while off_in < hole {
-            let want = (hole - off_in).min(1 << 30) as usize;
-            let n =
-                rustix::fs::copy_file_range(src, Some(&mut off_in), dst, Some(&mut off_out), want)
-                    .map_err(std::io::Error::from)?;
-            if n == 0 {
-                return Err(std::io::Error::other("source shrank during the copy"));
-            }
-        }
-        pos = hole;
-    }
-    dst.set_len(len)
-}
-
-#[cfg(test)]
-mod tests {
-    use std::io::{Seek as _, SeekFrom, Write as _};
-    use std::os::unix::fs::MetadataExt as _;
-
-    use super::*;
-
-    #[test]
-    fn sparse_copy_keeps_content_and_holes() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut src = File::create_new(dir.path().join("src")).unwrap();
-        src.write_all(b"head").unwrap();
-        src.seek(SeekFrom::Start(64 << 20)).unwrap();
-        src.write_all(b"tail").unwrap();
-        let src = File::open(dir.path().join("src")).unwrap();
-        let dst = File::create_new(dir.path().join("dst")).unwrap();
-        // Exercise the sparse path directly (tmpfs/ext4 have no reflink).
-        sparse_copy(&src, &dst).unwrap();
-        let a = std::fs::read(dir.path().join("src")).unwrap();
-        let b = std::fs::read(dir.path().join("dst")).unwrap();
-        assert_eq!(a, b);
-        // 64 MiB apparent, only a few blocks allocated.
-        assert!(dst.metadata().unwrap().blocks() * 512 < 1 << 20);
+    drop(dir);
+    match rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+        Err(e) => Err(e),
     }
 }

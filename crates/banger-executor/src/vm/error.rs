@@ -23,6 +23,11 @@ pub enum VmOpError {
     Running { vm_id: String, pid: u32 },
     #[error("{vmm} is not usable here: {reason}")]
     VmmUnavailable { vmm: &'static str, reason: String },
+    #[error("the {backend} snapshot backend cannot be used here: {reason}")]
+    SnapshotUnsupported {
+        backend: &'static str,
+        reason: String,
+    },
 
     // ---- host failures ----
     #[error("{what} {path}")]
@@ -46,6 +51,8 @@ pub enum VmOpError {
         #[source]
         source: banger_vmm::VmmError,
     },
+    #[error("removing the root-disk devices of VM {vm_id}: {}", errors.join("; "))]
+    SnapshotTeardown { vm_id: String, errors: Vec<String> },
     #[error("stopping the VMM of VM {vm_id}")]
     Stop {
         vm_id: String,
@@ -62,10 +69,15 @@ impl VmOpError {
             Missing { .. } => ErrorCode::NotFound,
             Exists { .. } => ErrorCode::AlreadyExists,
             Running { .. } => ErrorCode::InvalidState,
-            NotConfigured | VmmUnavailable { .. } => ErrorCode::Unavailable,
-            Io { .. } | Tool { .. } | GuestFs { .. } | Launch { .. } | Stop { .. } => {
-                ErrorCode::Internal
+            NotConfigured | VmmUnavailable { .. } | SnapshotUnsupported { .. } => {
+                ErrorCode::Unavailable
             }
+            Io { .. }
+            | Tool { .. }
+            | GuestFs { .. }
+            | Launch { .. }
+            | Stop { .. }
+            | SnapshotTeardown { .. } => ErrorCode::Internal,
         }
     }
 }
@@ -76,4 +88,12 @@ pub(crate) fn io(
 ) -> impl FnOnce(std::io::Error) -> VmOpError {
     let path = path.display().to_string();
     move |source| VmOpError::Io { what, path, source }
+}
+
+pub(crate) fn journal_err(e: crate::journal::JournalError) -> VmOpError {
+    VmOpError::Io {
+        what: "updating the executor journal",
+        path: String::new(),
+        source: std::io::Error::other(banger_proto::error::chain(&e).join(": ")),
+    }
 }

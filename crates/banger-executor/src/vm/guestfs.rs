@@ -15,7 +15,6 @@ use banger_host::runner::{Cmd, Runner};
 use banger_proto::vmops::GuestFilesSpec;
 
 use super::VmHost;
-use super::disks::ROOT_DISK;
 use super::error::{VmOpError, io};
 use super::validate;
 
@@ -25,18 +24,9 @@ impl VmHost {
         for f in &spec.files {
             validate::guest_file(f)?;
         }
-        // The disk must be a regular file reached without symlinks.
-        let rel = self.vm_rel(&spec.vm_id, ROOT_DISK);
-        let disk_file = self.open_beneath(&rel, rustix::fs::OFlags::RDONLY)?;
-        if !disk_file.metadata().map(|m| m.is_file()).unwrap_or(false) {
-            return Err(VmOpError::Invalid {
-                what: "root disk",
-                value: rel.display().to_string(),
-                reason: "not a regular file".into(),
-            });
-        }
-        drop(disk_file);
-        let disk = self.state_dir.join(&rel);
+        // The root disk as its backend serves it: a file reached without
+        // symlinks, or the VM's dm-snapshot device (given to the owner).
+        let disk = self.root_disk(&spec.vm_id)?.path;
         let staging = tempfile::Builder::new()
             .prefix("banger-guestfs-")
             .tempdir()

@@ -1,4 +1,5 @@
-//! VM operations of the executor: disks, guest files, VMM processes.
+//! VM operations of the executor: disks (the root disk through the
+//! `snapshot` backends), guest files, VMM processes.
 //!
 //! Paths are derived from ids under the configured state directory (see
 //! `banger_proto::vmops`); VMM binaries come from the executor's own
@@ -7,6 +8,7 @@
 mod disks;
 mod error;
 mod guestfs;
+pub(crate) mod snapshot;
 mod validate;
 mod vmm;
 
@@ -14,10 +16,11 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use banger_host::probe::HostProbes;
 use banger_proto::vmops::VmmKind;
 
-pub use disks::clone_file;
 pub use error::VmOpError;
+pub use snapshot::clone_file;
 pub use vmm::KERNEL_CMDLINE;
 
 use crate::journal::JournalFile;
@@ -34,7 +37,6 @@ pub struct VmHostConfig {
     pub firecracker_binary: Option<PathBuf>,
 }
 
-#[derive(Debug)]
 pub(crate) struct VmHost {
     state_dir: PathBuf,
     owner: (u32, u32),
@@ -42,10 +44,27 @@ pub(crate) struct VmHost {
     firecracker_binary: Option<PathBuf>,
     journal: Arc<JournalFile>,
     procs: Mutex<HashMap<String, (VmmKind, vmm::Proc)>>,
+    /// Device probes (is `/dev/mapper/control` there?).
+    probes: Arc<dyn HostProbes>,
+    /// `losetup`, `dmsetup` and device-node ownership.
+    pub(crate) tools: Arc<dyn snapshot::DiskTools>,
+}
+
+impl std::fmt::Debug for VmHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmHost")
+            .field("state_dir", &self.state_dir)
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
 }
 
 impl VmHost {
-    pub(crate) fn new(cfg: VmHostConfig, journal: Arc<JournalFile>) -> VmHost {
+    pub(crate) fn new(
+        cfg: VmHostConfig,
+        journal: Arc<JournalFile>,
+        probes: Arc<dyn HostProbes>,
+    ) -> VmHost {
         VmHost {
             state_dir: cfg.state_dir,
             owner: cfg.owner,
@@ -53,7 +72,16 @@ impl VmHost {
             firecracker_binary: cfg.firecracker_binary,
             journal,
             procs: Mutex::new(HashMap::new()),
+            probes,
+            tools: Arc::new(snapshot::HostTools),
         }
+    }
+
+    /// Replace the tools the snapshot backends run (tests: a recording fake).
+    #[cfg(test)]
+    pub(crate) fn with_tools(mut self, tools: Arc<dyn snapshot::DiskTools>) -> VmHost {
+        self.tools = tools;
+        self
     }
 
     /// Credentials for child tools: the owner's, unless that is root.

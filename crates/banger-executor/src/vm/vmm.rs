@@ -19,8 +19,8 @@ use banger_vmm::{Drive, LaunchSpec};
 use rustix::fs::OFlags;
 
 use super::VmHost;
-use super::disks::{ROOT_DISK, WORK_DISK};
-use super::error::{VmOpError, io};
+use super::disks::WORK_DISK;
+use super::error::{VmOpError, io, journal_err};
 use super::validate;
 use crate::journal::VmmEntry;
 
@@ -119,6 +119,15 @@ fn pidfd_exited(pidfd: &OwnedFd, timeout: Duration) -> bool {
     matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
 }
 
+/// The sockets a VMM of `kind` uses, relative to the VM directory (the
+/// names `banger_vmm::LaunchSpec` gives them under `run/`).
+pub(super) fn sockets(kind: VmmKind) -> &'static [&'static str] {
+    match kind {
+        VmmKind::Qemu => &["run/qmp.sock"],
+        VmmKind::Firecracker => &["run/firecracker.sock", "run/vsock.sock"],
+    }
+}
+
 /// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
 pub(super) fn start_time(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -145,9 +154,9 @@ impl VmHost {
             }
             Err(e) => return Err(e),
         };
-        for d in [ROOT_DISK, WORK_DISK] {
-            drop(self.open_beneath(&self.vm_rel(&spec.vm_id, d), OFlags::RDONLY)?);
-        }
+        drop(self.open_beneath(&self.vm_rel(&spec.vm_id, WORK_DISK), OFlags::RDONLY)?);
+        // A file (reflink, sparse copy) or a block device (dm-snapshot).
+        let root = self.root_disk(&spec.vm_id)?;
         let dir = self.vm_dir(&spec.vm_id);
         Ok(LaunchSpec {
             vm_id: spec.vm_id.clone(),
@@ -159,7 +168,7 @@ impl VmHost {
             drives: vec![
                 Drive {
                     id: "root".into(),
-                    path: dir.join(ROOT_DISK),
+                    path: root.path,
                     read_only: false,
                 },
                 Drive {
@@ -181,15 +190,32 @@ impl VmHost {
     /// A fresh, owner-owned `run/` directory for the VMM's sockets.
     fn fresh_run_dir(&self, vm_id: &str) -> Result<(), VmOpError> {
         let run = self.vm_dir(vm_id).join("run");
-        match std::fs::remove_dir_all(&run) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io("clearing", &run)(e)),
-        }
-        // The VM dir itself was reached without symlinks by launch_spec.
-        std::fs::create_dir(&run).map_err(io("creating", &run))?;
-        std::os::unix::fs::chown(&run, Some(self.owner.0), Some(self.owner.1))
-            .map_err(io("chown", &run))?;
+        // Relative to a descriptor of the VM dir, no symlink followed.
+        self.remove_tree_beneath(vm_id, "run")?;
+        let Some(dir) = self.vm_dir_fd(vm_id)? else {
+            return Err(VmOpError::Missing {
+                what: "VM directory",
+                path: self.vm_dir(vm_id).display().to_string(),
+            });
+        };
+        let mode = rustix::fs::Mode::from_raw_mode(0o700);
+        rustix::fs::mkdirat(&dir, "run", mode).map_err(|e| io("creating", &run)(e.into()))?;
+        let fd = rustix::fs::openat(
+            &dir,
+            "run",
+            rustix::fs::OFlags::DIRECTORY
+                | rustix::fs::OFlags::RDONLY
+                | rustix::fs::OFlags::NOFOLLOW
+                | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| io("opening", &run)(e.into()))?;
+        rustix::fs::fchown(
+            &fd,
+            Some(rustix::process::Uid::from_raw(self.owner.0)),
+            Some(rustix::process::Gid::from_raw(self.owner.1)),
+        )
+        .map_err(|e| io("chown", &run)(e.into()))?;
         Ok(())
     }
 
@@ -251,14 +277,17 @@ impl VmHost {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(spec.vm_id.clone(), (spec.vmm, proc));
-        Ok(VmmState {
+        Ok(self.describe(VmmState {
             vm_id: spec.vm_id.clone(),
             running: true,
             pid: Some(pid),
             vmm: Some(spec.vmm),
             adopted: false,
             ready: None,
-        })
+            start_time: None,
+            sockets: Vec::new(),
+            root_devices: Vec::new(),
+        }))
     }
 
     fn launch_firecracker(&self, spec: &LaunchVmSpec, ls: &LaunchSpec) -> Result<Proc, VmOpError> {
@@ -332,6 +361,9 @@ impl VmHost {
                 vmm: Some(vmm),
                 adopted,
                 ready,
+                start_time: None,
+                sockets: Vec::new(),
+                root_devices: Vec::new(),
             }));
         }
         let entry = {
@@ -373,6 +405,9 @@ impl VmHost {
                     vmm: Some(entry.vmm),
                     adopted: true,
                     ready: None,
+                    start_time: None,
+                    sockets: Vec::new(),
+                    root_devices: Vec::new(),
                 }))
             }
             None => {
@@ -385,6 +420,9 @@ impl VmHost {
                     vmm: Some(entry.vmm),
                     adopted: false,
                     ready: None,
+                    start_time: None,
+                    sockets: Vec::new(),
+                    root_devices: Vec::new(),
                 }))
             }
         }
@@ -392,14 +430,48 @@ impl VmHost {
 
     pub(crate) fn status(&self, vm_id: &str) -> Result<VmmState, VmOpError> {
         validate::id("VM id", vm_id)?;
-        Ok(self.status_inner(vm_id)?.unwrap_or(VmmState {
+        Ok(self.describe(self.status_inner(vm_id)?.unwrap_or(VmmState {
             vm_id: vm_id.to_string(),
             running: false,
             pid: None,
             vmm: None,
             adopted: false,
             ready: None,
-        }))
+            start_time: None,
+            sockets: Vec::new(),
+            root_devices: Vec::new(),
+        })))
+    }
+
+    /// What else a caller keeps about a VMM (`handles.json`): the start time
+    /// of a running one, its sockets, and the devices behind the root disk.
+    fn describe(&self, mut state: VmmState) -> VmmState {
+        if state.running {
+            state.start_time = state.pid.and_then(start_time);
+            state.sockets = match state.vmm {
+                Some(kind) => sockets(kind).iter().map(|s| s.to_string()).collect(),
+                None => Vec::new(),
+            };
+        }
+        state.root_devices = match self.journal.open() {
+            Ok(txn) => txn
+                .state
+                .snapshot(&state.vm_id)
+                .map(|e| {
+                    let loop_name = |l: &Option<crate::journal::LoopEntry>| {
+                        l.as_ref()
+                            .map(|l| l.device.trim_start_matches("/dev/").to_string())
+                    };
+                    e.dm.clone()
+                        .into_iter()
+                        .chain(loop_name(&e.origin))
+                        .chain(loop_name(&e.cow))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        state
     }
 
     /// Is a VMM of this VM running (for ops that need it stopped)?
@@ -459,14 +531,6 @@ impl VmHost {
             graceful,
             was_running: true,
         })
-    }
-}
-
-fn journal_err(e: crate::journal::JournalError) -> VmOpError {
-    VmOpError::Io {
-        what: "updating the executor journal",
-        path: String::new(),
-        source: std::io::Error::other(banger_proto::error::chain(&e).join(": ")),
     }
 }
 

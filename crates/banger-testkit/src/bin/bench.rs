@@ -17,6 +17,9 @@
 //! * `vm_orchestration`, `vm_ssh_ready`, `root_disk_clone` (`bench_vm.rs`):
 //!   QEMU/TCG boots through banger against a hand-written QEMU command line,
 //!   and reflink clones against full copies. `--only vm` runs just these.
+//! * `workspace_prepare` (`bench_workspace.rs`): `banger workspace prepare` of
+//!   a >100 MB repository, full and after a one-file change, against `tar |
+//!   ssh tar` over the same channel. `--only workspace` runs just this.
 //!
 //! Needs root (it starts `bangerd --dev`). Bounded: a fixed number of
 //! iterations per case, loopback Unix sockets only.
@@ -24,6 +27,7 @@
 
 mod bench_oci;
 mod bench_vm;
+mod bench_workspace;
 
 use std::io::Write;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -107,6 +111,19 @@ fn time_n(n: usize, mut f: impl FnMut()) -> Vec<Duration> {
         .collect()
 }
 
+/// `doc` with the section starting at `heading` (up to the next `\n## `)
+/// replaced by `section`, or with `section` appended.
+fn splice(doc: &str, heading: &str, section: &str) -> String {
+    match doc.find(heading) {
+        Some(start) => {
+            let rest = &doc[start + 1..];
+            let end = rest.find("\n## ").map_or(doc.len(), |e| start + 1 + e);
+            format!("{}{section}{}", &doc[..start], &doc[end..])
+        }
+        None => format!("{}{section}", doc.trim_end_matches('\n').to_string() + "\n"),
+    }
+}
+
 fn main() {
     let out = std::env::args()
         .skip_while(|a| a != "--out")
@@ -117,6 +134,18 @@ fn main() {
     // `--only vm`: just the VM benchmarks, printed, docs untouched.
     if std::env::args().any(|a| a == "vm") && std::env::args().any(|a| a == "--only") {
         print!("{}", bench_vm::section());
+        return;
+    }
+    // `--only workspace`: just the workspace benchmark, printed; with
+    // `--splice` it also replaces (or appends) its section in the output file.
+    if std::env::args().any(|a| a == "workspace") && std::env::args().any(|a| a == "--only") {
+        let section = bench_workspace::section();
+        print!("{section}");
+        if std::env::args().any(|a| a == "--splice") {
+            let doc = std::fs::read_to_string(&out).unwrap_or_default();
+            let doc = splice(&doc, "\n## Workspace prepare", &section);
+            std::fs::write(&out, doc).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+        }
         return;
     }
     // `--only oci`: just the OCI pull benchmark, printed, docs untouched.
@@ -199,6 +228,7 @@ fn main() {
     }
     md.push_str(&bench_oci::section());
     md.push_str(&bench_vm::section());
+    md.push_str(&bench_workspace::section());
     std::fs::File::create(&out)
         .and_then(|mut f| f.write_all(md.as_bytes()))
         .unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));

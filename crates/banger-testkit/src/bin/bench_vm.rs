@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use banger_testkit::{NetNs, Proc, bin, shared_tempdir, wait_for_socket};
+use banger_testkit::{NetNs, Proc, bin, shared_tempdir};
 use serde_json::Value;
 
 /// Boots per side (TCG boots take 20-45 s each on the CI hosts).
@@ -208,34 +208,23 @@ fn clone_bench() -> Vec<CloneRow> {
 // ---------------------------------------------------------------- VMs
 
 /// `bangerd --dev` in the namespace, state under `dir`.
-struct Daemon {
-    proc: Proc,
+pub(crate) struct Daemon {
+    pub(crate) proc: Proc,
     socket: PathBuf,
     dir: PathBuf,
 }
 
 impl Daemon {
-    fn start(ns: &NetNs, dir: &Path) -> Daemon {
-        let mut cmd = ns.exec(bin("bangerd"));
-        cmd.arg("--dev")
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--runtime-dir")
-            .arg(dir.join("run"))
-            .env("HOME", dir)
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("NOTIFY_SOCKET");
-        let mut proc = Proc::spawn("bangerd --dev", cmd);
-        let socket = dir.join("run").join("bangerd.sock");
-        wait_for_socket(&socket, &mut proc);
+    pub(crate) fn start(ns: &NetNs, dir: &Path) -> Daemon {
+        let d = banger_testkit::NsDaemon::start(ns, dir);
         Daemon {
-            proc,
-            socket,
-            dir: dir.to_path_buf(),
+            proc: d.proc,
+            socket: d.socket,
+            dir: d.dir,
         }
     }
 
-    fn banger(&self, ns: &NetNs, args: &[&str]) -> Output {
+    pub(crate) fn banger(&self, ns: &NetNs, args: &[&str]) -> Output {
         ns.exec(bin("banger"))
             .arg("--socket")
             .arg(&self.socket)
@@ -244,7 +233,7 @@ impl Daemon {
             .expect("running banger")
     }
 
-    fn ok(&self, ns: &NetNs, args: &[&str]) -> String {
+    pub(crate) fn ok(&self, ns: &NetNs, args: &[&str]) -> String {
         let out = self.banger(ns, args);
         assert!(
             out.status.success(),
@@ -256,13 +245,17 @@ impl Daemon {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    fn json(&self, ns: &NetNs, args: &[&str]) -> Value {
+    pub(crate) fn json(&self, ns: &NetNs, args: &[&str]) -> Value {
         let mut all = vec!["--json"];
         all.extend_from_slice(args);
         serde_json::from_str(&self.ok(ns, &all)).expect("JSON from banger")
     }
 
-    fn state(&self) -> PathBuf {
+    pub(crate) fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub(crate) fn state(&self) -> PathBuf {
         self.dir.join("state")
     }
 
@@ -300,7 +293,7 @@ fn qemu_pids() -> Vec<u32> {
 /// On drop (also on panic), SIGKILL each QEMU whose argv names this bench's
 /// state dir: the guests banger booted for it. `bangerd` leaves running
 /// VMs alone when it stops, by design.
-struct Reaper(PathBuf);
+pub(crate) struct Reaper(pub(crate) PathBuf);
 
 impl Drop for Reaper {
     fn drop(&mut self) {
@@ -615,11 +608,9 @@ fn hand_run(ns: &NetNs, d: &Daemon, banger_argv: &[String], name: &str) -> HandR
     }
 }
 
-fn vm_bench() -> (Vec<BangerRun>, Vec<HandRun>) {
-    let ns = NetNs::new();
-    let tmp = shared_tempdir();
-    let d = Daemon::start(&ns, tmp.path());
-    let _reaper = Reaper(tmp.path().join("state"));
+/// The default Debian image (from the build cache) as kernel
+/// `debian-kernel` and image `debian`.
+pub(crate) fn register_default_image(ns: &NetNs, d: &Daemon) {
     let img = banger_imagebuild::debian::build_debian(
         &banger_imagebuild::debian::DebianOptions::new(PathBuf::from(
             std::env::var_os("BANGER_CACHE_DIR").unwrap_or_else(|| "/var/cache/banger".into()),
@@ -628,7 +619,7 @@ fn vm_bench() -> (Vec<BangerRun>, Vec<HandRun>) {
     )
     .unwrap_or_else(|e| panic!("building the default Debian image: {e:?}"));
     d.ok(
-        &ns,
+        ns,
         &[
             "kernel",
             "import",
@@ -640,7 +631,7 @@ fn vm_bench() -> (Vec<BangerRun>, Vec<HandRun>) {
         ],
     );
     d.ok(
-        &ns,
+        ns,
         &[
             "image",
             "register",
@@ -651,6 +642,14 @@ fn vm_bench() -> (Vec<BangerRun>, Vec<HandRun>) {
             "debian-kernel",
         ],
     );
+}
+
+fn vm_bench() -> (Vec<BangerRun>, Vec<HandRun>) {
+    let ns = NetNs::new();
+    let tmp = shared_tempdir();
+    let d = Daemon::start(&ns, tmp.path());
+    let _reaper = Reaper(tmp.path().join("state"));
+    register_default_image(&ns, &d);
     let (mut b, mut h) = (Vec::new(), Vec::new());
     for i in 0..RUNS {
         let name = format!("bench{i}");

@@ -13,6 +13,7 @@
 #![allow(clippy::disallowed_methods)] // tests spawn the binaries under test directly
 
 mod support;
+mod workspace;
 
 /// banger-imagebuild's test support: the cached Debian kernel package.
 #[path = "../../../banger-imagebuild/tests/common/mod.rs"]
@@ -39,6 +40,7 @@ fn ip_of(v: &Value) -> Ipv4Addr {
 #[test]
 fn vm_lifecycle_end_to_end() {
     require_root();
+    let _slot = guest_slot();
     let ns = NetNs::new();
     let tmp = shared_tempdir();
     let _reaper = VmReaper(tmp.path().to_path_buf());

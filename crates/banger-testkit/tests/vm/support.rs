@@ -2,7 +2,7 @@
 //! test namespace (so it can be killed and restarted with its VMs alive),
 //! the default Debian image, and the `banger` CLI run inside the namespace.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -21,6 +21,14 @@ pub fn default_image() -> banger_imagebuild::debian::BuiltImage {
     let opts = banger_imagebuild::debian::DebianOptions::new(cache);
     banger_imagebuild::debian::build_debian(&opts, &mut |_| {})
         .unwrap_or_else(|e| panic!("building the default Debian image: {e:?}"))
+}
+
+/// One guest-booting test at a time in this binary: TCG guests on the
+/// 2-core CI hosts are slow enough that three booting at once (plus the
+/// rest of the suite) pushed a guest's work-disk mount past its timeout.
+pub fn guest_slot() -> std::sync::MutexGuard<'static, ()> {
+    static SLOT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SLOT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Kills, on drop, every VMM whose command line names `dir` (the test's
@@ -50,38 +58,8 @@ impl Drop for VmReaper {
     }
 }
 
-/// `bangerd --dev` inside `ns`, with its state under `dir`.
-pub struct Daemon {
-    pub proc: Proc,
-    pub socket: PathBuf,
-    pub dir: PathBuf,
-}
-
-impl Daemon {
-    pub fn start(ns: &NetNs, dir: &Path) -> Daemon {
-        let mut cmd = ns.exec(bin("bangerd"));
-        cmd.arg("--dev")
-            .arg("--state-dir")
-            .arg(dir.join("state"))
-            .arg("--runtime-dir")
-            .arg(dir.join("run"))
-            .env("HOME", dir)
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("NOTIFY_SOCKET");
-        let mut proc = Proc::spawn("bangerd --dev", cmd);
-        let socket = dir.join("run").join("bangerd.sock");
-        wait_for_socket(&socket, &mut proc);
-        Daemon {
-            proc,
-            socket,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    pub fn state(&self) -> PathBuf {
-        self.dir.join("state")
-    }
-}
+/// `bangerd --dev` inside the test namespace.
+pub type Daemon = NsDaemon;
 
 /// `banger ARGS` inside the namespace (so `vm ssh` reaches the guest).
 pub fn banger(ns: &NetNs, d: &Daemon, args: &[&str]) -> Output {

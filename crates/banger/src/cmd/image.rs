@@ -1,5 +1,5 @@
 //! `banger image ls | show NAME | register NAME --rootfs F --kernel K
-//! [--initrd I] | rm NAME`, plus the helpers `kernel` shares: tables, sizes,
+//! [--initrd I] | build | pull REF | promote | refresh NAME | rm NAME`, plus the helpers `kernel` shares: tables, sizes,
 //! absolute paths, calls that draw byte progress.
 
 use std::path::{Path, PathBuf};
@@ -69,16 +69,20 @@ pub enum ImageCommand {
         #[arg(long)]
         name: Option<String>,
     },
-    /// Pull an OCI image from a registry (root filesystem; boots with a kernel of yours)
+    /// Pull an OCI image from a registry, or an image bundle from a URL or a file
     #[command(
         long_about = "Pull REF from an OCI/distribution registry (anonymous, or with the \
                       credentials in ~/.docker/config.json), flatten its layers into an ext4 \
                       root filesystem and record it as an image. The image must carry an init \
                       and an SSH server (and follow docs/guest.md to become ready). It boots with \
-                      --kernel, else the kernel of the `debian` image."
+                      --kernel, else the kernel of the `debian` image.\n\n\
+                      When REF is an http://, https:// or file:// URL, an absolute path, or a \
+                      path starting with ./ or ../, it is an image bundle (docs/images.md): a tar \
+                      (optionally zstd-compressed) of a manifest, an ext4 root filesystem and \
+                      optionally a kernel and initrd, each checked against the manifest's sha256."
     )]
     Pull {
-        /// `registry/repository[:tag|@digest]`
+        /// `registry/repository[:tag|@digest]`, or a bundle URL or path
         reference: String,
         /// Image name (default: the repository's last component)
         #[arg(long)]
@@ -95,6 +99,17 @@ pub enum ImageCommand {
         /// The (stopped) VM
         vm: String,
         /// Name of the new image
+        name: String,
+    },
+    /// Rebuild an image's work seed if its inputs changed
+    #[command(
+        long_about = "Rebuild the image's work seed (the ext4 every new VM's work disk starts \
+                      from) when what went into it — banger's public key, banger's version — \
+                      changed since it was built; else say it is up to date. VMs created \
+                      afterwards get the new seed; existing VMs keep their work disks."
+    )]
+    Refresh {
+        /// Image name
         name: String,
     },
     /// Remove an image no VM uses
@@ -130,7 +145,7 @@ pub fn run(args: &ImageArgs, settings: &Settings) -> Result<Exit, CliError> {
             kernel,
             insecure,
         } => ImageRequest::Pull(PullImage {
-            reference: reference.clone(),
+            reference: pull_reference(reference),
             name: name.clone(),
             kernel: kernel.clone(),
             insecure: *insecure,
@@ -138,6 +153,7 @@ pub fn run(args: &ImageArgs, settings: &Settings) -> Result<Exit, CliError> {
                 .map(|h| PathBuf::from(h).join(".docker/config.json"))
                 .filter(|p| p.is_file()),
         }),
+        ImageCommand::Refresh { name } => ImageRequest::Refresh { name: name.clone() },
         ImageCommand::Build {
             distro,
             suite,
@@ -170,6 +186,15 @@ pub fn run(args: &ImageArgs, settings: &Settings) -> Result<Exit, CliError> {
         {
             output::json(&i)?
         }
+        ImageResponse::Refreshed(r) if settings.json => output::json(&r)?,
+        ImageResponse::Refreshed(r) => output::stdout(
+            if r.rebuilt {
+                format!("rebuilt the work seed of image {}\n", r.image.name)
+            } else {
+                format!("the work seed of image {} is up to date\n", r.image.name)
+            }
+            .as_bytes(),
+        )?,
         ImageResponse::Show(i) => output::stdout(show_text(&i).as_bytes())?,
         ImageResponse::Registered(i) => output::stdout(
             format!(
@@ -214,6 +239,17 @@ pub fn run(args: &ImageArgs, settings: &Settings) -> Result<Exit, CliError> {
     Ok(Exit::Ok)
 }
 
+/// `image pull REF` as the daemon must see it: a local bundle path
+/// (`./x`, `../x`) made absolute; URLs, absolute paths and OCI references
+/// as given.
+fn pull_reference(reference: &str) -> String {
+    if reference.starts_with("./") || reference.starts_with("../") {
+        absolute(Path::new(reference)).display().to_string()
+    } else {
+        reference.to_string()
+    }
+}
+
 /// Send `req`, drawing its progress on a terminal: byte counts become a bar.
 pub(crate) fn call_with_progress(client: &mut Client, req: &Request) -> Result<Response, CliError> {
     let mut line = ProgressLine::stderr();
@@ -225,7 +261,8 @@ pub(crate) fn call_with_progress(client: &mut Client, req: &Request) -> Result<R
 /// A byte-counted event as a percentage with a bar: `[42/100] copy:
 /// ########------------ rootfs r.ext4 (1.0 GiB)`.
 fn as_bar(p: &Progress) -> Progress {
-    let Some(total) = p.total.filter(|t| *t > 0 && p.stage == "copy") else {
+    let barred = p.stage == "copy" || p.stage == "download";
+    let Some(total) = p.total.filter(|t| *t > 0 && barred) else {
         return p.clone();
     };
     let pct = (p.done.min(total) * 100 / total) as usize;
@@ -422,6 +459,19 @@ mod tests {
             total: None,
         };
         assert_eq!(as_bar(&other), other);
+    }
+
+    #[test]
+    fn local_bundle_paths_are_made_absolute() {
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            pull_reference("./b.tar"),
+            cwd.join("b.tar").display().to_string()
+        );
+        assert!(pull_reference("../b.tar").starts_with('/'));
+        for r in ["debian:12", "127.0.0.1:5000/t/b:1", "http://h/b", "/srv/b"] {
+            assert_eq!(pull_reference(r), r);
+        }
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! `banger kernel ls | import PATH [--initrd I] [--name N] | rm NAME`.
+//! `banger kernel ls | import PATH [--initrd I] [--name N] | pull NAME
+//! [--catalog FILE] | rm NAME`.
 
 use std::path::PathBuf;
 
-use banger_proto::image::{ImportKernel, KernelInfo, KernelOrigin, KernelRequest, KernelResponse};
+use banger_proto::image::{
+    ImportKernel, KernelInfo, KernelOrigin, KernelRequest, KernelResponse, PullKernel,
+};
 use banger_proto::rpc::{Request, Response};
 use clap::{Args, Subcommand};
 
@@ -40,6 +43,20 @@ pub enum KernelCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Download a kernel of the kernel catalog
+    #[command(
+        long_about = "Download the kernel catalog entry NAME (the catalog shipped with banger, \
+                      whose entries a --catalog file replaces by name or extends), verify its \
+                      sha256 and publish it as kernel NAME. A Debian package entry becomes a \
+                      kernel plus an initramfs that loads its virtio modules."
+    )]
+    Pull {
+        /// Catalog entry (also the kernel's name)
+        name: String,
+        /// A catalog file (same TOML format) overriding the shipped one
+        #[arg(long, value_name = "FILE")]
+        catalog: Option<PathBuf>,
+    },
     /// Remove a kernel no image uses
     Rm {
         /// Kernel name
@@ -56,6 +73,10 @@ pub fn run(args: &KernelArgs, settings: &Settings) -> Result<Exit, CliError> {
             name: name.clone(),
         }),
         KernelCommand::Rm { name } => KernelRequest::Remove { name: name.clone() },
+        KernelCommand::Pull { name, catalog } => KernelRequest::Pull(PullKernel {
+            name: name.clone(),
+            catalog: catalog.as_deref().map(absolute),
+        }),
     };
     let mut client = super::connect(settings)?;
     let resp = match call_with_progress(&mut client, &Request::Kernel(req))? {
@@ -69,23 +90,13 @@ pub fn run(args: &KernelArgs, settings: &Settings) -> Result<Exit, CliError> {
     match resp {
         KernelResponse::List(list) if settings.json => output::json(&list)?,
         KernelResponse::List(list) => output::stdout(list_text(&list).as_bytes())?,
-        KernelResponse::Imported(k) | KernelResponse::Removed(k) if settings.json => {
+        KernelResponse::Imported(k) | KernelResponse::Removed(k) | KernelResponse::Pulled(k)
+            if settings.json =>
+        {
             output::json(&k)?
         }
-        KernelResponse::Imported(k) => output::stdout(
-            format!(
-                "imported kernel {} ({}, sha256 {}){}\n",
-                k.name,
-                k.arch,
-                short(&k.sha256),
-                if k.initrd.is_some() {
-                    " with initrd"
-                } else {
-                    ""
-                }
-            )
-            .as_bytes(),
-        )?,
+        KernelResponse::Pulled(k) => output::stdout(kernel_line("pulled", &k).as_bytes())?,
+        KernelResponse::Imported(k) => output::stdout(kernel_line("imported", &k).as_bytes())?,
         KernelResponse::Removed(k) => {
             output::stdout(format!("removed kernel {}\n", k.name).as_bytes())?
         }
@@ -128,6 +139,21 @@ fn list_text(list: &[KernelInfo]) -> String {
         ]
     }));
     table(&rows)
+}
+
+/// `imported kernel NAME (ARCH, sha256 PREFIX) with initrd`.
+fn kernel_line(verb: &str, k: &banger_proto::image::KernelInfo) -> String {
+    format!(
+        "{verb} kernel {} ({}, sha256 {}){}\n",
+        k.name,
+        k.arch,
+        short(&k.sha256),
+        if k.initrd.is_some() {
+            " with initrd"
+        } else {
+            ""
+        }
+    )
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod op;
 pub mod system;
 pub mod version;
 pub mod vm;
+pub mod workspace;
 
 use std::io::Write;
 
@@ -30,6 +31,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Image(args) => image::run(&args, &settings),
         Command::Vm(args) => vm::run(&args, &settings),
         Command::Op(args) => op::run(&args, &settings),
+        Command::Workspace(args) => workspace::run(&args, &settings),
         Command::System(args) => system::run(&args, &settings),
         Command::Version(args) => version::run(&args, &settings),
         Command::Completions(args) => completions::run(&args),

@@ -1,8 +1,7 @@
-//! `banger system install`: set this host up to run banger as two systemd
-//! services, `bangerd.service` (the owner user) and `bangerd-root.service`
-//! (the root helper). See docs/install.md.
-//!
-//! `status`, `restart` and `uninstall` are not built yet.
+//! `banger system install | status | restart | uninstall`: run banger as two
+//! systemd services, `bangerd.service` (the owner user) and
+//! `bangerd-root.service` (the root helper), and manage them. See
+//! docs/system.md.
 //!
 //! JSON shape of `install`: `{"root","owner":{"name","uid","gid","home"},
 //! "version","installed_at","paths":{...},"written":[{"path","target","kind",
@@ -12,13 +11,17 @@
 mod apply;
 mod install;
 mod plan;
+mod probe;
+mod restart;
+mod status;
 mod systemd;
+mod uninstall;
 mod units;
 
 use std::path::PathBuf;
 
 use banger_host::runner::Runner;
-use banger_proto::RpcError;
+use banger_proto::{ErrorCode, RpcError};
 use clap::{Args, Subcommand};
 
 use crate::client::ClientError;
@@ -51,6 +54,62 @@ pub enum SystemCommand {
                       is rolled back."
     )]
     Install(InstallArgs),
+    /// Show both services, the installed and running versions, socket
+    /// health and a doctor summary
+    #[command(
+        long_about = "Show the install: its metadata, the installed binaries and their \
+                      versions, both units as systemd sees them, whether each daemon answers \
+                      on its socket and which version runs, and a summary of the doctor \
+                      report. Exits 0 when healthy, 1 when something is wrong (each problem \
+                      is printed with what to do), 5 when banger is not installed. Any user \
+                      may run it; the helper answers only its owner, so for others it shows \
+                      as `refused`, which still means alive."
+    )]
+    Status(StatusArgs),
+    /// Restart both services; running VMs keep running
+    #[command(
+        long_about = "Restart bangerd-root.service and bangerd.service and wait until both are \
+                      active. VMs keep running: the helper's unit leaves its VMM children \
+                      alone when it stops (KillMode=process), the new helper re-adopts them \
+                      and bangerd reconciles them at start. Must run as root."
+    )]
+    Restart,
+    /// Stop and remove banger's services, binaries and host objects
+    #[command(
+        long_about = "Undo `system install`: ask bangerd to remove every host object banger \
+                      created (taps, bridge, nft tables, resolver routing, loop and dm \
+                      devices), stop and disable both units, kill anything left in the \
+                      helper's cgroup, and remove the units, the binaries and the install \
+                      metadata. Refuses while VMs run unless --force, which stops them \
+                      first. Images, kernels and VM data in /var/lib/banger (and the helper's \
+                      journal) are kept unless --purge. Must run as root."
+    )]
+    Uninstall(UninstallArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Look only at the files installed under DIR (no systemctl, no sockets)
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Skip the doctor summary
+    #[arg(long)]
+    pub no_doctor: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct UninstallArgs {
+    /// Also remove images, kernels, VM data and the helper's journal
+    #[arg(long)]
+    pub purge: bool,
+    /// Stop running VMs first, and carry on past an unreachable daemon or a
+    /// partial host teardown (what was left is reported)
+    #[arg(long)]
+    pub force: bool,
+    /// Remove the files installed under DIR and leave the running system
+    /// alone
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -70,7 +129,116 @@ pub struct InstallArgs {
 pub fn run(args: &SystemArgs, settings: &Settings) -> Result<Exit, CliError> {
     match &args.command {
         SystemCommand::Install(a) => run_install(a, settings),
+        SystemCommand::Status(a) => run_status(a, settings),
+        SystemCommand::Restart => run_restart(settings),
+        SystemCommand::Uninstall(a) => run_uninstall(a, settings),
     }
+}
+
+fn euid() -> u32 {
+    rustix::process::geteuid().as_raw()
+}
+
+/// `--root DIR` made absolute, or `/`; `None` when DIR is not a directory.
+fn resolve_root(root: Option<&PathBuf>) -> Result<PathBuf, PathBuf> {
+    match root {
+        None => Ok(PathBuf::from("/")),
+        Some(dir) => {
+            let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+            if dir.is_dir() { Ok(dir) } else { Err(dir) }
+        }
+    }
+}
+
+fn run_status(args: &StatusArgs, settings: &Settings) -> Result<Exit, CliError> {
+    let root = resolve_root(args.root.as_ref()).map_err(|path| {
+        error(
+            ErrorCode::NotFound,
+            &install::InstallError::RootMissing { path },
+        )
+    })?;
+    let req = status::StatusRequest {
+        live: args.root.is_none(),
+        root,
+        doctor: !args.no_doctor,
+        euid: euid(),
+    };
+    let found = status::gather(&req, &Runner, &systemd::Systemctl::default());
+    let problems = status::problems(&found);
+    if settings.json {
+        output::json(&status::to_json(&found, &problems))?;
+    } else {
+        output::stdout(status::to_text(&found, &problems).as_bytes())?;
+    }
+    Ok(if !found.installed() {
+        Exit::NotFound
+    } else if problems.is_empty() {
+        Exit::Ok
+    } else {
+        Exit::Failure
+    })
+}
+
+fn run_restart(settings: &Settings) -> Result<Exit, CliError> {
+    let fail = |e: restart::RestartError| error(e.code(), &e);
+    if euid() != 0 {
+        return Err(fail(restart::RestartError::NotRoot));
+    }
+    systemd::check_available().map_err(|e| fail(restart::RestartError::Systemd(e)))?;
+    let report = restart::restart(&systemd::Systemctl::default()).map_err(fail)?;
+    if settings.json {
+        output::json(&restart::to_json(&report))?;
+    } else {
+        output::stdout(restart::to_text(&report).as_bytes())?;
+    }
+    Ok(Exit::Ok)
+}
+
+fn run_uninstall(args: &UninstallArgs, settings: &Settings) -> Result<Exit, CliError> {
+    use uninstall::UninstallError as E;
+    let fail = |e: E| error(e.code(), &e);
+    if euid() != 0 {
+        return Err(fail(E::NotRoot));
+    }
+    let root = resolve_root(args.root.as_ref()).map_err(|path| fail(E::RootMissing { path }))?;
+    let live = args.root.is_none();
+    if live {
+        systemd::check_available().map_err(|e| fail(E::Systemd(e)))?;
+    }
+    let req = uninstall::UninstallRequest {
+        root,
+        live,
+        purge: args.purge,
+        force: args.force,
+    };
+    let mut connect = |paths: &banger_proto::install::InstallPaths| {
+        let socket = paths.runtime_dir.join("bangerd.sock");
+        crate::client::Client::connect(&socket).map(|c| Box::new(c) as Box<dyn uninstall::Daemon>)
+    };
+    match uninstall::uninstall(&req, &systemd::Systemctl::default(), &mut connect) {
+        Ok(report) => {
+            if settings.json {
+                output::json(&uninstall::to_json(&report))?;
+            } else {
+                output::stdout(uninstall::to_text(&report).as_bytes())?;
+            }
+            Ok(Exit::Ok)
+        }
+        Err(E::Incomplete { errors, report }) => {
+            // Say what was done before the error that stops the command.
+            if !settings.json {
+                output::stdout(uninstall::to_text(&report).as_bytes())?;
+            }
+            Err(fail(E::Incomplete { errors, report }))
+        }
+        Err(e) => Err(fail(e)),
+    }
+}
+
+/// An error as the CLI reports it: its class (hence exit status and
+/// `--json` code) and its message chain.
+fn error(code: ErrorCode, e: &(dyn std::error::Error + 'static)) -> CliError {
+    CliError::Client(ClientError::Remote(RpcError::from_error(code, e)))
 }
 
 fn run_install(args: &InstallArgs, settings: &Settings) -> Result<Exit, CliError> {

@@ -1,5 +1,6 @@
 //! `banger vm …`: create, list, inspect, start/stop, ssh, logs, ports, stats.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use banger_host::runner::{Cmd, Runner};
@@ -57,6 +58,9 @@ pub enum VmCommand {
         /// Wait until the guest is ready, showing progress
         #[arg(long)]
         wait: bool,
+        /// Copy this git checkout into the VM once it runs (`workspace prepare`)
+        #[arg(long, conflicts_with = "no_start")]
+        workspace: Option<PathBuf>,
     },
     /// List VMs
     Ls,
@@ -161,6 +165,7 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
             vmm,
             no_start,
             wait,
+            workspace,
         } => VmRequest::Create(CreateVm {
             name: name.clone(),
             image: image.clone(),
@@ -174,6 +179,7 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
             }),
             start: !no_start,
             wait: *wait,
+            workspace: workspace.as_deref().map(super::image::absolute),
         }),
         VmCommand::Ls => VmRequest::List,
         VmCommand::Show { name } => VmRequest::Show { name: name.clone() },

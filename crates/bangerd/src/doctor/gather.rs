@@ -9,7 +9,8 @@ use banger_host::probe::{
 use banger_host::runner::Runner;
 use banger_proto::privops::ToolProbe;
 
-/// Host facts that need no privilege: tools, cgroups, resolver, reflink.
+/// Host facts that need no privilege: tools (e2fsprogs, VMMs, dmsetup,
+/// losetup), cgroups, resolver, reflink.
 #[derive(Debug, Clone)]
 pub struct UnprivilegedFacts {
     pub mkfs_ext4: ToolProbe,
@@ -20,6 +21,9 @@ pub struct UnprivilegedFacts {
     pub resolved: ResolvedProbe,
     /// Probed in the state dir, where VM disks are copied.
     pub reflink: ReflinkProbe,
+    /// dm-snapshot root disks need both.
+    pub dmsetup: ToolProbe,
+    pub losetup: ToolProbe,
 }
 
 /// Probe the tools (the VMM binaries at their configured paths or bare names),
@@ -41,6 +45,8 @@ pub fn gather_unprivileged(
         cgroup_v2: probe_cgroup_v2(),
         resolved: probe_resolved(),
         reflink: probe_reflink(state_dir),
+        dmsetup: probe_tool(runner, "dmsetup", "dmsetup", &["--version"]),
+        losetup: probe_tool(runner, "losetup", "losetup", &["--version"]),
     }
 }
 

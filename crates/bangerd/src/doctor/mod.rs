@@ -27,6 +27,7 @@
 //! | `cgroup_v2` | `unified`, `hybrid`, `legacy`, `missing` | warn unless unified |
 //! | `systemd_resolved` | `running`, `running_bypassed`, `unreachable`, `absent` | warn unless running with the stub in `/etc/resolv.conf` |
 //! | `reflink` | `supported`, `unsupported`, `error` | warn unless supported |
+//! | `snapshot_backend` | `dm_snapshot`, `reflink`, `sparse_copy`, `unknown` | pass (says which backend new root disks get; `device_mapper` and `reflink` carry the warnings); warn/`unknown` when the helper is unreachable |
 //!
 //! When the helper is unreachable the privileged facts are not known: the
 //! checks built from them (`kvm`, the four devices, `nft`) are warn/`unknown`,
@@ -43,7 +44,7 @@ use banger_host::probe::{
 };
 use banger_proto::doctor::{Check, CheckStatus, DoctorReport};
 use banger_proto::privops::{
-    DeviceProbe, DeviceState, HostDevice, KvmProbe, KvmVerdict, ToolProbe,
+    DeviceProbe, DeviceState, HostDevice, KvmProbe, KvmVerdict, SnapshotBackend, ToolProbe,
 };
 
 pub use crate::privileged::Channel;
@@ -66,8 +67,9 @@ pub mod ids {
     pub const CGROUP_V2: &str = "cgroup_v2";
     pub const SYSTEMD_RESOLVED: &str = "systemd_resolved";
     pub const REFLINK: &str = "reflink";
+    pub const SNAPSHOT_BACKEND: &str = "snapshot_backend";
 
-    pub const ALL: [&str; 15] = [
+    pub const ALL: [&str; 16] = [
         PRIVILEGED_HELPER,
         KVM,
         TUN,
@@ -83,6 +85,7 @@ pub mod ids {
         CGROUP_V2,
         SYSTEMD_RESOLVED,
         REFLINK,
+        SNAPSHOT_BACKEND,
     ];
 }
 
@@ -102,6 +105,11 @@ pub struct HostFacts {
     pub cgroup_v2: CgroupProbe,
     pub resolved: ResolvedProbe,
     pub reflink: ReflinkProbe,
+    /// `dmsetup`, which dm-snapshot root disks need.
+    pub dmsetup: ToolProbe,
+    /// `losetup`: reported only; the executor attaches loop devices by
+    /// ioctl and does not need it.
+    pub losetup: ToolProbe,
     /// How privileged operations were reached (or why not).
     pub privileged_channel: Channel,
     /// `net.ipv4.ip_forward` where the executor runs; `None` when unknown.
@@ -129,6 +137,8 @@ impl HostFacts {
             cgroup_v2,
             resolved,
             reflink,
+            dmsetup,
+            losetup,
         } = unprivileged;
         HostFacts {
             kvm,
@@ -141,6 +151,8 @@ impl HostFacts {
             cgroup_v2,
             resolved,
             reflink,
+            dmsetup,
+            losetup,
             privileged_channel,
             ip_forward,
         }
@@ -218,7 +230,67 @@ pub fn assemble(f: &HostFacts) -> DoctorReport {
     checks.push(cgroup_v2(&f.cgroup_v2));
     checks.push(systemd_resolved(&f.resolved));
     checks.push(reflink(&f.reflink));
+    checks.push(snapshot_backend(f));
     DoctorReport { checks, backends }
+}
+
+/// The backend the executor picks for new root disks on this host, by the
+/// same rule it uses (`SnapshotBackend::select`); `None` when the helper is
+/// unreachable and the device-mapper node was not probed.
+pub fn snapshot_backend_of(f: &HostFacts) -> Option<SnapshotBackend> {
+    if matches!(f.privileged_channel, Channel::HelperUnreachable { .. }) {
+        return None;
+    }
+    // The executor's probe of the node includes DM_VERSION, so `Present`
+    // means device-mapper works for the executor (CAP_SYS_ADMIN), not just
+    // that the node opens. Loop devices are attached by ioctl: losetup is
+    // not needed.
+    let mapper = f
+        .devices
+        .iter()
+        .any(|d| d.device == HostDevice::MapperControl && d.state == DeviceState::Present);
+    let dm = mapper && f.dmsetup.path.is_some();
+    let reflink = f.reflink.support == ReflinkSupport::Supported;
+    Some(SnapshotBackend::select(dm, reflink))
+}
+
+fn snapshot_backend(f: &HostFacts) -> Check {
+    let id = ids::SNAPSHOT_BACKEND;
+    let Some(backend) = snapshot_backend_of(f) else {
+        return not_pass(
+            id,
+            CheckStatus::Warn,
+            "unknown",
+            "not checked: the privileged helper is unreachable".into(),
+            "fix `privileged_helper` first, then run `banger doctor` again",
+        );
+    };
+    let dir = f.reflink.dir.display();
+    let mapper = f
+        .devices
+        .iter()
+        .find(|d| d.device == HostDevice::MapperControl)
+        .map(|d| &d.state);
+    let why_not_dm = if f.dmsetup.path.is_none() {
+        "dmsetup is not installed".to_string()
+    } else if let Some(DeviceState::Unusable { error }) = mapper {
+        format!("device-mapper unusable for the executor: {error}")
+    } else {
+        "no device-mapper".to_string()
+    };
+    let summary = match backend {
+        SnapshotBackend::DmSnapshot => {
+            "VM root disks are dm-snapshots of the image over loop devices".to_string()
+        }
+        SnapshotBackend::Reflink => {
+            format!("VM root disks are reflink clones in {dir} ({why_not_dm})")
+        }
+        SnapshotBackend::SparseCopy => {
+            format!("VM root disks are sparse copies ({why_not_dm}, no reflink in {dir})")
+        }
+    };
+    // States are snake_case ids; the backend's display name uses dashes.
+    pass(id, &backend.as_str().replace('-', "_"), summary)
 }
 
 fn pass(id: &str, state: &str, summary: String) -> Check {

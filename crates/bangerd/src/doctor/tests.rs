@@ -91,6 +91,16 @@ fn healthy() -> HostFacts {
         cgroup_v2: cgroup(CgroupMode::Unified),
         resolved: resolved(ResolvedSocket::Accepting, true),
         reflink: reflink(ReflinkSupport::Supported, "xfs"),
+        dmsetup: tool_found(
+            "dmsetup",
+            "/usr/sbin/dmsetup",
+            "Library version:   1.02.185",
+        ),
+        losetup: tool_found(
+            "losetup",
+            "/usr/sbin/losetup",
+            "losetup from util-linux 2.38.1",
+        ),
         privileged_channel: helper(),
         ip_forward: Some(true),
     }
@@ -700,6 +710,8 @@ fn combine_takes_every_unprivileged_fact() {
         cgroup_v2: h.cgroup_v2.clone(),
         resolved: h.resolved.clone(),
         reflink: h.reflink.clone(),
+        dmsetup: h.dmsetup.clone(),
+        losetup: h.losetup.clone(),
     };
     let f = HostFacts::combine(
         helper(),
@@ -732,3 +744,7 @@ fn ip_forward_states() {
     );
     assert_eq!(check(None), (CheckStatus::Warn, "unknown".to_string()));
 }
+
+/// The `snapshot_backend` check.
+#[path = "tests_snapshot.rs"]
+mod snapshot;

@@ -2,8 +2,8 @@
 //! `banger-imagebuild` (mmdebstrap, kernel + initramfs from the Debian
 //! kernel package, the guest contract baked in) into its content-keyed cache,
 //! then published like any other image: kernel first (reused when the same
-//! build already published it), then the root filesystem and a work seed
-//! holding banger's public key.
+//! build already published it), then the root filesystem; publication adds the work seed
+//! holding banger's public key (module `seed`).
 //!
 //! mmdebstrap needs root: in system mode (unprivileged daemon) the build is
 //! refused with that reason.
@@ -14,7 +14,7 @@ use banger_imagebuild::debian::{BuiltImage, DebianOptions, build_debian};
 use banger_proto::image::{BuildImage, ImageInfo};
 use banger_proto::rpc::Progress;
 
-use crate::layout::{INITRD_FILE, KERNEL_FILE, Mode, ROOTFS_FILE, WORK_SEED_FILE};
+use crate::layout::{INITRD_FILE, KERNEL_FILE, Mode, ROOTFS_FILE};
 use crate::server::ProgressSink;
 use crate::store::{ImageSource, KernelSource};
 
@@ -95,19 +95,6 @@ impl ImageService {
         copy_to(&mut rootfs, &staged, false, "copy", progress)?;
         fsck(&self.runner, &staged, &built.rootfs_ext4)?;
         emit("seed", "building the work seed".into(), 0, None);
-        let key = crate::vm::guest_identity(&self.layout).map_err(|e| ImageError::Build {
-            what: "preparing banger's SSH key for the work seed".into(),
-            detail: Some(e.render()),
-        })?;
-        banger_imagebuild::seed::build_work_seed(
-            &[key],
-            banger_proto::BANGER_VERSION,
-            &staging.file(WORK_SEED_FILE),
-        )
-        .map_err(|e| ImageError::Build {
-            what: "building the work seed".into(),
-            detail: Some(banger_proto::error::chain(&e).join(": ")),
-        })?;
         let row = self.publish_image(
             staging,
             PublishImage {

@@ -20,6 +20,28 @@ pub enum ImageError {
         #[source]
         source: banger_oci::OciError,
     },
+    #[error("kernel catalog")]
+    Catalog(#[source] Box<banger_imagebuild::catalog::CatalogError>),
+    #[error("no kernel {name:?} in the kernel catalog; it has: {}", known.join(", "))]
+    NotInCatalog { name: String, known: Vec<String> },
+    #[error("pulling kernel {name}")]
+    KernelPull {
+        name: String,
+        #[source]
+        source: Box<banger_imagebuild::pull::PullError>,
+    },
+    #[error("downloading bundle {reference}")]
+    BundleFetch {
+        reference: String,
+        #[source]
+        source: Box<banger_imagebuild::fetch::FetchError>,
+    },
+    #[error("pulling bundle {reference}")]
+    Bundle {
+        reference: String,
+        #[source]
+        source: Box<banger_imagebuild::BundleError>,
+    },
     #[error("{reference} cannot boot as a banger VM: {missing}")]
     NotBootable { reference: String, missing: String },
     #[error(
@@ -155,6 +177,12 @@ impl ImageError {
             Build { .. } => ErrorCode::Unavailable,
             NotBootable { .. } => ErrorCode::BadRequest,
             Pull { source, .. } => pull_code(source),
+            Catalog(_) => ErrorCode::BadRequest,
+            NotInCatalog { .. } => ErrorCode::NotFound,
+            KernelPull { source, .. } => kernel_pull_code(source),
+            BundleFetch { source, .. } => fetch_code(source),
+            Bundle { source, .. } if source.is_bad_content() => ErrorCode::BadRequest,
+            Bundle { .. } => ErrorCode::Internal,
             SourceDenied { .. } => ErrorCode::PermissionDenied,
             NameTaken { .. } => ErrorCode::AlreadyExists,
             InUse { .. } => ErrorCode::InvalidState,
@@ -211,6 +239,26 @@ pub(crate) fn users_label(kind: &str, n: usize) -> String {
         kind.to_owned()
     } else {
         format!("{kind}s")
+    }
+}
+
+/// A download that arrived but is not what the catalog says is bad input;
+/// one that could not be made is the network's.
+fn fetch_code(e: &banger_imagebuild::fetch::FetchError) -> ErrorCode {
+    use banger_imagebuild::fetch::FetchError as F;
+    match e {
+        F::Mismatch { .. } | F::BadDigest(_) => ErrorCode::BadRequest,
+        F::Request { .. } | F::Body { .. } | F::CaBundle { .. } => ErrorCode::Unavailable,
+        F::Temp { .. } | F::Write { .. } => ErrorCode::Internal,
+    }
+}
+
+fn kernel_pull_code(e: &banger_imagebuild::pull::PullError) -> ErrorCode {
+    use banger_imagebuild::pull::PullError as P;
+    match e {
+        P::Fetch { source, .. } => fetch_code(source),
+        P::Build { .. } => ErrorCode::BadRequest,
+        P::Dir { .. } => ErrorCode::Internal,
     }
 }
 

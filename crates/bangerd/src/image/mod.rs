@@ -7,7 +7,8 @@
 //! <state>/kernels/<kernel_id>/kernel         kernel image (bzImage or vmlinux)
 //! <state>/kernels/<kernel_id>/initrd         optional
 //! <state>/images/<image_id>/rootfs.ext4      root filesystem
-//! <state>/images/<image_id>/work-seed.ext4   optional, the managed work seed
+//! <state>/images/<image_id>/work-seed.ext4   the managed work seed
+//! <state>/images/<image_id>/work-seed.sha256 hash of the seed's inputs
 //! <state>/images/<image_id>/initrd           optional, overrides the kernel's
 //! <state>/{kernels,images}/.staging/<random>/ work in progress
 //! ```
@@ -22,12 +23,15 @@
 //! [`ImageService::handle_kernel`] are blocking (file I/O, SQLite, e2fsck).
 
 mod build;
+mod bundle;
 mod error;
 mod files;
+mod kernel_pull;
 mod names;
 mod ops;
 mod publish;
 mod pull;
+mod seed;
 
 #[cfg(test)]
 mod tests;
@@ -47,6 +51,7 @@ pub use error::ImageError;
 pub use files::human_bytes;
 pub use names::{MAX_NAME_LEN, default_kernel_name, validate_name};
 pub use publish::{PublishImage, PublishKernel, Staging};
+pub use seed::WORK_SEED_HASH_FILE;
 
 #[derive(Debug)]
 pub struct ImageService {
@@ -134,6 +139,9 @@ impl ImageService {
             }
             ImageRequest::Build(b) => self.build(&b, progress).map(ImageResponse::Built),
             ImageRequest::Pull(p) => self.pull(&p, progress).map(ImageResponse::Pulled),
+            ImageRequest::Refresh { name } => {
+                self.refresh(&name, progress).map(ImageResponse::Refreshed)
+            }
             // Needs the VM's lock: the daemon routes it to VmService.
             ImageRequest::Promote { vm, .. } => Err(ImageError::Build {
                 what: format!("promote of VM {vm} reached the image service directly"),
@@ -156,6 +164,9 @@ impl ImageService {
                 let row = self.remove_kernel(&name)?;
                 Ok(KernelResponse::Removed(ops::kernel_info(row, Vec::new())))
             }
+            KernelRequest::Pull(r) => self
+                .pull_catalog_kernel(&r, progress)
+                .map(KernelResponse::Pulled),
         }
     }
 }
@@ -167,4 +178,34 @@ async fn run_blocking<T: Send + 'static>(
         .await
         .map_err(|e| RpcError::new(ErrorCode::Internal, format!("image task failed: {e}")))?
         .map_err(|e| e.to_rpc())
+}
+
+/// Forward banger-imagebuild's progress to the RPC stream: steps as
+/// `stage` events (always delivered), byte counts as `download` events
+/// carrying the last step's message (dropped when the client is slow).
+pub(crate) fn forward_progress<'a>(
+    progress: &'a ProgressSink,
+    stage: &'static str,
+    first_step: &str,
+) -> impl FnMut(banger_imagebuild::Progress) + 'a {
+    let mut step = first_step.to_string();
+    move |p| match p {
+        banger_imagebuild::Progress::Step(s) => {
+            step = s.clone();
+            progress.emit_blocking(banger_proto::rpc::Progress {
+                stage: stage.into(),
+                message: s,
+                done: 0,
+                total: None,
+            });
+        }
+        banger_imagebuild::Progress::Bytes { done, total } => {
+            progress.try_emit(banger_proto::rpc::Progress {
+                stage: "download".into(),
+                message: step.clone(),
+                done,
+                total,
+            })
+        }
+    }
 }

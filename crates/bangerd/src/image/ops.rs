@@ -264,7 +264,11 @@ impl ImageService {
             kernel_id: row.kernel_id,
             rootfs: row.rootfs_path,
             initrd,
-            work_seed: row.work_seed_path,
+            // Refresh can give an image recorded without one a seed.
+            work_seed: row.work_seed_path.or_else(|| {
+                let seed = self.layout.image_work_seed(&row.id);
+                seed.is_file().then_some(seed)
+            }),
             size_bytes: row.size_bytes,
             source: image_origin(row.source),
             source_ref: row.source_ref,
@@ -329,6 +333,8 @@ impl ImageService {
         let staged = staging.file(ROOTFS_FILE);
         copy_to(&mut rootfs, &staged, false, "copy", progress)?;
         fsck(&self.runner, &staged, root_disk)?;
+        // The source image's seed and its input hash come along; without
+        // a seed, publication builds one.
         let seed = self.layout.image_work_seed(&from_image.id);
         if seed.is_file() {
             let mut src = open_source("work seed", &seed)?;
@@ -339,6 +345,19 @@ impl ImageService {
                 "copy",
                 progress,
             )?;
+            let hash = self
+                .layout
+                .image_dir(&from_image.id)
+                .join(super::seed::WORK_SEED_HASH_FILE);
+            if let Ok(mut src) = open_source("work seed hash", &hash) {
+                copy_to(
+                    &mut src,
+                    &staging.file(super::seed::WORK_SEED_HASH_FILE),
+                    false,
+                    "copy",
+                    progress,
+                )?;
+            }
         }
         let row = self.publish_image(
             staging,

@@ -186,6 +186,8 @@ impl ImageService {
 
     /// Publish a staged image as `images/<id>/` and record it. Blocking;
     /// same locking and failure guarantees as [`Self::publish_kernel`].
+    /// Every image gets a work seed: when the staging directory holds none,
+    /// one is built there first (module `seed`), before the lock.
     pub fn publish_image(
         &self,
         mut staging: Staging,
@@ -193,6 +195,9 @@ impl ImageService {
     ) -> Result<ImageRow, ImageError> {
         validate_name("image", &i.name)?;
         let size_bytes = staged_file(&staging, ROOTFS_FILE, "rootfs")?;
+        if !staged_optional(&staging, WORK_SEED_FILE) {
+            self.build_seed_in(staging.path())?;
+        }
         let has_seed = staged_optional(&staging, WORK_SEED_FILE);
         let id = new_id()?;
         let row = NewImage {
@@ -342,7 +347,7 @@ impl ImageService {
     }
 }
 
-fn rename(from: &Path, to: &Path) -> Result<(), ImageError> {
+pub(super) fn rename(from: &Path, to: &Path) -> Result<(), ImageError> {
     std::fs::rename(from, to).map_err(|source| ImageError::Rename {
         from: from.to_path_buf(),
         to: to.to_path_buf(),

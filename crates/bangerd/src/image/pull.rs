@@ -2,7 +2,8 @@
 //! ext4 root filesystem by `banger-oci` inside a private staging directory,
 //! checked for what a banger guest needs to boot (an init and an SSH
 //! server), then published like any other image. An interrupted pull leaves
-//! only its staging directory, which startup reconcile removes.
+//! only its staging directory, which startup reconcile removes. A reference
+//! that is a URL or an absolute path is a bundle (module `bundle`).
 
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use banger_proto::rpc::Progress;
 
 use crate::layout::ROOTFS_FILE;
 use crate::server::ProgressSink;
-use crate::store::ImageSource;
+use crate::store::{ImageSource, KernelRow};
 
 use super::ImageService;
 use super::error::ImageError;
@@ -28,6 +29,9 @@ pub fn default_name(reference: &str) -> String {
 
 impl ImageService {
     pub fn pull(&self, r: &PullImage, progress: &ProgressSink) -> Result<ImageInfo, ImageError> {
+        if super::bundle::is_bundle_ref(&r.reference) {
+            return self.pull_bundle(r, progress);
+        }
         let name = r.name.clone().unwrap_or_else(|| default_name(&r.reference));
         validate_name("image", &name)?;
         if self.store.get_image_by_name(&name)?.is_some() {
@@ -36,26 +40,7 @@ impl ImageService {
                 name,
             });
         }
-        let kernel = match &r.kernel {
-            Some(k) => self
-                .store
-                .get_kernel_by_name(k)?
-                .ok_or_else(|| ImageError::NoKernel { name: k.clone() })?,
-            None => {
-                let debian = self.store.get_image_by_name("debian")?;
-                let id = debian.map(|i| i.kernel_id).ok_or_else(|| ImageError::Build {
-                    what: "no kernel to boot the pulled image with".into(),
-                    detail: Some(
-                        "pass --kernel NAME (see `banger kernel ls`), or build the default image first \
-                         (`banger image build debian`)"
-                            .into(),
-                    ),
-                })?;
-                self.store
-                    .get_kernel(&id)?
-                    .ok_or_else(|| ImageError::NoKernel { name: id })?
-            }
-        };
+        let kernel = self.boot_kernel(r.kernel.as_deref())?;
         let staging = self.stage_image()?;
         let work = staging.path().join("oci");
         std::fs::create_dir(&work).map_err(|e| ImageError::Build {
@@ -115,6 +100,32 @@ impl ImageService {
             },
         )?;
         self.image_info(row, Some(&kernel))
+    }
+}
+
+impl ImageService {
+    /// The kernel a pulled image boots: `name`, else the `debian` image's.
+    pub(super) fn boot_kernel(&self, name: Option<&str>) -> Result<KernelRow, ImageError> {
+        match name {
+            Some(k) => self
+                .store
+                .get_kernel_by_name(k)?
+                .ok_or_else(|| ImageError::NoKernel { name: k.into() }),
+            None => {
+                let debian = self.store.get_image_by_name("debian")?;
+                let id = debian.map(|i| i.kernel_id).ok_or_else(|| ImageError::Build {
+                    what: "no kernel to boot the pulled image with".into(),
+                    detail: Some(
+                        "pass --kernel NAME (see `banger kernel ls`), or build the default image first \
+                         (`banger image build debian`)"
+                            .into(),
+                    ),
+                })?;
+                self.store
+                    .get_kernel(&id)?
+                    .ok_or_else(|| ImageError::NoKernel { name: id })
+            }
+        }
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use banger_proto::net::{BridgeSpec, FirewallSpec, GuestRule, TAP_PREFIX, TapSpec};
 use banger_proto::net::{NetStatus, TeardownReport};
-use banger_proto::privops::{PrivOp, PrivOutcome};
+use banger_proto::privops::{DeviceState, HostDevice, PrivOp, PrivOutcome, SnapshotBackend};
 use banger_proto::rpc::{HostStatus, NatStatus, TapAssignment, TapPoolStatus};
 use banger_proto::{ErrorCode, RpcError};
 
@@ -364,9 +364,25 @@ impl HostNetwork {
                 assigned,
             },
             resolver_routing: st.resolver,
-            // Filled in by the daemon, which knows the state directory.
-            snapshot_backend: String::new(),
+            snapshot_backend: self.snapshot_backend().as_str().to_string(),
         }
+    }
+
+    /// The backend new VM root disks get here, by the executor's own rule
+    /// (`SnapshotBackend::select`): dm-snapshot where the executor reports
+    /// `/dev/mapper/control` usable (it opens *and* `DM_VERSION` succeeds
+    /// for the executor, which needs `CAP_SYS_ADMIN`) and `dmsetup` is
+    /// installed, else reflink where the state directory has it, else a
+    /// sparse copy. Loop devices are attached by ioctl (no `losetup`).
+    pub fn snapshot_backend(&self) -> SnapshotBackend {
+        let mapper = matches!(
+            self.privileged.call(PrivOp::ProbeDevice { device: HostDevice::MapperControl }),
+            Ok(PrivOutcome::Device(d)) if d.state == DeviceState::Present
+        );
+        let tools = banger_host::runner::resolve("dmsetup".as_ref()).is_some();
+        let reflink = banger_host::probe::probe_reflink(&self.layout.state_dir).support
+            == banger_host::probe::ReflinkSupport::Supported;
+        SnapshotBackend::select(mapper && tools, reflink)
     }
 
     /// Remove every host object banger created. The service is left "not

@@ -184,6 +184,14 @@ impl VmService {
         sink: ProgressSink,
     ) -> Result<VmCreated, RpcError> {
         let r = self.preflight(&req, &sink).await?;
+        if let Some(path) = &req.workspace {
+            if !req.start {
+                return Err(bad(
+                    "--workspace needs the VM to run; drop --no-start, or prepare later with `banger workspace prepare`",
+                ));
+            }
+            self.workspaces.precheck(path).await?;
+        }
         // The reservation: name re-check, IP, initial row — nothing slow.
         let vm = {
             let _g = self.create_mu.lock().await;
@@ -220,9 +228,30 @@ impl VmService {
         let rx = self.ops.subscribe(&op_id);
         let svc = Arc::clone(self);
         let vm_id = vm.id.clone();
+        let vm_name = vm.name.clone();
         let start = req.start;
+        let workspace = req.workspace.clone();
         tokio::spawn(async move {
-            let result = svc.build(&vm_id, start, &op).await;
+            let op = Arc::new(op);
+            let mut result = svc.build(&vm_id, start, &op).await;
+            if result.is_ok()
+                && let Some(path) = workspace
+            {
+                // After `build` released the VM's lock, as a prepare would.
+                let emit_op = Arc::clone(&op);
+                let emit: crate::workspace::Emit = Arc::new(move |p| emit_op.progress(p));
+                let req = banger_proto::workspace::PrepareWorkspace {
+                    vm: vm_name,
+                    path,
+                    force: false,
+                };
+                result = svc
+                    .workspaces
+                    .prepare(&req, emit)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.context("preparing the workspace (the VM is removed again)"));
+            }
             if let Err(e) = &result {
                 tracing::warn!(vm = %vm_id, error = %e.render(), "vm create failed; rolling back");
                 svc.destroy(&vm_id).await;

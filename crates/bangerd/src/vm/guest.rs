@@ -21,7 +21,11 @@ pub fn identity(layout: &Layout) -> PathBuf {
 }
 
 /// Make sure banger's client key pair exists; return its public half.
+/// Serialized: two first callers (a VM create and a seed build, say) must
+/// not both run `ssh-keygen` on the same file.
 pub fn ensure_identity(layout: &Layout) -> Result<String, RpcError> {
+    static KEYGEN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _g = KEYGEN.lock().unwrap_or_else(|e| e.into_inner());
     let key = identity(layout);
     let dir = key.parent().expect("key has a parent");
     if !dir.exists() {

@@ -164,7 +164,8 @@ impl VmService {
             running,
             cpu_ms: pid.and_then(cpu_ms),
             rss_bytes: pid.and_then(rss_bytes),
-            root_disk_allocated: allocated("root.ext4"),
+            // With dm-snapshot the VM's own blocks are its COW file.
+            root_disk_allocated: allocated("root.ext4").or_else(|| allocated("root.cow")),
             work_disk_allocated: allocated("work.ext4"),
             net_rx_bytes: rx,
             net_tx_bytes: tx,

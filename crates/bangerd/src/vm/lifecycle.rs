@@ -5,11 +5,12 @@ use std::time::{Duration, Instant};
 
 use banger_proto::privops::{PrivOp, PrivOutcome};
 use banger_proto::vm::{SetVm, VmInfo};
-use banger_proto::vmops::LaunchVmSpec;
+use banger_proto::vmops::{LaunchVmSpec, VmmState};
 use banger_proto::{ErrorCode, RpcError};
 
 use super::ops::OpHandle;
 use super::{READY_MARKER, VmService, guest, internal, progress, store_err, vmm_kind};
+use crate::handles;
 use crate::server::ProgressSink;
 use crate::store::{VmConfigUpdate, VmRow, VmState};
 
@@ -94,6 +95,7 @@ impl VmService {
                         vm_id: vm.id.clone(),
                     })
                     .await;
+                self.record_vmm(&vm.id, None);
                 let net = Arc::clone(&self.network);
                 let id = vm.id.clone();
                 let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
@@ -139,18 +141,22 @@ impl VmService {
         );
         let kvm = self.kvm_usable().await;
         let launched = Instant::now();
-        self.privileged(PrivOp::LaunchVm(LaunchVmSpec {
-            vm_id: vm.id.clone(),
-            image_id: image.id.clone(),
-            kernel_id: image.kernel_id.clone(),
-            vmm: vmm_kind(vm.vmm),
-            vcpus: vm.vcpus as u8,
-            memory_mib: vm.memory_mib,
-            tap,
-            mac: lease.mac.clone(),
-            kvm,
-        }))
-        .await?;
+        let outcome = self
+            .privileged(PrivOp::LaunchVm(LaunchVmSpec {
+                vm_id: vm.id.clone(),
+                image_id: image.id.clone(),
+                kernel_id: image.kernel_id.clone(),
+                vmm: vmm_kind(vm.vmm),
+                vcpus: vm.vcpus as u8,
+                memory_mib: vm.memory_mib,
+                tap,
+                mac: lease.mac.clone(),
+                kvm,
+            }))
+            .await?;
+        if let PrivOutcome::Vmm(s) = &outcome {
+            self.record_vmm(&vm.id, Some(s));
+        }
         tracing::info!(vm = %vm.name, spawn_ms = launched.elapsed().as_millis() as u64, "VMM spawned");
         self.wait_ready(vm, &serial, offset, step).await?;
         tracing::info!(vm = %vm.name, boot_ms = launched.elapsed().as_millis() as u64, "guest ready");
@@ -273,6 +279,7 @@ impl VmService {
             )),
             _ => None,
         };
+        self.record_vmm(&vm.id, None);
         let net = Arc::clone(&self.network);
         let id = vm.id.clone();
         tokio::task::spawn_blocking(move || net.detach(&id))
@@ -316,6 +323,8 @@ impl VmService {
             .await
         {
             warn("killing the VMM", &e);
+        } else {
+            self.record_vmm(vm_id, None);
         }
         let net = Arc::clone(&self.network);
         let id = vm_id.to_string();
@@ -388,6 +397,26 @@ impl VmService {
             .update_vm_config(&vm.id, vm.state, &cfg)
             .map_err(store_err)?;
         Ok(self.info(&vm))
+    }
+}
+
+impl VmService {
+    /// Keep the VMM record in `handles.json` in step with the executor:
+    /// `Some` after a launch (pid, start time, sockets, root-disk devices),
+    /// `None` once the VMM is stopped, killed or seen dead. Best effort:
+    /// the executor's journal is the authority, this is the daemon's copy.
+    pub(super) fn record_vmm(&self, vm_id: &str, state: Option<&VmmState>) {
+        let dir = self.vm_dir(vm_id);
+        if state.is_none() && !dir.join("handles.json").exists() {
+            return;
+        }
+        let result = handles::update(&dir, |h| match state {
+            Some(s) => h.set_vmm(&dir, s),
+            None => h.vmm = None,
+        });
+        if let Err(e) = result {
+            tracing::warn!(vm_id, error = %banger_proto::error::chain(&e).join(": "), "updating handles.json");
+        }
     }
 }
 

@@ -37,6 +37,24 @@ use crate::store::{Store, VmRow, Vmm};
 
 pub use ops::OpRegistry;
 
+/// The per-VM lock table (DESIGN.md §2 `vm_locks[id]`), shared with
+/// WorkspaceService, which holds a VM's lock only to read its row.
+#[derive(Debug, Default)]
+pub struct VmLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl VmLocks {
+    pub fn get(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.0.lock().expect("vm locks poisoned");
+        Arc::clone(locks.entry(id.to_string()).or_default())
+    }
+}
+
+/// Path of banger's client private key (what `vm ssh` and workspace
+/// transfers log in with).
+pub fn client_key_path(layout: &Layout) -> std::path::PathBuf {
+    guest::identity(layout)
+}
+
 /// banger's client public key (created on first use): what images' work
 /// seeds and guests' `authorized_keys` hold.
 pub fn guest_identity(layout: &Layout) -> Result<String, RpcError> {
@@ -65,23 +83,42 @@ pub struct VmService {
     privileged: Arc<dyn PrivilegedOps>,
     network: Arc<HostNetwork>,
     dns: Arc<dyn VmDns>,
-    vm_locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    vm_locks: Arc<VmLocks>,
+    /// `vm create --workspace` prepares through it once the VM runs.
+    workspaces: Arc<crate::workspace::WorkspaceService>,
     create_mu: tokio::sync::Mutex<()>,
     ops: OpRegistry,
     /// KVM usable for stock guests (probed once, lazily).
     kvm: tokio::sync::OnceCell<bool>,
 }
 
+/// What VmService is built from (the daemon wires it once at startup).
+#[derive(Debug)]
+pub struct VmServiceParts {
+    pub images: Arc<crate::image::ImageService>,
+    pub store: Arc<Store>,
+    pub layout: Layout,
+    pub config: Config,
+    pub privileged: Arc<dyn PrivilegedOps>,
+    pub network: Arc<HostNetwork>,
+    pub dns: Arc<dyn VmDns>,
+    pub vm_locks: Arc<VmLocks>,
+    pub workspaces: Arc<crate::workspace::WorkspaceService>,
+}
+
 impl VmService {
-    pub fn new(
-        images: Arc<crate::image::ImageService>,
-        store: Arc<Store>,
-        layout: Layout,
-        config: Config,
-        privileged: Arc<dyn PrivilegedOps>,
-        network: Arc<HostNetwork>,
-        dns: Arc<dyn VmDns>,
-    ) -> Arc<VmService> {
+    pub fn new(parts: VmServiceParts) -> Arc<VmService> {
+        let VmServiceParts {
+            images,
+            store,
+            layout,
+            config,
+            privileged,
+            network,
+            dns,
+            vm_locks,
+            workspaces,
+        } = parts;
         Arc::new(VmService {
             ops: OpRegistry::new(Arc::clone(&store)),
             images,
@@ -91,7 +128,8 @@ impl VmService {
             privileged,
             network,
             dns,
-            vm_locks: Mutex::new(HashMap::new()),
+            vm_locks,
+            workspaces,
             create_mu: tokio::sync::Mutex::new(()),
             kvm: tokio::sync::OnceCell::new(),
         })
@@ -159,6 +197,17 @@ impl VmService {
             .ok_or_else(|| internal(format!("image of VM {} is gone", vm.name)))?;
         let images = Arc::clone(&self.images);
         let disk = self.vm_dir(&vm.id).join("root.ext4");
+        if !disk.exists() && self.vm_dir(&vm.id).join("root.cow").exists() {
+            // A dm-snapshot root disk is an origin + COW pair only the
+            // helper can assemble; exporting it is not built yet.
+            return Err(RpcError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "cannot promote VM {}: its root disk is a dm-snapshot (origin + COW),                      which promote cannot read yet; only reflink and sparse-copy disks                      can be promoted",
+                    vm.name
+                ),
+            ));
+        }
         let (vm_name, name) = (vm.name.clone(), name.to_string());
         let info = tokio::task::spawn_blocking(move || {
             images.promote(&vm_name, &disk, &image, &name, &progress)
@@ -180,8 +229,7 @@ impl VmService {
     }
 
     fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.vm_locks.lock().expect("vm locks poisoned");
-        Arc::clone(locks.entry(id.to_string()).or_default())
+        self.vm_locks.get(id)
     }
 
     fn vm_by_name(&self, name: &str) -> Result<VmRow, RpcError> {

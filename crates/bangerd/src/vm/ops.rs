@@ -154,7 +154,7 @@ impl OpHandle {
         self.tx.send_modify(|s| s.progress = Some(p));
     }
 
-    pub fn finish(self, result: Result<(), RpcError>) {
+    pub fn finish(&self, result: Result<(), RpcError>) {
         let outcome = match &result {
             Ok(()) => OperationOutcome::Succeeded,
             Err(e) => OperationOutcome::Failed {

@@ -3,12 +3,19 @@
 //! is re-adopted (its tap re-attached, state `running`); a dead one is marked
 //! `stopped` with a reason and its tap returned. `starting`/`stopping` VMs
 //! whose operation died with the old daemon are settled the same way.
+//!
+//! Each VM's `handles.json` is rehydrated on the way: what it records about
+//! the VMM (pid, start time, kind) is compared with the executor's
+//! `VmmStatus` answer, a disagreement is logged, and the file is rewritten
+//! from the executor's answer (the VMM record dropped for a dead one).
 
 use std::sync::Arc;
 
 use banger_proto::privops::{PrivOp, PrivOutcome};
+use banger_proto::vmops::VmmState;
 
 use super::VmService;
+use crate::handles;
 use crate::store::VmState;
 
 impl VmService {
@@ -27,10 +34,19 @@ impl VmService {
             ) {
                 continue;
             }
-            let alive = matches!(
-                self.privileged(PrivOp::VmmStatus { vm_id: vm.id.clone() }).await,
-                Ok(PrivOutcome::Vmm(s)) if s.running
-            );
+            let status = match self
+                .privileged(PrivOp::VmmStatus {
+                    vm_id: vm.id.clone(),
+                })
+                .await
+            {
+                Ok(PrivOutcome::Vmm(s)) => Some(s),
+                _ => None,
+            };
+            let alive = status.as_ref().is_some_and(|s| s.running);
+            if let Some(s) = &status {
+                self.rehydrate_handles(&vm.name, s);
+            }
             let net = Arc::clone(&self.network);
             let id = vm.id.clone();
             if alive && vm.state != VmState::Stopping {
@@ -51,6 +67,7 @@ impl VmService {
                         .await;
                 }
                 let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
+                self.record_vmm(&vm.id, None);
                 let _ = self.store.set_vm_state(
                     &vm.id,
                     vm.state,
@@ -100,6 +117,26 @@ impl VmService {
         })
     }
 
+    /// Compare `handles.json` with the executor's view of the VMM, report
+    /// a disagreement, and keep the executor's.
+    fn rehydrate_handles(&self, name: &str, s: &VmmState) {
+        let dir = self.vm_dir(&s.vm_id);
+        match handles::load(&dir) {
+            Ok(h) => {
+                if let Some(diff) = h.vmm_mismatch(s) {
+                    tracing::warn!(vm = %name, %diff, "reconcile: handles.json disagrees with the executor");
+                }
+                if s.running {
+                    self.record_vmm(&s.vm_id, Some(s));
+                }
+            }
+            // Left as it is: it may be a newer daemon's file.
+            Err(e) => {
+                tracing::warn!(vm = %name, error = %banger_proto::error::chain(&e).join(": "), "reconcile: unreadable handles.json");
+            }
+        }
+    }
+
     async fn reap_dead_vmms(self: &Arc<Self>) {
         let Ok(vms) = self.store.list_vms() else {
             return;
@@ -122,6 +159,7 @@ impl VmService {
             let net = Arc::clone(&self.network);
             let id = vm.id.clone();
             let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
+            self.record_vmm(&vm.id, None);
             let reason = match s.pid {
                 Some(pid) => format!("its VMM (pid {pid}) exited"),
                 None => "its VMM exited".to_string(),

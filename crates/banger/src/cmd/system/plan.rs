@@ -165,13 +165,19 @@ pub fn metadata(owner: &OwnerAccount, installed_at: String) -> InstallMeta {
         },
         version: banger_proto::BANGER_VERSION.to_string(),
         installed_at,
-        paths: InstallPaths {
-            bin_dir: BIN_DIR.into(),
-            state_dir: STATE_DIR.into(),
-            runtime_dir: RUNTIME_DIR.into(),
-            root_socket: ROOT_SOCKET.into(),
-            root_state_dir: ROOT_STATE_DIR.into(),
-        },
+        paths: default_paths(),
+    }
+}
+
+/// The standard system paths an install uses (and `status`/`uninstall`
+/// fall back to when the metadata is gone).
+pub fn default_paths() -> InstallPaths {
+    InstallPaths {
+        bin_dir: BIN_DIR.into(),
+        state_dir: STATE_DIR.into(),
+        runtime_dir: RUNTIME_DIR.into(),
+        root_socket: ROOT_SOCKET.into(),
+        root_state_dir: ROOT_STATE_DIR.into(),
     }
 }
 

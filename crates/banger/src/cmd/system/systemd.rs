@@ -13,10 +13,10 @@ use banger_host::runner::{Cmd, RunError, Runner, resolve};
 
 /// Starting a `Type=notify` unit waits for its `READY=1`; the owner daemon
 /// sets up the host network first, so give it time.
-const START_TIMEOUT: Duration = Duration::from_secs(120);
-const QUICK_TIMEOUT: Duration = Duration::from_secs(30);
+pub const START_TIMEOUT: Duration = Duration::from_secs(120);
+pub const QUICK_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long both units get to be `active` after `systemctl` returned.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SystemdError {
@@ -47,6 +47,9 @@ pub trait Systemd {
     /// Run a query (`is-active`, `is-enabled`): its first output line, and
     /// whether it exited 0.
     fn query(&self, args: &[&str]) -> Result<(bool, String), SystemdError>;
+    /// Run a query whose whole output matters (`show`): its stdout, and
+    /// whether it exited 0.
+    fn capture(&self, args: &[&str]) -> Result<(bool, String), SystemdError>;
 }
 
 /// The real `systemctl`.
@@ -78,6 +81,82 @@ impl Systemd for Systemctl {
         let first = out.stdout.lines().next().unwrap_or("").trim().to_string();
         Ok((out.status.success(), first))
     }
+
+    fn capture(&self, args: &[&str]) -> Result<(bool, String), SystemdError> {
+        let out = self
+            .runner
+            .output(&Cmd::new("systemctl").args(args).timeout(QUICK_TIMEOUT))
+            .map_err(command_error)?;
+        Ok((out.status.success(), out.stdout))
+    }
+}
+
+/// What systemd says about one unit (`systemctl show`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnitState {
+    pub unit: String,
+    /// `loaded`, `not-found`, ...
+    pub load: String,
+    /// `active`, `inactive`, `failed`, `activating`, ...
+    pub active: String,
+    /// `running`, `dead`, ...
+    pub sub: String,
+    /// `enabled`, `disabled`, or empty for a unit without a file.
+    pub enabled: String,
+    /// The main process, when there is one.
+    pub main_pid: Option<u32>,
+    /// The unit's cgroup below the cgroup root (`/system.slice/...`), while
+    /// it has one.
+    pub cgroup: Option<String>,
+}
+
+/// The properties [`show`] asks for.
+const SHOW_PROPS: [&str; 6] = [
+    "LoadState",
+    "ActiveState",
+    "SubState",
+    "UnitFileState",
+    "MainPID",
+    "ControlGroup",
+];
+
+/// Parse `systemctl show -p ...` output (`Key=value` lines, any order).
+pub fn parse_show(unit: &str, text: &str) -> UnitState {
+    let mut s = UnitState {
+        unit: unit.to_string(),
+        ..UnitState::default()
+    };
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        let v = v.trim();
+        match k {
+            "LoadState" => s.load = v.to_string(),
+            "ActiveState" => s.active = v.to_string(),
+            "SubState" => s.sub = v.to_string(),
+            "UnitFileState" => s.enabled = v.to_string(),
+            "MainPID" => s.main_pid = v.parse().ok().filter(|p| *p != 0),
+            "ControlGroup" if !v.is_empty() => s.cgroup = Some(v.to_string()),
+            _ => {}
+        }
+    }
+    s
+}
+
+/// Ask systemd about `unit`.
+pub fn show(sd: &dyn Systemd, unit: &str) -> Result<UnitState, SystemdError> {
+    let mut args = vec!["show"];
+    for p in SHOW_PROPS {
+        args.extend(["-p", p]);
+    }
+    args.push(unit);
+    let (ok, out) = sd.capture(&args)?;
+    let mut state = parse_show(unit, &out);
+    if !ok && state.load.is_empty() {
+        state.load = "unknown (systemctl show failed; is systemd running?)".into();
+    }
+    Ok(state)
 }
 
 /// Refuse before anything is written when the services could not be started
@@ -148,7 +227,11 @@ pub fn activate(sd: &dyn Systemd, a: &mut Activation) -> Result<(), SystemdError
 }
 
 /// Poll `systemctl is-active` until every unit is `active`.
-fn wait_active(sd: &dyn Systemd, units: &[&str], timeout: Duration) -> Result<(), SystemdError> {
+pub fn wait_active(
+    sd: &dyn Systemd,
+    units: &[&str],
+    timeout: Duration,
+) -> Result<(), SystemdError> {
     let deadline = Instant::now() + timeout;
     loop {
         let mut pending = None;
@@ -271,6 +354,11 @@ mod tests {
                 _ => (false, "inactive".into()),
             })
         }
+
+        fn capture(&self, args: &[&str]) -> Result<(bool, String), SystemdError> {
+            self.calls.borrow_mut().push(args.join(" "));
+            Ok((true, String::new()))
+        }
     }
 
     const UNITS: [&str; 2] = ["bangerd-root.service", "bangerd.service"];
@@ -364,6 +452,33 @@ mod tests {
                 "restart bangerd-root.service bangerd.service"
             ]
         );
+    }
+
+    #[test]
+    fn show_output_parses_in_any_order() {
+        let s = parse_show(
+            "bangerd.service",
+            "MainPID=42\nActiveState=active\nSubState=running\nLoadState=loaded\n\
+             UnitFileState=enabled\nControlGroup=/system.slice/bangerd.service\nJunk\n",
+        );
+        assert_eq!(
+            s,
+            UnitState {
+                unit: "bangerd.service".into(),
+                load: "loaded".into(),
+                active: "active".into(),
+                sub: "running".into(),
+                enabled: "enabled".into(),
+                main_pid: Some(42),
+                cgroup: Some("/system.slice/bangerd.service".into()),
+            }
+        );
+        let gone = parse_show(
+            "x.service",
+            "MainPID=0\nActiveState=inactive\nLoadState=not-found\nControlGroup=\n",
+        );
+        assert_eq!((gone.main_pid, gone.cgroup), (None, None));
+        assert_eq!(gone.load, "not-found");
     }
 
     #[test]

@@ -19,9 +19,6 @@ const STATE_BASE: &str = "/var/lib";
 /// Where systemd creates `RuntimeDirectory=` directories.
 const RUNTIME_BASE: &str = "/run";
 
-/// Device nodes the helper opens today: taps (`/dev/net/tun`), and the
-/// doctor's probes (`ProbeKvm`, `ProbeDevice`). Each is bound into the
-/// helper's private `/dev` only if the host has it (`-` prefix).
 /// Kernel-facing hardening both units share: neither daemon changes kernel
 /// tunables, modules, logs, cgroups, the clock or the hostname.
 const KERNEL_HARDENING: &str = "\
@@ -32,11 +29,15 @@ ProtectControlGroups=yes\n\
 ProtectClock=yes\n\
 ProtectHostname=yes\n\
 LockPersonality=yes\n\
-MemoryDenyWriteExecute=yes\n\
 RestrictRealtime=yes\n\
 RestrictNamespaces=yes\n\
 ";
 
+/// Device nodes the helper and the VMMs it starts open: taps
+/// (`/dev/net/tun`), KVM, vhost-vsock, and the loop and device-mapper
+/// control nodes (also the doctor's probes). The loop and dm block devices
+/// themselves are allowed by class (`block-loop`, `block-device-mapper`):
+/// they are created on demand.
 const HELPER_DEVICES: [&str; 5] = [
     "/dev/net/tun",
     "/dev/kvm",
@@ -44,6 +45,7 @@ const HELPER_DEVICES: [&str; 5] = [
     "/dev/loop-control",
     "/dev/mapper/control",
 ];
+const HELPER_DEVICE_CLASSES: [&str; 2] = ["block-loop", "block-device-mapper"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum UnitError {
@@ -128,10 +130,7 @@ pub fn owner_unit(
     let install_file = path_str("install file", install_file)?;
     let state = dir_under("state directory", &meta.paths.state_dir, STATE_BASE)?;
     let runtime = dir_under("runtime directory", &meta.paths.runtime_dir, RUNTIME_BASE)?;
-    let config_dir = path_str(
-        "owner config directory",
-        &owner_home.join(".config").join("banger"),
-    )?;
+    let home = path_str("owner home directory", owner_home)?;
     Ok(format!(
         "\
 # Written by `banger system install`; reinstalling rewrites it.
@@ -164,16 +163,20 @@ RuntimeDirectoryMode=0755
 CapabilityBoundingSet=
 AmbientCapabilities=
 NoNewPrivileges=yes
-RestrictSUIDSGID=yes
+# Not RestrictSUIDSGID=: its seccomp filter cannot see openat2's flags and
+# so refuses every openat2 with ENOSYS, and banger opens files beneath
+# directories with openat2 (RESOLVE_BENEATH). NoNewPrivileges= already makes
+# set-user-ID bits meaningless for whatever runs under this unit.
 PrivateUsers=yes
 
-# File system: read-only OS, private /tmp, no devices, no home directories
-# except the owner's banger config (read-only; bangerd reads
-# ~/.config/banger/config.toml at start). Later work (workspaces, the owner's
-# SSH keys) will bind what it needs here, read-only where it can.
+# File system: read-only OS, private /tmp, no devices, and of all home
+# directories only the owner's: bangerd reads ~/.config/banger/config.toml
+# and the owner's public SSH keys there, copies workspaces (checkouts in the
+# owner's home) into VMs and lands their export as a branch in the checkout
+# (so read-write), and file_sync is confined to it.
 ProtectSystem=strict
 ProtectHome=tmpfs
-BindReadOnlyPaths=-{config_dir}
+BindPaths=-{home}
 PrivateTmp=yes
 PrivateDevices=yes
 DevicePolicy=closed
@@ -183,7 +186,8 @@ ProtectProc=invisible
 ProcSubset=pid
 
 # Kernel and host state it has no business changing.
-{KERNEL_HARDENING}RemoveIPC=yes
+{KERNEL_HARDENING}MemoryDenyWriteExecute=yes
+RemoveIPC=yes
 KeyringMode=private
 
 # Sockets: its own and the helper's (unix), DNS forwarding and guest SSH
@@ -218,14 +222,15 @@ pub fn helper_unit(meta: &InstallMeta, install_file: &Path) -> Result<String, Un
         .unwrap_or(Path::new("/"))
         .to_path_buf();
     let runtime = dir_under("helper socket directory", &socket_dir, RUNTIME_BASE)?;
-    let bind_devices = HELPER_DEVICES
-        .iter()
-        .map(|d| format!("-{d}"))
-        .collect::<Vec<_>>()
-        .join(" ");
+    let state_dir = path_str("state directory", &meta.paths.state_dir)?;
     let allow_devices: String = HELPER_DEVICES
         .iter()
         .map(|d| format!("DeviceAllow={d} rw\n"))
+        .chain(
+            HELPER_DEVICE_CLASSES
+                .iter()
+                .map(|c| format!("DeviceAllow={c} rw\n")),
+        )
         .collect();
     let ip_forward = banger_host::net::IP_FORWARD;
     Ok(format!(
@@ -247,6 +252,12 @@ ExecStart={exe} --install-file {install_file}
 Restart=on-failure
 RestartSec=2s
 UMask=0077
+# VMs outlive a restart of this service: stopping it (restart, upgrade, a
+# crash) ends only the helper itself, never the VMM processes it launched.
+# They stay in this unit's cgroup; the next helper re-adopts each one whose
+# pid and start time match its journal. `banger system uninstall` stops the
+# VMs first and kills whatever is left in the cgroup afterwards.
+KillMode=process
 
 # {STATE_BASE}/{state}: the journal of host objects the helper created (root, 0700).
 StateDirectory={state}
@@ -257,39 +268,48 @@ StateDirectoryMode=0700
 RuntimeDirectory={runtime}
 RuntimeDirectoryMode=0755
 
-# Capabilities, and what uses them today:
+# Capabilities, and what uses them:
 #   CAP_NET_ADMIN         bridge, addresses and routes (netlink), taps (tun
 #                         ioctls, TUNSETOWNER), nft tables, ip_forward, and
 #                         resolver routing (resolvectl; resolved checks it)
 #   CAP_NET_BIND_SERVICE  the .vm DNS sockets on port 53, passed to bangerd
-#   CAP_CHOWN             giving root.sock to the owner's group
-# Not granted until something uses it. Later: loop devices and dm snapshots
-# (CAP_SYS_ADMIN, /dev/loop*, /dev/mapper/*), Firecracker/QEMU processes
-# (/dev/kvm use beyond the probe, /dev/vhost-*, more system calls, and for
-# QEMU TCG writable-executable memory, i.e. MemoryDenyWriteExecute=no).
-CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_CHOWN
+#   CAP_CHOWN             giving root.sock to the owner's group, VM files to
+#                         the owner
+#   CAP_DAC_OVERRIDE      VM disks, run directories and VMM sockets beneath
+#   CAP_FOWNER            the owner's 0700 state directory
+#   CAP_SETUID CAP_SETGID running the disk tools (mkfs.ext4, debugfs) and the
+#                         VMMs as the owner, never as root
+#   CAP_KILL              stopping those VMMs (they run as the owner)
+#   CAP_SYS_ADMIN         loop devices and dm snapshots (losetup, dmsetup)
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_SETUID CAP_SETGID CAP_KILL CAP_SYS_ADMIN
 AmbientCapabilities=
 NoNewPrivileges=yes
-RestrictSUIDSGID=yes
+# Not RestrictSUIDSGID=: its seccomp filter cannot see openat2's flags and
+# so refuses every openat2 with ENOSYS, and banger opens files beneath
+# directories with openat2 (RESOLVE_BENEATH). NoNewPrivileges= already makes
+# set-user-ID bits meaningless for whatever runs under this unit.
 
-# Devices: a private /dev with only the nodes the helper opens (taps, and the
-# doctor's KVM/vsock/loop/device-mapper probes), each only if the host has
-# it. (systemd 255.0 broke binding /dev/net/tun into a private /dev; fixed
-# in later releases.)
-PrivateDevices=yes
-BindPaths={bind_devices}
+# Devices: only the nodes the helper and its VMMs open (taps, KVM, vsock,
+# loop and device-mapper), by cgroup device policy. Not PrivateDevices=:
+# the loop and dm block devices a root disk uses are created on demand and
+# must appear in /dev.
+DevicePolicy=closed
 {allow_devices}
 # File system: read-only OS except IPv4 forwarding, which it switches on for
-# guest NAT. No home directories, private /tmp.
+# guest NAT, and the owner's state directory (VM disks, run directories).
+# No home directories, private /tmp.
 ProtectSystem=strict
-ReadWritePaths={ip_forward}
+ReadWritePaths={ip_forward} {state_dir}
 ProtectHome=yes
 PrivateTmp=yes
 PrivateMounts=yes
 PrivateIPC=yes
 ProtectProc=invisible
 
-{KERNEL_HARDENING}KeyringMode=private
+{KERNEL_HARDENING}# QEMU's TCG translator (hosts whose KVM cannot run a stock guest) writes
+# code it then executes; the VMMs inherit this unit's restrictions.
+MemoryDenyWriteExecute=no
+KeyringMode=private
 
 # Sockets: its own and D-Bus (unix), netlink for links and nft, inet for the
 # DNS sockets. No IPAddressDeny=: the DNS sockets it binds are passed to
@@ -298,7 +318,7 @@ ProtectProc=invisible
 RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6
 SystemCallArchitectures=native
 SystemCallFilter=@system-service
-SystemCallFilter=~@resources @setuid @mount @swap @reboot @raw-io @module @obsolete @debug @cpu-emulation @clock
+SystemCallFilter=~@resources @mount @swap @reboot @raw-io @module @obsolete @debug @cpu-emulation @clock
 SystemCallErrorNumber=EPERM
 
 [Install]
@@ -386,12 +406,14 @@ mod tests {
     #[test]
     fn owner_unit_directories_match_the_metadata() {
         let u = owner();
+        check(&u, "MemoryDenyWriteExecute", &["yes"]);
         check(&u, "StateDirectory", &["banger"]);
         check(&u, "StateDirectoryMode", &["0700"]);
         check(&u, "RuntimeDirectory", &["banger"]);
         check(&u, "RuntimeDirectoryMode", &["0755"]);
         check(&u, "ProtectHome", &["tmpfs"]);
-        check(&u, "BindReadOnlyPaths", &["-/home/dev/.config/banger"]);
+        // The owner's home only: workspaces, keys, config.
+        check(&u, "BindPaths", &["-/home/dev"]);
     }
 
     #[test]
@@ -401,8 +423,13 @@ mod tests {
         check(
             &u,
             "CapabilityBoundingSet",
-            &["CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_CHOWN"],
+            &[
+                "CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER \
+               CAP_SETUID CAP_SETGID CAP_KILL CAP_SYS_ADMIN",
+            ],
         );
+        // Tools and VMMs are started as the owner: set*id must be allowed.
+        assert!(!get(&u, "SystemCallFilter")[1].contains("@setuid"));
         check(&u, "AmbientCapabilities", &[""]);
         check(
             &u,
@@ -411,13 +438,27 @@ mod tests {
         );
         check(&u, "StateDirectory", &["banger-root"]);
         check(&u, "RuntimeDirectory", &["banger-root"]);
-        check(&u, "ReadWritePaths", &["/proc/sys/net/ipv4/ip_forward"]);
-        check(&u, "PrivateDevices", &["yes"]);
+        check(
+            &u,
+            "ReadWritePaths",
+            &["/proc/sys/net/ipv4/ip_forward /var/lib/banger"],
+        );
+        // Loop and dm nodes appear on demand: the device policy, not a
+        // private /dev, limits what it opens.
+        assert!(get(&u, "PrivateDevices").is_empty());
+        check(&u, "DevicePolicy", &["closed"]);
+        // QEMU TCG, started by it, needs writable-executable memory.
+        check(&u, "MemoryDenyWriteExecute", &["no"]);
+        // VMM children survive a helper restart.
+        check(&u, "KillMode", &["process"]);
+        assert!(get(&owner(), "KillMode").is_empty());
         let allowed = get(&u, "DeviceAllow");
-        assert_eq!(allowed.len(), HELPER_DEVICES.len());
-        for d in HELPER_DEVICES {
+        assert_eq!(
+            allowed.len(),
+            HELPER_DEVICES.len() + HELPER_DEVICE_CLASSES.len()
+        );
+        for d in HELPER_DEVICES.iter().chain(&HELPER_DEVICE_CLASSES) {
             assert!(allowed.contains(&format!("{d} rw").as_str()), "{d}");
-            assert!(get(&u, "BindPaths")[0].contains(&format!("-{d}")), "{d}");
         }
     }
 
@@ -431,13 +472,15 @@ mod tests {
                 ("ProtectKernelModules", "yes"),
                 ("ProtectControlGroups", "yes"),
                 ("RestrictNamespaces", "yes"),
-                ("MemoryDenyWriteExecute", "yes"),
                 ("SystemCallArchitectures", "native"),
                 ("NotifyAccess", "main"),
             ] {
                 check(&u, key, &[value]);
             }
             assert_eq!(get(&u, "SystemCallFilter")[0], "@system-service");
+            // Its seccomp filter answers every openat2 with ENOSYS, and both
+            // daemons open files beneath directories with openat2.
+            assert!(get(&u, "RestrictSUIDSGID").is_empty());
         }
     }
 

@@ -333,6 +333,7 @@ impl Fixture {
             &self.layout.vm_dir(&vm.id),
             &handles::VmHandles {
                 tap: Some(tap.into()),
+                ..handles::VmHandles::default()
             },
         )
         .unwrap();

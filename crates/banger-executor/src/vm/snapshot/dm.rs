@@ -1,0 +1,696 @@
+//! dm-snapshot root disks over loop devices.
+//!
+//! A VM's root disk is three kernel devices: the image's `rootfs.ext4` on a
+//! read-only loop device (the origin), the VM's sparse `root.cow` on a
+//! second loop device, and the persistent snapshot
+//!
+//! ```text
+//! dmsetup create banger-<vm_id> --table "0 <sectors> snapshot <origin> <cow> P 8"
+//! ```
+//!
+//! (`<sectors>`: the image size in 512-byte sectors; chunks of 8 sectors,
+//! 4 KiB). `vms/<id>/root.origin` names the image, so the devices can be
+//! rebuilt from the files after they vanished; `root.cow` is root-owned
+//! 0600 (the kernel parses it), the dm node is given to the owner for the
+//! VMM.
+//!
+//! Safety rules, on top of the executor's: each device is written to the
+//! journal before it is created (a loop device by the number
+//! `LOOP_CTL_GET_FREE` offered, then claimed); teardown goes dm, COW loop,
+//! origin loop; only dm devices named `banger-<32 hex>` are removed, and a
+//! loop device is detached only while its backing file is still the
+//! journaled one by device and inode (one that now backs something else is
+//! left alone and forgotten). Loop devices are attached by ioctl from the
+//! descriptors the executor opened beneath the state directory without
+//! following symlinks (`loopdev`); no path is ever re-resolved, so renaming
+//! or replacing a file in the owner's tree cannot make root attach another
+//! one, and the attached device is checked (`LOOP_GET_STATUS64`) to back
+//! the very inode that was opened. Before attaching, the COW file must be
+//! the executor's own (its uid, mode 0600, one link) and the image the
+//! owner's (owner uid, one link). Which VMs have dm root disks is in the
+//! journal (`dm_disks`), not inferred from the VM directory. Files are
+//! removed with `unlinkat` beneath the state directory.
+//!
+//! The argv and the table are built by pure functions below; the unit tests
+//! pin them, since device-mapper cannot run on the CI hosts.
+
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::os::unix::fs::MetadataExt as _;
+use std::path::{Path, PathBuf};
+
+use banger_host::runner::Cmd;
+use banger_proto::vmops::SnapshotBackend as BackendKind;
+use rustix::fs::OFlags;
+
+use super::{DiskTools, RootDisk, SnapshotBackend, checked, is_denied, loopdev, run_ok};
+use crate::journal::{Journal, LoopEntry, SnapshotEntry, Txn};
+use crate::vm::VmHost;
+use crate::vm::error::{VmOpError, io, journal_err};
+use crate::vm::validate;
+
+/// The VM's copy-on-write store (root-owned, 0600).
+pub(crate) const COW_FILE: &str = "root.cow";
+/// The id of the image the snapshot is taken of.
+pub(crate) const ORIGIN_FILE: &str = "root.origin";
+/// Every dm device banger makes is named `banger-<vm_id>`.
+pub(crate) const DM_PREFIX: &str = "banger-";
+/// Exception chunk size in 512-byte sectors (4 KiB).
+pub(crate) const CHUNK_SECTORS: u64 = 8;
+const SECTOR: u64 = 512;
+/// How often a loop device `LOOP_CTL_GET_FREE` offered may be taken by
+/// someone else before we give up.
+const LOOP_ATTEMPTS: usize = 5;
+
+/// dm-snapshot over loop devices.
+#[derive(Debug)]
+pub(crate) struct DmSnapshot;
+
+// ---- pure construction ------------------------------------------------
+
+pub(crate) fn dm_name(vm_id: &str) -> String {
+    format!("{DM_PREFIX}{vm_id}")
+}
+
+pub(crate) fn mapper_path(name: &str) -> PathBuf {
+    Path::new("/dev/mapper").join(name)
+}
+
+/// Only `banger-<32 lowercase hex>` names are ever created or removed.
+pub(crate) fn check_dm_name(name: &str) -> Result<(), VmOpError> {
+    let ok = name
+        .strip_prefix(DM_PREFIX)
+        .is_some_and(|id| validate::id("VM id", id).is_ok());
+    if ok {
+        return Ok(());
+    }
+    Err(VmOpError::Invalid {
+        what: "device-mapper name",
+        value: name.to_string(),
+        reason: format!("banger only touches dm devices named {DM_PREFIX}<32 hex VM id>"),
+    })
+}
+
+/// The `N` of `/dev/loop<N>`, and nothing else is accepted.
+pub(crate) fn loop_number(dev: &str) -> Result<u32, VmOpError> {
+    dev.strip_prefix("/dev/loop")
+        .filter(|n| !n.is_empty() && n.len() <= 7 && n.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| VmOpError::Invalid {
+            what: "loop device",
+            value: dev.to_string(),
+            reason: "expected /dev/loop<N>".into(),
+        })
+}
+
+pub(crate) fn loop_device(n: u32) -> String {
+    format!("/dev/loop{n}")
+}
+
+/// The COW file must be the executor's own: its uid, mode 0600, one link
+/// (the owner cannot have swapped in, or hard-linked, a file of theirs).
+pub(crate) fn check_cow(uid: u32, mode: u32, nlink: u64, executor_uid: u32) -> Result<(), String> {
+    if uid != executor_uid {
+        return Err(format!(
+            "owned by uid {uid}, not the executor's uid {executor_uid}"
+        ));
+    }
+    if mode & 0o7777 != 0o600 {
+        return Err(format!("mode {:04o}, not 0600", mode & 0o7777));
+    }
+    if nlink != 1 {
+        return Err(format!("{nlink} hard links, not 1"));
+    }
+    Ok(())
+}
+
+/// The origin image must be the owner's own file with one link (not a hard
+/// link to somebody else's file).
+pub(crate) fn check_origin(uid: u32, nlink: u64, owner_uid: u32) -> Result<(), String> {
+    if uid != owner_uid {
+        return Err(format!(
+            "owned by uid {uid}, not the owner's uid {owner_uid}"
+        ));
+    }
+    if nlink != 1 {
+        return Err(format!("{nlink} hard links, not 1"));
+    }
+    Ok(())
+}
+
+/// The origin's length in 512-byte sectors; it must be a whole, non-zero
+/// number of them.
+pub(crate) fn sectors(bytes: u64) -> Result<u64, VmOpError> {
+    if bytes == 0 || !bytes.is_multiple_of(SECTOR) {
+        return Err(VmOpError::Invalid {
+            what: "image size",
+            value: bytes.to_string(),
+            reason: format!("a dm-snapshot origin must be a non-zero multiple of {SECTOR} bytes"),
+        });
+    }
+    Ok(bytes / SECTOR)
+}
+
+/// Size of the sparse COW file: room for every chunk of the origin plus
+/// the exception metadata (16 bytes per 4 KiB chunk, i.e. 1/256, doubled)
+/// and a 1 MiB margin, rounded up to 4 KiB. Sparse, so only what the guest
+/// writes takes space.
+pub(crate) fn cow_bytes(origin_bytes: u64) -> u64 {
+    let raw = origin_bytes + origin_bytes / 128 + (1 << 20);
+    raw.div_ceil(4096) * 4096
+}
+
+/// The dm table line of a persistent snapshot of `origin` into `cow`.
+pub(crate) fn snapshot_table(sectors: u64, origin: &str, cow: &str) -> String {
+    format!("0 {sectors} snapshot {origin} {cow} P {CHUNK_SECTORS}")
+}
+
+pub(crate) fn dmsetup_create(name: &str, table: &str) -> Result<Cmd, VmOpError> {
+    check_dm_name(name)?;
+    Ok(Cmd::new("dmsetup")
+        .arg("create")
+        .arg(name)
+        .arg("--table")
+        .arg(table))
+}
+
+pub(crate) fn dmsetup_info(name: &str) -> Result<Cmd, VmOpError> {
+    check_dm_name(name)?;
+    Ok(Cmd::new("dmsetup").arg("info").arg(name))
+}
+
+pub(crate) fn dmsetup_remove(name: &str) -> Result<Cmd, VmOpError> {
+    check_dm_name(name)?;
+    Ok(Cmd::new("dmsetup").args(["remove", "--retry"]).arg(name))
+}
+
+/// One step of tearing a snapshot down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    RemoveDm(String),
+    DetachCow(LoopEntry),
+    DetachOrigin(LoopEntry),
+}
+
+/// The order devices come down: the snapshot first (it holds both loop
+/// devices), then the COW loop, then the origin loop.
+pub(crate) fn teardown_steps(entry: &SnapshotEntry) -> Vec<Step> {
+    let mut steps = Vec::new();
+    if let Some(dm) = &entry.dm {
+        steps.push(Step::RemoveDm(dm.clone()));
+    }
+    if let Some(l) = &entry.cow {
+        steps.push(Step::DetachCow(l.clone()));
+    }
+    if let Some(l) = &entry.origin {
+        steps.push(Step::DetachOrigin(l.clone()));
+    }
+    steps
+}
+
+// ---- device operations ------------------------------------------------
+
+fn tool_err(what: &str) -> impl FnOnce(banger_host::runner::RunError) -> VmOpError + '_ {
+    move |source| VmOpError::Tool {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// Whether the dm device `name` exists.
+pub(crate) fn dm_exists(tools: &dyn DiskTools, name: &str) -> Result<bool, VmOpError> {
+    let cmd = dmsetup_info(name)?;
+    let out = tools
+        .output(&cmd)
+        .map_err(tool_err("inspecting a device-mapper device"))?;
+    if out.status.success() {
+        return Ok(true);
+    }
+    if out.stderr.contains("does not exist") || out.stderr.contains("No such device") {
+        return Ok(false);
+    }
+    run_ok(tools, &cmd)
+        .map(|_| true)
+        .map_err(tool_err("inspecting a device-mapper device"))
+}
+
+/// Remove the dm device `name`; `Ok(false)` when it was already gone.
+fn remove_dm(tools: &dyn DiskTools, name: &str) -> Result<bool, VmOpError> {
+    check_dm_name(name)?;
+    if !dm_exists(tools, name)? {
+        return Ok(false);
+    }
+    run_ok(tools, &dmsetup_remove(name)?)
+        .map(|_| true)
+        .map_err(tool_err("removing a device-mapper device"))
+}
+
+/// What became of a journaled loop device.
+#[derive(Debug, PartialEq, Eq)]
+enum LoopFate {
+    Detached,
+    /// Not attached any more.
+    Gone,
+    /// Attached to another file: someone else's now; left alone.
+    Foreign(String),
+}
+
+fn loop_err(what: &'static str, dev: &str) -> impl FnOnce(std::io::Error) -> VmOpError {
+    let path = dev.to_string();
+    move |source| VmOpError::Io { what, path, source }
+}
+
+fn journaled_backing(entry: &LoopEntry) -> loopdev::Backing {
+    loopdev::Backing {
+        dev: entry.backing_dev,
+        ino: entry.backing_ino,
+    }
+}
+
+fn detach_loop(tools: &dyn DiskTools, entry: &LoopEntry) -> Result<LoopFate, VmOpError> {
+    let n = loop_number(&entry.device)?;
+    let Some(now) = tools
+        .loop_backing(n)
+        .map_err(loop_err("inspecting loop device", &entry.device))?
+    else {
+        return Ok(LoopFate::Gone);
+    };
+    if now != journaled_backing(entry) {
+        return Ok(LoopFate::Foreign(format!(
+            "dev {:#x} inode {}",
+            now.dev, now.ino
+        )));
+    }
+    tools
+        .loop_clear(n)
+        .map(|()| LoopFate::Detached)
+        .map_err(loop_err("detaching loop device", &entry.device))
+}
+
+/// Tear down what `entry` lists, in order, clearing each field once its
+/// device is gone. Stops at the first failure (a loop device under a live
+/// snapshot cannot be detached anyway). Returns (removed, errors).
+pub(crate) fn teardown_entry(
+    tools: &dyn DiskTools,
+    entry: &mut SnapshotEntry,
+) -> (Vec<String>, Vec<String>) {
+    let mut removed = Vec::new();
+    for step in teardown_steps(entry) {
+        let result = match &step {
+            Step::RemoveDm(name) => remove_dm(tools, name).map(|gone| {
+                if gone {
+                    removed.push(format!("dm device {name}"));
+                }
+                entry.dm = None;
+            }),
+            Step::DetachCow(l) | Step::DetachOrigin(l) => detach_loop(tools, l).map(|d| {
+                match d {
+                    LoopFate::Detached => removed.push(format!("loop device {}", l.device)),
+                    LoopFate::Gone => {}
+                    LoopFate::Foreign(other) => tracing::warn!(
+                        device = %l.device,
+                        journaled = %l.backing.display(),
+                        now = %other,
+                        "loop device backs another file now; not touched"
+                    ),
+                }
+                if matches!(step, Step::DetachCow(_)) {
+                    entry.cow = None;
+                } else {
+                    entry.origin = None;
+                }
+            }),
+        };
+        if let Err(e) = result {
+            let msg = banger_proto::error::chain(&e).join(": ");
+            return (removed, vec![format!("VM {}: {msg}", entry.vm_id)]);
+        }
+    }
+    (removed, Vec::new())
+}
+
+/// `host teardown`: remove every journaled snapshot device. Entries whose
+/// devices could not all be removed stay for a later attempt.
+pub(crate) fn teardown_all(
+    tools: &dyn DiskTools,
+    journal: &mut Journal,
+) -> (Vec<String>, Vec<String>) {
+    let mut removed = Vec::new();
+    let mut errors = Vec::new();
+    for entry in &mut journal.snapshots {
+        let (r, e) = teardown_entry(tools, entry);
+        removed.extend(r);
+        errors.extend(e);
+    }
+    journal.prune_snapshots();
+    (removed, errors)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Which {
+    Origin,
+    Cow,
+}
+
+fn set_loop(txn: &mut Txn<'_>, vm_id: &str, which: Which, l: Option<LoopEntry>) {
+    let e = txn.state.snapshot_mut(vm_id);
+    match which {
+        Which::Origin => e.origin = l,
+        Which::Cow => e.cow = l,
+    }
+}
+
+/// Claim a free loop device for `file` (by descriptor): journal it with
+/// the file's device and inode, attach, and check that the device backs
+/// exactly that inode. The kernel refusing (`EPERM`/`EACCES`) makes the
+/// backend decline.
+pub(crate) fn attach_loop(
+    tools: &dyn DiskTools,
+    txn: &mut Txn<'_>,
+    vm_id: &str,
+    which: Which,
+    file: &File,
+    backing: &Path,
+) -> Result<String, VmOpError> {
+    let read_only = which == Which::Origin;
+    let id = loopdev::identity(file).map_err(io("inspecting", backing))?;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let n = tools.loop_free().map_err(|e| {
+            if is_denied(&e) {
+                declined(format!("finding a free loop device: {e}"))
+            } else {
+                loop_err("finding a free loop device via", "/dev/loop-control")(e)
+            }
+        })?;
+        let dev = loop_device(n);
+        set_loop(
+            txn,
+            vm_id,
+            which,
+            Some(LoopEntry {
+                device: dev.clone(),
+                backing: backing.to_path_buf(),
+                backing_dev: id.dev,
+                backing_ino: id.ino,
+            }),
+        );
+        txn.save().map_err(journal_err)?;
+        match tools.loop_configure(n, file, read_only, backing) {
+            Ok(()) => {}
+            Err(e) => {
+                set_loop(txn, vm_id, which, None);
+                txn.save().map_err(journal_err)?;
+                if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error())
+                    && attempt < LOOP_ATTEMPTS
+                {
+                    continue;
+                }
+                if is_denied(&e) {
+                    return Err(declined(format!("attaching {dev}: {e}")));
+                }
+                return Err(loop_err("attaching loop device", &dev)(e));
+            }
+        }
+        // The device must back the inode we hold, nothing else.
+        let now = tools.loop_backing(n);
+        if matches!(now, Ok(Some(b)) if b == id) {
+            return Ok(dev);
+        }
+        let reason = match now {
+            Ok(Some(b)) => format!("it backs dev {:#x} inode {}", b.dev, b.ino),
+            Ok(None) => "it is not attached".into(),
+            Err(e) => e.to_string(),
+        };
+        if let Err(e) = tools.loop_clear(n) {
+            tracing::warn!(device = %dev, error = %e, "detaching a mismatched loop device");
+            // Still journaled: teardown tries again (by identity).
+        } else {
+            set_loop(txn, vm_id, which, None);
+            txn.save().map_err(journal_err)?;
+        }
+        return Err(VmOpError::Invalid {
+            what: "loop device",
+            value: dev,
+            reason: format!(
+                "attached to {} (dev {:#x} inode {}) but {reason}; detached",
+                backing.display(),
+                id.dev,
+                id.ino
+            ),
+        });
+    }
+}
+
+fn declined(reason: String) -> VmOpError {
+    VmOpError::SnapshotUnsupported {
+        backend: BackendKind::DmSnapshot.as_str(),
+        reason,
+    }
+}
+
+/// `dmsetup`'s message when the kernel said `EACCES`/`EPERM`.
+fn denied_text(stderr: &str) -> bool {
+    stderr.contains("Permission denied") || stderr.contains("Operation not permitted")
+}
+
+fn loop_name(dev: &str) -> String {
+    dev.trim_start_matches("/dev/").to_string()
+}
+
+fn disk(name: &str, origin: &str, cow: &str, sectors: u64) -> RootDisk {
+    RootDisk {
+        backend: BackendKind::DmSnapshot,
+        path: mapper_path(name),
+        devices: vec![name.to_string(), loop_name(origin), loop_name(cow)],
+        bytes: sectors * SECTOR,
+    }
+}
+
+fn regular(f: &File, path: &Path) -> Result<std::fs::Metadata, VmOpError> {
+    let m = f.metadata().map_err(io("inspecting", path))?;
+    if !m.is_file() {
+        return Err(VmOpError::Invalid {
+            what: "disk file",
+            value: path.display().to_string(),
+            reason: "not a regular file".into(),
+        });
+    }
+    Ok(m)
+}
+
+/// The image a snapshot is taken of: a regular file of the owner's with
+/// one link; returns its length.
+pub(crate) fn checked_origin(host: &VmHost, f: &File, path: &Path) -> Result<u64, VmOpError> {
+    let m = regular(f, path)?;
+    check_origin(m.uid(), m.nlink(), host.owner.0).map_err(|reason| VmOpError::Invalid {
+        what: "image file",
+        value: path.display().to_string(),
+        reason: format!("{reason}; refusing to use it"),
+    })?;
+    Ok(m.len())
+}
+
+/// The COW file: a regular file of the executor's, 0600, one link.
+fn checked_cow(f: &File, path: &Path) -> Result<(), VmOpError> {
+    let m = regular(f, path)?;
+    let me = rustix::process::geteuid().as_raw();
+    check_cow(m.uid(), m.mode(), m.nlink(), me).map_err(|reason| VmOpError::Invalid {
+        what: "COW file",
+        value: path.display().to_string(),
+        reason: format!("{reason}; it was replaced, refusing to use it"),
+    })
+}
+
+impl DmSnapshot {
+    fn image_rel(image_id: &str) -> PathBuf {
+        Path::new("images").join(image_id).join("rootfs.ext4")
+    }
+
+    /// Remove the VM's devices (journal-guided) and forget them.
+    fn remove_devices(&self, host: &VmHost, vm_id: &str) -> Result<(), VmOpError> {
+        let mut txn = host.journal.open().map_err(journal_err)?;
+        let Some(entry) = txn.state.snapshots.iter_mut().find(|e| e.vm_id == vm_id) else {
+            return Ok(());
+        };
+        let (_, errors) = teardown_entry(&*host.tools, entry);
+        txn.state.prune_snapshots();
+        txn.save().map_err(journal_err)?;
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(VmOpError::SnapshotTeardown {
+                vm_id: vm_id.to_string(),
+                errors,
+            })
+        }
+    }
+
+    fn build(
+        &self,
+        host: &VmHost,
+        txn: &mut Txn<'_>,
+        vm_id: &str,
+        origin: (&File, &Path),
+        cow: (&File, &Path),
+        sectors: u64,
+    ) -> Result<RootDisk, VmOpError> {
+        let tools = &*host.tools;
+        let o = attach_loop(tools, txn, vm_id, Which::Origin, origin.0, origin.1)?;
+        let c = attach_loop(tools, txn, vm_id, Which::Cow, cow.0, cow.1)?;
+        let name = dm_name(vm_id);
+        txn.state.snapshot_mut(vm_id).dm = Some(name.clone());
+        txn.save().map_err(journal_err)?;
+        let cmd = dmsetup_create(&name, &snapshot_table(sectors, &o, &c))?;
+        let out = tools
+            .output(&cmd)
+            .map_err(tool_err("creating the dm-snapshot device"))?;
+        if !out.status.success() && denied_text(&out.stderr) {
+            return Err(declined(format!(
+                "dmsetup create: {}",
+                out.stderr.trim().replace('\n', "; ")
+            )));
+        }
+        checked(&cmd, out).map_err(tool_err("creating the dm-snapshot device"))?;
+        if let Some(owner) = host.tool_ids() {
+            tools
+                .chown(&mapper_path(&name), owner)
+                .map_err(io("chown", &mapper_path(&name)))?;
+        }
+        Ok(disk(&name, &o, &c, sectors))
+    }
+}
+
+impl SnapshotBackend for DmSnapshot {
+    fn kind(&self) -> BackendKind {
+        BackendKind::DmSnapshot
+    }
+
+    fn create(&self, host: &VmHost, vm_id: &str, image_id: &str) -> Result<RootDisk, VmOpError> {
+        validate::id("VM id", vm_id)?;
+        validate::id("image id", image_id)?;
+        let image_rel = Self::image_rel(image_id);
+        let origin = host.open_beneath(&image_rel, OFlags::RDONLY)?;
+        let len = checked_origin(host, &origin, &host.state_dir.join(&image_rel))?;
+        sectors(len)?;
+        drop(origin);
+        // Journal the VM as a dm disk before any file exists, so whatever
+        // is left of a crash is found and removed by the dm driver.
+        {
+            let mut txn = host.journal.open().map_err(journal_err)?;
+            if txn.state.is_dm_disk(vm_id) {
+                return Err(VmOpError::Exists {
+                    what: "dm-snapshot root disk of VM",
+                    path: vm_id.to_string(),
+                });
+            }
+            txn.state.dm_disks.push(vm_id.to_string());
+            txn.save().map_err(journal_err)?;
+        }
+        let made = (|| {
+            let cow_rel = host.vm_rel(vm_id, COW_FILE);
+            let cow_path = host.state_dir.join(&cow_rel);
+            // The executor's own, 0600: the owner must not rewrite what the
+            // kernel parses.
+            let cow = host.open_beneath(&cow_rel, OFlags::CREATE | OFlags::EXCL | OFlags::RDWR)?;
+            rustix::fs::fchmod(&cow, rustix::fs::Mode::from_raw_mode(0o600))
+                .map_err(|e| io("chmod", &cow_path)(e.into()))?;
+            cow.set_len(cow_bytes(len))
+                .map_err(io("sizing", &cow_path))?;
+            drop(cow);
+            let origin_rel = host.vm_rel(vm_id, ORIGIN_FILE);
+            let mut marker = host.create_file(&origin_rel)?;
+            marker
+                .write_all(format!("{image_id}\n").as_bytes())
+                .map_err(io("writing", &host.state_dir.join(&origin_rel)))?;
+            drop(marker);
+            self.attach(host, vm_id)
+        })();
+        if made.is_err()
+            && let Err(e) = self.remove(host, vm_id)
+        {
+            tracing::warn!(vm_id, error = %e, "undoing a failed dm-snapshot create");
+        }
+        made
+    }
+
+    fn attach(&self, host: &VmHost, vm_id: &str) -> Result<RootDisk, VmOpError> {
+        validate::id("VM id", vm_id)?;
+        let origin_rel = host.vm_rel(vm_id, ORIGIN_FILE);
+        let mut image_id = String::new();
+        host.open_beneath(&origin_rel, OFlags::RDONLY)?
+            .take(64)
+            .read_to_string(&mut image_id)
+            .map_err(io("reading", &host.state_dir.join(&origin_rel)))?;
+        let image_id = image_id.trim();
+        validate::id("image id", image_id)?;
+        let image_rel = Self::image_rel(image_id);
+        let image_path = host.state_dir.join(&image_rel);
+        let origin = host.open_beneath(&image_rel, OFlags::RDONLY)?;
+        let sectors = sectors(checked_origin(host, &origin, &image_path)?)?;
+        let cow_rel = host.vm_rel(vm_id, COW_FILE);
+        let cow_path = host.state_dir.join(&cow_rel);
+        let cow = host.open_beneath(&cow_rel, OFlags::RDWR)?;
+        checked_cow(&cow, &cow_path)?;
+        let tools = &*host.tools;
+        let mut txn = host.journal.open().map_err(journal_err)?;
+        if let Some(e) = txn.state.snapshot(vm_id)
+            && let (Some(dm), Some(o), Some(c)) = (&e.dm, &e.origin, &e.cow)
+            && dm_exists(tools, dm)?
+        {
+            let d = disk(dm, &o.device, &c.device, sectors);
+            if let Some(owner) = host.tool_ids() {
+                tools.chown(&d.path, owner).map_err(io("chown", &d.path))?;
+            }
+            return Ok(d);
+        }
+        // Leftovers of an earlier attach (half-built, or the snapshot is
+        // gone): clear them before building afresh.
+        if let Some(entry) = txn.state.snapshots.iter_mut().find(|e| e.vm_id == vm_id) {
+            let (_, errors) = teardown_entry(tools, entry);
+            txn.state.prune_snapshots();
+            txn.save().map_err(journal_err)?;
+            if !errors.is_empty() {
+                return Err(VmOpError::SnapshotTeardown {
+                    vm_id: vm_id.to_string(),
+                    errors,
+                });
+            }
+        }
+        let built = self.build(
+            host,
+            &mut txn,
+            vm_id,
+            (&origin, &image_path),
+            (&cow, &cow_path),
+            sectors,
+        );
+        if let Err(e) = built {
+            if let Some(entry) = txn.state.snapshots.iter_mut().find(|e| e.vm_id == vm_id) {
+                let (_, errors) = teardown_entry(tools, entry);
+                for err in errors {
+                    tracing::warn!(vm_id, error = %err, "undoing a half-built snapshot");
+                }
+            }
+            txn.state.prune_snapshots();
+            if let Err(je) = txn.save() {
+                tracing::warn!(vm_id, error = %je, "rewriting the journal after a failed attach");
+            }
+            return Err(e);
+        }
+        built
+    }
+
+    fn remove(&self, host: &VmHost, vm_id: &str) -> Result<(), VmOpError> {
+        validate::id("VM id", vm_id)?;
+        self.remove_devices(host, vm_id)?;
+        host.remove_beneath(vm_id, &[COW_FILE, ORIGIN_FILE])?;
+        let mut txn = host.journal.open().map_err(journal_err)?;
+        if txn.state.dm_disks.iter().any(|v| v == vm_id) {
+            txn.state.dm_disks.retain(|v| v != vm_id);
+            txn.save().map_err(journal_err)?;
+        }
+        Ok(())
+    }
+}
