@@ -592,7 +592,9 @@ fn refresh_rebuilds_the_work_seed_only_when_its_inputs_change() {
         .unwrap()
         .trim()
         .to_owned();
-    let key_path = d.state.join("ssh/id_ed25519.pub");
+    // banger's client key lives in the daemon's $HOME (the test dir).
+    let key_dir = d.state.parent().unwrap().join(".config/banger/ssh");
+    let key_path = key_dir.join("id_ed25519.pub");
     let key = std::fs::read_to_string(&key_path).unwrap();
     assert!(debugfs_cat(&seed, "/.ssh/authorized_keys").contains(key.trim()));
     assert!(debugfs_cat(&seed, "/.banger/seed").contains(&first));
@@ -615,11 +617,11 @@ fn refresh_rebuilds_the_work_seed_only_when_its_inputs_change() {
 
     // New inputs: banger's key replaced.
     for ext in ["", ".pub"] {
-        std::fs::remove_file(d.state.join(format!("ssh/id_ed25519{ext}"))).unwrap();
+        std::fs::remove_file(key_dir.join(format!("id_ed25519{ext}"))).unwrap();
     }
     let out = Command::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "rotated", "-f"])
-        .arg(d.state.join("ssh/id_ed25519"))
+        .arg(key_dir.join("id_ed25519"))
         .output()
         .expect("running ssh-keygen (package openssh-client)");
     assert!(out.status.success());

@@ -533,7 +533,7 @@ fn hand_run(ns: &NetNs, d: &Daemon, banger_argv: &[String], name: &str) -> HandR
         .expect("serial path in banger's QEMU argv");
     let argv = hand_argv(banger_argv, &banger_dir, work.path(), "bbench0", &mac);
     let _tap = Tap::new(ns, "bbench0", "banger0");
-    let key = d.state().join("ssh").join("id_ed25519");
+    let key = d.dir.join(".config/banger/ssh/id_ed25519");
     let known = d.state().join("ssh").join("known_hosts");
     let (serial, qmp) = (work.path().join("serial.log"), work.path().join("qmp.sock"));
 
@@ -731,7 +731,7 @@ pub fn section() -> String {
          QEMU argv by hand, with copies of the root and work disks of a VM banger created \
          with `--no-start` (so the guest has banger's network config and host keys; the \
          copies are made before the clock starts), on a root-owned tap `bbench0` on the \
-         same bridge; timed from `spawn` to the first successful `ssh -i <state>/ssh/id_ed25519 \
+         same bridge; timed from `spawn` to the first successful `ssh -i ~/.config/banger/ssh/id_ed25519 \
          -o HostKeyAlias=NAME.vm banger@IP true` (retried every 100 ms with \
          `ConnectTimeout=10`, as `vm ssh` uses).\n\n",
     );

@@ -15,8 +15,32 @@ use banger_proto::vmops::GuestFile;
 use super::internal;
 use crate::layout::Layout;
 
-/// Paths of banger's client key.
+/// banger's client private key. It is owner material, so it lives in the
+/// owner's home beside the config file (DESIGN.md §3):
+/// `$XDG_CONFIG_HOME/banger/ssh/id_ed25519`, else
+/// `~/.config/banger/ssh/id_ed25519`; with no usable home, under the state
+/// directory (`<state>/ssh/`, where earlier versions kept it).
 pub fn identity(layout: &Layout) -> PathBuf {
+    // An owner without a home directory keeps the key in state rather than
+    // on a home that would not persist (a unit's tmpfs).
+    let home_exists = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .is_some_and(|h| h.is_absolute() && h.is_dir());
+    let config = home_exists
+        .then(|| crate::config::default_path(&crate::config::ProcessEnv))
+        .flatten();
+    key_in(config.as_deref(), layout)
+}
+
+fn key_in(config_file: Option<&Path>, layout: &Layout) -> PathBuf {
+    match config_file.and_then(Path::parent) {
+        Some(banger_dir) => banger_dir.join("ssh").join("id_ed25519"),
+        None => legacy_identity(layout),
+    }
+}
+
+/// Where versions before the move kept the key.
+fn legacy_identity(layout: &Layout) -> PathBuf {
     layout.state_dir.join("ssh").join("id_ed25519")
 }
 
@@ -33,6 +57,25 @@ pub fn ensure_identity(layout: &Layout) -> Result<String, RpcError> {
             .map_err(|e| internal(format!("creating {}: {e}", dir.display())))?;
         use std::os::unix::fs::PermissionsExt as _;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    }
+    let legacy = legacy_identity(layout);
+    if !key.exists() && key != legacy && legacy.exists() {
+        // Existing guests trust the key an earlier version made: move it.
+        for ext in ["", ".pub"] {
+            let (from, to) = (
+                PathBuf::from(format!("{}{ext}", legacy.display())),
+                PathBuf::from(format!("{}{ext}", key.display())),
+            );
+            std::fs::copy(&from, &to).map_err(|e| {
+                internal(format!(
+                    "moving {} to {}: {e}",
+                    from.display(),
+                    to.display()
+                ))
+            })?;
+        }
+        let _ = std::fs::remove_file(&legacy);
+        let _ = std::fs::remove_file(legacy.with_extension("pub"));
     }
     if !key.exists() {
         keygen(&key, "banger")?;
@@ -158,6 +201,22 @@ pub fn set_known_host(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_key_lives_beside_the_owner_config() {
+        let layout = Layout::dev(Some("/var/lib/b".into()), Some("/run/b".into())).unwrap();
+        assert_eq!(
+            key_in(
+                Some(Path::new("/home/u/.config/banger/config.toml")),
+                &layout
+            ),
+            Path::new("/home/u/.config/banger/ssh/id_ed25519")
+        );
+        assert_eq!(
+            key_in(None, &layout),
+            Path::new("/var/lib/b/ssh/id_ed25519")
+        );
+    }
 
     #[test]
     fn known_hosts_lines_are_replaced_not_duplicated() {
