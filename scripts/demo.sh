@@ -58,7 +58,10 @@ trap cleanup EXIT
 say "starting bangerd --dev in network namespace $NS"
 ip netns add "$NS"
 ip -n "$NS" link set lo up
-ip netns exec "$NS" "$BIN/bangerd" --dev --state-dir "$WORK/state" --runtime-dir "$WORK/run" \
+# HOME="$WORK": the demo daemon's owner material (banger's client SSH key,
+# which lives beside the owner config) and config are throwaway too, and a
+# real ~/.config/banger/config.toml does not change the demo.
+HOME="$WORK" ip netns exec "$NS" "$BIN/bangerd" --dev --state-dir "$WORK/state" --runtime-dir "$WORK/run" \
     >"$WORK/bangerd.log" 2>&1 &
 DAEMON_PID=$!
 export BANGER_SOCKET="$WORK/run/bangerd.sock"
