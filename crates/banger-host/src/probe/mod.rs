@@ -38,7 +38,7 @@ pub use resolved::{
     RESOLV_CONF, RESOLVED_SOCKET, RESOLVED_STUB, ResolvedProbe, ResolvedSocket, probe_resolved,
     probe_resolved_at,
 };
-pub use tools::{TOOL_TIMEOUT, probe_nft, probe_tool};
+pub use tools::{TOOL_TIMEOUT, locate_tool, probe_nft, probe_tool};
 
 /// The privileged host probes, injected into the executor.
 pub trait HostProbes: Send + Sync {

@@ -12,6 +12,30 @@ use crate::runner::{Cmd, Runner, resolve};
 /// Budget for one version or listing command.
 pub const TOOL_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Find `program` without running it, for tools whose mere start has side
+/// effects on the host: `dmsetup` (even `--version`) creates
+/// `/dev/mapper/control` when it is missing. `works` means found; there is
+/// no version.
+pub fn locate_tool(tool: &str, program: impl AsRef<OsStr>) -> ToolProbe {
+    let program = program.as_ref();
+    match resolve(program) {
+        Some(path) => ToolProbe {
+            tool: tool.to_string(),
+            path: Some(path.display().to_string()),
+            version: None,
+            works: true,
+            error: None,
+        },
+        None => ToolProbe {
+            tool: tool.to_string(),
+            path: None,
+            version: None,
+            works: false,
+            error: Some(not_found(program)),
+        },
+    }
+}
+
 /// Find `program` (an absolute path, or a bare name looked up on
 /// [`crate::runner::CHILD_PATH`]) and run it with `version_args`.
 ///

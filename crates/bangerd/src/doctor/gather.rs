@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use banger_host::probe::{
-    CgroupProbe, ReflinkProbe, ResolvedProbe, probe_cgroup_v2, probe_reflink, probe_resolved,
-    probe_tool,
+    CgroupProbe, ReflinkProbe, ResolvedProbe, locate_tool, probe_cgroup_v2, probe_reflink,
+    probe_resolved, probe_tool,
 };
 use banger_host::runner::Runner;
 use banger_proto::privops::ToolProbe;
@@ -45,7 +45,8 @@ pub fn gather_unprivileged(
         cgroup_v2: probe_cgroup_v2(),
         resolved: probe_resolved(),
         reflink: probe_reflink(state_dir),
-        dmsetup: probe_tool(runner, "dmsetup", "dmsetup", &["--version"]),
+        // Not run: dmsetup creates /dev/mapper/control when it starts.
+        dmsetup: locate_tool("dmsetup", "dmsetup"),
         losetup: probe_tool(runner, "losetup", "losetup", &["--version"]),
     }
 }

@@ -280,7 +280,7 @@ RuntimeDirectoryMode=0755
 #   CAP_SETUID CAP_SETGID running the disk tools (mkfs.ext4, debugfs) and the
 #                         VMMs as the owner, never as root
 #   CAP_KILL              stopping those VMMs (they run as the owner)
-#   CAP_SYS_ADMIN         loop devices and dm snapshots (losetup, dmsetup)
+#   CAP_SYS_ADMIN         loop devices (LOOP_CONFIGURE ioctls) and dm snapshots (dmsetup)
 CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_SETUID CAP_SETGID CAP_KILL CAP_SYS_ADMIN
 AmbientCapabilities=
 NoNewPrivileges=yes
