@@ -496,9 +496,11 @@ fn startup_removes_what_an_interrupted_publication_left() {
     std::thread::sleep(std::time::Duration::from_millis(50));
 
     let (mut second, socket) = dev_daemon_on(root.path());
-    assert!(!half.exists() && !trash.exists() && !unrecorded.exists());
-    assert_eq!(on_disk(&state), (vec![], 1, 1));
+    // The socket exists before startup's reconcile has run; an answered
+    // request means it has (the server starts after it).
     let out = banger_in(&socket, w, &["--json", "image", "show", "keep"]);
     assert!(out.status.success(), "the published image survives");
+    assert!(!half.exists() && !trash.exists() && !unrecorded.exists());
+    assert_eq!(on_disk(&state), (vec![], 1, 1));
     second.terminate();
 }

@@ -150,6 +150,10 @@ fn start_daemon(ns: &NetNs, dir: &Path, config: &str) -> Daemon {
         .arg(dir.join("run"))
         .arg("--config")
         .arg(&cfg)
+        // Owner material (banger's client key) goes to the test dir, not
+        // the invoking user's home.
+        .env("HOME", dir)
+        .env_remove("XDG_CONFIG_HOME")
         .env_remove("NOTIFY_SOCKET");
     let mut proc = Proc::spawn("bangerd --dev (netns)", cmd);
     let socket = dir.join("run/bangerd.sock");

@@ -57,6 +57,10 @@ pub struct Layout {
     pub vms_dir: PathBuf,
     /// Guest host keys for daemon-side SSH: `state_dir/ssh/known_hosts`.
     pub known_hosts: PathBuf,
+    /// banger's client SSH private key: owner material, so beside the owner
+    /// config once [`Layout::with_owner_config`] set it; `state_dir/ssh/
+    /// id_ed25519` (where earlier versions kept it) until then.
+    pub client_key: PathBuf,
     /// The root helper's socket (system mode only).
     pub root_socket: Option<PathBuf>,
 }
@@ -168,10 +172,26 @@ impl Layout {
             kernels_dir: state_dir.join("kernels"),
             vms_dir: state_dir.join("vms"),
             known_hosts: state_dir.join("ssh").join("known_hosts"),
+            client_key: Self::state_client_key(&state_dir),
             state_dir,
             runtime_dir,
             root_socket,
         }
+    }
+
+    /// Where the client key lives without an owner home.
+    pub fn state_client_key(state_dir: &Path) -> PathBuf {
+        state_dir.join("ssh").join("id_ed25519")
+    }
+
+    /// Keep banger's client key beside the owner's config file
+    /// (`…/banger/config.toml` → `…/banger/ssh/id_ed25519`); `None` keeps
+    /// it in state.
+    pub fn with_owner_config(mut self, config_file: Option<&Path>) -> Layout {
+        if let Some(dir) = config_file.and_then(Path::parent) {
+            self.client_key = dir.join("ssh").join("id_ed25519");
+        }
+        self
     }
 
     /// The directory of one VM. `id` is a store id (hex), never a name.

@@ -15,33 +15,15 @@ use banger_proto::vmops::GuestFile;
 use super::internal;
 use crate::layout::Layout;
 
-/// banger's client private key. It is owner material, so it lives in the
-/// owner's home beside the config file (DESIGN.md §3):
-/// `$XDG_CONFIG_HOME/banger/ssh/id_ed25519`, else
-/// `~/.config/banger/ssh/id_ed25519`; with no usable home, under the state
-/// directory (`<state>/ssh/`, where earlier versions kept it).
+/// banger's client private key (`Layout::client_key`: beside the owner's
+/// config in a running daemon, see startup).
 pub fn identity(layout: &Layout) -> PathBuf {
-    // An owner without a home directory keeps the key in state rather than
-    // on a home that would not persist (a unit's tmpfs).
-    let home_exists = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .is_some_and(|h| h.is_absolute() && h.is_dir());
-    let config = home_exists
-        .then(|| crate::config::default_path(&crate::config::ProcessEnv))
-        .flatten();
-    key_in(config.as_deref(), layout)
-}
-
-fn key_in(config_file: Option<&Path>, layout: &Layout) -> PathBuf {
-    match config_file.and_then(Path::parent) {
-        Some(banger_dir) => banger_dir.join("ssh").join("id_ed25519"),
-        None => legacy_identity(layout),
-    }
+    layout.client_key.clone()
 }
 
 /// Where versions before the move kept the key.
 fn legacy_identity(layout: &Layout) -> PathBuf {
-    layout.state_dir.join("ssh").join("id_ed25519")
+    Layout::state_client_key(&layout.state_dir)
 }
 
 /// Make sure banger's client key pair exists; return its public half.
@@ -205,15 +187,15 @@ mod tests {
     #[test]
     fn the_client_key_lives_beside_the_owner_config() {
         let layout = Layout::dev(Some("/var/lib/b".into()), Some("/run/b".into())).unwrap();
+        assert_eq!(identity(&layout), Path::new("/var/lib/b/ssh/id_ed25519"));
+        let layout =
+            layout.with_owner_config(Some(Path::new("/home/u/.config/banger/config.toml")));
         assert_eq!(
-            key_in(
-                Some(Path::new("/home/u/.config/banger/config.toml")),
-                &layout
-            ),
+            identity(&layout),
             Path::new("/home/u/.config/banger/ssh/id_ed25519")
         );
         assert_eq!(
-            key_in(None, &layout),
+            legacy_identity(&layout),
             Path::new("/var/lib/b/ssh/id_ed25519")
         );
     }
