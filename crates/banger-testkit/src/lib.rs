@@ -593,3 +593,26 @@ impl RootHelper {
         )
     }
 }
+
+/// A fake bzImage (the `HdrS` magic at 0x202 the kernel import sniffs),
+/// 16 KiB of `fill`.
+pub fn fake_kernel(path: &Path, fill: u8) {
+    let mut bytes = vec![fill; 16 << 10];
+    bytes[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// `mkfs.ext4 -q -F PATH SIZE`, which must succeed.
+pub fn mkfs_ext4(path: &Path, size: &str) {
+    let out = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(path)
+        .arg(size)
+        .output()
+        .expect("running mkfs.ext4 (package e2fsprogs)");
+    assert!(
+        out.status.success(),
+        "mkfs.ext4: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -176,26 +176,6 @@ impl Server {
     }
 }
 
-fn fake_kernel(path: &Path, fill: u8) {
-    let mut bytes = vec![fill; 16 << 10];
-    bytes[0x202..0x206].copy_from_slice(b"HdrS");
-    std::fs::write(path, bytes).unwrap();
-}
-
-fn mkfs(path: &Path, size: &str) {
-    let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(path)
-        .arg(size)
-        .output()
-        .expect("running mkfs.ext4 (package e2fsprogs)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes)
@@ -243,7 +223,7 @@ fn bundles_pull_from_files_and_loopback_http_with_their_kernel() {
     let d = start_daemon(&ns, w);
     let server = Server::start(&ns);
 
-    mkfs(&w.join("root.ext4"), "8M");
+    mkfs_ext4(&w.join("root.ext4"), "8M");
     fake_kernel(&w.join("vmlinuz"), 0x11);
     std::fs::write(w.join("initrd.img"), b"an initramfs").unwrap();
     let full = BundleFiles {
@@ -335,7 +315,7 @@ fn bad_bundles_name_the_member_and_publish_nothing() {
     let server = Server::start(&ns);
     fake_kernel(&w.join("k"), 0x33);
     d.ok(w, &["kernel", "import", "k"]);
-    mkfs(&w.join("root.ext4"), "8M");
+    mkfs_ext4(&w.join("root.ext4"), "8M");
     let root = std::fs::read(w.join("root.ext4")).unwrap();
     let manifest_for = |members: &[(&str, &[u8])]| -> Vec<u8> {
         let m = Manifest {
@@ -576,7 +556,7 @@ fn refresh_rebuilds_the_work_seed_only_when_its_inputs_change() {
     let w = tmp.path();
     let d = start_daemon(&ns, w);
     fake_kernel(&w.join("k"), 0x55);
-    mkfs(&w.join("r.ext4"), "8M");
+    mkfs_ext4(&w.join("r.ext4"), "8M");
     d.ok(w, &["kernel", "import", "k"]);
     let img = d.ok(
         w,

@@ -62,26 +62,6 @@ fn err_json(socket: &Path, cwd: &Path, args: &[&str]) -> (i32, String, String) {
     )
 }
 
-fn fake_kernel(path: &Path) {
-    let mut bytes = vec![0x5au8; 16 << 10];
-    bytes[0x202..0x206].copy_from_slice(b"HdrS");
-    std::fs::write(path, bytes).unwrap();
-}
-
-fn mkfs(path: &Path, size: &str) {
-    let out = Command::new("mkfs.ext4")
-        .args(["-q", "-F"])
-        .arg(path)
-        .arg(size)
-        .output()
-        .expect("running mkfs.ext4 (package e2fsprogs)");
-    assert!(
-        out.status.success(),
-        "mkfs.ext4: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn sha256sum(path: &Path) -> String {
     let out = Command::new("sha256sum").arg(path).output().unwrap();
     String::from_utf8_lossy(&out.stdout)
@@ -119,9 +99,9 @@ fn kernel_and_image_lifecycle_through_the_cli() {
     let d = DevDaemon::start();
     let work = shared_tempdir();
     let w = work.path();
-    fake_kernel(&w.join("vmlinux.bin"));
+    fake_kernel(&w.join("vmlinux.bin"), 0x5a);
     std::fs::write(w.join("initrd.img"), b"an initramfs").unwrap();
-    mkfs(&w.join("root.ext4"), "16M");
+    mkfs_ext4(&w.join("root.ext4"), "16M");
 
     // Relative paths are resolved by the CLI against its working directory;
     // the name defaults to the file name without its extension.
@@ -209,8 +189,8 @@ fn bad_inputs_fail_with_the_input_named_and_leave_nothing() {
     let d = DevDaemon::start();
     let work = shared_tempdir();
     let w = work.path();
-    fake_kernel(&w.join("k"));
-    mkfs(&w.join("good.ext4"), "8M");
+    fake_kernel(&w.join("k"), 0x5a);
+    mkfs_ext4(&w.join("good.ext4"), "8M");
     std::fs::write(w.join("junk.img"), vec![7u8; 1 << 20]).unwrap();
     std::fs::write(w.join("notes.txt"), "not a kernel").unwrap();
     ok_json(&d, w, &["kernel", "import", "k"]);
@@ -298,13 +278,13 @@ fn a_corrupt_ext4_is_refused_by_e2fsck_naming_the_file() {
     let d = DevDaemon::start();
     let work = shared_tempdir();
     let w = work.path();
-    fake_kernel(&w.join("k"));
+    fake_kernel(&w.join("k"), 0x5a);
     ok_json(&d, w, &["kernel", "import", "k"]);
     // A real filesystem (1 KiB blocks at this size) whose group descriptors
     // (block 2) were overwritten: it has the superblock magic and a clean
     // flag, so only e2fsck can tell.
     let bad = w.join("bad.ext4");
-    mkfs(&bad, "8M");
+    mkfs_ext4(&bad, "8M");
     {
         use std::io::{Seek, SeekFrom, Write};
         let mut f = std::fs::OpenOptions::new().write(true).open(&bad).unwrap();
@@ -330,11 +310,11 @@ fn concurrent_registers_of_one_name_publish_exactly_one() {
     let d = DevDaemon::start();
     let work = shared_tempdir();
     let w = work.path();
-    fake_kernel(&w.join("k"));
+    fake_kernel(&w.join("k"), 0x5a);
     ok_json(&d, w, &["kernel", "import", "k"]);
     // Two different files, big enough that both copies overlap.
-    mkfs(&w.join("a.ext4"), "128M");
-    mkfs(&w.join("b.ext4"), "128M");
+    mkfs_ext4(&w.join("a.ext4"), "128M");
+    mkfs_ext4(&w.join("b.ext4"), "128M");
     let spawn = |rootfs: &str| {
         Command::new(bin("banger"))
             .arg("--socket")
@@ -394,7 +374,7 @@ fn a_system_daemon_names_the_file_it_may_not_read() {
     let work = shared_tempdir();
     let w = work.path();
     let secret = w.join("secret-kernel");
-    fake_kernel(&secret);
+    fake_kernel(&secret, 0x5a);
     std::fs::set_permissions(&secret, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     // The CLI runs as the owner too: it trusts only sockets of its own uid,
     // root and the installed owner (this test's owner is not installed).
@@ -464,8 +444,8 @@ fn startup_removes_what_an_interrupted_publication_left() {
     let w = work.path();
     let state = root.path().join("state");
     let (mut first, socket) = dev_daemon_on(root.path());
-    fake_kernel(&w.join("k"));
-    mkfs(&w.join("r.ext4"), "8M");
+    fake_kernel(&w.join("k"), 0x5a);
+    mkfs_ext4(&w.join("r.ext4"), "8M");
     let out = banger_in(&socket, w, &["kernel", "import", "k"]);
     assert!(out.status.success());
     let out = banger_in(
