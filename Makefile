@@ -4,33 +4,30 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build test lint fmt bench demo smoke man deps-check
+.PHONY: all build test deps-test deps-lint lint fmt bench demo smoke man
 
 all: build
 
 build:
 	$(CARGO) build --workspace --bins
 
-# Unit tests, CLI tests and the cross-process tests (real daemons, real users,
-# real sockets). Needs root; tests fail, never skip, without it.
-# Test groups that need something a host may lack are run when it is given and
-# otherwise reported with a `NOT RUN:` line (never counted as passed); .ci/run
-# lists those lines in its summary. firecracker_real needs a real Firecracker
-# (crates/banger-vmm/tests/firecracker_real.rs names its other variables).
-test: build
-	@status=0; \
-	echo "$(CARGO) test --workspace --no-fail-fast"; \
-	$(CARGO) test --workspace --no-fail-fast || status=$$?; \
-	if [ -n "$$BANGER_FIRECRACKER" ]; then \
-		echo "$(CARGO) test -p banger-vmm --test firecracker_real"; \
-		$(CARGO) test -p banger-vmm --test firecracker_real || status=$$?; \
-	else \
-		echo "NOT RUN: test group firecracker_real (set BANGER_FIRECRACKER=/path/to/firecracker)"; \
-	fi; \
-	exit $$status
+# Unit tests, CLI tests, the cross-process tests (real daemons, real users,
+# real sockets, real guests under QEMU, the real Firecracker, a real systemd
+# in a container). Needs root; tests fail, never skip, without what they
+# need. Installs the Debian packages of scripts/packages.list's `test` scope
+# first; built guest images are cached in $BANGER_CACHE_DIR (default
+# /var/cache/banger) by their inputs.
+test: deps-test build
+	$(CARGO) test --workspace --no-fail-fast
+
+deps-test:
+	scripts/install-deps.sh test
+
+deps-lint:
+	scripts/install-deps.sh lint
 
 # `clippy --all-targets` skips `test = false` targets: those are linted by name.
-lint:
+lint: deps-lint
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p banger-vmm --test firecracker_real -- -D warnings

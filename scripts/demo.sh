@@ -18,25 +18,19 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-PACKAGES=(qemu-system-x86 e2fsprogs mmdebstrap busybox-static openssh-client iproute2 nftables
-          util-linux ca-certificates gcc libc6-dev pkg-config make)
-missing=()
-for p in "${PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    say "installing ${missing[*]}"
-    apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
-if ! command -v cargo >/dev/null; then
-    echo "cargo not found: install Rust 1.95 or newer (https://rustup.rs), then run make demo again" >&2
-    exit 1
-fi
+# The Debian packages it needs: the `demo` scope of scripts/packages.list.
+scripts/install-deps.sh demo
 
 say "building banger"
 cargo build -q --workspace --bins
 BIN="$PWD/target/debug"
+
+# The image is built here, in the host's network namespace, where Debian's
+# mirror is reachable; the daemon below lives in a namespace with no route
+# out, and its `image build debian` finds the image in the cache by its
+# inputs. A cold cache takes 2-3 minutes (mmdebstrap).
+say "building (or finding in the cache) the default Debian image"
+"$BIN/banger-imagebuild" debian >/dev/null
 
 NS="banger-demo-$$"
 WORK="$(mktemp -d /tmp/banger-demo.XXXXXX)"
@@ -68,7 +62,7 @@ export BANGER_SOCKET="$WORK/run/bangerd.sock"
 for _ in $(seq 100); do [ -S "$BANGER_SOCKET" ] && break; sleep 0.1; done
 [ -S "$BANGER_SOCKET" ] || { cat "$WORK/bangerd.log"; exit 1; }
 
-say "building (or reusing) the default Debian image"
+say "publishing the default Debian image to the daemon"
 "$BIN/banger" image build debian
 
 say "creating VM demo"

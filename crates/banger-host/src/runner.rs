@@ -121,6 +121,8 @@ pub enum RunError {
     },
     #[error("`{argv}` did not finish within {secs}s and was killed")]
     Timeout { argv: String, secs: u64 },
+    /// `stderr` is the tool's own last lines ([`STDERR_TAIL_LINES`]), so
+    /// the error says why in the tool's words.
     #[error("`{argv}` failed with {status}: {stderr}")]
     Failed {
         argv: String,
@@ -141,7 +143,7 @@ impl Runner {
             return Err(RunError::Failed {
                 argv: cmd.display(),
                 status: out.status,
-                stderr: last_line(&out.stderr),
+                stderr: stderr_tail(&out.stderr),
             });
         }
         Ok(out)
@@ -420,13 +422,27 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Result<ExitStatus,
     }
 }
 
-fn last_line(s: &str) -> String {
-    s.lines()
+/// How many of a failed tool's last stderr lines its error carries.
+pub const STDERR_TAIL_LINES: usize = 8;
+/// Longest stderr line kept in an error (a tool may print a huge one).
+const STDERR_LINE_MAX: usize = 400;
+
+/// The last [`STDERR_TAIL_LINES`] non-empty lines of `s`, each trimmed and
+/// cut at [`STDERR_LINE_MAX`] characters, joined by newlines.
+fn stderr_tail(s: &str) -> String {
+    let mut lines: Vec<String> = s
+        .lines()
         .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("")
-        .trim()
-        .to_string()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .take(STDERR_TAIL_LINES)
+        .map(|l| match l.char_indices().nth(STDERR_LINE_MAX) {
+            Some((cut, _)) => format!("{}…", &l[..cut]),
+            None => l.to_string(),
+        })
+        .collect();
+    lines.reverse();
+    lines.join("\n")
 }
 
 #[cfg(test)]
@@ -441,6 +457,31 @@ mod tests {
             .unwrap();
         assert_eq!(out.stdout, "out\nnohome\n");
         assert_eq!(out.stderr, "err\n");
+    }
+
+    #[test]
+    fn failure_carries_the_last_stderr_lines_and_no_more() {
+        let err = Runner
+            .run(&Cmd::new("sh").args([
+                "-c",
+                "for i in $(seq 1 20); do echo line$i >&2; done; echo >&2; exit 25",
+            ]))
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("exit status: 25"), "{msg}");
+        let tail = (13..=20).map(|i| format!("line{i}")).collect::<Vec<_>>();
+        assert!(msg.ends_with(&tail.join("\n")), "{msg}");
+        assert!(!msg.contains("line12"), "{msg}");
+    }
+
+    #[test]
+    fn a_huge_stderr_line_is_cut() {
+        let err = Runner
+            .run(&Cmd::new("sh").args(["-c", "head -c 5000 /dev/zero | tr '\\0' x >&2; exit 1"]))
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.len() < 1000, "{} bytes", msg.len());
+        assert!(msg.ends_with('…'), "{msg}");
     }
 
     #[test]

@@ -275,7 +275,9 @@ fn build_in(
     progress: &mut dyn FnMut(Progress),
 ) -> Result<(kernel::BuiltKernel, PathBuf), DebianError> {
     let mut cmd = Cmd::new("mmdebstrap")
-        .args(["--variant=minbase", "--mode=root", "--format=directory", "--quiet"])
+        // Not `--quiet`: it hides apt's reasons (a mirror that does not
+        // resolve, a missing package), and the error carries stderr's tail.
+        .args(["--variant=minbase", "--mode=root", "--format=directory"])
         .arg(format!("--include={}", opts.packages.join(",")))
         // The kernel package: resolved and downloaded by the new system's own
         // apt (so it matches the suite and mirror), then moved out.

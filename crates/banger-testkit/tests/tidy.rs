@@ -86,3 +86,129 @@ fn markdown_links_to_repository_files_resolve() {
         }
     }
 }
+
+/// The programs `scripts/packages.list` says its packages provide.
+fn listed_programs() -> std::collections::BTreeSet<String> {
+    let text = std::fs::read_to_string(root().join("scripts/packages.list")).unwrap();
+    let mut programs = std::collections::BTreeSet::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(cols.len(), 3, "scripts/packages.list: bad line {line:?}");
+        for scope in cols[1].split(',') {
+            assert!(
+                ["demo", "test", "runtime", "shared"].contains(&scope),
+                "scripts/packages.list: unknown scope {scope:?} in {line:?}"
+            );
+        }
+        programs.extend(cols[2].split(',').filter(|p| *p != "-").map(str::to_string));
+    }
+    programs
+}
+
+/// The first string literal after each `needle` in `text` (the program of a
+/// `Cmd::new("…")`), or, when the argument is an upper-case constant, the
+/// literal that constant is defined as in the same file.
+fn programs_after(text: &str, needle: &str, skip_args: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, _) in text.match_indices(needle) {
+        let mut rest = &text[i + needle.len()..];
+        for _ in 0..skip_args {
+            match rest.find(',') {
+                Some(c) => rest = rest[c + 1..].trim_start(),
+                None => break,
+            }
+        }
+        let rest = rest.trim_start();
+        if let Some(lit) = rest.strip_prefix('"') {
+            if let Some(end) = lit.find('"') {
+                out.push(lit[..end].to_string());
+            }
+        } else {
+            let ident: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_uppercase() || *c == '_' || c.is_ascii_digit())
+                .collect();
+            if ident.len() > 1 {
+                let def = format!("const {ident}: &str = \"");
+                if let Some(d) = text.find(&def) {
+                    let lit = &text[d + def.len()..];
+                    out.push(lit[..lit.find('"').unwrap()].to_string());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every program that code or a test runs (`Cmd::new`, `Command::new`, the
+/// doctor's `probe_tool`/`locate_tool`) is provided by a package of
+/// `scripts/packages.list`, the one list `make demo`, `make test` and
+/// .ci/run install from — so a fresh host never misses one. Programs named
+/// inside `sh -c` scripts are beyond this check; programs that must not
+/// exist are named `no-such-…`.
+#[test]
+fn every_program_run_comes_from_the_package_list() {
+    let listed = listed_programs();
+    let mut files = Vec::new();
+    rust_files(&root().join("crates"), &mut files);
+    let mut missing = Vec::new();
+    // This file's own examples are not programs anyone runs.
+    files.retain(|f| !f.ends_with("banger-testkit/tests/tidy.rs"));
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let found = [
+            programs_after(&text, "Cmd::new(", 0),
+            programs_after(&text, "Command::new(", 0),
+            programs_after(&text, "probe_tool(", 2),
+            programs_after(&text, "locate_tool(", 1),
+        ]
+        .concat();
+        for program in found {
+            let name = program.rsplit('/').next().unwrap().to_string();
+            if name.starts_with("no-such-") || listed.contains(&name) {
+                continue;
+            }
+            missing.push(format!("{}: {program}", f.display()));
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "programs run by the code or its tests that scripts/packages.list does not provide \
+         (add the package that ships each, with its scope):\n{}",
+        missing.join("\n")
+    );
+}
+
+/// The check above finds what it should: a program it has never heard of,
+/// in each form it reads.
+#[test]
+fn the_package_list_check_reads_every_form() {
+    let text = r#"
+        const TOOL: &str = "/usr/sbin/frobnicate";
+        Cmd::new("alpha").arg("x");
+        Command::new( "beta")
+        probe_tool(runner, "label", "gamma", &["-V"]);
+        locate_tool("label", "delta");
+        Cmd::new(TOOL)
+        Cmd::new(program)
+    "#;
+    let found = [
+        programs_after(text, "Cmd::new(", 0),
+        programs_after(text, "Command::new(", 0),
+        programs_after(text, "probe_tool(", 2),
+        programs_after(text, "locate_tool(", 1),
+    ]
+    .concat();
+    assert_eq!(
+        found,
+        ["alpha", "/usr/sbin/frobnicate", "beta", "gamma", "delta"]
+    );
+    let listed = listed_programs();
+    for p in ["qemu-system-x86_64", "mkfs.ext4", "nft", "firecracker"] {
+        assert!(listed.contains(p), "{p} not in scripts/packages.list");
+    }
+}
