@@ -60,7 +60,10 @@ fn bad_name(name: &str, reason: impl Into<String>) -> ExecError {
     }
 }
 
-/// A name the kernel would accept and that cannot be mistaken for a path.
+/// A name the kernel would accept, that cannot be mistaken for a path, and
+/// that is safe inside a quoted nft string: an allow-list of characters
+/// (ASCII letters, digits, `-`, `_`, `.`), never a deny-list — nft rule
+/// text is built from these names.
 pub fn interface_name(name: &str) -> Result<(), ExecError> {
     if name.is_empty() || name.len() > IFNAME_MAX {
         return Err(bad_name(
@@ -71,19 +74,20 @@ pub fn interface_name(name: &str) -> Result<(), ExecError> {
     if name == "." || name == ".." {
         return Err(bad_name(name, "`.` and `..` are not interface names"));
     }
-    if name
-        .chars()
-        .any(|c| matches!(c, '/' | ':' | '%' | '\0') || c.is_whitespace())
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
     {
         return Err(bad_name(
             name,
-            "must not contain `/`, `:`, `%`, whitespace or NUL",
+            "may contain only ASCII letters, digits, `-`, `_` and `.`",
         ));
     }
     Ok(())
 }
 
-/// `banger…`, but not a tap name.
+/// `banger` followed by lowercase letters, digits and `-`, but not a tap
+/// name.
 pub fn bridge_name(name: &str) -> Result<(), ExecError> {
     interface_name(name)?;
     if !name.starts_with(IFNAME_PREFIX) || name.starts_with(TAP_PREFIX) {
@@ -91,6 +95,18 @@ pub fn bridge_name(name: &str) -> Result<(), ExecError> {
             name,
             format!(
                 "bridge names start with `{IFNAME_PREFIX}` and not `{TAP_PREFIX}` (e.g. {IFNAME_PREFIX}0)"
+            ),
+        ));
+    }
+    let rest = &name[IFNAME_PREFIX.len()..];
+    if !rest
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(bad_name(
+            name,
+            format!(
+                "after `{IFNAME_PREFIX}`, bridge names have only lowercase letters, digits and `-`"
             ),
         ));
     }
@@ -242,9 +258,43 @@ mod tests {
         assert!(name_err(".").contains("`.` and `..`"));
         assert!(name_err("..").contains("`.` and `..`"));
         for bad in [
-            "bang/er", "bang:er", "bang%er", "bang er", "bang\ter", "bang\0er",
+            "bang/er", "bang:er", "bang%er", "bang er", "bang\ter", "bang\0er", "bang\"er",
+            "bang#er", "bang;er", "bang{er", "bang'er", "bang$er", "bang\\er", "bangér",
         ] {
-            assert!(name_err(bad).contains("must not contain"), "{bad:?}");
+            assert!(name_err(bad).contains("may contain only"), "{bad:?}");
+        }
+        assert!(interface_name("eth0.100").is_ok());
+        assert!(interface_name("br-a_b").is_ok());
+    }
+
+    /// Issue #13 finding 4: bridge names that rewrote the nft rule text
+    /// (`banger"drop#` rendered `iifname "banger" drop`) are refused, and
+    /// after the prefix only `[a-z0-9-]` is ever accepted — every byte
+    /// checked at every position a name can have.
+    #[test]
+    fn bridge_names_carry_only_safe_tokens_after_the_prefix() {
+        for injected in [
+            "banger\"drop#",
+            "banger\";",
+            "banger\\x",
+            "banger{x}",
+            "banger'x",
+            "banger$x",
+        ] {
+            assert!(bridge_name(injected).is_err(), "{injected:?}");
+        }
+        for pos in 0..(IFNAME_MAX - IFNAME_PREFIX.len()) {
+            for b in 0u8..=255 {
+                let mut name = IFNAME_PREFIX.as_bytes().to_vec();
+                name.extend(std::iter::repeat_n(b'a', pos));
+                name.push(b);
+                let Ok(name) = String::from_utf8(name) else {
+                    continue;
+                };
+                let safe = b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
+                let is_tap = name.starts_with(TAP_PREFIX);
+                assert_eq!(bridge_name(&name).is_ok(), safe && !is_tap, "{name:?}");
+            }
         }
     }
 

@@ -108,6 +108,16 @@ pub enum OciError {
     )]
     BadMemberPath { digest: String, member: String },
     #[error(
+        "layer {digest}: member `{start}…` has a path of {len} bytes; more than {max} is refused (Linux's PATH_MAX is 4096)"
+    )]
+    MemberPathTooLong {
+        digest: String,
+        /// The path's first characters (the whole would flood the message).
+        start: String,
+        len: usize,
+        max: usize,
+    },
+    #[error(
         "layer {digest}: member `{member}` would be written through the symlink `{symlink}`; refused"
     )]
     ThroughSymlink {
@@ -143,6 +153,8 @@ pub enum OciError {
     },
     #[error("building the ext4 image: debugfs reported: {errors}")]
     Debugfs { errors: String },
+    #[error("building the ext4 image: refusing the debugfs script line for `{what}`: {why}")]
+    ScriptLine { what: String, why: &'static str },
     #[error("the built ext4 image {} does not pass `e2fsck -fn`: {output}", image.display())]
     Fsck { image: PathBuf, output: String },
     #[error("the pull task failed: {0}")]

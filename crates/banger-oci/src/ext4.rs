@@ -11,7 +11,6 @@
 //!    every inode and creates device nodes and FIFOs inside the image.
 //! 4. `e2fsck -fn` must report a clean file system.
 
-use std::fmt::Write as _;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -61,7 +60,7 @@ pub fn build(
         work: work.into(),
         host_root: host_root.into(),
     };
-    m.script.push_str("cd /\n");
+    push_line(&mut m.script, "/", "cd /")?;
     m.node_attrs(ROOT, "/")?;
     m.dir(ROOT, &root_fd, "")?;
     set_mtime(&root_fd, None, tree.nodes[ROOT].meta.mtime);
@@ -191,6 +190,37 @@ fn quote(p: &str) -> String {
     format!("\"{}\"", p.replace('"', "\"\""))
 }
 
+/// Longest line written to a debugfs script. debugfs reads its script with
+/// `fgets` into a `BUFSIZ` (8192-byte) buffer: a longer line is split and
+/// its rest runs as a line of its own — and a line that starts with `!`
+/// runs a shell command. Member paths are capped below this
+/// (`layer::MAX_PATH_BYTES`); this check is the last word.
+pub(crate) const SCRIPT_LINE_MAX: usize = 4000;
+
+/// Append one line to a debugfs script, refusing any line that is too long,
+/// holds a line break or NUL, or does not start with a command name (so it
+/// can never start with `!`, white space or `#`). `what` names the node.
+fn push_line(script: &mut String, what: &str, line: &str) -> Result<(), OciError> {
+    let why = if line.len() > SCRIPT_LINE_MAX {
+        Some("longer than a debugfs script line may be")
+    } else if line.bytes().any(|b| matches!(b, b'\n' | b'\r' | 0)) {
+        Some("it holds a line break or NUL")
+    } else if !line.as_bytes().first().is_some_and(u8::is_ascii_lowercase) {
+        Some("it does not start with a debugfs command")
+    } else {
+        None
+    };
+    if let Some(why) = why {
+        return Err(OciError::ScriptLine {
+            what: what.chars().take(60).collect(),
+            why,
+        });
+    }
+    script.push_str(line);
+    script.push('\n');
+    Ok(())
+}
+
 fn open_dir(at: Option<&OwnedFd>, name: impl rustix::path::Arg) -> Result<OwnedFd, OciError> {
     let flags = OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::RDONLY | OFlags::CLOEXEC;
     let r = match at {
@@ -315,12 +345,11 @@ impl Materialiser<'_> {
                         _ => ("p", String::new()),
                     };
                     let parent = if path.is_empty() { "/" } else { path };
-                    let _ = writeln!(
-                        self.script,
-                        "cd {}\nmknod {} {kind}{dev}\ncd /",
-                        quote(parent),
-                        quote(&String::from_utf8_lossy(name))
-                    );
+                    let s = &mut self.script;
+                    push_line(s, &cpath, &format!("cd {}", quote(parent)))?;
+                    let node = quote(&String::from_utf8_lossy(name));
+                    push_line(s, &cpath, &format!("mknod {node} {kind}{dev}"))?;
+                    push_line(s, &cpath, "cd /")?;
                     self.seen[e.node] = false;
                     self.node_attrs(e.node, &cpath)?;
                 }
@@ -353,22 +382,16 @@ impl Materialiser<'_> {
             Kind::Fifo => 0o010000,
         };
         let perm = if ty == 0o120000 { 0o777 } else { n.meta.perm };
-        let _ = writeln!(
-            self.script,
-            "sif {q} mode 0{:o}\nsif {q} uid {}\nsif {q} gid {}",
-            ty | perm,
-            n.meta.uid,
-            n.meta.gid
-        );
+        let s = &mut self.script;
+        push_line(s, path, &format!("sif {q} mode 0{:o}", ty | perm))?;
+        push_line(s, path, &format!("sif {q} uid {}", n.meta.uid))?;
+        push_line(s, path, &format!("sif {q} gid {}", n.meta.gid))?;
         for (name, value) in &n.meta.xattrs {
             self.xattr_files += 1;
             let f = self.work.join(format!("xattr-{}", self.xattr_files));
             std::fs::write(&f, value).map_err(OciError::staging("writing", &f))?;
-            let _ = writeln!(
-                self.script,
-                "ea_set -f {} {q} {name}",
-                quote(&f.to_string_lossy())
-            );
+            let line = format!("ea_set -f {} {q} {name}", quote(&f.to_string_lossy()));
+            push_line(&mut self.script, path, &line)?;
             self.blocks += 1;
         }
         Ok(())
@@ -382,7 +405,7 @@ mod tests {
     use tar::EntryType as T;
 
     use super::*;
-    use crate::layer::tests::{flattener, tar_of};
+    use crate::layer::tests::{Spec, flattener, tar_of};
 
     fn walk(p: &Path, out: &mut Vec<(PathBuf, std::fs::Metadata)>) {
         for e in std::fs::read_dir(p).unwrap() {
@@ -461,5 +484,73 @@ mod tests {
             .unwrap();
         assert!(out.stdout.contains("User:  4242"), "{}", out.stdout);
         assert!(out.stdout.contains("Type: character"), "{}", out.stdout);
+    }
+
+    /// Issue #13 finding 2: a member path that puts `!cmd` where debugfs's
+    /// 8 KiB line buffer splits the `sif "<path>" …` line made debugfs run
+    /// `cmd` (as root in dev mode). The path is refused before any script
+    /// exists, and the command never runs.
+    #[test]
+    fn a_member_path_cannot_start_a_debugfs_shell_command() {
+        banger_host::runner::resolve("mkfs.ext4".as_ref()).expect("needs e2fsprogs");
+        let dir = tempfile::tempdir().unwrap();
+        let marker = format!("/tmp/banger-oci-marker-{}", std::process::id());
+        let _ = std::fs::remove_file(&marker);
+        // `/` cannot be in a name: the shell rebuilds it from octal.
+        let shell = format!("!touch $(printf %b {});#", marker.replace('/', "\\\\057"));
+        // The line is `sif "/<path>" …`: 6 bytes before the path; fgets
+        // keeps 8191 bytes of a line, so the chunk that becomes a line of
+        // its own starts at path byte 8185.
+        let mut path = String::new();
+        let mut dirs = Vec::new();
+        while path.len() + 201 <= 8185 {
+            path.push_str(&"d".repeat(200));
+            path.push('/');
+            dirs.push(path.trim_end_matches('/').to_string());
+        }
+        path.push_str(&"f".repeat(8185 - path.len()));
+        path.push_str(&shell);
+        let mut specs: Vec<Spec> = dirs
+            .iter()
+            .map(|d| (d.as_str(), T::Directory, 0o755, &b""[..]))
+            .collect();
+        specs.push((path.as_str(), T::Regular, 0o644, b"x"));
+        let blob = dir.path().join("layer");
+        std::fs::write(&blob, tar_of(&specs)).unwrap();
+        let mut f = flattener(dir.path());
+        let res = f.apply(&blob, "sha256:l").and_then(|()| {
+            let work = dir.path().join("work");
+            std::fs::create_dir(&work).unwrap();
+            let host = dir.path().join("rootfs");
+            let image = dir.path().join("rootfs.ext4");
+            build(&f.tree, f.content_dir(), &host, &work, &image, 1 << 20).map(|_| ())
+        });
+        let created = std::path::Path::new(&marker).exists();
+        let _ = std::fs::remove_file(&marker);
+        assert!(!created, "debugfs ran the member path's shell command");
+        let err = res.expect_err("an 8 KiB member path was accepted");
+        assert!(matches!(err, OciError::MemberPathTooLong { .. }), "{err}");
+    }
+
+    #[test]
+    fn script_lines_are_bounded_and_start_with_a_command() {
+        let mut s = String::new();
+        push_line(&mut s, "/a", "sif \"/a\" uid 0").unwrap();
+        assert_eq!(s, "sif \"/a\" uid 0\n");
+        let long = format!("sif \"{}\" uid 0", "a".repeat(SCRIPT_LINE_MAX));
+        for bad in [
+            long.as_str(),
+            "sif \"/a\nb\" uid 0",
+            "sif \"/a\rb\" uid 0",
+            "sif \"/a\0b\" uid 0",
+            "!touch x",
+            " !touch x",
+            "# comment",
+            "",
+        ] {
+            let e = push_line(&mut s, "/a", bad).unwrap_err();
+            assert!(matches!(e, OciError::ScriptLine { .. }), "{bad:?}: {e}");
+        }
+        assert_eq!(s, "sif \"/a\" uid 0\n", "a refused line was written");
     }
 }

@@ -46,6 +46,10 @@ pub struct Flattener {
 
 /// Deepest member path accepted (components).
 const MAX_DEPTH: usize = 256;
+/// Longest member path accepted, in bytes: below Linux's PATH_MAX (4096),
+/// so every path fits one line of the debugfs script the ext4 pass writes
+/// (see `ext4::SCRIPT_LINE_MAX`).
+pub(crate) const MAX_PATH_BYTES: usize = 3800;
 
 /// Xattr namespaces an ext4 image holds for a guest.
 const KEPT_XATTR_PREFIXES: [&str; 3] = ["user.", "trusted.", "security."];
@@ -143,6 +147,14 @@ impl Flattener {
             digest: digest.into(),
             member: member.clone(),
         };
+        if raw.len() > MAX_PATH_BYTES {
+            return Err(OciError::MemberPathTooLong {
+                digest: digest.into(),
+                start: member.chars().take(60).collect(),
+                len: raw.len(),
+                max: MAX_PATH_BYTES,
+            });
+        }
         let comps = split(&raw);
         // Depth is bounded: the ext4 pass recurses (one descriptor per level).
         if comps.len() > MAX_DEPTH
@@ -408,8 +420,12 @@ impl Flattener {
                 "mtime" => meta.mtime = num().unwrap_or(meta.mtime),
                 _ => {
                     if let Some(name) = key.strip_prefix("SCHILY.xattr.") {
+                        // Allow-listed characters only: the name goes into a
+                        // debugfs script line unquoted.
                         if KEPT_XATTR_PREFIXES.iter().any(|p| name.starts_with(p))
-                            && !name.contains(['\n', '"', ' '])
+                            && name.bytes().all(|b| {
+                                b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'@')
+                            })
                         {
                             meta.xattrs
                                 .push((name.to_string(), ext.value_bytes().to_vec()));

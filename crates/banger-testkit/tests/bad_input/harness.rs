@@ -293,4 +293,4 @@ pub(crate) fn bad_name(what: &'static str, name: &str, reason: &str) -> Case {
 
 pub(crate) const LENGTH: &str = "must be 1 to 15 bytes long";
 pub(crate) const DOTS: &str = "`.` and `..` are not interface names";
-pub(crate) const CHARS: &str = "must not contain `/`, `:`, `%`, whitespace or NUL";
+pub(crate) const CHARS: &str = "may contain only ASCII letters, digits, `-`, `_` and `.`";

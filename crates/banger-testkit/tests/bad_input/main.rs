@@ -49,6 +49,19 @@ fn name_cases() -> Vec<Case> {
         bad_name("name with a tab", "banger\t0", CHARS),
         bad_name("name with a newline", "banger\n0", CHARS),
         bad_name("name with NUL", "banger\u{0}0", CHARS),
+        // Issue #13 finding 4: these rewrote the nft rule text through the
+        // helper (`iifname "banger" drop`) before names were allow-listed.
+        bad_name("nft injection `\"drop#`", "banger\"drop#", CHARS),
+        bad_name("nft injection `\";`", "banger\";", CHARS),
+        bad_name("name with a backslash", "banger\\x", CHARS),
+        bad_name("name with braces", "banger{x}", CHARS),
+        bad_name("name with a quote", "banger'x", CHARS),
+        bad_name("name with $", "banger$x", CHARS),
+        bad_name(
+            "upper case after the prefix",
+            "bangerX",
+            "after `banger`, bridge names have only lowercase letters, digits and `-`",
+        ),
         case(
             "tap name `..`",
             &[],
