@@ -13,20 +13,13 @@ build:
 
 # Unit tests, CLI tests and the cross-process tests (real daemons, real users,
 # real sockets). Needs root; tests fail, never skip, without it.
-# Test groups that need something a host may lack are run when it is given and
-# otherwise reported with a `NOT RUN:` line (never counted as passed); .ci/run
-# lists those lines in its summary. firecracker_real needs a real Firecracker
-# (crates/banger-vmm/tests/firecracker_real.rs names its other variables).
+# The Firecracker tests (banger-vmm's firecracker_real, banger-testkit's
+# firecracker_daemon) run the real binary: $BANGER_FIRECRACKER, else
+# ../shared/firecracker/bin/firecracker; without one they fail.
 test: build
 	@status=0; \
 	echo "$(CARGO) test --workspace --no-fail-fast"; \
 	$(CARGO) test --workspace --no-fail-fast || status=$$?; \
-	if [ -n "$$BANGER_FIRECRACKER" ]; then \
-		echo "$(CARGO) test -p banger-vmm --test firecracker_real"; \
-		$(CARGO) test -p banger-vmm --test firecracker_real || status=$$?; \
-	else \
-		echo "NOT RUN: test group firecracker_real (set BANGER_FIRECRACKER=/path/to/firecracker)"; \
-	fi; \
 	exit $$status
 
 # `clippy --all-targets` skips `test = false` targets: those are linted by name.
