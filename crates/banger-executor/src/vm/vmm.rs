@@ -155,9 +155,19 @@ impl ReadyWatch {
 impl Drop for ReadyWatch {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            // It polls every 10 ms.
+        let Some(t) = self.thread.take() else { return };
+        // It polls every 10 ms; a read from a guest connection ends when the
+        // VMM (dead by now) closed it. Waited for, so the socket is gone
+        // before a later launch binds it again — but never for long: a
+        // caller may hold the process table's lock.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t.is_finished() {
             let _ = t.join();
+        } else {
+            tracing::warn!("the vsock readiness thread did not end within 2 s; left to finish");
         }
     }
 }
@@ -599,5 +609,68 @@ fn with_log_tail(e: banger_vmm::VmmError, log: &Path) -> banger_vmm::VmmError {
             banger_vmm::VmmError::EarlyExit { vmm, status, tail }
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(run_dir: &Path) -> LaunchSpec {
+        LaunchSpec {
+            vm_id: "0123456789abcdef0123456789abcdef".into(),
+            vcpus: 1,
+            memory_mib: 128,
+            kernel: run_dir.join("vmlinux"),
+            initrd: None,
+            cmdline: KERNEL_CMDLINE.into(),
+            drives: Vec::new(),
+            tap: "bangertap0".into(),
+            mac: "02:ba:0a:00:00:02".into(),
+            run_dir: run_dir.to_path_buf(),
+            serial_log: run_dir.join("serial.log"),
+            vsock_cid: 3,
+            run_as: None,
+            kvm: false,
+        }
+    }
+
+    /// Regression: the readiness thread outlived a stopped VMM by up to ten
+    /// minutes, keeping `run/vsock.sock_52`, and its late cleanup could
+    /// unlink the socket a later start had bound.
+    #[test]
+    fn dropping_the_watch_ends_the_thread_and_removes_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path());
+        let listener = ReadyListener::bind(&spec, READY_PORT).unwrap();
+        let socket = listener.path().to_path_buf();
+        let watch = ReadyWatch::spawn(listener, spec.vm_id.clone());
+        assert!(socket.exists());
+        let started = Instant::now();
+        drop(watch);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(!socket.exists(), "{} is left", socket.display());
+        // A new listener on the same path is not disturbed by the old one.
+        let again = ReadyListener::bind(&spec, READY_PORT).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(again.path().exists());
+    }
+
+    #[test]
+    fn the_watch_reports_the_guest_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path());
+        let listener = ReadyListener::bind(&spec, READY_PORT).unwrap();
+        let socket = listener.path().to_path_buf();
+        let watch = ReadyWatch::spawn(listener, spec.vm_id.clone());
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        std::io::Write::write_all(&mut s, b"banger-guest-ready\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !watch.ready.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(watch.ready.load(Ordering::SeqCst));
+        drop(watch);
+        assert!(!socket.exists());
     }
 }
