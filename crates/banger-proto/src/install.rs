@@ -18,6 +18,30 @@ pub struct InstallMeta {
     /// RFC 3339 time of the install.
     pub installed_at: String,
     pub paths: InstallPaths,
+    /// The VMM binaries the helper launches and bangerd checks. Absent in
+    /// metadata written before banger recorded them (then no VMM is
+    /// available until `banger system install` runs again).
+    #[serde(default, skip_serializing_if = "InstallVmm::is_empty")]
+    pub vmm: InstallVmm,
+}
+
+/// The VMM binaries of an install, chosen by root at `banger system install`
+/// (`--qemu-bin`/`--firecracker-bin`, else found on `PATH` then). Absolute
+/// paths; a VMM without an entry is not available to this install. The
+/// helper never looks a VMM up on its own `PATH`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallVmm {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qemu_bin: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firecracker_bin: Option<PathBuf>,
+}
+
+impl InstallVmm {
+    pub fn is_empty(&self) -> bool {
+        self.qemu_bin.is_none() && self.firecracker_bin.is_none()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +80,12 @@ pub enum InstallMetaError {
         #[source]
         source: toml::de::Error,
     },
+    #[error("install metadata {path}: `vmm.{key}` = {value:?} must be an absolute path")]
+    RelativeVmm {
+        path: PathBuf,
+        key: &'static str,
+        value: PathBuf,
+    },
 }
 
 impl InstallMeta {
@@ -68,10 +98,25 @@ impl InstallMeta {
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<InstallMeta, InstallMetaError> {
-        toml::from_str(text).map_err(|source| InstallMetaError::Parse {
+        let meta: InstallMeta = toml::from_str(text).map_err(|source| InstallMetaError::Parse {
             path: path.to_path_buf(),
             source,
-        })
+        })?;
+        for (key, value) in [
+            ("qemu_bin", &meta.vmm.qemu_bin),
+            ("firecracker_bin", &meta.vmm.firecracker_bin),
+        ] {
+            if let Some(v) = value
+                && !v.is_absolute()
+            {
+                return Err(InstallMetaError::RelativeVmm {
+                    path: path.to_path_buf(),
+                    key,
+                    value: v.clone(),
+                });
+            }
+        }
+        Ok(meta)
     }
 
     pub fn to_toml(&self) -> String {
@@ -99,6 +144,10 @@ mod tests {
                 root_socket: "/run/banger-root/root.sock".into(),
                 root_state_dir: "/var/lib/banger-root".into(),
             },
+            vmm: InstallVmm {
+                qemu_bin: Some("/usr/bin/qemu-system-x86_64".into()),
+                firecracker_bin: Some("/usr/local/bin/firecracker".into()),
+            },
         }
     }
 
@@ -107,6 +156,35 @@ mod tests {
         let m = sample();
         let back = InstallMeta::parse(&m.to_toml(), Path::new("/x")).unwrap();
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn metadata_without_vmm_binaries_still_parses() {
+        // Written before the `[vmm]` section existed.
+        let mut m = sample();
+        m.vmm = InstallVmm::default();
+        let text = m.to_toml();
+        assert!(!text.contains("[vmm]"), "{text}");
+        let back = InstallMeta::parse(&text, Path::new("/x")).unwrap();
+        assert_eq!(back.vmm, InstallVmm::default());
+        // Only one of them recorded.
+        let text = format!("{text}\n[vmm]\nqemu_bin = \"/usr/bin/qemu-system-x86_64\"\n");
+        let back = InstallMeta::parse(&text, Path::new("/x")).unwrap();
+        assert_eq!(back.vmm.firecracker_bin, None);
+        assert!(back.vmm.qemu_bin.is_some());
+    }
+
+    #[test]
+    fn vmm_binaries_must_be_absolute() {
+        let text = sample()
+            .to_toml()
+            .replace("\"/usr/local/bin/firecracker\"", "\"firecracker\"");
+        let err = InstallMeta::parse(&text, Path::new("/etc/banger/install.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("vmm.firecracker_bin"), "{msg}");
+        assert!(msg.contains("absolute"), "{msg}");
+        let text = sample().to_toml().replace("qemu_bin", "kvm_bin");
+        assert!(InstallMeta::parse(&text, Path::new("/x")).is_err());
     }
 
     #[test]

@@ -33,6 +33,10 @@ pub struct Settings {
     pub journal: PathBuf,
     /// The owner daemon's state directory (VM disks, images, kernels).
     pub state_dir: PathBuf,
+    /// The VMM binaries recorded in the install metadata (absolute; `None`:
+    /// that VMM is not available to this install).
+    pub qemu_bin: Option<PathBuf>,
+    pub firecracker_bin: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -88,8 +92,9 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     );
     spawn_signal_thread(&settings.socket)?;
 
-    // VMM binaries are the helper's own choice (Debian's paths), never
-    // taken from the owner daemon.
+    // VMM binaries come from the install metadata (root's choice at
+    // `banger system install`), never from the owner daemon or this
+    // process's PATH.
     let exec = Executor::new(
         Arc::new(RealHost::new()),
         Arc::new(RealNet::new()),
@@ -98,13 +103,15 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     .with_vms(VmHostConfig {
         state_dir: settings.state_dir.clone(),
         owner: (settings.owner_uid, settings.owner_gid),
-        qemu_binary: "qemu-system-x86_64".into(),
-        firecracker_binary: Some("firecracker".into()),
+        qemu_binary: settings.qemu_bin.clone(),
+        firecracker_binary: settings.firecracker_bin.clone(),
     });
     let active = Arc::new(AtomicUsize::new(0));
     tracing::info!(
         socket = %settings.socket.display(),
         owner_uid = settings.owner_uid,
+        qemu = ?settings.qemu_bin,
+        firecracker = ?settings.firecracker_bin,
         version = BANGER_VERSION,
         "bangerd-root serving"
     );

@@ -19,9 +19,12 @@
 //! default_vcpus = 2             # 1..=64
 //! default_memory_mib = 1024     # 128..=262144
 //! default_disk = "8G"           # K/M/G/T suffixes (powers of 1024)
-//! [vmm]
+//! boot_timeout_secs = 240       # 5..=3600: how long a booting guest gets to report ready
+//! [vmm]                         # dev mode only; system mode uses the install's binaries
 //! firecracker_bin = "firecracker"       # bare name (looked up on PATH) or absolute path
 //! qemu_bin = "qemu-system-x86_64"
+//! [diagnostics]                 # overrides for testing and diagnosis, never for normal use
+//! assume_kvm_usable = false     # ignore the doctor's KVM verdict: treat KVM as usable
 //! [[file_sync]]                 # owner files copied into guests on create and prepare
 //! host = "~/.config/nvim"       # beneath the owner's home; private keys refused
 //! guest = "~/.config/nvim"      # beneath the guest user's home
@@ -45,6 +48,7 @@ pub struct Config {
     pub network: NetworkConfig,
     pub vm: VmConfig,
     pub vmm: VmmConfig,
+    pub diagnostics: DiagnosticsConfig,
     /// Owner files copied into guests (`[[file_sync]]`), in file order.
     pub file_sync: Vec<FileSync>,
 }
@@ -84,15 +88,72 @@ pub struct VmConfig {
     pub default_vcpus: u32,
     pub default_memory_mib: u32,
     pub default_disk_bytes: u64,
+    /// How long a booting guest gets to report ready before the start fails.
+    pub boot_timeout_secs: u32,
 }
 
+/// The VMM binaries in effect. Dev mode: the owner's `[vmm]`. System mode:
+/// the install metadata's (startup replaces these with
+/// [`VmmConfig::from_install`]), because the root helper launches those.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmmConfig {
     /// A bare program name (looked up on `PATH` when spawned) or an absolute
-    /// path.
-    pub firecracker_bin: PathBuf,
+    /// path; `None` when the install recorded no Firecracker.
+    pub firecracker_bin: Option<PathBuf>,
     /// Same rules as `firecracker_bin`.
-    pub qemu_bin: PathBuf,
+    pub qemu_bin: Option<PathBuf>,
+    pub source: VmmSource,
+}
+
+/// Where [`VmmConfig`] came from (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VmmSource {
+    /// The owner's configuration (`[vmm]`) or its defaults.
+    OwnerConfig,
+    /// The install metadata (system mode).
+    Install,
+}
+
+impl VmmConfig {
+    /// System mode: exactly the binaries `banger system install` recorded.
+    pub fn from_install(v: &banger_proto::install::InstallVmm) -> VmmConfig {
+        VmmConfig {
+            firecracker_bin: v.firecracker_bin.clone(),
+            qemu_bin: v.qemu_bin.clone(),
+            source: VmmSource::Install,
+        }
+    }
+
+    /// Why the binary of `vmm` cannot be used, or `None` when it exists.
+    pub fn problem(&self, vmm: Vmm) -> Option<String> {
+        let (bin, name, flag) = match vmm {
+            Vmm::Firecracker => (&self.firecracker_bin, "Firecracker", "--firecracker-bin"),
+            Vmm::Qemu => (&self.qemu_bin, "QEMU", "--qemu-bin"),
+        };
+        match bin {
+            None => Some(format!(
+                "no {name} binary is recorded in the install metadata (re-run `sudo banger system install {flag} PATH`)"
+            )),
+            Some(b) if banger_host::runner::resolve(b.as_os_str()).is_none() => Some(format!(
+                "the {name} binary {} was not found{}",
+                b.display(),
+                match self.source {
+                    VmmSource::OwnerConfig => "",
+                    VmmSource::Install => " (recorded in the install metadata)",
+                }
+            )),
+            Some(_) => None,
+        }
+    }
+}
+
+/// `[diagnostics]`: overrides for tests and diagnosis.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiagnosticsConfig {
+    /// Treat KVM as usable for stock guests whatever the doctor's test
+    /// guest found (the doctor still reports its own verdict). For testing
+    /// a VMM against hosts whose KVM the probe rejects.
+    pub assume_kvm_usable: bool,
 }
 
 impl Default for Config {
@@ -112,11 +173,14 @@ impl Default for Config {
                 default_vcpus: 2,
                 default_memory_mib: 1024,
                 default_disk_bytes: 8 << 30,
+                boot_timeout_secs: 240,
             },
             vmm: VmmConfig {
-                firecracker_bin: "firecracker".into(),
-                qemu_bin: "qemu-system-x86_64".into(),
+                firecracker_bin: Some("firecracker".into()),
+                qemu_bin: Some("qemu-system-x86_64".into()),
+                source: VmmSource::OwnerConfig,
             },
+            diagnostics: DiagnosticsConfig::default(),
             file_sync: Vec::new(),
         }
     }
@@ -307,6 +371,8 @@ struct RawConfig {
     #[serde(default)]
     vmm: RawVmm,
     #[serde(default)]
+    diagnostics: RawDiagnostics,
+    #[serde(default)]
     file_sync: Vec<RawFileSync>,
 }
 
@@ -335,6 +401,13 @@ struct RawVm {
     default_vcpus: Option<Spanned<i64>>,
     default_memory_mib: Option<Spanned<i64>>,
     default_disk: Option<Spanned<String>>,
+    boot_timeout_secs: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiagnostics {
+    assume_kvm_usable: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -347,6 +420,7 @@ struct RawVmm {
 const VCPUS: RangeInclusive<i64> = 1..=64;
 const MEMORY_MIB: RangeInclusive<i64> = 128..=262_144;
 const TAP_POOL: RangeInclusive<i64> = 0..=64;
+const BOOT_TIMEOUT_SECS: RangeInclusive<i64> = 5..=3600;
 const SUBNET_PREFIX: RangeInclusive<u8> = 16..=29;
 const DISK_MIN: u64 = 64 << 20;
 const DISK_MAX: u64 = 16 << 40;
@@ -410,11 +484,18 @@ impl Validator<'_> {
                     .ok_or(None)
             })?;
         }
+        if let Some(v) = raw.vm.boot_timeout_secs {
+            c.vm.boot_timeout_secs = self.int(v, "vm.boot_timeout_secs", BOOT_TIMEOUT_SECS)?;
+        }
         if let Some(v) = raw.vmm.firecracker_bin {
-            c.vmm.firecracker_bin = self.check(v, "vmm.firecracker_bin", PROGRAM_RULE, program)?;
+            c.vmm.firecracker_bin =
+                Some(self.check(v, "vmm.firecracker_bin", PROGRAM_RULE, program)?);
         }
         if let Some(v) = raw.vmm.qemu_bin {
-            c.vmm.qemu_bin = self.check(v, "vmm.qemu_bin", PROGRAM_RULE, program)?;
+            c.vmm.qemu_bin = Some(self.check(v, "vmm.qemu_bin", PROGRAM_RULE, program)?);
+        }
+        if let Some(v) = raw.diagnostics.assume_kvm_usable {
+            c.diagnostics.assume_kvm_usable = v;
         }
         for e in raw.file_sync {
             let host = self.check(e.host, "file_sync.host", FILE_SYNC_RULE, home_relative)?;

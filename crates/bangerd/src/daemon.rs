@@ -293,8 +293,10 @@ impl Daemon {
     async fn doctor(&self, progress: ProgressSink) -> Result<DoctorReport, RpcError> {
         let privileged = Arc::clone(&self.privileged);
         let runner = self.runner;
-        let firecracker = PathBuf::from(&self.config.vmm.firecracker_bin);
-        let qemu = PathBuf::from(&self.config.vmm.qemu_bin);
+        // The binaries in effect: the owner's `[vmm]` in dev mode, the
+        // install's in system mode (what the helper launches).
+        let firecracker = self.config.vmm.firecracker_bin.clone();
+        let qemu = self.config.vmm.qemu_bin.clone();
         let state_dir = self.layout.state_dir.clone();
         let facts = tokio::task::spawn_blocking(move || -> Result<HostFacts, RpcError> {
             let total = Some(4 + HostDevice::ALL.len() as u64);
@@ -319,7 +321,12 @@ impl Daemon {
                     "tools",
                     "checking tools, cgroups, resolver and reflink".into(),
                 );
-                let unpriv = doctor::gather_unprivileged(&runner, &firecracker, &qemu, &state_dir);
+                let unpriv = doctor::gather_unprivileged(
+                    &runner,
+                    firecracker.as_deref(),
+                    qemu.as_deref(),
+                    &state_dir,
+                );
                 return Ok(HostFacts::without_privileged(channel, unpriv));
             }
             step("kvm", "running a test guest under KVM".into());
@@ -341,7 +348,12 @@ impl Daemon {
                 "tools",
                 "checking tools, cgroups, resolver and reflink".into(),
             );
-            let unpriv = doctor::gather_unprivileged(&runner, &firecracker, &qemu, &state_dir);
+            let unpriv = doctor::gather_unprivileged(
+                &runner,
+                firecracker.as_deref(),
+                qemu.as_deref(),
+                &state_dir,
+            );
             Ok(HostFacts::combine(
                 channel, kvm, devices, nft, ip_forward, unpriv,
             ))

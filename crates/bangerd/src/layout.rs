@@ -459,6 +459,7 @@ mod tests {
                 root_socket: "/run/b/root.sock".into(),
                 root_state_dir: "/var/lib/banger-root".into(),
             },
+            vmm: Default::default(),
         };
         let l = Layout::system(&meta);
         assert_eq!(l.mode, Mode::System);

@@ -51,7 +51,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
     let started = std::time::SystemTime::now();
     let euid = rustix::process::geteuid().as_raw();
     let egid = rustix::process::getegid().as_raw();
-    let config = Config::load(opts.config.as_deref(), &ProcessEnv)?.0;
+    let mut config = Config::load(opts.config.as_deref(), &ProcessEnv)?.0;
     let (mode, layout, policy, privileged): (_, _, _, Arc<dyn PrivilegedOps>) = if opts.dev {
         if euid != 0 {
             bail!(
@@ -70,7 +70,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             state_dir: layout.state_dir.clone(),
             owner: (0, 0),
             qemu_binary: config.vmm.qemu_bin.clone(),
-            firecracker_binary: Some(config.vmm.firecracker_bin.clone()),
+            firecracker_binary: config.vmm.firecracker_bin.clone(),
         });
         (
             DaemonMode::Dev,
@@ -95,6 +95,15 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                 meta.owner.uid
             );
         }
+        // The helper launches the VMM binaries the install recorded; check
+        // and report those, not the owner's `[vmm]`.
+        if config.vmm != Config::default().vmm {
+            tracing::warn!(
+                "the owner configuration's [vmm] is not used in system mode; the VMM binaries are the ones recorded in {}",
+                opts.install_file.display()
+            );
+        }
+        config.vmm = crate::config::VmmConfig::from_install(&meta.vmm);
         let layout = Layout::system(&meta);
         let root_socket = meta.paths.root_socket.clone();
         (

@@ -33,14 +33,16 @@ pub struct VmHostConfig {
     /// (uid, gid) of the owner: files the executor creates are theirs, and
     /// tools and VMMs run with their ids (root in dev mode: `(0, 0)`).
     pub owner: (u32, u32),
-    pub qemu_binary: PathBuf,
+    /// The VMM binaries this executor launches; `None`: that VMM is not
+    /// available (a system install that recorded none).
+    pub qemu_binary: Option<PathBuf>,
     pub firecracker_binary: Option<PathBuf>,
 }
 
 pub(crate) struct VmHost {
     state_dir: PathBuf,
     owner: (u32, u32),
-    qemu_binary: PathBuf,
+    qemu_binary: Option<PathBuf>,
     firecracker_binary: Option<PathBuf>,
     journal: Arc<JournalFile>,
     procs: Mutex<HashMap<String, (VmmKind, vmm::Proc)>>,

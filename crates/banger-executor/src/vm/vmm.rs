@@ -40,7 +40,9 @@ pub(super) enum Proc {
     /// vsock.
     Firecracker {
         vm: FirecrackerVm,
-        ready: Arc<AtomicBool>,
+        /// The thread waiting for the guest's readiness; ends (and removes
+        /// its socket) when this is dropped.
+        watch: Box<ReadyWatch>,
     },
     /// Found through the journal after a restart: not our child, so it is
     /// watched and signalled through a pidfd only.
@@ -62,7 +64,7 @@ impl Proc {
 
     fn ready(&self) -> Option<bool> {
         match self {
-            Proc::Firecracker { ready, .. } => Some(ready.load(Ordering::SeqCst)),
+            Proc::Firecracker { watch, .. } => Some(watch.ready.load(Ordering::SeqCst)),
             _ => None,
         }
     }
@@ -102,6 +104,70 @@ impl Proc {
                 pidfd_exited(pidfd, Duration::from_secs(5));
                 Ok(())
             }
+        }
+    }
+}
+
+/// The readiness listener's thread: it ends when the guest reports, when
+/// [`READY_WAIT`] runs out, or when this handle is dropped (the VMM was
+/// stopped, killed or seen dead) — then the listener and its socket in the
+/// VM's `run/` go with it, never outliving the VMM.
+#[derive(Debug)]
+pub(super) struct ReadyWatch {
+    /// Set when the guest reported ready.
+    ready: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl ReadyWatch {
+    fn spawn(listener: ReadyListener, vm_id: String) -> ReadyWatch {
+        let ready = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = Arc::clone(&stop);
+        let reported = Arc::clone(&ready);
+        let thread = std::thread::spawn(move || {
+            let stopped = || {
+                if flag.load(Ordering::SeqCst) {
+                    Err(banger_vmm::VmmError::Readiness {
+                        vmm: "firecracker",
+                        what: "the VMM was stopped".into(),
+                    })
+                } else {
+                    Ok(())
+                }
+            };
+            match listener.wait_while(READY_WAIT, stopped) {
+                Ok(()) => reported.store(true, Ordering::SeqCst),
+                Err(_) if flag.load(Ordering::SeqCst) => {}
+                Err(e) => tracing::warn!(vm_id, error = %e, "no vsock readiness from the guest"),
+            }
+            // `listener` drops here: its socket file is removed.
+        });
+        ReadyWatch {
+            ready,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ReadyWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let Some(t) = self.thread.take() else { return };
+        // It polls every 10 ms; a read from a guest connection ends when the
+        // VMM (dead by now) closed it. Waited for, so the socket is gone
+        // before a later launch binds it again — but never for long: a
+        // caller may hold the process table's lock.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !t.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if t.is_finished() {
+            let _ = t.join();
+        } else {
+            tracing::warn!("the vsock readiness thread did not end within 2 s; left to finish");
         }
     }
 }
@@ -252,9 +318,11 @@ impl VmHost {
         );
         let proc = match spec.vmm {
             VmmKind::Qemu => {
-                let driver = QemuDriver {
-                    binary: self.qemu_binary.clone(),
-                };
+                let binary = self.qemu_binary.clone().ok_or_else(|| VmOpError::VmmUnavailable {
+                    vmm: "qemu",
+                    reason: "no QEMU binary is configured (system mode: none is recorded in the install metadata; run `sudo banger system install --qemu-bin PATH`)".into(),
+                })?;
+                let driver = QemuDriver { binary };
                 let vm = driver
                     .launch(&ls, log)
                     .map_err(|source| VmOpError::Launch {
@@ -299,7 +367,10 @@ impl VmHost {
             .firecracker_binary
             .as_deref()
             .and_then(|b| banger_host::runner::resolve(b.as_os_str()))
-            .ok_or_else(|| unavailable("no Firecracker binary found".into()))?;
+            .ok_or_else(|| match &self.firecracker_binary {
+                Some(b) => unavailable(format!("the Firecracker binary {} was not found", b.display())),
+                None => unavailable("no Firecracker binary is configured (system mode: none is recorded in the install metadata; run `sudo banger system install --firecracker-bin PATH`)".into()),
+            })?;
         // Firecracker boots an uncompressed ELF vmlinux only.
         let mut magic = [0u8; 4];
         let kernel = std::fs::File::open(&ls.kernel).map_err(io("opening", &ls.kernel))?;
@@ -323,14 +394,8 @@ impl VmHost {
                 vm_id: spec.vm_id.clone(),
                 source,
             })?;
-        let ready = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&ready);
-        let vm_id = spec.vm_id.clone();
-        std::thread::spawn(move || match listener.wait(READY_WAIT) {
-            Ok(()) => flag.store(true, Ordering::SeqCst),
-            Err(e) => tracing::warn!(vm_id, error = %e, "no vsock readiness from the guest"),
-        });
-        Ok(Proc::Firecracker { vm, ready })
+        let watch = Box::new(ReadyWatch::spawn(listener, spec.vm_id.clone()));
+        Ok(Proc::Firecracker { vm, watch })
     }
 
     fn journal_vmm(&self, entry: Option<VmmEntry>, vm_id: &str) -> Result<(), VmOpError> {
@@ -544,5 +609,68 @@ fn with_log_tail(e: banger_vmm::VmmError, log: &Path) -> banger_vmm::VmmError {
             banger_vmm::VmmError::EarlyExit { vmm, status, tail }
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(run_dir: &Path) -> LaunchSpec {
+        LaunchSpec {
+            vm_id: "0123456789abcdef0123456789abcdef".into(),
+            vcpus: 1,
+            memory_mib: 128,
+            kernel: run_dir.join("vmlinux"),
+            initrd: None,
+            cmdline: KERNEL_CMDLINE.into(),
+            drives: Vec::new(),
+            tap: "bangertap0".into(),
+            mac: "02:ba:0a:00:00:02".into(),
+            run_dir: run_dir.to_path_buf(),
+            serial_log: run_dir.join("serial.log"),
+            vsock_cid: 3,
+            run_as: None,
+            kvm: false,
+        }
+    }
+
+    /// Regression: the readiness thread outlived a stopped VMM by up to ten
+    /// minutes, keeping `run/vsock.sock_52`, and its late cleanup could
+    /// unlink the socket a later start had bound.
+    #[test]
+    fn dropping_the_watch_ends_the_thread_and_removes_the_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path());
+        let listener = ReadyListener::bind(&spec, READY_PORT).unwrap();
+        let socket = listener.path().to_path_buf();
+        let watch = ReadyWatch::spawn(listener, spec.vm_id.clone());
+        assert!(socket.exists());
+        let started = Instant::now();
+        drop(watch);
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(!socket.exists(), "{} is left", socket.display());
+        // A new listener on the same path is not disturbed by the old one.
+        let again = ReadyListener::bind(&spec, READY_PORT).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(again.path().exists());
+    }
+
+    #[test]
+    fn the_watch_reports_the_guest_ready() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(dir.path());
+        let listener = ReadyListener::bind(&spec, READY_PORT).unwrap();
+        let socket = listener.path().to_path_buf();
+        let watch = ReadyWatch::spawn(listener, spec.vm_id.clone());
+        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+        std::io::Write::write_all(&mut s, b"banger-guest-ready\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !watch.ready.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(watch.ready.load(Ordering::SeqCst));
+        drop(watch);
+        assert!(!socket.exists());
     }
 }

@@ -31,28 +31,39 @@ pub fn guest_slot() -> std::sync::MutexGuard<'static, ()> {
     SLOT.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Kills, on drop, every VMM whose command line names `dir` (the test's
-/// state directory): VMs outlive their daemon by design, so a test that
-/// fails half-way must not leave its guests running. Only processes this
-/// test started can name its private temp dir.
+/// PIDs of the processes whose command line contains every one of
+/// `needles`.
+pub fn pids_matching(needles: &[&str]) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if needles.iter().all(|n| cmdline.contains(n)) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// Kills, on drop, every VMM (QEMU or Firecracker) whose command line names
+/// `dir` (the test's state directory): VMs outlive their daemon by design,
+/// so a test that fails half-way must not leave its guests running. Only
+/// processes this test started can name its private temp dir.
 pub struct VmReaper(pub PathBuf);
 
 impl Drop for VmReaper {
     fn drop(&mut self) {
-        let needle = self.0.to_string_lossy().into_owned();
-        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-                continue;
-            };
-            let cmdline = String::from_utf8_lossy(&cmdline);
-            if cmdline.contains("qemu-system")
-                && cmdline.contains(&needle)
-                && let Some(pid) = rustix::process::Pid::from_raw(pid)
-            {
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+        let dir = self.0.to_string_lossy().into_owned();
+        for vmm in ["qemu-system", "firecracker"] {
+            for pid in pids_matching(&[vmm, &dir]) {
+                if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                }
             }
         }
     }
@@ -151,21 +162,7 @@ pub fn wait_until<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) ->
 
 /// PIDs of VMM processes of VM `id` (QEMU runs as `-name banger-<id8>`).
 pub fn vmm_pids(id: &str) -> Vec<u32> {
-    let tag = format!("banger-{}", &id[..8]);
-    let mut pids = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
-            continue;
-        };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("qemu-system") && cmdline.contains(&tag) {
-            pids.push(pid);
-        }
-    }
-    pids
+    pids_matching(&["qemu-system", &format!("banger-{}", &id[..8])])
 }
 
 /// Run a command in the namespace; its stdout.

@@ -5,7 +5,7 @@
 //! (`third_party/firecracker/firecracker-v1.16.1.yaml`); every request body is
 //! validated against that schema by the tests, against a recording fake
 //! (`banger-fake-firecracker`). A real binary is exercised by the separate
-//! `firecracker_real` test target (`BANGER_FIRECRACKER=...`).
+//! `firecracker_real` test (the shared v1.16.1 build, or `BANGER_FIRECRACKER=...`).
 //!
 //! What the driver expects from the [`LaunchSpec`]:
 //! * `kernel` is an **uncompressed ELF `vmlinux`** (x86_64) — Firecracker

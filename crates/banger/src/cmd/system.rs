@@ -4,7 +4,8 @@
 //! docs/system.md.
 //!
 //! JSON shape of `install`: `{"root","owner":{"name","uid","gid","home"},
-//! "version","installed_at","paths":{...},"written":[{"path","target","kind",
+//! "version","installed_at","paths":{...},"vmm":{"qemu_bin"?,
+//! "firecracker_bin"?},"written":[{"path","target","kind",
 //! "what","action","mode","uid","gid"}],"services":null|{"units","action",
 //! "ready"},"warnings":[...]}`.
 
@@ -17,6 +18,7 @@ mod status;
 mod systemd;
 mod uninstall;
 mod units;
+mod vmm_bins;
 
 use std::path::PathBuf;
 
@@ -124,6 +126,14 @@ pub struct InstallArgs {
     /// Replace an install that belongs to another owner
     #[arg(long)]
     pub force: bool,
+    /// The QEMU binary the root helper launches (absolute) [default:
+    /// qemu-system-x86_64 found on PATH now]
+    #[arg(long, value_name = "PATH")]
+    pub qemu_bin: Option<PathBuf>,
+    /// The Firecracker binary the root helper launches (absolute)
+    /// [default: firecracker found on PATH now]
+    #[arg(long, value_name = "PATH")]
+    pub firecracker_bin: Option<PathBuf>,
 }
 
 pub fn run(args: &SystemArgs, settings: &Settings) -> Result<Exit, CliError> {
@@ -250,6 +260,10 @@ fn run_install(args: &InstallArgs, settings: &Settings) -> Result<Exit, CliError
         force: args.force,
         bin_source,
         euid: rustix::process::geteuid().as_raw(),
+        vmm: vmm_bins::Given {
+            qemu_bin: args.qemu_bin.clone(),
+            firecracker_bin: args.firecracker_bin.clone(),
+        },
     };
     let report = install::install(&req, &Runner, &systemd::Systemctl::default()).map_err(to_cli)?;
     if settings.json {
@@ -299,6 +313,7 @@ fn report_json(r: &Report) -> serde_json::Value {
         "version": r.meta.version,
         "installed_at": r.meta.installed_at,
         "paths": r.meta.paths,
+        "vmm": r.meta.vmm,
         "written": written,
         "services": services,
         "warnings": r.warnings,

@@ -29,9 +29,12 @@ default_vmm = "qemu"
 default_vcpus = 64
 default_memory_mib = 128
 default_disk = "512M"
+boot_timeout_secs = 20
 [vmm]
 firecracker_bin = "/opt/fc/firecracker"
 qemu_bin = "qemu-kvm"
+[diagnostics]
+assume_kvm_usable = true
 "#;
     let c = Config::parse(text, Path::new(FILE)).unwrap();
     assert_eq!(c.network.bridge, "banger-1");
@@ -42,8 +45,14 @@ qemu_bin = "qemu-kvm"
     assert_eq!(c.vm.default_vcpus, 64);
     assert_eq!(c.vm.default_memory_mib, 128);
     assert_eq!(c.vm.default_disk_bytes, 512 << 20);
-    assert_eq!(c.vmm.firecracker_bin, Path::new("/opt/fc/firecracker"));
-    assert_eq!(c.vmm.qemu_bin, Path::new("qemu-kvm"));
+    assert_eq!(c.vm.boot_timeout_secs, 20);
+    assert_eq!(
+        c.vmm.firecracker_bin.as_deref(),
+        Some(Path::new("/opt/fc/firecracker"))
+    );
+    assert_eq!(c.vmm.qemu_bin.as_deref(), Some(Path::new("qemu-kvm")));
+    assert!(c.diagnostics.assume_kvm_usable);
+    assert!(!Config::default().diagnostics.assume_kvm_usable);
 }
 
 #[test]
@@ -209,6 +218,7 @@ network | bridge = "banger-too-long-1"  | at most 15 characters
 network | bridge = "bangerX"            | lowercase letters
 vm      | default_disk = "8Q"           | "8Q" is invalid: must be a size from 64M to 16T
 vm      | default_disk = "1M"           | must be a size from 64M to 16T
+vm      | boot_timeout_secs = 1         | 1 is invalid: must be an integer in 5..=3600
 vmm     | qemu_bin = "bin/qemu"         | is invalid: must be a program name without '/'
 vmm     | firecracker_bin = ""          | must be a program name
 "#;

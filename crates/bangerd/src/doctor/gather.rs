@@ -31,17 +31,32 @@ pub struct UnprivilegedFacts {
 ///
 /// Runs a handful of `--version` commands and writes two scratch files to
 /// `state_dir` (removed again); takes well under a second on a normal host.
+///
+/// A VMM binary that is `None` (a system install that recorded none) is
+/// reported missing with that reason.
 pub fn gather_unprivileged(
     runner: &Runner,
-    firecracker_bin: &Path,
-    qemu_bin: &Path,
+    firecracker_bin: Option<&Path>,
+    qemu_bin: Option<&Path>,
     state_dir: &Path,
 ) -> UnprivilegedFacts {
+    let vmm = |tool: &str, bin: Option<&Path>, flag: &str| match bin {
+        Some(b) => probe_tool(runner, tool, b, &["--version"]),
+        None => ToolProbe {
+            tool: tool.to_string(),
+            path: None,
+            version: None,
+            works: false,
+            error: Some(format!(
+                "none is recorded in the install metadata (re-run `sudo banger system install {flag} PATH`)"
+            )),
+        },
+    };
     UnprivilegedFacts {
         mkfs_ext4: probe_tool(runner, "mkfs.ext4", "mkfs.ext4", &["-V"]),
         e2fsck: probe_tool(runner, "e2fsck", "e2fsck", &["-V"]),
-        firecracker: probe_tool(runner, "firecracker", firecracker_bin, &["--version"]),
-        qemu: probe_tool(runner, "qemu", qemu_bin, &["--version"]),
+        firecracker: vmm("firecracker", firecracker_bin, "--firecracker-bin"),
+        qemu: vmm("qemu", qemu_bin, "--qemu-bin"),
         cgroup_v2: probe_cgroup_v2(),
         resolved: probe_resolved(),
         reflink: probe_reflink(state_dir),
@@ -62,8 +77,8 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let f = gather_unprivileged(
             &Runner,
-            Path::new("firecracker"),
-            Path::new("qemu-system-x86_64"),
+            Some(Path::new("firecracker")),
+            Some(Path::new("qemu-system-x86_64")),
             state.path(),
         );
         for (probe, program) in [

@@ -143,17 +143,19 @@ impl VmService {
         progress: &ProgressSink,
     ) -> Result<VmmKind, RpcError> {
         let kvm = self.kvm_usable().await;
-        let fc_bin = banger_host::runner::resolve(self.config.vmm.firecracker_bin.as_os_str());
-        let fc_problem = match (kvm, fc_bin) {
-            (false, _) => {
-                Some("KVM cannot run stock guests on this host (see `banger doctor`)".to_string())
-            }
-            (true, None) => Some(format!(
-                "the Firecracker binary {} was not found",
-                self.config.vmm.firecracker_bin.display()
-            )),
-            (true, Some(_)) => None,
+        let fc_problem = if kvm {
+            self.config.vmm.problem(crate::store::Vmm::Firecracker)
+        } else {
+            Some("KVM cannot run stock guests on this host (see `banger doctor`)".to_string())
         };
+        if self.config.diagnostics.assume_kvm_usable {
+            progress
+                .emit(progress_msg(
+                    "diagnostics.assume_kvm_usable is set: the doctor's KVM verdict is ignored"
+                        .to_string(),
+                ))
+                .await;
+        }
         match asked {
             Some(VmmKind::Firecracker) => match fc_problem {
                 Some(p) => Err(RpcError::new(

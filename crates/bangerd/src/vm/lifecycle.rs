@@ -14,9 +14,6 @@ use crate::handles;
 use crate::server::ProgressSink;
 use crate::store::{VmConfigUpdate, VmRow, VmState};
 
-/// How long a guest gets from VMM start to its ready marker. TCG boots of
-/// the Debian image take ~20 s on an idle CI host; leave room for load.
-pub const BOOT_TIMEOUT: Duration = Duration::from_secs(240);
 /// Default graceful-stop timeout.
 pub const STOP_TIMEOUT_SECS: u32 = 30;
 
@@ -172,8 +169,11 @@ impl VmService {
         offset: u64,
         step: &(dyn Fn(&str, &str, u64) + Sync),
     ) -> Result<(), RpcError> {
+        // `vm.boot_timeout_secs` (default 240 s: TCG boots of the Debian
+        // image take ~20 s on an idle CI host; room for load).
+        let timeout = Duration::from_secs(self.config.vm.boot_timeout_secs.into());
         let started = Instant::now();
-        let deadline = started + BOOT_TIMEOUT;
+        let deadline = started + timeout;
         let mut checks = 0u32;
         loop {
             let text = read_from(serial, offset);
@@ -220,7 +220,7 @@ impl VmService {
                     format!(
                         "VM {} did not become ready within {}s; last console lines: {}",
                         vm.name,
-                        BOOT_TIMEOUT.as_secs(),
+                        timeout.as_secs(),
                         tail(&text, 8)
                     ),
                 ));

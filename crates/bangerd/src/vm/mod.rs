@@ -256,8 +256,12 @@ impl VmService {
             .map_err(|e| internal(format!("privileged call task failed: {e}")))?
     }
 
-    /// Whether stock guests can use KVM here (the doctor's verdict).
+    /// Whether stock guests can use KVM here: the doctor's verdict, unless
+    /// the owner's `diagnostics.assume_kvm_usable` overrides it.
     async fn kvm_usable(&self) -> bool {
+        if self.config.diagnostics.assume_kvm_usable {
+            return true;
+        }
         *self
             .kvm
             .get_or_init(|| async {

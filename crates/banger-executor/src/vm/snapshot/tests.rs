@@ -56,7 +56,7 @@ fn env_in(base: &Path, probes: FakeHost, tools: impl FnOnce(FakeTools) -> FakeTo
                 rustix::process::geteuid().as_raw(),
                 rustix::process::getegid().as_raw(),
             ),
-            qemu_binary: "qemu-system-x86_64".into(),
+            qemu_binary: Some("qemu-system-x86_64".into()),
             firecracker_binary: None,
         },
         Arc::new(JournalFile::new(journal.clone())),

@@ -14,6 +14,7 @@ use super::apply::{self, Action, ApplyError, Txn, Written};
 use super::plan::{self, OwnerAccount, PlanError};
 use super::systemd::{self, Activation, Systemd, SystemdError};
 use super::units::{HELPER_UNIT, OWNER_UNIT};
+use super::vmm_bins::{self, VmmBinError};
 
 /// What the command line asked for.
 #[derive(Debug, Clone, Default)]
@@ -27,6 +28,8 @@ pub struct Request {
     pub bin_source: PathBuf,
     /// The uid running the install.
     pub euid: u32,
+    /// `--qemu-bin` / `--firecracker-bin`.
+    pub vmm: vmm_bins::Given,
 }
 
 /// What an install did.
@@ -52,6 +55,8 @@ pub enum InstallError {
     RootNotADir { path: PathBuf },
     #[error(transparent)]
     Plan(#[from] PlanError),
+    #[error(transparent)]
+    Vmm(#[from] VmmBinError),
     #[error(
         "banger is installed for {name} (uid {uid}) according to {}; refusing to install for {wanted} (pass --force to replace the owner)",
         path.display()
@@ -110,6 +115,13 @@ impl InstallError {
                 PlanError::Lookup { .. }
                 | PlanError::BadEntry { .. }
                 | PlanError::CurrentExe(_) => ErrorCode::Internal,
+            },
+            InstallError::Vmm(e) => match e {
+                VmmBinError::Inspect { .. } => ErrorCode::NotFound,
+                VmmBinError::Relative { .. } => ErrorCode::BadRequest,
+                VmmBinError::NotExecutable { .. }
+                | VmmBinError::Unsafe { .. }
+                | VmmBinError::Hidden { .. } => ErrorCode::InvalidState,
             },
             InstallError::OtherOwner { .. } => ErrorCode::AlreadyExists,
             InstallError::BadMeta(_) | InstallError::MetaSymlink { .. } => ErrorCode::InvalidState,
@@ -208,7 +220,9 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
     }
     // Reinstalling the same thing keeps the original install time, so the
     // metadata file stays byte-for-byte the same.
+    let (vmm, vmm_warnings) = vmm_bins::choose(&req.vmm, &vmm_bins::on_path)?;
     let mut meta = plan::metadata(&owner, now_rfc3339());
+    meta.vmm = vmm;
     if let Some(current) = existing
         && (InstallMeta {
             installed_at: current.installed_at.clone(),
@@ -252,7 +266,8 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
     } else {
         None
     };
-    let warnings = txn.commit();
+    let mut warnings = vmm_warnings;
+    warnings.extend(txn.commit());
     Ok(Report {
         root,
         owner,

@@ -349,6 +349,7 @@ mod tests {
                 root_socket: "/run/banger-root/root.sock".into(),
                 root_state_dir: "/var/lib/banger-root".into(),
             },
+            vmm: Default::default(),
         }
     }
 
