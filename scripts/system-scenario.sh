@@ -77,7 +77,7 @@ main_pid() { systemctl show -p MainPID --value "$1"; }
 
 cleanup() {
     status=$?
-    if [ "$status" -ne 0 ]; then
+    if [ "$status" -ne 0 ] && [ "$installed" = 1 ]; then
         say "failed; bangerd-root journal:"
         journalctl --no-pager -n 40 -u bangerd-root.service 2>/dev/null || true
         say "bangerd journal:"
