@@ -51,6 +51,12 @@ pub enum VmOpError {
         #[source]
         source: banger_vmm::VmmError,
     },
+    #[error(
+        "the VMM of VM {vm_id} (pid {pid}) started, but its start time cannot be read \
+         from /proc/{pid}/stat, so it could not be re-adopted after a restart of the \
+         executor; it was killed (is /proc hiding the VMM from the executor?)"
+    )]
+    StartTimeUnreadable { vm_id: String, pid: u32 },
     #[error("removing the root-disk devices of VM {vm_id}: {}", errors.join("; "))]
     SnapshotTeardown { vm_id: String, errors: Vec<String> },
     #[error("stopping the VMM of VM {vm_id}")]
@@ -76,6 +82,7 @@ impl VmOpError {
             | Tool { .. }
             | GuestFs { .. }
             | Launch { .. }
+            | StartTimeUnreadable { .. }
             | Stop { .. }
             | SnapshotTeardown { .. } => ErrorCode::Internal,
         }

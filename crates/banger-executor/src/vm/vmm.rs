@@ -316,7 +316,7 @@ impl VmHost {
             Some(rustix::process::Uid::from_raw(self.owner.0)),
             Some(rustix::process::Gid::from_raw(self.owner.1)),
         );
-        let proc = match spec.vmm {
+        let mut proc = match spec.vmm {
             VmmKind::Qemu => {
                 let binary = self.qemu_binary.clone().ok_or_else(|| VmOpError::VmmUnavailable {
                     vmm: "qemu",
@@ -334,10 +334,19 @@ impl VmHost {
             VmmKind::Firecracker => self.launch_firecracker(spec, &ls)?,
         };
         let pid = proc.pid();
+        // Re-adoption matches pid *and* start time; a VMM whose start time
+        // cannot be read could never be re-adopted, so it is not kept.
+        let Some(started) = start_time(pid) else {
+            let _ = proc.kill();
+            return Err(VmOpError::StartTimeUnreadable {
+                vm_id: spec.vm_id.clone(),
+                pid,
+            });
+        };
         let entry = VmmEntry {
             vm_id: spec.vm_id.clone(),
             pid,
-            start_time: start_time(pid).unwrap_or(0),
+            start_time: started,
             vmm: spec.vmm,
         };
         self.journal_vmm(Some(entry), &spec.vm_id)?;

@@ -1,22 +1,27 @@
-//! `banger-imagebuild debian [--suite S] [--cache-dir DIR] [--package P]...`
+//! `banger-imagebuild debian [--suite S] [--cache-dir DIR] [--package P]... [--bundle FILE]`
 //!
 //! Builds (or finds in the cache) the default Debian image — the same
 //! [`banger_imagebuild::build_debian`] that `banger image build debian`
 //! runs inside the daemon — and prints the cache entry's paths as JSON.
+//! With `--bundle FILE` it also writes the image as a bundle (docs/images.md)
+//! that `banger image pull FILE` publishes.
 //!
-//! It exists for places where the daemon cannot reach a Debian mirror but
-//! the caller can: `make demo` runs its dev daemon in a private network
-//! namespace with no route out, so it fills the cache here first, in the
-//! host's namespace, and the daemon's `image build debian` then finds the
-//! image by its inputs. Needs root (mmdebstrap `--mode=root`).
+//! It exists for places where the daemon cannot build: `make demo` runs its
+//! dev daemon in a private network namespace with no route to the mirror,
+//! so it fills the cache here first and the daemon's `image build debian`
+//! then finds the image by its inputs; and in system mode the owner's
+//! daemon cannot run mmdebstrap (it needs root), so root builds a bundle
+//! here once and the owner pulls it. Needs root (mmdebstrap `--mode=root`).
 
-use std::path::PathBuf;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use banger_imagebuild::bundle::{BundleFiles, write_bundle};
 use banger_imagebuild::{DebianOptions, Progress, build_debian, default_cache_dir, error_chain};
 
-const USAGE: &str =
-    "usage: banger-imagebuild debian [--suite SUITE] [--cache-dir DIR] [--package PKG]...";
+const USAGE: &str = "usage: banger-imagebuild debian [--suite SUITE] [--cache-dir DIR] \
+                     [--package PKG]... [--bundle FILE]";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -25,6 +30,7 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let mut opts = DebianOptions::new(default_cache_dir());
+    let mut bundle: Option<PathBuf> = None;
     while let Some(flag) = args.next() {
         let Some(value) = args.next() else {
             eprintln!("{flag} needs a value\n{USAGE}");
@@ -34,6 +40,7 @@ fn main() -> ExitCode {
             "--suite" => opts.suite = value,
             "--cache-dir" => opts.cache_dir = PathBuf::from(value),
             "--package" => opts.packages.push(value),
+            "--bundle" => bundle = Some(PathBuf::from(value)),
             _ => {
                 eprintln!("unknown argument {flag:?}\n{USAGE}");
                 return ExitCode::from(2);
@@ -47,6 +54,12 @@ fn main() -> ExitCode {
     });
     match built {
         Ok(img) => {
+            if let Some(out) = &bundle
+                && let Err(e) = write_bundle_file(&img, out)
+            {
+                eprintln!("banger-imagebuild: {e}");
+                return ExitCode::FAILURE;
+            }
             let out = serde_json::json!({
                 "cache_key": img.cache_key,
                 "rootfs": img.rootfs_ext4,
@@ -62,4 +75,36 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Write `img` as a bundle at `out`: into a temporary file beside it, then
+/// renamed over, so a failed or interrupted write leaves no half bundle.
+fn write_bundle_file(img: &banger_imagebuild::BuiltImage, out: &Path) -> Result<(), String> {
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let fail = |what: &str, e: &dyn std::error::Error| {
+        format!("{what} {}: {}", out.display(), error_chain(e))
+    };
+    let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| fail("creating", &e))?;
+    write_bundle(
+        std::io::BufWriter::new(tmp.as_file()),
+        &BundleFiles {
+            // The name `image build debian` gives the default image.
+            name: Some("debian"),
+            rootfs: &img.rootfs_ext4,
+            kernel: Some(&img.kernel),
+            initrd: Some(&img.initrd),
+        },
+        None,
+    )
+    .map_err(|e| fail("writing the bundle", &e))?;
+    // Readable by the owner who pulls it (the temporary file is 0600).
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| fail("setting the mode of", &e))?;
+    tmp.persist(out)
+        .map_err(|e| fail("renaming into", &e.error))?;
+    eprintln!("  wrote the bundle {}", out.display());
+    Ok(())
 }

@@ -20,9 +20,19 @@ impl VmService {
             .ok()
             .flatten()
             .map_or_else(|| vm.image_id.clone(), |i| i.name);
-        let tap = crate::handles::load(&self.vm_dir(&vm.id))
-            .ok()
-            .and_then(|h| h.tap);
+        let handles = crate::handles::load(&self.vm_dir(&vm.id)).ok();
+        let tap = handles.as_ref().and_then(|h| h.tap.clone());
+        // The VMM's pid as the daemon recorded it at launch or re-adoption
+        // (handles.json), while the VM runs.
+        let pid = handles
+            .and_then(|h| h.vmm)
+            .filter(|_| {
+                matches!(
+                    vm.state,
+                    VmState::Starting | VmState::Running | VmState::Stopping
+                )
+            })
+            .map(|v| v.pid);
         VmInfo {
             id: vm.id.clone(),
             name: vm.name.clone(),
@@ -38,7 +48,7 @@ impl VmService {
             mac: lease.map(|l| l.mac),
             dns_name: format!("{}.vm", vm.name),
             tap,
-            pid: None,
+            pid,
             created_at: vm.created_at,
             updated_at: vm.updated_at,
         }

@@ -304,6 +304,10 @@ ProtectHome=yes
 PrivateTmp=yes
 PrivateMounts=yes
 PrivateIPC=yes
+# Hides other users' processes from the VMMs (they run as the owner). The
+# helper still sees its VMMs, whose start time re-adoption checks: hidepid
+# exempts the group of its gid= option, 0 by default, and the helper runs
+# with gid 0.
 ProtectProc=invisible
 
 {KERNEL_HARDENING}# QEMU's TCG translator (hosts whose KVM cannot run a stock guest) writes
