@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 use banger_proto::install::{InstallMeta, InstallPaths, Owner};
 use serde_json::Value;
 
+pub mod hostcheck;
+
 /// Fail (never skip) a test that needs root.
 pub fn require_root() {
     let euid = rustix::process::geteuid().as_raw();
