@@ -148,6 +148,9 @@ fn ensure_bridge_twice_gives_one_bridge_with_our_address_up() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
     in_fresh_netns(|| {
+        // A new namespace may start with forwarding on (it copies the host's
+        // value): switch it off so the bridge must turn it on, on any host.
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "0\n").unwrap();
         let exec = executor(dir.path());
         let out = run(&exec, PrivOp::EnsureBridge(bridge())).unwrap();
         assert!(

@@ -19,6 +19,11 @@ use std::time::{Duration, Instant};
 use banger_proto::install::{InstallMeta, InstallPaths, Owner};
 use serde_json::Value;
 
+mod bins;
+pub mod hostcheck;
+
+pub use bins::{SHARED_BIN_PREFIX, bin, others_can_run_from, shared_copies};
+
 /// Fail (never skip) a test that needs root.
 pub fn require_root() {
     let euid = rustix::process::geteuid().as_raw();
@@ -27,25 +32,6 @@ pub fn require_root() {
         "this test needs root (it creates users, sockets owned by other uids and opens host devices); \
          run the suite as root, as `make test` and CI do"
     );
-}
-
-/// Path of a workspace binary (`bangerd`, `bangerd-root`, `banger`,
-/// `banger-rawclient`), next to the test executable's target directory.
-pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    // Test executables live in target/<profile>/deps/, other binaries
-    // (banger-bench) in target/<profile>/ beside the binaries under test.
-    let mut dir = exe.parent().expect("executable dir");
-    if dir.file_name().is_some_and(|n| n == "deps") {
-        dir = dir.parent().expect("target profile dir");
-    }
-    let p = dir.join(name);
-    assert!(
-        p.is_file(),
-        "{} is missing; build the workspace binaries first (`cargo build --workspace --bins`, which `make test` does)",
-        p.display()
-    );
-    p
 }
 
 /// A directory that other test users can traverse, removed on drop.

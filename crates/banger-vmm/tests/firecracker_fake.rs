@@ -263,7 +263,13 @@ fn the_vmm_runs_as_the_requested_user_and_can_use_its_files() {
     let mut spec = sample_spec(dir.path());
     let nobody = (65534, 65534);
     spec.run_as = Some(nobody);
-    let mut vm = launch(&driver(), &spec).unwrap();
+    // The unprivileged VMM must be able to execute its binary: the build's
+    // copy may sit in a checkout other users cannot enter (e.g. under a
+    // 0700 /root), so it runs from a copy in the test's own directory.
+    let binary = dir.path().join("firecracker");
+    std::fs::copy(fake_binary(), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut vm = launch(&FirecrackerDriver::new(binary), &spec).unwrap();
     let status = std::fs::read_to_string(format!("/proc/{}/status", vm.pid())).unwrap();
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     let uids: Vec<&str> = uid_line.split_whitespace().skip(1).collect();

@@ -28,14 +28,18 @@
 //! [`KvmProbe::arch_capabilities_msr`]; [`KvmProbe::verdict`] counts a refusal
 //! as `PresentUnusable`, as it does `pvm_host`.
 //!
-//! Measured on the lab PVM host (Linux 6.18.44): 0x10a is listed, advertised
-//! as 0x4000_0000_0c00_0069 (CPUID.7.0:EDX[29] set), and `KVM_SET_MSRS` of
-//! that value on a fresh vCPU returns 0 (0 of 1 written), with or without
-//! `KVM_SET_CPUID2`. Single advertised bits (0x69, bit 30) are refused too;
-//! only 0 is accepted, and `KVM_GET_MSRS` on the vCPU then reads 0. The probe
-//! reports `Refused { value: 0x4000_0000_0c00_0069, error: "KVM_SET_MSRS
-//! wrote 0 of 1 MSRs" }`. Firecracker's `KVM_EXIT_INTERNAL_ERROR` comes later,
-//! inside the stock kernel's boot, and is not reproduced by either test.
+//! What a PVM host answers differs from host to host (LAB.md). On one
+//! (Linux 6.18.44) 0x10a is listed, advertised as 0x4000_0000_0c00_0069
+//! (CPUID.7.0:EDX[29] set), and `KVM_SET_MSRS` of that value on a fresh vCPU
+//! returns 0 (0 of 1 written), with or without `KVM_SET_CPUID2`; only 0 is
+//! accepted. The probe reports `Refused { value: 0x4000_0000_0c00_0069,
+//! error: "KVM_SET_MSRS wrote 0 of 1 MSRs" }`. On another (also 6.18) the
+//! advertised 0x4000_0000_0c08_e0eb is accepted: `Accepted { .. }`, and only
+//! `pvm_host` makes the verdict `PresentUnusable`. Tests therefore compare
+//! the probe with an independent one (banger-testkit's `hostcheck`) instead
+//! of expecting either answer. Firecracker's `KVM_EXIT_INTERNAL_ERROR` comes
+//! later, inside the stock kernel's boot, and is not reproduced by either
+//! test.
 
 use std::ffi::c_void;
 use std::path::Path;
@@ -500,31 +504,26 @@ mod tests {
         }
     }
 
+    /// What holds whatever this host's KVM does with the MSR (hosts differ:
+    /// LAB.md). Whether the outcome is the right one for this host is
+    /// checked against an independent raw-ioctl probe in banger-testkit's
+    /// `tests/host_probes.rs`.
     #[test]
-    fn arch_capabilities_test_matches_the_host() {
+    fn arch_capabilities_outcome_is_consistent() {
         require_kvm();
         let p = probe_kvm();
         eprintln!("{:#?}", p.arch_capabilities_msr);
         assert_eq!(p.device, DeviceState::Present, "{p:#?}");
-        assert_ne!(p.arch_capabilities_msr, MsrTest::NotRun);
-        if let MsrTest::Refused { error, .. } = &p.arch_capabilities_msr {
-            assert!(!error.is_empty());
+        match &p.arch_capabilities_msr {
+            MsrTest::NotRun => panic!("KVM is present but the MSR test did not run: {p:#?}"),
+            MsrTest::Refused { error, .. } => {
+                assert!(!error.is_empty());
+                assert_eq!(p.verdict(), KvmVerdict::PresentUnusable);
+            }
+            MsrTest::NotAdvertised | MsrTest::Accepted { .. } => {}
         }
-        if Path::new(PVM_MODULE_DIR).exists() {
-            // PVM refuses the value it advertises: QEMU's "failed to set MSR 0x10a".
-            assert!(
-                matches!(p.arch_capabilities_msr, MsrTest::Refused { .. }),
-                "{:?}",
-                p.arch_capabilities_msr
-            );
-            assert_eq!(p.verdict(), KvmVerdict::PresentUnusable);
-        } else if grep_hw_virt() {
-            assert!(
-                !matches!(p.arch_capabilities_msr, MsrTest::Refused { .. }),
-                "hardware KVM must accept its own IA32_ARCH_CAPABILITIES: {:?}",
-                p.arch_capabilities_msr
-            );
-        }
+        // The host's answer does not change between two asks.
+        assert_eq!(probe_kvm().arch_capabilities_msr, p.arch_capabilities_msr);
     }
 
     #[test]

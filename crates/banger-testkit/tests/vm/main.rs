@@ -44,7 +44,7 @@ fn vm_lifecycle_end_to_end() {
     let ns = NetNs::new();
     let tmp = shared_tempdir();
     let _reaper = VmReaper(tmp.path().to_path_buf());
-    let mut d = Daemon::start(&ns, tmp.path());
+    let mut d = start_daemon(&ns, tmp.path());
     register_default_image(&ns, &d);
 
     // Two VMs created concurrently: distinct names, addresses and taps.
@@ -167,7 +167,7 @@ fn vm_lifecycle_end_to_end() {
         1,
         "the VM died with the daemon"
     );
-    d = Daemon::start(&ns, tmp.path());
+    d = start_daemon(&ns, tmp.path());
     assert_eq!(vm(&ns, &d, "alpha")["state"], "running");
     let again = ok(&ns, &d, &["vm", "ssh", "alpha", "--", "hostname"]);
     assert_eq!(again.trim(), "alpha");
@@ -234,7 +234,7 @@ fn refusals() {
     let ns = NetNs::new();
     let tmp = shared_tempdir();
     let _reaper = VmReaper(tmp.path().to_path_buf());
-    let d = Daemon::start(&ns, tmp.path());
+    let d = start_daemon(&ns, tmp.path());
     register_default_image(&ns, &d);
     for (args, code, needle) in [
         (

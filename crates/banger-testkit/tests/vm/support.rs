@@ -2,7 +2,7 @@
 //! test namespace (so it can be killed and restarted with its VMs alive),
 //! the default Debian image, and the `banger` CLI run inside the namespace.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,21 @@ impl Drop for VmReaper {
 
 /// `bangerd --dev` inside the test namespace.
 pub type Daemon = NsDaemon;
+
+/// Start the daemon with `dir` as its home, its owner config pinning QEMU
+/// as the default VMM: these tests boot under QEMU on every host, including
+/// one whose KVM and `firecracker` on `PATH` would make Firecracker the
+/// default. Keeps whatever else the config already says.
+pub fn start_daemon(ns: &NetNs, dir: &Path) -> Daemon {
+    let config = dir.join(".config/banger/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    let mut text = std::fs::read_to_string(&config).unwrap_or_default();
+    if !text.contains("default_vmm") {
+        text.push_str("\n[vm]\ndefault_vmm = \"qemu\"\n");
+        std::fs::write(&config, text).unwrap();
+    }
+    Daemon::start(ns, dir)
+}
 
 /// `banger ARGS` inside the namespace (so `vm ssh` reaches the guest).
 pub fn banger(ns: &NetNs, d: &Daemon, args: &[&str]) -> Output {

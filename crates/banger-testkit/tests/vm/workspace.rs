@@ -138,7 +138,7 @@ fn workspace_round_trip() {
     make_home(tmp.path());
     let src = tmp.path().join("src");
     let repo = make_repo(&src);
-    let mut d = Daemon::start(&ns, tmp.path());
+    let mut d = start_daemon(&ns, tmp.path());
     register_default_image(&ns, &d);
 
     // Refused before anything is allocated.
