@@ -50,9 +50,11 @@ man: build
 demo:
 	scripts/demo.sh
 
-# `make smoke`: as root on a real systemd host with working KVM and a
-# Firecracker binary on PATH (not the CI host): install, a Firecracker VM,
-# SSH, workspace prepare/export, restart, delete, uninstall. Refuses (exit 2)
-# on a host without systemd as PID 1, KVM or firecracker. See scripts/smoke.sh.
+# `make smoke`: as root on a real systemd host with working KVM, a
+# Firecracker binary on PATH and jq (not the CI host): runs the shared
+# scenario scripts/system-scenario.sh with Firecracker — the same script the
+# system_guest_nspawn test runs with QEMU in a container. Refuses (exit 2)
+# on a host without systemd as PID 1, KVM, firecracker or jq. See
+# scripts/smoke.sh.
 smoke: build
 	scripts/smoke.sh
