@@ -12,7 +12,7 @@
 //!
 //! New root disks take the first that works: dm-snapshot where
 //! `/dev/mapper/control` exists, `DM_VERSION` succeeds on it (the process
-//! has `CAP_SYS_ADMIN`; `bangerd-root` in system mode does not) and
+//! has `CAP_SYS_ADMIN`: root in dev mode, `bangerd-root` through its unit) and
 //! `dmsetup` is installed, else reflink, else the sparse copy. A driver
 //! declines with [`VmOpError::SnapshotUnsupported`] and the next is tried:
 //! reflink when the filesystem has no `FICLONE`, dm when the kernel refuses
