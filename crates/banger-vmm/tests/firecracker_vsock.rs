@@ -137,3 +137,72 @@ fn waiting_on_a_vm_whose_vmm_died_fails_fast_with_its_exit() {
     vm.kill().unwrap();
     assert!(!alive(pid));
 }
+
+/// Issue #13 finding 1: root bound the readiness socket inside the
+/// owner-writable `run/` and then `chown`ed it by path, following symlinks:
+/// an owner swapping `run/vsock.sock_52` with a symlink
+/// (`renameat2(RENAME_EXCHANGE)`) made root hand any file to the owner. Here
+/// a racing thread does exactly that, thousands of times, while the listener
+/// binds for a VMM of another uid; the root-owned sentinel the symlink points
+/// at keeps its owner and mode. Needs root.
+#[test]
+fn a_racing_owner_cannot_redirect_the_ready_socket() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    assert_eq!(
+        rustix::process::geteuid().as_raw(),
+        0,
+        "this test needs root (it binds as root for a VMM of another uid)"
+    );
+    let base = tempfile::tempdir().unwrap();
+    let sentinel = base.path().join("sentinel");
+    std::fs::write(&sentinel, "root's").unwrap();
+    std::fs::set_permissions(&sentinel, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = base.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::os::unix::fs::symlink(&sentinel, run.join("decoy")).unwrap();
+    let mut spec = sample_spec(&run);
+    spec.run_as = Some((65534, 65534));
+
+    let stop = AtomicBool::new(false);
+    let (mut bound, mut refused) = (0u32, 0u32);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            let dir = std::fs::File::open(&run).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let _ = rustix::fs::renameat_with(
+                    &dir,
+                    "decoy",
+                    &dir,
+                    "vsock.sock_52",
+                    rustix::fs::RenameFlags::EXCHANGE,
+                );
+            }
+        });
+        for _ in 0..3000 {
+            match ReadyListener::bind(&spec, READY_PORT) {
+                Ok(l) => {
+                    bound += 1;
+                    drop(l);
+                }
+                Err(_) => refused += 1,
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+    });
+    let m = std::fs::metadata(&sentinel).unwrap();
+    assert_eq!(
+        (m.uid(), m.gid(), m.mode() & 0o7777),
+        (0, 0, 0o600),
+        "root changed the sentinel through the readiness socket ({bound} binds, {refused} refused)"
+    );
+    assert_eq!(std::fs::read_to_string(&sentinel).unwrap(), "root's");
+    eprintln!("{bound} binds, {refused} refused; the sentinel is untouched");
+    assert!(bound > 0, "no bind succeeded: the test raced nothing");
+
+    // A run directory reached through a symlink is refused outright.
+    let link = base.path().join("runlink");
+    std::os::unix::fs::symlink(&run, &link).unwrap();
+    let err = ReadyListener::bind(&sample_spec(&link), READY_PORT).unwrap_err();
+    assert!(err.to_string().contains("opening the directory"), "{err}");
+}

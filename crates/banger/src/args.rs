@@ -55,9 +55,9 @@ pub enum Command {
     Doctor(doctor::DoctorArgs),
     /// Show or tear down the host network banger manages
     Host(host::HostArgs),
-    /// Kernels VMs boot: list, import, remove
+    /// Kernels VMs boot: ls, import, pull, rm
     Kernel(kernel::KernelArgs),
-    /// Images VMs are made from: list, show, register, remove
+    /// Images VMs are made from: ls, show, register, build, pull, promote, refresh, rm
     Image(image::ImageArgs),
     /// Create, run and reach VMs
     Vm(vm::VmArgs),
@@ -65,7 +65,7 @@ pub enum Command {
     Op(op::OpArgs),
     /// Put a git checkout into a VM and bring the work back as a branch
     Workspace(workspace::WorkspaceArgs),
-    /// Install banger's services on this host
+    /// banger's services on this host: install, status, restart, uninstall
     System(system::SystemArgs),
     /// Print the versions of banger and of the running daemon
     Version(version::VersionArgs),
@@ -79,6 +79,54 @@ pub enum Command {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    /// Every subcommand of a group: named in the group's one-line help when
+    /// that line lists them (`…: a, b, c`), and in docs/cli.md's table.
+    #[test]
+    fn every_subcommand_is_in_its_group_help_and_in_cli_md() {
+        let doc = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/cli.md"),
+        )
+        .unwrap();
+        // `banger GROUP a\|b\|c …` cells of the table: GROUP -> {a, b, c}.
+        let mut documented: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for cell in doc.split('`').skip(1).step_by(2) {
+            let mut words = cell.split_whitespace();
+            if words.next() != Some("banger") {
+                continue;
+            }
+            let Some(group) = words.next() else { continue };
+            // Lower-case words are commands (`ID\|wait` holds `wait`);
+            // arguments are upper case, options start with `-` or `[`.
+            let subs = words
+                .flat_map(|w| w.split("\\|"))
+                .filter(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_lowercase()));
+            documented
+                .entry(group.to_string())
+                .or_default()
+                .extend(subs.map(str::to_string));
+        }
+        let cli = Cli::command();
+        for group in cli.get_subcommands() {
+            let name = group.get_name();
+            let about = group.get_about().map(|a| a.to_string()).unwrap_or_default();
+            for sub in group.get_subcommands() {
+                let sub = sub.get_name();
+                if let Some((_, list)) = about.split_once(": ") {
+                    assert!(
+                        list.split(", ").any(|w| w == sub),
+                        "`banger {name} --help` lists its commands as {list:?} without {sub}"
+                    );
+                }
+                assert!(
+                    documented
+                        .get(name)
+                        .is_some_and(|d| d.iter().any(|d| d == sub)),
+                    "docs/cli.md has no row for `banger {name} {sub}`"
+                );
+            }
+        }
+    }
 
     #[test]
     fn command_definition_is_consistent() {

@@ -424,8 +424,11 @@ impl VmHost {
             let ready = p.ready();
             let (vmm, pid, adopted) = (*vmm, p.pid(), matches!(p, Proc::Adopted { .. }));
             if !running {
-                procs.remove(vm_id);
+                // Dropped after the table's lock: ending the readiness
+                // thread may wait (bounded), and no other VM should.
+                let gone = procs.remove(vm_id);
                 drop(procs);
+                drop(gone);
                 self.journal_vmm(None, vm_id)?;
             }
             return Ok(Some(VmmState {

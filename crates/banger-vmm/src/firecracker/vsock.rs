@@ -16,9 +16,13 @@
 //! on it afterwards; [`wait_ready_vsock`] does both in one call for guests
 //! whose unit retries until it connects.
 
+use std::ffi::{OsStr, OsString};
 use std::io::{BufRead as _, BufReader};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 use std::time::{Duration, Instant};
 
 use crate::{LaunchSpec, VmmError};
@@ -43,38 +47,92 @@ pub fn guest_port_socket(spec: &LaunchSpec, port: u32) -> PathBuf {
 
 /// A bound listener for the guest's readiness connection. The socket file is
 /// removed when this is dropped.
+///
+/// Root binds it inside the VM's `run/` directory, which the VMM's user
+/// (the owner in system mode) can write. So nothing here acts on a path
+/// that user could redirect: `run/` is opened once without following any
+/// symlink, the socket is bound relative to that descriptor (a thread with
+/// its own working directory and umask), it is never `chown`ed (it is made
+/// connectable by mode instead: `run/` itself admits only its owner), and
+/// it is removed with `unlinkat` only while the name still holds the inode
+/// that was bound.
 #[derive(Debug)]
 pub struct ReadyListener {
     path: PathBuf,
+    dir: OwnedFd,
+    name: OsString,
+    /// Device and inode of the bound socket file.
+    node: (u64, u64),
     listener: UnixListener,
 }
 
 impl ReadyListener {
     /// Bind `<vsock_socket>_<port>`. A stale socket from an earlier run is
-    /// replaced; any other file there is refused. When the VMM runs as
-    /// another user the socket is handed to that user, since Firecracker
-    /// connects to it with the VMM's credentials.
+    /// replaced; any other file there is refused, and so is a run directory
+    /// reached through a symlink. When the VMM runs as another user the
+    /// socket's mode lets that user connect (Firecracker connects with the
+    /// VMM's credentials); the socket stays the binder's.
     pub fn bind(spec: &LaunchSpec, port: u32) -> Result<Self, VmmError> {
         let path = guest_port_socket(spec, port);
-        super::spec::remove_stale_socket(&path)?;
-        let listener = UnixListener::bind(&path).map_err(|source| VmmError::Io {
-            what: format!("binding the vsock readiness socket {}", path.display()),
-            source,
-        })?;
-        let guard = ReadyListener { path, listener };
-        if let Some((uid, gid)) = spec.run_as {
-            rustix::fs::chown(
-                &guard.path,
-                Some(rustix::fs::Uid::from_raw(uid)),
-                Some(rustix::fs::Gid::from_raw(gid)),
-            )
-            .map_err(|e| VmmError::Io {
+        let io = |what: &str, e: std::io::Error| VmmError::Io {
+            what: format!("{what} the vsock readiness socket {}", path.display()),
+            source: e,
+        };
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(io(
+                "placing",
+                std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            ));
+        };
+        let name = name.to_os_string();
+        let dir = rustix::fs::openat2(
+            rustix::fs::CWD,
+            parent,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS,
+        )
+        .map_err(|e| io("opening the directory of", e.into()))?;
+        match rustix::fs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(io("inspecting", e.into())),
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Socket => {
+                rustix::fs::unlinkat(&dir, name.as_os_str(), AtFlags::empty())
+                    .map_err(|e| io("removing the stale", e.into()))?;
+            }
+            Ok(_) => {
+                return Err(VmmError::InvalidSpec {
+                    vmm: VMM,
+                    what: format!(
+                        "{} exists and is not a socket; refusing to replace it",
+                        path.display()
+                    ),
+                });
+            }
+        }
+        // 0777 when another user's VMM must connect (only `run/`'s owner can
+        // reach it), else 0700.
+        let umask = if spec.run_as.is_some() { 0 } else { 0o077 };
+        let listener = bind_beneath(&dir, &name, umask).map_err(|e| io("binding", e))?;
+        let st = rustix::fs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io("inspecting", e.into()))?;
+        let guard = ReadyListener {
+            path,
+            dir,
+            name,
+            node: (st.st_dev, st.st_ino),
+            listener,
+        };
+        if FileType::from_raw_mode(st.st_mode) != FileType::Socket
+            || st.st_uid != rustix::process::geteuid().as_raw()
+        {
+            return Err(VmmError::InvalidSpec {
+                vmm: VMM,
                 what: format!(
-                    "handing the vsock readiness socket {} to uid {uid}",
+                    "{} was replaced right after it was bound; refusing it",
                     guard.path.display()
                 ),
-                source: e.into(),
-            })?;
+            });
         }
         guard
             .listener
@@ -188,9 +246,39 @@ impl ReadyListener {
 }
 
 impl Drop for ReadyListener {
+    /// Remove the socket — only while the name still holds the bound inode,
+    /// relative to the directory opened at bind time.
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        let name = self.name.as_os_str();
+        if let Ok(st) = rustix::fs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            && (st.st_dev, st.st_ino) == self.node
+        {
+            let _ = rustix::fs::unlinkat(&self.dir, name, AtFlags::empty());
+        }
     }
+}
+
+/// Bind `name` inside `dir` with `umask`, on a short-lived thread that has
+/// its own working directory and umask (`unshare(CLONE_FS)`), so the bind
+/// resolves no path but the final name and the process's umask is never
+/// touched. `bind` never follows a symlink at the final name: an existing
+/// entry makes it fail.
+fn bind_beneath(dir: &OwnedFd, name: &OsStr, umask: u32) -> std::io::Result<UnixListener> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: unshare(CLONE_FS) takes no pointers; it gives only
+            // this thread its own cwd/umask, which it changes below and
+            // which end with it.
+            if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            rustix::process::fchdir(dir)?;
+            rustix::process::umask(Mode::from_raw_mode(umask));
+            UnixListener::bind(name)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the bind thread panicked")))
+    })
 }
 
 fn port_of(path: &Path) -> String {

@@ -9,15 +9,19 @@
 //! be an absolute path to an executable regular file that only root can
 //! change (root-owned, not group/other-writable, nor its directories), and
 //! not below `/home`, `/root` or `/run/user`, which the helper's unit hides
-//! (`ProtectHome=yes`).
+//! (`ProtectHome=yes`), nor `/tmp` or `/var/tmp`, of which it sees a private
+//! copy (`PrivateTmp=yes`) that the VMMs' uid could write. What is recorded
+//! is the canonical path (symlinks resolved), the one whose directories
+//! were checked: a symlink on the way, which someone else might be able to
+//! repoint later, is never re-resolved by the helper.
 
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use banger_proto::install::InstallVmm;
 
-/// Directories the helper's unit cannot see.
-const HIDDEN: &[&str] = &["/home", "/root", "/run/user"];
+/// Directories the helper's unit cannot see, or sees a private copy of.
+const HIDDEN: &[&str] = &["/home", "/root", "/run/user", "/tmp", "/var/tmp"];
 
 /// The default program names looked up on `PATH` when no flag is given.
 pub const QEMU: &str = "qemu-system-x86_64";
@@ -47,7 +51,7 @@ pub enum VmmBinError {
         why: String,
     },
     #[error(
-        "--{flag} {}: below {hidden}, which bangerd-root.service cannot see (ProtectHome=yes); install it elsewhere, e.g. /usr/local/bin",
+        "--{flag} {}: below {hidden}, which bangerd-root.service cannot see (ProtectHome=yes) or sees a private copy of (PrivateTmp=yes); install it elsewhere, e.g. /usr/local/bin",
         path.display()
     )]
     Hidden {
@@ -84,7 +88,7 @@ pub fn choose(
                 }
             },
         };
-        check(flag, &path).map(|()| Some(path))
+        check(flag, &path).map(Some)
     };
     let qemu_bin = pick("qemu-bin", &given.qemu_bin, QEMU)?;
     let firecracker_bin = pick("firecracker-bin", &given.firecracker_bin, FIRECRACKER)?;
@@ -102,8 +106,9 @@ pub fn on_path(name: &str) -> Option<PathBuf> {
     banger_host::runner::resolve(name.as_ref()).and_then(|p| std::path::absolute(p).ok())
 }
 
-/// `path` is fit to be launched by the root helper.
-pub fn check(flag: &'static str, path: &Path) -> Result<(), VmmBinError> {
+/// `path` is fit to be launched by the root helper: its canonical form,
+/// which is what gets recorded.
+pub fn check(flag: &'static str, path: &Path) -> Result<PathBuf, VmmBinError> {
     if !path.is_absolute() {
         return Err(VmmBinError::Relative {
             flag,
@@ -139,6 +144,14 @@ pub fn check(flag: &'static str, path: &Path) -> Result<(), VmmBinError> {
         path: path.to_path_buf(),
         source,
     })?;
+    // The target may lie where the lexical path did not.
+    if let Some(hidden) = HIDDEN.iter().copied().find(|h| real.starts_with(h)) {
+        return Err(VmmBinError::Hidden {
+            flag,
+            path: path.to_path_buf(),
+            hidden,
+        });
+    }
     for at in real.ancestors() {
         let m = inspect(at)?;
         let why = if m.uid() != 0 {
@@ -160,7 +173,7 @@ pub fn check(flag: &'static str, path: &Path) -> Result<(), VmmBinError> {
             });
         }
     }
-    Ok(())
+    Ok(real)
 }
 
 #[cfg(test)]
@@ -175,13 +188,14 @@ mod tests {
         p
     }
 
-    /// A private root-owned directory under /tmp (the tests run as root).
+    /// A private root-owned directory under /run (the tests run as root;
+    /// /tmp and /var/tmp are refused as the helper cannot use them).
     fn root_dir() -> tempfile::TempDir {
         assert!(
             rustix::process::geteuid().is_root(),
             "these tests need root (root-owned files)"
         );
-        tempfile::tempdir_in("/var/tmp").unwrap()
+        tempfile::tempdir_in("/run").unwrap()
     }
 
     #[test]
@@ -210,8 +224,20 @@ mod tests {
     fn unfit_binaries_are_refused_naming_why() {
         let dir = root_dir();
         let ok = root_owned_exe(dir.path(), "ok", 0o755);
-        check("firecracker-bin", &ok).unwrap();
+        assert_eq!(check("firecracker-bin", &ok).unwrap(), ok);
+        // A symlink is recorded as its target, whose directories were checked.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&ok, &link).unwrap();
+        assert_eq!(check("firecracker-bin", &link).unwrap(), ok);
+        // The helper sees a private /tmp: never recorded there, lexically or
+        // through a symlink.
+        let in_tmp = tempfile::tempdir_in("/tmp").unwrap();
+        let tmp_exe = root_owned_exe(in_tmp.path(), "fc", 0o755);
+        let via = dir.path().join("via-tmp");
+        std::os::unix::fs::symlink(&tmp_exe, &via).unwrap();
         let cases: Vec<(PathBuf, &str)> = vec![
+            (tmp_exe.clone(), "PrivateTmp"),
+            (via.clone(), "PrivateTmp"),
             (PathBuf::from("bin/firecracker"), "absolute"),
             (PathBuf::from("/home/dev/firecracker"), "ProtectHome"),
             (PathBuf::from("/root/firecracker"), "ProtectHome"),
