@@ -45,6 +45,10 @@ pub enum CliError {
         #[source]
         source: io::Error,
     },
+    /// The daemon's answer for `vm ssh` holds a value that could be read
+    /// as an ssh option or change ssh's configuration: refused, not run.
+    #[error("the daemon's SSH target has an unsafe {field}: {value:?}")]
+    UnsafeSshTarget { field: &'static str, value: String },
     #[error("reading {}", path.display())]
     ReadFile {
         path: PathBuf,

@@ -109,6 +109,7 @@ impl Exit {
             | CliError::WriteManPage { .. }
             | CliError::RenderManPage { .. }
             | CliError::Exec { .. }
+            | CliError::UnsafeSshTarget { .. }
             | CliError::ReadFile { .. } => Exit::Failure,
         }
     }
@@ -171,6 +172,7 @@ impl Exit {
             | CliError::ReadFile { .. } => "io",
             CliError::Exec { .. } => "exec_failed",
             CliError::RenderManPage { .. } => "internal",
+            CliError::UnsafeSshTarget { .. } => "protocol_error",
         }
     }
 }

@@ -225,6 +225,7 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
     if let (VmCommand::Ssh { command, .. }, VmResponse::Ssh(t)) = (&args.command, &resp)
         && !settings.json
     {
+        check_ssh_target(t)?;
         let cmd = Cmd::new("ssh")
             .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
             .arg("-o")
@@ -233,6 +234,8 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
             .arg(format!("HostKeyAlias={}", t.host_key_alias))
             .args(["-o", "LogLevel=ERROR", "-i"])
             .arg(&t.identity)
+            // Options end here: nothing after is read as one.
+            .arg("--")
             .arg(format!("{}@{}", t.user, t.ip))
             .args(command);
         let err = Runner.exec_replace(&cmd);
@@ -395,5 +398,93 @@ mod tests {
         assert!(parse_size("8X").is_err());
         assert!(parse_size("G").is_err());
         assert!(parse_size("99999999999T").is_err());
+    }
+}
+
+/// The daemon's `vm ssh` answer becomes ssh's argv, possibly under sudo: a
+/// daemon (the owner, in system mode) must not be able to slip in an option
+/// (`-oProxyCommand=…` as the user) or a second configuration line (a line
+/// break inside an `-o` value). User names and the host key alias are
+/// allow-listed; the two paths must be absolute, without control
+/// characters.
+fn check_ssh_target(t: &banger_proto::vm::SshTarget) -> Result<(), CliError> {
+    let bad = |field, value: &str| {
+        Err(CliError::UnsafeSshTarget {
+            field,
+            value: value.to_string(),
+        })
+    };
+    let user_ok = t
+        .user
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && t.user.len() <= 32
+        && t.user
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !user_ok {
+        return bad("user", &t.user);
+    }
+    let alias_ok = t
+        .host_key_alias
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
+        && t.host_key_alias
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    if !alias_ok {
+        return bad("host key alias", &t.host_key_alias);
+    }
+    for (field, path) in [("identity", &t.identity), ("known_hosts", &t.known_hosts)] {
+        if !path.starts_with('/') || path.chars().any(|c| c.is_control()) {
+            return bad(field, path);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod ssh_target_tests {
+    use super::*;
+    use banger_proto::vm::SshTarget;
+
+    fn target() -> SshTarget {
+        SshTarget {
+            name: "dev".into(),
+            ip: "172.30.0.2".parse().unwrap(),
+            user: "banger".into(),
+            identity: "/home/dev/.config/banger/ssh/id_ed25519".into(),
+            known_hosts: "/var/lib/banger/ssh/known_hosts".into(),
+            host_key_alias: "dev.vm".into(),
+        }
+    }
+
+    /// Issue #13 finding 12: a daemon-supplied user name like
+    /// `-oProxyCommand=…` became an ssh option under `sudo banger vm ssh`.
+    #[test]
+    fn a_daemon_cannot_smuggle_ssh_options() {
+        assert!(check_ssh_target(&target()).is_ok());
+        type Spoil = fn(&mut SshTarget);
+        let cases: [(&str, Spoil); 7] = [
+            ("user", |t| t.user = "-oProxyCommand=touch /tmp/x".into()),
+            ("user", |t| t.user = "a b".into()),
+            ("user", |t| t.user = String::new()),
+            ("host key alias", |t| t.host_key_alias = "-x".into()),
+            ("host key alias", |t| {
+                t.host_key_alias = "dev.vm\nProxyCommand x".into()
+            }),
+            ("identity", |t| t.identity = "relative/key".into()),
+            ("known_hosts", |t| {
+                t.known_hosts = "/k\nProxyCommand=x".into()
+            }),
+        ];
+        for (field, spoil) in cases {
+            let mut t = target();
+            spoil(&mut t);
+            let e = check_ssh_target(&t).unwrap_err().to_string();
+            assert!(e.contains(field), "{e}");
+        }
     }
 }
