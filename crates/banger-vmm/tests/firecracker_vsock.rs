@@ -160,6 +160,8 @@ fn a_racing_owner_cannot_redirect_the_ready_socket() {
     std::fs::set_permissions(&sentinel, std::fs::Permissions::from_mode(0o600)).unwrap();
     let run = base.path().join("run");
     std::fs::create_dir(&run).unwrap();
+    // As in a VM directory: `run/` belongs to the VMM's user.
+    std::os::unix::fs::chown(&run, Some(65534), Some(65534)).unwrap();
     std::os::unix::fs::symlink(&sentinel, run.join("decoy")).unwrap();
     let mut spec = sample_spec(&run);
     spec.run_as = Some((65534, 65534));
@@ -190,6 +192,15 @@ fn a_racing_owner_cannot_redirect_the_ready_socket() {
         }
         stop.store(true, Ordering::Relaxed);
     });
+    // The socket is the VMM user's own, 0700: nothing root-owned is left
+    // in that user's directory.
+    let l = ReadyListener::bind(&spec, READY_PORT).unwrap();
+    let sock = std::fs::symlink_metadata(l.path()).unwrap();
+    assert_eq!(
+        (sock.uid(), sock.gid(), sock.mode() & 0o777),
+        (65534, 65534, 0o700)
+    );
+    drop(l);
     let m = std::fs::metadata(&sentinel).unwrap();
     assert_eq!(
         (m.uid(), m.gid(), m.mode() & 0o7777),

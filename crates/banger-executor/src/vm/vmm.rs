@@ -253,8 +253,11 @@ impl VmHost {
         })
     }
 
-    /// A fresh, owner-owned `run/` directory for the VMM's sockets.
-    fn fresh_run_dir(&self, vm_id: &str) -> Result<(), VmOpError> {
+    /// A fresh, owner-owned `run/` directory for the VMM's sockets, and the
+    /// descriptor of the very directory made: root works inside it only
+    /// through this descriptor, never by re-resolving its path (the owner
+    /// could move another directory into its place).
+    fn fresh_run_dir(&self, vm_id: &str) -> Result<OwnedFd, VmOpError> {
         let run = self.vm_dir(vm_id).join("run");
         // Relative to a descriptor of the VM dir, no symlink followed.
         self.remove_tree_beneath(vm_id, "run")?;
@@ -276,13 +279,33 @@ impl VmHost {
             rustix::fs::Mode::empty(),
         )
         .map_err(|e| io("opening", &run)(e.into()))?;
+        // The owner could have renamed another directory to `run` between
+        // the mkdir and the open: only the empty 0700 directory this process
+        // just made is handed over.
+        let st = rustix::fs::fstat(&fd).map_err(|e| io("inspecting", &run)(e.into()))?;
+        let empty = rustix::fs::Dir::read_from(&fd)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .all(|e| matches!(e.file_name().to_bytes(), b"." | b".."))
+            })
+            .unwrap_or(false);
+        if st.st_uid != rustix::process::geteuid().as_raw()
+            || st.st_mode & 0o7777 != 0o700
+            || !empty
+        {
+            return Err(VmOpError::Invalid {
+                what: "run directory",
+                value: run.display().to_string(),
+                reason: "was replaced while it was being created".into(),
+            });
+        }
         rustix::fs::fchown(
             &fd,
             Some(rustix::process::Uid::from_raw(self.owner.0)),
             Some(rustix::process::Gid::from_raw(self.owner.1)),
         )
         .map_err(|e| io("chown", &run)(e.into()))?;
-        Ok(())
+        Ok(fd)
     }
 
     pub(crate) fn launch(
@@ -307,7 +330,7 @@ impl VmHost {
             });
         }
         let ls = self.launch_spec(spec)?;
-        self.fresh_run_dir(&spec.vm_id)?;
+        let run_dir = self.fresh_run_dir(&spec.vm_id)?;
         let log_rel = self.vm_rel(&spec.vm_id, "vmm.log");
         let log: File =
             self.open_beneath(&log_rel, OFlags::CREATE | OFlags::WRONLY | OFlags::APPEND)?;
@@ -331,7 +354,7 @@ impl VmHost {
                     })?;
                 Proc::Qemu(vm)
             }
-            VmmKind::Firecracker => self.launch_firecracker(spec, &ls)?,
+            VmmKind::Firecracker => self.launch_firecracker(spec, &ls, run_dir)?,
         };
         let pid = proc.pid();
         // Re-adoption matches pid *and* start time; a VMM whose start time
@@ -350,10 +373,13 @@ impl VmHost {
             vmm: spec.vmm,
         };
         self.journal_vmm(Some(entry), &spec.vm_id)?;
-        self.procs
+        // A replaced entry (a racing launch) is dropped after the lock.
+        let replaced = self
+            .procs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(spec.vm_id.clone(), (spec.vmm, proc));
+        drop(replaced);
         Ok(self.describe(VmmState {
             vm_id: spec.vm_id.clone(),
             running: true,
@@ -367,7 +393,12 @@ impl VmHost {
         }))
     }
 
-    fn launch_firecracker(&self, spec: &LaunchVmSpec, ls: &LaunchSpec) -> Result<Proc, VmOpError> {
+    fn launch_firecracker(
+        &self,
+        spec: &LaunchVmSpec,
+        ls: &LaunchSpec,
+        run_dir: OwnedFd,
+    ) -> Result<Proc, VmOpError> {
         let unavailable = |reason: String| VmOpError::VmmUnavailable {
             vmm: "firecracker",
             reason,
@@ -393,9 +424,11 @@ impl VmHost {
         }
         // Bound before the launch: Firecracker forwards the guest's
         // connection only to a socket that already listens.
-        let listener = ReadyListener::bind(ls, READY_PORT).map_err(|source| VmOpError::Launch {
-            vm_id: spec.vm_id.clone(),
-            source,
+        let listener = ReadyListener::bind_in(run_dir, ls, READY_PORT).map_err(|source| {
+            VmOpError::Launch {
+                vm_id: spec.vm_id.clone(),
+                source,
+            }
         })?;
         let vm = FirecrackerDriver::new(binary)
             .launch(ls)

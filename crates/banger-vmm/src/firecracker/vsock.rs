@@ -50,12 +50,12 @@ pub fn guest_port_socket(spec: &LaunchSpec, port: u32) -> PathBuf {
 ///
 /// Root binds it inside the VM's `run/` directory, which the VMM's user
 /// (the owner in system mode) can write. So nothing here acts on a path
-/// that user could redirect: `run/` is opened once without following any
-/// symlink, the socket is bound relative to that descriptor (a thread with
-/// its own working directory and umask), it is never `chown`ed (it is made
-/// connectable by mode instead: `run/` itself admits only its owner), and
-/// it is removed with `unlinkat` only while the name still holds the inode
-/// that was bound.
+/// that user could redirect: `run/` is a descriptor (the executor's, of the
+/// directory it made; else opened once without following any symlink), the
+/// socket is bound by name relative to it, as the VMM's user, on a thread
+/// with its own working directory, umask and file-system ids, it is never
+/// `chown`ed, and it is removed with `unlinkat` only while the name still
+/// holds the inode that was bound.
 #[derive(Debug)]
 pub struct ReadyListener {
     path: PathBuf,
@@ -70,21 +70,11 @@ impl ReadyListener {
     /// Bind `<vsock_socket>_<port>`. A stale socket from an earlier run is
     /// replaced; any other file there is refused, and so is a run directory
     /// reached through a symlink. When the VMM runs as another user the
-    /// socket's mode lets that user connect (Firecracker connects with the
-    /// VMM's credentials); the socket stays the binder's.
+    /// socket is created as that user (Firecracker connects with the VMM's
+    /// credentials).
     pub fn bind(spec: &LaunchSpec, port: u32) -> Result<Self, VmmError> {
         let path = guest_port_socket(spec, port);
-        let io = |what: &str, e: std::io::Error| VmmError::Io {
-            what: format!("{what} the vsock readiness socket {}", path.display()),
-            source: e,
-        };
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-            return Err(io(
-                "placing",
-                std::io::Error::from(std::io::ErrorKind::InvalidInput),
-            ));
-        };
-        let name = name.to_os_string();
+        let parent = path.parent().unwrap_or(Path::new("/"));
         let dir = rustix::fs::openat2(
             rustix::fs::CWD,
             parent,
@@ -92,7 +82,32 @@ impl ReadyListener {
             Mode::empty(),
             ResolveFlags::NO_SYMLINKS,
         )
-        .map_err(|e| io("opening the directory of", e.into()))?;
+        .map_err(|e| VmmError::Io {
+            what: format!(
+                "opening the directory of the vsock readiness socket {}",
+                path.display()
+            ),
+            source: e.into(),
+        })?;
+        Self::bind_in(dir, spec, port)
+    }
+
+    /// [`ReadyListener::bind`] inside `dir`, a descriptor of the directory
+    /// `<vsock_socket>_<port>` lives in that the caller opened (the executor
+    /// passes the one it made, so no path is resolved at all).
+    pub fn bind_in(dir: OwnedFd, spec: &LaunchSpec, port: u32) -> Result<Self, VmmError> {
+        let path = guest_port_socket(spec, port);
+        let io = |what: &str, e: std::io::Error| VmmError::Io {
+            what: format!("{what} the vsock readiness socket {}", path.display()),
+            source: e,
+        };
+        let Some(name) = path.file_name() else {
+            return Err(io(
+                "placing",
+                std::io::Error::from(std::io::ErrorKind::InvalidInput),
+            ));
+        };
+        let name = name.to_os_string();
         match rustix::fs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
             Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(io("inspecting", e.into())),
@@ -110,10 +125,9 @@ impl ReadyListener {
                 });
             }
         }
-        // 0777 when another user's VMM must connect (only `run/`'s owner can
-        // reach it), else 0700.
-        let umask = if spec.run_as.is_some() { 0 } else { 0o077 };
-        let listener = bind_beneath(&dir, &name, umask).map_err(|e| io("binding", e))?;
+        // Created as the VMM's user (0700), who connects to it: nothing
+        // root-owned is left in that user's directory, and nothing is chowned.
+        let listener = bind_beneath(&dir, &name, spec.run_as).map_err(|e| io("binding", e))?;
         let st = rustix::fs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| io("inspecting", e.into()))?;
         let guard = ReadyListener {
@@ -123,9 +137,10 @@ impl ReadyListener {
             node: (st.st_dev, st.st_ino),
             listener,
         };
-        if FileType::from_raw_mode(st.st_mode) != FileType::Socket
-            || st.st_uid != rustix::process::geteuid().as_raw()
-        {
+        let expected_uid = spec
+            .run_as
+            .map_or_else(|| rustix::process::geteuid().as_raw(), |(uid, _)| uid);
+        if FileType::from_raw_mode(st.st_mode) != FileType::Socket || st.st_uid != expected_uid {
             return Err(VmmError::InvalidSpec {
                 vmm: VMM,
                 what: format!(
@@ -258,14 +273,19 @@ impl Drop for ReadyListener {
     }
 }
 
-/// Bind `name` inside `dir` with `umask`, on a short-lived thread that has
-/// its own working directory and umask (`unshare(CLONE_FS)`), so the bind
-/// resolves no path but the final name and the process's umask is never
-/// touched. `bind` never follows a symlink at the final name: an existing
-/// entry makes it fail.
-fn bind_beneath(dir: &OwnedFd, name: &OsStr, umask: u32) -> std::io::Result<UnixListener> {
+/// Bind `name` inside `dir` as `run_as` (else as this process), mode 0700,
+/// on a short-lived thread with its own working directory and umask
+/// (`unshare(CLONE_FS)`) and file-system ids (`setfsuid`/`setfsgid` are
+/// per thread), so the bind resolves no path but the final name and the
+/// rest of the process is never touched. `bind` never follows a symlink at
+/// the final name: an existing entry makes it fail.
+fn bind_beneath(
+    dir: &OwnedFd,
+    name: &OsStr,
+    run_as: Option<(u32, u32)>,
+) -> std::io::Result<UnixListener> {
     std::thread::scope(|s| {
-        s.spawn(|| {
+        let bind = || {
             // SAFETY: unshare(CLONE_FS) takes no pointers; it gives only
             // this thread its own cwd/umask, which it changes below and
             // which end with it.
@@ -273,11 +293,31 @@ fn bind_beneath(dir: &OwnedFd, name: &OsStr, umask: u32) -> std::io::Result<Unix
                 return Err(std::io::Error::last_os_error());
             }
             rustix::process::fchdir(dir)?;
-            rustix::process::umask(Mode::from_raw_mode(umask));
+            rustix::process::umask(Mode::from_raw_mode(0o077));
+            if let Some((uid, gid)) = run_as {
+                // SAFETY: setfsgid/setfsuid take plain integers and change
+                // only this thread's file-system ids (glibc does not
+                // broadcast them to other threads); the thread ends after
+                // the bind. Each returns the previous id, so a second call
+                // with the same value reports whether the first took.
+                let ok = unsafe {
+                    libc::setfsgid(gid);
+                    libc::setfsuid(uid);
+                    libc::setfsgid(gid) as u32 == gid && libc::setfsuid(uid) as u32 == uid
+                };
+                if !ok {
+                    return Err(std::io::Error::other(format!(
+                        "could not take file-system ids {uid}:{gid}"
+                    )));
+                }
+            }
             UnixListener::bind(name)
-        })
-        .join()
-        .unwrap_or_else(|_| Err(std::io::Error::other("the bind thread panicked")))
+        };
+        std::thread::Builder::new()
+            .name("ready-bind".into())
+            .spawn_scoped(s, bind)?
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the bind thread panicked")))
     })
 }
 

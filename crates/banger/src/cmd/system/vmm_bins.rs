@@ -156,7 +156,7 @@ pub fn check(flag: &'static str, path: &Path) -> Result<PathBuf, VmmBinError> {
         let m = inspect(at)?;
         let why = if m.uid() != 0 {
             Some(format!("owned by uid {}", m.uid()))
-        } else if m.mode() & 0o022 != 0 && !(m.is_dir() && m.mode() & 0o1000 != 0 && at != real) {
+        } else if m.mode() & 0o022 != 0 {
             Some(format!(
                 "writable by group or others (mode {:04o})",
                 m.mode() & 0o7777
