@@ -110,7 +110,9 @@ impl InstallError {
                 PlanError::OwnerRequired
                 | PlanError::OwnerUnknown { .. }
                 | PlanError::BinaryMissing { .. } => ErrorCode::NotFound,
-                PlanError::OwnerIsRoot { .. } => ErrorCode::PermissionDenied,
+                PlanError::OwnerIsRoot { .. } | PlanError::OwnerGroupIsRoot { .. } => {
+                    ErrorCode::PermissionDenied
+                }
                 PlanError::Unit(_) => ErrorCode::InvalidState,
                 PlanError::Lookup { .. }
                 | PlanError::BadEntry { .. }

@@ -51,6 +51,10 @@ pub enum PlanError {
         "user {name} has uid 0; banger's owner must be an ordinary user (bangerd never runs as root)"
     )]
     OwnerIsRoot { name: String },
+    #[error(
+        "user {name} has primary group 0 (root); banger's owner needs a group of its own: the helper's socket is shared with the owner's group, and tools and VMMs run with it"
+    )]
+    OwnerGroupIsRoot { name: String },
     #[error("finding the directory of the running banger")]
     CurrentExe(#[source] std::io::Error),
     #[error(
@@ -129,6 +133,9 @@ pub fn lookup_owner(runner: &Runner, name: &str) -> Result<OwnerAccount, PlanErr
     })?;
     if account.uid == 0 {
         return Err(PlanError::OwnerIsRoot { name: account.name });
+    }
+    if account.gid == 0 {
+        return Err(PlanError::OwnerGroupIsRoot { name: account.name });
     }
     Ok(account)
 }
@@ -355,6 +362,29 @@ mod tests {
         // Debian always has `daemon` (uid 1).
         let d = lookup_owner(&Runner, "daemon").unwrap();
         assert_eq!((d.name.as_str(), d.uid), ("daemon", 1));
+    }
+
+    /// An owner in group 0 would run tools and VMMs with gid 0 and share
+    /// the helper's socket with root's group: refused (second review).
+    #[test]
+    fn an_owner_in_the_root_group_is_refused() {
+        let name = format!("bgtgid0x{}", std::process::id());
+        Runner
+            .run(&Cmd::new("useradd").args([
+                "--system",
+                "--no-create-home",
+                "--gid",
+                "0",
+                "--shell",
+                "/usr/sbin/nologin",
+                &name,
+            ]))
+            .expect("useradd (needs root)");
+        let res = lookup_owner(&Runner, &name);
+        let _ = Runner.run(&Cmd::new("userdel").arg(&name));
+        let err = res.unwrap_err();
+        assert!(matches!(err, PlanError::OwnerGroupIsRoot { .. }), "{err}");
+        assert!(err.to_string().contains(&name), "{err}");
     }
 
     #[test]
