@@ -217,3 +217,24 @@ fn a_racing_owner_cannot_redirect_the_ready_socket() {
     let err = ReadyListener::bind(&sample_spec(&link), READY_PORT).unwrap_err();
     assert!(err.to_string().contains("opening the directory"), "{err}");
 }
+
+/// Second review A3: a connection that sends nothing held the readiness
+/// thread for the whole boot timeout (600 s in the executor), past any stop.
+/// It now costs at most `LINE_WAIT`.
+#[test]
+fn a_silent_connection_holds_the_wait_for_line_wait_at_most() {
+    use banger_vmm::firecracker::vsock::LINE_WAIT;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = sample_spec(dir.path());
+    let listener = ReadyListener::bind(&spec, READY_PORT).unwrap();
+    let silent = UnixStream::connect(port_socket(dir.path())).unwrap();
+    let started = Instant::now();
+    let err = listener.wait(Duration::from_secs(120)).unwrap_err();
+    let took = started.elapsed();
+    assert!(err.to_string().contains("no full line"), "{err}");
+    assert!(
+        took < LINE_WAIT + Duration::from_secs(2),
+        "a silent connection held the wait for {took:?}"
+    );
+    drop(silent);
+}

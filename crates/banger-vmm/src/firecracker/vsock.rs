@@ -38,6 +38,12 @@ pub const READY_MARKER: &str = "banger-guest-ready";
 /// Longest line read from the guest; a marker is a dozen bytes.
 const MAX_LINE: u64 = 256;
 
+/// Longest a connection may take to send its line: the guest's unit writes
+/// it as soon as it connects. Anyone else who can connect (the VMM's user)
+/// and then stalls holds the waiting thread no longer than this, not for
+/// the whole boot timeout.
+pub const LINE_WAIT: Duration = Duration::from_secs(5);
+
 /// Host socket Firecracker forwards guest connections on `port` to.
 pub fn guest_port_socket(spec: &LaunchSpec, port: u32) -> PathBuf {
     let mut s = spec.vsock_socket().into_os_string();
@@ -218,9 +224,11 @@ impl ReadyListener {
         };
         stream.set_nonblocking(false).map_err(io)?;
         // A guest that connects and then stalls gets at most the remaining
-        // time (and at least a moment to finish its line).
+        // time, capped at LINE_WAIT (and at least a moment to finish).
         stream
-            .set_read_timeout(Some(remaining.max(Duration::from_millis(200))))
+            .set_read_timeout(Some(
+                remaining.min(LINE_WAIT).max(Duration::from_millis(200)),
+            ))
             .map_err(io)?;
         let mut line = String::new();
         let mut reader = BufReader::new(std::io::Read::take(stream, MAX_LINE));
