@@ -187,8 +187,12 @@ as_owner banger workspace prepare "$vm" "$repo" >/dev/null
 as_owner banger vm ssh "$vm" -- "cd $name && echo scenario > scenario.txt && git add scenario.txt && \
     git -c user.name=scenario -c user.email=scenario@localhost commit -q -m 'scenario: from the guest'"
 as_owner banger workspace export "$vm" >/dev/null
-as_owner git -C "$repo" log --format=%s "banger/$vm" | grep -q "scenario: from the guest" ||
-    die "workspace export: branch banger/$vm does not hold the guest's commit"
+# Not `git log | grep -q`: grep exits at the first match, git's next write
+# then gets SIGPIPE, and pipefail fails the pipeline (seen once).
+subjects=$(as_owner git -C "$repo" log --format=%s "banger/$vm") ||
+    die "workspace export: no branch banger/$vm"
+grep -qx "scenario: from the guest" <<<"$subjects" ||
+    die "workspace export: branch banger/$vm does not hold the guest's commit: $subjects"
 [ -z "$(as_owner git -C "$repo" status --porcelain)" ] ||
     die "workspace export changed the host's working tree"
 ok "workspace prepare + guest commit + export: branch banger/$vm holds it; working tree untouched"
@@ -208,7 +212,7 @@ ok "vm ports: tcp 4711 as $vm.vm:4711"
 # tick, every few seconds).
 readopted() { # HELPER WHAT
     local deadline=$(($(date +%s) + 30))
-    until journalctl --no-pager -o cat "_PID=$1" | grep -qE "re-adopted a running VMM.*pid=$vmm_pid([^0-9]|$)"; do
+    until grep -qE "re-adopted a running VMM.*pid=$vmm_pid([^0-9]|$)" <<<"$(journalctl --no-pager -o cat "_PID=$1")"; do
         [ "$(date +%s)" -lt "$deadline" ] || die "bangerd-root (pid $1) did not re-adopt the VMM (pid $vmm_pid) after $2"
         sleep 0.5
     done
