@@ -48,12 +48,7 @@ fn bundle(dir: &Path) -> PathBuf {
     let file = std::fs::File::create(&out).unwrap();
     write_bundle(
         std::io::BufWriter::new(file),
-        &BundleFiles {
-            name: Some("debian"),
-            rootfs: &img.rootfs_ext4,
-            kernel: Some(&img.kernel),
-            initrd: Some(&img.initrd),
-        },
+        &BundleFiles::of_image("debian", &img),
         None,
     )
     .unwrap_or_else(|e| panic!("writing the bundle: {e:?}"));

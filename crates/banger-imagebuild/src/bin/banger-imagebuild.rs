@@ -90,13 +90,8 @@ fn write_bundle_file(img: &banger_imagebuild::BuiltImage, out: &Path) -> Result<
     let tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| fail("creating", &e))?;
     write_bundle(
         std::io::BufWriter::new(tmp.as_file()),
-        &BundleFiles {
-            // The name `image build debian` gives the default image.
-            name: Some("debian"),
-            rootfs: &img.rootfs_ext4,
-            kernel: Some(&img.kernel),
-            initrd: Some(&img.initrd),
-        },
+        // The name `image build debian` gives the default image.
+        &BundleFiles::of_image("debian", img),
         None,
     )
     .map_err(|e| fail("writing the bundle", &e))?;

@@ -17,6 +17,19 @@ pub struct BundleFiles<'a> {
     pub initrd: Option<&'a Path>,
 }
 
+impl<'a> BundleFiles<'a> {
+    /// The whole of a built image (root filesystem, kernel, initrd), named
+    /// `name`.
+    pub fn of_image(name: &'a str, img: &'a crate::BuiltImage) -> Self {
+        BundleFiles {
+            name: Some(name),
+            rootfs: &img.rootfs_ext4,
+            kernel: Some(&img.kernel),
+            initrd: Some(&img.initrd),
+        }
+    }
+}
+
 /// Write a bundle of `files` to `out` (zstd-compressed when `zstd_level`
 /// is given), manifest first. Returns the manifest written.
 pub fn write_bundle(
