@@ -85,9 +85,10 @@ owner_home=$(getent passwd "$owner" | cut -d: -f6)
 command -v jq >/dev/null || refuse "jq is missing (the scenario reads banger's --json output with it)"
 
 # --- The image, from the builder's cache ------------------------------------
-# `image build` needs a root daemon (dev mode), so the image comes from the
-# builder's cache: the scenario imports the kernel with the cached initrd
-# and registers the cached root filesystem, as the owner.
+# Firecracker boots an uncompressed vmlinux, so the image comes from the
+# builder's cache (filled by `make demo` or by the owner's `image build
+# debian`): the scenario imports the kernel unpacked from it, with the cached
+# initrd, and registers the cached root filesystem, as the owner.
 cache=${BANGER_CACHE_DIR:-/var/cache/banger}
 entry=$(find "$cache/debian" -mindepth 2 -maxdepth 2 -name image.txt -printf '%T@ %h\n' 2>/dev/null |
     sort -n | tail -n 1 | cut -d' ' -f2-)

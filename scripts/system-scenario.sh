@@ -10,7 +10,8 @@
 #
 #    1. banger system install --owner OWNER   (both units active, status healthy)
 #    2. bangerd: the owner's uid, no capabilities
-#    3. the image, as OWNER: `image pull BUNDLE` or `kernel import` +
+#    3. the image, as OWNER: `image build debian` (the root helper builds it
+#       into root's cache), `image pull BUNDLE`, or `kernel import` +
 #       `image register` (SCENARIO_IMAGE)
 #    4. as OWNER: vm create --vmm VMM --wait; the VMM runs as a non-root uid
 #    5. as OWNER: vm ssh -- uname -a
@@ -32,6 +33,7 @@
 #   SCENARIO_BIN    directory with banger, bangerd, bangerd-root (required)
 #   SCENARIO_VMM    qemu | firecracker (default qemu)
 #   SCENARIO_IMAGE  where the image comes from (required), one of
+#                     build:SUITE                    `image build debian --suite SUITE`
 #                     bundle:PATH                    an image bundle (docs/images.md)
 #                     files:KERNEL:INITRD:ROOTFS     kernel import + image register
 #                   Paths must be readable by bangerd: the read-only OS or
@@ -140,6 +142,12 @@ ok "bangerd runs as uid $owner_uid with no capabilities"
 
 # --- 3. the image -------------------------------------------------------------
 case $source in
+    build:*)
+        as_owner banger image build debian --suite "${source#build:}" --name "$image" >/dev/null
+        # mmdebstrap needs root: the owner's daemon must have asked the helper.
+        [ "$(journalctl --no-pager -o cat -u bangerd-root.service | grep -c 'build_debian_image')" -gt 0 ] ||
+            die "the helper's journal shows no build_debian_image operation"
+        ;;
     bundle:*)
         as_owner banger image pull "${source#bundle:}" --name "$image" >/dev/null
         ;;
@@ -148,7 +156,7 @@ case $source in
         as_owner banger kernel import "$kernel" --initrd "$initrd" --name "$image" >/dev/null
         as_owner banger image register "$image" --rootfs "$rootfs" --kernel "$image" >/dev/null
         ;;
-    *) refuse "SCENARIO_IMAGE must start with bundle: or files:" ;;
+    *) refuse "SCENARIO_IMAGE must start with build:, bundle: or files:" ;;
 esac
 as_owner banger image show "$image" >/dev/null || die "image $image was not published"
 ok "image $image from $source (as $owner, no sudo)"

@@ -75,6 +75,10 @@ pub enum ExecError {
     #[error(transparent)]
     Vm(#[from] crate::vm::VmOpError),
 
+    /// The default image build (`BuildDebianImage`).
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageBuildError),
+
     // ---- host failures ----
     #[error("reading the host's interfaces")]
     ReadLinks(#[source] NetError),
@@ -208,6 +212,7 @@ impl ExecError {
             | Resolver { .. }
             | Journal(_) => ErrorCode::Internal,
             Vm(e) => e.code(),
+            Image(e) => e.code(),
         }
     }
 

@@ -14,7 +14,8 @@
 //! * `journal`: the record of every host object banger created, so it
 //!   touches nothing else and can remove everything;
 //! * `net`: bridge, taps, DNS sockets, resolver, status, teardown;
-//! * `firewall`: the nftables rule set (documented there).
+//! * `firewall`: the nftables rule set (documented there);
+//! * `image`: the default image built as root for the owner (`BuildDebianImage`).
 //!
 //! The host is reached only through the injected [`HostProbes`] and
 //! [`HostNet`], so all of this is unit-tested against recording fakes; the
@@ -23,6 +24,7 @@
 
 mod error;
 mod firewall;
+pub mod image;
 mod journal;
 mod net;
 mod validate;
@@ -42,8 +44,9 @@ pub use net::VM_DOMAIN_ROUTE;
 pub use vm::{KERNEL_CMDLINE, VmHostConfig, VmOpError, clone_file};
 
 /// What an operation produced: its outcome, plus the file descriptors that
-/// travel beside it. `fds` is non-empty only for `OpenDnsSockets`: `[udp,
-/// tcp]`, which the outcome's `FdIndex` values point into.
+/// travel beside it. `fds` is non-empty only for `OpenDnsSockets` (`[udp,
+/// tcp]`) and `BuildDebianImage` (`[rootfs, kernel, initrd]`), which the
+/// outcome's `FdIndex` values point into.
 #[derive(Debug)]
 pub struct Executed {
     pub outcome: PrivOutcome,
@@ -57,6 +60,7 @@ pub struct Executor {
     net: Arc<dyn HostNet>,
     journal: Arc<journal::JournalFile>,
     vm: Option<Arc<vm::VmHost>>,
+    images: Option<Arc<image::ImageBuilder>>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -77,6 +81,7 @@ impl Executor {
             net,
             journal: Arc::new(journal::JournalFile::new(journal_path)),
             vm: None,
+            images: None,
         }
     }
 
@@ -89,6 +94,22 @@ impl Executor {
             Arc::clone(&self.host),
         )));
         self
+    }
+
+    /// Enable `BuildDebianImage` (the helper does; the dev-mode daemon
+    /// builds in its own process, with progress). Without this it fails with
+    /// `unavailable`.
+    pub fn with_image_builds(mut self, cfg: image::ImageBuildConfig) -> Self {
+        self.images = Some(Arc::new(image::ImageBuilder::new(cfg)));
+        self
+    }
+
+    fn build_image(&self, suite: &str) -> Result<Executed, ExecError> {
+        let builder = self
+            .images
+            .as_deref()
+            .ok_or(image::ImageBuildError::NotConfigured)?;
+        Ok(builder.build(suite)?)
     }
 
     fn vm_host(&self) -> Result<&vm::VmHost, ExecError> {
@@ -195,6 +216,7 @@ impl Executor {
             | PrivOp::StopVm { .. }
             | PrivOp::KillVm { .. }
             | PrivOp::VmmStatus { .. }) => self.vm_op(op),
+            PrivOp::BuildDebianImage { suite } => self.build_image(&suite),
         };
         if let Err(e) = &result {
             tracing::warn!(op = name, code = %e.code(), error = %e.render(), "privileged op failed");

@@ -50,6 +50,7 @@ pub fn op(op: &PrivOp) -> Result<(), ExecError> {
         | PrivOp::StopVm { .. }
         | PrivOp::KillVm { .. }
         | PrivOp::VmmStatus { .. } => Ok(()),
+        PrivOp::BuildDebianImage { suite } => Ok(crate::image::validate_suite(suite)?),
     }
 }
 

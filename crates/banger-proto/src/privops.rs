@@ -25,7 +25,7 @@ pub use crate::vmops::{
 };
 
 /// Version of the privileged-ops protocol.
-pub const PRIV_PROTOCOL_VERSION: u32 = 2;
+pub const PRIV_PROTOCOL_VERSION: u32 = 3;
 
 /// Messages from `bangerd` to the helper.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,6 +128,18 @@ pub enum PrivOp {
     /// Whether the VM's VMM runs; re-adopts a journaled process that is still
     /// the same process (pid and start time) after an executor restart.
     VmmStatus { vm_id: String },
+    /// Build the default Debian image of `suite` (`banger-imagebuild
+    /// debian`: mmdebstrap, the distribution's kernel, the guest contract)
+    /// into root's image cache, or find it there, and pass back read-only
+    /// descriptors of its root filesystem, kernel and initrd (SCM_RIGHTS).
+    /// The build runs as root outside the helper's own sandbox (a transient
+    /// systemd unit when systemd manages the host), from the mirror and
+    /// package list root's `banger-imagebuild` defaults to; the request
+    /// chooses nothing but the suite.
+    /// Preconditions: `suite` is a Debian suite name (letters, digits, `-`,
+    /// at most 32 bytes). Side effects: a cache entry under root's cache
+    /// directory, shared with `sudo banger-imagebuild debian`.
+    BuildDebianImage { suite: String },
 }
 
 impl PrivOp {
@@ -153,6 +165,7 @@ impl PrivOp {
             PrivOp::StopVm { .. } => "stop_vm",
             PrivOp::KillVm { .. } => "kill_vm",
             PrivOp::VmmStatus { .. } => "vmm_status",
+            PrivOp::BuildDebianImage { .. } => "build_debian_image",
         }
     }
 }
@@ -179,6 +192,34 @@ pub enum PrivOutcome {
     VmDisks(VmDisksOutcome),
     Vmm(VmmState),
     VmStopped(VmStopped),
+    BuiltImage(BuiltImageFiles),
+}
+
+/// A built Debian image in root's cache; the three descriptors (read-only,
+/// regular files owned by root) travel beside the reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltImageFiles {
+    /// sha256 over the build's inputs: the cache entry's name.
+    pub cache_key: String,
+    /// The Debian kernel's version (`uname -r` in the guest).
+    pub kernel_version: String,
+    /// The cache entry, for messages only (the daemon reads the descriptors).
+    pub entry: String,
+    /// True when the entry already existed and nothing was built.
+    pub cached: bool,
+    pub rootfs: BuiltImageFile,
+    pub kernel: BuiltImageFile,
+    pub initrd: BuiltImageFile,
+}
+
+/// One file of a [`BuiltImageFiles`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltImageFile {
+    pub fd: crate::net::FdIndex,
+    /// Where it is in root's cache, for messages only.
+    pub path: String,
 }
 
 /// Host device nodes the executor may probe.

@@ -243,3 +243,93 @@ fn helper_client_reports_an_absent_helper() {
     let err = PrivilegedOps::call(&ops, PrivOp::ProbeKvm).unwrap_err();
     assert_eq!(err.code, banger_proto::ErrorCode::Unavailable);
 }
+
+/// `BuildDebianImage` through a real helper, started by hand (no systemd,
+/// so the builder runs as the helper's child): the installed builder (a copy
+/// in the install's bin dir) finds the default image in root's cache and the
+/// caller gets three read-only descriptors of exactly those files. A suite
+/// that is not a plain word is refused before anything runs, and so is a
+/// builder that someone other than root could have replaced. The system
+/// scenario (`system_guest_nspawn`) runs the same operation under systemd,
+/// through a transient unit, for an owner's `image build`.
+#[test]
+fn helper_hands_out_the_default_image_from_roots_cache() {
+    use std::os::unix::fs::MetadataExt as _;
+
+    require_root();
+    // Root's cache holds the default image (built here, in the host's
+    // namespace where the mirror is reachable, when it does not yet).
+    let cache = banger_imagebuild::default_cache_dir();
+    let img = banger_imagebuild::build_debian(
+        &banger_imagebuild::DebianOptions::new(&cache),
+        &mut |_| {},
+    )
+    .unwrap_or_else(|e| panic!("building the default image: {e:?}"));
+
+    let ns = NetNs::new();
+    let dir = shared_tempdir();
+    let bin_dir = dir.path().join("bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    let builder = bin_dir.join("banger-imagebuild");
+    std::fs::copy(bin("banger-imagebuild"), &builder).unwrap();
+    let h = helper_in(&ns, dir.path());
+    let ops = HelperClient::new(&h.socket);
+
+    let (out, fds) = PrivilegedOps::call_with_fds(
+        &ops,
+        PrivOp::BuildDebianImage {
+            suite: "bookworm".into(),
+        },
+    )
+    .unwrap_or_else(|e| panic!("build_debian_image: {}", e.render()));
+    let PrivOutcome::BuiltImage(files) = out else {
+        panic!("wrong outcome {out:?}")
+    };
+    assert_eq!(files.cache_key, img.cache_key);
+    assert_eq!(files.kernel_version, img.kernel_version);
+    assert!(files.cached, "{files:?}");
+    assert_eq!(fds.len(), 3);
+    for (file, path) in [
+        (&files.rootfs, &img.rootfs_ext4),
+        (&files.kernel, &img.kernel),
+        (&files.initrd, &img.initrd),
+    ] {
+        assert_eq!(Path::new(&file.path), path.as_path());
+        let fd = std::fs::File::from(fds[file.fd.0 as usize].try_clone().unwrap());
+        let (got, want) = (fd.metadata().unwrap(), std::fs::metadata(path).unwrap());
+        assert_eq!((got.dev(), got.ino()), (want.dev(), want.ino()), "{file:?}");
+        let mode = rustix::fs::fcntl_getfl(&fd).unwrap() & rustix::fs::OFlags::RWMODE;
+        assert_eq!(mode, rustix::fs::OFlags::RDONLY, "{file:?}");
+    }
+    drop(fds);
+
+    let bad = PrivilegedOps::call(
+        &ops,
+        PrivOp::BuildDebianImage {
+            suite: "bookworm --mirror=http://127.0.0.1/".into(),
+        },
+    )
+    .unwrap_err();
+    assert_eq!(
+        bad.code,
+        banger_proto::ErrorCode::BadRequest,
+        "{}",
+        bad.render()
+    );
+    assert!(bad.render().contains("invalid suite"), "{}", bad.render());
+
+    // A builder someone else owns is never run as root.
+    std::os::unix::fs::chown(&builder, Some(65534), None).unwrap();
+    let e = PrivilegedOps::call(
+        &ops,
+        PrivOp::BuildDebianImage {
+            suite: "bookworm".into(),
+        },
+    )
+    .unwrap_err();
+    assert!(
+        e.render().contains("must be owned by root"),
+        "{}",
+        e.render()
+    );
+}

@@ -3,11 +3,14 @@
 //! root in the container of `nspawn/mod.rs`, with QEMU under TCG (no
 //! `/dev/kvm` is passed in, so the guest boots the same way on every host).
 //!
-//! The owner gets the default image (the builder's cached `image build
-//! debian` output, written into a bundle on the host and bound read-only
-//! into the container) with `banger image pull`: the container has no
-//! network (`--private-network`), and `image build` needs a root daemon.
-//! Then, as the owner without sudo: a VM boots under the hardened
+//! The owner gets the default image with `banger image build debian`: the
+//! owner's daemon asks the installed helper, which runs the installed
+//! `banger-imagebuild` as root in a transient systemd unit and passes the
+//! files back as descriptors. The container has no network
+//! (`--private-network`), so root's cache in the container holds the host's
+//! cache entry for the default image (bound read-only at the same place) and
+//! the build finds it there; the scenario checks that the helper, not the
+//! owner, read it. Then, as the owner without sudo: a VM boots under the hardened
 //! `bangerd-root.service`, its VMM running as the owner's uid with no
 //! capabilities; `vm ssh`, a workspace prepare + guest commit + export round
 //! trip, a guest listener in `vm ports`; `system restart` and a SIGKILL of
@@ -26,33 +29,19 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use banger_imagebuild::bundle::{BundleFiles, write_bundle};
 use nspawn::{Container, text};
 
 mod nspawn;
 
 const OWNER: &str = "bangerowner";
-const BUNDLE_IN_CONTAINER: &str = "/opt/banger-image/debian.bundle";
+/// Root's image cache in the container (the helper's default).
+const CACHE_IN_CONTAINER: &str = "/var/cache/banger";
 const SCENARIO_IN_CONTAINER: &str = "/opt/banger/system-scenario.sh";
 /// `ok` lines the scenario prints when every step passed.
 const SCENARIO_CHECKS: usize = 11;
 
 fn scenario_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/system-scenario.sh")
-}
-
-/// A bundle of the default image (root filesystem, kernel, initrd).
-fn bundle(dir: &Path) -> PathBuf {
-    let img = nspawn::guest_image();
-    let out = dir.join("debian.bundle");
-    let file = std::fs::File::create(&out).unwrap();
-    write_bundle(
-        std::io::BufWriter::new(file),
-        &BundleFiles::of_image("debian", &img),
-        None,
-    )
-    .unwrap_or_else(|e| panic!("writing the bundle: {e:?}"));
-    out
 }
 
 /// Lines of `text` that mention `needle`.
@@ -73,15 +62,14 @@ fn host(cmd: &str, args: &[&str]) -> String {
 
 #[test]
 fn a_guest_under_the_installed_services() {
-    let work = tempfile::Builder::new()
-        .prefix("banger-guest-nspawn-")
-        .tempdir()
-        .unwrap();
-    let bundle = bundle(work.path());
+    // The host's cache entry of the default image, built here (in the
+    // host's namespace, where the mirror is reachable) when missing.
+    let img = nspawn::guest_image();
+    let entry_in_container = format!("{CACHE_IN_CONTAINER}/debian/{}", img.cache_key);
     let started = Instant::now();
     let c = Container::boot(
         &[
-            (bundle, BUNDLE_IN_CONTAINER),
+            (img.dir.clone(), entry_in_container.as_str()),
             (scenario_script(), SCENARIO_IN_CONTAINER),
         ],
         false,
@@ -96,7 +84,7 @@ fn a_guest_under_the_installed_services() {
         None,
         &format!(
             "SCENARIO_OWNER={OWNER} SCENARIO_BIN=/opt/banger SCENARIO_VMM=qemu \
-             SCENARIO_IMAGE=bundle:{BUNDLE_IN_CONTAINER} {SCENARIO_IN_CONTAINER}"
+             SCENARIO_IMAGE=build:bookworm {SCENARIO_IN_CONTAINER}"
         ),
     );
     let stdout = text(&out.stdout);

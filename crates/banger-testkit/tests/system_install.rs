@@ -136,7 +136,7 @@ fn install_into_a_root_writes_the_layout() {
             "/var/lib"
         ]
     );
-    assert_eq!(written.len(), 11 + parents.len(), "{report:#}");
+    assert_eq!(written.len(), 12 + parents.len(), "{report:#}");
     for w in written {
         let path = Path::new(w["path"].as_str().unwrap());
         let target = w["target"].as_str().unwrap();
@@ -151,6 +151,7 @@ fn install_into_a_root_writes_the_layout() {
         ("usr/local/bin/bangerd", (0o755, 0, 0)),
         ("usr/local/bin/bangerd-root", (0o755, 0, 0)),
         ("usr/local/bin/banger", (0o755, 0, 0)),
+        ("usr/local/bin/banger-imagebuild", (0o755, 0, 0)),
         ("var/lib/banger", (0o700, owner.uid, owner.gid)),
         ("var/lib/banger-root", (0o700, 0, 0)),
     ] {

@@ -3,14 +3,21 @@
 //! Serves the closed privileged-ops enum (`banger_proto::privops`) on its own
 //! socket to exactly one uid, the installed owner read from install metadata,
 //! and hands every request to the shared executor. It has no other surface:
-//! no configuration beyond the install metadata (owner, paths, VMM binaries), no outbound connections, no shell.
+//! no configuration beyond the install metadata (owner, paths, VMM binaries)
+//! and root's image cache directory, no outbound connections of its own (the
+//! default-image build it starts in a transient unit downloads from Debian's
+//! mirror), no shell.
 
 mod serve;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use banger_executor::image::{BuildLaunch, ImageBuildConfig};
 use banger_proto::install::{DEFAULT_INSTALL_FILE, InstallMeta};
+
+/// Root's image cache unless `BANGER_CACHE_DIR` says otherwise.
+const IMAGE_CACHE_DIR: &str = "/var/cache/banger";
 
 const USAGE: &str = "\
 usage: bangerd-root [--install-file FILE] [--socket PATH]
@@ -103,6 +110,18 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + 'static>> {
         state_dir: meta.paths.state_dir.clone(),
         qemu_bin: meta.vmm.qemu_bin.clone(),
         firecracker_bin: meta.vmm.firecracker_bin.clone(),
+        // The builder the install copied beside this binary (root-owned);
+        // its cache is root's, the same one `sudo banger-imagebuild debian`
+        // fills: `$BANGER_CACHE_DIR` as root's unit sets it, else
+        // /var/cache/banger.
+        image_builds: ImageBuildConfig {
+            exe: meta.paths.bin_dir.join("banger-imagebuild"),
+            cache_dir: match std::env::var_os("BANGER_CACHE_DIR") {
+                Some(d) if !d.is_empty() => PathBuf::from(d),
+                _ => PathBuf::from(IMAGE_CACHE_DIR),
+            },
+            launch: BuildLaunch::detect(),
+        },
     })?;
     Ok(())
 }

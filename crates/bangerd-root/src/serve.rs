@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use banger_executor::image::ImageBuildConfig;
 use banger_executor::{Executor, VmHostConfig};
 use banger_host::net::RealNet;
 use banger_host::peer::peer_cred;
@@ -37,6 +38,9 @@ pub struct Settings {
     /// that VMM is not available to this install).
     pub qemu_bin: Option<PathBuf>,
     pub firecracker_bin: Option<PathBuf>,
+    /// `BuildDebianImage`: the installed `banger-imagebuild` and root's
+    /// image cache.
+    pub image_builds: ImageBuildConfig,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -105,13 +109,15 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         owner: (settings.owner_uid, settings.owner_gid),
         qemu_binary: settings.qemu_bin.clone(),
         firecracker_binary: settings.firecracker_bin.clone(),
-    });
+    })
+    .with_image_builds(settings.image_builds.clone());
     let active = Arc::new(AtomicUsize::new(0));
     tracing::info!(
         socket = %settings.socket.display(),
         owner_uid = settings.owner_uid,
         qemu = ?settings.qemu_bin,
         firecracker = ?settings.firecracker_bin,
+        image_builds = ?settings.image_builds,
         version = BANGER_VERSION,
         "bangerd-root serving"
     );
@@ -250,7 +256,7 @@ fn handle(mut stream: UnixStream, owner_uid: u32, exec: &Executor) {
                     Ok(executed) => (PrivReply::Ok(executed.outcome), executed.fds),
                     Err(e) => (PrivReply::Error(e.to_rpc()), Vec::new()),
                 };
-                // Descriptors (OpenDnsSockets) ride on the reply's first
+                // Descriptors (OpenDnsSockets, BuildDebianImage) ride on the reply's first
                 // sendmsg as SCM_RIGHTS; ours are closed once sent.
                 let borrowed: Vec<_> = fds.iter().map(|fd| fd.as_fd()).collect();
                 let sent = write_frame_with_fds(&mut stream, &reply, &borrowed);

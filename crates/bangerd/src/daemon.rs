@@ -78,11 +78,10 @@ impl Daemon {
         privileged: Arc<dyn PrivilegedOps>,
         network: Arc<HostNetwork>,
     ) -> Self {
-        let images = Arc::new(ImageService::new(
-            Arc::clone(&store),
-            layout.clone(),
-            Runner,
-        ));
+        let images = Arc::new(
+            ImageService::new(Arc::clone(&store), layout.clone(), Runner)
+                .with_privileged(Arc::clone(&privileged)),
+        );
         let dns = Arc::new(DnsSlot::default());
         let vm_locks = Arc::new(VmLocks::default());
         let workspaces = WorkspaceService::new(

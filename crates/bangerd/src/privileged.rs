@@ -68,6 +68,7 @@ pub trait PrivilegedOps: Send + Sync + std::fmt::Debug {
 fn fd_indices(outcome: &PrivOutcome) -> Vec<FdIndex> {
     match outcome {
         PrivOutcome::DnsSockets(s) => vec![s.udp, s.tcp],
+        PrivOutcome::BuiltImage(b) => vec![b.rootfs.fd, b.kernel.fd, b.initrd.fd],
         _ => Vec::new(),
     }
 }
@@ -154,6 +155,9 @@ impl HelperError {
     }
 }
 
+/// How long `BuildDebianImage` may take (the helper's own limit is an hour).
+const BUILD_TIMEOUT: Duration = Duration::from_secs(3700);
+
 /// System-mode adapter: one short connection per operation, so a restarted
 /// helper is picked up without any reconnect logic.
 #[derive(Debug, Clone)]
@@ -237,6 +241,11 @@ impl PrivilegedOps for HelperClient {
             Ok(Err(refused)) => return Err(refused),
             Err(e) => return Err(e.into_rpc()),
         };
+        // A default-image build runs mmdebstrap: minutes on first use, in
+        // silence. Every other operation answers well inside the default.
+        if matches!(op, PrivOp::BuildDebianImage { .. }) {
+            let _ = s.set_read_timeout(Some(BUILD_TIMEOUT));
+        }
         self.send(&mut s, &PrivRequest::Op(op))
             .map_err(HelperError::into_rpc)?;
         // Descriptors arrive (close-on-exec) with the reply's first byte.
@@ -299,9 +308,27 @@ mod tests {
         })
     }
 
+    fn built(rootfs: u32, kernel: u32, initrd: u32) -> PrivOutcome {
+        let file = |i| banger_proto::privops::BuiltImageFile {
+            fd: FdIndex(i),
+            path: format!("/var/cache/banger/debian/k/{i}"),
+        };
+        PrivOutcome::BuiltImage(banger_proto::privops::BuiltImageFiles {
+            cache_key: "k".into(),
+            kernel_version: "6.1.0".into(),
+            entry: "/var/cache/banger/debian/k".into(),
+            cached: true,
+            rootfs: file(rootfs),
+            kernel: file(kernel),
+            initrd: file(initrd),
+        })
+    }
+
     #[test]
     fn descriptors_must_match_the_indices_exactly() {
         check_fds("open_dns_sockets", &dns(0, 1), 2).unwrap();
+        check_fds("build_debian_image", &built(0, 1, 2), 3).unwrap();
+        check_fds("build_debian_image", &built(2, 0, 1), 3).unwrap();
         check_fds("open_dns_sockets", &dns(1, 0), 2).unwrap();
         check_fds("net_status", &PrivOutcome::Done, 0).unwrap();
         for (outcome, received) in [
@@ -309,6 +336,8 @@ mod tests {
             (dns(0, 1), 3),
             (dns(0, 0), 2),
             (dns(0, 2), 2),
+            (built(0, 1, 1), 3),
+            (built(0, 1, 2), 2),
             (PrivOutcome::Done, 1),
         ] {
             let err = check_fds("op", &outcome, received).unwrap_err();

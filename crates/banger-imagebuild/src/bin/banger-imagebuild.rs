@@ -10,8 +10,9 @@
 //! dev daemon in a private network namespace with no route to the mirror,
 //! so it fills the cache here first and the daemon's `image build debian`
 //! then finds the image by its inputs; and in system mode the owner's
-//! daemon cannot run mmdebstrap (it needs root), so root builds a bundle
-//! here once and the owner pulls it. Needs root (mmdebstrap `--mode=root`).
+//! daemon cannot run mmdebstrap (it needs root), so the root helper runs
+//! this program (installed beside it) in a transient systemd unit and reads
+//! the JSON line it prints (`PrivOp::BuildDebianImage`). Needs root (mmdebstrap `--mode=root`).
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -21,11 +22,17 @@ use banger_imagebuild::bundle::{BundleFiles, write_bundle};
 use banger_imagebuild::{DebianOptions, Progress, build_debian, default_cache_dir, error_chain};
 
 const USAGE: &str = "usage: banger-imagebuild debian [--suite SUITE] [--cache-dir DIR] \
-                     [--package PKG]... [--bundle FILE]";
+                     [--package PKG]... [--bundle FILE] | --version";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
-    if args.next().as_deref() != Some("debian") {
+    let first = args.next();
+    if matches!(first.as_deref(), Some("--version" | "-V")) {
+        // `banger system status` asks every installed binary for this.
+        println!("banger-imagebuild {}", env!("CARGO_PKG_VERSION"));
+        return ExitCode::SUCCESS;
+    }
+    if first.as_deref() != Some("debian") {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     }
@@ -66,6 +73,7 @@ fn main() -> ExitCode {
                 "kernel": img.kernel,
                 "initrd": img.initrd,
                 "kernel_version": img.kernel_version,
+                "cached": img.cached,
             });
             println!("{out}");
             ExitCode::SUCCESS

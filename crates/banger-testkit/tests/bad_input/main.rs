@@ -138,6 +138,45 @@ fn name_cases() -> Vec<Case> {
     ]
 }
 
+/// Suites of `build_debian_image`: a plain word, never an option or a path.
+fn suite_cases() -> Vec<Case> {
+    let build = |suite: &str| PrivOp::BuildDebianImage {
+        suite: suite.into(),
+    };
+    vec![
+        case(
+            "suite that is an option",
+            &[],
+            build("--mirror=http://127.0.0.1/"),
+            &["invalid suite", "lowercase letter"],
+        ),
+        case(
+            "suite with a space",
+            &[],
+            build("bookworm --include=x"),
+            &["invalid suite", "only lowercase letters, digits and '-'"],
+        ),
+        case(
+            "suite that is a path",
+            &[],
+            build("../../etc"),
+            &["invalid suite", "lowercase letter"],
+        ),
+        case(
+            "empty suite",
+            &[],
+            build(""),
+            &["invalid suite", "1 to 32 bytes"],
+        ),
+        case(
+            "suite too long",
+            &[],
+            build(&"b".repeat(33)),
+            &["invalid suite", "1 to 32 bytes"],
+        ),
+    ]
+}
+
 /// Bridge subnets: private, /16../29, a host address, no overlap.
 fn subnet_cases() -> Vec<Case> {
     use Setup::*;
@@ -412,6 +451,11 @@ fn check_all(cases: Vec<Case>) {
 #[test]
 fn bad_interface_names_are_refused_by_both_adapters() {
     check_all(name_cases());
+}
+
+#[test]
+fn bad_image_suites_are_refused_by_both_adapters() {
+    check_all(suite_cases());
 }
 
 #[test]

@@ -106,7 +106,13 @@ impl Container {
         ])
         .arg("-D")
         .arg(&root);
-        for b in ["banger", "bangerd", "bangerd-root", "banger-rawclient"] {
+        for b in [
+            "banger",
+            "bangerd",
+            "bangerd-root",
+            "banger-imagebuild",
+            "banger-rawclient",
+        ] {
             cmd.arg(format!("--bind-ro={}:/opt/banger/{b}", bin(b).display()));
         }
         for (host, inside) in binds {

@@ -91,6 +91,47 @@ pub fn open_source(what: &'static str, path: &Path) -> Result<Source, ImageError
     })
 }
 
+impl Source {
+    /// A file someone else opened for the daemon (the root helper's build
+    /// output); `path` only names it in messages. Same checks as
+    /// [`open_source`]: a non-empty regular file.
+    pub fn from_descriptor(
+        what: &'static str,
+        path: PathBuf,
+        fd: std::os::fd::OwnedFd,
+    ) -> Result<Source, ImageError> {
+        let file = File::from(fd);
+        let meta = file.metadata().map_err(|source| ImageError::SourceRead {
+            what,
+            path: path.clone(),
+            source,
+        })?;
+        if !meta.file_type().is_file() {
+            return Err(ImageError::NotAFile { what, path });
+        }
+        if meta.len() == 0 {
+            return Err(ImageError::EmptyFile { what, path });
+        }
+        Ok(Source {
+            what,
+            path,
+            len: meta.len(),
+            file,
+        })
+    }
+
+    /// SHA-256 of the whole file, read from its start.
+    pub fn sha256(&mut self) -> Result<String, ImageError> {
+        let read_err = |source| ImageError::SourceRead {
+            what: self.what,
+            path: self.path.clone(),
+            source,
+        };
+        self.file.seek(SeekFrom::Start(0)).map_err(read_err)?;
+        sha256_reader(&mut self.file).map_err(read_err)
+    }
+}
+
 /// Read up to `buf.len()` bytes at `offset`; returns how many were read.
 fn read_at(src: &mut Source, offset: u64, buf: &mut [u8]) -> Result<usize, ImageError> {
     let read_err = |source| ImageError::SourceRead {
@@ -344,11 +385,14 @@ fn fill(f: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// SHA-256 of a file already in the store's staging area.
 pub fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut f = File::open(path)?;
+    sha256_reader(&mut File::open(path)?)
+}
+
+fn sha256_reader(f: &mut File) -> std::io::Result<String> {
     let mut h = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
-        let n = fill(&mut f, &mut buf)?;
+        let n = fill(f, &mut buf)?;
         if n == 0 {
             break;
         }

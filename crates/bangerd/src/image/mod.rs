@@ -62,6 +62,8 @@ pub struct ImageService {
     /// and for row deletion plus the rename out of place. Never across a
     /// copy, a download, an fsck or an ext4 build.
     image_ops_mu: Mutex<()>,
+    /// The seam to root, for `image build` in system mode (`build.rs`).
+    privileged: Option<Arc<dyn crate::privileged::PrivilegedOps>>,
 }
 
 impl ImageService {
@@ -71,7 +73,18 @@ impl ImageService {
             layout,
             runner,
             image_ops_mu: Mutex::new(()),
+            privileged: None,
         }
+    }
+
+    /// Give the service the seam to root: in system mode `image build`
+    /// asks the root helper to build.
+    pub fn with_privileged(
+        mut self,
+        privileged: Arc<dyn crate::privileged::PrivilegedOps>,
+    ) -> Self {
+        self.privileged = Some(privileged);
+        self
     }
 
     pub fn layout(&self) -> &Layout {

@@ -25,7 +25,9 @@ pub const ROOT_STATE_DIR: &str = "/var/lib/banger-root";
 /// Where the units go.
 pub const UNIT_DIR: &str = "/etc/systemd/system";
 /// The binaries an install copies, from the directory of the running `banger`.
-pub const BINARIES: [&str; 3] = ["bangerd", "bangerd-root", "banger"];
+/// `banger-imagebuild` is the default-image builder the helper runs as root
+/// (`PrivOp::BuildDebianImage`).
+pub const BINARIES: [&str; 4] = ["bangerd", "bangerd-root", "banger", "banger-imagebuild"];
 
 /// Mode of root-owned directories and world-readable files.
 const DIR_MODE: u32 = 0o755;
@@ -58,7 +60,7 @@ pub enum PlanError {
     #[error("finding the directory of the running banger")]
     CurrentExe(#[source] std::io::Error),
     #[error(
-        "{name} is missing from {}; install needs bangerd, bangerd-root and banger side by side (build them with `cargo build --workspace --bins`)",
+        "{name} is missing from {}; install needs bangerd, bangerd-root, banger and banger-imagebuild side by side (build them with `cargo build --workspace --bins`)",
         dir.display()
     )]
     BinaryMissing { name: &'static str, dir: PathBuf },
@@ -414,6 +416,7 @@ mod tests {
                 ("/usr/local/bin/bangerd", 0o755),
                 ("/usr/local/bin/bangerd-root", 0o755),
                 ("/usr/local/bin/banger", 0o755),
+                ("/usr/local/bin/banger-imagebuild", 0o755),
                 ("/etc/systemd/system/bangerd-root.service", 0o644),
                 ("/etc/systemd/system/bangerd.service", 0o644),
                 ("/etc/banger/install.toml", 0o644),
@@ -431,7 +434,7 @@ mod tests {
             .find(|d| d.target == Path::new(ROOT_STATE_DIR))
             .unwrap();
         assert_eq!((root_state.uid, root_state.mode), (0, 0o700));
-        let Content::Bytes(toml) = &plan.files[5].content else {
+        let Content::Bytes(toml) = &plan.files.last().unwrap().content else {
             panic!("metadata is generated")
         };
         let back = InstallMeta::parse(std::str::from_utf8(toml).unwrap(), Path::new("x")).unwrap();
