@@ -154,3 +154,116 @@ mod tests {
         assert!(matches!(err, CliError::WriteStdout(_)));
     }
 }
+
+/// Makes a guest's console output safe to print on a terminal: the bytes
+/// come from the guest, and escape sequences could retitle the window,
+/// rewrite earlier lines, or (on some terminals) answer back as typed input.
+/// Every control character except line feed and tab — C0 (ESC, BEL, CR, ...),
+/// DEL and C1 — and the bidirectional overrides that reorder what is shown
+/// are printed as visible escapes (`\x1b`, `\u{9b}`, `\u{202e}`); carriage
+/// returns are dropped (serial consoles end lines with CR LF). Invalid UTF-8
+/// becomes U+FFFD. Feed it chunks in order: a character split between two
+/// chunks is held back until the rest arrives.
+#[derive(Debug, Default)]
+pub struct ConsoleFilter {
+    held: Vec<u8>,
+}
+
+impl ConsoleFilter {
+    pub fn push(&mut self, chunk: &[u8]) -> String {
+        self.held.extend_from_slice(chunk);
+        let bytes = std::mem::take(&mut self.held);
+        // Hold back an incomplete character at the end (at most 3 bytes).
+        let keep = match std::str::from_utf8(&bytes) {
+            Ok(_) => 0,
+            Err(e) if e.error_len().is_none() => bytes.len() - e.valid_up_to(),
+            Err(_) => {
+                // Invalid in the middle: find an incomplete tail, if any.
+                let tail_start = bytes.len().saturating_sub(3);
+                (tail_start..bytes.len())
+                    .find(|&i| {
+                        let b = bytes[i];
+                        b >= 0xc0 && utf8_len(b) > bytes.len() - i
+                    })
+                    .map_or(0, |i| bytes.len() - i)
+            }
+        };
+        let (now, later) = bytes.split_at(bytes.len() - keep);
+        self.held = later.to_vec();
+        escape_controls(&String::from_utf8_lossy(now))
+    }
+
+    /// Whatever is still held (an incomplete character at the very end).
+    pub fn finish(&mut self) -> String {
+        let rest = std::mem::take(&mut self.held);
+        escape_controls(&String::from_utf8_lossy(&rest))
+    }
+}
+
+/// How many bytes the UTF-8 sequence starting with `lead` has.
+fn utf8_len(lead: u8) -> usize {
+    match lead {
+        0xc0..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf7 => 4,
+        _ => 1,
+    }
+}
+
+fn escape_controls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\n' | '\t' => out.push(c),
+            '\r' => {}
+            '\0'..='\x1f' | '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            '\u{80}'..='\u{9f}'
+            | '\u{061c}'
+            | '\u{200e}'
+            | '\u{200f}'
+            | '\u{202a}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}' => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod console_tests {
+    use super::ConsoleFilter;
+
+    fn filter(chunks: &[&[u8]]) -> String {
+        let mut f = ConsoleFilter::default();
+        let mut out: String = chunks.iter().map(|c| f.push(c)).collect();
+        out.push_str(&f.finish());
+        out
+    }
+
+    #[test]
+    fn escape_sequences_are_shown_not_obeyed() {
+        assert_eq!(
+            filter(&[b"\x1b]0;pwned\x07\x1b[2J\x1b[1;1Hok\r\n"]),
+            "\\x1b]0;pwned\\x07\\x1b[2J\\x1b[1;1Hok\n"
+        );
+        // C1 CSI (U+009B), DEL, NUL, backspace, a bidi override.
+        assert_eq!(
+            filter(&["a\u{9b}2Jb\x7f\0\x08c\u{202e}d".as_bytes()]),
+            "a\\u{9b}2Jb\\x7f\\x00\\x08c\\u{202e}d"
+        );
+        // Tabs, line feeds and ordinary text pass untouched.
+        assert_eq!(filter(&["x\ty\nüñí 🦀\n".as_bytes()]), "x\ty\nüñí 🦀\n");
+    }
+
+    #[test]
+    fn a_character_split_between_chunks_is_kept_whole() {
+        let crab = "🦀".as_bytes();
+        assert_eq!(filter(&[&crab[..1], &crab[1..3], &crab[3..]]), "🦀");
+        let csi = "\u{9b}".as_bytes();
+        assert_eq!(filter(&[b"a", &csi[..1], &csi[1..], b"b"]), "a\\u{9b}b");
+        // Invalid bytes, then a split character: both handled.
+        assert_eq!(filter(&[b"\xff", &crab[..2], &crab[2..]]), "\u{fffd}🦀");
+        // A sequence cut off for good at the end.
+        assert_eq!(filter(&[&crab[..2]]), "\u{fffd}");
+    }
+}

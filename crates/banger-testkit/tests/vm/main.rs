@@ -77,6 +77,35 @@ fn vm_lifecycle_end_to_end() {
     let uname = ok(&ns, &d, &["vm", "ssh", "alpha", "--", "uname", "-a"]);
     assert!(uname.starts_with("Linux alpha "), "{uname}");
 
+    // What the guest prints on its console reaches a terminal escaped: a
+    // window-title sequence written to the serial port shows as text in
+    // `vm logs`; `--json` keeps the bytes as written.
+    ok(
+        &ns,
+        &d,
+        &[
+            "vm",
+            "ssh",
+            "alpha",
+            "--",
+            "sudo sh -c \"printf 'BANGERMARK\\033]0;pwned\\007\\n' > /dev/ttyS0\"",
+        ],
+    );
+    let logs = wait_until(20, "the console marker in `vm logs`", || {
+        let l = ok(&ns, &d, &["vm", "logs", "alpha"]);
+        l.contains("BANGERMARK").then_some(l)
+    });
+    assert!(logs.contains("BANGERMARK\\x1b]0;pwned\\x07"), "{logs}");
+    assert!(!logs.contains('\x1b') && !logs.contains('\x07'), "{logs:?}");
+    let raw = ok_json(&ns, &d, &["vm", "logs", "alpha"]);
+    assert!(
+        raw["text"]
+            .as_str()
+            .unwrap()
+            .contains("BANGERMARK\x1b]0;pwned\x07"),
+        "{raw}"
+    );
+
     // The guest resolves another VM through banger's DNS; the host (the
     // namespace) resolves the guest.
     let hosts = ok(

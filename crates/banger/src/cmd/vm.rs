@@ -106,7 +106,8 @@ pub enum VmCommand {
     Ports { name: String },
     /// CPU, memory, disk and network counters
     Stats { name: String },
-    /// The serial console
+    /// The serial console; the guest's control characters are shown
+    /// escaped (`\x1b`), never sent to the terminal (`--json`: as written)
     Logs {
         name: String,
         /// Lines from the end
@@ -279,9 +280,14 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
         VmResponse::Removed { name } => output::stdout(format!("removed {name}\n").as_bytes())?,
         VmResponse::Ssh(t) => output::stdout(format!("{}@{}\n", t.user, t.ip).as_bytes())?,
         VmResponse::Logs(l) => {
-            output::stdout(l.text.as_bytes())?;
+            // The console is the guest's: escape its control bytes (the JSON
+            // form carries the text as it is).
+            let mut filter = output::ConsoleFilter::default();
+            output::stdout(filter.push(l.text.as_bytes()).as_bytes())?;
             if let VmCommand::Logs { follow: true, .. } = &args.command {
-                follow(&l.path)?;
+                follow(&l.path, filter)?;
+            } else {
+                output::stdout(filter.finish().as_bytes())?;
             }
         }
         VmResponse::Ports(p) => {
@@ -366,7 +372,7 @@ fn show(v: &VmInfo) -> String {
 }
 
 /// `vm logs --follow`: print what the console appends, until interrupted.
-fn follow(path: &str) -> Result<(), CliError> {
+fn follow(path: &str, mut filter: output::ConsoleFilter) -> Result<(), CliError> {
     use std::io::{Read as _, Seek as _};
     let read_err = |source| CliError::ReadFile {
         path: path.into(),
@@ -379,7 +385,7 @@ fn follow(path: &str) -> Result<(), CliError> {
         buf.clear();
         f.read_to_end(&mut buf).map_err(read_err)?;
         if !buf.is_empty() {
-            output::stdout(&buf)?;
+            output::stdout(filter.push(&buf).as_bytes())?;
         }
         std::thread::sleep(Duration::from_millis(250));
     }
