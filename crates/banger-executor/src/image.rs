@@ -38,10 +38,19 @@ use crate::Executed;
 
 /// Longest accepted suite name (Debian's are short words: `bookworm`).
 pub const SUITE_MAX: usize = 32;
+/// The suites the owner may ask root to build: Debian code names only. The
+/// suite alone picks mmdebstrap's vendor, and so its mirror and keyring:
+/// another distribution's name, an alias (`stable`) or an archived suite
+/// would let the owner choose which archive root's apt talks to, and each
+/// name is a cache entry of about 1 GiB in root's cache.
+pub const SUITES: [&str; 2] = ["bookworm", "trixie"];
 /// A cold build downloads a few hundred MiB and packs an ext4; generous.
 const BUILD_TIMEOUT: Duration = Duration::from_secs(3600);
-/// The transient unit's own limit, a little under the wait's.
-const UNIT_MAX_SECS: u64 = 3500;
+/// The transient unit's own limit, well under the wait's, so the unit has
+/// ended (and been stopped, `TimeoutStopSec`) before the wait gives up.
+const UNIT_MAX_SECS: u64 = 3000;
+/// How long systemd gives the unit to stop before killing it.
+const UNIT_STOP_SECS: u64 = 30;
 
 /// How `banger-imagebuild` is started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +98,8 @@ pub enum ImageBuildError {
         #[source]
         source: RunError,
     },
+    #[error("another image build is running in the root helper; retry when it has finished")]
+    Busy,
     #[error("the image builder printed no result {what}: {output:?}")]
     Output { what: String, output: String },
     #[error("the cache entry {}: {reason}", path.display())]
@@ -101,6 +112,7 @@ impl ImageBuildError {
         match self {
             ImageBuildError::NotConfigured => ErrorCode::Unavailable,
             ImageBuildError::Suite { .. } => ErrorCode::BadRequest,
+            ImageBuildError::Busy => ErrorCode::Unavailable,
             _ => ErrorCode::Internal,
         }
     }
@@ -125,6 +137,40 @@ pub fn validate_suite(suite: &str) -> Result<(), ImageBuildError> {
         .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
     {
         return Err(bad("only lowercase letters, digits and '-'"));
+    }
+    if !SUITES.contains(&suite) {
+        return Err(bad("not a suite this host builds (bookworm, trixie)"));
+    }
+    Ok(())
+}
+
+/// Check that every directory from `/` down to `path` is root's and
+/// writable by no one else, opening each step without following symlinks:
+/// the build runs as root inside the cache by path, so a step another uid
+/// could rename or replace would let it swap the tree the build runs in.
+pub fn check_root_path(path: &Path) -> Result<(), ImageBuildError> {
+    let bad = |reason: String| ImageBuildError::Entry {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = path.to_string_lossy();
+    if !path.is_absolute()
+        || !text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '.' | '+' | '_'))
+    {
+        return Err(bad(
+            "must be an absolute path of letters, digits, '/', '-', '.', '+', '_'".into(),
+        ));
+    }
+    let mut dir = open_root_dir(None, Path::new("/"))?;
+    let mut walked = PathBuf::from("/");
+    for part in path.components().skip(1) {
+        let std::path::Component::Normal(name) = part else {
+            return Err(bad("has '.' or '..' components".into()));
+        };
+        walked.push(name);
+        dir = open_root_dir(Some(dir.as_fd()), &walked)?;
     }
     Ok(())
 }
@@ -177,9 +223,18 @@ impl ImageBuilder {
                     "--collect",
                     "--service-type=exec",
                 ])
-                .arg(format!("--unit=banger-imagebuild-{suite}"))
+                .arg(format!("--unit={}", unit_name(suite)))
                 .arg("--description=banger: build the default Debian image")
                 .arg(format!("--property=RuntimeMaxSec={UNIT_MAX_SECS}"))
+                .arg(format!("--property=TimeoutStopSec={UNIT_STOP_SECS}"))
+                // mmdebstrap's /proc, /sys and /dev mounts stay in the
+                // unit's own namespace and vanish with it; the build needs
+                // neither homes nor the host's /tmp.
+                .args([
+                    "--property=PrivateMounts=yes",
+                    "--property=PrivateTmp=yes",
+                    "--property=ProtectHome=yes",
+                ])
                 .arg("--")
                 .arg(&self.cfg.exe)
                 .args(build),
@@ -190,16 +245,30 @@ impl ImageBuilder {
     /// Build (or find) the image of `suite` and open its three files.
     pub fn build(&self, suite: &str) -> Result<Executed, ImageBuildError> {
         validate_suite(suite)?;
+        // One build at a time, and nobody queues behind it holding one of
+        // the helper's connections for an hour: a second caller is told to
+        // retry. The guarded data is `()`: a poisoned lock guards nothing.
+        let _one = match self.one_at_a_time.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Err(ImageBuildError::Busy),
+        };
         check_builder(&self.cfg.exe)?;
-        // The guarded data is `()`: a poisoned lock guards nothing broken.
-        let _one = self.one_at_a_time.lock().unwrap_or_else(|p| p.into_inner());
-        let out = self
-            .runner
-            .run(&self.command(suite))
-            .map_err(|source| ImageBuildError::Run {
+        self.prepare_cache()?;
+        let out = self.runner.run(&self.command(suite)).map_err(|source| {
+            if self.cfg.launch == BuildLaunch::TransientUnit {
+                // Killing systemd-run (our timeout) leaves the unit running.
+                let stop = Cmd::new("systemctl")
+                    .args(["stop", "--no-block"])
+                    .arg(format!("{}.service", unit_name(suite)))
+                    .timeout(Duration::from_secs(10));
+                let _ = self.runner.run(&stop);
+            }
+            ImageBuildError::Run {
                 suite: suite.to_string(),
                 source,
-            })?;
+            }
+        })?;
         let last = out.stdout.lines().rev().find(|l| !l.trim().is_empty());
         let printed: Printed =
             last.and_then(|l| serde_json::from_str(l).ok())
@@ -216,6 +285,21 @@ impl ImageBuilder {
                         .collect(),
                 })?;
         self.open_entry(printed)
+    }
+
+    /// Root's cache directory exists and it and every directory above it
+    /// are root's alone, before anything runs in it.
+    fn prepare_cache(&self) -> Result<(), ImageBuildError> {
+        let dir = &self.cfg.cache_dir;
+        if !dir.exists() {
+            std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o755)
+                .create(dir)
+                .map_err(|e| ImageBuildError::Entry {
+                    path: dir.clone(),
+                    reason: format!("creating it: {e}"),
+                })?;
+        }
+        check_root_path(dir)
     }
 
     fn open_entry(&self, printed: Printed) -> Result<Executed, ImageBuildError> {
@@ -274,6 +358,11 @@ impl ImageBuilder {
             fds,
         })
     }
+}
+
+/// The transient unit of a build of `suite`.
+fn unit_name(suite: &str) -> String {
+    format!("banger-imagebuild-{suite}")
 }
 
 /// Refuse anything but root's: `uid` 0 and writable by no group or other.
@@ -337,7 +426,7 @@ fn open_root_file(dir: BorrowedFd<'_>, path: &Path) -> Result<File, ImageBuildEr
     let fd = rustix::fs::openat(
         dir,
         name,
-        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY,
         Mode::empty(),
     )
     .map_err(|e| entry(format!("opening: {}", std::io::Error::from(e))))?;
@@ -393,7 +482,7 @@ mod tests {
 
     #[test]
     fn suites_are_plain_words() {
-        for ok in ["bookworm", "trixie", "sid", "bookworm-backports", "a1"] {
+        for ok in SUITES {
             validate_suite(ok).unwrap_or_else(|e| panic!("{ok}: {e}"));
         }
         let long = "a".repeat(SUITE_MAX + 1);
@@ -409,6 +498,13 @@ mod tests {
             "--mirror=http://x",
             "bookworm\n",
             long.as_str(),
+            // Plain words, but aliases, other vendors' or archived suites.
+            "stable",
+            "sid",
+            "bionic",
+            "kali-rolling",
+            "aequorea",
+            "buster",
         ] {
             assert!(
                 matches!(validate_suite(bad), Err(ImageBuildError::Suite { .. })),
@@ -434,7 +530,9 @@ mod tests {
             "systemd-run --quiet --wait --pipe --collect --service-type=exec \
              --unit=banger-imagebuild-trixie \
              --description=banger: build the default Debian image \
-             --property=RuntimeMaxSec=3500 -- /usr/local/bin/banger-imagebuild debian \
+             --property=RuntimeMaxSec=3000 --property=TimeoutStopSec=30 \
+             --property=PrivateMounts=yes --property=PrivateTmp=yes \
+             --property=ProtectHome=yes -- /usr/local/bin/banger-imagebuild debian \
              --suite trixie --cache-dir /var/cache/banger"
         );
         let child = builder(BuildLaunch::Child, cache).command("bookworm");
@@ -579,5 +677,39 @@ mod tests {
         std::fs::rename(cache.entry(), &real).unwrap();
         std::os::unix::fs::symlink(&real, cache.entry()).unwrap();
         refused(&cache, cache.printed(), "without following symlinks");
+    }
+
+    #[test]
+    fn the_cache_path_must_be_roots_from_the_top() {
+        assert!(
+            rustix::process::geteuid().is_root(),
+            "needs root (make test)"
+        );
+        // /run is root's 0755 on every Linux host; the tree below is ours.
+        let top = tempfile::tempdir_in("/run").unwrap();
+        let cache = top.path().join("a").join("cache");
+        std::fs::create_dir_all(&cache).unwrap();
+        check_root_path(&cache).unwrap();
+        for bad in ["relative/cache", "/run/x'y", "/run/a b", "/run/../run"] {
+            assert!(check_root_path(Path::new(bad)).is_err(), "{bad} accepted");
+        }
+        // A directory others may write, anywhere on the way.
+        let a = top.path().join("a");
+        std::fs::set_permissions(&a, std::os::unix::fs::PermissionsExt::from_mode(0o1777)).unwrap();
+        let e = check_root_path(&cache).unwrap_err().to_string();
+        assert!(e.contains("group or others may write"), "{e}");
+        std::fs::set_permissions(&a, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        // Someone else's directory on the way.
+        std::os::unix::fs::chown(&a, Some(65534), None).unwrap();
+        let e = check_root_path(&cache).unwrap_err().to_string();
+        assert!(e.contains("uid 65534"), "{e}");
+        std::os::unix::fs::chown(&a, Some(0), None).unwrap();
+        // A symlink on the way.
+        let link = top.path().join("link");
+        std::os::unix::fs::symlink(&a, &link).unwrap();
+        let e = check_root_path(&link.join("cache"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("without following symlinks"), "{e}");
     }
 }

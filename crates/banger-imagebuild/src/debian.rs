@@ -108,6 +108,17 @@ impl DebianOptions {
                 )));
             }
         }
+        // The cache dir ends up inside a shell string of mmdebstrap's hook.
+        let dir = self.cache_dir.to_string_lossy();
+        if !self.cache_dir.is_absolute()
+            || !dir
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '.' | '+' | '_'))
+        {
+            return Err(DebianError::BadInput(format!(
+                "cache directory {dir:?}: an absolute path of letters, digits, '/', '-', '.', '+', '_'"
+            )));
+        }
         if let Some(m) = &self.mirror
             && (!(m.starts_with("http://") || m.starts_with("https://"))
                 || m.chars().any(|c| c.is_whitespace() || c == '\''))
@@ -211,6 +222,10 @@ pub fn build_debian(
         .tempdir_in(&base)
         .map_err(dir_err(&base))?;
     let stage = staging.path();
+    // 0755, not tempfile's 0700: apt drops to its unprivileged `_apt` user
+    // for downloads only when that user can reach the lists and archives.
+    std::fs::set_permissions(stage, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(dir_err(stage))?;
     let tree = stage.join("tree");
     let debs = stage.join("debs");
     std::fs::create_dir(&debs).map_err(dir_err(&debs))?;

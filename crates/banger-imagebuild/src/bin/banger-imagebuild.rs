@@ -14,6 +14,7 @@
 //! this program (installed beside it) in a transient systemd unit and reads
 //! the JSON line it prints (`PrivOp::BuildDebianImage`). Needs root (mmdebstrap `--mode=root`).
 
+use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -56,7 +57,9 @@ fn main() -> ExitCode {
     }
     let built = build_debian(&opts, &mut |p| {
         if let Progress::Step(s) = p {
-            eprintln!("  {s}");
+            // Not eprintln!: a reader gone away (the helper that started a
+            // build restarted) must not abort the build half-way.
+            let _ = writeln!(std::io::stderr(), "  {s}");
         }
     });
     match built {
