@@ -8,7 +8,7 @@
 //! do no more than the owner could.
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -114,7 +114,7 @@ impl VmHost {
             return Ok(());
         };
         let path = self.vm_dir(vm_id).join(name);
-        remove_tree_at(&dir, name, 0).map_err(|e| io("removing", &path)(e.into()))
+        remove_tree_at(dir.as_fd(), name, 0).map_err(|e| io("removing", &path)(e.into()))
     }
 
     pub(super) fn vm_rel(&self, vm_id: &str, name: &str) -> PathBuf {
@@ -267,7 +267,11 @@ impl VmHost {
 
 /// Remove `name` under `parent` (a directory: its contents first), without
 /// following symlinks. Depth is bounded; ENOENT is success.
-fn remove_tree_at(parent: &OwnedFd, name: &str, depth: usize) -> rustix::io::Result<()> {
+pub(super) fn remove_tree_at(
+    parent: BorrowedFd<'_>,
+    name: &str,
+    depth: usize,
+) -> rustix::io::Result<()> {
     use rustix::fs::AtFlags;
     if depth > 16 {
         return Err(rustix::io::Errno::LOOP);
@@ -299,12 +303,12 @@ fn remove_tree_at(parent: &OwnedFd, name: &str, depth: usize) -> rustix::io::Res
     }
     for (n, ty) in names {
         if ty == rustix::fs::FileType::Directory {
-            remove_tree_at(&dir, &n, depth + 1)?;
+            remove_tree_at(dir.as_fd(), &n, depth + 1)?;
         } else {
             match rustix::fs::unlinkat(&dir, n.as_str(), AtFlags::empty()) {
                 Ok(()) | Err(rustix::io::Errno::NOENT) => {}
                 // Unknown d_type on some filesystems: try it as a directory.
-                Err(rustix::io::Errno::ISDIR) => remove_tree_at(&dir, &n, depth + 1)?,
+                Err(rustix::io::Errno::ISDIR) => remove_tree_at(dir.as_fd(), &n, depth + 1)?,
                 Err(e) => return Err(e),
             }
         }
