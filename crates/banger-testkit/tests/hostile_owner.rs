@@ -28,7 +28,7 @@ use std::time::Duration;
 use banger_proto::install::InstallVmm;
 use banger_proto::net::{BridgeSpec, TapSpec};
 use banger_proto::privops::{PrivOp, PrivRequest};
-use banger_proto::vmops::{LaunchVmSpec, VmmKind};
+use banger_proto::vmops::{LaunchVmSpec, VmDisksSpec, VmmKind};
 use banger_testkit::*;
 use serde_json::Value;
 
@@ -292,6 +292,126 @@ fn a_log_swapped_for_a_symlink_never_leaks_into_the_launch_error() {
     }
     // The owner's symlinks point at the secret, which is as it was.
     assert_eq!(identity(&secret_file), secret_before);
+}
+
+/// Issue #13 finding 7: root opened `vmm.log`, the work seed and the work
+/// disk beneath the state dir without following symlinks, but took
+/// whatever file was there: a hard link the owner planted to a file of
+/// root's (possible where `fs.protected_hardlinks` is off; the test plants
+/// it as root) was appended to and handed to the owner (`vmm.log`), copied
+/// into the owner's work disk (the seed) or grown (`GrowWorkDisk`). Each is
+/// refused now, and the linked file keeps its owner, mode, size and bytes.
+#[test]
+fn hard_links_planted_where_root_works_are_refused() {
+    let lab = Lab::new();
+    let (a, b, c, d) = (
+        "0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c",
+        "0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d0d",
+        "0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e0e",
+        "0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f",
+    );
+    lab.stand_in("qemu", "echo 'qemu stand-in output' >&2\nexit 1\n");
+    let lab = lab.start();
+    let victims = lab.root.join("victims");
+    std::fs::create_dir(&victims).unwrap();
+
+    // vmm.log, hard-linked to a root-only file.
+    let log_victim = victims.join("log");
+    root_file(&log_victim, "root's log\n");
+    let before = identity(&log_victim);
+    let adir = lab.vm(a);
+    std::fs::hard_link(&log_victim, adir.join("vmm.log")).unwrap();
+    let err = lab
+        .launch(a, VmmKind::Qemu)
+        .expect_err("a hard-linked vmm.log");
+    eprintln!("hard-linked vmm.log: {err}");
+    assert_eq!(
+        identity(&log_victim),
+        before,
+        "root changed the file behind vmm.log ({err})"
+    );
+    assert!(err.contains("vmm.log"), "{err}");
+    assert!(err.contains("refusing"), "{err}");
+
+    // The work disk, hard-linked to a root-only file, grown.
+    let disk_victim = victims.join("disk");
+    root_file(&disk_victim, &"d".repeat(1 << 20));
+    let disk_before = identity(&disk_victim);
+    let bdir = lab.vm(b);
+    std::fs::remove_file(bdir.join("work.ext4")).unwrap();
+    std::fs::hard_link(&disk_victim, bdir.join("work.ext4")).unwrap();
+    let err = lab
+        .call(PrivOp::GrowWorkDisk {
+            vm_id: b.into(),
+            bytes: 64 << 20,
+        })
+        .expect_err("a hard-linked work disk");
+    eprintln!("hard-linked work disk, grown: {err}");
+    assert_eq!(
+        identity(&disk_victim),
+        disk_before,
+        "root changed the file behind work.ext4 ({err})"
+    );
+    assert!(err.contains("work.ext4"), "{err}");
+    assert!(err.contains("refusing"), "{err}");
+
+    // The image's work seed, hard-linked to a root-only ext4 image: root
+    // would copy it into the owner's new work disk.
+    let seed_victim = victims.join("seed.ext4");
+    mkfs_ext4(&seed_victim, "8M");
+    std::fs::set_permissions(&seed_victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let before = identity(&seed_victim);
+    let seed = lab
+        .state()
+        .join("images")
+        .join(IMAGE)
+        .join("work-seed.ext4");
+    std::fs::hard_link(&seed_victim, &seed).unwrap();
+    let cdir = lab.vm_dir(c);
+    lab.owner_dir(&cdir);
+    let err = lab
+        .call(PrivOp::CreateVmDisks(VmDisksSpec {
+            vm_id: c.into(),
+            image_id: IMAGE.into(),
+            work_disk_bytes: 64 << 20,
+        }))
+        .expect_err("a hard-linked work seed");
+    eprintln!("hard-linked work seed: {err}");
+    assert!(err.contains("work-seed.ext4"), "{err}");
+    assert!(err.contains("refusing"), "{err}");
+    assert!(
+        !cdir.join("work.ext4").exists(),
+        "a work disk was made from the seed"
+    );
+    assert!(
+        !cdir.join("root.ext4").exists(),
+        "the failed create left its root disk"
+    );
+    assert_eq!(
+        identity(&seed_victim),
+        before,
+        "root changed the file behind the seed"
+    );
+    std::fs::remove_file(&seed).unwrap();
+
+    // A work disk name taken by a hard link when the disks are created.
+    let ddir = lab.vm_dir(d);
+    lab.owner_dir(&ddir);
+    std::fs::hard_link(&disk_victim, ddir.join("work.ext4")).unwrap();
+    let err = lab
+        .call(PrivOp::CreateVmDisks(VmDisksSpec {
+            vm_id: d.into(),
+            image_id: IMAGE.into(),
+            work_disk_bytes: 64 << 20,
+        }))
+        .expect_err("a work disk name already taken");
+    eprintln!("work disk name taken: {err}");
+    assert!(err.contains("work.ext4"), "{err}");
+    assert_eq!(
+        identity(&disk_victim),
+        disk_before,
+        "root changed the file behind work.ext4"
+    );
 }
 
 /// Issue #13 finding 1: root connected to `run/qmp.sock` and

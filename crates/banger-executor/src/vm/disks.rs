@@ -18,6 +18,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use super::VmHost;
 use super::error::{VmOpError, io};
+use super::snapshot::dm::checked_owners;
 use super::validate;
 
 pub const ROOT_DISK: &str = "root.ext4";
@@ -173,11 +174,15 @@ impl VmHost {
     ) -> Result<u64, VmOpError> {
         let path = self.state_dir.join(work_rel);
         let dst = self.create_file(work_rel)?;
-        match self.open_beneath(&image_rel.join("work-seed.ext4"), OFlags::RDONLY) {
+        let seed_rel = image_rel.join("work-seed.ext4");
+        match self.open_beneath(&seed_rel, OFlags::RDONLY) {
             Ok(seed) => {
+                // Copied into a disk the owner reads: it must be the
+                // owner's own file, not a hard link to one of root's.
+                let seed_len =
+                    checked_owners(self, &seed, &self.state_dir.join(&seed_rel), "work seed")?;
                 super::snapshot::clone_file(&seed, &dst)
                     .map_err(io("copying the work seed into", &path))?;
-                let seed_len = seed.metadata().map(|m| m.len()).unwrap_or(0);
                 dst.set_len(bytes.max(seed_len))
                     .map_err(io("sizing", &path))?;
                 drop(dst);
@@ -222,7 +227,9 @@ impl VmHost {
         let rel = self.vm_rel(vm_id, WORK_DISK);
         let path = self.state_dir.join(&rel);
         let f = self.open_beneath(&rel, OFlags::RDWR)?;
-        let len = f.metadata().map_err(io("inspecting", &path))?.len();
+        // Grown by root: it must be the disk made for the owner, not a
+        // hard link to another file.
+        let len = checked_owners(self, &f, &path, "work disk")?;
         if bytes < len {
             return Err(VmOpError::Invalid {
                 what: "work disk size",
