@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use banger_proto::install::{InstallMeta, InstallPaths, Owner};
+use banger_proto::install::{InstallMeta, InstallPaths, InstallVmm, Owner};
 use serde_json::Value;
 
 mod bins;
@@ -361,6 +361,11 @@ impl DevDaemon {
 
 /// Write install metadata naming `owner`, with all paths under `root`.
 pub fn write_install_meta(root: &Path, owner: &TestUser) -> PathBuf {
+    write_install_meta_with_vmm(root, owner, InstallVmm::default())
+}
+
+/// [`write_install_meta`] recording `vmm` as the install's VMM binaries.
+pub fn write_install_meta_with_vmm(root: &Path, owner: &TestUser, vmm: InstallVmm) -> PathBuf {
     let meta = InstallMeta {
         owner: Owner {
             name: owner.name.clone(),
@@ -376,7 +381,7 @@ pub fn write_install_meta(root: &Path, owner: &TestUser) -> PathBuf {
             root_socket: root.join("root-run").join("root.sock"),
             root_state_dir: root.join("root-state"),
         },
-        vmm: Default::default(),
+        vmm,
     };
     let file = root.join("install.toml");
     std::fs::write(&file, meta.to_toml()).unwrap();
@@ -397,6 +402,7 @@ impl RootHelper {
         Self::spawn(
             root,
             owner,
+            InstallVmm::default(),
             "bangerd-root",
             Command::new(bin("bangerd-root")),
         )
@@ -404,9 +410,15 @@ impl RootHelper {
 
     /// Write the install metadata and runtime dir, start `cmd` (the helper,
     /// possibly wrapped) and wait for its socket.
-    fn spawn(root: &Path, owner: &TestUser, name: &str, mut cmd: Command) -> RootHelper {
+    fn spawn(
+        root: &Path,
+        owner: &TestUser,
+        vmm: InstallVmm,
+        name: &str,
+        mut cmd: Command,
+    ) -> RootHelper {
         require_root();
-        let install_file = write_install_meta(root, owner);
+        let install_file = write_install_meta_with_vmm(root, owner, vmm);
         let run = root.join("root-run");
         std::fs::create_dir_all(&run).unwrap();
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -572,9 +584,21 @@ impl RootHelper {
     /// through `ip netns exec`), so every network object it creates is there.
     /// Its socket is a path, so it is reachable from any namespace.
     pub fn start_in(ns: &NetNs, root: &Path, owner: &TestUser) -> RootHelper {
+        Self::start_in_with_vmm(ns, root, owner, InstallVmm::default())
+    }
+
+    /// [`RootHelper::start_in`] with `vmm` as the VMM binaries its install
+    /// metadata records (what it launches for `LaunchVm`).
+    pub fn start_in_with_vmm(
+        ns: &NetNs,
+        root: &Path,
+        owner: &TestUser,
+        vmm: InstallVmm,
+    ) -> RootHelper {
         Self::spawn(
             root,
             owner,
+            vmm,
             "bangerd-root (netns)",
             ns.exec(bin("bangerd-root")),
         )

@@ -6,12 +6,20 @@
 //! validated; nothing here accepts a path from `bangerd`.
 //!
 //! Process ownership: a driver spawns the VMM through
-//! [`banger_host::runner`], and the caller keeps the returned
-//! [`VmmProcess`], whose pidfd is the only handle used to signal it.
+//! [`banger_host::runner`], and the caller keeps the returned process,
+//! whose pidfd is the only handle used to signal it.
+//!
+//! Root runs this, inside directories the VM's owner can write (`vms/<id>/`
+//! and its `run/`): it does no path-based operation there. It works through
+//! descriptors of those directories ([`dir::OwnerDir`]) — files created
+//! `O_EXCL`, reused ones checked by `fstat`, sockets connected by inode and
+//! checked by `SO_PEERCRED`, error tails read from its own descriptors.
+//! Paths only go to the VMM, which runs as the owner.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod dir;
 pub mod firecracker;
 pub mod qemu;
 
@@ -64,18 +72,29 @@ pub struct LaunchSpec {
     pub kvm: bool,
 }
 
+/// Names of the sockets in `run_dir`.
+pub const API_SOCKET: &str = "firecracker.sock";
+pub const QMP_SOCKET: &str = "qmp.sock";
+pub const VSOCK_SOCKET: &str = "vsock.sock";
+
 impl LaunchSpec {
     /// Firecracker's API socket.
     pub fn api_socket(&self) -> PathBuf {
-        self.run_dir.join("firecracker.sock")
+        self.run_dir.join(API_SOCKET)
     }
     /// QEMU's QMP socket.
     pub fn qmp_socket(&self) -> PathBuf {
-        self.run_dir.join("qmp.sock")
+        self.run_dir.join(QMP_SOCKET)
     }
     /// Host side of the guest's vsock (Firecracker: an AF_UNIX socket).
     pub fn vsock_socket(&self) -> PathBuf {
-        self.run_dir.join("vsock.sock")
+        self.run_dir.join(VSOCK_SOCKET)
+    }
+
+    /// The uid the VMM runs as: `run_as`, else this process's.
+    pub fn vmm_uid(&self) -> u32 {
+        self.run_as
+            .map_or_else(|| rustix::process::geteuid().as_raw(), |(uid, _)| uid)
     }
 }
 
@@ -113,6 +132,11 @@ pub enum VmmError {
         what: &'static str,
         secs: u64,
     },
+    /// A file or socket in a directory another uid can write is not one
+    /// root may use (a symlink, a hard link, another uid's, not a regular
+    /// file, not the VMM's); `path` names it.
+    #[error("{path}: {reason}; refusing it")]
+    Refused { path: String, reason: String },
     #[error("{what}")]
     Io {
         what: String,

@@ -282,3 +282,41 @@ fn the_vmm_runs_as_the_requested_user_and_can_use_its_files() {
     assert_eq!(record.len(), 9);
     vm.kill().unwrap();
 }
+
+/// Issue #13 finding 1: the driver opened the log and metrics files in
+/// `run_dir` with `O_NOFOLLOW` on the last component only, so a `run_dir`
+/// that is a symlink (the owner's `run/` swapped for one) made root create,
+/// truncate and hand over files in the directory it points at. A
+/// symlinked run dir is refused now, before anything starts, and the files
+/// there keep their bytes and mode.
+#[test]
+fn a_symlinked_run_dir_is_refused_and_nothing_there_changes() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let base = tempfile::tempdir().unwrap();
+    let elsewhere = base.path().join("elsewhere");
+    std::fs::create_dir(&elsewhere).unwrap();
+    let files = ["firecracker.log", "firecracker.metrics"].map(|n| elsewhere.join(n));
+    for f in &files {
+        std::fs::write(f, "precious\n").unwrap();
+        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let link = base.path().join("run");
+    std::os::unix::fs::symlink(&elsewhere, &link).unwrap();
+    let bin = script(base.path(), "firecracker", "#!/bin/sh\nexit 1\n");
+    let mut spec = sample_spec(&link);
+    spec.serial_log = base.path().join("serial.log");
+    let err = launch(&FirecrackerDriver::new(bin), &spec).unwrap_err();
+    for f in &files {
+        let m = std::fs::metadata(f).unwrap();
+        assert_eq!(
+            (
+                std::fs::read_to_string(f).unwrap().as_str(),
+                m.permissions().mode() & 0o7777
+            ),
+            ("precious\n", 0o600),
+            "{} changed through the symlinked run dir ({err})",
+            f.display()
+        );
+    }
+    assert!(err.to_string().contains("run directory"), "{err}");
+}

@@ -8,7 +8,7 @@
 //! do no more than the owner could.
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +18,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 
 use super::VmHost;
 use super::error::{VmOpError, io};
+use super::snapshot::dm::checked_owners;
 use super::validate;
 
 pub const ROOT_DISK: &str = "root.ext4";
@@ -114,7 +115,7 @@ impl VmHost {
             return Ok(());
         };
         let path = self.vm_dir(vm_id).join(name);
-        remove_tree_at(&dir, name, 0).map_err(|e| io("removing", &path)(e.into()))
+        remove_tree_at(dir.as_fd(), name, 0).map_err(|e| io("removing", &path)(e.into()))
     }
 
     pub(super) fn vm_rel(&self, vm_id: &str, name: &str) -> PathBuf {
@@ -173,11 +174,15 @@ impl VmHost {
     ) -> Result<u64, VmOpError> {
         let path = self.state_dir.join(work_rel);
         let dst = self.create_file(work_rel)?;
-        match self.open_beneath(&image_rel.join("work-seed.ext4"), OFlags::RDONLY) {
+        let seed_rel = image_rel.join("work-seed.ext4");
+        match self.open_beneath(&seed_rel, OFlags::RDONLY) {
             Ok(seed) => {
+                // Copied into a disk the owner reads: it must be the
+                // owner's own file, not a hard link to one of root's.
+                let seed_len =
+                    checked_owners(self, &seed, &self.state_dir.join(&seed_rel), "work seed")?;
                 super::snapshot::clone_file(&seed, &dst)
                     .map_err(io("copying the work seed into", &path))?;
-                let seed_len = seed.metadata().map(|m| m.len()).unwrap_or(0);
                 dst.set_len(bytes.max(seed_len))
                     .map_err(io("sizing", &path))?;
                 drop(dst);
@@ -222,7 +227,9 @@ impl VmHost {
         let rel = self.vm_rel(vm_id, WORK_DISK);
         let path = self.state_dir.join(&rel);
         let f = self.open_beneath(&rel, OFlags::RDWR)?;
-        let len = f.metadata().map_err(io("inspecting", &path))?.len();
+        // Grown by root: it must be the disk made for the owner, not a
+        // hard link to another file.
+        let len = checked_owners(self, &f, &path, "work disk")?;
         if bytes < len {
             return Err(VmOpError::Invalid {
                 what: "work disk size",
@@ -267,7 +274,11 @@ impl VmHost {
 
 /// Remove `name` under `parent` (a directory: its contents first), without
 /// following symlinks. Depth is bounded; ENOENT is success.
-fn remove_tree_at(parent: &OwnedFd, name: &str, depth: usize) -> rustix::io::Result<()> {
+pub(super) fn remove_tree_at(
+    parent: BorrowedFd<'_>,
+    name: &str,
+    depth: usize,
+) -> rustix::io::Result<()> {
     use rustix::fs::AtFlags;
     if depth > 16 {
         return Err(rustix::io::Errno::LOOP);
@@ -299,12 +310,12 @@ fn remove_tree_at(parent: &OwnedFd, name: &str, depth: usize) -> rustix::io::Res
     }
     for (n, ty) in names {
         if ty == rustix::fs::FileType::Directory {
-            remove_tree_at(&dir, &n, depth + 1)?;
+            remove_tree_at(dir.as_fd(), &n, depth + 1)?;
         } else {
             match rustix::fs::unlinkat(&dir, n.as_str(), AtFlags::empty()) {
                 Ok(()) | Err(rustix::io::Errno::NOENT) => {}
                 // Unknown d_type on some filesystems: try it as a directory.
-                Err(rustix::io::Errno::ISDIR) => remove_tree_at(&dir, &n, depth + 1)?,
+                Err(rustix::io::Errno::ISDIR) => remove_tree_at(dir.as_fd(), &n, depth + 1)?,
                 Err(e) => return Err(e),
             }
         }

@@ -3,19 +3,20 @@
 //! restart only when the journaled pid still names the same process.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use banger_proto::vmops::{LaunchVmSpec, VmStopped, VmmKind, VmmState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use banger_vmm::dir::{OwnerDir, Peer, tail_lines};
 use banger_vmm::firecracker::{
     FirecrackerDriver, FirecrackerVm, READY_PORT, ReadyListener, Shutdown,
 };
 use banger_vmm::qemu::{QemuDriver, QemuVm, Qmp};
-use banger_vmm::{Drive, LaunchSpec};
+use banger_vmm::{Drive, LaunchSpec, VmmError};
 use rustix::fs::OFlags;
 
 use super::VmHost;
@@ -30,6 +31,11 @@ pub const KERNEL_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw panic=-1";
 
 /// How long the vsock readiness listener of a Firecracker VM waits.
 const READY_WAIT: Duration = Duration::from_secs(600);
+
+/// QEMU's stdout and stderr, in the VM directory: made anew at each launch.
+const VMM_LOG: &str = "vmm.log";
+/// The serial console (Firecracker's stdout), appended across boots.
+const SERIAL_LOG: &str = "serial.log";
 
 /// A VMM the executor can signal.
 #[derive(Debug)]
@@ -49,7 +55,11 @@ pub(super) enum Proc {
     Adopted {
         pid: u32,
         pidfd: OwnedFd,
-        qmp: PathBuf,
+        /// The VM's `run/` (opened without following symlinks when it was
+        /// adopted) and the VMM's uid: QMP is reached through them, and
+        /// only when `pid` serves it.
+        run: Option<OwnerDir>,
+        uid: u32,
     },
 }
 
@@ -81,8 +91,20 @@ impl Proc {
         match self {
             Proc::Qemu(q) => q.shutdown(timeout),
             Proc::Firecracker { vm, .. } => Ok(!matches!(vm.shutdown(timeout)?, Shutdown::Killed)),
-            Proc::Adopted { pidfd, qmp, .. } => {
-                if let Ok(mut q) = Qmp::connect(qmp, Duration::from_secs(2)) {
+            Proc::Adopted {
+                pid,
+                pidfd,
+                run,
+                uid,
+            } => {
+                let peer = Peer {
+                    uid: *uid,
+                    pid: *pid,
+                };
+                if let Some(Ok(mut q)) = run
+                    .as_ref()
+                    .map(|run| Qmp::connect(run, peer, Duration::from_secs(2)))
+                {
                     let _ = q.execute("system_powerdown");
                 }
                 if pidfd_exited(pidfd, timeout) {
@@ -246,31 +268,58 @@ impl VmHost {
             tap: spec.tap.clone(),
             mac: spec.mac.clone(),
             run_dir: dir.join("run"),
-            serial_log: dir.join("serial.log"),
+            serial_log: dir.join(SERIAL_LOG),
             vsock_cid: 3,
             run_as: self.tool_ids(),
             kvm: spec.kvm,
         })
     }
 
+    /// The uid VMMs run as: the owner's, or this process's in dev mode.
+    fn vmm_uid(&self) -> u32 {
+        self.tool_ids()
+            .map_or_else(|| rustix::process::geteuid().as_raw(), |(uid, _)| uid)
+    }
+
+    /// The VM directory as an [`OwnerDir`]: the owner writes it, so root
+    /// works in it only through this descriptor.
+    fn owner_vm_dir(&self, vm_id: &str) -> Result<OwnerDir, VmOpError> {
+        match self.vm_dir_fd(vm_id)? {
+            Some(fd) => Ok(OwnerDir::from_fd(fd, self.vm_dir(vm_id))),
+            None => Err(VmOpError::Missing {
+                what: "VM directory",
+                path: self.vm_dir(vm_id).display().to_string(),
+            }),
+        }
+    }
+
+    /// The existing `run/` of a VM, opened beneath the VM directory without
+    /// following a symlink; `None` when it cannot be.
+    fn run_dir_of(&self, vm_id: &str) -> Option<OwnerDir> {
+        let dir = self.vm_dir_fd(vm_id).ok()??;
+        let fd = rustix::fs::openat(
+            &dir,
+            "run",
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .ok()?;
+        Some(OwnerDir::from_fd(fd, self.vm_dir(vm_id).join("run")))
+    }
+
     /// A fresh, owner-owned `run/` directory for the VMM's sockets, and the
     /// descriptor of the very directory made: root works inside it only
     /// through this descriptor, never by re-resolving its path (the owner
     /// could move another directory into its place).
-    fn fresh_run_dir(&self, vm_id: &str) -> Result<OwnedFd, VmOpError> {
-        let run = self.vm_dir(vm_id).join("run");
-        // Relative to a descriptor of the VM dir, no symlink followed.
-        self.remove_tree_beneath(vm_id, "run")?;
-        let Some(dir) = self.vm_dir_fd(vm_id)? else {
-            return Err(VmOpError::Missing {
-                what: "VM directory",
-                path: self.vm_dir(vm_id).display().to_string(),
-            });
-        };
+    fn fresh_run_dir(&self, vm_dir: &OwnerDir) -> Result<OwnerDir, VmOpError> {
+        let run = vm_dir.join("run");
+        // Relative to the VM dir's descriptor, no symlink followed.
+        super::disks::remove_tree_at(vm_dir.as_fd(), "run", 0)
+            .map_err(|e| io("removing", &run)(e.into()))?;
         let mode = rustix::fs::Mode::from_raw_mode(0o700);
-        rustix::fs::mkdirat(&dir, "run", mode).map_err(|e| io("creating", &run)(e.into()))?;
+        rustix::fs::mkdirat(vm_dir, "run", mode).map_err(|e| io("creating", &run)(e.into()))?;
         let fd = rustix::fs::openat(
-            &dir,
+            vm_dir,
             "run",
             rustix::fs::OFlags::DIRECTORY
                 | rustix::fs::OFlags::RDONLY
@@ -305,7 +354,7 @@ impl VmHost {
             Some(rustix::process::Gid::from_raw(self.owner.1)),
         )
         .map_err(|e| io("chown", &run)(e.into()))?;
-        Ok(fd)
+        Ok(OwnerDir::from_fd(fd, run))
     }
 
     pub(crate) fn launch(
@@ -330,31 +379,37 @@ impl VmHost {
             });
         }
         let ls = self.launch_spec(spec)?;
-        let run_dir = self.fresh_run_dir(&spec.vm_id)?;
-        let log_rel = self.vm_rel(&spec.vm_id, "vmm.log");
-        let log: File =
-            self.open_beneath(&log_rel, OFlags::CREATE | OFlags::WRONLY | OFlags::APPEND)?;
-        let _ = rustix::fs::fchown(
-            &log,
-            Some(rustix::process::Uid::from_raw(self.owner.0)),
-            Some(rustix::process::Gid::from_raw(self.owner.1)),
-        );
+        // The owner's VM directory, opened once: `run/` and both logs are
+        // made or opened relative to this descriptor — new files with
+        // O_EXCL, an existing serial log only when it is the owner's own
+        // single-link file.
+        let vm_dir = self.owner_vm_dir(&spec.vm_id)?;
+        let run = self.fresh_run_dir(&vm_dir)?;
+        let failed = |source: VmmError| VmOpError::Launch {
+            vm_id: spec.vm_id.clone(),
+            source,
+        };
         let mut proc = match spec.vmm {
             VmmKind::Qemu => {
                 let binary = self.qemu_binary.clone().ok_or_else(|| VmOpError::VmmUnavailable {
                     vmm: "qemu",
                     reason: "no QEMU binary is configured (system mode: none is recorded in the install metadata; run `sudo banger system install --qemu-bin PATH`)".into(),
                 })?;
+                let log = vm_dir
+                    .recreate(VMM_LOG, 0o600, self.tool_ids())
+                    .map_err(failed)?;
+                // Root's own descriptor of the file it made: the error tail
+                // is read from it, never from the name.
+                let tail = log
+                    .try_clone()
+                    .map_err(io("duplicating", &vm_dir.join(VMM_LOG)))?;
                 let driver = QemuDriver { binary };
                 let vm = driver
-                    .launch(&ls, log)
-                    .map_err(|source| VmOpError::Launch {
-                        vm_id: spec.vm_id.clone(),
-                        source: with_log_tail(source, &self.vm_dir(&spec.vm_id).join("vmm.log")),
-                    })?;
+                    .launch(&ls, log, run)
+                    .map_err(|source| failed(with_log_tail(source, &tail)))?;
                 Proc::Qemu(vm)
             }
-            VmmKind::Firecracker => self.launch_firecracker(spec, &ls, run_dir)?,
+            VmmKind::Firecracker => self.launch_firecracker(spec, &ls, run, &vm_dir)?,
         };
         let pid = proc.pid();
         // Re-adoption matches pid *and* start time; a VMM whose start time
@@ -397,7 +452,8 @@ impl VmHost {
         &self,
         spec: &LaunchVmSpec,
         ls: &LaunchSpec,
-        run_dir: OwnedFd,
+        run: OwnerDir,
+        vm_dir: &OwnerDir,
     ) -> Result<Proc, VmOpError> {
         let unavailable = |reason: String| VmOpError::VmmUnavailable {
             vmm: "firecracker",
@@ -411,9 +467,13 @@ impl VmHost {
                 Some(b) => unavailable(format!("the Firecracker binary {} was not found", b.display())),
                 None => unavailable("no Firecracker binary is configured (system mode: none is recorded in the install metadata; run `sudo banger system install --firecracker-bin PATH`)".into()),
             })?;
-        // Firecracker boots an uncompressed ELF vmlinux only.
+        // Firecracker boots an uncompressed ELF vmlinux only. The kernel
+        // sits in the owner's tree: read beneath the state dir, no symlink.
         let mut magic = [0u8; 4];
-        let kernel = std::fs::File::open(&ls.kernel).map_err(io("opening", &ls.kernel))?;
+        let kernel: File = self.open_beneath(
+            &Path::new("kernels").join(&spec.kernel_id).join("kernel"),
+            OFlags::RDONLY,
+        )?;
         std::io::Read::read_exact(&mut &kernel, &mut magic).map_err(io("reading", &ls.kernel))?;
         if &magic != b"\x7fELF" {
             return Err(VmOpError::Invalid {
@@ -422,20 +482,23 @@ impl VmHost {
                 reason: "Firecracker needs an uncompressed ELF vmlinux; this kernel is not one (use --vmm qemu, or import a vmlinux)".into(),
             });
         }
+        let failed = |source| VmOpError::Launch {
+            vm_id: spec.vm_id.clone(),
+            source,
+        };
         // Bound before the launch: Firecracker forwards the guest's
         // connection only to a socket that already listens.
-        let listener = ReadyListener::bind_in(run_dir, ls, READY_PORT).map_err(|source| {
-            VmOpError::Launch {
-                vm_id: spec.vm_id.clone(),
-                source,
-            }
-        })?;
+        let listener = run
+            .try_clone()
+            .and_then(|dir| ReadyListener::bind_in(dir, ls, READY_PORT))
+            .map_err(failed)?;
+        // Firecracker's stdout; root reads an early exit's tail from it.
+        let serial = vm_dir
+            .open_append(SERIAL_LOG, 0o640, self.tool_ids())
+            .map_err(failed)?;
         let vm = FirecrackerDriver::new(binary)
-            .launch(ls)
-            .map_err(|source| VmOpError::Launch {
-                vm_id: spec.vm_id.clone(),
-                source,
-            })?;
+            .launch_in(ls, run, serial)
+            .map_err(failed)?;
         let watch = Box::new(ReadyWatch::spawn(listener, spec.vm_id.clone()));
         Ok(Proc::Firecracker { vm, watch })
     }
@@ -503,7 +566,8 @@ impl VmHost {
                         Proc::Adopted {
                             pid: entry.pid,
                             pidfd,
-                            qmp: self.vm_dir(vm_id).join("run").join("qmp.sock"),
+                            run: self.run_dir_of(vm_id),
+                            uid: self.vmm_uid(),
                         },
                     ),
                 );
@@ -644,15 +708,16 @@ impl VmHost {
     }
 }
 
-/// Add the last lines of the VMM's own log to an early-exit error.
-fn with_log_tail(e: banger_vmm::VmmError, log: &Path) -> banger_vmm::VmmError {
+/// Add the last lines of the VMM's own log to an early-exit error, read
+/// from root's descriptor of the file it created (never by its name,
+/// which the owner can point elsewhere).
+fn with_log_tail(e: VmmError, log: &File) -> VmmError {
     match e {
-        banger_vmm::VmmError::EarlyExit { vmm, status, tail } if tail.is_empty() => {
-            let text = std::fs::read_to_string(log).unwrap_or_default();
-            let lines: Vec<&str> = text.lines().rev().take(5).collect();
-            let tail = lines.into_iter().rev().collect::<Vec<_>>().join(" | ");
-            banger_vmm::VmmError::EarlyExit { vmm, status, tail }
-        }
+        VmmError::EarlyExit { vmm, status, tail } if tail.is_empty() => VmmError::EarlyExit {
+            vmm,
+            status,
+            tail: tail_lines(log, 5),
+        },
         other => other,
     }
 }

@@ -9,8 +9,14 @@
 //! Like every tokio runtime, this one must not be driven (or dropped) from
 //! inside an async task; the executor calls it from plain threads (the root
 //! helper) or `spawn_blocking` (dev mode).
+//!
+//! The socket lives in the VM's `run/`, which the VMM's user can write: each
+//! connection goes through [`OwnerDir::connect`] (the socket inode reached
+//! from root's descriptor of `run/`, never through a symlink, and served by
+//! the Firecracker process itself), so the owner cannot point root's
+//! requests at another socket.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http_body_util::{BodyExt as _, Full};
@@ -19,6 +25,7 @@ use hyper_util::rt::TokioIo;
 
 use super::models::{ApiRequest, InstanceInfo};
 use crate::VmmError;
+use crate::dir::{OwnerDir, Peer};
 
 const VMM: &str = "firecracker";
 
@@ -36,7 +43,10 @@ pub struct ApiResponse {
 /// Client for one Firecracker API socket.
 #[derive(Debug)]
 pub struct ApiClient {
-    socket: PathBuf,
+    dir: OwnerDir,
+    name: String,
+    /// The Firecracker process that must be serving the socket.
+    peer: Peer,
     timeout: Duration,
     rt: tokio::runtime::Runtime,
 }
@@ -48,7 +58,8 @@ enum Failure {
 }
 
 impl ApiClient {
-    pub fn new(socket: impl Into<PathBuf>, timeout: Duration) -> Result<Self, VmmError> {
+    /// A client for the socket `name` in `dir`, served by `peer`.
+    pub fn new(dir: OwnerDir, name: &str, peer: Peer, timeout: Duration) -> Result<Self, VmmError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .enable_time()
@@ -58,14 +69,22 @@ impl ApiClient {
                 source,
             })?;
         Ok(ApiClient {
-            socket: socket.into(),
+            dir,
+            name: name.to_string(),
+            peer,
             timeout,
             rt,
         })
     }
 
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// The socket's path (for messages).
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join(&self.name)
+    }
+
+    /// Connect once, to see whether Firecracker serves its socket yet.
+    pub fn probe(&self) -> std::io::Result<()> {
+        self.dir.connect(&self.name, self.peer).map(drop)
     }
 
     /// Send `req`. A non-2xx answer is an error carrying Firecracker's
@@ -91,10 +110,10 @@ impl ApiClient {
             vmm: VMM,
             what: format!("{call}: building the request: {e}"),
         })?;
-        tracing::debug!(%call, socket = %self.socket.display(), "firecracker API request");
-        let answer = self.rt.block_on(async {
-            tokio::time::timeout(self.timeout, round_trip(&self.socket, request)).await
-        });
+        tracing::debug!(%call, socket = %self.socket().display(), "firecracker API request");
+        let answer = self
+            .rt
+            .block_on(async { tokio::time::timeout(self.timeout, self.round_trip(request)).await });
         let (status, bytes) = match answer {
             Err(_elapsed) => {
                 return Err(VmmError::Api {
@@ -106,7 +125,7 @@ impl ApiClient {
                 return Err(VmmError::Io {
                     what: format!(
                         "connecting to the Firecracker API socket {} for {call}",
-                        self.socket.display()
+                        self.socket().display()
                     ),
                     source,
                 });
@@ -142,37 +161,40 @@ impl ApiClient {
             ),
         })
     }
-}
 
-async fn round_trip(
-    socket: &Path,
-    request: hyper::Request<Full<Bytes>>,
-) -> Result<(u16, Bytes), Failure> {
-    let stream = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(Failure::Connect)?;
-    // Title-case header names (`Content-Length`): HTTP says case does not
-    // matter, but Firecracker's own HTTP parser matched them case-sensitively
-    // until 2020, and the cost of being conservative is nil.
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .title_case_headers(true)
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(Failure::Http)?;
-    // The connection future does the actual I/O; it ends when the sender is
-    // dropped or the server closes.
-    let driver = tokio::spawn(conn);
-    let resp = sender.send_request(request).await.map_err(Failure::Http)?;
-    let status = resp.status().as_u16();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(Failure::Http)?
-        .to_bytes();
-    drop(sender);
-    driver.abort();
-    Ok((status, body))
+    async fn round_trip(
+        &self,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> Result<(u16, Bytes), Failure> {
+        // Non-blocking already; registered with this runtime's reactor.
+        let stream = self
+            .dir
+            .connect(&self.name, self.peer)
+            .and_then(tokio::net::UnixStream::from_std)
+            .map_err(Failure::Connect)?;
+        // Title-case header names (`Content-Length`): HTTP says case does not
+        // matter, but Firecracker's own HTTP parser matched them case-sensitively
+        // until 2020, and the cost of being conservative is nil.
+        let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+            .title_case_headers(true)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(Failure::Http)?;
+        // The connection future does the actual I/O; it ends when the sender is
+        // dropped or the server closes.
+        let driver = tokio::spawn(conn);
+        let resp = sender.send_request(request).await.map_err(Failure::Http)?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(Failure::Http)?
+            .to_bytes();
+        drop(sender);
+        driver.abort();
+        Ok((status, body))
+    }
 }
 
 /// Firecracker's `Error` body is `{"fault_message": "..."}`; anything else is
@@ -218,8 +240,12 @@ mod tests {
     #[test]
     fn a_missing_socket_names_the_socket_and_the_call() {
         let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("absent.sock");
-        let client = ApiClient::new(&sock, Duration::from_secs(1)).unwrap();
+        let run = OwnerDir::open(dir.path(), "run directory").unwrap();
+        let me = Peer {
+            uid: rustix::process::geteuid().as_raw(),
+            pid: std::process::id(),
+        };
+        let client = ApiClient::new(run, "absent.sock", me, Duration::from_secs(1)).unwrap();
         let err = client.send(&ApiRequest::get("/")).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains("absent.sock"), "{msg}");

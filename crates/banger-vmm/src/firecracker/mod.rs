@@ -24,11 +24,13 @@
 //!   API socket there after dropping privileges).
 //!
 //! Launch order: check the binary, validate the spec, prepare `run_dir`
-//! (stale sockets, log and metrics files), spawn
+//! (stale sockets, log and metrics files — all through a descriptor of the
+//! directory, see [`crate::dir`]), spawn
 //! `firecracker --api-sock <run_dir>/firecracker.sock --id <vm_id>` through
 //! [`banger_host::runner::Runner::spawn`], wait for the API socket, send
 //! [`config_plan`] (logger, metrics, machine config, boot source, drives,
-//! network interface, vsock, `InstanceStart`). Any failure kills the process
+//! network interface, vsock, `InstanceStart`; every connection to the
+//! socket checked to be served by the spawned process). Any failure kills the process
 //! through its pidfd before the error is returned, so a failed launch leaves
 //! nothing running. Readiness is separate: see [`vsock`].
 
@@ -37,7 +39,8 @@ mod models;
 mod spec;
 pub mod vsock;
 
-use std::path::PathBuf;
+use std::fs::File;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use banger_host::runner::{Cmd, RunError, Runner, SpawnOptions, Spawned};
@@ -48,10 +51,11 @@ pub use models::{
     InstanceState, LogLevel, Logger, MachineConfiguration, Metrics, NetworkInterface, RunFiles,
     Vsock, config_plan,
 };
-pub use spec::{MAX_CMDLINE, MAX_VCPUS, log_path, metrics_path, tail_lines, validate_spec};
+pub use spec::{MAX_CMDLINE, MAX_VCPUS, log_path, metrics_path, validate_spec};
 pub use vsock::{READY_MARKER, READY_PORT, ReadyListener, wait_ready_vsock};
 
-use crate::{LaunchSpec, VmmError};
+use crate::dir::{OwnerDir, Peer, tail_lines};
+use crate::{API_SOCKET, LaunchSpec, VSOCK_SOCKET, VmmError};
 
 pub(crate) const VMM: &str = "firecracker";
 
@@ -88,8 +92,34 @@ impl FirecrackerDriver {
 
     /// Start a VM: see the module docs for the order. On error nothing is
     /// left running (the process, if it started, is killed and reaped).
+    ///
+    /// Opens `run_dir` and the serial log's directory itself, refusing any
+    /// symlink on the way; a caller that made them passes its own
+    /// descriptors to [`FirecrackerDriver::launch_in`].
     pub fn launch(&self, spec: &LaunchSpec) -> Result<FirecrackerVm, VmmError> {
-        let _span = tracing::info_span!("firecracker", vm = %spec.vm_id).entered();
+        self.check(spec)?;
+        let run = OwnerDir::open(&spec.run_dir, "run directory")?;
+        let (dir, name) = split(&spec.serial_log)?;
+        let serial =
+            OwnerDir::open(dir, "serial log's directory")?.open_append(name, 0o640, spec.run_as)?;
+        self.start(spec, run, serial)
+    }
+
+    /// [`FirecrackerDriver::launch`] in `run`, the caller's descriptor of
+    /// `spec.run_dir`, with Firecracker's stdout and stderr appended to
+    /// `serial` (the caller's descriptor of `spec.serial_log`, opened for
+    /// reading too: its tail explains an early exit).
+    pub fn launch_in(
+        &self,
+        spec: &LaunchSpec,
+        run: OwnerDir,
+        serial: File,
+    ) -> Result<FirecrackerVm, VmmError> {
+        self.check(spec)?;
+        self.start(spec, run, serial)
+    }
+
+    fn check(&self, spec: &LaunchSpec) -> Result<(), VmmError> {
         // Absolute only: a bare name would be looked up on PATH (or resolved
         // against the working directory) instead of being the configured file.
         if !self.binary.is_absolute() || !self.binary.is_file() {
@@ -98,31 +128,60 @@ impl FirecrackerDriver {
                 path: self.binary.display().to_string(),
             });
         }
-        validate_spec(spec)?;
-        let api = ApiClient::new(spec.api_socket(), self.request_timeout)?;
-        let (files, serial) = spec::prepare_run_dir(spec)?;
+        validate_spec(spec)
+    }
+
+    fn start(
+        &self,
+        spec: &LaunchSpec,
+        run: OwnerDir,
+        serial: File,
+    ) -> Result<FirecrackerVm, VmmError> {
+        let _span = tracing::info_span!("firecracker", vm = %spec.vm_id).entered();
+        let (files, log) = spec::prepare_run_dir(&run, spec)?;
         let cmd = Cmd::new(&self.binary)
             .arg("--api-sock")
             .arg(spec.api_socket())
             .arg("--id")
             .arg(&spec.vm_id);
-        let process = Runner
+        let output = serial.try_clone().map_err(|source| VmmError::Io {
+            what: format!(
+                "duplicating the descriptor of {}",
+                spec.serial_log.display()
+            ),
+            source,
+        })?;
+        let mut process = Runner
             .spawn(
                 &cmd,
                 SpawnOptions {
-                    output: Some(serial),
+                    output: Some(output),
                     run_as: spec.run_as,
                 },
             )
             .map_err(|e| self.spawn_error(e))?;
         tracing::info!(vm = %spec.vm_id, pid = process.pid(), "firecracker spawned");
+        let peer = Peer {
+            uid: spec.vmm_uid(),
+            pid: process.pid(),
+        };
+        let api = match run
+            .try_clone()
+            .and_then(|dir| ApiClient::new(dir, API_SOCKET, peer, self.request_timeout))
+        {
+            Ok(api) => api,
+            Err(e) => {
+                let _ = process.kill();
+                return Err(e);
+            }
+        };
         let mut vm = FirecrackerVm {
             process,
             api,
             vm_id: spec.vm_id.clone(),
-            serial_log: spec.serial_log.clone(),
-            log: log_path(spec),
-            sockets: vec![spec.api_socket(), spec.vsock_socket()],
+            run,
+            serial,
+            log,
         };
         match vm.boot(spec, &files, self.api_timeout) {
             Ok(()) => {
@@ -183,10 +242,13 @@ pub struct FirecrackerVm {
     process: Spawned,
     api: ApiClient,
     vm_id: String,
-    serial_log: PathBuf,
-    log: PathBuf,
-    /// Sockets Firecracker created; removed once it has exited.
-    sockets: Vec<PathBuf>,
+    /// `run_dir`: its sockets are removed through this once Firecracker
+    /// has exited.
+    run: OwnerDir,
+    /// Root's descriptors of the serial log and of Firecracker's log:
+    /// error tails are read from these, never by path.
+    serial: File,
+    log: File,
 }
 
 impl FirecrackerVm {
@@ -305,7 +367,7 @@ impl FirecrackerVm {
                     tail: self.tail(),
                 });
             }
-            if std::os::unix::net::UnixStream::connect(self.api.socket()).is_ok() {
+            if self.api.probe().is_ok() {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -345,7 +407,7 @@ impl FirecrackerVm {
     /// The serial console's last lines (Firecracker's stdout and stderr),
     /// then its own log's once the logger is configured.
     fn tail(&self) -> String {
-        let serial = tail_lines(&self.serial_log, TAIL_LINES);
+        let serial = tail_lines(&self.serial, TAIL_LINES);
         match tail_lines(&self.log, TAIL_LINES) {
             log if log == "(no output)" => serial,
             log => format!("{serial} | firecracker.log: {log}"),
@@ -364,10 +426,25 @@ impl FirecrackerVm {
     }
 
     fn remove_sockets(&self) {
-        for s in &self.sockets {
-            if let Err(e) = spec::remove_stale_socket(s) {
+        for name in [API_SOCKET, VSOCK_SOCKET] {
+            if let Err(e) = self.run.remove_stale_socket(name) {
                 tracing::warn!(vm = %self.vm_id, error = %e, "removing a firecracker socket");
             }
         }
+    }
+}
+
+/// `path` as (directory, file name), for a file opened beneath its
+/// directory.
+fn split(path: &Path) -> Result<(&Path, &str), VmmError> {
+    match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
+        (Some(dir), Some(name)) => Ok((dir, name)),
+        _ => Err(VmmError::InvalidSpec {
+            vmm: VMM,
+            what: format!(
+                "serial_log {}: need a file name in a directory",
+                path.display()
+            ),
+        }),
     }
 }

@@ -1,13 +1,13 @@
 //! What the Firecracker driver accepts in a [`LaunchSpec`], checked before
 //! anything is created, and the per-VM files it prepares in `run_dir`.
 
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::VMM;
 use super::models::RunFiles;
-use crate::{LaunchSpec, VmmError};
+use crate::dir::OwnerDir;
+use crate::{API_SOCKET, LaunchSpec, VSOCK_SOCKET, VmmError};
 
 /// Firecracker's limit on vCPUs (`MachineConfiguration.vcpu_count`).
 pub const MAX_VCPUS: u8 = 32;
@@ -24,7 +24,8 @@ fn invalid(what: String) -> VmmError {
 }
 
 /// Refuse a spec Firecracker would reject or the driver cannot express,
-/// naming the field, the value and what would be accepted.
+/// naming the field, the value and what would be accepted. Looks at no
+/// file: `run_dir` is checked when it is opened (see [`OwnerDir`]).
 pub fn validate_spec(spec: &LaunchSpec) -> Result<(), VmmError> {
     // Firecracker's `--id`: 1-64 characters, alphanumeric or '-'.
     if spec.vm_id.is_empty()
@@ -111,14 +112,7 @@ pub fn validate_spec(spec: &LaunchSpec) -> Result<(), VmmError> {
     }
     host_path("run_dir", &spec.run_dir)?;
     socket_path("API socket", &spec.api_socket(), 0)?;
-    socket_path("vsock socket", &spec.vsock_socket(), MAX_PORT_SUFFIX)?;
-    if !spec.run_dir.is_dir() {
-        return Err(invalid(format!(
-            "run_dir {}: not an existing directory",
-            spec.run_dir.display()
-        )));
-    }
-    Ok(())
+    socket_path("vsock socket", &spec.vsock_socket(), MAX_PORT_SUFFIX)
 }
 
 /// Paths go into JSON strings, so they must be UTF-8; relative paths would
@@ -154,108 +148,36 @@ fn is_mac(s: &str) -> bool {
 
 /// Firecracker's own log file.
 pub fn log_path(spec: &LaunchSpec) -> PathBuf {
-    spec.run_dir.join("firecracker.log")
+    spec.run_dir.join(LOG)
 }
 
 /// Firecracker's metrics file.
 pub fn metrics_path(spec: &LaunchSpec) -> PathBuf {
-    spec.run_dir.join("firecracker.metrics")
+    spec.run_dir.join(METRICS)
 }
 
-/// Remove a leftover socket at `path` (Firecracker refuses to start when its
-/// API socket exists). Anything that is not a socket is left alone and
-/// refused.
-pub(super) fn remove_stale_socket(path: &Path) -> Result<(), VmmError> {
-    match std::fs::symlink_metadata(path) {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(source) => Err(VmmError::Io {
-            what: format!("inspecting {}", path.display()),
-            source,
-        }),
-        Ok(m) if m.file_type().is_socket() => {
-            std::fs::remove_file(path).map_err(|source| VmmError::Io {
-                what: format!("removing the stale socket {}", path.display()),
-                source,
-            })
-        }
-        Ok(_) => Err(invalid(format!(
-            "{} exists and is not a socket; refusing to replace it",
-            path.display()
-        ))),
-    }
-}
+const LOG: &str = "firecracker.log";
+const METRICS: &str = "firecracker.metrics";
 
-/// Open `path` for writing without following a symlink planted there
-/// (`run_dir` may belong to the unprivileged VMM user; this runs as root).
-fn open_nofollow(path: &Path, append: bool, mode: u32) -> Result<File, VmmError> {
-    let mut o = OpenOptions::new();
-    o.create(true).mode(mode).custom_flags(libc::O_NOFOLLOW);
-    if append {
-        o.append(true);
-    } else {
-        o.write(true).truncate(true);
-    }
-    o.open(path).map_err(|source| VmmError::Io {
-        what: format!("opening {}", path.display()),
-        source,
-    })
-}
-
-/// Prepared before spawning: stale sockets removed, the log and metrics
-/// files created (Firecracker opens but does not create them) and handed to
-/// `run_as`, and the serial log opened for appending (the parent's
-/// descriptor becomes Firecracker's stdout and stderr).
-pub(super) fn prepare_run_dir(spec: &LaunchSpec) -> Result<(RunFiles, File), VmmError> {
-    remove_stale_socket(&spec.api_socket())?;
-    remove_stale_socket(&spec.vsock_socket())?;
-    let log = log_path(spec);
-    let metrics = metrics_path(spec);
-    for p in [&log, &metrics] {
-        let f = open_nofollow(p, false, 0o600)?;
-        if let Some((uid, gid)) = spec.run_as {
-            rustix::fs::fchown(
-                &f,
-                Some(rustix::fs::Uid::from_raw(uid)),
-                Some(rustix::fs::Gid::from_raw(gid)),
-            )
-            .map_err(|e| VmmError::Io {
-                what: format!("handing {} to uid {uid}", p.display()),
-                source: e.into(),
-            })?;
-        }
-    }
-    let serial = open_nofollow(&spec.serial_log, true, 0o640)?;
+/// Prepared before spawning, all relative to `run` (a descriptor of
+/// `run_dir`, which `run_as` can write; this runs as root): stale sockets
+/// removed, and the log and metrics files created anew (Firecracker opens
+/// but does not create them) and handed to `run_as`. Returns what
+/// Firecracker is told to open, and root's own descriptor of the log for
+/// error tails.
+pub(super) fn prepare_run_dir(
+    run: &OwnerDir,
+    spec: &LaunchSpec,
+) -> Result<(RunFiles, File), VmmError> {
+    run.remove_stale_socket(API_SOCKET)?;
+    run.remove_stale_socket(VSOCK_SOCKET)?;
+    let log = run.recreate(LOG, 0o600, spec.run_as)?;
+    drop(run.recreate(METRICS, 0o600, spec.run_as)?);
     let files = RunFiles {
-        log: log.to_string_lossy().into_owned(),
-        metrics: metrics.to_string_lossy().into_owned(),
+        log: log_path(spec).to_string_lossy().into_owned(),
+        metrics: metrics_path(spec).to_string_lossy().into_owned(),
     };
-    Ok((files, serial))
-}
-
-/// The last `n` non-empty lines of a log (read from its last 64 KiB), joined
-/// with " | " for a one-line error; `(no output)` if there are none.
-pub fn tail_lines(path: &Path, n: usize) -> String {
-    use std::io::{Read as _, Seek as _, SeekFrom};
-    let Ok(mut f) = File::open(path) else {
-        return "(no output)".into();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let _ = f.seek(SeekFrom::Start(len.saturating_sub(64 * 1024)));
-    let mut buf = Vec::new();
-    let _ = f.read_to_end(&mut buf);
-    let text = String::from_utf8_lossy(&buf);
-    let mut lines: Vec<&str> = text
-        .lines()
-        .map(str::trim_end)
-        .filter(|l| !l.is_empty())
-        .rev()
-        .take(n)
-        .collect();
-    if lines.is_empty() {
-        return "(no output)".into();
-    }
-    lines.reverse();
-    lines.join(" | ")
+    Ok((files, log))
 }
 
 #[cfg(test)]
@@ -345,28 +267,9 @@ mod tests {
         check_refused(|s| s.mac = "02:ba:0a:00:00:zz".into(), "mac");
         check_refused(|s| s.vsock_cid = 2, "vsock_cid 2");
         check_refused(
-            |s| s.run_dir = "/no/such/banger/dir".into(),
-            "run_dir /no/such",
-        );
-        check_refused(
             |s| s.run_dir = PathBuf::from("/").join("d".repeat(100)),
             "a Unix socket path holds at most 107",
         );
-    }
-
-    #[test]
-    fn stale_sockets_go_but_other_files_stay() {
-        let dir = tempfile::tempdir().unwrap();
-        let sock = dir.path().join("s.sock");
-        drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
-        remove_stale_socket(&sock).unwrap();
-        assert!(!sock.exists());
-        remove_stale_socket(&sock).unwrap();
-        let file = dir.path().join("f");
-        std::fs::write(&file, "keep").unwrap();
-        let err = remove_stale_socket(&file).unwrap_err();
-        assert!(err.to_string().contains("not a socket"), "{err}");
-        assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep");
     }
 
     #[test]
@@ -375,17 +278,9 @@ mod tests {
         let target = dir.path().join("precious");
         std::fs::write(&target, "precious").unwrap();
         std::os::unix::fs::symlink(&target, dir.path().join("firecracker.log")).unwrap();
-        let err = prepare_run_dir(&spec(dir.path())).unwrap_err();
+        let run = OwnerDir::open(dir.path(), "run directory").unwrap();
+        let err = prepare_run_dir(&run, &spec(dir.path())).unwrap_err();
         assert!(err.to_string().contains("firecracker.log"), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "precious");
-    }
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("log");
-        std::fs::write(&p, "one\n\ntwo\nthree\n").unwrap();
-        assert_eq!(tail_lines(&p, 2), "two | three");
-        assert_eq!(tail_lines(&dir.path().join("none"), 2), "(no output)");
     }
 }

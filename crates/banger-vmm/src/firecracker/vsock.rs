@@ -16,15 +16,15 @@
 //! on it afterwards; [`wait_ready_vsock`] does both in one call for guests
 //! whose unit retries until it connects.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsStr;
 use std::io::{BufRead as _, BufReader};
-use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode};
 use std::time::{Duration, Instant};
 
+use crate::dir::OwnerDir;
 use crate::{LaunchSpec, VmmError};
 
 const VMM: &str = "firecracker";
@@ -65,8 +65,8 @@ pub fn guest_port_socket(spec: &LaunchSpec, port: u32) -> PathBuf {
 #[derive(Debug)]
 pub struct ReadyListener {
     path: PathBuf,
-    dir: OwnedFd,
-    name: OsString,
+    dir: OwnerDir,
+    name: String,
     /// Device and inode of the bound socket file.
     node: (u64, u64),
     listener: UnixListener,
@@ -81,60 +81,32 @@ impl ReadyListener {
     pub fn bind(spec: &LaunchSpec, port: u32) -> Result<Self, VmmError> {
         let path = guest_port_socket(spec, port);
         let parent = path.parent().unwrap_or(Path::new("/"));
-        let dir = rustix::fs::openat2(
-            rustix::fs::CWD,
-            parent,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            Mode::empty(),
-            ResolveFlags::NO_SYMLINKS,
-        )
-        .map_err(|e| VmmError::Io {
-            what: format!(
-                "opening the directory of the vsock readiness socket {}",
-                path.display()
-            ),
-            source: e.into(),
-        })?;
+        let dir = OwnerDir::open(parent, "directory of the vsock readiness socket")?;
         Self::bind_in(dir, spec, port)
     }
 
     /// [`ReadyListener::bind`] inside `dir`, a descriptor of the directory
     /// `<vsock_socket>_<port>` lives in that the caller opened (the executor
     /// passes the one it made, so no path is resolved at all).
-    pub fn bind_in(dir: OwnedFd, spec: &LaunchSpec, port: u32) -> Result<Self, VmmError> {
+    pub fn bind_in(dir: OwnerDir, spec: &LaunchSpec, port: u32) -> Result<Self, VmmError> {
         let path = guest_port_socket(spec, port);
         let io = |what: &str, e: std::io::Error| VmmError::Io {
             what: format!("{what} the vsock readiness socket {}", path.display()),
             source: e,
         };
-        let Some(name) = path.file_name() else {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
             return Err(io(
                 "placing",
                 std::io::Error::from(std::io::ErrorKind::InvalidInput),
             ));
         };
-        let name = name.to_os_string();
-        match rustix::fs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
-            Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => return Err(io("inspecting", e.into())),
-            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Socket => {
-                rustix::fs::unlinkat(&dir, name.as_os_str(), AtFlags::empty())
-                    .map_err(|e| io("removing the stale", e.into()))?;
-            }
-            Ok(_) => {
-                return Err(VmmError::InvalidSpec {
-                    vmm: VMM,
-                    what: format!(
-                        "{} exists and is not a socket; refusing to replace it",
-                        path.display()
-                    ),
-                });
-            }
-        }
+        let name = name.to_string();
+        dir.remove_stale_socket(&name)?;
         // Created as the VMM's user (0700), who connects to it: nothing
         // root-owned is left in that user's directory, and nothing is chowned.
-        let listener = bind_beneath(&dir, &name, spec.run_as).map_err(|e| io("binding", e))?;
-        let st = rustix::fs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+        let listener =
+            bind_beneath(&dir, OsStr::new(&name), spec.run_as).map_err(|e| io("binding", e))?;
+        let st = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| io("inspecting", e.into()))?;
         let guard = ReadyListener {
             path,
@@ -143,10 +115,7 @@ impl ReadyListener {
             node: (st.st_dev, st.st_ino),
             listener,
         };
-        let expected_uid = spec
-            .run_as
-            .map_or_else(|| rustix::process::geteuid().as_raw(), |(uid, _)| uid);
-        if FileType::from_raw_mode(st.st_mode) != FileType::Socket || st.st_uid != expected_uid {
+        if FileType::from_raw_mode(st.st_mode) != FileType::Socket || st.st_uid != spec.vmm_uid() {
             return Err(VmmError::InvalidSpec {
                 vmm: VMM,
                 what: format!(
@@ -272,7 +241,7 @@ impl Drop for ReadyListener {
     /// Remove the socket — only while the name still holds the bound inode,
     /// relative to the directory opened at bind time.
     fn drop(&mut self) {
-        let name = self.name.as_os_str();
+        let name = self.name.as_str();
         if let Ok(st) = rustix::fs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW)
             && (st.st_dev, st.st_ino) == self.node
         {
@@ -288,7 +257,7 @@ impl Drop for ReadyListener {
 /// rest of the process is never touched. `bind` never follows a symlink at
 /// the final name: an existing entry makes it fail.
 fn bind_beneath(
-    dir: &OwnedFd,
+    dir: &OwnerDir,
     name: &OsStr,
     run_as: Option<(u32, u32)>,
 ) -> std::io::Result<UnixListener> {

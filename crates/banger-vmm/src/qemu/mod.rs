@@ -14,7 +14,8 @@ use banger_host::runner::{Cmd, Runner, SpawnOptions, Spawned};
 
 pub use qmp::{Qmp, QmpError};
 
-use crate::{LaunchSpec, VmmError};
+use crate::dir::{OwnerDir, Peer};
+use crate::{LaunchSpec, QMP_SOCKET, VmmError};
 
 const VMM: &str = "qemu";
 
@@ -113,8 +114,15 @@ impl QemuDriver {
     }
 
     /// Spawn QEMU for `spec` and wait until its QMP socket answers. QEMU's
-    /// own stdout/stderr go to `vmm_log`. On failure nothing is left running.
-    pub fn launch(&self, spec: &LaunchSpec, vmm_log: std::fs::File) -> Result<QemuVm, VmmError> {
+    /// own stdout/stderr go to `vmm_log`. `run` is the caller's descriptor
+    /// of `spec.run_dir`: QMP is reached through it only, and only when
+    /// served by the spawned process. On failure nothing is left running.
+    pub fn launch(
+        &self,
+        spec: &LaunchSpec,
+        vmm_log: std::fs::File,
+        run: OwnerDir,
+    ) -> Result<QemuVm, VmmError> {
         let program = banger_host::runner::resolve(self.binary.as_os_str()).ok_or_else(|| {
             VmmError::BinaryMissing {
                 vmm: VMM,
@@ -135,8 +143,12 @@ impl QemuDriver {
                 source: std::io::Error::other(banger_proto_free_chain(&e)),
             })?;
         let mut vm = QemuVm {
+            peer: Peer {
+                uid: spec.vmm_uid(),
+                pid: child.pid(),
+            },
             child,
-            qmp_path: spec.qmp_socket(),
+            run,
         };
         let deadline = Instant::now() + QMP_APPEAR_TIMEOUT;
         loop {
@@ -150,7 +162,7 @@ impl QemuDriver {
                     tail: String::new(),
                 });
             }
-            match Qmp::connect(&vm.qmp_path, Duration::from_secs(2)) {
+            match vm.qmp() {
                 Ok(_) => return Ok(vm),
                 Err(_) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50))
@@ -159,7 +171,11 @@ impl QemuDriver {
                     let _ = vm.child.kill();
                     return Err(VmmError::Api {
                         vmm: VMM,
-                        what: format!("QMP socket {} never answered: {e}", vm.qmp_path.display()),
+                        what: format!(
+                            "QMP socket {} never answered: {}",
+                            vm.run.join(QMP_SOCKET).display(),
+                            banger_proto_free_chain(&e)
+                        ),
                     });
                 }
             }
@@ -171,12 +187,20 @@ impl QemuDriver {
 #[derive(Debug)]
 pub struct QemuVm {
     child: Spawned,
-    qmp_path: PathBuf,
+    /// `run_dir`, where QEMU serves QMP.
+    run: OwnerDir,
+    /// QEMU itself, as it must be serving QMP.
+    peer: Peer,
 }
 
 impl QemuVm {
     pub fn pid(&self) -> u32 {
         self.child.pid()
+    }
+
+    /// A QMP session with this QEMU.
+    pub fn qmp(&self) -> Result<Qmp, QmpError> {
+        Qmp::connect(&self.run, self.peer, Duration::from_secs(2))
     }
 
     /// Whether the process still runs (reaps it if not).
@@ -190,7 +214,7 @@ impl QemuVm {
         if !self.running() {
             return Ok(true);
         }
-        if let Ok(mut q) = Qmp::connect(&self.qmp_path, Duration::from_secs(2)) {
+        if let Ok(mut q) = self.qmp() {
             let _ = q.execute("system_powerdown");
         }
         let exited = self

@@ -8,10 +8,12 @@
 
 use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
+
+use crate::QMP_SOCKET;
+use crate::dir::{OwnerDir, Peer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QmpError {
@@ -44,12 +46,16 @@ pub struct Qmp {
 }
 
 impl Qmp {
-    /// Connect, read the greeting and negotiate capabilities.
-    pub fn connect(path: &Path, timeout: Duration) -> Result<Qmp, QmpError> {
-        let stream = UnixStream::connect(path).map_err(|source| QmpError::Connect {
-            path: path.display().to_string(),
-            source,
-        })?;
+    /// Connect to `qmp.sock` in `run` (QEMU's, served by `peer`: see
+    /// [`OwnerDir::connect`]), read the greeting and negotiate capabilities.
+    pub fn connect(run: &OwnerDir, peer: Peer, timeout: Duration) -> Result<Qmp, QmpError> {
+        let stream = run
+            .connect(QMP_SOCKET, peer)
+            .map_err(|source| QmpError::Connect {
+                path: run.join(QMP_SOCKET).display().to_string(),
+                source,
+            })?;
+        stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         let writer = stream.try_clone()?;

@@ -83,7 +83,9 @@ fn missing_binary_is_a_clear_error() {
         binary: PathBuf::from("/nonexistent/qemu-system-x86_64"),
     };
     let log = tempfile::tempfile().unwrap();
-    let err = driver.launch(&spec(false), log).unwrap_err();
+    let dir = tempfile::tempdir().unwrap();
+    let run = crate::dir::OwnerDir::open(dir.path(), "run directory").unwrap();
+    let err = driver.launch(&spec(false), log, run).unwrap_err();
     assert!(matches!(err, VmmError::BinaryMissing { .. }), "{err}");
     assert!(err.to_string().contains("/nonexistent/qemu-system-x86_64"));
 }

@@ -483,9 +483,21 @@ fn regular(f: &File, path: &Path) -> Result<std::fs::Metadata, VmOpError> {
 /// The image a snapshot is taken of: a regular file of the owner's with
 /// one link; returns its length.
 pub(crate) fn checked_origin(host: &VmHost, f: &File, path: &Path) -> Result<u64, VmOpError> {
+    checked_owners(host, f, path, "image file")
+}
+
+/// A file of the owner's tree root reads or writes (an image, a work seed,
+/// a work disk): a regular file of the owner's with one link, not a hard
+/// link to somebody else's file; returns its length. `what` names it.
+pub(crate) fn checked_owners(
+    host: &VmHost,
+    f: &File,
+    path: &Path,
+    what: &'static str,
+) -> Result<u64, VmOpError> {
     let m = regular(f, path)?;
     check_origin(m.uid(), m.nlink(), host.owner.0).map_err(|reason| VmOpError::Invalid {
-        what: "image file",
+        what,
         value: path.display().to_string(),
         reason: format!("{reason}; refusing to use it"),
     })?;

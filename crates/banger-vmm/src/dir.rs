@@ -1,0 +1,350 @@
+//! Root's work inside a directory another uid can write.
+//!
+//! A VM's directory (`vms/<id>/`) and its `run/` belong to the VM's owner,
+//! who can rename, replace, symlink or hard-link anything in them at any
+//! moment. So root never acts there on a path: it holds a descriptor of
+//! the directory ([`OwnerDir`], opened without following any symlink, or
+//! handed over by the executor, which made it) and works relative to it —
+//! `openat` with `O_NOFOLLOW`, new files only with `O_CREAT|O_EXCL`,
+//! `fchown` only on a descriptor of a file it just created, existing files
+//! checked by `fstat` (a regular file of the expected uid with one link),
+//! sockets connected through a descriptor of the socket inode and checked
+//! by `SO_PEERCRED`, names removed with `unlinkat`. The path is kept for
+//! messages and for the arguments a VMM (running as the owner) gets.
+//!
+//! Removing a name in such a directory takes nothing from anyone whatever
+//! the name holds at that instant (even a hard link to a file of root's:
+//! its other links, bytes, owner and mode stay), so a stale file or socket
+//! is removed by `unlinkat` after a check that only serves clear errors;
+//! what root then uses is what it created with `O_EXCL`.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd as _, BorrowedFd, OwnedFd};
+use std::os::unix::fs::FileExt as _;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+
+use crate::VmmError;
+
+/// Who must be listening on a socket root connects to: the VMM process
+/// (its pid, as `SO_PEERCRED` reports the listener) running as `uid`, which
+/// also owns the socket file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub pid: u32,
+}
+
+/// A directory another uid can write, as root holds it: a descriptor,
+/// never its path re-resolved.
+#[derive(Debug)]
+pub struct OwnerDir {
+    fd: OwnedFd,
+    /// For messages and VMM arguments only; never opened by root.
+    path: PathBuf,
+}
+
+impl OwnerDir {
+    /// Open `path` with `openat2(RESOLVE_NO_SYMLINKS)`: no component may be
+    /// a symlink. `what` names the directory in the error. For callers that
+    /// did not make the directory themselves (the executor hands over the
+    /// descriptor of the one it made: [`OwnerDir::from_fd`]).
+    pub fn open(path: &Path, what: &str) -> Result<OwnerDir, VmmError> {
+        let fd = rustix::fs::openat2(
+            rustix::fs::CWD,
+            path,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+            ResolveFlags::NO_SYMLINKS,
+        )
+        .map_err(|e| VmmError::Io {
+            what: format!(
+                "opening the {what} {} (no symlink is followed on the way)",
+                path.display()
+            ),
+            source: e.into(),
+        })?;
+        Ok(OwnerDir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The caller's descriptor of the directory at `path`.
+    pub fn from_fd(fd: OwnedFd, path: PathBuf) -> OwnerDir {
+        OwnerDir { fd, path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `path/name`, for messages and VMM arguments.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// A second descriptor of the same directory (`dup`): the same
+    /// directory whatever happens to its name meanwhile.
+    pub fn try_clone(&self) -> Result<OwnerDir, VmmError> {
+        let fd = self.fd.try_clone().map_err(|source| VmmError::Io {
+            what: format!("duplicating the descriptor of {}", self.path.display()),
+            source,
+        })?;
+        Ok(OwnerDir {
+            fd,
+            path: self.path.clone(),
+        })
+    }
+
+    fn io(&self, what: &str, name: &str, e: impl Into<std::io::Error>) -> VmmError {
+        VmmError::Io {
+            what: format!("{what} {}", self.join(name).display()),
+            source: e.into(),
+        }
+    }
+
+    fn refused(&self, name: &str, reason: String) -> VmmError {
+        VmmError::Refused {
+            path: self.join(name).display().to_string(),
+            reason,
+        }
+    }
+
+    /// Create `name` as a new file, read-write, with exactly `mode`, and
+    /// hand it to `owner` (`None`: it stays this process's). `O_EXCL`
+    /// makes it a new inode (an existing name, even a dangling symlink,
+    /// fails), so the `fchown` on its descriptor can only give away the
+    /// file this call made.
+    pub fn create(
+        &self,
+        name: &str,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<File, VmmError> {
+        let fd = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::RDWR | OFlags::CLOEXEC,
+            Mode::from_raw_mode(mode),
+        )
+        .map_err(|e| match e {
+            rustix::io::Errno::EXIST => {
+                self.refused(name, "appeared while it was being created".into())
+            }
+            e => self.io("creating", name, e),
+        })?;
+        // The umask may have taken bits; the mode is exactly `mode`.
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+            .map_err(|e| self.io("setting the mode of", name, e))?;
+        if let Some((uid, gid)) = owner {
+            rustix::fs::fchown(
+                &fd,
+                Some(rustix::fs::Uid::from_raw(uid)),
+                Some(rustix::fs::Gid::from_raw(gid)),
+            )
+            .map_err(|e| self.io(&format!("handing to uid {uid}"), name, e))?;
+        }
+        Ok(File::from(fd))
+    }
+
+    /// [`OwnerDir::create`], after removing what an earlier run left at
+    /// `name`: only a regular file of `owner`'s (this process's if `None`)
+    /// with one link — what `create` made then. Anything else there is
+    /// refused, untouched.
+    pub fn recreate(
+        &self,
+        name: &str,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<File, VmmError> {
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(self.io("inspecting", name, e)),
+            Ok(st) => {
+                sole_file_of(&st, expected_uid(owner)).map_err(|r| self.refused(name, r))?;
+                match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => return Err(self.io("removing the stale", name, e)),
+                }
+            }
+        }
+        self.create(name, mode, owner)
+    }
+
+    /// Open `name` for appending (and reading, for error tails), creating
+    /// it as [`OwnerDir::create`] does when it is missing. An existing file
+    /// must be a regular file of `owner`'s (this process's if `None`) with
+    /// one link; it is looked at through an `O_PATH` descriptor and only
+    /// that inode is then opened for writing (so a FIFO or device planted
+    /// there is never opened, and a swap after the check changes nothing).
+    pub fn open_append(
+        &self,
+        name: &str,
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<File, VmmError> {
+        let node = match rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        ) {
+            Err(rustix::io::Errno::NOENT) => {
+                let f = self.create(name, mode, owner)?;
+                rustix::fs::fcntl_setfl(&f, OFlags::APPEND)
+                    .map_err(|e| self.io("appending to", name, e))?;
+                return Ok(f);
+            }
+            Err(e) => return Err(self.io("opening", name, e)),
+            Ok(node) => node,
+        };
+        let st = rustix::fs::fstat(&node).map_err(|e| self.io("inspecting", name, e))?;
+        sole_file_of(&st, expected_uid(owner)).map_err(|r| self.refused(name, r))?;
+        // The inode just checked, reopened through its descriptor's /proc
+        // link (no name is resolved again).
+        let fd = rustix::fs::open(
+            proc_fd_path(node.as_fd()),
+            OFlags::RDWR | OFlags::APPEND | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.io("opening", name, e))?;
+        Ok(File::from(fd))
+    }
+
+    /// Remove a leftover socket `name` (a VMM refuses to start when its
+    /// socket exists). Missing is fine; anything but a socket is refused.
+    pub fn remove_stale_socket(&self, name: &str) -> Result<(), VmmError> {
+        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(self.io("inspecting", name, e)),
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Socket => {
+                match rustix::fs::unlinkat(&self.fd, name, AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+                    Err(e) => Err(self.io("removing the stale socket", name, e)),
+                }
+            }
+            Ok(_) => Err(self.refused(name, "exists and is not a socket".into())),
+        }
+    }
+
+    /// Connect to the socket `name`, listened on by `peer`. The socket file
+    /// is opened `O_PATH|O_NOFOLLOW` (a symlink there is refused, never
+    /// followed) and must belong to `peer.uid`; the connection goes to that
+    /// very inode through its descriptor's /proc link, and the listener
+    /// must be `peer.pid` (`SO_PEERCRED`), or the connection is dropped
+    /// before a byte is sent. The stream is non-blocking.
+    pub fn connect(&self, name: &str, peer: Peer) -> std::io::Result<UnixStream> {
+        let refused = |what: String| {
+            std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!("{}: {what}; refusing to connect", self.join(name).display()),
+            )
+        };
+        let node = rustix::fs::openat(
+            &self.fd,
+            name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        let st = rustix::fs::fstat(&node)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Socket {
+            return Err(refused(format!(
+                "a {:?}, not a socket",
+                FileType::from_raw_mode(st.st_mode)
+            )));
+        }
+        if st.st_uid != peer.uid {
+            return Err(refused(format!(
+                "owned by uid {}, not the VMM's uid {}",
+                st.st_uid, peer.uid
+            )));
+        }
+        let sock = rustix::net::socket_with(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+            None,
+        )?;
+        let addr = rustix::net::SocketAddrUnix::new(proc_fd_path(node.as_fd()))?;
+        rustix::net::connect(&sock, &addr)?;
+        let stream = UnixStream::from(sock);
+        let cred = banger_host::peer::peer_cred(&stream)?;
+        if (cred.pid, cred.uid) != (peer.pid, peer.uid) {
+            return Err(refused(format!(
+                "served by pid {} (uid {}), not the VMM's pid {} (uid {})",
+                cred.pid, cred.uid, peer.pid, peer.uid
+            )));
+        }
+        Ok(stream)
+    }
+}
+
+impl AsFd for OwnerDir {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// The uid files root hands to `owner` (or keeps) end up with.
+fn expected_uid(owner: Option<(u32, u32)>) -> u32 {
+    owner.map_or_else(|| rustix::process::geteuid().as_raw(), |(uid, _)| uid)
+}
+
+/// `/proc/self/fd/<fd>`: the inode behind `fd`, whatever its name is now.
+fn proc_fd_path(fd: BorrowedFd<'_>) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+/// What a file root reuses in a directory another uid can write must be:
+/// a regular file of `uid` with one link (not a hard link to somebody
+/// else's file, nor something swapped in). `Err` says what it is instead.
+pub fn sole_file_of(st: &rustix::fs::Stat, uid: u32) -> Result<(), String> {
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if kind != FileType::RegularFile {
+        return Err(format!("a {kind:?}, not a regular file"));
+    }
+    if st.st_uid != uid {
+        return Err(format!("owned by uid {}, not uid {uid}", st.st_uid));
+    }
+    if st.st_nlink != 1 {
+        return Err(format!("{} hard links, not 1", st.st_nlink));
+    }
+    Ok(())
+}
+
+/// The last `n` non-empty lines of the file behind `f` (read with `pread`
+/// from its last 64 KiB, whatever the file's name is now), joined with
+/// " | " for a one-line error; `(no output)` if there are none.
+pub fn tail_lines(f: &File, n: usize) -> String {
+    const WINDOW: u64 = 64 * 1024;
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let start = len.saturating_sub(WINDOW);
+    let mut buf = vec![0u8; (len - start) as usize];
+    let mut got = 0;
+    while got < buf.len() {
+        match f.read_at(&mut buf[got..], start + got as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got += k,
+        }
+    }
+    buf.truncate(got);
+    let text = String::from_utf8_lossy(&buf);
+    let mut lines: Vec<&str> = text
+        .lines()
+        .map(str::trim_end)
+        .filter(|l| !l.is_empty())
+        .rev()
+        .take(n)
+        .collect();
+    if lines.is_empty() {
+        return "(no output)".into();
+    }
+    lines.reverse();
+    lines.join(" | ")
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,211 @@
+//! `OwnerDir` against real files and sockets in a temp dir.
+
+use std::io::Write as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::os::unix::net::UnixListener;
+use std::time::Duration;
+
+use super::*;
+
+fn me() -> Peer {
+    Peer {
+        uid: rustix::process::geteuid().as_raw(),
+        pid: std::process::id(),
+    }
+}
+
+fn open(dir: &Path) -> OwnerDir {
+    OwnerDir::open(dir, "test directory").unwrap()
+}
+
+fn refused(e: VmmError, needle: &str) {
+    assert!(matches!(e, VmmError::Refused { .. }), "{e}");
+    assert!(e.to_string().contains(needle), "{needle:?} not in {e}");
+}
+
+/// (mode, length, bytes) of a file that must not change.
+fn snapshot(p: &Path) -> (u32, u64, Vec<u8>) {
+    let m = std::fs::metadata(p).unwrap();
+    (m.mode() & 0o7777, m.len(), std::fs::read(p).unwrap())
+}
+
+#[test]
+fn a_symlinked_directory_is_refused() {
+    let base = tempfile::tempdir().unwrap();
+    let real = base.path().join("real");
+    std::fs::create_dir(&real).unwrap();
+    std::os::unix::fs::symlink(&real, base.path().join("link")).unwrap();
+    let err = OwnerDir::open(&base.path().join("link"), "run directory").unwrap_err();
+    assert!(
+        err.to_string().contains("opening the run directory"),
+        "{err}"
+    );
+}
+
+#[test]
+fn create_makes_a_new_file_with_exactly_its_mode_and_never_reuses_one() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = open(base.path());
+    let f = dir.create("new", 0o640, None).unwrap();
+    assert_eq!(f.metadata().unwrap().mode() & 0o7777, 0o640);
+    refused(dir.create("new", 0o600, None).unwrap_err(), "appeared");
+    // Not through a dangling symlink either.
+    std::os::unix::fs::symlink(base.path().join("target"), base.path().join("dangling")).unwrap();
+    refused(dir.create("dangling", 0o600, None).unwrap_err(), "dangling");
+    assert!(!base.path().join("target").exists());
+}
+
+#[test]
+fn recreate_replaces_only_a_sole_file_of_the_owner() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = open(base.path());
+    std::fs::write(base.path().join("log"), "old run\n").unwrap();
+    let mut f = dir.recreate("log", 0o600, None).unwrap();
+    f.write_all(b"new run\n").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(base.path().join("log")).unwrap(),
+        "new run\n"
+    );
+
+    // A hard link to another file: refused, both names and the file kept.
+    let victim = base.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(base.path().join("log")).unwrap();
+    std::fs::hard_link(&victim, base.path().join("log")).unwrap();
+    let before = snapshot(&victim);
+    refused(
+        dir.recreate("log", 0o600, None).unwrap_err(),
+        "2 hard links, not 1",
+    );
+    assert_eq!(snapshot(&victim), before);
+    assert!(base.path().join("log").exists());
+
+    // A symlink, a directory: refused.
+    std::os::unix::fs::symlink(&victim, base.path().join("sym")).unwrap();
+    refused(dir.recreate("sym", 0o600, None).unwrap_err(), "Symlink");
+    std::fs::create_dir(base.path().join("sub")).unwrap();
+    refused(dir.recreate("sub", 0o600, None).unwrap_err(), "Directory");
+    assert_eq!(snapshot(&victim), before);
+}
+
+#[test]
+fn open_append_keeps_the_log_and_refuses_what_is_not_a_sole_file() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = open(base.path());
+    let mut f = dir.open_append("serial.log", 0o640, None).unwrap();
+    f.write_all(b"boot 1\n").unwrap();
+    drop(f);
+    let mut f = dir.open_append("serial.log", 0o640, None).unwrap();
+    f.write_all(b"boot 2\n").unwrap();
+    assert_eq!(
+        std::fs::read_to_string(base.path().join("serial.log")).unwrap(),
+        "boot 1\nboot 2\n"
+    );
+    // Readable too (error tails are read from this descriptor).
+    assert_eq!(tail_lines(&f, 5), "boot 1 | boot 2");
+
+    let victim = base.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    let before = snapshot(&victim);
+    std::fs::hard_link(&victim, base.path().join("linked.log")).unwrap();
+    refused(
+        dir.open_append("linked.log", 0o640, None).unwrap_err(),
+        "hard links",
+    );
+    std::os::unix::fs::symlink(&victim, base.path().join("sym.log")).unwrap();
+    refused(
+        dir.open_append("sym.log", 0o640, None).unwrap_err(),
+        "Symlink",
+    );
+    assert_eq!(snapshot(&victim), before);
+    // A FIFO is refused without being opened (opening it would block).
+    rustix::fs::mknodat(
+        &dir,
+        "fifo.log",
+        FileType::Fifo,
+        Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    refused(
+        dir.open_append("fifo.log", 0o640, None).unwrap_err(),
+        "Fifo",
+    );
+}
+
+#[test]
+fn the_tail_comes_from_the_descriptor_whatever_the_name_now_holds() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = open(base.path());
+    let mut f = dir.create("vmm.log", 0o600, None).unwrap();
+    f.write_all(b"one\n\ntwo\nthree\n").unwrap();
+    let secret = base.path().join("secret");
+    std::fs::write(&secret, "SECRET\n").unwrap();
+    std::fs::remove_file(base.path().join("vmm.log")).unwrap();
+    std::os::unix::fs::symlink(&secret, base.path().join("vmm.log")).unwrap();
+    assert_eq!(tail_lines(&f, 2), "two | three");
+    assert_eq!(
+        tail_lines(&dir.create("empty", 0o600, None).unwrap(), 2),
+        "(no output)"
+    );
+}
+
+#[test]
+fn stale_sockets_go_but_other_files_stay() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = open(base.path());
+    drop(UnixListener::bind(base.path().join("s.sock")).unwrap());
+    dir.remove_stale_socket("s.sock").unwrap();
+    assert!(!base.path().join("s.sock").exists());
+    dir.remove_stale_socket("s.sock").unwrap();
+    std::fs::write(base.path().join("f"), "keep").unwrap();
+    refused(dir.remove_stale_socket("f").unwrap_err(), "not a socket");
+    assert_eq!(
+        std::fs::read_to_string(base.path().join("f")).unwrap(),
+        "keep"
+    );
+}
+
+#[test]
+fn connect_reaches_only_a_socket_served_by_the_expected_process() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = open(base.path());
+    let listener = UnixListener::bind(base.path().join("vmm.sock")).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    // Served by this process: accepted.
+    dir.connect("vmm.sock", me()).unwrap();
+    assert!(listener.accept().is_ok());
+    // Another pid expected (the VMM is somebody else): dropped.
+    let other = Peer {
+        pid: std::process::id() + 1,
+        ..me()
+    };
+    let err = dir.connect("vmm.sock", other).unwrap_err();
+    assert!(err.to_string().contains("not the VMM's pid"), "{err}");
+    // Another uid expected: refused before connecting.
+    let err = dir
+        .connect("vmm.sock", Peer { uid: 65534, ..me() })
+        .unwrap_err();
+    assert!(err.to_string().contains("owned by uid"), "{err}");
+
+    // A symlink to a live socket elsewhere is refused, never followed.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let foreign = UnixListener::bind(elsewhere.path().join("foreign.sock")).unwrap();
+    foreign.set_nonblocking(true).unwrap();
+    std::os::unix::fs::symlink(
+        elsewhere.path().join("foreign.sock"),
+        base.path().join("link.sock"),
+    )
+    .unwrap();
+    let err = dir.connect("link.sock", me()).unwrap_err();
+    assert!(err.to_string().contains("not a socket"), "{err}");
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(
+        foreign.accept().is_err(),
+        "a connection reached the socket the symlink points at"
+    );
+    // A missing socket is NotFound (callers wait for it to appear).
+    let err = dir.connect("absent.sock", me()).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
+}
