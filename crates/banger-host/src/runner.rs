@@ -121,6 +121,14 @@ pub enum RunError {
     },
     #[error("`{argv}` did not finish within {secs}s and was killed")]
     Timeout { argv: String, secs: u64 },
+    #[error("`{argv}` wrote more than {max_bytes} bytes; stopped reading it")]
+    TooMuchOutput { argv: String, max_bytes: u64 },
+    #[error("storing the output of `{argv}`")]
+    Sink {
+        argv: String,
+        #[source]
+        source: std::io::Error,
+    },
     /// `stderr` is the tool's own last lines ([`STDERR_TAIL_LINES`]), so
     /// the error says why in the tool's words.
     #[error("`{argv}` failed with {status}: {stderr}")]
@@ -198,6 +206,102 @@ impl Runner {
             stdout: String::from_utf8_lossy(&stdout_raw).into_owned(),
             stderr,
             stdout_raw,
+        })
+    }
+}
+
+/// What [`Runner::stream_stdout`] leaves besides the file it wrote.
+#[derive(Debug, Clone)]
+pub struct Streamed {
+    pub status: ExitStatus,
+    /// Bytes of stdout written to the sink.
+    pub bytes: u64,
+    pub stderr: String,
+}
+
+impl Runner {
+    /// Run `cmd` and write its stdout into `sink` as it arrives, never more
+    /// than `max_bytes` of it: past that the pipe is closed (the child sees
+    /// EPIPE) and the call fails with [`RunError::TooMuchOutput`]. Stdin is
+    /// `/dev/null`, stderr is captured, the timeout applies, and a non-zero
+    /// exit is [`RunError::Failed`] with the stderr tail. For bulk data from
+    /// an untrusted peer (a guest's export over ssh) that must neither sit
+    /// in memory nor go through a protocol client with a history of bugs.
+    pub fn stream_stdout(
+        &self,
+        cmd: &Cmd,
+        mut sink: std::fs::File,
+        max_bytes: u64,
+    ) -> Result<Streamed, RunError> {
+        let argv = cmd.display();
+        tracing::debug!(%argv, max_bytes, "running, stdout to a file");
+        let mut command = base_command(cmd)?;
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some((uid, gid)) = cmd.run_as {
+            use std::os::unix::process::CommandExt as _;
+            command.uid(uid).gid(gid);
+        }
+        let mut child = command.spawn().map_err(|source| RunError::Spawn {
+            argv: argv.clone(),
+            source,
+        })?;
+        let err_reader = drain(child.stderr.take());
+        let out = child.stdout.take();
+        // Copy on a thread so the timeout below still holds when the child
+        // stalls; the result says whether the cap was hit.
+        let copier = std::thread::spawn(move || -> std::io::Result<(u64, bool)> {
+            let Some(mut out) = out else {
+                return Ok((0, false));
+            };
+            let mut buf = vec![0u8; 1 << 16];
+            let mut total = 0u64;
+            loop {
+                let n = match out.read(&mut buf) {
+                    Ok(0) => return Ok((total, false)),
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                };
+                if total + n as u64 > max_bytes {
+                    return Ok((total, true));
+                }
+                sink.write_all(&buf[..n])?;
+                total += n as u64;
+            }
+        });
+        let status = wait_with_timeout(&mut child, cmd.timeout).map_err(|e| match e {
+            WaitError::Io(source) => RunError::Wait {
+                argv: argv.clone(),
+                source,
+            },
+            WaitError::Timeout => RunError::Timeout {
+                argv: argv.clone(),
+                secs: cmd.timeout.as_secs(),
+            },
+        })?;
+        let copied = copier
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the copying thread panicked")));
+        let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+        let bytes = match copied {
+            Ok((_, true)) => return Err(RunError::TooMuchOutput { argv, max_bytes }),
+            Ok((n, false)) => n,
+            Err(source) => return Err(RunError::Sink { argv, source }),
+        };
+        if !status.success() {
+            return Err(RunError::Failed {
+                argv,
+                status,
+                stderr: stderr_tail(&stderr),
+            });
+        }
+        Ok(Streamed {
+            status,
+            bytes,
+            stderr,
         })
     }
 }
@@ -472,6 +576,54 @@ mod tests {
         let tail = (13..=20).map(|i| format!("line{i}")).collect::<Vec<_>>();
         assert!(msg.ends_with(&tail.join("\n")), "{msg}");
         assert!(!msg.contains("line12"), "{msg}");
+    }
+
+    #[test]
+    fn stdout_streams_into_the_sink_up_to_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out");
+        let sink = || std::fs::File::create(&path).unwrap();
+        // 3 MiB, in many chunks, arrives whole; stderr is kept apart.
+        let got = Runner
+            .stream_stdout(
+                &Cmd::new("sh").args(["-c", "head -c 3145728 /dev/zero; echo note >&2"]),
+                sink(),
+                4 << 20,
+            )
+            .unwrap();
+        assert_eq!(got.bytes, 3 << 20);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 << 20);
+        assert_eq!(got.stderr, "note\n");
+        // One byte over the cap: refused, and the sender is not waited on
+        // forever (it gets EPIPE; `yes` would otherwise never stop).
+        let err = Runner
+            .stream_stdout(&Cmd::new("yes"), sink(), 1 << 20)
+            .unwrap_err();
+        assert!(
+            matches!(err, RunError::TooMuchOutput { max_bytes, .. } if max_bytes == 1 << 20),
+            "{err}"
+        );
+        assert!(std::fs::metadata(&path).unwrap().len() <= 1 << 20);
+        // A failing command carries its stderr tail.
+        let err = Runner
+            .stream_stdout(
+                &Cmd::new("sh").args(["-c", "echo partial; echo gone >&2; exit 7"]),
+                sink(),
+                100,
+            )
+            .unwrap_err();
+        assert!(err.to_string().contains("gone"), "{err}");
+        // The timeout holds while the child sends nothing.
+        let err = Runner
+            .stream_stdout(
+                &Cmd::new("sleep")
+                    .arg("30")
+                    .timeout(Duration::from_millis(300)),
+                sink(),
+                100,
+            )
+            .unwrap_err();
+        assert!(matches!(err, RunError::Timeout { .. }), "{err}");
     }
 
     #[test]

@@ -9,7 +9,6 @@
 //! afterwards; a mismatch fails the operation.
 
 use std::fmt::Write as _;
-use std::os::unix::fs::PermissionsExt as _;
 
 use banger_host::runner::{Cmd, Runner};
 use banger_proto::vmops::GuestFilesSpec;
@@ -57,15 +56,20 @@ impl VmHost {
         let script_path = sdir.join("script");
         std::fs::write(&script_path, &script).map_err(io("staging", &script_path))?;
         // debugfs runs with the owner's uid: let it read the staging copies.
+        // The entries first, while the directory (0700, from tempdir) is
+        // still root's and nobody else can rename anything in it; then the
+        // directory itself through a descriptor, and nothing by its path
+        // afterwards: once it is the owner's, in sticky /tmp, the owner may
+        // move it and put a symlink at its name.
         if let Some((uid, gid)) = self.tool_ids() {
             for entry in std::fs::read_dir(sdir)
                 .map_err(io("listing", sdir))?
                 .flatten()
             {
-                let _ = std::os::unix::fs::chown(entry.path(), Some(uid), Some(gid));
+                let _ = std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid));
             }
-            let _ = std::os::unix::fs::chown(sdir, Some(uid), Some(gid));
-            let _ = std::fs::set_permissions(sdir, std::fs::Permissions::from_mode(0o700));
+            let dir = std::fs::File::open(sdir).map_err(io("opening", sdir))?;
+            let _ = std::os::unix::fs::fchown(&dir, Some(uid), Some(gid));
         }
         self.tool(
             "writing guest files",

@@ -291,7 +291,27 @@ fn workspace_round_trip() {
         "{msg}"
     );
 
+    // The export comes back as a plain byte stream: no rsync sender in the
+    // guest ever talks to a client on the host (issue #13, finding 10). A
+    // wrapper records any `rsync --server --sender` the host starts.
+    guest(
+        &ns,
+        &d,
+        "ws",
+        r#"sudo mv /usr/bin/rsync /usr/bin/rsync.real && printf '%s\n' '#!/bin/sh' 'case "$*" in *--sender*) : > /tmp/rsync-sender-ran;; esac' 'exec /usr/bin/rsync.real "$@"' | sudo tee /usr/bin/rsync >/dev/null && sudo chmod 755 /usr/bin/rsync"#,
+    );
     let exp = ok_json(&ns, &d, &["workspace", "export", "ws"]);
+    let sender = guest(
+        &ns,
+        &d,
+        "ws",
+        "test -e /tmp/rsync-sender-ran && echo ran || echo never",
+    );
+    assert_eq!(
+        sender.trim(),
+        "never",
+        "export used the guest's rsync sender"
+    );
     assert_eq!(exp["branch"], "banger/ws", "{exp}");
     assert_eq!(exp["commits"], 2, "{exp}");
     assert_eq!(exp["uncommitted"], true, "{exp}");

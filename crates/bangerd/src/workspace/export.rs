@@ -2,6 +2,7 @@
 //! (docs/workspaces.md).
 
 use std::collections::HashMap;
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -144,17 +145,22 @@ impl WorkspaceService {
         let tmp = tempfile::tempdir_in(&dir)
             .map_err(|e| internal(format!("temp dir in {}: {e}", dir.display())))?;
         let local = tmp.path().join(format!("export.{mode}"));
-        g.rsync(
-            &[
-                // The guest is untrusted: cap what it can make us store.
-                format!("--max-size={EXPORT_MAX_BYTES}").into(),
-                format!(":.cache/banger/export.{mode}").into(),
-                local.clone().into_os_string(),
-            ],
-            "copying the export",
+        // A new file of ours, filled with the guest's bytes as a plain
+        // stream (no rsync: a hostile guest's rsync sender has had host-side
+        // read/write bugs), capped.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&local)
+            .map_err(|e| internal(format!("creating {}: {e}", local.display())))?;
+        let fetched = g.fetch_file(
+            &format!(".cache/banger/export.{mode}"),
+            file,
+            EXPORT_MAX_BYTES,
+            std::time::Duration::from_secs(3600),
         )?;
-        if !local.is_file() {
-            // rsync skips, without failing, a file over --max-size.
+        if fetched.is_none() {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
                 format!(

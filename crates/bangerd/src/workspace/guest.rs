@@ -140,6 +140,31 @@ impl Guest {
         Ok(out)
     }
 
+    /// Copy the guest file `path` (relative to the guest user's home) into
+    /// `dst` as a plain byte stream over ssh (`cat`), at most `max_bytes`:
+    /// the guest is untrusted, so nothing of its side speaks a file-transfer
+    /// protocol to a client here, and it cannot make us store more than the
+    /// cap. Returns the bytes copied; `Ok(None)` when the file is bigger.
+    pub fn fetch_file(
+        &self,
+        path: &str,
+        dst: std::fs::File,
+        max_bytes: u64,
+        timeout: Duration,
+    ) -> Result<Option<u64>, RpcError> {
+        let cmd = Cmd::new("ssh")
+            .args(self.ssh_options())
+            .arg(self.login())
+            .arg(format!("exec cat -- {}", sh_quote(path)))
+            .timeout(timeout);
+        match Runner.stream_stdout(&cmd, dst, max_bytes) {
+            Ok(done) => Ok(Some(done.bytes)),
+            Err(banger_host::runner::RunError::TooMuchOutput { .. }) => Ok(None),
+            Err(e) => Err(RpcError::from_error(ErrorCode::Unavailable, &e)
+                .context(format!("copying ~/{path} from VM {}", self.name))),
+        }
+    }
+
     /// Like [`Guest::exec`], but a non-zero exit is an error naming `what`.
     pub fn exec_ok(
         &self,
