@@ -319,7 +319,7 @@ impl Executor {
             }
             validate::guest_address(&g.tap, g.ip, &spec.bridge, subnet)?;
         }
-        let batch = firewall::ruleset(&spec);
+        let batch = firewall::ruleset(&spec, subnet.address);
         tracing::debug!(bridge = %spec.bridge, %batch, "nft batch");
 
         let previous = (txn.state.firewall, txn.state.nat_guests.clone());
