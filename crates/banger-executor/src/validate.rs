@@ -7,22 +7,12 @@ use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
 use banger_host::net::{Ipv4Cidr, RouteV4};
-use banger_proto::net::{BridgeSpec, FirewallSpec, IFNAME_PREFIX, TAP_PREFIX};
+use banger_proto::net::{
+    BridgeSpec, FirewallSpec, IFNAME_MAX, IFNAME_PREFIX, SUBNET_PREFIX_RANGE, TAP_PREFIX,
+};
 use banger_proto::privops::PrivOp;
 
 use crate::error::ExecError;
-
-/// Longest interface name the kernel accepts (`IFNAMSIZ` - 1).
-pub const IFNAME_MAX: usize = 15;
-/// Bridge prefix lengths accepted: big enough for a few guests, small enough
-/// not to swallow a whole private range.
-pub const PREFIX_RANGE: std::ops::RangeInclusive<u8> = 16..=29;
-/// The RFC 1918 ranges a bridge subnet must lie in.
-pub const PRIVATE_RANGES: [(Ipv4Addr, u8); 3] = [
-    (Ipv4Addr::new(10, 0, 0, 0), 8),
-    (Ipv4Addr::new(172, 16, 0, 0), 12),
-    (Ipv4Addr::new(192, 168, 0, 0), 16),
-];
 
 /// The checks of `op` that need no host state.
 pub fn op(op: &PrivOp) -> Result<(), ExecError> {
@@ -134,21 +124,19 @@ pub fn bridge_spec(spec: &BridgeSpec) -> Result<Ipv4Cidr, ExecError> {
         address: cidr,
         reason,
     };
-    if !PREFIX_RANGE.contains(&spec.prefix_len) {
+    if !SUBNET_PREFIX_RANGE.contains(&spec.prefix_len) {
         return Err(bad(format!(
             "prefix /{} is outside /{}../{}",
             spec.prefix_len,
-            PREFIX_RANGE.start(),
-            PREFIX_RANGE.end()
+            SUBNET_PREFIX_RANGE.start(),
+            SUBNET_PREFIX_RANGE.end()
         )));
     }
-    let private = PRIVATE_RANGES.iter().any(|(net, len)| {
-        Ipv4Cidr::new(*net, *len).contains(cidr.network()) && spec.prefix_len >= *len
-    });
-    if !private {
-        return Err(bad(
-            "not in a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)".into(),
-        ));
+    // The prefix is at most 29 here and the network has no host bits.
+    let subnet = banger_proto::cidr::Ipv4Cidr::new(cidr.network(), spec.prefix_len)
+        .expect("a network address with a prefix of at most 32");
+    if let Some(reason) = banger_proto::net::subnet_problem(subnet) {
+        return Err(bad(reason));
     }
     if spec.address == cidr.network() {
         return Err(bad(format!(
@@ -294,6 +282,12 @@ mod tests {
                 let safe = b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
                 let is_tap = name.starts_with(TAP_PREFIX);
                 assert_eq!(bridge_name(&name).is_ok(), safe && !is_tap, "{name:?}");
+                // The one rule the install and the owner config check too.
+                assert_eq!(
+                    banger_proto::net::is_bridge_name(&name),
+                    safe && !is_tap,
+                    "{name:?}"
+                );
             }
         }
     }

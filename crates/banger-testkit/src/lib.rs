@@ -377,6 +377,7 @@ pub fn write_install_meta(root: &Path, owner: &TestUser) -> PathBuf {
             root_state_dir: root.join("root-state"),
         },
         vmm: Default::default(),
+        network: Default::default(),
     };
     let file = root.join("install.toml");
     std::fs::write(&file, meta.to_toml()).unwrap();

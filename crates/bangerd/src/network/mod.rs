@@ -8,7 +8,6 @@
 //! a subsystem-local lock: last in the lock order, never held across an
 //! await, guest I/O or network I/O.
 
-pub mod cidr;
 pub mod leases;
 #[cfg(test)]
 mod tests;
