@@ -34,6 +34,7 @@ use std::sync::Arc;
 
 use banger_host::net::HostNet;
 use banger_host::probe::HostProbes;
+use banger_proto::net::BridgeSpec;
 use banger_proto::privops::{PrivOp, PrivOutcome};
 
 pub use error::ExecError;
@@ -57,6 +58,10 @@ pub struct Executor {
     net: Arc<dyn HostNet>,
     journal: Arc<journal::JournalFile>,
     vm: Option<Arc<vm::VmHost>>,
+    /// The one bridge this executor sets up and serves (root's choice: the
+    /// install metadata's `[network]` in the helper, the daemon's config in
+    /// dev mode); `None`: any bridge that passes validation (tests).
+    bridge: Option<BridgeSpec>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -77,7 +82,18 @@ impl Executor {
             net,
             journal: Arc::new(journal::JournalFile::new(journal_path)),
             vm: None,
+            bridge: None,
         }
+    }
+
+    /// Set up and serve `bridge` only: `EnsureBridge` refuses any other
+    /// name, address or prefix, and the tap, firewall, DNS-socket and
+    /// resolver operations any other bridge (one journaled under an earlier
+    /// choice included). Fails when `bridge` itself is not a valid bridge.
+    pub fn with_bridge(mut self, bridge: BridgeSpec) -> Result<Self, ExecError> {
+        validate::bridge_spec(&bridge)?;
+        self.bridge = Some(bridge);
+        Ok(self)
     }
 
     /// Enable the VM operations for VMs under `cfg.state_dir`. Without this

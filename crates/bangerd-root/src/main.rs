@@ -3,7 +3,8 @@
 //! Serves the closed privileged-ops enum (`banger_proto::privops`) on its own
 //! socket to exactly one uid, the installed owner read from install metadata,
 //! and hands every request to the shared executor. It has no other surface:
-//! no configuration beyond the install metadata (owner, paths, VMM binaries), no outbound connections, no shell.
+//! no configuration beyond the install metadata (owner, paths, VMM binaries,
+//! the bridge and its subnet), no outbound connections, no shell.
 
 mod serve;
 
@@ -103,6 +104,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + 'static>> {
         state_dir: meta.paths.state_dir.clone(),
         qemu_bin: meta.vmm.qemu_bin.clone(),
         firecracker_bin: meta.vmm.firecracker_bin.clone(),
+        bridge: meta.network.bridge_spec(),
     })?;
     Ok(())
 }

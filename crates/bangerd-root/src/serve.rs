@@ -37,6 +37,9 @@ pub struct Settings {
     /// that VMM is not available to this install).
     pub qemu_bin: Option<PathBuf>,
     pub firecracker_bin: Option<PathBuf>,
+    /// The bridge recorded in the install metadata: the only one the owner
+    /// gets.
+    pub bridge: banger_proto::net::BridgeSpec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +55,8 @@ pub enum ServeError {
     },
     #[error("installing signal handlers")]
     Signals(#[source] io::Error),
+    #[error("the install's bridge")]
+    Bridge(#[source] banger_executor::ExecError),
     #[error("creating the helper's state directory {path}")]
     StateDir {
         path: PathBuf,
@@ -92,9 +97,9 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     );
     spawn_signal_thread(&settings.socket)?;
 
-    // VMM binaries come from the install metadata (root's choice at
-    // `banger system install`), never from the owner daemon or this
-    // process's PATH.
+    // VMM binaries and the bridge come from the install metadata (root's
+    // choice at `banger system install`), never from the owner daemon or
+    // this process's PATH.
     let exec = Executor::new(
         Arc::new(RealHost::new()),
         Arc::new(RealNet::new()),
@@ -105,7 +110,9 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         owner: (settings.owner_uid, settings.owner_gid),
         qemu_binary: settings.qemu_bin.clone(),
         firecracker_binary: settings.firecracker_bin.clone(),
-    });
+    })
+    .with_bridge(settings.bridge.clone())
+    .map_err(ServeError::Bridge)?;
     let active = Arc::new(AtomicUsize::new(0));
     tracing::info!(
         socket = %settings.socket.display(),

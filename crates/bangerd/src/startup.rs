@@ -71,7 +71,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             owner: (0, 0),
             qemu_binary: config.vmm.qemu_bin.clone(),
             firecracker_binary: config.vmm.firecracker_bin.clone(),
-        });
+        })
+        // The daemon is root here: its configuration is root's choice of
+        // bridge, held to as the helper holds to the install's.
+        .with_bridge(banger_proto::net::BridgeSpec::for_subnet(
+            &config.network.bridge,
+            config.network.subnet,
+        ))
+        .context("the configured bridge (network.bridge, network.subnet)")?;
         (
             DaemonMode::Dev,
             layout,

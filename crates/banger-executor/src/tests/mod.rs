@@ -573,3 +573,88 @@ fn net_status_reports_journal_and_kernel() {
     assert_eq!(s.nat_guests, [Ipv4Addr::new(10, 0, 0, 2)]);
     assert!(s.ip_forward);
 }
+
+/// Issue #13 finding 5: an executor given its bridge sets up and serves that
+/// one only, refusing before any host call; and it refuses even that one
+/// when the subnet holds something of the host's, before the journal or the
+/// host changes.
+#[test]
+fn only_the_installed_bridge_is_set_up_and_served() {
+    let mut f = fixture(FakeNet::new());
+    f.exec = f.exec.with_bridge(bridge()).unwrap();
+    let other = BridgeSpec {
+        address: Ipv4Addr::new(10, 0, 1, 1),
+        ..bridge()
+    };
+    let denied = |f: &Fixture, op: PrivOp, requested: &str| {
+        let err = f.run(op).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::PermissionDenied, "{err}");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "{requested} is not this install's bridge, banger0 10.0.0.1/24"
+            )),
+            "{err}"
+        );
+        assert!(f.net.calls().is_empty(), "{:?}", f.net.calls());
+    };
+    denied(
+        &f,
+        PrivOp::EnsureBridge(other),
+        "bridge banger0 10.0.1.1/24",
+    );
+    denied(
+        &f,
+        PrivOp::EnsureTap(TapSpec {
+            bridge: "banger1".into(),
+            ..tap("bangertap0")
+        }),
+        "bridge banger1",
+    );
+    denied(
+        &f,
+        PrivOp::SyncFirewall(FirewallSpec {
+            bridge: "banger1".into(),
+            ..firewall(vec![])
+        }),
+        "bridge banger1",
+    );
+    denied(
+        &f,
+        PrivOp::OpenDnsSockets {
+            address: Ipv4Addr::new(10, 0, 1, 1),
+        },
+        "address 10.0.1.1",
+    );
+    assert!(!f.journal.exists());
+    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+
+    // The executor's own bridge must be a valid one.
+    let bad = Executor::new(
+        Arc::new(FakeHost::lab_host()),
+        Arc::new(FakeNet::new()),
+        f.journal.clone(),
+    )
+    .with_bridge(BridgeSpec {
+        address: Ipv4Addr::new(8, 8, 8, 1),
+        ..bridge()
+    });
+    assert!(
+        bad.unwrap_err()
+            .to_string()
+            .contains("not in a private range")
+    );
+}
+
+#[test]
+fn a_subnet_holding_the_hosts_resolver_is_refused_before_anything_changes() {
+    let f = fixture(FakeNet::new().with_resolvers(&[Ipv4Addr::new(10, 0, 0, 53)]));
+    let err = f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BadRequest);
+    assert!(
+        err.to_string()
+            .starts_with("bridge subnet 10.0.0.0/24 holds resolver 10.0.0.53"),
+        "{err}"
+    );
+    assert!(f.net.mutating_calls().is_empty());
+    assert!(!f.journal.exists());
+}
