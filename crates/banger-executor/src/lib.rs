@@ -133,14 +133,19 @@ impl Executor {
                 PrivOutcome::Done
             }
             PrivOp::LaunchVm(spec) => {
-                let journaled = self
+                let tap = self
                     .journal
                     .open()
                     .map_err(ExecError::Journal)?
                     .state
                     .tap(&spec.tap)
-                    .is_some();
-                PrivOutcome::Vmm(vm.launch(&spec, journaled)?)
+                    .cloned();
+                // A guest goes on the installed bridge only, never on a tap
+                // left on a bridge of an earlier choice.
+                if let Some(tap) = &tap {
+                    self.installed_bridge_named(&tap.bridge)?;
+                }
+                PrivOutcome::Vmm(vm.launch(&spec, tap.is_some())?)
             }
             PrivOp::StopVm {
                 vm_id,

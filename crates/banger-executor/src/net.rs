@@ -102,7 +102,7 @@ impl Executor {
     }
 
     /// Refuse a bridge name other than the installed bridge's.
-    fn installed_bridge_named(&self, name: &str) -> Result<(), ExecError> {
+    pub(crate) fn installed_bridge_named(&self, name: &str) -> Result<(), ExecError> {
         self.installed_bridge(|b| b.name == name, || format!("bridge {name}"))
     }
 
@@ -113,6 +113,9 @@ impl Executor {
         let cidr = Ipv4Cidr::new(spec.address, spec.prefix_len);
         let name = spec.name.as_str();
         let mut txn = self.journal.open()?;
+        if self.bridge.is_some() {
+            self.remove_other_bridges(&mut txn, name)?;
+        }
         let was_journaled = txn.state.bridge(name).is_some();
         let links = self.net.links().map_err(ExecError::ReadLinks)?;
         let existing = links.iter().find(|l| l.name == name).cloned();
@@ -186,6 +189,51 @@ impl Executor {
             name: spec.name,
             created,
         })))
+    }
+
+    /// Remove every journaled bridge but `installed`, with its taps: a
+    /// bridge of an earlier choice (the owner's, before installs recorded
+    /// the subnet; root's, before a reinstall renamed it) would keep its
+    /// subnet's route, and with it whatever addresses that subnet captured.
+    /// Each removal is journaled as it happens; the first failure stops
+    /// the operation.
+    fn remove_other_bridges(&self, txn: &mut Txn<'_>, installed: &str) -> Result<(), ExecError> {
+        let stale: Vec<String> = txn
+            .state
+            .bridges
+            .iter()
+            .filter(|b| b.name != installed)
+            .map(|b| b.name.clone())
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let links = self.net.links().map_err(ExecError::ReadLinks)?;
+        let known = |name: &str| Some(links.iter().find(|l| l.name == name));
+        for bridge in stale {
+            let taps: Vec<String> = txn
+                .state
+                .taps
+                .iter()
+                .filter(|t| t.bridge == bridge)
+                .map(|t| t.name.clone())
+                .collect();
+            for tap in taps {
+                self.remove_link(&tap, LinkKind::Tap, known(&tap))?;
+                txn.state.remove_tap(&tap);
+                txn.save()?;
+            }
+            self.remove_link(&bridge, LinkKind::Bridge, known(&bridge))?;
+            tracing::info!(
+                bridge,
+                installed,
+                "removed a bridge that is not the installed one"
+            );
+            txn.state.remove_bridge(&bridge);
+            txn.state.resolver_links.retain(|l| *l != bridge);
+            txn.save()?;
+        }
+        Ok(())
     }
 
     /// Exactly our address, up, forwarding on. Changes only what differs.

@@ -19,6 +19,7 @@ use std::process::Command;
 use banger_proto::install::InstallNetwork;
 use banger_proto::net::{BridgeSpec, TapSpec};
 use banger_proto::privops::{PrivOp, PrivOutcome};
+use banger_proto::vmops::{LaunchVmSpec, VmmKind};
 use banger_proto::{ErrorCode, RpcError};
 use banger_testkit::*;
 use bangerd::privileged::{HelperClient, PrivilegedOps};
@@ -72,6 +73,14 @@ fn helper(ns: &NetNs, dir: &Path, network: InstallNetwork) -> (RootHelper, Helpe
     (h, client)
 }
 
+fn tap_on(name: &str, bridge: &str) -> PrivOp {
+    PrivOp::EnsureTap(TapSpec {
+        name: name.into(),
+        bridge: bridge.into(),
+        owner_uid: 0,
+    })
+}
+
 fn ensure_bridge(name: &str, address: [u8; 4], prefix_len: u8) -> PrivOp {
     PrivOp::EnsureBridge(BridgeSpec {
         name: name.into(),
@@ -93,7 +102,9 @@ fn refused(result: Result<PrivOutcome, RpcError>, code: ErrorCode, says: &str) {
 /// The owner asks for bridges and subnets other than the installed one:
 /// each is refused and nothing is created; the installed one works. A
 /// bridge left from an earlier install (another subnet) serves nothing
-/// once the install names another: no DNS sockets on its address, no taps.
+/// once the install names another — no DNS sockets on its address, no new
+/// taps, no VM on its old taps — and is removed, taps and all, when the
+/// installed bridge is set up.
 #[test]
 fn the_helper_sets_up_only_the_installed_bridge() {
     require_root();
@@ -116,7 +127,8 @@ fn the_helper_sets_up_only_the_installed_bridge() {
     client
         .call(ensure_bridge("banger0", [10, 77, 0, 1], 24))
         .unwrap();
-    assert_eq!(link_names(&ns), ["banger0", "lo"]);
+    client.call(tap_on("bangertap0", "banger0")).unwrap();
+    assert_eq!(link_names(&ns), ["banger0", "bangertap0", "lo"]);
     drop(client);
     drop(h);
 
@@ -131,18 +143,34 @@ fn the_helper_sets_up_only_the_installed_bridge() {
         "banger2 10.79.0.1/24",
     );
     refused(
-        client.call(PrivOp::EnsureTap(TapSpec {
-            name: "bangertap0".into(),
-            bridge: "banger0".into(),
-            owner_uid: 0,
-        })),
+        client.call(tap_on("bangertap1", "banger0")),
         ErrorCode::PermissionDenied,
         "banger2 10.79.0.1/24",
     );
-    assert_eq!(link_names(&ns), ["banger0", "lo"]);
+    refused(
+        client.call(PrivOp::LaunchVm(LaunchVmSpec {
+            vm_id: "a".repeat(32),
+            image_id: "b".repeat(32),
+            kernel_id: "c".repeat(32),
+            vmm: VmmKind::Qemu,
+            vcpus: 1,
+            memory_mib: 256,
+            tap: "bangertap0".into(),
+            mac: "02:ba:0a:4d:00:02".into(),
+            kvm: false,
+        })),
+        ErrorCode::PermissionDenied,
+        "bridge banger0 is not this install's bridge, banger2 10.79.0.1/24",
+    );
+    assert_eq!(link_names(&ns), ["banger0", "bangertap0", "lo"]);
     client
         .call(ensure_bridge("banger2", [10, 79, 0, 1], 24))
         .unwrap();
+    assert_eq!(
+        link_names(&ns),
+        ["banger2", "lo"],
+        "the old bridge and its tap are gone"
+    );
     let (_, fds) = client
         .call_with_fds(PrivOp::OpenDnsSockets {
             address: Ipv4Addr::new(10, 79, 0, 1),

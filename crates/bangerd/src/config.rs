@@ -9,7 +9,7 @@
 //! ```toml
 //! [network]
 //! bridge = "banger0"        # "banger" + [a-z0-9-], at most 15 characters
-//! subnet = "172.30.0.0/24"  # IPv4 network, /16 to /29
+//! subnet = "172.30.0.0/24"  # private IPv4 network, /16 to /29
 //! tap_pool = 4              # pre-created taps, 0..=64
 //! nat_default = true
 //! allow_inter_vm = false    # may guests reach each other across the bridge
@@ -442,7 +442,7 @@ impl Validator<'_> {
             c.network.subnet = self.check(v, "network.subnet", SUBNET_RULE, |s| match s
                 .parse::<Ipv4Cidr>()
             {
-                Ok(c) if banger_proto::net::SUBNET_PREFIX_RANGE.contains(&c.prefix()) => Ok(c),
+                Ok(c) if banger_proto::net::subnet_problem(c).is_none() => Ok(c),
                 Ok(_) | Err(CidrError::Syntax(_)) => Err(None),
                 Err(e @ CidrError::HostBits { .. }) => Err(Some(e.to_string())),
             })?;
@@ -563,7 +563,8 @@ impl Validator<'_> {
 
 const BRIDGE_RULE: &str = "\"banger\" followed by lowercase letters, digits or '-', at most 15 \
                            characters, not \"bangertap...\"";
-const SUBNET_RULE: &str = "an IPv4 network in CIDR form with a /16 to /29 prefix and no host \
+const SUBNET_RULE: &str = "a private IPv4 network (in 10.0.0.0/8, 172.16.0.0/12 or \
+                           192.168.0.0/16) in CIDR form with a /16 to /29 prefix and no host \
                            bits set, e.g. \"172.30.0.0/24\"";
 const DISK_RULE: &str = "a size from 64M to 16T with a K, M, G or T suffix, e.g. \"8G\"";
 const UPSTREAM_RULE: &str =

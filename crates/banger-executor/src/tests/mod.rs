@@ -658,3 +658,42 @@ fn a_subnet_holding_the_hosts_resolver_is_refused_before_anything_changes() {
     assert!(f.net.mutating_calls().is_empty());
     assert!(!f.journal.exists());
 }
+
+/// A bridge of an earlier choice (here journaled by an executor without an
+/// installed bridge) is removed, taps first, when the installed one is set
+/// up: its route would otherwise keep capturing its subnet.
+#[test]
+fn setting_up_the_installed_bridge_removes_bridges_of_an_earlier_choice() {
+    let f = fixture(FakeNet::new()).with_bridge_and_taps();
+    let installed = BridgeSpec {
+        name: "banger1".into(),
+        address: Ipv4Addr::new(10, 1, 0, 1),
+        prefix_len: 24,
+    };
+    let exec = Executor::new(
+        Arc::new(FakeHost::lab_host()),
+        f.net.clone(),
+        f.journal.clone(),
+    )
+    .with_bridge(installed.clone())
+    .unwrap();
+    exec.execute(PrivOp::EnsureBridge(installed)).unwrap();
+    let calls = f.net.mutating_calls();
+    assert_eq!(
+        calls[..4],
+        [
+            "delete_link(bangertap0)",
+            "delete_link(bangertap1)",
+            "delete_link(banger0)",
+            "create_bridge(banger1)"
+        ],
+        "{calls:?}"
+    );
+    assert!(f.net.link_named("banger0").is_none());
+    let journal = f.journal_text();
+    assert!(
+        !journal.contains("banger0") && !journal.contains("bangertap"),
+        "{journal}"
+    );
+    assert!(journal.contains("banger1"), "{journal}");
+}
