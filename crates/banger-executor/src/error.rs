@@ -30,6 +30,20 @@ pub enum ExecError {
         interface: String,
     },
     #[error(
+        "bridge subnet {subnet} holds {what}, which the host reaches outside banger's bridge; \
+         choose a private subnet that holds none of the host's addresses, gateways or resolvers"
+    )]
+    SubnetHoldsHostAddress { subnet: Ipv4Cidr, what: String },
+    #[error(
+        "{requested} is not this install's bridge, {installed}: the bridge and its subnet are \
+         root's choice (`banger system install --bridge/--subnet`; in dev mode, the daemon's \
+         configuration)"
+    )]
+    NotInstalledBridge {
+        requested: String,
+        installed: String,
+    },
+    #[error(
         "bridge {new} would take over the subnet of {old}, which banger set up under the old name; \
          run `banger host teardown` before renaming the bridge"
     )]
@@ -84,6 +98,8 @@ pub enum ExecError {
     ReadLinks(#[source] NetError),
     #[error("reading the host's IPv4 routes")]
     ReadRoutes(#[source] NetError),
+    #[error("reading the host's resolver configuration")]
+    ReadResolvers(#[source] NetError),
     #[error("creating bridge {name}")]
     CreateBridge {
         name: String,
@@ -185,6 +201,7 @@ impl ExecError {
             InterfaceName { .. }
             | BridgeAddress { .. }
             | SubnetOverlap { .. }
+            | SubnetHoldsHostAddress { .. }
             | RenamedBridge { .. }
             | NotOurs { .. }
             | NotJournaled { .. }
@@ -193,9 +210,11 @@ impl ExecError {
             | DuplicateGuest { .. }
             | NotBridgeAddress { .. } => ErrorCode::BadRequest,
             WrongKind { .. } | TapOwner { .. } | BridgeMissing { .. } => ErrorCode::InvalidState,
+            NotInstalledBridge { .. } => ErrorCode::PermissionDenied,
             ResolverUnavailable { .. } | ResolverNotHostNamespace { .. } => ErrorCode::Unavailable,
             ReadLinks(_)
             | ReadRoutes(_)
+            | ReadResolvers(_)
             | CreateBridge { .. }
             | SetAddress { .. }
             | RemoveAddress { .. }

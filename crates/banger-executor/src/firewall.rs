@@ -14,10 +14,29 @@
 //! ```
 //!
 //! so the old rules are never gone before the new ones are in, and a failed
-//! batch changes nothing. With bridge `B`, NAT guests `N` (their addresses),
-//! and every guest tap `T` with its address `ip(T)`:
+//! batch changes nothing. With bridge `B` and its address `A` (from the
+//! executor's journal, never from the request), NAT guests `N` (their
+//! addresses), and every guest tap `T` with its address `ip(T)`:
 //!
-//! `inet banger` (routed traffic):
+//! `inet banger` (routed traffic, and traffic to the host itself):
+//! * `input` (filter): what guests may send to the host. A packet a guest
+//!   sends to any address of the host (`A`, another interface's address,
+//!   the bridge's IPv6 link-local address, broadcast) arrives with
+//!   `iifname B`: taps are bridge ports, so the host's IP stack sees the
+//!   bridge, not the tap.
+//!   1. `iifname "bangertap*" drop`: a banger tap that is not (or no longer)
+//!      a bridge port would hand guest packets to the host stack directly;
+//!      nothing of the host answers a tap;
+//!   2. `iifname B ct state established,related accept`: replies to
+//!      connections the host opened (SSH and rsync to guests, readiness);
+//!   3. `iifname B ip daddr A meta l4proto { tcp, udp } th dport 53 accept`:
+//!      the `.vm` DNS server, the one host service guests are given (banger
+//!      configures guests statically: no DHCP);
+//!   4. `iifname B drop`: everything else, every protocol and both IP
+//!      families — other ports of `A`, every other host address, IPv6
+//!      (link-local included; banger gives guests no IPv6, so the bridge's
+//!      IPv6 is filtered here rather than switched off per link), ICMP
+//!      echo, broadcast and multicast.
 //! * `postrouting` (nat, srcnat): `oifname != B ip saddr N masquerade`: NAT
 //!   guests leave through any interface but the bridge under the host's
 //!   address. Omitted when `N` is empty.
@@ -32,8 +51,9 @@
 //!      `N` is empty);
 //!   5. `iifname B drop`: everyone else is an offline sandbox.
 //!
-//!   Traffic to the bridge's own address (the `.vm` DNS server) is `input`,
-//!   not `forward`, so it keeps working for every guest.
+//!   Traffic to the host's own addresses (the `.vm` DNS server included)
+//!   is `input`, not `forward`: rule 5 does not cut offline guests off DNS,
+//!   and the `input` chain above is what limits them to it.
 //!
 //! `bridge banger` (frames on the bridge, before L3 sees them; this is what
 //! makes "a guest's address arrives only from its own tap" hold, since L3 only
@@ -49,8 +69,8 @@
 //!   unless `allow_inter_vm`: guests cannot reach each other even at L2
 //!   (flooded ARP still reaches the host, which is local delivery).
 //!
-//! IPv6 from guests is not routed (rule 5 above covers every protocol);
-//! at L2 it is left alone. Policies are `accept`: these chains only
+//! IPv6 from guests is neither routed (forward rule 5) nor delivered to the
+//! host (input rule 4); at L2 it is left alone. Policies are `accept`: these chains only
 //! add drops for banger's own traffic, and the host's other tables keep
 //! their say (a `drop` policy elsewhere, e.g. Docker's, still applies).
 //! The tables describe one bridge: a sync for another bridge replaces them.
@@ -58,7 +78,7 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use banger_proto::net::{FirewallSpec, NFT_TABLE, TAP_PREFIX};
+use banger_proto::net::{DNS_PORT, FirewallSpec, NFT_TABLE, TAP_PREFIX};
 
 /// The table families banger owns, each holding one table named
 /// [`NFT_TABLE`].
@@ -86,9 +106,10 @@ fn set<T: std::fmt::Display>(items: &[T], quote: bool) -> String {
     format!("{{ {} }}", items.join(", "))
 }
 
-/// The batch replacing banger's tables with exactly `spec`. `spec` must have
-/// been validated: interface names are quoted but never escaped.
-pub fn ruleset(spec: &FirewallSpec) -> String {
+/// The batch replacing banger's tables with exactly `spec`, for the bridge
+/// holding `bridge_ip`. `spec` must have been validated: interface names are
+/// quoted but never escaped.
+pub fn ruleset(spec: &FirewallSpec, bridge_ip: Ipv4Addr) -> String {
     let b = &spec.bridge;
     let t = NFT_TABLE;
     let nat = nat_guests(spec);
@@ -116,6 +137,17 @@ pub fn ruleset(spec: &FirewallSpec) -> String {
     }
 
     line(&format!("table inet {t} {{"));
+    line("\tchain input {");
+    line("\t\ttype filter hook input priority filter; policy accept;");
+    line(&format!("\t\tiifname {wildcard} drop"));
+    line(&format!(
+        "\t\tiifname \"{b}\" ct state established,related accept"
+    ));
+    line(&format!(
+        "\t\tiifname \"{b}\" ip daddr {bridge_ip} meta l4proto {{ tcp, udp }} th dport {DNS_PORT} accept"
+    ));
+    line(&format!("\t\tiifname \"{b}\" drop"));
+    line("\t}");
     line("\tchain postrouting {");
     line("\t\ttype nat hook postrouting priority srcnat; policy accept;");
     if !nat.is_empty() {
@@ -208,7 +240,7 @@ mod tests {
 
     #[test]
     fn ruleset_shape() {
-        let r = ruleset(&spec(false));
+        let r = ruleset(&spec(false), Ipv4Addr::new(10, 0, 0, 1));
         let expected = "\
 # banger firewall for bridge banger0; generated, replaced as a whole
 add table inet banger
@@ -216,6 +248,13 @@ delete table inet banger
 add table bridge banger
 delete table bridge banger
 table inet banger {
+\tchain input {
+\t\ttype filter hook input priority filter; policy accept;
+\t\tiifname \"bangertap*\" drop
+\t\tiifname \"banger0\" ct state established,related accept
+\t\tiifname \"banger0\" ip daddr 10.0.0.1 meta l4proto { tcp, udp } th dport 53 accept
+\t\tiifname \"banger0\" drop
+\t}
 \tchain postrouting {
 \t\ttype nat hook postrouting priority srcnat; policy accept;
 \t\toifname != \"banger0\" ip saddr { 10.0.0.2 } masquerade
@@ -250,7 +289,7 @@ table bridge banger {
 
     #[test]
     fn inter_vm_and_no_nat_variants() {
-        let r = ruleset(&spec(true));
+        let r = ruleset(&spec(true), Ipv4Addr::new(10, 0, 0, 1));
         assert!(r.contains("iifname \"banger0\" oifname \"banger0\" accept"));
         assert!(!r.contains("oifname \"bangertap*\" drop"));
         let none = FirewallSpec {
@@ -258,10 +297,14 @@ table bridge banger {
             guests: vec![],
             allow_inter_vm: false,
         };
-        let r = ruleset(&none);
+        let r = ruleset(&none, Ipv4Addr::new(10, 0, 0, 1));
         assert!(!r.contains("masquerade"));
         assert!(!r.contains("saddr {"));
         assert!(r.contains("\t\tiifname \"bangertap*\" ether type { ip, arp } drop\n"));
+        // Without guests the host is still closed to the bridge but for DNS.
+        assert!(r.contains(
+            "\t\tiifname \"banger0\" ip daddr 10.0.0.1 meta l4proto { tcp, udp } th dport 53 accept\n\t\tiifname \"banger0\" drop\n"
+        ));
         // Only banger's own tables are named anywhere.
         for l in r.lines().filter(|l| l.contains("table")) {
             assert!(

@@ -36,6 +36,7 @@ use std::sync::Arc;
 
 use banger_host::net::HostNet;
 use banger_host::probe::HostProbes;
+use banger_proto::net::BridgeSpec;
 use banger_proto::privops::{PrivOp, PrivOutcome};
 
 pub use error::ExecError;
@@ -61,6 +62,10 @@ pub struct Executor {
     journal: Arc<journal::JournalFile>,
     vm: Option<Arc<vm::VmHost>>,
     images: Option<Arc<image::ImageBuilder>>,
+    /// The one bridge this executor sets up and serves (root's choice: the
+    /// install metadata's `[network]` in the helper, the daemon's config in
+    /// dev mode); `None`: any bridge that passes validation (tests).
+    bridge: Option<BridgeSpec>,
 }
 
 impl std::fmt::Debug for Executor {
@@ -82,7 +87,18 @@ impl Executor {
             journal: Arc::new(journal::JournalFile::new(journal_path)),
             vm: None,
             images: None,
+            bridge: None,
         }
+    }
+
+    /// Set up and serve `bridge` only: `EnsureBridge` refuses any other
+    /// name, address or prefix, and the tap, firewall, DNS-socket and
+    /// resolver operations any other bridge (one journaled under an earlier
+    /// choice included). Fails when `bridge` itself is not a valid bridge.
+    pub fn with_bridge(mut self, bridge: BridgeSpec) -> Result<Self, ExecError> {
+        validate::bridge_spec(&bridge)?;
+        self.bridge = Some(bridge);
+        Ok(self)
     }
 
     /// Enable the VM operations for VMs under `cfg.state_dir`. Without this
@@ -138,14 +154,19 @@ impl Executor {
                 PrivOutcome::Done
             }
             PrivOp::LaunchVm(spec) => {
-                let journaled = self
+                let tap = self
                     .journal
                     .open()
                     .map_err(ExecError::Journal)?
                     .state
                     .tap(&spec.tap)
-                    .is_some();
-                PrivOutcome::Vmm(vm.launch(&spec, journaled)?)
+                    .cloned();
+                // A guest goes on the installed bridge only, never on a tap
+                // left on a bridge of an earlier choice.
+                if let Some(tap) = &tap {
+                    self.installed_bridge_named(&tap.bridge)?;
+                }
+                PrivOutcome::Vmm(vm.launch(&spec, tap.is_some())?)
             }
             PrivOp::StopVm {
                 vm_id,

@@ -75,13 +75,50 @@ fn save_quietly(txn: &Txn<'_>) {
     }
 }
 
+/// How a bridge is named in refusals: `banger0 172.30.0.1/24`.
+fn describe(spec: &BridgeSpec) -> String {
+    format!(
+        "{} {}",
+        spec.name,
+        Ipv4Cidr::new(spec.address, spec.prefix_len)
+    )
+}
+
 impl Executor {
+    /// Refuse `requested` unless it is the installed bridge (when there is
+    /// one). `matches` says whether it is.
+    fn installed_bridge(
+        &self,
+        matches: impl FnOnce(&BridgeSpec) -> bool,
+        requested: impl FnOnce() -> String,
+    ) -> Result<(), ExecError> {
+        match &self.bridge {
+            Some(installed) if !matches(installed) => Err(ExecError::NotInstalledBridge {
+                requested: requested(),
+                installed: describe(installed),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuse a bridge name other than the installed bridge's.
+    pub(crate) fn installed_bridge_named(&self, name: &str) -> Result<(), ExecError> {
+        self.installed_bridge(|b| b.name == name, || format!("bridge {name}"))
+    }
+
     pub(crate) fn ensure_bridge(&self, spec: BridgeSpec) -> Result<Executed, ExecError> {
+        // Which subnet the host hands to guests (and binds DNS in) is root's
+        // decision, never the owner's.
+        self.installed_bridge(|b| *b == spec, || format!("bridge {}", describe(&spec)))?;
         let cidr = Ipv4Cidr::new(spec.address, spec.prefix_len);
         let name = spec.name.as_str();
         let mut txn = self.journal.open()?;
+        if self.bridge.is_some() {
+            self.remove_other_bridges(&mut txn, name)?;
+        }
         let was_journaled = txn.state.bridge(name).is_some();
-        let existing = self.net.link(name).map_err(ExecError::ReadLinks)?;
+        let links = self.net.links().map_err(ExecError::ReadLinks)?;
+        let existing = links.iter().find(|l| l.name == name).cloned();
         check_ours(existing.as_ref(), was_journaled, LinkKind::Bridge)?;
         let routes = self.net.routes_v4().map_err(ExecError::ReadRoutes)?;
         if let Err(e) = validate::no_overlap(cidr, name, &routes) {
@@ -98,6 +135,10 @@ impl Executor {
             }
             return Err(e);
         }
+        // Even root's own choice must not take over what the host reaches
+        // elsewhere, through its default route above all.
+        let resolvers = self.net.resolvers().map_err(ExecError::ReadResolvers)?;
+        validate::holds_nothing_of_the_host(cidr, name, &links, &routes, &resolvers)?;
 
         let entry = BridgeEntry {
             name: spec.name.clone(),
@@ -148,6 +189,51 @@ impl Executor {
             name: spec.name,
             created,
         })))
+    }
+
+    /// Remove every journaled bridge but `installed`, with its taps: a
+    /// bridge of an earlier choice (the owner's, before installs recorded
+    /// the subnet; root's, before a reinstall renamed it) would keep its
+    /// subnet's route, and with it whatever addresses that subnet captured.
+    /// Each removal is journaled as it happens; the first failure stops
+    /// the operation.
+    fn remove_other_bridges(&self, txn: &mut Txn<'_>, installed: &str) -> Result<(), ExecError> {
+        let stale: Vec<String> = txn
+            .state
+            .bridges
+            .iter()
+            .filter(|b| b.name != installed)
+            .map(|b| b.name.clone())
+            .collect();
+        if stale.is_empty() {
+            return Ok(());
+        }
+        let links = self.net.links().map_err(ExecError::ReadLinks)?;
+        let known = |name: &str| Some(links.iter().find(|l| l.name == name));
+        for bridge in stale {
+            let taps: Vec<String> = txn
+                .state
+                .taps
+                .iter()
+                .filter(|t| t.bridge == bridge)
+                .map(|t| t.name.clone())
+                .collect();
+            for tap in taps {
+                self.remove_link(&tap, LinkKind::Tap, known(&tap))?;
+                txn.state.remove_tap(&tap);
+                txn.save()?;
+            }
+            self.remove_link(&bridge, LinkKind::Bridge, known(&bridge))?;
+            tracing::info!(
+                bridge,
+                installed,
+                "removed a bridge that is not the installed one"
+            );
+            txn.state.remove_bridge(&bridge);
+            txn.state.resolver_links.retain(|l| *l != bridge);
+            txn.save()?;
+        }
+        Ok(())
     }
 
     /// Exactly our address, up, forwarding on. Changes only what differs.
@@ -203,6 +289,7 @@ impl Executor {
     }
 
     pub(crate) fn ensure_tap(&self, spec: TapSpec) -> Result<Executed, ExecError> {
+        self.installed_bridge_named(&spec.bridge)?;
         let name = spec.name.as_str();
         let mut txn = self.journal.open()?;
         journaled_bridge(&txn.state, &spec.bridge)?;
@@ -300,6 +387,7 @@ impl Executor {
     }
 
     pub(crate) fn sync_firewall(&self, spec: FirewallSpec) -> Result<Executed, ExecError> {
+        self.installed_bridge_named(&spec.bridge)?;
         let mut txn = self.journal.open()?;
         let subnet = journaled_bridge(&txn.state, &spec.bridge)?.cidr();
         for g in &spec.guests {
@@ -319,7 +407,7 @@ impl Executor {
             }
             validate::guest_address(&g.tap, g.ip, &spec.bridge, subnet)?;
         }
-        let batch = firewall::ruleset(&spec);
+        let batch = firewall::ruleset(&spec, subnet.address);
         tracing::debug!(bridge = %spec.bridge, %batch, "nft batch");
 
         let previous = (txn.state.firewall, txn.state.nat_guests.clone());
@@ -339,6 +427,9 @@ impl Executor {
     }
 
     pub(crate) fn open_dns_sockets(&self, address: Ipv4Addr) -> Result<Executed, ExecError> {
+        // Port 53 only on the installed bridge's address, not on one a
+        // bridge of an earlier choice still holds.
+        self.installed_bridge(|b| b.address == address, || format!("address {address}"))?;
         {
             let txn = self.journal.open()?;
             if !txn.state.bridges.iter().any(|b| b.address == address) {
@@ -378,6 +469,7 @@ impl Executor {
         if self.net.in_host_netns() != Some(true) {
             return Err(ExecError::ResolverNotHostNamespace { link: spec.bridge });
         }
+        self.installed_bridge_named(&spec.bridge)?;
         let mut txn = self.journal.open()?;
         let bridge = journaled_bridge(&txn.state, &spec.bridge)?;
         if bridge.address != spec.dns {

@@ -6,23 +6,13 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use banger_host::net::{Ipv4Cidr, RouteV4};
-use banger_proto::net::{BridgeSpec, FirewallSpec, IFNAME_PREFIX, TAP_PREFIX};
+use banger_host::net::{Ipv4Cidr, Link, RouteV4};
+use banger_proto::net::{
+    BridgeSpec, FirewallSpec, IFNAME_MAX, IFNAME_PREFIX, SUBNET_PREFIX_RANGE, TAP_PREFIX,
+};
 use banger_proto::privops::PrivOp;
 
 use crate::error::ExecError;
-
-/// Longest interface name the kernel accepts (`IFNAMSIZ` - 1).
-pub const IFNAME_MAX: usize = 15;
-/// Bridge prefix lengths accepted: big enough for a few guests, small enough
-/// not to swallow a whole private range.
-pub const PREFIX_RANGE: std::ops::RangeInclusive<u8> = 16..=29;
-/// The RFC 1918 ranges a bridge subnet must lie in.
-pub const PRIVATE_RANGES: [(Ipv4Addr, u8); 3] = [
-    (Ipv4Addr::new(10, 0, 0, 0), 8),
-    (Ipv4Addr::new(172, 16, 0, 0), 12),
-    (Ipv4Addr::new(192, 168, 0, 0), 16),
-];
 
 /// The checks of `op` that need no host state.
 pub fn op(op: &PrivOp) -> Result<(), ExecError> {
@@ -135,21 +125,19 @@ pub fn bridge_spec(spec: &BridgeSpec) -> Result<Ipv4Cidr, ExecError> {
         address: cidr,
         reason,
     };
-    if !PREFIX_RANGE.contains(&spec.prefix_len) {
+    if !SUBNET_PREFIX_RANGE.contains(&spec.prefix_len) {
         return Err(bad(format!(
             "prefix /{} is outside /{}../{}",
             spec.prefix_len,
-            PREFIX_RANGE.start(),
-            PREFIX_RANGE.end()
+            SUBNET_PREFIX_RANGE.start(),
+            SUBNET_PREFIX_RANGE.end()
         )));
     }
-    let private = PRIVATE_RANGES.iter().any(|(net, len)| {
-        Ipv4Cidr::new(*net, *len).contains(cidr.network()) && spec.prefix_len >= *len
-    });
-    if !private {
-        return Err(bad(
-            "not in a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)".into(),
-        ));
+    // The prefix is at most 29 here and the network has no host bits.
+    let subnet = banger_proto::cidr::Ipv4Cidr::new(cidr.network(), spec.prefix_len)
+        .expect("a network address with a prefix of at most 32");
+    if let Some(reason) = banger_proto::net::subnet_problem(subnet) {
+        return Err(bad(reason));
     }
     if spec.address == cidr.network() {
         return Err(bad(format!(
@@ -186,6 +174,56 @@ pub fn no_overlap(subnet: Ipv4Cidr, bridge: &str, routes: &[RouteV4]) -> Result<
                 .interface
                 .clone()
                 .unwrap_or_else(|| "a multipath route".into()),
+        }),
+    }
+}
+
+/// The first thing of the host's that `subnet` holds although the host
+/// reaches it outside `bridge`: an address of another interface, a gateway
+/// of a route on another interface (the default route's included: an
+/// address reached through it is not routed by any interface of its own, so
+/// [`no_overlap`] cannot see it), or a resolver the host uses. Put on the
+/// bridge, any of these would be captured by the guests' side: the owner
+/// could answer the host's DNS, or take its gateway, with a guest or with
+/// the DNS sockets bound on the bridge address.
+pub fn holds_nothing_of_the_host(
+    subnet: Ipv4Cidr,
+    bridge: &str,
+    links: &[Link],
+    routes: &[RouteV4],
+    resolvers: &[Ipv4Addr],
+) -> Result<(), ExecError> {
+    let addresses = links
+        .iter()
+        .filter(|l| l.name != bridge)
+        .flat_map(|l| l.addresses.iter().map(move |a| (a, l)))
+        .find(|(a, _)| subnet.contains(a.address))
+        .map(|(a, l)| format!("address {a} of {}", l.name));
+    let gateways = || {
+        routes
+            .iter()
+            .filter(|r| r.interface.as_deref() != Some(bridge))
+            .flat_map(|r| r.gateways.iter().map(move |g| (g, r)))
+            .find(|(g, _)| subnet.contains(**g))
+            .map(|(g, r)| {
+                format!(
+                    "gateway {g} of route {} on {}",
+                    Ipv4Cidr::new(r.destination.network(), r.destination.prefix_len),
+                    r.interface.as_deref().unwrap_or("several interfaces")
+                )
+            })
+    };
+    let resolver = || {
+        resolvers
+            .iter()
+            .find(|r| subnet.contains(**r))
+            .map(|r| format!("resolver {r}, a name server the host uses"))
+    };
+    match addresses.or_else(gateways).or_else(resolver) {
+        None => Ok(()),
+        Some(what) => Err(ExecError::SubnetHoldsHostAddress {
+            subnet: Ipv4Cidr::new(subnet.network(), subnet.prefix_len),
+            what,
         }),
     }
 }
@@ -295,6 +333,12 @@ mod tests {
                 let safe = b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-';
                 let is_tap = name.starts_with(TAP_PREFIX);
                 assert_eq!(bridge_name(&name).is_ok(), safe && !is_tap, "{name:?}");
+                // The one rule the install and the owner config check too.
+                assert_eq!(
+                    banger_proto::net::is_bridge_name(&name),
+                    safe && !is_tap,
+                    "{name:?}"
+                );
             }
         }
     }
@@ -346,7 +390,81 @@ mod tests {
             destination: Ipv4Cidr::new(Ipv4Addr::from(dst), p),
             interface: Some(dev.into()),
             table: 254,
+            gateways: Vec::new(),
         }
+    }
+
+    /// Issue #13 finding 5: what the host reaches outside the bridge —
+    /// through its default route above all, which no overlap check sees —
+    /// cannot be put on the bridge.
+    #[test]
+    fn a_subnet_may_hold_no_address_gateway_or_resolver_of_the_host() {
+        let subnet = Ipv4Cidr::new(Ipv4Addr::new(10, 53, 0, 1), 24);
+        let link = |name: &str, addr: [u8; 4], p: u8| Link {
+            index: 2,
+            name: name.into(),
+            kind: banger_host::net::LinkKind::Unspecified,
+            master: None,
+            up: true,
+            addresses: vec![Ipv4Cidr::new(Ipv4Addr::from(addr), p)],
+            tap_owner: None,
+        };
+        let via = |dst: [u8; 4], p: u8, gw: [u8; 4], dev: &str| RouteV4 {
+            gateways: vec![Ipv4Addr::from(gw)],
+            ..route(dst, p, dev)
+        };
+        let check = |links: &[Link], routes: &[RouteV4], resolvers: &[[u8; 4]]| {
+            let resolvers: Vec<Ipv4Addr> = resolvers.iter().map(|r| Ipv4Addr::from(*r)).collect();
+            holds_nothing_of_the_host(subnet, "banger0", links, routes, &resolvers)
+                .map_err(|e| e.to_string())
+        };
+        // Nothing of the host in 10.53.0.0/24; the bridge's own address and
+        // routes through the bridge do not count.
+        let wan = link("eth0", [192, 168, 1, 2], 24);
+        let default = via([0, 0, 0, 0], 0, [192, 168, 1, 1], "eth0");
+        assert_eq!(
+            check(
+                &[wan.clone(), link("banger0", [10, 53, 0, 1], 24)],
+                &[
+                    default.clone(),
+                    via([10, 9, 0, 0], 16, [10, 53, 0, 7], "banger0")
+                ],
+                &[[192, 168, 1, 1], [127, 0, 0, 53]],
+            ),
+            Ok(())
+        );
+        let (wan, default) = (std::slice::from_ref(&wan), std::slice::from_ref(&default));
+        assert_eq!(
+            check(wan, default, &[[10, 53, 0, 53]]).unwrap_err(),
+            "bridge subnet 10.53.0.0/24 holds resolver 10.53.0.53, a name server the host uses, \
+             which the host reaches outside banger's bridge; choose a private subnet that holds \
+             none of the host's addresses, gateways or resolvers"
+        );
+        let onlink = via([0, 0, 0, 0], 0, [10, 53, 0, 254], "eth0");
+        assert!(
+            check(wan, &[onlink], &[])
+                .unwrap_err()
+                .contains("holds gateway 10.53.0.254 of route 0.0.0.0/0 on eth0")
+        );
+        let multipath = RouteV4 {
+            interface: None,
+            gateways: vec![Ipv4Addr::new(192, 168, 1, 1), Ipv4Addr::new(10, 53, 0, 9)],
+            ..route([10, 70, 0, 0], 16, "x")
+        };
+        assert!(
+            check(wan, &[multipath], &[])
+                .unwrap_err()
+                .contains("gateway 10.53.0.9 of route 10.70.0.0/16 on several interfaces")
+        );
+        assert!(
+            check(
+                &[wan[0].clone(), link("lo", [10, 53, 0, 9], 32)],
+                default,
+                &[]
+            )
+            .unwrap_err()
+            .contains("holds address 10.53.0.9/32 of lo")
+        );
     }
 
     #[test]

@@ -580,7 +580,9 @@ fn a_tap_can_only_speak_with_its_own_guest_address() {
         for (i, byte) in mac_text.split(':').enumerate() {
             mac[i] = u8::from_str_radix(byte, 16).unwrap();
         }
-        let host = UdpSocket::bind((Ipv4Addr::new(10, 0, 0, 1), 9999)).unwrap();
+        // Port 53 of the bridge address: the one host port guests may reach
+        // once the firewall is in (the DNS server's).
+        let host = UdpSocket::bind((Ipv4Addr::new(10, 0, 0, 1), 53)).unwrap();
         host.set_read_timeout(Some(Duration::from_millis(300)))
             .unwrap();
         let own = Ipv4Addr::new(10, 0, 0, 2);
@@ -592,7 +594,7 @@ fn a_tap_can_only_speak_with_its_own_guest_address() {
             let mut buf = [0u8; 64];
             for _ in 0..10 {
                 guest
-                    .write_all(&udp_frame(mac, src, bridge_ip, 9999, tag))
+                    .write_all(&udp_frame(mac, src, bridge_ip, 53, tag))
                     .unwrap();
                 while let Ok((n, _)) = host.recv_from(&mut buf) {
                     if &buf[..n] == tag {

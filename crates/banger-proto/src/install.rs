@@ -6,6 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::cidr::Ipv4Cidr;
+use crate::net::{self, BridgeSpec};
+
 /// Default location of the install metadata.
 pub const DEFAULT_INSTALL_FILE: &str = "/etc/banger/install.toml";
 
@@ -23,6 +26,66 @@ pub struct InstallMeta {
     /// available until `banger system install` runs again).
     #[serde(default, skip_serializing_if = "InstallVmm::is_empty")]
     pub vmm: InstallVmm,
+    /// The bridge and guest subnet. Absent in metadata written before
+    /// banger recorded them: then banger's defaults.
+    #[serde(default)]
+    pub network: InstallNetwork,
+}
+
+/// The host network of an install, chosen by root at `banger system
+/// install` (`--bridge`, `--subnet`; a reinstall keeps the recorded ones).
+/// The helper sets up this bridge with this subnet and no other, and bangerd
+/// in system mode uses them whatever the owner's configuration says: which
+/// addresses the host gives to guests (and binds DNS on) is root's decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallNetwork {
+    pub bridge: String,
+    pub subnet: Ipv4Cidr,
+}
+
+impl Default for InstallNetwork {
+    fn default() -> Self {
+        InstallNetwork {
+            bridge: net::DEFAULT_BRIDGE.to_string(),
+            subnet: net::default_subnet(),
+        }
+    }
+}
+
+impl InstallNetwork {
+    /// The one bridge this install may have.
+    pub fn bridge_spec(&self) -> BridgeSpec {
+        BridgeSpec::for_subnet(&self.bridge, self.subnet)
+    }
+
+    /// A bridge name banger may create and a private subnet of an accepted
+    /// size, or what is wrong.
+    pub fn check(&self) -> Result<(), InstallNetworkError> {
+        if !net::is_bridge_name(&self.bridge) {
+            return Err(InstallNetworkError::Bridge {
+                name: self.bridge.clone(),
+            });
+        }
+        match net::subnet_problem(self.subnet) {
+            Some(reason) => Err(InstallNetworkError::Subnet {
+                subnet: self.subnet,
+                reason,
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstallNetworkError {
+    #[error(
+        "bridge {name:?} is not a banger bridge name (`banger` followed by lowercase letters, \
+         digits or `-`, at most 15 characters, not `bangertap...`)"
+    )]
+    Bridge { name: String },
+    #[error("guest subnet {subnet}: {reason}")]
+    Subnet { subnet: Ipv4Cidr, reason: String },
 }
 
 /// The VMM binaries of an install, chosen by root at `banger system install`
@@ -80,6 +143,12 @@ pub enum InstallMetaError {
         #[source]
         source: toml::de::Error,
     },
+    #[error("install metadata {path}: [network]")]
+    Network {
+        path: PathBuf,
+        #[source]
+        source: InstallNetworkError,
+    },
     #[error("install metadata {path}: `vmm.{key}` = {value:?} must be an absolute path")]
     RelativeVmm {
         path: PathBuf,
@@ -116,6 +185,12 @@ impl InstallMeta {
                 });
             }
         }
+        meta.network
+            .check()
+            .map_err(|source| InstallMetaError::Network {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(meta)
     }
 
@@ -148,6 +223,10 @@ mod tests {
                 qemu_bin: Some("/usr/bin/qemu-system-x86_64".into()),
                 firecracker_bin: Some("/usr/local/bin/firecracker".into()),
             },
+            network: InstallNetwork {
+                bridge: "banger7".into(),
+                subnet: "10.99.0.0/24".parse().unwrap(),
+            },
         }
     }
 
@@ -172,6 +251,48 @@ mod tests {
         let back = InstallMeta::parse(&text, Path::new("/x")).unwrap();
         assert_eq!(back.vmm.firecracker_bin, None);
         assert!(back.vmm.qemu_bin.is_some());
+    }
+
+    #[test]
+    fn the_network_is_recorded_checked_and_defaults_when_absent() {
+        let text = sample().to_toml();
+        assert!(
+            text.contains("[network]\nbridge = \"banger7\"\nsubnet = \"10.99.0.0/24\"\n"),
+            "{text}"
+        );
+        assert_eq!(
+            sample().network.bridge_spec(),
+            BridgeSpec {
+                name: "banger7".into(),
+                address: std::net::Ipv4Addr::new(10, 99, 0, 1),
+                prefix_len: 24,
+            }
+        );
+        // Written before the `[network]` section existed: banger's defaults.
+        let old = text.split("[network]").next().unwrap();
+        let back = InstallMeta::parse(old, Path::new("/x")).unwrap();
+        assert_eq!(back.network, InstallNetwork::default());
+        assert_eq!(back.network.bridge_spec().address.to_string(), "172.30.0.1");
+
+        let path = Path::new("/etc/banger/install.toml");
+        let chain = |t: &str| {
+            let e = InstallMeta::parse(t, path).unwrap_err();
+            crate::error::chain(&e).join(": ")
+        };
+        let public = text.replace("10.99.0.0/24", "8.8.8.0/24");
+        assert_eq!(
+            chain(&public),
+            "install metadata /etc/banger/install.toml: [network]: guest subnet 8.8.8.0/24: \
+             not in a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)"
+        );
+        assert!(chain(&text.replace("10.99.0.0/24", "10.99.0.0/30")).contains("/30 is outside"));
+        assert!(chain(&text.replace("10.99.0.0/24", "10.99.0.1/24")).contains("host bits"));
+        let bridge = chain(&text.replace("banger7", "eth0"));
+        assert!(
+            bridge.contains("\"eth0\" is not a banger bridge name"),
+            "{bridge}"
+        );
+        assert!(InstallMeta::parse(&text.replace("subnet =", "net ="), path).is_err());
     }
 
     #[test]

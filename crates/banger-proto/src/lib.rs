@@ -8,6 +8,7 @@
 //! All message types reject unknown fields: a peer that sends something this
 //! version does not understand gets a clear error rather than silent loss.
 
+pub mod cidr;
 pub mod doctor;
 pub mod error;
 pub mod frame;

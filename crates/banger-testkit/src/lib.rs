@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use banger_proto::install::{InstallMeta, InstallPaths, InstallVmm, Owner};
+use banger_proto::install::{InstallMeta, InstallNetwork, InstallPaths, InstallVmm, Owner};
 use serde_json::Value;
 
 mod bins;
@@ -359,13 +359,34 @@ impl DevDaemon {
     }
 }
 
-/// Write install metadata naming `owner`, with all paths under `root`.
+/// Write install metadata naming `owner`, with all paths under `root`, and
+/// banger's default bridge and subnet.
 pub fn write_install_meta(root: &Path, owner: &TestUser) -> PathBuf {
-    write_install_meta_with_vmm(root, owner, InstallVmm::default())
+    write_install_meta_full(
+        root,
+        owner,
+        InstallVmm::default(),
+        InstallNetwork::default(),
+    )
 }
 
 /// [`write_install_meta`] recording `vmm` as the install's VMM binaries.
 pub fn write_install_meta_with_vmm(root: &Path, owner: &TestUser, vmm: InstallVmm) -> PathBuf {
+    write_install_meta_full(root, owner, vmm, InstallNetwork::default())
+}
+
+/// [`write_install_meta`] with the bridge and subnet `network`.
+pub fn write_install_meta_with(root: &Path, owner: &TestUser, network: InstallNetwork) -> PathBuf {
+    write_install_meta_full(root, owner, InstallVmm::default(), network)
+}
+
+/// [`write_install_meta`] recording `vmm` and `network`.
+pub fn write_install_meta_full(
+    root: &Path,
+    owner: &TestUser,
+    vmm: InstallVmm,
+    network: InstallNetwork,
+) -> PathBuf {
     let meta = InstallMeta {
         owner: Owner {
             name: owner.name.clone(),
@@ -382,6 +403,7 @@ pub fn write_install_meta_with_vmm(root: &Path, owner: &TestUser, vmm: InstallVm
             root_state_dir: root.join("root-state"),
         },
         vmm,
+        network,
     };
     let file = root.join("install.toml");
     std::fs::write(&file, meta.to_toml()).unwrap();
@@ -403,22 +425,25 @@ impl RootHelper {
             root,
             owner,
             InstallVmm::default(),
+            InstallNetwork::default(),
             "bangerd-root",
             Command::new(bin("bangerd-root")),
         )
     }
 
-    /// Write the install metadata and runtime dir, start `cmd` (the helper,
-    /// possibly wrapped) and wait for its socket.
+    /// Write the install metadata (recording `vmm` and `network`) and
+    /// runtime dir, start `cmd` (the helper, possibly wrapped) and wait for
+    /// its socket.
     fn spawn(
         root: &Path,
         owner: &TestUser,
         vmm: InstallVmm,
+        network: InstallNetwork,
         name: &str,
         mut cmd: Command,
     ) -> RootHelper {
         require_root();
-        let install_file = write_install_meta_with_vmm(root, owner, vmm);
+        let install_file = write_install_meta_full(root, owner, vmm, network);
         let run = root.join("root-run");
         std::fs::create_dir_all(&run).unwrap();
         std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -493,6 +518,13 @@ pub struct NetNs {
     pub name: String,
 }
 
+/// Where `ip netns exec NAME` finds the files it bind-mounts over `/etc`
+/// for the programs it runs (iproute2's convention for per-namespace
+/// configuration such as `resolv.conf`).
+const NETNS_ETC: &str = "/etc/netns";
+/// This process created [`NETNS_ETC`] (and so removes it once empty).
+static NETNS_ETC_CREATED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 static NETNS_SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl NetNs {
@@ -527,6 +559,20 @@ impl NetNs {
             String::from_utf8_lossy(&out.stderr)
         );
         ns
+    }
+
+    /// Give the programs run through [`NetNs::exec`] a `resolv.conf` of
+    /// their own, `text`: `ip netns exec` bind-mounts
+    /// `/etc/netns/<name>/resolv.conf` over `/etc/resolv.conf` in their
+    /// mount namespace. Removed again on drop.
+    pub fn set_resolv_conf(&self, text: &str) {
+        let dir = Path::new(NETNS_ETC).join(&self.name);
+        if std::fs::create_dir(NETNS_ETC).is_ok() {
+            NETNS_ETC_CREATED.store(true, Ordering::SeqCst);
+        }
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        std::fs::write(dir.join("resolv.conf"), text)
+            .unwrap_or_else(|e| panic!("writing {}/resolv.conf: {e}", dir.display()));
     }
 
     /// `/run/netns/<name>`, the namespace's bind mount.
@@ -576,6 +622,15 @@ impl Drop for NetNs {
             .args(["netns", "del", &self.name])
             .stderr(Stdio::null())
             .output();
+        // What `set_resolv_conf` wrote, and `/etc/netns` itself if this
+        // process created it and no namespace has files there any more
+        // (the removal fails harmlessly while one does).
+        let etc = Path::new(NETNS_ETC);
+        if std::fs::remove_dir_all(etc.join(&self.name)).is_ok()
+            && NETNS_ETC_CREATED.load(Ordering::SeqCst)
+        {
+            let _ = std::fs::remove_dir(etc);
+        }
     }
 }
 
@@ -584,7 +639,13 @@ impl RootHelper {
     /// through `ip netns exec`), so every network object it creates is there.
     /// Its socket is a path, so it is reachable from any namespace.
     pub fn start_in(ns: &NetNs, root: &Path, owner: &TestUser) -> RootHelper {
-        Self::start_in_with_vmm(ns, root, owner, InstallVmm::default())
+        Self::start_in_full(
+            ns,
+            root,
+            owner,
+            InstallVmm::default(),
+            InstallNetwork::default(),
+        )
     }
 
     /// [`RootHelper::start_in`] with `vmm` as the VMM binaries its install
@@ -595,10 +656,32 @@ impl RootHelper {
         owner: &TestUser,
         vmm: InstallVmm,
     ) -> RootHelper {
+        Self::start_in_full(ns, root, owner, vmm, InstallNetwork::default())
+    }
+
+    /// [`RootHelper::start_in`] for an install of the bridge and subnet
+    /// `network`.
+    pub fn start_in_with(
+        ns: &NetNs,
+        root: &Path,
+        owner: &TestUser,
+        network: InstallNetwork,
+    ) -> RootHelper {
+        Self::start_in_full(ns, root, owner, InstallVmm::default(), network)
+    }
+
+    fn start_in_full(
+        ns: &NetNs,
+        root: &Path,
+        owner: &TestUser,
+        vmm: InstallVmm,
+        network: InstallNetwork,
+    ) -> RootHelper {
         Self::spawn(
             root,
             owner,
             vmm,
+            network,
             "bangerd-root (netns)",
             ns.exec(bin("bangerd-root")),
         )

@@ -36,7 +36,11 @@ fn root_owner() -> ManuallyDrop<TestUser> {
 
 /// A helper in `ns` with a journaled bridge at [`BRIDGE_IP`]/24.
 fn helper_with_bridge(ns: &NetNs, dir: &std::path::Path) -> (RootHelper, HelperClient) {
-    let h = RootHelper::start_in(ns, dir, &root_owner());
+    let network = banger_proto::install::InstallNetwork {
+        bridge: BRIDGE.into(),
+        subnet: "10.213.0.0/24".parse().unwrap(),
+    };
+    let h = RootHelper::start_in_with(ns, dir, &root_owner(), network);
     let ops = HelperClient::new(&h.socket);
     let out = ops
         .call(PrivOp::EnsureBridge(BridgeSpec {

@@ -91,6 +91,10 @@ fn malformed_input_is_refused_and_the_helper_keeps_serving() {
     let dir = shared_tempdir();
     let owner = TestUser::create(None);
     let h = RootHelper::start(dir.path(), &owner);
+    let speaks = format!(
+        "helper speaks {}",
+        banger_proto::privops::PRIV_PROTOCOL_VERSION
+    );
     let cases: &[(&[&str], &str, &str)] = &[
         (
             &["json={not json", "eof"],
@@ -102,7 +106,7 @@ fn malformed_input_is_refused_and_the_helper_keeps_serving() {
         (
             &["hello-priv=7", "eof"],
             "protocol_mismatch",
-            "helper speaks 2",
+            speaks.as_str(),
         ),
         (
             &[

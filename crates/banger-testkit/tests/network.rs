@@ -10,7 +10,7 @@
 #![allow(clippy::disallowed_methods)] // the tests spawn ip, nft, dig and the daemon directly
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV6, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -379,6 +379,21 @@ fn stand_in_guest(h: &NetNs, guest: &NetNs, s: &HostStatus, vm: &str) {
     ip(guest, "route add default via 172.30.0.1");
 }
 
+/// A veth from `h` (end `near`, holding `addr`) to `other` (end `far`),
+/// both ends up.
+fn veth(h: &NetNs, near: &str, addr: &str, other: &NetNs, far: &str) {
+    ip(
+        h,
+        &format!(
+            "link add {near} type veth peer name {far} netns {}",
+            other.name
+        ),
+    );
+    ip(h, &format!("addr add {addr} dev {near}"));
+    ip(h, &format!("link set {near} up"));
+    ip(other, &format!("link set {far} up"));
+}
+
 #[test]
 fn nat_is_per_vm_and_proven_with_traffic_and_dns_forwards_upstream() {
     let (h, g1, g2, u) = (NetNs::new(), NetNs::new(), NetNs::new(), NetNs::new());
@@ -386,14 +401,8 @@ fn nat_is_per_vm_and_proven_with_traffic_and_dns_forwards_upstream() {
     let _vmms = seed_store(&dir.path().join("state"));
 
     // The "upstream world": a veth between h and u.
-    ip(
-        &h,
-        &format!("link add up0 type veth peer name up1 netns {}", u.name),
-    );
-    ip(&h, "addr add 198.18.0.1/30 dev up0");
-    ip(&h, "link set up0 up");
+    veth(&h, "up0", "198.18.0.1/30", &u, "up1");
     ip(&u, "addr add 198.18.0.2/30 dev up1");
-    ip(&u, "link set up1 up");
     // u can route back to the guest subnet, so un-NATed traffic *would* get
     // an answer: a blocked connection then shows the firewall at work, and
     // the upstream seeing 198.18.0.1 shows the masquerade.
@@ -465,4 +474,138 @@ fn nat_is_per_vm_and_proven_with_traffic_and_dns_forwards_upstream() {
 
     drop(d);
     drop(upstream);
+}
+
+/// Write a sysctl of `ns` (from a thread inside it: `/proc/sys/net` is the
+/// opener's namespace's).
+fn sysctl(ns: &NetNs, key: &str, value: &str) {
+    let path = format!("/proc/sys/{}", key.replace('.', "/"));
+    ns.run(|| std::fs::write(&path, value))
+        .unwrap_or_else(|e| panic!("writing {path} in {}: {e}", ns.name));
+}
+
+/// `dev`'s index in `ns`.
+fn ifindex(ns: &NetNs, dev: &str) -> u32 {
+    let v: Value = serde_json::from_str(&ip(ns, &format!("-j link show dev {dev}"))).unwrap();
+    v[0]["ifindex"].as_u64().unwrap() as u32
+}
+
+/// `dev`'s IPv6 link-local address once duplicate address detection has
+/// finished with it (a tentative address can be neither bound nor used as
+/// a source); fails after 15 s.
+fn link_local(ns: &NetNs, dev: &str) -> Ipv6Addr {
+    for _ in 0..150 {
+        let v: Value =
+            serde_json::from_str(&ip(ns, &format!("-j -6 addr show dev {dev} scope link")))
+                .unwrap();
+        let ready = v[0]["addr_info"].as_array().and_then(|addrs| {
+            addrs
+                .iter()
+                .find(|a| a.get("tentative").is_none() && a.get("dadfailed").is_none())
+                .and_then(|a| a["local"].as_str()?.parse().ok())
+        });
+        if let Some(addr) = ready {
+            return addr;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{dev} in {} has no usable IPv6 link-local address", ns.name);
+}
+
+/// A TCP listener bound (inside `ns`) on `addr` that answers every
+/// connection with `tag`.
+fn answering_listener(ns: &NetNs, addr: SocketAddr, tag: &'static str) {
+    let listener = ns
+        .run(|| TcpListener::bind(addr))
+        .unwrap_or_else(|e| panic!("binding {addr} in {}: {e}", ns.name));
+    std::thread::spawn(move || {
+        for mut c in listener.incoming().flatten() {
+            let _ = c.write_all(tag.as_bytes());
+        }
+    });
+}
+
+/// Connect from `ns` to `addr` and read what it says, or why that failed.
+fn fetch_from(ns: &NetNs, addr: SocketAddr) -> Result<String, String> {
+    ns.run(|| {
+        let mut c =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        c.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut seen = String::new();
+        c.read_to_string(&mut seen).map_err(|e| e.to_string())?;
+        Ok(seen)
+    })
+}
+
+/// Issue #13 finding 6: a guest reaches the host's DNS on the bridge address
+/// and nothing else of the host — not another port of the bridge address,
+/// not another address of the host (a "LAN" address), not the bridge's IPv6
+/// link-local address — whether it has NAT (`dev`) or not (`offline`). The
+/// host's listeners answer the host itself, so a guest that gets nothing
+/// is the firewall's doing; connections the host opens to a guest still
+/// work (their replies come in on the bridge).
+#[test]
+fn guests_reach_only_dns_on_the_host() {
+    let (h, g1, g2, lan) = (NetNs::new(), NetNs::new(), NetNs::new(), NetNs::new());
+    let dir = shared_tempdir();
+    let _vmms = seed_store(&dir.path().join("state"));
+    // A second address of the host, on a link to a neighbour namespace.
+    veth(&h, "lan0", "192.168.50.1/24", &lan, "lan1");
+
+    let d = start_daemon(&h, dir.path(), CONFIG);
+    let s = status(&d.socket);
+    assert!(s.ready, "{s:?}");
+    stand_in_guest(&h, &g1, &s, "dev");
+    stand_in_guest(&h, &g2, &s, "offline");
+    // IPv6 on, whatever a new namespace inherits from the machine.
+    sysctl(&h, "net.ipv6.conf.banger0.disable_ipv6", "0");
+    sysctl(&g1, "net.ipv6.conf.eth0.disable_ipv6", "0");
+    sysctl(&g2, "net.ipv6.conf.eth0.disable_ipv6", "0");
+    let bridge_ll = link_local(&h, "banger0");
+
+    let bridge_port = SocketAddr::from((Ipv4Addr::new(172, 30, 0, 1), 8000));
+    let lan_port = SocketAddr::from((Ipv4Addr::new(192, 168, 50, 1), 8000));
+    let ll_port = |scope| SocketAddr::V6(SocketAddrV6::new(bridge_ll, 8000, 0, scope));
+    answering_listener(&h, bridge_port, "bridge");
+    answering_listener(&h, lan_port, "lan");
+    answering_listener(&h, ll_port(ifindex(&h, "banger0")), "link-local");
+    // The listeners work: the host reaches each of them.
+    assert_eq!(fetch_from(&h, bridge_port).as_deref(), Ok("bridge"));
+    assert_eq!(fetch_from(&h, lan_port).as_deref(), Ok("lan"));
+    assert_eq!(
+        fetch_from(&h, ll_port(ifindex(&h, "banger0"))).as_deref(),
+        Ok("link-local")
+    );
+
+    let mut reached = Vec::new();
+    for (guest, vm) in [(&g1, "dev"), (&g2, "offline")] {
+        link_local(guest, "eth0");
+        let scope = ifindex(guest, "eth0");
+        for target in [bridge_port, lan_port, ll_port(scope)] {
+            if let Ok(said) = fetch_from(guest, target) {
+                reached.push(format!("{vm} -> {target}: {said}"));
+            }
+        }
+        // DNS on the bridge address answers, over UDP and TCP.
+        assert_eq!(dig_short(guest, &["dev.vm"]), "172.30.0.2", "{vm}");
+        assert_eq!(
+            dig_short(guest, &["+tcp", "offline.vm"]),
+            "172.30.0.3",
+            "{vm}"
+        );
+    }
+    assert!(reached.is_empty(), "guests reached the host: {reached:#?}");
+
+    // The host still opens connections to a guest (SSH, rsync): the replies
+    // arrive on the bridge as established traffic.
+    answering_listener(
+        &g2,
+        SocketAddr::from((Ipv4Addr::new(172, 30, 0, 3), 22)),
+        "guest",
+    );
+    assert_eq!(
+        fetch_from(&h, SocketAddr::from((Ipv4Addr::new(172, 30, 0, 3), 22))).as_deref(),
+        Ok("guest")
+    );
+    drop(d);
 }

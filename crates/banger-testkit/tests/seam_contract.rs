@@ -17,6 +17,7 @@ use banger_executor::Executor;
 use banger_host::net::RealNet;
 use banger_host::probe::RealHost;
 use banger_proto::RpcError;
+use banger_proto::install::InstallNetwork;
 use banger_proto::net::{BridgeSpec, FirewallSpec, GuestRule, TapSpec};
 use banger_proto::privops::{DeviceState, HostDevice, PrivOp, PrivOutcome};
 use banger_testkit::*;
@@ -55,11 +56,23 @@ impl InNs for HelperClient {
 fn in_process<'a>(ns: &'a NetNs, dir: &Path) -> InProcessIn<'a> {
     InProcessIn {
         ns,
-        ops: InProcess::new(Executor::new(
-            Arc::new(RealHost::new()),
-            Arc::new(RealNet::new()),
-            dir.join("journal.json"),
-        )),
+        ops: InProcess::new(
+            Executor::new(
+                Arc::new(RealHost::new()),
+                Arc::new(RealNet::new()),
+                dir.join("journal.json"),
+            )
+            .with_bridge(installed().bridge_spec())
+            .unwrap(),
+        ),
+    }
+}
+
+/// The bridge both adapters are given, as an install records it.
+fn installed() -> InstallNetwork {
+    InstallNetwork {
+        bridge: "banger0".into(),
+        subnet: "10.88.0.0/24".parse().unwrap(),
     }
 }
 
@@ -73,7 +86,7 @@ fn helper_in(ns: &NetNs, dir: &Path) -> RootHelper {
         uid: 0,
         gid: 0,
     });
-    RootHelper::start_in(ns, dir, &me)
+    RootHelper::start_in_with(ns, dir, &me, installed())
 }
 
 fn probe_contract(ops: &dyn InNs) {

@@ -636,3 +636,59 @@ fn restart_and_uninstall_need_systemd_without_root() {
         );
     }
 }
+
+/// Issue #13 finding 5: the bridge and guest subnet are root's choice,
+/// recorded in the install metadata; a reinstall without `--subnet` keeps
+/// the recorded one, and a subnet the helper could never use is refused
+/// before anything is written.
+#[test]
+fn the_bridge_and_subnet_are_recorded_at_install() {
+    let owner = TestUser::create(None);
+    let dir = target();
+    let r = dir.path();
+    let meta = || InstallMeta::load(&r.join("etc/banger/install.toml")).unwrap();
+    let report = ok_json(&install(
+        r,
+        &owner.name,
+        &["--json", "--bridge", "banger7", "--subnet", "10.99.0.0/24"],
+    ));
+    assert_eq!(
+        report["network"],
+        serde_json::json!({"bridge": "banger7", "subnet": "10.99.0.0/24"})
+    );
+    assert_eq!(
+        meta().network.bridge_spec().address.to_string(),
+        "10.99.0.1"
+    );
+    // Reinstalled (an upgrade) without the flags: the same network.
+    let before = snapshot(r);
+    ok_json(&install(r, &owner.name, &["--json"]));
+    assert_eq!(snapshot(r), before);
+    assert_eq!(meta().network.subnet.to_string(), "10.99.0.0/24");
+
+    for (flags, says) in [
+        (["--subnet", "8.8.8.0/24"], "not in a private range"),
+        (
+            ["--subnet", "10.99.0.0/30"],
+            "prefix /30 is outside /16../29",
+        ),
+        (["--bridge", "eth0"], "\"eth0\" is not a banger bridge name"),
+    ] {
+        let out = install(r, &owner.name, &flags);
+        assert_eq!(code(&out), 2, "{flags:?}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains(says),
+            "{flags:?}: {}",
+            text(&out.stderr)
+        );
+        assert_eq!(snapshot(r), before, "{flags:?} changed something");
+    }
+    let out = install(r, &owner.name, &["--subnet", "10.99.0.1/24"]);
+    assert_eq!(code(&out), 2);
+    assert!(
+        text(&out.stderr).contains("host bits"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(snapshot(r), before);
+}

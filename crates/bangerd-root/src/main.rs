@@ -3,10 +3,10 @@
 //! Serves the closed privileged-ops enum (`banger_proto::privops`) on its own
 //! socket to exactly one uid, the installed owner read from install metadata,
 //! and hands every request to the shared executor. It has no other surface:
-//! no configuration beyond the install metadata (owner, paths, VMM binaries)
-//! and root's image cache directory, no outbound connections of its own (the
-//! default-image build it starts in a transient unit downloads from Debian's
-//! mirror), no shell.
+//! no configuration beyond the install metadata (owner, paths, VMM binaries,
+//! the bridge and its subnet) and root's image cache directory, no outbound
+//! connections of its own (the default-image build it starts in a transient
+//! unit downloads from Debian's mirror), no shell.
 
 mod serve;
 
@@ -122,6 +122,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + 'static>> {
             },
             launch: BuildLaunch::detect(),
         },
+        bridge: meta.network.bridge_spec(),
     })?;
     Ok(())
 }

@@ -41,6 +41,9 @@ pub struct Settings {
     /// `BuildDebianImage`: the installed `banger-imagebuild` and root's
     /// image cache.
     pub image_builds: ImageBuildConfig,
+    /// The bridge recorded in the install metadata: the only one the owner
+    /// gets.
+    pub bridge: banger_proto::net::BridgeSpec,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,8 @@ pub enum ServeError {
     },
     #[error("installing signal handlers")]
     Signals(#[source] io::Error),
+    #[error("the install's bridge")]
+    Bridge(#[source] banger_executor::ExecError),
     #[error("creating the helper's state directory {path}")]
     StateDir {
         path: PathBuf,
@@ -96,9 +101,9 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     );
     spawn_signal_thread(&settings.socket)?;
 
-    // VMM binaries come from the install metadata (root's choice at
-    // `banger system install`), never from the owner daemon or this
-    // process's PATH.
+    // VMM binaries and the bridge come from the install metadata (root's
+    // choice at `banger system install`), never from the owner daemon or
+    // this process's PATH.
     let exec = Executor::new(
         Arc::new(RealHost::new()),
         Arc::new(RealNet::new()),
@@ -110,7 +115,9 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         qemu_binary: settings.qemu_bin.clone(),
         firecracker_binary: settings.firecracker_bin.clone(),
     })
-    .with_image_builds(settings.image_builds.clone());
+    .with_image_builds(settings.image_builds.clone())
+    .with_bridge(settings.bridge.clone())
+    .map_err(ServeError::Bridge)?;
     let active = Arc::new(AtomicUsize::new(0));
     tracing::info!(
         socket = %settings.socket.display(),

@@ -9,7 +9,7 @@
 //! ```toml
 //! [network]
 //! bridge = "banger0"        # "banger" + [a-z0-9-], at most 15 characters
-//! subnet = "172.30.0.0/24"  # IPv4 network, /16 to /29
+//! subnet = "172.30.0.0/24"  # private IPv4 network, /16 to /29
 //! tap_pool = 4              # pre-created taps, 0..=64
 //! nat_default = true
 //! allow_inter_vm = false    # may guests reach each other across the bridge
@@ -39,8 +39,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
 
-pub use crate::network::cidr::{CidrError, Ipv4Cidr};
 use crate::store::Vmm;
+pub use banger_proto::cidr::{CidrError, Ipv4Cidr};
 
 /// The resolved owner configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -160,9 +160,8 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             network: NetworkConfig {
-                bridge: "banger0".into(),
-                subnet: Ipv4Cidr::new(Ipv4Addr::new(172, 30, 0, 0), 24)
-                    .expect("172.30.0.0/24 is a network address"),
+                bridge: banger_proto::net::DEFAULT_BRIDGE.into(),
+                subnet: banger_proto::net::default_subnet(),
                 tap_pool: 4,
                 nat_default: true,
                 allow_inter_vm: false,
@@ -421,10 +420,8 @@ const VCPUS: RangeInclusive<i64> = 1..=64;
 const MEMORY_MIB: RangeInclusive<i64> = 128..=262_144;
 const TAP_POOL: RangeInclusive<i64> = 0..=64;
 const BOOT_TIMEOUT_SECS: RangeInclusive<i64> = 5..=3600;
-const SUBNET_PREFIX: RangeInclusive<u8> = 16..=29;
 const DISK_MIN: u64 = 64 << 20;
 const DISK_MAX: u64 = 16 << 40;
-const BRIDGE_MAX_LEN: usize = 15;
 
 struct Validator<'a> {
     text: &'a str,
@@ -436,14 +433,16 @@ impl Validator<'_> {
         let mut c = Config::default();
         if let Some(v) = raw.network.bridge {
             c.network.bridge = self.check(v, "network.bridge", BRIDGE_RULE, |s| {
-                valid_bridge(s).then(|| s.to_owned()).ok_or(None)
+                banger_proto::net::is_bridge_name(s)
+                    .then(|| s.to_owned())
+                    .ok_or(None)
             })?;
         }
         if let Some(v) = raw.network.subnet {
             c.network.subnet = self.check(v, "network.subnet", SUBNET_RULE, |s| match s
                 .parse::<Ipv4Cidr>()
             {
-                Ok(c) if SUBNET_PREFIX.contains(&c.prefix()) => Ok(c),
+                Ok(c) if banger_proto::net::subnet_problem(c).is_none() => Ok(c),
                 Ok(_) | Err(CidrError::Syntax(_)) => Err(None),
                 Err(e @ CidrError::HostBits { .. }) => Err(Some(e.to_string())),
             })?;
@@ -562,9 +561,10 @@ impl Validator<'_> {
     }
 }
 
-const BRIDGE_RULE: &str =
-    "\"banger\" followed by lowercase letters, digits or '-', at most 15 characters";
-const SUBNET_RULE: &str = "an IPv4 network in CIDR form with a /16 to /29 prefix and no host \
+const BRIDGE_RULE: &str = "\"banger\" followed by lowercase letters, digits or '-', at most 15 \
+                           characters, not \"bangertap...\"";
+const SUBNET_RULE: &str = "a private IPv4 network (in 10.0.0.0/8, 172.16.0.0/12 or \
+                           192.168.0.0/16) in CIDR form with a /16 to /29 prefix and no host \
                            bits set, e.g. \"172.30.0.0/24\"";
 const DISK_RULE: &str = "a size from 64M to 16T with a K, M, G or T suffix, e.g. \"8G\"";
 const UPSTREAM_RULE: &str =
@@ -595,13 +595,6 @@ fn parse_upstream(s: &str) -> Option<SocketAddr> {
     s.parse::<SocketAddr>()
         .ok()
         .filter(|a| a.is_ipv4() && a.port() != 0)
-}
-
-fn valid_bridge(s: &str) -> bool {
-    s.starts_with("banger")
-        && s.len() <= BRIDGE_MAX_LEN
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 fn program(s: &str) -> Result<PathBuf, Option<String>> {

@@ -460,6 +460,7 @@ mod tests {
                 root_state_dir: "/var/lib/banger-root".into(),
             },
             vmm: Default::default(),
+            network: Default::default(),
         };
         let l = Layout::system(&meta);
         assert_eq!(l.mode, Mode::System);

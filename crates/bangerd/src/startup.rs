@@ -71,7 +71,14 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             owner: (0, 0),
             qemu_binary: config.vmm.qemu_bin.clone(),
             firecracker_binary: config.vmm.firecracker_bin.clone(),
-        });
+        })
+        // The daemon is root here: its configuration is root's choice of
+        // bridge, held to as the helper holds to the install's.
+        .with_bridge(banger_proto::net::BridgeSpec::for_subnet(
+            &config.network.bridge,
+            config.network.subnet,
+        ))
+        .context("the configured bridge (network.bridge, network.subnet)")?;
         (
             DaemonMode::Dev,
             layout,
@@ -104,6 +111,24 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             );
         }
         config.vmm = crate::config::VmmConfig::from_install(&meta.vmm);
+        // Likewise the bridge and subnet: root chose them at install, and
+        // the helper sets up that bridge and no other.
+        let defaults = Config::default().network;
+        if (config.network.bridge.as_str(), config.network.subnet)
+            != (defaults.bridge.as_str(), defaults.subnet)
+            && (config.network.bridge.as_str(), config.network.subnet)
+                != (meta.network.bridge.as_str(), meta.network.subnet)
+        {
+            tracing::warn!(
+                "the owner configuration's network.bridge and network.subnet are not used in system mode; \
+                 the bridge is {} with subnet {}, as recorded in {} (`banger system install --bridge/--subnet`)",
+                meta.network.bridge,
+                meta.network.subnet,
+                opts.install_file.display()
+            );
+        }
+        config.network.bridge = meta.network.bridge.clone();
+        config.network.subnet = meta.network.subnet;
         let layout = Layout::system(&meta);
         let root_socket = meta.paths.root_socket.clone();
         (

@@ -52,6 +52,9 @@ impl HostNet for JournalPeek {
     fn routes_v4(&self) -> Result<Vec<RouteV4>, NetError> {
         self.inner.routes_v4()
     }
+    fn resolvers(&self) -> Result<Vec<Ipv4Addr>, NetError> {
+        self.inner.resolvers()
+    }
     fn apply_nft(&self, batch: &str) -> Result<(), NetError> {
         self.peek();
         self.inner.apply_nft(batch)

@@ -573,3 +573,127 @@ fn net_status_reports_journal_and_kernel() {
     assert_eq!(s.nat_guests, [Ipv4Addr::new(10, 0, 0, 2)]);
     assert!(s.ip_forward);
 }
+
+/// Issue #13 finding 5: an executor given its bridge sets up and serves that
+/// one only, refusing before any host call; and it refuses even that one
+/// when the subnet holds something of the host's, before the journal or the
+/// host changes.
+#[test]
+fn only_the_installed_bridge_is_set_up_and_served() {
+    let mut f = fixture(FakeNet::new());
+    f.exec = f.exec.with_bridge(bridge()).unwrap();
+    let other = BridgeSpec {
+        address: Ipv4Addr::new(10, 0, 1, 1),
+        ..bridge()
+    };
+    let denied = |f: &Fixture, op: PrivOp, requested: &str| {
+        let err = f.run(op).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::PermissionDenied, "{err}");
+        assert!(
+            err.to_string().starts_with(&format!(
+                "{requested} is not this install's bridge, banger0 10.0.0.1/24"
+            )),
+            "{err}"
+        );
+        assert!(f.net.calls().is_empty(), "{:?}", f.net.calls());
+    };
+    denied(
+        &f,
+        PrivOp::EnsureBridge(other),
+        "bridge banger0 10.0.1.1/24",
+    );
+    denied(
+        &f,
+        PrivOp::EnsureTap(TapSpec {
+            bridge: "banger1".into(),
+            ..tap("bangertap0")
+        }),
+        "bridge banger1",
+    );
+    denied(
+        &f,
+        PrivOp::SyncFirewall(FirewallSpec {
+            bridge: "banger1".into(),
+            ..firewall(vec![])
+        }),
+        "bridge banger1",
+    );
+    denied(
+        &f,
+        PrivOp::OpenDnsSockets {
+            address: Ipv4Addr::new(10, 0, 1, 1),
+        },
+        "address 10.0.1.1",
+    );
+    assert!(!f.journal.exists());
+    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+
+    // The executor's own bridge must be a valid one.
+    let bad = Executor::new(
+        Arc::new(FakeHost::lab_host()),
+        Arc::new(FakeNet::new()),
+        f.journal.clone(),
+    )
+    .with_bridge(BridgeSpec {
+        address: Ipv4Addr::new(8, 8, 8, 1),
+        ..bridge()
+    });
+    assert!(
+        bad.unwrap_err()
+            .to_string()
+            .contains("not in a private range")
+    );
+}
+
+#[test]
+fn a_subnet_holding_the_hosts_resolver_is_refused_before_anything_changes() {
+    let f = fixture(FakeNet::new().with_resolvers(&[Ipv4Addr::new(10, 0, 0, 53)]));
+    let err = f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+    assert_eq!(err.code(), ErrorCode::BadRequest);
+    assert!(
+        err.to_string()
+            .starts_with("bridge subnet 10.0.0.0/24 holds resolver 10.0.0.53"),
+        "{err}"
+    );
+    assert!(f.net.mutating_calls().is_empty());
+    assert!(!f.journal.exists());
+}
+
+/// A bridge of an earlier choice (here journaled by an executor without an
+/// installed bridge) is removed, taps first, when the installed one is set
+/// up: its route would otherwise keep capturing its subnet.
+#[test]
+fn setting_up_the_installed_bridge_removes_bridges_of_an_earlier_choice() {
+    let f = fixture(FakeNet::new()).with_bridge_and_taps();
+    let installed = BridgeSpec {
+        name: "banger1".into(),
+        address: Ipv4Addr::new(10, 1, 0, 1),
+        prefix_len: 24,
+    };
+    let exec = Executor::new(
+        Arc::new(FakeHost::lab_host()),
+        f.net.clone(),
+        f.journal.clone(),
+    )
+    .with_bridge(installed.clone())
+    .unwrap();
+    exec.execute(PrivOp::EnsureBridge(installed)).unwrap();
+    let calls = f.net.mutating_calls();
+    assert_eq!(
+        calls[..4],
+        [
+            "delete_link(bangertap0)",
+            "delete_link(bangertap1)",
+            "delete_link(banger0)",
+            "create_bridge(banger1)"
+        ],
+        "{calls:?}"
+    );
+    assert!(f.net.link_named("banger0").is_none());
+    let journal = f.journal_text();
+    assert!(
+        !journal.contains("banger0") && !journal.contains("bangertap"),
+        "{journal}"
+    );
+    assert!(journal.contains("banger1"), "{journal}");
+}

@@ -13,13 +13,22 @@ use super::{HostNet, Ipv4Cidr, Link, LinkKind, NetError, NftTable, RouteV4};
 use crate::runner::RunError;
 
 /// The calls that only read; everything else changes the host.
-pub const READ_CALLS: [&str; 5] = ["links", "routes_v4", "nft_tables", "ip_forward", "link("];
+pub const READ_CALLS: [&str; 6] = [
+    "links",
+    "routes_v4",
+    "resolvers",
+    "nft_tables",
+    "ip_forward",
+    "link(",
+];
 
 /// The modelled host.
 #[derive(Debug, Clone, Default)]
 pub struct FakeNetState {
     pub links: Vec<Link>,
     pub routes: Vec<RouteV4>,
+    /// What `resolvers` answers.
+    pub resolvers: Vec<Ipv4Addr>,
     pub tables: Vec<NftTable>,
     pub ip_forward: bool,
     /// Every batch given to `apply_nft`, in order.
@@ -78,7 +87,39 @@ impl FakeNet {
             destination,
             interface: Some(interface.into()),
             table: 254,
+            gateways: Vec::new(),
         });
+        self
+    }
+
+    /// Add a route to `destination` through `gateway` on `interface`, in the
+    /// main table.
+    pub fn with_gateway_route(
+        self,
+        destination: Ipv4Cidr,
+        gateway: Ipv4Addr,
+        interface: &str,
+    ) -> FakeNet {
+        self.lock().routes.push(RouteV4 {
+            destination,
+            interface: Some(interface.into()),
+            table: 254,
+            gateways: vec![gateway],
+        });
+        self
+    }
+
+    /// Give `name` the address `address` (the link must exist).
+    pub fn with_address(self, name: &str, address: Ipv4Cidr) -> FakeNet {
+        if let Some(l) = self.lock().links.iter_mut().find(|l| l.name == name) {
+            l.addresses.push(address);
+        }
+        self
+    }
+
+    /// The host's resolver uses `servers`.
+    pub fn with_resolvers(self, servers: &[Ipv4Addr]) -> FakeNet {
+        self.lock().resolvers = servers.to_vec();
         self
     }
 
@@ -332,10 +373,16 @@ impl HostNet for FakeNet {
                     destination: Ipv4Cidr::new(a.network(), a.prefix_len),
                     interface: Some(l.name.clone()),
                     table: 254,
+                    gateways: Vec::new(),
                 });
             }
         }
         Ok(routes)
+    }
+
+    fn resolvers(&self) -> Result<Vec<Ipv4Addr>, NetError> {
+        self.record("resolvers", "resolvers".into())?;
+        Ok(self.lock().resolvers.clone())
     }
 
     fn apply_nft(&self, batch: &str) -> Result<(), NetError> {

@@ -129,6 +129,9 @@ pub struct RouteV4 {
     /// The output interface, when the route has a single one.
     pub interface: Option<String>,
     pub table: u32,
+    /// The IPv4 gateways it goes through: its own, or those of its
+    /// multipath next hops; empty for a route on a link.
+    pub gateways: Vec<Ipv4Addr>,
 }
 
 /// An nftables table: `family` (`inet`, `bridge`, `ip`, ...) and name.
@@ -178,6 +181,12 @@ pub enum NetError {
     #[error("reading {path}")]
     ReadSysctl {
         path: &'static str,
+        #[source]
+        source: io::Error,
+    },
+    #[error("reading {}", path.display())]
+    ReadResolvConf {
+        path: std::path::PathBuf,
         #[source]
         source: io::Error,
     },
@@ -233,6 +242,10 @@ pub trait HostNet: Send + Sync {
     fn delete_link(&self, name: &str) -> Result<bool, NetError>;
     /// IPv4 unicast routes of every table.
     fn routes_v4(&self) -> Result<Vec<RouteV4>, NetError>;
+    /// The IPv4 name servers the host's resolver uses: the `nameserver`s of
+    /// `/etc/resolv.conf` and, when that points at systemd-resolved's stub,
+    /// of resolved's upstream file too. A missing file lists none.
+    fn resolvers(&self) -> Result<Vec<Ipv4Addr>, NetError>;
     /// Apply an nft batch (`nft -f -`): one atomic transaction.
     fn apply_nft(&self, batch: &str) -> Result<(), NetError>;
     /// Every nftables table.
@@ -306,6 +319,11 @@ impl HostNet for RealNet {
         netlink::Netlink::open()?.routes_v4()
     }
 
+    fn resolvers(&self) -> Result<Vec<Ipv4Addr>, NetError> {
+        use crate::probe::{RESOLV_CONF, RESOLVED_UPSTREAM_CONF};
+        resolvers_in(RESOLV_CONF.as_ref(), RESOLVED_UPSTREAM_CONF.as_ref())
+    }
+
     fn apply_nft(&self, batch: &str) -> Result<(), NetError> {
         self.tool("nft", Cmd::new("nft").args(["-f", "-"]).stdin(batch))
             .map(drop)
@@ -356,6 +374,39 @@ impl HostNet for RealNet {
 
     fn in_host_netns(&self) -> Option<bool> {
         netns::in_init_netns()
+    }
+}
+
+/// [`HostNet::resolvers`] with the two files given: the IPv4 `nameserver`s
+/// of `resolv_conf` and, when one of them is systemd-resolved's stub, those
+/// of `resolved_upstream`.
+pub fn resolvers_in(
+    resolv_conf: &std::path::Path,
+    resolved_upstream: &std::path::Path,
+) -> Result<Vec<Ipv4Addr>, NetError> {
+    let mut servers = ipv4_nameservers(resolv_conf)?;
+    if servers
+        .iter()
+        .any(|s| crate::probe::RESOLVED_STUBS.contains(s))
+    {
+        servers.extend(ipv4_nameservers(resolved_upstream)?);
+    }
+    Ok(servers)
+}
+
+/// The IPv4 `nameserver`s of the resolv.conf at `path`; none when it does
+/// not exist.
+fn ipv4_nameservers(path: &std::path::Path) -> Result<Vec<Ipv4Addr>, NetError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(crate::probe::nameservers(&text)
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(source) => Err(NetError::ReadResolvConf {
+            path: path.to_path_buf(),
+            source,
+        }),
     }
 }
 

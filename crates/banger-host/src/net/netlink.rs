@@ -301,9 +301,20 @@ impl Netlink {
             let mut destination = Ipv4Addr::UNSPECIFIED;
             let mut interface = None;
             let mut table = u32::from(r.header.table);
+            let mut gateways = Vec::new();
             for attr in &r.attributes {
                 match attr {
                     RouteAttribute::Destination(RouteAddress::Inet(ip)) => destination = *ip,
+                    RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateways.push(*ip),
+                    RouteAttribute::MultiPath(hops) => {
+                        for hop in hops {
+                            for a in &hop.attributes {
+                                if let RouteAttribute::Gateway(RouteAddress::Inet(ip)) = a {
+                                    gateways.push(*ip);
+                                }
+                            }
+                        }
+                    }
                     RouteAttribute::Oif(idx) => {
                         interface = links
                             .iter()
@@ -318,6 +329,7 @@ impl Netlink {
                 destination: Ipv4Cidr::new(destination, r.header.destination_prefix_length),
                 interface,
                 table,
+                gateways,
             });
         }
         Ok(routes)

@@ -7,9 +7,14 @@
 //! namespace; nothing it does can reach the host's own network. When the
 //! thread ends (normally or by panic) the namespace and every interface,
 //! route and nft table in it disappear with it.
+//!
+//! Like `ip netns exec`, the thread also gets a mount namespace of its own,
+//! in which the host's resolver files read empty: a fresh namespace has no
+//! resolver, whatever the machine running the tests uses (the executor
+//! refuses a bridge subnet holding the host's resolver).
 
-/// Run `f` on a fresh thread in a new, empty network namespace with `lo` up,
-/// and return its result. Panics (with the reason) if the namespace cannot
+/// Run `f` on a fresh thread in a new, empty network namespace with `lo` up
+/// and no resolver configuration, and return its result. Panics (with the reason) if the namespace cannot
 /// be created, e.g. without `CAP_SYS_ADMIN`; a panic inside `f` is passed on.
 pub fn in_fresh_netns<T, F>(f: F) -> T
 where
@@ -18,16 +23,20 @@ where
 {
     std::thread::scope(|scope| {
         let worker = scope.spawn(|| {
-            // SAFETY: only CLONE_NEWNET is unshared; the descriptor table
-            // (CLONE_FILES) stays shared, so no thread can observe descriptors
-            // from an unshared table, which is the hazard `unshare_unsafe`
-            // guards against. The new namespace is this thread's alone.
-            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+            use rustix::thread::UnshareFlags;
+            // SAFETY: only CLONE_NEWNET and CLONE_NEWNS (which implies
+            // CLONE_FS: this thread's cwd, root and umask become its own)
+            // are unshared; the descriptor table (CLONE_FILES) stays shared,
+            // so no thread can observe descriptors from an unshared table,
+            // which is the hazard `unshare_unsafe` guards against. The new
+            // namespaces are this thread's alone.
+            unsafe { rustix::thread::unshare_unsafe(UnshareFlags::NEWNET | UnshareFlags::NEWNS) }
                 .unwrap_or_else(|e| {
                     panic!(
-                        "unshare(CLONE_NEWNET) failed ({e}); real-kernel network tests need root"
+                        "unshare(CLONE_NEWNET|CLONE_NEWNS) failed ({e}); real-kernel network tests need root"
                     )
                 });
+            hide_resolver_files();
             use super::HostNet;
             super::RealNet::new()
                 .set_up("lo")
@@ -39,6 +48,27 @@ where
             Err(panic) => std::panic::resume_unwind(panic),
         }
     })
+}
+
+/// In the calling thread's own mount namespace: stop mount events from
+/// propagating back to the host, then cover each resolver file that exists
+/// with `/dev/null`.
+fn hide_resolver_files() {
+    use rustix::mount::{MountPropagationFlags, mount_bind, mount_change};
+    mount_change(
+        "/",
+        MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
+    )
+    .unwrap_or_else(|e| panic!("making the test mount namespace a downstream of the host's: {e}"));
+    for file in [
+        crate::probe::RESOLV_CONF,
+        crate::probe::RESOLVED_UPSTREAM_CONF,
+    ] {
+        if std::path::Path::new(file).exists() {
+            mount_bind("/dev/null", file)
+                .unwrap_or_else(|e| panic!("covering {file} in the test namespace: {e}"));
+        }
+    }
 }
 
 /// Whether the calling thread is in the same network namespace as PID 1 —
@@ -70,5 +100,16 @@ mod init_ns_tests {
             assert_eq!(in_init_netns(), Some(a == b));
         }
         assert_ne!(in_fresh_netns(in_init_netns), Some(true));
+    }
+
+    #[test]
+    fn a_fresh_namespace_has_no_resolver_and_the_host_keeps_its_own() {
+        use crate::net::HostNet;
+        let before = std::fs::read(crate::probe::RESOLV_CONF).ok();
+        assert_eq!(
+            in_fresh_netns(|| crate::net::RealNet::new().resolvers().unwrap()),
+            Vec::<std::net::Ipv4Addr>::new()
+        );
+        assert_eq!(std::fs::read(crate::probe::RESOLV_CONF).ok(), before);
     }
 }

@@ -173,3 +173,77 @@ fn fresh_namespaces_are_separate() {
         assert_eq!(names, ["lo", "tsep0"]);
     });
 }
+
+#[test]
+fn resolvers_are_the_nameservers_and_resolveds_upstreams_behind_its_stub() {
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, upstream) = (dir.path().join("resolv.conf"), dir.path().join("up.conf"));
+    let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+    // Neither file: no resolvers.
+    assert!(resolvers_in(&conf, &upstream).unwrap().is_empty());
+    std::fs::write(&upstream, "nameserver 10.0.0.2\n").unwrap();
+    std::fs::write(
+        &conf,
+        "# comment\nsearch example\nnameserver 192.168.1.1\nnameserver fe80::1%eth0\n\
+         nameserver\nnameserver 10.1.1.1 # trailing\n",
+    )
+    .unwrap();
+    // No stub: the upstream file is not resolved's concern here.
+    assert_eq!(
+        resolvers_in(&conf, &upstream).unwrap(),
+        [ip("192.168.1.1"), ip("10.1.1.1")]
+    );
+    std::fs::write(&conf, "nameserver 127.0.0.53\noptions edns0\n").unwrap();
+    assert_eq!(
+        resolvers_in(&conf, &upstream).unwrap(),
+        [ip("127.0.0.53"), ip("10.0.0.2")]
+    );
+    std::fs::remove_file(&upstream).unwrap();
+    assert_eq!(resolvers_in(&conf, &upstream).unwrap(), [ip("127.0.0.53")]);
+    // A file that cannot be read is an error naming it, not "no resolvers".
+    let err = resolvers_in(dir.path(), &upstream).unwrap_err();
+    assert!(
+        err.to_string().contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn real_routes_carry_their_gateways() {
+    require_root();
+    in_fresh_netns(|| {
+        for cmd in [
+            "link add tgw0 type veth peer name tgw1",
+            "link set tgw0 up",
+            "link set tgw1 up",
+            "addr add 192.168.61.2/24 dev tgw0",
+            "route add default via 10.200.0.1 dev tgw0 onlink",
+            "route add 10.70.0.0/16 nexthop via 10.200.0.2 dev tgw0 onlink nexthop via 192.168.61.9 dev tgw0",
+        ] {
+            Runner
+                .run(&Cmd::new("ip").args(cmd.split_whitespace()))
+                .unwrap_or_else(|e| panic!("ip {cmd}: {e}"));
+        }
+        let routes = RealNet::new().routes_v4().unwrap();
+        let find = |dst: &str| {
+            routes
+                .iter()
+                .find(|r| r.destination == cidr(dst) && r.table == 254)
+                .unwrap_or_else(|| panic!("no route to {dst}: {routes:?}"))
+        };
+        let default = find("0.0.0.0/0");
+        assert_eq!(
+            default.gateways,
+            ["10.200.0.1".parse::<Ipv4Addr>().unwrap()]
+        );
+        assert_eq!(default.interface.as_deref(), Some("tgw0"));
+        assert_eq!(
+            find("10.70.0.0/16").gateways,
+            [
+                "10.200.0.2".parse::<Ipv4Addr>().unwrap(),
+                "192.168.61.9".parse().unwrap()
+            ]
+        );
+        assert!(find("192.168.61.0/24").gateways.is_empty());
+    });
+}

@@ -35,8 +35,8 @@ pub use device::probe_device;
 pub use kvm::{GUEST_TIMEOUT, KVM_DEVICE, PVM_MODULE_DIR, TINY_GUEST, probe_kvm};
 pub use reflink::{ReflinkProbe, ReflinkSupport, probe_reflink};
 pub use resolved::{
-    RESOLV_CONF, RESOLVED_SOCKET, RESOLVED_STUB, ResolvedProbe, ResolvedSocket, probe_resolved,
-    probe_resolved_at,
+    RESOLV_CONF, RESOLVED_SOCKET, RESOLVED_STUB, RESOLVED_STUBS, RESOLVED_UPSTREAM_CONF,
+    ResolvedProbe, ResolvedSocket, nameservers, probe_resolved, probe_resolved_at,
 };
 pub use tools::{TOOL_TIMEOUT, locate_tool, probe_nft, probe_tool};
 

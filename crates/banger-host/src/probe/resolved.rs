@@ -1,6 +1,7 @@
 //! systemd-resolved: is it running, and does `/etc/resolv.conf` use it?
 
 use std::io::ErrorKind;
+use std::net::Ipv4Addr;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
@@ -9,6 +10,13 @@ pub const RESOLVED_SOCKET: &str = "/run/systemd/resolve/io.systemd.Resolve";
 pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// resolved's stub listener.
 pub const RESOLVED_STUB: &str = "127.0.0.53";
+/// systemd-resolved's stub listeners (`127.0.0.53` and the proxy-only
+/// `127.0.0.54`).
+pub const RESOLVED_STUBS: [Ipv4Addr; 2] =
+    [Ipv4Addr::new(127, 0, 0, 53), Ipv4Addr::new(127, 0, 0, 54)];
+/// On hosts running systemd-resolved: the real upstream servers, which
+/// `/etc/resolv.conf` hides behind the stub address.
+pub const RESOLVED_UPSTREAM_CONF: &str = "/run/systemd/resolve/resolv.conf";
 
 /// State of resolved's varlink socket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,7 +83,8 @@ pub fn probe_resolved_at(socket: &Path, resolv_conf: &Path) -> ResolvedProbe {
     }
 }
 
-fn nameservers(resolv_conf: &str) -> Vec<String> {
+/// The `nameserver` entries of a resolv.conf text, in order, as written.
+pub fn nameservers(resolv_conf: &str) -> Vec<String> {
     resolv_conf
         .lines()
         .filter_map(|l| {

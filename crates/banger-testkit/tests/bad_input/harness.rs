@@ -30,11 +30,15 @@ impl<'a> Target<'a> {
                 let journal = dir.join("root-journal.json");
                 Target::InProcess {
                     ns,
-                    ops: InProcess::new(Executor::new(
-                        Arc::new(RealHost::new()),
-                        Arc::new(RealNet::new()),
-                        journal.clone(),
-                    )),
+                    ops: InProcess::new(
+                        Executor::new(
+                            Arc::new(RealHost::new()),
+                            Arc::new(RealNet::new()),
+                            journal.clone(),
+                        )
+                        .with_bridge(installed().bridge_spec())
+                        .unwrap(),
+                    ),
                     journal,
                 }
             }
@@ -48,7 +52,7 @@ impl<'a> Target<'a> {
                     uid: 0,
                     gid: 0,
                 });
-                let helper = RootHelper::start_in(ns, dir, &me);
+                let helper = RootHelper::start_in_with(ns, dir, &me, installed());
                 Target::Helper {
                     client: HelperClient::new(&helper.socket),
                     journal: dir.join("root-state").join("journal.json"),
@@ -169,12 +173,28 @@ pub(crate) fn snapshot(ns: &NetNs, target: &Target<'_>) -> Snapshot {
 pub(crate) const BRIDGE: &str = "banger0";
 pub(crate) const BRIDGE_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 
+/// The bridge both adapters are given, as an install records it: `BRIDGE`
+/// with `BRIDGE_IP`/24.
+pub(crate) fn installed() -> InstallNetwork {
+    InstallNetwork {
+        bridge: BRIDGE.into(),
+        subnet: "10.77.0.0/24".parse().unwrap(),
+    }
+}
+
 /// What a case's namespace holds before the bad call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Setup {
-    /// A veth pair (`bvroute0`/`bvroute1`), up, with 10.77.0.1/24 on
-    /// `bvroute0`: the route 10.77.0.0/24 belongs to another interface.
+    /// A veth pair (`bvroute0`/`bvroute1`), up, with 10.77.0.129/25 on
+    /// `bvroute0`: the route 10.77.0.128/25 belongs to another interface.
     RoutedVeth,
+    /// A veth pair (`bvgw0`/`bvgw1`), up, and a default route through the
+    /// on-link gateway 10.77.0.254 on `bvgw0`: no route but the default one
+    /// covers the gateway.
+    OnlinkGateway,
+    /// A veth pair (`bvaddr0`/`bvaddr1`), up, with the host address
+    /// 10.77.0.9/32 on `bvaddr0` (no route of its own).
+    HostAddress,
     /// A veth named `banger0` (peer `bvpeer0`), down, no address: a
     /// banger-named interface that banger did not create.
     ForeignBanger0,
@@ -194,14 +214,36 @@ pub(crate) fn setup(setup: Setup, ns: &NetNs, target: &Target<'_>) {
                     "link", "add", "bvroute0", "type", "veth", "peer", "name", "bvroute1",
                 ],
             );
-            ip(ns, &["addr", "add", "10.77.0.1/24", "dev", "bvroute0"]);
+            ip(ns, &["addr", "add", "10.77.0.129/25", "dev", "bvroute0"]);
             ip(ns, &["link", "set", "bvroute0", "up"]);
             ip(ns, &["link", "set", "bvroute1", "up"]);
             let routes = ip(ns, &["-4", "route", "show"]);
             assert!(
-                routes.contains("10.77.0.0/24 dev bvroute0"),
+                routes.contains("10.77.0.128/25 dev bvroute0"),
                 "setup: no connected route: {routes}"
             );
+        }
+        Setup::OnlinkGateway => {
+            veth_up(ns, "bvgw0", "bvgw1");
+            ip(
+                ns,
+                &[
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    "10.77.0.254",
+                    "dev",
+                    "bvgw0",
+                    "onlink",
+                ],
+            );
+        }
+        Setup::HostAddress => {
+            veth_up(ns, "bvaddr0", "bvaddr1");
+            ip(ns, &["addr", "add", "10.77.0.9/32", "dev", "bvaddr0"]);
+            let routes = ip(ns, &["-4", "route", "show"]);
+            assert!(!routes.contains("10.77."), "setup: {routes}");
         }
         Setup::ForeignBanger0 => {
             ip(
@@ -225,6 +267,13 @@ pub(crate) fn setup(setup: Setup, ns: &NetNs, target: &Target<'_>) {
             }
         }
     }
+}
+
+/// A veth pair `a`/`b` in `ns`, both ends up.
+fn veth_up(ns: &NetNs, a: &str, b: &str) {
+    ip(ns, &["link", "add", a, "type", "veth", "peer", "name", b]);
+    ip(ns, &["link", "set", a, "up"]);
+    ip(ns, &["link", "set", b, "up"]);
 }
 
 pub(crate) fn ensure_bridge(name: &str, a: [u8; 4], prefix_len: u8) -> PrivOp {
@@ -264,6 +313,20 @@ pub(crate) struct Case {
     pub(crate) op: PrivOp,
     /// Each must appear in the error: the bad input, named.
     pub(crate) names: Vec<String>,
+    /// The refusal's class: `bad_request` unless the request is well formed
+    /// but not the owner's to make (`permission_denied`).
+    pub(crate) code: ErrorCode,
+}
+
+impl Case {
+    /// A refusal of something the owner may not ask for, rather than of
+    /// bad input.
+    pub(crate) fn denied(self) -> Case {
+        Case {
+            code: ErrorCode::PermissionDenied,
+            ..self
+        }
+    }
 }
 
 pub(crate) fn case(
@@ -277,6 +340,7 @@ pub(crate) fn case(
         setup,
         op,
         names: names.iter().map(|s| s.to_string()).collect(),
+        code: ErrorCode::BadRequest,
     }
 }
 
@@ -288,6 +352,7 @@ pub(crate) fn bad_name(what: &'static str, name: &str, reason: &str) -> Case {
         setup: &[],
         op: ensure_bridge(name, [10, 77, 0, 1], 24),
         names: vec![format!("invalid interface name {name:?}"), reason.into()],
+        code: ErrorCode::BadRequest,
     }
 }
 

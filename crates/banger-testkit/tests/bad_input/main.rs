@@ -5,8 +5,11 @@
 //! Every case runs twice, once per adapter, each time in a network namespace
 //! of its own (testkit [`NetNs`]): the in-process calls run on a thread that
 //! has joined the namespace, the helper is started inside it. So even a
-//! validation bug could create nothing outside the test namespace. Each run
-//! asserts `bad_request`, a message naming the bad input, the same message
+//! validation bug could create nothing outside the test namespace. Both are
+//! given the same bridge, as an install records it (`banger0`,
+//! 10.77.0.0/24). Each run asserts `bad_request` (or `permission_denied`
+//! for a well-formed request the owner may not make), a message naming the
+//! bad input, the same message
 //! chain from both adapters, and that nothing changed: the namespace's links
 //! (names, kinds, masters, up flag, addresses), its nft tables (none) and
 //! the executor's journal are exactly what they were before the bad call.
@@ -23,6 +26,7 @@ use std::sync::Arc;
 use banger_executor::Executor;
 use banger_host::net::RealNet;
 use banger_host::probe::RealHost;
+use banger_proto::install::InstallNetwork;
 use banger_proto::net::{BridgeSpec, FirewallSpec, GuestRule, ResolverSpec, TapSpec};
 use banger_proto::privops::{PrivOp, PrivOutcome};
 use banger_proto::{ErrorCode, RpcError};
@@ -177,7 +181,8 @@ fn suite_cases() -> Vec<Case> {
     ]
 }
 
-/// Bridge subnets: private, /16../29, a host address, no overlap.
+/// Bridge subnets: private, /16../29, a host address, the installed one,
+/// no overlap, nothing of the host's inside.
 fn subnet_cases() -> Vec<Case> {
     use Setup::*;
     vec![
@@ -218,16 +223,38 @@ fn subnet_cases() -> Vec<Case> {
             &["10.77.0.255/24", "broadcast address"],
         ),
         case(
-            "subnet equal to another interface's route",
-            &[RoutedVeth],
-            ensure_bridge(BRIDGE, [10, 77, 0, 1], 24),
-            &["10.77.0.0/24", "on bvroute0"],
-        ),
-        case(
             "subnet containing another interface's route",
             &[RoutedVeth],
+            ensure_bridge(BRIDGE, [10, 77, 0, 1], 24),
+            &["bridge subnet 10.77.0.0/24 overlaps route 10.77.0.128/25 on bvroute0"],
+        ),
+        // Issue #13 finding 5: the subnet is the install's, and holds
+        // nothing the host reaches elsewhere.
+        case(
+            "subnet other than the installed one",
+            &[],
             ensure_bridge(BRIDGE, [10, 77, 3, 1], 16),
-            &["bridge subnet 10.77.0.0/16 overlaps route 10.77.0.0/24 on bvroute0"],
+            &["bridge banger0 10.77.3.1/16 is not this install's bridge, banger0 10.77.0.1/24"],
+        )
+        .denied(),
+        case(
+            "bridge other than the installed one",
+            &[],
+            ensure_bridge("banger1", [10, 77, 0, 1], 24),
+            &["bridge banger1 10.77.0.1/24 is not this install's bridge"],
+        )
+        .denied(),
+        case(
+            "subnet holding the default route's gateway",
+            &[OnlinkGateway],
+            ensure_bridge(BRIDGE, [10, 77, 0, 1], 24),
+            &["bridge subnet 10.77.0.0/24 holds gateway 10.77.0.254 of route 0.0.0.0/0 on bvgw0"],
+        ),
+        case(
+            "subnet holding an address of the host",
+            &[HostAddress],
+            ensure_bridge(BRIDGE, [10, 77, 0, 1], 24),
+            &["bridge subnet 10.77.0.0/24 holds address 10.77.0.9/32 of bvaddr0"],
         ),
     ]
 }
@@ -300,11 +327,12 @@ fn firewall_cases() -> Vec<Case> {
             &["tap bangertap7 was not created by banger"],
         ),
         case(
-            "firewall bridge not in the journal",
+            "firewall of a bridge other than the installed one",
             &[BridgeAndTaps],
             firewall("banger1", &[]),
-            &["bridge banger1 was not created by banger"],
-        ),
+            &["bridge banger1 is not this install's bridge, banger0 10.77.0.1/24"],
+        )
+        .denied(),
     ]
 }
 
@@ -340,15 +368,23 @@ fn ownership_cases() -> Vec<Case> {
             PrivOp::OpenDnsSockets {
                 address: Ipv4Addr::new(10, 77, 0, 2),
             },
-            &["10.77.0.2 is not the address of a bridge banger created"],
-        ),
+            &["address 10.77.0.2 is not this install's bridge, banger0 10.77.0.1/24"],
+        )
+        .denied(),
         case(
-            "dns sockets with no bridge",
+            "dns sockets on the loopback address",
             &[],
             PrivOp::OpenDnsSockets {
                 address: Ipv4Addr::LOCALHOST,
             },
-            &["127.0.0.1 is not the address of a bridge banger created"],
+            &["address 127.0.0.1 is not this install's bridge"],
+        )
+        .denied(),
+        case(
+            "dns sockets before the bridge exists",
+            &[],
+            PrivOp::OpenDnsSockets { address: BRIDGE_IP },
+            &["10.77.0.1 is not the address of a bridge banger created"],
         ),
         case(
             "foreign interface named banger0",
@@ -388,7 +424,7 @@ fn refuse(case: &Case, adapter: Adapter) -> RpcError {
         Err(e) => e,
     };
     let msg = err.render();
-    assert_eq!(err.code, ErrorCode::BadRequest, "{adapter:?}: {msg}");
+    assert_eq!(err.code, case.code, "{adapter:?}: {msg}");
     for name in &case.names {
         assert!(
             msg.contains(name.as_str()),
@@ -495,7 +531,7 @@ fn refusal_wording_is_pinned() {
                 ensure_bridge(BRIDGE, [10, 77, 0, 1], 24),
                 &[],
             ),
-            "bridge subnet 10.77.0.0/24 overlaps route 10.77.0.0/24 on bvroute0; choose a \
+            "bridge subnet 10.77.0.0/24 overlaps route 10.77.0.128/25 on bvroute0; choose a \
              private subnet that no other interface routes",
         ),
         (

@@ -5,7 +5,7 @@
 //!
 //! JSON shape of `install`: `{"root","owner":{"name","uid","gid","home"},
 //! "version","installed_at","paths":{...},"vmm":{"qemu_bin"?,
-//! "firecracker_bin"?},"written":[{"path","target","kind",
+//! "firecracker_bin"?},"network":{"bridge","subnet"},"written":[{"path","target","kind",
 //! "what","action","mode","uid","gid"}],"services":null|{"units","action",
 //! "ready"},"warnings":[...]}`.
 
@@ -134,6 +134,35 @@ pub struct InstallArgs {
     /// [default: firecracker found on PATH now]
     #[arg(long, value_name = "PATH")]
     pub firecracker_bin: Option<PathBuf>,
+    /// The bridge the root helper sets up for guests [default: the one
+    /// installed, else banger0]
+    #[arg(long, value_name = "NAME", value_parser = bridge_arg)]
+    pub bridge: Option<String>,
+    /// The guests' private IPv4 subnet, /16 to /29; the bridge takes its
+    /// first address [default: the one installed, else 172.30.0.0/24]
+    #[arg(long, value_name = "CIDR", value_parser = subnet_arg)]
+    pub subnet: Option<banger_proto::cidr::Ipv4Cidr>,
+}
+
+/// `--bridge`: a name banger may give its bridge.
+fn bridge_arg(s: &str) -> Result<String, String> {
+    let network = banger_proto::install::InstallNetwork {
+        bridge: s.to_string(),
+        ..Default::default()
+    };
+    network
+        .check()
+        .map(|()| network.bridge)
+        .map_err(|e| e.to_string())
+}
+
+/// `--subnet`: a private network of an accepted size.
+fn subnet_arg(s: &str) -> Result<banger_proto::cidr::Ipv4Cidr, String> {
+    let subnet: banger_proto::cidr::Ipv4Cidr = s.parse().map_err(|e| format!("{e}"))?;
+    match banger_proto::net::subnet_problem(subnet) {
+        Some(reason) => Err(reason),
+        None => Ok(subnet),
+    }
 }
 
 pub fn run(args: &SystemArgs, settings: &Settings) -> Result<Exit, CliError> {
@@ -264,6 +293,8 @@ fn run_install(args: &InstallArgs, settings: &Settings) -> Result<Exit, CliError
             qemu_bin: args.qemu_bin.clone(),
             firecracker_bin: args.firecracker_bin.clone(),
         },
+        bridge: args.bridge.clone(),
+        subnet: args.subnet,
     };
     let report = install::install(&req, &Runner, &systemd::Systemctl::default()).map_err(to_cli)?;
     if settings.json {
@@ -314,6 +345,7 @@ fn report_json(r: &Report) -> serde_json::Value {
         "installed_at": r.meta.installed_at,
         "paths": r.meta.paths,
         "vmm": r.meta.vmm,
+        "network": r.meta.network,
         "written": written,
         "services": services,
         "warnings": r.warnings,
@@ -340,6 +372,10 @@ fn report_text(r: &Report) -> String {
             w.path.display()
         ));
     }
+    out.push_str(&format!(
+        "network    bridge {} subnet {}\n",
+        r.meta.network.bridge, r.meta.network.subnet
+    ));
     match &r.services {
         Some(a) => out.push_str(&format!(
             "services   {} {}, enabled and ready\n",

@@ -210,9 +210,10 @@ vm      | default_vcpus = 65            | 65 is invalid: must be an integer in 1
 vm      | default_memory_mib = 64       | must be an integer in 128..=262144
 network | tap_pool = -1                 | -1 is invalid: must be an integer in 0..=64
 vm      | default_vmm = "kvm"           | "kvm" is invalid: must be firecracker or qemu
-network | subnet = "10.0.0.0/8"         | must be an IPv4 network in CIDR form with a /16 to /29
+network | subnet = "10.0.0.0/8"         | must be a private IPv4 network (in 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16) in CIDR form with a /16 to /29
+network | subnet = "100.64.0.0/24"      | "100.64.0.0/24" is invalid: must be a private IPv4 network
 network | subnet = "10.0.0.1/24"        | (10.0.0.1/24 has host bits set; the network is 10.0.0.0/24)
-network | subnet = "::1/64"             | must be an IPv4 network
+network | subnet = "::1/64"             | must be a private IPv4 network
 network | bridge = "br0"                | "br0" is invalid: must be "banger" followed by
 network | bridge = "banger-too-long-1"  | at most 15 characters
 network | bridge = "bangerX"            | lowercase letters

@@ -1,6 +1,6 @@
 //! Forwarding names outside banger's zones, and finding the host's upstreams.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
@@ -16,15 +16,7 @@ use hickory_resolver::net::{DnsError as WireError, NetError};
 use super::zone::Answer;
 use super::{DnsError, RateLimit};
 
-/// The host's resolver configuration.
-pub const RESOLV_CONF: &str = "/etc/resolv.conf";
-/// On hosts running systemd-resolved: the real upstream servers, which
-/// `/etc/resolv.conf` hides behind the stub address.
-pub const RESOLVED_UPSTREAM_CONF: &str = "/run/systemd/resolve/resolv.conf";
-/// systemd-resolved's stub listeners (`127.0.0.53` and the proxy-only
-/// `127.0.0.54`).
-pub const RESOLVED_STUBS: [Ipv4Addr; 2] =
-    [Ipv4Addr::new(127, 0, 0, 53), Ipv4Addr::new(127, 0, 0, 54)];
+pub use banger_host::probe::{RESOLV_CONF, RESOLVED_STUBS, RESOLVED_UPSTREAM_CONF};
 
 /// Upstream servers from the `nameserver` lines of a resolv.conf, port 53.
 ///

@@ -12,7 +12,7 @@ use crate::config::Ipv4Cidr;
 
 /// The bridge (gateway and DNS) takes the first host address.
 pub fn bridge_address(subnet: Ipv4Cidr) -> Ipv4Addr {
-    Ipv4Addr::from(u32::from(subnet.addr()) + 1)
+    subnet.first_host()
 }
 
 /// The broadcast address of `subnet`.

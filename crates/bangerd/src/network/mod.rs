@@ -8,7 +8,6 @@
 //! a subsystem-local lock: last in the lock order, never held across an
 //! await, guest I/O or network I/O.
 
-pub mod cidr;
 pub mod leases;
 #[cfg(test)]
 mod tests;
@@ -135,11 +134,10 @@ impl HostNetwork {
     }
 
     fn reconcile_locked(&self, st: &mut NetState) -> Result<(), NetError> {
-        self.call(PrivOp::EnsureBridge(BridgeSpec {
-            name: self.cfg.bridge.clone(),
-            address: self.bridge_ip,
-            prefix_len: self.cfg.subnet.prefix(),
-        }))?;
+        self.call(PrivOp::EnsureBridge(BridgeSpec::for_subnet(
+            &self.cfg.bridge,
+            self.cfg.subnet,
+        )))?;
         let taps = match self.call(PrivOp::NetStatus)? {
             PrivOutcome::NetStatus(s) => s.taps,
             _ => return Err(NetError::Unexpected { op: "net_status" }),

@@ -8,7 +8,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use banger_host::runner::Runner;
 use banger_proto::ErrorCode;
-use banger_proto::install::{DEFAULT_INSTALL_FILE, InstallMeta, InstallMetaError};
+use banger_proto::cidr::Ipv4Cidr;
+use banger_proto::install::{
+    DEFAULT_INSTALL_FILE, InstallMeta, InstallMetaError, InstallNetwork, InstallNetworkError,
+};
 
 use super::apply::{self, Action, ApplyError, Txn, Written};
 use super::plan::{self, OwnerAccount, PlanError};
@@ -30,6 +33,9 @@ pub struct Request {
     pub euid: u32,
     /// `--qemu-bin` / `--firecracker-bin`.
     pub vmm: vmm_bins::Given,
+    /// `--bridge` / `--subnet`.
+    pub bridge: Option<String>,
+    pub subnet: Option<Ipv4Cidr>,
 }
 
 /// What an install did.
@@ -57,6 +63,8 @@ pub enum InstallError {
     Plan(#[from] PlanError),
     #[error(transparent)]
     Vmm(#[from] VmmBinError),
+    #[error("--bridge/--subnet")]
+    Network(#[source] InstallNetworkError),
     #[error(
         "banger is installed for {name} (uid {uid}) according to {}; refusing to install for {wanted} (pass --force to replace the owner)",
         path.display()
@@ -125,6 +133,7 @@ impl InstallError {
                 | VmmBinError::Unsafe { .. }
                 | VmmBinError::Hidden { .. } => ErrorCode::InvalidState,
             },
+            InstallError::Network(_) => ErrorCode::BadRequest,
             InstallError::OtherOwner { .. } => ErrorCode::AlreadyExists,
             InstallError::BadMeta(_) | InstallError::MetaSymlink { .. } => ErrorCode::InvalidState,
             InstallError::Refused(e) => apply_code(e),
@@ -188,6 +197,22 @@ fn existing_meta(path: &Path, force: bool) -> Result<Option<InstallMeta>, Instal
     }
 }
 
+/// The bridge and guest subnet to record: what the command line gave, else
+/// what the install already records (a reinstall or upgrade never moves the
+/// guests' network), else banger's defaults.
+fn choose_network(
+    req: &Request,
+    existing: Option<&InstallMeta>,
+) -> Result<InstallNetwork, InstallError> {
+    let current = existing.map(|m| m.network.clone()).unwrap_or_default();
+    let network = InstallNetwork {
+        bridge: req.bridge.clone().unwrap_or(current.bridge),
+        subnet: req.subnet.unwrap_or(current.subnet),
+    };
+    network.check().map_err(InstallError::Network)?;
+    Ok(network)
+}
+
 /// Run an install: `sd` is consulted only without `--root`.
 pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Report, InstallError> {
     if req.euid != 0 {
@@ -223,8 +248,10 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
     // Reinstalling the same thing keeps the original install time, so the
     // metadata file stays byte-for-byte the same.
     let (vmm, vmm_warnings) = vmm_bins::choose(&req.vmm, &vmm_bins::on_path)?;
+    let network = choose_network(req, existing.as_ref())?;
     let mut meta = plan::metadata(&owner, now_rfc3339());
     meta.vmm = vmm;
+    meta.network = network;
     if let Some(current) = existing
         && (InstallMeta {
             installed_at: current.installed_at.clone(),

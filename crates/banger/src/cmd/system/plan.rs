@@ -175,8 +175,9 @@ pub fn metadata(owner: &OwnerAccount, installed_at: String) -> InstallMeta {
         version: banger_proto::BANGER_VERSION.to_string(),
         installed_at,
         paths: default_paths(),
-        // Chosen by `install` (vmm_bins).
+        // Chosen by `install` (vmm_bins, network).
         vmm: Default::default(),
+        network: Default::default(),
     }
 }
 

@@ -354,6 +354,7 @@ mod tests {
                 root_state_dir: "/var/lib/banger-root".into(),
             },
             vmm: Default::default(),
+            network: Default::default(),
         }
     }
 

@@ -1,11 +1,15 @@
-//! IPv4 networks in CIDR notation.
+//! IPv4 networks in CIDR notation: the owner config's `network.subnet` and
+//! the install metadata's, which travel as text (`"172.30.0.0/24"`).
 
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;
 
+use serde::{Deserialize, Serialize};
+
 /// An IPv4 network in CIDR notation, host bits zero.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub struct Ipv4Cidr {
     addr: Ipv4Addr,
     prefix: u8,
@@ -29,6 +33,11 @@ impl Ipv4Cidr {
 
     pub fn netmask(&self) -> Ipv4Addr {
         Ipv4Addr::from(self.mask())
+    }
+
+    /// The first host address: the one banger's bridge takes.
+    pub fn first_host(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr).wrapping_add(1))
     }
 
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
@@ -76,5 +85,40 @@ impl FromStr for Ipv4Cidr {
                 network: format!("{}/{prefix}", Ipv4Addr::from(u32::from(addr) & mask)),
             }
         })
+    }
+}
+
+impl TryFrom<String> for Ipv4Cidr {
+    type Error = CidrError;
+
+    fn try_from(s: String) -> Result<Self, CidrError> {
+        s.parse()
+    }
+}
+
+impl From<Ipv4Cidr> for String {
+    fn from(c: Ipv4Cidr) -> String {
+        c.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_prints_and_travels_as_text() {
+        let c: Ipv4Cidr = "172.30.0.0/24".parse().unwrap();
+        assert_eq!(c.to_string(), "172.30.0.0/24");
+        assert_eq!(c.first_host(), Ipv4Addr::new(172, 30, 0, 1));
+        assert!(c.contains(Ipv4Addr::new(172, 30, 0, 255)));
+        assert!(!c.contains(Ipv4Addr::new(172, 30, 1, 0)));
+        assert_eq!(serde_json::to_string(&c).unwrap(), "\"172.30.0.0/24\"");
+        let back: Ipv4Cidr = serde_json::from_str("\"10.0.0.0/16\"").unwrap();
+        assert_eq!(back, Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 16).unwrap());
+        let e = serde_json::from_str::<Ipv4Cidr>("\"10.0.0.1/16\"").unwrap_err();
+        assert!(e.to_string().contains("host bits set"), "{e}");
+        assert!("10.0.0.0".parse::<Ipv4Cidr>().is_err());
+        assert!("10.0.0.0/33".parse::<Ipv4Cidr>().is_err());
     }
 }
