@@ -83,6 +83,10 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
                 source,
             })?;
     }
+    // Handlers first: once the socket exists, whoever started us may stop
+    // us, and a SIGTERM before they were in place would kill the helper with
+    // the default action and leave the socket behind (seen once in CI).
+    spawn_signal_thread(&settings.socket)?;
     // The socket is root:owner-gid 0660: the owner's group can connect, and
     // SO_PEERCRED then narrows that to the owner's uid alone.
     let listener = bind_listener(&settings.socket, 0, 0o660).map_err(ServeError::Socket)?;
@@ -99,7 +103,6 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             .unwrap_or(0),
         0o660
     );
-    spawn_signal_thread(&settings.socket)?;
 
     // VMM binaries and the bridge come from the install metadata (root's
     // choice at `banger system install`), never from the owner daemon or
