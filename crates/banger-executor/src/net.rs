@@ -484,10 +484,14 @@ impl Executor {
             txn.state.resolver_links.push(link.clone());
             txn.save()?;
         }
+        // The routing-only domain first: a link whose only domain is `~vm`
+        // is no default-route resolver for systemd-resolved, so the bridge
+        // never serves the host's other names, not even between the two
+        // calls (second review: the other order left a window).
         let applied = self
             .net
-            .resolver_dns(&link, spec.dns)
-            .and_then(|()| self.net.resolver_domain(&link, VM_DOMAIN_ROUTE));
+            .resolver_domain(&link, VM_DOMAIN_ROUTE)
+            .and_then(|()| self.net.resolver_dns(&link, spec.dns));
         if let Err(source) = applied {
             if !was_journaled {
                 txn.state.resolver_links.retain(|l| *l != link);

@@ -528,9 +528,11 @@ fn apply_resolver_routes_vm_and_reports_a_missing_resolvectl() {
     f.run(PrivOp::ApplyResolver(spec.clone())).unwrap();
     assert_eq!(
         f.net.mutating_calls(),
+        // The routing-only domain before the server: never a moment in
+        // which the bridge is a default-route resolver.
         [
-            "resolver_dns(banger0, 10.0.0.1)",
-            "resolver_domain(banger0, ~vm)"
+            "resolver_domain(banger0, ~vm)",
+            "resolver_dns(banger0, 10.0.0.1)"
         ]
     );
     assert!(
