@@ -370,11 +370,6 @@ pub fn write_install_meta(root: &Path, owner: &TestUser) -> PathBuf {
     )
 }
 
-/// [`write_install_meta`] recording `vmm` as the install's VMM binaries.
-pub fn write_install_meta_with_vmm(root: &Path, owner: &TestUser, vmm: InstallVmm) -> PathBuf {
-    write_install_meta_full(root, owner, vmm, InstallNetwork::default())
-}
-
 /// [`write_install_meta`] with the bridge and subnet `network`.
 pub fn write_install_meta_with(root: &Path, owner: &TestUser, network: InstallNetwork) -> PathBuf {
     write_install_meta_full(root, owner, InstallVmm::default(), network)
@@ -648,17 +643,6 @@ impl RootHelper {
         )
     }
 
-    /// [`RootHelper::start_in`] with `vmm` as the VMM binaries its install
-    /// metadata records (what it launches for `LaunchVm`).
-    pub fn start_in_with_vmm(
-        ns: &NetNs,
-        root: &Path,
-        owner: &TestUser,
-        vmm: InstallVmm,
-    ) -> RootHelper {
-        Self::start_in_full(ns, root, owner, vmm, InstallNetwork::default())
-    }
-
     /// [`RootHelper::start_in`] for an install of the bridge and subnet
     /// `network`.
     pub fn start_in_with(
@@ -670,7 +654,8 @@ impl RootHelper {
         Self::start_in_full(ns, root, owner, InstallVmm::default(), network)
     }
 
-    fn start_in_full(
+    /// [`RootHelper::start_in`] recording both `vmm` and `network`.
+    pub fn start_in_full(
         ns: &NetNs,
         root: &Path,
         owner: &TestUser,

@@ -92,11 +92,17 @@ impl Lab {
             qemu_bin: Some(self.root.join("vmm/qemu")),
             firecracker_bin: Some(self.root.join("vmm/firecracker")),
         };
-        self.helper = Some(RootHelper::start_in_with_vmm(
+        // The helper serves only the bridge its install records.
+        let network = banger_proto::install::InstallNetwork {
+            bridge: BRIDGE.into(),
+            subnet: "10.213.7.0/24".parse().unwrap(),
+        };
+        self.helper = Some(RootHelper::start_in_full(
             &self.ns,
             &self.root,
             &self.owner,
             vmm,
+            network,
         ));
         self.call(PrivOp::EnsureBridge(BridgeSpec {
             name: BRIDGE.into(),
