@@ -164,6 +164,22 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         Arc::clone(&store),
         layout.clone(),
     ));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bangerd")
+        .build()
+        .context("starting the async runtime")?;
+    // Handlers before the socket exists: whoever sees the socket may stop
+    // us, and a SIGTERM before they were in place would end the daemon
+    // with the default action and leave the socket behind (the helper had
+    // this race; seen in CI).
+    let (mut term, mut int) = {
+        let _rt = rt.enter();
+        (
+            signal(SignalKind::terminate()).context("installing SIGTERM handler")?,
+            signal(SignalKind::interrupt()).context("installing SIGINT handler")?,
+        )
+    };
     let std_listener = bind_listener(&layout.socket, euid, 0o600)?;
     std_listener
         .set_nonblocking(true)
@@ -179,17 +195,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         mode,
     };
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("bangerd")
-        .build()
-        .context("starting the async runtime")?;
     let log_socket = socket.clone();
     let result = rt.block_on(async move {
         let listener = tokio::net::UnixListener::from_std(std_listener)
             .context("registering the listener")?;
-        let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
-        let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
         daemon.images().reconcile_at_startup(started).await;
         daemon.reconcile_network().await;
         daemon.start_dns().await;
