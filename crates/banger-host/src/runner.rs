@@ -161,38 +161,18 @@ impl Runner {
     pub fn output(&self, cmd: &Cmd) -> Result<Output, RunError> {
         let argv = cmd.display();
         tracing::debug!(%argv, "running");
-        let mut command = base_command(cmd)?;
-        command
-            .stdin(if cmd.stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some((uid, gid)) = cmd.run_as {
-            use std::os::unix::process::CommandExt as _;
-            command.uid(uid).gid(gid);
-        }
-        let mut child = command.spawn().map_err(|source| RunError::Spawn {
-            argv: argv.clone(),
-            source,
-        })?;
+        let stdin = if cmd.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        };
+        let mut child = spawn_piped(cmd, &argv, stdin)?;
         // Feed stdin and drain both pipes on threads, so neither a slow reader
         // nor a chatty child can block on a full pipe.
         let in_writer = feed(child.stdin.take(), cmd.stdin.clone());
         let out_reader = drain(child.stdout.take());
         let err_reader = drain(child.stderr.take());
-        let status = wait_with_timeout(&mut child, cmd.timeout).map_err(|e| match e {
-            WaitError::Io(source) => RunError::Wait {
-                argv: argv.clone(),
-                source,
-            },
-            WaitError::Timeout => RunError::Timeout {
-                argv: argv.clone(),
-                secs: cmd.timeout.as_secs(),
-            },
-        })?;
+        let status = wait_for(&mut child, cmd, &argv)?;
         if let Some(Err(e)) = in_writer.map(|w| w.join().unwrap_or(Ok(()))) {
             // The child may legitimately exit before reading everything; its
             // status and stderr say what went wrong, so this is only logged.
@@ -235,19 +215,7 @@ impl Runner {
     ) -> Result<Streamed, RunError> {
         let argv = cmd.display();
         tracing::debug!(%argv, max_bytes, "running, stdout to a file");
-        let mut command = base_command(cmd)?;
-        command
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        if let Some((uid, gid)) = cmd.run_as {
-            use std::os::unix::process::CommandExt as _;
-            command.uid(uid).gid(gid);
-        }
-        let mut child = command.spawn().map_err(|source| RunError::Spawn {
-            argv: argv.clone(),
-            source,
-        })?;
+        let mut child = spawn_piped(cmd, &argv, Stdio::null())?;
         let err_reader = drain(child.stderr.take());
         let out = child.stdout.take();
         // Copy on a thread so the timeout below still holds when the child
@@ -272,16 +240,7 @@ impl Runner {
                 total += n as u64;
             }
         });
-        let status = wait_with_timeout(&mut child, cmd.timeout).map_err(|e| match e {
-            WaitError::Io(source) => RunError::Wait {
-                argv: argv.clone(),
-                source,
-            },
-            WaitError::Timeout => RunError::Timeout {
-                argv: argv.clone(),
-                secs: cmd.timeout.as_secs(),
-            },
-        })?;
+        let status = wait_for(&mut child, cmd, &argv)?;
         let copied = copier
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the copying thread panicked")));
@@ -500,6 +459,37 @@ fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<V
             let _ = p.read_to_end(&mut buf);
         }
         buf
+    })
+}
+
+/// Start `cmd` with `stdin`, stdout and stderr piped, as `cmd.run_as`.
+fn spawn_piped(cmd: &Cmd, argv: &str, stdin: Stdio) -> Result<Child, RunError> {
+    let mut command = base_command(cmd)?;
+    command
+        .stdin(stdin)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some((uid, gid)) = cmd.run_as {
+        use std::os::unix::process::CommandExt as _;
+        command.uid(uid).gid(gid);
+    }
+    command.spawn().map_err(|source| RunError::Spawn {
+        argv: argv.to_string(),
+        source,
+    })
+}
+
+/// [`wait_with_timeout`] with `cmd`'s timeout, its failures as [`RunError`]s.
+fn wait_for(child: &mut Child, cmd: &Cmd, argv: &str) -> Result<ExitStatus, RunError> {
+    wait_with_timeout(child, cmd.timeout).map_err(|e| match e {
+        WaitError::Io(source) => RunError::Wait {
+            argv: argv.to_string(),
+            source,
+        },
+        WaitError::Timeout => RunError::Timeout {
+            argv: argv.to_string(),
+            secs: cmd.timeout.as_secs(),
+        },
     })
 }
 
