@@ -11,10 +11,23 @@ use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// Default PATH given to children.
 pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How much of each of stdout and stderr [`Runner::output`] keeps by
+/// default. A tool reading a hostile disk (`debugfs -R cat` of an inode
+/// that claims terabytes) must not grow the caller's memory without bound;
+/// past the cap the pipe is closed and the call fails with
+/// [`RunError::TooMuchOutput`]. Raise it per command with [`Cmd::max_output`].
+pub const DEFAULT_MAX_OUTPUT: usize = 64 << 20;
+
+/// How long [`Runner::output`] keeps reading a pipe after the child has
+/// exited: a grandchild that inherited it may hold it open for ever, and
+/// the call must still return.
+const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// A command to run: program, arguments, extra environment, timeout.
 #[derive(Debug, Clone)]
@@ -25,6 +38,7 @@ pub struct Cmd {
     stdin: Option<Vec<u8>>,
     timeout: Duration,
     run_as: Option<(u32, u32)>,
+    max_output: usize,
 }
 
 impl Cmd {
@@ -36,6 +50,7 @@ impl Cmd {
             stdin: None,
             timeout: Duration::from_secs(60),
             run_as: None,
+            max_output: DEFAULT_MAX_OUTPUT,
         }
     }
 
@@ -77,6 +92,13 @@ impl Cmd {
 
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
+        self
+    }
+
+    /// Keep at most `bytes` of each of stdout and stderr in
+    /// [`Runner::output`] (default [`DEFAULT_MAX_OUTPUT`]); more is an error.
+    pub fn max_output(mut self, bytes: usize) -> Self {
+        self.max_output = bytes;
         self
     }
 
@@ -170,16 +192,29 @@ impl Runner {
         // Feed stdin and drain both pipes on threads, so neither a slow reader
         // nor a chatty child can block on a full pipe.
         let in_writer = feed(child.stdin.take(), cmd.stdin.clone());
-        let out_reader = drain(child.stdout.take());
-        let err_reader = drain(child.stderr.take());
-        let status = wait_for(&mut child, cmd, &argv)?;
+        let exited = Arc::new(OnceLock::new());
+        let out_reader = drain(child.stdout.take(), cmd.max_output, &exited);
+        let err_reader = drain(child.stderr.take(), cmd.max_output, &exited);
+        let waited = wait_for(&mut child, cmd, &argv);
+        // From here the readers stop at EOF or shortly after, whichever
+        // comes first, so nothing a grandchild holds keeps this call (or
+        // their threads) alive.
+        let _ = exited.set(Instant::now() + DRAIN_AFTER_EXIT);
+        let status = waited?;
         if let Some(Err(e)) = in_writer.map(|w| w.join().unwrap_or(Ok(()))) {
             // The child may legitimately exit before reading everything; its
             // status and stderr say what went wrong, so this is only logged.
             tracing::debug!(%argv, error = %e, "writing stdin");
         }
-        let stdout_raw = out_reader.join().unwrap_or_default();
-        let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+        let (stdout_raw, out_over) = out_reader.join().unwrap_or_default();
+        let (stderr_raw, err_over) = err_reader.join().unwrap_or_default();
+        if out_over || err_over {
+            return Err(RunError::TooMuchOutput {
+                argv,
+                max_bytes: cmd.max_output as u64,
+            });
+        }
+        let stderr = String::from_utf8_lossy(&stderr_raw).into_owned();
         tracing::debug!(%argv, %status, "finished");
         Ok(Output {
             status,
@@ -216,7 +251,8 @@ impl Runner {
         let argv = cmd.display();
         tracing::debug!(%argv, max_bytes, "running, stdout to a file");
         let mut child = spawn_piped(cmd, &argv, Stdio::null())?;
-        let err_reader = drain(child.stderr.take());
+        let exited = Arc::new(OnceLock::new());
+        let err_reader = drain(child.stderr.take(), cmd.max_output, &exited);
         let out = child.stdout.take();
         // Copy on a thread so the timeout below still holds when the child
         // stalls; the result says whether the cap was hit.
@@ -240,11 +276,15 @@ impl Runner {
                 total += n as u64;
             }
         });
-        let status = wait_for(&mut child, cmd, &argv)?;
+        let waited = wait_for(&mut child, cmd, &argv);
+        let _ = exited.set(Instant::now() + DRAIN_AFTER_EXIT);
+        let status = waited?;
         let copied = copier
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the copying thread panicked")));
-        let stderr = String::from_utf8_lossy(&err_reader.join().unwrap_or_default()).into_owned();
+        // An over-long stderr is cut, not an error: stdout is the payload.
+        let (stderr, _) = err_reader.join().unwrap_or_default();
+        let stderr = String::from_utf8_lossy(&stderr).into_owned();
         let bytes = match copied {
             Ok((_, true)) => return Err(RunError::TooMuchOutput { argv, max_bytes }),
             Ok((n, false)) => n,
@@ -452,13 +492,50 @@ fn feed(
     }))
 }
 
-fn drain<R: Read + Send + 'static>(pipe: Option<R>) -> std::thread::JoinHandle<Vec<u8>> {
+/// Read `pipe` on a thread until EOF, keeping at most `cap` bytes (the
+/// flag says the child wrote more; the pipe is closed then, so it sees
+/// EPIPE), and giving up once the deadline in `exited` has passed — set by
+/// the caller when the child is gone, because a grandchild may hold the
+/// write end open.
+fn drain<R: Read + std::os::fd::AsFd + Send + 'static>(
+    pipe: Option<R>,
+    cap: usize,
+    exited: &Arc<OnceLock<Instant>>,
+) -> std::thread::JoinHandle<(Vec<u8>, bool)> {
+    let exited = Arc::clone(exited);
     std::thread::spawn(move || {
         let mut buf = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut buf);
+        let Some(mut p) = pipe else {
+            return (buf, false);
+        };
+        let mut chunk = vec![0u8; 1 << 16];
+        loop {
+            if exited.get().is_some_and(|d| Instant::now() >= *d) {
+                return (buf, false);
+            }
+            let mut fds = [rustix::event::PollFd::new(&p, rustix::event::PollFlags::IN)];
+            let tick = rustix::event::Timespec {
+                tv_sec: 0,
+                tv_nsec: 100_000_000,
+            };
+            match rustix::event::poll(&mut fds, Some(&tick)) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(_) => return (buf, false),
+            }
+            match p.read(&mut chunk) {
+                Ok(0) => return (buf, false),
+                Ok(n) if buf.len() + n > cap => {
+                    let keep = cap - buf.len();
+                    buf.extend_from_slice(&chunk[..keep]);
+                    return (buf, true);
+                }
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return (buf, false),
+            }
         }
-        buf
     })
 }
 
@@ -566,6 +643,59 @@ mod tests {
         let tail = (13..=20).map(|i| format!("line{i}")).collect::<Vec<_>>();
         assert!(msg.ends_with(&tail.join("\n")), "{msg}");
         assert!(!msg.contains("line12"), "{msg}");
+    }
+
+    #[test]
+    fn output_past_the_cap_is_an_error_and_the_writer_is_cut_off() {
+        // `yes` never stops on its own: without a cap this fills memory
+        // until the timeout (what `debugfs -R cat` of a hostile inode did).
+        let started = Instant::now();
+        let err = Runner
+            .output(
+                &Cmd::new("yes")
+                    .max_output(1 << 20)
+                    .timeout(Duration::from_secs(30)),
+            )
+            .unwrap_err();
+        assert!(
+            matches!(err, RunError::TooMuchOutput { max_bytes, .. } if max_bytes == 1 << 20),
+            "{err}"
+        );
+        // Cut off by EPIPE, not by the 30 s timeout.
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        // Within the cap, everything arrives.
+        let out = Runner
+            .run(
+                &Cmd::new("head")
+                    .args(["-c", "1048576", "/dev/zero"])
+                    .max_output(1 << 20),
+            )
+            .unwrap();
+        assert_eq!(out.stdout_raw.len(), 1 << 20);
+    }
+
+    #[test]
+    fn a_grandchild_holding_the_pipes_does_not_hold_the_call() {
+        // The shell exits at once; its background `sleep` keeps stdout and
+        // stderr open. The call returns what the shell wrote, soon after it
+        // exited.
+        let started = Instant::now();
+        let out = Runner
+            .run(&Cmd::new("sh").args(["-c", "sleep 30 & echo $!; echo done >&2"]))
+            .unwrap();
+        let elapsed = started.elapsed();
+        let sleeper: i32 = out.stdout.lines().next().unwrap().trim().parse().unwrap();
+        // The test's own child: stop it by its pid.
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(sleeper).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+        assert_eq!(out.stderr, "done\n");
+        assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
     }
 
     #[test]

@@ -566,3 +566,63 @@ fn a_run_dir_swapped_during_launch_redirects_nothing() {
         "the race did not run ({swaps} swaps, {spawned} spawns)"
     );
 }
+
+/// Second review of #13 (F1): root read back each guest file with
+/// `debugfs -R cat` and kept all of its output. The root disk is made from
+/// the owner's image, so the owner can turn `/etc/hostname` into a
+/// directory whose inode claims any size; `write` then fails quietly,
+/// `sif … mode` makes it a "regular file", and the read-back streamed its
+/// whole claimed size into the helper's memory (terabytes: the host runs
+/// out). The claim here is 1 GiB, so the unfixed helper survives to show
+/// it: its peak memory must stay far below that.
+#[test]
+fn a_guest_file_claiming_a_huge_size_is_not_read_into_the_helper() {
+    let lab = Lab::new().start();
+    let id = "0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a0a";
+    let dir = lab.vm(id);
+    let disk = dir.join("root.ext4");
+    mkfs_ext4(&disk, "16M");
+    let script = dir.join("craft");
+    std::fs::write(
+        &script,
+        "mkdir /etc\nmkdir /etc/hostname\nsif /etc/hostname size 0x40000000\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new("debugfs")
+        .args(["-w", "-f"])
+        .arg(&script)
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    std::fs::remove_file(&script).unwrap();
+    std::os::unix::fs::chown(&disk, Some(lab.owner.uid), Some(lab.owner.gid)).unwrap();
+
+    let err = lab
+        .call(PrivOp::WriteGuestFiles(
+            banger_proto::vmops::GuestFilesSpec {
+                vm_id: id.into(),
+                files: vec![banger_proto::vmops::GuestFile {
+                    path: "/etc/hostname".into(),
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    content: "dev\n".into(),
+                }],
+            },
+        ))
+        .expect_err("a hostname that is not what was written");
+    eprintln!("huge guest file: {err}");
+    let pid = lab.helper.as_ref().unwrap().proc.pid();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM in {status}"));
+    assert!(
+        peak_kib < 256 * 1024,
+        "the helper's peak memory reached {peak_kib} KiB reading back a guest file ({err})"
+    );
+    assert!(err.contains("/etc/hostname"), "{err}");
+}

@@ -87,7 +87,11 @@ impl VmHost {
                         .arg("-R")
                         .arg(format!("cat {}", f.path))
                         .arg(&disk)
-                        .run_as(self.tool_ids()),
+                        .run_as(self.tool_ids())
+                        // An inode of the owner's image may claim terabytes
+                        // (a directory `sif`ed into a file): never keep more
+                        // than the file written plus one byte.
+                        .max_output(f.content.len() + 1),
                 )
                 .map_err(|source| VmOpError::Tool {
                     what: format!("reading back {}", f.path),
