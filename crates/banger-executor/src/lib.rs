@@ -39,6 +39,9 @@ use banger_host::probe::HostProbes;
 use banger_proto::net::BridgeSpec;
 use banger_proto::privops::{PrivOp, PrivOutcome};
 
+/// Longest rendering of an operation's arguments the helper logs.
+const LOGGED_ARGS_MAX: usize = 2048;
+
 pub use error::ExecError;
 pub use journal::{JOURNAL_VERSION, JournalError};
 pub use net::VM_DOMAIN_ROUTE;
@@ -208,7 +211,15 @@ impl Executor {
     pub fn execute(&self, op: PrivOp) -> Result<Executed, ExecError> {
         validate::op(&op)?;
         let name = op.name();
-        tracing::info!(op = name, args = ?op, "privileged op");
+        // The arguments as a bounded line: the journal is shared with the
+        // rest of the host, and the owner chooses how big an op is (file
+        // contents are never shown; see `GuestFile`'s `Debug`).
+        let mut args = format!("{op:?}");
+        if let Some((cut, _)) = args.char_indices().nth(LOGGED_ARGS_MAX) {
+            args.truncate(cut);
+            args.push('…');
+        }
+        tracing::info!(op = name, %args, "privileged op");
         let simple = |outcome| {
             Ok(Executed {
                 outcome,

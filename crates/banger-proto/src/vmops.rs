@@ -96,8 +96,10 @@ pub struct VmDisksOutcome {
     pub work_bytes: u64,
 }
 
-/// One file written into the VM's root disk (an ext4 mutation).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One file written into the VM's root disk (an ext4 mutation). Its
+/// `Debug` shows the content's length, never the content: the helper logs
+/// every operation, and one of these files is the guest's SSH host key.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GuestFile {
     /// Absolute guest path of normal components (`[A-Za-z0-9._-]`), no `..`.
@@ -108,6 +110,38 @@ pub struct GuestFile {
     pub uid: u32,
     pub gid: u32,
     pub content: String,
+}
+
+impl std::fmt::Debug for GuestFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestFile")
+            .field("path", &self.path)
+            .field("mode", &format_args!("{:o}", self.mode))
+            .field("uid", &self.uid)
+            .field("gid", &self.gid)
+            .field("content", &format_args!("<{} bytes>", self.content.len()))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod guest_file_tests {
+    use super::GuestFile;
+
+    #[test]
+    fn debug_never_shows_the_content() {
+        let f = GuestFile {
+            path: "/etc/ssh/ssh_host_ed25519_key".into(),
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            content: "-----BEGIN OPENSSH PRIVATE KEY----- secret".into(),
+        };
+        let shown = format!("{f:?}");
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("ssh_host_ed25519_key"), "{shown}");
+        assert!(shown.contains("<42 bytes>"), "{shown}");
+    }
 }
 
 /// Write files into a stopped VM's root disk.
