@@ -106,18 +106,41 @@ pub fn report(err: &CliError, json: bool) {
     }
 }
 
+/// The error for a terminal. Messages carry text from elsewhere — a
+/// guest's last console lines when it failed to boot, a tool's stderr — so
+/// their control characters are shown as visible escapes, never sent to
+/// the terminal as commands (the same filter as `vm logs`).
 fn render_human(err: &CliError) -> String {
     let mut text = format!("banger: {}\n", err.messages().join(": "));
     if let Some(hint) = err.hint() {
         text.push_str(&format!("hint: {hint}\n"));
     }
-    text
+    crate::output::escape_controls(&text)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use banger_proto::{ErrorCode, RpcError};
+
+    #[test]
+    fn a_guests_console_bytes_in_an_error_reach_the_terminal_escaped() {
+        // What a hostile image prints before failing to boot: a clipboard
+        // write (OSC 52), a title change, a bidi override.
+        let err = CliError::Client(ClientError::Remote(RpcError::new(
+            ErrorCode::Unavailable,
+            "VM dev did not become ready within 60s; last console lines: \
+             \x1b]52;c;ZXZpbA==\x07\x1b]0;pwned\x07 \u{202e}txt.exe\r\nend",
+        )));
+        let shown = render_human(&err);
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\n'),
+            "{shown:?}"
+        );
+        assert!(shown.contains("\\x1b]52;c;ZXZpbA==\\x07"), "{shown}");
+        assert!(shown.contains("\\u{202e}"), "{shown}");
+        assert!(shown.ends_with("end\n"), "{shown:?}");
+    }
 
     fn connect_error() -> CliError {
         CliError::Client(ClientError::Connect {

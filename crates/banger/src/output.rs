@@ -210,7 +210,9 @@ fn utf8_len(lead: u8) -> usize {
     }
 }
 
-fn escape_controls(text: &str) -> String {
+/// `text` with the control characters [`ConsoleFilter`] escapes made
+/// visible (line feed and tab kept, carriage returns dropped).
+pub fn escape_controls(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
