@@ -5,10 +5,11 @@
 //! descriptor of that directory with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS
 //! | RESOLVE_NO_XDEV` (`banger_vmm::dir::RESOLVE`), so a symlink planted
 //! anywhere in the state tree cannot redirect a privileged write and a
-//! mount planted there is never crossed. Every file is opened
-//! `O_NONBLOCK` (a FIFO planted at its name cannot hold the thread) and
-//! must be a regular file; one root writes is opened read-only first,
-//! checked, and only then reopened for writing through its descriptor.
+//! mount planted there is never crossed. An existing file is reached
+//! with `O_PATH` and opened (through that descriptor) only when it is a
+//! regular file, so a FIFO planted at its name cannot hold the thread;
+//! one root writes is opened read-only first, checked, and only then
+//! reopened for writing through its descriptor.
 //! Tools (e2fsprogs) run with the owner's uid, so they can do no more than
 //! the owner could.
 
@@ -45,21 +46,28 @@ impl VmHost {
     }
 
     /// Open the regular file `rel` (relative to the state dir) without
-    /// following any symlink or crossing any mount. Opened `O_NONBLOCK`
-    /// (cleared once it is known to be a regular file), so a FIFO or a
-    /// device planted there is refused instead of waited on.
+    /// following any symlink or crossing any mount. An existing file is
+    /// first reached with `O_PATH`, which opens nothing: only when `fstat`
+    /// says it is a regular file is that inode opened with `flags`,
+    /// through the descriptor. So a FIFO planted there is refused instead
+    /// of waited on, and no device's open is ever called. A new file
+    /// (`O_CREAT|O_EXCL`) is opened directly, `O_NONBLOCK` until checked.
     pub(super) fn open_beneath(&self, rel: &Path, flags: OFlags) -> Result<File, VmOpError> {
         let dir = self.state_fd()?;
+        let creating = flags.contains(OFlags::CREATE);
         // openat2 refuses a mode without O_CREAT.
-        let mode = if flags.contains(OFlags::CREATE) {
-            Mode::from_raw_mode(0o600)
+        let (first, mode) = if creating {
+            (
+                flags | OFlags::NONBLOCK | OFlags::NOCTTY,
+                Mode::from_raw_mode(0o600),
+            )
         } else {
-            Mode::empty()
+            (OFlags::PATH, Mode::empty())
         };
         let fd = rustix::fs::openat2(
             dir.as_fd(),
             rel,
-            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY,
+            first | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             mode,
             RESOLVE,
         )
@@ -85,8 +93,12 @@ impl VmHost {
                 reason: format!("a {kind:?}, not a regular file; refusing it"),
             });
         }
-        rustix::fs::fcntl_setfl(&fd, flags & OFlags::APPEND)
-            .map_err(|e| io("opening", &path())(e.into()))?;
+        let fd = if creating {
+            rustix::fs::fcntl_setfl(&fd, flags & OFlags::APPEND).map(|()| fd)
+        } else {
+            banger_vmm::dir::reopen(fd.as_fd(), flags)
+        }
+        .map_err(|e| io("opening", &path())(e.into()))?;
         Ok(File::from(fd))
     }
 
