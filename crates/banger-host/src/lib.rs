@@ -9,3 +9,4 @@ pub mod peer;
 pub mod probe;
 pub mod runner;
 pub mod socket;
+pub mod watch;

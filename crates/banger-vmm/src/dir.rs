@@ -9,8 +9,13 @@
 //! `fchown` only on a descriptor of a file it just created, existing files
 //! checked by `fstat` (a regular file of the expected uid with one link),
 //! sockets connected through a descriptor of the socket inode and checked
-//! by `SO_PEERCRED`, names removed with `unlinkat`. The path is kept for
-//! messages and for the arguments a VMM (running as the owner) gets.
+//! by `SO_PEERCRED`, names removed with `unlinkat`. Every name is looked
+//! up with `openat2` and [`RESOLVE`]: no symlink, no `..`, and no mount
+//! point crossed (a mount planted there — a FUSE mount of the owner's —
+//! is neither walked into nor allowed to stall root). A tree is removed
+//! with the owner's file-system ids ([`with_fs_ids`]), so root takes away
+//! only what the owner could. The path is kept for messages and for the
+//! arguments a VMM (running as the owner) gets.
 //!
 //! Removing a name in such a directory takes nothing from anyone whatever
 //! the name holds at that instant (even a hard link to a file of root's:
@@ -27,6 +32,16 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
 use crate::VmmError;
+
+/// How every name is looked up beneath a directory another uid can
+/// write: never through a symlink, never out of it (`..`), never across a
+/// mount point.
+pub const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_XDEV);
+
+/// How deep [`OwnerDir::remove_tree`] goes before giving up.
+const MAX_TREE_DEPTH: usize = 16;
 
 /// Who must be listening on a socket root connects to: the VMM process
 /// (its pid, as `SO_PEERCRED` reports the listener) running as `uid`, which
@@ -99,6 +114,12 @@ impl OwnerDir {
         })
     }
 
+    /// `name` in this directory, looked up with [`RESOLVE`]; `O_CLOEXEC`
+    /// is added. `mode` only with `O_CREAT` (openat2 refuses it otherwise).
+    fn at(&self, name: &str, flags: OFlags, mode: Mode) -> rustix::io::Result<OwnedFd> {
+        rustix::fs::openat2(&self.fd, name, flags | OFlags::CLOEXEC, mode, RESOLVE)
+    }
+
     fn io(&self, what: &str, name: &str, e: impl Into<std::io::Error>) -> VmmError {
         VmmError::Io {
             what: format!("{what} {}", self.join(name).display()),
@@ -124,18 +145,18 @@ impl OwnerDir {
         mode: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<File, VmmError> {
-        let fd = rustix::fs::openat(
-            &self.fd,
-            name,
-            OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::RDWR | OFlags::CLOEXEC,
-            Mode::from_raw_mode(mode),
-        )
-        .map_err(|e| match e {
-            rustix::io::Errno::EXIST => {
-                self.refused(name, "appeared while it was being created".into())
-            }
-            e => self.io("creating", name, e),
-        })?;
+        let fd = self
+            .at(
+                name,
+                OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::RDWR,
+                Mode::from_raw_mode(mode),
+            )
+            .map_err(|e| match e {
+                rustix::io::Errno::EXIST => {
+                    self.refused(name, "appeared while it was being created".into())
+                }
+                e => self.io("creating", name, e),
+            })?;
         // The umask may have taken bits; the mode is exactly `mode`.
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
             .map_err(|e| self.io("setting the mode of", name, e))?;
@@ -186,12 +207,7 @@ impl OwnerDir {
         mode: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<File, VmmError> {
-        let node = match rustix::fs::openat(
-            &self.fd,
-            name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        ) {
+        let node = match self.at(name, OFlags::PATH | OFlags::NOFOLLOW, Mode::empty()) {
             Err(rustix::io::Errno::NOENT) => {
                 let f = self.create(name, mode, owner)?;
                 rustix::fs::fcntl_setfl(&f, OFlags::APPEND)
@@ -203,14 +219,9 @@ impl OwnerDir {
         };
         let st = rustix::fs::fstat(&node).map_err(|e| self.io("inspecting", name, e))?;
         sole_file_of(&st, expected_uid(owner)).map_err(|r| self.refused(name, r))?;
-        // The inode just checked, reopened through its descriptor's /proc
-        // link (no name is resolved again).
-        let fd = rustix::fs::open(
-            proc_fd_path(node.as_fd()),
-            OFlags::RDWR | OFlags::APPEND | OFlags::NOCTTY | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| self.io("opening", name, e))?;
+        // The inode just checked, reopened through its descriptor.
+        let fd = reopen(node.as_fd(), OFlags::RDWR | OFlags::APPEND)
+            .map_err(|e| self.io("opening", name, e))?;
         Ok(File::from(fd))
     }
 
@@ -243,12 +254,7 @@ impl OwnerDir {
                 format!("{}: {what}; refusing to connect", self.join(name).display()),
             )
         };
-        let node = rustix::fs::openat(
-            &self.fd,
-            name,
-            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
+        let node = self.at(name, OFlags::PATH | OFlags::NOFOLLOW, Mode::empty())?;
         let st = rustix::fs::fstat(&node)?;
         if FileType::from_raw_mode(st.st_mode) != FileType::Socket {
             return Err(refused(format!(
@@ -280,6 +286,128 @@ impl OwnerDir {
         }
         Ok(stream)
     }
+
+    /// Remove the directory `name` and everything in it (anything else at
+    /// `name`: that entry), with the file-system ids `ids` (the owner's;
+    /// `None`: this process's) on a thread of its own, so root removes
+    /// only what the owner could. Every step is relative to a descriptor
+    /// reached with [`RESOLVE`]: a symlink is removed, never followed; a
+    /// mount point is never entered (it stays, and the removal fails with
+    /// `EXDEV`). Every entry is tried; the first error is returned.
+    /// Missing is fine.
+    pub fn remove_tree(&self, name: &str, ids: Option<(u32, u32)>) -> std::io::Result<()> {
+        let dir = self.fd.as_fd();
+        with_fs_ids(ids, "remove-tree", || {
+            remove_tree_at(dir, name, 0).map_err(Into::into)
+        })
+    }
+}
+
+/// Remove `name` beneath `parent` (see [`OwnerDir::remove_tree`]).
+fn remove_tree_at(parent: BorrowedFd<'_>, name: &str, depth: usize) -> rustix::io::Result<()> {
+    let gone = |r: rustix::io::Result<()>| match r {
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        r => r,
+    };
+    if depth > MAX_TREE_DEPTH {
+        return Err(rustix::io::Errno::LOOP);
+    }
+    let dir = match rustix::fs::openat2(
+        parent,
+        name,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        RESOLVE,
+    ) {
+        Ok(d) => d,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        // Not a directory (or a symlink): the entry itself goes.
+        Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
+            return gone(rustix::fs::unlinkat(parent, name, AtFlags::empty()));
+        }
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in rustix::fs::Dir::read_from(&dir)? {
+        let entry = entry?;
+        let n = entry.file_name().to_string_lossy().into_owned();
+        if n != "." && n != ".." {
+            names.push((n, entry.file_type()));
+        }
+    }
+    let mut first = Ok(());
+    for (n, ty) in names {
+        let r = if ty == FileType::Directory {
+            remove_tree_at(dir.as_fd(), &n, depth + 1)
+        } else {
+            match rustix::fs::unlinkat(&dir, n.as_str(), AtFlags::empty()) {
+                // Unknown d_type on some filesystems: try it as a directory.
+                Err(rustix::io::Errno::ISDIR) => remove_tree_at(dir.as_fd(), &n, depth + 1),
+                r => gone(r),
+            }
+        };
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first?;
+    drop(dir);
+    gone(rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR))
+}
+
+/// Run `f` on a thread of its own whose file-system ids are `ids` (`None`:
+/// this process's) and which has no supplementary groups, so `f` can do to
+/// files exactly what that uid:gid could (a non-zero fsuid also drops
+/// root's file capabilities for the thread). Only that thread changes;
+/// `name` names it.
+pub fn with_fs_ids<T: Send>(
+    ids: Option<(u32, u32)>,
+    name: &str,
+    f: impl FnOnce() -> std::io::Result<T> + Send,
+) -> std::io::Result<T> {
+    std::thread::scope(|s| {
+        let run = || {
+            if let Some((uid, gid)) = ids {
+                // SAFETY: the raw setgroups syscall (not glibc's wrapper,
+                // which would apply it to every thread) reads no memory
+                // with a count of 0 and changes only this thread's
+                // credentials; setfsgid/setfsuid take plain integers and
+                // change only this thread's file-system ids. The thread
+                // ends after `f`. setfs*id return the previous id, so a
+                // second call with the same value reports whether the
+                // first took.
+                let ok = unsafe {
+                    libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) == 0 && {
+                        libc::setfsgid(gid);
+                        libc::setfsuid(uid);
+                        libc::setfsgid(gid) as u32 == gid && libc::setfsuid(uid) as u32 == uid
+                    }
+                };
+                if !ok {
+                    return Err(std::io::Error::other(format!(
+                        "could not take file-system ids {uid}:{gid}"
+                    )));
+                }
+            }
+            f()
+        };
+        std::thread::Builder::new()
+            .name(name.into())
+            .spawn_scoped(s, run)?
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other(format!("the {name} thread panicked"))))
+    })
+}
+
+/// Open the inode behind `fd` again with `flags` (and `O_CLOEXEC`,
+/// `O_NOCTTY`) through its `/proc/self/fd` link: no name is resolved, so
+/// it is the very inode `fd` holds (checked by the caller through `fd`).
+pub fn reopen(fd: BorrowedFd<'_>, flags: OFlags) -> rustix::io::Result<OwnedFd> {
+    rustix::fs::open(
+        proc_fd_path(fd),
+        flags | OFlags::NOCTTY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
 }
 
 impl AsFd for OwnerDir {

@@ -22,6 +22,8 @@ use std::time::Duration;
 pub mod dir;
 pub mod firecracker;
 pub mod qemu;
+#[cfg(test)]
+mod stand_in;
 
 /// Which hypervisor runs a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -2,19 +2,26 @@
 //! `snapshot` backend) and the work disk.
 //!
 //! Files under the owner-owned state directory are opened relative to a
-//! descriptor of that directory with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`,
-//! so a symlink planted anywhere in the state tree cannot redirect a
-//! privileged write. Tools (e2fsprogs) run with the owner's uid, so they can
-//! do no more than the owner could.
+//! descriptor of that directory with `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS
+//! | RESOLVE_NO_XDEV` (`banger_vmm::dir::RESOLVE`), so a symlink planted
+//! anywhere in the state tree cannot redirect a privileged write and a
+//! mount planted there is never crossed. An existing file is reached
+//! with `O_PATH` and opened (through that descriptor) only when it is a
+//! regular file, so a FIFO planted at its name cannot hold the thread;
+//! one root writes is opened read-only first, checked, and only then
+//! reopened for writing through its descriptor.
+//! Tools (e2fsprogs) run with the owner's uid, so they can do no more than
+//! the owner could.
 
 use std::fs::File;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use banger_host::runner::{Cmd, Runner};
 use banger_proto::vmops::{VmDisksOutcome, VmDisksSpec};
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use banger_vmm::dir::{OwnerDir, RESOLVE};
+use rustix::fs::{FileType, Mode, OFlags};
 
 use super::VmHost;
 use super::error::{VmOpError, io};
@@ -28,8 +35,6 @@ pub const WORK_LABEL: &str = "banger-work";
 /// Owner of the work disk's root directory (the guest user `banger`).
 pub const GUEST_UID: u32 = 1000;
 
-const RESOLVE: ResolveFlags = ResolveFlags::BENEATH.union(ResolveFlags::NO_SYMLINKS);
-
 impl VmHost {
     fn state_fd(&self) -> Result<OwnedFd, VmOpError> {
         rustix::fs::open(
@@ -40,19 +45,29 @@ impl VmHost {
         .map_err(|e| io("opening state directory", &self.state_dir)(e.into()))
     }
 
-    /// Open `rel` (relative to the state dir) without following any symlink.
+    /// Open the regular file `rel` (relative to the state dir) without
+    /// following any symlink or crossing any mount. An existing file is
+    /// first reached with `O_PATH`, which opens nothing: only when `fstat`
+    /// says it is a regular file is that inode opened with `flags`,
+    /// through the descriptor. So a FIFO planted there is refused instead
+    /// of waited on, and no device's open is ever called. A new file
+    /// (`O_CREAT|O_EXCL`) is opened directly, `O_NONBLOCK` until checked.
     pub(super) fn open_beneath(&self, rel: &Path, flags: OFlags) -> Result<File, VmOpError> {
         let dir = self.state_fd()?;
+        let creating = flags.contains(OFlags::CREATE);
         // openat2 refuses a mode without O_CREAT.
-        let mode = if flags.contains(OFlags::CREATE) {
-            Mode::from_raw_mode(0o600)
+        let (first, mode) = if creating {
+            (
+                flags | OFlags::NONBLOCK | OFlags::NOCTTY,
+                Mode::from_raw_mode(0o600),
+            )
         } else {
-            Mode::empty()
+            (OFlags::PATH, Mode::empty())
         };
         let fd = rustix::fs::openat2(
             dir.as_fd(),
             rel,
-            flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            first | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             mode,
             RESOLVE,
         )
@@ -68,7 +83,32 @@ impl VmHost {
                 },
             }
         })?;
+        let path = || self.state_dir.join(rel);
+        let st = rustix::fs::fstat(&fd).map_err(|e| io("inspecting", &path())(e.into()))?;
+        let kind = FileType::from_raw_mode(st.st_mode);
+        if kind != FileType::RegularFile {
+            return Err(VmOpError::Invalid {
+                what: "file",
+                value: path().display().to_string(),
+                reason: format!("a {kind:?}, not a regular file; refusing it"),
+            });
+        }
+        let fd = if creating {
+            rustix::fs::fcntl_setfl(&fd, flags & OFlags::APPEND).map(|()| fd)
+        } else {
+            banger_vmm::dir::reopen(fd.as_fd(), flags)
+        }
+        .map_err(|e| io("opening", &path())(e.into()))?;
         Ok(File::from(fd))
+    }
+
+    /// The file behind `f` (opened by [`VmHost::open_beneath`] read-only
+    /// and checked by the caller) opened again read-write through its
+    /// descriptor: the very inode checked, whatever its name holds now.
+    pub(super) fn reopen_rw(&self, f: &File, rel: &Path) -> Result<File, VmOpError> {
+        banger_vmm::dir::reopen(f.as_fd(), OFlags::RDWR)
+            .map(File::from)
+            .map_err(|e| io("opening for writing", &self.state_dir.join(rel))(e.into()))
     }
 
     /// The VM directory, opened beneath the state dir without following
@@ -108,14 +148,17 @@ impl VmHost {
     }
 
     /// Remove the directory `name` of the VM directory and everything in
-    /// it, every step relative to a descriptor (no path is re-resolved,
-    /// no symlink followed). Missing is fine.
+    /// it, as the owner (its file-system ids) and every step relative to a
+    /// descriptor (no path re-resolved, no symlink followed, no mount
+    /// crossed: `OwnerDir::remove_tree`). Missing is fine.
     pub(crate) fn remove_tree_beneath(&self, vm_id: &str, name: &str) -> Result<(), VmOpError> {
         let Some(dir) = self.vm_dir_fd(vm_id)? else {
             return Ok(());
         };
         let path = self.vm_dir(vm_id).join(name);
-        remove_tree_at(dir.as_fd(), name, 0).map_err(|e| io("removing", &path)(e.into()))
+        OwnerDir::from_fd(dir, self.vm_dir(vm_id))
+            .remove_tree(name, self.tool_ids())
+            .map_err(io("removing", &path))
     }
 
     pub(super) fn vm_rel(&self, vm_id: &str, name: &str) -> PathBuf {
@@ -226,9 +269,9 @@ impl VmHost {
         validate::work_disk_bytes(bytes)?;
         let rel = self.vm_rel(vm_id, WORK_DISK);
         let path = self.state_dir.join(&rel);
-        let f = self.open_beneath(&rel, OFlags::RDWR)?;
+        let f = self.open_beneath(&rel, OFlags::RDONLY)?;
         // Grown by root: it must be the disk made for the owner, not a
-        // hard link to another file.
+        // hard link to another file — checked before any write-open.
         let len = checked_owners(self, &f, &path, "work disk")?;
         if bytes < len {
             return Err(VmOpError::Invalid {
@@ -240,6 +283,7 @@ impl VmHost {
         if bytes == len {
             return Ok(());
         }
+        let f = self.reopen_rw(&f, &rel)?;
         f.set_len(bytes).map_err(io("growing", &path))?;
         drop(f);
         self.tool(
@@ -269,60 +313,5 @@ impl VmHost {
             ],
         )?;
         self.remove_tree_beneath(vm_id, "run")
-    }
-}
-
-/// Remove `name` under `parent` (a directory: its contents first), without
-/// following symlinks. Depth is bounded; ENOENT is success.
-pub(super) fn remove_tree_at(
-    parent: BorrowedFd<'_>,
-    name: &str,
-    depth: usize,
-) -> rustix::io::Result<()> {
-    use rustix::fs::AtFlags;
-    if depth > 16 {
-        return Err(rustix::io::Errno::LOOP);
-    }
-    let dir = match rustix::fs::openat(
-        parent,
-        name,
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        Mode::empty(),
-    ) {
-        Ok(d) => d,
-        Err(rustix::io::Errno::NOENT) => return Ok(()),
-        // Not a directory (or a symlink): unlink the entry itself.
-        Err(rustix::io::Errno::NOTDIR | rustix::io::Errno::LOOP) => {
-            return match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
-                Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-                Err(e) => Err(e),
-            };
-        }
-        Err(e) => return Err(e),
-    };
-    let mut names = Vec::new();
-    for entry in rustix::fs::Dir::read_from(&dir)? {
-        let entry = entry?;
-        let n = entry.file_name().to_string_lossy().into_owned();
-        if n != "." && n != ".." {
-            names.push((n, entry.file_type()));
-        }
-    }
-    for (n, ty) in names {
-        if ty == rustix::fs::FileType::Directory {
-            remove_tree_at(dir.as_fd(), &n, depth + 1)?;
-        } else {
-            match rustix::fs::unlinkat(&dir, n.as_str(), AtFlags::empty()) {
-                Ok(()) | Err(rustix::io::Errno::NOENT) => {}
-                // Unknown d_type on some filesystems: try it as a directory.
-                Err(rustix::io::Errno::ISDIR) => remove_tree_at(dir.as_fd(), &n, depth + 1)?,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    drop(dir);
-    match rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
-        Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
-        Err(e) => Err(e),
     }
 }

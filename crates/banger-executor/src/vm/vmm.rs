@@ -3,7 +3,7 @@
 //! restart only when the journaled pid still names the same process.
 
 use std::fs::File;
-use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -297,11 +297,12 @@ impl VmHost {
     /// following a symlink; `None` when it cannot be.
     fn run_dir_of(&self, vm_id: &str) -> Option<OwnerDir> {
         let dir = self.vm_dir_fd(vm_id).ok()??;
-        let fd = rustix::fs::openat(
+        let fd = rustix::fs::openat2(
             &dir,
             "run",
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
+            banger_vmm::dir::RESOLVE,
         )
         .ok()?;
         Some(OwnerDir::from_fd(fd, self.vm_dir(vm_id).join("run")))
@@ -313,19 +314,19 @@ impl VmHost {
     /// could move another directory into its place).
     fn fresh_run_dir(&self, vm_dir: &OwnerDir) -> Result<OwnerDir, VmOpError> {
         let run = vm_dir.join("run");
-        // Relative to the VM dir's descriptor, no symlink followed.
-        super::disks::remove_tree_at(vm_dir.as_fd(), "run", 0)
-            .map_err(|e| io("removing", &run)(e.into()))?;
+        // Relative to the VM dir's descriptor, as the owner, no symlink
+        // followed, no mount crossed.
+        vm_dir
+            .remove_tree("run", self.tool_ids())
+            .map_err(io("removing", &run))?;
         let mode = rustix::fs::Mode::from_raw_mode(0o700);
         rustix::fs::mkdirat(vm_dir, "run", mode).map_err(|e| io("creating", &run)(e.into()))?;
-        let fd = rustix::fs::openat(
+        let fd = rustix::fs::openat2(
             vm_dir,
             "run",
-            rustix::fs::OFlags::DIRECTORY
-                | rustix::fs::OFlags::RDONLY
-                | rustix::fs::OFlags::NOFOLLOW
-                | rustix::fs::OFlags::CLOEXEC,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
+            banger_vmm::dir::RESOLVE,
         )
         .map_err(|e| io("opening", &run)(e.into()))?;
         // The owner could have renamed another directory to `run` between

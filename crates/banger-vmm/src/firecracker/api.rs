@@ -33,6 +33,11 @@ const VMM: &str = "firecracker";
 /// loads the kernel before answering, which takes well under a second.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest answer body taken from Firecracker (its answers are a few
+/// hundred bytes; Firecracker runs as the owner, so its bytes are hostile).
+/// hyper bounds the head itself.
+pub const MAX_ANSWER: usize = 1 << 20;
+
 /// A successful answer: status (2xx) and body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiResponse {
@@ -55,6 +60,8 @@ pub struct ApiClient {
 enum Failure {
     Connect(std::io::Error),
     Http(hyper::Error),
+    /// The body passed [`MAX_ANSWER`] (or failed while read).
+    Body(Box<dyn std::error::Error + Send + Sync>),
 }
 
 impl ApiClient {
@@ -136,6 +143,14 @@ impl ApiClient {
                     what: format!("{call}: {}", error_chain(&e)),
                 });
             }
+            Ok(Err(Failure::Body(e))) => {
+                let what = if e.is::<http_body_util::LengthLimitError>() {
+                    format!("{call}: the answer is over 1 MiB; refusing it")
+                } else {
+                    format!("{call}: reading the answer: {}", error_chain(&*e))
+                };
+                return Err(VmmError::Api { vmm: VMM, what });
+            }
             Ok(Ok(answer)) => answer,
         };
         if !(200..300).contains(&status) {
@@ -185,11 +200,10 @@ impl ApiClient {
         let driver = tokio::spawn(conn);
         let resp = sender.send_request(request).await.map_err(Failure::Http)?;
         let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
+        let body = http_body_util::Limited::new(resp.into_body(), MAX_ANSWER)
             .collect()
             .await
-            .map_err(Failure::Http)?
+            .map_err(Failure::Body)?
             .to_bytes();
         drop(sender);
         driver.abort();
@@ -250,5 +264,41 @@ mod tests {
         let msg = err.to_string();
         assert!(msg.contains("absent.sock"), "{msg}");
         assert!(msg.contains("GET /"), "{msg}");
+    }
+
+    /// Send `GET /` to a stand-in Firecracker answering with `reply`,
+    /// allowing 2 s: the error and how long it took.
+    fn get_from(reply: crate::stand_in::Reply) -> (String, Duration) {
+        crate::stand_in::client_error("api.sock", reply, |run, peer| {
+            let client = ApiClient::new(run, "api.sock", peer, Duration::from_secs(2)).unwrap();
+            client
+                .send(&ApiRequest::get("/"))
+                .map(|r| r.body.len())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// Issue #13 item 13: an answer's body was collected whole, so a
+    /// Firecracker stand-in announcing and sending 64 MiB had root hold
+    /// all of it. A body over the cap ends the request.
+    #[test]
+    fn an_api_answer_over_the_cap_is_refused() {
+        let (msg, took) = get_from(crate::stand_in::Reply::Flood {
+            prefix: b"HTTP/1.1 200 OK\r\nContent-Length: 67108864\r\n\r\n",
+            bytes: 64 << 20,
+        });
+        assert!(msg.contains("over 1 MiB"), "{msg}");
+        assert!(took < Duration::from_secs(5), "took {took:?}: {msg}");
+    }
+
+    /// A body sent a byte at a time ends at the request's deadline (the
+    /// deadline was already there; kept as a guard).
+    #[test]
+    fn a_trickling_api_answer_ends_at_the_deadline() {
+        let (msg, took) = get_from(crate::stand_in::Reply::Trickle {
+            prefix: b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n",
+        });
+        assert!(msg.contains("within 2s"), "{msg}");
+        assert!(took < Duration::from_secs(4), "took {took:?}: {msg}");
     }
 }

@@ -261,40 +261,16 @@ fn bind_beneath(
     name: &OsStr,
     run_as: Option<(u32, u32)>,
 ) -> std::io::Result<UnixListener> {
-    std::thread::scope(|s| {
-        let bind = || {
-            // SAFETY: unshare(CLONE_FS) takes no pointers; it gives only
-            // this thread its own cwd/umask, which it changes below and
-            // which end with it.
-            if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            rustix::process::fchdir(dir)?;
-            rustix::process::umask(Mode::from_raw_mode(0o077));
-            if let Some((uid, gid)) = run_as {
-                // SAFETY: setfsgid/setfsuid take plain integers and change
-                // only this thread's file-system ids (glibc does not
-                // broadcast them to other threads); the thread ends after
-                // the bind. Each returns the previous id, so a second call
-                // with the same value reports whether the first took.
-                let ok = unsafe {
-                    libc::setfsgid(gid);
-                    libc::setfsuid(uid);
-                    libc::setfsgid(gid) as u32 == gid && libc::setfsuid(uid) as u32 == uid
-                };
-                if !ok {
-                    return Err(std::io::Error::other(format!(
-                        "could not take file-system ids {uid}:{gid}"
-                    )));
-                }
-            }
-            UnixListener::bind(name)
-        };
-        std::thread::Builder::new()
-            .name("ready-bind".into())
-            .spawn_scoped(s, bind)?
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("the bind thread panicked")))
+    crate::dir::with_fs_ids(run_as, "ready-bind", || {
+        // SAFETY: unshare(CLONE_FS) takes no pointers; it gives only this
+        // thread its own cwd/umask, which it changes below and which end
+        // with it.
+        if unsafe { libc::unshare(libc::CLONE_FS) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        rustix::process::fchdir(dir)?;
+        rustix::process::umask(Mode::from_raw_mode(0o077));
+        UnixListener::bind(name)
     })
 }
 

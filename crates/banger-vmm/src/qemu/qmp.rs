@@ -5,10 +5,16 @@
 //! mode with `qmp_capabilities`; then each `{"execute": CMD}` is answered by
 //! `{"return": ...}` or `{"error": {"class", "desc"}}`, with asynchronous
 //! `{"event": ...}` lines possibly in between (skipped here).
+//!
+//! QEMU runs as the owner, and a guest that escaped into it speaks for
+//! it, so its bytes are hostile: a line longer than [`MAX_LINE`] ends the
+//! session, and each exchange (the greeting and capabilities at connect,
+//! then each command with the events before its answer) must be over
+//! within the caller's timeout, however the bytes trickle in.
 
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::{Read as _, Write as _};
 use std::os::unix::net::UnixStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -29,6 +35,10 @@ pub enum QmpError {
     Garbage(String),
     #[error("QMP closed the connection")]
     Closed,
+    #[error("QMP sent a line over 1 MiB")]
+    TooLong,
+    #[error("QMP did not answer within {secs}s")]
+    Deadline { secs: u64 },
     #[error("QMP did not greet (got {0})")]
     NoGreeting(String),
     #[error("QMP command {command} failed: {class}: {desc}")]
@@ -39,10 +49,17 @@ pub enum QmpError {
     },
 }
 
+/// The longest line taken from QEMU (its answers here are a few hundred
+/// bytes).
+pub const MAX_LINE: usize = 1 << 20;
+
 #[derive(Debug)]
 pub struct Qmp {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
+    stream: UnixStream,
+    /// Bytes read past the last line taken; never over `MAX_LINE`.
+    pending: Vec<u8>,
+    /// What each exchange may take in all.
+    timeout: Duration,
 }
 
 impl Qmp {
@@ -56,14 +73,13 @@ impl Qmp {
                 source,
             })?;
         stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
-        let writer = stream.try_clone()?;
         let mut q = Qmp {
-            reader: BufReader::new(stream),
-            writer,
+            stream,
+            pending: Vec::new(),
+            timeout,
         };
-        let greeting = q.read_value()?;
+        let greeting = q.read_value(Instant::now() + timeout)?;
         if greeting.get("QMP").is_none() {
             return Err(QmpError::NoGreeting(greeting.to_string()));
         }
@@ -75,9 +91,10 @@ impl Qmp {
     pub fn execute(&mut self, command: &str) -> Result<Value, QmpError> {
         let mut line = serde_json::json!({ "execute": command }).to_string();
         line.push('\n');
-        self.writer.write_all(line.as_bytes())?;
+        let deadline = Instant::now() + self.timeout;
+        self.stream.write_all(line.as_bytes())?;
         loop {
-            let v = self.read_value()?;
+            let v = self.read_value(deadline)?;
             if v.get("event").is_some() {
                 continue;
             }
@@ -105,11 +122,50 @@ impl Qmp {
             .to_string())
     }
 
-    fn read_value(&mut self) -> Result<Value, QmpError> {
-        let mut line = String::new();
-        if self.reader.read_line(&mut line)? == 0 {
-            return Err(QmpError::Closed);
+    /// The next line, parsed: at most [`MAX_LINE`] bytes, by `deadline`.
+    fn read_value(&mut self, deadline: Instant) -> Result<Value, QmpError> {
+        let line = self.read_line(deadline)?;
+        let line = String::from_utf8_lossy(&line);
+        serde_json::from_str(line.trim()).map_err(|_| {
+            // Quoted in errors: the first 200 characters are enough.
+            QmpError::Garbage(line.trim().chars().take(200).collect())
+        })
+    }
+
+    fn read_line(&mut self, deadline: Instant) -> Result<Vec<u8>, QmpError> {
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            if let Some(end) = self.pending.iter().position(|&b| b == b'\n') {
+                let rest = self.pending.split_off(end + 1);
+                return Ok(std::mem::replace(&mut self.pending, rest));
+            }
+            if self.pending.len() >= MAX_LINE {
+                return Err(QmpError::TooLong);
+            }
+            let late = || QmpError::Deadline {
+                secs: self.timeout.as_secs(),
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(late());
+            }
+            self.stream.set_read_timeout(Some(left))?;
+            // Never more than fills the line to one byte over the cap.
+            let room = (MAX_LINE + 1 - self.pending.len()).min(chunk.len());
+            match self.stream.read(&mut chunk[..room]) {
+                Ok(0) => return Err(QmpError::Closed),
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(late());
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e.into()),
+            }
         }
-        serde_json::from_str(line.trim()).map_err(|_| QmpError::Garbage(line.trim().to_string()))
     }
 }

@@ -89,3 +89,45 @@ fn missing_binary_is_a_clear_error() {
     assert!(matches!(err, VmmError::BinaryMissing { .. }), "{err}");
     assert!(err.to_string().contains("/nonexistent/qemu-system-x86_64"));
 }
+
+mod hostile_qmp {
+    use std::time::Duration;
+
+    use crate::qemu::Qmp;
+    use crate::stand_in::{Reply, client_error};
+
+    /// Connect to a stand-in QEMU answering with `reply`, allowing 2 s per
+    /// exchange: the error and how long it took.
+    fn connect_to(reply: Reply) -> (String, Duration) {
+        client_error(crate::QMP_SOCKET, reply, |run, peer| {
+            Qmp::connect(&run, peer, Duration::from_secs(2))
+                .map(drop)
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// Issue #13 item 13: QMP replies were read line by line without a
+    /// size cap, so a VMM sending a line without end grew root's memory
+    /// for as long as it sent. A line over the cap ends the exchange.
+    #[test]
+    fn an_endless_qmp_line_is_cut_at_the_cap() {
+        let (msg, took) = connect_to(Reply::Flood {
+            prefix: b"{\"QMP\": ",
+            bytes: 64 << 20,
+        });
+        assert!(msg.contains("over 1 MiB"), "{msg}");
+        assert!(took < Duration::from_secs(5), "took {took:?}: {msg}");
+    }
+
+    /// Issue #13 item 13: each read had a timeout but the exchange had no
+    /// deadline, so a VMM sending a byte now and then held root's thread
+    /// for ever. The whole exchange now ends at its deadline.
+    #[test]
+    fn a_trickling_qmp_greeting_ends_at_the_deadline() {
+        let (msg, took) = connect_to(Reply::Trickle {
+            prefix: b"{\"QMP\": ",
+        });
+        assert!(msg.contains("within 2s"), "{msg}");
+        assert!(took < Duration::from_secs(4), "took {took:?}: {msg}");
+    }
+}

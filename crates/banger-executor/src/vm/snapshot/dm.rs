@@ -643,8 +643,10 @@ impl SnapshotBackend for DmSnapshot {
         let sectors = sectors(checked_origin(host, &origin, &image_path)?)?;
         let cow_rel = host.vm_rel(vm_id, COW_FILE);
         let cow_path = host.state_dir.join(&cow_rel);
-        let cow = host.open_beneath(&cow_rel, OFlags::RDWR)?;
+        // Looked at read-only; written only once it is the executor's own.
+        let cow = host.open_beneath(&cow_rel, OFlags::RDONLY)?;
         checked_cow(&cow, &cow_path)?;
+        let cow = host.reopen_rw(&cow, &cow_rel)?;
         let tools = &*host.tools;
         let mut txn = host.journal.open().map_err(journal_err)?;
         if let Some(e) = txn.state.snapshot(vm_id)

@@ -720,3 +720,36 @@ fn the_run_directory_is_removed_without_following_links_inside() {
 #[path = "tests_real.rs"]
 mod real;
 use real::assert_same_content;
+
+/// Issue #13 item 13: attaching a dm disk opened the COW file read-write
+/// before checking it was the executor's own single-link file, so a hard
+/// link planted at `root.cow` (to a file of root's, with
+/// `fs.protected_hardlinks` off) was opened for writing — seen by
+/// inotify/fanotify watchers — though the attach was then refused. It is
+/// now looked at read-only first.
+#[test]
+fn a_hard_linked_cow_file_is_never_opened_for_writing() {
+    let e = env();
+    DmSnapshot.create(&e.host, VM, IMG).unwrap();
+    // The devices vanished (a reboot), so the next attach opens the COW.
+    {
+        let mut st = e.tools.st();
+        st.loops.clear();
+        st.dms.clear();
+    }
+    let victim = e.vm_file("victim");
+    std::fs::write(&victim, "root's").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::remove_file(e.vm_file("root.cow")).unwrap();
+    std::fs::hard_link(&victim, e.vm_file("root.cow")).unwrap();
+    let watch = banger_host::watch::OpenWatch::new(&victim).unwrap();
+    let err = e.host.root_disk(VM).unwrap_err().to_string();
+    assert!(err.contains("refusing"), "{err}");
+    let seen = watch.seen();
+    assert!(seen.opened, "no open seen: {seen:?}");
+    assert!(
+        !seen.for_writing,
+        "the linked file was opened for writing: {seen:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's");
+}
