@@ -1,0 +1,212 @@
+//! Tests of the runner, against real child processes.
+
+use super::*;
+
+#[test]
+fn captures_output_and_clears_environment() {
+    // SAFETY-free: env var set only in this test process, read by the child.
+    let out = Runner
+        .run(&Cmd::new("sh").args(["-c", "echo out; echo err >&2; echo ${HOME:-nohome}"]))
+        .unwrap();
+    assert_eq!(out.stdout, "out\nnohome\n");
+    assert_eq!(out.stderr, "err\n");
+}
+
+#[test]
+fn failure_carries_the_last_stderr_lines_and_no_more() {
+    let err = Runner
+        .run(&Cmd::new("sh").args([
+            "-c",
+            "for i in $(seq 1 20); do echo line$i >&2; done; echo >&2; exit 25",
+        ]))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("exit status: 25"), "{msg}");
+    let tail = (13..=20).map(|i| format!("line{i}")).collect::<Vec<_>>();
+    assert!(msg.ends_with(&tail.join("\n")), "{msg}");
+    assert!(!msg.contains("line12"), "{msg}");
+}
+
+#[test]
+fn output_past_the_cap_is_an_error_and_the_writer_is_cut_off() {
+    // `yes` never stops on its own: without a cap this fills memory
+    // until the timeout (what `debugfs -R cat` of a hostile inode did).
+    let started = Instant::now();
+    let err = Runner
+        .output(
+            &Cmd::new("yes")
+                .max_output(1 << 20)
+                .timeout(Duration::from_secs(30)),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(err, RunError::TooMuchOutput { max_bytes, .. } if max_bytes == 1 << 20),
+        "{err}"
+    );
+    // Cut off by EPIPE, not by the 30 s timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    // Within the cap, everything arrives.
+    let out = Runner
+        .run(
+            &Cmd::new("head")
+                .args(["-c", "1048576", "/dev/zero"])
+                .max_output(1 << 20),
+        )
+        .unwrap();
+    assert_eq!(out.stdout_raw.len(), 1 << 20);
+}
+
+#[test]
+fn a_grandchild_holding_the_pipes_does_not_hold_the_call() {
+    // The shell exits at once; its background `sleep` keeps stdout and
+    // stderr open. The call returns what the shell wrote, soon after it
+    // exited.
+    let started = Instant::now();
+    let out = Runner
+        .run(&Cmd::new("sh").args(["-c", "sleep 30 & echo $!; echo done >&2"]))
+        .unwrap();
+    let elapsed = started.elapsed();
+    let sleeper: i32 = out.stdout.lines().next().unwrap().trim().parse().unwrap();
+    // The test's own child: stop it by its pid.
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(sleeper).unwrap(),
+        rustix::process::Signal::KILL,
+    );
+    assert_eq!(out.stderr, "done\n");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}
+
+#[test]
+fn stdout_streams_into_the_sink_up_to_the_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out");
+    let sink = || std::fs::File::create(&path).unwrap();
+    // 3 MiB, in many chunks, arrives whole; stderr is kept apart.
+    let got = Runner
+        .stream_stdout(
+            &Cmd::new("sh").args(["-c", "head -c 3145728 /dev/zero; echo note >&2"]),
+            sink(),
+            4 << 20,
+        )
+        .unwrap();
+    assert_eq!(got.bytes, 3 << 20);
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 3 << 20);
+    assert_eq!(got.stderr, "note\n");
+    // One byte over the cap: refused, and the sender is not waited on
+    // forever (it gets EPIPE; `yes` would otherwise never stop).
+    let err = Runner
+        .stream_stdout(&Cmd::new("yes"), sink(), 1 << 20)
+        .unwrap_err();
+    assert!(
+        matches!(err, RunError::TooMuchOutput { max_bytes, .. } if max_bytes == 1 << 20),
+        "{err}"
+    );
+    assert!(std::fs::metadata(&path).unwrap().len() <= 1 << 20);
+    // A failing command carries its stderr tail.
+    let err = Runner
+        .stream_stdout(
+            &Cmd::new("sh").args(["-c", "echo partial; echo gone >&2; exit 7"]),
+            sink(),
+            100,
+        )
+        .unwrap_err();
+    assert!(err.to_string().contains("gone"), "{err}");
+    // The timeout holds while the child sends nothing.
+    let err = Runner
+        .stream_stdout(
+            &Cmd::new("sleep")
+                .arg("30")
+                .timeout(Duration::from_millis(300)),
+            sink(),
+            100,
+        )
+        .unwrap_err();
+    assert!(matches!(err, RunError::Timeout { .. }), "{err}");
+}
+
+#[test]
+fn a_huge_stderr_line_is_cut() {
+    let err = Runner
+        .run(&Cmd::new("sh").args(["-c", "head -c 5000 /dev/zero | tr '\\0' x >&2; exit 1"]))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.len() < 1000, "{} bytes", msg.len());
+    assert!(msg.ends_with('…'), "{msg}");
+}
+
+#[test]
+fn failure_carries_status_and_last_stderr_line() {
+    let err = Runner
+        .run(&Cmd::new("sh").args(["-c", "echo first >&2; echo 'bad thing' >&2; exit 3"]))
+        .unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("exit status: 3"), "{msg}");
+    assert!(msg.contains("bad thing"), "{msg}");
+}
+
+#[test]
+fn stdin_is_fed_then_closed() {
+    let out = Runner
+        .run(&Cmd::new("sh").args(["-c", "wc -c; cat"]).stdin("hello\n"))
+        .unwrap();
+    // `wc -c` reads to EOF, so `cat` sees nothing left: stdin was closed.
+    assert_eq!(out.stdout.trim(), "6");
+    // A large input does not deadlock against a child that writes it back.
+    let big = vec![b'x'; 1 << 20];
+    let out = Runner.run(&Cmd::new("cat").stdin(big)).unwrap();
+    assert_eq!(out.stdout.len(), 1 << 20);
+}
+
+#[test]
+fn stdin_is_closed_by_default() {
+    let out = Runner.run(&Cmd::new("cat")).unwrap();
+    assert_eq!(out.stdout, "");
+}
+
+#[test]
+fn missing_program_is_named() {
+    let err = Runner.run(&Cmd::new("no-such-banger-tool")).unwrap_err();
+    assert_eq!(err.to_string(), "no-such-banger-tool not found on PATH");
+}
+
+#[test]
+fn spawned_child_is_signalled_through_its_pidfd() {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Runner
+        .spawn(
+            &Cmd::new("sh").args(["-c", "echo up; echo $PPID >&2; exec sleep 30"]),
+            SpawnOptions {
+                output: Some(out.reopen().unwrap()),
+                run_as: None,
+            },
+        )
+        .unwrap();
+    assert!(
+        child
+            .wait_timeout(Duration::from_millis(300))
+            .unwrap()
+            .is_none()
+    );
+    let status = child.kill().unwrap();
+    assert!(!status.success());
+    let log = std::fs::read_to_string(out.path()).unwrap();
+    assert!(log.starts_with("up\n"), "{log}");
+}
+
+#[test]
+fn timeout_kills_the_child() {
+    let start = Instant::now();
+    let err = Runner
+        .run(
+            &Cmd::new("sleep")
+                .arg("5")
+                .timeout(Duration::from_millis(200)),
+        )
+        .unwrap_err();
+    assert!(matches!(err, RunError::Timeout { .. }), "{err}");
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
