@@ -238,3 +238,38 @@ fn a_silent_connection_holds_the_wait_for_line_wait_at_most() {
     );
     drop(silent);
 }
+
+/// Third review F6: the line wait was a per-read timeout, so a peer that
+/// sends one byte every few seconds (the owner can connect to its own
+/// `run/` socket) held the readiness thread for up to 256 reads of
+/// `LINE_WAIT` each. The whole line now gets `LINE_WAIT`.
+#[test]
+fn a_trickling_connection_holds_the_wait_for_line_wait_at_most() {
+    use banger_vmm::firecracker::vsock::LINE_WAIT;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = sample_spec(dir.path());
+    let listener = ReadyListener::bind(&spec, READY_PORT).unwrap();
+    let mut peer = UnixStream::connect(port_socket(dir.path())).unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let trickler = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if peer.write_all(b"x").is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            }
+        })
+    };
+    let started = Instant::now();
+    let err = listener.wait(Duration::from_secs(120)).unwrap_err();
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    trickler.join().unwrap();
+    assert!(err.to_string().contains("no full line"), "{err}");
+    assert!(
+        took < LINE_WAIT + Duration::from_secs(2),
+        "a trickling connection held the wait for {took:?}"
+    );
+}

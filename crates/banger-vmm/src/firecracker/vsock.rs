@@ -17,7 +17,6 @@
 //! whose unit retries until it connects.
 
 use std::ffi::OsStr;
-use std::io::{BufRead as _, BufReader};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
@@ -192,33 +191,49 @@ impl ReadyListener {
             source,
         };
         stream.set_nonblocking(false).map_err(io)?;
-        // A guest that connects and then stalls gets at most the remaining
-        // time, capped at LINE_WAIT (and at least a moment to finish).
-        stream
-            .set_read_timeout(Some(
-                remaining.min(LINE_WAIT).max(Duration::from_millis(200)),
-            ))
-            .map_err(io)?;
-        let mut line = String::new();
-        let mut reader = BufReader::new(std::io::Read::take(stream, MAX_LINE));
-        match reader.read_line(&mut line) {
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                return Err(VmmError::Readiness {
-                    vmm: VMM,
-                    what: format!(
-                        "the guest connected to vsock port {} but sent no full line (got {line:?})",
-                        port_of(&self.path)
-                    ),
-                });
+        // A guest that connects and then stalls — or trickles a byte at a
+        // time — gets at most the remaining time for the whole line, capped
+        // at LINE_WAIT (and at least a moment to finish).
+        let deadline = Instant::now() + remaining.min(LINE_WAIT).max(Duration::from_millis(200));
+        let mut got_bytes = Vec::new();
+        let mut stream = stream;
+        let mut chunk = [0u8; MAX_LINE as usize];
+        let stalled = |got: &[u8]| VmmError::Readiness {
+            vmm: VMM,
+            what: format!(
+                "the guest connected to vsock port {} but sent no full line (got {:?})",
+                port_of(&self.path),
+                String::from_utf8_lossy(got)
+            ),
+        };
+        while !got_bytes.contains(&b'\n') && (got_bytes.len() as u64) < MAX_LINE {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(stalled(&got_bytes));
             }
-            Err(e) => return Err(io(e)),
+            stream.set_read_timeout(Some(left)).map_err(io)?;
+            let room = MAX_LINE as usize - got_bytes.len();
+            match std::io::Read::read(&mut stream, &mut chunk[..room]) {
+                Ok(0) => break,
+                Ok(n) => got_bytes.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(stalled(&got_bytes));
+                }
+                Err(e) => return Err(io(e)),
+            }
         }
+        // The first line only (what a line reader would have returned).
+        let end = got_bytes
+            .iter()
+            .position(|b| *b == b'\n')
+            .map_or(got_bytes.len(), |i| i + 1);
+        let line = String::from_utf8_lossy(&got_bytes[..end]).into_owned();
         let got = line.trim_end_matches(['\n', '\r']);
         if got.is_empty() {
             tracing::debug!(socket = %self.path.display(), "empty vsock readiness connection");
