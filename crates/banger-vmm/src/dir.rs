@@ -120,6 +120,15 @@ impl OwnerDir {
         rustix::fs::openat2(&self.fd, name, flags | OFlags::CLOEXEC, mode, RESOLVE)
     }
 
+    /// What `name` is, without following a symlink and without crossing
+    /// into a mount the owner put there (a `statat` would ask the mounted
+    /// filesystem — a FUSE daemon of the owner's that never answers): an
+    /// `O_PATH` descriptor under [`RESOLVE`], then `fstat`.
+    pub fn lstat(&self, name: &str) -> rustix::io::Result<rustix::fs::Stat> {
+        let node = self.at(name, OFlags::PATH | OFlags::NOFOLLOW, Mode::empty())?;
+        rustix::fs::fstat(&node)
+    }
+
     fn io(&self, what: &str, name: &str, e: impl Into<std::io::Error>) -> VmmError {
         VmmError::Io {
             what: format!("{what} {}", self.join(name).display()),
@@ -181,7 +190,7 @@ impl OwnerDir {
         mode: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<File, VmmError> {
-        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        match self.lstat(name) {
             Err(rustix::io::Errno::NOENT) => {}
             Err(e) => return Err(self.io("inspecting", name, e)),
             Ok(st) => {
@@ -228,7 +237,7 @@ impl OwnerDir {
     /// Remove a leftover socket `name` (a VMM refuses to start when its
     /// socket exists). Missing is fine; anything but a socket is refused.
     pub fn remove_stale_socket(&self, name: &str) -> Result<(), VmmError> {
-        match rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW) {
+        match self.lstat(name) {
             Err(rustix::io::Errno::NOENT) => Ok(()),
             Err(e) => Err(self.io("inspecting", name, e)),
             Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Socket => {
@@ -400,14 +409,23 @@ pub fn with_fs_ids<T: Send>(
 }
 
 /// Open the inode behind `fd` again with `flags` (and `O_CLOEXEC`,
-/// `O_NOCTTY`) through its `/proc/self/fd` link: no name is resolved, so
-/// it is the very inode `fd` holds (checked by the caller through `fd`).
+/// `O_NOCTTY`) through its `/proc/thread-self/fd` link: no name is
+/// resolved, so it is the very inode `fd` holds (checked by the caller
+/// through `fd`). The open itself is non-blocking — a lease the file's
+/// owner holds on it fails the open at once (`EAGAIN`) instead of making
+/// root wait out the kernel's lease-break time — and the descriptor is
+/// then made blocking again unless `flags` asked otherwise.
 pub fn reopen(fd: BorrowedFd<'_>, flags: OFlags) -> rustix::io::Result<OwnedFd> {
-    rustix::fs::open(
+    let new = rustix::fs::open(
         proc_fd_path(fd),
-        flags | OFlags::NOCTTY | OFlags::CLOEXEC,
+        flags | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
         Mode::empty(),
-    )
+    )?;
+    if !flags.contains(OFlags::NONBLOCK) {
+        let status = rustix::fs::fcntl_getfl(&new)?;
+        rustix::fs::fcntl_setfl(&new, status - OFlags::NONBLOCK)?;
+    }
+    Ok(new)
 }
 
 impl AsFd for OwnerDir {
@@ -421,9 +439,11 @@ fn expected_uid(owner: Option<(u32, u32)>) -> u32 {
     owner.map_or_else(|| rustix::process::geteuid().as_raw(), |(uid, _)| uid)
 }
 
-/// `/proc/self/fd/<fd>`: the inode behind `fd`, whatever its name is now.
+/// `/proc/thread-self/fd/<fd>`: the inode behind `fd`, whatever its name
+/// is now (the calling thread's descriptor table, even if it ever stops
+/// sharing the process's).
 fn proc_fd_path(fd: BorrowedFd<'_>) -> String {
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
+    format!("/proc/thread-self/fd/{}", fd.as_raw_fd())
 }
 
 /// What a file root reuses in a directory another uid can write must be:

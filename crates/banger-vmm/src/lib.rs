@@ -25,6 +25,30 @@ pub mod qemu;
 #[cfg(test)]
 mod stand_in;
 
+/// Longest text of a VMM's (a QMP error, a Firecracker fault) quoted in an
+/// error: a hostile VMM chooses it, and errors travel to logs and users.
+const QUOTED_MAX: usize = 2048;
+
+/// `text` cut to [`QUOTED_MAX`] characters, marked with `…` when cut.
+pub(crate) fn quoted(text: &str) -> String {
+    match text.char_indices().nth(QUOTED_MAX) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod quoted_tests {
+    #[test]
+    fn long_vmm_text_is_cut_and_marked() {
+        let long = "é".repeat(super::QUOTED_MAX + 10);
+        let q = super::quoted(&long);
+        assert_eq!(q.chars().count(), super::QUOTED_MAX + 1);
+        assert!(q.ends_with('…'));
+        assert_eq!(super::quoted("short"), "short");
+    }
+}
+
 /// Which hypervisor runs a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -349,3 +349,69 @@ fn a_mount_under_the_state_dir_is_never_crossed() {
     }
     drop((on_vm, on_kernel));
 }
+
+/// Fourth review F1: root reopened the owner's files (through their
+/// O_PATH descriptor) blocking, so a write lease the owner holds on its own
+/// file — `F_SETLEASE` needs only ownership — made every open wait out the
+/// kernel's lease-break time (45 s by default) per file, per op. The open
+/// must be refused at once instead.
+#[test]
+fn a_lease_the_owner_holds_does_not_stall_root() {
+    let lab = Lab::new().start();
+    let id = "3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e";
+    let dir = lab.vm(id);
+    let disk = dir.join("work.ext4");
+    // The lease break is signalled to the holder (SIGIO, default: die);
+    // the owner ignores it, as an attacker would.
+    // SAFETY: setting a signal's disposition to SIG_IGN; no handler runs.
+    unsafe { libc::signal(libc::SIGIO, libc::SIG_IGN) };
+    let (leased_tx, leased_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let owner = &lab.owner;
+    let disk = &disk;
+    let (res, took) = std::thread::scope(|s| {
+        s.spawn(move || {
+            become_owner_fs(owner);
+            let f = std::fs::File::open(disk).unwrap();
+            // SAFETY: F_SETLEASE on a descriptor this thread owns; plain ints.
+            let rc = unsafe {
+                libc::fcntl(
+                    std::os::fd::AsRawFd::as_raw_fd(&f),
+                    libc::F_SETLEASE,
+                    libc::F_WRLCK,
+                )
+            };
+            assert_eq!(
+                rc,
+                0,
+                "the owner could not take a write lease: {}",
+                std::io::Error::last_os_error()
+            );
+            leased_tx.send(()).unwrap();
+            // Held until root's op has answered.
+            let _ = done_rx.recv_timeout(Duration::from_secs(120));
+            drop(f);
+        });
+        leased_rx.recv().unwrap();
+        let started = std::time::Instant::now();
+        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lab.call(PrivOp::GrowWorkDisk {
+                vm_id: id.into(),
+                bytes: 64 << 20,
+            })
+        }));
+        let took = started.elapsed();
+        // Let the holder go whatever happened, so a stalled helper shows
+        // as this test's failure rather than a hang.
+        done_tx.send(()).unwrap();
+        let res = res.unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (res, took)
+    });
+    eprintln!("grow under a lease: {res:?} in {took:?}");
+    assert!(
+        took < Duration::from_secs(5),
+        "a lease held root's open for {took:?} ({res:?})"
+    );
+    let err = res.expect_err("the leased work disk");
+    assert!(err.contains("work.ext4"), "{err}");
+}

@@ -218,10 +218,11 @@ fn fault_message(body: &[u8]) -> String {
     struct Fault {
         fault_message: String,
     }
+    // Cut: the VMM chooses this text (up to the 1 MiB body cap).
     match serde_json::from_slice::<Fault>(body) {
-        Ok(f) => f.fault_message,
+        Ok(f) => crate::quoted(&f.fault_message),
         Err(_) if body.is_empty() => "(empty body)".to_string(),
-        Err(_) => String::from_utf8_lossy(body).trim().to_string(),
+        Err(_) => crate::quoted(String::from_utf8_lossy(body).trim()),
     }
 }
 

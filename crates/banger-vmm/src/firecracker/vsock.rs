@@ -105,7 +105,8 @@ impl ReadyListener {
         // root-owned is left in that user's directory, and nothing is chowned.
         let listener =
             bind_beneath(&dir, OsStr::new(&name), spec.run_as).map_err(|e| io("binding", e))?;
-        let st = rustix::fs::statat(&dir, name.as_str(), AtFlags::SYMLINK_NOFOLLOW)
+        let st = dir
+            .lstat(name.as_str())
             .map_err(|e| io("inspecting", e.into()))?;
         let guard = ReadyListener {
             path,
@@ -257,7 +258,7 @@ impl Drop for ReadyListener {
     /// relative to the directory opened at bind time.
     fn drop(&mut self) {
         let name = self.name.as_str();
-        if let Ok(st) = rustix::fs::statat(&self.dir, name, AtFlags::SYMLINK_NOFOLLOW)
+        if let Ok(st) = self.dir.lstat(name)
             && (st.st_dev, st.st_ino) == self.node
         {
             let _ = rustix::fs::unlinkat(&self.dir, name, AtFlags::empty());

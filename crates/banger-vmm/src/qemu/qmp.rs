@@ -81,7 +81,7 @@ impl Qmp {
         };
         let greeting = q.read_value(Instant::now() + timeout)?;
         if greeting.get("QMP").is_none() {
-            return Err(QmpError::NoGreeting(greeting.to_string()));
+            return Err(QmpError::NoGreeting(crate::quoted(&greeting.to_string())));
         }
         q.execute("qmp_capabilities")?;
         Ok(q)
@@ -102,14 +102,14 @@ impl Qmp {
                 return Ok(r.clone());
             }
             if let Some(e) = v.get("error") {
-                let field = |k: &str| e.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+                let field = |k: &str| crate::quoted(e.get(k).and_then(Value::as_str).unwrap_or(""));
                 return Err(QmpError::Command {
                     command: command.to_string(),
                     class: field("class"),
                     desc: field("desc"),
                 });
             }
-            return Err(QmpError::Garbage(v.to_string()));
+            return Err(QmpError::Garbage(crate::quoted(&v.to_string())));
         }
     }
 
