@@ -40,6 +40,9 @@ pub const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
     .union(ResolveFlags::NO_SYMLINKS)
     .union(ResolveFlags::NO_XDEV);
 
+/// Names read from a directory per round of [`remove_tree_at`].
+const REMOVE_BATCH: usize = 1024;
+
 /// How deep [`OwnerDir::remove_tree`] goes before giving up.
 const MAX_TREE_DEPTH: usize = 16;
 
@@ -313,7 +316,11 @@ impl OwnerDir {
 }
 
 /// Remove `name` beneath `parent` (see [`OwnerDir::remove_tree`]).
-fn remove_tree_at(parent: BorrowedFd<'_>, name: &str, depth: usize) -> rustix::io::Result<()> {
+fn remove_tree_at<P: rustix::path::Arg + Copy>(
+    parent: BorrowedFd<'_>,
+    name: P,
+    depth: usize,
+) -> rustix::io::Result<()> {
     let gone = |r: rustix::io::Result<()>| match r {
         Err(rustix::io::Errno::NOENT) => Ok(()),
         r => r,
@@ -336,27 +343,44 @@ fn remove_tree_at(parent: BorrowedFd<'_>, name: &str, depth: usize) -> rustix::i
         }
         Err(e) => return Err(e),
     };
-    let mut names = Vec::new();
-    for entry in rustix::fs::Dir::read_from(&dir)? {
-        let entry = entry?;
-        let n = entry.file_name().to_string_lossy().into_owned();
-        if n != "." && n != ".." {
-            names.push((n, entry.file_type()));
-        }
-    }
+    // In rounds of at most REMOVE_BATCH names, read afresh each time: the
+    // owner decides how many entries there are, so they are never all held
+    // at once. Names stay the raw bytes the directory holds. A round that
+    // removes nothing ends it (what is left could not be removed).
     let mut first = Ok(());
-    for (n, ty) in names {
-        let r = if ty == FileType::Directory {
-            remove_tree_at(dir.as_fd(), &n, depth + 1)
-        } else {
-            match rustix::fs::unlinkat(&dir, n.as_str(), AtFlags::empty()) {
-                // Unknown d_type on some filesystems: try it as a directory.
-                Err(rustix::io::Errno::ISDIR) => remove_tree_at(dir.as_fd(), &n, depth + 1),
-                r => gone(r),
+    loop {
+        let mut names = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&dir)? {
+            let entry = entry?;
+            let n = entry.file_name();
+            if n != c"." && n != c".." {
+                names.push((n.to_owned(), entry.file_type()));
+                if names.len() == REMOVE_BATCH {
+                    break;
+                }
             }
-        };
-        if first.is_ok() {
-            first = r;
+        }
+        let full = names.len() == REMOVE_BATCH;
+        let mut removed = 0usize;
+        for (n, ty) in &names {
+            let n = n.as_c_str();
+            let r = if *ty == FileType::Directory {
+                remove_tree_at(dir.as_fd(), n, depth + 1)
+            } else {
+                match rustix::fs::unlinkat(&dir, n, AtFlags::empty()) {
+                    // Unknown d_type on some filesystems: try it as a directory.
+                    Err(rustix::io::Errno::ISDIR) => remove_tree_at(dir.as_fd(), n, depth + 1),
+                    r => gone(r),
+                }
+            };
+            match r {
+                Ok(()) => removed += 1,
+                Err(e) if first.is_ok() => first = Err(e),
+                Err(_) => {}
+            }
+        }
+        if !full || removed == 0 {
+            break;
         }
     }
     first?;

@@ -209,3 +209,24 @@ fn connect_reaches_only_a_socket_served_by_the_expected_process() {
     let err = dir.connect("absent.sock", me()).unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::NotFound);
 }
+
+/// Fourth review F3: names went through a lossy UTF-8 conversion (a
+/// non-UTF-8 name was never removed, so the tree could not be) and all of
+/// them were held at once. More entries than one round, a non-UTF-8 name
+/// and a nested directory all go.
+#[test]
+fn remove_tree_removes_many_entries_and_names_that_are_not_utf8() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    for i in 0..(REMOVE_BATCH * 2 + 7) {
+        std::fs::write(run.join(format!("f{i}")), b"").unwrap();
+    }
+    let odd = std::ffi::OsStr::from_bytes(b"odd\xff\xfe");
+    std::fs::write(run.join(odd), b"x").unwrap();
+    std::fs::create_dir_all(run.join("a").join(odd)).unwrap();
+    std::fs::write(run.join("a").join(odd).join("f"), b"").unwrap();
+    open(tmp.path()).remove_tree("run", None).unwrap();
+    assert!(!run.exists(), "run/ is still there");
+}
