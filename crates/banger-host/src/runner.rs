@@ -95,8 +95,10 @@ impl Cmd {
         self
     }
 
-    /// Keep at most `bytes` of each of stdout and stderr in
-    /// [`Runner::output`] (default [`DEFAULT_MAX_OUTPUT`]); more is an error.
+    /// Keep at most `bytes` of stdout in [`Runner::output`] (default
+    /// [`DEFAULT_MAX_OUTPUT`]); more is an error. Stderr is always capped
+    /// at [`DEFAULT_MAX_OUTPUT`] (a tool's banner and messages are not the
+    /// payload this bounds).
     pub fn max_output(mut self, bytes: usize) -> Self {
         self.max_output = bytes;
         self
@@ -194,7 +196,7 @@ impl Runner {
         let in_writer = feed(child.stdin.take(), cmd.stdin.clone());
         let exited = Arc::new(OnceLock::new());
         let out_reader = drain(child.stdout.take(), cmd.max_output, &exited);
-        let err_reader = drain(child.stderr.take(), cmd.max_output, &exited);
+        let err_reader = drain(child.stderr.take(), DEFAULT_MAX_OUTPUT, &exited);
         let waited = wait_for(&mut child, cmd, &argv);
         // From here the readers stop at EOF or shortly after, whichever
         // comes first, so nothing a grandchild holds keeps this call (or
@@ -252,7 +254,7 @@ impl Runner {
         tracing::debug!(%argv, max_bytes, "running, stdout to a file");
         let mut child = spawn_piped(cmd, &argv, Stdio::null())?;
         let exited = Arc::new(OnceLock::new());
-        let err_reader = drain(child.stderr.take(), cmd.max_output, &exited);
+        let err_reader = drain(child.stderr.take(), DEFAULT_MAX_OUTPUT, &exited);
         let out = child.stdout.take();
         // Copy on a thread so the timeout below still holds when the child
         // stalls; the result says whether the cap was hit.

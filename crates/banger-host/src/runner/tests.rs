@@ -210,3 +210,17 @@ fn timeout_kills_the_child() {
     assert!(matches!(err, RunError::Timeout { .. }), "{err}");
     assert!(start.elapsed() < Duration::from_secs(3));
 }
+
+#[test]
+fn the_output_cap_is_for_stdout_and_stderr_keeps_the_default() {
+    // What debugfs does: a banner on stderr, the payload on stdout.
+    let out = Runner
+        .run(
+            &Cmd::new("sh")
+                .args(["-c", "echo 'debugfs 1.47.0 (5-Feb-2023)' >&2; printf dev"])
+                .max_output(4),
+        )
+        .unwrap();
+    assert_eq!(out.stdout, "dev");
+    assert_eq!(out.stderr, "debugfs 1.47.0 (5-Feb-2023)\n");
+}
