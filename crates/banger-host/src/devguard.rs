@@ -15,12 +15,17 @@
 //!   rule gives each matched device (one rejected alias hides a device from
 //!   LVM), ahead of whatever filter the admin had.
 //!
-//! `banger system install` writes both, `uninstall` removes them, `status`
-//! compares what is there with what this module renders.
+//! `banger system install` writes both, `uninstall` removes them, `system
+//! status` and the doctor compare what is there with what this module
+//! renders ([`udev_rule_state`], [`lvm_filter_state`]).
 
+use std::io::{self, Read as _};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
 use std::path::Path;
 
 use banger_proto::vmops::DM_NAME_PREFIX;
+
+use crate::runner::{Cmd, RunError, Runner, resolve};
 
 /// The rule file. `10-` sorts it before every rule that probes a block
 /// device (`60-persistent-storage`, `69-lvm`, `80-udisks2`, `99-systemd`).
@@ -51,6 +56,8 @@ pub enum DevGuardError {
     BadDir { path: String },
     #[error("lvmconfig printed a global_filter banger cannot read: {text:?}")]
     BadFilter { text: String },
+    #[error("asking lvmconfig for the host's LVM global_filter")]
+    Lvmconfig(#[source] RunError),
     #[error(
         "the host's LVM global_filter has a pattern banger will not copy into its own block \
          ({pattern:?}: a quote, backslash or control character); add banger's patterns \
@@ -263,6 +270,105 @@ pub fn with_block(rest: &str, block: &str) -> String {
     out
 }
 
+/// Whether lvm2 is installed where `lvm_dir` (its configuration directory,
+/// possibly under an install's `--root`) is: `lvmconfig` on the path and the
+/// directory present.
+pub fn lvm_present(lvm_dir: &Path) -> bool {
+    resolve("lvmconfig".as_ref()).is_some() && lvm_dir.is_dir()
+}
+
+/// The `global_filter` LVM uses with the configuration in `lvm_dir`, as
+/// `lvmconfig` reads it.
+pub fn effective_filter(runner: &Runner, lvm_dir: &Path) -> Result<Vec<String>, DevGuardError> {
+    let out = runner
+        .run(
+            &Cmd::new("lvmconfig")
+                .args(["--type", "full", "devices/global_filter"])
+                .env("LVM_SYSTEM_DIR", lvm_dir),
+        )
+        .map_err(DevGuardError::Lvmconfig)?;
+    parse_filter(&out.stdout)
+}
+
+/// A configuration file and its mode, read without following a symlink
+/// (`None`: absent).
+pub fn read_nofollow(path: &Path) -> io::Result<Option<(String, u32)>> {
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mode = f.metadata()?.mode() & 0o7777;
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    Ok(Some((text, mode)))
+}
+
+/// One part of the guard as found on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GuardState {
+    Current,
+    Missing,
+    /// There, but not what this version writes (or not in effect): why.
+    Stale(String),
+}
+
+impl GuardState {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            GuardState::Current => "current",
+            GuardState::Missing => "missing",
+            GuardState::Stale(_) => "stale",
+        }
+    }
+}
+
+/// The rule at `rule_file` against what `dirs` render.
+pub fn udev_rule_state(rule_file: &Path, dirs: &[&Path]) -> GuardState {
+    let want = match udev_rule(dirs) {
+        Ok(w) => w,
+        Err(e) => return GuardState::Stale(e.to_string()),
+    };
+    match std::fs::read_to_string(rule_file) {
+        Ok(have) if have == want => GuardState::Current,
+        Ok(_) => GuardState::Stale("its text is not what this version writes".into()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => GuardState::Missing,
+        Err(e) => GuardState::Stale(e.to_string()),
+    }
+}
+
+/// banger's LVM filter with the configuration in `lvm_dir` (`None`: no
+/// lvm2 here): current when the filter LVM uses starts with banger's
+/// patterns (from banger's block in `lvmlocal.conf`, or from the admin's
+/// own filter); missing when it does not and there is no block; stale when
+/// there is a block but it is not in effect.
+pub fn lvm_filter_state(runner: &Runner, lvm_dir: &Path) -> Option<GuardState> {
+    if !lvm_present(lvm_dir) {
+        return None;
+    }
+    let local = lvm_dir.join("lvmlocal.conf");
+    let name = local.display().to_string();
+    let block = match read_nofollow(&local) {
+        Err(e) => return Some(GuardState::Stale(format!("reading {name}: {e}"))),
+        Ok(t) => match split_block(&t.map(|(t, _)| t).unwrap_or_default(), &name) {
+            Err(e) => return Some(GuardState::Stale(e.to_string())),
+            Ok((_, block)) => block.is_some(),
+        },
+    };
+    Some(match effective_filter(runner, lvm_dir) {
+        Ok(f) if filter_guards(&f) => GuardState::Current,
+        Ok(f) if block => GuardState::Stale(format!(
+            "lvmconfig reports global_filter {f:?}, which does not start with banger's patterns"
+        )),
+        Ok(_) => GuardState::Missing,
+        Err(e) => GuardState::Stale(banger_proto::error::chain(&e).join(": ")),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,6 +474,25 @@ mod tests {
         assert!(matches!(err, DevGuardError::Unterminated { .. }), "{err}");
         assert!(block.contains(
             "global_filter = [ \"r|^/dev/mapper/banger-[0-9a-f]+$|\", \"r|^/dev/banger/|\" ]"
+        ));
+    }
+
+    #[test]
+    fn the_rule_on_disk_is_judged_against_the_dirs() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("10-banger.rules");
+        let dirs = [
+            Path::new("/var/lib/banger"),
+            Path::new("/var/lib/banger-root"),
+        ];
+        assert_eq!(udev_rule_state(&file, &dirs), GuardState::Missing);
+        let rule = udev_rule(&dirs).unwrap();
+        std::fs::write(&file, &rule).unwrap();
+        assert_eq!(udev_rule_state(&file, &dirs), GuardState::Current);
+        std::fs::write(&file, rule.replace("/var/lib/banger/*|", "")).unwrap();
+        assert!(matches!(
+            udev_rule_state(&file, &dirs),
+            GuardState::Stale(_)
         ));
     }
 

@@ -6,12 +6,12 @@
 //! `lvmconfig` once written.
 
 use std::fs;
-use std::io::{self, Read as _};
-use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _};
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use banger_host::devguard::{self, DevGuardError};
-use banger_host::runner::{Cmd, RunError, Runner, resolve};
+use banger_host::devguard::{self, DevGuardError, GuardState};
+use banger_host::runner::{Cmd, Runner};
 use banger_proto::install::InstallPaths;
 use banger_proto::vmops::DM_NAME_PREFIX;
 
@@ -28,8 +28,6 @@ pub enum GuardError {
         #[source]
         source: io::Error,
     },
-    #[error("asking lvmconfig for the host's LVM global_filter")]
-    Lvmconfig(#[source] RunError),
     #[error("banger's LVM filter in {}", path.display())]
     Filter {
         path: PathBuf,
@@ -44,63 +42,31 @@ pub enum GuardError {
     NotInEffect { path: PathBuf, found: Vec<String> },
 }
 
-/// Whether this root has lvm2: its `lvmconfig` on the path and its
-/// configuration directory under the root.
-pub fn lvm_present(root: &Path) -> bool {
-    resolve("lvmconfig".as_ref()).is_some() && on_disk(root, Path::new(devguard::LVM_DIR)).is_dir()
+fn lvm_dir(root: &Path) -> PathBuf {
+    on_disk(root, Path::new(devguard::LVM_DIR))
 }
 
 fn local_conf(root: &Path) -> PathBuf {
     on_disk(root, Path::new(devguard::LVM_LOCAL_CONF))
 }
 
-/// The `global_filter` in effect under `root`, as `lvmconfig` reads it.
+fn read_local(path: &Path) -> Result<Option<(String, u32)>, GuardError> {
+    devguard::read_nofollow(path).map_err(|source| GuardError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
 fn effective_filter(runner: &Runner, root: &Path) -> Result<Vec<String>, GuardError> {
-    let out = runner
-        .run(
-            &Cmd::new("lvmconfig")
-                .args(["--type", "full", "devices/global_filter"])
-                .env(
-                    "LVM_SYSTEM_DIR",
-                    on_disk(root, Path::new(devguard::LVM_DIR)),
-                ),
-        )
-        .map_err(GuardError::Lvmconfig)?;
-    devguard::parse_filter(&out.stdout).map_err(|source| GuardError::Filter {
+    devguard::effective_filter(runner, &lvm_dir(root)).map_err(|source| GuardError::Filter {
         path: local_conf(root),
         source,
     })
 }
 
-/// `lvmlocal.conf` and its mode, read without following a symlink (`None`:
-/// absent).
-fn read_local(path: &Path) -> Result<Option<(String, u32)>, GuardError> {
-    let err = |source| GuardError::Read {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut f = match fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(o_nofollow())
-        .open(path)
-    {
-        Ok(f) => f,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(err(e)),
-    };
-    let mode = f.metadata().map_err(err)?.mode() & 0o7777;
-    let mut text = String::new();
-    f.read_to_string(&mut text).map_err(err)?;
-    Ok(Some((text, mode)))
-}
-
-fn o_nofollow() -> i32 {
-    rustix::fs::OFlags::NOFOLLOW.bits() as i32
-}
-
 /// The new `lvmlocal.conf` with banger's block, where lvm2 is installed.
 pub fn lvm_file(runner: &Runner, root: &Path) -> Result<Option<FileSpec>, GuardError> {
-    if !lvm_present(root) {
+    if !devguard::lvm_present(&lvm_dir(root)) {
         return Ok(None);
     }
     let path = local_conf(root);
@@ -235,64 +201,23 @@ pub fn reload_udev(runner: &Runner, paths: Option<&InstallPaths>) -> Vec<String>
     warnings
 }
 
-/// One part of the guard as `status` finds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum GuardState {
-    Current,
-    Missing,
-    /// There, but not what this version writes (or not in effect): why.
-    Stale(String),
-}
-
-impl GuardState {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            GuardState::Current => "current",
-            GuardState::Missing => "missing",
-            GuardState::Stale(_) => "stale",
-        }
-    }
-}
-
 /// The udev rule under `root` against what `paths` render.
 pub fn udev_state(root: &Path, paths: &InstallPaths) -> GuardState {
-    let want = match devguard::udev_rule(&[&paths.state_dir, &paths.root_state_dir]) {
-        Ok(w) => w,
-        Err(e) => return GuardState::Stale(e.to_string()),
-    };
-    match fs::read_to_string(on_disk(root, Path::new(devguard::UDEV_RULE_FILE))) {
-        Ok(have) if have == want => GuardState::Current,
-        Ok(_) => GuardState::Stale("its text is not what this version writes".into()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => GuardState::Missing,
-        Err(e) => GuardState::Stale(e.to_string()),
-    }
+    devguard::udev_rule_state(
+        &on_disk(root, Path::new(devguard::UDEV_RULE_FILE)),
+        &[&paths.state_dir, &paths.root_state_dir],
+    )
 }
 
-/// banger's LVM filter under `root` (`None`: no lvm2 here): current when
-/// the filter LVM uses starts with banger's patterns (from banger's block,
-/// or from the admin's own filter).
+/// banger's LVM filter under `root` (`None`: no lvm2 here).
 pub fn lvm_state(runner: &Runner, root: &Path) -> Option<GuardState> {
-    if !lvm_present(root) {
-        return None;
-    }
-    let path = local_conf(root);
-    let block = read_local(&path)
-        .map_err(|e| chain(&e))
-        .and_then(|t| {
-            let text = t.map(|(t, _)| t).unwrap_or_default();
-            devguard::split_block(&text, &path.display().to_string()).map_err(|e| chain(&e))
-        })
-        .map(|(_, block)| block.is_some());
-    Some(match (block, check_lvm(runner, root)) {
-        (Err(e), _) => GuardState::Stale(e),
-        (Ok(_), Ok(())) => GuardState::Current,
-        (Ok(false), Err(_)) => GuardState::Missing,
-        (Ok(true), Err(e)) => GuardState::Stale(chain(&e)),
-    })
+    devguard::lvm_filter_state(runner, &lvm_dir(root))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+
     use super::*;
 
     #[test]
@@ -344,22 +269,5 @@ mod tests {
         assert_eq!(remove_lvm_block(root.path()), Ok(false));
         fs::remove_file(&file).unwrap();
         assert_eq!(remove_lvm_block(root.path()), Ok(false));
-    }
-
-    #[test]
-    fn the_rule_on_disk_is_judged_against_the_paths() {
-        let root = tempfile::tempdir().unwrap();
-        let paths = super::super::plan::default_paths();
-        assert_eq!(udev_state(root.path(), &paths), GuardState::Missing);
-        let file = on_disk(root.path(), Path::new(devguard::UDEV_RULE_FILE));
-        fs::create_dir_all(file.parent().unwrap()).unwrap();
-        let rule = devguard::udev_rule(&[&paths.state_dir, &paths.root_state_dir]).unwrap();
-        fs::write(&file, &rule).unwrap();
-        assert_eq!(udev_state(root.path(), &paths), GuardState::Current);
-        fs::write(&file, rule.replace("/var/lib/banger/*|", "")).unwrap();
-        assert!(matches!(
-            udev_state(root.path(), &paths),
-            GuardState::Stale(_)
-        ));
     }
 }

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use banger_host::devguard::DevGuardError;
 use banger_host::runner::Runner;
 use banger_proto::ErrorCode;
 use banger_proto::cidr::Ipv4Cidr;
@@ -163,8 +164,12 @@ fn apply_code(e: &ApplyError) -> ErrorCode {
 
 fn guard_code(e: &GuardError) -> ErrorCode {
     match e {
+        GuardError::Filter {
+            source: DevGuardError::Lvmconfig(_),
+            ..
+        }
+        | GuardError::Read { .. } => ErrorCode::Internal,
         GuardError::Filter { .. } | GuardError::NotInEffect { .. } => ErrorCode::InvalidState,
-        GuardError::Read { .. } | GuardError::Lvmconfig(_) => ErrorCode::Internal,
     }
 }
 

@@ -16,11 +16,12 @@ use banger_proto::install::{DEFAULT_INSTALL_FILE, InstallMeta};
 use banger_proto::rpc::{Request, Response};
 
 use super::apply::on_disk;
-use super::guard::{self, GuardState};
+use super::guard;
 use super::plan::{BINARIES, UNIT_DIR};
 use super::probe::{self, Health};
 use super::systemd::{self, Systemd, UnitState};
 use super::units::{HELPER_UNIT, OWNER_UNIT};
+use banger_host::devguard::GuardState;
 
 /// One installed binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
