@@ -257,7 +257,8 @@ fn host_udev_and_lvm_leave_a_guest_written_pv_alone() {
 
 /// An admin's own `global_filter` (in `lvm.conf`) survives the install:
 /// banger's patterns go in front of it in `lvmlocal.conf`, LVM then uses
-/// both, and the uninstall gives `lvmlocal.conf` back byte for byte. One
+/// both, a second install changes nothing, and the uninstall gives
+/// `lvmlocal.conf` back byte for byte. One
 /// set in `lvmlocal.conf` itself is refused, naming the fix, before
 /// anything is written — unless it already starts with banger's patterns,
 /// which the install then leaves alone.
@@ -287,6 +288,16 @@ fn an_admins_lvm_filter_is_kept_behind_bangers() {
         read(&out, "lvmlocal.installed")
     );
     assert!(read(&out, "lvmlocal.installed").starts_with(std::str::from_utf8(&original).unwrap()));
+    // Installing again finds banger's own patterns in effect and writes the
+    // same block: nothing changes.
+    let again: serde_json::Value = serde_json::from_str(&read(&out, "install2.json")).unwrap();
+    let changed: Vec<&serde_json::Value> = again["written"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["action"] != "unchanged")
+        .collect();
+    assert!(changed.is_empty(), "a second install changed {changed:?}");
     assert_eq!(
         read(&out, "uninstall.rc").trim(),
         "0",

@@ -42,6 +42,9 @@ if [ "${MODE:-}" = filter ]; then
         >"$OUT/install.json" 2>"$OUT/install.err" || rc=$?
     echo "$rc" >"$OUT/install.rc"
     cp "$ROOT/etc/lvm/lvmlocal.conf" "$OUT/lvmlocal.installed" 2>/dev/null || true
+    if [ "$rc" = 0 ]; then
+        "$BANGER" system install --json --owner "$OWNER" --root "$ROOT" >"$OUT/install2.json"
+    fi
     LVM_SYSTEM_DIR=$ROOT/etc/lvm lvmconfig --type full devices/global_filter \
         >"$OUT/filter.installed" 2>&1 || true
     rc=0
