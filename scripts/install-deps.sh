@@ -8,7 +8,12 @@
 # Only missing packages are installed (`apt-get update` runs once, and only
 # then). For `test` it also checks the Firecracker binary that
 # packages.list's `shared` line names (../shared/firecracker/bin/firecracker
-# beside the checkout, or $BANGER_FIRECRACKER), which no registry serves.
+# beside the checkout, or $BANGER_FIRECRACKER), which no registry serves, and
+# unpacks (never installs) the `unpacked` packages into
+# $BANGER_CACHE_DIR/unpacked/<package>/ (default /var/cache/banger): udev's
+# maintainer scripts would start a udevd acting on every block device of a
+# host whose PID 1 is not systemd, and the tests need only its binaries and
+# rules.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -60,6 +65,32 @@ if ! command -v cargo >/dev/null; then
 fi
 
 if [ "$scope" = test ]; then
+    cache="${BANGER_CACHE_DIR:-/var/cache/banger}/unpacked"
+    mkdir -p "$cache"
+    updated=
+    while read -r pkg scopes _programs; do
+        case "$pkg" in '' | '#'*) continue ;; esac
+        case ",$scopes," in *,unpacked,*) ;; *) continue ;; esac
+        [ -f "$cache/$pkg/.deb" ] && continue
+        dl=$(mktemp -d)
+        chmod 0755 "$dl" # apt-get download runs as _apt
+        if ! (cd "$dl" && apt-get download -q "$pkg" >/dev/null 2>&1); then
+            if [ -z "$updated" ]; then
+                apt-get update -q
+                updated=1
+            fi
+            (cd "$dl" && apt-get download -q "$pkg")
+        fi
+        deb=$(ls "$dl"/*.deb)
+        echo "==> unpacking $(basename "$deb") into $cache/$pkg"
+        rm -rf "$cache/$pkg.new"
+        dpkg -x "$deb" "$cache/$pkg.new"
+        basename "$deb" >"$cache/$pkg.new/.deb"
+        rm -rf "$cache/$pkg"
+        mv "$cache/$pkg.new" "$cache/$pkg"
+        rm -rf "$dl"
+    done <scripts/packages.list
+
     fc="${BANGER_FIRECRACKER:-../shared/firecracker/bin/firecracker}"
     if [ ! -x "$fc" ]; then
         echo "no Firecracker binary at $fc: the suite runs the real Firecracker v1.16.1" >&2

@@ -4,6 +4,7 @@
 //! decides policy (who may ask for what): that is the executor's and the
 //! daemons' job.
 
+pub mod devguard;
 pub mod net;
 pub mod peer;
 pub mod probe;

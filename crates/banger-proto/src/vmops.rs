@@ -10,6 +10,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Every device-mapper device banger makes is named `banger-<vm_id>`; the
+/// executor creates and removes only such names, and the host guard
+/// (`banger_host::devguard`) keeps the host's udev rules and LVM off them.
+pub const DM_NAME_PREFIX: &str = "banger-";
+
 /// Which hypervisor runs a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -148,6 +148,9 @@ fn doctor_tells_the_truth_about_this_host() {
         "sparse_copy"
     };
     assert_eq!(state(&r, "snapshot_backend"), snapshot);
+    // Dev mode has no install, so no udev rule or LVM filter for its state
+    // directory (issue #13 finding 8).
+    assert_eq!(state(&r, "host_guard"), "dev_mode");
 }
 
 #[test]

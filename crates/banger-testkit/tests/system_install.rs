@@ -133,10 +133,11 @@ fn install_into_a_root_writes_the_layout() {
             "/etc",
             "/etc/systemd",
             "/var",
-            "/var/lib"
+            "/var/lib",
+            "/etc/udev"
         ]
     );
-    assert_eq!(written.len(), 12 + parents.len(), "{report:#}");
+    assert_eq!(written.len(), 14 + parents.len(), "{report:#}");
     for w in written {
         let path = Path::new(w["path"].as_str().unwrap());
         let target = w["target"].as_str().unwrap();
@@ -154,9 +155,18 @@ fn install_into_a_root_writes_the_layout() {
         ("usr/local/bin/banger-imagebuild", (0o755, 0, 0)),
         ("var/lib/banger", (0o700, owner.uid, owner.gid)),
         ("var/lib/banger-root", (0o700, 0, 0)),
+        ("etc/udev/rules.d", (0o755, 0, 0)),
+        ("etc/udev/rules.d/10-banger.rules", (0o644, 0, 0)),
     ] {
         assert_eq!(mode_owner(&r.join(path)), want, "{path}");
     }
+    // Issue #13 finding 8: the rule names the recorded state directories
+    // (udev_lvm.rs shows what it does).
+    let rule = std::fs::read_to_string(r.join("etc/udev/rules.d/10-banger.rules")).unwrap();
+    assert!(
+        rule.contains(r#"ATTRS{loop/backing_file}=="/var/lib/banger/*|/var/lib/banger-root/*""#),
+        "{rule}"
+    );
     // The copies are the binaries under test.
     assert_eq!(
         std::fs::read(r.join("usr/local/bin/bangerd-root")).unwrap(),
@@ -566,6 +576,8 @@ fn uninstall_of_a_root_removes_what_install_wrote() {
             "etc",
             "etc/systemd",
             "etc/systemd/system",
+            "etc/udev",
+            "etc/udev/rules.d",
             "usr",
             "usr/local",
             "usr/local/bin",

@@ -176,6 +176,7 @@ fn install_restart_and_uninstall_under_systemd() {
     // only the owner) and that still counts as alive.
     let status = c.json(None, "banger system status --json");
     assert_eq!(status["healthy"], true, "{status:#}");
+    assert_eq!(status["host_guard"]["udev_rule"], "current", "{status:#}");
     assert_eq!(socket_health(&status, "bangerd")["health"], "serving");
     assert_eq!(socket_health(&status, "bangerd-root")["health"], "refused");
     assert_eq!(
@@ -200,6 +201,15 @@ fn install_restart_and_uninstall_under_systemd() {
     );
     let doctor: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(!doctor["checks"].as_array().unwrap().is_empty());
+    // The owner's daemon reads the installed udev rule (and LVM's filter,
+    // where lvm2 is installed) and finds them current.
+    let guard = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "host_guard")
+        .unwrap_or_else(|| panic!("no host_guard check: {doctor:#}"));
+    assert_eq!(guard["state"], "current", "{guard:#}");
     let host = c.json(Some(OWNER), "banger host status --json");
     println!("host status in the container: {host}");
     assert_eq!(host["ready"], true, "{host:#}");
@@ -444,7 +454,7 @@ fn install_restart_and_uninstall_under_systemd() {
     let leftovers = c.ok(
         None,
         "ls -d /etc/systemd/system/bangerd* /usr/local/bin/banger* /etc/banger/install.toml \
-         /run/banger /run/banger-root /run/banger/bangerd.sock \
+         /etc/udev/rules.d/10-banger.rules /run/banger /run/banger-root /run/banger/bangerd.sock \
          /run/banger-root/root.sock 2>/dev/null || true",
     );
     assert_eq!(leftovers, "", "left behind");

@@ -98,12 +98,20 @@ fn listed_programs() -> std::collections::BTreeSet<String> {
         }
         let cols: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(cols.len(), 3, "scripts/packages.list: bad line {line:?}");
-        for scope in cols[1].split(',') {
+        let scopes: Vec<&str> = cols[1].split(',').collect();
+        for scope in &scopes {
             assert!(
-                ["demo", "test", "runtime", "shared"].contains(&scope),
+                ["demo", "test", "runtime", "shared", "unpacked"].contains(scope),
                 "scripts/packages.list: unknown scope {scope:?} in {line:?}"
             );
         }
+        // An `unpacked` package is fetched and unpacked for the tests, never
+        // installed: installing udev would start a udevd on every block
+        // device of the host. `demo` or `test` would install it.
+        assert!(
+            !scopes.contains(&"unpacked") || !scopes.iter().any(|s| ["demo", "test"].contains(s)),
+            "scripts/packages.list: {line:?} is unpacked and installed at once"
+        );
         programs.extend(cols[2].split(',').filter(|p| *p != "-").map(str::to_string));
     }
     programs

@@ -297,6 +297,7 @@ impl Daemon {
         let firecracker = self.config.vmm.firecracker_bin.clone();
         let qemu = self.config.vmm.qemu_bin.clone();
         let state_dir = self.layout.state_dir.clone();
+        let root_state_dir = self.layout.root_state_dir.clone();
         let facts = tokio::task::spawn_blocking(move || -> Result<HostFacts, RpcError> {
             let total = Some(4 + HostDevice::ALL.len() as u64);
             let mut done = 0;
@@ -325,6 +326,7 @@ impl Daemon {
                     firecracker.as_deref(),
                     qemu.as_deref(),
                     &state_dir,
+                    root_state_dir.as_deref(),
                 );
                 return Ok(HostFacts::without_privileged(channel, unpriv));
             }
@@ -352,6 +354,7 @@ impl Daemon {
                 firecracker.as_deref(),
                 qemu.as_deref(),
                 &state_dir,
+                root_state_dir.as_deref(),
             );
             Ok(HostFacts::combine(
                 channel, kvm, devices, nft, ip_forward, unpriv,

@@ -22,6 +22,7 @@ const DEV_RUNTIME_DIR: &str = "/run/banger-dev";
 const SYSTEM_STATE_DIR: &str = "/var/lib/banger";
 const SYSTEM_RUNTIME_DIR: &str = "/run/banger";
 const SYSTEM_ROOT_SOCKET: &str = "/run/banger-root/root.sock";
+const SYSTEM_ROOT_STATE_DIR: &str = "/var/lib/banger-root";
 
 /// Mode of owner-private state directories.
 const STATE_MODE: u32 = 0o700;
@@ -63,6 +64,9 @@ pub struct Layout {
     pub client_key: PathBuf,
     /// The root helper's socket (system mode only).
     pub root_socket: Option<PathBuf>,
+    /// The root helper's state directory (system mode only), which the
+    /// install's udev rule names beside `state_dir`.
+    pub root_state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -140,22 +144,28 @@ impl Layout {
 
     /// The system layout named by the install metadata.
     pub fn system(meta: &InstallMeta) -> Layout {
-        Layout::build(
-            Mode::System,
-            meta.paths.state_dir.clone(),
-            meta.paths.runtime_dir.clone(),
-            Some(meta.paths.root_socket.clone()),
-        )
+        Layout {
+            root_state_dir: Some(meta.paths.root_state_dir.clone()),
+            ..Layout::build(
+                Mode::System,
+                meta.paths.state_dir.clone(),
+                meta.paths.runtime_dir.clone(),
+                Some(meta.paths.root_socket.clone()),
+            )
+        }
     }
 
     /// The system layout at its standard paths.
     pub fn system_default() -> Layout {
-        Layout::build(
-            Mode::System,
-            SYSTEM_STATE_DIR.into(),
-            SYSTEM_RUNTIME_DIR.into(),
-            Some(SYSTEM_ROOT_SOCKET.into()),
-        )
+        Layout {
+            root_state_dir: Some(SYSTEM_ROOT_STATE_DIR.into()),
+            ..Layout::build(
+                Mode::System,
+                SYSTEM_STATE_DIR.into(),
+                SYSTEM_RUNTIME_DIR.into(),
+                Some(SYSTEM_ROOT_SOCKET.into()),
+            )
+        }
     }
 
     fn build(
@@ -176,6 +186,7 @@ impl Layout {
             state_dir,
             runtime_dir,
             root_socket,
+            root_state_dir: None,
         }
     }
 

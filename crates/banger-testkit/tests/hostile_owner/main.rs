@@ -15,6 +15,10 @@
 //! is the owner's (`setfsuid`), so they can do exactly what the owner's
 //! processes could.
 //!
+//! Findings whose regression tests live elsewhere: 8 (the host's udev and
+//! LVM acting on banger's devices) in `udev_lvm.rs`, against the distro's
+//! own udev and lvm2 rather than a helper.
+//!
 //! Needs root, iproute2 and e2fsprogs.
 #![allow(clippy::disallowed_methods)] // the tests spawn the helper and the raw client directly
 

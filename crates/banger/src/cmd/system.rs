@@ -10,6 +10,7 @@
 //! "ready"},"warnings":[...]}`.
 
 mod apply;
+mod guard;
 mod install;
 mod plan;
 mod probe;

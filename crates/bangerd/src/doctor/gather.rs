@@ -24,10 +24,12 @@ pub struct UnprivilegedFacts {
     /// dm-snapshot root disks need both.
     pub dmsetup: ToolProbe,
     pub losetup: ToolProbe,
+    pub host_guard: super::HostGuard,
 }
 
 /// Probe the tools (the VMM binaries at their configured paths or bare names),
-/// cgroups, systemd-resolved, and reflink support in `state_dir`.
+/// cgroups, systemd-resolved, reflink support in `state_dir`, and the udev
+/// rule and LVM filter (`root_state_dir`: the helper's, `None` in dev mode).
 ///
 /// Runs a handful of `--version` commands and writes two scratch files to
 /// `state_dir` (removed again); takes well under a second on a normal host.
@@ -39,6 +41,7 @@ pub fn gather_unprivileged(
     firecracker_bin: Option<&Path>,
     qemu_bin: Option<&Path>,
     state_dir: &Path,
+    root_state_dir: Option<&Path>,
 ) -> UnprivilegedFacts {
     let vmm = |tool: &str, bin: Option<&Path>, flag: &str| match bin {
         Some(b) => probe_tool(runner, tool, b, &["--version"]),
@@ -63,6 +66,7 @@ pub fn gather_unprivileged(
         // Not run: dmsetup creates /dev/mapper/control when it starts.
         dmsetup: locate_tool("dmsetup", "dmsetup"),
         losetup: probe_tool(runner, "losetup", "losetup", &["--version"]),
+        host_guard: super::host_guard::gather(runner, state_dir, root_state_dir),
     }
 }
 
@@ -80,6 +84,7 @@ mod tests {
             Some(Path::new("firecracker")),
             Some(Path::new("qemu-system-x86_64")),
             state.path(),
+            None,
         );
         for (probe, program) in [
             (&f.mkfs_ext4, "mkfs.ext4"),

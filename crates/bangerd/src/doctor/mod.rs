@@ -28,6 +28,7 @@
 //! | `systemd_resolved` | `running`, `running_bypassed`, `unreachable`, `absent` | warn unless running with the stub in `/etc/resolv.conf` |
 //! | `reflink` | `supported`, `unsupported`, `error` | warn unless supported |
 //! | `snapshot_backend` | `dm_snapshot`, `reflink`, `sparse_copy`, `unknown` | pass (says which backend new root disks get; `device_mapper` and `reflink` carry the warnings); warn/`unknown` when the helper is unreachable |
+//! | `host_guard` | `current`, `missing`, `stale`, `dev_mode` | pass when the install's udev rule (and, where lvm2 is installed, banger's LVM filter) is current; warn otherwise, and always in dev mode |
 //!
 //! When the helper is unreachable the privileged facts are not known: the
 //! checks built from them (`kvm`, the four devices, `nft`) are warn/`unknown`,
@@ -35,6 +36,7 @@
 //! is usable (the helper owns VMM processes).
 
 mod gather;
+mod host_guard;
 #[cfg(test)]
 mod tests;
 mod vmm;
@@ -49,6 +51,7 @@ use banger_proto::privops::{
 
 pub use crate::privileged::Channel;
 pub use gather::{UnprivilegedFacts, gather_unprivileged};
+pub use host_guard::HostGuard;
 
 /// Stable check ids, in report order.
 pub mod ids {
@@ -68,8 +71,9 @@ pub mod ids {
     pub const SYSTEMD_RESOLVED: &str = "systemd_resolved";
     pub const REFLINK: &str = "reflink";
     pub const SNAPSHOT_BACKEND: &str = "snapshot_backend";
+    pub const HOST_GUARD: &str = "host_guard";
 
-    pub const ALL: [&str; 16] = [
+    pub const ALL: [&str; 17] = [
         PRIVILEGED_HELPER,
         KVM,
         TUN,
@@ -86,6 +90,7 @@ pub mod ids {
         SYSTEMD_RESOLVED,
         REFLINK,
         SNAPSHOT_BACKEND,
+        HOST_GUARD,
     ];
 }
 
@@ -114,6 +119,8 @@ pub struct HostFacts {
     pub privileged_channel: Channel,
     /// `net.ipv4.ip_forward` where the executor runs; `None` when unknown.
     pub ip_forward: Option<bool>,
+    /// The udev rule and LVM filter of issue #13 finding 8.
+    pub host_guard: HostGuard,
 }
 
 impl HostFacts {
@@ -139,6 +146,7 @@ impl HostFacts {
             reflink,
             dmsetup,
             losetup,
+            host_guard,
         } = unprivileged;
         HostFacts {
             kvm,
@@ -155,6 +163,7 @@ impl HostFacts {
             losetup,
             privileged_channel,
             ip_forward,
+            host_guard,
         }
     }
 
@@ -231,6 +240,7 @@ pub fn assemble(f: &HostFacts) -> DoctorReport {
     checks.push(systemd_resolved(&f.resolved));
     checks.push(reflink(&f.reflink));
     checks.push(snapshot_backend(f));
+    checks.push(host_guard::check(&f.host_guard));
     DoctorReport { checks, backends }
 }
 

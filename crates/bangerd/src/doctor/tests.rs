@@ -1,3 +1,4 @@
+use banger_host::devguard::GuardState;
 use std::path::PathBuf;
 
 use banger_host::probe::fake::{
@@ -103,6 +104,10 @@ fn healthy() -> HostFacts {
         ),
         privileged_channel: helper(),
         ip_forward: Some(true),
+        host_guard: HostGuard::System {
+            udev_rule: GuardState::Current,
+            lvm_filter: Some(GuardState::Current),
+        },
     }
 }
 
@@ -122,6 +127,7 @@ fn lab() -> HostFacts {
         ),
         privileged_channel: Channel::InProcess,
         ip_forward: Some(true),
+        host_guard: HostGuard::DevMode,
         ..healthy()
     }
 }
@@ -712,6 +718,7 @@ fn combine_takes_every_unprivileged_fact() {
         reflink: h.reflink.clone(),
         dmsetup: h.dmsetup.clone(),
         losetup: h.losetup.clone(),
+        host_guard: h.host_guard.clone(),
     };
     let f = HostFacts::combine(
         helper(),

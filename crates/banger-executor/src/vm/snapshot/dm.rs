@@ -54,7 +54,7 @@ pub(crate) const COW_FILE: &str = "root.cow";
 /// The id of the image the snapshot is taken of.
 pub(crate) const ORIGIN_FILE: &str = "root.origin";
 /// Every dm device banger makes is named `banger-<vm_id>`.
-pub(crate) const DM_PREFIX: &str = "banger-";
+pub(crate) const DM_PREFIX: &str = banger_proto::vmops::DM_NAME_PREFIX;
 /// Exception chunk size in 512-byte sectors (4 KiB).
 pub(crate) const CHUNK_SECTORS: u64 = 8;
 const SECTOR: u64 = 512;

@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use banger_host::devguard::DevGuardError;
 use banger_host::runner::Runner;
 use banger_proto::ErrorCode;
 use banger_proto::cidr::Ipv4Cidr;
@@ -14,6 +15,7 @@ use banger_proto::install::{
 };
 
 use super::apply::{self, Action, ApplyError, Txn, Written};
+use super::guard::{self, GuardError};
 use super::plan::{self, OwnerAccount, PlanError};
 use super::systemd::{self, Activation, Systemd, SystemdError};
 use super::units::{HELPER_UNIT, OWNER_UNIT};
@@ -85,6 +87,8 @@ pub enum InstallError {
     #[error(transparent)]
     Refused(ApplyError),
     #[error(transparent)]
+    Guard(GuardError),
+    #[error(transparent)]
     Systemd(SystemdError),
     #[error("{step} failed; {}", rollback_note(.undo_errors))]
     RolledBack {
@@ -121,7 +125,7 @@ impl InstallError {
                 PlanError::OwnerIsRoot { .. } | PlanError::OwnerGroupIsRoot { .. } => {
                     ErrorCode::PermissionDenied
                 }
-                PlanError::Unit(_) => ErrorCode::InvalidState,
+                PlanError::Unit(_) | PlanError::UdevRule(_) => ErrorCode::InvalidState,
                 PlanError::Lookup { .. }
                 | PlanError::BadEntry { .. }
                 | PlanError::CurrentExe(_) => ErrorCode::Internal,
@@ -137,6 +141,7 @@ impl InstallError {
             InstallError::OtherOwner { .. } => ErrorCode::AlreadyExists,
             InstallError::BadMeta(_) | InstallError::MetaSymlink { .. } => ErrorCode::InvalidState,
             InstallError::Refused(e) => apply_code(e),
+            InstallError::Guard(e) => guard_code(e),
             InstallError::Systemd(e) => systemd_code(e),
             InstallError::RolledBack { code, .. } => *code,
         }
@@ -154,6 +159,17 @@ fn apply_code(e: &ApplyError) -> ErrorCode {
         | ApplyError::CreateDir { .. }
         | ApplyError::WriteFile { .. }
         | ApplyError::ReadSource { .. } => ErrorCode::Internal,
+    }
+}
+
+fn guard_code(e: &GuardError) -> ErrorCode {
+    match e {
+        GuardError::Filter {
+            source: DevGuardError::Lvmconfig(_),
+            ..
+        }
+        | GuardError::Read { .. } => ErrorCode::Internal,
+        GuardError::Filter { .. } | GuardError::NotInEffect { .. } => ErrorCode::InvalidState,
     }
 }
 
@@ -260,7 +276,15 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
     {
         meta.installed_at = current.installed_at;
     }
-    let plan = plan::build(meta, &owner.home, &req.bin_source)?;
+    let mut plan = plan::build(meta, &owner.home, &req.bin_source)?;
+    // Where lvm2 is installed, banger's LVM filter goes in before the
+    // metadata (which stays last).
+    let lvm = guard::lvm_file(runner, &root).map_err(InstallError::Guard)?;
+    let lvm_planned = lvm.is_some();
+    if let Some(f) = lvm {
+        let at = plan.files.len().saturating_sub(1);
+        plan.files.insert(at, f);
+    }
     if req.root.is_none() {
         systemd::check_available().map_err(InstallError::Systemd)?;
     }
@@ -279,6 +303,18 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
             });
         }
     };
+    if lvm_planned && let Err(e) = guard::check_lvm(runner, &root) {
+        return Err(InstallError::RolledBack {
+            step: "checking banger's LVM filter",
+            code: guard_code(&e),
+            undo_errors: txn.rollback(),
+            source: Box::new(e),
+        });
+    }
+    let mut warnings = vmm_warnings;
+    if req.root.is_none() {
+        warnings.extend(guard::reload_udev(runner, Some(&plan.meta.paths)));
+    }
     let services = if req.root.is_none() {
         let mut a = Activation::new(&[HELPER_UNIT, OWNER_UNIT], txn.changed());
         if let Err(e) = systemd::activate(sd, &mut a) {
@@ -295,7 +331,6 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
     } else {
         None
     };
-    let mut warnings = vmm_warnings;
     warnings.extend(txn.commit());
     Ok(Report {
         root,

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
+use banger_host::devguard::{self, DevGuardError};
 use banger_host::runner::{Cmd, RunError, Runner};
 use banger_proto::install::{DEFAULT_INSTALL_FILE, InstallMeta, InstallPaths, Owner};
 
@@ -66,6 +67,8 @@ pub enum PlanError {
     BinaryMissing { name: &'static str, dir: PathBuf },
     #[error("writing the units")]
     Unit(#[from] UnitError),
+    #[error("writing the udev rule that keeps the host off banger's devices")]
+    UdevRule(#[source] DevGuardError),
 }
 
 /// The owner as the password database knows it.
@@ -280,6 +283,15 @@ pub fn build(meta: InstallMeta, home: &Path, bin_source: &Path) -> Result<Plan, 
             &p.root_state_dir,
             PRIVATE_DIR_MODE,
         ),
+        // Made even where udev is not installed yet, so the rule is in
+        // place when it is.
+        root_dir(
+            "udev rules directory",
+            Path::new(devguard::UDEV_RULE_FILE)
+                .parent()
+                .unwrap_or(Path::new("/")),
+            DIR_MODE,
+        ),
     ];
     let mut files: Vec<FileSpec> = BINARIES
         .iter()
@@ -301,6 +313,15 @@ pub fn build(meta: InstallMeta, home: &Path, bin_source: &Path) -> Result<Plan, 
         what: "unit",
         target: unit_dir.join(OWNER_UNIT),
         content: Content::Bytes(owner_unit.into_bytes()),
+        mode: FILE_MODE,
+    });
+    // Issue #13 finding 8: the host's udev rules stay off banger's devices.
+    let rule =
+        devguard::udev_rule(&[&p.state_dir, &p.root_state_dir]).map_err(PlanError::UdevRule)?;
+    files.push(FileSpec {
+        what: "udev rule",
+        target: devguard::UDEV_RULE_FILE.into(),
+        content: Content::Bytes(rule.into_bytes()),
         mode: FILE_MODE,
     });
     // Last: a complete metadata file marks a complete install. Both daemons
@@ -420,6 +441,7 @@ mod tests {
                 ("/usr/local/bin/banger-imagebuild", 0o755),
                 ("/etc/systemd/system/bangerd-root.service", 0o644),
                 ("/etc/systemd/system/bangerd.service", 0o644),
+                ("/etc/udev/rules.d/10-banger.rules", 0o644),
                 ("/etc/banger/install.toml", 0o644),
             ]
         );
@@ -440,6 +462,38 @@ mod tests {
         };
         let back = InstallMeta::parse(std::str::from_utf8(toml).unwrap(), Path::new("x")).unwrap();
         assert_eq!(back, meta);
+    }
+
+    /// The rule is rendered from the install's own state directories (the
+    /// units already refuse glob characters there; `devguard` refuses them
+    /// again).
+    #[test]
+    fn the_udev_rule_follows_the_state_dirs() {
+        let bins = tempfile::tempdir().unwrap();
+        for b in BINARIES {
+            std::fs::write(bins.path().join(b), b).unwrap();
+        }
+        let mut meta = metadata(&account(), "t".into());
+        meta.paths.state_dir = "/var/lib/banger-state".into();
+        let plan = build(meta, Path::new("/home/dev"), bins.path()).unwrap();
+        let rule = plan
+            .files
+            .iter()
+            .find(|f| f.target == Path::new(devguard::UDEV_RULE_FILE))
+            .unwrap();
+        let Content::Bytes(text) = &rule.content else {
+            panic!("the rule is generated")
+        };
+        let text = std::str::from_utf8(text).unwrap();
+        assert!(
+            text.contains(r#"=="/var/lib/banger-state/*|/var/lib/banger-root/*""#),
+            "{text}"
+        );
+        assert!(
+            plan.dirs
+                .iter()
+                .any(|d| d.target == Path::new("/etc/udev/rules.d") && d.uid == 0)
+        );
     }
 
     #[test]

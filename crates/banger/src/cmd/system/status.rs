@@ -1,7 +1,9 @@
 //! `banger system status`: how the install looks from outside. The install
 //! metadata and the binaries it names (and their versions), both units as
 //! systemd sees them, whether each daemon answers on its socket and with
-//! which version, and a summary of the daemon's doctor report. Facts are
+//! which version, whether the host guard of issue #13 finding 8 (the udev
+//! rule, and banger's LVM filter where lvm2 is installed) is there and
+//! current, and a summary of the daemon's doctor report. Facts are
 //! gathered first; [`problems`] then judges them (a pure function).
 //!
 //! With `--root DIR` only the files under DIR are looked at.
@@ -14,10 +16,12 @@ use banger_proto::install::{DEFAULT_INSTALL_FILE, InstallMeta};
 use banger_proto::rpc::{Request, Response};
 
 use super::apply::on_disk;
+use super::guard;
 use super::plan::{BINARIES, UNIT_DIR};
 use super::probe::{self, Health};
 use super::systemd::{self, Systemd, UnitState};
 use super::units::{HELPER_UNIT, OWNER_UNIT};
+use banger_host::devguard::GuardState;
 
 /// One installed binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +89,10 @@ pub struct Status {
     pub binaries: Vec<Binary>,
     /// Unit files present under the root.
     pub unit_files: Vec<(&'static str, bool)>,
+    /// `/etc/udev/rules.d/10-banger.rules` against what the paths render.
+    pub udev_rule: GuardState,
+    /// banger's block in `lvmlocal.conf` (`None`: lvm2 is not installed).
+    pub lvm_filter: Option<GuardState>,
     /// `None` with `--root`: the running system was not asked.
     pub units: Option<Vec<UnitState>>,
     pub sockets: Option<Vec<Socket>>,
@@ -144,6 +152,12 @@ pub fn gather(req: &StatusRequest, runner: &Runner, sd: &dyn Systemd) -> Status 
         .into_iter()
         .map(|u| (u, on_disk(root, &Path::new(UNIT_DIR).join(u)).is_file()))
         .collect();
+    let paths = meta
+        .as_ref()
+        .map(|m| m.paths.clone())
+        .unwrap_or_else(super::plan::default_paths);
+    let udev_rule = guard::udev_state(root, &paths);
+    let lvm_filter = guard::lvm_state(runner, root);
     if !req.live {
         return Status {
             root: root.clone(),
@@ -151,6 +165,8 @@ pub fn gather(req: &StatusRequest, runner: &Runner, sd: &dyn Systemd) -> Status 
             meta_error,
             binaries,
             unit_files,
+            udev_rule,
+            lvm_filter,
             units: None,
             sockets: None,
             doctor: None,
@@ -166,10 +182,6 @@ pub fn gather(req: &StatusRequest, runner: &Runner, sd: &dyn Systemd) -> Status 
             })
         })
         .collect();
-    let paths = meta
-        .as_ref()
-        .map(|m| m.paths.clone())
-        .unwrap_or_else(super::plan::default_paths);
     let owner_uid = meta.as_ref().map(|m| m.owner.uid).unwrap_or(0);
     let daemon_socket = paths.runtime_dir.join("bangerd.sock");
     let (daemon_health, client) = probe::daemon(&daemon_socket, owner_uid);
@@ -209,6 +221,8 @@ pub fn gather(req: &StatusRequest, runner: &Runner, sd: &dyn Systemd) -> Status 
         meta_error,
         binaries,
         unit_files,
+        udev_rule,
+        lvm_filter,
         units: Some(units),
         sockets: Some(sockets),
         doctor,
@@ -249,6 +263,20 @@ pub fn problems(s: &Status) -> Vec<String> {
             out.push(format!(
                 "unit file {unit} is missing; reinstall with `sudo banger system install`"
             ));
+        }
+    }
+    for (what, state) in [
+        ("udev rule", Some(&s.udev_rule)),
+        ("LVM filter", s.lvm_filter.as_ref()),
+    ] {
+        match state {
+            None | Some(GuardState::Current) => {}
+            Some(GuardState::Missing) => out.push(format!(
+                "banger's {what} is missing, so the host's tools may act on guest-written disks; reinstall with `sudo banger system install`"
+            )),
+            Some(GuardState::Stale(why)) => out.push(format!(
+                "banger's {what} is out of date ({why}); reinstall with `sudo banger system install`"
+            )),
         }
     }
     if let Some(units) = &s.units {
@@ -362,6 +390,10 @@ pub fn to_json(s: &Status, problems: &[String]) -> serde_json::Value {
         "version": s.meta.as_ref().map(|m| &m.version),
         "installed_at": s.meta.as_ref().map(|m| &m.installed_at),
         "binaries": binaries,
+        "host_guard": {
+            "udev_rule": s.udev_rule.as_str(),
+            "lvm_filter": s.lvm_filter.as_ref().map(GuardState::as_str),
+        },
         "unit_files": s.unit_files.iter().map(|(u, p)| serde_json::json!({"unit": u, "present": p})).collect::<Vec<_>>(),
         "units": units,
         "sockets": s.sockets.as_ref().map(|ss| ss.iter().map(health_json).collect::<Vec<_>>()),
@@ -435,6 +467,17 @@ pub fn to_text(s: &Status, problems: &[String]) -> String {
             }
         }
     }
+    out.push_str(&format!(
+        "guard       udev rule     {}\n",
+        s.udev_rule.as_str()
+    ));
+    out.push_str(&format!(
+        "guard       LVM filter    {}\n",
+        s.lvm_filter
+            .as_ref()
+            .map(GuardState::as_str)
+            .unwrap_or("no lvm2")
+    ));
     for sock in s.sockets.iter().flatten() {
         out.push_str(&format!(
             "socket      {:<13} {:<8} version {} {}{}\n",
@@ -540,6 +583,8 @@ mod tests {
                 })
                 .collect(),
             unit_files: vec![(HELPER_UNIT, true), (OWNER_UNIT, true)],
+            udev_rule: GuardState::Current,
+            lvm_filter: Some(GuardState::Current),
             units: Some(vec![
                 unit(HELPER_UNIT, "active"),
                 unit(OWNER_UNIT, "active"),
@@ -634,6 +679,23 @@ mod tests {
             text.contains("doctor      1 pass, 0 warn, 2 fail\n            fail kvm: unusable\n"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_missing_or_stale_guard_is_a_problem() {
+        let mut s = healthy();
+        s.udev_rule = GuardState::Missing;
+        s.lvm_filter = Some(GuardState::Stale("not in effect".into()));
+        let p = problems(&s);
+        assert_eq!(p.len(), 2, "{p:?}");
+        assert!(p[0].starts_with("banger's udev rule is missing"), "{p:?}");
+        assert!(p[1].starts_with("banger's LVM filter is out of date (not in effect)"));
+        s.lvm_filter = None;
+        assert_eq!(problems(&s).len(), 1);
+        let json = to_json(&s, &[]);
+        assert_eq!(json["host_guard"]["udev_rule"], "missing");
+        assert_eq!(json["host_guard"]["lvm_filter"], serde_json::Value::Null);
+        assert!(to_text(&s, &[]).contains("guard       LVM filter    no lvm2\n"));
     }
 
     #[test]

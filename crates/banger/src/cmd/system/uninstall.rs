@@ -9,8 +9,10 @@
 //! 3. stop both units, then kill whatever is left in the helper's cgroup
 //!    (its `KillMode=process` leaves VMM processes running on a plain stop,
 //!    see ARCHITECTURE.md), disable them;
-//! 4. remove the unit files, the binaries and the install metadata (last,
-//!    so an interrupted uninstall can be run again), reload systemd;
+//! 4. remove the unit files, the binaries, the udev rule and banger's block
+//!    in `lvmlocal.conf` (issue #13 finding 8; the rest of that file and the
+//!    rules directory stay), and the install metadata (last, so an
+//!    interrupted uninstall can be run again), reload systemd and udev;
 //! 5. with `--purge`, the owner's state (store, images, kernels, VMs) and
 //!    the helper's journal; without it they stay, and are listed as kept.
 //!
@@ -26,6 +28,7 @@ use banger_proto::rpc::{Request, Response};
 use banger_proto::vm::{VmInfo, VmRequest, VmResponse};
 
 use super::apply::on_disk;
+use super::guard;
 use super::plan::{BINARIES, UNIT_DIR};
 use super::systemd::{self, QUICK_TIMEOUT, START_TIMEOUT, Systemd, SystemdError};
 use super::units::{HELPER_UNIT, OWNER_UNIT};
@@ -208,6 +211,14 @@ pub fn uninstall(
     }
 
     let mut errors = Vec::new();
+    match guard::remove_lvm_block(root) {
+        Ok(true) => report.kept.push((
+            on_disk(root, Path::new(banger_host::devguard::LVM_LOCAL_CONF)),
+            "banger's block removed; the rest is the admin's",
+        )),
+        Ok(false) => {}
+        Err(e) => errors.push(e),
+    }
     let mut remove = |path: PathBuf, report: &mut Report| match remove_file(&path) {
         Ok(true) => report.removed.push(path),
         Ok(false) => {}
@@ -219,6 +230,10 @@ pub fn uninstall(
     for b in BINARIES {
         remove(on_disk(root, &paths.bin_dir.join(b)), &mut report);
     }
+    remove(
+        on_disk(root, Path::new(banger_host::devguard::UDEV_RULE_FILE)),
+        &mut report,
+    );
     remove(meta_path.clone(), &mut report);
     if let Some(dir) = meta_path.parent() {
         match std::fs::remove_dir(dir) {
@@ -237,6 +252,9 @@ pub fn uninstall(
         }
         // Forget a failed state, so the units vanish from `systemctl`.
         let _ = sd.run(&["reset-failed", HELPER_UNIT, OWNER_UNIT], QUICK_TIMEOUT);
+        report
+            .warnings
+            .extend(guard::reload_udev(&banger_host::runner::Runner, None));
         // Runtime directories go with their units; a socket of a daemon
         // that crashed could stay behind.
         for s in [
