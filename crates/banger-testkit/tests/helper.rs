@@ -172,6 +172,89 @@ fn sigterm_removes_the_socket() {
     assert!(!h.socket.exists());
 }
 
+/// Whoever read the helper's stderr went away (the test process that
+/// started it died; a journal stream broke). Every log line then failed,
+/// tracing-subscriber reported that with `eprintln!`, which panics on a
+/// closed stderr — so the signal thread died at its first log line and
+/// SIGTERM no longer stopped the helper. Seen after a killed test run left
+/// one serving for good.
+#[test]
+fn a_helper_whose_stderr_is_gone_still_stops_on_sigterm() {
+    use std::os::unix::process::ExitStatusExt as _;
+    require_root();
+    let dir = shared_tempdir();
+    let owner = TestUser::create(None);
+    let install = write_install_meta_full(
+        dir.path(),
+        &owner,
+        banger_proto::install::InstallVmm::default(),
+        banger_proto::install::InstallNetwork::default(),
+    );
+    let run = dir.path().join("root-run");
+    std::fs::create_dir_all(&run).unwrap();
+    let socket = run.join("root.sock");
+    let (reader, writer) = std::io::pipe().unwrap();
+    /// The helper this test started, stopped by its pid whatever happens.
+    struct Started(std::process::Child);
+    impl Drop for Started {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut started = Started(
+        std::process::Command::new(bin("bangerd-root"))
+            .arg("--install-file")
+            .arg(&install)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(writer)
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut started.0;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !socket.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the helper never bound its socket"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    drop(reader);
+    // A request makes the helper log with nobody reading (and it must go on
+    // serving).
+    let lines = rawclient(
+        owner.command(bin("banger-rawclient")),
+        &socket,
+        &["hello-priv", "read=1", PROBE_DEVICE, "read=1"],
+    );
+    expect_msg(&lines[1], "ok");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        // `started` stops it by its pid on the way out.
+        assert!(
+            std::time::Instant::now() < deadline,
+            "SIGTERM did not stop a helper whose stderr is gone"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(
+        status.success(),
+        "{status:?} (signal {:?})",
+        status.signal()
+    );
+    assert!(!socket.exists(), "the socket was left behind");
+}
+
 #[test]
 fn refuses_to_start_without_valid_install_metadata() {
     require_root();

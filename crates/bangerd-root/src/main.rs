@@ -83,6 +83,11 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .with_ansi(false)
+        // A log line that cannot be written (nobody reads stderr any more)
+        // is dropped. The default reports it with `eprintln!`, which panics
+        // on that same closed stderr and kills the logging thread — the
+        // signal thread included, after which SIGTERM no longer stops us.
+        .log_internal_errors(false)
         .init();
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
