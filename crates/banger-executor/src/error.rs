@@ -84,6 +84,20 @@ pub enum ExecError {
     },
     #[error("bridge {name} is in banger's journal but does not exist; ensure the bridge first")]
     BridgeMissing { name: String },
+    #[error(
+        "tap {name} for uid {requested} refused: taps belong to uid {owner}, who runs the VMMs"
+    )]
+    TapForOtherUser {
+        name: String,
+        requested: u32,
+        owner: u32,
+    },
+    #[error(
+        "banger's nftables tables (inet banger, bridge banger) are missing (the host's ruleset \
+         was flushed?): no tap or VM goes on bridge {bridge} without them; ensure the bridge \
+         again (restarting bangerd does), which puts them back"
+    )]
+    FirewallMissing { bridge: String },
 
     /// A VM operation (disks, guest files, VMM processes).
     #[error(transparent)]
@@ -128,6 +142,12 @@ pub enum ExecError {
     },
     #[error("enabling IPv4 forwarding")]
     IpForward(#[source] NetError),
+    #[error("switching IPv6 off on {name}")]
+    DisableIpv6 {
+        name: String,
+        #[source]
+        source: NetError,
+    },
     #[error("creating tap {name}")]
     CreateTap {
         name: String,
@@ -209,8 +229,10 @@ impl ExecError {
             | GuestAddress { .. }
             | DuplicateGuest { .. }
             | NotBridgeAddress { .. } => ErrorCode::BadRequest,
-            WrongKind { .. } | TapOwner { .. } | BridgeMissing { .. } => ErrorCode::InvalidState,
-            NotInstalledBridge { .. } => ErrorCode::PermissionDenied,
+            WrongKind { .. } | TapOwner { .. } | BridgeMissing { .. } | FirewallMissing { .. } => {
+                ErrorCode::InvalidState
+            }
+            NotInstalledBridge { .. } | TapForOtherUser { .. } => ErrorCode::PermissionDenied,
             ResolverUnavailable { .. } | ResolverNotHostNamespace { .. } => ErrorCode::Unavailable,
             ReadLinks(_)
             | ReadRoutes(_)
@@ -220,6 +242,7 @@ impl ExecError {
             | RemoveAddress { .. }
             | SetUp { .. }
             | IpForward(_)
+            | DisableIpv6 { .. }
             | CreateTap { .. }
             | SetMaster { .. }
             | DeleteLink { .. }

@@ -139,6 +139,21 @@ impl Executor {
         // elsewhere, through its default route above all.
         let resolvers = self.net.resolvers().map_err(ExecError::ReadResolvers)?;
         validate::holds_nothing_of_the_host(cidr, name, &links, &routes, &resolvers)?;
+        // Gap 14: the owner may never send SyncFirewall. The base rule set
+        // (no guests: the host closed to the bridge but for DNS, nothing
+        // routed from it, no IPv4 or ARP from any tap) is in before the
+        // bridge exists, and back whenever banger's tables have gone (a
+        // flushed ruleset). A bridge made anew gets it too: rules synced
+        // for an earlier bridge of that name describe taps that are gone.
+        let present = self.present_tables().map_err(ExecError::ListTables)?;
+        if existing.is_none() || present.len() != firewall::FAMILIES.len() {
+            let base = FirewallSpec {
+                bridge: spec.name.clone(),
+                guests: Vec::new(),
+                allow_inter_vm: false,
+            };
+            self.replace_firewall(&mut txn, base, spec.address)?;
+        }
 
         let entry = BridgeEntry {
             name: spec.name.clone(),
@@ -236,9 +251,11 @@ impl Executor {
         Ok(())
     }
 
-    /// Exactly our address, up, forwarding on. Changes only what differs.
+    /// IPv6 off, exactly our address, up, forwarding on. Changes only what
+    /// differs (IPv6 is switched off every time: it is one write).
     fn configure_bridge(&self, link: &Link, cidr: Ipv4Cidr) -> Result<(), ExecError> {
         let name = &link.name;
+        self.ipv6_off(name)?;
         for stray in link.addresses.iter().filter(|a| **a != cidr) {
             self.net
                 .del_address(name, *stray)
@@ -271,6 +288,31 @@ impl Executor {
         Ok(())
     }
 
+    /// Gap 14: banger gives guests no IPv6, and a link of banger's with
+    /// IPv6 on takes router advertisements from whatever sits on a tap (an
+    /// on-link route or a default route for the host, an address). Off
+    /// before the link goes up, so it never runs IPv6 at all.
+    fn ipv6_off(&self, name: &str) -> Result<(), ExecError> {
+        self.net
+            .disable_ipv6(name)
+            .map_err(|source| ExecError::DisableIpv6 {
+                name: name.to_string(),
+                source,
+            })
+    }
+
+    /// Refuse to put anything on `bridge` while banger's tables are gone:
+    /// without them a tap's frames reach the host and are routed unfiltered.
+    pub(crate) fn require_firewall(&self, bridge: &str) -> Result<(), ExecError> {
+        let present = self.present_tables().map_err(ExecError::ListTables)?;
+        if present.len() != firewall::FAMILIES.len() {
+            return Err(ExecError::FirewallMissing {
+                bridge: bridge.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// Roll back an interface created by this call: delete it and, if the
     /// journal did not list it before, drop its entry.
     fn undo_create(&self, txn: &mut Txn<'_>, name: &str, was_journaled: bool, bridge: bool) {
@@ -290,9 +332,21 @@ impl Executor {
 
     pub(crate) fn ensure_tap(&self, spec: TapSpec) -> Result<Executed, ExecError> {
         self.installed_bridge_named(&spec.bridge)?;
+        // Gap 12: a tap belongs to the uid the VMMs run as (the installed
+        // owner; root in dev mode), never to one the owner names.
+        if let Some(vm) = &self.vm
+            && spec.owner_uid != vm.owner.0
+        {
+            return Err(ExecError::TapForOtherUser {
+                name: spec.name,
+                requested: spec.owner_uid,
+                owner: vm.owner.0,
+            });
+        }
         let name = spec.name.as_str();
         let mut txn = self.journal.open()?;
         journaled_bridge(&txn.state, &spec.bridge)?;
+        self.require_firewall(&spec.bridge)?;
         let was_journaled = txn.state.tap(name).is_some();
         let links = self.net.links().map_err(ExecError::ReadLinks)?;
         let existing = links.iter().find(|l| l.name == name).cloned();
@@ -337,6 +391,7 @@ impl Executor {
             .map(|l| (l.master.clone(), l.up))
             .unwrap_or((None, false));
         let attach = || -> Result<(), ExecError> {
+            self.ipv6_off(name)?;
             if master.as_deref() != Some(spec.bridge.as_str()) {
                 self.net
                     .set_master(name, &spec.bridge)
@@ -407,7 +462,19 @@ impl Executor {
             }
             validate::guest_address(&g.tap, g.ip, &spec.bridge, subnet)?;
         }
-        let batch = firewall::ruleset(&spec, subnet.address);
+        self.replace_firewall(&mut txn, spec, subnet.address)?;
+        Ok(done(PrivOutcome::Done))
+    }
+
+    /// Replace banger's tables with exactly `spec` (validated) for the
+    /// bridge holding `bridge_ip`, journaled first.
+    fn replace_firewall(
+        &self,
+        txn: &mut Txn<'_>,
+        spec: FirewallSpec,
+        bridge_ip: Ipv4Addr,
+    ) -> Result<(), ExecError> {
+        let batch = firewall::ruleset(&spec, bridge_ip);
         tracing::debug!(bridge = %spec.bridge, %batch, "nft batch");
 
         let previous = (txn.state.firewall, txn.state.nat_guests.clone());
@@ -417,13 +484,13 @@ impl Executor {
         if let Err(source) = self.net.apply_nft(&batch) {
             // nft applies a batch all or nothing: the old tables stand.
             (txn.state.firewall, txn.state.nat_guests) = previous;
-            save_quietly(&txn);
+            save_quietly(txn);
             return Err(ExecError::ApplyFirewall {
                 bridge: spec.bridge,
                 source,
             });
         }
-        Ok(done(PrivOutcome::Done))
+        Ok(())
     }
 
     pub(crate) fn open_dns_sockets(&self, address: Ipv4Addr) -> Result<Executed, ExecError> {
