@@ -15,7 +15,7 @@
 
 use std::fs::File;
 use std::io::Write as _;
-use std::net::{Ipv4Addr, Ipv6Addr, UdpSocket};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd as _;
 use std::path::PathBuf;
 use std::process::Command;
@@ -309,6 +309,33 @@ fn udp4(src: Ipv4Addr, dst: Ipv4Addr, port: u16, payload: &[u8]) -> Vec<u8> {
     ip
 }
 
+/// An IPv6 header and UDP datagram `src:sport -> dst:dport` (with the
+/// checksum IPv6 requires).
+fn udp6(src: Ipv6Addr, dst: Ipv6Addr, sport: u16, dport: u16, payload: &[u8]) -> Vec<u8> {
+    let len = (8 + payload.len()) as u16;
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&sport.to_be_bytes());
+    udp.extend_from_slice(&dport.to_be_bytes());
+    udp.extend_from_slice(&len.to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    let sum = checksum(&[
+        &src.octets(),
+        &dst.octets(),
+        &u32::from(len).to_be_bytes(),
+        &[0, 0, 0, 17],
+        &udp,
+    ]);
+    udp[6..8].copy_from_slice(&sum.to_be_bytes());
+    let mut ip = vec![0x60, 0, 0, 0];
+    ip.extend_from_slice(&len.to_be_bytes());
+    ip.extend_from_slice(&[17, 64]);
+    ip.extend_from_slice(&src.octets());
+    ip.extend_from_slice(&dst.octets());
+    ip.extend_from_slice(&udp);
+    ip
+}
+
 /// A router advertisement from `router` (link-local, its MAC `mac`) to all
 /// nodes: a default router for 30 minutes, and `prefix`/64 on-link and for
 /// address autoconfiguration.
@@ -584,4 +611,84 @@ fn a_flushed_ruleset_leaves_ras_powerless_and_stops_new_taps_and_vms() {
     lab.ensure_bridge();
     lab.call(PrivOp::EnsureTap(second))
         .expect("EnsureTap once the tables are back");
+}
+
+/// Gap 14: `ct state established,related accept` took IPv6 too, and
+/// nothing pins a guest's IPv6 source, so any guest could answer for a
+/// flow the host opened over IPv6 (to another guest, or to anything the
+/// host reaches through the bridge). With IPv6 switched back on on the
+/// bridge by something else, the host sends a datagram to a guest's
+/// link-local address; a reply from that address arriving from the tap
+/// must not reach the host's socket.
+#[test]
+fn guest_ipv6_cannot_ride_a_flow_the_host_opened() {
+    let lab = Lab::with_guest(false);
+    let mut tap = lab.open_tap();
+    sysctl(&lab.h, &format!("ipv6/conf/{BRIDGE}/accept_dad"), "0");
+    sysctl(&lab.h, &format!("ipv6/conf/{BRIDGE}/disable_ipv6"), "0");
+    let index = lab.link(BRIDGE).unwrap()["ifindex"].as_u64().unwrap() as u32;
+    let mut host_ll = None;
+    wait_until("the bridge's link-local address", || {
+        let v: Value = serde_json::from_str(&run_ok(ip(
+            &lab.h,
+            &format!("-j -6 addr show dev {BRIDGE} scope link"),
+        )))
+        .unwrap();
+        host_ll = v[0]["addr_info"][0]["local"]
+            .as_str()
+            .and_then(|a| a.parse::<Ipv6Addr>().ok());
+        host_ll.is_some()
+    });
+    let host_ll = host_ll.unwrap();
+    let guest_ll = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
+    let host = lab
+        .h
+        .run(|| UdpSocket::bind(SocketAddrV6::new(host_ll, 7000, 0, index)).unwrap());
+    host.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    // The host's flow: host:7000 -> guest:9 (conntrack records it as it
+    // leaves, whether or not anyone answers the neighbour solicitation).
+    host.send_to(b"probe", SocketAddrV6::new(guest_ll, 9, 0, index))
+        .unwrap();
+    let bridge_mac = lab.bridge_mac();
+    let reply = ether(
+        bridge_mac,
+        GUEST_MAC,
+        0x86dd,
+        &udp6(guest_ll, host_ll, 9, 7000, b"reply"),
+    );
+    let bridge_rx = lab.rx(BRIDGE);
+    send(&mut tap, &reply);
+    assert_eq!(
+        received(&host).as_deref(),
+        None,
+        "an IPv6 datagram from the tap rode the host's flow in"
+    );
+    assert!(
+        lab.rx(BRIDGE) > bridge_rx,
+        "the reply never reached the bridge; the test proves nothing"
+    );
+}
+
+/// Gap 14: a banger tap that is not (or no longer) a bridge port hands its
+/// frames to the host's IP stack directly; `input` dropped them, but
+/// `forward` routed them on (the chain's policy is accept, and its rules
+/// name only the bridge). With the tap taken off the bridge, a packet
+/// from it to an upstream host must not get there.
+#[test]
+fn a_tap_off_the_bridge_routes_nothing() {
+    let lab = Lab::with_guest(true);
+    let mut tap = lab.open_tap();
+    run_ok(ip(&lab.h, &format!("link set {TAP} nomaster")));
+    let upstream = Lab::listen(&lab.u, UPSTREAM_IP, 9998);
+    let tap_mac = mac(lab.link(TAP).unwrap()["address"].as_str().unwrap());
+    let tap_rx = lab.rx(TAP);
+    let packet = udp4(GUEST_IP, UPSTREAM_IP, 9998, b"off the bridge");
+    send(&mut tap, &ether(tap_mac, GUEST_MAC, 0x0800, &packet));
+    assert_eq!(
+        received(&upstream).as_deref(),
+        None,
+        "a packet from a tap off the bridge was routed upstream"
+    );
+    assert!(lab.rx(TAP) > tap_rx, "the tap took no frame");
 }
