@@ -35,6 +35,12 @@ pub enum ExecError {
     )]
     SubnetHoldsHostAddress { subnet: Ipv4Cidr, what: String },
     #[error(
+        "route {route} goes through nexthop object {id}, whose gateway and interface the kernel \
+         does not report (net.ipv4.nexthop_compat_mode=0), so banger cannot check that the bridge \
+         subnet holds neither; set net.ipv4.nexthop_compat_mode=1"
+    )]
+    UncheckedNexthop { route: Ipv4Cidr, id: u32 },
+    #[error(
         "{requested} is not this install's bridge, {installed}: the bridge and its subnet are \
          root's choice (`banger system install --bridge/--subnet`; in dev mode, the daemon's \
          configuration)"
@@ -222,6 +228,7 @@ impl ExecError {
             | BridgeAddress { .. }
             | SubnetOverlap { .. }
             | SubnetHoldsHostAddress { .. }
+            | UncheckedNexthop { .. }
             | RenamedBridge { .. }
             | NotOurs { .. }
             | NotJournaled { .. }

@@ -90,6 +90,7 @@ impl FakeNet {
             interface: Some(interface.into()),
             table: 254,
             gateways: Vec::new(),
+            nexthop_id: None,
         });
         self
     }
@@ -107,6 +108,7 @@ impl FakeNet {
             interface: Some(interface.into()),
             table: 254,
             gateways: vec![gateway],
+            nexthop_id: None,
         });
         self
     }
@@ -384,6 +386,7 @@ impl HostNet for FakeNet {
                     interface: Some(l.name.clone()),
                     table: 254,
                     gateways: Vec::new(),
+                    nexthop_id: None,
                 });
             }
         }

@@ -136,6 +136,10 @@ pub struct RouteV4 {
     /// The IPv4 gateways it goes through: its own, or those of its
     /// multipath next hops; empty for a route on a link.
     pub gateways: Vec<Ipv4Addr>,
+    /// The nexthop object it goes through (`RTA_NH_ID`), if any: with
+    /// `net.ipv4.nexthop_compat_mode=0` the kernel then reports neither
+    /// its gateway nor its interface.
+    pub nexthop_id: Option<u32>,
 }
 
 /// An nftables table: `family` (`inet`, `bridge`, `ip`, ...) and name.
