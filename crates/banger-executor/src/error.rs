@@ -88,6 +88,16 @@ pub enum ExecError {
         owner: u32,
         requested: u32,
     },
+    #[error(
+        "tap {name} is not the tap banger made: it belongs to {}, banger made it for uid \
+         {journaled}; refusing to touch it (remove it, then run teardown again)",
+        owner.map_or_else(|| "no uid (or could not be read)".to_string(), |u| format!("uid {u}"))
+    )]
+    ForeignTap {
+        name: String,
+        owner: Option<u32>,
+        journaled: u32,
+    },
     #[error("bridge {name} is in banger's journal but does not exist; ensure the bridge first")]
     BridgeMissing { name: String },
     #[error(
@@ -236,9 +246,11 @@ impl ExecError {
             | GuestAddress { .. }
             | DuplicateGuest { .. }
             | NotBridgeAddress { .. } => ErrorCode::BadRequest,
-            WrongKind { .. } | TapOwner { .. } | BridgeMissing { .. } | FirewallMissing { .. } => {
-                ErrorCode::InvalidState
-            }
+            WrongKind { .. }
+            | TapOwner { .. }
+            | ForeignTap { .. }
+            | BridgeMissing { .. }
+            | FirewallMissing { .. } => ErrorCode::InvalidState,
             NotInstalledBridge { .. } | TapForOtherUser { .. } => ErrorCode::PermissionDenied,
             ResolverUnavailable { .. } | ResolverNotHostNamespace { .. } => ErrorCode::Unavailable,
             ReadLinks(_)

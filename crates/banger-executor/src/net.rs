@@ -6,7 +6,9 @@
 //! * the journal is locked for the whole operation, and the journal- and
 //!   route-dependent checks run before the first change to the host;
 //! * only interfaces the journal lists are ever changed or deleted; a
-//!   same-named interface it does not list is refused, never adopted;
+//!   same-named interface it does not list is refused, never adopted, and a
+//!   journaled tap owned by another uid than the one it was made for is
+//!   not banger's (its name was taken after banger's tap went);
 //! * a journal entry is written before the object is created, and dropped
 //!   again if the creation fails;
 //! * doing an operation twice changes nothing the second time.
@@ -58,6 +60,22 @@ fn check_ours(link: Option<&Link>, journaled: bool, expected: LinkKind) -> Resul
         });
     }
     Ok(())
+}
+
+/// Gap 14: a journaled name is not enough to act on a tap. The tap banger
+/// made is owned by the uid it was made for (`TUNSETOWNER`); a same-named
+/// tap owned by anyone else (or no one) took the name after banger's was
+/// gone, and is not banger's to delete. `journaled`: that uid, or `None`
+/// for a link that is not a tap.
+fn check_tap_owner(link: &Link, journaled: Option<u32>) -> Result<(), ExecError> {
+    match journaled {
+        Some(uid) if link.tap_owner != Some(uid) => Err(ExecError::ForeignTap {
+            name: link.name.clone(),
+            owner: link.tap_owner,
+            journaled: uid,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn journaled_bridge<'a>(journal: &'a Journal, name: &str) -> Result<&'a BridgeEntry, ExecError> {
@@ -226,19 +244,19 @@ impl Executor {
         let links = self.net.links().map_err(ExecError::ReadLinks)?;
         let known = |name: &str| Some(links.iter().find(|l| l.name == name));
         for bridge in stale {
-            let taps: Vec<String> = txn
+            let taps: Vec<(String, u32)> = txn
                 .state
                 .taps
                 .iter()
                 .filter(|t| t.bridge == bridge)
-                .map(|t| t.name.clone())
+                .map(|t| (t.name.clone(), t.owner_uid))
                 .collect();
-            for tap in taps {
-                self.remove_link(&tap, LinkKind::Tap, known(&tap))?;
+            for (tap, owner) in taps {
+                self.remove_link(&tap, LinkKind::Tap, Some(owner), known(&tap))?;
                 txn.state.remove_tap(&tap);
                 txn.save()?;
             }
-            self.remove_link(&bridge, LinkKind::Bridge, known(&bridge))?;
+            self.remove_link(&bridge, LinkKind::Bridge, None, known(&bridge))?;
             tracing::info!(
                 bridge,
                 installed,
@@ -423,19 +441,11 @@ impl Executor {
 
     pub(crate) fn delete_tap(&self, name: String) -> Result<Executed, ExecError> {
         let mut txn = self.journal.open()?;
-        if txn.state.tap(&name).is_none() {
+        let Some(owner) = txn.state.tap(&name).map(|t| t.owner_uid) else {
             return Err(ExecError::NotJournaled { what: "tap", name });
-        }
+        };
         let existing = self.net.link(&name).map_err(ExecError::ReadLinks)?;
-        check_ours(existing.as_ref(), true, LinkKind::Tap)?;
-        if existing.is_some() {
-            self.net
-                .delete_link(&name)
-                .map_err(|source| ExecError::DeleteLink {
-                    name: name.clone(),
-                    source,
-                })?;
-        }
+        self.remove_link(&name, LinkKind::Tap, Some(owner), Some(existing.as_ref()))?;
         txn.state.remove_tap(&name);
         txn.save()?;
         Ok(done(PrivOutcome::Done))
@@ -698,7 +708,12 @@ impl Executor {
 
         let mut kept_taps = Vec::new();
         for tap in std::mem::take(&mut txn.state.taps) {
-            match self.remove_link(&tap.name, LinkKind::Tap, lookup(&tap.name)) {
+            match self.remove_link(
+                &tap.name,
+                LinkKind::Tap,
+                Some(tap.owner_uid),
+                lookup(&tap.name),
+            ) {
                 Ok(Some(what)) => removed.push(what),
                 Ok(None) => {}
                 Err(e) => {
@@ -711,7 +726,7 @@ impl Executor {
 
         let mut kept_bridges = Vec::new();
         for bridge in std::mem::take(&mut txn.state.bridges) {
-            match self.remove_link(&bridge.name, LinkKind::Bridge, lookup(&bridge.name)) {
+            match self.remove_link(&bridge.name, LinkKind::Bridge, None, lookup(&bridge.name)) {
                 Ok(Some(what)) => removed.push(what),
                 Ok(None) => {}
                 Err(e) => {
@@ -751,17 +766,31 @@ impl Executor {
     }
 
     /// Delete one journaled interface. `known` is the kernel's view from the
-    /// listing (`None` when the listing failed: then just try). Returns what
-    /// was removed, `None` when it was already gone.
+    /// listing (`None` when the listing failed: then just try a bridge; a
+    /// tap is left, as its owner cannot be checked). `tap_owner` is, for a
+    /// tap, the uid banger made it for. Returns what was removed, `None`
+    /// when it was already gone.
     fn remove_link(
         &self,
         name: &str,
         kind: LinkKind,
+        tap_owner: Option<u32>,
         known: Option<Option<&Link>>,
     ) -> Result<Option<String>, ExecError> {
-        if let Some(link) = known {
-            let Some(link) = link else { return Ok(None) };
-            check_ours(Some(link), true, kind.clone())?;
+        match (known, tap_owner) {
+            (Some(None), _) => return Ok(None),
+            (Some(Some(link)), _) => {
+                check_ours(Some(link), true, kind.clone())?;
+                check_tap_owner(link, tap_owner)?;
+            }
+            (None, Some(journaled)) => {
+                return Err(ExecError::ForeignTap {
+                    name: name.to_string(),
+                    owner: None,
+                    journaled,
+                });
+            }
+            (None, None) => {}
         }
         let deleted = self
             .net

@@ -692,3 +692,29 @@ fn a_tap_off_the_bridge_routes_nothing() {
     );
     assert!(lab.rx(TAP) > tap_rx, "the tap took no frame");
 }
+
+/// Gap 14: links were identified by their journaled name (and kind)
+/// alone. When banger's tap is gone and another tap of the same name
+/// takes its place (made by someone else, for another uid), the helper
+/// must not delete it on the owner's word — neither by `DeleteTap` nor in
+/// a teardown — since it is not the tap banger made for the owner.
+#[test]
+fn a_tap_that_took_a_journaled_name_is_left_alone() {
+    let lab = Lab::new();
+    lab.ensure_bridge();
+    lab.ensure_tap(lab.owner.uid).expect("EnsureTap");
+    run_ok(ip(&lab.h, &format!("link del {TAP}")));
+    run_ok(ip(&lab.h, &format!("tuntap add dev {TAP} mode tap user 0")));
+    let err = lab
+        .call(PrivOp::DeleteTap { name: TAP.into() })
+        .expect_err("another tap under the journaled name");
+    assert!(err.contains(TAP), "{err}");
+    assert!(lab.link(TAP).is_some(), "DeleteTap removed the other tap");
+    let report = lab.call(PrivOp::Teardown).expect("Teardown");
+    assert!(
+        lab.link(TAP).is_some(),
+        "Teardown removed the other tap: {report}"
+    );
+    assert!(report.to_string().contains(TAP), "{report}");
+    run_ok(ip(&lab.h, &format!("link del {TAP}")));
+}
