@@ -35,6 +35,12 @@ pub enum ExecError {
     )]
     SubnetHoldsHostAddress { subnet: Ipv4Cidr, what: String },
     #[error(
+        "route {route} goes through nexthop object {id}, whose gateway and interface the kernel \
+         does not report (net.ipv4.nexthop_compat_mode=0), so banger cannot check that the bridge \
+         subnet holds neither; set net.ipv4.nexthop_compat_mode=1"
+    )]
+    UncheckedNexthop { route: Ipv4Cidr, id: u32 },
+    #[error(
         "{requested} is not this install's bridge, {installed}: the bridge and its subnet are \
          root's choice (`banger system install --bridge/--subnet`; in dev mode, the daemon's \
          configuration)"
@@ -82,8 +88,32 @@ pub enum ExecError {
         owner: u32,
         requested: u32,
     },
+    #[error(
+        "tap {name} is not the tap banger made: it belongs to {}, banger made it for uid \
+         {journaled}; refusing to touch it (remove it, then run teardown again)",
+        owner.map_or_else(|| "no uid (or could not be read)".to_string(), |u| format!("uid {u}"))
+    )]
+    ForeignTap {
+        name: String,
+        owner: Option<u32>,
+        journaled: u32,
+    },
     #[error("bridge {name} is in banger's journal but does not exist; ensure the bridge first")]
     BridgeMissing { name: String },
+    #[error(
+        "tap {name} for uid {requested} refused: taps belong to uid {owner}, who runs the VMMs"
+    )]
+    TapForOtherUser {
+        name: String,
+        requested: u32,
+        owner: u32,
+    },
+    #[error(
+        "banger's nftables tables (inet banger, bridge banger) are missing (the host's ruleset \
+         was flushed?): no tap or VM goes on bridge {bridge} without them; ensure the bridge \
+         again (restarting bangerd does), which puts them back"
+    )]
+    FirewallMissing { bridge: String },
 
     /// A VM operation (disks, guest files, VMM processes).
     #[error(transparent)]
@@ -128,6 +158,12 @@ pub enum ExecError {
     },
     #[error("enabling IPv4 forwarding")]
     IpForward(#[source] NetError),
+    #[error("switching IPv6 off on {name}")]
+    DisableIpv6 {
+        name: String,
+        #[source]
+        source: NetError,
+    },
     #[error("creating tap {name}")]
     CreateTap {
         name: String,
@@ -202,6 +238,7 @@ impl ExecError {
             | BridgeAddress { .. }
             | SubnetOverlap { .. }
             | SubnetHoldsHostAddress { .. }
+            | UncheckedNexthop { .. }
             | RenamedBridge { .. }
             | NotOurs { .. }
             | NotJournaled { .. }
@@ -209,8 +246,12 @@ impl ExecError {
             | GuestAddress { .. }
             | DuplicateGuest { .. }
             | NotBridgeAddress { .. } => ErrorCode::BadRequest,
-            WrongKind { .. } | TapOwner { .. } | BridgeMissing { .. } => ErrorCode::InvalidState,
-            NotInstalledBridge { .. } => ErrorCode::PermissionDenied,
+            WrongKind { .. }
+            | TapOwner { .. }
+            | ForeignTap { .. }
+            | BridgeMissing { .. }
+            | FirewallMissing { .. } => ErrorCode::InvalidState,
+            NotInstalledBridge { .. } | TapForOtherUser { .. } => ErrorCode::PermissionDenied,
             ResolverUnavailable { .. } | ResolverNotHostNamespace { .. } => ErrorCode::Unavailable,
             ReadLinks(_)
             | ReadRoutes(_)
@@ -220,6 +261,7 @@ impl ExecError {
             | RemoveAddress { .. }
             | SetUp { .. }
             | IpForward(_)
+            | DisableIpv6 { .. }
             | CreateTap { .. }
             | SetMaster { .. }
             | DeleteLink { .. }

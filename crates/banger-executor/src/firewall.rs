@@ -14,9 +14,13 @@
 //! ```
 //!
 //! so the old rules are never gone before the new ones are in, and a failed
-//! batch changes nothing. With bridge `B` and its address `A` (from the
-//! executor's journal, never from the request), NAT guests `N` (their
-//! addresses), and every guest tap `T` with its address `ip(T)`:
+//! batch changes nothing. `EnsureBridge` installs the rule set for no guests
+//! (the base) before the bridge exists and whenever the tables are gone;
+//! `EnsureTap` and `LaunchVm` refuse while they are (gap 14: the owner may
+//! never sync). With bridge `B` and its address `A` (from the executor's
+//! journal, never from the request), NAT guests `N` (their addresses), and
+//! every guest tap `T` with its address `ip(T)` and MAC `mac(T)`
+//! ([`guest_mac`] of the address):
 //!
 //! `inet banger` (routed traffic, and traffic to the host itself):
 //! * `input` (filter): what guests may send to the host. A packet a guest
@@ -27,50 +31,70 @@
 //!   1. `iifname "bangertap*" drop`: a banger tap that is not (or no longer)
 //!      a bridge port would hand guest packets to the host stack directly;
 //!      nothing of the host answers a tap;
-//!   2. `iifname B ct state established,related accept`: replies to
+//!   2. `iifname B meta nfproto ipv6 drop`: banger gives guests no IPv6 and
+//!      switches it off on the bridge and taps; should something switch it
+//!      back on, no IPv6 packet reaches the host — not even one riding a
+//!      connection the host opened, since nothing pins a guest's IPv6
+//!      source (rule 3 accepts only IPv4, whose sources `bridge banger`
+//!      pins per tap);
+//!   3. `iifname B ct state established,related accept`: replies to
 //!      connections the host opened (SSH and rsync to guests, readiness);
-//!   3. `iifname B ip daddr A meta l4proto { tcp, udp } th dport 53 accept`:
+//!   4. `iifname B ip daddr A meta l4proto { tcp, udp } th dport 53 accept`:
 //!      the `.vm` DNS server, the one host service guests are given (banger
 //!      configures guests statically: no DHCP);
-//!   4. `iifname B drop`: everything else, every protocol and both IP
-//!      families — other ports of `A`, every other host address, IPv6
-//!      (link-local included; banger gives guests no IPv6, so the bridge's
-//!      IPv6 is filtered here rather than switched off per link), ICMP
-//!      echo, broadcast and multicast.
+//!   5. `iifname B drop`: everything else — other ports of `A`, every other
+//!      host address, ICMP echo, broadcast and multicast.
 //! * `postrouting` (nat, srcnat): `oifname != B ip saddr N masquerade`: NAT
 //!   guests leave through any interface but the bridge under the host's
 //!   address. Omitted when `N` is empty.
 //! * `forward` (filter):
-//!   1. `iifname B oifname B accept|drop`: guest to guest (only seen here when
+//!   1. `iifname "bangertap*" drop`, `oifname "bangertap*" drop`: a tap that
+//!      is not a bridge port routes nothing, either way;
+//!   2. `iifname B ct status dnat drop`: a guest's packet another table
+//!      (Docker's published ports, kube-proxy) rewrote to a new destination
+//!      would otherwise pass as the guest's own traffic; banger makes no
+//!      DNAT;
+//!   3. `iifname B oifname B accept|drop`: guest to guest (only seen here when
 //!      `br_netfilter` passes bridged traffic to IP hooks); accept iff
 //!      `allow_inter_vm`;
-//!   2. `oifname B ct state established,related accept`: replies come back;
-//!   3. `oifname B drop`: nothing else is routed to the guests (the host
+//!   4. `oifname B ct state established,related accept`: replies come back;
+//!   5. `oifname B drop`: nothing else is routed to the guests (the host
 //!      itself reaches them through `output`, which this does not touch);
-//!   4. `iifname B ip saddr N accept`: NAT guests may go out (omitted when
-//!      `N` is empty);
-//!   5. `iifname B drop`: everyone else is an offline sandbox.
+//!   6. `iifname B meta nfproto ipv6 drop` and
+//!      `iifname B ip daddr 169.254.0.0/16 drop`: no IPv6 (link-local
+//!      included) and no IPv4 link-local destination (a cloud's metadata
+//!      service at 169.254.169.254) for any guest, NAT or not;
+//!   7. `iifname B ip saddr N accept`: NAT guests may go out (omitted when
+//!      `N` is empty) — wherever the host's routes lead, every non-bridge
+//!      link included (a VPN's too: egress is not narrowed to the default
+//!      route's interface);
+//!   8. `iifname B drop`: everyone else is an offline sandbox.
 //!
 //!   Traffic to the host's own addresses (the `.vm` DNS server included)
-//!   is `input`, not `forward`: rule 5 does not cut offline guests off DNS,
+//!   is `input`, not `forward`: rule 8 does not cut offline guests off DNS,
 //!   and the `input` chain above is what limits them to it.
 //!
-//! `bridge banger` (frames on the bridge, before L3 sees them; this is what
-//! makes "a guest's address arrives only from its own tap" hold, since L3 only
-//! sees the bridge):
+//! `bridge banger` (frames on the bridge, before L3 sees them and before
+//! the bridge learns their source MAC; this is what makes "a guest's
+//! address arrives only from its own tap" hold, since L3 only sees the
+//! bridge):
 //! * `prerouting` (filter):
-//!   1. per guest: `iifname T ip saddr != ip(T) drop` and
+//!   1. per guest: `iifname T ether saddr != mac(T) drop` and
+//!      `iifname T ether type arp arp saddr ether != mac(T) drop` (no
+//!      frame under another MAC: a guest cannot make the bridge send it
+//!      another guest's traffic), `iifname T ip saddr != ip(T) drop` and
 //!      `iifname T arp saddr ip != ip(T) drop` (no IPv4 or ARP spoofing);
-//!   2. `iifname "bangertap*" iifname != {T...} ether type { ip, arp } drop`:
-//!      a banger tap without a guest entry has no IPv4 identity yet;
+//!   2. `iifname "bangertap*" iifname != {T...} drop`: a banger tap without
+//!      a guest entry has no identity yet: nothing of it gets on the bridge;
 //!   3. `iifname "bangertap*" ether type 8021q drop`: no VLAN-tagged frames
 //!      sneaking past the checks above.
 //! * `forward` (filter): `iifname "bangertap*" oifname "bangertap*" drop`
 //!   unless `allow_inter_vm`: guests cannot reach each other even at L2
 //!   (flooded ARP still reaches the host, which is local delivery).
 //!
-//! IPv6 from guests is neither routed (forward rule 5) nor delivered to the
-//! host (input rule 4); at L2 it is left alone. Policies are `accept`: these chains only
+//! IPv6 from guests is neither routed (forward rule 6) nor delivered to the
+//! host (input rule 2); at L2 it is left alone (between guests, under
+//! `allow_inter_vm`). Policies are `accept`: these chains only
 //! add drops for banger's own traffic, and the host's other tables keep
 //! their say (a `drop` policy elsewhere, e.g. Docker's, still applies).
 //! The tables describe one bridge: a sync for another bridge replaces them.
@@ -78,11 +102,15 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use banger_proto::net::{DNS_PORT, FirewallSpec, NFT_TABLE, TAP_PREFIX};
+use banger_proto::net::{DNS_PORT, FirewallSpec, NFT_TABLE, TAP_PREFIX, guest_mac};
 
 /// The table families banger owns, each holding one table named
 /// [`NFT_TABLE`].
 pub const FAMILIES: [&str; 2] = ["inet", "bridge"];
+
+/// IPv4 link-local (RFC 3927): cloud metadata services (169.254.169.254)
+/// and other hosts' link-local neighbours, never a guest's destination.
+const LINK_LOCAL_V4: &str = "169.254.0.0/16";
 
 /// The NAT guests' addresses, sorted and unique.
 pub fn nat_guests(spec: &FirewallSpec) -> Vec<Ipv4Addr> {
@@ -140,6 +168,8 @@ pub fn ruleset(spec: &FirewallSpec, bridge_ip: Ipv4Addr) -> String {
     line("\tchain input {");
     line("\t\ttype filter hook input priority filter; policy accept;");
     line(&format!("\t\tiifname {wildcard} drop"));
+    // Input rule 2: before the established accept, which pins no IPv6 source.
+    line(&format!("\t\tiifname \"{b}\" meta nfproto ipv6 drop"));
     line(&format!(
         "\t\tiifname \"{b}\" ct state established,related accept"
     ));
@@ -159,11 +189,21 @@ pub fn ruleset(spec: &FirewallSpec, bridge_ip: Ipv4Addr) -> String {
     line("\t}");
     line("\tchain forward {");
     line("\t\ttype filter hook forward priority filter; policy accept;");
+    // Forward rules 1-2 (module docs): non-port taps route nothing; another
+    // table's DNAT does not launder a guest's packet.
+    line(&format!("\t\tiifname {wildcard} drop"));
+    line(&format!("\t\toifname {wildcard} drop"));
+    line(&format!("\t\tiifname \"{b}\" ct status dnat drop"));
     line(&format!("\t\tiifname \"{b}\" oifname \"{b}\" {inter_vm}"));
     line(&format!(
         "\t\toifname \"{b}\" ct state established,related accept"
     ));
     line(&format!("\t\toifname \"{b}\" drop"));
+    // Forward rule 6: no IPv6 and no link-local destination, NAT or not.
+    line(&format!("\t\tiifname \"{b}\" meta nfproto ipv6 drop"));
+    line(&format!(
+        "\t\tiifname \"{b}\" ip daddr {LINK_LOCAL_V4} drop"
+    ));
     if !nat.is_empty() {
         line(&format!(
             "\t\tiifname \"{b}\" ip saddr {} accept",
@@ -178,6 +218,17 @@ pub fn ruleset(spec: &FirewallSpec, bridge_ip: Ipv4Addr) -> String {
     line("\tchain prerouting {");
     line("\t\ttype filter hook prerouting priority filter; policy accept;");
     for g in &guests {
+        // Prerouting rule 1: the tap speaks only as its guest's MAC and
+        // address; dropped here, before the bridge learns the MAC.
+        let mac = guest_mac(g.ip);
+        line(&format!(
+            "\t\tiifname \"{}\" ether saddr != {mac} drop",
+            g.tap
+        ));
+        line(&format!(
+            "\t\tiifname \"{}\" ether type arp arp saddr ether != {mac} drop",
+            g.tap
+        ));
         line(&format!(
             "\t\tiifname \"{}\" ether type ip ip saddr != {} drop",
             g.tap, g.ip
@@ -191,7 +242,9 @@ pub fn ruleset(spec: &FirewallSpec, bridge_ip: Ipv4Addr) -> String {
     if !taps.is_empty() {
         let _ = write!(unknown, " iifname != {}", set(&taps, true));
     }
-    unknown.push_str(" ether type { ip, arp } drop");
+    // Rule 2: every frame, not just IPv4 and ARP, or the tap could still
+    // teach the bridge a guest's MAC.
+    unknown.push_str(" drop");
     line(&unknown);
     line(&format!("\t\tiifname {wildcard} ether type 8021q drop"));
     line("\t}");
@@ -251,6 +304,7 @@ table inet banger {
 \tchain input {
 \t\ttype filter hook input priority filter; policy accept;
 \t\tiifname \"bangertap*\" drop
+\t\tiifname \"banger0\" meta nfproto ipv6 drop
 \t\tiifname \"banger0\" ct state established,related accept
 \t\tiifname \"banger0\" ip daddr 10.0.0.1 meta l4proto { tcp, udp } th dport 53 accept
 \t\tiifname \"banger0\" drop
@@ -261,9 +315,14 @@ table inet banger {
 \t}
 \tchain forward {
 \t\ttype filter hook forward priority filter; policy accept;
+\t\tiifname \"bangertap*\" drop
+\t\toifname \"bangertap*\" drop
+\t\tiifname \"banger0\" ct status dnat drop
 \t\tiifname \"banger0\" oifname \"banger0\" drop
 \t\toifname \"banger0\" ct state established,related accept
 \t\toifname \"banger0\" drop
+\t\tiifname \"banger0\" meta nfproto ipv6 drop
+\t\tiifname \"banger0\" ip daddr 169.254.0.0/16 drop
 \t\tiifname \"banger0\" ip saddr { 10.0.0.2 } accept
 \t\tiifname \"banger0\" drop
 \t}
@@ -271,11 +330,15 @@ table inet banger {
 table bridge banger {
 \tchain prerouting {
 \t\ttype filter hook prerouting priority filter; policy accept;
+\t\tiifname \"bangertap0\" ether saddr != 02:ba:0a:00:00:02 drop
+\t\tiifname \"bangertap0\" ether type arp arp saddr ether != 02:ba:0a:00:00:02 drop
 \t\tiifname \"bangertap0\" ether type ip ip saddr != 10.0.0.2 drop
 \t\tiifname \"bangertap0\" ether type arp arp saddr ip != 10.0.0.2 drop
+\t\tiifname \"bangertap1\" ether saddr != 02:ba:0a:00:00:03 drop
+\t\tiifname \"bangertap1\" ether type arp arp saddr ether != 02:ba:0a:00:00:03 drop
 \t\tiifname \"bangertap1\" ether type ip ip saddr != 10.0.0.3 drop
 \t\tiifname \"bangertap1\" ether type arp arp saddr ip != 10.0.0.3 drop
-\t\tiifname \"bangertap*\" iifname != { \"bangertap0\", \"bangertap1\" } ether type { ip, arp } drop
+\t\tiifname \"bangertap*\" iifname != { \"bangertap0\", \"bangertap1\" } drop
 \t\tiifname \"bangertap*\" ether type 8021q drop
 \t}
 \tchain forward {
@@ -291,7 +354,7 @@ table bridge banger {
     fn inter_vm_and_no_nat_variants() {
         let r = ruleset(&spec(true), Ipv4Addr::new(10, 0, 0, 1));
         assert!(r.contains("iifname \"banger0\" oifname \"banger0\" accept"));
-        assert!(!r.contains("oifname \"bangertap*\" drop"));
+        assert!(!r.contains("iifname \"bangertap*\" oifname \"bangertap*\" drop"));
         let none = FirewallSpec {
             bridge: "banger0".into(),
             guests: vec![],
@@ -300,7 +363,7 @@ table bridge banger {
         let r = ruleset(&none, Ipv4Addr::new(10, 0, 0, 1));
         assert!(!r.contains("masquerade"));
         assert!(!r.contains("saddr {"));
-        assert!(r.contains("\t\tiifname \"bangertap*\" ether type { ip, arp } drop\n"));
+        assert!(r.contains("\t\tiifname \"bangertap*\" drop\n"));
         // Without guests the host is still closed to the bridge but for DNS.
         assert!(r.contains(
             "\t\tiifname \"banger0\" ip daddr 10.0.0.1 meta l4proto { tcp, udp } th dport 53 accept\n\t\tiifname \"banger0\" drop\n"

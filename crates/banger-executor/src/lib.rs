@@ -168,6 +168,7 @@ impl Executor {
                 // left on a bridge of an earlier choice.
                 if let Some(tap) = &tap {
                     self.installed_bridge_named(&tap.bridge)?;
+                    self.require_firewall(&tap.bridge)?;
                 }
                 PrivOutcome::Vmm(vm.launch(&spec, tap.is_some())?)
             }

@@ -6,7 +6,9 @@
 //! * the journal is locked for the whole operation, and the journal- and
 //!   route-dependent checks run before the first change to the host;
 //! * only interfaces the journal lists are ever changed or deleted; a
-//!   same-named interface it does not list is refused, never adopted;
+//!   same-named interface it does not list is refused, never adopted, and a
+//!   journaled tap owned by another uid than the one it was made for is
+//!   not banger's (its name was taken after banger's tap went);
 //! * a journal entry is written before the object is created, and dropped
 //!   again if the creation fails;
 //! * doing an operation twice changes nothing the second time.
@@ -58,6 +60,22 @@ fn check_ours(link: Option<&Link>, journaled: bool, expected: LinkKind) -> Resul
         });
     }
     Ok(())
+}
+
+/// Gap 14: a journaled name is not enough to act on a tap. The tap banger
+/// made is owned by the uid it was made for (`TUNSETOWNER`); a same-named
+/// tap owned by anyone else (or no one) took the name after banger's was
+/// gone, and is not banger's to delete. `journaled`: that uid, or `None`
+/// for a link that is not a tap.
+fn check_tap_owner(link: &Link, journaled: Option<u32>) -> Result<(), ExecError> {
+    match journaled {
+        Some(uid) if link.tap_owner != Some(uid) => Err(ExecError::ForeignTap {
+            name: link.name.clone(),
+            owner: link.tap_owner,
+            journaled: uid,
+        }),
+        _ => Ok(()),
+    }
 }
 
 fn journaled_bridge<'a>(journal: &'a Journal, name: &str) -> Result<&'a BridgeEntry, ExecError> {
@@ -139,6 +157,21 @@ impl Executor {
         // elsewhere, through its default route above all.
         let resolvers = self.net.resolvers().map_err(ExecError::ReadResolvers)?;
         validate::holds_nothing_of_the_host(cidr, name, &links, &routes, &resolvers)?;
+        // Gap 14: the owner may never send SyncFirewall. The base rule set
+        // (no guests: the host closed to the bridge but for DNS, nothing
+        // routed from it, no IPv4 or ARP from any tap) is in before the
+        // bridge exists, and back whenever banger's tables have gone (a
+        // flushed ruleset). A bridge made anew gets it too: rules synced
+        // for an earlier bridge of that name describe taps that are gone.
+        let present = self.present_tables().map_err(ExecError::ListTables)?;
+        if existing.is_none() || present.len() != firewall::FAMILIES.len() {
+            let base = FirewallSpec {
+                bridge: spec.name.clone(),
+                guests: Vec::new(),
+                allow_inter_vm: false,
+            };
+            self.replace_firewall(&mut txn, base, spec.address)?;
+        }
 
         let entry = BridgeEntry {
             name: spec.name.clone(),
@@ -211,19 +244,19 @@ impl Executor {
         let links = self.net.links().map_err(ExecError::ReadLinks)?;
         let known = |name: &str| Some(links.iter().find(|l| l.name == name));
         for bridge in stale {
-            let taps: Vec<String> = txn
+            let taps: Vec<(String, u32)> = txn
                 .state
                 .taps
                 .iter()
                 .filter(|t| t.bridge == bridge)
-                .map(|t| t.name.clone())
+                .map(|t| (t.name.clone(), t.owner_uid))
                 .collect();
-            for tap in taps {
-                self.remove_link(&tap, LinkKind::Tap, known(&tap))?;
+            for (tap, owner) in taps {
+                self.remove_link(&tap, LinkKind::Tap, Some(owner), known(&tap))?;
                 txn.state.remove_tap(&tap);
                 txn.save()?;
             }
-            self.remove_link(&bridge, LinkKind::Bridge, known(&bridge))?;
+            self.remove_link(&bridge, LinkKind::Bridge, None, known(&bridge))?;
             tracing::info!(
                 bridge,
                 installed,
@@ -236,9 +269,11 @@ impl Executor {
         Ok(())
     }
 
-    /// Exactly our address, up, forwarding on. Changes only what differs.
+    /// IPv6 off, exactly our address, up, forwarding on. Changes only what
+    /// differs (IPv6 is switched off every time: it is one write).
     fn configure_bridge(&self, link: &Link, cidr: Ipv4Cidr) -> Result<(), ExecError> {
         let name = &link.name;
+        self.ipv6_off(name)?;
         for stray in link.addresses.iter().filter(|a| **a != cidr) {
             self.net
                 .del_address(name, *stray)
@@ -271,6 +306,31 @@ impl Executor {
         Ok(())
     }
 
+    /// Gap 14: banger gives guests no IPv6, and a link of banger's with
+    /// IPv6 on takes router advertisements from whatever sits on a tap (an
+    /// on-link route or a default route for the host, an address). Off
+    /// before the link goes up, so it never runs IPv6 at all.
+    fn ipv6_off(&self, name: &str) -> Result<(), ExecError> {
+        self.net
+            .disable_ipv6(name)
+            .map_err(|source| ExecError::DisableIpv6 {
+                name: name.to_string(),
+                source,
+            })
+    }
+
+    /// Refuse to put anything on `bridge` while banger's tables are gone:
+    /// without them a tap's frames reach the host and are routed unfiltered.
+    pub(crate) fn require_firewall(&self, bridge: &str) -> Result<(), ExecError> {
+        let present = self.present_tables().map_err(ExecError::ListTables)?;
+        if present.len() != firewall::FAMILIES.len() {
+            return Err(ExecError::FirewallMissing {
+                bridge: bridge.to_string(),
+            });
+        }
+        Ok(())
+    }
+
     /// Roll back an interface created by this call: delete it and, if the
     /// journal did not list it before, drop its entry.
     fn undo_create(&self, txn: &mut Txn<'_>, name: &str, was_journaled: bool, bridge: bool) {
@@ -290,9 +350,21 @@ impl Executor {
 
     pub(crate) fn ensure_tap(&self, spec: TapSpec) -> Result<Executed, ExecError> {
         self.installed_bridge_named(&spec.bridge)?;
+        // Gap 12: a tap belongs to the uid the VMMs run as (the installed
+        // owner; root in dev mode), never to one the owner names.
+        if let Some(vm) = &self.vm
+            && spec.owner_uid != vm.owner.0
+        {
+            return Err(ExecError::TapForOtherUser {
+                name: spec.name,
+                requested: spec.owner_uid,
+                owner: vm.owner.0,
+            });
+        }
         let name = spec.name.as_str();
         let mut txn = self.journal.open()?;
         journaled_bridge(&txn.state, &spec.bridge)?;
+        self.require_firewall(&spec.bridge)?;
         let was_journaled = txn.state.tap(name).is_some();
         let links = self.net.links().map_err(ExecError::ReadLinks)?;
         let existing = links.iter().find(|l| l.name == name).cloned();
@@ -337,6 +409,7 @@ impl Executor {
             .map(|l| (l.master.clone(), l.up))
             .unwrap_or((None, false));
         let attach = || -> Result<(), ExecError> {
+            self.ipv6_off(name)?;
             if master.as_deref() != Some(spec.bridge.as_str()) {
                 self.net
                     .set_master(name, &spec.bridge)
@@ -368,19 +441,11 @@ impl Executor {
 
     pub(crate) fn delete_tap(&self, name: String) -> Result<Executed, ExecError> {
         let mut txn = self.journal.open()?;
-        if txn.state.tap(&name).is_none() {
+        let Some(owner) = txn.state.tap(&name).map(|t| t.owner_uid) else {
             return Err(ExecError::NotJournaled { what: "tap", name });
-        }
+        };
         let existing = self.net.link(&name).map_err(ExecError::ReadLinks)?;
-        check_ours(existing.as_ref(), true, LinkKind::Tap)?;
-        if existing.is_some() {
-            self.net
-                .delete_link(&name)
-                .map_err(|source| ExecError::DeleteLink {
-                    name: name.clone(),
-                    source,
-                })?;
-        }
+        self.remove_link(&name, LinkKind::Tap, Some(owner), Some(existing.as_ref()))?;
         txn.state.remove_tap(&name);
         txn.save()?;
         Ok(done(PrivOutcome::Done))
@@ -407,7 +472,19 @@ impl Executor {
             }
             validate::guest_address(&g.tap, g.ip, &spec.bridge, subnet)?;
         }
-        let batch = firewall::ruleset(&spec, subnet.address);
+        self.replace_firewall(&mut txn, spec, subnet.address)?;
+        Ok(done(PrivOutcome::Done))
+    }
+
+    /// Replace banger's tables with exactly `spec` (validated) for the
+    /// bridge holding `bridge_ip`, journaled first.
+    fn replace_firewall(
+        &self,
+        txn: &mut Txn<'_>,
+        spec: FirewallSpec,
+        bridge_ip: Ipv4Addr,
+    ) -> Result<(), ExecError> {
+        let batch = firewall::ruleset(&spec, bridge_ip);
         tracing::debug!(bridge = %spec.bridge, %batch, "nft batch");
 
         let previous = (txn.state.firewall, txn.state.nat_guests.clone());
@@ -417,13 +494,13 @@ impl Executor {
         if let Err(source) = self.net.apply_nft(&batch) {
             // nft applies a batch all or nothing: the old tables stand.
             (txn.state.firewall, txn.state.nat_guests) = previous;
-            save_quietly(&txn);
+            save_quietly(txn);
             return Err(ExecError::ApplyFirewall {
                 bridge: spec.bridge,
                 source,
             });
         }
-        Ok(done(PrivOutcome::Done))
+        Ok(())
     }
 
     pub(crate) fn open_dns_sockets(&self, address: Ipv4Addr) -> Result<Executed, ExecError> {
@@ -631,7 +708,12 @@ impl Executor {
 
         let mut kept_taps = Vec::new();
         for tap in std::mem::take(&mut txn.state.taps) {
-            match self.remove_link(&tap.name, LinkKind::Tap, lookup(&tap.name)) {
+            match self.remove_link(
+                &tap.name,
+                LinkKind::Tap,
+                Some(tap.owner_uid),
+                lookup(&tap.name),
+            ) {
                 Ok(Some(what)) => removed.push(what),
                 Ok(None) => {}
                 Err(e) => {
@@ -644,7 +726,7 @@ impl Executor {
 
         let mut kept_bridges = Vec::new();
         for bridge in std::mem::take(&mut txn.state.bridges) {
-            match self.remove_link(&bridge.name, LinkKind::Bridge, lookup(&bridge.name)) {
+            match self.remove_link(&bridge.name, LinkKind::Bridge, None, lookup(&bridge.name)) {
                 Ok(Some(what)) => removed.push(what),
                 Ok(None) => {}
                 Err(e) => {
@@ -684,17 +766,31 @@ impl Executor {
     }
 
     /// Delete one journaled interface. `known` is the kernel's view from the
-    /// listing (`None` when the listing failed: then just try). Returns what
-    /// was removed, `None` when it was already gone.
+    /// listing (`None` when the listing failed: then just try a bridge; a
+    /// tap is left, as its owner cannot be checked). `tap_owner` is, for a
+    /// tap, the uid banger made it for. Returns what was removed, `None`
+    /// when it was already gone.
     fn remove_link(
         &self,
         name: &str,
         kind: LinkKind,
+        tap_owner: Option<u32>,
         known: Option<Option<&Link>>,
     ) -> Result<Option<String>, ExecError> {
-        if let Some(link) = known {
-            let Some(link) = link else { return Ok(None) };
-            check_ours(Some(link), true, kind.clone())?;
+        match (known, tap_owner) {
+            (Some(None), _) => return Ok(None),
+            (Some(Some(link)), _) => {
+                check_ours(Some(link), true, kind.clone())?;
+                check_tap_owner(link, tap_owner)?;
+            }
+            (None, Some(journaled)) => {
+                return Err(ExecError::ForeignTap {
+                    name: name.to_string(),
+                    owner: None,
+                    journaled,
+                });
+            }
+            (None, None) => {}
         }
         let deleted = self
             .net

@@ -454,6 +454,47 @@ impl RootHelper {
     }
 }
 
+impl RootHelper {
+    /// Send `op` over `root.sock` as `user` (the owner, for the helper to
+    /// answer): the reply's body, or the error's messages joined.
+    pub fn call_as(
+        &self,
+        user: &TestUser,
+        op: banger_proto::privops::PrivOp,
+    ) -> Result<Value, String> {
+        let req = serde_json::to_string(&banger_proto::privops::PrivRequest::Op(op)).unwrap();
+        let lines = rawclient(
+            user.command(bin("banger-rawclient")),
+            &self.socket,
+            &["hello-priv", "read=1", &format!("json={req}"), "reply"],
+        );
+        expect_msg(&lines[0], "hello");
+        let last = lines.last().unwrap();
+        match last["recv"]["type"].as_str() {
+            Some("ok") => Ok(last["recv"]["body"].clone()),
+            Some("error") => Err(format!(
+                "{}: {}",
+                last["recv"]["body"]["code"].as_str().unwrap(),
+                expect_error(last, last["recv"]["body"]["code"].as_str().unwrap())
+            )),
+            _ => panic!("no reply from the helper: {lines:?}"),
+        }
+    }
+}
+
+/// Run `cmd` (`ip`, `nft`, `bridge`, ...), which must succeed; its stdout.
+pub fn run_ok(mut cmd: Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e} (needs iproute2 and nftables)"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Run `banger-rawclient` with `cmd` (already set to the right uid) and
 /// return the parsed output lines.
 pub fn rawclient(mut cmd: Command, socket: &Path, actions: &[&str]) -> Vec<Value> {

@@ -249,3 +249,37 @@ fn the_helper_refuses_a_subnet_holding_the_hosts_resolver_gateway_or_address() {
     client.call(PrivOp::Teardown).unwrap();
     assert_eq!(link_names(&ns), ["lo", "wan0"]);
 }
+
+/// Gap 14: a route through a nexthop object (`ip nexthop`, `RTA_NH_ID`)
+/// carries neither its gateway nor its interface once the kernel stops
+/// repeating them for old tools (`net.ipv4.nexthop_compat_mode=0`, set
+/// here); the subnet checks saw neither, so a default route whose gateway
+/// sits inside the installed subnet went unnoticed. Such a route is
+/// refused as one banger cannot check, naming it; the same gateway on a
+/// plain route is refused as a gateway (the control).
+#[test]
+fn a_gateway_behind_a_nexthop_object_is_no_blind_spot() {
+    require_root();
+    for (route, says) in [
+        ("route replace default nhid 7", "nexthop object 7"),
+        (
+            "route replace default via 10.201.0.1 dev wan0 onlink",
+            "gateway 10.201.0.1",
+        ),
+    ] {
+        let (ns, _wan) = host_behind_a_default_route();
+        ns.run(|| std::fs::write("/proc/sys/net/ipv4/nexthop_compat_mode", "0"))
+            .expect("net.ipv4.nexthop_compat_mode in the test namespace");
+        ip(&ns, "nexthop add id 7 via 10.201.0.1 dev wan0 onlink");
+        ip(&ns, route);
+        let dir = shared_tempdir();
+        let installed = network("banger0", "10.201.0.0/24");
+        let (_h, client) = helper(&ns, dir.path(), installed.clone());
+        refused(
+            client.call(PrivOp::EnsureBridge(installed.bridge_spec())),
+            ErrorCode::BadRequest,
+            says,
+        );
+        assert_eq!(link_names(&ns), ["lo", "wan0"], "{route}");
+    }
+}

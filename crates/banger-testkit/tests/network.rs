@@ -22,16 +22,6 @@ use bangerd::store::{
 };
 use serde_json::Value;
 
-fn run_ok(mut cmd: Command) -> String {
-    let out = cmd.output().expect("spawn");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn ip(ns: &NetNs, args: &str) -> String {
     let mut c = Command::new("ip");
     c.args(["-n", &ns.name]).args(args.split_whitespace());
@@ -366,11 +356,15 @@ fn setup_is_exact_idempotent_survives_sigkill_and_tears_down() {
 fn stand_in_guest(h: &NetNs, guest: &NetNs, s: &HostStatus, vm: &str) {
     let a = s.tap_pool.assigned.iter().find(|a| a.vm == vm).unwrap();
     ip(h, &format!("link del {}", a.tap));
+    // The guest's end has the MAC banger gave the VM: the firewall drops
+    // the tap's frames from any other.
     ip(
         h,
         &format!(
-            "link add {} type veth peer name eth0 netns {}",
-            a.tap, guest.name
+            "link add {} type veth peer name eth0 address {} netns {}",
+            a.tap,
+            bangerd::network::leases::mac_for(a.ip),
+            guest.name
         ),
     );
     ip(h, &format!("link set {} master banger0 up", a.tap));
@@ -557,7 +551,9 @@ fn guests_reach_only_dns_on_the_host() {
     assert!(s.ready, "{s:?}");
     stand_in_guest(&h, &g1, &s, "dev");
     stand_in_guest(&h, &g2, &s, "offline");
-    // IPv6 on, whatever a new namespace inherits from the machine.
+    // IPv6 on, whatever a new namespace inherits from the machine — on the
+    // bridge too, where the helper switched it off: the input chain must
+    // hold even when something turns it back on.
     sysctl(&h, "net.ipv6.conf.banger0.disable_ipv6", "0");
     sysctl(&g1, "net.ipv6.conf.eth0.disable_ipv6", "0");
     sysctl(&g2, "net.ipv6.conf.eth0.disable_ipv6", "0");

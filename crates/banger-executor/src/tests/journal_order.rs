@@ -42,6 +42,9 @@ impl HostNet for JournalPeek {
     fn set_master(&self, link: &str, master: &str) -> Result<(), NetError> {
         self.inner.set_master(link, master)
     }
+    fn disable_ipv6(&self, link: &str) -> Result<(), NetError> {
+        self.inner.disable_ipv6(link)
+    }
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
         self.peek();
         self.inner.create_tap(name, owner_uid)
@@ -107,10 +110,13 @@ fn the_journal_entry_is_written_before_the_object_is_created() {
     }))
     .unwrap();
     let seen = peek.seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 4);
+    assert_eq!(seen.len(), 5);
     let parse = |t: &str| serde_json::from_str::<journal::Journal>(t).unwrap();
-    assert_eq!(parse(&seen[0]).bridges[0].name, "banger0");
-    assert_eq!(parse(&seen[1]).taps[0].name, "bangertap0");
-    assert!(parse(&seen[2]).firewall);
-    assert_eq!(parse(&seen[3]).resolver_links, ["banger0"]);
+    // The base firewall is journaled before it is applied, before the
+    // bridge exists.
+    assert!(parse(&seen[0]).firewall);
+    assert_eq!(parse(&seen[1]).bridges[0].name, "banger0");
+    assert_eq!(parse(&seen[2]).taps[0].name, "bangertap0");
+    assert_eq!(parse(&seen[3]).nat_guests, [Ipv4Addr::new(10, 0, 0, 2)]);
+    assert_eq!(parse(&seen[4]).resolver_links, ["banger0"]);
 }

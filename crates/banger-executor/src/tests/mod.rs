@@ -310,10 +310,13 @@ fn ensure_bridge_creates_journals_first_and_is_idempotent() {
             created: true
         })
     );
+    // The base firewall first, then the bridge, IPv6 off before it is up.
     assert_eq!(
         f.net.mutating_calls(),
         [
+            "apply_nft",
             "create_bridge(banger0)",
+            "disable_ipv6(banger0)",
             "add_address(banger0, 10.0.0.1/24)",
             "set_up(banger0)",
             "set_ip_forward(true)",
@@ -334,7 +337,13 @@ fn ensure_bridge_creates_journals_first_and_is_idempotent() {
             created: false
         })
     );
-    assert!(f.net.mutating_calls().is_empty(), "{:?}", f.net.calls());
+    // Only IPv6 is switched off again (a write of what is there).
+    assert_eq!(
+        f.net.mutating_calls(),
+        ["disable_ipv6(banger0)"],
+        "{:?}",
+        f.net.calls()
+    );
     assert_eq!(f.journal_text(), journal);
 }
 
@@ -349,7 +358,7 @@ fn ensure_bridge_replaces_stray_addresses_of_its_own_bridge() {
     f.run(PrivOp::EnsureBridge(bridge())).unwrap();
     assert_eq!(
         f.net.mutating_calls(),
-        ["del_address(banger0, 10.0.0.7/24)"]
+        ["disable_ipv6(banger0)", "del_address(banger0, 10.0.0.7/24)"]
     );
     assert_eq!(
         f.net.link_named("banger0").unwrap().addresses,
@@ -438,6 +447,7 @@ fn ensure_tap_creates_attaches_and_is_idempotent() {
         f.net.mutating_calls(),
         [
             "create_tap(bangertap0, uid 4242)",
+            "disable_ipv6(bangertap0)",
             "set_master(bangertap0, banger0)",
             "set_up(bangertap0)",
         ]
@@ -448,7 +458,7 @@ fn ensure_tap_creates_attaches_and_is_idempotent() {
         out,
         PrivOutcome::Tap(TapOutcome { created: false, .. })
     ));
-    assert!(f.net.mutating_calls().is_empty());
+    assert_eq!(f.net.mutating_calls(), ["disable_ipv6(bangertap0)"]);
 
     // Another owner is refused rather than silently changed.
     let err = f
@@ -503,19 +513,23 @@ fn sync_firewall_applies_one_batch_and_journals_it() {
     );
     assert_eq!(f.net.mutating_calls(), ["apply_nft"]);
     let state = f.net.state();
-    assert_eq!(state.nft_batches.len(), 1);
-    assert!(state.nft_batches[0].contains("ip saddr { 10.0.0.2 } masquerade"));
-    assert!(!state.nft_batches[0].contains("10.0.0.3 } masquerade"));
+    // The base rule set of EnsureBridge, then this one.
+    assert_eq!(state.nft_batches.len(), 2);
+    assert!(!state.nft_batches[0].contains("masquerade"));
+    assert!(state.nft_batches[1].contains("ip saddr { 10.0.0.2 } masquerade"));
+    assert!(!state.nft_batches[1].contains("10.0.0.3 } masquerade"));
     let mut tables: Vec<String> = state.tables.iter().map(|t| t.to_string()).collect();
     tables.sort();
     assert_eq!(tables, ["bridge banger", "inet banger", "inet bangerx"]);
     assert!(f.journal_text().contains("\"firewall\": true"));
 
-    // A failing nft leaves the journal as it was.
-    let f = fixture(FakeNet::new().failing("apply_nft")).with_bridge_and_taps();
+    // A failing nft leaves the journal as it was (the base rule set's).
+    let f = fixture(FakeNet::new()).with_bridge_and_taps();
+    f.net.state.lock().unwrap().failing.push("apply_nft".into());
+    let before = f.journal_text();
     let err = f.run(PrivOp::SyncFirewall(spec)).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Internal);
-    assert!(f.journal_text().contains("\"firewall\": false"));
+    assert_eq!(f.journal_text(), before);
 }
 
 #[test]
@@ -687,7 +701,7 @@ fn setting_up_the_installed_bridge_removes_bridges_of_an_earlier_choice() {
             "delete_link(bangertap0)",
             "delete_link(bangertap1)",
             "delete_link(banger0)",
-            "create_bridge(banger1)"
+            "apply_nft"
         ],
         "{calls:?}"
     );

@@ -80,10 +80,20 @@ fn teardown_attempts_every_step_and_keeps_what_failed() {
     let PrivOutcome::Teardown(report) = f.run(PrivOp::Teardown).unwrap() else {
         panic!()
     };
-    // Every delete was attempted and failed; each failure is reported.
+    // Every delete was attempted and failed, and the tap of another uid
+    // under a journaled name was not banger's to delete; each is reported.
     assert_eq!(report.errors.len(), 3, "{:?}", report.errors);
     assert!(report.errors[0].starts_with("deleting bangertap0: "));
-    assert!(report.removed.is_empty());
+    assert!(
+        report.errors[1].starts_with("tap bangertap1 is not the tap banger made"),
+        "{:?}",
+        report.errors
+    );
+    // Only the tables (EnsureBridge's base rule set) went.
+    assert_eq!(
+        report.removed,
+        ["nft table inet banger", "nft table bridge banger"]
+    );
     let journal = f.journal_text();
     assert!(journal.contains("bangertap0") && journal.contains("banger0"));
 
@@ -91,8 +101,10 @@ fn teardown_attempts_every_step_and_keeps_what_failed() {
     let PrivOutcome::Teardown(report) = f.run(PrivOp::Teardown).unwrap() else {
         panic!()
     };
-    assert!(report.errors.is_empty(), "{:?}", report.errors);
-    assert_eq!(report.removed.len(), 3);
+    // The other uid's tap stays, and so does its entry; the rest is gone.
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert_eq!(report.removed, ["tap bangertap0", "bridge banger0"]);
+    assert_eq!(f.net.link_named("bangertap1").unwrap().tap_owner, Some(1));
 }
 
 #[test]

@@ -41,7 +41,8 @@ pub struct VmHostConfig {
 
 pub(crate) struct VmHost {
     state_dir: PathBuf,
-    owner: (u32, u32),
+    /// Also the one uid `EnsureTap` makes taps for: the VMMs run as it.
+    pub(crate) owner: (u32, u32),
     qemu_binary: Option<PathBuf>,
     firecracker_binary: Option<PathBuf>,
     journal: Arc<JournalFile>,

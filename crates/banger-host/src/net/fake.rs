@@ -38,6 +38,8 @@ pub struct FakeNetState {
     pub resolver: BTreeMap<String, (Option<Ipv4Addr>, Option<String>)>,
     /// Call names (`"create_tap"`, `"apply_nft"`, ...) that fail with EIO.
     pub failing: Vec<String>,
+    /// Links whose IPv6 is switched off (forgotten when they are deleted).
+    pub ipv6_off: std::collections::BTreeSet<String>,
 }
 
 #[derive(Debug)]
@@ -88,6 +90,7 @@ impl FakeNet {
             interface: Some(interface.into()),
             table: 254,
             gateways: Vec::new(),
+            nexthop_id: None,
         });
         self
     }
@@ -105,6 +108,7 @@ impl FakeNet {
             interface: Some(interface.into()),
             table: 254,
             gateways: vec![gateway],
+            nexthop_id: None,
         });
         self
     }
@@ -336,6 +340,13 @@ impl HostNet for FakeNet {
         })
     }
 
+    fn disable_ipv6(&self, link: &str) -> Result<(), NetError> {
+        self.record("disable_ipv6", format!("disable_ipv6({link})"))?;
+        self.with_link_mut(link, |_| Ok(()))?;
+        self.lock().ipv6_off.insert(link.into());
+        Ok(())
+    }
+
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
         let call = format!("create_tap({name}, uid {owner_uid})");
         self.record("create_tap", call.clone())?;
@@ -350,6 +361,7 @@ impl HostNet for FakeNet {
         let mut state = self.lock();
         let before = state.links.len();
         state.links.retain(|l| l.name != name);
+        state.ipv6_off.remove(name);
         let removed = state.links.len() != before;
         for l in &mut state.links {
             if l.master.as_deref() == Some(name) {
@@ -374,6 +386,7 @@ impl HostNet for FakeNet {
                     interface: Some(l.name.clone()),
                     table: 254,
                     gateways: Vec::new(),
+                    nexthop_id: None,
                 });
             }
         }

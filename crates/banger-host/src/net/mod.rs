@@ -19,6 +19,7 @@
 pub mod fake;
 mod netlink;
 pub mod netns;
+mod sysctl;
 mod tun;
 
 use std::fmt;
@@ -31,6 +32,9 @@ pub use tun::TUN_DEVICE;
 
 /// `net.ipv4.ip_forward` of the calling thread's network namespace.
 pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+/// The per-link IPv6 settings (`<link>/disable_ipv6`); absent when the
+/// kernel runs without IPv6.
+pub const IPV6_CONF: &str = "/proc/sys/net/ipv6/conf";
 
 /// An IPv4 address with a prefix length, as on an interface or a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -132,6 +136,10 @@ pub struct RouteV4 {
     /// The IPv4 gateways it goes through: its own, or those of its
     /// multipath next hops; empty for a route on a link.
     pub gateways: Vec<Ipv4Addr>,
+    /// The nexthop object it goes through (`RTA_NH_ID`), if any: with
+    /// `net.ipv4.nexthop_compat_mode=0` the kernel then reports neither
+    /// its gateway nor its interface.
+    pub nexthop_id: Option<u32>,
 }
 
 /// An nftables table: `family` (`inet`, `bridge`, `ip`, ...) and name.
@@ -196,6 +204,12 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
+    #[error("switching IPv6 off on {link} ({IPV6_CONF}/{link}/disable_ipv6)")]
+    DisableIpv6 {
+        link: String,
+        #[source]
+        source: io::Error,
+    },
 }
 
 impl NetError {
@@ -236,6 +250,10 @@ pub trait HostNet: Send + Sync {
     fn del_address(&self, link: &str, address: Ipv4Cidr) -> Result<(), NetError>;
     fn set_up(&self, link: &str) -> Result<(), NetError>;
     fn set_master(&self, link: &str, master: &str) -> Result<(), NetError>;
+    /// Switch IPv6 off on `link` (`disable_ipv6`): no addresses, no router
+    /// advertisements, no IPv6 delivered to the host through it. A kernel
+    /// without IPv6 has nothing to switch off: success.
+    fn disable_ipv6(&self, link: &str) -> Result<(), NetError>;
     /// Create a persistent tap owned by `owner_uid`; fails if the name exists.
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError>;
     /// Delete a link; `Ok(false)` when it was already gone.
@@ -309,6 +327,10 @@ impl HostNet for RealNet {
 
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
         tun::create_persistent_tap(name, owner_uid)
+    }
+
+    fn disable_ipv6(&self, link: &str) -> Result<(), NetError> {
+        sysctl::disable_ipv6(link)
     }
 
     fn delete_link(&self, name: &str) -> Result<bool, NetError> {

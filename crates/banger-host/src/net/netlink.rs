@@ -302,6 +302,7 @@ impl Netlink {
             let mut interface = None;
             let mut table = u32::from(r.header.table);
             let mut gateways = Vec::new();
+            let mut nexthop_id = None;
             for attr in &r.attributes {
                 match attr {
                     RouteAttribute::Destination(RouteAddress::Inet(ip)) => destination = *ip,
@@ -322,6 +323,7 @@ impl Netlink {
                             .map(|l| l.name.clone())
                     }
                     RouteAttribute::Table(t) => table = *t,
+                    RouteAttribute::NhId(id) => nexthop_id = Some(*id),
                     _ => {}
                 }
             }
@@ -330,6 +332,7 @@ impl Netlink {
                 interface,
                 table,
                 gateways,
+                nexthop_id,
             });
         }
         Ok(routes)

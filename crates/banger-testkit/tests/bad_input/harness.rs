@@ -77,18 +77,6 @@ impl<'a> Target<'a> {
     }
 }
 
-pub(crate) fn run_ok(mut cmd: Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("spawning {cmd:?}: {e} (needs iproute2 and nftables)"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// `ip -n NS ARGS…`.
 pub(crate) fn ip(ns: &NetNs, args: &[&str]) -> String {
     let mut c = Command::new("ip");
@@ -139,17 +127,12 @@ pub(crate) fn links(ns: &NetNs) -> Vec<LinkView> {
 }
 
 /// `nft list tables` in the namespace, as `family name` lines.
-pub(crate) fn nft_tables(ns: &NetNs) -> Vec<String> {
+/// `nft list ruleset` in `ns`, by line: tables and their rules (EnsureBridge
+/// puts banger's base rule set in, so a setup may hold them).
+pub(crate) fn nft_ruleset(ns: &NetNs) -> Vec<String> {
     let mut c = ns.exec("nft");
-    c.args(["-j", "list", "tables"]);
-    let v: Value = serde_json::from_str(&run_ok(c)).unwrap();
-    v["nftables"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|o| o.get("table"))
-        .map(|t| format!("{} {}", t["family"], t["name"]))
-        .collect()
+    c.args(["list", "ruleset"]);
+    run_ok(c).lines().map(str::to_string).collect()
 }
 
 /// Everything a refused op must leave as it was.
@@ -163,7 +146,7 @@ pub(crate) struct Snapshot {
 pub(crate) fn snapshot(ns: &NetNs, target: &Target<'_>) -> Snapshot {
     Snapshot {
         links: links(ns),
-        nft: nft_tables(ns),
+        nft: nft_ruleset(ns),
         journal: std::fs::read_to_string(target.journal()).ok(),
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use banger_proto::install::InstallVmm;
 use banger_proto::net::{BridgeSpec, TapSpec};
-use banger_proto::privops::{PrivOp, PrivRequest};
+use banger_proto::privops::PrivOp;
 use banger_proto::vmops::{LaunchVmSpec, VmmKind};
 use banger_testkit::*;
 use serde_json::Value;
@@ -139,25 +139,10 @@ impl Lab {
     }
 
     /// Send `op` over `root.sock` as the owner: the result's body, or the
-    /// error's messages joined.
+    /// error's code and messages.
     pub fn call(&self, op: PrivOp) -> Result<Value, String> {
         let helper = self.helper.as_ref().expect("the helper is started");
-        let req = serde_json::to_string(&PrivRequest::Op(op)).unwrap();
-        let lines = rawclient(
-            self.owner.command(bin("banger-rawclient")),
-            &helper.socket,
-            &["hello-priv", "read=1", &format!("json={req}"), "reply"],
-        );
-        expect_msg(&lines[0], "hello");
-        let last = lines.last().unwrap();
-        match last["recv"]["type"].as_str() {
-            Some("ok") => Ok(last["recv"]["body"].clone()),
-            Some("error") => Err(expect_error(
-                last,
-                last["recv"]["body"]["code"].as_str().unwrap(),
-            )),
-            _ => panic!("no reply from the helper: {lines:?}"),
-        }
+        helper.call_as(&self.owner, op)
     }
 
     pub fn launch(&self, vm_id: &str, vmm: VmmKind) -> Result<Value, String> {

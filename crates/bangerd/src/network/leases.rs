@@ -37,11 +37,10 @@ pub fn next_free(subnet: Ipv4Cidr, leased: &[Ipv4Addr]) -> Option<Ipv4Addr> {
         .find(|ip| !taken.contains(ip))
 }
 
-/// `02:ba:` + the four address bytes: locally administered, unicast, and
-/// unique for every address.
+/// The MAC of the guest at `ip` ([`banger_proto::net::guest_mac`]: the
+/// firewall pins the guest's tap to it).
 pub fn mac_for(ip: Ipv4Addr) -> String {
-    let [a, b, c, d] = ip.octets();
-    format!("02:ba:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
+    banger_proto::net::guest_mac(ip)
 }
 
 #[cfg(test)]

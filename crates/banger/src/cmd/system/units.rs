@@ -233,6 +233,7 @@ pub fn helper_unit(meta: &InstallMeta, install_file: &Path) -> Result<String, Un
         )
         .collect();
     let ip_forward = banger_host::net::IP_FORWARD;
+    let ipv6_conf = banger_host::net::IPV6_CONF;
     Ok(format!(
         "\
 # Written by `banger system install`; reinstalling rewrites it.
@@ -296,10 +297,11 @@ NoNewPrivileges=yes
 DevicePolicy=closed
 {allow_devices}
 # File system: read-only OS except IPv4 forwarding, which it switches on for
-# guest NAT, and the owner's state directory (VM disks, run directories).
-# No home directories, private /tmp.
+# guest NAT, the per-link IPv6 settings (it switches IPv6 off on the bridge
+# and taps; `-`: a kernel without IPv6 has none), and the owner's state
+# directory (VM disks, run directories). No home directories, private /tmp.
 ProtectSystem=strict
-ReadWritePaths={ip_forward} {state_dir}
+ReadWritePaths={ip_forward} -{ipv6_conf} {state_dir}
 ProtectHome=yes
 PrivateTmp=yes
 PrivateMounts=yes
@@ -447,7 +449,7 @@ mod tests {
         check(
             &u,
             "ReadWritePaths",
-            &["/proc/sys/net/ipv4/ip_forward /var/lib/banger"],
+            &["/proc/sys/net/ipv4/ip_forward -/proc/sys/net/ipv6/conf /var/lib/banger"],
         );
         // Loop and dm nodes appear on demand: the device policy, not a
         // private /dev, limits what it opens.
