@@ -156,7 +156,8 @@ impl Executor {
         // Even root's own choice must not take over what the host reaches
         // elsewhere, through its default route above all.
         let resolvers = self.net.resolvers().map_err(ExecError::ReadResolvers)?;
-        validate::holds_nothing_of_the_host(cidr, name, &links, &routes, &resolvers)?;
+        let routed_here = txn.state.resolver_links.iter().any(|l| l == name);
+        validate::holds_nothing_of_the_host(cidr, name, &links, &routes, &resolvers, routed_here)?;
         // Gap 14: the owner may never send SyncFirewall. The base rule set
         // (no guests: the host closed to the bridge but for DNS, nothing
         // routed from it, no IPv4 or ARP from any tap) is in before the
@@ -564,10 +565,14 @@ impl Executor {
         // The routing-only domain first: a link whose only domain is `~vm`
         // is no default-route resolver for systemd-resolved, so the bridge
         // never serves the host's other names, not even between the two
-        // calls (second review: the other order left a window).
+        // calls (second review: the other order left a window). Then the
+        // default route off explicitly, before any server: resolved older
+        // than v240 does not infer it from `~vm` (third review), and a
+        // resolved without the verb fails here, before the bridge serves.
         let applied = self
             .net
             .resolver_domain(&link, VM_DOMAIN_ROUTE)
+            .and_then(|()| self.net.resolver_no_default_route(&link))
             .and_then(|()| self.net.resolver_dns(&link, spec.dns));
         if let Err(source) = applied {
             if !was_journaled {

@@ -185,13 +185,15 @@ pub fn no_overlap(subnet: Ipv4Cidr, bridge: &str, routes: &[RouteV4]) -> Result<
 /// [`no_overlap`] cannot see it), or a resolver the host uses. Put on the
 /// bridge, any of these would be captured by the guests' side: the owner
 /// could answer the host's DNS, or take its gateway, with a guest or with
-/// the DNS sockets bound on the bridge address.
+/// the DNS sockets bound on the bridge address. `routed_here` says banger
+/// itself routed `~vm` to this bridge (`ApplyResolver`, journaled).
 pub fn holds_nothing_of_the_host(
     subnet: Ipv4Cidr,
     bridge: &str,
     links: &[Link],
     routes: &[RouteV4],
     resolvers: &[Ipv4Addr],
+    routed_here: bool,
 ) -> Result<(), ExecError> {
     let addresses = links
         .iter()
@@ -216,11 +218,13 @@ pub fn holds_nothing_of_the_host(
     // The bridge's own address is banger's `.vm` server: once
     // `ApplyResolver` routes `~vm` there, systemd-resolved lists it among
     // the host's name servers, and it must not make the next EnsureBridge
-    // of the same bridge refuse (second review).
+    // of the same bridge refuse (second review). Only then: the same
+    // address listed when banger routed nothing there is a real resolver
+    // of the host's (third review).
     let resolver = || {
         resolvers
             .iter()
-            .filter(|r| **r != subnet.address)
+            .filter(|r| !(routed_here && **r == subnet.address))
             .find(|r| subnet.contains(**r))
             .map(|r| format!("resolver {r}, a name server the host uses"))
     };
@@ -434,7 +438,7 @@ mod tests {
         };
         let check = |links: &[Link], routes: &[RouteV4], resolvers: &[[u8; 4]]| {
             let resolvers: Vec<Ipv4Addr> = resolvers.iter().map(|r| Ipv4Addr::from(*r)).collect();
-            holds_nothing_of_the_host(subnet, "banger0", links, routes, &resolvers)
+            holds_nothing_of_the_host(subnet, "banger0", links, routes, &resolvers, true)
                 .map_err(|e| e.to_string())
         };
         // Nothing of the host in 10.53.0.0/24; the bridge's own address and
@@ -455,6 +459,21 @@ mod tests {
             Ok(())
         );
         let (wan, default) = (std::slice::from_ref(&wan), std::slice::from_ref(&default));
+        // The bridge's address listed while banger routed nothing there is
+        // a resolver of the host's like any other.
+        assert!(
+            holds_nothing_of_the_host(
+                subnet,
+                "banger0",
+                wan,
+                default,
+                &[Ipv4Addr::new(10, 53, 0, 1)],
+                false
+            )
+            .unwrap_err()
+            .to_string()
+            .contains("holds resolver 10.53.0.1")
+        );
         assert_eq!(
             check(wan, default, &[[10, 53, 0, 53]]).unwrap_err(),
             "bridge subnet 10.53.0.0/24 holds resolver 10.53.0.53, a name server the host uses, \

@@ -78,6 +78,9 @@ impl HostNet for JournalPeek {
     fn resolver_domain(&self, link: &str, domain: &str) -> Result<(), NetError> {
         self.inner.resolver_domain(link, domain)
     }
+    fn resolver_no_default_route(&self, link: &str) -> Result<(), NetError> {
+        self.inner.resolver_no_default_route(link)
+    }
     fn resolver_revert(&self, link: &str) -> Result<(), NetError> {
         self.inner.resolver_revert(link)
     }

@@ -546,6 +546,7 @@ fn apply_resolver_routes_vm_and_reports_a_missing_resolvectl() {
         // which the bridge is a default-route resolver.
         [
             "resolver_domain(banger0, ~vm)",
+            "resolver_no_default_route(banger0)",
             "resolver_dns(banger0, 10.0.0.1)"
         ]
     );

@@ -436,6 +436,14 @@ impl HostNet for FakeNet {
         Ok(())
     }
 
+    fn resolver_no_default_route(&self, link: &str) -> Result<(), NetError> {
+        self.record(
+            "resolver_no_default_route",
+            format!("resolver_no_default_route({link})"),
+        )?;
+        self.tool_missing("resolvectl")
+    }
+
     fn resolver_revert(&self, link: &str) -> Result<(), NetError> {
         self.record("resolver_revert", format!("resolver_revert({link})"))?;
         self.tool_missing("resolvectl")?;

@@ -274,6 +274,10 @@ pub trait HostNet: Send + Sync {
     fn resolver_dns(&self, link: &str, dns: Ipv4Addr) -> Result<(), NetError>;
     /// `resolvectl domain LINK DOMAIN`.
     fn resolver_domain(&self, link: &str, domain: &str) -> Result<(), NetError>;
+    /// `resolvectl default-route LINK false`: the link answers only the
+    /// domains routed to it, whatever systemd-resolved's version would
+    /// infer (before v240 every link was a default route).
+    fn resolver_no_default_route(&self, link: &str) -> Result<(), NetError>;
     /// `resolvectl revert LINK`.
     fn resolver_revert(&self, link: &str) -> Result<(), NetError>;
     /// Whether the calling thread is in the host's (PID 1's) network
@@ -385,6 +389,14 @@ impl HostNet for RealNet {
         self.tool(
             "resolvectl",
             Cmd::new("resolvectl").args(["domain", link, domain]),
+        )
+        .map(drop)
+    }
+
+    fn resolver_no_default_route(&self, link: &str) -> Result<(), NetError> {
+        self.tool(
+            "resolvectl",
+            Cmd::new("resolvectl").args(["default-route", link, "false"]),
         )
         .map(drop)
     }
