@@ -153,6 +153,13 @@ pub fn set_known_host(
     alias: &str,
     public_key: Option<&str>,
 ) -> Result<(), RpcError> {
+    // One writer at a time: two VM creates at once each read the file,
+    // wrote the same `.tmp` and renamed it, so one rename found it gone
+    // (ENOENT) and the other's line could be lost.
+    static WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _writer = WRITER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let old = std::fs::read_to_string(known_hosts).unwrap_or_default();
     let mut lines: Vec<String> = old
         .lines()
