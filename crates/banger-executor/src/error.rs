@@ -164,6 +164,12 @@ pub enum ExecError {
         #[source]
         source: NetError,
     },
+    #[error("turning link-local MAC learning off on bridge {name}")]
+    NoLinkLocalLearn {
+        name: String,
+        #[source]
+        source: NetError,
+    },
     #[error("creating tap {name}")]
     CreateTap {
         name: String,
@@ -262,6 +268,7 @@ impl ExecError {
             | SetUp { .. }
             | IpForward(_)
             | DisableIpv6 { .. }
+            | NoLinkLocalLearn { .. }
             | CreateTap { .. }
             | SetMaster { .. }
             | DeleteLink { .. }

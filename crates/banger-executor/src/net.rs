@@ -275,6 +275,16 @@ impl Executor {
     fn configure_bridge(&self, link: &Link, cidr: Ipv4Cidr) -> Result<(), ExecError> {
         let name = &link.name;
         self.ipv6_off(name)?;
+        // Issue #13 F2: the bridge learns a source MAC from any frame to a
+        // link-local group address before (for LLDP, without) the
+        // `bridge banger` hook, so any tap could move a guest's MAC to its
+        // own port. Set every time, before the bridge goes up: one write.
+        self.net
+            .set_no_linklocal_learn(name)
+            .map_err(|source| ExecError::NoLinkLocalLearn {
+                name: name.clone(),
+                source,
+            })?;
         for stray in link.addresses.iter().filter(|a| **a != cidr) {
             self.net
                 .del_address(name, *stray)

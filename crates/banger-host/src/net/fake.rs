@@ -347,6 +347,14 @@ impl HostNet for FakeNet {
         Ok(())
     }
 
+    fn set_no_linklocal_learn(&self, link: &str) -> Result<(), NetError> {
+        self.record(
+            "set_no_linklocal_learn",
+            format!("set_no_linklocal_learn({link})"),
+        )?;
+        self.with_link_mut(link, |_| Ok(()))
+    }
+
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
         let call = format!("create_tap({name}, uid {owner_uid})");
         self.record("create_tap", call.clone())?;
