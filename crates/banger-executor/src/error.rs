@@ -98,6 +98,15 @@ pub enum ExecError {
         owner: Option<u32>,
         journaled: u32,
     },
+    #[error(
+        "tap {name} is not the tap banger made: it has interface index {index}, banger's had \
+         {journaled}; refusing to touch it (remove it, then run teardown again)"
+    )]
+    ReplacedTap {
+        name: String,
+        index: u32,
+        journaled: u32,
+    },
     #[error("bridge {name} is in banger's journal but does not exist; ensure the bridge first")]
     BridgeMissing { name: String },
     #[error(
@@ -255,6 +264,7 @@ impl ExecError {
             WrongKind { .. }
             | TapOwner { .. }
             | ForeignTap { .. }
+            | ReplacedTap { .. }
             | BridgeMissing { .. }
             | FirewallMissing { .. } => ErrorCode::InvalidState,
             NotInstalledBridge { .. } | TapForOtherUser { .. } => ErrorCode::PermissionDenied,

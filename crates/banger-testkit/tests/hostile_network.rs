@@ -729,6 +729,15 @@ fn a_tap_that_took_a_journaled_name_is_left_alone() {
         "Teardown removed the other tap: {report}"
     );
     assert!(report.to_string().contains(TAP), "{report}");
+    // Issue #13 F3: with a tap left, banger's base rule set stays (its
+    // `bangertap*` drops cover a tap that is no bridge port).
+    let mut nft = lab.h.exec("nft");
+    nft.args(["list", "tables"]);
+    let tables = run_ok(nft);
+    assert!(
+        tables.contains("table inet banger") && tables.contains("table bridge banger"),
+        "a teardown that kept a tap deleted banger's tables: {report}\n{tables}"
+    );
     run_ok(ip(&lab.h, &format!("link del {TAP}")));
 }
 
@@ -905,5 +914,77 @@ fn a_link_local_frame_does_not_move_a_guests_mac_to_another_tap() {
     assert!(
         !frames_with(&victim, marker).is_empty(),
         "the host's datagram never reached the guest; the test proves nothing"
+    );
+}
+
+/// Issue #13 F3 (medium): a tap counted as banger's only while its tun
+/// owner was the uid it was made for, and whoever may attach to a tap
+/// may change that owner (`TUNSETOWNER` needs no capability). The owner
+/// attaches to its own tap, hands it to another uid and keeps the
+/// descriptor; a teardown then kept the tap as foreign and deleted the
+/// bridge and banger's tables, and the host routed whatever the
+/// descriptor wrote. After the teardown, a packet written from a spoofed
+/// source to an upstream host must not get there.
+#[test]
+fn a_tap_handed_to_another_uid_is_not_left_routing_after_teardown() {
+    let lab = Lab::new();
+    lab.ensure_bridge();
+    lab.ensure_tap(lab.owner.uid).expect("EnsureTap");
+    let (uid, gid) = (lab.owner.uid, lab.owner.gid);
+    let mut tap = lab.h.run(|| {
+        // This thread alone becomes the owner (the raw syscalls change one
+        // thread's credentials; libc's wrappers would change them all).
+        // SAFETY: plain syscalls with integer arguments; only this short
+        // lived thread's credentials change.
+        unsafe {
+            assert_eq!(
+                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<u32>()),
+                0
+            );
+            assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
+            assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+        }
+        let tap = open_tap(TAP);
+        // SAFETY: `tap` is an open tun descriptor attached to the tap;
+        // TUNSETOWNER takes a uid by value.
+        let rc = unsafe { libc::ioctl(tap.as_raw_fd(), libc::TUNSETOWNER, 4242 as libc::c_ulong) };
+        assert_eq!(
+            rc,
+            0,
+            "TUNSETOWNER as the owner: {}",
+            std::io::Error::last_os_error()
+        );
+        tap
+    });
+    let upstream = Lab::listen(&lab.u, UPSTREAM_IP, 9998);
+    let report = lab.call(PrivOp::Teardown).expect("Teardown");
+    let kept = lab.link(TAP);
+    let mut nft = lab.h.exec("nft");
+    nft.args(["list", "tables"]);
+    let tables = run_ok(nft);
+    let tap_mac = kept
+        .as_ref()
+        .map(|l| mac(l["address"].as_str().unwrap()))
+        .unwrap_or([0xff; 6]);
+    let packet = udp4(
+        Ipv4Addr::new(203, 0, 113, 9),
+        UPSTREAM_IP,
+        9998,
+        b"after teardown",
+    );
+    let mut buf = vec![0u8; 10];
+    buf.extend_from_slice(&ether(tap_mac, GUEST_MAC, 0x0800, &packet));
+    // Once the tap is gone the descriptor writes nothing: an error here is
+    // the fix at work.
+    let written = tap.write_all(&buf);
+    let leaked = received(&upstream);
+    assert!(
+        leaked.is_none(),
+        "after a teardown a tap handed to uid 4242 routed a spoofed packet upstream \
+         (write: {written:?}); teardown said {report}; the tap: {kept:?}; tables:\n{tables}"
+    );
+    assert!(
+        kept.is_none() || tables.contains("table inet banger"),
+        "the tap was kept with none of banger's tables: {report}"
     );
 }

@@ -40,6 +40,9 @@ pub struct FakeNetState {
     pub failing: Vec<String>,
     /// Links whose IPv6 is switched off (forgotten when they are deleted).
     pub ipv6_off: std::collections::BTreeSet<String>,
+    /// The highest index ever given: like the kernel, a new link never
+    /// takes a deleted one's index.
+    pub last_index: u32,
 }
 
 #[derive(Debug)]
@@ -220,7 +223,9 @@ impl FakeNet {
 
 impl FakeNetState {
     fn add_link(&mut self, name: &str, kind: LinkKind) -> &mut Link {
-        let index = self.links.iter().map(|l| l.index).max().unwrap_or(0) + 1;
+        let highest = self.links.iter().map(|l| l.index).max().unwrap_or(0);
+        let index = highest.max(self.last_index) + 1;
+        self.last_index = index;
         self.links.push(Link {
             index,
             name: name.into(),
