@@ -203,17 +203,17 @@ impl Runner {
         // their threads) alive.
         let _ = exited.set(Instant::now() + DRAIN_AFTER_EXIT);
         let status = waited?;
-        if let Some(Err(e)) = in_writer.map(|w| w.join().unwrap_or(Ok(()))) {
-            // The child may legitimately exit before reading everything; its
-            // status and stderr say what went wrong, so this is only logged.
-            tracing::debug!(%argv, error = %e, "writing stdin");
-        }
+        finish_feeding(in_writer, &argv);
         let (stdout_raw, out_over) = out_reader.join().unwrap_or_default();
         let (stderr_raw, err_over) = err_reader.join().unwrap_or_default();
         if out_over || err_over {
             return Err(RunError::TooMuchOutput {
                 argv,
-                max_bytes: cmd.max_output as u64,
+                max_bytes: if out_over {
+                    cmd.max_output
+                } else {
+                    DEFAULT_MAX_OUTPUT
+                } as u64,
             });
         }
         let stderr = String::from_utf8_lossy(&stderr_raw).into_owned();
@@ -258,15 +258,18 @@ impl Runner {
         let out = child.stdout.take();
         // Copy on a thread so the timeout below still holds when the child
         // stalls; the result says whether the cap was hit.
+        // Like `drain`: a grandchild holding stdout after the child exited
+        // (an ssh master, say) does not hold the call.
+        let copy_exited = Arc::clone(&exited);
         let copier = std::thread::spawn(move || -> std::io::Result<(u64, bool)> {
             let Some(mut out) = out else {
                 return Ok((0, false));
             };
             let mut buf = vec![0u8; 1 << 16];
             let mut total = 0u64;
-            loop {
+            while readable(&out, &copy_exited) {
                 let n = match out.read(&mut buf) {
-                    Ok(0) => return Ok((total, false)),
+                    Ok(0) => break,
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                     Err(e) => return Err(e),
@@ -277,6 +280,7 @@ impl Runner {
                 sink.write_all(&buf[..n])?;
                 total += n as u64;
             }
+            Ok((total, false))
         });
         let waited = wait_for(&mut child, cmd, &argv);
         let _ = exited.set(Instant::now() + DRAIN_AFTER_EXIT);
@@ -496,9 +500,9 @@ fn feed(
 
 /// Read `pipe` on a thread until EOF, keeping at most `cap` bytes (the
 /// flag says the child wrote more; the pipe is closed then, so it sees
-/// EPIPE), and giving up once the deadline in `exited` has passed — set by
-/// the caller when the child is gone, because a grandchild may hold the
-/// write end open.
+/// EPIPE), and stopping once the deadline in `exited` has passed and
+/// nothing more is buffered — the deadline is set by the caller when the
+/// child is gone, because a grandchild may hold the write end open.
 fn drain<R: Read + std::os::fd::AsFd + Send + 'static>(
     pipe: Option<R>,
     cap: usize,
@@ -511,23 +515,9 @@ fn drain<R: Read + std::os::fd::AsFd + Send + 'static>(
             return (buf, false);
         };
         let mut chunk = vec![0u8; 1 << 16];
-        loop {
-            if exited.get().is_some_and(|d| Instant::now() >= *d) {
-                return (buf, false);
-            }
-            let mut fds = [rustix::event::PollFd::new(&p, rustix::event::PollFlags::IN)];
-            let tick = rustix::event::Timespec {
-                tv_sec: 0,
-                tv_nsec: 100_000_000,
-            };
-            match rustix::event::poll(&mut fds, Some(&tick)) {
-                Ok(0) => continue,
-                Ok(_) => {}
-                Err(rustix::io::Errno::INTR) => continue,
-                Err(_) => return (buf, false),
-            }
+        while readable(&p, &exited) {
             match p.read(&mut chunk) {
-                Ok(0) => return (buf, false),
+                Ok(0) => break,
                 Ok(n) if buf.len() + n > cap => {
                     let keep = cap - buf.len();
                     buf.extend_from_slice(&chunk[..keep]);
@@ -535,10 +525,55 @@ fn drain<R: Read + std::os::fd::AsFd + Send + 'static>(
                 }
                 Ok(n) => buf.extend_from_slice(&chunk[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return (buf, false),
+                Err(_) => break,
             }
         }
+        (buf, false)
     })
+}
+
+/// Whether a read of `pipe` is worth making now: `true` once it has data
+/// or is at its end (the read says which), `false` once the deadline in
+/// `exited` has passed and nothing is buffered. Until the deadline is set
+/// this waits as long as it takes.
+fn readable(pipe: &impl std::os::fd::AsFd, exited: &OnceLock<Instant>) -> bool {
+    loop {
+        let late = exited.get().is_some_and(|d| Instant::now() >= *d);
+        let tick = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: if late { 0 } else { 100_000_000 },
+        };
+        let mut fds = [rustix::event::PollFd::new(
+            pipe,
+            rustix::event::PollFlags::IN,
+        )];
+        match rustix::event::poll(&mut fds, Some(&tick)) {
+            Ok(0) if late => return false,
+            Ok(0) | Err(rustix::io::Errno::INTR) => {}
+            Ok(_) => return true,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Wait for the stdin writer until shortly after the child exited; a
+/// grandchild holding stdin without reading would hold it for ever, so
+/// past that it is left to end when its pipe does.
+fn finish_feeding(writer: Option<std::thread::JoinHandle<std::io::Result<()>>>, argv: &str) {
+    let Some(w) = writer else { return };
+    let until = Instant::now() + DRAIN_AFTER_EXIT;
+    while !w.is_finished() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if !w.is_finished() {
+        tracing::debug!(%argv, "stdin still held by something the child left; not waiting");
+        return;
+    }
+    if let Ok(Err(e)) = w.join() {
+        // The child may legitimately exit before reading everything; its
+        // status and stderr say what went wrong, so this is only logged.
+        tracing::debug!(%argv, error = %e, "writing stdin");
+    }
 }
 
 /// Start `cmd` with `stdin`, stdout and stderr piped, as `cmd.run_as`.

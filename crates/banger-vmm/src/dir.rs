@@ -43,6 +43,9 @@ pub const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
 /// Names read from a directory per round of [`remove_tree_at`].
 const REMOVE_BATCH: usize = 1024;
 
+/// Entries one [`OwnerDir::remove_tree`] removes at most.
+pub const REMOVE_MAX: usize = 1 << 20;
+
 /// How deep [`OwnerDir::remove_tree`] goes before giving up.
 const MAX_TREE_DEPTH: usize = 16;
 
@@ -305,12 +308,33 @@ impl OwnerDir {
     /// only what the owner could. Every step is relative to a descriptor
     /// reached with [`RESOLVE`]: a symlink is removed, never followed; a
     /// mount point is never entered (it stays, and the removal fails with
-    /// `EXDEV`). Every entry is tried; the first error is returned.
-    /// Missing is fine.
+    /// `EXDEV`). Entries are tried until a round of them removes none;
+    /// the first error is returned. At most [`REMOVE_MAX`] entries go in
+    /// one call: past that the owner is refilling the tree as fast as it
+    /// empties, and the call fails rather than spin. Missing is fine.
     pub fn remove_tree(&self, name: &str, ids: Option<(u32, u32)>) -> std::io::Result<()> {
+        self.remove_tree_upto(name, ids, REMOVE_MAX)
+    }
+
+    /// [`OwnerDir::remove_tree`], removing at most `max` entries.
+    fn remove_tree_upto(
+        &self,
+        name: &str,
+        ids: Option<(u32, u32)>,
+        max: usize,
+    ) -> std::io::Result<()> {
         let dir = self.fd.as_fd();
         with_fs_ids(ids, "remove-tree", || {
-            remove_tree_at(dir, name, 0).map_err(Into::into)
+            let mut budget = max;
+            match remove_tree_at(dir, name, 0, &mut budget) {
+                Err(rustix::io::Errno::AGAIN) if budget == 0 => {
+                    Err(std::io::Error::other(format!(
+                        "{} keeps filling up: gave up after removing {max} entries",
+                        self.join(name).display()
+                    )))
+                }
+                r => r.map_err(Into::into),
+            }
         })
     }
 }
@@ -320,6 +344,7 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
     parent: BorrowedFd<'_>,
     name: P,
     depth: usize,
+    budget: &mut usize,
 ) -> rustix::io::Result<()> {
     let gone = |r: rustix::io::Result<()>| match r {
         Err(rustix::io::Errno::NOENT) => Ok(()),
@@ -363,18 +388,26 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
         let full = names.len() == REMOVE_BATCH;
         let mut removed = 0usize;
         for (n, ty) in &names {
+            if *budget == 0 {
+                return Err(rustix::io::Errno::AGAIN);
+            }
             let n = n.as_c_str();
             let r = if *ty == FileType::Directory {
-                remove_tree_at(dir.as_fd(), n, depth + 1)
+                remove_tree_at(dir.as_fd(), n, depth + 1, budget)
             } else {
                 match rustix::fs::unlinkat(&dir, n, AtFlags::empty()) {
                     // Unknown d_type on some filesystems: try it as a directory.
-                    Err(rustix::io::Errno::ISDIR) => remove_tree_at(dir.as_fd(), n, depth + 1),
+                    Err(rustix::io::Errno::ISDIR) => {
+                        remove_tree_at(dir.as_fd(), n, depth + 1, budget)
+                    }
                     r => gone(r),
                 }
             };
             match r {
-                Ok(()) => removed += 1,
+                Ok(()) => {
+                    removed += 1;
+                    *budget -= 1;
+                }
                 Err(e) if first.is_ok() => first = Err(e),
                 Err(_) => {}
             }

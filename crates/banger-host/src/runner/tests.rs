@@ -224,3 +224,48 @@ fn the_output_cap_is_for_stdout_and_stderr_keeps_the_default() {
     assert_eq!(out.stdout, "dev");
     assert_eq!(out.stderr, "debugfs 1.47.0 (5-Feb-2023)\n");
 }
+
+#[test]
+fn a_grandchild_holding_stdout_does_not_hold_a_stream() {
+    // The shell writes, leaves a `sleep` holding stdout, and exits: what
+    // it wrote arrives, soon after it exited.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("out");
+    let started = Instant::now();
+    let got = Runner
+        .stream_stdout(
+            &Cmd::new("sh").args(["-c", "sleep 30 & echo $! >&2; echo data"]),
+            std::fs::File::create(&path).unwrap(),
+            1 << 20,
+        )
+        .unwrap();
+    let elapsed = started.elapsed();
+    let sleeper: i32 = got.stderr.trim().parse().unwrap();
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(sleeper).unwrap(),
+        rustix::process::Signal::KILL,
+    );
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "data\n");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}
+
+#[test]
+fn a_grandchild_holding_stdin_unread_does_not_hold_the_call() {
+    // More input than a pipe holds; the shell exits at once, its
+    // background `sleep` keeps stdin open and never reads it.
+    let started = Instant::now();
+    let out = Runner
+        .run(
+            &Cmd::new("sh")
+                .args(["-c", "exec 3<&0; sleep 30 <&3 & echo $!"])
+                .stdin(vec![b'x'; 4 << 20]),
+        )
+        .unwrap();
+    let elapsed = started.elapsed();
+    let sleeper: i32 = out.stdout.trim().parse().unwrap();
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(sleeper).unwrap(),
+        rustix::process::Signal::KILL,
+    );
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}

@@ -230,3 +230,24 @@ fn remove_tree_removes_many_entries_and_names_that_are_not_utf8() {
     open(tmp.path()).remove_tree("run", None).unwrap();
     assert!(!run.exists(), "run/ is still there");
 }
+
+/// Fifth review F4: removal went on while every round removed something,
+/// so an owner refilling `run/` as fast as root emptied it kept a helper
+/// thread busy for ever. A call removes at most its budget, then fails
+/// naming the directory.
+#[test]
+fn remove_tree_gives_up_past_its_budget() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    for i in 0..3000 {
+        std::fs::write(run.join(format!("f{i}")), b"").unwrap();
+    }
+    let err = open(tmp.path())
+        .remove_tree_upto("run", None, 100)
+        .unwrap_err();
+    assert!(err.to_string().contains("keeps filling up"), "{err}");
+    assert!(err.to_string().contains("run"), "{err}");
+    let left = std::fs::read_dir(&run).unwrap().count();
+    assert_eq!(left, 2900, "removed more than its budget");
+}
