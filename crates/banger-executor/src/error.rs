@@ -98,6 +98,15 @@ pub enum ExecError {
         owner: Option<u32>,
         journaled: u32,
     },
+    #[error(
+        "tap {name} is not the tap banger made: it has interface index {index}, banger's had \
+         {journaled}; refusing to touch it (remove it, then run teardown again)"
+    )]
+    ReplacedTap {
+        name: String,
+        index: u32,
+        journaled: u32,
+    },
     #[error("bridge {name} is in banger's journal but does not exist; ensure the bridge first")]
     BridgeMissing { name: String },
     #[error(
@@ -160,6 +169,12 @@ pub enum ExecError {
     IpForward(#[source] NetError),
     #[error("switching IPv6 off on {name}")]
     DisableIpv6 {
+        name: String,
+        #[source]
+        source: NetError,
+    },
+    #[error("turning link-local MAC learning off on bridge {name}")]
+    NoLinkLocalLearn {
         name: String,
         #[source]
         source: NetError,
@@ -249,6 +264,7 @@ impl ExecError {
             WrongKind { .. }
             | TapOwner { .. }
             | ForeignTap { .. }
+            | ReplacedTap { .. }
             | BridgeMissing { .. }
             | FirewallMissing { .. } => ErrorCode::InvalidState,
             NotInstalledBridge { .. } | TapForOtherUser { .. } => ErrorCode::PermissionDenied,
@@ -262,6 +278,7 @@ impl ExecError {
             | SetUp { .. }
             | IpForward(_)
             | DisableIpv6 { .. }
+            | NoLinkLocalLearn { .. }
             | CreateTap { .. }
             | SetMaster { .. }
             | DeleteLink { .. }

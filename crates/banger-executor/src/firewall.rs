@@ -75,26 +75,34 @@
 //!   and the `input` chain above is what limits them to it.
 //!
 //! `bridge banger` (frames on the bridge, before L3 sees them and before
-//! the bridge learns their source MAC; this is what makes "a guest's
-//! address arrives only from its own tap" hold, since L3 only sees the
-//! bridge):
+//! the bridge learns their source MAC — except frames to a link-local
+//! group address, 01:80:c2:00:00:0X, whose source the bridge learns before
+//! this hook, and for LLDP without passing it at all: `EnsureBridge` turns
+//! that learning off on the bridge, `no_linklocal_learn`; this is what
+//! makes "a guest's address arrives only from its own tap" hold, since L3
+//! only sees the bridge):
 //! * `prerouting` (filter):
-//!   1. per guest: `iifname T ether saddr != mac(T) drop` and
+//!   1. per guest: `iifname T ether type != { ip, arp } drop` and
+//!      `iifname T meta protocol != { ip, arp } drop` (a guest speaks only
+//!      IPv4 and ARP, untagged: the kernel moves an outer 802.1Q or
+//!      802.1ad tag into metadata before the bridge, `ether type` still
+//!      reads the tag's protocol there, so the pins below would not match a
+//!      tagged frame, and the bridge hands a VLAN-0 frame to IPv4/ARP
+//!      untagged; no IPv6 either, not even between guests: banger gives
+//!      guests none), `iifname T ether saddr != mac(T) drop` and
 //!      `iifname T ether type arp arp saddr ether != mac(T) drop` (no
 //!      frame under another MAC: a guest cannot make the bridge send it
 //!      another guest's traffic), `iifname T ip saddr != ip(T) drop` and
 //!      `iifname T arp saddr ip != ip(T) drop` (no IPv4 or ARP spoofing);
 //!   2. `iifname "bangertap*" iifname != {T...} drop`: a banger tap without
-//!      a guest entry has no identity yet: nothing of it gets on the bridge;
-//!   3. `iifname "bangertap*" ether type 8021q drop`: no VLAN-tagged frames
-//!      sneaking past the checks above.
+//!      a guest entry has no identity yet: nothing of it gets on the bridge.
 //! * `forward` (filter): `iifname "bangertap*" oifname "bangertap*" drop`
 //!   unless `allow_inter_vm`: guests cannot reach each other even at L2
 //!   (flooded ARP still reaches the host, which is local delivery).
 //!
-//! IPv6 from guests is neither routed (forward rule 6) nor delivered to the
-//! host (input rule 2); at L2 it is left alone (between guests, under
-//! `allow_inter_vm`). Policies are `accept`: these chains only
+//! IPv6 from guests is dropped at L2 (prerouting rule 1), and would be
+//! neither routed (forward rule 6) nor delivered to the host (input rule
+//! 2) if it got past. Policies are `accept`: these chains only
 //! add drops for banger's own traffic, and the host's other tables keep
 //! their say (a `drop` policy elsewhere, e.g. Docker's, still applies).
 //! The tables describe one bridge: a sync for another bridge replaces them.
@@ -218,9 +226,24 @@ pub fn ruleset(spec: &FirewallSpec, bridge_ip: Ipv4Addr) -> String {
     line("\tchain prerouting {");
     line("\t\ttype filter hook prerouting priority filter; policy accept;");
     for g in &guests {
-        // Prerouting rule 1: the tap speaks only as its guest's MAC and
-        // address; dropped here, before the bridge learns the MAC.
+        // Prerouting rule 1: the tap speaks only IPv4 and ARP, as its
+        // guest's MAC and address; dropped here, before the bridge learns
+        // the MAC. The type allow-list comes first: the pins below match
+        // `ether type ip`/`arp`, which a VLAN-tagged frame never is (the
+        // kernel moves an outer tag into metadata before the bridge, yet
+        // `ether type` still reads the tag's protocol, and the bridge later
+        // hands a VLAN-0 frame to IPv4/ARP untagged). `meta protocol` is the
+        // type the kernel will deliver as: both must be IPv4 or ARP, so a
+        // frame gets through only if no tag is left to read either way.
         let mac = guest_mac(g.ip);
+        line(&format!(
+            "\t\tiifname \"{}\" ether type != {{ ip, arp }} drop",
+            g.tap
+        ));
+        line(&format!(
+            "\t\tiifname \"{}\" meta protocol != {{ ip, arp }} drop",
+            g.tap
+        ));
         line(&format!(
             "\t\tiifname \"{}\" ether saddr != {mac} drop",
             g.tap
@@ -246,7 +269,6 @@ pub fn ruleset(spec: &FirewallSpec, bridge_ip: Ipv4Addr) -> String {
     // teach the bridge a guest's MAC.
     unknown.push_str(" drop");
     line(&unknown);
-    line(&format!("\t\tiifname {wildcard} ether type 8021q drop"));
     line("\t}");
     line("\tchain forward {");
     line("\t\ttype filter hook forward priority filter; policy accept;");
@@ -330,16 +352,19 @@ table inet banger {
 table bridge banger {
 \tchain prerouting {
 \t\ttype filter hook prerouting priority filter; policy accept;
+\t\tiifname \"bangertap0\" ether type != { ip, arp } drop
+\t\tiifname \"bangertap0\" meta protocol != { ip, arp } drop
 \t\tiifname \"bangertap0\" ether saddr != 02:ba:0a:00:00:02 drop
 \t\tiifname \"bangertap0\" ether type arp arp saddr ether != 02:ba:0a:00:00:02 drop
 \t\tiifname \"bangertap0\" ether type ip ip saddr != 10.0.0.2 drop
 \t\tiifname \"bangertap0\" ether type arp arp saddr ip != 10.0.0.2 drop
+\t\tiifname \"bangertap1\" ether type != { ip, arp } drop
+\t\tiifname \"bangertap1\" meta protocol != { ip, arp } drop
 \t\tiifname \"bangertap1\" ether saddr != 02:ba:0a:00:00:03 drop
 \t\tiifname \"bangertap1\" ether type arp arp saddr ether != 02:ba:0a:00:00:03 drop
 \t\tiifname \"bangertap1\" ether type ip ip saddr != 10.0.0.3 drop
 \t\tiifname \"bangertap1\" ether type arp arp saddr ip != 10.0.0.3 drop
 \t\tiifname \"bangertap*\" iifname != { \"bangertap0\", \"bangertap1\" } drop
-\t\tiifname \"bangertap*\" ether type 8021q drop
 \t}
 \tchain forward {
 \t\ttype filter hook forward priority filter; policy accept;

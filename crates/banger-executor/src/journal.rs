@@ -5,7 +5,7 @@
 //!
 //! The journal is a JSON file (`root-journal.json` in the dev state dir,
 //! `journal.json` in the helper's root state dir) holding the bridges
-//! (name, address, prefix), taps (name, bridge, owner uid), whether banger's
+//! (name, address, prefix), taps (name, bridge, owner uid, ifindex), whether banger's
 //! nft tables were installed (and which guests they masquerade), and the links
 //! whose resolver settings banger changed. It is written atomically: a
 //! temporary file in the same directory, fsync, rename, fsync of the
@@ -78,6 +78,13 @@ pub struct TapEntry {
     pub name: String,
     pub bridge: String,
     pub owner_uid: u32,
+    /// The tap's interface index, recorded once it exists: what makes a
+    /// link of this name banger's tap (issue #13 F3: its tun owner is not,
+    /// as whoever may attach to the tap can change it). `None` between the
+    /// entry and the creation, and in journals written before it was kept:
+    /// then the tun owner is checked instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifindex: Option<u32>,
 }
 
 /// The journal's contents.

@@ -7,8 +7,9 @@
 //!   route-dependent checks run before the first change to the host;
 //! * only interfaces the journal lists are ever changed or deleted; a
 //!   same-named interface it does not list is refused, never adopted, and a
-//!   journaled tap owned by another uid than the one it was made for is
-//!   not banger's (its name was taken after banger's tap went);
+//!   journaled tap with another interface index than the one recorded at
+//!   its creation is not banger's (its name was taken after banger's tap
+//!   went);
 //! * a journal entry is written before the object is created, and dropped
 //!   again if the creation fails;
 //! * doing an operation twice changes nothing the second time.
@@ -63,19 +64,28 @@ fn check_ours(link: Option<&Link>, journaled: bool, expected: LinkKind) -> Resul
     Ok(())
 }
 
-/// Gap 14: a journaled name is not enough to act on a tap. The tap banger
-/// made is owned by the uid it was made for (`TUNSETOWNER`); a same-named
-/// tap owned by anyone else (or no one) took the name after banger's was
-/// gone, and is not banger's to delete. `journaled`: that uid, or `None`
-/// for a link that is not a tap.
-fn check_tap_owner(link: &Link, journaled: Option<u32>) -> Result<(), ExecError> {
-    match journaled {
-        Some(uid) if link.tap_owner != Some(uid) => Err(ExecError::ForeignTap {
+/// Gap 14: a journaled name is not enough to act on a tap; a same-named
+/// tap that took the name after banger's was gone is not banger's to
+/// delete or hand out. Issue #13 F3: nor is the tun owner an identity
+/// (whoever can attach to the tap may change it with `TUNSETOWNER`, no
+/// capability needed), so a tap is banger's when its interface index is
+/// the one journaled at its creation. An entry without one (written before
+/// indexes were kept, or by a helper that crashed between the entry and
+/// the creation) falls back to the uid banger made the tap for.
+fn check_tap_identity(link: &Link, entry: &TapEntry) -> Result<(), ExecError> {
+    match entry.ifindex {
+        Some(index) if link.index != index => Err(ExecError::ReplacedTap {
+            name: link.name.clone(),
+            index: link.index,
+            journaled: index,
+        }),
+        Some(_) => Ok(()),
+        None if link.tap_owner != Some(entry.owner_uid) => Err(ExecError::ForeignTap {
             name: link.name.clone(),
             owner: link.tap_owner,
-            journaled: uid,
+            journaled: entry.owner_uid,
         }),
-        _ => Ok(()),
+        None => Ok(()),
     }
 }
 
@@ -246,16 +256,16 @@ impl Executor {
         let links = self.net.links().map_err(ExecError::ReadLinks)?;
         let known = |name: &str| Some(links.iter().find(|l| l.name == name));
         for bridge in stale {
-            let taps: Vec<(String, u32)> = txn
+            let taps: Vec<TapEntry> = txn
                 .state
                 .taps
                 .iter()
                 .filter(|t| t.bridge == bridge)
-                .map(|t| (t.name.clone(), t.owner_uid))
+                .cloned()
                 .collect();
-            for (tap, owner) in taps {
-                self.remove_link(&tap, LinkKind::Tap, Some(owner), known(&tap))?;
-                txn.state.remove_tap(&tap);
+            for tap in taps {
+                self.remove_link(&tap.name, LinkKind::Tap, Some(&tap), known(&tap.name))?;
+                txn.state.remove_tap(&tap.name);
                 txn.save()?;
             }
             self.remove_link(&bridge, LinkKind::Bridge, None, known(&bridge))?;
@@ -276,6 +286,16 @@ impl Executor {
     fn configure_bridge(&self, link: &Link, cidr: Ipv4Cidr) -> Result<(), ExecError> {
         let name = &link.name;
         self.ipv6_off(name)?;
+        // Issue #13 F2: the bridge learns a source MAC from any frame to a
+        // link-local group address before (for LLDP, without) the
+        // `bridge banger` hook, so any tap could move a guest's MAC to its
+        // own port. Set every time, before the bridge goes up: one write.
+        self.net
+            .set_no_linklocal_learn(name)
+            .map_err(|source| ExecError::NoLinkLocalLearn {
+                name: name.clone(),
+                source,
+            })?;
         for stray in link.addresses.iter().filter(|a| **a != cidr) {
             self.net
                 .del_address(name, *stray)
@@ -367,10 +387,16 @@ impl Executor {
         let mut txn = self.journal.open()?;
         journaled_bridge(&txn.state, &spec.bridge)?;
         self.require_firewall(&spec.bridge)?;
-        let was_journaled = txn.state.tap(name).is_some();
+        let journaled = txn.state.tap(name).cloned();
+        let was_journaled = journaled.is_some();
         let links = self.net.links().map_err(ExecError::ReadLinks)?;
         let existing = links.iter().find(|l| l.name == name).cloned();
         check_ours(existing.as_ref(), was_journaled, LinkKind::Tap)?;
+        // The same identity test as deletion (issue #13 F6): a tap is
+        // handed out only if a teardown would remove it as banger's.
+        if let (Some(link), Some(entry)) = (&existing, &journaled) {
+            check_tap_identity(link, entry)?;
+        }
         if let Some(owner) = existing.as_ref().and_then(|l| l.tap_owner)
             && owner != spec.owner_uid
         {
@@ -386,13 +412,14 @@ impl Executor {
             });
         }
 
-        let entry = TapEntry {
+        let mut entry = TapEntry {
             name: spec.name.clone(),
             bridge: spec.bridge.clone(),
             owner_uid: spec.owner_uid,
+            ifindex: existing.as_ref().map(|l| l.index),
         };
         if txn.state.tap(name) != Some(&entry) {
-            txn.state.upsert_tap(entry);
+            txn.state.upsert_tap(entry.clone());
             txn.save()?;
         }
         let created = existing.is_none();
@@ -405,6 +432,30 @@ impl Executor {
                 name: name.to_string(),
                 source,
             });
+        }
+        if created {
+            // The new tap's index is its identity from now on. Nobody but
+            // root can make a tap under this name meanwhile (the journal is
+            // locked, and creating a tap needs CAP_NET_ADMIN).
+            let index = match self.net.link(name) {
+                Ok(Some(link)) => link.index,
+                Ok(None) => {
+                    self.undo_create(&mut txn, name, was_journaled, false);
+                    return Err(ExecError::CreateTap {
+                        name: name.to_string(),
+                        source: NetError::NoSuchLink {
+                            name: name.to_string(),
+                        },
+                    });
+                }
+                Err(e) => {
+                    self.undo_create(&mut txn, name, was_journaled, false);
+                    return Err(ExecError::ReadLinks(e));
+                }
+            };
+            entry.ifindex = Some(index);
+            txn.state.upsert_tap(entry);
+            txn.save()?;
         }
         let (master, up) = existing
             .as_ref()
@@ -443,11 +494,11 @@ impl Executor {
 
     pub(crate) fn delete_tap(&self, name: String) -> Result<Executed, ExecError> {
         let mut txn = self.journal.open()?;
-        let Some(owner) = txn.state.tap(&name).map(|t| t.owner_uid) else {
+        let Some(entry) = txn.state.tap(&name).cloned() else {
             return Err(ExecError::NotJournaled { what: "tap", name });
         };
         let existing = self.net.link(&name).map_err(ExecError::ReadLinks)?;
-        self.remove_link(&name, LinkKind::Tap, Some(owner), Some(existing.as_ref()))?;
+        self.remove_link(&name, LinkKind::Tap, Some(&entry), Some(existing.as_ref()))?;
         txn.state.remove_tap(&name);
         txn.save()?;
         Ok(done(PrivOutcome::Done))
@@ -626,12 +677,7 @@ impl Executor {
 
         let mut kept_taps = Vec::new();
         for tap in std::mem::take(&mut txn.state.taps) {
-            match self.remove_link(
-                &tap.name,
-                LinkKind::Tap,
-                Some(tap.owner_uid),
-                lookup(&tap.name),
-            ) {
+            match self.remove_link(&tap.name, LinkKind::Tap, Some(&tap), lookup(&tap.name)) {
                 Ok(Some(what)) => removed.push(what),
                 Ok(None) => {}
                 Err(e) => {
@@ -642,6 +688,15 @@ impl Executor {
         }
         txn.state.taps = kept_taps;
 
+        // The bridge a kept link's base rule set describes (below).
+        let base_bridge = match &self.bridge {
+            Some(installed) => Some((installed.name.clone(), installed.address)),
+            None => txn
+                .state
+                .bridges
+                .first()
+                .map(|b| (b.name.clone(), b.address)),
+        };
         let mut kept_bridges = Vec::new();
         for bridge in std::mem::take(&mut txn.state.bridges) {
             match self.remove_link(&bridge.name, LinkKind::Bridge, None, lookup(&bridge.name)) {
@@ -655,23 +710,44 @@ impl Executor {
         }
         txn.state.bridges = kept_bridges;
 
-        match self.present_tables() {
-            Ok(present) if present.is_empty() => {
-                txn.state.firewall = false;
-                txn.state.nat_guests.clear();
-            }
-            Ok(present) => match self
-                .net
-                .apply_nft(&firewall::delete_tables(present.clone()))
-            {
+        // Issue #13 F3: a link that stays (one that is not banger's to
+        // remove, or whose removal failed) keeps the base rule set, whose
+        // `bangertap*` drops in `input` and `forward` cover a tap that is no
+        // bridge port: without it the host routes whatever such a tap
+        // sends. The tables go only when nothing is left.
+        let kept = !txn.state.taps.is_empty() || !txn.state.bridges.is_empty();
+        if kept && let Some((name, address)) = base_bridge {
+            let base = FirewallSpec {
+                bridge: name,
+                guests: Vec::new(),
+                allow_inter_vm: false,
+            };
+            match self.replace_firewall(&mut txn, base, address) {
                 Ok(()) => {
-                    removed.extend(present.iter().map(|f| format!("nft table {f} {NFT_TABLE}")));
+                    tracing::warn!("links remain after teardown: banger's base rule set stays")
+                }
+                Err(e) => fail(e),
+            }
+        } else {
+            match self.present_tables() {
+                Ok(present) if present.is_empty() => {
                     txn.state.firewall = false;
                     txn.state.nat_guests.clear();
                 }
-                Err(source) => fail(ExecError::DeleteTables(source)),
-            },
-            Err(e) => fail(ExecError::ListTables(e)),
+                Ok(present) => match self
+                    .net
+                    .apply_nft(&firewall::delete_tables(present.clone()))
+                {
+                    Ok(()) => {
+                        removed
+                            .extend(present.iter().map(|f| format!("nft table {f} {NFT_TABLE}")));
+                        txn.state.firewall = false;
+                        txn.state.nat_guests.clear();
+                    }
+                    Err(source) => fail(ExecError::DeleteTables(source)),
+                },
+                Err(e) => fail(ExecError::ListTables(e)),
+            }
         }
 
         if let Err(e) = txn.save() {
@@ -685,27 +761,29 @@ impl Executor {
 
     /// Delete one journaled interface. `known` is the kernel's view from the
     /// listing (`None` when the listing failed: then just try a bridge; a
-    /// tap is left, as its owner cannot be checked). `tap_owner` is, for a
-    /// tap, the uid banger made it for. Returns what was removed, `None`
-    /// when it was already gone.
+    /// tap is left, as its identity cannot be checked). `tap` is, for a
+    /// tap, its journal entry. Returns what was removed, `None` when it was
+    /// already gone.
     fn remove_link(
         &self,
         name: &str,
         kind: LinkKind,
-        tap_owner: Option<u32>,
+        tap: Option<&TapEntry>,
         known: Option<Option<&Link>>,
     ) -> Result<Option<String>, ExecError> {
-        match (known, tap_owner) {
+        match (known, tap) {
             (Some(None), _) => return Ok(None),
             (Some(Some(link)), _) => {
                 check_ours(Some(link), true, kind.clone())?;
-                check_tap_owner(link, tap_owner)?;
+                if let Some(entry) = tap {
+                    check_tap_identity(link, entry)?;
+                }
             }
-            (None, Some(journaled)) => {
+            (None, Some(entry)) => {
                 return Err(ExecError::ForeignTap {
                     name: name.to_string(),
                     owner: None,
-                    journaled,
+                    journaled: entry.owner_uid,
                 });
             }
             (None, None) => {}

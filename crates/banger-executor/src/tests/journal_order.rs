@@ -45,6 +45,9 @@ impl HostNet for JournalPeek {
     fn disable_ipv6(&self, link: &str) -> Result<(), NetError> {
         self.inner.disable_ipv6(link)
     }
+    fn set_no_linklocal_learn(&self, link: &str) -> Result<(), NetError> {
+        self.inner.set_no_linklocal_learn(link)
+    }
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
         self.peek();
         self.inner.create_tap(name, owner_uid)

@@ -310,13 +310,15 @@ fn ensure_bridge_creates_journals_first_and_is_idempotent() {
             created: true
         })
     );
-    // The base firewall first, then the bridge, IPv6 off before it is up.
+    // The base firewall first, then the bridge, IPv6 and link-local MAC
+    // learning off before it is up.
     assert_eq!(
         f.net.mutating_calls(),
         [
             "apply_nft",
             "create_bridge(banger0)",
             "disable_ipv6(banger0)",
+            "set_no_linklocal_learn(banger0)",
             "add_address(banger0, 10.0.0.1/24)",
             "set_up(banger0)",
             "set_ip_forward(true)",
@@ -337,10 +339,11 @@ fn ensure_bridge_creates_journals_first_and_is_idempotent() {
             created: false
         })
     );
-    // Only IPv6 is switched off again (a write of what is there).
+    // Only IPv6 and link-local learning are switched off again (writes of
+    // what is there).
     assert_eq!(
         f.net.mutating_calls(),
-        ["disable_ipv6(banger0)"],
+        ["disable_ipv6(banger0)", "set_no_linklocal_learn(banger0)"],
         "{:?}",
         f.net.calls()
     );
@@ -358,7 +361,11 @@ fn ensure_bridge_replaces_stray_addresses_of_its_own_bridge() {
     f.run(PrivOp::EnsureBridge(bridge())).unwrap();
     assert_eq!(
         f.net.mutating_calls(),
-        ["disable_ipv6(banger0)", "del_address(banger0, 10.0.0.7/24)"]
+        [
+            "disable_ipv6(banger0)",
+            "set_no_linklocal_learn(banger0)",
+            "del_address(banger0, 10.0.0.7/24)"
+        ]
     );
     assert_eq!(
         f.net.link_named("banger0").unwrap().addresses,

@@ -89,11 +89,21 @@ fn teardown_attempts_every_step_and_keeps_what_failed() {
         "{:?}",
         report.errors
     );
-    // Only the tables (EnsureBridge's base rule set) went.
-    assert_eq!(
-        report.removed,
-        ["nft table inet banger", "nft table bridge banger"]
-    );
+    // Nothing went, and with links left the tables stay as the base rule
+    // set (issue #13 F3: its `bangertap*` drops cover a tap off the bridge).
+    assert!(report.removed.is_empty(), "{:?}", report.removed);
+    let tables = || f.net.state.lock().unwrap().tables.len();
+    assert_eq!(tables(), 2);
+    let base = f
+        .net
+        .state
+        .lock()
+        .unwrap()
+        .nft_batches
+        .last()
+        .cloned()
+        .unwrap();
+    assert!(base.contains("iifname \"bangertap*\" drop") && !base.contains("masquerade"));
     let journal = f.journal_text();
     assert!(journal.contains("bangertap0") && journal.contains("banger0"));
 
@@ -105,6 +115,7 @@ fn teardown_attempts_every_step_and_keeps_what_failed() {
     assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
     assert_eq!(report.removed, ["tap bangertap0", "bridge banger0"]);
     assert_eq!(f.net.link_named("bangertap1").unwrap().tap_owner, Some(1));
+    assert_eq!(tables(), 2, "the tables went while a tap remains");
 }
 
 #[test]
@@ -134,4 +145,39 @@ fn teardown_refuses_to_delete_a_journaled_name_that_changed_kind() {
     assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
     assert!(report.errors[0].contains("bangertap0 is a veth, not the tap banger created"));
     assert!(f.net.link_named("bangertap0").is_some());
+}
+
+/// Issue #13 F3 and F6: a tap is banger's by the interface index journaled
+/// at its creation. Its tun owner changed (the owner may, through an
+/// attached descriptor) or cleared, it is still banger's: `EnsureTap`
+/// hands it out and a teardown removes it. A tap re-made under the name
+/// (another index) is refused by both, whatever its owner.
+#[test]
+fn a_tap_is_banger_s_by_its_journaled_index_not_its_tun_owner() {
+    let f = fixture(FakeNet::new()).with_bridge_and_taps();
+    let set_owner = |name: &str, owner: Option<u32>| {
+        let mut state = f.net.state.lock().unwrap();
+        let link = state.links.iter_mut().find(|l| l.name == name).unwrap();
+        link.tap_owner = owner;
+    };
+    set_owner("bangertap0", None);
+    f.run(PrivOp::EnsureTap(tap("bangertap0")))
+        .expect("banger's own tap, its tun owner cleared");
+    set_owner("bangertap0", Some(1));
+    // Re-made under the journaled name, for the journaled uid.
+    f.net.delete_link("bangertap1").unwrap();
+    f.net.create_tap("bangertap1", 4242).unwrap();
+    let err = f.run(PrivOp::EnsureTap(tap("bangertap1"))).unwrap_err();
+    assert!(err.to_string().contains("interface index"), "{err}");
+
+    let PrivOutcome::Teardown(report) = f.run(PrivOp::Teardown).unwrap() else {
+        panic!()
+    };
+    assert!(
+        report.removed.contains(&"tap bangertap0".to_string()),
+        "{report:?}"
+    );
+    assert!(f.net.link_named("bangertap0").is_none());
+    assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
+    assert!(f.net.link_named("bangertap1").is_some());
 }

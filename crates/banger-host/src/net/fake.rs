@@ -40,6 +40,9 @@ pub struct FakeNetState {
     pub failing: Vec<String>,
     /// Links whose IPv6 is switched off (forgotten when they are deleted).
     pub ipv6_off: std::collections::BTreeSet<String>,
+    /// The highest index ever given: like the kernel, a new link never
+    /// takes a deleted one's index.
+    pub last_index: u32,
 }
 
 #[derive(Debug)]
@@ -220,7 +223,9 @@ impl FakeNet {
 
 impl FakeNetState {
     fn add_link(&mut self, name: &str, kind: LinkKind) -> &mut Link {
-        let index = self.links.iter().map(|l| l.index).max().unwrap_or(0) + 1;
+        let highest = self.links.iter().map(|l| l.index).max().unwrap_or(0);
+        let index = highest.max(self.last_index) + 1;
+        self.last_index = index;
         self.links.push(Link {
             index,
             name: name.into(),
@@ -345,6 +350,14 @@ impl HostNet for FakeNet {
         self.with_link_mut(link, |_| Ok(()))?;
         self.lock().ipv6_off.insert(link.into());
         Ok(())
+    }
+
+    fn set_no_linklocal_learn(&self, link: &str) -> Result<(), NetError> {
+        self.record(
+            "set_no_linklocal_learn",
+            format!("set_no_linklocal_learn({link})"),
+        )?;
+        self.with_link_mut(link, |_| Ok(()))
     }
 
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {

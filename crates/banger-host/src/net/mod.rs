@@ -254,6 +254,11 @@ pub trait HostNet: Send + Sync {
     /// advertisements, no IPv6 delivered to the host through it. A kernel
     /// without IPv6 has nothing to switch off: success.
     fn disable_ipv6(&self, link: &str) -> Result<(), NetError>;
+    /// Stop bridge `link` learning source MACs from frames sent to
+    /// link-local group addresses (01:80:c2:00:00:0X; `no_linklocal_learn`,
+    /// `BR_BOOLOPT_NO_LL_LEARN`). The bridge learns those before its
+    /// prerouting hook, where nothing can filter them.
+    fn set_no_linklocal_learn(&self, link: &str) -> Result<(), NetError>;
     /// Create a persistent tap owned by `owner_uid`; fails if the name exists.
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError>;
     /// Delete a link; `Ok(false)` when it was already gone.
@@ -335,6 +340,10 @@ impl HostNet for RealNet {
 
     fn disable_ipv6(&self, link: &str) -> Result<(), NetError> {
         sysctl::disable_ipv6(link)
+    }
+
+    fn set_no_linklocal_learn(&self, link: &str) -> Result<(), NetError> {
+        netlink::Netlink::open()?.set_no_linklocal_learn(link)
     }
 
     fn delete_link(&self, name: &str) -> Result<bool, NetError> {

@@ -13,7 +13,8 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoTun, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    BridgeBooleanOptionFlags, BridgeBooleanOptions, InfoBridge, InfoData, InfoKind, InfoTun,
+    LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteType};
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -214,6 +215,29 @@ impl Netlink {
             RouteNetlinkMessage::NewLink(msg),
             0,
             &format!("set {name} up"),
+        )
+    }
+
+    /// `IFLA_BR_MULTI_BOOLOPT` with `BR_BOOLOPT_NO_LL_LEARN` set (and only
+    /// that bit in the mask, so no other option changes). A kernel without
+    /// the option (before 5.0) refuses the request.
+    pub(super) fn set_no_linklocal_learn(&mut self, name: &str) -> Result<(), NetError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = self.index_of(name)?;
+        let flag = BridgeBooleanOptionFlags::NoLinkLocalLearn;
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Bridge),
+            LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::MultiBoolOpt(
+                BridgeBooleanOptions {
+                    value: flag,
+                    mask: flag,
+                },
+            )])),
+        ]));
+        self.ack(
+            RouteNetlinkMessage::NewLink(msg),
+            0,
+            &format!("set no_linklocal_learn on {name}"),
         )
     }
 
