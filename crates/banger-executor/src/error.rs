@@ -179,6 +179,12 @@ pub enum ExecError {
         #[source]
         source: NetError,
     },
+    #[error("setting bridge {name}'s MAC")]
+    SetMac {
+        name: String,
+        #[source]
+        source: NetError,
+    },
     #[error("creating tap {name}")]
     CreateTap {
         name: String,
@@ -279,6 +285,7 @@ impl ExecError {
             | IpForward(_)
             | DisableIpv6 { .. }
             | NoLinkLocalLearn { .. }
+            | SetMac { .. }
             | CreateTap { .. }
             | SetMaster { .. }
             | DeleteLink { .. }

@@ -96,9 +96,26 @@
 //!      `iifname T arp saddr ip != ip(T) drop` (no IPv4 or ARP spoofing);
 //!   2. `iifname "bangertap*" iifname != {T...} drop`: a banger tap without
 //!      a guest entry has no identity yet: nothing of it gets on the bridge.
-//! * `forward` (filter): `iifname "bangertap*" oifname "bangertap*" drop`
-//!   unless `allow_inter_vm`: guests cannot reach each other even at L2
-//!   (flooded ARP still reaches the host, which is local delivery).
+//! * `forward` (filter): first `iifname "bangertap*" oifname "bangertap*"
+//!   drop` unless `allow_inter_vm`: guests cannot reach each other even at
+//!   L2 (flooded ARP still reaches the host, which is local delivery); then
+//!   the rules below.
+//! * `output` (filter; the host's own frames, NAT replies included, leave
+//!   the bridge through this hook, once per port a flood reaches) and
+//!   `forward`, the same rules (item 18):
+//!   1. per guest: `oifname T ether daddr & 01:00:00:00:00:00 ==
+//!      00:00:00:00:00:00 ether daddr != mac(T) drop`: unicast leaves a tap
+//!      only for its guest's MAC. Whoever holds a tap's descriptor can set
+//!      the tap's MAC (`SIOCSIFHWADDR`, no capability); the bridge then
+//!      makes a local FDB entry for that MAC on the tap's port, replacing
+//!      what it had learned, and no static entry outranks it — so a tap
+//!      set to another guest's MAC would get that guest's unicast.
+//!      Broadcast and multicast (the group bit set) still go everywhere;
+//!   2. `oifname "bangertap*" oifname != {T...} <unicast> drop`: a tap
+//!      with no guest entry has no MAC to receive unicast as.
+//!
+//!   The bridge's own MAC is set at `EnsureBridge`: otherwise it follows
+//!   the lowest port MAC, which a tap's holder chooses.
 //!
 //! IPv6 from guests is dropped at L2 (prerouting rule 1), and would be
 //! neither routed (forward rule 6) nor delivered to the host (input rule
@@ -119,6 +136,10 @@ pub const FAMILIES: [&str; 2] = ["inet", "bridge"];
 /// IPv4 link-local (RFC 3927): cloud metadata services (169.254.169.254)
 /// and other hosts' link-local neighbours, never a guest's destination.
 const LINK_LOCAL_V4: &str = "169.254.0.0/16";
+
+/// Matches a unicast destination MAC (the group bit, the first octet's
+/// lowest, clear): broadcast and multicast still reach every tap.
+const UNICAST: &str = "ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00";
 
 /// The NAT guests' addresses, sorted and unique.
 pub fn nat_guests(spec: &FirewallSpec) -> Vec<Ipv4Addr> {
@@ -270,12 +291,36 @@ pub fn ruleset(spec: &FirewallSpec, bridge_ip: Ipv4Addr) -> String {
     unknown.push_str(" drop");
     line(&unknown);
     line("\t}");
-    line("\tchain forward {");
-    line("\t\ttype filter hook forward priority filter; policy accept;");
-    if !spec.allow_inter_vm {
-        line(&format!("\t\tiifname {wildcard} oifname {wildcard} drop"));
+    for hook in ["output", "forward"] {
+        line(&format!("\tchain {hook} {{"));
+        line(&format!(
+            "\t\ttype filter hook {hook} priority filter; policy accept;"
+        ));
+        if hook == "forward" && !spec.allow_inter_vm {
+            line(&format!("\t\tiifname {wildcard} oifname {wildcard} drop"));
+        }
+        // Output/forward rule 1 (item 18): whoever holds a tap's descriptor
+        // may set the tap's MAC to another guest's, and the bridge then
+        // sends that guest's unicast out of the tap (a local FDB entry,
+        // which nothing can pin). So unicast leaves a tap only when it is
+        // for the tap's own guest's MAC; `output` sees the host's frames,
+        // `forward` a guest's.
+        for g in &guests {
+            line(&format!(
+                "\t\toifname \"{}\" {UNICAST} ether daddr != {} drop",
+                g.tap,
+                guest_mac(g.ip)
+            ));
+        }
+        // Rule 2: a tap with no guest entry has no MAC to receive as.
+        let mut unknown = format!("\t\toifname {wildcard}");
+        if !taps.is_empty() {
+            let _ = write!(unknown, " oifname != {}", set(&taps, true));
+        }
+        let _ = write!(unknown, " {UNICAST} drop");
+        line(&unknown);
+        line("\t}");
     }
-    line("\t}");
     line("}");
     s
 }
@@ -366,9 +411,18 @@ table bridge banger {
 \t\tiifname \"bangertap1\" ether type arp arp saddr ip != 10.0.0.3 drop
 \t\tiifname \"bangertap*\" iifname != { \"bangertap0\", \"bangertap1\" } drop
 \t}
+\tchain output {
+\t\ttype filter hook output priority filter; policy accept;
+\t\toifname \"bangertap0\" ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00 ether daddr != 02:ba:0a:00:00:02 drop
+\t\toifname \"bangertap1\" ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00 ether daddr != 02:ba:0a:00:00:03 drop
+\t\toifname \"bangertap*\" oifname != { \"bangertap0\", \"bangertap1\" } ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00 drop
+\t}
 \tchain forward {
 \t\ttype filter hook forward priority filter; policy accept;
 \t\tiifname \"bangertap*\" oifname \"bangertap*\" drop
+\t\toifname \"bangertap0\" ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00 ether daddr != 02:ba:0a:00:00:02 drop
+\t\toifname \"bangertap1\" ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00 ether daddr != 02:ba:0a:00:00:03 drop
+\t\toifname \"bangertap*\" oifname != { \"bangertap0\", \"bangertap1\" } ether daddr & 01:00:00:00:00:00 == 00:00:00:00:00:00 drop
 \t}
 }
 ";

@@ -28,6 +28,7 @@ use crate::firewall;
 use crate::journal::{BridgeEntry, Journal, TapEntry, Txn};
 use crate::{Executed, Executor, validate};
 
+mod configure;
 mod dns;
 
 /// The resolver routing domain: `~vm` sends `*.vm` lookups to the bridge's
@@ -279,66 +280,6 @@ impl Executor {
             txn.save()?;
         }
         Ok(())
-    }
-
-    /// IPv6 off, exactly our address, up, forwarding on. Changes only what
-    /// differs (IPv6 is switched off every time: it is one write).
-    fn configure_bridge(&self, link: &Link, cidr: Ipv4Cidr) -> Result<(), ExecError> {
-        let name = &link.name;
-        self.ipv6_off(name)?;
-        // Issue #13 F2: the bridge learns a source MAC from any frame to a
-        // link-local group address before (for LLDP, without) the
-        // `bridge banger` hook, so any tap could move a guest's MAC to its
-        // own port. Set every time, before the bridge goes up: one write.
-        self.net
-            .set_no_linklocal_learn(name)
-            .map_err(|source| ExecError::NoLinkLocalLearn {
-                name: name.clone(),
-                source,
-            })?;
-        for stray in link.addresses.iter().filter(|a| **a != cidr) {
-            self.net
-                .del_address(name, *stray)
-                .map_err(|source| ExecError::RemoveAddress {
-                    name: name.clone(),
-                    address: *stray,
-                    source,
-                })?;
-        }
-        if !link.addresses.contains(&cidr) {
-            self.net
-                .add_address(name, cidr)
-                .map_err(|source| ExecError::SetAddress {
-                    name: name.clone(),
-                    address: cidr,
-                    source,
-                })?;
-        }
-        if !link.up {
-            self.net.set_up(name).map_err(|source| ExecError::SetUp {
-                name: name.clone(),
-                source,
-            })?;
-        }
-        if !self.net.ip_forward().map_err(ExecError::IpForward)? {
-            self.net
-                .set_ip_forward(true)
-                .map_err(ExecError::IpForward)?;
-        }
-        Ok(())
-    }
-
-    /// Gap 14: banger gives guests no IPv6, and a link of banger's with
-    /// IPv6 on takes router advertisements from whatever sits on a tap (an
-    /// on-link route or a default route for the host, an address). Off
-    /// before the link goes up, so it never runs IPv6 at all.
-    fn ipv6_off(&self, name: &str) -> Result<(), ExecError> {
-        self.net
-            .disable_ipv6(name)
-            .map_err(|source| ExecError::DisableIpv6 {
-                name: name.to_string(),
-                source,
-            })
     }
 
     /// Refuse to put anything on `bridge` while banger's tables are gone:

@@ -48,6 +48,9 @@ impl HostNet for JournalPeek {
     fn set_no_linklocal_learn(&self, link: &str) -> Result<(), NetError> {
         self.inner.set_no_linklocal_learn(link)
     }
+    fn set_mac(&self, link: &str, mac: [u8; 6]) -> Result<(), NetError> {
+        self.inner.set_mac(link, mac)
+    }
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
         self.peek();
         self.inner.create_tap(name, owner_uid)

@@ -319,6 +319,7 @@ fn ensure_bridge_creates_journals_first_and_is_idempotent() {
             "create_bridge(banger0)",
             "disable_ipv6(banger0)",
             "set_no_linklocal_learn(banger0)",
+            "set_mac(banger0, 02:ba:0a:00:00:01)",
             "add_address(banger0, 10.0.0.1/24)",
             "set_up(banger0)",
             "set_ip_forward(true)",
@@ -339,11 +340,15 @@ fn ensure_bridge_creates_journals_first_and_is_idempotent() {
             created: false
         })
     );
-    // Only IPv6 and link-local learning are switched off again (writes of
-    // what is there).
+    // Only IPv6 and link-local learning are switched off again and the MAC
+    // set (writes of what is there).
     assert_eq!(
         f.net.mutating_calls(),
-        ["disable_ipv6(banger0)", "set_no_linklocal_learn(banger0)"],
+        [
+            "disable_ipv6(banger0)",
+            "set_no_linklocal_learn(banger0)",
+            "set_mac(banger0, 02:ba:0a:00:00:01)"
+        ],
         "{:?}",
         f.net.calls()
     );
@@ -364,6 +369,7 @@ fn ensure_bridge_replaces_stray_addresses_of_its_own_bridge() {
         [
             "disable_ipv6(banger0)",
             "set_no_linklocal_learn(banger0)",
+            "set_mac(banger0, 02:ba:0a:00:00:01)",
             "del_address(banger0, 10.0.0.7/24)"
         ]
     );

@@ -360,6 +360,15 @@ impl HostNet for FakeNet {
         self.with_link_mut(link, |_| Ok(()))
     }
 
+    fn set_mac(&self, link: &str, mac: [u8; 6]) -> Result<(), NetError> {
+        let [a, b, c, d, e, g] = mac;
+        self.record(
+            "set_mac",
+            format!("set_mac({link}, {a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x})"),
+        )?;
+        self.with_link_mut(link, |_| Ok(()))
+    }
+
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
         let call = format!("create_tap({name}, uid {owner_uid})");
         self.record("create_tap", call.clone())?;

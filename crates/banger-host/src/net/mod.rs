@@ -259,6 +259,9 @@ pub trait HostNet: Send + Sync {
     /// `BR_BOOLOPT_NO_LL_LEARN`). The bridge learns those before its
     /// prerouting hook, where nothing can filter them.
     fn set_no_linklocal_learn(&self, link: &str) -> Result<(), NetError>;
+    /// Set `link`'s MAC (`IFLA_ADDRESS`). On a bridge this also stops it
+    /// taking the lowest of its ports' MACs from then on.
+    fn set_mac(&self, link: &str, mac: [u8; 6]) -> Result<(), NetError>;
     /// Create a persistent tap owned by `owner_uid`; fails if the name exists.
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError>;
     /// Delete a link; `Ok(false)` when it was already gone.
@@ -344,6 +347,10 @@ impl HostNet for RealNet {
 
     fn set_no_linklocal_learn(&self, link: &str) -> Result<(), NetError> {
         netlink::Netlink::open()?.set_no_linklocal_learn(link)
+    }
+
+    fn set_mac(&self, link: &str, mac: [u8; 6]) -> Result<(), NetError> {
+        netlink::Netlink::open()?.set_mac(link, mac)
     }
 
     fn delete_link(&self, name: &str) -> Result<bool, NetError> {

@@ -241,6 +241,17 @@ impl Netlink {
         )
     }
 
+    pub(super) fn set_mac(&mut self, name: &str, mac: [u8; 6]) -> Result<(), NetError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = self.index_of(name)?;
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        self.ack(
+            RouteNetlinkMessage::NewLink(msg),
+            0,
+            &format!("set the MAC of {name}"),
+        )
+    }
+
     pub(super) fn set_master(&mut self, name: &str, master: &str) -> Result<(), NetError> {
         let master_index = self.index_of(master)?;
         let mut msg = LinkMessage::default();

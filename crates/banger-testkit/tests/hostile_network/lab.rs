@@ -122,6 +122,29 @@ impl Lab {
         lab
     }
 
+    /// A lab with two guests synced: `GUEST_IP` (NAT) on `TAP` and
+    /// `GUEST1_IP` (no NAT) on `TAP1`.
+    pub fn with_two_guests() -> Lab {
+        let lab = Lab::new();
+        lab.ensure_bridge();
+        lab.ensure_tap(lab.owner.uid).expect("EnsureTap");
+        lab.ensure_tap_named(TAP1, lab.owner.uid)
+            .expect("EnsureTap 1");
+        lab.sync(vec![
+            GuestRule {
+                tap: TAP.into(),
+                ip: GUEST_IP,
+                nat: true,
+            },
+            GuestRule {
+                tap: TAP1.into(),
+                ip: GUEST1_IP,
+                nat: false,
+            },
+        ]);
+        lab
+    }
+
     /// The firewall with one guest, `GUEST_IP` on `TAP`.
     pub fn sync_guest(&self, nat: bool) {
         self.sync(vec![GuestRule {
@@ -138,6 +161,31 @@ impl Lab {
             allow_inter_vm: false,
         }))
         .expect("SyncFirewall");
+    }
+
+    /// The guest on `tap` (`GUEST_IP`, `GUEST_MAC`) sends the bridge a
+    /// datagram, so the bridge learns its MAC there.
+    pub fn guest_speaks(&self, tap: &mut File) {
+        let frame = ether(
+            self.bridge_mac(),
+            GUEST_MAC,
+            0x0800,
+            &udp4(GUEST_IP, BRIDGE_IP, 9, b"hello"),
+        );
+        send(tap, &frame);
+    }
+
+    /// A UDP socket of the host's on the bridge address, with the host's
+    /// neighbour entry for `GUEST_IP` pinned to `GUEST_MAC` (no guest
+    /// answers ARP here).
+    pub fn host_socket_to_guest(&self) -> UdpSocket {
+        run_ok(ip(
+            &self.h,
+            &format!(
+                "neigh replace {GUEST_IP} lladdr 02:ba:0a:d5:07:02 dev {BRIDGE} nud permanent"
+            ),
+        ));
+        self.h.run(|| UdpSocket::bind((BRIDGE_IP, 0)).unwrap())
     }
 
     pub fn link(&self, name: &str) -> Option<Value> {
@@ -229,6 +277,22 @@ pub fn mac(text: &str) -> [u8; 6] {
         .map(|x| u8::from_str_radix(x, 16).unwrap())
         .collect();
     b.try_into().unwrap()
+}
+
+/// The calling thread alone becomes `uid`:`gid` with no supplementary
+/// groups (the raw syscalls change one thread's credentials; libc's
+/// wrappers would change them all). Call it on a short-lived thread.
+pub fn become_user(uid: u32, gid: u32) {
+    // SAFETY: plain syscalls with integer arguments; only the calling
+    // thread's credentials change.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<u32>()),
+            0
+        );
+        assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
+        assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
+    }
 }
 
 /// `struct ifreq` for TUNSETIFF (name, flags, padding to 40 bytes).

@@ -23,6 +23,7 @@ use banger_testkit::*;
 use serde_json::Value;
 
 mod lab;
+mod mac;
 mod tagged_and_kept;
 
 use lab::*;

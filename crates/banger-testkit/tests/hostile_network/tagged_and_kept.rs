@@ -4,12 +4,11 @@
 
 use std::fs::File;
 use std::io::Write as _;
-use std::net::{Ipv4Addr, UdpSocket};
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use banger_proto::net::GuestRule;
 use banger_proto::privops::PrivOp;
 use banger_testkit::*;
 
@@ -85,23 +84,7 @@ pub fn frames_with(tap: &File, marker: &[u8]) -> Vec<Vec<u8>> {
 /// `GUEST_IP` must not point at the attacker.
 #[test]
 fn a_vlan_tagged_frame_gets_no_spoofed_address_past_the_pins() {
-    let lab = Lab::new();
-    lab.ensure_bridge();
-    lab.ensure_tap(lab.owner.uid).expect("EnsureTap");
-    lab.ensure_tap_named(TAP1, lab.owner.uid)
-        .expect("EnsureTap 1");
-    lab.sync(vec![
-        GuestRule {
-            tap: TAP.into(),
-            ip: GUEST_IP,
-            nat: true,
-        },
-        GuestRule {
-            tap: TAP1.into(),
-            ip: GUEST1_IP,
-            nat: false,
-        },
-    ]);
+    let lab = Lab::with_two_guests();
     let _victim = lab.open_tap();
     let mut attacker = lab.open_tap_named(TAP1);
     let upstream = Lab::listen(&lab.u, UPSTREAM_IP, 9998);
@@ -152,16 +135,7 @@ fn a_link_local_frame_does_not_move_a_guests_mac_to_another_tap() {
         .expect("EnsureTap 1");
     let mut victim = lab.open_tap();
     let mut attacker = lab.open_tap_named(TAP1);
-    let bridge_mac = lab.bridge_mac();
-    send(
-        &mut victim,
-        &ether(
-            bridge_mac,
-            GUEST_MAC,
-            0x0800,
-            &udp4(GUEST_IP, BRIDGE_IP, 9, b"hello"),
-        ),
-    );
+    lab.guest_speaks(&mut victim);
     wait_until("the bridge to learn the guest's MAC on its tap", || {
         fdb(&lab).contains(&format!("02:ba:0a:d5:07:02 dev {TAP} "))
     });
@@ -169,11 +143,7 @@ fn a_link_local_frame_does_not_move_a_guests_mac_to_another_tap() {
     let lldp = ether([0x01, 0x80, 0xc2, 0, 0, 0x0e], GUEST_MAC, 0x88cc, &[0; 46]);
     send(&mut attacker, &lldp);
     std::thread::sleep(Duration::from_millis(200));
-    run_ok(ip(
-        &lab.h,
-        &format!("neigh replace {GUEST_IP} lladdr 02:ba:0a:d5:07:02 dev {BRIDGE} nud permanent"),
-    ));
-    let host = lab.h.run(|| UdpSocket::bind((BRIDGE_IP, 0)).unwrap());
+    let host = lab.host_socket_to_guest();
     let marker = b"host-to-guest-5d1e";
     host.send_to(marker, (GUEST_IP, 9999)).unwrap();
     let stolen = frames_with(&attacker, marker);
@@ -206,18 +176,7 @@ fn a_tap_handed_to_another_uid_is_not_left_routing_after_teardown() {
     lab.ensure_tap(lab.owner.uid).expect("EnsureTap");
     let (uid, gid) = (lab.owner.uid, lab.owner.gid);
     let mut tap = lab.h.run(|| {
-        // This thread alone becomes the owner (the raw syscalls change one
-        // thread's credentials; libc's wrappers would change them all).
-        // SAFETY: plain syscalls with integer arguments; only this short
-        // lived thread's credentials change.
-        unsafe {
-            assert_eq!(
-                libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<u32>()),
-                0
-            );
-            assert_eq!(libc::syscall(libc::SYS_setresgid, gid, gid, gid), 0);
-            assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
-        }
+        become_user(uid, gid);
         let tap = open_tap(TAP);
         // SAFETY: `tap` is an open tun descriptor attached to the tap;
         // TUNSETOWNER takes a uid by value.

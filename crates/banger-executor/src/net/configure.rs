@@ -1,0 +1,84 @@
+//! How banger's bridge is set up once it exists, every `EnsureBridge`
+//! (and IPv6 off on each of banger's links): each step is one write of
+//! what should be there, made before the bridge goes up.
+
+use banger_host::net::{Ipv4Cidr, Link};
+
+use crate::Executor;
+use crate::error::ExecError;
+
+impl Executor {
+    /// IPv6 off, exactly our address, up, forwarding on. Changes only what
+    /// differs (IPv6 is switched off every time: it is one write).
+    pub(super) fn configure_bridge(&self, link: &Link, cidr: Ipv4Cidr) -> Result<(), ExecError> {
+        let name = &link.name;
+        self.ipv6_off(name)?;
+        // Issue #13 F2: the bridge learns a source MAC from any frame to a
+        // link-local group address before (for LLDP, without) the
+        // `bridge banger` hook, so any tap could move a guest's MAC to its
+        // own port. Set every time, before the bridge goes up: one write.
+        self.net
+            .set_no_linklocal_learn(name)
+            .map_err(|source| ExecError::NoLinkLocalLearn {
+                name: name.clone(),
+                source,
+            })?;
+        // Item 18: a bridge with no MAC of its own takes the lowest of its
+        // ports', and whoever holds a tap's descriptor sets that tap's MAC
+        // (`SIOCSIFHWADDR`, no capability). Fixed here, every time (one
+        // write), before the bridge goes up: `02:ba:` and the bridge's
+        // address — root's choice, from the install — in banger's own
+        // locally administered range, and no guest's, since no guest may
+        // hold the bridge's address (`validate::guest_address`).
+        let [a, b, c, d] = cidr.address.octets();
+        self.net
+            .set_mac(name, [0x02, 0xba, a, b, c, d])
+            .map_err(|source| ExecError::SetMac {
+                name: name.clone(),
+                source,
+            })?;
+        for stray in link.addresses.iter().filter(|a| **a != cidr) {
+            self.net
+                .del_address(name, *stray)
+                .map_err(|source| ExecError::RemoveAddress {
+                    name: name.clone(),
+                    address: *stray,
+                    source,
+                })?;
+        }
+        if !link.addresses.contains(&cidr) {
+            self.net
+                .add_address(name, cidr)
+                .map_err(|source| ExecError::SetAddress {
+                    name: name.clone(),
+                    address: cidr,
+                    source,
+                })?;
+        }
+        if !link.up {
+            self.net.set_up(name).map_err(|source| ExecError::SetUp {
+                name: name.clone(),
+                source,
+            })?;
+        }
+        if !self.net.ip_forward().map_err(ExecError::IpForward)? {
+            self.net
+                .set_ip_forward(true)
+                .map_err(ExecError::IpForward)?;
+        }
+        Ok(())
+    }
+
+    /// Gap 14: banger gives guests no IPv6, and a link of banger's with
+    /// IPv6 on takes router advertisements from whatever sits on a tap (an
+    /// on-link route or a default route for the host, an address). Off
+    /// before the link goes up, so it never runs IPv6 at all.
+    pub(super) fn ipv6_off(&self, name: &str) -> Result<(), ExecError> {
+        self.net
+            .disable_ipv6(name)
+            .map_err(|source| ExecError::DisableIpv6 {
+                name: name.to_string(),
+                source,
+            })
+    }
+}
