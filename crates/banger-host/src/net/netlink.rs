@@ -206,62 +206,56 @@ impl Netlink {
         )
     }
 
-    pub(super) fn set_up(&mut self, name: &str) -> Result<(), NetError> {
+    /// One `RTM_NEWLINK` change to the existing link `name`: `fill` sets
+    /// what changes on a message that already names the link's index.
+    fn change_link(
+        &mut self,
+        name: &str,
+        what: &str,
+        fill: impl FnOnce(&mut LinkMessage),
+    ) -> Result<(), NetError> {
         let mut msg = LinkMessage::default();
         msg.header.index = self.index_of(name)?;
-        msg.header.flags = LinkFlags::Up;
-        msg.header.change_mask = LinkFlags::Up;
-        self.ack(
-            RouteNetlinkMessage::NewLink(msg),
-            0,
-            &format!("set {name} up"),
-        )
+        fill(&mut msg);
+        self.ack(RouteNetlinkMessage::NewLink(msg), 0, what)
+    }
+
+    pub(super) fn set_up(&mut self, name: &str) -> Result<(), NetError> {
+        self.change_link(name, &format!("set {name} up"), |msg| {
+            msg.header.flags = LinkFlags::Up;
+            msg.header.change_mask = LinkFlags::Up;
+        })
     }
 
     /// `IFLA_BR_MULTI_BOOLOPT` with `BR_BOOLOPT_NO_LL_LEARN` set (and only
     /// that bit in the mask, so no other option changes). A kernel without
     /// the option (before 5.0) refuses the request.
     pub(super) fn set_no_linklocal_learn(&mut self, name: &str) -> Result<(), NetError> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = self.index_of(name)?;
         let flag = BridgeBooleanOptionFlags::NoLinkLocalLearn;
-        msg.attributes.push(LinkAttribute::LinkInfo(vec![
-            LinkInfo::Kind(InfoKind::Bridge),
-            LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::MultiBoolOpt(
-                BridgeBooleanOptions {
-                    value: flag,
-                    mask: flag,
-                },
-            )])),
-        ]));
-        self.ack(
-            RouteNetlinkMessage::NewLink(msg),
-            0,
-            &format!("set no_linklocal_learn on {name}"),
-        )
+        self.change_link(name, &format!("set no_linklocal_learn on {name}"), |msg| {
+            msg.attributes.push(LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Bridge),
+                LinkInfo::Data(InfoData::Bridge(vec![InfoBridge::MultiBoolOpt(
+                    BridgeBooleanOptions {
+                        value: flag,
+                        mask: flag,
+                    },
+                )])),
+            ]))
+        })
     }
 
     pub(super) fn set_mac(&mut self, name: &str, mac: [u8; 6]) -> Result<(), NetError> {
-        let mut msg = LinkMessage::default();
-        msg.header.index = self.index_of(name)?;
-        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
-        self.ack(
-            RouteNetlinkMessage::NewLink(msg),
-            0,
-            &format!("set the MAC of {name}"),
-        )
+        self.change_link(name, &format!("set the MAC of {name}"), |msg| {
+            msg.attributes.push(LinkAttribute::Address(mac.to_vec()))
+        })
     }
 
     pub(super) fn set_master(&mut self, name: &str, master: &str) -> Result<(), NetError> {
         let master_index = self.index_of(master)?;
-        let mut msg = LinkMessage::default();
-        msg.header.index = self.index_of(name)?;
-        msg.attributes.push(LinkAttribute::Controller(master_index));
-        self.ack(
-            RouteNetlinkMessage::NewLink(msg),
-            0,
-            &format!("set master of {name} to {master}"),
-        )
+        self.change_link(name, &format!("set master of {name} to {master}"), |msg| {
+            msg.attributes.push(LinkAttribute::Controller(master_index))
+        })
     }
 
     /// Delete a link; `Ok(false)` when it did not exist.
