@@ -168,7 +168,9 @@ impl Executor {
         // Even root's own choice must not take over what the host reaches
         // elsewhere, through its default route above all.
         let resolvers = self.net.resolvers().map_err(ExecError::ReadResolvers)?;
-        let routed_here = txn.state.resolver_links.iter().any(|l| l == name);
+        // Only while the bridge still exists: resolver settings die with the
+        // link (a reboot, a removal), the journal's entry may not.
+        let routed_here = existing.is_some() && txn.state.resolver_links.iter().any(|l| l == name);
         validate::holds_nothing_of_the_host(cidr, name, &links, &routes, &resolvers, routed_here)?;
         // Gap 14: the owner may never send SyncFirewall. The base rule set
         // (no guests: the host closed to the bridge but for DNS, nothing

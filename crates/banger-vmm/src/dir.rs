@@ -388,9 +388,12 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
         let full = names.len() == REMOVE_BATCH;
         let mut removed = 0usize;
         for (n, ty) in &names {
+            // Charged before the attempt (a subdirectory's own contents
+            // charge as they go): the budget only ever falls, to zero.
             if *budget == 0 {
                 return Err(rustix::io::Errno::AGAIN);
             }
+            *budget -= 1;
             let n = n.as_c_str();
             let r = if *ty == FileType::Directory {
                 remove_tree_at(dir.as_fd(), n, depth + 1, budget)
@@ -404,10 +407,7 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
                 }
             };
             match r {
-                Ok(()) => {
-                    removed += 1;
-                    *budget -= 1;
-                }
+                Ok(()) => removed += 1,
                 Err(e) if first.is_ok() => first = Err(e),
                 Err(_) => {}
             }

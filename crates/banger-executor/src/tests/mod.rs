@@ -727,3 +727,25 @@ fn setting_up_the_installed_bridge_removes_bridges_of_an_earlier_choice() {
     );
     assert!(journal.contains("banger1"), "{journal}");
 }
+
+/// Review of dd5b299: the bridge address was exempt from the resolver
+/// check whenever the journal listed the bridge under `resolver_links`,
+/// even after the bridge (and with it the resolver settings) was gone — a
+/// reboot — and the address had become a real resolver of the host's.
+#[test]
+fn a_stale_resolver_entry_does_not_exempt_a_new_bridges_address() {
+    let f = fixture(FakeNet::new()).with_bridge_and_taps();
+    f.run(PrivOp::ApplyResolver(ResolverSpec {
+        bridge: "banger0".into(),
+        dns: Ipv4Addr::new(10, 0, 0, 1),
+    }))
+    .unwrap();
+    {
+        let mut st = f.net.state.lock().unwrap();
+        st.links.retain(|l| !l.name.starts_with("banger"));
+        st.routes.clear();
+        st.resolvers = vec![Ipv4Addr::new(10, 0, 0, 1)];
+    }
+    let err = f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+    assert!(err.to_string().contains("resolver 10.0.0.1"), "{err}");
+}

@@ -251,3 +251,20 @@ fn remove_tree_gives_up_past_its_budget() {
     let left = std::fs::read_dir(&run).unwrap().count();
     assert_eq!(left, 2900, "removed more than its budget");
 }
+
+/// Review of c1fb10c: a subdirectory whose contents used up the budget
+/// exactly was then removed itself and charged one more unit — the
+/// budget wrapped (a panic in debug builds; no limit in release).
+#[test]
+fn a_subdirectory_that_uses_up_the_budget_exactly_does_not_wrap_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir_all(run.join("a")).unwrap();
+    for i in 0..100 {
+        std::fs::write(run.join("a").join(format!("f{i}")), b"").unwrap();
+    }
+    let err = open(tmp.path())
+        .remove_tree_upto("run", None, 100)
+        .unwrap_err();
+    assert!(err.to_string().contains("keeps filling up"), "{err}");
+}
