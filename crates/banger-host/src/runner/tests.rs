@@ -227,23 +227,15 @@ fn the_output_cap_is_for_stdout_and_stderr_keeps_the_default() {
 
 #[test]
 fn a_grandchild_holding_stdout_does_not_hold_a_stream() {
-    // The shell writes, leaves a `sleep` holding stdout, and exits: what
-    // it wrote arrives, soon after it exited.
+    // The shell writes, leaves a `sleep` holding stdout, and exits: the
+    // call returns soon after it exited, what was written is in the sink,
+    // and the stream is an error since it never ended (item 20).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out");
-    let started = Instant::now();
-    let got = Runner
-        .stream_stdout(
-            &Cmd::new("sh").args(["-c", "sleep 30 & echo $! >&2; echo data"]),
-            std::fs::File::create(&path).unwrap(),
-            1 << 20,
-        )
-        .unwrap();
-    let elapsed = started.elapsed();
-    let sleeper: i32 = got.stderr.trim().parse().unwrap();
-    let _ = rustix::process::kill_process(
-        rustix::process::Pid::from_raw(sleeper).unwrap(),
-        rustix::process::Signal::KILL,
+    let (got, elapsed) = stream_leaving("sleep 30", std::fs::File::create(&path).unwrap());
+    assert!(
+        matches!(got, Err(RunError::OutputDidNotEnd { .. })),
+        "{got:?}"
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "data\n");
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
@@ -266,6 +258,77 @@ fn a_grandchild_holding_stdin_unread_does_not_hold_the_call() {
     let _ = rustix::process::kill_process(
         rustix::process::Pid::from_raw(sleeper).unwrap(),
         rustix::process::Signal::KILL,
+    );
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}
+
+/// Stream `sh -c "LEFT & ...; echo data"` into `sink`: the shell leaves
+/// `left` running in the background holding stdout, and exits. Returns the
+/// result and how long the call took; `left` is then stopped by its pid
+/// (the test's own process).
+fn stream_leaving(left: &str, sink: std::fs::File) -> (Result<Streamed, RunError>, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let pid = dir.path().join("pid");
+    let script = format!("{left} & echo $! > {}; echo data", pid.display());
+    let started = Instant::now();
+    let got = Runner.stream_stdout(
+        &Cmd::new("sh")
+            .args(["-c", &script])
+            .timeout(Duration::from_secs(300)),
+        sink,
+        128 << 20,
+    );
+    let elapsed = started.elapsed();
+    if let Some(pid) = std::fs::read_to_string(&pid)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+    {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    (got, elapsed)
+}
+
+#[test]
+fn a_stream_cut_off_before_its_end_is_an_error() {
+    // Item 20: the shell exits, and what it left (as an ssh master relays
+    // the rest of a file) still holds stdout and is still sending. The
+    // copy must not end as a success with part of the data.
+    let (got, elapsed) = stream_leaving(
+        "(sleep 1; echo more; exec sleep 30)",
+        tempfile::tempfile().unwrap(),
+    );
+    let err = got.expect_err("a stream that never reached its end reported success");
+    assert!(matches!(err, RunError::OutputDidNotEnd { .. }), "{err}");
+    assert!(err.to_string().contains("output did not end"), "{err}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}
+
+#[test]
+fn a_grandchild_sending_after_the_exit_does_not_stretch_a_stream() {
+    // Item 20: what the child left keeps stdout full, and the sink is slow
+    // (a pipe read at about 6 MB/s), so the copy always finds bytes
+    // waiting; past the drain deadline only what is already buffered is
+    // read, once. Before, the copy went on while a poll found bytes: here
+    // until the byte cap, 128 MiB, some 20 s.
+    let (mut slow_end, sink) = std::io::pipe().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while matches!(slow_end.read(&mut buf), Ok(n) if n > 0) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let (got, elapsed) = stream_leaving(
+        "exec cat /dev/zero",
+        std::fs::File::from(std::os::fd::OwnedFd::from(sink)),
+    );
+    reader.join().unwrap();
+    let err = got.expect_err("a stream that never reached its end reported success");
+    assert!(
+        matches!(err, RunError::OutputDidNotEnd { .. }),
+        "after {elapsed:?}: {err}"
     );
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
 }
