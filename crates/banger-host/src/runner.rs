@@ -198,8 +198,8 @@ impl Runner {
         let mut child = spawn_piped(cmd, &argv, stdin)?;
         // Feed stdin and drain both pipes on threads, so neither a slow reader
         // nor a chatty child can block on a full pipe.
-        let in_writer = feed(child.stdin.take(), cmd.stdin.clone());
         let exited = Arc::new(OnceLock::new());
+        let in_writer = feed(child.stdin.take(), cmd.stdin.clone(), &exited);
         let out_reader = drain(child.stdout.take(), cmd.max_output, &exited);
         let err_reader = drain(child.stderr.take(), DEFAULT_MAX_OUTPUT, &exited);
         let waited = wait_for(&mut child, cmd, &argv);
@@ -207,8 +207,8 @@ impl Runner {
         // comes first, so nothing a grandchild holds keeps this call (or
         // their threads) alive.
         let _ = exited.set(Instant::now() + DRAIN_AFTER_EXIT);
-        let status = waited?;
         finish_feeding(in_writer, &argv);
+        let status = waited?;
         let (stdout_raw, out_over) = out_reader.join().unwrap_or_default();
         let (stderr_raw, err_over) = err_reader.join().unwrap_or_default();
         if out_over || err_over {
@@ -495,15 +495,49 @@ pub fn resolve(program: &OsStr) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// Write `input` into the child's stdin on a thread ([`write_pipe`]), then
+/// close it.
 fn feed(
     pipe: Option<std::process::ChildStdin>,
     input: Option<Vec<u8>>,
+    exited: &Arc<OnceLock<Instant>>,
 ) -> Option<std::thread::JoinHandle<std::io::Result<()>>> {
-    let (mut pipe, input) = (pipe?, input?);
+    let (pipe, input) = (pipe?, input?);
+    let exited = Arc::clone(exited);
+    // Dropping the pipe at the end closes the child's stdin (EOF).
     Some(std::thread::spawn(move || {
-        // Dropping the pipe at the end closes the child's stdin (EOF).
-        pipe.write_all(&input)
+        write_pipe(&std::os::fd::OwnedFd::from(pipe), &input, &exited)
     }))
+}
+
+/// Write all of `input` into `pipe` without ever blocking in a write: the
+/// pipe is made non-blocking and room is awaited with `poll(POLLOUT)`
+/// until the deadline in `exited`. Past it the rest is given up (item 20:
+/// a grandchild holding stdin unread held the writer, its thread and the
+/// input for as long as it liked).
+fn write_pipe(
+    pipe: &std::os::fd::OwnedFd,
+    input: &[u8],
+    exited: &OnceLock<Instant>,
+) -> std::io::Result<()> {
+    rustix::io::ioctl_fionbio(pipe, true)?;
+    let mut left = input;
+    while !left.is_empty() {
+        match rustix::io::write(pipe, left) {
+            Ok(n) => left = &left[n..],
+            Err(rustix::io::Errno::AGAIN) => {
+                if !wait_ready(pipe, rustix::event::PollFlags::OUT, exited)? {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("{} bytes of stdin still unread at the deadline", left.len()),
+                    ));
+                }
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Read `pipe` on a thread until EOF, keeping at most `cap` bytes (the
@@ -560,7 +594,7 @@ fn read_pipe<R: Read + std::os::fd::AsFd>(
     mut take: impl FnMut(&[u8]) -> std::io::Result<bool>,
 ) -> std::io::Result<PipeEnd> {
     let mut chunk = vec![0u8; 1 << 16];
-    while wait_readable(pipe, exited)? {
+    while wait_ready(pipe, rustix::event::PollFlags::IN, exited)? {
         match pipe.read(&mut chunk) {
             Ok(0) => return Ok(PipeEnd::Eof),
             Ok(n) => {
@@ -605,12 +639,14 @@ fn read_pipe<R: Read + std::os::fd::AsFd>(
     Ok(PipeEnd::Cut)
 }
 
-/// Wait until a read of `pipe` is worth making: `Ok(true)` once it has
-/// data or is at its end (the read says which), `Ok(false)` once the
-/// deadline in `exited` has passed first. Until the deadline is set this
-/// waits as long as it takes.
-fn wait_readable(
+/// Wait until `pipe` is ready for `what` (`IN`: a read is worth making —
+/// it has data or is at its end, the read says which; `OUT`: a write has
+/// room or fails): `Ok(true)` then, `Ok(false)` once the deadline in
+/// `exited` has passed first. Until the deadline is set this waits as
+/// long as it takes.
+fn wait_ready(
     pipe: &impl std::os::fd::AsFd,
+    what: rustix::event::PollFlags,
     exited: &OnceLock<Instant>,
 ) -> std::io::Result<bool> {
     loop {
@@ -625,10 +661,7 @@ fn wait_readable(
             tv_sec: 0,
             tv_nsec: left.min(Duration::from_millis(100)).subsec_nanos().into(),
         };
-        let mut fds = [rustix::event::PollFd::new(
-            pipe,
-            rustix::event::PollFlags::IN,
-        )];
+        let mut fds = [rustix::event::PollFd::new(pipe, what)];
         match rustix::event::poll(&mut fds, Some(&tick)) {
             Ok(0) | Err(rustix::io::Errno::INTR) => {}
             Ok(_) => return Ok(true),
@@ -637,19 +670,10 @@ fn wait_readable(
     }
 }
 
-/// Wait for the stdin writer until shortly after the child exited; a
-/// grandchild holding stdin without reading would hold it for ever, so
-/// past that it is left to end when its pipe does.
+/// Join the stdin writer: it ends by the deadline in `exited` at the
+/// latest ([`write_pipe`]), so no thread is left behind.
 fn finish_feeding(writer: Option<std::thread::JoinHandle<std::io::Result<()>>>, argv: &str) {
     let Some(w) = writer else { return };
-    let until = Instant::now() + DRAIN_AFTER_EXIT;
-    while !w.is_finished() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if !w.is_finished() {
-        tracing::debug!(%argv, "stdin still held by something the child left; not waiting");
-        return;
-    }
     if let Ok(Err(e)) = w.join() {
         // The child may legitimately exit before reading everything; its
         // status and stderr say what went wrong, so this is only logged.

@@ -332,3 +332,48 @@ fn a_grandchild_sending_after_the_exit_does_not_stretch_a_stream() {
     );
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
 }
+
+#[test]
+fn the_stdin_writer_is_gone_when_the_call_returns() {
+    // Item 20: more input than a pipe holds; the shell exits at once and
+    // leaves a process holding stdin unread, which starts reading it well
+    // after the call returned. A writer thread left behind (before: it
+    // held a thread and the input until the pipe moved) then feeds it the
+    // rest; one that ended by the deadline closed the pipe, so the reader
+    // gets at most what the pipe held.
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("count");
+    let input = 4 << 20;
+    let script = format!(
+        "exec 3<&0; (sleep 6; wc -c <&3 > {}.tmp; mv {0}.tmp {0}) & echo $!",
+        count.display()
+    );
+    let started = Instant::now();
+    let out = Runner
+        .run(
+            &Cmd::new("sh")
+                .args(["-c", &script])
+                .stdin(vec![b'x'; input]),
+        )
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
+    let until = Instant::now() + Duration::from_secs(20);
+    while !count.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reader: i32 = out.stdout.trim().parse().unwrap();
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(reader).unwrap(),
+        rustix::process::Signal::KILL,
+    );
+    let got: usize = std::fs::read_to_string(&count)
+        .expect("the late reader never got to the end of stdin")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        got < input,
+        "a writer left behind by the call fed the late reader all {got} bytes"
+    );
+}
