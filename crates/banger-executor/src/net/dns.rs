@@ -83,21 +83,39 @@ impl Executor {
             .resolver_domain(&link, VM_DOMAIN_ROUTE)
             .and_then(|()| self.net.resolver_no_default_route(&link))
             .and_then(|()| self.net.resolver_dns(&link, spec.dns));
-        if let Err(source) = applied {
+        let Err(source) = applied else {
+            return Ok(done(PrivOutcome::Done));
+        };
+        if source.is_tool_missing() {
+            // resolvectl is not there: nothing to undo with, and (it
+            // being the first verb that found it gone) nothing set; an
+            // earlier call's entry stays for teardown.
             if !was_journaled {
                 txn.state.resolver_links.retain(|l| *l != link);
                 save_quietly(&txn);
             }
-            return Err(if source.is_tool_missing() {
-                ExecError::ResolverUnavailable { link, source }
-            } else {
-                ExecError::Resolver {
+            return Err(ExecError::ResolverUnavailable { link, source });
+        }
+        // Item 20: whatever part was set (the domain; on an older banger's
+        // link, a default route never turned off) is undone, and the link
+        // is journaled as changed only while that undoing failed (teardown
+        // reverts it again).
+        match self.net.resolver_revert(&link) {
+            Ok(()) => {
+                txn.state.resolver_links.retain(|l| *l != link);
+                save_quietly(&txn);
+                Err(ExecError::Resolver {
                     link,
                     dns: spec.dns,
                     source,
-                }
-            });
+                })
+            }
+            Err(revert) => Err(ExecError::ResolverNotReverted {
+                link,
+                dns: spec.dns,
+                revert: banger_proto::error::chain(&revert).join(": "),
+                source: Box::new(source),
+            }),
         }
-        Ok(done(PrivOutcome::Done))
     }
 }

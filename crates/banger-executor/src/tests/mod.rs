@@ -545,6 +545,69 @@ fn sync_firewall_applies_one_batch_and_journals_it() {
     assert_eq!(f.journal_text(), before);
 }
 
+/// Item 20: a failed `ApplyResolver` left what it had set (the `~vm`
+/// domain; on an older banger's link, the default route it never turned
+/// off). Now the link's settings are reverted, the link is not journaled,
+/// and the error carries resolvectl's own words — for a new link and for
+/// one an earlier call had set up.
+#[test]
+fn a_failed_apply_resolver_reverts_the_link_and_journals_nothing() {
+    const WORDS: &str = "Unknown command verb 'default-route'.";
+    let spec = ResolverSpec {
+        bridge: "banger0".into(),
+        dns: Ipv4Addr::new(10, 0, 0, 1),
+    };
+    let check = |f: &Fixture| {
+        let err = f.run(PrivOp::ApplyResolver(spec.clone())).unwrap_err();
+        assert!(err.render().contains(WORDS), "{}", err.render());
+        assert_eq!(
+            f.net.mutating_calls(),
+            [
+                "resolver_domain(banger0, ~vm)",
+                "resolver_no_default_route(banger0)",
+                "resolver_revert(banger0)"
+            ]
+        );
+        assert!(
+            f.journal_text().contains("\"resolver_links\": []"),
+            "{}",
+            f.journal_text()
+        );
+    };
+    let fails = FakeNet::new().failing_tool("resolver_no_default_route", "resolvectl", WORDS);
+    check(&fixture(fails).with_bridge_and_taps());
+
+    let f = fixture(FakeNet::new()).with_bridge_and_taps();
+    f.run(PrivOp::ApplyResolver(spec.clone())).unwrap();
+    f.net.clear_calls();
+    f.net.state.lock().unwrap().failing_tools.push((
+        "resolver_no_default_route".into(),
+        "resolvectl",
+        WORDS.into(),
+    ));
+    check(&f);
+
+    // When the revert fails too, the error says so and the link stays
+    // journaled, for teardown to revert again.
+    let f = fixture(
+        FakeNet::new()
+            .failing_tool("resolver_no_default_route", "resolvectl", WORDS)
+            .failing_tool("resolver_revert", "resolvectl", "Link banger0 busy."),
+    )
+    .with_bridge_and_taps();
+    let err = f.run(PrivOp::ApplyResolver(spec)).unwrap_err().render();
+    assert!(
+        err.contains(WORDS) && err.contains("Link banger0 busy."),
+        "{err}"
+    );
+    assert!(
+        f.journal_text()
+            .contains("\"resolver_links\": [\n    \"banger0\""),
+        "{}",
+        f.journal_text()
+    );
+}
+
 #[test]
 fn apply_resolver_routes_vm_and_reports_a_missing_resolvectl() {
     let f = fixture(FakeNet::new()).with_bridge_and_taps();

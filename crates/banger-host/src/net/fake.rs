@@ -38,6 +38,9 @@ pub struct FakeNetState {
     pub resolver: BTreeMap<String, (Option<Ipv4Addr>, Option<String>)>,
     /// Call names (`"create_tap"`, `"apply_nft"`, ...) that fail with EIO.
     pub failing: Vec<String>,
+    /// Call names that fail as their host tool fails: `(call, tool, the
+    /// tool's stderr)`, a non-zero exit with those words.
+    pub failing_tools: Vec<(String, &'static str, String)>,
     /// Links whose IPv6 is switched off (forgotten when they are deleted).
     pub ipv6_off: std::collections::BTreeSet<String>,
     /// The highest index ever given: like the kernel, a new link never
@@ -149,6 +152,15 @@ impl FakeNet {
         self
     }
 
+    /// Make calls named `call` fail as `tool` does when it exits 1 saying
+    /// `stderr`.
+    pub fn failing_tool(self, call: &str, tool: &'static str, stderr: &str) -> FakeNet {
+        self.lock()
+            .failing_tools
+            .push((call.into(), tool, stderr.into()));
+        self
+    }
+
     /// The recorded calls so far.
     pub fn calls(&self) -> Vec<String> {
         self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
@@ -189,6 +201,23 @@ impl FakeNet {
             return Err(NetError::Request {
                 request: call,
                 source: io::Error::from_raw_os_error(libc::EIO),
+            });
+        }
+        let failing_tool = self
+            .lock()
+            .failing_tools
+            .iter()
+            .find(|(f, ..)| f == name)
+            .map(|(_, tool, stderr)| (*tool, stderr.clone()));
+        if let Some((tool, stderr)) = failing_tool {
+            use std::os::unix::process::ExitStatusExt as _;
+            return Err(NetError::Tool {
+                tool,
+                source: RunError::Failed {
+                    argv: call,
+                    status: std::process::ExitStatus::from_raw(1 << 8),
+                    stderr,
+                },
             });
         }
         Ok(())
