@@ -30,13 +30,19 @@ impl Executor {
         // address — root's choice, from the install — in banger's own
         // locally administered range, and no guest's, since no guest may
         // hold the bridge's address (`validate::guest_address`).
+        // Only when it differs (item 19): the kernel announces every MAC
+        // write, the same MAC included (`NETDEV_CHANGEADDR`), and the host
+        // then flushes its whole neighbour table on the bridge, permanent
+        // entries too — the owner could repeat `EnsureBridge` to do that.
         let [a, b, c, d] = cidr.address.octets();
-        self.net
-            .set_mac(name, [0x02, 0xba, a, b, c, d])
-            .map_err(|source| ExecError::SetMac {
-                name: name.clone(),
-                source,
-            })?;
+        let mac = [0x02, 0xba, a, b, c, d];
+        let set_mac_err = |source| ExecError::SetMac {
+            name: name.clone(),
+            source,
+        };
+        if self.net.link_mac(name).map_err(set_mac_err)? != Some(mac) {
+            self.net.set_mac(name, mac).map_err(set_mac_err)?;
+        }
         for stray in link.addresses.iter().filter(|a| **a != cidr) {
             self.net
                 .del_address(name, *stray)

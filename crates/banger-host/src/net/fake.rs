@@ -13,8 +13,9 @@ use super::{HostNet, Ipv4Cidr, Link, LinkKind, NetError, NftTable, RouteV4};
 use crate::runner::RunError;
 
 /// The calls that only read; everything else changes the host.
-pub const READ_CALLS: [&str; 6] = [
+pub const READ_CALLS: [&str; 7] = [
     "links",
+    "link_mac(",
     "routes_v4",
     "resolvers",
     "nft_tables",
@@ -41,6 +42,9 @@ pub struct FakeNetState {
     /// Call names that fail as their host tool fails: `(call, tool, the
     /// tool's stderr)`, a non-zero exit with those words.
     pub failing_tools: Vec<(String, &'static str, String)>,
+    /// The MACs set with `set_mac`, per link (forgotten when it is
+    /// deleted); a link without one has none.
+    pub macs: BTreeMap<String, [u8; 6]>,
     /// Links whose IPv6 is switched off (forgotten when they are deleted).
     pub ipv6_off: std::collections::BTreeSet<String>,
     /// The highest index ever given: like the kernel, a new link never
@@ -395,7 +399,15 @@ impl HostNet for FakeNet {
             "set_mac",
             format!("set_mac({link}, {a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x})"),
         )?;
-        self.with_link_mut(link, |_| Ok(()))
+        self.with_link_mut(link, |_| Ok(()))?;
+        self.lock().macs.insert(link.into(), mac);
+        Ok(())
+    }
+
+    fn link_mac(&self, link: &str) -> Result<Option<[u8; 6]>, NetError> {
+        self.record("link_mac", format!("link_mac({link})"))?;
+        self.with_link_mut(link, |_| Ok(()))?;
+        Ok(self.lock().macs.get(link).copied())
     }
 
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
@@ -413,6 +425,7 @@ impl HostNet for FakeNet {
         let before = state.links.len();
         state.links.retain(|l| l.name != name);
         state.ipv6_off.remove(name);
+        state.macs.remove(name);
         let removed = state.links.len() != before;
         for l in &mut state.links {
             if l.master.as_deref() == Some(name) {
