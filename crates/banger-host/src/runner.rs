@@ -588,11 +588,18 @@ enum PipeEnd {
 /// in the pipe at that moment (`FIONREAD`) are read, once, so a writer that
 /// keeps it full cannot stretch the call (item 20), and the pipe is
 /// [`PipeEnd::Cut`] unless it is then at its end.
+///
+/// The pipe is made non-blocking first: the uid a tool runs as can open
+/// the tool's end through `/proc/<pid>/fd` (a second reader and writer)
+/// and take what a poll reported before the read gets it, and a blocking
+/// read then waited for as long as that writer stayed. Its reopened
+/// descriptor is a file description of its own, so it cannot undo this.
 fn read_pipe<R: Read + std::os::fd::AsFd>(
     pipe: &mut R,
     exited: &OnceLock<Instant>,
     mut take: impl FnMut(&[u8]) -> std::io::Result<bool>,
 ) -> std::io::Result<PipeEnd> {
+    rustix::io::ioctl_fionbio(&*pipe, true)?;
     let mut chunk = vec![0u8; 1 << 16];
     while wait_ready(pipe, rustix::event::PollFlags::IN, exited)? {
         match pipe.read(&mut chunk) {
@@ -602,11 +609,15 @@ fn read_pipe<R: Read + std::os::fd::AsFd>(
                     return Ok(PipeEnd::Stopped);
                 }
             }
+            // Taken by another reader since the poll: wait again.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
-    // Past the deadline. Reads of at most what is buffered never block.
+    // Past the deadline. The pipe is non-blocking, so these reads of at
+    // most what is buffered never wait; bytes another reader took first
+    // end them.
     let mut left = rustix::io::ioctl_fionread(&*pipe)?;
     while left > 0 {
         let want = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
@@ -618,6 +629,7 @@ fn read_pipe<R: Read + std::os::fd::AsFd>(
                     return Ok(PipeEnd::Stopped);
                 }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(PipeEnd::Cut),
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }

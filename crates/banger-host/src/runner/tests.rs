@@ -377,3 +377,118 @@ fn the_stdin_writer_is_gone_when_the_call_returns() {
         "a writer left behind by the call fed the late reader all {got} bytes"
     );
 }
+
+/// Open `/proc/<pid>/fd/<fd>` as the uid a tool runs as can (the child
+/// is dumpable after setuid+exec): another reader, or another writer, on
+/// the runner's own pipe.
+fn reopen(pid: i32, fd: i32, write: bool) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open(format!("/proc/{pid}/fd/{fd}"))
+        .expect("reopening the child's descriptor")
+}
+
+/// Whether a thread of this process sits in `read(2)` on a descriptor of
+/// `pipe` (`pipe:[inode]`) other than `except`, seen twice 10 ms apart.
+fn caught_reading(pipe: &Path, except: i32) -> bool {
+    let reading = || {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return false;
+        };
+        tasks.flatten().any(|task| {
+            let Ok(call) = std::fs::read_to_string(task.path().join("syscall")) else {
+                return false;
+            };
+            let mut words = call.split_whitespace();
+            if words.next() != Some(&libc::SYS_read.to_string()) {
+                return false;
+            }
+            let fd = words
+                .next()
+                .and_then(|fd| i32::from_str_radix(fd.trim_start_matches("0x"), 16).ok())
+                .filter(|fd| *fd != except);
+            fd.and_then(|fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok())
+                .is_some_and(|target| target == pipe)
+        })
+    };
+    reading() && {
+        std::thread::sleep(Duration::from_millis(10));
+        reading()
+    }
+}
+
+#[test]
+fn a_second_reader_on_a_childs_stderr_does_not_pin_the_call() {
+    // Review of item 20 (medium): the uid a tool runs as reopens the
+    // tool's stderr through /proc: a second reader (blocked in a read)
+    // and a writer on the runner's pipe. Each byte written wakes both the
+    // runner's poll and that reader; when the reader takes it first the
+    // runner's read finds the pipe empty. A blocking read then waited for
+    // as long as a writer stayed, and the call with it (before: until
+    // this test's watchdog closed its writer).
+    use std::os::fd::AsRawFd as _;
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    const WATCHDOG: Duration = Duration::from_secs(12);
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = format!(
+        "echo $$ > {}; echo started >&2; exec sleep 1",
+        pid_file.display()
+    );
+    let cmd = Cmd::new("sh").args(["-c", &script]).timeout(TIMEOUT);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+    let call = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let got = Runner.output(&cmd);
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            (got, started.elapsed())
+        })
+    };
+    let pid: i32 = loop {
+        let read = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if let Ok(pid) = read.trim().parse() {
+            break pid;
+        }
+        assert!(started.elapsed() < TIMEOUT, "the child never wrote its pid");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let pipe = std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap();
+    let mut reader = reopen(pid, 2, false);
+    let reader_fd = reader.as_raw_fd();
+    let mut writer = reopen(pid, 2, true);
+    // The second reader keeps reading until every writer is gone.
+    let stealer = std::thread::spawn(move || {
+        let mut stolen = 0usize;
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = reader.read(&mut buf) {
+            stolen += n;
+        }
+        stolen
+    });
+    // Write until the runner is caught in a read of the empty pipe (or
+    // the drain deadline is near), then only hold the pipe open.
+    let mut caught = false;
+    while !caught && started.elapsed() < Duration::from_secs(3) {
+        let _ = writer.write(b"x");
+        std::thread::sleep(Duration::from_millis(1));
+        caught = caught_reading(&pipe, reader_fd);
+    }
+    while !done.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed() < WATCHDOG {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The watchdog: with the last writer gone a blocked read ends.
+    drop(writer);
+    let (got, elapsed) = call.join().unwrap();
+    let stolen = stealer.join().unwrap();
+    assert!(stolen > 0, "the test never read from the child's stderr");
+    assert!(
+        elapsed < TIMEOUT + DRAIN_AFTER_EXIT,
+        "the call returned only after {elapsed:?} (watchdog {WATCHDOG:?}; runner caught \
+         in a read of the empty pipe: {caught}): {got:?}"
+    );
+    let out = got.expect("the call failed");
+    assert!(out.status.success(), "{out:?}");
+}
