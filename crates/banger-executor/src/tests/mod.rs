@@ -626,12 +626,43 @@ fn a_failed_apply_resolver_reverts_the_link_and_journals_nothing() {
         err.contains(WORDS) && err.contains("Link banger0 busy."),
         "{err}"
     );
+    assert_resolver_journaled(&f);
+}
+
+/// The journal lists banger0 among the links whose resolver settings
+/// banger changed.
+fn assert_resolver_journaled(f: &Fixture) {
     assert!(
         f.journal_text()
             .contains("\"resolver_links\": [\n    \"banger0\""),
         "{}",
         f.journal_text()
     );
+}
+
+/// Review of item 20 (info): resolvectl gone between two verbs (the first
+/// set the `~vm` domain) is no "nothing was set": the link is reverted
+/// like after any other failure, and since the revert cannot run either,
+/// the link stays journaled for teardown. Before, the "resolvectl
+/// missing" return skipped the revert and dropped the entry.
+#[test]
+fn resolvectl_gone_after_the_first_verb_still_reverts_and_keeps_the_entry() {
+    let spec = ResolverSpec {
+        bridge: "banger0".into(),
+        dns: Ipv4Addr::new(10, 0, 0, 1),
+    };
+    let f = fixture(FakeNet::new().with_resolvectl_for(1)).with_bridge_and_taps();
+    let err = f.run(PrivOp::ApplyResolver(spec)).unwrap_err().render();
+    assert_eq!(
+        f.net.mutating_calls(),
+        [
+            "resolver_domain(banger0, ~vm)",
+            "resolver_no_default_route(banger0)",
+            "resolver_revert(banger0)"
+        ]
+    );
+    assert!(err.contains("reverting banger0 failed too"), "{err}");
+    assert_resolver_journaled(&f);
 }
 
 #[test]

@@ -35,6 +35,9 @@ pub struct FakeNetState {
     /// Every batch given to `apply_nft`, in order.
     pub nft_batches: Vec<String>,
     pub resolvectl_installed: bool,
+    /// How many more runs find resolvectl before it is gone (a package
+    /// removed between two calls); `None`: as `resolvectl_installed` says.
+    pub resolvectl_runs_left: Option<usize>,
     /// Per link: the DNS server and domain set through the resolver.
     pub resolver: BTreeMap<String, (Option<Ipv4Addr>, Option<String>)>,
     /// Call names (`"create_tap"`, `"apply_nft"`, ...) that fail with EIO.
@@ -150,6 +153,13 @@ impl FakeNet {
         self
     }
 
+    /// resolvectl is found by the next `runs` calls that run it, then it
+    /// is gone.
+    pub fn with_resolvectl_for(self, runs: usize) -> FakeNet {
+        self.lock().resolvectl_runs_left = Some(runs);
+        self
+    }
+
     /// Make calls named `call` fail (with EIO).
     pub fn failing(self, call: &str) -> FakeNet {
         self.lock().failing.push(call.into());
@@ -242,7 +252,14 @@ impl FakeNet {
     }
 
     fn tool_missing(&self, tool: &'static str) -> Result<(), NetError> {
-        if self.lock().resolvectl_installed {
+        let mut state = self.lock();
+        if let Some(left) = state.resolvectl_runs_left.as_mut() {
+            match left.checked_sub(1) {
+                Some(rest) => *left = rest,
+                None => state.resolvectl_installed = false,
+            }
+        }
+        if state.resolvectl_installed {
             return Ok(());
         }
         Err(NetError::Tool {
