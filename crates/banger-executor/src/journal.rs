@@ -5,8 +5,9 @@
 //!
 //! The journal is a JSON file (`root-journal.json` in the dev state dir,
 //! `journal.json` in the helper's root state dir) holding the bridges
-//! (name, address, prefix), taps (name, bridge, owner uid, ifindex), whether banger's
-//! nft tables were installed (and which guests they masquerade), and the links
+//! (name, address, prefix, whether its MAC was written), taps (name,
+//! bridge, owner uid, ifindex), whether banger's nft tables were
+//! installed (and which guests they masquerade), and the links
 //! whose resolver settings banger changed. It is written atomically: a
 //! temporary file in the same directory, fsync, rename, fsync of the
 //! directory; mode 0600. An entry is written *before* the object is created,
@@ -68,6 +69,12 @@ pub struct BridgeEntry {
     pub name: String,
     pub address: Ipv4Addr,
     pub prefix_len: u8,
+    /// `EnsureBridge` has written the bridge's MAC (item 18), so a MAC
+    /// that matches is its own, not one it follows from a port. Absent
+    /// (false) in entries from before: the MAC is then written once even
+    /// when it matches (item 19).
+    #[serde(default)]
+    pub mac_set: bool,
 }
 
 impl BridgeEntry {
@@ -380,6 +387,7 @@ mod tests {
             name: "banger0".into(),
             address: Ipv4Addr::new(10, 0, 0, 1),
             prefix_len: 24,
+            mac_set: true,
         });
         txn.save().unwrap();
         drop(txn);
