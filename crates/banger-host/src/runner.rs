@@ -152,6 +152,15 @@ pub enum RunError {
     /// part of it.
     #[error("`{argv}`: output did not end (something the command left still holds its stdout)")]
     OutputDidNotEnd { argv: String },
+    /// Writing the caller's bytes into the child's stdin failed other than
+    /// by the child's leaving: it may have run on part of them, or none
+    /// (`nft -f -` fed nothing succeeds).
+    #[error("writing stdin to `{argv}`")]
+    Stdin {
+        argv: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("storing the output of `{argv}`")]
     Sink {
         argv: String,
@@ -207,10 +216,11 @@ impl Runner {
         // comes first, so nothing a grandchild holds keeps this call (or
         // their threads) alive.
         let _ = exited.set(Instant::now() + DRAIN_AFTER_EXIT);
-        finish_feeding(in_writer, &argv);
+        let fed = finish_feeding(in_writer, &argv);
         let status = waited?;
         let (stdout_raw, out_over) = out_reader.join().unwrap_or_default();
         let (stderr_raw, err_over) = err_reader.join().unwrap_or_default();
+        fed?;
         if out_over || err_over {
             return Err(RunError::TooMuchOutput {
                 argv,
@@ -683,14 +693,35 @@ fn wait_ready(
 }
 
 /// Join the stdin writer: it ends by the deadline in `exited` at the
-/// latest ([`write_pipe`]), so no thread is left behind.
-fn finish_feeding(writer: Option<std::thread::JoinHandle<std::io::Result<()>>>, argv: &str) {
-    let Some(w) = writer else { return };
-    if let Ok(Err(e)) = w.join() {
-        // The child may legitimately exit before reading everything; its
-        // status and stderr say what went wrong, so this is only logged.
-        tracing::debug!(%argv, error = %e, "writing stdin");
-    }
+/// latest ([`write_pipe`]), so no thread is left behind. The child may
+/// exit without reading everything (EPIPE), or leave stdin to something
+/// that does not read it (the deadline, set only once the child is gone);
+/// its status and stderr say what went wrong, so those are only logged.
+/// Any other failure, the writer's panic included, is
+/// [`RunError::Stdin`]: the child may have been fed nothing.
+fn finish_feeding(
+    writer: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    argv: &str,
+) -> Result<(), RunError> {
+    let Some(w) = writer else { return Ok(()) };
+    let source = match w.join() {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            tracing::debug!(%argv, error = %e, "writing stdin");
+            return Ok(());
+        }
+        Ok(Err(e)) => e,
+        Err(_) => std::io::Error::other("the stdin writer panicked"),
+    };
+    Err(RunError::Stdin {
+        argv: argv.to_string(),
+        source,
+    })
 }
 
 /// Start `cmd` with `stdin`, stdout and stderr piped, as `cmd.run_as`.

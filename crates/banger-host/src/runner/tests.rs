@@ -492,3 +492,35 @@ fn a_second_reader_on_a_childs_stderr_does_not_pin_the_call() {
     let out = got.expect("the call failed");
     assert!(out.status.success(), "{out:?}");
 }
+
+#[test]
+fn a_stdin_write_error_other_than_the_child_leaving_fails_the_call() {
+    // Review of item 20 (info): only logged before, so `nft -f -` could
+    // "succeed" fed nothing. A real pipe gives the writer no such error
+    // (it sees EPIPE or the deadline), so the writer's result is injected.
+    let writer = |e: Option<std::io::ErrorKind>| {
+        Some(std::thread::spawn(move || match e {
+            Some(kind) => Err(std::io::Error::from(kind)),
+            None => Ok(()),
+        }))
+    };
+    let argv = "nft -f -";
+    let err = finish_feeding(writer(Some(std::io::ErrorKind::Other)), argv).unwrap_err();
+    assert!(matches!(err, RunError::Stdin { .. }), "{err}");
+    assert!(
+        err.to_string().contains("writing stdin to `nft -f -`"),
+        "{err}"
+    );
+    let panicked = Some(std::thread::spawn(|| -> std::io::Result<()> {
+        panic!("the writer panicked")
+    }));
+    assert!(finish_feeding(panicked, argv).is_err());
+    // The child's leaving is its own status's to report.
+    for fine in [
+        None,
+        Some(std::io::ErrorKind::BrokenPipe),
+        Some(std::io::ErrorKind::TimedOut),
+    ] {
+        finish_feeding(writer(fine), argv).unwrap();
+    }
+}
