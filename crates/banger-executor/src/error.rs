@@ -228,6 +228,18 @@ pub enum ExecError {
         #[source]
         source: NetError,
     },
+    /// `ApplyResolver` failed part way and undoing it failed too: the link
+    /// stays journaled, so teardown reverts it again.
+    #[error(
+        "routing ~vm to {dns} on {link} through systemd-resolved (and reverting {link} failed too: {revert})"
+    )]
+    ResolverNotReverted {
+        link: String,
+        dns: Ipv4Addr,
+        revert: String,
+        #[source]
+        source: Box<NetError>,
+    },
     #[error("reverting the systemd-resolved settings of {link}")]
     ResolverRevert {
         link: String,
@@ -295,6 +307,7 @@ impl ExecError {
             | ResolverRevert { .. }
             | BindDns { .. }
             | Resolver { .. }
+            | ResolverNotReverted { .. }
             | Journal(_) => ErrorCode::Internal,
             Vm(e) => e.code(),
             Image(e) => e.code(),

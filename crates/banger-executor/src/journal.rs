@@ -5,8 +5,9 @@
 //!
 //! The journal is a JSON file (`root-journal.json` in the dev state dir,
 //! `journal.json` in the helper's root state dir) holding the bridges
-//! (name, address, prefix), taps (name, bridge, owner uid, ifindex), whether banger's
-//! nft tables were installed (and which guests they masquerade), and the links
+//! (name, address, prefix, whether its MAC was written), taps (name,
+//! bridge, owner uid, ifindex), whether banger's nft tables were
+//! installed (and which guests they masquerade), and the links
 //! whose resolver settings banger changed. It is written atomically: a
 //! temporary file in the same directory, fsync, rename, fsync of the
 //! directory; mode 0600. An entry is written *before* the object is created,
@@ -26,7 +27,11 @@ use banger_host::net::Ipv4Cidr;
 use serde::{Deserialize, Serialize};
 
 /// Format version of the journal file; a newer file is refused untouched.
-pub const JOURNAL_VERSION: u32 = 1;
+/// 2: taps carry their `ifindex` (issue #13 F3). A version-1 file is read
+/// (its taps without one fall back to the tun-owner check) and written
+/// back as 2, so a helper from before the field says "newer version"
+/// rather than failing to parse it.
+pub const JOURNAL_VERSION: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -64,6 +69,12 @@ pub struct BridgeEntry {
     pub name: String,
     pub address: Ipv4Addr,
     pub prefix_len: u8,
+    /// `EnsureBridge` has written the bridge's MAC (item 18), so a MAC
+    /// that matches is its own, not one it follows from a port. Absent
+    /// (false) in entries from before: the MAC is then written once even
+    /// when it matches (item 19).
+    #[serde(default)]
+    pub mac_set: bool,
 }
 
 impl BridgeEntry {
@@ -319,7 +330,11 @@ fn load(path: &Path) -> Result<Journal, JournalError> {
             version,
         });
     }
-    serde_json::from_str(&text).map_err(parse)
+    let mut journal: Journal = serde_json::from_str(&text).map_err(parse)?;
+    // Every older version reads as this one (each later field has a
+    // default); what is saved is this version.
+    journal.version = JOURNAL_VERSION;
+    Ok(journal)
 }
 
 fn store(path: &Path, journal: &Journal) -> Result<(), JournalError> {
@@ -372,6 +387,7 @@ mod tests {
             name: "banger0".into(),
             address: Ipv4Addr::new(10, 0, 0, 1),
             prefix_len: 24,
+            mac_set: true,
         });
         txn.save().unwrap();
         drop(txn);
@@ -391,6 +407,60 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(names, ["journal.json"]);
+    }
+
+    /// Item 18: the tap `ifindex` field came without a version bump, so a
+    /// helper from before it refused the newer journal as unparseable
+    /// instead of as newer. Version 2 has the field; a version-1 journal
+    /// (none, or the field written before the bump) is read, and written
+    /// back as version 2.
+    #[test]
+    fn a_version_1_journal_is_read_and_written_back_as_version_2() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.json");
+        std::fs::write(
+            &path,
+            r#"{"version": 1, "bridges": [], "firewall": false, "nat_guests": [],
+                "resolver_links": [],
+                "taps": [{"name": "bangertap0", "bridge": "banger0", "owner_uid": 4242},
+                         {"name": "bangertap1", "bridge": "banger0", "owner_uid": 4242,
+                          "ifindex": 7}]}"#,
+        )
+        .unwrap();
+        let file = JournalFile::new(path.clone());
+        let txn = file.open().unwrap();
+        assert_eq!(txn.state.taps[0].ifindex, None);
+        assert_eq!(txn.state.taps[1].ifindex, Some(7));
+        txn.save().unwrap();
+        drop(txn);
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(written["version"], 2, "{written}");
+        assert_eq!(written["taps"][1]["ifindex"], 7, "{written}");
+        assert_eq!(Journal::default().version, 2);
+    }
+
+    #[test]
+    fn a_journal_newer_than_version_2_is_refused_as_newer() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.json");
+        let v3 = r#"{"version": 3, "bridges": [], "taps": [], "firewall": false,
+                     "nat_guests": [], "resolver_links": [], "later": []}"#;
+        std::fs::write(&path, v3).unwrap();
+        let err = JournalFile::new(path.clone()).open().unwrap_err();
+        assert!(
+            matches!(err, JournalError::NewerVersion { version: 3, .. }),
+            "{err}"
+        );
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} has journal version 3; this build knows up to 2",
+                path.display()
+            )
+        );
+        // Refused untouched.
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), v3);
     }
 
     #[test]

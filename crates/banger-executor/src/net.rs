@@ -188,10 +188,14 @@ impl Executor {
             self.replace_firewall(&mut txn, base, spec.address)?;
         }
 
+        // Whether the MAC was written stays known only for the bridge it
+        // was written to: one made anew has not had it yet.
+        let mac_set = existing.is_some() && txn.state.bridge(name).is_some_and(|b| b.mac_set);
         let entry = BridgeEntry {
             name: spec.name.clone(),
             address: spec.address,
             prefix_len: spec.prefix_len,
+            mac_set,
         };
         if txn.state.bridge(name) != Some(&entry) {
             txn.state.upsert_bridge(entry);
@@ -226,12 +230,16 @@ impl Executor {
                 }
             }
         };
-        let configured = self.configure_bridge(&link, cidr);
+        let configured = self.configure_bridge(&link, cidr, mac_set);
         if let Err(e) = configured {
             if created {
                 self.undo_create(&mut txn, name, was_journaled, true);
             }
             return Err(e);
+        }
+        if !mac_set && let Some(entry) = txn.state.bridges.iter_mut().find(|b| b.name == name) {
+            entry.mac_set = true;
+            txn.save()?;
         }
         Ok(done(PrivOutcome::Bridge(BridgeOutcome {
             name: spec.name,

@@ -147,6 +147,20 @@ pub enum RunError {
     Timeout { argv: String, secs: u64 },
     #[error("`{argv}` wrote more than {max_bytes} bytes; stopped reading it")]
     TooMuchOutput { argv: String, max_bytes: u64 },
+    /// The child exited but something it left (an ssh master, say) still
+    /// held its stdout past the drain deadline: what arrived may be only
+    /// part of it.
+    #[error("`{argv}`: output did not end (something the command left still holds its stdout)")]
+    OutputDidNotEnd { argv: String },
+    /// Writing the caller's bytes into the child's stdin failed other than
+    /// by the child's leaving: it may have run on part of them, or none
+    /// (`nft -f -` fed nothing succeeds).
+    #[error("writing stdin to `{argv}`")]
+    Stdin {
+        argv: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("storing the output of `{argv}`")]
     Sink {
         argv: String,
@@ -193,8 +207,8 @@ impl Runner {
         let mut child = spawn_piped(cmd, &argv, stdin)?;
         // Feed stdin and drain both pipes on threads, so neither a slow reader
         // nor a chatty child can block on a full pipe.
-        let in_writer = feed(child.stdin.take(), cmd.stdin.clone());
         let exited = Arc::new(OnceLock::new());
+        let in_writer = feed(child.stdin.take(), cmd.stdin.clone(), &exited);
         let out_reader = drain(child.stdout.take(), cmd.max_output, &exited);
         let err_reader = drain(child.stderr.take(), DEFAULT_MAX_OUTPUT, &exited);
         let waited = wait_for(&mut child, cmd, &argv);
@@ -202,10 +216,11 @@ impl Runner {
         // comes first, so nothing a grandchild holds keeps this call (or
         // their threads) alive.
         let _ = exited.set(Instant::now() + DRAIN_AFTER_EXIT);
+        let fed = finish_feeding(in_writer, &argv);
         let status = waited?;
-        finish_feeding(in_writer, &argv);
         let (stdout_raw, out_over) = out_reader.join().unwrap_or_default();
         let (stderr_raw, err_over) = err_reader.join().unwrap_or_default();
+        fed?;
         if out_over || err_over {
             return Err(RunError::TooMuchOutput {
                 argv,
@@ -241,7 +256,11 @@ impl Runner {
     /// than `max_bytes` of it: past that the pipe is closed (the child sees
     /// EPIPE) and the call fails with [`RunError::TooMuchOutput`]. Stdin is
     /// `/dev/null`, stderr is captured, the timeout applies, and a non-zero
-    /// exit is [`RunError::Failed`] with the stderr tail. For bulk data from
+    /// exit is [`RunError::Failed`] with the stderr tail. Stdout must reach
+    /// its end: if something the child left still holds it
+    /// [`DRAIN_AFTER_EXIT`] after the child exited, what is buffered then
+    /// is copied and the call fails with [`RunError::OutputDidNotEnd`]
+    /// (the copy may be partial). For bulk data from
     /// an untrusted peer (a guest's export over ssh) that must neither sit
     /// in memory nor go through a protocol client with a history of bugs.
     pub fn stream_stdout(
@@ -257,30 +276,25 @@ impl Runner {
         let err_reader = drain(child.stderr.take(), DEFAULT_MAX_OUTPUT, &exited);
         let out = child.stdout.take();
         // Copy on a thread so the timeout below still holds when the child
-        // stalls; the result says whether the cap was hit.
-        // Like `drain`: a grandchild holding stdout after the child exited
-        // (an ssh master, say) does not hold the call.
+        // stalls; the result says whether the cap was hit and whether
+        // stdout ended. Like `drain`: a grandchild holding stdout after the
+        // child exited (an ssh master, say) does not hold the call — but
+        // then the stream did not end, and that is an error below.
         let copy_exited = Arc::clone(&exited);
-        let copier = std::thread::spawn(move || -> std::io::Result<(u64, bool)> {
+        let copier = std::thread::spawn(move || -> std::io::Result<(u64, PipeEnd)> {
             let Some(mut out) = out else {
-                return Ok((0, false));
+                return Ok((0, PipeEnd::Eof));
             };
-            let mut buf = vec![0u8; 1 << 16];
             let mut total = 0u64;
-            while readable(&out, &copy_exited) {
-                let n = match out.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                if total + n as u64 > max_bytes {
-                    return Ok((total, true));
+            let end = read_pipe(&mut out, &copy_exited, |chunk| {
+                if total + chunk.len() as u64 > max_bytes {
+                    return Ok(false);
                 }
-                sink.write_all(&buf[..n])?;
-                total += n as u64;
-            }
-            Ok((total, false))
+                sink.write_all(chunk)?;
+                total += chunk.len() as u64;
+                Ok(true)
+            })?;
+            Ok((total, end))
         });
         let waited = wait_for(&mut child, cmd, &argv);
         let _ = exited.set(Instant::now() + DRAIN_AFTER_EXIT);
@@ -291,9 +305,9 @@ impl Runner {
         // An over-long stderr is cut, not an error: stdout is the payload.
         let (stderr, _) = err_reader.join().unwrap_or_default();
         let stderr = String::from_utf8_lossy(&stderr).into_owned();
-        let bytes = match copied {
-            Ok((_, true)) => return Err(RunError::TooMuchOutput { argv, max_bytes }),
-            Ok((n, false)) => n,
+        let (bytes, end) = match copied {
+            Ok((_, PipeEnd::Stopped)) => return Err(RunError::TooMuchOutput { argv, max_bytes }),
+            Ok(copied) => copied,
             Err(source) => return Err(RunError::Sink { argv, source }),
         };
         if !status.success() {
@@ -302,6 +316,10 @@ impl Runner {
                 status,
                 stderr: stderr_tail(&stderr),
             });
+        }
+        // Item 20: the payload is whole only if stdout reached its end.
+        if end == PipeEnd::Cut {
+            return Err(RunError::OutputDidNotEnd { argv });
         }
         Ok(Streamed {
             status,
@@ -487,22 +505,57 @@ pub fn resolve(program: &OsStr) -> Option<PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
+/// Write `input` into the child's stdin on a thread ([`write_pipe`]), then
+/// close it.
 fn feed(
     pipe: Option<std::process::ChildStdin>,
     input: Option<Vec<u8>>,
+    exited: &Arc<OnceLock<Instant>>,
 ) -> Option<std::thread::JoinHandle<std::io::Result<()>>> {
-    let (mut pipe, input) = (pipe?, input?);
+    let (pipe, input) = (pipe?, input?);
+    let exited = Arc::clone(exited);
+    // Dropping the pipe at the end closes the child's stdin (EOF).
     Some(std::thread::spawn(move || {
-        // Dropping the pipe at the end closes the child's stdin (EOF).
-        pipe.write_all(&input)
+        write_pipe(&std::os::fd::OwnedFd::from(pipe), &input, &exited)
     }))
+}
+
+/// Write all of `input` into `pipe` without ever blocking in a write: the
+/// pipe is made non-blocking and room is awaited with `poll(POLLOUT)`
+/// until the deadline in `exited`. Past it the rest is given up (item 20:
+/// a grandchild holding stdin unread held the writer, its thread and the
+/// input for as long as it liked).
+fn write_pipe(
+    pipe: &std::os::fd::OwnedFd,
+    input: &[u8],
+    exited: &OnceLock<Instant>,
+) -> std::io::Result<()> {
+    rustix::io::ioctl_fionbio(pipe, true)?;
+    let mut left = input;
+    while !left.is_empty() {
+        match rustix::io::write(pipe, left) {
+            Ok(n) => left = &left[n..],
+            Err(rustix::io::Errno::AGAIN) => {
+                if !wait_ready(pipe, rustix::event::PollFlags::OUT, exited)? {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("{} bytes of stdin still unread at the deadline", left.len()),
+                    ));
+                }
+            }
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
 }
 
 /// Read `pipe` on a thread until EOF, keeping at most `cap` bytes (the
 /// flag says the child wrote more; the pipe is closed then, so it sees
-/// EPIPE), and stopping once the deadline in `exited` has passed and
-/// nothing more is buffered — the deadline is set by the caller when the
-/// child is gone, because a grandchild may hold the write end open.
+/// EPIPE), and stopping at the deadline in `exited` ([`read_pipe`]) — the
+/// deadline is set by the caller when the child is gone, because a
+/// grandchild may hold the write end open. [`Runner::output`] keeps what
+/// arrived by then: a tool's captured output is checked by its caller.
 fn drain<R: Read + std::os::fd::AsFd + Send + 'static>(
     pipe: Option<R>,
     cap: usize,
@@ -514,66 +567,161 @@ fn drain<R: Read + std::os::fd::AsFd + Send + 'static>(
         let Some(mut p) = pipe else {
             return (buf, false);
         };
-        let mut chunk = vec![0u8; 1 << 16];
-        while readable(&p, &exited) {
-            match p.read(&mut chunk) {
-                Ok(0) => break,
-                Ok(n) if buf.len() + n > cap => {
-                    let keep = cap - buf.len();
-                    buf.extend_from_slice(&chunk[..keep]);
-                    return (buf, true);
-                }
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
+        let end = read_pipe(&mut p, &exited, |chunk| {
+            if buf.len() + chunk.len() > cap {
+                let keep = cap - buf.len();
+                buf.extend_from_slice(&chunk[..keep]);
+                return Ok(false);
             }
-        }
-        (buf, false)
+            buf.extend_from_slice(chunk);
+            Ok(true)
+        });
+        let over = matches!(end, Ok(PipeEnd::Stopped));
+        (buf, over)
     })
 }
 
-/// Whether a read of `pipe` is worth making now: `true` once it has data
-/// or is at its end (the read says which), `false` once the deadline in
-/// `exited` has passed and nothing is buffered. Until the deadline is set
-/// this waits as long as it takes.
-fn readable(pipe: &impl std::os::fd::AsFd, exited: &OnceLock<Instant>) -> bool {
+/// How [`read_pipe`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PipeEnd {
+    /// The pipe reached its end: every writer closed it.
+    Eof,
+    /// The consumer refused a chunk (a cap).
+    Stopped,
+    /// The deadline passed with the pipe still open.
+    Cut,
+}
+
+/// Read `pipe` until its end, handing each chunk to `take` (`Ok(false)`
+/// stops: [`PipeEnd::Stopped`]). Until the deadline in `exited` is set this
+/// waits as long as it takes; once it has passed, only the bytes buffered
+/// in the pipe at that moment (`FIONREAD`) are read, once, so a writer that
+/// keeps it full cannot stretch the call (item 20), and the pipe is
+/// [`PipeEnd::Cut`] unless it is then at its end.
+///
+/// The pipe is made non-blocking first: the uid a tool runs as can open
+/// the tool's end through `/proc/<pid>/fd` (a second reader and writer)
+/// and take what a poll reported before the read gets it, and a blocking
+/// read then waited for as long as that writer stayed. Its reopened
+/// descriptor is a file description of its own, so it cannot undo this.
+fn read_pipe<R: Read + std::os::fd::AsFd>(
+    pipe: &mut R,
+    exited: &OnceLock<Instant>,
+    mut take: impl FnMut(&[u8]) -> std::io::Result<bool>,
+) -> std::io::Result<PipeEnd> {
+    rustix::io::ioctl_fionbio(&*pipe, true)?;
+    let mut chunk = vec![0u8; 1 << 16];
+    while wait_ready(pipe, rustix::event::PollFlags::IN, exited)? {
+        match pipe.read(&mut chunk) {
+            Ok(0) => return Ok(PipeEnd::Eof),
+            Ok(n) => {
+                if !take(&chunk[..n])? {
+                    return Ok(PipeEnd::Stopped);
+                }
+            }
+            // Taken by another reader since the poll: wait again.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // Past the deadline. The pipe is non-blocking, so these reads of at
+    // most what is buffered never wait; bytes another reader took first
+    // end them.
+    let mut left = rustix::io::ioctl_fionread(&*pipe)?;
+    while left > 0 {
+        let want = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        match pipe.read(&mut chunk[..want]) {
+            Ok(0) => return Ok(PipeEnd::Eof),
+            Ok(n) => {
+                left = left.saturating_sub(n as u64);
+                if !take(&chunk[..n])? {
+                    return Ok(PipeEnd::Stopped);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(PipeEnd::Cut),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    // At its end only if every writer is gone and nothing more came.
+    let mut fds = [rustix::event::PollFd::new(
+        &*pipe,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    let hung_up = matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
+        && fds[0].revents().contains(rustix::event::PollFlags::HUP);
+    if hung_up && rustix::io::ioctl_fionread(&*pipe)? == 0 {
+        return Ok(PipeEnd::Eof);
+    }
+    Ok(PipeEnd::Cut)
+}
+
+/// Wait until `pipe` is ready for `what` (`IN`: a read is worth making —
+/// it has data or is at its end, the read says which; `OUT`: a write has
+/// room or fails): `Ok(true)` then, `Ok(false)` once the deadline in
+/// `exited` has passed first. Until the deadline is set this waits as
+/// long as it takes.
+fn wait_ready(
+    pipe: &impl std::os::fd::AsFd,
+    what: rustix::event::PollFlags,
+    exited: &OnceLock<Instant>,
+) -> std::io::Result<bool> {
     loop {
-        let late = exited.get().is_some_and(|d| Instant::now() >= *d);
+        let left = match exited.get() {
+            Some(d) => d.saturating_duration_since(Instant::now()),
+            None => Duration::from_millis(100),
+        };
+        if left.is_zero() {
+            return Ok(false);
+        }
         let tick = rustix::event::Timespec {
             tv_sec: 0,
-            tv_nsec: if late { 0 } else { 100_000_000 },
+            tv_nsec: left.min(Duration::from_millis(100)).subsec_nanos().into(),
         };
-        let mut fds = [rustix::event::PollFd::new(
-            pipe,
-            rustix::event::PollFlags::IN,
-        )];
+        let mut fds = [rustix::event::PollFd::new(pipe, what)];
         match rustix::event::poll(&mut fds, Some(&tick)) {
-            Ok(0) if late => return false,
             Ok(0) | Err(rustix::io::Errno::INTR) => {}
-            Ok(_) => return true,
-            Err(_) => return false,
+            Ok(_) => return Ok(true),
+            Err(e) => return Err(e.into()),
         }
     }
 }
 
-/// Wait for the stdin writer until shortly after the child exited; a
-/// grandchild holding stdin without reading would hold it for ever, so
-/// past that it is left to end when its pipe does.
-fn finish_feeding(writer: Option<std::thread::JoinHandle<std::io::Result<()>>>, argv: &str) {
-    let Some(w) = writer else { return };
-    let until = Instant::now() + DRAIN_AFTER_EXIT;
-    while !w.is_finished() && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    if !w.is_finished() {
-        tracing::debug!(%argv, "stdin still held by something the child left; not waiting");
-        return;
-    }
-    if let Ok(Err(e)) = w.join() {
-        // The child may legitimately exit before reading everything; its
-        // status and stderr say what went wrong, so this is only logged.
-        tracing::debug!(%argv, error = %e, "writing stdin");
-    }
+/// Join the stdin writer: it ends by the deadline in `exited` at the
+/// latest ([`write_pipe`]), so no thread is left behind. The child may
+/// exit without reading everything (EPIPE), or leave stdin to something
+/// that does not read it (the deadline, set only once the child is gone);
+/// its status and stderr say what went wrong, so those are only logged.
+/// Any other failure, the writer's panic included, is
+/// [`RunError::Stdin`]: the child may have been fed nothing.
+fn finish_feeding(
+    writer: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+    argv: &str,
+) -> Result<(), RunError> {
+    let Some(w) = writer else { return Ok(()) };
+    let source = match w.join() {
+        Ok(Ok(())) => return Ok(()),
+        Ok(Err(e))
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            tracing::debug!(%argv, error = %e, "writing stdin");
+            return Ok(());
+        }
+        Ok(Err(e)) => e,
+        Err(_) => std::io::Error::other("the stdin writer panicked"),
+    };
+    Err(RunError::Stdin {
+        argv: argv.to_string(),
+        source,
+    })
 }
 
 /// Start `cmd` with `stdin`, stdout and stderr piped, as `cmd.run_as`.

@@ -9,8 +9,14 @@ use crate::error::ExecError;
 
 impl Executor {
     /// IPv6 off, exactly our address, up, forwarding on. Changes only what
-    /// differs (IPv6 is switched off every time: it is one write).
-    pub(super) fn configure_bridge(&self, link: &Link, cidr: Ipv4Cidr) -> Result<(), ExecError> {
+    /// differs (IPv6 is switched off every time: it is one write), and the
+    /// MAC also when the journal does not say it was written (`mac_set`).
+    pub(super) fn configure_bridge(
+        &self,
+        link: &Link,
+        cidr: Ipv4Cidr,
+        mac_set: bool,
+    ) -> Result<(), ExecError> {
         let name = &link.name;
         self.ipv6_off(name)?;
         // Issue #13 F2: the bridge learns a source MAC from any frame to a
@@ -30,13 +36,22 @@ impl Executor {
         // address — root's choice, from the install — in banger's own
         // locally administered range, and no guest's, since no guest may
         // hold the bridge's address (`validate::guest_address`).
+        // Only when it differs (item 19): the kernel announces every MAC
+        // write, the same MAC included (`NETDEV_CHANGEADDR`), and the host
+        // then flushes its whole neighbour table on the bridge, permanent
+        // entries too — the owner could repeat `EnsureBridge` to do that.
+        // But a matching MAC is the bridge's own only once banger wrote
+        // it: a bridge from before item 18 follows its lowest port's, which
+        // a tap's holder may have made match (review of item 19).
         let [a, b, c, d] = cidr.address.octets();
-        self.net
-            .set_mac(name, [0x02, 0xba, a, b, c, d])
-            .map_err(|source| ExecError::SetMac {
-                name: name.clone(),
-                source,
-            })?;
+        let mac = [0x02, 0xba, a, b, c, d];
+        let set_mac_err = |source| ExecError::SetMac {
+            name: name.clone(),
+            source,
+        };
+        if !mac_set || self.net.link_mac(name).map_err(set_mac_err)? != Some(mac) {
+            self.net.set_mac(name, mac).map_err(set_mac_err)?;
+        }
         for stray in link.addresses.iter().filter(|a| **a != cidr) {
             self.net
                 .del_address(name, *stray)

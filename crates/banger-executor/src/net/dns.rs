@@ -78,26 +78,45 @@ impl Executor {
         // default route off explicitly, before any server: resolved older
         // than v240 does not infer it from `~vm` (third review), and a
         // resolved without the verb fails here, before the bridge serves.
-        let applied = self
-            .net
-            .resolver_domain(&link, VM_DOMAIN_ROUTE)
-            .and_then(|()| self.net.resolver_no_default_route(&link))
-            .and_then(|()| self.net.resolver_dns(&link, spec.dns));
-        if let Err(source) = applied {
-            if !was_journaled {
+        let applied = match self.net.resolver_domain(&link, VM_DOMAIN_ROUTE) {
+            Err(source) if source.is_tool_missing() => {
+                // resolvectl is not there for the first verb: nothing set,
+                // nothing to undo with; an earlier call's entry stays for
+                // teardown.
+                if !was_journaled {
+                    txn.state.resolver_links.retain(|l| *l != link);
+                    save_quietly(&txn);
+                }
+                return Err(ExecError::ResolverUnavailable { link, source });
+            }
+            first => first
+                .and_then(|()| self.net.resolver_no_default_route(&link))
+                .and_then(|()| self.net.resolver_dns(&link, spec.dns)),
+        };
+        let Err(source) = applied else {
+            return Ok(done(PrivOutcome::Done));
+        };
+        // Item 20: whatever part was set (the domain; on an older banger's
+        // link, a default route never turned off) is undone, and the link
+        // is journaled as changed only while that undoing failed (teardown
+        // reverts it again). resolvectl gone after the first verb is such
+        // a failure too: the revert then fails and the entry stays.
+        match self.net.resolver_revert(&link) {
+            Ok(()) => {
                 txn.state.resolver_links.retain(|l| *l != link);
                 save_quietly(&txn);
-            }
-            return Err(if source.is_tool_missing() {
-                ExecError::ResolverUnavailable { link, source }
-            } else {
-                ExecError::Resolver {
+                Err(ExecError::Resolver {
                     link,
                     dns: spec.dns,
                     source,
-                }
-            });
+                })
+            }
+            Err(revert) => Err(ExecError::ResolverNotReverted {
+                link,
+                dns: spec.dns,
+                revert: banger_proto::error::chain(&revert).join(": "),
+                source: Box::new(source),
+            }),
         }
-        Ok(done(PrivOutcome::Done))
     }
 }

@@ -51,6 +51,9 @@ impl HostNet for JournalPeek {
     fn set_mac(&self, link: &str, mac: [u8; 6]) -> Result<(), NetError> {
         self.inner.set_mac(link, mac)
     }
+    fn link_mac(&self, link: &str) -> Result<Option<[u8; 6]>, NetError> {
+        self.inner.link_mac(link)
+    }
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
         self.peek();
         self.inner.create_tap(name, owner_uid)

@@ -340,19 +340,70 @@ fn ensure_bridge_creates_journals_first_and_is_idempotent() {
             created: false
         })
     );
-    // Only IPv6 and link-local learning are switched off again and the MAC
-    // set (writes of what is there).
+    // Only IPv6 and link-local learning are switched off again (writes of
+    // what is there); the MAC, already right, is not written (item 19: a
+    // write flushes the bridge's neighbour table).
     assert_eq!(
         f.net.mutating_calls(),
-        [
-            "disable_ipv6(banger0)",
-            "set_no_linklocal_learn(banger0)",
-            "set_mac(banger0, 02:ba:0a:00:00:01)"
-        ],
+        ["disable_ipv6(banger0)", "set_no_linklocal_learn(banger0)",],
         "{:?}",
         f.net.calls()
     );
     assert_eq!(f.journal_text(), journal);
+}
+
+/// Run `EnsureBridge` again; the MACs it wrote to `banger0`.
+fn mac_writes_of_ensure_bridge(f: &Fixture) -> Vec<String> {
+    f.net.clear_calls();
+    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    f.net
+        .mutating_calls()
+        .iter()
+        .filter_map(|c| c.strip_prefix("set_mac(banger0, "))
+        .map(|mac| mac.trim_end_matches(')').to_string())
+        .collect()
+}
+
+#[test]
+fn ensure_bridge_writes_the_bridges_mac_only_when_it_differs() {
+    let f = fixture(FakeNet::new());
+    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    // Whatever changed it (it cannot be the owner: a bridge with its MAC
+    // set no longer follows its ports'), the next call puts it back.
+    f.net
+        .state
+        .lock()
+        .unwrap()
+        .macs
+        .insert("banger0".into(), [0x02, 0, 0, 0, 0, 1]);
+    assert_eq!(mac_writes_of_ensure_bridge(&f), ["02:ba:0a:00:00:01"]);
+    assert!(mac_writes_of_ensure_bridge(&f).is_empty());
+}
+
+/// Review of item 19 (low): a bridge made before item 18 never had its
+/// MAC set and follows its lowest port's; when a tap's holder gave that
+/// port `02:ba:`+address, the MAC already matched and was never written,
+/// so the bridge kept following its ports. A journal entry without
+/// `mac_set` now gets the MAC written once, and recorded.
+#[test]
+fn a_bridge_from_before_item_18_gets_its_mac_pinned_even_when_it_matches() {
+    let f = fixture(FakeNet::new());
+    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    // The entry as a banger from before item 18 left it: no `mac_set`.
+    // The fake's MAC stays 02:ba:0a:00:00:01, as a port can make it.
+    let mut journal: serde_json::Value = serde_json::from_str(&f.journal_text()).unwrap();
+    for b in journal["bridges"].as_array_mut().unwrap() {
+        b.as_object_mut().unwrap().remove("mac_set");
+    }
+    std::fs::write(&f.journal, journal.to_string()).unwrap();
+    assert_eq!(mac_writes_of_ensure_bridge(&f), ["02:ba:0a:00:00:01"]);
+    assert!(
+        f.journal_text().contains("\"mac_set\": true"),
+        "{}",
+        f.journal_text()
+    );
+    // Once recorded, a matching MAC is left alone again (item 19).
+    assert!(mac_writes_of_ensure_bridge(&f).is_empty());
 }
 
 #[test]
@@ -369,7 +420,6 @@ fn ensure_bridge_replaces_stray_addresses_of_its_own_bridge() {
         [
             "disable_ipv6(banger0)",
             "set_no_linklocal_learn(banger0)",
-            "set_mac(banger0, 02:ba:0a:00:00:01)",
             "del_address(banger0, 10.0.0.7/24)"
         ]
     );
@@ -543,6 +593,100 @@ fn sync_firewall_applies_one_batch_and_journals_it() {
     let err = f.run(PrivOp::SyncFirewall(spec)).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Internal);
     assert_eq!(f.journal_text(), before);
+}
+
+/// Item 20: a failed `ApplyResolver` left what it had set (the `~vm`
+/// domain; on an older banger's link, the default route it never turned
+/// off). Now the link's settings are reverted, the link is not journaled,
+/// and the error carries resolvectl's own words — for a new link and for
+/// one an earlier call had set up.
+#[test]
+fn a_failed_apply_resolver_reverts_the_link_and_journals_nothing() {
+    const WORDS: &str = "Unknown command verb 'default-route'.";
+    let spec = ResolverSpec {
+        bridge: "banger0".into(),
+        dns: Ipv4Addr::new(10, 0, 0, 1),
+    };
+    let check = |f: &Fixture| {
+        let err = f.run(PrivOp::ApplyResolver(spec.clone())).unwrap_err();
+        assert!(err.render().contains(WORDS), "{}", err.render());
+        assert_eq!(
+            f.net.mutating_calls(),
+            [
+                "resolver_domain(banger0, ~vm)",
+                "resolver_no_default_route(banger0)",
+                "resolver_revert(banger0)"
+            ]
+        );
+        assert!(
+            f.journal_text().contains("\"resolver_links\": []"),
+            "{}",
+            f.journal_text()
+        );
+    };
+    let fails = FakeNet::new().failing_tool("resolver_no_default_route", "resolvectl", WORDS);
+    check(&fixture(fails).with_bridge_and_taps());
+
+    let f = fixture(FakeNet::new()).with_bridge_and_taps();
+    f.run(PrivOp::ApplyResolver(spec.clone())).unwrap();
+    f.net.clear_calls();
+    f.net.state.lock().unwrap().failing_tools.push((
+        "resolver_no_default_route".into(),
+        "resolvectl",
+        WORDS.into(),
+    ));
+    check(&f);
+
+    // When the revert fails too, the error says so and the link stays
+    // journaled, for teardown to revert again.
+    let f = fixture(
+        FakeNet::new()
+            .failing_tool("resolver_no_default_route", "resolvectl", WORDS)
+            .failing_tool("resolver_revert", "resolvectl", "Link banger0 busy."),
+    )
+    .with_bridge_and_taps();
+    let err = f.run(PrivOp::ApplyResolver(spec)).unwrap_err().render();
+    assert!(
+        err.contains(WORDS) && err.contains("Link banger0 busy."),
+        "{err}"
+    );
+    assert_resolver_journaled(&f);
+}
+
+/// The journal lists banger0 among the links whose resolver settings
+/// banger changed.
+fn assert_resolver_journaled(f: &Fixture) {
+    assert!(
+        f.journal_text()
+            .contains("\"resolver_links\": [\n    \"banger0\""),
+        "{}",
+        f.journal_text()
+    );
+}
+
+/// Review of item 20 (info): resolvectl gone between two verbs (the first
+/// set the `~vm` domain) is no "nothing was set": the link is reverted
+/// like after any other failure, and since the revert cannot run either,
+/// the link stays journaled for teardown. Before, the "resolvectl
+/// missing" return skipped the revert and dropped the entry.
+#[test]
+fn resolvectl_gone_after_the_first_verb_still_reverts_and_keeps_the_entry() {
+    let spec = ResolverSpec {
+        bridge: "banger0".into(),
+        dns: Ipv4Addr::new(10, 0, 0, 1),
+    };
+    let f = fixture(FakeNet::new().with_resolvectl_for(1)).with_bridge_and_taps();
+    let err = f.run(PrivOp::ApplyResolver(spec)).unwrap_err().render();
+    assert_eq!(
+        f.net.mutating_calls(),
+        [
+            "resolver_domain(banger0, ~vm)",
+            "resolver_no_default_route(banger0)",
+            "resolver_revert(banger0)"
+        ]
+    );
+    assert!(err.contains("reverting banger0 failed too"), "{err}");
+    assert_resolver_journaled(&f);
 }
 
 #[test]

@@ -13,8 +13,9 @@ use super::{HostNet, Ipv4Cidr, Link, LinkKind, NetError, NftTable, RouteV4};
 use crate::runner::RunError;
 
 /// The calls that only read; everything else changes the host.
-pub const READ_CALLS: [&str; 6] = [
+pub const READ_CALLS: [&str; 7] = [
     "links",
+    "link_mac(",
     "routes_v4",
     "resolvers",
     "nft_tables",
@@ -34,10 +35,19 @@ pub struct FakeNetState {
     /// Every batch given to `apply_nft`, in order.
     pub nft_batches: Vec<String>,
     pub resolvectl_installed: bool,
+    /// How many more runs find resolvectl before it is gone (a package
+    /// removed between two calls); `None`: as `resolvectl_installed` says.
+    pub resolvectl_runs_left: Option<usize>,
     /// Per link: the DNS server and domain set through the resolver.
     pub resolver: BTreeMap<String, (Option<Ipv4Addr>, Option<String>)>,
     /// Call names (`"create_tap"`, `"apply_nft"`, ...) that fail with EIO.
     pub failing: Vec<String>,
+    /// Call names that fail as their host tool fails: `(call, tool, the
+    /// tool's stderr)`, a non-zero exit with those words.
+    pub failing_tools: Vec<(String, &'static str, String)>,
+    /// The MACs set with `set_mac`, per link (forgotten when it is
+    /// deleted); a link without one has none.
+    pub macs: BTreeMap<String, [u8; 6]>,
     /// Links whose IPv6 is switched off (forgotten when they are deleted).
     pub ipv6_off: std::collections::BTreeSet<String>,
     /// The highest index ever given: like the kernel, a new link never
@@ -143,9 +153,25 @@ impl FakeNet {
         self
     }
 
+    /// resolvectl is found by the next `runs` calls that run it, then it
+    /// is gone.
+    pub fn with_resolvectl_for(self, runs: usize) -> FakeNet {
+        self.lock().resolvectl_runs_left = Some(runs);
+        self
+    }
+
     /// Make calls named `call` fail (with EIO).
     pub fn failing(self, call: &str) -> FakeNet {
         self.lock().failing.push(call.into());
+        self
+    }
+
+    /// Make calls named `call` fail as `tool` does when it exits 1 saying
+    /// `stderr`.
+    pub fn failing_tool(self, call: &str, tool: &'static str, stderr: &str) -> FakeNet {
+        self.lock()
+            .failing_tools
+            .push((call.into(), tool, stderr.into()));
         self
     }
 
@@ -191,6 +217,23 @@ impl FakeNet {
                 source: io::Error::from_raw_os_error(libc::EIO),
             });
         }
+        let failing_tool = self
+            .lock()
+            .failing_tools
+            .iter()
+            .find(|(f, ..)| f == name)
+            .map(|(_, tool, stderr)| (*tool, stderr.clone()));
+        if let Some((tool, stderr)) = failing_tool {
+            use std::os::unix::process::ExitStatusExt as _;
+            return Err(NetError::Tool {
+                tool,
+                source: RunError::Failed {
+                    argv: call,
+                    status: std::process::ExitStatus::from_raw(1 << 8),
+                    stderr,
+                },
+            });
+        }
         Ok(())
     }
 
@@ -209,7 +252,14 @@ impl FakeNet {
     }
 
     fn tool_missing(&self, tool: &'static str) -> Result<(), NetError> {
-        if self.lock().resolvectl_installed {
+        let mut state = self.lock();
+        if let Some(left) = state.resolvectl_runs_left.as_mut() {
+            match left.checked_sub(1) {
+                Some(rest) => *left = rest,
+                None => state.resolvectl_installed = false,
+            }
+        }
+        if state.resolvectl_installed {
             return Ok(());
         }
         Err(NetError::Tool {
@@ -366,7 +416,15 @@ impl HostNet for FakeNet {
             "set_mac",
             format!("set_mac({link}, {a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x})"),
         )?;
-        self.with_link_mut(link, |_| Ok(()))
+        self.with_link_mut(link, |_| Ok(()))?;
+        self.lock().macs.insert(link.into(), mac);
+        Ok(())
+    }
+
+    fn link_mac(&self, link: &str) -> Result<Option<[u8; 6]>, NetError> {
+        self.record("link_mac", format!("link_mac({link})"))?;
+        self.with_link_mut(link, |_| Ok(()))?;
+        Ok(self.lock().macs.get(link).copied())
     }
 
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
@@ -384,6 +442,7 @@ impl HostNet for FakeNet {
         let before = state.links.len();
         state.links.retain(|l| l.name != name);
         state.ipv6_off.remove(name);
+        state.macs.remove(name);
         let removed = state.links.len() != before;
         for l in &mut state.links {
             if l.master.as_deref() == Some(name) {

@@ -262,6 +262,8 @@ pub trait HostNet: Send + Sync {
     /// Set `link`'s MAC (`IFLA_ADDRESS`). On a bridge this also stops it
     /// taking the lowest of its ports' MACs from then on.
     fn set_mac(&self, link: &str, mac: [u8; 6]) -> Result<(), NetError>;
+    /// `link`'s MAC (`IFLA_ADDRESS`); `None` when it has no Ethernet one.
+    fn link_mac(&self, link: &str) -> Result<Option<[u8; 6]>, NetError>;
     /// Create a persistent tap owned by `owner_uid`; fails if the name exists.
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError>;
     /// Delete a link; `Ok(false)` when it was already gone.
@@ -351,6 +353,10 @@ impl HostNet for RealNet {
 
     fn set_mac(&self, link: &str, mac: [u8; 6]) -> Result<(), NetError> {
         netlink::Netlink::open()?.set_mac(link, mac)
+    }
+
+    fn link_mac(&self, link: &str) -> Result<Option<[u8; 6]>, NetError> {
+        netlink::Netlink::open()?.link_mac(link)
     }
 
     fn delete_link(&self, name: &str) -> Result<bool, NetError> {

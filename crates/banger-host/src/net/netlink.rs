@@ -168,6 +168,24 @@ impl Netlink {
 
     /// The index of the link called `name`.
     pub(super) fn index_of(&mut self, name: &str) -> Result<u32, NetError> {
+        Ok(self.get_link(name)?.header.index)
+    }
+
+    /// The MAC of the link called `name` (`IFLA_ADDRESS`), if it has a
+    /// six-byte one.
+    pub(super) fn link_mac(&mut self, name: &str) -> Result<Option<[u8; 6]>, NetError> {
+        Ok(self
+            .get_link(name)?
+            .attributes
+            .iter()
+            .find_map(|a| match a {
+                LinkAttribute::Address(mac) => <[u8; 6]>::try_from(mac.as_slice()).ok(),
+                _ => None,
+            }))
+    }
+
+    /// The kernel's description of the link called `name` (`RTM_GETLINK`).
+    fn get_link(&mut self, name: &str) -> Result<LinkMessage, NetError> {
         let mut msg = LinkMessage::default();
         msg.attributes.push(LinkAttribute::IfName(name.to_string()));
         let mut found = None;
@@ -177,7 +195,7 @@ impl Netlink {
             &format!("get link {name}"),
             |m| {
                 if let RouteNetlinkMessage::NewLink(l) = m {
-                    found = Some(l.header.index);
+                    found = Some(l);
                 }
             },
         );

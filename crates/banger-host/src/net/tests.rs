@@ -68,6 +68,15 @@ fn real_bridge_tap_address_and_delete() {
         let err = net.create_bridge("tbr0").unwrap_err();
         assert_eq!(err.errno(), Some(libc::EEXIST), "{err}");
         net.add_address("tbr0", cidr("10.77.0.1/24")).unwrap();
+        let mac = [0x02, 0xba, 10, 77, 0, 1];
+        assert_ne!(net.link_mac("tbr0").unwrap(), Some(mac));
+        net.set_mac("tbr0", mac).unwrap();
+        assert_eq!(net.link_mac("tbr0").unwrap(), Some(mac));
+        assert!(
+            ip_json(&["link", "show", "tbr0"]).contains(r#""address":"02:ba:0a:4d:00:01""#),
+            "{}",
+            ip_json(&["link", "show", "tbr0"])
+        );
         net.set_up("tbr0").unwrap();
         net.create_tap("ttap0", 4242).unwrap();
         // IFF_TUN_EXCL: an existing tap is never attached to.
@@ -120,6 +129,8 @@ fn real_bridge_tap_address_and_delete() {
         assert!(net.delete_link("tbr0").unwrap());
         assert!(net.link("tbr0").unwrap().is_none());
         let err = net.set_up("tbr0").unwrap_err();
+        assert!(matches!(err, NetError::NoSuchLink { .. }), "{err}");
+        let err = net.link_mac("tbr0").unwrap_err();
         assert!(matches!(err, NetError::NoSuchLink { .. }), "{err}");
     });
 }

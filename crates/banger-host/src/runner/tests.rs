@@ -227,23 +227,15 @@ fn the_output_cap_is_for_stdout_and_stderr_keeps_the_default() {
 
 #[test]
 fn a_grandchild_holding_stdout_does_not_hold_a_stream() {
-    // The shell writes, leaves a `sleep` holding stdout, and exits: what
-    // it wrote arrives, soon after it exited.
+    // The shell writes, leaves a `sleep` holding stdout, and exits: the
+    // call returns soon after it exited, what was written is in the sink,
+    // and the stream is an error since it never ended (item 20).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("out");
-    let started = Instant::now();
-    let got = Runner
-        .stream_stdout(
-            &Cmd::new("sh").args(["-c", "sleep 30 & echo $! >&2; echo data"]),
-            std::fs::File::create(&path).unwrap(),
-            1 << 20,
-        )
-        .unwrap();
-    let elapsed = started.elapsed();
-    let sleeper: i32 = got.stderr.trim().parse().unwrap();
-    let _ = rustix::process::kill_process(
-        rustix::process::Pid::from_raw(sleeper).unwrap(),
-        rustix::process::Signal::KILL,
+    let (got, elapsed) = stream_leaving("sleep 30", std::fs::File::create(&path).unwrap());
+    assert!(
+        matches!(got, Err(RunError::OutputDidNotEnd { .. })),
+        "{got:?}"
     );
     assert_eq!(std::fs::read_to_string(&path).unwrap(), "data\n");
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
@@ -268,4 +260,267 @@ fn a_grandchild_holding_stdin_unread_does_not_hold_the_call() {
         rustix::process::Signal::KILL,
     );
     assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}
+
+/// Stream `sh -c "LEFT & ...; echo data"` into `sink`: the shell leaves
+/// `left` running in the background holding stdout, and exits. Returns the
+/// result and how long the call took; `left` is then stopped by its pid
+/// (the test's own process).
+fn stream_leaving(left: &str, sink: std::fs::File) -> (Result<Streamed, RunError>, Duration) {
+    let dir = tempfile::tempdir().unwrap();
+    let pid = dir.path().join("pid");
+    let script = format!("{left} & echo $! > {}; echo data", pid.display());
+    let started = Instant::now();
+    let got = Runner.stream_stdout(
+        &Cmd::new("sh")
+            .args(["-c", &script])
+            .timeout(Duration::from_secs(300)),
+        sink,
+        128 << 20,
+    );
+    let elapsed = started.elapsed();
+    if let Some(pid) = std::fs::read_to_string(&pid)
+        .ok()
+        .and_then(|p| p.trim().parse().ok())
+    {
+        let _ = rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid).unwrap(),
+            rustix::process::Signal::KILL,
+        );
+    }
+    (got, elapsed)
+}
+
+#[test]
+fn a_stream_cut_off_before_its_end_is_an_error() {
+    // Item 20: the shell exits, and what it left (as an ssh master relays
+    // the rest of a file) still holds stdout and is still sending. The
+    // copy must not end as a success with part of the data.
+    let (got, elapsed) = stream_leaving(
+        "(sleep 1; echo more; exec sleep 30)",
+        tempfile::tempfile().unwrap(),
+    );
+    let err = got.expect_err("a stream that never reached its end reported success");
+    assert!(matches!(err, RunError::OutputDidNotEnd { .. }), "{err}");
+    assert!(err.to_string().contains("output did not end"), "{err}");
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}
+
+#[test]
+fn a_grandchild_sending_after_the_exit_does_not_stretch_a_stream() {
+    // Item 20: what the child left keeps stdout full, and the sink is slow
+    // (a pipe read at about 6 MB/s), so the copy always finds bytes
+    // waiting; past the drain deadline only what is already buffered is
+    // read, once. Before, the copy went on while a poll found bytes: here
+    // until the byte cap, 128 MiB, some 20 s.
+    let (mut slow_end, sink) = std::io::pipe().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        while matches!(slow_end.read(&mut buf), Ok(n) if n > 0) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    });
+    let (got, elapsed) = stream_leaving(
+        "exec cat /dev/zero",
+        std::fs::File::from(std::os::fd::OwnedFd::from(sink)),
+    );
+    reader.join().unwrap();
+    let err = got.expect_err("a stream that never reached its end reported success");
+    assert!(
+        matches!(err, RunError::OutputDidNotEnd { .. }),
+        "after {elapsed:?}: {err}"
+    );
+    assert!(elapsed < Duration::from_secs(10), "{elapsed:?}");
+}
+
+#[test]
+fn the_stdin_writer_is_gone_when_the_call_returns() {
+    // Item 20: more input than a pipe holds; the shell exits at once and
+    // leaves a process holding stdin unread, which starts reading it well
+    // after the call returned. A writer thread left behind (before: it
+    // held a thread and the input until the pipe moved) then feeds it the
+    // rest; one that ended by the deadline closed the pipe, so the reader
+    // gets at most what the pipe held.
+    let dir = tempfile::tempdir().unwrap();
+    let count = dir.path().join("count");
+    let input = 4 << 20;
+    let script = format!(
+        "exec 3<&0; (sleep 6; wc -c <&3 > {}.tmp; mv {0}.tmp {0}) & echo $!",
+        count.display()
+    );
+    let started = Instant::now();
+    let out = Runner
+        .run(
+            &Cmd::new("sh")
+                .args(["-c", &script])
+                .stdin(vec![b'x'; input]),
+        )
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(6), "{elapsed:?}");
+    let until = Instant::now() + Duration::from_secs(20);
+    while !count.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let reader: i32 = out.stdout.trim().parse().unwrap();
+    let _ = rustix::process::kill_process(
+        rustix::process::Pid::from_raw(reader).unwrap(),
+        rustix::process::Signal::KILL,
+    );
+    let got: usize = std::fs::read_to_string(&count)
+        .expect("the late reader never got to the end of stdin")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        got < input,
+        "a writer left behind by the call fed the late reader all {got} bytes"
+    );
+}
+
+/// Open `/proc/<pid>/fd/<fd>` as the uid a tool runs as can (the child
+/// is dumpable after setuid+exec): another reader, or another writer, on
+/// the runner's own pipe.
+fn reopen(pid: i32, fd: i32, write: bool) -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .read(!write)
+        .write(write)
+        .open(format!("/proc/{pid}/fd/{fd}"))
+        .expect("reopening the child's descriptor")
+}
+
+/// Whether a thread of this process sits in `read(2)` on a descriptor of
+/// `pipe` (`pipe:[inode]`) other than `except`, seen twice 10 ms apart.
+fn caught_reading(pipe: &Path, except: i32) -> bool {
+    let reading = || {
+        let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+            return false;
+        };
+        tasks.flatten().any(|task| {
+            let Ok(call) = std::fs::read_to_string(task.path().join("syscall")) else {
+                return false;
+            };
+            let mut words = call.split_whitespace();
+            if words.next() != Some(&libc::SYS_read.to_string()) {
+                return false;
+            }
+            let fd = words
+                .next()
+                .and_then(|fd| i32::from_str_radix(fd.trim_start_matches("0x"), 16).ok())
+                .filter(|fd| *fd != except);
+            fd.and_then(|fd| std::fs::read_link(format!("/proc/self/fd/{fd}")).ok())
+                .is_some_and(|target| target == pipe)
+        })
+    };
+    reading() && {
+        std::thread::sleep(Duration::from_millis(10));
+        reading()
+    }
+}
+
+#[test]
+fn a_second_reader_on_a_childs_stderr_does_not_pin_the_call() {
+    // Review of item 20 (medium): the uid a tool runs as reopens the
+    // tool's stderr through /proc: a second reader (blocked in a read)
+    // and a writer on the runner's pipe. Each byte written wakes both the
+    // runner's poll and that reader; when the reader takes it first the
+    // runner's read finds the pipe empty. A blocking read then waited for
+    // as long as a writer stayed, and the call with it (before: until
+    // this test's watchdog closed its writer).
+    use std::os::fd::AsRawFd as _;
+    const TIMEOUT: Duration = Duration::from_secs(5);
+    const WATCHDOG: Duration = Duration::from_secs(12);
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = format!(
+        "echo $$ > {}; echo started >&2; exec sleep 1",
+        pid_file.display()
+    );
+    let cmd = Cmd::new("sh").args(["-c", &script]).timeout(TIMEOUT);
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+    let call = {
+        let done = Arc::clone(&done);
+        std::thread::spawn(move || {
+            let got = Runner.output(&cmd);
+            done.store(true, std::sync::atomic::Ordering::SeqCst);
+            (got, started.elapsed())
+        })
+    };
+    let pid: i32 = loop {
+        let read = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if let Ok(pid) = read.trim().parse() {
+            break pid;
+        }
+        assert!(started.elapsed() < TIMEOUT, "the child never wrote its pid");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let pipe = std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap();
+    let mut reader = reopen(pid, 2, false);
+    let reader_fd = reader.as_raw_fd();
+    let mut writer = reopen(pid, 2, true);
+    // The second reader keeps reading until every writer is gone.
+    let stealer = std::thread::spawn(move || {
+        let mut stolen = 0usize;
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = reader.read(&mut buf) {
+            stolen += n;
+        }
+        stolen
+    });
+    // Write until the runner is caught in a read of the empty pipe (or
+    // the drain deadline is near), then only hold the pipe open.
+    let mut caught = false;
+    while !caught && started.elapsed() < Duration::from_secs(3) {
+        let _ = writer.write(b"x");
+        std::thread::sleep(Duration::from_millis(1));
+        caught = caught_reading(&pipe, reader_fd);
+    }
+    while !done.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed() < WATCHDOG {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // The watchdog: with the last writer gone a blocked read ends.
+    drop(writer);
+    let (got, elapsed) = call.join().unwrap();
+    let stolen = stealer.join().unwrap();
+    assert!(stolen > 0, "the test never read from the child's stderr");
+    assert!(
+        elapsed < TIMEOUT + DRAIN_AFTER_EXIT,
+        "the call returned only after {elapsed:?} (watchdog {WATCHDOG:?}; runner caught \
+         in a read of the empty pipe: {caught}): {got:?}"
+    );
+    let out = got.expect("the call failed");
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn a_stdin_write_error_other_than_the_child_leaving_fails_the_call() {
+    // Review of item 20 (info): only logged before, so `nft -f -` could
+    // "succeed" fed nothing. A real pipe gives the writer no such error
+    // (it sees EPIPE or the deadline), so the writer's result is injected.
+    let writer = |e: Option<std::io::ErrorKind>| {
+        Some(std::thread::spawn(move || match e {
+            Some(kind) => Err(std::io::Error::from(kind)),
+            None => Ok(()),
+        }))
+    };
+    let argv = "nft -f -";
+    let err = finish_feeding(writer(Some(std::io::ErrorKind::Other)), argv).unwrap_err();
+    assert!(matches!(err, RunError::Stdin { .. }), "{err}");
+    assert!(
+        err.to_string().contains("writing stdin to `nft -f -`"),
+        "{err}"
+    );
+    let panicked = Some(std::thread::spawn(|| -> std::io::Result<()> {
+        panic!("the writer panicked")
+    }));
+    assert!(finish_feeding(panicked, argv).is_err());
+    // The child's leaving is its own status's to report.
+    for fine in [
+        None,
+        Some(std::io::ErrorKind::BrokenPipe),
+        Some(std::io::ErrorKind::TimedOut),
+    ] {
+        finish_feeding(writer(fine), argv).unwrap();
+    }
 }

@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::os::fd::AsRawFd as _;
 
+use banger_testkit::run_ok;
+
 use crate::lab::*;
 use crate::tagged_and_kept::{fdb, frames_with};
 
@@ -116,4 +118,43 @@ fn a_tap_given_a_low_mac_does_not_change_the_bridges_mac() {
         before,
         "a tap's MAC changed the bridge's MAC"
     );
+}
+
+/// The host's neighbour entries on the bridge, as `ip -j neigh` lists them.
+fn bridge_neighbours(lab: &Lab) -> Vec<serde_json::Value> {
+    let out = ip(&lab.h, &format!("-j neigh show dev {BRIDGE}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ip neigh show failed");
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Item 19 (low): `EnsureBridge` set the bridge's MAC on every call; the
+/// kernel announces a MAC write even when the MAC is the same
+/// (`NETDEV_CHANGEADDR`), and the host then flushes its whole neighbour
+/// table on the bridge, permanent entries included — the owner could
+/// repeat `EnsureBridge` to drop an admin's pinned entries and disturb
+/// the guests' traffic. A second `EnsureBridge` must leave them.
+#[test]
+fn ensure_bridge_again_keeps_the_bridges_neighbour_entries() {
+    let lab = Lab::new();
+    lab.ensure_bridge();
+    let mac_before = lab.bridge_mac();
+    assert_eq!(mac_before, [0x02, 0xba, 10, 213, 7, 1]);
+    run_ok(ip(
+        &lab.h,
+        &format!("neigh add 10.213.7.9 lladdr 02:00:00:00:00:09 dev {BRIDGE} nud permanent"),
+    ));
+    let pinned = |n: &serde_json::Value| n["dst"] == "10.213.7.9";
+    assert!(
+        bridge_neighbours(&lab).iter().any(pinned),
+        "the pinned entry was never there; the test proves nothing"
+    );
+    lab.ensure_bridge();
+    let after = bridge_neighbours(&lab);
+    assert!(
+        after.iter().any(pinned),
+        "a second EnsureBridge flushed the bridge's neighbour table: {after:?}"
+    );
+    assert_eq!(lab.bridge_mac(), mac_before);
 }
