@@ -399,6 +399,7 @@ pub fn write_install_meta_full(
         },
         vmm,
         network,
+        jail: Default::default(),
     };
     let file = root.join("install.toml");
     std::fs::write(&file, meta.to_toml()).unwrap();
@@ -710,6 +711,47 @@ impl RootHelper {
             network,
             "bangerd-root (netns)",
             ns.exec(bin("bangerd-root")),
+        )
+    }
+}
+
+impl RootHelper {
+    /// [`RootHelper::start_in_full`] with stand-ins bound over host tools
+    /// (`(stand-in, tool path)` pairs, e.g. over `/usr/sbin/e2fsck`) in a
+    /// private mount namespace of the helper's own: the helper runs the
+    /// stand-ins exactly where it would find the real tools, and nothing
+    /// is mounted in the test's namespace.
+    pub fn start_in_with_tools(
+        ns: &NetNs,
+        root: &Path,
+        owner: &TestUser,
+        vmm: InstallVmm,
+        network: InstallNetwork,
+        tools: &[(PathBuf, &str)],
+    ) -> RootHelper {
+        let mut script = String::new();
+        for (stand_in, tool) in tools {
+            let s = stand_in.to_str().expect("a UTF-8 path");
+            for p in [s, tool] {
+                assert!(
+                    p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)),
+                    "{p:?} needs quoting"
+                );
+            }
+            script.push_str(&format!("mount --bind {s} {tool} && "));
+        }
+        script.push_str("exec \"$0\" \"$@\"");
+        let mut cmd = ns.exec("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .arg(bin("bangerd-root"));
+        Self::spawn(
+            root,
+            owner,
+            vmm,
+            network,
+            "bangerd-root (netns, stand-in tools)",
+            cmd,
         )
     }
 }

@@ -52,6 +52,19 @@ pub fn init_logging() {
         .init();
 }
 
+/// Dev mode's jail uids: banger's default range, refused while anything on
+/// the host uses one of its ids.
+fn dev_jail() -> anyhow::Result<banger_proto::install::InstallJail> {
+    let jail = banger_proto::install::InstallJail::default();
+    banger_host::jail::check_unused(jail.uid_base, jail.count, false).with_context(|| {
+        format!(
+            "banger's jail uids {}:{} are in use on this host",
+            jail.uid_base, jail.count
+        )
+    })?;
+    Ok(jail)
+}
+
 pub fn run(opts: Options) -> anyhow::Result<()> {
     let started = std::time::SystemTime::now();
     let euid = rustix::process::geteuid().as_raw();
@@ -76,6 +89,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             owner: (0, 0),
             qemu_binary: config.vmm.qemu_bin.clone(),
             firecracker_binary: config.vmm.firecracker_bin.clone(),
+            // Dev mode: banger's default range, checked to own nothing.
+            jail: dev_jail()?,
         })
         // The daemon is root here: its configuration is root's choice of
         // bridge, held to as the helper holds to the install's.
