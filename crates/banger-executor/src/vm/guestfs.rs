@@ -117,28 +117,32 @@ impl VmHost {
 
     /// The root disk at `path` opened read-only for a jailed tool: a
     /// regular file beneath the state dir (the owner's, one link: its ACL
-    /// is about to change), or a dm-snapshot device, whose path is root's.
+    /// is about to change), or a dm-snapshot device `/dev/mapper/banger-*`,
+    /// opened by its device number (`snapshot::dmnode`).
     fn open_root_disk(&self, path: &std::path::Path) -> Result<std::fs::File, VmOpError> {
-        use rustix::fs::{FileType, Mode, OFlags};
+        use rustix::fs::OFlags;
         if let Ok(rel) = path.strip_prefix(&self.state_dir) {
             let f = self.open_beneath(rel, OFlags::RDONLY)?;
             super::snapshot::dm::checked_owners(self, &f, path, "root disk")?;
             return Ok(f);
         }
-        let fd = rustix::fs::open(
-            path,
-            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )
-        .map_err(|e| io("opening", path)(e.into()))?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| io("inspecting", path)(e.into()))?;
-        if FileType::from_raw_mode(st.st_mode) != FileType::BlockDevice {
-            return Err(VmOpError::Invalid {
+        // A dm-snapshot device: by its dm name, never through the
+        // `/dev/mapper` link udev makes.
+        let name = path
+            .strip_prefix("/dev/mapper")
+            .ok()
+            .and_then(|n| n.to_str())
+            .filter(|n| super::snapshot::dm::check_dm_name(n).is_ok())
+            .ok_or_else(|| VmOpError::Invalid {
                 what: "root disk",
                 value: path.display().to_string(),
-                reason: "neither a file beneath the state directory nor a block device".into(),
-            });
-        }
-        Ok(std::fs::File::from(fd))
+                reason: "neither a file beneath the state directory nor a banger dm device".into(),
+            })?;
+        super::snapshot::dmnode::open_dm_device(
+            std::path::Path::new("/sys"),
+            std::path::Path::new("/dev"),
+            name,
+        )
+        .map_err(io("opening", path))
     }
 }
