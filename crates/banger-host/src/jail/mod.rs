@@ -19,16 +19,13 @@
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::path::Path;
 use std::sync::Arc;
 
 use rustix::fs::{CWD, Mode, OFlags};
-use rustix::mount::{
-    FsMountFlags, FsOpenFlags, MountAttrFlags, MountPropagationFlags, MoveMountFlags,
-    OpenTreeFlags, UnmountFlags,
-};
+use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, OpenTreeFlags};
 
 /// Where the child attaches its root inside its own mount namespace before
 /// `pivot_root`: any directory that exists and only root can replace.
@@ -94,48 +91,6 @@ impl Jail {
             writable,
         });
         Ok(self)
-    }
-}
-
-/// The failed step of a child that never reached `execve`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u32)]
-enum Step {
-    Private = 1,
-    AttachRoot,
-    Chdir,
-    AttachBind,
-    PivotRoot,
-    DetachOld,
-    Groups,
-    Gid,
-    Uid,
-    NoNewPrivs,
-    DeathSignal,
-    Stdio,
-    CloseFds,
-    Exec,
-}
-
-impl Step {
-    fn name(n: u32) -> &'static str {
-        match n {
-            1 => "making the mounts private",
-            2 => "attaching the jail root",
-            3 => "entering the jail root",
-            4 => "attaching a bind mount",
-            5 => "pivot_root",
-            6 => "detaching the old root",
-            7 => "dropping supplementary groups",
-            8 => "setting the gid",
-            9 => "setting the uid",
-            10 => "setting no_new_privs",
-            11 => "setting the parent-death signal",
-            12 => "wiring stdio",
-            13 => "closing descriptors",
-            14 => "execve",
-            _ => "an unknown step",
-        }
     }
 }
 
@@ -306,7 +261,7 @@ pub fn spawn(
         )
     };
     if pid == 0 {
-        child(&prepared, &fds, &argv_ptrs, &envp_ptrs);
+        child::child(&prepared, &fds, &argv_ptrs, &envp_ptrs);
     }
     if pid < 0 {
         return Err(std::io::Error::last_os_error());
@@ -344,7 +299,7 @@ pub fn spawn(
     let os = std::io::Error::from_raw_os_error(errno);
     Err(std::io::Error::new(
         os.kind(),
-        format!("jail: {}: {os}", Step::name(step)),
+        format!("jail: {}: {os}", child::Step::name(step)),
     ))
 }
 
@@ -541,116 +496,13 @@ fn touch(dir: &OwnedFd, rel: &str) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Report `step` failing with `errno` on descriptor 3 (or the error pipe
-/// before it is moved there) and exit. Raw calls only.
-fn fail(fd: RawFd, step: Step, errno: i32) -> ! {
-    let mut buf = [0u8; 8];
-    buf[..4].copy_from_slice(&(step as u32).to_ne_bytes());
-    buf[4..].copy_from_slice(&errno.to_ne_bytes());
-    // SAFETY: `fd` is the child's own copy of the error pipe's write end,
-    // open until the child exits; `_exit` ends the child without running
-    // any of the parent's atexit handlers or destructors.
-    unsafe {
-        let _ = rustix::io::write(BorrowedFd::borrow_raw(fd), &buf);
-        libc::_exit(127)
-    }
-}
-
-/// The cloned child. Raw system calls on prepared data only: no
-/// allocation, no lock, no return.
-fn child(
-    p: &Prepared,
-    fds: &ChildFds,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
-) -> ! {
-    let errfd = fds.err.as_raw_fd();
-    macro_rules! step {
-        ($step:expr, $e:expr) => {
-            if let Err(e) = $e {
-                fail(errfd, $step, e.raw_os_error());
-            }
-        };
-    }
-    step!(
-        Step::Private,
-        rustix::mount::mount_change(
-            c"/",
-            MountPropagationFlags::REC | MountPropagationFlags::PRIVATE
-        )
-    );
-    step!(
-        Step::AttachRoot,
-        rustix::mount::move_mount(
-            p.root.as_fd(),
-            c"",
-            CWD,
-            STAGE,
-            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
-        )
-    );
-    step!(Step::Chdir, rustix::process::chdir(STAGE));
-    for (tree, at) in &p.mounts {
-        step!(
-            Step::AttachBind,
-            rustix::mount::move_mount(
-                tree.as_fd(),
-                c"",
-                CWD,
-                at.as_c_str(),
-                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
-            )
-        );
-    }
-    step!(Step::PivotRoot, rustix::process::pivot_root(c".", c"."));
-    step!(
-        Step::DetachOld,
-        rustix::mount::unmount(c".", UnmountFlags::DETACH)
-    );
-    step!(Step::Chdir, rustix::process::chdir(c"/"));
-    step!(Step::Groups, rustix::thread::set_thread_groups(&[]));
-    // Not root: checked in `spawn`.
-    let (uid, gid) = (
-        rustix::process::Uid::from_raw(p.uid),
-        rustix::process::Gid::from_raw(p.gid),
-    );
-    step!(Step::Gid, rustix::thread::set_thread_res_gid(gid, gid, gid));
-    step!(Step::Uid, rustix::thread::set_thread_res_uid(uid, uid, uid));
-    step!(Step::NoNewPrivs, rustix::thread::set_no_new_privs(true));
-    // After the uid change, which clears it. The thread that cloned this
-    // child waits for it, so its exit means the caller is gone.
-    step!(
-        Step::DeathSignal,
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-    );
-    // SAFETY: dup2/dup3 onto 0-3 of descriptors this child owns (all >= 10,
-    // so none is overwritten before use); close_range then closes every
-    // other descriptor the fork copied, including the binds already used.
-    unsafe {
-        for (src, dst) in [
-            (fds.stdin.as_raw_fd(), 0),
-            (fds.stdout.as_raw_fd(), 1),
-            (fds.stderr.as_raw_fd(), 2),
-        ] {
-            if libc::dup2(src, dst) < 0 {
-                fail(errfd, Step::Stdio, *libc::__errno_location());
-            }
-        }
-        if libc::dup3(errfd, 3, libc::O_CLOEXEC) < 0 {
-            fail(errfd, Step::Stdio, *libc::__errno_location());
-        }
-        if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) < 0 {
-            fail(3, Step::CloseFds, *libc::__errno_location());
-        }
-        libc::execve(p.exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
-        fail(3, Step::Exec, *libc::__errno_location())
-    }
-}
-
 mod acl;
+mod child;
 mod range;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hardening;
 
 pub use acl::{ACL_XATTR, acl_with_user, grant, revoke};
 pub use range::{RangeInUse, check_unused};

@@ -12,7 +12,7 @@ fn jail_uid() -> u32 {
     3_100_000 + std::process::id() % 100_000
 }
 
-fn processes_of(uid: u32) -> Vec<String> {
+pub(super) fn processes_of(uid: u32) -> Vec<String> {
     let mut found = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
@@ -29,7 +29,7 @@ fn processes_of(uid: u32) -> Vec<String> {
     found
 }
 
-fn require_root() {
+pub(super) fn require_root() {
     assert_eq!(
         rustix::process::geteuid().as_raw(),
         0,

@@ -1,0 +1,226 @@
+//! The cloned child: from the clone to `execve`, raw system calls on data
+//! the parent prepared (no allocation, no lock: the parent is
+//! multithreaded and the child has only a copy of the cloning thread).
+
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, RawFd};
+
+use rustix::fs::CWD;
+use rustix::mount::{MountPropagationFlags, MoveMountFlags, UnmountFlags};
+
+use super::{ChildFds, Prepared, STAGE};
+
+/// The failed step of a child that never reached `execve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(super) enum Step {
+    Private = 1,
+    AttachRoot,
+    Chdir,
+    AttachBind,
+    PivotRoot,
+    DetachOld,
+    Groups,
+    Gid,
+    Uid,
+    NoNewPrivs,
+    DeathSignal,
+    Stdio,
+    CloseFds,
+    Exec,
+    Signals,
+}
+
+impl Step {
+    pub(super) fn name(n: u32) -> &'static str {
+        match n {
+            1 => "making the mounts private",
+            2 => "attaching the jail root",
+            3 => "entering the jail root",
+            4 => "attaching a bind mount",
+            5 => "pivot_root",
+            6 => "detaching the old root",
+            7 => "dropping supplementary groups",
+            8 => "setting the gid",
+            9 => "setting the uid",
+            10 => "setting no_new_privs",
+            11 => "setting the parent-death signal",
+            12 => "wiring stdio",
+            13 => "closing descriptors",
+            14 => "execve",
+            15 => "resetting signals",
+            _ => "an unknown step",
+        }
+    }
+}
+
+/// Report `step` failing with `errno` on descriptor `fd` (the error pipe)
+/// and exit. Raw calls only.
+fn fail(fd: RawFd, step: Step, errno: i32) -> ! {
+    let mut buf = [0u8; 8];
+    buf[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+    buf[4..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: `fd` is the child's own copy of the error pipe's write end,
+    // open until the child exits; `_exit` ends the child without running
+    // any of the parent's atexit handlers or destructors.
+    unsafe {
+        let _ = rustix::io::write(BorrowedFd::borrow_raw(fd), &buf);
+        libc::_exit(127)
+    }
+}
+
+/// The last OS error of a libc call, read without allocating.
+fn errno() -> i32 {
+    // SAFETY: reads this thread's errno slot, always valid.
+    unsafe { *libc::__errno_location() }
+}
+
+/// The kernel's `struct sigaction` for `rt_sigaction` (x86_64 and most
+/// others: handler, flags, restorer, mask).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Every signal's disposition back to the default and none blocked: a
+/// tool must not inherit an ignored `SIGPIPE` (std ignores it in every
+/// Rust program) or a mask the calling thread had. `execve` resets handled
+/// signals itself but keeps ignored ones and the mask.
+fn reset_signals() -> Result<(), i32> {
+    let default = KernelSigaction {
+        handler: 0, // SIG_DFL
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction with a valid struct of the kernel's layout
+        // and size 8 (the kernel's sigset); no old action asked for. A
+        // number the kernel does not have fails with EINVAL, ignored.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+    let none: u64 = 0;
+    // SAFETY: rt_sigprocmask(SIG_SETMASK) from a valid 8-byte set.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &none as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        )
+    };
+    if r < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// The cloned child. Raw system calls on prepared data only: no
+/// allocation, no lock, no return.
+pub(super) fn child(
+    p: &Prepared,
+    fds: &ChildFds,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> ! {
+    let errfd = fds.err.as_raw_fd();
+    macro_rules! step {
+        ($step:expr, $e:expr) => {
+            if let Err(e) = $e {
+                fail(errfd, $step, e.raw_os_error());
+            }
+        };
+    }
+    step!(
+        Step::Private,
+        rustix::mount::mount_change(
+            c"/",
+            MountPropagationFlags::REC | MountPropagationFlags::PRIVATE
+        )
+    );
+    step!(
+        Step::AttachRoot,
+        rustix::mount::move_mount(
+            p.root.as_fd(),
+            c"",
+            CWD,
+            STAGE,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
+        )
+    );
+    step!(Step::Chdir, rustix::process::chdir(STAGE));
+    for (tree, at) in &p.mounts {
+        step!(
+            Step::AttachBind,
+            rustix::mount::move_mount(
+                tree.as_fd(),
+                c"",
+                CWD,
+                at.as_c_str(),
+                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
+            )
+        );
+    }
+    step!(Step::PivotRoot, rustix::process::pivot_root(c".", c"."));
+    step!(
+        Step::DetachOld,
+        rustix::mount::unmount(c".", UnmountFlags::DETACH)
+    );
+    step!(Step::Chdir, rustix::process::chdir(c"/"));
+    step!(Step::Groups, rustix::thread::set_thread_groups(&[]));
+    // Not root: checked in `spawn`.
+    let (uid, gid) = (
+        rustix::process::Uid::from_raw(p.uid),
+        rustix::process::Gid::from_raw(p.gid),
+    );
+    step!(Step::Gid, rustix::thread::set_thread_res_gid(gid, gid, gid));
+    step!(Step::Uid, rustix::thread::set_thread_res_uid(uid, uid, uid));
+    step!(Step::NoNewPrivs, rustix::thread::set_no_new_privs(true));
+    // After the uid change, which clears it. The thread that cloned this
+    // child waits for it, so its exit means the caller is gone.
+    step!(
+        Step::DeathSignal,
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+    );
+    // SAFETY: dup2/dup3 onto 0-3 of descriptors this child owns (all >= 10,
+    // so none is overwritten before use); close_range then closes every
+    // other descriptor the fork copied, including the binds already used.
+    unsafe {
+        for (src, dst) in [
+            (fds.stdin.as_raw_fd(), 0),
+            (fds.stdout.as_raw_fd(), 1),
+            (fds.stderr.as_raw_fd(), 2),
+        ] {
+            if libc::dup2(src, dst) < 0 {
+                fail(errfd, Step::Stdio, errno());
+            }
+        }
+        if libc::dup3(errfd, 3, libc::O_CLOEXEC) < 0 {
+            fail(errfd, Step::Stdio, errno());
+        }
+        if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) < 0 {
+            fail(3, Step::CloseFds, errno());
+        }
+    }
+    // Last: from here a signal acts as it would on the tool itself.
+    if let Err(e) = reset_signals() {
+        fail(3, Step::Signals, e);
+    }
+    // SAFETY: execve with NUL-terminated strings and null-terminated
+    // pointer arrays prepared before the clone; it returns only on failure.
+    unsafe {
+        libc::execve(p.exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    }
+    fail(3, Step::Exec, errno())
+}

@@ -1,0 +1,73 @@
+//! What the jail's child sets up before `execve`, read from the host's
+//! `/proc` while a jailed `sleep` runs (needs root).
+
+use super::*;
+use crate::runner::resolve;
+
+/// A uid no account has, distinct per test process and from `tests`.
+fn jail_uid(slot: u32) -> u32 {
+    3_300_000 + (std::process::id() % 100_000) * 8 + slot
+}
+
+/// `program args` jailed as `uid` (stdin `/dev/null`), started: its
+/// `execve` has happened when this returns.
+fn start(jail: &Jail, program: &str, args: &[&str]) -> Child {
+    let path = resolve(OsStr::new(program)).expect("on PATH");
+    let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
+    let env = [("PATH".into(), crate::runner::CHILD_PATH.into())];
+    spawn(jail, &path, OsStr::new(program), &args, &env, false).unwrap()
+}
+
+fn proc_file(child: &Child, name: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{}/{name}", child.pid())).unwrap()
+}
+
+fn status_field<'a>(status: &'a str, key: &str) -> &'a str {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
+        .trim()
+}
+
+/// Block SIGUSR1 and SIGTERM on this thread while `f` runs, with SIGPIPE
+/// and SIGHUP ignored process-wide (SIGPIPE already is: std does that).
+fn with_signals_blocked_and_ignored<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: sigset and sigaction calls on valid, initialised structures;
+    // the old mask is restored below. Ignoring SIGHUP cannot hurt a test
+    // process (nothing sends it one); SIGPIPE is ignored by std anyway.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGUSR1);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        assert_eq!(libc::pthread_sigmask(libc::SIG_BLOCK, &set, &mut old), 0);
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
+        let r = f();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        r
+    }
+}
+
+#[test]
+fn a_jailed_tool_starts_with_no_signal_blocked_or_ignored() {
+    super::tests::require_root();
+    let uid = jail_uid(0);
+    let mut child =
+        with_signals_blocked_and_ignored(|| start(&Jail::new(uid, uid), "sleep", &["30"]));
+    let status = proc_file(&child, "status");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        status_field(&status, "SigBlk"),
+        "0000000000000000",
+        "{status}"
+    );
+    assert_eq!(
+        status_field(&status, "SigIgn"),
+        "0000000000000000",
+        "{status}"
+    );
+}
