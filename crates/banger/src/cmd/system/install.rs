@@ -64,6 +64,8 @@ pub enum InstallError {
         #[source]
         source: banger_host::jail::RangeInUse,
     },
+    #[error("choose another range with --jail-uids BASE:COUNT")]
+    JailRange(#[source] banger_proto::install::InstallJailError),
     #[error("banger system install must run as root (try `sudo banger system install`)")]
     NotRoot,
     #[error("--root {}: no such directory", path.display())]
@@ -148,6 +150,7 @@ impl InstallError {
             },
             InstallError::Network(_) => ErrorCode::BadRequest,
             InstallError::JailInUse { .. } => ErrorCode::InvalidState,
+            InstallError::JailRange(_) => ErrorCode::BadRequest,
             InstallError::OtherOwner { .. } => ErrorCode::AlreadyExists,
             InstallError::BadMeta(_) | InstallError::MetaSymlink { .. } => ErrorCode::InvalidState,
             InstallError::Refused(e) => apply_code(e),
@@ -281,6 +284,8 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
         .jail
         .or(existing.as_ref().map(|m| m.jail))
         .unwrap_or_default();
+    jail.check_owner(owner.uid)
+        .map_err(InstallError::JailRange)?;
     banger_host::jail::check_unused(jail.uid_base, jail.count, true)
         .map_err(|source| InstallError::JailInUse { jail, source })?;
     let mut meta = plan::metadata(&owner, now_rfc3339());
