@@ -28,6 +28,8 @@ pub(super) enum Step {
     CloseFds,
     Exec,
     Signals,
+    OomScore,
+    Limits,
 }
 
 impl Step {
@@ -48,6 +50,8 @@ impl Step {
             13 => "closing descriptors",
             14 => "execve",
             15 => "resetting signals",
+            16 => "setting oom_score_adj",
+            17 => "setting resource limits",
             _ => "an unknown step",
         }
     }
@@ -126,6 +130,40 @@ fn reset_signals() -> Result<(), i32> {
     if r < 0 { Err(errno()) } else { Ok(()) }
 }
 
+/// `oom_score_adj` 1000: under memory pressure a jailed tool goes first.
+/// Through the host's `/proc`, still visible before `pivot_root`.
+fn oom_first() -> Result<(), i32> {
+    let fd = rustix::fs::open(
+        c"/proc/self/oom_score_adj",
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| e.raw_os_error())?;
+    rustix::io::write(&fd, b"1000").map_err(|e| e.raw_os_error())?;
+    Ok(())
+}
+
+/// Each prepared resource limit, by raw `prlimit64` on this process.
+fn set_limits(p: &Prepared) -> Result<(), i32> {
+    for (resource, limit) in &p.limits {
+        // SAFETY: prlimit64 on the calling process (pid 0) from a valid
+        // struct rlimit64; no old limit asked for.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                *resource,
+                limit as *const libc::rlimit64,
+                std::ptr::null_mut::<libc::rlimit64>(),
+            )
+        };
+        if r < 0 {
+            return Err(errno());
+        }
+    }
+    Ok(())
+}
+
 /// The cloned child. Raw system calls on prepared data only: no
 /// allocation, no lock, no return.
 pub(super) fn child(
@@ -142,6 +180,15 @@ pub(super) fn child(
             }
         };
     }
+    macro_rules! raw_step {
+        ($step:expr, $e:expr) => {
+            if let Err(e) = $e {
+                fail(errfd, $step, e);
+            }
+        };
+    }
+    // First, while the host's /proc is still reachable.
+    raw_step!(Step::OomScore, oom_first());
     step!(
         Step::Private,
         rustix::mount::mount_change(
@@ -185,6 +232,9 @@ pub(super) fn child(
         rustix::process::Gid::from_raw(p.gid),
     );
     step!(Step::Gid, rustix::thread::set_thread_res_gid(gid, gid, gid));
+    // Before the uid changes: raising a hard limit back needs the
+    // privilege being dropped, and RLIMIT_NPROC is checked at the change.
+    raw_step!(Step::Limits, set_limits(p));
     step!(Step::Uid, rustix::thread::set_thread_res_uid(uid, uid, uid));
     step!(Step::NoNewPrivs, rustix::thread::set_no_new_privs(true));
     // After the uid change, which clears it. The thread that cloned this

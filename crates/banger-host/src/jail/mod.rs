@@ -39,6 +39,17 @@ const USR_LINKS: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 /// Device nodes a tool may open, bound from the host's `/dev`.
 const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
 
+/// `RLIMIT_NPROC` of a jailed tool. The kernel counts it per real uid
+/// across the host, so it bounds every concurrent tool of one jail uid
+/// together: room for a few at once, none of which forks much.
+pub const MAX_PROCESSES: u32 = 64;
+/// `RLIMIT_NOFILE` of a jailed tool.
+pub const MAX_OPEN_FILES: u64 = 256;
+/// `RLIMIT_AS` and `RLIMIT_DATA` of a jailed tool: e2fsck on a large disk
+/// needs a few hundred MiB; a parser made to allocate without end stops
+/// here instead of at the host's memory.
+pub const MAX_MEMORY: u64 = 4 << 30;
+
 /// One file or directory bound into the jail.
 #[derive(Debug, Clone)]
 struct Bind {
@@ -104,6 +115,8 @@ struct Prepared {
     envp: Vec<CString>,
     uid: u32,
     gid: u32,
+    /// `prlimit64` resources and limits, set before the uid changes.
+    limits: [(libc::c_int, libc::rlimit64); 6],
 }
 
 /// The child's standard descriptors and its error pipe, all numbered 10
@@ -438,10 +451,15 @@ fn prepare(
     let t = tree_of(exe.as_fd(), c"", false)?;
     set_attrs(t.as_fd(), ro, false)?;
     mounts.push((t, cstring(&EXE.as_bytes()[1..])?));
-    // The caller's files and directories.
+    // The caller's files and directories; the largest writable one sets
+    // the file-size limit (the tools write their disk in place).
+    let mut max_file = 0u64;
     for b in &jail.binds {
         let st = rustix::fs::fstat(b.fd.as_fd())?;
         let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+        if b.writable {
+            max_file = max_file.max(bind_size(b.fd.as_fd(), kind, st.st_size)?);
+        }
         if kind == rustix::fs::FileType::Directory {
             rustix::fs::mkdirat(&root, b.at.as_str(), Mode::from_raw_mode(0o755))?;
         } else {
@@ -482,8 +500,51 @@ fn prepare(
         envp,
         uid: jail.uid,
         gid: jail.gid,
+        limits: limits(max_file),
     })
 }
+
+/// The resource limits of a jailed tool whose largest writable file holds
+/// `max_file` bytes: no core dumps, no file grown past that, few
+/// processes and descriptors, bounded memory.
+fn limits(max_file: u64) -> [(libc::c_int, libc::rlimit64); 6] {
+    let both = |v: u64| libc::rlimit64 {
+        rlim_cur: v,
+        rlim_max: v,
+    };
+    [
+        (libc::RLIMIT_CORE as libc::c_int, both(0)),
+        (libc::RLIMIT_FSIZE as libc::c_int, both(max_file)),
+        (
+            libc::RLIMIT_NPROC as libc::c_int,
+            both(u64::from(MAX_PROCESSES)),
+        ),
+        (libc::RLIMIT_NOFILE as libc::c_int, both(MAX_OPEN_FILES)),
+        (libc::RLIMIT_AS as libc::c_int, both(MAX_MEMORY)),
+        (libc::RLIMIT_DATA as libc::c_int, both(MAX_MEMORY)),
+    ]
+}
+
+/// The size of a writable bind: a regular file's length, a block device's
+/// capacity (`BLKGETSIZE64`), 0 for anything else.
+fn bind_size(fd: BorrowedFd<'_>, kind: rustix::fs::FileType, len: i64) -> std::io::Result<u64> {
+    match kind {
+        rustix::fs::FileType::RegularFile => Ok(u64::try_from(len).unwrap_or(0)),
+        rustix::fs::FileType::BlockDevice => {
+            let mut bytes = 0u64;
+            // SAFETY: BLKGETSIZE64 writes one u64 through a valid pointer.
+            let r = unsafe { libc::ioctl(fd.as_raw_fd(), BLKGETSIZE64, &mut bytes as *mut u64) };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(bytes)
+        }
+        _ => Ok(0),
+    }
+}
+
+/// `_IOR(0x12, 114, size_t)`.
+const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
 
 /// An empty file at `rel` beneath `dir`, a mount point for a file.
 fn touch(dir: &OwnedFd, rel: &str) -> std::io::Result<()> {

@@ -1,5 +1,8 @@
 //! What the jail's child sets up before `execve`, read from the host's
-//! `/proc` while a jailed `sleep` runs (needs root).
+//! `/proc` while a jailed `sleep` runs: signal dispositions, resource
+//! limits, OOM score (needs root).
+
+use std::os::unix::fs::PermissionsExt as _;
 
 use super::*;
 use crate::runner::resolve;
@@ -70,4 +73,42 @@ fn a_jailed_tool_starts_with_no_signal_blocked_or_ignored() {
         "0000000000000000",
         "{status}"
     );
+}
+
+#[test]
+fn a_jailed_tool_runs_under_resource_limits_and_first_in_line_for_the_oom_killer() {
+    super::tests::require_root();
+    let uid = jail_uid(1);
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    let f = File::create(&disk).unwrap();
+    f.set_len(5 << 20).unwrap();
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))
+        .unwrap();
+    let jail = Jail::new(uid, uid).bind(f.as_fd(), "disk", true).unwrap();
+    let mut child = start(&jail, "sleep", &["30"]);
+    let limits = proc_file(&child, "limits");
+    let oom = proc_file(&child, "oom_score_adj");
+    let _ = child.kill();
+    let _ = child.wait();
+    let limit = |name: &str| -> (String, String) {
+        let l = limits
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {limits}"));
+        let mut w = l[name.len()..].split_whitespace();
+        (w.next().unwrap().into(), w.next().unwrap().into())
+    };
+    let both = |v: u64| (v.to_string(), v.to_string());
+    assert_eq!(limit("Max core file size"), both(0), "{limits}");
+    assert_eq!(limit("Max file size"), both(5 << 20), "{limits}");
+    assert_eq!(
+        limit("Max processes"),
+        both(u64::from(MAX_PROCESSES)),
+        "{limits}"
+    );
+    assert_eq!(limit("Max open files"), both(MAX_OPEN_FILES), "{limits}");
+    assert_eq!(limit("Max address space"), both(MAX_MEMORY), "{limits}");
+    assert_eq!(limit("Max data size"), both(MAX_MEMORY), "{limits}");
+    assert_eq!(oom.trim(), "1000");
 }

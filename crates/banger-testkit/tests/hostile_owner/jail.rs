@@ -13,17 +13,19 @@ use banger_proto::vmops::{GuestFile, GuestFilesSpec, VmDisksSpec};
 use crate::lab::*;
 
 /// A stand-in for `tool` that records who runs it into the disk it is
-/// given (its last argument), then acts as the owner's most hostile tool
-/// would: opens the disk to everyone and leaves a child holding it
-/// read-write.
-fn stand_in(dir: &Path, tool: &str) -> PathBuf {
+/// given (its last argument) — in place, at a block of its own (`slot`):
+/// a jailed tool may not grow its disk — then acts as the owner's most
+/// hostile tool would: opens the disk to everyone and leaves a child
+/// holding it read-write.
+fn stand_in(dir: &Path, tool: &str, slot: u32) -> PathBuf {
     let path = dir.join(tool);
     std::fs::write(
         &path,
         format!(
             "#!/bin/sh\n\
              for a; do d=$a; done\n\
-             echo \"{tool} uid=$(id -u) gid=$(id -g) groups=$(id -G)\" >> \"$d\"\n\
+             printf '\\n%s\\n' \"{tool} uid=$(id -u) gid=$(id -g) groups=$(id -G)\" \
+             | dd of=\"$d\" bs=4096 seek={slot} conv=notrunc 2>/dev/null\n\
              chmod 0666 \"$d\" 2>/dev/null\n\
              (exec 4<>\"$d\"; exec sleep 300) >/dev/null 2>&1 &\n\
              exit 0\n"
@@ -82,7 +84,8 @@ fn disk_tools_run_jailed_as_a_uid_that_owns_nothing_and_leave_nothing_behind() {
         ("debugfs", "/usr/sbin/debugfs"),
     ]
     .into_iter()
-    .map(|(t, at)| (stand_in(&tools_dir, t), at))
+    .zip(1..)
+    .map(|((t, at), slot)| (stand_in(&tools_dir, t, slot), at))
     .collect();
     // A work seed, so making the work disk runs e2fsck and resize2fs.
     let idir = lab.state().join("images").join(IMAGE);
