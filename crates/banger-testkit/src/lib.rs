@@ -21,8 +21,10 @@ use serde_json::Value;
 
 mod bins;
 pub mod hostcheck;
+mod jail;
 
 pub use bins::{SHARED_BIN_PREFIX, bin, others_can_run_from, shared_copies};
+pub use jail::{dev_jail_env, test_jail};
 
 /// Fail (never skip) a test that needs root.
 pub fn require_root() {
@@ -291,6 +293,8 @@ impl NsDaemon {
             .env("HOME", dir)
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("NOTIFY_SOCKET");
+        let (k, v) = dev_jail_env();
+        cmd.env(k, v);
         let mut proc = Proc::spawn("bangerd --dev", cmd);
         let socket = dir.join("run").join("bangerd.sock");
         wait_for_socket(&socket, &mut proc);
@@ -340,6 +344,8 @@ impl DevDaemon {
             .env("HOME", dir.path())
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("NOTIFY_SOCKET");
+        let (k, v) = dev_jail_env();
+        cmd.env(k, v);
         extra(&mut cmd);
         let mut proc = Proc::spawn("bangerd --dev", cmd);
         let socket = run.join("bangerd.sock");
@@ -399,7 +405,7 @@ pub fn write_install_meta_full(
         },
         vmm,
         network,
-        jail: Default::default(),
+        jail: test_jail(),
     };
     let file = root.join("install.toml");
     std::fs::write(&file, meta.to_toml()).unwrap();

@@ -71,6 +71,8 @@ pub enum ServeError {
         #[source]
         source: banger_host::jail::RangeInUse,
     },
+    #[error("killing what the jail uids left running")]
+    JailSweep(#[source] io::Error),
     #[error("the install's bridge")]
     Bridge(#[source] banger_executor::ExecError),
     #[error("creating the helper's state directory {path}")]
@@ -107,6 +109,13 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             source,
         },
     )?;
+    // A jailed tool that cleared its parent-death signal outlives a
+    // helper that crashed: nothing may run with the jail uids now.
+    let killed = banger_host::jail::kill_range(settings.jail.uid_base, settings.jail.count)
+        .map_err(ServeError::JailSweep)?;
+    if !killed.is_empty() {
+        tracing::warn!(?killed, "killed processes left running with the jail uids");
+    }
     let listener = bind_listener(&settings.socket, 0, 0o660).map_err(ServeError::Socket)?;
     std::os::unix::fs::chown(&settings.socket, Some(0), Some(settings.owner_gid)).map_err(
         |source| ServeError::Chown {

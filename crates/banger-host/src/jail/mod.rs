@@ -560,6 +560,7 @@ fn touch(dir: &OwnedFd, rel: &str) -> std::io::Result<()> {
 mod acl;
 mod child;
 mod range;
+mod sweep;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
@@ -567,3 +568,4 @@ mod tests_hardening;
 
 pub use acl::{ACL_XATTR, acl_with_user, grant, revoke};
 pub use range::{RangeInUse, check_unused};
+pub use sweep::kill_range;
