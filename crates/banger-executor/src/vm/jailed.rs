@@ -27,7 +27,8 @@ pub(super) struct DiskGrant<'a> {
     host: &'a VmHost,
     disk: &'a File,
     path: PathBuf,
-    mode: u32,
+    /// Taken by the drop that revokes it.
+    grant: Option<banger_host::jail::Grant>,
 }
 
 impl VmHost {
@@ -38,13 +39,13 @@ impl VmHost {
         disk: &'a File,
         path: &Path,
     ) -> Result<DiskGrant<'a>, VmOpError> {
-        let mode = banger_host::jail::grant(disk.as_fd(), self.jail.tool_uid(), true)
+        let grant = banger_host::jail::grant(disk.as_fd(), self.jail.tool_uid(), true)
             .map_err(io("granting the disk tools access to", path))?;
         Ok(DiskGrant {
             host: self,
             disk,
             path: path.to_path_buf(),
-            mode,
+            grant: Some(grant),
         })
     }
 
@@ -96,7 +97,10 @@ impl DiskGrant<'_> {
 
 impl Drop for DiskGrant<'_> {
     fn drop(&mut self) {
-        if let Err(e) = banger_host::jail::revoke(self.disk.as_fd(), self.mode) {
+        let Some(grant) = self.grant.take() else {
+            return;
+        };
+        if let Err(e) = banger_host::jail::revoke(self.disk.as_fd(), grant) {
             tracing::error!(path = %self.path.display(), error = %e, "revoking the disk tools' access");
         }
     }

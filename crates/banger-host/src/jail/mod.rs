@@ -564,8 +564,10 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_acl;
+#[cfg(test)]
 mod tests_hardening;
 
-pub use acl::{ACL_XATTR, acl_with_user, grant, revoke};
+pub use acl::{ACL_XATTR, Grant, acl_with_user, grant, revoke};
 pub use range::{RangeInUse, check_unused};
 pub use sweep::kill_range;
