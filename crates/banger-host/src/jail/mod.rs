@@ -117,6 +117,8 @@ struct Prepared {
     gid: u32,
     /// `prlimit64` resources and limits, set before the uid changes.
     limits: [(libc::c_int, libc::rlimit64); 6],
+    /// The seccomp filter, installed after `no_new_privs`.
+    filter: Vec<filter::Insn>,
 }
 
 /// The child's standard descriptors and its error pipe, all numbered 10
@@ -492,6 +494,12 @@ fn prepare(
         kv.extend_from_slice(v.as_bytes());
         envp.push(cstring(&kv)?);
     }
+    let filter = filter::program().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "no jail seccomp filter for this architecture",
+        )
+    })?;
     Ok(Prepared {
         root,
         mounts,
@@ -501,6 +509,7 @@ fn prepare(
         uid: jail.uid,
         gid: jail.gid,
         limits: limits(max_file),
+        filter,
     })
 }
 
@@ -559,6 +568,7 @@ fn touch(dir: &OwnedFd, rel: &str) -> std::io::Result<()> {
 
 mod acl;
 mod child;
+mod filter;
 mod range;
 mod sweep;
 #[cfg(test)]
