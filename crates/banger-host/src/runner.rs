@@ -39,6 +39,7 @@ pub struct Cmd {
     timeout: Duration,
     run_as: Option<(u32, u32)>,
     max_output: usize,
+    jail: Option<crate::jail::Jail>,
 }
 
 impl Cmd {
@@ -51,6 +52,7 @@ impl Cmd {
             timeout: Duration::from_secs(60),
             run_as: None,
             max_output: DEFAULT_MAX_OUTPUT,
+            jail: None,
         }
     }
 
@@ -87,6 +89,17 @@ impl Cmd {
     /// executor runs e2fsprogs on owner-owned files with the owner's rights.
     pub fn run_as(mut self, ids: Option<(u32, u32)>) -> Self {
         self.run_as = ids;
+        self
+    }
+
+    /// Run the child in `jail` (see [`crate::jail`]): its uid, its own
+    /// namespaces, `/usr`, a minimal `/dev`, the program at
+    /// [`crate::jail::EXE`] and the jail's binds, nothing else. Replaces
+    /// [`Cmd::run_as`]. [`Runner::output`], [`Runner::run`] and
+    /// [`Runner::stream_stdout`] honour it, with the same timeout and
+    /// output caps.
+    pub fn jail(mut self, jail: crate::jail::Jail) -> Self {
+        self.jail = Some(jail);
         self
     }
 
@@ -199,18 +212,13 @@ impl Runner {
     pub fn output(&self, cmd: &Cmd) -> Result<Output, RunError> {
         let argv = cmd.display();
         tracing::debug!(%argv, "running");
-        let stdin = if cmd.stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        };
-        let mut child = spawn_piped(cmd, &argv, stdin)?;
+        let mut child = spawn_piped(cmd, &argv, cmd.stdin.is_some())?;
         // Feed stdin and drain both pipes on threads, so neither a slow reader
         // nor a chatty child can block on a full pipe.
         let exited = Arc::new(OnceLock::new());
-        let in_writer = feed(child.stdin.take(), cmd.stdin.clone(), &exited);
-        let out_reader = drain(child.stdout.take(), cmd.max_output, &exited);
-        let err_reader = drain(child.stderr.take(), DEFAULT_MAX_OUTPUT, &exited);
+        let in_writer = feed(child.take_stdin(), cmd.stdin.clone(), &exited);
+        let out_reader = drain(child.take_output(false), cmd.max_output, &exited);
+        let err_reader = drain(child.take_output(true), DEFAULT_MAX_OUTPUT, &exited);
         let waited = wait_for(&mut child, cmd, &argv);
         // From here the readers stop at EOF or shortly after, whichever
         // comes first, so nothing a grandchild holds keeps this call (or
@@ -271,10 +279,10 @@ impl Runner {
     ) -> Result<Streamed, RunError> {
         let argv = cmd.display();
         tracing::debug!(%argv, max_bytes, "running, stdout to a file");
-        let mut child = spawn_piped(cmd, &argv, Stdio::null())?;
+        let mut child = spawn_piped(cmd, &argv, false)?;
         let exited = Arc::new(OnceLock::new());
-        let err_reader = drain(child.stderr.take(), DEFAULT_MAX_OUTPUT, &exited);
-        let out = child.stdout.take();
+        let err_reader = drain(child.take_output(true), DEFAULT_MAX_OUTPUT, &exited);
+        let out = child.take_output(false);
         // Copy on a thread so the timeout below still holds when the child
         // stalls; the result says whether the cap was hit and whether
         // stdout ended. Like `drain`: a grandchild holding stdout after the
@@ -508,7 +516,7 @@ pub fn resolve(program: &OsStr) -> Option<PathBuf> {
 /// Write `input` into the child's stdin on a thread ([`write_pipe`]), then
 /// close it.
 fn feed(
-    pipe: Option<std::process::ChildStdin>,
+    pipe: Option<std::os::fd::OwnedFd>,
     input: Option<Vec<u8>>,
     exited: &Arc<OnceLock<Instant>>,
 ) -> Option<std::thread::JoinHandle<std::io::Result<()>>> {
@@ -516,7 +524,7 @@ fn feed(
     let exited = Arc::clone(exited);
     // Dropping the pipe at the end closes the child's stdin (EOF).
     Some(std::thread::spawn(move || {
-        write_pipe(&std::os::fd::OwnedFd::from(pipe), &input, &exited)
+        write_pipe(&pipe, &input, &exited)
     }))
 }
 
@@ -724,25 +732,41 @@ fn finish_feeding(
     })
 }
 
-/// Start `cmd` with `stdin`, stdout and stderr piped, as `cmd.run_as`.
-fn spawn_piped(cmd: &Cmd, argv: &str, stdin: Stdio) -> Result<Child, RunError> {
+/// Start `cmd` with stdin piped (`piped_stdin`) or `/dev/null`, stdout
+/// and stderr piped, as `cmd.run_as` or in `cmd.jail`.
+fn spawn_piped(cmd: &Cmd, argv: &str, piped_stdin: bool) -> Result<Piped, RunError> {
+    let spawn_error = |source| RunError::Spawn {
+        argv: argv.to_string(),
+        source,
+    };
+    if let Some(jail) = &cmd.jail {
+        let program = resolve(&cmd.program).ok_or_else(|| RunError::NotFound {
+            program: cmd.program.to_string_lossy().into_owned(),
+        })?;
+        let mut env = vec![(OsString::from("PATH"), OsString::from(CHILD_PATH))];
+        env.extend(cmd.env.iter().cloned());
+        return crate::jail::spawn(jail, &program, &cmd.program, &cmd.args, &env, piped_stdin)
+            .map(Piped::Jailed)
+            .map_err(spawn_error);
+    }
     let mut command = base_command(cmd)?;
     command
-        .stdin(stdin)
+        .stdin(if piped_stdin {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     if let Some((uid, gid)) = cmd.run_as {
         use std::os::unix::process::CommandExt as _;
         command.uid(uid).gid(gid);
     }
-    command.spawn().map_err(|source| RunError::Spawn {
-        argv: argv.to_string(),
-        source,
-    })
+    command.spawn().map(Piped::Std).map_err(spawn_error)
 }
 
 /// [`wait_with_timeout`] with `cmd`'s timeout, its failures as [`RunError`]s.
-fn wait_for(child: &mut Child, cmd: &Cmd, argv: &str) -> Result<ExitStatus, RunError> {
+fn wait_for(child: &mut Piped, cmd: &Cmd, argv: &str) -> Result<ExitStatus, RunError> {
     wait_with_timeout(child, cmd.timeout).map_err(|e| match e {
         WaitError::Io(source) => RunError::Wait {
             argv: argv.to_string(),
@@ -760,7 +784,7 @@ enum WaitError {
     Timeout,
 }
 
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Result<ExitStatus, WaitError> {
+fn wait_with_timeout(child: &mut Piped, timeout: Duration) -> Result<ExitStatus, WaitError> {
     let deadline = Instant::now() + timeout;
     let mut sleep = Duration::from_millis(1);
     loop {
@@ -769,8 +793,7 @@ fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Result<ExitStatus,
         }
         if Instant::now() >= deadline {
             // The child is ours: kill it by the handle we hold, then reap it.
-            let _ = child.kill();
-            let _ = child.wait();
+            child.kill_and_reap();
             return Err(WaitError::Timeout);
         }
         std::thread::sleep(sleep);
@@ -800,6 +823,9 @@ fn stderr_tail(s: &str) -> String {
     lines.reverse();
     lines.join("\n")
 }
+
+mod piped;
+use piped::Piped;
 
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,110 @@ pub struct InstallMeta {
     /// banger recorded them: then banger's defaults.
     #[serde(default)]
     pub network: InstallNetwork,
+    /// The uids the helper runs hostile-input parsers as (docs/jail.md).
+    /// Absent in metadata written before banger recorded them: then
+    /// banger's default range.
+    #[serde(default)]
+    pub jail: InstallJail,
+}
+
+/// First uid of banger's default jail range: far above the ranges
+/// `useradd` and `/etc/subuid` hand out. The range is checked to own
+/// nothing before it is used (`banger_host::jail::check_unused`).
+pub const DEFAULT_JAIL_UID_BASE: u32 = 1_990_000_000;
+/// How many uids the default range holds.
+pub const DEFAULT_JAIL_UID_COUNT: u32 = 1024;
+/// The most uids a range may hold: every one is looked up in NSS at each
+/// daemon start.
+pub const MAX_JAIL_UID_COUNT: u32 = 65_536;
+
+/// A range of uids (each with the gid of the same number) that own nothing
+/// on the host, chosen by root at `banger system install --jail-uids
+/// BASE:COUNT`. Slot 0 (`uid_base`) runs the disk tools; later slots are
+/// for per-VM VMM jails (docs/jail.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstallJail {
+    pub uid_base: u32,
+    pub count: u32,
+}
+
+impl Default for InstallJail {
+    fn default() -> Self {
+        InstallJail {
+            uid_base: DEFAULT_JAIL_UID_BASE,
+            count: DEFAULT_JAIL_UID_COUNT,
+        }
+    }
+}
+
+impl InstallJail {
+    /// The uid (and gid) the disk tools run as.
+    pub fn tool_uid(&self) -> u32 {
+        self.uid_base
+    }
+
+    /// `BASE:COUNT` as `--jail-uids` takes it.
+    pub fn parse(text: &str) -> Result<InstallJail, InstallJailError> {
+        let bad = || InstallJailError::Syntax {
+            text: text.to_string(),
+        };
+        let (base, count) = text.split_once(':').ok_or_else(bad)?;
+        let jail = InstallJail {
+            uid_base: base.parse().map_err(|_| bad())?,
+            count: count.parse().map_err(|_| bad())?,
+        };
+        jail.check()?;
+        Ok(jail)
+    }
+
+    /// The owner's uid is not in the range.
+    pub fn check_owner(&self, owner_uid: u32) -> Result<(), InstallJailError> {
+        let end = u64::from(self.uid_base) + u64::from(self.count);
+        if (u64::from(self.uid_base)..end).contains(&u64::from(owner_uid)) {
+            return Err(InstallJailError::HoldsOwner {
+                base: self.uid_base,
+                count: self.count,
+                owner_uid,
+            });
+        }
+        Ok(())
+    }
+
+    /// Not system or ordinary-user uids (so never 0), at least one slot
+    /// and at most [`MAX_JAIL_UID_COUNT`], below the kernel's invalid id
+    /// (`u32::MAX`).
+    pub fn check(&self) -> Result<(), InstallJailError> {
+        let end = u64::from(self.uid_base) + u64::from(self.count);
+        if self.uid_base < 65_536
+            || self.count == 0
+            || self.count > MAX_JAIL_UID_COUNT
+            || end >= u64::from(u32::MAX)
+        {
+            return Err(InstallJailError::Range {
+                base: self.uid_base,
+                count: self.count,
+            });
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstallJailError {
+    #[error("jail uids {text:?}: expected BASE:COUNT, two decimal numbers")]
+    Syntax { text: String },
+    #[error(
+        "jail uids {base}:{count}: the range must start at 65536 or above, hold at least \
+         one uid and at most 65536, and end below 4294967295"
+    )]
+    Range { base: u32, count: u32 },
+    #[error("jail uids {base}:{count}: the range holds the owner's uid {owner_uid}")]
+    HoldsOwner {
+        base: u32,
+        count: u32,
+        owner_uid: u32,
+    },
 }
 
 /// The host network of an install, chosen by root at `banger system
@@ -149,6 +253,12 @@ pub enum InstallMetaError {
         #[source]
         source: InstallNetworkError,
     },
+    #[error("install metadata {path}: [jail]")]
+    Jail {
+        path: PathBuf,
+        #[source]
+        source: InstallJailError,
+    },
     #[error("install metadata {path}: `vmm.{key}` = {value:?} must be an absolute path")]
     RelativeVmm {
         path: PathBuf,
@@ -191,6 +301,13 @@ impl InstallMeta {
                 path: path.to_path_buf(),
                 source,
             })?;
+        meta.jail
+            .check()
+            .and_then(|()| meta.jail.check_owner(meta.owner.uid))
+            .map_err(|source| InstallMetaError::Jail {
+                path: path.to_path_buf(),
+                source,
+            })?;
         Ok(meta)
     }
 
@@ -227,6 +344,7 @@ mod tests {
                 bridge: "banger7".into(),
                 subnet: "10.99.0.0/24".parse().unwrap(),
             },
+            jail: InstallJail::default(),
         }
     }
 
@@ -315,5 +433,36 @@ mod tests {
         let chain = crate::error::chain(&err).join(": ");
         assert!(chain.contains("/etc/banger/install.toml"), "{chain}");
         assert!(chain.contains("uuid"), "{chain}");
+    }
+
+    #[test]
+    fn a_jail_range_is_bounded_and_holds_neither_root_nor_the_owner() {
+        assert!(InstallJail::parse("70000:10").is_ok());
+        assert!(InstallJail::parse("70000:65536").is_ok());
+        for bad in [
+            "0:10",
+            "65535:10",
+            "70000:0",
+            "70000:65537",
+            "1990000000:4294967295",
+            "4294967000:1000",
+            "4294967294:1",
+        ] {
+            assert!(InstallJail::parse(bad).is_err(), "{bad}");
+        }
+        // The owner's uid inside the range: refused where both are known.
+        let mut m = sample();
+        m.jail = InstallJail {
+            uid_base: 70_000,
+            count: 10,
+        };
+        m.owner.uid = 70_009;
+        let err = InstallMeta::parse(&m.to_toml(), Path::new("/x")).unwrap_err();
+        let chain = crate::error::chain(&err).join(": ");
+        assert!(chain.contains("owner"), "{chain}");
+        m.owner.uid = 70_010;
+        InstallMeta::parse(&m.to_toml(), Path::new("/x")).unwrap();
+        assert!(m.jail.check_owner(70_000).is_err());
+        assert!(m.jail.check_owner(69_999).is_ok());
     }
 }

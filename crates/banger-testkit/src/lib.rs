@@ -21,8 +21,10 @@ use serde_json::Value;
 
 mod bins;
 pub mod hostcheck;
+mod jail;
 
 pub use bins::{SHARED_BIN_PREFIX, bin, others_can_run_from, shared_copies};
+pub use jail::{dev_jail_env, test_jail};
 
 /// Fail (never skip) a test that needs root.
 pub fn require_root() {
@@ -291,6 +293,8 @@ impl NsDaemon {
             .env("HOME", dir)
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("NOTIFY_SOCKET");
+        let (k, v) = dev_jail_env();
+        cmd.env(k, v);
         let mut proc = Proc::spawn("bangerd --dev", cmd);
         let socket = dir.join("run").join("bangerd.sock");
         wait_for_socket(&socket, &mut proc);
@@ -340,6 +344,8 @@ impl DevDaemon {
             .env("HOME", dir.path())
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("NOTIFY_SOCKET");
+        let (k, v) = dev_jail_env();
+        cmd.env(k, v);
         extra(&mut cmd);
         let mut proc = Proc::spawn("bangerd --dev", cmd);
         let socket = run.join("bangerd.sock");
@@ -399,6 +405,7 @@ pub fn write_install_meta_full(
         },
         vmm,
         network,
+        jail: test_jail(),
     };
     let file = root.join("install.toml");
     std::fs::write(&file, meta.to_toml()).unwrap();
@@ -710,6 +717,47 @@ impl RootHelper {
             network,
             "bangerd-root (netns)",
             ns.exec(bin("bangerd-root")),
+        )
+    }
+}
+
+impl RootHelper {
+    /// [`RootHelper::start_in_full`] with stand-ins bound over host tools
+    /// (`(stand-in, tool path)` pairs, e.g. over `/usr/sbin/e2fsck`) in a
+    /// private mount namespace of the helper's own: the helper runs the
+    /// stand-ins exactly where it would find the real tools, and nothing
+    /// is mounted in the test's namespace.
+    pub fn start_in_with_tools(
+        ns: &NetNs,
+        root: &Path,
+        owner: &TestUser,
+        vmm: InstallVmm,
+        network: InstallNetwork,
+        tools: &[(PathBuf, &str)],
+    ) -> RootHelper {
+        let mut script = String::new();
+        for (stand_in, tool) in tools {
+            let s = stand_in.to_str().expect("a UTF-8 path");
+            for p in [s, tool] {
+                assert!(
+                    p.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)),
+                    "{p:?} needs quoting"
+                );
+            }
+            script.push_str(&format!("mount --bind {s} {tool} && "));
+        }
+        script.push_str("exec \"$0\" \"$@\"");
+        let mut cmd = ns.exec("unshare");
+        cmd.args(["-m", "--propagation", "private", "sh", "-c", &script])
+            .arg(bin("bangerd-root"));
+        Self::spawn(
+            root,
+            owner,
+            vmm,
+            network,
+            "bangerd-root (netns, stand-in tools)",
+            cmd,
         )
     }
 }

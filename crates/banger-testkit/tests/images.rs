@@ -430,6 +430,8 @@ fn dev_daemon_on(root: &Path) -> (Proc, PathBuf) {
         .env("HOME", root)
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("NOTIFY_SOCKET");
+    let (k, v) = dev_jail_env();
+    cmd.env(k, v);
     let mut proc = Proc::spawn("bangerd --dev", cmd);
     let socket = run.join("bangerd.sock");
     wait_for_socket(&socket, &mut proc);

@@ -145,6 +145,8 @@ fn start_daemon(ns: &NetNs, dir: &Path, config: &str) -> Daemon {
         .env("HOME", dir)
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("NOTIFY_SOCKET");
+    let (k, v) = dev_jail_env();
+    cmd.env(k, v);
     let mut proc = Proc::spawn("bangerd --dev (netns)", cmd);
     let socket = dir.join("run/bangerd.sock");
     wait_for_socket(&socket, &mut proc);

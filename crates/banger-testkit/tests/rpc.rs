@@ -245,6 +245,7 @@ fn a_symlink_at_the_socket_path_is_refused_and_left_alone() {
     std::fs::write(&target, "keep").unwrap();
     std::os::unix::fs::symlink(&target, run.join("bangerd.sock")).unwrap();
     let out = Command::new(bin("bangerd"))
+        .envs([dev_jail_env()])
         .args(["--dev", "--state-dir"])
         .arg(dir.path().join("state"))
         .arg("--runtime-dir")
@@ -265,6 +266,7 @@ fn a_config_typo_names_the_key_and_the_file() {
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, "[network]\nbrdige = \"banger0\"\n").unwrap();
     let out = Command::new(bin("bangerd"))
+        .envs([dev_jail_env()])
         .args(["--dev", "--state-dir"])
         .arg(dir.path().join("state"))
         .arg("--runtime-dir")

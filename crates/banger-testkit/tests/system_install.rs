@@ -704,3 +704,42 @@ fn the_bridge_and_subnet_are_recorded_at_install() {
     );
     assert_eq!(snapshot(r), before);
 }
+
+#[test]
+fn the_jail_range_is_recorded_and_a_range_in_use_is_refused() {
+    use std::os::unix::process::CommandExt as _;
+    let owner = TestUser::create(None);
+    let dir = target();
+    let r = dir.path();
+    let report = ok_json(&install(r, &owner.name, &["--json"]));
+    assert_eq!(report["jail"]["uid_base"], 1_990_000_000);
+    assert_eq!(report["jail"]["count"], 1024);
+    // A system uid range is a usage error.
+    let out = install(r, &owner.name, &["--jail-uids", "100:5"]);
+    assert_eq!(code(&out), 2, "{}", text(&out.stderr));
+    // A range a running process uses is refused, and nothing changes.
+    let before = snapshot(r);
+    let uid = 3_200_000 + std::process::id() % 100_000;
+    let mut sleeper = Command::new("sleep")
+        .arg("30")
+        .uid(uid)
+        .gid(uid)
+        .spawn()
+        .unwrap();
+    let range = format!("{uid}:16");
+    let out = install(r, &owner.name, &["--jail-uids", &range]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert_ne!(code(&out), 0);
+    assert!(
+        text(&out.stderr).contains("in use"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(snapshot(r), before);
+    // A free range is recorded, and kept by a reinstall that names none.
+    let report = ok_json(&install(r, &owner.name, &["--json", "--jail-uids", &range]));
+    assert_eq!(report["jail"]["uid_base"], uid);
+    let report = ok_json(&install(r, &owner.name, &["--json"]));
+    assert_eq!(report["jail"]["count"], 16);
+}

@@ -115,6 +115,7 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + 'static>> {
         state_dir: meta.paths.state_dir.clone(),
         qemu_bin: meta.vmm.qemu_bin.clone(),
         firecracker_bin: meta.vmm.firecracker_bin.clone(),
+        jail: meta.jail,
         // The builder the install copied beside this binary (root-owned);
         // its cache is root's, the same one `sudo banger-imagebuild debian`
         // fills: `$BANGER_CACHE_DIR` as root's unit sets it, else

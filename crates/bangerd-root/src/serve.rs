@@ -38,6 +38,8 @@ pub struct Settings {
     /// that VMM is not available to this install).
     pub qemu_bin: Option<PathBuf>,
     pub firecracker_bin: Option<PathBuf>,
+    /// The install's jail uids, checked to own nothing before serving.
+    pub jail: banger_proto::install::InstallJail,
     /// `BuildDebianImage`: the installed `banger-imagebuild` and root's
     /// image cache.
     pub image_builds: ImageBuildConfig,
@@ -59,6 +61,18 @@ pub enum ServeError {
     },
     #[error("installing signal handlers")]
     Signals(#[source] io::Error),
+    #[error(
+        "the install's jail uids {}:{} are in use; reinstall with another --jail-uids",
+        jail.uid_base,
+        jail.count
+    )]
+    JailInUse {
+        jail: banger_proto::install::InstallJail,
+        #[source]
+        source: banger_host::jail::RangeInUse,
+    },
+    #[error("killing what the jail uids left running")]
+    JailSweep(#[source] io::Error),
     #[error("the install's bridge")]
     Bridge(#[source] banger_executor::ExecError),
     #[error("creating the helper's state directory {path}")]
@@ -89,6 +103,19 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     spawn_signal_thread(&settings.socket)?;
     // The socket is root:owner-gid 0660: the owner's group can connect, and
     // SO_PEERCRED then narrows that to the owner's uid alone.
+    banger_host::jail::check_unused(settings.jail.uid_base, settings.jail.count, false).map_err(
+        |source| ServeError::JailInUse {
+            jail: settings.jail,
+            source,
+        },
+    )?;
+    // A jailed tool that cleared its parent-death signal outlives a
+    // helper that crashed: nothing may run with the jail uids now.
+    let killed = banger_host::jail::kill_range(settings.jail.uid_base, settings.jail.count)
+        .map_err(ServeError::JailSweep)?;
+    if !killed.is_empty() {
+        tracing::warn!(?killed, "killed processes left running with the jail uids");
+    }
     let listener = bind_listener(&settings.socket, 0, 0o660).map_err(ServeError::Socket)?;
     std::os::unix::fs::chown(&settings.socket, Some(0), Some(settings.owner_gid)).map_err(
         |source| ServeError::Chown {
@@ -117,6 +144,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         owner: (settings.owner_uid, settings.owner_gid),
         qemu_binary: settings.qemu_bin.clone(),
         firecracker_binary: settings.firecracker_bin.clone(),
+        jail: settings.jail,
     })
     .with_image_builds(settings.image_builds.clone())
     .with_bridge(settings.bridge.clone())

@@ -472,6 +472,7 @@ mod tests {
             },
             vmm: Default::default(),
             network: Default::default(),
+            jail: Default::default(),
         };
         let l = Layout::system(&meta);
         assert_eq!(l.mode, Mode::System);

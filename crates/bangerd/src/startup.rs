@@ -52,6 +52,32 @@ pub fn init_logging() {
         .init();
 }
 
+/// Dev mode's jail uids: banger's default range (or `BANGER_DEV_JAIL_UIDS`,
+/// `BASE:COUNT`, for tests running several dev daemons at once), refused
+/// while an account or a delegated sub-id uses one of its ids. Whatever
+/// still runs with one of them is killed: a tool that outlived the daemon
+/// before this one (docs/jail.md).
+fn dev_jail() -> anyhow::Result<banger_proto::install::InstallJail> {
+    let jail = match std::env::var("BANGER_DEV_JAIL_UIDS") {
+        Ok(text) => {
+            banger_proto::install::InstallJail::parse(&text).context("BANGER_DEV_JAIL_UIDS")?
+        }
+        Err(_) => banger_proto::install::InstallJail::default(),
+    };
+    banger_host::jail::check_unused(jail.uid_base, jail.count, false).with_context(|| {
+        format!(
+            "banger's jail uids {}:{} are in use on this host",
+            jail.uid_base, jail.count
+        )
+    })?;
+    let killed = banger_host::jail::kill_range(jail.uid_base, jail.count)
+        .context("killing what the jail uids left running")?;
+    if !killed.is_empty() {
+        tracing::warn!(?killed, "killed processes left running with the jail uids");
+    }
+    Ok(jail)
+}
+
 pub fn run(opts: Options) -> anyhow::Result<()> {
     let started = std::time::SystemTime::now();
     let euid = rustix::process::geteuid().as_raw();
@@ -76,6 +102,8 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             owner: (0, 0),
             qemu_binary: config.vmm.qemu_bin.clone(),
             firecracker_binary: config.vmm.firecracker_bin.clone(),
+            // Dev mode: banger's default range, checked to own nothing.
+            jail: dev_jail()?,
         })
         // The daemon is root here: its configuration is root's choice of
         // bridge, held to as the helper holds to the install's.

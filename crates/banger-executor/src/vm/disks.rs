@@ -10,21 +10,20 @@
 //! regular file, so a FIFO planted at its name cannot hold the thread;
 //! one root writes is opened read-only first, checked, and only then
 //! reopened for writing through its descriptor.
-//! Tools (e2fsprogs) run with the owner's uid, so they can do no more than
-//! the owner could.
+//! Tools (e2fsprogs) run jailed on root's descriptor (`jailed`).
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
-use banger_host::runner::{Cmd, Runner};
+use banger_host::runner::Cmd;
 use banger_proto::vmops::{VmDisksOutcome, VmDisksSpec};
 use banger_vmm::dir::{OwnerDir, RESOLVE};
 use rustix::fs::{FileType, Mode, OFlags};
 
 use super::VmHost;
 use super::error::{VmOpError, io};
+use super::jailed;
 use super::snapshot::dm::checked_owners;
 use super::validate;
 
@@ -228,40 +227,34 @@ impl VmHost {
                     .map_err(io("copying the work seed into", &path))?;
                 dst.set_len(bytes.max(seed_len))
                     .map_err(io("sizing", &path))?;
-                drop(dst);
                 self.tool(
                     "checking the work disk",
-                    Cmd::new("e2fsck").args(["-fp"]).arg(&path),
+                    Cmd::new("e2fsck").args(["-fp", jailed::DISK]),
+                    &dst,
+                    &path,
                 )?;
-                self.tool("growing the work disk", Cmd::new("resize2fs").arg(&path))?;
+                self.tool(
+                    "growing the work disk",
+                    Cmd::new("resize2fs").arg(jailed::DISK),
+                    &dst,
+                    &path,
+                )?;
             }
             Err(VmOpError::Missing { .. }) => {
                 dst.set_len(bytes).map_err(io("sizing", &path))?;
-                drop(dst);
                 self.tool(
                     "making the work disk",
                     Cmd::new("mkfs.ext4")
                         .args(["-q", "-F", "-L", WORK_LABEL, "-E"])
                         .arg(format!("root_owner={GUEST_UID}:{GUEST_UID}"))
-                        .arg(&path),
+                        .arg(jailed::DISK),
+                    &dst,
+                    &path,
                 )?;
             }
             Err(e) => return Err(e),
         }
         Ok(bytes)
-    }
-
-    pub(super) fn tool(&self, what: &str, cmd: Cmd) -> Result<(), VmOpError> {
-        Runner
-            .run(
-                &cmd.run_as(self.tool_ids())
-                    .timeout(Duration::from_secs(300)),
-            )
-            .map(drop)
-            .map_err(|source| VmOpError::Tool {
-                what: what.to_string(),
-                source,
-            })
     }
 
     pub(crate) fn grow_work_disk(&self, vm_id: &str, bytes: u64) -> Result<(), VmOpError> {
@@ -285,14 +278,17 @@ impl VmHost {
         }
         let f = self.reopen_rw(&f, &rel)?;
         f.set_len(bytes).map_err(io("growing", &path))?;
-        drop(f);
         self.tool(
             "checking the work disk",
-            Cmd::new("e2fsck").args(["-fp"]).arg(&path),
+            Cmd::new("e2fsck").args(["-fp", jailed::DISK]),
+            &f,
+            &path,
         )?;
         self.tool(
             "growing the work filesystem",
-            Cmd::new("resize2fs").arg(&path),
+            Cmd::new("resize2fs").arg(jailed::DISK),
+            &f,
+            &path,
         )
     }
 

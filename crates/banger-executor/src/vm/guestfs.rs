@@ -7,14 +7,19 @@
 //! and owner. Missing parent directories are created. debugfs reports most
 //! failures only as messages, so every file is read back and compared
 //! afterwards; a mismatch fails the operation.
+//!
+//! debugfs runs jailed (`jailed`): the disk is root's checked descriptor
+//! bound at `/disk`, the staging copies a directory bound read-only at
+//! `/staging`, and the script names only those.
 
 use std::fmt::Write as _;
 
-use banger_host::runner::{Cmd, Runner};
+use banger_host::runner::Cmd;
 use banger_proto::vmops::GuestFilesSpec;
 
 use super::VmHost;
 use super::error::{VmOpError, io};
+use super::jailed;
 use super::validate;
 
 impl VmHost {
@@ -26,6 +31,7 @@ impl VmHost {
         // The root disk as its backend serves it: a file reached without
         // symlinks, or the VM's dm-snapshot device (given to the owner).
         let disk = self.root_disk(&spec.vm_id)?.path;
+        let disk_file = self.open_root_disk(&disk)?;
         let staging = tempfile::Builder::new()
             .prefix("banger-guestfs-")
             .tempdir()
@@ -39,6 +45,7 @@ impl VmHost {
         for (i, f) in spec.files.iter().enumerate() {
             let host = sdir.join(i.to_string());
             std::fs::write(&host, &f.content).map_err(io("staging", &host))?;
+            let jailed_copy = format!("{}/{i}", jailed::STAGING);
             let parts: Vec<&str> = f.path[1..].split('/').collect();
             for depth in 1..parts.len() {
                 let dir = format!("/{}", parts[..depth].join("/"));
@@ -48,55 +55,52 @@ impl VmHost {
             }
             let p = &f.path;
             let _ = writeln!(script, "rm {p}");
-            let _ = writeln!(script, "write {} {p}", host.display());
+            let _ = writeln!(script, "write {jailed_copy} {p}");
             let _ = writeln!(script, "sif {p} mode 0{:o}", 0o100000 | f.mode);
             let _ = writeln!(script, "sif {p} uid {}", f.uid);
             let _ = writeln!(script, "sif {p} gid {}", f.gid);
         }
         let script_path = sdir.join("script");
         std::fs::write(&script_path, &script).map_err(io("staging", &script_path))?;
-        // debugfs runs with the owner's uid: let it read the staging copies.
+        // debugfs runs as the tool uid: let it read the staging copies.
         // The entries first, while the directory (0700, from tempdir) is
         // still root's and nobody else can rename anything in it; then the
-        // directory itself through a descriptor, and nothing by its path
-        // afterwards: once it is the owner's, in sticky /tmp, the owner may
-        // move it and put a symlink at its name.
-        if let Some((uid, gid)) = self.tool_ids() {
-            for entry in std::fs::read_dir(sdir)
-                .map_err(io("listing", sdir))?
-                .flatten()
-            {
-                let _ = std::os::unix::fs::lchown(entry.path(), Some(uid), Some(gid));
-            }
-            let dir = std::fs::File::open(sdir).map_err(io("opening", sdir))?;
-            let _ = std::os::unix::fs::fchown(&dir, Some(uid), Some(gid));
+        // directory itself through a descriptor, which is what the jail
+        // binds: nothing by its path afterwards.
+        let uid = self.jail.tool_uid();
+        for entry in std::fs::read_dir(sdir)
+            .map_err(io("listing", sdir))?
+            .flatten()
+        {
+            std::os::unix::fs::lchown(entry.path(), Some(uid), Some(uid))
+                .map_err(io("handing over", &entry.path()))?;
         }
-        self.tool(
+        let dir = std::fs::File::open(sdir).map_err(io("opening", sdir))?;
+        std::os::unix::fs::fchown(&dir, Some(uid), Some(uid)).map_err(io("handing over", sdir))?;
+        let grant = self.grant_disk(&disk_file, &disk)?;
+        grant.run(
             "writing guest files",
             Cmd::new("debugfs")
-                .arg("-w")
-                .arg("-f")
-                .arg(&script_path)
-                .arg(&disk),
+                .args(["-w", "-f"])
+                .arg(format!("{}/script", jailed::STAGING))
+                .arg(jailed::DISK)
+                .timeout(std::time::Duration::from_secs(300)),
+            Some(&dir),
         )?;
         // Read everything back.
         for f in &spec.files {
-            let out = Runner
-                .run(
-                    &Cmd::new("debugfs")
-                        .arg("-R")
-                        .arg(format!("cat {}", f.path))
-                        .arg(&disk)
-                        .run_as(self.tool_ids())
-                        // An inode of the owner's image may claim terabytes
-                        // (a directory `sif`ed into a file): never keep more
-                        // than the file written plus one byte.
-                        .max_output(f.content.len() + 1),
-                )
-                .map_err(|source| VmOpError::Tool {
-                    what: format!("reading back {}", f.path),
-                    source,
-                })?;
+            let out = grant.run(
+                &format!("reading back {}", f.path),
+                Cmd::new("debugfs")
+                    .arg("-R")
+                    .arg(format!("cat {}", f.path))
+                    .arg(jailed::DISK)
+                    // An inode of the owner's image may claim terabytes
+                    // (a directory `sif`ed into a file): never keep more
+                    // than the file written plus one byte.
+                    .max_output(f.content.len() + 1),
+                None,
+            )?;
             if out.stdout != f.content {
                 return Err(VmOpError::GuestFs {
                     disk: disk.display().to_string(),
@@ -109,5 +113,36 @@ impl VmHost {
             }
         }
         Ok(())
+    }
+
+    /// The root disk at `path` opened read-only for a jailed tool: a
+    /// regular file beneath the state dir (the owner's, one link: its ACL
+    /// is about to change), or a dm-snapshot device `/dev/mapper/banger-*`,
+    /// opened by its device number (`snapshot::dmnode`).
+    fn open_root_disk(&self, path: &std::path::Path) -> Result<std::fs::File, VmOpError> {
+        use rustix::fs::OFlags;
+        if let Ok(rel) = path.strip_prefix(&self.state_dir) {
+            let f = self.open_beneath(rel, OFlags::RDONLY)?;
+            super::snapshot::dm::checked_owners(self, &f, path, "root disk")?;
+            return Ok(f);
+        }
+        // A dm-snapshot device: by its dm name, never through the
+        // `/dev/mapper` link udev makes.
+        let name = path
+            .strip_prefix("/dev/mapper")
+            .ok()
+            .and_then(|n| n.to_str())
+            .filter(|n| super::snapshot::dm::check_dm_name(n).is_ok())
+            .ok_or_else(|| VmOpError::Invalid {
+                what: "root disk",
+                value: path.display().to_string(),
+                reason: "neither a file beneath the state directory nor a banger dm device".into(),
+            })?;
+        super::snapshot::dmnode::open_dm_device(
+            std::path::Path::new("/sys"),
+            std::path::Path::new("/dev"),
+            name,
+        )
+        .map_err(io("opening", path))
     }
 }

@@ -8,6 +8,7 @@
 mod disks;
 mod error;
 mod guestfs;
+mod jailed;
 pub(crate) mod snapshot;
 mod validate;
 mod vmm;
@@ -37,6 +38,8 @@ pub struct VmHostConfig {
     /// available (a system install that recorded none).
     pub qemu_binary: Option<PathBuf>,
     pub firecracker_binary: Option<PathBuf>,
+    /// The jail uids: disk tools run as `jail.tool_uid()` (docs/jail.md).
+    pub jail: banger_proto::install::InstallJail,
 }
 
 pub(crate) struct VmHost {
@@ -45,6 +48,7 @@ pub(crate) struct VmHost {
     pub(crate) owner: (u32, u32),
     qemu_binary: Option<PathBuf>,
     firecracker_binary: Option<PathBuf>,
+    jail: banger_proto::install::InstallJail,
     journal: Arc<JournalFile>,
     procs: Mutex<HashMap<String, (VmmKind, vmm::Proc)>>,
     /// Device probes (is `/dev/mapper/control` there?).
@@ -73,6 +77,7 @@ impl VmHost {
             owner: cfg.owner,
             qemu_binary: cfg.qemu_binary,
             firecracker_binary: cfg.firecracker_binary,
+            jail: cfg.jail,
             journal,
             procs: Mutex::new(HashMap::new()),
             probes,

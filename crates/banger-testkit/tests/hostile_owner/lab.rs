@@ -66,7 +66,13 @@ impl Lab {
     }
 
     /// Start the helper, then the bridge and the tap every launch uses.
-    pub fn start(mut self) -> Lab {
+    pub fn start(self) -> Lab {
+        self.start_with_tools(&[])
+    }
+
+    /// [`Lab::start`] with stand-ins bound over host tools in the helper's
+    /// own mount namespace (see `RootHelper::start_in_with_tools`).
+    pub fn start_with_tools(mut self, tools: &[(PathBuf, &str)]) -> Lab {
         let vmm = InstallVmm {
             qemu_bin: Some(self.root.join("vmm/qemu")),
             firecracker_bin: Some(self.root.join("vmm/firecracker")),
@@ -76,13 +82,11 @@ impl Lab {
             bridge: BRIDGE.into(),
             subnet: "10.213.7.0/24".parse().unwrap(),
         };
-        self.helper = Some(RootHelper::start_in_full(
-            &self.ns,
-            &self.root,
-            &self.owner,
-            vmm,
-            network,
-        ));
+        self.helper = Some(if tools.is_empty() {
+            RootHelper::start_in_full(&self.ns, &self.root, &self.owner, vmm, network)
+        } else {
+            RootHelper::start_in_with_tools(&self.ns, &self.root, &self.owner, vmm, network, tools)
+        });
         self.call(PrivOp::EnsureBridge(BridgeSpec {
             name: BRIDGE.into(),
             address: [10, 213, 7, 1].into(),

@@ -5,7 +5,7 @@
 //!
 //! JSON shape of `install`: `{"root","owner":{"name","uid","gid","home"},
 //! "version","installed_at","paths":{...},"vmm":{"qemu_bin"?,
-//! "firecracker_bin"?},"network":{"bridge","subnet"},"written":[{"path","target","kind",
+//! "firecracker_bin"?},"network":{"bridge","subnet"},"jail":{"uid_base","count"},"written":[{"path","target","kind",
 //! "what","action","mode","uid","gid"}],"services":null|{"units","action",
 //! "ready"},"warnings":[...]}`.
 
@@ -143,6 +143,16 @@ pub struct InstallArgs {
     /// first address [default: the one installed, else 172.30.0.0/24]
     #[arg(long, value_name = "CIDR", value_parser = subnet_arg)]
     pub subnet: Option<banger_proto::cidr::Ipv4Cidr>,
+    /// The uids (gid = uid) the root helper runs disk tools (and later
+    /// VMMs) as: a range that owns nothing on this host, checked at
+    /// install [default: the one installed, else 1990000000:1024]
+    #[arg(long, value_name = "BASE:COUNT", value_parser = jail_arg)]
+    pub jail_uids: Option<banger_proto::install::InstallJail>,
+}
+
+/// `--jail-uids`: `BASE:COUNT` of an accepted range.
+fn jail_arg(s: &str) -> Result<banger_proto::install::InstallJail, String> {
+    banger_proto::install::InstallJail::parse(s).map_err(|e| e.to_string())
 }
 
 /// `--bridge`: a name banger may give its bridge.
@@ -296,6 +306,7 @@ fn run_install(args: &InstallArgs, settings: &Settings) -> Result<Exit, CliError
         },
         bridge: args.bridge.clone(),
         subnet: args.subnet,
+        jail: args.jail_uids,
     };
     let report = install::install(&req, &Runner, &systemd::Systemctl::default()).map_err(to_cli)?;
     if settings.json {
@@ -347,6 +358,7 @@ fn report_json(r: &Report) -> serde_json::Value {
         "paths": r.meta.paths,
         "vmm": r.meta.vmm,
         "network": r.meta.network,
+        "jail": r.meta.jail,
         "written": written,
         "services": services,
         "warnings": r.warnings,

@@ -30,6 +30,7 @@
 //! [`DiskTools`], so the dm driver is unit-tested against a recording fake.
 
 pub(crate) mod dm;
+pub(crate) mod dmnode;
 pub(crate) mod file;
 pub(crate) mod loopdev;
 

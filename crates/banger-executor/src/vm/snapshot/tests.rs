@@ -58,6 +58,7 @@ fn env_in(base: &Path, probes: FakeHost, tools: impl FnOnce(FakeTools) -> FakeTo
             ),
             qemu_binary: Some("qemu-system-x86_64".into()),
             firecracker_binary: None,
+            jail: Default::default(),
         },
         Arc::new(JournalFile::new(journal.clone())),
         Arc::new(probes),

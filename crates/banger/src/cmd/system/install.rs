@@ -11,7 +11,8 @@ use banger_host::runner::Runner;
 use banger_proto::ErrorCode;
 use banger_proto::cidr::Ipv4Cidr;
 use banger_proto::install::{
-    DEFAULT_INSTALL_FILE, InstallMeta, InstallMetaError, InstallNetwork, InstallNetworkError,
+    DEFAULT_INSTALL_FILE, InstallJail, InstallMeta, InstallMetaError, InstallNetwork,
+    InstallNetworkError,
 };
 
 use super::apply::{self, Action, ApplyError, Txn, Written};
@@ -38,6 +39,8 @@ pub struct Request {
     /// `--bridge` / `--subnet`.
     pub bridge: Option<String>,
     pub subnet: Option<Ipv4Cidr>,
+    /// `--jail-uids`.
+    pub jail: Option<InstallJail>,
 }
 
 /// What an install did.
@@ -55,6 +58,14 @@ pub struct Report {
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
+    #[error("jail uids {}:{} are in use (choose another range with --jail-uids BASE:COUNT)", jail.uid_base, jail.count)]
+    JailInUse {
+        jail: InstallJail,
+        #[source]
+        source: banger_host::jail::RangeInUse,
+    },
+    #[error("choose another range with --jail-uids BASE:COUNT")]
+    JailRange(#[source] banger_proto::install::InstallJailError),
     #[error("banger system install must run as root (try `sudo banger system install`)")]
     NotRoot,
     #[error("--root {}: no such directory", path.display())]
@@ -138,6 +149,8 @@ impl InstallError {
                 | VmmBinError::Hidden { .. } => ErrorCode::InvalidState,
             },
             InstallError::Network(_) => ErrorCode::BadRequest,
+            InstallError::JailInUse { .. } => ErrorCode::InvalidState,
+            InstallError::JailRange(_) => ErrorCode::BadRequest,
             InstallError::OtherOwner { .. } => ErrorCode::AlreadyExists,
             InstallError::BadMeta(_) | InstallError::MetaSymlink { .. } => ErrorCode::InvalidState,
             InstallError::Refused(e) => apply_code(e),
@@ -265,9 +278,20 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
     // metadata file stays byte-for-byte the same.
     let (vmm, vmm_warnings) = vmm_bins::choose(&req.vmm, &vmm_bins::on_path)?;
     let network = choose_network(req, existing.as_ref())?;
+    // The jail range: given, else the installed one, else the default;
+    // refused while anything on the host uses one of its ids.
+    let jail = req
+        .jail
+        .or(existing.as_ref().map(|m| m.jail))
+        .unwrap_or_default();
+    jail.check_owner(owner.uid)
+        .map_err(InstallError::JailRange)?;
+    banger_host::jail::check_unused(jail.uid_base, jail.count, true)
+        .map_err(|source| InstallError::JailInUse { jail, source })?;
     let mut meta = plan::metadata(&owner, now_rfc3339());
     meta.vmm = vmm;
     meta.network = network;
+    meta.jail = jail;
     if let Some(current) = existing
         && (InstallMeta {
             installed_at: current.installed_at.clone(),

@@ -181,6 +181,7 @@ pub fn metadata(owner: &OwnerAccount, installed_at: String) -> InstallMeta {
         // Chosen by `install` (vmm_bins, network).
         vmm: Default::default(),
         network: Default::default(),
+        jail: Default::default(),
     }
 }
 

@@ -541,6 +541,7 @@ mod tests {
             },
             vmm: Default::default(),
             network: Default::default(),
+            jail: Default::default(),
         }
     }
 

@@ -30,7 +30,6 @@ ProtectClock=yes\n\
 ProtectHostname=yes\n\
 LockPersonality=yes\n\
 RestrictRealtime=yes\n\
-RestrictNamespaces=yes\n\
 ";
 
 /// Device nodes the helper and the VMMs it starts open: taps
@@ -186,7 +185,8 @@ ProtectProc=invisible
 ProcSubset=pid
 
 # Kernel and host state it has no business changing.
-{KERNEL_HARDENING}MemoryDenyWriteExecute=yes
+{KERNEL_HARDENING}RestrictNamespaces=yes
+MemoryDenyWriteExecute=yes
 RemoveIPC=yes
 KeyringMode=private
 
@@ -277,11 +277,15 @@ RuntimeDirectoryMode=0755
 #   CAP_CHOWN             giving root.sock to the owner's group, VM files to
 #                         the owner
 #   CAP_DAC_OVERRIDE      VM disks, run directories and VMM sockets beneath
-#   CAP_FOWNER            the owner's 0700 state directory
-#   CAP_SETUID CAP_SETGID running the disk tools (mkfs.ext4, debugfs) and the
-#                         VMMs as the owner, never as root
+#   CAP_FOWNER            the owner's 0700 state directory; the ACL that lets
+#                         the jailed disk tools open one disk
+#   CAP_SETUID CAP_SETGID running the disk tools (e2fsck, resize2fs, mkfs.ext4,
+#                         debugfs) as the jail uid and the VMMs as the owner,
+#                         never as root
 #   CAP_KILL              stopping those VMMs (they run as the owner)
-#   CAP_SYS_ADMIN         loop devices (LOOP_CONFIGURE ioctls) and dm snapshots (dmsetup)
+#   CAP_SYS_ADMIN         loop devices (LOOP_CONFIGURE ioctls), dm snapshots
+#                         (dmsetup), and the disk-tool jail's namespaces and
+#                         mounts (detached mounts, pivot_root)
 CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_SETUID CAP_SETGID CAP_KILL CAP_SYS_ADMIN
 AmbientCapabilities=
 NoNewPrivileges=yes
@@ -312,7 +316,10 @@ PrivateIPC=yes
 # with gid 0.
 ProtectProc=invisible
 
-{KERNEL_HARDENING}# QEMU's TCG translator (hosts whose KVM cannot run a stock guest) writes
+{KERNEL_HARDENING}# The disk-tool jail (docs/jail.md) gives each tool its own mount, pid,
+# IPC, UTS and network namespaces; no user namespaces.
+RestrictNamespaces=mnt pid ipc uts net
+# QEMU's TCG translator (hosts whose KVM cannot run a stock guest) writes
 # code it then executes; the VMMs inherit this unit's restrictions.
 MemoryDenyWriteExecute=no
 KeyringMode=private
@@ -323,8 +330,10 @@ KeyringMode=private
 # cut off .vm DNS.
 RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6
 SystemCallArchitectures=native
-SystemCallFilter=@system-service
-SystemCallFilter=~@resources @mount @swap @reboot @raw-io @module @obsolete @debug @cpu-emulation @clock
+# @mount: the disk-tool jail mounts (fsopen, open_tree, move_mount,
+# mount_setattr, pivot_root), each in a mount namespace of its own.
+SystemCallFilter=@system-service @mount
+SystemCallFilter=~@resources @swap @reboot @raw-io @module @obsolete @debug @cpu-emulation @clock
 SystemCallErrorNumber=EPERM
 
 [Install]
@@ -357,6 +366,7 @@ mod tests {
             },
             vmm: Default::default(),
             network: Default::default(),
+            jail: Default::default(),
         }
     }
 
@@ -479,17 +489,23 @@ mod tests {
                 ("ProtectKernelTunables", "yes"),
                 ("ProtectKernelModules", "yes"),
                 ("ProtectControlGroups", "yes"),
-                ("RestrictNamespaces", "yes"),
                 ("SystemCallArchitectures", "native"),
                 ("NotifyAccess", "main"),
             ] {
                 check(&u, key, &[value]);
             }
-            assert_eq!(get(&u, "SystemCallFilter")[0], "@system-service");
+            assert!(get(&u, "SystemCallFilter")[0].starts_with("@system-service"));
             // Its seccomp filter answers every openat2 with ENOSYS, and both
             // daemons open files beneath directories with openat2.
             assert!(get(&u, "RestrictSUIDSGID").is_empty());
         }
+        check(&owner(), "RestrictNamespaces", &["yes"]);
+        // The jail's namespaces, never a user namespace.
+        check(&helper(), "RestrictNamespaces", &["mnt pid ipc uts net"]);
+        assert_eq!(
+            get(&helper(), "SystemCallFilter")[0],
+            "@system-service @mount"
+        );
     }
 
     #[test]

@@ -1,0 +1,302 @@
+//! The cloned child: from the clone to `execve`, raw system calls on data
+//! the parent prepared (no allocation, no lock: the parent is
+//! multithreaded and the child has only a copy of the cloning thread).
+
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, RawFd};
+
+use rustix::fs::CWD;
+use rustix::mount::{MountPropagationFlags, MoveMountFlags, UnmountFlags};
+
+use super::{ChildFds, Prepared, STAGE};
+
+/// The failed step of a child that never reached `execve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+pub(super) enum Step {
+    Private = 1,
+    AttachRoot,
+    Chdir,
+    AttachBind,
+    PivotRoot,
+    DetachOld,
+    Groups,
+    Gid,
+    Uid,
+    NoNewPrivs,
+    DeathSignal,
+    Stdio,
+    CloseFds,
+    Exec,
+    Signals,
+    OomScore,
+    Limits,
+    Seccomp,
+}
+
+impl Step {
+    pub(super) fn name(n: u32) -> &'static str {
+        match n {
+            1 => "making the mounts private",
+            2 => "attaching the jail root",
+            3 => "entering the jail root",
+            4 => "attaching a bind mount",
+            5 => "pivot_root",
+            6 => "detaching the old root",
+            7 => "dropping supplementary groups",
+            8 => "setting the gid",
+            9 => "setting the uid",
+            10 => "setting no_new_privs",
+            11 => "setting the parent-death signal",
+            12 => "wiring stdio",
+            13 => "closing descriptors",
+            14 => "execve",
+            15 => "resetting signals",
+            16 => "setting oom_score_adj",
+            17 => "setting resource limits",
+            18 => "installing the seccomp filter",
+            _ => "an unknown step",
+        }
+    }
+}
+
+/// Report `step` failing with `errno` on descriptor `fd` (the error pipe)
+/// and exit. Raw calls only.
+fn fail(fd: RawFd, step: Step, errno: i32) -> ! {
+    let mut buf = [0u8; 8];
+    buf[..4].copy_from_slice(&(step as u32).to_ne_bytes());
+    buf[4..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: `fd` is the child's own copy of the error pipe's write end,
+    // open until the child exits; `_exit` ends the child without running
+    // any of the parent's atexit handlers or destructors.
+    unsafe {
+        let _ = rustix::io::write(BorrowedFd::borrow_raw(fd), &buf);
+        libc::_exit(127)
+    }
+}
+
+/// The last OS error of a libc call, read without allocating.
+fn errno() -> i32 {
+    // SAFETY: reads this thread's errno slot, always valid.
+    unsafe { *libc::__errno_location() }
+}
+
+/// The kernel's `struct sigaction` for `rt_sigaction` (x86_64 and most
+/// others: handler, flags, restorer, mask).
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Every signal's disposition back to the default and none blocked: a
+/// tool must not inherit an ignored `SIGPIPE` (std ignores it in every
+/// Rust program) or a mask the calling thread had. `execve` resets handled
+/// signals itself but keeps ignored ones and the mask.
+fn reset_signals() -> Result<(), i32> {
+    let default = KernelSigaction {
+        handler: 0, // SIG_DFL
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: rt_sigaction with a valid struct of the kernel's layout
+        // and size 8 (the kernel's sigset); no old action asked for. A
+        // number the kernel does not have fails with EINVAL, ignored.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+    let none: u64 = 0;
+    // SAFETY: rt_sigprocmask(SIG_SETMASK) from a valid 8-byte set.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigprocmask,
+            libc::SIG_SETMASK,
+            &none as *const u64,
+            std::ptr::null_mut::<u64>(),
+            8usize,
+        )
+    };
+    if r < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// `oom_score_adj` 1000: under memory pressure a jailed tool goes first.
+/// Through the host's `/proc`, still visible before `pivot_root`.
+fn oom_first() -> Result<(), i32> {
+    let fd = rustix::fs::open(
+        c"/proc/self/oom_score_adj",
+        rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| e.raw_os_error())?;
+    rustix::io::write(&fd, b"1000").map_err(|e| e.raw_os_error())?;
+    Ok(())
+}
+
+/// Each prepared resource limit, by raw `prlimit64` on this process.
+fn set_limits(p: &Prepared) -> Result<(), i32> {
+    for (resource, limit) in &p.limits {
+        // SAFETY: prlimit64 on the calling process (pid 0) from a valid
+        // struct rlimit64; no old limit asked for.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                *resource,
+                limit as *const libc::rlimit64,
+                std::ptr::null_mut::<libc::rlimit64>(),
+            )
+        };
+        if r < 0 {
+            return Err(errno());
+        }
+    }
+    Ok(())
+}
+
+/// Install the prepared filter (no_new_privs is already set).
+fn install_filter(p: &Prepared) -> Result<(), i32> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(p.filter.len()).map_err(|_| libc::E2BIG)?,
+        filter: p.filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // prctl(PR_SET_SECCOMP), not seccomp(2): the installed helper's unit
+    // filter (systemd's @system-service) has prctl but not seccomp.
+    // SAFETY: PR_SET_SECCOMP reads `prog` and the instructions it points
+    // to, both alive across the call (the kernel copies them); the unused
+    // arguments are zero.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &prog as *const libc::sock_fprog,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if r < 0 { Err(errno()) } else { Ok(()) }
+}
+
+/// The cloned child. Raw system calls on prepared data only: no
+/// allocation, no lock, no return.
+pub(super) fn child(
+    p: &Prepared,
+    fds: &ChildFds,
+    argv: &[*const libc::c_char],
+    envp: &[*const libc::c_char],
+) -> ! {
+    let errfd = fds.err.as_raw_fd();
+    macro_rules! step {
+        ($step:expr, $e:expr) => {
+            if let Err(e) = $e {
+                fail(errfd, $step, e.raw_os_error());
+            }
+        };
+    }
+    macro_rules! raw_step {
+        ($step:expr, $e:expr) => {
+            if let Err(e) = $e {
+                fail(errfd, $step, e);
+            }
+        };
+    }
+    // First, while the host's /proc is still reachable.
+    raw_step!(Step::OomScore, oom_first());
+    step!(
+        Step::Private,
+        rustix::mount::mount_change(
+            c"/",
+            MountPropagationFlags::REC | MountPropagationFlags::PRIVATE
+        )
+    );
+    step!(
+        Step::AttachRoot,
+        rustix::mount::move_mount(
+            p.root.as_fd(),
+            c"",
+            CWD,
+            STAGE,
+            MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
+        )
+    );
+    step!(Step::Chdir, rustix::process::chdir(STAGE));
+    for (tree, at) in &p.mounts {
+        step!(
+            Step::AttachBind,
+            rustix::mount::move_mount(
+                tree.as_fd(),
+                c"",
+                CWD,
+                at.as_c_str(),
+                MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH
+            )
+        );
+    }
+    step!(Step::PivotRoot, rustix::process::pivot_root(c".", c"."));
+    step!(
+        Step::DetachOld,
+        rustix::mount::unmount(c".", UnmountFlags::DETACH)
+    );
+    step!(Step::Chdir, rustix::process::chdir(c"/"));
+    step!(Step::Groups, rustix::thread::set_thread_groups(&[]));
+    // Not root: checked in `spawn`.
+    let (uid, gid) = (
+        rustix::process::Uid::from_raw(p.uid),
+        rustix::process::Gid::from_raw(p.gid),
+    );
+    step!(Step::Gid, rustix::thread::set_thread_res_gid(gid, gid, gid));
+    // Before the uid changes: raising a hard limit back needs the
+    // privilege being dropped, and RLIMIT_NPROC is checked at the change.
+    raw_step!(Step::Limits, set_limits(p));
+    step!(Step::Uid, rustix::thread::set_thread_res_uid(uid, uid, uid));
+    step!(Step::NoNewPrivs, rustix::thread::set_no_new_privs(true));
+    raw_step!(Step::Seccomp, install_filter(p));
+    // After the uid change, which clears it. The thread that cloned this
+    // child waits for it, so its exit means the caller is gone.
+    step!(
+        Step::DeathSignal,
+        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+    );
+    // SAFETY: dup2/dup3 onto 0-3 of descriptors this child owns (all >= 10,
+    // so none is overwritten before use); close_range then closes every
+    // other descriptor the fork copied, including the binds already used.
+    unsafe {
+        for (src, dst) in [
+            (fds.stdin.as_raw_fd(), 0),
+            (fds.stdout.as_raw_fd(), 1),
+            (fds.stderr.as_raw_fd(), 2),
+        ] {
+            if libc::dup2(src, dst) < 0 {
+                fail(errfd, Step::Stdio, errno());
+            }
+        }
+        if libc::dup3(errfd, 3, libc::O_CLOEXEC) < 0 {
+            fail(errfd, Step::Stdio, errno());
+        }
+        if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) < 0 {
+            fail(3, Step::CloseFds, errno());
+        }
+    }
+    // Last: from here a signal acts as it would on the tool itself.
+    if let Err(e) = reset_signals() {
+        fail(3, Step::Signals, e);
+    }
+    // SAFETY: execve with NUL-terminated strings and null-terminated
+    // pointer arrays prepared before the clone; it returns only on failure.
+    unsafe {
+        libc::execve(p.exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
+    }
+    fail(3, Step::Exec, errno())
+}

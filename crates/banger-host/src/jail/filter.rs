@@ -1,0 +1,232 @@
+//! The seccomp filter a jailed tool runs under: built in the parent (it
+//! allocates), installed by the child just before `execve`.
+//!
+//! A deny list, not an allow list: the tools are ordinary programs (e2fsck,
+//! debugfs, a shell in tests) and the jail's namespaces, uid and mounts do
+//! the confining. It shuts what those leave: the uid's keyrings (shared by
+//! every jail of the uid), user namespaces (the way to capabilities inside
+//! one), `bpf`, `perf_event_open`, `userfaultfd` and `io_uring` (kernel
+//! attack surface no disk tool uses), `ptrace`, and sockets other than
+//! `AF_UNIX` (its network namespace holds only a loopback, but netlink and
+//! packet sockets reach kernel code). Hand-written rather than from a crate:
+//! it is twenty instructions, and it must also refuse the x32 system-call
+//! numbers (bit 30) and answer `clone3` with `ENOSYS` (its flags are behind
+//! a pointer no filter can read; `ENOSYS` sends libc back to `clone`, whose
+//! flags it can) — two things a generic rule builder would need extra
+//! filters for.
+
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
+/// A classic BPF instruction (`struct sock_filter`).
+pub(super) type Insn = libc::sock_filter;
+
+const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+/// `struct seccomp_data` offsets: the call's number, its architecture, the
+/// low 32 bits of its first argument (little-endian).
+const NR: u32 = 0;
+const ARCH: u32 = 4;
+const ARG0_LOW: u32 = 16;
+
+const RET_ALLOW: u32 = 0x7fff_0000;
+const RET_ERRNO: u32 = 0x0005_0000;
+const RET_KILL_PROCESS: u32 = 0x8000_0000;
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// Calls refused outright with `EPERM`.
+#[cfg(target_arch = "x86_64")]
+const DENIED: [libc::c_long; 12] = [
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_io_uring_setup,
+    libc::SYS_io_uring_enter,
+    libc::SYS_io_uring_register,
+    libc::SYS_ptrace,
+    libc::SYS_setns,
+    libc::SYS_process_vm_writev,
+];
+
+/// Where a jump goes: an instruction emitted later.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Label {
+    Next,
+    Allow,
+    Eperm,
+    Enosys,
+    Kill,
+    Socket,
+    NewUser,
+}
+
+/// The filter, for this architecture; `None` where none is written (the
+/// jail then refuses to start).
+pub(super) fn program() -> Option<Vec<Insn>> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        Some(x86_64())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+/// One instruction before its jumps are resolved: opcode, constant,
+/// where it jumps when true and when false, and the label it carries.
+type Row = (u16, u32, Label, Label, Option<Label>);
+
+fn ld(offset: u32) -> Row {
+    (LD_W_ABS, offset, Label::Next, Label::Next, None)
+}
+
+fn jump(code: u16, k: u32, yes: Label, no: Label) -> Row {
+    (code, k, yes, no, None)
+}
+
+fn ret(k: u32) -> Row {
+    (RET_K, k, Label::Next, Label::Next, None)
+}
+
+fn at(label: Label, row: Row) -> Row {
+    (row.0, row.1, row.2, row.3, Some(label))
+}
+
+fn errno(e: i32) -> u32 {
+    RET_ERRNO | (e as u32 & 0xffff)
+}
+
+#[cfg(target_arch = "x86_64")]
+fn x86_64() -> Vec<Insn> {
+    use Label::*;
+    let nr = |n: libc::c_long| n as u32;
+    let mut p = vec![
+        ld(ARCH),
+        jump(JEQ_K, AUDIT_ARCH_X86_64, Next, Kill),
+        ld(NR),
+        jump(JGE_K, X32_SYSCALL_BIT, Eperm, Next),
+    ];
+    p.extend(DENIED.iter().map(|&n| jump(JEQ_K, nr(n), Eperm, Next)));
+    p.extend([
+        jump(JEQ_K, nr(libc::SYS_clone3), Enosys, Next),
+        jump(JEQ_K, nr(libc::SYS_socket), Socket, Next),
+        jump(JEQ_K, nr(libc::SYS_socketpair), Socket, Next),
+        jump(JEQ_K, nr(libc::SYS_clone), NewUser, Next),
+        jump(JEQ_K, nr(libc::SYS_unshare), NewUser, Next),
+        ret(RET_ALLOW),
+        // socket(2), socketpair(2): only AF_UNIX.
+        at(Socket, ld(ARG0_LOW)),
+        jump(JEQ_K, libc::AF_UNIX as u32, Allow, Eperm),
+        // clone(2), unshare(2): no CLONE_NEWUSER.
+        at(NewUser, ld(ARG0_LOW)),
+        jump(JSET_K, libc::CLONE_NEWUSER as u32, Eperm, Allow),
+        at(Allow, ret(RET_ALLOW)),
+        at(Eperm, ret(errno(libc::EPERM))),
+        at(Enosys, ret(errno(libc::ENOSYS))),
+        at(Kill, ret(RET_KILL_PROCESS)),
+    ]);
+    resolve(&p)
+}
+
+/// Jump offsets from labels: a jump's offset counts the instructions
+/// between it and its target. Every target follows its jump.
+fn resolve(p: &[Row]) -> Vec<Insn> {
+    let at = |l: Label, from: usize| -> u8 {
+        if l == Label::Next {
+            return 0;
+        }
+        let target = p
+            .iter()
+            .position(|i| i.4 == Some(l))
+            .expect("every label is marked");
+        assert!(target > from, "jumps go forward");
+        u8::try_from(target - from - 1).expect("a jump within 255 instructions")
+    };
+    p.iter()
+        .enumerate()
+        .map(|(i, &(code, k, yes, no, _))| Insn {
+            code,
+            jt: at(yes, i),
+            jf: at(no, i),
+            k,
+        })
+        .collect()
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+
+    /// Run the filter on one call the way the kernel would.
+    fn verdict(p: &[Insn], arch: u32, nr: u32, arg0: u32) -> u32 {
+        let data = |off: u32| match off {
+            NR => nr,
+            ARCH => arch,
+            ARG0_LOW => arg0,
+            _ => panic!("load at {off}"),
+        };
+        let (mut pc, mut acc) = (0usize, 0u32);
+        loop {
+            let i = p[pc];
+            pc += 1;
+            let taken = match i.code {
+                LD_W_ABS => {
+                    acc = data(i.k);
+                    continue;
+                }
+                RET_K => return i.k,
+                JEQ_K => acc == i.k,
+                JGE_K => acc >= i.k,
+                JSET_K => acc & i.k != 0,
+                c => panic!("opcode {c:#x}"),
+            };
+            pc += usize::from(if taken { i.jt } else { i.jf });
+        }
+    }
+
+    #[test]
+    fn the_filter_answers_each_call_as_written() {
+        let p = program().unwrap();
+        let arch = AUDIT_ARCH_X86_64;
+        let eperm = RET_ERRNO | libc::EPERM as u32;
+        let nr = |n: libc::c_long| n as u32;
+        for n in DENIED {
+            assert_eq!(verdict(&p, arch, nr(n), 0), eperm, "{n}");
+        }
+        assert_eq!(
+            verdict(&p, arch, nr(libc::SYS_keyctl) | X32_SYSCALL_BIT, 0),
+            eperm
+        );
+        assert_eq!(
+            verdict(&p, arch, nr(libc::SYS_read) | X32_SYSCALL_BIT, 0),
+            eperm
+        );
+        assert_eq!(
+            verdict(&p, arch, nr(libc::SYS_clone3), 0),
+            RET_ERRNO | libc::ENOSYS as u32
+        );
+        let unix = libc::AF_UNIX as u32;
+        let inet = libc::AF_INET as u32;
+        assert_eq!(verdict(&p, arch, nr(libc::SYS_socket), unix), RET_ALLOW);
+        assert_eq!(verdict(&p, arch, nr(libc::SYS_socket), inet), eperm);
+        assert_eq!(verdict(&p, arch, nr(libc::SYS_socketpair), inet), eperm);
+        let user = libc::CLONE_NEWUSER as u32;
+        let fork = libc::SIGCHLD as u32;
+        assert_eq!(verdict(&p, arch, nr(libc::SYS_clone), fork), RET_ALLOW);
+        assert_eq!(verdict(&p, arch, nr(libc::SYS_clone), fork | user), eperm);
+        assert_eq!(verdict(&p, arch, nr(libc::SYS_unshare), user), eperm);
+        assert_eq!(verdict(&p, arch, nr(libc::SYS_unshare), 0), RET_ALLOW);
+        assert_eq!(verdict(&p, arch, nr(libc::SYS_read), 0), RET_ALLOW);
+        assert_eq!(verdict(&p, arch, nr(libc::SYS_execve), 0), RET_ALLOW);
+        // Another architecture's numbers: the process is killed.
+        assert_eq!(verdict(&p, 0x4000_0003, 0, 0), RET_KILL_PROCESS);
+    }
+}

@@ -1,0 +1,159 @@
+//! Killing what a jail uid left running.
+//!
+//! A jailed tool is pid 1 of its own pid namespace with a parent-death
+//! signal, so it dies with the daemon that waits for it — unless it was
+//! exploited and cleared that signal. Such a process, or anything it
+//! started, keeps the jail uid after a helper crash; the next start kills
+//! it. Each process is held by a pidfd before its ids are read, and
+//! killed through that pidfd: a pid reused between the check and the
+//! signal is never hit.
+
+use std::io::Read as _;
+use std::os::fd::OwnedFd;
+
+/// Kill every process whose real, effective, saved or file-system uid is
+/// in `base..base+count`; the pids killed (as this pid namespace sees
+/// them). Processes that exit meanwhile are skipped.
+pub fn kill_range(base: u32, count: u32) -> std::io::Result<Vec<u32>> {
+    let end = u64::from(base) + u64::from(count);
+    let inside = |id: u32| u64::from(id) >= u64::from(base) && u64::from(id) < end;
+    let mut killed = Vec::new();
+    for e in std::fs::read_dir("/proc")? {
+        let Ok(e) = e else { continue };
+        let Some(pid) = e
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+            .and_then(rustix::process::Pid::from_raw)
+        else {
+            continue;
+        };
+        let Ok(pidfd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
+        else {
+            continue; // gone already
+        };
+        let Some(uids) = uids_of(pid.as_raw_nonzero().get()) else {
+            continue;
+        };
+        // The ids were read after the pidfd was taken: while that process
+        // lives, the pid is its, so they are its ids.
+        if !alive(&pidfd) || !uids.into_iter().any(inside) {
+            continue;
+        }
+        match rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL) {
+            Ok(()) => killed.push(pid.as_raw_nonzero().get() as u32),
+            Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(killed)
+}
+
+/// The four uids of `Uid:` in `/proc/<pid>/status`.
+fn uids_of(pid: i32) -> Option<[u32; 4]> {
+    let mut text = String::new();
+    std::fs::File::open(format!("/proc/{pid}/status"))
+        .ok()?
+        .take(64 << 10)
+        .read_to_string(&mut text)
+        .ok()?;
+    let line = text.lines().find_map(|l| l.strip_prefix("Uid:"))?;
+    let mut ids = line.split_whitespace().map(|w| w.parse::<u32>().ok());
+    Some([ids.next()??, ids.next()??, ids.next()??, ids.next()??])
+}
+
+/// Whether the process behind `pidfd` has not exited (its pidfd is not
+/// readable yet).
+fn alive(pidfd: &OwnedFd) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let zero = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::jail::Jail;
+    use crate::runner::{Cmd, Runner, SpawnOptions, resolve};
+
+    #[test]
+    fn a_process_left_in_the_jail_range_is_killed_and_nothing_else() {
+        crate::jail::tests::require_root();
+        // A range of this test's own, with neighbours on both sides.
+        let base = 3_500_000 + (std::process::id() % 100_000) * 8;
+        let count = 4;
+        // What a tool that cleared its parent-death signal leaves when its
+        // helper crashes: a jailed process nobody waits for any more.
+        let path = resolve("sh".as_ref()).unwrap();
+        let args: Vec<std::ffi::OsString> = ["-c", "sleep 300 & exec sleep 300"]
+            .iter()
+            .map(Into::into)
+            .collect();
+        let env = [("PATH".into(), crate::runner::CHILD_PATH.into())];
+        let mut left = crate::jail::spawn(
+            &Jail::new(base + 1, base + 1),
+            &path,
+            "sh".as_ref(),
+            &args,
+            &env,
+            false,
+        )
+        .unwrap();
+        let neighbours: Vec<_> = [base - 1, base + count]
+            .into_iter()
+            .map(|uid| {
+                Runner
+                    .spawn(
+                        &Cmd::new("sleep").arg("300"),
+                        SpawnOptions {
+                            output: None,
+                            run_as: Some((uid, uid)),
+                        },
+                    )
+                    .unwrap()
+            })
+            .collect();
+        // Let the jailed shell start its background sleep.
+        std::thread::sleep(Duration::from_millis(300));
+        let killed = kill_range(base, count).unwrap();
+        let mut status = None;
+        for _ in 0..100 {
+            status = left.try_wait().unwrap();
+            if status.is_some() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = left.kill();
+        let mut neighbours = neighbours;
+        let alive: Vec<bool> = neighbours.iter().map(|n| n.pidfd_alive()).collect();
+        for n in &mut neighbours {
+            let _ = n.kill();
+        }
+        use std::os::unix::process::ExitStatusExt as _;
+        let status = status.expect("the jailed process is still running");
+        assert_eq!(status.signal(), Some(libc::SIGKILL), "{killed:?}");
+        assert!(killed.contains(&left.pid()), "{killed:?}");
+        // The shell's background sleep went too (killed here, or by the
+        // kernel with its namespace's pid 1).
+        for _ in 0..100 {
+            if crate::jail::tests::processes_of(base + 1).is_empty() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        assert_eq!(
+            crate::jail::tests::processes_of(base + 1),
+            Vec::<String>::new()
+        );
+        assert_eq!(alive, [true, true], "a neighbour was killed");
+    }
+}
