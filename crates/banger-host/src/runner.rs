@@ -26,7 +26,8 @@ pub const DEFAULT_MAX_OUTPUT: usize = 64 << 20;
 
 /// How long [`Runner::output`] keeps reading a pipe after the child has
 /// exited: a grandchild that inherited it may hold it open for ever, and
-/// the call must still return.
+/// the call must still return. Also how long a killed child is waited for
+/// before a thread is left to reap it ([`reap_later`]).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// A command to run: program, arguments, extra environment, timeout.
@@ -211,11 +212,17 @@ impl Runner {
         let in_writer = feed(child.stdin.take(), cmd.stdin.clone(), &exited);
         let out_reader = drain(child.stdout.take(), cmd.max_output, &exited);
         let err_reader = drain(child.stderr.take(), DEFAULT_MAX_OUTPUT, &exited);
-        let waited = wait_for(&mut child, cmd, &argv);
+        let waited = wait_for(child, cmd, &argv);
         // From here the readers stop at EOF or shortly after, whichever
         // comes first, so nothing a grandchild holds keeps this call (or
-        // their threads) alive.
-        let _ = exited.set(Instant::now() + DRAIN_AFTER_EXIT);
+        // their threads) alive. After a failed wait (a timeout) nothing
+        // they read is used: they stop at once.
+        let drain = if waited.is_ok() {
+            DRAIN_AFTER_EXIT
+        } else {
+            Duration::ZERO
+        };
+        let _ = exited.set(Instant::now() + drain);
         let fed = finish_feeding(in_writer, &argv);
         let status = waited?;
         let (stdout_raw, out_over) = out_reader.join().unwrap_or_default();
@@ -296,7 +303,7 @@ impl Runner {
             })?;
             Ok((total, end))
         });
-        let waited = wait_for(&mut child, cmd, &argv);
+        let waited = wait_for(child, cmd, &argv);
         let _ = exited.set(Instant::now() + DRAIN_AFTER_EXIT);
         let status = waited?;
         let copied = copier
@@ -342,13 +349,18 @@ pub struct SpawnOptions {
 /// it (a pid alone can be recycled).
 #[derive(Debug)]
 pub struct Spawned {
-    child: Child,
+    pid: u32,
+    /// `None` once [`Spawned::kill`] has left it to a reaper thread
+    /// ([`reap_later`]): nothing here waits on its pid again.
+    child: Option<Child>,
+    /// Its status, once that reaper has it.
+    reaped: Arc<OnceLock<ExitStatus>>,
     pidfd: std::os::fd::OwnedFd,
 }
 
 impl Spawned {
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -375,32 +387,44 @@ impl Spawned {
         rustix::process::pidfd_send_signal(&self.pidfd, sig).map_err(std::io::Error::from)
     }
 
-    /// Reap if it has exited.
+    /// Reap if it has exited (after a [`Spawned::kill`] that left it to a
+    /// reaper thread: its status once that thread has reaped it).
     pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
-        self.child.try_wait()
+        match &mut self.child {
+            Some(child) => child.try_wait(),
+            None => Ok(self.reaped.get().copied()),
+        }
     }
 
     /// Wait up to `timeout` for it to exit; `None` if still running.
     pub fn wait_timeout(&mut self, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.try_wait()? {
-                return Ok(Some(s));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_until(timeout, || self.try_wait())
     }
 
-    /// SIGKILL through the pidfd, then reap.
+    /// SIGKILL through the pidfd, then reap within [`DRAIN_AFTER_EXIT`].
+    /// One not reaped by then ([`reap_later`]: a tracer holds its exit, or
+    /// it is stuck in the kernel) is an error of kind `TimedOut`; a thread
+    /// reaps it when it can, and [`Spawned::try_wait`] reports its status
+    /// from then on.
     pub fn kill(&mut self) -> std::io::Result<ExitStatus> {
-        if self.child.try_wait()?.is_none() {
+        if self.try_wait()?.is_none() {
             // ESRCH only if it exited between the check and the signal.
             let _ = self.signal(rustix::process::Signal::KILL);
         }
-        self.child.wait()
+        if let Some(status) = self.wait_timeout(DRAIN_AFTER_EXIT)? {
+            return Ok(status);
+        }
+        if let Some(child) = self.child.take() {
+            reap_later(child, Arc::clone(&self.reaped));
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "pid {} was killed but not reaped within {}s; a thread reaps it when it can",
+                self.pid,
+                DRAIN_AFTER_EXIT.as_secs()
+            ),
+        ))
     }
 }
 
@@ -460,16 +484,19 @@ impl Runner {
         let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
             Ok(fd) => fd,
             Err(e) => {
-                let mut child = child;
-                let _ = child.kill();
-                let _ = child.wait();
+                kill_and_reap(child);
                 return Err(RunError::Spawn {
                     argv,
                     source: e.into(),
                 });
             }
         };
-        Ok(Spawned { child, pidfd })
+        Ok(Spawned {
+            pid: child.id(),
+            child: Some(child),
+            reaped: Arc::default(),
+            pidfd,
+        })
     }
 }
 
@@ -742,7 +769,7 @@ fn spawn_piped(cmd: &Cmd, argv: &str, stdin: Stdio) -> Result<Child, RunError> {
 }
 
 /// [`wait_with_timeout`] with `cmd`'s timeout, its failures as [`RunError`]s.
-fn wait_for(child: &mut Child, cmd: &Cmd, argv: &str) -> Result<ExitStatus, RunError> {
+fn wait_for(child: Child, cmd: &Cmd, argv: &str) -> Result<ExitStatus, RunError> {
     wait_with_timeout(child, cmd.timeout).map_err(|e| match e {
         WaitError::Io(source) => RunError::Wait {
             argv: argv.to_string(),
@@ -760,21 +787,77 @@ enum WaitError {
     Timeout,
 }
 
-fn wait_with_timeout(child: &mut Child, timeout: Duration) -> Result<ExitStatus, WaitError> {
-    let deadline = Instant::now() + timeout;
+/// Wait up to `timeout` for `child` to exit; past it (or if the wait
+/// fails) kill it ([`kill_and_reap`]). The child is taken: after a timeout
+/// it may be a reaper thread's, and nothing else may wait on its pid.
+fn wait_with_timeout(mut child: Child, timeout: Duration) -> Result<ExitStatus, WaitError> {
+    let waited = poll_until(timeout, || child.try_wait());
+    if let Ok(Some(status)) = waited {
+        return Ok(status);
+    }
+    kill_and_reap(child);
+    match waited {
+        Err(e) => Err(WaitError::Io(e)),
+        Ok(_) => Err(WaitError::Timeout),
+    }
+}
+
+/// Call `check` until it gives a status or `limit` has passed (`None`).
+fn poll_until(
+    limit: Duration,
+    mut check: impl FnMut() -> std::io::Result<Option<ExitStatus>>,
+) -> std::io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + limit;
     let mut sleep = Duration::from_millis(1);
     loop {
-        if let Some(status) = child.try_wait().map_err(WaitError::Io)? {
-            return Ok(status);
+        if let Some(status) = check()? {
+            return Ok(Some(status));
         }
         if Instant::now() >= deadline {
-            // The child is ours: kill it by the handle we hold, then reap it.
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(WaitError::Timeout);
+            return Ok(None);
         }
         std::thread::sleep(sleep);
-        sleep = (sleep * 2).min(Duration::from_millis(50));
+        sleep = (sleep * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// SIGKILL `child` by the handle we hold (ours and unreaped, so its pid is
+/// still its own) and reap it within [`DRAIN_AFTER_EXIT`], or leave it to
+/// [`reap_later`].
+fn kill_and_reap(mut child: Child) {
+    let _ = child.kill();
+    if !matches!(
+        poll_until(DRAIN_AFTER_EXIT, || child.try_wait()),
+        Ok(Some(_))
+    ) {
+        reap_later(child, Arc::default());
+    }
+}
+
+/// Reap a killed `child` on a detached thread, its status into `status`.
+/// SIGKILL does not always make a child reapable: when a process of its
+/// uid has ptrace-attached to it, its exit is reported to that tracer first
+/// and the parent's wait sees it only once the tracer detaches; a FUSE
+/// request can hold it in the kernel. The caller must not wait for that.
+/// The pid cannot be recycled before this thread reaps it, and nothing
+/// else reaps it: the `Child` is moved here.
+fn reap_later(mut child: Child, status: Arc<OnceLock<ExitStatus>>) {
+    let pid = child.id();
+    tracing::warn!(
+        pid,
+        "a killed child was not reaped in time; a thread reaps it"
+    );
+    let spawned = std::thread::Builder::new()
+        .name(format!("reap-{pid}"))
+        .spawn(move || match child.wait() {
+            Ok(s) => {
+                tracing::debug!(pid, status = %s, "reaped late");
+                let _ = status.set(s);
+            }
+            Err(error) => tracing::warn!(pid, %error, "reaping a killed child"),
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(pid, %error, "starting a reaper thread; the child stays a zombie");
     }
 }
 
