@@ -154,8 +154,10 @@ pub enum RunError {
     #[error("`{argv}`: output did not end (something the command left still holds its stdout)")]
     OutputDidNotEnd { argv: String },
     /// Writing the caller's bytes into the child's stdin failed other than
-    /// by the child's leaving: it may have run on part of them, or none
-    /// (`nft -f -` fed nothing succeeds).
+    /// by the child's leaving. The child was killed before its stdin was
+    /// closed, so it never saw part of them end as if it were all (a
+    /// prefix of an `nft -f -` batch cut at a line break is a valid batch);
+    /// a tool that acts as it reads may have acted on part.
     #[error("writing stdin to `{argv}`")]
     Stdin {
         argv: String,
@@ -198,6 +200,12 @@ impl Runner {
 
     /// Run and return whatever it produced, success or not.
     pub fn output(&self, cmd: &Cmd) -> Result<Output, RunError> {
+        self.output_with(cmd, write_pipe)
+    }
+
+    /// [`Runner::output`], feeding stdin with `write` (tests inject a
+    /// writer's failure: a real pipe gives none but EPIPE and the deadline).
+    fn output_with(&self, cmd: &Cmd, write: WriteStdin) -> Result<Output, RunError> {
         let argv = cmd.display();
         tracing::debug!(%argv, "running");
         let stdin = if cmd.stdin.is_some() {
@@ -205,11 +213,11 @@ impl Runner {
         } else {
             Stdio::null()
         };
-        let mut child = spawn_piped(cmd, &argv, stdin)?;
+        let (mut child, pidfd) = open_pidfd(spawn_piped(cmd, &argv, stdin)?, &argv)?;
         // Feed stdin and drain both pipes on threads, so neither a slow reader
         // nor a chatty child can block on a full pipe.
         let exited = Arc::new(OnceLock::new());
-        let in_writer = feed(child.stdin.take(), cmd.stdin.clone(), &exited);
+        let in_writer = feed(child.stdin.take(), cmd.stdin.clone(), &exited, pidfd, write);
         let out_reader = drain(child.stdout.take(), cmd.max_output, &exited);
         let err_reader = drain(child.stderr.take(), DEFAULT_MAX_OUTPUT, &exited);
         let waited = wait_for(child, cmd, &argv);
@@ -479,24 +487,30 @@ impl Runner {
             argv: argv.clone(),
             source,
         })?;
-        // The child is ours and unreaped, so its pid cannot be recycled yet.
-        let pid = rustix::process::Pid::from_child(&child);
-        let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-            Ok(fd) => fd,
-            Err(e) => {
-                kill_and_reap(child);
-                return Err(RunError::Spawn {
-                    argv,
-                    source: e.into(),
-                });
-            }
-        };
+        let (child, pidfd) = open_pidfd(child, &argv)?;
         Ok(Spawned {
             pid: child.id(),
             child: Some(child),
             reaped: Arc::default(),
             pidfd,
         })
+    }
+}
+
+/// A pidfd of `child`, just spawned; if none can be opened the child is
+/// killed ([`kill_and_reap`]) and that is a spawn error.
+fn open_pidfd(child: Child, argv: &str) -> Result<(Child, std::os::fd::OwnedFd), RunError> {
+    // The child is ours and unreaped, so its pid cannot be recycled yet.
+    let pid = rustix::process::Pid::from_child(&child);
+    match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => Ok((child, fd)),
+        Err(e) => {
+            kill_and_reap(child);
+            Err(RunError::Spawn {
+                argv: argv.to_string(),
+                source: e.into(),
+            })
+        }
     }
 }
 
@@ -533,19 +547,41 @@ pub fn resolve(program: &OsStr) -> Option<PathBuf> {
 }
 
 /// Write `input` into the child's stdin on a thread ([`write_pipe`]), then
-/// close it.
+/// close it. If the write fails other than by the child's leaving
+/// ([`the_child_left`]), or panics, the child is killed through `pidfd`
+/// first: at EOF it would take the part it got for the whole input.
 fn feed(
     pipe: Option<std::process::ChildStdin>,
     input: Option<Vec<u8>>,
     exited: &Arc<OnceLock<Instant>>,
+    pidfd: std::os::fd::OwnedFd,
+    write: WriteStdin,
 ) -> Option<std::thread::JoinHandle<std::io::Result<()>>> {
     let (pipe, input) = (pipe?, input?);
     let exited = Arc::clone(exited);
-    // Dropping the pipe at the end closes the child's stdin (EOF).
     Some(std::thread::spawn(move || {
-        write_pipe(&std::os::fd::OwnedFd::from(pipe), &input, &exited)
+        let pipe = std::os::fd::OwnedFd::from(pipe);
+        let written = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            write(&pipe, &input, &exited)
+        }))
+        .unwrap_or_else(|_| Err(std::io::Error::other("the stdin writer panicked")));
+        if let Err(e) = &written
+            && !the_child_left(e)
+        {
+            // By the pidfd: the child may have exited and been reaped
+            // meanwhile, and its pid be another process's. Once the send
+            // returns a SIGKILLed process runs no more of its own code, so
+            // it never sees the EOF below.
+            let _ = rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL);
+        }
+        // Closes the child's stdin (EOF).
+        drop(pipe);
+        written
     }))
 }
+
+/// How the stdin writer writes: [`write_pipe`].
+type WriteStdin = fn(&std::os::fd::OwnedFd, &[u8], &OnceLock<Instant>) -> std::io::Result<()>;
 
 /// Write all of `input` into `pipe` without ever blocking in a write: the
 /// pipe is made non-blocking and room is awaited with `poll(POLLOUT)`
@@ -733,12 +769,7 @@ fn finish_feeding(
     let Some(w) = writer else { return Ok(()) };
     let source = match w.join() {
         Ok(Ok(())) => return Ok(()),
-        Ok(Err(e))
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::TimedOut
-            ) =>
-        {
+        Ok(Err(e)) if the_child_left(&e) => {
             tracing::debug!(%argv, error = %e, "writing stdin");
             return Ok(());
         }
@@ -749,6 +780,16 @@ fn finish_feeding(
         argv: argv.to_string(),
         source,
     })
+}
+
+/// Whether a stdin write failed by the child's leaving: EPIPE (it exited
+/// without reading everything) or the drain deadline (what it left holds
+/// stdin unread).
+fn the_child_left(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::TimedOut
+    )
 }
 
 /// Start `cmd` with `stdin`, stdout and stderr piped, as `cmd.run_as`.

@@ -528,6 +528,42 @@ fn a_stdin_write_error_other_than_the_child_leaving_fails_the_call() {
     ] {
         finish_feeding(writer(fine), argv).unwrap();
     }
+    // Review of item 20 (info): the writer fails after a first line, and
+    // the child must not go on as if fed everything. A prefix cut at a
+    // line break is a valid `nft -f -` batch (the `delete table` lines
+    // alone, say). Before, the writer closed stdin first: the child read
+    // the line, saw EOF and finished (here: wrote its marker, exit 0).
+    // It is killed before stdin is closed now.
+    fn fail_after_a_line(
+        pipe: &std::os::fd::OwnedFd,
+        input: &[u8],
+        _: &OnceLock<Instant>,
+    ) -> std::io::Result<()> {
+        let line = input.iter().position(|b| *b == b'\n').unwrap() + 1;
+        assert_eq!(rustix::io::write(pipe, &input[..line])?, line);
+        Err(std::io::Error::other("injected after a line"))
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("applied");
+    let script = format!(
+        "while IFS= read -r line; do echo \"$line\" >&2; done; echo applied > {}",
+        marker.display()
+    );
+    let err = Runner
+        .output_with(
+            &Cmd::new("sh")
+                .args(["-c", &script])
+                .stdin("delete table ip banger\nadd table ip banger\n")
+                .timeout(Duration::from_secs(20)),
+            fail_after_a_line,
+        )
+        .unwrap_err();
+    assert!(matches!(err, RunError::Stdin { .. }), "{err}");
+    // The call returns after the child was reaped: it never got past EOF.
+    assert!(
+        !marker.exists(),
+        "the child read the first line to EOF and finished as if fed it all"
+    );
 }
 
 /// Start a process that ptrace-attaches to `pid` (`PTRACE_SEIZE`) and then
