@@ -1,6 +1,7 @@
 //! Tests of the runner, against real child processes.
 
 use super::*;
+use std::io::Read;
 
 #[test]
 fn captures_output_and_clears_environment() {
