@@ -8,11 +8,14 @@
 //! elsewhere.
 
 use std::ffi::{OsStr, OsString};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
+
+mod pipes;
+use pipes::{PipeEnd, WriteStdin, drain, feed, finish_feeding, read_pipe, write_pipe};
 
 /// Default PATH given to children.
 pub const CHILD_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -26,7 +29,8 @@ pub const DEFAULT_MAX_OUTPUT: usize = 64 << 20;
 
 /// How long [`Runner::output`] keeps reading a pipe after the child has
 /// exited: a grandchild that inherited it may hold it open for ever, and
-/// the call must still return.
+/// the call must still return. Also how long a killed child is waited for
+/// before a thread is left to reap it ([`reap_later`]).
 const DRAIN_AFTER_EXIT: Duration = Duration::from_secs(2);
 
 /// A command to run: program, arguments, extra environment, timeout.
@@ -166,8 +170,10 @@ pub enum RunError {
     #[error("`{argv}`: output did not end (something the command left still holds its stdout)")]
     OutputDidNotEnd { argv: String },
     /// Writing the caller's bytes into the child's stdin failed other than
-    /// by the child's leaving: it may have run on part of them, or none
-    /// (`nft -f -` fed nothing succeeds).
+    /// by the child's leaving. The child was killed before its stdin was
+    /// closed, so it never saw part of them end as if it were all (a
+    /// prefix of an `nft -f -` batch cut at a line break is a valid batch);
+    /// a tool that acts as it reads may have acted on part.
     #[error("writing stdin to `{argv}`")]
     Stdin {
         argv: String,
@@ -210,20 +216,32 @@ impl Runner {
 
     /// Run and return whatever it produced, success or not.
     pub fn output(&self, cmd: &Cmd) -> Result<Output, RunError> {
+        self.output_with(cmd, write_pipe)
+    }
+
+    /// [`Runner::output`], feeding stdin with `write` (tests inject a
+    /// writer's failure: a real pipe gives none but EPIPE and the deadline).
+    fn output_with(&self, cmd: &Cmd, write: WriteStdin) -> Result<Output, RunError> {
         let argv = cmd.display();
         tracing::debug!(%argv, "running");
-        let mut child = spawn_piped(cmd, &argv, cmd.stdin.is_some())?;
+        let (mut child, pidfd) = open_pidfd(spawn_piped(cmd, &argv, cmd.stdin.is_some())?, &argv)?;
         // Feed stdin and drain both pipes on threads, so neither a slow reader
         // nor a chatty child can block on a full pipe.
         let exited = Arc::new(OnceLock::new());
-        let in_writer = feed(child.take_stdin(), cmd.stdin.clone(), &exited);
+        let in_writer = feed(child.take_stdin(), cmd.stdin.clone(), &exited, pidfd, write);
         let out_reader = drain(child.take_output(false), cmd.max_output, &exited);
         let err_reader = drain(child.take_output(true), DEFAULT_MAX_OUTPUT, &exited);
-        let waited = wait_for(&mut child, cmd, &argv);
+        let waited = wait_for(child, cmd, &argv);
         // From here the readers stop at EOF or shortly after, whichever
         // comes first, so nothing a grandchild holds keeps this call (or
-        // their threads) alive.
-        let _ = exited.set(Instant::now() + DRAIN_AFTER_EXIT);
+        // their threads) alive. After a failed wait (a timeout) nothing
+        // they read is used: they stop at once.
+        let drain = if waited.is_ok() {
+            DRAIN_AFTER_EXIT
+        } else {
+            Duration::ZERO
+        };
+        let _ = exited.set(Instant::now() + drain);
         let fed = finish_feeding(in_writer, &argv);
         let status = waited?;
         let (stdout_raw, out_over) = out_reader.join().unwrap_or_default();
@@ -304,7 +322,7 @@ impl Runner {
             })?;
             Ok((total, end))
         });
-        let waited = wait_for(&mut child, cmd, &argv);
+        let waited = wait_for(child, cmd, &argv);
         let _ = exited.set(Instant::now() + DRAIN_AFTER_EXIT);
         let status = waited?;
         let copied = copier
@@ -350,13 +368,18 @@ pub struct SpawnOptions {
 /// it (a pid alone can be recycled).
 #[derive(Debug)]
 pub struct Spawned {
-    child: Child,
+    pid: u32,
+    /// `None` once [`Spawned::kill`] has left it to a reaper thread
+    /// ([`reap_later`]): nothing here waits on its pid again.
+    child: Option<Child>,
+    /// Its status, once that reaper has it.
+    reaped: Arc<OnceLock<ExitStatus>>,
     pidfd: std::os::fd::OwnedFd,
 }
 
 impl Spawned {
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
@@ -383,32 +406,44 @@ impl Spawned {
         rustix::process::pidfd_send_signal(&self.pidfd, sig).map_err(std::io::Error::from)
     }
 
-    /// Reap if it has exited.
+    /// Reap if it has exited (after a [`Spawned::kill`] that left it to a
+    /// reaper thread: its status once that thread has reaped it).
     pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
-        self.child.try_wait()
+        match &mut self.child {
+            Some(child) => child.try_wait(),
+            None => Ok(self.reaped.get().copied()),
+        }
     }
 
     /// Wait up to `timeout` for it to exit; `None` if still running.
     pub fn wait_timeout(&mut self, timeout: Duration) -> std::io::Result<Option<ExitStatus>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(s) = self.child.try_wait()? {
-                return Ok(Some(s));
-            }
-            if Instant::now() >= deadline {
-                return Ok(None);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        poll_until(timeout, || self.try_wait())
     }
 
-    /// SIGKILL through the pidfd, then reap.
+    /// SIGKILL through the pidfd, then reap within `DRAIN_AFTER_EXIT`
+    /// (2 s). One not reaped by then (`reap_later`: a tracer holds its
+    /// exit, or it is stuck in the kernel) is an error of kind `TimedOut`; a thread
+    /// reaps it when it can, and [`Spawned::try_wait`] reports its status
+    /// from then on.
     pub fn kill(&mut self) -> std::io::Result<ExitStatus> {
-        if self.child.try_wait()?.is_none() {
+        if self.try_wait()?.is_none() {
             // ESRCH only if it exited between the check and the signal.
             let _ = self.signal(rustix::process::Signal::KILL);
         }
-        self.child.wait()
+        if let Some(status) = self.wait_timeout(DRAIN_AFTER_EXIT)? {
+            return Ok(status);
+        }
+        if let Some(child) = self.child.take() {
+            reap_later(Piped::Std(child), Arc::clone(&self.reaped));
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!(
+                "pid {} was killed but not reaped within {}s; a thread reaps it when it can",
+                self.pid,
+                DRAIN_AFTER_EXIT.as_secs()
+            ),
+        ))
     }
 }
 
@@ -463,21 +498,31 @@ impl Runner {
             argv: argv.clone(),
             source,
         })?;
-        // The child is ours and unreaped, so its pid cannot be recycled yet.
-        let pid = rustix::process::Pid::from_child(&child);
-        let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
-            Ok(fd) => fd,
-            Err(e) => {
-                let mut child = child;
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(RunError::Spawn {
-                    argv,
-                    source: e.into(),
-                });
-            }
+        let (child, pidfd) = match open_pidfd(Piped::Std(child), &argv)? {
+            (Piped::Std(child), pidfd) => (child, pidfd),
+            (Piped::Jailed(_), _) => unreachable!("spawned by std above"),
         };
-        Ok(Spawned { child, pidfd })
+        Ok(Spawned {
+            pid: child.id(),
+            child: Some(child),
+            reaped: Arc::default(),
+            pidfd,
+        })
+    }
+}
+
+/// A pidfd of `child`, just spawned; if none can be opened the child is
+/// killed ([`kill_and_reap`]) and that is a spawn error.
+fn open_pidfd(child: Piped, argv: &str) -> Result<(Piped, std::os::fd::OwnedFd), RunError> {
+    match child.pidfd() {
+        Ok(fd) => Ok((child, fd)),
+        Err(e) => {
+            kill_and_reap(child);
+            Err(RunError::Spawn {
+                argv: argv.to_string(),
+                source: e,
+            })
+        }
     }
 }
 
@@ -511,225 +556,6 @@ pub fn resolve(program: &OsStr) -> Option<PathBuf> {
         .split(':')
         .map(|dir| Path::new(dir).join(p))
         .find(|candidate| candidate.is_file())
-}
-
-/// Write `input` into the child's stdin on a thread ([`write_pipe`]), then
-/// close it.
-fn feed(
-    pipe: Option<std::os::fd::OwnedFd>,
-    input: Option<Vec<u8>>,
-    exited: &Arc<OnceLock<Instant>>,
-) -> Option<std::thread::JoinHandle<std::io::Result<()>>> {
-    let (pipe, input) = (pipe?, input?);
-    let exited = Arc::clone(exited);
-    // Dropping the pipe at the end closes the child's stdin (EOF).
-    Some(std::thread::spawn(move || {
-        write_pipe(&pipe, &input, &exited)
-    }))
-}
-
-/// Write all of `input` into `pipe` without ever blocking in a write: the
-/// pipe is made non-blocking and room is awaited with `poll(POLLOUT)`
-/// until the deadline in `exited`. Past it the rest is given up (item 20:
-/// a grandchild holding stdin unread held the writer, its thread and the
-/// input for as long as it liked).
-fn write_pipe(
-    pipe: &std::os::fd::OwnedFd,
-    input: &[u8],
-    exited: &OnceLock<Instant>,
-) -> std::io::Result<()> {
-    rustix::io::ioctl_fionbio(pipe, true)?;
-    let mut left = input;
-    while !left.is_empty() {
-        match rustix::io::write(pipe, left) {
-            Ok(n) => left = &left[n..],
-            Err(rustix::io::Errno::AGAIN) => {
-                if !wait_ready(pipe, rustix::event::PollFlags::OUT, exited)? {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        format!("{} bytes of stdin still unread at the deadline", left.len()),
-                    ));
-                }
-            }
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-/// Read `pipe` on a thread until EOF, keeping at most `cap` bytes (the
-/// flag says the child wrote more; the pipe is closed then, so it sees
-/// EPIPE), and stopping at the deadline in `exited` ([`read_pipe`]) — the
-/// deadline is set by the caller when the child is gone, because a
-/// grandchild may hold the write end open. [`Runner::output`] keeps what
-/// arrived by then: a tool's captured output is checked by its caller.
-fn drain<R: Read + std::os::fd::AsFd + Send + 'static>(
-    pipe: Option<R>,
-    cap: usize,
-    exited: &Arc<OnceLock<Instant>>,
-) -> std::thread::JoinHandle<(Vec<u8>, bool)> {
-    let exited = Arc::clone(exited);
-    std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        let Some(mut p) = pipe else {
-            return (buf, false);
-        };
-        let end = read_pipe(&mut p, &exited, |chunk| {
-            if buf.len() + chunk.len() > cap {
-                let keep = cap - buf.len();
-                buf.extend_from_slice(&chunk[..keep]);
-                return Ok(false);
-            }
-            buf.extend_from_slice(chunk);
-            Ok(true)
-        });
-        let over = matches!(end, Ok(PipeEnd::Stopped));
-        (buf, over)
-    })
-}
-
-/// How [`read_pipe`] stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum PipeEnd {
-    /// The pipe reached its end: every writer closed it.
-    Eof,
-    /// The consumer refused a chunk (a cap).
-    Stopped,
-    /// The deadline passed with the pipe still open.
-    Cut,
-}
-
-/// Read `pipe` until its end, handing each chunk to `take` (`Ok(false)`
-/// stops: [`PipeEnd::Stopped`]). Until the deadline in `exited` is set this
-/// waits as long as it takes; once it has passed, only the bytes buffered
-/// in the pipe at that moment (`FIONREAD`) are read, once, so a writer that
-/// keeps it full cannot stretch the call (item 20), and the pipe is
-/// [`PipeEnd::Cut`] unless it is then at its end.
-///
-/// The pipe is made non-blocking first: the uid a tool runs as can open
-/// the tool's end through `/proc/<pid>/fd` (a second reader and writer)
-/// and take what a poll reported before the read gets it, and a blocking
-/// read then waited for as long as that writer stayed. Its reopened
-/// descriptor is a file description of its own, so it cannot undo this.
-fn read_pipe<R: Read + std::os::fd::AsFd>(
-    pipe: &mut R,
-    exited: &OnceLock<Instant>,
-    mut take: impl FnMut(&[u8]) -> std::io::Result<bool>,
-) -> std::io::Result<PipeEnd> {
-    rustix::io::ioctl_fionbio(&*pipe, true)?;
-    let mut chunk = vec![0u8; 1 << 16];
-    while wait_ready(pipe, rustix::event::PollFlags::IN, exited)? {
-        match pipe.read(&mut chunk) {
-            Ok(0) => return Ok(PipeEnd::Eof),
-            Ok(n) => {
-                if !take(&chunk[..n])? {
-                    return Ok(PipeEnd::Stopped);
-                }
-            }
-            // Taken by another reader since the poll: wait again.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    // Past the deadline. The pipe is non-blocking, so these reads of at
-    // most what is buffered never wait; bytes another reader took first
-    // end them.
-    let mut left = rustix::io::ioctl_fionread(&*pipe)?;
-    while left > 0 {
-        let want = chunk.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-        match pipe.read(&mut chunk[..want]) {
-            Ok(0) => return Ok(PipeEnd::Eof),
-            Ok(n) => {
-                left = left.saturating_sub(n as u64);
-                if !take(&chunk[..n])? {
-                    return Ok(PipeEnd::Stopped);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(PipeEnd::Cut),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    // At its end only if every writer is gone and nothing more came.
-    let mut fds = [rustix::event::PollFd::new(
-        &*pipe,
-        rustix::event::PollFlags::IN,
-    )];
-    let zero = rustix::event::Timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    let hung_up = matches!(rustix::event::poll(&mut fds, Some(&zero)), Ok(n) if n > 0)
-        && fds[0].revents().contains(rustix::event::PollFlags::HUP);
-    if hung_up && rustix::io::ioctl_fionread(&*pipe)? == 0 {
-        return Ok(PipeEnd::Eof);
-    }
-    Ok(PipeEnd::Cut)
-}
-
-/// Wait until `pipe` is ready for `what` (`IN`: a read is worth making —
-/// it has data or is at its end, the read says which; `OUT`: a write has
-/// room or fails): `Ok(true)` then, `Ok(false)` once the deadline in
-/// `exited` has passed first. Until the deadline is set this waits as
-/// long as it takes.
-fn wait_ready(
-    pipe: &impl std::os::fd::AsFd,
-    what: rustix::event::PollFlags,
-    exited: &OnceLock<Instant>,
-) -> std::io::Result<bool> {
-    loop {
-        let left = match exited.get() {
-            Some(d) => d.saturating_duration_since(Instant::now()),
-            None => Duration::from_millis(100),
-        };
-        if left.is_zero() {
-            return Ok(false);
-        }
-        let tick = rustix::event::Timespec {
-            tv_sec: 0,
-            tv_nsec: left.min(Duration::from_millis(100)).subsec_nanos().into(),
-        };
-        let mut fds = [rustix::event::PollFd::new(pipe, what)];
-        match rustix::event::poll(&mut fds, Some(&tick)) {
-            Ok(0) | Err(rustix::io::Errno::INTR) => {}
-            Ok(_) => return Ok(true),
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Join the stdin writer: it ends by the deadline in `exited` at the
-/// latest ([`write_pipe`]), so no thread is left behind. The child may
-/// exit without reading everything (EPIPE), or leave stdin to something
-/// that does not read it (the deadline, set only once the child is gone);
-/// its status and stderr say what went wrong, so those are only logged.
-/// Any other failure, the writer's panic included, is
-/// [`RunError::Stdin`]: the child may have been fed nothing.
-fn finish_feeding(
-    writer: Option<std::thread::JoinHandle<std::io::Result<()>>>,
-    argv: &str,
-) -> Result<(), RunError> {
-    let Some(w) = writer else { return Ok(()) };
-    let source = match w.join() {
-        Ok(Ok(())) => return Ok(()),
-        Ok(Err(e))
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::BrokenPipe | std::io::ErrorKind::TimedOut
-            ) =>
-        {
-            tracing::debug!(%argv, error = %e, "writing stdin");
-            return Ok(());
-        }
-        Ok(Err(e)) => e,
-        Err(_) => std::io::Error::other("the stdin writer panicked"),
-    };
-    Err(RunError::Stdin {
-        argv: argv.to_string(),
-        source,
-    })
 }
 
 /// Start `cmd` with stdin piped (`piped_stdin`) or `/dev/null`, stdout
@@ -766,7 +592,7 @@ fn spawn_piped(cmd: &Cmd, argv: &str, piped_stdin: bool) -> Result<Piped, RunErr
 }
 
 /// [`wait_with_timeout`] with `cmd`'s timeout, its failures as [`RunError`]s.
-fn wait_for(child: &mut Piped, cmd: &Cmd, argv: &str) -> Result<ExitStatus, RunError> {
+fn wait_for(child: Piped, cmd: &Cmd, argv: &str) -> Result<ExitStatus, RunError> {
     wait_with_timeout(child, cmd.timeout).map_err(|e| match e {
         WaitError::Io(source) => RunError::Wait {
             argv: argv.to_string(),
@@ -784,20 +610,77 @@ enum WaitError {
     Timeout,
 }
 
-fn wait_with_timeout(child: &mut Piped, timeout: Duration) -> Result<ExitStatus, WaitError> {
-    let deadline = Instant::now() + timeout;
+/// Wait up to `timeout` for `child` to exit; past it (or if the wait
+/// fails) kill it ([`kill_and_reap`]). The child is taken: after a timeout
+/// it may be a reaper thread's, and nothing else may wait on its pid.
+fn wait_with_timeout(mut child: Piped, timeout: Duration) -> Result<ExitStatus, WaitError> {
+    let waited = poll_until(timeout, || child.try_wait());
+    if let Ok(Some(status)) = waited {
+        return Ok(status);
+    }
+    kill_and_reap(child);
+    match waited {
+        Err(e) => Err(WaitError::Io(e)),
+        Ok(_) => Err(WaitError::Timeout),
+    }
+}
+
+/// Call `check` until it gives a status or `limit` has passed (`None`).
+fn poll_until(
+    limit: Duration,
+    mut check: impl FnMut() -> std::io::Result<Option<ExitStatus>>,
+) -> std::io::Result<Option<ExitStatus>> {
+    let deadline = Instant::now() + limit;
     let mut sleep = Duration::from_millis(1);
     loop {
-        if let Some(status) = child.try_wait().map_err(WaitError::Io)? {
-            return Ok(status);
+        if let Some(status) = check()? {
+            return Ok(Some(status));
         }
         if Instant::now() >= deadline {
-            // The child is ours: kill it by the handle we hold, then reap it.
-            child.kill_and_reap();
-            return Err(WaitError::Timeout);
+            return Ok(None);
         }
         std::thread::sleep(sleep);
-        sleep = (sleep * 2).min(Duration::from_millis(50));
+        sleep = (sleep * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// SIGKILL `child` by the handle we hold (ours and unreaped, so its pid is
+/// still its own) and reap it within [`DRAIN_AFTER_EXIT`], or leave it to
+/// [`reap_later`].
+fn kill_and_reap(mut child: Piped) {
+    let _ = child.kill();
+    if !matches!(
+        poll_until(DRAIN_AFTER_EXIT, || child.try_wait()),
+        Ok(Some(_))
+    ) {
+        reap_later(child, Arc::default());
+    }
+}
+
+/// Reap a killed `child` on a detached thread, its status into `status`.
+/// SIGKILL does not always make a child reapable: when a process of its
+/// uid has ptrace-attached to it, its exit is reported to that tracer first
+/// and the parent's wait sees it only once the tracer detaches; a FUSE
+/// request can hold it in the kernel. The caller must not wait for that.
+/// The pid cannot be recycled before this thread reaps it, and nothing
+/// else reaps it: the child is moved here.
+fn reap_later(mut child: Piped, status: Arc<OnceLock<ExitStatus>>) {
+    let pid = child.id();
+    tracing::warn!(
+        pid,
+        "a killed child was not reaped in time; a thread reaps it"
+    );
+    let spawned = std::thread::Builder::new()
+        .name(format!("reap-{pid}"))
+        .spawn(move || match child.wait() {
+            Ok(s) => {
+                tracing::debug!(pid, status = %s, "reaped late");
+                let _ = status.set(s);
+            }
+            Err(error) => tracing::warn!(pid, %error, "reaping a killed child"),
+        });
+    if let Err(error) = spawned {
+        tracing::warn!(pid, %error, "starting a reaper thread; the child stays a zombie");
     }
 }
 

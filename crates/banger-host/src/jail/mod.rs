@@ -147,6 +147,12 @@ impl Child {
         self.pid as u32
     }
 
+    /// Its pidfd: signals by it reach this child and no other.
+    pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd as _;
+        self.pidfd.as_fd()
+    }
+
     /// Reap it if it has exited.
     pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
         self.wait_flags(libc::WNOHANG)

@@ -35,18 +35,38 @@ impl Piped {
         }
     }
 
-    /// Kill it by the handle held (a jailed child: its whole pid
-    /// namespace) and reap it.
-    pub(super) fn kill_and_reap(&mut self) {
+    /// A pidfd of the child (ours and unreaped, so its pid is still its
+    /// own): opened for a std child, a copy of the jail's own.
+    pub(super) fn pidfd(&self) -> std::io::Result<OwnedFd> {
         match self {
-            Piped::Std(c) => {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
-            Piped::Jailed(c) => {
-                let _ = c.kill();
-                let _ = c.wait();
-            }
+            Piped::Std(c) => Ok(rustix::process::pidfd_open(
+                rustix::process::Pid::from_child(c),
+                rustix::process::PidfdFlags::empty(),
+            )?),
+            Piped::Jailed(c) => c.pidfd().try_clone_to_owned(),
+        }
+    }
+
+    pub(super) fn id(&self) -> u32 {
+        match self {
+            Piped::Std(c) => c.id(),
+            Piped::Jailed(c) => c.pid(),
+        }
+    }
+
+    /// SIGKILL by the handle held (a jailed child: its whole pid
+    /// namespace goes with it).
+    pub(super) fn kill(&mut self) -> std::io::Result<()> {
+        match self {
+            Piped::Std(c) => c.kill(),
+            Piped::Jailed(c) => c.kill(),
+        }
+    }
+
+    pub(super) fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self {
+            Piped::Std(c) => c.wait(),
+            Piped::Jailed(c) => c.wait(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Tests of the runner, against real child processes.
 
 use super::*;
+use std::io::Read;
 
 #[test]
 fn captures_output_and_clears_environment() {
@@ -418,6 +419,18 @@ fn caught_reading(pipe: &Path, except: i32) -> bool {
     }
 }
 
+/// The pid a child wrote into `file`, waiting for it until `until`.
+fn pid_written(file: &Path, until: Instant) -> i32 {
+    loop {
+        let read = std::fs::read_to_string(file).unwrap_or_default();
+        if let Ok(pid) = read.trim().parse() {
+            return pid;
+        }
+        assert!(Instant::now() < until, "the child never wrote its pid");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[test]
 fn a_second_reader_on_a_childs_stderr_does_not_pin_the_call() {
     // Review of item 20 (medium): the uid a tool runs as reopens the
@@ -447,14 +460,7 @@ fn a_second_reader_on_a_childs_stderr_does_not_pin_the_call() {
             (got, started.elapsed())
         })
     };
-    let pid: i32 = loop {
-        let read = std::fs::read_to_string(&pid_file).unwrap_or_default();
-        if let Ok(pid) = read.trim().parse() {
-            break pid;
-        }
-        assert!(started.elapsed() < TIMEOUT, "the child never wrote its pid");
-        std::thread::sleep(Duration::from_millis(5));
-    };
+    let pid = pid_written(&pid_file, started + TIMEOUT);
     let pipe = std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap();
     let mut reader = reopen(pid, 2, false);
     let reader_fd = reader.as_raw_fd();
@@ -523,4 +529,187 @@ fn a_stdin_write_error_other_than_the_child_leaving_fails_the_call() {
     ] {
         finish_feeding(writer(fine), argv).unwrap();
     }
+    // Review of item 20 (info): the writer fails after a first line, and
+    // the child must not go on as if fed everything. A prefix cut at a
+    // line break is a valid `nft -f -` batch (the `delete table` lines
+    // alone, say). Before, the writer closed stdin first: the child read
+    // the line, saw EOF and finished (here: wrote its marker, exit 0).
+    // It is killed before stdin is closed now.
+    fn fail_after_a_line(
+        pipe: &std::os::fd::OwnedFd,
+        input: &[u8],
+        _: &OnceLock<Instant>,
+    ) -> std::io::Result<()> {
+        let line = input.iter().position(|b| *b == b'\n').unwrap() + 1;
+        assert_eq!(rustix::io::write(pipe, &input[..line])?, line);
+        Err(std::io::Error::other("injected after a line"))
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("applied");
+    let script = format!(
+        "while IFS= read -r line; do echo \"$line\" >&2; done; echo applied > {}",
+        marker.display()
+    );
+    let err = Runner
+        .output_with(
+            &Cmd::new("sh")
+                .args(["-c", &script])
+                .stdin("delete table ip banger\nadd table ip banger\n")
+                .timeout(Duration::from_secs(20)),
+            fail_after_a_line,
+        )
+        .unwrap_err();
+    assert!(matches!(err, RunError::Stdin { .. }), "{err}");
+    // The call returns after the child was reaped: it never got past EOF.
+    assert!(
+        !marker.exists(),
+        "the child read the first line to EOF and finished as if fed it all"
+    );
+}
+
+/// Start a process that ptrace-attaches to `pid` (`PTRACE_SEIZE`) and then
+/// never waits. A traced child's exit is reported to its tracer first: its
+/// parent cannot reap it while the tracer lives (what the uid a tool runs
+/// as can do to it, given ptrace rights over its own processes). Returns
+/// the tracer's pid once `/proc/<pid>/status` names it; stop it with
+/// [`stop_tracer`].
+fn trace_without_waiting(pid: i32) -> i32 {
+    // SAFETY: fork has no memory-safety preconditions of its own; what the
+    // child of this multi-threaded process may do is bounded below.
+    let tracer = unsafe { libc::fork() };
+    assert!(tracer >= 0, "fork: {}", std::io::Error::last_os_error());
+    if tracer == 0 {
+        // SAFETY: the forked child makes only raw, async-signal-safe
+        // syscalls (ptrace, pause, _exit): it takes no lock, allocates
+        // nothing and never returns into the test harness.
+        unsafe {
+            let seized = libc::syscall(
+                libc::SYS_ptrace,
+                libc::c_long::from(libc::PTRACE_SEIZE),
+                libc::c_long::from(pid),
+                0 as libc::c_long,
+                0 as libc::c_long,
+            );
+            if seized != 0 {
+                libc::_exit(1);
+            }
+            loop {
+                libc::pause();
+            }
+        }
+    }
+    let until = Instant::now() + Duration::from_secs(5);
+    let tracer_line = format!("TracerPid:\t{tracer}");
+    loop {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if status.lines().any(|l| l == tracer_line) {
+            return tracer;
+        }
+        if Instant::now() >= until {
+            stop_tracer(tracer);
+            panic!("the tracer {tracer} never attached to {pid}");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// SIGKILL the test's own tracer by its pid and reap it: its tracee is
+/// then its parent's to reap again.
+fn stop_tracer(tracer: i32) {
+    let tracer = rustix::process::Pid::from_raw(tracer).unwrap();
+    let _ = rustix::process::kill_process(tracer, rustix::process::Signal::KILL);
+    rustix::process::waitpid(Some(tracer), rustix::process::WaitOptions::empty()).unwrap();
+}
+
+/// Wait for `call` while `tracer` holds the child it waits on, at most
+/// `watchdog` (with the tracer gone a blocked wait ends); then stop the
+/// tracer and join the call.
+fn join_then_untrace<T>(call: std::thread::JoinHandle<T>, tracer: i32) -> T {
+    const WATCHDOG: Duration = Duration::from_secs(12);
+    let started = Instant::now();
+    while !call.is_finished() && started.elapsed() < WATCHDOG {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    stop_tracer(tracer);
+    call.join().unwrap()
+}
+
+/// `pid` is gone within a few seconds: reaped, no zombie left.
+fn assert_reaped(pid: i32) {
+    let until = Instant::now() + Duration::from_secs(5);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(
+            Instant::now() < until,
+            "{pid} was never reaped: {}",
+            std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_timed_out_child_held_by_a_tracer_does_not_hold_the_call() {
+    // Review of item 20 (medium): the uid a tool runs as ptrace-attaches to
+    // it and never waits, so after the timeout's SIGKILL its zombie is
+    // reported to the tracer only and the runner's reap waited for as long
+    // as the tracer lived (before: until this test's watchdog stopped it).
+    const TIMEOUT: Duration = Duration::from_secs(1);
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let script = format!("echo $$ > {}; exec sleep 30", pid_file.display());
+    let cmd = Cmd::new("sh").args(["-c", &script]).timeout(TIMEOUT);
+    let started = Instant::now();
+    let call = std::thread::spawn(move || {
+        let got = Runner.output(&cmd);
+        (got, started.elapsed())
+    });
+    let pid = pid_written(&pid_file, started + TIMEOUT);
+    let tracer = trace_without_waiting(pid);
+    assert!(
+        !call.is_finished(),
+        "the call ended before the tracer attached"
+    );
+    let (got, elapsed) = join_then_untrace(call, tracer);
+    assert!(matches!(got, Err(RunError::Timeout { .. })), "{got:?}");
+    assert!(
+        elapsed < TIMEOUT + DRAIN_AFTER_EXIT + Duration::from_secs(1),
+        "the call returned only after {elapsed:?}"
+    );
+    // With the tracer gone, the reaper the runner left behind reaps it.
+    assert_reaped(pid);
+}
+
+#[test]
+fn killing_a_spawned_child_held_by_a_tracer_returns_and_it_is_reaped_later() {
+    // Review of item 20: `Spawned::kill` (stopping a VMM that runs as
+    // another uid) reaped with an unbounded wait, held the same way.
+    let mut child = Runner
+        .spawn(&Cmd::new("sleep").arg("30"), SpawnOptions::default())
+        .unwrap();
+    let pid = i32::try_from(child.pid()).unwrap();
+    let tracer = trace_without_waiting(pid);
+    let started = Instant::now();
+    let call = std::thread::spawn(move || {
+        let got = child.kill();
+        (got, started.elapsed(), child)
+    });
+    let (got, elapsed, mut child) = join_then_untrace(call, tracer);
+    assert!(
+        elapsed < DRAIN_AFTER_EXIT + Duration::from_secs(1),
+        "kill returned only after {elapsed:?}: {got:?}"
+    );
+    let err = got.expect_err("a child that was not reaped was reported killed");
+    assert_eq!(err.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    // With the tracer gone the reaper reaps it, and says how it ended.
+    let until = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < until, "the reaper never reaped {pid}");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    use std::os::unix::process::ExitStatusExt as _;
+    assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
+    assert_reaped(pid);
 }
