@@ -127,6 +127,12 @@ pub struct InstallPaths {
     pub root_socket: PathBuf,
     /// Root-owned state of the helper (its journal of host objects).
     pub root_state_dir: PathBuf,
+    /// The device (`st_dev`) `state_dir` was on when the install made or
+    /// checked it. The helper refuses the state directory on any other
+    /// device: something mounted over it since (the owner's FUSE). Absent
+    /// in metadata written before banger recorded it (the doctor warns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_dev: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -218,6 +224,7 @@ mod tests {
                 runtime_dir: "/run/banger".into(),
                 root_socket: "/run/banger-root/root.sock".into(),
                 root_state_dir: "/var/lib/banger-root".into(),
+                state_dev: None,
             },
             vmm: InstallVmm {
                 qemu_bin: Some("/usr/bin/qemu-system-x86_64".into()),
@@ -235,6 +242,20 @@ mod tests {
         let m = sample();
         let back = InstallMeta::parse(&m.to_toml(), Path::new("/x")).unwrap();
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn the_state_dirs_device_is_recorded_and_may_be_absent() {
+        // Written before banger recorded it: still loads, with none.
+        let old = sample().to_toml();
+        assert!(!old.contains("state_dev"), "{old}");
+        let back = InstallMeta::parse(&old, Path::new("/x")).unwrap();
+        assert_eq!(back.paths.state_dev, None);
+        let mut m = sample();
+        m.paths.state_dev = Some(2049);
+        let text = m.to_toml();
+        assert!(text.contains("state_dev = 2049"), "{text}");
+        assert_eq!(InstallMeta::parse(&text, Path::new("/x")).unwrap(), m);
     }
 
     #[test]

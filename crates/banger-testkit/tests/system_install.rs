@@ -181,6 +181,13 @@ fn install_into_a_root_writes_the_layout() {
         (owner.name.as_str(), owner.uid, owner.gid)
     );
     assert_eq!(meta.version, banger_proto::BANGER_VERSION);
+    // The state directory's device, which the helper holds it to.
+    assert_eq!(
+        meta.paths.state_dev,
+        Some(std::os::unix::fs::MetadataExt::dev(
+            &std::fs::metadata(r.join("var/lib/banger")).unwrap()
+        ))
+    );
     assert_eq!(meta.paths.runtime_dir, Path::new("/run/banger"));
     assert_eq!(
         meta.paths.root_socket,

@@ -67,6 +67,10 @@ pub struct Layout {
     /// The root helper's state directory (system mode only), which the
     /// install's udev rule names beside `state_dir`.
     pub root_state_dir: Option<PathBuf>,
+    /// Whether the install metadata records the state directory's device
+    /// (`paths.state_dev`), which the helper holds the directory to;
+    /// metadata from before banger recorded it does not (the doctor warns).
+    pub state_dev_recorded: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +150,7 @@ impl Layout {
     pub fn system(meta: &InstallMeta) -> Layout {
         Layout {
             root_state_dir: Some(meta.paths.root_state_dir.clone()),
+            state_dev_recorded: meta.paths.state_dev.is_some(),
             ..Layout::build(
                 Mode::System,
                 meta.paths.state_dir.clone(),
@@ -187,6 +192,7 @@ impl Layout {
             runtime_dir,
             root_socket,
             root_state_dir: None,
+            state_dev_recorded: false,
         }
     }
 
@@ -469,6 +475,7 @@ mod tests {
                 runtime_dir: "/run/b".into(),
                 root_socket: "/run/b/root.sock".into(),
                 root_state_dir: "/var/lib/banger-root".into(),
+                state_dev: None,
             },
             vmm: Default::default(),
             network: Default::default(),

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use banger_host::runner::{Cmd, Runner};
 use banger_proto::vmops::{VmDisksOutcome, VmDisksSpec};
-use banger_vmm::dir::{OwnerDir, RESOLVE};
+use banger_vmm::dir::{OwnerDir, RESOLVE, check_state_dir};
 use rustix::fs::{FileType, Mode, OFlags};
 
 use super::VmHost;
@@ -36,13 +36,22 @@ pub const WORK_LABEL: &str = "banger-work";
 pub const GUEST_UID: u32 = 1000;
 
 impl VmHost {
+    /// The state directory, opened with `O_PATH` (which asks its file
+    /// system nothing) and refused on another device than the install
+    /// recorded, or on FUSE: a file system the owner mounted over it must
+    /// not answer root's lookups beneath it.
     fn state_fd(&self) -> Result<OwnedFd, VmOpError> {
-        rustix::fs::open(
+        let fd = rustix::fs::open(
             &self.state_dir,
-            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| io("opening state directory", &self.state_dir)(e.into()))
+        .map_err(|e| io("opening state directory", &self.state_dir)(e.into()))?;
+        check_state_dir(&fd, self.state_dev).map_err(|r| VmOpError::StateDirRefused {
+            path: self.state_dir.display().to_string(),
+            reason: r.to_string(),
+        })?;
+        Ok(fd)
     }
 
     /// Open the regular file `rel` (relative to the state dir) without

@@ -268,6 +268,10 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
     let mut meta = plan::metadata(&owner, now_rfc3339());
     meta.vmm = vmm;
     meta.network = network;
+    // The state directory's device, which the helper holds it to (a mount
+    // over it since is refused); a first install records it once it has
+    // made the directory (`write_all`).
+    meta.paths.state_dev = plan::state_dev(&root, &meta.paths.state_dir);
     if let Some(current) = existing
         && (InstallMeta {
             installed_at: current.installed_at.clone(),
@@ -291,7 +295,7 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
     apply::preflight(&root, &plan, req.euid).map_err(InstallError::Refused)?;
 
     let mut txn = Txn::new();
-    let written = match write_all(&root, &plan, &mut txn) {
+    let written = match write_all(&root, &mut plan, &mut txn) {
         Ok(w) => w,
         Err(e) => {
             let code = apply_code(&e);
@@ -342,7 +346,11 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
     })
 }
 
-fn write_all(root: &Path, plan: &plan::Plan, txn: &mut Txn) -> Result<Vec<Written>, ApplyError> {
+fn write_all(
+    root: &Path,
+    plan: &mut plan::Plan,
+    txn: &mut Txn,
+) -> Result<Vec<Written>, ApplyError> {
     let mut written = Vec::new();
     for d in &plan.dirs {
         let path = apply::on_disk(root, &d.target);
@@ -369,6 +377,10 @@ fn write_all(root: &Path, plan: &plan::Plan, txn: &mut Txn) -> Result<Vec<Writte
             )?);
         }
         written.push(describe(path, &d.target, "dir", d.what, action)?);
+    }
+    if plan.meta.paths.state_dev.is_none() {
+        let dev = plan::state_dev(root, &plan.meta.paths.state_dir);
+        plan.record_state_dev(dev);
     }
     for f in &plan.files {
         let path = apply::on_disk(root, &f.target);
