@@ -5,6 +5,7 @@
 //! daemons' job.
 
 pub mod devguard;
+pub mod mounts;
 pub mod net;
 pub mod peer;
 pub mod probe;

@@ -127,11 +127,11 @@ pub struct InstallPaths {
     pub root_socket: PathBuf,
     /// Root-owned state of the helper (its journal of host objects).
     pub root_state_dir: PathBuf,
-    /// The device (`st_dev`) `state_dir` was on when the install made or
-    /// checked it. The helper refuses the state directory on any other
-    /// device: something mounted over it since (the owner's FUSE). Absent
-    /// in metadata written before banger recorded it (the doctor warns).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Read and ignored, never written: a development build recorded the
+    /// state directory's device here, which is not stable (reboots,
+    /// deploys, `--root` installs), so nothing holds the directory to it;
+    /// metadata that has it still loads.
+    #[serde(default, skip_serializing)]
     pub state_dev: Option<u64>,
 }
 
@@ -245,17 +245,20 @@ mod tests {
     }
 
     #[test]
-    fn the_state_dirs_device_is_recorded_and_may_be_absent() {
-        // Written before banger recorded it: still loads, with none.
-        let old = sample().to_toml();
-        assert!(!old.contains("state_dev"), "{old}");
-        let back = InstallMeta::parse(&old, Path::new("/x")).unwrap();
-        assert_eq!(back.paths.state_dev, None);
+    fn a_recorded_state_dir_device_still_loads_and_is_never_written() {
         let mut m = sample();
         m.paths.state_dev = Some(2049);
         let text = m.to_toml();
-        assert!(text.contains("state_dev = 2049"), "{text}");
-        assert_eq!(InstallMeta::parse(&text, Path::new("/x")).unwrap(), m);
+        assert!(!text.contains("state_dev"), "{text}");
+        // Metadata a development build wrote with the device.
+        let old = text.replace(
+            "root_state_dir = \"/var/lib/banger-root\"\n",
+            "root_state_dir = \"/var/lib/banger-root\"\nstate_dev = 2049\n",
+        );
+        assert!(old.contains("state_dev = 2049"), "{old}");
+        let back = InstallMeta::parse(&old, Path::new("/x")).unwrap();
+        assert_eq!(back.paths.state_dev, Some(2049));
+        assert_eq!(back.to_toml(), text);
     }
 
     #[test]

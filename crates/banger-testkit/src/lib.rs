@@ -396,10 +396,7 @@ pub fn write_install_meta_full(
             runtime_dir: root.join("run"),
             root_socket: root.join("root-run").join("root.sock"),
             root_state_dir: root.join("root-state"),
-            // As `banger system install` records it.
-            state_dev: std::fs::metadata(root.join("state"))
-                .ok()
-                .map(|m| std::os::unix::fs::MetadataExt::dev(&m)),
+            state_dev: None,
         },
         vmm,
         network,

@@ -33,11 +33,6 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
 use crate::VmmError;
 
-mod state;
-pub use state::{
-    FUSE_SUPER_MAGIC, StateDirRefusal, check_state_dir, dev_name, device_of, fs_type_refusal,
-};
-
 /// How every name is looked up beneath a directory another uid can
 /// write: never through a symlink, never out of it (`..`), never across a
 /// mount point.

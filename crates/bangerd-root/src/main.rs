@@ -113,7 +113,6 @@ fn run(args: Args) -> Result<(), Box<dyn std::error::Error + 'static>> {
         owner_gid: meta.owner.gid,
         journal: meta.paths.root_state_dir.join("journal.json"),
         state_dir: meta.paths.state_dir.clone(),
-        state_dev: meta.paths.state_dev,
         qemu_bin: meta.vmm.qemu_bin.clone(),
         firecracker_bin: meta.vmm.firecracker_bin.clone(),
         // The builder the install copied beside this binary (root-owned);

@@ -34,8 +34,6 @@ pub struct Settings {
     pub journal: PathBuf,
     /// The owner daemon's state directory (VM disks, images, kernels).
     pub state_dir: PathBuf,
-    /// The device the install recorded for it (`None`: older metadata).
-    pub state_dev: Option<u64>,
     /// The VMM binaries recorded in the install metadata (absolute; `None`:
     /// that VMM is not available to this install).
     pub qemu_bin: Option<PathBuf>,
@@ -119,7 +117,6 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
         owner: (settings.owner_uid, settings.owner_gid),
         qemu_binary: settings.qemu_bin.clone(),
         firecracker_binary: settings.firecracker_bin.clone(),
-        state_dev: settings.state_dev,
     })
     .with_image_builds(settings.image_builds.clone())
     .with_bridge(settings.bridge.clone())

@@ -298,7 +298,6 @@ impl Daemon {
         let qemu = self.config.vmm.qemu_bin.clone();
         let state_dir = self.layout.state_dir.clone();
         let root_state_dir = self.layout.root_state_dir.clone();
-        let state_dev_recorded = self.layout.state_dev_recorded;
         let facts = tokio::task::spawn_blocking(move || -> Result<HostFacts, RpcError> {
             let total = Some(4 + HostDevice::ALL.len() as u64);
             let mut done = 0;
@@ -328,7 +327,6 @@ impl Daemon {
                     qemu.as_deref(),
                     &state_dir,
                     root_state_dir.as_deref(),
-                    state_dev_recorded,
                 );
                 return Ok(HostFacts::without_privileged(channel, unpriv));
             }
@@ -357,7 +355,6 @@ impl Daemon {
                 qemu.as_deref(),
                 &state_dir,
                 root_state_dir.as_deref(),
-                state_dev_recorded,
             );
             Ok(HostFacts::combine(
                 channel, kvm, devices, nft, ip_forward, unpriv,

@@ -67,10 +67,6 @@ pub struct Layout {
     /// The root helper's state directory (system mode only), which the
     /// install's udev rule names beside `state_dir`.
     pub root_state_dir: Option<PathBuf>,
-    /// Whether the install metadata records the state directory's device
-    /// (`paths.state_dev`), which the helper holds the directory to;
-    /// metadata from before banger recorded it does not (the doctor warns).
-    pub state_dev_recorded: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -150,7 +146,6 @@ impl Layout {
     pub fn system(meta: &InstallMeta) -> Layout {
         Layout {
             root_state_dir: Some(meta.paths.root_state_dir.clone()),
-            state_dev_recorded: meta.paths.state_dev.is_some(),
             ..Layout::build(
                 Mode::System,
                 meta.paths.state_dir.clone(),
@@ -192,7 +187,6 @@ impl Layout {
             runtime_dir,
             root_socket,
             root_state_dir: None,
-            state_dev_recorded: false,
         }
     }
 

@@ -72,8 +72,6 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
             layout.state_dir.join("root-journal.json"),
         )
         .with_vms(VmHostConfig {
-            // Dev mode: root's own state directory, no install.
-            state_dev: None,
             state_dir: layout.state_dir.clone(),
             owner: (0, 0),
             qemu_binary: config.vmm.qemu_bin.clone(),

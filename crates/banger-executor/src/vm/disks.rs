@@ -18,9 +18,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use banger_host::mounts::check_state_dir;
 use banger_host::runner::{Cmd, Runner};
 use banger_proto::vmops::{VmDisksOutcome, VmDisksSpec};
-use banger_vmm::dir::{OwnerDir, RESOLVE, check_state_dir};
+use banger_vmm::dir::{OwnerDir, RESOLVE};
 use rustix::fs::{FileType, Mode, OFlags};
 
 use super::VmHost;
@@ -37,9 +38,9 @@ pub const GUEST_UID: u32 = 1000;
 
 impl VmHost {
     /// The state directory, opened with `O_PATH` (which asks its file
-    /// system nothing) and refused on another device than the install
-    /// recorded, or on FUSE: a file system the owner mounted over it must
-    /// not answer root's lookups beneath it.
+    /// system nothing) and refused on FUSE (its mount's type, found without
+    /// asking the file system): a file system the owner mounted over it
+    /// must not answer root's lookups beneath it.
     fn state_fd(&self) -> Result<OwnedFd, VmOpError> {
         let fd = rustix::fs::open(
             &self.state_dir,
@@ -47,7 +48,7 @@ impl VmHost {
             Mode::empty(),
         )
         .map_err(|e| io("opening state directory", &self.state_dir)(e.into()))?;
-        check_state_dir(&fd, self.state_dev).map_err(|r| VmOpError::StateDirRefused {
+        check_state_dir(&fd).map_err(|r| VmOpError::StateDirRefused {
             path: self.state_dir.display().to_string(),
             reason: r.to_string(),
         })?;

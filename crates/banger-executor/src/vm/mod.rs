@@ -37,16 +37,10 @@ pub struct VmHostConfig {
     /// available (a system install that recorded none).
     pub qemu_binary: Option<PathBuf>,
     pub firecracker_binary: Option<PathBuf>,
-    /// The device `state_dir` must be on (`st_dev`, recorded by the
-    /// install); `None` in dev mode and for metadata written before banger
-    /// recorded it. The state directory is refused on any other device,
-    /// and on FUSE always (`banger_vmm::dir::check_state_dir`).
-    pub state_dev: Option<u64>,
 }
 
 pub(crate) struct VmHost {
     state_dir: PathBuf,
-    state_dev: Option<u64>,
     /// Also the one uid `EnsureTap` makes taps for: the VMMs run as it.
     pub(crate) owner: (u32, u32),
     qemu_binary: Option<PathBuf>,
@@ -76,7 +70,6 @@ impl VmHost {
     ) -> VmHost {
         VmHost {
             state_dir: cfg.state_dir,
-            state_dev: cfg.state_dev,
             owner: cfg.owner,
             qemu_binary: cfg.qemu_binary,
             firecracker_binary: cfg.firecracker_binary,

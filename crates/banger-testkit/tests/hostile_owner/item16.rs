@@ -1,86 +1,78 @@
 //! Item 16 of issue #13 (fourth review): the state directory itself.
 
-use std::os::fd::AsRawFd as _;
-use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
+use banger_host::mounts::testing::{in_mount_ns_of, mount_fuse_without_daemon, mount_new};
 use banger_proto::privops::PrivOp;
 
 use crate::lab::*;
-
-/// Run `f` on a thread in the mount namespace of process `pid` (the
-/// helper's own, which `ip netns exec` made and which goes with it): what
-/// it mounts there the host never sees.
-fn in_mount_ns_of<T: Send>(pid: u32, f: impl FnOnce() -> T + Send) -> T {
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).unwrap();
-            // SAFETY: a flag only; this thread gets its own copy of root and
-            // cwd, which setns into a mount namespace requires.
-            let rc = unsafe { libc::unshare(libc::CLONE_FS) };
-            assert_eq!(
-                rc,
-                0,
-                "unshare(CLONE_FS): {}",
-                std::io::Error::last_os_error()
-            );
-            // SAFETY: a descriptor this thread holds and a flag; it moves
-            // only this thread.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) };
-            assert_eq!(rc, 0, "setns(mnt): {}", std::io::Error::last_os_error());
-            f()
-        })
-        .join()
-        .unwrap()
-    })
-}
 
 /// `path` as the helper sees it (through its mount namespace's root).
 fn in_helper(pid: u32, path: &Path) -> PathBuf {
     Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap())
 }
 
+/// The names in `dir`, sorted.
+fn names(dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    v.sort();
+    v
+}
+
 /// Fourth review, item 16: the state directory was opened by path and may
 /// be a mount point, so a file system the owner mounted over it (FUSE,
 /// where `/etc/fuse.conf` has `user_allow_other`) answered every lookup
-/// root made beneath it. The helper now refuses a state directory on
-/// another device than the install recorded. No FUSE daemon is installed
-/// on the lab hosts: a tmpfs stands in for the owner's mount, mounted (as
-/// root) in the helper's own mount namespace over the state directory,
-/// holding a VM directory as bangerd leaves it. Before the fix root grew
-/// the work disk on the mount.
+/// root made beneath it. A real FUSE mount of the owner's, with no daemon
+/// (root is not let into it, so nothing root does can wait for one), over
+/// the state directory in the helper's own mount namespace: the helper
+/// refuses it for its file system type, naming it, and touches nothing.
+/// Before the fix (the device the install recorded) it was refused for its
+/// device, and root could not tell FUSE from an admin's mount.
 #[test]
 fn a_state_dir_mounted_over_since_the_install_is_refused() {
     let lab = Lab::new().start();
     let pid = lab.helper.as_ref().unwrap().proc.pid();
     let v = "5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d";
-    let recorded = std::fs::metadata(lab.state()).unwrap().dev();
+    let (uid, gid) = (lab.owner.uid, lab.owner.gid);
+    let state = lab.state();
+    let before = names(&state);
+    let _fuse = in_mount_ns_of(pid, || mount_fuse_without_daemon(&state, uid, gid));
+
+    let grown = lab.call(PrivOp::GrowWorkDisk {
+        vm_id: v.into(),
+        bytes: 64 << 20,
+    });
+    let err = grown.expect_err("the state dir on FUSE is refused");
+    assert!(
+        err.starts_with("permission_denied")
+            && err.contains(&format!("refusing the state directory {}", state.display()))
+            && err.contains("FUSE file system (fuse, mounted at "),
+        "{err}"
+    );
+    // The host's view of the state directory, under the mount: untouched.
+    assert_eq!(names(&state), before);
+}
+
+/// The converse: an ordinary kernel file system an admin mounted over the
+/// state directory (a tmpfs, in the helper's own mount namespace) is not
+/// refused by that check: root grows the owner's work disk on it. Before
+/// the fix it was refused for its device.
+#[test]
+fn a_kernel_file_system_mounted_over_the_state_dir_is_not_refused() {
+    let lab = Lab::new().start();
+    let pid = lab.helper.as_ref().unwrap().proc.pid();
+    let v = "6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e6e";
     let (uid, gid) = (lab.owner.uid, lab.owner.gid);
     let state = lab.state();
     in_mount_ns_of(pid, || {
-        let (src, dst) = (
-            std::ffi::CString::new("banger-test").unwrap(),
-            std::ffi::CString::new(state.as_os_str().as_encoded_bytes()).unwrap(),
-        );
-        let (fstype, data) = (
-            std::ffi::CString::new("tmpfs").unwrap(),
-            std::ffi::CString::new(format!("size=128m,mode=0755,uid={uid},gid={gid}")).unwrap(),
-        );
-        // SAFETY: NUL-terminated strings that outlive the call.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                dst.as_ptr(),
-                fstype.as_ptr(),
-                0,
-                data.as_ptr().cast(),
-            )
-        };
-        assert_eq!(
-            rc,
+        mount_new(
+            "tmpfs",
+            &state,
             0,
-            "mounting a tmpfs: {}",
-            std::io::Error::last_os_error()
+            &format!("size=128m,mode=0755,uid={uid},gid={gid}"),
         );
     });
     // The owner's VM directory on the mount, as bangerd leaves it.
@@ -88,20 +80,17 @@ fn a_state_dir_mounted_over_since_the_install_is_refused() {
     lab.owner_dir(&dir);
     lab.owner_file(&dir.join("root.ext4"), &[0u8; 4096]);
     lab.owner_file(&dir.join("work.ext4"), &[0u8; 4096]);
-    assert_ne!(std::fs::metadata(&dir).unwrap().dev(), recorded);
 
     let grown = lab.call(PrivOp::GrowWorkDisk {
         vm_id: v.into(),
         bytes: 64 << 20,
     });
+    if let Err(e) = &grown {
+        assert!(!e.contains("refusing the state directory"), "{e}");
+    }
     assert_eq!(
         std::fs::metadata(dir.join("work.ext4")).unwrap().len(),
-        4096,
-        "root grew the work disk on the mount ({grown:?})"
-    );
-    let err = grown.expect_err("the mounted-over state dir is refused");
-    assert!(
-        err.starts_with("permission_denied") && err.contains("as the install recorded"),
-        "{err}"
+        64 << 20,
+        "{grown:?}"
     );
 }

@@ -46,7 +46,6 @@ pub fn gather_unprivileged(
     qemu_bin: Option<&Path>,
     state_dir: &Path,
     root_state_dir: Option<&Path>,
-    state_dev_recorded: bool,
 ) -> UnprivilegedFacts {
     let vmm = |tool: &str, bin: Option<&Path>, args: &[&str], flag: &str| match bin {
         Some(b) => probe_tool(runner, tool, b, args),
@@ -78,12 +77,7 @@ pub fn gather_unprivileged(
         // Not run: dmsetup creates /dev/mapper/control when it starts.
         dmsetup: locate_tool("dmsetup", "dmsetup"),
         losetup: probe_tool(runner, "losetup", "losetup", &["--version"]),
-        host_guard: super::host_guard::gather(
-            runner,
-            state_dir,
-            root_state_dir,
-            state_dev_recorded,
-        ),
+        host_guard: super::host_guard::gather(runner, state_dir, root_state_dir),
     }
 }
 
@@ -102,7 +96,6 @@ mod tests {
             Some(Path::new("qemu-system-x86_64")),
             state.path(),
             None,
-            false,
         );
         for (probe, program) in [
             (&f.mkfs_ext4, "mkfs.ext4"),
@@ -143,7 +136,7 @@ mod tests {
             resolve(qemu.as_ref()).is_some(),
             "this test needs QEMU: apt-get install qemu-system-x86"
         );
-        let f = gather_unprivileged(&Runner, None, Some(qemu), state.path(), None, false);
+        let f = gather_unprivileged(&Runner, None, Some(qemu), state.path(), None);
         assert!(f.qemu.works, "{:?}", f.qemu);
         assert!(
             f.qemu
@@ -172,7 +165,7 @@ mod tests {
         )
         .unwrap();
         std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let f = gather_unprivileged(&Runner, None, Some(&qemu), state.path(), None, false);
+        let f = gather_unprivileged(&Runner, None, Some(&qemu), state.path(), None);
         assert!(!f.qemu.works, "{:?}", f.qemu);
         let error = f.qemu.error.unwrap();
         assert!(

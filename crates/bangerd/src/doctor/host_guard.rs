@@ -20,21 +20,13 @@ pub enum HostGuard {
         udev_rule: GuardState,
         /// `None`: lvm2 is not installed.
         lvm_filter: Option<GuardState>,
-        /// The install metadata records the state directory's device, so
-        /// the helper refuses a file system mounted over it since.
-        state_dev_recorded: bool,
     },
 }
 
 /// Look at the rule (against `state_dir` and the helper's
 /// `root_state_dir`, as the install renders it) and at LVM's filter.
 /// `root_state_dir` is `None` in dev mode.
-pub fn gather(
-    runner: &Runner,
-    state_dir: &Path,
-    root_state_dir: Option<&Path>,
-    state_dev_recorded: bool,
-) -> HostGuard {
+pub fn gather(runner: &Runner, state_dir: &Path, root_state_dir: Option<&Path>) -> HostGuard {
     match root_state_dir {
         None => HostGuard::DevMode,
         Some(root_state) => HostGuard::System {
@@ -43,14 +35,13 @@ pub fn gather(
                 &[state_dir, root_state],
             ),
             lvm_filter: devguard::lvm_filter_state(runner, Path::new(devguard::LVM_DIR)),
-            state_dev_recorded,
         },
     }
 }
 
 pub(super) fn check(g: &HostGuard) -> Check {
     let id = ids::HOST_GUARD;
-    let (udev_rule, lvm_filter, state_dev_recorded) = match g {
+    let (udev_rule, lvm_filter) = match g {
         HostGuard::DevMode => {
             return not_pass(
                 id,
@@ -65,8 +56,7 @@ pub(super) fn check(g: &HostGuard) -> Check {
         HostGuard::System {
             udev_rule,
             lvm_filter,
-            state_dev_recorded,
-        } => (udev_rule, lvm_filter, *state_dev_recorded),
+        } => (udev_rule, lvm_filter),
     };
     let mut wrong = Vec::new();
     for (what, state) in [
@@ -83,21 +73,7 @@ pub(super) fn check(g: &HostGuard) -> Check {
         None => "no lvm2 installed",
         Some(_) => "LVM filter in effect",
     };
-    let mut problems = Vec::new();
-    if !wrong.is_empty() {
-        problems.push(format!(
-            "{}: the host's udev rules or LVM may act on guest-written disks",
-            wrong.join("; ")
-        ));
-    }
-    if !state_dev_recorded {
-        problems.push(
-            "the install metadata records no device for the state directory (written by an \
-             older banger): the helper cannot tell a file system mounted over it since"
-                .to_string(),
-        );
-    }
-    if problems.is_empty() {
+    if wrong.is_empty() {
         return pass(
             id,
             "current",
@@ -115,7 +91,10 @@ pub(super) fn check(g: &HostGuard) -> Check {
         id,
         CheckStatus::Warn,
         state,
-        problems.join("; "),
+        format!(
+            "{}: the host's udev rules or LVM may act on guest-written disks",
+            wrong.join("; ")
+        ),
         "reinstall with `sudo banger system install`",
     )
 }
@@ -128,7 +107,6 @@ mod tests {
         check(&HostGuard::System {
             udev_rule,
             lvm_filter,
-            state_dev_recorded: true,
         })
     }
 
@@ -148,19 +126,6 @@ mod tests {
         let c = system(GuardState::Current, Some(GuardState::Stale("x".into())));
         assert_eq!((c.status, c.state.as_str()), (CheckStatus::Warn, "stale"));
         assert!(c.summary.contains("banger's LVM filter is out of date (x)"));
-        // Metadata from before banger recorded the state dir's device.
-        let c = check(&HostGuard::System {
-            udev_rule: GuardState::Current,
-            lvm_filter: None,
-            state_dev_recorded: false,
-        });
-        assert_eq!((c.status, c.state.as_str()), (CheckStatus::Warn, "stale"));
-        assert!(
-            c.summary
-                .starts_with("the install metadata records no device for the state directory"),
-            "{}",
-            c.summary
-        );
         let c = check(&HostGuard::DevMode);
         assert_eq!(
             (c.status, c.state.as_str()),
@@ -173,7 +138,7 @@ mod tests {
     #[test]
     fn gathering_reads_the_host() {
         assert_eq!(
-            gather(&Runner, Path::new("/var/lib/banger"), None, true),
+            gather(&Runner, Path::new("/var/lib/banger"), None),
             HostGuard::DevMode
         );
         let state = tempfile::tempdir().unwrap();
@@ -181,7 +146,6 @@ mod tests {
             &Runner,
             state.path(),
             Some(Path::new("/var/lib/banger-root")),
-            true,
         ) else {
             panic!("system mode")
         };

@@ -28,7 +28,7 @@
 //! | `systemd_resolved` | `running`, `running_bypassed`, `unreachable`, `absent` | warn unless running with the stub in `/etc/resolv.conf` |
 //! | `reflink` | `supported`, `unsupported`, `error` | warn unless supported |
 //! | `snapshot_backend` | `dm_snapshot`, `reflink`, `sparse_copy`, `unknown` | pass (says which backend new root disks get; `device_mapper` and `reflink` carry the warnings); warn/`unknown` when the helper is unreachable |
-//! | `host_guard` | `current`, `missing`, `stale`, `dev_mode` | pass when the install's udev rule (and, where lvm2 is installed, banger's LVM filter) is current and the install metadata records the state directory's device; warn otherwise (`stale` for metadata without the device), and always in dev mode |
+//! | `host_guard` | `current`, `missing`, `stale`, `dev_mode` | pass when the install's udev rule (and, where lvm2 is installed, banger's LVM filter) is current; warn otherwise, and always in dev mode |
 //!
 //! When the helper is unreachable the privileged facts are not known: the
 //! checks built from them (`kvm`, the four devices, `nft`) are warn/`unknown`,

@@ -107,7 +107,6 @@ fn healthy() -> HostFacts {
         host_guard: HostGuard::System {
             udev_rule: GuardState::Current,
             lvm_filter: Some(GuardState::Current),
-            state_dev_recorded: true,
         },
     }
 }

@@ -50,7 +50,6 @@ fn env_in(base: &Path, probes: FakeHost, tools: impl FnOnce(FakeTools) -> FakeTo
     let tools = Arc::new(tools(FakeTools::new(&journal)));
     let host = VmHost::new(
         VmHostConfig {
-            state_dev: None,
             state_dir: state.clone(),
             // The test's own ids: root (0, 0) on the CI hosts.
             owner: (

@@ -84,6 +84,8 @@ pub enum InstallError {
         path.display()
     )]
     MetaSymlink { path: PathBuf },
+    #[error("refusing the state directory {}: {reason}", path.display())]
+    StateDir { path: PathBuf, reason: String },
     #[error(transparent)]
     Refused(ApplyError),
     #[error(transparent)]
@@ -139,7 +141,9 @@ impl InstallError {
             },
             InstallError::Network(_) => ErrorCode::BadRequest,
             InstallError::OtherOwner { .. } => ErrorCode::AlreadyExists,
-            InstallError::BadMeta(_) | InstallError::MetaSymlink { .. } => ErrorCode::InvalidState,
+            InstallError::BadMeta(_)
+            | InstallError::MetaSymlink { .. }
+            | InstallError::StateDir { .. } => ErrorCode::InvalidState,
             InstallError::Refused(e) => apply_code(e),
             InstallError::Guard(e) => guard_code(e),
             InstallError::Systemd(e) => systemd_code(e),
@@ -245,6 +249,7 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
         }
         None => PathBuf::from("/"),
     };
+    check_state_dir(&root)?;
     let name = plan::choose_owner(req.owner.as_deref(), req.sudo_user.as_deref())?;
     let owner = plan::lookup_owner(runner, &name)?;
 
@@ -268,10 +273,6 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
     let mut meta = plan::metadata(&owner, now_rfc3339());
     meta.vmm = vmm;
     meta.network = network;
-    // The state directory's device, which the helper holds it to (a mount
-    // over it since is refused); a first install records it once it has
-    // made the directory (`write_all`).
-    meta.paths.state_dev = plan::state_dev(&root, &meta.paths.state_dir);
     if let Some(current) = existing
         && (InstallMeta {
             installed_at: current.installed_at.clone(),
@@ -295,7 +296,7 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
     apply::preflight(&root, &plan, req.euid).map_err(InstallError::Refused)?;
 
     let mut txn = Txn::new();
-    let written = match write_all(&root, &mut plan, &mut txn) {
+    let written = match write_all(&root, &plan, &mut txn) {
         Ok(w) => w,
         Err(e) => {
             let code = apply_code(&e);
@@ -346,11 +347,32 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
     })
 }
 
-fn write_all(
-    root: &Path,
-    plan: &mut plan::Plan,
-    txn: &mut Txn,
-) -> Result<Vec<Written>, ApplyError> {
+/// Refuse an existing state directory on FUSE before anything looks at it
+/// by path (the preflight's `lstat` of it, on a FUSE mount, is a request
+/// its owner's daemon answers, or never does): reached with `O_PATH`
+/// without following a link, which asks its file system nothing, and its
+/// mount found without asking either (`banger_host::mounts`). A missing
+/// one is made later.
+fn check_state_dir(root: &Path) -> Result<(), InstallError> {
+    use rustix::fs::{Mode, OFlags};
+    let path = apply::on_disk(root, &plan::default_paths().state_dir);
+    let refused = |reason: String| InstallError::StateDir {
+        path: path.clone(),
+        reason,
+    };
+    let fd = match rustix::fs::open(
+        &path,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(refused(format!("opening it: {e}"))),
+    };
+    banger_host::mounts::check_state_dir(&fd).map_err(|r| refused(r.to_string()))
+}
+
+fn write_all(root: &Path, plan: &plan::Plan, txn: &mut Txn) -> Result<Vec<Written>, ApplyError> {
     let mut written = Vec::new();
     for d in &plan.dirs {
         let path = apply::on_disk(root, &d.target);
@@ -377,10 +399,6 @@ fn write_all(
             )?);
         }
         written.push(describe(path, &d.target, "dir", d.what, action)?);
-    }
-    if plan.meta.paths.state_dev.is_none() {
-        let dev = plan::state_dev(root, &plan.meta.paths.state_dir);
-        plan.record_state_dev(dev);
     }
     for f in &plan.files {
         let path = apply::on_disk(root, &f.target);

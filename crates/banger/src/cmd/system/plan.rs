@@ -337,30 +337,6 @@ pub fn build(meta: InstallMeta, home: &Path, bin_source: &Path) -> Result<Plan, 
     Ok(Plan { meta, dirs, files })
 }
 
-impl Plan {
-    /// Record `dev` as the state directory's device, in the metadata and
-    /// in the metadata file the plan writes.
-    pub fn record_state_dev(&mut self, dev: Option<u64>) {
-        self.meta.paths.state_dev = dev;
-        let install_file = Path::new(DEFAULT_INSTALL_FILE);
-        for f in &mut self.files {
-            if f.target == install_file {
-                f.content = Content::Bytes(self.meta.to_toml().into_bytes());
-            }
-        }
-    }
-}
-
-/// The device (`st_dev`) of the directory `state_dir` under `root`, if it
-/// is one.
-pub fn state_dev(root: &Path, state_dir: &Path) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt as _;
-    std::fs::symlink_metadata(super::apply::on_disk(root, state_dir))
-        .ok()
-        .filter(std::fs::Metadata::is_dir)
-        .map(|m| m.dev())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
