@@ -42,6 +42,9 @@ use banger_proto::privops::{PrivOp, PrivOutcome};
 /// Longest rendering of an operation's arguments the helper logs.
 const LOGGED_ARGS_MAX: usize = 2048;
 
+/// The `-sandbox` value the QEMU driver launches with (the doctor checks
+/// the installed QEMU accepts it).
+pub use banger_vmm::qemu::SANDBOX as QEMU_SANDBOX;
 pub use error::ExecError;
 pub use journal::{JOURNAL_VERSION, JournalError};
 pub use net::VM_DOMAIN_ROUTE;

@@ -231,6 +231,12 @@ pub struct InstallPaths {
     pub root_socket: PathBuf,
     /// Root-owned state of the helper (its journal of host objects).
     pub root_state_dir: PathBuf,
+    /// Read and ignored, never written: a development build recorded the
+    /// state directory's device here, which is not stable (reboots,
+    /// deploys, `--root` installs), so nothing holds the directory to it;
+    /// metadata that has it still loads.
+    #[serde(default, skip_serializing)]
+    pub state_dev: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -335,6 +341,7 @@ mod tests {
                 runtime_dir: "/run/banger".into(),
                 root_socket: "/run/banger-root/root.sock".into(),
                 root_state_dir: "/var/lib/banger-root".into(),
+                state_dev: None,
             },
             vmm: InstallVmm {
                 qemu_bin: Some("/usr/bin/qemu-system-x86_64".into()),
@@ -353,6 +360,23 @@ mod tests {
         let m = sample();
         let back = InstallMeta::parse(&m.to_toml(), Path::new("/x")).unwrap();
         assert_eq!(back, m);
+    }
+
+    #[test]
+    fn a_recorded_state_dir_device_still_loads_and_is_never_written() {
+        let mut m = sample();
+        m.paths.state_dev = Some(2049);
+        let text = m.to_toml();
+        assert!(!text.contains("state_dev"), "{text}");
+        // Metadata a development build wrote with the device.
+        let old = text.replace(
+            "root_state_dir = \"/var/lib/banger-root\"\n",
+            "root_state_dir = \"/var/lib/banger-root\"\nstate_dev = 2049\n",
+        );
+        assert!(old.contains("state_dev = 2049"), "{old}");
+        let back = InstallMeta::parse(&old, Path::new("/x")).unwrap();
+        assert_eq!(back.paths.state_dev, Some(2049));
+        assert_eq!(back.to_toml(), text);
     }
 
     #[test]

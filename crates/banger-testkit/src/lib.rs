@@ -402,6 +402,7 @@ pub fn write_install_meta_full(
             runtime_dir: root.join("run"),
             root_socket: root.join("root-run").join("root.sock"),
             root_state_dir: root.join("root-state"),
+            state_dev: None,
         },
         vmm,
         network,

@@ -181,6 +181,8 @@ fn install_into_a_root_writes_the_layout() {
         (owner.name.as_str(), owner.uid, owner.gid)
     );
     assert_eq!(meta.version, banger_proto::BANGER_VERSION);
+    // Nothing holds the state directory to a device (not stable).
+    assert_eq!(meta.paths.state_dev, None);
     assert_eq!(meta.paths.runtime_dir, Path::new("/run/banger"));
     assert_eq!(
         meta.paths.root_socket,
@@ -343,6 +345,39 @@ fn a_symlinked_state_dir_is_refused_and_nothing_written() {
     assert_eq!(doc["error"]["code"], "invalid_state");
     let msg = doc["error"]["messages"][0].as_str().unwrap();
     assert!(msg.contains("var/lib/banger is a symlink"), "{msg}");
+    assert_eq!(snapshot(r), before);
+}
+
+/// An existing state directory on FUSE (the owner's, mounted over it) is
+/// refused before the install looks at it by path, naming the type and
+/// the path, and nothing is written. A real FUSE mount with no daemon (root
+/// is not let into it), in a mount namespace of the test's own, where the
+/// install runs. Before the fix the preflight `lstat`ed it (on FUSE with
+/// `allow_other`, a request to the owner's daemon).
+#[test]
+fn a_state_dir_on_fuse_is_refused_and_nothing_written() {
+    let owner = TestUser::create(None);
+    let dir = target();
+    let r = dir.path();
+    let state = r.join("var/lib/banger");
+    std::fs::create_dir_all(&state).unwrap();
+    std::os::unix::fs::chown(&state, Some(owner.uid), Some(owner.gid)).unwrap();
+    std::fs::set_permissions(&state, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let before = snapshot(r);
+    let out = banger_host::mounts::testing::in_private_mount_ns(|| {
+        let _fuse =
+            banger_host::mounts::testing::mount_fuse_without_daemon(&state, owner.uid, owner.gid);
+        install(r, &owner.name, &["--json"])
+    });
+    assert_eq!(code(&out), 6, "{}", text(&out.stdout));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["error"]["code"], "invalid_state");
+    let msg = doc["error"]["messages"][0].as_str().unwrap();
+    assert!(
+        msg.contains(&format!("refusing the state directory {}", state.display()))
+            && msg.contains("FUSE file system (fuse, mounted at "),
+        "{msg}"
+    );
     assert_eq!(snapshot(r), before);
 }
 

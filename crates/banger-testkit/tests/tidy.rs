@@ -220,3 +220,43 @@ fn the_package_list_check_reads_every_form() {
         assert!(listed.contains(p), "{p} not in scripts/packages.list");
     }
 }
+
+/// Issue #13 item 16 (nit): `banger_host::watch`, inotify support for
+/// tests, was compiled into every user of `banger-host`, the root helper
+/// included. It sits behind `banger-host`'s `test-support` feature, which
+/// only dev-dependencies enable: the helper's graph has no such feature.
+#[test]
+fn test_support_stays_out_of_the_helper() {
+    let lib = std::fs::read_to_string(root().join("crates/banger-host/src/lib.rs")).unwrap();
+    assert!(
+        lib.contains("#[cfg(any(test, feature = \"test-support\"))]\npub mod watch;"),
+        "banger_host::watch is compiled into every user of banger-host, the helper included"
+    );
+    // The cargo running this test (`$CARGO`), not one from a search path.
+    // The runner clears the environment: cargo gets back its home and the
+    // rustc beside it.
+    let cargo = std::env::var_os("CARGO").expect("run under cargo ($CARGO)");
+    let rustc = Path::new(&cargo).with_file_name("rustc");
+    let mut cmd = banger_host::runner::Cmd::new(&cargo)
+        .args(["tree", "--offline", "-p", "bangerd-root"])
+        .args([
+            "-e",
+            "features,normal",
+            "--prefix",
+            "none",
+            "--manifest-path",
+        ])
+        .arg(root().join("Cargo.toml"))
+        .env("RUSTC", rustc);
+    for var in ["HOME", "CARGO_HOME", "RUSTUP_HOME", "RUSTUP_TOOLCHAIN"] {
+        if let Some(v) = std::env::var_os(var) {
+            cmd = cmd.env(var, v);
+        }
+    }
+    let out = banger_host::runner::Runner
+        .run(&cmd)
+        .unwrap_or_else(|e| panic!("cargo tree: {e}"));
+    let tree = out.stdout;
+    assert!(tree.contains("banger-host v"), "{tree}");
+    assert!(!tree.contains("test-support"), "{tree}");
+}

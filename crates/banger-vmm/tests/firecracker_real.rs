@@ -19,6 +19,7 @@
 //! creates the VM's tap there, so nothing touches the host's network.
 
 mod firecracker_support;
+mod netns;
 mod real_firecracker;
 
 use std::time::Duration;
@@ -29,28 +30,8 @@ use banger_vmm::firecracker::{
 };
 use banger_vmm::{Drive, LaunchSpec};
 use firecracker_support::alive;
+use netns::private_netns_with_tap;
 use serde_json::Value;
-
-/// Move this thread (and the children it spawns) into a fresh network
-/// namespace and create `tap` there.
-fn private_netns_with_tap(tap: &str) {
-    // SAFETY: unshare(CLONE_NEWNET) takes no pointers; it changes only the
-    // calling thread's network namespace, which is what this test wants
-    // (children spawned from this thread inherit it).
-    let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "unshare(CLONE_NEWNET) (needs root): {}",
-        std::io::Error::last_os_error()
-    );
-    Runner
-        .run(&Cmd::new("ip").args(["tuntap", "add", "dev", tap, "mode", "tap"]))
-        .unwrap();
-    Runner
-        .run(&Cmd::new("ip").args(["link", "set", tap, "up"]))
-        .unwrap();
-}
 
 fn mkfs_ext4(path: &std::path::Path) {
     Runner

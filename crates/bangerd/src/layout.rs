@@ -469,6 +469,7 @@ mod tests {
                 runtime_dir: "/run/b".into(),
                 root_socket: "/run/b/root.sock".into(),
                 root_state_dir: "/var/lib/banger-root".into(),
+                state_dev: None,
             },
             vmm: Default::default(),
             network: Default::default(),

@@ -16,6 +16,7 @@ use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
+use banger_host::mounts::check_state_dir;
 use banger_host::runner::Cmd;
 use banger_proto::vmops::{VmDisksOutcome, VmDisksSpec};
 use banger_vmm::dir::{OwnerDir, RESOLVE};
@@ -35,13 +36,22 @@ pub const WORK_LABEL: &str = "banger-work";
 pub const GUEST_UID: u32 = 1000;
 
 impl VmHost {
+    /// The state directory, opened with `O_PATH` (which asks its file
+    /// system nothing) and refused on FUSE (its mount's type, found without
+    /// asking the file system): a file system the owner mounted over it
+    /// must not answer root's lookups beneath it.
     fn state_fd(&self) -> Result<OwnedFd, VmOpError> {
-        rustix::fs::open(
+        let fd = rustix::fs::open(
             &self.state_dir,
-            OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::RDONLY,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
         )
-        .map_err(|e| io("opening state directory", &self.state_dir)(e.into()))
+        .map_err(|e| io("opening state directory", &self.state_dir)(e.into()))?;
+        check_state_dir(&fd).map_err(|r| VmOpError::StateDirRefused {
+            path: self.state_dir.display().to_string(),
+            reason: r.to_string(),
+        })?;
+        Ok(fd)
     }
 
     /// Open the regular file `rel` (relative to the state dir) without

@@ -15,6 +15,8 @@ pub enum VmOpError {
         value: String,
         reason: String,
     },
+    #[error("refusing the state directory {path}: {reason}")]
+    StateDirRefused { path: String, reason: String },
     #[error("{what} {path} does not exist")]
     Missing { what: &'static str, path: String },
     #[error("{what} {path} already exists; refusing to overwrite it")]
@@ -72,6 +74,7 @@ impl VmOpError {
         use VmOpError::*;
         match self {
             Invalid { .. } => ErrorCode::BadRequest,
+            StateDirRefused { .. } => ErrorCode::PermissionDenied,
             Missing { .. } => ErrorCode::NotFound,
             Exists { .. } => ErrorCode::AlreadyExists,
             Running { .. } => ErrorCode::InvalidState,

@@ -23,6 +23,7 @@
 #![allow(clippy::disallowed_methods)] // the tests spawn the helper and the raw client directly
 
 mod item13;
+mod item16;
 mod jail;
 mod lab;
 

@@ -40,7 +40,7 @@ mod spec;
 pub mod vsock;
 
 use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use banger_host::runner::{Cmd, RunError, Runner, SpawnOptions, Spawned};
@@ -52,7 +52,9 @@ pub use models::{
     Vsock, config_plan,
 };
 pub use spec::{MAX_CMDLINE, MAX_VCPUS, log_path, metrics_path, validate_spec};
-pub use vsock::{READY_MARKER, READY_PORT, ReadyListener, wait_ready_vsock};
+#[cfg(any(test, feature = "test-support"))]
+pub use vsock::wait_ready_vsock;
+pub use vsock::{READY_MARKER, READY_PORT, ReadyListener};
 
 use crate::dir::{OwnerDir, Peer, tail_lines};
 use crate::{API_SOCKET, LaunchSpec, VSOCK_SOCKET, VmmError};
@@ -95,7 +97,9 @@ impl FirecrackerDriver {
     ///
     /// Opens `run_dir` and the serial log's directory itself, refusing any
     /// symlink on the way; a caller that made them passes its own
-    /// descriptors to [`FirecrackerDriver::launch_in`].
+    /// descriptors to [`FirecrackerDriver::launch_in`]. Test support: the
+    /// executor always does.
+    #[cfg(any(test, feature = "test-support"))]
     pub fn launch(&self, spec: &LaunchSpec) -> Result<FirecrackerVm, VmmError> {
         self.check(spec)?;
         let run = OwnerDir::open(&spec.run_dir, "run directory")?;
@@ -436,7 +440,8 @@ impl FirecrackerVm {
 
 /// `path` as (directory, file name), for a file opened beneath its
 /// directory.
-fn split(path: &Path) -> Result<(&Path, &str), VmmError> {
+#[cfg(any(test, feature = "test-support"))]
+fn split(path: &std::path::Path) -> Result<(&std::path::Path, &str), VmmError> {
     match (path.parent(), path.file_name().and_then(|n| n.to_str())) {
         (Some(dir), Some(name)) => Ok((dir, name)),
         _ => Err(VmmError::InvalidSpec {

@@ -77,6 +77,9 @@ impl ReadyListener {
     /// reached through a symlink. When the VMM runs as another user the
     /// socket is created as that user (Firecracker connects with the VMM's
     /// credentials).
+    /// Test support: the executor binds in its own descriptor
+    /// ([`ReadyListener::bind_in`]).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn bind(spec: &LaunchSpec, port: u32) -> Result<Self, VmmError> {
         let path = guest_port_socket(spec, port);
         let parent = path.parent().unwrap_or(Path::new("/"));
@@ -302,6 +305,7 @@ fn port_of(path: &Path) -> String {
 /// [`READY_MARKER`]. The guest must connect after this is called (its unit
 /// retries), which is why [`ReadyListener`] exists for callers that can bind
 /// before `InstanceStart`.
+#[cfg(any(test, feature = "test-support"))]
 pub fn wait_ready_vsock(spec: &LaunchSpec, port: u32, timeout: Duration) -> Result<(), VmmError> {
     ReadyListener::bind(spec, port)?.wait(timeout)
 }

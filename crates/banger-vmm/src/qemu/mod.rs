@@ -19,6 +19,9 @@ use crate::{LaunchSpec, QMP_SOCKET, VmmError};
 
 const VMM: &str = "qemu";
 
+/// The `-sandbox` value: every optional group of QEMU's filter denied.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
 /// How long QEMU gets to open its QMP socket after it is spawned.
 const QMP_APPEAR_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -66,6 +69,12 @@ impl QemuDriver {
             // A guest reboot ends the process too, so `restart` is always
             // banger's decision.
             "-no-reboot".into(),
+            // QEMU's own seccomp filter (no_new_privs, then filter mode)
+            // before the guest runs: no execve/fork, no setuid-style
+            // privilege changes, no scheduler/affinity changes, no
+            // obsolete system calls. Needs QEMU built with libseccomp.
+            "-sandbox".into(),
+            SANDBOX.into(),
         ]
         .into_iter()
         .map(OsString::from)

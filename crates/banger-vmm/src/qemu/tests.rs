@@ -52,6 +52,7 @@ fn tcg_argv_has_every_device_and_no_defaults() {
         "-m 512M",
         "-nodefaults",
         "-no-reboot",
+        "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         "-chardev file,id=serial0,append=on,path=/s/vms/x/serial.log -serial chardev:serial0",
         "-qmp unix:/s/vms/x/run/qmp.sock,server=on,wait=off",
         "-kernel /s/kernels/k/kernel",
@@ -74,6 +75,7 @@ fn tcg_argv_has_every_device_and_no_defaults() {
 fn kvm_argv_uses_the_host_cpu() {
     let a = joined(true);
     assert!(a.contains("-accel kvm -cpu host"), "{a}");
+    assert!(a.contains(&format!("-sandbox {SANDBOX}")), "{a}");
     assert!(!a.contains("tcg"), "{a}");
 }
 

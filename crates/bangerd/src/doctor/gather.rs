@@ -9,6 +9,10 @@ use banger_host::probe::{
 use banger_host::runner::Runner;
 use banger_proto::privops::ToolProbe;
 
+/// How QEMU is probed: the sandbox option the driver launches it with,
+/// then `-version`.
+pub const QEMU_ARGS: [&str; 3] = ["-sandbox", banger_executor::QEMU_SANDBOX, "-version"];
+
 /// Host facts that need no privilege: tools (e2fsprogs, VMMs, dmsetup,
 /// losetup), cgroups, resolver, reflink.
 #[derive(Debug, Clone)]
@@ -43,8 +47,8 @@ pub fn gather_unprivileged(
     state_dir: &Path,
     root_state_dir: Option<&Path>,
 ) -> UnprivilegedFacts {
-    let vmm = |tool: &str, bin: Option<&Path>, flag: &str| match bin {
-        Some(b) => probe_tool(runner, tool, b, &["--version"]),
+    let vmm = |tool: &str, bin: Option<&Path>, args: &[&str], flag: &str| match bin {
+        Some(b) => probe_tool(runner, tool, b, args),
         None => ToolProbe {
             tool: tool.to_string(),
             path: None,
@@ -58,8 +62,15 @@ pub fn gather_unprivileged(
     UnprivilegedFacts {
         mkfs_ext4: probe_tool(runner, "mkfs.ext4", "mkfs.ext4", &["-V"]),
         e2fsck: probe_tool(runner, "e2fsck", "e2fsck", &["-V"]),
-        firecracker: vmm("firecracker", firecracker_bin, "--firecracker-bin"),
-        qemu: vmm("qemu", qemu_bin, "--qemu-bin"),
+        firecracker: vmm(
+            "firecracker",
+            firecracker_bin,
+            &["--version"],
+            "--firecracker-bin",
+        ),
+        // QEMU parses `-sandbox` before it prints its version and exits, so
+        // one that cannot sandbox itself fails here in its own words.
+        qemu: vmm("qemu", qemu_bin, &QEMU_ARGS, "--qemu-bin"),
         cgroup_v2: probe_cgroup_v2(),
         resolved: probe_resolved(),
         reflink: probe_reflink(state_dir),
@@ -113,6 +124,53 @@ mod tests {
             std::fs::read_dir(state.path()).unwrap().count(),
             0,
             "scratch files left"
+        );
+    }
+
+    /// Debian's QEMU accepts the sandbox the driver launches it with.
+    #[test]
+    fn the_hosts_qemu_accepts_the_sandbox() {
+        let state = tempfile::tempdir().unwrap();
+        let qemu = Path::new("qemu-system-x86_64");
+        assert!(
+            resolve(qemu.as_ref()).is_some(),
+            "this test needs QEMU: apt-get install qemu-system-x86"
+        );
+        let f = gather_unprivileged(&Runner, None, Some(qemu), state.path(), None);
+        assert!(f.qemu.works, "{:?}", f.qemu);
+        assert!(
+            f.qemu
+                .version
+                .as_deref()
+                .unwrap()
+                .starts_with("QEMU emulator version"),
+            "{:?}",
+            f.qemu
+        );
+    }
+
+    /// A QEMU that cannot install a seccomp filter (built without it, or
+    /// where the system call is filtered) has no `-sandbox` option and
+    /// says so while parsing its arguments (Debian's 7.2 under a unit that
+    /// denied `seccomp`: the words below); the probe fails with them.
+    #[test]
+    fn a_qemu_without_seccomp_is_broken_in_its_own_words() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let state = tempfile::tempdir().unwrap();
+        let bin = tempfile::tempdir().unwrap();
+        let qemu = bin.path().join("qemu-system-x86_64");
+        std::fs::write(
+            &qemu,
+            "#!/bin/sh\n[ \"$1\" = -sandbox ] && { echo \"qemu-system-x86_64: -sandbox $2: There is no option group 'sandbox'\" >&2; exit 1; }\necho 'QEMU emulator version 7.2.0'\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&qemu, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let f = gather_unprivileged(&Runner, None, Some(&qemu), state.path(), None);
+        assert!(!f.qemu.works, "{:?}", f.qemu);
+        let error = f.qemu.error.unwrap();
+        assert!(
+            error.contains("There is no option group 'sandbox'"),
+            "{error}"
         );
     }
 }

@@ -193,7 +193,7 @@ pub(super) fn qemu(t: &ToolProbe, kvm: Option<KvmVerdict>) -> Check {
             CheckStatus::Warn,
             "broken",
             format!("qemu does not run: {}", tool_error(t)),
-            "reinstall QEMU: `apt-get install --reinstall qemu-system-x86`",
+            "reinstall QEMU: `apt-get install --reinstall qemu-system-x86`; banger runs it under `-sandbox on`, which needs QEMU built with seccomp (Debian's is) and the seccomp system call allowed",
         ),
     }
 }

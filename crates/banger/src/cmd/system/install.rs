@@ -95,6 +95,8 @@ pub enum InstallError {
         path.display()
     )]
     MetaSymlink { path: PathBuf },
+    #[error("refusing the state directory {}: {reason}", path.display())]
+    StateDir { path: PathBuf, reason: String },
     #[error(transparent)]
     Refused(ApplyError),
     #[error(transparent)]
@@ -152,7 +154,9 @@ impl InstallError {
             InstallError::JailInUse { .. } => ErrorCode::InvalidState,
             InstallError::JailRange(_) => ErrorCode::BadRequest,
             InstallError::OtherOwner { .. } => ErrorCode::AlreadyExists,
-            InstallError::BadMeta(_) | InstallError::MetaSymlink { .. } => ErrorCode::InvalidState,
+            InstallError::BadMeta(_)
+            | InstallError::MetaSymlink { .. }
+            | InstallError::StateDir { .. } => ErrorCode::InvalidState,
             InstallError::Refused(e) => apply_code(e),
             InstallError::Guard(e) => guard_code(e),
             InstallError::Systemd(e) => systemd_code(e),
@@ -258,6 +262,7 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
         }
         None => PathBuf::from("/"),
     };
+    check_state_dir(&root)?;
     let name = plan::choose_owner(req.owner.as_deref(), req.sudo_user.as_deref())?;
     let owner = plan::lookup_owner(runner, &name)?;
 
@@ -364,6 +369,31 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
         services,
         warnings,
     })
+}
+
+/// Refuse an existing state directory on FUSE before anything looks at it
+/// by path (the preflight's `lstat` of it, on a FUSE mount, is a request
+/// its owner's daemon answers, or never does): reached with `O_PATH`
+/// without following a link, which asks its file system nothing, and its
+/// mount found without asking either (`banger_host::mounts`). A missing
+/// one is made later.
+fn check_state_dir(root: &Path) -> Result<(), InstallError> {
+    use rustix::fs::{Mode, OFlags};
+    let path = apply::on_disk(root, &plan::default_paths().state_dir);
+    let refused = |reason: String| InstallError::StateDir {
+        path: path.clone(),
+        reason,
+    };
+    let fd = match rustix::fs::open(
+        &path,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(refused(format!("opening it: {e}"))),
+    };
+    banger_host::mounts::check_state_dir(&fd).map_err(|r| refused(r.to_string()))
 }
 
 fn write_all(root: &Path, plan: &plan::Plan, txn: &mut Txn) -> Result<Vec<Written>, ApplyError> {

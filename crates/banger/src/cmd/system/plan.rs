@@ -194,6 +194,7 @@ pub fn default_paths() -> InstallPaths {
         runtime_dir: RUNTIME_DIR.into(),
         root_socket: ROOT_SOCKET.into(),
         root_state_dir: ROOT_STATE_DIR.into(),
+        state_dev: None,
     }
 }
 

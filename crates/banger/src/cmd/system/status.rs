@@ -538,6 +538,7 @@ mod tests {
                 runtime_dir: "/run/banger".into(),
                 root_socket: "/run/banger-root/root.sock".into(),
                 root_state_dir: "/var/lib/banger-root".into(),
+                state_dev: None,
             },
             vmm: Default::default(),
             network: Default::default(),

@@ -195,7 +195,9 @@ KeyringMode=private
 # in, so no bind privilege is needed.
 RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6
 SystemCallArchitectures=native
-SystemCallFilter=@system-service
+# seccomp: the doctor's QEMU probe (`-sandbox ... -version`); QEMU offers
+# `-sandbox` only where it can install a filter. A filter only takes away.
+SystemCallFilter=@system-service seccomp
 SystemCallFilter=~@privileged @resources
 SystemCallErrorNumber=EPERM
 
@@ -332,7 +334,9 @@ RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6
 SystemCallArchitectures=native
 # @mount: the disk-tool jail mounts (fsopen, open_tree, move_mount,
 # mount_setattr, pivot_root), each in a mount namespace of its own.
-SystemCallFilter=@system-service @mount
+# seccomp: QEMU runs under its own filter (`-sandbox on`), which it offers
+# only where the seccomp system call works. A filter only takes away.
+SystemCallFilter=@system-service @mount seccomp
 SystemCallFilter=~@resources @swap @reboot @raw-io @module @obsolete @debug @cpu-emulation @clock
 SystemCallErrorNumber=EPERM
 
@@ -363,6 +367,7 @@ mod tests {
                 runtime_dir: "/run/banger".into(),
                 root_socket: "/run/banger-root/root.sock".into(),
                 root_state_dir: "/var/lib/banger-root".into(),
+                state_dev: None,
             },
             vmm: Default::default(),
             network: Default::default(),
@@ -494,7 +499,10 @@ mod tests {
             ] {
                 check(&u, key, &[value]);
             }
+            // QEMU installs its own seccomp filter (and offers `-sandbox`
+            // only where it could).
             assert!(get(&u, "SystemCallFilter")[0].starts_with("@system-service"));
+            assert!(get(&u, "SystemCallFilter")[0].ends_with(" seccomp"));
             // Its seccomp filter answers every openat2 with ENOSYS, and both
             // daemons open files beneath directories with openat2.
             assert!(get(&u, "RestrictSUIDSGID").is_empty());
@@ -503,8 +511,12 @@ mod tests {
         // The jail's namespaces, never a user namespace.
         check(&helper(), "RestrictNamespaces", &["mnt pid ipc uts net"]);
         assert_eq!(
+            get(&owner(), "SystemCallFilter")[0],
+            "@system-service seccomp"
+        );
+        assert_eq!(
             get(&helper(), "SystemCallFilter")[0],
-            "@system-service @mount"
+            "@system-service @mount seccomp"
         );
     }
 

@@ -1,0 +1,166 @@
+//! Which mount a descriptor is on, without asking its file system, and the
+//! state-directory check built on it.
+//!
+//! The owner's state directory is opened by path, so the owner may have
+//! mounted something over it — on a host whose `/etc/fuse.conf` has
+//! `user_allow_other`, a FUSE file system of its own, whose daemon then
+//! answers every lookup root makes beneath it (owners, link counts, file
+//! types: the checks root's descriptor work relies on). Root opens it with
+//! `O_PATH` (which asks the file system nothing) and refuses it before any
+//! lookup beneath it when its mount is FUSE:
+//!
+//! * the mount id comes from `statx` on that descriptor with
+//!   `AT_STATX_DONT_SYNC` and no attribute asked for: the VFS fills the
+//!   mount id in (`STATX_MNT_ID` in the answer's mask, since Linux 5.8)
+//!   whatever the file system says, and FUSE answers a call that may not
+//!   sync from its cache, sending its daemon nothing. Asking for
+//!   `STATX_MNT_ID` instead makes FUSE answer `EACCES` to a caller not
+//!   allowed into the mount (no `allow_other`), so the refusal could not
+//!   name the file system; any error, or an answer without the mount id,
+//!   refuses too;
+//! * the mount's file system type comes from the caller's own
+//!   `mountinfo` (its mount namespace), read through a descriptor: the
+//!   kernel writes it, no daemon does.
+//!
+//! No `statfs`: on a FUSE mount with `allow_other` that is a request the
+//! owner's daemon can stall. Nothing is recorded at install either:
+//! device numbers change across reboots and deploys.
+
+use std::io::Read as _;
+use std::os::fd::{AsFd, BorrowedFd};
+
+use rustix::fs::{AtFlags, StatxFlags};
+
+/// The kernel's table of the mounts in the caller's mount namespace.
+/// (`thread-self`: a thread that entered another mount namespace reads
+/// its own; the helper has one.)
+pub const MOUNTINFO: &str = "/proc/thread-self/mountinfo";
+
+/// One line of `mountinfo`, the fields banger reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MountEntry {
+    /// The mount id (`statx`'s `stx_mnt_id`).
+    pub id: u64,
+    /// Where it is mounted, unescaped (lossy where it is not UTF-8).
+    pub mount_point: String,
+    /// The file system type, with its subtype (`fuse.sshfs`).
+    pub fs_type: String,
+}
+
+/// Why a state directory is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StateDirRefusal {
+    #[error(
+        "it is on a FUSE file system ({fs_type}, mounted at {mount_point}): served by a process, \
+         not the kernel"
+    )]
+    Fuse {
+        fs_type: String,
+        mount_point: String,
+    },
+    #[error("finding its mount: {0}")]
+    Unreadable(String),
+}
+
+/// Undo `mountinfo`'s escapes: `\ooo` (three octal digits) is that byte
+/// (space, tab, newline and backslash are written so).
+fn unescape(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let octal = b
+            .get(i + 1..i + 4)
+            .filter(|d| b[i] == b'\\' && d.iter().all(|c| (b'0'..=b'7').contains(c)))
+            .map(|d| d.iter().fold(0u32, |n, c| n * 8 + u32::from(c - b'0')))
+            .and_then(|n| u8::try_from(n).ok());
+        match octal {
+            Some(byte) => {
+                out.push(byte);
+                i += 4;
+            }
+            None => {
+                out.push(b[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parse one `mountinfo` line: `id parent major:minor root mount-point
+/// options [optional fields...] - type source super-options`.
+pub fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
+    let fields: Vec<&str> = line.split(' ').collect();
+    let id = fields.first()?.parse().ok()?;
+    let mount_point = unescape(fields.get(4)?);
+    // The optional fields end at a lone `-`, after the six fixed ones.
+    let sep = 6 + fields.get(6..)?.iter().position(|f| *f == "-")?;
+    let fs_type = unescape(fields.get(sep + 1)?);
+    Some(MountEntry {
+        id,
+        mount_point,
+        fs_type,
+    })
+}
+
+/// The entry of mount `id` in `mountinfo` text.
+pub fn find_mount(mountinfo: &str, id: u64) -> Option<MountEntry> {
+    mountinfo
+        .lines()
+        .filter_map(parse_mountinfo_line)
+        .find(|m| m.id == id)
+}
+
+/// Whether `fs_type` is FUSE (`fuse`, `fuseblk`, `fuse.<subtype>`).
+pub fn is_fuse(fs_type: &str) -> bool {
+    fs_type == "fuse" || fs_type == "fuseblk" || fs_type.starts_with("fuse.")
+}
+
+/// The mount id of the file behind `fd`: `statx` for no attribute and
+/// without syncing, which asks no file system daemon; the VFS adds the
+/// mount id.
+pub fn mount_id_of(fd: BorrowedFd<'_>) -> rustix::io::Result<u64> {
+    let st = rustix::fs::statx(
+        fd,
+        "",
+        AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+        StatxFlags::empty(),
+    )?;
+    if st.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
+        // A kernel before 5.8.
+        return Err(rustix::io::Errno::NOSYS);
+    }
+    Ok(st.stx_mnt_id)
+}
+
+/// The mount the file behind `fd` is on, in the caller's mount namespace.
+pub fn mount_of(fd: BorrowedFd<'_>) -> Result<MountEntry, String> {
+    let id = mount_id_of(fd).map_err(|e| format!("statx: {e}"))?;
+    let mut text = Vec::new();
+    std::fs::File::open(MOUNTINFO)
+        .and_then(|mut f| f.read_to_end(&mut text))
+        .map_err(|e| format!("{MOUNTINFO}: {e}"))?;
+    find_mount(&String::from_utf8_lossy(&text), id)
+        .ok_or_else(|| format!("mount {id} is not in {MOUNTINFO}"))
+}
+
+/// Check the state directory behind `fd` (opened with `O_PATH`): refused
+/// on FUSE, and when its mount cannot be found. The caller names the path.
+pub fn check_state_dir(fd: impl AsFd) -> Result<(), StateDirRefusal> {
+    let m = mount_of(fd.as_fd()).map_err(StateDirRefusal::Unreadable)?;
+    if is_fuse(&m.fs_type) {
+        return Err(StateDirRefusal::Fuse {
+            fs_type: m.fs_type,
+            mount_point: m.mount_point,
+        });
+    }
+    Ok(())
+}
+
+// Test support only, like `watch`.
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
+
+#[cfg(test)]
+mod tests;
