@@ -206,7 +206,7 @@ fn a_jailed_tool_cannot_allocate_past_the_end_of_its_disk() {
         .write(true)
         .open(&disk)
         .unwrap();
-    let granted = grant(f.as_fd(), uid, true).unwrap();
+    let granted = grant(f.as_fd(), uid, true, uid..uid + 1).unwrap();
     let jail = Jail::new(uid, uid).bind(f.as_fd(), "disk", true).unwrap();
     let script = "fallocate -n -o 1M -l 1M /disk; echo keep_size $?; \
                   fallocate -p -o 0 -l 64K /disk; echo punch $?; \
