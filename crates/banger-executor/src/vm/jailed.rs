@@ -39,7 +39,8 @@ impl VmHost {
         disk: &'a File,
         path: &Path,
     ) -> Result<DiskGrant<'a>, VmOpError> {
-        let grant = banger_host::jail::grant(disk.as_fd(), self.jail.tool_uid(), true)
+        let range = self.jail.uid_base..self.jail.uid_base + self.jail.count;
+        let grant = banger_host::jail::grant(disk.as_fd(), self.jail.tool_uid(), true, range)
             .map_err(io("granting the disk tools access to", path))?;
         Ok(DiskGrant {
             host: self,

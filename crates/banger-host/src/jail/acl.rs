@@ -13,6 +13,7 @@ const ACL_VERSION: u32 = 2;
 const ACL_USER_OBJ: u16 = 0x01;
 const ACL_USER: u16 = 0x02;
 const ACL_GROUP_OBJ: u16 = 0x04;
+const ACL_GROUP: u16 = 0x08;
 const ACL_MASK: u16 = 0x10;
 const ACL_OTHER: u16 = 0x20;
 const ACL_UNDEFINED_ID: u32 = u32::MAX;
@@ -28,7 +29,7 @@ pub fn acl_with_user(mode: u32, uid: u32, writable: bool) -> Vec<u8> {
 
 /// [`acl_with_user`] for several uids (one entry each, read-write if any
 /// grant of it is).
-fn acl_with_users(mode: u32, users: &[(u32, bool)]) -> Vec<u8> {
+pub(super) fn acl_with_users(mode: u32, users: &[(u32, bool)]) -> Vec<u8> {
     let mut merged: Vec<(u32, u16)> = Vec::new();
     for &(uid, writable) in users {
         let perm = if writable { 6 } else { 4 };
@@ -91,22 +92,82 @@ fn read_acl(fd: BorrowedFd<'_>) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
+/// The file's mode and access ACL as they were before any grant: named
+/// user entries of `jail_uids` are a crashed helper's leftovers (no one
+/// else gives those uids anything), so they are dropped and the mask (the
+/// mode's group bits) recomputed from what is left; with no named entry
+/// left, no ACL at all. Bytes not laid out as an ACL are kept as they are.
+fn without_jail_entries(
+    mode: u32,
+    acl: Option<Vec<u8>>,
+    jail_uids: &std::ops::Range<u32>,
+) -> (u32, Option<Vec<u8>>) {
+    let Some(bytes) = acl else {
+        return (mode, None);
+    };
+    if bytes.len() < 4 || (bytes.len() - 4) % 8 != 0 {
+        return (mode, Some(bytes));
+    }
+    let entries: Vec<(u16, u16, u32)> = bytes[4..]
+        .chunks_exact(8)
+        .map(|e| {
+            let word = |i: usize| u16::from_le_bytes([e[i], e[i + 1]]);
+            (
+                word(0),
+                word(2),
+                u32::from_le_bytes([e[4], e[5], e[6], e[7]]),
+            )
+        })
+        .collect();
+    let stale = |&(tag, _, id): &(u16, u16, u32)| tag == ACL_USER && jail_uids.contains(&id);
+    if !entries.iter().any(stale) {
+        return (mode, Some(bytes));
+    }
+    let kept: Vec<_> = entries.into_iter().filter(|e| !stale(e)).collect();
+    let group = kept
+        .iter()
+        .find(|e| e.0 == ACL_GROUP_OBJ)
+        .map_or((mode >> 3) & 7, |e| u32::from(e.1));
+    let named = kept.iter().filter(|e| e.0 == ACL_USER || e.0 == ACL_GROUP);
+    if named.clone().next().is_none() {
+        return ((mode & !0o070) | (group << 3), None);
+    }
+    let mask = named.fold(group as u16, |m, e| m | e.1);
+    let mut v = bytes[..4].to_vec();
+    for (tag, perm, id) in kept {
+        let perm = if tag == ACL_MASK { mask } else { perm };
+        v.extend_from_slice(&tag.to_le_bytes());
+        v.extend_from_slice(&perm.to_le_bytes());
+        v.extend_from_slice(&id.to_le_bytes());
+    }
+    ((mode & !0o070) | (u32::from(mask) << 3), Some(v))
+}
+
 /// Let `uid` open the file behind `fd` (read-write when `writable`) by an
 /// access ACL set on the descriptor, until [`revoke`]. An ACL, not a
 /// chown: the jailed uid does not own the inode, so it cannot chmod it
 /// open to everyone. The first outstanding grant on an inode records its
-/// mode and ACL; later ones add their uid to the same ACL.
-pub fn grant(fd: BorrowedFd<'_>, uid: u32, writable: bool) -> std::io::Result<Grant> {
+/// mode and ACL (without entries of `jail_uids`, a crashed helper's);
+/// later ones add their uid to the same ACL.
+pub fn grant(
+    fd: BorrowedFd<'_>,
+    uid: u32,
+    writable: bool,
+    jail_uids: std::ops::Range<u32>,
+) -> std::io::Result<Grant> {
     let st = rustix::fs::fstat(fd)?;
     let key = (st.st_dev, st.st_ino);
     let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
     let h = match held.entry(key) {
         std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-        std::collections::btree_map::Entry::Vacant(e) => e.insert(Held {
-            mode: st.st_mode & 0o7777,
-            acl: read_acl(fd)?,
-            grants: Vec::new(),
-        }),
+        std::collections::btree_map::Entry::Vacant(e) => {
+            let (mode, acl) = without_jail_entries(st.st_mode & 0o7777, read_acl(fd)?, &jail_uids);
+            e.insert(Held {
+                mode,
+                acl,
+                grants: Vec::new(),
+            })
+        }
     };
     let mut grants = h.grants.clone();
     grants.push((uid, writable));

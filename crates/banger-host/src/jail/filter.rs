@@ -6,9 +6,11 @@
 //! the confining. It shuts what those leave: the uid's keyrings (shared by
 //! every jail of the uid), user namespaces (the way to capabilities inside
 //! one), `bpf`, `perf_event_open`, `userfaultfd` and `io_uring` (kernel
-//! attack surface no disk tool uses), `ptrace`, and sockets other than
+//! attack surface no disk tool uses), `ptrace`, sockets other than
 //! `AF_UNIX` (its network namespace holds only a loopback, but netlink and
-//! packet sockets reach kernel code). Hand-written rather than from a crate:
+//! packet sockets reach kernel code), and `fallocate` with
+//! `FALLOC_FL_KEEP_SIZE` but not `FALLOC_FL_PUNCH_HOLE` (blocks past the end
+//! of the file, which `RLIMIT_FSIZE` does not bound). Hand-written rather than from a crate:
 //! it is twenty instructions, and it must also refuse the x32 system-call
 //! numbers (bit 30) and answer `clone3` with `ENOSYS` (its flags are behind
 //! a pointer no filter can read; `ENOSYS` sends libc back to `clone`, whose
@@ -27,10 +29,11 @@ const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
 const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 /// `struct seccomp_data` offsets: the call's number, its architecture, the
-/// low 32 bits of its first argument (little-endian).
+/// low 32 bits of its first and second arguments (little-endian).
 const NR: u32 = 0;
 const ARCH: u32 = 4;
 const ARG0_LOW: u32 = 16;
+const ARG1_LOW: u32 = 24;
 
 const RET_ALLOW: u32 = 0x7fff_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
@@ -65,6 +68,7 @@ enum Label {
     Kill,
     Socket,
     NewUser,
+    Fallocate,
 }
 
 /// The filter, for this architecture; `None` where none is written (the
@@ -121,6 +125,7 @@ fn x86_64() -> Vec<Insn> {
         jump(JEQ_K, nr(libc::SYS_socketpair), Socket, Next),
         jump(JEQ_K, nr(libc::SYS_clone), NewUser, Next),
         jump(JEQ_K, nr(libc::SYS_unshare), NewUser, Next),
+        jump(JEQ_K, nr(libc::SYS_fallocate), Fallocate, Next),
         ret(RET_ALLOW),
         // socket(2), socketpair(2): only AF_UNIX.
         at(Socket, ld(ARG0_LOW)),
@@ -128,6 +133,12 @@ fn x86_64() -> Vec<Insn> {
         // clone(2), unshare(2): no CLONE_NEWUSER.
         at(NewUser, ld(ARG0_LOW)),
         jump(JSET_K, libc::CLONE_NEWUSER as u32, Eperm, Allow),
+        // fallocate(2): KEEP_SIZE allocates past the end of the file,
+        // which RLIMIT_FSIZE does not bound; only with PUNCH_HOLE (which
+        // frees) may it be set.
+        at(Fallocate, ld(ARG1_LOW)),
+        jump(JSET_K, libc::FALLOC_FL_KEEP_SIZE as u32, Next, Allow),
+        jump(JSET_K, libc::FALLOC_FL_PUNCH_HOLE as u32, Allow, Eperm),
         at(Allow, ret(RET_ALLOW)),
         at(Eperm, ret(errno(libc::EPERM))),
         at(Enosys, ret(errno(libc::ENOSYS))),
@@ -170,7 +181,7 @@ mod tests {
         let data = |off: u32| match off {
             NR => nr,
             ARCH => arch,
-            ARG0_LOW => arg0,
+            ARG0_LOW | ARG1_LOW => arg0,
             _ => panic!("load at {off}"),
         };
         let (mut pc, mut acc) = (0usize, 0u32);
@@ -226,6 +237,17 @@ mod tests {
         assert_eq!(verdict(&p, arch, nr(libc::SYS_unshare), 0), RET_ALLOW);
         assert_eq!(verdict(&p, arch, nr(libc::SYS_read), 0), RET_ALLOW);
         assert_eq!(verdict(&p, arch, nr(libc::SYS_execve), 0), RET_ALLOW);
+        // fallocate's mode (the interpreter hands the same value as its
+        // first and second argument).
+        let fallocate = nr(libc::SYS_fallocate);
+        let keep = libc::FALLOC_FL_KEEP_SIZE as u32;
+        let punch = libc::FALLOC_FL_PUNCH_HOLE as u32;
+        let zero = libc::FALLOC_FL_ZERO_RANGE as u32;
+        assert_eq!(verdict(&p, arch, fallocate, 0), RET_ALLOW);
+        assert_eq!(verdict(&p, arch, fallocate, zero), RET_ALLOW);
+        assert_eq!(verdict(&p, arch, fallocate, punch | keep), RET_ALLOW);
+        assert_eq!(verdict(&p, arch, fallocate, keep), eperm);
+        assert_eq!(verdict(&p, arch, fallocate, zero | keep), eperm);
         // Another architecture's numbers: the process is killed.
         assert_eq!(verdict(&p, 0x4000_0003, 0, 0), RET_KILL_PROCESS);
     }

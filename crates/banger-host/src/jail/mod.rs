@@ -264,6 +264,10 @@ pub fn spawn(
         | libc::CLONE_NEWNET
         | libc::CLONE_PIDFD;
     let mut pidfd: libc::c_int = -1;
+    // Every signal blocked across the clone, as posix_spawn does: the
+    // child must not run a handler of this process's before it resets
+    // them all (its last step before execve, which also unblocks).
+    let blocked = SignalsBlocked::all()?;
     // SAFETY: the raw clone system call without CLONE_VM is a fork: the
     // child gets a copy of this address space with only the calling
     // thread. It runs `child` only, which makes raw system calls on data
@@ -284,8 +288,10 @@ pub fn spawn(
     if pid == 0 {
         child::child(&prepared, &fds, &argv_ptrs, &envp_ptrs);
     }
+    let clone_error = std::io::Error::last_os_error();
+    drop(blocked);
     if pid < 0 {
-        return Err(std::io::Error::last_os_error());
+        return Err(clone_error);
     }
     // SAFETY: CLONE_PIDFD succeeded, so the kernel wrote a new descriptor
     // that nothing else owns.
@@ -322,6 +328,50 @@ pub fn spawn(
         os.kind(),
         format!("jail: {}: {os}", child::Step::name(step)),
     ))
+}
+
+/// This thread's signal mask with every signal blocked (the kernel keeps
+/// `SIGKILL` and `SIGSTOP` deliverable), until dropped, which puts the
+/// mask it had back. Raw `rt_sigprocmask`, as the child uses.
+pub(super) struct SignalsBlocked {
+    old: u64,
+}
+
+impl SignalsBlocked {
+    pub(super) fn all() -> std::io::Result<SignalsBlocked> {
+        let all: u64 = !0;
+        let mut old: u64 = 0;
+        // SAFETY: rt_sigprocmask(SIG_SETMASK) from and into valid 8-byte
+        // sets, the kernel's sigset size.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &all as *const u64,
+                &mut old as *mut u64,
+                8usize,
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(SignalsBlocked { old })
+    }
+}
+
+impl Drop for SignalsBlocked {
+    fn drop(&mut self) {
+        // SAFETY: as in `all`; the set is the one saved there.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &self.old as *const u64,
+                std::ptr::null_mut::<u64>(),
+                8usize,
+            );
+        }
+    }
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {

@@ -28,12 +28,15 @@ pub fn kill_range(base: u32, count: u32) -> std::io::Result<Vec<u32>> {
         else {
             continue;
         };
-        let Ok(pidfd) = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty())
-        else {
-            continue; // gone already
+        let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+            Ok(fd) => fd,
+            Err(e) if exited(&e.into()) => continue,
+            Err(e) => return Err(failed("holding", pid, e.into())),
         };
-        let Some(uids) = uids_of(pid.as_raw_nonzero().get()) else {
-            continue;
+        let uids = match uids_of(pid.as_raw_nonzero().get()) {
+            Ok(uids) => uids,
+            Err(e) if exited(&e) => continue,
+            Err(e) => return Err(failed("reading the ids of", pid, e)),
         };
         // The ids were read after the pidfd was taken: while that process
         // lives, the pid is its, so they are its ids.
@@ -49,17 +52,41 @@ pub fn kill_range(base: u32, count: u32) -> std::io::Result<Vec<u32>> {
     Ok(killed)
 }
 
+/// Whether `e`, from holding a process or reading its status, says only
+/// that the process has exited: it is then skipped. Any other error (no
+/// descriptor left, access refused, a status not understood) could hide a
+/// live process of the range, so the sweep fails and the daemon does not
+/// start.
+fn exited(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENOENT))
+}
+
+fn failed(what: &str, pid: rustix::process::Pid, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(
+        e.kind(),
+        format!(
+            "jail sweep: {what} process {}: {e}",
+            pid.as_raw_nonzero().get()
+        ),
+    )
+}
+
 /// The four uids of `Uid:` in `/proc/<pid>/status`.
-fn uids_of(pid: i32) -> Option<[u32; 4]> {
+fn uids_of(pid: i32) -> std::io::Result<[u32; 4]> {
     let mut text = String::new();
-    std::fs::File::open(format!("/proc/{pid}/status"))
-        .ok()?
+    std::fs::File::open(format!("/proc/{pid}/status"))?
         .take(64 << 10)
-        .read_to_string(&mut text)
-        .ok()?;
-    let line = text.lines().find_map(|l| l.strip_prefix("Uid:"))?;
-    let mut ids = line.split_whitespace().map(|w| w.parse::<u32>().ok());
-    Some([ids.next()??, ids.next()??, ids.next()??, ids.next()??])
+        .read_to_string(&mut text)?;
+    let ids = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|line| {
+            let mut ids = line.split_whitespace().map(|w| w.parse::<u32>().ok());
+            Some([ids.next()??, ids.next()??, ids.next()??, ids.next()??])
+        });
+    ids.ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, "no Uid: line of four ids")
+    })
 }
 
 /// Whether the process behind `pidfd` has not exited (its pidfd is not
@@ -83,6 +110,35 @@ mod tests {
     use super::*;
     use crate::jail::Jail;
     use crate::runner::{Cmd, Runner, SpawnOptions, resolve};
+
+    /// Hostile review F-e: every error holding a process or reading its
+    /// status was skipped, so a sweep that could not see a process (out of
+    /// descriptors, access refused) passed it over and the daemon started
+    /// with it alive. Only "it has exited" is skipped now.
+    #[test]
+    fn only_an_exited_process_is_skipped() {
+        let errno = std::io::Error::from_raw_os_error;
+        assert!(exited(&errno(libc::ESRCH)));
+        assert!(exited(&errno(libc::ENOENT)));
+        for e in [
+            libc::EMFILE,
+            libc::ENFILE,
+            libc::EACCES,
+            libc::EPERM,
+            libc::ENOMEM,
+        ] {
+            assert!(!exited(&errno(e)), "errno {e}");
+        }
+        let garbled = std::io::Error::new(std::io::ErrorKind::InvalidData, "no Uid: line");
+        assert!(!exited(&garbled));
+        // The real thing: this process's status is read, a pid that has
+        // exited is ENOENT.
+        let me = uids_of(std::process::id() as i32).unwrap();
+        assert_eq!(me[0], rustix::process::getuid().as_raw());
+        let out = Runner.run(&Cmd::new("sh").args(["-c", "echo $$"])).unwrap();
+        let gone: i32 = out.stdout.trim().parse().unwrap();
+        assert!(exited(&uids_of(gone).unwrap_err()));
+    }
 
     #[test]
     fn a_process_left_in_the_jail_range_is_killed_and_nothing_else() {

@@ -46,7 +46,7 @@ fn a_jailed_tool_sees_only_usr_dev_and_its_binds_as_a_uid_without_groups() {
     std::fs::write(&disk, b"before").unwrap();
     std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o600)).unwrap();
     let f = File::open(&disk).unwrap();
-    let granted = grant(f.as_fd(), uid, true).unwrap();
+    let granted = grant(f.as_fd(), uid, true, uid..uid + 1).unwrap();
     let jail = Jail::new(uid, uid).bind(f.as_fd(), "disk", true).unwrap();
     let script = "id -u; id -G; ls -A /; ls /dev; cat /disk; echo after > /disk; \
                   cat /etc/passwd 2>&1; ls /proc 2>&1; ls /tmp 2>&1; \
@@ -104,7 +104,7 @@ fn a_jailed_tool_cannot_open_the_file_up_and_leaves_no_process_behind() {
     std::fs::write(&disk, b"x").unwrap();
     std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o600)).unwrap();
     let f = File::open(&disk).unwrap();
-    let granted = grant(f.as_fd(), uid, true).unwrap();
+    let granted = grant(f.as_fd(), uid, true, uid..uid + 1).unwrap();
     let jail = Jail::new(uid, uid).bind(f.as_fd(), "disk", true).unwrap();
     // Opens the disk up, then leaves a child holding it read-write.
     let hostile = "chmod 0666 /disk 2>&1; (exec 4<>/disk; exec sleep 300) & echo started";

@@ -186,3 +186,74 @@ fn a_jailed_tool_is_refused_keyrings_user_namespaces_bpf_and_network_sockets() {
     want.push("socket_unix ok".into());
     assert_eq!(got, want, "{}", out.stderr);
 }
+
+/// Hostile review F-b: `RLIMIT_FSIZE` does not bound blocks allocated past
+/// the end of a file with `FALLOC_FL_KEEP_SIZE`, so a taken-over tool could
+/// fill the state filesystem through its one writable disk. The filter
+/// refuses `fallocate` with `KEEP_SIZE` unless it punches a hole; punching
+/// (e2fsprogs' discard on a file) and zeroing a range (its zeroout) work.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn a_jailed_tool_cannot_allocate_past_the_end_of_its_disk() {
+    super::tests::require_root();
+    let uid = jail_uid(3);
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::write(&disk, vec![1u8; 1 << 20]).unwrap();
+    std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&disk)
+        .unwrap();
+    let granted = grant(f.as_fd(), uid, true, uid..uid + 1).unwrap();
+    let jail = Jail::new(uid, uid).bind(f.as_fd(), "disk", true).unwrap();
+    let script = "fallocate -n -o 1M -l 1M /disk; echo keep_size $?; \
+                  fallocate -p -o 0 -l 64K /disk; echo punch $?; \
+                  fallocate -z -o 64K -l 64K /disk; echo zero $?";
+    let out = crate::runner::Runner
+        .run(
+            &crate::runner::Cmd::new("sh")
+                .args(["-c", script])
+                .jail(jail),
+        )
+        .unwrap();
+    revoke(f.as_fd(), granted).unwrap();
+    let got: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(got, ["keep_size 1", "punch 0", "zero 0"], "{}", out.stderr);
+    assert!(
+        out.stderr.contains("Operation not permitted"),
+        "{}",
+        out.stderr
+    );
+    let st = rustix::fs::fstat(&f).unwrap();
+    assert_eq!(st.st_size, 1 << 20);
+    // At most the file's own 1 MiB of 512-byte blocks stays allocated.
+    assert!(st.st_blocks <= 2048, "{} blocks", st.st_blocks);
+}
+
+/// Hostile review F-f: the clone ran with the calling thread's mask, so
+/// a signal arriving between the clone and the child's reset ran one of
+/// this process's handlers in the child. The clone is now made with every
+/// signal blocked (the window itself is too short to hit from a test);
+/// this checks the mask while blocked and that the thread's own comes
+/// back, and a spawn leaves it as it was.
+#[test]
+fn the_clone_is_made_with_every_signal_blocked_and_the_mask_restored() {
+    let mask = || {
+        let status = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        u64::from_str_radix(status_field(&status, "SigBlk"), 16).unwrap()
+    };
+    let before = mask();
+    let blocked = SignalsBlocked::all().unwrap();
+    let kill_stop = (1u64 << (libc::SIGKILL - 1)) | (1 << (libc::SIGSTOP - 1));
+    assert_eq!(mask(), !kill_stop, "{:#x}", mask());
+    drop(blocked);
+    assert_eq!(mask(), before);
+    if rustix::process::geteuid().is_root() {
+        let uid = jail_uid(4);
+        let mut child = start(&Jail::new(uid, uid), "true", &[]);
+        child.wait().unwrap();
+        assert_eq!(mask(), before);
+    }
+}

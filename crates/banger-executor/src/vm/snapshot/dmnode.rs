@@ -14,8 +14,30 @@ use rustix::fs::{FileType, Mode, OFlags};
 /// (`/sys`, `/dev`): the kernel name and number device-mapper gave it are
 /// read from sysfs, and the node `/dev/<kernel name>` is opened without
 /// following a link and kept only when it is that block device.
+///
+/// The device can be removed between the lookup and the open and its
+/// number taken by another dm device, so the name is read again, by the
+/// number of the device opened, once the descriptor holds it (device-mapper
+/// refuses to remove an open device: `EBUSY`), and must still be `name`.
 pub(crate) fn open_dm_device(sys: &Path, dev: &Path, name: &str) -> io::Result<File> {
-    open_block_node(sys, dev, &dm_kernel_name(sys, name)?)
+    let file = open_block_node(sys, dev, &dm_kernel_name(sys, name)?)?;
+    let rdev = rustix::fs::fstat(&file)?.st_rdev;
+    let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
+    let path = sys.join(format!("dev/block/{major}:{minor}/dm/name"));
+    let now = std::fs::read_to_string(&path).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("device {major}:{minor} is no longer dm device {name}: {e}"),
+        )
+    })?;
+    let now = now.trim_end_matches('\n');
+    if now != name {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("device {major}:{minor} is dm device {now:?} now, not {name}"),
+        ));
+    }
+    Ok(file)
 }
 
 /// The kernel name (`dm-N`) of the dm device named `name`: the entry of
@@ -137,6 +159,13 @@ mod tests {
         )
         .unwrap();
         std::fs::write(sys.join("block").join(kname).join("dev"), numbers).unwrap();
+        // `/sys/dev/block/<major>:<minor>` names the device by number.
+        std::fs::create_dir_all(sys.join("dev/block")).unwrap();
+        std::os::unix::fs::symlink(
+            format!("../../block/{kname}"),
+            sys.join("dev/block").join(numbers.trim_end()),
+        )
+        .unwrap();
         // Other block devices: a dm device of someone else, and a disk.
         std::fs::create_dir_all(sys.join("block/dm-90/dm")).unwrap();
         std::fs::write(sys.join("block/dm-90/dm/name"), "vg0-root\n").unwrap();
@@ -151,24 +180,52 @@ mod tests {
         rustix::fs::stat(path).unwrap().st_rdev
     }
 
+    /// `udev_host` for the real loop device `lo`, with its node in the
+    /// fake `/dev` made as udev makes it: the host's number.
+    struct Lab {
+        kname: String,
+        real: std::path::PathBuf,
+        numbers: String,
+        sys: std::path::PathBuf,
+        dev: std::path::PathBuf,
+    }
+
+    impl Lab {
+        fn new(root: &Path, lo: &Loop) -> Lab {
+            let kname = format!("loop{}", lo.n);
+            let real = Path::new("/dev").join(&kname);
+            let numbers =
+                std::fs::read_to_string(Path::new("/sys/block").join(&kname).join("dev")).unwrap();
+            let (sys, dev) = udev_host(root, &kname, &numbers);
+            rustix::fs::mknodat(
+                rustix::fs::CWD,
+                dev.join(&kname),
+                rustix::fs::FileType::BlockDevice,
+                Mode::from_raw_mode(0o600),
+                rdev_of(&real),
+            )
+            .unwrap();
+            Lab {
+                kname,
+                real,
+                numbers,
+                sys,
+                dev,
+            }
+        }
+    }
+
     #[test]
     fn a_dm_device_behind_a_udev_symlink_is_opened_by_its_number() {
         let tmp = tempfile::tempdir().unwrap();
         let lo = Loop::attach(tmp.path());
-        let kname = format!("loop{}", lo.n);
-        let real = Path::new("/dev").join(&kname);
-        let numbers =
-            std::fs::read_to_string(Path::new("/sys/block").join(&kname).join("dev")).unwrap();
-        let (sys, dev) = udev_host(tmp.path(), &kname, &numbers);
-        // The node itself, as udev makes it: same number as the host's.
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            dev.join(&kname),
-            rustix::fs::FileType::BlockDevice,
-            Mode::from_raw_mode(0o600),
-            rdev_of(&real),
-        )
-        .unwrap();
+        let Lab {
+            kname,
+            real,
+            numbers,
+            sys,
+            dev,
+        } = Lab::new(tmp.path(), &lo);
         let f = open_dm_device(&sys, &dev, NAME).unwrap();
         let st = rustix::fs::fstat(&f).unwrap();
         assert!(f.metadata().unwrap().file_type().is_block_device());
@@ -185,6 +242,28 @@ mod tests {
         std::fs::remove_file(dev.join(&kname)).unwrap();
         std::os::unix::fs::symlink(&real, dev.join(&kname)).unwrap();
         assert!(open_dm_device(&sys, &dev, NAME).is_err());
+    }
+
+    /// Hostile review F-a: the owner deletes the VM between the lookup by
+    /// name and the open, and another dm device (another VM's, a host LVM
+    /// volume) takes the freed number. The device opened is then named
+    /// otherwise in `/sys/dev/block/<major>:<minor>/dm/name`: refused.
+    #[test]
+    fn a_device_renamed_between_the_lookup_and_the_open_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let lo = Loop::attach(tmp.path());
+        let lab = Lab::new(tmp.path(), &lo);
+        let (sys, dev) = (&lab.sys, &lab.dev);
+        // By the time of the open the number is another dm device's.
+        let by_number = sys.join("dev/block").join(lab.numbers.trim_end());
+        std::fs::remove_file(&by_number).unwrap();
+        std::fs::create_dir_all(by_number.join("dm")).unwrap();
+        std::fs::write(by_number.join("dm/name"), "vg0-home\n").unwrap();
+        let err = open_dm_device(sys, dev, NAME).unwrap_err();
+        assert!(err.to_string().contains("vg0-home"), "{err}");
+        // The number no device-mapper device's any more: refused too.
+        std::fs::remove_dir_all(by_number.join("dm")).unwrap();
+        assert!(open_dm_device(sys, dev, NAME).is_err());
     }
 
     #[test]
