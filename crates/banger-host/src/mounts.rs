@@ -37,7 +37,8 @@ use rustix::fs::{AtFlags, StatxFlags};
 pub const MOUNTINFO: &str = "/proc/thread-self/mountinfo";
 
 /// The longest `mountinfo` line kept: a longer one that is not the mount
-/// looked for is passed over unread into memory; the mount's own refuses.
+/// looked for is read to its newline without being kept; the mount's own
+/// refuses.
 pub const MAX_LINE: usize = 64 << 10;
 
 /// The most of `mountinfo` read looking for one mount: past it the lookup
