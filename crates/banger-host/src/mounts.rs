@@ -26,7 +26,7 @@
 //! owner's daemon can stall. Nothing is recorded at install either:
 //! device numbers change across reboots and deploys.
 
-use std::io::Read as _;
+use std::io::{BufRead, Read as _};
 use std::os::fd::{AsFd, BorrowedFd};
 
 use rustix::fs::{AtFlags, StatxFlags};
@@ -35,6 +35,15 @@ use rustix::fs::{AtFlags, StatxFlags};
 /// (`thread-self`: a thread that entered another mount namespace reads
 /// its own; the helper has one.)
 pub const MOUNTINFO: &str = "/proc/thread-self/mountinfo";
+
+/// The longest `mountinfo` line kept: a longer one that is not the mount
+/// looked for is read to its newline without being kept; the mount's own
+/// refuses.
+pub const MAX_LINE: usize = 64 << 10;
+
+/// The most of `mountinfo` read looking for one mount: past it the lookup
+/// refuses (an owner's mounts can make the table this long).
+pub const MAX_TABLE: u64 = 64 << 20;
 
 /// One line of `mountinfo`, the fields banger reads.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,17 +113,74 @@ pub fn parse_mountinfo_line(line: &str) -> Option<MountEntry> {
     })
 }
 
-/// The entry of mount `id` in `mountinfo` text.
-pub fn find_mount(mountinfo: &str, id: u64) -> Option<MountEntry> {
-    mountinfo
-        .lines()
-        .filter_map(parse_mountinfo_line)
-        .find(|m| m.id == id)
+/// The entry of mount `id` in `mountinfo` read from `r`.
+pub fn find_mount(r: impl BufRead, id: u64) -> Result<Option<MountEntry>, String> {
+    scan(r, id, &mut Vec::new())
 }
 
-/// Whether `fs_type` is FUSE (`fuse`, `fuseblk`, `fuse.<subtype>`).
+/// The lookup, line by line: a line is compared by its first field (the
+/// mount id, as bytes) before anything is unescaped or decoded; `kept`
+/// holds at most `MAX_LINE` bytes of one line (a longer line is read to
+/// its end unkept), and past `MAX_TABLE` bytes the lookup refuses.
+fn scan(mut r: impl BufRead, id: u64, kept: &mut Vec<u8>) -> Result<Option<MountEntry>, String> {
+    let want = format!("{id} ");
+    let mut total = 0u64;
+    loop {
+        kept.clear();
+        let n = (&mut r)
+            .take(MAX_LINE as u64)
+            .read_until(b'\n', kept)
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Ok(None);
+        }
+        total += n as u64;
+        let whole = kept.ends_with(b"\n");
+        if !whole && n == MAX_LINE {
+            total += skip_line(&mut r, total).map_err(|e| e.to_string())?;
+        }
+        if total > MAX_TABLE {
+            return Err(format!("more than {MAX_TABLE} bytes of mount table"));
+        }
+        if !kept.starts_with(want.as_bytes()) {
+            continue;
+        }
+        if !whole && n == MAX_LINE {
+            return Err(format!("mount {id}'s line is longer than {MAX_LINE} bytes"));
+        }
+        let line = String::from_utf8_lossy(kept);
+        return parse_mountinfo_line(line.trim_end_matches('\n'))
+            .map(Some)
+            .ok_or_else(|| format!("mount {id}'s line is not understood"));
+    }
+}
+
+/// Read to the end of the line, keeping nothing; the bytes read. Stops
+/// once the table's total passes `MAX_TABLE`.
+fn skip_line(r: &mut impl BufRead, mut total: u64) -> std::io::Result<u64> {
+    let start = total;
+    while total <= MAX_TABLE {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let (used, end) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        r.consume(used);
+        total += used as u64;
+        if end {
+            break;
+        }
+    }
+    Ok(total - start)
+}
+
+/// Whether `fs_type` is FUSE (`fuse`, `fuseblk`, either with a
+/// `.<subtype>`): what comes before the first `.`.
 pub fn is_fuse(fs_type: &str) -> bool {
-    fs_type == "fuse" || fs_type == "fuseblk" || fs_type.starts_with("fuse.")
+    matches!(fs_type.split('.').next(), Some("fuse" | "fuseblk"))
 }
 
 /// The mount id of the file behind `fd`: `statx` for no attribute and
@@ -137,11 +203,9 @@ pub fn mount_id_of(fd: BorrowedFd<'_>) -> rustix::io::Result<u64> {
 /// The mount the file behind `fd` is on, in the caller's mount namespace.
 pub fn mount_of(fd: BorrowedFd<'_>) -> Result<MountEntry, String> {
     let id = mount_id_of(fd).map_err(|e| format!("statx: {e}"))?;
-    let mut text = Vec::new();
-    std::fs::File::open(MOUNTINFO)
-        .and_then(|mut f| f.read_to_end(&mut text))
-        .map_err(|e| format!("{MOUNTINFO}: {e}"))?;
-    find_mount(&String::from_utf8_lossy(&text), id)
+    let f = std::fs::File::open(MOUNTINFO).map_err(|e| format!("{MOUNTINFO}: {e}"))?;
+    find_mount(std::io::BufReader::new(f), id)
+        .map_err(|e| format!("{MOUNTINFO}: {e}"))?
         .ok_or_else(|| format!("mount {id} is not in {MOUNTINFO}"))
 }
 

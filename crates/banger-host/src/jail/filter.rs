@@ -10,8 +10,10 @@
 //! `AF_UNIX` (its network namespace holds only a loopback, but netlink and
 //! packet sockets reach kernel code), and `fallocate` with
 //! `FALLOC_FL_KEEP_SIZE` but not `FALLOC_FL_PUNCH_HOLE` (blocks past the end
-//! of the file, which `RLIMIT_FSIZE` does not bound). Hand-written rather than from a crate:
-//! it is twenty instructions, and it must also refuse the x32 system-call
+//! of the file, which `RLIMIT_FSIZE` does not bound), and the `ioctl`s
+//! that reserve space the same way (`FS_IOC_RESVSP`, `FS_IOC_RESVSP64`,
+//! `FS_IOC_ZERO_RANGE`). Hand-written rather than from a crate: it is
+//! about thirty instructions, and it must also refuse the x32 system-call
 //! numbers (bit 30) and answer `clone3` with `ENOSYS` (its flags are behind
 //! a pointer no filter can read; `ENOSYS` sends libc back to `clone`, whose
 //! flags it can) — two things a generic rule builder would need extra
@@ -34,6 +36,12 @@ const NR: u32 = 0;
 const ARCH: u32 = 4;
 const ARG0_LOW: u32 = 16;
 const ARG1_LOW: u32 = 24;
+
+/// The `ioctl`s that reserve blocks (`struct space_resv`): the kernel
+/// turns each into `fallocate` with `FALLOC_FL_KEEP_SIZE`.
+const FS_IOC_RESVSP: u32 = 0x4030_5828;
+const FS_IOC_RESVSP64: u32 = 0x4030_582a;
+const FS_IOC_ZERO_RANGE: u32 = 0x4030_5839;
 
 const RET_ALLOW: u32 = 0x7fff_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
@@ -69,6 +77,7 @@ enum Label {
     Socket,
     NewUser,
     Fallocate,
+    Ioctl,
 }
 
 /// The filter, for this architecture; `None` where none is written (the
@@ -126,6 +135,7 @@ fn x86_64() -> Vec<Insn> {
         jump(JEQ_K, nr(libc::SYS_clone), NewUser, Next),
         jump(JEQ_K, nr(libc::SYS_unshare), NewUser, Next),
         jump(JEQ_K, nr(libc::SYS_fallocate), Fallocate, Next),
+        jump(JEQ_K, nr(libc::SYS_ioctl), Ioctl, Next),
         ret(RET_ALLOW),
         // socket(2), socketpair(2): only AF_UNIX.
         at(Socket, ld(ARG0_LOW)),
@@ -139,6 +149,12 @@ fn x86_64() -> Vec<Insn> {
         at(Fallocate, ld(ARG1_LOW)),
         jump(JSET_K, libc::FALLOC_FL_KEEP_SIZE as u32, Next, Allow),
         jump(JSET_K, libc::FALLOC_FL_PUNCH_HOLE as u32, Allow, Eperm),
+        // ioctl(2): the reservations that are fallocate with KEEP_SIZE by
+        // another name (the command is 32 bits).
+        at(Ioctl, ld(ARG1_LOW)),
+        jump(JEQ_K, FS_IOC_RESVSP, Eperm, Next),
+        jump(JEQ_K, FS_IOC_RESVSP64, Eperm, Next),
+        jump(JEQ_K, FS_IOC_ZERO_RANGE, Eperm, Allow),
         at(Allow, ret(RET_ALLOW)),
         at(Eperm, ret(errno(libc::EPERM))),
         at(Enosys, ret(errno(libc::ENOSYS))),
@@ -176,12 +192,14 @@ fn resolve(p: &[Row]) -> Vec<Insn> {
 mod tests {
     use super::*;
 
-    /// Run the filter on one call the way the kernel would.
-    fn verdict(p: &[Insn], arch: u32, nr: u32, arg0: u32) -> u32 {
+    /// Run the filter on one call the way the kernel would: `args` are the
+    /// low halves of its first and second arguments.
+    fn verdict(p: &[Insn], arch: u32, nr: u32, args: [u32; 2]) -> u32 {
         let data = |off: u32| match off {
             NR => nr,
             ARCH => arch,
-            ARG0_LOW | ARG1_LOW => arg0,
+            ARG0_LOW => args[0],
+            ARG1_LOW => args[1],
             _ => panic!("load at {off}"),
         };
         let (mut pc, mut acc) = (0usize, 0u32);
@@ -209,46 +227,53 @@ mod tests {
         let arch = AUDIT_ARCH_X86_64;
         let eperm = RET_ERRNO | libc::EPERM as u32;
         let nr = |n: libc::c_long| n as u32;
+        // A call with its first argument `a0` and a second that is not it.
+        let first = |n: libc::c_long, a0: u32| verdict(&p, arch, nr(n), [a0, !a0]);
+        // A call on descriptor 3 with its second argument `a1`.
+        let second = |n: libc::c_long, a1: u32| verdict(&p, arch, nr(n), [3, a1]);
         for n in DENIED {
-            assert_eq!(verdict(&p, arch, nr(n), 0), eperm, "{n}");
+            assert_eq!(first(n, 0), eperm, "{n}");
         }
-        assert_eq!(
-            verdict(&p, arch, nr(libc::SYS_keyctl) | X32_SYSCALL_BIT, 0),
-            eperm
-        );
-        assert_eq!(
-            verdict(&p, arch, nr(libc::SYS_read) | X32_SYSCALL_BIT, 0),
-            eperm
-        );
-        assert_eq!(
-            verdict(&p, arch, nr(libc::SYS_clone3), 0),
-            RET_ERRNO | libc::ENOSYS as u32
-        );
+        let x32 = |n: libc::c_long| verdict(&p, arch, nr(n) | X32_SYSCALL_BIT, [0, 0]);
+        assert_eq!(x32(libc::SYS_keyctl), eperm);
+        assert_eq!(x32(libc::SYS_read), eperm);
+        assert_eq!(first(libc::SYS_clone3, 0), RET_ERRNO | libc::ENOSYS as u32);
         let unix = libc::AF_UNIX as u32;
         let inet = libc::AF_INET as u32;
-        assert_eq!(verdict(&p, arch, nr(libc::SYS_socket), unix), RET_ALLOW);
-        assert_eq!(verdict(&p, arch, nr(libc::SYS_socket), inet), eperm);
-        assert_eq!(verdict(&p, arch, nr(libc::SYS_socketpair), inet), eperm);
+        assert_eq!(first(libc::SYS_socket, unix), RET_ALLOW);
+        assert_eq!(first(libc::SYS_socket, inet), eperm);
+        assert_eq!(first(libc::SYS_socketpair, inet), eperm);
         let user = libc::CLONE_NEWUSER as u32;
         let fork = libc::SIGCHLD as u32;
-        assert_eq!(verdict(&p, arch, nr(libc::SYS_clone), fork), RET_ALLOW);
-        assert_eq!(verdict(&p, arch, nr(libc::SYS_clone), fork | user), eperm);
-        assert_eq!(verdict(&p, arch, nr(libc::SYS_unshare), user), eperm);
-        assert_eq!(verdict(&p, arch, nr(libc::SYS_unshare), 0), RET_ALLOW);
-        assert_eq!(verdict(&p, arch, nr(libc::SYS_read), 0), RET_ALLOW);
-        assert_eq!(verdict(&p, arch, nr(libc::SYS_execve), 0), RET_ALLOW);
-        // fallocate's mode (the interpreter hands the same value as its
-        // first and second argument).
-        let fallocate = nr(libc::SYS_fallocate);
+        // `first` gives a clone of plain `fork` a second argument with
+        // CLONE_NEWUSER set: only the first is read.
+        assert_eq!(first(libc::SYS_clone, fork), RET_ALLOW);
+        assert_eq!(first(libc::SYS_clone, fork | user), eperm);
+        assert_eq!(first(libc::SYS_unshare, user), eperm);
+        assert_eq!(first(libc::SYS_unshare, 0), RET_ALLOW);
+        assert_eq!(first(libc::SYS_read, 0), RET_ALLOW);
+        assert_eq!(first(libc::SYS_execve, 0), RET_ALLOW);
+        // fallocate's mode is its second argument.
         let keep = libc::FALLOC_FL_KEEP_SIZE as u32;
         let punch = libc::FALLOC_FL_PUNCH_HOLE as u32;
         let zero = libc::FALLOC_FL_ZERO_RANGE as u32;
-        assert_eq!(verdict(&p, arch, fallocate, 0), RET_ALLOW);
-        assert_eq!(verdict(&p, arch, fallocate, zero), RET_ALLOW);
-        assert_eq!(verdict(&p, arch, fallocate, punch | keep), RET_ALLOW);
-        assert_eq!(verdict(&p, arch, fallocate, keep), eperm);
-        assert_eq!(verdict(&p, arch, fallocate, zero | keep), eperm);
+        let fallocate = libc::SYS_fallocate;
+        assert_eq!(second(fallocate, 0), RET_ALLOW);
+        assert_eq!(second(fallocate, zero), RET_ALLOW);
+        assert_eq!(second(fallocate, punch | keep), RET_ALLOW);
+        assert_eq!(second(fallocate, keep), eperm);
+        assert_eq!(second(fallocate, zero | keep), eperm);
+        assert_eq!(verdict(&p, arch, nr(fallocate), [keep, 0]), RET_ALLOW);
+        // The space-reservation ioctls allocate as fallocate with
+        // KEEP_SIZE does; unreserving and other ioctls pass.
+        let ioctl = libc::SYS_ioctl;
+        for cmd in [FS_IOC_RESVSP, FS_IOC_RESVSP64, FS_IOC_ZERO_RANGE] {
+            assert_eq!(second(ioctl, cmd), eperm, "{cmd:#x}");
+            assert_eq!(verdict(&p, arch, nr(ioctl), [cmd, 0]), RET_ALLOW);
+        }
+        assert_eq!(second(ioctl, 0x4030_582b), RET_ALLOW); // FS_IOC_UNRESVSP
+        assert_eq!(second(ioctl, libc::TCGETS as u32), RET_ALLOW);
         // Another architecture's numbers: the process is killed.
-        assert_eq!(verdict(&p, 0x4000_0003, 0, 0), RET_KILL_PROCESS);
+        assert_eq!(verdict(&p, 0x4000_0003, 0, [0, 0]), RET_KILL_PROCESS);
     }
 }

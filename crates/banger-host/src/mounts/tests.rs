@@ -3,6 +3,7 @@
 //! the test thread's own (gone with the thread; nothing propagates to the
 //! host). The parsing against `mountinfo` lines as the kernel writes them.
 
+use std::io::Read as _;
 use std::os::fd::OwnedFd;
 use std::path::Path;
 
@@ -60,20 +61,88 @@ fn mountinfo_lines_parse_with_escapes_and_optional_fields() {
     }
     let table = "1 0 8:1 / / rw - ext4 /dev/sda1 rw\n\
                  2 1 0:40 / /var/lib/banger rw shared:5 - fuse /dev/fuse rw\n";
-    assert_eq!(find_mount(table, 2).map(|m| m.fs_type), Some("fuse".into()));
-    assert_eq!(find_mount(table, 3), None);
+    let find = |id| find_mount(table.as_bytes(), id).unwrap();
+    assert_eq!(find(2).map(|m| m.fs_type), Some("fuse".into()));
+    assert_eq!(find(3), None);
+    // The id is the whole first field: mount 2 is not found in 21's line.
+    assert_eq!(
+        find_mount(&b"21 1 0:4 / /x rw - tmpfs t rw\n"[..], 2),
+        Ok(None)
+    );
 }
 
 #[test]
 fn fuse_types_are_refused_and_kernel_file_systems_are_not() {
-    for t in ["fuse", "fuseblk", "fuse.sshfs", "fuse.gocryptfs"] {
+    for t in [
+        "fuse",
+        "fuseblk",
+        "fuse.sshfs",
+        "fuse.gocryptfs",
+        "fuseblk.ntfs",
+        "fuseblk.exfat",
+    ] {
         assert!(is_fuse(t), "{t}");
     }
     for t in [
-        "fusectl", "tmpfs", "ext4", "xfs", "btrfs", "overlay", "nfs4", "zfs",
+        "fusectl",
+        "tmpfs",
+        "ext4",
+        "xfs",
+        "btrfs",
+        "overlay",
+        "nfs4",
+        "zfs",
+        "fusectl.x",
+        "fuser",
+        "fuseblkx",
     ] {
         assert!(!is_fuse(t), "{t}");
     }
+}
+
+/// Third review: `mountinfo` was read whole on every state-directory
+/// open, and an owner can fill it (a thousand FUSE mounts with long
+/// escaped mount points). A line that is not ours is passed over without
+/// being kept, the lookup stops at its line, and the whole read is capped.
+#[test]
+fn mountinfo_is_read_line_by_line_within_caps() {
+    let ours = b"9 1 0:40 / /var/lib/banger rw - fuse.x /dev/fuse rw\n";
+    // A non-matching line far longer than a line may be kept, then ours.
+    let huge = std::io::repeat(b'a').take(32 << 20);
+    let table = (&b"7 1 0:5 /"[..])
+        .chain(huge)
+        .chain(&b" /x rw - tmpfs t rw\n"[..])
+        .chain(&ours[..]);
+    let mut kept = Vec::new();
+    let m = scan(std::io::BufReader::new(table), 9, &mut kept).unwrap();
+    assert_eq!(m.map(|m| m.fs_type), Some("fuse.x".into()));
+    assert!(
+        kept.capacity() <= 4 * MAX_LINE,
+        "{} bytes kept",
+        kept.capacity()
+    );
+    // Our own line longer than that is refused, not cut.
+    let long = (&b"9 1 0:40 / /"[..])
+        .chain(std::io::repeat(b'b').take(MAX_LINE as u64))
+        .chain(&b" rw - fuse.x /dev/fuse rw\n"[..]);
+    let e = find_mount(std::io::BufReader::new(long), 9).unwrap_err();
+    assert!(e.contains(&MAX_LINE.to_string()), "{e}");
+    // Past the total cap (short lines, none ours), the lookup refuses,
+    // naming the cap, though ours comes after.
+    let line = b"7 1 0:5 / /x rw - tmpfs t rw\n";
+    let lines = (MAX_TABLE as usize).div_ceil(line.len()) + 1;
+    let filler = line.repeat(lines);
+    let table = (&filler[..]).chain(&ours[..]);
+    let e = find_mount(std::io::BufReader::new(table), 9).unwrap_err();
+    assert!(e.contains(&MAX_TABLE.to_string()), "{e}");
+    // Within it, found.
+    let fits = line.repeat(1000);
+    let table = (&fits[..]).chain(&ours[..]);
+    assert!(
+        find_mount(std::io::BufReader::new(table), 9)
+            .unwrap()
+            .is_some()
+    );
 }
 
 /// A tmpfs over the directory (an admin's ordinary mount) is found as the
