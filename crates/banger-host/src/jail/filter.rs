@@ -42,6 +42,11 @@ const ARG1_LOW: u32 = 24;
 const FS_IOC_RESVSP: u32 = 0x4030_5828;
 const FS_IOC_RESVSP64: u32 = 0x4030_582a;
 const FS_IOC_ZERO_RANGE: u32 = 0x4030_5839;
+/// XFS's older `ioctl`s (`struct xfs_flock64`, 48 bytes): before Linux
+/// 5.17 they reserved blocks from the end of the file to `l_start` before
+/// the size change that RLIMIT_FSIZE stops; later kernels answer `ENOTTY`.
+const XFS_IOC_ALLOCSP: u32 = 0x4030_580a;
+const XFS_IOC_ALLOCSP64: u32 = 0x4030_5824;
 
 const RET_ALLOW: u32 = 0x7fff_0000;
 const RET_ERRNO: u32 = 0x0005_0000;
@@ -150,11 +155,13 @@ fn x86_64() -> Vec<Insn> {
         jump(JSET_K, libc::FALLOC_FL_KEEP_SIZE as u32, Next, Allow),
         jump(JSET_K, libc::FALLOC_FL_PUNCH_HOLE as u32, Allow, Eperm),
         // ioctl(2): the reservations that are fallocate with KEEP_SIZE by
-        // another name (the command is 32 bits).
+        // another name, and XFS's older ALLOCSP (the command is 32 bits).
         at(Ioctl, ld(ARG1_LOW)),
         jump(JEQ_K, FS_IOC_RESVSP, Eperm, Next),
         jump(JEQ_K, FS_IOC_RESVSP64, Eperm, Next),
-        jump(JEQ_K, FS_IOC_ZERO_RANGE, Eperm, Allow),
+        jump(JEQ_K, FS_IOC_ZERO_RANGE, Eperm, Next),
+        jump(JEQ_K, XFS_IOC_ALLOCSP, Eperm, Next),
+        jump(JEQ_K, XFS_IOC_ALLOCSP64, Eperm, Allow),
         at(Allow, ret(RET_ALLOW)),
         at(Eperm, ret(errno(libc::EPERM))),
         at(Enosys, ret(errno(libc::ENOSYS))),
@@ -267,11 +274,18 @@ mod tests {
         // The space-reservation ioctls allocate as fallocate with
         // KEEP_SIZE does; unreserving and other ioctls pass.
         let ioctl = libc::SYS_ioctl;
-        for cmd in [FS_IOC_RESVSP, FS_IOC_RESVSP64, FS_IOC_ZERO_RANGE] {
+        for cmd in [
+            FS_IOC_RESVSP,
+            FS_IOC_RESVSP64,
+            FS_IOC_ZERO_RANGE,
+            XFS_IOC_ALLOCSP,
+            XFS_IOC_ALLOCSP64,
+        ] {
             assert_eq!(second(ioctl, cmd), eperm, "{cmd:#x}");
             assert_eq!(verdict(&p, arch, nr(ioctl), [cmd, 0]), RET_ALLOW);
         }
         assert_eq!(second(ioctl, 0x4030_582b), RET_ALLOW); // FS_IOC_UNRESVSP
+        assert_eq!(second(ioctl, 0x4030_580b), RET_ALLOW); // XFS_IOC_FREESP
         assert_eq!(second(ioctl, libc::TCGETS as u32), RET_ALLOW);
         // Another architecture's numbers: the process is killed.
         assert_eq!(verdict(&p, 0x4000_0003, 0, [0, 0]), RET_KILL_PROCESS);

@@ -67,7 +67,7 @@ fn pass(base: u32, count: u32, killed: &mut Vec<u32>) -> std::io::Result<Vec<u32
         };
         let pidfd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
             Ok(fd) => fd,
-            Err(e) if exited(&e.into()) => continue,
+            Err(e) if gone_before_open(&e.into()) => continue,
             Err(e) => return Err(failed("holding", pid, e.into())),
         };
         let uids = match uids_of(pid.as_raw_nonzero().get()) {
@@ -106,6 +106,13 @@ fn pass(base: u32, count: u32, killed: &mut Vec<u32>) -> std::io::Result<Vec<u32
 /// start.
 fn exited(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ESRCH | libc::ENOENT))
+}
+
+/// `pidfd_open` of a pid `/proc` listed as a process: besides [`exited`],
+/// `EINVAL` says the pid now names a thread that leads no process — the
+/// listed process is gone and its pid taken by another's thread.
+fn gone_before_open(e: &std::io::Error) -> bool {
+    exited(e) || e.raw_os_error() == Some(libc::EINVAL)
 }
 
 fn failed(what: &str, pid: rustix::process::Pid, e: std::io::Error) -> std::io::Error {
@@ -178,6 +185,11 @@ mod tests {
         }
         let garbled = std::io::Error::new(std::io::ErrorKind::InvalidData, "no Uid: line");
         assert!(!exited(&garbled));
+        // A pid reused by another process's thread between the listing and
+        // the open: gone, not a failure.
+        assert!(gone_before_open(&errno(libc::EINVAL)));
+        assert!(!gone_before_open(&errno(libc::EMFILE)));
+        assert!(!exited(&errno(libc::EINVAL)));
         // The real thing: this process's status is read, a pid that has
         // exited is ENOENT.
         let me = uids_of(std::process::id() as i32).unwrap();
