@@ -7,7 +7,7 @@ use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, RawFd};
 use rustix::fs::CWD;
 use rustix::mount::{MountPropagationFlags, MoveMountFlags, UnmountFlags};
 
-use super::{ChildFds, Prepared, STAGE};
+use super::{ChildFds, ERR_FD, HIGH_FD, Prepared, STAGE};
 
 /// The failed step of a child that never reached `execve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,8 @@ pub(super) enum Step {
     OomScore,
     Limits,
     Seccomp,
+    Session,
+    PassFd,
 }
 
 impl Step {
@@ -54,6 +56,8 @@ impl Step {
             16 => "setting oom_score_adj",
             17 => "setting resource limits",
             18 => "installing the seccomp filter",
+            19 => "starting a session",
+            20 => "passing a descriptor",
             _ => "an unknown step",
         }
     }
@@ -263,15 +267,25 @@ pub(super) fn child(
     step!(Step::Uid, rustix::thread::set_thread_res_uid(uid, uid, uid));
     step!(Step::NoNewPrivs, rustix::thread::set_no_new_privs(true));
     raw_step!(Step::Seccomp, install_filter(p));
-    // After the uid change, which clears it. The thread that cloned this
-    // child waits for it, so its exit means the caller is gone.
-    step!(
-        Step::DeathSignal,
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-    );
-    // SAFETY: dup2/dup3 onto 0-3 of descriptors this child owns (all >= 10,
-    // so none is overwritten before use); close_range then closes every
-    // other descriptor the fork copied, including the binds already used.
+    if p.long_lived {
+        // A session of its own: a signal to the caller's process group
+        // (a terminal's ^C to a dev daemon) does not reach it. No
+        // parent-death signal: it outlives a restart of its caller.
+        step!(Step::Session, rustix::process::setsid().map(drop));
+    } else {
+        // After the uid change, which clears it. The thread that cloned
+        // this child waits for it, so its exit means the caller is gone.
+        step!(
+            Step::DeathSignal,
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        );
+    }
+    // SAFETY: dup2/dup3 onto 0-2, ERR_FD and the pass-through numbers
+    // (all below HIGH_FD) of descriptors this child owns (all at HIGH_FD or
+    // above, so none is overwritten before it is moved); then every number
+    // below HIGH_FD that is not one of those is closed, and close_range
+    // closes HIGH_FD and above: every other descriptor the fork copied,
+    // including the binds already used and the moved sources.
     unsafe {
         for (src, dst) in [
             (fds.stdin.as_raw_fd(), 0),
@@ -282,21 +296,31 @@ pub(super) fn child(
                 fail(errfd, Step::Stdio, errno());
             }
         }
-        if libc::dup3(errfd, 3, libc::O_CLOEXEC) < 0 {
+        if libc::dup3(errfd, ERR_FD, libc::O_CLOEXEC) < 0 {
             fail(errfd, Step::Stdio, errno());
         }
-        if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) < 0 {
-            fail(3, Step::CloseFds, errno());
+        for (src, dst) in &fds.passes {
+            if libc::dup2(src.as_raw_fd(), *dst) < 0 {
+                fail(ERR_FD, Step::PassFd, errno());
+            }
+        }
+        for n in 3..HIGH_FD {
+            if n != ERR_FD && !fds.passes.iter().any(|(_, dst)| *dst == n) {
+                libc::close(n);
+            }
+        }
+        if libc::syscall(libc::SYS_close_range, HIGH_FD as u32, u32::MAX, 0u32) < 0 {
+            fail(ERR_FD, Step::CloseFds, errno());
         }
     }
     // Last: from here a signal acts as it would on the tool itself.
     if let Err(e) = reset_signals() {
-        fail(3, Step::Signals, e);
+        fail(ERR_FD, Step::Signals, e);
     }
     // SAFETY: execve with NUL-terminated strings and null-terminated
     // pointer arrays prepared before the clone; it returns only on failure.
     unsafe {
         libc::execve(p.exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
     }
-    fail(3, Step::Exec, errno())
+    fail(ERR_FD, Step::Exec, errno())
 }

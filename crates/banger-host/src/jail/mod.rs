@@ -50,6 +50,47 @@ pub const MAX_OPEN_FILES: u64 = 256;
 /// here instead of at the host's memory.
 pub const MAX_MEMORY: u64 = 4 << 30;
 
+/// The descriptor number the child keeps its error pipe at until `execve`
+/// closes it: above every pass-through number ([`MAX_PASSED_FD`]).
+const ERR_FD: i32 = 64;
+/// The highest number a descriptor can be passed through at.
+pub const MAX_PASSED_FD: i32 = ERR_FD - 1;
+/// Where the parent puts every descriptor the child moves (stdio, the
+/// error pipe, pass-throughs): above every number the child moves one to.
+const HIGH_FD: i32 = 100;
+
+/// Resource limits of a long-lived jailed process (a VMM), in place of the
+/// disk tools' defaults ([`MAX_PROCESSES`], [`MAX_OPEN_FILES`],
+/// [`MAX_MEMORY`], `RLIMIT_FSIZE` from the writable binds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `RLIMIT_AS` and `RLIMIT_DATA`.
+    pub memory: u64,
+    /// `RLIMIT_NPROC` (threads count: the kernel counts tasks of the uid).
+    pub processes: u32,
+    /// `RLIMIT_NOFILE`.
+    pub open_files: u64,
+    /// `RLIMIT_FSIZE`.
+    pub file_size: u64,
+}
+
+/// A descriptor the child keeps at a fixed number.
+#[derive(Debug, Clone)]
+struct Pass {
+    fd: Arc<OwnedFd>,
+    at: i32,
+}
+
+/// A regular file whose bytes are copied into the jail's own root.
+#[derive(Debug, Clone)]
+struct CopyIn {
+    fd: Arc<OwnedFd>,
+    at: String,
+}
+
+/// The most bytes [`Jail::copy_in`] puts into a jail's root in all.
+pub const MAX_COPIED: u64 = 1 << 30;
+
 /// One file or directory bound into the jail.
 #[derive(Debug, Clone)]
 struct Bind {
@@ -67,6 +108,11 @@ pub struct Jail {
     uid: u32,
     gid: u32,
     binds: Vec<Bind>,
+    passes: Vec<Pass>,
+    copies: Vec<CopyIn>,
+    /// `Some` for a long-lived process: these limits, no parent-death
+    /// signal, its own session, not killed when its [`Child`] is dropped.
+    long_lived: Option<Limits>,
 }
 
 impl Jail {
@@ -78,7 +124,51 @@ impl Jail {
             uid,
             gid,
             binds: Vec::new(),
+            passes: Vec::new(),
+            copies: Vec::new(),
+            long_lived: None,
         }
+    }
+
+    /// A long-lived process (a VMM): `limits` instead of the tools'
+    /// defaults; no parent-death signal (it outlives a restart of the
+    /// daemon that started it); a session of its own (a signal to the
+    /// daemon's process group does not reach it); dropping its [`Child`]
+    /// leaves it running.
+    pub fn long_lived(mut self, limits: Limits) -> Jail {
+        self.long_lived = Some(limits);
+        self
+    }
+
+    /// Give the child the descriptor `fd` (a duplicate: the same open file
+    /// description) at number `at`, 3 to [`MAX_PASSED_FD`], each number
+    /// once.
+    pub fn pass(mut self, fd: BorrowedFd<'_>, at: i32) -> std::io::Result<Jail> {
+        if !(3..=MAX_PASSED_FD).contains(&at) || self.passes.iter().any(|p| p.at == at) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("jail descriptor number {at}: 3 to {MAX_PASSED_FD}, each once"),
+            ));
+        }
+        self.passes.push(Pass {
+            fd: Arc::new(fd.try_clone_to_owned()?),
+            at,
+        });
+        Ok(self)
+    }
+
+    /// Copy the regular file behind `fd` (read from its start, whatever
+    /// its permissions say about the jail's uid) into the jail's own root
+    /// at `/<name>`, root's, mode 0444: the jailed process reads a copy
+    /// made at spawn, never the caller's inode. At most [`MAX_COPIED`]
+    /// bytes in all.
+    pub fn copy_in(mut self, fd: BorrowedFd<'_>, name: &str) -> std::io::Result<Jail> {
+        check_name(name)?;
+        self.copies.push(CopyIn {
+            fd: Arc::new(fd.try_clone_to_owned()?),
+            at: name.to_string(),
+        });
+        Ok(self)
     }
 
     pub fn uid(&self) -> u32 {
@@ -89,12 +179,7 @@ impl Jail {
     /// component), read-only unless `writable`. Never executable, never
     /// set-id, device nodes only when the source is one.
     pub fn bind(mut self, fd: BorrowedFd<'_>, name: &str, writable: bool) -> std::io::Result<Jail> {
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." || name == "exe" {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("jail bind name {name:?}: one plain component, not `exe`"),
-            ));
-        }
+        check_name(name)?;
         let fd = fd.try_clone_to_owned()?;
         self.binds.push(Bind {
             fd: Arc::new(fd),
@@ -103,6 +188,19 @@ impl Jail {
         });
         Ok(self)
     }
+}
+
+/// A name in the jail's root: one plain component, not one the jail
+/// itself uses.
+fn check_name(name: &str) -> std::io::Result<()> {
+    let taken = ["exe", "usr", "dev"].contains(&name) || USR_LINKS.contains(&name);
+    if name.is_empty() || name.contains('/') || name == "." || name == ".." || taken {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("jail name {name:?}: one plain component, not one the jail uses"),
+        ));
+    }
+    Ok(())
 }
 
 /// Everything the child reads, made before the clone.
@@ -119,15 +217,29 @@ struct Prepared {
     limits: [(libc::c_int, libc::rlimit64); 6],
     /// The seccomp filter, installed after `no_new_privs`.
     filter: Vec<filter::Insn>,
+    /// Long-lived: no parent-death signal, a session of its own.
+    long_lived: bool,
 }
 
-/// The child's standard descriptors and its error pipe, all numbered 10
-/// or above so that wiring 0-3 never overwrites one not yet used.
+/// The child's standard descriptors, its error pipe and its pass-through
+/// descriptors, all numbered [`HIGH_FD`] or above so that moving them to
+/// their numbers never overwrites one not yet moved.
 struct ChildFds {
     stdin: OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
     err: OwnedFd,
+    /// (descriptor, the number it gets).
+    passes: Vec<(OwnedFd, i32)>,
+}
+
+/// Where a jailed child's stdout and stderr go.
+#[derive(Debug)]
+pub enum Output {
+    /// Pipes, read through [`Child::stdout`] and [`Child::stderr`].
+    Piped,
+    /// Both onto this file (a VMM's log).
+    File(File),
 }
 
 /// A jailed child: pid 1 of its namespaces, held through a pidfd.
@@ -136,6 +248,8 @@ pub struct Child {
     pid: i32,
     pidfd: OwnedFd,
     status: Option<std::process::ExitStatus>,
+    /// Killed and reaped when dropped (not a long-lived one).
+    kill_on_drop: bool,
     pub stdin: Option<File>,
     pub stdout: Option<File>,
     pub stderr: Option<File>,
@@ -210,7 +324,7 @@ impl Child {
 
 impl Drop for Child {
     fn drop(&mut self) {
-        if self.status.is_none() {
+        if self.kill_on_drop && self.status.is_none() {
             let _ = self.kill();
             let _ = self.wait();
         }
@@ -219,7 +333,7 @@ impl Drop for Child {
 
 /// Start `program` (a resolved absolute path) with `args` and `env` in
 /// `jail`; stdin is piped when `piped_stdin`, else `/dev/null`; stdout and
-/// stderr are piped.
+/// stderr as `output` says.
 pub fn spawn(
     jail: &Jail,
     program: &Path,
@@ -227,6 +341,7 @@ pub fn spawn(
     args: &[std::ffi::OsString],
     env: &[(std::ffi::OsString, std::ffi::OsString)],
     piped_stdin: bool,
+    output: Output,
 ) -> std::io::Result<Child> {
     if jail.uid == 0 || jail.gid == 0 {
         return Err(std::io::Error::new(
@@ -246,14 +361,29 @@ pub fn spawn(
         )?;
         (null, None)
     };
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
+    let (out_r, out_w, err_r, err_w) = match output {
+        Output::Piped => {
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            (Some(out_r), out_w, Some(err_r), err_w)
+        }
+        Output::File(f) => {
+            let f = OwnedFd::from(f);
+            let g = f.try_clone()?;
+            (None, f, None, g)
+        }
+    };
     let (status_r, status_w) = pipe()?;
+    let mut passes = Vec::with_capacity(jail.passes.len());
+    for p in &jail.passes {
+        passes.push((high(p.fd.as_ref().try_clone()?)?, p.at));
+    }
     let fds = ChildFds {
         stdin: high(in_r)?,
         stdout: high(out_w)?,
         stderr: high(err_w)?,
         err: high(status_w)?,
+        passes,
     };
     let argv_ptrs = ptrs(&prepared.argv);
     let envp_ptrs = ptrs(&prepared.envp);
@@ -302,9 +432,10 @@ pub fn spawn(
         pid: pid as i32,
         pidfd,
         status: None,
+        kill_on_drop: jail.long_lived.is_none(),
         stdin: in_w.map(File::from),
-        stdout: Some(File::from(out_r)),
-        stderr: Some(File::from(err_r)),
+        stdout: out_r.map(File::from),
+        stderr: err_r.map(File::from),
     };
     // Whatever the child reports before execve (or EOF when it worked).
     let mut report = [0u8; 8];
@@ -320,6 +451,7 @@ pub fn spawn(
     if got == 0 {
         return Ok(child);
     }
+    let _ = child.kill();
     let _ = child.wait();
     let step = u32::from_ne_bytes(report[..4].try_into().unwrap_or_default());
     let errno = i32::from_ne_bytes(report[4..].try_into().unwrap_or_default());
@@ -378,9 +510,9 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
-/// `fd` moved to a number of at least 10 (close-on-exec).
+/// `fd` moved to a number of at least [`HIGH_FD`] (close-on-exec).
 fn high(fd: OwnedFd) -> std::io::Result<OwnedFd> {
-    Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 10)?)
+    Ok(rustix::io::fcntl_dupfd_cloexec(&fd, HIGH_FD)?)
 }
 
 fn ptrs(v: &[CString]) -> Vec<*const libc::c_char> {
@@ -456,8 +588,32 @@ fn prepare(
     args: &[std::ffi::OsString],
     env: &[(std::ffi::OsString, std::ffi::OsString)],
 ) -> std::io::Result<Prepared> {
+    let mut copied = 0u64;
+    for c in &jail.copies {
+        let st = rustix::fs::fstat(c.fd.as_fd())?;
+        if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("jail copy /{}: not a regular file", c.at),
+            ));
+        }
+        copied += u64::try_from(st.st_size).unwrap_or(0);
+    }
+    if copied > MAX_COPIED {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("jail copies: {copied} bytes, more than {MAX_COPIED}"),
+        ));
+    }
+    // 1 MiB for the mount points and links, plus the copies page-rounded.
+    let size = (1 << 20) + copied + 4096 * jail.copies.len() as u64;
     let fs = rustix::mount::fsopen(c"tmpfs", FsOpenFlags::FSOPEN_CLOEXEC)?;
-    for (k, v) in [("size", "1m"), ("nr_inodes", "256"), ("mode", "0755")] {
+    let size = size.to_string();
+    for (k, v) in [
+        ("size", size.as_str()),
+        ("nr_inodes", "256"),
+        ("mode", "0755"),
+    ] {
         rustix::mount::fsconfig_set_string(&fs, k, v)?;
     }
     rustix::mount::fsconfig_create(&fs)?;
@@ -537,6 +693,9 @@ fn prepare(
         set_attrs(t.as_fd(), attrs, false)?;
         mounts.push((t, cstring(b.at.as_bytes())?));
     }
+    for c in &jail.copies {
+        copy_into(&root, c)?;
+    }
     // Nothing in the jail's root is writable.
     set_attrs(root.as_fd(), MountAttrFlags::MOUNT_ATTR_RDONLY, false)?;
     let mut argv = vec![cstring(argv0.as_bytes())?];
@@ -564,9 +723,35 @@ fn prepare(
         envp,
         uid: jail.uid,
         gid: jail.gid,
-        limits: limits(max_file),
+        limits: match jail.long_lived {
+            None => limits(max_file),
+            Some(l) => limits_of(l),
+        },
         filter,
+        long_lived: jail.long_lived.is_some(),
     })
+}
+
+/// Copy `c`'s file from its start into a new 0444 file of the jail's root.
+fn copy_into(root: &OwnedFd, c: &CopyIn) -> std::io::Result<()> {
+    let to = rustix::fs::openat(
+        root,
+        c.at.as_str(),
+        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o444),
+    )?;
+    let to = File::from(to);
+    // By offset: the caller's descriptor keeps its own position.
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    loop {
+        let n = rustix::io::pread(c.fd.as_fd(), &mut buf, at)?;
+        if n == 0 {
+            return Ok(());
+        }
+        std::io::Write::write_all(&mut &to, &buf[..n])?;
+        at += n as u64;
+    }
 }
 
 /// The resource limits of a jailed tool whose largest writable file holds
@@ -587,6 +772,25 @@ fn limits(max_file: u64) -> [(libc::c_int, libc::rlimit64); 6] {
         (libc::RLIMIT_NOFILE as libc::c_int, both(MAX_OPEN_FILES)),
         (libc::RLIMIT_AS as libc::c_int, both(MAX_MEMORY)),
         (libc::RLIMIT_DATA as libc::c_int, both(MAX_MEMORY)),
+    ]
+}
+
+/// The resource limits of a long-lived jailed process.
+fn limits_of(l: Limits) -> [(libc::c_int, libc::rlimit64); 6] {
+    let both = |v: u64| libc::rlimit64 {
+        rlim_cur: v,
+        rlim_max: v,
+    };
+    [
+        (libc::RLIMIT_CORE as libc::c_int, both(0)),
+        (libc::RLIMIT_FSIZE as libc::c_int, both(l.file_size)),
+        (
+            libc::RLIMIT_NPROC as libc::c_int,
+            both(u64::from(l.processes)),
+        ),
+        (libc::RLIMIT_NOFILE as libc::c_int, both(l.open_files)),
+        (libc::RLIMIT_AS as libc::c_int, both(l.memory)),
+        (libc::RLIMIT_DATA as libc::c_int, both(l.memory)),
     ]
 }
 
@@ -633,6 +837,8 @@ mod tests;
 mod tests_acl;
 #[cfg(test)]
 mod tests_hardening;
+#[cfg(test)]
+mod tests_long;
 
 pub use acl::{ACL_XATTR, Grant, acl_with_user, grant, revoke};
 pub use range::{RangeInUse, check_unused};

@@ -289,6 +289,7 @@ mod tests {
             &args,
             &env,
             false,
+            crate::jail::Output::Piped,
         )
         .unwrap();
         let neighbours: Vec<_> = [base - 1, base + count]

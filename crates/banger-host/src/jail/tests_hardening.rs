@@ -18,7 +18,16 @@ fn start(jail: &Jail, program: &str, args: &[&str]) -> Child {
     let path = resolve(OsStr::new(program)).expect("on PATH");
     let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
     let env = [("PATH".into(), crate::runner::CHILD_PATH.into())];
-    spawn(jail, &path, OsStr::new(program), &args, &env, false).unwrap()
+    spawn(
+        jail,
+        &path,
+        OsStr::new(program),
+        &args,
+        &env,
+        false,
+        Output::Piped,
+    )
+    .unwrap()
 }
 
 fn proc_file(child: &Child, name: &str) -> String {
