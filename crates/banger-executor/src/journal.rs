@@ -31,7 +31,10 @@ use serde::{Deserialize, Serialize};
 /// (its taps without one fall back to the tun-owner check) and written
 /// back as 2, so a helper from before the field says "newer version"
 /// rather than failing to parse it.
-pub const JOURNAL_VERSION: u32 = 2;
+/// 3: a VMM entry carries the jail uid its VMM runs as (`VmmEntry::uid`,
+/// issue #13 finding 11). A version-2 entry has none (its VMM ran as the
+/// owner) and is read as such.
+pub const JOURNAL_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -174,6 +177,11 @@ pub struct VmmEntry {
     /// `/proc/<pid>/stat` field 22 (clock ticks since boot).
     pub start_time: u64,
     pub vmm: banger_proto::vmops::VmmKind,
+    /// The jail uid (and gid) the VMM runs as: its VM's slot of the
+    /// install's range, held while this entry is. `None` for a VMM that
+    /// runs as the owner (Firecracker; any VMM journaled by version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
 }
 
 impl Default for Journal {
@@ -302,6 +310,24 @@ impl Txn<'_> {
     }
 }
 
+/// The journaled VMMs that run as a jail uid, as the start-up sweep
+/// (`banger_host::jail::kill_range`) spares them: the executor re-adopts
+/// them once it runs. Read without the lock: the executor is not running
+/// yet.
+pub fn jailed_vmms(path: &Path) -> Result<Vec<banger_host::jail::Spare>, JournalError> {
+    Ok(load(path)?
+        .vmms
+        .iter()
+        .filter_map(|e| {
+            Some(banger_host::jail::Spare {
+                pid: e.pid,
+                start_time: e.start_time,
+                uid: e.uid?,
+            })
+        })
+        .collect())
+}
+
 fn load(path: &Path) -> Result<Journal, JournalError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -415,7 +441,7 @@ mod tests {
     /// (none, or the field written before the bump) is read, and written
     /// back as version 2.
     #[test]
-    fn a_version_1_journal_is_read_and_written_back_as_version_2() {
+    fn a_version_1_journal_is_read_and_written_back_as_the_current_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.json");
         std::fs::write(
@@ -435,32 +461,67 @@ mod tests {
         drop(txn);
         let written: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert_eq!(written["version"], 2, "{written}");
+        assert_eq!(written["version"], JOURNAL_VERSION, "{written}");
         assert_eq!(written["taps"][1]["ifindex"], 7, "{written}");
-        assert_eq!(Journal::default().version, 2);
+        assert_eq!(Journal::default().version, JOURNAL_VERSION);
+    }
+
+    /// Finding 11: a VMM entry records its jail uid (version 3). A
+    /// version-2 entry (a VMM running as the owner) reads with none and is
+    /// written back as version 3 unchanged; a version-3 entry keeps its uid.
+    #[test]
+    fn a_version_2_vmm_entry_reads_without_a_jail_uid_and_a_version_3_one_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.json");
+        std::fs::write(
+            &path,
+            r#"{"version": 2, "bridges": [], "taps": [], "firewall": false,
+                "nat_guests": [], "resolver_links": [],
+                "vmms": [{"vm_id": "a", "pid": 10, "start_time": 5, "vmm": "firecracker"}]}"#,
+        )
+        .unwrap();
+        let file = JournalFile::new(path.clone());
+        let mut txn = file.open().unwrap();
+        assert_eq!(txn.state.vmms[0].uid, None);
+        txn.state.vmms.push(VmmEntry {
+            vm_id: "b".into(),
+            pid: 11,
+            start_time: 6,
+            vmm: banger_proto::vmops::VmmKind::Qemu,
+            uid: Some(1_990_000_001),
+        });
+        txn.save().unwrap();
+        drop(txn);
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(written["version"], 3, "{written}");
+        assert!(written["vmms"][0].get("uid").is_none(), "{written}");
+        assert_eq!(written["vmms"][1]["uid"], 1_990_000_001u32, "{written}");
+        let txn = file.open().unwrap();
+        assert_eq!(txn.state.vmms[1].uid, Some(1_990_000_001));
     }
 
     #[test]
-    fn a_journal_newer_than_version_2_is_refused_as_newer() {
+    fn a_journal_newer_than_this_version_is_refused_as_newer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.json");
-        let v3 = r#"{"version": 3, "bridges": [], "taps": [], "firewall": false,
+        let v4 = r#"{"version": 4, "bridges": [], "taps": [], "firewall": false,
                      "nat_guests": [], "resolver_links": [], "later": []}"#;
-        std::fs::write(&path, v3).unwrap();
+        std::fs::write(&path, v4).unwrap();
         let err = JournalFile::new(path.clone()).open().unwrap_err();
         assert!(
-            matches!(err, JournalError::NewerVersion { version: 3, .. }),
+            matches!(err, JournalError::NewerVersion { version: 4, .. }),
             "{err}"
         );
         assert_eq!(
             err.to_string(),
             format!(
-                "{} has journal version 3; this build knows up to 2",
+                "{} has journal version 4; this build knows up to 3",
                 path.display()
             )
         );
         // Refused untouched.
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), v3);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), v4);
     }
 
     #[test]

@@ -26,6 +26,8 @@ mod error;
 mod firewall;
 pub mod image;
 mod journal;
+
+pub use journal::jailed_vmms;
 mod net;
 mod validate;
 mod vm;

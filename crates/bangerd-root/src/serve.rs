@@ -73,6 +73,8 @@ pub enum ServeError {
     },
     #[error("killing what the jail uids left running")]
     JailSweep(#[source] io::Error),
+    #[error("reading the journaled VMMs the jail sweep spares")]
+    JailSpare(#[source] banger_executor::JournalError),
     #[error("the install's bridge")]
     Bridge(#[source] banger_executor::ExecError),
     #[error("creating the helper's state directory {path}")]
@@ -111,7 +113,9 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     )?;
     // A jailed tool that cleared its parent-death signal outlives a
     // helper that crashed: nothing may run with the jail uids now.
-    let killed = banger_host::jail::kill_range(settings.jail.uid_base, settings.jail.count)
+    // Except the jailed VMMs the journal holds: they are re-adopted.
+    let spare = banger_executor::jailed_vmms(&settings.journal).map_err(ServeError::JailSpare)?;
+    let killed = banger_host::jail::kill_range(settings.jail.uid_base, settings.jail.count, &spare)
         .map_err(ServeError::JailSweep)?;
     if !killed.is_empty() {
         tracing::warn!(?killed, "killed processes left running with the jail uids");

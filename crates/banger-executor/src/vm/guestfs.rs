@@ -31,7 +31,7 @@ impl VmHost {
         // The root disk as its backend serves it: a file reached without
         // symlinks, or the VM's dm-snapshot device (given to the owner).
         let disk = self.root_disk(&spec.vm_id)?.path;
-        let disk_file = self.open_root_disk(&disk)?;
+        let disk_file = self.open_disk(&disk)?;
         let staging = tempfile::Builder::new()
             .prefix("banger-guestfs-")
             .tempdir()
@@ -115,11 +115,11 @@ impl VmHost {
         Ok(())
     }
 
-    /// The root disk at `path` opened read-only for a jailed tool: a
+    /// The disk at `path` opened read-only for a jailed tool or VMM: a
     /// regular file beneath the state dir (the owner's, one link: its ACL
-    /// is about to change), or a dm-snapshot device `/dev/mapper/banger-*`,
-    /// opened by its device number (`snapshot::dmnode`).
-    fn open_root_disk(&self, path: &std::path::Path) -> Result<std::fs::File, VmOpError> {
+    /// may change), or a dm-snapshot device `/dev/mapper/banger-*`, opened
+    /// by its device number (`snapshot::dmnode`).
+    pub(super) fn open_disk(&self, path: &std::path::Path) -> Result<std::fs::File, VmOpError> {
         use rustix::fs::OFlags;
         if let Ok(rel) = path.strip_prefix(&self.state_dir) {
             let f = self.open_beneath(rel, OFlags::RDONLY)?;

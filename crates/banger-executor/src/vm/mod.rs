@@ -9,6 +9,7 @@ mod disks;
 mod error;
 mod guestfs;
 mod jailed;
+mod slots;
 pub(crate) mod snapshot;
 mod validate;
 mod vmm;
@@ -51,6 +52,8 @@ pub(crate) struct VmHost {
     jail: banger_proto::install::InstallJail,
     journal: Arc<JournalFile>,
     procs: Mutex<HashMap<String, (VmmKind, vmm::Proc)>>,
+    /// VM jail uids reserved by launches in flight (`slots`).
+    slots: Mutex<std::collections::BTreeSet<u32>>,
     /// Device probes (is `/dev/mapper/control` there?).
     probes: Arc<dyn HostProbes>,
     /// `losetup`, `dmsetup` and device-node ownership.
@@ -80,6 +83,7 @@ impl VmHost {
             jail: cfg.jail,
             journal,
             procs: Mutex::new(HashMap::new()),
+            slots: Mutex::default(),
             probes,
             tools: Arc::new(snapshot::HostTools),
         }

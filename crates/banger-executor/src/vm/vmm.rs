@@ -3,7 +3,7 @@
 //! restart only when the journaled pid still names the same process.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -11,11 +11,12 @@ use banger_proto::vmops::{LaunchVmSpec, VmStopped, VmmKind, VmmState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use banger_vmm::dir::reopen;
 use banger_vmm::dir::{OwnerDir, Peer, tail_lines};
 use banger_vmm::firecracker::{
     FirecrackerDriver, FirecrackerVm, READY_PORT, ReadyListener, Shutdown,
 };
-use banger_vmm::qemu::{QemuDriver, QemuVm, Qmp};
+use banger_vmm::qemu::{DriveFds, QemuDriver, QemuFiles, QemuVm, Qmp};
 use banger_vmm::{Drive, LaunchSpec, VmmError};
 use rustix::fs::OFlags;
 
@@ -216,19 +217,14 @@ pub(super) fn sockets(kind: VmmKind) -> &'static [&'static str] {
     }
 }
 
-/// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
-pub(super) fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces; fields resume after ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
-}
+use banger_host::jail::start_time;
 
 impl VmHost {
     fn launch_spec(&self, spec: &LaunchVmSpec) -> Result<LaunchSpec, VmOpError> {
         let krel = Path::new("kernels").join(&spec.kernel_id);
-        // Existence and "no symlinks on the way" checks; QEMU (running as the
-        // owner) opens the files itself.
+        // Existence and "no symlinks on the way" checks; Firecracker
+        // (running as the owner) opens the files itself, a jailed QEMU gets
+        // descriptors opened again by `qemu_files`.
         drop(self.open_beneath(&krel.join("kernel"), OFlags::RDONLY)?);
         let irel = Path::new("images").join(&spec.image_id).join("initrd");
         let initrd = match self.open_beneath(&irel, OFlags::RDONLY) {
@@ -308,16 +304,23 @@ impl VmHost {
         Some(OwnerDir::from_fd(fd, self.vm_dir(vm_id).join("run")))
     }
 
-    /// A fresh, owner-owned `run/` directory for the VMM's sockets, and the
+    /// A fresh `run/` directory for the VMM's sockets, handed to `to`
+    /// (the owner for Firecracker, the VM's jail uid for QEMU), and the
     /// descriptor of the very directory made: root works inside it only
     /// through this descriptor, never by re-resolving its path (the owner
     /// could move another directory into its place).
-    fn fresh_run_dir(&self, vm_dir: &OwnerDir) -> Result<OwnerDir, VmOpError> {
+    fn fresh_run_dir(&self, vm_dir: &OwnerDir, to: (u32, u32)) -> Result<OwnerDir, VmOpError> {
         let run = vm_dir.join("run");
-        // Relative to the VM dir's descriptor, as the owner, no symlink
-        // followed, no mount crossed.
+        // Relative to the VM dir's descriptor, no symlink followed, no
+        // mount crossed; as the owner, unless a jailed QEMU's uid owns the
+        // old one (0700: the owner cannot enter it). Only root and that
+        // uid, whose VMM is not running, can write in it then.
+        let as_ids = match vm_dir.lstat("run") {
+            Ok(st) if super::slots::is_vm_slot(&self.jail, st.st_uid) => None,
+            _ => self.tool_ids(),
+        };
         vm_dir
-            .remove_tree("run", self.tool_ids())
+            .remove_tree("run", as_ids)
             .map_err(io("removing", &run))?;
         let mode = rustix::fs::Mode::from_raw_mode(0o700);
         rustix::fs::mkdirat(vm_dir, "run", mode).map_err(|e| io("creating", &run)(e.into()))?;
@@ -351,11 +354,75 @@ impl VmHost {
         }
         rustix::fs::fchown(
             &fd,
-            Some(rustix::process::Uid::from_raw(self.owner.0)),
-            Some(rustix::process::Gid::from_raw(self.owner.1)),
+            Some(rustix::process::Uid::from_raw(to.0)),
+            Some(rustix::process::Gid::from_raw(to.1)),
         )
         .map_err(|e| io("chown", &run)(e.into()))?;
         Ok(OwnerDir::from_fd(fd, run))
+    }
+
+    /// Every file a jailed QEMU gets, as descriptors root opened: the
+    /// kernel and initrd beneath the state dir without symlinks (copied
+    /// into the jail), each drive as the jailed tools' disks are opened
+    /// (checked: the owner's regular file with one link, or the dm device
+    /// by number) plus a read-only reopening of the same inode, the serial
+    /// log appended (write-only: QEMU's fd set matches the access mode it
+    /// asks for), the tap attached in this network namespace, `/dev/kvm`
+    /// when asked for (it must be world read-write: the jail uid has no
+    /// groups).
+    fn qemu_files(
+        &self,
+        ls: &LaunchSpec,
+        vm_dir: &OwnerDir,
+        log: File,
+        run: OwnerDir,
+    ) -> Result<QemuFiles, VmOpError> {
+        let beneath = |p: &Path| -> Result<File, VmOpError> {
+            let rel = p
+                .strip_prefix(&self.state_dir)
+                .map_err(|_| VmOpError::Invalid {
+                    what: "VMM file",
+                    value: p.display().to_string(),
+                    reason: "not beneath the state directory".into(),
+                })?;
+            self.open_beneath(rel, OFlags::RDONLY)
+        };
+        let kernel = beneath(&ls.kernel)?;
+        let initrd = ls.initrd.as_deref().map(beneath).transpose()?;
+        let mut drives = Vec::new();
+        for d in &ls.drives {
+            let read_only = OwnedFd::from(self.open_disk(&d.path)?);
+            let main = if d.read_only {
+                read_only.try_clone()
+            } else {
+                reopen(read_only.as_fd(), OFlags::RDWR).map_err(std::io::Error::from)
+            }
+            .map_err(io("opening", &d.path))?;
+            drives.push(DriveFds { main, read_only });
+        }
+        let serial_path = vm_dir.join(SERIAL_LOG);
+        let serial = vm_dir
+            .open_append(SERIAL_LOG, 0o640, self.tool_ids())
+            .map_err(|source| VmOpError::Launch {
+                vm_id: ls.vm_id.clone(),
+                source,
+            })?;
+        let serial = reopen(serial.as_fd(), OFlags::WRONLY | OFlags::APPEND)
+            .map(File::from)
+            .map_err(|e| io("opening", &serial_path)(e.into()))?;
+        let tap = banger_vmm::qemu::open_tap(&ls.tap)
+            .map_err(io("attaching to the tap of", Path::new(&ls.vm_id)))?;
+        let kvm = if ls.kvm { Some(open_kvm()?) } else { None };
+        Ok(QemuFiles {
+            kernel,
+            initrd,
+            drives,
+            tap,
+            serial,
+            log,
+            run,
+            kvm,
+        })
     }
 
     pub(crate) fn launch(
@@ -385,17 +452,22 @@ impl VmHost {
         // O_EXCL, an existing serial log only when it is the owner's own
         // single-link file.
         let vm_dir = self.owner_vm_dir(&spec.vm_id)?;
-        let run = self.fresh_run_dir(&vm_dir)?;
         let failed = |source: VmmError| VmOpError::Launch {
             vm_id: spec.vm_id.clone(),
             source,
         };
+        // QEMU's jail uid, reserved until the journal holds it.
+        let mut slot = None;
         let mut proc = match spec.vmm {
             VmmKind::Qemu => {
                 let binary = self.qemu_binary.clone().ok_or_else(|| VmOpError::VmmUnavailable {
                     vmm: "qemu",
                     reason: "no QEMU binary is configured (system mode: none is recorded in the install metadata; run `sudo banger system install --qemu-bin PATH`)".into(),
                 })?;
+                let reserved = self.reserve_slot()?;
+                let ids = (reserved.uid, reserved.uid);
+                slot = Some(reserved);
+                let run = self.fresh_run_dir(&vm_dir, ids)?;
                 let log = vm_dir
                     .recreate(VMM_LOG, 0o600, self.tool_ids())
                     .map_err(failed)?;
@@ -404,13 +476,21 @@ impl VmHost {
                 let tail = log
                     .try_clone()
                     .map_err(io("duplicating", &vm_dir.join(VMM_LOG)))?;
+                let ls = LaunchSpec {
+                    run_as: Some(ids),
+                    ..ls
+                };
+                let files = self.qemu_files(&ls, &vm_dir, log, run)?;
                 let driver = QemuDriver { binary };
                 let vm = driver
-                    .launch(&ls, log, run)
+                    .launch(&ls, files)
                     .map_err(|source| failed(with_log_tail(source, &tail)))?;
                 Proc::Qemu(vm)
             }
-            VmmKind::Firecracker => self.launch_firecracker(spec, &ls, run, &vm_dir)?,
+            VmmKind::Firecracker => {
+                let run = self.fresh_run_dir(&vm_dir, self.owner)?;
+                self.launch_firecracker(spec, &ls, run, &vm_dir)?
+            }
         };
         let pid = proc.pid();
         // Re-adoption matches pid *and* start time; a VMM whose start time
@@ -427,8 +507,11 @@ impl VmHost {
             pid,
             start_time: started,
             vmm: spec.vmm,
+            uid: slot.as_ref().map(|s| s.uid),
         };
         self.journal_vmm(Some(entry), &spec.vm_id)?;
+        // The journal holds the slot now.
+        drop(slot);
         // A replaced entry (a racing launch) is dropped after the lock.
         let replaced = self
             .procs
@@ -547,8 +630,16 @@ impl VmHost {
         let Some(entry) = entry else {
             return Ok(None);
         };
-        // Same pid *and* same start time, or it is somebody else's process.
-        let alive = start_time(entry.pid) == Some(entry.start_time);
+        // Same pid *and* same start time (and, for a jailed VMM, its jail
+        // uid), or it is somebody else's process.
+        let same = |pid: u32| {
+            start_time(pid) == Some(entry.start_time)
+                && entry.uid.is_none_or(|uid| {
+                    banger_host::jail::uids_of(pid as i32)
+                        .is_ok_and(|ids| ids.iter().all(|&u| u == uid))
+                })
+        };
+        let alive = same(entry.pid);
         let pidfd = alive
             .then(|| {
                 rustix::process::Pid::from_raw(entry.pid as i32).and_then(|p| {
@@ -557,7 +648,7 @@ impl VmHost {
             })
             .flatten()
             // Re-check after opening: the pidfd now pins the process.
-            .filter(|_| start_time(entry.pid) == Some(entry.start_time));
+            .filter(|_| same(entry.pid));
         match pidfd {
             Some(pidfd) => {
                 procs.insert(
@@ -568,7 +659,7 @@ impl VmHost {
                             pid: entry.pid,
                             pidfd,
                             run: self.run_dir_of(vm_id),
-                            uid: self.vmm_uid(),
+                            uid: entry.uid.unwrap_or_else(|| self.vmm_uid()),
                         },
                     ),
                 );
@@ -707,6 +798,33 @@ impl VmHost {
             was_running: true,
         })
     }
+}
+
+/// `/dev/kvm` for a jailed QEMU (bound into its jail as a device node):
+/// the jail uid has no groups, so the node must be world read-write
+/// (systemd's default, 0666).
+fn open_kvm() -> Result<OwnedFd, VmOpError> {
+    let path = Path::new("/dev/kvm");
+    let fd = rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| io("opening", path)(e.into()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| io("inspecting", path)(e.into()))?;
+    let chr =
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
+    if !chr || st.st_mode & 0o006 != 0o006 {
+        return Err(VmOpError::VmmUnavailable {
+            vmm: "qemu",
+            reason: format!(
+                "QEMU runs as a jail uid without groups, so /dev/kvm must be a world read-write \
+                 device node (systemd's default 0666); it has mode {:o}",
+                st.st_mode & 0o7777
+            ),
+        });
+    }
+    Ok(fd)
 }
 
 /// Add the last lines of the VMM's own log to an early-exit error, read

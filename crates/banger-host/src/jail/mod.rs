@@ -68,7 +68,8 @@ pub struct Limits {
     pub memory: u64,
     /// `RLIMIT_NPROC` (threads count: the kernel counts tasks of the uid).
     pub processes: u32,
-    /// `RLIMIT_NOFILE`.
+    /// `RLIMIT_NOFILE` (at least 100: the child places descriptors up to
+    /// number 64 after setting it).
     pub open_files: u64,
     /// `RLIMIT_FSIZE`.
     pub file_size: u64,
@@ -788,7 +789,11 @@ fn limits_of(l: Limits) -> [(libc::c_int, libc::rlimit64); 6] {
             libc::RLIMIT_NPROC as libc::c_int,
             both(u64::from(l.processes)),
         ),
-        (libc::RLIMIT_NOFILE as libc::c_int, both(l.open_files)),
+        // The child moves descriptors up to ERR_FD after the limits are set.
+        (
+            libc::RLIMIT_NOFILE as libc::c_int,
+            both(l.open_files.max(HIGH_FD as u64)),
+        ),
         (libc::RLIMIT_AS as libc::c_int, both(l.memory)),
         (libc::RLIMIT_DATA as libc::c_int, both(l.memory)),
     ]
@@ -842,4 +847,4 @@ mod tests_long;
 
 pub use acl::{ACL_XATTR, Grant, acl_with_user, grant, revoke};
 pub use range::{RangeInUse, check_unused};
-pub use sweep::kill_range;
+pub use sweep::{Spare, kill_range, start_time, uids_of};

@@ -14,16 +14,53 @@ use std::os::fd::OwnedFd;
 /// How many passes over `/proc` a sweep makes before it gives up.
 pub const MAX_PASSES: usize = 50;
 
+/// A process the sweep must leave alive: a VMM the daemon journaled and
+/// will re-adopt, identified as re-adoption identifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spare {
+    pub pid: u32,
+    /// Field 22 of `/proc/<pid>/stat` when it was journaled.
+    pub start_time: u64,
+    /// The one uid (real, effective, saved and file-system) it runs as.
+    pub uid: u32,
+}
+
 /// Kill every process whose real, effective, saved or file-system uid is
-/// in `base..base+count`; the pids killed (as this pid namespace sees
+/// in `base..base+count` except the processes of `spare` that are still
+/// exactly what was journaled (held by a pidfd, same start time, all four
+/// uids the journaled one); the pids killed (as this pid namespace sees
 /// them). Processes that exit meanwhile are skipped.
 ///
 /// One pass over `/proc` is not enough: a process of the range that
 /// forks can put a child at a pid the pass has already read past (pids
-/// wrap). Passes repeat until one finds no live process of the range; if
-/// `MAX_PASSES` do not get there, the sweep fails naming what is left.
-pub fn kill_range(base: u32, count: u32) -> std::io::Result<Vec<u32>> {
-    repeat_passes(|killed| pass(base, count, killed))
+/// wrap). Passes repeat until one finds no live process of the range but
+/// the spared; if `MAX_PASSES` do not get there, the sweep fails naming
+/// what is left.
+pub fn kill_range(base: u32, count: u32, spare: &[Spare]) -> std::io::Result<Vec<u32>> {
+    let held: Vec<(u32, OwnedFd)> = spare.iter().filter_map(hold).collect();
+    // A listed pid is a spared process only while that process lives: its
+    // pid cannot then name another.
+    let spared = |pid: u32| held.iter().any(|(p, fd)| *p == pid && alive(fd, 0));
+    repeat_passes(|killed| pass(base, count, killed, &spared))
+}
+
+/// A pidfd of `s`'s process if it still is what was journaled.
+fn hold(s: &Spare) -> Option<(u32, OwnedFd)> {
+    let pid = rustix::process::Pid::from_raw(i32::try_from(s.pid).ok()?)?;
+    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+    // Read after the pidfd is taken: while it lives, the pid is its.
+    let same = start_time(s.pid) == Some(s.start_time)
+        && uids_of(s.pid as i32).is_ok_and(|ids| ids.iter().all(|&u| u == s.uid))
+        && alive(&fd, 0);
+    same.then_some((s.pid, fd))
+}
+
+/// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
+pub fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may contain spaces; fields resume after ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split(' ').nth(19)?.parse().ok()
 }
 
 /// Run `pass` (which kills what it finds, adding it to `killed`, and
@@ -48,7 +85,12 @@ fn repeat_passes(
 /// One pass over `/proc`: every live process of the range found is
 /// killed (its pid added to `killed`) and waited for briefly; the pids
 /// found.
-fn pass(base: u32, count: u32, killed: &mut Vec<u32>) -> std::io::Result<Vec<u32>> {
+fn pass(
+    base: u32,
+    count: u32,
+    killed: &mut Vec<u32>,
+    spared: &dyn Fn(u32) -> bool,
+) -> std::io::Result<Vec<u32>> {
     let end = u64::from(base) + u64::from(count);
     let inside = |id: u32| u64::from(id) >= u64::from(base) && u64::from(id) < end;
     let mut found = Vec::new();
@@ -81,6 +123,9 @@ fn pass(base: u32, count: u32, killed: &mut Vec<u32>) -> std::io::Result<Vec<u32
             continue;
         }
         let raw = pid.as_raw_nonzero().get() as u32;
+        if spared(raw) {
+            continue;
+        }
         found.push(raw);
         match rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL) {
             Ok(()) => {
@@ -125,8 +170,9 @@ fn failed(what: &str, pid: rustix::process::Pid, e: std::io::Error) -> std::io::
     )
 }
 
-/// The four uids of `Uid:` in `/proc/<pid>/status`.
-fn uids_of(pid: i32) -> std::io::Result<[u32; 4]> {
+/// The four uids (real, effective, saved, file-system) of `Uid:` in
+/// `/proc/<pid>/status`.
+pub fn uids_of(pid: i32) -> std::io::Result<[u32; 4]> {
     let mut text = String::new();
     std::fs::File::open(format!("/proc/{pid}/status"))?
         .take(64 << 10)
@@ -251,7 +297,7 @@ mod tests {
         // Let it make some children.
         std::thread::sleep(Duration::from_millis(300));
         let before = crate::jail::tests::processes_of(uid).len();
-        let swept = kill_range(base, 4);
+        let swept = kill_range(base, 4, &[]);
         let _ = forker.kill();
         let killed = swept.unwrap();
         assert!(before > 5, "only {before} processes to sweep");
@@ -266,6 +312,66 @@ mod tests {
             left = crate::jail::tests::processes_of(uid);
         }
         assert_eq!(left, Vec::<String>::new(), "killed {killed:?}");
+    }
+
+    /// Finding 11: the start-up sweep killed every process of the range,
+    /// so a jailed VMM never survived a helper restart to be re-adopted.
+    /// A journaled VMM (pid, start time, uid) is spared; a stray process
+    /// of its uid (here its own child) and a VMM whose journaled start
+    /// time is not its own are killed.
+    #[test]
+    fn a_journaled_vmm_is_spared_and_a_stray_process_of_its_uid_is_killed() {
+        crate::jail::tests::require_root();
+        let base = 3_900_000 + (std::process::id() % 100_000) * 8;
+        let limits = crate::jail::Limits {
+            memory: 1 << 30,
+            processes: 16,
+            open_files: 64,
+            file_size: 0,
+        };
+        let start = |slot: u32| {
+            let jail = Jail::new(base + slot, base + slot).long_lived(limits);
+            Runner
+                .spawn(
+                    &Cmd::new("sh")
+                        .args(["-c", "sleep 300 & exec sleep 300"])
+                        .jail(jail),
+                    SpawnOptions::default(),
+                )
+                .unwrap()
+        };
+        let (mut vmm, mut stale) = (start(1), start(2));
+        let child_of = |pid: u32| loop {
+            // The jailed shell's background sleep: another process of the
+            // slot's uid.
+            let kids = crate::jail::tests::processes_of(base + 1);
+            if let Some(k) = kids.iter().find(|k| **k != pid.to_string()) {
+                break k.parse::<u32>().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stray = child_of(vmm.pid());
+        let spare = [
+            Spare {
+                pid: vmm.pid(),
+                start_time: start_time(vmm.pid()).unwrap(),
+                uid: base + 1,
+            },
+            Spare {
+                pid: stale.pid(),
+                start_time: start_time(stale.pid()).unwrap() + 1,
+                uid: base + 2,
+            },
+        ];
+        let swept = kill_range(base, 4, &spare);
+        let vmm_alive = vmm.try_wait().unwrap().is_none();
+        let _ = vmm.kill();
+        let _ = stale.kill();
+        let killed = swept.unwrap();
+        assert!(vmm_alive, "the journaled VMM was killed: {killed:?}");
+        assert!(!killed.contains(&vmm.pid()), "{killed:?}");
+        assert!(killed.contains(&stray), "its stray {stray}: {killed:?}");
+        assert!(killed.contains(&stale.pid()), "{killed:?}");
     }
 
     #[test]
@@ -308,7 +414,7 @@ mod tests {
             .collect();
         // Let the jailed shell start its background sleep.
         std::thread::sleep(Duration::from_millis(300));
-        let killed = kill_range(base, count).unwrap();
+        let killed = kill_range(base, count, &[]).unwrap();
         let mut status = None;
         for _ in 0..100 {
             status = left.try_wait().unwrap();

@@ -11,7 +11,7 @@ use crate::runner::{Cmd, Runner, SpawnOptions};
 /// A uid no account has, distinct per test process and from the other
 /// jail tests.
 fn jail_uid() -> u32 {
-    3_500_000 + std::process::id() % 100_000
+    3_800_000 + std::process::id() % 100_000
 }
 
 fn status_field(pid: u32, key: &str) -> String {
@@ -47,7 +47,7 @@ fn a_long_lived_jail_gets_its_descriptors_output_copy_and_limits_and_outlives_it
     let limits = Limits {
         memory: 1 << 30,
         processes: 50,
-        open_files: 100,
+        open_files: 200,
         file_size: 1 << 20,
     };
     let jail = Jail::new(uid, uid)
@@ -88,7 +88,7 @@ fn a_long_lived_jail_gets_its_descriptors_output_copy_and_limits_and_outlives_it
     for (name, value) in [
         ("Max file size", "1048576"),
         ("Max processes", "50"),
-        ("Max open files", "100"),
+        ("Max open files", "200"),
         ("Max address space", "1073741824"),
     ] {
         let line = limits_file

@@ -53,22 +53,30 @@ fn tcg_argv_has_every_device_and_no_defaults() {
         "-nodefaults",
         "-no-reboot",
         "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
-        "-chardev file,id=serial0,append=on,path=/s/vms/x/serial.log -serial chardev:serial0",
-        "-qmp unix:/s/vms/x/run/qmp.sock,server=on,wait=off",
-        "-kernel /s/kernels/k/kernel",
-        "-initrd /s/kernels/k/initrd",
+        "-add-fd fd=4,set=1 -chardev file,id=serial0,append=on,path=/dev/fdset/1 -serial chardev:serial0",
+        "-qmp unix:/run/qmp.sock,server=on,wait=off",
+        "-kernel /kernel",
+        "-initrd /initrd",
         "-append console=ttyS0 root=/dev/vda rw",
-        "-drive file=/s/vms/x/root.ext4,if=none,id=root,format=raw",
+        "-add-fd fd=5,set=2 -add-fd fd=6,set=2 -drive file=/dev/fdset/2,if=none,id=root,format=raw",
         "-device virtio-blk-pci,drive=root",
-        // A comma in a path is doubled, never read as an option separator.
-        "-drive file=/s/vms/a,,b/work.ext4,if=none,id=work",
-        "-netdev tap,id=net0,ifname=bangertap3,script=no,downscript=no",
+        "-add-fd fd=7,set=3 -add-fd fd=8,set=3 -drive file=/dev/fdset/3,if=none,id=work",
+        "-netdev tap,id=net0,fd=3",
         "-device virtio-net-pci,netdev=net0,mac=02:ba:ac:1e:00:05",
     ] {
         assert!(a.contains(want), "missing {want:?} in {a}");
     }
     // The root disk is the first block device (the guest's /dev/vda).
     assert!(a.find("id=root").unwrap() < a.find("id=work").unwrap());
+}
+
+/// Issue #13 finding 11: QEMU opened the owner's files by host path.
+/// Jailed, it sees none: no host path reaches its argv.
+#[test]
+fn the_argv_names_no_host_path() {
+    let a = joined(false);
+    assert!(!a.contains("/s/"), "a host path in {a}");
+    assert!(!a.contains("ifname="), "the tap by name in {a}");
 }
 
 #[test]
@@ -84,10 +92,20 @@ fn missing_binary_is_a_clear_error() {
     let driver = QemuDriver {
         binary: PathBuf::from("/nonexistent/qemu-system-x86_64"),
     };
-    let log = tempfile::tempfile().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let run = crate::dir::OwnerDir::open(dir.path(), "run directory").unwrap();
-    let err = driver.launch(&spec(false), log, run).unwrap_err();
+    let file = || tempfile::tempfile().unwrap();
+    let fd = || std::os::fd::OwnedFd::from(file());
+    let files = QemuFiles {
+        kernel: file(),
+        initrd: Some(file()),
+        drives: vec![],
+        tap: fd(),
+        serial: file(),
+        log: file(),
+        run: crate::dir::OwnerDir::open(dir.path(), "run directory").unwrap(),
+        kvm: None,
+    };
+    let err = driver.launch(&spec(false), files).unwrap_err();
     assert!(matches!(err, VmmError::BinaryMissing { .. }), "{err}");
     assert!(err.to_string().contains("/nonexistent/qemu-system-x86_64"));
 }

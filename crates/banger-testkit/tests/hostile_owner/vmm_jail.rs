@@ -1,0 +1,294 @@
+//! Issue #13 finding 11: the VMM parses everything a guest does, and it
+//! ran as the owner (system mode) or root (dev mode), so a guest escaping
+//! into QEMU had the owner's or root's rights. QEMU now runs jailed: as a
+//! per-VM uid of the install's jail range, pid 1 of its own namespaces,
+//! seeing `/usr`, a minimal `/dev`, its VM's `run/` and copies of its
+//! kernel and initrd, every other file by descriptor.
+//!
+//! A probe stand-in is configured as the QEMU binary (a Perl program: it
+//! serves enough QMP for the launch to succeed) and tries what an escaped
+//! guest would: the helper's and the daemon's sockets, the owner's state,
+//! the other VM's disk and `run/`, the host's `/proc`, TCP to a listener
+//! in the helper's network namespace, signalling the other VMM. It writes
+//! what it reached into `/run/probe` (its `run/`).
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::os::unix::net::UnixListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use banger_proto::net::TapSpec;
+use banger_proto::privops::PrivOp;
+use banger_proto::vmops::{LaunchVmSpec, VmmKind};
+
+use crate::lab::*;
+
+/// The value of `key` in `/proc/<pid>/status`.
+fn status_field(pid: u32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status:\n{status}"))
+        .trim()
+        .to_string()
+}
+
+/// The probe: tries each of `targets` (kind, what), records `NAME reached`
+/// or `NAME refused: why` per line into /run/probe, then serves QMP on
+/// /run/qmp.sock; while serving it signals the pid the test writes into
+/// /run/other.
+fn probe(targets: &[(&str, String)]) -> String {
+    let mut list = String::new();
+    for (kind, what) in targets {
+        assert!(
+            what.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-:".contains(&b)),
+            "{what:?} needs quoting"
+        );
+        list.push_str(&format!("[\"{kind}\", \"{what}\"],\n"));
+    }
+    format!(
+        r#"exec perl -e '
+use strict; use warnings; use Socket; use IO::Socket::UNIX; use IO::Socket::INET;
+my @targets = (
+{list});
+# Its run/ from the -qmp argument QEMU would get (jailed: /run).
+my $run = "";
+for my $i (0 .. $#ARGV - 1) {{
+    ($run) = $ARGV[$i + 1] =~ m{{^unix:(.*)/qmp\.sock,}} if $ARGV[$i] eq "-qmp";
+}}
+die "no -qmp unix: argument" unless $run;
+my $out = "";
+for my $t (@targets) {{
+    my ($kind, $what) = @$t;
+    my $ok; my $why = "";
+    if ($kind eq "unix") {{
+        $ok = IO::Socket::UNIX->new(Type => SOCK_STREAM, Peer => $what); $why = "$! $@";
+    }} elsif ($kind eq "tcp") {{
+        $ok = IO::Socket::INET->new(PeerAddr => $what, Timeout => 2); $why = "$! $@";
+    }} elsif ($kind eq "dir") {{
+        $ok = opendir(my $d, $what); $why = "$!";
+    }} else {{
+        $ok = open(my $f, "<", $what); $why = "$!";
+    }}
+    $out .= $ok ? "$kind:$what reached\n" : "$kind:$what refused: $why\n";
+}}
+open(my $p, ">", "$run/probe.new") or die "probe: $!";
+print $p $out; close $p; rename("$run/probe.new", "/run/probe");
+my $l = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => "$run/qmp.sock", Listen => 4)
+    or die "qmp: $!";
+my $signalled = 0;
+while (1) {{
+    if (!$signalled && open(my $o, "<", "$run/other")) {{
+        my $pid = <$o>; chomp $pid; $signalled = 1;
+        my $r = kill(0, $pid) ? "reached" : "refused: $!";
+        open(my $p, ">>", "$run/probe") or die; print $p "signal:$pid $r\n"; close $p;
+        open(my $d, ">", "$run/signalled") or die; close $d;
+    }}
+    my $rin = ""; vec($rin, fileno($l), 1) = 1;
+    next unless select(my $rout = $rin, undef, undef, 0.1);
+    my $c = $l->accept or next;
+    $c->autoflush(1);
+    print $c "{{\"QMP\": {{\"version\": {{}}, \"capabilities\": []}}}}\n";
+    while (my $line = <$c>) {{
+        if ($line =~ /query-status/) {{
+            print $c "{{\"return\": {{\"status\": \"running\", \"running\": true}}}}\n";
+        }} else {{
+            print $c "{{\"return\": {{}}}}\n";
+        }}
+        exit 0 if $line =~ /quit|system_powerdown/;
+    }}
+}}
+' -- "$@"
+"#
+    )
+}
+
+#[test]
+fn qemu_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host() {
+    let lab = Lab::new();
+    let (a, b) = (
+        "3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a3a",
+        "3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b3b",
+    );
+    let (adir, bdir) = (lab.vm(a), lab.vm(b));
+    // A daemon socket anyone may connect to: only the jail keeps the
+    // probe out.
+    let daemon_run = lab.root.join("run");
+    std::fs::create_dir_all(&daemon_run).unwrap();
+    std::fs::set_permissions(&daemon_run, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let daemon_sock = daemon_run.join("bangerd.sock");
+    let _daemon = UnixListener::bind(&daemon_sock).unwrap();
+    std::fs::set_permissions(&daemon_sock, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let root_sock = lab.root.join("root-run").join("root.sock");
+    // A TCP listener in the helper's network namespace, on every address.
+    let tcp = lab
+        .ns
+        .run(|| std::net::TcpListener::bind("0.0.0.0:0").unwrap());
+    let port = tcp.local_addr().unwrap().port();
+    let mut targets = vec![
+        ("unix", root_sock.display().to_string()),
+        ("unix", daemon_sock.display().to_string()),
+        ("dir", lab.state().display().to_string()),
+        ("file", "/proc/1/status".to_string()),
+        ("dir", "/home".to_string()),
+        ("tcp", format!("127.0.0.1:{port}")),
+        ("tcp", format!("10.213.7.1:{port}")),
+    ];
+    for dir in [&adir, &bdir] {
+        targets.push(("file", dir.join("work.ext4").display().to_string()));
+        targets.push(("dir", dir.join("run").display().to_string()));
+    }
+    lab.stand_in("qemu", &probe(&targets));
+    let lab = lab.start();
+    let owner = (lab.owner.uid, lab.owner.gid);
+    lab.call(PrivOp::EnsureTap(TapSpec {
+        name: "bangertap1".into(),
+        bridge: BRIDGE.into(),
+        owner_uid: owner.0,
+    }))
+    .expect("EnsureTap");
+    let launch = |id: &str, tap: &str, mac: &str| {
+        lab.call(PrivOp::LaunchVm(LaunchVmSpec {
+            vm_id: id.into(),
+            image_id: IMAGE.into(),
+            kernel_id: KERNEL.into(),
+            vmm: VmmKind::Qemu,
+            vcpus: 1,
+            memory_mib: 128,
+            tap: tap.into(),
+            mac: mac.into(),
+            kvm: false,
+        }))
+        .unwrap_or_else(|e| panic!("LaunchVm {id}: {e}"))
+    };
+    let va = launch(a, TAP, "02:ba:0a:d5:07:02");
+    let vb = launch(b, "bangertap1", "02:ba:0a:d5:07:03");
+    let pid = |v: &serde_json::Value| v["result"]["pid"].as_u64().unwrap() as u32;
+    let pids = [pid(&va), pid(&vb)];
+    eprintln!("VMM pids {pids:?}");
+
+    // The host's view of each VMM.
+    let mut uids = Vec::new();
+    for p in pids {
+        let uid = status_field(p, "Uid");
+        let gid = status_field(p, "Gid");
+        let ids: Vec<u32> = uid
+            .split_whitespace()
+            .chain(gid.split_whitespace())
+            .map(|w| w.parse().unwrap())
+            .collect();
+        assert!(
+            ids.iter()
+                .all(|&i| i == ids[0] && i != 0 && i != owner.0 && i != owner.1),
+            "VMM {p}: Uid {uid}, Gid {gid} (owner {owner:?})"
+        );
+        uids.push(ids[0]);
+        assert_eq!(
+            status_field(p, "Groups"),
+            "",
+            "VMM {p}: supplementary groups"
+        );
+        assert_eq!(status_field(p, "NoNewPrivs"), "1", "VMM {p}");
+        assert_eq!(status_field(p, "Seccomp"), "2", "VMM {p}");
+        assert_eq!(status_field(p, "CapEff"), "0000000000000000", "VMM {p}");
+        let nspid = status_field(p, "NSpid");
+        assert_eq!(
+            nspid.split_whitespace().collect::<Vec<_>>(),
+            [p.to_string().as_str(), "1"],
+            "VMM {p}: not pid 1 of a namespace of its own"
+        );
+    }
+    assert_ne!(uids[0], uids[1], "two VMMs share a uid");
+    // Each signals the other.
+    for (dir, other) in [(&adir, pids[1]), (&bdir, pids[0])] {
+        std::fs::write(dir.join("run/other"), format!("{other}\n")).unwrap();
+    }
+    let mut results = String::new();
+    for dir in [&adir, &bdir] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !dir.join("run/signalled").exists() {
+            assert!(
+                Instant::now() < deadline,
+                "the probe in {} never finished",
+                dir.display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        results.push_str(&std::fs::read_to_string(dir.join("run/probe")).unwrap());
+    }
+    eprintln!("{results}");
+    let reached: Vec<&str> = results
+        .lines()
+        .filter(|l| l.ends_with(" reached"))
+        .collect();
+    assert_eq!(
+        reached,
+        Vec::<&str>::new(),
+        "the jailed VMM reached:\n{results}"
+    );
+    assert_eq!(
+        results.lines().count(),
+        2 * (targets.len() + 1),
+        "{results}"
+    );
+    // The VMMs' run/ are theirs, not the owner's.
+    for (dir, uid) in [(&adir, uids[0]), (&bdir, uids[1])] {
+        let m = std::fs::metadata(dir.join("run")).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&m), uid);
+    }
+    for id in [a, b] {
+        lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+    }
+}
+
+/// Finding 11, with the jail: the helper's start-up sweep killed every
+/// process of the jail range, so a jailed VMM never survived a helper
+/// restart. A journaled VMM is spared and re-adopted (same pid, its jail
+/// uid checked); a stray process of its uid is still killed.
+#[test]
+fn a_jailed_vmm_survives_a_helper_restart_and_a_stray_of_its_uid_does_not() {
+    let lab = Lab::new();
+    let id = "3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c";
+    lab.vm(id);
+    lab.stand_in("qemu", &probe(&[]));
+    let mut lab = lab.start();
+    let v = lab.launch(id, VmmKind::Qemu).expect("LaunchVm");
+    let pid = v["result"]["pid"].as_u64().unwrap() as u32;
+    let uid: u32 = status_field(pid, "Uid")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // A stray process of the VM's jail uid, outside its jail.
+    use std::os::unix::process::CommandExt as _;
+    let mut stray = std::process::Command::new("sleep")
+        .arg("300")
+        .uid(uid)
+        .gid(uid)
+        .spawn()
+        .unwrap();
+    let stray_pid = stray.id();
+    let helper = lab.helper.as_mut().unwrap();
+    helper.restart_in(&lab.ns);
+    // The sweep ran before the socket appeared: the stray is dead (reaped
+    // here, its parent), the VMM is not.
+    let stray_status = stray.try_wait().unwrap();
+    let _ = stray.kill();
+    let _ = stray.wait();
+    assert!(
+        stray_status.is_some(),
+        "the stray process {stray_pid} of jail uid {uid} survived the restart"
+    );
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the journaled VMM {pid} was killed by the restart"
+    );
+    let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
+    assert_eq!(st["result"]["running"], true, "{st}");
+    assert_eq!(st["result"]["adopted"], true, "{st}");
+    assert_eq!(st["result"]["pid"], pid, "{st}");
+    lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+}
