@@ -157,7 +157,7 @@ impl VmHost {
     }
 
     /// Remove the directory `name` of the VM directory and everything in
-    /// it, as the owner (its file-system ids) and every step relative to a
+    /// it, as [`VmHost::remover_of`] says and every step relative to a
     /// descriptor (no path re-resolved, no symlink followed, no mount
     /// crossed: `OwnerDir::remove_tree`). Missing is fine.
     pub(crate) fn remove_tree_beneath(&self, vm_id: &str, name: &str) -> Result<(), VmOpError> {
@@ -165,9 +165,21 @@ impl VmHost {
             return Ok(());
         };
         let path = self.vm_dir(vm_id).join(name);
-        OwnerDir::from_fd(dir, self.vm_dir(vm_id))
-            .remove_tree(name, self.tool_ids())
+        let dir = OwnerDir::from_fd(dir, self.vm_dir(vm_id));
+        dir.remove_tree(name, self.remover_of(&dir, name))
             .map_err(io("removing", &path))
+    }
+
+    /// Whose file-system ids remove the tree `name` of the VM directory
+    /// `dir`: the owner's; but root's (`None`) when a jailed QEMU's uid
+    /// owns it — a QEMU's `run/` (0700, its uid's: the owner cannot enter
+    /// it). Only root and that uid, whose VMM has stopped, can write in it;
+    /// root still works there through descriptors only.
+    pub(super) fn remover_of(&self, dir: &OwnerDir, name: &str) -> Option<(u32, u32)> {
+        match dir.lstat(name) {
+            Ok(st) if super::slots::is_vm_slot(&self.jail, st.st_uid) => None,
+            _ => self.tool_ids(),
+        }
     }
 
     pub(super) fn vm_rel(&self, vm_id: &str, name: &str) -> PathBuf {

@@ -649,6 +649,14 @@ fn prepare(
     }
     // A minimal /dev of bound host nodes.
     rustix::fs::mkdirat(&root, "dev", Mode::from_raw_mode(0o755))?;
+    // Exactly 0755 whatever this process's umask (the installed helper's
+    // unit has UMask=0077): the jail uid must reach its device nodes.
+    rustix::fs::chmodat(
+        &root,
+        "dev",
+        Mode::from_raw_mode(0o755),
+        rustix::fs::AtFlags::empty(),
+    )?;
     for name in DEVICES {
         let at = format!("dev/{name}");
         touch(&root, &at)?;
@@ -741,6 +749,8 @@ fn copy_into(root: &OwnedFd, c: &CopyIn) -> std::io::Result<()> {
         OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
         Mode::from_raw_mode(0o444),
     )?;
+    // Exactly 0444 whatever the umask: the jail uid reads it.
+    rustix::fs::fchmod(&to, Mode::from_raw_mode(0o444))?;
     let to = File::from(to);
     // By offset: the caller's descriptor keeps its own position.
     let mut buf = vec![0u8; 1 << 20];

@@ -56,8 +56,11 @@ fn a_long_lived_jail_gets_its_descriptors_output_copy_and_limits_and_outlives_it
         .unwrap()
         .pass(passed.as_fd(), 7)
         .unwrap();
-    let script = "cat /kernel; ls -l /kernel; echo through >&7; \
-                  exec sleep 300";
+    // The modes the jail's root gives whatever this process's umask (the
+    // installed helper's unit has UMask=0077): /dev must be searchable
+    // and the copy readable by the jail uid.
+    let script = "cat /kernel; ls -l /kernel; stat -c 'mode %n %a' /dev /kernel; \
+                  cat /dev/null && echo null opened; echo through >&7; exec sleep 300";
     let cmd = Cmd::new("sh").args(["-c", script]).jail(jail);
     let spawned = Runner
         .spawn(
@@ -80,6 +83,8 @@ fn a_long_lived_jail_gets_its_descriptors_output_copy_and_limits_and_outlives_it
     let out = std::fs::read_to_string(&log_path).unwrap();
     assert!(out.contains("kernel bytes"), "{out}");
     assert!(out.contains("-r--r--r-- 1 0 0 13 "), "{out}");
+    assert!(out.contains("mode /dev 755\nmode /kernel 444\n"), "{out}");
+    assert!(out.contains("null opened"), "{out}");
     assert_eq!(
         status_field(pid, "Uid").split_whitespace().next(),
         Some(uid.to_string().as_str())
