@@ -106,6 +106,94 @@ mod tests {
         assert!(e.to_string().contains("2000000:1"), "{e}");
     }
 
+    /// A host over a fresh state dir and journal, with `jail`.
+    fn host(dir: &std::path::Path, jail: InstallJail) -> VmHost {
+        std::fs::create_dir_all(dir.join("state/vms")).unwrap();
+        VmHost::new(
+            super::super::VmHostConfig {
+                state_dir: dir.join("state"),
+                owner: (
+                    rustix::process::geteuid().as_raw(),
+                    rustix::process::getegid().as_raw(),
+                ),
+                qemu_binary: None,
+                firecracker_binary: None,
+                jail,
+            },
+            std::sync::Arc::new(crate::journal::JournalFile::new(dir.join("journal.json"))),
+            std::sync::Arc::new(banger_host::probe::fake::FakeHost::healthy()),
+        )
+    }
+
+    fn entry(vm_id: &str, pid: u32, uid: Option<u32>) -> crate::journal::VmmEntry {
+        crate::journal::VmmEntry {
+            vm_id: vm_id.into(),
+            pid,
+            start_time: banger_host::jail::start_time(pid).unwrap(),
+            vmm: banger_proto::vmops::VmmKind::Qemu,
+            uid,
+        }
+    }
+
+    /// Slots held by journaled VMMs and by launches in flight are not
+    /// given; a reservation dropped (its launch journaled or failed) is.
+    #[test]
+    fn journaled_and_reserved_slots_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path(), jail(4));
+        {
+            let mut txn = h.journal.open().unwrap();
+            txn.state
+                .vmms
+                .push(entry("a", std::process::id(), Some(2_000_001)));
+            txn.save().unwrap();
+        }
+        let first = h.reserve_slot().unwrap();
+        assert_eq!(first.uid, 2_000_002);
+        let second = h.reserve_slot().unwrap();
+        assert_eq!(second.uid, 2_000_003);
+        assert!(matches!(
+            h.reserve_slot().map(|s| s.uid),
+            Err(VmOpError::NoJailSlot { .. })
+        ));
+        drop(first);
+        assert_eq!(h.reserve_slot().unwrap().uid, 2_000_002);
+    }
+
+    /// Re-adoption also requires the journaled jail uid: a live process
+    /// with the journaled pid and start time but another uid (here this
+    /// test process, root) is not the VMM, and its entry goes.
+    #[test]
+    fn a_process_without_the_journaled_jail_uid_is_not_re_adopted() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path(), jail(4));
+        let me = std::process::id();
+        let (wrong, right) = ("0".repeat(32), "1".repeat(32));
+        {
+            let mut txn = h.journal.open().unwrap();
+            txn.state.vmms.push(entry(&wrong, me, Some(2_000_001)));
+            let own = rustix::process::geteuid().as_raw();
+            txn.state.vmms.push(entry(&right, me, Some(own)));
+            txn.save().unwrap();
+        }
+        let st = h.status_inner(&wrong).unwrap().unwrap();
+        assert!(!st.running, "adopted a process of another uid: {st:?}");
+        assert!(
+            h.journal
+                .open()
+                .unwrap()
+                .state
+                .vmms
+                .iter()
+                .all(|e| e.vm_id != wrong),
+            "its entry stays"
+        );
+        let st = h.status_inner(&right).unwrap().unwrap();
+        assert!(st.running && st.adopted, "{st:?}");
+        // Not ours to signal: forget it without a stop.
+        h.procs.lock().unwrap().clear();
+    }
+
     #[test]
     fn only_slots_past_0_and_inside_the_range_are_vm_slots() {
         let j = jail(4);

@@ -591,7 +591,7 @@ impl VmHost {
     }
 
     /// The VM's process, re-adopting a journaled one if the table has none.
-    fn status_inner(&self, vm_id: &str) -> Result<Option<VmmState>, VmOpError> {
+    pub(super) fn status_inner(&self, vm_id: &str) -> Result<Option<VmmState>, VmOpError> {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((vmm, p)) = procs.get_mut(vm_id) {
             let running = p.running();
