@@ -706,7 +706,7 @@ fn prepare(
         copy_into(&root, c)?;
     }
     // Nothing in the jail's root is writable.
-    set_attrs(root.as_fd(), MountAttrFlags::MOUNT_ATTR_RDONLY, false)?;
+    read_only_root(root.as_fd())?;
     let mut argv = vec![cstring(argv0.as_bytes())?];
     for a in args {
         argv.push(cstring(a.as_bytes())?);
@@ -739,6 +739,27 @@ fn prepare(
         filter,
         long_lived: jail.long_lived.is_some(),
     })
+}
+
+/// Make the jail's root read-only. The kernel refuses (`EBUSY`) while
+/// any descriptor of a file on it is open for writing — and a jail cloned
+/// meanwhile by another thread holds a copy of each descriptor this one
+/// had open (the mount points and copies written above) until its own
+/// `close_range`. Retried for up to two seconds (seen: two QEMUs launched
+/// at once, one failing with `Device or resource busy`).
+fn read_only_root(root: BorrowedFd<'_>) -> std::io::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        match set_attrs(root, MountAttrFlags::MOUNT_ATTR_RDONLY, false) {
+            Err(e)
+                if e.raw_os_error() == Some(libc::EBUSY)
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Copy `c`'s file from its start into a new 0444 file of the jail's root.

@@ -151,3 +151,52 @@ fn pass_numbers_and_copy_names_are_checked() {
         assert!(Jail::new(5, 5).copy_in(f.as_fd(), name).is_err(), "{name}");
     }
 }
+
+/// Two QEMUs launched at once: one failed with `Device or resource busy`.
+/// Making a jail's root read-only fails while a file on it is open for
+/// writing, and a jail cloned meanwhile by another thread held a copy of
+/// the descriptor this one was writing its kernel copy through. Jails
+/// with large copies started from many threads at once all start.
+#[test]
+fn jails_with_copies_started_at_once_all_start() {
+    require_root();
+    let uid = jail_uid() + 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("kernel");
+    std::fs::write(&big, vec![7u8; 16 << 20]).unwrap();
+    let limits = Limits {
+        memory: 1 << 30,
+        processes: 64,
+        open_files: 128,
+        file_size: 0,
+    };
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut errors = Vec::new();
+                    for _ in 0..4 {
+                        let kernel = File::open(&big).unwrap();
+                        let jail = Jail::new(uid, uid)
+                            .long_lived(limits)
+                            .copy_in(kernel.as_fd(), "kernel")
+                            .unwrap();
+                        let cmd = Cmd::new("true").jail(jail);
+                        match Runner.spawn(&cmd, SpawnOptions::default()) {
+                            Ok(mut s) => {
+                                let _ = s.wait_timeout(Duration::from_secs(10));
+                            }
+                            Err(e) => errors.push(format!("{:?}", e)),
+                        }
+                    }
+                    errors
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(errors, Vec::<String>::new());
+}
