@@ -9,6 +9,7 @@ mod disks;
 mod error;
 mod guestfs;
 mod jailed;
+mod qemu_files;
 mod slots;
 pub(crate) mod snapshot;
 mod validate;

@@ -3,7 +3,7 @@
 //! restart only when the journaled pid still names the same process.
 
 use std::fs::File;
-use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -11,18 +11,18 @@ use banger_proto::vmops::{LaunchVmSpec, VmStopped, VmmKind, VmmState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use banger_vmm::dir::reopen;
-use banger_vmm::dir::{OwnerDir, Peer, tail_lines};
+use banger_vmm::dir::{OwnerDir, Peer};
 use banger_vmm::firecracker::{
     FirecrackerDriver, FirecrackerVm, READY_PORT, ReadyListener, Shutdown,
 };
-use banger_vmm::qemu::{DriveFds, QemuDriver, QemuFiles, QemuVm, Qmp};
+use banger_vmm::qemu::{QemuDriver, QemuVm, Qmp};
 use banger_vmm::{Drive, LaunchSpec, VmmError};
 use rustix::fs::OFlags;
 
 use super::VmHost;
 use super::disks::WORK_DISK;
 use super::error::{VmOpError, io, journal_err};
+use super::qemu_files::with_log_tail;
 use super::validate;
 use crate::journal::VmmEntry;
 
@@ -36,7 +36,7 @@ const READY_WAIT: Duration = Duration::from_secs(600);
 /// QEMU's stdout and stderr, in the VM directory: made anew at each launch.
 const VMM_LOG: &str = "vmm.log";
 /// The serial console (Firecracker's stdout), appended across boots.
-const SERIAL_LOG: &str = "serial.log";
+pub(super) const SERIAL_LOG: &str = "serial.log";
 
 /// A VMM the executor can signal.
 #[derive(Debug)]
@@ -353,70 +353,6 @@ impl VmHost {
         )
         .map_err(|e| io("chown", &run)(e.into()))?;
         Ok(OwnerDir::from_fd(fd, run))
-    }
-
-    /// Every file a jailed QEMU gets, as descriptors root opened: the
-    /// kernel and initrd beneath the state dir without symlinks (copied
-    /// into the jail), each drive as the jailed tools' disks are opened
-    /// (checked: the owner's regular file with one link, or the dm device
-    /// by number) plus a read-only reopening of the same inode, the serial
-    /// log appended (write-only: QEMU's fd set matches the access mode it
-    /// asks for), the tap attached in this network namespace, `/dev/kvm`
-    /// when asked for (it must be world read-write: the jail uid has no
-    /// groups).
-    fn qemu_files(
-        &self,
-        ls: &LaunchSpec,
-        vm_dir: &OwnerDir,
-        log: File,
-        run: OwnerDir,
-    ) -> Result<QemuFiles, VmOpError> {
-        let beneath = |p: &Path| -> Result<File, VmOpError> {
-            let rel = p
-                .strip_prefix(&self.state_dir)
-                .map_err(|_| VmOpError::Invalid {
-                    what: "VMM file",
-                    value: p.display().to_string(),
-                    reason: "not beneath the state directory".into(),
-                })?;
-            self.open_beneath(rel, OFlags::RDONLY)
-        };
-        let kernel = beneath(&ls.kernel)?;
-        let initrd = ls.initrd.as_deref().map(beneath).transpose()?;
-        let mut drives = Vec::new();
-        for d in &ls.drives {
-            let read_only = OwnedFd::from(self.open_disk(&d.path)?);
-            let main = if d.read_only {
-                read_only.try_clone()
-            } else {
-                reopen(read_only.as_fd(), OFlags::RDWR).map_err(std::io::Error::from)
-            }
-            .map_err(io("opening", &d.path))?;
-            drives.push(DriveFds { main, read_only });
-        }
-        let serial_path = vm_dir.join(SERIAL_LOG);
-        let serial = vm_dir
-            .open_append(SERIAL_LOG, 0o640, self.tool_ids())
-            .map_err(|source| VmOpError::Launch {
-                vm_id: ls.vm_id.clone(),
-                source,
-            })?;
-        let serial = reopen(serial.as_fd(), OFlags::WRONLY | OFlags::APPEND)
-            .map(File::from)
-            .map_err(|e| io("opening", &serial_path)(e.into()))?;
-        let tap = banger_vmm::qemu::open_tap(&ls.tap)
-            .map_err(io("attaching to the tap of", Path::new(&ls.vm_id)))?;
-        let kvm = if ls.kvm { Some(open_kvm()?) } else { None };
-        Ok(QemuFiles {
-            kernel,
-            initrd,
-            drives,
-            tap,
-            serial,
-            log,
-            run,
-            kvm,
-        })
     }
 
     pub(crate) fn launch(
@@ -791,47 +727,6 @@ impl VmHost {
             graceful,
             was_running: true,
         })
-    }
-}
-
-/// `/dev/kvm` for a jailed QEMU (bound into its jail as a device node):
-/// the jail uid has no groups, so the node must be world read-write
-/// (systemd's default, 0666).
-fn open_kvm() -> Result<OwnedFd, VmOpError> {
-    let path = Path::new("/dev/kvm");
-    let fd = rustix::fs::open(
-        path,
-        OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-        rustix::fs::Mode::empty(),
-    )
-    .map_err(|e| io("opening", path)(e.into()))?;
-    let st = rustix::fs::fstat(&fd).map_err(|e| io("inspecting", path)(e.into()))?;
-    let chr =
-        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
-    if !chr || st.st_mode & 0o006 != 0o006 {
-        return Err(VmOpError::VmmUnavailable {
-            vmm: "qemu",
-            reason: format!(
-                "QEMU runs as a jail uid without groups, so /dev/kvm must be a world read-write \
-                 device node (systemd's default 0666); it has mode {:o}",
-                st.st_mode & 0o7777
-            ),
-        });
-    }
-    Ok(fd)
-}
-
-/// Add the last lines of the VMM's own log to an early-exit error, read
-/// from root's descriptor of the file it created (never by its name,
-/// which the owner can point elsewhere).
-fn with_log_tail(e: VmmError, log: &File) -> VmmError {
-    match e {
-        VmmError::EarlyExit { vmm, status, tail } if tail.is_empty() => VmmError::EarlyExit {
-            vmm,
-            status,
-            tail: tail_lines(log, 5),
-        },
-        other => other,
     }
 }
 

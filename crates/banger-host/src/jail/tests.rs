@@ -4,6 +4,8 @@ use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::time::Duration;
 
+use std::os::fd::AsFd as _;
+
 use super::*;
 use crate::runner::{Cmd, Runner};
 

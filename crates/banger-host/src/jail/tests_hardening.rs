@@ -4,6 +4,8 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 
+use std::os::fd::AsFd as _;
+
 use super::*;
 use crate::runner::resolve;
 

@@ -5,6 +5,8 @@
 use std::time::{Duration, Instant};
 
 use super::tests::{processes_of, require_root};
+use std::os::fd::AsFd as _;
+
 use super::*;
 use crate::runner::{Cmd, Runner, SpawnOptions};
 
