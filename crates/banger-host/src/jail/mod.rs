@@ -13,6 +13,11 @@
 //! failing step writes its number and errno to a close-on-exec pipe; an
 //! `execve` that works closes it.
 //!
+//! In `bangerd-root` the clone is made by the jail spawner
+//! ([`spawner`]), forked before the helper had threads, because the
+//! helper itself has locked itself out of mounts and namespaces
+//! ([`lock_down`]); the child is still the helper's (`CLONE_PARENT`).
+//!
 //! The child is pid 1 of its pid namespace: when it exits, the kernel kills
 //! whatever it left behind before its exit can be reaped, so nothing a tool
 //! started outlives it holding a descriptor of a disk.
