@@ -245,8 +245,10 @@ pub(super) fn child(
     step!(Step::Uid, rustix::thread::set_thread_res_uid(uid, uid, uid));
     step!(Step::NoNewPrivs, rustix::thread::set_no_new_privs(true));
     raw_step!(Step::Seccomp, install_filter(p));
-    // After the uid change, which clears it. The thread that cloned this
-    // child waits for it, so its exit means the caller is gone.
+    // After the uid change, which clears it. It fires when the parent
+    // thread exits: the one that cloned this child, or through the
+    // spawner (CLONE_PARENT) the helper thread that forked the spawner,
+    // its main thread, whose exit means the helper is gone.
     step!(
         Step::DeathSignal,
         rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))

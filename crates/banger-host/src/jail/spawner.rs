@@ -7,7 +7,7 @@
 //! its parent, never execs anything itself and serves one request at a
 //! time on a `SOCK_SEQPACKET` socket: one message in, one message out. A
 //! request names a jail (every [`Jail`] field crosses through
-//! [`Jail::encode`] and [`Jail::decode`]), the program, its argv and
+//! `Jail::encode` and `Jail::decode`), the program, its argv and
 //! environment; its descriptors travel by `SCM_RIGHTS` in a fixed order.
 //! The spawner prepares the jail as a direct spawn does and clones the
 //! child with `CLONE_PARENT`, so the child is the helper's: the helper
