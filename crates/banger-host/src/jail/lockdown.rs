@@ -90,8 +90,8 @@ fn x86_64() -> Vec<Insn> {
     resolve(&p)
 }
 
-/// Lock this process out of mounts and namespaces for good: set
-/// `no_new_privs` and install the helper's filter. Call after
+/// Lock this process out of mounts and namespaces for good: drop
+/// `CAP_SETPCAP`, set `no_new_privs` and install the helper's filter. Call after
 /// [`super::spawner::start`] and before the first thread (a filter binds
 /// the calling thread and the threads and children it makes later).
 pub fn lock_down() -> std::io::Result<()> {
@@ -101,8 +101,27 @@ pub fn lock_down() -> std::io::Result<()> {
             "no helper seccomp filter for this architecture",
         )
     })?;
+    drop_setpcap()?;
     rustix::thread::set_no_new_privs(true)?;
     install(&filter).map_err(std::io::Error::from_raw_os_error)
+}
+
+/// `CAP_SETPCAP` out of every set of this process. The helper unit grants
+/// it so that the spawner, forked before, can drop the other capabilities
+/// from its bounding set; the helper needs it no longer.
+fn drop_setpcap() -> std::io::Result<()> {
+    use rustix::thread::CapabilitySet;
+    let mut sets = rustix::thread::capabilities(None)?;
+    if sets.effective.contains(CapabilitySet::SETPCAP)
+        && rustix::thread::capability_is_in_bounding_set(CapabilitySet::SETPCAP)?
+    {
+        rustix::thread::remove_capability_from_bounding_set(CapabilitySet::SETPCAP)?;
+    }
+    sets.effective.remove(CapabilitySet::SETPCAP);
+    sets.permitted.remove(CapabilitySet::SETPCAP);
+    sets.inheritable.remove(CapabilitySet::SETPCAP);
+    rustix::thread::set_capabilities(None, sets)?;
+    Ok(())
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

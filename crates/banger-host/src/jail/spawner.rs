@@ -629,6 +629,12 @@ fn drop_capabilities() -> std::io::Result<()> {
         return Err(std::io::Error::last_os_error());
     }
     let kept = KEPT_CAPS.iter().fold(0u64, |m, &c| m | 1 << c);
+    set_capabilities(kept, kept)
+}
+
+/// `capset` of this process: `permitted` and `effective` (bit n:
+/// capability n), nothing inheritable. Only ever takes away.
+pub(super) fn set_capabilities(permitted: u64, effective: u64) -> std::io::Result<()> {
     #[repr(C)]
     struct Header {
         version: u32,
@@ -646,8 +652,8 @@ fn drop_capabilities() -> std::io::Result<()> {
         pid: 0,
     };
     let half = |shift: u32| Data {
-        effective: (kept >> shift) as u32,
-        permitted: (kept >> shift) as u32,
+        effective: (effective >> shift) as u32,
+        permitted: (permitted >> shift) as u32,
         inheritable: 0,
     };
     let data = [half(0), half(32)];
