@@ -13,6 +13,11 @@
 //! failing step writes its number and errno to a close-on-exec pipe; an
 //! `execve` that works closes it.
 //!
+//! In `bangerd-root` the clone is made by the jail spawner
+//! ([`spawner`]), forked before the helper had threads, because the
+//! helper itself has locked itself out of mounts and namespaces
+//! ([`lock_down`]); the child is still the helper's (`CLONE_PARENT`).
+//!
 //! The child is pid 1 of its pid namespace: when it exits, the kernel kills
 //! whatever it left behind before its exit can be reaped, so nothing a tool
 //! started outlives it holding a descriptor of a disk.
@@ -89,12 +94,7 @@ impl Jail {
     /// component), read-only unless `writable`. Never executable, never
     /// set-id, device nodes only when the source is one.
     pub fn bind(mut self, fd: BorrowedFd<'_>, name: &str, writable: bool) -> std::io::Result<Jail> {
-        if name.is_empty() || name.contains('/') || name == "." || name == ".." || name == "exe" {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("jail bind name {name:?}: one plain component, not `exe`"),
-            ));
-        }
+        check_bind_name(name)?;
         let fd = fd.try_clone_to_owned()?;
         self.binds.push(Bind {
             fd: Arc::new(fd),
@@ -103,6 +103,23 @@ impl Jail {
         });
         Ok(self)
     }
+}
+
+/// A bind name is one plain token: letters, digits, `.`, `_`, `-`, not
+/// `.`, `..` or `exe` (the program's own place).
+fn check_bind_name(name: &str) -> std::io::Result<()> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if name.is_empty()
+        || name.len() > 64
+        || !name.chars().all(plain)
+        || matches!(name, "." | ".." | "exe")
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("jail bind name {name:?}: one plain component, not `exe`"),
+        ));
+    }
+    Ok(())
 }
 
 /// Everything the child reads, made before the clone.
@@ -234,7 +251,7 @@ pub fn spawn(
             "a jail never runs as root",
         ));
     }
-    let prepared = prepare(jail, program, argv0, args, env)?;
+    let exe = rustix::fs::open(program, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
     let (in_r, in_w) = if piped_stdin {
         let (r, w) = pipe()?;
         (r, Some(w))
@@ -248,11 +265,71 @@ pub fn spawn(
     };
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
+    let request = spawner::Request {
+        jail: jail.clone(),
+        program: exe,
+        argv0: argv0.to_os_string(),
+        args: args.to_vec(),
+        env: env.to_vec(),
+        stdio: [in_r, out_w, err_w],
+    };
+    // In the locked-down helper the spawner clones; elsewhere (dev mode,
+    // tests) this process does.
+    let Cloned { pid, pidfd, report } = match spawner::running() {
+        Some(s) => s.spawn(request)?,
+        None => {
+            let cloned = clone_jailed(&request, 0)?;
+            // The child's ends, so that its exit is the pipes' EOF.
+            drop(request);
+            cloned
+        }
+    };
+    let mut child = Child {
+        pid,
+        pidfd,
+        status: None,
+        stdin: in_w.map(File::from),
+        stdout: Some(File::from(out_r)),
+        stderr: Some(File::from(err_r)),
+    };
+    match report {
+        None => Ok(child),
+        Some((step, errno)) => {
+            let _ = child.wait();
+            Err(report_error(step, errno))
+        }
+    }
+}
+
+/// The error a child's (step, errno) report stands for.
+fn report_error(step: u32, errno: i32) -> std::io::Error {
+    let os = std::io::Error::from_raw_os_error(errno);
+    std::io::Error::new(
+        os.kind(),
+        format!("jail: {}: {os}", child::Step::name(step)),
+    )
+}
+
+/// A child just cloned: its pid, its pidfd and what it reported before
+/// `execve` (`None`: it got there; else (step, errno), still to reap).
+#[derive(Debug)]
+pub(super) struct Cloned {
+    pid: i32,
+    pidfd: OwnedFd,
+    report: Option<(u32, i32)>,
+}
+
+/// Prepare `r` and clone its child with `extra` clone flags
+/// (`CLONE_PARENT` in the spawner): its pid, its pidfd and what it
+/// reported before `execve` (`None`: it got there).
+fn clone_jailed(r: &spawner::Request, extra: libc::c_int) -> std::io::Result<Cloned> {
+    let prepared = prepare(&r.jail, r.program.as_fd(), &r.argv0, &r.args, &r.env)?;
     let (status_r, status_w) = pipe()?;
+    let [stdin, stdout, stderr] = &r.stdio;
     let fds = ChildFds {
-        stdin: high(in_r)?,
-        stdout: high(out_w)?,
-        stderr: high(err_w)?,
+        stdin: high(stdin.try_clone()?)?,
+        stdout: high(stdout.try_clone()?)?,
+        stderr: high(stderr.try_clone()?)?,
         err: high(status_w)?,
     };
     let argv_ptrs = ptrs(&prepared.argv);
@@ -262,7 +339,8 @@ pub fn spawn(
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWNET
-        | libc::CLONE_PIDFD;
+        | libc::CLONE_PIDFD
+        | extra;
     let mut pidfd: libc::c_int = -1;
     // Every signal blocked across the clone, as posix_spawn does: the
     // child must not run a handler of this process's before it resets
@@ -298,14 +376,6 @@ pub fn spawn(
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     drop(fds);
     drop(prepared);
-    let mut child = Child {
-        pid: pid as i32,
-        pidfd,
-        status: None,
-        stdin: in_w.map(File::from),
-        stdout: Some(File::from(out_r)),
-        stderr: Some(File::from(err_r)),
-    };
     // Whatever the child reports before execve (or EOF when it worked).
     let mut report = [0u8; 8];
     let mut got = 0;
@@ -317,17 +387,16 @@ pub fn spawn(
             Err(e) => return Err(e.into()),
         }
     }
-    if got == 0 {
-        return Ok(child);
-    }
-    let _ = child.wait();
-    let step = u32::from_ne_bytes(report[..4].try_into().unwrap_or_default());
-    let errno = i32::from_ne_bytes(report[4..].try_into().unwrap_or_default());
-    let os = std::io::Error::from_raw_os_error(errno);
-    Err(std::io::Error::new(
-        os.kind(),
-        format!("jail: {}: {os}", child::Step::name(step)),
-    ))
+    let report = (got > 0).then(|| {
+        let step = u32::from_ne_bytes(report[..4].try_into().unwrap_or_default());
+        let errno = i32::from_ne_bytes(report[4..].try_into().unwrap_or_default());
+        (step, errno)
+    });
+    Ok(Cloned {
+        pid: pid as i32,
+        pidfd,
+        report,
+    })
 }
 
 /// This thread's signal mask with every signal blocked (the kernel keeps
@@ -451,7 +520,7 @@ fn tree_of(fd: BorrowedFd<'_>, path: &CStr, recursive: bool) -> std::io::Result<
 /// The jail's root (populated, then read-only) and its detached binds.
 fn prepare(
     jail: &Jail,
-    program: &Path,
+    program: BorrowedFd<'_>,
     argv0: &OsStr,
     args: &[std::ffi::OsString],
     env: &[(std::ffi::OsString, std::ffi::OsString)],
@@ -505,8 +574,7 @@ fn prepare(
     }
     // The program itself, read-only and executable.
     touch(&root, &EXE[1..])?;
-    let exe = rustix::fs::open(program, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
-    let t = tree_of(exe.as_fd(), c"", false)?;
+    let t = tree_of(program, c"", false)?;
     set_attrs(t.as_fd(), ro, false)?;
     mounts.push((t, cstring(&EXE.as_bytes()[1..])?));
     // The caller's files and directories; the largest writable one sets
@@ -625,7 +693,9 @@ fn touch(dir: &OwnedFd, rel: &str) -> std::io::Result<()> {
 mod acl;
 mod child;
 mod filter;
+mod lockdown;
 mod range;
+pub mod spawner;
 mod sweep;
 #[cfg(test)]
 mod tests;
@@ -635,5 +705,6 @@ mod tests_acl;
 mod tests_hardening;
 
 pub use acl::{ACL_XATTR, Grant, acl_with_user, grant, revoke};
+pub use lockdown::lock_down;
 pub use range::{RangeInUse, check_unused};
 pub use sweep::kill_range;
