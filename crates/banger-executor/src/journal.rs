@@ -9,7 +9,8 @@
 //! bridge, owner uid, ifindex), whether banger's nft tables were
 //! installed (and which guests they masquerade), the links
 //! whose resolver settings banger changed, VMM processes, dm-snapshot
-//! devices, and the disk tools' outstanding ACL grants. It is written atomically: a
+//! devices, the disk tools' outstanding ACL grants, and whether banger
+//! turned IPv4 forwarding on. It is written atomically: a
 //! temporary file in the same directory, fsync, rename, fsync of the
 //! directory; mode 0600. An entry is written *before* the object is created,
 //! so a crash leaves a record rather than an orphan.
@@ -32,8 +33,9 @@ use serde::{Deserialize, Serialize};
 /// (its taps without one fall back to the tun-owner check) and written
 /// back as 2, so a helper from before the field says "newer version"
 /// rather than failing to parse it.
-/// 3: `grants`, the disk tools' outstanding ACL grants. Older files are
-/// read (none outstanding) and written back as 3.
+/// 3: `grants`, the disk tools' outstanding ACL grants, and
+/// `ip_forward_enabled`. Older files are read (no grants, forwarding not
+/// banger's) and written back as 3.
 pub const JOURNAL_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +133,10 @@ pub struct Journal {
     /// start after a crash.
     #[serde(default)]
     pub grants: Vec<GrantEntry>,
+    /// `EnsureBridge` turned IPv4 forwarding on (it was off): teardown
+    /// turns it back off once no bridge is left, if it is still on.
+    #[serde(default)]
+    pub ip_forward_enabled: bool,
 }
 
 /// One outstanding grant of a disk to the tool uid (`vm::jailed`): the
@@ -215,6 +221,7 @@ impl Default for Journal {
             snapshots: Vec::new(),
             dm_disks: Vec::new(),
             grants: Vec::new(),
+            ip_forward_enabled: false,
         }
     }
 }

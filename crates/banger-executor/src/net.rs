@@ -230,7 +230,9 @@ impl Executor {
                 }
             }
         };
-        let configured = self.configure_bridge(&link, cidr, mac_set);
+        let configured = self
+            .configure_bridge(&link, cidr, mac_set)
+            .and_then(|()| self.enable_forwarding(&mut txn));
         if let Err(e) = configured {
             if created {
                 self.undo_create(&mut txn, name, was_journaled, true);
@@ -660,6 +662,12 @@ impl Executor {
             }
         }
         txn.state.bridges = kept_bridges;
+        if txn.state.bridges.is_empty() {
+            match self.restore_forwarding(&mut txn) {
+                Ok(changed) => removed.extend(changed),
+                Err(e) => fail(e),
+            }
+        }
 
         // Issue #13 F3: a link that stays (one that is not banger's to
         // remove, or whose removal failed) keeps the base rule set, whose
