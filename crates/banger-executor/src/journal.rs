@@ -33,8 +33,8 @@ use serde::{Deserialize, Serialize};
 /// (its taps without one fall back to the tun-owner check) and written
 /// back as 2, so a helper from before the field says "newer version"
 /// rather than failing to parse it.
-/// 3: `grants`, the disk tools' outstanding ACL grants, and
-/// `ip_forward_enabled`. Older files are read (no grants, forwarding not
+/// 3: `grants`, the disk tools' outstanding ACL grants,
+/// `ip_forward_enabled`, and bridges' `ifindex`. Older files are read (no grants, forwarding not
 /// banger's) and written back as 3.
 pub const JOURNAL_VERSION: u32 = 3;
 
@@ -80,6 +80,12 @@ pub struct BridgeEntry {
     /// when it matches (item 19).
     #[serde(default)]
     pub mac_set: bool,
+    /// The bridge's interface index, recorded once it exists: what makes
+    /// a link of this name banger's bridge (threat-model item 14, as for
+    /// taps). `None` between the entry and the creation, and in entries
+    /// written before it was kept: then name and kind decide, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifindex: Option<u32>,
 }
 
 impl BridgeEntry {
@@ -422,6 +428,7 @@ mod tests {
             address: Ipv4Addr::new(10, 0, 0, 1),
             prefix_len: 24,
             mac_set: true,
+            ifindex: None,
         });
         txn.save().unwrap();
         drop(txn);
