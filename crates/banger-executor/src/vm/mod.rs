@@ -10,6 +10,8 @@ mod error;
 mod guestfs;
 mod jailed;
 pub(crate) mod snapshot;
+#[cfg(test)]
+mod tests_grants;
 mod validate;
 mod vmm;
 
