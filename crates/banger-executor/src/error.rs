@@ -107,6 +107,19 @@ pub enum ExecError {
         index: u32,
         journaled: u32,
     },
+    #[error(
+        "bridge {name} is not banger's: interface index {index}, journaled \
+         {journaled}; refusing to touch it (remove it, then run teardown again)"
+    )]
+    ReplacedBridge {
+        name: String,
+        index: u32,
+        journaled: u32,
+    },
+    #[error(
+        "bridge {name} was left: without the link listing it cannot be checked against its          journaled interface index"
+    )]
+    UncheckedBridge { name: String },
     #[error("bridge {name} is in banger's journal but does not exist; ensure the bridge first")]
     BridgeMissing { name: String },
     #[error(
@@ -283,6 +296,8 @@ impl ExecError {
             | TapOwner { .. }
             | ForeignTap { .. }
             | ReplacedTap { .. }
+            | ReplacedBridge { .. }
+            | UncheckedBridge { .. }
             | BridgeMissing { .. }
             | FirewallMissing { .. } => ErrorCode::InvalidState,
             NotInstalledBridge { .. } | TapForOtherUser { .. } => ErrorCode::PermissionDenied,

@@ -58,7 +58,10 @@ pub enum BuildLaunch {
     /// `systemd-run --wait --pipe`: a transient unit, outside the helper's
     /// sandbox. Used when systemd manages the host.
     TransientUnit,
-    /// A child of this process, with this process's privileges.
+    /// A child of this process, with this process's privileges and its
+    /// seccomp filter: in the root helper, no mount and no namespace
+    /// (`banger_host::jail::lock_down`), which mmdebstrap needs. So the
+    /// builder only looks the image up in root's cache (`--cached-only`).
     Child,
 }
 
@@ -214,7 +217,7 @@ impl ImageBuilder {
             self.cfg.cache_dir.as_os_str(),
         ];
         let cmd = match self.cfg.launch {
-            BuildLaunch::Child => Cmd::new(&self.cfg.exe).args(build),
+            BuildLaunch::Child => Cmd::new(&self.cfg.exe).args(build).arg("--cached-only"),
             BuildLaunch::TransientUnit => Cmd::new("systemd-run")
                 .args([
                     "--quiet",
@@ -538,7 +541,8 @@ mod tests {
         let child = builder(BuildLaunch::Child, cache).command("bookworm");
         assert_eq!(
             child.display(),
-            "/usr/local/bin/banger-imagebuild debian --suite bookworm --cache-dir /var/cache/banger"
+            "/usr/local/bin/banger-imagebuild debian --suite bookworm --cache-dir /var/cache/banger \
+             --cached-only"
         );
     }
 

@@ -7,8 +7,10 @@
 //! `journal.json` in the helper's root state dir) holding the bridges
 //! (name, address, prefix, whether its MAC was written), taps (name,
 //! bridge, owner uid, ifindex), whether banger's nft tables were
-//! installed (and which guests they masquerade), and the links
-//! whose resolver settings banger changed. It is written atomically: a
+//! installed (and which guests they masquerade), the links
+//! whose resolver settings banger changed, VMM processes, dm-snapshot
+//! devices, the disk tools' outstanding ACL grants, and whether banger
+//! turned IPv4 forwarding on. It is written atomically: a
 //! temporary file in the same directory, fsync, rename, fsync of the
 //! directory; mode 0600. An entry is written *before* the object is created,
 //! so a crash leaves a record rather than an orphan.
@@ -31,9 +33,11 @@ use serde::{Deserialize, Serialize};
 /// (its taps without one fall back to the tun-owner check) and written
 /// back as 2, so a helper from before the field says "newer version"
 /// rather than failing to parse it.
-/// 3: a VMM entry carries the jail uid its VMM runs as (`VmmEntry::uid`,
-/// issue #13 finding 11). A version-2 entry has none (its VMM ran as the
-/// owner) and is read as such.
+/// 3: `grants`, the disk tools' outstanding ACL grants;
+/// `ip_forward_enabled`; bridges' `ifindex`; and a VMM entry's jail uid
+/// (`VmmEntry::uid`, issue #13 finding 11). Older files are read (no
+/// grants, forwarding not banger's, a VMM with no uid ran as the owner)
+/// and written back as 3.
 pub const JOURNAL_VERSION: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
@@ -78,6 +82,12 @@ pub struct BridgeEntry {
     /// when it matches (item 19).
     #[serde(default)]
     pub mac_set: bool,
+    /// The bridge's interface index, recorded once it exists: what makes
+    /// a link of this name banger's bridge (threat-model item 14, as for
+    /// taps). `None` between the entry and the creation, and in entries
+    /// written before it was kept: then name and kind decide, as before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ifindex: Option<u32>,
 }
 
 impl BridgeEntry {
@@ -126,6 +136,33 @@ pub struct Journal {
     /// `snapshots`, never from files in the owner-writable VM directory.
     #[serde(default)]
     pub dm_disks: Vec<String>,
+    /// Disk-tool grants made and not yet revoked (one entry per grant),
+    /// each written before its ACL is set: what the executor puts back at
+    /// start after a crash.
+    #[serde(default)]
+    pub grants: Vec<GrantEntry>,
+    /// `EnsureBridge` turned IPv4 forwarding on (it was off): teardown
+    /// turns it back off once no bridge is left, if it is still on.
+    #[serde(default)]
+    pub ip_forward_enabled: bool,
+}
+
+/// One outstanding grant of a disk to the tool uid (`vm::jailed`): the
+/// disk, the inode granted and what it had before any grant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrantEntry {
+    pub vm_id: String,
+    /// A file of the VM directory (`root.ext4`, `work.ext4`) or the VM's
+    /// dm-snapshot device (`banger-<vm_id>`).
+    pub disk: String,
+    pub dev: u64,
+    pub ino: u64,
+    /// Permission bits before the first grant.
+    pub mode: u32,
+    /// The exact `system.posix_acl_access` bytes before the first grant;
+    /// `None`: there was no access ACL.
+    pub acl: Option<Vec<u8>>,
 }
 
 /// The kernel devices of one VM's dm-snapshot root disk. Each field is set
@@ -196,6 +233,8 @@ impl Default for Journal {
             vmms: Vec::new(),
             snapshots: Vec::new(),
             dm_disks: Vec::new(),
+            grants: Vec::new(),
+            ip_forward_enabled: false,
         }
     }
 }
@@ -414,6 +453,7 @@ mod tests {
             address: Ipv4Addr::new(10, 0, 0, 1),
             prefix_len: 24,
             mac_set: true,
+            ifindex: None,
         });
         txn.save().unwrap();
         drop(txn);
@@ -439,7 +479,7 @@ mod tests {
     /// helper from before it refused the newer journal as unparseable
     /// instead of as newer. Version 2 has the field; a version-1 journal
     /// (none, or the field written before the bump) is read, and written
-    /// back as version 2.
+    /// back as the current version.
     #[test]
     fn a_version_1_journal_is_read_and_written_back_as_the_current_version() {
         let dir = tempfile::tempdir().unwrap();
@@ -463,6 +503,7 @@ mod tests {
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(written["version"], JOURNAL_VERSION, "{written}");
         assert_eq!(written["taps"][1]["ifindex"], 7, "{written}");
+        assert_eq!(written["grants"], serde_json::json!([]), "{written}");
         assert_eq!(Journal::default().version, JOURNAL_VERSION);
     }
 

@@ -110,13 +110,12 @@ impl Executor {
     }
 
     /// Enable the VM operations for VMs under `cfg.state_dir`. Without this
-    /// they fail with `unavailable`.
+    /// they fail with `unavailable`. Disk grants a crash left in the
+    /// journal are undone here, before any operation (`vm::jailed`).
     pub fn with_vms(mut self, cfg: VmHostConfig) -> Self {
-        self.vm = Some(Arc::new(vm::VmHost::new(
-            cfg,
-            Arc::clone(&self.journal),
-            Arc::clone(&self.host),
-        )));
+        let vm = vm::VmHost::new(cfg, Arc::clone(&self.journal), Arc::clone(&self.host));
+        vm.restore_crashed_grants();
+        self.vm = Some(Arc::new(vm));
         self
     }
 

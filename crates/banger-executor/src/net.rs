@@ -30,6 +30,9 @@ use crate::{Executed, Executor, validate};
 
 mod configure;
 mod dns;
+mod identity;
+
+use identity::{Journaled, check_bridge_identity, check_ours, check_tap_identity};
 
 /// The resolver routing domain: `~vm` sends `*.vm` lookups to the bridge's
 /// DNS server without making it a default resolver.
@@ -39,54 +42,6 @@ fn done(outcome: PrivOutcome) -> Executed {
     Executed {
         outcome,
         fds: Vec::new(),
-    }
-}
-
-/// Refuse an existing interface the journal does not list, or one of the
-/// wrong kind.
-fn check_ours(link: Option<&Link>, journaled: bool, expected: LinkKind) -> Result<(), ExecError> {
-    let Some(link) = link else { return Ok(()) };
-    if !journaled {
-        return Err(ExecError::NotOurs {
-            name: link.name.clone(),
-        });
-    }
-    if link.kind != expected {
-        return Err(ExecError::WrongKind {
-            name: link.name.clone(),
-            expected: if expected == LinkKind::Bridge {
-                "bridge"
-            } else {
-                "tap"
-            },
-            actual: link.kind.to_string(),
-        });
-    }
-    Ok(())
-}
-
-/// Gap 14: a journaled name is not enough to act on a tap; a same-named
-/// tap that took the name after banger's was gone is not banger's to
-/// delete or hand out. Issue #13 F3: nor is the tun owner an identity
-/// (whoever can attach to the tap may change it with `TUNSETOWNER`, no
-/// capability needed), so a tap is banger's when its interface index is
-/// the one journaled at its creation. An entry without one (written before
-/// indexes were kept, or by a helper that crashed between the entry and
-/// the creation) falls back to the uid banger made the tap for.
-fn check_tap_identity(link: &Link, entry: &TapEntry) -> Result<(), ExecError> {
-    match entry.ifindex {
-        Some(index) if link.index != index => Err(ExecError::ReplacedTap {
-            name: link.name.clone(),
-            index: link.index,
-            journaled: index,
-        }),
-        Some(_) => Ok(()),
-        None if link.tap_owner != Some(entry.owner_uid) => Err(ExecError::ForeignTap {
-            name: link.name.clone(),
-            owner: link.tap_owner,
-            journaled: entry.owner_uid,
-        }),
-        None => Ok(()),
     }
 }
 
@@ -150,6 +105,9 @@ impl Executor {
         let links = self.net.links().map_err(ExecError::ReadLinks)?;
         let existing = links.iter().find(|l| l.name == name).cloned();
         check_ours(existing.as_ref(), was_journaled, LinkKind::Bridge)?;
+        if let (Some(link), Some(entry)) = (&existing, txn.state.bridge(name)) {
+            check_bridge_identity(link, entry)?;
+        }
         let routes = self.net.routes_v4().map_err(ExecError::ReadRoutes)?;
         if let Err(e) = validate::no_overlap(cidr, name, &routes) {
             // The clash may be banger's own bridge under an earlier name:
@@ -196,6 +154,7 @@ impl Executor {
             address: spec.address,
             prefix_len: spec.prefix_len,
             mac_set,
+            ifindex: existing.as_ref().map(|l| l.index),
         };
         if txn.state.bridge(name) != Some(&entry) {
             txn.state.upsert_bridge(entry);
@@ -230,15 +189,20 @@ impl Executor {
                 }
             }
         };
-        let configured = self.configure_bridge(&link, cidr, mac_set);
+        let configured = self
+            .configure_bridge(&link, cidr, mac_set)
+            .and_then(|()| self.enable_forwarding(&mut txn));
         if let Err(e) = configured {
             if created {
                 self.undo_create(&mut txn, name, was_journaled, true);
             }
             return Err(e);
         }
-        if !mac_set && let Some(entry) = txn.state.bridges.iter_mut().find(|b| b.name == name) {
+        if let Some(entry) = txn.state.bridges.iter_mut().find(|b| b.name == name)
+            && (!entry.mac_set || entry.ifindex != Some(link.index))
+        {
             entry.mac_set = true;
+            entry.ifindex = Some(link.index);
             txn.save()?;
         }
         Ok(done(PrivOutcome::Bridge(BridgeOutcome {
@@ -275,11 +239,12 @@ impl Executor {
                 .cloned()
                 .collect();
             for tap in taps {
-                self.remove_link(&tap.name, LinkKind::Tap, Some(&tap), known(&tap.name))?;
+                self.remove_link(&tap.name, Journaled::Tap(&tap), known(&tap.name))?;
                 txn.state.remove_tap(&tap.name);
                 txn.save()?;
             }
-            self.remove_link(&bridge, LinkKind::Bridge, None, known(&bridge))?;
+            let entry = txn.state.bridge(&bridge).cloned();
+            self.remove_link(&bridge, Journaled::Bridge(entry.as_ref()), known(&bridge))?;
             tracing::info!(
                 bridge,
                 installed,
@@ -357,10 +322,14 @@ impl Executor {
                 requested: spec.owner_uid,
             });
         }
-        if !links.iter().any(|l| l.name == spec.bridge) {
+        let Some(bridge) = links.iter().find(|l| l.name == spec.bridge) else {
             return Err(ExecError::BridgeMissing {
                 name: spec.bridge.clone(),
             });
+        };
+        // A tap goes only on the bridge banger made (item 14).
+        if let Some(entry) = txn.state.bridge(&spec.bridge) {
+            check_bridge_identity(bridge, entry)?;
         }
 
         let mut entry = TapEntry {
@@ -449,7 +418,7 @@ impl Executor {
             return Err(ExecError::NotJournaled { what: "tap", name });
         };
         let existing = self.net.link(&name).map_err(ExecError::ReadLinks)?;
-        self.remove_link(&name, LinkKind::Tap, Some(&entry), Some(existing.as_ref()))?;
+        self.remove_link(&name, Journaled::Tap(&entry), Some(existing.as_ref()))?;
         txn.state.remove_tap(&name);
         txn.save()?;
         Ok(done(PrivOutcome::Done))
@@ -628,7 +597,7 @@ impl Executor {
 
         let mut kept_taps = Vec::new();
         for tap in std::mem::take(&mut txn.state.taps) {
-            match self.remove_link(&tap.name, LinkKind::Tap, Some(&tap), lookup(&tap.name)) {
+            match self.remove_link(&tap.name, Journaled::Tap(&tap), lookup(&tap.name)) {
                 Ok(Some(what)) => removed.push(what),
                 Ok(None) => {}
                 Err(e) => {
@@ -650,7 +619,11 @@ impl Executor {
         };
         let mut kept_bridges = Vec::new();
         for bridge in std::mem::take(&mut txn.state.bridges) {
-            match self.remove_link(&bridge.name, LinkKind::Bridge, None, lookup(&bridge.name)) {
+            match self.remove_link(
+                &bridge.name,
+                Journaled::Bridge(Some(&bridge)),
+                lookup(&bridge.name),
+            ) {
                 Ok(Some(what)) => removed.push(what),
                 Ok(None) => {}
                 Err(e) => {
@@ -660,6 +633,12 @@ impl Executor {
             }
         }
         txn.state.bridges = kept_bridges;
+        if txn.state.bridges.is_empty() {
+            match self.restore_forwarding(&mut txn) {
+                Ok(changed) => removed.extend(changed),
+                Err(e) => fail(e),
+            }
+        }
 
         // Issue #13 F3: a link that stays (one that is not banger's to
         // remove, or whose removal failed) keeps the base rule set, whose
@@ -708,44 +687,5 @@ impl Executor {
             removed,
             errors,
         })))
-    }
-
-    /// Delete one journaled interface. `known` is the kernel's view from the
-    /// listing (`None` when the listing failed: then just try a bridge; a
-    /// tap is left, as its identity cannot be checked). `tap` is, for a
-    /// tap, its journal entry. Returns what was removed, `None` when it was
-    /// already gone.
-    fn remove_link(
-        &self,
-        name: &str,
-        kind: LinkKind,
-        tap: Option<&TapEntry>,
-        known: Option<Option<&Link>>,
-    ) -> Result<Option<String>, ExecError> {
-        match (known, tap) {
-            (Some(None), _) => return Ok(None),
-            (Some(Some(link)), _) => {
-                check_ours(Some(link), true, kind.clone())?;
-                if let Some(entry) = tap {
-                    check_tap_identity(link, entry)?;
-                }
-            }
-            (None, Some(entry)) => {
-                return Err(ExecError::ForeignTap {
-                    name: name.to_string(),
-                    owner: None,
-                    journaled: entry.owner_uid,
-                });
-            }
-            (None, None) => {}
-        }
-        let deleted = self
-            .net
-            .delete_link(name)
-            .map_err(|source| ExecError::DeleteLink {
-                name: name.to_string(),
-                source,
-            })?;
-        Ok(deleted.then(|| format!("{kind} {name}")))
     }
 }

@@ -237,6 +237,9 @@ fn sync_firewall_replaces_only_bangers_tables_and_teardown_removes_everything() 
     require_root();
     let dir = tempfile::tempdir().unwrap();
     in_fresh_netns(|| {
+        // Forwarding off, whatever the host's (a namespace copies it):
+        // banger turns it on and teardown back off (`tests/ip_forward.rs`).
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "0\n").unwrap();
         // Foreign objects with confusable names, made by the test itself.
         sh("nft", &["add", "table", "inet", "bangerx"]);
         // (No dummy driver on the lab kernel; a veth pair serves.)
@@ -305,7 +308,7 @@ fn sync_firewall_replaces_only_bangers_tables_and_teardown_removes_everything() 
             panic!()
         };
         assert!(report.errors.is_empty(), "{report:?}");
-        assert_eq!(report.removed.len(), 5, "{report:?}");
+        assert_eq!(report.removed.len(), 6, "{report:?}");
         assert_eq!(link_names(), ["bangerx0", "bangerx1", "lo"]);
         assert_eq!(nft_tables(), ["inet bangerx"]);
 

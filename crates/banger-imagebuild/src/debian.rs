@@ -58,6 +58,10 @@ pub struct DebianOptions {
     pub kernel_package: String,
     /// Where cache entries live (`cache_dir/debian/<key>`).
     pub cache_dir: PathBuf,
+    /// Only look the image up in the cache; never build it. The root
+    /// helper's own children run under its seccomp filter, which refuses
+    /// mmdebstrap's `unshare` and `mount`.
+    pub cached_only: bool,
 }
 
 impl DebianOptions {
@@ -69,6 +73,7 @@ impl DebianOptions {
             packages: DEFAULT_PACKAGES.iter().map(|s| s.to_string()).collect(),
             kernel_package: DEFAULT_KERNEL_PACKAGE.into(),
             cache_dir: cache_dir.into(),
+            cached_only: false,
         }
     }
 
@@ -154,6 +159,12 @@ pub enum DebianError {
     BadInput(String),
     #[error("building a Debian image needs root (mmdebstrap, chroot and file ownership)")]
     NotRoot,
+    #[error(
+        "no cached {suite} image, and the root helper cannot build one on a host without \
+         systemd (its children may not mount or make namespaces); build it as root with \
+         `sudo banger-imagebuild debian --suite {suite}`"
+    )]
+    NotCached { suite: String },
     #[error("preparing {}", path.display())]
     Dir {
         path: PathBuf,
@@ -207,6 +218,11 @@ pub fn build_debian(
             dir.display()
         )));
         return read_entry(&dir, &key, true);
+    }
+    if opts.cached_only {
+        return Err(DebianError::NotCached {
+            suite: opts.suite.clone(),
+        });
     }
     if !rustix::process::geteuid().is_root() {
         return Err(DebianError::NotRoot);
@@ -464,6 +480,24 @@ fn read_entry(dir: &Path, key: &str, cached: bool) -> Result<BuiltImage, DebianE
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the root helper's child launch asks for: a miss is an error
+    /// naming the way to build, and nothing is made in the cache.
+    #[test]
+    fn a_cached_only_lookup_never_builds() {
+        let cache = tempfile::tempdir().unwrap();
+        let mut opts = DebianOptions::new(cache.path());
+        opts.cached_only = true;
+        let e = build_debian(&opts, &mut |_| {}).unwrap_err();
+        assert!(matches!(e, DebianError::NotCached { .. }), "{e:?}");
+        assert!(
+            e.to_string()
+                .contains("sudo banger-imagebuild debian --suite bookworm")
+        );
+        assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
+        // The lookup is the cache key's, whatever `cached_only` says.
+        assert_eq!(opts.cache_key(), DebianOptions::new("/c").cache_key());
+    }
 
     #[test]
     fn cache_key_follows_every_input_but_not_package_order() {

@@ -258,9 +258,11 @@ fn helper_client_reports_an_absent_helper() {
 }
 
 /// `BuildDebianImage` through a real helper, started by hand (no systemd,
-/// so the builder runs as the helper's child): the installed builder (a copy
-/// in the install's bin dir) finds the default image in root's cache and the
-/// caller gets three read-only descriptors of exactly those files. A suite
+/// so the builder runs as the helper's child, `--cached-only`): the
+/// installed builder (a copy in the install's bin dir) finds the default
+/// image in root's cache and the caller gets three read-only descriptors of
+/// exactly those files (a suite not in the cache would be refused, not
+/// built: `debian::tests::a_cached_only_lookup_never_builds`). A suite
 /// that is not a plain word is refused before anything runs, and so is a
 /// builder that someone other than root could have replaced. The system
 /// scenario (`system_guest_nspawn`) runs the same operation under systemd,

@@ -76,6 +76,17 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // While this process has one thread: fork the jail spawner, then lock
+    // this process (and every thread and child it will have) out of mounts
+    // and namespaces. Only the spawner keeps them.
+    let meta = match start_spawner(&args) {
+        Ok(m) => m,
+        Err(e) => {
+            let chain = banger_proto::error::chain(e.as_ref()).join(": ");
+            eprintln!("bangerd-root: {chain}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("BANGER_LOG")
@@ -89,7 +100,7 @@ fn main() -> ExitCode {
         // signal thread included, after which SIGTERM no longer stops us.
         .log_internal_errors(false)
         .init();
-    match run(args) {
+    match run(args, meta) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let chain = banger_proto::error::chain(e.as_ref()).join(": ");
@@ -99,11 +110,23 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(args: Args) -> Result<(), Box<dyn std::error::Error + 'static>> {
+/// Read the install metadata, fork the jail spawner with its jail range
+/// and lock this process down (`banger_host::jail::lock_down`). Before any
+/// thread: the spawner is forked, and the filter binds only the threads
+/// made after it.
+fn start_spawner(args: &Args) -> Result<InstallMeta, Box<dyn std::error::Error + 'static>> {
     if !rustix::process::geteuid().is_root() {
         return Err("bangerd-root must run as root (it is started by bangerd-root.service)".into());
     }
     let meta = InstallMeta::load(&args.install_file)?;
+    let range = meta.jail.uid_base..meta.jail.uid_base.saturating_add(meta.jail.count);
+    banger_host::jail::spawner::start(range)
+        .map_err(|e| format!("starting the jail spawner: {e}"))?;
+    banger_host::jail::lock_down().map_err(|e| format!("locking the helper down: {e}"))?;
+    Ok(meta)
+}
+
+fn run(args: Args, meta: InstallMeta) -> Result<(), Box<dyn std::error::Error + 'static>> {
     let socket = args
         .socket
         .unwrap_or_else(|| meta.paths.root_socket.clone());

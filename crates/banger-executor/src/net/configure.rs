@@ -6,9 +6,10 @@ use banger_host::net::{Ipv4Cidr, Link};
 
 use crate::Executor;
 use crate::error::ExecError;
+use crate::journal::Txn;
 
 impl Executor {
-    /// IPv6 off, exactly our address, up, forwarding on. Changes only what
+    /// IPv6 off, exactly our address, up (forwarding: [`Executor::enable_forwarding`]). Changes only what
     /// differs (IPv6 is switched off every time: it is one write), and the
     /// MAC also when the journal does not say it was written (`mac_set`).
     pub(super) fn configure_bridge(
@@ -76,12 +77,52 @@ impl Executor {
                 source,
             })?;
         }
-        if !self.net.ip_forward().map_err(ExecError::IpForward)? {
-            self.net
-                .set_ip_forward(true)
-                .map_err(ExecError::IpForward)?;
-        }
         Ok(())
+    }
+
+    /// Forwarding on (host-wide: `net.ipv4.ip_forward`). When banger is
+    /// the one turning it on, the journal says so first
+    /// (`ip_forward_enabled`), so teardown turns it back off; a value that
+    /// was already on is left alone and never recorded (item 15).
+    pub(super) fn enable_forwarding(&self, txn: &mut Txn<'_>) -> Result<(), ExecError> {
+        if self.net.ip_forward().map_err(ExecError::IpForward)? {
+            return Ok(());
+        }
+        let recorded = txn.state.ip_forward_enabled;
+        if !recorded {
+            txn.state.ip_forward_enabled = true;
+            txn.save()?;
+        }
+        let set = self.net.set_ip_forward(true).map_err(ExecError::IpForward);
+        if set.is_err() && !recorded {
+            txn.state.ip_forward_enabled = false;
+            if let Err(e) = txn.save() {
+                tracing::warn!(error = %e, "clearing ip_forward_enabled after a failed write");
+            }
+        }
+        set
+    }
+
+    /// Teardown's end, once no bridge of banger's is left: forwarding back
+    /// off when the journal says banger turned it on and it is still on;
+    /// untouched otherwise. Returns what was changed, if anything.
+    pub(super) fn restore_forwarding(
+        &self,
+        txn: &mut Txn<'_>,
+    ) -> Result<Option<String>, ExecError> {
+        if !txn.state.ip_forward_enabled {
+            return Ok(None);
+        }
+        let changed = if self.net.ip_forward().map_err(ExecError::IpForward)? {
+            self.net
+                .set_ip_forward(false)
+                .map_err(ExecError::IpForward)?;
+            Some("ip_forward (banger turned it on)".to_string())
+        } else {
+            None
+        };
+        txn.state.ip_forward_enabled = false;
+        Ok(changed)
     }
 
     /// Gap 14: banger gives guests no IPv6, and a link of banger's with

@@ -33,6 +33,7 @@ fn teardown_removes_only_what_banger_made_and_is_repeatable() {
             "tap bangertap0",
             "tap bangertap1",
             "bridge banger0",
+            "ip_forward (banger turned it on)",
             "nft table inet banger",
             "nft table bridge banger",
         ]
@@ -44,6 +45,7 @@ fn teardown_removes_only_what_banger_made_and_is_repeatable() {
             "delete_link(bangertap0)",
             "delete_link(bangertap1)",
             "delete_link(banger0)",
+            "set_ip_forward(false)",
             "apply_nft",
         ]
     );
@@ -113,7 +115,14 @@ fn teardown_attempts_every_step_and_keeps_what_failed() {
     };
     // The other uid's tap stays, and so does its entry; the rest is gone.
     assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
-    assert_eq!(report.removed, ["tap bangertap0", "bridge banger0"]);
+    assert_eq!(
+        report.removed,
+        [
+            "tap bangertap0",
+            "bridge banger0",
+            "ip_forward (banger turned it on)"
+        ]
+    );
     assert_eq!(f.net.link_named("bangertap1").unwrap().tap_owner, Some(1));
     assert_eq!(tables(), 2, "the tables went while a tap remains");
 }

@@ -31,7 +31,7 @@ impl VmHost {
         // The root disk as its backend serves it: a file reached without
         // symlinks, or the VM's dm-snapshot device (given to the owner).
         let disk = self.root_disk(&spec.vm_id)?.path;
-        let disk_file = self.open_disk(&disk)?;
+        let disk_file = self.open_disk(&disk, "root disk")?;
         let staging = tempfile::Builder::new()
             .prefix("banger-guestfs-")
             .tempdir()
@@ -115,15 +115,20 @@ impl VmHost {
         Ok(())
     }
 
-    /// The disk at `path` opened read-only for a jailed tool or VMM: a
-    /// regular file beneath the state dir (the owner's, one link: its ACL
-    /// may change), or a dm-snapshot device `/dev/mapper/banger-*`, opened
-    /// by its device number (`snapshot::dmnode`).
-    pub(super) fn open_disk(&self, path: &std::path::Path) -> Result<std::fs::File, VmOpError> {
+    /// The disk at `path` (`what` names it) opened read-only for a jailed
+    /// tool or VMM: a regular file beneath the state dir (the owner's, one
+    /// link: its ACL may change), or a dm-snapshot device
+    /// `/dev/mapper/banger-*`, opened by its device number
+    /// (`snapshot::dmnode`).
+    pub(super) fn open_disk(
+        &self,
+        path: &std::path::Path,
+        what: &'static str,
+    ) -> Result<std::fs::File, VmOpError> {
         use rustix::fs::OFlags;
         if let Ok(rel) = path.strip_prefix(&self.state_dir) {
             let f = self.open_beneath(rel, OFlags::RDONLY)?;
-            super::snapshot::dm::checked_owners(self, &f, path, "root disk")?;
+            super::snapshot::dm::checked_owners(self, &f, path, what)?;
             return Ok(f);
         }
         // A dm-snapshot device: by its dm name, never through the
@@ -134,7 +139,7 @@ impl VmHost {
             .and_then(|n| n.to_str())
             .filter(|n| super::snapshot::dm::check_dm_name(n).is_ok())
             .ok_or_else(|| VmOpError::Invalid {
-                what: "root disk",
+                what,
                 value: path.display().to_string(),
                 reason: "neither a file beneath the state directory nor a banger dm device".into(),
             })?;

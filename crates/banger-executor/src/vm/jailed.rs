@@ -5,6 +5,12 @@
 //! descriptor, never a path. The tool uid reaches that inode through an
 //! access ACL set on the descriptor for the grant's lifetime ([`DiskGrant`])
 //! and removed afterwards, with the original permission bits put back.
+//!
+//! Each grant is journaled (VM id, disk, device and inode, the mode and
+//! exact ACL bytes before it) before the ACL changes, and the entry cleared
+//! once revoked; an executor starting on a journal that still holds one (a
+//! helper killed in between) puts the recorded ACL and mode back on that
+//! inode ([`VmHost::restore_crashed_grants`]).
 
 use std::fs::File;
 use std::os::fd::AsFd;
@@ -16,6 +22,7 @@ use banger_host::runner::{Cmd, Output, Runner};
 
 use super::VmHost;
 use super::error::{VmOpError, io};
+use crate::journal::GrantEntry;
 
 /// Where the disk appears inside the jail.
 pub(super) const DISK: &str = "/disk";
@@ -29,6 +36,8 @@ pub(super) struct DiskGrant<'a> {
     path: PathBuf,
     /// Taken by the drop that revokes it.
     grant: Option<banger_host::jail::Grant>,
+    /// Its journal entry, cleared once revoked.
+    entry: GrantEntry,
 }
 
 impl VmHost {
@@ -39,15 +48,166 @@ impl VmHost {
         disk: &'a File,
         path: &Path,
     ) -> Result<DiskGrant<'a>, VmOpError> {
+        let (vm_id, disk_name) = self.granted_disk(path)?;
         let range = self.jail.uid_base..self.jail.uid_base + self.jail.count;
-        let grant = banger_host::jail::grant(disk.as_fd(), self.jail.tool_uid(), true, range)
-            .map_err(io("granting the disk tools access to", path))?;
-        Ok(DiskGrant {
-            host: self,
-            disk,
-            path: path.to_path_buf(),
-            grant: Some(grant),
-        })
+        let mut journaled = None;
+        let granted = banger_host::jail::grant_recorded(
+            disk.as_fd(),
+            self.jail.tool_uid(),
+            true,
+            range,
+            |prior| {
+                let entry = GrantEntry {
+                    vm_id,
+                    disk: disk_name,
+                    dev: prior.dev,
+                    ino: prior.ino,
+                    mode: prior.mode,
+                    acl: prior.acl.clone(),
+                };
+                let mut txn = self.journal.open().map_err(std::io::Error::other)?;
+                txn.state.grants.push(entry.clone());
+                txn.save().map_err(std::io::Error::other)?;
+                journaled = Some(entry);
+                Ok(())
+            },
+        );
+        match (granted, journaled) {
+            (Ok(grant), Some(entry)) => Ok(DiskGrant {
+                host: self,
+                disk,
+                path: path.to_path_buf(),
+                grant: Some(grant),
+                entry,
+            }),
+            (Ok(_), None) => unreachable!("a grant is journaled before it is made"),
+            (Err(e), journaled) => {
+                if let Some(entry) = journaled {
+                    self.forget_grant(&entry);
+                }
+                Err(io("granting the disk tools access to", path)(e))
+            }
+        }
+    }
+
+    /// The (VM id, disk) a grant of `path` is journaled under: a file of a
+    /// VM directory beneath the state dir, or a VM's dm-snapshot device.
+    fn granted_disk(&self, path: &Path) -> Result<(String, String), VmOpError> {
+        let invalid = || VmOpError::Invalid {
+            what: "disk",
+            value: path.display().to_string(),
+            reason: "neither a VM's disk file nor a banger dm device".into(),
+        };
+        if let Ok(rel) = path.strip_prefix(&self.state_dir) {
+            let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
+            return match parts[..] {
+                ["vms", vm_id, name] if self.disk_path(vm_id, name).is_ok_and(|p| p == path) => {
+                    Ok((vm_id.to_string(), name.to_string()))
+                }
+                _ => Err(invalid()),
+            };
+        }
+        let name = path
+            .strip_prefix("/dev/mapper")
+            .ok()
+            .and_then(|n| n.to_str())
+            .ok_or_else(invalid)?;
+        let vm_id = name
+            .strip_prefix(super::snapshot::dm::DM_PREFIX)
+            .ok_or_else(invalid)?;
+        if !self.disk_path(vm_id, name).is_ok_and(|p| p == path) {
+            return Err(invalid());
+        }
+        Ok((vm_id.to_string(), name.to_string()))
+    }
+
+    /// The path of a journaled grant's disk: `vms/<vm_id>/<disk>` beneath
+    /// the state dir for the root and work disk files, the dm device
+    /// `/dev/mapper/banger-<vm_id>`; anything else is refused.
+    fn disk_path(&self, vm_id: &str, disk: &str) -> Result<PathBuf, VmOpError> {
+        super::validate::id("VM id", vm_id)?;
+        if disk == super::disks::ROOT_DISK || disk == super::disks::WORK_DISK {
+            return Ok(self.vm_dir(vm_id).join(disk));
+        }
+        super::snapshot::dm::check_dm_name(disk)?;
+        if disk.strip_prefix(super::snapshot::dm::DM_PREFIX) != Some(vm_id) {
+            return Err(VmOpError::Invalid {
+                what: "dm device",
+                value: disk.to_string(),
+                reason: format!("not the device of VM {vm_id}"),
+            });
+        }
+        Ok(Path::new("/dev/mapper").join(disk))
+    }
+
+    /// Drop one journal entry equal to `entry` (a grant revoked, or never
+    /// made).
+    fn forget_grant(&self, entry: &GrantEntry) {
+        let cleared = self.journal.open().and_then(|mut txn| {
+            if let Some(i) = txn.state.grants.iter().position(|g| g == entry) {
+                txn.state.grants.remove(i);
+            }
+            txn.save()
+        });
+        if let Err(e) = cleared {
+            tracing::error!(vm_id = %entry.vm_id, disk = %entry.disk, error = %e, "clearing a revoked grant from the journal");
+        }
+    }
+
+    /// At start: put back the ACL and mode each journaled grant recorded
+    /// (a helper killed between a grant and its revoke). The disk is opened
+    /// as for a tool (beneath the state dir without symlinks or mounts, the
+    /// owner's single-link regular file; a dm device by its number) and
+    /// changed only when it is still the inode granted (device and inode);
+    /// otherwise, or when it cannot be opened, the entry is logged and
+    /// dropped. An entry whose restore fails is kept for the next start.
+    pub(crate) fn restore_crashed_grants(&self) {
+        let mut txn = match self.journal.open() {
+            Ok(txn) => txn,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the journal for crashed disk grants");
+                return;
+            }
+        };
+        if txn.state.grants.is_empty() {
+            return;
+        }
+        let entries = std::mem::take(&mut txn.state.grants);
+        for entry in entries {
+            if let Err(e) = self.restore_grant(&entry) {
+                tracing::error!(vm_id = %entry.vm_id, disk = %entry.disk, error = %e, "putting back a disk's ACL after a crash; kept for the next start");
+                txn.state.grants.push(entry);
+            }
+        }
+        if let Err(e) = txn.save() {
+            tracing::error!(error = %e, "saving the journal after restoring crashed disk grants");
+        }
+    }
+
+    /// One entry of [`VmHost::restore_crashed_grants`]: `Err` only when the
+    /// granted inode is there and could not be restored.
+    fn restore_grant(&self, entry: &GrantEntry) -> std::io::Result<()> {
+        let skip = |why: &dyn std::fmt::Display| {
+            tracing::warn!(vm_id = %entry.vm_id, disk = %entry.disk, reason = %why, "a journaled disk grant is not restored; dropping it");
+            Ok(())
+        };
+        let file = match self
+            .disk_path(&entry.vm_id, &entry.disk)
+            .and_then(|path| self.open_disk(&path, "granted disk"))
+        {
+            Ok(f) => f,
+            Err(e) => return skip(&e),
+        };
+        let st = rustix::fs::fstat(&file)?;
+        if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) {
+            return skip(&format_args!(
+                "it is another inode now ({}:{}, granted {}:{})",
+                st.st_dev, st.st_ino, entry.dev, entry.ino
+            ));
+        }
+        banger_host::jail::restore(file.as_fd(), entry.mode, entry.acl.as_deref())?;
+        tracing::info!(vm_id = %entry.vm_id, disk = %entry.disk, "put back a disk's ACL and mode a crashed grant left");
+        Ok(())
     }
 
     /// Run one tool jailed on `disk` (its argument naming the disk is
@@ -101,8 +261,12 @@ impl Drop for DiskGrant<'_> {
         let Some(grant) = self.grant.take() else {
             return;
         };
-        if let Err(e) = banger_host::jail::revoke(self.disk.as_fd(), grant) {
-            tracing::error!(path = %self.path.display(), error = %e, "revoking the disk tools' access");
+        match banger_host::jail::revoke(self.disk.as_fd(), grant) {
+            Ok(()) => self.host.forget_grant(&self.entry),
+            // The entry stays: the next start puts the disk back.
+            Err(e) => {
+                tracing::error!(path = %self.path.display(), error = %e, "revoking the disk tools' access")
+            }
         }
     }
 }

@@ -12,6 +12,8 @@ mod jailed;
 mod qemu_files;
 mod slots;
 pub(crate) mod snapshot;
+#[cfg(test)]
+mod tests_grants;
 mod validate;
 mod vmm;
 

@@ -46,7 +46,7 @@ impl VmHost {
         let initrd = ls.initrd.as_deref().map(beneath).transpose()?;
         let mut drives = Vec::new();
         for d in &ls.drives {
-            let read_only = OwnedFd::from(self.open_disk(&d.path)?);
+            let read_only = OwnedFd::from(self.open_disk(&d.path, "VM disk")?);
             let main = if d.read_only {
                 read_only.try_clone()
             } else {

@@ -80,7 +80,8 @@ pub struct Grant {
     writable: bool,
 }
 
-fn read_acl(fd: BorrowedFd<'_>) -> std::io::Result<Option<Vec<u8>>> {
+/// The file's access ACL bytes (`None`: it has none).
+pub fn read_acl(fd: BorrowedFd<'_>) -> std::io::Result<Option<Vec<u8>>> {
     let mut buf = vec![0u8; ACL_MAX];
     match rustix::fs::fgetxattr(fd, ACL_XATTR, &mut buf) {
         Ok(n) => {
@@ -155,6 +156,31 @@ pub fn grant(
     writable: bool,
     jail_uids: std::ops::Range<u32>,
 ) -> std::io::Result<Grant> {
+    grant_recorded(fd, uid, writable, jail_uids, |_| Ok(()))
+}
+
+/// What [`restore`] puts back on one inode: its mode and access ACL as
+/// they were before the first outstanding grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prior {
+    pub dev: u64,
+    pub ino: u64,
+    /// Permission bits (with set-id and sticky).
+    pub mode: u32,
+    /// The access ACL's exact bytes, or `None`: the file had none.
+    pub acl: Option<Vec<u8>>,
+}
+
+/// [`grant`], calling `record` with what the inode had before any grant
+/// (so a caller can journal it) before the ACL changes; an error from
+/// `record` fails the grant with nothing changed.
+pub fn grant_recorded(
+    fd: BorrowedFd<'_>,
+    uid: u32,
+    writable: bool,
+    jail_uids: std::ops::Range<u32>,
+    record: impl FnOnce(&Prior) -> std::io::Result<()>,
+) -> std::io::Result<Grant> {
     let st = rustix::fs::fstat(fd)?;
     let key = (st.st_dev, st.st_ino);
     let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
@@ -169,6 +195,18 @@ pub fn grant(
             })
         }
     };
+    let prior = Prior {
+        dev: key.0,
+        ino: key.1,
+        mode: h.mode,
+        acl: h.acl.clone(),
+    };
+    if let Err(e) = record(&prior) {
+        if h.grants.is_empty() {
+            held.remove(&key);
+        }
+        return Err(e);
+    }
     let mut grants = h.grants.clone();
     grants.push((uid, writable));
     let set = rustix::fs::fsetxattr(
@@ -213,7 +251,15 @@ pub fn revoke(fd: BorrowedFd<'_>, grant: Grant) -> std::io::Result<()> {
     }
     let h = held.remove(&grant.key).expect("present above");
     drop(held);
-    match &h.acl {
+    restore(fd, h.mode, h.acl.as_deref())
+}
+
+/// Put `acl` (or no access ACL) and the permission bits `mode` back on the
+/// file behind `fd`: the end of the last [`revoke`], and what the executor
+/// does at start for a journaled grant a crash left behind (the caller
+/// checks that `fd` is the inode granted).
+pub fn restore(fd: BorrowedFd<'_>, mode: u32, acl: Option<&[u8]>) -> std::io::Result<()> {
+    match acl {
         Some(bytes) => {
             rustix::fs::fsetxattr(fd, ACL_XATTR, bytes, rustix::fs::XattrFlags::empty())?
         }
@@ -223,6 +269,6 @@ pub fn revoke(fd: BorrowedFd<'_>, grant: Grant) -> std::io::Result<()> {
         },
     }
     // Always: setting or removing an ACL changes the group bits.
-    rustix::fs::fchmod(fd, Mode::from_raw_mode(h.mode))?;
+    rustix::fs::fchmod(fd, Mode::from_raw_mode(mode & 0o7777))?;
     Ok(())
 }

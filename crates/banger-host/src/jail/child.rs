@@ -172,25 +172,7 @@ fn set_limits(p: &Prepared) -> Result<(), i32> {
 
 /// Install the prepared filter (no_new_privs is already set).
 fn install_filter(p: &Prepared) -> Result<(), i32> {
-    let prog = libc::sock_fprog {
-        len: u16::try_from(p.filter.len()).map_err(|_| libc::E2BIG)?,
-        filter: p.filter.as_ptr() as *mut libc::sock_filter,
-    };
-    // prctl(PR_SET_SECCOMP), not seccomp(2): the installed helper's unit
-    // filter (systemd's @system-service) has prctl but not seccomp.
-    // SAFETY: PR_SET_SECCOMP reads `prog` and the instructions it points
-    // to, both alive across the call (the kernel copies them); the unused
-    // arguments are zero.
-    let r = unsafe {
-        libc::prctl(
-            libc::PR_SET_SECCOMP,
-            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
-            &prog as *const libc::sock_fprog,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
-    if r < 0 { Err(errno()) } else { Ok(()) }
+    super::filter::install(&p.filter)
 }
 
 /// The cloned child. Raw system calls on prepared data only: no
@@ -273,8 +255,10 @@ pub(super) fn child(
         // parent-death signal: it outlives a restart of its caller.
         step!(Step::Session, rustix::process::setsid().map(drop));
     } else {
-        // After the uid change, which clears it. The thread that cloned
-        // this child waits for it, so its exit means the caller is gone.
+        // After the uid change, which clears it. It fires when the parent
+        // thread exits: the one that cloned this child, or through the
+        // spawner (CLONE_PARENT) the helper thread that forked the
+        // spawner, its main thread, whose exit means the helper is gone.
         step!(
             Step::DeathSignal,
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))

@@ -24,17 +24,17 @@
 /// A classic BPF instruction (`struct sock_filter`).
 pub(super) type Insn = libc::sock_filter;
 
-const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
-const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
-const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+pub(super) const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+pub(super) const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+pub(super) const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+pub(super) const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+pub(super) const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 /// `struct seccomp_data` offsets: the call's number, its architecture, the
 /// low 32 bits of its first and second arguments (little-endian).
-const NR: u32 = 0;
-const ARCH: u32 = 4;
-const ARG0_LOW: u32 = 16;
+pub(super) const NR: u32 = 0;
+pub(super) const ARCH: u32 = 4;
+pub(super) const ARG0_LOW: u32 = 16;
 const ARG1_LOW: u32 = 24;
 
 /// The `ioctl`s that reserve blocks (`struct space_resv`): the kernel
@@ -48,11 +48,11 @@ const FS_IOC_ZERO_RANGE: u32 = 0x4030_5839;
 const XFS_IOC_ALLOCSP: u32 = 0x4030_580a;
 const XFS_IOC_ALLOCSP64: u32 = 0x4030_5824;
 
-const RET_ALLOW: u32 = 0x7fff_0000;
-const RET_ERRNO: u32 = 0x0005_0000;
-const RET_KILL_PROCESS: u32 = 0x8000_0000;
-const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
-const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+pub(super) const RET_ALLOW: u32 = 0x7fff_0000;
+pub(super) const RET_ERRNO: u32 = 0x0005_0000;
+pub(super) const RET_KILL_PROCESS: u32 = 0x8000_0000;
+pub(super) const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+pub(super) const X32_SYSCALL_BIT: u32 = 0x4000_0000;
 
 /// Calls refused outright with `EPERM`.
 #[cfg(target_arch = "x86_64")]
@@ -73,7 +73,7 @@ const DENIED: [libc::c_long; 12] = [
 
 /// Where a jump goes: an instruction emitted later.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Label {
+pub(super) enum Label {
     Next,
     Allow,
     Eperm,
@@ -83,6 +83,8 @@ enum Label {
     NewUser,
     Fallocate,
     Ioctl,
+    /// `clone`/`unshare` with a `CLONE_NEW*` flag (the helper's filter).
+    NewNs,
 }
 
 /// The filter, for this architecture; `None` where none is written (the
@@ -100,25 +102,25 @@ pub(super) fn program() -> Option<Vec<Insn>> {
 
 /// One instruction before its jumps are resolved: opcode, constant,
 /// where it jumps when true and when false, and the label it carries.
-type Row = (u16, u32, Label, Label, Option<Label>);
+pub(super) type Row = (u16, u32, Label, Label, Option<Label>);
 
-fn ld(offset: u32) -> Row {
+pub(super) fn ld(offset: u32) -> Row {
     (LD_W_ABS, offset, Label::Next, Label::Next, None)
 }
 
-fn jump(code: u16, k: u32, yes: Label, no: Label) -> Row {
+pub(super) fn jump(code: u16, k: u32, yes: Label, no: Label) -> Row {
     (code, k, yes, no, None)
 }
 
-fn ret(k: u32) -> Row {
+pub(super) fn ret(k: u32) -> Row {
     (RET_K, k, Label::Next, Label::Next, None)
 }
 
-fn at(label: Label, row: Row) -> Row {
+pub(super) fn at(label: Label, row: Row) -> Row {
     (row.0, row.1, row.2, row.3, Some(label))
 }
 
-fn errno(e: i32) -> u32 {
+pub(super) fn errno(e: i32) -> u32 {
     RET_ERRNO | (e as u32 & 0xffff)
 }
 
@@ -172,7 +174,7 @@ fn x86_64() -> Vec<Insn> {
 
 /// Jump offsets from labels: a jump's offset counts the instructions
 /// between it and its target. Every target follows its jump.
-fn resolve(p: &[Row]) -> Vec<Insn> {
+pub(super) fn resolve(p: &[Row]) -> Vec<Insn> {
     let at = |l: Label, from: usize| -> u8 {
         if l == Label::Next {
             return 0;
@@ -195,38 +197,68 @@ fn resolve(p: &[Row]) -> Vec<Insn> {
         .collect()
 }
 
+/// Install `filter` on the calling thread (`no_new_privs` or
+/// `CAP_SYS_ADMIN` first). Raw: the jailed child calls it after its clone.
+pub(super) fn install(filter: &[Insn]) -> Result<(), i32> {
+    let prog = libc::sock_fprog {
+        len: u16::try_from(filter.len()).map_err(|_| libc::E2BIG)?,
+        filter: filter.as_ptr() as *mut libc::sock_filter,
+    };
+    // prctl(PR_SET_SECCOMP), not seccomp(2): the installed helper's unit
+    // filter (systemd's @system-service) has prctl but not seccomp.
+    // SAFETY: PR_SET_SECCOMP reads `prog` and the instructions it points
+    // to, both alive across the call (the kernel copies them); the unused
+    // arguments are zero.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_SECCOMP,
+            libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+            &prog as *const libc::sock_fprog,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    if r < 0 {
+        // SAFETY: reads this thread's errno slot, always valid.
+        Err(unsafe { *libc::__errno_location() })
+    } else {
+        Ok(())
+    }
+}
+
+/// Run a filter on one call the way the kernel would: `args` are the low
+/// halves of its first and second arguments.
+#[cfg(all(test, target_arch = "x86_64"))]
+pub(super) fn verdict(p: &[Insn], arch: u32, nr: u32, args: [u32; 2]) -> u32 {
+    let data = |off: u32| match off {
+        NR => nr,
+        ARCH => arch,
+        ARG0_LOW => args[0],
+        ARG1_LOW => args[1],
+        _ => panic!("load at {off}"),
+    };
+    let (mut pc, mut acc) = (0usize, 0u32);
+    loop {
+        let i = p[pc];
+        pc += 1;
+        let taken = match i.code {
+            LD_W_ABS => {
+                acc = data(i.k);
+                continue;
+            }
+            RET_K => return i.k,
+            JEQ_K => acc == i.k,
+            JGE_K => acc >= i.k,
+            JSET_K => acc & i.k != 0,
+            c => panic!("opcode {c:#x}"),
+        };
+        pc += usize::from(if taken { i.jt } else { i.jf });
+    }
+}
+
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
-
-    /// Run the filter on one call the way the kernel would: `args` are the
-    /// low halves of its first and second arguments.
-    fn verdict(p: &[Insn], arch: u32, nr: u32, args: [u32; 2]) -> u32 {
-        let data = |off: u32| match off {
-            NR => nr,
-            ARCH => arch,
-            ARG0_LOW => args[0],
-            ARG1_LOW => args[1],
-            _ => panic!("load at {off}"),
-        };
-        let (mut pc, mut acc) = (0usize, 0u32);
-        loop {
-            let i = p[pc];
-            pc += 1;
-            let taken = match i.code {
-                LD_W_ABS => {
-                    acc = data(i.k);
-                    continue;
-                }
-                RET_K => return i.k,
-                JEQ_K => acc == i.k,
-                JGE_K => acc >= i.k,
-                JSET_K => acc & i.k != 0,
-                c => panic!("opcode {c:#x}"),
-            };
-            pc += usize::from(if taken { i.jt } else { i.jf });
-        }
-    }
 
     #[test]
     fn the_filter_answers_each_call_as_written() {

@@ -13,13 +13,18 @@
 //! failing step writes its number and errno to a close-on-exec pipe; an
 //! `execve` that works closes it.
 //!
+//! In `bangerd-root` the clone is made by the jail spawner
+//! ([`spawner`]), forked before the helper had threads, because the
+//! helper itself has locked itself out of mounts and namespaces
+//! ([`lock_down`]); the child is still the helper's (`CLONE_PARENT`).
+//!
 //! The child is pid 1 of its pid namespace: when it exits, the kernel kills
 //! whatever it left behind before its exit can be reaped, so nothing a tool
 //! started outlives it holding a descriptor of a disk.
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
-use std::os::fd::{BorrowedFd, FromRawFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -143,12 +148,7 @@ impl Jail {
     /// description) at number `at`, 3 to [`MAX_PASSED_FD`], each number
     /// once.
     pub fn pass(mut self, fd: BorrowedFd<'_>, at: i32) -> std::io::Result<Jail> {
-        if !(3..=MAX_PASSED_FD).contains(&at) || self.passes.iter().any(|p| p.at == at) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("jail descriptor number {at}: 3 to {MAX_PASSED_FD}, each once"),
-            ));
-        }
+        check_pass(&self.passes, at)?;
         self.passes.push(Pass {
             fd: Arc::new(fd.try_clone_to_owned()?),
             at,
@@ -162,7 +162,7 @@ impl Jail {
     /// made at spawn, never the caller's inode. At most [`MAX_COPIED`]
     /// bytes in all.
     pub fn copy_in(mut self, fd: BorrowedFd<'_>, name: &str) -> std::io::Result<Jail> {
-        check_name(name)?;
+        check_name(name, "copy")?;
         self.copies.push(CopyIn {
             fd: Arc::new(fd.try_clone_to_owned()?),
             at: name.to_string(),
@@ -178,7 +178,7 @@ impl Jail {
     /// component), read-only unless `writable`. Never executable, never
     /// set-id, device nodes only when the source is one.
     pub fn bind(mut self, fd: BorrowedFd<'_>, name: &str, writable: bool) -> std::io::Result<Jail> {
-        check_name(name)?;
+        check_name(name, "bind")?;
         let fd = fd.try_clone_to_owned()?;
         self.binds.push(Bind {
             fd: Arc::new(fd),
@@ -189,14 +189,33 @@ impl Jail {
     }
 }
 
-/// A name in the jail's root: one plain component, not one the jail
-/// itself uses.
-fn check_name(name: &str) -> std::io::Result<()> {
+/// A name in the jail's root (`what`: a bind or a copy): one plain token
+/// of letters, digits, `.`, `_`, `-`, at most 64 bytes, not `.`, `..` or a
+/// name the jail itself uses (`exe`, `usr`, `dev`, the merged-`/usr`
+/// links).
+fn check_name(name: &str, what: &str) -> std::io::Result<()> {
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
     let taken = ["exe", "usr", "dev"].contains(&name) || USR_LINKS.contains(&name);
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." || taken {
+    if name.is_empty()
+        || name.len() > 64
+        || !name.chars().all(plain)
+        || matches!(name, "." | "..")
+        || taken
+    {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("jail name {name:?}: one plain component, not one the jail uses"),
+            format!("jail {what} name {name:?}: one plain component, not one the jail uses"),
+        ));
+    }
+    Ok(())
+}
+
+/// A pass-through number: 3 to [`MAX_PASSED_FD`], none of `passes`'.
+fn check_pass(passes: &[Pass], at: i32) -> std::io::Result<()> {
+    if !(3..=MAX_PASSED_FD).contains(&at) || passes.iter().any(|p| p.at == at) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("jail descriptor number {at}: 3 to {MAX_PASSED_FD}, each once"),
         ));
     }
     Ok(())
@@ -348,7 +367,7 @@ pub fn spawn(
             "a jail never runs as root",
         ));
     }
-    let prepared = prepare(jail, program, argv0, args, env)?;
+    let exe = rustix::fs::open(program, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
     let (in_r, in_w) = if piped_stdin {
         let (r, w) = pipe()?;
         (r, Some(w))
@@ -372,15 +391,76 @@ pub fn spawn(
             (None, f, None, g)
         }
     };
+    let request = spawner::Request {
+        jail: jail.clone(),
+        program: exe,
+        argv0: argv0.to_os_string(),
+        args: args.to_vec(),
+        env: env.to_vec(),
+        stdio: [in_r, out_w, err_w],
+    };
+    // In the locked-down helper the spawner clones; elsewhere (dev mode,
+    // tests) this process does.
+    let Cloned { pid, pidfd, report } = match spawner::running() {
+        Some(s) => s.spawn(request)?,
+        None => {
+            let cloned = clone_jailed(&request, 0)?;
+            // The child's ends, so that its exit is the pipes' EOF.
+            drop(request);
+            cloned
+        }
+    };
+    let mut child = Child {
+        pid,
+        pidfd,
+        status: None,
+        kill_on_drop: jail.long_lived.is_none(),
+        stdin: in_w.map(File::from),
+        stdout: out_r.map(File::from),
+        stderr: err_r.map(File::from),
+    };
+    match report {
+        None => Ok(child),
+        Some((step, errno)) => {
+            let _ = child.wait();
+            Err(report_error(step, errno))
+        }
+    }
+}
+
+/// The error a child's (step, errno) report stands for.
+fn report_error(step: u32, errno: i32) -> std::io::Error {
+    let os = std::io::Error::from_raw_os_error(errno);
+    std::io::Error::new(
+        os.kind(),
+        format!("jail: {}: {os}", child::Step::name(step)),
+    )
+}
+
+/// A child just cloned: its pid, its pidfd and what it reported before
+/// `execve` (`None`: it got there; else (step, errno), still to reap).
+#[derive(Debug)]
+pub(super) struct Cloned {
+    pid: i32,
+    pidfd: OwnedFd,
+    report: Option<(u32, i32)>,
+}
+
+/// Prepare `r` and clone its child with `extra` clone flags
+/// (`CLONE_PARENT` in the spawner): its pid, its pidfd and what it
+/// reported before `execve` (`None`: it got there).
+fn clone_jailed(r: &spawner::Request, extra: libc::c_int) -> std::io::Result<Cloned> {
+    let prepared = prepare(&r.jail, r.program.as_fd(), &r.argv0, &r.args, &r.env)?;
     let (status_r, status_w) = pipe()?;
-    let mut passes = Vec::with_capacity(jail.passes.len());
-    for p in &jail.passes {
+    let [stdin, stdout, stderr] = &r.stdio;
+    let mut passes = Vec::with_capacity(r.jail.passes.len());
+    for p in &r.jail.passes {
         passes.push((high(p.fd.as_ref().try_clone()?)?, p.at));
     }
     let fds = ChildFds {
-        stdin: high(in_r)?,
-        stdout: high(out_w)?,
-        stderr: high(err_w)?,
+        stdin: high(stdin.try_clone()?)?,
+        stdout: high(stdout.try_clone()?)?,
+        stderr: high(stderr.try_clone()?)?,
         err: high(status_w)?,
         passes,
     };
@@ -391,7 +471,8 @@ pub fn spawn(
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
         | libc::CLONE_NEWNET
-        | libc::CLONE_PIDFD;
+        | libc::CLONE_PIDFD
+        | extra;
     let mut pidfd: libc::c_int = -1;
     // Every signal blocked across the clone, as posix_spawn does: the
     // child must not run a handler of this process's before it resets
@@ -427,15 +508,6 @@ pub fn spawn(
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     drop(fds);
     drop(prepared);
-    let mut child = Child {
-        pid: pid as i32,
-        pidfd,
-        status: None,
-        kill_on_drop: jail.long_lived.is_none(),
-        stdin: in_w.map(File::from),
-        stdout: out_r.map(File::from),
-        stderr: err_r.map(File::from),
-    };
     // Whatever the child reports before execve (or EOF when it worked).
     let mut report = [0u8; 8];
     let mut got = 0;
@@ -447,18 +519,16 @@ pub fn spawn(
             Err(e) => return Err(e.into()),
         }
     }
-    if got == 0 {
-        return Ok(child);
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    let step = u32::from_ne_bytes(report[..4].try_into().unwrap_or_default());
-    let errno = i32::from_ne_bytes(report[4..].try_into().unwrap_or_default());
-    let os = std::io::Error::from_raw_os_error(errno);
-    Err(std::io::Error::new(
-        os.kind(),
-        format!("jail: {}: {os}", child::Step::name(step)),
-    ))
+    let report = (got > 0).then(|| {
+        let step = u32::from_ne_bytes(report[..4].try_into().unwrap_or_default());
+        let errno = i32::from_ne_bytes(report[4..].try_into().unwrap_or_default());
+        (step, errno)
+    });
+    Ok(Cloned {
+        pid: pid as i32,
+        pidfd,
+        report,
+    })
 }
 
 /// This thread's signal mask with every signal blocked (the kernel keeps
@@ -533,8 +603,10 @@ fn cstring(b: &[u8]) -> std::io::Result<CString> {
 mod acl;
 mod child;
 mod filter;
+mod lockdown;
 mod prepare;
 mod range;
+pub mod spawner;
 mod sweep;
 #[cfg(test)]
 mod tests;
@@ -545,7 +617,10 @@ mod tests_hardening;
 #[cfg(test)]
 mod tests_long;
 
-pub use acl::{ACL_XATTR, Grant, acl_with_user, grant, revoke};
+pub use acl::{
+    ACL_XATTR, Grant, Prior, acl_with_user, grant, grant_recorded, read_acl, restore, revoke,
+};
+pub use lockdown::lock_down;
 use prepare::prepare;
 pub use range::{RangeInUse, check_unused};
 pub use sweep::{Spare, kill_range, start_time, uids_of};

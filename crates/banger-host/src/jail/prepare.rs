@@ -7,7 +7,6 @@ use std::ffi::{CStr, OsStr};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
-use std::path::Path;
 
 use rustix::fs::{CWD, Mode, OFlags};
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, OpenTreeFlags};
@@ -69,7 +68,7 @@ fn tree_of(fd: BorrowedFd<'_>, path: &CStr, recursive: bool) -> std::io::Result<
 /// The jail's root (populated, then read-only) and its detached binds.
 pub(super) fn prepare(
     jail: &Jail,
-    program: &Path,
+    program: BorrowedFd<'_>,
     argv0: &OsStr,
     args: &[std::ffi::OsString],
     env: &[(std::ffi::OsString, std::ffi::OsString)],
@@ -155,8 +154,7 @@ pub(super) fn prepare(
     }
     // The program itself, read-only and executable.
     touch(&root, &EXE[1..])?;
-    let exe = rustix::fs::open(program, OFlags::PATH | OFlags::CLOEXEC, Mode::empty())?;
-    let t = tree_of(exe.as_fd(), c"", false)?;
+    let t = tree_of(program, c"", false)?;
     set_attrs(t.as_fd(), ro, false)?;
     mounts.push((t, cstring(&EXE.as_bytes()[1..])?));
     // The caller's files and directories; the largest writable one sets

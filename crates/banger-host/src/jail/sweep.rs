@@ -138,10 +138,49 @@ fn pass(
     }
     // Let what was killed exit before the next pass looks (one still
     // alive then is found, and killed, again).
-    for pidfd in &dying {
-        alive(pidfd, 1000);
-    }
+    wait_exits(&dying, EXIT_WAIT_MS);
     Ok(found)
+}
+
+/// How long a pass waits for what it killed to exit, in all.
+const EXIT_WAIT_MS: i64 = 1000;
+
+/// Wait until every process behind `pidfds` has exited or `wait_ms` has
+/// passed, polling them all at once against that one deadline; how many
+/// are still alive then. An error polling counts them all as alive.
+fn wait_exits(pidfds: &[OwnedFd], wait_ms: i64) -> usize {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms as u64);
+    let mut left: Vec<&OwnedFd> = pidfds.iter().collect();
+    while !left.is_empty() {
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            break;
+        }
+        let wait = rustix::event::Timespec::try_from(deadline - now)
+            .expect("a deadline of at most seconds fits");
+        let mut fds: Vec<_> = left
+            .iter()
+            .map(|fd| rustix::event::PollFd::new(*fd, rustix::event::PollFlags::IN))
+            .collect();
+        match rustix::event::poll(&mut fds, Some(&wait)) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => break,
+        }
+        // Readable: exited. Anything else (an error on the descriptor)
+        // ends the wait with what is left counted alive.
+        if fds
+            .iter()
+            .any(|f| !(f.revents() - rustix::event::PollFlags::IN).is_empty())
+        {
+            break;
+        }
+        let exited: Vec<bool> = fds.iter().map(|f| !f.revents().is_empty()).collect();
+        let mut gone = exited.into_iter();
+        left.retain(|_| !gone.next().unwrap_or(false));
+    }
+    left.len()
 }
 
 /// Whether `e`, from holding a process or reading its status, says only
@@ -275,6 +314,50 @@ mod tests {
         // An error in a pass is the sweep's.
         let e = repeat_passes(|_| Err(std::io::Error::from_raw_os_error(libc::EIO)));
         assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EIO));
+    }
+
+    /// The wait after a pass's kills: processes killed are all seen gone
+    /// well before the deadline; processes that do not exit hold the call
+    /// about one deadline in all, not one per process.
+    #[test]
+    fn a_pass_waits_for_what_it_killed_with_one_deadline() {
+        let spawn = || {
+            Runner
+                .spawn(
+                    &Cmd::new("sleep").arg("300"),
+                    SpawnOptions {
+                        output: None,
+                        run_as: None,
+                    },
+                )
+                .unwrap()
+        };
+        let pidfd = |c: &crate::runner::Spawned| c.pidfd().try_clone_to_owned().unwrap();
+        let deadline = Duration::from_millis(EXIT_WAIT_MS as u64);
+        let mut killed: Vec<_> = (0..4).map(|_| spawn()).collect();
+        let fds: Vec<_> = killed.iter().map(pidfd).collect();
+        for fd in &fds {
+            rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL).unwrap();
+        }
+        let start = std::time::Instant::now();
+        assert_eq!(wait_exits(&fds, EXIT_WAIT_MS), 0);
+        assert!(start.elapsed() < deadline, "{:?}", start.elapsed());
+        assert!(fds.iter().all(|fd| !alive(fd, 0)));
+        for c in &mut killed {
+            let _ = c.kill();
+        }
+
+        let mut running: Vec<_> = (0..4).map(|_| spawn()).collect();
+        let fds: Vec<_> = running.iter().map(pidfd).collect();
+        let start = std::time::Instant::now();
+        let left = wait_exits(&fds, 400);
+        let took = start.elapsed();
+        for c in &mut running {
+            let _ = c.kill();
+        }
+        assert_eq!(left, 4);
+        // One deadline (400 ms) with slack, under four waits in turn.
+        assert!(took < Duration::from_millis(1200), "{took:?}");
     }
 
     /// A process of the range that keeps forking (not jailed: a jailed

@@ -23,7 +23,7 @@ use banger_imagebuild::bundle::{BundleFiles, write_bundle};
 use banger_imagebuild::{DebianOptions, Progress, build_debian, default_cache_dir, error_chain};
 
 const USAGE: &str = "usage: banger-imagebuild debian [--suite SUITE] [--cache-dir DIR] \
-                     [--package PKG]... [--bundle FILE] | --version";
+                     [--package PKG]... [--bundle FILE] [--cached-only] | --version";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -40,6 +40,10 @@ fn main() -> ExitCode {
     let mut opts = DebianOptions::new(default_cache_dir());
     let mut bundle: Option<PathBuf> = None;
     while let Some(flag) = args.next() {
+        if flag == "--cached-only" {
+            opts.cached_only = true;
+            continue;
+        }
         let Some(value) = args.next() else {
             eprintln!("{flag} needs a value\n{USAGE}");
             return ExitCode::from(2);

@@ -92,12 +92,15 @@ impl Lab {
     }
 
     pub fn ensure_bridge(&self) {
+        self.try_ensure_bridge().expect("EnsureBridge");
+    }
+
+    pub fn try_ensure_bridge(&self) -> Result<Value, String> {
         self.call(PrivOp::EnsureBridge(BridgeSpec {
             name: BRIDGE.into(),
             address: BRIDGE_IP,
             prefix_len: 24,
         }))
-        .expect("EnsureBridge");
     }
 
     pub fn ensure_tap(&self, owner_uid: u32) -> Result<Value, String> {

@@ -24,6 +24,7 @@ use serde_json::Value;
 
 mod lab;
 mod mac;
+mod replaced_bridge;
 mod tagged_and_kept;
 
 use lab::*;

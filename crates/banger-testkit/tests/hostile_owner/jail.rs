@@ -173,3 +173,73 @@ fn disk_tools_run_jailed_as_a_uid_that_owns_nothing_and_leave_nothing_behind() {
         );
     }
 }
+
+/// `/proc/<pid>/status` field `key`.
+fn status_field(pid: i32, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
+        .trim()
+        .to_string()
+}
+
+/// The `bangerd-root` processes that are `pid` or below it.
+fn helpers_under(pid: i32) -> Vec<i32> {
+    let ppid = |p: i32| status_field(p, "PPid").parse::<i32>().unwrap_or(0);
+    let below = |mut p: i32| {
+        while p > 1 {
+            if p == pid {
+                return true;
+            }
+            p = ppid(p);
+        }
+        false
+    };
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|&p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.trim() == "bangerd-root")
+                && below(p)
+        })
+        .collect()
+}
+
+/// Hostile review F1: the real helper runs under one seccomp filter more
+/// than it started with (the spawner, forked before it, holds exactly
+/// those), and the spawner keeps only `CAP_SYS_ADMIN`, `CAP_SETUID` and
+/// `CAP_SETGID`.
+#[test]
+fn the_helper_is_locked_out_of_mounts_and_its_spawner_holds_three_capabilities() {
+    let lab = Lab::new().start();
+    let top = lab.helper.as_ref().unwrap().proc.pid() as i32;
+    let found = helpers_under(top);
+    let ppid = |p: i32| status_field(p, "PPid").parse::<i32>().unwrap();
+    let spawners: Vec<i32> = found
+        .iter()
+        .copied()
+        .filter(|&p| found.contains(&ppid(p)))
+        .collect();
+    let helpers: Vec<i32> = found
+        .iter()
+        .copied()
+        .filter(|p| !spawners.contains(p))
+        .collect();
+    assert_eq!((helpers.len(), spawners.len()), (1, 1), "{found:?}");
+    let (helper, spawner) = (helpers[0], spawners[0]);
+    assert_eq!(ppid(spawner), helper);
+    let filters = |p: i32| status_field(p, "Seccomp_filters").parse::<u32>().unwrap();
+    assert_eq!(filters(helper), filters(spawner) + 1);
+    assert_eq!(status_field(helper, "Seccomp"), "2");
+    assert_eq!(status_field(helper, "NoNewPrivs"), "1");
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
+        assert_eq!(status_field(spawner, set), "00000000002000c0", "{set}");
+    }
+    for set in ["CapInh", "CapAmb"] {
+        assert_eq!(status_field(spawner, set), "0000000000000000", "{set}");
+    }
+}

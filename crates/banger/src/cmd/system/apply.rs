@@ -9,12 +9,13 @@
 //! backup until [`Txn::commit`], and [`Txn::rollback`] undoes everything this
 //! run did, newest first.
 
-use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::{
-    DirBuilderExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt,
-};
+use std::os::fd::{BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{FileType, Mode, OFlags};
 
 use super::plan::{Content, DirSpec, FileSpec, Plan};
 
@@ -72,6 +73,11 @@ pub enum ApplyError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "directory {} is not the one just made (owner uid {uid}, {links} links); something replaced it, refusing to change it",
+        path.display()
+    )]
+    Replaced { path: PathBuf, uid: u32, links: u64 },
     #[error("writing {}", path.display())]
     WriteFile {
         path: PathBuf,
@@ -143,36 +149,75 @@ fn check_parents(root: &Path, path: &Path, installer: u32) -> Result<(), ApplyEr
     Ok(())
 }
 
-fn check_dir(root: &Path, spec: &DirSpec, installer: u32) -> Result<(), ApplyError> {
+/// A directory the install reached once through a descriptor it checked
+/// (the state directory, which its owner may mount over) and looks at only
+/// through that descriptor afterwards, never by its path.
+#[derive(Debug, Clone, Copy)]
+pub struct Pinned<'a> {
+    pub path: &'a Path,
+    pub fd: BorrowedFd<'a>,
+}
+
+/// `pinned`'s descriptor when it is the directory at `path`.
+fn pinned_at<'a>(pinned: Option<Pinned<'a>>, path: &Path) -> Option<BorrowedFd<'a>> {
+    pinned.filter(|p| p.path == path).map(|p| p.fd)
+}
+
+/// Type, owner and permission bits, from `fstat`.
+fn fstat_of(fd: BorrowedFd<'_>, path: &Path) -> Result<(FileType, u32, u32), ApplyError> {
+    let st = rustix::fs::fstat(fd).map_err(|e| ApplyError::Inspect {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    Ok((
+        FileType::from_raw_mode(st.st_mode),
+        st.st_uid,
+        st.st_mode & 0o7777,
+    ))
+}
+
+fn check_dir(
+    root: &Path,
+    spec: &DirSpec,
+    installer: u32,
+    pinned: Option<Pinned<'_>>,
+) -> Result<(), ApplyError> {
     let path = on_disk(root, &spec.target);
     check_parents(root, &path, installer)?;
-    let Some(meta) = inspect(&path)? else {
-        return Ok(());
+    let (kind, uid, mode) = match pinned_at(pinned, &path) {
+        Some(fd) => fstat_of(fd, &path)?,
+        None => match inspect(&path)? {
+            Some(m) => (
+                FileType::from_raw_mode(m.mode()),
+                m.uid(),
+                m.mode() & 0o7777,
+            ),
+            None => return Ok(()),
+        },
     };
     let what = spec.what;
-    if meta.file_type().is_symlink() {
+    if kind == FileType::Symlink {
         return Err(ApplyError::Symlink {
             what,
             kind: "directory",
             path,
         });
     }
-    if !meta.is_dir() {
+    if kind != FileType::Directory {
         return Err(ApplyError::WrongType {
             what,
             kind: "directory",
             path,
         });
     }
-    if meta.uid() != spec.uid {
+    if uid != spec.uid {
         return Err(ApplyError::WrongOwner {
             what,
             path,
-            found: meta.uid(),
+            found: uid,
             expected: spec.uid,
         });
     }
-    let mode = meta.mode() & 0o7777;
     if mode & 0o022 != 0 {
         return Err(ApplyError::TooOpen { what, path, mode });
     }
@@ -202,11 +247,17 @@ fn check_file(root: &Path, spec: &FileSpec, installer: u32) -> Result<(), ApplyE
     Ok(())
 }
 
-/// Check every path of `plan` under `root` without changing anything.
-/// `installer` is the uid running the install (root outside unit tests).
-pub fn preflight(root: &Path, plan: &Plan, installer: u32) -> Result<(), ApplyError> {
+/// Check every path of `plan` under `root` without changing anything,
+/// `pinned`'s directory through its descriptor. `installer` is the uid
+/// running the install (root outside unit tests).
+pub fn preflight(
+    root: &Path,
+    plan: &Plan,
+    installer: u32,
+    pinned: Option<Pinned<'_>>,
+) -> Result<(), ApplyError> {
     for d in &plan.dirs {
-        check_dir(root, d, installer)?;
+        check_dir(root, d, installer, pinned)?;
     }
     for f in &plan.files {
         check_file(root, f, installer)?;
@@ -345,8 +396,35 @@ impl Txn {
     /// Make sure directory `path` exists; create it (and missing parents,
     /// root 0755) if not. An existing one is left as is (preflight checked it).
     pub fn ensure_dir(&mut self, path: &Path, spec: &DirSpec) -> Result<Action, ApplyError> {
+        self.ensure_dir_at(path, spec, None)
+            .map(|(action, _)| action)
+    }
+
+    /// [`Txn::ensure_dir`], returning a descriptor of the directory: the
+    /// one in `pinned` when it is `path` (existing, and never looked up by
+    /// its path again), or the one [`make_dir`] made and changed.
+    pub fn ensure_dir_at(
+        &mut self,
+        path: &Path,
+        spec: &DirSpec,
+        pinned: Option<Pinned<'_>>,
+    ) -> Result<(Action, OwnedFd), ApplyError> {
+        let inspect_err = |source: rustix::io::Errno| ApplyError::Inspect {
+            path: path.to_path_buf(),
+            source: source.into(),
+        };
+        if let Some(fd) = pinned_at(pinned, path) {
+            let fd = rustix::io::fcntl_dupfd_cloexec(fd, 0).map_err(inspect_err)?;
+            return Ok((Action::Unchanged, fd));
+        }
         if inspect(path)?.is_some() {
-            return Ok(Action::Unchanged);
+            let fd = rustix::fs::open(
+                path,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )
+            .map_err(inspect_err)?;
+            return Ok((Action::Unchanged, fd));
         }
         if let Some(parent) = path.parent()
             && inspect(parent)?.is_none()
@@ -360,18 +438,56 @@ impl Txn {
             };
             self.ensure_dir(parent, &parent_spec)?;
         }
-        let err = |source| ApplyError::CreateDir {
+        let fd = self.make_dir(path, spec)?;
+        Ok((Action::Created, fd))
+    }
+
+    /// Make directory `path` with `mkdirat` beneath a descriptor of its
+    /// parent, open what is then at its name without following a link,
+    /// check it is the directory just made (this process's, empty), and
+    /// only then give it its mode and owner, through that descriptor: a
+    /// directory renamed into its place in between is refused, never
+    /// changed.
+    fn make_dir(&mut self, path: &Path, spec: &DirSpec) -> Result<OwnedFd, ApplyError> {
+        let err = |source: rustix::io::Errno| ApplyError::CreateDir {
             path: path.to_path_buf(),
-            source,
+            source: source.into(),
         };
-        DirBuilder::new()
-            .mode(spec.mode)
-            .create(path)
-            .map_err(err)?;
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(err(rustix::io::Errno::INVAL));
+        };
+        let parent = rustix::fs::open(
+            parent,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(err)?;
+        rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(spec.mode)).map_err(err)?;
         self.undo.push(Undo::RemoveDir(path.to_path_buf()));
-        fs::set_permissions(path, fs::Permissions::from_mode(spec.mode)).map_err(err)?;
-        std::os::unix::fs::lchown(path, Some(spec.uid), Some(spec.gid)).map_err(err)?;
-        Ok(Action::Created)
+        let fd = rustix::fs::openat(
+            &parent,
+            name,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(err)?;
+        let st = rustix::fs::fstat(&fd).map_err(err)?;
+        let me = rustix::process::geteuid().as_raw();
+        if st.st_uid != me || st.st_nlink != 2 {
+            return Err(ApplyError::Replaced {
+                path: path.to_path_buf(),
+                uid: st.st_uid,
+                links: st.st_nlink,
+            });
+        }
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(spec.mode)).map_err(err)?;
+        rustix::fs::fchown(
+            &fd,
+            Some(rustix::fs::Uid::from_raw(spec.uid)),
+            Some(rustix::fs::Gid::from_raw(spec.gid)),
+        )
+        .map_err(err)?;
+        Ok(fd)
     }
 
     /// Make sure `path` is a file with `content`, `mode` and `owner`. The

@@ -226,7 +226,7 @@ fn preflight_refuses_symlinks_wrong_owners_and_open_modes() {
     fs::create_dir(r.join("elsewhere")).unwrap();
     std::os::unix::fs::symlink(r.join("elsewhere"), r.join("var/lib/banger")).unwrap();
     let p = plan(vec![dir_spec(state, 0o700, (uid, gid))], vec![]);
-    let err = preflight(r, &p, uid).unwrap_err();
+    let err = preflight(r, &p, uid, None).unwrap_err();
     assert!(matches!(err, ApplyError::Symlink { .. }), "{err}");
     assert!(
         err.to_string().contains("var/lib/banger is a symlink"),
@@ -237,7 +237,7 @@ fn preflight_refuses_symlinks_wrong_owners_and_open_modes() {
     fs::create_dir(r.join("var/lib/banger")).unwrap();
     fs::set_permissions(r.join("var/lib/banger"), fs::Permissions::from_mode(0o700)).unwrap();
     let p = plan(vec![dir_spec(state, 0o700, (uid + 1, gid))], vec![]);
-    let err = preflight(r, &p, uid).unwrap_err();
+    let err = preflight(r, &p, uid, None).unwrap_err();
     assert!(
         matches!(err, ApplyError::WrongOwner { found, expected, .. } if found == uid && expected == uid + 1),
         "{err}"
@@ -245,7 +245,7 @@ fn preflight_refuses_symlinks_wrong_owners_and_open_modes() {
 
     fs::set_permissions(r.join("var/lib/banger"), fs::Permissions::from_mode(0o777)).unwrap();
     let p = plan(vec![dir_spec(state, 0o700, (uid, gid))], vec![]);
-    let err = preflight(r, &p, uid).unwrap_err();
+    let err = preflight(r, &p, uid, None).unwrap_err();
     assert!(
         matches!(err, ApplyError::TooOpen { mode: 0o777, .. }),
         "{err}"
@@ -264,14 +264,14 @@ fn preflight_refuses_unsafe_parents_and_symlinked_files() {
         vec![],
         vec![file_spec("/etc/systemd/system/bangerd.service", "x")],
     );
-    let err = preflight(r, &p, uid).unwrap_err();
+    let err = preflight(r, &p, uid, None).unwrap_err();
     assert!(matches!(err, ApplyError::UnsafeParent { .. }), "{err}");
     assert!(
         err.to_string().contains("etc/systemd (a parent of"),
         "{err}"
     );
     // Somebody else's parent is refused too.
-    let err = preflight(r, &p, uid + 1).unwrap_err();
+    let err = preflight(r, &p, uid + 1, None).unwrap_err();
     assert!(
         err.to_string().contains(&format!("owned by uid {uid}")),
         "{err}"
@@ -279,7 +279,7 @@ fn preflight_refuses_unsafe_parents_and_symlinked_files() {
 
     fs::set_permissions(r.join("etc/systemd"), fs::Permissions::from_mode(0o755)).unwrap();
     std::os::unix::fs::symlink("/dev/null", r.join("etc/systemd/system/bangerd.service")).unwrap();
-    let err = preflight(r, &p, uid).unwrap_err();
+    let err = preflight(r, &p, uid, None).unwrap_err();
     assert!(
         matches!(err, ApplyError::Symlink { kind: "file", .. }),
         "{err}"
@@ -287,6 +287,6 @@ fn preflight_refuses_unsafe_parents_and_symlinked_files() {
 
     fs::remove_file(r.join("etc/systemd/system/bangerd.service")).unwrap();
     fs::create_dir(r.join("etc/systemd/system/bangerd.service")).unwrap();
-    let err = preflight(r, &p, uid).unwrap_err();
+    let err = preflight(r, &p, uid, None).unwrap_err();
     assert!(matches!(err, ApplyError::WrongType { .. }), "{err}");
 }

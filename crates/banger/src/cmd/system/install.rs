@@ -3,6 +3,7 @@
 //! then hand the units to systemd; any failure after the first write undoes
 //! what this run did.
 
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -171,7 +172,8 @@ fn apply_code(e: &ApplyError) -> ErrorCode {
         | ApplyError::WrongType { .. }
         | ApplyError::WrongOwner { .. }
         | ApplyError::TooOpen { .. }
-        | ApplyError::UnsafeParent { .. } => ErrorCode::InvalidState,
+        | ApplyError::UnsafeParent { .. }
+        | ApplyError::Replaced { .. } => ErrorCode::InvalidState,
         ApplyError::Inspect { .. }
         | ApplyError::CreateDir { .. }
         | ApplyError::WriteFile { .. }
@@ -262,7 +264,13 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
         }
         None => PathBuf::from("/"),
     };
-    check_state_dir(&root)?;
+    let state_fd = check_state_dir(&root)?;
+    let state_path = apply::on_disk(&root, &plan::default_paths().state_dir);
+    // The checked state directory, looked at through its descriptor only.
+    let pinned = state_fd.as_ref().map(|fd| apply::Pinned {
+        path: &state_path,
+        fd: fd.as_fd(),
+    });
     let name = plan::choose_owner(req.owner.as_deref(), req.sudo_user.as_deref())?;
     let owner = plan::lookup_owner(runner, &name)?;
 
@@ -317,10 +325,10 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
     if req.root.is_none() {
         systemd::check_available().map_err(InstallError::Systemd)?;
     }
-    apply::preflight(&root, &plan, req.euid).map_err(InstallError::Refused)?;
+    apply::preflight(&root, &plan, req.euid, pinned).map_err(InstallError::Refused)?;
 
     let mut txn = Txn::new();
-    let written = match write_all(&root, &plan, &mut txn) {
+    let written = match write_all(&root, &plan, &mut txn, pinned) {
         Ok(w) => w,
         Err(e) => {
             let code = apply_code(&e);
@@ -376,8 +384,10 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
 /// its owner's daemon answers, or never does): reached with `O_PATH`
 /// without following a link, which asks its file system nothing, and its
 /// mount found without asking either (`banger_host::mounts`). A missing
-/// one is made later.
-fn check_state_dir(root: &Path) -> Result<(), InstallError> {
+/// one is made later. The descriptor of an existing one is what the install
+/// looks at from then on (issue #13 item 16): a mount or a directory put at
+/// its name after this check is never reached.
+fn check_state_dir(root: &Path) -> Result<Option<OwnedFd>, InstallError> {
     use rustix::fs::{Mode, OFlags};
     let path = apply::on_disk(root, &plan::default_paths().state_dir);
     let refused = |reason: String| InstallError::StateDir {
@@ -390,13 +400,19 @@ fn check_state_dir(root: &Path) -> Result<(), InstallError> {
         Mode::empty(),
     ) {
         Ok(fd) => fd,
-        Err(rustix::io::Errno::NOENT) => return Ok(()),
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
         Err(e) => return Err(refused(format!("opening it: {e}"))),
     };
-    banger_host::mounts::check_state_dir(&fd).map_err(|r| refused(r.to_string()))
+    banger_host::mounts::check_state_dir(&fd).map_err(|r| refused(r.to_string()))?;
+    Ok(Some(fd))
 }
 
-fn write_all(root: &Path, plan: &plan::Plan, txn: &mut Txn) -> Result<Vec<Written>, ApplyError> {
+fn write_all(
+    root: &Path,
+    plan: &plan::Plan,
+    txn: &mut Txn,
+    pinned: Option<apply::Pinned<'_>>,
+) -> Result<Vec<Written>, ApplyError> {
     let mut written = Vec::new();
     for d in &plan.dirs {
         let path = apply::on_disk(root, &d.target);
@@ -411,49 +427,59 @@ fn write_all(root: &Path, plan: &plan::Plan, txn: &mut Txn) -> Result<Vec<Writte
             .map(Path::to_path_buf)
             .collect();
         parents.reverse();
-        let action = txn.ensure_dir(&path, d)?;
+        let (action, fd) = txn.ensure_dir_at(&path, d, pinned)?;
         for p in parents {
             let target = Path::new("/").join(p.strip_prefix(root).unwrap_or(&p));
             written.push(describe(
                 p,
                 &target,
-                "dir",
-                "parent directory",
+                ("dir", "parent directory"),
                 Action::Created,
+                None,
             )?);
         }
-        written.push(describe(path, &d.target, "dir", d.what, action)?);
+        written.push(describe(
+            path,
+            &d.target,
+            ("dir", d.what),
+            action,
+            Some(fd.as_fd()),
+        )?);
     }
     for f in &plan.files {
         let path = apply::on_disk(root, &f.target);
         let action = txn.put_file(&path, &f.content, f.mode, (0, 0))?;
-        written.push(describe(path, &f.target, "file", f.what, action)?);
+        written.push(describe(path, &f.target, ("file", f.what), action, None)?);
     }
     Ok(written)
 }
 
 /// The entry for one path as it now is on disk (an existing directory keeps
-/// its own mode, which may be stricter than the one banger creates).
+/// its own mode, which may be stricter than the one banger creates): seen
+/// through `fd` when given (a directory the install holds), else by `lstat`.
 fn describe(
     path: PathBuf,
     target: &Path,
-    kind: &'static str,
-    what: &'static str,
+    (kind, what): (&'static str, &'static str),
     action: Action,
+    fd: Option<BorrowedFd<'_>>,
 ) -> Result<Written, ApplyError> {
-    use std::os::unix::fs::MetadataExt as _;
-    let m = std::fs::symlink_metadata(&path).map_err(|source| ApplyError::Inspect {
+    let st = match fd {
+        Some(fd) => rustix::fs::fstat(fd),
+        None => rustix::fs::lstat(&path),
+    }
+    .map_err(|e| ApplyError::Inspect {
         path: path.clone(),
-        source,
+        source: e.into(),
     })?;
     Ok(Written {
         target: target.to_path_buf(),
         kind,
         what,
         action,
-        mode: m.mode() & 0o7777,
-        uid: m.uid(),
-        gid: m.gid(),
+        mode: st.st_mode & 0o7777,
+        uid: st.st_uid,
+        gid: st.st_gid,
         path,
     })
 }

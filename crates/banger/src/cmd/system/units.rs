@@ -288,7 +288,10 @@ RuntimeDirectoryMode=0755
 #   CAP_SYS_ADMIN         loop devices (LOOP_CONFIGURE ioctls), dm snapshots
 #                         (dmsetup), and the disk-tool jail's namespaces and
 #                         mounts (detached mounts, pivot_root)
-CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_SETUID CAP_SETGID CAP_KILL CAP_SYS_ADMIN
+#   CAP_SETPCAP           at start only: the jail spawner drops every other
+#                         capability from its bounding set, the helper drops
+#                         this one from all of its sets
+CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER CAP_SETUID CAP_SETGID CAP_KILL CAP_SYS_ADMIN CAP_SETPCAP
 AmbientCapabilities=
 NoNewPrivileges=yes
 # Not RestrictSUIDSGID=: its seccomp filter cannot see openat2's flags and
@@ -448,7 +451,7 @@ mod tests {
             "CapabilityBoundingSet",
             &[
                 "CAP_NET_ADMIN CAP_NET_BIND_SERVICE CAP_CHOWN CAP_DAC_OVERRIDE CAP_FOWNER \
-               CAP_SETUID CAP_SETGID CAP_KILL CAP_SYS_ADMIN",
+               CAP_SETUID CAP_SETGID CAP_KILL CAP_SYS_ADMIN CAP_SETPCAP",
             ],
         );
         // Tools and VMMs are started as the owner: set*id must be allowed.

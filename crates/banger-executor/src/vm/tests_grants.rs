@@ -1,0 +1,116 @@
+//! A helper killed between a disk tool's grant and its revoke: the grant
+//! is journaled first, so the next executor on the same state dir and
+//! journal puts the disk's ACL and mode back — only on the inode granted.
+
+use std::fs::File;
+use std::os::fd::AsFd as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use banger_host::jail::{ACL_XATTR, acl_with_user, read_acl};
+use banger_host::net::fake::FakeNet;
+use banger_host::probe::fake::FakeHost;
+
+use super::VmHostConfig;
+use crate::Executor;
+
+const VM: &str = "0123456789abcdef0123456789abcdef";
+
+/// The disk's access ACL bytes and whole mode.
+fn state_of(path: &Path) -> (Option<Vec<u8>>, u32) {
+    let f = File::open(path).unwrap();
+    (read_acl(f.as_fd()).unwrap(), f.metadata().unwrap().mode())
+}
+
+fn config(state: &Path) -> VmHostConfig {
+    VmHostConfig {
+        state_dir: state.to_path_buf(),
+        owner: (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        ),
+        qemu_binary: None,
+        firecracker_binary: None,
+        jail: Default::default(),
+    }
+}
+
+/// An executor on `state` and `journal`, as the helper builds it at start.
+fn executor(state: &Path, journal: &Path) -> Executor {
+    Executor::new(
+        Arc::new(FakeHost::lab_host()),
+        Arc::new(FakeNet::new()),
+        journal.to_path_buf(),
+    )
+    .with_vms(config(state))
+}
+
+/// A disk of the owner's in the VM directory, mode 0640, with an ACL of
+/// its own (user 4242 may read) when `acl`.
+fn disk(state: &Path, name: &str, acl: bool) -> PathBuf {
+    let path = state.join("vms").join(VM).join(name);
+    std::fs::write(&path, b"disk").unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let own = acl_with_user(0o640, 4242, false);
+    if acl {
+        rustix::fs::setxattr(&path, ACL_XATTR, &own, rustix::fs::XattrFlags::empty()).unwrap();
+    }
+    path
+}
+
+/// Grant the tool uid `path` and "crash": the grant is never revoked.
+fn grant_and_crash(exec: &Executor, path: &Path) {
+    let host = exec.vm.as_deref().unwrap();
+    let f = File::open(path).unwrap();
+    let before = state_of(path);
+    let grant = host.grant_disk(&f, path).unwrap();
+    assert_ne!(state_of(path), before, "the grant changed nothing");
+    std::mem::forget(grant);
+}
+
+#[test]
+fn a_grant_left_by_a_crash_is_undone_at_the_next_start_on_that_inode_only() {
+    assert_eq!(rustix::process::geteuid().as_raw(), 0, "needs root");
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(state.join("vms").join(VM)).unwrap();
+    let journal = dir.path().join("journal.json");
+    let with_acl = disk(&state, "root.ext4", true);
+    let without = disk(&state, "work.ext4", false);
+    let before = [state_of(&with_acl), state_of(&without)];
+
+    let crashed = executor(&state, &journal);
+    grant_and_crash(&crashed, &with_acl);
+    grant_and_crash(&crashed, &without);
+    drop(crashed);
+    executor(&state, &journal);
+    assert_eq!(
+        [state_of(&with_acl), state_of(&without)],
+        before,
+        "the next executor left the crashed grants in place"
+    );
+
+    // A disk replaced after the grant (another inode at the name) is left
+    // alone, and the entry dropped.
+    let crashed = executor(&state, &journal);
+    grant_and_crash(&crashed, &without);
+    drop(crashed);
+    let granted = state_of(&without);
+    let replacement = state.join("vms").join(VM).join("new");
+    std::fs::copy(&without, &replacement).unwrap();
+    rustix::fs::setxattr(
+        &replacement,
+        ACL_XATTR,
+        granted.0.as_deref().unwrap(),
+        rustix::fs::XattrFlags::empty(),
+    )
+    .unwrap();
+    std::fs::rename(&replacement, &without).unwrap();
+    let planted = state_of(&without);
+    executor(&state, &journal);
+    assert_eq!(state_of(&without), planted, "another inode was changed");
+    let text = std::fs::read_to_string(&journal).unwrap();
+    let journaled: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(journaled["grants"], serde_json::json!([]), "{text}");
+}

@@ -1,0 +1,187 @@
+//! The root helper's own seccomp filter, installed right after it forks the
+//! jail spawner ([`super::spawner::start`]) and before its first thread, so
+//! every thread and child it ever has inherits it: no mount system call and
+//! no new namespace. Only the spawner keeps those (hostile review F1: with
+//! `CAP_SYS_ADMIN` and `@mount`, code running in the helper could unmount
+//! the unit's read-only `/proc/sys` and write `kernel.core_pattern`).
+//!
+//! `EPERM` for `mount`, `umount2`, `pivot_root`, the new mount API
+//! (`fsopen`, `fsconfig`, `fsmount`, `fspick`, `open_tree`, `move_mount`,
+//! `mount_setattr`), `setns`, and `clone`/`unshare` with any `CLONE_NEW*`
+//! flag; `ENOSYS` for `clone3` (its flags are behind a pointer; glibc then
+//! falls back to `clone`). `unshare` without one stays allowed: the VMM
+//! launch gives one thread its own working directory with
+//! `unshare(CLONE_FS)`. x32 numbers are refused, another architecture's
+//! calls kill the process. Built the way [`super::filter`] builds the
+//! jailed tool's.
+
+use super::filter::{
+    ARCH, ARG0_LOW, AUDIT_ARCH_X86_64, Insn, JEQ_K, JGE_K, JSET_K, Label, NR, RET_ALLOW,
+    RET_KILL_PROCESS, X32_SYSCALL_BIT, at, errno, install, jump, ld, resolve, ret,
+};
+
+/// Calls refused outright with `EPERM`.
+#[cfg(target_arch = "x86_64")]
+const DENIED: [libc::c_long; 11] = [
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_open_tree,
+    libc::SYS_move_mount,
+    libc::SYS_mount_setattr,
+    libc::SYS_setns,
+];
+
+/// Every `CLONE_NEW*` flag `clone` and `unshare` take in their first
+/// argument. `CLONE_NEWTIME` (0x80) only `unshare` reads: in `clone` those
+/// bits are the exit signal.
+const CLONE_NEW: u32 = (libc::CLONE_NEWNS
+    | libc::CLONE_NEWCGROUP
+    | libc::CLONE_NEWUTS
+    | libc::CLONE_NEWIPC
+    | libc::CLONE_NEWUSER
+    | libc::CLONE_NEWPID
+    | libc::CLONE_NEWNET) as u32;
+const CLONE_NEWTIME: u32 = 0x80;
+
+/// The helper's filter for this architecture.
+fn program() -> Option<Vec<Insn>> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        Some(x86_64())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        None
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn x86_64() -> Vec<Insn> {
+    use Label::*;
+    let nr = |n: libc::c_long| n as u32;
+    let mut p = vec![
+        ld(ARCH),
+        jump(JEQ_K, AUDIT_ARCH_X86_64, Next, Kill),
+        ld(NR),
+        jump(JGE_K, X32_SYSCALL_BIT, Eperm, Next),
+    ];
+    p.extend(DENIED.iter().map(|&n| jump(JEQ_K, nr(n), Eperm, Next)));
+    p.extend([
+        jump(JEQ_K, nr(libc::SYS_clone3), Enosys, Next),
+        jump(JEQ_K, nr(libc::SYS_clone), NewNs, Next),
+        jump(JEQ_K, nr(libc::SYS_unshare), NewUser, Allow),
+        // unshare(2): CLONE_NEWTIME too.
+        at(NewUser, ld(ARG0_LOW)),
+        jump(JSET_K, CLONE_NEWTIME, Eperm, Next),
+        jump(JSET_K, CLONE_NEW, Eperm, Allow),
+        // clone(2): no CLONE_NEW* flag.
+        at(NewNs, ld(ARG0_LOW)),
+        jump(JSET_K, CLONE_NEW, Eperm, Allow),
+        at(Allow, ret(RET_ALLOW)),
+        at(Eperm, ret(errno(libc::EPERM))),
+        at(Enosys, ret(errno(libc::ENOSYS))),
+        at(Kill, ret(RET_KILL_PROCESS)),
+    ]);
+    resolve(&p)
+}
+
+/// Lock this process out of mounts and namespaces for good: drop
+/// `CAP_SETPCAP`, set `no_new_privs` and install the helper's filter. Call after
+/// [`super::spawner::start`] and before the first thread (a filter binds
+/// the calling thread and the threads and children it makes later).
+pub fn lock_down() -> std::io::Result<()> {
+    let filter = program().ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "no helper seccomp filter for this architecture",
+        )
+    })?;
+    drop_setpcap()?;
+    rustix::thread::set_no_new_privs(true)?;
+    install(&filter).map_err(std::io::Error::from_raw_os_error)
+}
+
+/// `CAP_SETPCAP` out of every set of this process. The helper unit grants
+/// it so that the spawner, forked before, can drop the other capabilities
+/// from its bounding set; the helper needs it no longer.
+fn drop_setpcap() -> std::io::Result<()> {
+    use rustix::thread::CapabilitySet;
+    let mut sets = rustix::thread::capabilities(None)?;
+    if sets.effective.contains(CapabilitySet::SETPCAP)
+        && rustix::thread::capability_is_in_bounding_set(CapabilitySet::SETPCAP)?
+    {
+        rustix::thread::remove_capability_from_bounding_set(CapabilitySet::SETPCAP)?;
+    }
+    sets.effective.remove(CapabilitySet::SETPCAP);
+    sets.permitted.remove(CapabilitySet::SETPCAP);
+    sets.inheritable.remove(CapabilitySet::SETPCAP);
+    rustix::thread::set_capabilities(None, sets)?;
+    Ok(())
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::super::filter::{RET_ERRNO, verdict};
+    use super::*;
+
+    #[test]
+    fn the_helper_filter_answers_each_call_as_written() {
+        let p = program().unwrap();
+        let arch = AUDIT_ARCH_X86_64;
+        let eperm = RET_ERRNO | libc::EPERM as u32;
+        let nr = |n: libc::c_long| n as u32;
+        let first = |n: libc::c_long, a0: u32| verdict(&p, arch, nr(n), [a0, !a0]);
+        for n in DENIED {
+            assert_eq!(first(n, 0), eperm, "{n}");
+        }
+        assert_eq!(first(libc::SYS_clone3, 0), RET_ERRNO | libc::ENOSYS as u32);
+        let fork = libc::SIGCHLD as u32;
+        let thread = (libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM
+            | libc::CLONE_SETTLS
+            | libc::CLONE_PARENT_SETTID
+            | libc::CLONE_CHILD_CLEARTID) as u32;
+        assert_eq!(first(libc::SYS_clone, fork), RET_ALLOW);
+        assert_eq!(first(libc::SYS_clone, thread), RET_ALLOW);
+        assert_eq!(first(libc::SYS_unshare, libc::CLONE_FS as u32), RET_ALLOW);
+        for flag in [
+            libc::CLONE_NEWNS,
+            libc::CLONE_NEWCGROUP,
+            libc::CLONE_NEWUTS,
+            libc::CLONE_NEWIPC,
+            libc::CLONE_NEWUSER,
+            libc::CLONE_NEWPID,
+            libc::CLONE_NEWNET,
+        ] {
+            let flag = flag as u32;
+            assert_eq!(first(libc::SYS_clone, fork | flag), eperm, "{flag:#x}");
+            assert_eq!(first(libc::SYS_unshare, flag), eperm, "{flag:#x}");
+        }
+        assert_eq!(first(libc::SYS_unshare, CLONE_NEWTIME), eperm);
+        // A clone whose exit signal shares CLONE_NEWTIME's bit is a fork.
+        assert_eq!(first(libc::SYS_clone, 0x80 | fork), RET_ALLOW);
+        for n in [
+            libc::SYS_read,
+            libc::SYS_execve,
+            libc::SYS_socket,
+            libc::SYS_setresuid,
+            libc::SYS_prctl,
+            libc::SYS_ioctl,
+        ] {
+            assert_eq!(first(n, 0), RET_ALLOW, "{n}");
+        }
+        let x32 = |n: libc::c_long| verdict(&p, arch, nr(n) | X32_SYSCALL_BIT, [0, 0]);
+        assert_eq!(x32(libc::SYS_mount), eperm);
+        assert_eq!(x32(libc::SYS_read), eperm);
+        assert_eq!(verdict(&p, 0x4000_0003, 0, [0, 0]), RET_KILL_PROCESS);
+    }
+}

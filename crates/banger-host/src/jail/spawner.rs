@@ -1,0 +1,761 @@
+//! The jail spawner: a process forked from `bangerd-root` at start, while
+//! the helper is still single-threaded, that keeps the power to mount and
+//! make namespaces after the helper has locked itself out of both
+//! ([`super::lock_down`]).
+//!
+//! It holds only `CAP_SYS_ADMIN`, `CAP_SETUID` and `CAP_SETGID`, dies with
+//! its parent, never execs anything itself and serves one request at a
+//! time on a `SOCK_SEQPACKET` socket: one message in, one message out. A
+//! request names a jail (every [`Jail`] field crosses through
+//! `Jail::encode` and `Jail::decode`: binds, pass-through descriptors and
+//! their numbers, copies, a long-lived process's limits), the program, its
+//! argv and environment; its descriptors travel by `SCM_RIGHTS` in a fixed
+//! order. The child's stdout and stderr are whichever descriptors the
+//! caller sends (pipes, or a VMM's log file): the spawner passes them on.
+//! The spawner prepares the jail as a direct spawn does and clones the
+//! child with `CLONE_PARENT`, so the child is the helper's: the helper
+//! waits for it, times it out and reads its output as before. The answer
+//! is the child's pid and pidfd, and its (step, errno) report when it
+//! failed before `execve`, or the reason the request was refused.
+
+use std::ffi::{OsStr, OsString};
+use std::mem::MaybeUninit;
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use rustix::io::IoSlice;
+use rustix::io::IoSliceMut;
+use rustix::net::{
+    AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, ReturnFlags,
+    SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
+};
+
+use super::{Bind, Cloned, CopyIn, Jail, Limits, Pass};
+
+/// The wire format's version, the first word of every request.
+const VERSION: u32 = 1;
+/// The largest request, in bytes.
+pub const MAX_REQUEST: usize = 64 << 10;
+/// The most descriptors one request carries: room for a jailed QEMU with
+/// `banger_vmm::qemu::fds::MAX_DRIVES` (8) drives — the 4 every request
+/// has, the tap, the serial log, `run/`, `/dev/kvm`, kernel and initrd
+/// copies, and two per drive: 26.
+pub const MAX_FDS: usize = 32;
+/// The most binds one request carries: each is a mount.
+pub const MAX_BINDS: usize = 12;
+/// Descriptors every request carries besides its jail's: the program
+/// (`O_PATH`), then stdin's read end, stdout's and stderr's write ends.
+const FIXED_FDS: usize = 4;
+
+/// The capabilities the spawner keeps: mounts and namespaces
+/// (`CAP_SYS_ADMIN`), the child's ids (`CAP_SETUID`, `CAP_SETGID`).
+/// (`linux/capability.h`: 21, 7, 6.)
+pub const KEPT_CAPS: [u32; 3] = [21, 7, 6];
+
+/// One spawn: what [`super::spawn`] hands the spawner (or clones itself).
+#[derive(Debug)]
+pub(super) struct Request {
+    pub(super) jail: Jail,
+    /// The program, opened `O_PATH`: bound at [`super::EXE`].
+    pub(super) program: OwnedFd,
+    pub(super) argv0: OsString,
+    pub(super) args: Vec<OsString>,
+    pub(super) env: Vec<(OsString, OsString)>,
+    /// The child's stdin, stdout and stderr.
+    pub(super) stdio: [OwnedFd; 3],
+}
+
+/// Why a message is not a request the spawner serves.
+fn refused(what: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("jail spawner: {what}"),
+    )
+}
+
+/// A message being written: bytes and the descriptors that go with it.
+#[derive(Default)]
+pub(super) struct Writer<'a> {
+    bytes: Vec<u8>,
+    fds: Vec<BorrowedFd<'a>>,
+}
+
+impl<'a> Writer<'a> {
+    fn u32(&mut self, v: u32) {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn u64(&mut self, v: u64) {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+    }
+
+    fn bytes(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.bytes.extend_from_slice(b);
+    }
+
+    fn fd(&mut self, fd: BorrowedFd<'a>) {
+        self.fds.push(fd);
+    }
+}
+
+/// A message being read: every read is bounded by what arrived.
+pub(super) struct Reader<'m> {
+    bytes: &'m [u8],
+    fds: std::vec::IntoIter<OwnedFd>,
+}
+
+impl<'m> Reader<'m> {
+    fn u32(&mut self) -> std::io::Result<u32> {
+        let Some((head, rest)) = self.bytes.split_first_chunk::<4>() else {
+            return Err(refused("a short message"));
+        };
+        self.bytes = rest;
+        Ok(u32::from_le_bytes(*head))
+    }
+
+    fn u64(&mut self) -> std::io::Result<u64> {
+        Ok(u64::from(self.u32()?) | u64::from(self.u32()?) << 32)
+    }
+
+    /// A count of descriptor-carrying items, at most `max`.
+    fn count(&mut self, what: &str, max: usize) -> std::io::Result<usize> {
+        let n = self.u32()? as usize;
+        if n > max {
+            return Err(refused(format!("{n} {what}, more than {max}")));
+        }
+        Ok(n)
+    }
+
+    fn bytes(&mut self) -> std::io::Result<&'m [u8]> {
+        let len = self.u32()? as usize;
+        if len > self.bytes.len() {
+            return Err(refused("a short message"));
+        }
+        let (head, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    fn os(&mut self) -> std::io::Result<OsString> {
+        Ok(OsStr::from_bytes(self.bytes()?).to_os_string())
+    }
+
+    fn fd(&mut self) -> std::io::Result<OwnedFd> {
+        self.fds
+            .next()
+            .ok_or_else(|| refused("fewer descriptors than the request names"))
+    }
+
+    /// Nothing may be left over: neither bytes nor descriptors.
+    fn finish(mut self) -> std::io::Result<()> {
+        if !self.bytes.is_empty() {
+            return Err(refused("trailing bytes"));
+        }
+        if self.fds.next().is_some() {
+            return Err(refused("more descriptors than the request names"));
+        }
+        Ok(())
+    }
+}
+
+impl Jail {
+    /// Every field of the jail, in the order [`Jail::decode`] reads them.
+    /// A field added to [`Jail`] is added here and there, nowhere else.
+    pub(super) fn encode<'a>(&'a self, w: &mut Writer<'a>) {
+        w.u32(self.uid);
+        w.u32(self.gid);
+        w.u32(self.binds.len() as u32);
+        for b in &self.binds {
+            w.bytes(b.at.as_bytes());
+            w.u32(u32::from(b.writable));
+            w.fd(b.fd.as_fd());
+        }
+        w.u32(self.passes.len() as u32);
+        for p in &self.passes {
+            w.u32(p.at as u32);
+            w.fd(p.fd.as_fd());
+        }
+        w.u32(self.copies.len() as u32);
+        for c in &self.copies {
+            w.bytes(c.at.as_bytes());
+            w.fd(c.fd.as_fd());
+        }
+        match self.long_lived {
+            None => w.u32(0),
+            Some(l) => {
+                w.u32(1);
+                w.u64(l.memory);
+                w.u32(l.processes);
+                w.u64(l.open_files);
+                w.u64(l.file_size);
+            }
+        }
+    }
+
+    /// A jail as [`Jail::encode`] wrote it, refused unless its ids lie in
+    /// `range` (which never holds 0), each bind and copy name is one plain
+    /// token, each pass-through number lies in 3 to
+    /// [`super::MAX_PASSED_FD`] once, and its descriptors fit
+    /// [`MAX_FDS`] with the request's own.
+    pub(super) fn decode(
+        r: &mut Reader<'_>,
+        range: &std::ops::Range<u32>,
+    ) -> std::io::Result<Jail> {
+        let (uid, gid) = (r.u32()?, r.u32()?);
+        for id in [uid, gid] {
+            if id == 0 || !range.contains(&id) {
+                return Err(refused(format!(
+                    "id {id} is root or outside the jail range {range:?}"
+                )));
+            }
+        }
+        let mut room = MAX_FDS - FIXED_FDS;
+        let count = r.count("binds", MAX_BINDS)?;
+        room -= count;
+        let mut binds = Vec::with_capacity(count);
+        for _ in 0..count {
+            let at = std::str::from_utf8(r.bytes()?)
+                .map_err(|_| refused("a bind name that is not UTF-8"))?
+                .to_string();
+            super::check_name(&at, "bind").map_err(refused)?;
+            let writable = match r.u32()? {
+                0 => false,
+                1 => true,
+                n => return Err(refused(format!("writable flag {n}"))),
+            };
+            binds.push(Bind {
+                fd: Arc::new(r.fd()?),
+                at,
+                writable,
+            });
+        }
+        let count = r.count("passed descriptors", room)?;
+        room -= count;
+        let mut passes: Vec<Pass> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let at = i32::try_from(r.u32()?).unwrap_or(-1);
+            super::check_pass(&passes, at).map_err(refused)?;
+            passes.push(Pass {
+                fd: Arc::new(r.fd()?),
+                at,
+            });
+        }
+        let count = r.count("copies", room)?;
+        let mut copies = Vec::with_capacity(count);
+        for _ in 0..count {
+            let at = std::str::from_utf8(r.bytes()?)
+                .map_err(|_| refused("a copy name that is not UTF-8"))?
+                .to_string();
+            super::check_name(&at, "copy").map_err(refused)?;
+            copies.push(CopyIn {
+                fd: Arc::new(r.fd()?),
+                at,
+            });
+        }
+        let long_lived = match r.u32()? {
+            0 => None,
+            1 => Some(Limits {
+                memory: r.u64()?,
+                processes: r.u32()?,
+                open_files: r.u64()?,
+                file_size: r.u64()?,
+            }),
+            n => return Err(refused(format!("long-lived flag {n}"))),
+        };
+        Ok(Jail {
+            uid,
+            gid,
+            binds,
+            passes,
+            copies,
+            long_lived,
+        })
+    }
+}
+
+impl Request {
+    /// The request as one message and its descriptors: the program, the
+    /// binds (by [`Jail::encode`]), stdin, stdout, stderr.
+    fn encode(&self) -> Writer<'_> {
+        let mut w = Writer::default();
+        w.u32(VERSION);
+        w.fd(self.program.as_fd());
+        self.jail.encode(&mut w);
+        w.bytes(self.argv0.as_bytes());
+        w.u32(self.args.len() as u32);
+        for a in &self.args {
+            w.bytes(a.as_bytes());
+        }
+        w.u32(self.env.len() as u32);
+        for (k, v) in &self.env {
+            w.bytes(k.as_bytes());
+            w.bytes(v.as_bytes());
+        }
+        for fd in &self.stdio {
+            w.fd(fd.as_fd());
+        }
+        w
+    }
+
+    fn decode(mut r: Reader<'_>, range: &std::ops::Range<u32>) -> std::io::Result<Request> {
+        let version = r.u32()?;
+        if version != VERSION {
+            return Err(refused(format!("protocol version {version}")));
+        }
+        let program = r.fd()?;
+        let jail = Jail::decode(&mut r, range)?;
+        let argv0 = r.os()?;
+        let mut args = Vec::new();
+        for _ in 0..r.u32()? {
+            args.push(r.os()?);
+        }
+        let mut env = Vec::new();
+        for _ in 0..r.u32()? {
+            env.push((r.os()?, r.os()?));
+        }
+        let stdio = [r.fd()?, r.fd()?, r.fd()?];
+        r.finish()?;
+        Ok(Request {
+            jail,
+            program,
+            argv0,
+            args,
+            env,
+            stdio,
+        })
+    }
+}
+
+/// The spawner's first message, once it is set up.
+const READY: &[u8; 5] = b"ready";
+
+/// The helper's end of the spawner's socket.
+#[derive(Debug)]
+pub struct Spawner {
+    sock: Mutex<OwnedFd>,
+    pid: i32,
+}
+
+static SPAWNER: OnceLock<Spawner> = OnceLock::new();
+
+/// The spawner this process started, if any: jails then go through it.
+pub(super) fn running() -> Option<&'static Spawner> {
+    SPAWNER.get()
+}
+
+/// Fork the spawner. Call while this process has one thread (the child
+/// allocates); `range` is the jail range, the only ids it will run as.
+/// Returns the spawner's pid; from then on [`super::spawn`] goes through
+/// it. A second call is refused.
+pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
+    if range.contains(&0) || range.is_empty() {
+        return Err(refused(format!("jail range {range:?}")));
+    }
+    if SPAWNER.get().is_some() {
+        return Err(refused("already started"));
+    }
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )?;
+    let parent = rustix::process::getpid();
+    // SAFETY: fork in a single-threaded process (the caller's promise):
+    // the child has a consistent copy of everything, allocator included,
+    // and runs only `serve`, which never returns.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if pid == 0 {
+        drop(ours);
+        serve(theirs, parent, range);
+    }
+    drop(theirs);
+    // The spawner says it is ready once it holds only its three
+    // capabilities; it exits instead if it could not get there.
+    let mut ready = [0u8; READY.len()];
+    match recv(ours.as_fd(), &mut ready)? {
+        (n, fds) if n == READY.len() && fds.is_empty() && ready == *READY => {}
+        _ => return Err(std::io::Error::other("the jail spawner did not start")),
+    }
+    let _ = SPAWNER.set(Spawner {
+        sock: Mutex::new(ours),
+        pid,
+    });
+    Ok(pid as u32)
+}
+
+impl Spawner {
+    /// The spawner's pid.
+    pub fn pid(&self) -> u32 {
+        self.pid as u32
+    }
+
+    /// Send `r`; the answer is the child's pid, its pidfd and its report
+    /// when it failed before `execve` (the child is then still to reap).
+    pub(super) fn spawn(&self, r: Request) -> std::io::Result<Cloned> {
+        let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
+        let w = r.encode();
+        send(sock.as_fd(), &w.bytes, &w.fds)?;
+        drop(w);
+        // The child's ends go now: the spawner holds its own copies until
+        // it has cloned, then closes them.
+        drop(r);
+        let mut buf = [0u8; 512];
+        let (n, fds) = recv(sock.as_fd(), &mut buf)?;
+        drop(sock);
+        answer(&buf[..n], fds)
+    }
+}
+
+/// The spawner's answer: the child's pid, pidfd and report, or the reason
+/// for a refusal.
+fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<Cloned> {
+    let mut reader = Reader {
+        bytes,
+        fds: fds.into_iter(),
+    };
+    let pid = reader.u32()? as i32;
+    let step = reader.u32()?;
+    let errno = reader.u32()? as i32;
+    let why = String::from_utf8_lossy(reader.bytes()?).into_owned();
+    if pid == 0 {
+        reader.finish()?;
+        return Err(std::io::Error::new(
+            std::io::Error::from_raw_os_error(errno).kind(),
+            why,
+        ));
+    }
+    let pidfd = reader.fd()?;
+    reader.finish()?;
+    Ok(Cloned {
+        pid,
+        pidfd,
+        report: (step != 0).then_some((step, errno)),
+    })
+}
+
+/// Requests the public API never builds, for the spawner's own tests.
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing {
+    use super::*;
+
+    /// One bind as the wire carries it, its name unchecked.
+    #[derive(Debug)]
+    pub struct RawBind<'a> {
+        pub fd: BorrowedFd<'a>,
+        pub name: &'a str,
+        pub writable: bool,
+    }
+
+    /// Send a request for `argv` run as `uid`:`gid` with `binds` (none of
+    /// it checked here), cut to `keep` bytes when given, with `extra`
+    /// descriptors after its own; the spawner's answer, an error for a
+    /// refusal. A child it starts is killed and reaped.
+    pub fn request(
+        uid: u32,
+        gid: u32,
+        binds: &[RawBind<'_>],
+        argv: &[&str],
+        keep: Option<usize>,
+        extra: &[BorrowedFd<'_>],
+    ) -> std::io::Result<()> {
+        let spawner = running().ok_or_else(|| refused("not started"))?;
+        let open = |p: &std::ffi::CStr, flags| {
+            rustix::fs::open(
+                p,
+                flags | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+        };
+        let program =
+            crate::runner::resolve(argv[0].as_ref()).ok_or_else(|| refused("no such program"))?;
+        let null = || open(c"/dev/null", rustix::fs::OFlags::RDWR);
+        let r = Request {
+            jail: Jail {
+                uid,
+                gid,
+                binds: binds
+                    .iter()
+                    .map(|b| {
+                        Ok(Bind {
+                            fd: Arc::new(b.fd.try_clone_to_owned()?),
+                            at: b.name.to_string(),
+                            writable: b.writable,
+                        })
+                    })
+                    .collect::<std::io::Result<_>>()?,
+                passes: Vec::new(),
+                copies: Vec::new(),
+                long_lived: None,
+            },
+            program: rustix::fs::open(
+                &program,
+                rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )?,
+            argv0: argv[0].into(),
+            args: argv[1..].iter().map(|a| a.into()).collect(),
+            env: Vec::new(),
+            stdio: [null()?, null()?, null()?],
+        };
+        let mut w = r.encode();
+        w.fds.extend_from_slice(extra);
+        let bytes = &w.bytes[..keep.unwrap_or(w.bytes.len()).min(w.bytes.len())];
+        let sock = spawner.sock.lock().unwrap_or_else(|p| p.into_inner());
+        send_any(sock.as_fd(), bytes, &w.fds)?;
+        let mut buf = [0u8; 512];
+        let (n, fds) = recv(sock.as_fd(), &mut buf)?;
+        drop(sock);
+        let Cloned { pid, pidfd, report } = answer(&buf[..n], fds)?;
+        let mut child = super::super::Child {
+            pid,
+            pidfd,
+            status: None,
+            kill_on_drop: true,
+            stdin: None,
+            stdout: None,
+            stderr: None,
+        };
+        child.kill()?;
+        child.wait()?;
+        match report {
+            None => Ok(()),
+            Some((step, errno)) => Err(super::super::report_error(step, errno)),
+        }
+    }
+
+    /// Send `bytes` (up to a whole request and one byte more) with `fds`
+    /// (up to four times what a request may carry) attached.
+    fn send_any(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4 * MAX_FDS))];
+        let mut control = SendAncillaryBuffer::new(&mut space);
+        if !control.push(SendAncillaryMessage::ScmRights(fds)) {
+            return Err(refused("too many descriptors for the test"));
+        }
+        rustix::net::sendmsg(
+            sock,
+            &[IoSlice::new(bytes)],
+            &mut control,
+            SendFlags::NOSIGNAL,
+        )?;
+        Ok(())
+    }
+
+    /// A request padded past [`MAX_REQUEST`]: the spawner reads it cut
+    /// (`MSG_TRUNC`) and refuses it.
+    pub fn oversized() -> std::io::Result<()> {
+        let spawner = running().ok_or_else(|| refused("not started"))?;
+        let sock = spawner.sock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut bytes = vec![0u8; MAX_REQUEST + 1];
+        bytes[..4].copy_from_slice(&VERSION.to_le_bytes());
+        send_any(sock.as_fd(), &bytes, &[])?;
+        let mut buf = [0u8; 512];
+        let (n, fds) = recv(sock.as_fd(), &mut buf)?;
+        answer(&buf[..n], fds).map(|_| ())
+    }
+}
+
+/// Send one message with `fds` attached.
+fn send(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !fds.is_empty() && !control.push(SendAncillaryMessage::ScmRights(fds)) {
+        return Err(refused(format!("{} descriptors", fds.len())));
+    }
+    let sent = rustix::net::sendmsg(
+        sock,
+        &[IoSlice::new(bytes)],
+        &mut control,
+        SendFlags::NOSIGNAL,
+    )?;
+    if sent != bytes.len() {
+        return Err(refused("a message sent in part"));
+    }
+    Ok(())
+}
+
+/// Receive one message into `buf` with its descriptors (close-on-exec);
+/// a message or a descriptor list cut short is refused, its descriptors
+/// closed. 0 bytes with no descriptors: the other end has closed.
+fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = loop {
+        match rustix::net::recvmsg(
+            sock,
+            &mut [IoSliceMut::new(buf)],
+            &mut control,
+            RecvFlags::CMSG_CLOEXEC,
+        ) {
+            Err(rustix::io::Errno::INTR) => {}
+            other => break other?,
+        }
+    };
+    let mut fds = Vec::new();
+    for m in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(r) = m {
+            fds.extend(r);
+        }
+    }
+    if got.flags.contains(ReturnFlags::TRUNC) || got.flags.contains(ReturnFlags::CTRUNC) {
+        return Err(refused("a truncated message"));
+    }
+    Ok((got.bytes, fds))
+}
+
+/// The spawner's whole life: never returns.
+fn serve(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32>) -> ! {
+    let sock = match setup(sock, parent) {
+        Ok(s) => s,
+        // SAFETY: _exit ends this forked child without running the
+        // parent's atexit handlers or destructors.
+        Err(_) => unsafe { libc::_exit(1) },
+    };
+    if send(sock.as_fd(), READY, &[]).is_err() {
+        // SAFETY: as above.
+        unsafe { libc::_exit(1) }
+    }
+    let mut buf = vec![0u8; MAX_REQUEST];
+    loop {
+        let answer = match recv(sock.as_fd(), &mut buf) {
+            Ok((0, fds)) if fds.is_empty() => break,
+            Ok((n, fds)) => Request::decode(
+                Reader {
+                    bytes: &buf[..n],
+                    fds: fds.into_iter(),
+                },
+                &range,
+            )
+            .and_then(|r| super::clone_jailed(&r, libc::CLONE_PARENT)),
+            Err(e)
+                if e.raw_os_error().is_some() && e.kind() != std::io::ErrorKind::InvalidInput =>
+            {
+                break;
+            }
+            Err(e) => Err(e),
+        };
+        let mut w = Writer::default();
+        match &answer {
+            Ok(Cloned { pid, pidfd, report }) => {
+                let (step, errno) = report.unwrap_or((0, 0));
+                w.u32(*pid as u32);
+                w.u32(step);
+                w.u32(errno as u32);
+                w.bytes(b"");
+                w.fd(pidfd.as_fd());
+            }
+            Err(e) => {
+                w.u32(0);
+                w.u32(0);
+                w.u32(e.raw_os_error().unwrap_or(libc::EINVAL) as u32);
+                let why = e.to_string();
+                w.bytes(&why.as_bytes()[..why.len().min(400)]);
+            }
+        }
+        if send(sock.as_fd(), &w.bytes, &w.fds).is_err() {
+            break;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { libc::_exit(0) }
+}
+
+/// Dies with `parent`, holds no descriptor but 0-2 and the socket (moved
+/// to 3), keeps three capabilities.
+fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<OwnedFd> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
+    if rustix::process::getppid() != Some(parent) {
+        return Err(refused("the helper is gone"));
+    }
+    // SAFETY: dup3 onto 3, which this process then owns alone (everything
+    // from 4 up is closed next); close_range takes no pointers.
+    let sock = unsafe {
+        if sock.as_raw_fd() != 3 && libc::dup3(sock.as_raw_fd(), 3, libc::O_CLOEXEC) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        std::mem::forget(sock);
+        if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3)
+    };
+    drop_capabilities()?;
+    Ok(sock)
+}
+
+/// Every capability but [`KEPT_CAPS`] out of the bounding, permitted,
+/// effective, inheritable and ambient sets.
+fn drop_capabilities() -> std::io::Result<()> {
+    for cap in 0..64u32 {
+        if KEPT_CAPS.contains(&cap) {
+            continue;
+        }
+        // SAFETY: prctl with integer arguments only.
+        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if r < 0 {
+            let e = std::io::Error::last_os_error();
+            // Past the kernel's last capability.
+            if e.raw_os_error() == Some(libc::EINVAL) {
+                break;
+            }
+            return Err(e);
+        }
+    }
+    // SAFETY: prctl with integer arguments only.
+    if unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL,
+            0,
+            0,
+            0,
+        )
+    } < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    let kept = KEPT_CAPS.iter().fold(0u64, |m, &c| m | 1 << c);
+    set_capabilities(kept, kept)
+}
+
+/// `capset` of this process: `permitted` and `effective` (bit n:
+/// capability n), nothing inheritable. Only ever takes away.
+pub(super) fn set_capabilities(permitted: u64, effective: u64) -> std::io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let header = Header {
+        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
+        pid: 0,
+    };
+    let half = |shift: u32| Data {
+        effective: (effective >> shift) as u32,
+        permitted: (permitted >> shift) as u32,
+        inheritable: 0,
+    };
+    let data = [half(0), half(32)];
+    // SAFETY: capset with a version-3 header and its two data words, both
+    // valid for the call.
+    let r = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

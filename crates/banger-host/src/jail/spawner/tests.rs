@@ -1,0 +1,244 @@
+use std::os::unix::ffi::OsStringExt as _;
+
+use super::*;
+
+fn devnull() -> OwnedFd {
+    rustix::fs::open(
+        c"/dev/null",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap()
+}
+
+fn request(jail: Jail) -> Request {
+    Request {
+        jail,
+        program: devnull(),
+        argv0: "e2fsck".into(),
+        args: vec!["-n".into(), OsString::from_vec(b"\xff/disk".to_vec())],
+        env: vec![("PATH".into(), "/usr/bin".into())],
+        stdio: [devnull(), devnull(), devnull()],
+    }
+}
+
+/// Encode, then decode with the descriptors duplicated as `SCM_RIGHTS`
+/// would (new numbers, same files).
+fn round_trip(r: &Request, range: std::ops::Range<u32>) -> std::io::Result<Request> {
+    let w = r.encode();
+    let fds: Vec<OwnedFd> = w
+        .fds
+        .iter()
+        .map(|f| f.try_clone_to_owned().unwrap())
+        .collect();
+    Request::decode(
+        Reader {
+            bytes: &w.bytes,
+            fds: fds.into_iter(),
+        },
+        &range,
+    )
+}
+
+fn inode(fd: BorrowedFd<'_>) -> (u64, u64) {
+    let st = rustix::fs::fstat(fd).unwrap();
+    (st.st_dev, st.st_ino)
+}
+
+#[test]
+fn every_jail_field_crosses_the_wire_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
+    let (disk, tap, serial, kernel, initrd) = (
+        file("disk"),
+        file("tap"),
+        file("serial"),
+        file("kernel"),
+        file("initrd"),
+    );
+    let limits = Limits {
+        memory: (5 << 30) + 7,
+        processes: 258,
+        open_files: 1024,
+        file_size: (3 << 40) + 1,
+    };
+    let jail = Jail::new(4100, 4101)
+        .long_lived(limits)
+        .bind(disk.as_fd(), "disk", true)
+        .unwrap()
+        .bind(
+            std::fs::File::open(dir.path()).unwrap().as_fd(),
+            "staging",
+            false,
+        )
+        .unwrap()
+        .pass(tap.as_fd(), 3)
+        .unwrap()
+        .pass(serial.as_fd(), super::super::MAX_PASSED_FD)
+        .unwrap()
+        .copy_in(kernel.as_fd(), "kernel")
+        .unwrap()
+        .copy_in(initrd.as_fd(), "initrd")
+        .unwrap();
+    let sent = request(jail);
+    let got = round_trip(&sent, 4096..4112).unwrap();
+    // Every field named: one added to `Jail` does not compile here until
+    // this test (and so `Jail::encode`/`decode`) knows it.
+    let Jail {
+        uid,
+        gid,
+        binds,
+        passes,
+        copies,
+        long_lived,
+    } = &got.jail;
+    assert_eq!((*uid, *gid), (4100, 4101));
+    assert_eq!(binds.len(), 2);
+    for (a, b) in sent.jail.binds.iter().zip(binds) {
+        assert_eq!((&a.at, a.writable), (&b.at, b.writable));
+        assert_eq!(inode(a.fd.as_fd()), inode(b.fd.as_fd()));
+    }
+    assert_eq!(passes.len(), 2);
+    for (a, b) in sent.jail.passes.iter().zip(passes) {
+        assert_eq!(a.at, b.at);
+        assert_eq!(inode(a.fd.as_fd()), inode(b.fd.as_fd()));
+    }
+    assert_eq!(copies.len(), 2);
+    for (a, b) in sent.jail.copies.iter().zip(copies) {
+        assert_eq!(a.at, b.at);
+        assert_eq!(inode(a.fd.as_fd()), inode(b.fd.as_fd()));
+    }
+    assert_eq!(*long_lived, Some(limits));
+    assert_eq!(got.argv0, sent.argv0);
+    assert_eq!(got.args, sent.args);
+    assert_eq!(got.env, sent.env);
+    assert_eq!(inode(got.program.as_fd()), inode(sent.program.as_fd()));
+    // A disk tool's jail: not long-lived on the other side either.
+    let got = round_trip(&request(Jail::new(4100, 4100)), 4096..4112).unwrap();
+    assert_eq!(got.jail.long_lived, None);
+}
+
+/// The largest jail a QEMU asks for (`banger_vmm::qemu`: 8 drives, two
+/// descriptors each, the tap, the serial log, `run/`, `/dev/kvm`, kernel
+/// and initrd) fits a request; one descriptor more does not.
+#[test]
+fn a_jail_with_a_vmms_descriptors_fits_a_request_and_one_more_is_refused() {
+    let null = devnull();
+    let qemu = |passes: i32| {
+        let mut jail = Jail::new(4100, 4100)
+            .long_lived(Limits {
+                memory: 1 << 30,
+                processes: 260,
+                open_files: 1024,
+                file_size: 1 << 30,
+            })
+            .bind(null.as_fd(), "run", true)
+            .and_then(|j| j.bind(null.as_fd(), "kvm", true))
+            .and_then(|j| j.copy_in(null.as_fd(), "kernel"))
+            .and_then(|j| j.copy_in(null.as_fd(), "initrd"))
+            .unwrap();
+        for at in 3..3 + passes {
+            jail = jail.pass(null.as_fd(), at).unwrap();
+        }
+        jail
+    };
+    // Tap, serial, 8 drives × 2.
+    let r = request(qemu(18));
+    assert_eq!(r.encode().fds.len(), 26);
+    round_trip(&r, 4096..4112).unwrap();
+    let r = request(qemu(MAX_FDS as i32 - FIXED_FDS as i32 - 4 + 1));
+    assert_eq!(r.encode().fds.len(), MAX_FDS + 1);
+    let e = round_trip(&r, 4096..4112).unwrap_err();
+    assert!(e.to_string().contains("copies, more than"), "{e}");
+}
+
+#[test]
+fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused() {
+    let range = 4096..4112;
+    for (uid, gid) in [
+        (0, 4100),
+        (4100, 0),
+        (4095, 4100),
+        (4100, 4112),
+        (70000, 70000),
+    ] {
+        let e = round_trip(&request(Jail::new(uid, gid)), range.clone()).unwrap_err();
+        assert!(e.to_string().contains("outside the jail range"), "{e}");
+    }
+    let file = devnull();
+    let mut jail = Jail::new(4100, 4100)
+        .bind(file.as_fd(), "disk", true)
+        .unwrap();
+    for bad in ["../etc", "a b", "exe", "..", "", "x\ny"] {
+        jail.binds[0].at = bad.to_string();
+        let e = round_trip(&request(jail.clone()), range.clone()).unwrap_err();
+        assert!(e.to_string().contains("bind name"), "{bad:?}: {e}");
+    }
+    // A copy's name, a pass-through number, the long-lived flag.
+    let mut jail = Jail::new(4100, 4100)
+        .copy_in(file.as_fd(), "kernel")
+        .unwrap()
+        .pass(file.as_fd(), 3)
+        .unwrap()
+        .pass(file.as_fd(), 4)
+        .unwrap();
+    for bad in ["usr", "dev", "lib64", "../kernel", "a b"] {
+        jail.copies[0].at = bad.to_string();
+        let e = round_trip(&request(jail.clone()), range.clone()).unwrap_err();
+        assert!(e.to_string().contains("copy name"), "{bad:?}: {e}");
+    }
+    jail.copies[0].at = "kernel".into();
+    for (first, second) in [(0, 4), (2, 4), (64, 4), (-1, 4), (4, 4)] {
+        jail.passes[0].at = first;
+        jail.passes[1].at = second;
+        let e = round_trip(&request(jail.clone()), range.clone()).unwrap_err();
+        assert!(e.to_string().contains("descriptor number"), "{first}: {e}");
+    }
+    // The flag is the jail's last word, and the jail follows the version.
+    let plain = Jail::new(4100, 4100);
+    let mut alone = Writer::default();
+    plain.encode(&mut alone);
+    let flag = 4 + alone.bytes.len() - 4;
+    let r = request(plain.clone());
+    let w = r.encode();
+    assert_eq!(w.bytes[flag..flag + 4], 0u32.to_le_bytes());
+    let mut bytes = w.bytes.clone();
+    bytes[flag..flag + 4].copy_from_slice(&2u32.to_le_bytes());
+    let fds: Vec<OwnedFd> = w.fds.iter().map(|_| devnull()).collect();
+    let e = Request::decode(
+        Reader {
+            bytes: &bytes,
+            fds: fds.into_iter(),
+        },
+        &range,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("long-lived flag 2"), "{e}");
+    // One descriptor too few, one too many.
+    let r = request(Jail::new(4100, 4100));
+    let w = r.encode();
+    for n in [w.fds.len() - 1, w.fds.len() + 1] {
+        let fds: Vec<OwnedFd> = (0..n).map(|_| devnull()).collect();
+        let e = Request::decode(
+            Reader {
+                bytes: &w.bytes,
+                fds: fds.into_iter(),
+            },
+            &range,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("descriptors"), "{n}: {e}");
+    }
+    // Every cut of the message is refused.
+    for cut in 0..w.bytes.len() {
+        let fds: Vec<OwnedFd> = w.fds.iter().map(|_| devnull()).collect();
+        let got = Request::decode(
+            Reader {
+                bytes: &w.bytes[..cut],
+                fds: fds.into_iter(),
+            },
+            &range,
+        );
+        assert!(got.is_err(), "cut at {cut}");
+    }
+}

@@ -1,0 +1,391 @@
+//! The jail spawner and the helper's lock-down, as `bangerd-root` uses them
+//! (hostile review F1), in a process of its own: this test's `main` forks
+//! the spawner while it has one thread, locks itself down, and then may no
+//! longer mount or make a namespace on any thread, yet still runs jailed
+//! tools, through the spawner, as its own children. Needs root.
+#![allow(clippy::disallowed_methods)] // re-runs this test binary as a child
+
+use std::ffi::OsStr;
+use std::io::BufRead as _;
+use std::os::fd::AsFd as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::time::Duration;
+
+use banger_host::jail::spawner::testing::{RawBind, oversized, request};
+use banger_host::jail::{self, Jail};
+use banger_host::runner::{CHILD_PATH, Cmd, Runner, SpawnOptions, resolve};
+
+/// The role of a re-run of this binary that starts a spawner, prints its
+/// pid and waits to be killed.
+const ROLE: &str = "BANGER_SPAWNER_TEST_ROLE";
+
+fn main() {
+    if std::env::var_os(ROLE).is_some_and(|r| r == "parent") {
+        let pid = jail::spawner::start(range()).unwrap();
+        // A second child holds a copy of the socket, so the spawner sees no
+        // EOF when this process dies: only its parent-death signal ends it.
+        // The test kills it by its pid, printed after the spawner's.
+        // SAFETY: fork with one thread; the child sleeps in a raw call.
+        let holder = unsafe { libc::fork() };
+        if holder == 0 {
+            // SAFETY: as above.
+            unsafe { libc::sleep(60) };
+            std::process::exit(0);
+        }
+        println!("{pid} {holder}");
+        std::thread::sleep(Duration::from_secs(60));
+        return;
+    }
+    assert_eq!(
+        rustix::process::geteuid().as_raw(),
+        0,
+        "the spawner test needs root"
+    );
+    // The re-run first: once this process is locked down it has no
+    // CAP_SETPCAP left to hand a spawner of its child's.
+    let tests: [(&str, fn()); 2] = [
+        (
+            "the_spawner_dies_with_its_parent",
+            the_spawner_dies_with_its_parent,
+        ),
+        ("the_spawner_and_a_locked_down_helper", locked_down),
+    ];
+    for (name, test) in tests {
+        eprintln!("test {name} ...");
+        test();
+        eprintln!("test {name} ... ok");
+    }
+}
+
+/// A jail range no account has, distinct per test process.
+fn range() -> std::ops::Range<u32> {
+    let base = 3_600_000 + (std::process::id() % 50_000) * 16;
+    base..base + 16
+}
+
+fn status_field(status: &str, key: &str) -> String {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {key} in {status}"))
+        .trim()
+        .to_string()
+}
+
+fn status_of(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap()
+}
+
+/// The calls the lock-down refuses, each with arguments that fail some
+/// other way (or harmlessly work) without it: (call, errno or 0).
+fn forbidden_calls() -> Vec<(&'static str, i32)> {
+    let errno = |r: libc::c_long| {
+        if r < 0 {
+            std::io::Error::last_os_error().raw_os_error().unwrap()
+        } else {
+            0
+        }
+    };
+    let missing = c"/nonexistent-banger-spawner-test";
+    // SAFETY: each call takes valid NUL-terminated strings or none; a
+    // clone that works is a fork whose child exits at once and is reaped.
+    unsafe {
+        let unshare = errno(libc::unshare(libc::CLONE_NEWNS).into());
+        let mount = errno(
+            libc::mount(
+                std::ptr::null(),
+                missing.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REMOUNT,
+                std::ptr::null(),
+            )
+            .into(),
+        );
+        let open_tree = errno(libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            missing.as_ptr(),
+            libc::OPEN_TREE_CLONE,
+        ));
+        let pid = libc::syscall(
+            libc::SYS_clone,
+            (libc::CLONE_NEWNS | libc::SIGCHLD) as libc::c_ulong,
+            0usize,
+            0usize,
+            0usize,
+            0usize,
+        );
+        if pid == 0 {
+            libc::_exit(0);
+        }
+        let clone = errno(pid);
+        if pid > 0 {
+            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+        }
+        vec![
+            ("unshare(CLONE_NEWNS)", unshare),
+            ("mount", mount),
+            ("open_tree", open_tree),
+            ("clone(CLONE_NEWNS)", clone),
+        ]
+    }
+}
+
+fn locked_down() {
+    let range = range();
+    let uid = range.start + 1;
+    let spawner = jail::spawner::start(range.clone()).unwrap();
+    // Only CAP_SYS_ADMIN (21), CAP_SETUID (7), CAP_SETGID (6), in every set.
+    let status = status_of(spawner);
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
+        assert_eq!(status_field(&status, set), "00000000002000c0", "{status}");
+    }
+    for set in ["CapInh", "CapAmb"] {
+        assert_eq!(status_field(&status, set), "0000000000000000", "{status}");
+    }
+    let me = std::process::id();
+    let filters = |s: &str| status_field(s, "Seccomp_filters").parse::<u32>().unwrap();
+    let before = filters(&status_of(me));
+    jail::lock_down().unwrap();
+
+    // Refused on this thread and on one started after the lock-down.
+    let here = forbidden_calls();
+    let there = std::thread::spawn(forbidden_calls).join().unwrap();
+    let all_eperm: Vec<_> = here.iter().map(|(c, _)| (*c, libc::EPERM)).collect();
+    assert_eq!(here, all_eperm, "on the main thread");
+    assert_eq!(there, all_eperm, "on another thread");
+    assert_eq!(filters(&status_of(me)), before + 1);
+    assert_eq!(status_field(&status_of(me), "NoNewPrivs"), "1");
+    // CAP_SETPCAP (8), which the spawner needed for its bounding set, is
+    // gone from every set of the locked-down process.
+    for set in ["CapBnd", "CapPrm", "CapEff"] {
+        let bits = u64::from_str_radix(&status_field(&status_of(me), set), 16).unwrap();
+        assert_eq!(bits & 1 << 8, 0, "{set}");
+    }
+
+    // A jailed tool through the spawner: its uid, pid 1, its bind, its
+    // limits, its filter (unshare of a user namespace refused).
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::write(&disk, b"the disk\n").unwrap();
+    std::fs::set_permissions(&disk, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let file = std::fs::File::open(&disk).unwrap();
+    let jailed = || {
+        Jail::new(uid, uid)
+            .bind(file.as_fd(), "disk", false)
+            .unwrap()
+    };
+    let script = "id -u; echo $$; cat /disk; ulimit -n; ulimit -c; \
+                  unshare -U true 2>/dev/null && echo userns || echo no-userns";
+    let out = Runner
+        .run(&Cmd::new("sh").args(["-c", script]).jail(jailed()))
+        .unwrap();
+    let lines: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(
+        lines,
+        [
+            uid.to_string().as_str(),
+            "1",
+            "the disk",
+            "256",
+            "0",
+            "no-userns"
+        ],
+        "{out:?}"
+    );
+    // The child is this process's, not the spawner's.
+    let sleep = resolve(OsStr::new("sleep")).unwrap();
+    let env = [("PATH".into(), CHILD_PATH.into())];
+    let mut child = jail::spawn(
+        &jailed(),
+        &sleep,
+        OsStr::new("sleep"),
+        &["30".into()],
+        &env,
+        false,
+        jail::Output::Piped,
+    )
+    .unwrap();
+    let status = status_of(child.pid());
+    assert_eq!(status_field(&status, "PPid"), me.to_string(), "{status}");
+    child.kill().unwrap();
+    assert!(child.wait().is_ok());
+
+    long_lived_through_the_spawner(uid + 1, me);
+
+    // Refusals: root, an id outside the range, a bad bind name, a cut
+    // message, one descriptor too many, a message past the size limit.
+    let argv = ["true"];
+    let refused = |r: std::io::Result<()>, what: &str| {
+        let e = r.expect_err(what);
+        assert!(e.to_string().contains("jail spawner"), "{what}: {e}");
+        e.to_string()
+    };
+    let e = refused(request(0, uid, &[], &argv, None, &[]), "uid 0");
+    assert!(e.contains("root or outside"), "{e}");
+    refused(request(uid, 0, &[], &argv, None, &[]), "gid 0");
+    for outside in [range.start - 1, range.end, 70_000] {
+        let e = refused(request(outside, outside, &[], &argv, None, &[]), "outside");
+        assert!(e.contains("outside the jail range"), "{e}");
+    }
+    for name in ["../etc", "exe", "a/b", ""] {
+        let bind = RawBind {
+            fd: file.as_fd(),
+            name,
+            writable: true,
+        };
+        let e = refused(request(uid, uid, &[bind], &argv, None, &[]), name);
+        assert!(e.contains("bind name"), "{name:?}: {e}");
+    }
+    let e = refused(request(uid, uid, &[], &argv, Some(20), &[]), "cut");
+    assert!(e.contains("short message"), "{e}");
+    // Past what the spawner's control buffer holds: the kernel cuts the
+    // descriptor list (MSG_CTRUNC).
+    let extra: Vec<_> = (0..60).map(|_| file.as_fd()).collect();
+    let e = refused(request(uid, uid, &[], &argv, None, &extra), "64 fds");
+    assert!(e.contains("truncated"), "{e}");
+    let e = refused(request(uid, uid, &[], &argv, None, &extra[..1]), "5 fds");
+    assert!(e.contains("more descriptors"), "{e}");
+    let e = refused(oversized(), "oversized");
+    assert!(e.contains("truncated"), "{e}");
+    // And it still serves a good one.
+    request(uid, uid, &[], &argv, None, &[]).unwrap();
+}
+
+/// A VMM's spawn in the locked-down process, which only the spawner can
+/// make: a descriptor passed at a fixed number, a root-only file's copy in
+/// the jail's root, output onto a file, its own limits and session, still
+/// this process's child, left running when its handle drops.
+fn long_lived_through_the_spawner(uid: u32, me: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let kernel_path = dir.path().join("kernel");
+    std::fs::write(&kernel_path, b"kernel bytes\n").unwrap();
+    let kernel = std::fs::File::open(&kernel_path).unwrap();
+    let passed_path = dir.path().join("passed");
+    std::fs::write(&passed_path, b"").unwrap();
+    let passed = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&passed_path)
+        .unwrap();
+    let log_path = dir.path().join("log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let limits = jail::Limits {
+        memory: 1 << 30,
+        processes: 50,
+        open_files: 200,
+        file_size: 1 << 20,
+    };
+    let jail = Jail::new(uid, uid)
+        .long_lived(limits)
+        .copy_in(kernel.as_fd(), "kernel")
+        .unwrap()
+        .pass(passed.as_fd(), 7)
+        .unwrap();
+    let script = "cat /kernel; echo through >&7; exec sleep 300";
+    let spawned = Runner
+        .spawn(
+            &Cmd::new("sh").args(["-c", script]).jail(jail),
+            SpawnOptions {
+                output: Some(log),
+                run_as: None,
+            },
+        )
+        .unwrap();
+    let pid = spawned.pid();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&passed_path)
+        .unwrap()
+        .contains("through")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing came through fd 7; log: {:?}",
+            std::fs::read_to_string(&log_path)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = std::fs::read_to_string(&log_path).unwrap();
+    assert_eq!(out, "kernel bytes\n");
+    let status = status_of(pid);
+    assert_eq!(status_field(&status, "PPid"), me.to_string(), "{status}");
+    let uids = status_field(&status, "Uid");
+    assert_eq!(
+        uids.split_whitespace().next(),
+        Some(uid.to_string().as_str())
+    );
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    for (name, value) in [
+        ("Max file size", "1048576"),
+        ("Max processes", "50"),
+        ("Max open files", "200"),
+        ("Max address space", "1073741824"),
+    ] {
+        let line = limits.lines().find(|l| l.starts_with(name)).unwrap();
+        assert!(line.contains(value), "{line}");
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    assert_eq!(fields[3], pid.to_string(), "session id: {stat}");
+    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
+        .collect();
+    fds.sort();
+    assert_eq!(fds, [0, 1, 2, 7]);
+    let pidfd = spawned.pidfd().try_clone_to_owned().unwrap();
+    drop(spawned);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the long-lived process went with its handle"
+    );
+    rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL).unwrap();
+    // Reaped here, as the helper reaps a VMM it started.
+    rustix::process::waitpid(
+        rustix::process::Pid::from_raw(pid as i32),
+        rustix::process::WaitOptions::empty(),
+    )
+    .unwrap();
+}
+
+/// A re-run of this binary starts a spawner; killing it kills the spawner.
+fn the_spawner_dies_with_its_parent() {
+    let mut parent = std::process::Command::new(std::env::current_exe().unwrap())
+        .env(ROLE, "parent")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(parent.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pids: Vec<i32> = line
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    let (spawner, holder) = (pids[0], pids[1]);
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(spawner).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .unwrap();
+    assert_eq!(
+        status_field(&status_of(spawner as u32), "PPid"),
+        parent.id().to_string()
+    );
+    parent.kill().unwrap();
+    parent.wait().unwrap();
+    let mut fds = [rustix::event::PollFd::new(
+        &pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let five = rustix::time::Timespec {
+        tv_sec: 5,
+        tv_nsec: 0,
+    };
+    let ready = rustix::event::poll(&mut fds, Some(&five)).unwrap();
+    // SAFETY: kill of the holder this test's child forked (a pid not yet
+    // reused: its exit is observed by nobody before this).
+    unsafe { libc::kill(holder, libc::SIGKILL) };
+    assert_eq!(ready, 1, "the spawner outlived its parent by 5 s");
+}
