@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use banger_host::jail::spawner::testing::{RawBind, oversized, request};
 use banger_host::jail::{self, Jail};
-use banger_host::runner::{CHILD_PATH, Cmd, Runner, SpawnOptions, resolve};
+use banger_host::runner::{CHILD_PATH, Cmd, Runner, resolve};
 
 /// The role of a re-run of this binary that starts a spawner, prints its
 /// pid and waits to be killed.
@@ -258,94 +258,14 @@ fn locked_down() {
 /// this process's child, left running when its handle drops.
 fn long_lived_through_the_spawner(uid: u32, me: u32) {
     let dir = tempfile::tempdir().unwrap();
-    let kernel_path = dir.path().join("kernel");
-    std::fs::write(&kernel_path, b"kernel bytes\n").unwrap();
-    let kernel = std::fs::File::open(&kernel_path).unwrap();
-    let passed_path = dir.path().join("passed");
-    std::fs::write(&passed_path, b"").unwrap();
-    let passed = std::fs::OpenOptions::new()
-        .write(true)
-        .open(&passed_path)
-        .unwrap();
-    let log_path = dir.path().join("log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let limits = jail::Limits {
-        memory: 1 << 30,
-        processes: 50,
-        open_files: 200,
-        file_size: 1 << 20,
-    };
-    let jail = Jail::new(uid, uid)
-        .long_lived(limits)
-        .copy_in(kernel.as_fd(), "kernel")
-        .unwrap()
-        .pass(passed.as_fd(), 7)
-        .unwrap();
-    let script = "cat /kernel; echo through >&7; exec sleep 300";
-    let spawned = Runner
-        .spawn(
-            &Cmd::new("sh").args(["-c", script]).jail(jail),
-            SpawnOptions {
-                output: Some(log),
-                run_as: None,
-            },
-        )
-        .unwrap();
-    let pid = spawned.pid();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&passed_path)
-        .unwrap()
-        .contains("through")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing came through fd 7; log: {:?}",
-            std::fs::read_to_string(&log_path)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = std::fs::read_to_string(&log_path).unwrap();
+    let spawned = jail::testing::start_probe(uid, dir.path(), "cat /kernel");
+    let out = std::fs::read_to_string(dir.path().join("log")).unwrap();
     assert_eq!(out, "kernel bytes\n");
+    let pid = spawned.pid();
     let status = status_of(pid);
     assert_eq!(status_field(&status, "PPid"), me.to_string(), "{status}");
-    let uids = status_field(&status, "Uid");
-    assert_eq!(
-        uids.split_whitespace().next(),
-        Some(uid.to_string().as_str())
-    );
-    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    for (name, value) in [
-        ("Max file size", "1048576"),
-        ("Max processes", "50"),
-        ("Max open files", "200"),
-        ("Max address space", "1073741824"),
-    ] {
-        let line = limits.lines().find(|l| l.starts_with(name)).unwrap();
-        assert!(line.contains(value), "{line}");
-    }
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    assert_eq!(fields[3], pid.to_string(), "session id: {stat}");
-    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
-        .collect();
-    fds.sort();
-    assert_eq!(fds, [0, 1, 2, 7]);
-    let pidfd = spawned.pidfd().try_clone_to_owned().unwrap();
-    drop(spawned);
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        std::path::Path::new(&format!("/proc/{pid}")).exists(),
-        "the long-lived process went with its handle"
-    );
-    rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL).unwrap();
-    // Reaped here, as the helper reaps a VMM it started.
-    rustix::process::waitpid(
-        rustix::process::Pid::from_raw(pid as i32),
-        rustix::process::WaitOptions::empty(),
-    )
-    .unwrap();
+    jail::testing::check_probe(pid, uid);
+    jail::testing::outlives_its_handle(spawned);
 }
 
 /// A re-run of this binary starts a spawner; killing it kills the spawner.

@@ -608,6 +608,8 @@ mod prepare;
 mod range;
 pub mod spawner;
 mod sweep;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

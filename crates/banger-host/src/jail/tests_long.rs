@@ -16,124 +16,25 @@ fn jail_uid() -> u32 {
     3_800_000 + std::process::id() % 100_000
 }
 
-fn status_field(pid: u32, key: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .unwrap_or_else(|| panic!("no {key} in {status}"))
-        .trim()
-        .to_string()
-}
-
 #[test]
 fn a_long_lived_jail_gets_its_descriptors_output_copy_and_limits_and_outlives_its_handle() {
     require_root();
     let uid = jail_uid();
     let dir = tempfile::tempdir().unwrap();
-    // A root-only file: the jail reads its copy, never the inode.
-    let secret = dir.path().join("kernel");
-    std::fs::write(&secret, b"kernel bytes\n").unwrap();
-    let kernel = File::open(&secret).unwrap();
-    // A root-only file passed read-write at 7: written through the
-    // descriptor although the uid could never open it.
-    let passed_path = dir.path().join("passed");
-    std::fs::write(&passed_path, b"").unwrap();
-    let passed = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&passed_path)
-        .unwrap();
-    let log_path = dir.path().join("log");
-    let log = File::create(&log_path).unwrap();
-    let limits = Limits {
-        memory: 1 << 30,
-        processes: 50,
-        open_files: 200,
-        file_size: 1 << 20,
-    };
-    let jail = Jail::new(uid, uid)
-        .long_lived(limits)
-        .copy_in(kernel.as_fd(), "kernel")
-        .unwrap()
-        .pass(passed.as_fd(), 7)
-        .unwrap();
     // The modes the jail's root gives whatever this process's umask (the
     // installed helper's unit has UMask=0077): /dev must be searchable
     // and the copy readable by the jail uid.
     let script = "cat /kernel; ls -l /kernel; stat -c 'mode %n %a' /dev /kernel; \
-                  cat /dev/null && echo null opened; echo through >&7; exec sleep 300";
-    let cmd = Cmd::new("sh").args(["-c", script]).jail(jail);
-    let spawned = Runner
-        .spawn(
-            &cmd,
-            SpawnOptions {
-                output: Some(log),
-                run_as: None,
-            },
-        )
-        .unwrap();
+                  cat /dev/null && echo null opened";
+    let spawned = testing::start_probe(uid, dir.path(), script);
     let pid = spawned.pid();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&passed_path)
-        .unwrap()
-        .contains("through")
-    {
-        assert!(Instant::now() < deadline, "nothing came through fd 7");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = std::fs::read_to_string(&log_path).unwrap();
+    let out = std::fs::read_to_string(dir.path().join("log")).unwrap();
     assert!(out.contains("kernel bytes"), "{out}");
     assert!(out.contains("-r--r--r-- 1 0 0 13 "), "{out}");
     assert!(out.contains("mode /dev 755\nmode /kernel 444\n"), "{out}");
     assert!(out.contains("null opened"), "{out}");
-    assert_eq!(
-        status_field(pid, "Uid").split_whitespace().next(),
-        Some(uid.to_string().as_str())
-    );
-    let limits_file = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-    for (name, value) in [
-        ("Max file size", "1048576"),
-        ("Max processes", "50"),
-        ("Max open files", "200"),
-        ("Max address space", "1073741824"),
-    ] {
-        let line = limits_file
-            .lines()
-            .find(|l| l.starts_with(name))
-            .unwrap_or_else(|| panic!("no {name}: {limits_file}"));
-        assert!(line.contains(value), "{line}");
-    }
-    // No parent-death signal, a session of its own, pid 1 of its namespace.
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    assert_eq!(fields[3], pid.to_string(), "session id: {stat}");
-    assert_eq!(
-        status_field(pid, "NSpid").split_whitespace().last(),
-        Some("1")
-    );
-    // Its descriptors: 0-2 and 7 only.
-    let mut fds: Vec<i32> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().parse().unwrap())
-        .collect();
-    fds.sort();
-    assert_eq!(fds, vec![0, 1, 2, 7]);
-    // Dropping the handle leaves it running; the test then kills it.
-    let pidfd = spawned.pidfd().try_clone_to_owned().unwrap();
-    drop(spawned);
-    std::thread::sleep(Duration::from_millis(100));
-    assert!(
-        processes_of(uid).contains(&pid.to_string()),
-        "the long-lived process went with its handle"
-    );
-    rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL).unwrap();
-    // Still this process's child: reaped here, as the helper would.
-    rustix::process::waitpid(
-        rustix::process::Pid::from_raw(pid as i32),
-        rustix::process::WaitOptions::empty(),
-    )
-    .unwrap();
+    testing::check_probe(pid, uid);
+    testing::outlives_its_handle(spawned);
     let deadline = Instant::now() + Duration::from_secs(5);
     while processes_of(uid).contains(&pid.to_string()) {
         assert!(Instant::now() < deadline, "{pid} survived SIGKILL");
