@@ -14,7 +14,6 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixListener;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use banger_proto::net::TapSpec;
@@ -282,9 +281,14 @@ fn a_jailed_vmm_survives_a_helper_restart_and_a_stray_of_its_uid_does_not() {
         stray_status.is_some(),
         "the stray process {stray_pid} of jail uid {uid} survived the restart"
     );
-    assert!(
-        Path::new(&format!("/proc/{pid}")).exists(),
-        "the journaled VMM {pid} was killed by the restart"
+    // Alive, not a zombie (this host's pid 1 reaps nothing, so a killed
+    // VMM would still have its /proc entry and start time).
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
+    assert_eq!(
+        state,
+        Some("S"),
+        "the journaled VMM {pid} was killed by the restart: {stat}"
     );
     let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
     assert_eq!(st["result"]["running"], true, "{st}");
