@@ -7,7 +7,7 @@
 
 use std::ffi::OsStr;
 use std::io::BufRead as _;
-use std::os::fd::AsFd as _;
+use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 
@@ -131,6 +131,86 @@ fn forbidden_calls() -> Vec<(&'static str, i32)> {
     }
 }
 
+/// A word the spawner, a fork of this process, has at the same address.
+static SCRATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Each way the helper could take the spawner over, and how it ended: an
+/// errno's name, "ok", or how the spawner refused a bind of `/proc`.
+fn reach_into(spawner: u32, uid: u32) -> Vec<(&'static str, String)> {
+    let name = |r: libc::c_long| {
+        if r >= 0 {
+            return "ok".to_string();
+        }
+        match std::io::Error::last_os_error().raw_os_error().unwrap() {
+            libc::EPERM => "EPERM".into(),
+            libc::EACCES => "EACCES".into(),
+            e => format!("errno {e}"),
+        }
+    };
+    let word = 0u64;
+    let local = libc::iovec {
+        iov_base: &word as *const u64 as *mut libc::c_void,
+        iov_len: 8,
+    };
+    let remote = libc::iovec {
+        iov_base: SCRATCH.as_ptr() as *mut libc::c_void,
+        iov_len: 8,
+    };
+    // SAFETY: both iovecs name 8 valid bytes; the remote word is a static
+    // of this binary that the spawner never reads.
+    let vm = name(unsafe {
+        libc::process_vm_writev(spawner as i32, &local, 1, &remote, 1, 0) as libc::c_long
+    });
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(spawner as i32).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .unwrap();
+    // SAFETY: pidfd_getfd with integer arguments; a descriptor it returns
+    // is closed at once.
+    let getfd = unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), 3, 0);
+        let n = name(fd);
+        if fd >= 0 {
+            libc::close(fd as i32);
+        }
+        n
+    };
+    let open = |path: String, flags| match rustix::fs::open(
+        path.as_str(),
+        flags | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(_) => "ok".to_string(),
+        Err(rustix::io::Errno::PERM) => "EPERM".into(),
+        Err(rustix::io::Errno::ACCESS) => "EACCES".into(),
+        Err(e) => format!("{e}"),
+    };
+    let mem = open(format!("/proc/{spawner}/mem"), rustix::fs::OFlags::RDWR);
+    let root = open(
+        format!("/proc/{spawner}/root"),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+    );
+    let proc = std::fs::File::open("/proc").unwrap();
+    let bind = RawBind {
+        fd: proc.as_fd(),
+        name: "proc",
+        writable: true,
+    };
+    let bound = match request(uid, uid, &[bind], &["true"], None, &[]) {
+        Ok(()) => "ok".to_string(),
+        Err(e) if e.to_string().contains("pseudo file system") => "refused: pseudo".into(),
+        Err(e) => format!("refused: {e}"),
+    };
+    vec![
+        ("process_vm_writev", vm),
+        ("pidfd_getfd", getfd),
+        ("open mem O_RDWR", mem),
+        ("open root", root),
+        ("bind /proc", bound),
+    ]
+}
+
 fn locked_down() {
     let range = range();
     let uid = range.start + 1;
@@ -162,6 +242,26 @@ fn locked_down() {
         let bits = u64::from_str_radix(&status_field(&status_of(me), set), 16).unwrap();
         assert_eq!(bits & 1 << 8, 0, "{set}");
     }
+
+    // The helper cannot reach into the spawner (hostile review of F1,
+    // finding 1): no CAP_SYS_PTRACE, the spawner not dumpable, the calls
+    // refused, no bind of a pseudo file system.
+    let bits = u64::from_str_radix(&status_field(&status_of(me), "CapEff"), 16).unwrap();
+    let reach = reach_into(spawner, uid);
+    assert_eq!(
+        (bits & 1 << 19, &reach[..]),
+        (
+            0,
+            &[
+                ("process_vm_writev", "EPERM".to_string()),
+                ("pidfd_getfd", "EPERM".to_string()),
+                ("open mem O_RDWR", "EACCES".to_string()),
+                ("open root", "EACCES".to_string()),
+                ("bind /proc", "refused: pseudo".to_string()),
+            ][..]
+        ),
+        "CAP_SYS_PTRACE, then how each reach into the spawner ended"
+    );
 
     // A jailed tool through the spawner: its uid, pid 1, its bind, its
     // limits, its filter (unshare of a user namespace refused).

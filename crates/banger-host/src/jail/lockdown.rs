@@ -22,7 +22,7 @@ use super::filter::{
 
 /// Calls refused outright with `EPERM`.
 #[cfg(target_arch = "x86_64")]
-const DENIED: [libc::c_long; 11] = [
+const DENIED: [libc::c_long; 15] = [
     libc::SYS_mount,
     libc::SYS_umount2,
     libc::SYS_pivot_root,
@@ -34,7 +34,33 @@ const DENIED: [libc::c_long; 11] = [
     libc::SYS_move_mount,
     libc::SYS_mount_setattr,
     libc::SYS_setns,
+    // Reaching into the spawner (a fork of this process, same uid): its
+    // memory, its descriptors (hostile review of F1, finding 1).
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_ptrace,
+    libc::SYS_pidfd_getfd,
 ];
+
+/// The capabilities the helper unit's `CapabilityBoundingSet=` grants
+/// (`crates/banger/src/cmd/system/units.rs` checks it names these), by
+/// number and name. [`lock_down`] drops every other from every set, so a
+/// helper started outside systemd (tests, hosts without it) holds what
+/// the unit would give it, less `CAP_SETPCAP`: never `CAP_SYS_PTRACE`,
+/// which would let it into the non-dumpable spawner.
+pub const HELPER_CAPS: [(u32, &str); 10] = [
+    (12, "CAP_NET_ADMIN"),
+    (10, "CAP_NET_BIND_SERVICE"),
+    (0, "CAP_CHOWN"),
+    (1, "CAP_DAC_OVERRIDE"),
+    (3, "CAP_FOWNER"),
+    (7, "CAP_SETUID"),
+    (6, "CAP_SETGID"),
+    (5, "CAP_KILL"),
+    (21, "CAP_SYS_ADMIN"),
+    (SETPCAP, "CAP_SETPCAP"),
+];
+const SETPCAP: u32 = 8;
 
 /// Every `CLONE_NEW*` flag `clone` and `unshare` take in their first
 /// argument. `CLONE_NEWTIME` (0x80) only `unshare` reads: in `clone` those
@@ -90,8 +116,9 @@ fn x86_64() -> Vec<Insn> {
     resolve(&p)
 }
 
-/// Lock this process out of mounts and namespaces for good: drop
-/// `CAP_SETPCAP`, set `no_new_privs` and install the helper's filter. Call after
+/// Lock this process out of mounts and namespaces for good: drop every
+/// capability outside [`HELPER_CAPS`] and `CAP_SETPCAP`, set
+/// `no_new_privs` and install the helper's filter. Call after
 /// [`super::spawner::start`] and before the first thread (a filter binds
 /// the calling thread and the threads and children it makes later).
 pub fn lock_down() -> std::io::Result<()> {
@@ -101,27 +128,14 @@ pub fn lock_down() -> std::io::Result<()> {
             "no helper seccomp filter for this architecture",
         )
     })?;
-    drop_setpcap()?;
+    let keep: Vec<u32> = HELPER_CAPS
+        .iter()
+        .map(|&(cap, _)| cap)
+        .filter(|&cap| cap != SETPCAP)
+        .collect();
+    super::spawner::drop_capabilities(&keep)?;
     rustix::thread::set_no_new_privs(true)?;
     install(&filter).map_err(std::io::Error::from_raw_os_error)
-}
-
-/// `CAP_SETPCAP` out of every set of this process. The helper unit grants
-/// it so that the spawner, forked before, can drop the other capabilities
-/// from its bounding set; the helper needs it no longer.
-fn drop_setpcap() -> std::io::Result<()> {
-    use rustix::thread::CapabilitySet;
-    let mut sets = rustix::thread::capabilities(None)?;
-    if sets.effective.contains(CapabilitySet::SETPCAP)
-        && rustix::thread::capability_is_in_bounding_set(CapabilitySet::SETPCAP)?
-    {
-        rustix::thread::remove_capability_from_bounding_set(CapabilitySet::SETPCAP)?;
-    }
-    sets.effective.remove(CapabilitySet::SETPCAP);
-    sets.permitted.remove(CapabilitySet::SETPCAP);
-    sets.inheritable.remove(CapabilitySet::SETPCAP);
-    rustix::thread::set_capabilities(None, sets)?;
-    Ok(())
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]

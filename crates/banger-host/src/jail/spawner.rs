@@ -178,14 +178,61 @@ impl Jail {
                 1 => true,
                 n => return Err(refused(format!("writable flag {n}"))),
             };
+            let fd = r.fd()?;
+            check_bind_fd(fd.as_fd())?;
             binds.push(Bind {
-                fd: Arc::new(r.fd()?),
+                fd: Arc::new(fd),
                 at,
                 writable,
             });
         }
         Ok(Jail { uid, gid, binds })
     }
+}
+
+/// `statfs` magic numbers of the pseudo file systems (`linux/magic.h`):
+/// a bind of one (a writable `/proc/sys`, say) would give the jailed tool
+/// the host's kernel knobs.
+const PSEUDO_FS: [(i64, &str); 18] = [
+    (0x9fa0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x0027_e0eb, "cgroup"),
+    (0x6367_7270, "cgroup2"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0xcafe_4a11, "bpf"),
+    (0xf97c_ff8c, "selinuxfs"),
+    (0x6165_676c, "pstore"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6265_6570, "configfs"),
+    (0x6573_5543, "fusectl"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0x6e73_6673, "nsfs"),
+    (0x1cd1, "devpts"),
+    (0x1980_0202, "mqueue"),
+    (0x5a3c_69f0, "aafs"),
+];
+
+/// A bind descriptor the spawner accepts: a regular file, a directory or
+/// a block device (the executor binds a disk and a staging directory),
+/// not on a pseudo file system (hostile review of F1, finding 1).
+fn check_bind_fd(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    use rustix::fs::FileType;
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(fd)?.st_mode);
+    if !matches!(
+        kind,
+        FileType::RegularFile | FileType::Directory | FileType::BlockDevice
+    ) {
+        return Err(refused(format!(
+            "a bind of a {kind:?}, not a file, directory or block device"
+        )));
+    }
+    let magic = rustix::fs::fstatfs(fd)?.f_type as i64;
+    if let Some((_, name)) = PSEUDO_FS.iter().find(|&&(m, _)| m == magic) {
+        return Err(refused(format!("a bind on a pseudo file system ({name})")));
+    }
+    Ok(())
 }
 
 impl Request {
@@ -593,15 +640,22 @@ fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<OwnedFd
         }
         <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3)
     };
-    drop_capabilities()?;
+    // Not dumpable: the helper (same uid, and its permitted set holds the
+    // spawner's) may then neither trace it, nor open its `/proc/<pid>/mem`,
+    // `root` or `fd/`, nor use process_vm_writev on it without
+    // CAP_SYS_PTRACE, which it has not (hostile review of F1, finding 1).
+    // The children it clones inherit this until their `execve`.
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+    drop_capabilities(&KEPT_CAPS)?;
     Ok(sock)
 }
 
-/// Every capability but [`KEPT_CAPS`] out of the bounding, permitted,
-/// effective, inheritable and ambient sets.
-fn drop_capabilities() -> std::io::Result<()> {
+/// Every capability but `keep` out of the bounding, permitted, effective,
+/// inheritable and ambient sets (the spawner keeps [`KEPT_CAPS`], the
+/// locked-down helper its unit's).
+pub(super) fn drop_capabilities(keep: &[u32]) -> std::io::Result<()> {
     for cap in 0..64u32 {
-        if KEPT_CAPS.contains(&cap) {
+        if keep.contains(&cap) {
             continue;
         }
         // SAFETY: prctl with integer arguments only.
@@ -628,8 +682,9 @@ fn drop_capabilities() -> std::io::Result<()> {
     {
         return Err(std::io::Error::last_os_error());
     }
-    let kept = KEPT_CAPS.iter().fold(0u64, |m, &c| m | 1 << c);
-    set_capabilities(kept, kept)
+    let kept = keep.iter().fold(0u64, |m, &c| m | 1 << c);
+    let now = rustix::thread::capabilities(None)?;
+    set_capabilities(now.permitted.bits() & kept, now.effective.bits() & kept)
 }
 
 /// `capset` of this process: `permitted` and `effective` (bit n:
