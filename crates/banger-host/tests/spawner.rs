@@ -107,6 +107,15 @@ fn forbidden_calls() -> Vec<(&'static str, i32)> {
             missing.as_ptr(),
             libc::OPEN_TREE_CLONE,
         ));
+        // open_tree_attr (Linux 6.15): clones a tree with no move_mount.
+        let open_tree_attr = errno(libc::syscall(
+            467,
+            libc::AT_FDCWD,
+            missing.as_ptr(),
+            libc::OPEN_TREE_CLONE,
+            std::ptr::null::<u8>(),
+            0usize,
+        ));
         let pid = libc::syscall(
             libc::SYS_clone,
             (libc::CLONE_NEWNS | libc::SIGCHLD) as libc::c_ulong,
@@ -126,6 +135,7 @@ fn forbidden_calls() -> Vec<(&'static str, i32)> {
             ("unshare(CLONE_NEWNS)", unshare),
             ("mount", mount),
             ("open_tree", open_tree),
+            ("open_tree_attr", open_tree_attr),
             ("clone(CLONE_NEWNS)", clone),
         ]
     }

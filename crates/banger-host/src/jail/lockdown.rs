@@ -7,9 +7,12 @@
 //!
 //! `EPERM` for `mount`, `umount2`, `pivot_root`, the new mount API
 //! (`fsopen`, `fsconfig`, `fsmount`, `fspick`, `open_tree`, `move_mount`,
-//! `mount_setattr`), `setns`, and `clone`/`unshare` with any `CLONE_NEW*`
+//! `mount_setattr`, `open_tree_attr`), `setns`, the calls that reach into
+//! another process (`ptrace`, `process_vm_readv`, `process_vm_writev`,
+//! `pidfd_getfd`), and `clone`/`unshare` with any `CLONE_NEW*`
 //! flag; `ENOSYS` for `clone3` (its flags are behind a pointer; glibc then
-//! falls back to `clone`). `unshare` without one stays allowed: the VMM
+//! falls back to `clone`) and for every call newer than the newest this
+//! filter was written against. `unshare` without one stays allowed: the VMM
 //! launch gives one thread its own working directory with
 //! `unshare(CLONE_FS)`. x32 numbers are refused, another architecture's
 //! calls kill the process. Built the way [`super::filter`] builds the
@@ -22,7 +25,7 @@ use super::filter::{
 
 /// Calls refused outright with `EPERM`.
 #[cfg(target_arch = "x86_64")]
-const DENIED: [libc::c_long; 15] = [
+const DENIED: [libc::c_long; 16] = [
     libc::SYS_mount,
     libc::SYS_umount2,
     libc::SYS_pivot_root,
@@ -33,6 +36,9 @@ const DENIED: [libc::c_long; 15] = [
     libc::SYS_open_tree,
     libc::SYS_move_mount,
     libc::SYS_mount_setattr,
+    // open_tree_attr (Linux 6.15): open_tree with attributes, a clone of
+    // a tree (a writable /proc/sys) with no move_mount after it.
+    OPEN_TREE_ATTR,
     libc::SYS_setns,
     // Reaching into the spawner (a fork of this process, same uid): its
     // memory, its descriptors (hostile review of F1, finding 1).
@@ -61,6 +67,15 @@ pub const HELPER_CAPS: [(u32, &str); 10] = [
     (SETPCAP, "CAP_SETPCAP"),
 ];
 const SETPCAP: u32 = 8;
+
+/// `open_tree_attr`'s number on x86_64 (the libc crate may not name it).
+const OPEN_TREE_ATTR: libc::c_long = 467;
+
+/// The newest x86_64 call this filter was written against:
+/// `file_setattr` (Linux 6.17). Every later number is refused with
+/// `ENOSYS`, so a mount or namespace call added after it fails closed;
+/// the helper uses none past it.
+const NEWEST_AUDITED: u32 = 469;
 
 /// Every `CLONE_NEW*` flag `clone` and `unshare` take in their first
 /// argument. `CLONE_NEWTIME` (0x80) only `unshare` reads: in `clone` those
@@ -95,6 +110,7 @@ fn x86_64() -> Vec<Insn> {
         jump(JEQ_K, AUDIT_ARCH_X86_64, Next, Kill),
         ld(NR),
         jump(JGE_K, X32_SYSCALL_BIT, Eperm, Next),
+        jump(JGE_K, NEWEST_AUDITED + 1, Enosys, Next),
     ];
     p.extend(DENIED.iter().map(|&n| jump(JEQ_K, nr(n), Eperm, Next)));
     p.extend([
@@ -193,6 +209,13 @@ mod tests {
         ] {
             assert_eq!(first(n, 0), RET_ALLOW, "{n}");
         }
+        // open_tree_attr, and every call past the newest audited.
+        assert_eq!(first(OPEN_TREE_ATTR, 0), eperm);
+        let enosys = RET_ERRNO | libc::ENOSYS as u32;
+        for n in [NEWEST_AUDITED + 1, NEWEST_AUDITED + 2, 600, 1023] {
+            assert_eq!(first(n as libc::c_long, 0), enosys, "{n}");
+        }
+        assert_eq!(first(NEWEST_AUDITED as libc::c_long, 0), RET_ALLOW);
         let x32 = |n: libc::c_long| verdict(&p, arch, nr(n) | X32_SYSCALL_BIT, [0, 0]);
         assert_eq!(x32(libc::SYS_mount), eperm);
         assert_eq!(x32(libc::SYS_read), eperm);
