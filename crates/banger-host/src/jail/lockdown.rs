@@ -6,8 +6,9 @@
 //! the unit's read-only `/proc/sys` and write `kernel.core_pattern`).
 //!
 //! `EPERM` for `mount`, `umount2`, `pivot_root`, the new mount API
-//! (`fsopen`, `fsconfig`, `fsmount`, `fspick`, `open_tree`, `move_mount`,
-//! `mount_setattr`, `open_tree_attr`), `setns`, the calls that reach into
+//! (`fsopen`, `fsconfig`, `fsmount`, `fspick`, `open_tree` with
+//! `OPEN_TREE_CLONE`, `move_mount`, `mount_setattr`, `open_tree_attr`
+//! whatever its flags), `setns`, the calls that reach into
 //! another process (`ptrace`, `process_vm_readv`, `process_vm_writev`,
 //! `pidfd_getfd`), and `clone`/`unshare` with any `CLONE_NEW*`
 //! flag; `ENOSYS` for `clone3` (its flags are behind a pointer; glibc then
@@ -19,13 +20,13 @@
 //! jailed tool's.
 
 use super::filter::{
-    ARCH, ARG0_LOW, AUDIT_ARCH_X86_64, Insn, JEQ_K, JGE_K, JSET_K, Label, NR, RET_ALLOW,
+    ARCH, ARG0_LOW, ARG2_LOW, AUDIT_ARCH_X86_64, Insn, JEQ_K, JGE_K, JSET_K, Label, NR, RET_ALLOW,
     RET_KILL_PROCESS, X32_SYSCALL_BIT, at, errno, install, jump, ld, resolve, ret,
 };
 
 /// Calls refused outright with `EPERM`.
 #[cfg(target_arch = "x86_64")]
-const DENIED: [libc::c_long; 16] = [
+const DENIED: [libc::c_long; 15] = [
     libc::SYS_mount,
     libc::SYS_umount2,
     libc::SYS_pivot_root,
@@ -33,7 +34,6 @@ const DENIED: [libc::c_long; 16] = [
     libc::SYS_fsconfig,
     libc::SYS_fsmount,
     libc::SYS_fspick,
-    libc::SYS_open_tree,
     libc::SYS_move_mount,
     libc::SYS_mount_setattr,
     // open_tree_attr (Linux 6.15): open_tree with attributes, a clone of
@@ -114,6 +114,7 @@ fn x86_64() -> Vec<Insn> {
     ];
     p.extend(DENIED.iter().map(|&n| jump(JEQ_K, nr(n), Eperm, Next)));
     p.extend([
+        jump(JEQ_K, nr(libc::SYS_open_tree), OpenTree, Next),
         jump(JEQ_K, nr(libc::SYS_clone3), Enosys, Next),
         jump(JEQ_K, nr(libc::SYS_clone), NewNs, Next),
         jump(JEQ_K, nr(libc::SYS_unshare), NewUser, Allow),
@@ -121,6 +122,10 @@ fn x86_64() -> Vec<Insn> {
         at(NewUser, ld(ARG0_LOW)),
         jump(JSET_K, CLONE_NEWTIME, Eperm, Next),
         jump(JSET_K, CLONE_NEW, Eperm, Allow),
+        // open_tree(2): no OPEN_TREE_CLONE in its flags (the third
+        // argument); without it the call only opens a mount as a path.
+        at(OpenTree, ld(ARG2_LOW)),
+        jump(JSET_K, libc::OPEN_TREE_CLONE, Eperm, Allow),
         // clone(2): no CLONE_NEW* flag.
         at(NewNs, ld(ARG0_LOW)),
         jump(JSET_K, CLONE_NEW, Eperm, Allow),
@@ -158,6 +163,12 @@ pub fn lock_down() -> std::io::Result<()> {
 mod tests {
     use super::super::filter::{RET_ERRNO, verdict};
     use super::*;
+
+    /// The verdict on call `n` whose third argument's low 32 bits are `a2`
+    /// and whose first two are a `dfd` and a pointer's low half.
+    fn verdict3(p: &[Insn], n: u32, a2: u32) -> u32 {
+        verdict(p, AUDIT_ARCH_X86_64, n, [libc::AT_FDCWD as u32, 0x1000, a2])
+    }
 
     #[test]
     fn the_helper_filter_answers_each_call_as_written() {
@@ -208,6 +219,19 @@ mod tests {
             libc::SYS_ioctl,
         ] {
             assert_eq!(first(n, 0), RET_ALLOW, "{n}");
+        }
+        // open_tree refused only when it clones (its flags: the third
+        // argument); open_tree_attr whatever its flags.
+        let third = |n: libc::c_long, a2: u32| verdict3(&p, nr(n), a2);
+        let clone = libc::OPEN_TREE_CLONE;
+        let recursive = libc::AT_RECURSIVE as u32;
+        let cloexec = libc::OPEN_TREE_CLOEXEC;
+        for flags in [clone, clone | recursive, clone | cloexec, clone | 1 << 31] {
+            assert_eq!(third(libc::SYS_open_tree, flags), eperm, "{flags:#x}");
+        }
+        for flags in [0, cloexec, recursive, libc::AT_EMPTY_PATH as u32] {
+            assert_eq!(third(libc::SYS_open_tree, flags), RET_ALLOW, "{flags:#x}");
+            assert_eq!(third(OPEN_TREE_ATTR, flags), eperm, "{flags:#x}");
         }
         // open_tree_attr, and every call past the newest audited.
         assert_eq!(first(OPEN_TREE_ATTR, 0), eperm);
