@@ -224,6 +224,24 @@ fn reach_into(spawner: u32, uid: u32) -> Vec<(&'static str, String)> {
 fn locked_down() {
     let range = range();
     let uid = range.start + 1;
+    // With a second thread, neither a fork nor the lock-down (review of
+    // F1, finding 3).
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let second = std::thread::spawn(move || rx.recv());
+    let early = (
+        jail::spawner::start(range.clone()).map_err(|e| e.to_string()),
+        jail::lock_down().map_err(|e| e.to_string()),
+    );
+    drop(tx);
+    second.join().unwrap().unwrap_err();
+    let many = "jail spawner: 2 threads, not one".to_string();
+    assert_eq!(early, (Err(many.clone()), Err(many)), "with two threads");
+    // The joined thread leaves /proc/self/task a moment after.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read_dir("/proc/self/task").unwrap().count() > 1 {
+        assert!(std::time::Instant::now() < deadline, "the thread lingers");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let spawner = jail::spawner::start(range.clone()).unwrap();
     // Only CAP_SYS_ADMIN (21), CAP_SETUID (7), CAP_SETGID (6), in every set.
     let status = status_of(spawner);

@@ -141,8 +141,10 @@ fn x86_64() -> Vec<Insn> {
 /// capability outside [`HELPER_CAPS`] and `CAP_SETPCAP`, set
 /// `no_new_privs` and install the helper's filter. Call after
 /// [`super::spawner::start`] and before the first thread (a filter binds
-/// the calling thread and the threads and children it makes later).
+/// the calling thread and the threads and children it makes later):
+/// refused with more than one.
 pub fn lock_down() -> std::io::Result<()> {
+    super::spawner::one_thread()?;
     let filter = program().ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::Unsupported,

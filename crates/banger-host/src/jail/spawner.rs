@@ -305,11 +305,22 @@ pub(super) fn running() -> Option<&'static Spawner> {
     SPAWNER.get()
 }
 
+/// Refused unless this process has exactly one thread: a fork with more
+/// may copy a lock another thread held (the child allocates), and a
+/// filter binds only the calling thread (review of F1, finding 3).
+pub(super) fn one_thread() -> std::io::Result<()> {
+    match std::fs::read_dir("/proc/self/task")?.count() {
+        1 => Ok(()),
+        n => Err(refused(format!("{n} threads, not one"))),
+    }
+}
+
 /// Fork the spawner. Call while this process has one thread (the child
-/// allocates); `range` is the jail range, the only ids it will run as.
-/// Returns the spawner's pid; from then on [`super::spawn`] goes through
-/// it. A second call is refused.
+/// allocates; refused otherwise); `range` is the jail range, the only ids
+/// it will run as. Returns the spawner's pid; from then on
+/// [`super::spawn`] goes through it. A second call is refused.
 pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
+    one_thread()?;
     if range.contains(&0) || range.is_empty() {
         return Err(refused(format!("jail range {range:?}")));
     }
