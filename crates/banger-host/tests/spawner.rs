@@ -393,6 +393,52 @@ fn locked_down() {
     assert!(e.contains("truncated"), "{e}");
     // And it still serves a good one.
     request(uid, uid, &[], &argv, None, &[]).unwrap();
+
+    // A stalled spawner (stopped here): the call fails within its deadline
+    // and every later one fails too, none reads the late answer (review
+    // of F1, finding 4). Last: the spawner is of no use after.
+    let (stalled, late) = stall(spawner, &jailed);
+    let stalled = stalled
+        .expect("an answer within 10 s")
+        .expect_err("stalled");
+    let chain = |e: &dyn std::error::Error| {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text = format!("{text}: {s}");
+            source = s.source();
+        }
+        text
+    };
+    let (stalled, late) = (chain(&stalled), chain(&late.expect_err("after a stall")));
+    assert!(stalled.contains("did not answer within 1s"), "{stalled}");
+    assert!(late.contains("spawner is dead"), "{late}");
+}
+
+/// Stop the spawner, run a jailed `true` with a 1 s deadline, then let
+/// the spawner go on and run another: what the first call returned
+/// within 10 s (`None` if nothing), and the second call's result.
+fn stall(
+    spawner: u32,
+    jailed: &dyn Fn() -> Jail,
+) -> (
+    Option<Result<banger_host::runner::Output, banger_host::runner::RunError>>,
+    Result<banger_host::runner::Output, banger_host::runner::RunError>,
+) {
+    jail::spawner::testing::set_deadline(Duration::from_secs(1));
+    // SAFETY: kill of the spawner this process forked and has not reaped.
+    unsafe { libc::kill(spawner as i32, libc::SIGSTOP) };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let jail = jailed();
+    let call = std::thread::spawn(move || {
+        let _ = tx.send(Runner.run(&Cmd::new("true").jail(jail)));
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).ok();
+    // SAFETY: as above.
+    unsafe { libc::kill(spawner as i32, libc::SIGCONT) };
+    call.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    (first, Runner.run(&Cmd::new("true").jail(jailed())))
 }
 
 /// A re-run of this binary starts a spawner; killing it kills the spawner.

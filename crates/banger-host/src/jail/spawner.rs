@@ -19,6 +19,7 @@ use std::ffi::{OsStr, OsString};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustix::io::IoSlice;
@@ -291,11 +292,19 @@ impl Request {
 /// The spawner's first message, once it is set up.
 const READY: &[u8; 5] = b"ready";
 
+/// How long the helper waits for the spawner's answer to one request, in
+/// milliseconds: it prepares a jail and waits for the child's `execve`.
+static DEADLINE_MS: AtomicU64 = AtomicU64::new(30_000);
+
 /// The helper's end of the spawner's socket.
 #[derive(Debug)]
 pub struct Spawner {
     sock: Mutex<OwnedFd>,
     pid: i32,
+    /// Set once an exchange failed (no answer in time, a broken socket, an
+    /// answer that does not parse): every later call fails, none reads an
+    /// answer meant for another.
+    dead: AtomicBool,
 }
 
 static SPAWNER: OnceLock<Spawner> = OnceLock::new();
@@ -356,6 +365,7 @@ pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
     let _ = SPAWNER.set(Spawner {
         sock: Mutex::new(ours),
         pid,
+        dead: AtomicBool::new(false),
     });
     Ok(pid as u32)
 }
@@ -368,24 +378,77 @@ impl Spawner {
 
     /// Send `r`; the answer is the child's pid, its pidfd and its report
     /// when it failed before `execve` (the child is then still to reap).
+    ///
+    /// No answer within the deadline, a broken socket or an answer that
+    /// does not parse leave the spawner dead: the socket is shut down (the
+    /// spawner then exits) and this and every later call fail; restarting
+    /// the helper starts a new one.
     pub(super) fn spawn(&self, r: Request) -> std::io::Result<Cloned> {
         let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
-        let w = r.encode();
-        send(sock.as_fd(), &w.bytes, &w.fds)?;
-        drop(w);
+        if self.dead.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other(
+                "the jail spawner is dead after a failed exchange: restart the helper",
+            ));
+        }
+        let exchange = || {
+            let w = r.encode();
+            send(sock.as_fd(), &w.bytes, &w.fds)?;
+            drop(w);
+            let mut buf = [0u8; 512];
+            let deadline = std::time::Duration::from_millis(DEADLINE_MS.load(Ordering::Relaxed));
+            let (n, fds) = recv_within(sock.as_fd(), &mut buf, deadline)?;
+            answer(&buf[..n], fds)
+        };
+        let got = exchange();
         // The child's ends go now: the spawner holds its own copies until
         // it has cloned, then closes them.
         drop(r);
-        let mut buf = [0u8; 512];
-        let (n, fds) = recv(sock.as_fd(), &mut buf)?;
-        drop(sock);
-        answer(&buf[..n], fds)
+        match got {
+            Ok(refused_or_cloned) => refused_or_cloned,
+            Err(e) => {
+                self.dead.store(true, Ordering::Relaxed);
+                let _ = rustix::net::shutdown(sock.as_fd(), rustix::net::Shutdown::Both);
+                Err(std::io::Error::new(
+                    e.kind(),
+                    format!("jail spawner (now dead, restart the helper): {e}"),
+                ))
+            }
+        }
     }
 }
 
-/// The spawner's answer: the child's pid, pidfd and report, or the reason
-/// for a refusal.
-fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<Cloned> {
+/// Wait up to `deadline` for a message, then [`recv`] it.
+fn recv_within(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    deadline: std::time::Duration,
+) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    let end = std::time::Instant::now() + deadline;
+    loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the jail spawner did not answer within {deadline:?}"),
+            ));
+        }
+        let mut fds = [rustix::event::PollFd::new(
+            &sock,
+            rustix::event::PollFlags::IN,
+        )];
+        let wait = rustix::time::Timespec::try_from(left).map_err(std::io::Error::other)?;
+        match rustix::event::poll(&mut fds, Some(&wait)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => {}
+            Ok(_) => return recv(sock, buf),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The spawner's answer: the child's pid, pidfd and report, or (the inner
+/// error) the reason for a refusal; the outer error, an answer that does
+/// not parse.
+fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<std::io::Result<Cloned>> {
     let mut reader = Reader {
         bytes,
         fds: fds.into_iter(),
@@ -396,18 +459,18 @@ fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<Cloned> {
     let why = String::from_utf8_lossy(reader.bytes()?).into_owned();
     if pid == 0 {
         reader.finish()?;
-        return Err(std::io::Error::new(
+        return Ok(Err(std::io::Error::new(
             std::io::Error::from_raw_os_error(errno).kind(),
             why,
-        ));
+        )));
     }
     let pidfd = reader.fd()?;
     reader.finish()?;
-    Ok(Cloned {
+    Ok(Ok(Cloned {
         pid,
         pidfd,
         report: (step != 0).then_some((step, errno)),
-    })
+    }))
 }
 
 /// Requests the public API never builds, for the spawner's own tests.
@@ -479,7 +542,7 @@ pub mod testing {
         let mut buf = [0u8; 512];
         let (n, fds) = recv(sock.as_fd(), &mut buf)?;
         drop(sock);
-        let Cloned { pid, pidfd, report } = answer(&buf[..n], fds)?;
+        let Cloned { pid, pidfd, report } = answer(&buf[..n], fds)??;
         let mut child = super::super::Child {
             pid,
             pidfd,
@@ -513,6 +576,12 @@ pub mod testing {
         Ok(())
     }
 
+    /// How long [`Spawner::spawn`] waits for the spawner's answer, from
+    /// now on.
+    pub fn set_deadline(d: std::time::Duration) {
+        DEADLINE_MS.store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// A request padded past [`MAX_REQUEST`]: the spawner reads it cut
     /// (`MSG_TRUNC`) and refuses it.
     pub fn oversized() -> std::io::Result<()> {
@@ -523,7 +592,7 @@ pub mod testing {
         send_any(sock.as_fd(), &bytes, &[])?;
         let mut buf = [0u8; 512];
         let (n, fds) = recv(sock.as_fd(), &mut buf)?;
-        answer(&buf[..n], fds).map(|_| ())
+        answer(&buf[..n], fds)?.map(|_| ())
     }
 }
 
