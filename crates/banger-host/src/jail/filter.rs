@@ -207,8 +207,9 @@ pub(super) fn install(filter: &[Insn]) -> Result<(), i32> {
         len: u16::try_from(filter.len()).map_err(|_| libc::E2BIG)?,
         filter: filter.as_ptr() as *mut libc::sock_filter,
     };
-    // prctl(PR_SET_SECCOMP), not seccomp(2): the installed helper's unit
-    // filter (systemd's @system-service) has prctl but not seccomp.
+    // prctl(PR_SET_SECCOMP), not seccomp(2): systemd's @system-service
+    // group has prctl but not seccomp; banger's units add `seccomp` to
+    // their SystemCallFilter=, a unit without it still works.
     // SAFETY: PR_SET_SECCOMP reads `prog` and the instructions it points
     // to, both alive across the call (the kernel copies them); the unused
     // arguments are zero.

@@ -645,7 +645,22 @@ fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<(usize, Vec<Own
 }
 
 /// The spawner's whole life: never returns.
+/// A panic ends the spawner with `_exit(2)`: never an unwind into the
+/// forked copy of the helper's `main`, which would then run on with the
+/// spawner's capabilities.
 fn serve(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32>) -> ! {
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serve_unwinding(sock, parent, range)
+    }));
+    let _ = served;
+    // SAFETY: _exit ends this forked child without running the parent's
+    // atexit handlers or destructors; `serve_unwinding` returns only by
+    // panicking.
+    unsafe { libc::_exit(2) }
+}
+
+/// [`serve`]'s loop; returns only by panicking.
+fn serve_unwinding(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32>) -> ! {
     let sock = match setup(sock, parent) {
         Ok(s) => s,
         // SAFETY: _exit ends this forked child without running the
