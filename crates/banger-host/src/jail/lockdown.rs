@@ -156,7 +156,7 @@ pub fn lock_down() -> std::io::Result<()> {
         .map(|&(cap, _)| cap)
         .filter(|&cap| cap != SETPCAP)
         .collect();
-    super::spawner::drop_capabilities(&keep)?;
+    super::caps::drop_capabilities(&keep)?;
     rustix::thread::set_no_new_privs(true)?;
     install(&filter).map_err(std::io::Error::from_raw_os_error)
 }

@@ -691,6 +691,7 @@ fn touch(dir: &OwnedFd, rel: &str) -> std::io::Result<()> {
 }
 
 mod acl;
+mod caps;
 mod child;
 mod filter;
 mod lockdown;
