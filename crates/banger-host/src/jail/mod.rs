@@ -691,6 +691,7 @@ fn touch(dir: &OwnedFd, rel: &str) -> std::io::Result<()> {
 }
 
 mod acl;
+mod caps;
 mod child;
 mod filter;
 mod lockdown;
@@ -707,6 +708,6 @@ mod tests_hardening;
 pub use acl::{
     ACL_XATTR, Grant, Prior, acl_with_user, grant, grant_recorded, read_acl, restore, revoke,
 };
-pub use lockdown::lock_down;
+pub use lockdown::{HELPER_CAPS, lock_down};
 pub use range::{RangeInUse, check_unused};
 pub use sweep::kill_range;

@@ -19,6 +19,7 @@ use std::ffi::{OsStr, OsString};
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustix::io::IoSlice;
@@ -178,14 +179,61 @@ impl Jail {
                 1 => true,
                 n => return Err(refused(format!("writable flag {n}"))),
             };
+            let fd = r.fd()?;
+            check_bind_fd(fd.as_fd())?;
             binds.push(Bind {
-                fd: Arc::new(r.fd()?),
+                fd: Arc::new(fd),
                 at,
                 writable,
             });
         }
         Ok(Jail { uid, gid, binds })
     }
+}
+
+/// `statfs` magic numbers of the pseudo file systems (`linux/magic.h`):
+/// a bind of one (a writable `/proc/sys`, say) would give the jailed tool
+/// the host's kernel knobs.
+const PSEUDO_FS: [(i64, &str); 18] = [
+    (0x9fa0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x0027_e0eb, "cgroup"),
+    (0x6367_7270, "cgroup2"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0xcafe_4a11, "bpf"),
+    (0xf97c_ff8c, "selinuxfs"),
+    (0x6165_676c, "pstore"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6265_6570, "configfs"),
+    (0x6573_5543, "fusectl"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0x6e73_6673, "nsfs"),
+    (0x1cd1, "devpts"),
+    (0x1980_0202, "mqueue"),
+    (0x5a3c_69f0, "aafs"),
+];
+
+/// A bind descriptor the spawner accepts: a regular file, a directory or
+/// a block device (the executor binds a disk and a staging directory),
+/// not on a pseudo file system (hostile review of F1, finding 1).
+fn check_bind_fd(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    use rustix::fs::FileType;
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(fd)?.st_mode);
+    if !matches!(
+        kind,
+        FileType::RegularFile | FileType::Directory | FileType::BlockDevice
+    ) {
+        return Err(refused(format!(
+            "a bind of a {kind:?}, not a file, directory or block device"
+        )));
+    }
+    let magic = rustix::fs::fstatfs(fd)?.f_type as i64;
+    if let Some((_, name)) = PSEUDO_FS.iter().find(|&&(m, _)| m == magic) {
+        return Err(refused(format!("a bind on a pseudo file system ({name})")));
+    }
+    Ok(())
 }
 
 impl Request {
@@ -244,11 +292,19 @@ impl Request {
 /// The spawner's first message, once it is set up.
 const READY: &[u8; 5] = b"ready";
 
+/// How long the helper waits for the spawner's answer to one request, in
+/// milliseconds: it prepares a jail and waits for the child's `execve`.
+static DEADLINE_MS: AtomicU64 = AtomicU64::new(30_000);
+
 /// The helper's end of the spawner's socket.
 #[derive(Debug)]
 pub struct Spawner {
     sock: Mutex<OwnedFd>,
     pid: i32,
+    /// Set once an exchange failed (no answer in time, a broken socket, an
+    /// answer that does not parse): every later call fails, none reads an
+    /// answer meant for another.
+    dead: AtomicBool,
 }
 
 static SPAWNER: OnceLock<Spawner> = OnceLock::new();
@@ -258,11 +314,22 @@ pub(super) fn running() -> Option<&'static Spawner> {
     SPAWNER.get()
 }
 
+/// Refused unless this process has exactly one thread: a fork with more
+/// may copy a lock another thread held (the child allocates), and a
+/// filter binds only the calling thread (review of F1, finding 3).
+pub(super) fn one_thread() -> std::io::Result<()> {
+    match std::fs::read_dir("/proc/self/task")?.count() {
+        1 => Ok(()),
+        n => Err(refused(format!("{n} threads, not one"))),
+    }
+}
+
 /// Fork the spawner. Call while this process has one thread (the child
-/// allocates); `range` is the jail range, the only ids it will run as.
-/// Returns the spawner's pid; from then on [`super::spawn`] goes through
-/// it. A second call is refused.
+/// allocates; refused otherwise); `range` is the jail range, the only ids
+/// it will run as. Returns the spawner's pid; from then on
+/// [`super::spawn`] goes through it. A second call is refused.
 pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
+    one_thread()?;
     if range.contains(&0) || range.is_empty() {
         return Err(refused(format!("jail range {range:?}")));
     }
@@ -298,6 +365,7 @@ pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
     let _ = SPAWNER.set(Spawner {
         sock: Mutex::new(ours),
         pid,
+        dead: AtomicBool::new(false),
     });
     Ok(pid as u32)
 }
@@ -310,24 +378,77 @@ impl Spawner {
 
     /// Send `r`; the answer is the child's pid, its pidfd and its report
     /// when it failed before `execve` (the child is then still to reap).
+    ///
+    /// No answer within the deadline, a broken socket or an answer that
+    /// does not parse leave the spawner dead: the socket is shut down (the
+    /// spawner then exits) and this and every later call fail; restarting
+    /// the helper starts a new one.
     pub(super) fn spawn(&self, r: Request) -> std::io::Result<Cloned> {
         let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
-        let w = r.encode();
-        send(sock.as_fd(), &w.bytes, &w.fds)?;
-        drop(w);
+        if self.dead.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other(
+                "the jail spawner is dead after a failed exchange: restart the helper",
+            ));
+        }
+        let exchange = || {
+            let w = r.encode();
+            send(sock.as_fd(), &w.bytes, &w.fds)?;
+            drop(w);
+            let mut buf = [0u8; 512];
+            let deadline = std::time::Duration::from_millis(DEADLINE_MS.load(Ordering::Relaxed));
+            let (n, fds) = recv_within(sock.as_fd(), &mut buf, deadline)?;
+            answer(&buf[..n], fds)
+        };
+        let got = exchange();
         // The child's ends go now: the spawner holds its own copies until
         // it has cloned, then closes them.
         drop(r);
-        let mut buf = [0u8; 512];
-        let (n, fds) = recv(sock.as_fd(), &mut buf)?;
-        drop(sock);
-        answer(&buf[..n], fds)
+        match got {
+            Ok(refused_or_cloned) => refused_or_cloned,
+            Err(e) => {
+                self.dead.store(true, Ordering::Relaxed);
+                let _ = rustix::net::shutdown(sock.as_fd(), rustix::net::Shutdown::Both);
+                Err(std::io::Error::new(
+                    e.kind(),
+                    format!("jail spawner (now dead, restart the helper): {e}"),
+                ))
+            }
+        }
     }
 }
 
-/// The spawner's answer: the child's pid, pidfd and report, or the reason
-/// for a refusal.
-fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<Cloned> {
+/// Wait up to `deadline` for a message, then [`recv`] it.
+fn recv_within(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    deadline: std::time::Duration,
+) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    let end = std::time::Instant::now() + deadline;
+    loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the jail spawner did not answer within {deadline:?}"),
+            ));
+        }
+        let mut fds = [rustix::event::PollFd::new(
+            &sock,
+            rustix::event::PollFlags::IN,
+        )];
+        let wait = rustix::time::Timespec::try_from(left).map_err(std::io::Error::other)?;
+        match rustix::event::poll(&mut fds, Some(&wait)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => {}
+            Ok(_) => return recv(sock, buf),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The spawner's answer: the child's pid, pidfd and report, or (the inner
+/// error) the reason for a refusal; the outer error, an answer that does
+/// not parse.
+fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<std::io::Result<Cloned>> {
     let mut reader = Reader {
         bytes,
         fds: fds.into_iter(),
@@ -338,18 +459,18 @@ fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<Cloned> {
     let why = String::from_utf8_lossy(reader.bytes()?).into_owned();
     if pid == 0 {
         reader.finish()?;
-        return Err(std::io::Error::new(
+        return Ok(Err(std::io::Error::new(
             std::io::Error::from_raw_os_error(errno).kind(),
             why,
-        ));
+        )));
     }
     let pidfd = reader.fd()?;
     reader.finish()?;
-    Ok(Cloned {
+    Ok(Ok(Cloned {
         pid,
         pidfd,
         report: (step != 0).then_some((step, errno)),
-    })
+    }))
 }
 
 /// Requests the public API never builds, for the spawner's own tests.
@@ -421,7 +542,7 @@ pub mod testing {
         let mut buf = [0u8; 512];
         let (n, fds) = recv(sock.as_fd(), &mut buf)?;
         drop(sock);
-        let Cloned { pid, pidfd, report } = answer(&buf[..n], fds)?;
+        let Cloned { pid, pidfd, report } = answer(&buf[..n], fds)??;
         let mut child = super::super::Child {
             pid,
             pidfd,
@@ -455,6 +576,12 @@ pub mod testing {
         Ok(())
     }
 
+    /// How long [`Spawner::spawn`] waits for the spawner's answer, from
+    /// now on.
+    pub fn set_deadline(d: std::time::Duration) {
+        DEADLINE_MS.store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// A request padded past [`MAX_REQUEST`]: the spawner reads it cut
     /// (`MSG_TRUNC`) and refuses it.
     pub fn oversized() -> std::io::Result<()> {
@@ -465,7 +592,7 @@ pub mod testing {
         send_any(sock.as_fd(), &bytes, &[])?;
         let mut buf = [0u8; 512];
         let (n, fds) = recv(sock.as_fd(), &mut buf)?;
-        answer(&buf[..n], fds).map(|_| ())
+        answer(&buf[..n], fds)?.map(|_| ())
     }
 }
 
@@ -518,7 +645,22 @@ fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<(usize, Vec<Own
 }
 
 /// The spawner's whole life: never returns.
+/// A panic ends the spawner with `_exit(2)`: never an unwind into the
+/// forked copy of the helper's `main`, which would then run on with the
+/// spawner's capabilities.
 fn serve(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32>) -> ! {
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serve_unwinding(sock, parent, range)
+    }));
+    let _ = served;
+    // SAFETY: _exit ends this forked child without running the parent's
+    // atexit handlers or destructors; `serve_unwinding` returns only by
+    // panicking.
+    unsafe { libc::_exit(2) }
+}
+
+/// [`serve`]'s loop; returns only by panicking.
+fn serve_unwinding(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32>) -> ! {
     let sock = match setup(sock, parent) {
         Ok(s) => s,
         // SAFETY: _exit ends this forked child without running the
@@ -593,203 +735,15 @@ fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<OwnedFd
         }
         <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3)
     };
-    drop_capabilities()?;
+    // Not dumpable: the helper (same uid, and its permitted set holds the
+    // spawner's) may then neither trace it, nor open its `/proc/<pid>/mem`,
+    // `root` or `fd/`, nor use process_vm_writev on it without
+    // CAP_SYS_PTRACE, which it has not (hostile review of F1, finding 1).
+    // The children it clones inherit this until their `execve`.
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+    super::caps::drop_capabilities(&KEPT_CAPS)?;
     Ok(sock)
 }
 
-/// Every capability but [`KEPT_CAPS`] out of the bounding, permitted,
-/// effective, inheritable and ambient sets.
-fn drop_capabilities() -> std::io::Result<()> {
-    for cap in 0..64u32 {
-        if KEPT_CAPS.contains(&cap) {
-            continue;
-        }
-        // SAFETY: prctl with integer arguments only.
-        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            // Past the kernel's last capability.
-            if e.raw_os_error() == Some(libc::EINVAL) {
-                break;
-            }
-            return Err(e);
-        }
-    }
-    // SAFETY: prctl with integer arguments only.
-    if unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    } < 0
-    {
-        return Err(std::io::Error::last_os_error());
-    }
-    let kept = KEPT_CAPS.iter().fold(0u64, |m, &c| m | 1 << c);
-    set_capabilities(kept, kept)
-}
-
-/// `capset` of this process: `permitted` and `effective` (bit n:
-/// capability n), nothing inheritable. Only ever takes away.
-pub(super) fn set_capabilities(permitted: u64, effective: u64) -> std::io::Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let header = Header {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let half = |shift: u32| Data {
-        effective: (effective >> shift) as u32,
-        permitted: (permitted >> shift) as u32,
-        inheritable: 0,
-    };
-    let data = [half(0), half(32)];
-    // SAFETY: capset with a version-3 header and its two data words, both
-    // valid for the call.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
-mod tests {
-    use std::os::unix::ffi::OsStringExt as _;
-
-    use super::*;
-
-    fn devnull() -> OwnedFd {
-        rustix::fs::open(
-            c"/dev/null",
-            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .unwrap()
-    }
-
-    fn request(jail: Jail) -> Request {
-        Request {
-            jail,
-            program: devnull(),
-            argv0: "e2fsck".into(),
-            args: vec!["-n".into(), OsString::from_vec(b"\xff/disk".to_vec())],
-            env: vec![("PATH".into(), "/usr/bin".into())],
-            stdio: [devnull(), devnull(), devnull()],
-        }
-    }
-
-    /// Encode, then decode with the descriptors duplicated as `SCM_RIGHTS`
-    /// would (new numbers, same files).
-    fn round_trip(r: &Request, range: std::ops::Range<u32>) -> std::io::Result<Request> {
-        let w = r.encode();
-        let fds: Vec<OwnedFd> = w
-            .fds
-            .iter()
-            .map(|f| f.try_clone_to_owned().unwrap())
-            .collect();
-        Request::decode(
-            Reader {
-                bytes: &w.bytes,
-                fds: fds.into_iter(),
-            },
-            &range,
-        )
-    }
-
-    fn inode(fd: BorrowedFd<'_>) -> (u64, u64) {
-        let st = rustix::fs::fstat(fd).unwrap();
-        (st.st_dev, st.st_ino)
-    }
-
-    #[test]
-    fn every_jail_field_crosses_the_wire_unchanged() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = std::fs::File::create(dir.path().join("disk")).unwrap();
-        let jail = Jail::new(4100, 4101)
-            .bind(file.as_fd(), "disk", true)
-            .unwrap()
-            .bind(
-                std::fs::File::open(dir.path()).unwrap().as_fd(),
-                "staging",
-                false,
-            )
-            .unwrap();
-        let sent = request(jail);
-        let got = round_trip(&sent, 4096..4112).unwrap();
-        assert_eq!((got.jail.uid, got.jail.gid), (4100, 4101));
-        assert_eq!(got.jail.binds.len(), 2);
-        for (a, b) in sent.jail.binds.iter().zip(&got.jail.binds) {
-            assert_eq!((&a.at, a.writable), (&b.at, b.writable));
-            assert_eq!(inode(a.fd.as_fd()), inode(b.fd.as_fd()));
-        }
-        assert_eq!(got.argv0, sent.argv0);
-        assert_eq!(got.args, sent.args);
-        assert_eq!(got.env, sent.env);
-        assert_eq!(inode(got.program.as_fd()), inode(sent.program.as_fd()));
-    }
-
-    #[test]
-    fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused() {
-        let range = 4096..4112;
-        for (uid, gid) in [
-            (0, 4100),
-            (4100, 0),
-            (4095, 4100),
-            (4100, 4112),
-            (70000, 70000),
-        ] {
-            let e = round_trip(&request(Jail::new(uid, gid)), range.clone()).unwrap_err();
-            assert!(e.to_string().contains("outside the jail range"), "{e}");
-        }
-        let file = devnull();
-        let mut jail = Jail::new(4100, 4100)
-            .bind(file.as_fd(), "disk", true)
-            .unwrap();
-        for bad in ["../etc", "a b", "exe", "..", "", "x\ny"] {
-            jail.binds[0].at = bad.to_string();
-            let e = round_trip(&request(jail.clone()), range.clone()).unwrap_err();
-            assert!(e.to_string().contains("bind name"), "{bad:?}: {e}");
-        }
-        // One descriptor too few, one too many.
-        let r = request(Jail::new(4100, 4100));
-        let w = r.encode();
-        for n in [w.fds.len() - 1, w.fds.len() + 1] {
-            let fds: Vec<OwnedFd> = (0..n).map(|_| devnull()).collect();
-            let e = Request::decode(
-                Reader {
-                    bytes: &w.bytes,
-                    fds: fds.into_iter(),
-                },
-                &range,
-            )
-            .unwrap_err();
-            assert!(e.to_string().contains("descriptors"), "{n}: {e}");
-        }
-        // Every cut of the message is refused.
-        for cut in 0..w.bytes.len() {
-            let fds: Vec<OwnedFd> = w.fds.iter().map(|_| devnull()).collect();
-            let got = Request::decode(
-                Reader {
-                    bytes: &w.bytes[..cut],
-                    fds: fds.into_iter(),
-                },
-                &range,
-            );
-            assert!(got.is_err(), "cut at {cut}");
-        }
-    }
-}
+mod tests;

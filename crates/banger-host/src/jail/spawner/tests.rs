@@ -1,0 +1,124 @@
+use std::os::unix::ffi::OsStringExt as _;
+
+use super::*;
+
+fn devnull() -> OwnedFd {
+    rustix::fs::open(
+        c"/dev/null",
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap()
+}
+
+fn request(jail: Jail) -> Request {
+    Request {
+        jail,
+        program: devnull(),
+        argv0: "e2fsck".into(),
+        args: vec!["-n".into(), OsString::from_vec(b"\xff/disk".to_vec())],
+        env: vec![("PATH".into(), "/usr/bin".into())],
+        stdio: [devnull(), devnull(), devnull()],
+    }
+}
+
+/// Encode, then decode with the descriptors duplicated as `SCM_RIGHTS`
+/// would (new numbers, same files).
+fn round_trip(r: &Request, range: std::ops::Range<u32>) -> std::io::Result<Request> {
+    let w = r.encode();
+    let fds: Vec<OwnedFd> = w
+        .fds
+        .iter()
+        .map(|f| f.try_clone_to_owned().unwrap())
+        .collect();
+    Request::decode(
+        Reader {
+            bytes: &w.bytes,
+            fds: fds.into_iter(),
+        },
+        &range,
+    )
+}
+
+fn inode(fd: BorrowedFd<'_>) -> (u64, u64) {
+    let st = rustix::fs::fstat(fd).unwrap();
+    (st.st_dev, st.st_ino)
+}
+
+#[test]
+fn every_jail_field_crosses_the_wire_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::create(dir.path().join("disk")).unwrap();
+    let jail = Jail::new(4100, 4101)
+        .bind(file.as_fd(), "disk", true)
+        .unwrap()
+        .bind(
+            std::fs::File::open(dir.path()).unwrap().as_fd(),
+            "staging",
+            false,
+        )
+        .unwrap();
+    let sent = request(jail);
+    let got = round_trip(&sent, 4096..4112).unwrap();
+    assert_eq!((got.jail.uid, got.jail.gid), (4100, 4101));
+    assert_eq!(got.jail.binds.len(), 2);
+    for (a, b) in sent.jail.binds.iter().zip(&got.jail.binds) {
+        assert_eq!((&a.at, a.writable), (&b.at, b.writable));
+        assert_eq!(inode(a.fd.as_fd()), inode(b.fd.as_fd()));
+    }
+    assert_eq!(got.argv0, sent.argv0);
+    assert_eq!(got.args, sent.args);
+    assert_eq!(got.env, sent.env);
+    assert_eq!(inode(got.program.as_fd()), inode(sent.program.as_fd()));
+}
+
+#[test]
+fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused() {
+    let range = 4096..4112;
+    for (uid, gid) in [
+        (0, 4100),
+        (4100, 0),
+        (4095, 4100),
+        (4100, 4112),
+        (70000, 70000),
+    ] {
+        let e = round_trip(&request(Jail::new(uid, gid)), range.clone()).unwrap_err();
+        assert!(e.to_string().contains("outside the jail range"), "{e}");
+    }
+    let file = devnull();
+    let mut jail = Jail::new(4100, 4100)
+        .bind(file.as_fd(), "disk", true)
+        .unwrap();
+    for bad in ["../etc", "a b", "exe", "..", "", "x\ny"] {
+        jail.binds[0].at = bad.to_string();
+        let e = round_trip(&request(jail.clone()), range.clone()).unwrap_err();
+        assert!(e.to_string().contains("bind name"), "{bad:?}: {e}");
+    }
+    // One descriptor too few, one too many.
+    let r = request(Jail::new(4100, 4100));
+    let w = r.encode();
+    for n in [w.fds.len() - 1, w.fds.len() + 1] {
+        let fds: Vec<OwnedFd> = (0..n).map(|_| devnull()).collect();
+        let e = Request::decode(
+            Reader {
+                bytes: &w.bytes,
+                fds: fds.into_iter(),
+            },
+            &range,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("descriptors"), "{n}: {e}");
+    }
+    // Every cut of the message is refused.
+    for cut in 0..w.bytes.len() {
+        let fds: Vec<OwnedFd> = w.fds.iter().map(|_| devnull()).collect();
+        let got = Request::decode(
+            Reader {
+                bytes: &w.bytes[..cut],
+                fds: fds.into_iter(),
+            },
+            &range,
+        );
+        assert!(got.is_err(), "cut at {cut}");
+    }
+}
