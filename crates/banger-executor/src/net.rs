@@ -149,12 +149,18 @@ impl Executor {
         // Whether the MAC was written stays known only for the bridge it
         // was written to: one made anew has not had it yet.
         let mac_set = existing.is_some() && txn.state.bridge(name).is_some_and(|b| b.mac_set);
+        // Until a new bridge exists, an entry keeps the index it had: that
+        // of a bridge that is gone matches no other (fails closed).
+        let previous = txn.state.bridge(name).cloned();
         let entry = BridgeEntry {
             name: spec.name.clone(),
             address: spec.address,
             prefix_len: spec.prefix_len,
             mac_set,
-            ifindex: existing.as_ref().map(|l| l.index),
+            ifindex: existing
+                .as_ref()
+                .map(|l| l.index)
+                .or(previous.as_ref().and_then(|b| b.ifindex)),
         };
         if txn.state.bridge(name) != Some(&entry) {
             txn.state.upsert_bridge(entry);
@@ -175,10 +181,11 @@ impl Executor {
                 match fresh {
                     Ok(Some(link)) => link,
                     Ok(None) | Err(_) => {
-                        if !was_journaled {
-                            txn.state.remove_bridge(name);
-                            save_quietly(&txn);
+                        match previous {
+                            Some(entry) => txn.state.upsert_bridge(entry),
+                            None => txn.state.remove_bridge(name),
                         }
+                        save_quietly(&txn);
                         return Err(fresh.err().unwrap_or_else(|| ExecError::CreateBridge {
                             name: name.to_string(),
                             source: NetError::NoSuchLink {
@@ -189,8 +196,17 @@ impl Executor {
                 }
             }
         };
-        let configured = self
-            .configure_bridge(&link, cidr, mac_set)
+        // The new bridge's index is journaled before it is configured: an
+        // entry left by a failure from here names it and nothing else.
+        let mut indexed: Result<(), ExecError> = Ok(());
+        if let Some(entry) = txn.state.bridges.iter_mut().find(|b| b.name == name)
+            && entry.ifindex != Some(link.index)
+        {
+            entry.ifindex = Some(link.index);
+            indexed = txn.save().map_err(ExecError::from);
+        }
+        let configured = indexed
+            .and_then(|()| self.configure_bridge(&link, cidr, mac_set))
             .and_then(|()| self.enable_forwarding(&mut txn));
         if let Err(e) = configured {
             if created {
@@ -199,10 +215,9 @@ impl Executor {
             return Err(e);
         }
         if let Some(entry) = txn.state.bridges.iter_mut().find(|b| b.name == name)
-            && (!entry.mac_set || entry.ifindex != Some(link.index))
+            && !entry.mac_set
         {
             entry.mac_set = true;
-            entry.ifindex = Some(link.index);
             txn.save()?;
         }
         Ok(done(PrivOutcome::Bridge(BridgeOutcome {

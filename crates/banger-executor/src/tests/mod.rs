@@ -494,6 +494,37 @@ fn a_failed_creation_leaves_no_journal_entry() {
     assert!(!f.journal_text().contains("banger0"));
 }
 
+/// Review of the bridge index (1831d88): when the journaled bridge was
+/// gone (a reboot) and making it again failed — at the creation (EEXIST:
+/// someone took the name in between) or while configuring it, rolled back
+/// — the entry was left without an index, so a same-named bridge of
+/// someone else passed the identity check at the next `EnsureBridge` and
+/// was configured as banger's. The entry now keeps an index that matches
+/// nothing but banger's own bridge: the old one, or the one just made.
+#[test]
+fn a_failed_re_creation_leaves_the_bridge_entry_with_an_index() {
+    for failing in ["create_bridge", "set_up"] {
+        let f = fixture(FakeNet::new());
+        f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+        f.net.delete_link("banger0").unwrap();
+        f.net.state.lock().unwrap().failing.push(failing.into());
+        f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+        assert!(f.net.link_named("banger0").is_none(), "{failing}");
+        f.net.state.lock().unwrap().failing.clear();
+
+        // Someone else's bridge takes the name.
+        f.net.create_bridge("banger0").unwrap();
+        f.net.clear_calls();
+        let err = f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+        assert!(
+            matches!(err, ExecError::ReplacedBridge { .. }),
+            "{failing}: {}",
+            err.render()
+        );
+        assert_eq!(f.net.mutating_calls(), Vec::<String>::new(), "{failing}");
+    }
+}
+
 #[test]
 fn ensure_tap_creates_attaches_and_is_idempotent() {
     let f = fixture(FakeNet::new());
