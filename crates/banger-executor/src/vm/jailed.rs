@@ -7,7 +7,7 @@
 //! and removed afterwards, with the original permission bits put back.
 //!
 //! Each grant is journaled (VM id, disk, device and inode, the mode and
-//! exact ACL bytes before it) before the ACL changes, and the entry cleared
+//! exact ACL bytes before it, owner and group) before the ACL changes, and the entry cleared
 //! once revoked; an executor starting on a journal that still holds one (a
 //! helper killed in between) puts the recorded ACL and mode back on that
 //! inode ([`VmHost::restore_crashed_grants`]).
@@ -64,6 +64,8 @@ impl VmHost {
                     ino: prior.ino,
                     mode: prior.mode,
                     acl: prior.acl.clone(),
+                    uid: Some(prior.uid),
+                    gid: Some(prior.gid),
                 };
                 let mut txn = self.journal.open().map_err(std::io::Error::other)?;
                 txn.state.grants.push(entry.clone());
@@ -158,7 +160,8 @@ impl VmHost {
     /// (a helper killed between a grant and its revoke). The disk is opened
     /// as for a tool (beneath the state dir without symlinks or mounts, the
     /// owner's single-link regular file; a dm device by its number) and
-    /// changed only when it is still the inode granted (device and inode);
+    /// changed only when it is still the inode granted (device and inode)
+    /// with the owner and group it had ([`restored_mode`]);
     /// otherwise, or when it cannot be opened, the entry is logged and
     /// dropped. An entry whose restore fails is kept for the next start.
     pub(crate) fn restore_crashed_grants(&self) {
@@ -199,13 +202,11 @@ impl VmHost {
             Err(e) => return skip(&e),
         };
         let st = rustix::fs::fstat(&file)?;
-        if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) {
-            return skip(&format_args!(
-                "it is another inode now ({}:{}, granted {}:{})",
-                st.st_dev, st.st_ino, entry.dev, entry.ino
-            ));
-        }
-        banger_host::jail::restore(file.as_fd(), entry.mode, entry.acl.as_deref())?;
+        let mode = match restored_mode(entry, &st) {
+            Ok(mode) => mode,
+            Err(why) => return skip(&why),
+        };
+        banger_host::jail::restore(file.as_fd(), mode, entry.acl.as_deref())?;
         tracing::info!(vm_id = %entry.vm_id, disk = %entry.disk, "put back a disk's ACL and mode a crashed grant left");
         Ok(())
     }
@@ -222,6 +223,28 @@ impl VmHost {
         self.grant_disk(disk, path)?
             .run(what, cmd.timeout(Duration::from_secs(300)), None)
             .map(drop)
+    }
+}
+
+/// The mode a crashed grant's restore puts on the inode `st` describes,
+/// or why it leaves it alone: another inode, or another owner or group
+/// than at the grant (the mode, set-gid bit included, is put back as
+/// root). An entry that recorded no owner and group gets its mode back
+/// without the set-id bits.
+pub(super) fn restored_mode(entry: &GrantEntry, st: &rustix::fs::Stat) -> Result<u32, String> {
+    if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) {
+        return Err(format!(
+            "it is another inode now ({}:{}, granted {}:{})",
+            st.st_dev, st.st_ino, entry.dev, entry.ino
+        ));
+    }
+    match (entry.uid, entry.gid) {
+        (Some(uid), Some(gid)) if (uid, gid) == (st.st_uid, st.st_gid) => Ok(entry.mode),
+        (Some(uid), Some(gid)) => Err(format!(
+            "its owner is {}:{} now, granted {uid}:{gid}",
+            st.st_uid, st.st_gid
+        )),
+        _ => Ok(entry.mode & !0o6000),
     }
 }
 

@@ -114,3 +114,46 @@ fn a_grant_left_by_a_crash_is_undone_at_the_next_start_on_that_inode_only() {
     let journaled: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(journaled["grants"], serde_json::json!([]), "{text}");
 }
+
+/// Review of the grant journal: a crashed grant's restore checked the
+/// inode (and, by opening it, owner and link count) but not the group,
+/// and put the recorded mode back as root — a set-gid bit included — on a
+/// disk whose group had changed since. The owner and group are journaled
+/// now and the restore leaves the disk alone unless both match; an entry
+/// without them (journaled before) gets its mode back without set-id bits.
+#[test]
+fn a_crashed_grant_restores_its_mode_only_with_the_same_owner_and_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk");
+    std::fs::write(&path, b"disk").unwrap();
+    let st = rustix::fs::stat(&path).unwrap();
+    let entry = crate::journal::GrantEntry {
+        vm_id: VM.into(),
+        disk: "root.ext4".into(),
+        dev: st.st_dev,
+        ino: st.st_ino,
+        mode: 0o6640,
+        acl: None,
+        uid: Some(st.st_uid),
+        gid: Some(st.st_gid),
+    };
+    assert_eq!(super::jailed::restored_mode(&entry, &st), Ok(0o6640));
+
+    let mut regrouped = st;
+    regrouped.st_gid += 1;
+    assert!(super::jailed::restored_mode(&entry, &regrouped).is_err());
+    let mut chowned = st;
+    chowned.st_uid += 1;
+    assert!(super::jailed::restored_mode(&entry, &chowned).is_err());
+    let mut other = st;
+    other.st_ino += 1;
+    assert!(super::jailed::restored_mode(&entry, &other).is_err());
+
+    let older = crate::journal::GrantEntry {
+        uid: None,
+        gid: None,
+        ..entry
+    };
+    assert_eq!(super::jailed::restored_mode(&older, &st), Ok(0o640));
+    assert_eq!(super::jailed::restored_mode(&older, &regrouped), Ok(0o640));
+}
