@@ -168,6 +168,10 @@ pub struct GrantEntry {
     pub uid: Option<u32>,
     #[serde(default)]
     pub gid: Option<u32>,
+    /// Starts that failed to put this grant back (`vm::jailed`): dropped
+    /// after the last allowed one.
+    #[serde(default)]
+    pub failed_starts: u32,
 }
 
 /// The kernel devices of one VM's dm-snapshot root disk. Each field is set

@@ -66,6 +66,7 @@ impl VmHost {
                     acl: prior.acl.clone(),
                     uid: Some(prior.uid),
                     gid: Some(prior.gid),
+                    failed_starts: 0,
                 };
                 let mut txn = self.journal.open().map_err(std::io::Error::other)?;
                 txn.state.grants.push(entry.clone());
@@ -161,9 +162,10 @@ impl VmHost {
     /// as for a tool (beneath the state dir without symlinks or mounts, the
     /// owner's single-link regular file; a dm device by its number) and
     /// changed only when it is still the inode granted (device and inode)
-    /// with the owner and group it had ([`restored_mode`]);
-    /// otherwise, or when it cannot be opened, the entry is logged and
-    /// dropped. An entry whose restore fails is kept for the next start.
+    /// with the owner and group it had ([`restored_mode`]). An entry whose
+    /// disk is gone or another inode is logged and dropped; one that fails
+    /// otherwise (opening refused, the restore itself) is kept for the next
+    /// start, at most [`MAX_RESTORE_STARTS`] starts in all.
     pub(crate) fn restore_crashed_grants(&self) {
         let mut txn = match self.journal.open() {
             Ok(txn) => txn,
@@ -177,9 +179,17 @@ impl VmHost {
         }
         let entries = std::mem::take(&mut txn.state.grants);
         for entry in entries {
-            if let Err(e) = self.restore_grant(&entry) {
-                tracing::error!(vm_id = %entry.vm_id, disk = %entry.disk, error = %e, "putting back a disk's ACL after a crash; kept for the next start");
-                txn.state.grants.push(entry);
+            let Err(e) = self.restore_grant(&entry) else {
+                continue;
+            };
+            let (vm_id, disk) = (entry.vm_id.clone(), entry.disk.clone());
+            if gone(&e) {
+                tracing::warn!(%vm_id, %disk, reason = %e, "a journaled disk grant is not restored: its disk is gone or another; dropping it");
+            } else if let Some(kept) = kept_after_failure(entry) {
+                tracing::error!(%vm_id, %disk, error = %e, "putting back a disk's ACL after a crash; kept for the next start");
+                txn.state.grants.push(kept);
+            } else {
+                tracing::error!(%vm_id, %disk, error = %e, starts = MAX_RESTORE_STARTS, "putting back a disk's ACL after a crash failed at every start; dropping it");
             }
         }
         if let Err(e) = txn.save() {
@@ -187,26 +197,16 @@ impl VmHost {
         }
     }
 
-    /// One entry of [`VmHost::restore_crashed_grants`]: `Err` only when the
-    /// granted inode is there and could not be restored.
-    fn restore_grant(&self, entry: &GrantEntry) -> std::io::Result<()> {
-        let skip = |why: &dyn std::fmt::Display| {
-            tracing::warn!(vm_id = %entry.vm_id, disk = %entry.disk, reason = %why, "a journaled disk grant is not restored; dropping it");
-            Ok(())
-        };
-        let file = match self
+    /// One entry of [`VmHost::restore_crashed_grants`].
+    fn restore_grant(&self, entry: &GrantEntry) -> Result<(), Unrestored> {
+        let file = self
             .disk_path(&entry.vm_id, &entry.disk)
             .and_then(|path| self.open_disk(&path, "granted disk"))
-        {
-            Ok(f) => f,
-            Err(e) => return skip(&e),
-        };
-        let st = rustix::fs::fstat(&file)?;
-        let mode = match restored_mode(entry, &st) {
-            Ok(mode) => mode,
-            Err(why) => return skip(&why),
-        };
-        banger_host::jail::restore(file.as_fd(), mode, entry.acl.as_deref())?;
+            .map_err(Unrestored::Open)?;
+        let st = rustix::fs::fstat(&file).map_err(|e| Unrestored::Restore(e.into()))?;
+        let mode = restored_mode(entry, &st).map_err(Unrestored::Other)?;
+        banger_host::jail::restore(file.as_fd(), mode, entry.acl.as_deref())
+            .map_err(Unrestored::Restore)?;
         tracing::info!(vm_id = %entry.vm_id, disk = %entry.disk, "put back a disk's ACL and mode a crashed grant left");
         Ok(())
     }
@@ -224,6 +224,50 @@ impl VmHost {
             .run(what, cmd.timeout(Duration::from_secs(300)), None)
             .map(drop)
     }
+}
+
+/// How many starts try to put back a crashed grant before its entry is
+/// dropped (a restore that keeps failing is not retried forever).
+pub(super) const MAX_RESTORE_STARTS: u32 = 3;
+
+/// Why a journaled grant was not put back.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Unrestored {
+    #[error("opening the disk")]
+    Open(#[source] VmOpError),
+    /// The disk is another inode, or has another owner or group.
+    #[error("{0}")]
+    Other(String),
+    #[error("putting back its ACL and mode")]
+    Restore(#[source] std::io::Error),
+}
+
+/// Whether a grant not put back for `e` is dropped at once: its disk is
+/// gone (no file, no dm device, `EINVAL` from the kernel) or is another
+/// inode or owner's. Anything else (access refused, out of descriptors, a
+/// restore that failed) may pass: the entry is kept.
+pub(super) fn gone(e: &Unrestored) -> bool {
+    use rustix::io::Errno;
+    let gone_errno = |e: &std::io::Error| {
+        matches!(
+            Errno::from_io_error(e),
+            Some(Errno::NOENT | Errno::NODEV | Errno::NXIO | Errno::INVAL)
+        )
+    };
+    match e {
+        Unrestored::Open(VmOpError::Missing { .. }) | Unrestored::Other(_) => true,
+        Unrestored::Open(VmOpError::Io { source, .. }) | Unrestored::Restore(source) => {
+            gone_errno(source)
+        }
+        Unrestored::Open(_) => false,
+    }
+}
+
+/// `entry` after a start failed to put it back: kept with the failure
+/// counted, or `None` after [`MAX_RESTORE_STARTS`] failed starts.
+pub(super) fn kept_after_failure(mut entry: GrantEntry) -> Option<GrantEntry> {
+    entry.failed_starts = entry.failed_starts.saturating_add(1);
+    (entry.failed_starts < MAX_RESTORE_STARTS).then_some(entry)
 }
 
 /// The mode a crashed grant's restore puts on the inode `st` describes,
