@@ -357,6 +357,8 @@ impl Executor {
             txn.state.upsert_tap(entry.clone());
             txn.save()?;
         }
+        let bridge_index = bridge.index;
+        let mut tap_index = existing.as_ref().map(|l| l.index);
         let created = existing.is_none();
         if created && let Err(source) = self.net.create_tap(name, spec.owner_uid) {
             if !was_journaled {
@@ -389,9 +391,11 @@ impl Executor {
                 }
             };
             entry.ifindex = Some(index);
+            tap_index = Some(index);
             txn.state.upsert_tap(entry);
             txn.save()?;
         }
+        let tap_index = tap_index.expect("an existing tap's index, or the new one's");
         let (master, up) = existing
             .as_ref()
             .map(|l| (l.master.clone(), l.up))
@@ -399,8 +403,10 @@ impl Executor {
         let attach = || -> Result<(), ExecError> {
             self.ipv6_off(name)?;
             if master.as_deref() != Some(spec.bridge.as_str()) {
+                // Both by the index checked above (the bridge's against
+                // the journal): never a same-named link made since.
                 self.net
-                    .set_master(name, &spec.bridge)
+                    .set_master_index(tap_index, bridge_index)
                     .map_err(|source| ExecError::SetMaster {
                         name: name.to_string(),
                         bridge: spec.bridge.clone(),

@@ -595,6 +595,45 @@ fn delete_tap_removes_journaled_taps_and_tolerates_absence() {
     assert!(!f.journal_text().contains("bangertap1"));
 }
 
+/// Review of the link identity checks: a link was checked by its
+/// interface index and then deleted, or made a tap's master, by name — a
+/// same-named link made in between (another agent's) was the one deleted
+/// or attached to. Requests now name the checked index: the replacement
+/// is left alone.
+#[test]
+fn a_link_replaced_after_its_check_is_not_the_one_deleted_or_attached_to() {
+    let f = fixture(FakeNet::new()).with_bridge_and_taps();
+    let replaced = |name: &str| {
+        f.net
+            .state
+            .lock()
+            .unwrap()
+            .replaced_before_request
+            .push(name.into());
+    };
+    replaced("bangertap0");
+    let _ = f.run(PrivOp::DeleteTap {
+        name: "bangertap0".into(),
+    });
+    assert!(
+        f.net.link_named("bangertap0").is_some(),
+        "the replacing tap was deleted: {:?}",
+        f.net.mutating_calls()
+    );
+
+    replaced("banger0");
+    let other = f.net.link_named("banger0").unwrap();
+    let _ = f.run(PrivOp::EnsureTap(tap("bangertap2")));
+    let on = f.net.link_named("bangertap2").and_then(|l| l.master);
+    let replacement = f.net.link_named("banger0").unwrap();
+    assert_ne!(replacement.index, other.index);
+    assert!(
+        on.is_none(),
+        "the tap went on the replacing bridge: {:?}",
+        f.net.mutating_calls()
+    );
+}
+
 #[test]
 fn sync_firewall_applies_one_batch_and_journals_it() {
     let f = fixture(FakeNet::new().with_table("inet", "bangerx")).with_bridge_and_taps();
