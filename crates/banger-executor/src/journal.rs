@@ -163,6 +163,17 @@ pub struct GrantEntry {
     /// The exact `system.posix_acl_access` bytes before the first grant;
     /// `None`: there was no access ACL.
     pub acl: Option<Vec<u8>>,
+    /// The disk's owner and group at the grant: a restore puts `mode` back
+    /// only while both still match. `None` (an entry from before they were
+    /// journaled): the set-id bits are not put back.
+    #[serde(default)]
+    pub uid: Option<u32>,
+    #[serde(default)]
+    pub gid: Option<u32>,
+    /// Starts that failed to put this grant back (`vm::jailed`): dropped
+    /// after the last allowed one.
+    #[serde(default)]
+    pub failed_starts: u32,
 }
 
 /// The kernel devices of one VM's dm-snapshot root disk. Each field is set

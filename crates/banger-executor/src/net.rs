@@ -149,12 +149,18 @@ impl Executor {
         // Whether the MAC was written stays known only for the bridge it
         // was written to: one made anew has not had it yet.
         let mac_set = existing.is_some() && txn.state.bridge(name).is_some_and(|b| b.mac_set);
+        // Until a new bridge exists, an entry keeps the index it had: that
+        // of a bridge that is gone matches no other (fails closed).
+        let previous = txn.state.bridge(name).cloned();
         let entry = BridgeEntry {
             name: spec.name.clone(),
             address: spec.address,
             prefix_len: spec.prefix_len,
             mac_set,
-            ifindex: existing.as_ref().map(|l| l.index),
+            ifindex: existing
+                .as_ref()
+                .map(|l| l.index)
+                .or(previous.as_ref().and_then(|b| b.ifindex)),
         };
         if txn.state.bridge(name) != Some(&entry) {
             txn.state.upsert_bridge(entry);
@@ -175,10 +181,11 @@ impl Executor {
                 match fresh {
                     Ok(Some(link)) => link,
                     Ok(None) | Err(_) => {
-                        if !was_journaled {
-                            txn.state.remove_bridge(name);
-                            save_quietly(&txn);
+                        match previous {
+                            Some(entry) => txn.state.upsert_bridge(entry),
+                            None => txn.state.remove_bridge(name),
                         }
+                        save_quietly(&txn);
                         return Err(fresh.err().unwrap_or_else(|| ExecError::CreateBridge {
                             name: name.to_string(),
                             source: NetError::NoSuchLink {
@@ -189,8 +196,17 @@ impl Executor {
                 }
             }
         };
-        let configured = self
-            .configure_bridge(&link, cidr, mac_set)
+        // The new bridge's index is journaled before it is configured: an
+        // entry left by a failure from here names it and nothing else.
+        let mut indexed: Result<(), ExecError> = Ok(());
+        if let Some(entry) = txn.state.bridges.iter_mut().find(|b| b.name == name)
+            && entry.ifindex != Some(link.index)
+        {
+            entry.ifindex = Some(link.index);
+            indexed = txn.save().map_err(ExecError::from);
+        }
+        let configured = indexed
+            .and_then(|()| self.configure_bridge(&link, cidr, mac_set))
             .and_then(|()| self.enable_forwarding(&mut txn));
         if let Err(e) = configured {
             if created {
@@ -199,10 +215,9 @@ impl Executor {
             return Err(e);
         }
         if let Some(entry) = txn.state.bridges.iter_mut().find(|b| b.name == name)
-            && (!entry.mac_set || entry.ifindex != Some(link.index))
+            && !entry.mac_set
         {
             entry.mac_set = true;
-            entry.ifindex = Some(link.index);
             txn.save()?;
         }
         Ok(done(PrivOutcome::Bridge(BridgeOutcome {
@@ -342,6 +357,8 @@ impl Executor {
             txn.state.upsert_tap(entry.clone());
             txn.save()?;
         }
+        let bridge_index = bridge.index;
+        let mut tap_index = existing.as_ref().map(|l| l.index);
         let created = existing.is_none();
         if created && let Err(source) = self.net.create_tap(name, spec.owner_uid) {
             if !was_journaled {
@@ -374,9 +391,11 @@ impl Executor {
                 }
             };
             entry.ifindex = Some(index);
+            tap_index = Some(index);
             txn.state.upsert_tap(entry);
             txn.save()?;
         }
+        let tap_index = tap_index.expect("an existing tap's index, or the new one's");
         let (master, up) = existing
             .as_ref()
             .map(|l| (l.master.clone(), l.up))
@@ -384,8 +403,10 @@ impl Executor {
         let attach = || -> Result<(), ExecError> {
             self.ipv6_off(name)?;
             if master.as_deref() != Some(spec.bridge.as_str()) {
+                // Both by the index checked above (the bridge's against
+                // the journal): never a same-named link made since.
                 self.net
-                    .set_master(name, &spec.bridge)
+                    .set_master_index(tap_index, bridge_index)
                     .map_err(|source| ExecError::SetMaster {
                         name: name.to_string(),
                         bridge: spec.bridge.clone(),

@@ -7,7 +7,7 @@
 
 use std::ffi::OsStr;
 use std::io::BufRead as _;
-use std::os::fd::AsFd as _;
+use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::time::Duration;
 
@@ -107,6 +107,15 @@ fn forbidden_calls() -> Vec<(&'static str, i32)> {
             missing.as_ptr(),
             libc::OPEN_TREE_CLONE,
         ));
+        // open_tree_attr (Linux 6.15): clones a tree with no move_mount.
+        let open_tree_attr = errno(libc::syscall(
+            467,
+            libc::AT_FDCWD,
+            missing.as_ptr(),
+            libc::OPEN_TREE_CLONE,
+            std::ptr::null::<u8>(),
+            0usize,
+        ));
         let pid = libc::syscall(
             libc::SYS_clone,
             (libc::CLONE_NEWNS | libc::SIGCHLD) as libc::c_ulong,
@@ -126,14 +135,113 @@ fn forbidden_calls() -> Vec<(&'static str, i32)> {
             ("unshare(CLONE_NEWNS)", unshare),
             ("mount", mount),
             ("open_tree", open_tree),
+            ("open_tree_attr", open_tree_attr),
             ("clone(CLONE_NEWNS)", clone),
         ]
     }
 }
 
+/// A word the spawner, a fork of this process, has at the same address.
+static SCRATCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Each way the helper could take the spawner over, and how it ended: an
+/// errno's name, "ok", or how the spawner refused a bind of `/proc`.
+fn reach_into(spawner: u32, uid: u32) -> Vec<(&'static str, String)> {
+    let name = |r: libc::c_long| {
+        if r >= 0 {
+            return "ok".to_string();
+        }
+        match std::io::Error::last_os_error().raw_os_error().unwrap() {
+            libc::EPERM => "EPERM".into(),
+            libc::EACCES => "EACCES".into(),
+            e => format!("errno {e}"),
+        }
+    };
+    let word = 0u64;
+    let local = libc::iovec {
+        iov_base: &word as *const u64 as *mut libc::c_void,
+        iov_len: 8,
+    };
+    let remote = libc::iovec {
+        iov_base: SCRATCH.as_ptr() as *mut libc::c_void,
+        iov_len: 8,
+    };
+    // SAFETY: both iovecs name 8 valid bytes; the remote word is a static
+    // of this binary that the spawner never reads.
+    let vm = name(unsafe {
+        libc::process_vm_writev(spawner as i32, &local, 1, &remote, 1, 0) as libc::c_long
+    });
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(spawner as i32).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .unwrap();
+    // SAFETY: pidfd_getfd with integer arguments; a descriptor it returns
+    // is closed at once.
+    let getfd = unsafe {
+        let fd = libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), 3, 0);
+        let n = name(fd);
+        if fd >= 0 {
+            libc::close(fd as i32);
+        }
+        n
+    };
+    let open = |path: String, flags| match rustix::fs::open(
+        path.as_str(),
+        flags | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    ) {
+        Ok(_) => "ok".to_string(),
+        Err(rustix::io::Errno::PERM) => "EPERM".into(),
+        Err(rustix::io::Errno::ACCESS) => "EACCES".into(),
+        Err(e) => format!("{e}"),
+    };
+    let mem = open(format!("/proc/{spawner}/mem"), rustix::fs::OFlags::RDWR);
+    let root = open(
+        format!("/proc/{spawner}/root"),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::DIRECTORY,
+    );
+    let proc = std::fs::File::open("/proc").unwrap();
+    let bind = RawBind {
+        fd: proc.as_fd(),
+        name: "proc",
+        writable: true,
+    };
+    let bound = match request(uid, uid, &[bind], &["true"], None, &[]) {
+        Ok(()) => "ok".to_string(),
+        Err(e) if e.to_string().contains("pseudo file system") => "refused: pseudo".into(),
+        Err(e) => format!("refused: {e}"),
+    };
+    vec![
+        ("process_vm_writev", vm),
+        ("pidfd_getfd", getfd),
+        ("open mem O_RDWR", mem),
+        ("open root", root),
+        ("bind /proc", bound),
+    ]
+}
+
 fn locked_down() {
     let range = range();
     let uid = range.start + 1;
+    // With a second thread, neither a fork nor the lock-down (review of
+    // F1, finding 3).
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let second = std::thread::spawn(move || rx.recv());
+    let early = (
+        jail::spawner::start(range.clone()).map_err(|e| e.to_string()),
+        jail::lock_down().map_err(|e| e.to_string()),
+    );
+    drop(tx);
+    second.join().unwrap().unwrap_err();
+    let many = "jail spawner: 2 threads, not one".to_string();
+    assert_eq!(early, (Err(many.clone()), Err(many)), "with two threads");
+    // The joined thread leaves /proc/self/task a moment after.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::fs::read_dir("/proc/self/task").unwrap().count() > 1 {
+        assert!(std::time::Instant::now() < deadline, "the thread lingers");
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let spawner = jail::spawner::start(range.clone()).unwrap();
     // Only CAP_SYS_ADMIN (21), CAP_SETUID (7), CAP_SETGID (6), in every set.
     let status = status_of(spawner);
@@ -154,6 +262,24 @@ fn locked_down() {
     let all_eperm: Vec<_> = here.iter().map(|(c, _)| (*c, libc::EPERM)).collect();
     assert_eq!(here, all_eperm, "on the main thread");
     assert_eq!(there, all_eperm, "on another thread");
+    // open_tree that does not clone (systemd's sd-device opens mounts
+    // so) still works (review of F1, finding 5).
+    // SAFETY: open_tree with a NUL-terminated path; its descriptor is
+    // closed at once.
+    let opened = unsafe {
+        let fd = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c"/".as_ptr(),
+            libc::OPEN_TREE_CLOEXEC,
+        );
+        let e = std::io::Error::last_os_error();
+        if fd >= 0 {
+            libc::close(fd as i32);
+        }
+        (fd >= 0).then_some(()).ok_or(e.to_string())
+    };
+    assert_eq!(opened, Ok(()), "open_tree without OPEN_TREE_CLONE");
     assert_eq!(filters(&status_of(me)), before + 1);
     assert_eq!(status_field(&status_of(me), "NoNewPrivs"), "1");
     // CAP_SETPCAP (8), which the spawner needed for its bounding set, is
@@ -162,6 +288,26 @@ fn locked_down() {
         let bits = u64::from_str_radix(&status_field(&status_of(me), set), 16).unwrap();
         assert_eq!(bits & 1 << 8, 0, "{set}");
     }
+
+    // The helper cannot reach into the spawner (hostile review of F1,
+    // finding 1): no CAP_SYS_PTRACE, the spawner not dumpable, the calls
+    // refused, no bind of a pseudo file system.
+    let bits = u64::from_str_radix(&status_field(&status_of(me), "CapEff"), 16).unwrap();
+    let reach = reach_into(spawner, uid);
+    assert_eq!(
+        (bits & 1 << 19, &reach[..]),
+        (
+            0,
+            &[
+                ("process_vm_writev", "EPERM".to_string()),
+                ("pidfd_getfd", "EPERM".to_string()),
+                ("open mem O_RDWR", "EACCES".to_string()),
+                ("open root", "EACCES".to_string()),
+                ("bind /proc", "refused: pseudo".to_string()),
+            ][..]
+        ),
+        "CAP_SYS_PTRACE, then how each reach into the spawner ended"
+    );
 
     // A jailed tool through the spawner: its uid, pid 1, its bind, its
     // limits, its filter (unshare of a user namespace refused).
@@ -250,6 +396,52 @@ fn locked_down() {
     assert!(e.contains("truncated"), "{e}");
     // And it still serves a good one.
     request(uid, uid, &[], &argv, None, &[]).unwrap();
+
+    // A stalled spawner (stopped here): the call fails within its deadline
+    // and every later one fails too, none reads the late answer (review
+    // of F1, finding 4). Last: the spawner is of no use after.
+    let (stalled, late) = stall(spawner, &jailed);
+    let stalled = stalled
+        .expect("an answer within 10 s")
+        .expect_err("stalled");
+    let chain = |e: &dyn std::error::Error| {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            text = format!("{text}: {s}");
+            source = s.source();
+        }
+        text
+    };
+    let (stalled, late) = (chain(&stalled), chain(&late.expect_err("after a stall")));
+    assert!(stalled.contains("did not answer within 1s"), "{stalled}");
+    assert!(late.contains("spawner is dead"), "{late}");
+}
+
+/// Stop the spawner, run a jailed `true` with a 1 s deadline, then let
+/// the spawner go on and run another: what the first call returned
+/// within 10 s (`None` if nothing), and the second call's result.
+fn stall(
+    spawner: u32,
+    jailed: &dyn Fn() -> Jail,
+) -> (
+    Option<Result<banger_host::runner::Output, banger_host::runner::RunError>>,
+    Result<banger_host::runner::Output, banger_host::runner::RunError>,
+) {
+    jail::spawner::testing::set_deadline(Duration::from_secs(1));
+    // SAFETY: kill of the spawner this process forked and has not reaped.
+    unsafe { libc::kill(spawner as i32, libc::SIGSTOP) };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let jail = jailed();
+    let call = std::thread::spawn(move || {
+        let _ = tx.send(Runner.run(&Cmd::new("true").jail(jail)));
+    });
+    let first = rx.recv_timeout(Duration::from_secs(10)).ok();
+    // SAFETY: as above.
+    unsafe { libc::kill(spawner as i32, libc::SIGCONT) };
+    call.join().unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    (first, Runner.run(&Cmd::new("true").jail(jailed())))
 }
 
 /// A VMM's spawn in the locked-down process, which only the spawner can

@@ -99,6 +99,10 @@ impl Executor {
             Journaled::Tap(_) => LinkKind::Tap,
             Journaled::Bridge(_) => LinkKind::Bridge,
         };
+        let delete_err = |source| ExecError::DeleteLink {
+            name: name.to_string(),
+            source,
+        };
         match (known, journaled) {
             (Some(None), _) => return Ok(None),
             (Some(Some(link)), _) => {
@@ -108,6 +112,10 @@ impl Executor {
                     Journaled::Bridge(Some(entry)) => check_bridge_identity(link, entry)?,
                     Journaled::Bridge(None) => {}
                 }
+                // By the index just checked: a link that took the name
+                // since is not the one deleted.
+                let deleted = self.net.delete_link_index(link.index).map_err(delete_err)?;
+                return Ok(deleted.then(|| format!("{kind} {name}")));
             }
             (None, Journaled::Tap(entry)) => {
                 return Err(ExecError::ForeignTap {
@@ -125,13 +133,8 @@ impl Executor {
             }
             (None, Journaled::Bridge(_)) => {}
         }
-        let deleted = self
-            .net
-            .delete_link(name)
-            .map_err(|source| ExecError::DeleteLink {
-                name: name.to_string(),
-                source,
-            })?;
+        // No listing, and no index to tell this bridge from another.
+        let deleted = self.net.delete_link(name).map_err(delete_err)?;
         Ok(deleted.then(|| format!("{kind} {name}")))
     }
 }

@@ -42,6 +42,9 @@ impl HostNet for JournalPeek {
     fn set_master(&self, link: &str, master: &str) -> Result<(), NetError> {
         self.inner.set_master(link, master)
     }
+    fn set_master_index(&self, link: u32, master: u32) -> Result<(), NetError> {
+        self.inner.set_master_index(link, master)
+    }
     fn disable_ipv6(&self, link: &str) -> Result<(), NetError> {
         self.inner.disable_ipv6(link)
     }
@@ -60,6 +63,9 @@ impl HostNet for JournalPeek {
     }
     fn delete_link(&self, name: &str) -> Result<bool, NetError> {
         self.inner.delete_link(name)
+    }
+    fn delete_link_index(&self, index: u32) -> Result<bool, NetError> {
+        self.inner.delete_link_index(index)
     }
     fn routes_v4(&self) -> Result<Vec<RouteV4>, NetError> {
         self.inner.routes_v4()

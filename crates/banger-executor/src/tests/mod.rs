@@ -494,6 +494,37 @@ fn a_failed_creation_leaves_no_journal_entry() {
     assert!(!f.journal_text().contains("banger0"));
 }
 
+/// Review of the bridge index (1831d88): when the journaled bridge was
+/// gone (a reboot) and making it again failed — at the creation (EEXIST:
+/// someone took the name in between) or while configuring it, rolled back
+/// — the entry was left without an index, so a same-named bridge of
+/// someone else passed the identity check at the next `EnsureBridge` and
+/// was configured as banger's. The entry now keeps an index that matches
+/// nothing but banger's own bridge: the old one, or the one just made.
+#[test]
+fn a_failed_re_creation_leaves_the_bridge_entry_with_an_index() {
+    for failing in ["create_bridge", "set_up"] {
+        let f = fixture(FakeNet::new());
+        f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+        f.net.delete_link("banger0").unwrap();
+        f.net.state.lock().unwrap().failing.push(failing.into());
+        f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+        assert!(f.net.link_named("banger0").is_none(), "{failing}");
+        f.net.state.lock().unwrap().failing.clear();
+
+        // Someone else's bridge takes the name.
+        f.net.create_bridge("banger0").unwrap();
+        f.net.clear_calls();
+        let err = f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+        assert!(
+            matches!(err, ExecError::ReplacedBridge { .. }),
+            "{failing}: {}",
+            err.render()
+        );
+        assert_eq!(f.net.mutating_calls(), Vec::<String>::new(), "{failing}");
+    }
+}
+
 #[test]
 fn ensure_tap_creates_attaches_and_is_idempotent() {
     let f = fixture(FakeNet::new());
@@ -562,6 +593,45 @@ fn delete_tap_removes_journaled_taps_and_tolerates_absence() {
     })
     .unwrap();
     assert!(!f.journal_text().contains("bangertap1"));
+}
+
+/// Review of the link identity checks: a link was checked by its
+/// interface index and then deleted, or made a tap's master, by name — a
+/// same-named link made in between (another agent's) was the one deleted
+/// or attached to. Requests now name the checked index: the replacement
+/// is left alone.
+#[test]
+fn a_link_replaced_after_its_check_is_not_the_one_deleted_or_attached_to() {
+    let f = fixture(FakeNet::new()).with_bridge_and_taps();
+    let replaced = |name: &str| {
+        f.net
+            .state
+            .lock()
+            .unwrap()
+            .replaced_before_request
+            .push(name.into());
+    };
+    replaced("bangertap0");
+    let _ = f.run(PrivOp::DeleteTap {
+        name: "bangertap0".into(),
+    });
+    assert!(
+        f.net.link_named("bangertap0").is_some(),
+        "the replacing tap was deleted: {:?}",
+        f.net.mutating_calls()
+    );
+
+    replaced("banger0");
+    let other = f.net.link_named("banger0").unwrap();
+    let _ = f.run(PrivOp::EnsureTap(tap("bangertap2")));
+    let on = f.net.link_named("bangertap2").and_then(|l| l.master);
+    let replacement = f.net.link_named("banger0").unwrap();
+    assert_ne!(replacement.index, other.index);
+    assert!(
+        on.is_none(),
+        "the tap went on the replacing bridge: {:?}",
+        f.net.mutating_calls()
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! and removed afterwards, with the original permission bits put back.
 //!
 //! Each grant is journaled (VM id, disk, device and inode, the mode and
-//! exact ACL bytes before it) before the ACL changes, and the entry cleared
+//! exact ACL bytes before it, owner and group) before the ACL changes, and the entry cleared
 //! once revoked; an executor starting on a journal that still holds one (a
 //! helper killed in between) puts the recorded ACL and mode back on that
 //! inode ([`VmHost::restore_crashed_grants`]).
@@ -64,6 +64,9 @@ impl VmHost {
                     ino: prior.ino,
                     mode: prior.mode,
                     acl: prior.acl.clone(),
+                    uid: Some(prior.uid),
+                    gid: Some(prior.gid),
+                    failed_starts: 0,
                 };
                 let mut txn = self.journal.open().map_err(std::io::Error::other)?;
                 txn.state.grants.push(entry.clone());
@@ -158,9 +161,11 @@ impl VmHost {
     /// (a helper killed between a grant and its revoke). The disk is opened
     /// as for a tool (beneath the state dir without symlinks or mounts, the
     /// owner's single-link regular file; a dm device by its number) and
-    /// changed only when it is still the inode granted (device and inode);
-    /// otherwise, or when it cannot be opened, the entry is logged and
-    /// dropped. An entry whose restore fails is kept for the next start.
+    /// changed only when it is still the inode granted (device and inode)
+    /// with the owner and group it had ([`restored_mode`]). An entry whose
+    /// disk is gone or another inode is logged and dropped; one that fails
+    /// otherwise (opening refused, the restore itself) is kept for the next
+    /// start, at most [`MAX_RESTORE_STARTS`] starts in all.
     pub(crate) fn restore_crashed_grants(&self) {
         let mut txn = match self.journal.open() {
             Ok(txn) => txn,
@@ -174,9 +179,17 @@ impl VmHost {
         }
         let entries = std::mem::take(&mut txn.state.grants);
         for entry in entries {
-            if let Err(e) = self.restore_grant(&entry) {
-                tracing::error!(vm_id = %entry.vm_id, disk = %entry.disk, error = %e, "putting back a disk's ACL after a crash; kept for the next start");
-                txn.state.grants.push(entry);
+            let Err(e) = self.restore_grant(&entry) else {
+                continue;
+            };
+            let (vm_id, disk) = (entry.vm_id.clone(), entry.disk.clone());
+            if gone(&e) {
+                tracing::warn!(%vm_id, %disk, reason = %e, "a journaled disk grant is not restored: its disk is gone or another; dropping it");
+            } else if let Some(kept) = kept_after_failure(entry) {
+                tracing::error!(%vm_id, %disk, error = %e, "putting back a disk's ACL after a crash; kept for the next start");
+                txn.state.grants.push(kept);
+            } else {
+                tracing::error!(%vm_id, %disk, error = %e, starts = MAX_RESTORE_STARTS, "putting back a disk's ACL after a crash failed at every start; dropping it");
             }
         }
         if let Err(e) = txn.save() {
@@ -184,28 +197,16 @@ impl VmHost {
         }
     }
 
-    /// One entry of [`VmHost::restore_crashed_grants`]: `Err` only when the
-    /// granted inode is there and could not be restored.
-    fn restore_grant(&self, entry: &GrantEntry) -> std::io::Result<()> {
-        let skip = |why: &dyn std::fmt::Display| {
-            tracing::warn!(vm_id = %entry.vm_id, disk = %entry.disk, reason = %why, "a journaled disk grant is not restored; dropping it");
-            Ok(())
-        };
-        let file = match self
+    /// One entry of [`VmHost::restore_crashed_grants`].
+    fn restore_grant(&self, entry: &GrantEntry) -> Result<(), Unrestored> {
+        let file = self
             .disk_path(&entry.vm_id, &entry.disk)
             .and_then(|path| self.open_disk(&path, "granted disk"))
-        {
-            Ok(f) => f,
-            Err(e) => return skip(&e),
-        };
-        let st = rustix::fs::fstat(&file)?;
-        if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) {
-            return skip(&format_args!(
-                "it is another inode now ({}:{}, granted {}:{})",
-                st.st_dev, st.st_ino, entry.dev, entry.ino
-            ));
-        }
-        banger_host::jail::restore(file.as_fd(), entry.mode, entry.acl.as_deref())?;
+            .map_err(Unrestored::Open)?;
+        let st = rustix::fs::fstat(&file).map_err(|e| Unrestored::Restore(e.into()))?;
+        let mode = restored_mode(entry, &st).map_err(Unrestored::Other)?;
+        banger_host::jail::restore(file.as_fd(), mode, entry.acl.as_deref())
+            .map_err(Unrestored::Restore)?;
         tracing::info!(vm_id = %entry.vm_id, disk = %entry.disk, "put back a disk's ACL and mode a crashed grant left");
         Ok(())
     }
@@ -222,6 +223,72 @@ impl VmHost {
         self.grant_disk(disk, path)?
             .run(what, cmd.timeout(Duration::from_secs(300)), None)
             .map(drop)
+    }
+}
+
+/// How many starts try to put back a crashed grant before its entry is
+/// dropped (a restore that keeps failing is not retried forever).
+pub(super) const MAX_RESTORE_STARTS: u32 = 3;
+
+/// Why a journaled grant was not put back.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Unrestored {
+    #[error("opening the disk")]
+    Open(#[source] VmOpError),
+    /// The disk is another inode, or has another owner or group.
+    #[error("{0}")]
+    Other(String),
+    #[error("putting back its ACL and mode")]
+    Restore(#[source] std::io::Error),
+}
+
+/// Whether a grant not put back for `e` is dropped at once: its disk is
+/// gone (no file, no dm device, `EINVAL` from the kernel) or is another
+/// inode or owner's. Anything else (access refused, out of descriptors, a
+/// restore that failed) may pass: the entry is kept.
+pub(super) fn gone(e: &Unrestored) -> bool {
+    use rustix::io::Errno;
+    let gone_errno = |e: &std::io::Error| {
+        matches!(
+            Errno::from_io_error(e),
+            Some(Errno::NOENT | Errno::NODEV | Errno::NXIO | Errno::INVAL)
+        )
+    };
+    match e {
+        Unrestored::Open(VmOpError::Missing { .. }) | Unrestored::Other(_) => true,
+        Unrestored::Open(VmOpError::Io { source, .. }) | Unrestored::Restore(source) => {
+            gone_errno(source)
+        }
+        Unrestored::Open(_) => false,
+    }
+}
+
+/// `entry` after a start failed to put it back: kept with the failure
+/// counted, or `None` after [`MAX_RESTORE_STARTS`] failed starts.
+pub(super) fn kept_after_failure(mut entry: GrantEntry) -> Option<GrantEntry> {
+    entry.failed_starts = entry.failed_starts.saturating_add(1);
+    (entry.failed_starts < MAX_RESTORE_STARTS).then_some(entry)
+}
+
+/// The mode a crashed grant's restore puts on the inode `st` describes,
+/// or why it leaves it alone: another inode, or another owner or group
+/// than at the grant (the mode, set-gid bit included, is put back as
+/// root). An entry that recorded no owner and group gets its mode back
+/// without the set-id bits.
+pub(super) fn restored_mode(entry: &GrantEntry, st: &rustix::fs::Stat) -> Result<u32, String> {
+    if (st.st_dev, st.st_ino) != (entry.dev, entry.ino) {
+        return Err(format!(
+            "it is another inode now ({}:{}, granted {}:{})",
+            st.st_dev, st.st_ino, entry.dev, entry.ino
+        ));
+    }
+    match (entry.uid, entry.gid) {
+        (Some(uid), Some(gid)) if (uid, gid) == (st.st_uid, st.st_gid) => Ok(entry.mode),
+        (Some(uid), Some(gid)) => Err(format!(
+            "its owner is {}:{} now, granted {uid}:{gid}",
+            st.st_uid, st.st_gid
+        )),
+        _ => Ok(entry.mode & !0o6000),
     }
 }
 

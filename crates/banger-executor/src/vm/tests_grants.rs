@@ -114,3 +114,108 @@ fn a_grant_left_by_a_crash_is_undone_at_the_next_start_on_that_inode_only() {
     let journaled: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(journaled["grants"], serde_json::json!([]), "{text}");
 }
+
+/// Review of the grant journal: a crashed grant's restore checked the
+/// inode (and, by opening it, owner and link count) but not the group,
+/// and put the recorded mode back as root — a set-gid bit included — on a
+/// disk whose group had changed since. The owner and group are journaled
+/// now and the restore leaves the disk alone unless both match; an entry
+/// without them (journaled before) gets its mode back without set-id bits.
+#[test]
+fn a_crashed_grant_restores_its_mode_only_with_the_same_owner_and_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk");
+    std::fs::write(&path, b"disk").unwrap();
+    let st = rustix::fs::stat(&path).unwrap();
+    let entry = crate::journal::GrantEntry {
+        vm_id: VM.into(),
+        disk: "root.ext4".into(),
+        dev: st.st_dev,
+        ino: st.st_ino,
+        mode: 0o6640,
+        acl: None,
+        uid: Some(st.st_uid),
+        gid: Some(st.st_gid),
+        failed_starts: 0,
+    };
+    assert_eq!(super::jailed::restored_mode(&entry, &st), Ok(0o6640));
+
+    let mut regrouped = st;
+    regrouped.st_gid += 1;
+    assert!(super::jailed::restored_mode(&entry, &regrouped).is_err());
+    let mut chowned = st;
+    chowned.st_uid += 1;
+    assert!(super::jailed::restored_mode(&entry, &chowned).is_err());
+    let mut other = st;
+    other.st_ino += 1;
+    assert!(super::jailed::restored_mode(&entry, &other).is_err());
+
+    let older = crate::journal::GrantEntry {
+        uid: None,
+        gid: None,
+        ..entry
+    };
+    assert_eq!(super::jailed::restored_mode(&older, &st), Ok(0o640));
+    assert_eq!(super::jailed::restored_mode(&older, &regrouped), Ok(0o640));
+}
+
+/// Review of the grant journal: a start dropped an entry on any error
+/// opening its disk (access refused, out of descriptors: the ACL stayed
+/// with nothing left to undo it) and kept one whose restore failed for
+/// ever. Now an entry is dropped when its disk is gone (`ENOENT`, a dm
+/// device no longer there, `EINVAL` from the kernel) or another inode or
+/// owner; any other failure keeps it, for at most `MAX_RESTORE_STARTS`
+/// starts.
+#[test]
+fn an_unrestored_grant_is_dropped_when_gone_and_retried_at_most_three_starts() {
+    use super::error::VmOpError;
+    use super::jailed::{MAX_RESTORE_STARTS, Unrestored, gone, kept_after_failure};
+    let errno = std::io::Error::from_raw_os_error;
+    let open_io = |e| {
+        Unrestored::Open(VmOpError::Io {
+            what: "opening",
+            path: "/dev/mapper/banger-x".into(),
+            source: errno(e),
+        })
+    };
+    for e in [libc::ENOENT, libc::ENODEV, libc::ENXIO, libc::EINVAL] {
+        assert!(gone(&open_io(e)), "errno {e}");
+    }
+    assert!(gone(&Unrestored::Open(VmOpError::Missing {
+        what: "file",
+        path: "vms/x/root.ext4".into(),
+    })));
+    assert!(gone(&Unrestored::Other("another inode".into())));
+    assert!(gone(&Unrestored::Restore(errno(libc::EINVAL))));
+    for e in [libc::EACCES, libc::EMFILE, libc::EIO] {
+        assert!(!gone(&open_io(e)), "errno {e}");
+        assert!(!gone(&Unrestored::Restore(errno(e))), "errno {e}");
+    }
+    assert!(!gone(&Unrestored::Open(VmOpError::Invalid {
+        what: "granted disk",
+        value: "vms/x/root.ext4".into(),
+        reason: "2 links".into(),
+    })));
+
+    let mut entry = crate::journal::GrantEntry {
+        vm_id: VM.into(),
+        disk: "root.ext4".into(),
+        dev: 1,
+        ino: 2,
+        mode: 0o640,
+        acl: None,
+        uid: Some(0),
+        gid: Some(0),
+        failed_starts: 0,
+    };
+    let mut starts = 0;
+    loop {
+        starts += 1;
+        match kept_after_failure(entry) {
+            Some(kept) => entry = kept,
+            None => break,
+        }
+        assert!(starts < 10, "kept after {starts} failed starts");
+    }
+    assert_eq!(starts, MAX_RESTORE_STARTS);
+}

@@ -169,6 +169,9 @@ pub struct Prior {
     pub mode: u32,
     /// The access ACL's exact bytes, or `None`: the file had none.
     pub acl: Option<Vec<u8>>,
+    /// Its owner and group at this grant.
+    pub uid: u32,
+    pub gid: u32,
 }
 
 /// [`grant`], calling `record` with what the inode had before any grant
@@ -200,6 +203,8 @@ pub fn grant_recorded(
         ino: key.1,
         mode: h.mode,
         acl: h.acl.clone(),
+        uid: st.st_uid,
+        gid: st.st_gid,
     };
     if let Err(e) = record(&prior) {
         if h.grants.is_empty() {

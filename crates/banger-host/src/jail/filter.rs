@@ -31,11 +31,12 @@ pub(super) const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as
 pub(super) const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
 
 /// `struct seccomp_data` offsets: the call's number, its architecture, the
-/// low 32 bits of its first and second arguments (little-endian).
+/// low 32 bits of its first, second and third arguments (little-endian).
 pub(super) const NR: u32 = 0;
 pub(super) const ARCH: u32 = 4;
 pub(super) const ARG0_LOW: u32 = 16;
 const ARG1_LOW: u32 = 24;
+pub(super) const ARG2_LOW: u32 = 32;
 
 /// The `ioctl`s that reserve blocks (`struct space_resv`): the kernel
 /// turns each into `fallocate` with `FALLOC_FL_KEEP_SIZE`.
@@ -85,6 +86,8 @@ pub(super) enum Label {
     Ioctl,
     /// `clone`/`unshare` with a `CLONE_NEW*` flag (the helper's filter).
     NewNs,
+    /// `open_tree` with `OPEN_TREE_CLONE` (the helper's filter).
+    OpenTree,
 }
 
 /// The filter, for this architecture; `None` where none is written (the
@@ -204,8 +207,9 @@ pub(super) fn install(filter: &[Insn]) -> Result<(), i32> {
         len: u16::try_from(filter.len()).map_err(|_| libc::E2BIG)?,
         filter: filter.as_ptr() as *mut libc::sock_filter,
     };
-    // prctl(PR_SET_SECCOMP), not seccomp(2): the installed helper's unit
-    // filter (systemd's @system-service) has prctl but not seccomp.
+    // prctl(PR_SET_SECCOMP), not seccomp(2): systemd's @system-service
+    // group has prctl but not seccomp; banger's units add `seccomp` to
+    // their SystemCallFilter=, a unit without it still works.
     // SAFETY: PR_SET_SECCOMP reads `prog` and the instructions it points
     // to, both alive across the call (the kernel copies them); the unused
     // arguments are zero.
@@ -227,14 +231,15 @@ pub(super) fn install(filter: &[Insn]) -> Result<(), i32> {
 }
 
 /// Run a filter on one call the way the kernel would: `args` are the low
-/// halves of its first and second arguments.
+/// halves of its first arguments (a load past them panics).
 #[cfg(all(test, target_arch = "x86_64"))]
-pub(super) fn verdict(p: &[Insn], arch: u32, nr: u32, args: [u32; 2]) -> u32 {
+pub(super) fn verdict<const N: usize>(p: &[Insn], arch: u32, nr: u32, args: [u32; N]) -> u32 {
     let data = |off: u32| match off {
         NR => nr,
         ARCH => arch,
         ARG0_LOW => args[0],
         ARG1_LOW => args[1],
+        ARG2_LOW => args[2],
         _ => panic!("load at {off}"),
     };
     let (mut pc, mut acc) = (0usize, 0u32);

@@ -6,23 +6,27 @@
 //! the unit's read-only `/proc/sys` and write `kernel.core_pattern`).
 //!
 //! `EPERM` for `mount`, `umount2`, `pivot_root`, the new mount API
-//! (`fsopen`, `fsconfig`, `fsmount`, `fspick`, `open_tree`, `move_mount`,
-//! `mount_setattr`), `setns`, and `clone`/`unshare` with any `CLONE_NEW*`
+//! (`fsopen`, `fsconfig`, `fsmount`, `fspick`, `open_tree` with
+//! `OPEN_TREE_CLONE`, `move_mount`, `mount_setattr`, `open_tree_attr`
+//! whatever its flags), `setns`, the calls that reach into
+//! another process (`ptrace`, `process_vm_readv`, `process_vm_writev`,
+//! `pidfd_getfd`), and `clone`/`unshare` with any `CLONE_NEW*`
 //! flag; `ENOSYS` for `clone3` (its flags are behind a pointer; glibc then
-//! falls back to `clone`). `unshare` without one stays allowed: the VMM
+//! falls back to `clone`) and for every call newer than the newest this
+//! filter was written against. `unshare` without one stays allowed: the VMM
 //! launch gives one thread its own working directory with
 //! `unshare(CLONE_FS)`. x32 numbers are refused, another architecture's
 //! calls kill the process. Built the way [`super::filter`] builds the
 //! jailed tool's.
 
 use super::filter::{
-    ARCH, ARG0_LOW, AUDIT_ARCH_X86_64, Insn, JEQ_K, JGE_K, JSET_K, Label, NR, RET_ALLOW,
+    ARCH, ARG0_LOW, ARG2_LOW, AUDIT_ARCH_X86_64, Insn, JEQ_K, JGE_K, JSET_K, Label, NR, RET_ALLOW,
     RET_KILL_PROCESS, X32_SYSCALL_BIT, at, errno, install, jump, ld, resolve, ret,
 };
 
 /// Calls refused outright with `EPERM`.
 #[cfg(target_arch = "x86_64")]
-const DENIED: [libc::c_long; 11] = [
+const DENIED: [libc::c_long; 15] = [
     libc::SYS_mount,
     libc::SYS_umount2,
     libc::SYS_pivot_root,
@@ -30,11 +34,48 @@ const DENIED: [libc::c_long; 11] = [
     libc::SYS_fsconfig,
     libc::SYS_fsmount,
     libc::SYS_fspick,
-    libc::SYS_open_tree,
     libc::SYS_move_mount,
     libc::SYS_mount_setattr,
+    // open_tree_attr (Linux 6.15): open_tree with attributes, a clone of
+    // a tree (a writable /proc/sys) with no move_mount after it.
+    OPEN_TREE_ATTR,
     libc::SYS_setns,
+    // Reaching into the spawner (a fork of this process, same uid): its
+    // memory, its descriptors (hostile review of F1, finding 1).
+    libc::SYS_process_vm_readv,
+    libc::SYS_process_vm_writev,
+    libc::SYS_ptrace,
+    libc::SYS_pidfd_getfd,
 ];
+
+/// The capabilities the helper unit's `CapabilityBoundingSet=` grants
+/// (`crates/banger/src/cmd/system/units.rs` checks it names these), by
+/// number and name. [`lock_down`] drops every other from every set, so a
+/// helper started outside systemd (tests, hosts without it) holds what
+/// the unit would give it, less `CAP_SETPCAP`: never `CAP_SYS_PTRACE`,
+/// which would let it into the non-dumpable spawner.
+pub const HELPER_CAPS: [(u32, &str); 10] = [
+    (12, "CAP_NET_ADMIN"),
+    (10, "CAP_NET_BIND_SERVICE"),
+    (0, "CAP_CHOWN"),
+    (1, "CAP_DAC_OVERRIDE"),
+    (3, "CAP_FOWNER"),
+    (7, "CAP_SETUID"),
+    (6, "CAP_SETGID"),
+    (5, "CAP_KILL"),
+    (21, "CAP_SYS_ADMIN"),
+    (SETPCAP, "CAP_SETPCAP"),
+];
+const SETPCAP: u32 = 8;
+
+/// `open_tree_attr`'s number on x86_64 (the libc crate may not name it).
+const OPEN_TREE_ATTR: libc::c_long = 467;
+
+/// The newest x86_64 call this filter was written against:
+/// `file_setattr` (Linux 6.17). Every later number is refused with
+/// `ENOSYS`, so a mount or namespace call added after it fails closed;
+/// the helper uses none past it.
+const NEWEST_AUDITED: u32 = 469;
 
 /// Every `CLONE_NEW*` flag `clone` and `unshare` take in their first
 /// argument. `CLONE_NEWTIME` (0x80) only `unshare` reads: in `clone` those
@@ -69,9 +110,11 @@ fn x86_64() -> Vec<Insn> {
         jump(JEQ_K, AUDIT_ARCH_X86_64, Next, Kill),
         ld(NR),
         jump(JGE_K, X32_SYSCALL_BIT, Eperm, Next),
+        jump(JGE_K, NEWEST_AUDITED + 1, Enosys, Next),
     ];
     p.extend(DENIED.iter().map(|&n| jump(JEQ_K, nr(n), Eperm, Next)));
     p.extend([
+        jump(JEQ_K, nr(libc::SYS_open_tree), OpenTree, Next),
         jump(JEQ_K, nr(libc::SYS_clone3), Enosys, Next),
         jump(JEQ_K, nr(libc::SYS_clone), NewNs, Next),
         jump(JEQ_K, nr(libc::SYS_unshare), NewUser, Allow),
@@ -79,6 +122,10 @@ fn x86_64() -> Vec<Insn> {
         at(NewUser, ld(ARG0_LOW)),
         jump(JSET_K, CLONE_NEWTIME, Eperm, Next),
         jump(JSET_K, CLONE_NEW, Eperm, Allow),
+        // open_tree(2): no OPEN_TREE_CLONE in its flags (the third
+        // argument); without it the call only opens a mount as a path.
+        at(OpenTree, ld(ARG2_LOW)),
+        jump(JSET_K, libc::OPEN_TREE_CLONE, Eperm, Allow),
         // clone(2): no CLONE_NEW* flag.
         at(NewNs, ld(ARG0_LOW)),
         jump(JSET_K, CLONE_NEW, Eperm, Allow),
@@ -90,44 +137,40 @@ fn x86_64() -> Vec<Insn> {
     resolve(&p)
 }
 
-/// Lock this process out of mounts and namespaces for good: drop
-/// `CAP_SETPCAP`, set `no_new_privs` and install the helper's filter. Call after
+/// Lock this process out of mounts and namespaces for good: drop every
+/// capability outside [`HELPER_CAPS`] and `CAP_SETPCAP`, set
+/// `no_new_privs` and install the helper's filter. Call after
 /// [`super::spawner::start`] and before the first thread (a filter binds
-/// the calling thread and the threads and children it makes later).
+/// the calling thread and the threads and children it makes later):
+/// refused with more than one.
 pub fn lock_down() -> std::io::Result<()> {
+    super::spawner::one_thread()?;
     let filter = program().ok_or_else(|| {
         std::io::Error::new(
             std::io::ErrorKind::Unsupported,
             "no helper seccomp filter for this architecture",
         )
     })?;
-    drop_setpcap()?;
+    let keep: Vec<u32> = HELPER_CAPS
+        .iter()
+        .map(|&(cap, _)| cap)
+        .filter(|&cap| cap != SETPCAP)
+        .collect();
+    super::caps::drop_capabilities(&keep)?;
     rustix::thread::set_no_new_privs(true)?;
     install(&filter).map_err(std::io::Error::from_raw_os_error)
-}
-
-/// `CAP_SETPCAP` out of every set of this process. The helper unit grants
-/// it so that the spawner, forked before, can drop the other capabilities
-/// from its bounding set; the helper needs it no longer.
-fn drop_setpcap() -> std::io::Result<()> {
-    use rustix::thread::CapabilitySet;
-    let mut sets = rustix::thread::capabilities(None)?;
-    if sets.effective.contains(CapabilitySet::SETPCAP)
-        && rustix::thread::capability_is_in_bounding_set(CapabilitySet::SETPCAP)?
-    {
-        rustix::thread::remove_capability_from_bounding_set(CapabilitySet::SETPCAP)?;
-    }
-    sets.effective.remove(CapabilitySet::SETPCAP);
-    sets.permitted.remove(CapabilitySet::SETPCAP);
-    sets.inheritable.remove(CapabilitySet::SETPCAP);
-    rustix::thread::set_capabilities(None, sets)?;
-    Ok(())
 }
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::super::filter::{RET_ERRNO, verdict};
     use super::*;
+
+    /// The verdict on call `n` whose third argument's low 32 bits are `a2`
+    /// and whose first two are a `dfd` and a pointer's low half.
+    fn verdict3(p: &[Insn], n: u32, a2: u32) -> u32 {
+        verdict(p, AUDIT_ARCH_X86_64, n, [libc::AT_FDCWD as u32, 0x1000, a2])
+    }
 
     #[test]
     fn the_helper_filter_answers_each_call_as_written() {
@@ -179,6 +222,26 @@ mod tests {
         ] {
             assert_eq!(first(n, 0), RET_ALLOW, "{n}");
         }
+        // open_tree refused only when it clones (its flags: the third
+        // argument); open_tree_attr whatever its flags.
+        let third = |n: libc::c_long, a2: u32| verdict3(&p, nr(n), a2);
+        let clone = libc::OPEN_TREE_CLONE;
+        let recursive = libc::AT_RECURSIVE as u32;
+        let cloexec = libc::OPEN_TREE_CLOEXEC;
+        for flags in [clone, clone | recursive, clone | cloexec, clone | 1 << 31] {
+            assert_eq!(third(libc::SYS_open_tree, flags), eperm, "{flags:#x}");
+        }
+        for flags in [0, cloexec, recursive, libc::AT_EMPTY_PATH as u32] {
+            assert_eq!(third(libc::SYS_open_tree, flags), RET_ALLOW, "{flags:#x}");
+            assert_eq!(third(OPEN_TREE_ATTR, flags), eperm, "{flags:#x}");
+        }
+        // open_tree_attr, and every call past the newest audited.
+        assert_eq!(first(OPEN_TREE_ATTR, 0), eperm);
+        let enosys = RET_ERRNO | libc::ENOSYS as u32;
+        for n in [NEWEST_AUDITED + 1, NEWEST_AUDITED + 2, 600, 1023] {
+            assert_eq!(first(n as libc::c_long, 0), enosys, "{n}");
+        }
+        assert_eq!(first(NEWEST_AUDITED as libc::c_long, 0), RET_ALLOW);
         let x32 = |n: libc::c_long| verdict(&p, arch, nr(n) | X32_SYSCALL_BIT, [0, 0]);
         assert_eq!(x32(libc::SYS_mount), eperm);
         assert_eq!(x32(libc::SYS_read), eperm);

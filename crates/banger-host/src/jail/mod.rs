@@ -187,6 +187,37 @@ impl Jail {
         });
         Ok(self)
     }
+
+    /// Bind the host's `/dev/kvm` behind `fd` at `/dev/kvm`, read-write:
+    /// QEMU opens that path and has no option naming another. The one
+    /// character device a jail takes, and only as that device (10:232).
+    pub fn bind_kvm(mut self, fd: BorrowedFd<'_>) -> std::io::Result<Jail> {
+        check_kvm(fd)?;
+        self.binds.push(Bind {
+            fd: Arc::new(fd.try_clone_to_owned()?),
+            at: KVM_AT.to_string(),
+            writable: true,
+        });
+        Ok(self)
+    }
+}
+
+/// Where [`Jail::bind_kvm`] places `/dev/kvm` in the jail's root.
+const KVM_AT: &str = "dev/kvm";
+
+/// Refused unless `fd` is the KVM character device, 10:232 (the kernel's
+/// `KVM_MINOR` of the misc major).
+fn check_kvm(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    let st = rustix::fs::fstat(fd)?;
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+    if kind != rustix::fs::FileType::CharacterDevice || (major, minor) != (10, 232) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("a KVM bind of a {kind:?} {major}:{minor}, not the character device 10:232"),
+        ));
+    }
+    Ok(())
 }
 
 /// A name in the jail's root (`what`: a bind or a copy): one plain token
@@ -601,6 +632,7 @@ fn cstring(b: &[u8]) -> std::io::Result<CString> {
 }
 
 mod acl;
+mod caps;
 mod child;
 mod filter;
 mod lockdown;
@@ -622,7 +654,7 @@ mod tests_long;
 pub use acl::{
     ACL_XATTR, Grant, Prior, acl_with_user, grant, grant_recorded, read_acl, restore, revoke,
 };
-pub use lockdown::lock_down;
+pub use lockdown::{HELPER_CAPS, lock_down};
 use prepare::prepare;
 pub use range::{RangeInUse, check_unused};
 pub use sweep::{Spare, kill_range, start_time, uids_of};

@@ -18,10 +18,11 @@
 //! is the child's pid and pidfd, and its (step, errno) report when it
 //! failed before `execve`, or the reason the request was refused.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use rustix::io::IoSlice;
@@ -31,7 +32,8 @@ use rustix::net::{
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 
-use super::{Bind, Cloned, CopyIn, Jail, Limits, Pass};
+use super::{Bind, Cloned, Jail};
+use wire::{Reader, Writer};
 
 /// The wire format's version, the first word of every request.
 const VERSION: u32 = 1;
@@ -72,207 +74,6 @@ fn refused(what: impl std::fmt::Display) -> std::io::Error {
         std::io::ErrorKind::InvalidInput,
         format!("jail spawner: {what}"),
     )
-}
-
-/// A message being written: bytes and the descriptors that go with it.
-#[derive(Default)]
-pub(super) struct Writer<'a> {
-    bytes: Vec<u8>,
-    fds: Vec<BorrowedFd<'a>>,
-}
-
-impl<'a> Writer<'a> {
-    fn u32(&mut self, v: u32) {
-        self.bytes.extend_from_slice(&v.to_le_bytes());
-    }
-
-    fn u64(&mut self, v: u64) {
-        self.bytes.extend_from_slice(&v.to_le_bytes());
-    }
-
-    fn bytes(&mut self, b: &[u8]) {
-        self.u32(b.len() as u32);
-        self.bytes.extend_from_slice(b);
-    }
-
-    fn fd(&mut self, fd: BorrowedFd<'a>) {
-        self.fds.push(fd);
-    }
-}
-
-/// A message being read: every read is bounded by what arrived.
-pub(super) struct Reader<'m> {
-    bytes: &'m [u8],
-    fds: std::vec::IntoIter<OwnedFd>,
-}
-
-impl<'m> Reader<'m> {
-    fn u32(&mut self) -> std::io::Result<u32> {
-        let Some((head, rest)) = self.bytes.split_first_chunk::<4>() else {
-            return Err(refused("a short message"));
-        };
-        self.bytes = rest;
-        Ok(u32::from_le_bytes(*head))
-    }
-
-    fn u64(&mut self) -> std::io::Result<u64> {
-        Ok(u64::from(self.u32()?) | u64::from(self.u32()?) << 32)
-    }
-
-    /// A count of descriptor-carrying items, at most `max`.
-    fn count(&mut self, what: &str, max: usize) -> std::io::Result<usize> {
-        let n = self.u32()? as usize;
-        if n > max {
-            return Err(refused(format!("{n} {what}, more than {max}")));
-        }
-        Ok(n)
-    }
-
-    fn bytes(&mut self) -> std::io::Result<&'m [u8]> {
-        let len = self.u32()? as usize;
-        if len > self.bytes.len() {
-            return Err(refused("a short message"));
-        }
-        let (head, rest) = self.bytes.split_at(len);
-        self.bytes = rest;
-        Ok(head)
-    }
-
-    fn os(&mut self) -> std::io::Result<OsString> {
-        Ok(OsStr::from_bytes(self.bytes()?).to_os_string())
-    }
-
-    fn fd(&mut self) -> std::io::Result<OwnedFd> {
-        self.fds
-            .next()
-            .ok_or_else(|| refused("fewer descriptors than the request names"))
-    }
-
-    /// Nothing may be left over: neither bytes nor descriptors.
-    fn finish(mut self) -> std::io::Result<()> {
-        if !self.bytes.is_empty() {
-            return Err(refused("trailing bytes"));
-        }
-        if self.fds.next().is_some() {
-            return Err(refused("more descriptors than the request names"));
-        }
-        Ok(())
-    }
-}
-
-impl Jail {
-    /// Every field of the jail, in the order [`Jail::decode`] reads them.
-    /// A field added to [`Jail`] is added here and there, nowhere else.
-    pub(super) fn encode<'a>(&'a self, w: &mut Writer<'a>) {
-        w.u32(self.uid);
-        w.u32(self.gid);
-        w.u32(self.binds.len() as u32);
-        for b in &self.binds {
-            w.bytes(b.at.as_bytes());
-            w.u32(u32::from(b.writable));
-            w.fd(b.fd.as_fd());
-        }
-        w.u32(self.passes.len() as u32);
-        for p in &self.passes {
-            w.u32(p.at as u32);
-            w.fd(p.fd.as_fd());
-        }
-        w.u32(self.copies.len() as u32);
-        for c in &self.copies {
-            w.bytes(c.at.as_bytes());
-            w.fd(c.fd.as_fd());
-        }
-        match self.long_lived {
-            None => w.u32(0),
-            Some(l) => {
-                w.u32(1);
-                w.u64(l.memory);
-                w.u32(l.processes);
-                w.u64(l.open_files);
-                w.u64(l.file_size);
-            }
-        }
-    }
-
-    /// A jail as [`Jail::encode`] wrote it, refused unless its ids lie in
-    /// `range` (which never holds 0), each bind and copy name is one plain
-    /// token, each pass-through number lies in 3 to
-    /// [`super::MAX_PASSED_FD`] once, and its descriptors fit
-    /// [`MAX_FDS`] with the request's own.
-    pub(super) fn decode(
-        r: &mut Reader<'_>,
-        range: &std::ops::Range<u32>,
-    ) -> std::io::Result<Jail> {
-        let (uid, gid) = (r.u32()?, r.u32()?);
-        for id in [uid, gid] {
-            if id == 0 || !range.contains(&id) {
-                return Err(refused(format!(
-                    "id {id} is root or outside the jail range {range:?}"
-                )));
-            }
-        }
-        let mut room = MAX_FDS - FIXED_FDS;
-        let count = r.count("binds", MAX_BINDS)?;
-        room -= count;
-        let mut binds = Vec::with_capacity(count);
-        for _ in 0..count {
-            let at = std::str::from_utf8(r.bytes()?)
-                .map_err(|_| refused("a bind name that is not UTF-8"))?
-                .to_string();
-            super::check_name(&at, "bind").map_err(refused)?;
-            let writable = match r.u32()? {
-                0 => false,
-                1 => true,
-                n => return Err(refused(format!("writable flag {n}"))),
-            };
-            binds.push(Bind {
-                fd: Arc::new(r.fd()?),
-                at,
-                writable,
-            });
-        }
-        let count = r.count("passed descriptors", room)?;
-        room -= count;
-        let mut passes: Vec<Pass> = Vec::with_capacity(count);
-        for _ in 0..count {
-            let at = i32::try_from(r.u32()?).unwrap_or(-1);
-            super::check_pass(&passes, at).map_err(refused)?;
-            passes.push(Pass {
-                fd: Arc::new(r.fd()?),
-                at,
-            });
-        }
-        let count = r.count("copies", room)?;
-        let mut copies = Vec::with_capacity(count);
-        for _ in 0..count {
-            let at = std::str::from_utf8(r.bytes()?)
-                .map_err(|_| refused("a copy name that is not UTF-8"))?
-                .to_string();
-            super::check_name(&at, "copy").map_err(refused)?;
-            copies.push(CopyIn {
-                fd: Arc::new(r.fd()?),
-                at,
-            });
-        }
-        let long_lived = match r.u32()? {
-            0 => None,
-            1 => Some(Limits {
-                memory: r.u64()?,
-                processes: r.u32()?,
-                open_files: r.u64()?,
-                file_size: r.u64()?,
-            }),
-            n => return Err(refused(format!("long-lived flag {n}"))),
-        };
-        Ok(Jail {
-            uid,
-            gid,
-            binds,
-            passes,
-            copies,
-            long_lived,
-        })
-    }
 }
 
 impl Request {
@@ -331,11 +132,19 @@ impl Request {
 /// The spawner's first message, once it is set up.
 const READY: &[u8; 5] = b"ready";
 
+/// How long the helper waits for the spawner's answer to one request, in
+/// milliseconds: it prepares a jail and waits for the child's `execve`.
+static DEADLINE_MS: AtomicU64 = AtomicU64::new(30_000);
+
 /// The helper's end of the spawner's socket.
 #[derive(Debug)]
 pub struct Spawner {
     sock: Mutex<OwnedFd>,
     pid: i32,
+    /// Set once an exchange failed (no answer in time, a broken socket, an
+    /// answer that does not parse): every later call fails, none reads an
+    /// answer meant for another.
+    dead: AtomicBool,
 }
 
 static SPAWNER: OnceLock<Spawner> = OnceLock::new();
@@ -345,11 +154,22 @@ pub(super) fn running() -> Option<&'static Spawner> {
     SPAWNER.get()
 }
 
+/// Refused unless this process has exactly one thread: a fork with more
+/// may copy a lock another thread held (the child allocates), and a
+/// filter binds only the calling thread (review of F1, finding 3).
+pub(super) fn one_thread() -> std::io::Result<()> {
+    match std::fs::read_dir("/proc/self/task")?.count() {
+        1 => Ok(()),
+        n => Err(refused(format!("{n} threads, not one"))),
+    }
+}
+
 /// Fork the spawner. Call while this process has one thread (the child
-/// allocates); `range` is the jail range, the only ids it will run as.
-/// Returns the spawner's pid; from then on [`super::spawn`] goes through
-/// it. A second call is refused.
+/// allocates; refused otherwise); `range` is the jail range, the only ids
+/// it will run as. Returns the spawner's pid; from then on
+/// [`super::spawn`] goes through it. A second call is refused.
 pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
+    one_thread()?;
     if range.contains(&0) || range.is_empty() {
         return Err(refused(format!("jail range {range:?}")));
     }
@@ -385,6 +205,7 @@ pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
     let _ = SPAWNER.set(Spawner {
         sock: Mutex::new(ours),
         pid,
+        dead: AtomicBool::new(false),
     });
     Ok(pid as u32)
 }
@@ -397,24 +218,77 @@ impl Spawner {
 
     /// Send `r`; the answer is the child's pid, its pidfd and its report
     /// when it failed before `execve` (the child is then still to reap).
+    ///
+    /// No answer within the deadline, a broken socket or an answer that
+    /// does not parse leave the spawner dead: the socket is shut down (the
+    /// spawner then exits) and this and every later call fail; restarting
+    /// the helper starts a new one.
     pub(super) fn spawn(&self, r: Request) -> std::io::Result<Cloned> {
         let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
-        let w = r.encode();
-        send(sock.as_fd(), &w.bytes, &w.fds)?;
-        drop(w);
+        if self.dead.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other(
+                "the jail spawner is dead after a failed exchange: restart the helper",
+            ));
+        }
+        let exchange = || {
+            let w = r.encode();
+            send(sock.as_fd(), &w.bytes, &w.fds)?;
+            drop(w);
+            let mut buf = [0u8; 512];
+            let deadline = std::time::Duration::from_millis(DEADLINE_MS.load(Ordering::Relaxed));
+            let (n, fds) = recv_within(sock.as_fd(), &mut buf, deadline)?;
+            answer(&buf[..n], fds)
+        };
+        let got = exchange();
         // The child's ends go now: the spawner holds its own copies until
         // it has cloned, then closes them.
         drop(r);
-        let mut buf = [0u8; 512];
-        let (n, fds) = recv(sock.as_fd(), &mut buf)?;
-        drop(sock);
-        answer(&buf[..n], fds)
+        match got {
+            Ok(refused_or_cloned) => refused_or_cloned,
+            Err(e) => {
+                self.dead.store(true, Ordering::Relaxed);
+                let _ = rustix::net::shutdown(sock.as_fd(), rustix::net::Shutdown::Both);
+                Err(std::io::Error::new(
+                    e.kind(),
+                    format!("jail spawner (now dead, restart the helper): {e}"),
+                ))
+            }
+        }
     }
 }
 
-/// The spawner's answer: the child's pid, pidfd and report, or the reason
-/// for a refusal.
-fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<Cloned> {
+/// Wait up to `deadline` for a message, then [`recv`] it.
+fn recv_within(
+    sock: BorrowedFd<'_>,
+    buf: &mut [u8],
+    deadline: std::time::Duration,
+) -> std::io::Result<(usize, Vec<OwnedFd>)> {
+    let end = std::time::Instant::now() + deadline;
+    loop {
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the jail spawner did not answer within {deadline:?}"),
+            ));
+        }
+        let mut fds = [rustix::event::PollFd::new(
+            &sock,
+            rustix::event::PollFlags::IN,
+        )];
+        let wait = rustix::time::Timespec::try_from(left).map_err(std::io::Error::other)?;
+        match rustix::event::poll(&mut fds, Some(&wait)) {
+            Ok(0) | Err(rustix::io::Errno::INTR) => {}
+            Ok(_) => return recv(sock, buf),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// The spawner's answer: the child's pid, pidfd and report, or (the inner
+/// error) the reason for a refusal; the outer error, an answer that does
+/// not parse.
+fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<std::io::Result<Cloned>> {
     let mut reader = Reader {
         bytes,
         fds: fds.into_iter(),
@@ -425,18 +299,18 @@ fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<Cloned> {
     let why = String::from_utf8_lossy(reader.bytes()?).into_owned();
     if pid == 0 {
         reader.finish()?;
-        return Err(std::io::Error::new(
+        return Ok(Err(std::io::Error::new(
             std::io::Error::from_raw_os_error(errno).kind(),
             why,
-        ));
+        )));
     }
     let pidfd = reader.fd()?;
     reader.finish()?;
-    Ok(Cloned {
+    Ok(Ok(Cloned {
         pid,
         pidfd,
         report: (step != 0).then_some((step, errno)),
-    })
+    }))
 }
 
 /// Requests the public API never builds, for the spawner's own tests.
@@ -511,7 +385,7 @@ pub mod testing {
         let mut buf = [0u8; 512];
         let (n, fds) = recv(sock.as_fd(), &mut buf)?;
         drop(sock);
-        let Cloned { pid, pidfd, report } = answer(&buf[..n], fds)?;
+        let Cloned { pid, pidfd, report } = answer(&buf[..n], fds)??;
         let mut child = super::super::Child {
             pid,
             pidfd,
@@ -546,6 +420,12 @@ pub mod testing {
         Ok(())
     }
 
+    /// How long [`Spawner::spawn`] waits for the spawner's answer, from
+    /// now on.
+    pub fn set_deadline(d: std::time::Duration) {
+        DEADLINE_MS.store(d.as_millis() as u64, Ordering::Relaxed);
+    }
+
     /// A request padded past [`MAX_REQUEST`]: the spawner reads it cut
     /// (`MSG_TRUNC`) and refuses it.
     pub fn oversized() -> std::io::Result<()> {
@@ -556,7 +436,7 @@ pub mod testing {
         send_any(sock.as_fd(), &bytes, &[])?;
         let mut buf = [0u8; 512];
         let (n, fds) = recv(sock.as_fd(), &mut buf)?;
-        answer(&buf[..n], fds).map(|_| ())
+        answer(&buf[..n], fds)?.map(|_| ())
     }
 }
 
@@ -609,7 +489,22 @@ fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<(usize, Vec<Own
 }
 
 /// The spawner's whole life: never returns.
+/// A panic ends the spawner with `_exit(2)`: never an unwind into the
+/// forked copy of the helper's `main`, which would then run on with the
+/// spawner's capabilities.
 fn serve(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32>) -> ! {
+    let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        serve_unwinding(sock, parent, range)
+    }));
+    let _ = served;
+    // SAFETY: _exit ends this forked child without running the parent's
+    // atexit handlers or destructors; `serve_unwinding` returns only by
+    // panicking.
+    unsafe { libc::_exit(2) }
+}
+
+/// [`serve`]'s loop; returns only by panicking.
+fn serve_unwinding(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32>) -> ! {
     let sock = match setup(sock, parent) {
         Ok(s) => s,
         // SAFETY: _exit ends this forked child without running the
@@ -684,78 +579,16 @@ fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<OwnedFd
         }
         <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3)
     };
-    drop_capabilities()?;
+    // Not dumpable: the helper (same uid, and its permitted set holds the
+    // spawner's) may then neither trace it, nor open its `/proc/<pid>/mem`,
+    // `root` or `fd/`, nor use process_vm_writev on it without
+    // CAP_SYS_PTRACE, which it has not (hostile review of F1, finding 1).
+    // The children it clones inherit this until their `execve`.
+    rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
+    super::caps::drop_capabilities(&KEPT_CAPS)?;
     Ok(sock)
-}
-
-/// Every capability but [`KEPT_CAPS`] out of the bounding, permitted,
-/// effective, inheritable and ambient sets.
-fn drop_capabilities() -> std::io::Result<()> {
-    for cap in 0..64u32 {
-        if KEPT_CAPS.contains(&cap) {
-            continue;
-        }
-        // SAFETY: prctl with integer arguments only.
-        let r = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            // Past the kernel's last capability.
-            if e.raw_os_error() == Some(libc::EINVAL) {
-                break;
-            }
-            return Err(e);
-        }
-    }
-    // SAFETY: prctl with integer arguments only.
-    if unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL,
-            0,
-            0,
-            0,
-        )
-    } < 0
-    {
-        return Err(std::io::Error::last_os_error());
-    }
-    let kept = KEPT_CAPS.iter().fold(0u64, |m, &c| m | 1 << c);
-    set_capabilities(kept, kept)
-}
-
-/// `capset` of this process: `permitted` and `effective` (bit n:
-/// capability n), nothing inheritable. Only ever takes away.
-pub(super) fn set_capabilities(permitted: u64, effective: u64) -> std::io::Result<()> {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    let header = Header {
-        version: 0x2008_0522, // _LINUX_CAPABILITY_VERSION_3
-        pid: 0,
-    };
-    let half = |shift: u32| Data {
-        effective: (effective >> shift) as u32,
-        permitted: (permitted >> shift) as u32,
-        inheritable: 0,
-    };
-    let data = [half(0), half(32)];
-    // SAFETY: capset with a version-3 header and its two data words, both
-    // valid for the call.
-    let r = unsafe { libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr()) };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests;
+mod wire;

@@ -147,7 +147,9 @@ const EXIT_WAIT_MS: i64 = 1000;
 
 /// Wait until every process behind `pidfds` has exited or `wait_ms` has
 /// passed, polling them all at once against that one deadline; how many
-/// are still alive then. An error polling counts them all as alive.
+/// are still alive then. Each descriptor with any event (exited, reaped or
+/// not) is dropped from the wait and the rest waited for; an error polling,
+/// or a descriptor that is none, counts what is left as alive.
 fn wait_exits(pidfds: &[OwnedFd], wait_ms: i64) -> usize {
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms as u64);
     let mut left: Vec<&OwnedFd> = pidfds.iter().collect();
@@ -168,11 +170,13 @@ fn wait_exits(pidfds: &[OwnedFd], wait_ms: i64) -> usize {
             Err(rustix::io::Errno::INTR) => continue,
             Err(_) => break,
         }
-        // Readable: exited. Anything else (an error on the descriptor)
-        // ends the wait with what is left counted alive.
+        // Any event says that one has exited: `POLLIN` for a zombie,
+        // `POLLIN|POLLHUP` for one already reaped (Linux 6.9 on). Only
+        // `POLLNVAL` (not a descriptor) ends the wait, with what is left
+        // counted alive.
         if fds
             .iter()
-            .any(|f| !(f.revents() - rustix::event::PollFlags::IN).is_empty())
+            .any(|f| f.revents().contains(rustix::event::PollFlags::NVAL))
         {
             break;
         }
@@ -316,22 +320,25 @@ mod tests {
         assert_eq!(e.unwrap_err().raw_os_error(), Some(libc::EIO));
     }
 
+    /// A `sleep 300` child of this process.
+    fn spawn_sleep() -> crate::runner::Spawned {
+        Runner
+            .spawn(
+                &Cmd::new("sleep").arg("300"),
+                SpawnOptions {
+                    output: None,
+                    run_as: None,
+                },
+            )
+            .unwrap()
+    }
+
     /// The wait after a pass's kills: processes killed are all seen gone
     /// well before the deadline; processes that do not exit hold the call
     /// about one deadline in all, not one per process.
     #[test]
     fn a_pass_waits_for_what_it_killed_with_one_deadline() {
-        let spawn = || {
-            Runner
-                .spawn(
-                    &Cmd::new("sleep").arg("300"),
-                    SpawnOptions {
-                        output: None,
-                        run_as: None,
-                    },
-                )
-                .unwrap()
-        };
+        let spawn = spawn_sleep;
         let pidfd = |c: &crate::runner::Spawned| c.pidfd().try_clone_to_owned().unwrap();
         let deadline = Duration::from_millis(EXIT_WAIT_MS as u64);
         let mut killed: Vec<_> = (0..4).map(|_| spawn()).collect();
@@ -358,6 +365,35 @@ mod tests {
         assert_eq!(left, 4);
         // One deadline (400 ms) with slack, under four waits in turn.
         assert!(took < Duration::from_millis(1200), "{took:?}");
+    }
+
+    /// Since Linux 6.9 the pidfd of a process already reaped polls as
+    /// `POLLIN|POLLHUP` (a zombie's as `POLLIN`): the wait took any flag
+    /// but `POLLIN` for an error and stopped at the first reaped process,
+    /// counting the rest alive without waiting for them. One reaped before
+    /// the call and three killed and reaped by a thread during it are all
+    /// waited for in one call.
+    #[test]
+    fn a_reaped_process_ends_only_its_own_wait() {
+        let mut children: Vec<_> = (0..4).map(|_| spawn_sleep()).collect();
+        let fds: Vec<_> = children
+            .iter()
+            .map(|c| c.pidfd().try_clone_to_owned().unwrap())
+            .collect();
+        children[0].kill().unwrap();
+        let rest = children.split_off(1);
+        let reaper = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            for mut c in rest {
+                c.kill().unwrap();
+            }
+        });
+        let start = std::time::Instant::now();
+        let left = wait_exits(&fds, 5000);
+        let took = start.elapsed();
+        reaper.join().unwrap();
+        assert_eq!(left, 0, "returned after {took:?}");
+        assert!(took >= Duration::from_millis(250), "{took:?}");
     }
 
     /// A process of the range that keeps forking (not jailed: a jailed

@@ -53,6 +53,10 @@ pub struct FakeNetState {
     /// The highest index ever given: like the kernel, a new link never
     /// takes a deleted one's index.
     pub last_index: u32,
+    /// Names whose link another agent replaces (deletes and makes again
+    /// under that name, with a new index) just before a deletion or a
+    /// `set_master` request reaches the fake: a race the caller lost.
+    pub replaced_before_request: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -197,6 +201,34 @@ impl FakeNet {
         self.lock().clone()
     }
 
+    /// The name of the link with `index`, or `#<index>` when none has it.
+    fn name_of(&self, index: u32) -> String {
+        self.lock()
+            .links
+            .iter()
+            .find(|l| l.index == index)
+            .map_or_else(|| format!("#{index}"), |l| l.name.clone())
+    }
+
+    /// Delete the link `name` from the model.
+    fn delete_link_unrecorded(&self, name: &str) -> Result<bool, NetError> {
+        let mut state = self.lock();
+        let before = state.links.len();
+        state.links.retain(|l| l.name != name);
+        state.ipv6_off.remove(name);
+        state.macs.remove(name);
+        let removed = state.links.len() != before;
+        for l in &mut state.links {
+            if l.master.as_deref() == Some(name) {
+                l.master = None;
+            }
+        }
+        state
+            .routes
+            .retain(|r| r.interface.as_deref() != Some(name));
+        Ok(removed)
+    }
+
     pub fn link_named(&self, name: &str) -> Option<Link> {
         self.lock().links.iter().find(|l| l.name == name).cloned()
     }
@@ -272,6 +304,18 @@ impl FakeNet {
 }
 
 impl FakeNetState {
+    /// Replace the link `name` (same kind, new index) if it is in
+    /// `replaced_before_request`.
+    fn race(&mut self, name: &str) {
+        if let Some(i) = self.replaced_before_request.iter().position(|n| n == name)
+            && let Some(at) = self.links.iter().position(|l| l.name == name)
+        {
+            self.replaced_before_request.remove(i);
+            let kind = self.links.remove(at).kind;
+            self.add_link(name, kind);
+        }
+    }
+
     fn add_link(&mut self, name: &str, kind: LinkKind) -> &mut Link {
         let highest = self.links.iter().map(|l| l.index).max().unwrap_or(0);
         let index = highest.max(self.last_index) + 1;
@@ -384,6 +428,7 @@ impl HostNet for FakeNet {
 
     fn set_master(&self, link: &str, master: &str) -> Result<(), NetError> {
         self.record("set_master", format!("set_master({link}, {master})"))?;
+        self.lock().race(master);
         if self.link_named(master).is_none() {
             return Err(NetError::NoSuchLink {
                 name: master.into(),
@@ -393,6 +438,26 @@ impl HostNet for FakeNet {
             l.master = Some(master.into());
             Ok(())
         })
+    }
+
+    /// Recorded as `set_master(<link>, <master>)` by the names the
+    /// indexes had when the request came.
+    fn set_master_index(&self, link: u32, master: u32) -> Result<(), NetError> {
+        let name = self.name_of(link);
+        let master_name = self.name_of(master);
+        self.record("set_master", format!("set_master({name}, {master_name})"))?;
+        self.lock().race(&master_name);
+        let mut state = self.lock();
+        if !state.links.iter().any(|l| l.index == master) {
+            return Err(NetError::NoSuchLink { name: master_name });
+        }
+        match state.links.iter_mut().find(|l| l.index == link) {
+            Some(l) => {
+                l.master = Some(master_name);
+                Ok(())
+            }
+            None => Err(NetError::NoSuchLink { name }),
+        }
     }
 
     fn disable_ipv6(&self, link: &str) -> Result<(), NetError> {
@@ -438,21 +503,26 @@ impl HostNet for FakeNet {
 
     fn delete_link(&self, name: &str) -> Result<bool, NetError> {
         self.record("delete_link", format!("delete_link({name})"))?;
-        let mut state = self.lock();
-        let before = state.links.len();
-        state.links.retain(|l| l.name != name);
-        state.ipv6_off.remove(name);
-        state.macs.remove(name);
-        let removed = state.links.len() != before;
-        for l in &mut state.links {
-            if l.master.as_deref() == Some(name) {
-                l.master = None;
-            }
+        self.lock().race(name);
+        self.delete_link_unrecorded(name)
+    }
+
+    /// Recorded as `delete_link(<name>)` by the name the index had when
+    /// the request came; deletes only the link that still has it.
+    fn delete_link_index(&self, index: u32) -> Result<bool, NetError> {
+        let name = self.name_of(index);
+        self.record("delete_link", format!("delete_link({name})"))?;
+        self.lock().race(&name);
+        let current = self
+            .lock()
+            .links
+            .iter()
+            .find(|l| l.index == index)
+            .map(|l| l.name.clone());
+        match current {
+            Some(name) => self.delete_link_unrecorded(&name),
+            None => Ok(false),
         }
-        state
-            .routes
-            .retain(|r| r.interface.as_deref() != Some(name));
-        Ok(removed)
     }
 
     fn routes_v4(&self) -> Result<Vec<RouteV4>, NetError> {

@@ -250,6 +250,9 @@ pub trait HostNet: Send + Sync {
     fn del_address(&self, link: &str, address: Ipv4Cidr) -> Result<(), NetError>;
     fn set_up(&self, link: &str) -> Result<(), NetError>;
     fn set_master(&self, link: &str, master: &str) -> Result<(), NetError>;
+    /// Make the link with index `link` a port of the one with index
+    /// `master`, both as the caller checked them (no lookup by name).
+    fn set_master_index(&self, link: u32, master: u32) -> Result<(), NetError>;
     /// Switch IPv6 off on `link` (`disable_ipv6`): no addresses, no router
     /// advertisements, no IPv6 delivered to the host through it. A kernel
     /// without IPv6 has nothing to switch off: success.
@@ -268,6 +271,9 @@ pub trait HostNet: Send + Sync {
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError>;
     /// Delete a link; `Ok(false)` when it was already gone.
     fn delete_link(&self, name: &str) -> Result<bool, NetError>;
+    /// Delete the link with interface index `index`; `Ok(false)` when no
+    /// link has it (it is gone, whatever now has its old name).
+    fn delete_link_index(&self, index: u32) -> Result<bool, NetError>;
     /// IPv4 unicast routes of every table.
     fn routes_v4(&self) -> Result<Vec<RouteV4>, NetError>;
     /// The IPv4 name servers the host's resolver uses: the `nameserver`s of
@@ -339,6 +345,10 @@ impl HostNet for RealNet {
         netlink::Netlink::open()?.set_master(link, master)
     }
 
+    fn set_master_index(&self, link: u32, master: u32) -> Result<(), NetError> {
+        netlink::Netlink::open()?.set_master_index(link, master)
+    }
+
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
         tun::create_persistent_tap(name, owner_uid)
     }
@@ -361,6 +371,10 @@ impl HostNet for RealNet {
 
     fn delete_link(&self, name: &str) -> Result<bool, NetError> {
         netlink::Netlink::open()?.delete_link(name)
+    }
+
+    fn delete_link_index(&self, index: u32) -> Result<bool, NetError> {
+        netlink::Netlink::open()?.delete_link_index(index)
     }
 
     fn routes_v4(&self) -> Result<Vec<RouteV4>, NetError> {

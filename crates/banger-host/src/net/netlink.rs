@@ -276,6 +276,20 @@ impl Netlink {
         })
     }
 
+    /// Make the link with index `link` a port of the one with index
+    /// `master` (`RTM_NEWLINK` with `IFLA_MASTER`): both named by the index
+    /// the caller checked, never looked up again by name.
+    pub(super) fn set_master_index(&mut self, link: u32, master: u32) -> Result<(), NetError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = link;
+        msg.attributes.push(LinkAttribute::Controller(master));
+        self.ack(
+            RouteNetlinkMessage::NewLink(msg),
+            0,
+            &format!("set master of link #{link} to link #{master}"),
+        )
+    }
+
     /// Delete a link; `Ok(false)` when it did not exist.
     pub(super) fn delete_link(&mut self, name: &str) -> Result<bool, NetError> {
         let index = match self.index_of(name) {
@@ -283,12 +297,18 @@ impl Netlink {
             Err(NetError::NoSuchLink { .. }) => return Ok(false),
             Err(e) => return Err(e),
         };
+        self.delete_link_index(index)
+    }
+
+    /// Delete the link with interface index `index` (`RTM_DELLINK` naming
+    /// only the index); `Ok(false)` when no link has it.
+    pub(super) fn delete_link_index(&mut self, index: u32) -> Result<bool, NetError> {
         let mut msg = LinkMessage::default();
         msg.header.index = index;
         match self.ack(
             RouteNetlinkMessage::DelLink(msg),
             0,
-            &format!("delete link {name}"),
+            &format!("delete link #{index}"),
         ) {
             Ok(()) => Ok(true),
             // Gone between the lookup and the delete: someone else removed it.

@@ -135,6 +135,40 @@ fn real_bridge_tap_address_and_delete() {
     });
 }
 
+/// The index-based requests act on the link that has the index, never on
+/// one that took the name since: a bridge replaced under its name is not
+/// deleted, nor made a master, by its predecessor's index.
+#[test]
+fn real_requests_by_index_leave_a_link_that_took_the_name() {
+    require_root();
+    in_fresh_netns(|| {
+        let net = RealNet::new();
+        net.create_bridge("tbr1").unwrap();
+        let old = net.link("tbr1").unwrap().expect("bridge listed").index;
+        assert!(net.delete_link("tbr1").unwrap());
+        net.create_bridge("tbr1").unwrap();
+        let new = net.link("tbr1").unwrap().expect("bridge listed").index;
+        assert_ne!(old, new);
+        net.create_tap("ttap1", 4242).unwrap();
+        let tap = net.link("ttap1").unwrap().expect("tap listed").index;
+
+        assert!(net.set_master_index(tap, old).is_err());
+        assert_eq!(net.link("ttap1").unwrap().unwrap().master, None);
+        assert!(!net.delete_link_index(old).unwrap());
+        assert!(net.link("tbr1").unwrap().is_some());
+
+        net.set_master_index(tap, new).unwrap();
+        assert_eq!(
+            net.link("ttap1").unwrap().unwrap().master.as_deref(),
+            Some("tbr1")
+        );
+        assert!(net.delete_link_index(tap).unwrap());
+        assert!(net.delete_link_index(new).unwrap());
+        assert!(net.link("tbr1").unwrap().is_none());
+        assert!(net.link("ttap1").unwrap().is_none());
+    });
+}
+
 #[test]
 fn real_forwarding_and_nft_stay_in_the_namespace() {
     require_root();

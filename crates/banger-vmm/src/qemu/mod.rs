@@ -68,8 +68,6 @@ pub mod fds {
     /// The kernel and initrd, copied into the jail's root.
     pub const KERNEL: &str = "kernel";
     pub const INITRD: &str = "initrd";
-    /// `/dev/kvm`, bound when the VM uses KVM.
-    pub const KVM: &str = "kvm";
 }
 
 /// Extra address space a jailed QEMU may map besides guest memory: TCG's
@@ -268,11 +266,7 @@ impl QemuDriver {
                 .map_err(io("a drive"))?;
         }
         match (&files.kvm, spec.kvm) {
-            (Some(kvm), true) => {
-                jail = jail
-                    .bind(kvm.as_fd(), fds::KVM, true)
-                    .map_err(io("/dev/kvm"))?
-            }
+            (Some(kvm), true) => jail = jail.bind_kvm(kvm.as_fd()).map_err(io("/dev/kvm"))?,
             (None, false) => {}
             _ => return Err(invalid("kvm: the spec and the descriptors disagree".into())),
         }

@@ -1,5 +1,6 @@
 use std::os::unix::ffi::OsStringExt as _;
 
+use super::super::Limits;
 use super::*;
 
 fn devnull() -> OwnedFd {
@@ -124,6 +125,9 @@ fn every_jail_field_crosses_the_wire_unchanged() {
 #[test]
 fn a_jail_with_a_vmms_descriptors_fits_a_request_and_one_more_is_refused() {
     let null = devnull();
+    let dir = tempfile::tempdir().unwrap();
+    let run = std::fs::File::open(dir.path()).unwrap();
+    let kvm = char_node(dir.path(), "kvm", 10, 232);
     let qemu = |passes: i32| {
         let mut jail = Jail::new(4100, 4100)
             .long_lived(Limits {
@@ -132,8 +136,8 @@ fn a_jail_with_a_vmms_descriptors_fits_a_request_and_one_more_is_refused() {
                 open_files: 1024,
                 file_size: 1 << 30,
             })
-            .bind(null.as_fd(), "run", true)
-            .and_then(|j| j.bind(null.as_fd(), "kvm", true))
+            .bind(run.as_fd(), "run", true)
+            .and_then(|j| j.bind_kvm(kvm.as_fd()))
             .and_then(|j| j.copy_in(null.as_fd(), "kernel"))
             .and_then(|j| j.copy_in(null.as_fd(), "initrd"))
             .unwrap();
@@ -240,5 +244,66 @@ fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused(
             &range,
         );
         assert!(got.is_err(), "cut at {cut}");
+    }
+}
+
+/// A character device node `major:minor` at `name` in `dir`, opened
+/// `O_PATH` (the spawner only `fstat`s and binds it).
+fn char_node(dir: &std::path::Path, name: &str, major: u32, minor: u32) -> OwnedFd {
+    let path = dir.join(name);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &path,
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        rustix::fs::makedev(major, minor),
+    )
+    .unwrap();
+    rustix::fs::open(
+        &path,
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC | rustix::fs::OFlags::NOFOLLOW,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap()
+}
+
+/// A KVM QEMU's jail binds `/dev/kvm` (character device 10:232) at
+/// `/dev/kvm`: the spawner, which refuses character-device binds, takes
+/// exactly that device at exactly that place.
+#[test]
+fn the_kvm_device_alone_crosses_the_wire_as_a_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let kvm = char_node(dir.path(), "kvm", 10, 232);
+    let other = char_node(dir.path(), "other", 10, 233);
+    let got = round_trip(
+        &request(Jail::new(4100, 4100).bind_kvm(kvm.as_fd()).unwrap()),
+        4096..4112,
+    )
+    .unwrap();
+    assert_eq!(got.jail.binds.len(), 1);
+    assert_eq!(got.jail.binds[0].at, "dev/kvm");
+    assert_eq!(inode(got.jail.binds[0].fd.as_fd()), inode(kvm.as_fd()));
+    // The device under a plain name is a character-device bind.
+    let plain = Jail::new(4100, 4100)
+        .bind(kvm.as_fd(), "kvm", true)
+        .unwrap();
+    let e = round_trip(&request(plain), 4096..4112).unwrap_err();
+    assert!(e.to_string().contains("CharacterDevice"), "{e}");
+    // Another device (or a file) at /dev/kvm: refused by the jail, and
+    // by the spawner when the message says so anyway.
+    let file = std::fs::File::create(dir.path().join("file")).unwrap();
+    for fd in [other.as_fd(), file.as_fd(), devnull().as_fd()] {
+        let e = Jail::new(4100, 4100).bind_kvm(fd).unwrap_err();
+        assert!(
+            e.to_string().contains("not the character device 10:232"),
+            "{e}"
+        );
+        let mut forged = Jail::new(4100, 4100).bind_kvm(kvm.as_fd()).unwrap();
+        forged.binds[0].fd = Arc::new(fd.try_clone_to_owned().unwrap());
+        let e = round_trip(&request(forged), 4096..4112).unwrap_err();
+        assert!(
+            e.to_string().contains("not the character device 10:232"),
+            "{e}"
+        );
     }
 }

@@ -74,10 +74,14 @@ pub enum ApplyError {
         source: io::Error,
     },
     #[error(
-        "directory {} is not the one just made (owner uid {uid}, {links} links); something replaced it, refusing to change it",
+        "directory {} is not the one just made (owner uid {uid}, {entries} entries); something replaced it, refusing to change it",
         path.display()
     )]
-    Replaced { path: PathBuf, uid: u32, links: u64 },
+    Replaced {
+        path: PathBuf,
+        uid: u32,
+        entries: usize,
+    },
     #[error("writing {}", path.display())]
     WriteFile {
         path: PathBuf,
@@ -444,7 +448,8 @@ impl Txn {
 
     /// Make directory `path` with `mkdirat` beneath a descriptor of its
     /// parent, open what is then at its name without following a link,
-    /// check it is the directory just made (this process's, empty), and
+    /// check it is the directory just made (this process's, no entry in
+    /// it; not by link count, which is 1 on btrfs), and
     /// only then give it its mode and owner, through that descriptor: a
     /// directory renamed into its place in between is refused, never
     /// changed.
@@ -472,14 +477,8 @@ impl Txn {
         )
         .map_err(err)?;
         let st = rustix::fs::fstat(&fd).map_err(err)?;
-        let me = rustix::process::geteuid().as_raw();
-        if st.st_uid != me || st.st_nlink != 2 {
-            return Err(ApplyError::Replaced {
-                path: path.to_path_buf(),
-                uid: st.st_uid,
-                links: st.st_nlink,
-            });
-        }
+        let entries = dir_entries(&fd).map_err(err)?;
+        check_fresh(path, &st, rustix::process::geteuid().as_raw(), entries)?;
         rustix::fs::fchmod(&fd, Mode::from_raw_mode(spec.mode)).map_err(err)?;
         rustix::fs::fchown(
             &fd,
@@ -630,6 +629,38 @@ fn write_new(
         .map_err(err)?;
     std::os::unix::fs::fchown(&f, Some(owner.0), Some(owner.1)).map_err(err)?;
     f.sync_all().map_err(err)
+}
+
+/// Whether the directory `make_dir` opened at `path` is still the one it
+/// made: `me`'s, holding no entry. The link count says nothing here: btrfs
+/// gives every directory one link, other filesystems two.
+fn check_fresh(
+    path: &Path,
+    st: &rustix::fs::Stat,
+    me: u32,
+    entries: usize,
+) -> Result<(), ApplyError> {
+    if st.st_uid != me || entries != 0 {
+        return Err(ApplyError::Replaced {
+            path: path.to_path_buf(),
+            uid: st.st_uid,
+            entries,
+        });
+    }
+    Ok(())
+}
+
+/// How many entries directory `fd` holds besides `.` and `..`.
+fn dir_entries(fd: &OwnedFd) -> Result<usize, rustix::io::Errno> {
+    let mut dir = rustix::fs::Dir::read_from(fd)?;
+    let mut n = 0;
+    while let Some(entry) = dir.read() {
+        let name = entry?.file_name().to_bytes().to_vec();
+        if name != b"." && name != b".." {
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

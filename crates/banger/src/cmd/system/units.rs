@@ -454,6 +454,12 @@ mod tests {
                CAP_SETUID CAP_SETGID CAP_KILL CAP_SYS_ADMIN CAP_SETPCAP",
             ],
         );
+        // The helper's lock-down keeps exactly these outside systemd too.
+        let names: Vec<&str> = banger_host::jail::HELPER_CAPS
+            .iter()
+            .map(|&(_, name)| name)
+            .collect();
+        check(&u, "CapabilityBoundingSet", &[names.join(" ").as_str()]);
         // Tools and VMMs are started as the owner: set*id must be allowed.
         assert!(!get(&u, "SystemCallFilter")[1].contains("@setuid"));
         check(&u, "AmbientCapabilities", &[""]);

@@ -1,0 +1,270 @@
+//! The spawner's wire format: a message's bytes and descriptors
+//! ([`Writer`], [`Reader`]) and a [`Jail`]'s encoding, with the checks
+//! that refuse what the public API would never build.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt as _;
+use std::sync::Arc;
+
+use super::super::{Bind, CopyIn, Jail, Limits, Pass};
+use super::{FIXED_FDS, MAX_BINDS, MAX_FDS, refused};
+
+/// A message being written: bytes and the descriptors that go with it.
+#[derive(Default)]
+pub(super) struct Writer<'a> {
+    pub(super) bytes: Vec<u8>,
+    pub(super) fds: Vec<BorrowedFd<'a>>,
+}
+
+impl<'a> Writer<'a> {
+    pub(super) fn u32(&mut self, v: u32) {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub(super) fn u64(&mut self, v: u64) {
+        self.bytes.extend_from_slice(&v.to_le_bytes());
+    }
+
+    pub(super) fn bytes(&mut self, b: &[u8]) {
+        self.u32(b.len() as u32);
+        self.bytes.extend_from_slice(b);
+    }
+
+    pub(super) fn fd(&mut self, fd: BorrowedFd<'a>) {
+        self.fds.push(fd);
+    }
+}
+
+/// A message being read: every read is bounded by what arrived.
+pub(super) struct Reader<'m> {
+    pub(super) bytes: &'m [u8],
+    pub(super) fds: std::vec::IntoIter<OwnedFd>,
+}
+
+impl<'m> Reader<'m> {
+    pub(super) fn u32(&mut self) -> std::io::Result<u32> {
+        let Some((head, rest)) = self.bytes.split_first_chunk::<4>() else {
+            return Err(refused("a short message"));
+        };
+        self.bytes = rest;
+        Ok(u32::from_le_bytes(*head))
+    }
+
+    pub(super) fn u64(&mut self) -> std::io::Result<u64> {
+        Ok(u64::from(self.u32()?) | u64::from(self.u32()?) << 32)
+    }
+
+    /// A count of descriptor-carrying items, at most `max`.
+    pub(super) fn count(&mut self, what: &str, max: usize) -> std::io::Result<usize> {
+        let n = self.u32()? as usize;
+        if n > max {
+            return Err(refused(format!("{n} {what}, more than {max}")));
+        }
+        Ok(n)
+    }
+
+    pub(super) fn bytes(&mut self) -> std::io::Result<&'m [u8]> {
+        let len = self.u32()? as usize;
+        if len > self.bytes.len() {
+            return Err(refused("a short message"));
+        }
+        let (head, rest) = self.bytes.split_at(len);
+        self.bytes = rest;
+        Ok(head)
+    }
+
+    pub(super) fn os(&mut self) -> std::io::Result<OsString> {
+        Ok(OsStr::from_bytes(self.bytes()?).to_os_string())
+    }
+
+    pub(super) fn fd(&mut self) -> std::io::Result<OwnedFd> {
+        self.fds
+            .next()
+            .ok_or_else(|| refused("fewer descriptors than the request names"))
+    }
+
+    /// Nothing may be left over: neither bytes nor descriptors.
+    pub(super) fn finish(mut self) -> std::io::Result<()> {
+        if !self.bytes.is_empty() {
+            return Err(refused("trailing bytes"));
+        }
+        if self.fds.next().is_some() {
+            return Err(refused("more descriptors than the request names"));
+        }
+        Ok(())
+    }
+}
+
+impl Jail {
+    /// Every field of the jail, in the order [`Jail::decode`] reads them.
+    /// A field added to [`Jail`] is added here and there, nowhere else.
+    pub(super) fn encode<'a>(&'a self, w: &mut Writer<'a>) {
+        w.u32(self.uid);
+        w.u32(self.gid);
+        w.u32(self.binds.len() as u32);
+        for b in &self.binds {
+            w.bytes(b.at.as_bytes());
+            w.u32(u32::from(b.writable));
+            w.fd(b.fd.as_fd());
+        }
+        w.u32(self.passes.len() as u32);
+        for p in &self.passes {
+            w.u32(p.at as u32);
+            w.fd(p.fd.as_fd());
+        }
+        w.u32(self.copies.len() as u32);
+        for c in &self.copies {
+            w.bytes(c.at.as_bytes());
+            w.fd(c.fd.as_fd());
+        }
+        match self.long_lived {
+            None => w.u32(0),
+            Some(l) => {
+                w.u32(1);
+                w.u64(l.memory);
+                w.u32(l.processes);
+                w.u64(l.open_files);
+                w.u64(l.file_size);
+            }
+        }
+    }
+
+    /// A jail as [`Jail::encode`] wrote it, refused unless its ids lie in
+    /// `range` (which never holds 0), each bind and copy name is one plain
+    /// token (but `/dev/kvm`'s place, holding that device), each bind's
+    /// descriptor one `check_bind_fd` takes, each pass-through number lies in 3 to
+    /// [`super::super::MAX_PASSED_FD`] once, and its descriptors fit
+    /// [`MAX_FDS`] with the request's own.
+    pub(super) fn decode(
+        r: &mut Reader<'_>,
+        range: &std::ops::Range<u32>,
+    ) -> std::io::Result<Jail> {
+        let (uid, gid) = (r.u32()?, r.u32()?);
+        for id in [uid, gid] {
+            if id == 0 || !range.contains(&id) {
+                return Err(refused(format!(
+                    "id {id} is root or outside the jail range {range:?}"
+                )));
+            }
+        }
+        let mut room = MAX_FDS - FIXED_FDS;
+        let count = r.count("binds", MAX_BINDS)?;
+        room -= count;
+        let mut binds = Vec::with_capacity(count);
+        for _ in 0..count {
+            let at = std::str::from_utf8(r.bytes()?)
+                .map_err(|_| refused("a bind name that is not UTF-8"))?
+                .to_string();
+            // `/dev/kvm` is placed as a device, and only it; every other
+            // bind is a plain name and no character device.
+            let kvm = at == super::super::KVM_AT;
+            if !kvm {
+                super::super::check_name(&at, "bind").map_err(refused)?;
+            }
+            let writable = match r.u32()? {
+                0 => false,
+                1 => true,
+                n => return Err(refused(format!("writable flag {n}"))),
+            };
+            let fd = r.fd()?;
+            if kvm {
+                super::super::check_kvm(fd.as_fd()).map_err(refused)?;
+            } else {
+                check_bind_fd(fd.as_fd())?;
+            }
+            binds.push(Bind {
+                fd: Arc::new(fd),
+                at,
+                writable,
+            });
+        }
+        let count = r.count("passed descriptors", room)?;
+        room -= count;
+        let mut passes: Vec<Pass> = Vec::with_capacity(count);
+        for _ in 0..count {
+            let at = i32::try_from(r.u32()?).unwrap_or(-1);
+            super::super::check_pass(&passes, at).map_err(refused)?;
+            passes.push(Pass {
+                fd: Arc::new(r.fd()?),
+                at,
+            });
+        }
+        let count = r.count("copies", room)?;
+        let mut copies = Vec::with_capacity(count);
+        for _ in 0..count {
+            let at = std::str::from_utf8(r.bytes()?)
+                .map_err(|_| refused("a copy name that is not UTF-8"))?
+                .to_string();
+            super::super::check_name(&at, "copy").map_err(refused)?;
+            copies.push(CopyIn {
+                fd: Arc::new(r.fd()?),
+                at,
+            });
+        }
+        let long_lived = match r.u32()? {
+            0 => None,
+            1 => Some(Limits {
+                memory: r.u64()?,
+                processes: r.u32()?,
+                open_files: r.u64()?,
+                file_size: r.u64()?,
+            }),
+            n => return Err(refused(format!("long-lived flag {n}"))),
+        };
+        Ok(Jail {
+            uid,
+            gid,
+            binds,
+            passes,
+            copies,
+            long_lived,
+        })
+    }
+}
+
+/// `statfs` magic numbers of the pseudo file systems (`linux/magic.h`):
+/// a bind of one (a writable `/proc/sys`, say) would give the jailed tool
+/// the host's kernel knobs.
+const PSEUDO_FS: [(i64, &str); 18] = [
+    (0x9fa0, "proc"),
+    (0x6265_6572, "sysfs"),
+    (0x0027_e0eb, "cgroup"),
+    (0x6367_7270, "cgroup2"),
+    (0x6462_6720, "debugfs"),
+    (0x7472_6163, "tracefs"),
+    (0x7363_6673, "securityfs"),
+    (0xcafe_4a11, "bpf"),
+    (0xf97c_ff8c, "selinuxfs"),
+    (0x6165_676c, "pstore"),
+    (0xde5e_81e4, "efivarfs"),
+    (0x6265_6570, "configfs"),
+    (0x6573_5543, "fusectl"),
+    (0x4249_4e4d, "binfmt_misc"),
+    (0x6e73_6673, "nsfs"),
+    (0x1cd1, "devpts"),
+    (0x1980_0202, "mqueue"),
+    (0x5a3c_69f0, "aafs"),
+];
+
+/// A bind descriptor the spawner accepts: a regular file, a directory or
+/// a block device (the executor binds a disk and a staging directory),
+/// not on a pseudo file system (hostile review of F1, finding 1). The one
+/// character device, `/dev/kvm`, is checked by `check_kvm` instead.
+fn check_bind_fd(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    use rustix::fs::FileType;
+    let kind = FileType::from_raw_mode(rustix::fs::fstat(fd)?.st_mode);
+    if !matches!(
+        kind,
+        FileType::RegularFile | FileType::Directory | FileType::BlockDevice
+    ) {
+        return Err(refused(format!(
+            "a bind of a {kind:?}, not a file, directory or block device"
+        )));
+    }
+    let magic = rustix::fs::fstatfs(fd)?.f_type as i64;
+    if let Some((_, name)) = PSEUDO_FS.iter().find(|&&(m, _)| m == magic) {
+        return Err(refused(format!("a bind on a pseudo file system ({name})")));
+    }
+    Ok(())
+}
