@@ -312,9 +312,9 @@ impl VmHost {
     fn fresh_run_dir(&self, vm_dir: &OwnerDir, to: (u32, u32)) -> Result<OwnerDir, VmOpError> {
         let run = vm_dir.join("run");
         // Relative to the VM dir's descriptor, no symlink followed, no
-        // mount crossed; as the owner, or as root when a jailed QEMU left it.
-        vm_dir
-            .remove_tree("run", self.remover_of(vm_dir, "run"))
+        // mount crossed; as the owner, or as its slot uid what a jailed
+        // QEMU left.
+        self.remove_vm_tree(vm_dir, "run")
             .map_err(io("removing", &run))?;
         let mode = rustix::fs::Mode::from_raw_mode(0o700);
         rustix::fs::mkdirat(vm_dir, "run", mode).map_err(|e| io("creating", &run)(e.into()))?;

@@ -34,6 +34,18 @@ fn status_field(pid: u32, key: &str) -> String {
         .to_string()
 }
 
+/// The pid of a launched VMM (`LaunchVm`'s answer `v`) and its real uid.
+fn pid_and_uid(v: &serde_json::Value) -> (u32, u32) {
+    let pid = v["result"]["pid"].as_u64().unwrap() as u32;
+    let uid = status_field(pid, "Uid")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (pid, uid)
+}
+
 /// The probe: tries each of `targets` (kind, what), records `NAME reached`
 /// or `NAME refused: why` per line into /run/probe, then serves QMP on
 /// /run/qmp.sock; while serving it signals the pid the test writes into
@@ -255,13 +267,7 @@ fn a_jailed_vmm_survives_a_helper_restart_and_a_stray_of_its_uid_does_not() {
     lab.stand_in("qemu", &probe(&[]));
     let mut lab = lab.start();
     let v = lab.launch(id, VmmKind::Qemu).expect("LaunchVm");
-    let pid = v["result"]["pid"].as_u64().unwrap() as u32;
-    let uid: u32 = status_field(pid, "Uid")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (pid, uid) = pid_and_uid(&v);
     // A stray process of the VM's jail uid, outside its jail.
     use std::os::unix::process::CommandExt as _;
     let mut stray = std::process::Command::new("sleep")
@@ -291,4 +297,100 @@ fn a_jailed_vmm_survives_a_helper_restart_and_a_stray_of_its_uid_does_not() {
     assert_eq!(st["result"]["adopted"], true, "{st}");
     assert_eq!(st["result"]["pid"], pid, "{st}");
     lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+}
+
+/// Hostile review of the VMM jail, finding 1: root decided by one `lstat`
+/// that `run/` was a jailed QEMU's (a slot uid's) and then removed the
+/// name, looked up again, with root's own rights. The owner owns the VM
+/// directory, so it can exchange (`RENAME_EXCHANGE`) a directory of its
+/// own — holding one of root's — with `run` in between: root emptied the
+/// owner's directory, root's subdirectory included. A slot-owned `run/` is
+/// now opened once and emptied through that descriptor as its slot uid.
+#[test]
+fn a_directory_exchanged_with_a_jailed_run_leads_root_to_remove_nothing_of_roots() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let lab = Lab::new();
+    let id = "3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d";
+    let dir = lab.vm(id);
+    lab.stand_in("qemu", &probe(&[]));
+    // The owner's directory, holding root's.
+    let decoy = dir.join("decoy");
+    lab.owner_dir(&decoy);
+    let roots = decoy.join("roots");
+    std::fs::create_dir(&roots).unwrap();
+    std::fs::set_permissions(&roots, std::fs::Permissions::from_mode(0o755)).unwrap();
+    root_file(&roots.join("keep"), "root's\n");
+    let lab = lab.start();
+    // A jailed VMM leaves a run/ of its slot uid.
+    let v = lab.launch(id, VmmKind::Qemu).expect("LaunchVm");
+    let (_, uid) = pid_and_uid(&v);
+    lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+    // Whichever of the two names is missing (root removed it) gets a
+    // fresh run/ of the slot uid, as a jailed VMM leaves it.
+    let names = [dir.join("run"), decoy.clone()];
+    // Made aside and renamed into place (never replacing): the racer
+    // exchanges the names meanwhile.
+    let slot_runs = || {
+        for n in &names {
+            let aside = dir.join("aside");
+            let _ = std::fs::remove_dir_all(&aside);
+            std::fs::create_dir(&aside).unwrap();
+            std::fs::write(aside.join("qmp.sock"), b"").unwrap();
+            std::os::unix::fs::chown(aside.join("qmp.sock"), Some(uid), Some(uid)).unwrap();
+            std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(&aside, Some(uid), Some(uid)).unwrap();
+            let _ = rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &aside,
+                rustix::fs::CWD,
+                n,
+                rustix::fs::RenameFlags::NOREPLACE,
+            );
+        }
+    };
+    // Looked for under both names, a few times: the racer may exchange
+    // them between the two looks.
+    let kept = || (0..50).any(|_| names.iter().any(|n| n.join("roots/keep").exists()));
+    let stop = AtomicBool::new(false);
+    let swaps = AtomicUsize::new(0);
+    let mut results = (0, 0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            become_owner_fs(&lab.owner);
+            let vm = std::fs::File::open(&dir).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                if exchange(&vm, "decoy", "run") {
+                    swaps.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        // The racer stops even when this thread panics.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&stop);
+        for _ in 0..300 {
+            slot_runs();
+            match lab.call(PrivOp::DeleteVmDisks { vm_id: id.into() }) {
+                Ok(_) => results.0 += 1,
+                Err(_) => results.1 += 1,
+            }
+            if !kept() {
+                break;
+            }
+        }
+    });
+    eprintln!(
+        "{} deletions succeeded, {} failed; {} swaps",
+        results.0,
+        results.1,
+        swaps.load(Ordering::Relaxed)
+    );
+    assert!(
+        kept(),
+        "root removed its own file from the owner's directory exchanged with run/"
+    );
 }
