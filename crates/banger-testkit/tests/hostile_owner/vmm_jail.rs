@@ -394,3 +394,59 @@ fn a_directory_exchanged_with_a_jailed_run_leads_root_to_remove_nothing_of_roots
         "root removed its own file from the owner's directory exchanged with run/"
     );
 }
+
+/// Hostile review of the VMM jail, finding 2: the kernel and initrd a
+/// jailed QEMU gets were opened beneath the state dir without symlinks
+/// but checked only for being regular files, then copied into the jail by
+/// root: a hard link the owner planted at `images/<id>/initrd` (or a
+/// kernel's name) to a root-only file (where `fs.protected_hardlinks` is
+/// off; the test plants it as root) put that file's bytes into the guest's
+/// memory. Both must be the owner's regular file with one link now; the
+/// stand-in copies what it got to its `run/`, and nothing of the file
+/// arrives.
+#[test]
+fn a_hard_linked_kernel_or_initrd_never_reaches_the_jail() {
+    let lab = Lab::new();
+    let (a, b) = (
+        "3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e",
+        "3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f",
+    );
+    let secret = "ROOT-ONLY-initrd-5e1f0d";
+    let victim = lab.root.join("shadow");
+    root_file(&victim, &format!("{secret}\n"));
+    let before = identity(&victim);
+    // The initrd of the image every launch uses, a hard link to it.
+    let image = lab.state().join("images").join(IMAGE);
+    std::fs::hard_link(&victim, image.join("initrd")).unwrap();
+    // A second kernel, itself a hard link to it.
+    let k = "4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c";
+    let kdir = lab.state().join("kernels").join(k);
+    lab.owner_dir(&kdir);
+    std::fs::hard_link(&victim, kdir.join("kernel")).unwrap();
+    let (adir, bdir) = (lab.vm(a), lab.vm(b));
+    lab.stand_in("qemu", "cat /kernel /initrd > /run/seen 2>&1\nexit 1\n");
+    let lab = lab.start();
+    let via_initrd = lab.launch(a, VmmKind::Qemu);
+    std::fs::remove_file(image.join("initrd")).unwrap();
+    let via_kernel = lab.launch_from(b, VmmKind::Qemu, IMAGE, k);
+    eprintln!("initrd: {via_initrd:?}\nkernel: {via_kernel:?}");
+    for dir in [&adir, &bdir] {
+        let seen = std::fs::read_to_string(dir.join("run/seen")).unwrap_or_default();
+        assert!(
+            !seen.contains(secret),
+            "the hard-linked file reached the jail of {}",
+            dir.display()
+        );
+    }
+    let via_initrd = via_initrd.expect_err("a hard-linked initrd");
+    assert!(
+        via_initrd.contains("initrd") && via_initrd.contains("refusing"),
+        "{via_initrd}"
+    );
+    let via_kernel = via_kernel.expect_err("a hard-linked kernel");
+    assert!(
+        via_kernel.contains("kernel") && via_kernel.contains("refusing"),
+        "{via_kernel}"
+    );
+    assert_eq!(identity(&victim), before);
+}
