@@ -96,7 +96,8 @@ struct Bind {
     /// A descriptor of the file or directory (any open mode, `O_PATH`
     /// included): the inode bound, never a path resolved again.
     fd: Arc<OwnedFd>,
-    /// Absolute path inside the jail, one component below `/`.
+    /// Path inside the jail relative to `/`: one component, or
+    /// `dev/<one component>` for a device node ([`Jail::bind_device`]).
     at: String,
     writable: bool,
 }
@@ -184,6 +185,30 @@ impl Jail {
             fd: Arc::new(fd),
             at: name.to_string(),
             writable,
+        });
+        Ok(self)
+    }
+}
+
+impl Jail {
+    /// Bind the device node behind `fd` at `/dev/<name>` (one plain
+    /// component, not one of the jail's own nodes), read-write: for a
+    /// program that opens a device by a fixed path (QEMU 7.2 opens
+    /// `/dev/kvm` and has no option naming another). Only a character or
+    /// block device is bound (checked when the jail is prepared).
+    pub fn bind_device(mut self, fd: BorrowedFd<'_>, name: &str) -> std::io::Result<Jail> {
+        check_name(name)?;
+        if DEVICES.contains(&name) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("jail device {name:?}: the jail binds it already"),
+            ));
+        }
+        let fd = fd.try_clone_to_owned()?;
+        self.binds.push(Bind {
+            fd: Arc::new(fd),
+            at: format!("dev/{name}"),
+            writable: true,
         });
         Ok(self)
     }

@@ -210,3 +210,29 @@ fn stdin_output_caps_and_timeouts_hold_in_the_jail() {
     assert_eq!(processes_of(uid), Vec::<String>::new());
     let _ = std::io::stdout().flush();
 }
+
+/// `Jail::bind_device` binds device nodes only, and never over one of
+/// the jail's own: a regular file at `/dev/<name>` is refused when the
+/// jail is prepared, `null` at once.
+#[test]
+fn only_a_device_node_is_bound_under_dev() {
+    require_root();
+    let uid = jail_uid();
+    let file = tempfile::tempfile().unwrap();
+    let jail = Jail::new(uid, uid)
+        .bind_device(file.as_fd(), "kvm")
+        .unwrap();
+    let e = Runner.run(&Cmd::new("true").jail(jail)).unwrap_err();
+    let e = format!("{e:?}");
+    assert!(e.contains("not a device node"), "{e}");
+    let null = File::open("/dev/null").unwrap();
+    let e = Jail::new(uid, uid)
+        .bind_device(null.as_fd(), "null")
+        .unwrap_err();
+    assert!(e.to_string().contains("binds it already"), "{e}");
+    assert!(
+        Jail::new(uid, uid)
+            .bind_device(null.as_fd(), "a/b")
+            .is_err()
+    );
+}

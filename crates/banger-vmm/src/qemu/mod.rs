@@ -68,7 +68,8 @@ pub mod fds {
     /// The kernel and initrd, copied into the jail's root.
     pub const KERNEL: &str = "kernel";
     pub const INITRD: &str = "initrd";
-    /// `/dev/kvm`, bound when the VM uses KVM.
+    /// `/dev/kvm`, bound there (`Jail::bind_device`) when the VM uses KVM:
+    /// QEMU 7.2 opens that path and has no option naming another.
     pub const KVM: &str = "kvm";
 }
 
@@ -270,7 +271,7 @@ impl QemuDriver {
         match (&files.kvm, spec.kvm) {
             (Some(kvm), true) => {
                 jail = jail
-                    .bind(kvm.as_fd(), fds::KVM, true)
+                    .bind_device(kvm.as_fd(), fds::KVM)
                     .map_err(io("/dev/kvm"))?
             }
             (None, false) => {}
