@@ -124,10 +124,31 @@ impl Proc {
             Proc::Firecracker { vm, .. } => vm.kill().map(drop),
             Proc::Adopted { pidfd, .. } => {
                 let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
-                pidfd_exited(pidfd, Duration::from_secs(5));
-                Ok(())
+                if pidfd_exited(pidfd, Duration::from_secs(5)) {
+                    Ok(())
+                } else {
+                    Err(banger_vmm::VmmError::Io {
+                        what: "killing an adopted VMM".into(),
+                        source: std::io::Error::other("still running 5 s after SIGKILL"),
+                    })
+                }
             }
         }
+    }
+}
+
+/// A launch in flight ([`VmHost::begin_launch`]).
+struct Launching<'a> {
+    set: &'a std::sync::Mutex<std::collections::BTreeSet<String>>,
+    vm_id: String,
+}
+
+impl Drop for Launching<'_> {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.vm_id);
     }
 }
 
@@ -368,6 +389,10 @@ impl VmHost {
                 reason: "not a tap banger created".into(),
             });
         }
+        // Held until this launch is journaled or has failed: a concurrent
+        // launch of the same VM would pass the check below too, remove
+        // this one's `run/` and replace its journal entry.
+        let _launching = self.begin_launch(&spec.vm_id)?;
         if let Some(state) = self.status_inner(&spec.vm_id)?
             && state.running
         {
@@ -426,7 +451,10 @@ impl VmHost {
         // Re-adoption matches pid *and* start time; a VMM whose start time
         // cannot be read could never be re-adopted, so it is not kept.
         let Some(started) = start_time(pid) else {
-            let _ = proc.kill();
+            if proc.kill().is_err() {
+                // Maybe still running as its slot uid: never given again.
+                std::mem::forget(slot);
+            }
             return Err(VmOpError::StartTimeUnreadable {
                 vm_id: spec.vm_id.clone(),
                 pid,
@@ -439,7 +467,14 @@ impl VmHost {
             vmm: spec.vmm,
             uid: slot.as_ref().map(|s| s.uid),
         };
-        self.journal_vmm(Some(entry), &spec.vm_id)?;
+        if let Err(e) = self.journal_vmm(Some(entry), &spec.vm_id) {
+            // Unjournaled, it could never be stopped or re-adopted.
+            if proc.kill().is_err() {
+                // Maybe still running as its slot uid: never given again.
+                std::mem::forget(slot);
+            }
+            return Err(e);
+        }
         // The journal holds the slot now.
         drop(slot);
         // A replaced entry (a racing launch) is dropped after the lock.
@@ -460,6 +495,23 @@ impl VmHost {
             sockets: Vec::new(),
             root_devices: Vec::new(),
         }))
+    }
+
+    /// Mark `vm_id` as launching, or refuse: another launch of it is in
+    /// flight. Unmarked when the guard drops.
+    fn begin_launch(&self, vm_id: &str) -> Result<Launching<'_>, VmOpError> {
+        let mut set = self.launching.lock().unwrap_or_else(|e| e.into_inner());
+        if !set.insert(vm_id.to_string()) {
+            return Err(VmOpError::Invalid {
+                what: "VM",
+                value: vm_id.to_string(),
+                reason: "another launch of it is in progress".into(),
+            });
+        }
+        Ok(Launching {
+            set: &self.launching,
+            vm_id: vm_id.to_string(),
+        })
     }
 
     fn launch_firecracker(

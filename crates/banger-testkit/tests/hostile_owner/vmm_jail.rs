@@ -450,3 +450,58 @@ fn a_hard_linked_kernel_or_initrd_never_reaches_the_jail() {
     );
     assert_eq!(identity(&victim), before);
 }
+
+/// Hostile review of the VMM jail, finding 3: nothing held one VM's
+/// launches apart from the "not running" check to the journal, so two
+/// concurrent `LaunchVm`s of one VM both started a QEMU; the second
+/// journal entry replaced the first, whose QEMU ran on unjournaled (never
+/// stopped, its slot uid given again). Exactly one launch succeeds now,
+/// and no VMM but the journaled one is left.
+#[test]
+fn two_concurrent_launches_of_one_vm_start_one_vmm() {
+    let lab = Lab::new();
+    let id = "3a4a3a4a3a4a3a4a3a4a3a4a3a4a3a4a";
+    lab.vm(id);
+    lab.stand_in("qemu", &probe(&[]));
+    let lab = lab.start();
+    for round in 0..3 {
+        let results: Vec<_> = std::thread::scope(|s| {
+            let launches: Vec<_> = (0..2)
+                .map(|_| s.spawn(|| lab.launch(id, VmmKind::Qemu)))
+                .collect();
+            launches.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        eprintln!("round {round}: {results:?}");
+        let pids: Vec<u32> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|v| pid_and_uid(v).0)
+            .collect();
+        let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
+        let journaled = st["result"]["pid"].as_u64().map(|p| p as u32);
+        let stray: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|p| Some(*p) != journaled && Path::new(&format!("/proc/{p}")).exists())
+            .collect();
+        // Not the helper's to stop any more: killed here, by pid.
+        for p in &stray {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(*p as i32).unwrap(),
+                rustix::process::Signal::KILL,
+            );
+        }
+        lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+        assert_eq!(
+            stray,
+            Vec::<u32>::new(),
+            "VMMs left unjournaled: {results:?}"
+        );
+        assert_eq!(
+            pids.len(),
+            1,
+            "not exactly one of two launches of one VM succeeded: {results:?}"
+        );
+        assert_eq!(journaled, pids.first().copied(), "{st}");
+    }
+}
