@@ -8,8 +8,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use banger_proto::vmops::{LaunchVmSpec, VmStopped, VmmKind, VmmState};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use banger_vmm::dir::{OwnerDir, Peer};
 use banger_vmm::firecracker::{
@@ -23,15 +21,13 @@ use super::VmHost;
 use super::disks::WORK_DISK;
 use super::error::{VmOpError, io, journal_err};
 use super::qemu_files::with_log_tail;
+use super::ready::ReadyWatch;
 use super::validate;
 use crate::journal::VmmEntry;
 
 /// The kernel command line every banger guest boots with (the guest
 /// contract, docs/guest.md).
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw panic=-1";
-
-/// How long the vsock readiness listener of a Firecracker VM waits.
-const READY_WAIT: Duration = Duration::from_secs(600);
 
 /// QEMU's stdout and stderr, in the VM directory: made anew at each launch.
 const VMM_LOG: &str = "vmm.log";
@@ -75,7 +71,7 @@ impl Proc {
 
     fn ready(&self) -> Option<bool> {
         match self {
-            Proc::Firecracker { watch, .. } => Some(watch.ready.load(Ordering::SeqCst)),
+            Proc::Firecracker { watch, .. } => Some(watch.is_ready()),
             _ => None,
         }
     }
@@ -149,70 +145,6 @@ impl Drop for Launching<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.vm_id);
-    }
-}
-
-/// The readiness listener's thread: it ends when the guest reports, when
-/// [`READY_WAIT`] runs out, or when this handle is dropped (the VMM was
-/// stopped, killed or seen dead) — then the listener and its socket in the
-/// VM's `run/` go with it, never outliving the VMM.
-#[derive(Debug)]
-pub(super) struct ReadyWatch {
-    /// Set when the guest reported ready.
-    ready: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ReadyWatch {
-    fn spawn(listener: ReadyListener, vm_id: String) -> ReadyWatch {
-        let ready = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let reported = Arc::clone(&ready);
-        let thread = std::thread::spawn(move || {
-            let stopped = || {
-                if flag.load(Ordering::SeqCst) {
-                    Err(banger_vmm::VmmError::Readiness {
-                        vmm: "firecracker",
-                        what: "the VMM was stopped".into(),
-                    })
-                } else {
-                    Ok(())
-                }
-            };
-            match listener.wait_while(READY_WAIT, stopped) {
-                Ok(()) => reported.store(true, Ordering::SeqCst),
-                Err(_) if flag.load(Ordering::SeqCst) => {}
-                Err(e) => tracing::warn!(vm_id, error = %e, "no vsock readiness from the guest"),
-            }
-            // `listener` drops here: its socket file is removed.
-        });
-        ReadyWatch {
-            ready,
-            stop,
-            thread: Some(thread),
-        }
-    }
-}
-
-impl Drop for ReadyWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let Some(t) = self.thread.take() else { return };
-        // It polls every 10 ms; a read from a guest connection ends when the
-        // VMM (dead by now) closed it. Waited for, so the socket is gone
-        // before a later launch binds it again — but never for long: a
-        // caller may hold the process table's lock.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !t.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if t.is_finished() {
-            let _ = t.join();
-        } else {
-            tracing::warn!("the vsock readiness thread did not end within 2 s; left to finish");
-        }
     }
 }
 
@@ -779,68 +711,5 @@ impl VmHost {
             graceful,
             was_running: true,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(run_dir: &Path) -> LaunchSpec {
-        LaunchSpec {
-            vm_id: "0123456789abcdef0123456789abcdef".into(),
-            vcpus: 1,
-            memory_mib: 128,
-            kernel: run_dir.join("vmlinux"),
-            initrd: None,
-            cmdline: KERNEL_CMDLINE.into(),
-            drives: Vec::new(),
-            tap: "bangertap0".into(),
-            mac: "02:ba:0a:00:00:02".into(),
-            run_dir: run_dir.to_path_buf(),
-            serial_log: run_dir.join("serial.log"),
-            vsock_cid: 3,
-            run_as: None,
-            kvm: false,
-        }
-    }
-
-    /// Regression: the readiness thread outlived a stopped VMM by up to ten
-    /// minutes, keeping `run/vsock.sock_52`, and its late cleanup could
-    /// unlink the socket a later start had bound.
-    #[test]
-    fn dropping_the_watch_ends_the_thread_and_removes_the_socket() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = spec(dir.path());
-        let listener = ReadyListener::bind(&spec, READY_PORT).unwrap();
-        let socket = listener.path().to_path_buf();
-        let watch = ReadyWatch::spawn(listener, spec.vm_id.clone());
-        assert!(socket.exists());
-        let started = Instant::now();
-        drop(watch);
-        assert!(started.elapsed() < Duration::from_secs(1));
-        assert!(!socket.exists(), "{} is left", socket.display());
-        // A new listener on the same path is not disturbed by the old one.
-        let again = ReadyListener::bind(&spec, READY_PORT).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(again.path().exists());
-    }
-
-    #[test]
-    fn the_watch_reports_the_guest_ready() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = spec(dir.path());
-        let listener = ReadyListener::bind(&spec, READY_PORT).unwrap();
-        let socket = listener.path().to_path_buf();
-        let watch = ReadyWatch::spawn(listener, spec.vm_id.clone());
-        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
-        std::io::Write::write_all(&mut s, b"banger-guest-ready\n").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !watch.ready.load(Ordering::SeqCst) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(watch.ready.load(Ordering::SeqCst));
-        drop(watch);
-        assert!(!socket.exists());
     }
 }
