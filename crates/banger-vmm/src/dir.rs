@@ -316,6 +316,45 @@ impl OwnerDir {
         self.remove_tree_upto(name, ids, REMOVE_MAX)
     }
 
+    /// [`OwnerDir::remove_tree`] for a directory that may be another
+    /// uid's than the owner's (a jailed QEMU's `run/`, 0700: the owner
+    /// cannot enter it). `name` is opened once (with [`RESOLVE`], no
+    /// symlink followed); when `foreign` says the uid owning that very
+    /// descriptor is such a uid, the directory is emptied through the
+    /// descriptor with that uid's file-system ids (uid = gid) — never
+    /// root's: the owner can exchange a directory of its own with `name`
+    /// at any moment, and what that uid cannot remove stays. Then `name`
+    /// (the emptied directory, or whatever the owner moved there since)
+    /// goes as [`OwnerDir::remove_tree`] with `ids`. Missing is fine.
+    pub fn remove_tree_of(
+        &self,
+        name: &str,
+        foreign: impl Fn(u32) -> bool,
+        ids: Option<(u32, u32)>,
+    ) -> std::io::Result<()> {
+        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW;
+        match self.at(name, flags, Mode::empty()) {
+            Ok(fd) => {
+                let uid = rustix::fs::fstat(&fd)?.st_uid;
+                if foreign(uid) {
+                    with_fs_ids(Some((uid, uid)), "empty-dir", || {
+                        self.within_budget(name, REMOVE_MAX, |b| empty_at(fd.as_fd(), 0, b))
+                    })?;
+                    // Only the name: the owner cannot open the directory.
+                    let rmdir = with_fs_ids(ids, "remove-dir", || {
+                        rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR).map_err(Into::into)
+                    });
+                    if rmdir.is_ok() {
+                        return Ok(());
+                    }
+                }
+            }
+            Err(rustix::io::Errno::NOENT) => return Ok(()),
+            Err(_) => {}
+        }
+        self.remove_tree(name, ids)
+    }
+
     /// [`OwnerDir::remove_tree`], removing at most `max` entries.
     fn remove_tree_upto(
         &self,
@@ -325,17 +364,25 @@ impl OwnerDir {
     ) -> std::io::Result<()> {
         let dir = self.fd.as_fd();
         with_fs_ids(ids, "remove-tree", || {
-            let mut budget = max;
-            match remove_tree_at(dir, name, 0, &mut budget) {
-                Err(rustix::io::Errno::AGAIN) if budget == 0 => {
-                    Err(std::io::Error::other(format!(
-                        "{} keeps filling up: gave up after removing {max} entries",
-                        self.join(name).display()
-                    )))
-                }
-                r => r.map_err(Into::into),
-            }
+            self.within_budget(name, max, |b| remove_tree_at(dir, name, 0, b))
         })
+    }
+
+    /// Run a removal of `name` allowed `max` entries, naming the refill.
+    fn within_budget(
+        &self,
+        name: &str,
+        max: usize,
+        remove: impl FnOnce(&mut usize) -> rustix::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut budget = max;
+        match remove(&mut budget) {
+            Err(rustix::io::Errno::AGAIN) if budget == 0 => Err(std::io::Error::other(format!(
+                "{} keeps filling up: gave up after removing {max} entries",
+                self.join(name).display()
+            ))),
+            r => r.map_err(Into::into),
+        }
     }
 }
 
@@ -368,6 +415,18 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
         }
         Err(e) => return Err(e),
     };
+    empty_at(dir.as_fd(), depth, budget)?;
+    drop(dir);
+    gone(rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR))
+}
+
+/// Remove everything in the directory `dir` (see
+/// [`OwnerDir::remove_tree`]), `depth` levels down.
+fn empty_at(dir: BorrowedFd<'_>, depth: usize, budget: &mut usize) -> rustix::io::Result<()> {
+    let gone = |r: rustix::io::Result<()>| match r {
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        r => r,
+    };
     // In rounds of at most REMOVE_BATCH names, read afresh each time: the
     // owner decides how many entries there are, so they are never all held
     // at once. Names stay the raw bytes the directory holds. A round that
@@ -375,7 +434,7 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
     let mut first = Ok(());
     loop {
         let mut names = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&dir)? {
+        for entry in rustix::fs::Dir::read_from(dir)? {
             let entry = entry?;
             let n = entry.file_name();
             if n != c"." && n != c".." {
@@ -398,7 +457,7 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
             let r = if *ty == FileType::Directory {
                 remove_tree_at(dir.as_fd(), n, depth + 1, budget)
             } else {
-                match rustix::fs::unlinkat(&dir, n, AtFlags::empty()) {
+                match rustix::fs::unlinkat(dir, n, AtFlags::empty()) {
                     // Unknown d_type on some filesystems: try it as a directory.
                     Err(rustix::io::Errno::ISDIR) => {
                         remove_tree_at(dir.as_fd(), n, depth + 1, budget)
@@ -416,9 +475,7 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
             break;
         }
     }
-    first?;
-    drop(dir);
-    gone(rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR))
+    first
 }
 
 /// Run `f` on a thread of its own whose file-system ids are `ids` (`None`:

@@ -157,29 +157,31 @@ impl VmHost {
     }
 
     /// Remove the directory `name` of the VM directory and everything in
-    /// it, as [`VmHost::remover_of`] says and every step relative to a
-    /// descriptor (no path re-resolved, no symlink followed, no mount
-    /// crossed: `OwnerDir::remove_tree`). Missing is fine.
+    /// it, as [`VmHost::remove_vm_tree`] does. Missing is fine.
     pub(crate) fn remove_tree_beneath(&self, vm_id: &str, name: &str) -> Result<(), VmOpError> {
         let Some(dir) = self.vm_dir_fd(vm_id)? else {
             return Ok(());
         };
         let path = self.vm_dir(vm_id).join(name);
         let dir = OwnerDir::from_fd(dir, self.vm_dir(vm_id));
-        dir.remove_tree(name, self.remover_of(&dir, name))
+        self.remove_vm_tree(&dir, name)
             .map_err(io("removing", &path))
     }
 
-    /// Whose file-system ids remove the tree `name` of the VM directory
-    /// `dir`: the owner's; but root's (`None`) when a jailed QEMU's uid
-    /// owns it — a QEMU's `run/` (0700, its uid's: the owner cannot enter
-    /// it). Only root and that uid, whose VMM has stopped, can write in it;
-    /// root still works there through descriptors only.
-    pub(super) fn remover_of(&self, dir: &OwnerDir, name: &str) -> Option<(u32, u32)> {
-        match dir.lstat(name) {
-            Ok(st) if super::slots::is_vm_slot(&self.jail, st.st_uid) => None,
-            _ => self.tool_ids(),
-        }
+    /// Remove the tree `name` of the VM directory `dir` with the owner's
+    /// file-system ids, every step relative to a descriptor (no path
+    /// re-resolved, no symlink followed, no mount crossed). A jailed
+    /// QEMU's `run/` (0700, its slot uid's: the owner cannot enter it) is
+    /// opened once, and emptied through that descriptor with the slot
+    /// uid's ids when `fstat` of it names a VM slot — never with root's:
+    /// the owner may exchange a directory of its own with `run` at any
+    /// moment (`OwnerDir::remove_tree_of`).
+    pub(super) fn remove_vm_tree(&self, dir: &OwnerDir, name: &str) -> std::io::Result<()> {
+        dir.remove_tree_of(
+            name,
+            |uid| super::slots::is_vm_slot(&self.jail, uid),
+            self.tool_ids(),
+        )
     }
 
     pub(super) fn vm_rel(&self, vm_id: &str, name: &str) -> PathBuf {

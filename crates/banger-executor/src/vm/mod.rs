@@ -10,6 +10,7 @@ mod error;
 mod guestfs;
 mod jailed;
 mod qemu_files;
+mod ready;
 mod slots;
 pub(crate) mod snapshot;
 #[cfg(test)]
@@ -57,6 +58,9 @@ pub(crate) struct VmHost {
     procs: Mutex<HashMap<String, (VmmKind, vmm::Proc)>>,
     /// VM jail uids reserved by launches in flight (`slots`).
     slots: Mutex<std::collections::BTreeSet<u32>>,
+    /// VMs with a launch in flight: a second launch of one is refused
+    /// from its status check until the first is journaled or has failed.
+    launching: Mutex<std::collections::BTreeSet<String>>,
     /// Device probes (is `/dev/mapper/control` there?).
     probes: Arc<dyn HostProbes>,
     /// `losetup`, `dmsetup` and device-node ownership.
@@ -87,6 +91,7 @@ impl VmHost {
             journal,
             procs: Mutex::new(HashMap::new()),
             slots: Mutex::default(),
+            launching: Mutex::default(),
             probes,
             tools: Arc::new(snapshot::HostTools),
         }

@@ -15,9 +15,13 @@ use super::VmHost;
 use super::error::{VmOpError, io};
 use super::vmm::SERIAL_LOG;
 
+/// The most bytes of a kernel or of an initrd root copies into a jail.
+const MAX_BOOT_FILE: u64 = 256 << 20;
+
 impl VmHost {
     /// Every file a jailed QEMU gets, as descriptors root opened: the
-    /// kernel and initrd beneath the state dir without symlinks (copied
+    /// kernel and initrd beneath the state dir without symlinks, each the
+    /// owner's regular file with one link of at most 256 MiB (copied
     /// into the jail), each drive as the jailed tools' disks are opened
     /// (checked: the owner's regular file with one link, or the dm device
     /// by number) plus a read-only reopening of the same inode, the serial
@@ -32,18 +36,33 @@ impl VmHost {
         log: File,
         run: OwnerDir,
     ) -> Result<QemuFiles, VmOpError> {
-        let beneath = |p: &Path| -> Result<File, VmOpError> {
+        // Root copies these into the jail: only the owner's own regular
+        // file with one link (a hard link to a root-only file would put
+        // its bytes into guest memory), and at most MAX_BOOT_FILE bytes.
+        let beneath = |p: &Path, what: &'static str| -> Result<File, VmOpError> {
+            let invalid = |reason: String| VmOpError::Invalid {
+                what,
+                value: p.display().to_string(),
+                reason,
+            };
             let rel = p
                 .strip_prefix(&self.state_dir)
-                .map_err(|_| VmOpError::Invalid {
-                    what: "VMM file",
-                    value: p.display().to_string(),
-                    reason: "not beneath the state directory".into(),
-                })?;
-            self.open_beneath(rel, OFlags::RDONLY)
+                .map_err(|_| invalid("not beneath the state directory".into()))?;
+            let f = self.open_beneath(rel, OFlags::RDONLY)?;
+            let len = super::snapshot::dm::checked_owners(self, &f, p, what)?;
+            if len > MAX_BOOT_FILE {
+                return Err(invalid(format!(
+                    "{len} bytes, more than {MAX_BOOT_FILE}; refusing to copy it"
+                )));
+            }
+            Ok(f)
         };
-        let kernel = beneath(&ls.kernel)?;
-        let initrd = ls.initrd.as_deref().map(beneath).transpose()?;
+        let kernel = beneath(&ls.kernel, "kernel")?;
+        let initrd = ls
+            .initrd
+            .as_deref()
+            .map(|p| beneath(p, "initrd"))
+            .transpose()?;
         let mut drives = Vec::new();
         for d in &ls.drives {
             let read_only = OwnedFd::from(self.open_disk(&d.path, "VM disk")?);

@@ -8,8 +8,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use banger_proto::vmops::{LaunchVmSpec, VmStopped, VmmKind, VmmState};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
 use banger_vmm::dir::{OwnerDir, Peer};
 use banger_vmm::firecracker::{
@@ -23,15 +21,13 @@ use super::VmHost;
 use super::disks::WORK_DISK;
 use super::error::{VmOpError, io, journal_err};
 use super::qemu_files::with_log_tail;
+use super::ready::ReadyWatch;
 use super::validate;
 use crate::journal::VmmEntry;
 
 /// The kernel command line every banger guest boots with (the guest
 /// contract, docs/guest.md).
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw panic=-1";
-
-/// How long the vsock readiness listener of a Firecracker VM waits.
-const READY_WAIT: Duration = Duration::from_secs(600);
 
 /// QEMU's stdout and stderr, in the VM directory: made anew at each launch.
 const VMM_LOG: &str = "vmm.log";
@@ -75,7 +71,7 @@ impl Proc {
 
     fn ready(&self) -> Option<bool> {
         match self {
-            Proc::Firecracker { watch, .. } => Some(watch.ready.load(Ordering::SeqCst)),
+            Proc::Firecracker { watch, .. } => Some(watch.is_ready()),
             _ => None,
         }
     }
@@ -124,74 +120,31 @@ impl Proc {
             Proc::Firecracker { vm, .. } => vm.kill().map(drop),
             Proc::Adopted { pidfd, .. } => {
                 let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
-                pidfd_exited(pidfd, Duration::from_secs(5));
-                Ok(())
-            }
-        }
-    }
-}
-
-/// The readiness listener's thread: it ends when the guest reports, when
-/// [`READY_WAIT`] runs out, or when this handle is dropped (the VMM was
-/// stopped, killed or seen dead) — then the listener and its socket in the
-/// VM's `run/` go with it, never outliving the VMM.
-#[derive(Debug)]
-pub(super) struct ReadyWatch {
-    /// Set when the guest reported ready.
-    ready: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ReadyWatch {
-    fn spawn(listener: ReadyListener, vm_id: String) -> ReadyWatch {
-        let ready = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let reported = Arc::clone(&ready);
-        let thread = std::thread::spawn(move || {
-            let stopped = || {
-                if flag.load(Ordering::SeqCst) {
-                    Err(banger_vmm::VmmError::Readiness {
-                        vmm: "firecracker",
-                        what: "the VMM was stopped".into(),
-                    })
-                } else {
+                if pidfd_exited(pidfd, Duration::from_secs(5)) {
                     Ok(())
+                } else {
+                    Err(banger_vmm::VmmError::Io {
+                        what: "killing an adopted VMM".into(),
+                        source: std::io::Error::other("still running 5 s after SIGKILL"),
+                    })
                 }
-            };
-            match listener.wait_while(READY_WAIT, stopped) {
-                Ok(()) => reported.store(true, Ordering::SeqCst),
-                Err(_) if flag.load(Ordering::SeqCst) => {}
-                Err(e) => tracing::warn!(vm_id, error = %e, "no vsock readiness from the guest"),
             }
-            // `listener` drops here: its socket file is removed.
-        });
-        ReadyWatch {
-            ready,
-            stop,
-            thread: Some(thread),
         }
     }
 }
 
-impl Drop for ReadyWatch {
+/// A launch in flight ([`VmHost::begin_launch`]).
+struct Launching<'a> {
+    set: &'a std::sync::Mutex<std::collections::BTreeSet<String>>,
+    vm_id: String,
+}
+
+impl Drop for Launching<'_> {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let Some(t) = self.thread.take() else { return };
-        // It polls every 10 ms; a read from a guest connection ends when the
-        // VMM (dead by now) closed it. Waited for, so the socket is gone
-        // before a later launch binds it again — but never for long: a
-        // caller may hold the process table's lock.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !t.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if t.is_finished() {
-            let _ = t.join();
-        } else {
-            tracing::warn!("the vsock readiness thread did not end within 2 s; left to finish");
-        }
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.vm_id);
     }
 }
 
@@ -312,9 +265,9 @@ impl VmHost {
     fn fresh_run_dir(&self, vm_dir: &OwnerDir, to: (u32, u32)) -> Result<OwnerDir, VmOpError> {
         let run = vm_dir.join("run");
         // Relative to the VM dir's descriptor, no symlink followed, no
-        // mount crossed; as the owner, or as root when a jailed QEMU left it.
-        vm_dir
-            .remove_tree("run", self.remover_of(vm_dir, "run"))
+        // mount crossed; as the owner, or as its slot uid what a jailed
+        // QEMU left.
+        self.remove_vm_tree(vm_dir, "run")
             .map_err(io("removing", &run))?;
         let mode = rustix::fs::Mode::from_raw_mode(0o700);
         rustix::fs::mkdirat(vm_dir, "run", mode).map_err(|e| io("creating", &run)(e.into()))?;
@@ -368,6 +321,10 @@ impl VmHost {
                 reason: "not a tap banger created".into(),
             });
         }
+        // Held until this launch is journaled or has failed: a concurrent
+        // launch of the same VM would pass the check below too, remove
+        // this one's `run/` and replace its journal entry.
+        let _launching = self.begin_launch(&spec.vm_id)?;
         if let Some(state) = self.status_inner(&spec.vm_id)?
             && state.running
         {
@@ -426,7 +383,10 @@ impl VmHost {
         // Re-adoption matches pid *and* start time; a VMM whose start time
         // cannot be read could never be re-adopted, so it is not kept.
         let Some(started) = start_time(pid) else {
-            let _ = proc.kill();
+            if proc.kill().is_err() {
+                // Maybe still running as its slot uid: never given again.
+                std::mem::forget(slot);
+            }
             return Err(VmOpError::StartTimeUnreadable {
                 vm_id: spec.vm_id.clone(),
                 pid,
@@ -439,7 +399,14 @@ impl VmHost {
             vmm: spec.vmm,
             uid: slot.as_ref().map(|s| s.uid),
         };
-        self.journal_vmm(Some(entry), &spec.vm_id)?;
+        if let Err(e) = self.journal_vmm(Some(entry), &spec.vm_id) {
+            // Unjournaled, it could never be stopped or re-adopted.
+            if proc.kill().is_err() {
+                // Maybe still running as its slot uid: never given again.
+                std::mem::forget(slot);
+            }
+            return Err(e);
+        }
         // The journal holds the slot now.
         drop(slot);
         // A replaced entry (a racing launch) is dropped after the lock.
@@ -460,6 +427,23 @@ impl VmHost {
             sockets: Vec::new(),
             root_devices: Vec::new(),
         }))
+    }
+
+    /// Mark `vm_id` as launching, or refuse: another launch of it is in
+    /// flight. Unmarked when the guard drops.
+    fn begin_launch(&self, vm_id: &str) -> Result<Launching<'_>, VmOpError> {
+        let mut set = self.launching.lock().unwrap_or_else(|e| e.into_inner());
+        if !set.insert(vm_id.to_string()) {
+            return Err(VmOpError::Invalid {
+                what: "VM",
+                value: vm_id.to_string(),
+                reason: "another launch of it is in progress".into(),
+            });
+        }
+        Ok(Launching {
+            set: &self.launching,
+            vm_id: vm_id.to_string(),
+        })
     }
 
     fn launch_firecracker(
@@ -727,68 +711,5 @@ impl VmHost {
             graceful,
             was_running: true,
         })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(run_dir: &Path) -> LaunchSpec {
-        LaunchSpec {
-            vm_id: "0123456789abcdef0123456789abcdef".into(),
-            vcpus: 1,
-            memory_mib: 128,
-            kernel: run_dir.join("vmlinux"),
-            initrd: None,
-            cmdline: KERNEL_CMDLINE.into(),
-            drives: Vec::new(),
-            tap: "bangertap0".into(),
-            mac: "02:ba:0a:00:00:02".into(),
-            run_dir: run_dir.to_path_buf(),
-            serial_log: run_dir.join("serial.log"),
-            vsock_cid: 3,
-            run_as: None,
-            kvm: false,
-        }
-    }
-
-    /// Regression: the readiness thread outlived a stopped VMM by up to ten
-    /// minutes, keeping `run/vsock.sock_52`, and its late cleanup could
-    /// unlink the socket a later start had bound.
-    #[test]
-    fn dropping_the_watch_ends_the_thread_and_removes_the_socket() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = spec(dir.path());
-        let listener = ReadyListener::bind(&spec, READY_PORT).unwrap();
-        let socket = listener.path().to_path_buf();
-        let watch = ReadyWatch::spawn(listener, spec.vm_id.clone());
-        assert!(socket.exists());
-        let started = Instant::now();
-        drop(watch);
-        assert!(started.elapsed() < Duration::from_secs(1));
-        assert!(!socket.exists(), "{} is left", socket.display());
-        // A new listener on the same path is not disturbed by the old one.
-        let again = ReadyListener::bind(&spec, READY_PORT).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(again.path().exists());
-    }
-
-    #[test]
-    fn the_watch_reports_the_guest_ready() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = spec(dir.path());
-        let listener = ReadyListener::bind(&spec, READY_PORT).unwrap();
-        let socket = listener.path().to_path_buf();
-        let watch = ReadyWatch::spawn(listener, spec.vm_id.clone());
-        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
-        std::io::Write::write_all(&mut s, b"banger-guest-ready\n").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !watch.ready.load(Ordering::SeqCst) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(watch.ready.load(Ordering::SeqCst));
-        drop(watch);
-        assert!(!socket.exists());
     }
 }

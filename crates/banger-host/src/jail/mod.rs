@@ -101,7 +101,8 @@ struct Bind {
     /// A descriptor of the file or directory (any open mode, `O_PATH`
     /// included): the inode bound, never a path resolved again.
     fd: Arc<OwnedFd>,
-    /// Absolute path inside the jail, one component below `/`.
+    /// Path inside the jail relative to `/`: one component, or
+    /// `dev/kvm` for the KVM device ([`Jail::bind_kvm`]).
     at: String,
     writable: bool,
 }

@@ -163,6 +163,16 @@ pub(super) fn prepare(
     for b in &jail.binds {
         let st = rustix::fs::fstat(b.fd.as_fd())?;
         let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+        let device = matches!(
+            kind,
+            rustix::fs::FileType::BlockDevice | rustix::fs::FileType::CharacterDevice
+        );
+        if b.at.starts_with("dev/") && !device {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("jail device /{}: not a device node", b.at),
+            ));
+        }
         if b.writable {
             max_file = max_file.max(bind_size(b.fd.as_fd(), kind, st.st_size)?);
         }
@@ -176,10 +186,7 @@ pub(super) fn prepare(
         if !b.writable {
             attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
         }
-        if !matches!(
-            kind,
-            rustix::fs::FileType::BlockDevice | rustix::fs::FileType::CharacterDevice
-        ) {
+        if !device {
             attrs |= MountAttrFlags::MOUNT_ATTR_NODEV;
         }
         set_attrs(t.as_fd(), attrs, false)?;

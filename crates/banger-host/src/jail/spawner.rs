@@ -23,7 +23,7 @@ use std::mem::MaybeUninit;
 use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use rustix::io::IoSlice;
 use rustix::io::IoSliceMut;
@@ -32,7 +32,7 @@ use rustix::net::{
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 
-use super::{Bind, Cloned, Jail};
+use super::{Cloned, Jail};
 use wire::{Reader, Writer};
 
 /// The wire format's version, the first word of every request.
@@ -316,6 +316,9 @@ fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<std::io::Result<Cl
 /// Requests the public API never builds, for the spawner's own tests.
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing {
+    use std::sync::Arc;
+
+    use super::super::Bind;
     use super::*;
 
     /// One bind as the wire carries it, its name unchecked.

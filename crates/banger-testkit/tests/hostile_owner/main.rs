@@ -326,15 +326,7 @@ fn a_run_dir_swapped_during_launch_redirects_nothing() {
             let vm = std::fs::File::open(&dir).unwrap();
             while !stop.load(Ordering::Relaxed) {
                 let _ = rustix::fs::symlinkat(&elsewhere, &vm, "decoy");
-                if rustix::fs::renameat_with(
-                    &vm,
-                    "decoy",
-                    &vm,
-                    "run",
-                    rustix::fs::RenameFlags::EXCHANGE,
-                )
-                .is_ok()
-                {
+                if exchange(&vm, "decoy", "run") {
                     swaps.fetch_add(1, Ordering::Relaxed);
                 }
             }

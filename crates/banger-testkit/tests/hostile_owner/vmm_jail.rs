@@ -22,6 +22,14 @@ use banger_proto::vmops::{LaunchVmSpec, VmmKind};
 
 use crate::lab::*;
 
+/// Whether `pid` runs: its `/proc` entry is there and not a zombie's
+/// (this host's pid 1 reaps nothing, so a killed process keeps its entry).
+fn alive(pid: u32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
+    state.is_some_and(|s| s != "Z")
+}
+
 /// The value of `key` in `/proc/<pid>/status`.
 fn status_field(pid: u32, key: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
@@ -31,6 +39,18 @@ fn status_field(pid: u32, key: &str) -> String {
         .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status:\n{status}"))
         .trim()
         .to_string()
+}
+
+/// The pid of a launched VMM (`LaunchVm`'s answer `v`) and its real uid.
+fn pid_and_uid(v: &serde_json::Value) -> (u32, u32) {
+    let pid = v["result"]["pid"].as_u64().unwrap() as u32;
+    let uid = status_field(pid, "Uid")
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    (pid, uid)
 }
 
 /// The probe: tries each of `targets` (kind, what), records `NAME reached`
@@ -254,13 +274,7 @@ fn a_jailed_vmm_survives_a_helper_restart_and_a_stray_of_its_uid_does_not() {
     lab.stand_in("qemu", &probe(&[]));
     let mut lab = lab.start();
     let v = lab.launch(id, VmmKind::Qemu).expect("LaunchVm");
-    let pid = v["result"]["pid"].as_u64().unwrap() as u32;
-    let uid: u32 = status_field(pid, "Uid")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (pid, uid) = pid_and_uid(&v);
     // A stray process of the VM's jail uid, outside its jail.
     use std::os::unix::process::CommandExt as _;
     let mut stray = std::process::Command::new("sleep")
@@ -295,4 +309,211 @@ fn a_jailed_vmm_survives_a_helper_restart_and_a_stray_of_its_uid_does_not() {
     assert_eq!(st["result"]["adopted"], true, "{st}");
     assert_eq!(st["result"]["pid"], pid, "{st}");
     lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+}
+
+/// Hostile review of the VMM jail, finding 1: root decided by one `lstat`
+/// that `run/` was a jailed QEMU's (a slot uid's) and then removed the
+/// name, looked up again, with root's own rights. The owner owns the VM
+/// directory, so it can exchange (`RENAME_EXCHANGE`) a directory of its
+/// own — holding one of root's — with `run` in between: root emptied the
+/// owner's directory, root's subdirectory included. A slot-owned `run/` is
+/// now opened once and emptied through that descriptor as its slot uid.
+#[test]
+fn a_directory_exchanged_with_a_jailed_run_leads_root_to_remove_nothing_of_roots() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let lab = Lab::new();
+    let id = "3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d3d";
+    let dir = lab.vm(id);
+    lab.stand_in("qemu", &probe(&[]));
+    // The owner's directory, holding root's.
+    let decoy = dir.join("decoy");
+    lab.owner_dir(&decoy);
+    let roots = decoy.join("roots");
+    std::fs::create_dir(&roots).unwrap();
+    std::fs::set_permissions(&roots, std::fs::Permissions::from_mode(0o755)).unwrap();
+    root_file(&roots.join("keep"), "root's\n");
+    let lab = lab.start();
+    // A jailed VMM leaves a run/ of its slot uid.
+    let v = lab.launch(id, VmmKind::Qemu).expect("LaunchVm");
+    let (_, uid) = pid_and_uid(&v);
+    lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+    // Whichever of the two names is missing (root removed it) gets a
+    // fresh run/ of the slot uid, as a jailed VMM leaves it.
+    let names = [dir.join("run"), decoy.clone()];
+    // Made aside and renamed into place (never replacing): the racer
+    // exchanges the names meanwhile.
+    let slot_runs = || {
+        for n in &names {
+            let aside = dir.join("aside");
+            let _ = std::fs::remove_dir_all(&aside);
+            std::fs::create_dir(&aside).unwrap();
+            std::fs::write(aside.join("qmp.sock"), b"").unwrap();
+            std::os::unix::fs::chown(aside.join("qmp.sock"), Some(uid), Some(uid)).unwrap();
+            std::fs::set_permissions(&aside, std::fs::Permissions::from_mode(0o700)).unwrap();
+            std::os::unix::fs::chown(&aside, Some(uid), Some(uid)).unwrap();
+            let _ = rustix::fs::renameat_with(
+                rustix::fs::CWD,
+                &aside,
+                rustix::fs::CWD,
+                n,
+                rustix::fs::RenameFlags::NOREPLACE,
+            );
+        }
+    };
+    // Looked for under both names, a few times: the racer may exchange
+    // them between the two looks.
+    let kept = || (0..50).any(|_| names.iter().any(|n| n.join("roots/keep").exists()));
+    let stop = AtomicBool::new(false);
+    let swaps = AtomicUsize::new(0);
+    let mut results = (0, 0);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            become_owner_fs(&lab.owner);
+            let vm = std::fs::File::open(&dir).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                if exchange(&vm, "decoy", "run") {
+                    swaps.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        // The racer stops even when this thread panics.
+        struct Stop<'a>(&'a AtomicBool);
+        impl Drop for Stop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let _stop = Stop(&stop);
+        for _ in 0..300 {
+            slot_runs();
+            match lab.call(PrivOp::DeleteVmDisks { vm_id: id.into() }) {
+                Ok(_) => results.0 += 1,
+                Err(_) => results.1 += 1,
+            }
+            if !kept() {
+                break;
+            }
+        }
+    });
+    eprintln!(
+        "{} deletions succeeded, {} failed; {} swaps",
+        results.0,
+        results.1,
+        swaps.load(Ordering::Relaxed)
+    );
+    assert!(
+        kept(),
+        "root removed its own file from the owner's directory exchanged with run/"
+    );
+}
+
+/// Hostile review of the VMM jail, finding 2: the kernel and initrd a
+/// jailed QEMU gets were opened beneath the state dir without symlinks
+/// but checked only for being regular files, then copied into the jail by
+/// root: a hard link the owner planted at `images/<id>/initrd` (or a
+/// kernel's name) to a root-only file (where `fs.protected_hardlinks` is
+/// off; the test plants it as root) put that file's bytes into the guest's
+/// memory. Both must be the owner's regular file with one link now; the
+/// stand-in copies what it got to its `run/`, and nothing of the file
+/// arrives.
+#[test]
+fn a_hard_linked_kernel_or_initrd_never_reaches_the_jail() {
+    let lab = Lab::new();
+    let (a, b) = (
+        "3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e3e",
+        "3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f",
+    );
+    let secret = "ROOT-ONLY-initrd-5e1f0d";
+    let victim = lab.root.join("shadow");
+    root_file(&victim, &format!("{secret}\n"));
+    let before = identity(&victim);
+    // The initrd of the image every launch uses, a hard link to it.
+    let image = lab.state().join("images").join(IMAGE);
+    std::fs::hard_link(&victim, image.join("initrd")).unwrap();
+    // A second kernel, itself a hard link to it.
+    let k = "4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c4c";
+    let kdir = lab.state().join("kernels").join(k);
+    lab.owner_dir(&kdir);
+    std::fs::hard_link(&victim, kdir.join("kernel")).unwrap();
+    let (adir, bdir) = (lab.vm(a), lab.vm(b));
+    lab.stand_in("qemu", "cat /kernel /initrd > /run/seen 2>&1\nexit 1\n");
+    let lab = lab.start();
+    let via_initrd = lab.launch(a, VmmKind::Qemu);
+    std::fs::remove_file(image.join("initrd")).unwrap();
+    let via_kernel = lab.launch_from(b, VmmKind::Qemu, IMAGE, k);
+    eprintln!("initrd: {via_initrd:?}\nkernel: {via_kernel:?}");
+    for dir in [&adir, &bdir] {
+        let seen = std::fs::read_to_string(dir.join("run/seen")).unwrap_or_default();
+        assert!(
+            !seen.contains(secret),
+            "the hard-linked file reached the jail of {}",
+            dir.display()
+        );
+    }
+    let via_initrd = via_initrd.expect_err("a hard-linked initrd");
+    assert!(
+        via_initrd.contains("initrd") && via_initrd.contains("refusing"),
+        "{via_initrd}"
+    );
+    let via_kernel = via_kernel.expect_err("a hard-linked kernel");
+    assert!(
+        via_kernel.contains("kernel") && via_kernel.contains("refusing"),
+        "{via_kernel}"
+    );
+    assert_eq!(identity(&victim), before);
+}
+
+/// Hostile review of the VMM jail, finding 3: nothing held one VM's
+/// launches apart from the "not running" check to the journal, so two
+/// concurrent `LaunchVm`s of one VM both started a QEMU; the second
+/// journal entry replaced the first, whose QEMU ran on unjournaled (never
+/// stopped, its slot uid given again). Exactly one launch succeeds now,
+/// and no VMM but the journaled one is left.
+#[test]
+fn two_concurrent_launches_of_one_vm_start_one_vmm() {
+    let lab = Lab::new();
+    let id = "3a4a3a4a3a4a3a4a3a4a3a4a3a4a3a4a";
+    lab.vm(id);
+    lab.stand_in("qemu", &probe(&[]));
+    let lab = lab.start();
+    for round in 0..3 {
+        let results: Vec<_> = std::thread::scope(|s| {
+            let launches: Vec<_> = (0..2)
+                .map(|_| s.spawn(|| lab.launch(id, VmmKind::Qemu)))
+                .collect();
+            launches.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        eprintln!("round {round}: {results:?}");
+        let pids: Vec<u32> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|v| pid_and_uid(v).0)
+            .collect();
+        let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
+        let journaled = st["result"]["pid"].as_u64().map(|p| p as u32);
+        let stray: Vec<u32> = pids
+            .iter()
+            .copied()
+            .filter(|p| Some(*p) != journaled && alive(*p))
+            .collect();
+        // Not the helper's to stop any more: killed here, by pid.
+        for p in &stray {
+            let _ = rustix::process::kill_process(
+                rustix::process::Pid::from_raw(*p as i32).unwrap(),
+                rustix::process::Signal::KILL,
+            );
+        }
+        lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+        assert_eq!(
+            stray,
+            Vec::<u32>::new(),
+            "VMMs left unjournaled: {results:?}"
+        );
+        assert_eq!(
+            pids.len(),
+            1,
+            "not exactly one of two launches of one VM succeeded: {results:?}"
+        );
+        assert_eq!(journaled, pids.first().copied(), "{st}");
+    }
 }

@@ -1,4 +1,5 @@
 use std::os::unix::ffi::OsStringExt as _;
+use std::sync::Arc;
 
 use super::super::Limits;
 use super::*;
