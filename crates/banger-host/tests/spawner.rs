@@ -396,8 +396,18 @@ fn locked_down() {
 
     // A stalled spawner (stopped here): the call fails within its deadline
     // and every later one fails too, none reads the late answer (review
-    // of F1, finding 4). Last: the spawner is of no use after.
-    let (stalled, late) = stall(spawner, &jailed);
+    // of F1, finding 4). Last: the spawner is of no use after. The
+    // stalled request is a `sleep 30`: before the call returns, the
+    // spawner is killed and whatever runs as the jail uid with it, so no
+    // child starts late on a disk the caller has given up (second read
+    // of F1, finding 3).
+    let holder = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(spawner as i32).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .unwrap();
+    let (stalled, spawner_gone, late) = stall(&holder, &jailed);
+    let left = processes_of(uid);
     let stalled = stalled
         .expect("an answer within 10 s")
         .expect_err("stalled");
@@ -413,32 +423,74 @@ fn locked_down() {
     let (stalled, late) = (chain(&stalled), chain(&late.expect_err("after a stall")));
     assert!(stalled.contains("did not answer within 1s"), "{stalled}");
     assert!(late.contains("spawner is dead"), "{late}");
+    assert_eq!(
+        (spawner_gone, left),
+        (true, Vec::<String>::new()),
+        "the spawner gone and nothing of the jail uid left after a stall"
+    );
 }
 
-/// Stop the spawner, run a jailed `true` with a 1 s deadline, then let
-/// the spawner go on and run another: what the first call returned
-/// within 10 s (`None` if nothing), and the second call's result.
+/// Whether the process behind `pidfd` has exited (its pidfd readable).
+fn exited(pidfd: &std::os::fd::OwnedFd) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let now = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+}
+
+/// `pid (comm)` of every process with `uid` among its real, effective,
+/// saved or file-system uids.
+fn processes_of(uid: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.parse::<u32>().is_ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let uids = status_field(&status, "Uid");
+        if uids.split_whitespace().any(|u| u == uid.to_string()) {
+            found.push(format!("{pid} ({})", status_field(&status, "Name")));
+        }
+    }
+    found
+}
+
+/// Stop the spawner, run a jailed `sleep 30` with a 1 s deadline, then
+/// let the spawner go on (if it still lives) and run a jailed `true`:
+/// what the first call returned within 10 s (`None` if nothing), whether
+/// the spawner had exited by then, and the second call's result.
 fn stall(
-    spawner: u32,
+    spawner: &std::os::fd::OwnedFd,
     jailed: &dyn Fn() -> Jail,
 ) -> (
     Option<Result<banger_host::runner::Output, banger_host::runner::RunError>>,
+    bool,
     Result<banger_host::runner::Output, banger_host::runner::RunError>,
 ) {
     jail::spawner::testing::set_deadline(Duration::from_secs(1));
-    // SAFETY: kill of the spawner this process forked and has not reaped.
-    unsafe { libc::kill(spawner as i32, libc::SIGSTOP) };
+    let signal = rustix::process::pidfd_send_signal;
+    signal(spawner, rustix::process::Signal::STOP).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let jail = jailed();
     let call = std::thread::spawn(move || {
-        let _ = tx.send(Runner.run(&Cmd::new("true").jail(jail)));
+        let _ = tx.send(Runner.run(&Cmd::new("sleep").arg("30").jail(jail)));
     });
     let first = rx.recv_timeout(Duration::from_secs(10)).ok();
-    // SAFETY: as above.
-    unsafe { libc::kill(spawner as i32, libc::SIGCONT) };
+    let gone = exited(spawner);
+    // Gone by now once the failed call has killed it.
+    let _ = signal(spawner, rustix::process::Signal::CONT);
     call.join().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    (first, Runner.run(&Cmd::new("true").jail(jailed())))
+    // Time for a late answer, and a late child, to come.
+    std::thread::sleep(Duration::from_millis(500));
+    (first, gone, Runner.run(&Cmd::new("true").jail(jailed())))
 }
 
 /// A re-run of this binary starts a spawner; killing it kills the spawner.

@@ -301,6 +301,9 @@ static DEADLINE_MS: AtomicU64 = AtomicU64::new(30_000);
 pub struct Spawner {
     sock: Mutex<OwnedFd>,
     pid: i32,
+    /// Taken right after the fork: the spawner is killed and reaped
+    /// through it when an exchange fails.
+    pidfd: OwnedFd,
     /// Set once an exchange failed (no answer in time, a broken socket, an
     /// answer that does not parse): every later call fails, none reads an
     /// answer meant for another.
@@ -355,6 +358,10 @@ pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
         serve(theirs, parent, range);
     }
     drop(theirs);
+    // The spawner is this process's child, not yet waited for: the pid is
+    // still its.
+    let child = rustix::process::Pid::from_raw(pid).ok_or_else(|| refused("fork gave pid 0"))?;
+    let pidfd = rustix::process::pidfd_open(child, rustix::process::PidfdFlags::empty())?;
     // The spawner says it is ready once it holds only its three
     // capabilities; it exits instead if it could not get there.
     let mut ready = [0u8; READY.len()];
@@ -365,6 +372,7 @@ pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
     let _ = SPAWNER.set(Spawner {
         sock: Mutex::new(ours),
         pid,
+        pidfd,
         dead: AtomicBool::new(false),
     });
     Ok(pid as u32)
@@ -380,9 +388,12 @@ impl Spawner {
     /// when it failed before `execve` (the child is then still to reap).
     ///
     /// No answer within the deadline, a broken socket or an answer that
-    /// does not parse leave the spawner dead: the socket is shut down (the
-    /// spawner then exits) and this and every later call fail; restarting
-    /// the helper starts a new one.
+    /// does not parse leave the spawner dead: this and every later call
+    /// fail; restarting the helper starts a new one. Before this call
+    /// returns, the spawner is killed and reaped, and so is whatever runs
+    /// as the request's jail uid (the child it may have cloned late, with
+    /// the disk bound writable, is the helper's and nobody else's to
+    /// stop: second read of F1, finding 3).
     pub(super) fn spawn(&self, r: Request) -> std::io::Result<Cloned> {
         let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
         if self.dead.load(Ordering::Relaxed) {
@@ -402,18 +413,45 @@ impl Spawner {
         let got = exchange();
         // The child's ends go now: the spawner holds its own copies until
         // it has cloned, then closes them.
+        let uid = r.jail.uid;
         drop(r);
         match got {
             Ok(refused_or_cloned) => refused_or_cloned,
             Err(e) => {
                 self.dead.store(true, Ordering::Relaxed);
                 let _ = rustix::net::shutdown(sock.as_fd(), rustix::net::Shutdown::Both);
+                let ended = match self.end(uid) {
+                    Ok(()) => String::new(),
+                    Err(end) => format!(" (and ending it failed: {end})"),
+                };
                 Err(std::io::Error::new(
                     e.kind(),
-                    format!("jail spawner (now dead, restart the helper): {e}"),
+                    format!("jail spawner (now dead, restart the helper): {e}{ended}"),
                 ))
             }
         }
+    }
+
+    /// Kill the spawner and wait for it, so it clones nothing more; then
+    /// kill and reap what runs as jail uid `uid` (or is a clone of its not
+    /// yet switched to it).
+    fn end(&self, uid: u32) -> std::io::Result<()> {
+        match rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => return Err(e.into()),
+        }
+        loop {
+            match rustix::process::waitid(
+                rustix::process::WaitId::PidFd(self.pidfd.as_fd()),
+                rustix::process::WaitIdOptions::EXITED,
+            ) {
+                Err(rustix::io::Errno::INTR) => {}
+                // ECHILD: already reaped.
+                Ok(_) | Err(rustix::io::Errno::CHILD) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        super::sweep::kill_jailed(uid).map(drop)
     }
 }
 
