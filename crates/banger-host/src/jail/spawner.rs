@@ -387,9 +387,13 @@ impl Spawner {
     /// Send `r`; the answer is the child's pid, its pidfd and its report
     /// when it failed before `execve` (the child is then still to reap).
     ///
-    /// No answer within the deadline, a broken socket or an answer that
-    /// does not parse leave the spawner dead: this and every later call
-    /// fail; restarting the helper starts a new one. Before this call
+    /// A request that cannot go in one message (more than [`MAX_FDS`]
+    /// descriptors or [`MAX_REQUEST`] bytes) is refused before anything
+    /// is sent, and the spawner stays usable. Once a request is on its
+    /// way, no answer within the deadline, a broken socket or an answer
+    /// that does not parse leave the spawner dead: this and every later
+    /// call fail, and [`dead`] says so, so that the helper exits and its
+    /// service manager restarts it with a new spawner. Before this call
     /// returns, the spawner is killed and reaped, and so is whatever runs
     /// as the request's jail uid (the child it may have cloned late, with
     /// the disk bound writable, is the helper's and nobody else's to
@@ -401,8 +405,15 @@ impl Spawner {
                 "the jail spawner is dead after a failed exchange: restart the helper",
             ));
         }
+        let w = r.encode();
+        if w.fds.len() > MAX_FDS || w.bytes.len() > MAX_REQUEST {
+            return Err(refused(format!(
+                "a request of {} descriptors and {} bytes: at most {MAX_FDS} and {MAX_REQUEST}",
+                w.fds.len(),
+                w.bytes.len()
+            )));
+        }
         let exchange = || {
-            let w = r.encode();
             send(sock.as_fd(), &w.bytes, &w.fds)?;
             drop(w);
             let mut buf = [0u8; 512];
@@ -453,6 +464,13 @@ impl Spawner {
         }
         super::sweep::kill_jailed(uid).map(drop)
     }
+}
+
+/// Whether this process's spawner is dead after a failed exchange: every
+/// jailed call fails from then on, so the helper should exit (with a
+/// failure status, for the service manager to restart it).
+pub fn dead() -> bool {
+    running().is_some_and(|s| s.dead.load(Ordering::Relaxed))
 }
 
 /// Wait up to `deadline` for a message, then [`recv`] it.

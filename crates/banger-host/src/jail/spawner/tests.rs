@@ -122,3 +122,74 @@ fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused(
         assert!(got.is_err(), "cut at {cut}");
     }
 }
+
+/// Second read of F1, finding 4: a request that could not be sent (more
+/// descriptors than a message carries, more bytes than the spawner
+/// reads) is the request's error, not the spawner's: it is refused
+/// before anything is sent and the spawner stays usable. It was marked
+/// dead, and every later jailed call failed until a restart.
+#[test]
+fn a_request_too_big_to_send_is_refused_and_leaves_the_spawner_alive() {
+    use crate::runner::{Cmd, Runner, SpawnOptions};
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    // A stand-in for the spawner's process: what a dead-marking would
+    // kill.
+    let mut stand_in = Runner
+        .spawn(
+            &Cmd::new("sleep").arg("300"),
+            SpawnOptions {
+                output: None,
+                run_as: None,
+            },
+        )
+        .unwrap();
+    let spawner = Spawner {
+        sock: Mutex::new(ours),
+        pid: stand_in.pid() as i32,
+        pidfd: stand_in.pidfd().try_clone_to_owned().unwrap(),
+        dead: AtomicBool::new(false),
+    };
+    let uid = 3_700_000 + std::process::id() % 100_000;
+    let binds = (0..MAX_FDS)
+        .map(|i| Bind {
+            fd: Arc::new(devnull()),
+            at: format!("b{i}"),
+            writable: false,
+        })
+        .collect();
+    let many = spawner.spawn(request(Jail {
+        uid,
+        gid: uid,
+        binds,
+    }));
+    let mut big = request(Jail::new(uid, uid));
+    big.args = vec![OsString::from("x".repeat(MAX_REQUEST))];
+    let dead_after_many = spawner.dead.load(Ordering::Relaxed);
+    let large = spawner.spawn(big);
+    let dead_after_large = spawner.dead.load(Ordering::Relaxed);
+    let alive = stand_in.pidfd_alive();
+    let mut buf = [0u8; 16];
+    let nothing_sent = rustix::net::recv(&theirs, &mut buf, rustix::net::RecvFlags::DONTWAIT)
+        .map(|(n, _)| n)
+        .map_err(std::io::Error::from);
+    let _ = stand_in.kill();
+    let many = many.unwrap_err().to_string();
+    assert!(many.contains("descriptors"), "{many}");
+    let large = large.unwrap_err().to_string();
+    assert!(large.contains("bytes"), "{large}");
+    assert_eq!(
+        (dead_after_many, dead_after_large, alive),
+        (false, false, true),
+        "marked dead after too many descriptors, after too many bytes; the spawner alive"
+    );
+    assert_eq!(
+        nothing_sent.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock)
+    );
+}
