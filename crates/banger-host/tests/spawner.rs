@@ -116,6 +116,23 @@ fn forbidden_calls() -> Vec<(&'static str, i32)> {
             std::ptr::null::<u8>(),
             0usize,
         ));
+        // An unknown command (EINVAL without the filter: the helper holds
+        // CAP_SYS_ADMIN, which bpf(2) takes for CAP_BPF).
+        let bpf = errno(libc::syscall(
+            libc::SYS_bpf,
+            -1i32,
+            std::ptr::null::<u8>(),
+            0u32,
+        ));
+        // No attributes (EFAULT without the filter).
+        let perf = errno(libc::syscall(
+            libc::SYS_perf_event_open,
+            std::ptr::null::<u8>(),
+            0i32,
+            -1i32,
+            -1i32,
+            0u64,
+        ));
         let pid = libc::syscall(
             libc::SYS_clone,
             (libc::CLONE_NEWNS | libc::SIGCHLD) as libc::c_ulong,
@@ -137,6 +154,8 @@ fn forbidden_calls() -> Vec<(&'static str, i32)> {
             ("open_tree", open_tree),
             ("open_tree_attr", open_tree_attr),
             ("clone(CLONE_NEWNS)", clone),
+            ("bpf", bpf),
+            ("perf_event_open", perf),
         ]
     }
 }
