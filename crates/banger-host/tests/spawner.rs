@@ -21,7 +21,7 @@ const ROLE: &str = "BANGER_SPAWNER_TEST_ROLE";
 
 fn main() {
     if std::env::var_os(ROLE).is_some_and(|r| r == "parent") {
-        let pid = jail::spawner::start(range()).unwrap();
+        let pid = jail::spawner::start(range(), &[]).unwrap();
         // A second child holds a copy of the socket, so the spawner sees no
         // EOF when this process dies: only its parent-death signal ends it.
         // The test kills it by its pid, printed after the spawner's.
@@ -228,7 +228,7 @@ fn reach_into(spawner: u32, uid: u32) -> Vec<(&'static str, String)> {
     };
     let bound = match request(uid, uid, &[bind], &["true"], None, &[]) {
         Ok(()) => "ok".to_string(),
-        Err(e) if e.to_string().contains("pseudo file system") => "refused: pseudo".into(),
+        Err(e) if e.to_string().contains("not on a file system") => "refused".into(),
         Err(e) => format!("refused: {e}"),
     };
     vec![
@@ -248,7 +248,7 @@ fn locked_down() {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let second = std::thread::spawn(move || rx.recv());
     let early = (
-        jail::spawner::start(range.clone()).map_err(|e| e.to_string()),
+        jail::spawner::start(range.clone(), &[&std::env::temp_dir()]).map_err(|e| e.to_string()),
         jail::lock_down().map_err(|e| e.to_string()),
     );
     drop(tx);
@@ -261,7 +261,7 @@ fn locked_down() {
         assert!(std::time::Instant::now() < deadline, "the thread lingers");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let spawner = jail::spawner::start(range.clone()).unwrap();
+    let spawner = jail::spawner::start(range.clone(), &[&std::env::temp_dir()]).unwrap();
     // Only CAP_SYS_ADMIN (21), CAP_SETUID (7), CAP_SETGID (6), in every set.
     let status = status_of(spawner);
     for set in ["CapBnd", "CapPrm", "CapEff"] {
@@ -270,6 +270,28 @@ fn locked_down() {
     for set in ["CapInh", "CapAmb"] {
         assert_eq!(status_field(&status, set), "0000000000000000", "{status}");
     }
+    // Block device nodes for the bind checks below, made while this
+    // process may (the lock-down drops CAP_MKNOD).
+    let nodes = tempfile::tempdir().unwrap();
+    let node = |name: &str, major: u32| {
+        let path = nodes.path().join(name);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::BlockDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            rustix::fs::makedev(major, 0),
+        )
+        .unwrap();
+        // O_PATH: the device itself is never opened.
+        rustix::fs::open(
+            &path,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap()
+    };
+    let (scsi, looped) = (node("scsi", 8), node("loop", 7));
     let me = std::process::id();
     let filters = |s: &str| status_field(s, "Seccomp_filters").parse::<u32>().unwrap();
     let before = filters(&status_of(me));
@@ -322,7 +344,7 @@ fn locked_down() {
                 ("pidfd_getfd", "EPERM".to_string()),
                 ("open mem O_RDWR", "EACCES".to_string()),
                 ("open root", "EACCES".to_string()),
-                ("bind /proc", "refused: pseudo".to_string()),
+                ("bind /proc", "refused".to_string()),
             ][..]
         ),
         "CAP_SYS_PTRACE, then how each reach into the spawner ended"
@@ -410,6 +432,34 @@ fn locked_down() {
     assert!(e.contains("more descriptors"), "{e}");
     let e = refused(oversized(), "oversized");
     assert!(e.contains("truncated"), "{e}");
+    // Binds only where the helper's callers put them (second read of F1,
+    // finding 5): a file on another file system than the allowed one
+    // (/dev/shm here, the test's temporary directory allowed), a block
+    // device neither loop nor device-mapper, a character device.
+    let shm = tempfile::NamedTempFile::new_in("/dev/shm").unwrap();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    // Read-only: a writable bind's size is asked of the device itself.
+    let bind = |fd| {
+        [RawBind {
+            fd,
+            name: "disk",
+            writable: false,
+        }]
+    };
+    let outside: Vec<String> = [shm.as_file().as_fd(), scsi.as_fd(), null.as_fd()]
+        .into_iter()
+        .map(|fd| match request(uid, uid, &bind(fd), &argv, None, &[]) {
+            Ok(()) => "ok".to_string(),
+            Err(e) => e.to_string(),
+        })
+        .collect();
+    assert!(
+        outside[0].contains("not on a file system") && outside[1].contains("8:0"),
+        "{outside:?}"
+    );
+    assert!(outside[2].contains("CharacterDevice"), "{outside:?}");
+    request(uid, uid, &bind(looped.as_fd()), &argv, None, &[]).unwrap();
+    request(uid, uid, &bind(file.as_fd()), &argv, None, &[]).unwrap();
     // And it still serves a good one.
     request(uid, uid, &[], &argv, None, &[]).unwrap();
 

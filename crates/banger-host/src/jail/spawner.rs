@@ -151,10 +151,12 @@ impl Jail {
     }
 
     /// A jail as [`Jail::encode`] wrote it, refused unless its ids lie in
-    /// `range` (which never holds 0) and each bind name is one plain token.
+    /// `range` (which never holds 0), each bind name is one plain token
+    /// and each bind passes [`check_bind_fd`] against `binds_from`.
     pub(super) fn decode(
         r: &mut Reader<'_>,
         range: &std::ops::Range<u32>,
+        binds_from: &[u64],
     ) -> std::io::Result<Jail> {
         let (uid, gid) = (r.u32()?, r.u32()?);
         for id in [uid, gid] {
@@ -180,7 +182,7 @@ impl Jail {
                 n => return Err(refused(format!("writable flag {n}"))),
             };
             let fd = r.fd()?;
-            check_bind_fd(fd.as_fd())?;
+            check_bind_fd(fd.as_fd(), binds_from)?;
             binds.push(Bind {
                 fd: Arc::new(fd),
                 at,
@@ -191,49 +193,60 @@ impl Jail {
     }
 }
 
-/// `statfs` magic numbers of the pseudo file systems (`linux/magic.h`):
-/// a bind of one (a writable `/proc/sys`, say) would give the jailed tool
-/// the host's kernel knobs.
-const PSEUDO_FS: [(i64, &str); 18] = [
-    (0x9fa0, "proc"),
-    (0x6265_6572, "sysfs"),
-    (0x0027_e0eb, "cgroup"),
-    (0x6367_7270, "cgroup2"),
-    (0x6462_6720, "debugfs"),
-    (0x7472_6163, "tracefs"),
-    (0x7363_6673, "securityfs"),
-    (0xcafe_4a11, "bpf"),
-    (0xf97c_ff8c, "selinuxfs"),
-    (0x6165_676c, "pstore"),
-    (0xde5e_81e4, "efivarfs"),
-    (0x6265_6570, "configfs"),
-    (0x6573_5543, "fusectl"),
-    (0x4249_4e4d, "binfmt_misc"),
-    (0x6e73_6673, "nsfs"),
-    (0x1cd1, "devpts"),
-    (0x1980_0202, "mqueue"),
-    (0x5a3c_69f0, "aafs"),
-];
+/// The loop devices' block major (`Documentation/admin-guide/devices.txt`).
+const LOOP_MAJOR: u32 = 7;
 
-/// A bind descriptor the spawner accepts: a regular file, a directory or
-/// a block device (the executor binds a disk and a staging directory),
-/// not on a pseudo file system (hostile review of F1, finding 1).
-fn check_bind_fd(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+/// A bind descriptor the spawner accepts, an allow-list (second read of
+/// F1, finding 5; a deny-list of pseudo file systems before it missed
+/// several): a regular file or directory on one of the file systems
+/// `binds_from` names by device number (the state directory's and the
+/// temporary directory's, where the executor's disks and staging
+/// directories are), or a loop or device-mapper block device. Anything
+/// else — another file system (`/proc`, `/sys`, `/dev`, hugetlbfs, …),
+/// another block device (the host's disks), a character device, a socket
+/// — is refused.
+fn check_bind_fd(fd: BorrowedFd<'_>, binds_from: &[u64]) -> std::io::Result<()> {
     use rustix::fs::FileType;
-    let kind = FileType::from_raw_mode(rustix::fs::fstat(fd)?.st_mode);
-    if !matches!(
-        kind,
-        FileType::RegularFile | FileType::Directory | FileType::BlockDevice
-    ) {
-        return Err(refused(format!(
+    let st = rustix::fs::fstat(fd)?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile | FileType::Directory if binds_from.contains(&st.st_dev) => Ok(()),
+        FileType::RegularFile | FileType::Directory => Err(refused(format!(
+            "a bind not on a file system the helper binds from (device {}:{})",
+            rustix::fs::major(st.st_dev),
+            rustix::fs::minor(st.st_dev)
+        ))),
+        FileType::BlockDevice => {
+            let major = rustix::fs::major(st.st_rdev);
+            if major == LOOP_MAJOR || Some(major) == dm_major()? {
+                Ok(())
+            } else {
+                Err(refused(format!(
+                    "a bind of block device {major}:{}, neither loop nor device-mapper",
+                    rustix::fs::minor(st.st_rdev)
+                )))
+            }
+        }
+        kind => Err(refused(format!(
             "a bind of a {kind:?}, not a file, directory or block device"
-        )));
+        ))),
     }
-    let magic = rustix::fs::fstatfs(fd)?.f_type as i64;
-    if let Some((_, name)) = PSEUDO_FS.iter().find(|&&(m, _)| m == magic) {
-        return Err(refused(format!("a bind on a pseudo file system ({name})")));
-    }
-    Ok(())
+}
+
+/// device-mapper's block major, from `/proc/devices` (dynamic; `None`
+/// while the module is not loaded). Read at each check, not once at
+/// start: `dm-mod` may load after the helper starts (`dmsetup` loads it).
+fn dm_major() -> std::io::Result<Option<u32>> {
+    Ok(dm_major_in(&std::fs::read_to_string("/proc/devices")?))
+}
+
+/// device-mapper's major in `/proc/devices` text: its block section only.
+fn dm_major_in(text: &str) -> Option<u32> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("Block devices:"))
+        .find_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [n, "device-mapper"] => n.parse().ok(),
+            _ => None,
+        })
 }
 
 impl Request {
@@ -260,13 +273,17 @@ impl Request {
         w
     }
 
-    fn decode(mut r: Reader<'_>, range: &std::ops::Range<u32>) -> std::io::Result<Request> {
+    fn decode(
+        mut r: Reader<'_>,
+        range: &std::ops::Range<u32>,
+        binds_from: &[u64],
+    ) -> std::io::Result<Request> {
         let version = r.u32()?;
         if version != VERSION {
             return Err(refused(format!("protocol version {version}")));
         }
         let program = r.fd()?;
-        let jail = Jail::decode(&mut r, range)?;
+        let jail = Jail::decode(&mut r, range, binds_from)?;
         let argv0 = r.os()?;
         let mut args = Vec::new();
         for _ in 0..r.u32()? {
@@ -329,12 +346,27 @@ pub(super) fn one_thread() -> std::io::Result<()> {
 
 /// Fork the spawner. Call while this process has one thread (the child
 /// allocates; refused otherwise); `range` is the jail range, the only ids
-/// it will run as. Returns the spawner's pid; from then on
-/// [`super::spawn`] goes through it. A second call is refused.
-pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
+/// it will run as; `bind_dirs` the directories whose file systems hold
+/// every file and directory it will bind (read here, before the fork; one
+/// that does not exist is left out). Returns the spawner's pid; from then
+/// on [`super::spawn`] goes through it. A second call is refused.
+pub fn start(range: std::ops::Range<u32>, bind_dirs: &[&std::path::Path]) -> std::io::Result<u32> {
     one_thread()?;
     if range.contains(&0) || range.is_empty() {
         return Err(refused(format!("jail range {range:?}")));
+    }
+    let mut binds_from = Vec::new();
+    for dir in bind_dirs {
+        match rustix::fs::stat(*dir) {
+            Ok(st) => binds_from.push(st.st_dev),
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    std::io::Error::from(e).kind(),
+                    format!("jail spawner: {}: {e}", dir.display()),
+                ));
+            }
+        }
     }
     if SPAWNER.get().is_some() {
         return Err(refused("already started"));
@@ -355,7 +387,7 @@ pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
     }
     if pid == 0 {
         drop(ours);
-        serve(theirs, parent, range);
+        serve(theirs, parent, range, &binds_from);
     }
     drop(theirs);
     // The spawner is this process's child, not yet waited for: the pid is
@@ -704,9 +736,14 @@ fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<(usize, Vec<Own
 /// A panic ends the spawner with `_exit(2)`: never an unwind into the
 /// forked copy of the helper's `main`, which would then run on with the
 /// spawner's capabilities.
-fn serve(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32>) -> ! {
+fn serve(
+    sock: OwnedFd,
+    parent: rustix::process::Pid,
+    range: std::ops::Range<u32>,
+    binds_from: &[u64],
+) -> ! {
     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        serve_unwinding(sock, parent, range)
+        serve_unwinding(sock, parent, range, binds_from)
     }));
     let _ = served;
     // SAFETY: _exit ends this forked child without running the parent's
@@ -716,7 +753,12 @@ fn serve(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32
 }
 
 /// [`serve`]'s loop; returns only by panicking.
-fn serve_unwinding(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32>) -> ! {
+fn serve_unwinding(
+    sock: OwnedFd,
+    parent: rustix::process::Pid,
+    range: std::ops::Range<u32>,
+    binds_from: &[u64],
+) -> ! {
     let sock = match setup(sock, parent) {
         Ok(s) => s,
         // SAFETY: _exit ends this forked child without running the
@@ -737,6 +779,7 @@ fn serve_unwinding(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops:
                     fds: fds.into_iter(),
                 },
                 &range,
+                binds_from,
             )
             .and_then(|r| super::clone_jailed(&r, libc::CLONE_PARENT)),
             Err(e)

@@ -37,7 +37,13 @@ fn round_trip(r: &Request, range: std::ops::Range<u32>) -> std::io::Result<Reque
             fds: fds.into_iter(),
         },
         &range,
+        &[temp_dev()],
     )
+}
+
+/// The file system of the temporary directory, where the tests' binds are.
+fn temp_dev() -> u64 {
+    rustix::fs::stat(std::env::temp_dir()).unwrap().st_dev
 }
 
 fn inode(fd: BorrowedFd<'_>) -> (u64, u64) {
@@ -105,6 +111,7 @@ fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused(
                 fds: fds.into_iter(),
             },
             &range,
+            &[],
         )
         .unwrap_err();
         assert!(e.to_string().contains("descriptors"), "{n}: {e}");
@@ -118,6 +125,7 @@ fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused(
                 fds: fds.into_iter(),
             },
             &range,
+            &[],
         );
         assert!(got.is_err(), "cut at {cut}");
     }
@@ -192,4 +200,38 @@ fn a_request_too_big_to_send_is_refused_and_leaves_the_spawner_alive() {
         nothing_sent.map_err(|e| e.kind()),
         Err(std::io::ErrorKind::WouldBlock)
     );
+}
+
+/// Second read of F1, finding 5: binds are an allow-list. A file or
+/// directory only on a file system named at start, a block device only
+/// of the loop or device-mapper major; a file on another file system, a
+/// directory of `/proc` or `/dev` (devtmpfs, which the old deny-list took
+/// for tmpfs), a character device are refused.
+#[test]
+fn binds_only_from_the_named_file_systems_and_loop_or_dm_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::create(dir.path().join("disk")).unwrap();
+    let shm = tempfile::NamedTempFile::new_in("/dev/shm").unwrap();
+    let open = |p: &str| std::fs::File::open(p).unwrap();
+    let from = [temp_dev()];
+    assert!(check_bind_fd(file.as_fd(), &from).is_ok());
+    assert!(check_bind_fd(open(dir.path().to_str().unwrap()).as_fd(), &from).is_ok());
+    for (what, fd) in [
+        ("/dev/shm", shm.as_file().as_fd()),
+        ("/proc", open("/proc").as_fd()),
+        ("/dev", open("/dev").as_fd()),
+    ] {
+        let e = check_bind_fd(fd, &from).unwrap_err().to_string();
+        assert!(e.contains("not on a file system"), "{what}: {e}");
+    }
+    // Nothing named: no file or directory at all.
+    assert!(check_bind_fd(file.as_fd(), &[]).is_err());
+    let e = check_bind_fd(devnull().as_fd(), &from).unwrap_err();
+    assert!(e.to_string().contains("CharacterDevice"), "{e}");
+    // device-mapper's major from /proc/devices' block section only.
+    let devices = "Character devices:\n  1 mem\n 10 misc\n253 device-mapper\n\n\
+                   Block devices:\n  7 loop\n  8 sd\n252 device-mapper\n254 mdp\n";
+    assert_eq!(dm_major_in(devices), Some(252));
+    assert_eq!(dm_major_in("Block devices:\n  7 loop\n"), None);
+    dm_major().unwrap();
 }
