@@ -43,6 +43,8 @@ pub const EXE: &str = "/exe";
 const USR_LINKS: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 /// Device nodes a tool may open, bound from the host's `/dev`.
 const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+/// Each of [`DEVICES`]' (major, minor) (`Documentation/admin-guide/devices.txt`).
+const DEVICE_IDS: [(u32, u32); 5] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)];
 
 /// `RLIMIT_NPROC` of a jailed tool. The kernel counts it per real uid
 /// across the host, so it bounds every concurrent tool of one jail uid
@@ -561,10 +563,10 @@ fn prepare(
     }
     // A minimal /dev of bound host nodes.
     rustix::fs::mkdirat(&root, "dev", Mode::from_raw_mode(0o755))?;
-    for name in DEVICES {
+    for (name, node) in DEVICES.iter().zip(device_nodes(Path::new("/dev"))?) {
         let at = format!("dev/{name}");
         touch(&root, &at)?;
-        let t = tree_of(CWD, &cstring(format!("/dev/{name}").as_bytes())?, false)?;
+        let t = tree_of(node.as_fd(), c"", false)?;
         set_attrs(
             t.as_fd(),
             MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
@@ -635,6 +637,49 @@ fn prepare(
         limits: limits(max_file),
         filter,
     })
+}
+
+/// The host nodes of the jail's minimal `/dev`, [`DEVICES`] in order,
+/// beneath `dev` (`/dev`; a parameter for the tests), each opened
+/// `O_PATH|O_NOFOLLOW` and refused unless it is the character device its
+/// name says ([`DEVICE_IDS`]): a link, a file or another device planted
+/// in its place is never bound (second read of F1, finding 6). The jail
+/// clones each by this descriptor.
+fn device_nodes(dev: &Path) -> std::io::Result<Vec<OwnedFd>> {
+    let dir = rustix::fs::open(
+        dev,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    DEVICES
+        .iter()
+        .zip(DEVICE_IDS)
+        .map(|(name, (major, minor))| {
+            let fd = rustix::fs::openat(
+                &dir,
+                *name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let st = rustix::fs::fstat(&fd)?;
+            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            if kind != rustix::fs::FileType::CharacterDevice
+                || st.st_rdev != rustix::fs::makedev(major, minor)
+            {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "jail: {}/{name} is not the character device {major}:{minor} \
+                         (a {kind:?}, {}:{})",
+                        dev.display(),
+                        rustix::fs::major(st.st_rdev),
+                        rustix::fs::minor(st.st_rdev)
+                    ),
+                ));
+            }
+            Ok(fd)
+        })
+        .collect()
 }
 
 /// The resource limits of a jailed tool whose largest writable file holds
