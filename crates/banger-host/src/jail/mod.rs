@@ -41,6 +41,8 @@ pub const EXE: &str = "/exe";
 const USR_LINKS: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 /// Device nodes a tool may open, bound from the host's `/dev`.
 const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+/// Each of [`DEVICES`]' (major, minor) (`Documentation/admin-guide/devices.txt`).
+const DEVICE_IDS: [(u32, u32); 5] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)];
 
 /// `RLIMIT_NPROC` of a jailed tool. The kernel counts it per real uid
 /// across the host, so it bounds every concurrent tool of one jail uid
@@ -207,7 +209,9 @@ impl Jail {
 const KVM_AT: &str = "dev/kvm";
 
 /// Refused unless `fd` is the KVM character device, 10:232 (the kernel's
-/// `KVM_MINOR` of the misc major).
+/// `KVM_MINOR` of the misc major), opened `O_PATH|O_NOFOLLOW`: the node
+/// itself, not a link's target, and a descriptor that never reached the
+/// driver. The one character device a jail (and the spawner) admits.
 fn check_kvm(fd: BorrowedFd<'_>) -> std::io::Result<()> {
     let st = rustix::fs::fstat(fd)?;
     let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
@@ -216,6 +220,13 @@ fn check_kvm(fd: BorrowedFd<'_>) -> std::io::Result<()> {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("a KVM bind of a {kind:?} {major}:{minor}, not the character device 10:232"),
+        ));
+    }
+    let opened = rustix::fs::fcntl_getfl(fd)?;
+    if !opened.contains(OFlags::PATH | OFlags::NOFOLLOW) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("a KVM bind not opened O_PATH|O_NOFOLLOW (flags {opened:?})"),
         ));
     }
     Ok(())

@@ -100,13 +100,17 @@ impl Request {
         w
     }
 
-    fn decode(mut r: Reader<'_>, range: &std::ops::Range<u32>) -> std::io::Result<Request> {
+    fn decode(
+        mut r: Reader<'_>,
+        range: &std::ops::Range<u32>,
+        binds_from: &[u64],
+    ) -> std::io::Result<Request> {
         let version = r.u32()?;
         if version != VERSION {
             return Err(refused(format!("protocol version {version}")));
         }
         let program = r.fd()?;
-        let jail = Jail::decode(&mut r, range)?;
+        let jail = Jail::decode(&mut r, range, binds_from)?;
         let argv0 = r.os()?;
         let mut args = Vec::new();
         for _ in 0..r.u32()? {
@@ -141,6 +145,9 @@ static DEADLINE_MS: AtomicU64 = AtomicU64::new(30_000);
 pub struct Spawner {
     sock: Mutex<OwnedFd>,
     pid: i32,
+    /// Taken right after the fork: the spawner is killed and reaped
+    /// through it when an exchange fails.
+    pidfd: OwnedFd,
     /// Set once an exchange failed (no answer in time, a broken socket, an
     /// answer that does not parse): every later call fails, none reads an
     /// answer meant for another.
@@ -166,12 +173,27 @@ pub(super) fn one_thread() -> std::io::Result<()> {
 
 /// Fork the spawner. Call while this process has one thread (the child
 /// allocates; refused otherwise); `range` is the jail range, the only ids
-/// it will run as. Returns the spawner's pid; from then on
-/// [`super::spawn`] goes through it. A second call is refused.
-pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
+/// it will run as; `bind_dirs` the directories whose file systems hold
+/// every file and directory it will bind (read here, before the fork; one
+/// that does not exist is left out). Returns the spawner's pid; from then
+/// on [`super::spawn`] goes through it. A second call is refused.
+pub fn start(range: std::ops::Range<u32>, bind_dirs: &[&std::path::Path]) -> std::io::Result<u32> {
     one_thread()?;
     if range.contains(&0) || range.is_empty() {
         return Err(refused(format!("jail range {range:?}")));
+    }
+    let mut binds_from = Vec::new();
+    for dir in bind_dirs {
+        match rustix::fs::stat(*dir) {
+            Ok(st) => binds_from.push(st.st_dev),
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => {
+                return Err(std::io::Error::new(
+                    std::io::Error::from(e).kind(),
+                    format!("jail spawner: {}: {e}", dir.display()),
+                ));
+            }
+        }
     }
     if SPAWNER.get().is_some() {
         return Err(refused("already started"));
@@ -192,9 +214,13 @@ pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
     }
     if pid == 0 {
         drop(ours);
-        serve(theirs, parent, range);
+        serve(theirs, parent, range, &binds_from);
     }
     drop(theirs);
+    // The spawner is this process's child, not yet waited for: the pid is
+    // still its.
+    let child = rustix::process::Pid::from_raw(pid).ok_or_else(|| refused("fork gave pid 0"))?;
+    let pidfd = rustix::process::pidfd_open(child, rustix::process::PidfdFlags::empty())?;
     // The spawner says it is ready once it holds only its three
     // capabilities; it exits instead if it could not get there.
     let mut ready = [0u8; READY.len()];
@@ -205,6 +231,7 @@ pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
     let _ = SPAWNER.set(Spawner {
         sock: Mutex::new(ours),
         pid,
+        pidfd,
         dead: AtomicBool::new(false),
     });
     Ok(pid as u32)
@@ -219,10 +246,17 @@ impl Spawner {
     /// Send `r`; the answer is the child's pid, its pidfd and its report
     /// when it failed before `execve` (the child is then still to reap).
     ///
-    /// No answer within the deadline, a broken socket or an answer that
-    /// does not parse leave the spawner dead: the socket is shut down (the
-    /// spawner then exits) and this and every later call fail; restarting
-    /// the helper starts a new one.
+    /// A request that cannot go in one message (more than [`MAX_FDS`]
+    /// descriptors or [`MAX_REQUEST`] bytes) is refused before anything
+    /// is sent, and the spawner stays usable. Once a request is on its
+    /// way, no answer within the deadline, a broken socket or an answer
+    /// that does not parse leave the spawner dead: this and every later
+    /// call fail, and [`dead`] says so, so that the helper exits and its
+    /// service manager restarts it with a new spawner. Before this call
+    /// returns, the spawner is killed and reaped, and so is whatever runs
+    /// as the request's jail uid (the child it may have cloned late, with
+    /// the disk bound writable, is the helper's and nobody else's to
+    /// stop: second read of F1, finding 3).
     pub(super) fn spawn(&self, r: Request) -> std::io::Result<Cloned> {
         let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
         if self.dead.load(Ordering::Relaxed) {
@@ -230,8 +264,15 @@ impl Spawner {
                 "the jail spawner is dead after a failed exchange: restart the helper",
             ));
         }
+        let w = r.encode();
+        if w.fds.len() > MAX_FDS || w.bytes.len() > MAX_REQUEST {
+            return Err(refused(format!(
+                "a request of {} descriptors and {} bytes: at most {MAX_FDS} and {MAX_REQUEST}",
+                w.fds.len(),
+                w.bytes.len()
+            )));
+        }
         let exchange = || {
-            let w = r.encode();
             send(sock.as_fd(), &w.bytes, &w.fds)?;
             drop(w);
             let mut buf = [0u8; 512];
@@ -242,19 +283,53 @@ impl Spawner {
         let got = exchange();
         // The child's ends go now: the spawner holds its own copies until
         // it has cloned, then closes them.
+        let uid = r.jail.uid;
         drop(r);
         match got {
             Ok(refused_or_cloned) => refused_or_cloned,
             Err(e) => {
                 self.dead.store(true, Ordering::Relaxed);
                 let _ = rustix::net::shutdown(sock.as_fd(), rustix::net::Shutdown::Both);
+                let ended = match self.end(uid) {
+                    Ok(()) => String::new(),
+                    Err(end) => format!(" (and ending it failed: {end})"),
+                };
                 Err(std::io::Error::new(
                     e.kind(),
-                    format!("jail spawner (now dead, restart the helper): {e}"),
+                    format!("jail spawner (now dead, restart the helper): {e}{ended}"),
                 ))
             }
         }
     }
+
+    /// Kill the spawner and wait for it, so it clones nothing more; then
+    /// kill and reap what runs as jail uid `uid` (or is a clone of its not
+    /// yet switched to it).
+    fn end(&self, uid: u32) -> std::io::Result<()> {
+        match rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => return Err(e.into()),
+        }
+        loop {
+            match rustix::process::waitid(
+                rustix::process::WaitId::PidFd(self.pidfd.as_fd()),
+                rustix::process::WaitIdOptions::EXITED,
+            ) {
+                Err(rustix::io::Errno::INTR) => {}
+                // ECHILD: already reaped.
+                Ok(_) | Err(rustix::io::Errno::CHILD) => break,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        super::sweep::kill_jailed(uid).map(drop)
+    }
+}
+
+/// Whether this process's spawner is dead after a failed exchange: every
+/// jailed call fails from then on, so the helper should exit (with a
+/// failure status, for the service manager to restart it).
+pub fn dead() -> bool {
+    running().is_some_and(|s| s.dead.load(Ordering::Relaxed))
 }
 
 /// Wait up to `deadline` for a message, then [`recv`] it.
@@ -495,9 +570,14 @@ fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<(usize, Vec<Own
 /// A panic ends the spawner with `_exit(2)`: never an unwind into the
 /// forked copy of the helper's `main`, which would then run on with the
 /// spawner's capabilities.
-fn serve(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32>) -> ! {
+fn serve(
+    sock: OwnedFd,
+    parent: rustix::process::Pid,
+    range: std::ops::Range<u32>,
+    binds_from: &[u64],
+) -> ! {
     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        serve_unwinding(sock, parent, range)
+        serve_unwinding(sock, parent, range, binds_from)
     }));
     let _ = served;
     // SAFETY: _exit ends this forked child without running the parent's
@@ -507,7 +587,12 @@ fn serve(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32
 }
 
 /// [`serve`]'s loop; returns only by panicking.
-fn serve_unwinding(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32>) -> ! {
+fn serve_unwinding(
+    sock: OwnedFd,
+    parent: rustix::process::Pid,
+    range: std::ops::Range<u32>,
+    binds_from: &[u64],
+) -> ! {
     let sock = match setup(sock, parent) {
         Ok(s) => s,
         // SAFETY: _exit ends this forked child without running the
@@ -528,6 +613,7 @@ fn serve_unwinding(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops:
                     fds: fds.into_iter(),
                 },
                 &range,
+                binds_from,
             )
             .and_then(|r| super::clone_jailed(&r, libc::CLONE_PARENT)),
             Err(e)

@@ -6,8 +6,10 @@ use std::os::unix::fs::PermissionsExt as _;
 
 use std::os::fd::AsFd as _;
 
+use super::prepare::device_nodes;
 use super::*;
 use crate::runner::resolve;
+use rustix::fs::CWD;
 
 /// A uid no account has, distinct per test process and from `tests`.
 fn jail_uid(slot: u32) -> u32 {
@@ -298,5 +300,82 @@ fn the_clone_is_made_with_every_signal_blocked_and_the_mask_restored() {
         let mut child = start(&Jail::new(uid, uid), "true", &[]);
         child.wait().unwrap();
         assert_eq!(mask(), before);
+    }
+}
+
+/// Second read of F1, finding 6: the jail's `/dev` nodes were bound by
+/// path, whatever was there. Each must be the character device it is
+/// named for (1:3, 1:5, 1:7, 1:8, 1:9), reached without following a
+/// link: a symlink, a regular file or another device in their place is
+/// refused.
+#[test]
+fn the_jails_dev_nodes_are_the_real_character_devices() {
+    super::tests::require_root();
+    assert_eq!(
+        device_nodes(Path::new("/dev")).unwrap().len(),
+        DEVICES.len()
+    );
+    let planted = |plant: &dyn Fn(&Path, &str)| {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, name) in DEVICES.iter().enumerate() {
+            // Only the last one planted; the others the real nodes.
+            let at = dir.path().join(name);
+            if i + 1 == DEVICES.len() {
+                plant(&at, name);
+            } else {
+                let (_, minor) = DEVICE_IDS[i];
+                rustix::fs::mknodat(
+                    CWD,
+                    &at,
+                    rustix::fs::FileType::CharacterDevice,
+                    Mode::from_raw_mode(0o666),
+                    rustix::fs::makedev(1, minor),
+                )
+                .unwrap();
+            }
+        }
+        device_nodes(dir.path()).map(|n| n.len())
+    };
+    let char_dev = |at: &Path, minor: u32| {
+        rustix::fs::mknodat(
+            CWD,
+            at,
+            rustix::fs::FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, minor),
+        )
+        .unwrap();
+    };
+    // The real one, as a node of this directory: accepted.
+    let (_, last) = DEVICE_IDS[DEVICES.len() - 1];
+    assert_eq!(planted(&|at, _| char_dev(at, last)).unwrap(), DEVICES.len());
+    let refused: Vec<(&str, String)> = [
+        (
+            "symlink",
+            &(|at: &Path, name: &str| {
+                std::os::unix::fs::symlink(format!("/dev/{name}"), at).unwrap()
+            }) as &dyn Fn(&Path, &str),
+        ),
+        ("file", &|at: &Path, _: &str| {
+            std::fs::write(at, b"").unwrap()
+        }),
+        ("/dev/mem's numbers", &|at: &Path, _: &str| char_dev(at, 1)),
+    ]
+    .into_iter()
+    .map(|(what, plant)| {
+        (
+            what,
+            match planted(plant) {
+                Ok(n) => format!("ok: {n}"),
+                Err(e) => e.to_string(),
+            },
+        )
+    })
+    .collect();
+    for (what, got) in &refused {
+        assert!(
+            got.contains("not the character device"),
+            "{what}: {refused:?}"
+        );
     }
 }

@@ -1,7 +1,8 @@
 use std::os::unix::ffi::OsStringExt as _;
 use std::sync::Arc;
 
-use super::super::Limits;
+use super::super::{Bind, Limits};
+use super::wire::{check_bind_fd, dm_major, dm_major_in};
 use super::*;
 
 fn devnull() -> OwnedFd {
@@ -39,7 +40,13 @@ fn round_trip(r: &Request, range: std::ops::Range<u32>) -> std::io::Result<Reque
             fds: fds.into_iter(),
         },
         &range,
+        &[temp_dev()],
     )
+}
+
+/// The file system of the temporary directory, where the tests' binds are.
+fn temp_dev() -> u64 {
+    rustix::fs::stat(std::env::temp_dir()).unwrap().st_dev
 }
 
 fn inode(fd: BorrowedFd<'_>) -> (u64, u64) {
@@ -216,6 +223,7 @@ fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused(
             fds: fds.into_iter(),
         },
         &range,
+        &[temp_dev()],
     )
     .unwrap_err();
     assert!(e.to_string().contains("long-lived flag 2"), "{e}");
@@ -230,6 +238,7 @@ fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused(
                 fds: fds.into_iter(),
             },
             &range,
+            &[],
         )
         .unwrap_err();
         assert!(e.to_string().contains("descriptors"), "{n}: {e}");
@@ -243,6 +252,7 @@ fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused(
                 fds: fds.into_iter(),
             },
             &range,
+            &[],
         );
         assert!(got.is_err(), "cut at {cut}");
     }
@@ -307,4 +317,124 @@ fn the_kvm_device_alone_crosses_the_wire_as_a_device() {
             "{e}"
         );
     }
+    // The device itself, but not opened `O_PATH|O_NOFOLLOW` (a link at
+    // its name followed, or a descriptor that can reach the driver):
+    // refused by the jail and by the spawner.
+    let followed = rustix::fs::open(
+        dir.path().join("kvm"),
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let e = Jail::new(4100, 4100)
+        .bind_kvm(followed.as_fd())
+        .unwrap_err();
+    assert!(e.to_string().contains("O_PATH|O_NOFOLLOW"), "{e}");
+    let mut forged = Jail::new(4100, 4100).bind_kvm(kvm.as_fd()).unwrap();
+    forged.binds[0].fd = Arc::new(followed);
+    let e = round_trip(&request(forged), 4096..4112).unwrap_err();
+    assert!(e.to_string().contains("O_PATH|O_NOFOLLOW"), "{e}");
+}
+
+/// Second read of F1, finding 4: a request that could not be sent (more
+/// descriptors than a message carries, more bytes than the spawner
+/// reads) is the request's error, not the spawner's: it is refused
+/// before anything is sent and the spawner stays usable. It was marked
+/// dead, and every later jailed call failed until a restart.
+#[test]
+fn a_request_too_big_to_send_is_refused_and_leaves_the_spawner_alive() {
+    use crate::runner::{Cmd, Runner, SpawnOptions};
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    // A stand-in for the spawner's process: what a dead-marking would
+    // kill.
+    let mut stand_in = Runner
+        .spawn(
+            &Cmd::new("sleep").arg("300"),
+            SpawnOptions {
+                output: None,
+                run_as: None,
+            },
+        )
+        .unwrap();
+    let spawner = Spawner {
+        sock: Mutex::new(ours),
+        pid: stand_in.pid() as i32,
+        pidfd: stand_in.pidfd().try_clone_to_owned().unwrap(),
+        dead: AtomicBool::new(false),
+    };
+    let uid = 3_700_000 + std::process::id() % 100_000;
+    let binds = (0..MAX_FDS)
+        .map(|i| Bind {
+            fd: Arc::new(devnull()),
+            at: format!("b{i}"),
+            writable: false,
+        })
+        .collect();
+    let mut jail = Jail::new(uid, uid);
+    jail.binds = binds;
+    let many = spawner.spawn(request(jail));
+    let mut big = request(Jail::new(uid, uid));
+    big.args = vec![OsString::from("x".repeat(MAX_REQUEST))];
+    let dead_after_many = spawner.dead.load(Ordering::Relaxed);
+    let large = spawner.spawn(big);
+    let dead_after_large = spawner.dead.load(Ordering::Relaxed);
+    let alive = stand_in.pidfd_alive();
+    let mut buf = [0u8; 16];
+    let nothing_sent = rustix::net::recv(&theirs, &mut buf, rustix::net::RecvFlags::DONTWAIT)
+        .map(|(n, _)| n)
+        .map_err(std::io::Error::from);
+    let _ = stand_in.kill();
+    let many = many.unwrap_err().to_string();
+    assert!(many.contains("descriptors"), "{many}");
+    let large = large.unwrap_err().to_string();
+    assert!(large.contains("bytes"), "{large}");
+    assert_eq!(
+        (dead_after_many, dead_after_large, alive),
+        (false, false, true),
+        "marked dead after too many descriptors, after too many bytes; the spawner alive"
+    );
+    assert_eq!(
+        nothing_sent.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock)
+    );
+}
+
+/// Second read of F1, finding 5: binds are an allow-list. A file or
+/// directory only on a file system named at start, a block device only
+/// of the loop or device-mapper major; a file on another file system, a
+/// directory of `/proc` or `/dev` (devtmpfs, which the old deny-list took
+/// for tmpfs), a character device are refused.
+#[test]
+fn binds_only_from_the_named_file_systems_and_loop_or_dm_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::create(dir.path().join("disk")).unwrap();
+    let shm = tempfile::NamedTempFile::new_in("/dev/shm").unwrap();
+    let open = |p: &str| std::fs::File::open(p).unwrap();
+    let from = [temp_dev()];
+    assert!(check_bind_fd(file.as_fd(), &from).is_ok());
+    assert!(check_bind_fd(open(dir.path().to_str().unwrap()).as_fd(), &from).is_ok());
+    for (what, fd) in [
+        ("/dev/shm", shm.as_file().as_fd()),
+        ("/proc", open("/proc").as_fd()),
+        ("/dev", open("/dev").as_fd()),
+    ] {
+        let e = check_bind_fd(fd, &from).unwrap_err().to_string();
+        assert!(e.contains("not on a file system"), "{what}: {e}");
+    }
+    // Nothing named: no file or directory at all.
+    assert!(check_bind_fd(file.as_fd(), &[]).is_err());
+    let e = check_bind_fd(devnull().as_fd(), &from).unwrap_err();
+    assert!(e.to_string().contains("CharacterDevice"), "{e}");
+    // device-mapper's major from /proc/devices' block section only.
+    let devices = "Character devices:\n  1 mem\n 10 misc\n253 device-mapper\n\n\
+                   Block devices:\n  7 loop\n  8 sd\n252 device-mapper\n254 mdp\n";
+    assert_eq!(dm_major_in(devices), Some(252));
+    assert_eq!(dm_major_in("Block devices:\n  7 loop\n"), None);
+    dm_major().unwrap();
 }
