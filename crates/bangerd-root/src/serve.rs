@@ -338,9 +338,13 @@ fn handle(mut stream: UnixStream, owner_uid: u32, exec: &Executor) {
 /// Checked after the reply that carried the failure went out, so the
 /// owner sees why and the failed operation's own clean-up (the grant
 /// revoked, the journal updated) has run; exiting from inside the spawner
-/// would skip both.
+/// would skip both. Only on the thread whose exchange failed, after its
+/// `Spawner::end` killed and reaped the spawner and the request's jail-uid
+/// processes (`spawner::ended_here`): another connection's reply ended
+/// the helper while that was still running, and a late clone not yet of
+/// the jail uid survived (third read of F1, finding a).
 fn exit_if_the_spawner_is_dead(op: &str) {
-    if banger_host::jail::spawner::dead() {
+    if banger_host::jail::spawner::ended_here() {
         tracing::error!(
             op,
             "the jail spawner is dead after a failed exchange; exiting for the service manager to restart the helper"

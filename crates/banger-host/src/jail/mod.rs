@@ -447,7 +447,12 @@ pub fn spawn(
     let Cloned { pid, pidfd, report } = match spawner::running() {
         Some(s) => s.spawn(request)?,
         None => {
-            let cloned = clone_jailed(&request, 0)?;
+            // This process is the child's parent.
+            let me = rustix::process::pidfd_open(
+                rustix::process::getpid(),
+                rustix::process::PidfdFlags::empty(),
+            )?;
+            let cloned = clone_jailed(&request, 0, me.as_fd())?;
             // The child's ends, so that its exit is the pipes' EOF.
             drop(request);
             cloned
@@ -491,8 +496,16 @@ pub(super) struct Cloned {
 
 /// Prepare `r` and clone its child with `extra` clone flags
 /// (`CLONE_PARENT` in the spawner): its pid, its pidfd and what it
-/// reported before `execve` (`None`: it got there).
-fn clone_jailed(r: &spawner::Request, extra: libc::c_int) -> std::io::Result<Cloned> {
+/// reported before `execve` (`None`: it got there). `parent` is a pidfd
+/// of the process that will be the child's parent (this one, or with
+/// `CLONE_PARENT` the helper), taken before the clone: the child gives up
+/// when that process has exited by the time its parent-death signal is
+/// armed.
+fn clone_jailed(
+    r: &spawner::Request,
+    extra: libc::c_int,
+    parent: BorrowedFd<'_>,
+) -> std::io::Result<Cloned> {
     let prepared = prepare(&r.jail, r.program.as_fd(), &r.argv0, &r.args, &r.env)?;
     let (status_r, status_w) = pipe()?;
     let [stdin, stdout, stderr] = &r.stdio;
@@ -539,7 +552,7 @@ fn clone_jailed(r: &spawner::Request, extra: libc::c_int) -> std::io::Result<Clo
         )
     };
     if pid == 0 {
-        child::child(&prepared, &fds, &argv_ptrs, &envp_ptrs);
+        child::child(&prepared, &fds, parent, &argv_ptrs, &envp_ptrs);
     }
     let clone_error = std::io::Error::last_os_error();
     drop(blocked);

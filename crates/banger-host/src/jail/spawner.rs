@@ -156,6 +156,12 @@ pub struct Spawner {
 
 static SPAWNER: OnceLock<Spawner> = OnceLock::new();
 
+thread_local! {
+    /// Set on the thread whose exchange failed, once its [`Spawner::end`]
+    /// has returned.
+    static ENDED_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// The spawner this process started, if any: jails then go through it.
 pub(super) fn running() -> Option<&'static Spawner> {
     SPAWNER.get()
@@ -294,12 +300,25 @@ impl Spawner {
                     Ok(()) => String::new(),
                     Err(end) => format!(" (and ending it failed: {end})"),
                 };
+                ENDED_HERE.set(true);
                 Err(std::io::Error::new(
                     e.kind(),
                     format!("jail spawner (now dead, restart the helper): {e}{ended}"),
                 ))
             }
         }
+    }
+
+    /// Whether the spawner is dead after an exchange that failed on this
+    /// thread, and this thread's [`Spawner::end`] has returned (the spawner
+    /// killed and reaped, and what ran as the request's jail uid or was a
+    /// clone not yet switched to it): only then may the helper exit, and
+    /// only from this thread, after the failed operation's own clean-up
+    /// and reply. Another thread's later call finds the spawner dead and
+    /// fails, but is not told to end the helper: it could do so while the
+    /// failing thread is still in `end` (third read of F1, finding a).
+    fn ended_here(&self) -> bool {
+        self.dead.load(Ordering::Relaxed) && ENDED_HERE.get()
     }
 
     /// Kill the spawner and wait for it, so it clones nothing more; then
@@ -325,11 +344,11 @@ impl Spawner {
     }
 }
 
-/// Whether this process's spawner is dead after a failed exchange: every
-/// jailed call fails from then on, so the helper should exit (with a
-/// failure status, for the service manager to restart it).
-pub fn dead() -> bool {
-    running().is_some_and(|s| s.dead.load(Ordering::Relaxed))
+/// Whether this thread should now end the helper for its spawner (with a
+/// failure status, for the service manager to restart it): see
+/// [`Spawner::ended_here`].
+pub fn ended_here() -> bool {
+    running().is_some_and(Spawner::ended_here)
 }
 
 /// Wait up to `deadline` for a message, then [`recv`] it.
@@ -593,7 +612,7 @@ fn serve_unwinding(
     range: std::ops::Range<u32>,
     binds_from: &[u64],
 ) -> ! {
-    let sock = match setup(sock, parent) {
+    let (sock, helper) = match setup(sock, parent) {
         Ok(s) => s,
         // SAFETY: _exit ends this forked child without running the
         // parent's atexit handlers or destructors.
@@ -615,7 +634,7 @@ fn serve_unwinding(
                 &range,
                 binds_from,
             )
-            .and_then(|r| super::clone_jailed(&r, libc::CLONE_PARENT)),
+            .and_then(|r| super::clone_jailed(&r, libc::CLONE_PARENT, helper.as_fd())),
             Err(e)
                 if e.raw_os_error().is_some() && e.kind() != std::io::ErrorKind::InvalidInput =>
             {
@@ -649,9 +668,10 @@ fn serve_unwinding(
     unsafe { libc::_exit(0) }
 }
 
-/// Dies with `parent`, holds no descriptor but 0-2 and the socket (moved
-/// to 3), keeps three capabilities.
-fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<OwnedFd> {
+/// Dies with `parent`, holds no descriptor but 0-2, the socket (moved
+/// to 3) and a pidfd of `parent` (returned with it: the helper, parent of
+/// every child cloned with `CLONE_PARENT`), keeps three capabilities.
+fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<(OwnedFd, OwnedFd)> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
     if rustix::process::getppid() != Some(parent) {
         return Err(refused("the helper is gone"));
@@ -668,6 +688,9 @@ fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<OwnedFd
         }
         <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3)
     };
+    // The helper is still this process's parent (checked above, with the
+    // death signal armed): the pid is its.
+    let helper = rustix::process::pidfd_open(parent, rustix::process::PidfdFlags::empty())?;
     // Not dumpable: the helper (same uid, and its permitted set holds the
     // spawner's) may then neither trace it, nor open its `/proc/<pid>/mem`,
     // `root` or `fd/`, nor use process_vm_writev on it without
@@ -675,7 +698,7 @@ fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<OwnedFd
     // The children it clones inherit this until their `execve`.
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
     super::caps::drop_capabilities(&KEPT_CAPS)?;
-    Ok(sock)
+    Ok((sock, helper))
 }
 
 #[cfg(test)]

@@ -379,3 +379,69 @@ fn the_jails_dev_nodes_are_the_real_character_devices() {
         );
     }
 }
+
+/// Third read of F1, finding a: a clone whose parent (the helper, through
+/// the spawner's `CLONE_PARENT`) dies before the child arms its
+/// parent-death signal is reparented and never gets that signal: it ran
+/// on, as its jail uid, with nobody to stop it. The child now gives up
+/// when the parent it was cloned for (a pidfd taken before the clone) has
+/// exited by then. `getppid()` cannot tell: the child is pid 1 of its own
+/// pid namespace, where its parent is always 0.
+#[test]
+fn a_child_whose_parent_died_before_its_death_signal_never_runs() {
+    super::tests::require_root();
+    let uid = jail_uid(5);
+    // A process that has exited stands for the parent that died.
+    let mut gone = crate::runner::Runner
+        .spawn(
+            &crate::runner::Cmd::new("true"),
+            crate::runner::SpawnOptions {
+                output: None,
+                run_as: None,
+            },
+        )
+        .unwrap();
+    let gone_pidfd = gone.pidfd().try_clone_to_owned().unwrap();
+    gone.wait_timeout(std::time::Duration::from_secs(10))
+        .unwrap()
+        .expect("true exits");
+    let me = rustix::process::pidfd_open(
+        rustix::process::getpid(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .unwrap();
+    use std::io::Read as _;
+    let run = |parent: BorrowedFd<'_>| {
+        // A pipe: a regular file is past the jail's file-size limit of 0.
+        let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let null = || File::open("/dev/null").unwrap().into();
+        let sh = resolve(OsStr::new("sh")).unwrap();
+        let request = spawner::Request {
+            jail: Jail::new(uid, uid),
+            program: rustix::fs::open(&sh, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap(),
+            argv0: "sh".into(),
+            args: vec!["-c".into(), "echo ran".into()],
+            env: vec![("PATH".into(), crate::runner::CHILD_PATH.into())],
+            stdio: [null(), out_w, null()],
+        };
+        let cloned = clone_jailed(&request, 0, parent).unwrap();
+        drop(request);
+        rustix::process::waitid(
+            rustix::process::WaitId::PidFd(cloned.pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED,
+        )
+        .unwrap();
+        let mut ran = String::new();
+        File::from(out_r).read_to_string(&mut ran).unwrap();
+        (cloned.report, ran)
+    };
+    assert_eq!(run(me.as_fd()), (None, "ran\n".to_string()));
+    assert_eq!(
+        run(gone_pidfd.as_fd()),
+        (
+            Some((child::Step::ParentGone as u32, libc::ESRCH)),
+            String::new()
+        ),
+        "a child whose parent had exited ran"
+    );
+}

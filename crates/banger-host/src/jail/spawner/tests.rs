@@ -438,3 +438,77 @@ fn binds_only_from_the_named_file_systems_and_loop_or_dm_devices() {
     assert_eq!(dm_major_in("Block devices:\n  7 loop\n"), None);
     dm_major().unwrap();
 }
+
+/// A stand-in for the spawner's process (what a failed exchange kills and
+/// reaps) and the [`Spawner`] that talks to it over `sock`.
+fn stand_in_spawner(sock: OwnedFd) -> (crate::runner::Spawned, Spawner) {
+    use crate::runner::{Cmd, Runner, SpawnOptions};
+    let stand_in = Runner
+        .spawn(
+            &Cmd::new("sleep").arg("300"),
+            SpawnOptions {
+                output: None,
+                run_as: None,
+            },
+        )
+        .unwrap();
+    let spawner = Spawner {
+        sock: Mutex::new(sock),
+        pid: stand_in.pid() as i32,
+        pidfd: stand_in.pidfd().try_clone_to_owned().unwrap(),
+        dead: AtomicBool::new(false),
+    };
+    (stand_in, spawner)
+}
+
+/// Third read of F1, finding a: the helper's exit for a dead spawner was
+/// checked after every reply on every connection, so another connection's
+/// reply could end the helper while the failing thread was still in
+/// `Spawner::end`, and a late clone not yet of the jail uid survived. Only
+/// the thread whose exchange failed is told to end the helper, and only
+/// once `end` has killed and reaped the spawner.
+#[test]
+fn only_the_failing_thread_ends_the_helper_and_only_after_the_spawner_is_reaped() {
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    // The spawner's end gone: the exchange fails at once.
+    drop(theirs);
+    let (mut stand_in, spawner) = stand_in_spawner(ours);
+    let uid = 3_710_000 + std::process::id() % 100_000;
+    let done = AtomicBool::new(false);
+    let started = std::sync::Barrier::new(2);
+    let (elsewhere, failed, here, reaped) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            started.wait();
+            let mut seen = false;
+            while !done.load(Ordering::SeqCst) {
+                seen |= spawner.ended_here();
+            }
+            seen || spawner.ended_here()
+        });
+        started.wait();
+        let failed = spawner.spawn(request(Jail::new(uid, uid)));
+        let here = spawner.ended_here();
+        // ECHILD: `end` has reaped it.
+        let reaped = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(stand_in.pidfd()),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+        )
+        .map(|_| ());
+        done.store(true, Ordering::SeqCst);
+        (watcher.join().unwrap(), failed, here, reaped)
+    });
+    let _ = stand_in.kill();
+    let failed = failed.unwrap_err().to_string();
+    assert!(failed.contains("now dead"), "{failed}");
+    assert_eq!(
+        (elsewhere, here, reaped),
+        (false, true, Err(rustix::io::Errno::CHILD)),
+        "another thread told to end the helper; the failing thread told; the spawner reaped"
+    );
+}
