@@ -156,6 +156,9 @@ pub struct Spawner {
 
 static SPAWNER: OnceLock<Spawner> = OnceLock::new();
 
+/// How long [`Spawner::end`] waits for the killed spawner to exit.
+const END_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 thread_local! {
     /// Set on the thread whose exchange failed, once its [`Spawner::end`]
     /// has returned.
@@ -329,16 +332,24 @@ impl Spawner {
             Ok(()) | Err(rustix::io::Errno::SRCH) => {}
             Err(e) => return Err(e.into()),
         }
-        loop {
-            match rustix::process::waitid(
-                rustix::process::WaitId::PidFd(self.pidfd.as_fd()),
-                rustix::process::WaitIdOptions::EXITED,
-            ) {
-                Err(rustix::io::Errno::INTR) => {}
-                // ECHILD: already reaped.
-                Ok(_) | Err(rustix::io::Errno::CHILD) => break,
-                Err(e) => return Err(e.into()),
-            }
+        // Bounded: the lock every jailed call takes is held here, and a
+        // killed process may not exit (stuck in the kernel) or not become
+        // reapable (traced by another process) for as long as it likes
+        // (third read of F1, finding b).
+        if !super::sweep::exited_within(&self.pidfd, END_WAIT) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the killed spawner did not exit within {END_WAIT:?}"),
+            ));
+        }
+        // Exited: reap it if it is reapable now (it is not while another
+        // process traces it); ECHILD: already reaped.
+        match rustix::process::waitid(
+            rustix::process::WaitId::PidFd(self.pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+        ) {
+            Ok(_) | Err(rustix::io::Errno::CHILD) => {}
+            Err(e) => return Err(e.into()),
         }
         super::sweep::kill_jailed(uid).map(drop)
     }

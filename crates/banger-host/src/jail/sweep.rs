@@ -276,6 +276,13 @@ fn status_of(pid: i32) -> std::io::Result<Status> {
     }
 }
 
+/// Whether the process behind `pidfd` exits (reaped or not) within
+/// `wait`; an error polling counts as not.
+pub(super) fn exited_within(pidfd: &OwnedFd, wait: std::time::Duration) -> bool {
+    let ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+    wait_exits(std::slice::from_ref(pidfd), ms) == 0
+}
+
 /// Whether the process behind `pidfd` has not exited (its pidfd is not
 /// readable) within `wait_ms`. An error polling counts as alive.
 fn alive(pidfd: &OwnedFd, wait_ms: i64) -> bool {

@@ -512,3 +512,66 @@ fn only_the_failing_thread_ends_the_helper_and_only_after_the_spawner_is_reaped(
         "another thread told to end the helper; the failing thread told; the spawner reaped"
     );
 }
+
+/// Third read of F1, finding b: `Spawner::end` waited for the killed
+/// spawner with a blocking `waitid`, holding the lock every jailed call
+/// takes: a spawner that did not become reapable (here: traced by another
+/// process, which never waits for it, so its exit reaches its parent only
+/// once that tracer goes) hung every later jail request. The wait is
+/// bounded now.
+#[test]
+fn ending_a_spawner_that_never_becomes_reapable_returns_in_time() {
+    use crate::runner::{Cmd, Runner, SpawnOptions};
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    drop(theirs);
+    let (mut stand_in, spawner) = stand_in_spawner(ours);
+    let pid = stand_in.pid();
+    // PTRACE_SEIZE (0x4206) through ptrace(2) (101 on x86_64), then sleep
+    // without ever waiting for the tracee.
+    let mut tracer = Runner
+        .spawn(
+            &Cmd::new("perl").arg("-e").arg(format!(
+                "syscall(101, 0x4206, {pid}, 0, 0) == 0 or die \"seize: $!\"; sleep 300"
+            )),
+            SpawnOptions {
+                output: None,
+                run_as: None,
+            },
+        )
+        .unwrap();
+    let traced = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["TracerPid:", "0"])
+    {
+        assert!(std::time::Instant::now() < traced, "never traced");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let uid = 3_720_000 + std::process::id() % 100_000;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let took = std::time::Instant::now();
+    let got = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _ = tx.send(spawner.spawn(request(Jail::new(uid, uid))).map(drop));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(15));
+        // The tracer's exit lets a blocked wait return, so the thread ends.
+        let _ = tracer.kill();
+        got
+    });
+    let took = took.elapsed();
+    let _ = stand_in.kill();
+    let e = got
+        .unwrap_or_else(|_| panic!("no answer within 15 s"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("now dead"), "{e}");
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+}
