@@ -281,8 +281,19 @@ impl Spawner {
                 w.bytes.len()
             )));
         }
+        match send(sock.as_fd(), &w.bytes, &w.fds) {
+            Ok(()) => {}
+            // Nothing went: the spawner is still in step (third read of
+            // F1, finding e).
+            Err(e) if sent_nothing(&e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("jail spawner: the request was not sent: {e}"),
+                ));
+            }
+            Err(e) => return Err(self.fail(&sock, r.jail.uid, e)),
+        }
         let exchange = || {
-            send(sock.as_fd(), &w.bytes, &w.fds)?;
             drop(w);
             let mut buf = [0u8; 512];
             let deadline = std::time::Duration::from_millis(DEADLINE_MS.load(Ordering::Relaxed));
@@ -296,20 +307,24 @@ impl Spawner {
         drop(r);
         match got {
             Ok(refused_or_cloned) => refused_or_cloned,
-            Err(e) => {
-                self.dead.store(true, Ordering::Relaxed);
-                let _ = rustix::net::shutdown(sock.as_fd(), rustix::net::Shutdown::Both);
-                let ended = match self.end(uid) {
-                    Ok(()) => String::new(),
-                    Err(end) => format!(" (and ending it failed: {end})"),
-                };
-                ENDED_HERE.set(true);
-                Err(std::io::Error::new(
-                    e.kind(),
-                    format!("jail spawner (now dead, restart the helper): {e}{ended}"),
-                ))
-            }
+            Err(e) => Err(self.fail(&sock, uid, e)),
         }
+    }
+
+    /// An exchange failed after (or while) the request went: mark the
+    /// spawner dead, [`Spawner::end`] it, and say so in `e`.
+    fn fail(&self, sock: &OwnedFd, uid: u32, e: std::io::Error) -> std::io::Error {
+        self.dead.store(true, Ordering::Relaxed);
+        let _ = rustix::net::shutdown(sock.as_fd(), rustix::net::Shutdown::Both);
+        let ended = match self.end(uid) {
+            Ok(()) => String::new(),
+            Err(end) => format!(" (and ending it failed: {end})"),
+        };
+        ENDED_HERE.set(true);
+        std::io::Error::new(
+            e.kind(),
+            format!("jail spawner (now dead, restart the helper): {e}{ended}"),
+        )
     }
 
     /// Whether the spawner is dead after an exchange that failed on this
@@ -546,6 +561,17 @@ pub mod testing {
         let (n, fds) = recv(sock.as_fd(), &mut buf)?;
         answer(&buf[..n], fds)?.map(|_| ())
     }
+}
+
+/// Whether a failed [`send`] sent nothing and left the spawner in step:
+/// an error of the call itself but the peer's going (`EPIPE`,
+/// `ECONNRESET`, `ENOTCONN`). A `SOCK_SEQPACKET` message goes whole or
+/// not at all; a send cut short (no errno) counts as sent.
+fn sent_nothing(e: &std::io::Error) -> bool {
+    !matches!(
+        e.raw_os_error(),
+        None | Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)
+    )
 }
 
 /// Send one message with `fds` attached.

@@ -575,3 +575,36 @@ fn ending_a_spawner_that_never_becomes_reapable_returns_in_time() {
     assert!(e.contains("now dead"), "{e}");
     assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
 }
+
+/// Third read of F1, finding e: every failed send marked the spawner dead,
+/// though a send that fails with anything but "the peer is gone" sent
+/// nothing (a `SOCK_SEQPACKET` message goes whole or not at all) and the
+/// spawner is still in step. Here the message is bigger than the socket's
+/// send buffer (`EMSGSIZE`): the call fails, the spawner stays usable.
+#[test]
+fn a_send_that_sent_nothing_leaves_the_spawner_alive() {
+    let (ours, theirs) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    rustix::net::sockopt::set_socket_send_buffer_size(&ours, 4096).unwrap();
+    let (mut stand_in, spawner) = stand_in_spawner(ours);
+    let uid = 3_730_000 + std::process::id() % 100_000;
+    let mut big = request(Jail::new(uid, uid));
+    big.args = vec![OsString::from("x".repeat(32 << 10))];
+    let got = spawner.spawn(big);
+    let dead = spawner.dead.load(Ordering::Relaxed);
+    let alive = stand_in.pidfd_alive();
+    let _ = stand_in.kill();
+    drop(theirs);
+    let e = got.unwrap_err();
+    assert_eq!(
+        (dead, alive),
+        (false, true),
+        "marked dead, the spawner killed after a send that sent nothing: {e}"
+    );
+    assert!(e.to_string().contains("not sent"), "{e}");
+}
