@@ -478,8 +478,32 @@ fn locked_down() {
         rustix::process::PidfdFlags::empty(),
     )
     .unwrap();
+    // A long-lived jailed process of another uid of the range, cloned by
+    // the spawner as the helper's child (a QEMU): the failed exchange's
+    // clean-up must leave it running (third read of F1, with the QEMU
+    // jail: every jailed child of the helper in a pid namespace of its
+    // own was killed, every VM of the helper with it).
+    let neighbour = Runner
+        .spawn(
+            &Cmd::new("sleep")
+                .arg("60")
+                .jail(Jail::new(uid + 1, uid + 1).long_lived(jail::Limits {
+                    memory: 256 << 20,
+                    processes: 64,
+                    open_files: 128,
+                    file_size: 0,
+                })),
+            banger_host::runner::SpawnOptions {
+                output: None,
+                run_as: None,
+            },
+        )
+        .unwrap();
     let (stalled, spawner_gone, late) = stall(&holder, &jailed);
     let left = processes_of(uid);
+    let neighbour_alive = neighbour.pidfd_alive();
+    let _ = rustix::process::pidfd_send_signal(neighbour.pidfd(), rustix::process::Signal::KILL);
+    drop(neighbour);
     let stalled = stalled
         .expect("an answer within 10 s")
         .expect_err("stalled");
@@ -495,6 +519,10 @@ fn locked_down() {
     let (stalled, late) = (chain(&stalled), chain(&late.expect_err("after a stall")));
     assert!(stalled.contains("did not answer within 1s"), "{stalled}");
     assert!(late.contains("spawner is dead"), "{late}");
+    assert!(
+        neighbour_alive,
+        "another uid's long-lived jailed process was killed"
+    );
     assert_eq!(
         (spawner_gone, left),
         (true, Vec::<String>::new()),
