@@ -499,7 +499,25 @@ fn locked_down() {
             },
         )
         .unwrap();
+    // Another caller's tool of the same jail uid, running when the
+    // exchange fails: killed with the rest of the uid, but reaped by its
+    // own caller, who learns how it ended (third read of F1, finding c:
+    // the clean-up reaped it, and the caller's wait by pid failed with
+    // `ECHILD` or could reap another child given the recycled pid).
+    let other_tool = {
+        let jail = jailed();
+        std::thread::spawn(move || Runner.run(&Cmd::new("sleep").arg("30").jail(jail)))
+    };
+    let started = std::time::Instant::now() + Duration::from_secs(10);
+    while processes_of(uid).is_empty() {
+        assert!(
+            std::time::Instant::now() < started,
+            "the other tool never ran"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     let (stalled, spawner_gone, late) = stall(&holder, &jailed);
+    let other_tool = other_tool.join().unwrap().map(|o| o.stdout);
     let left = processes_of(uid);
     let neighbour_alive = neighbour.pidfd_alive();
     let _ = rustix::process::pidfd_send_signal(neighbour.pidfd(), rustix::process::Signal::KILL);
@@ -522,6 +540,11 @@ fn locked_down() {
     assert!(
         neighbour_alive,
         "another uid's long-lived jailed process was killed"
+    );
+    let other_tool = chain(&other_tool.expect_err("killed"));
+    assert!(
+        other_tool.contains("signal 9") || other_tool.contains("SIGKILL"),
+        "the other tool's caller: {other_tool}"
     );
     assert_eq!(
         (spawner_gone, left),

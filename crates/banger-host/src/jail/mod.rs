@@ -330,13 +330,13 @@ impl Child {
 
     /// Reap it if it has exited.
     pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
-        self.wait_flags(libc::WNOHANG)
+        self.wait_flags(rustix::process::WaitIdOptions::NOHANG)
     }
 
     /// Wait for it to exit.
     pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         loop {
-            if let Some(s) = self.wait_flags(0)? {
+            if let Some(s) = self.wait_flags(rustix::process::WaitIdOptions::empty())? {
                 return Ok(s);
             }
         }
@@ -354,32 +354,37 @@ impl Child {
         }
     }
 
-    fn wait_flags(&mut self, flags: i32) -> std::io::Result<Option<std::process::ExitStatus>> {
+    /// Reap it through its pidfd (`waitid(P_PIDFD)`), never by pid: a pid
+    /// names this child only while it is unreaped (third read of F1,
+    /// finding c). `NOHANG` in `options` for a poll.
+    fn wait_flags(
+        &mut self,
+        options: rustix::process::WaitIdOptions,
+    ) -> std::io::Result<Option<std::process::ExitStatus>> {
         use std::os::unix::process::ExitStatusExt as _;
         if let Some(s) = self.status {
             return Ok(Some(s));
         }
-        let mut raw = 0;
-        // SAFETY: waitpid on our own unreaped child (the pidfd keeps the
-        // pid from being recycled while we hold it unreaped) with a valid
-        // pointer to a c_int.
-        let r = unsafe { libc::waitpid(self.pid, &mut raw, flags) };
-        match r {
-            0 => Ok(None),
-            r if r == self.pid => {
-                let s = std::process::ExitStatus::from_raw(raw);
-                self.status = Some(s);
-                Ok(Some(s))
-            }
-            _ => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        let got = match rustix::process::waitid(
+            rustix::process::WaitId::PidFd(self.pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED | options,
+        ) {
+            Ok(got) => got,
+            Err(rustix::io::Errno::INTR) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(got) = got else { return Ok(None) };
+        // The wait status `ExitStatus` holds: the code in bits 8-15, or
+        // the signal in bits 0-6 (and 0x80 for a core dump).
+        let raw = match (got.exit_status(), got.terminating_signal()) {
+            (Some(code), _) if got.exited() => (code & 0xff) << 8,
+            (_, Some(sig)) => sig | if got.dumped() { 0x80 } else { 0 },
+            _ => return Ok(None),
+        };
+        spawner::disown(self.pid);
+        let s = std::process::ExitStatus::from_raw(raw);
+        self.status = Some(s);
+        Ok(Some(s))
     }
 }
 

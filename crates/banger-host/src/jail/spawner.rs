@@ -156,6 +156,34 @@ pub struct Spawner {
 
 static SPAWNER: OnceLock<Spawner> = OnceLock::new();
 
+/// The pids of the children the spawner cloned whose [`super::Child`]
+/// has not reaped them yet: [`super::sweep::kill_jailed`] kills them with
+/// the rest of their jail uid but leaves each to its own caller to reap
+/// (third read of F1, finding c). Added while the spawner's lock is held,
+/// which `kill_jailed` runs under too, so an answered child is never
+/// missing. Unreaped, a pid listed here names that child.
+static OWNED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn own(pid: i32) {
+    OWNED.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+}
+
+/// `pid` reaped by its [`super::Child`]: no longer listed.
+pub(super) fn disown(pid: i32) {
+    OWNED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|&p| p != pid);
+}
+
+/// Whether `pid` is a child some [`super::Child`] will reap.
+pub(super) fn owned(pid: u32) -> bool {
+    OWNED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&(pid as i32))
+}
+
 /// How long [`Spawner::end`] waits for the killed spawner to exit.
 const END_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -306,7 +334,7 @@ impl Spawner {
         let uid = r.jail.uid;
         drop(r);
         match got {
-            Ok(refused_or_cloned) => refused_or_cloned,
+            Ok(refused_or_cloned) => refused_or_cloned.inspect(|c| own(c.pid)),
             Err(e) => Err(self.fail(&sock, uid, e)),
         }
     }

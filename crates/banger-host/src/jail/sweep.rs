@@ -113,6 +113,7 @@ fn pass(
 ) -> std::io::Result<Vec<u32>> {
     let mut found = Vec::new();
     let mut dying = Vec::new();
+    let mut dying_pids = Vec::new();
     for e in std::fs::read_dir("/proc")? {
         // An error reading the directory ends std's iteration: every
         // process after it would go unseen.
@@ -149,6 +150,7 @@ fn pass(
             Ok(()) => {
                 killed.push(raw);
                 dying.push(pidfd);
+                dying_pids.push(raw);
             }
             Err(rustix::io::Errno::SRCH) => {}
             Err(e) => return Err(e.into()),
@@ -158,7 +160,10 @@ fn pass(
     // alive then is found, and killed, again).
     wait_exits(&dying, EXIT_WAIT_MS);
     if reap {
-        for pidfd in &dying {
+        // Only what no caller holds to reap itself (a late clone nobody
+        // got an answer for): another thread's tool is that thread's.
+        let mine = dying_pids.iter().map(|&p| !super::spawner::owned(p));
+        for (pidfd, _) in dying.iter().zip(mine).filter(|(_, mine)| *mine) {
             // Not this process's child (ECHILD), or not exited yet (the
             // next pass finds it again): nothing to reap now.
             let _ = rustix::process::waitid(
