@@ -208,30 +208,47 @@ pub(super) fn one_thread() -> std::io::Result<()> {
     }
 }
 
+/// What [`wire::check_bind_fd`] compares a bind's file or directory
+/// with: the mount id of each of `dirs` that exists (`statx` of an
+/// `O_PATH` descriptor, asking no file system). Mount ids, not `st_dev`:
+/// a btrfs subvolume or an overlay's file reports another device than the
+/// mount it is on (third read of F1, finding d).
+pub(super) fn bind_roots(dirs: &[&std::path::Path]) -> std::io::Result<Vec<u64>> {
+    let mut roots = Vec::new();
+    for dir in dirs {
+        let fd = match rustix::fs::open(
+            *dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(root_error(dir, e)),
+        };
+        roots.push(crate::mounts::mount_id_of(fd.as_fd()).map_err(|e| root_error(dir, e))?);
+    }
+    Ok(roots)
+}
+
+fn root_error(dir: &std::path::Path, e: rustix::io::Errno) -> std::io::Error {
+    std::io::Error::new(
+        std::io::Error::from(e).kind(),
+        format!("jail spawner: {}: {e}", dir.display()),
+    )
+}
+
 /// Fork the spawner. Call while this process has one thread (the child
 /// allocates; refused otherwise); `range` is the jail range, the only ids
-/// it will run as; `bind_dirs` the directories whose file systems hold
-/// every file and directory it will bind (read here, before the fork; one
-/// that does not exist is left out). Returns the spawner's pid; from then
+/// it will run as; `bind_dirs` the directories whose mounts hold every
+/// file and directory it will bind (read here, before the fork, by
+/// [`bind_roots`]; one that does not exist is left out). Returns the spawner's pid; from then
 /// on [`super::spawn`] goes through it. A second call is refused.
 pub fn start(range: std::ops::Range<u32>, bind_dirs: &[&std::path::Path]) -> std::io::Result<u32> {
     one_thread()?;
     if range.contains(&0) || range.is_empty() {
         return Err(refused(format!("jail range {range:?}")));
     }
-    let mut binds_from = Vec::new();
-    for dir in bind_dirs {
-        match rustix::fs::stat(*dir) {
-            Ok(st) => binds_from.push(st.st_dev),
-            Err(rustix::io::Errno::NOENT) => {}
-            Err(e) => {
-                return Err(std::io::Error::new(
-                    std::io::Error::from(e).kind(),
-                    format!("jail spawner: {}: {e}", dir.display()),
-                ));
-            }
-        }
-    }
+    let binds_from = bind_roots(bind_dirs)?;
     if SPAWNER.get().is_some() {
         return Err(refused("already started"));
     }

@@ -44,9 +44,9 @@ fn round_trip(r: &Request, range: std::ops::Range<u32>) -> std::io::Result<Reque
     )
 }
 
-/// The file system of the temporary directory, where the tests' binds are.
+/// The mount of the temporary directory, where the tests' binds are.
 fn temp_dev() -> u64 {
-    rustix::fs::stat(std::env::temp_dir()).unwrap().st_dev
+    bind_roots(&[std::env::temp_dir().as_path()]).unwrap()[0]
 }
 
 fn inode(fd: BorrowedFd<'_>) -> (u64, u64) {
@@ -607,4 +607,82 @@ fn a_send_that_sent_nothing_leaves_the_spawner_alive() {
         "marked dead, the spawner killed after a send that sent nothing: {e}"
     );
     assert!(e.to_string().contains("not sent"), "{e}");
+}
+
+/// Third read of F1, finding d: the bind allow-list compared `st_dev`,
+/// which differs between a mount and files on it for btrfs subvolumes
+/// and overlayfs (whose files report their layer's device): a disk in
+/// such a state directory was refused. It compares mount ids now. Here a
+/// state directory that is an overlay (made in a mount namespace of this
+/// thread's own, gone with it).
+#[test]
+fn a_file_on_an_overlay_state_directory_is_bound() {
+    super::super::tests::require_root();
+    let base = tempfile::tempdir().unwrap();
+    let got = std::thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: a mount namespace of this thread's own (with a copy
+            // of its file-system attributes): nothing another thread of
+            // this process relies on changes; the thread ends below.
+            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.unwrap();
+            rustix::mount::mount_change(
+                c"/",
+                rustix::mount::MountPropagationFlags::REC
+                    | rustix::mount::MountPropagationFlags::PRIVATE,
+            )
+            .unwrap();
+            let at = |n: &str| base.path().join(n);
+            rustix::mount::mount(
+                c"tmpfs",
+                at("").as_path(),
+                c"tmpfs",
+                rustix::mount::MountFlags::empty(),
+                None::<&std::ffi::CStr>,
+            )
+            .unwrap();
+            for d in ["lower", "rw", "state"] {
+                std::fs::create_dir(at(d)).unwrap();
+            }
+            // The layers on two file systems: the overlay's files then
+            // report their layer's device.
+            for d in ["lower", "rw"] {
+                rustix::mount::mount(
+                    c"tmpfs",
+                    at(d).as_path(),
+                    c"tmpfs",
+                    rustix::mount::MountFlags::empty(),
+                    None::<&std::ffi::CStr>,
+                )
+                .unwrap();
+            }
+            std::fs::write(at("lower").join("disk"), b"disk").unwrap();
+            for d in ["rw/upper", "rw/work"] {
+                std::fs::create_dir(at(d)).unwrap();
+            }
+            let opts = format!(
+                "lowerdir={},upperdir={},workdir={},xino=off",
+                at("lower").display(),
+                at("rw/upper").display(),
+                at("rw/work").display()
+            );
+            rustix::mount::mount(
+                c"overlay",
+                at("state").as_path(),
+                c"overlay",
+                rustix::mount::MountFlags::empty(),
+                Some(std::ffi::CString::new(opts).unwrap().as_c_str()),
+            )
+            .unwrap();
+            let disk = std::fs::File::open(at("state").join("disk")).unwrap();
+            let roots = bind_roots(&[at("state").as_path()]).unwrap();
+            let got = check_bind_fd(disk.as_fd(), &roots).map_err(|e| e.to_string());
+            // Elsewhere (the tmpfs below): still refused.
+            let beside = std::fs::File::create(at("beside")).unwrap();
+            let beside = check_bind_fd(beside.as_fd(), &roots).map_err(|e| e.to_string());
+            (got, beside.is_err())
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(got, (Ok(()), true), "a disk on an overlay state directory");
 }

@@ -229,23 +229,27 @@ const LOOP_MAJOR: u32 = 7;
 
 /// A bind descriptor the spawner accepts, an allow-list (second read of
 /// F1, finding 5; a deny-list of pseudo file systems before it missed
-/// several): a regular file or directory on one of the file systems
-/// `binds_from` names by device number (the state directory's and the
-/// temporary directory's, where the executor's disks and staging
-/// directories are), or a loop or device-mapper block device. Anything
-/// else — another file system (`/proc`, `/sys`, `/dev`, hugetlbfs, …),
-/// another block device (the host's disks), a character device, a socket
-/// — is refused.
+/// several): a regular file or directory on one of the mounts `binds_from`
+/// names by mount id (the state directory's and the temporary
+/// directory's, where the executor's disks and staging directories are;
+/// by mount, not `st_dev`, since the third read's finding d), or a loop or
+/// device-mapper block device. Anything else — another mount (`/proc`,
+/// `/sys`, `/dev`, hugetlbfs, …), another block device (the host's
+/// disks), a character device, a socket — is refused.
 pub(super) fn check_bind_fd(fd: BorrowedFd<'_>, binds_from: &[u64]) -> std::io::Result<()> {
     use rustix::fs::FileType;
     let st = rustix::fs::fstat(fd)?;
     match FileType::from_raw_mode(st.st_mode) {
-        FileType::RegularFile | FileType::Directory if binds_from.contains(&st.st_dev) => Ok(()),
-        FileType::RegularFile | FileType::Directory => Err(refused(format!(
-            "a bind not on a file system the helper binds from (device {}:{})",
-            rustix::fs::major(st.st_dev),
-            rustix::fs::minor(st.st_dev)
-        ))),
+        FileType::RegularFile | FileType::Directory => {
+            let mount = crate::mounts::mount_id_of(fd)?;
+            if binds_from.contains(&mount) {
+                Ok(())
+            } else {
+                Err(refused(format!(
+                    "a bind not on a file system the helper binds from (mount {mount})"
+                )))
+            }
+        }
         FileType::BlockDevice => {
             let major = rustix::fs::major(st.st_rdev);
             if major == LOOP_MAJOR || Some(major) == dm_major()? {
