@@ -343,31 +343,10 @@ fn the_kvm_device_alone_crosses_the_wire_as_a_device() {
 /// dead, and every later jailed call failed until a restart.
 #[test]
 fn a_request_too_big_to_send_is_refused_and_leaves_the_spawner_alive() {
-    use crate::runner::{Cmd, Runner, SpawnOptions};
-    let (ours, theirs) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
+    let (ours, theirs) = seqpacket_pair();
     // A stand-in for the spawner's process: what a dead-marking would
     // kill.
-    let mut stand_in = Runner
-        .spawn(
-            &Cmd::new("sleep").arg("300"),
-            SpawnOptions {
-                output: None,
-                run_as: None,
-            },
-        )
-        .unwrap();
-    let spawner = Spawner {
-        sock: Mutex::new(ours),
-        pid: stand_in.pid() as i32,
-        pidfd: stand_in.pidfd().try_clone_to_owned().unwrap(),
-        dead: AtomicBool::new(false),
-    };
+    let (mut stand_in, spawner) = stand_in_spawner(ours);
     let uid = 3_700_000 + std::process::id() % 100_000;
     let binds = (0..MAX_FDS)
         .map(|i| Bind {
@@ -439,6 +418,18 @@ fn binds_only_from_the_named_file_systems_and_loop_or_dm_devices() {
     dm_major().unwrap();
 }
 
+/// The two ends of a `SOCK_SEQPACKET` pair, as the helper and the spawner
+/// hold them.
+fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
+    rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap()
+}
+
 /// A stand-in for the spawner's process (what a failed exchange kills and
 /// reaps) and the [`Spawner`] that talks to it over `sock`.
 fn stand_in_spawner(sock: OwnedFd) -> (crate::runner::Spawned, Spawner) {
@@ -469,13 +460,7 @@ fn stand_in_spawner(sock: OwnedFd) -> (crate::runner::Spawned, Spawner) {
 /// once `end` has killed and reaped the spawner.
 #[test]
 fn only_the_failing_thread_ends_the_helper_and_only_after_the_spawner_is_reaped() {
-    let (ours, theirs) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
+    let (ours, theirs) = seqpacket_pair();
     // The spawner's end gone: the exchange fails at once.
     drop(theirs);
     let (mut stand_in, spawner) = stand_in_spawner(ours);
@@ -522,13 +507,7 @@ fn only_the_failing_thread_ends_the_helper_and_only_after_the_spawner_is_reaped(
 #[test]
 fn ending_a_spawner_that_never_becomes_reapable_returns_in_time() {
     use crate::runner::{Cmd, Runner, SpawnOptions};
-    let (ours, theirs) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
+    let (ours, theirs) = seqpacket_pair();
     drop(theirs);
     let (mut stand_in, spawner) = stand_in_spawner(ours);
     let pid = stand_in.pid();
@@ -583,13 +562,7 @@ fn ending_a_spawner_that_never_becomes_reapable_returns_in_time() {
 /// send buffer (`EMSGSIZE`): the call fails, the spawner stays usable.
 #[test]
 fn a_send_that_sent_nothing_leaves_the_spawner_alive() {
-    let (ours, theirs) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
+    let (ours, theirs) = seqpacket_pair();
     rustix::net::sockopt::set_socket_send_buffer_size(&ours, 4096).unwrap();
     let (mut stand_in, spawner) = stand_in_spawner(ours);
     let uid = 3_730_000 + std::process::id() % 100_000;
