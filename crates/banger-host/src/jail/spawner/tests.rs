@@ -453,6 +453,43 @@ fn stand_in_spawner(sock: OwnedFd) -> (crate::runner::Spawned, Spawner) {
     (stand_in, spawner)
 }
 
+/// Set in a test process that [`alone`] started.
+const ALONE: &str = "BANGER_SPAWNER_TEST_ALONE";
+
+/// Run `body` in a test process of its own (this test binary again, run
+/// for test `name` of this module only, one thread): the stand-in
+/// spawner's failed exchange runs `kill_jailed`, whose clause for this
+/// process's children in a pid namespace of their own still with root's
+/// uids would also match another test's jailed clone not yet past its
+/// `setresuid`, killing it and reaping it from under that test (seen as
+/// a rare `ECHILD`); alone, the process has no such child but its own. A
+/// setting `body` changes stays in it too.
+fn alone(name: &str, body: impl FnOnce()) {
+    use crate::runner::{Cmd, Runner};
+    if std::env::var_os(ALONE).is_some() {
+        return body();
+    }
+    let test = format!(
+        "{}::{name}",
+        module_path!().trim_start_matches("banger_host::")
+    );
+    let out = Runner
+        .output(
+            &Cmd::new(std::env::current_exe().unwrap())
+                .args([test.as_str(), "--exact", "--test-threads=1"])
+                .env(ALONE, "1")
+                .timeout(std::time::Duration::from_secs(120)),
+        )
+        .unwrap();
+    assert!(
+        out.status.success() && out.stdout.contains("test result: ok. 1 passed"),
+        "{test} alone: {}\n{}\n{}",
+        out.status,
+        out.stdout,
+        out.stderr
+    );
+}
+
 /// Third read of F1, finding a: the helper's exit for a dead spawner was
 /// checked after every reply on every connection, so another connection's
 /// reply could end the helper while the failing thread was still in
@@ -461,41 +498,46 @@ fn stand_in_spawner(sock: OwnedFd) -> (crate::runner::Spawned, Spawner) {
 /// once `end` has killed and reaped the spawner.
 #[test]
 fn only_the_failing_thread_ends_the_helper_and_only_after_the_spawner_is_reaped() {
-    let (ours, theirs) = seqpacket_pair();
-    // The spawner's end gone: the exchange fails at once.
-    drop(theirs);
-    let (mut stand_in, spawner) = stand_in_spawner(ours);
-    let uid = 3_710_000 + std::process::id() % 100_000;
-    let done = AtomicBool::new(false);
-    let started = std::sync::Barrier::new(2);
-    let (elsewhere, failed, here, reaped) = std::thread::scope(|s| {
-        let watcher = s.spawn(|| {
-            started.wait();
-            let mut seen = false;
-            while !done.load(Ordering::SeqCst) {
-                seen |= spawner.ended_here();
-            }
-            seen || spawner.ended_here()
-        });
-        started.wait();
-        let failed = spawner.spawn(request(Jail::new(uid, uid)));
-        let here = spawner.ended_here();
-        // ECHILD: `end` has reaped it.
-        let reaped = rustix::process::waitid(
-            rustix::process::WaitId::PidFd(stand_in.pidfd()),
-            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
-        )
-        .map(|_| ());
-        done.store(true, Ordering::SeqCst);
-        (watcher.join().unwrap(), failed, here, reaped)
-    });
-    let _ = stand_in.kill();
-    let failed = failed.unwrap_err().to_string();
-    assert!(failed.contains("now dead"), "{failed}");
-    assert_eq!(
-        (elsewhere, here, reaped),
-        (false, true, Err(rustix::io::Errno::CHILD)),
-        "another thread told to end the helper; the failing thread told; the spawner reaped"
+    alone(
+        "only_the_failing_thread_ends_the_helper_and_only_after_the_spawner_is_reaped",
+        || {
+            let (ours, theirs) = seqpacket_pair();
+            // The spawner's end gone: the exchange fails at once.
+            drop(theirs);
+            let (mut stand_in, spawner) = stand_in_spawner(ours);
+            let uid = 3_710_000 + std::process::id() % 100_000;
+            let done = AtomicBool::new(false);
+            let started = std::sync::Barrier::new(2);
+            let (elsewhere, failed, here, reaped) = std::thread::scope(|s| {
+                let watcher = s.spawn(|| {
+                    started.wait();
+                    let mut seen = false;
+                    while !done.load(Ordering::SeqCst) {
+                        seen |= spawner.ended_here();
+                    }
+                    seen || spawner.ended_here()
+                });
+                started.wait();
+                let failed = spawner.spawn(request(Jail::new(uid, uid)));
+                let here = spawner.ended_here();
+                // ECHILD: `end` has reaped it.
+                let reaped = rustix::process::waitid(
+                    rustix::process::WaitId::PidFd(stand_in.pidfd()),
+                    rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+                )
+                .map(|_| ());
+                done.store(true, Ordering::SeqCst);
+                (watcher.join().unwrap(), failed, here, reaped)
+            });
+            let _ = stand_in.kill();
+            let failed = failed.unwrap_err().to_string();
+            assert!(failed.contains("now dead"), "{failed}");
+            assert_eq!(
+                (elsewhere, here, reaped),
+                (false, true, Err(rustix::io::Errno::CHILD)),
+                "another thread told to end the helper; the failing thread told; the spawner reaped"
+            );
+        },
     );
 }
 
@@ -507,53 +549,58 @@ fn only_the_failing_thread_ends_the_helper_and_only_after_the_spawner_is_reaped(
 /// bounded now.
 #[test]
 fn ending_a_spawner_that_never_becomes_reapable_returns_in_time() {
-    use crate::runner::{Cmd, Runner, SpawnOptions};
-    let (ours, theirs) = seqpacket_pair();
-    drop(theirs);
-    let (mut stand_in, spawner) = stand_in_spawner(ours);
-    let pid = stand_in.pid();
-    // PTRACE_SEIZE (0x4206) through ptrace(2) (101 on x86_64), then sleep
-    // without ever waiting for the tracee.
-    let mut tracer = Runner
-        .spawn(
-            &Cmd::new("perl").arg("-e").arg(format!(
-                "syscall(101, 0x4206, {pid}, 0, 0) == 0 or die \"seize: $!\"; sleep 300"
-            )),
-            SpawnOptions {
-                output: None,
-                run_as: None,
-            },
-        )
-        .unwrap();
-    let traced = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["TracerPid:", "0"])
-    {
-        assert!(std::time::Instant::now() < traced, "never traced");
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-    let uid = 3_720_000 + std::process::id() % 100_000;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let took = std::time::Instant::now();
-    let got = std::thread::scope(|s| {
-        s.spawn(|| {
-            let _ = tx.send(spawner.spawn(request(Jail::new(uid, uid))).map(drop));
-        });
-        let got = rx.recv_timeout(std::time::Duration::from_secs(15));
-        // The tracer's exit lets a blocked wait return, so the thread ends.
-        let _ = tracer.kill();
-        got
-    });
-    let took = took.elapsed();
-    let _ = stand_in.kill();
-    let e = got
-        .unwrap_or_else(|_| panic!("no answer within 15 s"))
-        .unwrap_err()
-        .to_string();
-    assert!(e.contains("now dead"), "{e}");
-    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+    alone(
+        "ending_a_spawner_that_never_becomes_reapable_returns_in_time",
+        || {
+            use crate::runner::{Cmd, Runner, SpawnOptions};
+            let (ours, theirs) = seqpacket_pair();
+            drop(theirs);
+            let (mut stand_in, spawner) = stand_in_spawner(ours);
+            let pid = stand_in.pid();
+            // PTRACE_SEIZE (0x4206) through ptrace(2) (101 on x86_64), then sleep
+            // without ever waiting for the tracee.
+            let mut tracer = Runner
+                .spawn(
+                    &Cmd::new("perl").arg("-e").arg(format!(
+                        "syscall(101, 0x4206, {pid}, 0, 0) == 0 or die \"seize: $!\"; sleep 300"
+                    )),
+                    SpawnOptions {
+                        output: None,
+                        run_as: None,
+                    },
+                )
+                .unwrap();
+            let traced = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .unwrap()
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["TracerPid:", "0"])
+            {
+                assert!(std::time::Instant::now() < traced, "never traced");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let uid = 3_720_000 + std::process::id() % 100_000;
+            let (tx, rx) = std::sync::mpsc::channel();
+            let took = std::time::Instant::now();
+            let got = std::thread::scope(|s| {
+                s.spawn(|| {
+                    let _ = tx.send(spawner.spawn(request(Jail::new(uid, uid))).map(drop));
+                });
+                let got = rx.recv_timeout(std::time::Duration::from_secs(15));
+                // The tracer's exit lets a blocked wait return, so the thread ends.
+                let _ = tracer.kill();
+                got
+            });
+            let took = took.elapsed();
+            let _ = stand_in.kill();
+            let e = got
+                .unwrap_or_else(|_| panic!("no answer within 15 s"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("now dead"), "{e}");
+            assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+        },
+    );
 }
 
 /// Third read of F1, finding e: every failed send marked the spawner dead,
@@ -713,3 +760,4 @@ fn a_file_on_a_mount_that_took_a_recorded_mounts_id_is_refused() {
     // Whatever the kernel's ids: the recorded mount, held, kept its id.
     assert!(!reused, "the recorded mount's reusable id went to another");
 }
+
