@@ -188,8 +188,9 @@ pub(super) fn owned(pid: u32) -> bool {
         .contains(&(pid as i32))
 }
 
-/// How long [`Spawner::end`] waits for the killed spawner to exit.
-const END_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long [`Spawner::end`] waits for the killed spawner to exit, in
+/// milliseconds (tests shorten it).
+static END_WAIT_MS: AtomicU64 = AtomicU64::new(5_000);
 
 thread_local! {
     /// Set on the thread whose exchange failed, once its [`Spawner::end`]
@@ -415,8 +416,26 @@ impl Spawner {
 
     /// Kill the spawner and wait for it, so it clones nothing more; then
     /// kill and reap what runs as jail uid `uid` (or is a clone of its not
-    /// yet switched to it).
+    /// yet switched to it) — that too when killing or waiting failed: a
+    /// spawner with `SIGKILL` pending completes no clone, and one it made
+    /// just before must not outlive the call (hostile read of the merged
+    /// spawner, L2). The errors of both steps.
     fn end(&self, uid: u32) -> std::io::Result<()> {
+        let stopped = self.stop();
+        let killed = super::sweep::kill_jailed(uid).map(drop);
+        match (stopped, killed) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+            (Err(stop), Err(kill)) => Err(std::io::Error::new(
+                stop.kind(),
+                format!("{stop}; and killing what ran as jail uid {uid}: {kill}"),
+            )),
+        }
+    }
+
+    /// Kill the spawner, wait for it to exit (bounded) and reap it if it
+    /// can be.
+    fn stop(&self) -> std::io::Result<()> {
         match rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL) {
             Ok(()) | Err(rustix::io::Errno::SRCH) => {}
             Err(e) => return Err(e.into()),
@@ -425,10 +444,11 @@ impl Spawner {
         // killed process may not exit (stuck in the kernel) or not become
         // reapable (traced by another process) for as long as it likes
         // (third read of F1, finding b).
-        if !super::sweep::exited_within(&self.pidfd, END_WAIT) {
+        let wait = std::time::Duration::from_millis(END_WAIT_MS.load(Ordering::Relaxed));
+        if !super::sweep::exited_within(&self.pidfd, wait) {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::TimedOut,
-                format!("the killed spawner did not exit within {END_WAIT:?}"),
+                format!("the killed spawner did not exit within {wait:?}"),
             ));
         }
         // Exited: reap it if it is reapable now (it is not while another
@@ -437,10 +457,9 @@ impl Spawner {
             rustix::process::WaitId::PidFd(self.pidfd.as_fd()),
             rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
         ) {
-            Ok(_) | Err(rustix::io::Errno::CHILD) => {}
-            Err(e) => return Err(e.into()),
+            Ok(_) | Err(rustix::io::Errno::CHILD) => Ok(()),
+            Err(e) => Err(e.into()),
         }
-        super::sweep::kill_jailed(uid).map(drop)
     }
 }
 

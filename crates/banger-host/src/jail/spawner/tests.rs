@@ -463,7 +463,7 @@ const ALONE: &str = "BANGER_SPAWNER_TEST_ALONE";
 /// uids would also match another test's jailed clone not yet past its
 /// `setresuid`, killing it and reaping it from under that test (seen as
 /// a rare `ECHILD`); alone, the process has no such child but its own. A
-/// setting `body` changes stays in it too.
+/// setting `body` changes (`END_WAIT_MS`) stays in it too.
 fn alone(name: &str, body: impl FnOnce()) {
     use crate::runner::{Cmd, Runner};
     if std::env::var_os(ALONE).is_some() {
@@ -761,3 +761,47 @@ fn a_file_on_a_mount_that_took_a_recorded_mounts_id_is_refused() {
     assert!(!reused, "the recorded mount's reusable id went to another");
 }
 
+/// Hostile read of the merged spawner, L2: when the killed spawner did
+/// not exit within `END_WAIT_MS`, `Spawner::end` returned the timeout
+/// before `kill_jailed`, so a process of the request's jail uid (a clone
+/// the spawner made just before its `SIGKILL`) survived. Here the wait is
+/// 0 ms (the stand-in is then still exiting: retried should it have been
+/// quicker) and a `sleep` of the jail uid is the late clone: dead when
+/// the call returns.
+#[test]
+fn a_spawner_that_does_not_exit_in_time_still_has_its_jail_uid_killed() {
+    use crate::runner::{Cmd, Runner, SpawnOptions};
+    alone(
+        "a_spawner_that_does_not_exit_in_time_still_has_its_jail_uid_killed",
+        || {
+            END_WAIT_MS.store(0, Ordering::Relaxed);
+            let uid = 3_740_000 + std::process::id() % 100_000;
+            for _ in 0..20 {
+                let (ours, theirs) = seqpacket_pair();
+                drop(theirs);
+                let (mut stand_in, spawner) = stand_in_spawner(ours);
+                let mut late = Runner
+                    .spawn(
+                        &Cmd::new("sleep").arg("300"),
+                        SpawnOptions {
+                            output: None,
+                            run_as: Some((uid, uid)),
+                        },
+                    )
+                    .unwrap();
+                let e = spawner
+                    .spawn(request(Jail::new(uid, uid)))
+                    .unwrap_err()
+                    .to_string();
+                let alive = late.pidfd_alive();
+                let _ = late.kill();
+                let _ = stand_in.kill();
+                if e.contains("did not exit within") {
+                    assert!(!alive, "the jail uid's process outlived the call: {e}");
+                    return;
+                }
+            }
+            panic!("the stand-in exited within 0 ms twenty times");
+        },
+    );
+}
