@@ -577,7 +577,7 @@ fn clone_jailed(
             Ok(0) => break,
             Ok(n) => got += n,
             Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(lost_report(&pidfd, e)),
         }
     }
     let report = (got > 0).then(|| {
@@ -590,6 +590,25 @@ fn clone_jailed(
         pidfd,
         report,
     })
+}
+
+/// How long [`lost_report`] waits for the clone it killed to exit.
+const LOST_CLONE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reading a clone's report failed (`e`): the clone is not left running
+/// unheld once its pidfd goes (hostile read of the merged spawner, I2). It
+/// is killed through its pidfd, and reaped where it is this process's
+/// child (in the spawner it is the helper's: killed, it is then the
+/// helper's zombie until the helper exits). The error says both.
+fn lost_report(pidfd: &OwnedFd, e: rustix::io::Errno) -> std::io::Error {
+    let killed = match sweep::kill_and_reap(pidfd, LOST_CLONE_WAIT, "clone") {
+        Ok(()) => "killed".to_owned(),
+        Err(k) => format!("killing it failed: {k}"),
+    };
+    std::io::Error::new(
+        std::io::Error::from(e).kind(),
+        format!("reading the clone's report: {e} (the clone {killed})"),
+    )
 }
 
 /// This thread's signal mask with every signal blocked (the kernel keeps

@@ -433,33 +433,14 @@ impl Spawner {
         }
     }
 
-    /// Kill the spawner, wait for it to exit (bounded) and reap it if it
-    /// can be.
+    /// Kill the spawner, wait for it to exit and reap it if it can be.
+    /// Bounded: the lock every jailed call takes is held here, and a
+    /// killed process may not exit (stuck in the kernel) or not become
+    /// reapable (traced by another process) for as long as it likes (third
+    /// read of F1, finding b).
     fn stop(&self) -> std::io::Result<()> {
-        match rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL) {
-            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
-            Err(e) => return Err(e.into()),
-        }
-        // Bounded: the lock every jailed call takes is held here, and a
-        // killed process may not exit (stuck in the kernel) or not become
-        // reapable (traced by another process) for as long as it likes
-        // (third read of F1, finding b).
         let wait = std::time::Duration::from_millis(END_WAIT_MS.load(Ordering::Relaxed));
-        if !super::sweep::exited_within(&self.pidfd, wait) {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::TimedOut,
-                format!("the killed spawner did not exit within {wait:?}"),
-            ));
-        }
-        // Exited: reap it if it is reapable now (it is not while another
-        // process traces it); ECHILD: already reaped.
-        match rustix::process::waitid(
-            rustix::process::WaitId::PidFd(self.pidfd.as_fd()),
-            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
-        ) {
-            Ok(_) | Err(rustix::io::Errno::CHILD) => Ok(()),
-            Err(e) => Err(e.into()),
-        }
+        super::sweep::kill_and_reap(&self.pidfd, wait, "spawner")
     }
 }
 

@@ -292,6 +292,34 @@ pub(super) fn exited_within(pidfd: &OwnedFd, wait: std::time::Duration) -> bool 
     wait_exits(std::slice::from_ref(pidfd), ms) == 0
 }
 
+/// Kill the process behind `pidfd` (`ESRCH`: already gone), wait up to
+/// `wait` for it to exit and reap it if it can be now (`ECHILD`: not this
+/// process's child, or already reaped; not reapable while another process
+/// traces it). `what` names it in the error.
+pub(super) fn kill_and_reap(
+    pidfd: &OwnedFd,
+    wait: std::time::Duration,
+    what: &str,
+) -> std::io::Result<()> {
+    match rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if !exited_within(pidfd, wait) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the killed {what} did not exit within {wait:?}"),
+        ));
+    }
+    match rustix::process::waitid(
+        rustix::process::WaitId::PidFd(pidfd.as_fd()),
+        rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+    ) {
+        Ok(_) | Err(rustix::io::Errno::CHILD) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Whether the process behind `pidfd` has not exited (its pidfd is not
 /// readable) within `wait_ms`. An error polling counts as alive.
 fn alive(pidfd: &OwnedFd, wait_ms: i64) -> bool {
@@ -454,6 +482,28 @@ mod tests {
         reaper.join().unwrap();
         assert_eq!(left, 0, "returned after {took:?}");
         assert!(took >= Duration::from_millis(250), "{took:?}");
+    }
+
+    /// Hostile read of the merged spawner, I2: `kill_and_reap`, which a
+    /// clone whose report could not be read now gets (it was left running,
+    /// its pidfd dropped), leaves this process's child dead and reaped, and
+    /// says when one is not its child to reap (here: already reaped).
+    #[test]
+    fn kill_and_reap_leaves_a_child_dead_and_reaped() {
+        let child = spawn_sleep();
+        let fd = child.pidfd().try_clone_to_owned().unwrap();
+        kill_and_reap(&fd, Duration::from_secs(5), "sleep").unwrap();
+        let again = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(fd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+        );
+        assert_eq!(
+            again.map(|_| ()),
+            Err(rustix::io::Errno::CHILD),
+            "not reaped"
+        );
+        // Gone and reaped: nothing to do, no error.
+        kill_and_reap(&fd, Duration::from_secs(5), "sleep").unwrap();
     }
 
     /// A process of the range that keeps forking (not jailed: a jailed
