@@ -67,12 +67,14 @@ pub fn start_time(pid: u32) -> Option<u64> {
 }
 
 /// After the helper gave up on the spawner mid-request (which it has
-/// killed and reaped first): kill every process of jail uid `uid`, and
-/// every child of this process in a pid namespace of its own still with
-/// root's uids — a clone of the spawner's before its uid change (this
-/// process, locked down, makes no namespace itself, and the spawner, one
-/// request at a time, made no other) — and reap those of them that are
-/// this process's children. A jailed child of another uid (a QEMU of
+/// killed, and reaped if it could): kill every process of jail uid
+/// `uid`, and every child of this process in a pid namespace of its own
+/// still with root's uids — a clone of the spawner's before its uid
+/// change: this request's, or an earlier request's clone that failed
+/// before its uid change and is exiting, for which the kill changes
+/// nothing (this process, locked down, makes no namespace itself) — and
+/// reap those of them that are this process's children and no `Child`
+/// holds. A jailed child of another uid (a QEMU of
 /// another VM, cloned for this helper) is left alone: it is a child in a
 /// pid namespace of its own too. The pids killed.
 pub(super) fn kill_jailed(uid: u32) -> std::io::Result<Vec<u32>> {
