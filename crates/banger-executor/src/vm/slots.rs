@@ -27,11 +27,6 @@ pub(super) fn free_slot(jail: &InstallJail, taken: &BTreeSet<u32>) -> Result<u32
         })
 }
 
-/// Whether `uid` is a VM slot (not slot 0) of `jail`.
-pub(super) fn is_vm_slot(jail: &InstallJail, uid: u32) -> bool {
-    uid > jail.uid_base && u64::from(uid) < u64::from(jail.uid_base) + u64::from(jail.count)
-}
-
 /// A slot reserved for a launch in flight; released when dropped (by then
 /// the journal holds it, or the launch failed).
 pub(super) struct Slot<'a> {
@@ -192,15 +187,5 @@ mod tests {
         assert!(st.running && st.adopted, "{st:?}");
         // Not ours to signal: forget it without a stop.
         h.procs.lock().unwrap().clear();
-    }
-
-    #[test]
-    fn only_slots_past_0_and_inside_the_range_are_vm_slots() {
-        let j = jail(4);
-        assert!(!is_vm_slot(&j, 2_000_000));
-        assert!(is_vm_slot(&j, 2_000_001));
-        assert!(is_vm_slot(&j, 2_000_003));
-        assert!(!is_vm_slot(&j, 2_000_004));
-        assert!(!is_vm_slot(&j, 1000));
     }
 }

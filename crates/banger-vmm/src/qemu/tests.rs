@@ -56,7 +56,7 @@ fn tcg_argv_has_every_device_and_no_defaults() {
         "-no-reboot",
         "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         "-add-fd fd=4,set=1 -chardev file,id=serial0,append=on,path=/dev/fdset/1 -serial chardev:serial0",
-        "-qmp unix:/run/qmp.sock,server=on,wait=off",
+        "-chardev socket,id=qmp,fd=21,server=on,wait=off -mon chardev=qmp,mode=control",
         "-kernel /kernel",
         "-initrd /initrd",
         "-append console=ttyS0 root=/dev/vda rw",
@@ -91,6 +91,12 @@ fn kvm_argv_uses_the_host_cpu() {
     assert!(!a.contains("kvm,") && !a.contains("/kvm"), "{a}");
 }
 
+/// A QMP socket in `dir` (root's in the real executor).
+fn qmp_socket(dir: &std::path::Path) -> QmpSocket {
+    let fd = std::os::fd::OwnedFd::from(File::open(dir).unwrap());
+    QmpSocket::new(fd, dir, "qmp.sock").unwrap()
+}
+
 #[test]
 fn missing_binary_is_a_clear_error() {
     let driver = QemuDriver {
@@ -106,7 +112,7 @@ fn missing_binary_is_a_clear_error() {
         tap: fd(),
         serial: file(),
         log: file(),
-        run: crate::dir::OwnerDir::open(dir.path(), "run directory").unwrap(),
+        qmp: qmp_socket(dir.path()),
         kvm: None,
     };
     let err = driver.launch(&spec(false), files).unwrap_err();
@@ -198,7 +204,7 @@ fn the_kvm_device_is_bound_where_qemu_opens_it() {
         tap: std::os::fd::OwnedFd::from(file()),
         serial: file(),
         log: file(),
-        run: crate::dir::OwnerDir::open(dir.path(), "run directory").unwrap(),
+        qmp: qmp_socket(dir.path()),
         kvm: Some(kvm),
     };
     let spec = LaunchSpec {
@@ -207,7 +213,10 @@ fn the_kvm_device_is_bound_where_qemu_opens_it() {
         run_as: Some((uid, uid)),
         ..spec(true)
     };
-    let jail = QemuDriver::default().jail(&spec, &files).unwrap();
+    let listener = files.qmp.listen().unwrap();
+    let jail = QemuDriver::default()
+        .jail(&spec, &files, std::os::fd::AsFd::as_fd(&listener))
+        .unwrap();
     let log_path = dir.path().join("log");
     let script = "stat -c 'kvm %F %t:%T' /dev/kvm 2>&1; ls -A /";
     let mut child = Runner
