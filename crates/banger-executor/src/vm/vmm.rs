@@ -85,7 +85,7 @@ impl Proc {
         match self {
             Proc::Qemu(q) => q.shutdown(timeout),
             Proc::Firecracker { vm, .. } => Ok(!matches!(vm.shutdown(timeout)?, Shutdown::Killed)),
-            Proc::Adopted { pidfd, qmp, .. } => {
+            Proc::Adopted { pid, pidfd, qmp } => {
                 if let Some(Ok(mut q)) = qmp
                     .as_ref()
                     .map(|qmp| Qmp::connect_socket(qmp, Duration::from_secs(2)))
@@ -95,9 +95,7 @@ impl Proc {
                 if pidfd_exited(pidfd, timeout) {
                     return Ok(true);
                 }
-                let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
-                pidfd_exited(pidfd, Duration::from_secs(5));
-                Ok(false)
+                kill_adopted(*pid, pidfd).map(|()| false)
             }
         }
     }
@@ -106,17 +104,7 @@ impl Proc {
         match self {
             Proc::Qemu(q) => q.kill(),
             Proc::Firecracker { vm, .. } => vm.kill().map(drop),
-            Proc::Adopted { pidfd, .. } => {
-                let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
-                if pidfd_exited(pidfd, Duration::from_secs(5)) {
-                    Ok(())
-                } else {
-                    Err(banger_vmm::VmmError::Io {
-                        what: "killing an adopted VMM".into(),
-                        source: std::io::Error::other("still running 5 s after SIGKILL"),
-                    })
-                }
-            }
+            Proc::Adopted { pid, pidfd, .. } => kill_adopted(*pid, pidfd),
         }
     }
 }
@@ -134,6 +122,20 @@ impl Drop for Launching<'_> {
             .unwrap_or_else(|e| e.into_inner())
             .remove(&self.vm_id);
     }
+}
+
+/// SIGKILL an adopted VMM through its pidfd: done only once the pidfd says
+/// it exited (within 5 s), else [`VmmError::StillRunning`].
+fn kill_adopted(pid: u32, pidfd: &OwnedFd) -> Result<(), VmmError> {
+    let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+    if pidfd_exited(pidfd, Duration::from_secs(5)) {
+        return Ok(());
+    }
+    Err(VmmError::StillRunning {
+        vmm: "VMM",
+        pid,
+        what: "an adopted VMM, still running 5 s after SIGKILL".into(),
+    })
 }
 
 /// Wait up to `timeout` for the process behind `pidfd` to exit.
@@ -397,10 +399,17 @@ impl VmHost {
                 };
                 let files = self.qemu_files(&ls, &vm_dir, log, qmp)?;
                 let driver = QemuDriver { binary };
-                let vm = driver
-                    .launch(&ls, files)
-                    .map_err(|source| failed(with_log_tail(source, &tail)))?;
-                Proc::Qemu(vm)
+                match driver.launch(&ls, files) {
+                    Ok(vm) => Proc::Qemu(vm),
+                    Err(source) => {
+                        if matches!(source, VmmError::StillRunning { .. }) {
+                            // Maybe still running as its slot uid: never
+                            // given again.
+                            std::mem::forget(slot.take());
+                        }
+                        return Err(failed(with_log_tail(source, &tail)));
+                    }
+                }
             }
             VmmKind::Firecracker => {
                 let run = self.fresh_run_dir(&vm_dir, self.owner)?;

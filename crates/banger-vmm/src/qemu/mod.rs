@@ -312,10 +312,16 @@ impl QemuDriver {
         let mut vm = QemuVm { child, qmp };
         let deadline = Instant::now() + QMP_APPEAR_TIMEOUT;
         loop {
-            if let Some(status) = vm.child.try_wait().map_err(|source| VmmError::Io {
-                what: "waiting for qemu".into(),
-                source,
-            })? {
+            let exited = match vm.child.try_wait() {
+                Ok(exited) => exited,
+                Err(source) => {
+                    return Err(vm.abandon(VmmError::Io {
+                        what: "waiting for qemu".into(),
+                        source,
+                    }));
+                }
+            };
+            if let Some(status) = exited {
                 return Err(VmmError::EarlyExit {
                     vmm: VMM,
                     status: status.to_string(),
@@ -328,15 +334,12 @@ impl QemuDriver {
                     std::thread::sleep(Duration::from_millis(50))
                 }
                 Err(e) => {
-                    let _ = vm.child.kill();
-                    return Err(VmmError::Api {
-                        vmm: VMM,
-                        what: format!(
-                            "QMP socket {} never answered: {}",
-                            vm.qmp.path().display(),
-                            banger_proto_free_chain(&e)
-                        ),
-                    });
+                    let what = format!(
+                        "QMP socket {} never answered: {}",
+                        vm.qmp.path().display(),
+                        banger_proto_free_chain(&e)
+                    );
+                    return Err(vm.abandon(VmmError::Api { vmm: VMM, what }));
                 }
             }
         }
@@ -421,9 +424,13 @@ impl QemuVm {
         Qmp::connect_socket(&self.qmp, Duration::from_secs(2))
     }
 
-    /// Whether the process still runs (reaps it if not).
+    /// Whether the process still runs (reaps it if not). When waiting
+    /// fails, its pidfd decides: it runs until that says it exited.
     pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        match self.child.try_wait() {
+            Ok(exited) => exited.is_none(),
+            Err(_) => self.child.pidfd_alive(),
+        }
     }
 
     /// Ask the guest to power off (ACPI) and wait up to `timeout`; then kill.
@@ -449,13 +456,33 @@ impl QemuVm {
         Ok(false)
     }
 
-    /// SIGKILL through the pidfd and reap.
+    /// SIGKILL through the pidfd and reap. Killed but not reaped yet is
+    /// done once the pidfd says it exited (a thread reaps it); while it
+    /// does not, [`VmmError::StillRunning`].
     pub fn kill(&mut self) -> Result<(), VmmError> {
-        self.child.kill().map_err(|source| VmmError::Io {
-            what: "killing qemu".into(),
-            source,
-        })?;
-        Ok(())
+        match self.child.kill() {
+            Ok(_) => Ok(()),
+            Err(_) if !self.child.pidfd_alive() => Ok(()),
+            Err(source) => Err(VmmError::StillRunning {
+                vmm: VMM,
+                pid: self.pid(),
+                what: format!("killing it: {source}"),
+            }),
+        }
+    }
+
+    /// Kill this QEMU after its launch failed with `e`: `e`, or
+    /// [`VmmError::StillRunning`] naming `e` when it may outlive the kill.
+    fn abandon(&mut self, e: VmmError) -> VmmError {
+        match self.kill() {
+            Ok(()) => e,
+            Err(VmmError::StillRunning { vmm, pid, what }) => VmmError::StillRunning {
+                vmm,
+                pid,
+                what: format!("{}; {what}", banger_proto_free_chain(&e)),
+            },
+            Err(other) => other,
+        }
     }
 }
 
