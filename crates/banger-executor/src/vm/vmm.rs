@@ -109,21 +109,6 @@ impl Proc {
     }
 }
 
-/// A launch in flight ([`VmHost::begin_launch`]).
-struct Launching<'a> {
-    set: &'a std::sync::Mutex<std::collections::BTreeSet<String>>,
-    vm_id: String,
-}
-
-impl Drop for Launching<'_> {
-    fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.vm_id);
-    }
-}
-
 /// SIGKILL an adopted VMM through its pidfd: done only once the pidfd says
 /// it exited (within 5 s), else [`VmmError::StillRunning`].
 fn kill_adopted(pid: u32, pidfd: &OwnedFd) -> Result<(), VmmError> {
@@ -351,10 +336,10 @@ impl VmHost {
                 reason: "not a tap banger created".into(),
             });
         }
-        // Held until this launch is journaled or has failed: a concurrent
-        // launch of the same VM would pass the check below too, remove
-        // this one's `run/` and replace its journal entry.
-        let _launching = self.begin_launch(&spec.vm_id)?;
+        // The caller holds this VM's operation lock (`VmHost::begin_op`)
+        // until this launch is journaled or has failed: a concurrent
+        // launch, or a disk operation, of the same VM would pass the check
+        // below too.
         if let Some(state) = self.status_inner(&spec.vm_id)?
             && state.running
         {
@@ -464,23 +449,6 @@ impl VmHost {
             sockets: Vec::new(),
             root_devices: Vec::new(),
         }))
-    }
-
-    /// Mark `vm_id` as launching, or refuse: another launch of it is in
-    /// flight. Unmarked when the guard drops.
-    fn begin_launch(&self, vm_id: &str) -> Result<Launching<'_>, VmOpError> {
-        let mut set = self.launching.lock().unwrap_or_else(|e| e.into_inner());
-        if !set.insert(vm_id.to_string()) {
-            return Err(VmOpError::Invalid {
-                what: "VM",
-                value: vm_id.to_string(),
-                reason: "another launch of it is in progress".into(),
-            });
-        }
-        Ok(Launching {
-            set: &self.launching,
-            vm_id: vm_id.to_string(),
-        })
     }
 
     fn launch_firecracker(

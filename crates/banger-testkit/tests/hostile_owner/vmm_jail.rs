@@ -607,3 +607,41 @@ fn a_vmm_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
     );
     assert!(!escape.status.success(), "the escape chmodded run/");
 }
+
+/// Hostile review of the VMM-jail fixes, finding 3: one VM's launches were
+/// held apart, but `DeleteVmDisks` (and `WriteGuestFiles`,
+/// `GrowWorkDisk`) checked "not running" and went on while a launch of
+/// the same VM was between that check and its journal entry, so a VMM
+/// could start on disks being deleted. Every VM-scoped operation now
+/// takes the VM's operation lock in the executor's dispatch: a second is
+/// refused while one is in flight.
+#[test]
+fn a_deletion_racing_a_launch_never_deletes_the_disks_of_a_running_vmm() {
+    let lab = Lab::new();
+    let id = "3c4c3c4c3c4c3c4c3c4c3c4c3c4c3c4c";
+    let dir = lab.vm(id);
+    lab.stand_in("qemu", &probe(&[]));
+    let lab = lab.start();
+    let mut under_a_vmm = Vec::new();
+    for round in 0..12u64 {
+        let (launched, deleted, disks) = std::thread::scope(|s| {
+            let launch = s.spawn(|| lab.launch(id, VmmKind::Qemu));
+            std::thread::sleep(Duration::from_millis(round * 5));
+            let deleted = lab.call(PrivOp::DeleteVmDisks { vm_id: id.into() });
+            let launched = launch.join().unwrap();
+            let disks = ["root.ext4", "work.ext4"].map(|d| dir.join(d).exists());
+            (launched, deleted, disks)
+        });
+        eprintln!("round {round}: launch {launched:?}, delete {deleted:?}, disks {disks:?}");
+        if launched.is_ok() && disks != [true, true] {
+            under_a_vmm.push(round);
+        }
+        lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+        lab.vm(id);
+    }
+    assert_eq!(
+        under_a_vmm,
+        Vec::<u64>::new(),
+        "rounds whose VMM runs on deleted disks"
+    );
+}
