@@ -33,6 +33,7 @@ use rustix::net::{
 };
 
 use super::{Cloned, Jail};
+use crate::mounts::MountKey;
 use wire::{Reader, Writer};
 
 /// The wire format's version, the first word of every request.
@@ -103,7 +104,7 @@ impl Request {
     fn decode(
         mut r: Reader<'_>,
         range: &std::ops::Range<u32>,
-        binds_from: &[u64],
+        binds_from: &[MountKey],
     ) -> std::io::Result<Request> {
         let version = r.u32()?;
         if version != VERSION {
@@ -148,6 +149,9 @@ pub struct Spawner {
     /// Taken right after the fork: the spawner is killed and reaped
     /// through it when an exchange fails.
     pidfd: OwnedFd,
+    /// The bind roots' descriptors, held for the helper's life: see
+    /// [`BindRoots`].
+    _held_roots: Vec<OwnedFd>,
     /// Set once an exchange failed (no answer in time, a broken socket, an
     /// answer that does not parse): every later call fails, none reads an
     /// answer meant for another.
@@ -209,12 +213,33 @@ pub(super) fn one_thread() -> std::io::Result<()> {
 }
 
 /// What [`wire::check_bind_fd`] compares a bind's file or directory
-/// with: the mount id of each of `dirs` that exists (`statx` of an
-/// `O_PATH` descriptor, asking no file system). Mount ids, not `st_dev`:
-/// a btrfs subvolume or an overlay's file reports another device than the
-/// mount it is on (third read of F1, finding d).
-pub(super) fn bind_roots(dirs: &[&std::path::Path]) -> std::io::Result<Vec<u64>> {
-    let mut roots = Vec::new();
+/// with: the [`MountKey`] of each of the directories given that exists,
+/// from an `O_PATH` descriptor (asking no file system). Mounts, not
+/// `st_dev`: a btrfs subvolume or an overlay's file reports another device
+/// than the mount it is on (third read of F1, finding d). The unique mount
+/// id where the kernel has one (6.8+); and on every kernel the
+/// descriptors are held (the helper keeps them in its [`Spawner`]), so
+/// each recorded mount stays alive, unmounted or not, and no later mount
+/// takes its id (hostile read of the merged spawner, L1).
+#[derive(Debug)]
+pub(super) struct BindRoots {
+    keys: Vec<MountKey>,
+    held: Vec<OwnedFd>,
+}
+
+impl std::ops::Deref for BindRoots {
+    type Target = [MountKey];
+    fn deref(&self) -> &[MountKey] {
+        &self.keys
+    }
+}
+
+/// The [`BindRoots`] of `dirs` (one that does not exist is left out).
+pub(super) fn bind_roots(dirs: &[&std::path::Path]) -> std::io::Result<BindRoots> {
+    let mut roots = BindRoots {
+        keys: Vec::new(),
+        held: Vec::new(),
+    };
     for dir in dirs {
         let fd = match rustix::fs::open(
             *dir,
@@ -225,7 +250,10 @@ pub(super) fn bind_roots(dirs: &[&std::path::Path]) -> std::io::Result<Vec<u64>>
             Err(rustix::io::Errno::NOENT) => continue,
             Err(e) => return Err(root_error(dir, e)),
         };
-        roots.push(crate::mounts::mount_id_of(fd.as_fd()).map_err(|e| root_error(dir, e))?);
+        roots
+            .keys
+            .push(crate::mounts::mount_key_of(fd.as_fd()).map_err(|e| root_error(dir, e))?);
+        roots.held.push(fd);
     }
     Ok(roots)
 }
@@ -287,6 +315,7 @@ pub fn start(range: std::ops::Range<u32>, bind_dirs: &[&std::path::Path]) -> std
         pid,
         pidfd,
         dead: AtomicBool::new(false),
+        _held_roots: binds_from.held,
     });
     Ok(pid as u32)
 }
@@ -675,7 +704,7 @@ fn serve(
     sock: OwnedFd,
     parent: rustix::process::Pid,
     range: std::ops::Range<u32>,
-    binds_from: &[u64],
+    binds_from: &[MountKey],
 ) -> ! {
     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         serve_unwinding(sock, parent, range, binds_from)
@@ -692,7 +721,7 @@ fn serve_unwinding(
     sock: OwnedFd,
     parent: rustix::process::Pid,
     range: std::ops::Range<u32>,
-    binds_from: &[u64],
+    binds_from: &[MountKey],
 ) -> ! {
     let (sock, helper) = match setup(sock, parent) {
         Ok(s) => s,

@@ -45,7 +45,7 @@ fn round_trip(r: &Request, range: std::ops::Range<u32>) -> std::io::Result<Reque
 }
 
 /// The mount of the temporary directory, where the tests' binds are.
-fn temp_dev() -> u64 {
+fn temp_dev() -> MountKey {
     bind_roots(&[std::env::temp_dir().as_path()]).unwrap()[0]
 }
 
@@ -448,6 +448,7 @@ fn stand_in_spawner(sock: OwnedFd) -> (crate::runner::Spawned, Spawner) {
         pid: stand_in.pid() as i32,
         pidfd: stand_in.pidfd().try_clone_to_owned().unwrap(),
         dead: AtomicBool::new(false),
+        _held_roots: Vec::new(),
     };
     (stand_in, spawner)
 }
@@ -582,6 +583,33 @@ fn a_send_that_sent_nothing_leaves_the_spawner_alive() {
     assert!(e.to_string().contains("not sent"), "{e}");
 }
 
+/// Move the calling thread into a mount namespace of its own, with
+/// nothing propagating out of it: for a test thread that ends after (the
+/// namespace goes with it).
+fn own_mount_namespace() {
+    // SAFETY: unshare(CLONE_NEWNS) on this thread only (it gets a copy of
+    // its file-system attributes): nothing another thread of this process
+    // relies on changes, and the caller's thread ends after.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.unwrap();
+    rustix::mount::mount_change(
+        c"/",
+        rustix::mount::MountPropagationFlags::REC | rustix::mount::MountPropagationFlags::PRIVATE,
+    )
+    .unwrap();
+}
+
+/// Mount a new tmpfs at `at` (in a namespace of [`own_mount_namespace`]).
+fn mount_tmpfs(at: &std::path::Path) {
+    rustix::mount::mount(
+        c"tmpfs",
+        at,
+        c"tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None::<&std::ffi::CStr>,
+    )
+    .unwrap();
+}
+
 /// Third read of F1, finding d: the bind allow-list compared `st_dev`,
 /// which differs between a mount and files on it for btrfs subvolumes
 /// and overlayfs (whose files report their layer's device): a disk in
@@ -594,39 +622,16 @@ fn a_file_on_an_overlay_state_directory_is_bound() {
     let base = tempfile::tempdir().unwrap();
     let got = std::thread::scope(|s| {
         s.spawn(|| {
-            // SAFETY: a mount namespace of this thread's own (with a copy
-            // of its file-system attributes): nothing another thread of
-            // this process relies on changes; the thread ends below.
-            unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.unwrap();
-            rustix::mount::mount_change(
-                c"/",
-                rustix::mount::MountPropagationFlags::REC
-                    | rustix::mount::MountPropagationFlags::PRIVATE,
-            )
-            .unwrap();
+            own_mount_namespace();
             let at = |n: &str| base.path().join(n);
-            rustix::mount::mount(
-                c"tmpfs",
-                at("").as_path(),
-                c"tmpfs",
-                rustix::mount::MountFlags::empty(),
-                None::<&std::ffi::CStr>,
-            )
-            .unwrap();
+            mount_tmpfs(&at(""));
             for d in ["lower", "rw", "state"] {
                 std::fs::create_dir(at(d)).unwrap();
             }
             // The layers on two file systems: the overlay's files then
             // report their layer's device.
             for d in ["lower", "rw"] {
-                rustix::mount::mount(
-                    c"tmpfs",
-                    at(d).as_path(),
-                    c"tmpfs",
-                    rustix::mount::MountFlags::empty(),
-                    None::<&std::ffi::CStr>,
-                )
-                .unwrap();
+                mount_tmpfs(&at(d));
             }
             std::fs::write(at("lower").join("disk"), b"disk").unwrap();
             for d in ["rw/upper", "rw/work"] {
@@ -658,4 +663,53 @@ fn a_file_on_an_overlay_state_directory_is_bound() {
         .unwrap()
     });
     assert_eq!(got, (Ok(()), true), "a disk on an overlay state directory");
+}
+
+/// Hostile read of the merged spawner, L1: the allow-list recorded each
+/// root's mount id as `statx` gives it without `STATX_MNT_ID_UNIQUE`, an
+/// id the kernel hands to the next mount once its mount is gone: a mount
+/// made where (or anywhere after) a recorded one was unmounted could take
+/// its id, and files on it were bound. Here the recorded tmpfs is
+/// unmounted and another mounted in its place (in a mount namespace of
+/// this thread's own), retried until the new one takes the old id (a
+/// concurrent mount may take it first) or twenty times: a file on it is
+/// refused.
+#[test]
+fn a_file_on_a_mount_that_took_a_recorded_mounts_id_is_refused() {
+    super::super::tests::require_root();
+    let base = tempfile::tempdir().unwrap();
+    let at = base.path();
+    let (got, reused) = std::thread::scope(|s| {
+        s.spawn(|| {
+            own_mount_namespace();
+            let tmpfs = || mount_tmpfs(at);
+            let old_id =
+                || crate::mounts::mount_id_of(std::fs::File::open(at).unwrap().as_fd()).unwrap();
+            tmpfs();
+            let roots = bind_roots(&[at]).unwrap();
+            let recorded = old_id();
+            let mut reused = false;
+            for _ in 0..20 {
+                rustix::mount::unmount(at, rustix::mount::UnmountFlags::DETACH).unwrap();
+                tmpfs();
+                if old_id() == recorded {
+                    reused = true;
+                    break;
+                }
+            }
+            let disk = std::fs::File::create(at.join("disk")).unwrap();
+            let got = check_bind_fd(disk.as_fd(), &roots).map_err(|e| e.to_string());
+            drop(disk);
+            rustix::mount::unmount(at, rustix::mount::UnmountFlags::DETACH).unwrap();
+            (got, reused)
+        })
+        .join()
+        .unwrap()
+    });
+    let e = got.expect_err(&format!(
+        "a file on a new mount bound (the recorded mount's old id reused: {reused})"
+    ));
+    assert!(e.contains("not on a file system"), "{e}");
+    // Whatever the kernel's ids: the recorded mount, held, kept its id.
+    assert!(!reused, "the recorded mount's reusable id went to another");
 }

@@ -7,6 +7,8 @@ use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::sync::Arc;
 
+use crate::mounts::MountKey;
+
 use super::super::{Bind, CopyIn, Jail, Limits, Pass};
 use super::{FIXED_FDS, MAX_BINDS, MAX_FDS, refused};
 
@@ -139,7 +141,7 @@ impl Jail {
     pub(super) fn decode(
         r: &mut Reader<'_>,
         range: &std::ops::Range<u32>,
-        binds_from: &[u64],
+        binds_from: &[MountKey],
     ) -> std::io::Result<Jail> {
         let (uid, gid) = (r.u32()?, r.u32()?);
         for id in [uid, gid] {
@@ -236,17 +238,17 @@ const LOOP_MAJOR: u32 = 7;
 /// device-mapper block device. Anything else — another mount (`/proc`,
 /// `/sys`, `/dev`, hugetlbfs, …), another block device (the host's
 /// disks), a character device, a socket — is refused.
-pub(super) fn check_bind_fd(fd: BorrowedFd<'_>, binds_from: &[u64]) -> std::io::Result<()> {
+pub(super) fn check_bind_fd(fd: BorrowedFd<'_>, binds_from: &[MountKey]) -> std::io::Result<()> {
     use rustix::fs::FileType;
     let st = rustix::fs::fstat(fd)?;
     match FileType::from_raw_mode(st.st_mode) {
         FileType::RegularFile | FileType::Directory => {
-            let mount = crate::mounts::mount_id_of(fd)?;
+            let mount = crate::mounts::mount_key_of(fd)?;
             if binds_from.contains(&mount) {
                 Ok(())
             } else {
                 Err(refused(format!(
-                    "a bind not on a file system the helper binds from (mount {mount})"
+                    "a bind not on a file system the helper binds from ({mount})"
                 )))
             }
         }
