@@ -33,6 +33,7 @@ pub(super) enum Step {
     Seccomp,
     Session,
     PassFd,
+    ParentGone,
 }
 
 impl Step {
@@ -58,6 +59,7 @@ impl Step {
             18 => "installing the seccomp filter",
             19 => "starting a session",
             20 => "passing a descriptor",
+            21 => "checking that its parent lives",
             _ => "an unknown step",
         }
     }
@@ -75,6 +77,24 @@ fn fail(fd: RawFd, step: Step, errno: i32) -> ! {
     unsafe {
         let _ = rustix::io::write(BorrowedFd::borrow_raw(fd), &buf);
         libc::_exit(127)
+    }
+}
+
+/// `Err(ESRCH)` once the process behind the pidfd `parent` has exited
+/// (its pidfd readable). One `poll` that does not wait; no allocation.
+fn parent_lives(parent: BorrowedFd<'_>) -> Result<(), i32> {
+    let mut fds = [rustix::event::PollFd::new(
+        &parent,
+        rustix::event::PollFlags::IN,
+    )];
+    let now = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match rustix::event::poll(&mut fds, Some(&now)) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(libc::ESRCH),
+        Err(e) => Err(e.raw_os_error()),
     }
 }
 
@@ -180,6 +200,7 @@ fn install_filter(p: &Prepared) -> Result<(), i32> {
 pub(super) fn child(
     p: &Prepared,
     fds: &ChildFds,
+    parent: BorrowedFd<'_>,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
 ) -> ! {
@@ -264,6 +285,13 @@ pub(super) fn child(
             rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
         );
     }
+    // A parent that died before the signal was armed never sends it (the
+    // child was reparented): give up when the process this child was
+    // cloned for has exited. Its pidfd was taken before the clone;
+    // `getppid()` cannot tell, being 0 in the child's own pid namespace.
+    // A long-lived child checks too: cloned for a helper already gone, it
+    // would run unjournaled.
+    raw_step!(Step::ParentGone, parent_lives(parent));
     // SAFETY: dup2/dup3 onto 0-2, ERR_FD and the pass-through numbers
     // (all below HIGH_FD) of descriptors this child owns (all at HIGH_FD or
     // above, so none is overwritten before it is moved); then every number

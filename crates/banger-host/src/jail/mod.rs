@@ -41,6 +41,8 @@ pub const EXE: &str = "/exe";
 const USR_LINKS: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 /// Device nodes a tool may open, bound from the host's `/dev`.
 const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+/// Each of [`DEVICES`]' (major, minor) (`Documentation/admin-guide/devices.txt`).
+const DEVICE_IDS: [(u32, u32); 5] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)];
 
 /// `RLIMIT_NPROC` of a jailed tool. The kernel counts it per real uid
 /// across the host, so it bounds every concurrent tool of one jail uid
@@ -207,7 +209,9 @@ impl Jail {
 const KVM_AT: &str = "dev/kvm";
 
 /// Refused unless `fd` is the KVM character device, 10:232 (the kernel's
-/// `KVM_MINOR` of the misc major).
+/// `KVM_MINOR` of the misc major), opened `O_PATH|O_NOFOLLOW`: the node
+/// itself, not a link's target, and a descriptor that never reached the
+/// driver. The one character device a jail (and the spawner) admits.
 fn check_kvm(fd: BorrowedFd<'_>) -> std::io::Result<()> {
     let st = rustix::fs::fstat(fd)?;
     let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
@@ -216,6 +220,13 @@ fn check_kvm(fd: BorrowedFd<'_>) -> std::io::Result<()> {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
             format!("a KVM bind of a {kind:?} {major}:{minor}, not the character device 10:232"),
+        ));
+    }
+    let opened = rustix::fs::fcntl_getfl(fd)?;
+    if !opened.contains(OFlags::PATH | OFlags::NOFOLLOW) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("a KVM bind not opened O_PATH|O_NOFOLLOW (flags {opened:?})"),
         ));
     }
     Ok(())
@@ -319,13 +330,13 @@ impl Child {
 
     /// Reap it if it has exited.
     pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
-        self.wait_flags(libc::WNOHANG)
+        self.wait_flags(rustix::process::WaitIdOptions::NOHANG)
     }
 
     /// Wait for it to exit.
     pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         loop {
-            if let Some(s) = self.wait_flags(0)? {
+            if let Some(s) = self.wait_flags(rustix::process::WaitIdOptions::empty())? {
                 return Ok(s);
             }
         }
@@ -343,32 +354,37 @@ impl Child {
         }
     }
 
-    fn wait_flags(&mut self, flags: i32) -> std::io::Result<Option<std::process::ExitStatus>> {
+    /// Reap it through its pidfd (`waitid(P_PIDFD)`), never by pid: a pid
+    /// names this child only while it is unreaped (third read of F1,
+    /// finding c). `NOHANG` in `options` for a poll.
+    fn wait_flags(
+        &mut self,
+        options: rustix::process::WaitIdOptions,
+    ) -> std::io::Result<Option<std::process::ExitStatus>> {
         use std::os::unix::process::ExitStatusExt as _;
         if let Some(s) = self.status {
             return Ok(Some(s));
         }
-        let mut raw = 0;
-        // SAFETY: waitpid on our own unreaped child (the pidfd keeps the
-        // pid from being recycled while we hold it unreaped) with a valid
-        // pointer to a c_int.
-        let r = unsafe { libc::waitpid(self.pid, &mut raw, flags) };
-        match r {
-            0 => Ok(None),
-            r if r == self.pid => {
-                let s = std::process::ExitStatus::from_raw(raw);
-                self.status = Some(s);
-                Ok(Some(s))
-            }
-            _ => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        let got = match rustix::process::waitid(
+            rustix::process::WaitId::PidFd(self.pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED | options,
+        ) {
+            Ok(got) => got,
+            Err(rustix::io::Errno::INTR) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(got) = got else { return Ok(None) };
+        // The wait status `ExitStatus` holds: the code in bits 8-15, or
+        // the signal in bits 0-6 (and 0x80 for a core dump).
+        let raw = match (got.exit_status(), got.terminating_signal()) {
+            (Some(code), _) if got.exited() => (code & 0xff) << 8,
+            (_, Some(sig)) => sig | if got.dumped() { 0x80 } else { 0 },
+            _ => return Ok(None),
+        };
+        spawner::disown(self.pid);
+        let s = std::process::ExitStatus::from_raw(raw);
+        self.status = Some(s);
+        Ok(Some(s))
     }
 }
 
@@ -436,7 +452,12 @@ pub fn spawn(
     let Cloned { pid, pidfd, report } = match spawner::running() {
         Some(s) => s.spawn(request)?,
         None => {
-            let cloned = clone_jailed(&request, 0)?;
+            // This process is the child's parent.
+            let me = rustix::process::pidfd_open(
+                rustix::process::getpid(),
+                rustix::process::PidfdFlags::empty(),
+            )?;
+            let cloned = clone_jailed(&request, 0, me.as_fd())?;
             // The child's ends, so that its exit is the pipes' EOF.
             drop(request);
             cloned
@@ -480,8 +501,16 @@ pub(super) struct Cloned {
 
 /// Prepare `r` and clone its child with `extra` clone flags
 /// (`CLONE_PARENT` in the spawner): its pid, its pidfd and what it
-/// reported before `execve` (`None`: it got there).
-fn clone_jailed(r: &spawner::Request, extra: libc::c_int) -> std::io::Result<Cloned> {
+/// reported before `execve` (`None`: it got there). `parent` is a pidfd
+/// of the process that will be the child's parent (this one, or with
+/// `CLONE_PARENT` the helper), taken before the clone: the child gives up
+/// when that process has exited by the time its parent-death signal is
+/// armed.
+fn clone_jailed(
+    r: &spawner::Request,
+    extra: libc::c_int,
+    parent: BorrowedFd<'_>,
+) -> std::io::Result<Cloned> {
     let prepared = prepare(&r.jail, r.program.as_fd(), &r.argv0, &r.args, &r.env)?;
     let (status_r, status_w) = pipe()?;
     let [stdin, stdout, stderr] = &r.stdio;
@@ -528,7 +557,7 @@ fn clone_jailed(r: &spawner::Request, extra: libc::c_int) -> std::io::Result<Clo
         )
     };
     if pid == 0 {
-        child::child(&prepared, &fds, &argv_ptrs, &envp_ptrs);
+        child::child(&prepared, &fds, parent, &argv_ptrs, &envp_ptrs);
     }
     let clone_error = std::io::Error::last_os_error();
     drop(blocked);

@@ -7,13 +7,14 @@ use std::ffi::{CStr, OsStr};
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
+use std::path::Path;
 
 use rustix::fs::{CWD, Mode, OFlags};
 use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, OpenTreeFlags};
 
 use super::{
-    CopyIn, DEVICES, EXE, HIGH_FD, Jail, Limits, MAX_COPIED, MAX_MEMORY, MAX_OPEN_FILES,
-    MAX_PROCESSES, Prepared, USR_LINKS, cstring, filter,
+    CopyIn, DEVICE_IDS, DEVICES, EXE, HIGH_FD, Jail, Limits, MAX_COPIED, MAX_MEMORY,
+    MAX_OPEN_FILES, MAX_PROCESSES, Prepared, USR_LINKS, cstring, filter,
 };
 
 /// `struct mount_attr` of `mount_setattr(2)`.
@@ -146,10 +147,10 @@ pub(super) fn prepare(
         Mode::from_raw_mode(0o755),
         rustix::fs::AtFlags::empty(),
     )?;
-    for name in DEVICES {
+    for (name, node) in DEVICES.iter().zip(device_nodes(Path::new("/dev"))?) {
         let at = format!("dev/{name}");
         touch(&root, &at)?;
-        let t = tree_of(CWD, &cstring(format!("/dev/{name}").as_bytes())?, false)?;
+        let t = tree_of(node.as_fd(), c"", false)?;
         set_attrs(
             t.as_fd(),
             MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
@@ -298,6 +299,49 @@ fn copy_into(root: &OwnedFd, c: &CopyIn, len: u64) -> std::io::Result<()> {
         return Err(changed("grew past"));
     }
     Ok(())
+}
+
+/// The host nodes of the jail's minimal `/dev`, [`DEVICES`] in order,
+/// beneath `dev` (`/dev`; a parameter for the tests), each opened
+/// `O_PATH|O_NOFOLLOW` and refused unless it is the character device its
+/// name says ([`DEVICE_IDS`]): a link, a file or another device planted
+/// in its place is never bound (second read of F1, finding 6). The jail
+/// clones each by this descriptor.
+pub(super) fn device_nodes(dev: &Path) -> std::io::Result<Vec<OwnedFd>> {
+    let dir = rustix::fs::open(
+        dev,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    DEVICES
+        .iter()
+        .zip(DEVICE_IDS)
+        .map(|(name, (major, minor))| {
+            let fd = rustix::fs::openat(
+                &dir,
+                *name,
+                OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::empty(),
+            )?;
+            let st = rustix::fs::fstat(&fd)?;
+            let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+            if kind != rustix::fs::FileType::CharacterDevice
+                || st.st_rdev != rustix::fs::makedev(major, minor)
+            {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!(
+                        "jail: {}/{name} is not the character device {major}:{minor} \
+                         (a {kind:?}, {}:{})",
+                        dev.display(),
+                        rustix::fs::major(st.st_rdev),
+                        rustix::fs::minor(st.st_rdev)
+                    ),
+                ));
+            }
+            Ok(fd)
+        })
+        .collect()
 }
 
 /// The resource limits of a jailed tool whose largest writable file holds

@@ -33,6 +33,7 @@ use rustix::net::{
 };
 
 use super::{Cloned, Jail};
+use crate::mounts::MountKey;
 use wire::{Reader, Writer};
 
 /// The wire format's version, the first word of every request.
@@ -100,13 +101,17 @@ impl Request {
         w
     }
 
-    fn decode(mut r: Reader<'_>, range: &std::ops::Range<u32>) -> std::io::Result<Request> {
+    fn decode(
+        mut r: Reader<'_>,
+        range: &std::ops::Range<u32>,
+        binds_from: &[MountKey],
+    ) -> std::io::Result<Request> {
         let version = r.u32()?;
         if version != VERSION {
             return Err(refused(format!("protocol version {version}")));
         }
         let program = r.fd()?;
-        let jail = Jail::decode(&mut r, range)?;
+        let jail = Jail::decode(&mut r, range, binds_from)?;
         let argv0 = r.os()?;
         let mut args = Vec::new();
         for _ in 0..r.u32()? {
@@ -141,6 +146,12 @@ static DEADLINE_MS: AtomicU64 = AtomicU64::new(30_000);
 pub struct Spawner {
     sock: Mutex<OwnedFd>,
     pid: i32,
+    /// Taken right after the fork: the spawner is killed and reaped
+    /// through it when an exchange fails.
+    pidfd: OwnedFd,
+    /// The bind roots' descriptors, held for the helper's life: see
+    /// [`BindRoots`].
+    _held_roots: Vec<OwnedFd>,
     /// Set once an exchange failed (no answer in time, a broken socket, an
     /// answer that does not parse): every later call fails, none reads an
     /// answer meant for another.
@@ -148,6 +159,43 @@ pub struct Spawner {
 }
 
 static SPAWNER: OnceLock<Spawner> = OnceLock::new();
+
+/// The pids of the children the spawner cloned whose [`super::Child`]
+/// has not reaped them yet: [`super::sweep::kill_jailed`] kills them with
+/// the rest of their jail uid but leaves each to its own caller to reap
+/// (third read of F1, finding c). Added while the spawner's lock is held,
+/// which `kill_jailed` runs under too, so an answered child is never
+/// missing. Unreaped, a pid listed here names that child.
+static OWNED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn own(pid: i32) {
+    OWNED.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+}
+
+/// `pid` reaped by its [`super::Child`]: no longer listed.
+pub(super) fn disown(pid: i32) {
+    OWNED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|&p| p != pid);
+}
+
+/// Whether `pid` is a child some [`super::Child`] will reap.
+pub(super) fn owned(pid: u32) -> bool {
+    OWNED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&(pid as i32))
+}
+
+/// How long [`Spawner::end`] waits for the killed spawner to exit.
+const END_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+thread_local! {
+    /// Set on the thread whose exchange failed, once its [`Spawner::end`]
+    /// has returned.
+    static ENDED_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// The spawner this process started, if any: jails then go through it.
 pub(super) fn running() -> Option<&'static Spawner> {
@@ -164,15 +212,71 @@ pub(super) fn one_thread() -> std::io::Result<()> {
     }
 }
 
+/// What [`wire::check_bind_fd`] compares a bind's file or directory
+/// with: the [`MountKey`] of each of the directories given that exists,
+/// from an `O_PATH` descriptor (asking no file system). Mounts, not
+/// `st_dev`: a btrfs subvolume or an overlay's file reports another device
+/// than the mount it is on (third read of F1, finding d). The unique mount
+/// id where the kernel has one (6.8+); and on every kernel the
+/// descriptors are held (the helper keeps them in its [`Spawner`]), so
+/// each recorded mount stays alive, unmounted or not, and no later mount
+/// takes its id (hostile read of the merged spawner, L1).
+#[derive(Debug)]
+pub(super) struct BindRoots {
+    keys: Vec<MountKey>,
+    held: Vec<OwnedFd>,
+}
+
+impl std::ops::Deref for BindRoots {
+    type Target = [MountKey];
+    fn deref(&self) -> &[MountKey] {
+        &self.keys
+    }
+}
+
+/// The [`BindRoots`] of `dirs` (one that does not exist is left out).
+pub(super) fn bind_roots(dirs: &[&std::path::Path]) -> std::io::Result<BindRoots> {
+    let mut roots = BindRoots {
+        keys: Vec::new(),
+        held: Vec::new(),
+    };
+    for dir in dirs {
+        let fd = match rustix::fs::open(
+            *dir,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::DIRECTORY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => continue,
+            Err(e) => return Err(root_error(dir, e)),
+        };
+        roots
+            .keys
+            .push(crate::mounts::mount_key_of(fd.as_fd()).map_err(|e| root_error(dir, e))?);
+        roots.held.push(fd);
+    }
+    Ok(roots)
+}
+
+fn root_error(dir: &std::path::Path, e: rustix::io::Errno) -> std::io::Error {
+    std::io::Error::new(
+        std::io::Error::from(e).kind(),
+        format!("jail spawner: {}: {e}", dir.display()),
+    )
+}
+
 /// Fork the spawner. Call while this process has one thread (the child
 /// allocates; refused otherwise); `range` is the jail range, the only ids
-/// it will run as. Returns the spawner's pid; from then on
-/// [`super::spawn`] goes through it. A second call is refused.
-pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
+/// it will run as; `bind_dirs` the directories whose mounts hold every
+/// file and directory it will bind (read here, before the fork, by
+/// [`bind_roots`]; one that does not exist is left out). Returns the spawner's pid; from then
+/// on [`super::spawn`] goes through it. A second call is refused.
+pub fn start(range: std::ops::Range<u32>, bind_dirs: &[&std::path::Path]) -> std::io::Result<u32> {
     one_thread()?;
     if range.contains(&0) || range.is_empty() {
         return Err(refused(format!("jail range {range:?}")));
     }
+    let binds_from = bind_roots(bind_dirs)?;
     if SPAWNER.get().is_some() {
         return Err(refused("already started"));
     }
@@ -192,9 +296,13 @@ pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
     }
     if pid == 0 {
         drop(ours);
-        serve(theirs, parent, range);
+        serve(theirs, parent, range, &binds_from);
     }
     drop(theirs);
+    // The spawner is this process's child, not yet waited for: the pid is
+    // still its.
+    let child = rustix::process::Pid::from_raw(pid).ok_or_else(|| refused("fork gave pid 0"))?;
+    let pidfd = rustix::process::pidfd_open(child, rustix::process::PidfdFlags::empty())?;
     // The spawner says it is ready once it holds only its three
     // capabilities; it exits instead if it could not get there.
     let mut ready = [0u8; READY.len()];
@@ -205,7 +313,9 @@ pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
     let _ = SPAWNER.set(Spawner {
         sock: Mutex::new(ours),
         pid,
+        pidfd,
         dead: AtomicBool::new(false),
+        _held_roots: binds_from.held,
     });
     Ok(pid as u32)
 }
@@ -219,10 +329,17 @@ impl Spawner {
     /// Send `r`; the answer is the child's pid, its pidfd and its report
     /// when it failed before `execve` (the child is then still to reap).
     ///
-    /// No answer within the deadline, a broken socket or an answer that
-    /// does not parse leave the spawner dead: the socket is shut down (the
-    /// spawner then exits) and this and every later call fail; restarting
-    /// the helper starts a new one.
+    /// A request that cannot go in one message (more than [`MAX_FDS`]
+    /// descriptors or [`MAX_REQUEST`] bytes) is refused before anything
+    /// is sent, and the spawner stays usable. Once a request is on its
+    /// way, no answer within the deadline, a broken socket or an answer
+    /// that does not parse leave the spawner dead: this and every later
+    /// call fail, and [`dead`] says so, so that the helper exits and its
+    /// service manager restarts it with a new spawner. Before this call
+    /// returns, the spawner is killed and reaped, and so is whatever runs
+    /// as the request's jail uid (the child it may have cloned late, with
+    /// the disk bound writable, is the helper's and nobody else's to
+    /// stop: second read of F1, finding 3).
     pub(super) fn spawn(&self, r: Request) -> std::io::Result<Cloned> {
         let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
         if self.dead.load(Ordering::Relaxed) {
@@ -230,9 +347,27 @@ impl Spawner {
                 "the jail spawner is dead after a failed exchange: restart the helper",
             ));
         }
+        let w = r.encode();
+        if w.fds.len() > MAX_FDS || w.bytes.len() > MAX_REQUEST {
+            return Err(refused(format!(
+                "a request of {} descriptors and {} bytes: at most {MAX_FDS} and {MAX_REQUEST}",
+                w.fds.len(),
+                w.bytes.len()
+            )));
+        }
+        match send(sock.as_fd(), &w.bytes, &w.fds) {
+            Ok(()) => {}
+            // Nothing went: the spawner is still in step (third read of
+            // F1, finding e).
+            Err(e) if sent_nothing(&e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("jail spawner: the request was not sent: {e}"),
+                ));
+            }
+            Err(e) => return Err(self.fail(&sock, r.jail.uid, e)),
+        }
         let exchange = || {
-            let w = r.encode();
-            send(sock.as_fd(), &w.bytes, &w.fds)?;
             drop(w);
             let mut buf = [0u8; 512];
             let deadline = std::time::Duration::from_millis(DEADLINE_MS.load(Ordering::Relaxed));
@@ -242,19 +377,78 @@ impl Spawner {
         let got = exchange();
         // The child's ends go now: the spawner holds its own copies until
         // it has cloned, then closes them.
+        let uid = r.jail.uid;
         drop(r);
         match got {
-            Ok(refused_or_cloned) => refused_or_cloned,
-            Err(e) => {
-                self.dead.store(true, Ordering::Relaxed);
-                let _ = rustix::net::shutdown(sock.as_fd(), rustix::net::Shutdown::Both);
-                Err(std::io::Error::new(
-                    e.kind(),
-                    format!("jail spawner (now dead, restart the helper): {e}"),
-                ))
-            }
+            Ok(refused_or_cloned) => refused_or_cloned.inspect(|c| own(c.pid)),
+            Err(e) => Err(self.fail(&sock, uid, e)),
         }
     }
+
+    /// An exchange failed after (or while) the request went: mark the
+    /// spawner dead, [`Spawner::end`] it, and say so in `e`.
+    fn fail(&self, sock: &OwnedFd, uid: u32, e: std::io::Error) -> std::io::Error {
+        self.dead.store(true, Ordering::Relaxed);
+        let _ = rustix::net::shutdown(sock.as_fd(), rustix::net::Shutdown::Both);
+        let ended = match self.end(uid) {
+            Ok(()) => String::new(),
+            Err(end) => format!(" (and ending it failed: {end})"),
+        };
+        ENDED_HERE.set(true);
+        std::io::Error::new(
+            e.kind(),
+            format!("jail spawner (now dead, restart the helper): {e}{ended}"),
+        )
+    }
+
+    /// Whether the spawner is dead after an exchange that failed on this
+    /// thread, and this thread's [`Spawner::end`] has returned (the spawner
+    /// killed and reaped, and what ran as the request's jail uid or was a
+    /// clone not yet switched to it): only then may the helper exit, and
+    /// only from this thread, after the failed operation's own clean-up
+    /// and reply. Another thread's later call finds the spawner dead and
+    /// fails, but is not told to end the helper: it could do so while the
+    /// failing thread is still in `end` (third read of F1, finding a).
+    fn ended_here(&self) -> bool {
+        self.dead.load(Ordering::Relaxed) && ENDED_HERE.get()
+    }
+
+    /// Kill the spawner and wait for it, so it clones nothing more; then
+    /// kill and reap what runs as jail uid `uid` (or is a clone of its not
+    /// yet switched to it).
+    fn end(&self, uid: u32) -> std::io::Result<()> {
+        match rustix::process::pidfd_send_signal(&self.pidfd, rustix::process::Signal::KILL) {
+            Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+            Err(e) => return Err(e.into()),
+        }
+        // Bounded: the lock every jailed call takes is held here, and a
+        // killed process may not exit (stuck in the kernel) or not become
+        // reapable (traced by another process) for as long as it likes
+        // (third read of F1, finding b).
+        if !super::sweep::exited_within(&self.pidfd, END_WAIT) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("the killed spawner did not exit within {END_WAIT:?}"),
+            ));
+        }
+        // Exited: reap it if it is reapable now (it is not while another
+        // process traces it); ECHILD: already reaped.
+        match rustix::process::waitid(
+            rustix::process::WaitId::PidFd(self.pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+        ) {
+            Ok(_) | Err(rustix::io::Errno::CHILD) => {}
+            Err(e) => return Err(e.into()),
+        }
+        super::sweep::kill_jailed(uid).map(drop)
+    }
+}
+
+/// Whether this thread should now end the helper for its spawner (with a
+/// failure status, for the service manager to restart it): see
+/// [`Spawner::ended_here`].
+pub fn ended_here() -> bool {
+    running().is_some_and(Spawner::ended_here)
 }
 
 /// Wait up to `deadline` for a message, then [`recv`] it.
@@ -443,6 +637,17 @@ pub mod testing {
     }
 }
 
+/// Whether a failed [`send`] sent nothing and left the spawner in step:
+/// an error of the call itself but the peer's going (`EPIPE`,
+/// `ECONNRESET`, `ENOTCONN`). A `SOCK_SEQPACKET` message goes whole or
+/// not at all; a send cut short (no errno) counts as sent.
+fn sent_nothing(e: &std::io::Error) -> bool {
+    !matches!(
+        e.raw_os_error(),
+        None | Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)
+    )
+}
+
 /// Send one message with `fds` attached.
 fn send(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
@@ -495,9 +700,14 @@ fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<(usize, Vec<Own
 /// A panic ends the spawner with `_exit(2)`: never an unwind into the
 /// forked copy of the helper's `main`, which would then run on with the
 /// spawner's capabilities.
-fn serve(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32>) -> ! {
+fn serve(
+    sock: OwnedFd,
+    parent: rustix::process::Pid,
+    range: std::ops::Range<u32>,
+    binds_from: &[MountKey],
+) -> ! {
     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        serve_unwinding(sock, parent, range)
+        serve_unwinding(sock, parent, range, binds_from)
     }));
     let _ = served;
     // SAFETY: _exit ends this forked child without running the parent's
@@ -507,8 +717,13 @@ fn serve(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32
 }
 
 /// [`serve`]'s loop; returns only by panicking.
-fn serve_unwinding(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32>) -> ! {
-    let sock = match setup(sock, parent) {
+fn serve_unwinding(
+    sock: OwnedFd,
+    parent: rustix::process::Pid,
+    range: std::ops::Range<u32>,
+    binds_from: &[MountKey],
+) -> ! {
+    let (sock, helper) = match setup(sock, parent) {
         Ok(s) => s,
         // SAFETY: _exit ends this forked child without running the
         // parent's atexit handlers or destructors.
@@ -528,8 +743,9 @@ fn serve_unwinding(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops:
                     fds: fds.into_iter(),
                 },
                 &range,
+                binds_from,
             )
-            .and_then(|r| super::clone_jailed(&r, libc::CLONE_PARENT)),
+            .and_then(|r| super::clone_jailed(&r, libc::CLONE_PARENT, helper.as_fd())),
             Err(e)
                 if e.raw_os_error().is_some() && e.kind() != std::io::ErrorKind::InvalidInput =>
             {
@@ -563,9 +779,10 @@ fn serve_unwinding(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops:
     unsafe { libc::_exit(0) }
 }
 
-/// Dies with `parent`, holds no descriptor but 0-2 and the socket (moved
-/// to 3), keeps three capabilities.
-fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<OwnedFd> {
+/// Dies with `parent`, holds no descriptor but 0-2, the socket (moved
+/// to 3) and a pidfd of `parent` (returned with it: the helper, parent of
+/// every child cloned with `CLONE_PARENT`), keeps three capabilities.
+fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<(OwnedFd, OwnedFd)> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
     if rustix::process::getppid() != Some(parent) {
         return Err(refused("the helper is gone"));
@@ -582,6 +799,9 @@ fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<OwnedFd
         }
         <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3)
     };
+    // The helper is still this process's parent (checked above, with the
+    // death signal armed): the pid is its.
+    let helper = rustix::process::pidfd_open(parent, rustix::process::PidfdFlags::empty())?;
     // Not dumpable: the helper (same uid, and its permitted set holds the
     // spawner's) may then neither trace it, nor open its `/proc/<pid>/mem`,
     // `root` or `fd/`, nor use process_vm_writev on it without
@@ -589,7 +809,7 @@ fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<OwnedFd
     // The children it clones inherit this until their `execve`.
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
     super::caps::drop_capabilities(&KEPT_CAPS)?;
-    Ok(sock)
+    Ok((sock, helper))
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! signal is never hit.
 
 use std::io::Read as _;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 
 /// How many passes over `/proc` a sweep makes before it gives up.
 pub const MAX_PASSES: usize = 50;
@@ -41,7 +41,10 @@ pub fn kill_range(base: u32, count: u32, spare: &[Spare]) -> std::io::Result<Vec
     // A listed pid is a spared process only while that process lives: its
     // pid cannot then name another.
     let spared = |pid: u32| held.iter().any(|(p, fd)| *p == pid && alive(fd, 0));
-    repeat_passes(|killed| pass(base, count, killed, &spared))
+    let end = u64::from(base) + u64::from(count);
+    let inside = |id: u32| u64::from(id) >= u64::from(base) && u64::from(id) < end;
+    let matches = |s: &Status| s.uids.into_iter().any(inside);
+    repeat_passes(|killed| pass(&matches, false, killed, &spared))
 }
 
 /// A pidfd of `s`'s process if it still is what was journaled.
@@ -63,6 +66,22 @@ pub fn start_time(pid: u32) -> Option<u64> {
     rest.split(' ').nth(19)?.parse().ok()
 }
 
+/// After the helper gave up on the spawner mid-request (which it has
+/// killed and reaped first): kill every process of jail uid `uid`, and
+/// every child of this process in a pid namespace of its own still with
+/// root's uids — a clone of the spawner's before its uid change (this
+/// process, locked down, makes no namespace itself, and the spawner, one
+/// request at a time, made no other) — and reap those of them that are
+/// this process's children. A jailed child of another uid (a QEMU of
+/// another VM, cloned for this helper) is left alone: it is a child in a
+/// pid namespace of its own too. The pids killed.
+pub(super) fn kill_jailed(uid: u32) -> std::io::Result<Vec<u32>> {
+    let me = std::process::id();
+    let matches =
+        |s: &Status| s.uids.contains(&uid) || (s.ppid == me && s.nested && s.uids == [0; 4]);
+    repeat_passes(|killed| pass(&matches, true, killed, &|_| false))
+}
+
 /// Run `pass` (which kills what it finds, adding it to `killed`, and
 /// returns the live processes of the range it found) until one finds
 /// none.
@@ -82,19 +101,19 @@ fn repeat_passes(
     )))
 }
 
-/// One pass over `/proc`: every live process of the range found is
-/// killed (its pid added to `killed`) and waited for briefly; the pids
+/// One pass over `/proc`: every live process that `matches` is killed
+/// (its pid added to `killed`) and waited for briefly, then, with `reap`,
+/// reaped when it is this process's child and has exited; the pids
 /// found.
 fn pass(
-    base: u32,
-    count: u32,
+    matches: &dyn Fn(&Status) -> bool,
+    reap: bool,
     killed: &mut Vec<u32>,
     spared: &dyn Fn(u32) -> bool,
 ) -> std::io::Result<Vec<u32>> {
-    let end = u64::from(base) + u64::from(count);
-    let inside = |id: u32| u64::from(id) >= u64::from(base) && u64::from(id) < end;
     let mut found = Vec::new();
     let mut dying = Vec::new();
+    let mut dying_pids = Vec::new();
     for e in std::fs::read_dir("/proc")? {
         // An error reading the directory ends std's iteration: every
         // process after it would go unseen.
@@ -112,14 +131,14 @@ fn pass(
             Err(e) if gone_before_open(&e.into()) => continue,
             Err(e) => return Err(failed("holding", pid, e.into())),
         };
-        let uids = match uids_of(pid.as_raw_nonzero().get()) {
-            Ok(uids) => uids,
+        let status = match status_of(pid.as_raw_nonzero().get()) {
+            Ok(status) => status,
             Err(e) if exited(&e) => continue,
             Err(e) => return Err(failed("reading the ids of", pid, e)),
         };
-        // The ids were read after the pidfd was taken: while that process
-        // lives, the pid is its, so they are its ids.
-        if !alive(&pidfd, 0) || !uids.into_iter().any(inside) {
+        // The status was read after the pidfd was taken: while that
+        // process lives, the pid is its, so the status is its.
+        if !alive(&pidfd, 0) || !matches(&status) {
             continue;
         }
         let raw = pid.as_raw_nonzero().get() as u32;
@@ -131,6 +150,7 @@ fn pass(
             Ok(()) => {
                 killed.push(raw);
                 dying.push(pidfd);
+                dying_pids.push(raw);
             }
             Err(rustix::io::Errno::SRCH) => {}
             Err(e) => return Err(e.into()),
@@ -139,6 +159,19 @@ fn pass(
     // Let what was killed exit before the next pass looks (one still
     // alive then is found, and killed, again).
     wait_exits(&dying, EXIT_WAIT_MS);
+    if reap {
+        // Only what no caller holds to reap itself (a late clone nobody
+        // got an answer for): another thread's tool is that thread's.
+        let mine = dying_pids.iter().map(|&p| !super::spawner::owned(p));
+        for (pidfd, _) in dying.iter().zip(mine).filter(|(_, mine)| *mine) {
+            // Not this process's child (ECHILD), or not exited yet (the
+            // next pass finds it again): nothing to reap now.
+            let _ = rustix::process::waitid(
+                rustix::process::WaitId::PidFd(pidfd.as_fd()),
+                rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+            );
+        }
+    }
     Ok(found)
 }
 
@@ -213,23 +246,50 @@ fn failed(what: &str, pid: rustix::process::Pid, e: std::io::Error) -> std::io::
     )
 }
 
+/// What a sweep reads of a process in `/proc/<pid>/status`.
+struct Status {
+    /// The four uids of `Uid:`.
+    uids: [u32; 4],
+    /// `PPid:`.
+    ppid: u32,
+    /// Whether `NSpid:` names more than one pid: the process is in a pid
+    /// namespace below this one's.
+    nested: bool,
+}
+
 /// The four uids (real, effective, saved, file-system) of `Uid:` in
 /// `/proc/<pid>/status`.
 pub fn uids_of(pid: i32) -> std::io::Result<[u32; 4]> {
+    Ok(status_of(pid)?.uids)
+}
+
+/// `Uid:`, `PPid:` and `NSpid:` of `/proc/<pid>/status`.
+fn status_of(pid: i32) -> std::io::Result<Status> {
     let mut text = String::new();
     std::fs::File::open(format!("/proc/{pid}/status"))?
         .take(64 << 10)
         .read_to_string(&mut text)?;
-    let ids = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|line| {
-            let mut ids = line.split_whitespace().map(|w| w.parse::<u32>().ok());
-            Some([ids.next()??, ids.next()??, ids.next()??, ids.next()??])
-        });
-    ids.ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, "no Uid: line of four ids")
-    })
+    let line = |key: &str| text.lines().find_map(|l| l.strip_prefix(key));
+    let uids = line("Uid:").and_then(|line| {
+        let mut ids = line.split_whitespace().map(|w| w.parse::<u32>().ok());
+        Some([ids.next()??, ids.next()??, ids.next()??, ids.next()??])
+    });
+    let ppid = line("PPid:").and_then(|l| l.trim().parse::<u32>().ok());
+    let nested = line("NSpid:").map(|l| l.split_whitespace().count() > 1);
+    match (uids, ppid, nested) {
+        (Some(uids), Some(ppid), Some(nested)) => Ok(Status { uids, ppid, nested }),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no Uid: line of four ids, PPid: or NSpid: line",
+        )),
+    }
+}
+
+/// Whether the process behind `pidfd` exits (reaped or not) within
+/// `wait`; an error polling counts as not.
+pub(super) fn exited_within(pidfd: &OwnedFd, wait: std::time::Duration) -> bool {
+    let ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+    wait_exits(std::slice::from_ref(pidfd), ms) == 0
 }
 
 /// Whether the process behind `pidfd` has not exited (its pidfd is not

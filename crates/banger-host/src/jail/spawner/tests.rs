@@ -1,7 +1,8 @@
 use std::os::unix::ffi::OsStringExt as _;
 use std::sync::Arc;
 
-use super::super::Limits;
+use super::super::{Bind, Limits};
+use super::wire::{check_bind_fd, dm_major, dm_major_in};
 use super::*;
 
 fn devnull() -> OwnedFd {
@@ -39,7 +40,13 @@ fn round_trip(r: &Request, range: std::ops::Range<u32>) -> std::io::Result<Reque
             fds: fds.into_iter(),
         },
         &range,
+        &[temp_dev()],
     )
+}
+
+/// The mount of the temporary directory, where the tests' binds are.
+fn temp_dev() -> MountKey {
+    bind_roots(&[std::env::temp_dir().as_path()]).unwrap()[0]
 }
 
 fn inode(fd: BorrowedFd<'_>) -> (u64, u64) {
@@ -216,6 +223,7 @@ fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused(
             fds: fds.into_iter(),
         },
         &range,
+        &[temp_dev()],
     )
     .unwrap_err();
     assert!(e.to_string().contains("long-lived flag 2"), "{e}");
@@ -230,6 +238,7 @@ fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused(
                 fds: fds.into_iter(),
             },
             &range,
+            &[],
         )
         .unwrap_err();
         assert!(e.to_string().contains("descriptors"), "{n}: {e}");
@@ -243,6 +252,7 @@ fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused(
                 fds: fds.into_iter(),
             },
             &range,
+            &[],
         );
         assert!(got.is_err(), "cut at {cut}");
     }
@@ -307,4 +317,399 @@ fn the_kvm_device_alone_crosses_the_wire_as_a_device() {
             "{e}"
         );
     }
+    // The device itself, but not opened `O_PATH|O_NOFOLLOW` (a link at
+    // its name followed, or a descriptor that can reach the driver):
+    // refused by the jail and by the spawner.
+    let followed = rustix::fs::open(
+        dir.path().join("kvm"),
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let e = Jail::new(4100, 4100)
+        .bind_kvm(followed.as_fd())
+        .unwrap_err();
+    assert!(e.to_string().contains("O_PATH|O_NOFOLLOW"), "{e}");
+    let mut forged = Jail::new(4100, 4100).bind_kvm(kvm.as_fd()).unwrap();
+    forged.binds[0].fd = Arc::new(followed);
+    let e = round_trip(&request(forged), 4096..4112).unwrap_err();
+    assert!(e.to_string().contains("O_PATH|O_NOFOLLOW"), "{e}");
+}
+
+/// Second read of F1, finding 4: a request that could not be sent (more
+/// descriptors than a message carries, more bytes than the spawner
+/// reads) is the request's error, not the spawner's: it is refused
+/// before anything is sent and the spawner stays usable. It was marked
+/// dead, and every later jailed call failed until a restart.
+#[test]
+fn a_request_too_big_to_send_is_refused_and_leaves_the_spawner_alive() {
+    let (ours, theirs) = seqpacket_pair();
+    // A stand-in for the spawner's process: what a dead-marking would
+    // kill.
+    let (mut stand_in, spawner) = stand_in_spawner(ours);
+    let uid = 3_700_000 + std::process::id() % 100_000;
+    let binds = (0..MAX_FDS)
+        .map(|i| Bind {
+            fd: Arc::new(devnull()),
+            at: format!("b{i}"),
+            writable: false,
+        })
+        .collect();
+    let mut jail = Jail::new(uid, uid);
+    jail.binds = binds;
+    let many = spawner.spawn(request(jail));
+    let mut big = request(Jail::new(uid, uid));
+    big.args = vec![OsString::from("x".repeat(MAX_REQUEST))];
+    let dead_after_many = spawner.dead.load(Ordering::Relaxed);
+    let large = spawner.spawn(big);
+    let dead_after_large = spawner.dead.load(Ordering::Relaxed);
+    let alive = stand_in.pidfd_alive();
+    let mut buf = [0u8; 16];
+    let nothing_sent = rustix::net::recv(&theirs, &mut buf, rustix::net::RecvFlags::DONTWAIT)
+        .map(|(n, _)| n)
+        .map_err(std::io::Error::from);
+    let _ = stand_in.kill();
+    let many = many.unwrap_err().to_string();
+    assert!(many.contains("descriptors"), "{many}");
+    let large = large.unwrap_err().to_string();
+    assert!(large.contains("bytes"), "{large}");
+    assert_eq!(
+        (dead_after_many, dead_after_large, alive),
+        (false, false, true),
+        "marked dead after too many descriptors, after too many bytes; the spawner alive"
+    );
+    assert_eq!(
+        nothing_sent.map_err(|e| e.kind()),
+        Err(std::io::ErrorKind::WouldBlock)
+    );
+}
+
+/// Second read of F1, finding 5: binds are an allow-list. A file or
+/// directory only on a file system named at start, a block device only
+/// of the loop or device-mapper major; a file on another file system, a
+/// directory of `/proc` or `/dev` (devtmpfs, which the old deny-list took
+/// for tmpfs), a character device are refused.
+#[test]
+fn binds_only_from_the_named_file_systems_and_loop_or_dm_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = std::fs::File::create(dir.path().join("disk")).unwrap();
+    let shm = tempfile::NamedTempFile::new_in("/dev/shm").unwrap();
+    let open = |p: &str| std::fs::File::open(p).unwrap();
+    let from = [temp_dev()];
+    assert!(check_bind_fd(file.as_fd(), &from).is_ok());
+    assert!(check_bind_fd(open(dir.path().to_str().unwrap()).as_fd(), &from).is_ok());
+    for (what, fd) in [
+        ("/dev/shm", shm.as_file().as_fd()),
+        ("/proc", open("/proc").as_fd()),
+        ("/dev", open("/dev").as_fd()),
+    ] {
+        let e = check_bind_fd(fd, &from).unwrap_err().to_string();
+        assert!(e.contains("not on a file system"), "{what}: {e}");
+    }
+    // Nothing named: no file or directory at all.
+    assert!(check_bind_fd(file.as_fd(), &[]).is_err());
+    let e = check_bind_fd(devnull().as_fd(), &from).unwrap_err();
+    assert!(e.to_string().contains("CharacterDevice"), "{e}");
+    // device-mapper's major from /proc/devices' block section only.
+    let devices = "Character devices:\n  1 mem\n 10 misc\n253 device-mapper\n\n\
+                   Block devices:\n  7 loop\n  8 sd\n252 device-mapper\n254 mdp\n";
+    assert_eq!(dm_major_in(devices), Some(252));
+    assert_eq!(dm_major_in("Block devices:\n  7 loop\n"), None);
+    dm_major().unwrap();
+}
+
+/// The two ends of a `SOCK_SEQPACKET` pair, as the helper and the spawner
+/// hold them.
+fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
+    rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap()
+}
+
+/// A stand-in for the spawner's process (what a failed exchange kills and
+/// reaps) and the [`Spawner`] that talks to it over `sock`.
+fn stand_in_spawner(sock: OwnedFd) -> (crate::runner::Spawned, Spawner) {
+    use crate::runner::{Cmd, Runner, SpawnOptions};
+    let stand_in = Runner
+        .spawn(
+            &Cmd::new("sleep").arg("300"),
+            SpawnOptions {
+                output: None,
+                run_as: None,
+            },
+        )
+        .unwrap();
+    let spawner = Spawner {
+        sock: Mutex::new(sock),
+        pid: stand_in.pid() as i32,
+        pidfd: stand_in.pidfd().try_clone_to_owned().unwrap(),
+        dead: AtomicBool::new(false),
+        _held_roots: Vec::new(),
+    };
+    (stand_in, spawner)
+}
+
+/// Third read of F1, finding a: the helper's exit for a dead spawner was
+/// checked after every reply on every connection, so another connection's
+/// reply could end the helper while the failing thread was still in
+/// `Spawner::end`, and a late clone not yet of the jail uid survived. Only
+/// the thread whose exchange failed is told to end the helper, and only
+/// once `end` has killed and reaped the spawner.
+#[test]
+fn only_the_failing_thread_ends_the_helper_and_only_after_the_spawner_is_reaped() {
+    let (ours, theirs) = seqpacket_pair();
+    // The spawner's end gone: the exchange fails at once.
+    drop(theirs);
+    let (mut stand_in, spawner) = stand_in_spawner(ours);
+    let uid = 3_710_000 + std::process::id() % 100_000;
+    let done = AtomicBool::new(false);
+    let started = std::sync::Barrier::new(2);
+    let (elsewhere, failed, here, reaped) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            started.wait();
+            let mut seen = false;
+            while !done.load(Ordering::SeqCst) {
+                seen |= spawner.ended_here();
+            }
+            seen || spawner.ended_here()
+        });
+        started.wait();
+        let failed = spawner.spawn(request(Jail::new(uid, uid)));
+        let here = spawner.ended_here();
+        // ECHILD: `end` has reaped it.
+        let reaped = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(stand_in.pidfd()),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+        )
+        .map(|_| ());
+        done.store(true, Ordering::SeqCst);
+        (watcher.join().unwrap(), failed, here, reaped)
+    });
+    let _ = stand_in.kill();
+    let failed = failed.unwrap_err().to_string();
+    assert!(failed.contains("now dead"), "{failed}");
+    assert_eq!(
+        (elsewhere, here, reaped),
+        (false, true, Err(rustix::io::Errno::CHILD)),
+        "another thread told to end the helper; the failing thread told; the spawner reaped"
+    );
+}
+
+/// Third read of F1, finding b: `Spawner::end` waited for the killed
+/// spawner with a blocking `waitid`, holding the lock every jailed call
+/// takes: a spawner that did not become reapable (here: traced by another
+/// process, which never waits for it, so its exit reaches its parent only
+/// once that tracer goes) hung every later jail request. The wait is
+/// bounded now.
+#[test]
+fn ending_a_spawner_that_never_becomes_reapable_returns_in_time() {
+    use crate::runner::{Cmd, Runner, SpawnOptions};
+    let (ours, theirs) = seqpacket_pair();
+    drop(theirs);
+    let (mut stand_in, spawner) = stand_in_spawner(ours);
+    let pid = stand_in.pid();
+    // PTRACE_SEIZE (0x4206) through ptrace(2) (101 on x86_64), then sleep
+    // without ever waiting for the tracee.
+    let mut tracer = Runner
+        .spawn(
+            &Cmd::new("perl").arg("-e").arg(format!(
+                "syscall(101, 0x4206, {pid}, 0, 0) == 0 or die \"seize: $!\"; sleep 300"
+            )),
+            SpawnOptions {
+                output: None,
+                run_as: None,
+            },
+        )
+        .unwrap();
+    let traced = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["TracerPid:", "0"])
+    {
+        assert!(std::time::Instant::now() < traced, "never traced");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let uid = 3_720_000 + std::process::id() % 100_000;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let took = std::time::Instant::now();
+    let got = std::thread::scope(|s| {
+        s.spawn(|| {
+            let _ = tx.send(spawner.spawn(request(Jail::new(uid, uid))).map(drop));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(15));
+        // The tracer's exit lets a blocked wait return, so the thread ends.
+        let _ = tracer.kill();
+        got
+    });
+    let took = took.elapsed();
+    let _ = stand_in.kill();
+    let e = got
+        .unwrap_or_else(|_| panic!("no answer within 15 s"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("now dead"), "{e}");
+    assert!(took < std::time::Duration::from_secs(10), "took {took:?}");
+}
+
+/// Third read of F1, finding e: every failed send marked the spawner dead,
+/// though a send that fails with anything but "the peer is gone" sent
+/// nothing (a `SOCK_SEQPACKET` message goes whole or not at all) and the
+/// spawner is still in step. Here the message is bigger than the socket's
+/// send buffer (`EMSGSIZE`): the call fails, the spawner stays usable.
+#[test]
+fn a_send_that_sent_nothing_leaves_the_spawner_alive() {
+    let (ours, theirs) = seqpacket_pair();
+    rustix::net::sockopt::set_socket_send_buffer_size(&ours, 4096).unwrap();
+    let (mut stand_in, spawner) = stand_in_spawner(ours);
+    let uid = 3_730_000 + std::process::id() % 100_000;
+    let mut big = request(Jail::new(uid, uid));
+    big.args = vec![OsString::from("x".repeat(32 << 10))];
+    let got = spawner.spawn(big);
+    let dead = spawner.dead.load(Ordering::Relaxed);
+    let alive = stand_in.pidfd_alive();
+    let _ = stand_in.kill();
+    drop(theirs);
+    let e = got.unwrap_err();
+    assert_eq!(
+        (dead, alive),
+        (false, true),
+        "marked dead, the spawner killed after a send that sent nothing: {e}"
+    );
+    assert!(e.to_string().contains("not sent"), "{e}");
+}
+
+/// Move the calling thread into a mount namespace of its own, with
+/// nothing propagating out of it: for a test thread that ends after (the
+/// namespace goes with it).
+fn own_mount_namespace() {
+    // SAFETY: unshare(CLONE_NEWNS) on this thread only (it gets a copy of
+    // its file-system attributes): nothing another thread of this process
+    // relies on changes, and the caller's thread ends after.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNS) }.unwrap();
+    rustix::mount::mount_change(
+        c"/",
+        rustix::mount::MountPropagationFlags::REC | rustix::mount::MountPropagationFlags::PRIVATE,
+    )
+    .unwrap();
+}
+
+/// Mount a new tmpfs at `at` (in a namespace of [`own_mount_namespace`]).
+fn mount_tmpfs(at: &std::path::Path) {
+    rustix::mount::mount(
+        c"tmpfs",
+        at,
+        c"tmpfs",
+        rustix::mount::MountFlags::empty(),
+        None::<&std::ffi::CStr>,
+    )
+    .unwrap();
+}
+
+/// Third read of F1, finding d: the bind allow-list compared `st_dev`,
+/// which differs between a mount and files on it for btrfs subvolumes
+/// and overlayfs (whose files report their layer's device): a disk in
+/// such a state directory was refused. It compares mount ids now. Here a
+/// state directory that is an overlay (made in a mount namespace of this
+/// thread's own, gone with it).
+#[test]
+fn a_file_on_an_overlay_state_directory_is_bound() {
+    super::super::tests::require_root();
+    let base = tempfile::tempdir().unwrap();
+    let got = std::thread::scope(|s| {
+        s.spawn(|| {
+            own_mount_namespace();
+            let at = |n: &str| base.path().join(n);
+            mount_tmpfs(&at(""));
+            for d in ["lower", "rw", "state"] {
+                std::fs::create_dir(at(d)).unwrap();
+            }
+            // The layers on two file systems: the overlay's files then
+            // report their layer's device.
+            for d in ["lower", "rw"] {
+                mount_tmpfs(&at(d));
+            }
+            std::fs::write(at("lower").join("disk"), b"disk").unwrap();
+            for d in ["rw/upper", "rw/work"] {
+                std::fs::create_dir(at(d)).unwrap();
+            }
+            let opts = format!(
+                "lowerdir={},upperdir={},workdir={},xino=off",
+                at("lower").display(),
+                at("rw/upper").display(),
+                at("rw/work").display()
+            );
+            rustix::mount::mount(
+                c"overlay",
+                at("state").as_path(),
+                c"overlay",
+                rustix::mount::MountFlags::empty(),
+                Some(std::ffi::CString::new(opts).unwrap().as_c_str()),
+            )
+            .unwrap();
+            let disk = std::fs::File::open(at("state").join("disk")).unwrap();
+            let roots = bind_roots(&[at("state").as_path()]).unwrap();
+            let got = check_bind_fd(disk.as_fd(), &roots).map_err(|e| e.to_string());
+            // Elsewhere (the tmpfs below): still refused.
+            let beside = std::fs::File::create(at("beside")).unwrap();
+            let beside = check_bind_fd(beside.as_fd(), &roots).map_err(|e| e.to_string());
+            (got, beside.is_err())
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(got, (Ok(()), true), "a disk on an overlay state directory");
+}
+
+/// Hostile read of the merged spawner, L1: the allow-list recorded each
+/// root's mount id as `statx` gives it without `STATX_MNT_ID_UNIQUE`, an
+/// id the kernel hands to the next mount once its mount is gone: a mount
+/// made where (or anywhere after) a recorded one was unmounted could take
+/// its id, and files on it were bound. Here the recorded tmpfs is
+/// unmounted and another mounted in its place (in a mount namespace of
+/// this thread's own), retried until the new one takes the old id (a
+/// concurrent mount may take it first) or twenty times: a file on it is
+/// refused.
+#[test]
+fn a_file_on_a_mount_that_took_a_recorded_mounts_id_is_refused() {
+    super::super::tests::require_root();
+    let base = tempfile::tempdir().unwrap();
+    let at = base.path();
+    let (got, reused) = std::thread::scope(|s| {
+        s.spawn(|| {
+            own_mount_namespace();
+            let tmpfs = || mount_tmpfs(at);
+            let old_id =
+                || crate::mounts::mount_id_of(std::fs::File::open(at).unwrap().as_fd()).unwrap();
+            tmpfs();
+            let roots = bind_roots(&[at]).unwrap();
+            let recorded = old_id();
+            let mut reused = false;
+            for _ in 0..20 {
+                rustix::mount::unmount(at, rustix::mount::UnmountFlags::DETACH).unwrap();
+                tmpfs();
+                if old_id() == recorded {
+                    reused = true;
+                    break;
+                }
+            }
+            let disk = std::fs::File::create(at.join("disk")).unwrap();
+            let got = check_bind_fd(disk.as_fd(), &roots).map_err(|e| e.to_string());
+            drop(disk);
+            rustix::mount::unmount(at, rustix::mount::UnmountFlags::DETACH).unwrap();
+            (got, reused)
+        })
+        .join()
+        .unwrap()
+    });
+    let e = got.expect_err(&format!(
+        "a file on a new mount bound (the recorded mount's old id reused: {reused})"
+    ));
+    assert!(e.contains("not on a file system"), "{e}");
+    // Whatever the kernel's ids: the recorded mount, held, kept its id.
+    assert!(!reused, "the recorded mount's reusable id went to another");
 }

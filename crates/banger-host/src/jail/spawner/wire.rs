@@ -7,6 +7,8 @@ use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::sync::Arc;
 
+use crate::mounts::MountKey;
+
 use super::super::{Bind, CopyIn, Jail, Limits, Pass};
 use super::{FIXED_FDS, MAX_BINDS, MAX_FDS, refused};
 
@@ -139,6 +141,7 @@ impl Jail {
     pub(super) fn decode(
         r: &mut Reader<'_>,
         range: &std::ops::Range<u32>,
+        binds_from: &[MountKey],
     ) -> std::io::Result<Jail> {
         let (uid, gid) = (r.u32()?, r.u32()?);
         for id in [uid, gid] {
@@ -171,7 +174,7 @@ impl Jail {
             if kvm {
                 super::super::check_kvm(fd.as_fd()).map_err(refused)?;
             } else {
-                check_bind_fd(fd.as_fd())?;
+                check_bind_fd(fd.as_fd(), binds_from)?;
             }
             binds.push(Bind {
                 fd: Arc::new(fd),
@@ -223,48 +226,62 @@ impl Jail {
     }
 }
 
-/// `statfs` magic numbers of the pseudo file systems (`linux/magic.h`):
-/// a bind of one (a writable `/proc/sys`, say) would give the jailed tool
-/// the host's kernel knobs.
-const PSEUDO_FS: [(i64, &str); 18] = [
-    (0x9fa0, "proc"),
-    (0x6265_6572, "sysfs"),
-    (0x0027_e0eb, "cgroup"),
-    (0x6367_7270, "cgroup2"),
-    (0x6462_6720, "debugfs"),
-    (0x7472_6163, "tracefs"),
-    (0x7363_6673, "securityfs"),
-    (0xcafe_4a11, "bpf"),
-    (0xf97c_ff8c, "selinuxfs"),
-    (0x6165_676c, "pstore"),
-    (0xde5e_81e4, "efivarfs"),
-    (0x6265_6570, "configfs"),
-    (0x6573_5543, "fusectl"),
-    (0x4249_4e4d, "binfmt_misc"),
-    (0x6e73_6673, "nsfs"),
-    (0x1cd1, "devpts"),
-    (0x1980_0202, "mqueue"),
-    (0x5a3c_69f0, "aafs"),
-];
+/// The loop devices' block major (`Documentation/admin-guide/devices.txt`).
+const LOOP_MAJOR: u32 = 7;
 
-/// A bind descriptor the spawner accepts: a regular file, a directory or
-/// a block device (the executor binds a disk and a staging directory),
-/// not on a pseudo file system (hostile review of F1, finding 1). The one
-/// character device, `/dev/kvm`, is checked by `check_kvm` instead.
-fn check_bind_fd(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+/// A bind descriptor the spawner accepts, an allow-list (second read of
+/// F1, finding 5; a deny-list of pseudo file systems before it missed
+/// several): a regular file or directory on one of the mounts `binds_from`
+/// names by mount id (the state directory's and the temporary
+/// directory's, where the executor's disks and staging directories are;
+/// by mount, not `st_dev`, since the third read's finding d), or a loop or
+/// device-mapper block device. Anything else — another mount (`/proc`,
+/// `/sys`, `/dev`, hugetlbfs, …), another block device (the host's
+/// disks), a character device, a socket — is refused.
+pub(super) fn check_bind_fd(fd: BorrowedFd<'_>, binds_from: &[MountKey]) -> std::io::Result<()> {
     use rustix::fs::FileType;
-    let kind = FileType::from_raw_mode(rustix::fs::fstat(fd)?.st_mode);
-    if !matches!(
-        kind,
-        FileType::RegularFile | FileType::Directory | FileType::BlockDevice
-    ) {
-        return Err(refused(format!(
+    let st = rustix::fs::fstat(fd)?;
+    match FileType::from_raw_mode(st.st_mode) {
+        FileType::RegularFile | FileType::Directory => {
+            let mount = crate::mounts::mount_key_of(fd)?;
+            if binds_from.contains(&mount) {
+                Ok(())
+            } else {
+                Err(refused(format!(
+                    "a bind not on a file system the helper binds from ({mount})"
+                )))
+            }
+        }
+        FileType::BlockDevice => {
+            let major = rustix::fs::major(st.st_rdev);
+            if major == LOOP_MAJOR || Some(major) == dm_major()? {
+                Ok(())
+            } else {
+                Err(refused(format!(
+                    "a bind of block device {major}:{}, neither loop nor device-mapper",
+                    rustix::fs::minor(st.st_rdev)
+                )))
+            }
+        }
+        kind => Err(refused(format!(
             "a bind of a {kind:?}, not a file, directory or block device"
-        )));
+        ))),
     }
-    let magic = rustix::fs::fstatfs(fd)?.f_type as i64;
-    if let Some((_, name)) = PSEUDO_FS.iter().find(|&&(m, _)| m == magic) {
-        return Err(refused(format!("a bind on a pseudo file system ({name})")));
-    }
-    Ok(())
+}
+
+/// device-mapper's block major, from `/proc/devices` (dynamic; `None`
+/// while the module is not loaded). Read at each check, not once at
+/// start: `dm-mod` may load after the helper starts (`dmsetup` loads it).
+pub(super) fn dm_major() -> std::io::Result<Option<u32>> {
+    Ok(dm_major_in(&std::fs::read_to_string("/proc/devices")?))
+}
+
+/// device-mapper's major in `/proc/devices` text: its block section only.
+pub(super) fn dm_major_in(text: &str) -> Option<u32> {
+    text.lines()
+        .skip_while(|l| !l.starts_with("Block devices:"))
+        .find_map(|l| match l.split_whitespace().collect::<Vec<_>>()[..] {
+            [n, "device-mapper"] => n.parse().ok(),
+            _ => None,
+        })
 }
