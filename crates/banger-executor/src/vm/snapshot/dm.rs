@@ -9,8 +9,10 @@
 //! ```
 //!
 //! (`<sectors>`: the image size in 512-byte sectors; chunks of 8 sectors,
-//! 4 KiB). `vms/<id>/root.origin` names the image, so the devices can be
-//! rebuilt from the files after they vanished; `root.cow` is root-owned
+//! 4 KiB). The journal records which image (`dm_origins`), so the devices
+//! can be rebuilt after they vanished; `vms/<id>/root.origin` names it for
+//! people and is read only for a VM from before that record (the owner's
+//! single-link file, its contents never echoed); `root.cow` is root-owned
 //! 0600 (the kernel parses it), the dm node is given to the owner for the
 //! VMM.
 //!
@@ -520,6 +522,49 @@ impl DmSnapshot {
         Path::new("images").join(image_id).join("rootfs.ext4")
     }
 
+    /// The image the VM's snapshot is of: root's record in the journal.
+    /// A VM from before that record has only the owner's `root.origin`:
+    /// it is read once, as the owner's regular file with one link, its
+    /// contents never echoed, and the id it names recorded.
+    fn origin_image(host: &VmHost, vm_id: &str) -> Result<String, VmOpError> {
+        if let Some(id) = host
+            .journal
+            .open()
+            .map_err(journal_err)?
+            .state
+            .dm_origins
+            .get(vm_id)
+        {
+            validate::id("image id", id)?;
+            return Ok(id.clone());
+        }
+        let rel = host.vm_rel(vm_id, ORIGIN_FILE);
+        let path = host.state_dir.join(&rel);
+        let marker = host.open_beneath(&rel, OFlags::RDONLY)?;
+        checked_owners(host, &marker, &path, "origin marker")?;
+        let mut bytes = Vec::new();
+        (&marker)
+            .take(64)
+            .read_to_end(&mut bytes)
+            .map_err(io("reading", &path))?;
+        let id = std::str::from_utf8(&bytes)
+            .ok()
+            .map(str::trim)
+            .filter(|id| validate::id("image id", id).is_ok())
+            .ok_or_else(|| VmOpError::Invalid {
+                what: "origin marker",
+                value: path.display().to_string(),
+                reason: "not a valid image id (its contents are not shown)".into(),
+            })?
+            .to_string();
+        let mut txn = host.journal.open().map_err(journal_err)?;
+        if txn.state.is_dm_disk(vm_id) {
+            txn.state.dm_origins.insert(vm_id.to_string(), id.clone());
+            txn.save().map_err(journal_err)?;
+        }
+        Ok(id)
+    }
+
     /// Remove the VM's devices (journal-guided) and forget them.
     fn remove_devices(&self, host: &VmHost, vm_id: &str) -> Result<(), VmOpError> {
         let mut txn = host.journal.open().map_err(journal_err)?;
@@ -598,6 +643,9 @@ impl SnapshotBackend for DmSnapshot {
                 });
             }
             txn.state.dm_disks.push(vm_id.to_string());
+            txn.state
+                .dm_origins
+                .insert(vm_id.to_string(), image_id.to_string());
             txn.save().map_err(journal_err)?;
         }
         let made = (|| {
@@ -629,15 +677,8 @@ impl SnapshotBackend for DmSnapshot {
 
     fn attach(&self, host: &VmHost, vm_id: &str) -> Result<RootDisk, VmOpError> {
         validate::id("VM id", vm_id)?;
-        let origin_rel = host.vm_rel(vm_id, ORIGIN_FILE);
-        let mut image_id = String::new();
-        host.open_beneath(&origin_rel, OFlags::RDONLY)?
-            .take(64)
-            .read_to_string(&mut image_id)
-            .map_err(io("reading", &host.state_dir.join(&origin_rel)))?;
-        let image_id = image_id.trim();
-        validate::id("image id", image_id)?;
-        let image_rel = Self::image_rel(image_id);
+        let image_id = Self::origin_image(host, vm_id)?;
+        let image_rel = Self::image_rel(&image_id);
         let image_path = host.state_dir.join(&image_rel);
         let origin = host.open_beneath(&image_rel, OFlags::RDONLY)?;
         let sectors = sectors(checked_origin(host, &origin, &image_path)?)?;
@@ -701,7 +742,8 @@ impl SnapshotBackend for DmSnapshot {
         self.remove_devices(host, vm_id)?;
         host.remove_beneath(vm_id, &[COW_FILE, ORIGIN_FILE])?;
         let mut txn = host.journal.open().map_err(journal_err)?;
-        if txn.state.dm_disks.iter().any(|v| v == vm_id) {
+        let recorded = txn.state.dm_origins.remove(vm_id).is_some();
+        if recorded || txn.state.dm_disks.iter().any(|v| v == vm_id) {
             txn.state.dm_disks.retain(|v| v != vm_id);
             txn.save().map_err(journal_err)?;
         }

@@ -754,3 +754,7 @@ fn a_hard_linked_cow_file_is_never_opened_for_writing() {
     );
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's");
 }
+
+/// What an owner plants in its own VM directory against the dm driver.
+#[path = "tests_owner.rs"]
+mod owner;
