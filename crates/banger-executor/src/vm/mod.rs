@@ -125,6 +125,11 @@ impl VmHost {
         })
     }
 
+    /// Root's directory of loop-backing links, in the state dir.
+    pub(crate) fn links(&self) -> snapshot::links::LinkDir {
+        snapshot::links::LinkDir::in_state(&self.state_dir)
+    }
+
     /// Credentials for child tools: the owner's, unless that is root.
     fn tool_ids(&self) -> Option<(u32, u32)> {
         (self.owner != (0, 0)).then_some(self.owner)
