@@ -260,6 +260,9 @@ pub(crate) fn teardown_entry(
     entry: &mut SnapshotEntry,
 ) -> (Vec<String>, Vec<String>) {
     let mut removed = Vec::new();
+    // Root's names of files whose devices are gone that could not be
+    // removed: reported, but the next step still runs.
+    let mut link_errors = Vec::new();
     for step in teardown_steps(entry) {
         let result = match &step {
             Step::RemoveDm(name) => remove_dm(tools, name).map(|gone| {
@@ -268,17 +271,18 @@ pub(crate) fn teardown_entry(
                 }
                 entry.dm = None;
             }),
-            Step::DetachCow(l) | Step::DetachOrigin(l) => detach_loop(tools, l).and_then(|d| {
+            Step::DetachCow(l) | Step::DetachOrigin(l) => detach_loop(tools, l).map(|d| {
                 let which = if matches!(step, Step::DetachCow(_)) {
                     Which::Cow
                 } else {
                     Which::Origin
                 };
                 // The device is gone (or someone else's): root's name for
-                // its file goes too.
-                if let Some(links) = links {
-                    remove_link(links, &entry.vm_id, which)?;
-                }
+                // its file goes too. Failing that, the device is still
+                // forgotten and the next step runs (the error is
+                // reported; the sweep of `host teardown` tries again).
+                let unlinked =
+                    links.map_or(Ok(()), |links| remove_link(links, &entry.vm_id, which));
                 match d {
                     LoopFate::Detached => removed.push(format!("loop device {}", l.device)),
                     LoopFate::Gone => {}
@@ -293,15 +297,19 @@ pub(crate) fn teardown_entry(
                     Which::Cow => entry.cow = None,
                     Which::Origin => entry.origin = None,
                 }
-                Ok(())
+                if let Err(e) = unlinked {
+                    let msg = banger_proto::error::chain(&e).join(": ");
+                    link_errors.push(format!("VM {}: {msg}", entry.vm_id));
+                }
             }),
         };
         if let Err(e) = result {
             let msg = banger_proto::error::chain(&e).join(": ");
-            return (removed, vec![format!("VM {}: {msg}", entry.vm_id)]);
+            link_errors.push(format!("VM {}: {msg}", entry.vm_id));
+            return (removed, link_errors);
         }
     }
-    (removed, Vec::new())
+    (removed, link_errors)
 }
 
 /// `host teardown`: remove every journaled snapshot device. Entries whose

@@ -21,7 +21,7 @@
 //! The directory is made with `mkdir` (which never follows a link), opened
 //! `O_NOFOLLOW` and must be the executor's own with mode 0700; everything
 //! after is relative to that descriptor. The link is made with `linkat` of
-//! `/proc/self/fd/<n>` (the inode held, never a path re-resolved), opened
+//! `/proc/thread-self/fd/<n>` (the inode held, never a path re-resolved), opened
 //! again without following links, and must be the held inode (device and
 //! inode). Names are `<vm_id>.origin`/`<vm_id>.cow`; a leftover of the same
 //! name is replaced. They are removed when their loop device is gone
@@ -74,7 +74,11 @@ impl LinkDir {
 
     /// The directory, opened without following a link; it must be the
     /// executor's own with no group or other access. `None`: absent (and
-    /// not asked to create it).
+    /// not asked to create it), or, when only looking (`!create`), not
+    /// root's directory: root's links can only be in one of root's, so a
+    /// link, file or directory the owner put at that name holds nothing to
+    /// remove or count (hostile read of the loop links, finding 1: it
+    /// stopped every teardown at the first link).
     fn open(&self, create: bool) -> io::Result<Option<OwnedFd>> {
         let state = rustix::fs::open(
             &self.state,
@@ -97,11 +101,26 @@ impl LinkDir {
         ) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) if !create => return Ok(None),
+            Err(
+                e @ (rustix::io::Errno::LOOP | rustix::io::Errno::NOTDIR | rustix::io::Errno::XDEV),
+            ) if !create => {
+                tracing::warn!(path = %self.path.display(), error = %e, "not root's link directory; nothing of root's in it");
+                return Ok(None);
+            }
             Err(e) => return Err(e.into()),
         };
         let st = rustix::fs::fstat(&fd)?;
         let me = rustix::process::geteuid().as_raw();
         if st.st_uid != me || st.st_mode & 0o077 != 0 {
+            if !create {
+                tracing::warn!(
+                    path = %self.path.display(),
+                    uid = st.st_uid,
+                    mode = format!("{:04o}", st.st_mode & 0o7777),
+                    "not root's link directory; nothing of root's in it"
+                );
+                return Ok(None);
+            }
             return Err(io::Error::other(format!(
                 "{} is not the executor's own 0700 directory (uid {}, mode {:04o})",
                 self.path.display(),
@@ -120,7 +139,10 @@ impl LinkDir {
             .open(true)?
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
         unlink(&dir, name)?;
-        let held = format!("/proc/self/fd/{}", file.as_raw_fd());
+        let want = super::loopdev::identity(file)?;
+        // The calling thread's table (`thread-self`), should a thread ever
+        // unshare it.
+        let held = format!("/proc/thread-self/fd/{}", file.as_raw_fd());
         rustix::fs::linkat(
             rustix::fs::CWD,
             held.as_str(),
@@ -135,12 +157,16 @@ impl LinkDir {
             Mode::empty(),
         )
         .map(File::from);
-        let want = super::loopdev::identity(file)?;
-        match opened {
-            Ok(f) if super::loopdev::identity(&f)? == want => Ok(f),
-            other => {
+        let same = match &opened {
+            Ok(f) => super::loopdev::identity(f).map(|id| id == want),
+            Err(_) => Ok(false),
+        };
+        match (opened, same) {
+            (Ok(f), Ok(true)) => Ok(f),
+            (other, same) => {
                 unlink(&dir, name)?;
                 other?;
+                same?;
                 Err(io::Error::other(format!(
                     "{} is not the inode linked (dev {:#x} inode {})",
                     self.path.join(name).display(),

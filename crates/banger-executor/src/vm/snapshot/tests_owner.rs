@@ -227,3 +227,25 @@ fn a_link_across_file_systems_declines_dm() {
     assert!(tools.take_calls().is_empty());
     assert!(txn.state.snapshots.is_empty());
 }
+
+/// The owner swaps its own directory in for `root-loops` while a dm VM is
+/// attached (hostile read of the loop links, finding 1): root's links can
+/// only be in a directory of root's, so a foreign one holds nothing to
+/// remove, and removing the VM still detaches both loop devices and
+/// forgets them; before, teardown stopped at the first link.
+#[test]
+fn an_owners_root_loops_planted_after_the_attach_does_not_stop_the_removal() {
+    let e = env();
+    DmSnapshot.create(&e.host, VM, IMG).unwrap();
+    let links = e.host.links();
+    std::fs::rename(links.path(), e.state.join("old")).unwrap();
+    std::fs::create_dir(links.path()).unwrap();
+    std::os::unix::fs::chown(links.path(), Some(65534), Some(65534)).unwrap();
+    std::fs::set_permissions(links.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    DmSnapshot.remove(&e.host, VM).unwrap();
+    let txn = e.host.journal.open().unwrap();
+    assert!(txn.state.snapshots.is_empty(), "{:?}", txn.state.snapshots);
+    assert!(!txn.state.dm_origins.contains_key(VM));
+    // The directory the owner planted is left as it was.
+    assert_eq!(std::fs::metadata(links.path()).unwrap().uid(), 65534);
+}
