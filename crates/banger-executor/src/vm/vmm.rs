@@ -477,6 +477,10 @@ impl VmHost {
             &Path::new("kernels").join(&spec.kernel_id).join("kernel"),
             OFlags::RDONLY,
         )?;
+        // Only the owner's own file with one link: its first bytes decide
+        // the answer, so a hard link to a root-only file would tell
+        // whether that file starts as an ELF (final review, info 3).
+        super::snapshot::dm::checked_owners(self, &kernel, &ls.kernel, "kernel")?;
         std::io::Read::read_exact(&mut &kernel, &mut magic).map_err(io("reading", &ls.kernel))?;
         if &magic != b"\x7fELF" {
             return Err(VmOpError::Invalid {
