@@ -20,6 +20,7 @@
 //! serializable types": the journal is the executor's private state on the
 //! root-owned disk and never crosses a socket.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -36,9 +37,12 @@ use serde::{Deserialize, Serialize};
 /// 3: `grants`, the disk tools' outstanding ACL grants;
 /// `ip_forward_enabled`; bridges' `ifindex`; and a VMM entry's jail uid
 /// (`VmmEntry::uid`, issue #13 finding 11). Older files are read (no
-/// grants, forwarding not banger's, a VMM with no uid ran as the owner)
-/// and written back as 3.
-pub const JOURNAL_VERSION: u32 = 3;
+/// grants, forwarding not banger's, a VMM with no uid ran as the owner).
+/// 4: `dm_origins`, the image each dm disk is a snapshot of (final review
+/// finding 1: no longer read from the owner's `root.origin`). Older files
+/// are read (their VMs' image ids taken once from the checked marker) and
+/// written back as 4.
+pub const JOURNAL_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -136,6 +140,13 @@ pub struct Journal {
     /// `snapshots`, never from files in the owner-writable VM directory.
     #[serde(default)]
     pub dm_disks: Vec<String>,
+    /// The image each of `dm_disks` is a snapshot of (VM id → image id),
+    /// recorded when root creates the disk: what attach rebuilds the
+    /// devices from. The owner's `root.origin` marker is read only for a
+    /// VM from before this record (then recorded), and only as the owner's
+    /// single-link file.
+    #[serde(default)]
+    pub dm_origins: BTreeMap<String, String>,
     /// Disk-tool grants made and not yet revoked (one entry per grant),
     /// each written before its ACL is set: what the executor puts back at
     /// start after a crash.
@@ -244,6 +255,7 @@ impl Default for Journal {
             vmms: Vec::new(),
             snapshots: Vec::new(),
             dm_disks: Vec::new(),
+            dm_origins: BTreeMap::new(),
             grants: Vec::new(),
             ip_forward_enabled: false,
         }
@@ -515,12 +527,13 @@ mod tests {
         assert_eq!(written["version"], JOURNAL_VERSION, "{written}");
         assert_eq!(written["taps"][1]["ifindex"], 7, "{written}");
         assert_eq!(written["grants"], serde_json::json!([]), "{written}");
+        assert_eq!(written["dm_origins"], serde_json::json!({}), "{written}");
         assert_eq!(Journal::default().version, JOURNAL_VERSION);
     }
 
     /// Finding 11: a VMM entry records its jail uid (version 3). A
     /// version-2 entry (a VMM running as the owner) reads with none and is
-    /// written back as version 3 unchanged; a version-3 entry keeps its uid.
+    /// written back at this version unchanged; a version-3 one keeps its uid.
     #[test]
     fn a_version_2_vmm_entry_reads_without_a_jail_uid_and_a_version_3_one_keeps_it() {
         let dir = tempfile::tempdir().unwrap();
@@ -546,7 +559,7 @@ mod tests {
         drop(txn);
         let written: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert_eq!(written["version"], 3, "{written}");
+        assert_eq!(written["version"], JOURNAL_VERSION, "{written}");
         assert!(written["vmms"][0].get("uid").is_none(), "{written}");
         assert_eq!(written["vmms"][1]["uid"], 1_990_000_001u32, "{written}");
         let txn = file.open().unwrap();
@@ -557,23 +570,23 @@ mod tests {
     fn a_journal_newer_than_this_version_is_refused_as_newer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.json");
-        let v4 = r#"{"version": 4, "bridges": [], "taps": [], "firewall": false,
+        let v5 = r#"{"version": 5, "bridges": [], "taps": [], "firewall": false,
                      "nat_guests": [], "resolver_links": [], "later": []}"#;
-        std::fs::write(&path, v4).unwrap();
+        std::fs::write(&path, v5).unwrap();
         let err = JournalFile::new(path.clone()).open().unwrap_err();
         assert!(
-            matches!(err, JournalError::NewerVersion { version: 4, .. }),
+            matches!(err, JournalError::NewerVersion { version: 5, .. }),
             "{err}"
         );
         assert_eq!(
             err.to_string(),
             format!(
-                "{} has journal version 4; this build knows up to 3",
+                "{} has journal version 5; this build knows up to 4",
                 path.display()
             )
         );
         // Refused untouched.
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), v4);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), v5);
     }
 
     #[test]

@@ -283,15 +283,7 @@ impl OwnerDir {
                 st.st_uid, peer.uid
             )));
         }
-        let sock = rustix::net::socket_with(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::STREAM,
-            rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
-            None,
-        )?;
-        let addr = rustix::net::SocketAddrUnix::new(proc_fd_path(node.as_fd()))?;
-        rustix::net::connect(&sock, &addr)?;
-        let stream = UnixStream::from(sock);
+        let stream = connect_inode(node.as_fd())?;
         let cred = banger_host::peer::peer_cred(&stream)?;
         if (cred.pid, cred.uid) != (peer.pid, peer.uid) {
             return Err(refused(format!(
@@ -314,45 +306,6 @@ impl OwnerDir {
     /// empties, and the call fails rather than spin. Missing is fine.
     pub fn remove_tree(&self, name: &str, ids: Option<(u32, u32)>) -> std::io::Result<()> {
         self.remove_tree_upto(name, ids, REMOVE_MAX)
-    }
-
-    /// [`OwnerDir::remove_tree`] for a directory that may be another
-    /// uid's than the owner's (a jailed QEMU's `run/`, 0700: the owner
-    /// cannot enter it). `name` is opened once (with [`RESOLVE`], no
-    /// symlink followed); when `foreign` says the uid owning that very
-    /// descriptor is such a uid, the directory is emptied through the
-    /// descriptor with that uid's file-system ids (uid = gid) — never
-    /// root's: the owner can exchange a directory of its own with `name`
-    /// at any moment, and what that uid cannot remove stays. Then `name`
-    /// (the emptied directory, or whatever the owner moved there since)
-    /// goes as [`OwnerDir::remove_tree`] with `ids`. Missing is fine.
-    pub fn remove_tree_of(
-        &self,
-        name: &str,
-        foreign: impl Fn(u32) -> bool,
-        ids: Option<(u32, u32)>,
-    ) -> std::io::Result<()> {
-        let flags = OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW;
-        match self.at(name, flags, Mode::empty()) {
-            Ok(fd) => {
-                let uid = rustix::fs::fstat(&fd)?.st_uid;
-                if foreign(uid) {
-                    with_fs_ids(Some((uid, uid)), "empty-dir", || {
-                        self.within_budget(name, REMOVE_MAX, |b| empty_at(fd.as_fd(), 0, b))
-                    })?;
-                    // Only the name: the owner cannot open the directory.
-                    let rmdir = with_fs_ids(ids, "remove-dir", || {
-                        rustix::fs::unlinkat(&self.fd, name, AtFlags::REMOVEDIR).map_err(Into::into)
-                    });
-                    if rmdir.is_ok() {
-                        return Ok(());
-                    }
-                }
-            }
-            Err(rustix::io::Errno::NOENT) => return Ok(()),
-            Err(_) => {}
-        }
-        self.remove_tree(name, ids)
     }
 
     /// [`OwnerDir::remove_tree`], removing at most `max` entries.
@@ -556,6 +509,21 @@ fn expected_uid(owner: Option<(u32, u32)>) -> u32 {
 /// `/proc/thread-self/fd/<fd>`: the inode behind `fd`, whatever its name
 /// is now (the calling thread's descriptor table, even if it ever stops
 /// sharing the process's).
+/// A non-blocking connection to the socket inode behind the `O_PATH`
+/// descriptor `node` (through its `/proc` link: never a name looked up
+/// again).
+pub(crate) fn connect_inode(node: BorrowedFd<'_>) -> std::io::Result<UnixStream> {
+    let sock = rustix::net::socket_with(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+        None,
+    )?;
+    let addr = rustix::net::SocketAddrUnix::new(proc_fd_path(node))?;
+    rustix::net::connect(&sock, &addr)?;
+    Ok(UnixStream::from(sock))
+}
+
 fn proc_fd_path(fd: BorrowedFd<'_>) -> String {
     format!("/proc/thread-self/fd/{}", fd.as_raw_fd())
 }

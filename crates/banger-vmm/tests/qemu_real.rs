@@ -17,8 +17,7 @@ use std::time::{Duration, Instant};
 
 use std::os::fd::OwnedFd;
 
-use banger_vmm::dir::OwnerDir;
-use banger_vmm::qemu::{DriveFds, QemuDriver, QemuFiles, QemuVm, open_tap};
+use banger_vmm::qemu::{DriveFds, QemuDriver, QemuFiles, QemuVm, QmpSocket, open_tap};
 use banger_vmm::{Drive, LaunchSpec};
 
 /// The value of `field` in `/proc/<pid>/status`.
@@ -68,9 +67,7 @@ fn a_launched_qemu_runs_under_its_seccomp_sandbox_and_still_boots_and_quits() {
         .set_len(1 << 20)
         .unwrap();
     let run_dir = dir.path().join("run");
-    std::fs::create_dir(&run_dir).unwrap();
     let uid = jail_uid();
-    std::os::unix::fs::chown(&run_dir, Some(uid), Some(uid)).unwrap();
     let tap = "bangerqmt0";
     netns::private_netns_with_tap(tap);
     let spec = LaunchSpec {
@@ -110,7 +107,12 @@ fn a_launched_qemu_runs_under_its_seccomp_sandbox_and_still_boots_and_quits() {
             .open(&spec.serial_log)
             .unwrap(),
         log: tempfile::tempfile().unwrap(),
-        run: OwnerDir::open(&run_dir, "run directory").unwrap(),
+        qmp: QmpSocket::new(
+            OwnedFd::from(std::fs::File::open(dir.path()).unwrap()),
+            dir.path(),
+            "qmp.sock",
+        )
+        .unwrap(),
         kvm: None,
     };
     let mut vm = Killed(

@@ -170,18 +170,10 @@ impl VmHost {
 
     /// Remove the tree `name` of the VM directory `dir` with the owner's
     /// file-system ids, every step relative to a descriptor (no path
-    /// re-resolved, no symlink followed, no mount crossed). A jailed
-    /// QEMU's `run/` (0700, its slot uid's: the owner cannot enter it) is
-    /// opened once, and emptied through that descriptor with the slot
-    /// uid's ids when `fstat` of it names a VM slot — never with root's:
-    /// the owner may exchange a directory of its own with `run` at any
-    /// moment (`OwnerDir::remove_tree_of`).
+    /// re-resolved, no symlink followed, no mount crossed). No VMM writes
+    /// there with other ids: a jailed QEMU gets no directory at all.
     pub(super) fn remove_vm_tree(&self, dir: &OwnerDir, name: &str) -> std::io::Result<()> {
-        dir.remove_tree_of(
-            name,
-            |uid| super::slots::is_vm_slot(&self.jail, uid),
-            self.tool_ids(),
-        )
+        dir.remove_tree(name, self.tool_ids())
     }
 
     pub(super) fn vm_rel(&self, vm_id: &str, name: &str) -> PathBuf {
@@ -332,6 +324,7 @@ impl VmHost {
                 "vmm.log",
             ],
         )?;
+        self.remove_qmp_socket(vm_id);
         self.remove_tree_beneath(vm_id, "run")
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use banger_vmm::dir::tail_lines;
 use banger_vmm::dir::{OwnerDir, reopen};
-use banger_vmm::qemu::{DriveFds, QemuFiles};
+use banger_vmm::qemu::{DriveFds, QemuFiles, QmpSocket};
 use banger_vmm::{LaunchSpec, VmmError};
 use rustix::fs::OFlags;
 
@@ -34,7 +34,7 @@ impl VmHost {
         ls: &LaunchSpec,
         vm_dir: &OwnerDir,
         log: File,
-        run: OwnerDir,
+        qmp: QmpSocket,
     ) -> Result<QemuFiles, VmOpError> {
         // Root copies these into the jail: only the owner's own regular
         // file with one link (a hard link to a root-only file would put
@@ -94,7 +94,7 @@ impl VmHost {
             tap,
             serial,
             log,
-            run,
+            qmp,
             kvm,
         })
     }

@@ -27,11 +27,6 @@ pub(super) fn free_slot(jail: &InstallJail, taken: &BTreeSet<u32>) -> Result<u32
         })
 }
 
-/// Whether `uid` is a VM slot (not slot 0) of `jail`.
-pub(super) fn is_vm_slot(jail: &InstallJail, uid: u32) -> bool {
-    uid > jail.uid_base && u64::from(uid) < u64::from(jail.uid_base) + u64::from(jail.count)
-}
-
 /// A slot reserved for a launch in flight; released when dropped (by then
 /// the journal holds it, or the launch failed).
 pub(super) struct Slot<'a> {
@@ -194,13 +189,52 @@ mod tests {
         h.procs.lock().unwrap().clear();
     }
 
+    /// Hostile review of the VMM-jail fixes, finding 2: stopping an
+    /// adopted VMM sent `SIGKILL` after the grace period and reported it
+    /// stopped whether or not its pidfd said it exited, so its journal
+    /// entry went and its jail uid was given again while it might still
+    /// run. A frozen process of the slot uid (it outlives `SIGKILL` while
+    /// frozen) stands for it: the stop fails, saying so, and the entry and
+    /// the slot stay.
     #[test]
-    fn only_slots_past_0_and_inside_the_range_are_vm_slots() {
-        let j = jail(4);
-        assert!(!is_vm_slot(&j, 2_000_000));
-        assert!(is_vm_slot(&j, 2_000_001));
-        assert!(is_vm_slot(&j, 2_000_003));
-        assert!(!is_vm_slot(&j, 2_000_004));
-        assert!(!is_vm_slot(&j, 1000));
+    fn an_adopted_vmm_that_outlives_its_kill_keeps_its_entry_and_slot() {
+        use std::os::unix::process::CommandExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path(), jail(4));
+        let slot = 2_000_001;
+        #[allow(clippy::disallowed_methods, reason = "a stand-in VMM of a slot uid")]
+        let mut vmm = std::process::Command::new("sleep")
+            .arg("60")
+            .uid(slot)
+            .gid(slot)
+            .spawn()
+            .unwrap();
+        let id = "2".repeat(32);
+        {
+            let mut txn = h.journal.open().unwrap();
+            txn.state.vmms.push(entry(&id, vmm.id(), Some(slot)));
+            txn.save().unwrap();
+        }
+        let frozen = banger_vmm::testing::Frozen::new(vmm.id());
+        let stopped = h.stop(&id, std::time::Duration::from_millis(100), false);
+        let journaled = h
+            .journal
+            .open()
+            .unwrap()
+            .state
+            .vmms
+            .iter()
+            .any(|e| e.vm_id == id);
+        let next = h.reserve_slot().map(|s| s.uid);
+        drop(frozen);
+        let _ = vmm.kill();
+        let _ = vmm.wait();
+        eprintln!("stop: {stopped:?}");
+        assert!(
+            stopped.is_err(),
+            "a VMM alive after SIGKILL reported stopped: {stopped:?}"
+        );
+        assert!(journaled, "its journal entry went");
+        assert_ne!(next.unwrap(), slot, "its jail uid was given again");
     }
 }

@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 
 use banger_proto::vmops::{LaunchVmSpec, VmStopped, VmmKind, VmmState};
 
-use banger_vmm::dir::{OwnerDir, Peer};
+use banger_vmm::dir::OwnerDir;
 use banger_vmm::firecracker::{
     FirecrackerDriver, FirecrackerVm, READY_PORT, ReadyListener, Shutdown,
 };
-use banger_vmm::qemu::{QemuDriver, QemuVm, Qmp};
+use banger_vmm::qemu::{QemuDriver, QemuVm, Qmp, QmpSocket};
 use banger_vmm::{Drive, LaunchSpec, VmmError};
 use rustix::fs::OFlags;
 
@@ -52,11 +52,8 @@ pub(super) enum Proc {
     Adopted {
         pid: u32,
         pidfd: OwnedFd,
-        /// The VM's `run/` (opened without following symlinks when it was
-        /// adopted) and the VMM's uid: QMP is reached through them, and
-        /// only when `pid` serves it.
-        run: Option<OwnerDir>,
-        uid: u32,
+        /// A jailed QEMU's QMP socket (root's: [`VmHost::qmp_socket`]).
+        qmp: Option<QmpSocket>,
     },
 }
 
@@ -88,28 +85,17 @@ impl Proc {
         match self {
             Proc::Qemu(q) => q.shutdown(timeout),
             Proc::Firecracker { vm, .. } => Ok(!matches!(vm.shutdown(timeout)?, Shutdown::Killed)),
-            Proc::Adopted {
-                pid,
-                pidfd,
-                run,
-                uid,
-            } => {
-                let peer = Peer {
-                    uid: *uid,
-                    pid: *pid,
-                };
-                if let Some(Ok(mut q)) = run
+            Proc::Adopted { pid, pidfd, qmp } => {
+                if let Some(Ok(mut q)) = qmp
                     .as_ref()
-                    .map(|run| Qmp::connect(run, peer, Duration::from_secs(2)))
+                    .map(|qmp| Qmp::connect_socket(qmp, Duration::from_secs(2)))
                 {
                     let _ = q.execute("system_powerdown");
                 }
                 if pidfd_exited(pidfd, timeout) {
                     return Ok(true);
                 }
-                let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
-                pidfd_exited(pidfd, Duration::from_secs(5));
-                Ok(false)
+                kill_adopted(*pid, pidfd).map(|()| false)
             }
         }
     }
@@ -118,34 +104,23 @@ impl Proc {
         match self {
             Proc::Qemu(q) => q.kill(),
             Proc::Firecracker { vm, .. } => vm.kill().map(drop),
-            Proc::Adopted { pidfd, .. } => {
-                let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
-                if pidfd_exited(pidfd, Duration::from_secs(5)) {
-                    Ok(())
-                } else {
-                    Err(banger_vmm::VmmError::Io {
-                        what: "killing an adopted VMM".into(),
-                        source: std::io::Error::other("still running 5 s after SIGKILL"),
-                    })
-                }
-            }
+            Proc::Adopted { pid, pidfd, .. } => kill_adopted(*pid, pidfd),
         }
     }
 }
 
-/// A launch in flight ([`VmHost::begin_launch`]).
-struct Launching<'a> {
-    set: &'a std::sync::Mutex<std::collections::BTreeSet<String>>,
-    vm_id: String,
-}
-
-impl Drop for Launching<'_> {
-    fn drop(&mut self) {
-        self.set
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.vm_id);
+/// SIGKILL an adopted VMM through its pidfd: done only once the pidfd says
+/// it exited (within 5 s), else [`VmmError::StillRunning`].
+fn kill_adopted(pid: u32, pidfd: &OwnedFd) -> Result<(), VmmError> {
+    let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+    if pidfd_exited(pidfd, Duration::from_secs(5)) {
+        return Ok(());
     }
+    Err(VmmError::StillRunning {
+        vmm: "VMM",
+        pid,
+        what: "an adopted VMM, still running 5 s after SIGKILL".into(),
+    })
 }
 
 /// Wait up to `timeout` for the process behind `pidfd` to exit.
@@ -165,12 +140,16 @@ fn pidfd_exited(pidfd: &OwnedFd, timeout: Duration) -> bool {
 /// names `banger_vmm::LaunchSpec` gives them under `run/`).
 pub(super) fn sockets(kind: VmmKind) -> &'static [&'static str] {
     match kind {
-        VmmKind::Qemu => &["run/qmp.sock"],
+        // Root's, outside the VM directory (`VmHost::qmp_socket`).
+        VmmKind::Qemu => &[],
         VmmKind::Firecracker => &["run/firecracker.sock", "run/vsock.sock"],
     }
 }
 
 use banger_host::jail::start_time;
+
+/// Root's directory of jailed QEMUs' QMP sockets, beside the journal.
+const QMP_DIR: &str = "vmm-qmp";
 
 impl VmHost {
     fn launch_spec(&self, spec: &LaunchVmSpec) -> Result<LaunchSpec, VmOpError> {
@@ -224,12 +203,6 @@ impl VmHost {
         })
     }
 
-    /// The uid VMMs run as: the owner's, or this process's in dev mode.
-    fn vmm_uid(&self) -> u32 {
-        self.tool_ids()
-            .map_or_else(|| rustix::process::geteuid().as_raw(), |(uid, _)| uid)
-    }
-
     /// The VM directory as an [`OwnerDir`]: the owner writes it, so root
     /// works in it only through this descriptor.
     fn owner_vm_dir(&self, vm_id: &str) -> Result<OwnerDir, VmOpError> {
@@ -242,31 +215,73 @@ impl VmHost {
         }
     }
 
-    /// The existing `run/` of a VM, opened beneath the VM directory without
-    /// following a symlink; `None` when it cannot be.
-    fn run_dir_of(&self, vm_id: &str) -> Option<OwnerDir> {
-        let dir = self.vm_dir_fd(vm_id).ok()??;
-        let fd = rustix::fs::openat2(
-            &dir,
-            "run",
+    /// The QMP socket of the VM's jailed QEMU: `<vm id>.sock` in
+    /// [`QMP_DIR`] beside the executor's journal, a directory root makes
+    /// (`create`) and keeps 0700: only root can write there, so neither
+    /// the owner nor a VMM can swap or remove the socket, and it persists
+    /// while QEMU runs (a restarted helper finds it there). Not in the VM
+    /// directory: the owner writes that.
+    pub(super) fn qmp_socket(&self, vm_id: &str, create: bool) -> Result<QmpSocket, VmOpError> {
+        let parent = self
+            .journal
+            .path()
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_path_buf();
+        let path = parent.join(QMP_DIR);
+        let parent_fd = rustix::fs::open(
+            &parent,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| io("opening", &parent)(e.into()))?;
+        if create {
+            match rustix::fs::mkdirat(&parent_fd, QMP_DIR, rustix::fs::Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(io("creating", &path)(e.into())),
+            }
+        }
+        let fd = rustix::fs::openat(
+            &parent_fd,
+            QMP_DIR,
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
-            banger_vmm::dir::RESOLVE,
         )
-        .ok()?;
-        Some(OwnerDir::from_fd(fd, self.vm_dir(vm_id).join("run")))
+        .map_err(|e| io("opening", &path)(e.into()))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| io("inspecting", &path)(e.into()))?;
+        if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o7777 != 0o700 {
+            return Err(VmOpError::Invalid {
+                what: "QMP socket directory",
+                value: path.display().to_string(),
+                reason: format!(
+                    "uid {} mode {:o}, not this process's uid with mode 700",
+                    st.st_uid,
+                    st.st_mode & 0o7777
+                ),
+            });
+        }
+        QmpSocket::new(fd, &path, &format!("{vm_id}.sock")).map_err(io("naming a socket in", &path))
     }
 
-    /// A fresh `run/` directory for the VMM's sockets, handed to `to`
-    /// (the owner for Firecracker, the VM's jail uid for QEMU), and the
+    /// Remove the VM's QMP socket, if any: its VMM is gone.
+    pub(super) fn remove_qmp_socket(&self, vm_id: &str) {
+        let removed = self
+            .qmp_socket(vm_id, false)
+            .and_then(|s| s.remove().map_err(io("removing", s.path())));
+        if let Err(e) = removed {
+            tracing::debug!(vm_id, error = %e, "no QMP socket removed");
+        }
+    }
+
+    /// A fresh `run/` directory for Firecracker's sockets, handed to `to`
+    /// (the owner), and the
     /// descriptor of the very directory made: root works inside it only
     /// through this descriptor, never by re-resolving its path (the owner
     /// could move another directory into its place).
     fn fresh_run_dir(&self, vm_dir: &OwnerDir, to: (u32, u32)) -> Result<OwnerDir, VmOpError> {
         let run = vm_dir.join("run");
         // Relative to the VM dir's descriptor, no symlink followed, no
-        // mount crossed; as the owner, or as its slot uid what a jailed
-        // QEMU left.
+        // mount crossed; as the owner.
         self.remove_vm_tree(vm_dir, "run")
             .map_err(io("removing", &run))?;
         let mode = rustix::fs::Mode::from_raw_mode(0o700);
@@ -321,10 +336,10 @@ impl VmHost {
                 reason: "not a tap banger created".into(),
             });
         }
-        // Held until this launch is journaled or has failed: a concurrent
-        // launch of the same VM would pass the check below too, remove
-        // this one's `run/` and replace its journal entry.
-        let _launching = self.begin_launch(&spec.vm_id)?;
+        // The caller holds this VM's operation lock (`VmHost::begin_op`)
+        // until this launch is journaled or has failed: a concurrent
+        // launch, or a disk operation, of the same VM would pass the check
+        // below too.
         if let Some(state) = self.status_inner(&spec.vm_id)?
             && state.running
         {
@@ -354,7 +369,7 @@ impl VmHost {
                 let reserved = self.reserve_slot()?;
                 let ids = (reserved.uid, reserved.uid);
                 slot = Some(reserved);
-                let run = self.fresh_run_dir(&vm_dir, ids)?;
+                let qmp = self.qmp_socket(&spec.vm_id, true)?;
                 let log = vm_dir
                     .recreate(VMM_LOG, 0o600, self.tool_ids())
                     .map_err(failed)?;
@@ -367,12 +382,19 @@ impl VmHost {
                     run_as: Some(ids),
                     ..ls
                 };
-                let files = self.qemu_files(&ls, &vm_dir, log, run)?;
+                let files = self.qemu_files(&ls, &vm_dir, log, qmp)?;
                 let driver = QemuDriver { binary };
-                let vm = driver
-                    .launch(&ls, files)
-                    .map_err(|source| failed(with_log_tail(source, &tail)))?;
-                Proc::Qemu(vm)
+                match driver.launch(&ls, files) {
+                    Ok(vm) => Proc::Qemu(vm),
+                    Err(source) => {
+                        if matches!(source, VmmError::StillRunning { .. }) {
+                            // Maybe still running as its slot uid: never
+                            // given again.
+                            std::mem::forget(slot.take());
+                        }
+                        return Err(failed(with_log_tail(source, &tail)));
+                    }
+                }
             }
             VmmKind::Firecracker => {
                 let run = self.fresh_run_dir(&vm_dir, self.owner)?;
@@ -429,23 +451,6 @@ impl VmHost {
         }))
     }
 
-    /// Mark `vm_id` as launching, or refuse: another launch of it is in
-    /// flight. Unmarked when the guard drops.
-    fn begin_launch(&self, vm_id: &str) -> Result<Launching<'_>, VmOpError> {
-        let mut set = self.launching.lock().unwrap_or_else(|e| e.into_inner());
-        if !set.insert(vm_id.to_string()) {
-            return Err(VmOpError::Invalid {
-                what: "VM",
-                value: vm_id.to_string(),
-                reason: "another launch of it is in progress".into(),
-            });
-        }
-        Ok(Launching {
-            set: &self.launching,
-            vm_id: vm_id.to_string(),
-        })
-    }
-
     fn launch_firecracker(
         &self,
         spec: &LaunchVmSpec,
@@ -472,6 +477,10 @@ impl VmHost {
             &Path::new("kernels").join(&spec.kernel_id).join("kernel"),
             OFlags::RDONLY,
         )?;
+        // Only the owner's own file with one link: its first bytes decide
+        // the answer, so a hard link to a root-only file would tell
+        // whether that file starts as an ELF (final review, info 3).
+        super::snapshot::dm::checked_owners(self, &kernel, &ls.kernel, "kernel")?;
         std::io::Read::read_exact(&mut &kernel, &mut magic).map_err(io("reading", &ls.kernel))?;
         if &magic != b"\x7fELF" {
             return Err(VmOpError::Invalid {
@@ -501,13 +510,20 @@ impl VmHost {
         Ok(Proc::Firecracker { vm, watch })
     }
 
+    /// Record the VM's VMM, or (`None`) forget it: it is gone, and so
+    /// is its QMP socket.
     fn journal_vmm(&self, entry: Option<VmmEntry>, vm_id: &str) -> Result<(), VmOpError> {
+        let gone = entry.is_none();
         let mut txn = self.journal.open().map_err(journal_err)?;
         txn.state.vmms.retain(|e| e.vm_id != vm_id);
         if let Some(e) = entry {
             txn.state.vmms.push(e);
         }
-        txn.save().map_err(journal_err)
+        txn.save().map_err(journal_err)?;
+        if gone {
+            self.remove_qmp_socket(vm_id);
+        }
+        Ok(())
     }
 
     /// The VM's process, re-adopting a journaled one if the table has none.
@@ -572,8 +588,10 @@ impl VmHost {
                         Proc::Adopted {
                             pid: entry.pid,
                             pidfd,
-                            run: self.run_dir_of(vm_id),
-                            uid: entry.uid.unwrap_or_else(|| self.vmm_uid()),
+                            // Only a jailed QEMU's QMP is root's socket.
+                            qmp: (entry.vmm == VmmKind::Qemu && entry.uid.is_some())
+                                .then(|| self.qmp_socket(vm_id, false).ok())
+                                .flatten(),
                         },
                     ),
                 );

@@ -127,16 +127,25 @@ pub(super) fn errno(e: i32) -> u32 {
     RET_ERRNO | (e as u32 & 0xffff)
 }
 
+/// The start every filter here shares: another architecture's calls
+/// kill the process, x32 calls get `EPERM`, and the system call number is
+/// left loaded for what follows.
 #[cfg(target_arch = "x86_64")]
-fn x86_64() -> Vec<Insn> {
+pub(super) fn prologue() -> Vec<Row> {
     use Label::*;
-    let nr = |n: libc::c_long| n as u32;
-    let mut p = vec![
+    vec![
         ld(ARCH),
         jump(JEQ_K, AUDIT_ARCH_X86_64, Next, Kill),
         ld(NR),
         jump(JGE_K, X32_SYSCALL_BIT, Eperm, Next),
-    ];
+    ]
+}
+
+#[cfg(target_arch = "x86_64")]
+fn x86_64() -> Vec<Insn> {
+    use Label::*;
+    let nr = |n: libc::c_long| n as u32;
+    let mut p = prologue();
     p.extend(DENIED.iter().map(|&n| jump(JEQ_K, nr(n), Eperm, Next)));
     p.extend([
         jump(JEQ_K, nr(libc::SYS_clone3), Enosys, Next),

@@ -22,8 +22,8 @@
 //! jailed tool's.
 
 use super::filter::{
-    ARCH, ARG0_LOW, ARG2_LOW, AUDIT_ARCH_X86_64, Insn, JEQ_K, JGE_K, JSET_K, Label, NR, RET_ALLOW,
-    RET_KILL_PROCESS, X32_SYSCALL_BIT, at, errno, install, jump, ld, resolve, ret,
+    ARG0_LOW, ARG2_LOW, Insn, JEQ_K, JGE_K, JSET_K, Label, RET_ALLOW, RET_KILL_PROCESS, at, errno,
+    install, jump, ld, prologue, resolve, ret,
 };
 
 /// Calls refused outright with `EPERM`.
@@ -123,13 +123,8 @@ fn program() -> Option<Vec<Insn>> {
 fn x86_64() -> Vec<Insn> {
     use Label::*;
     let nr = |n: libc::c_long| n as u32;
-    let mut p = vec![
-        ld(ARCH),
-        jump(JEQ_K, AUDIT_ARCH_X86_64, Next, Kill),
-        ld(NR),
-        jump(JGE_K, X32_SYSCALL_BIT, Eperm, Next),
-        jump(JGE_K, NEWEST_AUDITED + 1, Enosys, Next),
-    ];
+    let mut p = prologue();
+    p.push(jump(JGE_K, NEWEST_AUDITED + 1, Enosys, Next));
     p.extend(
         DENIED
             .iter()
@@ -186,7 +181,7 @@ pub fn lock_down() -> std::io::Result<()> {
 
 #[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
-    use super::super::filter::{RET_ERRNO, verdict};
+    use super::super::filter::{AUDIT_ARCH_X86_64, RET_ERRNO, X32_SYSCALL_BIT, verdict};
     use super::*;
 
     /// The verdict on call `n` whose third argument's low 32 bits are `a2`

@@ -75,6 +75,9 @@ pub(super) fn prepare(
     env: &[(std::ffi::OsString, std::ffi::OsString)],
 ) -> std::io::Result<Prepared> {
     let mut copied = 0u64;
+    // Each copy's length, taken once: the tmpfs is sized for it and
+    // exactly that many bytes are copied.
+    let mut lengths = Vec::with_capacity(jail.copies.len());
     for c in &jail.copies {
         let st = rustix::fs::fstat(c.fd.as_fd())?;
         if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
@@ -83,7 +86,9 @@ pub(super) fn prepare(
                 format!("jail copy /{}: not a regular file", c.at),
             ));
         }
-        copied += u64::try_from(st.st_size).unwrap_or(0);
+        let len = u64::try_from(st.st_size).unwrap_or(0);
+        lengths.push(len);
+        copied += len;
     }
     if copied > MAX_COPIED {
         return Err(std::io::Error::new(
@@ -193,8 +198,8 @@ pub(super) fn prepare(
         set_attrs(t.as_fd(), attrs, false)?;
         mounts.push((t, cstring(b.at.as_bytes())?));
     }
-    for c in &jail.copies {
-        copy_into(&root, c)?;
+    for (c, len) in jail.copies.iter().zip(lengths) {
+        copy_into(&root, c, len)?;
     }
     // Nothing in the jail's root is writable.
     read_only_root(root.as_fd())?;
@@ -254,7 +259,10 @@ fn read_only_root(root: BorrowedFd<'_>) -> std::io::Result<()> {
 }
 
 /// Copy `c`'s file from its start into a new 0444 file of the jail's root.
-fn copy_into(root: &OwnedFd, c: &CopyIn) -> std::io::Result<()> {
+/// Copy exactly `len` bytes (the length taken when the jail was sized)
+/// of `c` into the jail's root; a file that shrank below it or grew past
+/// it since is refused, never copied to its end.
+fn copy_into(root: &OwnedFd, c: &CopyIn, len: u64) -> std::io::Result<()> {
     let to = rustix::fs::openat(
         root,
         c.at.as_str(),
@@ -265,16 +273,32 @@ fn copy_into(root: &OwnedFd, c: &CopyIn) -> std::io::Result<()> {
     rustix::fs::fchmod(&to, Mode::from_raw_mode(0o444))?;
     let to = File::from(to);
     // By offset: the caller's descriptor keeps its own position.
+    let changed = |how: &str| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "jail copy /{}: the file {how} its {len} bytes while it was copied",
+                c.at
+            ),
+        )
+    };
     let mut buf = vec![0u8; 1 << 20];
     let mut at = 0u64;
-    loop {
-        let n = rustix::io::pread(c.fd.as_fd(), &mut buf, at)?;
+    while at < len {
+        let want = usize::try_from(len - at)
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        let n = rustix::io::pread(c.fd.as_fd(), &mut buf[..want], at)?;
         if n == 0 {
-            return Ok(());
+            return Err(changed("shrank below"));
         }
         std::io::Write::write_all(&mut &to, &buf[..n])?;
         at += n as u64;
     }
+    if rustix::io::pread(c.fd.as_fd(), &mut buf[..1], len)? > 0 {
+        return Err(changed("grew past"));
+    }
+    Ok(())
 }
 
 /// The host nodes of the jail's minimal `/dev`, [`DEVICES`] in order,

@@ -103,3 +103,25 @@ fn jails_with_copies_started_at_once_all_start() {
     });
     assert_eq!(errors, Vec::<String>::new());
 }
+
+/// Hostile review of the VMM-jail fixes, finding 4: a copy was read to
+/// end of file, so a file grown after its length was taken (the jail's
+/// tmpfs sized for it, the caller's cap checked) was copied past that
+/// length. `/proc/self/status` stands for such a file: `fstat` gives it
+/// length 0, yet it reads bytes. The jail is refused, or its copy holds
+/// exactly the length taken.
+#[test]
+fn a_copy_of_a_file_grown_after_its_length_was_taken_is_refused() {
+    require_root();
+    let uid = jail_uid() + 300_000;
+    let grown = File::open("/proc/self/status").unwrap();
+    let jail = Jail::new(uid, uid)
+        .copy_in(grown.as_fd(), "kernel")
+        .unwrap();
+    let out = Runner.output(&Cmd::new("cat").arg("/kernel").jail(jail));
+    eprintln!("{out:?}");
+    match out {
+        Err(e) => assert!(format!("{e:?}").contains("grew"), "{e:?}"),
+        Ok(o) => assert_eq!(o.stdout, "", "copied past its length: {o:?}"),
+    }
+}

@@ -2,15 +2,16 @@
 //! ran as the owner (system mode) or root (dev mode), so a guest escaping
 //! into QEMU had the owner's or root's rights. QEMU now runs jailed: as a
 //! per-VM uid of the install's jail range, pid 1 of its own namespaces,
-//! seeing `/usr`, a minimal `/dev`, its VM's `run/` and copies of its
-//! kernel and initrd, every other file by descriptor.
+//! seeing `/usr`, a minimal `/dev` and copies of its kernel and initrd,
+//! every other file by descriptor (QMP's listening socket included: it
+//! can write no file of the host).
 //!
 //! A probe stand-in is configured as the QEMU binary (a Perl program: it
 //! serves enough QMP for the launch to succeed) and tries what an escaped
 //! guest would: the helper's and the daemon's sockets, the owner's state,
-//! the other VM's disk and `run/`, the host's `/proc`, TCP to a listener
-//! in the helper's network namespace, signalling the other VMM. It writes
-//! what it reached into `/run/probe` (its `run/`).
+//! the other VM's disk and QMP socket, the host's `/proc`, TCP to a
+//! listener in the helper's network namespace, signalling the other VMM.
+//! It prints what it reached to its stdout (the VM's `vmm.log`).
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixListener;
@@ -53,10 +54,11 @@ fn pid_and_uid(v: &serde_json::Value) -> (u32, u32) {
     (pid, uid)
 }
 
-/// The probe: tries each of `targets` (kind, what), records `NAME reached`
-/// or `NAME refused: why` per line into /run/probe, then serves QMP on
-/// /run/qmp.sock; while serving it signals the pid the test writes into
-/// /run/other.
+/// The probe: tries each of `targets` (kind, what), prints `NAME
+/// reached` or `NAME refused: why` per line to its stdout (`vmm.log`),
+/// then serves QMP on the listening descriptor root passed it
+/// (`-chardev socket,id=qmp,fd=N`); a `probe-signal` command makes it
+/// signal that pid and print `signal:PID reached|refused: why`.
 fn probe(targets: &[(&str, String)]) -> String {
     let mut list = String::new();
     for (kind, what) in targets {
@@ -72,12 +74,13 @@ fn probe(targets: &[(&str, String)]) -> String {
 use strict; use warnings; use Socket; use IO::Socket::UNIX; use IO::Socket::INET;
 my @targets = (
 {list});
-# Its run/ from the -qmp argument QEMU would get (jailed: /run).
-my $run = "";
+# The QMP listening descriptor, as QEMU would get it.
+my $fd;
 for my $i (0 .. $#ARGV - 1) {{
-    ($run) = $ARGV[$i + 1] =~ m{{^unix:(.*)/qmp\.sock,}} if $ARGV[$i] eq "-qmp";
+    $fd = $1 if $ARGV[$i] eq "-chardev" && $ARGV[$i + 1] =~ m{{^socket,id=qmp,fd=(\d+),}};
 }}
-die "no -qmp unix: argument" unless $run;
+die "no -chardev socket,id=qmp,fd= argument" unless defined $fd;
+$| = 1;
 my $out = "";
 for my $t (@targets) {{
     my ($kind, $what) = @$t;
@@ -93,25 +96,19 @@ for my $t (@targets) {{
     }}
     $out .= $ok ? "$kind:$what reached\n" : "$kind:$what refused: $why\n";
 }}
-open(my $p, ">", "$run/probe.new") or die "probe: $!";
-print $p $out; close $p; rename("$run/probe.new", "/run/probe");
-my $l = IO::Socket::UNIX->new(Type => SOCK_STREAM, Local => "$run/qmp.sock", Listen => 4)
-    or die "qmp: $!";
-my $signalled = 0;
+print $out;
+open(my $l, "<&=", $fd) or die "qmp: $!";
 while (1) {{
-    if (!$signalled && open(my $o, "<", "$run/other")) {{
-        my $pid = <$o>; chomp $pid; $signalled = 1;
-        my $r = kill(0, $pid) ? "reached" : "refused: $!";
-        open(my $p, ">>", "$run/probe") or die; print $p "signal:$pid $r\n"; close $p;
-        open(my $d, ">", "$run/signalled") or die; close $d;
-    }}
-    my $rin = ""; vec($rin, fileno($l), 1) = 1;
-    next unless select(my $rout = $rin, undef, undef, 0.1);
-    my $c = $l->accept or next;
+    accept(my $c, $l) or next;
     $c->autoflush(1);
     print $c "{{\"QMP\": {{\"version\": {{}}, \"capabilities\": []}}}}\n";
     while (my $line = <$c>) {{
-        if ($line =~ /query-status/) {{
+        if ($line =~ /probe-signal.*"pid": *(\d+)/) {{
+            my $pid = $1;
+            my $r = kill(0, $pid) ? "reached" : "refused: $!";
+            print "signal:$pid $r\n";
+            print $c "{{\"return\": {{}}}}\n";
+        }} elsif ($line =~ /query-status/) {{
             print $c "{{\"return\": {{\"status\": \"running\", \"running\": true}}}}\n";
         }} else {{
             print $c "{{\"return\": {{}}}}\n";
@@ -122,6 +119,34 @@ while (1) {{
 ' -- "$@"
 "#
     )
+}
+
+/// The QMP socket root listens on for VM `id` (in the helper's own
+/// state directory, beside its journal).
+fn qmp_path(lab: &Lab, id: &str) -> std::path::PathBuf {
+    lab.root
+        .join("root-state/vmm-qmp")
+        .join(format!("{id}.sock"))
+}
+
+/// Ask the probe serving VM `id`'s QMP to signal `pid` (as root, the
+/// socket's only client).
+fn probe_signal(lab: &Lab, id: &str, pid: u32) {
+    use std::io::{BufRead as _, Write as _};
+    let s = std::os::unix::net::UnixStream::connect(qmp_path(lab, id)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut r = std::io::BufReader::new(s.try_clone().unwrap());
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("QMP"), "{line}");
+    writeln!(
+        &s,
+        "{{\"execute\": \"probe-signal\", \"arguments\": {{\"pid\": {pid}}}}}"
+    )
+    .unwrap();
+    line.clear();
+    r.read_line(&mut line).unwrap();
+    assert!(line.contains("return"), "{line}");
 }
 
 #[test]
@@ -155,9 +180,9 @@ fn qemu_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host() {
         ("tcp", format!("127.0.0.1:{port}")),
         ("tcp", format!("10.213.7.1:{port}")),
     ];
-    for dir in [&adir, &bdir] {
+    for (dir, id) in [(&adir, a), (&bdir, b)] {
         targets.push(("file", dir.join("work.ext4").display().to_string()));
-        targets.push(("dir", dir.join("run").display().to_string()));
+        targets.push(("unix", qmp_path(&lab, id).display().to_string()));
     }
     lab.stand_in("qemu", &probe(&targets));
     let lab = lab.start();
@@ -221,21 +246,25 @@ fn qemu_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host() {
     }
     assert_ne!(uids[0], uids[1], "two VMMs share a uid");
     // Each signals the other.
-    for (dir, other) in [(&adir, pids[1]), (&bdir, pids[0])] {
-        std::fs::write(dir.join("run/other"), format!("{other}\n")).unwrap();
+    for (id, other) in [(a, pids[1]), (b, pids[0])] {
+        probe_signal(&lab, id, other);
     }
     let mut results = String::new();
     for dir in [&adir, &bdir] {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !dir.join("run/signalled").exists() {
+        let log = loop {
+            let log = std::fs::read_to_string(dir.join("vmm.log")).unwrap_or_default();
+            if log.contains("signal:") {
+                break log;
+            }
             assert!(
                 Instant::now() < deadline,
-                "the probe in {} never finished",
+                "the probe in {} never finished: {log}",
                 dir.display()
             );
             std::thread::sleep(Duration::from_millis(50));
-        }
-        results.push_str(&std::fs::read_to_string(dir.join("run/probe")).unwrap());
+        };
+        results.push_str(&log);
     }
     eprintln!("{results}");
     let reached: Vec<&str> = results
@@ -252,10 +281,9 @@ fn qemu_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host() {
         2 * (targets.len() + 1),
         "{results}"
     );
-    // The VMMs' run/ are theirs, not the owner's.
-    for (dir, uid) in [(&adir, uids[0]), (&bdir, uids[1])] {
-        let m = std::fs::metadata(dir.join("run")).unwrap();
-        assert_eq!(std::os::unix::fs::MetadataExt::uid(&m), uid);
+    // A jailed QEMU gets no run/: nothing of the VM directory is its.
+    for dir in [&adir, &bdir] {
+        assert!(!dir.join("run").exists(), "{}", dir.display());
     }
     for id in [a, b] {
         lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
@@ -316,8 +344,10 @@ fn a_jailed_vmm_survives_a_helper_restart_and_a_stray_of_its_uid_does_not() {
 /// name, looked up again, with root's own rights. The owner owns the VM
 /// directory, so it can exchange (`RENAME_EXCHANGE`) a directory of its
 /// own — holding one of root's — with `run` in between: root emptied the
-/// owner's directory, root's subdirectory included. A slot-owned `run/` is
-/// now opened once and emptied through that descriptor as its slot uid.
+/// owner's directory, root's subdirectory included. A jailed QEMU has no
+/// `run/` now (its QMP socket is root's, elsewhere) and `run/` goes with
+/// the owner's ids only, so a slot-owned one the owner cannot enter stays
+/// (the deletion fails) and root's file is never reached.
 #[test]
 fn a_directory_exchanged_with_a_jailed_run_leads_root_to_remove_nothing_of_roots() {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -414,7 +444,7 @@ fn a_directory_exchanged_with_a_jailed_run_leads_root_to_remove_nothing_of_roots
 /// kernel's name) to a root-only file (where `fs.protected_hardlinks` is
 /// off; the test plants it as root) put that file's bytes into the guest's
 /// memory. Both must be the owner's regular file with one link now; the
-/// stand-in copies what it got to its `run/`, and nothing of the file
+/// stand-in prints what it got to its `vmm.log`, and nothing of the file
 /// arrives.
 #[test]
 fn a_hard_linked_kernel_or_initrd_never_reaches_the_jail() {
@@ -436,14 +466,14 @@ fn a_hard_linked_kernel_or_initrd_never_reaches_the_jail() {
     lab.owner_dir(&kdir);
     std::fs::hard_link(&victim, kdir.join("kernel")).unwrap();
     let (adir, bdir) = (lab.vm(a), lab.vm(b));
-    lab.stand_in("qemu", "cat /kernel /initrd > /run/seen 2>&1\nexit 1\n");
+    lab.stand_in("qemu", "cat /kernel /initrd 2>&1\nexit 1\n");
     let lab = lab.start();
     let via_initrd = lab.launch(a, VmmKind::Qemu);
     std::fs::remove_file(image.join("initrd")).unwrap();
     let via_kernel = lab.launch_from(b, VmmKind::Qemu, IMAGE, k);
     eprintln!("initrd: {via_initrd:?}\nkernel: {via_kernel:?}");
     for dir in [&adir, &bdir] {
-        let seen = std::fs::read_to_string(dir.join("run/seen")).unwrap_or_default();
+        let seen = std::fs::read_to_string(dir.join("vmm.log")).unwrap_or_default();
         assert!(
             !seen.contains(secret),
             "the hard-linked file reached the jail of {}",
@@ -516,4 +546,102 @@ fn two_concurrent_launches_of_one_vm_start_one_vmm() {
         );
         assert_eq!(journaled, pids.first().copied(), "{st}");
     }
+}
+
+/// Hostile review of the VMM-jail fixes, finding 1: a jailed QEMU got its
+/// VM's `run/` (its slot uid's, 0700) read-write for its QMP socket. An
+/// escape `chmod 000`ed it or a directory it made there, and the slot-uid
+/// emptying of `run/` failed with `EACCES` for ever: the VM could never be
+/// relaunched and `DeleteVmDisks` always failed. The VMM gets no writable
+/// path under `vms/<id>/` now: root listens on QMP itself and passes the
+/// listening descriptor. The "escape" is a process of the VMM's slot uid
+/// started beside it.
+#[test]
+fn a_vmm_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
+    use std::os::unix::process::CommandExt as _;
+    let lab = Lab::new();
+    let id = "3b4b3b4b3b4b3b4b3b4b3b4b3b4b3b4b";
+    let dir = lab.vm(id);
+    lab.stand_in("qemu", &probe(&[]));
+    let lab = lab.start();
+    let v = lab.launch(id, VmmKind::Qemu).expect("LaunchVm");
+    let (_, uid) = pid_and_uid(&v);
+    let as_slot = |script: &str| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("escape")
+            .arg(&dir)
+            .uid(uid)
+            .gid(uid)
+            .output()
+            .unwrap()
+    };
+    // Nothing under the VM directory is writable by the VMM's uid.
+    let writable = as_slot(r#"find "$1" -writable"#);
+    let writable = String::from_utf8_lossy(&writable.stdout).to_string();
+    // What an escape would do to make the VM's directory its own.
+    let escape = as_slot(r#"mkdir "$1/run/x" && chmod 000 "$1/run/x"; chmod 000 "$1/run""#);
+    eprintln!(
+        "writable by uid {uid}: {writable:?}; escape: {:?} {}",
+        escape.status,
+        String::from_utf8_lossy(&escape.stderr)
+    );
+    lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+    let relaunch = lab.launch(id, VmmKind::Qemu);
+    if relaunch.is_ok() {
+        lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+    }
+    let delete = lab.call(PrivOp::DeleteVmDisks { vm_id: id.into() });
+    assert!(
+        relaunch.is_ok(),
+        "the VM cannot be relaunched: {relaunch:?}"
+    );
+    assert!(
+        delete.is_ok(),
+        "the VM's disks cannot be deleted: {delete:?}"
+    );
+    assert_eq!(
+        writable, "",
+        "the VMM's uid can write under the VM directory"
+    );
+    assert!(!escape.status.success(), "the escape chmodded run/");
+}
+
+/// Hostile review of the VMM-jail fixes, finding 3: one VM's launches were
+/// held apart, but `DeleteVmDisks` (and `WriteGuestFiles`,
+/// `GrowWorkDisk`) checked "not running" and went on while a launch of
+/// the same VM was between that check and its journal entry, so a VMM
+/// could start on disks being deleted. Every VM-scoped operation now
+/// takes the VM's operation lock in the executor's dispatch: a second is
+/// refused while one is in flight.
+#[test]
+fn a_deletion_racing_a_launch_never_deletes_the_disks_of_a_running_vmm() {
+    let lab = Lab::new();
+    let id = "3c4c3c4c3c4c3c4c3c4c3c4c3c4c3c4c";
+    let dir = lab.vm(id);
+    lab.stand_in("qemu", &probe(&[]));
+    let lab = lab.start();
+    let mut under_a_vmm = Vec::new();
+    for round in 0..12u64 {
+        let (launched, deleted, disks) = std::thread::scope(|s| {
+            let launch = s.spawn(|| lab.launch(id, VmmKind::Qemu));
+            std::thread::sleep(Duration::from_millis(round * 5));
+            let deleted = lab.call(PrivOp::DeleteVmDisks { vm_id: id.into() });
+            let launched = launch.join().unwrap();
+            let disks = ["root.ext4", "work.ext4"].map(|d| dir.join(d).exists());
+            (launched, deleted, disks)
+        });
+        eprintln!("round {round}: launch {launched:?}, delete {deleted:?}, disks {disks:?}");
+        if launched.is_ok() && disks != [true, true] {
+            under_a_vmm.push(round);
+        }
+        lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+        lab.vm(id);
+    }
+    assert_eq!(
+        under_a_vmm,
+        Vec::<u64>::new(),
+        "rounds whose VMM runs on deleted disks"
+    );
 }

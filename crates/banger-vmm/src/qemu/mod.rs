@@ -1,14 +1,15 @@
 //! QEMU driver: Debian's `qemu-system-x86_64`, `-M q35` with virtio-pci
 //! block and net devices (LAB.md: `-M microvm` did not find its virtio-mmio
 //! disk with the Debian kernel), KVM when the caller says it is usable and TCG
-//! otherwise, the serial console to a file, and QMP on a Unix socket for
-//! status and graceful power-down.
+//! otherwise, the serial console to a file, and QMP on a Unix socket root
+//! listens on (and passes to QEMU) for status and graceful power-down.
 //!
 //! QEMU always runs jailed (`banger_host::jail`, docs/jail.md): as its VM's
-//! jail uid, in its own namespaces, seeing `/usr`, a minimal `/dev`, its
-//! VM's `run/` at `/run` and copies of the kernel and initrd. Every other
-//! file — the drives, the serial log, the tap — it gets as a descriptor the
-//! caller opened ([`QemuFiles`]), at the numbers of [`fds`].
+//! jail uid, in its own namespaces, seeing `/usr`, a minimal `/dev` and
+//! copies of the kernel and initrd, and nothing it can write. Every other
+//! file — the drives, the serial log, the tap, QMP's listening socket — it
+//! gets as a descriptor the caller opened ([`QemuFiles`]), at the numbers
+//! of [`fds`].
 
 mod qmp;
 
@@ -21,10 +22,9 @@ use std::time::{Duration, Instant};
 use banger_host::jail::{Jail, Limits};
 use banger_host::runner::{Cmd, Runner, SpawnOptions, Spawned};
 
-pub use qmp::{Qmp, QmpError};
+pub use qmp::{Qmp, QmpError, QmpSocket};
 
-use crate::dir::{OwnerDir, Peer};
-use crate::{LaunchSpec, QMP_SOCKET, VmmError};
+use crate::{LaunchSpec, VmmError};
 
 const VMM: &str = "qemu";
 
@@ -63,8 +63,9 @@ pub mod fds {
     pub const DRIVES: i32 = 5;
     /// How many drives the numbers below the jail's last have room for.
     pub const MAX_DRIVES: usize = 8;
-    /// The VM's `run/`, bound read-write (QMP listens there).
-    pub const RUN: &str = "run";
+    /// QMP's listening socket, root's (`-chardev socket,fd=`): after the
+    /// last drive's.
+    pub const QMP: i32 = DRIVES + 2 * MAX_DRIVES as i32;
     /// The kernel and initrd, copied into the jail's root.
     pub const KERNEL: &str = "kernel";
     pub const INITRD: &str = "initrd";
@@ -108,9 +109,9 @@ pub struct QemuFiles {
     pub serial: File,
     /// QEMU's stdout and stderr.
     pub log: File,
-    /// `LaunchSpec::run_dir`, the jail uid's: bound at `/run`, and QMP is
-    /// reached through it only when served by the spawned process.
-    pub run: OwnerDir,
+    /// QMP's socket in root's directory: bound and listened on at launch,
+    /// the listening descriptor passed at [`fds::QMP`].
+    pub qmp: QmpSocket,
     /// `/dev/kvm` (`O_PATH` is enough: it is bound, and QEMU opens it),
     /// when `LaunchSpec::kvm`.
     pub kvm: Option<OwnedFd>,
@@ -167,11 +168,11 @@ impl QemuDriver {
         ));
         a.push("-serial".into());
         a.push("chardev:serial0".into());
-        a.push("-qmp".into());
-        a.push(format!(
-            "unix:/{}/{QMP_SOCKET},server=on,wait=off",
-            fds::RUN
-        ));
+        // QMP on the socket root listens on: QEMU writes no file for it.
+        a.push("-chardev".into());
+        a.push(format!("socket,id=qmp,fd={},server=on,wait=off", fds::QMP));
+        a.push("-mon".into());
+        a.push("chardev=qmp,mode=control".into());
         a.push("-kernel".into());
         a.push(format!("/{}", fds::KERNEL));
         if spec.initrd.is_some() {
@@ -207,9 +208,14 @@ impl QemuDriver {
     }
 
     /// The jail QEMU runs in for `spec`: the uid and gid of
-    /// `spec.run_as`, the files of `files` by descriptor, limits from the
-    /// guest's size.
-    fn jail(&self, spec: &LaunchSpec, files: &QemuFiles) -> Result<Jail, VmmError> {
+    /// `spec.run_as`, the files of `files` and QMP's listening socket
+    /// `qmp` by descriptor, limits from the guest's size.
+    fn jail(
+        &self,
+        spec: &LaunchSpec,
+        files: &QemuFiles,
+        qmp: BorrowedFd<'_>,
+    ) -> Result<Jail, VmmError> {
         let invalid = |what: String| VmmError::InvalidSpec { vmm: VMM, what };
         let (uid, gid) = spec
             .run_as
@@ -250,7 +256,7 @@ impl QemuDriver {
             .long_lived(limits)
             .pass(files.tap.as_fd(), fds::TAP)
             .and_then(|j| j.pass(files.serial.as_fd(), fds::SERIAL))
-            .and_then(|j| j.bind(files.run.as_fd(), fds::RUN, true))
+            .and_then(|j| j.pass(qmp, fds::QMP))
             .and_then(|j| j.copy_in(files.kernel.as_fd(), fds::KERNEL))
             .map_err(io("its files"))?;
         if let Some(initrd) = &files.initrd {
@@ -282,9 +288,13 @@ impl QemuDriver {
                 path: self.binary.display().to_string(),
             }
         })?;
-        let jail = self.jail(spec, &files)?;
+        let listener = files.qmp.listen().map_err(|source| VmmError::Io {
+            what: format!("listening on {}", files.qmp.path().display()),
+            source,
+        })?;
+        let jail = self.jail(spec, &files, listener.as_fd())?;
         let cmd = Cmd::new(&program).args(self.argv(spec)).jail(jail);
-        let QemuFiles { log, run, .. } = files;
+        let QemuFiles { log, qmp, .. } = files;
         let child = Runner
             .spawn(
                 &cmd,
@@ -297,20 +307,21 @@ impl QemuDriver {
                 vmm: VMM,
                 source: std::io::Error::other(banger_proto_free_chain(&e)),
             })?;
-        let mut vm = QemuVm {
-            peer: Peer {
-                uid: spec.vmm_uid(),
-                pid: child.pid(),
-            },
-            child,
-            run,
-        };
+        // Only QEMU holds the listener from here on.
+        drop(listener);
+        let mut vm = QemuVm { child, qmp };
         let deadline = Instant::now() + QMP_APPEAR_TIMEOUT;
         loop {
-            if let Some(status) = vm.child.try_wait().map_err(|source| VmmError::Io {
-                what: "waiting for qemu".into(),
-                source,
-            })? {
+            let exited = match vm.child.try_wait() {
+                Ok(exited) => exited,
+                Err(source) => {
+                    return Err(vm.abandon(VmmError::Io {
+                        what: "waiting for qemu".into(),
+                        source,
+                    }));
+                }
+            };
+            if let Some(status) = exited {
                 return Err(VmmError::EarlyExit {
                     vmm: VMM,
                     status: status.to_string(),
@@ -323,15 +334,12 @@ impl QemuDriver {
                     std::thread::sleep(Duration::from_millis(50))
                 }
                 Err(e) => {
-                    let _ = vm.child.kill();
-                    return Err(VmmError::Api {
-                        vmm: VMM,
-                        what: format!(
-                            "QMP socket {} never answered: {}",
-                            vm.run.join(QMP_SOCKET).display(),
-                            banger_proto_free_chain(&e)
-                        ),
-                    });
+                    let what = format!(
+                        "QMP socket {} never answered: {}",
+                        vm.qmp.path().display(),
+                        banger_proto_free_chain(&e)
+                    );
+                    return Err(vm.abandon(VmmError::Api { vmm: VMM, what }));
                 }
             }
         }
@@ -402,10 +410,8 @@ struct IfReq {
 #[derive(Debug)]
 pub struct QemuVm {
     child: Spawned,
-    /// `run_dir`, where QEMU serves QMP.
-    run: OwnerDir,
-    /// QEMU itself, as it must be serving QMP.
-    peer: Peer,
+    /// Root's QMP socket, served by this QEMU.
+    qmp: QmpSocket,
 }
 
 impl QemuVm {
@@ -415,12 +421,16 @@ impl QemuVm {
 
     /// A QMP session with this QEMU.
     pub fn qmp(&self) -> Result<Qmp, QmpError> {
-        Qmp::connect(&self.run, self.peer, Duration::from_secs(2))
+        Qmp::connect_socket(&self.qmp, Duration::from_secs(2))
     }
 
-    /// Whether the process still runs (reaps it if not).
+    /// Whether the process still runs (reaps it if not). When waiting
+    /// fails, its pidfd decides: it runs until that says it exited.
     pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        match self.child.try_wait() {
+            Ok(exited) => exited.is_none(),
+            Err(_) => self.child.pidfd_alive(),
+        }
     }
 
     /// Ask the guest to power off (ACPI) and wait up to `timeout`; then kill.
@@ -446,13 +456,33 @@ impl QemuVm {
         Ok(false)
     }
 
-    /// SIGKILL through the pidfd and reap.
+    /// SIGKILL through the pidfd and reap. Killed but not reaped yet is
+    /// done once the pidfd says it exited (a thread reaps it); while it
+    /// does not, [`VmmError::StillRunning`].
     pub fn kill(&mut self) -> Result<(), VmmError> {
-        self.child.kill().map_err(|source| VmmError::Io {
-            what: "killing qemu".into(),
-            source,
-        })?;
-        Ok(())
+        match self.child.kill() {
+            Ok(_) => Ok(()),
+            Err(_) if !self.child.pidfd_alive() => Ok(()),
+            Err(source) => Err(VmmError::StillRunning {
+                vmm: VMM,
+                pid: self.pid(),
+                what: format!("killing it: {source}"),
+            }),
+        }
+    }
+
+    /// Kill this QEMU after its launch failed with `e`: `e`, or
+    /// [`VmmError::StillRunning`] naming `e` when it may outlive the kill.
+    fn abandon(&mut self, e: VmmError) -> VmmError {
+        match self.kill() {
+            Ok(()) => e,
+            Err(VmmError::StillRunning { vmm, pid, what }) => VmmError::StillRunning {
+                vmm,
+                pid,
+                what: format!("{}; {what}", banger_proto_free_chain(&e)),
+            },
+            Err(other) => other,
+        }
     }
 }
 

@@ -56,7 +56,7 @@ fn tcg_argv_has_every_device_and_no_defaults() {
         "-no-reboot",
         "-sandbox on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny",
         "-add-fd fd=4,set=1 -chardev file,id=serial0,append=on,path=/dev/fdset/1 -serial chardev:serial0",
-        "-qmp unix:/run/qmp.sock,server=on,wait=off",
+        "-chardev socket,id=qmp,fd=21,server=on,wait=off -mon chardev=qmp,mode=control",
         "-kernel /kernel",
         "-initrd /initrd",
         "-append console=ttyS0 root=/dev/vda rw",
@@ -91,6 +91,47 @@ fn kvm_argv_uses_the_host_cpu() {
     assert!(!a.contains("kvm,") && !a.contains("/kvm"), "{a}");
 }
 
+/// A QMP socket in `dir` (root's in the real executor).
+fn qmp_socket(dir: &std::path::Path) -> QmpSocket {
+    let fd = std::os::fd::OwnedFd::from(File::open(dir).unwrap());
+    QmpSocket::new(fd, dir, "qmp.sock").unwrap()
+}
+
+/// A uid of this test process's for a jail (the jail tests need root).
+fn jail_uid(base: u32) -> u32 {
+    assert_eq!(
+        rustix::process::geteuid().as_raw(),
+        0,
+        "the jail test needs root"
+    );
+    base + std::process::id() % 100_000
+}
+
+/// Empty files for a jail without drives or initrd, QMP in `dir`.
+fn empty_files(dir: &std::path::Path, kvm: Option<std::os::fd::OwnedFd>) -> QemuFiles {
+    let file = || tempfile::tempfile().unwrap();
+    QemuFiles {
+        kernel: file(),
+        initrd: None,
+        drives: vec![],
+        tap: std::os::fd::OwnedFd::from(file()),
+        serial: file(),
+        log: file(),
+        qmp: qmp_socket(dir),
+        kvm,
+    }
+}
+
+/// [`spec`] without drives or initrd, jailed as `uid`.
+fn jailed_spec(uid: u32, kvm: bool) -> LaunchSpec {
+    LaunchSpec {
+        initrd: None,
+        drives: vec![],
+        run_as: Some((uid, uid)),
+        ..spec(kvm)
+    }
+}
+
 #[test]
 fn missing_binary_is_a_clear_error() {
     let driver = QemuDriver {
@@ -106,7 +147,7 @@ fn missing_binary_is_a_clear_error() {
         tap: fd(),
         serial: file(),
         log: file(),
-        run: crate::dir::OwnerDir::open(dir.path(), "run directory").unwrap(),
+        qmp: qmp_socket(dir.path()),
         kvm: None,
     };
     let err = driver.launch(&spec(false), files).unwrap_err();
@@ -165,12 +206,7 @@ mod hostile_qmp {
 /// this lab's PVM hosts, LAB.md; the jail only `stat`s it).
 #[test]
 fn the_kvm_device_is_bound_where_qemu_opens_it() {
-    assert_eq!(
-        rustix::process::geteuid().as_raw(),
-        0,
-        "the jail test needs root"
-    );
-    let uid = 3_900_000 + std::process::id() % 100_000;
+    let uid = jail_uid(3_900_000);
     let nodes = tempfile::tempdir().unwrap();
     let node = nodes.path().join("kvm");
     rustix::fs::mknodat(
@@ -190,24 +226,12 @@ fn the_kvm_device_is_bound_where_qemu_opens_it() {
     let rdev = rustix::fs::fstat(&kvm).unwrap().st_rdev;
     let (major, minor) = (rustix::fs::major(rdev), rustix::fs::minor(rdev));
     let dir = tempfile::tempdir().unwrap();
-    let file = || tempfile::tempfile().unwrap();
-    let files = QemuFiles {
-        kernel: file(),
-        initrd: None,
-        drives: vec![],
-        tap: std::os::fd::OwnedFd::from(file()),
-        serial: file(),
-        log: file(),
-        run: crate::dir::OwnerDir::open(dir.path(), "run directory").unwrap(),
-        kvm: Some(kvm),
-    };
-    let spec = LaunchSpec {
-        initrd: None,
-        drives: vec![],
-        run_as: Some((uid, uid)),
-        ..spec(true)
-    };
-    let jail = QemuDriver::default().jail(&spec, &files).unwrap();
+    let files = empty_files(dir.path(), Some(kvm));
+    let spec = jailed_spec(uid, true);
+    let listener = files.qmp.listen().unwrap();
+    let jail = QemuDriver::default()
+        .jail(&spec, &files, std::os::fd::AsFd::as_fd(&listener))
+        .unwrap();
     let log_path = dir.path().join("log");
     let script = "stat -c 'kvm %F %t:%T' /dev/kvm 2>&1; ls -A /";
     let mut child = Runner
@@ -229,5 +253,55 @@ fn the_kvm_device_is_bound_where_qemu_opens_it() {
     assert!(
         !out.lines().any(|l| l == "kvm"),
         "a device at /kvm in the jail:\n{out}"
+    );
+}
+
+/// Hostile review of the VMM-jail fixes, finding 2: when QMP never
+/// answered, the launch killed QEMU and ignored a kill that did not end
+/// it, so the caller freed the jail uid of a process that may still run.
+/// A stand-in that never serves QMP is frozen (it outlives `SIGKILL`
+/// while frozen): the launch's error must say it may still run.
+#[test]
+fn a_launch_whose_qemu_outlives_its_kill_says_so() {
+    let uid = jail_uid(3_800_000);
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("qemu");
+    std::fs::write(&bin, "#!/bin/sh\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let files = empty_files(dir.path(), None);
+    let spec = jailed_spec(uid, false);
+    // Freeze the stand-in once it runs (a child of this process, of `uid`).
+    let frozen = std::thread::spawn(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(8);
+        loop {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no stand-in of uid {uid}"
+            );
+            let found = std::fs::read_dir("/proc").unwrap().find_map(|e| {
+                let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+                status
+                    .lines()
+                    .any(|l| {
+                        l.starts_with("Uid:")
+                            && l.split_whitespace().nth(1) == Some(&uid.to_string())
+                    })
+                    .then_some(pid)
+            });
+            if let Some(pid) = found {
+                return crate::testing::Frozen::new(pid);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let driver = QemuDriver { binary: bin };
+    let err = driver.launch(&spec, files).unwrap_err();
+    let frozen = frozen.join().unwrap();
+    drop(frozen);
+    eprintln!("{err}");
+    assert!(
+        err.to_string().contains("may still be running"),
+        "the launch failed as if its QEMU were gone: {err}"
     );
 }
