@@ -599,7 +599,9 @@ const LOST_CLONE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 /// unheld once its pidfd goes (hostile read of the merged spawner, I2). It
 /// is killed through its pidfd, and reaped where it is this process's
 /// child (in the spawner it is the helper's: killed, it is then the
-/// helper's zombie until the helper exits). The error says both.
+/// helper's zombie until the helper exits). The error says both. In the
+/// spawner, a clone already on its jail uid cannot be killed (no
+/// `CAP_KILL`: `EPERM`); docs/jail.md records that as open.
 fn lost_report(pidfd: &OwnedFd, e: rustix::io::Errno) -> std::io::Error {
     let killed = match sweep::kill_and_reap(pidfd, LOST_CLONE_WAIT, "clone") {
         Ok(()) => "killed".to_owned(),
