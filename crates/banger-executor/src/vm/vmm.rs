@@ -404,7 +404,7 @@ impl VmHost {
         let pid = proc.pid();
         // Re-adoption matches pid *and* start time; a VMM whose start time
         // cannot be read could never be re-adopted, so it is not kept.
-        let Some(started) = start_time(pid) else {
+        let Ok(started) = start_time(pid) else {
             if proc.kill().is_err() {
                 // Maybe still running as its slot uid: never given again.
                 std::mem::forget(slot);
@@ -561,24 +561,25 @@ impl VmHost {
             return Ok(None);
         };
         // Same pid *and* same start time (and, for a jailed VMM, its jail
-        // uid), or it is somebody else's process.
-        let same = |pid: u32| {
-            start_time(pid) == Some(entry.start_time)
-                && entry.uid.is_none_or(|uid| {
-                    banger_host::jail::uids_of(pid as i32)
-                        .is_ok_and(|ids| ids.iter().all(|&u| u == uid))
-                })
+        // uid), or it is somebody else's process. An error reading it (no
+        // descriptor left) says nothing: the entry stays and the error is
+        // returned (hostile read of the VMM table, finding 1).
+        let proc_dir = format!("/proc/{}", entry.pid);
+        let same = || {
+            banger_host::jail::is_journaled(entry.pid, entry.start_time, entry.uid)
+                .map_err(io("reading", Path::new(&proc_dir)))
         };
-        let alive = same(entry.pid);
-        let pidfd = alive
-            .then(|| {
-                rustix::process::Pid::from_raw(entry.pid as i32).and_then(|p| {
-                    rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
-                })
-            })
-            .flatten()
-            // Re-check after opening: the pidfd now pins the process.
-            .filter(|_| same(entry.pid));
+        let pidfd = match rustix::process::Pid::from_raw(entry.pid as i32) {
+            Some(pid) if same()? => {
+                match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+                    // Re-check after opening: the pidfd now pins the process.
+                    Ok(fd) => same()?.then_some(fd),
+                    Err(e) if banger_host::jail::gone_before_open(&e.into()) => None,
+                    Err(e) => return Err(io("holding", Path::new(&proc_dir))(e.into())),
+                }
+            }
+            _ => None,
+        };
         match pidfd {
             Some(pidfd) => {
                 procs.insert(
@@ -645,7 +646,7 @@ impl VmHost {
     /// of a running one, its sockets, and the devices behind the root disk.
     fn describe(&self, mut state: VmmState) -> VmmState {
         if state.running {
-            state.start_time = state.pid.and_then(start_time);
+            state.start_time = state.pid.and_then(|pid| start_time(pid).ok());
             state.sockets = match state.vmm {
                 Some(kind) => sockets(kind).iter().map(|s| s.to_string()).collect(),
                 None => Vec::new(),
