@@ -311,4 +311,58 @@ mod tests {
         assert_ne!(next.unwrap(), slot, "its jail uid was given again");
         assert!(errors > 0, "no status ran out of descriptors");
     }
+
+    /// Hostile read of the VMM table, finding 2: forgetting a VMM removed
+    /// every entry of its VM, so a status that had read an old entry (its
+    /// process gone) and a launch journaling a new one meanwhile left the
+    /// new VMM unjournaled. Each round journals a gone VMM, then races a
+    /// status against an instant "launch" (the launch's journal write, of
+    /// this live process): the launch's entry must stay.
+    #[test]
+    fn forgetting_an_old_vmm_keeps_a_newer_launchs_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path(), jail(4));
+        let id = "4".repeat(32);
+        #[allow(clippy::disallowed_methods, reason = "a pid that has exited")]
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        let me = std::process::id();
+        let newer = entry(&id, me, None);
+        let mut dropped = None;
+        for round in 0..2000 {
+            {
+                let mut txn = h.journal.open().unwrap();
+                txn.state.vmms.clear();
+                txn.state.vmms.push(crate::journal::VmmEntry {
+                    pid: gone_pid,
+                    start_time: 1,
+                    ..newer.clone()
+                });
+                txn.save().unwrap();
+            }
+            h.procs.lock().unwrap().clear();
+            let start = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    start.wait();
+                    let _ = h.status_inner(&id);
+                });
+                start.wait();
+                // The launch's journal write (`journal_vmm`).
+                let mut txn = h.journal.open().unwrap();
+                txn.state.vmms.retain(|e| e.vm_id != id);
+                txn.state.vmms.push(newer.clone());
+                txn.save().unwrap();
+            });
+            let journal = h.journal.open().unwrap();
+            if !journal.state.vmms.contains(&newer) {
+                dropped = Some(round);
+                break;
+            }
+        }
+        // An adopted entry of this process: forgotten, never signalled.
+        h.procs.lock().unwrap().clear();
+        assert_eq!(dropped, None, "newer entry dropped at round {dropped:?}");
+    }
 }

@@ -421,7 +421,7 @@ impl VmHost {
             vmm: spec.vmm,
             uid: slot.as_ref().map(|s| s.uid),
         };
-        if let Err(e) = self.journal_vmm(Some(entry), &spec.vm_id) {
+        if let Err(e) = self.journal_vmm(entry) {
             // Unjournaled, it could never be stopped or re-adopted.
             if proc.kill().is_err() {
                 // Maybe still running as its slot uid: never given again.
@@ -436,7 +436,7 @@ impl VmHost {
             .procs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(spec.vm_id.clone(), (spec.vmm, proc));
+            .insert(spec.vm_id.clone(), (spec.vmm, proc, started));
         drop(replaced);
         Ok(self.describe(VmmState {
             vm_id: spec.vm_id.clone(),
@@ -510,17 +510,32 @@ impl VmHost {
         Ok(Proc::Firecracker { vm, watch })
     }
 
-    /// Record the VM's VMM, or (`None`) forget it: it is gone, and so
-    /// is its QMP socket.
-    fn journal_vmm(&self, entry: Option<VmmEntry>, vm_id: &str) -> Result<(), VmOpError> {
-        let gone = entry.is_none();
+    /// Record the VM's VMM, in place of any earlier entry of the VM (a
+    /// launch runs only once that VMM is gone).
+    fn journal_vmm(&self, entry: VmmEntry) -> Result<(), VmOpError> {
         let mut txn = self.journal.open().map_err(journal_err)?;
-        txn.state.vmms.retain(|e| e.vm_id != vm_id);
-        if let Some(e) = entry {
-            txn.state.vmms.push(e);
-        }
+        txn.state.vmms.retain(|e| e.vm_id != entry.vm_id);
+        txn.state.vmms.push(entry);
+        txn.save().map_err(journal_err)
+    }
+
+    /// Forget the VMM seen as `pid` started at `start_time`: it is gone.
+    /// Only that entry goes — a newer launch's, journaled meanwhile, stays
+    /// (status and stop run without the VM's operation lock) — and the
+    /// QMP socket goes only when no entry of the VM is left and no launch
+    /// of it (which makes a new socket) is in flight,
+    /// decided and done under the journal's and the operation table's
+    /// locks (hostile read of the VMM table, finding 2).
+    fn forget_vmm(&self, vm_id: &str, pid: u32, start_time: u64) -> Result<(), VmOpError> {
+        let mut txn = self.journal.open().map_err(journal_err)?;
+        txn.state
+            .vmms
+            .retain(|e| !(e.vm_id == vm_id && e.pid == pid && e.start_time == start_time));
         txn.save().map_err(journal_err)?;
-        if gone {
+        let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        // `PrivOp::LaunchVm`'s name, as `Executor::vm_op` takes the lock.
+        let launching = busy.get(vm_id).is_some_and(|op| *op == "launch_vm");
+        if !launching && txn.state.vmms.iter().all(|e| e.vm_id != vm_id) {
             self.remove_qmp_socket(vm_id);
         }
         Ok(())
@@ -529,7 +544,8 @@ impl VmHost {
     /// The VM's process, re-adopting a journaled one if the table has none.
     pub(super) fn status_inner(&self, vm_id: &str) -> Result<Option<VmmState>, VmOpError> {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((vmm, p)) = procs.get_mut(vm_id) {
+        if let Some((vmm, p, started)) = procs.get_mut(vm_id) {
+            let started = *started;
             let running = p.running();
             let ready = p.ready();
             let (vmm, pid, adopted) = (*vmm, p.pid(), matches!(p, Proc::Adopted { .. }));
@@ -539,7 +555,7 @@ impl VmHost {
                 let gone = procs.remove(vm_id);
                 drop(procs);
                 drop(gone);
-                self.journal_vmm(None, vm_id)?;
+                self.forget_vmm(vm_id, pid, started)?;
             }
             return Ok(Some(VmmState {
                 vm_id: vm_id.to_string(),
@@ -594,6 +610,7 @@ impl VmHost {
                                 .then(|| self.qmp_socket(vm_id, false).ok())
                                 .flatten(),
                         },
+                        entry.start_time,
                     ),
                 );
                 tracing::info!(vm_id, pid = entry.pid, "re-adopted a running VMM");
@@ -611,7 +628,7 @@ impl VmHost {
             }
             None => {
                 drop(procs);
-                self.journal_vmm(None, vm_id)?;
+                self.forget_vmm(vm_id, entry.pid, entry.start_time)?;
                 Ok(Some(VmmState {
                     vm_id: vm_id.to_string(),
                     running: false,
@@ -703,7 +720,7 @@ impl VmHost {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(vm_id);
-        let Some((_, mut p)) = taken else {
+        let Some((_, mut p, start_time)) = taken else {
             return Ok(VmStopped {
                 graceful: false,
                 was_running: false,
@@ -725,7 +742,7 @@ impl VmHost {
             secs = started.elapsed().as_secs_f32(),
             "VMM stopped"
         );
-        self.journal_vmm(None, vm_id)?;
+        self.forget_vmm(vm_id, p.pid(), start_time)?;
         Ok(VmStopped {
             graceful,
             was_running: true,
