@@ -387,10 +387,26 @@ impl VmHost {
                 match driver.launch(&ls, files) {
                     Ok(vm) => Proc::Qemu(vm),
                     Err(source) => {
-                        if matches!(source, VmmError::StillRunning { .. }) {
-                            // Maybe still running as its slot uid: never
-                            // given again.
-                            std::mem::forget(slot.take());
+                        if let VmmError::StillRunning { pid, .. } = source {
+                            // Maybe still running as its slot uid:
+                            // journaled, so status reports it running and
+                            // its exit frees the slot (hostile read of the
+                            // VMM table, finding 3); never given again
+                            // when it cannot be.
+                            let uid = slot.as_ref().map(|s| s.uid);
+                            let journaled = start_time(pid).is_ok_and(|started| {
+                                self.journal_vmm(VmmEntry {
+                                    vm_id: spec.vm_id.clone(),
+                                    pid,
+                                    start_time: started,
+                                    vmm: spec.vmm,
+                                    uid,
+                                })
+                                .is_ok()
+                            });
+                            if !journaled {
+                                std::mem::forget(slot.take());
+                            }
                         }
                         return Err(failed(with_log_tail(source, &tail)));
                     }
