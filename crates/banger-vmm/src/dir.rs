@@ -506,9 +506,6 @@ fn expected_uid(owner: Option<(u32, u32)>) -> u32 {
     owner.map_or_else(|| rustix::process::geteuid().as_raw(), |(uid, _)| uid)
 }
 
-/// `/proc/thread-self/fd/<fd>`: the inode behind `fd`, whatever its name
-/// is now (the calling thread's descriptor table, even if it ever stops
-/// sharing the process's).
 /// A non-blocking connection to the socket inode behind the `O_PATH`
 /// descriptor `node` (through its `/proc` link: never a name looked up
 /// again).
@@ -524,6 +521,9 @@ pub(crate) fn connect_inode(node: BorrowedFd<'_>) -> std::io::Result<UnixStream>
     Ok(UnixStream::from(sock))
 }
 
+/// `/proc/thread-self/fd/<fd>`: the inode behind `fd`, whatever its name
+/// is now (the calling thread's descriptor table, even if it ever stops
+/// sharing the process's).
 fn proc_fd_path(fd: BorrowedFd<'_>) -> String {
     format!("/proc/thread-self/fd/{}", fd.as_raw_fd())
 }

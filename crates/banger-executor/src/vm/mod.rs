@@ -55,7 +55,8 @@ pub(crate) struct VmHost {
     firecracker_binary: Option<PathBuf>,
     jail: banger_proto::install::InstallJail,
     journal: Arc<JournalFile>,
-    procs: Mutex<HashMap<String, (VmmKind, vmm::Proc)>>,
+    /// Each VM's VMM, with its start time as journaled.
+    procs: Mutex<HashMap<String, (VmmKind, vmm::Proc, u64)>>,
     /// VM jail uids reserved by launches in flight (`slots`).
     slots: Mutex<std::collections::BTreeSet<u32>>,
     /// VMs with an operation in flight, and which ([`VmHost::begin_op`]).

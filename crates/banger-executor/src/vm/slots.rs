@@ -130,6 +130,31 @@ mod tests {
         }
     }
 
+    /// A stand-in VMM (`sleep`) running as jail uid `slot`, journaled as
+    /// VM `id`'s.
+    fn journaled_stand_in(h: &VmHost, slot: u32, id: &str) -> std::process::Child {
+        use std::os::unix::process::CommandExt as _;
+        #[allow(clippy::disallowed_methods, reason = "a stand-in VMM of a slot uid")]
+        let vmm = std::process::Command::new("sleep")
+            .arg("60")
+            .uid(slot)
+            .gid(slot)
+            .spawn()
+            .unwrap();
+        let mut txn = h.journal.open().unwrap();
+        txn.state.vmms.push(entry(id, vmm.id(), Some(slot)));
+        txn.save().unwrap();
+        vmm
+    }
+
+    /// Whether VM `id` is journaled, and the slot a launch would get now.
+    fn entry_and_next_slot(h: &VmHost, id: &str) -> (bool, Result<u32, VmOpError>) {
+        let journal = h.journal.open().unwrap();
+        let journaled = journal.state.vmms.iter().any(|e| e.vm_id == id);
+        drop(journal);
+        (journaled, h.reserve_slot().map(|s| s.uid))
+    }
+
     /// Slots held by journaled VMMs and by launches in flight are not
     /// given; a reservation dropped (its launch journaled or failed) is.
     #[test]
@@ -198,34 +223,13 @@ mod tests {
     /// the slot stay.
     #[test]
     fn an_adopted_vmm_that_outlives_its_kill_keeps_its_entry_and_slot() {
-        use std::os::unix::process::CommandExt as _;
         let dir = tempfile::tempdir().unwrap();
         let h = host(dir.path(), jail(4));
-        let slot = 2_000_001;
-        #[allow(clippy::disallowed_methods, reason = "a stand-in VMM of a slot uid")]
-        let mut vmm = std::process::Command::new("sleep")
-            .arg("60")
-            .uid(slot)
-            .gid(slot)
-            .spawn()
-            .unwrap();
-        let id = "2".repeat(32);
-        {
-            let mut txn = h.journal.open().unwrap();
-            txn.state.vmms.push(entry(&id, vmm.id(), Some(slot)));
-            txn.save().unwrap();
-        }
+        let (slot, id) = (2_000_001, "2".repeat(32));
+        let mut vmm = journaled_stand_in(&h, slot, &id);
         let frozen = banger_vmm::testing::Frozen::new(vmm.id());
         let stopped = h.stop(&id, std::time::Duration::from_millis(100), false);
-        let journaled = h
-            .journal
-            .open()
-            .unwrap()
-            .state
-            .vmms
-            .iter()
-            .any(|e| e.vm_id == id);
-        let next = h.reserve_slot().map(|s| s.uid);
+        let (journaled, next) = entry_and_next_slot(&h, &id);
         drop(frozen);
         let _ = vmm.kill();
         let _ = vmm.wait();
@@ -236,5 +240,129 @@ mod tests {
         );
         assert!(journaled, "its journal entry went");
         assert_ne!(next.unwrap(), slot, "its jail uid was given again");
+    }
+
+    /// Hostile read of the VMM table, finding 1: an error reading a
+    /// journaled VMM during re-adoption (no descriptor left for
+    /// `/proc/<pid>/stat`, `status` or the pidfd) counted as "gone", so
+    /// the entry of a live VMM went and its jail uid was given again. A
+    /// thread sharing this one's descriptor table keeps taking every free
+    /// descriptor while status re-reads the journal: an error is fine, a
+    /// dropped entry is not.
+    #[test]
+    fn an_error_reading_a_journaled_vmm_keeps_its_entry() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path(), jail(4));
+        let (slot, id) = (2_000_001, "3".repeat(32));
+        let mut vmm = journaled_stand_in(&h, slot, &id);
+        let (dropped, errors) = std::thread::scope(|s| {
+            s.spawn(|| {
+                // A descriptor table of this thread's own (and of the
+                // thread it starts): the test harness's threads keep theirs.
+                // SAFETY: unshare(CLONE_FILES) takes no pointers.
+                assert_eq!(unsafe { libc::unshare(libc::CLONE_FILES) }, 0);
+                let stop = AtomicBool::new(false);
+                std::thread::scope(|s2| {
+                    s2.spawn(|| {
+                        let base = std::fs::File::open("/dev/null").unwrap();
+                        while !stop.load(Ordering::Relaxed) {
+                            let mut held = Vec::new();
+                            while let Ok(fd) = base.try_clone() {
+                                held.push(fd);
+                            }
+                            std::thread::sleep(std::time::Duration::from_micros(200));
+                            drop(held);
+                            std::thread::yield_now();
+                        }
+                    });
+                    let (mut dropped, mut errors) = (None, 0);
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+                    for t in 0.. {
+                        if std::time::Instant::now() > deadline {
+                            break;
+                        }
+                        h.procs.lock().unwrap().clear();
+                        match h.status_inner(&id) {
+                            Ok(Some(st)) if !st.running => {
+                                dropped = Some(t);
+                                break;
+                            }
+                            Err(_) => errors += 1,
+                            Ok(_) => {}
+                        }
+                    }
+                    stop.store(true, Ordering::Relaxed);
+                    // Its pidfd is of this descriptor table: closed here.
+                    h.procs.lock().unwrap().clear();
+                    (dropped, errors)
+                })
+            })
+            .join()
+            .unwrap()
+        });
+        let (journaled, next) = entry_and_next_slot(&h, &id);
+        let _ = vmm.kill();
+        let _ = vmm.wait();
+        assert!(
+            dropped.is_none() && journaled,
+            "entry dropped while the VMM lives (try {dropped:?}); next slot given: {next:?}"
+        );
+        assert_ne!(next.unwrap(), slot, "its jail uid was given again");
+        assert!(errors > 0, "no status ran out of descriptors");
+    }
+
+    /// Hostile read of the VMM table, finding 2: forgetting a VMM removed
+    /// every entry of its VM, so a status that had read an old entry (its
+    /// process gone) and a launch journaling a new one meanwhile left the
+    /// new VMM unjournaled. Each round journals a gone VMM, then races a
+    /// status against an instant "launch" (the launch's journal write, of
+    /// this live process): the launch's entry must stay.
+    #[test]
+    fn forgetting_an_old_vmm_keeps_a_newer_launchs_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let h = host(dir.path(), jail(4));
+        let id = "4".repeat(32);
+        #[allow(clippy::disallowed_methods, reason = "a pid that has exited")]
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        let me = std::process::id();
+        let newer = entry(&id, me, None);
+        let mut dropped = None;
+        for round in 0..2000 {
+            {
+                let mut txn = h.journal.open().unwrap();
+                txn.state.vmms.clear();
+                txn.state.vmms.push(crate::journal::VmmEntry {
+                    pid: gone_pid,
+                    start_time: 1,
+                    ..newer.clone()
+                });
+                txn.save().unwrap();
+            }
+            h.procs.lock().unwrap().clear();
+            let start = std::sync::Barrier::new(2);
+            std::thread::scope(|s| {
+                s.spawn(|| {
+                    start.wait();
+                    let _ = h.status_inner(&id);
+                });
+                start.wait();
+                // The launch's journal write (`journal_vmm`).
+                let mut txn = h.journal.open().unwrap();
+                txn.state.vmms.retain(|e| e.vm_id != id);
+                txn.state.vmms.push(newer.clone());
+                txn.save().unwrap();
+            });
+            let journal = h.journal.open().unwrap();
+            if !journal.state.vmms.contains(&newer) {
+                dropped = Some(round);
+                break;
+            }
+        }
+        // An adopted entry of this process: forgotten, never signalled.
+        h.procs.lock().unwrap().clear();
+        assert_eq!(dropped, None, "newer entry dropped at round {dropped:?}");
     }
 }

@@ -387,10 +387,26 @@ impl VmHost {
                 match driver.launch(&ls, files) {
                     Ok(vm) => Proc::Qemu(vm),
                     Err(source) => {
-                        if matches!(source, VmmError::StillRunning { .. }) {
-                            // Maybe still running as its slot uid: never
-                            // given again.
-                            std::mem::forget(slot.take());
+                        if let VmmError::StillRunning { pid, .. } = source {
+                            // Maybe still running as its slot uid:
+                            // journaled, so status reports it running and
+                            // its exit frees the slot (hostile read of the
+                            // VMM table, finding 3); never given again
+                            // when it cannot be.
+                            let uid = slot.as_ref().map(|s| s.uid);
+                            let journaled = start_time(pid).is_ok_and(|started| {
+                                self.journal_vmm(VmmEntry {
+                                    vm_id: spec.vm_id.clone(),
+                                    pid,
+                                    start_time: started,
+                                    vmm: spec.vmm,
+                                    uid,
+                                })
+                                .is_ok()
+                            });
+                            if !journaled {
+                                std::mem::forget(slot.take());
+                            }
                         }
                         return Err(failed(with_log_tail(source, &tail)));
                     }
@@ -404,7 +420,7 @@ impl VmHost {
         let pid = proc.pid();
         // Re-adoption matches pid *and* start time; a VMM whose start time
         // cannot be read could never be re-adopted, so it is not kept.
-        let Some(started) = start_time(pid) else {
+        let Ok(started) = start_time(pid) else {
             if proc.kill().is_err() {
                 // Maybe still running as its slot uid: never given again.
                 std::mem::forget(slot);
@@ -421,7 +437,7 @@ impl VmHost {
             vmm: spec.vmm,
             uid: slot.as_ref().map(|s| s.uid),
         };
-        if let Err(e) = self.journal_vmm(Some(entry), &spec.vm_id) {
+        if let Err(e) = self.journal_vmm(entry) {
             // Unjournaled, it could never be stopped or re-adopted.
             if proc.kill().is_err() {
                 // Maybe still running as its slot uid: never given again.
@@ -436,7 +452,7 @@ impl VmHost {
             .procs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(spec.vm_id.clone(), (spec.vmm, proc));
+            .insert(spec.vm_id.clone(), (spec.vmm, proc, started));
         drop(replaced);
         Ok(self.describe(VmmState {
             vm_id: spec.vm_id.clone(),
@@ -510,17 +526,34 @@ impl VmHost {
         Ok(Proc::Firecracker { vm, watch })
     }
 
-    /// Record the VM's VMM, or (`None`) forget it: it is gone, and so
-    /// is its QMP socket.
-    fn journal_vmm(&self, entry: Option<VmmEntry>, vm_id: &str) -> Result<(), VmOpError> {
-        let gone = entry.is_none();
+    /// Record the VM's VMM, in place of any earlier entry of the VM (a
+    /// launch runs only once that VMM is gone).
+    fn journal_vmm(&self, entry: VmmEntry) -> Result<(), VmOpError> {
         let mut txn = self.journal.open().map_err(journal_err)?;
-        txn.state.vmms.retain(|e| e.vm_id != vm_id);
-        if let Some(e) = entry {
-            txn.state.vmms.push(e);
-        }
+        txn.state.vmms.retain(|e| e.vm_id != entry.vm_id);
+        txn.state.vmms.push(entry);
+        txn.save().map_err(journal_err)
+    }
+
+    /// Forget the VMM seen as `pid` started at `start_time`: it is gone.
+    /// Only that entry goes — a newer launch's, journaled meanwhile, stays
+    /// (status and stop run without the VM's operation lock) — and the
+    /// QMP socket goes only when no entry of the VM is left and no launch
+    /// of it (which makes a new socket) is in flight,
+    /// decided and done under the journal's and the operation table's
+    /// locks (hostile read of the VMM table, finding 2).
+    fn forget_vmm(&self, vm_id: &str, pid: u32, start_time: u64) -> Result<(), VmOpError> {
+        let mut txn = self.journal.open().map_err(journal_err)?;
+        txn.state
+            .vmms
+            .retain(|e| !(e.vm_id == vm_id && e.pid == pid && e.start_time == start_time));
         txn.save().map_err(journal_err)?;
-        if gone {
+        let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        // `PrivOp::LaunchVm`'s name, as `Executor::vm_op` takes the lock.
+        let launching = busy
+            .get(vm_id)
+            .is_some_and(|op| *op == banger_proto::privops::LAUNCH_VM);
+        if !launching && txn.state.vmms.iter().all(|e| e.vm_id != vm_id) {
             self.remove_qmp_socket(vm_id);
         }
         Ok(())
@@ -529,7 +562,8 @@ impl VmHost {
     /// The VM's process, re-adopting a journaled one if the table has none.
     pub(super) fn status_inner(&self, vm_id: &str) -> Result<Option<VmmState>, VmOpError> {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((vmm, p)) = procs.get_mut(vm_id) {
+        if let Some((vmm, p, started)) = procs.get_mut(vm_id) {
+            let started = *started;
             let running = p.running();
             let ready = p.ready();
             let (vmm, pid, adopted) = (*vmm, p.pid(), matches!(p, Proc::Adopted { .. }));
@@ -539,7 +573,7 @@ impl VmHost {
                 let gone = procs.remove(vm_id);
                 drop(procs);
                 drop(gone);
-                self.journal_vmm(None, vm_id)?;
+                self.forget_vmm(vm_id, pid, started)?;
             }
             return Ok(Some(VmmState {
                 vm_id: vm_id.to_string(),
@@ -561,24 +595,25 @@ impl VmHost {
             return Ok(None);
         };
         // Same pid *and* same start time (and, for a jailed VMM, its jail
-        // uid), or it is somebody else's process.
-        let same = |pid: u32| {
-            start_time(pid) == Some(entry.start_time)
-                && entry.uid.is_none_or(|uid| {
-                    banger_host::jail::uids_of(pid as i32)
-                        .is_ok_and(|ids| ids.iter().all(|&u| u == uid))
-                })
+        // uid), or it is somebody else's process. An error reading it (no
+        // descriptor left) says nothing: the entry stays and the error is
+        // returned (hostile read of the VMM table, finding 1).
+        let proc_dir = format!("/proc/{}", entry.pid);
+        let same = || {
+            banger_host::jail::is_journaled(entry.pid, entry.start_time, entry.uid)
+                .map_err(io("reading", Path::new(&proc_dir)))
         };
-        let alive = same(entry.pid);
-        let pidfd = alive
-            .then(|| {
-                rustix::process::Pid::from_raw(entry.pid as i32).and_then(|p| {
-                    rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
-                })
-            })
-            .flatten()
-            // Re-check after opening: the pidfd now pins the process.
-            .filter(|_| same(entry.pid));
+        let pidfd = match rustix::process::Pid::from_raw(entry.pid as i32) {
+            Some(pid) if same()? => {
+                match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+                    // Re-check after opening: the pidfd now pins the process.
+                    Ok(fd) => same()?.then_some(fd),
+                    Err(e) if banger_host::jail::gone_before_open(&e.into()) => None,
+                    Err(e) => return Err(io("holding", Path::new(&proc_dir))(e.into())),
+                }
+            }
+            _ => None,
+        };
         match pidfd {
             Some(pidfd) => {
                 procs.insert(
@@ -593,6 +628,7 @@ impl VmHost {
                                 .then(|| self.qmp_socket(vm_id, false).ok())
                                 .flatten(),
                         },
+                        entry.start_time,
                     ),
                 );
                 tracing::info!(vm_id, pid = entry.pid, "re-adopted a running VMM");
@@ -610,7 +646,7 @@ impl VmHost {
             }
             None => {
                 drop(procs);
-                self.journal_vmm(None, vm_id)?;
+                self.forget_vmm(vm_id, entry.pid, entry.start_time)?;
                 Ok(Some(VmmState {
                     vm_id: vm_id.to_string(),
                     running: false,
@@ -645,7 +681,7 @@ impl VmHost {
     /// of a running one, its sockets, and the devices behind the root disk.
     fn describe(&self, mut state: VmmState) -> VmmState {
         if state.running {
-            state.start_time = state.pid.and_then(start_time);
+            state.start_time = state.pid.and_then(|pid| start_time(pid).ok());
             state.sockets = match state.vmm {
                 Some(kind) => sockets(kind).iter().map(|s| s.to_string()).collect(),
                 None => Vec::new(),
@@ -702,7 +738,7 @@ impl VmHost {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(vm_id);
-        let Some((_, mut p)) = taken else {
+        let Some((_, mut p, start_time)) = taken else {
             return Ok(VmStopped {
                 graceful: false,
                 was_running: false,
@@ -724,7 +760,7 @@ impl VmHost {
             secs = started.elapsed().as_secs_f32(),
             "VMM stopped"
         );
-        self.journal_vmm(None, vm_id)?;
+        self.forget_vmm(vm_id, p.pid(), start_time)?;
         Ok(VmStopped {
             graceful,
             was_running: true,

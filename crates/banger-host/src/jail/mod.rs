@@ -708,4 +708,4 @@ pub use acl::{
 pub use lockdown::{HELPER_CAPS, lock_down};
 use prepare::prepare;
 pub use range::{RangeInUse, check_unused};
-pub use sweep::{Spare, kill_range, start_time, uids_of};
+pub use sweep::{Spare, gone_before_open, is_journaled, kill_range, start_time, uids_of};

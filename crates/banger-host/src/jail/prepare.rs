@@ -258,10 +258,10 @@ fn read_only_root(root: BorrowedFd<'_>) -> std::io::Result<()> {
     }
 }
 
-/// Copy `c`'s file from its start into a new 0444 file of the jail's root.
 /// Copy exactly `len` bytes (the length taken when the jail was sized)
-/// of `c` into the jail's root; a file that shrank below it or grew past
-/// it since is refused, never copied to its end.
+/// of `c`'s file, from its start, into a new 0444 file of the jail's
+/// root; a file that shrank below it or grew past it since is refused,
+/// never copied to its end.
 fn copy_into(root: &OwnedFd, c: &CopyIn, len: u64) -> std::io::Result<()> {
     let to = rustix::fs::openat(
         root,

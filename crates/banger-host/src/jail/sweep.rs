@@ -37,7 +37,10 @@ pub struct Spare {
 /// the spared; if `MAX_PASSES` do not get there, the sweep fails naming
 /// what is left.
 pub fn kill_range(base: u32, count: u32, spare: &[Spare]) -> std::io::Result<Vec<u32>> {
-    let held: Vec<(u32, OwnedFd)> = spare.iter().filter_map(hold).collect();
+    let held: Vec<(u32, OwnedFd)> = spare
+        .iter()
+        .filter_map(|s| hold(s).transpose())
+        .collect::<std::io::Result<_>>()?;
     // A listed pid is a spared process only while that process lives: its
     // pid cannot then name another.
     let spared = |pid: u32| held.iter().any(|(p, fd)| *p == pid && alive(fd, 0));
@@ -47,23 +50,63 @@ pub fn kill_range(base: u32, count: u32, spare: &[Spare]) -> std::io::Result<Vec
     repeat_passes(|killed| pass(&matches, false, killed, &spared))
 }
 
-/// A pidfd of `s`'s process if it still is what was journaled.
-fn hold(s: &Spare) -> Option<(u32, OwnedFd)> {
-    let pid = rustix::process::Pid::from_raw(i32::try_from(s.pid).ok()?)?;
-    let fd = rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).ok()?;
+/// A pidfd of `s`'s process if it still is what was journaled; an error
+/// other than "it has exited" (no descriptor left) fails the sweep rather
+/// than leave a journaled VMM unspared.
+fn hold(s: &Spare) -> std::io::Result<Option<(u32, OwnedFd)>> {
+    let Some(pid) = i32::try_from(s.pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return Ok(None);
+    };
+    let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(e) if gone_before_open(&e.into()) => return Ok(None),
+        Err(e) => return Err(failed("holding", pid, e.into())),
+    };
     // Read after the pidfd is taken: while it lives, the pid is its.
-    let same = start_time(s.pid) == Some(s.start_time)
-        && uids_of(s.pid as i32).is_ok_and(|ids| ids.iter().all(|&u| u == s.uid))
-        && alive(&fd, 0);
-    same.then_some((s.pid, fd))
+    let same = is_journaled(s.pid, s.start_time, Some(s.uid))? && alive(&fd, 0);
+    Ok(same.then_some((s.pid, fd)))
+}
+
+/// Whether `pid` still is the process journaled with `start_time` and
+/// (when given) all four uids `uid`: `Ok(false)` when it has exited or
+/// the pid is another process's. Any other error reading it (no
+/// descriptor left, no memory) says nothing about the process and is
+/// returned: a caller keeps what it journaled.
+pub fn is_journaled(pid: u32, start_time: u64, uid: Option<u32>) -> std::io::Result<bool> {
+    let gone = |e: std::io::Error| if exited(&e) { Ok(false) } else { Err(e) };
+    match self::start_time(pid) {
+        Ok(t) if t == start_time => {}
+        Ok(_) => return Ok(false),
+        Err(e) => return gone(e),
+    }
+    let Some(uid) = uid else {
+        return Ok(true);
+    };
+    match uids_of(pid as i32) {
+        Ok(ids) => Ok(ids.iter().all(|&u| u == uid)),
+        Err(e) => gone(e),
+    }
 }
 
 /// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
-pub fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+/// `ENOENT`/`ESRCH` when the process has exited.
+pub fn start_time(pid: u32) -> std::io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // The command name (field 2) may contain spaces; fields resume after ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
+    let field = stat
+        .rfind(')')
+        .and_then(|end| stat.get(end + 2..))
+        .and_then(|rest| rest.split(' ').nth(19))
+        .and_then(|t| t.parse().ok());
+    field.ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/stat: no start time"),
+        )
+    })
 }
 
 /// After the helper gave up on the spawner mid-request (which it has
@@ -234,7 +277,7 @@ fn exited(e: &std::io::Error) -> bool {
 /// `pidfd_open` of a pid `/proc` listed as a process: besides [`exited`],
 /// `EINVAL` says the pid now names a thread that leads no process — the
 /// listed process is gone and its pid taken by another's thread.
-fn gone_before_open(e: &std::io::Error) -> bool {
+pub fn gone_before_open(e: &std::io::Error) -> bool {
     exited(e) || e.raw_os_error() == Some(libc::EINVAL)
 }
 

@@ -90,7 +90,7 @@ impl Drop for VmReaper {
     fn drop(&mut self) {
         for (pid, start) in journaled_vmms(&self.0) {
             // Only while the pid still has the journaled start time.
-            if banger_host::jail::start_time(pid) == Some(start)
+            if banger_host::jail::start_time(pid).ok() == Some(start)
                 && let Some(pid) = rustix::process::Pid::from_raw(pid as i32)
             {
                 let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
