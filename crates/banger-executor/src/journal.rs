@@ -20,6 +20,7 @@
 //! serializable types": the journal is the executor's private state on the
 //! root-owned disk and never crosses a socket.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -33,10 +34,15 @@ use serde::{Deserialize, Serialize};
 /// (its taps without one fall back to the tun-owner check) and written
 /// back as 2, so a helper from before the field says "newer version"
 /// rather than failing to parse it.
-/// 3: `grants`, the disk tools' outstanding ACL grants,
-/// `ip_forward_enabled`, and bridges' `ifindex`. Older files are read (no grants, forwarding not
-/// banger's) and written back as 3.
-pub const JOURNAL_VERSION: u32 = 3;
+/// 3: `grants`, the disk tools' outstanding ACL grants;
+/// `ip_forward_enabled`; bridges' `ifindex`; and a VMM entry's jail uid
+/// (`VmmEntry::uid`, issue #13 finding 11). Older files are read (no
+/// grants, forwarding not banger's, a VMM with no uid ran as the owner).
+/// 4: `dm_origins`, the image each dm disk is a snapshot of (final review
+/// finding 1: no longer read from the owner's `root.origin`). Older files
+/// are read (their VMs' image ids taken once from the checked marker) and
+/// written back as 4.
+pub const JOURNAL_VERSION: u32 = 4;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -134,6 +140,13 @@ pub struct Journal {
     /// `snapshots`, never from files in the owner-writable VM directory.
     #[serde(default)]
     pub dm_disks: Vec<String>,
+    /// The image each of `dm_disks` is a snapshot of (VM id → image id),
+    /// recorded when root creates the disk: what attach rebuilds the
+    /// devices from. The owner's `root.origin` marker is read only for a
+    /// VM from before this record (then recorded), and only as the owner's
+    /// single-link file.
+    #[serde(default)]
+    pub dm_origins: BTreeMap<String, String>,
     /// Disk-tool grants made and not yet revoked (one entry per grant),
     /// each written before its ACL is set: what the executor puts back at
     /// start after a crash.
@@ -223,6 +236,11 @@ pub struct VmmEntry {
     /// `/proc/<pid>/stat` field 22 (clock ticks since boot).
     pub start_time: u64,
     pub vmm: banger_proto::vmops::VmmKind,
+    /// The jail uid (and gid) the VMM runs as: its VM's slot of the
+    /// install's range, held while this entry is. `None` for a VMM that
+    /// runs as the owner (Firecracker; any VMM journaled by version 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<u32>,
 }
 
 impl Default for Journal {
@@ -237,6 +255,7 @@ impl Default for Journal {
             vmms: Vec::new(),
             snapshots: Vec::new(),
             dm_disks: Vec::new(),
+            dm_origins: BTreeMap::new(),
             grants: Vec::new(),
             ip_forward_enabled: false,
         }
@@ -351,6 +370,24 @@ impl Txn<'_> {
     pub fn save(&self) -> Result<(), JournalError> {
         store(self.path, &self.state)
     }
+}
+
+/// The journaled VMMs that run as a jail uid, as the start-up sweep
+/// (`banger_host::jail::kill_range`) spares them: the executor re-adopts
+/// them once it runs. Read without the lock: the executor is not running
+/// yet.
+pub fn jailed_vmms(path: &Path) -> Result<Vec<banger_host::jail::Spare>, JournalError> {
+    Ok(load(path)?
+        .vmms
+        .iter()
+        .filter_map(|e| {
+            Some(banger_host::jail::Spare {
+                pid: e.pid,
+                start_time: e.start_time,
+                uid: e.uid?,
+            })
+        })
+        .collect())
 }
 
 fn load(path: &Path) -> Result<Journal, JournalError> {
@@ -490,30 +527,66 @@ mod tests {
         assert_eq!(written["version"], JOURNAL_VERSION, "{written}");
         assert_eq!(written["taps"][1]["ifindex"], 7, "{written}");
         assert_eq!(written["grants"], serde_json::json!([]), "{written}");
-        assert_eq!(Journal::default().version, 3);
+        assert_eq!(written["dm_origins"], serde_json::json!({}), "{written}");
+        assert_eq!(Journal::default().version, JOURNAL_VERSION);
+    }
+
+    /// Finding 11: a VMM entry records its jail uid (version 3). A
+    /// version-2 entry (a VMM running as the owner) reads with none and is
+    /// written back at this version unchanged; a version-3 one keeps its uid.
+    #[test]
+    fn a_version_2_vmm_entry_reads_without_a_jail_uid_and_a_version_3_one_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.json");
+        std::fs::write(
+            &path,
+            r#"{"version": 2, "bridges": [], "taps": [], "firewall": false,
+                "nat_guests": [], "resolver_links": [],
+                "vmms": [{"vm_id": "a", "pid": 10, "start_time": 5, "vmm": "firecracker"}]}"#,
+        )
+        .unwrap();
+        let file = JournalFile::new(path.clone());
+        let mut txn = file.open().unwrap();
+        assert_eq!(txn.state.vmms[0].uid, None);
+        txn.state.vmms.push(VmmEntry {
+            vm_id: "b".into(),
+            pid: 11,
+            start_time: 6,
+            vmm: banger_proto::vmops::VmmKind::Qemu,
+            uid: Some(1_990_000_001),
+        });
+        txn.save().unwrap();
+        drop(txn);
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(written["version"], JOURNAL_VERSION, "{written}");
+        assert!(written["vmms"][0].get("uid").is_none(), "{written}");
+        assert_eq!(written["vmms"][1]["uid"], 1_990_000_001u32, "{written}");
+        let txn = file.open().unwrap();
+        assert_eq!(txn.state.vmms[1].uid, Some(1_990_000_001));
     }
 
     #[test]
-    fn a_journal_newer_than_version_3_is_refused_as_newer() {
+    fn a_journal_newer_than_this_version_is_refused_as_newer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.json");
-        let v4 = r#"{"version": 4, "bridges": [], "taps": [], "firewall": false,
+        let v5 = r#"{"version": 5, "bridges": [], "taps": [], "firewall": false,
                      "nat_guests": [], "resolver_links": [], "later": []}"#;
-        std::fs::write(&path, v4).unwrap();
+        std::fs::write(&path, v5).unwrap();
         let err = JournalFile::new(path.clone()).open().unwrap_err();
         assert!(
-            matches!(err, JournalError::NewerVersion { version: 4, .. }),
+            matches!(err, JournalError::NewerVersion { version: 5, .. }),
             "{err}"
         );
         assert_eq!(
             err.to_string(),
             format!(
-                "{} has journal version 4; this build knows up to 3",
+                "{} has journal version 5; this build knows up to 4",
                 path.display()
             )
         );
         // Refused untouched.
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), v4);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), v5);
     }
 
     #[test]

@@ -26,6 +26,8 @@ mod error;
 mod firewall;
 pub mod image;
 mod journal;
+
+pub use journal::jailed_vmms;
 mod net;
 mod validate;
 mod vm;
@@ -141,6 +143,17 @@ impl Executor {
 
     fn vm_op(&self, op: PrivOp) -> Result<Executed, ExecError> {
         let vm = self.vm_host()?;
+        // Every operation on a VM's disks or VMM start holds the VM's
+        // operation lock: none overlaps another of the same VM. Stop,
+        // kill and status go through the VMM table's own lock.
+        let vm_id = match &op {
+            PrivOp::CreateVmDisks(spec) => Some(&spec.vm_id),
+            PrivOp::WriteGuestFiles(spec) => Some(&spec.vm_id),
+            PrivOp::DeleteVmDisks { vm_id } | PrivOp::GrowWorkDisk { vm_id, .. } => Some(vm_id),
+            PrivOp::LaunchVm(spec) => Some(&spec.vm_id),
+            _ => None,
+        };
+        let _busy = vm_id.map(|id| vm.begin_op(id, op.name())).transpose()?;
         let outcome = match op {
             PrivOp::CreateVmDisks(spec) => PrivOutcome::VmDisks(vm.create_disks(&spec)?),
             PrivOp::WriteGuestFiles(spec) => {

@@ -579,7 +579,9 @@ impl Executor {
             Some(vm) => std::sync::Arc::clone(&vm.tools),
             None => std::sync::Arc::new(crate::vm::snapshot::HostTools),
         };
-        let (gone, failed) = crate::vm::snapshot::dm::teardown_all(&*tools, &mut txn.state);
+        let links = self.vm.as_ref().map(|vm| vm.links());
+        let (gone, failed) =
+            crate::vm::snapshot::dm::teardown_all(&*tools, links.as_ref(), &mut txn.state);
         removed.extend(gone);
         errors.extend(failed);
         let mut fail = |e: ExecError| errors.push(e.render());

@@ -103,7 +103,11 @@ fn glob_dir(dir: &Path) -> Result<String, DevGuardError> {
 }
 
 /// The udev rule for an install whose state lives under `dirs` (the owner's
-/// and the helper's state directories).
+/// and the helper's state directories). The executor attaches every loop
+/// device through its own hard link in a root-only `root-loops/` directly
+/// in the owner's state dir (`<vm_id>.origin`, `.cow`): the owner can at
+/// most rename that directory within the state dir, so the backing file
+/// stays under `<state_dir>/*` (udev's glob `*` matches across `/`).
 pub fn udev_rule(dirs: &[&Path]) -> Result<String, DevGuardError> {
     let globs = dirs
         .iter()

@@ -200,6 +200,53 @@ pub fn mount_id_of(fd: BorrowedFd<'_>) -> rustix::io::Result<u64> {
     Ok(st.stx_mnt_id)
 }
 
+/// `STATX_MNT_ID_UNIQUE` (`linux/stat.h`, Linux 6.8): not among rustix's
+/// flags.
+const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
+
+/// A mount as the jail spawner's bind allow-list compares it: by the
+/// kernel's unique mount id where it has one (Linux 6.8+), never given to
+/// another mount; on an older kernel by the reusable id [`mount_id_of`]
+/// gives, which the kernel hands to a later mount once this one is gone
+/// (the allow-list then keeps its mounts alive: `jail::spawner`). The two
+/// never compare equal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MountKey {
+    Unique(u64),
+    Reusable(u64),
+}
+
+impl std::fmt::Display for MountKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MountKey::Unique(id) => write!(f, "unique mount id {id}"),
+            MountKey::Reusable(id) => write!(f, "mount id {id}"),
+        }
+    }
+}
+
+/// The [`MountKey`] of the file behind `fd`: `statx` asking for
+/// `STATX_MNT_ID_UNIQUE` only, without syncing (an older kernel ignores
+/// the bit and answers with the reusable id). Not for the state
+/// directory's FUSE check: a FUSE mount answers a request for anything
+/// with `EACCES` to a process it does not allow in ([`mount_id_of`]).
+pub fn mount_key_of(fd: BorrowedFd<'_>) -> rustix::io::Result<MountKey> {
+    let st = rustix::fs::statx(
+        fd,
+        "",
+        AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+        StatxFlags::from_bits_retain(STATX_MNT_ID_UNIQUE),
+    )?;
+    if st.stx_mask & STATX_MNT_ID_UNIQUE != 0 {
+        Ok(MountKey::Unique(st.stx_mnt_id))
+    } else if st.stx_mask & StatxFlags::MNT_ID.bits() != 0 {
+        Ok(MountKey::Reusable(st.stx_mnt_id))
+    } else {
+        // A kernel before 5.8.
+        Err(rustix::io::Errno::NOSYS)
+    }
+}
+
 /// The mount the file behind `fd` is on, in the caller's mount namespace.
 pub fn mount_of(fd: BorrowedFd<'_>) -> Result<MountEntry, String> {
     let id = mount_id_of(fd).map_err(|e| format!("statx: {e}"))?;

@@ -10,7 +10,7 @@
 use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -371,7 +371,7 @@ pub struct Spawned {
     pid: u32,
     /// `None` once [`Spawned::kill`] has left it to a reaper thread
     /// ([`reap_later`]): nothing here waits on its pid again.
-    child: Option<Child>,
+    child: Option<Piped>,
     /// Its status, once that reaper has it.
     reaped: Arc<OnceLock<ExitStatus>>,
     pidfd: std::os::fd::OwnedFd,
@@ -434,7 +434,7 @@ impl Spawned {
             return Ok(status);
         }
         if let Some(child) = self.child.take() {
-            reap_later(Piped::Std(child), Arc::clone(&self.reaped));
+            reap_later(child, Arc::clone(&self.reaped));
         }
         Err(std::io::Error::new(
             std::io::ErrorKind::TimedOut,
@@ -471,10 +471,20 @@ impl Runner {
     /// does not reach it), optionally dropped to `opts.run_as`. Descriptors
     /// other than 0-2 are not inherited (std opens everything close-on-exec).
     /// The command's timeout does not apply.
+    ///
+    /// With [`Cmd::jail`] (whose jail must be
+    /// [`crate::jail::Jail::long_lived`]) the child is cloned into the jail
+    /// instead, as pid 1 of its namespaces (so the pid held, its pidfd, its
+    /// start time and `SO_PEERCRED` all name that one task), with the
+    /// jail's own pass-through descriptors besides 0-2; `opts.run_as` is
+    /// ignored.
     pub fn spawn(&self, cmd: &Cmd, opts: SpawnOptions) -> Result<Spawned, RunError> {
         use std::os::unix::process::CommandExt as _;
         let argv = cmd.display();
         tracing::debug!(%argv, "spawning");
+        if let Some(jail) = &cmd.jail {
+            return spawn_jailed(cmd, jail, opts, &argv);
+        }
         let mut command = base_command(cmd)?;
         command.stdin(Stdio::null()).process_group(0);
         match opts.output {
@@ -498,10 +508,7 @@ impl Runner {
             argv: argv.clone(),
             source,
         })?;
-        let (child, pidfd) = match open_pidfd(Piped::Std(child), &argv)? {
-            (Piped::Std(child), pidfd) => (child, pidfd),
-            (Piped::Jailed(_), _) => unreachable!("spawned by std above"),
-        };
+        let (child, pidfd) = open_pidfd(Piped::Std(child), &argv)?;
         Ok(Spawned {
             pid: child.id(),
             child: Some(child),
@@ -509,6 +516,48 @@ impl Runner {
             pidfd,
         })
     }
+}
+
+/// [`Runner::spawn`] of a command with a jail.
+fn spawn_jailed(
+    cmd: &Cmd,
+    jail: &crate::jail::Jail,
+    opts: SpawnOptions,
+    argv: &str,
+) -> Result<Spawned, RunError> {
+    let spawn_error = |source| RunError::Spawn {
+        argv: argv.to_string(),
+        source,
+    };
+    let program = resolve(&cmd.program).ok_or_else(|| RunError::NotFound {
+        program: cmd.program.to_string_lossy().into_owned(),
+    })?;
+    let output = match opts.output {
+        Some(f) => f,
+        None => std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/null")
+            .map_err(spawn_error)?,
+    };
+    let mut env = vec![(OsString::from("PATH"), OsString::from(CHILD_PATH))];
+    env.extend(cmd.env.iter().cloned());
+    let child = crate::jail::spawn(
+        jail,
+        &program,
+        &cmd.program,
+        &cmd.args,
+        &env,
+        false,
+        crate::jail::Output::File(output),
+    )
+    .map_err(spawn_error)?;
+    let (child, pidfd) = open_pidfd(Piped::Jailed(child), argv)?;
+    Ok(Spawned {
+        pid: child.id(),
+        child: Some(child),
+        reaped: Arc::default(),
+        pidfd,
+    })
 }
 
 /// A pidfd of `child`, just spawned; if none can be opened the child is
@@ -571,9 +620,17 @@ fn spawn_piped(cmd: &Cmd, argv: &str, piped_stdin: bool) -> Result<Piped, RunErr
         })?;
         let mut env = vec![(OsString::from("PATH"), OsString::from(CHILD_PATH))];
         env.extend(cmd.env.iter().cloned());
-        return crate::jail::spawn(jail, &program, &cmd.program, &cmd.args, &env, piped_stdin)
-            .map(Piped::Jailed)
-            .map_err(spawn_error);
+        return crate::jail::spawn(
+            jail,
+            &program,
+            &cmd.program,
+            &cmd.args,
+            &env,
+            piped_stdin,
+            crate::jail::Output::Piped,
+        )
+        .map(Piped::Jailed)
+        .map_err(spawn_error);
     }
     let mut command = base_command(cmd)?;
     command

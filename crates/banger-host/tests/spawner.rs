@@ -21,7 +21,7 @@ const ROLE: &str = "BANGER_SPAWNER_TEST_ROLE";
 
 fn main() {
     if std::env::var_os(ROLE).is_some_and(|r| r == "parent") {
-        let pid = jail::spawner::start(range()).unwrap();
+        let pid = jail::spawner::start(range(), &[]).unwrap();
         // A second child holds a copy of the socket, so the spawner sees no
         // EOF when this process dies: only its parent-death signal ends it.
         // The test kills it by its pid, printed after the spawner's.
@@ -116,6 +116,23 @@ fn forbidden_calls() -> Vec<(&'static str, i32)> {
             std::ptr::null::<u8>(),
             0usize,
         ));
+        // An unknown command (EINVAL without the filter: the helper holds
+        // CAP_SYS_ADMIN, which bpf(2) takes for CAP_BPF).
+        let bpf = errno(libc::syscall(
+            libc::SYS_bpf,
+            -1i32,
+            std::ptr::null::<u8>(),
+            0u32,
+        ));
+        // No attributes (EFAULT without the filter).
+        let perf = errno(libc::syscall(
+            libc::SYS_perf_event_open,
+            std::ptr::null::<u8>(),
+            0i32,
+            -1i32,
+            -1i32,
+            0u64,
+        ));
         let pid = libc::syscall(
             libc::SYS_clone,
             (libc::CLONE_NEWNS | libc::SIGCHLD) as libc::c_ulong,
@@ -137,6 +154,8 @@ fn forbidden_calls() -> Vec<(&'static str, i32)> {
             ("open_tree", open_tree),
             ("open_tree_attr", open_tree_attr),
             ("clone(CLONE_NEWNS)", clone),
+            ("bpf", bpf),
+            ("perf_event_open", perf),
         ]
     }
 }
@@ -209,7 +228,7 @@ fn reach_into(spawner: u32, uid: u32) -> Vec<(&'static str, String)> {
     };
     let bound = match request(uid, uid, &[bind], &["true"], None, &[]) {
         Ok(()) => "ok".to_string(),
-        Err(e) if e.to_string().contains("pseudo file system") => "refused: pseudo".into(),
+        Err(e) if e.to_string().contains("not on a file system") => "refused".into(),
         Err(e) => format!("refused: {e}"),
     };
     vec![
@@ -229,7 +248,7 @@ fn locked_down() {
     let (tx, rx) = std::sync::mpsc::channel::<()>();
     let second = std::thread::spawn(move || rx.recv());
     let early = (
-        jail::spawner::start(range.clone()).map_err(|e| e.to_string()),
+        jail::spawner::start(range.clone(), &[&std::env::temp_dir()]).map_err(|e| e.to_string()),
         jail::lock_down().map_err(|e| e.to_string()),
     );
     drop(tx);
@@ -242,7 +261,7 @@ fn locked_down() {
         assert!(std::time::Instant::now() < deadline, "the thread lingers");
         std::thread::sleep(Duration::from_millis(10));
     }
-    let spawner = jail::spawner::start(range.clone()).unwrap();
+    let spawner = jail::spawner::start(range.clone(), &[&std::env::temp_dir()]).unwrap();
     // Only CAP_SYS_ADMIN (21), CAP_SETUID (7), CAP_SETGID (6), in every set.
     let status = status_of(spawner);
     for set in ["CapBnd", "CapPrm", "CapEff"] {
@@ -251,6 +270,28 @@ fn locked_down() {
     for set in ["CapInh", "CapAmb"] {
         assert_eq!(status_field(&status, set), "0000000000000000", "{status}");
     }
+    // Block device nodes for the bind checks below, made while this
+    // process may (the lock-down drops CAP_MKNOD).
+    let nodes = tempfile::tempdir().unwrap();
+    let node = |name: &str, major: u32| {
+        let path = nodes.path().join(name);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::BlockDevice,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            rustix::fs::makedev(major, 0),
+        )
+        .unwrap();
+        // O_PATH: the device itself is never opened.
+        rustix::fs::open(
+            &path,
+            rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap()
+    };
+    let (scsi, looped) = (node("scsi", 8), node("loop", 7));
     let me = std::process::id();
     let filters = |s: &str| status_field(s, "Seccomp_filters").parse::<u32>().unwrap();
     let before = filters(&status_of(me));
@@ -303,7 +344,7 @@ fn locked_down() {
                 ("pidfd_getfd", "EPERM".to_string()),
                 ("open mem O_RDWR", "EACCES".to_string()),
                 ("open root", "EACCES".to_string()),
-                ("bind /proc", "refused: pseudo".to_string()),
+                ("bind /proc", "refused".to_string()),
             ][..]
         ),
         "CAP_SYS_PTRACE, then how each reach into the spawner ended"
@@ -349,12 +390,15 @@ fn locked_down() {
         &["30".into()],
         &env,
         false,
+        jail::Output::Piped,
     )
     .unwrap();
     let status = status_of(child.pid());
     assert_eq!(status_field(&status, "PPid"), me.to_string(), "{status}");
     child.kill().unwrap();
     assert!(child.wait().is_ok());
+
+    long_lived_through_the_spawner(uid + 1, me);
 
     // Refusals: root, an id outside the range, a bad bind name, a cut
     // message, one descriptor too many, a message past the size limit.
@@ -391,13 +435,93 @@ fn locked_down() {
     assert!(e.contains("more descriptors"), "{e}");
     let e = refused(oversized(), "oversized");
     assert!(e.contains("truncated"), "{e}");
+    // Binds only where the helper's callers put them (second read of F1,
+    // finding 5): a file on another file system than the allowed one
+    // (/dev/shm here, the test's temporary directory allowed), a block
+    // device neither loop nor device-mapper, a character device.
+    let shm = tempfile::NamedTempFile::new_in("/dev/shm").unwrap();
+    let null = std::fs::File::open("/dev/null").unwrap();
+    // Read-only: a writable bind's size is asked of the device itself.
+    let bind = |fd| {
+        [RawBind {
+            fd,
+            name: "disk",
+            writable: false,
+        }]
+    };
+    let outside: Vec<String> = [shm.as_file().as_fd(), scsi.as_fd(), null.as_fd()]
+        .into_iter()
+        .map(|fd| match request(uid, uid, &bind(fd), &argv, None, &[]) {
+            Ok(()) => "ok".to_string(),
+            Err(e) => e.to_string(),
+        })
+        .collect();
+    assert!(
+        outside[0].contains("not on a file system") && outside[1].contains("8:0"),
+        "{outside:?}"
+    );
+    assert!(outside[2].contains("CharacterDevice"), "{outside:?}");
+    request(uid, uid, &bind(looped.as_fd()), &argv, None, &[]).unwrap();
+    request(uid, uid, &bind(file.as_fd()), &argv, None, &[]).unwrap();
     // And it still serves a good one.
     request(uid, uid, &[], &argv, None, &[]).unwrap();
 
     // A stalled spawner (stopped here): the call fails within its deadline
     // and every later one fails too, none reads the late answer (review
-    // of F1, finding 4). Last: the spawner is of no use after.
-    let (stalled, late) = stall(spawner, &jailed);
+    // of F1, finding 4). Last: the spawner is of no use after. The
+    // stalled request is a `sleep 30`: before the call returns, the
+    // spawner is killed and whatever runs as the jail uid with it, so no
+    // child starts late on a disk the caller has given up (second read
+    // of F1, finding 3).
+    let holder = rustix::process::pidfd_open(
+        rustix::process::Pid::from_raw(spawner as i32).unwrap(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .unwrap();
+    // A long-lived jailed process of another uid of the range, cloned by
+    // the spawner as the helper's child (a QEMU): the failed exchange's
+    // clean-up must leave it running (third read of F1, with the QEMU
+    // jail: every jailed child of the helper in a pid namespace of its
+    // own was killed, every VM of the helper with it).
+    let neighbour = Runner
+        .spawn(
+            &Cmd::new("sleep")
+                .arg("60")
+                .jail(Jail::new(uid + 1, uid + 1).long_lived(jail::Limits {
+                    memory: 256 << 20,
+                    processes: 64,
+                    open_files: 128,
+                    file_size: 0,
+                })),
+            banger_host::runner::SpawnOptions {
+                output: None,
+                run_as: None,
+            },
+        )
+        .unwrap();
+    // Another caller's tool of the same jail uid, running when the
+    // exchange fails: killed with the rest of the uid, but reaped by its
+    // own caller, who learns how it ended (third read of F1, finding c:
+    // the clean-up reaped it, and the caller's wait by pid failed with
+    // `ECHILD` or could reap another child given the recycled pid).
+    let other_tool = {
+        let jail = jailed();
+        std::thread::spawn(move || Runner.run(&Cmd::new("sleep").arg("30").jail(jail)))
+    };
+    let started = std::time::Instant::now() + Duration::from_secs(10);
+    while processes_of(uid).is_empty() {
+        assert!(
+            std::time::Instant::now() < started,
+            "the other tool never ran"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (stalled, spawner_gone, late) = stall(&holder, &jailed);
+    let other_tool = other_tool.join().unwrap().map(|o| o.stdout);
+    let left = processes_of(uid);
+    let neighbour_alive = neighbour.pidfd_alive();
+    let _ = rustix::process::pidfd_send_signal(neighbour.pidfd(), rustix::process::Signal::KILL);
+    drop(neighbour);
     let stalled = stalled
         .expect("an answer within 10 s")
         .expect_err("stalled");
@@ -413,32 +537,99 @@ fn locked_down() {
     let (stalled, late) = (chain(&stalled), chain(&late.expect_err("after a stall")));
     assert!(stalled.contains("did not answer within 1s"), "{stalled}");
     assert!(late.contains("spawner is dead"), "{late}");
+    assert!(
+        neighbour_alive,
+        "another uid's long-lived jailed process was killed"
+    );
+    let other_tool = chain(&other_tool.expect_err("killed"));
+    assert!(
+        other_tool.contains("signal 9") || other_tool.contains("SIGKILL"),
+        "the other tool's caller: {other_tool}"
+    );
+    assert_eq!(
+        (spawner_gone, left),
+        (true, Vec::<String>::new()),
+        "the spawner gone and nothing of the jail uid left after a stall"
+    );
 }
 
-/// Stop the spawner, run a jailed `true` with a 1 s deadline, then let
-/// the spawner go on and run another: what the first call returned
-/// within 10 s (`None` if nothing), and the second call's result.
+/// Whether the process behind `pidfd` has exited (its pidfd readable).
+fn exited(pidfd: &std::os::fd::OwnedFd) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let now = rustix::time::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&now)), Ok(n) if n > 0)
+}
+
+/// `pid (comm)` of every process with `uid` among its real, effective,
+/// saved or file-system uids.
+fn processes_of(uid: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().filter(|n| n.parse::<u32>().is_ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let uids = status_field(&status, "Uid");
+        if uids.split_whitespace().any(|u| u == uid.to_string()) {
+            found.push(format!("{pid} ({})", status_field(&status, "Name")));
+        }
+    }
+    found
+}
+
+/// Stop the spawner, run a jailed `sleep 30` with a 1 s deadline, then
+/// let the spawner go on (if it still lives) and run a jailed `true`:
+/// what the first call returned within 10 s (`None` if nothing), whether
+/// the spawner had exited by then, and the second call's result.
 fn stall(
-    spawner: u32,
+    spawner: &std::os::fd::OwnedFd,
     jailed: &dyn Fn() -> Jail,
 ) -> (
     Option<Result<banger_host::runner::Output, banger_host::runner::RunError>>,
+    bool,
     Result<banger_host::runner::Output, banger_host::runner::RunError>,
 ) {
     jail::spawner::testing::set_deadline(Duration::from_secs(1));
-    // SAFETY: kill of the spawner this process forked and has not reaped.
-    unsafe { libc::kill(spawner as i32, libc::SIGSTOP) };
+    let signal = rustix::process::pidfd_send_signal;
+    signal(spawner, rustix::process::Signal::STOP).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     let jail = jailed();
     let call = std::thread::spawn(move || {
-        let _ = tx.send(Runner.run(&Cmd::new("true").jail(jail)));
+        let _ = tx.send(Runner.run(&Cmd::new("sleep").arg("30").jail(jail)));
     });
     let first = rx.recv_timeout(Duration::from_secs(10)).ok();
-    // SAFETY: as above.
-    unsafe { libc::kill(spawner as i32, libc::SIGCONT) };
+    let gone = exited(spawner);
+    // Gone by now once the failed call has killed it.
+    let _ = signal(spawner, rustix::process::Signal::CONT);
     call.join().unwrap();
-    std::thread::sleep(Duration::from_millis(200));
-    (first, Runner.run(&Cmd::new("true").jail(jailed())))
+    // Time for a late answer, and a late child, to come.
+    std::thread::sleep(Duration::from_millis(500));
+    (first, gone, Runner.run(&Cmd::new("true").jail(jailed())))
+}
+
+/// A VMM's spawn in the locked-down process, which only the spawner can
+/// make: a descriptor passed at a fixed number, a root-only file's copy in
+/// the jail's root, output onto a file, its own limits and session, still
+/// this process's child, left running when its handle drops.
+fn long_lived_through_the_spawner(uid: u32, me: u32) {
+    let dir = tempfile::tempdir().unwrap();
+    let spawned = jail::testing::start_probe(uid, dir.path(), "cat /kernel");
+    let out = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert_eq!(out, "kernel bytes\n");
+    let pid = spawned.pid();
+    let status = status_of(pid);
+    assert_eq!(status_field(&status, "PPid"), me.to_string(), "{status}");
+    jail::testing::check_probe(pid, uid);
+    jail::testing::outlives_its_handle(spawned);
 }
 
 /// A re-run of this binary starts a spawner; killing it kills the spawner.

@@ -142,6 +142,10 @@ pub enum PrivOp {
     BuildDebianImage { suite: String },
 }
 
+/// [`PrivOp::LaunchVm`]'s name: the executor's per-VM operation lock is
+/// keyed by op names, and a launch in flight is recognised by this one.
+pub const LAUNCH_VM: &str = "launch_vm";
+
 impl PrivOp {
     /// Stable name for logs and the helper's audit trail.
     pub fn name(&self) -> &'static str {
@@ -161,7 +165,7 @@ impl PrivOp {
             PrivOp::WriteGuestFiles(_) => "write_guest_files",
             PrivOp::DeleteVmDisks { .. } => "delete_vm_disks",
             PrivOp::GrowWorkDisk { .. } => "grow_work_disk",
-            PrivOp::LaunchVm(_) => "launch_vm",
+            PrivOp::LaunchVm(_) => LAUNCH_VM,
             PrivOp::StopVm { .. } => "stop_vm",
             PrivOp::KillVm { .. } => "kill_vm",
             PrivOp::VmmStatus { .. } => "vmm_status",

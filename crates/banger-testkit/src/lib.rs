@@ -723,6 +723,18 @@ impl RootHelper {
 }
 
 impl RootHelper {
+    /// Stop the helper (SIGTERM) and start it again in `ns` from the same
+    /// install file, so with the same jail range: what a restart of the
+    /// installed service does.
+    pub fn restart_in(&mut self, ns: &NetNs) {
+        self.proc.terminate();
+        let mut cmd = ns.exec(bin("bangerd-root"));
+        cmd.arg("--install-file").arg(&self.install_file);
+        let mut proc = Proc::spawn("bangerd-root (netns, restarted)", cmd);
+        wait_for_socket(&self.socket, &mut proc);
+        self.proc = proc;
+    }
+
     /// [`RootHelper::start_in_full`] with stand-ins bound over host tools
     /// (`(stand-in, tool path)` pairs, e.g. over `/usr/sbin/e2fsck`) in a
     /// private mount namespace of the helper's own: the helper runs the

@@ -10,7 +10,8 @@
 //! and the test runs `udevadm test` and `lvm` from there, with the
 //! distro's rules, in a private mount namespace with its own `/dev`, `/run`
 //! and `/var/lib` (`udev_lvm/probe.sh`). The loop device is real, its
-//! backing file sits under the install's state directory, and the PV and VG
+//! backing file is where the dm driver attaches from (root's link in its
+//! `root-loops/` in the state directory), and the PV and VG
 //! on it are made by the real `pvcreate` and `vgcreate`.
 //!
 //! Needs root, util-linux, and the unpacked udev, lvm2, dmsetup and

@@ -283,15 +283,7 @@ impl OwnerDir {
                 st.st_uid, peer.uid
             )));
         }
-        let sock = rustix::net::socket_with(
-            rustix::net::AddressFamily::UNIX,
-            rustix::net::SocketType::STREAM,
-            rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
-            None,
-        )?;
-        let addr = rustix::net::SocketAddrUnix::new(proc_fd_path(node.as_fd()))?;
-        rustix::net::connect(&sock, &addr)?;
-        let stream = UnixStream::from(sock);
+        let stream = connect_inode(node.as_fd())?;
         let cred = banger_host::peer::peer_cred(&stream)?;
         if (cred.pid, cred.uid) != (peer.pid, peer.uid) {
             return Err(refused(format!(
@@ -325,17 +317,25 @@ impl OwnerDir {
     ) -> std::io::Result<()> {
         let dir = self.fd.as_fd();
         with_fs_ids(ids, "remove-tree", || {
-            let mut budget = max;
-            match remove_tree_at(dir, name, 0, &mut budget) {
-                Err(rustix::io::Errno::AGAIN) if budget == 0 => {
-                    Err(std::io::Error::other(format!(
-                        "{} keeps filling up: gave up after removing {max} entries",
-                        self.join(name).display()
-                    )))
-                }
-                r => r.map_err(Into::into),
-            }
+            self.within_budget(name, max, |b| remove_tree_at(dir, name, 0, b))
         })
+    }
+
+    /// Run a removal of `name` allowed `max` entries, naming the refill.
+    fn within_budget(
+        &self,
+        name: &str,
+        max: usize,
+        remove: impl FnOnce(&mut usize) -> rustix::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut budget = max;
+        match remove(&mut budget) {
+            Err(rustix::io::Errno::AGAIN) if budget == 0 => Err(std::io::Error::other(format!(
+                "{} keeps filling up: gave up after removing {max} entries",
+                self.join(name).display()
+            ))),
+            r => r.map_err(Into::into),
+        }
     }
 }
 
@@ -368,6 +368,18 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
         }
         Err(e) => return Err(e),
     };
+    empty_at(dir.as_fd(), depth, budget)?;
+    drop(dir);
+    gone(rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR))
+}
+
+/// Remove everything in the directory `dir` (see
+/// [`OwnerDir::remove_tree`]), `depth` levels down.
+fn empty_at(dir: BorrowedFd<'_>, depth: usize, budget: &mut usize) -> rustix::io::Result<()> {
+    let gone = |r: rustix::io::Result<()>| match r {
+        Err(rustix::io::Errno::NOENT) => Ok(()),
+        r => r,
+    };
     // In rounds of at most REMOVE_BATCH names, read afresh each time: the
     // owner decides how many entries there are, so they are never all held
     // at once. Names stay the raw bytes the directory holds. A round that
@@ -375,7 +387,7 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
     let mut first = Ok(());
     loop {
         let mut names = Vec::new();
-        for entry in rustix::fs::Dir::read_from(&dir)? {
+        for entry in rustix::fs::Dir::read_from(dir)? {
             let entry = entry?;
             let n = entry.file_name();
             if n != c"." && n != c".." {
@@ -398,7 +410,7 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
             let r = if *ty == FileType::Directory {
                 remove_tree_at(dir.as_fd(), n, depth + 1, budget)
             } else {
-                match rustix::fs::unlinkat(&dir, n, AtFlags::empty()) {
+                match rustix::fs::unlinkat(dir, n, AtFlags::empty()) {
                     // Unknown d_type on some filesystems: try it as a directory.
                     Err(rustix::io::Errno::ISDIR) => {
                         remove_tree_at(dir.as_fd(), n, depth + 1, budget)
@@ -416,9 +428,7 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
             break;
         }
     }
-    first?;
-    drop(dir);
-    gone(rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR))
+    first
 }
 
 /// Run `f` on a thread of its own whose file-system ids are `ids` (`None`:
@@ -494,6 +504,21 @@ impl AsFd for OwnerDir {
 /// The uid files root hands to `owner` (or keeps) end up with.
 fn expected_uid(owner: Option<(u32, u32)>) -> u32 {
     owner.map_or_else(|| rustix::process::geteuid().as_raw(), |(uid, _)| uid)
+}
+
+/// A non-blocking connection to the socket inode behind the `O_PATH`
+/// descriptor `node` (through its `/proc` link: never a name looked up
+/// again).
+pub(crate) fn connect_inode(node: BorrowedFd<'_>) -> std::io::Result<UnixStream> {
+    let sock = rustix::net::socket_with(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC | rustix::net::SocketFlags::NONBLOCK,
+        None,
+    )?;
+    let addr = rustix::net::SocketAddrUnix::new(proc_fd_path(node))?;
+    rustix::net::connect(&sock, &addr)?;
+    Ok(UnixStream::from(sock))
 }
 
 /// `/proc/thread-self/fd/<fd>`: the inode behind `fd`, whatever its name

@@ -24,6 +24,8 @@ pub mod firecracker;
 pub mod qemu;
 #[cfg(test)]
 mod stand_in;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
 /// Longest text of a VMM's (a QMP error, a Firecracker fault) quoted in an
 /// error: a hostile VMM chooses it, and errors travel to logs and users.
@@ -163,6 +165,17 @@ pub enum VmmError {
     /// file, not the VMM's); `path` names it.
     #[error("{path}: {reason}; refusing it")]
     Refused { path: String, reason: String },
+    /// A VMM that was killed but whose pidfd does not say it exited (it
+    /// may be stuck in the kernel): its jail uid must not be given to
+    /// another VM, nor its journal entry dropped, until it has.
+    #[error(
+        "{vmm} pid {pid} may still be running ({what}): its journal entry and jail uid are kept"
+    )]
+    StillRunning {
+        vmm: &'static str,
+        pid: u32,
+        what: String,
+    },
     #[error("{what}")]
     Io {
         what: String,

@@ -15,8 +15,9 @@ mod real_firecracker;
 
 use std::time::{Duration, Instant};
 
-use banger_vmm::dir::OwnerDir;
-use banger_vmm::qemu::{QemuDriver, QemuVm};
+use std::os::fd::OwnedFd;
+
+use banger_vmm::qemu::{DriveFds, QemuDriver, QemuFiles, QemuVm, QmpSocket, open_tap};
 use banger_vmm::{Drive, LaunchSpec};
 
 /// The value of `field` in `/proc/<pid>/status`.
@@ -41,10 +42,17 @@ impl Drop for Killed {
     }
 }
 
+/// A uid no account has, distinct per test process: the VM's jail uid.
+fn jail_uid() -> u32 {
+    3_700_000 + std::process::id() % 100_000
+}
+
 /// Issue #13 gap 11: QEMU ran with every system call the owner's uid may
 /// make, so a guest escaping into it could spawn programs, raise its
 /// privileges through setuid files, and use obsolete system calls. It now
-/// runs under `-sandbox on` (seccomp filter mode, `no_new_privs`).
+/// runs under `-sandbox on` (seccomp filter mode, `no_new_privs`), inside
+/// the jail (finding 11): its own uid and namespaces, every file by
+/// descriptor.
 #[test]
 fn a_launched_qemu_runs_under_its_seccomp_sandbox_and_still_boots_and_quits() {
     assert!(
@@ -59,7 +67,7 @@ fn a_launched_qemu_runs_under_its_seccomp_sandbox_and_still_boots_and_quits() {
         .set_len(1 << 20)
         .unwrap();
     let run_dir = dir.path().join("run");
-    std::fs::create_dir(&run_dir).unwrap();
+    let uid = jail_uid();
     let tap = "bangerqmt0";
     netns::private_netns_with_tap(tap);
     let spec = LaunchSpec {
@@ -81,19 +89,52 @@ fn a_launched_qemu_runs_under_its_seccomp_sandbox_and_still_boots_and_quits() {
         run_dir: run_dir.clone(),
         serial_log: dir.path().join("serial.log"),
         vsock_cid: 3,
-        run_as: None,
+        run_as: Some((uid, uid)),
         kvm: false,
     };
-    let log = tempfile::tempfile().unwrap();
-    let run = OwnerDir::open(&run_dir, "run directory").unwrap();
+    let read_only = |p: &std::path::Path| std::fs::File::open(p).unwrap();
+    let files = QemuFiles {
+        kernel: read_only(&spec.kernel),
+        initrd: Some(read_only(&image.initrd)),
+        drives: vec![DriveFds {
+            main: OwnedFd::from(read_only(&spec.drives[0].path)),
+            read_only: OwnedFd::from(read_only(&spec.drives[0].path)),
+        }],
+        tap: open_tap(tap).unwrap(),
+        serial: std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(&spec.serial_log)
+            .unwrap(),
+        log: tempfile::tempfile().unwrap(),
+        qmp: QmpSocket::new(
+            OwnedFd::from(std::fs::File::open(dir.path()).unwrap()),
+            dir.path(),
+            "qmp.sock",
+        )
+        .unwrap(),
+        kvm: None,
+    };
     let mut vm = Killed(
         QemuDriver::default()
-            .launch(&spec, log, run)
+            .launch(&spec, files)
             .unwrap_or_else(|e| panic!("qemu did not start: {e}")),
     );
     let vm = &mut vm.0;
     let pid = vm.pid();
 
+    // Jailed: the VM's uid without groups, pid 1 of its own pid
+    // namespace, no capabilities.
+    assert_eq!(
+        status_field(pid, "Uid"),
+        format!("{uid}\t{uid}\t{uid}\t{uid}")
+    );
+    assert_eq!(status_field(pid, "Groups"), "");
+    assert_eq!(status_field(pid, "CapEff"), "0000000000000000");
+    assert_eq!(
+        status_field(pid, "NSpid").split_whitespace().last(),
+        Some("1")
+    );
     // Seccomp: 2 is filter mode; QEMU's sandbox sets no_new_privs first.
     let seccomp = status_field(pid, "Seccomp");
     let nnp = status_field(pid, "NoNewPrivs");

@@ -120,7 +120,10 @@ fn start_spawner(args: &Args) -> Result<InstallMeta, Box<dyn std::error::Error +
     }
     let meta = InstallMeta::load(&args.install_file)?;
     let range = meta.jail.uid_base..meta.jail.uid_base.saturating_add(meta.jail.count);
-    banger_host::jail::spawner::start(range)
+    // The jailed tools' binds: disks beneath the state dir, staging
+    // directories in the temporary directory (the executor's `tempfile`).
+    let bind_dirs = [meta.paths.state_dir.as_path(), &std::env::temp_dir()];
+    banger_host::jail::spawner::start(range, &bind_dirs)
         .map_err(|e| format!("starting the jail spawner: {e}"))?;
     banger_host::jail::lock_down().map_err(|e| format!("locking the helper down: {e}"))?;
     Ok(meta)

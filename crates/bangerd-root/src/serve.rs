@@ -73,6 +73,8 @@ pub enum ServeError {
     },
     #[error("killing what the jail uids left running")]
     JailSweep(#[source] io::Error),
+    #[error("reading the journaled VMMs the jail sweep spares")]
+    JailSpare(#[source] banger_executor::JournalError),
     #[error("the install's bridge")]
     Bridge(#[source] banger_executor::ExecError),
     #[error("creating the helper's state directory {path}")]
@@ -111,7 +113,9 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     )?;
     // A jailed tool that cleared its parent-death signal outlives a
     // helper that crashed: nothing may run with the jail uids now.
-    let killed = banger_host::jail::kill_range(settings.jail.uid_base, settings.jail.count)
+    // Except the jailed VMMs the journal holds: they are re-adopted.
+    let spare = banger_executor::jailed_vmms(&settings.journal).map_err(ServeError::JailSpare)?;
+    let killed = banger_host::jail::kill_range(settings.jail.uid_base, settings.jail.count, &spare)
         .map_err(ServeError::JailSweep)?;
     if !killed.is_empty() {
         tracing::warn!(?killed, "killed processes left running with the jail uids");
@@ -300,6 +304,7 @@ fn handle(mut stream: UnixStream, owner_uid: u32, exec: &Executor) {
                 let sent = write_frame_with_fds(&mut stream, &reply, &borrowed);
                 drop(borrowed);
                 drop(fds);
+                exit_if_the_spawner_is_dead(name);
                 if let Err(e) = sent {
                     tracing::warn!(
                         op = name,
@@ -323,6 +328,33 @@ fn handle(mut stream: UnixStream, owner_uid: u32, exec: &Executor) {
         }
     }
 }
+
+/// Once the jail spawner is dead (a failed exchange: it was killed with
+/// whatever it cloned late) every jailed call fails until a new helper
+/// starts one, so this helper exits with a failure status and the unit's
+/// `Restart=on-failure` starts a new one; `KillMode=process` keeps the
+/// VMs, which the next helper re-adopts, and the disk grants of
+/// operations cut short are restored from the journal at its start.
+/// Checked after the reply that carried the failure went out, so the
+/// owner sees why and the failed operation's own clean-up (the grant
+/// revoked, the journal updated) has run; exiting from inside the spawner
+/// would skip both. Only on the thread whose exchange failed, after its
+/// `Spawner::end` killed and reaped the spawner and the request's jail-uid
+/// processes (`spawner::ended_here`): another connection's reply ended
+/// the helper while that was still running, and a late clone not yet of
+/// the jail uid survived (third read of F1, finding a).
+fn exit_if_the_spawner_is_dead(op: &str) {
+    if banger_host::jail::spawner::ended_here() {
+        tracing::error!(
+            op,
+            "the jail spawner is dead after a failed exchange; exiting for the service manager to restart the helper"
+        );
+        std::process::exit(SPAWNER_DEAD);
+    }
+}
+
+/// The helper's exit status once its jail spawner is dead.
+const SPAWNER_DEAD: i32 = 3;
 
 fn frame_failure(stream: &mut UnixStream, e: FrameError) {
     if e.is_closed() {

@@ -57,7 +57,7 @@ pub fn init_logging() {
 /// while an account or a delegated sub-id uses one of its ids. Whatever
 /// still runs with one of them is killed: a tool that outlived the daemon
 /// before this one (docs/jail.md).
-fn dev_jail() -> anyhow::Result<banger_proto::install::InstallJail> {
+fn dev_jail(journal: &std::path::Path) -> anyhow::Result<banger_proto::install::InstallJail> {
     let jail = match std::env::var("BANGER_DEV_JAIL_UIDS") {
         Ok(text) => {
             banger_proto::install::InstallJail::parse(&text).context("BANGER_DEV_JAIL_UIDS")?
@@ -70,7 +70,11 @@ fn dev_jail() -> anyhow::Result<banger_proto::install::InstallJail> {
             jail.uid_base, jail.count
         )
     })?;
-    let killed = banger_host::jail::kill_range(jail.uid_base, jail.count)
+    // Jailed VMMs this daemon's executor journaled are re-adopted, not
+    // killed.
+    let spare = banger_executor::jailed_vmms(journal)
+        .context("reading the journaled VMMs the jail sweep spares")?;
+    let killed = banger_host::jail::kill_range(jail.uid_base, jail.count, &spare)
         .context("killing what the jail uids left running")?;
     if !killed.is_empty() {
         tracing::warn!(?killed, "killed processes left running with the jail uids");
@@ -92,26 +96,24 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         }
         let layout = Layout::dev(opts.state_dir.clone(), opts.runtime_dir.clone())
             .context("resolving dev layout")?;
-        let exec = Executor::new(
-            Arc::new(RealHost::new()),
-            Arc::new(RealNet::new()),
-            layout.state_dir.join("root-journal.json"),
-        )
-        .with_vms(VmHostConfig {
-            state_dir: layout.state_dir.clone(),
-            owner: (0, 0),
-            qemu_binary: config.vmm.qemu_bin.clone(),
-            firecracker_binary: config.vmm.firecracker_bin.clone(),
-            // Dev mode: banger's default range, checked to own nothing.
-            jail: dev_jail()?,
-        })
-        // The daemon is root here: its configuration is root's choice of
-        // bridge, held to as the helper holds to the install's.
-        .with_bridge(banger_proto::net::BridgeSpec::for_subnet(
-            &config.network.bridge,
-            config.network.subnet,
-        ))
-        .context("the configured bridge (network.bridge, network.subnet)")?;
+        let journal = layout.state_dir.join("root-journal.json");
+        // Dev mode: banger's default range, checked to own nothing.
+        let jail = dev_jail(&journal)?;
+        let exec = Executor::new(Arc::new(RealHost::new()), Arc::new(RealNet::new()), journal)
+            .with_vms(VmHostConfig {
+                state_dir: layout.state_dir.clone(),
+                owner: (0, 0),
+                qemu_binary: config.vmm.qemu_bin.clone(),
+                firecracker_binary: config.vmm.firecracker_bin.clone(),
+                jail,
+            })
+            // The daemon is root here: its configuration is root's choice of
+            // bridge, held to as the helper holds to the install's.
+            .with_bridge(banger_proto::net::BridgeSpec::for_subnet(
+                &config.network.bridge,
+                config.network.subnet,
+            ))
+            .context("the configured bridge (network.bridge, network.subnet)")?;
         (
             DaemonMode::Dev,
             layout,

@@ -157,17 +157,23 @@ impl VmHost {
     }
 
     /// Remove the directory `name` of the VM directory and everything in
-    /// it, as the owner (its file-system ids) and every step relative to a
-    /// descriptor (no path re-resolved, no symlink followed, no mount
-    /// crossed: `OwnerDir::remove_tree`). Missing is fine.
+    /// it, as [`VmHost::remove_vm_tree`] does. Missing is fine.
     pub(crate) fn remove_tree_beneath(&self, vm_id: &str, name: &str) -> Result<(), VmOpError> {
         let Some(dir) = self.vm_dir_fd(vm_id)? else {
             return Ok(());
         };
         let path = self.vm_dir(vm_id).join(name);
-        OwnerDir::from_fd(dir, self.vm_dir(vm_id))
-            .remove_tree(name, self.tool_ids())
+        let dir = OwnerDir::from_fd(dir, self.vm_dir(vm_id));
+        self.remove_vm_tree(&dir, name)
             .map_err(io("removing", &path))
+    }
+
+    /// Remove the tree `name` of the VM directory `dir` with the owner's
+    /// file-system ids, every step relative to a descriptor (no path
+    /// re-resolved, no symlink followed, no mount crossed). No VMM writes
+    /// there with other ids: a jailed QEMU gets no directory at all.
+    pub(super) fn remove_vm_tree(&self, dir: &OwnerDir, name: &str) -> std::io::Result<()> {
+        dir.remove_tree(name, self.tool_ids())
     }
 
     pub(super) fn vm_rel(&self, vm_id: &str, name: &str) -> PathBuf {
@@ -318,6 +324,7 @@ impl VmHost {
                 "vmm.log",
             ],
         )?;
+        self.remove_qmp_socket(vm_id);
         self.remove_tree_beneath(vm_id, "run")
     }
 }

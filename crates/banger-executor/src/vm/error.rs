@@ -25,6 +25,17 @@ pub enum VmOpError {
     Running { vm_id: String, pid: u32 },
     #[error("{vmm} is not usable here: {reason}")]
     VmmUnavailable { vmm: &'static str, reason: String },
+    #[error(
+        "no free VM jail uid: the install's jail range {base}:{count} has {running} VMMs \
+         running in its {slots} VM slots (slot 0 is the disk tools'); stop a VM, or reinstall \
+         with a larger range (`banger system install --jail-uids BASE:COUNT`)"
+    )]
+    NoJailSlot {
+        base: u32,
+        count: u32,
+        running: usize,
+        slots: u32,
+    },
     #[error("the {backend} snapshot backend cannot be used here: {reason}")]
     SnapshotUnsupported {
         backend: &'static str,
@@ -78,9 +89,10 @@ impl VmOpError {
             Missing { .. } => ErrorCode::NotFound,
             Exists { .. } => ErrorCode::AlreadyExists,
             Running { .. } => ErrorCode::InvalidState,
-            NotConfigured | VmmUnavailable { .. } | SnapshotUnsupported { .. } => {
-                ErrorCode::Unavailable
-            }
+            NotConfigured
+            | VmmUnavailable { .. }
+            | SnapshotUnsupported { .. }
+            | NoJailSlot { .. } => ErrorCode::Unavailable,
             Io { .. }
             | Tool { .. }
             | GuestFs { .. }

@@ -116,8 +116,8 @@ impl VmHost {
     }
 
     /// The disk at `path` (`what` names it) opened read-only for a jailed
-    /// tool: a regular file beneath the state dir (the owner's, one link:
-    /// its ACL is about to change), or a dm-snapshot device
+    /// tool or VMM: a regular file beneath the state dir (the owner's, one
+    /// link: its ACL may change), or a dm-snapshot device
     /// `/dev/mapper/banger-*`, opened by its device number
     /// (`snapshot::dmnode`).
     pub(super) fn open_disk(

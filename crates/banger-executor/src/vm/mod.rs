@@ -9,6 +9,9 @@ mod disks;
 mod error;
 mod guestfs;
 mod jailed;
+mod qemu_files;
+mod ready;
+mod slots;
 pub(crate) mod snapshot;
 #[cfg(test)]
 mod tests_grants;
@@ -52,7 +55,12 @@ pub(crate) struct VmHost {
     firecracker_binary: Option<PathBuf>,
     jail: banger_proto::install::InstallJail,
     journal: Arc<JournalFile>,
-    procs: Mutex<HashMap<String, (VmmKind, vmm::Proc)>>,
+    /// Each VM's VMM, with its start time as journaled.
+    procs: Mutex<HashMap<String, (VmmKind, vmm::Proc, u64)>>,
+    /// VM jail uids reserved by launches in flight (`slots`).
+    slots: Mutex<std::collections::BTreeSet<u32>>,
+    /// VMs with an operation in flight, and which ([`VmHost::begin_op`]).
+    busy: Mutex<std::collections::BTreeMap<String, &'static str>>,
     /// Device probes (is `/dev/mapper/control` there?).
     probes: Arc<dyn HostProbes>,
     /// `losetup`, `dmsetup` and device-node ownership.
@@ -82,6 +90,8 @@ impl VmHost {
             jail: cfg.jail,
             journal,
             procs: Mutex::new(HashMap::new()),
+            slots: Mutex::default(),
+            busy: Mutex::default(),
             probes,
             tools: Arc::new(snapshot::HostTools),
         }
@@ -94,8 +104,51 @@ impl VmHost {
         self
     }
 
+    /// Take `vm_id`'s operation lock for `op`, or refuse: another
+    /// operation of that VM (named in the error) is in flight. No two
+    /// VM-scoped operations of one VM overlap (`Executor::vm_op` takes it
+    /// for every one that touches its disks or starts its VMM); the
+    /// second is refused rather than queued, so no request waits behind
+    /// a launch or a disk tool. Released when the guard drops.
+    pub(crate) fn begin_op(&self, vm_id: &str, op: &'static str) -> Result<VmBusy<'_>, VmOpError> {
+        let mut busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(other) = busy.get(vm_id) {
+            return Err(VmOpError::Invalid {
+                what: "VM",
+                value: vm_id.to_string(),
+                reason: format!("another operation on it ({other}) is in progress"),
+            });
+        }
+        busy.insert(vm_id.to_string(), op);
+        Ok(VmBusy {
+            busy: &self.busy,
+            vm_id: vm_id.to_string(),
+        })
+    }
+
+    /// Root's directory of loop-backing links, in the state dir.
+    pub(crate) fn links(&self) -> snapshot::links::LinkDir {
+        snapshot::links::LinkDir::in_state(&self.state_dir)
+    }
+
     /// Credentials for child tools: the owner's, unless that is root.
     fn tool_ids(&self) -> Option<(u32, u32)> {
         (self.owner != (0, 0)).then_some(self.owner)
+    }
+}
+
+/// A VM's operation lock ([`VmHost::begin_op`]), held while the operation
+/// runs.
+pub(crate) struct VmBusy<'a> {
+    busy: &'a Mutex<std::collections::BTreeMap<String, &'static str>>,
+    vm_id: String,
+}
+
+impl Drop for VmBusy<'_> {
+    fn drop(&mut self) {
+        self.busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.vm_id);
     }
 }

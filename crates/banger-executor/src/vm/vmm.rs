@@ -8,20 +8,20 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use banger_proto::vmops::{LaunchVmSpec, VmStopped, VmmKind, VmmState};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use banger_vmm::dir::{OwnerDir, Peer, tail_lines};
+use banger_vmm::dir::OwnerDir;
 use banger_vmm::firecracker::{
     FirecrackerDriver, FirecrackerVm, READY_PORT, ReadyListener, Shutdown,
 };
-use banger_vmm::qemu::{QemuDriver, QemuVm, Qmp};
+use banger_vmm::qemu::{QemuDriver, QemuVm, Qmp, QmpSocket};
 use banger_vmm::{Drive, LaunchSpec, VmmError};
 use rustix::fs::OFlags;
 
 use super::VmHost;
 use super::disks::WORK_DISK;
 use super::error::{VmOpError, io, journal_err};
+use super::qemu_files::with_log_tail;
+use super::ready::ReadyWatch;
 use super::validate;
 use crate::journal::VmmEntry;
 
@@ -29,13 +29,10 @@ use crate::journal::VmmEntry;
 /// contract, docs/guest.md).
 pub const KERNEL_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw panic=-1";
 
-/// How long the vsock readiness listener of a Firecracker VM waits.
-const READY_WAIT: Duration = Duration::from_secs(600);
-
 /// QEMU's stdout and stderr, in the VM directory: made anew at each launch.
 const VMM_LOG: &str = "vmm.log";
 /// The serial console (Firecracker's stdout), appended across boots.
-const SERIAL_LOG: &str = "serial.log";
+pub(super) const SERIAL_LOG: &str = "serial.log";
 
 /// A VMM the executor can signal.
 #[derive(Debug)]
@@ -55,11 +52,8 @@ pub(super) enum Proc {
     Adopted {
         pid: u32,
         pidfd: OwnedFd,
-        /// The VM's `run/` (opened without following symlinks when it was
-        /// adopted) and the VMM's uid: QMP is reached through them, and
-        /// only when `pid` serves it.
-        run: Option<OwnerDir>,
-        uid: u32,
+        /// A jailed QEMU's QMP socket (root's: [`VmHost::qmp_socket`]).
+        qmp: Option<QmpSocket>,
     },
 }
 
@@ -74,7 +68,7 @@ impl Proc {
 
     fn ready(&self) -> Option<bool> {
         match self {
-            Proc::Firecracker { watch, .. } => Some(watch.ready.load(Ordering::SeqCst)),
+            Proc::Firecracker { watch, .. } => Some(watch.is_ready()),
             _ => None,
         }
     }
@@ -91,28 +85,17 @@ impl Proc {
         match self {
             Proc::Qemu(q) => q.shutdown(timeout),
             Proc::Firecracker { vm, .. } => Ok(!matches!(vm.shutdown(timeout)?, Shutdown::Killed)),
-            Proc::Adopted {
-                pid,
-                pidfd,
-                run,
-                uid,
-            } => {
-                let peer = Peer {
-                    uid: *uid,
-                    pid: *pid,
-                };
-                if let Some(Ok(mut q)) = run
+            Proc::Adopted { pid, pidfd, qmp } => {
+                if let Some(Ok(mut q)) = qmp
                     .as_ref()
-                    .map(|run| Qmp::connect(run, peer, Duration::from_secs(2)))
+                    .map(|qmp| Qmp::connect_socket(qmp, Duration::from_secs(2)))
                 {
                     let _ = q.execute("system_powerdown");
                 }
                 if pidfd_exited(pidfd, timeout) {
                     return Ok(true);
                 }
-                let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
-                pidfd_exited(pidfd, Duration::from_secs(5));
-                Ok(false)
+                kill_adopted(*pid, pidfd).map(|()| false)
             }
         }
     }
@@ -121,77 +104,23 @@ impl Proc {
         match self {
             Proc::Qemu(q) => q.kill(),
             Proc::Firecracker { vm, .. } => vm.kill().map(drop),
-            Proc::Adopted { pidfd, .. } => {
-                let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
-                pidfd_exited(pidfd, Duration::from_secs(5));
-                Ok(())
-            }
+            Proc::Adopted { pid, pidfd, .. } => kill_adopted(*pid, pidfd),
         }
     }
 }
 
-/// The readiness listener's thread: it ends when the guest reports, when
-/// [`READY_WAIT`] runs out, or when this handle is dropped (the VMM was
-/// stopped, killed or seen dead) — then the listener and its socket in the
-/// VM's `run/` go with it, never outliving the VMM.
-#[derive(Debug)]
-pub(super) struct ReadyWatch {
-    /// Set when the guest reported ready.
-    ready: Arc<AtomicBool>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl ReadyWatch {
-    fn spawn(listener: ReadyListener, vm_id: String) -> ReadyWatch {
-        let ready = Arc::new(AtomicBool::new(false));
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = Arc::clone(&stop);
-        let reported = Arc::clone(&ready);
-        let thread = std::thread::spawn(move || {
-            let stopped = || {
-                if flag.load(Ordering::SeqCst) {
-                    Err(banger_vmm::VmmError::Readiness {
-                        vmm: "firecracker",
-                        what: "the VMM was stopped".into(),
-                    })
-                } else {
-                    Ok(())
-                }
-            };
-            match listener.wait_while(READY_WAIT, stopped) {
-                Ok(()) => reported.store(true, Ordering::SeqCst),
-                Err(_) if flag.load(Ordering::SeqCst) => {}
-                Err(e) => tracing::warn!(vm_id, error = %e, "no vsock readiness from the guest"),
-            }
-            // `listener` drops here: its socket file is removed.
-        });
-        ReadyWatch {
-            ready,
-            stop,
-            thread: Some(thread),
-        }
+/// SIGKILL an adopted VMM through its pidfd: done only once the pidfd says
+/// it exited (within 5 s), else [`VmmError::StillRunning`].
+fn kill_adopted(pid: u32, pidfd: &OwnedFd) -> Result<(), VmmError> {
+    let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+    if pidfd_exited(pidfd, Duration::from_secs(5)) {
+        return Ok(());
     }
-}
-
-impl Drop for ReadyWatch {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let Some(t) = self.thread.take() else { return };
-        // It polls every 10 ms; a read from a guest connection ends when the
-        // VMM (dead by now) closed it. Waited for, so the socket is gone
-        // before a later launch binds it again — but never for long: a
-        // caller may hold the process table's lock.
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while !t.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if t.is_finished() {
-            let _ = t.join();
-        } else {
-            tracing::warn!("the vsock readiness thread did not end within 2 s; left to finish");
-        }
-    }
+    Err(VmmError::StillRunning {
+        vmm: "VMM",
+        pid,
+        what: "an adopted VMM, still running 5 s after SIGKILL".into(),
+    })
 }
 
 /// Wait up to `timeout` for the process behind `pidfd` to exit.
@@ -211,24 +140,23 @@ fn pidfd_exited(pidfd: &OwnedFd, timeout: Duration) -> bool {
 /// names `banger_vmm::LaunchSpec` gives them under `run/`).
 pub(super) fn sockets(kind: VmmKind) -> &'static [&'static str] {
     match kind {
-        VmmKind::Qemu => &["run/qmp.sock"],
+        // Root's, outside the VM directory (`VmHost::qmp_socket`).
+        VmmKind::Qemu => &[],
         VmmKind::Firecracker => &["run/firecracker.sock", "run/vsock.sock"],
     }
 }
 
-/// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
-pub(super) fn start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may contain spaces; fields resume after ')'.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    rest.split(' ').nth(19)?.parse().ok()
-}
+use banger_host::jail::start_time;
+
+/// Root's directory of jailed QEMUs' QMP sockets, beside the journal.
+const QMP_DIR: &str = "vmm-qmp";
 
 impl VmHost {
     fn launch_spec(&self, spec: &LaunchVmSpec) -> Result<LaunchSpec, VmOpError> {
         let krel = Path::new("kernels").join(&spec.kernel_id);
-        // Existence and "no symlinks on the way" checks; QEMU (running as the
-        // owner) opens the files itself.
+        // Existence and "no symlinks on the way" checks; Firecracker
+        // (running as the owner) opens the files itself, a jailed QEMU gets
+        // descriptors opened again by `qemu_files`.
         drop(self.open_beneath(&krel.join("kernel"), OFlags::RDONLY)?);
         let irel = Path::new("images").join(&spec.image_id).join("initrd");
         let initrd = match self.open_beneath(&irel, OFlags::RDONLY) {
@@ -275,12 +203,6 @@ impl VmHost {
         })
     }
 
-    /// The uid VMMs run as: the owner's, or this process's in dev mode.
-    fn vmm_uid(&self) -> u32 {
-        self.tool_ids()
-            .map_or_else(|| rustix::process::geteuid().as_raw(), |(uid, _)| uid)
-    }
-
     /// The VM directory as an [`OwnerDir`]: the owner writes it, so root
     /// works in it only through this descriptor.
     fn owner_vm_dir(&self, vm_id: &str) -> Result<OwnerDir, VmOpError> {
@@ -293,31 +215,74 @@ impl VmHost {
         }
     }
 
-    /// The existing `run/` of a VM, opened beneath the VM directory without
-    /// following a symlink; `None` when it cannot be.
-    fn run_dir_of(&self, vm_id: &str) -> Option<OwnerDir> {
-        let dir = self.vm_dir_fd(vm_id).ok()??;
-        let fd = rustix::fs::openat2(
-            &dir,
-            "run",
+    /// The QMP socket of the VM's jailed QEMU: `<vm id>.sock` in
+    /// [`QMP_DIR`] beside the executor's journal, a directory root makes
+    /// (`create`) and keeps 0700: only root can write there, so neither
+    /// the owner nor a VMM can swap or remove the socket, and it persists
+    /// while QEMU runs (a restarted helper finds it there). Not in the VM
+    /// directory: the owner writes that.
+    pub(super) fn qmp_socket(&self, vm_id: &str, create: bool) -> Result<QmpSocket, VmOpError> {
+        let parent = self
+            .journal
+            .path()
+            .parent()
+            .unwrap_or(Path::new("/"))
+            .to_path_buf();
+        let path = parent.join(QMP_DIR);
+        let parent_fd = rustix::fs::open(
+            &parent,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .map_err(|e| io("opening", &parent)(e.into()))?;
+        if create {
+            match rustix::fs::mkdirat(&parent_fd, QMP_DIR, rustix::fs::Mode::from_raw_mode(0o700)) {
+                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+                Err(e) => return Err(io("creating", &path)(e.into())),
+            }
+        }
+        let fd = rustix::fs::openat(
+            &parent_fd,
+            QMP_DIR,
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
-            banger_vmm::dir::RESOLVE,
         )
-        .ok()?;
-        Some(OwnerDir::from_fd(fd, self.vm_dir(vm_id).join("run")))
+        .map_err(|e| io("opening", &path)(e.into()))?;
+        let st = rustix::fs::fstat(&fd).map_err(|e| io("inspecting", &path)(e.into()))?;
+        if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o7777 != 0o700 {
+            return Err(VmOpError::Invalid {
+                what: "QMP socket directory",
+                value: path.display().to_string(),
+                reason: format!(
+                    "uid {} mode {:o}, not this process's uid with mode 700",
+                    st.st_uid,
+                    st.st_mode & 0o7777
+                ),
+            });
+        }
+        QmpSocket::new(fd, &path, &format!("{vm_id}.sock")).map_err(io("naming a socket in", &path))
     }
 
-    /// A fresh, owner-owned `run/` directory for the VMM's sockets, and the
+    /// Remove the VM's QMP socket, if any: its VMM is gone.
+    pub(super) fn remove_qmp_socket(&self, vm_id: &str) {
+        let removed = self
+            .qmp_socket(vm_id, false)
+            .and_then(|s| s.remove().map_err(io("removing", s.path())));
+        if let Err(e) = removed {
+            tracing::debug!(vm_id, error = %e, "no QMP socket removed");
+        }
+    }
+
+    /// A fresh `run/` directory for Firecracker's sockets, handed to `to`
+    /// (the owner), and the
     /// descriptor of the very directory made: root works inside it only
     /// through this descriptor, never by re-resolving its path (the owner
     /// could move another directory into its place).
-    fn fresh_run_dir(&self, vm_dir: &OwnerDir) -> Result<OwnerDir, VmOpError> {
+    fn fresh_run_dir(&self, vm_dir: &OwnerDir, to: (u32, u32)) -> Result<OwnerDir, VmOpError> {
         let run = vm_dir.join("run");
-        // Relative to the VM dir's descriptor, as the owner, no symlink
-        // followed, no mount crossed.
-        vm_dir
-            .remove_tree("run", self.tool_ids())
+        // Relative to the VM dir's descriptor, no symlink followed, no
+        // mount crossed; as the owner.
+        self.remove_vm_tree(vm_dir, "run")
             .map_err(io("removing", &run))?;
         let mode = rustix::fs::Mode::from_raw_mode(0o700);
         rustix::fs::mkdirat(vm_dir, "run", mode).map_err(|e| io("creating", &run)(e.into()))?;
@@ -351,8 +316,8 @@ impl VmHost {
         }
         rustix::fs::fchown(
             &fd,
-            Some(rustix::process::Uid::from_raw(self.owner.0)),
-            Some(rustix::process::Gid::from_raw(self.owner.1)),
+            Some(rustix::process::Uid::from_raw(to.0)),
+            Some(rustix::process::Gid::from_raw(to.1)),
         )
         .map_err(|e| io("chown", &run)(e.into()))?;
         Ok(OwnerDir::from_fd(fd, run))
@@ -371,6 +336,10 @@ impl VmHost {
                 reason: "not a tap banger created".into(),
             });
         }
+        // The caller holds this VM's operation lock (`VmHost::begin_op`)
+        // until this launch is journaled or has failed: a concurrent
+        // launch, or a disk operation, of the same VM would pass the check
+        // below too.
         if let Some(state) = self.status_inner(&spec.vm_id)?
             && state.running
         {
@@ -385,17 +354,22 @@ impl VmHost {
         // O_EXCL, an existing serial log only when it is the owner's own
         // single-link file.
         let vm_dir = self.owner_vm_dir(&spec.vm_id)?;
-        let run = self.fresh_run_dir(&vm_dir)?;
         let failed = |source: VmmError| VmOpError::Launch {
             vm_id: spec.vm_id.clone(),
             source,
         };
+        // QEMU's jail uid, reserved until the journal holds it.
+        let mut slot = None;
         let mut proc = match spec.vmm {
             VmmKind::Qemu => {
                 let binary = self.qemu_binary.clone().ok_or_else(|| VmOpError::VmmUnavailable {
                     vmm: "qemu",
                     reason: "no QEMU binary is configured (system mode: none is recorded in the install metadata; run `sudo banger system install --qemu-bin PATH`)".into(),
                 })?;
+                let reserved = self.reserve_slot()?;
+                let ids = (reserved.uid, reserved.uid);
+                slot = Some(reserved);
+                let qmp = self.qmp_socket(&spec.vm_id, true)?;
                 let log = vm_dir
                     .recreate(VMM_LOG, 0o600, self.tool_ids())
                     .map_err(failed)?;
@@ -404,19 +378,53 @@ impl VmHost {
                 let tail = log
                     .try_clone()
                     .map_err(io("duplicating", &vm_dir.join(VMM_LOG)))?;
+                let ls = LaunchSpec {
+                    run_as: Some(ids),
+                    ..ls
+                };
+                let files = self.qemu_files(&ls, &vm_dir, log, qmp)?;
                 let driver = QemuDriver { binary };
-                let vm = driver
-                    .launch(&ls, log, run)
-                    .map_err(|source| failed(with_log_tail(source, &tail)))?;
-                Proc::Qemu(vm)
+                match driver.launch(&ls, files) {
+                    Ok(vm) => Proc::Qemu(vm),
+                    Err(source) => {
+                        if let VmmError::StillRunning { pid, .. } = source {
+                            // Maybe still running as its slot uid:
+                            // journaled, so status reports it running and
+                            // its exit frees the slot (hostile read of the
+                            // VMM table, finding 3); never given again
+                            // when it cannot be.
+                            let uid = slot.as_ref().map(|s| s.uid);
+                            let journaled = start_time(pid).is_ok_and(|started| {
+                                self.journal_vmm(VmmEntry {
+                                    vm_id: spec.vm_id.clone(),
+                                    pid,
+                                    start_time: started,
+                                    vmm: spec.vmm,
+                                    uid,
+                                })
+                                .is_ok()
+                            });
+                            if !journaled {
+                                std::mem::forget(slot.take());
+                            }
+                        }
+                        return Err(failed(with_log_tail(source, &tail)));
+                    }
+                }
             }
-            VmmKind::Firecracker => self.launch_firecracker(spec, &ls, run, &vm_dir)?,
+            VmmKind::Firecracker => {
+                let run = self.fresh_run_dir(&vm_dir, self.owner)?;
+                self.launch_firecracker(spec, &ls, run, &vm_dir)?
+            }
         };
         let pid = proc.pid();
         // Re-adoption matches pid *and* start time; a VMM whose start time
         // cannot be read could never be re-adopted, so it is not kept.
-        let Some(started) = start_time(pid) else {
-            let _ = proc.kill();
+        let Ok(started) = start_time(pid) else {
+            if proc.kill().is_err() {
+                // Maybe still running as its slot uid: never given again.
+                std::mem::forget(slot);
+            }
             return Err(VmOpError::StartTimeUnreadable {
                 vm_id: spec.vm_id.clone(),
                 pid,
@@ -427,14 +435,24 @@ impl VmHost {
             pid,
             start_time: started,
             vmm: spec.vmm,
+            uid: slot.as_ref().map(|s| s.uid),
         };
-        self.journal_vmm(Some(entry), &spec.vm_id)?;
+        if let Err(e) = self.journal_vmm(entry) {
+            // Unjournaled, it could never be stopped or re-adopted.
+            if proc.kill().is_err() {
+                // Maybe still running as its slot uid: never given again.
+                std::mem::forget(slot);
+            }
+            return Err(e);
+        }
+        // The journal holds the slot now.
+        drop(slot);
         // A replaced entry (a racing launch) is dropped after the lock.
         let replaced = self
             .procs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(spec.vm_id.clone(), (spec.vmm, proc));
+            .insert(spec.vm_id.clone(), (spec.vmm, proc, started));
         drop(replaced);
         Ok(self.describe(VmmState {
             vm_id: spec.vm_id.clone(),
@@ -475,6 +493,10 @@ impl VmHost {
             &Path::new("kernels").join(&spec.kernel_id).join("kernel"),
             OFlags::RDONLY,
         )?;
+        // Only the owner's own file with one link: its first bytes decide
+        // the answer, so a hard link to a root-only file would tell
+        // whether that file starts as an ELF (final review, info 3).
+        super::snapshot::dm::checked_owners(self, &kernel, &ls.kernel, "kernel")?;
         std::io::Read::read_exact(&mut &kernel, &mut magic).map_err(io("reading", &ls.kernel))?;
         if &magic != b"\x7fELF" {
             return Err(VmOpError::Invalid {
@@ -504,19 +526,44 @@ impl VmHost {
         Ok(Proc::Firecracker { vm, watch })
     }
 
-    fn journal_vmm(&self, entry: Option<VmmEntry>, vm_id: &str) -> Result<(), VmOpError> {
+    /// Record the VM's VMM, in place of any earlier entry of the VM (a
+    /// launch runs only once that VMM is gone).
+    fn journal_vmm(&self, entry: VmmEntry) -> Result<(), VmOpError> {
         let mut txn = self.journal.open().map_err(journal_err)?;
-        txn.state.vmms.retain(|e| e.vm_id != vm_id);
-        if let Some(e) = entry {
-            txn.state.vmms.push(e);
-        }
+        txn.state.vmms.retain(|e| e.vm_id != entry.vm_id);
+        txn.state.vmms.push(entry);
         txn.save().map_err(journal_err)
     }
 
+    /// Forget the VMM seen as `pid` started at `start_time`: it is gone.
+    /// Only that entry goes — a newer launch's, journaled meanwhile, stays
+    /// (status and stop run without the VM's operation lock) — and the
+    /// QMP socket goes only when no entry of the VM is left and no launch
+    /// of it (which makes a new socket) is in flight,
+    /// decided and done under the journal's and the operation table's
+    /// locks (hostile read of the VMM table, finding 2).
+    fn forget_vmm(&self, vm_id: &str, pid: u32, start_time: u64) -> Result<(), VmOpError> {
+        let mut txn = self.journal.open().map_err(journal_err)?;
+        txn.state
+            .vmms
+            .retain(|e| !(e.vm_id == vm_id && e.pid == pid && e.start_time == start_time));
+        txn.save().map_err(journal_err)?;
+        let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        // `PrivOp::LaunchVm`'s name, as `Executor::vm_op` takes the lock.
+        let launching = busy
+            .get(vm_id)
+            .is_some_and(|op| *op == banger_proto::privops::LAUNCH_VM);
+        if !launching && txn.state.vmms.iter().all(|e| e.vm_id != vm_id) {
+            self.remove_qmp_socket(vm_id);
+        }
+        Ok(())
+    }
+
     /// The VM's process, re-adopting a journaled one if the table has none.
-    fn status_inner(&self, vm_id: &str) -> Result<Option<VmmState>, VmOpError> {
+    pub(super) fn status_inner(&self, vm_id: &str) -> Result<Option<VmmState>, VmOpError> {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((vmm, p)) = procs.get_mut(vm_id) {
+        if let Some((vmm, p, started)) = procs.get_mut(vm_id) {
+            let started = *started;
             let running = p.running();
             let ready = p.ready();
             let (vmm, pid, adopted) = (*vmm, p.pid(), matches!(p, Proc::Adopted { .. }));
@@ -526,7 +573,7 @@ impl VmHost {
                 let gone = procs.remove(vm_id);
                 drop(procs);
                 drop(gone);
-                self.journal_vmm(None, vm_id)?;
+                self.forget_vmm(vm_id, pid, started)?;
             }
             return Ok(Some(VmmState {
                 vm_id: vm_id.to_string(),
@@ -547,17 +594,26 @@ impl VmHost {
         let Some(entry) = entry else {
             return Ok(None);
         };
-        // Same pid *and* same start time, or it is somebody else's process.
-        let alive = start_time(entry.pid) == Some(entry.start_time);
-        let pidfd = alive
-            .then(|| {
-                rustix::process::Pid::from_raw(entry.pid as i32).and_then(|p| {
-                    rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
-                })
-            })
-            .flatten()
-            // Re-check after opening: the pidfd now pins the process.
-            .filter(|_| start_time(entry.pid) == Some(entry.start_time));
+        // Same pid *and* same start time (and, for a jailed VMM, its jail
+        // uid), or it is somebody else's process. An error reading it (no
+        // descriptor left) says nothing: the entry stays and the error is
+        // returned (hostile read of the VMM table, finding 1).
+        let proc_dir = format!("/proc/{}", entry.pid);
+        let same = || {
+            banger_host::jail::is_journaled(entry.pid, entry.start_time, entry.uid)
+                .map_err(io("reading", Path::new(&proc_dir)))
+        };
+        let pidfd = match rustix::process::Pid::from_raw(entry.pid as i32) {
+            Some(pid) if same()? => {
+                match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+                    // Re-check after opening: the pidfd now pins the process.
+                    Ok(fd) => same()?.then_some(fd),
+                    Err(e) if banger_host::jail::gone_before_open(&e.into()) => None,
+                    Err(e) => return Err(io("holding", Path::new(&proc_dir))(e.into())),
+                }
+            }
+            _ => None,
+        };
         match pidfd {
             Some(pidfd) => {
                 procs.insert(
@@ -567,9 +623,12 @@ impl VmHost {
                         Proc::Adopted {
                             pid: entry.pid,
                             pidfd,
-                            run: self.run_dir_of(vm_id),
-                            uid: self.vmm_uid(),
+                            // Only a jailed QEMU's QMP is root's socket.
+                            qmp: (entry.vmm == VmmKind::Qemu && entry.uid.is_some())
+                                .then(|| self.qmp_socket(vm_id, false).ok())
+                                .flatten(),
                         },
+                        entry.start_time,
                     ),
                 );
                 tracing::info!(vm_id, pid = entry.pid, "re-adopted a running VMM");
@@ -587,7 +646,7 @@ impl VmHost {
             }
             None => {
                 drop(procs);
-                self.journal_vmm(None, vm_id)?;
+                self.forget_vmm(vm_id, entry.pid, entry.start_time)?;
                 Ok(Some(VmmState {
                     vm_id: vm_id.to_string(),
                     running: false,
@@ -622,7 +681,7 @@ impl VmHost {
     /// of a running one, its sockets, and the devices behind the root disk.
     fn describe(&self, mut state: VmmState) -> VmmState {
         if state.running {
-            state.start_time = state.pid.and_then(start_time);
+            state.start_time = state.pid.and_then(|pid| start_time(pid).ok());
             state.sockets = match state.vmm {
                 Some(kind) => sockets(kind).iter().map(|s| s.to_string()).collect(),
                 None => Vec::new(),
@@ -679,7 +738,7 @@ impl VmHost {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(vm_id);
-        let Some((_, mut p)) = taken else {
+        let Some((_, mut p, start_time)) = taken else {
             return Ok(VmStopped {
                 graceful: false,
                 was_running: false,
@@ -701,87 +760,10 @@ impl VmHost {
             secs = started.elapsed().as_secs_f32(),
             "VMM stopped"
         );
-        self.journal_vmm(None, vm_id)?;
+        self.forget_vmm(vm_id, p.pid(), start_time)?;
         Ok(VmStopped {
             graceful,
             was_running: true,
         })
-    }
-}
-
-/// Add the last lines of the VMM's own log to an early-exit error, read
-/// from root's descriptor of the file it created (never by its name,
-/// which the owner can point elsewhere).
-fn with_log_tail(e: VmmError, log: &File) -> VmmError {
-    match e {
-        VmmError::EarlyExit { vmm, status, tail } if tail.is_empty() => VmmError::EarlyExit {
-            vmm,
-            status,
-            tail: tail_lines(log, 5),
-        },
-        other => other,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn spec(run_dir: &Path) -> LaunchSpec {
-        LaunchSpec {
-            vm_id: "0123456789abcdef0123456789abcdef".into(),
-            vcpus: 1,
-            memory_mib: 128,
-            kernel: run_dir.join("vmlinux"),
-            initrd: None,
-            cmdline: KERNEL_CMDLINE.into(),
-            drives: Vec::new(),
-            tap: "bangertap0".into(),
-            mac: "02:ba:0a:00:00:02".into(),
-            run_dir: run_dir.to_path_buf(),
-            serial_log: run_dir.join("serial.log"),
-            vsock_cid: 3,
-            run_as: None,
-            kvm: false,
-        }
-    }
-
-    /// Regression: the readiness thread outlived a stopped VMM by up to ten
-    /// minutes, keeping `run/vsock.sock_52`, and its late cleanup could
-    /// unlink the socket a later start had bound.
-    #[test]
-    fn dropping_the_watch_ends_the_thread_and_removes_the_socket() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = spec(dir.path());
-        let listener = ReadyListener::bind(&spec, READY_PORT).unwrap();
-        let socket = listener.path().to_path_buf();
-        let watch = ReadyWatch::spawn(listener, spec.vm_id.clone());
-        assert!(socket.exists());
-        let started = Instant::now();
-        drop(watch);
-        assert!(started.elapsed() < Duration::from_secs(1));
-        assert!(!socket.exists(), "{} is left", socket.display());
-        // A new listener on the same path is not disturbed by the old one.
-        let again = ReadyListener::bind(&spec, READY_PORT).unwrap();
-        std::thread::sleep(Duration::from_millis(50));
-        assert!(again.path().exists());
-    }
-
-    #[test]
-    fn the_watch_reports_the_guest_ready() {
-        let dir = tempfile::tempdir().unwrap();
-        let spec = spec(dir.path());
-        let listener = ReadyListener::bind(&spec, READY_PORT).unwrap();
-        let socket = listener.path().to_path_buf();
-        let watch = ReadyWatch::spawn(listener, spec.vm_id.clone());
-        let mut s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
-        std::io::Write::write_all(&mut s, b"banger-guest-ready\n").unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !watch.ready.load(Ordering::SeqCst) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(watch.ready.load(Ordering::SeqCst));
-        drop(watch);
-        assert!(!socket.exists());
     }
 }

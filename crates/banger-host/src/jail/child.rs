@@ -7,7 +7,7 @@ use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, RawFd};
 use rustix::fs::CWD;
 use rustix::mount::{MountPropagationFlags, MoveMountFlags, UnmountFlags};
 
-use super::{ChildFds, Prepared, STAGE};
+use super::{ChildFds, ERR_FD, HIGH_FD, Prepared, STAGE};
 
 /// The failed step of a child that never reached `execve`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +31,9 @@ pub(super) enum Step {
     OomScore,
     Limits,
     Seccomp,
+    Session,
+    PassFd,
+    ParentGone,
 }
 
 impl Step {
@@ -54,6 +57,9 @@ impl Step {
             16 => "setting oom_score_adj",
             17 => "setting resource limits",
             18 => "installing the seccomp filter",
+            19 => "starting a session",
+            20 => "passing a descriptor",
+            21 => "checking that its parent lives",
             _ => "an unknown step",
         }
     }
@@ -71,6 +77,24 @@ fn fail(fd: RawFd, step: Step, errno: i32) -> ! {
     unsafe {
         let _ = rustix::io::write(BorrowedFd::borrow_raw(fd), &buf);
         libc::_exit(127)
+    }
+}
+
+/// `Err(ESRCH)` once the process behind the pidfd `parent` has exited
+/// (its pidfd readable). One `poll` that does not wait; no allocation.
+fn parent_lives(parent: BorrowedFd<'_>) -> Result<(), i32> {
+    let mut fds = [rustix::event::PollFd::new(
+        &parent,
+        rustix::event::PollFlags::IN,
+    )];
+    let now = rustix::event::Timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    match rustix::event::poll(&mut fds, Some(&now)) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(libc::ESRCH),
+        Err(e) => Err(e.raw_os_error()),
     }
 }
 
@@ -176,6 +200,7 @@ fn install_filter(p: &Prepared) -> Result<(), i32> {
 pub(super) fn child(
     p: &Prepared,
     fds: &ChildFds,
+    parent: BorrowedFd<'_>,
     argv: &[*const libc::c_char],
     envp: &[*const libc::c_char],
 ) -> ! {
@@ -245,17 +270,34 @@ pub(super) fn child(
     step!(Step::Uid, rustix::thread::set_thread_res_uid(uid, uid, uid));
     step!(Step::NoNewPrivs, rustix::thread::set_no_new_privs(true));
     raw_step!(Step::Seccomp, install_filter(p));
-    // After the uid change, which clears it. It fires when the parent
-    // thread exits: the one that cloned this child, or through the
-    // spawner (CLONE_PARENT) the helper thread that forked the spawner,
-    // its main thread, whose exit means the helper is gone.
-    step!(
-        Step::DeathSignal,
-        rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
-    );
-    // SAFETY: dup2/dup3 onto 0-3 of descriptors this child owns (all >= 10,
-    // so none is overwritten before use); close_range then closes every
-    // other descriptor the fork copied, including the binds already used.
+    if p.long_lived {
+        // A session of its own: a signal to the caller's process group
+        // (a terminal's ^C to a dev daemon) does not reach it. No
+        // parent-death signal: it outlives a restart of its caller.
+        step!(Step::Session, rustix::process::setsid().map(drop));
+    } else {
+        // After the uid change, which clears it. It fires when the parent
+        // thread exits: the one that cloned this child, or through the
+        // spawner (CLONE_PARENT) the helper thread that forked the
+        // spawner, its main thread, whose exit means the helper is gone.
+        step!(
+            Step::DeathSignal,
+            rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        );
+    }
+    // A parent that died before the signal was armed never sends it (the
+    // child was reparented): give up when the process this child was
+    // cloned for has exited. Its pidfd was taken before the clone;
+    // `getppid()` cannot tell, being 0 in the child's own pid namespace.
+    // A long-lived child checks too: cloned for a helper already gone, it
+    // would run unjournaled.
+    raw_step!(Step::ParentGone, parent_lives(parent));
+    // SAFETY: dup2/dup3 onto 0-2, ERR_FD and the pass-through numbers
+    // (all below HIGH_FD) of descriptors this child owns (all at HIGH_FD or
+    // above, so none is overwritten before it is moved); then every number
+    // below HIGH_FD that is not one of those is closed, and close_range
+    // closes HIGH_FD and above: every other descriptor the fork copied,
+    // including the binds already used and the moved sources.
     unsafe {
         for (src, dst) in [
             (fds.stdin.as_raw_fd(), 0),
@@ -266,21 +308,31 @@ pub(super) fn child(
                 fail(errfd, Step::Stdio, errno());
             }
         }
-        if libc::dup3(errfd, 3, libc::O_CLOEXEC) < 0 {
+        if libc::dup3(errfd, ERR_FD, libc::O_CLOEXEC) < 0 {
             fail(errfd, Step::Stdio, errno());
         }
-        if libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32) < 0 {
-            fail(3, Step::CloseFds, errno());
+        for (src, dst) in &fds.passes {
+            if libc::dup2(src.as_raw_fd(), *dst) < 0 {
+                fail(ERR_FD, Step::PassFd, errno());
+            }
+        }
+        for n in 3..HIGH_FD {
+            if n != ERR_FD && !fds.passes.iter().any(|(_, dst)| *dst == n) {
+                libc::close(n);
+            }
+        }
+        if libc::syscall(libc::SYS_close_range, HIGH_FD as u32, u32::MAX, 0u32) < 0 {
+            fail(ERR_FD, Step::CloseFds, errno());
         }
     }
     // Last: from here a signal acts as it would on the tool itself.
     if let Err(e) = reset_signals() {
-        fail(3, Step::Signals, e);
+        fail(ERR_FD, Step::Signals, e);
     }
     // SAFETY: execve with NUL-terminated strings and null-terminated
     // pointer arrays prepared before the clone; it returns only on failure.
     unsafe {
         libc::execve(p.exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
     }
-    fail(3, Step::Exec, errno())
+    fail(ERR_FD, Step::Exec, errno())
 }

@@ -10,7 +10,9 @@
 //! `OPEN_TREE_CLONE`, `move_mount`, `mount_setattr`, `open_tree_attr`
 //! whatever its flags), `setns`, the calls that reach into
 //! another process (`ptrace`, `process_vm_readv`, `process_vm_writev`,
-//! `pidfd_getfd`), and `clone`/`unshare` with any `CLONE_NEW*`
+//! `pidfd_getfd`), kernel code and programs (`bpf`, `perf_event_open`,
+//! `kexec_load`, `kexec_file_load`, `init_module`, `finit_module`,
+//! `delete_module`), and `clone`/`unshare` with any `CLONE_NEW*`
 //! flag; `ENOSYS` for `clone3` (its flags are behind a pointer; glibc then
 //! falls back to `clone`) and for every call newer than the newest this
 //! filter was written against. `unshare` without one stays allowed: the VMM
@@ -46,6 +48,22 @@ const DENIED: [libc::c_long; 15] = [
     libc::SYS_process_vm_writev,
     libc::SYS_ptrace,
     libc::SYS_pidfd_getfd,
+];
+
+/// Kernel code and kernel-side programs, refused with `EPERM` like
+/// [`DENIED`]: the unit's `SystemCallFilter=` refuses them too; this holds
+/// for a helper started outside it (second read of F1, finding 7). The
+/// helper and the tools it runs (nft, ip, dmsetup, QEMU, Firecracker) use
+/// none.
+#[cfg(target_arch = "x86_64")]
+const KERNEL_CODE: [libc::c_long; 7] = [
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
 ];
 
 /// The capabilities the helper unit's `CapabilityBoundingSet=` grants
@@ -107,7 +125,12 @@ fn x86_64() -> Vec<Insn> {
     let nr = |n: libc::c_long| n as u32;
     let mut p = prologue();
     p.push(jump(JGE_K, NEWEST_AUDITED + 1, Enosys, Next));
-    p.extend(DENIED.iter().map(|&n| jump(JEQ_K, nr(n), Eperm, Next)));
+    p.extend(
+        DENIED
+            .iter()
+            .chain(&KERNEL_CODE)
+            .map(|&n| jump(JEQ_K, nr(n), Eperm, Next)),
+    );
     p.extend([
         jump(JEQ_K, nr(libc::SYS_open_tree), OpenTree, Next),
         jump(JEQ_K, nr(libc::SYS_clone3), Enosys, Next),
@@ -175,6 +198,13 @@ mod tests {
         let nr = |n: libc::c_long| n as u32;
         let first = |n: libc::c_long, a0: u32| verdict(&p, arch, nr(n), [a0, !a0]);
         for n in DENIED {
+            assert_eq!(first(n, 0), eperm, "{n}");
+        }
+        // Not left to the unit alone (second read of F1, finding 7).
+        for n in [libc::SYS_bpf, libc::SYS_perf_event_open]
+            .into_iter()
+            .chain(KERNEL_CODE)
+        {
             assert_eq!(first(n, 0), eperm, "{n}");
         }
         assert_eq!(first(libc::SYS_clone3, 0), RET_ERRNO | libc::ENOSYS as u32);

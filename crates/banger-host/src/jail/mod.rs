@@ -24,13 +24,11 @@
 
 use std::ffi::{CStr, CString, OsStr};
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
-use std::os::unix::ffi::OsStrExt as _;
+use std::os::fd::{AsFd as _, BorrowedFd, FromRawFd as _, OwnedFd};
 use std::path::Path;
 use std::sync::Arc;
 
-use rustix::fs::{CWD, Mode, OFlags};
-use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, OpenTreeFlags};
+use rustix::fs::{Mode, OFlags};
 
 /// Where the child attaches its root inside its own mount namespace before
 /// `pivot_root`: any directory that exists and only root can replace.
@@ -43,6 +41,8 @@ pub const EXE: &str = "/exe";
 const USR_LINKS: [&str; 6] = ["bin", "sbin", "lib", "lib32", "lib64", "libx32"];
 /// Device nodes a tool may open, bound from the host's `/dev`.
 const DEVICES: [&str; 5] = ["null", "zero", "full", "random", "urandom"];
+/// Each of [`DEVICES`]' (major, minor) (`Documentation/admin-guide/devices.txt`).
+const DEVICE_IDS: [(u32, u32); 5] = [(1, 3), (1, 5), (1, 7), (1, 8), (1, 9)];
 
 /// `RLIMIT_NPROC` of a jailed tool. The kernel counts it per real uid
 /// across the host, so it bounds every concurrent tool of one jail uid
@@ -55,13 +55,56 @@ pub const MAX_OPEN_FILES: u64 = 256;
 /// here instead of at the host's memory.
 pub const MAX_MEMORY: u64 = 4 << 30;
 
+/// The descriptor number the child keeps its error pipe at until `execve`
+/// closes it: above every pass-through number ([`MAX_PASSED_FD`]).
+const ERR_FD: i32 = 64;
+/// The highest number a descriptor can be passed through at.
+pub const MAX_PASSED_FD: i32 = ERR_FD - 1;
+/// Where the parent puts every descriptor the child moves (stdio, the
+/// error pipe, pass-throughs): above every number the child moves one to.
+const HIGH_FD: i32 = 100;
+
+/// Resource limits of a long-lived jailed process (a VMM), in place of the
+/// disk tools' defaults ([`MAX_PROCESSES`], [`MAX_OPEN_FILES`],
+/// [`MAX_MEMORY`], `RLIMIT_FSIZE` from the writable binds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// `RLIMIT_AS` and `RLIMIT_DATA`.
+    pub memory: u64,
+    /// `RLIMIT_NPROC` (threads count: the kernel counts tasks of the uid).
+    pub processes: u32,
+    /// `RLIMIT_NOFILE` (at least 100: the child places descriptors up to
+    /// number 64 after setting it).
+    pub open_files: u64,
+    /// `RLIMIT_FSIZE`.
+    pub file_size: u64,
+}
+
+/// A descriptor the child keeps at a fixed number.
+#[derive(Debug, Clone)]
+struct Pass {
+    fd: Arc<OwnedFd>,
+    at: i32,
+}
+
+/// A regular file whose bytes are copied into the jail's own root.
+#[derive(Debug, Clone)]
+struct CopyIn {
+    fd: Arc<OwnedFd>,
+    at: String,
+}
+
+/// The most bytes [`Jail::copy_in`] puts into a jail's root in all.
+pub const MAX_COPIED: u64 = 1 << 30;
+
 /// One file or directory bound into the jail.
 #[derive(Debug, Clone)]
 struct Bind {
     /// A descriptor of the file or directory (any open mode, `O_PATH`
     /// included): the inode bound, never a path resolved again.
     fd: Arc<OwnedFd>,
-    /// Absolute path inside the jail, one component below `/`.
+    /// Path inside the jail relative to `/`: one component, or
+    /// `dev/kvm` for the KVM device ([`Jail::bind_kvm`]).
     at: String,
     writable: bool,
 }
@@ -72,6 +115,11 @@ pub struct Jail {
     uid: u32,
     gid: u32,
     binds: Vec<Bind>,
+    passes: Vec<Pass>,
+    copies: Vec<CopyIn>,
+    /// `Some` for a long-lived process: these limits, no parent-death
+    /// signal, its own session, not killed when its [`Child`] is dropped.
+    long_lived: Option<Limits>,
 }
 
 impl Jail {
@@ -83,7 +131,46 @@ impl Jail {
             uid,
             gid,
             binds: Vec::new(),
+            passes: Vec::new(),
+            copies: Vec::new(),
+            long_lived: None,
         }
+    }
+
+    /// A long-lived process (a VMM): `limits` instead of the tools'
+    /// defaults; no parent-death signal (it outlives a restart of the
+    /// daemon that started it); a session of its own (a signal to the
+    /// daemon's process group does not reach it); dropping its [`Child`]
+    /// leaves it running.
+    pub fn long_lived(mut self, limits: Limits) -> Jail {
+        self.long_lived = Some(limits);
+        self
+    }
+
+    /// Give the child the descriptor `fd` (a duplicate: the same open file
+    /// description) at number `at`, 3 to [`MAX_PASSED_FD`], each number
+    /// once.
+    pub fn pass(mut self, fd: BorrowedFd<'_>, at: i32) -> std::io::Result<Jail> {
+        check_pass(&self.passes, at)?;
+        self.passes.push(Pass {
+            fd: Arc::new(fd.try_clone_to_owned()?),
+            at,
+        });
+        Ok(self)
+    }
+
+    /// Copy the regular file behind `fd` (read from its start, whatever
+    /// its permissions say about the jail's uid) into the jail's own root
+    /// at `/<name>`, root's, mode 0444: the jailed process reads a copy
+    /// made at spawn, never the caller's inode. At most [`MAX_COPIED`]
+    /// bytes in all.
+    pub fn copy_in(mut self, fd: BorrowedFd<'_>, name: &str) -> std::io::Result<Jail> {
+        check_name(name, "copy")?;
+        self.copies.push(CopyIn {
+            fd: Arc::new(fd.try_clone_to_owned()?),
+            at: name.to_string(),
+        });
+        Ok(self)
     }
 
     pub fn uid(&self) -> u32 {
@@ -94,7 +181,7 @@ impl Jail {
     /// component), read-only unless `writable`. Never executable, never
     /// set-id, device nodes only when the source is one.
     pub fn bind(mut self, fd: BorrowedFd<'_>, name: &str, writable: bool) -> std::io::Result<Jail> {
-        check_bind_name(name)?;
+        check_name(name, "bind")?;
         let fd = fd.try_clone_to_owned()?;
         self.binds.push(Bind {
             fd: Arc::new(fd),
@@ -103,20 +190,75 @@ impl Jail {
         });
         Ok(self)
     }
+
+    /// Bind the host's `/dev/kvm` behind `fd` at `/dev/kvm`, read-write:
+    /// QEMU opens that path and has no option naming another. The one
+    /// character device a jail takes, and only as that device (10:232).
+    pub fn bind_kvm(mut self, fd: BorrowedFd<'_>) -> std::io::Result<Jail> {
+        check_kvm(fd)?;
+        self.binds.push(Bind {
+            fd: Arc::new(fd.try_clone_to_owned()?),
+            at: KVM_AT.to_string(),
+            writable: true,
+        });
+        Ok(self)
+    }
 }
 
-/// A bind name is one plain token: letters, digits, `.`, `_`, `-`, not
-/// `.`, `..` or `exe` (the program's own place).
-fn check_bind_name(name: &str) -> std::io::Result<()> {
+/// Where [`Jail::bind_kvm`] places `/dev/kvm` in the jail's root.
+const KVM_AT: &str = "dev/kvm";
+
+/// Refused unless `fd` is the KVM character device, 10:232 (the kernel's
+/// `KVM_MINOR` of the misc major), opened `O_PATH|O_NOFOLLOW`: the node
+/// itself, not a link's target, and a descriptor that never reached the
+/// driver. The one character device a jail (and the spawner) admits.
+fn check_kvm(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    let st = rustix::fs::fstat(fd)?;
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
+    if kind != rustix::fs::FileType::CharacterDevice || (major, minor) != (10, 232) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("a KVM bind of a {kind:?} {major}:{minor}, not the character device 10:232"),
+        ));
+    }
+    let opened = rustix::fs::fcntl_getfl(fd)?;
+    if !opened.contains(OFlags::PATH | OFlags::NOFOLLOW) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("a KVM bind not opened O_PATH|O_NOFOLLOW (flags {opened:?})"),
+        ));
+    }
+    Ok(())
+}
+
+/// A name in the jail's root (`what`: a bind or a copy): one plain token
+/// of letters, digits, `.`, `_`, `-`, at most 64 bytes, not `.`, `..` or a
+/// name the jail itself uses (`exe`, `usr`, `dev`, the merged-`/usr`
+/// links).
+fn check_name(name: &str, what: &str) -> std::io::Result<()> {
     let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    let taken = ["exe", "usr", "dev"].contains(&name) || USR_LINKS.contains(&name);
     if name.is_empty()
         || name.len() > 64
         || !name.chars().all(plain)
-        || matches!(name, "." | ".." | "exe")
+        || matches!(name, "." | "..")
+        || taken
     {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("jail bind name {name:?}: one plain component, not `exe`"),
+            format!("jail {what} name {name:?}: one plain component, not one the jail uses"),
+        ));
+    }
+    Ok(())
+}
+
+/// A pass-through number: 3 to [`MAX_PASSED_FD`], none of `passes`'.
+fn check_pass(passes: &[Pass], at: i32) -> std::io::Result<()> {
+    if !(3..=MAX_PASSED_FD).contains(&at) || passes.iter().any(|p| p.at == at) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("jail descriptor number {at}: 3 to {MAX_PASSED_FD}, each once"),
         ));
     }
     Ok(())
@@ -136,15 +278,29 @@ struct Prepared {
     limits: [(libc::c_int, libc::rlimit64); 6],
     /// The seccomp filter, installed after `no_new_privs`.
     filter: Vec<filter::Insn>,
+    /// Long-lived: no parent-death signal, a session of its own.
+    long_lived: bool,
 }
 
-/// The child's standard descriptors and its error pipe, all numbered 10
-/// or above so that wiring 0-3 never overwrites one not yet used.
+/// The child's standard descriptors, its error pipe and its pass-through
+/// descriptors, all numbered [`HIGH_FD`] or above so that moving them to
+/// their numbers never overwrites one not yet moved.
 struct ChildFds {
     stdin: OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
     err: OwnedFd,
+    /// (descriptor, the number it gets).
+    passes: Vec<(OwnedFd, i32)>,
+}
+
+/// Where a jailed child's stdout and stderr go.
+#[derive(Debug)]
+pub enum Output {
+    /// Pipes, read through [`Child::stdout`] and [`Child::stderr`].
+    Piped,
+    /// Both onto this file (a VMM's log).
+    File(File),
 }
 
 /// A jailed child: pid 1 of its namespaces, held through a pidfd.
@@ -153,6 +309,8 @@ pub struct Child {
     pid: i32,
     pidfd: OwnedFd,
     status: Option<std::process::ExitStatus>,
+    /// Killed and reaped when dropped (not a long-lived one).
+    kill_on_drop: bool,
     pub stdin: Option<File>,
     pub stdout: Option<File>,
     pub stderr: Option<File>,
@@ -172,13 +330,13 @@ impl Child {
 
     /// Reap it if it has exited.
     pub fn try_wait(&mut self) -> std::io::Result<Option<std::process::ExitStatus>> {
-        self.wait_flags(libc::WNOHANG)
+        self.wait_flags(rustix::process::WaitIdOptions::NOHANG)
     }
 
     /// Wait for it to exit.
     pub fn wait(&mut self) -> std::io::Result<std::process::ExitStatus> {
         loop {
-            if let Some(s) = self.wait_flags(0)? {
+            if let Some(s) = self.wait_flags(rustix::process::WaitIdOptions::empty())? {
                 return Ok(s);
             }
         }
@@ -196,38 +354,43 @@ impl Child {
         }
     }
 
-    fn wait_flags(&mut self, flags: i32) -> std::io::Result<Option<std::process::ExitStatus>> {
+    /// Reap it through its pidfd (`waitid(P_PIDFD)`), never by pid: a pid
+    /// names this child only while it is unreaped (third read of F1,
+    /// finding c). `NOHANG` in `options` for a poll.
+    fn wait_flags(
+        &mut self,
+        options: rustix::process::WaitIdOptions,
+    ) -> std::io::Result<Option<std::process::ExitStatus>> {
         use std::os::unix::process::ExitStatusExt as _;
         if let Some(s) = self.status {
             return Ok(Some(s));
         }
-        let mut raw = 0;
-        // SAFETY: waitpid on our own unreaped child (the pidfd keeps the
-        // pid from being recycled while we hold it unreaped) with a valid
-        // pointer to a c_int.
-        let r = unsafe { libc::waitpid(self.pid, &mut raw, flags) };
-        match r {
-            0 => Ok(None),
-            r if r == self.pid => {
-                let s = std::process::ExitStatus::from_raw(raw);
-                self.status = Some(s);
-                Ok(Some(s))
-            }
-            _ => {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            }
-        }
+        let got = match rustix::process::waitid(
+            rustix::process::WaitId::PidFd(self.pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED | options,
+        ) {
+            Ok(got) => got,
+            Err(rustix::io::Errno::INTR) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let Some(got) = got else { return Ok(None) };
+        // The wait status `ExitStatus` holds: the code in bits 8-15, or
+        // the signal in bits 0-6 (and 0x80 for a core dump).
+        let raw = match (got.exit_status(), got.terminating_signal()) {
+            (Some(code), _) if got.exited() => (code & 0xff) << 8,
+            (_, Some(sig)) => sig | if got.dumped() { 0x80 } else { 0 },
+            _ => return Ok(None),
+        };
+        spawner::disown(self.pid);
+        let s = std::process::ExitStatus::from_raw(raw);
+        self.status = Some(s);
+        Ok(Some(s))
     }
 }
 
 impl Drop for Child {
     fn drop(&mut self) {
-        if self.status.is_none() {
+        if self.kill_on_drop && self.status.is_none() {
             let _ = self.kill();
             let _ = self.wait();
         }
@@ -236,7 +399,7 @@ impl Drop for Child {
 
 /// Start `program` (a resolved absolute path) with `args` and `env` in
 /// `jail`; stdin is piped when `piped_stdin`, else `/dev/null`; stdout and
-/// stderr are piped.
+/// stderr as `output` says.
 pub fn spawn(
     jail: &Jail,
     program: &Path,
@@ -244,6 +407,7 @@ pub fn spawn(
     args: &[std::ffi::OsString],
     env: &[(std::ffi::OsString, std::ffi::OsString)],
     piped_stdin: bool,
+    output: Output,
 ) -> std::io::Result<Child> {
     if jail.uid == 0 || jail.gid == 0 {
         return Err(std::io::Error::new(
@@ -263,8 +427,18 @@ pub fn spawn(
         )?;
         (null, None)
     };
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
+    let (out_r, out_w, err_r, err_w) = match output {
+        Output::Piped => {
+            let (out_r, out_w) = pipe()?;
+            let (err_r, err_w) = pipe()?;
+            (Some(out_r), out_w, Some(err_r), err_w)
+        }
+        Output::File(f) => {
+            let f = OwnedFd::from(f);
+            let g = f.try_clone()?;
+            (None, f, None, g)
+        }
+    };
     let request = spawner::Request {
         jail: jail.clone(),
         program: exe,
@@ -278,7 +452,12 @@ pub fn spawn(
     let Cloned { pid, pidfd, report } = match spawner::running() {
         Some(s) => s.spawn(request)?,
         None => {
-            let cloned = clone_jailed(&request, 0)?;
+            // This process is the child's parent.
+            let me = rustix::process::pidfd_open(
+                rustix::process::getpid(),
+                rustix::process::PidfdFlags::empty(),
+            )?;
+            let cloned = clone_jailed(&request, 0, me.as_fd())?;
             // The child's ends, so that its exit is the pipes' EOF.
             drop(request);
             cloned
@@ -288,9 +467,10 @@ pub fn spawn(
         pid,
         pidfd,
         status: None,
+        kill_on_drop: jail.long_lived.is_none(),
         stdin: in_w.map(File::from),
-        stdout: Some(File::from(out_r)),
-        stderr: Some(File::from(err_r)),
+        stdout: out_r.map(File::from),
+        stderr: err_r.map(File::from),
     };
     match report {
         None => Ok(child),
@@ -321,16 +501,29 @@ pub(super) struct Cloned {
 
 /// Prepare `r` and clone its child with `extra` clone flags
 /// (`CLONE_PARENT` in the spawner): its pid, its pidfd and what it
-/// reported before `execve` (`None`: it got there).
-fn clone_jailed(r: &spawner::Request, extra: libc::c_int) -> std::io::Result<Cloned> {
+/// reported before `execve` (`None`: it got there). `parent` is a pidfd
+/// of the process that will be the child's parent (this one, or with
+/// `CLONE_PARENT` the helper), taken before the clone: the child gives up
+/// when that process has exited by the time its parent-death signal is
+/// armed.
+fn clone_jailed(
+    r: &spawner::Request,
+    extra: libc::c_int,
+    parent: BorrowedFd<'_>,
+) -> std::io::Result<Cloned> {
     let prepared = prepare(&r.jail, r.program.as_fd(), &r.argv0, &r.args, &r.env)?;
     let (status_r, status_w) = pipe()?;
     let [stdin, stdout, stderr] = &r.stdio;
+    let mut passes = Vec::with_capacity(r.jail.passes.len());
+    for p in &r.jail.passes {
+        passes.push((high(p.fd.as_ref().try_clone()?)?, p.at));
+    }
     let fds = ChildFds {
         stdin: high(stdin.try_clone()?)?,
         stdout: high(stdout.try_clone()?)?,
         stderr: high(stderr.try_clone()?)?,
         err: high(status_w)?,
+        passes,
     };
     let argv_ptrs = ptrs(&prepared.argv);
     let envp_ptrs = ptrs(&prepared.envp);
@@ -364,7 +557,7 @@ fn clone_jailed(r: &spawner::Request, extra: libc::c_int) -> std::io::Result<Clo
         )
     };
     if pid == 0 {
-        child::child(&prepared, &fds, &argv_ptrs, &envp_ptrs);
+        child::child(&prepared, &fds, parent, &argv_ptrs, &envp_ptrs);
     }
     let clone_error = std::io::Error::last_os_error();
     drop(blocked);
@@ -384,7 +577,7 @@ fn clone_jailed(r: &spawner::Request, extra: libc::c_int) -> std::io::Result<Clo
             Ok(0) => break,
             Ok(n) => got += n,
             Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(lost_report(&pidfd, e)),
         }
     }
     let report = (got > 0).then(|| {
@@ -397,6 +590,27 @@ fn clone_jailed(r: &spawner::Request, extra: libc::c_int) -> std::io::Result<Clo
         pidfd,
         report,
     })
+}
+
+/// How long [`lost_report`] waits for the clone it killed to exit.
+const LOST_CLONE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Reading a clone's report failed (`e`): the clone is not left running
+/// unheld once its pidfd goes (hostile read of the merged spawner, I2). It
+/// is killed through its pidfd, and reaped where it is this process's
+/// child (in the spawner it is the helper's: killed, it is then the
+/// helper's zombie until the helper exits). The error says both. In the
+/// spawner, a clone already on its jail uid cannot be killed (no
+/// `CAP_KILL`: `EPERM`); docs/jail.md records that as open.
+fn lost_report(pidfd: &OwnedFd, e: rustix::io::Errno) -> std::io::Error {
+    let killed = match sweep::kill_and_reap(pidfd, LOST_CLONE_WAIT, "clone") {
+        Ok(()) => "killed".to_owned(),
+        Err(k) => format!("killing it failed: {k}"),
+    };
+    std::io::Error::new(
+        std::io::Error::from(e).kind(),
+        format!("reading the clone's report: {e} (the clone {killed})"),
+    )
 }
 
 /// This thread's signal mask with every signal blocked (the kernel keeps
@@ -447,9 +661,9 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
-/// `fd` moved to a number of at least 10 (close-on-exec).
+/// `fd` moved to a number of at least [`HIGH_FD`] (close-on-exec).
 fn high(fd: OwnedFd) -> std::io::Result<OwnedFd> {
-    Ok(rustix::io::fcntl_dupfd_cloexec(&fd, 10)?)
+    Ok(rustix::io::fcntl_dupfd_cloexec(&fd, HIGH_FD)?)
 }
 
 fn ptrs(v: &[CString]) -> Vec<*const libc::c_char> {
@@ -468,246 +682,30 @@ fn cstring(b: &[u8]) -> std::io::Result<CString> {
     })
 }
 
-/// `struct mount_attr` of `mount_setattr(2)`.
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-/// Set `attrs` on the detached mount `tree` (recursively when asked).
-fn set_attrs(tree: BorrowedFd<'_>, attrs: MountAttrFlags, recursive: bool) -> std::io::Result<()> {
-    let attr = MountAttr {
-        attr_set: u64::from(attrs.bits()),
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    let flags = libc::AT_EMPTY_PATH | if recursive { libc::AT_RECURSIVE } else { 0 };
-    // SAFETY: mount_setattr reads `size_of::<MountAttr>()` bytes from a
-    // valid, initialised struct with the kernel's layout; the path is a
-    // NUL-terminated empty string with AT_EMPTY_PATH, so `tree` itself is
-    // changed.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            tree.as_raw_fd(),
-            c"".as_ptr(),
-            flags as libc::c_uint,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if r < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn tree_of(fd: BorrowedFd<'_>, path: &CStr, recursive: bool) -> std::io::Result<OwnedFd> {
-    let mut flags = OpenTreeFlags::OPEN_TREE_CLONE | OpenTreeFlags::OPEN_TREE_CLOEXEC;
-    if path.is_empty() {
-        flags |= OpenTreeFlags::AT_EMPTY_PATH;
-    }
-    if recursive {
-        flags |= OpenTreeFlags::AT_RECURSIVE;
-    }
-    Ok(rustix::mount::open_tree(fd, path, flags)?)
-}
-
-/// The jail's root (populated, then read-only) and its detached binds.
-fn prepare(
-    jail: &Jail,
-    program: BorrowedFd<'_>,
-    argv0: &OsStr,
-    args: &[std::ffi::OsString],
-    env: &[(std::ffi::OsString, std::ffi::OsString)],
-) -> std::io::Result<Prepared> {
-    let fs = rustix::mount::fsopen(c"tmpfs", FsOpenFlags::FSOPEN_CLOEXEC)?;
-    for (k, v) in [("size", "1m"), ("nr_inodes", "256"), ("mode", "0755")] {
-        rustix::mount::fsconfig_set_string(&fs, k, v)?;
-    }
-    rustix::mount::fsconfig_create(&fs)?;
-    let root = rustix::mount::fsmount(
-        &fs,
-        FsMountFlags::FSMOUNT_CLOEXEC,
-        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
-    )?;
-    let ro = MountAttrFlags::MOUNT_ATTR_RDONLY
-        | MountAttrFlags::MOUNT_ATTR_NOSUID
-        | MountAttrFlags::MOUNT_ATTR_NODEV;
-    let mut mounts = Vec::new();
-    // /usr, read-only, and the merged-/usr links (or directories).
-    rustix::fs::mkdirat(&root, "usr", Mode::from_raw_mode(0o755))?;
-    let usr = tree_of(CWD, c"/usr", true)?;
-    set_attrs(usr.as_fd(), ro, true)?;
-    mounts.push((usr, c"usr".to_owned()));
-    for name in USR_LINKS {
-        let host = format!("/{name}");
-        match rustix::fs::readlinkat(CWD, host.as_str(), Vec::new()) {
-            Ok(target) => rustix::fs::symlinkat(target.as_c_str(), &root, name)?,
-            Err(rustix::io::Errno::NOENT) => {}
-            Err(rustix::io::Errno::INVAL) => {
-                // A real directory on a system without merged /usr.
-                rustix::fs::mkdirat(&root, name, Mode::from_raw_mode(0o755))?;
-                let t = tree_of(CWD, &cstring(host.as_bytes())?, true)?;
-                set_attrs(t.as_fd(), ro, true)?;
-                mounts.push((t, cstring(name.as_bytes())?));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    // A minimal /dev of bound host nodes.
-    rustix::fs::mkdirat(&root, "dev", Mode::from_raw_mode(0o755))?;
-    for name in DEVICES {
-        let at = format!("dev/{name}");
-        touch(&root, &at)?;
-        let t = tree_of(CWD, &cstring(format!("/dev/{name}").as_bytes())?, false)?;
-        set_attrs(
-            t.as_fd(),
-            MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
-            false,
-        )?;
-        mounts.push((t, cstring(at.as_bytes())?));
-    }
-    // The program itself, read-only and executable.
-    touch(&root, &EXE[1..])?;
-    let t = tree_of(program, c"", false)?;
-    set_attrs(t.as_fd(), ro, false)?;
-    mounts.push((t, cstring(&EXE.as_bytes()[1..])?));
-    // The caller's files and directories; the largest writable one sets
-    // the file-size limit (the tools write their disk in place).
-    let mut max_file = 0u64;
-    for b in &jail.binds {
-        let st = rustix::fs::fstat(b.fd.as_fd())?;
-        let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-        if b.writable {
-            max_file = max_file.max(bind_size(b.fd.as_fd(), kind, st.st_size)?);
-        }
-        if kind == rustix::fs::FileType::Directory {
-            rustix::fs::mkdirat(&root, b.at.as_str(), Mode::from_raw_mode(0o755))?;
-        } else {
-            touch(&root, &b.at)?;
-        }
-        let t = tree_of(b.fd.as_fd(), c"", false)?;
-        let mut attrs = MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC;
-        if !b.writable {
-            attrs |= MountAttrFlags::MOUNT_ATTR_RDONLY;
-        }
-        if !matches!(
-            kind,
-            rustix::fs::FileType::BlockDevice | rustix::fs::FileType::CharacterDevice
-        ) {
-            attrs |= MountAttrFlags::MOUNT_ATTR_NODEV;
-        }
-        set_attrs(t.as_fd(), attrs, false)?;
-        mounts.push((t, cstring(b.at.as_bytes())?));
-    }
-    // Nothing in the jail's root is writable.
-    set_attrs(root.as_fd(), MountAttrFlags::MOUNT_ATTR_RDONLY, false)?;
-    let mut argv = vec![cstring(argv0.as_bytes())?];
-    for a in args {
-        argv.push(cstring(a.as_bytes())?);
-    }
-    let mut envp = Vec::new();
-    for (k, v) in env {
-        let mut kv = k.as_bytes().to_vec();
-        kv.push(b'=');
-        kv.extend_from_slice(v.as_bytes());
-        envp.push(cstring(&kv)?);
-    }
-    let filter = filter::program().ok_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::Unsupported,
-            "no jail seccomp filter for this architecture",
-        )
-    })?;
-    Ok(Prepared {
-        root,
-        mounts,
-        exe: cstring(EXE.as_bytes())?,
-        argv,
-        envp,
-        uid: jail.uid,
-        gid: jail.gid,
-        limits: limits(max_file),
-        filter,
-    })
-}
-
-/// The resource limits of a jailed tool whose largest writable file holds
-/// `max_file` bytes: no core dumps, no file grown past that, few
-/// processes and descriptors, bounded memory.
-fn limits(max_file: u64) -> [(libc::c_int, libc::rlimit64); 6] {
-    let both = |v: u64| libc::rlimit64 {
-        rlim_cur: v,
-        rlim_max: v,
-    };
-    [
-        (libc::RLIMIT_CORE as libc::c_int, both(0)),
-        (libc::RLIMIT_FSIZE as libc::c_int, both(max_file)),
-        (
-            libc::RLIMIT_NPROC as libc::c_int,
-            both(u64::from(MAX_PROCESSES)),
-        ),
-        (libc::RLIMIT_NOFILE as libc::c_int, both(MAX_OPEN_FILES)),
-        (libc::RLIMIT_AS as libc::c_int, both(MAX_MEMORY)),
-        (libc::RLIMIT_DATA as libc::c_int, both(MAX_MEMORY)),
-    ]
-}
-
-/// The size of a writable bind: a regular file's length, a block device's
-/// capacity (`BLKGETSIZE64`), 0 for anything else.
-fn bind_size(fd: BorrowedFd<'_>, kind: rustix::fs::FileType, len: i64) -> std::io::Result<u64> {
-    match kind {
-        rustix::fs::FileType::RegularFile => Ok(u64::try_from(len).unwrap_or(0)),
-        rustix::fs::FileType::BlockDevice => {
-            let mut bytes = 0u64;
-            // SAFETY: BLKGETSIZE64 writes one u64 through a valid pointer.
-            let r = unsafe { libc::ioctl(fd.as_raw_fd(), BLKGETSIZE64, &mut bytes as *mut u64) };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(bytes)
-        }
-        _ => Ok(0),
-    }
-}
-
-/// `_IOR(0x12, 114, size_t)`.
-const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
-
-/// An empty file at `rel` beneath `dir`, a mount point for a file.
-fn touch(dir: &OwnedFd, rel: &str) -> std::io::Result<()> {
-    rustix::fs::openat(
-        dir,
-        rel,
-        OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::CLOEXEC,
-        Mode::from_raw_mode(0o644),
-    )?;
-    Ok(())
-}
-
 mod acl;
 mod caps;
 mod child;
 mod filter;
 mod lockdown;
+mod prepare;
 mod range;
 pub mod spawner;
 mod sweep;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_acl;
 #[cfg(test)]
 mod tests_hardening;
+#[cfg(test)]
+mod tests_long;
 
 pub use acl::{
     ACL_XATTR, Grant, Prior, acl_with_user, grant, grant_recorded, read_acl, restore, revoke,
 };
 pub use lockdown::{HELPER_CAPS, lock_down};
+use prepare::prepare;
 pub use range::{RangeInUse, check_unused};
-pub use sweep::kill_range;
+pub use sweep::{Spare, gone_before_open, is_journaled, kill_range, start_time, uids_of};

@@ -7,20 +7,23 @@
 //! its parent, never execs anything itself and serves one request at a
 //! time on a `SOCK_SEQPACKET` socket: one message in, one message out. A
 //! request names a jail (every [`Jail`] field crosses through
-//! `Jail::encode` and `Jail::decode`), the program, its argv and
-//! environment; its descriptors travel by `SCM_RIGHTS` in a fixed order.
+//! `Jail::encode` and `Jail::decode`: binds, pass-through descriptors and
+//! their numbers, copies, a long-lived process's limits), the program, its
+//! argv and environment; its descriptors travel by `SCM_RIGHTS` in a fixed
+//! order. The child's stdout and stderr are whichever descriptors the
+//! caller sends (pipes, or a VMM's log file): the spawner passes them on.
 //! The spawner prepares the jail as a direct spawn does and clones the
 //! child with `CLONE_PARENT`, so the child is the helper's: the helper
 //! waits for it, times it out and reads its output as before. The answer
 //! is the child's pid and pidfd, and its (step, errno) report when it
 //! failed before `execve`, or the reason the request was refused.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::OsString;
 use std::mem::MaybeUninit;
 use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 
 use rustix::io::IoSlice;
 use rustix::io::IoSliceMut;
@@ -29,15 +32,22 @@ use rustix::net::{
     SendAncillaryBuffer, SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 
-use super::{Bind, Cloned, Jail};
+use super::{Cloned, Jail};
+use crate::mounts::MountKey;
+use wire::{Reader, Writer};
 
 /// The wire format's version, the first word of every request.
 const VERSION: u32 = 1;
 /// The largest request, in bytes.
 pub const MAX_REQUEST: usize = 64 << 10;
-/// The most descriptors one request carries.
-pub const MAX_FDS: usize = 16;
-/// Descriptors every request carries besides its binds: the program
+/// The most descriptors one request carries: room for a jailed QEMU with
+/// `banger_vmm::qemu::fds::MAX_DRIVES` (8) drives — the 4 every request
+/// has, the tap, the serial log, `run/`, `/dev/kvm`, kernel and initrd
+/// copies, and two per drive: 26.
+pub const MAX_FDS: usize = 32;
+/// The most binds one request carries: each is a mount.
+pub const MAX_BINDS: usize = 12;
+/// Descriptors every request carries besides its jail's: the program
 /// (`O_PATH`), then stdin's read end, stdout's and stderr's write ends.
 const FIXED_FDS: usize = 4;
 
@@ -67,175 +77,6 @@ fn refused(what: impl std::fmt::Display) -> std::io::Error {
     )
 }
 
-/// A message being written: bytes and the descriptors that go with it.
-#[derive(Default)]
-pub(super) struct Writer<'a> {
-    bytes: Vec<u8>,
-    fds: Vec<BorrowedFd<'a>>,
-}
-
-impl<'a> Writer<'a> {
-    fn u32(&mut self, v: u32) {
-        self.bytes.extend_from_slice(&v.to_le_bytes());
-    }
-
-    fn bytes(&mut self, b: &[u8]) {
-        self.u32(b.len() as u32);
-        self.bytes.extend_from_slice(b);
-    }
-
-    fn fd(&mut self, fd: BorrowedFd<'a>) {
-        self.fds.push(fd);
-    }
-}
-
-/// A message being read: every read is bounded by what arrived.
-pub(super) struct Reader<'m> {
-    bytes: &'m [u8],
-    fds: std::vec::IntoIter<OwnedFd>,
-}
-
-impl<'m> Reader<'m> {
-    fn u32(&mut self) -> std::io::Result<u32> {
-        let Some((head, rest)) = self.bytes.split_first_chunk::<4>() else {
-            return Err(refused("a short message"));
-        };
-        self.bytes = rest;
-        Ok(u32::from_le_bytes(*head))
-    }
-
-    fn bytes(&mut self) -> std::io::Result<&'m [u8]> {
-        let len = self.u32()? as usize;
-        if len > self.bytes.len() {
-            return Err(refused("a short message"));
-        }
-        let (head, rest) = self.bytes.split_at(len);
-        self.bytes = rest;
-        Ok(head)
-    }
-
-    fn os(&mut self) -> std::io::Result<OsString> {
-        Ok(OsStr::from_bytes(self.bytes()?).to_os_string())
-    }
-
-    fn fd(&mut self) -> std::io::Result<OwnedFd> {
-        self.fds
-            .next()
-            .ok_or_else(|| refused("fewer descriptors than the request names"))
-    }
-
-    /// Nothing may be left over: neither bytes nor descriptors.
-    fn finish(mut self) -> std::io::Result<()> {
-        if !self.bytes.is_empty() {
-            return Err(refused("trailing bytes"));
-        }
-        if self.fds.next().is_some() {
-            return Err(refused("more descriptors than the request names"));
-        }
-        Ok(())
-    }
-}
-
-impl Jail {
-    /// Every field of the jail, in the order [`Jail::decode`] reads them.
-    /// A field added to [`Jail`] is added here and there, nowhere else.
-    pub(super) fn encode<'a>(&'a self, w: &mut Writer<'a>) {
-        w.u32(self.uid);
-        w.u32(self.gid);
-        w.u32(self.binds.len() as u32);
-        for b in &self.binds {
-            w.bytes(b.at.as_bytes());
-            w.u32(u32::from(b.writable));
-            w.fd(b.fd.as_fd());
-        }
-    }
-
-    /// A jail as [`Jail::encode`] wrote it, refused unless its ids lie in
-    /// `range` (which never holds 0) and each bind name is one plain token.
-    pub(super) fn decode(
-        r: &mut Reader<'_>,
-        range: &std::ops::Range<u32>,
-    ) -> std::io::Result<Jail> {
-        let (uid, gid) = (r.u32()?, r.u32()?);
-        for id in [uid, gid] {
-            if id == 0 || !range.contains(&id) {
-                return Err(refused(format!(
-                    "id {id} is root or outside the jail range {range:?}"
-                )));
-            }
-        }
-        let count = r.u32()? as usize;
-        if count > MAX_FDS - FIXED_FDS {
-            return Err(refused(format!("{count} binds")));
-        }
-        let mut binds = Vec::with_capacity(count);
-        for _ in 0..count {
-            let at = std::str::from_utf8(r.bytes()?)
-                .map_err(|_| refused("a bind name that is not UTF-8"))?
-                .to_string();
-            super::check_bind_name(&at).map_err(refused)?;
-            let writable = match r.u32()? {
-                0 => false,
-                1 => true,
-                n => return Err(refused(format!("writable flag {n}"))),
-            };
-            let fd = r.fd()?;
-            check_bind_fd(fd.as_fd())?;
-            binds.push(Bind {
-                fd: Arc::new(fd),
-                at,
-                writable,
-            });
-        }
-        Ok(Jail { uid, gid, binds })
-    }
-}
-
-/// `statfs` magic numbers of the pseudo file systems (`linux/magic.h`):
-/// a bind of one (a writable `/proc/sys`, say) would give the jailed tool
-/// the host's kernel knobs.
-const PSEUDO_FS: [(i64, &str); 18] = [
-    (0x9fa0, "proc"),
-    (0x6265_6572, "sysfs"),
-    (0x0027_e0eb, "cgroup"),
-    (0x6367_7270, "cgroup2"),
-    (0x6462_6720, "debugfs"),
-    (0x7472_6163, "tracefs"),
-    (0x7363_6673, "securityfs"),
-    (0xcafe_4a11, "bpf"),
-    (0xf97c_ff8c, "selinuxfs"),
-    (0x6165_676c, "pstore"),
-    (0xde5e_81e4, "efivarfs"),
-    (0x6265_6570, "configfs"),
-    (0x6573_5543, "fusectl"),
-    (0x4249_4e4d, "binfmt_misc"),
-    (0x6e73_6673, "nsfs"),
-    (0x1cd1, "devpts"),
-    (0x1980_0202, "mqueue"),
-    (0x5a3c_69f0, "aafs"),
-];
-
-/// A bind descriptor the spawner accepts: a regular file, a directory or
-/// a block device (the executor binds a disk and a staging directory),
-/// not on a pseudo file system (hostile review of F1, finding 1).
-fn check_bind_fd(fd: BorrowedFd<'_>) -> std::io::Result<()> {
-    use rustix::fs::FileType;
-    let kind = FileType::from_raw_mode(rustix::fs::fstat(fd)?.st_mode);
-    if !matches!(
-        kind,
-        FileType::RegularFile | FileType::Directory | FileType::BlockDevice
-    ) {
-        return Err(refused(format!(
-            "a bind of a {kind:?}, not a file, directory or block device"
-        )));
-    }
-    let magic = rustix::fs::fstatfs(fd)?.f_type as i64;
-    if let Some((_, name)) = PSEUDO_FS.iter().find(|&&(m, _)| m == magic) {
-        return Err(refused(format!("a bind on a pseudo file system ({name})")));
-    }
-    Ok(())
-}
-
 impl Request {
     /// The request as one message and its descriptors: the program, the
     /// binds (by [`Jail::encode`]), stdin, stdout, stderr.
@@ -260,13 +101,17 @@ impl Request {
         w
     }
 
-    fn decode(mut r: Reader<'_>, range: &std::ops::Range<u32>) -> std::io::Result<Request> {
+    fn decode(
+        mut r: Reader<'_>,
+        range: &std::ops::Range<u32>,
+        binds_from: &[MountKey],
+    ) -> std::io::Result<Request> {
         let version = r.u32()?;
         if version != VERSION {
             return Err(refused(format!("protocol version {version}")));
         }
         let program = r.fd()?;
-        let jail = Jail::decode(&mut r, range)?;
+        let jail = Jail::decode(&mut r, range, binds_from)?;
         let argv0 = r.os()?;
         let mut args = Vec::new();
         for _ in 0..r.u32()? {
@@ -301,6 +146,12 @@ static DEADLINE_MS: AtomicU64 = AtomicU64::new(30_000);
 pub struct Spawner {
     sock: Mutex<OwnedFd>,
     pid: i32,
+    /// Taken right after the fork: the spawner is killed and reaped
+    /// through it when an exchange fails.
+    pidfd: OwnedFd,
+    /// The bind roots' descriptors, held for the helper's life: see
+    /// [`BindRoots`].
+    _held_roots: Vec<OwnedFd>,
     /// Set once an exchange failed (no answer in time, a broken socket, an
     /// answer that does not parse): every later call fails, none reads an
     /// answer meant for another.
@@ -308,6 +159,44 @@ pub struct Spawner {
 }
 
 static SPAWNER: OnceLock<Spawner> = OnceLock::new();
+
+/// The pids of the children the spawner cloned whose [`super::Child`]
+/// has not reaped them yet: [`super::sweep::kill_jailed`] kills them with
+/// the rest of their jail uid but leaves each to its own caller to reap
+/// (third read of F1, finding c). Added while the spawner's lock is held,
+/// which `kill_jailed` runs under too, so an answered child is never
+/// missing. Unreaped, a pid listed here names that child.
+static OWNED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn own(pid: i32) {
+    OWNED.lock().unwrap_or_else(|p| p.into_inner()).push(pid);
+}
+
+/// `pid` reaped by its [`super::Child`]: no longer listed.
+pub(super) fn disown(pid: i32) {
+    OWNED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|&p| p != pid);
+}
+
+/// Whether `pid` is a child some [`super::Child`] will reap.
+pub(super) fn owned(pid: u32) -> bool {
+    OWNED
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .contains(&(pid as i32))
+}
+
+/// How long [`Spawner::end`] waits for the killed spawner to exit, in
+/// milliseconds (tests shorten it).
+static END_WAIT_MS: AtomicU64 = AtomicU64::new(5_000);
+
+thread_local! {
+    /// Set on the thread whose exchange failed, once its [`Spawner::end`]
+    /// has returned.
+    static ENDED_HERE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// The spawner this process started, if any: jails then go through it.
 pub(super) fn running() -> Option<&'static Spawner> {
@@ -326,13 +215,16 @@ pub(super) fn one_thread() -> std::io::Result<()> {
 
 /// Fork the spawner. Call while this process has one thread (the child
 /// allocates; refused otherwise); `range` is the jail range, the only ids
-/// it will run as. Returns the spawner's pid; from then on
-/// [`super::spawn`] goes through it. A second call is refused.
-pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
+/// it will run as; `bind_dirs` the directories whose mounts hold every
+/// file and directory it will bind (read here, before the fork, by
+/// [`bind_roots`]; one that does not exist is left out). Returns the spawner's pid; from then
+/// on [`super::spawn`] goes through it. A second call is refused.
+pub fn start(range: std::ops::Range<u32>, bind_dirs: &[&std::path::Path]) -> std::io::Result<u32> {
     one_thread()?;
     if range.contains(&0) || range.is_empty() {
         return Err(refused(format!("jail range {range:?}")));
     }
+    let binds_from = bind_roots(bind_dirs)?;
     if SPAWNER.get().is_some() {
         return Err(refused("already started"));
     }
@@ -352,9 +244,13 @@ pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
     }
     if pid == 0 {
         drop(ours);
-        serve(theirs, parent, range);
+        serve(theirs, parent, range, &binds_from);
     }
     drop(theirs);
+    // The spawner is this process's child, not yet waited for: the pid is
+    // still its.
+    let child = rustix::process::Pid::from_raw(pid).ok_or_else(|| refused("fork gave pid 0"))?;
+    let pidfd = rustix::process::pidfd_open(child, rustix::process::PidfdFlags::empty())?;
     // The spawner says it is ready once it holds only its three
     // capabilities; it exits instead if it could not get there.
     let mut ready = [0u8; READY.len()];
@@ -365,7 +261,9 @@ pub fn start(range: std::ops::Range<u32>) -> std::io::Result<u32> {
     let _ = SPAWNER.set(Spawner {
         sock: Mutex::new(ours),
         pid,
+        pidfd,
         dead: AtomicBool::new(false),
+        _held_roots: binds_from.held,
     });
     Ok(pid as u32)
 }
@@ -379,10 +277,17 @@ impl Spawner {
     /// Send `r`; the answer is the child's pid, its pidfd and its report
     /// when it failed before `execve` (the child is then still to reap).
     ///
-    /// No answer within the deadline, a broken socket or an answer that
-    /// does not parse leave the spawner dead: the socket is shut down (the
-    /// spawner then exits) and this and every later call fail; restarting
-    /// the helper starts a new one.
+    /// A request that cannot go in one message (more than [`MAX_FDS`]
+    /// descriptors or [`MAX_REQUEST`] bytes) is refused before anything
+    /// is sent, and the spawner stays usable. Once a request is on its
+    /// way, no answer within the deadline, a broken socket or an answer
+    /// that does not parse leave the spawner dead: this and every later
+    /// call fail, and [`dead`] says so, so that the helper exits and its
+    /// service manager restarts it with a new spawner. Before this call
+    /// returns, the spawner is killed and reaped, and so is whatever runs
+    /// as the request's jail uid (the child it may have cloned late, with
+    /// the disk bound writable, is the helper's and nobody else's to
+    /// stop: second read of F1, finding 3).
     pub(super) fn spawn(&self, r: Request) -> std::io::Result<Cloned> {
         let sock = self.sock.lock().unwrap_or_else(|p| p.into_inner());
         if self.dead.load(Ordering::Relaxed) {
@@ -390,9 +295,27 @@ impl Spawner {
                 "the jail spawner is dead after a failed exchange: restart the helper",
             ));
         }
+        let w = r.encode();
+        if w.fds.len() > MAX_FDS || w.bytes.len() > MAX_REQUEST {
+            return Err(refused(format!(
+                "a request of {} descriptors and {} bytes: at most {MAX_FDS} and {MAX_REQUEST}",
+                w.fds.len(),
+                w.bytes.len()
+            )));
+        }
+        match send(sock.as_fd(), &w.bytes, &w.fds) {
+            Ok(()) => {}
+            // Nothing went: the spawner is still in step (third read of
+            // F1, finding e).
+            Err(e) if sent_nothing(&e) => {
+                return Err(std::io::Error::new(
+                    e.kind(),
+                    format!("jail spawner: the request was not sent: {e}"),
+                ));
+            }
+            Err(e) => return Err(self.fail(&sock, r.jail.uid, e)),
+        }
         let exchange = || {
-            let w = r.encode();
-            send(sock.as_fd(), &w.bytes, &w.fds)?;
             drop(w);
             let mut buf = [0u8; 512];
             let deadline = std::time::Duration::from_millis(DEADLINE_MS.load(Ordering::Relaxed));
@@ -402,19 +325,77 @@ impl Spawner {
         let got = exchange();
         // The child's ends go now: the spawner holds its own copies until
         // it has cloned, then closes them.
+        let uid = r.jail.uid;
         drop(r);
         match got {
-            Ok(refused_or_cloned) => refused_or_cloned,
-            Err(e) => {
-                self.dead.store(true, Ordering::Relaxed);
-                let _ = rustix::net::shutdown(sock.as_fd(), rustix::net::Shutdown::Both);
-                Err(std::io::Error::new(
-                    e.kind(),
-                    format!("jail spawner (now dead, restart the helper): {e}"),
-                ))
-            }
+            Ok(refused_or_cloned) => refused_or_cloned.inspect(|c| own(c.pid)),
+            Err(e) => Err(self.fail(&sock, uid, e)),
         }
     }
+
+    /// An exchange failed after (or while) the request went: mark the
+    /// spawner dead, [`Spawner::end`] it, and say so in `e`.
+    fn fail(&self, sock: &OwnedFd, uid: u32, e: std::io::Error) -> std::io::Error {
+        self.dead.store(true, Ordering::Relaxed);
+        let _ = rustix::net::shutdown(sock.as_fd(), rustix::net::Shutdown::Both);
+        let ended = match self.end(uid) {
+            Ok(()) => String::new(),
+            Err(end) => format!(" (and ending it failed: {end})"),
+        };
+        ENDED_HERE.set(true);
+        std::io::Error::new(
+            e.kind(),
+            format!("jail spawner (now dead, restart the helper): {e}{ended}"),
+        )
+    }
+
+    /// Whether the spawner is dead after an exchange that failed on this
+    /// thread, and this thread's [`Spawner::end`] has returned (the spawner
+    /// killed and reaped, and what ran as the request's jail uid or was a
+    /// clone not yet switched to it): only then may the helper exit, and
+    /// only from this thread, after the failed operation's own clean-up
+    /// and reply. Another thread's later call finds the spawner dead and
+    /// fails, but is not told to end the helper: it could do so while the
+    /// failing thread is still in `end` (third read of F1, finding a).
+    fn ended_here(&self) -> bool {
+        self.dead.load(Ordering::Relaxed) && ENDED_HERE.get()
+    }
+
+    /// Kill the spawner and wait for it, so it clones nothing more; then
+    /// kill and reap what runs as jail uid `uid` (or is a clone of its not
+    /// yet switched to it) — that too when killing or waiting failed: a
+    /// spawner with `SIGKILL` pending completes no clone, and one it made
+    /// just before must not outlive the call (hostile read of the merged
+    /// spawner, L2). The errors of both steps.
+    fn end(&self, uid: u32) -> std::io::Result<()> {
+        let stopped = self.stop();
+        let killed = super::sweep::kill_jailed(uid).map(drop);
+        match (stopped, killed) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(e), Ok(())) | (Ok(()), Err(e)) => Err(e),
+            (Err(stop), Err(kill)) => Err(std::io::Error::new(
+                stop.kind(),
+                format!("{stop}; and killing what ran as jail uid {uid}: {kill}"),
+            )),
+        }
+    }
+
+    /// Kill the spawner, wait for it to exit and reap it if it can be.
+    /// Bounded: the lock every jailed call takes is held here, and a
+    /// killed process may not exit (stuck in the kernel) or not become
+    /// reapable (traced by another process) for as long as it likes (third
+    /// read of F1, finding b).
+    fn stop(&self) -> std::io::Result<()> {
+        let wait = std::time::Duration::from_millis(END_WAIT_MS.load(Ordering::Relaxed));
+        super::sweep::kill_and_reap(&self.pidfd, wait, "spawner")
+    }
+}
+
+/// Whether this thread should now end the helper for its spawner (with a
+/// failure status, for the service manager to restart it): see
+/// [`Spawner::ended_here`].
+pub fn ended_here() -> bool {
+    running().is_some_and(Spawner::ended_here)
 }
 
 /// Wait up to `deadline` for a message, then [`recv`] it.
@@ -476,6 +457,9 @@ fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<std::io::Result<Cl
 /// Requests the public API never builds, for the spawner's own tests.
 #[cfg(any(test, feature = "test-support"))]
 pub mod testing {
+    use std::sync::Arc;
+
+    use super::super::Bind;
     use super::*;
 
     /// One bind as the wire carries it, its name unchecked.
@@ -523,6 +507,9 @@ pub mod testing {
                         })
                     })
                     .collect::<std::io::Result<_>>()?,
+                passes: Vec::new(),
+                copies: Vec::new(),
+                long_lived: None,
             },
             program: rustix::fs::open(
                 &program,
@@ -547,6 +534,7 @@ pub mod testing {
             pid,
             pidfd,
             status: None,
+            kill_on_drop: true,
             stdin: None,
             stdout: None,
             stderr: None,
@@ -594,6 +582,17 @@ pub mod testing {
         let (n, fds) = recv(sock.as_fd(), &mut buf)?;
         answer(&buf[..n], fds)?.map(|_| ())
     }
+}
+
+/// Whether a failed [`send`] sent nothing and left the spawner in step:
+/// an error of the call itself but the peer's going (`EPIPE`,
+/// `ECONNRESET`, `ENOTCONN`). A `SOCK_SEQPACKET` message goes whole or
+/// not at all; a send cut short (no errno) counts as sent.
+fn sent_nothing(e: &std::io::Error) -> bool {
+    !matches!(
+        e.raw_os_error(),
+        None | Some(libc::EPIPE | libc::ECONNRESET | libc::ENOTCONN)
+    )
 }
 
 /// Send one message with `fds` attached.
@@ -648,9 +647,14 @@ fn recv(sock: BorrowedFd<'_>, buf: &mut [u8]) -> std::io::Result<(usize, Vec<Own
 /// A panic ends the spawner with `_exit(2)`: never an unwind into the
 /// forked copy of the helper's `main`, which would then run on with the
 /// spawner's capabilities.
-fn serve(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32>) -> ! {
+fn serve(
+    sock: OwnedFd,
+    parent: rustix::process::Pid,
+    range: std::ops::Range<u32>,
+    binds_from: &[MountKey],
+) -> ! {
     let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        serve_unwinding(sock, parent, range)
+        serve_unwinding(sock, parent, range, binds_from)
     }));
     let _ = served;
     // SAFETY: _exit ends this forked child without running the parent's
@@ -660,8 +664,13 @@ fn serve(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32
 }
 
 /// [`serve`]'s loop; returns only by panicking.
-fn serve_unwinding(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops::Range<u32>) -> ! {
-    let sock = match setup(sock, parent) {
+fn serve_unwinding(
+    sock: OwnedFd,
+    parent: rustix::process::Pid,
+    range: std::ops::Range<u32>,
+    binds_from: &[MountKey],
+) -> ! {
+    let (sock, helper) = match setup(sock, parent) {
         Ok(s) => s,
         // SAFETY: _exit ends this forked child without running the
         // parent's atexit handlers or destructors.
@@ -681,8 +690,9 @@ fn serve_unwinding(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops:
                     fds: fds.into_iter(),
                 },
                 &range,
+                binds_from,
             )
-            .and_then(|r| super::clone_jailed(&r, libc::CLONE_PARENT)),
+            .and_then(|r| super::clone_jailed(&r, libc::CLONE_PARENT, helper.as_fd())),
             Err(e)
                 if e.raw_os_error().is_some() && e.kind() != std::io::ErrorKind::InvalidInput =>
             {
@@ -716,9 +726,10 @@ fn serve_unwinding(sock: OwnedFd, parent: rustix::process::Pid, range: std::ops:
     unsafe { libc::_exit(0) }
 }
 
-/// Dies with `parent`, holds no descriptor but 0-2 and the socket (moved
-/// to 3), keeps three capabilities.
-fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<OwnedFd> {
+/// Dies with `parent`, holds no descriptor but 0-2, the socket (moved
+/// to 3) and a pidfd of `parent` (returned with it: the helper, parent of
+/// every child cloned with `CLONE_PARENT`), keeps three capabilities.
+fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<(OwnedFd, OwnedFd)> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
     if rustix::process::getppid() != Some(parent) {
         return Err(refused("the helper is gone"));
@@ -735,6 +746,9 @@ fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<OwnedFd
         }
         <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(3)
     };
+    // The helper is still this process's parent (checked above, with the
+    // death signal armed): the pid is its.
+    let helper = rustix::process::pidfd_open(parent, rustix::process::PidfdFlags::empty())?;
     // Not dumpable: the helper (same uid, and its permitted set holds the
     // spawner's) may then neither trace it, nor open its `/proc/<pid>/mem`,
     // `root` or `fd/`, nor use process_vm_writev on it without
@@ -742,8 +756,12 @@ fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<OwnedFd
     // The children it clones inherit this until their `execve`.
     rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable)?;
     super::caps::drop_capabilities(&KEPT_CAPS)?;
-    Ok(sock)
+    Ok((sock, helper))
 }
 
+mod roots;
 #[cfg(test)]
 mod tests;
+mod wire;
+
+pub(super) use roots::bind_roots;

@@ -9,21 +9,122 @@
 //! signal is never hit.
 
 use std::io::Read as _;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 
 /// How many passes over `/proc` a sweep makes before it gives up.
 pub const MAX_PASSES: usize = 50;
 
+/// A process the sweep must leave alive: a VMM the daemon journaled and
+/// will re-adopt, identified as re-adoption identifies it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spare {
+    pub pid: u32,
+    /// Field 22 of `/proc/<pid>/stat` when it was journaled.
+    pub start_time: u64,
+    /// The one uid (real, effective, saved and file-system) it runs as.
+    pub uid: u32,
+}
+
 /// Kill every process whose real, effective, saved or file-system uid is
-/// in `base..base+count`; the pids killed (as this pid namespace sees
+/// in `base..base+count` except the processes of `spare` that are still
+/// exactly what was journaled (held by a pidfd, same start time, all four
+/// uids the journaled one); the pids killed (as this pid namespace sees
 /// them). Processes that exit meanwhile are skipped.
 ///
 /// One pass over `/proc` is not enough: a process of the range that
 /// forks can put a child at a pid the pass has already read past (pids
-/// wrap). Passes repeat until one finds no live process of the range; if
-/// `MAX_PASSES` do not get there, the sweep fails naming what is left.
-pub fn kill_range(base: u32, count: u32) -> std::io::Result<Vec<u32>> {
-    repeat_passes(|killed| pass(base, count, killed))
+/// wrap). Passes repeat until one finds no live process of the range but
+/// the spared; if `MAX_PASSES` do not get there, the sweep fails naming
+/// what is left.
+pub fn kill_range(base: u32, count: u32, spare: &[Spare]) -> std::io::Result<Vec<u32>> {
+    let held: Vec<(u32, OwnedFd)> = spare
+        .iter()
+        .filter_map(|s| hold(s).transpose())
+        .collect::<std::io::Result<_>>()?;
+    // A listed pid is a spared process only while that process lives: its
+    // pid cannot then name another.
+    let spared = |pid: u32| held.iter().any(|(p, fd)| *p == pid && alive(fd, 0));
+    let end = u64::from(base) + u64::from(count);
+    let inside = |id: u32| u64::from(id) >= u64::from(base) && u64::from(id) < end;
+    let matches = |s: &Status| s.uids.into_iter().any(inside);
+    repeat_passes(|killed| pass(&matches, false, killed, &spared))
+}
+
+/// A pidfd of `s`'s process if it still is what was journaled; an error
+/// other than "it has exited" (no descriptor left) fails the sweep rather
+/// than leave a journaled VMM unspared.
+fn hold(s: &Spare) -> std::io::Result<Option<(u32, OwnedFd)>> {
+    let Some(pid) = i32::try_from(s.pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
+        return Ok(None);
+    };
+    let fd = match rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(e) if gone_before_open(&e.into()) => return Ok(None),
+        Err(e) => return Err(failed("holding", pid, e.into())),
+    };
+    // Read after the pidfd is taken: while it lives, the pid is its.
+    let same = is_journaled(s.pid, s.start_time, Some(s.uid))? && alive(&fd, 0);
+    Ok(same.then_some((s.pid, fd)))
+}
+
+/// Whether `pid` still is the process journaled with `start_time` and
+/// (when given) all four uids `uid`: `Ok(false)` when it has exited or
+/// the pid is another process's. Any other error reading it (no
+/// descriptor left, no memory) says nothing about the process and is
+/// returned: a caller keeps what it journaled.
+pub fn is_journaled(pid: u32, start_time: u64, uid: Option<u32>) -> std::io::Result<bool> {
+    let gone = |e: std::io::Error| if exited(&e) { Ok(false) } else { Err(e) };
+    match self::start_time(pid) {
+        Ok(t) if t == start_time => {}
+        Ok(_) => return Ok(false),
+        Err(e) => return gone(e),
+    }
+    let Some(uid) = uid else {
+        return Ok(true);
+    };
+    match uids_of(pid as i32) {
+        Ok(ids) => Ok(ids.iter().all(|&u| u == uid)),
+        Err(e) => gone(e),
+    }
+}
+
+/// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
+/// `ENOENT`/`ESRCH` when the process has exited.
+pub fn start_time(pid: u32) -> std::io::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) may contain spaces; fields resume after ')'.
+    let field = stat
+        .rfind(')')
+        .and_then(|end| stat.get(end + 2..))
+        .and_then(|rest| rest.split(' ').nth(19))
+        .and_then(|t| t.parse().ok());
+    field.ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("/proc/{pid}/stat: no start time"),
+        )
+    })
+}
+
+/// After the helper gave up on the spawner mid-request (which it has
+/// killed, and reaped if it could): kill every process of jail uid
+/// `uid`, and every child of this process in a pid namespace of its own
+/// still with root's uids — a clone of the spawner's before its uid
+/// change: this request's, or an earlier request's clone that failed
+/// before its uid change and is exiting, for which the kill changes
+/// nothing (this process, locked down, makes no namespace itself) — and
+/// reap those of them that are this process's children and no `Child`
+/// holds. A jailed child of another uid (a QEMU of
+/// another VM, cloned for this helper) is left alone: it is a child in a
+/// pid namespace of its own too. The pids killed.
+pub(super) fn kill_jailed(uid: u32) -> std::io::Result<Vec<u32>> {
+    let me = std::process::id();
+    let matches =
+        |s: &Status| s.uids.contains(&uid) || (s.ppid == me && s.nested && s.uids == [0; 4]);
+    repeat_passes(|killed| pass(&matches, true, killed, &|_| false))
 }
 
 /// Run `pass` (which kills what it finds, adding it to `killed`, and
@@ -45,14 +146,19 @@ fn repeat_passes(
     )))
 }
 
-/// One pass over `/proc`: every live process of the range found is
-/// killed (its pid added to `killed`) and waited for briefly; the pids
+/// One pass over `/proc`: every live process that `matches` is killed
+/// (its pid added to `killed`) and waited for briefly, then, with `reap`,
+/// reaped when it is this process's child and has exited; the pids
 /// found.
-fn pass(base: u32, count: u32, killed: &mut Vec<u32>) -> std::io::Result<Vec<u32>> {
-    let end = u64::from(base) + u64::from(count);
-    let inside = |id: u32| u64::from(id) >= u64::from(base) && u64::from(id) < end;
+fn pass(
+    matches: &dyn Fn(&Status) -> bool,
+    reap: bool,
+    killed: &mut Vec<u32>,
+    spared: &dyn Fn(u32) -> bool,
+) -> std::io::Result<Vec<u32>> {
     let mut found = Vec::new();
     let mut dying = Vec::new();
+    let mut dying_pids = Vec::new();
     for e in std::fs::read_dir("/proc")? {
         // An error reading the directory ends std's iteration: every
         // process after it would go unseen.
@@ -70,22 +176,26 @@ fn pass(base: u32, count: u32, killed: &mut Vec<u32>) -> std::io::Result<Vec<u32
             Err(e) if gone_before_open(&e.into()) => continue,
             Err(e) => return Err(failed("holding", pid, e.into())),
         };
-        let uids = match uids_of(pid.as_raw_nonzero().get()) {
-            Ok(uids) => uids,
+        let status = match status_of(pid.as_raw_nonzero().get()) {
+            Ok(status) => status,
             Err(e) if exited(&e) => continue,
             Err(e) => return Err(failed("reading the ids of", pid, e)),
         };
-        // The ids were read after the pidfd was taken: while that process
-        // lives, the pid is its, so they are its ids.
-        if !alive(&pidfd, 0) || !uids.into_iter().any(inside) {
+        // The status was read after the pidfd was taken: while that
+        // process lives, the pid is its, so the status is its.
+        if !alive(&pidfd, 0) || !matches(&status) {
             continue;
         }
         let raw = pid.as_raw_nonzero().get() as u32;
+        if spared(raw) {
+            continue;
+        }
         found.push(raw);
         match rustix::process::pidfd_send_signal(&pidfd, rustix::process::Signal::KILL) {
             Ok(()) => {
                 killed.push(raw);
                 dying.push(pidfd);
+                dying_pids.push(raw);
             }
             Err(rustix::io::Errno::SRCH) => {}
             Err(e) => return Err(e.into()),
@@ -94,6 +204,19 @@ fn pass(base: u32, count: u32, killed: &mut Vec<u32>) -> std::io::Result<Vec<u32
     // Let what was killed exit before the next pass looks (one still
     // alive then is found, and killed, again).
     wait_exits(&dying, EXIT_WAIT_MS);
+    if reap {
+        // Only what no caller holds to reap itself (a late clone nobody
+        // got an answer for): another thread's tool is that thread's.
+        let mine = dying_pids.iter().map(|&p| !super::spawner::owned(p));
+        for (pidfd, _) in dying.iter().zip(mine).filter(|(_, mine)| *mine) {
+            // Not this process's child (ECHILD), or not exited yet (the
+            // next pass finds it again): nothing to reap now.
+            let _ = rustix::process::waitid(
+                rustix::process::WaitId::PidFd(pidfd.as_fd()),
+                rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+            );
+        }
+    }
     Ok(found)
 }
 
@@ -154,7 +277,7 @@ fn exited(e: &std::io::Error) -> bool {
 /// `pidfd_open` of a pid `/proc` listed as a process: besides [`exited`],
 /// `EINVAL` says the pid now names a thread that leads no process — the
 /// listed process is gone and its pid taken by another's thread.
-fn gone_before_open(e: &std::io::Error) -> bool {
+pub fn gone_before_open(e: &std::io::Error) -> bool {
     exited(e) || e.raw_os_error() == Some(libc::EINVAL)
 }
 
@@ -168,22 +291,78 @@ fn failed(what: &str, pid: rustix::process::Pid, e: std::io::Error) -> std::io::
     )
 }
 
-/// The four uids of `Uid:` in `/proc/<pid>/status`.
-fn uids_of(pid: i32) -> std::io::Result<[u32; 4]> {
+/// What a sweep reads of a process in `/proc/<pid>/status`.
+struct Status {
+    /// The four uids of `Uid:`.
+    uids: [u32; 4],
+    /// `PPid:`.
+    ppid: u32,
+    /// Whether `NSpid:` names more than one pid: the process is in a pid
+    /// namespace below this one's.
+    nested: bool,
+}
+
+/// The four uids (real, effective, saved, file-system) of `Uid:` in
+/// `/proc/<pid>/status`.
+pub fn uids_of(pid: i32) -> std::io::Result<[u32; 4]> {
+    Ok(status_of(pid)?.uids)
+}
+
+/// `Uid:`, `PPid:` and `NSpid:` of `/proc/<pid>/status`.
+fn status_of(pid: i32) -> std::io::Result<Status> {
     let mut text = String::new();
     std::fs::File::open(format!("/proc/{pid}/status"))?
         .take(64 << 10)
         .read_to_string(&mut text)?;
-    let ids = text
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|line| {
-            let mut ids = line.split_whitespace().map(|w| w.parse::<u32>().ok());
-            Some([ids.next()??, ids.next()??, ids.next()??, ids.next()??])
-        });
-    ids.ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidData, "no Uid: line of four ids")
-    })
+    let line = |key: &str| text.lines().find_map(|l| l.strip_prefix(key));
+    let uids = line("Uid:").and_then(|line| {
+        let mut ids = line.split_whitespace().map(|w| w.parse::<u32>().ok());
+        Some([ids.next()??, ids.next()??, ids.next()??, ids.next()??])
+    });
+    let ppid = line("PPid:").and_then(|l| l.trim().parse::<u32>().ok());
+    let nested = line("NSpid:").map(|l| l.split_whitespace().count() > 1);
+    match (uids, ppid, nested) {
+        (Some(uids), Some(ppid), Some(nested)) => Ok(Status { uids, ppid, nested }),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "no Uid: line of four ids, PPid: or NSpid: line",
+        )),
+    }
+}
+
+/// Whether the process behind `pidfd` exits (reaped or not) within
+/// `wait`; an error polling counts as not.
+pub(super) fn exited_within(pidfd: &OwnedFd, wait: std::time::Duration) -> bool {
+    let ms = i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+    wait_exits(std::slice::from_ref(pidfd), ms) == 0
+}
+
+/// Kill the process behind `pidfd` (`ESRCH`: already gone), wait up to
+/// `wait` for it to exit and reap it if it can be now (`ECHILD`: not this
+/// process's child, or already reaped; not reapable while another process
+/// traces it). `what` names it in the error.
+pub(super) fn kill_and_reap(
+    pidfd: &OwnedFd,
+    wait: std::time::Duration,
+    what: &str,
+) -> std::io::Result<()> {
+    match rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL) {
+        Ok(()) | Err(rustix::io::Errno::SRCH) => {}
+        Err(e) => return Err(e.into()),
+    }
+    if !exited_within(pidfd, wait) {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the killed {what} did not exit within {wait:?}"),
+        ));
+    }
+    match rustix::process::waitid(
+        rustix::process::WaitId::PidFd(pidfd.as_fd()),
+        rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+    ) {
+        Ok(_) | Err(rustix::io::Errno::CHILD) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether the process behind `pidfd` has not exited (its pidfd is not
@@ -350,6 +529,28 @@ mod tests {
         assert!(took >= Duration::from_millis(250), "{took:?}");
     }
 
+    /// Hostile read of the merged spawner, I2: `kill_and_reap`, which a
+    /// clone whose report could not be read now gets (it was left running,
+    /// its pidfd dropped), leaves this process's child dead and reaped, and
+    /// says when one is not its child to reap (here: already reaped).
+    #[test]
+    fn kill_and_reap_leaves_a_child_dead_and_reaped() {
+        let child = spawn_sleep();
+        let fd = child.pidfd().try_clone_to_owned().unwrap();
+        kill_and_reap(&fd, Duration::from_secs(5), "sleep").unwrap();
+        let again = rustix::process::waitid(
+            rustix::process::WaitId::PidFd(fd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED | rustix::process::WaitIdOptions::NOHANG,
+        );
+        assert_eq!(
+            again.map(|_| ()),
+            Err(rustix::io::Errno::CHILD),
+            "not reaped"
+        );
+        // Gone and reaped: nothing to do, no error.
+        kill_and_reap(&fd, Duration::from_secs(5), "sleep").unwrap();
+    }
+
     /// A process of the range that keeps forking (not jailed: a jailed
     /// one is pid 1 of its namespace, whose death takes the rest) is gone,
     /// with every child it made, after one sweep.
@@ -370,7 +571,7 @@ mod tests {
         // Let it make some children.
         std::thread::sleep(Duration::from_millis(300));
         let before = crate::jail::tests::processes_of(uid).len();
-        let swept = kill_range(base, 4);
+        let swept = kill_range(base, 4, &[]);
         let _ = forker.kill();
         let killed = swept.unwrap();
         assert!(before > 5, "only {before} processes to sweep");
@@ -385,6 +586,66 @@ mod tests {
             left = crate::jail::tests::processes_of(uid);
         }
         assert_eq!(left, Vec::<String>::new(), "killed {killed:?}");
+    }
+
+    /// Finding 11: the start-up sweep killed every process of the range,
+    /// so a jailed VMM never survived a helper restart to be re-adopted.
+    /// A journaled VMM (pid, start time, uid) is spared; a stray process
+    /// of its uid (here its own child) and a VMM whose journaled start
+    /// time is not its own are killed.
+    #[test]
+    fn a_journaled_vmm_is_spared_and_a_stray_process_of_its_uid_is_killed() {
+        crate::jail::tests::require_root();
+        let base = 3_900_000 + (std::process::id() % 100_000) * 8;
+        let limits = crate::jail::Limits {
+            memory: 1 << 30,
+            processes: 16,
+            open_files: 64,
+            file_size: 0,
+        };
+        let start = |slot: u32| {
+            let jail = Jail::new(base + slot, base + slot).long_lived(limits);
+            Runner
+                .spawn(
+                    &Cmd::new("sh")
+                        .args(["-c", "sleep 300 & exec sleep 300"])
+                        .jail(jail),
+                    SpawnOptions::default(),
+                )
+                .unwrap()
+        };
+        let (mut vmm, mut stale) = (start(1), start(2));
+        let child_of = |pid: u32| loop {
+            // The jailed shell's background sleep: another process of the
+            // slot's uid.
+            let kids = crate::jail::tests::processes_of(base + 1);
+            if let Some(k) = kids.iter().find(|k| **k != pid.to_string()) {
+                break k.parse::<u32>().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        let stray = child_of(vmm.pid());
+        let spare = [
+            Spare {
+                pid: vmm.pid(),
+                start_time: start_time(vmm.pid()).unwrap(),
+                uid: base + 1,
+            },
+            Spare {
+                pid: stale.pid(),
+                start_time: start_time(stale.pid()).unwrap() + 1,
+                uid: base + 2,
+            },
+        ];
+        let swept = kill_range(base, 4, &spare);
+        let vmm_alive = vmm.try_wait().unwrap().is_none();
+        let _ = vmm.kill();
+        let _ = stale.kill();
+        let killed = swept.unwrap();
+        assert!(vmm_alive, "the journaled VMM was killed: {killed:?}");
+        assert!(!killed.contains(&vmm.pid()), "{killed:?}");
+        assert!(killed.contains(&stray), "its stray {stray}: {killed:?}");
+        assert!(killed.contains(&stale.pid()), "{killed:?}");
     }
 
     #[test]
@@ -408,6 +669,7 @@ mod tests {
             &args,
             &env,
             false,
+            crate::jail::Output::Piped,
         )
         .unwrap();
         let neighbours: Vec<_> = [base - 1, base + count]
@@ -426,7 +688,7 @@ mod tests {
             .collect();
         // Let the jailed shell start its background sleep.
         std::thread::sleep(Duration::from_millis(300));
-        let killed = kill_range(base, count).unwrap();
+        let killed = kill_range(base, count, &[]).unwrap();
         let mut status = None;
         for _ in 0..100 {
             status = left.try_wait().unwrap();

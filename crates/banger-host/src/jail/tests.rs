@@ -4,6 +4,8 @@ use std::io::Write as _;
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::time::Duration;
 
+use std::os::fd::AsFd as _;
+
 use super::*;
 use crate::runner::{Cmd, Runner};
 
@@ -207,4 +209,31 @@ fn stdin_output_caps_and_timeouts_hold_in_the_jail() {
     );
     assert_eq!(processes_of(uid), Vec::<String>::new());
     let _ = std::io::stdout().flush();
+}
+
+/// `Jail::bind_kvm` takes the KVM character device (10:232) only, at
+/// once; and should a bind at `dev/` be anything but a device node all
+/// the same, it is refused when the jail is prepared.
+#[test]
+fn only_a_device_node_is_bound_under_dev() {
+    require_root();
+    let uid = jail_uid();
+    let file = tempfile::tempfile().unwrap();
+    let null = File::open("/dev/null").unwrap();
+    for fd in [file.as_fd(), null.as_fd()] {
+        let e = Jail::new(uid, uid).bind_kvm(fd).unwrap_err();
+        assert!(
+            e.to_string().contains("not the character device 10:232"),
+            "{e}"
+        );
+    }
+    let mut jail = Jail::new(uid, uid);
+    jail.binds.push(Bind {
+        fd: Arc::new(file.as_fd().try_clone_to_owned().unwrap()),
+        at: KVM_AT.to_string(),
+        writable: true,
+    });
+    let e = Runner.run(&Cmd::new("true").jail(jail)).unwrap_err();
+    let e = format!("{e:?}");
+    assert!(e.contains("not a device node"), "{e}");
 }

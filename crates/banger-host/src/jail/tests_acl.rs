@@ -2,6 +2,8 @@
 
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 
+use std::os::fd::AsFd as _;
+
 use super::*;
 
 /// The jail range the grants of these tests are made under.

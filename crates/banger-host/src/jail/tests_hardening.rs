@@ -4,8 +4,12 @@
 
 use std::os::unix::fs::PermissionsExt as _;
 
+use std::os::fd::AsFd as _;
+
+use super::prepare::device_nodes;
 use super::*;
 use crate::runner::resolve;
+use rustix::fs::CWD;
 
 /// A uid no account has, distinct per test process and from `tests`.
 fn jail_uid(slot: u32) -> u32 {
@@ -18,7 +22,16 @@ fn start(jail: &Jail, program: &str, args: &[&str]) -> Child {
     let path = resolve(OsStr::new(program)).expect("on PATH");
     let args: Vec<std::ffi::OsString> = args.iter().map(Into::into).collect();
     let env = [("PATH".into(), crate::runner::CHILD_PATH.into())];
-    spawn(jail, &path, OsStr::new(program), &args, &env, false).unwrap()
+    spawn(
+        jail,
+        &path,
+        OsStr::new(program),
+        &args,
+        &env,
+        false,
+        Output::Piped,
+    )
+    .unwrap()
 }
 
 fn proc_file(child: &Child, name: &str) -> String {
@@ -288,4 +301,147 @@ fn the_clone_is_made_with_every_signal_blocked_and_the_mask_restored() {
         child.wait().unwrap();
         assert_eq!(mask(), before);
     }
+}
+
+/// Second read of F1, finding 6: the jail's `/dev` nodes were bound by
+/// path, whatever was there. Each must be the character device it is
+/// named for (1:3, 1:5, 1:7, 1:8, 1:9), reached without following a
+/// link: a symlink, a regular file or another device in their place is
+/// refused.
+#[test]
+fn the_jails_dev_nodes_are_the_real_character_devices() {
+    super::tests::require_root();
+    assert_eq!(
+        device_nodes(Path::new("/dev")).unwrap().len(),
+        DEVICES.len()
+    );
+    let planted = |plant: &dyn Fn(&Path, &str)| {
+        let dir = tempfile::tempdir().unwrap();
+        for (i, name) in DEVICES.iter().enumerate() {
+            // Only the last one planted; the others the real nodes.
+            let at = dir.path().join(name);
+            if i + 1 == DEVICES.len() {
+                plant(&at, name);
+            } else {
+                let (_, minor) = DEVICE_IDS[i];
+                rustix::fs::mknodat(
+                    CWD,
+                    &at,
+                    rustix::fs::FileType::CharacterDevice,
+                    Mode::from_raw_mode(0o666),
+                    rustix::fs::makedev(1, minor),
+                )
+                .unwrap();
+            }
+        }
+        device_nodes(dir.path()).map(|n| n.len())
+    };
+    let char_dev = |at: &Path, minor: u32| {
+        rustix::fs::mknodat(
+            CWD,
+            at,
+            rustix::fs::FileType::CharacterDevice,
+            Mode::from_raw_mode(0o666),
+            rustix::fs::makedev(1, minor),
+        )
+        .unwrap();
+    };
+    // The real one, as a node of this directory: accepted.
+    let (_, last) = DEVICE_IDS[DEVICES.len() - 1];
+    assert_eq!(planted(&|at, _| char_dev(at, last)).unwrap(), DEVICES.len());
+    let refused: Vec<(&str, String)> = [
+        (
+            "symlink",
+            &(|at: &Path, name: &str| {
+                std::os::unix::fs::symlink(format!("/dev/{name}"), at).unwrap()
+            }) as &dyn Fn(&Path, &str),
+        ),
+        ("file", &|at: &Path, _: &str| {
+            std::fs::write(at, b"").unwrap()
+        }),
+        ("/dev/mem's numbers", &|at: &Path, _: &str| char_dev(at, 1)),
+    ]
+    .into_iter()
+    .map(|(what, plant)| {
+        (
+            what,
+            match planted(plant) {
+                Ok(n) => format!("ok: {n}"),
+                Err(e) => e.to_string(),
+            },
+        )
+    })
+    .collect();
+    for (what, got) in &refused {
+        assert!(
+            got.contains("not the character device"),
+            "{what}: {refused:?}"
+        );
+    }
+}
+
+/// Third read of F1, finding a: a clone whose parent (the helper, through
+/// the spawner's `CLONE_PARENT`) dies before the child arms its
+/// parent-death signal is reparented and never gets that signal: it ran
+/// on, as its jail uid, with nobody to stop it. The child now gives up
+/// when the parent it was cloned for (a pidfd taken before the clone) has
+/// exited by then. `getppid()` cannot tell: the child is pid 1 of its own
+/// pid namespace, where its parent is always 0.
+#[test]
+fn a_child_whose_parent_died_before_its_death_signal_never_runs() {
+    super::tests::require_root();
+    let uid = jail_uid(5);
+    // A process that has exited stands for the parent that died.
+    let mut gone = crate::runner::Runner
+        .spawn(
+            &crate::runner::Cmd::new("true"),
+            crate::runner::SpawnOptions {
+                output: None,
+                run_as: None,
+            },
+        )
+        .unwrap();
+    let gone_pidfd = gone.pidfd().try_clone_to_owned().unwrap();
+    gone.wait_timeout(std::time::Duration::from_secs(10))
+        .unwrap()
+        .expect("true exits");
+    let me = rustix::process::pidfd_open(
+        rustix::process::getpid(),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .unwrap();
+    use std::io::Read as _;
+    let run = |parent: BorrowedFd<'_>| {
+        // A pipe: a regular file is past the jail's file-size limit of 0.
+        let (out_r, out_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap();
+        let null = || File::open("/dev/null").unwrap().into();
+        let sh = resolve(OsStr::new("sh")).unwrap();
+        let request = spawner::Request {
+            jail: Jail::new(uid, uid),
+            program: rustix::fs::open(&sh, OFlags::PATH | OFlags::CLOEXEC, Mode::empty()).unwrap(),
+            argv0: "sh".into(),
+            args: vec!["-c".into(), "echo ran".into()],
+            env: vec![("PATH".into(), crate::runner::CHILD_PATH.into())],
+            stdio: [null(), out_w, null()],
+        };
+        let cloned = clone_jailed(&request, 0, parent).unwrap();
+        drop(request);
+        rustix::process::waitid(
+            rustix::process::WaitId::PidFd(cloned.pidfd.as_fd()),
+            rustix::process::WaitIdOptions::EXITED,
+        )
+        .unwrap();
+        let mut ran = String::new();
+        File::from(out_r).read_to_string(&mut ran).unwrap();
+        (cloned.report, ran)
+    };
+    assert_eq!(run(me.as_fd()), (None, "ran\n".to_string()));
+    assert_eq!(
+        run(gone_pidfd.as_fd()),
+        (
+            Some((child::Step::ParentGone as u32, libc::ESRCH)),
+            String::new()
+        ),
+        "a child whose parent had exited ran"
+    );
 }

@@ -4,6 +4,7 @@
 use std::os::fd::OwnedFd;
 use std::process::{Child, ExitStatus};
 
+#[derive(Debug)]
 pub(super) enum Piped {
     Std(Child),
     Jailed(crate::jail::Child),

@@ -260,7 +260,8 @@ fn what_the_owner_plants_in_run_leads_root_to_remove_nothing_of_roots() {
     }
     let lab = lab.start();
 
-    let launched = lab.launch(l, VmmKind::Qemu);
+    // Firecracker's launch empties run/ (a jailed QEMU has none).
+    let launched = lab.launch(l, VmmKind::Firecracker);
     let deleted = lab.call(PrivOp::DeleteVmDisks { vm_id: x.into() });
     eprintln!("launch: {launched:?}\ndelete: {deleted:?}");
     for id in [l, x] {

@@ -219,3 +219,9 @@ pub fn become_owner_fs(owner: &TestUser) {
     };
     assert!(ok, "could not take the owner's file-system ids");
 }
+
+/// Exchange the names `a` and `b` in the directory `dir`
+/// (`RENAME_EXCHANGE`), as the owner's racers do: whether it happened.
+pub fn exchange(dir: &std::fs::File, a: &str, b: &str) -> bool {
+    rustix::fs::renameat_with(dir, a, dir, b, rustix::fs::RenameFlags::EXCHANGE).is_ok()
+}

@@ -26,6 +26,7 @@ mod item13;
 mod item16;
 mod jail;
 mod lab;
+mod vmm_jail;
 
 use std::os::fd::AsFd as _;
 use std::os::unix::fs::PermissionsExt as _;
@@ -221,7 +222,10 @@ fn hard_links_planted_where_root_works_are_refused() {
 /// `run/firecracker.sock` by path, following a symlink there, so the
 /// owner could point root's QMP and API traffic at any socket on the
 /// host. The stand-ins replace their socket with a symlink to a listener
-/// of root's and keep running: root must never connect to it.
+/// of root's and keep running: root must never connect to it. (A jailed
+/// QEMU has no `run/` now and its QMP socket is root's, outside the
+/// owner's tree: the QEMU stand-in's symlink cannot even be made, and its
+/// launch fails for want of an answer on root's socket.)
 #[test]
 fn a_vmm_socket_swapped_for_a_symlink_is_never_connected_to() {
     let lab = Lab::new();
@@ -280,7 +284,7 @@ fn a_vmm_socket_swapped_for_a_symlink_is_never_connected_to() {
     );
     eprintln!("qemu: {qemu:?}\nfirecracker: {firecracker:?}");
     let qemu = qemu.expect_err("QEMU's QMP socket is a symlink");
-    assert!(qemu.contains("qmp.sock"), "{qemu}");
+    assert!(qemu.contains("never answered"), "{qemu}");
     let firecracker = firecracker.expect_err("Firecracker's API socket is a symlink");
     assert!(firecracker.contains("API socket"), "{firecracker}");
     // Nothing is left running.
@@ -325,15 +329,7 @@ fn a_run_dir_swapped_during_launch_redirects_nothing() {
             let vm = std::fs::File::open(&dir).unwrap();
             while !stop.load(Ordering::Relaxed) {
                 let _ = rustix::fs::symlinkat(&elsewhere, &vm, "decoy");
-                if rustix::fs::renameat_with(
-                    &vm,
-                    "decoy",
-                    &vm,
-                    "run",
-                    rustix::fs::RenameFlags::EXCHANGE,
-                )
-                .is_ok()
-                {
+                if exchange(&vm, "decoy", "run") {
                     swaps.fetch_add(1, Ordering::Relaxed);
                 }
             }

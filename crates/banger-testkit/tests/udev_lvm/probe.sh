@@ -70,14 +70,20 @@ for r in "$ROOT"/etc/udev/rules.d/*; do
     [ -e "$r" ] && cp "$r" /run/udev/rules.d/
 done
 
-# A VM's disk: a file under the state directory on a real loop device,
+# A VM's disk as the dm driver attaches it: through root's hard link in
+# its 0700 `root-loops/` in the state directory (banger-executor
+# snapshot/links.rs), so the loop device's backing file is a name the
+# owner cannot move out of the state directory; on a real loop device,
 # carrying a real LVM PV and VG, as a guest could write it.
 state=$(sed -n 's/^state_dir = "\(.*\)"$/\1/p' "$ROOT/etc/banger/install.toml")
-mkdir -p "$state/vms/$ID"
-truncate -s 64M "$state/vms/$ID/root.cow"
+[ -n "$state" ]
+mkdir -p "$state"
+mkdir -m 700 "$state/root-loops"
+disk=$state/root-loops/$ID.cow
+truncate -s 64M "$disk"
 dev=$(losetup -f)
 mknod -m 660 "$dev" b $(tr : ' ' <"/sys/block/${dev#/dev/}/dev")
-losetup "$dev" "$state/vms/$ID/root.cow"
+losetup "$dev" "$disk"
 trap 'losetup -d "$dev"' EXIT
 echo "$dev" >"$OUT/dev"
 LVM_SYSTEM_DIR=$OUT/pristine-lvm lvm pvcreate -q "$dev" >"$OUT/pvcreate" 2>&1

@@ -56,8 +56,46 @@ pub fn pids_matching(needles: &[&str]) -> Vec<u32> {
 /// processes this test started can name its private temp dir.
 pub struct VmReaper(pub PathBuf);
 
+/// The VMMs a dev daemon's journal (`root-journal.json`, anywhere under
+/// `dir`) records, as (pid, start time): a jailed QEMU's argv names no
+/// host path, so it is found through the journal.
+fn journaled_vmms(dir: &Path) -> Vec<(u32, u64)> {
+    let mut found = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                todo.push(path);
+            } else if e.file_name() == "root-journal.json"
+                && let Ok(text) = std::fs::read_to_string(&path)
+                && let Ok(journal) = serde_json::from_str::<Value>(&text)
+            {
+                for v in journal["vmms"].as_array().into_iter().flatten() {
+                    if let (Some(pid), Some(start)) = (v["pid"].as_u64(), v["start_time"].as_u64())
+                    {
+                        found.push((pid as u32, start));
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
 impl Drop for VmReaper {
     fn drop(&mut self) {
+        for (pid, start) in journaled_vmms(&self.0) {
+            // Only while the pid still has the journaled start time.
+            if banger_host::jail::start_time(pid).ok() == Some(start)
+                && let Some(pid) = rustix::process::Pid::from_raw(pid as i32)
+            {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
         let dir = self.0.to_string_lossy().into_owned();
         for vmm in ["qemu-system", "firecracker"] {
             for pid in pids_matching(&[vmm, &dir]) {

@@ -1,21 +1,30 @@
 //! QEMU driver: Debian's `qemu-system-x86_64`, `-M q35` with virtio-pci
 //! block and net devices (LAB.md: `-M microvm` did not find its virtio-mmio
 //! disk with the Debian kernel), KVM when the caller says it is usable and TCG
-//! otherwise, the serial console to a file, and QMP on a Unix socket for
-//! status and graceful power-down.
+//! otherwise, the serial console to a file, and QMP on a Unix socket root
+//! listens on (and passes to QEMU) for status and graceful power-down.
+//!
+//! QEMU always runs jailed (`banger_host::jail`, docs/jail.md): as its VM's
+//! jail uid, in its own namespaces, seeing `/usr`, a minimal `/dev` and
+//! copies of the kernel and initrd, and nothing it can write. Every other
+//! file — the drives, the serial log, the tap, QMP's listening socket — it
+//! gets as a descriptor the caller opened ([`QemuFiles`]), at the numbers
+//! of [`fds`].
 
 mod qmp;
 
 use std::ffi::OsString;
+use std::fs::File;
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use banger_host::jail::{Jail, Limits};
 use banger_host::runner::{Cmd, Runner, SpawnOptions, Spawned};
 
-pub use qmp::{Qmp, QmpError};
+pub use qmp::{Qmp, QmpError, QmpSocket};
 
-use crate::dir::{OwnerDir, Peer};
-use crate::{LaunchSpec, QMP_SOCKET, VmmError};
+use crate::{LaunchSpec, VmmError};
 
 const VMM: &str = "qemu";
 
@@ -39,8 +48,79 @@ impl Default for QemuDriver {
     }
 }
 
+/// Descriptor numbers and paths inside a jailed QEMU (`banger_host::jail`).
+pub mod fds {
+    /// The tap, attached by the caller (`-netdev tap,fd=`).
+    pub const TAP: i32 = 3;
+    /// The serial log, opened for appending by the caller (fd set 1).
+    pub const SERIAL: i32 = 4;
+    /// The serial log's fd set.
+    pub const SERIAL_SET: u32 = 1;
+    /// Drive `i`'s descriptor as the drive is (read-write unless
+    /// read-only) at `DRIVES + 2i`, its read-only one at `DRIVES + 2i + 1`
+    /// (QEMU 7.2 opens a writable drive read-only first and then asks the
+    /// set for a read-write one), both in fd set `2 + i`.
+    pub const DRIVES: i32 = 5;
+    /// How many drives the numbers below the jail's last have room for.
+    pub const MAX_DRIVES: usize = 8;
+    /// QMP's listening socket, root's (`-chardev socket,fd=`): after the
+    /// last drive's.
+    pub const QMP: i32 = DRIVES + 2 * MAX_DRIVES as i32;
+    /// The kernel and initrd, copied into the jail's root.
+    pub const KERNEL: &str = "kernel";
+    pub const INITRD: &str = "initrd";
+}
+
+/// Extra address space a jailed QEMU may map besides guest memory: TCG's
+/// translation buffer (up to 1 GiB), glibc's per-thread arenas (64 MiB of
+/// reservation each), thread stacks, QEMU's own heap.
+pub const MEMORY_OVERHEAD: u64 = 4 << 30;
+/// `RLIMIT_NPROC` of a jailed QEMU besides one per vCPU: the kernel counts
+/// its threads (main, RCU, I/O workers up to 64, call_rcu, ...).
+pub const THREADS: u32 = 256;
+/// `RLIMIT_NOFILE` of a jailed QEMU.
+pub const OPEN_FILES: u64 = 1024;
+/// `RLIMIT_FSIZE` floor of a jailed QEMU: the serial log, appended across
+/// boots, may grow to this even beside small drives.
+pub const MIN_FILE_SIZE: u64 = 1 << 30;
+
+/// One drive's descriptors, opened by the caller (checked, beneath the
+/// state directory without symlinks, or the dm node by number).
+#[derive(Debug)]
+pub struct DriveFds {
+    /// Opened as the drive is used: read-write unless `Drive::read_only`.
+    pub main: OwnedFd,
+    /// The same inode, read-only.
+    pub read_only: OwnedFd,
+}
+
+/// Everything a jailed QEMU gets, each by descriptor: it opens no host
+/// path of its own.
+#[derive(Debug)]
+pub struct QemuFiles {
+    /// Copied into the jail's root (`/kernel`, `/initrd`).
+    pub kernel: File,
+    pub initrd: Option<File>,
+    /// One per `LaunchSpec::drives`, in order.
+    pub drives: Vec<DriveFds>,
+    /// `/dev/net/tun` attached to `LaunchSpec::tap` ([`open_tap`]).
+    pub tap: OwnedFd,
+    /// The serial log, for appending.
+    pub serial: File,
+    /// QEMU's stdout and stderr.
+    pub log: File,
+    /// QMP's socket in root's directory: bound and listened on at launch,
+    /// the listening descriptor passed at [`fds::QMP`].
+    pub qmp: QmpSocket,
+    /// `/dev/kvm` (`O_PATH` is enough: it is bound, and QEMU opens it),
+    /// when `LaunchSpec::kvm`.
+    pub kvm: Option<OwnedFd>,
+}
+
 impl QemuDriver {
-    /// The complete argument vector (without the program) for `spec`.
+    /// The complete argument vector (without the program) for `spec`, in
+    /// the jail's terms: files by descriptor number ([`fds`]) or by their
+    /// paths inside the jail, never a host path.
     pub fn argv(&self, spec: &LaunchSpec) -> Vec<OsString> {
         let id = short(&spec.vm_id);
         let (accel, cpu) = if spec.kvm {
@@ -48,8 +128,8 @@ impl QemuDriver {
         } else {
             ("tcg", "max")
         };
-        let mut a: Vec<OsString> = [
-            "-name".to_string(),
+        let mut a: Vec<String> = vec![
+            "-name".into(),
             format!("banger-{id},process=banger-{id}"),
             "-M".into(),
             "q35".into(),
@@ -70,101 +150,178 @@ impl QemuDriver {
             // banger's decision.
             "-no-reboot".into(),
             // QEMU's own seccomp filter (no_new_privs, then filter mode)
-            // before the guest runs: no execve/fork, no setuid-style
-            // privilege changes, no scheduler/affinity changes, no
-            // obsolete system calls. Needs QEMU built with libseccomp.
+            // before the guest runs, on top of the jail's: no
+            // execve/fork, no setuid-style privilege changes, no
+            // scheduler/affinity changes, no obsolete system calls. Needs
+            // QEMU built with libseccomp.
             "-sandbox".into(),
             SANDBOX.into(),
-        ]
-        .into_iter()
-        .map(OsString::from)
-        .collect();
-        // Appended, so the log keeps earlier boots; readers track the
-        // offset at which this boot began.
+        ];
+        // The serial log by descriptor, appended, so it keeps earlier
+        // boots; readers track the offset at which this boot began.
+        a.push("-add-fd".into());
+        a.push(format!("fd={},set={}", fds::SERIAL, fds::SERIAL_SET));
         a.push("-chardev".into());
-        a.push(cat2(
-            "file,id=serial0,append=on,path=",
-            qemu_escape(&spec.serial_log),
-            "",
+        a.push(format!(
+            "file,id=serial0,append=on,path=/dev/fdset/{}",
+            fds::SERIAL_SET
         ));
         a.push("-serial".into());
         a.push("chardev:serial0".into());
-        a.push("-qmp".into());
-        a.push(cat2("unix:", spec.qmp_socket(), ",server=on,wait=off"));
+        // QMP on the socket root listens on: QEMU writes no file for it.
+        a.push("-chardev".into());
+        a.push(format!("socket,id=qmp,fd={},server=on,wait=off", fds::QMP));
+        a.push("-mon".into());
+        a.push("chardev=qmp,mode=control".into());
         a.push("-kernel".into());
-        a.push(spec.kernel.clone().into());
-        if let Some(initrd) = &spec.initrd {
+        a.push(format!("/{}", fds::KERNEL));
+        if spec.initrd.is_some() {
             a.push("-initrd".into());
-            a.push(initrd.clone().into());
+            a.push(format!("/{}", fds::INITRD));
         }
         a.push("-append".into());
-        a.push(spec.cmdline.clone().into());
-        for d in &spec.drives {
+        a.push(spec.cmdline.clone());
+        for (i, d) in spec.drives.iter().enumerate() {
+            let set = 2 + i;
+            let fd = fds::DRIVES + 2 * i as i32;
+            a.push("-add-fd".into());
+            a.push(format!("fd={fd},set={set}"));
+            a.push("-add-fd".into());
+            a.push(format!("fd={},set={set}", fd + 1));
             a.push("-drive".into());
-            let mut v = OsString::from("file=");
-            v.push(qemu_escape(&d.path));
-            v.push(format!(
-                ",if=none,id={},format=raw,cache=writeback,discard=unmap{}",
+            a.push(format!(
+                "file=/dev/fdset/{set},if=none,id={},format=raw,cache=writeback,discard=unmap{}",
                 d.id,
                 if d.read_only { ",readonly=on" } else { "" }
             ));
-            a.push(v);
             a.push("-device".into());
-            a.push(format!("virtio-blk-pci,drive={}", d.id).into());
+            a.push(format!("virtio-blk-pci,drive={}", d.id));
         }
         a.push("-netdev".into());
-        a.push(format!("tap,id=net0,ifname={},script=no,downscript=no", spec.tap).into());
+        a.push(format!("tap,id=net0,fd={}", fds::TAP));
         a.push("-device".into());
-        a.push(format!("virtio-net-pci,netdev=net0,mac={}", spec.mac).into());
+        a.push(format!("virtio-net-pci,netdev=net0,mac={}", spec.mac));
         // Guest entropy early in boot (sshd, systemd).
         a.push("-device".into());
         a.push("virtio-rng-pci".into());
-        a
+        a.into_iter().map(OsString::from).collect()
     }
 
-    /// Spawn QEMU for `spec` and wait until its QMP socket answers. QEMU's
-    /// own stdout/stderr go to `vmm_log`. `run` is the caller's descriptor
-    /// of `spec.run_dir`: QMP is reached through it only, and only when
-    /// served by the spawned process. On failure nothing is left running.
-    pub fn launch(
+    /// The jail QEMU runs in for `spec`: the uid and gid of
+    /// `spec.run_as`, the files of `files` and QMP's listening socket
+    /// `qmp` by descriptor, limits from the guest's size.
+    fn jail(
         &self,
         spec: &LaunchSpec,
-        vmm_log: std::fs::File,
-        run: OwnerDir,
-    ) -> Result<QemuVm, VmmError> {
+        files: &QemuFiles,
+        qmp: BorrowedFd<'_>,
+    ) -> Result<Jail, VmmError> {
+        let invalid = |what: String| VmmError::InvalidSpec { vmm: VMM, what };
+        let (uid, gid) = spec
+            .run_as
+            .ok_or_else(|| invalid("run_as: a jailed QEMU needs its VM's jail uid".into()))?;
+        if files.drives.len() != spec.drives.len() || spec.drives.len() > fds::MAX_DRIVES {
+            return Err(invalid(format!(
+                "drives: {} in the spec, {} descriptors, at most {}",
+                spec.drives.len(),
+                files.drives.len(),
+                fds::MAX_DRIVES
+            )));
+        }
+        if files.initrd.is_some() != spec.initrd.is_some() {
+            return Err(invalid(
+                "initrd: the spec and the descriptors disagree".into(),
+            ));
+        }
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |source| VmmError::Io {
+                what: format!("jailing qemu: {what}"),
+                source,
+            }
+        };
+        let mut file_size = MIN_FILE_SIZE;
+        for (d, f) in spec.drives.iter().zip(&files.drives) {
+            if !d.read_only {
+                file_size = file_size.max(drive_size(f.main.as_fd()).map_err(io(&d.id))?);
+            }
+        }
+        let limits = Limits {
+            memory: u64::from(spec.memory_mib) * (1 << 20) + MEMORY_OVERHEAD,
+            processes: THREADS + u32::from(spec.vcpus),
+            open_files: OPEN_FILES,
+            file_size,
+        };
+        let mut jail = Jail::new(uid, gid)
+            .long_lived(limits)
+            .pass(files.tap.as_fd(), fds::TAP)
+            .and_then(|j| j.pass(files.serial.as_fd(), fds::SERIAL))
+            .and_then(|j| j.pass(qmp, fds::QMP))
+            .and_then(|j| j.copy_in(files.kernel.as_fd(), fds::KERNEL))
+            .map_err(io("its files"))?;
+        if let Some(initrd) = &files.initrd {
+            jail = jail
+                .copy_in(initrd.as_fd(), fds::INITRD)
+                .map_err(io("the initrd"))?;
+        }
+        for (i, d) in files.drives.iter().enumerate() {
+            let fd = fds::DRIVES + 2 * i as i32;
+            jail = jail
+                .pass(d.main.as_fd(), fd)
+                .and_then(|j| j.pass(d.read_only.as_fd(), fd + 1))
+                .map_err(io("a drive"))?;
+        }
+        match (&files.kvm, spec.kvm) {
+            (Some(kvm), true) => jail = jail.bind_kvm(kvm.as_fd()).map_err(io("/dev/kvm"))?,
+            (None, false) => {}
+            _ => return Err(invalid("kvm: the spec and the descriptors disagree".into())),
+        }
+        Ok(jail)
+    }
+
+    /// Spawn QEMU for `spec` in its jail and wait until its QMP socket
+    /// answers. On failure nothing is left running.
+    pub fn launch(&self, spec: &LaunchSpec, files: QemuFiles) -> Result<QemuVm, VmmError> {
         let program = banger_host::runner::resolve(self.binary.as_os_str()).ok_or_else(|| {
             VmmError::BinaryMissing {
                 vmm: VMM,
                 path: self.binary.display().to_string(),
             }
         })?;
-        let cmd = Cmd::new(&program).args(self.argv(spec));
+        let listener = files.qmp.listen().map_err(|source| VmmError::Io {
+            what: format!("listening on {}", files.qmp.path().display()),
+            source,
+        })?;
+        let jail = self.jail(spec, &files, listener.as_fd())?;
+        let cmd = Cmd::new(&program).args(self.argv(spec)).jail(jail);
+        let QemuFiles { log, qmp, .. } = files;
         let child = Runner
             .spawn(
                 &cmd,
                 SpawnOptions {
-                    output: Some(vmm_log),
-                    run_as: spec.run_as,
+                    output: Some(log),
+                    run_as: None,
                 },
             )
             .map_err(|e| VmmError::Spawn {
                 vmm: VMM,
                 source: std::io::Error::other(banger_proto_free_chain(&e)),
             })?;
-        let mut vm = QemuVm {
-            peer: Peer {
-                uid: spec.vmm_uid(),
-                pid: child.pid(),
-            },
-            child,
-            run,
-        };
+        // Only QEMU holds the listener from here on.
+        drop(listener);
+        let mut vm = QemuVm { child, qmp };
         let deadline = Instant::now() + QMP_APPEAR_TIMEOUT;
         loop {
-            if let Some(status) = vm.child.try_wait().map_err(|source| VmmError::Io {
-                what: "waiting for qemu".into(),
-                source,
-            })? {
+            let exited = match vm.child.try_wait() {
+                Ok(exited) => exited,
+                Err(source) => {
+                    return Err(vm.abandon(VmmError::Io {
+                        what: "waiting for qemu".into(),
+                        source,
+                    }));
+                }
+            };
+            if let Some(status) = exited {
                 return Err(VmmError::EarlyExit {
                     vmm: VMM,
                     status: status.to_string(),
@@ -177,29 +334,84 @@ impl QemuDriver {
                     std::thread::sleep(Duration::from_millis(50))
                 }
                 Err(e) => {
-                    let _ = vm.child.kill();
-                    return Err(VmmError::Api {
-                        vmm: VMM,
-                        what: format!(
-                            "QMP socket {} never answered: {}",
-                            vm.run.join(QMP_SOCKET).display(),
-                            banger_proto_free_chain(&e)
-                        ),
-                    });
+                    let what = format!(
+                        "QMP socket {} never answered: {}",
+                        vm.qmp.path().display(),
+                        banger_proto_free_chain(&e)
+                    );
+                    return Err(vm.abandon(VmmError::Api { vmm: VMM, what }));
                 }
             }
         }
     }
 }
 
+/// The size of a drive: a regular file's length, a block device's
+/// capacity.
+fn drive_size(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
+    let st = rustix::fs::fstat(fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::BlockDevice {
+        // SEEK_END of a block device is its capacity; pread/pwrite, which
+        // QEMU uses, never move this shared offset.
+        let end = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))?;
+        rustix::fs::seek(fd, rustix::fs::SeekFrom::Start(0))?;
+        return Ok(end);
+    }
+    Ok(u64::try_from(st.st_size).unwrap_or(0))
+}
+
+/// `/dev/net/tun` attached to the persistent tap `name` (`TUNSETIFF`),
+/// with the flags banger creates taps with (an attach must match them):
+/// the descriptor QEMU gets as `-netdev tap,fd=`, so it needs neither
+/// `/dev/net/tun` nor the host's network namespace. Opened in the
+/// caller's network namespace, where the tap is.
+pub fn open_tap(name: &str) -> std::io::Result<OwnedFd> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("tap name {name:?}"),
+        ));
+    }
+    let tun = rustix::fs::open(
+        c"/dev/net/tun",
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )?;
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short,
+        _pad: [0; 22],
+    };
+    req.name[..name.len()].copy_from_slice(name.as_bytes());
+    // SAFETY: `tun` is an open /dev/net/tun descriptor for the whole call;
+    // TUNSETIFF reads and writes one `struct ifreq`, which `req` is
+    // (repr(C), the kernel's 40-byte layout: name, flags, padding) and
+    // outlives the call.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut req as *mut IfReq) };
+    if rc < 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(std::io::Error::new(
+            e.kind(),
+            format!("attaching to tap {name}: {e}"),
+        ));
+    }
+    Ok(tun)
+}
+
+/// `struct ifreq` as `TUNSETIFF` reads it.
+#[repr(C)]
+struct IfReq {
+    name: [u8; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
 /// A running QEMU process the caller owns.
 #[derive(Debug)]
 pub struct QemuVm {
     child: Spawned,
-    /// `run_dir`, where QEMU serves QMP.
-    run: OwnerDir,
-    /// QEMU itself, as it must be serving QMP.
-    peer: Peer,
+    /// Root's QMP socket, served by this QEMU.
+    qmp: QmpSocket,
 }
 
 impl QemuVm {
@@ -209,12 +421,16 @@ impl QemuVm {
 
     /// A QMP session with this QEMU.
     pub fn qmp(&self) -> Result<Qmp, QmpError> {
-        Qmp::connect(&self.run, self.peer, Duration::from_secs(2))
+        Qmp::connect_socket(&self.qmp, Duration::from_secs(2))
     }
 
-    /// Whether the process still runs (reaps it if not).
+    /// Whether the process still runs (reaps it if not). When waiting
+    /// fails, its pidfd decides: it runs until that says it exited.
     pub fn running(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
+        match self.child.try_wait() {
+            Ok(exited) => exited.is_none(),
+            Err(_) => self.child.pidfd_alive(),
+        }
     }
 
     /// Ask the guest to power off (ACPI) and wait up to `timeout`; then kill.
@@ -240,44 +456,38 @@ impl QemuVm {
         Ok(false)
     }
 
-    /// SIGKILL through the pidfd and reap.
+    /// SIGKILL through the pidfd and reap. Killed but not reaped yet is
+    /// done once the pidfd says it exited (a thread reaps it); while it
+    /// does not, [`VmmError::StillRunning`].
     pub fn kill(&mut self) -> Result<(), VmmError> {
-        self.child.kill().map_err(|source| VmmError::Io {
-            what: "killing qemu".into(),
-            source,
-        })?;
-        Ok(())
+        match self.child.kill() {
+            Ok(_) => Ok(()),
+            Err(_) if !self.child.pidfd_alive() => Ok(()),
+            Err(source) => Err(VmmError::StillRunning {
+                vmm: VMM,
+                pid: self.pid(),
+                what: format!("killing it: {source}"),
+            }),
+        }
+    }
+
+    /// Kill this QEMU after its launch failed with `e`: `e`, or
+    /// [`VmmError::StillRunning`] naming `e` when it may outlive the kill.
+    fn abandon(&mut self, e: VmmError) -> VmmError {
+        match self.kill() {
+            Ok(()) => e,
+            Err(VmmError::StillRunning { vmm, pid, what }) => VmmError::StillRunning {
+                vmm,
+                pid,
+                what: format!("{}; {what}", banger_proto_free_chain(&e)),
+            },
+            Err(other) => other,
+        }
     }
 }
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(8)]
-}
-
-fn cat(prefix: &str, p: &std::path::Path) -> OsString {
-    let mut s = OsString::from(prefix);
-    s.push(p);
-    s
-}
-
-fn cat2(prefix: &str, p: impl AsRef<std::path::Path>, suffix: &str) -> OsString {
-    let p = p.as_ref();
-    let mut s = cat(prefix, p);
-    s.push(suffix);
-    s
-}
-
-/// QEMU option values separate with `,`; a literal comma is written `,,`.
-fn qemu_escape(p: &std::path::Path) -> OsString {
-    use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
-    let mut out = Vec::new();
-    for &b in p.as_os_str().as_bytes() {
-        out.push(b);
-        if b == b',' {
-            out.push(b',');
-        }
-    }
-    OsString::from_vec(out)
 }
 
 fn banger_proto_free_chain(e: &dyn std::error::Error) -> String {

@@ -1,25 +1,29 @@
 //! A minimal synchronous QMP client: JSON objects, one per line, over the
-//! Unix socket QEMU opened with `-qmp unix:PATH,server=on,wait=off`.
+//! Unix socket root listens on and hands to QEMU ([`QmpSocket`]).
 //!
 //! Conversation: QEMU greets with `{"QMP": ...}`; the client enters command
 //! mode with `qmp_capabilities`; then each `{"execute": CMD}` is answered by
 //! `{"return": ...}` or `{"error": {"class", "desc"}}`, with asynchronous
 //! `{"event": ...}` lines possibly in between (skipped here).
 //!
-//! QEMU runs as the owner, and a guest that escaped into it speaks for
-//! it, so its bytes are hostile: a line longer than [`MAX_LINE`] ends the
+//! A guest that escaped into QEMU speaks for it, so its bytes are
+//! hostile: a line longer than [`MAX_LINE`] ends the
 //! session, and each exchange (the greeting and capabilities at connect,
 //! then each command with the events before its answer) must be over
 //! within the caller's timeout, however the bytes trickle in.
 
 use std::io::{Read as _, Write as _};
+use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+use rustix::fs::{FileType, Mode, OFlags};
 
 use serde_json::Value;
 
 use crate::QMP_SOCKET;
-use crate::dir::{OwnerDir, Peer};
+use crate::dir::{OwnerDir, Peer, RESOLVE, connect_inode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum QmpError {
@@ -72,6 +76,21 @@ impl Qmp {
                 path: run.join(QMP_SOCKET).display().to_string(),
                 source,
             })?;
+        Qmp::negotiate(stream, timeout)
+    }
+
+    /// Connect to root's own QMP socket `sock` (see [`QmpSocket`]), read
+    /// the greeting and negotiate capabilities.
+    pub fn connect_socket(sock: &QmpSocket, timeout: Duration) -> Result<Qmp, QmpError> {
+        let stream = sock.connect().map_err(|source| QmpError::Connect {
+            path: sock.path().display().to_string(),
+            source,
+        })?;
+        Qmp::negotiate(stream, timeout)
+    }
+
+    /// The greeting and `qmp_capabilities` on a connected `stream`.
+    fn negotiate(stream: UnixStream, timeout: Duration) -> Result<Qmp, QmpError> {
         stream.set_nonblocking(false)?;
         stream.set_write_timeout(Some(timeout))?;
         let mut q = Qmp {
@@ -167,5 +186,107 @@ impl Qmp {
                 Err(e) => return Err(e.into()),
             }
         }
+    }
+}
+
+/// QMP's socket as root holds it. Root binds and listens on it itself
+/// ([`QmpSocket::listen`]) in a directory only root can write, and passes
+/// the listening descriptor into QEMU's jail (`-chardev socket,fd=N`):
+/// QEMU gets no writable directory at all, and the socket outlives a
+/// helper restart (QEMU keeps listening; the name stays in root's
+/// directory). Root reaches it only through its descriptor of that
+/// directory, so the path may be longer than `sun_path`.
+///
+/// No `SO_PEERCRED` check: the listener is root's socket (the kernel
+/// reports the process that called `listen`), and only root and the VM's
+/// QEMU ever hold it.
+#[derive(Debug)]
+pub struct QmpSocket {
+    /// Root's directory (0700, root's: the caller checked it).
+    dir: OwnedFd,
+    name: String,
+    /// For messages only.
+    path: PathBuf,
+}
+
+impl QmpSocket {
+    /// The socket `name` in root's directory `dir` (`dir_path` for
+    /// messages). `name` is one plain path component.
+    pub fn new(dir: OwnedFd, dir_path: &Path, name: &str) -> std::io::Result<QmpSocket> {
+        if name.is_empty() || name == "." || name == ".." || name.contains('/') {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("QMP socket name {name:?}"),
+            ));
+        }
+        Ok(QmpSocket {
+            dir,
+            name: name.to_string(),
+            path: dir_path.join(name),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Remove a stale socket of that name, bind a new one and listen: the
+    /// listening descriptor QEMU gets.
+    pub fn listen(&self) -> std::io::Result<OwnedFd> {
+        self.remove()?;
+        let sock = rustix::net::socket_with(
+            rustix::net::AddressFamily::UNIX,
+            rustix::net::SocketType::STREAM,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )?;
+        let addr = rustix::net::SocketAddrUnix::new(self.in_dir())?;
+        rustix::net::bind(&sock, &addr)?;
+        rustix::net::listen(&sock, 4)?;
+        Ok(sock)
+    }
+
+    /// Connect (non-blocking) to the socket: the name, opened without
+    /// following a symlink, must be a socket of this process's uid; the
+    /// connection goes to that inode through its descriptor.
+    pub fn connect(&self) -> std::io::Result<UnixStream> {
+        let node = rustix::fs::openat2(
+            &self.dir,
+            &self.name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )?;
+        let st = rustix::fs::fstat(&node)?;
+        if FileType::from_raw_mode(st.st_mode) != FileType::Socket
+            || st.st_uid != rustix::process::geteuid().as_raw()
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{}: not a socket of uid {}; refusing to connect",
+                    self.path.display(),
+                    rustix::process::geteuid().as_raw()
+                ),
+            ));
+        }
+        connect_inode(node.as_fd())
+    }
+
+    /// Remove the socket's name (missing is fine).
+    pub fn remove(&self) -> std::io::Result<()> {
+        match rustix::fs::unlinkat(&self.dir, &self.name, rustix::fs::AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The socket's name through root's descriptor of its directory.
+    fn in_dir(&self) -> String {
+        format!(
+            "/proc/thread-self/fd/{}/{}",
+            self.dir.as_raw_fd(),
+            self.name
+        )
     }
 }

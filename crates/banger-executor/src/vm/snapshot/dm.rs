@@ -9,8 +9,10 @@
 //! ```
 //!
 //! (`<sectors>`: the image size in 512-byte sectors; chunks of 8 sectors,
-//! 4 KiB). `vms/<id>/root.origin` names the image, so the devices can be
-//! rebuilt from the files after they vanished; `root.cow` is root-owned
+//! 4 KiB). The journal records which image (`dm_origins`), so the devices
+//! can be rebuilt after they vanished; `vms/<id>/root.origin` names it for
+//! people and is read only for a VM from before that record (the owner's
+//! single-link file, its contents never echoed); `root.cow` is root-owned
 //! 0600 (the kernel parses it), the dm node is given to the owner for the
 //! VMM.
 //!
@@ -22,12 +24,16 @@
 //! journaled one by device and inode (one that now backs something else is
 //! left alone and forgotten). Loop devices are attached by ioctl from the
 //! descriptors the executor opened beneath the state directory without
-//! following symlinks (`loopdev`); no path is ever re-resolved, so renaming
+//! following symlinks (`loopdev`), each through root's hard link of the
+//! descriptor in its own `root-loops/` (`links`: the device's backing file is
+//! then a name the owner cannot rename out of the udev guard's reach); no
+//! path is ever re-resolved, so renaming
 //! or replacing a file in the owner's tree cannot make root attach another
 //! one, and the attached device is checked (`LOOP_GET_STATUS64`) to back
 //! the very inode that was opened. Before attaching, the COW file must be
 //! the executor's own (its uid, mode 0600, one link) and the image the
-//! owner's (owner uid, one link). Which VMs have dm root disks is in the
+//! owner's (owner uid, one link; root's own links in `root-loops/` are not
+//! counted). Which VMs have dm root disks is in the
 //! journal (`dm_disks`), not inferred from the VM directory. Files are
 //! removed with `unlinkat` beneath the state directory.
 //!
@@ -43,7 +49,10 @@ use banger_host::runner::Cmd;
 use banger_proto::vmops::SnapshotBackend as BackendKind;
 use rustix::fs::OFlags;
 
-use super::{DiskTools, RootDisk, SnapshotBackend, checked, is_denied, loopdev, run_ok};
+use super::dmloop::{LoopFate, detach_loop, remove_link};
+pub(crate) use super::dmloop::{Which, attach_loop};
+use super::links::LinkDir;
+use super::{DiskTools, RootDisk, SnapshotBackend, checked, loopdev, run_ok};
 use crate::journal::{Journal, LoopEntry, SnapshotEntry, Txn};
 use crate::vm::VmHost;
 use crate::vm::error::{VmOpError, io, journal_err};
@@ -58,9 +67,6 @@ pub(crate) const DM_PREFIX: &str = banger_proto::vmops::DM_NAME_PREFIX;
 /// Exception chunk size in 512-byte sectors (4 KiB).
 pub(crate) const CHUNK_SECTORS: u64 = 8;
 const SECTOR: u64 = 512;
-/// How often a loop device `LOOP_CTL_GET_FREE` offered may be taken by
-/// someone else before we give up.
-const LOOP_ATTEMPTS: usize = 5;
 
 /// dm-snapshot over loop devices.
 #[derive(Debug)]
@@ -245,56 +251,18 @@ fn remove_dm(tools: &dyn DiskTools, name: &str) -> Result<bool, VmOpError> {
         .map_err(tool_err("removing a device-mapper device"))
 }
 
-/// What became of a journaled loop device.
-#[derive(Debug, PartialEq, Eq)]
-enum LoopFate {
-    Detached,
-    /// Not attached any more.
-    Gone,
-    /// Attached to another file: someone else's now; left alone.
-    Foreign(String),
-}
-
-fn loop_err(what: &'static str, dev: &str) -> impl FnOnce(std::io::Error) -> VmOpError {
-    let path = dev.to_string();
-    move |source| VmOpError::Io { what, path, source }
-}
-
-fn journaled_backing(entry: &LoopEntry) -> loopdev::Backing {
-    loopdev::Backing {
-        dev: entry.backing_dev,
-        ino: entry.backing_ino,
-    }
-}
-
-fn detach_loop(tools: &dyn DiskTools, entry: &LoopEntry) -> Result<LoopFate, VmOpError> {
-    let n = loop_number(&entry.device)?;
-    let Some(now) = tools
-        .loop_backing(n)
-        .map_err(loop_err("inspecting loop device", &entry.device))?
-    else {
-        return Ok(LoopFate::Gone);
-    };
-    if now != journaled_backing(entry) {
-        return Ok(LoopFate::Foreign(format!(
-            "dev {:#x} inode {}",
-            now.dev, now.ino
-        )));
-    }
-    tools
-        .loop_clear(n)
-        .map(|()| LoopFate::Detached)
-        .map_err(loop_err("detaching loop device", &entry.device))
-}
-
 /// Tear down what `entry` lists, in order, clearing each field once its
 /// device is gone. Stops at the first failure (a loop device under a live
 /// snapshot cannot be detached anyway). Returns (removed, errors).
 pub(crate) fn teardown_entry(
     tools: &dyn DiskTools,
+    links: Option<&LinkDir>,
     entry: &mut SnapshotEntry,
 ) -> (Vec<String>, Vec<String>) {
     let mut removed = Vec::new();
+    // Root's names of files whose devices are gone that could not be
+    // removed: reported, but the next step still runs.
+    let mut link_errors = Vec::new();
     for step in teardown_steps(entry) {
         let result = match &step {
             Step::RemoveDm(name) => remove_dm(tools, name).map(|gone| {
@@ -304,6 +272,17 @@ pub(crate) fn teardown_entry(
                 entry.dm = None;
             }),
             Step::DetachCow(l) | Step::DetachOrigin(l) => detach_loop(tools, l).map(|d| {
+                let which = if matches!(step, Step::DetachCow(_)) {
+                    Which::Cow
+                } else {
+                    Which::Origin
+                };
+                // The device is gone (or someone else's): root's name for
+                // its file goes too. Failing that, the device is still
+                // forgotten and the next step runs (the error is
+                // reported; the sweep of `host teardown` tries again).
+                let unlinked =
+                    links.map_or(Ok(()), |links| remove_link(links, &entry.vm_id, which));
                 match d {
                     LoopFate::Detached => removed.push(format!("loop device {}", l.device)),
                     LoopFate::Gone => {}
@@ -314,136 +293,52 @@ pub(crate) fn teardown_entry(
                         "loop device backs another file now; not touched"
                     ),
                 }
-                if matches!(step, Step::DetachCow(_)) {
-                    entry.cow = None;
-                } else {
-                    entry.origin = None;
+                match which {
+                    Which::Cow => entry.cow = None,
+                    Which::Origin => entry.origin = None,
+                }
+                if let Err(e) = unlinked {
+                    let msg = banger_proto::error::chain(&e).join(": ");
+                    link_errors.push(format!("VM {}: {msg}", entry.vm_id));
                 }
             }),
         };
         if let Err(e) = result {
             let msg = banger_proto::error::chain(&e).join(": ");
-            return (removed, vec![format!("VM {}: {msg}", entry.vm_id)]);
+            link_errors.push(format!("VM {}: {msg}", entry.vm_id));
+            return (removed, link_errors);
         }
     }
-    (removed, Vec::new())
+    (removed, link_errors)
 }
 
 /// `host teardown`: remove every journaled snapshot device. Entries whose
 /// devices could not all be removed stay for a later attempt.
 pub(crate) fn teardown_all(
     tools: &dyn DiskTools,
+    links: Option<&LinkDir>,
     journal: &mut Journal,
 ) -> (Vec<String>, Vec<String>) {
     let mut removed = Vec::new();
     let mut errors = Vec::new();
     for entry in &mut journal.snapshots {
-        let (r, e) = teardown_entry(tools, entry);
+        let (r, e) = teardown_entry(tools, links, entry);
         removed.extend(r);
         errors.extend(e);
     }
     journal.prune_snapshots();
+    // Links of VMs without devices (a crash between the link and its
+    // journal entry).
+    let keep: Vec<&str> = journal.snapshots.iter().map(|e| e.vm_id.as_str()).collect();
+    match links.map(|l| (l, l.sweep(&keep))) {
+        None => {}
+        Some((_, Ok(names))) => removed.extend(names.into_iter().map(|n| format!("loop link {n}"))),
+        Some((l, Err(e))) => errors.push(format!("sweeping {}: {e}", l.path().display())),
+    }
     (removed, errors)
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Which {
-    Origin,
-    Cow,
-}
-
-fn set_loop(txn: &mut Txn<'_>, vm_id: &str, which: Which, l: Option<LoopEntry>) {
-    let e = txn.state.snapshot_mut(vm_id);
-    match which {
-        Which::Origin => e.origin = l,
-        Which::Cow => e.cow = l,
-    }
-}
-
-/// Claim a free loop device for `file` (by descriptor): journal it with
-/// the file's device and inode, attach, and check that the device backs
-/// exactly that inode. The kernel refusing (`EPERM`/`EACCES`) makes the
-/// backend decline.
-pub(crate) fn attach_loop(
-    tools: &dyn DiskTools,
-    txn: &mut Txn<'_>,
-    vm_id: &str,
-    which: Which,
-    file: &File,
-    backing: &Path,
-) -> Result<String, VmOpError> {
-    let read_only = which == Which::Origin;
-    let id = loopdev::identity(file).map_err(io("inspecting", backing))?;
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let n = tools.loop_free().map_err(|e| {
-            if is_denied(&e) {
-                declined(format!("finding a free loop device: {e}"))
-            } else {
-                loop_err("finding a free loop device via", "/dev/loop-control")(e)
-            }
-        })?;
-        let dev = loop_device(n);
-        set_loop(
-            txn,
-            vm_id,
-            which,
-            Some(LoopEntry {
-                device: dev.clone(),
-                backing: backing.to_path_buf(),
-                backing_dev: id.dev,
-                backing_ino: id.ino,
-            }),
-        );
-        txn.save().map_err(journal_err)?;
-        match tools.loop_configure(n, file, read_only, backing) {
-            Ok(()) => {}
-            Err(e) => {
-                set_loop(txn, vm_id, which, None);
-                txn.save().map_err(journal_err)?;
-                if e.raw_os_error() == Some(rustix::io::Errno::BUSY.raw_os_error())
-                    && attempt < LOOP_ATTEMPTS
-                {
-                    continue;
-                }
-                if is_denied(&e) {
-                    return Err(declined(format!("attaching {dev}: {e}")));
-                }
-                return Err(loop_err("attaching loop device", &dev)(e));
-            }
-        }
-        // The device must back the inode we hold, nothing else.
-        let now = tools.loop_backing(n);
-        if matches!(now, Ok(Some(b)) if b == id) {
-            return Ok(dev);
-        }
-        let reason = match now {
-            Ok(Some(b)) => format!("it backs dev {:#x} inode {}", b.dev, b.ino),
-            Ok(None) => "it is not attached".into(),
-            Err(e) => e.to_string(),
-        };
-        if let Err(e) = tools.loop_clear(n) {
-            tracing::warn!(device = %dev, error = %e, "detaching a mismatched loop device");
-            // Still journaled: teardown tries again (by identity).
-        } else {
-            set_loop(txn, vm_id, which, None);
-            txn.save().map_err(journal_err)?;
-        }
-        return Err(VmOpError::Invalid {
-            what: "loop device",
-            value: dev,
-            reason: format!(
-                "attached to {} (dev {:#x} inode {}) but {reason}; detached",
-                backing.display(),
-                id.dev,
-                id.ino
-            ),
-        });
-    }
-}
-
-fn declined(reason: String) -> VmOpError {
+pub(super) fn declined(reason: String) -> VmOpError {
     VmOpError::SnapshotUnsupported {
         backend: BackendKind::DmSnapshot.as_str(),
         reason,
@@ -481,9 +376,18 @@ fn regular(f: &File, path: &Path) -> Result<std::fs::Metadata, VmOpError> {
 }
 
 /// The image a snapshot is taken of: a regular file of the owner's with
-/// one link; returns its length.
+/// one link besides root's own in `root-loops/` (a running dm VM's); returns
+/// its length.
 pub(crate) fn checked_origin(host: &VmHost, f: &File, path: &Path) -> Result<u64, VmOpError> {
-    checked_owners(host, f, path, "image file")
+    let own = own_links(host, f, path)?;
+    checked_linked(host, f, path, "image file", own)
+}
+
+/// How many of root's `root-loops/` names link to `f`'s inode.
+fn own_links(host: &VmHost, f: &File, path: &Path) -> Result<u64, VmOpError> {
+    let id = loopdev::identity(f).map_err(io("inspecting", path))?;
+    let links = host.links();
+    links.count(id).map_err(io("reading", links.path()))
 }
 
 /// A file of the owner's tree root reads or writes (an image, a work seed,
@@ -495,8 +399,20 @@ pub(crate) fn checked_owners(
     path: &Path,
     what: &'static str,
 ) -> Result<u64, VmOpError> {
+    checked_linked(host, f, path, what, 0)
+}
+
+/// [`checked_owners`] for a file with `own` links of root's besides.
+fn checked_linked(
+    host: &VmHost,
+    f: &File,
+    path: &Path,
+    what: &'static str,
+    own: u64,
+) -> Result<u64, VmOpError> {
     let m = regular(f, path)?;
-    check_origin(m.uid(), m.nlink(), host.owner.0).map_err(|reason| VmOpError::Invalid {
+    let nlink = m.nlink().saturating_sub(own);
+    check_origin(m.uid(), nlink, host.owner.0).map_err(|reason| VmOpError::Invalid {
         what,
         value: path.display().to_string(),
         reason: format!("{reason}; refusing to use it"),
@@ -504,11 +420,13 @@ pub(crate) fn checked_owners(
     Ok(m.len())
 }
 
-/// The COW file: a regular file of the executor's, 0600, one link.
-fn checked_cow(f: &File, path: &Path) -> Result<(), VmOpError> {
+/// The COW file: a regular file of the executor's, 0600, one link
+/// besides root's own in `root-loops/`.
+fn checked_cow(host: &VmHost, f: &File, path: &Path) -> Result<(), VmOpError> {
     let m = regular(f, path)?;
     let me = rustix::process::geteuid().as_raw();
-    check_cow(m.uid(), m.mode(), m.nlink(), me).map_err(|reason| VmOpError::Invalid {
+    let nlink = m.nlink().saturating_sub(own_links(host, f, path)?);
+    check_cow(m.uid(), m.mode(), nlink, me).map_err(|reason| VmOpError::Invalid {
         what: "COW file",
         value: path.display().to_string(),
         reason: format!("{reason}; it was replaced, refusing to use it"),
@@ -520,13 +438,56 @@ impl DmSnapshot {
         Path::new("images").join(image_id).join("rootfs.ext4")
     }
 
+    /// The image the VM's snapshot is of: root's record in the journal.
+    /// A VM from before that record has only the owner's `root.origin`:
+    /// it is read once, as the owner's regular file with one link, its
+    /// contents never echoed, and the id it names recorded.
+    fn origin_image(host: &VmHost, vm_id: &str) -> Result<String, VmOpError> {
+        if let Some(id) = host
+            .journal
+            .open()
+            .map_err(journal_err)?
+            .state
+            .dm_origins
+            .get(vm_id)
+        {
+            validate::id("image id", id)?;
+            return Ok(id.clone());
+        }
+        let rel = host.vm_rel(vm_id, ORIGIN_FILE);
+        let path = host.state_dir.join(&rel);
+        let marker = host.open_beneath(&rel, OFlags::RDONLY)?;
+        checked_owners(host, &marker, &path, "origin marker")?;
+        let mut bytes = Vec::new();
+        (&marker)
+            .take(64)
+            .read_to_end(&mut bytes)
+            .map_err(io("reading", &path))?;
+        let id = std::str::from_utf8(&bytes)
+            .ok()
+            .map(str::trim)
+            .filter(|id| validate::id("image id", id).is_ok())
+            .ok_or_else(|| VmOpError::Invalid {
+                what: "origin marker",
+                value: path.display().to_string(),
+                reason: "not a valid image id (its contents are not shown)".into(),
+            })?
+            .to_string();
+        let mut txn = host.journal.open().map_err(journal_err)?;
+        if txn.state.is_dm_disk(vm_id) {
+            txn.state.dm_origins.insert(vm_id.to_string(), id.clone());
+            txn.save().map_err(journal_err)?;
+        }
+        Ok(id)
+    }
+
     /// Remove the VM's devices (journal-guided) and forget them.
     fn remove_devices(&self, host: &VmHost, vm_id: &str) -> Result<(), VmOpError> {
         let mut txn = host.journal.open().map_err(journal_err)?;
         let Some(entry) = txn.state.snapshots.iter_mut().find(|e| e.vm_id == vm_id) else {
             return Ok(());
         };
-        let (_, errors) = teardown_entry(&*host.tools, entry);
+        let (_, errors) = teardown_entry(&*host.tools, Some(&host.links()), entry);
         txn.state.prune_snapshots();
         txn.save().map_err(journal_err)?;
         if errors.is_empty() {
@@ -549,8 +510,9 @@ impl DmSnapshot {
         sectors: u64,
     ) -> Result<RootDisk, VmOpError> {
         let tools = &*host.tools;
-        let o = attach_loop(tools, txn, vm_id, Which::Origin, origin.0, origin.1)?;
-        let c = attach_loop(tools, txn, vm_id, Which::Cow, cow.0, cow.1)?;
+        let links = host.links();
+        let o = attach_loop(tools, txn, &links, vm_id, Which::Origin, origin.0, origin.1)?;
+        let c = attach_loop(tools, txn, &links, vm_id, Which::Cow, cow.0, cow.1)?;
         let name = dm_name(vm_id);
         txn.state.snapshot_mut(vm_id).dm = Some(name.clone());
         txn.save().map_err(journal_err)?;
@@ -598,6 +560,9 @@ impl SnapshotBackend for DmSnapshot {
                 });
             }
             txn.state.dm_disks.push(vm_id.to_string());
+            txn.state
+                .dm_origins
+                .insert(vm_id.to_string(), image_id.to_string());
             txn.save().map_err(journal_err)?;
         }
         let made = (|| {
@@ -629,15 +594,8 @@ impl SnapshotBackend for DmSnapshot {
 
     fn attach(&self, host: &VmHost, vm_id: &str) -> Result<RootDisk, VmOpError> {
         validate::id("VM id", vm_id)?;
-        let origin_rel = host.vm_rel(vm_id, ORIGIN_FILE);
-        let mut image_id = String::new();
-        host.open_beneath(&origin_rel, OFlags::RDONLY)?
-            .take(64)
-            .read_to_string(&mut image_id)
-            .map_err(io("reading", &host.state_dir.join(&origin_rel)))?;
-        let image_id = image_id.trim();
-        validate::id("image id", image_id)?;
-        let image_rel = Self::image_rel(image_id);
+        let image_id = Self::origin_image(host, vm_id)?;
+        let image_rel = Self::image_rel(&image_id);
         let image_path = host.state_dir.join(&image_rel);
         let origin = host.open_beneath(&image_rel, OFlags::RDONLY)?;
         let sectors = sectors(checked_origin(host, &origin, &image_path)?)?;
@@ -645,7 +603,7 @@ impl SnapshotBackend for DmSnapshot {
         let cow_path = host.state_dir.join(&cow_rel);
         // Looked at read-only; written only once it is the executor's own.
         let cow = host.open_beneath(&cow_rel, OFlags::RDONLY)?;
-        checked_cow(&cow, &cow_path)?;
+        checked_cow(host, &cow, &cow_path)?;
         let cow = host.reopen_rw(&cow, &cow_rel)?;
         let tools = &*host.tools;
         let mut txn = host.journal.open().map_err(journal_err)?;
@@ -662,7 +620,7 @@ impl SnapshotBackend for DmSnapshot {
         // Leftovers of an earlier attach (half-built, or the snapshot is
         // gone): clear them before building afresh.
         if let Some(entry) = txn.state.snapshots.iter_mut().find(|e| e.vm_id == vm_id) {
-            let (_, errors) = teardown_entry(tools, entry);
+            let (_, errors) = teardown_entry(tools, Some(&host.links()), entry);
             txn.state.prune_snapshots();
             txn.save().map_err(journal_err)?;
             if !errors.is_empty() {
@@ -682,7 +640,7 @@ impl SnapshotBackend for DmSnapshot {
         );
         if let Err(e) = built {
             if let Some(entry) = txn.state.snapshots.iter_mut().find(|e| e.vm_id == vm_id) {
-                let (_, errors) = teardown_entry(tools, entry);
+                let (_, errors) = teardown_entry(tools, Some(&host.links()), entry);
                 for err in errors {
                     tracing::warn!(vm_id, error = %err, "undoing a half-built snapshot");
                 }
@@ -699,9 +657,14 @@ impl SnapshotBackend for DmSnapshot {
     fn remove(&self, host: &VmHost, vm_id: &str) -> Result<(), VmOpError> {
         validate::id("VM id", vm_id)?;
         self.remove_devices(host, vm_id)?;
+        // Root's links too (a crash may have left one unjournaled).
+        for which in [Which::Cow, Which::Origin] {
+            remove_link(&host.links(), vm_id, which)?;
+        }
         host.remove_beneath(vm_id, &[COW_FILE, ORIGIN_FILE])?;
         let mut txn = host.journal.open().map_err(journal_err)?;
-        if txn.state.dm_disks.iter().any(|v| v == vm_id) {
+        let recorded = txn.state.dm_origins.remove(vm_id).is_some();
+        if recorded || txn.state.dm_disks.iter().any(|v| v == vm_id) {
             txn.state.dm_disks.retain(|v| v != vm_id);
             txn.save().map_err(journal_err)?;
         }

@@ -152,11 +152,18 @@ pub(crate) fn encode_dev(major: u32, minor: u32) -> u64 {
     (minor & 0xff) | (major << 8) | ((minor & !0xff) << 12)
 }
 
+impl Backing {
+    /// A `stat` device number (`st_dev`) in the kernel's encoding.
+    pub(crate) fn of_dev(st_dev: u64) -> u64 {
+        encode_dev(rustix::fs::major(st_dev), rustix::fs::minor(st_dev))
+    }
+}
+
 /// The identity of an open file.
 pub(crate) fn identity(f: &File) -> io::Result<Backing> {
     let st = rustix::fs::fstat(f)?;
     Ok(Backing {
-        dev: encode_dev(rustix::fs::major(st.st_dev), rustix::fs::minor(st.st_dev)),
+        dev: Backing::of_dev(st.st_dev),
         ino: st.st_ino,
     })
 }

@@ -30,8 +30,10 @@
 //! [`DiskTools`], so the dm driver is unit-tested against a recording fake.
 
 pub(crate) mod dm;
+mod dmloop;
 pub(crate) mod dmnode;
 pub(crate) mod file;
+pub(crate) mod links;
 pub(crate) mod loopdev;
 
 use std::fmt::Debug;

@@ -16,6 +16,7 @@ use banger_proto::vmops::SnapshotBackend as BackendKind;
 use super::dm::{self, DmSnapshot};
 use super::fake::FakeTools;
 use super::file::{Reflink, SparseCopy, sparse_copy};
+use super::links::LinkDir;
 use super::{Backing, loopdev};
 use super::{RootDisk, SnapshotBackend};
 use crate::journal::{JournalFile, LoopEntry, SnapshotEntry};
@@ -386,7 +387,7 @@ fn busy_snapshots_are_reported_and_kept() {
     assert!(e.vm_file("root.cow").exists());
 
     let mut journal = e.host.journal.open().unwrap();
-    let (removed, errors) = dm::teardown_all(&*e.tools, &mut journal.state);
+    let (removed, errors) = dm::teardown_all(&*e.tools, Some(&e.host.links()), &mut journal.state);
     assert!(removed.is_empty());
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert_eq!(journal.state.snapshots.len(), 1);
@@ -394,7 +395,7 @@ fn busy_snapshots_are_reported_and_kept() {
 
     e.tools.st().busy.clear();
     let mut journal = e.host.journal.open().unwrap();
-    let (removed, errors) = dm::teardown_all(&*e.tools, &mut journal.state);
+    let (removed, errors) = dm::teardown_all(&*e.tools, Some(&e.host.links()), &mut journal.state);
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(
         removed,
@@ -446,7 +447,7 @@ fn teardown_refuses_foreign_names_and_leaves_reused_loop_devices_alone() {
             dm: None,
         },
     ];
-    let (removed, errors) = dm::teardown_all(&*e.tools, &mut journal.state);
+    let (removed, errors) = dm::teardown_all(&*e.tools, Some(&e.host.links()), &mut journal.state);
     assert!(removed.is_empty(), "{removed:?}");
     assert_eq!(errors.len(), 2, "{errors:?}");
     assert!(errors[0].contains("device-mapper name"), "{errors:?}");
@@ -550,7 +551,7 @@ fn the_backend_comes_from_the_journal_not_the_vm_directory() {
     let e = env();
     DmSnapshot.create(&e.host, VM, IMG).unwrap();
     let mut txn = e.host.journal.open().unwrap();
-    let (_, errors) = dm::teardown_all(&*e.tools, &mut txn.state);
+    let (_, errors) = dm::teardown_all(&*e.tools, Some(&e.host.links()), &mut txn.state);
     assert!(errors.is_empty(), "{errors:?}");
     txn.save().unwrap();
     drop(txn);
@@ -754,3 +755,7 @@ fn a_hard_linked_cow_file_is_never_opened_for_writing() {
     );
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "root's");
 }
+
+/// What an owner plants in its own VM directory against the dm driver.
+#[path = "tests_owner.rs"]
+mod owner;

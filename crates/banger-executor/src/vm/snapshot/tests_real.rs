@@ -151,9 +151,9 @@ fn reflink_through_the_trait_on_xfs() {
 
 /// Detaches loop device `n` on drop if it still backs `id`: no loop device
 /// outlives the test, pass or fail.
-struct LoopGuard {
-    n: Option<u32>,
-    id: Backing,
+pub(super) struct LoopGuard {
+    pub(super) n: Option<u32>,
+    pub(super) id: Backing,
 }
 
 impl Drop for LoopGuard {
@@ -166,21 +166,38 @@ impl Drop for LoopGuard {
     }
 }
 
-/// Attach through `dm::attach_loop` with the real ioctls, from a descriptor
-/// whose path was swapped afterwards; the kernel must back the held inode.
-#[test]
-fn real_loop_device_is_attached_from_the_held_descriptor() {
+/// A 4 MiB sparse file at `path` for a real loop device (root only),
+/// opened read-only.
+pub(super) fn loop_disk(path: &Path) -> std::fs::File {
     assert!(
         rustix::process::geteuid().is_root(),
         "this test needs root (loop devices)"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("disk.img");
-    std::fs::File::create(&path)
+    std::fs::File::create(path)
         .unwrap()
         .set_len(4 << 20)
         .unwrap();
-    let held = std::fs::File::open(&path).unwrap();
+    std::fs::File::open(path).unwrap()
+}
+
+/// `dm::attach_loop` of `file` (at `path`) as VM's origin.
+pub(super) fn attach_origin(
+    tools: &dyn super::super::DiskTools,
+    txn: &mut crate::journal::Txn<'_>,
+    links: &LinkDir,
+    file: &std::fs::File,
+    path: &Path,
+) -> Result<String, VmOpError> {
+    dm::attach_loop(tools, txn, links, VM, dm::Which::Origin, file, path)
+}
+
+/// Attach through `dm::attach_loop` with the real ioctls, from a descriptor
+/// whose path was swapped afterwards; the kernel must back the held inode.
+#[test]
+fn real_loop_device_is_attached_from_the_held_descriptor() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.img");
+    let held = loop_disk(&path);
     let id = loopdev::identity(&held).unwrap();
     // The owner renames the file away and plants another in its place.
     let moved = dir.path().join("moved.img");
@@ -192,16 +209,23 @@ fn real_loop_device_is_attached_from_the_held_descriptor() {
     let mut guard = LoopGuard { n: None, id };
     let dev = {
         let mut txn = journal.open().unwrap();
-        let dev = dm::attach_loop(&tools, &mut txn, VM, dm::Which::Origin, &held, &path).unwrap();
+        let links = LinkDir::in_state(dir.path());
+        let dev = attach_origin(&tools, &mut txn, &links, &held, &path).unwrap();
         guard.n = Some(dm::loop_number(&dev).unwrap());
         dev
     };
     let n = guard.n.unwrap();
     let sys = PathBuf::from(format!("/sys/block/loop{n}"));
     let backing = std::fs::read_to_string(sys.join("loop/backing_file")).unwrap();
+    // Attached through root's link of the held inode, not the owner's name.
     assert_eq!(
         backing.trim(),
-        std::fs::canonicalize(&moved).unwrap().display().to_string()
+        std::fs::canonicalize(dir.path())
+            .unwrap()
+            .join("root-loops")
+            .join(format!("{VM}.origin"))
+            .display()
+            .to_string()
     );
     assert_eq!(std::fs::read_to_string(sys.join("ro")).unwrap().trim(), "1");
     assert_eq!(loopdev::status(n).unwrap(), Some(id));
@@ -215,7 +239,8 @@ fn real_loop_device_is_attached_from_the_held_descriptor() {
 
     // Teardown by identity detaches it.
     let mut entry = entry;
-    let (removed, errors) = dm::teardown_entry(&tools, &mut entry);
+    let (removed, errors) =
+        dm::teardown_entry(&tools, Some(&LinkDir::in_state(dir.path())), &mut entry);
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(removed, [format!("loop device {dev}")]);
     assert_eq!(loopdev::status(n).unwrap(), None);

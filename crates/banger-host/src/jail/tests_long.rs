@@ -1,0 +1,127 @@
+//! A long-lived jailed process (a VMM): descriptors at fixed numbers,
+//! output onto a file, a file copied into its root, its own limits, no
+//! parent-death signal, left running when its handle goes (needs root).
+
+use std::time::{Duration, Instant};
+
+use super::tests::{processes_of, require_root};
+use std::os::fd::AsFd as _;
+
+use super::*;
+use crate::runner::{Cmd, Runner, SpawnOptions};
+
+/// A uid no account has, distinct per test process and from the other
+/// jail tests.
+fn jail_uid() -> u32 {
+    3_800_000 + std::process::id() % 100_000
+}
+
+#[test]
+fn a_long_lived_jail_gets_its_descriptors_output_copy_and_limits_and_outlives_its_handle() {
+    require_root();
+    let uid = jail_uid();
+    let dir = tempfile::tempdir().unwrap();
+    // The modes the jail's root gives whatever this process's umask (the
+    // installed helper's unit has UMask=0077): /dev must be searchable
+    // and the copy readable by the jail uid.
+    let script = "cat /kernel; ls -l /kernel; stat -c 'mode %n %a' /dev /kernel; \
+                  cat /dev/null && echo null opened";
+    let spawned = testing::start_probe(uid, dir.path(), script);
+    let pid = spawned.pid();
+    let out = std::fs::read_to_string(dir.path().join("log")).unwrap();
+    assert!(out.contains("kernel bytes"), "{out}");
+    assert!(out.contains("-r--r--r-- 1 0 0 13 "), "{out}");
+    assert!(out.contains("mode /dev 755\nmode /kernel 444\n"), "{out}");
+    assert!(out.contains("null opened"), "{out}");
+    testing::check_probe(pid, uid);
+    testing::outlives_its_handle(spawned);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while processes_of(uid).contains(&pid.to_string()) {
+        assert!(Instant::now() < deadline, "{pid} survived SIGKILL");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn pass_numbers_and_copy_names_are_checked() {
+    let f = File::open("/dev/null").unwrap();
+    for n in [0, 1, 2, ERR_FD, 100] {
+        assert!(Jail::new(5, 5).pass(f.as_fd(), n).is_err(), "{n}");
+    }
+    let j = Jail::new(5, 5).pass(f.as_fd(), 3).unwrap();
+    assert!(j.pass(f.as_fd(), 3).is_err(), "a number twice");
+    for name in ["usr", "dev", "exe", "lib", "a/b", "..", ""] {
+        assert!(Jail::new(5, 5).copy_in(f.as_fd(), name).is_err(), "{name}");
+    }
+}
+
+/// Two QEMUs launched at once: one failed with `Device or resource busy`.
+/// Making a jail's root read-only fails while a file on it is open for
+/// writing, and a jail cloned meanwhile by another thread held a copy of
+/// the descriptor this one was writing its kernel copy through. Jails
+/// with large copies started from many threads at once all start.
+#[test]
+fn jails_with_copies_started_at_once_all_start() {
+    require_root();
+    let uid = jail_uid() + 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("kernel");
+    std::fs::write(&big, vec![7u8; 16 << 20]).unwrap();
+    let limits = Limits {
+        memory: 1 << 30,
+        processes: 64,
+        open_files: 128,
+        file_size: 0,
+    };
+    let errors: Vec<String> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..6)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut errors = Vec::new();
+                    for _ in 0..4 {
+                        let kernel = File::open(&big).unwrap();
+                        let jail = Jail::new(uid, uid)
+                            .long_lived(limits)
+                            .copy_in(kernel.as_fd(), "kernel")
+                            .unwrap();
+                        let cmd = Cmd::new("true").jail(jail);
+                        match Runner.spawn(&cmd, SpawnOptions::default()) {
+                            Ok(mut s) => {
+                                let _ = s.wait_timeout(Duration::from_secs(10));
+                            }
+                            Err(e) => errors.push(format!("{:?}", e)),
+                        }
+                    }
+                    errors
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    });
+    assert_eq!(errors, Vec::<String>::new());
+}
+
+/// Hostile review of the VMM-jail fixes, finding 4: a copy was read to
+/// end of file, so a file grown after its length was taken (the jail's
+/// tmpfs sized for it, the caller's cap checked) was copied past that
+/// length. `/proc/self/status` stands for such a file: `fstat` gives it
+/// length 0, yet it reads bytes. The jail is refused, or its copy holds
+/// exactly the length taken.
+#[test]
+fn a_copy_of_a_file_grown_after_its_length_was_taken_is_refused() {
+    require_root();
+    let uid = jail_uid() + 300_000;
+    let grown = File::open("/proc/self/status").unwrap();
+    let jail = Jail::new(uid, uid)
+        .copy_in(grown.as_fd(), "kernel")
+        .unwrap();
+    let out = Runner.output(&Cmd::new("cat").arg("/kernel").jail(jail));
+    eprintln!("{out:?}");
+    match out {
+        Err(e) => assert!(format!("{e:?}").contains("grew"), "{e:?}"),
+        Ok(o) => assert_eq!(o.stdout, "", "copied past its length: {o:?}"),
+    }
+}
