@@ -312,13 +312,21 @@ pub fn uids_of(pid: i32) -> std::io::Result<[u32; 4]> {
     Ok(status_of(pid)?.uids)
 }
 
+/// The most of `/proc/<pid>/status` read ([`status_of`]).
+const STATUS_CAP: u64 = 2 << 20;
+
 /// `Uid:`, `PPid:` and `NSpid:` of `/proc/<pid>/status`.
 fn status_of(pid: i32) -> std::io::Result<Status> {
     // Bytes, not UTF-8: `Name:` is whatever the process set (see
     // `start_time`); the lines read here are the kernel's ASCII.
     let mut bytes = Vec::new();
+    // Bounded, but above the largest file the kernel writes: `Groups:`
+    // (before `NSpid:`) lists up to 65536 supplementary groups, about
+    // 720 KiB, and any user with subordinate gids can hold that many in
+    // a user namespace (last read before landing: a 64 KiB cap cut
+    // `NSpid:` off and failed the sweep).
     std::fs::File::open(format!("/proc/{pid}/status"))?
-        .take(64 << 10)
+        .take(STATUS_CAP)
         .read_to_end(&mut bytes)?;
     let text = String::from_utf8_lossy(&bytes);
     let line = |key: &str| text.lines().find_map(|l| l.strip_prefix(key));
@@ -655,6 +663,37 @@ mod tests {
         assert!(killed.contains(&stale.pid()), "{killed:?}");
     }
 
+    /// Last read before landing: a process holding 65536 supplementary
+    /// groups (any user with subordinate gids can, in a user namespace)
+    /// has a `status` of about 460 KiB with `NSpid:` after `Groups:`; a
+    /// 64 KiB cap cut it off and the sweep failed. Its uids are read and
+    /// the sweep goes past it.
+    #[test]
+    fn a_process_with_every_supplementary_group_neither_stops_the_sweep_nor_hides() {
+        crate::jail::tests::require_root();
+        let base = 3_800_000 + (std::process::id() % 100_000) * 8;
+        let groups = r#"$) = "100000 " . join(" ", 100000 .. 165535); die "setgroups: $!" if scalar(split(" ", $))) < 60000; $| = 1; print "set\n"; sleep 300"#;
+        let mut many = Runner
+            .spawn(
+                &Cmd::new("perl").arg("-e").arg(groups),
+                SpawnOptions::default(),
+            )
+            .unwrap();
+        let big = (0..100).any(|_| {
+            let len = std::fs::read(format!("/proc/{}/status", many.pid())).map_or(0, |s| s.len());
+            if len <= 64 << 10 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            len > 64 << 10
+        });
+        let uids = uids_of(many.pid() as i32);
+        let swept = kill_range(base, 4, &[]);
+        let _ = many.kill();
+        assert!(big, "the process never held its groups");
+        assert!(uids.as_ref().is_ok_and(|u| *u == [0; 4]), "{uids:?}");
+        assert!(swept.is_ok(), "{swept:?}");
+    }
+
     /// Hostile read of the last root-side changes, F1: a process of any
     /// uid named with a byte that is not UTF-8 (`/proc/self/comm`, or
     /// `PR_SET_NAME`) made every `/proc/<pid>/stat` and `status` read of
@@ -698,7 +737,7 @@ mod tests {
         );
         let times = (start_time(outside.pid()), uids_of(outside.pid() as i32));
         let swept = kill_range(base, 4, &[]);
-        let inside_alive = (0..100).any(|_| {
+        let inside_gone = (0..100).any(|_| {
             let alive = inside.pidfd_alive();
             if alive {
                 std::thread::sleep(Duration::from_millis(50));
@@ -714,7 +753,7 @@ mod tests {
         let swept = swept.unwrap();
         assert!(swept.contains(&inside.pid()), "{swept:?}");
         assert!(
-            inside_alive,
+            inside_gone,
             "the range's renamed process outlived the sweep"
         );
     }
