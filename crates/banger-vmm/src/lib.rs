@@ -174,6 +174,11 @@ pub enum VmmError {
     StillRunning {
         vmm: &'static str,
         pid: u32,
+        /// Its start time (`/proc/<pid>/stat` field 22), read right after
+        /// the spawn while it was this process's unreaped child, so it
+        /// names that process and no later one with its pid; `None` when
+        /// unknown (it could not be read then, or an adopted VMM).
+        started: Option<u64>,
         what: String,
     },
     #[error("{what}")]

@@ -119,6 +119,7 @@ fn kill_adopted(pid: u32, pidfd: &OwnedFd) -> Result<(), VmmError> {
     Err(VmmError::StillRunning {
         vmm: "VMM",
         pid,
+        started: None,
         what: "an adopted VMM, still running 5 s after SIGKILL".into(),
     })
 }
@@ -387,14 +388,18 @@ impl VmHost {
                 match driver.launch(&ls, files) {
                     Ok(vm) => Proc::Qemu(vm),
                     Err(source) => {
-                        if let VmmError::StillRunning { pid, .. } = source {
+                        if let VmmError::StillRunning { pid, started, .. } = source {
                             // Maybe still running as its slot uid:
                             // journaled, so status reports it running and
                             // its exit frees the slot (hostile read of the
                             // VMM table, finding 3); never given again
-                            // when it cannot be.
+                            // when it cannot be. The start time is the one
+                            // read at the spawn: read now, the runner's
+                            // reaper may have reaped QEMU and the pid name
+                            // another process (last read before landing,
+                            // F2).
                             let uid = slot.as_ref().map(|s| s.uid);
-                            let journaled = start_time(pid).is_ok_and(|started| {
+                            let journaled = started.is_some_and(|started| {
                                 self.journal_vmm(VmmEntry {
                                     vm_id: spec.vm_id.clone(),
                                     pid,

@@ -69,9 +69,11 @@ pub fn check_unused(base: u32, count: u32, processes: bool) -> Result<(), RangeI
         if !pid.bytes().all(|b| b.is_ascii_digit()) {
             continue;
         }
-        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+        // Bytes: a process's name need not be UTF-8 (it would hide it).
+        let Ok(status) = std::fs::read(e.path().join("status")) else {
             continue;
         };
+        let status = String::from_utf8_lossy(&status);
         for l in status.lines() {
             let Some(ids) = l.strip_prefix("Uid:").or_else(|| l.strip_prefix("Gid:")) else {
                 continue;

@@ -94,8 +94,12 @@ pub fn is_journaled(pid: u32, start_time: u64, uid: Option<u32>) -> std::io::Res
 /// Field 22 of `/proc/<pid>/stat`: start time in clock ticks since boot.
 /// `ENOENT`/`ESRCH` when the process has exited.
 pub fn start_time(pid: u32) -> std::io::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) may contain spaces; fields resume after ')'.
+    // Bytes, not UTF-8: the command name is whatever the process set
+    // (`/proc/self/comm`), and a byte that is not UTF-8 must not make the
+    // read fail. It may contain spaces and ')'; fields resume after the
+    // last ')'.
+    let stat = std::fs::read(format!("/proc/{pid}/stat"))?;
+    let stat = String::from_utf8_lossy(&stat);
     let field = stat
         .rfind(')')
         .and_then(|end| stat.get(end + 2..))
@@ -308,12 +312,23 @@ pub fn uids_of(pid: i32) -> std::io::Result<[u32; 4]> {
     Ok(status_of(pid)?.uids)
 }
 
+/// The most of `/proc/<pid>/status` read ([`status_of`]).
+const STATUS_CAP: u64 = 2 << 20;
+
 /// `Uid:`, `PPid:` and `NSpid:` of `/proc/<pid>/status`.
 fn status_of(pid: i32) -> std::io::Result<Status> {
-    let mut text = String::new();
+    // Bytes, not UTF-8: `Name:` is whatever the process set (see
+    // `start_time`); the lines read here are the kernel's ASCII.
+    let mut bytes = Vec::new();
+    // Bounded, but above the largest file the kernel writes: `Groups:`
+    // (before `NSpid:`) lists up to 65536 supplementary groups, about
+    // 720 KiB, and any user with subordinate gids can hold that many in
+    // a user namespace (last read before landing: a 64 KiB cap cut
+    // `NSpid:` off and failed the sweep).
     std::fs::File::open(format!("/proc/{pid}/status"))?
-        .take(64 << 10)
-        .read_to_string(&mut text)?;
+        .take(STATUS_CAP)
+        .read_to_end(&mut bytes)?;
+    let text = String::from_utf8_lossy(&bytes);
     let line = |key: &str| text.lines().find_map(|l| l.strip_prefix(key));
     let uids = line("Uid:").and_then(|line| {
         let mut ids = line.split_whitespace().map(|w| w.parse::<u32>().ok());
@@ -646,6 +661,101 @@ mod tests {
         assert!(!killed.contains(&vmm.pid()), "{killed:?}");
         assert!(killed.contains(&stray), "its stray {stray}: {killed:?}");
         assert!(killed.contains(&stale.pid()), "{killed:?}");
+    }
+
+    /// Last read before landing: a process holding 65536 supplementary
+    /// groups (any user with subordinate gids can, in a user namespace)
+    /// has a `status` of about 460 KiB with `NSpid:` after `Groups:`; a
+    /// 64 KiB cap cut it off and the sweep failed. Its uids are read and
+    /// the sweep goes past it.
+    #[test]
+    fn a_process_with_every_supplementary_group_neither_stops_the_sweep_nor_hides() {
+        crate::jail::tests::require_root();
+        let base = 3_800_000 + (std::process::id() % 100_000) * 8;
+        let groups = r#"$) = "100000 " . join(" ", 100000 .. 165535); die "setgroups: $!" if scalar(split(" ", $))) < 60000; $| = 1; print "set\n"; sleep 300"#;
+        let mut many = Runner
+            .spawn(
+                &Cmd::new("perl").arg("-e").arg(groups),
+                SpawnOptions::default(),
+            )
+            .unwrap();
+        let big = (0..100).any(|_| {
+            let len = std::fs::read(format!("/proc/{}/status", many.pid())).map_or(0, |s| s.len());
+            if len <= 64 << 10 {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            len > 64 << 10
+        });
+        let uids = uids_of(many.pid() as i32);
+        let swept = kill_range(base, 4, &[]);
+        let _ = many.kill();
+        assert!(big, "the process never held its groups");
+        assert!(uids.as_ref().is_ok_and(|u| *u == [0; 4]), "{uids:?}");
+        assert!(swept.is_ok(), "{swept:?}");
+    }
+
+    /// Hostile read of the last root-side changes, F1: a process of any
+    /// uid named with a byte that is not UTF-8 (`/proc/self/comm`, or
+    /// `PR_SET_NAME`) made every `/proc/<pid>/stat` and `status` read of
+    /// it fail (`read_to_string`: `InvalidData`), so the sweep failed and
+    /// `bangerd-root` would not start while it lived; a VMM escape renaming
+    /// its own thread made its VM unmanageable. The sweep goes past such a
+    /// process, kills one of the range so named, and reads its start time
+    /// and uids.
+    #[test]
+    fn a_process_named_with_a_byte_that_is_not_utf8_neither_stops_the_sweep_nor_hides() {
+        crate::jail::tests::require_root();
+        let base = 3_700_000 + (std::process::id() % 100_000) * 8;
+        let rename = r#"open(my $f, ">", "/proc/self/comm") or die; print $f "\xff\xfex"; close $f; print "named\n"; $| = 1; sleep 300"#;
+        let spawn = |uid: u32| {
+            Runner
+                .spawn(
+                    &Cmd::new("perl").arg("-e").arg(rename),
+                    SpawnOptions {
+                        output: None,
+                        run_as: Some((uid, uid)),
+                    },
+                )
+                .unwrap()
+        };
+        // One outside the range (any local user), one inside it.
+        let mut outside = spawn(base + 100);
+        let mut inside = spawn(base + 1);
+        let named = |pid: u32| {
+            (0..100).any(|_| {
+                let done = std::fs::read(format!("/proc/{pid}/comm"))
+                    .is_ok_and(|c| c.starts_with(b"\xff\xfex"));
+                if !done {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                done
+            })
+        };
+        assert!(
+            named(outside.pid()) && named(inside.pid()),
+            "the processes never renamed themselves"
+        );
+        let times = (start_time(outside.pid()), uids_of(outside.pid() as i32));
+        let swept = kill_range(base, 4, &[]);
+        let inside_gone = (0..100).any(|_| {
+            let alive = inside.pidfd_alive();
+            if alive {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            !alive
+        });
+        let _ = outside.kill();
+        let _ = inside.kill();
+        assert!(
+            times.0.is_ok() && times.1.as_ref().is_ok_and(|u| u[0] == base + 100),
+            "{times:?}"
+        );
+        let swept = swept.unwrap();
+        assert!(swept.contains(&inside.pid()), "{swept:?}");
+        assert!(
+            inside_gone,
+            "the range's renamed process outlived the sweep"
+        );
     }
 
     #[test]

@@ -309,7 +309,13 @@ impl QemuDriver {
             })?;
         // Only QEMU holds the listener from here on.
         drop(listener);
-        let mut vm = QemuVm { child, qmp };
+        // Read now, while it is our unreaped child: the pid names it.
+        let started = banger_host::jail::start_time(child.pid()).ok();
+        let mut vm = QemuVm {
+            child,
+            qmp,
+            started,
+        };
         let deadline = Instant::now() + QMP_APPEAR_TIMEOUT;
         loop {
             let exited = match vm.child.try_wait() {
@@ -412,6 +418,8 @@ pub struct QemuVm {
     child: Spawned,
     /// Root's QMP socket, served by this QEMU.
     qmp: QmpSocket,
+    /// Its start time, read right after the spawn.
+    started: Option<u64>,
 }
 
 impl QemuVm {
@@ -466,6 +474,7 @@ impl QemuVm {
             Err(source) => Err(VmmError::StillRunning {
                 vmm: VMM,
                 pid: self.pid(),
+                started: self.started,
                 what: format!("killing it: {source}"),
             }),
         }
@@ -476,9 +485,15 @@ impl QemuVm {
     fn abandon(&mut self, e: VmmError) -> VmmError {
         match self.kill() {
             Ok(()) => e,
-            Err(VmmError::StillRunning { vmm, pid, what }) => VmmError::StillRunning {
+            Err(VmmError::StillRunning {
                 vmm,
                 pid,
+                started,
+                what,
+            }) => VmmError::StillRunning {
+                vmm,
+                pid,
+                started,
                 what: format!("{}; {what}", banger_proto_free_chain(&e)),
             },
             Err(other) => other,
