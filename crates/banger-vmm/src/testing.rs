@@ -7,8 +7,10 @@
 //! kernel's `request_wait_answer`, `fs/fuse/dev.c`). [`Held`] serves a tiny
 //! FUSE filesystem from a thread of the test process and never answers a
 //! read past the end of its one file; a process reading there is held.
-//! Nothing here touches cgroups, ptrace or a sysctl: it needs root and
-//! `/dev/fuse`, both there on a fresh Debian host, v1 cgroups or not.
+//! Nothing here touches cgroups or ptrace, or sets a sysctl: it needs root
+//! and `/dev/fuse`, both there on a fresh Debian host, v1 cgroups or not,
+//! and the FUSE request timeouts (Linux 6.14 on) off, their default; it
+//! refuses to start when one is set rather than be ended by it.
 
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::PathBuf;
