@@ -399,6 +399,7 @@ fn locked_down() {
     assert!(child.wait().is_ok());
 
     long_lived_through_the_spawner(uid + 1, me);
+    cgroup_through_the_spawner(uid + 1);
 
     // Refusals: root, an id outside the range, a bad bind name, a cut
     // message, one descriptor too many, a message past the size limit.
@@ -630,6 +631,27 @@ fn long_lived_through_the_spawner(uid: u32, me: u32) {
     assert_eq!(status_field(&status, "PPid"), me.to_string(), "{status}");
     jail::testing::check_probe(pid, uid);
     jail::testing::outlives_its_handle(spawned);
+}
+
+/// Design part 3: a jail's `cgroup.procs` descriptor crosses to the
+/// spawner, whose clone (the locked-down process's child) joins that
+/// cgroup (the decoder's refusals are `jail::spawner::tests`').
+fn cgroup_through_the_spawner(uid: u32) {
+    let cg = jail::testing::TestCgroup::new("spawner");
+    let procs = cg.procs_for_writing();
+    let jail = Jail::new(uid, uid)
+        .long_lived(jail::testing::PROBE_LIMITS)
+        .cgroup(procs.as_fd())
+        .unwrap();
+    let spawned = Runner
+        .spawn(
+            &Cmd::new("sleep").arg("300").jail(jail),
+            banger_host::runner::SpawnOptions::default(),
+        )
+        .unwrap();
+    assert_eq!(cg.pids(), [spawned.pid()]);
+    jail::testing::outlives_its_handle(spawned);
+    drop(cg);
 }
 
 /// A re-run of this binary starts a spawner; killing it kills the spawner.

@@ -34,6 +34,7 @@ pub(super) enum Step {
     Session,
     PassFd,
     ParentGone,
+    Cgroup,
 }
 
 impl Step {
@@ -60,6 +61,7 @@ impl Step {
             19 => "starting a session",
             20 => "passing a descriptor",
             21 => "checking that its parent lives",
+            22 => "joining its cgroup",
             _ => "an unknown step",
         }
     }
@@ -169,6 +171,20 @@ fn oom_first() -> Result<(), i32> {
     Ok(())
 }
 
+/// Join the prepared cgroup, if any: `0` (this process) written to the
+/// `cgroup.procs` descriptor root opened (`Jail::cgroup`). One raw
+/// `write`; a short one is an error.
+fn join_cgroup(p: &Prepared) -> Result<(), i32> {
+    let Some(procs) = &p.cgroup else {
+        return Ok(());
+    };
+    match rustix::io::write(procs.as_fd(), b"0") {
+        Ok(1) => Ok(()),
+        Ok(_) => Err(libc::EIO),
+        Err(e) => Err(e.raw_os_error()),
+    }
+}
+
 /// Each prepared resource limit, by raw `prlimit64` on this process.
 fn set_limits(p: &Prepared) -> Result<(), i32> {
     for (resource, limit) in &p.limits {
@@ -221,6 +237,10 @@ pub(super) fn child(
     }
     // First, while the host's /proc is still reachable.
     raw_step!(Step::OomScore, oom_first());
+    // Before anything it does can be charged elsewhere than its VM's
+    // cgroup, and while it is still root (the descriptor's opener's
+    // credentials are what the kernel checks, but nothing depends on it).
+    raw_step!(Step::Cgroup, join_cgroup(p));
     step!(
         Step::Private,
         rustix::mount::mount_change(

@@ -120,6 +120,9 @@ pub struct Jail {
     /// `Some` for a long-lived process: these limits, no parent-death
     /// signal, its own session, not killed when its [`Child`] is dropped.
     long_lived: Option<Limits>,
+    /// A `cgroup.procs` descriptor root opened for writing: the child
+    /// writes `0` to it and so joins that cgroup ([`Jail::cgroup`]).
+    cgroup: Option<Arc<OwnedFd>>,
 }
 
 impl Jail {
@@ -134,7 +137,19 @@ impl Jail {
             passes: Vec::new(),
             copies: Vec::new(),
             long_lived: None,
+            cgroup: None,
         }
+    }
+
+    /// Run the child in the cgroup whose `cgroup.procs` `fd` is: a
+    /// cgroup2 file of that name, opened for writing by this (root)
+    /// process ([`check_cgroup`]). The child writes `0` to it before it
+    /// drops its ids; the kernel checks the credentials of whoever opened
+    /// the file, so the jail uid never needs any right on the cgroup.
+    pub fn cgroup(mut self, fd: BorrowedFd<'_>) -> std::io::Result<Jail> {
+        check_cgroup(fd)?;
+        self.cgroup = Some(Arc::new(fd.try_clone_to_owned()?));
+        Ok(self)
     }
 
     /// A long-lived process (a VMM): `limits` instead of the tools'
@@ -232,6 +247,46 @@ fn check_kvm(fd: BorrowedFd<'_>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The one file name a [`Jail::cgroup`] descriptor may have.
+const CGROUP_PROCS: &str = "cgroup.procs";
+
+/// Refused unless `fd` is a `cgroup.procs` file of cgroup2 (`fstatfs`
+/// magic `CGROUP2_SUPER_MAGIC`, a regular file, named so as the kernel
+/// reports it in `/proc/self/fd`) opened for writing: writing `0` to any
+/// other cgroup2 file (`memory.max`, `pids.max`, `cgroup.freeze`, ...)
+/// would change a cgroup instead of joining one. cgroup2 files cannot be
+/// renamed, and a cgroup (a directory) named `cgroup.procs` is not a
+/// regular file.
+fn check_cgroup(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+    let refuse = |why: String| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("a jail cgroup descriptor {why}"),
+        )
+    };
+    let magic = rustix::fs::fstatfs(fd)?.f_type as u64;
+    if magic != crate::probe::CGROUP2_SUPER_MAGIC {
+        return Err(refuse(format!("not on cgroup2 (f_type {magic:#x})")));
+    }
+    let st = rustix::fs::fstat(fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
+        return Err(refuse("not of a regular file".into()));
+    }
+    let mode = rustix::fs::fcntl_getfl(fd)? & OFlags::ACCMODE;
+    if mode != OFlags::WRONLY && mode != OFlags::RDWR {
+        return Err(refuse("not opened for writing".into()));
+    }
+    use std::os::fd::AsRawFd as _;
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    if link.file_name() != Some(OsStr::new(CGROUP_PROCS)) {
+        return Err(refuse(format!(
+            "of {}, not of a {CGROUP_PROCS} file",
+            link.display()
+        )));
+    }
+    Ok(())
+}
+
 /// A name in the jail's root (`what`: a bind or a copy): one plain token
 /// of letters, digits, `.`, `_`, `-`, at most 64 bytes, not `.`, `..` or a
 /// name the jail itself uses (`exe`, `usr`, `dev`, the merged-`/usr`
@@ -280,6 +335,8 @@ struct Prepared {
     filter: Vec<filter::Insn>,
     /// Long-lived: no parent-death signal, a session of its own.
     long_lived: bool,
+    /// The `cgroup.procs` the child writes `0` to ([`Jail::cgroup`]).
+    cgroup: Option<std::sync::Arc<OwnedFd>>,
 }
 
 /// The child's standard descriptors, its error pipe and its pass-through

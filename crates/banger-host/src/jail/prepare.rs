@@ -234,6 +234,7 @@ pub(super) fn prepare(
         },
         filter,
         long_lived: jail.long_lived.is_some(),
+        cgroup: jail.cgroup.clone(),
     })
 }
 

@@ -510,6 +510,7 @@ pub mod testing {
                 passes: Vec::new(),
                 copies: Vec::new(),
                 long_lived: None,
+                cgroup: None,
             },
             program: rustix::fs::open(
                 &program,

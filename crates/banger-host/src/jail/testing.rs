@@ -130,3 +130,54 @@ pub fn outlives_its_handle(spawned: Spawned) {
     )
     .unwrap();
 }
+
+/// A cgroup2 child of this test process's own cgroup
+/// (`banger-test-<pid>-<tag>`), made for one test and removed when
+/// dropped (whatever is in it killed first, through `cgroup.kill`).
+#[derive(Debug)]
+pub struct TestCgroup {
+    pub path: std::path::PathBuf,
+}
+
+impl TestCgroup {
+    pub fn new(tag: &str) -> TestCgroup {
+        let own = crate::probe::own_cgroup2_dir().unwrap();
+        let path = own.join(format!("banger-test-{}-{tag}", std::process::id()));
+        std::fs::create_dir(&path)
+            .unwrap_or_else(|e| panic!("making the test cgroup {}: {e}", path.display()));
+        TestCgroup { path }
+    }
+
+    /// Its `cgroup.procs`, opened write-only by this (root) process.
+    pub fn procs_for_writing(&self) -> File {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.path.join("cgroup.procs"))
+            .unwrap()
+    }
+
+    /// The pids its `cgroup.procs` lists.
+    pub fn pids(&self) -> Vec<u32> {
+        std::fs::read_to_string(self.path.join("cgroup.procs"))
+            .unwrap()
+            .lines()
+            .map(|l| l.parse().unwrap())
+            .collect()
+    }
+}
+
+impl Drop for TestCgroup {
+    fn drop(&mut self) {
+        let _ = std::fs::write(self.path.join("cgroup.kill"), "1");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::fs::read_to_string(self.path.join("cgroup.events"))
+            .is_ok_and(|e| e.lines().any(|l| l == "populated 1"))
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if let Err(e) = std::fs::remove_dir(&self.path) {
+            eprintln!("removing the test cgroup {}: {e}", self.path.display());
+        }
+    }
+}

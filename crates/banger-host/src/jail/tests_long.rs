@@ -125,3 +125,80 @@ fn a_copy_of_a_file_grown_after_its_length_was_taken_is_refused() {
         Ok(o) => assert_eq!(o.stdout, "", "copied past its length: {o:?}"),
     }
 }
+
+/// Design part 3 (per-VM cgroups): a jailed process joins the cgroup
+/// whose `cgroup.procs` root opened, before it drops to its jail uid (the
+/// uid has no right on the cgroup at all). `/proc/<pid>/cgroup` names the
+/// test's cgroup (a child of this test's own) and that cgroup lists it;
+/// a short-lived tool in the same jail runs there too, and `cgroup.kill`
+/// empties it.
+#[test]
+fn a_jailed_process_joins_the_cgroup_whose_procs_descriptor_it_was_given() {
+    require_root();
+    let uid = jail_uid() + 400_000;
+    let cg = testing::TestCgroup::new("join");
+    let dir = tempfile::tempdir().unwrap();
+    let procs = cg.procs_for_writing();
+    let jail = Jail::new(uid, uid)
+        .long_lived(testing::PROBE_LIMITS)
+        .cgroup(procs.as_fd())
+        .unwrap();
+    let log = File::create(dir.path().join("log")).unwrap();
+    let spawned = Runner
+        .spawn(
+            &Cmd::new("sleep").arg("300").jail(jail.clone()),
+            SpawnOptions {
+                output: Some(log),
+                run_as: None,
+            },
+        )
+        .unwrap();
+    let pid = spawned.pid();
+    let own = crate::probe::own_cgroup2_dir().unwrap();
+    let mount = crate::probe::probe_cgroup_v2().cgroup2_mount.unwrap();
+    let expected = format!("/{}", cg.path.strip_prefix(&mount).unwrap().display());
+    let seen = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(
+        crate::probe::cgroup2_path_in(&seen),
+        Some(expected.as_str()),
+        "{seen}"
+    );
+    assert_eq!(cg.pids(), [pid]);
+    assert_eq!(
+        testing::status_field(pid, "Uid").split_whitespace().next(),
+        Some(uid.to_string().as_str())
+    );
+    // A tool (not long-lived, killed with its handle) joins it too.
+    let tool_jail = Jail::new(uid, uid).cgroup(procs.as_fd()).unwrap();
+    let tool = Runner
+        .spawn(
+            &Cmd::new("sleep").arg("300").jail(tool_jail),
+            SpawnOptions::default(),
+        )
+        .unwrap();
+    let mut both = cg.pids();
+    both.sort();
+    let mut expected_pids = vec![pid, tool.pid()];
+    expected_pids.sort();
+    assert_eq!(both, expected_pids);
+    drop(tool);
+    assert_eq!(cg.pids(), [pid]);
+    // This test's own cgroup never held the jailed process.
+    let own_procs = std::fs::read_to_string(own.join("cgroup.procs")).unwrap();
+    assert!(
+        !own_procs.lines().any(|l| l == pid.to_string()),
+        "{own_procs}"
+    );
+    std::fs::write(cg.path.join("cgroup.kill"), "1").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !std::fs::read_to_string(cg.path.join("cgroup.events"))
+        .unwrap()
+        .lines()
+        .any(|l| l == "populated 0")
+    {
+        assert!(Instant::now() < deadline, "{pid} survived cgroup.kill");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(spawned);
+    drop(cg);
+}

@@ -92,6 +92,36 @@ pub fn probe_cgroup_at(root: &Path) -> CgroupProbe {
     probe
 }
 
+/// This process's cgroup2 directory: the cgroup2 mount ([`probe_cgroup_v2`])
+/// joined with the `0::` line of `/proc/self/cgroup`.
+pub fn own_cgroup2_dir() -> std::io::Result<PathBuf> {
+    let mount = probe_cgroup_v2()
+        .cgroup2_mount
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no cgroup2 mount"))?;
+    let text = std::fs::read_to_string("/proc/self/cgroup")?;
+    let rel = cgroup2_path_in(&text).ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("no plain cgroup2 (0::/...) line in /proc/self/cgroup: {text:?}"),
+        )
+    })?;
+    Ok(mount.join(rel.trim_start_matches('/')))
+}
+
+/// The cgroup2 path of a `/proc/<pid>/cgroup` text: its `0::` line's,
+/// absolute, without `..` or an empty component (a process outside the
+/// reader's cgroup namespace shows as `/../..`), and not a deleted one.
+pub fn cgroup2_path_in(text: &str) -> Option<&str> {
+    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
+    let plain = path.starts_with('/')
+        && !path.ends_with(" (deleted)")
+        && (path == "/"
+            || path[1..]
+                .split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".."));
+    plain.then_some(path)
+}
+
 fn is_cgroup2(dir: &Path) -> bool {
     fs_magic(dir).is_ok_and(|m| m == CGROUP2_SUPER_MAGIC)
         || dir.join("cgroup.controllers").is_file()
@@ -152,6 +182,31 @@ mod tests {
             assert_eq!(p.controllers, listed);
             assert_eq!(p.error, None);
         }
+    }
+
+    #[test]
+    fn the_cgroup2_line_gives_the_path_and_odd_ones_none() {
+        let hybrid = "9:name=systemd:/\n4:memory:/x\n0::/system.slice/a.service\n";
+        assert_eq!(cgroup2_path_in(hybrid), Some("/system.slice/a.service"));
+        assert_eq!(cgroup2_path_in("0::/\n"), Some("/"));
+        for bad in [
+            "4:memory:/x\n",
+            "0::/../..\n",
+            "0::relative\n",
+            "0::/a//b\n",
+            "0::/a/ (deleted)\n",
+        ] {
+            assert_eq!(cgroup2_path_in(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn own_cgroup2_dir_is_a_cgroup2_directory_listing_this_process() {
+        let dir = own_cgroup2_dir().unwrap();
+        assert_eq!(fs_magic(&dir).unwrap(), CGROUP2_SUPER_MAGIC);
+        let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+        let me = std::process::id().to_string();
+        assert!(procs.lines().any(|l| l == me), "{me} not in {procs}");
     }
 
     #[test]

@@ -28,8 +28,8 @@ use banger_proto::privops::{DeviceProbe, HostDevice, KvmProbe, ToolProbe};
 use crate::runner::Runner;
 
 pub use cgroup::{
-    CGROUP_ROOT, CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, CgroupMode, CgroupProbe, probe_cgroup_at,
-    probe_cgroup_v2,
+    CGROUP_ROOT, CGROUP_SUPER_MAGIC, CGROUP2_SUPER_MAGIC, CgroupMode, CgroupProbe, cgroup2_path_in,
+    own_cgroup2_dir, probe_cgroup_at, probe_cgroup_v2,
 };
 pub use device::probe_device;
 pub use kvm::{GUEST_TIMEOUT, KVM_DEVICE, PVM_MODULE_DIR, TINY_GUEST, probe_kvm};

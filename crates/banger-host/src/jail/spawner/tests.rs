@@ -90,6 +90,8 @@ fn every_jail_field_crosses_the_wire_unchanged() {
         .copy_in(kernel.as_fd(), "kernel")
         .unwrap()
         .copy_in(initrd.as_fd(), "initrd")
+        .unwrap()
+        .cgroup(own_procs().as_fd())
         .unwrap();
     let sent = request(jail);
     let got = round_trip(&sent, 4096..4112).unwrap();
@@ -102,6 +104,7 @@ fn every_jail_field_crosses_the_wire_unchanged() {
         passes,
         copies,
         long_lived,
+        cgroup,
     } = &got.jail;
     assert_eq!((*uid, *gid), (4100, 4101));
     assert_eq!(binds.len(), 2);
@@ -120,6 +123,8 @@ fn every_jail_field_crosses_the_wire_unchanged() {
         assert_eq!(inode(a.fd.as_fd()), inode(b.fd.as_fd()));
     }
     assert_eq!(*long_lived, Some(limits));
+    let (a, b) = (sent.jail.cgroup.as_ref().unwrap(), cgroup.as_ref().unwrap());
+    assert_eq!(inode(a.as_fd()), inode(b.as_fd()));
     assert_eq!(got.argv0, sent.argv0);
     assert_eq!(got.args, sent.args);
     assert_eq!(got.env, sent.env);
@@ -127,6 +132,67 @@ fn every_jail_field_crosses_the_wire_unchanged() {
     // A disk tool's jail: not long-lived on the other side either.
     let got = round_trip(&request(Jail::new(4100, 4100)), 4096..4112).unwrap();
     assert_eq!(got.jail.long_lived, None);
+    assert!(got.jail.cgroup.is_none());
+}
+
+/// This test process's own cgroup's `cgroup.procs`, opened for writing
+/// (nothing is written: a descriptor a jail can carry).
+fn own_procs() -> std::fs::File {
+    let dir = crate::probe::own_cgroup2_dir().unwrap();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.join("cgroup.procs"))
+        .unwrap()
+}
+
+/// A jail's cgroup descriptor is written `0` by its child: the spawner
+/// takes only a cgroup2 `cgroup.procs` opened for writing. Any other
+/// cgroup2 file (`cgroup.freeze`, `pids.max`, ... written `0` would
+/// change a cgroup, not join one), a file elsewhere, or `cgroup.procs`
+/// opened read-only is refused, by the spawner and by `Jail::cgroup`.
+#[test]
+fn a_cgroup_descriptor_other_than_a_writable_cgroup_procs_is_refused() {
+    let dir = crate::probe::own_cgroup2_dir().unwrap();
+    let open = |name: &str, write: bool| {
+        std::fs::OpenOptions::new()
+            .read(!write)
+            .write(write)
+            .open(dir.join(name))
+            .unwrap()
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("cgroup.procs"), "").unwrap();
+    let plain = std::fs::OpenOptions::new()
+        .write(true)
+        .open(tmp.path().join("cgroup.procs"))
+        .unwrap();
+    let cases = [
+        ("cgroup.procs read-only", open("cgroup.procs", false)),
+        ("cgroup.max.depth", open("cgroup.max.depth", true)),
+        (
+            "cgroup.subtree_control",
+            open("cgroup.subtree_control", true),
+        ),
+        ("cgroup.procs on a tmpfs", plain),
+        (
+            "/dev/null",
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/null")
+                .unwrap(),
+        ),
+    ];
+    for (what, fd) in &cases {
+        let e = Jail::new(4100, 4100).cgroup(fd.as_fd()).unwrap_err();
+        assert!(e.to_string().contains("cgroup descriptor"), "{what}: {e}");
+        let mut jail = Jail::new(4100, 4100);
+        jail.cgroup = Some(Arc::new(fd.as_fd().try_clone_to_owned().unwrap()));
+        let e = round_trip(&request(jail), 4096..4112).unwrap_err();
+        assert!(e.to_string().contains("cgroup descriptor"), "{what}: {e}");
+    }
+    // The directory's own cgroup.procs, opened for writing, is taken.
+    let jail = Jail::new(4100, 4100).cgroup(own_procs().as_fd()).unwrap();
+    round_trip(&request(jail), 4096..4112).unwrap();
 }
 
 /// The largest jail a QEMU asks for (`banger_vmm::qemu`: 8 drives, two
@@ -208,11 +274,12 @@ fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused(
         let e = round_trip(&request(jail.clone()), range.clone()).unwrap_err();
         assert!(e.to_string().contains("descriptor number"), "{first}: {e}");
     }
-    // The flag is the jail's last word, and the jail follows the version.
+    // The long-lived flag is the jail's last word but the cgroup flag,
+    // and the jail follows the version.
     let plain = Jail::new(4100, 4100);
     let mut alone = Writer::default();
     plain.encode(&mut alone);
-    let flag = 4 + alone.bytes.len() - 4;
+    let flag = 4 + alone.bytes.len() - 8;
     let r = request(plain.clone());
     let w = r.encode();
     assert_eq!(w.bytes[flag..flag + 4], 0u32.to_le_bytes());

@@ -130,6 +130,13 @@ impl Jail {
                 w.u64(l.file_size);
             }
         }
+        match &self.cgroup {
+            None => w.u32(0),
+            Some(fd) => {
+                w.u32(1);
+                w.fd(fd.as_fd());
+            }
+        }
     }
 
     /// A jail as [`Jail::encode`] wrote it, refused unless its ids lie in
@@ -137,7 +144,8 @@ impl Jail {
     /// token (but `/dev/kvm`'s place, holding that device), each bind's
     /// descriptor one `check_bind_fd` takes, each pass-through number lies in 3 to
     /// [`super::super::MAX_PASSED_FD`] once, and its descriptors fit
-    /// [`MAX_FDS`] with the request's own.
+    /// [`MAX_FDS`] with the request's own, and its cgroup descriptor (if
+    /// any) is a writable cgroup2 `cgroup.procs` (`check_cgroup`).
     pub(super) fn decode(
         r: &mut Reader<'_>,
         range: &std::ops::Range<u32>,
@@ -194,6 +202,7 @@ impl Jail {
             });
         }
         let count = r.count("copies", room)?;
+        room -= count;
         let mut copies = Vec::with_capacity(count);
         for _ in 0..count {
             let at = std::str::from_utf8(r.bytes()?)
@@ -215,6 +224,14 @@ impl Jail {
             }),
             n => return Err(refused(format!("long-lived flag {n}"))),
         };
+        let cgroup = match r.count("cgroup descriptors", room.min(1))? {
+            0 => None,
+            _ => {
+                let fd = r.fd()?;
+                super::super::check_cgroup(fd.as_fd()).map_err(refused)?;
+                Some(Arc::new(fd))
+            }
+        };
         Ok(Jail {
             uid,
             gid,
@@ -222,6 +239,7 @@ impl Jail {
             passes,
             copies,
             long_lived,
+            cgroup,
         })
     }
 }
