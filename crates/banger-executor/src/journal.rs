@@ -42,7 +42,11 @@ use serde::{Deserialize, Serialize};
 /// finding 1: no longer read from the owner's `root.origin`). Older files
 /// are read (their VMs' image ids taken once from the checked marker) and
 /// written back as 4.
-pub const JOURNAL_VERSION: u32 = 4;
+/// 5: `vm_cgroups`, the per-VM cgroups root made (each journaled before
+/// its `mkdirat`, removed after its `rmdir`), and a VMM entry's `cgroup`
+/// (the one it runs in: what the start-up sweep spares). Older files are
+/// read (no cgroup anywhere) and written back as 5.
+pub const JOURNAL_VERSION: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -156,6 +160,11 @@ pub struct Journal {
     /// turns it back off once no bridge is left, if it is still on.
     #[serde(default)]
     pub ip_forward_enabled: bool,
+    /// Per-VM cgroups (`vm-<id>`, beneath the executor's delegated
+    /// cgroup: `vm::cgroup`) made and not yet removed, each written before
+    /// its `mkdirat`; one whose removal failed stays for the next start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub vm_cgroups: Vec<String>,
 }
 
 /// One outstanding grant of a disk to the tool uid (`vm::jailed`): the
@@ -241,6 +250,9 @@ pub struct VmmEntry {
     /// runs as the owner (Firecracker; any VMM journaled by version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
+    /// The per-VM cgroup it runs in (`vm-<id>`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
 }
 
 impl Default for Journal {
@@ -258,6 +270,7 @@ impl Default for Journal {
             dm_origins: BTreeMap::new(),
             grants: Vec::new(),
             ip_forward_enabled: false,
+            vm_cgroups: Vec::new(),
         }
     }
 }
@@ -554,6 +567,7 @@ mod tests {
             start_time: 6,
             vmm: banger_proto::vmops::VmmKind::Qemu,
             uid: Some(1_990_000_001),
+            cgroup: None,
         });
         txn.save().unwrap();
         drop(txn);
@@ -566,27 +580,61 @@ mod tests {
         assert_eq!(txn.state.vmms[1].uid, Some(1_990_000_001));
     }
 
+    /// Design part 3: per-VM cgroups (version 5). A version-4 journal
+    /// (VMMs in no cgroup of their own) reads with none and is written back
+    /// at this version unchanged; a version-5 one keeps both records.
+    #[test]
+    fn a_version_4_journal_reads_without_cgroups_and_a_version_5_one_keeps_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.json");
+        std::fs::write(
+            &path,
+            r#"{"version": 4, "bridges": [], "taps": [], "firewall": false,
+                "nat_guests": [], "resolver_links": [], "dm_origins": {},
+                "vmms": [{"vm_id": "a", "pid": 10, "start_time": 5, "vmm": "qemu",
+                          "uid": 1990000001}]}"#,
+        )
+        .unwrap();
+        let file = JournalFile::new(path.clone());
+        let mut txn = file.open().unwrap();
+        assert_eq!(txn.state.vmms[0].cgroup, None);
+        assert!(txn.state.vm_cgroups.is_empty());
+        txn.save().unwrap();
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(written["version"], JOURNAL_VERSION, "{written}");
+        assert!(written["vmms"][0].get("cgroup").is_none(), "{written}");
+        assert!(written.get("vm_cgroups").is_none(), "{written}");
+        txn.state.vm_cgroups.push("vm-b".into());
+        txn.state.vmms[0].cgroup = Some("vm-b".into());
+        txn.save().unwrap();
+        drop(txn);
+        let txn = file.open().unwrap();
+        assert_eq!(txn.state.vm_cgroups, ["vm-b"]);
+        assert_eq!(txn.state.vmms[0].cgroup.as_deref(), Some("vm-b"));
+    }
+
     #[test]
     fn a_journal_newer_than_this_version_is_refused_as_newer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.json");
-        let v5 = r#"{"version": 5, "bridges": [], "taps": [], "firewall": false,
+        let v6 = r#"{"version": 6, "bridges": [], "taps": [], "firewall": false,
                      "nat_guests": [], "resolver_links": [], "later": []}"#;
-        std::fs::write(&path, v5).unwrap();
+        std::fs::write(&path, v6).unwrap();
         let err = JournalFile::new(path.clone()).open().unwrap_err();
         assert!(
-            matches!(err, JournalError::NewerVersion { version: 5, .. }),
+            matches!(err, JournalError::NewerVersion { version: 6, .. }),
             "{err}"
         );
         assert_eq!(
             err.to_string(),
             format!(
-                "{} has journal version 5; this build knows up to 4",
+                "{} has journal version 6; this build knows up to 5",
                 path.display()
             )
         );
         // Refused untouched.
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), v5);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), v6);
     }
 
     #[test]

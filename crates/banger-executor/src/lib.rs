@@ -50,6 +50,7 @@ pub use banger_vmm::qemu::SANDBOX as QEMU_SANDBOX;
 pub use error::ExecError;
 pub use journal::{JOURNAL_VERSION, JournalError};
 pub use net::VM_DOMAIN_ROUTE;
+pub use vm::cgroup::{CgroupError as VmCgroupError, VmCgroups};
 pub use vm::{KERNEL_CMDLINE, VmHostConfig, VmOpError, clone_file};
 
 /// What an operation produced: its outcome, plus the file descriptors that
@@ -116,6 +117,19 @@ impl Executor {
         let vm = vm::VmHost::new(cfg, Arc::clone(&self.journal), Arc::clone(&self.host));
         vm.restore_crashed_grants();
         self.vm = Some(Arc::new(vm));
+        self
+    }
+
+    /// Make each jailed VMM's cgroup (`vm-<id>`) in `cgroups`, after a
+    /// sweep of the ones no journaled VMM runs in (`vm::cgroup`). Called
+    /// after [`Executor::with_vms`]; without it VMMs get no cgroup.
+    pub fn with_vm_cgroups(mut self, cgroups: vm::cgroup::VmCgroups) -> Self {
+        match self.vm.as_mut().and_then(Arc::get_mut) {
+            Some(vm) => vm.set_cgroups(cgroups),
+            None => tracing::warn!(
+                "VM cgroups given before the VM host, or after it was shared: unused"
+            ),
+        }
         self
     }
 

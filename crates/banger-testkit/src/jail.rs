@@ -22,3 +22,45 @@ pub fn dev_jail_env() -> (&'static str, String) {
         format!("{}:{}", j.uid_base, j.count),
     )
 }
+
+/// The cgroup a daemon started by a test with jail range `uid_base` makes
+/// for its VMs' cgroups (`banger_executor::VmCgroups::dev`:
+/// `banger-jail-<uid_base>` beneath its own cgroup, which is this test
+/// process's), removed when dropped — after the daemon it belongs to,
+/// which must be declared before it. Left in place while a VM cgroup is
+/// still in it (a VMM that outlived its daemon).
+#[derive(Debug)]
+pub struct JailCgroup {
+    path: Option<std::path::PathBuf>,
+}
+
+impl JailCgroup {
+    pub fn of(uid_base: u32) -> JailCgroup {
+        JailCgroup {
+            path: banger_host::probe::own_cgroup2_dir()
+                .ok()
+                .map(|own| own.join(format!("banger-jail-{uid_base}"))),
+        }
+    }
+
+    /// For a `BANGER_DEV_JAIL_UIDS` value, `BASE:COUNT`.
+    pub fn of_env(value: &str) -> JailCgroup {
+        let base = value.split(':').next().and_then(|b| b.parse().ok());
+        match base {
+            Some(base) => JailCgroup::of(base),
+            None => JailCgroup { path: None },
+        }
+    }
+}
+
+impl Drop for JailCgroup {
+    fn drop(&mut self) {
+        if let Some(path) = &self.path {
+            match std::fs::remove_dir(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => eprintln!("removing the daemon's VM cgroup {}: {e}", path.display()),
+            }
+        }
+    }
+}

@@ -22,9 +22,10 @@ use serde_json::Value;
 mod bins;
 pub mod hostcheck;
 mod jail;
+mod root_helper_ns;
 
 pub use bins::{SHARED_BIN_PREFIX, bin, others_can_run_from, shared_copies};
-pub use jail::{dev_jail_env, test_jail};
+pub use jail::{JailCgroup, dev_jail_env, test_jail};
 
 /// Fail (never skip) a test that needs root.
 pub fn require_root() {
@@ -280,11 +281,13 @@ pub struct NsDaemon {
     pub proc: Proc,
     pub socket: PathBuf,
     pub dir: PathBuf,
+    /// Removed once `proc` has gone (declared after it).
+    _cgroup: JailCgroup,
 }
 
 impl NsDaemon {
     pub fn start(ns: &NetNs, dir: &Path) -> NsDaemon {
-        let mut cmd = ns.exec(bin("bangerd"));
+        let mut cmd = ns.exec_daemon(bin("bangerd"));
         cmd.arg("--dev")
             .arg("--state-dir")
             .arg(dir.join("state"))
@@ -294,6 +297,7 @@ impl NsDaemon {
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("NOTIFY_SOCKET");
         let (k, v) = dev_jail_env();
+        let cgroup = JailCgroup::of_env(&v);
         cmd.env(k, v);
         let mut proc = Proc::spawn("bangerd --dev", cmd);
         let socket = dir.join("run").join("bangerd.sock");
@@ -302,6 +306,7 @@ impl NsDaemon {
             proc,
             socket,
             dir: dir.to_path_buf(),
+            _cgroup: cgroup,
         }
     }
 
@@ -317,6 +322,8 @@ pub struct DevDaemon {
     pub proc: Proc,
     pub socket: PathBuf,
     pub dir: tempfile::TempDir,
+    /// Removed once `proc` has gone (declared after it).
+    _cgroup: JailCgroup,
 }
 
 impl DevDaemon {
@@ -345,12 +352,18 @@ impl DevDaemon {
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("NOTIFY_SOCKET");
         let (k, v) = dev_jail_env();
+        let cgroup = JailCgroup::of_env(&v);
         cmd.env(k, v);
         extra(&mut cmd);
         let mut proc = Proc::spawn("bangerd --dev", cmd);
         let socket = run.join("bangerd.sock");
         wait_for_socket(&socket, &mut proc);
-        DevDaemon { proc, socket, dir }
+        DevDaemon {
+            proc,
+            socket,
+            dir,
+            _cgroup: cgroup,
+        }
     }
 }
 
@@ -419,6 +432,8 @@ pub struct RootHelper {
     pub proc: Proc,
     pub socket: PathBuf,
     pub install_file: PathBuf,
+    /// Removed once `proc` has gone (declared after it).
+    _cgroup: JailCgroup,
 }
 
 impl RootHelper {
@@ -454,10 +469,14 @@ impl RootHelper {
         cmd.arg("--install-file").arg(&install_file);
         let mut proc = Proc::spawn(name, cmd);
         wait_for_socket(&socket, &mut proc);
+        let cgroup = banger_proto::install::InstallMeta::load(&install_file)
+            .map(|m| JailCgroup::of(m.jail.uid_base))
+            .unwrap();
         RootHelper {
             proc,
             socket,
             install_file,
+            _cgroup: cgroup,
         }
     }
 }
@@ -675,103 +694,6 @@ impl Drop for NetNs {
         {
             let _ = std::fs::remove_dir(etc);
         }
-    }
-}
-
-impl RootHelper {
-    /// Like [`RootHelper::start`], but the helper runs inside `ns` (started
-    /// through `ip netns exec`), so every network object it creates is there.
-    /// Its socket is a path, so it is reachable from any namespace.
-    pub fn start_in(ns: &NetNs, root: &Path, owner: &TestUser) -> RootHelper {
-        Self::start_in_full(
-            ns,
-            root,
-            owner,
-            InstallVmm::default(),
-            InstallNetwork::default(),
-        )
-    }
-
-    /// [`RootHelper::start_in`] for an install of the bridge and subnet
-    /// `network`.
-    pub fn start_in_with(
-        ns: &NetNs,
-        root: &Path,
-        owner: &TestUser,
-        network: InstallNetwork,
-    ) -> RootHelper {
-        Self::start_in_full(ns, root, owner, InstallVmm::default(), network)
-    }
-
-    /// [`RootHelper::start_in`] recording both `vmm` and `network`.
-    pub fn start_in_full(
-        ns: &NetNs,
-        root: &Path,
-        owner: &TestUser,
-        vmm: InstallVmm,
-        network: InstallNetwork,
-    ) -> RootHelper {
-        Self::spawn(
-            root,
-            owner,
-            vmm,
-            network,
-            "bangerd-root (netns)",
-            ns.exec(bin("bangerd-root")),
-        )
-    }
-}
-
-impl RootHelper {
-    /// Stop the helper (SIGTERM) and start it again in `ns` from the same
-    /// install file, so with the same jail range: what a restart of the
-    /// installed service does.
-    pub fn restart_in(&mut self, ns: &NetNs) {
-        self.proc.terminate();
-        let mut cmd = ns.exec(bin("bangerd-root"));
-        cmd.arg("--install-file").arg(&self.install_file);
-        let mut proc = Proc::spawn("bangerd-root (netns, restarted)", cmd);
-        wait_for_socket(&self.socket, &mut proc);
-        self.proc = proc;
-    }
-
-    /// [`RootHelper::start_in_full`] with stand-ins bound over host tools
-    /// (`(stand-in, tool path)` pairs, e.g. over `/usr/sbin/e2fsck`) in a
-    /// private mount namespace of the helper's own: the helper runs the
-    /// stand-ins exactly where it would find the real tools, and nothing
-    /// is mounted in the test's namespace.
-    pub fn start_in_with_tools(
-        ns: &NetNs,
-        root: &Path,
-        owner: &TestUser,
-        vmm: InstallVmm,
-        network: InstallNetwork,
-        tools: &[(PathBuf, &str)],
-    ) -> RootHelper {
-        let mut script = String::new();
-        for (stand_in, tool) in tools {
-            let s = stand_in.to_str().expect("a UTF-8 path");
-            for p in [s, tool] {
-                assert!(
-                    p.bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)),
-                    "{p:?} needs quoting"
-                );
-            }
-            script.push_str(&format!("mount --bind {s} {tool} && "));
-        }
-        script.push_str("exec \"$0\" \"$@\"");
-        let mut cmd = ns.exec("unshare");
-        cmd.args(["-m", "--propagation", "private", "sh", "-c", &script])
-            .arg(bin("bangerd-root"));
-        Self::spawn(
-            root,
-            owner,
-            vmm,
-            network,
-            "bangerd-root (netns, stand-in tools)",
-            cmd,
-        )
     }
 }
 

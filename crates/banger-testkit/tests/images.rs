@@ -416,8 +416,9 @@ fn a_system_daemon_names_the_file_it_may_not_read() {
 }
 
 /// `bangerd --dev` on a given state dir, in its own network namespace, so
-/// a test can start a second daemon on what the first left behind.
-fn dev_daemon_on(root: &Path) -> (Proc, PathBuf) {
+/// a test can start a second daemon on what the first left behind; its VM
+/// cgroup directory goes when the guard is dropped (after the daemon).
+fn dev_daemon_on(root: &Path) -> (Proc, PathBuf, JailCgroup) {
     let run = root.join("run");
     let mut cmd = Command::new("unshare");
     cmd.args(["--net", "--"])
@@ -431,11 +432,12 @@ fn dev_daemon_on(root: &Path) -> (Proc, PathBuf) {
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("NOTIFY_SOCKET");
     let (k, v) = dev_jail_env();
+    let cgroup = JailCgroup::of_env(&v);
     cmd.env(k, v);
     let mut proc = Proc::spawn("bangerd --dev", cmd);
     let socket = run.join("bangerd.sock");
     wait_for_socket(&socket, &mut proc);
-    (proc, socket)
+    (proc, socket, cgroup)
 }
 
 #[test]
@@ -445,7 +447,7 @@ fn startup_removes_what_an_interrupted_publication_left() {
     let work = shared_tempdir();
     let w = work.path();
     let state = root.path().join("state");
-    let (mut first, socket) = dev_daemon_on(root.path());
+    let (mut first, socket, _first_cgroup) = dev_daemon_on(root.path());
     fake_kernel(&w.join("k"), 0x5a);
     mkfs_ext4(&w.join("r.ext4"), "8M");
     let out = banger_in(&socket, w, &["kernel", "import", "k"]);
@@ -477,7 +479,7 @@ fn startup_removes_what_an_interrupted_publication_left() {
     std::fs::create_dir_all(&unrecorded).unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
 
-    let (mut second, socket) = dev_daemon_on(root.path());
+    let (mut second, socket, _second_cgroup) = dev_daemon_on(root.path());
     // The socket exists before startup's reconcile has run; an answered
     // request means it has (the server starts after it).
     let out = banger_in(&socket, w, &["--json", "image", "show", "keep"]);

@@ -127,6 +127,8 @@ fn seed_store(state: &Path) -> StandInVmms {
 struct Daemon {
     proc: Proc,
     socket: PathBuf,
+    /// Removed once `proc` has gone (declared after it).
+    _cgroup: JailCgroup,
 }
 
 fn start_daemon(ns: &NetNs, dir: &Path, config: &str) -> Daemon {
@@ -146,11 +148,16 @@ fn start_daemon(ns: &NetNs, dir: &Path, config: &str) -> Daemon {
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("NOTIFY_SOCKET");
     let (k, v) = dev_jail_env();
+    let cgroup = JailCgroup::of_env(&v);
     cmd.env(k, v);
     let mut proc = Proc::spawn("bangerd --dev (netns)", cmd);
     let socket = dir.join("run/bangerd.sock");
     wait_for_socket(&socket, &mut proc);
-    Daemon { proc, socket }
+    Daemon {
+        proc,
+        socket,
+        _cgroup: cgroup,
+    }
 }
 
 fn banger_json(socket: &Path, args: &[&str]) -> Value {

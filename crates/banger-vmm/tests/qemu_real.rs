@@ -114,6 +114,7 @@ fn a_launched_qemu_runs_under_its_seccomp_sandbox_and_still_boots_and_quits() {
         )
         .unwrap(),
         kvm: None,
+        cgroup: None,
     };
     let mut vm = Killed(
         QemuDriver::default()

@@ -153,6 +153,29 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     .with_image_builds(settings.image_builds.clone())
     .with_bridge(settings.bridge.clone())
     .map_err(ServeError::Bridge)?;
+    // Per-VM cgroups: under the unit, the helper and its spawner move into
+    // `<unit>/helper` first. Without a cgroup to hold, VMMs keep their
+    // rlimits only.
+    let spawner: Vec<u32> = banger_host::jail::spawner::running_pid()
+        .into_iter()
+        .collect();
+    let exec = match banger_executor::VmCgroups::delegated(settings.jail.uid_base, &spawner) {
+        Ok(cgroups) => {
+            match cgroups.limits_unavailable() {
+                Some(why) => {
+                    tracing::warn!(cgroup = %cgroups.path().display(), "per-VM cgroups without limits: {why}")
+                }
+                None => {
+                    tracing::info!(cgroup = %cgroups.path().display(), "per-VM cgroups with limits")
+                }
+            }
+            exec.with_vm_cgroups(cgroups)
+        }
+        Err(e) => {
+            tracing::warn!(error = %banger_proto::error::chain(&e).join(": "), "no per-VM cgroups: VMMs are bounded by their rlimits only");
+            exec
+        }
+    };
     let active = Arc::new(AtomicUsize::new(0));
     tracing::info!(
         socket = %settings.socket.display(),

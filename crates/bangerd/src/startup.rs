@@ -114,6 +114,20 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
                 config.network.subnet,
             ))
             .context("the configured bridge (network.bridge, network.subnet)")?;
+        // Per-VM cgroups beneath this daemon's own (`banger-jail-<base>`),
+        // where it can make one; else VMMs keep their rlimits only.
+        let exec = match banger_executor::VmCgroups::delegated(jail.uid_base, &[]) {
+            Ok(cgroups) => {
+                if let Some(why) = cgroups.limits_unavailable() {
+                    tracing::info!(cgroup = %cgroups.path().display(), "per-VM cgroups without limits: {why}");
+                }
+                exec.with_vm_cgroups(cgroups)
+            }
+            Err(e) => {
+                tracing::info!(error = %banger_proto::error::chain(&e).join(": "), "no per-VM cgroups: VMMs are bounded by their rlimits only");
+                exec
+            }
+        };
         (
             DaemonMode::Dev,
             layout,

@@ -72,6 +72,12 @@ pub enum VmOpError {
     StartTimeUnreadable { vm_id: String, pid: u32 },
     #[error("removing the root-disk devices of VM {vm_id}: {}", errors.join("; "))]
     SnapshotTeardown { vm_id: String, errors: Vec<String> },
+    #[error("the cgroup of VM {vm_id}")]
+    Cgroup {
+        vm_id: String,
+        #[source]
+        source: super::cgroup::CgroupError,
+    },
     #[error("stopping the VMM of VM {vm_id}")]
     Stop {
         vm_id: String,
@@ -99,6 +105,7 @@ impl VmOpError {
             | Launch { .. }
             | StartTimeUnreadable { .. }
             | Stop { .. }
+            | Cgroup { .. }
             | SnapshotTeardown { .. } => ErrorCode::Internal,
         }
     }

@@ -5,6 +5,7 @@
 //! `banger_proto::vmops`); VMM binaries come from the executor's own
 //! configuration, never from a request.
 
+pub mod cgroup;
 mod disks;
 mod error;
 mod guestfs;
@@ -65,6 +66,9 @@ pub(crate) struct VmHost {
     probes: Arc<dyn HostProbes>,
     /// `losetup`, `dmsetup` and device-node ownership.
     pub(crate) tools: Arc<dyn snapshot::DiskTools>,
+    /// The cgroup VMs' cgroups are made in; `None`: none was delegated
+    /// (VMMs are bounded by their rlimits only).
+    cgroups: Option<cgroup::VmCgroups>,
 }
 
 impl std::fmt::Debug for VmHost {
@@ -94,6 +98,22 @@ impl VmHost {
             busy: Mutex::default(),
             probes,
             tools: Arc::new(snapshot::HostTools),
+            cgroups: None,
+        }
+    }
+
+    /// Make VMs' cgroups in `cgroups` from now on, after sweeping it of
+    /// every VM cgroup no re-adoptable journaled VMM runs in.
+    pub(crate) fn set_cgroups(&mut self, cgroups: cgroup::VmCgroups) {
+        self.cgroups = Some(cgroups);
+        match self.sweep_vm_cgroups() {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::warn!(?removed, "removed VM cgroups no running VMM holds");
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %banger_proto::error::chain(&e).join(": "), "sweeping VM cgroups")
+            }
         }
     }
 

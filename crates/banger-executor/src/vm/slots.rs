@@ -62,7 +62,7 @@ impl VmHost {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     fn jail(count: u32) -> InstallJail {
@@ -102,7 +102,7 @@ mod tests {
     }
 
     /// A host over a fresh state dir and journal, with `jail`.
-    fn host(dir: &std::path::Path, jail: InstallJail) -> VmHost {
+    pub(in crate::vm) fn host(dir: &std::path::Path, jail: InstallJail) -> VmHost {
         std::fs::create_dir_all(dir.join("state/vms")).unwrap();
         VmHost::new(
             super::super::VmHostConfig {
@@ -127,6 +127,7 @@ mod tests {
             start_time: banger_host::jail::start_time(pid).unwrap(),
             vmm: banger_proto::vmops::VmmKind::Qemu,
             uid,
+            cgroup: None,
         }
     }
 

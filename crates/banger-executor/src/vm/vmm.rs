@@ -149,9 +149,6 @@ pub(super) fn sockets(kind: VmmKind) -> &'static [&'static str] {
 
 use banger_host::jail::start_time;
 
-/// Root's directory of jailed QEMUs' QMP sockets, beside the journal.
-const QMP_DIR: &str = "vmm-qmp";
-
 impl VmHost {
     fn launch_spec(&self, spec: &LaunchVmSpec) -> Result<LaunchSpec, VmOpError> {
         let krel = Path::new("kernels").join(&spec.kernel_id);
@@ -213,64 +210,6 @@ impl VmHost {
                 what: "VM directory",
                 path: self.vm_dir(vm_id).display().to_string(),
             }),
-        }
-    }
-
-    /// The QMP socket of the VM's jailed QEMU: `<vm id>.sock` in
-    /// [`QMP_DIR`] beside the executor's journal, a directory root makes
-    /// (`create`) and keeps 0700: only root can write there, so neither
-    /// the owner nor a VMM can swap or remove the socket, and it persists
-    /// while QEMU runs (a restarted helper finds it there). Not in the VM
-    /// directory: the owner writes that.
-    pub(super) fn qmp_socket(&self, vm_id: &str, create: bool) -> Result<QmpSocket, VmOpError> {
-        let parent = self
-            .journal
-            .path()
-            .parent()
-            .unwrap_or(Path::new("/"))
-            .to_path_buf();
-        let path = parent.join(QMP_DIR);
-        let parent_fd = rustix::fs::open(
-            &parent,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| io("opening", &parent)(e.into()))?;
-        if create {
-            match rustix::fs::mkdirat(&parent_fd, QMP_DIR, rustix::fs::Mode::from_raw_mode(0o700)) {
-                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(io("creating", &path)(e.into())),
-            }
-        }
-        let fd = rustix::fs::openat(
-            &parent_fd,
-            QMP_DIR,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| io("opening", &path)(e.into()))?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| io("inspecting", &path)(e.into()))?;
-        if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o7777 != 0o700 {
-            return Err(VmOpError::Invalid {
-                what: "QMP socket directory",
-                value: path.display().to_string(),
-                reason: format!(
-                    "uid {} mode {:o}, not this process's uid with mode 700",
-                    st.st_uid,
-                    st.st_mode & 0o7777
-                ),
-            });
-        }
-        QmpSocket::new(fd, &path, &format!("{vm_id}.sock")).map_err(io("naming a socket in", &path))
-    }
-
-    /// Remove the VM's QMP socket, if any: its VMM is gone.
-    pub(super) fn remove_qmp_socket(&self, vm_id: &str) {
-        let removed = self
-            .qmp_socket(vm_id, false)
-            .and_then(|s| s.remove().map_err(io("removing", s.path())));
-        if let Err(e) = removed {
-            tracing::debug!(vm_id, error = %e, "no QMP socket removed");
         }
     }
 
@@ -361,6 +300,8 @@ impl VmHost {
         };
         // QEMU's jail uid, reserved until the journal holds it.
         let mut slot = None;
+        // The VM's cgroup, removed unless its VMM ends up journaled in it.
+        let mut cgroup = None;
         let mut proc = match spec.vmm {
             VmmKind::Qemu => {
                 let binary = self.qemu_binary.clone().ok_or_else(|| VmOpError::VmmUnavailable {
@@ -383,7 +324,16 @@ impl VmHost {
                     run_as: Some(ids),
                     ..ls
                 };
-                let files = self.qemu_files(&ls, &vm_dir, log, qmp)?;
+                let mut files = self.qemu_files(&ls, &vm_dir, log, qmp)?;
+                let limits = super::cgroup::VmLimits {
+                    memory: banger_vmm::qemu::memory_limit(&ls),
+                    processes: banger_vmm::qemu::process_limit(&ls),
+                    vcpus: u32::from(ls.vcpus),
+                };
+                if let Some((made, procs)) = self.make_vm_cgroup(&spec.vm_id, &limits)? {
+                    files.cgroup = Some(procs);
+                    cgroup = Some(made);
+                }
                 let driver = QemuDriver { binary };
                 match driver.launch(&ls, files) {
                     Ok(vm) => Proc::Qemu(vm),
@@ -406,11 +356,18 @@ impl VmHost {
                                     start_time: started,
                                     vmm: spec.vmm,
                                     uid,
+                                    cgroup: cgroup.as_ref().map(|c| c.name.clone()),
                                 })
                                 .is_ok()
                             });
                             if !journaled {
                                 std::mem::forget(slot.take());
+                            }
+                            // Its cgroup stays with it: journaled (in
+                            // `vm_cgroups` at least), removed once it is
+                            // seen gone or by the next start's sweep.
+                            if let Some(c) = cgroup.take() {
+                                c.keep();
                             }
                         }
                         return Err(failed(with_log_tail(source, &tail)));
@@ -418,6 +375,10 @@ impl VmHost {
                 }
             }
             VmmKind::Firecracker => {
+                // No cgroup yet: Firecracker runs as the owner, unjailed.
+                // When its jail lands, make one here as for QEMU
+                // (`make_vm_cgroup` with Firecracker's limits) and pass
+                // its `cgroup.procs` to that jail (`Jail::cgroup`).
                 let run = self.fresh_run_dir(&vm_dir, self.owner)?;
                 self.launch_firecracker(spec, &ls, run, &vm_dir)?
             }
@@ -441,6 +402,7 @@ impl VmHost {
             start_time: started,
             vmm: spec.vmm,
             uid: slot.as_ref().map(|s| s.uid),
+            cgroup: cgroup.as_ref().map(|c| c.name.clone()),
         };
         if let Err(e) = self.journal_vmm(entry) {
             // Unjournaled, it could never be stopped or re-adopted.
@@ -450,8 +412,11 @@ impl VmHost {
             }
             return Err(e);
         }
-        // The journal holds the slot now.
+        // The journal holds the slot and the cgroup now.
         drop(slot);
+        if let Some(c) = cgroup {
+            c.keep();
+        }
         // A replaced entry (a racing launch) is dropped after the lock.
         let replaced = self
             .procs
@@ -560,6 +525,14 @@ impl VmHost {
             .is_some_and(|op| *op == banger_proto::privops::LAUNCH_VM);
         if !launching && txn.state.vmms.iter().all(|e| e.vm_id != vm_id) {
             self.remove_qmp_socket(vm_id);
+            // Its VMM is gone (its pidfd said so, or the pid names another
+            // process): whatever is left in its cgroup is killed, and the
+            // cgroup removed, with the journal and the operation table
+            // locked (no launch of the VM makes it anew meanwhile).
+            let name = super::cgroup::name_of(vm_id);
+            if txn.state.vm_cgroups.contains(&name) {
+                self.remove_vm_cgroup_in(&mut txn, &name);
+            }
         }
         Ok(())
     }

@@ -176,6 +176,14 @@ impl Drop for TestCgroup {
         {
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Children first (a failed test may leave the cgroups it made).
+        if let Ok(entries) = std::fs::read_dir(&self.path) {
+            for e in entries.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    let _ = std::fs::remove_dir(e.path());
+                }
+            }
+        }
         if let Err(e) = std::fs::remove_dir(&self.path) {
             eprintln!("removing the test cgroup {}: {e}", self.path.display());
         }

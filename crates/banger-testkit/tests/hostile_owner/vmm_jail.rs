@@ -303,7 +303,26 @@ fn a_jailed_vmm_survives_a_helper_restart_and_a_stray_of_its_uid_does_not() {
     let mut lab = lab.start();
     let v = lab.launch(id, VmmKind::Qemu).expect("LaunchVm");
     let (pid, uid) = pid_and_uid(&v);
-    // A stray process of the VM's jail uid, outside its jail.
+    // Design part 3: the VMM runs in its VM's cgroup, beneath the one the
+    // helper holds (not under systemd here: `banger-jail-<base>` beneath
+    // the helper's own cgroup, which is this test's).
+    let helper = lab.helper.as_ref().unwrap();
+    let base = banger_proto::install::InstallMeta::load(&helper.install_file)
+        .unwrap()
+        .jail
+        .uid_base;
+    let held = banger_host::probe::own_cgroup2_dir()
+        .unwrap()
+        .join(format!("banger-jail-{base}"));
+    let mount = banger_host::probe::probe_cgroup_v2().cgroup2_mount.unwrap();
+    let vm_cgroup = format!("/{}/vm-{id}", held.strip_prefix(&mount).unwrap().display());
+    let cgroup_of = |pid: u32| {
+        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+        banger_host::probe::cgroup2_path_in(&text).map(str::to_string)
+    };
+    assert_eq!(cgroup_of(pid).as_deref(), Some(vm_cgroup.as_str()));
+    // A stray process of the VM's jail uid, outside its jail, in a VM
+    // cgroup no journaled VMM holds.
     use std::os::unix::process::CommandExt as _;
     let mut stray = std::process::Command::new("sleep")
         .arg("300")
@@ -312,8 +331,14 @@ fn a_jailed_vmm_survives_a_helper_restart_and_a_stray_of_its_uid_does_not() {
         .spawn()
         .unwrap();
     let stray_pid = stray.id();
+    let planted = held.join("vm-5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d");
+    std::fs::create_dir(&planted).unwrap();
+    std::fs::write(planted.join("cgroup.procs"), stray_pid.to_string()).unwrap();
     let helper = lab.helper.as_mut().unwrap();
     helper.restart_in(&lab.ns);
+    // The sweep removed the planted cgroup; the VMM kept its own.
+    assert!(!planted.exists(), "the planted cgroup survived the restart");
+    assert_eq!(cgroup_of(pid).as_deref(), Some(vm_cgroup.as_str()));
     // The sweep ran before the socket appeared: the stray is dead (reaped
     // here, its parent), the VMM is not.
     let stray_status = stray.try_wait().unwrap();
@@ -337,6 +362,11 @@ fn a_jailed_vmm_survives_a_helper_restart_and_a_stray_of_its_uid_does_not() {
     assert_eq!(st["result"]["adopted"], true, "{st}");
     assert_eq!(st["result"]["pid"], pid, "{st}");
     lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+    // Killed and seen gone: its cgroup goes too.
+    assert!(
+        !held.join(format!("vm-{id}")).exists(),
+        "the VM's cgroup outlived its VMM"
+    );
 }
 
 /// Hostile review of the VMM jail, finding 1: root decided by one `lstat`

@@ -115,6 +115,21 @@ pub struct QemuFiles {
     /// `/dev/kvm` (`O_PATH` is enough: it is bound, and QEMU opens it),
     /// when `LaunchSpec::kvm`.
     pub kvm: Option<OwnedFd>,
+    /// The VM's cgroup's `cgroup.procs`, opened for writing by root: QEMU
+    /// joins that cgroup from its jail (`Jail::cgroup`). `None`: no cgroup.
+    pub cgroup: Option<OwnedFd>,
+}
+
+/// `RLIMIT_AS`/`RLIMIT_DATA` of a jailed QEMU for `spec`, and its
+/// cgroup's `memory.max`: guest memory plus [`MEMORY_OVERHEAD`].
+pub fn memory_limit(spec: &LaunchSpec) -> u64 {
+    u64::from(spec.memory_mib) * (1 << 20) + MEMORY_OVERHEAD
+}
+
+/// `RLIMIT_NPROC` of a jailed QEMU for `spec`, and its cgroup's
+/// `pids.max`: [`THREADS`] plus one per vCPU.
+pub fn process_limit(spec: &LaunchSpec) -> u32 {
+    THREADS + u32::from(spec.vcpus)
 }
 
 impl QemuDriver {
@@ -247,8 +262,8 @@ impl QemuDriver {
             }
         }
         let limits = Limits {
-            memory: u64::from(spec.memory_mib) * (1 << 20) + MEMORY_OVERHEAD,
-            processes: THREADS + u32::from(spec.vcpus),
+            memory: memory_limit(spec),
+            processes: process_limit(spec),
             open_files: OPEN_FILES,
             file_size,
         };
@@ -275,6 +290,9 @@ impl QemuDriver {
             (Some(kvm), true) => jail = jail.bind_kvm(kvm.as_fd()).map_err(io("/dev/kvm"))?,
             (None, false) => {}
             _ => return Err(invalid("kvm: the spec and the descriptors disagree".into())),
+        }
+        if let Some(procs) = &files.cgroup {
+            jail = jail.cgroup(procs.as_fd()).map_err(io("its cgroup"))?;
         }
         Ok(jail)
     }

@@ -119,6 +119,7 @@ fn empty_files(dir: &std::path::Path, kvm: Option<std::os::fd::OwnedFd>) -> Qemu
         log: file(),
         qmp: qmp_socket(dir),
         kvm,
+        cgroup: None,
     }
 }
 
@@ -149,6 +150,7 @@ fn missing_binary_is_a_clear_error() {
         log: file(),
         qmp: qmp_socket(dir.path()),
         kvm: None,
+        cgroup: None,
     };
     let err = driver.launch(&spec(false), files).unwrap_err();
     assert!(matches!(err, VmmError::BinaryMissing { .. }), "{err}");

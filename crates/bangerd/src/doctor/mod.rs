@@ -24,7 +24,7 @@
 //! | `firecracker` | `found`, `missing`, `broken` | warn unless found and KVM is usable |
 //! | `qemu` | `found`, `missing`, `broken` | warn unless found |
 //! | `vmm_backend` | `available`, `none` | fail when no backend can boot a guest |
-//! | `cgroup_v2` | `unified`, `hybrid`, `legacy`, `missing` | warn unless unified |
+//! | `cgroup_v2` | `unified`, `unified_no_limits`, `hybrid`, `legacy`, `missing` | warn unless unified with the memory, pids and cpu controllers (per-VM limits; each message says whether they are available and why not) |
 //! | `systemd_resolved` | `running`, `running_bypassed`, `unreachable`, `absent` | warn unless running with the stub in `/etc/resolv.conf` |
 //! | `reflink` | `supported`, `unsupported`, `error` | warn unless supported |
 //! | `snapshot_backend` | `dm_snapshot`, `reflink`, `sparse_copy`, `unknown` | pass (says which backend new root disks get; `device_mapper` and `reflink` carry the warnings); warn/`unknown` when the helper is unreachable |
@@ -594,18 +594,41 @@ fn cgroup_v2(c: &CgroupProbe) -> Check {
         .as_ref()
         .map(|m| m.display().to_string())
         .unwrap_or_default();
+    // Per-VM cgroups (`banger_executor::VmCgroups`) limit each VMM with
+    // these controllers; without one a VMM has its rlimits only.
+    let missing: Vec<&str> = banger_executor::VmCgroups::CONTROLLERS
+        .iter()
+        .copied()
+        .filter(|w| !c.controllers.iter().any(|h| h == w))
+        .collect();
+    let unavailable = |why: &str| {
+        format!("per-VM limits are unavailable ({why}); each VMM is bounded by its rlimits only")
+    };
     match c.mode {
-        CgroupMode::Unified => pass(
+        CgroupMode::Unified if missing.is_empty() => pass(
             id,
             "unified",
-            format!("cgroup v2 at {mount}, controllers: {controllers}"),
+            format!(
+                "cgroup v2 at {mount}, controllers: {controllers}; per-VM limits (memory.max, pids.max, cpu.max) are available where the helper's cgroup is delegated"
+            ),
+        ),
+        CgroupMode::Unified => not_pass(
+            id,
+            CheckStatus::Warn,
+            "unified_no_limits",
+            format!(
+                "cgroup v2 at {mount}, controllers: {controllers}; {}",
+                unavailable(&format!("no {} controller", missing.join("/")))
+            ),
+            "enable the memory, pids and cpu controllers at the cgroup2 root",
         ),
         CgroupMode::Hybrid => not_pass(
             id,
             CheckStatus::Warn,
             "hybrid",
             format!(
-                "cgroup v2 only at {mount} (hybrid layout), controllers: {controllers}; the rest are bound to v1"
+                "cgroup v2 only at {mount} (hybrid layout), controllers: {controllers}; the rest are bound to v1; {}",
+                unavailable("cgroup v2 has no memory/pids/cpu controller on a hybrid host")
             ),
             hint,
         ),
@@ -613,7 +636,10 @@ fn cgroup_v2(c: &CgroupProbe) -> Check {
             id,
             CheckStatus::Warn,
             "legacy",
-            "only cgroup v1 hierarchies are mounted".into(),
+            format!(
+                "only cgroup v1 hierarchies are mounted; {}",
+                unavailable("no cgroup v2")
+            ),
             hint,
         ),
         CgroupMode::Missing => not_pass(
@@ -621,8 +647,9 @@ fn cgroup_v2(c: &CgroupProbe) -> Check {
             CheckStatus::Warn,
             "missing",
             format!(
-                "no cgroup filesystem: {}",
-                c.error.as_deref().unwrap_or("nothing mounted")
+                "no cgroup filesystem: {}; {}",
+                c.error.as_deref().unwrap_or("nothing mounted"),
+                unavailable("no cgroup v2")
             ),
             hint,
         ),

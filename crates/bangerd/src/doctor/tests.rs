@@ -631,7 +631,25 @@ fn cgroup_states() {
             ..healthy()
         });
         check(&r, "cgroup_v2", status, state);
+        let row = r.checks.iter().find(|c| c.id == "cgroup_v2").unwrap();
+        let limits = row.summary.contains("per-VM limits are unavailable");
+        assert_eq!(limits, mode != CgroupMode::Unified, "{}", row.summary);
     }
+    // cgroup v2 without the controllers per-VM limits need.
+    let mut c = cgroup(CgroupMode::Unified);
+    c.controllers = vec!["cpu".into(), "io".into()];
+    let r = report(&HostFacts {
+        cgroup_v2: c,
+        ..healthy()
+    });
+    check(&r, "cgroup_v2", CheckStatus::Warn, "unified_no_limits");
+    let row = r.checks.iter().find(|c| c.id == "cgroup_v2").unwrap();
+    assert!(
+        row.summary
+            .contains("per-VM limits are unavailable (no memory/pids controller)"),
+        "{}",
+        row.summary
+    );
 }
 
 #[test]

@@ -256,7 +256,8 @@ pub fn build(meta: InstallMeta, home: &Path, bin_source: &Path) -> Result<Plan, 
     }
     let install_file = Path::new(DEFAULT_INSTALL_FILE);
     let owner_unit = units::owner_unit(&meta, install_file, home)?;
-    let helper_unit = units::helper_unit(&meta, install_file)?;
+    let cgroup2 = banger_host::probe::probe_cgroup_v2().cgroup2_mount;
+    let helper_unit = units::helper_unit(&meta, install_file, cgroup2.as_deref())?;
     let p = &meta.paths;
     let root_dir = |what, target: &Path, mode| DirSpec {
         what,

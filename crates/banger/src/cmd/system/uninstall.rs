@@ -400,25 +400,38 @@ fn stop_units(sd: &dyn Systemd, report: &mut Report) {
     warn(sd.run(&["stop", OWNER_UNIT], START_TIMEOUT), report);
     warn(sd.run(&["stop", HELPER_UNIT], START_TIMEOUT), report);
     // KillMode=process: a stop ends only the helper itself. Anything still
-    // in its cgroup is a VMM the daemon could not stop; kill it now.
-    if let Some(cg) = cgroup {
-        let left = cgroup_procs(&cg);
+    // in its cgroup tree (the unit's own cgroup, its `helper/` and each
+    // VM's `vm-<id>/`) is a VMM the daemon could not stop; kill it now.
+    if let Some(dir) = cgroup.as_deref().and_then(cgroup_dir) {
+        let left = cgroup_tree_procs(&dir);
         if !left.is_empty() {
             report.leftover_processes = left;
-            warn(
-                sd.run(
-                    &["kill", "--kill-whom=all", "--signal=SIGKILL", HELPER_UNIT],
-                    QUICK_TIMEOUT,
+            match kill_tree(&dir) {
+                Ok(true) => {}
+                // No cgroup.kill (before Linux 5.14, or the v1 systemd
+                // hierarchy): systemd signals the unit's processes.
+                Ok(false) => warn(
+                    sd.run(
+                        &["kill", "--kill-whom=all", "--signal=SIGKILL", HELPER_UNIT],
+                        QUICK_TIMEOUT,
+                    ),
+                    report,
                 ),
-                report,
-            );
-            let still = wait_empty(&cg);
+                Err(e) => report
+                    .warnings
+                    .push(format!("cgroup.kill in {}: {e}", dir.display())),
+            }
+            let still = wait_empty(&dir);
             if !still.is_empty() {
                 report.warnings.push(format!(
-                    "processes {still:?} are still in {cg} after SIGKILL"
+                    "processes {still:?} are still in {} after SIGKILL",
+                    dir.display()
                 ));
             }
         }
+        // The VMs' and the helper's cgroups, emptied; the unit's own is
+        // systemd's to remove.
+        report.warnings.extend(remove_children(&dir));
     }
     warn(
         sd.run(&["disable", HELPER_UNIT, OWNER_UNIT], QUICK_TIMEOUT),
@@ -427,9 +440,10 @@ fn stop_units(sd: &dyn Systemd, report: &mut Report) {
     report.units = vec![HELPER_UNIT, OWNER_UNIT];
 }
 
-/// The processes in cgroup `cg` (systemd's `ControlGroup=`), on a unified
-/// hierarchy or on the hybrid layout's v2 or named systemd hierarchy.
-fn cgroup_procs(cg: &str) -> Vec<u32> {
+/// The directory of cgroup `cg` (systemd's `ControlGroup=`): on the
+/// cgroup2 hierarchy (unified, or the hybrid layout's `unified/`) where it
+/// is there, else on the hybrid layout's named systemd hierarchy.
+fn cgroup_dir(cg: &str) -> Option<PathBuf> {
     let rel = cg.trim_start_matches('/');
     [
         "/sys/fs/cgroup",
@@ -437,20 +451,68 @@ fn cgroup_procs(cg: &str) -> Vec<u32> {
         "/sys/fs/cgroup/systemd",
     ]
     .iter()
-    .find_map(|base| std::fs::read_to_string(Path::new(base).join(rel).join("cgroup.procs")).ok())
-    .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
-    .unwrap_or_default()
+    .map(|base| Path::new(base).join(rel))
+    .find(|dir| dir.join("cgroup.procs").is_file())
 }
 
-fn wait_empty(cg: &str) -> Vec<u32> {
+/// Every process in the cgroup tree at `dir`, its child cgroups' too.
+fn cgroup_tree_procs(dir: &Path) -> Vec<u32> {
+    let mut pids: Vec<u32> = std::fs::read_to_string(dir.join("cgroup.procs"))
+        .map(|t| t.lines().filter_map(|l| l.trim().parse().ok()).collect())
+        .unwrap_or_default();
+    for child in child_cgroups(dir) {
+        pids.extend(cgroup_tree_procs(&child));
+    }
+    pids
+}
+
+/// The child cgroups of `dir` (its subdirectories; no link is followed).
+fn child_cgroups(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+                .map(|e| e.path())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// SIGKILL everything in the cgroup tree at `dir` by `cgroup.kill`
+/// (cgroup2, Linux 5.14+: the kernel kills the whole subtree). `Ok(false)`:
+/// no `cgroup.kill` there.
+fn kill_tree(dir: &Path) -> io::Result<bool> {
+    let kill = dir.join("cgroup.kill");
+    if !kill.is_file() {
+        return Ok(false);
+    }
+    std::fs::write(kill, "1")?;
+    Ok(true)
+}
+
+fn wait_empty(dir: &Path) -> Vec<u32> {
     for _ in 0..50 {
-        let left = cgroup_procs(cg);
+        let left = cgroup_tree_procs(dir);
         if left.is_empty() {
             return left;
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
-    cgroup_procs(cg)
+    cgroup_tree_procs(dir)
+}
+
+/// Remove every child cgroup beneath `dir`, deepest first (`rmdir`: only
+/// an empty cgroup goes); what could not be removed, as warnings.
+fn remove_children(dir: &Path) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for child in child_cgroups(dir) {
+        warnings.extend(remove_children(&child));
+        if let Err(e) = std::fs::remove_dir(&child) {
+            warnings.push(format!("removing the cgroup {}: {e}", child.display()));
+        }
+    }
+    warnings
 }
 
 /// Remove a file (or a symlink, never what it points at). `Ok(false)`: it

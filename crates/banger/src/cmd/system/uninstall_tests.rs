@@ -12,6 +12,8 @@ use super::*;
 struct FakeSd {
     calls: RefCell<Vec<String>>,
     fail_start: bool,
+    /// The helper unit's `ControlGroup=`, when it has one.
+    cgroup: Option<String>,
 }
 
 impl Systemd for FakeSd {
@@ -32,8 +34,14 @@ impl Systemd for FakeSd {
     }
     fn capture(&self, args: &[&str]) -> Result<(bool, String), SystemdError> {
         self.calls.borrow_mut().push(args[0].to_string());
-        // No cgroup: the leftover-process step has nothing to look at.
-        Ok((true, "ActiveState=active\n".into()))
+        // No cgroup unless the test gives one: the leftover-process step
+        // then has nothing to look at.
+        let cgroup = self
+            .cgroup
+            .as_ref()
+            .map(|c| format!("ControlGroup={c}\n"))
+            .unwrap_or_default();
+        Ok((true, format!("ActiveState=active\n{cgroup}")))
     }
 }
 
@@ -327,4 +335,52 @@ fn an_unreachable_daemon_refuses_unless_forced() {
         r.warnings
     );
     assert_eq!(left(dir.path()).len(), 3);
+}
+
+/// Design part 3: a jailed VMM runs in `vm-<id>` beneath the helper's unit
+/// cgroup, and uninstall read only the unit root's `cgroup.procs`, so it
+/// never saw (or killed) a VMM the daemon could not stop. It kills the
+/// whole tree now and removes the emptied child cgroups. A real cgroup2
+/// tree beneath this test's own stands for the unit's (needs root).
+#[test]
+fn uninstall_kills_what_is_left_in_the_units_vm_cgroups_and_removes_them() {
+    use banger_host::runner::{Cmd, Runner, SpawnOptions};
+    let own = banger_host::probe::own_cgroup2_dir().unwrap();
+    let mount = banger_host::probe::probe_cgroup_v2().cgroup2_mount.unwrap();
+    let unit = own.join(format!(
+        "banger-test-{}-uninstall.service",
+        std::process::id()
+    ));
+    let vm = unit.join("vm-0123456789abcdef0123456789abcdef");
+    std::fs::create_dir(&unit).unwrap();
+    std::fs::create_dir(unit.join("helper")).unwrap();
+    std::fs::create_dir(&vm).unwrap();
+    let mut vmm = Runner
+        .spawn(&Cmd::new("sleep").arg("300"), SpawnOptions::default())
+        .unwrap();
+    std::fs::write(vm.join("cgroup.procs"), vmm.pid().to_string()).unwrap();
+    let sd = FakeSd {
+        cgroup: Some(format!("/{}", unit.strip_prefix(&mount).unwrap().display())),
+        ..FakeSd::default()
+    };
+    let mut report = Report::default();
+    stop_units(&sd, &mut report);
+    let exited = vmm.wait_timeout(Duration::from_secs(5)).unwrap();
+    let _ = vmm.kill();
+    let children: Vec<_> = std::fs::read_dir(&unit)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .collect();
+    for dir in [&vm, &unit.join("helper"), &unit] {
+        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+        let _ = std::fs::remove_dir(dir);
+    }
+    assert_eq!(report.leftover_processes, [vmm.pid()]);
+    assert!(
+        exited.is_some(),
+        "the VMM in vm-<id> survived the uninstall"
+    );
+    assert!(children.is_empty(), "child cgroups left: {children:?}");
 }

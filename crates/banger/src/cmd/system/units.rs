@@ -20,7 +20,8 @@ const STATE_BASE: &str = "/var/lib";
 const RUNTIME_BASE: &str = "/run";
 
 /// Kernel-facing hardening both units share: neither daemon changes kernel
-/// tunables, modules, logs, cgroups, the clock or the hostname.
+/// tunables, modules, logs, cgroups (but for the helper's own delegated
+/// one, made writable by its `ReadWritePaths=`), the clock or the hostname.
 const KERNEL_HARDENING: &str = "\
 ProtectKernelTunables=yes\n\
 ProtectKernelModules=yes\n\
@@ -207,9 +208,23 @@ WantedBy=multi-user.target
     ))
 }
 
+/// Where systemd puts a system service's cgroup, beneath the cgroup2 mount.
+const SYSTEM_SLICE: &str = "system.slice";
+
+/// The controllers delegated to the helper's unit for its VMs' cgroups
+/// (`banger_executor::VmCgroups`).
+pub const DELEGATED_CONTROLLERS: &str = "pids memory cpu";
+
 /// `bangerd-root.service`: the root helper, with only the capabilities,
-/// devices and paths today's privileged operations use.
-pub fn helper_unit(meta: &InstallMeta, install_file: &Path) -> Result<String, UnitError> {
+/// devices and paths today's privileged operations use. `cgroup2_mount`
+/// (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host; from
+/// `probe_cgroup_v2`) names where the unit's own cgroup is made writable
+/// for its VMs' cgroups; `None`: no cgroup2, none is.
+pub fn helper_unit(
+    meta: &InstallMeta,
+    install_file: &Path,
+    cgroup2_mount: Option<&Path>,
+) -> Result<String, UnitError> {
     let exe = path_str("binary directory", &meta.paths.bin_dir.join("bangerd-root"))?;
     let install_file = path_str("install file", install_file)?;
     let state = dir_under(
@@ -234,6 +249,15 @@ pub fn helper_unit(meta: &InstallMeta, install_file: &Path) -> Result<String, Un
                 .map(|c| format!("DeviceAllow={c} rw\n")),
         )
         .collect();
+    // `-`: started on a host whose cgroup2 is elsewhere, the helper finds
+    // the directory read-only and runs its VMMs without cgroups.
+    let own_cgroup = match cgroup2_mount {
+        Some(mount) => format!(
+            " -{}",
+            path_str("cgroup2 mount", &mount.join(SYSTEM_SLICE).join(HELPER_UNIT))?
+        ),
+        None => String::new(),
+    };
     let ip_forward = banger_host::net::IP_FORWARD;
     let ipv6_conf = banger_host::net::IPV6_CONF;
     Ok(format!(
@@ -257,10 +281,18 @@ RestartSec=2s
 UMask=0077
 # VMs outlive a restart of this service: stopping it (restart, upgrade, a
 # crash) ends only the helper itself, never the VMM processes it launched.
-# They stay in this unit's cgroup; the next helper re-adopts each one whose
-# pid and start time match its journal. `banger system uninstall` stops the
-# VMs first and kills whatever is left in the cgroup afterwards.
+# They stay in their cgroups beneath this unit's; the next helper re-adopts
+# each one whose pid and start time match its journal. `banger system
+# uninstall` stops the VMs first and kills whatever is left in the unit's
+# cgroup tree afterwards.
 KillMode=process
+# Per-VM cgroups (docs/jail.md): this unit's cgroup is delegated with these
+# controllers. At start the helper moves itself and its jail spawner into
+# its `helper` child and makes `vm-<id>` for each jailed VMM, with that VM's
+# limits (memory.max, pids.max, cpu.max). The cgroup directory is the one
+# path of the cgroup file system it can write (ReadWritePaths= below);
+# ProtectControlGroups= keeps the rest read-only.
+Delegate={DELEGATED_CONTROLLERS}
 
 # {STATE_BASE}/{state}: the journal of host objects the helper created (root, 0700).
 StateDirectory={state}
@@ -308,9 +340,10 @@ DevicePolicy=closed
 # File system: read-only OS except IPv4 forwarding, which it switches on for
 # guest NAT, the per-link IPv6 settings (it switches IPv6 off on the bridge
 # and taps; `-`: a kernel without IPv6 has none), and the owner's state
-# directory (VM disks, run directories). No home directories, private /tmp.
+# directory (VM disks, run directories), and this unit's own cgroup (its
+# VMs' cgroups). No home directories, private /tmp.
 ProtectSystem=strict
-ReadWritePaths={ip_forward} -{ipv6_conf} {state_dir}
+ReadWritePaths={ip_forward} -{ipv6_conf} {state_dir}{own_cgroup}
 ProtectHome=yes
 PrivateTmp=yes
 PrivateMounts=yes
@@ -408,7 +441,12 @@ mod tests {
     }
 
     fn helper() -> String {
-        helper_unit(&meta(), Path::new(INSTALL)).unwrap()
+        helper_unit(
+            &meta(),
+            Path::new(INSTALL),
+            Some(Path::new("/sys/fs/cgroup")),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -473,7 +511,10 @@ mod tests {
         check(
             &u,
             "ReadWritePaths",
-            &["/proc/sys/net/ipv4/ip_forward -/proc/sys/net/ipv6/conf /var/lib/banger"],
+            &[
+                "/proc/sys/net/ipv4/ip_forward -/proc/sys/net/ipv6/conf /var/lib/banger \
+               -/sys/fs/cgroup/system.slice/bangerd-root.service",
+            ],
         );
         // Loop and dm nodes appear on demand: the device policy, not a
         // private /dev, limits what it opens.
@@ -492,6 +533,32 @@ mod tests {
         for d in HELPER_DEVICES.iter().chain(&HELPER_DEVICE_CLASSES) {
             assert!(allowed.contains(&format!("{d} rw").as_str()), "{d}");
         }
+    }
+
+    /// Design part 3: the helper's unit delegates its cgroup (pids, memory,
+    /// cpu) and makes exactly that cgroup writable, beneath the cgroup2
+    /// mount the host has (hybrid: `unified/`); the rest of the cgroup file
+    /// system stays read-only. Without cgroup2 nothing of it is writable.
+    #[test]
+    fn the_helper_unit_delegates_its_own_cgroup_and_only_it() {
+        check(&helper(), "Delegate", &["pids memory cpu"]);
+        check(&helper(), "ProtectControlGroups", &["yes"]);
+        assert!(get(&owner(), "Delegate").is_empty());
+        let hybrid = helper_unit(
+            &meta(),
+            Path::new(INSTALL),
+            Some(Path::new("/sys/fs/cgroup/unified")),
+        )
+        .unwrap();
+        let paths = get(&hybrid, "ReadWritePaths")[0];
+        assert!(
+            paths.ends_with(" -/sys/fs/cgroup/unified/system.slice/bangerd-root.service"),
+            "{paths}"
+        );
+        let none = helper_unit(&meta(), Path::new(INSTALL), None).unwrap();
+        let paths = get(&none, "ReadWritePaths")[0];
+        assert!(!paths.contains("cgroup"), "{paths}");
+        check(&none, "Delegate", &["pids memory cpu"]);
     }
 
     #[test]
@@ -540,7 +607,7 @@ mod tests {
         let mut m = meta();
         m.paths.root_socket = "/run/a/b/root.sock".into();
         assert!(matches!(
-            helper_unit(&m, Path::new(INSTALL)),
+            helper_unit(&m, Path::new(INSTALL), None),
             Err(UnitError::NotUnder { .. })
         ));
     }

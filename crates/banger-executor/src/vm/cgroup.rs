@@ -1,0 +1,607 @@
+//! Per-VM cgroups (docs/firecracker-jail-design.md section 3): each jailed
+//! VMM runs in `vm-<id>`, a cgroup2 directory root makes beneath the one
+//! cgroup delegated to the executor, held as a directory descriptor
+//! ([`VmCgroups`]):
+//!
+//! * system mode: the helper unit's own cgroup (`Delegate=pids memory cpu`,
+//!   `ReadWritePaths=` naming it). At start the helper moves itself and
+//!   its jail spawner into `<unit>/helper` (a cgroup with controllers
+//!   enabled for its children holds no process itself) and enables the
+//!   wanted controllers the unit has for its children;
+//! * dev mode: `banger-jail-<uid base>` beneath the daemon's own cgroup
+//!   (one per jail range, so dev daemons with their own ranges never sweep
+//!   each other's VMs), when that cgroup can be written.
+//!
+//! Each VM's cgroup is journaled before its `mkdirat`, gets the limits
+//! its controllers allow, and its `cgroup.procs` goes to the jail
+//! (`Jail::cgroup`: the child joins it before it drops its ids). Once the
+//! VMM is seen gone: `cgroup.kill`, `populated 0` in `cgroup.events`
+//! (bounded), `rmdir`, then the journal record goes; a failure keeps the
+//! record for the next start, whose sweep kills and removes every `vm-*`
+//! no re-adopted VMM runs in. Without a delegated cgroup or without
+//! controllers a VMM is bounded by its rlimits only, as before.
+
+use std::io::Read as _;
+use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+
+use super::VmHost;
+use super::error::{VmOpError, journal_err};
+use crate::journal::Txn;
+
+/// The prefix of a VM's cgroup: `vm-` and its 32-hex id.
+pub const VM_PREFIX: &str = "vm-";
+/// Where the helper and its spawner run, beneath the unit's cgroup.
+pub const HELPER: &str = "helper";
+/// The controllers a VM's cgroup is given, where the delegated cgroup has them.
+pub const CONTROLLERS: [&str; 3] = VmCgroups::CONTROLLERS;
+/// How long a killed cgroup gets to empty before `rmdir`.
+const EMPTY_WAIT: Duration = Duration::from_secs(2);
+/// `cpu.max`'s period, in microseconds.
+const CPU_PERIOD: u64 = 100_000;
+
+/// No symlink, nothing above the held directory, no mount crossed.
+const BENEATH: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS)
+    .union(ResolveFlags::NO_XDEV);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CgroupError {
+    #[error("finding this process's cgroup2 directory")]
+    Own(#[source] std::io::Error),
+    #[error("opening the cgroup {path}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path} is not a root-owned cgroup2 directory: {why}")]
+    NotDelegated { path: PathBuf, why: String },
+    #[error("moving {what} into {path}")]
+    Move {
+        what: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("making the cgroup {name} in {path}")]
+    Make {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("writing {file} = {value} in the cgroup {name}")]
+    Limit {
+        name: String,
+        file: &'static str,
+        value: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} the cgroup {name}")]
+    Vm {
+        what: &'static str,
+        name: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the cgroup {name} still has processes {} s after cgroup.kill", EMPTY_WAIT.as_secs())]
+    StillPopulated { name: String },
+}
+
+/// The limits of one VM's cgroup, from the same numbers as its VMM's
+/// rlimits (`banger_vmm::qemu::memory_limit`, `process_limit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmLimits {
+    /// `memory.max`: guest memory plus the VMM's overhead.
+    pub memory: u64,
+    /// `pids.max`: the VMM's `RLIMIT_NPROC`.
+    pub processes: u32,
+    /// `cpu.max`: one CPU more than the guest's vCPUs.
+    pub vcpus: u32,
+}
+
+impl VmLimits {
+    /// (controller, file, value) of every limit: `memory.oom.group` 1 (an
+    /// OOM kill takes the whole VMM), `memory.swap.max` 0, `cpu.max`
+    /// `(vcpus + 1) × period`.
+    pub fn files(&self) -> [(&'static str, &'static str, String); 5] {
+        [
+            ("memory", "memory.max", self.memory.to_string()),
+            ("memory", "memory.swap.max", "0".into()),
+            ("memory", "memory.oom.group", "1".into()),
+            ("pids", "pids.max", self.processes.to_string()),
+            (
+                "cpu",
+                "cpu.max",
+                format!("{} {CPU_PERIOD}", (u64::from(self.vcpus) + 1) * CPU_PERIOD),
+            ),
+        ]
+    }
+}
+
+/// The cgroup the executor makes VMs' cgroups in, held open.
+#[derive(Debug)]
+pub struct VmCgroups {
+    dir: OwnedFd,
+    path: PathBuf,
+    /// Of [`CONTROLLERS`], those enabled for its children.
+    controllers: Vec<String>,
+}
+
+/// A VM's cgroup name, `vm-<id>`, for a checked 32-hex VM id.
+pub fn name_of(vm_id: &str) -> String {
+    format!("{VM_PREFIX}{vm_id}")
+}
+
+/// Whether `name` is a VM cgroup's name: `vm-` and 32 lowercase hex.
+pub fn is_vm_name(name: &str) -> bool {
+    name.strip_prefix(VM_PREFIX).is_some_and(|id| {
+        id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+impl VmCgroups {
+    /// The controllers per-VM limits use (the helper unit's `Delegate=`).
+    pub const CONTROLLERS: [&'static str; 3] = ["memory", "pids", "cpu"];
+
+    /// The executor's cgroup: under systemd (this process's own cgroup is
+    /// a `.service` unit's) the unit's ([`VmCgroups::system`]); anywhere
+    /// else `banger-jail-<uid_base>` beneath this process's own cgroup
+    /// ([`VmCgroups::dev`]: a helper or dev daemon started by hand or by a
+    /// test never takes over, or sweeps, the cgroup it was started in).
+    pub fn delegated(uid_base: u32, others: &[u32]) -> Result<VmCgroups, CgroupError> {
+        let own = banger_host::probe::own_cgroup2_dir().map_err(CgroupError::Own)?;
+        let unit = own
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().ends_with(".service"));
+        if unit {
+            VmCgroups::system(others)
+        } else {
+            VmCgroups::dev(uid_base)
+        }
+    }
+
+    /// System mode: the unit's cgroup, this process's own at start. This
+    /// process and `others` (its jail spawner) move into its
+    /// [`HELPER`] child first; then the controllers are enabled.
+    pub fn system(others: &[u32]) -> Result<VmCgroups, CgroupError> {
+        let unit = banger_host::probe::own_cgroup2_dir().map_err(CgroupError::Own)?;
+        let dir = hold(&unit)?;
+        let helper = unit.join(HELPER);
+        make_dir(&dir, HELPER, &unit)?;
+        let procs = open_beneath(&dir, &format!("{HELPER}/cgroup.procs"), OFlags::WRONLY).map_err(
+            |source| CgroupError::Open {
+                path: helper.clone(),
+                source,
+            },
+        )?;
+        for (what, pid) in std::iter::once(("this process".to_string(), 0))
+            .chain(others.iter().map(|p| (format!("pid {p}"), *p)))
+        {
+            write_all(procs.as_fd(), pid.to_string().as_bytes()).map_err(|source| {
+                CgroupError::Move {
+                    what,
+                    path: helper.clone(),
+                    source,
+                }
+            })?;
+        }
+        Ok(VmCgroups::with_controllers(dir, unit))
+    }
+
+    /// Dev mode: `banger-jail-<uid_base>` beneath this process's cgroup,
+    /// made when missing.
+    pub fn dev(uid_base: u32) -> Result<VmCgroups, CgroupError> {
+        let own = banger_host::probe::own_cgroup2_dir().map_err(CgroupError::Own)?;
+        let name = format!("banger-jail-{uid_base}");
+        let own_dir = hold(&own)?;
+        make_dir(&own_dir, &name, &own)?;
+        let path = own.join(&name);
+        let dir = open_beneath(&own_dir, &name, OFlags::DIRECTORY | OFlags::RDONLY).map_err(
+            |source| CgroupError::Open {
+                path: path.clone(),
+                source,
+            },
+        )?;
+        check_delegated(dir.as_fd(), &path)?;
+        Ok(VmCgroups::with_controllers(dir, path))
+    }
+
+    /// Hold `dir` (tests: a cgroup they made) with the controllers it can
+    /// give its children enabled.
+    pub fn at(path: &Path) -> Result<VmCgroups, CgroupError> {
+        Ok(VmCgroups::with_controllers(hold(path)?, path.to_path_buf()))
+    }
+
+    /// Enable those of [`CONTROLLERS`] that `dir` has for its children; what
+    /// could not be enabled is logged, and limits are then written only
+    /// for the controllers each VM's cgroup lists.
+    fn with_controllers(dir: OwnedFd, path: PathBuf) -> VmCgroups {
+        let have = read_words(&dir, "cgroup.controllers").unwrap_or_default();
+        let wanted: Vec<String> = CONTROLLERS
+            .iter()
+            .filter(|c| have.iter().any(|h| h == *c))
+            .map(|c| format!("+{c}"))
+            .collect();
+        if !wanted.is_empty() {
+            let written = open_beneath(&dir, "cgroup.subtree_control", OFlags::WRONLY)
+                .and_then(|f| write_all(f.as_fd(), wanted.join(" ").as_bytes()));
+            if let Err(e) = written {
+                tracing::warn!(cgroup = %path.display(), error = %e, "enabling cgroup controllers for VMs");
+            }
+        }
+        let controllers = read_words(&dir, "cgroup.subtree_control")
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| CONTROLLERS.contains(&c.as_str()))
+            .collect();
+        VmCgroups {
+            dir,
+            path,
+            controllers,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Of [`CONTROLLERS`], those its children get: empty where limits are
+    /// unavailable.
+    pub fn controllers(&self) -> &[String] {
+        &self.controllers
+    }
+
+    /// Why per-VM limits are unavailable here, or `None` when all three
+    /// controllers are there.
+    pub fn limits_unavailable(&self) -> Option<String> {
+        let missing: Vec<&str> = CONTROLLERS
+            .iter()
+            .copied()
+            .filter(|c| !self.controllers.iter().any(|h| h == c))
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "the cgroup {} has no {} controller for its children (not delegated, or bound to cgroup v1 on a hybrid host); VMMs are bounded by their rlimits only",
+                self.path.display(),
+                missing.join("/")
+            )
+        })
+    }
+
+    /// Make `name` (0755, root's) beneath the held cgroup, write `limits`
+    /// where its controllers allow, and open its `cgroup.procs` for
+    /// writing: the descriptor a jail joins it through. The caller has
+    /// journaled `name`.
+    pub fn create(&self, name: &str, limits: &VmLimits) -> Result<OwnedFd, CgroupError> {
+        // One left by a removal that failed (its record kept) goes first:
+        // a VM's cgroup holds only its current VMM.
+        self.remove(name)?;
+        make_dir(&self.dir, name, &self.path)?;
+        let vm = self.open_vm(name)?;
+        let controllers = read_words(&vm, "cgroup.controllers").map_err(vm_err("reading", name))?;
+        for (controller, file, value) in limits.files() {
+            if !controllers.iter().any(|c| c == controller) {
+                continue;
+            }
+            let written = open_beneath(&vm, file, OFlags::WRONLY)
+                .and_then(|f| write_all(f.as_fd(), value.as_bytes()));
+            match written {
+                // No swap accounting: no memory.swap.max, and no swap to limit.
+                Err(e) if file == "memory.swap.max" && e.kind() == std::io::ErrorKind::NotFound => {
+                }
+                Err(source) => {
+                    return Err(CgroupError::Limit {
+                        name: name.to_string(),
+                        file,
+                        value,
+                        source,
+                    });
+                }
+                Ok(()) => {}
+            }
+        }
+        open_beneath(&vm, "cgroup.procs", OFlags::WRONLY)
+            .map_err(vm_err("opening cgroup.procs of", name))
+    }
+
+    /// Kill everything in `name`, wait for it to empty ([`EMPTY_WAIT`])
+    /// and remove it. A cgroup already gone is removed.
+    pub fn remove(&self, name: &str) -> Result<(), CgroupError> {
+        let vm = match self.open_vm(name) {
+            Err(CgroupError::Vm { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound =>
+            {
+                return Ok(());
+            }
+            r => r?,
+        };
+        let kill = open_beneath(&vm, "cgroup.kill", OFlags::WRONLY)
+            .and_then(|f| write_all(f.as_fd(), b"1"));
+        kill.map_err(vm_err("killing", name))?;
+        wait_empty(&vm)
+            .map_err(vm_err("watching", name))?
+            .then_some(())
+            .ok_or_else(|| CgroupError::StillPopulated {
+                name: name.to_string(),
+            })?;
+        drop(vm);
+        match rustix::fs::unlinkat(&self.dir, name, rustix::fs::AtFlags::REMOVEDIR) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(vm_err("removing", name)(e.into())),
+        }
+    }
+
+    /// The VM cgroups (`vm-<32 hex>`) beneath the held cgroup.
+    pub fn vm_names(&self) -> Result<Vec<String>, CgroupError> {
+        let dir = open_beneath(&self.dir, ".", OFlags::DIRECTORY | OFlags::RDONLY)
+            .map_err(vm_err("listing", "."))?;
+        let mut names = Vec::new();
+        for e in rustix::fs::Dir::read_from(&dir).map_err(|e| vm_err("listing", ".")(e.into()))? {
+            let e = e.map_err(|e| vm_err("listing", ".")(e.into()))?;
+            let name = e.file_name().to_string_lossy();
+            if is_vm_name(&name) && e.file_type() == rustix::fs::FileType::Directory {
+                names.push(name.into_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn open_vm(&self, name: &str) -> Result<OwnedFd, CgroupError> {
+        open_beneath(&self.dir, name, OFlags::DIRECTORY | OFlags::RDONLY)
+            .map_err(vm_err("opening", name))
+    }
+}
+
+/// A VM's cgroup made for a launch in flight, removed (killed, emptied,
+/// `rmdir`, unjournaled) when dropped unless [`Made::keep`] was called
+/// (its VMM is journaled with it).
+pub(super) struct Made<'a> {
+    host: &'a VmHost,
+    pub(super) name: String,
+    kept: bool,
+}
+
+impl Made<'_> {
+    pub(super) fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Made<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.host.drop_vm_cgroup(&self.name);
+        }
+    }
+}
+
+impl VmHost {
+    /// The VM's cgroup for a VMM about to launch, with `limits`, and the
+    /// descriptor of its `cgroup.procs`: journaled first (`vm_cgroups`),
+    /// then made. `None` without a delegated cgroup.
+    pub(super) fn make_vm_cgroup(
+        &self,
+        vm_id: &str,
+        limits: &VmLimits,
+    ) -> Result<Option<(Made<'_>, OwnedFd)>, VmOpError> {
+        let Some(cgroups) = &self.cgroups else {
+            return Ok(None);
+        };
+        let name = name_of(vm_id);
+        {
+            let mut txn = self.journal.open().map_err(journal_err)?;
+            if !txn.state.vm_cgroups.contains(&name) {
+                txn.state.vm_cgroups.push(name.clone());
+                txn.save().map_err(journal_err)?;
+            }
+        }
+        let made = Made {
+            host: self,
+            name: name.clone(),
+            kept: false,
+        };
+        let procs = cgroups
+            .create(&name, limits)
+            .map_err(|source| VmOpError::Cgroup {
+                vm_id: vm_id.to_string(),
+                source,
+            })?;
+        Ok(Some((made, procs)))
+    }
+
+    /// Remove the cgroup `name` and its journal record; a failure is
+    /// logged and keeps the record for the next start's sweep.
+    pub(super) fn drop_vm_cgroup(&self, name: &str) {
+        match self.journal.open() {
+            Ok(mut txn) => self.remove_vm_cgroup_in(&mut txn, name),
+            Err(e) => {
+                tracing::warn!(cgroup = name, error = %e, "not removing a VM cgroup: the journal")
+            }
+        }
+    }
+
+    /// [`VmCgroups::remove`] `name`, then drop its record from `txn`
+    /// (saved): called with the journal locked, so no launch journals the
+    /// same cgroup meanwhile.
+    pub(super) fn remove_vm_cgroup_in(&self, txn: &mut Txn<'_>, name: &str) {
+        let Some(cgroups) = &self.cgroups else {
+            return;
+        };
+        if let Err(e) = cgroups.remove(name) {
+            tracing::warn!(cgroup = name, error = %banger_proto::error::chain(&e).join(": "), "removing a VM cgroup failed; kept for the next start");
+            return;
+        }
+        if txn.state.vm_cgroups.iter().any(|n| n == name) {
+            txn.state.vm_cgroups.retain(|n| n != name);
+            if let Err(e) = txn.save() {
+                tracing::warn!(cgroup = name, error = %e, "unjournaling a removed VM cgroup");
+            }
+        }
+    }
+
+    /// Start-up sweep, after `kill_range`: every VM cgroup (beneath the
+    /// held cgroup, or journaled) that no re-adoptable journaled VMM runs
+    /// in is killed and removed. Returns the names removed.
+    pub(crate) fn sweep_vm_cgroups(&self) -> Result<Vec<String>, VmOpError> {
+        let Some(cgroups) = &self.cgroups else {
+            return Ok(Vec::new());
+        };
+        let mut txn = self.journal.open().map_err(journal_err)?;
+        let mut spared = Vec::new();
+        for e in &txn.state.vmms {
+            let Some(name) = &e.cgroup else { continue };
+            // An error reading the process says nothing: it is spared.
+            if banger_host::jail::is_journaled(e.pid, e.start_time, e.uid).unwrap_or(true) {
+                spared.push(name.clone());
+            }
+        }
+        let mut names = cgroups.vm_names().map_err(|source| VmOpError::Cgroup {
+            vm_id: String::new(),
+            source,
+        })?;
+        for n in &txn.state.vm_cgroups {
+            if !names.contains(n) && is_vm_name(n) {
+                names.push(n.clone());
+            }
+        }
+        let mut removed = Vec::new();
+        for name in names.iter().filter(|n| !spared.contains(n)) {
+            self.remove_vm_cgroup_in(&mut txn, name);
+            if !txn.state.vm_cgroups.contains(name) {
+                removed.push(name.clone());
+            }
+        }
+        txn.save().map_err(journal_err)?;
+        Ok(removed)
+    }
+}
+
+fn vm_err(what: &'static str, name: &str) -> impl FnOnce(std::io::Error) -> CgroupError {
+    let name = name.to_string();
+    move |source| CgroupError::Vm { what, name, source }
+}
+
+/// Open `path`, refused unless it is a cgroup2 directory this process's
+/// uid owns.
+fn hold(path: &Path) -> Result<OwnedFd, CgroupError> {
+    let dir = rustix::fs::open(
+        path,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| CgroupError::Open {
+        path: path.to_path_buf(),
+        source: e.into(),
+    })?;
+    check_delegated(dir.as_fd(), path)?;
+    Ok(dir)
+}
+
+/// `dir` is on cgroup2 and this process's uid owns it.
+fn check_delegated(dir: BorrowedFd<'_>, path: &Path) -> Result<(), CgroupError> {
+    let not = |why: String| CgroupError::NotDelegated {
+        path: path.to_path_buf(),
+        why,
+    };
+    let open = |e: rustix::io::Errno| CgroupError::Open {
+        path: path.to_path_buf(),
+        source: e.into(),
+    };
+    let magic = rustix::fs::fstatfs(dir).map_err(open)?.f_type as u64;
+    if magic != banger_host::probe::CGROUP2_SUPER_MAGIC {
+        return Err(not(format!("f_type {magic:#x}")));
+    }
+    let st = rustix::fs::fstat(dir).map_err(open)?;
+    let me = rustix::process::geteuid().as_raw();
+    if st.st_uid != me {
+        return Err(not(format!("owned by uid {}, not {me}", st.st_uid)));
+    }
+    Ok(())
+}
+
+/// `mkdirat(dir, name, 0755)`; one already there is taken (the caller
+/// checks what it opens beneath it).
+fn make_dir(dir: &OwnedFd, name: &str, path: &Path) -> Result<(), CgroupError> {
+    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
+        Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
+        Err(e) => Err(CgroupError::Make {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+            source: e.into(),
+        }),
+    }
+}
+
+fn open_beneath(dir: &OwnedFd, rel: &str, flags: OFlags) -> std::io::Result<OwnedFd> {
+    Ok(rustix::fs::openat2(
+        dir,
+        rel,
+        flags | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        Mode::empty(),
+        BENEATH,
+    )?)
+}
+
+/// One `write` of all of `bytes` (a cgroup file takes a value per write).
+fn write_all(fd: BorrowedFd<'_>, bytes: &[u8]) -> std::io::Result<()> {
+    let n = rustix::io::write(fd, bytes)?;
+    if n != bytes.len() {
+        return Err(std::io::Error::other(format!(
+            "a short write ({n} of {} bytes)",
+            bytes.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The words of a cgroup file beneath `dir`.
+fn read_words(dir: &OwnedFd, file: &str) -> std::io::Result<Vec<String>> {
+    let mut text = String::new();
+    std::fs::File::from(open_beneath(dir, file, OFlags::RDONLY)?).read_to_string(&mut text)?;
+    Ok(text.split_whitespace().map(str::to_string).collect())
+}
+
+/// Wait up to [`EMPTY_WAIT`] for `populated 0` in `vm`'s `cgroup.events`
+/// (the kernel signals each change with `POLLPRI`): whether it emptied.
+fn wait_empty(vm: &OwnedFd) -> std::io::Result<bool> {
+    let events = open_beneath(vm, "cgroup.events", OFlags::RDONLY)?;
+    let deadline = Instant::now() + EMPTY_WAIT;
+    loop {
+        let mut buf = [0u8; 256];
+        let n = rustix::io::pread(&events, &mut buf, 0)?;
+        let text = String::from_utf8_lossy(&buf[..n]);
+        if text.lines().any(|l| l == "populated 0") {
+            return Ok(true);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(false);
+        }
+        let mut fds = [rustix::event::PollFd::new(
+            &events,
+            rustix::event::PollFlags::PRI,
+        )];
+        // At most 100 ms at a time: a change between the read and the
+        // poll is seen at the next read.
+        let wait = left.min(Duration::from_millis(100));
+        let ts = rustix::event::Timespec {
+            tv_sec: 0,
+            tv_nsec: wait.as_nanos() as i64,
+        };
+        match rustix::event::poll(&mut fds, Some(&ts)) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
