@@ -23,39 +23,54 @@ pub fn dev_jail_env() -> (&'static str, String) {
     )
 }
 
-/// The cgroup a daemon started by a test with jail range `uid_base` makes
-/// for its VMs' cgroups (`banger_executor::VmCgroups::dev`:
-/// `banger-jail-<uid_base>` beneath its own cgroup, which is this test
-/// process's), removed when dropped — after the daemon it belongs to,
-/// which must be declared before it. Left in place while a VM cgroup is
-/// still in it (a VMM that outlived its daemon).
+/// The cgroup a daemon started by a test makes for its VMs' cgroups
+/// (`banger_executor::VmCgroups::dev`: `banger-<hash of its journal's
+/// path>` beneath its own cgroup, which is this test process's), removed
+/// when dropped — after the daemon it belongs to, which must be declared
+/// before it — with the emptied VM cgroups in it. Left in place while a
+/// VM cgroup still has a process (a VMM that outlived its daemon).
 #[derive(Debug)]
 pub struct JailCgroup {
     path: Option<std::path::PathBuf>,
 }
 
 impl JailCgroup {
-    pub fn of(uid_base: u32) -> JailCgroup {
+    /// For the daemon whose executor journal is `journal`.
+    pub fn of(journal: &std::path::Path) -> JailCgroup {
         JailCgroup {
             path: banger_host::probe::own_cgroup2_dir()
                 .ok()
-                .map(|own| own.join(format!("banger-jail-{uid_base}"))),
+                .map(|own| own.join(banger_executor::vm_cgroup_dev_name(journal))),
         }
     }
 
-    /// For a `BANGER_DEV_JAIL_UIDS` value, `BASE:COUNT`.
-    pub fn of_env(value: &str) -> JailCgroup {
-        let base = value.split(':').next().and_then(|b| b.parse().ok());
-        match base {
-            Some(base) => JailCgroup::of(base),
-            None => JailCgroup { path: None },
-        }
+    /// For `bangerd --dev --state-dir STATE` (its journal is
+    /// `STATE/root-journal.json`).
+    pub fn of_dev(state: &std::path::Path) -> JailCgroup {
+        // As the daemon's layout makes it absolute.
+        let state = std::path::absolute(state).unwrap();
+        JailCgroup::of(&state.join("root-journal.json"))
+    }
+
+    /// For `bangerd-root` of the install metadata at `install_file`.
+    pub fn of_helper(install_file: &std::path::Path) -> JailCgroup {
+        let meta = banger_proto::install::InstallMeta::load(install_file).unwrap();
+        JailCgroup::of(&meta.paths.root_state_dir.join("journal.json"))
     }
 }
 
 impl Drop for JailCgroup {
     fn drop(&mut self) {
         if let Some(path) = &self.path {
+            // The VM cgroups its daemon did not see end (a VMM still
+            // running when the daemon was stopped), once empty.
+            if let Ok(entries) = std::fs::read_dir(path) {
+                for e in entries.flatten() {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        let _ = std::fs::remove_dir(e.path());
+                    }
+                }
+            }
             match std::fs::remove_dir(path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

@@ -297,7 +297,7 @@ impl NsDaemon {
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("NOTIFY_SOCKET");
         let (k, v) = dev_jail_env();
-        let cgroup = JailCgroup::of_env(&v);
+        let cgroup = JailCgroup::of_dev(&dir.join("state"));
         cmd.env(k, v);
         let mut proc = Proc::spawn("bangerd --dev", cmd);
         let socket = dir.join("run").join("bangerd.sock");
@@ -352,7 +352,7 @@ impl DevDaemon {
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("NOTIFY_SOCKET");
         let (k, v) = dev_jail_env();
-        let cgroup = JailCgroup::of_env(&v);
+        let cgroup = JailCgroup::of_dev(&state);
         cmd.env(k, v);
         extra(&mut cmd);
         let mut proc = Proc::spawn("bangerd --dev", cmd);
@@ -469,9 +469,7 @@ impl RootHelper {
         cmd.arg("--install-file").arg(&install_file);
         let mut proc = Proc::spawn(name, cmd);
         wait_for_socket(&socket, &mut proc);
-        let cgroup = banger_proto::install::InstallMeta::load(&install_file)
-            .map(|m| JailCgroup::of(m.jail.uid_base))
-            .unwrap();
+        let cgroup = JailCgroup::of_helper(&install_file);
         RootHelper {
             proc,
             socket,

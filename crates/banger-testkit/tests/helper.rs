@@ -196,12 +196,7 @@ fn a_helper_whose_stderr_is_gone_still_stops_on_sigterm() {
     let (reader, writer) = std::io::pipe().unwrap();
     // The VM cgroup directory the helper makes, removed after it stopped
     // (dropped after `started`, declared below).
-    let _cgroup = JailCgroup::of(
-        banger_proto::install::InstallMeta::load(&install)
-            .unwrap()
-            .jail
-            .uid_base,
-    );
+    let _cgroup = JailCgroup::of_helper(&install);
     /// The helper this test started, stopped by its pid whatever happens.
     struct Started(std::process::Child);
     impl Drop for Started {

@@ -432,7 +432,7 @@ fn dev_daemon_on(root: &Path) -> (Proc, PathBuf, JailCgroup) {
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("NOTIFY_SOCKET");
     let (k, v) = dev_jail_env();
-    let cgroup = JailCgroup::of_env(&v);
+    let cgroup = JailCgroup::of_dev(&root.join("state"));
     cmd.env(k, v);
     let mut proc = Proc::spawn("bangerd --dev", cmd);
     let socket = run.join("bangerd.sock");

@@ -148,7 +148,7 @@ fn start_daemon(ns: &NetNs, dir: &Path, config: &str) -> Daemon {
         .env_remove("XDG_CONFIG_HOME")
         .env_remove("NOTIFY_SOCKET");
     let (k, v) = dev_jail_env();
-    let cgroup = JailCgroup::of_env(&v);
+    let cgroup = JailCgroup::of_dev(&dir.join("state"));
     cmd.env(k, v);
     let mut proc = Proc::spawn("bangerd --dev (netns)", cmd);
     let socket = dir.join("run/bangerd.sock");

@@ -244,11 +244,10 @@ fn a_symlink_at_the_socket_path_is_refused_and_left_alone() {
     let target = dir.path().join("precious");
     std::fs::write(&target, "keep").unwrap();
     std::os::unix::fs::symlink(&target, run.join("bangerd.sock")).unwrap();
-    let jail = dev_jail_env();
     // Whatever VM cgroup directory the daemon made, removed after it.
-    let _cgroup = JailCgroup::of_env(&jail.1);
+    let _cgroup = JailCgroup::of_dev(&dir.path().join("state"));
     let out = Command::new(bin("bangerd"))
-        .envs([jail])
+        .envs([dev_jail_env()])
         .args(["--dev", "--state-dir"])
         .arg(dir.path().join("state"))
         .arg("--runtime-dir")
@@ -268,11 +267,10 @@ fn a_config_typo_names_the_key_and_the_file() {
     let dir = shared_tempdir();
     let cfg = dir.path().join("config.toml");
     std::fs::write(&cfg, "[network]\nbrdige = \"banger0\"\n").unwrap();
-    let jail = dev_jail_env();
     // Whatever VM cgroup directory the daemon made, removed after it.
-    let _cgroup = JailCgroup::of_env(&jail.1);
+    let _cgroup = JailCgroup::of_dev(&dir.path().join("state"));
     let out = Command::new(bin("bangerd"))
-        .envs([jail])
+        .envs([dev_jail_env()])
         .args(["--dev", "--state-dir"])
         .arg(dir.path().join("state"))
         .arg("--runtime-dir")

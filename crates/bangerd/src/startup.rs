@@ -99,24 +99,29 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         let journal = layout.state_dir.join("root-journal.json");
         // Dev mode: banger's default range, checked to own nothing.
         let jail = dev_jail(&journal)?;
-        let exec = Executor::new(Arc::new(RealHost::new()), Arc::new(RealNet::new()), journal)
-            .with_vms(VmHostConfig {
-                state_dir: layout.state_dir.clone(),
-                owner: (0, 0),
-                qemu_binary: config.vmm.qemu_bin.clone(),
-                firecracker_binary: config.vmm.firecracker_bin.clone(),
-                jail,
-            })
-            // The daemon is root here: its configuration is root's choice of
-            // bridge, held to as the helper holds to the install's.
-            .with_bridge(banger_proto::net::BridgeSpec::for_subnet(
-                &config.network.bridge,
-                config.network.subnet,
-            ))
-            .context("the configured bridge (network.bridge, network.subnet)")?;
-        // Per-VM cgroups beneath this daemon's own (`banger-jail-<base>`),
-        // where it can make one; else VMMs keep their rlimits only.
-        let exec = match banger_executor::VmCgroups::delegated(jail.uid_base, &[]) {
+        let exec = Executor::new(
+            Arc::new(RealHost::new()),
+            Arc::new(RealNet::new()),
+            journal.clone(),
+        )
+        .with_vms(VmHostConfig {
+            state_dir: layout.state_dir.clone(),
+            owner: (0, 0),
+            qemu_binary: config.vmm.qemu_bin.clone(),
+            firecracker_binary: config.vmm.firecracker_bin.clone(),
+            jail,
+        })
+        // The daemon is root here: its configuration is root's choice of
+        // bridge, held to as the helper holds to the install's.
+        .with_bridge(banger_proto::net::BridgeSpec::for_subnet(
+            &config.network.bridge,
+            config.network.subnet,
+        ))
+        .context("the configured bridge (network.bridge, network.subnet)")?;
+        // Per-VM cgroups beneath this daemon's own (`banger-<hash of the
+        // journal's path>`), where it can make one; else VMMs keep their
+        // rlimits only.
+        let exec = match banger_executor::VmCgroups::delegated(&journal, &[]) {
             Ok(cgroups) => {
                 if let Some(why) = cgroups.limits_unavailable() {
                     tracing::info!(cgroup = %cgroups.path().display(), "per-VM cgroups without limits: {why}");

@@ -8,9 +8,12 @@
 //!   its jail spawner into `<unit>/helper` (a cgroup with controllers
 //!   enabled for its children holds no process itself) and enables the
 //!   wanted controllers the unit has for its children;
-//! * dev mode: `banger-jail-<uid base>` beneath the daemon's own cgroup
-//!   (one per jail range, so dev daemons with their own ranges never sweep
-//!   each other's VMs), when that cgroup can be written.
+//! * dev mode (and a helper started outside systemd): `banger-<16 hex>`
+//!   beneath the daemon's own cgroup, named after its journal's path
+//!   ([`dev_name`]): one per journal, so daemons of other state
+//!   directories never sweep each other's VMs, and a restarted daemon
+//!   finds the cgroups its journal records. Made when that cgroup can be
+//!   written.
 //!
 //! Each VM's cgroup is journaled before its `mkdirat`, gets the limits
 //! its controllers allow, and its `cgroup.procs` goes to the jail
@@ -134,6 +137,20 @@ pub struct VmCgroups {
     controllers: Vec<String>,
 }
 
+/// The dev-mode cgroup of the executor whose journal is `journal`:
+/// `banger-` and the 64-bit FNV-1a hash of the path's bytes, in hex.
+pub fn dev_name(journal: &Path) -> String {
+    use std::os::unix::ffi::OsStrExt as _;
+    let hash = journal
+        .as_os_str()
+        .as_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
+    format!("banger-{hash:016x}")
+}
+
 /// A VM's cgroup name, `vm-<id>`, for a checked 32-hex VM id.
 pub fn name_of(vm_id: &str) -> String {
     format!("{VM_PREFIX}{vm_id}")
@@ -152,10 +169,10 @@ impl VmCgroups {
 
     /// The executor's cgroup: under systemd (this process's own cgroup is
     /// a `.service` unit's) the unit's ([`VmCgroups::system`]); anywhere
-    /// else `banger-jail-<uid_base>` beneath this process's own cgroup
+    /// else [`dev_name`]`(journal)` beneath this process's own cgroup
     /// ([`VmCgroups::dev`]: a helper or dev daemon started by hand or by a
     /// test never takes over, or sweeps, the cgroup it was started in).
-    pub fn delegated(uid_base: u32, others: &[u32]) -> Result<VmCgroups, CgroupError> {
+    pub fn delegated(journal: &Path, others: &[u32]) -> Result<VmCgroups, CgroupError> {
         let own = banger_host::probe::own_cgroup2_dir().map_err(CgroupError::Own)?;
         let unit = own
             .file_name()
@@ -163,7 +180,7 @@ impl VmCgroups {
         if unit {
             VmCgroups::system(others)
         } else {
-            VmCgroups::dev(uid_base)
+            VmCgroups::dev(journal)
         }
     }
 
@@ -195,11 +212,11 @@ impl VmCgroups {
         Ok(VmCgroups::with_controllers(dir, unit))
     }
 
-    /// Dev mode: `banger-jail-<uid_base>` beneath this process's cgroup,
+    /// Dev mode: [`dev_name`]`(journal)` beneath this process's cgroup,
     /// made when missing.
-    pub fn dev(uid_base: u32) -> Result<VmCgroups, CgroupError> {
+    pub fn dev(journal: &Path) -> Result<VmCgroups, CgroupError> {
         let own = banger_host::probe::own_cgroup2_dir().map_err(CgroupError::Own)?;
-        let name = format!("banger-jail-{uid_base}");
+        let name = dev_name(journal);
         let own_dir = hold(&own)?;
         make_dir(&own_dir, &name, &own)?;
         let path = own.join(&name);

@@ -304,16 +304,16 @@ fn a_jailed_vmm_survives_a_helper_restart_and_a_stray_of_its_uid_does_not() {
     let v = lab.launch(id, VmmKind::Qemu).expect("LaunchVm");
     let (pid, uid) = pid_and_uid(&v);
     // Design part 3: the VMM runs in its VM's cgroup, beneath the one the
-    // helper holds (not under systemd here: `banger-jail-<base>` beneath
-    // the helper's own cgroup, which is this test's).
+    // helper holds (not under systemd here: `banger-<hash of its journal's
+    // path>` beneath the helper's own cgroup, which is this test's).
     let helper = lab.helper.as_ref().unwrap();
-    let base = banger_proto::install::InstallMeta::load(&helper.install_file)
-        .unwrap()
-        .jail
-        .uid_base;
-    let held = banger_host::probe::own_cgroup2_dir()
-        .unwrap()
-        .join(format!("banger-jail-{base}"));
+    let meta = banger_proto::install::InstallMeta::load(&helper.install_file).unwrap();
+    let held =
+        banger_host::probe::own_cgroup2_dir()
+            .unwrap()
+            .join(banger_executor::vm_cgroup_dev_name(
+                &meta.paths.root_state_dir.join("journal.json"),
+            ));
     let mount = banger_host::probe::probe_cgroup_v2().cgroup2_mount.unwrap();
     let vm_cgroup = format!("/{}/vm-{id}", held.strip_prefix(&mount).unwrap().display());
     let cgroup_of = |pid: u32| {

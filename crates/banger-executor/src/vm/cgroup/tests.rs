@@ -225,3 +225,22 @@ fn the_start_sweep_spares_a_journaled_vmms_cgroup_and_its_exit_removes_it() {
     );
     assert!(txn.state.vmms.is_empty());
 }
+
+/// A dev-mode cgroup is named after its journal: the same journal, the
+/// same cgroup (a restarted daemon finds its VMs'), another journal,
+/// another cgroup (concurrent daemons never sweep each other's).
+#[test]
+fn the_dev_cgroup_is_one_per_journal() {
+    let a = dev_name(std::path::Path::new("/var/lib/banger/root-journal.json"));
+    assert_eq!(a.len(), "banger-".len() + 16, "{a}");
+    assert!(a.starts_with("banger-"), "{a}");
+    assert_eq!(
+        a,
+        dev_name(std::path::Path::new("/var/lib/banger/root-journal.json"))
+    );
+    assert_ne!(
+        a,
+        dev_name(std::path::Path::new("/tmp/x/state/root-journal.json"))
+    );
+    assert!(!is_vm_name(&a));
+}
