@@ -260,6 +260,18 @@ fn per_vm_cgroups_under_systemd() {
     c.ok(None, &format!("test ! -e {planted}"));
     assert!(!alive(&c, stray), "the planted cgroup's process survived");
 
+    // The owner's daemon goes down and up with the helper (Requires=):
+    // wait until it serves again.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !c.run(Some(OWNER), "banger vm ls --json").status.success() {
+        assert!(
+            Instant::now() < deadline,
+            "bangerd does not serve again: {}",
+            c.journal("bangerd.service")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     // (5) vm rm leaves no vm-<id> (the VM is `failed` by now: the
     // stand-in never answers the guest's readiness check).
     c.ok(Some(OWNER), "banger vm rm v1");
