@@ -461,6 +461,27 @@ fn locked_down() {
         "{outside:?}"
     );
     assert!(outside[2].contains("CharacterDevice"), "{outside:?}");
+    // The tun clone device at its place only, itself only (opened
+    // O_PATH|O_NOFOLLOW), as KVM's.
+    let tun = rustix::fs::open(
+        "/dev/net/tun",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let at_tun = |fd| {
+        [RawBind {
+            fd,
+            name: "dev/net/tun",
+            writable: true,
+        }]
+    };
+    request(uid, uid, &at_tun(tun.as_fd()), &argv, None, &[]).unwrap();
+    let e = refused(
+        request(uid, uid, &at_tun(null.as_fd()), &argv, None, &[]),
+        "null at tun",
+    );
+    assert!(e.contains("not the character device 10:200"), "{e}");
     request(uid, uid, &bind(looped.as_fd()), &argv, None, &[]).unwrap();
     request(uid, uid, &bind(file.as_fd()), &argv, None, &[]).unwrap();
     // And it still serves a good one.

@@ -104,7 +104,8 @@ struct Bind {
     /// included): the inode bound, never a path resolved again.
     fd: Arc<OwnedFd>,
     /// Path inside the jail relative to `/`: one component, or
-    /// `dev/kvm` for the KVM device ([`Jail::bind_kvm`]).
+    /// `dev/kvm` for the KVM device ([`Jail::bind_kvm`]), or `dev/net/tun`
+    /// for the tun clone device ([`Jail::bind_tun`]).
     at: String,
     writable: bool,
 }
@@ -120,6 +121,9 @@ pub struct Jail {
     /// `Some` for a long-lived process: these limits, no parent-death
     /// signal, its own session, not killed when its [`Child`] is dropped.
     long_lived: Option<Limits>,
+    /// No network namespace of its own: the caller's (the host's, in the
+    /// helper). For a VMM that attaches a tap by name ([`Jail::host_network`]).
+    host_network: bool,
 }
 
 impl Jail {
@@ -134,7 +138,21 @@ impl Jail {
             passes: Vec::new(),
             copies: Vec::new(),
             long_lived: None,
+            host_network: false,
         }
+    }
+
+    /// No `CLONE_NEWNET`: the jailed process shares the network namespace
+    /// of whoever clones it (in `bangerd-root`, the spawner's: the
+    /// host's). Firecracker attaches its tap by name, and the kernel looks
+    /// that name up in the namespace of the process that opens
+    /// `/dev/net/tun`. The jail's seccomp filter still allows `AF_UNIX`
+    /// sockets only, so the namespace gives it no IP or netlink socket; a
+    /// tap it may attach is one whose tun owner is its uid
+    /// ([`Jail::bind_tun`]). docs/jail.md says what it still reaches.
+    pub fn host_network(mut self) -> Jail {
+        self.host_network = true;
+        self
     }
 
     /// A long-lived process (a VMM): `limits` instead of the tools'
@@ -192,13 +210,31 @@ impl Jail {
     }
 
     /// Bind the host's `/dev/kvm` behind `fd` at `/dev/kvm`, read-write:
-    /// QEMU opens that path and has no option naming another. The one
-    /// character device a jail takes, and only as that device (10:232).
-    pub fn bind_kvm(mut self, fd: BorrowedFd<'_>) -> std::io::Result<Jail> {
-        check_kvm(fd)?;
+    /// QEMU opens that path and has no option naming another. One of the
+    /// two character devices a jail takes ([`JAIL_DEVICES`]), and only as
+    /// that device (10:232).
+    pub fn bind_kvm(self, fd: BorrowedFd<'_>) -> std::io::Result<Jail> {
+        self.bind_device(fd, KVM_AT)
+    }
+
+    /// Bind the host's `/dev/net/tun` behind `fd` at `/dev/net/tun`,
+    /// read-write: Firecracker opens that path to attach its tap by name
+    /// (with [`Jail::host_network`], where the tap is). Only as that
+    /// device (10:200), opened `O_PATH|O_NOFOLLOW`, as for KVM. The clone
+    /// device lets it attach only a tap whose tun owner is its uid (or
+    /// one with no owner and no group, which banger never leaves); making
+    /// a new one needs `CAP_NET_ADMIN`, which it lacks.
+    pub fn bind_tun(self, fd: BorrowedFd<'_>) -> std::io::Result<Jail> {
+        self.bind_device(fd, TUN_AT)
+    }
+
+    /// Bind the device behind `fd` read-write at `at`, one of
+    /// [`JAIL_DEVICES`]' places, once [`check_device`] took it.
+    fn bind_device(mut self, fd: BorrowedFd<'_>, at: &str) -> std::io::Result<Jail> {
+        check_device(fd, at)?;
         self.binds.push(Bind {
             fd: Arc::new(fd.try_clone_to_owned()?),
-            at: KVM_AT.to_string(),
+            at: at.to_string(),
             writable: true,
         });
         Ok(self)
@@ -207,26 +243,49 @@ impl Jail {
 
 /// Where [`Jail::bind_kvm`] places `/dev/kvm` in the jail's root.
 const KVM_AT: &str = "dev/kvm";
+/// Where [`Jail::bind_tun`] places `/dev/net/tun` in the jail's root.
+const TUN_AT: &str = "dev/net/tun";
 
-/// Refused unless `fd` is the KVM character device, 10:232 (the kernel's
-/// `KVM_MINOR` of the misc major), opened `O_PATH|O_NOFOLLOW`: the node
-/// itself, not a link's target, and a descriptor that never reached the
-/// driver. The one character device a jail (and the spawner) admits.
-fn check_kvm(fd: BorrowedFd<'_>) -> std::io::Result<()> {
+/// The character devices a jail (and the spawner) admits, each only at
+/// its place: (place in the jail's root, what it is called in errors,
+/// major, minor) (`Documentation/admin-guide/devices.txt`: the misc
+/// major 10; `KVM_MINOR` 232, `TUN_MINOR` 200).
+const JAIL_DEVICES: [(&str, &str, u32, u32); 2] =
+    [(KVM_AT, "KVM", 10, 232), (TUN_AT, "tun", 10, 200)];
+
+/// Whether `at` is the place of one of [`JAIL_DEVICES`].
+fn is_device_place(at: &str) -> bool {
+    JAIL_DEVICES.iter().any(|d| d.0 == at)
+}
+
+/// Refused unless `at` is one of [`JAIL_DEVICES`]' places and `fd` is
+/// that character device, opened `O_PATH|O_NOFOLLOW`: the node itself,
+/// not a link's target, and a descriptor that never reached the driver.
+/// The only character devices a jail (and the spawner) admits.
+fn check_device(fd: BorrowedFd<'_>, at: &str) -> std::io::Result<()> {
+    let Some(&(_, what, want_major, want_minor)) = JAIL_DEVICES.iter().find(|d| d.0 == at) else {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("/{at} is no place of a jail device"),
+        ));
+    };
     let st = rustix::fs::fstat(fd)?;
     let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
     let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
-    if kind != rustix::fs::FileType::CharacterDevice || (major, minor) != (10, 232) {
+    if kind != rustix::fs::FileType::CharacterDevice || (major, minor) != (want_major, want_minor) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("a KVM bind of a {kind:?} {major}:{minor}, not the character device 10:232"),
+            format!(
+                "a {what} bind of a {kind:?} {major}:{minor}, \
+                 not the character device {want_major}:{want_minor}"
+            ),
         ));
     }
     let opened = rustix::fs::fcntl_getfl(fd)?;
     if !opened.contains(OFlags::PATH | OFlags::NOFOLLOW) {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            format!("a KVM bind not opened O_PATH|O_NOFOLLOW (flags {opened:?})"),
+            format!("a {what} bind not opened O_PATH|O_NOFOLLOW (flags {opened:?})"),
         ));
     }
     Ok(())
@@ -527,11 +586,17 @@ fn clone_jailed(
     };
     let argv_ptrs = ptrs(&prepared.argv);
     let envp_ptrs = ptrs(&prepared.envp);
+    // A network namespace of its own unless the jail shares its cloner's.
+    let net = if r.jail.host_network {
+        0
+    } else {
+        libc::CLONE_NEWNET
+    };
     let flags = libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWNET
+        | net
         | libc::CLONE_PIDFD
         | extra;
     let mut pidfd: libc::c_int = -1;

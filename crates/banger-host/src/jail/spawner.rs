@@ -510,6 +510,7 @@ pub mod testing {
                 passes: Vec::new(),
                 copies: Vec::new(),
                 long_lived: None,
+                host_network: false,
             },
             program: rustix::fs::open(
                 &program,

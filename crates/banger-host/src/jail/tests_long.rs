@@ -125,3 +125,72 @@ fn a_copy_of_a_file_grown_after_its_length_was_taken_is_refused() {
         Ok(o) => assert_eq!(o.stdout, "", "copied past its length: {o:?}"),
     }
 }
+
+/// What a jailed perl reports of `socket(AF_INET)`, `socket(AF_NETLINK)`,
+/// `socket(AF_UNIX)` and, for each tap named, opening `/dev/net/tun` and
+/// attaching that tap by name (`TUNSETIFF` with the flags banger's taps
+/// have): "ok" or the errno, one line each.
+const NET_PROBE: &str = r#"
+sub try { my ($what, $ok) = @_; print "$what ", ($ok ? "ok" : 0 + $!), "\n" }
+try("inet", socket(my $a, 2, 1, 0));
+try("netlink", socket(my $b, 16, 3, 0));
+try("unix", socket(my $c, 1, 1, 0));
+for my $tap (@ARGV) {
+    sysopen(my $t, "/dev/net/tun", 2) or do { print "$tap open ", 0 + $!, "\n"; next };
+    try($tap, ioctl($t, 0x400454ca, pack("a16 s x22", $tap, 0x5002)));
+}
+"#;
+
+/// A Firecracker jail: [`Jail::host_network`] shares the cloner's network
+/// namespace (here a test namespace), so the tap the jail's uid owns is
+/// found by name and attached through the bound `/dev/net/tun`; a tap of
+/// another uid is not (`EPERM`), nor an IP or netlink socket (the
+/// filter). Without `host_network` the jail has a namespace of its own,
+/// where the name is no tap (creating one: `EPERM`), and without
+/// `bind_tun` there is no `/dev/net/tun` (`ENOENT`).
+#[test]
+fn a_host_network_jail_attaches_its_own_tap_and_no_other() {
+    use crate::net::HostNet as _;
+    require_root();
+    let uid = jail_uid() + 400_000;
+    let out = crate::net::netns::in_fresh_netns(|| {
+        let net = crate::net::RealNet::new();
+        net.create_tap("fcj-mine", uid).unwrap();
+        net.create_tap("fcj-other", uid + 1).unwrap();
+        let tun = rustix::fs::open(
+            crate::net::TUN_DEVICE,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        let run = |jail: Jail| {
+            let cmd = Cmd::new("perl")
+                .args(["-e", NET_PROBE, "fcj-mine", "fcj-other"])
+                .jail(jail);
+            let o = Runner.output(&cmd).unwrap();
+            assert!(o.status.success(), "{o:?}");
+            o.stdout
+        };
+        let jail = Jail::new(uid, uid);
+        (
+            run(jail.clone().host_network().bind_tun(tun.as_fd()).unwrap()),
+            run(jail.clone().bind_tun(tun.as_fd()).unwrap()),
+            run(jail.host_network()),
+        )
+    });
+    let (eperm, enoent) = (libc::EPERM, libc::ENOENT);
+    assert_eq!(
+        out.0,
+        format!("inet {eperm}\nnetlink {eperm}\nunix ok\nfcj-mine ok\nfcj-other {eperm}\n")
+    );
+    assert_eq!(
+        out.1,
+        format!("inet {eperm}\nnetlink {eperm}\nunix ok\nfcj-mine {eperm}\nfcj-other {eperm}\n")
+    );
+    assert_eq!(
+        out.2,
+        format!(
+            "inet {eperm}\nnetlink {eperm}\nunix ok\nfcj-mine open {enoent}\nfcj-other open {enoent}\n"
+        )
+    );
+}
