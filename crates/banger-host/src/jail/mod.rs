@@ -339,6 +339,9 @@ struct Prepared {
     filter: Vec<filter::Insn>,
     /// Long-lived: no parent-death signal, a session of its own.
     long_lived: bool,
+    /// The Landlock ruleset scoping abstract sockets and signals the child
+    /// enters; `None` where the kernel has none ([`scope_support`]).
+    scope: Option<OwnedFd>,
 }
 
 /// The child's standard descriptors, its error pipe and its pass-through
@@ -751,6 +754,7 @@ mod acl;
 mod caps;
 mod child;
 mod filter;
+mod landlock;
 mod lockdown;
 mod prepare;
 mod range;
@@ -770,6 +774,7 @@ mod tests_long;
 pub use acl::{
     ACL_XATTR, Grant, Prior, acl_with_user, grant, grant_recorded, read_acl, restore, revoke,
 };
+pub use landlock::scope_support;
 pub use lockdown::{HELPER_CAPS, lock_down};
 use prepare::prepare;
 pub use range::{RangeInUse, check_unused};

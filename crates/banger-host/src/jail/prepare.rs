@@ -230,6 +230,7 @@ pub(super) fn prepare(
         },
         filter,
         long_lived: jail.long_lived.is_some(),
+        scope: super::landlock::scope_ruleset()?,
     })
 }
 
