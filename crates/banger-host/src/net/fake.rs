@@ -57,6 +57,8 @@ pub struct FakeNetState {
     /// under that name, with a new index) just before a deletion or a
     /// `set_master` request reaches the fake: a race the caller lost.
     pub replaced_before_request: Vec<String>,
+    /// Taps a process holds (a running VMM): `hand_tap` fails with `EBUSY`.
+    pub attached_taps: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -499,6 +501,29 @@ impl HostNet for FakeNet {
         let link = state.create(name, LinkKind::Tap, &call)?;
         link.tap_owner = Some(owner_uid);
         Ok(())
+    }
+
+    fn hand_tap(&self, name: &str, index: u32, owner_uid: u32) -> Result<(), NetError> {
+        self.record("hand_tap", format!("hand_tap({name}, uid {owner_uid})"))?;
+        let fail = |step: &'static str, source: io::Error| NetError::HandTap {
+            step,
+            name: name.to_string(),
+            uid: owner_uid,
+            source,
+        };
+        if self.lock().attached_taps.iter().any(|t| t == name) {
+            return Err(fail("TUNSETIFF", io::Error::from_raw_os_error(libc::EBUSY)));
+        }
+        self.with_link_mut(name, |link| {
+            if link.kind != LinkKind::Tap || link.index != index {
+                return Err(fail(
+                    "checking its index before the attach",
+                    io::Error::other(format!("index {}, not {index}", link.index)),
+                ));
+            }
+            link.tap_owner = Some(owner_uid);
+            Ok(())
+        })
     }
 
     fn delete_link(&self, name: &str) -> Result<bool, NetError> {

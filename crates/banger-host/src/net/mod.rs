@@ -180,6 +180,14 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
+    #[error("handing tap {name} to uid {uid}: {step}")]
+    HandTap {
+        step: &'static str,
+        name: String,
+        uid: u32,
+        #[source]
+        source: io::Error,
+    },
     #[error("running {tool}")]
     Tool {
         tool: &'static str,
@@ -229,7 +237,8 @@ impl NetError {
         match self {
             NetError::Socket(e)
             | NetError::Request { source: e, .. }
-            | NetError::Tun { source: e, .. } => e.raw_os_error(),
+            | NetError::Tun { source: e, .. }
+            | NetError::HandTap { source: e, .. } => e.raw_os_error(),
             _ => None,
         }
     }
@@ -269,6 +278,11 @@ pub trait HostNet: Send + Sync {
     fn link_mac(&self, link: &str) -> Result<Option<[u8; 6]>, NetError>;
     /// Create a persistent tap owned by `owner_uid`; fails if the name exists.
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError>;
+    /// Make `owner_uid` the tun owner of the persistent tap `name`, whose
+    /// interface index must be `index` (checked before and after the
+    /// helper attaches to it); `EBUSY` (`NetError::errno`) while another
+    /// descriptor is attached to it.
+    fn hand_tap(&self, name: &str, index: u32, owner_uid: u32) -> Result<(), NetError>;
     /// Delete a link; `Ok(false)` when it was already gone.
     fn delete_link(&self, name: &str) -> Result<bool, NetError>;
     /// Delete the link with interface index `index`; `Ok(false)` when no
@@ -351,6 +365,10 @@ impl HostNet for RealNet {
 
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
         tun::create_persistent_tap(name, owner_uid)
+    }
+
+    fn hand_tap(&self, name: &str, index: u32, owner_uid: u32) -> Result<(), NetError> {
+        tun::hand_tap(name, index, owner_uid)
     }
 
     fn disable_ipv6(&self, link: &str) -> Result<(), NetError> {

@@ -292,3 +292,60 @@ fn real_routes_carry_their_gateways() {
         assert!(find("192.168.61.0/24").gateways.is_empty());
     });
 }
+
+/// `hand_tap` changes the tun owner of the tap with the journaled index
+/// and no other: a tap that took the name (another index), a missing name
+/// (no tap made in its place), a tap a process holds (`EBUSY`, its owner
+/// unchanged under it) are refused; after the holder lets go it works, and
+/// the tap stays persistent.
+#[test]
+fn real_hand_tap_changes_only_an_idle_tap_of_the_journaled_index() {
+    require_root();
+    in_fresh_netns(|| {
+        let net = RealNet::new();
+        net.create_tap("ttap2", 0).unwrap();
+        let index = net.link("ttap2").unwrap().expect("tap listed").index;
+        assert_eq!(net.link("ttap2").unwrap().unwrap().tap_owner, Some(0));
+        net.hand_tap("ttap2", index, 4243).unwrap();
+        assert_eq!(net.link("ttap2").unwrap().unwrap().tap_owner, Some(4243));
+        net.hand_tap("ttap2", index, 0).unwrap();
+        assert_eq!(net.link("ttap2").unwrap().unwrap().tap_owner, Some(0));
+        // Another index: refused, owner kept.
+        let err = net.hand_tap("ttap2", index + 100, 4243).unwrap_err();
+        assert!(matches!(err, NetError::HandTap { .. }), "{err}");
+        assert_eq!(net.link("ttap2").unwrap().unwrap().tap_owner, Some(0));
+        // A missing name: refused, and no tap left under it.
+        let err = net.hand_tap("ttap3", index, 4243).unwrap_err();
+        assert!(matches!(err, NetError::HandTap { .. }), "{err}");
+        assert!(net.link("ttap3").unwrap().is_none());
+        // Held by a process (here this one, as a VMM would): EBUSY.
+        let held = attach("ttap2");
+        let err = net.hand_tap("ttap2", index, 4243).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EBUSY), "{err}");
+        assert_eq!(net.link("ttap2").unwrap().unwrap().tap_owner, Some(0));
+        drop(held);
+        net.hand_tap("ttap2", index, 4243).unwrap();
+        let tap = net.link("ttap2").unwrap().expect("still there");
+        assert_eq!((tap.index, tap.tap_owner), (index, Some(4243)));
+        assert!(net.delete_link_index(index).unwrap());
+    });
+}
+
+/// Attach to the tap `name` as a VMM does (`IFF_TAP|IFF_NO_PI|IFF_VNET_HDR`).
+fn attach(name: &str) -> std::fs::File {
+    use std::os::fd::AsRawFd as _;
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(crate::net::TUN_DEVICE)
+        .unwrap();
+    let mut req = [0u8; 40];
+    req[..name.len()].copy_from_slice(name.as_bytes());
+    let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+    req[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes 40 bytes, the size of `req`, a
+    // live tun descriptor.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, req.as_mut_ptr()) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    tun
+}

@@ -6,7 +6,7 @@
 //! after our descriptor closes. Until that last step succeeds the tap dies
 //! with the descriptor, so a failure leaves nothing behind.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -32,53 +32,128 @@ const _: () = assert!(std::mem::size_of::<IfReqFlags>() == 40);
 const TAP_FLAGS: libc::c_int = libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR;
 
 pub(super) fn create_persistent_tap(name: &str, owner_uid: u32) -> Result<(), NetError> {
-    let fail = |step: &'static str, source: io::Error| NetError::Tun {
+    let fail = |(step, source): (&'static str, io::Error)| NetError::Tun {
         step,
         name: name.to_string(),
         source,
     };
-    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.bytes().any(|b| b == 0) {
-        return Err(fail(
-            "checking the name",
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "interface names are 1..15 bytes without NUL",
-            ),
-        ));
+    let tun = attach(name, TAP_FLAGS | libc::IFF_TUN_EXCL).map_err(fail)?;
+    let fd = tun.as_raw_fd();
+    // SAFETY: `fd` is the tun descriptor now attached to our new tap;
+    // TUNSETOWNER takes its argument by value (a uid), no memory is passed.
+    let rc = unsafe { libc::ioctl(fd, libc::TUNSETOWNER, libc::c_ulong::from(owner_uid)) };
+    if rc < 0 {
+        return Err(fail(("TUNSETOWNER", io::Error::last_os_error())));
     }
+    // SAFETY: as above; TUNSETPERSIST takes a by-value boolean, 1 = persist.
+    let rc = unsafe { libc::ioctl(fd, libc::TUNSETPERSIST, 1 as libc::c_ulong) };
+    if rc < 0 {
+        return Err(fail(("TUNSETPERSIST", io::Error::last_os_error())));
+    }
+    Ok(())
+}
+
+/// Open `/dev/net/tun` and attach it to the tap `name` with `flags`
+/// (`TUNSETIFF`; with `IFF_TUN_EXCL` only a new tap, made by the attach):
+/// the attached descriptor, or the failed step and its error.
+fn attach(name: &str, flags: libc::c_int) -> Result<File, (&'static str, io::Error)> {
+    check_name(name).map_err(|e| ("checking the name", e))?;
     let tun = OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(libc::O_CLOEXEC)
         .open(TUN_DEVICE)
-        .map_err(|e| fail("opening /dev/net/tun", e))?;
-    let fd = tun.as_raw_fd();
-
+        .map_err(|e| ("opening /dev/net/tun", e))?;
     let mut req = IfReqFlags {
         name: [0; libc::IFNAMSIZ],
         // The flag values all fit in 16 bits; the kernel reads a short.
-        flags: (TAP_FLAGS | libc::IFF_TUN_EXCL) as libc::c_short,
+        flags: flags as libc::c_short,
         _pad: [0; 22],
     };
     req.name[..name.len()].copy_from_slice(name.as_bytes());
-    // SAFETY: `fd` is a live /dev/net/tun descriptor owned by `tun` for the
-    // whole call; TUNSETIFF reads and writes one `struct ifreq`, and `req` is
-    // an initialized #[repr(C)] value with the kernel struct's size and layout
+    // SAFETY: `tun` is a live /dev/net/tun descriptor for the whole call;
+    // TUNSETIFF reads and writes one `struct ifreq`, and `req` is an
+    // initialized #[repr(C)] value with the kernel struct's size and layout
     // (name[16] then the flags short) that outlives the call.
-    let rc = unsafe { libc::ioctl(fd, libc::TUNSETIFF, &mut req as *mut IfReqFlags) };
+    let rc = unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            libc::TUNSETIFF,
+            &mut req as *mut IfReqFlags,
+        )
+    };
     if rc < 0 {
-        return Err(fail("TUNSETIFF", io::Error::last_os_error()));
+        return Err(("TUNSETIFF", io::Error::last_os_error()));
     }
-    // SAFETY: `fd` is the tun descriptor now attached to our new tap;
-    // TUNSETOWNER takes its argument by value (a uid), no memory is passed.
-    let rc = unsafe { libc::ioctl(fd, libc::TUNSETOWNER, libc::c_ulong::from(owner_uid)) };
-    if rc < 0 {
-        return Err(fail("TUNSETOWNER", io::Error::last_os_error()));
-    }
-    // SAFETY: as above; TUNSETPERSIST takes a by-value boolean, 1 = persist.
-    let rc = unsafe { libc::ioctl(fd, libc::TUNSETPERSIST, 1 as libc::c_ulong) };
-    if rc < 0 {
-        return Err(fail("TUNSETPERSIST", io::Error::last_os_error()));
+    Ok(tun)
+}
+
+/// An interface name: 1 to 15 bytes, no NUL.
+fn check_name(name: &str) -> Result<(), io::Error> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.bytes().any(|b| b == 0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "interface names are 1..15 bytes without NUL",
+        ));
     }
     Ok(())
+}
+
+/// Make `owner_uid` the tun owner of the existing tap `name` whose
+/// interface index is `index`: attach to it as root (`TUNSETIFF` without
+/// `IFF_TUN_EXCL`, the flags banger's taps have), check that the name
+/// still has that index, `TUNSETOWNER`, detach. The tap stays persistent.
+///
+/// A tap some process holds (a running VMM) is refused with `EBUSY` by
+/// the attach: its owner is never changed under it. Between the two index
+/// checks the name cannot change hands: renaming or deleting a link needs
+/// `CAP_NET_ADMIN`, and the attach holds the tap. When the name is gone,
+/// the attach would make a new tap: the first check refuses that, and a
+/// tap made in a race with it is not persistent, so it goes with the
+/// descriptor.
+pub(super) fn hand_tap(name: &str, index: u32, owner_uid: u32) -> Result<(), NetError> {
+    let fail = |(step, source): (&'static str, io::Error)| NetError::HandTap {
+        step,
+        name: name.to_string(),
+        uid: owner_uid,
+        source,
+    };
+    check_name(name).map_err(|e| fail(("checking the name", e)))?;
+    let still = |step: &'static str| -> Result<(), NetError> {
+        let got = index_of(name);
+        if got != Some(index) {
+            return Err(fail((
+                step,
+                io::Error::other(format!(
+                    "its interface index is {got:?}, not the journaled {index}"
+                )),
+            )));
+        }
+        Ok(())
+    };
+    still("checking its index before the attach")?;
+    let tun = attach(name, TAP_FLAGS).map_err(fail)?;
+    still("checking its index after the attach")?;
+    // SAFETY: `tun` is attached to the tap just checked; TUNSETOWNER takes
+    // its argument by value.
+    let rc = unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            libc::TUNSETOWNER,
+            libc::c_ulong::from(owner_uid),
+        )
+    };
+    if rc < 0 {
+        return Err(fail(("TUNSETOWNER", io::Error::last_os_error())));
+    }
+    Ok(())
+}
+
+/// The interface index of `name` in this thread's network namespace.
+fn index_of(name: &str) -> Option<u32> {
+    let name = std::ffi::CString::new(name).ok()?;
+    // SAFETY: `if_nametoindex` reads a NUL-terminated string that outlives
+    // the call.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    (index != 0).then_some(index)
 }
