@@ -428,10 +428,14 @@ fn prune_stale_staging(base: &Path) {
     }
 }
 
-/// Mount points at or below `dir`, from /proc/self/mountinfo.
+/// Mount points at or below `dir`, from /proc/self/mountinfo. Read as
+/// bytes (any user's mount point may have a name that is not UTF-8); a
+/// mountinfo that cannot be read counts as a mount, so nothing is
+/// removed on a guess.
 fn mounts_below(dir: &Path) -> Vec<String> {
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return Vec::new();
+    let info = match std::fs::read("/proc/self/mountinfo") {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+        Err(e) => return vec![format!("(/proc/self/mountinfo unreadable: {e})")],
     };
     let prefix = dir.to_string_lossy().into_owned();
     info.lines()

@@ -80,11 +80,16 @@ impl LinkDir {
     /// remove or count (hostile read of the loop links, finding 1: it
     /// stopped every teardown at the first link).
     fn open(&self, create: bool) -> io::Result<Option<OwnedFd>> {
-        let state = rustix::fs::open(
+        let state = match rustix::fs::open(
             &self.state,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
-        )?;
+        ) {
+            Ok(fd) => fd,
+            // No state dir: no link of root's in it either.
+            Err(rustix::io::Errno::NOENT) if !create => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         if create {
             match rustix::fs::mkdirat(&state, LINK_DIR, Mode::from_raw_mode(0o700)) {
                 Ok(()) | Err(rustix::io::Errno::EXIST) => {}

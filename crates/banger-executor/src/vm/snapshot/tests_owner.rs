@@ -249,3 +249,15 @@ fn an_owners_root_loops_planted_after_the_attach_does_not_stop_the_removal() {
     // The directory the owner planted is left as it was.
     assert_eq!(std::fs::metadata(links.path()).unwrap().uid(), 65534);
 }
+
+/// `host teardown` with no state dir at all (a host where no VM was ever
+/// made, or the dir removed): nothing to sweep. The cold proof of the
+/// loop links failed three network tests here with `sweeping
+/// …/state/root-loops: No such file or directory`.
+#[test]
+fn sweeping_the_links_of_a_state_dir_that_does_not_exist_is_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let links = LinkDir::in_state(&dir.path().join("state"));
+    assert_eq!(links.sweep(&[]).unwrap(), Vec::<String>::new());
+    links.remove("x.cow").unwrap();
+}
