@@ -247,3 +247,87 @@ try("path", pack("S a*", 1, "/sock/s"));
         }
     }
 }
+
+/// A jailed process may not signal a process outside its Landlock domain
+/// where Landlock scopes signals. Its pid namespace already hides every
+/// process of the host (its parent is pid 0 to it), so the process outside
+/// the domain is put where it can be named: a `sleep` of the jail's own
+/// uid that `nsenter` starts in the jail's pid namespace (pid 2 there),
+/// outside the jail's mount namespace and Landlock domain. The jailed
+/// perl's `kill(SIGTERM, 2)` is `EPERM`; without the scope it would
+/// succeed (same uid). The jail shares the test namespace's network
+/// ([`Jail::host_network`], as Firecracker's does), and an IP or netlink
+/// socket is still `EPERM` there (the filter). Where the kernel has no
+/// such scope the signal half is not run, and says so.
+#[test]
+fn a_jail_cannot_signal_a_process_outside_its_domain_where_landlock_scopes() {
+    use std::os::unix::fs::PermissionsExt as _;
+    require_root();
+    let uid = jail_uid() + 600_000;
+    let scoped = scope_support();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // ESRCH (3) until the sleeper is in the namespace; then one SIGTERM.
+    let script = r#"
+sub try { my ($what, $ok) = @_; print "$what ", ($ok ? "ok" : 0 + $!), "\n" }
+try("inet", socket(my $a, 2, 1, 0));
+try("netlink", socket(my $b, 16, 3, 0));
+my $until = time + 20;
+while (!kill(0, 2) && $! == 3 && time < $until) { select(undef, undef, undef, 0.02) }
+try("kill", kill("TERM", 2));
+"#;
+    let out = crate::net::netns::in_fresh_netns(|| {
+        let log = dir.path().join("log");
+        // Long-lived: output onto a file (a tool's jail has no room to write one).
+        let jail = Jail::new(uid, uid)
+            .host_network()
+            .long_lived(testing::PROBE_LIMITS);
+        let mut perl = Runner
+            .spawn(
+                &Cmd::new("perl").args(["-e", script]).jail(jail),
+                SpawnOptions {
+                    output: Some(File::create(&log).unwrap()),
+                    run_as: None,
+                },
+            )
+            .unwrap();
+        let target = perl.pid().to_string();
+        let ids = uid.to_string();
+        let mut sleeper = Runner
+            .spawn(
+                &Cmd::new("nsenter").args([
+                    "--target",
+                    target.as_str(),
+                    "--pid",
+                    "--setuid",
+                    ids.as_str(),
+                    "--setgid",
+                    ids.as_str(),
+                    "--",
+                    "sleep",
+                    "30",
+                ]),
+                SpawnOptions::default(),
+            )
+            .unwrap();
+        let exited = perl.wait_timeout(Duration::from_secs(25)).unwrap();
+        // The jail's pid 1 gone, the kernel kills the sleeper too.
+        let _ = sleeper.kill();
+        let _ = perl.kill();
+        let out = std::fs::read_to_string(&log).unwrap();
+        assert!(exited.is_some_and(|s| s.success()), "{exited:?} {out}");
+        out
+    });
+    let eperm = libc::EPERM;
+    assert!(
+        out.starts_with(&format!("inet {eperm}\nnetlink {eperm}\n")),
+        "{out}"
+    );
+    match scoped {
+        Ok(()) => assert!(out.ends_with(&format!("kill {eperm}\n")), "{out}"),
+        Err(why) => {
+            eprintln!("NOT RUN (signal half): {why}");
+            assert!(out.ends_with("kill ok\n"), "{out}");
+        }
+    }
+}
