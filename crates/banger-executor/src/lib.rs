@@ -248,6 +248,7 @@ impl Executor {
                 simple(PrivOutcome::Device(self.probe_device(device)))
             }
             PrivOp::ProbeNftables => simple(PrivOutcome::Nftables(self.host.probe_nft())),
+            PrivOp::ProbeJailScope => simple(PrivOutcome::JailScope(self.host.probe_jail_scope())),
             PrivOp::EnsureBridge(spec) => self.ensure_bridge(spec),
             PrivOp::EnsureTap(spec) => self.ensure_tap(spec),
             PrivOp::DeleteTap { name } => self.delete_tap(name),

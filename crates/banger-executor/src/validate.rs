@@ -20,6 +20,7 @@ pub fn op(op: &PrivOp) -> Result<(), ExecError> {
         PrivOp::ProbeKvm
         | PrivOp::ProbeDevice { .. }
         | PrivOp::ProbeNftables
+        | PrivOp::ProbeJailScope
         | PrivOp::NetStatus
         | PrivOp::Teardown
         | PrivOp::OpenDnsSockets { .. } => Ok(()),

@@ -116,8 +116,17 @@ fn dispatches_each_probe_to_the_matching_host_call() {
         PrivOutcome::Nftables(_)
     ));
     assert_eq!(
+        exec.execute(PrivOp::ProbeJailScope).unwrap().outcome,
+        PrivOutcome::JailScope(banger_proto::privops::JailScopeProbe::Scoped)
+    );
+    assert_eq!(
         fake.calls(),
-        vec!["probe_device(mapper_control)", "probe_kvm", "probe_nft"]
+        vec![
+            "probe_device(mapper_control)",
+            "probe_kvm",
+            "probe_nft",
+            "probe_jail_scope"
+        ]
     );
     assert!(net.calls().is_empty());
     assert!(

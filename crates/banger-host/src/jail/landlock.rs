@@ -36,15 +36,15 @@ pub(super) fn scope_ruleset() -> std::io::Result<Option<OwnedFd>> {
     }
 }
 
-/// `Ok` where jails are scoped; else why not, in words.
+/// `Ok` where jails are scoped; else why not, in words (the doctor's
+/// `jail_scope` row says what that leaves).
 pub fn scope_support() -> Result<(), String> {
     match create() {
         Ok(_) => Ok(()),
         Err(e) if unsupported(&e) => Err(format!(
-            "no Landlock scoping of abstract UNIX sockets and signals here (it needs \
-             Linux 6.12, Landlock ABI 6, and a seccomp filter that allows it): {e}; a \
-             jail sharing the host's network namespace (Firecracker) can connect to the \
-             host's abstract UNIX sockets"
+            "this process cannot make a Landlock ruleset scoping abstract UNIX sockets \
+             and signals (it needs Linux 6.12 or later with Landlock enabled, ABI 6, and \
+             no seccomp filter refusing landlock_create_ruleset): {e}"
         )),
         Err(e) => Err(format!("making a Landlock ruleset: {e}")),
     }
