@@ -51,6 +51,58 @@ mod quoted_tests {
     }
 }
 
+/// `RLIMIT_NOFILE` of a jailed VMM (QEMU, Firecracker).
+pub const VMM_OPEN_FILES: u64 = 1024;
+/// `RLIMIT_FSIZE` floor of a jailed VMM: its logs (QEMU's serial log,
+/// appended across boots; Firecracker's log and metrics) grow to this even
+/// beside small drives.
+pub const VMM_MIN_FILE_SIZE: u64 = 1 << 30;
+
+/// The limits of a jailed VMM for `spec` (one rule for both drivers):
+/// address space and data of the guest's memory plus `overhead`,
+/// `threads` tasks besides one per vCPU, [`VMM_OPEN_FILES`], and files up
+/// to the largest of the writable drives (`drives`: each of the spec's
+/// with the descriptor the VMM uses) or [`VMM_MIN_FILE_SIZE`]. An error
+/// names the drive whose size could not be read.
+pub(crate) fn vmm_limits<'a>(
+    vmm: &'static str,
+    spec: &LaunchSpec,
+    overhead: u64,
+    threads: u32,
+    drives: impl Iterator<Item = (&'a Drive, std::os::fd::BorrowedFd<'a>)>,
+) -> Result<banger_host::jail::Limits, VmmError> {
+    let mut file_size = VMM_MIN_FILE_SIZE;
+    for (d, fd) in drives {
+        if !d.read_only {
+            let size = drive_size(fd).map_err(|source| VmmError::Io {
+                what: format!("jailing {vmm}: the size of drive {}", d.id),
+                source,
+            })?;
+            file_size = file_size.max(size);
+        }
+    }
+    Ok(banger_host::jail::Limits {
+        memory: u64::from(spec.memory_mib) * (1 << 20) + overhead,
+        processes: threads + u32::from(spec.vcpus),
+        open_files: VMM_OPEN_FILES,
+        file_size,
+    })
+}
+
+/// The size of a drive: a regular file's length, a block device's
+/// capacity.
+fn drive_size(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u64> {
+    let st = rustix::fs::fstat(fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::BlockDevice {
+        // SEEK_END of a block device is its capacity; pread/pwrite, which
+        // the VMMs use, never move this shared offset.
+        let end = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))?;
+        rustix::fs::seek(fd, rustix::fs::SeekFrom::Start(0))?;
+        return Ok(end);
+    }
+    Ok(u64::try_from(st.st_size).unwrap_or(0))
+}
+
 /// Which hypervisor runs a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -8,12 +8,14 @@ mod firecracker_support;
 
 use std::time::{Duration, Instant};
 
+use banger_host::jail::testing::status_field_of as status_field;
 use banger_vmm::VmmError;
 use banger_vmm::firecracker::{
     ApiRequest, FirecrackerDriver, InstanceState, Shutdown, VmStatus, log_path, metrics_path,
 };
 use firecracker_support::{
-    alive, fake_binary, launch, read_pid, read_record, sample_spec, script, write_fake_config,
+    alive, fake_binary, jailed_files, launch, read_pid, read_record, sample_spec, script,
+    slot_run_dir, slot_uid, write_fake_config,
 };
 use serde_json::{Value, json};
 
@@ -319,4 +321,75 @@ fn a_symlinked_run_dir_is_refused_and_nothing_there_changes() {
         );
     }
     assert!(err.to_string().contains("run directory"), "{err}");
+}
+
+/// The Firecracker jail's design step 4: the fake launched jailed
+/// (`launch_jailed`) runs as the slot uid and gid, pid 1 of its own pid
+/// namespace, sees no `/proc`, and opens its drives by the jail's paths —
+/// `/drive-root` read-write, `/drive-work` read-only — where the
+/// configuration names them; its log, metrics and sockets are in the
+/// bound `run/`. A graceful shutdown ends it.
+#[test]
+fn the_fake_runs_jailed_as_its_slot_uid_and_opens_its_drives_at_the_jails_paths() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let uid = slot_uid(4_600_000);
+    let dir = tempfile::tempdir().unwrap();
+    let run = slot_run_dir(dir.path(), uid);
+    write_fake_config(&run, "exit", json!([]));
+    let mut spec = sample_spec(&run);
+    spec.run_as = Some((uid, uid));
+    spec.serial_log = dir.path().join("serial.log");
+    spec.kernel = dir.path().join("vmlinux");
+    std::fs::write(&spec.kernel, "kernel bytes").unwrap();
+    spec.drives[0].path = dir.path().join("root.ext4");
+    spec.drives[1].path = dir.path().join("work.ext4");
+    spec.drives[1].read_only = true;
+    // The grants the executor gives for a launch: the root drive is the
+    // slot's to write, the read-only one readable.
+    std::fs::write(&spec.drives[0].path, "root").unwrap();
+    std::os::unix::fs::chown(&spec.drives[0].path, Some(uid), Some(uid)).unwrap();
+    std::fs::write(&spec.drives[1].path, "work").unwrap();
+    std::fs::set_permissions(&spec.drives[1].path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let files = jailed_files(dir.path(), &spec);
+    let mut vm = driver().launch_jailed(&spec, files).unwrap();
+    let pid = vm.pid() as i32;
+    let me: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("fake-firecracker.self")).unwrap())
+            .unwrap();
+    assert_eq!(me, json!({"uid": uid, "gid": uid, "proc": false}));
+    // Its own pid, as it sees it.
+    assert_eq!(read_pid(&run, "fake-firecracker.pid"), 1);
+    let ids = format!("{uid}\t{uid}\t{uid}\t{uid}");
+    assert_eq!(status_field(&pid.to_string(), "Uid"), ids);
+    assert_eq!(status_field(&pid.to_string(), "Gid"), ids);
+    assert_eq!(status_field(&pid.to_string(), "NSpid"), format!("{pid}\t1"));
+    let record = read_record(&run);
+    let drives: Vec<(Value, Value)> = record
+        .iter()
+        .filter(|r| r["path"].as_str().unwrap().starts_with("/drives/"))
+        .map(|r| (r["body"]["path_on_host"].clone(), r["opened"].clone()))
+        .collect();
+    assert_eq!(
+        drives,
+        [
+            (json!("/drive-root"), json!("ok")),
+            (json!("/drive-work"), json!("ok")),
+        ]
+    );
+    let body = |path: &str| {
+        record
+            .iter()
+            .find(|r| r["path"] == json!(path))
+            .map(|r| r["body"].clone())
+            .unwrap()
+    };
+    assert_eq!(body("/logger")["log_path"], json!("/run/firecracker.log"));
+    assert_eq!(body("/boot-source")["kernel_image_path"], json!("/kernel"));
+    assert_eq!(body("/vsock")["uds_path"], json!("/run/vsock.sock"));
+    assert_eq!(record.last().unwrap()["status"], json!(204));
+    assert!(log_path(&spec).is_file() && metrics_path(&spec).is_file());
+    let outcome = vm.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(outcome, Shutdown::Graceful("exit status: 0".into()));
+    assert!(!alive(pid));
+    assert!(!spec.api_socket().exists());
 }

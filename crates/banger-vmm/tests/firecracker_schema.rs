@@ -7,18 +7,10 @@ mod firecracker_support;
 use std::collections::BTreeSet;
 
 use banger_vmm::LaunchSpec;
-use banger_vmm::firecracker::{
-    ActionType, ApiRequest, RunFiles, config_plan, log_path, metrics_path,
-};
+use banger_vmm::firecracker::paths::Paths;
+use banger_vmm::firecracker::{ActionType, ApiRequest, config_plan};
 use firecracker_support::{sample_spec, swagger};
 use serde_json::{Value, json};
-
-fn files(spec: &LaunchSpec) -> RunFiles {
-    RunFiles {
-        log: log_path(spec).to_string_lossy().into_owned(),
-        metrics: metrics_path(spec).to_string_lossy().into_owned(),
-    }
-}
 
 /// Validate one request; the error names the request.
 fn check(spec: &swagger::Spec, req: &ApiRequest) {
@@ -48,10 +40,14 @@ fn every_request_the_driver_sends_matches_the_spec() {
     let spec = swagger();
     let mut templates = BTreeSet::new();
     for launch in variants() {
-        for req in config_plan(&launch, &files(&launch)) {
-            check(&spec, &req);
-            let op = spec.operation(req.method, &req.path).unwrap();
-            templates.insert(format!("{} {}", req.method, op.template));
+        // The jailed launch's plan and the unjailed one's (until the
+        // executor launches jailed: design step 5).
+        for paths in [Paths::jailed(&launch), Paths::host(&launch)] {
+            for req in config_plan(&launch, &paths) {
+                check(&spec, &req);
+                let op = spec.operation(req.method, &req.path).unwrap();
+                templates.insert(format!("{} {}", req.method, op.template));
+            }
         }
     }
     // The calls made after launch: status and shutdown.
@@ -84,7 +80,7 @@ fn every_request_the_driver_sends_matches_the_spec() {
 fn the_plan_is_in_order_and_carries_the_spec_values() {
     let dir = std::env::temp_dir();
     let launch = sample_spec(&dir);
-    let plan = config_plan(&launch, &files(&launch));
+    let plan = config_plan(&launch, &Paths::host(&launch));
     let paths: Vec<&str> = plan.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(
         paths,
@@ -127,6 +123,37 @@ fn the_plan_is_in_order_and_carries_the_spec_values() {
         json!({"guest_cid": 7, "uds_path": launch.vsock_socket().to_string_lossy()})
     );
     assert_eq!(body(8), json!({"action_type": "InstanceStart"}));
+}
+
+/// Jailed, every file the plan names is a fixed path in the jail's root
+/// (`run/` at `/run`, drives at `/drive-<id>`, copies at `/kernel` and
+/// `/initrd`): no host path of the spec reaches Firecracker.
+#[test]
+fn the_jailed_plan_names_only_the_jails_paths() {
+    let dir = std::env::temp_dir();
+    let mut launch = sample_spec(&dir);
+    launch.initrd = Some("/var/lib/banger/kernels/k1/initrd.img".into());
+    let plan = config_plan(&launch, &Paths::jailed(&launch));
+    let body = |path: &str| {
+        plan.iter()
+            .find(|r| r.path == path)
+            .and_then(|r| r.body.clone())
+            .unwrap()
+    };
+    assert_eq!(body("/logger")["log_path"], json!("/run/firecracker.log"));
+    assert_eq!(
+        body("/metrics"),
+        json!({"metrics_path": "/run/firecracker.metrics"})
+    );
+    assert_eq!(body("/boot-source")["kernel_image_path"], json!("/kernel"));
+    assert_eq!(body("/boot-source")["initrd_path"], json!("/initrd"));
+    assert_eq!(body("/drives/root")["path_on_host"], json!("/drive-root"));
+    assert_eq!(body("/drives/work")["path_on_host"], json!("/drive-work"));
+    assert_eq!(body("/vsock")["uds_path"], json!("/run/vsock.sock"));
+    let text = serde_json::to_string(&plan.iter().map(|r| &r.body).collect::<Vec<_>>()).unwrap();
+    for host in ["/var/lib/banger", dir.to_str().unwrap()] {
+        assert!(!text.contains(host), "{host} in the jailed plan: {text}");
+    }
 }
 
 /// Each wrong request must be refused with an error containing `needle`.

@@ -23,6 +23,20 @@
 //! * `run_dir` exists and is writable by `run_as` (Firecracker creates its
 //!   API socket there after dropping privileges).
 //!
+//! Two launches, side by side until the executor switches (the Firecracker
+//! jail's design step 5, docs/firecracker-jail-design.md):
+//! * [`FirecrackerDriver::launch_jailed`]: Firecracker in its jail
+//!   (`banger_host::jail`, docs/jail.md) as the VM's slot uid, every file
+//!   a descriptor root opened ([`FirecrackerFiles`]): `run/` bound at
+//!   `/run`, drives bound at `/drive-<id>`, kernel and initrd copied in,
+//!   `/dev/kvm` and `/dev/net/tun` bound, the host's network namespace
+//!   shared for the tap by name; the configuration names the jail's paths
+//!   ([`paths::Paths::jailed`]). No caller yet.
+//! * [`FirecrackerDriver::launch_in`]: unjailed, as `run_as` (the owner),
+//!   naming the spec's host paths — what the executor still uses; removed
+//!   with [`paths::Paths::host`] and [`validate_spec`]'s host socket
+//!   check in step 5.
+//!
 //! Launch order: check the binary, validate the spec, prepare `run_dir`
 //! (stale sockets, log and metrics files — all through a descriptor of the
 //! directory, see [`crate::dir`]), spawn
@@ -36,22 +50,26 @@
 
 mod api;
 mod models;
+pub mod paths;
 mod spec;
 pub mod vsock;
 
 use std::fs::File;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use banger_host::jail::Jail;
 use banger_host::runner::{Cmd, RunError, Runner, SpawnOptions, Spawned};
 
 pub use api::{ApiClient, ApiResponse, DEFAULT_REQUEST_TIMEOUT};
 pub use models::{
     ActionType, ApiRequest, BootSource, Drive, IFACE_ID, InstanceActionInfo, InstanceInfo,
-    InstanceState, LogLevel, Logger, MachineConfiguration, Metrics, NetworkInterface, RunFiles,
-    Vsock, config_plan,
+    InstanceState, LogLevel, Logger, MachineConfiguration, Metrics, NetworkInterface, Vsock,
+    config_plan,
 };
-pub use spec::{MAX_CMDLINE, MAX_VCPUS, log_path, metrics_path, validate_spec};
+use paths::Paths;
+pub use spec::{MAX_CMDLINE, MAX_VCPUS, log_path, metrics_path, validate_jailed, validate_spec};
 #[cfg(any(test, feature = "test-support"))]
 pub use vsock::wait_ready_vsock;
 pub use vsock::{READY_MARKER, READY_PORT, ReadyListener};
@@ -71,6 +89,43 @@ pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Lines of output quoted in start-up errors.
 const TAIL_LINES: usize = 15;
+
+/// Address space a jailed Firecracker may map besides guest memory
+/// (measured: `VmPeak` about 205 MiB over a 256 MiB guest with 2 vCPUs).
+pub const MEMORY_OVERHEAD: u64 = 512 << 20;
+/// `RLIMIT_NPROC` of a jailed Firecracker besides one per vCPU: the kernel
+/// counts its threads (main, `fc_api`, `kvm-nx-lpage-recovery`, ...).
+pub const THREADS: u32 = 32;
+
+/// Everything a jailed Firecracker gets, each as a descriptor root opened
+/// and checked: it resolves no host path of its own.
+#[derive(Debug)]
+pub struct FirecrackerFiles {
+    /// Copied into the jail's root (`/kernel`, `/initrd`).
+    pub kernel: File,
+    pub initrd: Option<File>,
+    /// One per `LaunchSpec::drives`, in order, opened as the drive is used
+    /// (read-write unless read-only): bound at `/drive-<id>`, writable
+    /// only when the drive is. Firecracker opens that path at `PUT
+    /// /drives` as the slot uid, so the caller grants the uid access to
+    /// the inode for the launch.
+    pub drives: Vec<OwnedFd>,
+    /// `/dev/net/tun`, opened `O_PATH|O_NOFOLLOW`: bound at
+    /// `/dev/net/tun`, where Firecracker attaches `LaunchSpec::tap` by name
+    /// (in the host's network namespace, which the jail shares; the tap's
+    /// tun owner must be the slot uid).
+    pub tun: OwnedFd,
+    /// `/dev/kvm`, opened `O_PATH|O_NOFOLLOW`: bound at `/dev/kvm` (the
+    /// slot uid has no groups: the node must be world read-write).
+    pub kvm: OwnedFd,
+    /// Firecracker's stdout and stderr (the guest's serial console),
+    /// appended; read for error tails.
+    pub serial: File,
+    /// The VM's `run/`, the slot uid's (0700): bound read-write at `/run`,
+    /// where Firecracker binds its API and vsock sockets; root reaches
+    /// them only through this descriptor.
+    pub run: crate::dir::OwnerDir,
+}
 
 /// Launches Firecracker VMs from one binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +178,94 @@ impl FirecrackerDriver {
         self.start(spec, run, serial)
     }
 
+    /// Start a VM jailed (module docs): as `spec.run_as` (the VM's slot
+    /// ids), every file from `files`, the configuration naming the jail's
+    /// paths. On error nothing is left running.
+    pub fn launch_jailed(
+        &self,
+        spec: &LaunchSpec,
+        files: FirecrackerFiles,
+    ) -> Result<FirecrackerVm, VmmError> {
+        self.check_binary()?;
+        validate_jailed(spec)?;
+        let _span = tracing::info_span!("firecracker", vm = %spec.vm_id, jailed = true).entered();
+        let log = spec::prepare_run_dir(&files.run, spec)?;
+        let jail = self.jail(spec, &files)?;
+        let paths = Paths::jailed(spec);
+        let cmd = Cmd::new(&self.binary)
+            .arg("--api-sock")
+            .arg(&paths.api_socket)
+            .arg("--id")
+            .arg(&spec.vm_id)
+            .jail(jail);
+        let FirecrackerFiles { run, serial, .. } = files;
+        self.spawn_and_boot(spec, cmd, None, Launched { run, serial, log }, &paths)
+    }
+
+    /// The jail Firecracker runs in for `spec`: the slot ids of
+    /// `spec.run_as`, the host's network namespace with `/dev/net/tun`
+    /// and `/dev/kvm` bound, `run/` bound read-write at `/run`, each drive
+    /// bound at `/drive-<id>` (writable only when the drive is), the kernel
+    /// and initrd copied in, limits from the guest's size.
+    fn jail(&self, spec: &LaunchSpec, files: &FirecrackerFiles) -> Result<Jail, VmmError> {
+        let invalid = |what: String| VmmError::InvalidSpec { vmm: VMM, what };
+        let (uid, gid) = spec.run_as.ok_or_else(|| {
+            invalid("run_as: a jailed Firecracker needs its VM's slot ids".into())
+        })?;
+        if files.drives.len() != spec.drives.len() {
+            return Err(invalid(format!(
+                "drives: {} in the spec, {} descriptors",
+                spec.drives.len(),
+                files.drives.len()
+            )));
+        }
+        if files.initrd.is_some() != spec.initrd.is_some() {
+            return Err(invalid(
+                "initrd: the spec and the descriptors disagree".into(),
+            ));
+        }
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |source| VmmError::Io {
+                what: format!("jailing firecracker: {what}"),
+                source,
+            }
+        };
+        let drives = spec.drives.iter().zip(&files.drives);
+        let limits = crate::vmm_limits(
+            VMM,
+            spec,
+            MEMORY_OVERHEAD,
+            THREADS,
+            drives.map(|(d, fd)| (d, fd.as_fd())),
+        )?;
+        let mut jail = Jail::new(uid, gid)
+            .long_lived(limits)
+            .host_network()
+            .bind_tun(files.tun.as_fd())
+            .and_then(|j| j.bind_kvm(files.kvm.as_fd()))
+            .and_then(|j| j.bind(files.run.as_fd(), paths::RUN, true))
+            .and_then(|j| j.copy_in(files.kernel.as_fd(), paths::KERNEL))
+            .map_err(io("its files"))?;
+        if let Some(initrd) = &files.initrd {
+            jail = jail
+                .copy_in(initrd.as_fd(), paths::INITRD)
+                .map_err(io("the initrd"))?;
+        }
+        for (d, fd) in spec.drives.iter().zip(&files.drives) {
+            jail = jail
+                .bind(fd.as_fd(), &paths::drive(&d.id), !d.read_only)
+                .map_err(io(&format!("drive {}", d.id)))?;
+        }
+        Ok(jail)
+    }
+
     fn check(&self, spec: &LaunchSpec) -> Result<(), VmmError> {
+        self.check_binary()?;
+        validate_spec(spec)
+    }
+
+    fn check_binary(&self) -> Result<(), VmmError> {
         // Absolute only: a bare name would be looked up on PATH (or resolved
         // against the working directory) instead of being the configured file.
         if !self.binary.is_absolute() || !self.binary.is_file() {
@@ -132,9 +274,11 @@ impl FirecrackerDriver {
                 path: self.binary.display().to_string(),
             });
         }
-        validate_spec(spec)
+        Ok(())
     }
 
+    /// The unjailed launch ([`FirecrackerDriver::launch_in`]), as
+    /// `spec.run_as`, naming host paths; removed in design step 5.
     fn start(
         &self,
         spec: &LaunchSpec,
@@ -142,12 +286,35 @@ impl FirecrackerDriver {
         serial: File,
     ) -> Result<FirecrackerVm, VmmError> {
         let _span = tracing::info_span!("firecracker", vm = %spec.vm_id).entered();
-        let (files, log) = spec::prepare_run_dir(&run, spec)?;
+        let log = spec::prepare_run_dir(&run, spec)?;
+        let paths = Paths::host(spec);
         let cmd = Cmd::new(&self.binary)
             .arg("--api-sock")
-            .arg(spec.api_socket())
+            .arg(&paths.api_socket)
             .arg("--id")
             .arg(&spec.vm_id);
+        self.spawn_and_boot(
+            spec,
+            cmd,
+            spec.run_as,
+            Launched { run, serial, log },
+            &paths,
+        )
+    }
+
+    /// Spawn `cmd` (as `run_as` when it has no jail), connect to its API
+    /// socket in `launched.run` — served by that very process, as
+    /// `spec.vmm_uid()` — and send the configuration plan naming `paths`.
+    /// On error the process is killed.
+    fn spawn_and_boot(
+        &self,
+        spec: &LaunchSpec,
+        cmd: Cmd,
+        run_as: Option<(u32, u32)>,
+        launched: Launched,
+        paths: &Paths,
+    ) -> Result<FirecrackerVm, VmmError> {
+        let Launched { run, serial, log } = launched;
         let output = serial.try_clone().map_err(|source| VmmError::Io {
             what: format!(
                 "duplicating the descriptor of {}",
@@ -160,7 +327,7 @@ impl FirecrackerDriver {
                 &cmd,
                 SpawnOptions {
                     output: Some(output),
-                    run_as: spec.run_as,
+                    run_as,
                 },
             )
             .map_err(|e| self.spawn_error(e))?;
@@ -187,7 +354,7 @@ impl FirecrackerDriver {
             serial,
             log,
         };
-        match vm.boot(spec, &files, self.api_timeout) {
+        match vm.boot(spec, paths, self.api_timeout) {
             Ok(()) => {
                 tracing::info!(vm = %spec.vm_id, "firecracker guest started");
                 Ok(vm)
@@ -215,6 +382,14 @@ impl FirecrackerDriver {
             },
         }
     }
+}
+
+/// The directory and files a launch keeps: `run/`, the serial log, root's
+/// descriptor of Firecracker's log.
+struct Launched {
+    run: OwnerDir,
+    serial: File,
+    log: File,
 }
 
 /// How [`FirecrackerVm::shutdown`] ended.
@@ -351,11 +526,11 @@ impl FirecrackerVm {
     fn boot(
         &mut self,
         spec: &LaunchSpec,
-        files: &RunFiles,
+        paths: &Paths,
         api_timeout: Duration,
     ) -> Result<(), VmmError> {
         self.wait_for_api(api_timeout)?;
-        for req in config_plan(spec, files) {
+        for req in config_plan(spec, paths) {
             self.api.send(&req)?;
         }
         Ok(())

@@ -11,7 +11,7 @@ pub mod swagger;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use banger_vmm::firecracker::{FirecrackerDriver, FirecrackerVm};
+use banger_vmm::firecracker::{FirecrackerDriver, FirecrackerFiles, FirecrackerVm};
 use banger_vmm::{Drive, LaunchSpec, VmmError};
 use serde_json::{Map, Value};
 use yaml_rust2::{Yaml, YamlLoader};
@@ -109,6 +109,83 @@ pub fn sample_spec(dir: &Path) -> LaunchSpec {
         vsock_cid: 7,
         run_as: None,
         kvm: true,
+    }
+}
+
+/// A slot uid for a jailed launch: one no account has, distinct per test
+/// process (`base` plus this pid modulo 100000). The jailed tests need
+/// root.
+pub fn slot_uid(base: u32) -> u32 {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "the jailed Firecracker tests need root (a jail, a device node, a tap)"
+    );
+    base + std::process::id() % 100_000
+}
+
+/// `dir/run` made for `uid` (0700), as the executor makes a VM's `run/`.
+pub fn slot_run_dir(dir: &Path, uid: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let run = dir.join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::os::unix::fs::chown(&run, Some(uid), Some(uid)).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    run
+}
+
+/// The descriptors of a jailed launch of `spec` (`run_dir` made by
+/// [`slot_run_dir`]): the kernel and drives at the spec's paths (each
+/// drive read-write unless read-only), `/dev/net/tun`, a KVM node this
+/// test makes in `dir` (10:232, 0666: this lab's `/dev/kvm` is 0660 and
+/// a slot uid has no groups), the serial log appended.
+pub fn jailed_files(dir: &Path, spec: &LaunchSpec) -> FirecrackerFiles {
+    use rustix::fs::{Mode, OFlags};
+    let node = |path: &Path| {
+        rustix::fs::open(
+            path,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap()
+    };
+    let kvm = dir.join("kvm");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &kvm,
+        rustix::fs::FileType::CharacterDevice,
+        Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(10, 232),
+    )
+    .unwrap();
+    std::fs::set_permissions(&kvm, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let drives = spec
+        .drives
+        .iter()
+        .map(|d| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(!d.read_only)
+                .open(&d.path)
+                .unwrap()
+                .into()
+        })
+        .collect();
+    FirecrackerFiles {
+        kernel: std::fs::File::open(&spec.kernel).unwrap(),
+        initrd: spec
+            .initrd
+            .as_ref()
+            .map(|p| std::fs::File::open(p).unwrap()),
+        drives,
+        tun: node(Path::new("/dev/net/tun")),
+        kvm: node(&kvm),
+        serial: std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&spec.serial_log)
+            .unwrap(),
+        run: banger_vmm::dir::OwnerDir::open(&spec.run_dir, "run directory").unwrap(),
     }
 }
 
