@@ -332,6 +332,8 @@ impl FirecrackerDriver {
             )
             .map_err(|e| self.spawn_error(e))?;
         tracing::info!(vm = %spec.vm_id, pid = process.pid(), "firecracker spawned");
+        // Read now, while it is our unreaped child: the pid names it.
+        let started = banger_host::jail::start_time(process.pid()).ok();
         let peer = Peer {
             uid: spec.vmm_uid(),
             pid: process.pid(),
@@ -341,10 +343,7 @@ impl FirecrackerDriver {
             .and_then(|dir| ApiClient::new(dir, API_SOCKET, peer, self.request_timeout))
         {
             Ok(api) => api,
-            Err(e) => {
-                let _ = process.kill();
-                return Err(e);
-            }
+            Err(e) => return Err(abandon(&mut process, started, e)),
         };
         let mut vm = FirecrackerVm {
             process,
@@ -353,6 +352,7 @@ impl FirecrackerDriver {
             run,
             serial,
             log,
+            started,
         };
         match vm.boot(spec, paths, self.api_timeout) {
             Ok(()) => {
@@ -361,10 +361,10 @@ impl FirecrackerDriver {
             }
             Err(e) => {
                 let e = vm.explain(e);
-                if let Err(kill) = vm.kill() {
-                    tracing::warn!(vm = %spec.vm_id, error = %kill, "killing a failed firecracker");
+                match vm.kill() {
+                    Ok(_) => Err(e),
+                    Err(still) => Err(still_running(still, e)),
                 }
-                Err(e)
             }
         }
     }
@@ -380,6 +380,49 @@ impl FirecrackerDriver {
                 vmm: VMM,
                 source: std::io::Error::other(other.to_string()),
             },
+        }
+    }
+}
+
+/// Kill `process` after its launch failed with `e`: `e`, or
+/// [`VmmError::StillRunning`] naming `e` when its pidfd does not say it
+/// exited (a jailed one's slot uid must not be given again while it may
+/// run).
+fn abandon(process: &mut Spawned, started: Option<u64>, e: VmmError) -> VmmError {
+    match process.kill() {
+        Ok(_) => e,
+        Err(_) if !process.pidfd_alive() => e,
+        Err(source) => still_running(
+            VmmError::StillRunning {
+                vmm: VMM,
+                pid: process.pid(),
+                started,
+                what: format!("killing it: {source}"),
+            },
+            e,
+        ),
+    }
+}
+
+/// `still` (the error of a kill after a failed launch) with the launch's
+/// error `e` in front when it is [`VmmError::StillRunning`]; any other
+/// error of the kill is logged and `e` stands.
+fn still_running(still: VmmError, e: VmmError) -> VmmError {
+    match still {
+        VmmError::StillRunning {
+            vmm,
+            pid,
+            started,
+            what,
+        } => VmmError::StillRunning {
+            vmm,
+            pid,
+            started,
+            what: format!("{e}; {what}"),
+        },
+        other => {
+            tracing::warn!(error = %other, "killing a failed firecracker");
+            e
         }
     }
 }
@@ -428,6 +471,8 @@ pub struct FirecrackerVm {
     /// error tails are read from these, never by path.
     serial: File,
     log: File,
+    /// Its start time, read right after the spawn.
+    started: Option<u64>,
 }
 
 impl FirecrackerVm {
@@ -496,14 +541,25 @@ impl FirecrackerVm {
     }
 
     /// SIGKILL through the pidfd, reap, remove the sockets. Returns the exit
-    /// status; killing an exited process only reaps it.
+    /// status; killing an exited process only reaps it. Killed but not
+    /// reaped yet is done once the pidfd says it exited (a thread reaps
+    /// it); while it does not, [`VmmError::StillRunning`] (a jailed one's
+    /// slot uid must not be given to another VM meanwhile).
     pub fn kill(&mut self) -> Result<String, VmmError> {
-        let status = self
-            .process
-            .kill()
-            .map_err(|source| self.io("killing", source))?;
+        let status = match self.process.kill() {
+            Ok(status) => status.to_string(),
+            Err(source) if !self.process.pidfd_alive() => format!("killed ({source})"),
+            Err(source) => {
+                return Err(VmmError::StillRunning {
+                    vmm: VMM,
+                    pid: self.pid(),
+                    started: self.started,
+                    what: format!("killing it: {source}"),
+                });
+            }
+        };
         self.remove_sockets();
-        Ok(status.to_string())
+        Ok(status)
     }
 
     /// Wait for the guest's readiness line on `listener` (bound before
