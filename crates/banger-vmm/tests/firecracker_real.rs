@@ -138,34 +138,9 @@ fn a_real_firecracker_runs_jailed_as_its_slot_uid() {
     let uid = slot_uid(4_700_000);
     let binary = real_firecracker::binary();
     let dir = tempfile::tempdir().unwrap();
-    let kernel = real_firecracker::debian_vmlinux(&dir.path().join("vmlinux"));
-    let rootfs = dir.path().join("root.ext4");
-    mkfs_ext4(&rootfs);
-    // The grant the executor gives a read-only drive for the launch.
-    std::fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    let run_dir = slot_run_dir(dir.path(), uid);
     let tap = "bangerfcj0";
     private_netns_with_tap_of(tap, Some(uid));
-    let spec = LaunchSpec {
-        vm_id: "1f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
-        vcpus: 1,
-        memory_mib: 256,
-        kernel,
-        initrd: None,
-        cmdline: format!("{RECOMMENDED_BOOT_ARGS} root=/dev/vda ro"),
-        drives: vec![Drive {
-            id: "root".into(),
-            path: rootfs,
-            read_only: true,
-        }],
-        tap: tap.into(),
-        mac: "02:ba:0a:00:00:03".into(),
-        run_dir: run_dir.clone(),
-        serial_log: dir.path().join("serial.log"),
-        vsock_cid: 3,
-        run_as: Some((uid, uid)),
-        kvm: true,
-    };
+    let spec = jailed_spec(dir.path(), uid, tap);
     let files = jailed_files(dir.path(), &spec);
     let mut vm = FirecrackerDriver::new(&binary)
         .launch_jailed(&spec, files)
@@ -217,6 +192,103 @@ fn a_real_firecracker_runs_jailed_as_its_slot_uid() {
     );
     // Its log, in the bound run/, recorded the start.
     logged_the_start_and_stops(vm, &spec);
+}
+
+/// What the jail leaves a real Firecracker: in the host's network
+/// namespace it may attach only a tap whose tun owner is its slot uid, and
+/// it opens a drive at `/drive-<id>` only where the slot uid was granted
+/// the inode. A root-only drive fails `PUT /drives` (`EACCES`); granted,
+/// a tap of another uid fails `PUT /network-interfaces` (`EPERM`); each
+/// failed launch leaves nothing of the slot uid running.
+#[test]
+fn a_jailed_real_firecracker_gets_neither_another_uids_tap_nor_an_ungranted_drive() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let uid = slot_uid(4_900_000);
+    let binary = real_firecracker::binary();
+    let dir = tempfile::tempdir().unwrap();
+    let tap = "bangerfcj1";
+    private_netns_with_tap_of(tap, Some(uid + 1));
+    let spec = jailed_spec(dir.path(), uid, tap);
+    let rootfs = &spec.drives[0].path;
+    let driver = FirecrackerDriver::new(&binary);
+    std::fs::set_permissions(rootfs, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = refused(driver.launch_jailed(&spec, jailed_files(dir.path(), &spec)));
+    assert!(
+        err.contains("PUT /drives/root failed (400)") && err.contains("(os error 13)"),
+        "{err}"
+    );
+    assert_eq!(processes_of(uid), Vec::<u32>::new(), "{err}");
+    std::fs::set_permissions(rootfs, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let again = dir.path().join("again");
+    std::fs::create_dir(&again).unwrap();
+    let err = refused(driver.launch_jailed(&spec, jailed_files(&again, &spec)));
+    assert!(
+        err.contains("PUT /network-interfaces/eth0 failed (400)") && err.contains("(os error 1)"),
+        "{err}"
+    );
+    assert_eq!(processes_of(uid), Vec::<u32>::new(), "{err}");
+}
+
+/// The error of a launch that must fail; one that started is killed
+/// before the test fails (a dropped handle leaves the VMM running).
+fn refused(launched: Result<FirecrackerVm, banger_vmm::VmmError>) -> String {
+    match launched {
+        Err(e) => e.to_string(),
+        Ok(mut vm) => {
+            let killed = vm.kill();
+            panic!("the jailed launch was not refused (killed: {killed:?})");
+        }
+    }
+}
+
+/// A jailed launch's spec in `dir` for the slot `uid` on `tap` (which the
+/// caller made): the cached Debian `vmlinux`, a small ext4 root drive,
+/// read-only and readable by all (the grant the executor gives a read-only
+/// drive for the launch), a `run/` of the slot's.
+fn jailed_spec(dir: &std::path::Path, uid: u32, tap: &str) -> LaunchSpec {
+    let kernel = real_firecracker::debian_vmlinux(&dir.join("vmlinux"));
+    let rootfs = dir.join("root.ext4");
+    mkfs_ext4(&rootfs);
+    std::fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    LaunchSpec {
+        vm_id: "1f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+        vcpus: 1,
+        memory_mib: 256,
+        kernel,
+        initrd: None,
+        cmdline: format!("{RECOMMENDED_BOOT_ARGS} root=/dev/vda ro"),
+        drives: vec![Drive {
+            id: "root".into(),
+            path: rootfs,
+            read_only: true,
+        }],
+        tap: tap.into(),
+        mac: "02:ba:0a:00:00:03".into(),
+        run_dir: slot_run_dir(dir, uid),
+        serial_log: dir.join("serial.log"),
+        vsock_cid: 3,
+        run_as: Some((uid, uid)),
+        kvm: true,
+    }
+}
+
+/// The pids of the processes running as `uid`.
+fn processes_of(uid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let real = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .split_whitespace()
+                .next()?
+                .parse::<u32>()
+                .ok()?;
+            (real == uid).then_some(pid)
+        })
+        .collect()
 }
 
 /// Firecracker's own log (in `spec.run_dir`) recorded the start; the
