@@ -14,8 +14,8 @@ use banger_vmm::firecracker::{
     ApiRequest, FirecrackerDriver, InstanceState, Shutdown, VmStatus, log_path, metrics_path,
 };
 use firecracker_support::{
-    alive, fake_binary, jailed_files, launch, read_pid, read_record, sample_spec, script,
-    slot_run_dir, slot_uid, write_fake_config,
+    alive, fake_binary, jailed_files, killed_if_failing, launch, read_pid, read_record,
+    sample_spec, script, slot_run_dir, slot_uid, write_fake_config,
 };
 use serde_json::{Value, json};
 
@@ -353,41 +353,44 @@ fn the_fake_runs_jailed_as_its_slot_uid_and_opens_its_drives_at_the_jails_paths(
     let files = jailed_files(dir.path(), &spec);
     let mut vm = driver().launch_jailed(&spec, files).unwrap();
     let pid = vm.pid() as i32;
-    let me: Value =
-        serde_json::from_str(&std::fs::read_to_string(run.join("fake-firecracker.self")).unwrap())
-            .unwrap();
-    assert_eq!(me, json!({"uid": uid, "gid": uid, "proc": false}));
-    // Its own pid, as it sees it.
-    assert_eq!(read_pid(&run, "fake-firecracker.pid"), 1);
-    let ids = format!("{uid}\t{uid}\t{uid}\t{uid}");
-    assert_eq!(status_field(&pid.to_string(), "Uid"), ids);
-    assert_eq!(status_field(&pid.to_string(), "Gid"), ids);
-    assert_eq!(status_field(&pid.to_string(), "NSpid"), format!("{pid}\t1"));
-    let record = read_record(&run);
-    let drives: Vec<(Value, Value)> = record
-        .iter()
-        .filter(|r| r["path"].as_str().unwrap().starts_with("/drives/"))
-        .map(|r| (r["body"]["path_on_host"].clone(), r["opened"].clone()))
-        .collect();
-    assert_eq!(
-        drives,
-        [
-            (json!("/drive-root"), json!("ok")),
-            (json!("/drive-work"), json!("ok")),
-        ]
-    );
-    let body = |path: &str| {
-        record
+    killed_if_failing(&mut vm, |_| {
+        let me: Value = serde_json::from_str(
+            &std::fs::read_to_string(run.join("fake-firecracker.self")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(me, json!({"uid": uid, "gid": uid, "proc": false}));
+        // Its own pid, as it sees it.
+        assert_eq!(read_pid(&run, "fake-firecracker.pid"), 1);
+        let ids = format!("{uid}\t{uid}\t{uid}\t{uid}");
+        assert_eq!(status_field(&pid.to_string(), "Uid"), ids);
+        assert_eq!(status_field(&pid.to_string(), "Gid"), ids);
+        assert_eq!(status_field(&pid.to_string(), "NSpid"), format!("{pid}\t1"));
+        let record = read_record(&run);
+        let drives: Vec<(Value, Value)> = record
             .iter()
-            .find(|r| r["path"] == json!(path))
-            .map(|r| r["body"].clone())
-            .unwrap()
-    };
-    assert_eq!(body("/logger")["log_path"], json!("/run/firecracker.log"));
-    assert_eq!(body("/boot-source")["kernel_image_path"], json!("/kernel"));
-    assert_eq!(body("/vsock")["uds_path"], json!("/run/vsock.sock"));
-    assert_eq!(record.last().unwrap()["status"], json!(204));
-    assert!(log_path(&spec).is_file() && metrics_path(&spec).is_file());
+            .filter(|r| r["path"].as_str().unwrap().starts_with("/drives/"))
+            .map(|r| (r["body"]["path_on_host"].clone(), r["opened"].clone()))
+            .collect();
+        assert_eq!(
+            drives,
+            [
+                (json!("/drive-root"), json!("ok")),
+                (json!("/drive-work"), json!("ok")),
+            ]
+        );
+        let body = |path: &str| {
+            record
+                .iter()
+                .find(|r| r["path"] == json!(path))
+                .map(|r| r["body"].clone())
+                .unwrap()
+        };
+        assert_eq!(body("/logger")["log_path"], json!("/run/firecracker.log"));
+        assert_eq!(body("/boot-source")["kernel_image_path"], json!("/kernel"));
+        assert_eq!(body("/vsock")["uds_path"], json!("/run/vsock.sock"));
+        assert_eq!(record.last().unwrap()["status"], json!(204));
+        assert!(log_path(&spec).is_file() && metrics_path(&spec).is_file());
+    });
     let outcome = vm.shutdown(Duration::from_secs(10)).unwrap();
     assert_eq!(outcome, Shutdown::Graceful("exit status: 0".into()));
     assert!(!alive(pid));

@@ -31,7 +31,7 @@ use banger_vmm::firecracker::{
     log_path,
 };
 use banger_vmm::{Drive, LaunchSpec};
-use firecracker_support::{alive, jailed_files, slot_run_dir, slot_uid};
+use firecracker_support::{alive, jailed_files, killed_if_failing, slot_run_dir, slot_uid};
 use netns::{private_netns_with_tap, private_netns_with_tap_of};
 use serde_json::Value;
 
@@ -152,44 +152,46 @@ fn a_real_firecracker_runs_jailed_as_its_slot_uid() {
             )
         });
     let pid = vm.pid();
-    let p = pid.to_string();
-    match vm.status().unwrap() {
-        VmStatus::Live(info) => assert_eq!(info.state, InstanceState::Running, "{info:?}"),
-        VmStatus::Exited(status) => panic!(
-            "the jailed Firecracker exited after InstanceStart ({status}): its status cannot be read"
-        ),
-    }
-    let ids = format!("{uid}\t{uid}\t{uid}\t{uid}");
-    assert_eq!(status_field(&p, "Uid"), ids);
-    assert_eq!(status_field(&p, "Gid"), ids);
-    assert_eq!(status_field(&p, "Groups"), "");
-    assert_eq!(status_field(&p, "CapEff"), "0000000000000000");
-    assert_eq!(status_field(&p, "NoNewPrivs"), "1");
-    assert_eq!(status_field(&p, "NSpid"), format!("{pid}\t1"));
-    let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    let seccomp: Vec<(String, String, String)> = tasks
-        .iter()
-        .map(|t| {
-            let task = format!("{pid}/task/{t}");
-            (
-                status_field(&task, "Name"),
-                status_field(&task, "Seccomp"),
-                status_field(&task, "Seccomp_filters"),
-            )
-        })
-        .collect();
-    eprintln!("tasks (name, Seccomp, Seccomp_filters): {seccomp:?}");
-    assert!(tasks.len() >= 2, "{seccomp:?}");
-    // Filter mode, and Firecracker's own filter on top of the jail's.
-    assert!(
-        seccomp
+    killed_if_failing(&mut vm, |vm| {
+        let p = pid.to_string();
+        match vm.status().unwrap() {
+            VmStatus::Live(info) => assert_eq!(info.state, InstanceState::Running, "{info:?}"),
+            VmStatus::Exited(status) => panic!(
+                "the jailed Firecracker exited after InstanceStart ({status}): its status cannot be read"
+            ),
+        }
+        let ids = format!("{uid}\t{uid}\t{uid}\t{uid}");
+        assert_eq!(status_field(&p, "Uid"), ids);
+        assert_eq!(status_field(&p, "Gid"), ids);
+        assert_eq!(status_field(&p, "Groups"), "");
+        assert_eq!(status_field(&p, "CapEff"), "0000000000000000");
+        assert_eq!(status_field(&p, "NoNewPrivs"), "1");
+        assert_eq!(status_field(&p, "NSpid"), format!("{pid}\t1"));
+        let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let seccomp: Vec<(String, String, String)> = tasks
             .iter()
-            .all(|(_, mode, n)| mode == "2" && n.parse::<u32>().unwrap() >= 2),
-        "{seccomp:?}"
-    );
+            .map(|t| {
+                let task = format!("{pid}/task/{t}");
+                (
+                    status_field(&task, "Name"),
+                    status_field(&task, "Seccomp"),
+                    status_field(&task, "Seccomp_filters"),
+                )
+            })
+            .collect();
+        eprintln!("tasks (name, Seccomp, Seccomp_filters): {seccomp:?}");
+        assert!(tasks.len() >= 2, "{seccomp:?}");
+        // Filter mode, and Firecracker's own filter on top of the jail's.
+        assert!(
+            seccomp
+                .iter()
+                .all(|(_, mode, n)| mode == "2" && n.parse::<u32>().unwrap() >= 2),
+            "{seccomp:?}"
+        );
+    });
     // Its log, in the bound run/, recorded the start.
     logged_the_start_and_stops(vm, &spec);
 }

@@ -189,6 +189,17 @@ pub fn jailed_files(dir: &Path, spec: &LaunchSpec) -> FirecrackerFiles {
     }
 }
 
+/// Run `checks` on a launched `vm`; when they panic, kill it before the
+/// panic goes on (a dropped handle leaves the VMM running, here as a slot
+/// uid).
+pub fn killed_if_failing(vm: &mut FirecrackerVm, checks: impl FnOnce(&mut FirecrackerVm)) {
+    let run = std::panic::AssertUnwindSafe(|| checks(&mut *vm));
+    if let Err(panic) = std::panic::catch_unwind(run) {
+        let _ = vm.kill();
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// The recording fake, built by cargo beside the tests.
 pub fn fake_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_banger-fake-firecracker"))
