@@ -133,10 +133,22 @@ mod tests {
     /// A stand-in VMM (`sleep`) running as jail uid `slot`, journaled as
     /// VM `id`'s.
     fn journaled_stand_in(h: &VmHost, slot: u32, id: &str) -> std::process::Child {
+        journaled_vmm(h, slot, id, "sleep".as_ref(), &["60"])
+    }
+
+    /// `program` with `args` running as jail uid `slot`, journaled as VM
+    /// `id`'s.
+    fn journaled_vmm(
+        h: &VmHost,
+        slot: u32,
+        id: &str,
+        program: &std::path::Path,
+        args: &[&str],
+    ) -> std::process::Child {
         use std::os::unix::process::CommandExt as _;
         #[allow(clippy::disallowed_methods, reason = "a stand-in VMM of a slot uid")]
-        let vmm = std::process::Command::new("sleep")
-            .arg("60")
+        let vmm = std::process::Command::new(program)
+            .args(args)
             .uid(slot)
             .gid(slot)
             .spawn()
@@ -218,19 +230,23 @@ mod tests {
     /// adopted VMM sent `SIGKILL` after the grace period and reported it
     /// stopped whether or not its pidfd said it exited, so its journal
     /// entry went and its jail uid was given again while it might still
-    /// run. A frozen process of the slot uid (it outlives `SIGKILL` while
-    /// frozen) stands for it: the stop fails, saying so, and the entry and
-    /// the slot stay.
+    /// run. A held process of the slot uid (a script whose shell waits in
+    /// the kernel for its next line: it outlives `SIGKILL` while held)
+    /// stands for it: the stop fails, saying so, and the entry and the
+    /// slot stay.
     #[test]
     fn an_adopted_vmm_that_outlives_its_kill_keeps_its_entry_and_slot() {
         let dir = tempfile::tempdir().unwrap();
         let h = host(dir.path(), jail(4));
         let (slot, id) = (2_000_001, "2".repeat(32));
-        let mut vmm = journaled_stand_in(&h, slot, &id);
-        let frozen = banger_vmm::testing::Frozen::new(vmm.id());
+        let held = banger_vmm::testing::Held::new(b"#!/bin/sh\n");
+        let mut vmm = journaled_vmm(&h, slot, &id, &held.path(), &[]);
+        let pid = held.reader(std::time::Duration::from_secs(5));
+        assert_eq!(pid, vmm.id(), "another process is held");
+        held.assert_outlives_kill(pid);
         let stopped = h.stop(&id, std::time::Duration::from_millis(100), false);
         let (journaled, next) = entry_and_next_slot(&h, &id);
-        drop(frozen);
+        drop(held);
         let _ = vmm.kill();
         let _ = vmm.wait();
         eprintln!("stop: {stopped:?}");

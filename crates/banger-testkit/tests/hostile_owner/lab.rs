@@ -142,6 +142,16 @@ impl Lab {
         std::fs::rename(&tmp, &path).unwrap();
     }
 
+    /// Make the stand-in for `vmm` a link to `program` (e.g. a held file,
+    /// `banger_vmm::testing::Held`, made before [`Lab::start`] so that the
+    /// helper's mount namespace has its mount).
+    pub fn stand_in_link(&self, vmm: &str, program: &Path) {
+        let path = self.root.join("vmm").join(vmm);
+        let tmp = path.with_extension("new");
+        std::os::unix::fs::symlink(program, &tmp).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    }
+
     /// Send `op` over `root.sock` as the owner: the result's body, or the
     /// error's code and messages.
     pub fn call(&self, op: PrivOp) -> Result<Value, String> {

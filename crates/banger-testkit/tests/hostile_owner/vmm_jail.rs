@@ -649,42 +649,28 @@ fn a_deletion_racing_a_launch_never_deletes_the_disks_of_a_running_vmm() {
 /// Hostile read of the VMM table, finding 3: a launch whose QEMU might
 /// outlive its kill (`StillRunning`) kept the slot but journaled nothing,
 /// so status said "not running" while it ran and the VM's disks were
-/// free for tools and launches. A stand-in that never serves QMP is
-/// frozen as soon as it runs (it outlives `SIGKILL` while frozen): the
-/// launch fails, and status reports the VMM running; thawed, it dies of
-/// the pending kill and status forgets it.
+/// free for tools and launches. A stand-in that never serves QMP is held
+/// as soon as it runs (a script whose shell waits in the kernel for its
+/// next line: it outlives `SIGKILL` while held): the launch fails, and
+/// status reports the VMM running; released, it dies of the pending kill
+/// and status forgets it.
 #[test]
 fn a_launch_whose_vmm_outlives_its_kill_leaves_it_journaled() {
     let lab = Lab::new();
     let id = "3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f";
     lab.vm(id);
     // Never serves QMP: the launch gives up, then kills it.
-    lab.stand_in("qemu", "exec sleep 293\n");
+    let held = banger_vmm::testing::Held::new(b"#!/bin/sh\n");
+    lab.stand_in_link("qemu", &held.path());
     let lab = lab.start();
-    let stand_in = |pid: &u32| {
-        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c == b"sleep\x00293\x00")
-    };
-    let (launched, frozen) = std::thread::scope(|s| {
+    let (launched, pid) = std::thread::scope(|s| {
         let launch = s.spawn(|| lab.launch(id, VmmKind::Qemu));
-        let deadline = Instant::now() + Duration::from_secs(8);
-        let frozen = loop {
-            let found = std::fs::read_dir("/proc")
-                .unwrap()
-                .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-                .find(stand_in);
-            if let Some(pid) = found {
-                break Some((pid, banger_vmm::testing::Frozen::new(pid)));
-            }
-            if Instant::now() > deadline {
-                break None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        (launch.join().unwrap(), frozen)
+        let pid = held.reader(Duration::from_secs(8));
+        held.assert_outlives_kill(pid);
+        (launch.join().unwrap(), pid)
     });
-    let (pid, frozen) = frozen.expect("the stand-in QEMU never ran");
     let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
-    drop(frozen);
+    drop(held);
     let err = launched.expect_err("a launch without QMP succeeded");
     assert!(err.contains("may still be running"), "{err}");
     assert_eq!(
@@ -692,14 +678,17 @@ fn a_launch_whose_vmm_outlives_its_kill_leaves_it_journaled() {
         (&serde_json::json!(true), &serde_json::json!(pid)),
         "a VMM that may still run is not reported: {st}"
     );
-    // Thawed, it dies of the launch's kill: its entry goes.
+    // Released, it dies of the launch's kill: its entry goes.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
         if st["result"]["running"] == false {
             break;
         }
-        assert!(Instant::now() < deadline, "still running once thawed: {st}");
+        assert!(
+            Instant::now() < deadline,
+            "still running once released: {st}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

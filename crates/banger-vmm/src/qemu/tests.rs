@@ -259,47 +259,34 @@ fn the_kvm_device_is_bound_where_qemu_opens_it() {
 /// Hostile review of the VMM-jail fixes, finding 2: when QMP never
 /// answered, the launch killed QEMU and ignored a kill that did not end
 /// it, so the caller freed the jail uid of a process that may still run.
-/// A stand-in that never serves QMP is frozen (it outlives `SIGKILL`
-/// while frozen): the launch's error must say it may still run.
+/// A stand-in that never serves QMP is held (it outlives `SIGKILL` while
+/// held): the launch's error must say it may still run.
 #[test]
 fn a_launch_whose_qemu_outlives_its_kill_says_so() {
     let uid = jail_uid(3_800_000);
     let dir = tempfile::tempdir().unwrap();
-    let bin = dir.path().join("qemu");
-    std::fs::write(&bin, "#!/bin/sh\nexec sleep 60\n").unwrap();
-    std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // The stand-in is a script on the held file: its shell runs it, then
+    // waits in the kernel for the rest of it.
+    let held = crate::testing::Held::new(b"#!/bin/sh\n");
     let files = empty_files(dir.path(), None);
     let spec = jailed_spec(uid, false);
-    // Freeze the stand-in once it runs (a child of this process, of `uid`).
-    let frozen = std::thread::spawn(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(8);
-        loop {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "no stand-in of uid {uid}"
-            );
-            let found = std::fs::read_dir("/proc").unwrap().find_map(|e| {
-                let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-                status
-                    .lines()
-                    .any(|l| {
-                        l.starts_with("Uid:")
-                            && l.split_whitespace().nth(1) == Some(&uid.to_string())
-                    })
-                    .then_some(pid)
-            });
-            if let Some(pid) = found {
-                return crate::testing::Frozen::new(pid);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    let driver = QemuDriver {
+        binary: held.path(),
+    };
+    let (err, pid) = std::thread::scope(|s| {
+        let launch = s.spawn(|| driver.launch(&spec, files).unwrap_err());
+        let pid = held.reader(Duration::from_secs(8));
+        held.assert_outlives_kill(pid);
+        (launch.join().unwrap(), pid)
     });
-    let driver = QemuDriver { binary: bin };
-    let err = driver.launch(&spec, files).unwrap_err();
-    let frozen = frozen.join().unwrap();
-    drop(frozen);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    drop(held);
     eprintln!("{err}");
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:")
+            && l.split_whitespace().nth(1) == Some(&uid.to_string())),
+        "the held process is not the jailed stand-in: {status}"
+    );
     assert!(
         err.to_string().contains("may still be running"),
         "the launch failed as if its QEMU were gone: {err}"
