@@ -401,8 +401,9 @@ fn the_fake_runs_jailed_as_its_slot_uid_and_opens_its_drives_at_the_jails_paths(
 /// caller gives to another VM once the launch has failed: so a failed
 /// launch whose Firecracker outlives its kill must say so (QEMU's twin:
 /// `qemu::tests::a_launch_whose_qemu_outlives_its_kill_says_so`). A
-/// jailed stand-in that never serves its API is frozen (it outlives
-/// `SIGKILL` while frozen): the launch's error must say it may still run.
+/// jailed stand-in that never serves its API is held (it outlives
+/// `SIGKILL` while held, `banger_vmm::testing::Held`): the launch's error
+/// must say it may still run.
 #[test]
 fn a_jailed_launch_whose_firecracker_outlives_its_kill_says_so() {
     let uid = slot_uid(4_800_000);
@@ -417,36 +418,28 @@ fn a_jailed_launch_whose_firecracker_outlives_its_kill_says_so() {
         d.path = dir.path().join(format!("{}.ext4", d.id));
         std::fs::write(&d.path, "disk").unwrap();
     }
-    let bin = script(dir.path(), "firecracker", "#!/bin/sh\nexec sleep 60\n");
-    let mut driver = FirecrackerDriver::new(bin);
+    // The stand-in is a script on the held file: its shell runs it, then
+    // waits in the kernel for the rest of it, outliving SIGKILL.
+    let held = banger_vmm::testing::Held::new(b"#!/bin/sh\n");
+    let mut driver = FirecrackerDriver::new(held.path());
     driver.api_timeout = Duration::from_millis(500);
-    // Freeze the stand-in once it runs (a child of this process, of `uid`).
-    let frozen = std::thread::spawn(move || {
-        let deadline = Instant::now() + Duration::from_secs(8);
-        loop {
-            assert!(Instant::now() < deadline, "no stand-in of uid {uid}");
-            let found = std::fs::read_dir("/proc").unwrap().find_map(|e| {
-                let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
-                let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-                status
-                    .lines()
-                    .any(|l| {
-                        l.starts_with("Uid:")
-                            && l.split_whitespace().nth(1) == Some(&uid.to_string())
-                    })
-                    .then_some(pid)
-            });
-            if let Some(pid) = found {
-                return banger_vmm::testing::Frozen::new(pid);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    let (err, pid) = std::thread::scope(|s| {
+        let launch = s.spawn(|| {
+            driver
+                .launch_jailed(&spec, jailed_files(dir.path(), &spec))
+                .unwrap_err()
+        });
+        let pid = held.reader(Duration::from_secs(8));
+        held.assert_outlives_kill(pid);
+        (launch.join().unwrap(), pid)
     });
-    let err = driver
-        .launch_jailed(&spec, jailed_files(dir.path(), &spec))
-        .unwrap_err();
-    let frozen = frozen.join().unwrap();
-    drop(frozen);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    drop(held);
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:")
+            && l.split_whitespace().nth(1) == Some(&uid.to_string())),
+        "the held process is not the jailed stand-in: {status}"
+    );
     eprintln!("{err}");
     assert!(
         matches!(err, VmmError::StillRunning { .. }),
