@@ -743,8 +743,9 @@ fn reap_later(mut child: Piped, status: Arc<OnceLock<ExitStatus>>) {
 
 /// How many of a failed tool's last stderr lines its error carries.
 pub const STDERR_TAIL_LINES: usize = 8;
-/// Longest stderr line kept in an error (a tool may print a huge one).
-const STDERR_LINE_MAX: usize = 400;
+/// Longest line of a process's output kept in an error (a tool's stderr,
+/// a VMM's serial console: either may print a huge one).
+pub const STDERR_LINE_MAX: usize = 400;
 
 /// The last [`STDERR_TAIL_LINES`] non-empty lines of `s`, each trimmed and
 /// cut at [`STDERR_LINE_MAX`] characters, joined by newlines.
@@ -755,13 +756,19 @@ fn stderr_tail(s: &str) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .take(STDERR_TAIL_LINES)
-        .map(|l| match l.char_indices().nth(STDERR_LINE_MAX) {
-            Some((cut, _)) => format!("{}…", &l[..cut]),
-            None => l.to_string(),
-        })
+        .map(cut_line)
         .collect();
     lines.reverse();
     lines.join("\n")
+}
+
+/// `line` cut at [`STDERR_LINE_MAX`] characters, marked with `…` when
+/// cut: one line of a process's output quoted in an error.
+pub fn cut_line(line: &str) -> String {
+    match line.char_indices().nth(STDERR_LINE_MAX) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_string(),
+    }
 }
 
 mod piped;

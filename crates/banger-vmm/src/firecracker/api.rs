@@ -165,14 +165,15 @@ impl ApiClient {
         })
     }
 
-    /// `GET /`: instance id, state and Firecracker version.
+    /// `GET /`: instance id, state and Firecracker version. An answer that
+    /// is none is quoted cut ([`crate::quoted`]).
     pub fn instance_info(&self) -> Result<InstanceInfo, VmmError> {
         let resp = self.send(&ApiRequest::get("/"))?;
         serde_json::from_slice(&resp.body).map_err(|e| VmmError::Api {
             vmm: VMM,
             what: format!(
                 "GET / answered {:?}, not an InstanceInfo: {e}",
-                String::from_utf8_lossy(&resp.body)
+                crate::quoted(&String::from_utf8_lossy(&resp.body))
             ),
         })
     }
@@ -290,6 +291,32 @@ mod tests {
         });
         assert!(msg.contains("over 1 MiB"), "{msg}");
         assert!(took < Duration::from_secs(5), "took {took:?}: {msg}");
+    }
+
+    /// Hostile read of the jailed driver, F3: `GET /` answered with a
+    /// body that is no `InstanceInfo` put all of it (up to the 1 MiB cap)
+    /// into the error. It is quoted, cut like every VMM-chosen text.
+    #[test]
+    fn a_bad_instance_info_is_quoted_cut() {
+        let (len, _) = crate::stand_in::client_error(
+            "api.sock",
+            crate::stand_in::Reply::Flood {
+                prefix: b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n",
+                bytes: 1_000_000,
+            },
+            |run, peer| {
+                let client = ApiClient::new(run, "api.sock", peer, Duration::from_secs(5)).unwrap();
+                client
+                    .instance_info()
+                    .map(|_| ())
+                    .map_err(|e| e.to_string().chars().count().to_string())
+            },
+        );
+        let len: usize = len.parse().unwrap_or_else(|_| panic!("{len}"));
+        assert!(
+            len < crate::QUOTED_MAX + 200,
+            "an error of {len} characters"
+        );
     }
 
     /// A body sent a byte at a time ends at the request's deadline (the
