@@ -53,10 +53,44 @@ mod quoted_tests {
 
 /// `RLIMIT_NOFILE` of a jailed VMM (QEMU, Firecracker).
 pub const VMM_OPEN_FILES: u64 = 1024;
-/// `RLIMIT_FSIZE` floor of a jailed VMM: its logs (QEMU's serial log,
-/// appended across boots; Firecracker's log and metrics) grow to this even
-/// beside small drives.
+/// `RLIMIT_FSIZE` floor of a jailed VMM: its logs (the serial log,
+/// appended across boots; Firecracker's log, made anew each launch) grow
+/// to this even beside small drives. Past it a write fails with `EFBIG`
+/// and raises `SIGXFSZ`, whose handler ends Firecracker.
 pub const VMM_MIN_FILE_SIZE: u64 = 1 << 30;
+/// The most a serial log may hold when a VMM is launched on it: one over
+/// this is emptied first ([`bound_serial_log`]), so every boot has at
+/// least half of [`VMM_MIN_FILE_SIZE`] to write before its limit.
+pub const SERIAL_LOG_MAX: u64 = VMM_MIN_FILE_SIZE / 2;
+
+/// Empty the serial log behind `serial` (the caller's descriptor of the
+/// owner's checked file, open for writing) when it holds more than
+/// [`SERIAL_LOG_MAX`], and say so in it: it is appended across boots and
+/// never rotated, and once past the VMM's `RLIMIT_FSIZE` every later boot
+/// would stop at its first console byte. Only through the descriptor
+/// (`fstat`, `ftruncate`, an appended line): never the file's name, which
+/// its owner can change.
+pub(crate) fn bound_serial_log(vmm: &'static str, serial: &std::fs::File) -> Result<(), VmmError> {
+    let io = |doing: &str| {
+        let what = format!("{vmm}: {doing} the serial log");
+        move |source| VmmError::Io { what, source }
+    };
+    let size = rustix::fs::fstat(serial)
+        .map_err(std::io::Error::from)
+        .map_err(io("inspecting"))?
+        .st_size;
+    let size = u64::try_from(size).unwrap_or(0);
+    if size <= SERIAL_LOG_MAX {
+        return Ok(());
+    }
+    tracing::warn!(vmm, size, max = SERIAL_LOG_MAX, "emptying the serial log");
+    rustix::fs::ftruncate(serial, 0)
+        .map_err(std::io::Error::from)
+        .map_err(io("emptying"))?;
+    let note = format!("banger: the serial log held {size} bytes; emptied at this launch\n");
+    // Appended: the descriptor is O_APPEND, so this lands at the new end.
+    std::io::Write::write_all(&mut &*serial, note.as_bytes()).map_err(io("writing to"))
+}
 
 /// The limits of a jailed VMM for `spec` (one rule for both drivers):
 /// address space and data of the guest's memory plus `overhead`,

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 use banger_host::jail::testing::status_field_of as status_field;
 use banger_vmm::VmmError;
 use banger_vmm::firecracker::{
-    ApiRequest, FirecrackerDriver, InstanceState, Shutdown, VmStatus, log_path, metrics_path,
+    ApiRequest, FirecrackerDriver, FirecrackerVm, InstanceState, Shutdown, VmStatus, log_path,
+    metrics_path,
 };
 use firecracker_support::{
     alive, fake_binary, jailed_files, killed_if_failing, launch, read_pid, read_record,
@@ -323,6 +324,61 @@ fn a_symlinked_run_dir_is_refused_and_nothing_there_changes() {
     assert!(err.to_string().contains("run directory"), "{err}");
 }
 
+/// The fake launched jailed as `uid` in `dir`: its `run/` (configured to
+/// exit on `SendCtrlAltDel`), its spec — a writable root drive the
+/// slot's and a read-only work drive readable by all (the grants the
+/// executor gives for a launch), a kernel and a serial log in `dir`, the
+/// log first made `serial_len` bytes long (sparse) — and the VM.
+fn launched_jailed_fake(
+    dir: &std::path::Path,
+    uid: u32,
+    serial_len: u64,
+) -> (std::path::PathBuf, banger_vmm::LaunchSpec, FirecrackerVm) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let run = slot_run_dir(dir, uid);
+    write_fake_config(&run, "exit", json!([]));
+    let mut spec = sample_spec(&run);
+    spec.run_as = Some((uid, uid));
+    spec.serial_log = dir.join("serial.log");
+    spec.kernel = dir.join("vmlinux");
+    std::fs::write(&spec.kernel, "kernel bytes").unwrap();
+    spec.drives[0].path = dir.join("root.ext4");
+    spec.drives[1].path = dir.join("work.ext4");
+    spec.drives[1].read_only = true;
+    std::fs::write(&spec.drives[0].path, "root").unwrap();
+    std::os::unix::fs::chown(&spec.drives[0].path, Some(uid), Some(uid)).unwrap();
+    std::fs::write(&spec.drives[1].path, "work").unwrap();
+    std::fs::set_permissions(&spec.drives[1].path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let files = jailed_files(dir, &spec);
+    files.serial.set_len(serial_len).unwrap();
+    let vm = driver().launch_jailed(&spec, files).unwrap();
+    (run, spec, vm)
+}
+
+/// Hostile read of the jailed driver, F1: `RLIMIT_FSIZE` (the larger of
+/// the writable drives and `VMM_MIN_FILE_SIZE`) bounds the serial log,
+/// which is appended across boots, so once it had grown past the limit
+/// every later boot died of `SIGXFSZ` at its first console byte. A
+/// launch now empties a serial log over `SERIAL_LOG_MAX` through its
+/// descriptor. The log is made sparse past the real limit (no disk used);
+/// the jailed fake prints a line on its stdout (the serial log) first.
+#[test]
+fn a_serial_log_past_the_file_size_limit_is_emptied_at_launch() {
+    let uid = slot_uid(5_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let past = banger_vmm::VMM_MIN_FILE_SIZE + 1;
+    let (run, spec, mut vm) = launched_jailed_fake(dir.path(), uid, past);
+    killed_if_failing(&mut vm, |_| {
+        assert_eq!(read_pid(&run, "fake-firecracker.pid"), 1);
+        let serial = std::fs::read_to_string(&spec.serial_log).unwrap();
+        assert!(serial.len() < 4096, "{} bytes", serial.len());
+        assert!(serial.contains("emptied at this launch"), "{serial}");
+        assert!(serial.contains("fake firecracker"), "{serial}");
+    });
+    let outcome = vm.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(outcome, Shutdown::Graceful("exit status: 0".into()));
+}
+
 /// The Firecracker jail's design step 4: the fake launched jailed
 /// (`launch_jailed`) runs as the slot uid and gid, pid 1 of its own pid
 /// namespace, sees no `/proc`, and opens its drives by the jail's paths —
@@ -331,27 +387,9 @@ fn a_symlinked_run_dir_is_refused_and_nothing_there_changes() {
 /// bound `run/`. A graceful shutdown ends it.
 #[test]
 fn the_fake_runs_jailed_as_its_slot_uid_and_opens_its_drives_at_the_jails_paths() {
-    use std::os::unix::fs::PermissionsExt as _;
     let uid = slot_uid(4_600_000);
     let dir = tempfile::tempdir().unwrap();
-    let run = slot_run_dir(dir.path(), uid);
-    write_fake_config(&run, "exit", json!([]));
-    let mut spec = sample_spec(&run);
-    spec.run_as = Some((uid, uid));
-    spec.serial_log = dir.path().join("serial.log");
-    spec.kernel = dir.path().join("vmlinux");
-    std::fs::write(&spec.kernel, "kernel bytes").unwrap();
-    spec.drives[0].path = dir.path().join("root.ext4");
-    spec.drives[1].path = dir.path().join("work.ext4");
-    spec.drives[1].read_only = true;
-    // The grants the executor gives for a launch: the root drive is the
-    // slot's to write, the read-only one readable.
-    std::fs::write(&spec.drives[0].path, "root").unwrap();
-    std::os::unix::fs::chown(&spec.drives[0].path, Some(uid), Some(uid)).unwrap();
-    std::fs::write(&spec.drives[1].path, "work").unwrap();
-    std::fs::set_permissions(&spec.drives[1].path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let files = jailed_files(dir.path(), &spec);
-    let mut vm = driver().launch_jailed(&spec, files).unwrap();
+    let (run, spec, mut vm) = launched_jailed_fake(dir.path(), uid, 0);
     let pid = vm.pid() as i32;
     killed_if_failing(&mut vm, |_| {
         let me: Value = serde_json::from_str(

@@ -136,21 +136,8 @@ fn a_real_firecracker_accepts_the_configuration_and_stops() {
 #[test]
 fn a_real_firecracker_runs_jailed_as_its_slot_uid() {
     let uid = slot_uid(4_700_000);
-    let binary = real_firecracker::binary();
     let dir = tempfile::tempdir().unwrap();
-    let tap = "bangerfcj0";
-    private_netns_with_tap_of(tap, Some(uid));
-    let spec = jailed_spec(dir.path(), uid, tap);
-    let files = jailed_files(dir.path(), &spec);
-    let mut vm = FirecrackerDriver::new(&binary)
-        .launch_jailed(&spec, files)
-        .unwrap_or_else(|e| {
-            panic!(
-                "the real Firecracker refused the jailed configuration: {e}\nserial log:\n{}\nfirecracker log:\n{}",
-                std::fs::read_to_string(&spec.serial_log).unwrap_or_default(),
-                std::fs::read_to_string(log_path(&spec)).unwrap_or_default()
-            )
-        });
+    let (spec, mut vm) = launched_jailed(dir.path(), uid, "bangerfcj0", 0);
     let pid = vm.pid();
     killed_if_failing(&mut vm, |vm| {
         let p = pid.to_string();
@@ -196,6 +183,26 @@ fn a_real_firecracker_runs_jailed_as_its_slot_uid() {
     logged_the_start_and_stops(vm, &spec);
 }
 
+/// Hostile read of the jailed driver, F1, with the real binary: a serial
+/// log (Firecracker's stdout, appended across boots) past the jail's
+/// `RLIMIT_FSIZE` made Firecracker's first write raise `SIGXFSZ`, whose
+/// handler ends it. A launch now empties a log over `SERIAL_LOG_MAX`
+/// first; the log here is sparse past the real limit.
+#[test]
+fn a_real_jailed_firecracker_starts_on_a_serial_log_past_its_file_size_limit() {
+    let uid = slot_uid(5_100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let past = banger_vmm::VMM_MIN_FILE_SIZE + 1;
+    let (spec, mut vm) = launched_jailed(dir.path(), uid, "bangerfcj2", past);
+    killed_if_failing(&mut vm, |vm| match vm.status().unwrap() {
+        VmStatus::Live(info) => assert_eq!(info.state, InstanceState::Running, "{info:?}"),
+        VmStatus::Exited(status) => panic!("it exited after InstanceStart ({status})"),
+    });
+    let size = std::fs::metadata(&spec.serial_log).unwrap().len();
+    assert!(size < banger_vmm::SERIAL_LOG_MAX, "{size} bytes");
+    logged_the_start_and_stops(vm, &spec);
+}
+
 /// What the jail leaves a real Firecracker: in the host's network
 /// namespace it may attach only a tap whose tun owner is its slot uid, and
 /// it opens a drive at `/drive-<id>` only where the slot uid was granted
@@ -229,6 +236,33 @@ fn a_jailed_real_firecracker_gets_neither_another_uids_tap_nor_an_ungranted_driv
         "{err}"
     );
     assert_eq!(processes_of(uid), Vec::<u32>::new(), "{err}");
+}
+
+/// The real binary launched jailed in `dir` as the slot `uid`, on `tap`
+/// (made in a test network namespace with the slot uid its tun owner),
+/// its serial log first made `serial_len` bytes long (sparse). A refused
+/// launch fails the test with both logs.
+fn launched_jailed(
+    dir: &std::path::Path,
+    uid: u32,
+    tap: &str,
+    serial_len: u64,
+) -> (LaunchSpec, FirecrackerVm) {
+    let binary = real_firecracker::binary();
+    private_netns_with_tap_of(tap, Some(uid));
+    let spec = jailed_spec(dir, uid, tap);
+    let files = jailed_files(dir, &spec);
+    files.serial.set_len(serial_len).unwrap();
+    let vm = FirecrackerDriver::new(&binary)
+        .launch_jailed(&spec, files)
+        .unwrap_or_else(|e| {
+            panic!(
+                "the real Firecracker refused the jailed configuration: {e}\nserial log:\n{}\nfirecracker log:\n{}",
+                std::fs::read_to_string(&spec.serial_log).unwrap_or_default(),
+                std::fs::read_to_string(log_path(&spec)).unwrap_or_default()
+            )
+        });
+    (spec, vm)
 }
 
 /// The error of a launch that must fail; one that started is killed

@@ -315,6 +315,7 @@ impl FirecrackerDriver {
         paths: &Paths,
     ) -> Result<FirecrackerVm, VmmError> {
         let Launched { run, serial, log } = launched;
+        crate::bound_serial_log(VMM, &serial)?;
         let output = serial.try_clone().map_err(|source| VmmError::Io {
             what: format!(
                 "duplicating the descriptor of {}",

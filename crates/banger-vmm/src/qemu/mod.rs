@@ -284,6 +284,7 @@ impl QemuDriver {
             source,
         })?;
         let jail = self.jail(spec, &files, listener.as_fd())?;
+        crate::bound_serial_log(VMM, &files.serial)?;
         let cmd = Cmd::new(&program).args(self.argv(spec)).jail(jail);
         let QemuFiles { log, qmp, .. } = files;
         let child = Runner

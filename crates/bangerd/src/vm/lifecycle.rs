@@ -420,11 +420,16 @@ impl VmService {
     }
 }
 
+/// The serial log from `offset` (its length before this boot's launch)
+/// on; from its start when it is shorter than that: a launch empties a
+/// log past `banger_vmm::SERIAL_LOG_MAX` before the VMM writes to it.
 fn read_from(path: &std::path::Path, offset: u64) -> String {
     use std::io::{Read as _, Seek as _};
     let Ok(mut f) = std::fs::File::open(path) else {
         return String::new();
     };
+    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+    let offset = if len < offset { 0 } else { offset };
     if f.seek(std::io::SeekFrom::Start(offset)).is_err() {
         return String::new();
     }
@@ -444,5 +449,20 @@ pub(super) fn tail(text: &str, n: usize) -> String {
         "(no console output)".into()
     } else {
         lines[start..].join(" | ")
+    }
+}
+
+#[cfg(test)]
+mod read_from_tests {
+    /// A serial log emptied at launch (shorter than the offset taken
+    /// before it) is read from its start: the boot's ready marker is in it.
+    #[test]
+    fn a_log_emptied_at_launch_is_read_from_its_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("serial.log");
+        std::fs::write(&log, "earlier boot\nnow\n").unwrap();
+        assert_eq!(super::read_from(&log, 13), "now\n");
+        std::fs::write(&log, "emptied\nready\n").unwrap();
+        assert_eq!(super::read_from(&log, 1 << 30), "emptied\nready\n");
     }
 }
