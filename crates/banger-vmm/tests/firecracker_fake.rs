@@ -12,7 +12,6 @@ use banger_host::jail::testing::status_field_of as status_field;
 use banger_vmm::VmmError;
 use banger_vmm::firecracker::{
     ApiRequest, FirecrackerDriver, FirecrackerVm, InstanceState, Shutdown, VmStatus, log_path,
-    metrics_path,
 };
 use firecracker_support::{
     alive, fake_binary, jailed_files, killed_if_failing, launch, read_pid, read_record,
@@ -49,7 +48,6 @@ fn launch_sends_the_sequence_and_a_graceful_shutdown_ends_the_process() {
         calls,
         [
             "PUT /logger 204",
-            "PUT /metrics 204",
             "PUT /machine-config 204",
             "PUT /boot-source 204",
             "PUT /drives/root 204",
@@ -65,19 +63,17 @@ fn launch_sends_the_sequence_and_a_graceful_shutdown_ends_the_process() {
         json!({"log_path": log_path(&spec).to_str().unwrap(), "level": "Info",
                "show_level": true, "show_log_origin": false})
     );
-    assert_eq!(
-        body(1),
-        json!({"metrics_path": metrics_path(&spec).to_str().unwrap()})
-    );
-    assert_eq!(body(2), json!({"vcpu_count": 2, "mem_size_mib": 512}));
-    assert_eq!(body(3)["boot_args"], json!(spec.cmdline));
-    assert_eq!(body(4)["is_root_device"], json!(true));
-    assert_eq!(body(5)["drive_id"], json!("work"));
-    assert_eq!(body(6)["host_dev_name"], json!("bangertap3"));
-    assert_eq!(body(7)["guest_cid"], json!(7));
-    assert_eq!(body(8), json!({"action_type": "InstanceStart"}));
-    // The files Firecracker is told to open exist before it is asked to.
-    assert!(log_path(&spec).is_file() && metrics_path(&spec).is_file());
+    assert_eq!(body(1), json!({"vcpu_count": 2, "mem_size_mib": 512}));
+    assert_eq!(body(2)["boot_args"], json!(spec.cmdline));
+    assert_eq!(body(3)["is_root_device"], json!(true));
+    assert_eq!(body(4)["drive_id"], json!("work"));
+    assert_eq!(body(5)["host_dev_name"], json!("bangertap3"));
+    assert_eq!(body(6)["guest_cid"], json!(7));
+    assert_eq!(body(7), json!({"action_type": "InstanceStart"}));
+    // The file Firecracker is told to open exists before it is asked to;
+    // no metrics file (none is configured: it would only grow).
+    assert!(log_path(&spec).is_file());
+    assert!(!spec.run_dir.join("firecracker.metrics").exists());
     // The fake's stdout is the serial log.
     let serial = std::fs::read_to_string(&spec.serial_log).unwrap();
     assert!(
@@ -277,12 +273,10 @@ fn the_vmm_runs_as_the_requested_user_and_can_use_its_files() {
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     let uids: Vec<&str> = uid_line.split_whitespace().skip(1).collect();
     assert_eq!(uids, ["65534"; 4], "{uid_line}");
-    for f in [log_path(&spec), metrics_path(&spec)] {
-        let m = std::fs::metadata(&f).unwrap();
-        assert_eq!((m.uid(), m.gid()), nobody, "{}", f.display());
-    }
+    let m = std::fs::metadata(log_path(&spec)).unwrap();
+    assert_eq!((m.uid(), m.gid()), nobody);
     let record: Vec<Value> = read_record(dir.path());
-    assert_eq!(record.len(), 9);
+    assert_eq!(record.len(), 8);
     vm.kill().unwrap();
 }
 
@@ -383,7 +377,7 @@ fn a_serial_log_past_the_file_size_limit_is_emptied_at_launch() {
 /// (`launch_jailed`) runs as the slot uid and gid, pid 1 of its own pid
 /// namespace, sees no `/proc`, and opens its drives by the jail's paths —
 /// `/drive-root` read-write, `/drive-work` read-only — where the
-/// configuration names them; its log, metrics and sockets are in the
+/// configuration names them; its log and sockets are in the
 /// bound `run/`. A graceful shutdown ends it.
 #[test]
 fn the_fake_runs_jailed_as_its_slot_uid_and_opens_its_drives_at_the_jails_paths() {
@@ -427,7 +421,7 @@ fn the_fake_runs_jailed_as_its_slot_uid_and_opens_its_drives_at_the_jails_paths(
         assert_eq!(body("/boot-source")["kernel_image_path"], json!("/kernel"));
         assert_eq!(body("/vsock")["uds_path"], json!("/run/vsock.sock"));
         assert_eq!(record.last().unwrap()["status"], json!(204));
-        assert!(log_path(&spec).is_file() && metrics_path(&spec).is_file());
+        assert!(log_path(&spec).is_file());
     });
     let outcome = vm.shutdown(Duration::from_secs(10)).unwrap();
     assert_eq!(outcome, Shutdown::Graceful("exit status: 0".into()));

@@ -66,7 +66,6 @@ fn every_request_the_driver_sends_matches_the_spec() {
         "PUT /drives/{drive_id}",
         "PUT /logger",
         "PUT /machine-config",
-        "PUT /metrics",
         "PUT /network-interfaces/{iface_id}",
         "PUT /vsock",
     ]
@@ -86,7 +85,6 @@ fn the_plan_is_in_order_and_carries_the_spec_values() {
         paths,
         [
             "/logger",
-            "/metrics",
             "/machine-config",
             "/boot-source",
             "/drives/root",
@@ -98,31 +96,31 @@ fn the_plan_is_in_order_and_carries_the_spec_values() {
     );
     assert!(plan.iter().all(|r| r.method == "PUT"));
     let body = |i: usize| plan[i].body.clone().unwrap();
-    assert_eq!(body(2), json!({"vcpu_count": 2, "mem_size_mib": 512}));
+    assert_eq!(body(1), json!({"vcpu_count": 2, "mem_size_mib": 512}));
     assert_eq!(
-        body(3),
+        body(2),
         json!({
             "kernel_image_path": "/var/lib/banger/kernels/k1/vmlinux",
             "boot_args": "console=ttyS0 reboot=k panic=1 root=/dev/vda rw",
         })
     );
     assert_eq!(
-        body(4),
+        body(3),
         json!({
             "drive_id": "root", "path_on_host": "/var/lib/banger/vms/v/root.ext4",
             "is_root_device": true, "is_read_only": false,
         })
     );
-    assert_eq!(body(5)["is_root_device"], json!(false));
+    assert_eq!(body(4)["is_root_device"], json!(false));
     assert_eq!(
-        body(6),
+        body(5),
         json!({"iface_id": "eth0", "host_dev_name": "bangertap3", "guest_mac": "02:ba:0a:c8:00:05"})
     );
     assert_eq!(
-        body(7),
+        body(6),
         json!({"guest_cid": 7, "uds_path": launch.vsock_socket().to_string_lossy()})
     );
-    assert_eq!(body(8), json!({"action_type": "InstanceStart"}));
+    assert_eq!(body(7), json!({"action_type": "InstanceStart"}));
 }
 
 /// Jailed, every file the plan names is a fixed path in the jail's root
@@ -141,10 +139,6 @@ fn the_jailed_plan_names_only_the_jails_paths() {
             .unwrap()
     };
     assert_eq!(body("/logger")["log_path"], json!("/run/firecracker.log"));
-    assert_eq!(
-        body("/metrics"),
-        json!({"metrics_path": "/run/firecracker.metrics"})
-    );
     assert_eq!(body("/boot-source")["kernel_image_path"], json!("/kernel"));
     assert_eq!(body("/boot-source")["initrd_path"], json!("/initrd"));
     assert_eq!(body("/drives/root")["path_on_host"], json!("/drive-root"));

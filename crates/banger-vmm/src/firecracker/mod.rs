@@ -38,11 +38,11 @@
 //!   check in step 5.
 //!
 //! Launch order: check the binary, validate the spec, prepare `run_dir`
-//! (stale sockets, log and metrics files — all through a descriptor of the
+//! (stale sockets, the log file — all through a descriptor of the
 //! directory, see [`crate::dir`]), spawn
 //! `firecracker --api-sock <run_dir>/firecracker.sock --id <vm_id>` through
 //! [`banger_host::runner::Runner::spawn`], wait for the API socket, send
-//! [`config_plan`] (logger, metrics, machine config, boot source, drives,
+//! [`config_plan`] (logger, machine config, boot source, drives,
 //! network interface, vsock, `InstanceStart`; every connection to the
 //! socket checked to be served by the spawned process). Any failure kills the process
 //! through its pidfd before the error is returned, so a failed launch leaves
@@ -65,11 +65,10 @@ use banger_host::runner::{Cmd, RunError, Runner, SpawnOptions, Spawned};
 pub use api::{ApiClient, ApiResponse, DEFAULT_REQUEST_TIMEOUT};
 pub use models::{
     ActionType, ApiRequest, BootSource, Drive, IFACE_ID, InstanceActionInfo, InstanceInfo,
-    InstanceState, LogLevel, Logger, MachineConfiguration, Metrics, NetworkInterface, Vsock,
-    config_plan,
+    InstanceState, LogLevel, Logger, MachineConfiguration, NetworkInterface, Vsock, config_plan,
 };
 use paths::Paths;
-pub use spec::{MAX_CMDLINE, MAX_VCPUS, log_path, metrics_path, validate_jailed, validate_spec};
+pub use spec::{MAX_CMDLINE, MAX_VCPUS, log_path, validate_jailed, validate_spec};
 #[cfg(any(test, feature = "test-support"))]
 pub use vsock::wait_ready_vsock;
 pub use vsock::{READY_MARKER, READY_PORT, ReadyListener};

@@ -31,12 +31,6 @@ pub enum LogLevel {
     Off,
 }
 
-/// `Metrics`: the file Firecracker flushes JSON metrics to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Metrics {
-    pub metrics_path: String,
-}
-
 /// `MachineConfiguration`: vCPUs and memory. SMT, dirty-page tracking, CPU
 /// templates and huge pages keep Firecracker's defaults (off).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -153,8 +147,10 @@ impl ApiRequest {
 pub const IFACE_ID: &str = "eth0";
 
 /// Every pre-boot call, in the order the driver sends them, ending with
-/// `InstanceStart`. Logger and metrics come first so a failure in a later
-/// call is already in Firecracker's log. Every file is named as
+/// `InstanceStart`. The logger comes first so a failure in a later call is
+/// already in Firecracker's log. No `PUT /metrics`: banger reads no
+/// metrics, and their file would only grow (a line a minute) towards the
+/// VMM's `RLIMIT_FSIZE`. Every file is named as
 /// Firecracker sees it (`paths`: the jail's fixed paths, or the spec's
 /// host paths for an unjailed launch). The spec must have passed
 /// [`super::validate_spec`] (or [`super::validate_jailed`]), and `paths`
@@ -168,12 +164,6 @@ pub fn config_plan(spec: &LaunchSpec, paths: &Paths) -> Vec<ApiRequest> {
                 level: LogLevel::Info,
                 show_level: true,
                 show_log_origin: false,
-            },
-        ),
-        ApiRequest::put(
-            "/metrics",
-            &Metrics {
-                metrics_path: paths.metrics.clone(),
             },
         ),
         ApiRequest::put(

@@ -3,7 +3,7 @@
 //!
 //! Jailed ([`Paths::jailed`], docs/jail.md), Firecracker sees fixed paths
 //! in its jail's root: the VM's `run/` bound at `/run` (its API socket,
-//! vsock socket, log and metrics inside), each drive bound at
+//! vsock socket and log inside), each drive bound at
 //! `/drive-<id>`, the kernel and initrd copied to `/kernel` and
 //! `/initrd`. No host path reaches it.
 //!
@@ -19,9 +19,8 @@ pub const RUN: &str = "run";
 /// The kernel's and initrd's copies in the jail's root.
 pub const KERNEL: &str = "kernel";
 pub const INITRD: &str = "initrd";
-/// Firecracker's own log and metrics files, in `run/`.
+/// Firecracker's own log file, in `run/`.
 pub const LOG: &str = "firecracker.log";
-pub const METRICS: &str = "firecracker.metrics";
 /// What a drive's bind is called in the jail's root: this and its id.
 pub const DRIVE_PREFIX: &str = "drive-";
 /// The longest name a bind in the jail's root may have
@@ -44,7 +43,6 @@ pub struct Paths {
     /// One per `LaunchSpec::drives`, in order.
     pub drives: Vec<String>,
     pub log: String,
-    pub metrics: String,
     /// The vsock device's `uds_path` (guest connections to port N go to
     /// `<vsock>_N`).
     pub vsock: String,
@@ -64,7 +62,6 @@ impl Paths {
                 .map(|d| format!("/{}", drive(&d.id)))
                 .collect(),
             log: run(LOG),
-            metrics: run(METRICS),
             vsock: run(VSOCK_SOCKET),
         }
     }
@@ -80,7 +77,6 @@ impl Paths {
             initrd: spec.initrd.as_deref().map(text),
             drives: spec.drives.iter().map(|d| text(&d.path)).collect(),
             log: text(&spec.run_dir.join(LOG)),
-            metrics: text(&spec.run_dir.join(METRICS)),
             vsock: text(&spec.vsock_socket()),
         }
     }

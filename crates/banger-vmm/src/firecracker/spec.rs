@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::VMM;
-use super::paths::{self, LOG, METRICS, Paths};
+use super::paths::{self, LOG, Paths};
 use crate::dir::OwnerDir;
 use crate::{API_SOCKET, LaunchSpec, VSOCK_SOCKET, VmmError};
 
@@ -191,22 +191,15 @@ pub fn log_path(spec: &LaunchSpec) -> PathBuf {
     spec.run_dir.join(LOG)
 }
 
-/// Firecracker's metrics file, on the host.
-pub fn metrics_path(spec: &LaunchSpec) -> PathBuf {
-    spec.run_dir.join(METRICS)
-}
-
 /// Prepared before spawning, all relative to `run` (a descriptor of
 /// `run_dir`, which `run_as` can write; this runs as root): stale sockets
-/// removed, and the log and metrics files created anew with `O_EXCL`
-/// (Firecracker would create them itself) and handed to `run_as`.
+/// removed, and the log file created anew with `O_EXCL` (Firecracker
+/// would create it itself) and handed to `run_as`.
 /// Returns root's own descriptor of the log, for error tails.
 pub(super) fn prepare_run_dir(run: &OwnerDir, spec: &LaunchSpec) -> Result<File, VmmError> {
     run.remove_stale_socket(API_SOCKET)?;
     run.remove_stale_socket(VSOCK_SOCKET)?;
-    let log = run.recreate(LOG, 0o600, spec.run_as)?;
-    drop(run.recreate(METRICS, 0o600, spec.run_as)?);
-    Ok(log)
+    run.recreate(LOG, 0o600, spec.run_as)
 }
 
 #[cfg(test)]
