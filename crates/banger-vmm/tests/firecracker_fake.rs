@@ -393,6 +393,19 @@ fn the_fake_runs_jailed_as_its_slot_uid_and_opens_its_drives_at_the_jails_paths(
         assert_eq!(me, json!({"uid": uid, "gid": uid, "proc": false}));
         // Its own pid, as it sees it.
         assert_eq!(read_pid(&run, "fake-firecracker.pid"), 1);
+        // Its stdout and stderr (the serial log) are write-only and
+        // appending: it cannot read the log's earlier boots, nor write
+        // anywhere but at its end (hostile read of the jailed driver, F4).
+        for fd in [1, 2] {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|f| i32::from_str_radix(f.trim(), 8).unwrap())
+                .unwrap();
+            assert_eq!(flags & libc::O_ACCMODE, libc::O_WRONLY, "fd {fd}: {info}");
+            assert_eq!(flags & libc::O_APPEND, libc::O_APPEND, "fd {fd}: {info}");
+        }
         let ids = format!("{uid}\t{uid}\t{uid}\t{uid}");
         assert_eq!(status_field(&pid.to_string(), "Uid"), ids);
         assert_eq!(status_field(&pid.to_string(), "Gid"), ids);

@@ -209,16 +209,18 @@ impl Jail {
         Ok(self)
     }
 
-    /// Bind the host's `/dev/kvm` behind `fd` at `/dev/kvm`, read-write:
-    /// QEMU opens that path and has no option naming another. One of the
+    /// Bind the host's `/dev/kvm` behind `fd` at `/dev/kvm` (a read-only
+    /// mount: the node still opens read-write, see
+    /// [`Jail::bind_device`]): QEMU opens that path and has no option
+    /// naming another. One of the
     /// two character devices a jail takes ([`JAIL_DEVICES`]), and only as
     /// that device (10:232).
     pub fn bind_kvm(self, fd: BorrowedFd<'_>) -> std::io::Result<Jail> {
         self.bind_device(fd, KVM_AT)
     }
 
-    /// Bind the host's `/dev/net/tun` behind `fd` at `/dev/net/tun`,
-    /// read-write: Firecracker opens that path to attach its tap by name
+    /// Bind the host's `/dev/net/tun` behind `fd` at `/dev/net/tun` (a
+    /// read-only mount, as for KVM): Firecracker opens that path to attach its tap by name
     /// (with [`Jail::host_network`], where the tap is). Only as that
     /// device (10:200), opened `O_PATH|O_NOFOLLOW`, as for KVM. The clone
     /// device lets it attach only a tap whose tun owner is its uid (or
@@ -228,14 +230,18 @@ impl Jail {
         self.bind_device(fd, TUN_AT)
     }
 
-    /// Bind the device behind `fd` read-write at `at`, one of
-    /// [`JAIL_DEVICES`]' places, once [`check_device`] took it.
+    /// Bind the device behind `fd` at `at`, one of [`JAIL_DEVICES`]'
+    /// places, once [`check_device`] took it, as a read-only mount. A
+    /// mount's read-only flag does not stop opening a device node for
+    /// writing (the node's mode does), so the VMM still opens it
+    /// read-write; it stops changing the host node's inode through the
+    /// bind (its times, hostile read of the jailed driver, F4).
     fn bind_device(mut self, fd: BorrowedFd<'_>, at: &str) -> std::io::Result<Jail> {
         check_device(fd, at)?;
         self.binds.push(Bind {
             fd: Arc::new(fd.try_clone_to_owned()?),
             at: at.to_string(),
-            writable: true,
+            writable: false,
         });
         Ok(self)
     }

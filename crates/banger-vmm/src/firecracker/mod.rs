@@ -117,8 +117,10 @@ pub struct FirecrackerFiles {
     /// `/dev/kvm`, opened `O_PATH|O_NOFOLLOW`: bound at `/dev/kvm` (the
     /// slot uid has no groups: the node must be world read-write).
     pub kvm: OwnedFd,
-    /// Firecracker's stdout and stderr (the guest's serial console),
-    /// appended; read for error tails.
+    /// The serial log (the guest's console), root's descriptor: read for
+    /// error tails, emptied when over [`crate::SERIAL_LOG_MAX`].
+    /// Firecracker's stdout and stderr are a write-only appending reopen
+    /// of its inode.
     pub serial: File,
     /// The VM's `run/`, the slot uid's (0700): bound read-write at `/run`,
     /// where Firecracker binds its API and vsock sockets; root reaches
@@ -315,12 +317,17 @@ impl FirecrackerDriver {
     ) -> Result<FirecrackerVm, VmmError> {
         let Launched { run, serial, log } = launched;
         crate::bound_serial_log(VMM, &serial)?;
-        let output = serial.try_clone().map_err(|source| VmmError::Io {
-            what: format!(
-                "duplicating the descriptor of {}",
-                spec.serial_log.display()
-            ),
-            source,
+        // Firecracker's own descriptor of the log: write-only and
+        // appending (root's, `serial`, also reads error tails), the inode
+        // root checked, reopened through its descriptor.
+        let output = crate::dir::reopen(
+            serial.as_fd(),
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::APPEND,
+        )
+        .map(File::from)
+        .map_err(|e| VmmError::Io {
+            what: format!("reopening {} to append", spec.serial_log.display()),
+            source: e.into(),
         })?;
         let mut process = Runner
             .spawn(

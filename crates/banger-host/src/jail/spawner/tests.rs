@@ -333,8 +333,14 @@ fn a_device_alone_crosses_the_wire(
     .unwrap();
     assert_eq!(got.jail.binds.len(), 1);
     assert_eq!(got.jail.binds[0].at, at);
-    assert!(got.jail.binds[0].writable);
+    // A read-only mount (the node still opens read-write in the jail).
+    assert!(!got.jail.binds[0].writable);
     assert_eq!(inode(got.jail.binds[0].fd.as_fd()), inode(dev.as_fd()));
+    // A message asking for it writable is refused.
+    let mut forged = bind(Jail::new(4100, 4100), dev.as_fd()).unwrap();
+    forged.binds[0].writable = true;
+    let e = round_trip(&request(forged), 4096..4112).unwrap_err();
+    assert!(e.to_string().contains("a writable device bind"), "{e}");
     // The device under a plain name is a character-device bind.
     let plain = Jail::new(4100, 4100)
         .bind(dev.as_fd(), "dev-node", true)

@@ -175,6 +175,10 @@ impl Jail {
             };
             let fd = r.fd()?;
             if device {
+                // Bound read-only, always (`Jail::bind_device`).
+                if writable {
+                    return Err(refused(format!("a writable device bind at /{at}")));
+                }
                 super::super::check_device(fd.as_fd(), &at).map_err(refused)?;
             } else {
                 check_bind_fd(fd.as_fd(), binds_from)?;
