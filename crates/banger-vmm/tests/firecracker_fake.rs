@@ -328,6 +328,18 @@ fn launched_jailed_fake(
     uid: u32,
     serial_len: u64,
 ) -> (std::path::PathBuf, banger_vmm::LaunchSpec, FirecrackerVm) {
+    let (run, spec) = jailed_fake_spec(dir, uid);
+    let files = jailed_files(dir, &spec);
+    files.serial.set_len(serial_len).unwrap();
+    let vm = driver().launch_jailed(&spec, files).unwrap();
+    (run, spec, vm)
+}
+
+/// [`launched_jailed_fake`]'s `run/` and spec, not launched.
+fn jailed_fake_spec(
+    dir: &std::path::Path,
+    uid: u32,
+) -> (std::path::PathBuf, banger_vmm::LaunchSpec) {
     use std::os::unix::fs::PermissionsExt as _;
     let run = slot_run_dir(dir, uid);
     write_fake_config(&run, "exit", json!([]));
@@ -343,10 +355,7 @@ fn launched_jailed_fake(
     std::os::unix::fs::chown(&spec.drives[0].path, Some(uid), Some(uid)).unwrap();
     std::fs::write(&spec.drives[1].path, "work").unwrap();
     std::fs::set_permissions(&spec.drives[1].path, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let files = jailed_files(dir, &spec);
-    files.serial.set_len(serial_len).unwrap();
-    let vm = driver().launch_jailed(&spec, files).unwrap();
-    (run, spec, vm)
+    (run, spec)
 }
 
 /// Hostile read of the jailed driver, F1: `RLIMIT_FSIZE` (the larger of
@@ -371,6 +380,36 @@ fn a_serial_log_past_the_file_size_limit_is_emptied_at_launch() {
     });
     let outcome = vm.shutdown(Duration::from_secs(10)).unwrap();
     assert_eq!(outcome, Shutdown::Graceful("exit status: 0".into()));
+}
+
+/// Hostile read of the jailed driver, F2: a read-only drive is bound
+/// read-only, but opening a device node ignores the mount's read-only
+/// flag, so a read-only drive that is a block device was guarded by the
+/// node's mode and ACL alone. The jailed launch refuses such a drive. A
+/// 0666 node of a read-only loop device stands for it.
+#[test]
+fn a_jailed_read_only_drive_that_is_a_block_device_is_refused() {
+    let uid = slot_uid(5_200_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (run, mut spec) = jailed_fake_spec(dir.path(), uid);
+    let device = firecracker_support::LoopNode::new(dir.path());
+    spec.drives[1].path = device.node.clone();
+    let launched = driver().launch_jailed(&spec, jailed_files(dir.path(), &spec));
+    let err = match launched {
+        Err(e) => e,
+        Ok(mut vm) => {
+            let record = read_record(&run);
+            let killed = vm.kill();
+            panic!("launched (killed: {killed:?}); the fake recorded {record:?}");
+        }
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("drive work") && msg.contains("block device"),
+        "{msg}"
+    );
+    assert!(!run.join("fake-firecracker.pid").exists(), "{msg}");
+    drop(device);
 }
 
 /// The Firecracker jail's design step 4: the fake launched jailed

@@ -197,7 +197,13 @@ impl Jail {
 
     /// Bind the file or directory behind `fd` at `/<name>` (one plain
     /// component), read-only unless `writable`. Never executable, never
-    /// set-id, device nodes only when the source is one.
+    /// set-id, device nodes only when the source is one. A read-only bind
+    /// keeps a file or directory from being written; it does **not** keep
+    /// a device node (a block device) from being opened for writing: the
+    /// kernel checks only the node's mode and ACL for that. A caller that
+    /// binds a block device read-only relies on its permissions refusing
+    /// the jail's uid writing (the disk tools' read-only grants), or must
+    /// not bind it (a jailed Firecracker's read-only drive is refused).
     pub fn bind(mut self, fd: BorrowedFd<'_>, name: &str, writable: bool) -> std::io::Result<Jail> {
         check_name(name, "bind")?;
         let fd = fd.try_clone_to_owned()?;

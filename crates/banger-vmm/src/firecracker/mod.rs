@@ -190,8 +190,8 @@ impl FirecrackerDriver {
         self.check_binary()?;
         validate_jailed(spec)?;
         let _span = tracing::info_span!("firecracker", vm = %spec.vm_id, jailed = true).entered();
-        let log = spec::prepare_run_dir(&files.run, spec)?;
         let jail = self.jail(spec, &files)?;
+        let log = spec::prepare_run_dir(&files.run, spec)?;
         let paths = Paths::jailed(spec);
         let cmd = Cmd::new(&self.binary)
             .arg("--api-sock")
@@ -254,6 +254,9 @@ impl FirecrackerDriver {
                 .map_err(io("the initrd"))?;
         }
         for (d, fd) in spec.drives.iter().zip(&files.drives) {
+            if d.read_only {
+                read_only_drive(d, fd.as_fd())?;
+            }
             jail = jail
                 .bind(fd.as_fd(), &paths::drive(&d.id), !d.read_only)
                 .map_err(io(&format!("drive {}", d.id)))?;
@@ -389,6 +392,33 @@ impl FirecrackerDriver {
             },
         }
     }
+}
+
+/// Refused unless the read-only drive `d`, behind `fd`, can be bound
+/// read-only to effect: a regular file. A block device node opens for
+/// writing through a read-only bind (the mount's flag does not apply to
+/// device nodes; only the node's mode and ACL would stop the slot uid),
+/// so a read-only block device is refused rather than trusted to its
+/// permissions.
+fn read_only_drive(d: &crate::Drive, fd: std::os::fd::BorrowedFd<'_>) -> Result<(), VmmError> {
+    let st = rustix::fs::fstat(fd).map_err(|e| VmmError::Io {
+        what: format!("jailing firecracker: inspecting drive {}", d.id),
+        source: e.into(),
+    })?;
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if kind == rustix::fs::FileType::BlockDevice {
+        return Err(VmmError::InvalidSpec {
+            vmm: VMM,
+            what: format!(
+                "drive {} ({}): read-only, but a block device, which a read-only bind \
+                 does not keep from being opened for writing; give a read-only drive \
+                 as a regular file",
+                d.id,
+                d.path.display()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Kill `process` after its launch failed with `e`: `e`, or

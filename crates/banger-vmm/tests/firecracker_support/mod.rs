@@ -262,3 +262,56 @@ pub fn launch(driver: &FirecrackerDriver, spec: &LaunchSpec) -> Result<Firecrack
     }
     driver.launch(spec)
 }
+
+/// A read-only loop device over a scratch file, detached when dropped,
+/// and a 0666 node of it made in the test's directory (so a jail's uid
+/// could open it for writing by its mode alone; the host's `/dev` is not
+/// touched).
+pub struct LoopNode {
+    device: String,
+    /// The 0666 block node in the test's directory.
+    pub node: PathBuf,
+}
+
+impl LoopNode {
+    pub fn new(dir: &Path) -> LoopNode {
+        use banger_host::runner::{Cmd, Runner};
+        let backing = dir.join("loop-backing");
+        std::fs::write(&backing, vec![0u8; 1 << 20]).unwrap();
+        let out = Runner
+            .run(&Cmd::new("losetup").args([
+                "--find".as_ref(),
+                "--show".as_ref(),
+                "--read-only".as_ref(),
+                backing.as_os_str(),
+            ]))
+            .unwrap();
+        let device = out.stdout.trim().to_string();
+        let rdev = rustix::fs::stat(device.as_str()).unwrap().st_rdev;
+        let node = dir.join("loop-node");
+        let made = LoopNode { device, node };
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &made.node,
+            rustix::fs::FileType::BlockDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rdev,
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &made.node,
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .unwrap();
+        made
+    }
+}
+
+impl Drop for LoopNode {
+    fn drop(&mut self) {
+        use banger_host::runner::{Cmd, Runner};
+        if let Err(e) = Runner.run(&Cmd::new("losetup").args(["-d", &self.device])) {
+            eprintln!("detaching {}: {e}", self.device);
+        }
+    }
+}
