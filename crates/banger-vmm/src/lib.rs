@@ -51,6 +51,52 @@ mod quoted_tests {
     }
 }
 
+#[cfg(test)]
+mod spawn_failed_tests {
+    use banger_host::runner::RunError;
+
+    use crate::VmmError;
+
+    /// Hostile read of the jailed driver, the pidfd gap: a VMM that
+    /// started but whose kill (after no pidfd could be opened) is not
+    /// confirmed ends the launch in `StillRunning`, its start time kept,
+    /// so its slot uid is not given again; any other spawn error is the
+    /// driver's own.
+    #[test]
+    fn an_unconfirmed_kill_after_the_spawn_is_still_running() {
+        let e = RunError::StillRunning {
+            argv: "firecracker --id x".into(),
+            pid: 4242,
+            started: Some(77),
+            source: std::io::Error::from_raw_os_error(libc::EMFILE),
+        };
+        let got = super::spawn_failed("firecracker", e, |_| unreachable!());
+        match got {
+            VmmError::StillRunning {
+                vmm,
+                pid,
+                started,
+                what,
+            } => {
+                assert_eq!((vmm, pid, started), ("firecracker", 4242, Some(77)));
+                assert!(
+                    what.contains("no pidfd") && what.contains("os error 24"),
+                    "{what}"
+                );
+            }
+            other => panic!("{other}"),
+        }
+        let e = RunError::NotFound {
+            program: "qemu".into(),
+        };
+        let got = super::spawn_failed("qemu", e, |e| VmmError::Spawn {
+            vmm: "qemu",
+            source: std::io::Error::other(e.to_string()),
+        });
+        assert!(matches!(got, VmmError::Spawn { .. }), "{got}");
+    }
+}
+
 /// `RLIMIT_NOFILE` of a jailed VMM (QEMU, Firecracker).
 pub const VMM_OPEN_FILES: u64 = 1024;
 /// `RLIMIT_FSIZE` floor of a jailed VMM: its logs (the serial log,
@@ -135,6 +181,31 @@ fn drive_size(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u64> {
         return Ok(end);
     }
     Ok(u64::try_from(st.st_size).unwrap_or(0))
+}
+
+/// The [`VmmError`] of a spawn of `vmm` that failed with `e`:
+/// [`VmmError::StillRunning`] when the VMM started and its kill is not
+/// confirmed (no pidfd could be opened: its jail uid must not be given
+/// again while it may run), else `other(e)`.
+pub(crate) fn spawn_failed(
+    vmm: &'static str,
+    e: banger_host::runner::RunError,
+    other: impl FnOnce(banger_host::runner::RunError) -> VmmError,
+) -> VmmError {
+    match e {
+        banger_host::runner::RunError::StillRunning {
+            pid,
+            started,
+            ref source,
+            ..
+        } => VmmError::StillRunning {
+            vmm,
+            pid,
+            started,
+            what: format!("{e}: {source}"),
+        },
+        e => other(e),
+    }
 }
 
 /// Which hypervisor runs a VM.

@@ -340,7 +340,7 @@ impl FirecrackerDriver {
                     run_as,
                 },
             )
-            .map_err(|e| self.spawn_error(e))?;
+            .map_err(|e| crate::spawn_failed(VMM, e, |e| self.spawn_error(e)))?;
         tracing::info!(vm = %spec.vm_id, pid = process.pid(), "firecracker spawned");
         // Read now, while it is our unreaped child: the pid names it.
         let started = banger_host::jail::start_time(process.pid()).ok();

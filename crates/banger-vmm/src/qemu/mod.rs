@@ -295,9 +295,11 @@ impl QemuDriver {
                     run_as: None,
                 },
             )
-            .map_err(|e| VmmError::Spawn {
-                vmm: VMM,
-                source: std::io::Error::other(banger_proto_free_chain(&e)),
+            .map_err(|e| {
+                crate::spawn_failed(VMM, e, |e| VmmError::Spawn {
+                    vmm: VMM,
+                    source: std::io::Error::other(banger_proto_free_chain(&e)),
+                })
             })?;
         // Only QEMU holds the listener from here on.
         drop(listener);
