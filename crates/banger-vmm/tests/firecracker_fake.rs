@@ -412,6 +412,38 @@ fn a_jailed_read_only_drive_that_is_a_block_device_is_refused() {
     drop(device);
 }
 
+/// Hardening after the hostile read of the jailed driver: a jailed launch
+/// took `FirecrackerFiles::run` on trust as the slot uid's 0700 `run/`,
+/// and bound it read-write into the jail whatever it was. A `run/` of
+/// another uid, or open to others, is refused before anything is made.
+#[test]
+fn a_jailed_launch_refuses_a_run_dir_not_the_slots_own() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let uid = slot_uid(5_300_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (run, spec) = jailed_fake_spec(dir.path(), uid);
+    let open = |mode: u32| std::fs::set_permissions(&run, std::fs::Permissions::from_mode(mode));
+    for (owner, mode, want) in [
+        (uid, 0o755, "mode 755"),
+        (uid + 1, 0o700, &*format!("owned by uid {}", uid + 1)),
+    ] {
+        std::os::unix::fs::chown(&run, Some(owner), None).unwrap();
+        open(mode).unwrap();
+        // A directory of its own for each try's KVM node.
+        let nodes = dir.path().join(format!("nodes-{owner}-{mode:o}"));
+        std::fs::create_dir(&nodes).unwrap();
+        let err = match driver().launch_jailed(&spec, jailed_files(&nodes, &spec)) {
+            Err(e) => e.to_string(),
+            Ok(mut vm) => {
+                let killed = vm.kill();
+                panic!("launched on a run/ of uid {owner}, mode {mode:o} (killed: {killed:?})");
+            }
+        };
+        assert!(err.contains(want), "{err}");
+        assert!(!run.join("firecracker.log").exists(), "{err}");
+    }
+}
+
 /// The Firecracker jail's design step 4: the fake launched jailed
 /// (`launch_jailed`) runs as the slot uid and gid, pid 1 of its own pid
 /// namespace, sees no `/proc`, and opens its drives by the jail's paths —

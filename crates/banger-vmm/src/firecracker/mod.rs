@@ -191,6 +191,7 @@ impl FirecrackerDriver {
         validate_jailed(spec)?;
         let _span = tracing::info_span!("firecracker", vm = %spec.vm_id, jailed = true).entered();
         let jail = self.jail(spec, &files)?;
+        slot_run_dir(spec, &files.run)?;
         let log = spec::prepare_run_dir(&files.run, spec)?;
         let paths = Paths::jailed(spec);
         let cmd = Cmd::new(&self.binary)
@@ -392,6 +393,32 @@ impl FirecrackerDriver {
             },
         }
     }
+}
+
+/// Refused unless `run` (a jailed launch's `run/`, bound read-write into
+/// the jail) is a directory of the slot uid's (`spec.run_as`), mode 0700:
+/// what the executor makes, and nothing another uid can reach.
+fn slot_run_dir(spec: &LaunchSpec, run: &OwnerDir) -> Result<(), VmmError> {
+    let st = rustix::fs::fstat(run).map_err(|e| VmmError::Io {
+        what: format!("jailing firecracker: inspecting {}", run.path().display()),
+        source: e.into(),
+    })?;
+    let uid = spec.vmm_uid();
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    let mode = st.st_mode & 0o7777;
+    let reason = if kind != rustix::fs::FileType::Directory {
+        format!("a {kind:?}, not a directory")
+    } else if st.st_uid != uid {
+        format!("owned by uid {}, not the slot uid {uid}", st.st_uid)
+    } else if mode != 0o700 {
+        format!("mode {mode:o}, not 700")
+    } else {
+        return Ok(());
+    };
+    Err(VmmError::Refused {
+        path: run.path().display().to_string(),
+        reason: format!("a jailed Firecracker's run directory {reason}"),
+    })
 }
 
 /// Refused unless the read-only drive `d`, behind `fd`, can be bound
