@@ -13,8 +13,11 @@ mod qemu_files;
 mod ready;
 mod slots;
 pub(crate) mod snapshot;
+mod taps;
 #[cfg(test)]
 mod tests_grants;
+#[cfg(test)]
+mod tests_taps;
 mod validate;
 mod vmm;
 
@@ -22,6 +25,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use banger_host::net::HostNet;
 use banger_host::probe::HostProbes;
 use banger_proto::vmops::VmmKind;
 
@@ -49,7 +53,8 @@ pub struct VmHostConfig {
 
 pub(crate) struct VmHost {
     state_dir: PathBuf,
-    /// Also the one uid `EnsureTap` makes taps for: the VMMs run as it.
+    /// Also the one uid `EnsureTap` accepts in a request (the taps it
+    /// makes are root's, handed to a VMM's uid for its launch).
     pub(crate) owner: (u32, u32),
     qemu_binary: Option<PathBuf>,
     firecracker_binary: Option<PathBuf>,
@@ -63,6 +68,9 @@ pub(crate) struct VmHost {
     busy: Mutex<std::collections::BTreeMap<String, &'static str>>,
     /// Device probes (is `/dev/mapper/control` there?).
     probes: Arc<dyn HostProbes>,
+    /// The host network: a journaled tap is handed to a VMM's uid for its
+    /// launch and given back to root (`taps`).
+    net: Arc<dyn HostNet>,
     /// `losetup`, `dmsetup` and device-node ownership.
     pub(crate) tools: Arc<dyn snapshot::DiskTools>,
 }
@@ -81,6 +89,7 @@ impl VmHost {
         cfg: VmHostConfig,
         journal: Arc<JournalFile>,
         probes: Arc<dyn HostProbes>,
+        net: Arc<dyn HostNet>,
     ) -> VmHost {
         VmHost {
             state_dir: cfg.state_dir,
@@ -93,6 +102,7 @@ impl VmHost {
             slots: Mutex::default(),
             busy: Mutex::default(),
             probes,
+            net,
             tools: Arc::new(snapshot::HostTools),
         }
     }

@@ -44,7 +44,9 @@ impl Drop for Slot<'_> {
 }
 
 impl VmHost {
-    /// Reserve the lowest slot neither journaled nor reserved.
+    /// Reserve the lowest slot neither journaled nor reserved. Every
+    /// journaled tap its uid owns goes back to root first (`taps`); one a
+    /// process holds refuses the reservation.
     pub(super) fn reserve_slot(&self) -> Result<Slot<'_>, VmOpError> {
         let mut reserved = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         let mut taken = reserved.clone();
@@ -54,10 +56,19 @@ impl VmHost {
         }
         let uid = free_slot(&self.jail, &taken)?;
         reserved.insert(uid);
-        Ok(Slot {
+        drop(reserved);
+        let slot = Slot {
             reserved: &self.slots,
             uid,
-        })
+        };
+        self.give_back_slot_taps(uid)?;
+        Ok(slot)
+    }
+
+    /// Whether `uid` is a VM slot's (slot k ≥ 1 of the install's range).
+    pub(crate) fn is_vm_slot(&self, uid: u32) -> bool {
+        uid > self.jail.uid_base
+            && u64::from(uid) < u64::from(self.jail.uid_base) + u64::from(self.jail.count)
     }
 }
 
@@ -117,6 +128,7 @@ mod tests {
             },
             std::sync::Arc::new(crate::journal::JournalFile::new(dir.join("journal.json"))),
             std::sync::Arc::new(banger_host::probe::fake::FakeHost::healthy()),
+            std::sync::Arc::new(banger_host::net::fake::FakeNet::new()),
         )
     }
 
@@ -127,6 +139,7 @@ mod tests {
             start_time: banger_host::jail::start_time(pid).unwrap(),
             vmm: banger_proto::vmops::VmmKind::Qemu,
             uid,
+            tap: None,
         }
     }
 

@@ -361,6 +361,8 @@ impl VmHost {
         };
         // QEMU's jail uid, reserved until the journal holds it.
         let mut slot = None;
+        // Firecracker's tap, handed to its uid until the journal holds it.
+        let mut handed = None;
         let mut proc = match spec.vmm {
             VmmKind::Qemu => {
                 let binary = self.qemu_binary.clone().ok_or_else(|| VmOpError::VmmUnavailable {
@@ -406,6 +408,7 @@ impl VmHost {
                                     start_time: started,
                                     vmm: spec.vmm,
                                     uid,
+                                    tap: None,
                                 })
                                 .is_ok()
                             });
@@ -419,6 +422,11 @@ impl VmHost {
             }
             VmmKind::Firecracker => {
                 let run = self.fresh_run_dir(&vm_dir, self.owner)?;
+                // Firecracker opens its tap by name, as the uid it runs
+                // as (`LaunchSpec::vmm_uid`: the owner's today, root's in
+                // dev mode): the idle tap is root's, so it is handed to
+                // that uid, checked against the journal, for this launch.
+                handed = Some(self.hand_tap(&spec.tap, ls.vmm_uid())?);
                 self.launch_firecracker(spec, &ls, run, &vm_dir)?
             }
         };
@@ -441,7 +449,10 @@ impl VmHost {
             start_time: started,
             vmm: spec.vmm,
             uid: slot.as_ref().map(|s| s.uid),
+            tap: handed.as_ref().map(|_| spec.tap.clone()),
         };
+        // A failure below drops `handed` after the kill: the tap goes back
+        // to root unless the VMM still holds it.
         if let Err(e) = self.journal_vmm(entry) {
             // Unjournaled, it could never be stopped or re-adopted.
             if proc.kill().is_err() {
@@ -450,8 +461,9 @@ impl VmHost {
             }
             return Err(e);
         }
-        // The journal holds the slot now.
+        // The journal holds the slot, and the handed tap, now.
         drop(slot);
+        handed.map(super::taps::HandedTap::keep);
         // A replaced entry (a racing launch) is dropped after the lock.
         let replaced = self
             .procs
@@ -547,11 +559,19 @@ impl VmHost {
     /// of it (which makes a new socket) is in flight,
     /// decided and done under the journal's and the operation table's
     /// locks (hostile read of the VMM table, finding 2).
+    /// The tap handed to that VMM goes back to root (`taps`), after the
+    /// locks.
     fn forget_vmm(&self, vm_id: &str, pid: u32, start_time: u64) -> Result<(), VmOpError> {
         let mut txn = self.journal.open().map_err(journal_err)?;
-        txn.state
+        let gone = |e: &VmmEntry| e.vm_id == vm_id && e.pid == pid && e.start_time == start_time;
+        let taps: Vec<String> = txn
+            .state
             .vmms
-            .retain(|e| !(e.vm_id == vm_id && e.pid == pid && e.start_time == start_time));
+            .iter()
+            .filter(|e| gone(e))
+            .filter_map(|e| e.tap.clone())
+            .collect();
+        txn.state.vmms.retain(|e| !gone(e));
         txn.save().map_err(journal_err)?;
         let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         // `PrivOp::LaunchVm`'s name, as `Executor::vm_op` takes the lock.
@@ -560,6 +580,11 @@ impl VmHost {
             .is_some_and(|op| *op == banger_proto::privops::LAUNCH_VM);
         if !launching && txn.state.vmms.iter().all(|e| e.vm_id != vm_id) {
             self.remove_qmp_socket(vm_id);
+        }
+        drop(busy);
+        drop(txn);
+        for tap in taps {
+            self.give_back_tap(&tap);
         }
         Ok(())
     }
