@@ -10,6 +10,7 @@ mod error;
 mod guestfs;
 mod jailed;
 mod qemu_files;
+mod qmp;
 mod ready;
 mod slots;
 pub(crate) mod snapshot;
