@@ -72,7 +72,9 @@ pub enum VmOpError {
     StartTimeUnreadable { vm_id: String, pid: u32 },
     #[error("removing the root-disk devices of VM {vm_id}: {}", errors.join("; "))]
     SnapshotTeardown { vm_id: String, errors: Vec<String> },
-    #[error("handing tap {name:?} to uid {uid}")]
+    /// A tap's tun owner not changed (`name`: the tap, or every
+    /// journaled tap when listing the links failed).
+    #[error("the VM tap hand-over ({name} to uid {uid})")]
     HandTap {
         name: String,
         uid: u32,

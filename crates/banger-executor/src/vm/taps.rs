@@ -104,7 +104,7 @@ impl VmHost {
     /// The host's links, for a give back (its error a `HandTap` to root).
     fn tap_links(&self) -> Result<Vec<Link>, VmOpError> {
         self.net.links().map_err(|source| VmOpError::HandTap {
-            name: String::new(),
+            name: "every journaled tap".into(),
             uid: 0,
             source,
         })

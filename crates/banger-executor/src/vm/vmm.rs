@@ -361,12 +361,9 @@ impl VmHost {
             }
             VmmKind::Firecracker => {
                 let run = self.fresh_run_dir(&vm_dir, self.owner)?;
-                // Firecracker opens its tap by name, as the uid it runs
-                // as (`LaunchSpec::vmm_uid`: the owner's today, root's in
-                // dev mode): the idle tap is root's, so it is handed to
-                // that uid, checked against the journal, for this launch.
-                handed = Some(self.hand_tap(&spec.tap, ls.vmm_uid())?);
-                self.launch_firecracker(spec, &ls, run, &vm_dir)?
+                let (proc, tap) = self.launch_firecracker(spec, &ls, run, &vm_dir)?;
+                handed = Some(tap);
+                proc
             }
         };
         let pid = proc.pid();
@@ -423,13 +420,14 @@ impl VmHost {
         }))
     }
 
+    /// Launch Firecracker, and the tap handed to it for this launch.
     fn launch_firecracker(
         &self,
         spec: &LaunchVmSpec,
         ls: &LaunchSpec,
         run: OwnerDir,
         vm_dir: &OwnerDir,
-    ) -> Result<Proc, VmOpError> {
+    ) -> Result<(Proc, super::taps::HandedTap<'_>), VmOpError> {
         let unavailable = |reason: String| VmOpError::VmmUnavailable {
             vmm: "firecracker",
             reason,
@@ -475,11 +473,18 @@ impl VmHost {
         let serial = vm_dir
             .open_append(SERIAL_LOG, 0o640, self.tool_ids())
             .map_err(failed)?;
+        // Firecracker opens its tap by name, as the uid it runs as
+        // (`LaunchSpec::vmm_uid`: the owner's today, root's in dev mode):
+        // the idle tap is root's, so it is handed to that uid, checked
+        // against the journal, just before Firecracker starts. A failed
+        // launch gives it back as `handed` drops (after the driver killed
+        // Firecracker).
+        let handed = self.hand_tap(&spec.tap, ls.vmm_uid())?;
         let vm = FirecrackerDriver::new(binary)
             .launch_in(ls, run, serial)
             .map_err(failed)?;
         let watch = Box::new(ReadyWatch::spawn(listener, spec.vm_id.clone()));
-        Ok(Proc::Firecracker { vm, watch })
+        Ok((Proc::Firecracker { vm, watch }, handed))
     }
 
     /// Record the VM's VMM, in place of any earlier entry of the VM (a
