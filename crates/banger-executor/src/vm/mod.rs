@@ -65,6 +65,9 @@ pub(crate) struct VmHost {
     procs: Mutex<HashMap<String, (VmmKind, vmm::Proc, u64)>>,
     /// VM jail uids reserved by launches in flight (`slots`).
     slots: Mutex<std::collections::BTreeSet<u32>>,
+    /// Taps handed to a VMM's uid by launches in flight, not yet named by
+    /// a journaled VMM (`taps`): never given back meanwhile.
+    handing: Mutex<std::collections::BTreeSet<String>>,
     /// VMs with an operation in flight, and which ([`VmHost::begin_op`]).
     busy: Mutex<std::collections::BTreeMap<String, &'static str>>,
     /// Device probes (is `/dev/mapper/control` there?).
@@ -101,6 +104,7 @@ impl VmHost {
             journal,
             procs: Mutex::new(HashMap::new()),
             slots: Mutex::default(),
+            handing: Mutex::default(),
             busy: Mutex::default(),
             probes,
             net,

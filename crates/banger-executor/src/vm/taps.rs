@@ -19,6 +19,7 @@ use banger_host::net::{Link, LinkKind, NetError};
 
 use super::VmHost;
 use super::error::{VmOpError, journal_err};
+use crate::journal::Journal;
 
 /// A tap handed to a VMM's uid for a launch in flight: given back to root
 /// when dropped (the launch failed), unless the launch journaled its VMM
@@ -32,13 +33,16 @@ impl HandedTap<'_> {
     /// The VMM's journal entry names the tap: it goes back to root when
     /// that VMM is gone, not now. Returns the tap's name.
     pub(super) fn keep(mut self) -> String {
-        self.name.take().expect("a handed tap is kept once")
+        let name = self.name.take().expect("a handed tap is kept once");
+        self.host.handing(&name, false);
+        name
     }
 }
 
 impl Drop for HandedTap<'_> {
     fn drop(&mut self) {
         if let Some(name) = self.name.take() {
+            self.host.handing(&name, false);
             self.host.give_back_tap(&name);
         }
     }
@@ -70,6 +74,7 @@ impl VmHost {
                 uid,
                 source,
             })?;
+        self.handing(name, true);
         drop(txn);
         Ok(HandedTap {
             host: self,
@@ -77,13 +82,46 @@ impl VmHost {
         })
     }
 
-    /// Best effort, after the VMM it was handed to is gone: give the
-    /// journaled tap `name` back to root. Nothing changes when the journal
-    /// no longer lists it, the name has another index, or it is root's
-    /// already; a tap still held (`EBUSY`) is left with its uid and logged.
+    /// Best effort, after the VMM it was handed to is gone (or its launch
+    /// failed): give the journaled tap `name` back to root, under the
+    /// journal's lock.
     pub(super) fn give_back_tap(&self, name: &str) {
-        let given = self.journal.open().map_err(journal_err).and_then(|txn| {
-            let Some(index) = txn.state.tap(name).and_then(|t| t.ifindex) else {
+        match self.journal.open() {
+            Ok(txn) => self.give_back_journaled(&txn.state, name),
+            Err(e) => {
+                tracing::warn!(tap = name, error = %banger_proto::error::chain(&e).join(": "), "a tap was not given back to root")
+            }
+        }
+    }
+
+    /// Mark `name` as handed by a launch in flight (`true`), or no longer.
+    fn handing(&self, name: &str, handing: bool) {
+        let mut set = self.handing.lock().unwrap_or_else(|e| e.into_inner());
+        if handing {
+            set.insert(name.to_string());
+        } else {
+            set.remove(name);
+        }
+    }
+
+    /// [`VmHost::give_back_tap`] for a caller that holds the journal
+    /// (`journal`, its state). Nothing changes when the journal no longer
+    /// lists the tap, the name has another index, or it is root's
+    /// already; nor while a launch in flight has handed it or a journaled
+    /// VMM names it (a launch of the same tap raced this one's end); a tap
+    /// still held (`EBUSY`) is left with its uid and logged.
+    pub(super) fn give_back_journaled(&self, journal: &Journal, name: &str) {
+        let in_use = journal.vmms.iter().any(|e| e.tap.as_deref() == Some(name))
+            || self
+                .handing
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(name);
+        if in_use {
+            return;
+        }
+        let given = (|| {
+            let Some(index) = journal.tap(name).and_then(|t| t.ifindex) else {
                 return Ok(());
             };
             let link = self.net.link(name).map_err(|source| VmOpError::HandTap {
@@ -95,7 +133,7 @@ impl VmHost {
                 Some(link) if link.index == index => self.give_back_link(&link),
                 _ => Ok(()),
             }
-        });
+        })();
         if let Err(e) = given {
             tracing::warn!(tap = name, error = %banger_proto::error::chain(&e).join(": "), "a tap was not given back to root");
         }

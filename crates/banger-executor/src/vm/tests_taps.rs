@@ -248,3 +248,56 @@ fn a_tap_is_handed_only_with_its_journaled_index() {
         assert_eq!(owner(net), Some(0), "a dropped hand-over kept its uid");
     });
 }
+
+/// Self-review of the give back: forgetting a VMM gave its tap back to
+/// root whatever happened meanwhile, so a stop (or a status) finishing
+/// while a launch of the same tap had handed it to its VMM's uid undid
+/// that hand-over, and the new VMM could not attach. A gone VMM's entry
+/// and a launch in flight with the same tap: the tap stays the
+/// launch's; the launch failing then gives it back. A tap another
+/// journaled VMM names stays that VMM's too.
+#[test]
+fn a_give_back_never_undoes_a_launch_in_flight_or_another_vmms_tap() {
+    with_a_tap(|net, index, dir| {
+        let h = host(dir);
+        journal_tap(&h, Some(index));
+        #[allow(clippy::disallowed_methods, reason = "a pid that has exited")]
+        let mut gone = std::process::Command::new("true").spawn().unwrap();
+        let gone_pid = gone.id();
+        gone.wait().unwrap();
+        let entry = |vm_id: &str, pid: u32, start_time: u64| VmmEntry {
+            vm_id: vm_id.into(),
+            pid,
+            start_time,
+            vmm: VmmKind::Firecracker,
+            uid: Some(SLOT),
+            tap: Some(TAP.into()),
+        };
+        let journal_vmm = |e: VmmEntry| {
+            let mut txn = h.journal.open().unwrap();
+            txn.state.vmms.push(e);
+            txn.save().unwrap();
+        };
+        journal_vmm(entry(VM, gone_pid, 1));
+        let in_flight = h.hand_tap(TAP, SLOT).unwrap();
+        assert!(!h.status(VM).unwrap().running);
+        assert_eq!(owner(net), Some(SLOT), "a launch in flight lost its tap");
+        drop(in_flight);
+        assert_eq!(owner(net), Some(0), "a failed launch kept its tap's uid");
+
+        let other = "f".repeat(32);
+        let me = std::process::id();
+        journal_vmm(entry(VM, gone_pid, 1));
+        journal_vmm(entry(
+            &other,
+            me,
+            banger_host::jail::start_time(me).unwrap(),
+        ));
+        h.hand_tap(TAP, SLOT).unwrap().keep();
+        assert!(!h.status(VM).unwrap().running);
+        assert_eq!(owner(net), Some(SLOT), "another VMM's tap was taken");
+        let mut txn = h.journal.open().unwrap();
+        txn.state.vmms.clear();
+        txn.save().unwrap();
+    });
+}

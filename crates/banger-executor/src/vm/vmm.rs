@@ -503,8 +503,9 @@ impl VmHost {
     /// of it (which makes a new socket) is in flight,
     /// decided and done under the journal's and the operation table's
     /// locks (hostile read of the VMM table, finding 2).
-    /// The tap handed to that VMM goes back to root (`taps`), after the
-    /// locks.
+    /// The tap handed to that VMM goes back to root (`taps`), under the
+    /// journal's lock (unless a launch in flight handed it, or another
+    /// journaled VMM names it).
     fn forget_vmm(&self, vm_id: &str, pid: u32, start_time: u64) -> Result<(), VmOpError> {
         let mut txn = self.journal.open().map_err(journal_err)?;
         let gone = |e: &VmmEntry| e.vm_id == vm_id && e.pid == pid && e.start_time == start_time;
@@ -525,10 +526,8 @@ impl VmHost {
         if !launching && txn.state.vmms.iter().all(|e| e.vm_id != vm_id) {
             self.remove_qmp_socket(vm_id);
         }
-        drop(busy);
-        drop(txn);
         for tap in taps {
-            self.give_back_tap(&tap);
+            self.give_back_journaled(&txn.state, &tap);
         }
         Ok(())
     }
