@@ -559,11 +559,11 @@ fn ensure_tap_creates_attaches_and_is_idempotent() {
 
     // Handed to the requester's uid (a launch in flight): still accepted.
     let index = f.net.link_named("bangertap0").unwrap().index;
-    f.net.hand_tap("bangertap0", index, 4242).unwrap();
+    f.net.hand_tap("bangertap0", index, 4242, 4242).unwrap();
     f.run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
     // Owned by a uid that is neither root, the requester's nor a slot's:
     // refused rather than silently changed.
-    f.net.hand_tap("bangertap0", index, 1000).unwrap();
+    f.net.hand_tap("bangertap0", index, 1000, 1000).unwrap();
     let err = f.run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidState);
     assert!(
@@ -597,12 +597,12 @@ fn ensure_tap_accepts_a_tap_handed_to_a_vm_slot_only() {
     run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
     let index = f.net.link_named("bangertap0").unwrap().index;
     for uid in [0, 4242, 2_000_001, 2_000_003] {
-        f.net.hand_tap("bangertap0", index, uid).unwrap();
+        f.net.hand_tap("bangertap0", index, uid, uid).unwrap();
         run(PrivOp::EnsureTap(tap("bangertap0")))
             .unwrap_or_else(|e| panic!("uid {uid}: {}", e.render()));
     }
     for uid in [2_000_000, 2_000_004] {
-        f.net.hand_tap("bangertap0", index, uid).unwrap();
+        f.net.hand_tap("bangertap0", index, uid, uid).unwrap();
         let err = run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidState, "uid {uid}");
     }

@@ -5,15 +5,17 @@
 //! process of the owner or of a slot uid can attach to one. A VMM that
 //! opens its tap by name (Firecracker) gets it just before its launch:
 //! `HostNet::hand_tap` attaches as root only while the name has the
-//! interface index journaled for it, sets the tun owner and detaches. The
-//! VMM's journal entry names the tap, which goes back to root (owner 0)
-//! once that VMM is gone (stop, kill, a status that finds it exited), at
-//! the executor's start (every idle journaled tap), and when a slot is
-//! reserved (every journaled tap that slot's uid owns). A tap some process
-//! holds (`EBUSY`) is never taken from it: a hand-over is refused, a give
-//! back leaves it and says so.
-//!
-//! QEMU needs none of this: root opens its tap and passes the descriptor.
+//! interface index journaled for it, sets the tun owner and group (the
+//! VMM's uid and gid) and detaches. QEMU gets root's own descriptor of
+//! its tap, so its tap is handed to root (0, 0) the same way before root
+//! opens it. Either VMM holds an attached descriptor, through which it
+//! can set the tap's owner and group itself (no capability needed), so
+//! the VMM's journal entry names the tap, which goes back to root (owner
+//! and group 0) once that VMM is gone (stop, kill, a status that finds it
+//! exited; a launch that fails), at the executor's start (every idle
+//! journaled tap), and when a slot is reserved (every journaled tap that
+//! slot's uid owns). A tap some process holds (`EBUSY`) is never taken
+//! from it: a hand-over is refused, a give back leaves it and says so.
 
 use banger_host::net::{Link, LinkKind, NetError};
 
@@ -21,7 +23,7 @@ use super::VmHost;
 use super::error::{VmOpError, journal_err};
 use crate::journal::Journal;
 
-/// A tap handed to a VMM's uid for a launch in flight: given back to root
+/// A tap handed to a VMM's ids for a launch in flight: given back to root
 /// when dropped (the launch failed), unless the launch journaled its VMM
 /// with it ([`HandedTap::keep`]).
 pub(super) struct HandedTap<'a> {
@@ -48,17 +50,27 @@ impl Drop for HandedTap<'_> {
     }
 }
 
+/// A tap whose tun owner is root and whose group is unset or root's.
+fn roots(link: &Link) -> bool {
+    link.tap_owner == Some(0) && matches!(link.tap_group, None | Some(0))
+}
+
 /// `NetError::errno` is `EBUSY`: a process holds the tap.
 pub(super) fn busy(e: &NetError) -> bool {
     e.errno() == Some(rustix::io::Errno::BUSY.raw_os_error())
 }
 
 impl VmHost {
-    /// Hand the journaled tap `name` to `uid` for a launch: the tap must
-    /// be journaled with its interface index (an `EnsureTap` made or
-    /// checked it), and is changed only while that index is its own. The
-    /// journal stays locked meanwhile (no `DeleteTap` or teardown between).
-    pub(super) fn hand_tap(&self, name: &str, uid: u32) -> Result<HandedTap<'_>, VmOpError> {
+    /// Hand the journaled tap `name` to `ids` (tun owner uid, group gid)
+    /// for a launch: the tap must be journaled with its interface index
+    /// (an `EnsureTap` made or checked it), and is changed only while that
+    /// index is its own. The journal stays locked meanwhile (no
+    /// `DeleteTap` or teardown between).
+    pub(super) fn hand_tap(
+        &self,
+        name: &str,
+        (uid, gid): (u32, u32),
+    ) -> Result<HandedTap<'_>, VmOpError> {
         let txn = self.journal.open().map_err(journal_err)?;
         let Some(index) = txn.state.tap(name).and_then(|t| t.ifindex) else {
             return Err(VmOpError::Invalid {
@@ -68,7 +80,7 @@ impl VmHost {
             });
         };
         self.net
-            .hand_tap(name, index, uid)
+            .hand_tap(name, index, uid, gid)
             .map_err(|source| VmOpError::HandTap {
                 name: name.to_string(),
                 uid,
@@ -149,13 +161,13 @@ impl VmHost {
     }
 
     /// Give `link` (a journaled tap of the journaled index, checked by the
-    /// caller) back to root, unless it is root's already.
+    /// caller) back to root, owner and group, unless it is root's already.
     fn give_back_link(&self, link: &Link) -> Result<(), VmOpError> {
-        if link.tap_owner == Some(0) {
+        if roots(link) {
             return Ok(());
         }
         self.net
-            .hand_tap(&link.name, link.index, 0)
+            .hand_tap(&link.name, link.index, 0, 0)
             .map_err(|source| VmOpError::HandTap {
                 name: link.name.clone(),
                 uid: 0,
@@ -201,7 +213,7 @@ impl VmHost {
                 let Some(link) = links.iter().find(|l| l.name == entry.name) else {
                     continue;
                 };
-                if link.kind != LinkKind::Tap || link.tap_owner == Some(0) {
+                if link.kind != LinkKind::Tap || roots(link) {
                     continue;
                 }
                 match entry.ifindex {

@@ -120,7 +120,9 @@ fn attach() -> std::io::Result<File> {
 /// name: the tap handed to `SLOT`, a stand-in VMM of that uid, journaled
 /// with the tap. Returns the stand-in.
 fn launch(h: &VmHost) -> std::process::Child {
-    let handed = h.hand_tap(TAP, SLOT).expect("handing the tap for a launch");
+    let handed = h
+        .hand_tap(TAP, (SLOT, SLOT))
+        .expect("handing the tap for a launch");
     use std::os::unix::process::CommandExt as _;
     #[allow(clippy::disallowed_methods, reason = "a stand-in VMM of a slot uid")]
     let vmm = std::process::Command::new("sleep")
@@ -199,7 +201,7 @@ fn a_tap_is_handed_to_a_slot_only_for_its_launch() {
 
         // Held (a process of the slot's that outlived its VMM): neither
         // the sweep nor a reservation takes it from under it.
-        let handed = h.hand_tap(TAP, SLOT).unwrap();
+        let handed = h.hand_tap(TAP, (SLOT, SLOT)).unwrap();
         handed.keep();
         let held = attach_as(SLOT).unwrap();
         h.give_back_idle_taps();
@@ -223,20 +225,20 @@ fn a_tap_is_handed_to_a_slot_only_for_its_launch() {
 fn a_tap_is_handed_only_with_its_journaled_index() {
     with_a_tap(|net, index, dir| {
         let h = host(dir);
-        let refused = h.hand_tap(TAP, SLOT).map(|t| t.keep());
+        let refused = h.hand_tap(TAP, (SLOT, SLOT)).map(|t| t.keep());
         assert!(
             matches!(refused, Err(VmOpError::Invalid { .. })),
             "{refused:?}"
         );
         let journal = |ifindex| journal_tap(&h, ifindex);
         journal(None);
-        let refused = h.hand_tap(TAP, SLOT).map(|t| t.keep());
+        let refused = h.hand_tap(TAP, (SLOT, SLOT)).map(|t| t.keep());
         assert!(
             matches!(refused, Err(VmOpError::Invalid { .. })),
             "{refused:?}"
         );
         journal(Some(index + 100));
-        let refused = h.hand_tap(TAP, SLOT).map(|t| t.keep());
+        let refused = h.hand_tap(TAP, (SLOT, SLOT)).map(|t| t.keep());
         assert!(
             matches!(refused, Err(VmOpError::HandTap { .. })),
             "{refused:?}"
@@ -244,7 +246,7 @@ fn a_tap_is_handed_only_with_its_journaled_index() {
         assert_eq!(owner(net), Some(0));
         // A launch that fails gives the tap back as it unwinds.
         journal(Some(index));
-        drop(h.hand_tap(TAP, SLOT).unwrap());
+        drop(h.hand_tap(TAP, (SLOT, SLOT)).unwrap());
         assert_eq!(owner(net), Some(0), "a dropped hand-over kept its uid");
     });
 }
@@ -279,7 +281,7 @@ fn a_give_back_never_undoes_a_launch_in_flight_or_another_vmms_tap() {
             txn.save().unwrap();
         };
         journal_vmm(entry(VM, gone_pid, 1));
-        let in_flight = h.hand_tap(TAP, SLOT).unwrap();
+        let in_flight = h.hand_tap(TAP, (SLOT, SLOT)).unwrap();
         assert!(!h.status(VM).unwrap().running);
         assert_eq!(owner(net), Some(SLOT), "a launch in flight lost its tap");
         drop(in_flight);
@@ -293,11 +295,52 @@ fn a_give_back_never_undoes_a_launch_in_flight_or_another_vmms_tap() {
             me,
             banger_host::jail::start_time(me).unwrap(),
         ));
-        h.hand_tap(TAP, SLOT).unwrap().keep();
+        h.hand_tap(TAP, (SLOT, SLOT)).unwrap().keep();
         assert!(!h.status(VM).unwrap().running);
         assert_eq!(owner(net), Some(SLOT), "another VMM's tap was taken");
         let mut txn = h.journal.open().unwrap();
         txn.state.vmms.clear();
         txn.save().unwrap();
+    });
+}
+
+/// `ioctl(tun, request, value)` for the tun ioctls that take a value
+/// (`TUNSETOWNER`, `TUNSETGROUP`), as a holder of the tap's descriptor
+/// may call them.
+fn tun_set(tun: &File, request: libc::c_ulong, value: u32) -> std::io::Result<()> {
+    // SAFETY: both requests take their argument by value; no memory is
+    // passed.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), request, libc::c_ulong::from(value)) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Hostile read of the tap hand-over, finding 2: a VMM can set the group
+/// of the tap it holds (`TUNSETGROUP`; a group is never cleared, and an
+/// attach needs both owner and group), and the give-back and the next
+/// hand-over set only the owner, so the next launch's VMM could not
+/// attach (`EPERM`). Both now set the group too (root's, the slot's).
+#[test]
+fn a_tap_whose_group_a_vmm_set_is_handed_whole_to_the_next_launch() {
+    with_a_tap(|net, index, dir| {
+        let h = host(dir);
+        journal_tap(&h, Some(index));
+        let mut vmm = launch(&h);
+        let held = attach_as(SLOT).expect("the slot attaches to its tap");
+        tun_set(&held, libc::TUNSETGROUP, OTHER).expect("TUNSETGROUP");
+        drop(held);
+        h.stop(VM, Duration::ZERO, true).unwrap();
+        let _ = vmm.wait();
+        assert_eq!(owner(net), Some(0), "after a kill");
+        let mut vmm = launch(&h);
+        let attached = attach_as(SLOT);
+        h.stop(VM, Duration::ZERO, true).unwrap();
+        let _ = vmm.wait();
+        assert!(
+            attached.is_ok(),
+            "the next launch's VMM could not attach to its tap: {attached:?}"
+        );
     });
 }

@@ -300,9 +300,10 @@ impl VmHost {
         };
         // QEMU's jail uid, reserved until the journal holds it.
         let mut slot = None;
-        // Firecracker's tap, handed to its uid until the journal holds it.
-        let mut handed = None;
-        let mut proc = match spec.vmm {
+        // With the VMM, its tap (Firecracker's handed to its ids, QEMU's
+        // to root), given back if the launch fails, until the journal
+        // holds it.
+        let (mut proc, handed) = match spec.vmm {
             VmmKind::Qemu => {
                 let binary = self.qemu_binary.clone().ok_or_else(|| VmOpError::VmmUnavailable {
                     vmm: "qemu",
@@ -311,6 +312,11 @@ impl VmHost {
                 let reserved = self.reserve_slot()?;
                 let ids = (reserved.uid, reserved.uid);
                 slot = Some(reserved);
+                // Root opens QEMU's tap (`qemu_files`) and passes the
+                // descriptor: the tap is root's for it, owner and group,
+                // checked against the journal, and given back whatever
+                // the jailed QEMU set through that descriptor.
+                let handed = self.hand_tap(&spec.tap, (0, 0))?;
                 let qmp = self.qmp_socket(&spec.vm_id, true)?;
                 let log = vm_dir
                     .recreate(VMM_LOG, 0o600, self.tool_ids())
@@ -327,7 +333,7 @@ impl VmHost {
                 let files = self.qemu_files(&ls, &vm_dir, log, qmp)?;
                 let driver = QemuDriver { binary };
                 match driver.launch(&ls, files) {
-                    Ok(vm) => Proc::Qemu(vm),
+                    Ok(vm) => (Proc::Qemu(vm), handed),
                     Err(source) => {
                         if let VmmError::StillRunning { pid, started, .. } = source {
                             // Maybe still running as its slot uid:
@@ -347,11 +353,14 @@ impl VmHost {
                                     start_time: started,
                                     vmm: spec.vmm,
                                     uid,
-                                    tap: None,
+                                    tap: Some(spec.tap.clone()),
                                 })
                                 .is_ok()
                             });
-                            if !journaled {
+                            if journaled {
+                                // Given back when that entry goes.
+                                handed.keep();
+                            } else {
                                 std::mem::forget(slot.take());
                             }
                         }
@@ -361,9 +370,7 @@ impl VmHost {
             }
             VmmKind::Firecracker => {
                 let run = self.fresh_run_dir(&vm_dir, self.owner)?;
-                let (proc, tap) = self.launch_firecracker(spec, &ls, run, &vm_dir)?;
-                handed = Some(tap);
-                proc
+                self.launch_firecracker(spec, &ls, run, &vm_dir)?
             }
         };
         let pid = proc.pid();
@@ -385,7 +392,7 @@ impl VmHost {
             start_time: started,
             vmm: spec.vmm,
             uid: slot.as_ref().map(|s| s.uid),
-            tap: handed.as_ref().map(|_| spec.tap.clone()),
+            tap: Some(spec.tap.clone()),
         };
         // A failure below drops `handed` after the kill: the tap goes back
         // to root unless the VMM still holds it.
@@ -399,7 +406,7 @@ impl VmHost {
         }
         // The journal holds the slot, and the handed tap, now.
         drop(slot);
-        handed.map(super::taps::HandedTap::keep);
+        handed.keep();
         // A replaced entry (a racing launch) is dropped after the lock.
         let replaced = self
             .procs
@@ -473,13 +480,19 @@ impl VmHost {
         let serial = vm_dir
             .open_append(SERIAL_LOG, 0o640, self.tool_ids())
             .map_err(failed)?;
-        // Firecracker opens its tap by name, as the uid it runs as
-        // (`LaunchSpec::vmm_uid`: the owner's today, root's in dev mode):
-        // the idle tap is root's, so it is handed to that uid, checked
-        // against the journal, just before Firecracker starts. A failed
-        // launch gives it back as `handed` drops (after the driver killed
-        // Firecracker).
-        let handed = self.hand_tap(&spec.tap, ls.vmm_uid())?;
+        // Firecracker opens its tap by name, as the ids it runs as
+        // (`LaunchSpec::run_as`: the owner's today, root's in dev mode):
+        // the idle tap is root's, so it is handed to those ids (tun owner
+        // and group), checked against the journal, just before Firecracker
+        // starts. A failed launch gives it back as `handed` drops (after
+        // the driver killed Firecracker).
+        let ids = ls.run_as.unwrap_or_else(|| {
+            (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            )
+        });
+        let handed = self.hand_tap(&spec.tap, ids)?;
         let vm = FirecrackerDriver::new(binary)
             .launch_in(ls, run, serial)
             .map_err(failed)?;
@@ -503,9 +516,9 @@ impl VmHost {
     /// of it (which makes a new socket) is in flight,
     /// decided and done under the journal's and the operation table's
     /// locks (hostile read of the VMM table, finding 2).
-    /// The tap handed to that VMM goes back to root (`taps`), under the
-    /// journal's lock (unless a launch in flight handed it, or another
-    /// journaled VMM names it).
+    /// The tap of that VMM goes back to root (`taps`), under the journal's
+    /// lock (unless a launch in flight handed it, or another journaled VMM
+    /// names it).
     fn forget_vmm(&self, vm_id: &str, pid: u32, start_time: u64) -> Result<(), VmOpError> {
         let mut txn = self.journal.open().map_err(journal_err)?;
         let gone = |e: &VmmEntry| e.vm_id == vm_id && e.pid == pid && e.start_time == start_time;
