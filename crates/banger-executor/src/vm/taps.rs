@@ -15,7 +15,8 @@
 //! exited; a launch that fails), at the executor's start (every idle
 //! journaled tap), and when a slot is reserved (every journaled tap that
 //! slot's uid owns). A tap some process holds (`EBUSY`) is never taken
-//! from it: a hand-over is refused, a give back leaves it and says so.
+//! from it: a hand-over is refused, a give back leaves it and says so,
+//! and a reservation passes over the slot whose uid owns it.
 
 use banger_host::net::{Link, LinkKind, NetError};
 
@@ -178,7 +179,7 @@ impl VmHost {
     /// Before slot `uid` is given to a launch: every journaled tap (of its
     /// journaled index) whose tun owner is `uid` goes back to root, so the
     /// new VMM reaches no tap an earlier holder of the slot had. One that
-    /// a process holds refuses the reservation.
+    /// a process holds refuses the slot (`EBUSY`, see [`busy`]).
     pub(super) fn give_back_slot_taps(&self, uid: u32) -> Result<(), VmOpError> {
         let txn = self.journal.open().map_err(journal_err)?;
         if txn.state.taps.is_empty() {
