@@ -65,9 +65,10 @@ pub(crate) struct VmHost {
     procs: Mutex<HashMap<String, (VmmKind, vmm::Proc, u64)>>,
     /// VM jail uids reserved by launches in flight (`slots`).
     slots: Mutex<std::collections::BTreeSet<u32>>,
-    /// Taps handed to a VMM's uid by launches in flight, not yet named by
-    /// a journaled VMM (`taps`): never given back meanwhile.
-    handing: Mutex<std::collections::BTreeSet<String>>,
+    /// Taps handed to a VMM's ids by launches in flight, not yet named by
+    /// a journaled VMM (`taps`), with how many launches hand each: never
+    /// given back meanwhile.
+    handing: Mutex<std::collections::BTreeMap<String, usize>>,
     /// VMs with an operation in flight, and which ([`VmHost::begin_op`]).
     busy: Mutex<std::collections::BTreeMap<String, &'static str>>,
     /// Device probes (is `/dev/mapper/control` there?).

@@ -107,30 +107,33 @@ impl VmHost {
         }
     }
 
-    /// Mark `name` as handed by a launch in flight (`true`), or no longer.
+    /// Count a launch in flight handing `name` (`true`), or one less.
     fn handing(&self, name: &str, handing: bool) {
-        let mut set = self.handing.lock().unwrap_or_else(|e| e.into_inner());
+        let mut count = self.handing.lock().unwrap_or_else(|e| e.into_inner());
+        let n = count.entry(name.to_string()).or_default();
         if handing {
-            set.insert(name.to_string());
+            *n += 1;
         } else {
-            set.remove(name);
+            *n = n.saturating_sub(1);
+        }
+        if *n == 0 {
+            count.remove(name);
         }
     }
 
     /// [`VmHost::give_back_tap`] for a caller that holds the journal
     /// (`journal`, its state). Nothing changes when the journal no longer
     /// lists the tap, the name has another index, or it is root's
-    /// already; nor while a launch in flight has handed it or a journaled
-    /// VMM names it (a launch of the same tap raced this one's end); a tap
-    /// still held (`EBUSY`) is left with its uid and logged.
+    /// already; nor while a launch in flight has handed it (a launch of
+    /// the same tap raced this one's end). A tap still held (`EBUSY`: a
+    /// live VMM, whoever's entry names it) is left as it is and logged.
     pub(super) fn give_back_journaled(&self, journal: &Journal, name: &str) {
-        let in_use = journal.vmms.iter().any(|e| e.tap.as_deref() == Some(name))
-            || self
-                .handing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(name);
-        if in_use {
+        let in_flight = self
+            .handing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(name);
+        if in_flight {
             return;
         }
         let given = (|| {

@@ -144,6 +144,29 @@ fn launch(h: &VmHost) -> std::process::Child {
     vmm
 }
 
+/// A journal entry of VM `vm_id`'s Firecracker of `SLOT` with `TAP`,
+/// whose process has exited.
+fn gone_vmm(vm_id: &str) -> VmmEntry {
+    #[allow(clippy::disallowed_methods, reason = "a pid that has exited")]
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    gone.wait().unwrap();
+    VmmEntry {
+        vm_id: vm_id.into(),
+        pid: gone.id(),
+        start_time: 1,
+        vmm: VmmKind::Firecracker,
+        uid: Some(SLOT),
+        tap: Some(TAP.into()),
+    }
+}
+
+/// Journal `entry` beside any other.
+fn journal_vmm(h: &VmHost, entry: VmmEntry) {
+    let mut txn = h.journal.open().unwrap();
+    txn.state.vmms.push(entry);
+    txn.save().unwrap();
+}
+
 /// Firecracker jail design, part 2 step 2: an idle tap is root's; for a
 /// launch it is the slot's (the slot attaches, no other uid does), and
 /// root's again once the VMM is gone — stopped, killed, or gone while no
@@ -253,30 +276,14 @@ fn a_tap_is_handed_only_with_its_journaled_index() {
 /// that hand-over, and the new VMM could not attach. A gone VMM's entry
 /// and a launch in flight with the same tap: the tap stays the
 /// launch's; the launch failing then gives it back. A tap another
-/// journaled VMM names stays that VMM's too.
+/// journaled VMM holds stays that VMM's too (`EBUSY`).
 #[test]
 fn a_give_back_never_undoes_a_launch_in_flight_or_another_vmms_tap() {
     with_a_tap(|net, index, dir| {
         let h = host(dir);
         journal_tap(&h, Some(index));
-        #[allow(clippy::disallowed_methods, reason = "a pid that has exited")]
-        let mut gone = std::process::Command::new("true").spawn().unwrap();
-        let gone_pid = gone.id();
-        gone.wait().unwrap();
-        let entry = |vm_id: &str, pid: u32, start_time: u64| VmmEntry {
-            vm_id: vm_id.into(),
-            pid,
-            start_time,
-            vmm: VmmKind::Firecracker,
-            uid: Some(SLOT),
-            tap: Some(TAP.into()),
-        };
-        let journal_vmm = |e: VmmEntry| {
-            let mut txn = h.journal.open().unwrap();
-            txn.state.vmms.push(e);
-            txn.save().unwrap();
-        };
-        journal_vmm(entry(VM, gone_pid, 1));
+        let gone = gone_vmm(VM);
+        journal_vmm(&h, gone.clone());
         let in_flight = h.hand_tap(TAP, (SLOT, SLOT)).unwrap();
         assert!(!h.status(VM).unwrap().running);
         assert_eq!(owner(net), Some(SLOT), "a launch in flight lost its tap");
@@ -285,15 +292,21 @@ fn a_give_back_never_undoes_a_launch_in_flight_or_another_vmms_tap() {
 
         let other = "f".repeat(32);
         let me = std::process::id();
-        journal_vmm(entry(VM, gone_pid, 1));
-        journal_vmm(entry(
-            &other,
-            me,
-            banger_host::jail::start_time(me).unwrap(),
-        ));
+        journal_vmm(&h, gone);
+        journal_vmm(
+            &h,
+            VmmEntry {
+                vm_id: other,
+                pid: me,
+                start_time: banger_host::jail::start_time(me).unwrap(),
+                ..gone_vmm(VM)
+            },
+        );
         h.hand_tap(TAP, (SLOT, SLOT)).unwrap().keep();
+        let held = attach_as(SLOT).expect("the other VMM attaches");
         assert!(!h.status(VM).unwrap().running);
         assert_eq!(owner(net), Some(SLOT), "another VMM's tap was taken");
+        drop(held);
         let mut txn = h.journal.open().unwrap();
         txn.state.vmms.clear();
         txn.save().unwrap();
@@ -363,5 +376,40 @@ fn a_held_tap_of_the_lowest_slots_uid_passes_that_slot_over() {
         );
         assert_eq!(h.reserve_slot().unwrap().uid, SLOT);
         assert_eq!(owner(net), Some(0), "after its slot was reserved");
+    });
+}
+
+/// Hostile read of the tap hand-over, finding 4: a journaled VMM naming
+/// the tap, alive or not, kept any other VMM's give-back from happening,
+/// so a gone VMM's stale entry (another VM's, same tap) left the tap with
+/// the uid of the next VMM on it once that one was stopped.
+#[test]
+fn a_gone_vmms_stale_entry_keeps_no_tap_from_going_back() {
+    with_a_tap(|net, index, dir| {
+        let h = host(dir);
+        journal_tap(&h, Some(index));
+        journal_vmm(&h, gone_vmm(&"e".repeat(32)));
+        let mut vmm = launch(&h);
+        h.stop(VM, Duration::ZERO, true).unwrap();
+        let _ = vmm.wait();
+        assert_eq!(owner(net), Some(0), "a stale entry kept the tap handed");
+    });
+}
+
+/// Hostile read of the tap hand-over, finding 5: two launches in flight
+/// handing the same tap; the first failing took it off the in-flight set
+/// and gave it back under the second. It stays handed until the last.
+#[test]
+fn a_failed_launch_leaves_the_tap_of_another_in_flight() {
+    with_a_tap(|net, index, dir| {
+        let h = host(dir);
+        journal_tap(&h, Some(index));
+        let first = h.hand_tap(TAP, (SLOT, SLOT)).unwrap();
+        let second = h.hand_tap(TAP, (SLOT, SLOT)).unwrap();
+        drop(first);
+        let kept = owner(net);
+        drop(second);
+        assert_eq!(kept, Some(SLOT), "the other launch in flight lost its tap");
+        assert_eq!(owner(net), Some(0), "the last failed launch kept its uid");
     });
 }

@@ -517,8 +517,7 @@ impl VmHost {
     /// decided and done under the journal's and the operation table's
     /// locks (hostile read of the VMM table, finding 2).
     /// The tap of that VMM goes back to root (`taps`), under the journal's
-    /// lock (unless a launch in flight handed it, or another journaled VMM
-    /// names it).
+    /// lock (unless a launch in flight has handed it).
     fn forget_vmm(&self, vm_id: &str, pid: u32, start_time: u64) -> Result<(), VmOpError> {
         let mut txn = self.journal.open().map_err(journal_err)?;
         let gone = |e: &VmmEntry| e.vm_id == vm_id && e.pid == pid && e.start_time == start_time;
