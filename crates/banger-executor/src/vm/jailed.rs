@@ -25,6 +25,7 @@ use banger_host::runner::{Cmd, Output, Runner};
 
 use super::VmHost;
 use super::error::{VmOpError, io};
+use super::slots::Slot;
 use crate::journal::GrantEntry;
 
 /// Where the disk appears inside the jail.
@@ -48,26 +49,22 @@ pub(super) struct DiskGrant<'a> {
 }
 
 impl VmHost {
-    /// Grant `uid` (the tool uid, or a VM slot's uid, whose grant for a
-    /// Firecracker drive lives only during the launch: Firecracker opens
-    /// its drives once, at `PUT /drives`) access to the disk behind `disk`
-    /// (a descriptor the caller opened beneath the state dir and checked):
-    /// read-write when `writable`, else read-only. No other uid is ever
-    /// granted anything.
+    /// Grant the tool uid (`slot` `None`), or the uid of `slot` — a VM
+    /// slot reserved by the launch in flight, whose grant for a
+    /// Firecracker drive lives only during that launch: Firecracker opens
+    /// its drives once, at `PUT /drives` — access to the disk behind
+    /// `disk` (a descriptor the caller opened beneath the state dir and
+    /// checked): read-write when `writable`, else read-only. No other uid
+    /// is ever granted anything: a slot's grant needs the launch's
+    /// reservation ([`Slot`], made only by `reserve_slot`), not a bare uid.
     pub(super) fn grant_disk<'a>(
         &'a self,
         disk: &'a File,
         path: &Path,
-        uid: u32,
+        slot: Option<&Slot<'_>>,
         writable: bool,
     ) -> Result<DiskGrant<'a>, VmOpError> {
-        if uid != self.jail.tool_uid() && !self.is_vm_slot(uid) {
-            return Err(VmOpError::Invalid {
-                what: "disk grant",
-                value: uid.to_string(),
-                reason: "only the tool uid or a VM slot uid of the install's jail range is granted a disk".into(),
-            });
-        }
+        let uid = slot.map_or_else(|| self.jail.tool_uid(), |s| s.uid);
         let (vm_id, disk_name) = self.granted_disk(path)?;
         let range = self.jail.uid_base..self.jail.uid_base + self.jail.count;
         let mut journaled = None;
@@ -237,7 +234,7 @@ impl VmHost {
         disk: &File,
         path: &Path,
     ) -> Result<(), VmOpError> {
-        self.grant_disk(disk, path, self.jail.tool_uid(), true)?
+        self.grant_disk(disk, path, None, true)?
             .run(what, cmd.timeout(Duration::from_secs(300)), None)
             .map(drop)
     }
