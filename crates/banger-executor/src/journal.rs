@@ -6,7 +6,7 @@
 //! The journal is a JSON file (`root-journal.json` in the dev state dir,
 //! `journal.json` in the helper's root state dir) holding the bridges
 //! (name, address, prefix, whether its MAC was written), taps (name,
-//! bridge, owner uid, ifindex), whether banger's nft tables were
+//! bridge, the tun owner made with, ifindex), whether banger's nft tables were
 //! installed (and which guests they masquerade), the links
 //! whose resolver settings banger changed, VMM processes, dm-snapshot
 //! devices, the disk tools' outstanding ACL grants, and whether banger
@@ -42,7 +42,12 @@ use serde::{Deserialize, Serialize};
 /// finding 1: no longer read from the owner's `root.origin`). Older files
 /// are read (their VMs' image ids taken once from the checked marker) and
 /// written back as 4.
-pub const JOURNAL_VERSION: u32 = 4;
+/// 5: a VMM entry's `tap`, the tap handed to the VMM's uid for its launch
+/// (Firecracker jail design, part 2 step 2), given back to root when the
+/// VMM is gone; taps journaled from now on have `owner_uid` 0. Older files
+/// are read (no VMM holds a handed tap: the start-up sweep gives back any
+/// idle tap) and written back as 5.
+pub const JOURNAL_VERSION: u32 = 5;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -105,6 +110,9 @@ impl BridgeEntry {
 pub struct TapEntry {
     pub name: String,
     pub bridge: String,
+    /// The tun owner the tap was made with: 0 (root) for taps made since
+    /// version 5, whose idle taps are root's; the owner's uid in older
+    /// entries, which keep it (the identity fallback below compares it).
     pub owner_uid: u32,
     /// The tap's interface index, recorded once it exists: what makes a
     /// link of this name banger's tap (issue #13 F3: its tun owner is not,
@@ -241,6 +249,12 @@ pub struct VmmEntry {
     /// runs as the owner (Firecracker; any VMM journaled by version 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uid: Option<u32>,
+    /// The journaled tap handed to the VMM's uid for its launch
+    /// (`vm::taps`): given back to root once this VMM is gone. `None`: no
+    /// tap was handed (QEMU gets its tap as root's descriptor; entries
+    /// journaled by version 4 or older).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap: Option<String>,
 }
 
 impl Default for Journal {
@@ -554,6 +568,7 @@ mod tests {
             start_time: 6,
             vmm: banger_proto::vmops::VmmKind::Qemu,
             uid: Some(1_990_000_001),
+            tap: None,
         });
         txn.save().unwrap();
         drop(txn);
@@ -566,27 +581,68 @@ mod tests {
         assert_eq!(txn.state.vmms[1].uid, Some(1_990_000_001));
     }
 
+    /// Firecracker jail design, part 2 step 2: a VMM entry names the tap
+    /// handed to its uid (version 5). A version-4 entry reads with none,
+    /// its tap entry keeps the owner's uid it was made for, and both are
+    /// written back at this version; a version-5 entry keeps its tap.
+    #[test]
+    fn a_version_4_vmm_entry_reads_without_a_handed_tap_and_a_version_5_one_keeps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.json");
+        std::fs::write(
+            &path,
+            r#"{"version": 4, "bridges": [], "firewall": false, "nat_guests": [],
+                "resolver_links": [],
+                "taps": [{"name": "bangertap0", "bridge": "banger0", "owner_uid": 4242,
+                          "ifindex": 7}],
+                "vmms": [{"vm_id": "a", "pid": 10, "start_time": 5, "vmm": "firecracker"}]}"#,
+        )
+        .unwrap();
+        let file = JournalFile::new(path.clone());
+        let mut txn = file.open().unwrap();
+        assert_eq!(txn.state.vmms[0].tap, None);
+        assert_eq!(txn.state.taps[0].owner_uid, 4242);
+        txn.state.vmms.push(VmmEntry {
+            vm_id: "b".into(),
+            pid: 11,
+            start_time: 6,
+            vmm: banger_proto::vmops::VmmKind::Firecracker,
+            uid: None,
+            tap: Some("bangertap1".into()),
+        });
+        txn.save().unwrap();
+        drop(txn);
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(written["version"], JOURNAL_VERSION, "{written}");
+        assert!(written["vmms"][0].get("tap").is_none(), "{written}");
+        assert_eq!(written["vmms"][1]["tap"], "bangertap1", "{written}");
+        assert_eq!(written["taps"][0]["owner_uid"], 4242, "{written}");
+        let txn = file.open().unwrap();
+        assert_eq!(txn.state.vmms[1].tap.as_deref(), Some("bangertap1"));
+    }
+
     #[test]
     fn a_journal_newer_than_this_version_is_refused_as_newer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.json");
-        let v5 = r#"{"version": 5, "bridges": [], "taps": [], "firewall": false,
+        let v6 = r#"{"version": 6, "bridges": [], "taps": [], "firewall": false,
                      "nat_guests": [], "resolver_links": [], "later": []}"#;
-        std::fs::write(&path, v5).unwrap();
+        std::fs::write(&path, v6).unwrap();
         let err = JournalFile::new(path.clone()).open().unwrap_err();
         assert!(
-            matches!(err, JournalError::NewerVersion { version: 5, .. }),
+            matches!(err, JournalError::NewerVersion { version: 6, .. }),
             "{err}"
         );
         assert_eq!(
             err.to_string(),
             format!(
-                "{} has journal version 5; this build knows up to 4",
+                "{} has journal version 6; this build knows up to 5",
                 path.display()
             )
         );
         // Refused untouched.
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), v5);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), v6);
     }
 
     #[test]

@@ -61,8 +61,8 @@ impl HostNet for JournalPeek {
         self.peek();
         self.inner.create_tap(name, owner_uid)
     }
-    fn hand_tap(&self, name: &str, index: u32, owner_uid: u32) -> Result<(), NetError> {
-        self.inner.hand_tap(name, index, owner_uid)
+    fn hand_tap(&self, name: &str, index: u32, owner_uid: u32, group: u32) -> Result<(), NetError> {
+        self.inner.hand_tap(name, index, owner_uid, group)
     }
     fn delete_link(&self, name: &str) -> Result<bool, NetError> {
         self.inner.delete_link(name)

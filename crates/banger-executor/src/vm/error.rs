@@ -72,6 +72,15 @@ pub enum VmOpError {
     StartTimeUnreadable { vm_id: String, pid: u32 },
     #[error("removing the root-disk devices of VM {vm_id}: {}", errors.join("; "))]
     SnapshotTeardown { vm_id: String, errors: Vec<String> },
+    /// A tap's tun owner not changed (`name`: the tap, or every
+    /// journaled tap when listing the links failed).
+    #[error("the VM tap hand-over ({name} to uid {uid})")]
+    HandTap {
+        name: String,
+        uid: u32,
+        #[source]
+        source: banger_host::net::NetError,
+    },
     #[error("stopping the VMM of VM {vm_id}")]
     Stop {
         vm_id: String,
@@ -89,6 +98,8 @@ impl VmOpError {
             Missing { .. } => ErrorCode::NotFound,
             Exists { .. } => ErrorCode::AlreadyExists,
             Running { .. } => ErrorCode::InvalidState,
+            // A process holds the tap (another VMM's, or one left over).
+            HandTap { source, .. } if super::taps::busy(source) => ErrorCode::InvalidState,
             NotConfigured
             | VmmUnavailable { .. }
             | SnapshotUnsupported { .. }
@@ -99,6 +110,7 @@ impl VmOpError {
             | Launch { .. }
             | StartTimeUnreadable { .. }
             | Stop { .. }
+            | HandTap { .. }
             | SnapshotTeardown { .. } => ErrorCode::Internal,
         }
     }

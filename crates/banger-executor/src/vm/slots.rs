@@ -44,20 +44,44 @@ impl Drop for Slot<'_> {
 }
 
 impl VmHost {
-    /// Reserve the lowest slot neither journaled nor reserved.
+    /// Reserve the lowest slot neither journaled nor reserved. Every
+    /// journaled tap its uid owns goes back to root first (`taps`); a slot
+    /// whose uid owns one that a process holds (`EBUSY`) is passed over,
+    /// so a holder that sets its tap's owner to a free slot's uid blocks
+    /// that slot only while it holds it (hostile read of the tap
+    /// hand-over, finding 3).
     pub(super) fn reserve_slot(&self) -> Result<Slot<'_>, VmOpError> {
-        let mut reserved = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let mut taken = reserved.clone();
-        {
-            let txn = self.journal.open().map_err(journal_err)?;
-            taken.extend(txn.state.vmms.iter().filter_map(|e| e.uid));
+        let mut held = std::collections::BTreeSet::new();
+        loop {
+            let mut reserved = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let mut taken = reserved.clone();
+            {
+                let txn = self.journal.open().map_err(journal_err)?;
+                taken.extend(txn.state.vmms.iter().filter_map(|e| e.uid));
+            }
+            taken.extend(&held);
+            let uid = free_slot(&self.jail, &taken)?;
+            reserved.insert(uid);
+            drop(reserved);
+            let slot = Slot {
+                reserved: &self.slots,
+                uid,
+            };
+            match self.give_back_slot_taps(uid) {
+                Ok(()) => return Ok(slot),
+                Err(VmOpError::HandTap { name, source, .. }) if super::taps::busy(&source) => {
+                    tracing::warn!(slot = uid, tap = %name, "a held tap of the slot's uid: slot passed over");
+                    held.insert(uid);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let uid = free_slot(&self.jail, &taken)?;
-        reserved.insert(uid);
-        Ok(Slot {
-            reserved: &self.slots,
-            uid,
-        })
+    }
+
+    /// Whether `uid` is a VM slot's (slot k ≥ 1 of the install's range).
+    pub(crate) fn is_vm_slot(&self, uid: u32) -> bool {
+        uid > self.jail.uid_base
+            && u64::from(uid) < u64::from(self.jail.uid_base) + u64::from(self.jail.count)
     }
 }
 
@@ -117,6 +141,7 @@ mod tests {
             },
             std::sync::Arc::new(crate::journal::JournalFile::new(dir.join("journal.json"))),
             std::sync::Arc::new(banger_host::probe::fake::FakeHost::healthy()),
+            std::sync::Arc::new(banger_host::net::fake::FakeNet::new()),
         )
     }
 
@@ -127,6 +152,7 @@ mod tests {
             start_time: banger_host::jail::start_time(pid).unwrap(),
             vmm: banger_proto::vmops::VmmKind::Qemu,
             uid,
+            tap: None,
         }
     }
 

@@ -149,9 +149,6 @@ pub(super) fn sockets(kind: VmmKind) -> &'static [&'static str] {
 
 use banger_host::jail::start_time;
 
-/// Root's directory of jailed QEMUs' QMP sockets, beside the journal.
-const QMP_DIR: &str = "vmm-qmp";
-
 impl VmHost {
     fn launch_spec(&self, spec: &LaunchVmSpec) -> Result<LaunchSpec, VmOpError> {
         let krel = Path::new("kernels").join(&spec.kernel_id);
@@ -213,64 +210,6 @@ impl VmHost {
                 what: "VM directory",
                 path: self.vm_dir(vm_id).display().to_string(),
             }),
-        }
-    }
-
-    /// The QMP socket of the VM's jailed QEMU: `<vm id>.sock` in
-    /// [`QMP_DIR`] beside the executor's journal, a directory root makes
-    /// (`create`) and keeps 0700: only root can write there, so neither
-    /// the owner nor a VMM can swap or remove the socket, and it persists
-    /// while QEMU runs (a restarted helper finds it there). Not in the VM
-    /// directory: the owner writes that.
-    pub(super) fn qmp_socket(&self, vm_id: &str, create: bool) -> Result<QmpSocket, VmOpError> {
-        let parent = self
-            .journal
-            .path()
-            .parent()
-            .unwrap_or(Path::new("/"))
-            .to_path_buf();
-        let path = parent.join(QMP_DIR);
-        let parent_fd = rustix::fs::open(
-            &parent,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| io("opening", &parent)(e.into()))?;
-        if create {
-            match rustix::fs::mkdirat(&parent_fd, QMP_DIR, rustix::fs::Mode::from_raw_mode(0o700)) {
-                Ok(()) | Err(rustix::io::Errno::EXIST) => {}
-                Err(e) => return Err(io("creating", &path)(e.into())),
-            }
-        }
-        let fd = rustix::fs::openat(
-            &parent_fd,
-            QMP_DIR,
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            rustix::fs::Mode::empty(),
-        )
-        .map_err(|e| io("opening", &path)(e.into()))?;
-        let st = rustix::fs::fstat(&fd).map_err(|e| io("inspecting", &path)(e.into()))?;
-        if st.st_uid != rustix::process::geteuid().as_raw() || st.st_mode & 0o7777 != 0o700 {
-            return Err(VmOpError::Invalid {
-                what: "QMP socket directory",
-                value: path.display().to_string(),
-                reason: format!(
-                    "uid {} mode {:o}, not this process's uid with mode 700",
-                    st.st_uid,
-                    st.st_mode & 0o7777
-                ),
-            });
-        }
-        QmpSocket::new(fd, &path, &format!("{vm_id}.sock")).map_err(io("naming a socket in", &path))
-    }
-
-    /// Remove the VM's QMP socket, if any: its VMM is gone.
-    pub(super) fn remove_qmp_socket(&self, vm_id: &str) {
-        let removed = self
-            .qmp_socket(vm_id, false)
-            .and_then(|s| s.remove().map_err(io("removing", s.path())));
-        if let Err(e) = removed {
-            tracing::debug!(vm_id, error = %e, "no QMP socket removed");
         }
     }
 
@@ -361,7 +300,10 @@ impl VmHost {
         };
         // QEMU's jail uid, reserved until the journal holds it.
         let mut slot = None;
-        let mut proc = match spec.vmm {
+        // With the VMM, its tap (Firecracker's handed to its ids, QEMU's
+        // to root), given back if the launch fails, until the journal
+        // holds it.
+        let (mut proc, handed) = match spec.vmm {
             VmmKind::Qemu => {
                 let binary = self.qemu_binary.clone().ok_or_else(|| VmOpError::VmmUnavailable {
                     vmm: "qemu",
@@ -370,6 +312,11 @@ impl VmHost {
                 let reserved = self.reserve_slot()?;
                 let ids = (reserved.uid, reserved.uid);
                 slot = Some(reserved);
+                // Root opens QEMU's tap (`qemu_files`) and passes the
+                // descriptor: the tap is root's for it, owner and group,
+                // checked against the journal, and given back whatever
+                // the jailed QEMU set through that descriptor.
+                let handed = self.hand_tap(&spec.tap, (0, 0))?;
                 let qmp = self.qmp_socket(&spec.vm_id, true)?;
                 let log = vm_dir
                     .recreate(VMM_LOG, 0o600, self.tool_ids())
@@ -386,7 +333,7 @@ impl VmHost {
                 let files = self.qemu_files(&ls, &vm_dir, log, qmp)?;
                 let driver = QemuDriver { binary };
                 match driver.launch(&ls, files) {
-                    Ok(vm) => Proc::Qemu(vm),
+                    Ok(vm) => (Proc::Qemu(vm), handed),
                     Err(source) => {
                         if let VmmError::StillRunning { pid, started, .. } = source {
                             // Maybe still running as its slot uid:
@@ -406,10 +353,14 @@ impl VmHost {
                                     start_time: started,
                                     vmm: spec.vmm,
                                     uid,
+                                    tap: Some(spec.tap.clone()),
                                 })
                                 .is_ok()
                             });
-                            if !journaled {
+                            if journaled {
+                                // Given back when that entry goes.
+                                handed.keep();
+                            } else {
                                 std::mem::forget(slot.take());
                             }
                         }
@@ -441,7 +392,10 @@ impl VmHost {
             start_time: started,
             vmm: spec.vmm,
             uid: slot.as_ref().map(|s| s.uid),
+            tap: Some(spec.tap.clone()),
         };
+        // A failure below drops `handed` after the kill: the tap goes back
+        // to root unless the VMM still holds it.
         if let Err(e) = self.journal_vmm(entry) {
             // Unjournaled, it could never be stopped or re-adopted.
             if proc.kill().is_err() {
@@ -450,8 +404,9 @@ impl VmHost {
             }
             return Err(e);
         }
-        // The journal holds the slot now.
+        // The journal holds the slot, and the handed tap, now.
         drop(slot);
+        handed.keep();
         // A replaced entry (a racing launch) is dropped after the lock.
         let replaced = self
             .procs
@@ -472,13 +427,14 @@ impl VmHost {
         }))
     }
 
+    /// Launch Firecracker, and the tap handed to it for this launch.
     fn launch_firecracker(
         &self,
         spec: &LaunchVmSpec,
         ls: &LaunchSpec,
         run: OwnerDir,
         vm_dir: &OwnerDir,
-    ) -> Result<Proc, VmOpError> {
+    ) -> Result<(Proc, super::taps::HandedTap<'_>), VmOpError> {
         let unavailable = |reason: String| VmOpError::VmmUnavailable {
             vmm: "firecracker",
             reason,
@@ -524,11 +480,24 @@ impl VmHost {
         let serial = vm_dir
             .open_append(SERIAL_LOG, 0o640, self.tool_ids())
             .map_err(failed)?;
+        // Firecracker opens its tap by name, as the ids it runs as
+        // (`LaunchSpec::run_as`: the owner's today, root's in dev mode):
+        // the idle tap is root's, so it is handed to those ids (tun owner
+        // and group), checked against the journal, just before Firecracker
+        // starts. A failed launch gives it back as `handed` drops (after
+        // the driver killed Firecracker).
+        let ids = ls.run_as.unwrap_or_else(|| {
+            (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            )
+        });
+        let handed = self.hand_tap(&spec.tap, ids)?;
         let vm = FirecrackerDriver::new(binary)
             .launch_in(ls, run, serial)
             .map_err(failed)?;
         let watch = Box::new(ReadyWatch::spawn(listener, spec.vm_id.clone()));
-        Ok(Proc::Firecracker { vm, watch })
+        Ok((Proc::Firecracker { vm, watch }, handed))
     }
 
     /// Record the VM's VMM, in place of any earlier entry of the VM (a
@@ -547,11 +516,19 @@ impl VmHost {
     /// of it (which makes a new socket) is in flight,
     /// decided and done under the journal's and the operation table's
     /// locks (hostile read of the VMM table, finding 2).
+    /// The tap of that VMM goes back to root (`taps`), under the journal's
+    /// lock (unless a launch in flight has handed it).
     fn forget_vmm(&self, vm_id: &str, pid: u32, start_time: u64) -> Result<(), VmOpError> {
         let mut txn = self.journal.open().map_err(journal_err)?;
-        txn.state
+        let gone = |e: &VmmEntry| e.vm_id == vm_id && e.pid == pid && e.start_time == start_time;
+        let taps: Vec<String> = txn
+            .state
             .vmms
-            .retain(|e| !(e.vm_id == vm_id && e.pid == pid && e.start_time == start_time));
+            .iter()
+            .filter(|e| gone(e))
+            .filter_map(|e| e.tap.clone())
+            .collect();
+        txn.state.vmms.retain(|e| !gone(e));
         txn.save().map_err(journal_err)?;
         let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         // `PrivOp::LaunchVm`'s name, as `Executor::vm_op` takes the lock.
@@ -560,6 +537,9 @@ impl VmHost {
             .is_some_and(|op| *op == banger_proto::privops::LAUNCH_VM);
         if !launching && txn.state.vmms.iter().all(|e| e.vm_id != vm_id) {
             self.remove_qmp_socket(vm_id);
+        }
+        for tap in taps {
+            self.give_back_journaled(&txn.state, &tap);
         }
         Ok(())
     }

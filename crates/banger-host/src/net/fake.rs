@@ -85,6 +85,7 @@ impl FakeNet {
             up: true,
             addresses: vec![Ipv4Cidr::new(Ipv4Addr::LOCALHOST, 8)],
             tap_owner: None,
+            tap_group: None,
         };
         FakeNet {
             state: Mutex::new(FakeNetState {
@@ -330,6 +331,7 @@ impl FakeNetState {
             up: false,
             addresses: Vec::new(),
             tap_owner: None,
+            tap_group: None,
         });
         self.links.last_mut().expect("just pushed")
     }
@@ -503,8 +505,11 @@ impl HostNet for FakeNet {
         Ok(())
     }
 
-    fn hand_tap(&self, name: &str, index: u32, owner_uid: u32) -> Result<(), NetError> {
-        self.record("hand_tap", format!("hand_tap({name}, uid {owner_uid})"))?;
+    fn hand_tap(&self, name: &str, index: u32, owner_uid: u32, group: u32) -> Result<(), NetError> {
+        self.record(
+            "hand_tap",
+            format!("hand_tap({name}, uid {owner_uid}, gid {group})"),
+        )?;
         let fail = |step: &'static str, source: io::Error| NetError::HandTap {
             step,
             name: name.to_string(),
@@ -522,6 +527,7 @@ impl HostNet for FakeNet {
                 ));
             }
             link.tap_owner = Some(owner_uid);
+            link.tap_group = Some(group);
             Ok(())
         })
     }

@@ -123,6 +123,9 @@ pub struct Link {
     pub addresses: Vec<Ipv4Cidr>,
     /// For tun/tap devices with an owner set (`TUNSETOWNER`).
     pub tap_owner: Option<u32>,
+    /// For tun/tap devices with a group set (`TUNSETGROUP`; once set, a
+    /// group can be changed but never cleared).
+    pub tap_group: Option<u32>,
 }
 
 /// An IPv4 unicast route (any table).
@@ -278,11 +281,11 @@ pub trait HostNet: Send + Sync {
     fn link_mac(&self, link: &str) -> Result<Option<[u8; 6]>, NetError>;
     /// Create a persistent tap owned by `owner_uid`; fails if the name exists.
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError>;
-    /// Make `owner_uid` the tun owner of the persistent tap `name`, whose
-    /// interface index must be `index` (checked before and after the
-    /// helper attaches to it); `EBUSY` (`NetError::errno`) while another
-    /// descriptor is attached to it.
-    fn hand_tap(&self, name: &str, index: u32, owner_uid: u32) -> Result<(), NetError>;
+    /// Make `owner_uid` the tun owner and `group` the tun group of the
+    /// persistent tap `name`, whose interface index must be `index`
+    /// (checked before and after the helper attaches to it); `EBUSY`
+    /// (`NetError::errno`) while another descriptor is attached to it.
+    fn hand_tap(&self, name: &str, index: u32, owner_uid: u32, group: u32) -> Result<(), NetError>;
     /// Delete a link; `Ok(false)` when it was already gone.
     fn delete_link(&self, name: &str) -> Result<bool, NetError>;
     /// Delete the link with interface index `index`; `Ok(false)` when no
@@ -367,8 +370,8 @@ impl HostNet for RealNet {
         tun::create_persistent_tap(name, owner_uid)
     }
 
-    fn hand_tap(&self, name: &str, index: u32, owner_uid: u32) -> Result<(), NetError> {
-        tun::hand_tap(name, index, owner_uid)
+    fn hand_tap(&self, name: &str, index: u32, owner_uid: u32, group: u32) -> Result<(), NetError> {
+        tun::hand_tap(name, index, owner_uid, group)
     }
 
     fn disable_ipv6(&self, link: &str) -> Result<(), NetError> {

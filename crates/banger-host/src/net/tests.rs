@@ -293,11 +293,11 @@ fn real_routes_carry_their_gateways() {
     });
 }
 
-/// `hand_tap` changes the tun owner of the tap with the journaled index
-/// and no other: a tap that took the name (another index), a missing name
-/// (no tap made in its place), a tap a process holds (`EBUSY`, its owner
-/// unchanged under it) are refused; after the holder lets go it works, and
-/// the tap stays persistent.
+/// `hand_tap` changes the tun owner and group of the tap with the
+/// journaled index and no other: a tap that took the name (another
+/// index), a missing name (no tap made in its place), a tap a process
+/// holds (`EBUSY`, its owner unchanged under it) are refused; after the
+/// holder lets go it works, and the tap stays persistent.
 #[test]
 fn real_hand_tap_changes_only_an_idle_tap_of_the_journaled_index() {
     require_root();
@@ -305,28 +305,35 @@ fn real_hand_tap_changes_only_an_idle_tap_of_the_journaled_index() {
         let net = RealNet::new();
         net.create_tap("ttap2", 0).unwrap();
         let index = net.link("ttap2").unwrap().expect("tap listed").index;
-        assert_eq!(net.link("ttap2").unwrap().unwrap().tap_owner, Some(0));
-        net.hand_tap("ttap2", index, 4243).unwrap();
-        assert_eq!(net.link("ttap2").unwrap().unwrap().tap_owner, Some(4243));
-        net.hand_tap("ttap2", index, 0).unwrap();
-        assert_eq!(net.link("ttap2").unwrap().unwrap().tap_owner, Some(0));
+        let ids = || {
+            let tap = net.link("ttap2").unwrap().expect("still there");
+            (tap.tap_owner, tap.tap_group)
+        };
+        assert_eq!(ids(), (Some(0), None));
+        net.hand_tap("ttap2", index, 4243, 4244).unwrap();
+        assert_eq!(ids(), (Some(4243), Some(4244)));
+        net.hand_tap("ttap2", index, 0, 0).unwrap();
+        assert_eq!(ids(), (Some(0), Some(0)));
         // Another index: refused, owner kept.
-        let err = net.hand_tap("ttap2", index + 100, 4243).unwrap_err();
+        let err = net.hand_tap("ttap2", index + 100, 4243, 4243).unwrap_err();
         assert!(matches!(err, NetError::HandTap { .. }), "{err}");
-        assert_eq!(net.link("ttap2").unwrap().unwrap().tap_owner, Some(0));
+        assert_eq!(ids(), (Some(0), Some(0)));
         // A missing name: refused, and no tap left under it.
-        let err = net.hand_tap("ttap3", index, 4243).unwrap_err();
+        let err = net.hand_tap("ttap3", index, 4243, 4243).unwrap_err();
         assert!(matches!(err, NetError::HandTap { .. }), "{err}");
         assert!(net.link("ttap3").unwrap().is_none());
         // Held by a process (here this one, as a VMM would): EBUSY.
         let held = attach("ttap2");
-        let err = net.hand_tap("ttap2", index, 4243).unwrap_err();
+        let err = net.hand_tap("ttap2", index, 4243, 4243).unwrap_err();
         assert_eq!(err.errno(), Some(libc::EBUSY), "{err}");
-        assert_eq!(net.link("ttap2").unwrap().unwrap().tap_owner, Some(0));
+        assert_eq!(ids(), (Some(0), Some(0)));
         drop(held);
-        net.hand_tap("ttap2", index, 4243).unwrap();
+        net.hand_tap("ttap2", index, 4243, 4243).unwrap();
         let tap = net.link("ttap2").unwrap().expect("still there");
-        assert_eq!((tap.index, tap.tap_owner), (index, Some(4243)));
+        assert_eq!(
+            (tap.index, tap.tap_owner, tap.tap_group),
+            (index, Some(4243), Some(4243))
+        );
         assert!(net.delete_link_index(index).unwrap());
     });
 }

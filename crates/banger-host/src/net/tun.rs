@@ -99,10 +99,16 @@ fn check_name(name: &str) -> Result<(), io::Error> {
     Ok(())
 }
 
-/// Make `owner_uid` the tun owner of the existing tap `name` whose
-/// interface index is `index`: attach to it as root (`TUNSETIFF` without
-/// `IFF_TUN_EXCL`, the flags banger's taps have), check that the name
-/// still has that index, `TUNSETOWNER`, detach. The tap stays persistent.
+/// Make `owner_uid` the tun owner and `group` the tun group of the
+/// existing tap `name` whose interface index is `index`: attach to it as
+/// root (`TUNSETIFF` without `IFF_TUN_EXCL`, the flags banger's taps
+/// have), check that the name still has that index, `TUNSETGROUP`,
+/// `TUNSETOWNER`, detach. The tap stays persistent.
+///
+/// Both are set: a process that held the tap can have set either (no
+/// capability is needed on an attached descriptor), an attach needs the
+/// caller to match both, and a group once set can only be changed (the
+/// kernel refuses `-1`), never cleared.
 ///
 /// A tap some process holds (a running VMM) is refused with `EBUSY` by
 /// the attach: its owner is never changed under it. Between the two index
@@ -111,7 +117,7 @@ fn check_name(name: &str) -> Result<(), io::Error> {
 /// the attach would make a new tap: the first check refuses that, and a
 /// tap made in a race with it is not persistent, so it goes with the
 /// descriptor.
-pub(super) fn hand_tap(name: &str, index: u32, owner_uid: u32) -> Result<(), NetError> {
+pub(super) fn hand_tap(name: &str, index: u32, owner_uid: u32, group: u32) -> Result<(), NetError> {
     let fail = |(step, source): (&'static str, io::Error)| NetError::HandTap {
         step,
         name: name.to_string(),
@@ -134,17 +140,16 @@ pub(super) fn hand_tap(name: &str, index: u32, owner_uid: u32) -> Result<(), Net
     still("checking its index before the attach")?;
     let tun = attach(name, TAP_FLAGS).map_err(fail)?;
     still("checking its index after the attach")?;
-    // SAFETY: `tun` is attached to the tap just checked; TUNSETOWNER takes
-    // its argument by value.
-    let rc = unsafe {
-        libc::ioctl(
-            tun.as_raw_fd(),
-            libc::TUNSETOWNER,
-            libc::c_ulong::from(owner_uid),
-        )
-    };
-    if rc < 0 {
-        return Err(fail(("TUNSETOWNER", io::Error::last_os_error())));
+    for (step, request, id) in [
+        ("TUNSETGROUP", libc::TUNSETGROUP, group),
+        ("TUNSETOWNER", libc::TUNSETOWNER, owner_uid),
+    ] {
+        // SAFETY: `tun` is attached to the tap just checked; both
+        // requests take their argument by value, no memory is passed.
+        let rc = unsafe { libc::ioctl(tun.as_raw_fd(), request, libc::c_ulong::from(id)) };
+        if rc < 0 {
+            return Err(fail((step, io::Error::last_os_error())));
+        }
     }
     Ok(())
 }
