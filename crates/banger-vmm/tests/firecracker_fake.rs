@@ -405,7 +405,7 @@ fn a_jailed_read_only_drive_that_is_a_block_device_is_refused() {
     };
     let msg = err.to_string();
     assert!(
-        msg.contains("drive work") && msg.contains("block device"),
+        msg.contains("drive work") && msg.contains("BlockDevice, not a regular file"),
         "{msg}"
     );
     assert!(!run.join("fake-firecracker.pid").exists(), "{msg}");

@@ -433,13 +433,13 @@ fn read_only_drive(d: &crate::Drive, fd: std::os::fd::BorrowedFd<'_>) -> Result<
         source: e.into(),
     })?;
     let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-    if kind == rustix::fs::FileType::BlockDevice {
+    if kind != rustix::fs::FileType::RegularFile {
         return Err(VmmError::InvalidSpec {
             vmm: VMM,
             what: format!(
-                "drive {} ({}): read-only, but a block device, which a read-only bind \
-                 does not keep from being opened for writing; give a read-only drive \
-                 as a regular file",
+                "drive {} ({}): read-only, but {kind:?}, not a regular file (a device \
+                 node opens for writing through a read-only bind); give a read-only \
+                 drive as a regular file",
                 d.id,
                 d.path.display()
             ),
