@@ -27,13 +27,15 @@ pub enum VmOpError {
     VmmUnavailable { vmm: &'static str, reason: String },
     #[error(
         "no free VM jail uid: the install's jail range {base}:{count} has {running} VMMs \
-         running in its {slots} VM slots (slot 0 is the disk tools'); stop a VM, or reinstall \
-         with a larger range (`banger system install --jail-uids BASE:COUNT`)"
+         running or launching{} in its {slots} VM slots (slot 0 is the disk tools'); stop a VM, \
+         or reinstall with a larger range (`banger system install --jail-uids BASE:COUNT`)",
+        if *passed > 0 { format!(" and {passed} slots passed over (a held tap of its uid)") } else { String::new() }
     )]
     NoJailSlot {
         base: u32,
         count: u32,
         running: usize,
+        passed: usize,
         slots: u32,
     },
     #[error("the {backend} snapshot backend cannot be used here: {reason}")]

@@ -64,7 +64,7 @@ impl VmHost {
         slot: Option<&Slot<'_>>,
         writable: bool,
     ) -> Result<DiskGrant<'a>, VmOpError> {
-        let uid = slot.map_or_else(|| self.jail.tool_uid(), |s| s.uid);
+        let uid = slot.map_or_else(|| self.jail.tool_uid(), |s| s.uid());
         let (vm_id, disk_name) = self.granted_disk(path)?;
         let range = self.jail.uid_base..self.jail.uid_base + self.jail.count;
         let mut journaled = None;

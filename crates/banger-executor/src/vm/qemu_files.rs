@@ -26,7 +26,8 @@ impl VmHost {
     /// (checked: the owner's regular file with one link, or the dm device
     /// by number) plus a read-only reopening of the same inode, the serial
     /// log appended (write-only: QEMU's fd set matches the access mode it
-    /// asks for), the tap attached in this network namespace, `/dev/kvm`
+    /// asks for), `tap` (root's descriptor attached to the journaled tap,
+    /// `VmHost::take_tap_for_qemu`), `/dev/kvm`
     /// when asked for (it must be world read-write: the jail uid has no
     /// groups).
     pub(super) fn qemu_files(
@@ -35,6 +36,7 @@ impl VmHost {
         vm_dir: &OwnerDir,
         log: File,
         qmp: QmpSocket,
+        tap: OwnedFd,
     ) -> Result<QemuFiles, VmOpError> {
         // Root copies these into the jail: only the owner's own regular
         // file with one link (a hard link to a root-only file would put
@@ -84,8 +86,6 @@ impl VmHost {
         let serial = reopen(serial.as_fd(), OFlags::WRONLY | OFlags::APPEND)
             .map(File::from)
             .map_err(|e| io("opening", &serial_path)(e.into()))?;
-        let tap = banger_vmm::qemu::open_tap(&ls.tap)
-            .map_err(io("attaching to the tap of", Path::new(&ls.vm_id)))?;
         let kvm = if ls.kvm { Some(open_kvm()?) } else { None };
         Ok(QemuFiles {
             kernel,

@@ -13,16 +13,23 @@ use banger_proto::install::InstallJail;
 use super::VmHost;
 use super::error::{VmOpError, journal_err};
 
-/// The lowest VM slot uid of `jail` not in `taken`.
-pub(super) fn free_slot(jail: &InstallJail, taken: &BTreeSet<u32>) -> Result<u32, VmOpError> {
+/// The lowest VM slot uid of `jail` neither `taken` (a journaled VMM's,
+/// or reserved by a launch in flight) nor `passed` (over, its uid owning
+/// a held tap).
+pub(super) fn free_slot(
+    jail: &InstallJail,
+    taken: &BTreeSet<u32>,
+    passed: &BTreeSet<u32>,
+) -> Result<u32, VmOpError> {
     let slots = jail.count.saturating_sub(1);
     (1..jail.count)
         .map(|k| jail.uid_base + k)
-        .find(|uid| !taken.contains(uid))
+        .find(|uid| !taken.contains(uid) && !passed.contains(uid))
         .ok_or(VmOpError::NoJailSlot {
             base: jail.uid_base,
             count: jail.count,
-            running: taken.len(),
+            running: taken.difference(passed).count(),
+            passed: passed.len(),
             slots,
         })
 }
@@ -31,7 +38,14 @@ pub(super) fn free_slot(jail: &InstallJail, taken: &BTreeSet<u32>) -> Result<u32
 /// the journal holds it, or the launch failed).
 pub(super) struct Slot<'a> {
     reserved: &'a Mutex<BTreeSet<u32>>,
-    pub uid: u32,
+    uid: u32,
+}
+
+impl Slot<'_> {
+    /// The slot's uid (= its gid).
+    pub(super) fn uid(&self) -> u32 {
+        self.uid
+    }
 }
 
 impl Drop for Slot<'_> {
@@ -59,8 +73,7 @@ impl VmHost {
                 let txn = self.journal.open().map_err(journal_err)?;
                 taken.extend(txn.state.vmms.iter().filter_map(|e| e.uid));
             }
-            taken.extend(&held);
-            let uid = free_slot(&self.jail, &taken)?;
+            let uid = free_slot(&self.jail, &taken, &held)?;
             reserved.insert(uid);
             drop(reserved);
             let slot = Slot {
@@ -100,28 +113,40 @@ mod tests {
     fn the_lowest_slot_not_taken_is_given_and_slot_0_never() {
         let j = jail(4);
         let mut taken = BTreeSet::new();
-        assert_eq!(free_slot(&j, &taken).unwrap(), 2_000_001);
+        assert_eq!(free_slot(&j, &taken, &BTreeSet::new()).unwrap(), 2_000_001);
         taken.insert(2_000_001);
         taken.insert(2_000_003);
-        assert_eq!(free_slot(&j, &taken).unwrap(), 2_000_002);
+        assert_eq!(free_slot(&j, &taken, &BTreeSet::new()).unwrap(), 2_000_002);
         // A slot freed (its entry gone) is given again, lowest first.
         taken.remove(&2_000_001);
         taken.insert(2_000_002);
-        assert_eq!(free_slot(&j, &taken).unwrap(), 2_000_001);
+        assert_eq!(free_slot(&j, &taken, &BTreeSet::new()).unwrap(), 2_000_001);
     }
 
     #[test]
     fn a_full_range_refuses_the_launch_naming_it() {
         let j = jail(3);
         let taken: BTreeSet<u32> = [2_000_001, 2_000_002].into();
-        let e = free_slot(&j, &taken).unwrap_err();
+        let e = free_slot(&j, &taken, &BTreeSet::new()).unwrap_err();
         assert!(
             e.to_string()
-                .contains("jail range 2000000:3 has 2 VMMs running in its 2 VM slots"),
+                .contains("jail range 2000000:3 has 2 VMMs running or launching in its 2 VM slots"),
+            "{e}"
+        );
+        // A slot passed over (its uid owns a held tap) is not counted as
+        // a VMM's.
+        let passed: BTreeSet<u32> = [2_000_002].into();
+        let taken: BTreeSet<u32> = [2_000_001].into();
+        let e = free_slot(&j, &taken, &passed).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "has 1 VMMs running or launching and 1 slots passed over (a held tap of its uid) \
+                 in its 2 VM slots"
+            ),
             "{e}"
         );
         // A range of one id has no VM slot at all.
-        let e = free_slot(&jail(1), &BTreeSet::new()).unwrap_err();
+        let e = free_slot(&jail(1), &BTreeSet::new(), &BTreeSet::new()).unwrap_err();
         assert!(e.to_string().contains("2000000:1"), "{e}");
     }
 
@@ -190,7 +215,7 @@ mod tests {
         let journal = h.journal.open().unwrap();
         let journaled = journal.state.vmms.iter().any(|e| e.vm_id == id);
         drop(journal);
-        (journaled, h.reserve_slot().map(|s| s.uid))
+        (journaled, h.reserve_slot().map(|s| s.uid()))
     }
 
     /// Slots held by journaled VMMs and by launches in flight are not
@@ -207,15 +232,15 @@ mod tests {
             txn.save().unwrap();
         }
         let first = h.reserve_slot().unwrap();
-        assert_eq!(first.uid, 2_000_002);
+        assert_eq!(first.uid(), 2_000_002);
         let second = h.reserve_slot().unwrap();
-        assert_eq!(second.uid, 2_000_003);
+        assert_eq!(second.uid(), 2_000_003);
         assert!(matches!(
-            h.reserve_slot().map(|s| s.uid),
+            h.reserve_slot().map(|s| s.uid()),
             Err(VmOpError::NoJailSlot { .. })
         ));
         drop(first);
-        assert_eq!(h.reserve_slot().unwrap().uid, 2_000_002);
+        assert_eq!(h.reserve_slot().unwrap().uid(), 2_000_002);
     }
 
     /// Re-adoption also requires the journaled jail uid: a live process

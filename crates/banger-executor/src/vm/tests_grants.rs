@@ -241,7 +241,7 @@ fn a_slots_grant_for_a_launch_leaves_the_drive_as_before() {
     let exec = executor(&state, &journal);
     let host = exec.vm.as_deref().unwrap();
     let reserved = host.reserve_slot().unwrap();
-    let slot = reserved.uid;
+    let slot = reserved.uid();
     for (name, acl) in [("root.ext4", true), ("work.ext4", false)] {
         let path = disk(&state, name, acl);
         let before = state_of(&path);

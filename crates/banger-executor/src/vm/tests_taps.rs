@@ -58,7 +58,11 @@ fn with_a_tap(f: impl FnOnce(&RealNet, u32, &Path) + Send) {
         net.create_tap(TAP, 0).unwrap();
         let index = net.link(TAP).unwrap().unwrap().index;
         f(&net, index, dir.path());
-        assert!(net.delete_link_index(index).unwrap());
+        // A give-back may have deleted it (a tap held past its VMM), and
+        // a test may have made another of the name.
+        if let Some(link) = net.link(TAP).unwrap() {
+            assert!(net.delete_link_index(link.index).unwrap());
+        }
     });
 }
 
@@ -120,7 +124,7 @@ fn attach() -> std::io::Result<File> {
 /// name: the tap handed to `SLOT`, a stand-in VMM of that uid, journaled
 /// with the tap. Returns the stand-in.
 fn launch(h: &VmHost) -> std::process::Child {
-    let handed = h
+    let mut handed = h
         .hand_tap(TAP, (SLOT, SLOT))
         .expect("handing the tap for a launch");
     use std::os::unix::process::CommandExt as _;
@@ -224,15 +228,15 @@ fn a_tap_is_handed_to_a_slot_only_for_its_launch() {
 
         // Held (a process of the slot's that outlived its VMM): neither
         // the sweep nor a reservation takes it from under it.
-        let handed = h.hand_tap(TAP, (SLOT, SLOT)).unwrap();
+        let mut handed = h.hand_tap(TAP, (SLOT, SLOT)).unwrap();
         handed.keep();
         let held = attach_as(SLOT).unwrap();
         h.give_back_idle_taps();
         assert_eq!(owner(net), Some(SLOT), "a held tap was taken");
-        assert_eq!(h.reserve_slot().unwrap().uid, SLOT + 1);
+        assert_eq!(h.reserve_slot().unwrap().uid(), SLOT + 1);
         assert_eq!(owner(net), Some(SLOT));
         drop(held);
-        assert_eq!(h.reserve_slot().unwrap().uid, SLOT);
+        assert_eq!(h.reserve_slot().unwrap().uid(), SLOT);
         assert_eq!(owner(net), Some(0), "after its slot was reserved");
     });
 }
@@ -244,20 +248,20 @@ fn a_tap_is_handed_to_a_slot_only_for_its_launch() {
 fn a_tap_is_handed_only_with_its_journaled_index() {
     with_a_tap(|net, index, dir| {
         let h = host(dir);
-        let refused = h.hand_tap(TAP, (SLOT, SLOT)).map(|t| t.keep());
+        let refused = h.hand_tap(TAP, (SLOT, SLOT)).map(|mut t| t.keep());
         assert!(
             matches!(refused, Err(VmOpError::Invalid { .. })),
             "{refused:?}"
         );
         let journal = |ifindex| journal_tap(&h, ifindex);
         journal(None);
-        let refused = h.hand_tap(TAP, (SLOT, SLOT)).map(|t| t.keep());
+        let refused = h.hand_tap(TAP, (SLOT, SLOT)).map(|mut t| t.keep());
         assert!(
             matches!(refused, Err(VmOpError::Invalid { .. })),
             "{refused:?}"
         );
         journal(Some(index + 100));
-        let refused = h.hand_tap(TAP, (SLOT, SLOT)).map(|t| t.keep());
+        let refused = h.hand_tap(TAP, (SLOT, SLOT)).map(|mut t| t.keep());
         assert!(
             matches!(refused, Err(VmOpError::HandTap { .. })),
             "{refused:?}"
@@ -299,6 +303,9 @@ fn a_give_back_never_undoes_a_launch_in_flight_or_another_vmms_tap() {
                 vm_id: other,
                 pid: me,
                 start_time: banger_host::jail::start_time(me).unwrap(),
+                // This process, live (an unjailed VMM's entry: its uids
+                // are root's, not a slot's).
+                uid: None,
                 ..gone_vmm(VM)
             },
         );
@@ -367,14 +374,14 @@ fn a_held_tap_of_the_lowest_slots_uid_passes_that_slot_over() {
         journal_tap(&h, Some(index));
         let held = attach().expect("root attaches");
         tun_set(&held, libc::TUNSETOWNER, SLOT).expect("TUNSETOWNER");
-        let next = h.reserve_slot().map(|s| s.uid);
+        let next = h.reserve_slot().map(|s| s.uid());
         assert_eq!(owner(net), Some(SLOT));
         drop(held);
         assert!(
             matches!(next, Ok(uid) if uid == SLOT + 1),
             "a held tap of slot {SLOT} blocked the reservation: {next:?}"
         );
-        assert_eq!(h.reserve_slot().unwrap().uid, SLOT);
+        assert_eq!(h.reserve_slot().unwrap().uid(), SLOT);
         assert_eq!(owner(net), Some(0), "after its slot was reserved");
     });
 }
@@ -411,5 +418,166 @@ fn a_failed_launch_leaves_the_tap_of_another_in_flight() {
         drop(second);
         assert_eq!(kept, Some(SLOT), "the other launch in flight lost its tap");
         assert_eq!(owner(net), Some(0), "the last failed launch kept its uid");
+    });
+}
+
+/// A process of `uid` holding `tap` (as its stdin) that outlives the VMM
+/// it came from, as an escaped VMM leaves it (a child, or a descriptor
+/// parked in flight over a socket).
+fn holder(tap: &File, uid: u32) -> std::process::Child {
+    use std::os::unix::process::CommandExt as _;
+    #[allow(clippy::disallowed_methods, reason = "a holder of a slot uid")]
+    std::process::Command::new("sleep")
+        .arg("60")
+        .uid(uid)
+        .gid(uid)
+        .stdin(tap.try_clone().unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Second hostile read of the tap hand-over, finding A: a VMM that set
+/// its tap's owner to another uid and left the descriptor to a holder
+/// that outlives it got the give-back `EBUSY` (logged, nothing more); the
+/// other uid attached once the holder let go. A held tap that no live
+/// VMM and no launch in flight names is now deleted by its journaled
+/// index (detaching the holder); the next `EnsureTap` makes a new one.
+#[test]
+fn a_tap_held_past_its_vmm_is_deleted_rather_than_left_to_its_new_owner() {
+    with_a_tap(|net, _index, dir| {
+        let h = host(dir);
+        journal_tap(&h, Some(_index));
+        let mut vmm = launch(&h);
+        let held = attach_as(SLOT).expect("the slot attaches to its tap");
+        tun_set(&held, libc::TUNSETOWNER, OTHER).expect("TUNSETOWNER");
+        let mut holder = holder(&held, SLOT);
+        drop(held);
+        h.stop(VM, Duration::ZERO, true).unwrap();
+        let _ = vmm.wait();
+        let after_stop = net.link(TAP).unwrap().map(|l| l.tap_owner);
+        holder.kill().unwrap();
+        let _ = holder.wait();
+        let attached = attach_as(OTHER);
+        assert!(
+            matches!(after_stop, None | Some(Some(0))),
+            "after the stop the tap is {after_stop:?}"
+        );
+        assert!(
+            matches!(
+                attached.as_ref().err().and_then(|e| e.raw_os_error()),
+                Some(libc::EPERM | libc::ENODEV)
+            ),
+            "uid {OTHER} attached to the tap after its VMM was gone: {attached:?}"
+        );
+        if after_stop.is_none() {
+            let txn = h.journal.open().unwrap();
+            let entry = txn.state.tap(TAP).expect("the tap stays journaled");
+            assert_eq!(entry.ifindex, None, "a deleted tap's index stays journaled");
+            assert_eq!(entry.owner_uid, 0);
+        }
+    });
+}
+
+/// `SIOCSIFHWADDR` on an attached tap descriptor (no capability needed).
+fn set_mac(tun: &File, mac: [u8; 6]) -> std::io::Result<()> {
+    let mut req = [0u8; 40];
+    req[16..18].copy_from_slice(&libc::ARPHRD_ETHER.to_ne_bytes());
+    req[18..24].copy_from_slice(&mac);
+    // SAFETY: SIOCSIFHWADDR reads one 40-byte `struct ifreq`, `req`.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::SIOCSIFHWADDR, req.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Second hostile read of the tap hand-over, finding D: the give-back
+/// set owner and group back, not the MAC a VMM gave its tap through its
+/// descriptor (another guest's: the bridge keeps a local entry for it).
+/// Root's give-back sets the idle tap MAC of its journaled index.
+#[test]
+fn a_tap_given_back_loses_the_mac_its_vmm_set() {
+    with_a_tap(|net, index, dir| {
+        let h = host(dir);
+        journal_tap(&h, Some(index));
+        let mut vmm = launch(&h);
+        let held = attach_as(SLOT).expect("the slot attaches to its tap");
+        let guests = [0x02, 0xba, 10, 0, 0, 5];
+        set_mac(&held, guests).expect("SIOCSIFHWADDR");
+        assert_eq!(net.link_mac(TAP).unwrap(), Some(guests));
+        drop(held);
+        h.stop(VM, Duration::ZERO, true).unwrap();
+        let _ = vmm.wait();
+        assert_eq!(owner(net), Some(0));
+        let mac = net.link_mac(TAP).unwrap();
+        assert_ne!(
+            mac,
+            Some(guests),
+            "the given-back tap kept the MAC its VMM set"
+        );
+    });
+}
+
+/// Second hostile read of the tap hand-over, finding B: a launch
+/// journaled its VMM, then counted its tap out of flight; a status in
+/// between that found the VMM gone skipped the give-back (the tap was
+/// still in flight), and nothing gave it back after. The count now drops
+/// in the journal's transaction that journals the VMM.
+#[test]
+fn a_status_right_after_a_launch_is_journaled_gives_its_tap_back() {
+    with_a_tap(|net, index, dir| {
+        let h = host(dir);
+        journal_tap(&h, Some(index));
+        let mut handed = h.hand_tap(TAP, (SLOT, SLOT)).unwrap();
+        h.journal_vmm(gone_vmm(VM), &mut handed).unwrap();
+        assert!(!h.status(VM).unwrap().running);
+        drop(handed);
+        assert_eq!(owner(net), Some(0), "a gone VMM's tap kept its uid");
+    });
+}
+
+/// Second hostile read of the tap hand-over, finding C: QEMU's tap was
+/// handed to root, the journal let go, and root attached by name: a
+/// `DeleteTap` between made that attach create a new tap, not
+/// persistent and with no owner. Root's descriptor is now the one its
+/// hand-over attached, to the journaled index.
+#[test]
+fn qemus_tap_descriptor_is_never_a_new_tap() {
+    with_a_tap(|net, index, dir| {
+        let h = host(dir);
+        journal_tap(&h, Some(index));
+        let (handed, tap) = h.take_tap_for_qemu(TAP).unwrap();
+        assert_eq!(owner(net), Some(0));
+        // A `DeleteTap` now (the journal is not locked): root's
+        // descriptor was attached to the journaled tap, which goes.
+        assert!(net.delete_link_index(index).unwrap());
+        let stray = net.link(TAP).unwrap();
+        drop(tap);
+        drop(handed);
+        assert!(
+            stray.is_none(),
+            "QEMU's tap descriptor made a new tap: {stray:?}"
+        );
+        // A tap that took the name (another index) is refused, and no
+        // other is made.
+        net.create_tap(TAP, 0).unwrap();
+        let other = net.link(TAP).unwrap().unwrap().index;
+        let refused = h.take_tap_for_qemu(TAP).map(|(_, fd)| fd);
+        assert!(
+            matches!(refused, Err(VmOpError::HandTap { .. })),
+            "{refused:?}"
+        );
+        assert_eq!(net.link(TAP).unwrap().map(|l| l.index), Some(other));
+        // Journaled with that index, it is handed: the descriptor is
+        // attached to it (`TUNGETIFF` names it).
+        journal_tap(&h, Some(other));
+        let (handed, tap) = h.take_tap_for_qemu(TAP).unwrap();
+        let mut req = [0u8; 40];
+        // SAFETY: TUNGETIFF writes one 40-byte `struct ifreq`, `req`.
+        let rc = unsafe { libc::ioctl(tap.as_raw_fd(), libc::TUNGETIFF, req.as_mut_ptr()) };
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        assert_eq!(&req[..TAP.len() + 1], format!("{TAP}\0").as_bytes());
+        drop(tap);
+        drop(handed);
     });
 }

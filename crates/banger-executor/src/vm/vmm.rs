@@ -303,20 +303,21 @@ impl VmHost {
         // With the VMM, its tap (Firecracker's handed to its ids, QEMU's
         // to root), given back if the launch fails, until the journal
         // holds it.
-        let (mut proc, handed) = match spec.vmm {
+        let (mut proc, mut handed) = match spec.vmm {
             VmmKind::Qemu => {
                 let binary = self.qemu_binary.clone().ok_or_else(|| VmOpError::VmmUnavailable {
                     vmm: "qemu",
                     reason: "no QEMU binary is configured (system mode: none is recorded in the install metadata; run `sudo banger system install --qemu-bin PATH`)".into(),
                 })?;
                 let reserved = self.reserve_slot()?;
-                let ids = (reserved.uid, reserved.uid);
+                let ids = (reserved.uid(), reserved.uid());
                 slot = Some(reserved);
-                // Root opens QEMU's tap (`qemu_files`) and passes the
-                // descriptor: the tap is root's for it, owner and group,
-                // checked against the journal, and given back whatever
-                // the jailed QEMU set through that descriptor.
-                let handed = self.hand_tap(&spec.tap, (0, 0))?;
+                // QEMU gets root's descriptor of its tap, attached while
+                // the journal is locked and checked against its index
+                // (never a later attach by name): the tap is root's for
+                // it, owner and group, and given back whatever the jailed
+                // QEMU set through that descriptor.
+                let (mut handed, tap) = self.take_tap_for_qemu(&spec.tap)?;
                 let qmp = self.qmp_socket(&spec.vm_id, true)?;
                 let log = vm_dir
                     .recreate(VMM_LOG, 0o600, self.tool_ids())
@@ -330,7 +331,7 @@ impl VmHost {
                     run_as: Some(ids),
                     ..ls
                 };
-                let files = self.qemu_files(&ls, &vm_dir, log, qmp)?;
+                let files = self.qemu_files(&ls, &vm_dir, log, qmp, tap)?;
                 let driver = QemuDriver { binary };
                 match driver.launch(&ls, files) {
                     Ok(vm) => (Proc::Qemu(vm), handed),
@@ -345,22 +346,24 @@ impl VmHost {
                             // reaper may have reaped QEMU and the pid name
                             // another process (last read before landing,
                             // F2).
-                            let uid = slot.as_ref().map(|s| s.uid);
+                            let uid = slot.as_ref().map(|s| s.uid());
+                            // Journaled, its tap is given back when that
+                            // entry goes.
                             let journaled = started.is_some_and(|started| {
-                                self.journal_vmm(VmmEntry {
-                                    vm_id: spec.vm_id.clone(),
-                                    pid,
-                                    start_time: started,
-                                    vmm: spec.vmm,
-                                    uid,
-                                    tap: Some(spec.tap.clone()),
-                                })
+                                self.journal_vmm(
+                                    VmmEntry {
+                                        vm_id: spec.vm_id.clone(),
+                                        pid,
+                                        start_time: started,
+                                        vmm: spec.vmm,
+                                        uid,
+                                        tap: Some(spec.tap.clone()),
+                                    },
+                                    &mut handed,
+                                )
                                 .is_ok()
                             });
-                            if journaled {
-                                // Given back when that entry goes.
-                                handed.keep();
-                            } else {
+                            if !journaled {
                                 std::mem::forget(slot.take());
                             }
                         }
@@ -391,12 +394,12 @@ impl VmHost {
             pid,
             start_time: started,
             vmm: spec.vmm,
-            uid: slot.as_ref().map(|s| s.uid),
+            uid: slot.as_ref().map(|s| s.uid()),
             tap: Some(spec.tap.clone()),
         };
         // A failure below drops `handed` after the kill: the tap goes back
         // to root unless the VMM still holds it.
-        if let Err(e) = self.journal_vmm(entry) {
+        if let Err(e) = self.journal_vmm(entry, &mut handed) {
             // Unjournaled, it could never be stopped or re-adopted.
             if proc.kill().is_err() {
                 // Maybe still running as its slot uid: never given again.
@@ -406,7 +409,6 @@ impl VmHost {
         }
         // The journal holds the slot, and the handed tap, now.
         drop(slot);
-        handed.keep();
         // A replaced entry (a racing launch) is dropped after the lock.
         let replaced = self
             .procs
@@ -501,12 +503,23 @@ impl VmHost {
     }
 
     /// Record the VM's VMM, in place of any earlier entry of the VM (a
-    /// launch runs only once that VMM is gone).
-    fn journal_vmm(&self, entry: VmmEntry) -> Result<(), VmOpError> {
+    /// launch runs only once that VMM is gone), and, in the same
+    /// transaction, its `handed` tap as kept: out of flight only once the
+    /// entry naming it is saved, before anyone can read that entry (a
+    /// status that finds the VMM gone then gives the tap back; second
+    /// hostile read of the tap hand-over, finding B). On an error the tap
+    /// stays handed, for the caller's failure to give back.
+    pub(super) fn journal_vmm(
+        &self,
+        entry: VmmEntry,
+        handed: &mut super::taps::HandedTap<'_>,
+    ) -> Result<(), VmOpError> {
         let mut txn = self.journal.open().map_err(journal_err)?;
         txn.state.vmms.retain(|e| e.vm_id != entry.vm_id);
         txn.state.vmms.push(entry);
-        txn.save().map_err(journal_err)
+        txn.save().map_err(journal_err)?;
+        handed.keep();
+        Ok(())
     }
 
     /// Forget the VMM seen as `pid` started at `start_time`: it is gone.
@@ -539,7 +552,7 @@ impl VmHost {
             self.remove_qmp_socket(vm_id);
         }
         for tap in taps {
-            self.give_back_journaled(&txn.state, &tap);
+            self.give_back_journaled(&mut txn, &tap);
         }
         Ok(())
     }

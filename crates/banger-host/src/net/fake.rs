@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
 use super::{HostNet, Ipv4Cidr, Link, LinkKind, NetError, NftTable, RouteV4};
@@ -530,6 +531,20 @@ impl HostNet for FakeNet {
             link.tap_group = Some(group);
             Ok(())
         })
+    }
+
+    /// As `hand_tap` to root, then the MAC as `set_mac` keeps it; the
+    /// descriptor is `/dev/null`'s (the fake has no tap to attach to).
+    fn take_tap(&self, name: &str, index: u32, mac: [u8; 6]) -> Result<OwnedFd, NetError> {
+        self.hand_tap(name, index, 0, 0)?;
+        self.lock().macs.insert(name.into(), mac);
+        let null = std::fs::File::open("/dev/null").map_err(|source| NetError::HandTap {
+            step: "opening /dev/null",
+            name: name.to_string(),
+            uid: 0,
+            source,
+        })?;
+        Ok(null.into())
     }
 
     fn delete_link(&self, name: &str) -> Result<bool, NetError> {

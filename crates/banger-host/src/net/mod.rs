@@ -25,6 +25,7 @@ mod tun;
 use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
 
 use crate::runner::{Cmd, RunError, Runner};
 
@@ -286,6 +287,11 @@ pub trait HostNet: Send + Sync {
     /// (checked before and after the helper attaches to it); `EBUSY`
     /// (`NetError::errno`) while another descriptor is attached to it.
     fn hand_tap(&self, name: &str, index: u32, owner_uid: u32, group: u32) -> Result<(), NetError>;
+    /// Hand the persistent tap `name` of interface index `index` to root
+    /// (as [`HostNet::hand_tap`] with owner and group 0), set its MAC to
+    /// `mac`, and return root's descriptor attached to that tap (the one
+    /// of that index: it is checked after the attach).
+    fn take_tap(&self, name: &str, index: u32, mac: [u8; 6]) -> Result<OwnedFd, NetError>;
     /// Delete a link; `Ok(false)` when it was already gone.
     fn delete_link(&self, name: &str) -> Result<bool, NetError>;
     /// Delete the link with interface index `index`; `Ok(false)` when no
@@ -371,7 +377,11 @@ impl HostNet for RealNet {
     }
 
     fn hand_tap(&self, name: &str, index: u32, owner_uid: u32, group: u32) -> Result<(), NetError> {
-        tun::hand_tap(name, index, owner_uid, group)
+        tun::hand_tap(name, index, owner_uid, group).map(drop)
+    }
+
+    fn take_tap(&self, name: &str, index: u32, mac: [u8; 6]) -> Result<OwnedFd, NetError> {
+        tun::take_tap(name, index, mac).map(OwnedFd::from)
     }
 
     fn disable_ipv6(&self, link: &str) -> Result<(), NetError> {

@@ -100,10 +100,11 @@ fn check_name(name: &str) -> Result<(), io::Error> {
 }
 
 /// Make `owner_uid` the tun owner and `group` the tun group of the
-/// existing tap `name` whose interface index is `index`: attach to it as
-/// root (`TUNSETIFF` without `IFF_TUN_EXCL`, the flags banger's taps
-/// have), check that the name still has that index, `TUNSETGROUP`,
-/// `TUNSETOWNER`, detach. The tap stays persistent.
+/// existing tap `name` whose interface index is `index`, and return
+/// root's descriptor attached to it: attach to it as root (`TUNSETIFF`
+/// without `IFF_TUN_EXCL`, the flags banger's taps have), check that the
+/// name still has that index, `TUNSETGROUP`, `TUNSETOWNER`. The tap stays
+/// persistent; dropping the descriptor detaches.
 ///
 /// Both are set: a process that held the tap can have set either (no
 /// capability is needed on an attached descriptor), an attach needs the
@@ -114,10 +115,16 @@ fn check_name(name: &str) -> Result<(), io::Error> {
 /// the attach: its owner is never changed under it. Between the two index
 /// checks the name cannot change hands: renaming or deleting a link needs
 /// `CAP_NET_ADMIN`, and the attach holds the tap. When the name is gone,
-/// the attach would make a new tap: the first check refuses that, and a
-/// tap made in a race with it is not persistent, so it goes with the
-/// descriptor.
-pub(super) fn hand_tap(name: &str, index: u32, owner_uid: u32, group: u32) -> Result<(), NetError> {
+/// the attach would make a new tap (the tun driver has no flag that
+/// attaches only to an existing one; `IFF_TUN_EXCL` is the opposite): the
+/// first check refuses that, and a tap made in a race with it is not
+/// persistent, so it goes with the descriptor.
+pub(super) fn hand_tap(
+    name: &str,
+    index: u32,
+    owner_uid: u32,
+    group: u32,
+) -> Result<File, NetError> {
     let fail = |(step, source): (&'static str, io::Error)| NetError::HandTap {
         step,
         name: name.to_string(),
@@ -151,7 +158,57 @@ pub(super) fn hand_tap(name: &str, index: u32, owner_uid: u32, group: u32) -> Re
             return Err(fail((step, io::Error::last_os_error())));
         }
     }
-    Ok(())
+    Ok(tun)
+}
+
+/// `struct ifreq` as `SIOC[GS]IFHWADDR` use it: the name, then a
+/// `struct sockaddr` (family, 14 bytes of which an Ethernet MAC is the
+/// first 6), padded to 40 bytes.
+#[repr(C)]
+struct IfReqHwaddr {
+    name: [u8; libc::IFNAMSIZ],
+    family: libc::sa_family_t,
+    data: [u8; 14],
+    _pad: [u8; 8],
+}
+
+const _: () = assert!(std::mem::size_of::<IfReqHwaddr>() == 40);
+
+/// Give the tap `name` of interface index `index` to root (owner and
+/// group 0, [`hand_tap`]) and set its MAC to `mac` (through the attached
+/// descriptor, so on that tap only, and only when it differs: every write
+/// is announced), returning root's attached descriptor.
+pub(super) fn take_tap(name: &str, index: u32, mac: [u8; 6]) -> Result<File, NetError> {
+    let tun = hand_tap(name, index, 0, 0)?;
+    let fail = |step, source| NetError::HandTap {
+        step,
+        name: name.to_string(),
+        uid: 0,
+        source,
+    };
+    let mut req = IfReqHwaddr {
+        name: [0; libc::IFNAMSIZ],
+        family: 0,
+        data: [0; 14],
+        _pad: [0; 8],
+    };
+    // SAFETY: `tun` is attached to the checked tap; SIOCGIFHWADDR writes
+    // one 40-byte `struct ifreq`, which `req` is (repr(C), the kernel's
+    // layout) and outlives the call.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::SIOCGIFHWADDR, &mut req as *mut _) };
+    if rc < 0 {
+        return Err(fail("SIOCGIFHWADDR", io::Error::last_os_error()));
+    }
+    if req.data[..6] != mac {
+        req.family = libc::ARPHRD_ETHER;
+        req.data[..6].copy_from_slice(&mac);
+        // SAFETY: as above; SIOCSIFHWADDR reads the same struct.
+        let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::SIOCSIFHWADDR, &mut req as *mut _) };
+        if rc < 0 {
+            return Err(fail("SIOCSIFHWADDR", io::Error::last_os_error()));
+        }
+    }
+    Ok(tun)
 }
 
 /// The interface index of `name` in this thread's network namespace.
