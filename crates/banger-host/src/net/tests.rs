@@ -338,6 +338,41 @@ fn real_hand_tap_changes_only_an_idle_tap_of_the_journaled_index() {
     });
 }
 
+/// `take_tap` hands the tap of the journaled index to root, sets its MAC
+/// and returns root's descriptor attached to it (held: the next attach is
+/// `EBUSY`; closed: the tap stays, persistent); another index, a missing
+/// name (no tap made) and a held tap are refused, the MAC unchanged.
+#[test]
+fn real_take_tap_gives_root_the_journaled_tap_with_a_mac() {
+    require_root();
+    in_fresh_netns(|| {
+        let net = RealNet::new();
+        net.create_tap("ttap4", 0).unwrap();
+        let index = net.link("ttap4").unwrap().expect("tap listed").index;
+        net.hand_tap("ttap4", index, 4243, 4244).unwrap();
+        let mac = [0x06, 0xba, 0, 0, 0, 7];
+        let tun = net.take_tap("ttap4", index, mac).unwrap();
+        let tap = net.link("ttap4").unwrap().expect("still there");
+        assert_eq!((tap.tap_owner, tap.tap_group), (Some(0), Some(0)));
+        assert_eq!(net.link_mac("ttap4").unwrap(), Some(mac));
+        let err = net.hand_tap("ttap4", index, 0, 0).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EBUSY), "root's descriptor: {err}");
+        drop(tun);
+        let other = [0x06, 0xba, 0, 0, 0, 8];
+        let err = net.take_tap("ttap4", index + 100, other).unwrap_err();
+        assert!(matches!(err, NetError::HandTap { .. }), "{err}");
+        let err = net.take_tap("ttap5", index, other).unwrap_err();
+        assert!(matches!(err, NetError::HandTap { .. }), "{err}");
+        assert!(net.link("ttap5").unwrap().is_none());
+        let held = attach("ttap4");
+        let err = net.take_tap("ttap4", index, other).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EBUSY), "{err}");
+        drop(held);
+        assert_eq!(net.link_mac("ttap4").unwrap(), Some(mac));
+        assert!(net.delete_link_index(index).unwrap());
+    });
+}
+
 /// Attach to the tap `name` as a VMM does (`IFF_TAP|IFF_NO_PI|IFF_VNET_HDR`).
 fn attach(name: &str) -> std::fs::File {
     use std::os::fd::AsRawFd as _;
