@@ -86,6 +86,14 @@ fn owner(net: &RealNet) -> Option<u32> {
 /// Attach to the tap as `uid` (on a thread of its own, in this
 /// namespace), as a VMM of that uid opens it by name.
 fn attach_as(uid: u32) -> std::io::Result<File> {
+    attach_as_then(uid, |_| Ok(()))
+}
+
+/// [`attach_as`], then `then` on the attached descriptor, still as `uid`.
+fn attach_as_then(
+    uid: u32,
+    then: impl FnOnce(&File) -> std::io::Result<()> + Send,
+) -> std::io::Result<File> {
     std::thread::scope(|s| {
         s.spawn(|| {
             // SAFETY: plain syscalls with integer arguments; only this
@@ -94,7 +102,9 @@ fn attach_as(uid: u32) -> std::io::Result<File> {
                 assert_eq!(libc::syscall(libc::SYS_setresgid, uid, uid, uid), 0);
                 assert_eq!(libc::syscall(libc::SYS_setresuid, uid, uid, uid), 0);
             }
-            attach()
+            let tun = attach()?;
+            then(&tun)?;
+            Ok(tun)
         })
         .join()
         .unwrap()
@@ -448,8 +458,9 @@ fn a_tap_held_past_its_vmm_is_deleted_rather_than_left_to_its_new_owner() {
         let h = host(dir);
         journal_tap(&h, Some(_index));
         let mut vmm = launch(&h);
-        let held = attach_as(SLOT).expect("the slot attaches to its tap");
-        tun_set(&held, libc::TUNSETOWNER, OTHER).expect("TUNSETOWNER");
+        // As the slot: attach, make the tap another uid's.
+        let held = attach_as_then(SLOT, |tun| tun_set(tun, libc::TUNSETOWNER, OTHER))
+            .expect("the slot attaches to its tap and sets its owner");
         let mut holder = holder(&held, SLOT);
         drop(held);
         h.stop(VM, Duration::ZERO, true).unwrap();
@@ -501,9 +512,9 @@ fn a_tap_given_back_loses_the_mac_its_vmm_set() {
         let h = host(dir);
         journal_tap(&h, Some(index));
         let mut vmm = launch(&h);
-        let held = attach_as(SLOT).expect("the slot attaches to its tap");
         let guests = [0x02, 0xba, 10, 0, 0, 5];
-        set_mac(&held, guests).expect("SIOCSIFHWADDR");
+        let held = attach_as_then(SLOT, |tun| set_mac(tun, guests))
+            .expect("the slot attaches to its tap and sets its MAC");
         assert_eq!(net.link_mac(TAP).unwrap(), Some(guests));
         drop(held);
         h.stop(VM, Duration::ZERO, true).unwrap();
