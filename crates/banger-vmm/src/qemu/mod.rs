@@ -98,7 +98,8 @@ pub struct QemuFiles {
     pub initrd: Option<File>,
     /// One per `LaunchSpec::drives`, in order.
     pub drives: Vec<DriveFds>,
-    /// `/dev/net/tun` attached to `LaunchSpec::tap` ([`open_tap`]).
+    /// `/dev/net/tun` attached to `LaunchSpec::tap`: the executor's, from
+    /// its checked hand-over (`HostNet::take_tap`); [`open_tap`] in tests.
     pub tap: OwnedFd,
     /// The serial log, for appending.
     pub serial: File,
@@ -351,6 +352,11 @@ impl QemuDriver {
 /// the descriptor QEMU gets as `-netdev tap,fd=`, so it needs neither
 /// `/dev/net/tun` nor the host's network namespace. Opened in the
 /// caller's network namespace, where the tap is.
+///
+/// By name only: when `name` is gone, root's attach makes a new tap (the
+/// tun driver has no attach-only flag). The executor does not use it; it
+/// passes the descriptor its hand-over attached to the journaled tap
+/// (`HostNet::take_tap`, checked by interface index). Tests use it.
 pub fn open_tap(name: &str) -> std::io::Result<OwnedFd> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(std::io::Error::new(
