@@ -175,9 +175,9 @@ impl VmService {
         let started = Instant::now();
         let deadline = started + timeout;
         let mut checks = 0u32;
+        let mut console = super::console::ConsoleWatch::new(serial, offset, READY_MARKER);
         loop {
-            let text = read_from(serial, offset);
-            if text.contains(READY_MARKER) {
+            if console.poll() {
                 return Ok(());
             }
             checks += 1;
@@ -209,7 +209,7 @@ impl VmService {
                         format!(
                             "the VMM of VM {} exited during boot; last console lines: {}",
                             vm.name,
-                            tail(&text, 8)
+                            console.tail(8)
                         ),
                     ));
                 }
@@ -221,7 +221,7 @@ impl VmService {
                         "VM {} did not become ready within {}s; last console lines: {}",
                         vm.name,
                         timeout.as_secs(),
-                        tail(&text, 8)
+                        console.tail(8)
                     ),
                 ));
             }
@@ -417,52 +417,5 @@ impl VmService {
         if let Err(e) = result {
             tracing::warn!(vm_id, error = %banger_proto::error::chain(&e).join(": "), "updating handles.json");
         }
-    }
-}
-
-/// The serial log from `offset` (its length before this boot's launch)
-/// on; from its start when it is shorter than that: a launch empties a
-/// log past `banger_vmm::SERIAL_LOG_MAX` before the VMM writes to it.
-fn read_from(path: &std::path::Path, offset: u64) -> String {
-    use std::io::{Read as _, Seek as _};
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return String::new();
-    };
-    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let offset = if len < offset { 0 } else { offset };
-    if f.seek(std::io::SeekFrom::Start(offset)).is_err() {
-        return String::new();
-    }
-    let mut buf = Vec::new();
-    let _ = f.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
-pub(super) fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let start = lines.len().saturating_sub(n);
-    if lines.is_empty() {
-        "(no console output)".into()
-    } else {
-        lines[start..].join(" | ")
-    }
-}
-
-#[cfg(test)]
-mod read_from_tests {
-    /// A serial log emptied at launch (shorter than the offset taken
-    /// before it) is read from its start: the boot's ready marker is in it.
-    #[test]
-    fn a_log_emptied_at_launch_is_read_from_its_start() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = dir.path().join("serial.log");
-        std::fs::write(&log, "earlier boot\nnow\n").unwrap();
-        assert_eq!(super::read_from(&log, 13), "now\n");
-        std::fs::write(&log, "emptied\nready\n").unwrap();
-        assert_eq!(super::read_from(&log, 1 << 30), "emptied\nready\n");
     }
 }
