@@ -469,16 +469,23 @@ fn locked_down() {
         rustix::fs::Mode::empty(),
     )
     .unwrap();
-    let at_tun = |fd| {
+    let at_tun = |fd, writable| {
         [RawBind {
             fd,
             name: "dev/net/tun",
-            writable: true,
+            writable,
         }]
     };
-    request(uid, uid, &at_tun(tun.as_fd()), &argv, None, &[]).unwrap();
+    request(uid, uid, &at_tun(tun.as_fd(), false), &argv, None, &[]).unwrap();
+    // Device binds are read-only mounts (the node still opens for
+    // writing): a writable one is refused.
     let e = refused(
-        request(uid, uid, &at_tun(null.as_fd()), &argv, None, &[]),
+        request(uid, uid, &at_tun(tun.as_fd(), true), &argv, None, &[]),
+        "writable tun",
+    );
+    assert!(e.contains("a writable device bind"), "{e}");
+    let e = refused(
+        request(uid, uid, &at_tun(null.as_fd(), false), &argv, None, &[]),
         "null at tun",
     );
     assert!(e.contains("not the character device 10:200"), "{e}");
