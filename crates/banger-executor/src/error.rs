@@ -82,7 +82,10 @@ pub enum ExecError {
         expected: &'static str,
         actual: String,
     },
-    #[error("tap {name} is owned by uid {owner}, not uid {requested}; delete it first")]
+    #[error(
+        "tap {name} is owned by uid {owner}, not root, uid {requested} or a VM slot uid; \
+         delete it first"
+    )]
     TapOwner {
         name: String,
         owner: u32,

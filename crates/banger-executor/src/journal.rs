@@ -6,7 +6,7 @@
 //! The journal is a JSON file (`root-journal.json` in the dev state dir,
 //! `journal.json` in the helper's root state dir) holding the bridges
 //! (name, address, prefix, whether its MAC was written), taps (name,
-//! bridge, owner uid, ifindex), whether banger's nft tables were
+//! bridge, the tun owner made with, ifindex), whether banger's nft tables were
 //! installed (and which guests they masquerade), the links
 //! whose resolver settings banger changed, VMM processes, dm-snapshot
 //! devices, the disk tools' outstanding ACL grants, and whether banger
@@ -42,11 +42,19 @@ use serde::{Deserialize, Serialize};
 /// finding 1: no longer read from the owner's `root.origin`). Older files
 /// are read (their VMs' image ids taken once from the checked marker) and
 /// written back as 4.
-/// 5: `vm_cgroups`, the per-VM cgroups root made (each journaled before
-/// its `mkdirat`, removed after its `rmdir`), and a VMM entry's `cgroup`
-/// (the one it runs in: what the start-up sweep spares). Older files are
-/// read (no cgroup anywhere) and written back as 5.
-pub const JOURNAL_VERSION: u32 = 5;
+/// 5: two shapes, from two branches that each took 5: a VMM entry's `tap`,
+/// the tap handed to the VMM's uid for its launch (Firecracker jail design,
+/// part 2 step 2), given back to root when the VMM is gone, taps journaled
+/// from then on with `owner_uid` 0; or `vm_cgroups`, the per-VM cgroups
+/// root made (each journaled before its `mkdirat`, removed after its
+/// `rmdir`), and a VMM entry's `cgroup` (the one it runs in: what the
+/// start-up sweep spares).
+/// 6: both. Every field the two 5s added has a default, so a file of
+/// either shape (or older) reads: no handed tap (the start-up sweep gives
+/// back any idle tap), no cgroup (the sweep removes any `vm-*` beneath the
+/// executor's cgroup that no re-adoptable VMM names); it is written back
+/// as 6.
+pub const JOURNAL_VERSION: u32 = 6;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -109,6 +117,9 @@ impl BridgeEntry {
 pub struct TapEntry {
     pub name: String,
     pub bridge: String,
+    /// The tun owner the tap was made with: 0 (root) for taps made since
+    /// version 5, whose idle taps are root's; the owner's uid in older
+    /// entries, which keep it (the identity fallback below compares it).
     pub owner_uid: u32,
     /// The tap's interface index, recorded once it exists: what makes a
     /// link of this name banger's tap (issue #13 F3: its tun owner is not,
@@ -253,6 +264,12 @@ pub struct VmmEntry {
     /// The per-VM cgroup it runs in (`vm-<id>`), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cgroup: Option<String>,
+    /// The journaled tap handed to the VMM's uid for its launch
+    /// (`vm::taps`): given back to root once this VMM is gone. `None`: no
+    /// tap was handed (QEMU gets its tap as root's descriptor; entries
+    /// journaled by version 4 or older).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tap: Option<String>,
 }
 
 impl Default for Journal {
@@ -568,6 +585,7 @@ mod tests {
             vmm: banger_proto::vmops::VmmKind::Qemu,
             uid: Some(1_990_000_001),
             cgroup: None,
+            tap: None,
         });
         txn.save().unwrap();
         drop(txn);
@@ -580,61 +598,145 @@ mod tests {
         assert_eq!(txn.state.vmms[1].uid, Some(1_990_000_001));
     }
 
-    /// Design part 3: per-VM cgroups (version 5). A version-4 journal
-    /// (VMMs in no cgroup of their own) reads with none and is written back
-    /// at this version unchanged; a version-5 one keeps both records.
+    /// Firecracker jail design, part 2 step 2: a VMM entry names the tap
+    /// handed to its uid (main's version 5). A version-4 entry reads with
+    /// none, its tap entry keeps the owner's uid it was made for, and both
+    /// are written back at this version; a new entry keeps its tap.
     #[test]
-    fn a_version_4_journal_reads_without_cgroups_and_a_version_5_one_keeps_them() {
+    fn a_version_4_vmm_entry_reads_without_a_handed_tap_and_a_new_one_keeps_it() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.json");
         std::fs::write(
             &path,
-            r#"{"version": 4, "bridges": [], "taps": [], "firewall": false,
-                "nat_guests": [], "resolver_links": [], "dm_origins": {},
-                "vmms": [{"vm_id": "a", "pid": 10, "start_time": 5, "vmm": "qemu",
-                          "uid": 1990000001}]}"#,
+            r#"{"version": 4, "bridges": [], "firewall": false, "nat_guests": [],
+                "resolver_links": [],
+                "taps": [{"name": "bangertap0", "bridge": "banger0", "owner_uid": 4242,
+                          "ifindex": 7}],
+                "vmms": [{"vm_id": "a", "pid": 10, "start_time": 5, "vmm": "firecracker"}]}"#,
         )
         .unwrap();
         let file = JournalFile::new(path.clone());
         let mut txn = file.open().unwrap();
+        assert_eq!(txn.state.vmms[0].tap, None);
         assert_eq!(txn.state.vmms[0].cgroup, None);
         assert!(txn.state.vm_cgroups.is_empty());
+        assert_eq!(txn.state.taps[0].owner_uid, 4242);
+        txn.state.vmms.push(VmmEntry {
+            vm_id: "b".into(),
+            pid: 11,
+            start_time: 6,
+            vmm: banger_proto::vmops::VmmKind::Firecracker,
+            uid: None,
+            cgroup: None,
+            tap: Some("bangertap1".into()),
+        });
         txn.save().unwrap();
+        drop(txn);
         let written: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(written["version"], JOURNAL_VERSION, "{written}");
+        assert!(written["vmms"][0].get("tap").is_none(), "{written}");
         assert!(written["vmms"][0].get("cgroup").is_none(), "{written}");
         assert!(written.get("vm_cgroups").is_none(), "{written}");
-        txn.state.vm_cgroups.push("vm-b".into());
-        txn.state.vmms[0].cgroup = Some("vm-b".into());
+        assert_eq!(written["vmms"][1]["tap"], "bangertap1", "{written}");
+        assert_eq!(written["taps"][0]["owner_uid"], 4242, "{written}");
+        let txn = file.open().unwrap();
+        assert_eq!(txn.state.vmms[1].tap.as_deref(), Some("bangertap1"));
+    }
+
+    /// Design part 3: per-VM cgroups (the cgroup branch's version 5). A
+    /// journal of that shape — `vm_cgroups` and a VMM's `cgroup`, no
+    /// handed tap — reads at version 6 with its cgroups kept and no tap
+    /// handed, and is written back as 6 with both records.
+    #[test]
+    fn a_version_5_journal_with_cgroups_reads_and_keeps_them_at_version_6() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.json");
+        std::fs::write(
+            &path,
+            r#"{"version": 5, "bridges": [], "firewall": false, "nat_guests": [],
+                "resolver_links": [], "dm_origins": {},
+                "taps": [{"name": "bangertap0", "bridge": "banger0", "owner_uid": 4242,
+                          "ifindex": 7}],
+                "vm_cgroups": ["vm-a"],
+                "vmms": [{"vm_id": "a", "pid": 10, "start_time": 5, "vmm": "qemu",
+                          "uid": 1990000001, "cgroup": "vm-a"}]}"#,
+        )
+        .unwrap();
+        let file = JournalFile::new(path.clone());
+        let txn = file.open().unwrap();
+        assert_eq!(txn.state.vm_cgroups, ["vm-a"]);
+        assert_eq!(txn.state.vmms[0].cgroup.as_deref(), Some("vm-a"));
+        assert_eq!(txn.state.vmms[0].tap, None);
+        assert_eq!(txn.state.taps[0].owner_uid, 4242);
         txn.save().unwrap();
         drop(txn);
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(written["version"], 6, "{written}");
+        assert_eq!(
+            written["vm_cgroups"],
+            serde_json::json!(["vm-a"]),
+            "{written}"
+        );
+        assert_eq!(written["vmms"][0]["cgroup"], "vm-a", "{written}");
+        assert!(written["vmms"][0].get("tap").is_none(), "{written}");
+    }
+
+    /// Main's version 5 (a handed tap, no cgroups) reads at version 6 with
+    /// its tap kept and no cgroup anywhere, and is written back as 6.
+    #[test]
+    fn a_version_5_journal_with_a_handed_tap_reads_and_keeps_it_at_version_6() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("journal.json");
+        std::fs::write(
+            &path,
+            r#"{"version": 5, "bridges": [], "firewall": false, "nat_guests": [],
+                "resolver_links": [], "dm_origins": {},
+                "taps": [{"name": "bangertap0", "bridge": "banger0", "owner_uid": 0,
+                          "ifindex": 7}],
+                "vmms": [{"vm_id": "a", "pid": 10, "start_time": 5, "vmm": "firecracker",
+                          "tap": "bangertap0"}]}"#,
+        )
+        .unwrap();
+        let file = JournalFile::new(path.clone());
+        let mut txn = file.open().unwrap();
+        assert_eq!(txn.state.vmms[0].tap.as_deref(), Some("bangertap0"));
+        assert_eq!(txn.state.vmms[0].cgroup, None);
+        assert!(txn.state.vm_cgroups.is_empty());
+        txn.state.vm_cgroups.push("vm-b".into());
+        txn.save().unwrap();
+        drop(txn);
+        let written: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(written["version"], 6, "{written}");
+        assert_eq!(written["vmms"][0]["tap"], "bangertap0", "{written}");
+        assert!(written["vmms"][0].get("cgroup").is_none(), "{written}");
         let txn = file.open().unwrap();
         assert_eq!(txn.state.vm_cgroups, ["vm-b"]);
-        assert_eq!(txn.state.vmms[0].cgroup.as_deref(), Some("vm-b"));
     }
 
     #[test]
     fn a_journal_newer_than_this_version_is_refused_as_newer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.json");
-        let v6 = r#"{"version": 6, "bridges": [], "taps": [], "firewall": false,
+        let v7 = r#"{"version": 7, "bridges": [], "taps": [], "firewall": false,
                      "nat_guests": [], "resolver_links": [], "later": []}"#;
-        std::fs::write(&path, v6).unwrap();
+        std::fs::write(&path, v7).unwrap();
         let err = JournalFile::new(path.clone()).open().unwrap_err();
         assert!(
-            matches!(err, JournalError::NewerVersion { version: 6, .. }),
+            matches!(err, JournalError::NewerVersion { version: 7, .. }),
             "{err}"
         );
         assert_eq!(
             err.to_string(),
             format!(
-                "{} has journal version 6; this build knows up to 5",
+                "{} has journal version 7; this build knows up to 6",
                 path.display()
             )
         );
         // Refused untouched.
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), v6);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), v7);
     }
 
     #[test]

@@ -112,10 +112,18 @@ impl Executor {
 
     /// Enable the VM operations for VMs under `cfg.state_dir`. Without this
     /// they fail with `unavailable`. Disk grants a crash left in the
-    /// journal are undone here, before any operation (`vm::jailed`).
+    /// journal are undone here, before any operation (`vm::jailed`), and
+    /// every idle journaled tap goes back to root (`vm::taps`: a VMM gone
+    /// while the executor was not running, an older helper's taps).
     pub fn with_vms(mut self, cfg: VmHostConfig) -> Self {
-        let vm = vm::VmHost::new(cfg, Arc::clone(&self.journal), Arc::clone(&self.host));
+        let vm = vm::VmHost::new(
+            cfg,
+            Arc::clone(&self.journal),
+            Arc::clone(&self.host),
+            Arc::clone(&self.net),
+        );
         vm.restore_crashed_grants();
+        vm.give_back_idle_taps();
         self.vm = Some(Arc::new(vm));
         self
     }
@@ -262,6 +270,7 @@ impl Executor {
                 simple(PrivOutcome::Device(self.probe_device(device)))
             }
             PrivOp::ProbeNftables => simple(PrivOutcome::Nftables(self.host.probe_nft())),
+            PrivOp::ProbeJailScope => simple(PrivOutcome::JailScope(self.host.probe_jail_scope())),
             PrivOp::EnsureBridge(spec) => self.ensure_bridge(spec),
             PrivOp::EnsureTap(spec) => self.ensure_tap(spec),
             PrivOp::DeleteTap { name } => self.delete_tap(name),

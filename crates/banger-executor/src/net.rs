@@ -303,8 +303,8 @@ impl Executor {
 
     pub(crate) fn ensure_tap(&self, spec: TapSpec) -> Result<Executed, ExecError> {
         self.installed_bridge_named(&spec.bridge)?;
-        // Gap 12: a tap belongs to the uid the VMMs run as (the installed
-        // owner; root in dev mode), never to one the owner names.
+        // Gap 12: the request names the installed owner (root in dev
+        // mode), never another uid. The tap itself is root's.
         if let Some(vm) = &self.vm
             && spec.owner_uid != vm.owner.0
         {
@@ -328,8 +328,13 @@ impl Executor {
         if let (Some(link), Some(entry)) = (&existing, &journaled) {
             check_tap_identity(link, entry)?;
         }
+        // Idle taps are root's; one handed to a VMM for its launch (the
+        // owner's uid for a Firecracker of the owner's, a slot uid for a
+        // jailed one) stays that uid's until the VMM is gone.
         if let Some(owner) = existing.as_ref().and_then(|l| l.tap_owner)
+            && owner != 0
             && owner != spec.owner_uid
+            && !self.vm.as_ref().is_some_and(|vm| vm.is_vm_slot(owner))
         {
             return Err(ExecError::TapOwner {
                 name: name.to_string(),
@@ -347,10 +352,14 @@ impl Executor {
             check_bridge_identity(bridge, entry)?;
         }
 
+        // A tap is made root's (Firecracker jail design, part 2 step 2):
+        // no process of the owner's attaches to it while no VM runs. An
+        // older entry keeps the uid it was made for: its identity
+        // fallback compares it.
         let mut entry = TapEntry {
             name: spec.name.clone(),
             bridge: spec.bridge.clone(),
-            owner_uid: spec.owner_uid,
+            owner_uid: journaled.as_ref().map_or(0, |e| e.owner_uid),
             ifindex: existing.as_ref().map(|l| l.index),
         };
         if txn.state.tap(name) != Some(&entry) {
@@ -360,7 +369,7 @@ impl Executor {
         let bridge_index = bridge.index;
         let mut tap_index = existing.as_ref().map(|l| l.index);
         let created = existing.is_none();
-        if created && let Err(source) = self.net.create_tap(name, spec.owner_uid) {
+        if created && let Err(source) = self.net.create_tap(name, entry.owner_uid) {
             if !was_journaled {
                 txn.state.remove_tap(name);
                 save_quietly(&txn);

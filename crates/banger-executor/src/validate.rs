@@ -20,6 +20,7 @@ pub fn op(op: &PrivOp) -> Result<(), ExecError> {
         PrivOp::ProbeKvm
         | PrivOp::ProbeDevice { .. }
         | PrivOp::ProbeNftables
+        | PrivOp::ProbeJailScope
         | PrivOp::NetStatus
         | PrivOp::Teardown
         | PrivOp::OpenDnsSockets { .. } => Ok(()),
@@ -431,6 +432,7 @@ mod tests {
             up: true,
             addresses: vec![Ipv4Cidr::new(Ipv4Addr::from(addr), p)],
             tap_owner: None,
+            tap_group: None,
         };
         let via = |dst: [u8; 4], p: u8, gw: [u8; 4], dev: &str| RouteV4 {
             gateways: vec![Ipv4Addr::from(gw)],

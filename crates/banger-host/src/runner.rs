@@ -154,6 +154,23 @@ pub enum RunError {
         #[source]
         source: std::io::Error,
     },
+    /// The child started, but no pidfd of it could be opened (`EMFILE`,
+    /// say), and the kill that followed was not confirmed: it was not
+    /// reaped in time and may still run (a thread reaps it once it
+    /// exits). A caller that gave it something (a jail uid) must not give
+    /// that again while it may run.
+    #[error(
+        "`{argv}` (pid {pid}) started, but no pidfd of it could be opened and its kill is not confirmed"
+    )]
+    StillRunning {
+        argv: String,
+        pid: u32,
+        /// Its start time (`/proc/<pid>/stat` field 22), read while it was
+        /// this process's unreaped child; `None` when it could not be.
+        started: Option<u64>,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("waiting for `{argv}`")]
     Wait {
         argv: String,
@@ -560,21 +577,6 @@ fn spawn_jailed(
     })
 }
 
-/// A pidfd of `child`, just spawned; if none can be opened the child is
-/// killed ([`kill_and_reap`]) and that is a spawn error.
-fn open_pidfd(child: Piped, argv: &str) -> Result<(Piped, std::os::fd::OwnedFd), RunError> {
-    match child.pidfd() {
-        Ok(fd) => Ok((child, fd)),
-        Err(e) => {
-            kill_and_reap(child);
-            Err(RunError::Spawn {
-                argv: argv.to_string(),
-                source: e,
-            })
-        }
-    }
-}
-
 /// The resolved program with its arguments and a cleared environment
 /// (`PATH` plus the command's own variables): what every child starts from.
 fn base_command(cmd: &Cmd) -> Result<Command, RunError> {
@@ -682,69 +684,11 @@ fn wait_with_timeout(mut child: Piped, timeout: Duration) -> Result<ExitStatus, 
     }
 }
 
-/// Call `check` until it gives a status or `limit` has passed (`None`).
-fn poll_until(
-    limit: Duration,
-    mut check: impl FnMut() -> std::io::Result<Option<ExitStatus>>,
-) -> std::io::Result<Option<ExitStatus>> {
-    let deadline = Instant::now() + limit;
-    let mut sleep = Duration::from_millis(1);
-    loop {
-        if let Some(status) = check()? {
-            return Ok(Some(status));
-        }
-        if Instant::now() >= deadline {
-            return Ok(None);
-        }
-        std::thread::sleep(sleep);
-        sleep = (sleep * 2).min(Duration::from_millis(20));
-    }
-}
-
-/// SIGKILL `child` by the handle we hold (ours and unreaped, so its pid is
-/// still its own) and reap it within [`DRAIN_AFTER_EXIT`], or leave it to
-/// [`reap_later`].
-fn kill_and_reap(mut child: Piped) {
-    let _ = child.kill();
-    if !matches!(
-        poll_until(DRAIN_AFTER_EXIT, || child.try_wait()),
-        Ok(Some(_))
-    ) {
-        reap_later(child, Arc::default());
-    }
-}
-
-/// Reap a killed `child` on a detached thread, its status into `status`.
-/// SIGKILL does not always make a child reapable: when a process of its
-/// uid has ptrace-attached to it, its exit is reported to that tracer first
-/// and the parent's wait sees it only once the tracer detaches; a FUSE
-/// request can hold it in the kernel. The caller must not wait for that.
-/// The pid cannot be recycled before this thread reaps it, and nothing
-/// else reaps it: the child is moved here.
-fn reap_later(mut child: Piped, status: Arc<OnceLock<ExitStatus>>) {
-    let pid = child.id();
-    tracing::warn!(
-        pid,
-        "a killed child was not reaped in time; a thread reaps it"
-    );
-    let spawned = std::thread::Builder::new()
-        .name(format!("reap-{pid}"))
-        .spawn(move || match child.wait() {
-            Ok(s) => {
-                tracing::debug!(pid, status = %s, "reaped late");
-                let _ = status.set(s);
-            }
-            Err(error) => tracing::warn!(pid, %error, "reaping a killed child"),
-        });
-    if let Err(error) = spawned {
-        tracing::warn!(pid, %error, "starting a reaper thread; the child stays a zombie");
-    }
-}
-
 /// How many of a failed tool's last stderr lines its error carries.
 pub const STDERR_TAIL_LINES: usize = 8;
-/// Longest stderr line kept in an error (a tool may print a huge one).
-const STDERR_LINE_MAX: usize = 400;
+/// Longest line of a process's output kept in an error (a tool's stderr,
+/// a VMM's serial console: either may print a huge one).
+pub const STDERR_LINE_MAX: usize = 400;
 
 /// The last [`STDERR_TAIL_LINES`] non-empty lines of `s`, each trimmed and
 /// cut at [`STDERR_LINE_MAX`] characters, joined by newlines.
@@ -755,17 +699,27 @@ fn stderr_tail(s: &str) -> String {
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .take(STDERR_TAIL_LINES)
-        .map(|l| match l.char_indices().nth(STDERR_LINE_MAX) {
-            Some((cut, _)) => format!("{}…", &l[..cut]),
-            None => l.to_string(),
-        })
+        .map(cut_line)
         .collect();
     lines.reverse();
     lines.join("\n")
 }
 
+/// `line` cut at [`STDERR_LINE_MAX`] characters, marked with `…` when
+/// cut: one line of a process's output quoted in an error.
+pub fn cut_line(line: &str) -> String {
+    match line.char_indices().nth(STDERR_LINE_MAX) {
+        Some((cut, _)) => format!("{}…", &line[..cut]),
+        None => line.to_string(),
+    }
+}
+
 mod piped;
 use piped::Piped;
+mod reap;
+#[cfg(test)]
+use reap::no_pidfd;
+use reap::{kill_and_reap, open_pidfd, poll_until, reap_later};
 
 #[cfg(test)]
 mod tests;

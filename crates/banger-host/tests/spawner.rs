@@ -462,6 +462,34 @@ fn locked_down() {
         "{outside:?}"
     );
     assert!(outside[2].contains("CharacterDevice"), "{outside:?}");
+    // The tun clone device at its place only, itself only (opened
+    // O_PATH|O_NOFOLLOW), as KVM's.
+    let tun = rustix::fs::open(
+        "/dev/net/tun",
+        rustix::fs::OFlags::PATH | rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let at_tun = |fd, writable| {
+        [RawBind {
+            fd,
+            name: "dev/net/tun",
+            writable,
+        }]
+    };
+    request(uid, uid, &at_tun(tun.as_fd(), false), &argv, None, &[]).unwrap();
+    // Device binds are read-only mounts (the node still opens for
+    // writing): a writable one is refused.
+    let e = refused(
+        request(uid, uid, &at_tun(tun.as_fd(), true), &argv, None, &[]),
+        "writable tun",
+    );
+    assert!(e.contains("a writable device bind"), "{e}");
+    let e = refused(
+        request(uid, uid, &at_tun(null.as_fd(), false), &argv, None, &[]),
+        "null at tun",
+    );
+    assert!(e.contains("not the character device 10:200"), "{e}");
     request(uid, uid, &bind(looped.as_fd()), &argv, None, &[]).unwrap();
     request(uid, uid, &bind(file.as_fd()), &argv, None, &[]).unwrap();
     // And it still serves a good one.

@@ -433,15 +433,22 @@ fn prune_stale_staging(base: &Path) {
 /// mountinfo that cannot be read counts as a mount, so nothing is
 /// removed on a guess.
 fn mounts_below(dir: &Path) -> Vec<String> {
-    let info = match std::fs::read("/proc/self/mountinfo") {
-        Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
-        Err(e) => return vec![format!("(/proc/self/mountinfo unreadable: {e})")],
-    };
+    match std::fs::read("/proc/self/mountinfo") {
+        Ok(bytes) => mounts_below_in(&String::from_utf8_lossy(&bytes), dir),
+        Err(e) => vec![format!("(/proc/self/mountinfo unreadable: {e})")],
+    }
+}
+
+/// [`mounts_below`] over mountinfo text `info`: each mount point is
+/// unescaped (`\040` for a space…) before it is compared, so a directory
+/// whose name has a space, tab, newline or backslash still sees the mounts
+/// below it.
+fn mounts_below_in(info: &str, dir: &Path) -> Vec<String> {
     let prefix = dir.to_string_lossy().into_owned();
     info.lines()
-        .filter_map(|l| l.split(' ').nth(4))
+        .filter_map(banger_host::mounts::parse_mountinfo_line)
+        .map(|m| m.mount_point)
         .filter(|m| *m == prefix || m.starts_with(&format!("{prefix}/")))
-        .map(str::to_string)
         .collect()
 }
 
@@ -501,6 +508,21 @@ mod tests {
         assert_eq!(std::fs::read_dir(cache.path()).unwrap().count(), 0);
         // The lookup is the cache key's, whatever `cached_only` says.
         assert_eq!(opts.cache_key(), DebianOptions::new("/c").cache_key());
+    }
+
+    /// Hostile read of 9c47982, F5: mount points were compared as the
+    /// kernel escapes them (`\040` for a space), so a staging dir whose
+    /// path has a space saw no mount below it and `remove_dir_all` could
+    /// descend through one.
+    #[test]
+    fn a_mount_below_a_path_with_a_space_is_seen() {
+        let info = "36 25 0:31 / /c/stage\\040one/root rw,relatime shared:1 - tmpfs tmpfs rw\n\
+                    37 25 0:32 / /c/stage\\040onex rw - tmpfs tmpfs rw\n";
+        assert_eq!(
+            mounts_below_in(info, Path::new("/c/stage one")),
+            vec!["/c/stage one/root".to_string()]
+        );
+        assert!(mounts_below_in(info, Path::new("/c/stage")).is_empty());
     }
 
     #[test]

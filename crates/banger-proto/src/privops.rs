@@ -25,7 +25,7 @@ pub use crate::vmops::{
 };
 
 /// Version of the privileged-ops protocol.
-pub const PRIV_PROTOCOL_VERSION: u32 = 3;
+pub const PRIV_PROTOCOL_VERSION: u32 = 4;
 
 /// Messages from `bangerd` to the helper.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +78,12 @@ pub enum PrivOp {
     /// Report whether `nft` is installed and can list tables in the helper's
     /// network namespace. Preconditions: none. Side effects: none.
     ProbeNftables,
+    /// Report whether the jails the executor makes (disk tools, VMMs) enter
+    /// the Landlock scope on abstract UNIX sockets and signals, and if not,
+    /// why: tried in the executor's own process, under whatever seccomp
+    /// filter surrounds it. Preconditions: none. Side effects: none (the
+    /// ruleset made is closed at once).
+    ProbeJailScope,
     /// Create banger's bridge if missing (netlink), set its address, bring it
     /// up, enable IPv4 forwarding, and journal it. Idempotent.
     /// Preconditions: `name` starts with `banger` and is a valid interface
@@ -153,6 +159,7 @@ impl PrivOp {
             PrivOp::ProbeKvm => "probe_kvm",
             PrivOp::ProbeDevice { .. } => "probe_device",
             PrivOp::ProbeNftables => "probe_nftables",
+            PrivOp::ProbeJailScope => "probe_jail_scope",
             PrivOp::EnsureBridge(_) => "ensure_bridge",
             PrivOp::EnsureTap(_) => "ensure_tap",
             PrivOp::DeleteTap { .. } => "delete_tap",
@@ -186,6 +193,7 @@ pub enum PrivOutcome {
     Kvm(KvmProbe),
     Device(DeviceProbe),
     Nftables(ToolProbe),
+    JailScope(JailScopeProbe),
     Bridge(BridgeOutcome),
     Tap(TapOutcome),
     /// The op succeeded and has nothing to report.
@@ -356,6 +364,19 @@ impl KvmProbe {
             (DeviceState::Present, _) => KvmVerdict::PresentUnusable,
         }
     }
+}
+
+/// Whether jails enter the Landlock scope on abstract UNIX sockets and
+/// signals (`LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET | LANDLOCK_SCOPE_SIGNAL`,
+/// Linux 6.12) where the executor makes them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
+pub enum JailScopeProbe {
+    /// Every jail enters the scope.
+    Scoped,
+    /// Jails run without it; `reason` says why (the kernel, Landlock off,
+    /// or a seccomp filter refusing the call).
+    Unscoped { reason: String },
 }
 
 /// Presence and version of a host tool.

@@ -133,6 +133,21 @@ fn doctor_tells_the_truth_about_this_host() {
     };
     assert_eq!(state(&r, "ip_forward"), fwd);
 
+    // The daemon's in-process executor makes the jails: scoped where this
+    // kernel has Landlock ABI 6 or later (`landlock_create_ruleset(NULL, 0,
+    // LANDLOCK_CREATE_RULESET_VERSION)`, x86_64 system call 444; -1 without
+    // Landlock).
+    let abi = Command::new("perl")
+        .args(["-e", "print syscall(444, 0, 0, 1)"])
+        .output()
+        .unwrap();
+    let abi: i64 = String::from_utf8_lossy(&abi.stdout).trim().parse().unwrap();
+    assert_eq!(
+        state(&r, "jail_scope"),
+        if abi >= 6 { "scoped" } else { "unscoped" },
+        "Landlock ABI {abi}"
+    );
+
     let state_dir = d.dir.path().join("state");
     let reflink = cp_reflinks_in(&state_dir);
     assert_eq!(

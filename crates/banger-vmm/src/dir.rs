@@ -546,8 +546,10 @@ pub fn sole_file_of(st: &rustix::fs::Stat, uid: u32) -> Result<(), String> {
 }
 
 /// The last `n` non-empty lines of the file behind `f` (read with `pread`
-/// from its last 64 KiB, whatever the file's name is now), joined with
-/// " | " for a one-line error; `(no output)` if there are none.
+/// from its last 64 KiB, whatever the file's name is now), each cut as a
+/// tool's stderr line is ([`banger_host::runner::cut_line`]: the VMM, or
+/// the guest, chose them), joined with " | " for a one-line error;
+/// `(no output)` if there are none.
 pub fn tail_lines(f: &File, n: usize) -> String {
     const WINDOW: u64 = 64 * 1024;
     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -562,12 +564,13 @@ pub fn tail_lines(f: &File, n: usize) -> String {
     }
     buf.truncate(got);
     let text = String::from_utf8_lossy(&buf);
-    let mut lines: Vec<&str> = text
+    let mut lines: Vec<String> = text
         .lines()
         .map(str::trim_end)
         .filter(|l| !l.is_empty())
         .rev()
         .take(n)
+        .map(banger_host::runner::cut_line)
         .collect();
     if lines.is_empty() {
         return "(no output)".into();

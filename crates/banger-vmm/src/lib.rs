@@ -51,6 +51,163 @@ mod quoted_tests {
     }
 }
 
+#[cfg(test)]
+mod spawn_failed_tests {
+    use banger_host::runner::RunError;
+
+    use crate::VmmError;
+
+    /// Hostile read of the jailed driver, the pidfd gap: a VMM that
+    /// started but whose kill (after no pidfd could be opened) is not
+    /// confirmed ends the launch in `StillRunning`, its start time kept,
+    /// so its slot uid is not given again; any other spawn error is the
+    /// driver's own.
+    #[test]
+    fn an_unconfirmed_kill_after_the_spawn_is_still_running() {
+        let e = RunError::StillRunning {
+            argv: "firecracker --id x".into(),
+            pid: 4242,
+            started: Some(77),
+            source: std::io::Error::from_raw_os_error(libc::EMFILE),
+        };
+        let got = super::spawn_failed("firecracker", e, |_| unreachable!());
+        match got {
+            VmmError::StillRunning {
+                vmm,
+                pid,
+                started,
+                what,
+            } => {
+                assert_eq!((vmm, pid, started), ("firecracker", 4242, Some(77)));
+                assert!(
+                    what.contains("no pidfd") && what.contains("os error 24"),
+                    "{what}"
+                );
+            }
+            other => panic!("{other}"),
+        }
+        let e = RunError::NotFound {
+            program: "qemu".into(),
+        };
+        let got = super::spawn_failed("qemu", e, |e| VmmError::Spawn {
+            vmm: "qemu",
+            source: std::io::Error::other(e.to_string()),
+        });
+        assert!(matches!(got, VmmError::Spawn { .. }), "{got}");
+    }
+}
+
+/// `RLIMIT_NOFILE` of a jailed VMM (QEMU, Firecracker).
+pub const VMM_OPEN_FILES: u64 = 1024;
+/// `RLIMIT_FSIZE` floor of a jailed VMM: its logs (the serial log,
+/// appended across boots; Firecracker's log, made anew each launch) grow
+/// to this even beside small drives. Past it a write fails with `EFBIG`
+/// and raises `SIGXFSZ`, whose handler ends Firecracker.
+pub const VMM_MIN_FILE_SIZE: u64 = 1 << 30;
+/// The most a serial log may hold when a VMM is launched on it: one over
+/// this is emptied first ([`bound_serial_log`]), so every boot has at
+/// least half of [`VMM_MIN_FILE_SIZE`] to write before its limit.
+pub const SERIAL_LOG_MAX: u64 = VMM_MIN_FILE_SIZE / 2;
+
+/// Empty the serial log behind `serial` (the caller's descriptor of the
+/// owner's checked file, open for writing) when it holds more than
+/// [`SERIAL_LOG_MAX`], and say so in it: it is appended across boots and
+/// never rotated, and once past the VMM's `RLIMIT_FSIZE` every later boot
+/// would stop at its first console byte. Only through the descriptor
+/// (`fstat`, `ftruncate`, an appended line): never the file's name, which
+/// its owner can change.
+pub(crate) fn bound_serial_log(vmm: &'static str, serial: &std::fs::File) -> Result<(), VmmError> {
+    let io = |doing: &str| {
+        let what = format!("{vmm}: {doing} the serial log");
+        move |source| VmmError::Io { what, source }
+    };
+    let size = rustix::fs::fstat(serial)
+        .map_err(std::io::Error::from)
+        .map_err(io("inspecting"))?
+        .st_size;
+    let size = u64::try_from(size).unwrap_or(0);
+    if size <= SERIAL_LOG_MAX {
+        return Ok(());
+    }
+    tracing::warn!(vmm, size, max = SERIAL_LOG_MAX, "emptying the serial log");
+    rustix::fs::ftruncate(serial, 0)
+        .map_err(std::io::Error::from)
+        .map_err(io("emptying"))?;
+    let note = format!("banger: the serial log held {size} bytes; emptied at this launch\n");
+    // Appended: the descriptor is O_APPEND, so this lands at the new end.
+    std::io::Write::write_all(&mut &*serial, note.as_bytes()).map_err(io("writing to"))
+}
+
+/// The limits of a jailed VMM for `spec` (one rule for both drivers):
+/// address space and data of the guest's memory plus `overhead`,
+/// `threads` tasks besides one per vCPU, [`VMM_OPEN_FILES`], and files up
+/// to the largest of the writable drives (`drives`: each of the spec's
+/// with the descriptor the VMM uses) or [`VMM_MIN_FILE_SIZE`]. An error
+/// names the drive whose size could not be read.
+pub(crate) fn vmm_limits<'a>(
+    vmm: &'static str,
+    spec: &LaunchSpec,
+    overhead: u64,
+    threads: u32,
+    drives: impl Iterator<Item = (&'a Drive, std::os::fd::BorrowedFd<'a>)>,
+) -> Result<banger_host::jail::Limits, VmmError> {
+    let mut file_size = VMM_MIN_FILE_SIZE;
+    for (d, fd) in drives {
+        if !d.read_only {
+            let size = drive_size(fd).map_err(|source| VmmError::Io {
+                what: format!("jailing {vmm}: the size of drive {}", d.id),
+                source,
+            })?;
+            file_size = file_size.max(size);
+        }
+    }
+    Ok(banger_host::jail::Limits {
+        memory: u64::from(spec.memory_mib) * (1 << 20) + overhead,
+        processes: threads + u32::from(spec.vcpus),
+        open_files: VMM_OPEN_FILES,
+        file_size,
+    })
+}
+
+/// The size of a drive: a regular file's length, a block device's
+/// capacity.
+fn drive_size(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u64> {
+    let st = rustix::fs::fstat(fd)?;
+    if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::BlockDevice {
+        // SEEK_END of a block device is its capacity; pread/pwrite, which
+        // the VMMs use, never move this shared offset.
+        let end = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))?;
+        rustix::fs::seek(fd, rustix::fs::SeekFrom::Start(0))?;
+        return Ok(end);
+    }
+    Ok(u64::try_from(st.st_size).unwrap_or(0))
+}
+
+/// The [`VmmError`] of a spawn of `vmm` that failed with `e`:
+/// [`VmmError::StillRunning`] when the VMM started and its kill is not
+/// confirmed (no pidfd could be opened: its jail uid must not be given
+/// again while it may run), else `other(e)`.
+pub(crate) fn spawn_failed(
+    vmm: &'static str,
+    e: banger_host::runner::RunError,
+    other: impl FnOnce(banger_host::runner::RunError) -> VmmError,
+) -> VmmError {
+    match e {
+        banger_host::runner::RunError::StillRunning {
+            pid,
+            started,
+            ref source,
+            ..
+        } => VmmError::StillRunning {
+            vmm,
+            pid,
+            started,
+            what: format!("{e}: {source}"),
+        },
+        e => other(e),
+    }
+}
+
 /// Which hypervisor runs a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -18,6 +18,8 @@ pub enum Reply {
     /// `prefix` and then one byte every 100 ms, never a line end, for at
     /// most a minute or until the client hangs up.
     Trickle { prefix: &'static [u8] },
+    /// `bytes` whole, then it closes.
+    Whole(&'static [u8]),
 }
 
 /// Bind `path` and serve one connection with `reply` on a thread.
@@ -41,6 +43,9 @@ pub fn serve(path: &Path, reply: Reply) -> JoinHandle<()> {
                     }
                     left -= n;
                 }
+            }
+            Reply::Whole(bytes) => {
+                let _ = conn.write_all(bytes);
             }
             Reply::Trickle { prefix } => {
                 let until = Instant::now() + Duration::from_secs(60);

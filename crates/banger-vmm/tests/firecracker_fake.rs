@@ -8,12 +8,14 @@ mod firecracker_support;
 
 use std::time::{Duration, Instant};
 
+use banger_host::jail::testing::status_field_of as status_field;
 use banger_vmm::VmmError;
 use banger_vmm::firecracker::{
-    ApiRequest, FirecrackerDriver, InstanceState, Shutdown, VmStatus, log_path, metrics_path,
+    ApiRequest, FirecrackerDriver, FirecrackerVm, InstanceState, Shutdown, VmStatus, log_path,
 };
 use firecracker_support::{
-    alive, fake_binary, launch, read_pid, read_record, sample_spec, script, write_fake_config,
+    alive, fake_binary, jailed_files, killed_if_failing, launch, read_pid, read_record,
+    sample_spec, script, slot_run_dir, slot_uid, write_fake_config,
 };
 use serde_json::{Value, json};
 
@@ -46,7 +48,6 @@ fn launch_sends_the_sequence_and_a_graceful_shutdown_ends_the_process() {
         calls,
         [
             "PUT /logger 204",
-            "PUT /metrics 204",
             "PUT /machine-config 204",
             "PUT /boot-source 204",
             "PUT /drives/root 204",
@@ -62,19 +63,17 @@ fn launch_sends_the_sequence_and_a_graceful_shutdown_ends_the_process() {
         json!({"log_path": log_path(&spec).to_str().unwrap(), "level": "Info",
                "show_level": true, "show_log_origin": false})
     );
-    assert_eq!(
-        body(1),
-        json!({"metrics_path": metrics_path(&spec).to_str().unwrap()})
-    );
-    assert_eq!(body(2), json!({"vcpu_count": 2, "mem_size_mib": 512}));
-    assert_eq!(body(3)["boot_args"], json!(spec.cmdline));
-    assert_eq!(body(4)["is_root_device"], json!(true));
-    assert_eq!(body(5)["drive_id"], json!("work"));
-    assert_eq!(body(6)["host_dev_name"], json!("bangertap3"));
-    assert_eq!(body(7)["guest_cid"], json!(7));
-    assert_eq!(body(8), json!({"action_type": "InstanceStart"}));
-    // The files Firecracker is told to open exist before it is asked to.
-    assert!(log_path(&spec).is_file() && metrics_path(&spec).is_file());
+    assert_eq!(body(1), json!({"vcpu_count": 2, "mem_size_mib": 512}));
+    assert_eq!(body(2)["boot_args"], json!(spec.cmdline));
+    assert_eq!(body(3)["is_root_device"], json!(true));
+    assert_eq!(body(4)["drive_id"], json!("work"));
+    assert_eq!(body(5)["host_dev_name"], json!("bangertap3"));
+    assert_eq!(body(6)["guest_cid"], json!(7));
+    assert_eq!(body(7), json!({"action_type": "InstanceStart"}));
+    // The file Firecracker is told to open exists before it is asked to;
+    // no metrics file (none is configured: it would only grow).
+    assert!(log_path(&spec).is_file());
+    assert!(!spec.run_dir.join("firecracker.metrics").exists());
     // The fake's stdout is the serial log.
     let serial = std::fs::read_to_string(&spec.serial_log).unwrap();
     assert!(
@@ -274,12 +273,10 @@ fn the_vmm_runs_as_the_requested_user_and_can_use_its_files() {
     let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
     let uids: Vec<&str> = uid_line.split_whitespace().skip(1).collect();
     assert_eq!(uids, ["65534"; 4], "{uid_line}");
-    for f in [log_path(&spec), metrics_path(&spec)] {
-        let m = std::fs::metadata(&f).unwrap();
-        assert_eq!((m.uid(), m.gid()), nobody, "{}", f.display());
-    }
+    let m = std::fs::metadata(log_path(&spec)).unwrap();
+    assert_eq!((m.uid(), m.gid()), nobody);
     let record: Vec<Value> = read_record(dir.path());
-    assert_eq!(record.len(), 9);
+    assert_eq!(record.len(), 8);
     vm.kill().unwrap();
 }
 
@@ -319,4 +316,252 @@ fn a_symlinked_run_dir_is_refused_and_nothing_there_changes() {
         );
     }
     assert!(err.to_string().contains("run directory"), "{err}");
+}
+
+/// The fake launched jailed as `uid` in `dir`: its `run/` (configured to
+/// exit on `SendCtrlAltDel`), its spec — a writable root drive the
+/// slot's and a read-only work drive readable by all (the grants the
+/// executor gives for a launch), a kernel and a serial log in `dir`, the
+/// log first made `serial_len` bytes long (sparse) — and the VM.
+fn launched_jailed_fake(
+    dir: &std::path::Path,
+    uid: u32,
+    serial_len: u64,
+) -> (std::path::PathBuf, banger_vmm::LaunchSpec, FirecrackerVm) {
+    let (run, spec) = jailed_fake_spec(dir, uid);
+    let files = jailed_files(dir, &spec);
+    files.serial.set_len(serial_len).unwrap();
+    let vm = driver().launch_jailed(&spec, files).unwrap();
+    (run, spec, vm)
+}
+
+/// [`launched_jailed_fake`]'s `run/` and spec, not launched.
+fn jailed_fake_spec(
+    dir: &std::path::Path,
+    uid: u32,
+) -> (std::path::PathBuf, banger_vmm::LaunchSpec) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let run = slot_run_dir(dir, uid);
+    write_fake_config(&run, "exit", json!([]));
+    let mut spec = sample_spec(&run);
+    spec.run_as = Some((uid, uid));
+    spec.serial_log = dir.join("serial.log");
+    spec.kernel = dir.join("vmlinux");
+    std::fs::write(&spec.kernel, "kernel bytes").unwrap();
+    spec.drives[0].path = dir.join("root.ext4");
+    spec.drives[1].path = dir.join("work.ext4");
+    spec.drives[1].read_only = true;
+    std::fs::write(&spec.drives[0].path, "root").unwrap();
+    std::os::unix::fs::chown(&spec.drives[0].path, Some(uid), Some(uid)).unwrap();
+    std::fs::write(&spec.drives[1].path, "work").unwrap();
+    std::fs::set_permissions(&spec.drives[1].path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    (run, spec)
+}
+
+/// Hostile read of the jailed driver, F1: `RLIMIT_FSIZE` (the larger of
+/// the writable drives and `VMM_MIN_FILE_SIZE`) bounds the serial log,
+/// which is appended across boots, so once it had grown past the limit
+/// every later boot died of `SIGXFSZ` at its first console byte. A
+/// launch now empties a serial log over `SERIAL_LOG_MAX` through its
+/// descriptor. The log is made sparse past the real limit (no disk used);
+/// the jailed fake prints a line on its stdout (the serial log) first.
+#[test]
+fn a_serial_log_past_the_file_size_limit_is_emptied_at_launch() {
+    let uid = slot_uid(5_000_000);
+    let dir = tempfile::tempdir().unwrap();
+    let past = banger_vmm::VMM_MIN_FILE_SIZE + 1;
+    let (run, spec, mut vm) = launched_jailed_fake(dir.path(), uid, past);
+    killed_if_failing(&mut vm, |_| {
+        assert_eq!(read_pid(&run, "fake-firecracker.pid"), 1);
+        let serial = std::fs::read_to_string(&spec.serial_log).unwrap();
+        assert!(serial.len() < 4096, "{} bytes", serial.len());
+        assert!(serial.contains("emptied at this launch"), "{serial}");
+        assert!(serial.contains("fake firecracker"), "{serial}");
+    });
+    let outcome = vm.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(outcome, Shutdown::Graceful("exit status: 0".into()));
+}
+
+/// Hostile read of the jailed driver, F2: a read-only drive is bound
+/// read-only, but opening a device node ignores the mount's read-only
+/// flag, so a read-only drive that is a block device was guarded by the
+/// node's mode and ACL alone. The jailed launch refuses such a drive. A
+/// 0666 node of a read-only loop device stands for it.
+#[test]
+fn a_jailed_read_only_drive_that_is_a_block_device_is_refused() {
+    let uid = slot_uid(5_200_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (run, mut spec) = jailed_fake_spec(dir.path(), uid);
+    let device = firecracker_support::LoopNode::new(dir.path());
+    spec.drives[1].path = device.node.clone();
+    let launched = driver().launch_jailed(&spec, jailed_files(dir.path(), &spec));
+    let err = match launched {
+        Err(e) => e,
+        Ok(mut vm) => {
+            let record = read_record(&run);
+            let killed = vm.kill();
+            panic!("launched (killed: {killed:?}); the fake recorded {record:?}");
+        }
+    };
+    let msg = err.to_string();
+    assert!(
+        msg.contains("drive work") && msg.contains("BlockDevice, not a regular file"),
+        "{msg}"
+    );
+    assert!(!run.join("fake-firecracker.pid").exists(), "{msg}");
+    drop(device);
+}
+
+/// Hardening after the hostile read of the jailed driver: a jailed launch
+/// took `FirecrackerFiles::run` on trust as the slot uid's 0700 `run/`,
+/// and bound it read-write into the jail whatever it was. A `run/` of
+/// another uid, or open to others, is refused before anything is made.
+#[test]
+fn a_jailed_launch_refuses_a_run_dir_not_the_slots_own() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let uid = slot_uid(5_300_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (run, spec) = jailed_fake_spec(dir.path(), uid);
+    let open = |mode: u32| std::fs::set_permissions(&run, std::fs::Permissions::from_mode(mode));
+    for (owner, mode, want) in [
+        (uid, 0o755, "mode 755"),
+        (uid + 1, 0o700, &*format!("owned by uid {}", uid + 1)),
+    ] {
+        std::os::unix::fs::chown(&run, Some(owner), None).unwrap();
+        open(mode).unwrap();
+        // A directory of its own for each try's KVM node.
+        let nodes = dir.path().join(format!("nodes-{owner}-{mode:o}"));
+        std::fs::create_dir(&nodes).unwrap();
+        let err = match driver().launch_jailed(&spec, jailed_files(&nodes, &spec)) {
+            Err(e) => e.to_string(),
+            Ok(mut vm) => {
+                let killed = vm.kill();
+                panic!("launched on a run/ of uid {owner}, mode {mode:o} (killed: {killed:?})");
+            }
+        };
+        assert!(err.contains(want), "{err}");
+        assert!(!run.join("firecracker.log").exists(), "{err}");
+    }
+}
+
+/// The Firecracker jail's design step 4: the fake launched jailed
+/// (`launch_jailed`) runs as the slot uid and gid, pid 1 of its own pid
+/// namespace, sees no `/proc`, and opens its drives by the jail's paths —
+/// `/drive-root` read-write, `/drive-work` read-only — where the
+/// configuration names them; its log and sockets are in the
+/// bound `run/`. A graceful shutdown ends it.
+#[test]
+fn the_fake_runs_jailed_as_its_slot_uid_and_opens_its_drives_at_the_jails_paths() {
+    let uid = slot_uid(4_600_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (run, spec, mut vm) = launched_jailed_fake(dir.path(), uid, 0);
+    let pid = vm.pid() as i32;
+    killed_if_failing(&mut vm, |_| {
+        let me: Value = serde_json::from_str(
+            &std::fs::read_to_string(run.join("fake-firecracker.self")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(me, json!({"uid": uid, "gid": uid, "proc": false}));
+        // Its own pid, as it sees it.
+        assert_eq!(read_pid(&run, "fake-firecracker.pid"), 1);
+        // Its stdout and stderr (the serial log) are write-only and
+        // appending: it cannot read the log's earlier boots, nor write
+        // anywhere but at its end (hostile read of the jailed driver, F4).
+        for fd in [1, 2] {
+            let info = std::fs::read_to_string(format!("/proc/{pid}/fdinfo/{fd}")).unwrap();
+            let flags = info
+                .lines()
+                .find_map(|l| l.strip_prefix("flags:"))
+                .map(|f| i32::from_str_radix(f.trim(), 8).unwrap())
+                .unwrap();
+            assert_eq!(flags & libc::O_ACCMODE, libc::O_WRONLY, "fd {fd}: {info}");
+            assert_eq!(flags & libc::O_APPEND, libc::O_APPEND, "fd {fd}: {info}");
+        }
+        let ids = format!("{uid}\t{uid}\t{uid}\t{uid}");
+        assert_eq!(status_field(&pid.to_string(), "Uid"), ids);
+        assert_eq!(status_field(&pid.to_string(), "Gid"), ids);
+        assert_eq!(status_field(&pid.to_string(), "NSpid"), format!("{pid}\t1"));
+        let record = read_record(&run);
+        let drives: Vec<(Value, Value)> = record
+            .iter()
+            .filter(|r| r["path"].as_str().unwrap().starts_with("/drives/"))
+            .map(|r| (r["body"]["path_on_host"].clone(), r["opened"].clone()))
+            .collect();
+        assert_eq!(
+            drives,
+            [
+                (json!("/drive-root"), json!("ok")),
+                (json!("/drive-work"), json!("ok")),
+            ]
+        );
+        let body = |path: &str| {
+            record
+                .iter()
+                .find(|r| r["path"] == json!(path))
+                .map(|r| r["body"].clone())
+                .unwrap()
+        };
+        assert_eq!(body("/logger")["log_path"], json!("/run/firecracker.log"));
+        assert_eq!(body("/boot-source")["kernel_image_path"], json!("/kernel"));
+        assert_eq!(body("/vsock")["uds_path"], json!("/run/vsock.sock"));
+        assert_eq!(record.last().unwrap()["status"], json!(204));
+        assert!(log_path(&spec).is_file());
+    });
+    let outcome = vm.shutdown(Duration::from_secs(10)).unwrap();
+    assert_eq!(outcome, Shutdown::Graceful("exit status: 0".into()));
+    assert!(!alive(pid));
+    assert!(!spec.api_socket().exists());
+}
+
+/// A jailed launch runs Firecracker as the VM's slot uid, which the
+/// caller gives to another VM once the launch has failed: so a failed
+/// launch whose Firecracker outlives its kill must say so (QEMU's twin:
+/// `qemu::tests::a_launch_whose_qemu_outlives_its_kill_says_so`). A
+/// jailed stand-in that never serves its API is held (it outlives
+/// `SIGKILL` while held, `banger_vmm::testing::Held`): the launch's error
+/// must say it may still run.
+#[test]
+fn a_jailed_launch_whose_firecracker_outlives_its_kill_says_so() {
+    let uid = slot_uid(4_800_000);
+    let dir = tempfile::tempdir().unwrap();
+    let run = slot_run_dir(dir.path(), uid);
+    let mut spec = sample_spec(&run);
+    spec.run_as = Some((uid, uid));
+    spec.serial_log = dir.path().join("serial.log");
+    spec.kernel = dir.path().join("vmlinux");
+    std::fs::write(&spec.kernel, "kernel bytes").unwrap();
+    for d in spec.drives.iter_mut() {
+        d.path = dir.path().join(format!("{}.ext4", d.id));
+        std::fs::write(&d.path, "disk").unwrap();
+    }
+    // The stand-in is a script on the held file: its shell runs it, then
+    // waits in the kernel for the rest of it, outliving SIGKILL.
+    let held = banger_vmm::testing::Held::new(b"#!/bin/sh\n");
+    let mut driver = FirecrackerDriver::new(held.path());
+    driver.api_timeout = Duration::from_millis(500);
+    let (err, pid) = std::thread::scope(|s| {
+        let launch = s.spawn(|| {
+            driver
+                .launch_jailed(&spec, jailed_files(dir.path(), &spec))
+                .unwrap_err()
+        });
+        let pid = held.reader(Duration::from_secs(8));
+        held.assert_outlives_kill(pid);
+        (launch.join().unwrap(), pid)
+    });
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    drop(held);
+    assert!(
+        status.lines().any(|l| l.starts_with("Uid:")
+            && l.split_whitespace().nth(1) == Some(&uid.to_string())),
+        "the held process is not the jailed stand-in: {status}"
+    );
+    eprintln!("{err}");
+    assert!(
+        matches!(err, VmmError::StillRunning { .. }),
+        "the launch failed as if its Firecracker were gone: {err}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("may still be running"), "{msg}");
+    assert!(msg.contains("did not open its API socket"), "{msg}");
 }

@@ -24,13 +24,15 @@ mod real_firecracker;
 
 use std::time::Duration;
 
+use banger_host::jail::testing::status_field_of as status_field;
 use banger_host::runner::{Cmd, Runner};
 use banger_vmm::firecracker::{
-    FirecrackerDriver, InstanceState, RECOMMENDED_BOOT_ARGS, Shutdown, VmStatus, log_path,
+    FirecrackerDriver, FirecrackerVm, InstanceState, RECOMMENDED_BOOT_ARGS, Shutdown, VmStatus,
+    log_path,
 };
 use banger_vmm::{Drive, LaunchSpec};
-use firecracker_support::alive;
-use netns::private_netns_with_tap;
+use firecracker_support::{alive, jailed_files, killed_if_failing, slot_run_dir, slot_uid};
+use netns::{private_netns_with_tap, private_netns_with_tap_of};
 use serde_json::Value;
 
 fn mkfs_ext4(path: &std::path::Path) {
@@ -116,13 +118,224 @@ fn a_real_firecracker_accepts_the_configuration_and_stops() {
         // vCPU exit; the configuration and InstanceStart were still accepted.
         VmStatus::Exited(status) => eprintln!("firecracker exited after InstanceStart: {status}"),
     }
-    // Firecracker's own log recorded the start.
-    let log = std::fs::read_to_string(log_path(&spec)).unwrap_or_default();
+    logged_the_start_and_stops(vm, &spec);
+}
+
+/// The Firecracker jail's design step 4 with the real binary: launched
+/// jailed (`launch_jailed`) in a test network namespace whose tap's tun
+/// owner is the slot uid, with a test-made 0666 KVM node, the real
+/// Firecracker takes the whole plan — every path the jail's — and
+/// `InstanceStart`. It runs as the slot uid and gid with no groups, no
+/// capabilities, `no_new_privs`, pid 1 of its own pid namespace, and after
+/// `InstanceStart` every one of its tasks is in seccomp filter mode with
+/// at least two filters (the jail's and Firecracker's own). Then
+/// the shutdown path leaves no process and no socket. On this lab's PVM
+/// hosts the instance stays `Running` without guest progress; a host
+/// where it exits at the first vCPU exit fails here (its status can no
+/// longer be read), saying so.
+#[test]
+fn a_real_firecracker_runs_jailed_as_its_slot_uid() {
+    let uid = slot_uid(4_700_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, mut vm) = launched_jailed(dir.path(), uid, "bangerfcj0", 0);
+    let pid = vm.pid();
+    killed_if_failing(&mut vm, |vm| {
+        let p = pid.to_string();
+        match vm.status().unwrap() {
+            VmStatus::Live(info) => assert_eq!(info.state, InstanceState::Running, "{info:?}"),
+            VmStatus::Exited(status) => panic!(
+                "the jailed Firecracker exited after InstanceStart ({status}): its status cannot be read"
+            ),
+        }
+        let ids = format!("{uid}\t{uid}\t{uid}\t{uid}");
+        assert_eq!(status_field(&p, "Uid"), ids);
+        assert_eq!(status_field(&p, "Gid"), ids);
+        assert_eq!(status_field(&p, "Groups"), "");
+        assert_eq!(status_field(&p, "CapEff"), "0000000000000000");
+        assert_eq!(status_field(&p, "NoNewPrivs"), "1");
+        assert_eq!(status_field(&p, "NSpid"), format!("{pid}\t1"));
+        let tasks: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        let seccomp: Vec<(String, String, String)> = tasks
+            .iter()
+            .map(|t| {
+                let task = format!("{pid}/task/{t}");
+                (
+                    status_field(&task, "Name"),
+                    status_field(&task, "Seccomp"),
+                    status_field(&task, "Seccomp_filters"),
+                )
+            })
+            .collect();
+        eprintln!("tasks (name, Seccomp, Seccomp_filters): {seccomp:?}");
+        assert!(tasks.len() >= 2, "{seccomp:?}");
+        // Filter mode, and Firecracker's own filter on top of the jail's.
+        assert!(
+            seccomp
+                .iter()
+                .all(|(_, mode, n)| mode == "2" && n.parse::<u32>().unwrap() >= 2),
+            "{seccomp:?}"
+        );
+    });
+    // Its log, in the bound run/, recorded the start.
+    logged_the_start_and_stops(vm, &spec);
+}
+
+/// Hostile read of the jailed driver, F1, with the real binary: a serial
+/// log (Firecracker's stdout, appended across boots) past the jail's
+/// `RLIMIT_FSIZE` made Firecracker's first write raise `SIGXFSZ`, whose
+/// handler ends it. A launch now empties a log over `SERIAL_LOG_MAX`
+/// first; the log here is sparse past the real limit.
+#[test]
+fn a_real_jailed_firecracker_starts_on_a_serial_log_past_its_file_size_limit() {
+    let uid = slot_uid(5_100_000);
+    let dir = tempfile::tempdir().unwrap();
+    let past = banger_vmm::VMM_MIN_FILE_SIZE + 1;
+    let (spec, mut vm) = launched_jailed(dir.path(), uid, "bangerfcj2", past);
+    killed_if_failing(&mut vm, |vm| match vm.status().unwrap() {
+        VmStatus::Live(info) => assert_eq!(info.state, InstanceState::Running, "{info:?}"),
+        VmStatus::Exited(status) => panic!("it exited after InstanceStart ({status})"),
+    });
+    let size = std::fs::metadata(&spec.serial_log).unwrap().len();
+    assert!(size < banger_vmm::SERIAL_LOG_MAX, "{size} bytes");
+    logged_the_start_and_stops(vm, &spec);
+}
+
+/// What the jail leaves a real Firecracker: in the host's network
+/// namespace it may attach only a tap whose tun owner is its slot uid, and
+/// it opens a drive at `/drive-<id>` only where the slot uid was granted
+/// the inode. A root-only drive fails `PUT /drives` (`EACCES`); granted,
+/// a tap of another uid fails `PUT /network-interfaces` (`EPERM`); each
+/// failed launch leaves nothing of the slot uid running.
+#[test]
+fn a_jailed_real_firecracker_gets_neither_another_uids_tap_nor_an_ungranted_drive() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let uid = slot_uid(4_900_000);
+    let binary = real_firecracker::binary();
+    let dir = tempfile::tempdir().unwrap();
+    let tap = "bangerfcj1";
+    private_netns_with_tap_of(tap, Some(uid + 1));
+    let spec = jailed_spec(dir.path(), uid, tap);
+    let rootfs = &spec.drives[0].path;
+    let driver = FirecrackerDriver::new(&binary);
+    std::fs::set_permissions(rootfs, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let err = refused(driver.launch_jailed(&spec, jailed_files(dir.path(), &spec)));
+    assert!(
+        err.contains("PUT /drives/root failed (400)") && err.contains("(os error 13)"),
+        "{err}"
+    );
+    assert_eq!(processes_of(uid), Vec::<u32>::new(), "{err}");
+    std::fs::set_permissions(rootfs, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let again = dir.path().join("again");
+    std::fs::create_dir(&again).unwrap();
+    let err = refused(driver.launch_jailed(&spec, jailed_files(&again, &spec)));
+    assert!(
+        err.contains("PUT /network-interfaces/eth0 failed (400)") && err.contains("(os error 1)"),
+        "{err}"
+    );
+    assert_eq!(processes_of(uid), Vec::<u32>::new(), "{err}");
+}
+
+/// The real binary launched jailed in `dir` as the slot `uid`, on `tap`
+/// (made in a test network namespace with the slot uid its tun owner),
+/// its serial log first made `serial_len` bytes long (sparse). A refused
+/// launch fails the test with both logs.
+fn launched_jailed(
+    dir: &std::path::Path,
+    uid: u32,
+    tap: &str,
+    serial_len: u64,
+) -> (LaunchSpec, FirecrackerVm) {
+    let binary = real_firecracker::binary();
+    private_netns_with_tap_of(tap, Some(uid));
+    let spec = jailed_spec(dir, uid, tap);
+    let files = jailed_files(dir, &spec);
+    files.serial.set_len(serial_len).unwrap();
+    let vm = FirecrackerDriver::new(&binary)
+        .launch_jailed(&spec, files)
+        .unwrap_or_else(|e| {
+            panic!(
+                "the real Firecracker refused the jailed configuration: {e}\nserial log:\n{}\nfirecracker log:\n{}",
+                std::fs::read_to_string(&spec.serial_log).unwrap_or_default(),
+                std::fs::read_to_string(log_path(&spec)).unwrap_or_default()
+            )
+        });
+    (spec, vm)
+}
+
+/// The error of a launch that must fail; one that started is killed
+/// before the test fails (a dropped handle leaves the VMM running).
+fn refused(launched: Result<FirecrackerVm, banger_vmm::VmmError>) -> String {
+    match launched {
+        Err(e) => e.to_string(),
+        Ok(mut vm) => {
+            let killed = vm.kill();
+            panic!("the jailed launch was not refused (killed: {killed:?})");
+        }
+    }
+}
+
+/// A jailed launch's spec in `dir` for the slot `uid` on `tap` (which the
+/// caller made): the cached Debian `vmlinux`, a small ext4 root drive,
+/// read-only and readable by all (the grant the executor gives a read-only
+/// drive for the launch), a `run/` of the slot's.
+fn jailed_spec(dir: &std::path::Path, uid: u32, tap: &str) -> LaunchSpec {
+    let kernel = real_firecracker::debian_vmlinux(&dir.join("vmlinux"));
+    let rootfs = dir.join("root.ext4");
+    mkfs_ext4(&rootfs);
+    std::fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    LaunchSpec {
+        vm_id: "1f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+        vcpus: 1,
+        memory_mib: 256,
+        kernel,
+        initrd: None,
+        cmdline: format!("{RECOMMENDED_BOOT_ARGS} root=/dev/vda ro"),
+        drives: vec![Drive {
+            id: "root".into(),
+            path: rootfs,
+            read_only: true,
+        }],
+        tap: tap.into(),
+        mac: "02:ba:0a:00:00:03".into(),
+        run_dir: slot_run_dir(dir, uid),
+        serial_log: dir.join("serial.log"),
+        vsock_cid: 3,
+        run_as: Some((uid, uid)),
+        kvm: true,
+    }
+}
+
+/// The pids of the processes running as `uid`.
+fn processes_of(uid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+            let real = status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))?
+                .split_whitespace()
+                .next()?
+                .parse::<u32>()
+                .ok()?;
+            (real == uid).then_some(pid)
+        })
+        .collect()
+}
+
+/// Firecracker's own log (in `spec.run_dir`) recorded the start; the
+/// shutdown path leaves no process and no socket there.
+fn logged_the_start_and_stops(mut vm: FirecrackerVm, spec: &LaunchSpec) {
+    let log = std::fs::read_to_string(log_path(spec)).unwrap_or_default();
     assert!(
         log.contains("InstanceStart") || log.contains("/actions"),
         "Firecracker's log does not mention the start:\n{log}"
     );
-
+    let pid = vm.pid() as i32;
     let outcome = vm.shutdown(Duration::from_secs(5)).unwrap();
     eprintln!("shutdown: {outcome:?}");
     assert!(
@@ -133,7 +346,7 @@ fn a_real_firecracker_accepts_the_configuration_and_stops() {
         "{outcome:?}"
     );
     assert!(!alive(pid), "firecracker (pid {pid}) is still there");
-    let left: Vec<_> = std::fs::read_dir(&run_dir)
+    let left: Vec<_> = std::fs::read_dir(&spec.run_dir)
         .unwrap()
         .flatten()
         .filter(|e| e.file_type().is_ok_and(|t| !t.is_file()))

@@ -7,18 +7,10 @@ mod firecracker_support;
 use std::collections::BTreeSet;
 
 use banger_vmm::LaunchSpec;
-use banger_vmm::firecracker::{
-    ActionType, ApiRequest, RunFiles, config_plan, log_path, metrics_path,
-};
+use banger_vmm::firecracker::paths::Paths;
+use banger_vmm::firecracker::{ActionType, ApiRequest, config_plan};
 use firecracker_support::{sample_spec, swagger};
 use serde_json::{Value, json};
-
-fn files(spec: &LaunchSpec) -> RunFiles {
-    RunFiles {
-        log: log_path(spec).to_string_lossy().into_owned(),
-        metrics: metrics_path(spec).to_string_lossy().into_owned(),
-    }
-}
 
 /// Validate one request; the error names the request.
 fn check(spec: &swagger::Spec, req: &ApiRequest) {
@@ -48,10 +40,14 @@ fn every_request_the_driver_sends_matches_the_spec() {
     let spec = swagger();
     let mut templates = BTreeSet::new();
     for launch in variants() {
-        for req in config_plan(&launch, &files(&launch)) {
-            check(&spec, &req);
-            let op = spec.operation(req.method, &req.path).unwrap();
-            templates.insert(format!("{} {}", req.method, op.template));
+        // The jailed launch's plan and the unjailed one's (until the
+        // executor launches jailed: design step 5).
+        for paths in [Paths::jailed(&launch), Paths::host(&launch)] {
+            for req in config_plan(&launch, &paths) {
+                check(&spec, &req);
+                let op = spec.operation(req.method, &req.path).unwrap();
+                templates.insert(format!("{} {}", req.method, op.template));
+            }
         }
     }
     // The calls made after launch: status and shutdown.
@@ -70,7 +66,6 @@ fn every_request_the_driver_sends_matches_the_spec() {
         "PUT /drives/{drive_id}",
         "PUT /logger",
         "PUT /machine-config",
-        "PUT /metrics",
         "PUT /network-interfaces/{iface_id}",
         "PUT /vsock",
     ]
@@ -84,13 +79,12 @@ fn every_request_the_driver_sends_matches_the_spec() {
 fn the_plan_is_in_order_and_carries_the_spec_values() {
     let dir = std::env::temp_dir();
     let launch = sample_spec(&dir);
-    let plan = config_plan(&launch, &files(&launch));
+    let plan = config_plan(&launch, &Paths::host(&launch));
     let paths: Vec<&str> = plan.iter().map(|r| r.path.as_str()).collect();
     assert_eq!(
         paths,
         [
             "/logger",
-            "/metrics",
             "/machine-config",
             "/boot-source",
             "/drives/root",
@@ -102,31 +96,58 @@ fn the_plan_is_in_order_and_carries_the_spec_values() {
     );
     assert!(plan.iter().all(|r| r.method == "PUT"));
     let body = |i: usize| plan[i].body.clone().unwrap();
-    assert_eq!(body(2), json!({"vcpu_count": 2, "mem_size_mib": 512}));
+    assert_eq!(body(1), json!({"vcpu_count": 2, "mem_size_mib": 512}));
     assert_eq!(
-        body(3),
+        body(2),
         json!({
             "kernel_image_path": "/var/lib/banger/kernels/k1/vmlinux",
             "boot_args": "console=ttyS0 reboot=k panic=1 root=/dev/vda rw",
         })
     );
     assert_eq!(
-        body(4),
+        body(3),
         json!({
             "drive_id": "root", "path_on_host": "/var/lib/banger/vms/v/root.ext4",
             "is_root_device": true, "is_read_only": false,
         })
     );
-    assert_eq!(body(5)["is_root_device"], json!(false));
+    assert_eq!(body(4)["is_root_device"], json!(false));
     assert_eq!(
-        body(6),
+        body(5),
         json!({"iface_id": "eth0", "host_dev_name": "bangertap3", "guest_mac": "02:ba:0a:c8:00:05"})
     );
     assert_eq!(
-        body(7),
+        body(6),
         json!({"guest_cid": 7, "uds_path": launch.vsock_socket().to_string_lossy()})
     );
-    assert_eq!(body(8), json!({"action_type": "InstanceStart"}));
+    assert_eq!(body(7), json!({"action_type": "InstanceStart"}));
+}
+
+/// Jailed, every file the plan names is a fixed path in the jail's root
+/// (`run/` at `/run`, drives at `/drive-<id>`, copies at `/kernel` and
+/// `/initrd`): no host path of the spec reaches Firecracker.
+#[test]
+fn the_jailed_plan_names_only_the_jails_paths() {
+    let dir = std::env::temp_dir();
+    let mut launch = sample_spec(&dir);
+    launch.initrd = Some("/var/lib/banger/kernels/k1/initrd.img".into());
+    let plan = config_plan(&launch, &Paths::jailed(&launch));
+    let body = |path: &str| {
+        plan.iter()
+            .find(|r| r.path == path)
+            .and_then(|r| r.body.clone())
+            .unwrap()
+    };
+    assert_eq!(body("/logger")["log_path"], json!("/run/firecracker.log"));
+    assert_eq!(body("/boot-source")["kernel_image_path"], json!("/kernel"));
+    assert_eq!(body("/boot-source")["initrd_path"], json!("/initrd"));
+    assert_eq!(body("/drives/root")["path_on_host"], json!("/drive-root"));
+    assert_eq!(body("/drives/work")["path_on_host"], json!("/drive-work"));
+    assert_eq!(body("/vsock")["uds_path"], json!("/run/vsock.sock"));
+    let text = serde_json::to_string(&plan.iter().map(|r| &r.body).collect::<Vec<_>>()).unwrap();
+    for host in ["/var/lib/banger", dir.to_str().unwrap()] {
+        assert!(!text.contains(host), "{host} in the jailed plan: {text}");
+    }
 }
 
 /// Each wrong request must be refused with an error containing `needle`.

@@ -345,6 +345,10 @@ impl Daemon {
                 Ok(PrivOutcome::NetStatus(s)) => Some(s.ip_forward),
                 _ => None,
             };
+            let jail_scope = match privileged.call(PrivOp::ProbeJailScope) {
+                Ok(PrivOutcome::JailScope(s)) => Some(s),
+                _ => None,
+            };
             step(
                 "tools",
                 "checking tools, cgroups, resolver and reflink".into(),
@@ -357,7 +361,7 @@ impl Daemon {
                 root_state_dir.as_deref(),
             );
             Ok(HostFacts::combine(
-                channel, kvm, devices, nft, ip_forward, unpriv,
+                channel, kvm, devices, nft, ip_forward, jail_scope, unpriv,
             ))
         })
         .await

@@ -1,5 +1,7 @@
 //! The journal is written before the host is changed.
 
+use std::os::fd::OwnedFd;
+
 use banger_host::net::{Link, NetError, NftTable, RouteV4};
 
 use super::*;
@@ -60,6 +62,12 @@ impl HostNet for JournalPeek {
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
         self.peek();
         self.inner.create_tap(name, owner_uid)
+    }
+    fn hand_tap(&self, name: &str, index: u32, owner_uid: u32, group: u32) -> Result<(), NetError> {
+        self.inner.hand_tap(name, index, owner_uid, group)
+    }
+    fn take_tap(&self, name: &str, index: u32, mac: [u8; 6]) -> Result<OwnedFd, NetError> {
+        self.inner.take_tap(name, index, mac)
     }
     fn delete_link(&self, name: &str) -> Result<bool, NetError> {
         self.inner.delete_link(name)

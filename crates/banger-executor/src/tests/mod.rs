@@ -116,8 +116,17 @@ fn dispatches_each_probe_to_the_matching_host_call() {
         PrivOutcome::Nftables(_)
     ));
     assert_eq!(
+        exec.execute(PrivOp::ProbeJailScope).unwrap().outcome,
+        PrivOutcome::JailScope(banger_proto::privops::JailScopeProbe::Scoped)
+    );
+    assert_eq!(
         fake.calls(),
-        vec!["probe_device(mapper_control)", "probe_kvm", "probe_nft"]
+        vec![
+            "probe_device(mapper_control)",
+            "probe_kvm",
+            "probe_nft",
+            "probe_jail_scope"
+        ]
     );
     assert!(net.calls().is_empty());
     assert!(
@@ -541,12 +550,14 @@ fn ensure_tap_creates_attaches_and_is_idempotent() {
     assert_eq!(
         f.net.mutating_calls(),
         [
-            "create_tap(bangertap0, uid 4242)",
+            // Root's (Firecracker jail design, part 2 step 2), whoever asks.
+            "create_tap(bangertap0, uid 0)",
             "disable_ipv6(bangertap0)",
             "set_master(bangertap0, banger0)",
             "set_up(bangertap0)",
         ]
     );
+    assert!(f.journal_text().contains("\"owner_uid\": 0"));
     f.net.clear_calls();
     let out = f.run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
     assert!(matches!(
@@ -555,15 +566,55 @@ fn ensure_tap_creates_attaches_and_is_idempotent() {
     ));
     assert_eq!(f.net.mutating_calls(), ["disable_ipv6(bangertap0)"]);
 
-    // Another owner is refused rather than silently changed.
-    let err = f
-        .run(PrivOp::EnsureTap(TapSpec {
-            owner_uid: 1000,
-            ..tap("bangertap0")
-        }))
-        .unwrap_err();
+    // Handed to the requester's uid (a launch in flight): still accepted.
+    let index = f.net.link_named("bangertap0").unwrap().index;
+    f.net.hand_tap("bangertap0", index, 4242, 4242).unwrap();
+    f.run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
+    // Owned by a uid that is neither root, the requester's nor a slot's:
+    // refused rather than silently changed.
+    f.net.hand_tap("bangertap0", index, 1000, 1000).unwrap();
+    let err = f.run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidState);
-    assert!(err.to_string().contains("owned by uid 4242, not uid 1000"));
+    assert!(
+        err.to_string()
+            .contains("owned by uid 1000, not root, uid 4242"),
+        "{err}"
+    );
+}
+
+/// Firecracker jail design, part 2 step 2: with VMs configured, an
+/// existing tap handed to a VM slot's uid (a jailed VMM's launch) is
+/// accepted; one owned by the tool slot (slot 0) or a uid past the range
+/// is not.
+#[test]
+fn ensure_tap_accepts_a_tap_handed_to_a_vm_slot_only() {
+    let f = fixture(FakeNet::new());
+    let state = f._dir.path().join("state");
+    std::fs::create_dir_all(state.join("vms")).unwrap();
+    let exec = f.exec.clone().with_vms(crate::VmHostConfig {
+        state_dir: state,
+        owner: (4242, 4242),
+        qemu_binary: None,
+        firecracker_binary: None,
+        jail: banger_proto::install::InstallJail {
+            uid_base: 2_000_000,
+            count: 4,
+        },
+    });
+    let run = |op| exec.execute(op).map(|e| e.outcome);
+    run(PrivOp::EnsureBridge(bridge())).unwrap();
+    run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
+    let index = f.net.link_named("bangertap0").unwrap().index;
+    for uid in [0, 4242, 2_000_001, 2_000_003] {
+        f.net.hand_tap("bangertap0", index, uid, uid).unwrap();
+        run(PrivOp::EnsureTap(tap("bangertap0")))
+            .unwrap_or_else(|e| panic!("uid {uid}: {}", e.render()));
+    }
+    for uid in [2_000_000, 2_000_004] {
+        f.net.hand_tap("bangertap0", index, uid, uid).unwrap();
+        let err = run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidState, "uid {uid}");
+    }
 }
 
 #[test]

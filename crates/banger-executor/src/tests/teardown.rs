@@ -145,6 +145,7 @@ fn teardown_refuses_to_delete_a_journaled_name_that_changed_kind() {
                 up: true,
                 addresses: vec![],
                 tap_owner: None,
+                tap_group: None,
             });
         f
     };

@@ -27,13 +27,15 @@ pub enum VmOpError {
     VmmUnavailable { vmm: &'static str, reason: String },
     #[error(
         "no free VM jail uid: the install's jail range {base}:{count} has {running} VMMs \
-         running in its {slots} VM slots (slot 0 is the disk tools'); stop a VM, or reinstall \
-         with a larger range (`banger system install --jail-uids BASE:COUNT`)"
+         running or launching{} in its {slots} VM slots (slot 0 is the disk tools'); stop a VM, \
+         or reinstall with a larger range (`banger system install --jail-uids BASE:COUNT`)",
+        if *passed > 0 { format!(" and {passed} slots passed over (a held tap of its uid)") } else { String::new() }
     )]
     NoJailSlot {
         base: u32,
         count: u32,
         running: usize,
+        passed: usize,
         slots: u32,
     },
     #[error("the {backend} snapshot backend cannot be used here: {reason}")]
@@ -78,6 +80,15 @@ pub enum VmOpError {
         #[source]
         source: super::cgroup::CgroupError,
     },
+    /// A tap's tun owner not changed (`name`: the tap, or every
+    /// journaled tap when listing the links failed).
+    #[error("the VM tap hand-over ({name} to uid {uid})")]
+    HandTap {
+        name: String,
+        uid: u32,
+        #[source]
+        source: banger_host::net::NetError,
+    },
     #[error("stopping the VMM of VM {vm_id}")]
     Stop {
         vm_id: String,
@@ -95,6 +106,8 @@ impl VmOpError {
             Missing { .. } => ErrorCode::NotFound,
             Exists { .. } => ErrorCode::AlreadyExists,
             Running { .. } => ErrorCode::InvalidState,
+            // A process holds the tap (another VMM's, or one left over).
+            HandTap { source, .. } if super::taps::busy(source) => ErrorCode::InvalidState,
             NotConfigured
             | VmmUnavailable { .. }
             | SnapshotUnsupported { .. }
@@ -106,6 +119,7 @@ impl VmOpError {
             | StartTimeUnreadable { .. }
             | Stop { .. }
             | Cgroup { .. }
+            | HandTap { .. }
             | SnapshotTeardown { .. } => ErrorCode::Internal,
         }
     }

@@ -77,7 +77,7 @@ impl VmHost {
         }
         let dir = std::fs::File::open(sdir).map_err(io("opening", sdir))?;
         std::os::unix::fs::fchown(&dir, Some(uid), Some(uid)).map_err(io("handing over", sdir))?;
-        let grant = self.grant_disk(&disk_file, &disk)?;
+        let grant = self.grant_disk(&disk_file, &disk, None, true)?;
         grant.run(
             "writing guest files",
             Cmd::new("debugfs")

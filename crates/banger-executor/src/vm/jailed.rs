@@ -5,6 +5,9 @@
 //! descriptor, never a path. The tool uid reaches that inode through an
 //! access ACL set on the descriptor for the grant's lifetime ([`DiskGrant`])
 //! and removed afterwards, with the original permission bits put back.
+//! The same grant, read-only or read-write, is what a VM slot's uid gets
+//! for a jailed Firecracker's drive, for the launch only (Firecracker jail
+//! design, part 2 step 3; its caller comes with step 5).
 //!
 //! Each grant is journaled (VM id, disk, device and inode, the mode and
 //! exact ACL bytes before it, owner and group) before the ACL changes, and the entry cleared
@@ -22,6 +25,7 @@ use banger_host::runner::{Cmd, Output, Runner};
 
 use super::VmHost;
 use super::error::{VmOpError, io};
+use super::slots::Slot;
 use crate::journal::GrantEntry;
 
 /// Where the disk appears inside the jail.
@@ -29,11 +33,15 @@ pub(super) const DISK: &str = "/disk";
 /// Where a read-only staging directory appears inside the jail.
 pub(super) const STAGING: &str = "/staging";
 
-/// The tool uid's access to one disk, revoked on drop.
+/// A jail uid's access to one disk, revoked on drop.
 pub(super) struct DiskGrant<'a> {
     host: &'a VmHost,
     disk: &'a File,
     path: PathBuf,
+    /// Who was granted it (the tool uid, or a VM slot's for a launch),
+    /// and whether to write.
+    uid: u32,
+    writable: bool,
     /// Taken by the drop that revokes it.
     grant: Option<banger_host::jail::Grant>,
     /// Its journal entry, cleared once revoked.
@@ -41,22 +49,27 @@ pub(super) struct DiskGrant<'a> {
 }
 
 impl VmHost {
-    /// Grant the tool uid read-write access to the disk behind `disk` (a
-    /// descriptor the caller opened beneath the state dir and checked).
+    /// Grant the tool uid (`slot` `None`), or the uid of `slot` — a VM
+    /// slot reserved by the launch in flight, whose grant for a
+    /// Firecracker drive lives only during that launch: Firecracker opens
+    /// its drives once, at `PUT /drives` — access to the disk behind
+    /// `disk` (a descriptor the caller opened beneath the state dir and
+    /// checked): read-write when `writable`, else read-only. No other uid
+    /// is ever granted anything: a slot's grant needs the launch's
+    /// reservation ([`Slot`], made only by `reserve_slot`), not a bare uid.
     pub(super) fn grant_disk<'a>(
         &'a self,
         disk: &'a File,
         path: &Path,
+        slot: Option<&Slot<'_>>,
+        writable: bool,
     ) -> Result<DiskGrant<'a>, VmOpError> {
+        let uid = slot.map_or_else(|| self.jail.tool_uid(), |s| s.uid());
         let (vm_id, disk_name) = self.granted_disk(path)?;
         let range = self.jail.uid_base..self.jail.uid_base + self.jail.count;
         let mut journaled = None;
-        let granted = banger_host::jail::grant_recorded(
-            disk.as_fd(),
-            self.jail.tool_uid(),
-            true,
-            range,
-            |prior| {
+        let granted =
+            banger_host::jail::grant_recorded(disk.as_fd(), uid, writable, range, |prior| {
                 let entry = GrantEntry {
                     vm_id,
                     disk: disk_name,
@@ -73,13 +86,14 @@ impl VmHost {
                 txn.save().map_err(std::io::Error::other)?;
                 journaled = Some(entry);
                 Ok(())
-            },
-        );
+            });
         match (granted, journaled) {
             (Ok(grant), Some(entry)) => Ok(DiskGrant {
                 host: self,
                 disk,
                 path: path.to_path_buf(),
+                uid,
+                writable,
                 grant: Some(grant),
                 entry,
             }),
@@ -220,7 +234,7 @@ impl VmHost {
         disk: &File,
         path: &Path,
     ) -> Result<(), VmOpError> {
-        self.grant_disk(disk, path)?
+        self.grant_disk(disk, path, None, true)?
             .run(what, cmd.timeout(Duration::from_secs(300)), None)
             .map(drop)
     }
@@ -293,19 +307,19 @@ pub(super) fn restored_mode(entry: &GrantEntry, st: &rustix::fs::Stat) -> Result
 }
 
 impl DiskGrant<'_> {
-    /// Run `cmd` in a jail holding the disk at [`DISK`] (read-write) and,
-    /// when given, the directory `staging` at [`STAGING`] (read-only);
-    /// success required.
+    /// Run `cmd` as the granted uid in a jail holding the disk at [`DISK`]
+    /// (writable as granted) and, when given, the directory `staging` at
+    /// [`STAGING`] (read-only); success required.
     pub(super) fn run(
         &self,
         what: &str,
         cmd: Cmd,
         staging: Option<&File>,
     ) -> Result<Output, VmOpError> {
-        let uid = self.host.jail.tool_uid();
+        let uid = self.uid;
         let bound = |e| io("binding into the tool jail", &self.path)(e);
         let mut jail = Jail::new(uid, uid)
-            .bind(self.disk.as_fd(), &DISK[1..], true)
+            .bind(self.disk.as_fd(), &DISK[1..], self.writable)
             .map_err(bound)?;
         if let Some(dir) = staging {
             jail = jail
@@ -332,7 +346,7 @@ impl Drop for DiskGrant<'_> {
             Ok(()) => self.host.forget_grant(&self.entry),
             // The entry stays: the next start puts the disk back.
             Err(e) => {
-                tracing::error!(path = %self.path.display(), error = %e, "revoking the disk tools' access")
+                tracing::error!(path = %self.path.display(), uid = self.uid, error = %e, "revoking a jail uid's access to a disk")
             }
         }
     }

@@ -10,12 +10,17 @@ mod disks;
 mod error;
 mod guestfs;
 mod jailed;
+mod proc;
 mod qemu_files;
+mod qmp;
 mod ready;
 mod slots;
 pub(crate) mod snapshot;
+mod taps;
 #[cfg(test)]
 mod tests_grants;
+#[cfg(test)]
+mod tests_taps;
 mod validate;
 mod vmm;
 
@@ -23,6 +28,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use banger_host::net::HostNet;
 use banger_host::probe::HostProbes;
 use banger_proto::vmops::VmmKind;
 
@@ -50,20 +56,28 @@ pub struct VmHostConfig {
 
 pub(crate) struct VmHost {
     state_dir: PathBuf,
-    /// Also the one uid `EnsureTap` makes taps for: the VMMs run as it.
+    /// Also the one uid `EnsureTap` accepts in a request (the taps it
+    /// makes are root's, handed to a VMM's uid for its launch).
     pub(crate) owner: (u32, u32),
     qemu_binary: Option<PathBuf>,
     firecracker_binary: Option<PathBuf>,
     jail: banger_proto::install::InstallJail,
     journal: Arc<JournalFile>,
     /// Each VM's VMM, with its start time as journaled.
-    procs: Mutex<HashMap<String, (VmmKind, vmm::Proc, u64)>>,
+    procs: Mutex<HashMap<String, (VmmKind, proc::Proc, u64)>>,
     /// VM jail uids reserved by launches in flight (`slots`).
     slots: Mutex<std::collections::BTreeSet<u32>>,
+    /// Taps handed to a VMM's ids by launches in flight, not yet named by
+    /// a journaled VMM (`taps`), with how many launches hand each: never
+    /// given back meanwhile.
+    handing: Mutex<std::collections::BTreeMap<String, usize>>,
     /// VMs with an operation in flight, and which ([`VmHost::begin_op`]).
     busy: Mutex<std::collections::BTreeMap<String, &'static str>>,
     /// Device probes (is `/dev/mapper/control` there?).
     probes: Arc<dyn HostProbes>,
+    /// The host network: a journaled tap is handed to a VMM's uid for its
+    /// launch and given back to root (`taps`).
+    net: Arc<dyn HostNet>,
     /// `losetup`, `dmsetup` and device-node ownership.
     pub(crate) tools: Arc<dyn snapshot::DiskTools>,
     /// The cgroup VMs' cgroups are made in; `None`: none was delegated
@@ -85,6 +99,7 @@ impl VmHost {
         cfg: VmHostConfig,
         journal: Arc<JournalFile>,
         probes: Arc<dyn HostProbes>,
+        net: Arc<dyn HostNet>,
     ) -> VmHost {
         VmHost {
             state_dir: cfg.state_dir,
@@ -95,8 +110,10 @@ impl VmHost {
             journal,
             procs: Mutex::new(HashMap::new()),
             slots: Mutex::default(),
+            handing: Mutex::default(),
             busy: Mutex::default(),
             probes,
+            net,
             tools: Arc::new(snapshot::HostTools),
             cgroups: None,
         }

@@ -1,5 +1,5 @@
 //! A Firecracker VM's vsock readiness listener, on a thread owned with
-//! the VMM's table entry (`vmm::Proc::Firecracker`).
+//! the VMM's table entry (`proc::Proc::Firecracker`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

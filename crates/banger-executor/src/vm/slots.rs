@@ -13,16 +13,23 @@ use banger_proto::install::InstallJail;
 use super::VmHost;
 use super::error::{VmOpError, journal_err};
 
-/// The lowest VM slot uid of `jail` not in `taken`.
-pub(super) fn free_slot(jail: &InstallJail, taken: &BTreeSet<u32>) -> Result<u32, VmOpError> {
+/// The lowest VM slot uid of `jail` neither `taken` (a journaled VMM's,
+/// or reserved by a launch in flight) nor `passed` (over, its uid owning
+/// a held tap).
+pub(super) fn free_slot(
+    jail: &InstallJail,
+    taken: &BTreeSet<u32>,
+    passed: &BTreeSet<u32>,
+) -> Result<u32, VmOpError> {
     let slots = jail.count.saturating_sub(1);
     (1..jail.count)
         .map(|k| jail.uid_base + k)
-        .find(|uid| !taken.contains(uid))
+        .find(|uid| !taken.contains(uid) && !passed.contains(uid))
         .ok_or(VmOpError::NoJailSlot {
             base: jail.uid_base,
             count: jail.count,
-            running: taken.len(),
+            running: taken.difference(passed).count(),
+            passed: passed.len(),
             slots,
         })
 }
@@ -31,7 +38,14 @@ pub(super) fn free_slot(jail: &InstallJail, taken: &BTreeSet<u32>) -> Result<u32
 /// the journal holds it, or the launch failed).
 pub(super) struct Slot<'a> {
     reserved: &'a Mutex<BTreeSet<u32>>,
-    pub uid: u32,
+    uid: u32,
+}
+
+impl Slot<'_> {
+    /// The slot's uid (= its gid).
+    pub(super) fn uid(&self) -> u32 {
+        self.uid
+    }
 }
 
 impl Drop for Slot<'_> {
@@ -44,20 +58,43 @@ impl Drop for Slot<'_> {
 }
 
 impl VmHost {
-    /// Reserve the lowest slot neither journaled nor reserved.
+    /// Reserve the lowest slot neither journaled nor reserved. Every
+    /// journaled tap its uid owns goes back to root first (`taps`); a slot
+    /// whose uid owns one that a process holds (`EBUSY`) is passed over,
+    /// so a holder that sets its tap's owner to a free slot's uid blocks
+    /// that slot only while it holds it (hostile read of the tap
+    /// hand-over, finding 3).
     pub(super) fn reserve_slot(&self) -> Result<Slot<'_>, VmOpError> {
-        let mut reserved = self.slots.lock().unwrap_or_else(|e| e.into_inner());
-        let mut taken = reserved.clone();
-        {
-            let txn = self.journal.open().map_err(journal_err)?;
-            taken.extend(txn.state.vmms.iter().filter_map(|e| e.uid));
+        let mut held = std::collections::BTreeSet::new();
+        loop {
+            let mut reserved = self.slots.lock().unwrap_or_else(|e| e.into_inner());
+            let mut taken = reserved.clone();
+            {
+                let txn = self.journal.open().map_err(journal_err)?;
+                taken.extend(txn.state.vmms.iter().filter_map(|e| e.uid));
+            }
+            let uid = free_slot(&self.jail, &taken, &held)?;
+            reserved.insert(uid);
+            drop(reserved);
+            let slot = Slot {
+                reserved: &self.slots,
+                uid,
+            };
+            match self.give_back_slot_taps(uid) {
+                Ok(()) => return Ok(slot),
+                Err(VmOpError::HandTap { name, source, .. }) if super::taps::busy(&source) => {
+                    tracing::warn!(slot = uid, tap = %name, "a held tap of the slot's uid: slot passed over");
+                    held.insert(uid);
+                }
+                Err(e) => return Err(e),
+            }
         }
-        let uid = free_slot(&self.jail, &taken)?;
-        reserved.insert(uid);
-        Ok(Slot {
-            reserved: &self.slots,
-            uid,
-        })
+    }
+
+    /// Whether `uid` is a VM slot's (slot k ≥ 1 of the install's range).
+    pub(crate) fn is_vm_slot(&self, uid: u32) -> bool {
+        uid > self.jail.uid_base
+            && u64::from(uid) < u64::from(self.jail.uid_base) + u64::from(self.jail.count)
     }
 }
 
@@ -76,28 +113,40 @@ pub(super) mod tests {
     fn the_lowest_slot_not_taken_is_given_and_slot_0_never() {
         let j = jail(4);
         let mut taken = BTreeSet::new();
-        assert_eq!(free_slot(&j, &taken).unwrap(), 2_000_001);
+        assert_eq!(free_slot(&j, &taken, &BTreeSet::new()).unwrap(), 2_000_001);
         taken.insert(2_000_001);
         taken.insert(2_000_003);
-        assert_eq!(free_slot(&j, &taken).unwrap(), 2_000_002);
+        assert_eq!(free_slot(&j, &taken, &BTreeSet::new()).unwrap(), 2_000_002);
         // A slot freed (its entry gone) is given again, lowest first.
         taken.remove(&2_000_001);
         taken.insert(2_000_002);
-        assert_eq!(free_slot(&j, &taken).unwrap(), 2_000_001);
+        assert_eq!(free_slot(&j, &taken, &BTreeSet::new()).unwrap(), 2_000_001);
     }
 
     #[test]
     fn a_full_range_refuses_the_launch_naming_it() {
         let j = jail(3);
         let taken: BTreeSet<u32> = [2_000_001, 2_000_002].into();
-        let e = free_slot(&j, &taken).unwrap_err();
+        let e = free_slot(&j, &taken, &BTreeSet::new()).unwrap_err();
         assert!(
             e.to_string()
-                .contains("jail range 2000000:3 has 2 VMMs running in its 2 VM slots"),
+                .contains("jail range 2000000:3 has 2 VMMs running or launching in its 2 VM slots"),
+            "{e}"
+        );
+        // A slot passed over (its uid owns a held tap) is not counted as
+        // a VMM's.
+        let passed: BTreeSet<u32> = [2_000_002].into();
+        let taken: BTreeSet<u32> = [2_000_001].into();
+        let e = free_slot(&j, &taken, &passed).unwrap_err();
+        assert!(
+            e.to_string().contains(
+                "has 1 VMMs running or launching and 1 slots passed over (a held tap of its uid) \
+                 in its 2 VM slots"
+            ),
             "{e}"
         );
         // A range of one id has no VM slot at all.
-        let e = free_slot(&jail(1), &BTreeSet::new()).unwrap_err();
+        let e = free_slot(&jail(1), &BTreeSet::new(), &BTreeSet::new()).unwrap_err();
         assert!(e.to_string().contains("2000000:1"), "{e}");
     }
 
@@ -117,6 +166,7 @@ pub(super) mod tests {
             },
             std::sync::Arc::new(crate::journal::JournalFile::new(dir.join("journal.json"))),
             std::sync::Arc::new(banger_host::probe::fake::FakeHost::healthy()),
+            std::sync::Arc::new(banger_host::net::fake::FakeNet::new()),
         )
     }
 
@@ -128,6 +178,7 @@ pub(super) mod tests {
             vmm: banger_proto::vmops::VmmKind::Qemu,
             uid,
             cgroup: None,
+            tap: None,
         }
     }
 
@@ -165,7 +216,7 @@ pub(super) mod tests {
         let journal = h.journal.open().unwrap();
         let journaled = journal.state.vmms.iter().any(|e| e.vm_id == id);
         drop(journal);
-        (journaled, h.reserve_slot().map(|s| s.uid))
+        (journaled, h.reserve_slot().map(|s| s.uid()))
     }
 
     /// Slots held by journaled VMMs and by launches in flight are not
@@ -182,15 +233,15 @@ pub(super) mod tests {
             txn.save().unwrap();
         }
         let first = h.reserve_slot().unwrap();
-        assert_eq!(first.uid, 2_000_002);
+        assert_eq!(first.uid(), 2_000_002);
         let second = h.reserve_slot().unwrap();
-        assert_eq!(second.uid, 2_000_003);
+        assert_eq!(second.uid(), 2_000_003);
         assert!(matches!(
-            h.reserve_slot().map(|s| s.uid),
+            h.reserve_slot().map(|s| s.uid()),
             Err(VmOpError::NoJailSlot { .. })
         ));
         drop(first);
-        assert_eq!(h.reserve_slot().unwrap().uid, 2_000_002);
+        assert_eq!(h.reserve_slot().unwrap().uid(), 2_000_002);
     }
 
     /// Re-adoption also requires the journaled jail uid: a live process

@@ -64,7 +64,7 @@ fn grant_and_crash(exec: &Executor, path: &Path) {
     let host = exec.vm.as_deref().unwrap();
     let f = File::open(path).unwrap();
     let before = state_of(path);
-    let grant = host.grant_disk(&f, path).unwrap();
+    let grant = host.grant_disk(&f, path, None, true).unwrap();
     assert_ne!(state_of(path), before, "the grant changed nothing");
     std::mem::forget(grant);
 }
@@ -218,4 +218,51 @@ fn an_unrestored_grant_is_dropped_when_gone_and_retried_at_most_three_starts() {
         assert!(starts < 10, "kept after {starts} failed starts");
     }
     assert_eq!(starts, MAX_RESTORE_STARTS);
+}
+
+/// Firecracker jail design, part 2 step 3: a VM slot's uid gets a drive
+/// for a launch (read-only or read-write) through the same journaled
+/// grant; once the launch is over (the grant dropped) the drive's ACL
+/// bytes and mode are exactly as before. Only a slot the launch reserved
+/// is granted (`grant_disk` takes the `Slot`, never a bare uid). (Crash
+/// restore does not depend on the uid: the tests above.)
+///
+/// In `/dev/shm`, another file system than the crash tests' above: their
+/// forgotten grants stay in this process's table of held grants (a real
+/// crash ends the process), keyed by device and inode, and a file made
+/// here on an inode number they freed would start from their record.
+#[test]
+fn a_slots_grant_for_a_launch_leaves_the_drive_as_before() {
+    assert_eq!(rustix::process::geteuid().as_raw(), 0, "needs root");
+    let dir = tempfile::tempdir_in("/dev/shm").unwrap();
+    let state = dir.path().join("state");
+    std::fs::create_dir_all(state.join("vms").join(VM)).unwrap();
+    let journal = dir.path().join("journal.json");
+    let exec = executor(&state, &journal);
+    let host = exec.vm.as_deref().unwrap();
+    let reserved = host.reserve_slot().unwrap();
+    let slot = reserved.uid();
+    for (name, acl) in [("root.ext4", true), ("work.ext4", false)] {
+        let path = disk(&state, name, acl);
+        let before = state_of(&path);
+        let f = File::open(&path).unwrap();
+        for writable in [false, true] {
+            let grant = host
+                .grant_disk(&f, &path, Some(&reserved), writable)
+                .unwrap();
+            let granted = state_of(&path);
+            assert_ne!(granted, before, "{name}: the grant changed nothing");
+            if !acl {
+                let expected = acl_with_user(before.1 & 0o777, slot, writable);
+                assert_eq!(granted.0.as_deref(), Some(&expected[..]), "{name}");
+            }
+            drop(grant);
+            assert_eq!(state_of(&path), before, "{name}, writable {writable}");
+        }
+    }
+    let text = std::fs::read_to_string(&journal).unwrap_or_default();
+    assert!(
+        !text.contains(&format!("{slot}")),
+        "a grant stayed journaled: {text}"
+    );
 }

@@ -3,23 +3,21 @@
 //! restart only when the journaled pid still names the same process.
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use banger_proto::vmops::{LaunchVmSpec, VmStopped, VmmKind, VmmState};
 
 use banger_vmm::dir::OwnerDir;
-use banger_vmm::firecracker::{
-    FirecrackerDriver, FirecrackerVm, READY_PORT, ReadyListener, Shutdown,
-};
-use banger_vmm::qemu::{QemuDriver, QemuVm, Qmp, QmpSocket};
+use banger_vmm::firecracker::{FirecrackerDriver, READY_PORT, ReadyListener};
+use banger_vmm::qemu::QemuDriver;
 use banger_vmm::{Drive, LaunchSpec, VmmError};
 use rustix::fs::OFlags;
 
 use super::VmHost;
 use super::disks::WORK_DISK;
 use super::error::{VmOpError, io, journal_err};
+use super::proc::Proc;
 use super::qemu_files::with_log_tail;
 use super::ready::ReadyWatch;
 use super::validate;
@@ -33,109 +31,6 @@ pub const KERNEL_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw panic=-1";
 const VMM_LOG: &str = "vmm.log";
 /// The serial console (Firecracker's stdout), appended across boots.
 pub(super) const SERIAL_LOG: &str = "serial.log";
-
-/// A VMM the executor can signal.
-#[derive(Debug)]
-pub(super) enum Proc {
-    /// Spawned by this executor.
-    Qemu(QemuVm),
-    /// Spawned by this executor; `ready` flips when the guest reports over
-    /// vsock.
-    Firecracker {
-        vm: FirecrackerVm,
-        /// The thread waiting for the guest's readiness; ends (and removes
-        /// its socket) when this is dropped.
-        watch: Box<ReadyWatch>,
-    },
-    /// Found through the journal after a restart: not our child, so it is
-    /// watched and signalled through a pidfd only.
-    Adopted {
-        pid: u32,
-        pidfd: OwnedFd,
-        /// A jailed QEMU's QMP socket (root's: [`VmHost::qmp_socket`]).
-        qmp: Option<QmpSocket>,
-    },
-}
-
-impl Proc {
-    fn pid(&self) -> u32 {
-        match self {
-            Proc::Qemu(q) => q.pid(),
-            Proc::Firecracker { vm, .. } => vm.pid(),
-            Proc::Adopted { pid, .. } => *pid,
-        }
-    }
-
-    fn ready(&self) -> Option<bool> {
-        match self {
-            Proc::Firecracker { watch, .. } => Some(watch.is_ready()),
-            _ => None,
-        }
-    }
-
-    fn running(&mut self) -> bool {
-        match self {
-            Proc::Qemu(q) => q.running(),
-            Proc::Firecracker { vm, .. } => vm.process().pidfd_alive(),
-            Proc::Adopted { pidfd, .. } => !pidfd_exited(pidfd, Duration::ZERO),
-        }
-    }
-
-    fn shutdown(&mut self, timeout: Duration) -> Result<bool, banger_vmm::VmmError> {
-        match self {
-            Proc::Qemu(q) => q.shutdown(timeout),
-            Proc::Firecracker { vm, .. } => Ok(!matches!(vm.shutdown(timeout)?, Shutdown::Killed)),
-            Proc::Adopted { pid, pidfd, qmp } => {
-                if let Some(Ok(mut q)) = qmp
-                    .as_ref()
-                    .map(|qmp| Qmp::connect_socket(qmp, Duration::from_secs(2)))
-                {
-                    let _ = q.execute("system_powerdown");
-                }
-                if pidfd_exited(pidfd, timeout) {
-                    return Ok(true);
-                }
-                kill_adopted(*pid, pidfd).map(|()| false)
-            }
-        }
-    }
-
-    fn kill(&mut self) -> Result<(), banger_vmm::VmmError> {
-        match self {
-            Proc::Qemu(q) => q.kill(),
-            Proc::Firecracker { vm, .. } => vm.kill().map(drop),
-            Proc::Adopted { pid, pidfd, .. } => kill_adopted(*pid, pidfd),
-        }
-    }
-}
-
-/// SIGKILL an adopted VMM through its pidfd: done only once the pidfd says
-/// it exited (within 5 s), else [`VmmError::StillRunning`].
-fn kill_adopted(pid: u32, pidfd: &OwnedFd) -> Result<(), VmmError> {
-    let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
-    if pidfd_exited(pidfd, Duration::from_secs(5)) {
-        return Ok(());
-    }
-    Err(VmmError::StillRunning {
-        vmm: "VMM",
-        pid,
-        started: None,
-        what: "an adopted VMM, still running 5 s after SIGKILL".into(),
-    })
-}
-
-/// Wait up to `timeout` for the process behind `pidfd` to exit.
-fn pidfd_exited(pidfd: &OwnedFd, timeout: Duration) -> bool {
-    let mut fds = [rustix::event::PollFd::new(
-        pidfd,
-        rustix::event::PollFlags::IN,
-    )];
-    let ts = rustix::time::Timespec {
-        tv_sec: timeout.as_secs() as i64,
-        tv_nsec: timeout.subsec_nanos() as i64,
-    };
-    matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
-}
 
 /// The sockets a VMM of `kind` uses, relative to the VM directory (the
 /// names `banger_vmm::LaunchSpec` gives them under `run/`).
@@ -302,15 +197,24 @@ impl VmHost {
         let mut slot = None;
         // The VM's cgroup, removed unless its VMM ends up journaled in it.
         let mut cgroup = None;
-        let mut proc = match spec.vmm {
+        // With the VMM, its tap (Firecracker's handed to its ids, QEMU's
+        // to root), given back if the launch fails, until the journal
+        // holds it.
+        let (mut proc, mut handed) = match spec.vmm {
             VmmKind::Qemu => {
                 let binary = self.qemu_binary.clone().ok_or_else(|| VmOpError::VmmUnavailable {
                     vmm: "qemu",
                     reason: "no QEMU binary is configured (system mode: none is recorded in the install metadata; run `sudo banger system install --qemu-bin PATH`)".into(),
                 })?;
                 let reserved = self.reserve_slot()?;
-                let ids = (reserved.uid, reserved.uid);
+                let ids = (reserved.uid(), reserved.uid());
                 slot = Some(reserved);
+                // QEMU gets root's descriptor of its tap, attached while
+                // the journal is locked and checked against its index
+                // (never a later attach by name): the tap is root's for
+                // it, owner and group, and given back whatever the jailed
+                // QEMU set through that descriptor.
+                let (mut handed, tap) = self.take_tap_for_qemu(&spec.tap)?;
                 let qmp = self.qmp_socket(&spec.vm_id, true)?;
                 let log = vm_dir
                     .recreate(VMM_LOG, 0o600, self.tool_ids())
@@ -324,7 +228,7 @@ impl VmHost {
                     run_as: Some(ids),
                     ..ls
                 };
-                let mut files = self.qemu_files(&ls, &vm_dir, log, qmp)?;
+                let mut files = self.qemu_files(&ls, &vm_dir, log, qmp, tap)?;
                 let limits = super::cgroup::VmLimits {
                     memory: banger_vmm::qemu::memory_limit(&ls),
                     processes: banger_vmm::qemu::process_limit(&ls),
@@ -336,7 +240,7 @@ impl VmHost {
                 }
                 let driver = QemuDriver { binary };
                 match driver.launch(&ls, files) {
-                    Ok(vm) => Proc::Qemu(vm),
+                    Ok(vm) => (Proc::Qemu(vm), handed),
                     Err(source) => {
                         if let VmmError::StillRunning { pid, started, .. } = source {
                             // Maybe still running as its slot uid:
@@ -348,16 +252,22 @@ impl VmHost {
                             // reaper may have reaped QEMU and the pid name
                             // another process (last read before landing,
                             // F2).
-                            let uid = slot.as_ref().map(|s| s.uid);
+                            let uid = slot.as_ref().map(|s| s.uid());
+                            // Journaled, its tap is given back when that
+                            // entry goes.
                             let journaled = started.is_some_and(|started| {
-                                self.journal_vmm(VmmEntry {
-                                    vm_id: spec.vm_id.clone(),
-                                    pid,
-                                    start_time: started,
-                                    vmm: spec.vmm,
-                                    uid,
-                                    cgroup: cgroup.as_ref().map(|c| c.name.clone()),
-                                })
+                                self.journal_vmm(
+                                    VmmEntry {
+                                        vm_id: spec.vm_id.clone(),
+                                        pid,
+                                        start_time: started,
+                                        vmm: spec.vmm,
+                                        uid,
+                                        cgroup: cgroup.as_ref().map(|c| c.name.clone()),
+                                        tap: Some(spec.tap.clone()),
+                                    },
+                                    &mut handed,
+                                )
                                 .is_ok()
                             });
                             if !journaled {
@@ -401,10 +311,13 @@ impl VmHost {
             pid,
             start_time: started,
             vmm: spec.vmm,
-            uid: slot.as_ref().map(|s| s.uid),
+            uid: slot.as_ref().map(|s| s.uid()),
             cgroup: cgroup.as_ref().map(|c| c.name.clone()),
+            tap: Some(spec.tap.clone()),
         };
-        if let Err(e) = self.journal_vmm(entry) {
+        // A failure below drops `handed` after the kill: the tap goes back
+        // to root unless the VMM still holds it.
+        if let Err(e) = self.journal_vmm(entry, &mut handed) {
             // Unjournaled, it could never be stopped or re-adopted.
             if proc.kill().is_err() {
                 // Maybe still running as its slot uid: never given again.
@@ -412,7 +325,7 @@ impl VmHost {
             }
             return Err(e);
         }
-        // The journal holds the slot and the cgroup now.
+        // The journal holds the slot, the handed tap and the cgroup now.
         drop(slot);
         if let Some(c) = cgroup {
             c.keep();
@@ -437,13 +350,14 @@ impl VmHost {
         }))
     }
 
+    /// Launch Firecracker, and the tap handed to it for this launch.
     fn launch_firecracker(
         &self,
         spec: &LaunchVmSpec,
         ls: &LaunchSpec,
         run: OwnerDir,
         vm_dir: &OwnerDir,
-    ) -> Result<Proc, VmOpError> {
+    ) -> Result<(Proc, super::taps::HandedTap<'_>), VmOpError> {
         let unavailable = |reason: String| VmOpError::VmmUnavailable {
             vmm: "firecracker",
             reason,
@@ -489,20 +403,44 @@ impl VmHost {
         let serial = vm_dir
             .open_append(SERIAL_LOG, 0o640, self.tool_ids())
             .map_err(failed)?;
+        // Firecracker opens its tap by name, as the ids it runs as
+        // (`LaunchSpec::run_as`: the owner's today, root's in dev mode):
+        // the idle tap is root's, so it is handed to those ids (tun owner
+        // and group), checked against the journal, just before Firecracker
+        // starts. A failed launch gives it back as `handed` drops (after
+        // the driver killed Firecracker).
+        let ids = ls.run_as.unwrap_or_else(|| {
+            (
+                rustix::process::geteuid().as_raw(),
+                rustix::process::getegid().as_raw(),
+            )
+        });
+        let handed = self.hand_tap(&spec.tap, ids)?;
         let vm = FirecrackerDriver::new(binary)
             .launch_in(ls, run, serial)
             .map_err(failed)?;
         let watch = Box::new(ReadyWatch::spawn(listener, spec.vm_id.clone()));
-        Ok(Proc::Firecracker { vm, watch })
+        Ok((Proc::Firecracker { vm, watch }, handed))
     }
 
     /// Record the VM's VMM, in place of any earlier entry of the VM (a
-    /// launch runs only once that VMM is gone).
-    fn journal_vmm(&self, entry: VmmEntry) -> Result<(), VmOpError> {
+    /// launch runs only once that VMM is gone), and, in the same
+    /// transaction, its `handed` tap as kept: out of flight only once the
+    /// entry naming it is saved, before anyone can read that entry (a
+    /// status that finds the VMM gone then gives the tap back; second
+    /// hostile read of the tap hand-over, finding B). On an error the tap
+    /// stays handed, for the caller's failure to give back.
+    pub(super) fn journal_vmm(
+        &self,
+        entry: VmmEntry,
+        handed: &mut super::taps::HandedTap<'_>,
+    ) -> Result<(), VmOpError> {
         let mut txn = self.journal.open().map_err(journal_err)?;
         txn.state.vmms.retain(|e| e.vm_id != entry.vm_id);
         txn.state.vmms.push(entry);
-        txn.save().map_err(journal_err)
+        txn.save().map_err(journal_err)?;
+        handed.keep();
+        Ok(())
     }
 
     /// Forget the VMM seen as `pid` started at `start_time`: it is gone.
@@ -512,11 +450,19 @@ impl VmHost {
     /// of it (which makes a new socket) is in flight,
     /// decided and done under the journal's and the operation table's
     /// locks (hostile read of the VMM table, finding 2).
+    /// The tap of that VMM goes back to root (`taps`), under the journal's
+    /// lock (unless a launch in flight has handed it).
     fn forget_vmm(&self, vm_id: &str, pid: u32, start_time: u64) -> Result<(), VmOpError> {
         let mut txn = self.journal.open().map_err(journal_err)?;
-        txn.state
+        let gone = |e: &VmmEntry| e.vm_id == vm_id && e.pid == pid && e.start_time == start_time;
+        let taps: Vec<String> = txn
+            .state
             .vmms
-            .retain(|e| !(e.vm_id == vm_id && e.pid == pid && e.start_time == start_time));
+            .iter()
+            .filter(|e| gone(e))
+            .filter_map(|e| e.tap.clone())
+            .collect();
+        txn.state.vmms.retain(|e| !gone(e));
         txn.save().map_err(journal_err)?;
         let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         // `PrivOp::LaunchVm`'s name, as `Executor::vm_op` takes the lock.
@@ -533,6 +479,9 @@ impl VmHost {
             if txn.state.vm_cgroups.contains(&name) {
                 self.remove_vm_cgroup_in(&mut txn, &name);
             }
+        }
+        for tap in taps {
+            self.give_back_journaled(&mut txn, &tap);
         }
         Ok(())
     }

@@ -35,6 +35,7 @@ pub(super) enum Step {
     PassFd,
     ParentGone,
     Cgroup,
+    Scope,
 }
 
 impl Step {
@@ -62,6 +63,7 @@ impl Step {
             20 => "passing a descriptor",
             21 => "checking that its parent lives",
             22 => "joining its cgroup",
+            23 => "entering the Landlock scope",
             _ => "an unknown step",
         }
     }
@@ -289,6 +291,11 @@ pub(super) fn child(
     raw_step!(Step::Limits, set_limits(p));
     step!(Step::Uid, rustix::thread::set_thread_res_uid(uid, uid, uid));
     step!(Step::NoNewPrivs, rustix::thread::set_no_new_privs(true));
+    // No abstract UNIX socket nor signal outside its own domain, where
+    // the kernel can scope them (the parent made the ruleset).
+    if let Some(scope) = &p.scope {
+        raw_step!(Step::Scope, super::landlock::restrict_self(scope.as_fd()));
+    }
     raw_step!(Step::Seccomp, install_filter(p));
     if p.long_lived {
         // A session of its own: a signal to the caller's process group

@@ -104,7 +104,8 @@ struct Bind {
     /// included): the inode bound, never a path resolved again.
     fd: Arc<OwnedFd>,
     /// Path inside the jail relative to `/`: one component, or
-    /// `dev/kvm` for the KVM device ([`Jail::bind_kvm`]).
+    /// `dev/kvm` for the KVM device ([`Jail::bind_kvm`]), or `dev/net/tun`
+    /// for the tun clone device ([`Jail::bind_tun`]).
     at: String,
     writable: bool,
 }
@@ -123,6 +124,9 @@ pub struct Jail {
     /// A `cgroup.procs` descriptor root opened for writing: the child
     /// writes `0` to it and so joins that cgroup ([`Jail::cgroup`]).
     cgroup: Option<Arc<OwnedFd>>,
+    /// No network namespace of its own: the caller's (the host's, in the
+    /// helper). For a VMM that attaches a tap by name ([`Jail::host_network`]).
+    host_network: bool,
 }
 
 impl Jail {
@@ -138,6 +142,7 @@ impl Jail {
             copies: Vec::new(),
             long_lived: None,
             cgroup: None,
+            host_network: false,
         }
     }
 
@@ -150,6 +155,19 @@ impl Jail {
         check_cgroup(fd)?;
         self.cgroup = Some(Arc::new(fd.try_clone_to_owned()?));
         Ok(self)
+    }
+
+    /// No `CLONE_NEWNET`: the jailed process shares the network namespace
+    /// of whoever clones it (in `bangerd-root`, the spawner's: the
+    /// host's). Firecracker attaches its tap by name, and the kernel looks
+    /// that name up in the namespace of the process that opens
+    /// `/dev/net/tun`. The jail's seccomp filter still allows `AF_UNIX`
+    /// sockets only, so the namespace gives it no IP or netlink socket; a
+    /// tap it may attach is one whose tun owner is its uid
+    /// ([`Jail::bind_tun`]). docs/jail.md says what it still reaches.
+    pub fn host_network(mut self) -> Jail {
+        self.host_network = true;
+        self
     }
 
     /// A long-lived process (a VMM): `limits` instead of the tools'
@@ -194,7 +212,13 @@ impl Jail {
 
     /// Bind the file or directory behind `fd` at `/<name>` (one plain
     /// component), read-only unless `writable`. Never executable, never
-    /// set-id, device nodes only when the source is one.
+    /// set-id, device nodes only when the source is one. A read-only bind
+    /// keeps a file or directory from being written; it does **not** keep
+    /// a device node (a block device) from being opened for writing: the
+    /// kernel checks only the node's mode and ACL for that. A caller that
+    /// binds a block device read-only relies on its permissions refusing
+    /// the jail's uid writing (the disk tools' read-only grants), or must
+    /// not bind it (a jailed Firecracker's read-only drive is refused).
     pub fn bind(mut self, fd: BorrowedFd<'_>, name: &str, writable: bool) -> std::io::Result<Jail> {
         check_name(name, "bind")?;
         let fd = fd.try_clone_to_owned()?;
@@ -206,85 +230,42 @@ impl Jail {
         Ok(self)
     }
 
-    /// Bind the host's `/dev/kvm` behind `fd` at `/dev/kvm`, read-write:
-    /// QEMU opens that path and has no option naming another. The one
-    /// character device a jail takes, and only as that device (10:232).
-    pub fn bind_kvm(mut self, fd: BorrowedFd<'_>) -> std::io::Result<Jail> {
-        check_kvm(fd)?;
+    /// Bind the host's `/dev/kvm` behind `fd` at `/dev/kvm` (a read-only
+    /// mount: the node still opens read-write, see
+    /// [`Jail::bind_device`]): QEMU opens that path and has no option
+    /// naming another. One of the
+    /// two character devices a jail takes ([`JAIL_DEVICES`]), and only as
+    /// that device (10:232).
+    pub fn bind_kvm(self, fd: BorrowedFd<'_>) -> std::io::Result<Jail> {
+        self.bind_device(fd, KVM_AT)
+    }
+
+    /// Bind the host's `/dev/net/tun` behind `fd` at `/dev/net/tun` (a
+    /// read-only mount, as for KVM): Firecracker opens that path to attach its tap by name
+    /// (with [`Jail::host_network`], where the tap is). Only as that
+    /// device (10:200), opened `O_PATH|O_NOFOLLOW`, as for KVM. The clone
+    /// device lets it attach only a tap whose tun owner is its uid (or
+    /// one with no owner and no group, which banger never leaves); making
+    /// a new one needs `CAP_NET_ADMIN`, which it lacks.
+    pub fn bind_tun(self, fd: BorrowedFd<'_>) -> std::io::Result<Jail> {
+        self.bind_device(fd, TUN_AT)
+    }
+
+    /// Bind the device behind `fd` at `at`, one of [`JAIL_DEVICES`]'
+    /// places, once [`check_device`] took it, as a read-only mount. A
+    /// mount's read-only flag does not stop opening a device node for
+    /// writing (the node's mode does), so the VMM still opens it
+    /// read-write; it stops changing the host node's inode through the
+    /// bind (its times, hostile read of the jailed driver, F4).
+    fn bind_device(mut self, fd: BorrowedFd<'_>, at: &str) -> std::io::Result<Jail> {
+        check_device(fd, at)?;
         self.binds.push(Bind {
             fd: Arc::new(fd.try_clone_to_owned()?),
-            at: KVM_AT.to_string(),
-            writable: true,
+            at: at.to_string(),
+            writable: false,
         });
         Ok(self)
     }
-}
-
-/// Where [`Jail::bind_kvm`] places `/dev/kvm` in the jail's root.
-const KVM_AT: &str = "dev/kvm";
-
-/// Refused unless `fd` is the KVM character device, 10:232 (the kernel's
-/// `KVM_MINOR` of the misc major), opened `O_PATH|O_NOFOLLOW`: the node
-/// itself, not a link's target, and a descriptor that never reached the
-/// driver. The one character device a jail (and the spawner) admits.
-fn check_kvm(fd: BorrowedFd<'_>) -> std::io::Result<()> {
-    let st = rustix::fs::fstat(fd)?;
-    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
-    let (major, minor) = (rustix::fs::major(st.st_rdev), rustix::fs::minor(st.st_rdev));
-    if kind != rustix::fs::FileType::CharacterDevice || (major, minor) != (10, 232) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("a KVM bind of a {kind:?} {major}:{minor}, not the character device 10:232"),
-        ));
-    }
-    let opened = rustix::fs::fcntl_getfl(fd)?;
-    if !opened.contains(OFlags::PATH | OFlags::NOFOLLOW) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("a KVM bind not opened O_PATH|O_NOFOLLOW (flags {opened:?})"),
-        ));
-    }
-    Ok(())
-}
-
-/// The one file name a [`Jail::cgroup`] descriptor may have.
-const CGROUP_PROCS: &str = "cgroup.procs";
-
-/// Refused unless `fd` is a `cgroup.procs` file of cgroup2 (`fstatfs`
-/// magic `CGROUP2_SUPER_MAGIC`, a regular file, named so as the kernel
-/// reports it in `/proc/self/fd`) opened for writing: writing `0` to any
-/// other cgroup2 file (`memory.max`, `pids.max`, `cgroup.freeze`, ...)
-/// would change a cgroup instead of joining one. cgroup2 files cannot be
-/// renamed, and a cgroup (a directory) named `cgroup.procs` is not a
-/// regular file.
-fn check_cgroup(fd: BorrowedFd<'_>) -> std::io::Result<()> {
-    let refuse = |why: String| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            format!("a jail cgroup descriptor {why}"),
-        )
-    };
-    let magic = rustix::fs::fstatfs(fd)?.f_type as u64;
-    if magic != crate::probe::CGROUP2_SUPER_MAGIC {
-        return Err(refuse(format!("not on cgroup2 (f_type {magic:#x})")));
-    }
-    let st = rustix::fs::fstat(fd)?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) != rustix::fs::FileType::RegularFile {
-        return Err(refuse("not of a regular file".into()));
-    }
-    let mode = rustix::fs::fcntl_getfl(fd)? & OFlags::ACCMODE;
-    if mode != OFlags::WRONLY && mode != OFlags::RDWR {
-        return Err(refuse("not opened for writing".into()));
-    }
-    use std::os::fd::AsRawFd as _;
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
-    if link.file_name() != Some(OsStr::new(CGROUP_PROCS)) {
-        return Err(refuse(format!(
-            "of {}, not of a {CGROUP_PROCS} file",
-            link.display()
-        )));
-    }
-    Ok(())
 }
 
 /// A name in the jail's root (`what`: a bind or a copy): one plain token
@@ -337,6 +318,9 @@ struct Prepared {
     long_lived: bool,
     /// The `cgroup.procs` the child writes `0` to ([`Jail::cgroup`]).
     cgroup: Option<std::sync::Arc<OwnedFd>>,
+    /// The Landlock ruleset scoping abstract sockets and signals the child
+    /// enters; `None` where the kernel has none ([`scope_support`]).
+    scope: Option<OwnedFd>,
 }
 
 /// The child's standard descriptors, its error pipe and its pass-through
@@ -584,11 +568,17 @@ fn clone_jailed(
     };
     let argv_ptrs = ptrs(&prepared.argv);
     let envp_ptrs = ptrs(&prepared.envp);
+    // A network namespace of its own unless the jail shares its cloner's.
+    let net = if r.jail.host_network {
+        0
+    } else {
+        libc::CLONE_NEWNET
+    };
     let flags = libc::CLONE_NEWNS
         | libc::CLONE_NEWPID
         | libc::CLONE_NEWIPC
         | libc::CLONE_NEWUTS
-        | libc::CLONE_NEWNET
+        | net
         | libc::CLONE_PIDFD
         | extra;
     let mut pidfd: libc::c_int = -1;
@@ -741,8 +731,11 @@ fn cstring(b: &[u8]) -> std::io::Result<CString> {
 
 mod acl;
 mod caps;
+mod cgroup;
 mod child;
+mod devices;
 mod filter;
+mod landlock;
 mod lockdown;
 mod prepare;
 mod range;
@@ -762,6 +755,9 @@ mod tests_long;
 pub use acl::{
     ACL_XATTR, Grant, Prior, acl_with_user, grant, grant_recorded, read_acl, restore, revoke,
 };
+use cgroup::check_cgroup;
+use devices::{KVM_AT, TUN_AT, check_device, is_device_place};
+pub use landlock::scope_support;
 pub use lockdown::{HELPER_CAPS, lock_down};
 use prepare::prepare;
 pub use range::{RangeInUse, check_unused};

@@ -14,7 +14,7 @@ use rustix::mount::{FsMountFlags, FsOpenFlags, MountAttrFlags, OpenTreeFlags};
 
 use super::{
     CopyIn, DEVICE_IDS, DEVICES, EXE, HIGH_FD, Jail, Limits, MAX_COPIED, MAX_MEMORY,
-    MAX_OPEN_FILES, MAX_PROCESSES, Prepared, USR_LINKS, cstring, filter,
+    MAX_OPEN_FILES, MAX_PROCESSES, Prepared, TUN_AT, USR_LINKS, cstring, filter,
 };
 
 /// `struct mount_attr` of `mount_setattr(2)`.
@@ -138,15 +138,7 @@ pub(super) fn prepare(
         }
     }
     // A minimal /dev of bound host nodes.
-    rustix::fs::mkdirat(&root, "dev", Mode::from_raw_mode(0o755))?;
-    // Exactly 0755 whatever this process's umask (the installed helper's
-    // unit has UMask=0077): the jail uid must reach its device nodes.
-    rustix::fs::chmodat(
-        &root,
-        "dev",
-        Mode::from_raw_mode(0o755),
-        rustix::fs::AtFlags::empty(),
-    )?;
+    searchable_dir(&root, "dev")?;
     for (name, node) in DEVICES.iter().zip(device_nodes(Path::new("/dev"))?) {
         let at = format!("dev/{name}");
         touch(&root, &at)?;
@@ -157,6 +149,10 @@ pub(super) fn prepare(
             false,
         )?;
         mounts.push((t, cstring(at.as_bytes())?));
+    }
+    // `/dev/net`, where a tun bind goes.
+    if jail.binds.iter().any(|b| b.at == TUN_AT) {
+        searchable_dir(&root, "dev/net")?;
     }
     // The program itself, read-only and executable.
     touch(&root, &EXE[1..])?;
@@ -235,6 +231,7 @@ pub(super) fn prepare(
         filter,
         long_lived: jail.long_lived.is_some(),
         cgroup: jail.cgroup.clone(),
+        scope: super::landlock::scope_ruleset()?,
     })
 }
 
@@ -409,6 +406,20 @@ fn bind_size(fd: BorrowedFd<'_>, kind: rustix::fs::FileType, len: i64) -> std::i
 
 /// `_IOR(0x12, 114, size_t)`.
 const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
+
+/// A new directory at `rel` beneath `dir`, exactly 0755 whatever this
+/// process's umask (the installed helper's unit has UMask=0077): the jail
+/// uid must reach the device nodes in it.
+fn searchable_dir(dir: &OwnedFd, rel: &str) -> std::io::Result<()> {
+    rustix::fs::mkdirat(dir, rel, Mode::from_raw_mode(0o755))?;
+    rustix::fs::chmodat(
+        dir,
+        rel,
+        Mode::from_raw_mode(0o755),
+        rustix::fs::AtFlags::empty(),
+    )?;
+    Ok(())
+}
 
 /// An empty file at `rel` beneath `dir`, a mount point for a file.
 fn touch(dir: &OwnedFd, rel: &str) -> std::io::Result<()> {

@@ -517,6 +517,7 @@ pub mod testing {
                 copies: Vec::new(),
                 long_lived: None,
                 cgroup: None,
+                host_network: false,
             },
             program: rustix::fs::open(
                 &program,

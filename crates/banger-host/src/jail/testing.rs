@@ -66,7 +66,13 @@ pub fn start_probe(uid: u32, dir: &Path, script: &str) -> Spawned {
 
 /// `key`'s value in `/proc/<pid>/status`.
 pub fn status_field(pid: u32, key: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status_field_of(&pid.to_string(), key)
+}
+
+/// `key`'s value in `/proc/<process>/status`, `process` a pid or a task
+/// (`<pid>/task/<tid>`).
+pub fn status_field_of(process: &str, key: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap();
     status
         .lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))

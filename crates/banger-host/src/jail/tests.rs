@@ -237,3 +237,75 @@ fn only_a_device_node_is_bound_under_dev() {
     let e = format!("{e:?}");
     assert!(e.contains("not a device node"), "{e}");
 }
+
+/// A character device node made in `dir` for a test: `name`, 0666,
+/// `major:minor`, its times set to `STALE_TIME`; its `O_PATH|O_NOFOLLOW`
+/// descriptor (what `bind_kvm` and `bind_tun` take).
+fn test_node(dir: &std::path::Path, name: &str, major: u32, minor: u32) -> OwnedFd {
+    let path = dir.join(name);
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &path,
+        rustix::fs::FileType::CharacterDevice,
+        Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(major, minor),
+    )
+    .unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let stale = std::time::UNIX_EPOCH + Duration::from_secs(STALE_TIME as u64);
+    let times = std::fs::FileTimes::new()
+        .set_accessed(stale)
+        .set_modified(stale);
+    File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_times(times)
+        .unwrap();
+    rustix::fs::open(
+        &path,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap()
+}
+
+/// The times [`test_node`] gives its node.
+const STALE_TIME: i64 = 1_000_000_000;
+
+/// Hostile read of the jailed driver, F4: `/dev/kvm` and `/dev/net/tun`
+/// were bound as writable mounts, so the jail's uid could set the host
+/// node's timestamps through them (`touch`: `utimensat`). They are bound
+/// read-only now; opening them read-write still works (a mount's
+/// read-only flag does not apply to opening a device node), which is all
+/// a VMM does with them. World-writable 0666 nodes made for the test
+/// stand for the host's.
+#[test]
+fn device_binds_are_read_only_and_still_open_read_write() {
+    require_root();
+    let uid = jail_uid() + 3;
+    let dir = tempfile::tempdir().unwrap();
+    let kvm = test_node(dir.path(), "kvm", 10, 232);
+    let tun = test_node(dir.path(), "tun", 10, 200);
+    let jail = Jail::new(uid, uid)
+        .bind_kvm(kvm.as_fd())
+        .and_then(|j| j.bind_tun(tun.as_fd()))
+        .unwrap();
+    let script = "touch -c /dev/kvm 2>&1; touch -c /dev/net/tun 2>&1; \
+                  exec 3<>/dev/kvm && echo kvm opened; exec 4<>/dev/net/tun && echo tun opened";
+    let out = Runner
+        .run(&Cmd::new("sh").args(["-c", script]).jail(jail))
+        .unwrap();
+    for node in [&kvm, &tun] {
+        let st = rustix::fs::fstat(node).unwrap();
+        assert_eq!(
+            (st.st_mtime, st.st_atime),
+            (STALE_TIME, STALE_TIME),
+            "the jail changed a host node's times:\n{}",
+            out.stdout
+        );
+    }
+    assert!(out.stdout.contains("kvm opened"), "{}", out.stdout);
+    assert!(out.stdout.contains("tun opened"), "{}", out.stdout);
+    assert_eq!(processes_of(uid), Vec::<String>::new());
+}

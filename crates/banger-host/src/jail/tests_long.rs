@@ -202,3 +202,209 @@ fn a_jailed_process_joins_the_cgroup_whose_procs_descriptor_it_was_given() {
     drop(spawned);
     drop(cg);
 }
+
+/// What a jailed perl reports of `socket(AF_INET)`, `socket(AF_NETLINK)`,
+/// `socket(AF_UNIX)` and, for each tap named, opening `/dev/net/tun` and
+/// attaching that tap by name (`TUNSETIFF` with the flags banger's taps
+/// have): "ok" or the errno, one line each.
+const NET_PROBE: &str = r#"
+sub try { my ($what, $ok) = @_; print "$what ", ($ok ? "ok" : 0 + $!), "\n" }
+try("inet", socket(my $a, 2, 1, 0));
+try("netlink", socket(my $b, 16, 3, 0));
+try("unix", socket(my $c, 1, 1, 0));
+for my $tap (@ARGV) {
+    sysopen(my $t, "/dev/net/tun", 2) or do { print "$tap open ", 0 + $!, "\n"; next };
+    try($tap, ioctl($t, 0x400454ca, pack("a16 s x22", $tap, 0x5002)));
+}
+"#;
+
+/// A Firecracker jail: [`Jail::host_network`] shares the cloner's network
+/// namespace (here a test namespace), so the tap the jail's uid owns is
+/// found by name and attached through the bound `/dev/net/tun`; a tap of
+/// another uid is not (`EPERM`), nor an IP or netlink socket (the
+/// filter). Without `host_network` the jail has a namespace of its own,
+/// where the name is no tap (creating one: `EPERM`), and without
+/// `bind_tun` there is no `/dev/net/tun` (`ENOENT`).
+#[test]
+fn a_host_network_jail_attaches_its_own_tap_and_no_other() {
+    use crate::net::HostNet as _;
+    require_root();
+    let uid = jail_uid() + 400_000;
+    let out = crate::net::netns::in_fresh_netns(|| {
+        let net = crate::net::RealNet::new();
+        net.create_tap("fcj-mine", uid).unwrap();
+        net.create_tap("fcj-other", uid + 1).unwrap();
+        let tun = rustix::fs::open(
+            crate::net::TUN_DEVICE,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap();
+        let run = |jail: Jail| {
+            let cmd = Cmd::new("perl")
+                .args(["-e", NET_PROBE, "fcj-mine", "fcj-other"])
+                .jail(jail);
+            let o = Runner.output(&cmd).unwrap();
+            assert!(o.status.success(), "{o:?}");
+            o.stdout
+        };
+        let jail = Jail::new(uid, uid);
+        (
+            run(jail.clone().host_network().bind_tun(tun.as_fd()).unwrap()),
+            run(jail.clone().bind_tun(tun.as_fd()).unwrap()),
+            run(jail.host_network()),
+        )
+    });
+    let (eperm, enoent) = (libc::EPERM, libc::ENOENT);
+    assert_eq!(
+        out.0,
+        format!("inet {eperm}\nnetlink {eperm}\nunix ok\nfcj-mine ok\nfcj-other {eperm}\n")
+    );
+    assert_eq!(
+        out.1,
+        format!("inet {eperm}\nnetlink {eperm}\nunix ok\nfcj-mine {eperm}\nfcj-other {eperm}\n")
+    );
+    assert_eq!(
+        out.2,
+        format!(
+            "inet {eperm}\nnetlink {eperm}\nunix ok\nfcj-mine open {enoent}\nfcj-other open {enoent}\n"
+        )
+    );
+}
+
+/// A jail sharing its cloner's network namespace reaches that
+/// namespace's abstract UNIX sockets unless Landlock scopes them: the
+/// jailed perl's connect to one of this test's is `EPERM`, while a path
+/// socket bound into the jail still answers. Where the kernel has no
+/// such scope (before 6.12) the abstract half is not run, and says so.
+#[test]
+fn a_jail_cannot_reach_an_abstract_socket_of_its_namespace_where_landlock_scopes() {
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::net::{SocketAddr, UnixListener};
+    require_root();
+    let uid = jail_uid() + 500_000;
+    let scoped = scope_support();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let name = format!("banger-jail-scope-{}", std::process::id());
+    let script = r#"
+sub try { my ($what, $addr) = @_;
+    socket(my $s, 1, 1, 0) or die "socket: $!";
+    print "$what ", (connect($s, $addr) ? "ok" : 0 + $!), "\n" }
+try("abstract", pack("S a*", 1, "\0" . $ARGV[0]));
+try("path", pack("S a*", 1, "/sock/s"));
+"#;
+    let out = crate::net::netns::in_fresh_netns(|| {
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let _abstract = UnixListener::bind_addr(&addr).unwrap();
+        let _path = UnixListener::bind(dir.path().join("s")).unwrap();
+        std::fs::set_permissions(dir.path().join("s"), std::fs::Permissions::from_mode(0o777))
+            .unwrap();
+        let sock = File::open(dir.path()).unwrap();
+        let jail = Jail::new(uid, uid)
+            .host_network()
+            .bind(sock.as_fd(), "sock", false)
+            .unwrap();
+        let o = Runner
+            .output(
+                &Cmd::new("perl")
+                    .args(["-e", script, name.as_str()])
+                    .jail(jail),
+            )
+            .unwrap();
+        assert!(o.status.success(), "{o:?}");
+        o.stdout
+    });
+    match scoped {
+        Ok(()) => assert_eq!(out, format!("abstract {}\npath ok\n", libc::EPERM)),
+        Err(why) => {
+            eprintln!("NOT RUN (abstract half): {why}");
+            assert!(out.ends_with("path ok\n"), "{out}");
+        }
+    }
+}
+
+/// A jailed process may not signal a process outside its Landlock domain
+/// where Landlock scopes signals. Its pid namespace already hides every
+/// process of the host (its parent is pid 0 to it), so the process outside
+/// the domain is put where it can be named: a `sleep` of the jail's own
+/// uid that `nsenter` starts in the jail's pid namespace (pid 2 there),
+/// outside the jail's mount namespace and Landlock domain. The jailed
+/// perl's `kill(SIGTERM, 2)` is `EPERM`; without the scope it would
+/// succeed (same uid). The jail shares the test namespace's network
+/// ([`Jail::host_network`], as Firecracker's does), and an IP or netlink
+/// socket is still `EPERM` there (the filter). Where the kernel has no
+/// such scope the signal half is not run, and says so.
+#[test]
+fn a_jail_cannot_signal_a_process_outside_its_domain_where_landlock_scopes() {
+    use std::os::unix::fs::PermissionsExt as _;
+    require_root();
+    let uid = jail_uid() + 600_000;
+    let scoped = scope_support();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // ESRCH (3) until the sleeper is in the namespace; then one SIGTERM.
+    let script = r#"
+sub try { my ($what, $ok) = @_; print "$what ", ($ok ? "ok" : 0 + $!), "\n" }
+try("inet", socket(my $a, 2, 1, 0));
+try("netlink", socket(my $b, 16, 3, 0));
+my $until = time + 20;
+while (!kill(0, 2) && $! == 3 && time < $until) { select(undef, undef, undef, 0.02) }
+try("kill", kill("TERM", 2));
+"#;
+    let out = crate::net::netns::in_fresh_netns(|| {
+        let log = dir.path().join("log");
+        // Long-lived: output onto a file (a tool's jail has no room to write one).
+        let jail = Jail::new(uid, uid)
+            .host_network()
+            .long_lived(testing::PROBE_LIMITS);
+        let mut perl = Runner
+            .spawn(
+                &Cmd::new("perl").args(["-e", script]).jail(jail),
+                SpawnOptions {
+                    output: Some(File::create(&log).unwrap()),
+                    run_as: None,
+                },
+            )
+            .unwrap();
+        let target = perl.pid().to_string();
+        let ids = uid.to_string();
+        let mut sleeper = Runner
+            .spawn(
+                &Cmd::new("nsenter").args([
+                    "--target",
+                    target.as_str(),
+                    "--pid",
+                    "--setuid",
+                    ids.as_str(),
+                    "--setgid",
+                    ids.as_str(),
+                    "--",
+                    "sleep",
+                    "30",
+                ]),
+                SpawnOptions::default(),
+            )
+            .unwrap();
+        let exited = perl.wait_timeout(Duration::from_secs(25)).unwrap();
+        // The jail's pid 1 gone, the kernel kills the sleeper too.
+        let _ = sleeper.kill();
+        let _ = perl.kill();
+        let out = std::fs::read_to_string(&log).unwrap();
+        assert!(exited.is_some_and(|s| s.success()), "{exited:?} {out}");
+        out
+    });
+    let eperm = libc::EPERM;
+    assert!(
+        out.starts_with(&format!("inet {eperm}\nnetlink {eperm}\n")),
+        "{out}"
+    );
+    match scoped {
+        Ok(()) => assert!(out.ends_with(&format!("kill {eperm}\n")), "{out}"),
+        Err(why) => {
+            eprintln!("NOT RUN (signal half): {why}");
+            assert!(out.ends_with("kill ok\n"), "{out}");
+        }
+    }
+}

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
 use std::sync::Mutex;
 
 use super::{HostNet, Ipv4Cidr, Link, LinkKind, NetError, NftTable, RouteV4};
@@ -57,6 +58,8 @@ pub struct FakeNetState {
     /// under that name, with a new index) just before a deletion or a
     /// `set_master` request reaches the fake: a race the caller lost.
     pub replaced_before_request: Vec<String>,
+    /// Taps a process holds (a running VMM): `hand_tap` fails with `EBUSY`.
+    pub attached_taps: Vec<String>,
 }
 
 #[derive(Debug)]
@@ -83,6 +86,7 @@ impl FakeNet {
             up: true,
             addresses: vec![Ipv4Cidr::new(Ipv4Addr::LOCALHOST, 8)],
             tap_owner: None,
+            tap_group: None,
         };
         FakeNet {
             state: Mutex::new(FakeNetState {
@@ -328,6 +332,7 @@ impl FakeNetState {
             up: false,
             addresses: Vec::new(),
             tap_owner: None,
+            tap_group: None,
         });
         self.links.last_mut().expect("just pushed")
     }
@@ -499,6 +504,47 @@ impl HostNet for FakeNet {
         let link = state.create(name, LinkKind::Tap, &call)?;
         link.tap_owner = Some(owner_uid);
         Ok(())
+    }
+
+    fn hand_tap(&self, name: &str, index: u32, owner_uid: u32, group: u32) -> Result<(), NetError> {
+        self.record(
+            "hand_tap",
+            format!("hand_tap({name}, uid {owner_uid}, gid {group})"),
+        )?;
+        let fail = |step: &'static str, source: io::Error| NetError::HandTap {
+            step,
+            name: name.to_string(),
+            uid: owner_uid,
+            source,
+        };
+        if self.lock().attached_taps.iter().any(|t| t == name) {
+            return Err(fail("TUNSETIFF", io::Error::from_raw_os_error(libc::EBUSY)));
+        }
+        self.with_link_mut(name, |link| {
+            if link.kind != LinkKind::Tap || link.index != index {
+                return Err(fail(
+                    "checking its index before the attach",
+                    io::Error::other(format!("index {}, not {index}", link.index)),
+                ));
+            }
+            link.tap_owner = Some(owner_uid);
+            link.tap_group = Some(group);
+            Ok(())
+        })
+    }
+
+    /// As `hand_tap` to root, then the MAC as `set_mac` keeps it; the
+    /// descriptor is `/dev/null`'s (the fake has no tap to attach to).
+    fn take_tap(&self, name: &str, index: u32, mac: [u8; 6]) -> Result<OwnedFd, NetError> {
+        self.hand_tap(name, index, 0, 0)?;
+        self.lock().macs.insert(name.into(), mac);
+        let null = std::fs::File::open("/dev/null").map_err(|source| NetError::HandTap {
+            step: "opening /dev/null",
+            name: name.to_string(),
+            uid: 0,
+            source,
+        })?;
+        Ok(null.into())
     }
 
     fn delete_link(&self, name: &str) -> Result<bool, NetError> {

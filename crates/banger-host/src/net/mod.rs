@@ -25,6 +25,7 @@ mod tun;
 use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
+use std::os::fd::OwnedFd;
 
 use crate::runner::{Cmd, RunError, Runner};
 
@@ -123,6 +124,9 @@ pub struct Link {
     pub addresses: Vec<Ipv4Cidr>,
     /// For tun/tap devices with an owner set (`TUNSETOWNER`).
     pub tap_owner: Option<u32>,
+    /// For tun/tap devices with a group set (`TUNSETGROUP`; once set, a
+    /// group can be changed but never cleared).
+    pub tap_group: Option<u32>,
 }
 
 /// An IPv4 unicast route (any table).
@@ -180,6 +184,14 @@ pub enum NetError {
         #[source]
         source: io::Error,
     },
+    #[error("handing tap {name} to uid {uid}: {step}")]
+    HandTap {
+        step: &'static str,
+        name: String,
+        uid: u32,
+        #[source]
+        source: io::Error,
+    },
     #[error("running {tool}")]
     Tool {
         tool: &'static str,
@@ -229,7 +241,8 @@ impl NetError {
         match self {
             NetError::Socket(e)
             | NetError::Request { source: e, .. }
-            | NetError::Tun { source: e, .. } => e.raw_os_error(),
+            | NetError::Tun { source: e, .. }
+            | NetError::HandTap { source: e, .. } => e.raw_os_error(),
             _ => None,
         }
     }
@@ -269,6 +282,16 @@ pub trait HostNet: Send + Sync {
     fn link_mac(&self, link: &str) -> Result<Option<[u8; 6]>, NetError>;
     /// Create a persistent tap owned by `owner_uid`; fails if the name exists.
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError>;
+    /// Make `owner_uid` the tun owner and `group` the tun group of the
+    /// persistent tap `name`, whose interface index must be `index`
+    /// (checked before and after the helper attaches to it); `EBUSY`
+    /// (`NetError::errno`) while another descriptor is attached to it.
+    fn hand_tap(&self, name: &str, index: u32, owner_uid: u32, group: u32) -> Result<(), NetError>;
+    /// Hand the persistent tap `name` of interface index `index` to root
+    /// (as [`HostNet::hand_tap`] with owner and group 0), set its MAC to
+    /// `mac`, and return root's descriptor attached to that tap (the one
+    /// of that index: it is checked after the attach).
+    fn take_tap(&self, name: &str, index: u32, mac: [u8; 6]) -> Result<OwnedFd, NetError>;
     /// Delete a link; `Ok(false)` when it was already gone.
     fn delete_link(&self, name: &str) -> Result<bool, NetError>;
     /// Delete the link with interface index `index`; `Ok(false)` when no
@@ -351,6 +374,14 @@ impl HostNet for RealNet {
 
     fn create_tap(&self, name: &str, owner_uid: u32) -> Result<(), NetError> {
         tun::create_persistent_tap(name, owner_uid)
+    }
+
+    fn hand_tap(&self, name: &str, index: u32, owner_uid: u32, group: u32) -> Result<(), NetError> {
+        tun::hand_tap(name, index, owner_uid, group).map(drop)
+    }
+
+    fn take_tap(&self, name: &str, index: u32, mac: [u8; 6]) -> Result<OwnedFd, NetError> {
+        tun::take_tap(name, index, mac).map(OwnedFd::from)
     }
 
     fn disable_ipv6(&self, link: &str) -> Result<(), NetError> {

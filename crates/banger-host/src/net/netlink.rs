@@ -23,9 +23,11 @@ use netlink_sys::{Socket, SocketAddr};
 
 use super::{Ipv4Cidr, Link, LinkKind, NetError, RouteV4};
 
-/// `IFLA_TUN_OWNER` (u32) and `IFLA_TUN_TYPE` (u8) inside a tun link's
-/// `IFLA_INFO_DATA` (`include/uapi/linux/if_link.h`).
+/// `IFLA_TUN_OWNER` (u32), `IFLA_TUN_GROUP` (u32) and `IFLA_TUN_TYPE`
+/// (u8) inside a tun link's `IFLA_INFO_DATA`
+/// (`include/uapi/linux/if_link.h`).
 const IFLA_TUN_OWNER: u16 = 1;
+const IFLA_TUN_GROUP: u16 = 2;
 const IFLA_TUN_TYPE: u16 = 3;
 /// `IFF_TAP` as reported in `IFLA_TUN_TYPE`.
 const TUN_TYPE_TAP: u8 = 2;
@@ -411,15 +413,15 @@ fn link_from(l: &LinkMessage) -> (Link, Option<u32>) {
     let mut name = String::new();
     let mut master = None;
     let mut kind = LinkKind::Unspecified;
-    let mut tap_owner = None;
+    let (mut tap_owner, mut tap_group) = (None, None);
     for attr in &l.attributes {
         match attr {
             LinkAttribute::IfName(n) => name = n.clone(),
             LinkAttribute::Controller(idx) => master = Some(*idx),
             LinkAttribute::LinkInfo(infos) => {
-                let (k, owner) = kind_from(infos);
+                let (k, owner, group) = kind_from(infos);
                 kind = k;
-                tap_owner = owner;
+                (tap_owner, tap_group) = (owner, group);
             }
             _ => {}
         }
@@ -432,14 +434,16 @@ fn link_from(l: &LinkMessage) -> (Link, Option<u32>) {
         up: l.header.flags.contains(LinkFlags::Up),
         addresses: Vec::new(),
         tap_owner,
+        tap_group,
     };
     (link, master)
 }
 
-fn kind_from(infos: &[LinkInfo]) -> (LinkKind, Option<u32>) {
+/// The link's kind, and a tun device's owner and group (when set).
+fn kind_from(infos: &[LinkInfo]) -> (LinkKind, Option<u32>, Option<u32>) {
     let mut kind = LinkKind::Unspecified;
     let mut tun_type = None;
-    let mut owner = None;
+    let (mut owner, mut group) = (None, None);
     for info in infos {
         match info {
             LinkInfo::Kind(InfoKind::Bridge) => kind = LinkKind::Bridge,
@@ -450,13 +454,15 @@ fn kind_from(infos: &[LinkInfo]) -> (LinkKind, Option<u32>) {
                     let InfoTun::Other(nla) = nla else { continue };
                     let mut value = vec![0; nla.value_len()];
                     nla.emit_value(&mut value);
+                    let id = || {
+                        value
+                            .get(..4)
+                            .and_then(|b| b.try_into().ok())
+                            .map(u32::from_ne_bytes)
+                    };
                     match nla.kind() {
-                        IFLA_TUN_OWNER => {
-                            owner = value
-                                .get(..4)
-                                .and_then(|b| b.try_into().ok())
-                                .map(u32::from_ne_bytes)
-                        }
+                        IFLA_TUN_OWNER => owner = id(),
+                        IFLA_TUN_GROUP => group = id(),
                         IFLA_TUN_TYPE => tun_type = value.first().copied(),
                         _ => {}
                     }
@@ -469,9 +475,9 @@ fn kind_from(infos: &[LinkInfo]) -> (LinkKind, Option<u32>) {
         kind = LinkKind::Tap;
     }
     if !matches!(kind, LinkKind::Tap | LinkKind::Tun) {
-        owner = None;
+        (owner, group) = (None, None);
     }
-    (kind, owner)
+    (kind, owner, group)
 }
 
 fn address_of(a: &AddressMessage) -> Option<Ipv4Addr> {

@@ -292,3 +292,102 @@ fn real_routes_carry_their_gateways() {
         assert!(find("192.168.61.0/24").gateways.is_empty());
     });
 }
+
+/// `hand_tap` changes the tun owner and group of the tap with the
+/// journaled index and no other: a tap that took the name (another
+/// index), a missing name (no tap made in its place), a tap a process
+/// holds (`EBUSY`, its owner unchanged under it) are refused; after the
+/// holder lets go it works, and the tap stays persistent.
+#[test]
+fn real_hand_tap_changes_only_an_idle_tap_of_the_journaled_index() {
+    require_root();
+    in_fresh_netns(|| {
+        let net = RealNet::new();
+        net.create_tap("ttap2", 0).unwrap();
+        let index = net.link("ttap2").unwrap().expect("tap listed").index;
+        let ids = || {
+            let tap = net.link("ttap2").unwrap().expect("still there");
+            (tap.tap_owner, tap.tap_group)
+        };
+        assert_eq!(ids(), (Some(0), None));
+        net.hand_tap("ttap2", index, 4243, 4244).unwrap();
+        assert_eq!(ids(), (Some(4243), Some(4244)));
+        net.hand_tap("ttap2", index, 0, 0).unwrap();
+        assert_eq!(ids(), (Some(0), Some(0)));
+        // Another index: refused, owner kept.
+        let err = net.hand_tap("ttap2", index + 100, 4243, 4243).unwrap_err();
+        assert!(matches!(err, NetError::HandTap { .. }), "{err}");
+        assert_eq!(ids(), (Some(0), Some(0)));
+        // A missing name: refused, and no tap left under it.
+        let err = net.hand_tap("ttap3", index, 4243, 4243).unwrap_err();
+        assert!(matches!(err, NetError::HandTap { .. }), "{err}");
+        assert!(net.link("ttap3").unwrap().is_none());
+        // Held by a process (here this one, as a VMM would): EBUSY.
+        let held = attach("ttap2");
+        let err = net.hand_tap("ttap2", index, 4243, 4243).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EBUSY), "{err}");
+        assert_eq!(ids(), (Some(0), Some(0)));
+        drop(held);
+        net.hand_tap("ttap2", index, 4243, 4243).unwrap();
+        let tap = net.link("ttap2").unwrap().expect("still there");
+        assert_eq!(
+            (tap.index, tap.tap_owner, tap.tap_group),
+            (index, Some(4243), Some(4243))
+        );
+        assert!(net.delete_link_index(index).unwrap());
+    });
+}
+
+/// `take_tap` hands the tap of the journaled index to root, sets its MAC
+/// and returns root's descriptor attached to it (held: the next attach is
+/// `EBUSY`; closed: the tap stays, persistent); another index, a missing
+/// name (no tap made) and a held tap are refused, the MAC unchanged.
+#[test]
+fn real_take_tap_gives_root_the_journaled_tap_with_a_mac() {
+    require_root();
+    in_fresh_netns(|| {
+        let net = RealNet::new();
+        net.create_tap("ttap4", 0).unwrap();
+        let index = net.link("ttap4").unwrap().expect("tap listed").index;
+        net.hand_tap("ttap4", index, 4243, 4244).unwrap();
+        let mac = [0x06, 0xba, 0, 0, 0, 7];
+        let tun = net.take_tap("ttap4", index, mac).unwrap();
+        let tap = net.link("ttap4").unwrap().expect("still there");
+        assert_eq!((tap.tap_owner, tap.tap_group), (Some(0), Some(0)));
+        assert_eq!(net.link_mac("ttap4").unwrap(), Some(mac));
+        let err = net.hand_tap("ttap4", index, 0, 0).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EBUSY), "root's descriptor: {err}");
+        drop(tun);
+        let other = [0x06, 0xba, 0, 0, 0, 8];
+        let err = net.take_tap("ttap4", index + 100, other).unwrap_err();
+        assert!(matches!(err, NetError::HandTap { .. }), "{err}");
+        let err = net.take_tap("ttap5", index, other).unwrap_err();
+        assert!(matches!(err, NetError::HandTap { .. }), "{err}");
+        assert!(net.link("ttap5").unwrap().is_none());
+        let held = attach("ttap4");
+        let err = net.take_tap("ttap4", index, other).unwrap_err();
+        assert_eq!(err.errno(), Some(libc::EBUSY), "{err}");
+        drop(held);
+        assert_eq!(net.link_mac("ttap4").unwrap(), Some(mac));
+        assert!(net.delete_link_index(index).unwrap());
+    });
+}
+
+/// Attach to the tap `name` as a VMM does (`IFF_TAP|IFF_NO_PI|IFF_VNET_HDR`).
+fn attach(name: &str) -> std::fs::File {
+    use std::os::fd::AsRawFd as _;
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(crate::net::TUN_DEVICE)
+        .unwrap();
+    let mut req = [0u8; 40];
+    req[..name.len()].copy_from_slice(name.as_bytes());
+    let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+    req[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes 40 bytes, the size of `req`, a
+    // live tun descriptor.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, req.as_mut_ptr()) };
+    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+    tun
+}

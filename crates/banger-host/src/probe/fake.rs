@@ -5,19 +5,21 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use banger_proto::privops::{
-    DeviceProbe, DeviceState, GuestTest, HostDevice, KvmProbe, MsrTest, ToolProbe,
+    DeviceProbe, DeviceState, GuestTest, HostDevice, JailScopeProbe, KvmProbe, MsrTest, ToolProbe,
 };
 
 use super::HostProbes;
 
 /// Canned answers, and the probes that were asked for, in order
-/// (`"probe_kvm"`, `"probe_device(tun)"`, `"probe_nft"`).
+/// (`"probe_kvm"`, `"probe_device(tun)"`, `"probe_nft"`,
+/// `"probe_jail_scope"`).
 #[derive(Debug)]
 pub struct FakeHost {
     pub kvm: KvmProbe,
     /// A device not in the map probes as [`DeviceState::Absent`].
     pub devices: HashMap<HostDevice, DeviceState>,
     pub nft: ToolProbe,
+    pub jail_scope: JailScopeProbe,
     pub calls: Mutex<Vec<String>>,
 }
 
@@ -31,6 +33,7 @@ impl FakeHost {
                 .map(|d| (*d, DeviceState::Present))
                 .collect(),
             nft: tool_found("nft", "/usr/sbin/nft", "nftables v1.0.6 (Lester Gooch #5)"),
+            jail_scope: JailScopeProbe::Scoped,
             calls: Mutex::new(Vec::new()),
         }
     }
@@ -58,6 +61,11 @@ impl FakeHost {
 
     pub fn with_nft(mut self, nft: ToolProbe) -> FakeHost {
         self.nft = nft;
+        self
+    }
+
+    pub fn with_jail_scope(mut self, scope: JailScopeProbe) -> FakeHost {
+        self.jail_scope = scope;
         self
     }
 
@@ -95,6 +103,11 @@ impl HostProbes for FakeHost {
     fn probe_nft(&self) -> ToolProbe {
         self.record("probe_nft".into());
         self.nft.clone()
+    }
+
+    fn probe_jail_scope(&self) -> JailScopeProbe {
+        self.record("probe_jail_scope".into());
+        self.jail_scope.clone()
     }
 }
 

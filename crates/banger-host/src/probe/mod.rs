@@ -23,7 +23,7 @@ mod tools;
 
 use std::path::Path;
 
-use banger_proto::privops::{DeviceProbe, HostDevice, KvmProbe, ToolProbe};
+use banger_proto::privops::{DeviceProbe, HostDevice, JailScopeProbe, KvmProbe, ToolProbe};
 
 use crate::runner::Runner;
 
@@ -45,6 +45,9 @@ pub trait HostProbes: Send + Sync {
     fn probe_kvm(&self) -> KvmProbe;
     fn probe_device(&self, device: HostDevice) -> DeviceProbe;
     fn probe_nft(&self) -> ToolProbe;
+    /// Whether this process's jails enter the Landlock scope
+    /// ([`crate::jail::scope_support`]).
+    fn probe_jail_scope(&self) -> JailScopeProbe;
 }
 
 /// [`HostProbes`] on the real host.
@@ -70,6 +73,13 @@ impl HostProbes for RealHost {
 
     fn probe_nft(&self) -> ToolProbe {
         probe_nft(&self.runner)
+    }
+
+    fn probe_jail_scope(&self) -> JailScopeProbe {
+        match crate::jail::scope_support() {
+            Ok(()) => JailScopeProbe::Scoped,
+            Err(reason) => JailScopeProbe::Unscoped { reason },
+        }
     }
 }
 

@@ -713,3 +713,30 @@ fn killing_a_spawned_child_held_by_a_tracer_returns_and_it_is_reaped_later() {
     assert_eq!(status.signal(), Some(libc::SIGKILL), "{status}");
     assert_reaped(pid);
 }
+
+/// Hostile read of the jailed driver, the pidfd gap: a child whose pidfd
+/// cannot be opened (`EMFILE`) is killed; reaped in time, that is a plain
+/// spawn error and the child is gone (its kill is confirmed). Not reaped
+/// in time it is `RunError::StillRunning`, which the VMM drivers turn into
+/// `VmmError::StillRunning` (`banger_vmm::spawn_failed`'s test).
+#[test]
+fn a_child_without_a_pidfd_is_killed_and_a_confirmed_kill_is_a_spawn_error() {
+    let child = base_command(&Cmd::new("sleep").arg("30"))
+        .unwrap()
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let emfile = std::io::Error::from_raw_os_error(libc::EMFILE);
+    let e = no_pidfd(Piped::Std(child), "sleep 30", emfile);
+    assert!(
+        matches!(&e, RunError::Spawn { source, .. } if source.raw_os_error() == Some(libc::EMFILE)),
+        "{e:?}"
+    );
+    let gone =
+        rustix::process::test_kill_process(rustix::process::Pid::from_raw(pid as i32).unwrap());
+    assert_eq!(
+        gone,
+        Err(rustix::io::Errno::SRCH),
+        "pid {pid} is still there"
+    );
+}

@@ -229,6 +229,22 @@ impl Lab {
         tap
     }
 
+    /// Make `uid` the tun owner of the idle tap `name`, as the helper
+    /// hands a tap to the uid of a VMM it launches (the owner's, for a
+    /// Firecracker of the owner's): the attacks below come from whoever
+    /// then holds the tap.
+    pub fn hand_tap(&self, name: &str, uid: u32) {
+        self.h.run(|| {
+            let tap = open_tap(name);
+            // SAFETY: `tap` is an open tun descriptor attached to the tap;
+            // TUNSETOWNER takes a uid by value.
+            let rc = unsafe {
+                libc::ioctl(tap.as_raw_fd(), libc::TUNSETOWNER, libc::c_ulong::from(uid))
+            };
+            assert_eq!(rc, 0, "TUNSETOWNER: {}", std::io::Error::last_os_error());
+        });
+    }
+
     /// A UDP socket bound in `u` (or `h`) on `addr:port`, reading with a
     /// short timeout.
     pub fn listen(ns: &NetNs, addr: Ipv4Addr, port: u16) -> UdpSocket {
@@ -309,11 +325,16 @@ pub struct IfReq {
 /// Attach to the persistent tap `name` with the flags banger creates taps
 /// with (a tap only accepts an attach with matching flags).
 pub fn open_tap(name: &str) -> File {
+    try_open_tap(name).unwrap_or_else(|e| panic!("TUNSETIFF {name}: {e}"))
+}
+
+/// [`open_tap`], or the error of the attach (`EPERM`: the calling thread
+/// may not attach to that tap).
+pub fn try_open_tap(name: &str) -> std::io::Result<File> {
     let tun = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .open("/dev/net/tun")
-        .unwrap();
+        .open("/dev/net/tun")?;
     let mut req = IfReq {
         name: [0; libc::IFNAMSIZ],
         flags: (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short,
@@ -324,13 +345,10 @@ pub fn open_tap(name: &str) -> File {
     // TUNSETIFF reads and writes one `struct ifreq`, which `req` is
     // (repr(C), the kernel's size and layout) and outlives the call.
     let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, &mut req as *mut IfReq) };
-    assert_eq!(
-        rc,
-        0,
-        "TUNSETIFF {name}: {}",
-        std::io::Error::last_os_error()
-    );
-    tun
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(tun)
 }
 
 /// Write one Ethernet frame into the tap, behind the (empty) virtio-net

@@ -47,10 +47,12 @@ fn set_tap_mac(tap: &File, mac: [u8; 6]) {
     );
 }
 
-/// `TAP1` opened by the owner itself (the tap's tun owner), as its VMM
-/// opens it, with its MAC then set to `mac` through that descriptor.
+/// `TAP1` handed to the owner as for a launch of its VMM, opened by the
+/// owner itself as that VMM opens it, with its MAC then set to `mac`
+/// through that descriptor.
 fn owner_opens_and_sets_mac(lab: &Lab, mac: [u8; 6]) -> File {
     let (uid, gid) = (lab.owner.uid, lab.owner.gid);
+    lab.hand_tap(TAP1, uid);
     lab.h.run(|| {
         become_user(uid, gid);
         let tap = open_tap(TAP1);

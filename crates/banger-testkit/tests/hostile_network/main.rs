@@ -368,3 +368,29 @@ fn a_tap_that_took_a_journaled_name_is_left_alone() {
     );
     run_ok(ip(&lab.h, &format!("link del {TAP}")));
 }
+
+/// Firecracker jail design, part 2 step 2: a tap was made with the owner
+/// as its tun owner, so any process of the owner could attach to it while
+/// no VM ran — and then write whatever frames it liked on the bridge as
+/// that guest, or hold the tap so the VM could not start. An idle tap is
+/// now root's; a VMM gets it only for its launch. The owner's own
+/// process, in the helper's namespace, must be refused (`EPERM`), and
+/// root (as the helper attaches for a launch) still attaches.
+#[test]
+fn the_owners_own_process_cannot_attach_an_idle_tap() {
+    let lab = Lab::new();
+    lab.ensure_bridge();
+    lab.ensure_tap(lab.owner.uid).expect("EnsureTap");
+    let (uid, gid) = (lab.owner.uid, lab.owner.gid);
+    let attached = lab.h.run(|| {
+        become_user(uid, gid);
+        try_open_tap(TAP)
+    });
+    assert_eq!(
+        attached.as_ref().map_err(|e| e.raw_os_error()).err(),
+        Some(Some(libc::EPERM)),
+        "the owner's process attached to an idle tap: {attached:?}"
+    );
+    drop(attached);
+    drop(lab.open_tap());
+}

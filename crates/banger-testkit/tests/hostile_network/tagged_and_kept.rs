@@ -175,6 +175,8 @@ fn a_tap_handed_to_another_uid_is_not_left_routing_after_teardown() {
     lab.ensure_bridge();
     lab.ensure_tap(lab.owner.uid).expect("EnsureTap");
     let (uid, gid) = (lab.owner.uid, lab.owner.gid);
+    // As for a launch of the owner's VMM, which then holds the tap.
+    lab.hand_tap(TAP, uid);
     let mut tap = lab.h.run(|| {
         become_user(uid, gid);
         let tap = open_tap(TAP);

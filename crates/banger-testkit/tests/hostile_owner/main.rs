@@ -26,6 +26,7 @@ mod item13;
 mod item16;
 mod jail;
 mod lab;
+mod taps;
 mod vmm_jail;
 
 use std::os::fd::AsFd as _;

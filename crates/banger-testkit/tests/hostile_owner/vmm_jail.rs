@@ -60,6 +60,13 @@ fn pid_and_uid(v: &serde_json::Value) -> (u32, u32) {
 /// (`-chardev socket,id=qmp,fd=N`); a `probe-signal` command makes it
 /// signal that pid and print `signal:PID reached|refused: why`.
 fn probe(targets: &[(&str, String)]) -> String {
+    probe_after("", targets)
+}
+
+/// [`probe`], running the Perl code `prelude` first (`@ARGV` is QEMU's
+/// argument list; it must not use single quotes).
+pub(crate) fn probe_after(prelude: &str, targets: &[(&str, String)]) -> String {
+    assert!(!prelude.contains('\''), "{prelude:?} needs quoting");
     let mut list = String::new();
     for (kind, what) in targets {
         assert!(
@@ -72,6 +79,8 @@ fn probe(targets: &[(&str, String)]) -> String {
     format!(
         r#"exec perl -e '
 use strict; use warnings; use Socket; use IO::Socket::UNIX; use IO::Socket::INET;
+$| = 1;
+{prelude}
 my @targets = (
 {list});
 # The QMP listening descriptor, as QEMU would get it.
@@ -80,7 +89,6 @@ for my $i (0 .. $#ARGV - 1) {{
     $fd = $1 if $ARGV[$i] eq "-chardev" && $ARGV[$i + 1] =~ m{{^socket,id=qmp,fd=(\d+),}};
 }}
 die "no -chardev socket,id=qmp,fd= argument" unless defined $fd;
-$| = 1;
 my $out = "";
 for my $t (@targets) {{
     my ($kind, $what) = @$t;

@@ -268,3 +268,25 @@ fn a_subdirectory_that_uses_up_the_budget_exactly_does_not_wrap_it() {
         .unwrap_err();
     assert!(err.to_string().contains("keeps filling up"), "{err}");
 }
+
+/// Hostile read of the jailed driver, F3: an error tail quoted each line
+/// whole (a VMM's serial line of 60 KiB went into the error). Each line is
+/// cut as the runner cuts a tool's stderr.
+#[test]
+fn a_long_tail_line_is_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = OwnerDir::open(dir.path(), "test").unwrap();
+    let f = d.create("serial.log", 0o600, None).unwrap();
+    let long = "y".repeat(60_000);
+    std::io::Write::write_all(&mut &f, format!("short\n{long}\n").as_bytes()).unwrap();
+    let tail = tail_lines(&f, 5);
+    let cut = banger_host::runner::STDERR_LINE_MAX;
+    assert!(tail.starts_with("short | yyy"), "{}", &tail[..40]);
+    assert_eq!(
+        tail.chars().count(),
+        "short | ".len() + cut + 1,
+        "{} characters",
+        tail.len()
+    );
+    assert!(tail.ends_with('…'));
+}

@@ -165,14 +165,17 @@ impl ApiClient {
         })
     }
 
-    /// `GET /`: instance id, state and Firecracker version.
+    /// `GET /`: instance id, state and Firecracker version. An answer that
+    /// is none is quoted cut ([`crate::quoted`]), and so is the parser's
+    /// reason: serde's "unknown variant" repeats the VMM's whole string.
     pub fn instance_info(&self) -> Result<InstanceInfo, VmmError> {
         let resp = self.send(&ApiRequest::get("/"))?;
         serde_json::from_slice(&resp.body).map_err(|e| VmmError::Api {
             vmm: VMM,
             what: format!(
-                "GET / answered {:?}, not an InstanceInfo: {e}",
-                String::from_utf8_lossy(&resp.body)
+                "GET / answered {:?}, not an InstanceInfo: {}",
+                crate::quoted(&String::from_utf8_lossy(&resp.body)),
+                crate::quoted(&e.to_string())
             ),
         })
     }
@@ -292,6 +295,39 @@ mod tests {
         assert!(took < Duration::from_secs(5), "took {took:?}: {msg}");
     }
 
+    /// Hostile read of the jailed driver, F3: `GET /` answered with a
+    /// body that is no `InstanceInfo` put all of it (up to the 1 MiB cap)
+    /// into the error. It is quoted, cut like every VMM-chosen text.
+    #[test]
+    fn a_bad_instance_info_is_quoted_cut() {
+        let len = instance_info_error_len(crate::stand_in::Reply::Flood {
+            prefix: b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n",
+            bytes: 1_000_000,
+        });
+        assert!(
+            len < crate::QUOTED_MAX + 200,
+            "an error of {len} characters"
+        );
+    }
+
+    /// Hostile read of the driver's fixes, finding 1: valid JSON whose
+    /// `state` is no known state made serde's error repeat the whole
+    /// string, so the error carried ~1 MiB of the VMM's text after the
+    /// quoted body.
+    #[test]
+    fn an_instance_info_of_an_unknown_state_is_cut_in_its_error() {
+        let state = "s".repeat(500_000);
+        let body = format!(r#"{{"app_name":"a","id":"b","vmm_version":"c","state":"{state}"}}"#);
+        let mut answer =
+            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+        answer.extend_from_slice(body.as_bytes());
+        let len = instance_info_error_len(crate::stand_in::Reply::Whole(answer.leak()));
+        assert!(
+            len < 2 * crate::QUOTED_MAX + 200,
+            "an error of {len} characters"
+        );
+    }
+
     /// A body sent a byte at a time ends at the request's deadline (the
     /// deadline was already there; kept as a guard).
     #[test]
@@ -301,5 +337,18 @@ mod tests {
         });
         assert!(msg.contains("within 2s"), "{msg}");
         assert!(took < Duration::from_secs(4), "took {took:?}: {msg}");
+    }
+
+    /// The length in characters of `instance_info`'s error when the API
+    /// socket answers `reply`.
+    fn instance_info_error_len(reply: crate::stand_in::Reply) -> usize {
+        let (len, _) = crate::stand_in::client_error("api.sock", reply, |run, peer| {
+            let client = ApiClient::new(run, "api.sock", peer, Duration::from_secs(5)).unwrap();
+            client
+                .instance_info()
+                .map(|_| ())
+                .map_err(|e| e.to_string().chars().count().to_string())
+        });
+        len.parse().unwrap_or_else(|_| panic!("{len}"))
     }
 }

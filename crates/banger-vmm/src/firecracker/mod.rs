@@ -23,12 +23,26 @@
 //! * `run_dir` exists and is writable by `run_as` (Firecracker creates its
 //!   API socket there after dropping privileges).
 //!
+//! Two launches, side by side until the executor switches (the Firecracker
+//! jail's design step 5, docs/firecracker-jail-design.md):
+//! * [`FirecrackerDriver::launch_jailed`]: Firecracker in its jail
+//!   (`banger_host::jail`, docs/jail.md) as the VM's slot uid, every file
+//!   a descriptor root opened ([`FirecrackerFiles`]): `run/` bound at
+//!   `/run`, drives bound at `/drive-<id>`, kernel and initrd copied in,
+//!   `/dev/kvm` and `/dev/net/tun` bound, the host's network namespace
+//!   shared for the tap by name; the configuration names the jail's paths
+//!   ([`paths::Paths::jailed`]). No caller yet.
+//! * [`FirecrackerDriver::launch_in`]: unjailed, as `run_as` (the owner),
+//!   naming the spec's host paths — what the executor still uses; removed
+//!   with [`paths::Paths::host`] and [`validate_spec`]'s host socket
+//!   check in step 5.
+//!
 //! Launch order: check the binary, validate the spec, prepare `run_dir`
-//! (stale sockets, log and metrics files — all through a descriptor of the
+//! (stale sockets, the log file — all through a descriptor of the
 //! directory, see [`crate::dir`]), spawn
 //! `firecracker --api-sock <run_dir>/firecracker.sock --id <vm_id>` through
 //! [`banger_host::runner::Runner::spawn`], wait for the API socket, send
-//! [`config_plan`] (logger, metrics, machine config, boot source, drives,
+//! [`config_plan`] (logger, machine config, boot source, drives,
 //! network interface, vsock, `InstanceStart`; every connection to the
 //! socket checked to be served by the spawned process). Any failure kills the process
 //! through its pidfd before the error is returned, so a failed launch leaves
@@ -36,22 +50,25 @@
 
 mod api;
 mod models;
+pub mod paths;
 mod spec;
 pub mod vsock;
 
 use std::fs::File;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use banger_host::jail::Jail;
 use banger_host::runner::{Cmd, RunError, Runner, SpawnOptions, Spawned};
 
 pub use api::{ApiClient, ApiResponse, DEFAULT_REQUEST_TIMEOUT};
 pub use models::{
     ActionType, ApiRequest, BootSource, Drive, IFACE_ID, InstanceActionInfo, InstanceInfo,
-    InstanceState, LogLevel, Logger, MachineConfiguration, Metrics, NetworkInterface, RunFiles,
-    Vsock, config_plan,
+    InstanceState, LogLevel, Logger, MachineConfiguration, NetworkInterface, Vsock, config_plan,
 };
-pub use spec::{MAX_CMDLINE, MAX_VCPUS, log_path, metrics_path, validate_spec};
+use paths::Paths;
+pub use spec::{MAX_CMDLINE, MAX_VCPUS, log_path, validate_jailed, validate_spec};
 #[cfg(any(test, feature = "test-support"))]
 pub use vsock::wait_ready_vsock;
 pub use vsock::{READY_MARKER, READY_PORT, ReadyListener};
@@ -71,6 +88,45 @@ pub const DEFAULT_API_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Lines of output quoted in start-up errors.
 const TAIL_LINES: usize = 15;
+
+/// Address space a jailed Firecracker may map besides guest memory
+/// (measured: `VmPeak` about 205 MiB over a 256 MiB guest with 2 vCPUs).
+pub const MEMORY_OVERHEAD: u64 = 512 << 20;
+/// `RLIMIT_NPROC` of a jailed Firecracker besides one per vCPU: the kernel
+/// counts its threads (main, `fc_api`, `kvm-nx-lpage-recovery`, ...).
+pub const THREADS: u32 = 32;
+
+/// Everything a jailed Firecracker gets, each as a descriptor root opened
+/// and checked: it resolves no host path of its own.
+#[derive(Debug)]
+pub struct FirecrackerFiles {
+    /// Copied into the jail's root (`/kernel`, `/initrd`).
+    pub kernel: File,
+    pub initrd: Option<File>,
+    /// One per `LaunchSpec::drives`, in order, opened as the drive is used
+    /// (read-write unless read-only): bound at `/drive-<id>`, writable
+    /// only when the drive is. Firecracker opens that path at `PUT
+    /// /drives` as the slot uid, so the caller grants the uid access to
+    /// the inode for the launch.
+    pub drives: Vec<OwnedFd>,
+    /// `/dev/net/tun`, opened `O_PATH|O_NOFOLLOW`: bound at
+    /// `/dev/net/tun`, where Firecracker attaches `LaunchSpec::tap` by name
+    /// (in the host's network namespace, which the jail shares; the tap's
+    /// tun owner must be the slot uid).
+    pub tun: OwnedFd,
+    /// `/dev/kvm`, opened `O_PATH|O_NOFOLLOW`: bound at `/dev/kvm` (the
+    /// slot uid has no groups: the node must be world read-write).
+    pub kvm: OwnedFd,
+    /// The serial log (the guest's console), root's descriptor: read for
+    /// error tails, emptied when over [`crate::SERIAL_LOG_MAX`].
+    /// Firecracker's stdout and stderr are a write-only appending reopen
+    /// of its inode.
+    pub serial: File,
+    /// The VM's `run/`, the slot uid's (0700): bound read-write at `/run`,
+    /// where Firecracker binds its API and vsock sockets; root reaches
+    /// them only through this descriptor.
+    pub run: crate::dir::OwnerDir,
+}
 
 /// Launches Firecracker VMs from one binary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,7 +179,98 @@ impl FirecrackerDriver {
         self.start(spec, run, serial)
     }
 
+    /// Start a VM jailed (module docs): as `spec.run_as` (the VM's slot
+    /// ids), every file from `files`, the configuration naming the jail's
+    /// paths. On error nothing is left running.
+    pub fn launch_jailed(
+        &self,
+        spec: &LaunchSpec,
+        files: FirecrackerFiles,
+    ) -> Result<FirecrackerVm, VmmError> {
+        self.check_binary()?;
+        validate_jailed(spec)?;
+        let _span = tracing::info_span!("firecracker", vm = %spec.vm_id, jailed = true).entered();
+        let jail = self.jail(spec, &files)?;
+        slot_run_dir(spec, &files.run)?;
+        let log = spec::prepare_run_dir(&files.run, spec)?;
+        let paths = Paths::jailed(spec);
+        let cmd = Cmd::new(&self.binary)
+            .arg("--api-sock")
+            .arg(&paths.api_socket)
+            .arg("--id")
+            .arg(&spec.vm_id)
+            .jail(jail);
+        let FirecrackerFiles { run, serial, .. } = files;
+        self.spawn_and_boot(spec, cmd, None, Launched { run, serial, log }, &paths)
+    }
+
+    /// The jail Firecracker runs in for `spec`: the slot ids of
+    /// `spec.run_as`, the host's network namespace with `/dev/net/tun`
+    /// and `/dev/kvm` bound, `run/` bound read-write at `/run`, each drive
+    /// bound at `/drive-<id>` (writable only when the drive is), the kernel
+    /// and initrd copied in, limits from the guest's size.
+    fn jail(&self, spec: &LaunchSpec, files: &FirecrackerFiles) -> Result<Jail, VmmError> {
+        let invalid = |what: String| VmmError::InvalidSpec { vmm: VMM, what };
+        let (uid, gid) = spec.run_as.ok_or_else(|| {
+            invalid("run_as: a jailed Firecracker needs its VM's slot ids".into())
+        })?;
+        if files.drives.len() != spec.drives.len() {
+            return Err(invalid(format!(
+                "drives: {} in the spec, {} descriptors",
+                spec.drives.len(),
+                files.drives.len()
+            )));
+        }
+        if files.initrd.is_some() != spec.initrd.is_some() {
+            return Err(invalid(
+                "initrd: the spec and the descriptors disagree".into(),
+            ));
+        }
+        let io = |what: &str| {
+            let what = what.to_string();
+            move |source| VmmError::Io {
+                what: format!("jailing firecracker: {what}"),
+                source,
+            }
+        };
+        let drives = spec.drives.iter().zip(&files.drives);
+        let limits = crate::vmm_limits(
+            VMM,
+            spec,
+            MEMORY_OVERHEAD,
+            THREADS,
+            drives.map(|(d, fd)| (d, fd.as_fd())),
+        )?;
+        let mut jail = Jail::new(uid, gid)
+            .long_lived(limits)
+            .host_network()
+            .bind_tun(files.tun.as_fd())
+            .and_then(|j| j.bind_kvm(files.kvm.as_fd()))
+            .and_then(|j| j.bind(files.run.as_fd(), paths::RUN, true))
+            .and_then(|j| j.copy_in(files.kernel.as_fd(), paths::KERNEL))
+            .map_err(io("its files"))?;
+        if let Some(initrd) = &files.initrd {
+            jail = jail
+                .copy_in(initrd.as_fd(), paths::INITRD)
+                .map_err(io("the initrd"))?;
+        }
+        for (d, fd) in spec.drives.iter().zip(&files.drives) {
+            if d.read_only {
+                read_only_drive(d, fd.as_fd())?;
+            }
+            jail = jail
+                .bind(fd.as_fd(), &paths::drive(&d.id), !d.read_only)
+                .map_err(io(&format!("drive {}", d.id)))?;
+        }
+        Ok(jail)
+    }
+
     fn check(&self, spec: &LaunchSpec) -> Result<(), VmmError> {
+        self.check_binary()?;
+        validate_spec(spec)
+    }
+
+    fn check_binary(&self) -> Result<(), VmmError> {
         // Absolute only: a bare name would be looked up on PATH (or resolved
         // against the working directory) instead of being the configured file.
         if !self.binary.is_absolute() || !self.binary.is_file() {
@@ -132,9 +279,11 @@ impl FirecrackerDriver {
                 path: self.binary.display().to_string(),
             });
         }
-        validate_spec(spec)
+        Ok(())
     }
 
+    /// The unjailed launch ([`FirecrackerDriver::launch_in`]), as
+    /// `spec.run_as`, naming host paths; removed in design step 5.
     fn start(
         &self,
         spec: &LaunchSpec,
@@ -142,29 +291,60 @@ impl FirecrackerDriver {
         serial: File,
     ) -> Result<FirecrackerVm, VmmError> {
         let _span = tracing::info_span!("firecracker", vm = %spec.vm_id).entered();
-        let (files, log) = spec::prepare_run_dir(&run, spec)?;
+        let log = spec::prepare_run_dir(&run, spec)?;
+        let paths = Paths::host(spec);
         let cmd = Cmd::new(&self.binary)
             .arg("--api-sock")
-            .arg(spec.api_socket())
+            .arg(&paths.api_socket)
             .arg("--id")
             .arg(&spec.vm_id);
-        let output = serial.try_clone().map_err(|source| VmmError::Io {
-            what: format!(
-                "duplicating the descriptor of {}",
-                spec.serial_log.display()
-            ),
-            source,
+        self.spawn_and_boot(
+            spec,
+            cmd,
+            spec.run_as,
+            Launched { run, serial, log },
+            &paths,
+        )
+    }
+
+    /// Spawn `cmd` (as `run_as` when it has no jail), connect to its API
+    /// socket in `launched.run` — served by that very process, as
+    /// `spec.vmm_uid()` — and send the configuration plan naming `paths`.
+    /// On error the process is killed.
+    fn spawn_and_boot(
+        &self,
+        spec: &LaunchSpec,
+        cmd: Cmd,
+        run_as: Option<(u32, u32)>,
+        launched: Launched,
+        paths: &Paths,
+    ) -> Result<FirecrackerVm, VmmError> {
+        let Launched { run, serial, log } = launched;
+        crate::bound_serial_log(VMM, &serial)?;
+        // Firecracker's own descriptor of the log: write-only and
+        // appending (root's, `serial`, also reads error tails), the inode
+        // root checked, reopened through its descriptor.
+        let output = crate::dir::reopen(
+            serial.as_fd(),
+            rustix::fs::OFlags::WRONLY | rustix::fs::OFlags::APPEND,
+        )
+        .map(File::from)
+        .map_err(|e| VmmError::Io {
+            what: format!("reopening {} to append", spec.serial_log.display()),
+            source: e.into(),
         })?;
         let mut process = Runner
             .spawn(
                 &cmd,
                 SpawnOptions {
                     output: Some(output),
-                    run_as: spec.run_as,
+                    run_as,
                 },
             )
-            .map_err(|e| self.spawn_error(e))?;
+            .map_err(|e| crate::spawn_failed(VMM, e, |e| self.spawn_error(e)))?;
         tracing::info!(vm = %spec.vm_id, pid = process.pid(), "firecracker spawned");
+        // Read now, while it is our unreaped child: the pid names it.
+        let started = banger_host::jail::start_time(process.pid()).ok();
         let peer = Peer {
             uid: spec.vmm_uid(),
             pid: process.pid(),
@@ -174,10 +354,7 @@ impl FirecrackerDriver {
             .and_then(|dir| ApiClient::new(dir, API_SOCKET, peer, self.request_timeout))
         {
             Ok(api) => api,
-            Err(e) => {
-                let _ = process.kill();
-                return Err(e);
-            }
+            Err(e) => return Err(abandon(&mut process, started, e)),
         };
         let mut vm = FirecrackerVm {
             process,
@@ -186,18 +363,19 @@ impl FirecrackerDriver {
             run,
             serial,
             log,
+            started,
         };
-        match vm.boot(spec, &files, self.api_timeout) {
+        match vm.boot(spec, paths, self.api_timeout) {
             Ok(()) => {
                 tracing::info!(vm = %spec.vm_id, "firecracker guest started");
                 Ok(vm)
             }
             Err(e) => {
                 let e = vm.explain(e);
-                if let Err(kill) = vm.kill() {
-                    tracing::warn!(vm = %spec.vm_id, error = %kill, "killing a failed firecracker");
+                match vm.kill() {
+                    Ok(_) => Err(e),
+                    Err(still) => Err(still_running(still, e)),
                 }
-                Err(e)
             }
         }
     }
@@ -215,6 +393,110 @@ impl FirecrackerDriver {
             },
         }
     }
+}
+
+/// Refused unless `run` (a jailed launch's `run/`, bound read-write into
+/// the jail) is a directory of the slot uid's (`spec.run_as`), mode 0700:
+/// what the executor makes, and nothing another uid can reach.
+fn slot_run_dir(spec: &LaunchSpec, run: &OwnerDir) -> Result<(), VmmError> {
+    let st = rustix::fs::fstat(run).map_err(|e| VmmError::Io {
+        what: format!("jailing firecracker: inspecting {}", run.path().display()),
+        source: e.into(),
+    })?;
+    let uid = spec.vmm_uid();
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    let mode = st.st_mode & 0o7777;
+    let reason = if kind != rustix::fs::FileType::Directory {
+        format!("a {kind:?}, not a directory")
+    } else if st.st_uid != uid {
+        format!("owned by uid {}, not the slot uid {uid}", st.st_uid)
+    } else if mode != 0o700 {
+        format!("mode {mode:o}, not 700")
+    } else {
+        return Ok(());
+    };
+    Err(VmmError::Refused {
+        path: run.path().display().to_string(),
+        reason: format!("a jailed Firecracker's run directory {reason}"),
+    })
+}
+
+/// Refused unless the read-only drive `d`, behind `fd`, can be bound
+/// read-only to effect: a regular file. A block device node opens for
+/// writing through a read-only bind (the mount's flag does not apply to
+/// device nodes; only the node's mode and ACL would stop the slot uid),
+/// so a read-only block device is refused rather than trusted to its
+/// permissions.
+fn read_only_drive(d: &crate::Drive, fd: std::os::fd::BorrowedFd<'_>) -> Result<(), VmmError> {
+    let st = rustix::fs::fstat(fd).map_err(|e| VmmError::Io {
+        what: format!("jailing firecracker: inspecting drive {}", d.id),
+        source: e.into(),
+    })?;
+    let kind = rustix::fs::FileType::from_raw_mode(st.st_mode);
+    if kind != rustix::fs::FileType::RegularFile {
+        return Err(VmmError::InvalidSpec {
+            vmm: VMM,
+            what: format!(
+                "drive {} ({}): read-only, but {kind:?}, not a regular file (a device \
+                 node opens for writing through a read-only bind); give a read-only \
+                 drive as a regular file",
+                d.id,
+                d.path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Kill `process` after its launch failed with `e`: `e`, or
+/// [`VmmError::StillRunning`] naming `e` when its pidfd does not say it
+/// exited (a jailed one's slot uid must not be given again while it may
+/// run).
+fn abandon(process: &mut Spawned, started: Option<u64>, e: VmmError) -> VmmError {
+    match process.kill() {
+        Ok(_) => e,
+        Err(_) if !process.pidfd_alive() => e,
+        Err(source) => still_running(
+            VmmError::StillRunning {
+                vmm: VMM,
+                pid: process.pid(),
+                started,
+                what: format!("killing it: {source}"),
+            },
+            e,
+        ),
+    }
+}
+
+/// `still` (the error of a kill after a failed launch) with the launch's
+/// error `e` in front when it is [`VmmError::StillRunning`]; any other
+/// error of the kill is logged and `e` stands.
+fn still_running(still: VmmError, e: VmmError) -> VmmError {
+    match still {
+        VmmError::StillRunning {
+            vmm,
+            pid,
+            started,
+            what,
+        } => VmmError::StillRunning {
+            vmm,
+            pid,
+            started,
+            what: format!("{e}; {what}"),
+        },
+        other => {
+            tracing::warn!(error = %other, "killing a failed firecracker");
+            e
+        }
+    }
+}
+
+/// The directory and files a launch keeps: `run/`, the serial log, root's
+/// descriptor of Firecracker's log.
+struct Launched {
+    run: OwnerDir,
+    serial: File,
+    log: File,
 }
 
 /// How [`FirecrackerVm::shutdown`] ended.
@@ -253,6 +535,8 @@ pub struct FirecrackerVm {
     /// error tails are read from these, never by path.
     serial: File,
     log: File,
+    /// Its start time, read right after the spawn.
+    started: Option<u64>,
 }
 
 impl FirecrackerVm {
@@ -321,14 +605,25 @@ impl FirecrackerVm {
     }
 
     /// SIGKILL through the pidfd, reap, remove the sockets. Returns the exit
-    /// status; killing an exited process only reaps it.
+    /// status; killing an exited process only reaps it. Killed but not
+    /// reaped yet is done once the pidfd says it exited (a thread reaps
+    /// it); while it does not, [`VmmError::StillRunning`] (a jailed one's
+    /// slot uid must not be given to another VM meanwhile).
     pub fn kill(&mut self) -> Result<String, VmmError> {
-        let status = self
-            .process
-            .kill()
-            .map_err(|source| self.io("killing", source))?;
+        let status = match self.process.kill() {
+            Ok(status) => status.to_string(),
+            Err(source) if !self.process.pidfd_alive() => format!("killed ({source})"),
+            Err(source) => {
+                return Err(VmmError::StillRunning {
+                    vmm: VMM,
+                    pid: self.pid(),
+                    started: self.started,
+                    what: format!("killing it: {source}"),
+                });
+            }
+        };
         self.remove_sockets();
-        Ok(status.to_string())
+        Ok(status)
     }
 
     /// Wait for the guest's readiness line on `listener` (bound before
@@ -351,11 +646,11 @@ impl FirecrackerVm {
     fn boot(
         &mut self,
         spec: &LaunchSpec,
-        files: &RunFiles,
+        paths: &Paths,
         api_timeout: Duration,
     ) -> Result<(), VmmError> {
         self.wait_for_api(api_timeout)?;
-        for req in config_plan(spec, files) {
+        for req in config_plan(spec, paths) {
             self.api.send(&req)?;
         }
         Ok(())

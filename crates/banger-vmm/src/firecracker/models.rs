@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::paths::Paths;
 use crate::LaunchSpec;
 
 /// `Logger`: where Firecracker writes its own log (not the guest console).
@@ -28,12 +29,6 @@ pub enum LogLevel {
     Debug,
     Trace,
     Off,
-}
-
-/// `Metrics`: the file Firecracker flushes JSON metrics to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Metrics {
-    pub metrics_path: String,
 }
 
 /// `MachineConfiguration`: vCPUs and memory. SMT, dirty-page tracking, CPU
@@ -151,32 +146,24 @@ impl ApiRequest {
 /// The guest network interface's id (`PUT /network-interfaces/eth0`).
 pub const IFACE_ID: &str = "eth0";
 
-/// Host files the configuration names besides those in the spec.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunFiles {
-    pub log: String,
-    pub metrics: String,
-}
-
 /// Every pre-boot call, in the order the driver sends them, ending with
-/// `InstanceStart`. Logger and metrics come first so a failure in a later
-/// call is already in Firecracker's log. The spec must have passed
-/// [`super::validate_spec`].
-pub fn config_plan(spec: &LaunchSpec, files: &RunFiles) -> Vec<ApiRequest> {
+/// `InstanceStart`. The logger comes first so a failure in a later call is
+/// already in Firecracker's log. No `PUT /metrics`: banger reads no
+/// metrics, and their file would only grow (a line a minute) towards the
+/// VMM's `RLIMIT_FSIZE`. Every file is named as
+/// Firecracker sees it (`paths`: the jail's fixed paths, or the spec's
+/// host paths for an unjailed launch). The spec must have passed
+/// [`super::validate_spec`] (or [`super::validate_jailed`]), and `paths`
+/// be made from it.
+pub fn config_plan(spec: &LaunchSpec, paths: &Paths) -> Vec<ApiRequest> {
     let mut plan = vec![
         ApiRequest::put(
             "/logger",
             &Logger {
-                log_path: files.log.clone(),
+                log_path: paths.log.clone(),
                 level: LogLevel::Info,
                 show_level: true,
                 show_log_origin: false,
-            },
-        ),
-        ApiRequest::put(
-            "/metrics",
-            &Metrics {
-                metrics_path: files.metrics.clone(),
             },
         ),
         ApiRequest::put(
@@ -189,18 +176,18 @@ pub fn config_plan(spec: &LaunchSpec, files: &RunFiles) -> Vec<ApiRequest> {
         ApiRequest::put(
             "/boot-source",
             &BootSource {
-                kernel_image_path: path_str(&spec.kernel),
+                kernel_image_path: paths.kernel.clone(),
                 boot_args: spec.cmdline.clone(),
-                initrd_path: spec.initrd.as_deref().map(path_str),
+                initrd_path: paths.initrd.clone(),
             },
         ),
     ];
-    for (i, d) in spec.drives.iter().enumerate() {
+    for (i, (d, path)) in spec.drives.iter().zip(&paths.drives).enumerate() {
         plan.push(ApiRequest::put(
             format!("/drives/{}", d.id),
             &Drive {
                 drive_id: d.id.clone(),
-                path_on_host: path_str(&d.path),
+                path_on_host: path.clone(),
                 is_root_device: i == 0,
                 is_read_only: d.read_only,
             },
@@ -218,17 +205,11 @@ pub fn config_plan(spec: &LaunchSpec, files: &RunFiles) -> Vec<ApiRequest> {
         "/vsock",
         &Vsock {
             guest_cid: spec.vsock_cid,
-            uds_path: path_str(&spec.vsock_socket()),
+            uds_path: paths.vsock.clone(),
         },
     ));
     plan.push(ApiRequest::action(ActionType::InstanceStart));
     plan
-}
-
-/// Paths go into JSON strings; [`super::validate_spec`] refuses non-UTF-8
-/// paths before a plan is built, so this never loses bytes there.
-fn path_str(p: &std::path::Path) -> String {
-    p.to_string_lossy().into_owned()
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use super::VMM;
-use super::models::RunFiles;
+use super::paths::{self, LOG, Paths};
 use crate::dir::OwnerDir;
 use crate::{API_SOCKET, LaunchSpec, VSOCK_SOCKET, VmmError};
 
@@ -24,9 +24,51 @@ fn invalid(what: String) -> VmmError {
 }
 
 /// Refuse a spec Firecracker would reject or the driver cannot express,
-/// naming the field, the value and what would be accepted. Looks at no
-/// file: `run_dir` is checked when it is opened (see [`OwnerDir`]).
+/// naming the field, the value and what would be accepted, for a launch
+/// unjailed as the VM's owner ([`Paths::host`]: its sockets' host paths
+/// must fit a socket address). Looks at no file: `run_dir` is checked
+/// when it is opened (see [`OwnerDir`]).
 pub fn validate_spec(spec: &LaunchSpec) -> Result<(), VmmError> {
+    validate_common(spec)?;
+    sockets(&Paths::host(spec))
+}
+
+/// [`validate_spec`] for a jailed launch: the sockets' paths are the
+/// jail's ([`Paths::jailed`]; root reaches them through its descriptor of
+/// `run/`, so the host path's length does not matter), the VMM needs its
+/// own ids (`run_as`, never root), and each drive's bind name
+/// (`drive-<id>`) must be one the jail takes.
+pub fn validate_jailed(spec: &LaunchSpec) -> Result<(), VmmError> {
+    validate_common(spec)?;
+    match spec.run_as {
+        Some((uid, gid)) if uid != 0 && gid != 0 => {}
+        other => {
+            return Err(invalid(format!(
+                "run_as {other:?}: a jailed Firecracker needs its VM's jail uid and gid (not root)"
+            )));
+        }
+    }
+    for d in &spec.drives {
+        let max = paths::MAX_BIND_NAME - paths::DRIVE_PREFIX.len();
+        if d.id.len() > max {
+            return Err(invalid(format!(
+                "drive id {:?}: a jailed drive's id has at most {max} characters",
+                d.id
+            )));
+        }
+    }
+    sockets(&Paths::jailed(spec))
+}
+
+/// The API and vsock sockets' paths, as Firecracker binds them, fit a
+/// Unix socket address (the vsock one with a guest port's suffix).
+fn sockets(paths: &Paths) -> Result<(), VmmError> {
+    socket_path("API socket", Path::new(&paths.api_socket), 0)?;
+    socket_path("vsock socket", Path::new(&paths.vsock), MAX_PORT_SUFFIX)
+}
+
+/// The checks both launches make.
+fn validate_common(spec: &LaunchSpec) -> Result<(), VmmError> {
     // Firecracker's `--id`: 1-64 characters, alphanumeric or '-'.
     if spec.vm_id.is_empty()
         || spec.vm_id.len() > 64
@@ -110,9 +152,7 @@ pub fn validate_spec(spec: &LaunchSpec) -> Result<(), VmmError> {
             spec.vsock_cid
         )));
     }
-    host_path("run_dir", &spec.run_dir)?;
-    socket_path("API socket", &spec.api_socket(), 0)?;
-    socket_path("vsock socket", &spec.vsock_socket(), MAX_PORT_SUFFIX)
+    host_path("run_dir", &spec.run_dir)
 }
 
 /// Paths go into JSON strings, so they must be UTF-8; relative paths would
@@ -146,38 +186,20 @@ fn is_mac(s: &str) -> bool {
             .all(|p| p.len() == 2 && p.chars().all(|c| c.is_ascii_hexdigit()))
 }
 
-/// Firecracker's own log file.
+/// Firecracker's own log file, on the host.
 pub fn log_path(spec: &LaunchSpec) -> PathBuf {
     spec.run_dir.join(LOG)
 }
 
-/// Firecracker's metrics file.
-pub fn metrics_path(spec: &LaunchSpec) -> PathBuf {
-    spec.run_dir.join(METRICS)
-}
-
-const LOG: &str = "firecracker.log";
-const METRICS: &str = "firecracker.metrics";
-
 /// Prepared before spawning, all relative to `run` (a descriptor of
 /// `run_dir`, which `run_as` can write; this runs as root): stale sockets
-/// removed, and the log and metrics files created anew (Firecracker opens
-/// but does not create them) and handed to `run_as`. Returns what
-/// Firecracker is told to open, and root's own descriptor of the log for
-/// error tails.
-pub(super) fn prepare_run_dir(
-    run: &OwnerDir,
-    spec: &LaunchSpec,
-) -> Result<(RunFiles, File), VmmError> {
+/// removed, and the log file created anew with `O_EXCL` (Firecracker
+/// would create it itself) and handed to `run_as`.
+/// Returns root's own descriptor of the log, for error tails.
+pub(super) fn prepare_run_dir(run: &OwnerDir, spec: &LaunchSpec) -> Result<File, VmmError> {
     run.remove_stale_socket(API_SOCKET)?;
     run.remove_stale_socket(VSOCK_SOCKET)?;
-    let log = run.recreate(LOG, 0o600, spec.run_as)?;
-    drop(run.recreate(METRICS, 0o600, spec.run_as)?);
-    let files = RunFiles {
-        log: log_path(spec).to_string_lossy().into_owned(),
-        metrics: metrics_path(spec).to_string_lossy().into_owned(),
-    };
-    Ok((files, log))
+    run.recreate(LOG, 0o600, spec.run_as)
 }
 
 #[cfg(test)]
@@ -270,6 +292,33 @@ mod tests {
             |s| s.run_dir = PathBuf::from("/").join("d".repeat(100)),
             "a Unix socket path holds at most 107",
         );
+    }
+
+    /// Jailed, the sockets are bound at the jail's short paths (a long
+    /// host `run_dir` does not matter), the VMM needs ids of its own, and
+    /// a drive's bind name `drive-<id>` must fit the jail's 64 bytes.
+    #[test]
+    fn a_jailed_spec_is_checked_against_the_jails_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(dir.path());
+        s.run_dir = PathBuf::from("/").join("d".repeat(100));
+        s.run_as = Some((4242, 4242));
+        assert!(validate_spec(&s).is_err());
+        validate_jailed(&s).unwrap();
+        let refused = |mutate: fn(&mut LaunchSpec), needle: &str| {
+            let mut t = s.clone();
+            mutate(&mut t);
+            let msg = validate_jailed(&t).unwrap_err().to_string();
+            assert!(msg.contains(needle), "{needle:?} not in {msg:?}");
+        };
+        refused(|t| t.run_as = None, "run_as None");
+        refused(|t| t.run_as = Some((0, 4242)), "not root");
+        refused(|t| t.run_as = Some((4242, 0)), "not root");
+        refused(|t| t.drives[1].id = "w".repeat(59), "at most 58");
+        refused(|t| t.vcpus = 0, "vcpus 0");
+        let mut t = s.clone();
+        t.drives[1].id = "w".repeat(58);
+        validate_jailed(&t).unwrap();
     }
 
     #[test]

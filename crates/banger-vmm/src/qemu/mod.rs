@@ -19,12 +19,12 @@ use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use banger_host::jail::{Jail, Limits};
+use banger_host::jail::Jail;
 use banger_host::runner::{Cmd, Runner, SpawnOptions, Spawned};
 
 pub use qmp::{Qmp, QmpError, QmpSocket};
 
-use crate::{LaunchSpec, VmmError};
+use crate::{LaunchSpec, VmmError, vmm_limits};
 
 const VMM: &str = "qemu";
 
@@ -78,11 +78,6 @@ pub const MEMORY_OVERHEAD: u64 = 4 << 30;
 /// `RLIMIT_NPROC` of a jailed QEMU besides one per vCPU: the kernel counts
 /// its threads (main, RCU, I/O workers up to 64, call_rcu, ...).
 pub const THREADS: u32 = 256;
-/// `RLIMIT_NOFILE` of a jailed QEMU.
-pub const OPEN_FILES: u64 = 1024;
-/// `RLIMIT_FSIZE` floor of a jailed QEMU: the serial log, appended across
-/// boots, may grow to this even beside small drives.
-pub const MIN_FILE_SIZE: u64 = 1 << 30;
 
 /// One drive's descriptors, opened by the caller (checked, beneath the
 /// state directory without symlinks, or the dm node by number).
@@ -103,7 +98,8 @@ pub struct QemuFiles {
     pub initrd: Option<File>,
     /// One per `LaunchSpec::drives`, in order.
     pub drives: Vec<DriveFds>,
-    /// `/dev/net/tun` attached to `LaunchSpec::tap` ([`open_tap`]).
+    /// `/dev/net/tun` attached to `LaunchSpec::tap`: the executor's, from
+    /// its checked hand-over (`HostNet::take_tap`); [`open_tap`] in tests.
     pub tap: OwnedFd,
     /// The serial log, for appending.
     pub serial: File,
@@ -255,18 +251,14 @@ impl QemuDriver {
                 source,
             }
         };
-        let mut file_size = MIN_FILE_SIZE;
-        for (d, f) in spec.drives.iter().zip(&files.drives) {
-            if !d.read_only {
-                file_size = file_size.max(drive_size(f.main.as_fd()).map_err(io(&d.id))?);
-            }
-        }
-        let limits = Limits {
-            memory: memory_limit(spec),
-            processes: process_limit(spec),
-            open_files: OPEN_FILES,
-            file_size,
-        };
+        let drives = spec.drives.iter().zip(&files.drives);
+        let limits = vmm_limits(
+            VMM,
+            spec,
+            MEMORY_OVERHEAD,
+            THREADS,
+            drives.map(|(d, f)| (d, f.main.as_fd())),
+        )?;
         let mut jail = Jail::new(uid, gid)
             .long_lived(limits)
             .pass(files.tap.as_fd(), fds::TAP)
@@ -311,6 +303,7 @@ impl QemuDriver {
             source,
         })?;
         let jail = self.jail(spec, &files, listener.as_fd())?;
+        crate::bound_serial_log(VMM, &files.serial)?;
         let cmd = Cmd::new(&program).args(self.argv(spec)).jail(jail);
         let QemuFiles { log, qmp, .. } = files;
         let child = Runner
@@ -321,9 +314,11 @@ impl QemuDriver {
                     run_as: None,
                 },
             )
-            .map_err(|e| VmmError::Spawn {
-                vmm: VMM,
-                source: std::io::Error::other(banger_proto_free_chain(&e)),
+            .map_err(|e| {
+                crate::spawn_failed(VMM, e, |e| VmmError::Spawn {
+                    vmm: VMM,
+                    source: std::io::Error::other(banger_proto_free_chain(&e)),
+                })
             })?;
         // Only QEMU holds the listener from here on.
         drop(listener);
@@ -370,25 +365,16 @@ impl QemuDriver {
     }
 }
 
-/// The size of a drive: a regular file's length, a block device's
-/// capacity.
-fn drive_size(fd: BorrowedFd<'_>) -> std::io::Result<u64> {
-    let st = rustix::fs::fstat(fd)?;
-    if rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::BlockDevice {
-        // SEEK_END of a block device is its capacity; pread/pwrite, which
-        // QEMU uses, never move this shared offset.
-        let end = rustix::fs::seek(fd, rustix::fs::SeekFrom::End(0))?;
-        rustix::fs::seek(fd, rustix::fs::SeekFrom::Start(0))?;
-        return Ok(end);
-    }
-    Ok(u64::try_from(st.st_size).unwrap_or(0))
-}
-
 /// `/dev/net/tun` attached to the persistent tap `name` (`TUNSETIFF`),
 /// with the flags banger creates taps with (an attach must match them):
 /// the descriptor QEMU gets as `-netdev tap,fd=`, so it needs neither
 /// `/dev/net/tun` nor the host's network namespace. Opened in the
 /// caller's network namespace, where the tap is.
+///
+/// By name only: when `name` is gone, root's attach makes a new tap (the
+/// tun driver has no attach-only flag). The executor does not use it; it
+/// passes the descriptor its hand-over attached to the journaled tap
+/// (`HostNet::take_tap`, checked by interface index). Tests use it.
 pub fn open_tap(name: &str) -> std::io::Result<OwnedFd> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(std::io::Error::new(

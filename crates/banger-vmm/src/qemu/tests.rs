@@ -294,3 +294,40 @@ fn a_launch_whose_qemu_outlives_its_kill_says_so() {
         "the launch failed as if its QEMU were gone: {err}"
     );
 }
+
+/// Hostile read of the jailed drivers, F1 (QEMU's twin of
+/// `firecracker_fake`'s): a serial log appended across boots until it was
+/// past the jail's `RLIMIT_FSIZE` made every later boot's console writes
+/// fail. A launch now empties a serial log over `SERIAL_LOG_MAX`. The
+/// stand-in writes a line to the serial log's descriptor, exiting 4 when
+/// that fails (pid 1 of its namespace, it gets `EFBIG`, not the default
+/// `SIGXFSZ`), else 3. The log is sparse past the real limit.
+#[test]
+fn a_serial_log_past_the_file_size_limit_is_emptied_at_launch() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let uid = jail_uid(3_700_000);
+    let dir = tempfile::tempdir().unwrap();
+    let stand_in = dir.path().join("qemu");
+    std::fs::write(&stand_in, "#!/bin/sh\necho boot >&4 || exit 4\nexit 3\n").unwrap();
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let serial_path = dir.path().join("serial.log");
+    let serial = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&serial_path)
+        .unwrap();
+    serial.set_len(crate::VMM_MIN_FILE_SIZE + 1).unwrap();
+    let files = QemuFiles {
+        serial,
+        ..empty_files(dir.path(), None)
+    };
+    let driver = QemuDriver { binary: stand_in };
+    let err = driver.launch(&jailed_spec(uid, false), files).unwrap_err();
+    assert!(
+        matches!(&err, VmmError::EarlyExit { status, .. } if status == "exit status: 3"),
+        "{err}"
+    );
+    let text = std::fs::read_to_string(&serial_path).unwrap();
+    assert!(text.len() < 4096, "{} bytes", text.len());
+    assert!(text.contains("emptied at this launch\nboot\n"), "{text}");
+}

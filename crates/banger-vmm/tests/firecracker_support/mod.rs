@@ -11,7 +11,7 @@ pub mod swagger;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use banger_vmm::firecracker::{FirecrackerDriver, FirecrackerVm};
+use banger_vmm::firecracker::{FirecrackerDriver, FirecrackerFiles, FirecrackerVm};
 use banger_vmm::{Drive, LaunchSpec, VmmError};
 use serde_json::{Map, Value};
 use yaml_rust2::{Yaml, YamlLoader};
@@ -112,6 +112,94 @@ pub fn sample_spec(dir: &Path) -> LaunchSpec {
     }
 }
 
+/// A slot uid for a jailed launch: one no account has, distinct per test
+/// process (`base` plus this pid modulo 100000). The jailed tests need
+/// root.
+pub fn slot_uid(base: u32) -> u32 {
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "the jailed Firecracker tests need root (a jail, a device node, a tap)"
+    );
+    base + std::process::id() % 100_000
+}
+
+/// `dir/run` made for `uid` (0700), as the executor makes a VM's `run/`.
+pub fn slot_run_dir(dir: &Path, uid: u32) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let run = dir.join("run");
+    std::fs::create_dir(&run).unwrap();
+    std::os::unix::fs::chown(&run, Some(uid), Some(uid)).unwrap();
+    std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).unwrap();
+    run
+}
+
+/// The descriptors of a jailed launch of `spec` (`run_dir` made by
+/// [`slot_run_dir`]): the kernel and drives at the spec's paths (each
+/// drive read-write unless read-only), `/dev/net/tun`, a KVM node this
+/// test makes in `dir` (10:232, 0666: this lab's `/dev/kvm` is 0660 and
+/// a slot uid has no groups), the serial log appended.
+pub fn jailed_files(dir: &Path, spec: &LaunchSpec) -> FirecrackerFiles {
+    use rustix::fs::{Mode, OFlags};
+    let node = |path: &Path| {
+        rustix::fs::open(
+            path,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .unwrap()
+    };
+    let kvm = dir.join("kvm");
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &kvm,
+        rustix::fs::FileType::CharacterDevice,
+        Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(10, 232),
+    )
+    .unwrap();
+    std::fs::set_permissions(&kvm, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+    let drives = spec
+        .drives
+        .iter()
+        .map(|d| {
+            std::fs::OpenOptions::new()
+                .read(true)
+                .write(!d.read_only)
+                .open(&d.path)
+                .unwrap()
+                .into()
+        })
+        .collect();
+    FirecrackerFiles {
+        kernel: std::fs::File::open(&spec.kernel).unwrap(),
+        initrd: spec
+            .initrd
+            .as_ref()
+            .map(|p| std::fs::File::open(p).unwrap()),
+        drives,
+        tun: node(Path::new("/dev/net/tun")),
+        kvm: node(&kvm),
+        serial: std::fs::OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(&spec.serial_log)
+            .unwrap(),
+        run: banger_vmm::dir::OwnerDir::open(&spec.run_dir, "run directory").unwrap(),
+    }
+}
+
+/// Run `checks` on a launched `vm`; when they panic, kill it before the
+/// panic goes on (a dropped handle leaves the VMM running, here as a slot
+/// uid).
+pub fn killed_if_failing(vm: &mut FirecrackerVm, checks: impl FnOnce(&mut FirecrackerVm)) {
+    let run = std::panic::AssertUnwindSafe(|| checks(&mut *vm));
+    if let Err(panic) = std::panic::catch_unwind(run) {
+        let _ = vm.kill();
+        std::panic::resume_unwind(panic);
+    }
+}
+
 /// The recording fake, built by cargo beside the tests.
 pub fn fake_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_banger-fake-firecracker"))
@@ -173,4 +261,57 @@ pub fn launch(driver: &FirecrackerDriver, spec: &LaunchSpec) -> Result<Firecrack
         }
     }
     driver.launch(spec)
+}
+
+/// A read-only loop device over a scratch file, detached when dropped,
+/// and a 0666 node of it made in the test's directory (so a jail's uid
+/// could open it for writing by its mode alone; the host's `/dev` is not
+/// touched).
+pub struct LoopNode {
+    device: String,
+    /// The 0666 block node in the test's directory.
+    pub node: PathBuf,
+}
+
+impl LoopNode {
+    pub fn new(dir: &Path) -> LoopNode {
+        use banger_host::runner::{Cmd, Runner};
+        let backing = dir.join("loop-backing");
+        std::fs::write(&backing, vec![0u8; 1 << 20]).unwrap();
+        let out = Runner
+            .run(&Cmd::new("losetup").args([
+                "--find".as_ref(),
+                "--show".as_ref(),
+                "--read-only".as_ref(),
+                backing.as_os_str(),
+            ]))
+            .unwrap();
+        let device = out.stdout.trim().to_string();
+        let rdev = rustix::fs::stat(device.as_str()).unwrap().st_rdev;
+        let node = dir.join("loop-node");
+        let made = LoopNode { device, node };
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &made.node,
+            rustix::fs::FileType::BlockDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            rdev,
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &made.node,
+            std::os::unix::fs::PermissionsExt::from_mode(0o666),
+        )
+        .unwrap();
+        made
+    }
+}
+
+impl Drop for LoopNode {
+    fn drop(&mut self) {
+        use banger_host::runner::{Cmd, Runner};
+        if let Err(e) = Runner.run(&Cmd::new("losetup").args(["-d", &self.device])) {
+            eprintln!("detaching {}: {e}", self.device);
+        }
+    }
 }

@@ -7,6 +7,13 @@ use banger_host::runner::{Cmd, Runner};
 /// namespace and create `tap` there. The namespace goes when the thread
 /// and its children are gone.
 pub fn private_netns_with_tap(tap: &str) {
+    private_netns_with_tap_of(tap, None)
+}
+
+/// [`private_netns_with_tap`], the tap's tun owner `owner` when given (a
+/// jailed VMM's uid: only it may attach the tap).
+#[allow(dead_code)] // each including test target uses its own subset
+pub fn private_netns_with_tap_of(tap: &str, owner: Option<u32>) {
     // SAFETY: unshare(CLONE_NEWNET) takes no pointers; it changes only the
     // calling thread's network namespace, which is what this test wants
     // (children spawned from this thread inherit it).
@@ -17,8 +24,14 @@ pub fn private_netns_with_tap(tap: &str) {
         "unshare(CLONE_NEWNET) (needs root): {}",
         std::io::Error::last_os_error()
     );
+    let user = owner.map(|uid| uid.to_string());
+    let owned = user.as_deref().map(|uid| ["user", uid]);
     Runner
-        .run(&Cmd::new("ip").args(["tuntap", "add", "dev", tap, "mode", "tap"]))
+        .run(
+            &Cmd::new("ip")
+                .args(["tuntap", "add", "dev", tap, "mode", "tap"])
+                .args(owned.iter().flatten()),
+        )
         .unwrap();
     Runner
         .run(&Cmd::new("ip").args(["link", "set", tap, "up"]))

@@ -20,6 +20,7 @@
 //! | `device_mapper` | `present`, `absent`, `unusable` | warn unless present (snapshots fall back to reflink/copy) |
 //! | `nft` | `found`, `missing`, `broken` | fail unless found |
 //! | `ip_forward` | `enabled`, `disabled`, `unknown` | warn unless enabled (banger enables it when it sets up the bridge) |
+//! | `jail_scope` | `scoped`, `unscoped`, `unknown` | warn unless every jail the executor makes enters the Landlock scope on abstract UNIX sockets and signals (without it, a Firecracker jail sharing the host's network namespace can connect to the host's abstract UNIX sockets) |
 //! | `e2fsprogs` | `found`, `missing`, `broken`, `too_old`, `unknown_version` | fail when missing, broken or older than 1.43; warn on an unreadable version |
 //! | `firecracker` | `found`, `missing`, `broken` | warn unless found and KVM is usable |
 //! | `qemu` | `found`, `missing`, `broken` | warn unless found |
@@ -31,7 +32,8 @@
 //! | `host_guard` | `current`, `missing`, `stale`, `dev_mode` | pass when the install's udev rule (and, where lvm2 is installed, banger's LVM filter) is current; warn otherwise, and always in dev mode |
 //!
 //! When the helper is unreachable the privileged facts are not known: the
-//! checks built from them (`kvm`, the four devices, `nft`) are warn/`unknown`,
+//! checks built from them (`kvm`, the four devices, `nft`, `ip_forward`,
+//! `jail_scope`) are warn/`unknown`,
 //! whatever placeholder values the caller put in [`HostFacts`], and no backend
 //! is usable (the helper owns VMM processes).
 
@@ -46,7 +48,8 @@ use banger_host::probe::{
 };
 use banger_proto::doctor::{Check, CheckStatus, DoctorReport};
 use banger_proto::privops::{
-    DeviceProbe, DeviceState, HostDevice, KvmProbe, KvmVerdict, SnapshotBackend, ToolProbe,
+    DeviceProbe, DeviceState, HostDevice, JailScopeProbe, KvmProbe, KvmVerdict, SnapshotBackend,
+    ToolProbe,
 };
 
 pub use crate::privileged::Channel;
@@ -63,6 +66,7 @@ pub mod ids {
     pub const DEVICE_MAPPER: &str = "device_mapper";
     pub const NFT: &str = "nft";
     pub const IP_FORWARD: &str = "ip_forward";
+    pub const JAIL_SCOPE: &str = "jail_scope";
     pub const E2FSPROGS: &str = "e2fsprogs";
     pub const FIRECRACKER: &str = "firecracker";
     pub const QEMU: &str = "qemu";
@@ -73,7 +77,7 @@ pub mod ids {
     pub const SNAPSHOT_BACKEND: &str = "snapshot_backend";
     pub const HOST_GUARD: &str = "host_guard";
 
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 18] = [
         PRIVILEGED_HELPER,
         KVM,
         TUN,
@@ -82,6 +86,7 @@ pub mod ids {
         DEVICE_MAPPER,
         NFT,
         IP_FORWARD,
+        JAIL_SCOPE,
         E2FSPROGS,
         FIRECRACKER,
         QEMU,
@@ -119,6 +124,9 @@ pub struct HostFacts {
     pub privileged_channel: Channel,
     /// `net.ipv4.ip_forward` where the executor runs; `None` when unknown.
     pub ip_forward: Option<bool>,
+    /// Whether the executor's jails enter the Landlock scope; `None` when
+    /// the helper did not say.
+    pub jail_scope: Option<JailScopeProbe>,
     /// The udev rule and LVM filter of issue #13 finding 8.
     pub host_guard: HostGuard,
 }
@@ -134,6 +142,7 @@ impl HostFacts {
         devices: Vec<DeviceProbe>,
         nft: ToolProbe,
         ip_forward: Option<bool>,
+        jail_scope: Option<JailScopeProbe>,
         unprivileged: UnprivilegedFacts,
     ) -> HostFacts {
         let UnprivilegedFacts {
@@ -163,6 +172,7 @@ impl HostFacts {
             losetup,
             privileged_channel,
             ip_forward,
+            jail_scope,
             host_guard,
         }
     }
@@ -190,7 +200,7 @@ impl HostFacts {
             works: false,
             error: Some(not_probed),
         };
-        Self::combine(channel, kvm, Vec::new(), nft, None, unprivileged)
+        Self::combine(channel, kvm, Vec::new(), nft, None, None, unprivileged)
     }
 
     fn helper_reachable(&self) -> bool {
@@ -213,6 +223,7 @@ pub fn assemble(f: &HostFacts) -> DoctorReport {
         checks.extend(device_checks(f));
         checks.push(nft(&f.nft));
         checks.push(ip_forward(f.ip_forward));
+        checks.push(jail_scope(f.jail_scope.as_ref()));
     } else {
         for id in [
             ids::KVM,
@@ -222,6 +233,7 @@ pub fn assemble(f: &HostFacts) -> DoctorReport {
             ids::DEVICE_MAPPER,
             ids::NFT,
             ids::IP_FORWARD,
+            ids::JAIL_SCOPE,
         ] {
             checks.push(Check {
                 id: id.into(),
@@ -505,6 +517,43 @@ fn ip_forward(v: Option<bool>) -> Check {
             CheckStatus::Warn,
             "unknown",
             "net.ipv4.ip_forward could not be read".into(),
+            "check the privileged helper, then run `banger doctor` again",
+        ),
+    }
+}
+
+/// Whether the jails the executor makes (disk tools, QEMU, and Firecracker
+/// once it runs jailed) enter the Landlock scope on abstract UNIX sockets
+/// and signals, and what its absence leaves open.
+fn jail_scope(scope: Option<&JailScopeProbe>) -> Check {
+    let id = ids::JAIL_SCOPE;
+    match scope {
+        Some(JailScopeProbe::Scoped) => pass(
+            id,
+            "scoped",
+            "jailed VMMs and disk tools enter a Landlock scope: they can neither connect to an \
+             abstract UNIX socket nor signal a process outside their jail"
+                .into(),
+        ),
+        Some(JailScopeProbe::Unscoped { reason }) => not_pass(
+            id,
+            CheckStatus::Warn,
+            "unscoped",
+            format!(
+                "jailed VMMs and disk tools get no Landlock scope: {reason}. That leaves a \
+                 Firecracker jail, which shares the host's network namespace, able to connect \
+                 to the host's abstract UNIX sockets (QEMU's and the tools' jails have \
+                 network namespaces of their own)"
+            ),
+            "run Linux 6.12 or later with Landlock enabled (`landlock` in the `lsm=` list), and \
+             the helper unit of this version (`banger system install`), whose seccomp filter \
+             allows landlock_create_ruleset and landlock_restrict_self",
+        ),
+        None => not_pass(
+            id,
+            CheckStatus::Warn,
+            "unknown",
+            "the privileged helper did not say whether jails enter the Landlock scope".into(),
             "check the privileged helper, then run `banger doctor` again",
         ),
     }

@@ -8,7 +8,9 @@ use banger_host::probe::{
     CgroupMode, CgroupProbe, ReflinkProbe, ReflinkSupport, ResolvedProbe, ResolvedSocket,
 };
 use banger_proto::doctor::{Accel, BackendSupport, CheckStatus, DoctorReport, VmmKind};
-use banger_proto::privops::{DeviceProbe, DeviceState, GuestTest, HostDevice, KvmProbe, MsrTest};
+use banger_proto::privops::{
+    DeviceProbe, DeviceState, GuestTest, HostDevice, JailScopeProbe, KvmProbe, MsrTest,
+};
 
 use super::*;
 
@@ -104,6 +106,7 @@ fn healthy() -> HostFacts {
         ),
         privileged_channel: helper(),
         ip_forward: Some(true),
+        jail_scope: Some(JailScopeProbe::Scoped),
         host_guard: HostGuard::System {
             udev_rule: GuardState::Current,
             lvm_filter: Some(GuardState::Current),
@@ -744,6 +747,7 @@ fn combine_takes_every_unprivileged_fact() {
         h.devices.clone(),
         h.nft.clone(),
         h.ip_forward,
+        h.jail_scope.clone(),
         unpriv,
     );
     assert_eq!(assemble(&f), assemble(&h));
@@ -769,6 +773,10 @@ fn ip_forward_states() {
     );
     assert_eq!(check(None), (CheckStatus::Warn, "unknown".to_string()));
 }
+
+/// The `jail_scope` check.
+#[path = "tests_jail_scope.rs"]
+mod jail_scope;
 
 /// The `snapshot_backend` check.
 #[path = "tests_snapshot.rs"]

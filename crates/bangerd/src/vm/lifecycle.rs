@@ -175,9 +175,9 @@ impl VmService {
         let started = Instant::now();
         let deadline = started + timeout;
         let mut checks = 0u32;
+        let mut console = super::console::ConsoleWatch::new(serial, offset, READY_MARKER);
         loop {
-            let text = read_from(serial, offset);
-            if text.contains(READY_MARKER) {
+            if console.poll() {
                 return Ok(());
             }
             checks += 1;
@@ -209,7 +209,7 @@ impl VmService {
                         format!(
                             "the VMM of VM {} exited during boot; last console lines: {}",
                             vm.name,
-                            tail(&text, 8)
+                            console.tail(8)
                         ),
                     ));
                 }
@@ -221,7 +221,7 @@ impl VmService {
                         "VM {} did not become ready within {}s; last console lines: {}",
                         vm.name,
                         timeout.as_secs(),
-                        tail(&text, 8)
+                        console.tail(8)
                     ),
                 ));
             }
@@ -417,32 +417,5 @@ impl VmService {
         if let Err(e) = result {
             tracing::warn!(vm_id, error = %banger_proto::error::chain(&e).join(": "), "updating handles.json");
         }
-    }
-}
-
-fn read_from(path: &std::path::Path, offset: u64) -> String {
-    use std::io::{Read as _, Seek as _};
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return String::new();
-    };
-    if f.seek(std::io::SeekFrom::Start(offset)).is_err() {
-        return String::new();
-    }
-    let mut buf = Vec::new();
-    let _ = f.read_to_end(&mut buf);
-    String::from_utf8_lossy(&buf).into_owned()
-}
-
-pub(super) fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let start = lines.len().saturating_sub(n);
-    if lines.is_empty() {
-        "(no console output)".into()
-    } else {
-        lines[start..].join(" | ")
     }
 }

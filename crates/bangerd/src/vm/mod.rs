@@ -12,6 +12,7 @@
 //! seam; the tap, firewall rule and DNS record through HostNetwork and the
 //! [`VmDns`] hook.
 
+mod console;
 mod create;
 mod guest;
 mod info;

@@ -185,6 +185,7 @@ fn the_start_sweep_spares_a_journaled_vmms_cgroup_and_its_exit_removes_it() {
             vmm: banger_proto::vmops::VmmKind::Qemu,
             uid: Some(uid),
             cgroup: Some(VM.into()),
+            tap: None,
         });
         txn.save().unwrap();
     }

@@ -63,6 +63,7 @@ fn env_in(base: &Path, probes: FakeHost, tools: impl FnOnce(FakeTools) -> FakeTo
         },
         Arc::new(JournalFile::new(journal.clone())),
         Arc::new(probes),
+        Arc::new(banger_host::net::fake::FakeNet::new()),
     )
     .with_tools(tools.clone());
     Env {

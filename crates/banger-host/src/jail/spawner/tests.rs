@@ -73,8 +73,12 @@ fn every_jail_field_crosses_the_wire_unchanged() {
         open_files: 1024,
         file_size: (3 << 40) + 1,
     };
+    let tun = char_node(dir.path(), "tun", 10, 200);
     let jail = Jail::new(4100, 4101)
         .long_lived(limits)
+        .host_network()
+        .bind_tun(tun.as_fd())
+        .unwrap()
         .bind(disk.as_fd(), "disk", true)
         .unwrap()
         .bind(
@@ -105,9 +109,12 @@ fn every_jail_field_crosses_the_wire_unchanged() {
         copies,
         long_lived,
         cgroup,
+        host_network,
     } = &got.jail;
     assert_eq!((*uid, *gid), (4100, 4101));
-    assert_eq!(binds.len(), 2);
+    assert!(*host_network);
+    assert_eq!(binds.len(), 3);
+    assert_eq!(binds[0].at, "dev/net/tun");
     for (a, b) in sent.jail.binds.iter().zip(binds) {
         assert_eq!((&a.at, a.writable), (&b.at, b.writable));
         assert_eq!(inode(a.fd.as_fd()), inode(b.fd.as_fd()));
@@ -129,9 +136,11 @@ fn every_jail_field_crosses_the_wire_unchanged() {
     assert_eq!(got.args, sent.args);
     assert_eq!(got.env, sent.env);
     assert_eq!(inode(got.program.as_fd()), inode(sent.program.as_fd()));
-    // A disk tool's jail: not long-lived on the other side either.
+    // A disk tool's jail: not long-lived, and in a network namespace of
+    // its own, on the other side either.
     let got = round_trip(&request(Jail::new(4100, 4100)), 4096..4112).unwrap();
     assert_eq!(got.jail.long_lived, None);
+    assert!(!got.jail.host_network);
     assert!(got.jail.cgroup.is_none());
 }
 
@@ -283,19 +292,24 @@ fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused(
     let r = request(plain.clone());
     let w = r.encode();
     assert_eq!(w.bytes[flag..flag + 4], 0u32.to_le_bytes());
-    let mut bytes = w.bytes.clone();
-    bytes[flag..flag + 4].copy_from_slice(&2u32.to_le_bytes());
-    let fds: Vec<OwnedFd> = w.fds.iter().map(|_| devnull()).collect();
-    let e = Request::decode(
-        Reader {
-            bytes: &bytes,
-            fds: fds.into_iter(),
-        },
-        &range,
-        &[temp_dev()],
-    )
-    .unwrap_err();
-    assert!(e.to_string().contains("long-lived flag 2"), "{e}");
+    // A flag word of 2: the long-lived flag, and the host-network flag,
+    // the word before it (0 for this jail too), each 0 or 1 only.
+    assert_eq!(w.bytes[flag - 4..flag], 0u32.to_le_bytes());
+    for (at, name) in [(flag, "long-lived"), (flag - 4, "host-network")] {
+        let mut bytes = w.bytes.clone();
+        bytes[at..at + 4].copy_from_slice(&2u32.to_le_bytes());
+        let fds: Vec<OwnedFd> = w.fds.iter().map(|_| devnull()).collect();
+        let e = Request::decode(
+            Reader {
+                bytes: &bytes,
+                fds: fds.into_iter(),
+            },
+            &range,
+            &[temp_dev()],
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains(&format!("{name} flag 2")), "{e}");
+    }
     // One descriptor too few, one too many.
     let r = request(Jail::new(4100, 4100));
     let w = r.encode();
@@ -352,54 +366,76 @@ fn char_node(dir: &std::path::Path, name: &str, major: u32, minor: u32) -> Owned
 /// exactly that device at exactly that place.
 #[test]
 fn the_kvm_device_alone_crosses_the_wire_as_a_device() {
+    a_device_alone_crosses_the_wire(Jail::bind_kvm, "dev/kvm", (10, 232), (10, 233));
+}
+
+/// A jailed Firecracker's `/dev/net/tun` (character device 10:200) at
+/// `/dev/net/tun`, and nothing else there: the same checks as KVM's, by
+/// the jail and again by the spawner.
+#[test]
+fn the_tun_device_alone_crosses_the_wire_as_a_device() {
+    a_device_alone_crosses_the_wire(Jail::bind_tun, "dev/net/tun", (10, 200), (10, 232));
+}
+
+/// `bind` (a jail's device bind) places the character device `id` at
+/// `at`, and the spawner takes it there; the device under a plain name,
+/// another device (`other`), a file or `/dev/null` at `at`, or the device
+/// not opened `O_PATH|O_NOFOLLOW`, are refused by the jail and by the
+/// spawner when a forged message says so anyway.
+fn a_device_alone_crosses_the_wire(
+    bind: fn(Jail, BorrowedFd<'_>) -> std::io::Result<Jail>,
+    at: &str,
+    id: (u32, u32),
+    other: (u32, u32),
+) {
     let dir = tempfile::tempdir().unwrap();
-    let kvm = char_node(dir.path(), "kvm", 10, 232);
-    let other = char_node(dir.path(), "other", 10, 233);
+    let dev = char_node(dir.path(), "dev", id.0, id.1);
+    let other = char_node(dir.path(), "other", other.0, other.1);
+    let wrong = format!("not the character device {}:{}", id.0, id.1);
     let got = round_trip(
-        &request(Jail::new(4100, 4100).bind_kvm(kvm.as_fd()).unwrap()),
+        &request(bind(Jail::new(4100, 4100), dev.as_fd()).unwrap()),
         4096..4112,
     )
     .unwrap();
     assert_eq!(got.jail.binds.len(), 1);
-    assert_eq!(got.jail.binds[0].at, "dev/kvm");
-    assert_eq!(inode(got.jail.binds[0].fd.as_fd()), inode(kvm.as_fd()));
+    assert_eq!(got.jail.binds[0].at, at);
+    // A read-only mount (the node still opens read-write in the jail).
+    assert!(!got.jail.binds[0].writable);
+    assert_eq!(inode(got.jail.binds[0].fd.as_fd()), inode(dev.as_fd()));
+    // A message asking for it writable is refused.
+    let mut forged = bind(Jail::new(4100, 4100), dev.as_fd()).unwrap();
+    forged.binds[0].writable = true;
+    let e = round_trip(&request(forged), 4096..4112).unwrap_err();
+    assert!(e.to_string().contains("a writable device bind"), "{e}");
     // The device under a plain name is a character-device bind.
     let plain = Jail::new(4100, 4100)
-        .bind(kvm.as_fd(), "kvm", true)
+        .bind(dev.as_fd(), "dev-node", true)
         .unwrap();
     let e = round_trip(&request(plain), 4096..4112).unwrap_err();
     assert!(e.to_string().contains("CharacterDevice"), "{e}");
-    // Another device (or a file) at /dev/kvm: refused by the jail, and
+    // Another device (or a file) at its place: refused by the jail, and
     // by the spawner when the message says so anyway.
     let file = std::fs::File::create(dir.path().join("file")).unwrap();
     for fd in [other.as_fd(), file.as_fd(), devnull().as_fd()] {
-        let e = Jail::new(4100, 4100).bind_kvm(fd).unwrap_err();
-        assert!(
-            e.to_string().contains("not the character device 10:232"),
-            "{e}"
-        );
-        let mut forged = Jail::new(4100, 4100).bind_kvm(kvm.as_fd()).unwrap();
+        let e = bind(Jail::new(4100, 4100), fd).unwrap_err();
+        assert!(e.to_string().contains(&wrong), "{e}");
+        let mut forged = bind(Jail::new(4100, 4100), dev.as_fd()).unwrap();
         forged.binds[0].fd = Arc::new(fd.try_clone_to_owned().unwrap());
         let e = round_trip(&request(forged), 4096..4112).unwrap_err();
-        assert!(
-            e.to_string().contains("not the character device 10:232"),
-            "{e}"
-        );
+        assert!(e.to_string().contains(&wrong), "{e}");
     }
     // The device itself, but not opened `O_PATH|O_NOFOLLOW` (a link at
     // its name followed, or a descriptor that can reach the driver):
     // refused by the jail and by the spawner.
     let followed = rustix::fs::open(
-        dir.path().join("kvm"),
+        dir.path().join("dev"),
         rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
         rustix::fs::Mode::empty(),
     )
     .unwrap();
-    let e = Jail::new(4100, 4100)
-        .bind_kvm(followed.as_fd())
-        .unwrap_err();
+    let e = bind(Jail::new(4100, 4100), followed.as_fd()).unwrap_err();
     assert!(e.to_string().contains("O_PATH|O_NOFOLLOW"), "{e}");
-    let mut forged = Jail::new(4100, 4100).bind_kvm(kvm.as_fd()).unwrap();
+    let mut forged = bind(Jail::new(4100, 4100), dev.as_fd()).unwrap();
     forged.binds[0].fd = Arc::new(followed);
     let e = round_trip(&request(forged), 4096..4112).unwrap_err();
     assert!(e.to_string().contains("O_PATH|O_NOFOLLOW"), "{e}");

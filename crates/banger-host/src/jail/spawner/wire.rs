@@ -120,6 +120,7 @@ impl Jail {
             w.bytes(c.at.as_bytes());
             w.fd(c.fd.as_fd());
         }
+        w.u32(u32::from(self.host_network));
         match self.long_lived {
             None => w.u32(0),
             Some(l) => {
@@ -141,7 +142,8 @@ impl Jail {
 
     /// A jail as [`Jail::encode`] wrote it, refused unless its ids lie in
     /// `range` (which never holds 0), each bind and copy name is one plain
-    /// token (but `/dev/kvm`'s place, holding that device), each bind's
+    /// token (but `/dev/kvm`'s and `/dev/net/tun`'s places, each holding
+    /// its device, opened `O_PATH|O_NOFOLLOW`), each bind's
     /// descriptor one `check_bind_fd` takes, each pass-through number lies in 3 to
     /// [`super::super::MAX_PASSED_FD`] once, and its descriptors fit
     /// [`MAX_FDS`] with the request's own, and its cgroup descriptor (if
@@ -167,10 +169,11 @@ impl Jail {
             let at = std::str::from_utf8(r.bytes()?)
                 .map_err(|_| refused("a bind name that is not UTF-8"))?
                 .to_string();
-            // `/dev/kvm` is placed as a device, and only it; every other
-            // bind is a plain name and no character device.
-            let kvm = at == super::super::KVM_AT;
-            if !kvm {
+            // `/dev/kvm` and `/dev/net/tun` are placed as devices, and
+            // only they; every other bind is a plain name and no character
+            // device.
+            let device = super::super::is_device_place(&at);
+            if !device {
                 super::super::check_name(&at, "bind").map_err(refused)?;
             }
             let writable = match r.u32()? {
@@ -179,8 +182,12 @@ impl Jail {
                 n => return Err(refused(format!("writable flag {n}"))),
             };
             let fd = r.fd()?;
-            if kvm {
-                super::super::check_kvm(fd.as_fd()).map_err(refused)?;
+            if device {
+                // Bound read-only, always (`Jail::bind_device`).
+                if writable {
+                    return Err(refused(format!("a writable device bind at /{at}")));
+                }
+                super::super::check_device(fd.as_fd(), &at).map_err(refused)?;
             } else {
                 check_bind_fd(fd.as_fd(), binds_from)?;
             }
@@ -214,6 +221,11 @@ impl Jail {
                 at,
             });
         }
+        let host_network = match r.u32()? {
+            0 => false,
+            1 => true,
+            n => return Err(refused(format!("host-network flag {n}"))),
+        };
         let long_lived = match r.u32()? {
             0 => None,
             1 => Some(Limits {
@@ -240,6 +252,7 @@ impl Jail {
             copies,
             long_lived,
             cgroup,
+            host_network,
         })
     }
 }

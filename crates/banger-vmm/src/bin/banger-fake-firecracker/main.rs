@@ -12,7 +12,11 @@
 //! `{"spec": <swagger as JSON>, "ctrl_alt_del": "exit" | "ignore",
 //!   "fail": [{"method", "path", "status", "fault_message"}]}`.
 //! It writes `fake-firecracker.pid` and `fake-firecracker.jsonl` (one
-//! `{"method", "path", "body", "status"}` per request) beside it.
+//! `{"method", "path", "body", "status"}` per request; a `PUT /drives`
+//! also has `"opened"`: `"ok"` or the error of opening `path_on_host` as
+//! Firecracker does, read-only or read-write) beside it, and
+//! `fake-firecracker.self` (`{"uid", "gid", "proc"}`: its ids, and whether
+//! it sees a `/proc`) for the jailed tests.
 
 mod swagger;
 
@@ -72,6 +76,13 @@ fn run() -> Result<(), String> {
         std::process::id().to_string(),
     )
     .map_err(|e| format!("writing the pid file: {e}"))?;
+    let me = json!({
+        "uid": rustix::process::getuid().as_raw(),
+        "gid": rustix::process::getgid().as_raw(),
+        "proc": Path::new("/proc/self").exists(),
+    });
+    std::fs::write(dir.join("fake-firecracker.self"), me.to_string())
+        .map_err(|e| format!("writing what it is: {e}"))?;
     let listener =
         UnixListener::bind(&sock).map_err(|e| format!("binding {}: {e}", sock.display()))?;
     println!("fake firecracker {id}: API on {}", sock.display());
@@ -153,9 +164,12 @@ impl Fake {
             Some(Err(_)) => Value::String(String::from_utf8_lossy(&req.body).into_owned()),
             None => Value::Null,
         };
-        let line = json!({
+        let mut line = json!({
             "method": req.method, "path": req.path, "body": recorded_body, "status": status,
         });
+        if req.method == "PUT" && req.path.starts_with("/drives/") {
+            line["opened"] = json!(open_drive(&recorded_body));
+        }
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -266,6 +280,23 @@ impl Fake {
                 req.method, req.path
             )),
         }
+    }
+}
+
+/// Open a drive body's `path_on_host` as Firecracker does at `PUT
+/// /drives` (read-write unless `is_read_only`): `"ok"` or the error.
+fn open_drive(body: &Value) -> String {
+    let Some(path) = body.get("path_on_host").and_then(Value::as_str) else {
+        return "no path_on_host".into();
+    };
+    let read_only = body.get("is_read_only").and_then(Value::as_bool) == Some(true);
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(!read_only)
+        .open(path)
+    {
+        Ok(_) => "ok".into(),
+        Err(e) => e.to_string(),
     }
 }
 

@@ -370,9 +370,11 @@ RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6
 SystemCallArchitectures=native
 # @mount: the disk-tool jail mounts (fsopen, open_tree, move_mount,
 # mount_setattr, pivot_root), each in a mount namespace of its own.
+# landlock_*: every jail enters a Landlock scope (no abstract UNIX socket,
+# no signal outside it; docs/jail.md), made by the jail spawner.
 # seccomp: QEMU runs under its own filter (`-sandbox on`), which it offers
 # only where the seccomp system call works. A filter only takes away.
-SystemCallFilter=@system-service @mount seccomp
+SystemCallFilter=@system-service @mount landlock_create_ruleset landlock_restrict_self seccomp
 SystemCallFilter=~@resources @swap @reboot @raw-io @module @obsolete @debug @cpu-emulation @clock
 SystemCallErrorNumber=EPERM
 
@@ -590,9 +592,11 @@ mod tests {
             get(&owner(), "SystemCallFilter")[0],
             "@system-service seccomp"
         );
+        // The jail's Landlock scope: the ruleset is made by the spawner
+        // and entered by the child, both under the helper unit's filter.
         assert_eq!(
             get(&helper(), "SystemCallFilter")[0],
-            "@system-service @mount seccomp"
+            "@system-service @mount landlock_create_ruleset landlock_restrict_self seccomp"
         );
     }
 
