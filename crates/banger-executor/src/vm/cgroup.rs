@@ -292,7 +292,7 @@ impl VmCgroups {
         })
     }
 
-    /// Make `name` (0755, root's) beneath the held cgroup, write `limits`
+    /// Make `name` (0700, root's) beneath the held cgroup, write `limits`
     /// where its controllers allow, and open its `cgroup.procs` for
     /// writing: the descriptor a jail joins it through. The caller has
     /// journaled `name`.
@@ -544,10 +544,13 @@ fn check_delegated(dir: BorrowedFd<'_>, path: &Path) -> Result<(), CgroupError> 
     Ok(())
 }
 
-/// `mkdirat(dir, name, 0755)`; one already there is taken (the caller
-/// checks what it opens beneath it).
+/// `mkdirat(dir, name, 0700)`: root's alone whatever the umask (the
+/// helper's `UMask=0077`, a dev daemon's 022); nothing but root reads a
+/// VM's cgroup (a jail joins it through root's `cgroup.procs`
+/// descriptor). One already there is taken (the caller checks what it
+/// opens beneath it).
 fn make_dir(dir: &OwnedFd, name: &str, path: &Path) -> Result<(), CgroupError> {
-    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o755)) {
+    match rustix::fs::mkdirat(dir, name, Mode::from_raw_mode(0o700)) {
         Ok(()) | Err(rustix::io::Errno::EXIST) => Ok(()),
         Err(e) => Err(CgroupError::Make {
             name: name.to_string(),

@@ -245,3 +245,21 @@ fn the_dev_cgroup_is_one_per_journal() {
     );
     assert!(!is_vm_name(&a));
 }
+
+/// Hostile read, finding 5: the helper's `UMask=0077` made `vm-<id>`
+/// 0700 while the docs said 0755. Each cgroup directory the executor
+/// makes is 0700, root's, whatever the umask: here the common 022, under
+/// which a `mkdirat(…, 0755)` gives 0755.
+#[test]
+fn a_vm_cgroup_is_made_0700_whatever_the_umask() {
+    use std::os::unix::fs::MetadataExt as _;
+    let cg = TestCgroup::new("mode");
+    let held = VmCgroups::at(&cg.path).unwrap();
+    let old = rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    let made = held.create(VM, &limits());
+    rustix::process::umask(old);
+    drop(made.unwrap());
+    let meta = std::fs::metadata(cg.path.join(VM)).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o700, 0), "{VM}");
+    held.remove(VM).unwrap();
+}
