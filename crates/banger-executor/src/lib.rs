@@ -50,7 +50,10 @@ pub use banger_vmm::qemu::SANDBOX as QEMU_SANDBOX;
 pub use error::ExecError;
 pub use journal::{JOURNAL_VERSION, JournalError};
 pub use net::VM_DOMAIN_ROUTE;
-pub use vm::cgroup::{CgroupError as VmCgroupError, VmCgroups, dev_name as vm_cgroup_dev_name};
+pub use vm::cgroup::{
+    CgroupError as VmCgroupError, Holder as VmCgroupHolder, VmCgroups,
+    dev_name as vm_cgroup_dev_name,
+};
 pub use vm::{KERNEL_CMDLINE, VmHostConfig, VmOpError, clone_file};
 
 /// What an operation produced: its outcome, plus the file descriptors that

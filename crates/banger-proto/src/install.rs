@@ -12,6 +12,10 @@ use crate::net::{self, BridgeSpec};
 /// Default location of the install metadata.
 pub const DEFAULT_INSTALL_FILE: &str = "/etc/banger/install.toml";
 
+/// The root helper's systemd unit, as `banger system install` writes it:
+/// its cgroup is the one `bangerd-root` holds its VMs' cgroups in.
+pub const HELPER_UNIT: &str = "bangerd-root.service";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InstallMeta {

@@ -159,7 +159,11 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     let spawner: Vec<u32> = banger_host::jail::spawner::running_pid()
         .into_iter()
         .collect();
-    let exec = match banger_executor::VmCgroups::delegated(&settings.journal, &spawner) {
+    let exec = match banger_executor::VmCgroups::delegated(
+        &settings.journal,
+        &spawner,
+        banger_executor::VmCgroupHolder::Helper,
+    ) {
         Ok(cgroups) => {
             match cgroups.limits_unavailable() {
                 Some(why) => {

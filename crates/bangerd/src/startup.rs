@@ -121,7 +121,11 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         // Per-VM cgroups beneath this daemon's own (`banger-<hash of the
         // journal's path>`), where it can make one; else VMMs keep their
         // rlimits only.
-        let exec = match banger_executor::VmCgroups::delegated(&journal, &[]) {
+        let exec = match banger_executor::VmCgroups::delegated(
+            &journal,
+            &[],
+            banger_executor::VmCgroupHolder::Dev,
+        ) {
             Ok(cgroups) => {
                 if let Some(why) = cgroups.limits_unavailable() {
                     tracing::info!(cgroup = %cgroups.path().display(), "per-VM cgroups without limits: {why}");

@@ -8,7 +8,7 @@
 //!   its jail spawner into `<unit>/helper` (a cgroup with controllers
 //!   enabled for its children holds no process itself) and enables the
 //!   wanted controllers the unit has for its children;
-//! * dev mode (and a helper started outside systemd): `banger-<16 hex>`
+//! * dev mode (always), and a helper not running as its unit: `banger-<16 hex>`
 //!   beneath the daemon's own cgroup, named after its journal's path
 //!   ([`dev_name`]): one per journal, so daemons of other state
 //!   directories never sweep each other's VMs, and a restarted daemon
@@ -163,24 +163,56 @@ pub fn is_vm_name(name: &str) -> bool {
     })
 }
 
+/// Which daemon holds the executor, and so which placement it may ask for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    /// `bangerd-root`: the helper unit's cgroup when it runs as that unit.
+    Helper,
+    /// `bangerd --dev`: always beneath its own cgroup.
+    Dev,
+}
+
+/// Where an executor's VM cgroups go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Placement {
+    /// The helper unit's cgroup ([`VmCgroups::system`]).
+    System,
+    /// [`dev_name`] beneath the process's own cgroup ([`VmCgroups::dev`]).
+    Dev,
+}
+
+/// The placement for a process whose own cgroup2 directory is `own`: the
+/// helper unit's cgroup only for the helper, and only when `own` is that
+/// unit's (`banger_proto::install::HELPER_UNIT`); any other unit's cgroup
+/// (a CI runner's, a dev daemon's own service) is never taken over.
+pub fn placement(own: &Path, holder: Holder) -> Placement {
+    let helper_unit = own
+        .file_name()
+        .is_some_and(|n| n == std::ffi::OsStr::new(banger_proto::install::HELPER_UNIT));
+    match holder {
+        Holder::Helper if helper_unit => Placement::System,
+        Holder::Helper | Holder::Dev => Placement::Dev,
+    }
+}
+
 impl VmCgroups {
     /// The controllers per-VM limits use (the helper unit's `Delegate=`).
     pub const CONTROLLERS: [&'static str; 3] = ["memory", "pids", "cpu"];
 
-    /// The executor's cgroup: under systemd (this process's own cgroup is
-    /// a `.service` unit's) the unit's ([`VmCgroups::system`]); anywhere
-    /// else [`dev_name`]`(journal)` beneath this process's own cgroup
-    /// ([`VmCgroups::dev`]: a helper or dev daemon started by hand or by a
-    /// test never takes over, or sweeps, the cgroup it was started in).
-    pub fn delegated(journal: &Path, others: &[u32]) -> Result<VmCgroups, CgroupError> {
+    /// The executor's cgroup, where [`placement`] puts it for `holder`:
+    /// the helper unit's ([`VmCgroups::system`]), or [`dev_name`]`(journal)`
+    /// beneath this process's own cgroup ([`VmCgroups::dev`]: a daemon
+    /// started by hand, by a test or by another unit never takes over, or
+    /// sweeps, the cgroup it was started in).
+    pub fn delegated(
+        journal: &Path,
+        others: &[u32],
+        holder: Holder,
+    ) -> Result<VmCgroups, CgroupError> {
         let own = banger_host::probe::own_cgroup2_dir().map_err(CgroupError::Own)?;
-        let unit = own
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().ends_with(".service"));
-        if unit {
-            VmCgroups::system(others)
-        } else {
-            VmCgroups::dev(journal)
+        match placement(&own, holder) {
+            Placement::System => VmCgroups::system(others),
+            Placement::Dev => VmCgroups::dev(journal),
         }
     }
 

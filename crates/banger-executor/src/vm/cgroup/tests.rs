@@ -263,3 +263,39 @@ fn a_vm_cgroup_is_made_0700_whatever_the_umask() {
     assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o700, 0), "{VM}");
     held.remove(VM).unwrap();
 }
+
+/// Hostile read, finding 3: any `.service` cgroup was taken to be the
+/// helper's unit, so a root `bangerd --dev` run by a CI runner's unit
+/// would have taken over (and swept) that unit's cgroup. The helper's
+/// unit is used only when `bangerd-root` asks and its own cgroup is
+/// `bangerd-root.service`; a dev daemon always gets its own directory.
+#[test]
+fn only_the_helper_in_the_helper_unit_takes_the_units_cgroup() {
+    let helper_unit = format!(
+        "/sys/fs/cgroup/system.slice/{}",
+        banger_proto::install::HELPER_UNIT
+    );
+    let cases = [
+        (helper_unit.as_str(), Holder::Helper, Placement::System),
+        (helper_unit.as_str(), Holder::Dev, Placement::Dev),
+        (
+            "/sys/fs/cgroup/system.slice/ci-runner.service",
+            Holder::Dev,
+            Placement::Dev,
+        ),
+        (
+            "/sys/fs/cgroup/system.slice/ci-runner.service",
+            Holder::Helper,
+            Placement::Dev,
+        ),
+        (
+            "/sys/fs/cgroup/user.slice/user-0.slice/session-1.scope",
+            Holder::Helper,
+            Placement::Dev,
+        ),
+        ("/sys/fs/cgroup", Holder::Helper, Placement::Dev),
+    ];
+    for (own, holder, want) in cases {
+        assert_eq!(placement(Path::new(own), holder), want, "{own} {holder:?}");
+    }
+}

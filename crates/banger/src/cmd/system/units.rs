@@ -12,7 +12,7 @@ use banger_proto::install::InstallMeta;
 /// The owner daemon's unit.
 pub const OWNER_UNIT: &str = "bangerd.service";
 /// The root helper's unit.
-pub const HELPER_UNIT: &str = "bangerd-root.service";
+pub const HELPER_UNIT: &str = banger_proto::install::HELPER_UNIT;
 
 /// Where systemd creates `StateDirectory=` directories.
 const STATE_BASE: &str = "/var/lib";
