@@ -474,7 +474,13 @@ impl VmHost {
             // Its VMM is gone (its pidfd said so, or the pid names another
             // process): whatever is left in its cgroup is killed, and the
             // cgroup removed, with the journal and the operation table
-            // locked (no launch of the VM makes it anew meanwhile).
+            // locked (no launch of the VM makes it anew meanwhile). This
+            // holds both through `cgroup.kill` and its wait (at most 2 s,
+            // `EMPTY_WAIT`), and so stalls every VM's `begin_op` that long.
+            // Kept (hostile read, finding 4): dropping `busy` here would
+            // unblock little, as every operation that follows needs the
+            // journal this transaction holds, and would make "no launch
+            // in flight" rest on that ordering instead of on the table.
             let name = super::cgroup::name_of(vm_id);
             if txn.state.vm_cgroups.contains(&name) {
                 self.remove_vm_cgroup_in(&mut txn, &name);
