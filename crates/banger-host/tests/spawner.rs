@@ -669,7 +669,7 @@ fn cgroup_through_the_spawner(uid: u32) {
     let procs = cg.procs_for_writing();
     let jail = Jail::new(uid, uid)
         .long_lived(jail::testing::PROBE_LIMITS)
-        .cgroup(procs.as_fd())
+        .cgroup(cg.dir().as_fd(), procs.as_fd())
         .unwrap();
     let spawned = Runner
         .spawn(

@@ -326,9 +326,9 @@ impl VmCgroups {
 
     /// Make `name` (0700, root's) beneath the held cgroup, write `limits`
     /// where its controllers allow, and open its `cgroup.procs` for
-    /// writing: the descriptor a jail joins it through. The caller has
-    /// journaled `name`.
-    pub fn create(&self, name: &str, limits: &VmLimits) -> Result<OwnedFd, CgroupError> {
+    /// writing: with the directory's, the descriptors a jail joins it
+    /// through (`Jail::cgroup`). The caller has journaled `name`.
+    pub fn create(&self, name: &str, limits: &VmLimits) -> Result<(OwnedFd, OwnedFd), CgroupError> {
         // One left by a removal that failed (its record kept) goes first:
         // a VM's cgroup holds only its current VMM.
         self.remove(name)?;
@@ -356,8 +356,9 @@ impl VmCgroups {
                 Ok(()) => {}
             }
         }
-        open_beneath(&vm, "cgroup.procs", OFlags::WRONLY)
-            .map_err(vm_err("opening cgroup.procs of", name))
+        let procs = open_beneath(&vm, "cgroup.procs", OFlags::WRONLY)
+            .map_err(vm_err("opening cgroup.procs of", name))?;
+        Ok((vm, procs))
     }
 
     /// Kill everything in `name`, wait for it to empty ([`EMPTY_WAIT`])
@@ -440,7 +441,7 @@ impl VmHost {
         &self,
         vm_id: &str,
         limits: &VmLimits,
-    ) -> Result<Option<(Made<'_>, OwnedFd)>, VmOpError> {
+    ) -> Result<Option<(Made<'_>, banger_vmm::qemu::CgroupFds)>, VmOpError> {
         let Some(cgroups) = &self.cgroups else {
             return Ok(None);
         };
@@ -457,13 +458,13 @@ impl VmHost {
             name: name.clone(),
             kept: false,
         };
-        let procs = cgroups
+        let (dir, procs) = cgroups
             .create(&name, limits)
             .map_err(|source| VmOpError::Cgroup {
                 vm_id: vm_id.to_string(),
                 source,
             })?;
-        Ok(Some((made, procs)))
+        Ok(Some((made, banger_vmm::qemu::CgroupFds { dir, procs })))
     }
 
     /// Remove the cgroup `name` and its journal record; a failure is

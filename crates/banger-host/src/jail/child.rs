@@ -180,7 +180,7 @@ fn join_cgroup(p: &Prepared) -> Result<(), i32> {
     let Some(procs) = &p.cgroup else {
         return Ok(());
     };
-    match rustix::io::write(procs.as_fd(), b"0") {
+    match rustix::io::write(procs.procs.as_fd(), b"0") {
         Ok(1) => Ok(()),
         Ok(_) => Err(libc::EIO),
         Err(e) => Err(e.raw_os_error()),

@@ -121,9 +121,9 @@ pub struct Jail {
     /// `Some` for a long-lived process: these limits, no parent-death
     /// signal, its own session, not killed when its [`Child`] is dropped.
     long_lived: Option<Limits>,
-    /// A `cgroup.procs` descriptor root opened for writing: the child
-    /// writes `0` to it and so joins that cgroup ([`Jail::cgroup`]).
-    cgroup: Option<Arc<OwnedFd>>,
+    /// The cgroup the child joins ([`Jail::cgroup`]): it writes `0` to
+    /// the `cgroup.procs` descriptor root opened.
+    cgroup: Option<Arc<CgroupFds>>,
     /// No network namespace of its own: the caller's (the host's, in the
     /// helper). For a VMM that attaches a tap by name ([`Jail::host_network`]).
     host_network: bool,
@@ -146,14 +146,17 @@ impl Jail {
         }
     }
 
-    /// Run the child in the cgroup whose `cgroup.procs` `fd` is: a
-    /// cgroup2 file of that name, opened for writing by this (root)
+    /// Run the child in the cgroup `dir` (a cgroup2 directory) whose
+    /// `cgroup.procs` `procs` is, opened for writing by this (root)
     /// process ([`check_cgroup`]). The child writes `0` to it before it
     /// drops its ids; the kernel checks the credentials of whoever opened
     /// the file, so the jail uid never needs any right on the cgroup.
-    pub fn cgroup(mut self, fd: BorrowedFd<'_>) -> std::io::Result<Jail> {
-        check_cgroup(fd)?;
-        self.cgroup = Some(Arc::new(fd.try_clone_to_owned()?));
+    pub fn cgroup(mut self, dir: BorrowedFd<'_>, procs: BorrowedFd<'_>) -> std::io::Result<Jail> {
+        check_cgroup(dir, procs)?;
+        self.cgroup = Some(Arc::new(CgroupFds {
+            dir: dir.try_clone_to_owned()?,
+            procs: procs.try_clone_to_owned()?,
+        }));
         Ok(self)
     }
 
@@ -316,8 +319,9 @@ struct Prepared {
     filter: Vec<filter::Insn>,
     /// Long-lived: no parent-death signal, a session of its own.
     long_lived: bool,
-    /// The `cgroup.procs` the child writes `0` to ([`Jail::cgroup`]).
-    cgroup: Option<std::sync::Arc<OwnedFd>>,
+    /// The cgroup whose `cgroup.procs` the child writes `0` to
+    /// ([`Jail::cgroup`]).
+    cgroup: Option<std::sync::Arc<CgroupFds>>,
     /// The Landlock ruleset scoping abstract sockets and signals the child
     /// enters; `None` where the kernel has none ([`scope_support`]).
     scope: Option<OwnedFd>,
@@ -755,7 +759,7 @@ mod tests_long;
 pub use acl::{
     ACL_XATTR, Grant, Prior, acl_with_user, grant, grant_recorded, read_acl, restore, revoke,
 };
-use cgroup::check_cgroup;
+use cgroup::{CgroupFds, check_cgroup};
 use devices::{KVM_AT, TUN_AT, check_device, is_device_place};
 pub use landlock::scope_support;
 pub use lockdown::{HELPER_CAPS, lock_down};

@@ -162,6 +162,11 @@ impl TestCgroup {
             .unwrap()
     }
 
+    /// Its directory, opened by this (root) process.
+    pub fn dir(&self) -> File {
+        File::open(&self.path).unwrap()
+    }
+
     /// The pids its `cgroup.procs` lists.
     pub fn pids(&self) -> Vec<u32> {
         std::fs::read_to_string(self.path.join("cgroup.procs"))

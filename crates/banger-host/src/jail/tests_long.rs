@@ -141,7 +141,7 @@ fn a_jailed_process_joins_the_cgroup_whose_procs_descriptor_it_was_given() {
     let procs = cg.procs_for_writing();
     let jail = Jail::new(uid, uid)
         .long_lived(testing::PROBE_LIMITS)
-        .cgroup(procs.as_fd())
+        .cgroup(cg.dir().as_fd(), procs.as_fd())
         .unwrap();
     let log = File::create(dir.path().join("log")).unwrap();
     let spawned = Runner
@@ -169,7 +169,9 @@ fn a_jailed_process_joins_the_cgroup_whose_procs_descriptor_it_was_given() {
         Some(uid.to_string().as_str())
     );
     // A tool (not long-lived, killed with its handle) joins it too.
-    let tool_jail = Jail::new(uid, uid).cgroup(procs.as_fd()).unwrap();
+    let tool_jail = Jail::new(uid, uid)
+        .cgroup(cg.dir().as_fd(), procs.as_fd())
+        .unwrap();
     let tool = Runner
         .spawn(
             &Cmd::new("sleep").arg("300").jail(tool_jail),
@@ -407,4 +409,37 @@ try("kill", kill("TERM", 2));
             assert!(out.ends_with("kill ok\n"), "{out}");
         }
     }
+}
+
+/// Hostile read of the cgroup branch, finding 2: the check trusted the
+/// name `/proc/self/fd` gives a descriptor, so a cgroup's `cgroup.freeze`
+/// bound over its `cgroup.procs` (here in this test's own mount
+/// namespace) passed as `cgroup.procs`, and a jail would have frozen the
+/// cgroup instead of joining it. With the directory's descriptor, the
+/// descriptor must be the directory's own `cgroup.procs`, reached beneath
+/// it without crossing a mount: refused.
+#[test]
+fn a_cgroup_freeze_bound_over_cgroup_procs_is_refused() {
+    require_root();
+    let uid = jail_uid() + 700_000;
+    let cg = testing::TestCgroup::new("bound");
+    let refused = crate::net::netns::in_fresh_netns(|| {
+        rustix::mount::mount_bind(cg.path.join("cgroup.freeze"), cg.path.join("cgroup.procs"))
+            .unwrap();
+        let procs = cg.procs_for_writing();
+        let freeze = std::fs::metadata(cg.path.join("cgroup.freeze")).unwrap();
+        let opened = rustix::fs::fstat(&procs).unwrap();
+        // The descriptor opened at `cgroup.procs` is `cgroup.freeze`.
+        use std::os::unix::fs::MetadataExt as _;
+        assert_eq!(opened.st_ino, freeze.ino());
+        Jail::new(uid, uid)
+            .cgroup(cg.dir().as_fd(), procs.as_fd())
+            .err()
+    });
+    let e = refused.expect("a cgroup.freeze bound over cgroup.procs was taken");
+    assert!(e.to_string().contains("cgroup descriptor"), "{e}");
+    // Without the bind, the same directory's cgroup.procs is taken.
+    Jail::new(uid, uid)
+        .cgroup(cg.dir().as_fd(), cg.procs_for_writing().as_fd())
+        .unwrap();
 }

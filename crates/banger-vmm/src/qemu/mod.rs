@@ -111,9 +111,17 @@ pub struct QemuFiles {
     /// `/dev/kvm` (`O_PATH` is enough: it is bound, and QEMU opens it),
     /// when `LaunchSpec::kvm`.
     pub kvm: Option<OwnedFd>,
-    /// The VM's cgroup's `cgroup.procs`, opened for writing by root: QEMU
-    /// joins that cgroup from its jail (`Jail::cgroup`). `None`: no cgroup.
-    pub cgroup: Option<OwnedFd>,
+    /// The VM's cgroup, opened by root: QEMU joins it from its jail
+    /// (`Jail::cgroup`). `None`: no cgroup.
+    pub cgroup: Option<CgroupFds>,
+}
+
+/// A VM's cgroup as root opened it: the cgroup2 directory and its own
+/// `cgroup.procs`, for writing (`Jail::cgroup` checks that they match).
+#[derive(Debug)]
+pub struct CgroupFds {
+    pub dir: OwnedFd,
+    pub procs: OwnedFd,
 }
 
 /// `RLIMIT_AS`/`RLIMIT_DATA` of a jailed QEMU for `spec`, and its
@@ -283,8 +291,10 @@ impl QemuDriver {
             (None, false) => {}
             _ => return Err(invalid("kvm: the spec and the descriptors disagree".into())),
         }
-        if let Some(procs) = &files.cgroup {
-            jail = jail.cgroup(procs.as_fd()).map_err(io("its cgroup"))?;
+        if let Some(cg) = &files.cgroup {
+            jail = jail
+                .cgroup(cg.dir.as_fd(), cg.procs.as_fd())
+                .map_err(io("its cgroup"))?;
         }
         Ok(jail)
     }

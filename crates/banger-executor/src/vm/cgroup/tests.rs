@@ -66,12 +66,12 @@ fn only_vm_and_32_hex_is_a_vm_cgroup_name() {
 fn a_vm_cgroup_holds_its_jailed_process_and_goes_with_it() {
     let cg = TestCgroup::new("vmcg");
     let held = VmCgroups::at(&cg.path).unwrap();
-    let procs = held.create(VM, &limits()).unwrap();
+    let (dir, procs) = held.create(VM, &limits()).unwrap();
     assert_eq!(held.vm_names().unwrap(), [VM]);
     let uid = jail_uid();
     let jail = Jail::new(uid, uid)
         .long_lived(banger_host::jail::testing::PROBE_LIMITS)
-        .cgroup(procs.as_fd())
+        .cgroup(dir.as_fd(), procs.as_fd())
         .unwrap();
     let spawned = Runner
         .spawn(
@@ -163,10 +163,10 @@ fn the_start_sweep_spares_a_journaled_vmms_cgroup_and_its_exit_removes_it() {
     let (made, procs) = h.make_vm_cgroup(id, &limits()).unwrap().unwrap();
     assert_eq!(h.journal.open().unwrap().state.vm_cgroups, [VM]);
     let uid = jail.uid_base + 1;
-    let start = |procs: &OwnedFd| {
+    let start = |cg: &banger_vmm::qemu::CgroupFds| {
         let jail = Jail::new(uid, uid)
             .long_lived(banger_host::jail::testing::PROBE_LIMITS)
-            .cgroup(procs.as_fd())
+            .cgroup(cg.dir.as_fd(), cg.procs.as_fd())
             .unwrap();
         Runner
             .spawn(
@@ -197,7 +197,10 @@ fn the_start_sweep_spares_a_journaled_vmms_cgroup_and_its_exit_removes_it() {
         .write(true)
         .open(cg.path.join(&planted).join("cgroup.procs"))
         .unwrap();
-    let mut stray = start(&OwnedFd::from(planted_procs));
+    let mut stray = start(&banger_vmm::qemu::CgroupFds {
+        dir: OwnedFd::from(std::fs::File::open(cg.path.join(&planted)).unwrap()),
+        procs: OwnedFd::from(planted_procs),
+    });
     drop(h);
     // A restart: a new executor over the same journal and cgroup.
     let mut h = super::super::slots::tests::host(dir.path(), jail);

@@ -95,7 +95,7 @@ fn every_jail_field_crosses_the_wire_unchanged() {
         .unwrap()
         .copy_in(initrd.as_fd(), "initrd")
         .unwrap()
-        .cgroup(own_procs().as_fd())
+        .cgroup(own_dir().as_fd(), own_procs().as_fd())
         .unwrap();
     let sent = request(jail);
     let got = round_trip(&sent, 4096..4112).unwrap();
@@ -131,7 +131,8 @@ fn every_jail_field_crosses_the_wire_unchanged() {
     }
     assert_eq!(*long_lived, Some(limits));
     let (a, b) = (sent.jail.cgroup.as_ref().unwrap(), cgroup.as_ref().unwrap());
-    assert_eq!(inode(a.as_fd()), inode(b.as_fd()));
+    assert_eq!(inode(a.procs.as_fd()), inode(b.procs.as_fd()));
+    assert_eq!(inode(a.dir.as_fd()), inode(b.dir.as_fd()));
     assert_eq!(got.argv0, sent.argv0);
     assert_eq!(got.args, sent.args);
     assert_eq!(got.env, sent.env);
@@ -142,6 +143,11 @@ fn every_jail_field_crosses_the_wire_unchanged() {
     assert_eq!(got.jail.long_lived, None);
     assert!(!got.jail.host_network);
     assert!(got.jail.cgroup.is_none());
+}
+
+/// This test process's own cgroup directory.
+fn own_dir() -> std::fs::File {
+    std::fs::File::open(crate::probe::own_cgroup2_dir().unwrap()).unwrap()
 }
 
 /// This test process's own cgroup's `cgroup.procs`, opened for writing
@@ -175,32 +181,49 @@ fn a_cgroup_descriptor_other_than_a_writable_cgroup_procs_is_refused() {
         .write(true)
         .open(tmp.path().join("cgroup.procs"))
         .unwrap();
+    let own = own_dir();
+    let other = crate::jail::testing::TestCgroup::new("wire");
+    let tmp_dir = std::fs::File::open(tmp.path()).unwrap();
     let cases = [
-        ("cgroup.procs read-only", open("cgroup.procs", false)),
-        ("cgroup.max.depth", open("cgroup.max.depth", true)),
+        ("cgroup.procs read-only", &own, open("cgroup.procs", false)),
+        ("cgroup.max.depth", &own, open("cgroup.max.depth", true)),
         (
             "cgroup.subtree_control",
+            &own,
             open("cgroup.subtree_control", true),
         ),
-        ("cgroup.procs on a tmpfs", plain),
+        ("cgroup.procs on a tmpfs", &tmp_dir, plain),
         (
             "/dev/null",
+            &own,
             std::fs::OpenOptions::new()
                 .write(true)
                 .open("/dev/null")
                 .unwrap(),
         ),
+        (
+            "another cgroup's cgroup.procs",
+            &own,
+            other.procs_for_writing(),
+        ),
     ];
-    for (what, fd) in &cases {
-        let e = Jail::new(4100, 4100).cgroup(fd.as_fd()).unwrap_err();
+    for (what, dir, fd) in &cases {
+        let e = Jail::new(4100, 4100)
+            .cgroup(dir.as_fd(), fd.as_fd())
+            .unwrap_err();
         assert!(e.to_string().contains("cgroup descriptor"), "{what}: {e}");
         let mut jail = Jail::new(4100, 4100);
-        jail.cgroup = Some(Arc::new(fd.as_fd().try_clone_to_owned().unwrap()));
+        jail.cgroup = Some(Arc::new(super::super::CgroupFds {
+            dir: dir.as_fd().try_clone_to_owned().unwrap(),
+            procs: fd.as_fd().try_clone_to_owned().unwrap(),
+        }));
         let e = round_trip(&request(jail), 4096..4112).unwrap_err();
         assert!(e.to_string().contains("cgroup descriptor"), "{what}: {e}");
     }
     // The directory's own cgroup.procs, opened for writing, is taken.
-    let jail = Jail::new(4100, 4100).cgroup(own_procs().as_fd()).unwrap();
+    let jail = Jail::new(4100, 4100)
+        .cgroup(own.as_fd(), own_procs().as_fd())
+        .unwrap();
     round_trip(&request(jail), 4096..4112).unwrap();
 }
 

@@ -133,9 +133,10 @@ impl Jail {
         }
         match &self.cgroup {
             None => w.u32(0),
-            Some(fd) => {
-                w.u32(1);
-                w.fd(fd.as_fd());
+            Some(c) => {
+                w.u32(2);
+                w.fd(c.procs.as_fd());
+                w.fd(c.dir.as_fd());
             }
         }
     }
@@ -146,8 +147,9 @@ impl Jail {
     /// its device, opened `O_PATH|O_NOFOLLOW`), each bind's
     /// descriptor one `check_bind_fd` takes, each pass-through number lies in 3 to
     /// [`super::super::MAX_PASSED_FD`] once, and its descriptors fit
-    /// [`MAX_FDS`] with the request's own, and its cgroup descriptor (if
-    /// any) is a writable cgroup2 `cgroup.procs` (`check_cgroup`).
+    /// [`MAX_FDS`] with the request's own, and its cgroup descriptors (if
+    /// any) are a cgroup2 directory and its own `cgroup.procs`, opened for
+    /// writing (`check_cgroup`).
     pub(super) fn decode(
         r: &mut Reader<'_>,
         range: &std::ops::Range<u32>,
@@ -236,13 +238,15 @@ impl Jail {
             }),
             n => return Err(refused(format!("long-lived flag {n}"))),
         };
-        let cgroup = match r.count("cgroup descriptors", room.min(1))? {
+        let cgroup = match r.count("cgroup descriptors", room.min(2))? {
             0 => None,
-            _ => {
-                let fd = r.fd()?;
-                super::super::check_cgroup(fd.as_fd()).map_err(refused)?;
-                Some(Arc::new(fd))
+            2 => {
+                let procs = r.fd()?;
+                let dir = r.fd()?;
+                super::super::check_cgroup(dir.as_fd(), procs.as_fd()).map_err(refused)?;
+                Some(Arc::new(super::super::CgroupFds { dir, procs }))
             }
+            n => return Err(refused(format!("{n} cgroup descriptors, not 0 or 2"))),
         };
         Ok(Jail {
             uid,
