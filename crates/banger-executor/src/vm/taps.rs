@@ -15,7 +15,8 @@
 //! exited; a launch that fails), at the executor's start (every
 //! journaled tap), and when a slot is reserved (every journaled tap that
 //! slot's uid owns). Root's give-back (and QEMU's hand-over to root) also
-//! sets the tap's MAC, which a holder can change too, to [`idle_mac`].
+//! sets the tap's MAC, which a holder can change too, to [`idle_mac`], and
+//! resets the device state a holder can set (`HostNet::take_tap`).
 //! Every give-back attaches ([`VmHost::take_back`]), even to a tap that
 //! looks idle: QEMU's descriptor is root's, so a holder of it is seen
 //! only by the attach's `EBUSY`. A tap some process holds is never taken

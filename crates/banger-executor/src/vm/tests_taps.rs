@@ -19,6 +19,10 @@ use super::error::VmOpError;
 use super::{VmHost, VmHostConfig};
 use crate::journal::{JournalFile, TapEntry, VmmEntry};
 
+/// Device state a holder sets on its tap, and root's take-back of it.
+#[path = "tests_tap_state.rs"]
+mod state;
+
 const VM: &str = "0123456789abcdef0123456789abcdef";
 const TAP: &str = "bangertap0";
 const BASE: u32 = 2_000_000;
