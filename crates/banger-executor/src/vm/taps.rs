@@ -101,14 +101,21 @@ impl VmHost {
     /// for a launch: the tap must be journaled with its interface index
     /// (an `EnsureTap` made or checked it), and is changed only while that
     /// index is its own. The journal stays locked meanwhile (no
-    /// `DeleteTap` or teardown between).
+    /// `DeleteTap` or teardown between). It is taken back first, as a
+    /// give-back does (device state reset, [`idle_mac`]): a VMM gone but
+    /// not yet seen gone has had no give-back, and what it set on the tap
+    /// would reach the VMM handed it next (hostile read of the fourth
+    /// round, L1).
     pub(super) fn hand_tap(
         &self,
         name: &str,
         (uid, gid): (u32, u32),
     ) -> Result<HandedTap<'_>, VmOpError> {
-        self.hand_journaled(name, uid, |index| self.net.hand_tap(name, index, uid, gid))
-            .map(|(handed, ())| handed)
+        self.hand_journaled(name, uid, |index| {
+            drop(self.net.take_tap(name, index, idle_mac(index))?);
+            self.net.hand_tap(name, index, uid, gid)
+        })
+        .map(|(handed, ())| handed)
     }
 
     /// Hand the journaled tap `name` to root for a QEMU launch, as

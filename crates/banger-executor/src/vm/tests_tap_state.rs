@@ -82,6 +82,55 @@ fn reads_frame(tun: &File, hdr: usize, frame: &[u8]) -> bool {
     false
 }
 
+/// What a holder sets on its tap that outlives it: a TX filter letting
+/// only frames to one MAC through (`struct tun_filter`: flags, count,
+/// then the MAC), a 20-byte little-endian vnet header, carrier off.
+fn set_holder_state(tun: &File) -> std::io::Result<()> {
+    let mut only = [0u8; 10];
+    only[2..4].copy_from_slice(&1u16.to_ne_bytes());
+    only[4..10].copy_from_slice(&[0x02, 0xba, 10, 0, 0, 9]);
+    tun_set_ptr(tun, libc::TUNSETTXFILTER, &mut only)?;
+    tun_set_ptr(tun, libc::TUNSETVNETHDRSZ, &mut 20 as &mut libc::c_int)?;
+    tun_set_ptr(tun, libc::TUNSETVNETLE, &mut 1 as &mut libc::c_int)?;
+    tun_set_ptr(tun, libc::TUNSETCARRIER, &mut 0 as &mut libc::c_int)
+}
+
+/// What the next VMM sees on `tap` (of interface `index`): its vnet
+/// header size, its little-endian flag, and whether a frame to a MAC no
+/// filter names reaches it.
+fn state_seen(tap: &File, index: u32) -> (libc::c_int, libc::c_int, bool) {
+    let mut hdr: libc::c_int = 0;
+    tun_set_ptr(tap, libc::TUNGETVNETHDRSZ, &mut hdr).unwrap();
+    let mut le: libc::c_int = 0;
+    tun_set_ptr(tap, libc::TUNGETVNETLE, &mut le).unwrap();
+    let frame = send_frame(index, [0x02, 0xba, 10, 0, 0, 5]);
+    (hdr, le, reads_frame(tap, hdr as usize, &frame))
+}
+
+/// `VM` launched on the journaled tap (a stand-in of `SLOT`), whose
+/// slot then sets [`set_holder_state`] on its tap and lets go.
+fn launched_and_tampered(
+    h: &super::VmHost,
+    net: &banger_host::net::RealNet,
+    index: u32,
+) -> std::process::Child {
+    journal_tap(h, Some(index));
+    net.set_up(TAP).unwrap();
+    let vmm = launch(h);
+    let held = attach_as_then(SLOT, set_holder_state).expect("the slot sets its tap's state");
+    drop(held);
+    vmm
+}
+
+/// [`state_seen`] is a fresh tap's.
+fn assert_reset(state: (libc::c_int, libc::c_int, bool)) {
+    assert_eq!(
+        state,
+        (10, 0, true),
+        "(vnet header size, little-endian, a frame to another MAC reached the tap)"
+    );
+}
+
 /// Third hostile read of the tap hand-over, finding F2: device state a
 /// holder sets through its descriptor outlived the give-back — a TX
 /// filter (only frames to one MAC reach the tap's reader: the next VM on
@@ -91,39 +140,37 @@ fn reads_frame(tun: &File, hdr: usize, frame: &[u8]) -> bool {
 fn tun_state_a_holder_set_is_reset_when_the_tap_goes_back() {
     with_a_tap(|net, index, dir| {
         let h = host(dir);
-        journal_tap(&h, Some(index));
-        net.set_up(TAP).unwrap();
-        let mut vmm = launch(&h);
-        let held = attach_as_then(SLOT, |tun| {
-            // `struct tun_filter`: flags, count, then one MAC.
-            let mut only = [0u8; 10];
-            only[2..4].copy_from_slice(&1u16.to_ne_bytes());
-            only[4..10].copy_from_slice(&[0x02, 0xba, 10, 0, 0, 9]);
-            tun_set_ptr(tun, libc::TUNSETTXFILTER, &mut only)?;
-            tun_set_ptr(tun, libc::TUNSETVNETHDRSZ, &mut 20 as &mut libc::c_int)?;
-            tun_set_ptr(tun, libc::TUNSETVNETLE, &mut 1 as &mut libc::c_int)?;
-            tun_set_ptr(tun, libc::TUNSETCARRIER, &mut 0 as &mut libc::c_int)
-        })
-        .expect("the slot sets its tap's state");
-        drop(held);
+        let mut vmm = launched_and_tampered(&h, net, index);
         h.stop(VM, Duration::ZERO, true).unwrap();
         let _ = vmm.wait();
         assert_eq!(owner(net), Some(0));
         // The next launch's descriptor (QEMU's, root's).
         let (handed, tap) = h.take_tap_for_qemu(TAP).unwrap();
-        let tap = File::from(tap);
-        let mut hdr: libc::c_int = 0;
-        tun_set_ptr(&tap, libc::TUNGETVNETHDRSZ, &mut hdr).unwrap();
-        let mut le: libc::c_int = 0;
-        tun_set_ptr(&tap, libc::TUNGETVNETLE, &mut le).unwrap();
-        let frame = send_frame(index, [0x02, 0xba, 10, 0, 0, 5]);
-        let got = reads_frame(&tap, hdr as usize, &frame);
+        let state = state_seen(&File::from(tap), index);
+        drop(handed);
+        assert_reset(state);
+    });
+}
+
+/// Hostile read of the fourth round, L1: a Firecracker's hand-over
+/// (`hand_tap`) only set owner and group, so device state an escaped VMM
+/// left on a tap that was not yet taken back (its VMM gone, no stop or
+/// status since) reached the next VMM handed that tap. The hand-over now
+/// takes the tap back first (reset, idle MAC), then hands it.
+#[test]
+fn tun_state_left_on_a_tap_not_yet_taken_back_is_reset_when_it_is_handed() {
+    with_a_tap(|net, index, dir| {
+        let h = host(dir);
+        let mut vmm = launched_and_tampered(&h, net, index);
+        // Gone, but neither stopped nor seen gone: its tap not taken back.
+        let _ = vmm.kill();
+        let _ = vmm.wait();
+        let next = SLOT + 1;
+        let handed = h.hand_tap(TAP, (next, next)).unwrap();
+        let tap = attach_as_then(next, |_| Ok(())).expect("the next VMM attaches");
+        let state = state_seen(&tap, index);
         drop(tap);
         drop(handed);
-        assert_eq!(
-            (hdr, le, got),
-            (10, 0, true),
-            "(vnet header size, little-endian, a frame to another MAC reached the tap)"
-        );
+        assert_reset(state);
     });
 }
