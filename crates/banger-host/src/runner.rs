@@ -708,7 +708,13 @@ fn stderr_tail(s: &str) -> String {
 /// `line` cut at [`STDERR_LINE_MAX`] characters, marked with `…` when
 /// cut: one line of a process's output quoted in an error.
 pub fn cut_line(line: &str) -> String {
-    match line.char_indices().nth(STDERR_LINE_MAX) {
+    cut_at(line, STDERR_LINE_MAX)
+}
+
+/// `line` cut at `max` characters (never inside one), marked with `…`
+/// when cut.
+pub fn cut_at(line: &str, max: usize) -> String {
+    match line.char_indices().nth(max) {
         Some((cut, _)) => format!("{}…", &line[..cut]),
         None => line.to_string(),
     }

@@ -59,11 +59,12 @@ impl Drop for Slot<'_> {
 
 impl VmHost {
     /// Reserve the lowest slot neither journaled nor reserved. Every
-    /// journaled tap its uid owns goes back to root first (`taps`); a slot
-    /// whose uid owns one that a process holds (`EBUSY`) is passed over,
-    /// so a holder that sets its tap's owner to a free slot's uid blocks
-    /// that slot only while it holds it (hostile read of the tap
-    /// hand-over, finding 3).
+    /// journaled tap its uid owns goes back to root first (`taps`): one
+    /// that a process holds is deleted unless a live journaled VMM (or a
+    /// launch in flight) names it, and then the slot is passed over, so a
+    /// VMM that sets its tap's owner to a free slot's uid blocks that slot
+    /// only while it lives (hostile reads of the tap hand-over, finding 3
+    /// and the third read's F3).
     pub(super) fn reserve_slot(&self) -> Result<Slot<'_>, VmOpError> {
         let mut held = std::collections::BTreeSet::new();
         loop {
@@ -80,13 +81,12 @@ impl VmHost {
                 reserved: &self.slots,
                 uid,
             };
-            match self.give_back_slot_taps(uid) {
-                Ok(()) => return Ok(slot),
-                Err(VmOpError::HandTap { name, source, .. }) if super::taps::busy(&source) => {
-                    tracing::warn!(slot = uid, tap = %name, "a held tap of the slot's uid: slot passed over");
+            match self.give_back_slot_taps(uid)? {
+                None => return Ok(slot),
+                Some(tap) => {
+                    tracing::warn!(slot = uid, tap = %tap, "a tap of the slot's uid a live VMM holds: slot passed over");
                     held.insert(uid);
                 }
-                Err(e) => return Err(e),
             }
         }
     }

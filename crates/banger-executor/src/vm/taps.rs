@@ -12,17 +12,21 @@
 //! can set the tap's owner and group itself (no capability needed), so
 //! the VMM's journal entry names the tap, which goes back to root (owner
 //! and group 0) once that VMM is gone (stop, kill, a status that finds it
-//! exited; a launch that fails), at the executor's start (every idle
+//! exited; a launch that fails), at the executor's start (every
 //! journaled tap), and when a slot is reserved (every journaled tap that
 //! slot's uid owns). Root's give-back (and QEMU's hand-over to root) also
-//! sets the tap's MAC, which a holder can change too, to [`idle_mac`].
-//! A tap some process holds (`EBUSY`) is never taken from a live VMM: a
-//! hand-over is refused, and a reservation passes over the slot whose
-//! uid owns it. A give-back that finds its tap held while no live
-//! journaled VMM and no launch in flight names it deletes the tap (an
-//! escaped VMM left its descriptor to a process that outlives it); the
-//! journal keeps the name without an index, so the next `EnsureTap`
-//! makes a new, root's, tap.
+//! sets the tap's MAC, which a holder can change too, to [`idle_mac`], and
+//! resets the device state a holder can set (`HostNet::take_tap`).
+//! Every give-back attaches ([`VmHost::take_back`]), even to a tap that
+//! looks idle: QEMU's descriptor is root's, so a holder of it is seen
+//! only by the attach's `EBUSY`. A tap some process holds is never taken
+//! from a live VMM: a hand-over is refused, and a reservation passes over
+//! the slot whose uid owns it. A give-back (at a VMM's end, the start-up
+//! sweep, a reservation) that finds its tap held while no live journaled
+//! VMM and no launch in flight names it deletes the tap (an escaped VMM
+//! left its descriptor to a process that outlives it); the journal keeps
+//! the name without an index, so the next `EnsureTap` makes a new,
+//! root's, tap.
 
 use std::os::fd::OwnedFd;
 
@@ -77,6 +81,16 @@ pub(super) fn idle_mac(index: u32) -> [u8; 6] {
     [0x06, 0xba, a, b, c, d]
 }
 
+/// What [`VmHost::take_back`] came to.
+enum TakenBack {
+    /// The tap is root's, with its idle MAC.
+    Root,
+    /// A live journaled VMM or a launch in flight holds it: left as it is.
+    Held,
+    /// Held with no live VMM naming it: deleted.
+    Deleted,
+}
+
 /// `NetError::errno` is `EBUSY`: a process holds the tap.
 pub(super) fn busy(e: &NetError) -> bool {
     e.errno() == Some(rustix::io::Errno::BUSY.raw_os_error())
@@ -87,14 +101,21 @@ impl VmHost {
     /// for a launch: the tap must be journaled with its interface index
     /// (an `EnsureTap` made or checked it), and is changed only while that
     /// index is its own. The journal stays locked meanwhile (no
-    /// `DeleteTap` or teardown between).
+    /// `DeleteTap` or teardown between). It is taken back first, as a
+    /// give-back does (device state reset, [`idle_mac`]): a VMM gone but
+    /// not yet seen gone has had no give-back, and what it set on the tap
+    /// would reach the VMM handed it next (hostile read of the fourth
+    /// round, L1).
     pub(super) fn hand_tap(
         &self,
         name: &str,
         (uid, gid): (u32, u32),
     ) -> Result<HandedTap<'_>, VmOpError> {
-        self.hand_journaled(name, uid, |index| self.net.hand_tap(name, index, uid, gid))
-            .map(|(handed, ())| handed)
+        self.hand_journaled(name, uid, |index| {
+            drop(self.net.take_tap(name, index, idle_mac(index))?);
+            self.net.hand_tap(name, index, uid, gid)
+        })
+        .map(|(handed, ())| handed)
     }
 
     /// Hand the journaled tap `name` to root for a QEMU launch, as
@@ -172,52 +193,77 @@ impl VmHost {
     }
 
     /// [`VmHost::give_back_tap`] for a caller that holds the journal
-    /// (`txn`). Nothing changes when the journal no longer lists the tap,
-    /// the name has another index, or it is root's already (with its
-    /// [`idle_mac`]); nor while a launch in flight has handed it (a launch
-    /// of the same tap raced this one's end). A tap still held (`EBUSY`)
-    /// is left as it is while a live journaled VMM names it; otherwise
-    /// (a process outlived the VMM with its descriptor, and may have made
-    /// the tap another uid's) it is deleted by its journaled index, which
-    /// detaches every holder, and journaled without an index and as
-    /// root's, for the next `EnsureTap` to make again.
+    /// (`txn`): [`VmHost::take_back`] the tap, unless the journal no
+    /// longer lists it, the name has another index, or a launch in flight
+    /// has handed it (a launch of the same tap raced this one's end).
     pub(super) fn give_back_journaled(&self, txn: &mut Txn<'_>, name: &str) {
         if self.in_flight(name) {
             return;
         }
-        let to_root = |source| VmOpError::HandTap {
-            name: name.to_string(),
+        let given = (|| {
+            let Some(index) = txn.state.tap(name).and_then(|t| t.ifindex) else {
+                return Ok(TakenBack::Root);
+            };
+            let link = self.net.link(name).map_err(|source| VmOpError::HandTap {
+                name: name.to_string(),
+                uid: 0,
+                source,
+            })?;
+            match link.filter(|l| l.index == index) {
+                Some(link) => self.take_back(txn, &link),
+                None => Ok(TakenBack::Root),
+            }
+        })();
+        match given {
+            Ok(TakenBack::Held) => {
+                tracing::info!(tap = name, "a tap a live VMM holds stays with that VMM")
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(tap = name, error = %banger_proto::error::chain(&e).join(": "), "a tap was not given back to root")
+            }
+        }
+    }
+
+    /// The one rule for a journaled tap `link` (of its journaled index,
+    /// checked by the caller) whose VMM may be gone: attach to it as root,
+    /// always (a tap that looks idle, owner and group 0 and its
+    /// [`idle_mac`], can be held all the same: QEMU's descriptor is
+    /// root's), and give it to root, owner, group and [`idle_mac`]. A tap
+    /// some process holds (`EBUSY`) is left while a live journaled VMM
+    /// names it or a launch in flight has handed it ([`TakenBack::Held`]);
+    /// otherwise (a process outlived the VMM with its descriptor, and may
+    /// have made the tap another uid's) it is deleted by its journaled
+    /// index, which detaches every holder, and journaled without an index
+    /// and as root's, for the next `EnsureTap` to make again.
+    fn take_back(&self, txn: &mut Txn<'_>, link: &Link) -> Result<TakenBack, VmOpError> {
+        let err = |source| VmOpError::HandTap {
+            name: link.name.clone(),
             uid: 0,
             source,
         };
-        let given = (|| {
-            let Some(index) = txn.state.tap(name).and_then(|t| t.ifindex) else {
-                return Ok(());
-            };
-            let link = self.net.link(name).map_err(to_root)?;
-            let Some(link) = link.filter(|l| l.index == index) else {
-                return Ok(());
-            };
-            match self.give_back_link(&link) {
-                Err(VmOpError::HandTap { source, .. })
-                    if busy(&source) && !self.held_by_a_live_vmm(txn, name) =>
-                {
-                    self.net.delete_link_index(index).map_err(to_root)?;
-                    if let Some(mut entry) = txn.state.tap(name).cloned() {
-                        entry.ifindex = None;
-                        entry.owner_uid = 0;
-                        txn.state.upsert_tap(entry);
-                        txn.save().map_err(journal_err)?;
-                    }
-                    tracing::warn!(tap = name, owner = ?link.tap_owner, "a tap held after its VMM was gone was deleted (the next EnsureTap makes it again)");
-                    Ok(())
-                }
-                other => other,
-            }
-        })();
-        if let Err(e) = given {
-            tracing::warn!(tap = name, error = %banger_proto::error::chain(&e).join(": "), "a tap was not given back to root");
+        let source = match self
+            .net
+            .take_tap(&link.name, link.index, idle_mac(link.index))
+        {
+            Ok(_) => return Ok(TakenBack::Root),
+            Err(source) => source,
+        };
+        if !busy(&source) {
+            return Err(err(source));
         }
+        if self.in_flight(&link.name) || self.held_by_a_live_vmm(txn, &link.name) {
+            return Ok(TakenBack::Held);
+        }
+        self.net.delete_link_index(link.index).map_err(err)?;
+        if let Some(mut entry) = txn.state.tap(&link.name).cloned() {
+            entry.ifindex = None;
+            entry.owner_uid = 0;
+            txn.state.upsert_tap(entry);
+            txn.save().map_err(journal_err)?;
+        }
+        tracing::warn!(tap = %link.name, owner = ?link.tap_owner, "a tap held while no live VMM named it was deleted (the next EnsureTap makes it again)");
+        Ok(TakenBack::Deleted)
     }
 
     /// Whether a launch in flight has handed `name`.
@@ -248,51 +294,36 @@ impl VmHost {
         })
     }
 
-    /// Give `link` (a journaled tap of the journaled index, checked by the
-    /// caller) back to root, owner and group, with its [`idle_mac`],
-    /// unless it is so already.
-    fn give_back_link(&self, link: &Link) -> Result<(), VmOpError> {
-        let mac = idle_mac(link.index);
-        let err = |source| VmOpError::HandTap {
-            name: link.name.clone(),
-            uid: 0,
-            source,
-        };
-        if roots(link) && self.net.link_mac(&link.name).map_err(err)? == Some(mac) {
-            return Ok(());
-        }
-        self.net
-            .take_tap(&link.name, link.index, mac)
-            .map(drop)
-            .map_err(err)
-    }
-
     /// Before slot `uid` is given to a launch: every journaled tap (of its
-    /// journaled index) whose tun owner is `uid` goes back to root, so the
-    /// new VMM reaches no tap an earlier holder of the slot had. One that
-    /// a process holds refuses the slot (`EBUSY`, see [`busy`]).
-    pub(super) fn give_back_slot_taps(&self, uid: u32) -> Result<(), VmOpError> {
-        let txn = self.journal.open().map_err(journal_err)?;
+    /// journaled index) whose tun owner is `uid` is [`VmHost::take_back`]n,
+    /// so the new VMM reaches no tap an earlier holder of the slot had.
+    /// Returns the name of one that a live VMM holds (the slot is passed
+    /// over), if any.
+    pub(super) fn give_back_slot_taps(&self, uid: u32) -> Result<Option<String>, VmOpError> {
+        let mut txn = self.journal.open().map_err(journal_err)?;
         if txn.state.taps.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let links = self.tap_links()?;
-        for entry in &txn.state.taps {
-            let Some(link) = links.iter().find(|l| l.name == entry.name) else {
-                continue;
-            };
-            if link.tap_owner == Some(uid) && entry.ifindex == Some(link.index) {
-                self.give_back_link(link)?;
+        let slots: Vec<&Link> = links
+            .iter()
+            .filter(|l| l.tap_owner == Some(uid))
+            .filter(|l| txn.state.tap(&l.name).and_then(|t| t.ifindex) == Some(l.index))
+            .collect();
+        for link in slots {
+            if let TakenBack::Held = self.take_back(&mut txn, link)? {
+                return Ok(Some(link.name.clone()));
             }
         }
-        Ok(())
+        Ok(None)
     }
 
-    /// At start: every journaled tap that is not root's goes back to root
-    /// unless a process holds it (a VMM that outlived the executor: its
-    /// tap goes back when it is found gone). A tap journaled without an
-    /// index (before version 2) that still has the tun owner it was made
-    /// for gets its index journaled first, as `EnsureTap` records it.
+    /// At start: every journaled tap is [`VmHost::take_back`]n (a VMM
+    /// that outlived the executor keeps its tap until it is found gone;
+    /// a held tap no live VMM names is deleted). A tap journaled without
+    /// an index (before version 2) that is not root's and still has the
+    /// tun owner it was made for gets its index journaled first, as
+    /// `EnsureTap` records it.
     pub(crate) fn give_back_idle_taps(&self) {
         let swept = self.journal.open().map_err(journal_err).and_then(|mut txn| {
             if txn.state.taps.is_empty() {
@@ -305,12 +336,12 @@ impl VmHost {
                 let Some(link) = links.iter().find(|l| l.name == entry.name) else {
                     continue;
                 };
-                if link.kind != LinkKind::Tap || roots(link) {
+                if link.kind != LinkKind::Tap {
                     continue;
                 }
                 match entry.ifindex {
                     Some(index) if index == link.index => todo.push(link),
-                    None if link.tap_owner == Some(entry.owner_uid) => {
+                    None if !roots(link) && link.tap_owner == Some(entry.owner_uid) => {
                         entry.ifindex = Some(link.index);
                         indexed = true;
                         todo.push(link);
@@ -322,11 +353,12 @@ impl VmHost {
                 txn.save().map_err(journal_err)?;
             }
             for link in todo {
-                match self.give_back_link(link) {
-                    Ok(()) => tracing::info!(tap = %link.name, "an idle tap went back to root"),
-                    Err(VmOpError::HandTap { source, .. }) if busy(&source) => {
-                        tracing::info!(tap = %link.name, owner = ?link.tap_owner, "a held tap keeps its uid until its VMM is gone")
+                match self.take_back(&mut txn, link) {
+                    Ok(TakenBack::Root) if !roots(link) => tracing::info!(tap = %link.name, "an idle tap went back to root"),
+                    Ok(TakenBack::Held) => {
+                        tracing::info!(tap = %link.name, owner = ?link.tap_owner, "a held tap stays with its live VMM until it is gone")
                     }
+                    Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(tap = %link.name, error = %banger_proto::error::chain(&e).join(": "), "a tap was not given back to root")
                     }

@@ -19,6 +19,10 @@ use super::error::VmOpError;
 use super::{VmHost, VmHostConfig};
 use crate::journal::{JournalFile, TapEntry, VmmEntry};
 
+/// Device state a holder sets on its tap, and root's take-back of it.
+#[path = "tests_tap_state.rs"]
+mod state;
+
 const VM: &str = "0123456789abcdef0123456789abcdef";
 const TAP: &str = "bangertap0";
 const BASE: u32 = 2_000_000;
@@ -134,15 +138,26 @@ fn attach() -> std::io::Result<File> {
 /// name: the tap handed to `SLOT`, a stand-in VMM of that uid, journaled
 /// with the tap. Returns the stand-in.
 fn launch(h: &VmHost) -> std::process::Child {
-    let mut handed = h
+    let handed = h
         .hand_tap(TAP, (SLOT, SLOT))
         .expect("handing the tap for a launch");
+    journaled_stand_in(h, handed, SLOT, VmmKind::Firecracker)
+}
+
+/// A stand-in VMM (`sleep`) of `slot`, journaled as `VM`'s `kind` with
+/// the tap `handed` for it.
+fn journaled_stand_in(
+    h: &VmHost,
+    mut handed: super::taps::HandedTap<'_>,
+    slot: u32,
+    kind: VmmKind,
+) -> std::process::Child {
     use std::os::unix::process::CommandExt as _;
     #[allow(clippy::disallowed_methods, reason = "a stand-in VMM of a slot uid")]
     let vmm = std::process::Command::new("sleep")
         .arg("60")
-        .uid(SLOT)
-        .gid(SLOT)
+        .uid(slot)
+        .gid(slot)
         .spawn()
         .unwrap();
     let mut txn = h.journal.open().unwrap();
@@ -150,8 +165,8 @@ fn launch(h: &VmHost) -> std::process::Child {
         vm_id: VM.into(),
         pid: vmm.id(),
         start_time: banger_host::jail::start_time(vmm.id()).unwrap(),
-        vmm: VmmKind::Firecracker,
-        uid: Some(SLOT),
+        vmm: kind,
+        uid: Some(slot),
         cgroup: None,
         tap: Some(handed.keep()),
     });
@@ -187,8 +202,8 @@ fn journal_vmm(h: &VmHost, entry: VmmEntry) {
 /// launch it is the slot's (the slot attaches, no other uid does), and
 /// root's again once the VMM is gone — stopped, killed, or gone while no
 /// executor ran (the start-up sweep). A tap a process holds keeps its
-/// uid (never forced): the sweep leaves it, and a reservation passes its
-/// slot over until it is let go, and then gives it back.
+/// uid while its VMM lives (the sweep leaves it), and is deleted once
+/// that VMM is gone.
 #[test]
 fn a_tap_is_handed_to_a_slot_only_for_its_launch() {
     with_a_tap(|net, index, dir| {
@@ -238,18 +253,19 @@ fn a_tap_is_handed_to_a_slot_only_for_its_launch() {
         assert!(!h.status(VM).unwrap().running);
         assert_eq!(owner(net), Some(0));
 
-        // Held (a process of the slot's that outlived its VMM): neither
-        // the sweep nor a reservation takes it from under it.
-        let mut handed = h.hand_tap(TAP, (SLOT, SLOT)).unwrap();
-        handed.keep();
+        // Held while its VMM lives: the sweep leaves it. Held once that
+        // VMM is gone (a process of the slot's outlived it): the sweep
+        // deletes it, detaching the holder.
+        let mut vmm = launch(&h);
         let held = attach_as(SLOT).unwrap();
         h.give_back_idle_taps();
-        assert_eq!(owner(net), Some(SLOT), "a held tap was taken");
-        assert_eq!(h.reserve_slot().unwrap().uid(), SLOT + 1);
-        assert_eq!(owner(net), Some(SLOT));
+        assert_eq!(owner(net), Some(SLOT), "a live VMM's held tap was taken");
+        vmm.kill().unwrap();
+        let _ = vmm.wait();
+        h.give_back_idle_taps();
+        let after = net.link(TAP).unwrap().map(|l| l.index);
         drop(held);
-        assert_eq!(h.reserve_slot().unwrap().uid(), SLOT);
-        assert_eq!(owner(net), Some(0), "after its slot was reserved");
+        assert_eq!(after, None, "a tap held past its VMM was left");
     });
 }
 
@@ -375,22 +391,25 @@ fn a_tap_whose_group_a_vmm_set_is_handed_whole_to_the_next_launch() {
 
 /// Hostile read of the tap hand-over, finding 3: a tap whose tun owner is
 /// the lowest free slot's uid and that a process holds made every
-/// reservation fail (`EBUSY` giving it back), so a holder (here root's
-/// descriptor, as a jailed QEMU gets it, set to that uid) blocked every
-/// launch. That slot is now passed over; once let go, it is given again
-/// and the tap goes back to root.
+/// reservation fail (`EBUSY` giving it back), so a holder (here a live
+/// journaled QEMU of the next slot, root's descriptor set to that uid)
+/// blocked every launch. That slot is now passed over while a live VMM
+/// holds the tap; once that VMM is gone, it is given again and the tap
+/// goes back to root.
 #[test]
 fn a_held_tap_of_the_lowest_slots_uid_passes_that_slot_over() {
     with_a_tap(|net, index, dir| {
         let h = host(dir);
         journal_tap(&h, Some(index));
-        let held = attach().expect("root attaches");
+        let (mut vmm, held) = launch_qemu(&h, SLOT + 1);
         tun_set(&held, libc::TUNSETOWNER, SLOT).expect("TUNSETOWNER");
         let next = h.reserve_slot().map(|s| s.uid());
         assert_eq!(owner(net), Some(SLOT));
         drop(held);
+        vmm.kill().unwrap();
+        let _ = vmm.wait();
         assert!(
-            matches!(next, Ok(uid) if uid == SLOT + 1),
+            matches!(next, Ok(uid) if uid == SLOT + 2),
             "a held tap of slot {SLOT} blocked the reservation: {next:?}"
         );
         assert_eq!(h.reserve_slot().unwrap().uid(), SLOT);
@@ -496,8 +515,14 @@ fn set_mac(tun: &File, mac: [u8; 6]) -> std::io::Result<()> {
     let mut req = [0u8; 40];
     req[16..18].copy_from_slice(&libc::ARPHRD_ETHER.to_ne_bytes());
     req[18..24].copy_from_slice(&mac);
-    // SAFETY: SIOCSIFHWADDR reads one 40-byte `struct ifreq`, `req`.
-    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::SIOCSIFHWADDR, req.as_mut_ptr()) };
+    ifreq(tun, libc::SIOCSIFHWADDR, &mut req)
+}
+
+/// `request` on `tun` with the 40-byte `struct ifreq` `req`.
+fn ifreq(tun: &File, request: libc::c_ulong, req: &mut [u8; 40]) -> std::io::Result<()> {
+    // SAFETY: each request used here reads or writes one 40-byte
+    // `struct ifreq`, `req`, which outlives the call.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), request, req.as_mut_ptr()) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -592,5 +617,113 @@ fn qemus_tap_descriptor_is_never_a_new_tap() {
         assert_eq!(&req[..TAP.len() + 1], format!("{TAP}\0").as_bytes());
         drop(tap);
         drop(handed);
+    });
+}
+
+/// A launch as `VmHost::launch` does it for QEMU: root's descriptor
+/// attached to the tap (`take_tap_for_qemu`), a stand-in VMM of `SLOT`
+/// journaled with the tap. Returns the stand-in and root's descriptor
+/// (which a real QEMU inherits).
+fn launch_qemu(h: &VmHost, slot: u32) -> (std::process::Child, File) {
+    let (handed, tap) = h.take_tap_for_qemu(TAP).expect("taking the tap for QEMU");
+    let vmm = journaled_stand_in(h, handed, slot, VmmKind::Qemu);
+    (vmm, File::from(tap))
+}
+
+/// Whether `tun` is still attached to a tap (`TUNGETIFF`; `EBADFD` once
+/// its tap was deleted).
+fn attached(tun: &File) -> std::io::Result<()> {
+    ifreq(tun, libc::TUNGETIFF, &mut [0u8; 40])
+}
+
+/// Third hostile read of the tap hand-over, finding F1: a give-back
+/// returned without attaching when the tap already looked idle (owner
+/// and group 0, its idle MAC), so a holder of QEMU's descriptor (root's,
+/// already so) was never seen and the tap was left to it; after the stop
+/// it could make the tap any uid's. The give-back now always attaches:
+/// the held tap is deleted, detaching the holder.
+#[test]
+fn a_held_tap_that_looks_idle_is_deleted_when_its_vmm_is_gone() {
+    with_a_tap(|net, index, dir| {
+        let h = host(dir);
+        journal_tap(&h, Some(index));
+        let (mut vmm, tap) = launch_qemu(&h, SLOT);
+        // The escaped QEMU's child keeps the descriptor.
+        let mut holder = holder(&tap, SLOT);
+        drop(tap);
+        h.stop(VM, Duration::ZERO, true).unwrap();
+        let _ = vmm.wait();
+        let after_stop = net.link(TAP).unwrap().map(|l| l.index);
+        holder.kill().unwrap();
+        let _ = holder.wait();
+        assert_eq!(
+            after_stop, None,
+            "the held tap survived its VMM's stop (index {index})"
+        );
+        let txn = h.journal.open().unwrap();
+        assert_eq!(txn.state.tap(TAP).map(|t| t.ifindex), Some(None));
+    });
+}
+
+/// Third hostile read of the tap hand-over, findings F1 and F3: the
+/// start-up sweep skipped every tap that looked root's and left every
+/// held tap as it was, so a tap a process kept past its VMM (the
+/// executor down meanwhile, or the entry already gone) stayed held. The
+/// sweep now attaches to every journaled tap; a held one that no live
+/// journaled VMM names is deleted, one a live VMM holds is left.
+#[test]
+fn the_start_up_sweep_deletes_held_taps_no_live_vmm_names() {
+    for owner_of_holder in [0, OTHER] {
+        with_a_tap(|net, index, dir| {
+            let h = host(dir);
+            journal_tap(&h, Some(index));
+            let held = attach().expect("root attaches");
+            tun_set(&held, libc::TUNSETOWNER, owner_of_holder).unwrap();
+            let mut holder = holder(&held, SLOT);
+            drop(held);
+            h.give_back_idle_taps();
+            let after = net.link(TAP).unwrap().map(|l| l.tap_owner);
+            holder.kill().unwrap();
+            let _ = holder.wait();
+            assert_eq!(
+                after, None,
+                "the sweep left a held tap of owner {owner_of_holder}"
+            );
+        });
+    }
+    // One a live journaled VMM holds stays, with that VMM.
+    with_a_tap(|net, index, dir| {
+        let h = host(dir);
+        journal_tap(&h, Some(index));
+        let (mut vmm, tap) = launch_qemu(&h, SLOT);
+        h.give_back_idle_taps();
+        assert_eq!(net.link(TAP).unwrap().map(|l| l.index), Some(index));
+        attached(&tap).expect("a live VMM's tap stays attached");
+        drop(tap);
+        vmm.kill().unwrap();
+        let _ = vmm.wait();
+    });
+}
+
+/// Third hostile read of the tap hand-over, finding F3: a reservation
+/// passed over a slot whose uid owned a held tap whatever held it, and
+/// never deleted that tap, so a holder no live VMM named kept it (and
+/// kept that slot out) for good. Such a tap is now deleted and the slot
+/// given; one that a live journaled VMM holds still passes the slot over.
+#[test]
+fn a_reservation_deletes_a_held_tap_of_its_slot_that_no_live_vmm_names() {
+    with_a_tap(|net, index, dir| {
+        let h = host(dir);
+        journal_tap(&h, Some(index));
+        let held = attach().expect("root attaches");
+        tun_set(&held, libc::TUNSETOWNER, SLOT).expect("TUNSETOWNER");
+        let mut holder = holder(&held, OTHER);
+        drop(held);
+        let next = h.reserve_slot().map(|s| s.uid());
+        let after = net.link(TAP).unwrap().map(|l| l.tap_owner);
+        holder.kill().unwrap();
+        let _ = holder.wait();
+        assert!(matches!(next, Ok(SLOT)), "{next:?}");
+        assert_eq!(after, None, "the held tap of slot {SLOT} was left");
     });
 }

@@ -451,7 +451,8 @@ impl VmHost {
     /// decided and done under the journal's and the operation table's
     /// locks (hostile read of the VMM table, finding 2).
     /// The tap of that VMM goes back to root (`taps`), under the journal's
-    /// lock (unless a launch in flight has handed it).
+    /// lock (unless a launch in flight has handed it), before the entry's
+    /// removal is saved.
     fn forget_vmm(&self, vm_id: &str, pid: u32, start_time: u64) -> Result<(), VmOpError> {
         let mut txn = self.journal.open().map_err(journal_err)?;
         let gone = |e: &VmmEntry| e.vm_id == vm_id && e.pid == pid && e.start_time == start_time;
@@ -463,6 +464,13 @@ impl VmHost {
             .filter_map(|e| e.tap.clone())
             .collect();
         txn.state.vmms.retain(|e| !gone(e));
+        // The taps go back before the entry's removal is saved: a crash
+        // between leaves the entry, whose VMM is found gone again, never
+        // a held tap that no entry names (third hostile read of the tap
+        // hand-over, F3). A deletion saves the removal with it.
+        for tap in taps {
+            self.give_back_journaled(&mut txn, &tap);
+        }
         txn.save().map_err(journal_err)?;
         let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         // `PrivOp::LaunchVm`'s name, as `Executor::vm_op` takes the lock.
@@ -485,9 +493,6 @@ impl VmHost {
             if txn.state.vm_cgroups.contains(&name) {
                 self.remove_vm_cgroup_in(&mut txn, &name);
             }
-        }
-        for tap in taps {
-            self.give_back_journaled(&mut txn, &tap);
         }
         Ok(())
     }

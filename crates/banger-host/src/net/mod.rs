@@ -288,9 +288,11 @@ pub trait HostNet: Send + Sync {
     /// (`NetError::errno`) while another descriptor is attached to it.
     fn hand_tap(&self, name: &str, index: u32, owner_uid: u32, group: u32) -> Result<(), NetError>;
     /// Hand the persistent tap `name` of interface index `index` to root
-    /// (as [`HostNet::hand_tap`] with owner and group 0), set its MAC to
-    /// `mac`, and return root's descriptor attached to that tap (the one
-    /// of that index: it is checked after the attach).
+    /// (as [`HostNet::hand_tap`] with owner and group 0), reset the
+    /// device state a holder of it could set (TX and socket filters, eBPF
+    /// programs, vnet header size and byte order, carrier), set its MAC
+    /// to `mac`, and return root's descriptor attached to that tap (the
+    /// one of that index: it is checked after the attach).
     fn take_tap(&self, name: &str, index: u32, mac: [u8; 6]) -> Result<OwnedFd, NetError>;
     /// Delete a link; `Ok(false)` when it was already gone.
     fn delete_link(&self, name: &str) -> Result<bool, NetError>;

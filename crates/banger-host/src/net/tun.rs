@@ -175,7 +175,8 @@ struct IfReqHwaddr {
 const _: () = assert!(std::mem::size_of::<IfReqHwaddr>() == 40);
 
 /// Give the tap `name` of interface index `index` to root (owner and
-/// group 0, [`hand_tap`]) and set its MAC to `mac` (through the attached
+/// group 0, [`hand_tap`]), reset the device state its holders could set
+/// ([`reset_device`]) and set its MAC to `mac` (through the attached
 /// descriptor, so on that tap only, and only when it differs: every write
 /// is announced), returning root's attached descriptor.
 pub(super) fn take_tap(name: &str, index: u32, mac: [u8; 6]) -> Result<File, NetError> {
@@ -186,6 +187,7 @@ pub(super) fn take_tap(name: &str, index: u32, mac: [u8; 6]) -> Result<File, Net
         uid: 0,
         source,
     };
+    reset_device(&tun).map_err(|(step, e)| fail(step, e))?;
     let mut req = IfReqHwaddr {
         name: [0; libc::IFNAMSIZ],
         family: 0,
@@ -209,6 +211,64 @@ pub(super) fn take_tap(name: &str, index: u32, mac: [u8; 6]) -> Result<File, Net
         }
     }
     Ok(tun)
+}
+
+/// The kernel's vnet header size of a new tap: `struct virtio_net_hdr`.
+const VNET_HDR_SIZE: libc::c_int = 10;
+
+/// Reset, through `tun` (attached to the tap), the per-device state any
+/// holder of a descriptor of the tap can set with no capability, and
+/// that outlives that holder: the TX filter (`TUNSETTXFILTER`, no MAC:
+/// all frames pass), the classic and eBPF socket filters and the eBPF
+/// steering program (detached; unprivileged BPF may be off, the attach
+/// is not), the vnet header size (the kernel's first) and byte order
+/// (little-endian and big-endian flags off; a kernel without the
+/// cross-endian option refuses the big-endian request, `EINVAL`, and then
+/// no holder could have set it), and the carrier (on). A VMM sets its
+/// own offloads, send buffer and header size when it attaches.
+fn reset_device(tun: &File) -> Result<(), (&'static str, io::Error)> {
+    let set = |step: &'static str, request: libc::c_ulong, arg: *mut libc::c_void| {
+        // SAFETY: `tun` is attached to the checked tap; each request
+        // below reads (or, for the detach, ignores) the argument at
+        // `arg`, a live local of the type the request takes.
+        let rc = unsafe { libc::ioctl(tun.as_raw_fd(), request, arg) };
+        if rc < 0 {
+            return Err((step, io::Error::last_os_error()));
+        }
+        Ok(())
+    };
+    // `struct tun_filter`: flags, then a count of 0 (no filter).
+    let mut no_filter = [0u16; 2];
+    set(
+        "TUNSETTXFILTER",
+        libc::TUNSETTXFILTER,
+        no_filter.as_mut_ptr().cast(),
+    )?;
+    let mut fprog = libc::sock_fprog {
+        len: 0,
+        filter: std::ptr::null_mut(),
+    };
+    set(
+        "TUNDETACHFILTER",
+        libc::TUNDETACHFILTER,
+        (&mut fprog as *mut libc::sock_fprog).cast(),
+    )?;
+    for (step, request, mut value) in [
+        ("TUNSETFILTEREBPF", libc::TUNSETFILTEREBPF, -1),
+        ("TUNSETSTEERINGEBPF", libc::TUNSETSTEERINGEBPF, -1),
+        ("TUNSETVNETHDRSZ", libc::TUNSETVNETHDRSZ, VNET_HDR_SIZE),
+        ("TUNSETVNETLE", libc::TUNSETVNETLE, 0),
+        ("TUNSETVNETBE", libc::TUNSETVNETBE, 0),
+        ("TUNSETCARRIER", libc::TUNSETCARRIER, 1),
+    ] {
+        let value: *mut libc::c_int = &mut value;
+        match set(step, request, value.cast()) {
+            Err((_, e))
+                if request == libc::TUNSETVNETBE && e.raw_os_error() == Some(libc::EINVAL) => {}
+            other => other?,
+        }
+    }
+    Ok(())
 }
 
 /// The interface index of `name` in this thread's network namespace.

@@ -96,10 +96,7 @@ impl ConsoleWatch {
             .lines()
             .map(str::trim)
             .filter(|l| !l.is_empty())
-            .map(|l| match l.char_indices().nth(LINE_MAX) {
-                Some((at, _)) => format!("{}…", &l[..at]),
-                None => l.to_string(),
-            })
+            .map(|l| banger_host::runner::cut_at(l, LINE_MAX))
             .collect();
         if lines.is_empty() {
             return "(no console output)".into();
