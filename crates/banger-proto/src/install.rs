@@ -12,9 +12,14 @@ use crate::net::{self, BridgeSpec};
 /// Default location of the install metadata.
 pub const DEFAULT_INSTALL_FILE: &str = "/etc/banger/install.toml";
 
-/// The root helper's systemd unit, as `banger system install` writes it:
-/// its cgroup is the one `bangerd-root` holds its VMs' cgroups in.
+/// The root helper's systemd unit, as `banger system install` writes it.
+/// Only a `bangerd-root` running in this unit's cgroup holds its sibling
+/// [`VMS_UNIT`]'s cgroup for its VMs.
 pub const HELPER_UNIT: &str = "bangerd-root.service";
+/// The holder of the VMs' cgroups (`Delegate=`): a unit that runs nothing
+/// and is never restarted by banger, so the helper's own unit delegates
+/// nothing and a restart of the helper always finds its cgroup a leaf.
+pub const VMS_UNIT: &str = "banger-vms.service";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

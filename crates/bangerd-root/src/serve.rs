@@ -153,15 +153,11 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     .with_image_builds(settings.image_builds.clone())
     .with_bridge(settings.bridge.clone())
     .map_err(ServeError::Bridge)?;
-    // Per-VM cgroups: under the unit, the helper and its spawner move into
-    // `<unit>/helper` first. Without a cgroup to hold, VMMs keep their
-    // rlimits only.
-    let spawner: Vec<u32> = banger_host::jail::spawner::running_pid()
-        .into_iter()
-        .collect();
+    // Per-VM cgroups: under the helper unit, the holder unit's cgroup
+    // (`banger-vms.service`, beside this unit's, which stays a leaf).
+    // Without a cgroup to hold, VMMs keep their rlimits only.
     let exec = match banger_executor::VmCgroups::delegated(
         &settings.journal,
-        &spawner,
         banger_executor::VmCgroupHolder::Helper,
     ) {
         Ok(cgroups) => {

@@ -123,7 +123,6 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         // rlimits only.
         let exec = match banger_executor::VmCgroups::delegated(
             &journal,
-            &[],
             banger_executor::VmCgroupHolder::Dev,
         ) {
             Ok(cgroups) => {

@@ -3,11 +3,14 @@
 //! cgroup delegated to the executor, held as a directory descriptor
 //! ([`VmCgroups`]):
 //!
-//! * system mode: the helper unit's own cgroup (`Delegate=pids memory cpu`,
-//!   `ReadWritePaths=` naming it). At start the helper moves itself and
-//!   its jail spawner into `<unit>/helper` (a cgroup with controllers
-//!   enabled for its children holds no process itself) and enables the
-//!   wanted controllers the unit has for its children;
+//! * system mode: the cgroup of the holder unit `banger-vms.service`
+//!   (`banger_proto::install::VMS_UNIT`: `Delegate=pids memory cpu`, runs
+//!   nothing, never restarted by banger), the sibling of the helper unit's
+//!   own cgroup, which the helper's `ReadWritePaths=` names. The helper
+//!   enables the wanted controllers the holder has for its children there;
+//!   its own unit's cgroup is left alone (no `Delegate=`, no child cgroup,
+//!   an empty `cgroup.subtree_control`), so systemd can always put a
+//!   restarted helper's new main process in it;
 //! * dev mode (always), and a helper not running as its unit: `banger-<16 hex>`
 //!   beneath the daemon's own cgroup, named after its journal's path
 //!   ([`dev_name`]): one per journal, so daemons of other state
@@ -37,8 +40,10 @@ use crate::journal::Txn;
 
 /// The prefix of a VM's cgroup: `vm-` and its 32-hex id.
 pub const VM_PREFIX: &str = "vm-";
-/// Where the helper and its spawner run, beneath the unit's cgroup.
-pub const HELPER: &str = "helper";
+/// The child the previous layout moved the helper into, beneath the
+/// helper unit's own cgroup (reported at start when found, see
+/// [`VmCgroups::system`]).
+const OLD_HELPER: &str = "helper";
 /// The controllers a VM's cgroup is given, where the delegated cgroup has them.
 pub const CONTROLLERS: [&str; 3] = VmCgroups::CONTROLLERS;
 /// How long a killed cgroup gets to empty before `rmdir`.
@@ -64,13 +69,6 @@ pub enum CgroupError {
     },
     #[error("{path} is not a root-owned cgroup2 directory: {why}")]
     NotDelegated { path: PathBuf, why: String },
-    #[error("moving {what} into {path}")]
-    Move {
-        what: String,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("making the cgroup {name} in {path}")]
     Make {
         name: String,
@@ -166,7 +164,7 @@ pub fn is_vm_name(name: &str) -> bool {
 /// Which daemon holds the executor, and so which placement it may ask for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Holder {
-    /// `bangerd-root`: the helper unit's cgroup when it runs as that unit.
+    /// `bangerd-root`: the holder's cgroup when it runs as the helper unit.
     Helper,
     /// `bangerd --dev`: always beneath its own cgroup.
     Dev,
@@ -175,16 +173,17 @@ pub enum Holder {
 /// Where an executor's VM cgroups go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Placement {
-    /// The helper unit's cgroup ([`VmCgroups::system`]).
+    /// The holder unit's cgroup, beside the helper unit's ([`VmCgroups::system`]).
     System,
     /// [`dev_name`] beneath the process's own cgroup ([`VmCgroups::dev`]).
     Dev,
 }
 
 /// The placement for a process whose own cgroup2 directory is `own`: the
-/// helper unit's cgroup only for the helper, and only when `own` is that
-/// unit's (`banger_proto::install::HELPER_UNIT`); any other unit's cgroup
-/// (a CI runner's, a dev daemon's own service) is never taken over.
+/// holder's cgroup only for the helper, and only when `own` is the helper
+/// unit's (`banger_proto::install::HELPER_UNIT`); no other unit's cgroup
+/// (a CI runner's, a dev daemon's own service), nor its siblings, is ever
+/// taken over.
 pub fn placement(own: &Path, holder: Holder) -> Placement {
     let helper_unit = own
         .file_name()
@@ -196,52 +195,80 @@ pub fn placement(own: &Path, holder: Holder) -> Placement {
 }
 
 impl VmCgroups {
-    /// The controllers per-VM limits use (the helper unit's `Delegate=`).
+    /// The controllers per-VM limits use (the holder unit's `Delegate=`).
     pub const CONTROLLERS: [&'static str; 3] = ["memory", "pids", "cpu"];
 
     /// The executor's cgroup, where [`placement`] puts it for `holder`:
-    /// the helper unit's ([`VmCgroups::system`]), or [`dev_name`]`(journal)`
+    /// the holder unit's ([`VmCgroups::system`]), or [`dev_name`]`(journal)`
     /// beneath this process's own cgroup ([`VmCgroups::dev`]: a daemon
     /// started by hand, by a test or by another unit never takes over, or
     /// sweeps, the cgroup it was started in).
-    pub fn delegated(
-        journal: &Path,
-        others: &[u32],
-        holder: Holder,
-    ) -> Result<VmCgroups, CgroupError> {
+    pub fn delegated(journal: &Path, holder: Holder) -> Result<VmCgroups, CgroupError> {
         let own = banger_host::probe::own_cgroup2_dir().map_err(CgroupError::Own)?;
         match placement(&own, holder) {
-            Placement::System => VmCgroups::system(others),
+            Placement::System => VmCgroups::system(&own),
             Placement::Dev => VmCgroups::dev(journal),
         }
     }
 
-    /// System mode: the unit's cgroup, this process's own at start. This
-    /// process and `others` (its jail spawner) move into its
-    /// [`HELPER`] child first; then the controllers are enabled.
-    pub fn system(others: &[u32]) -> Result<VmCgroups, CgroupError> {
-        let unit = banger_host::probe::own_cgroup2_dir().map_err(CgroupError::Own)?;
-        let dir = hold(&unit)?;
-        let helper = unit.join(HELPER);
-        make_dir(&dir, HELPER, &unit)?;
-        let procs = open_beneath(&dir, &format!("{HELPER}/cgroup.procs"), OFlags::WRONLY).map_err(
-            |source| CgroupError::Open {
-                path: helper.clone(),
-                source,
-            },
-        )?;
-        for (what, pid) in std::iter::once(("this process".to_string(), 0))
-            .chain(others.iter().map(|p| (format!("pid {p}"), *p)))
-        {
-            write_all(procs.as_fd(), pid.to_string().as_bytes()).map_err(|source| {
-                CgroupError::Move {
-                    what,
-                    path: helper.clone(),
-                    source,
-                }
-            })?;
+    /// System mode: the holder's cgroup (`banger_proto::install::VMS_UNIT`),
+    /// the sibling of `own` (the helper unit's cgroup, this process's):
+    /// their parent (the slice, root's) held first, the holder opened
+    /// beneath it without links, both checked to be root-owned cgroup2
+    /// directories of one hierarchy (same device); then the controllers
+    /// are enabled there. The one mount crossed is the helper unit's
+    /// `ReadWritePaths=` bind of the holder's own directory (writable
+    /// beneath the read-only `ProtectControlGroups=`), so this open, unlike
+    /// every other beneath a held cgroup, allows crossing a mount. Nothing
+    /// is moved and nothing is made in `own`: it stays a leaf, so systemd
+    /// can put a restarted helper in it. Child cgroups found in `own` (the
+    /// previous layout's `helper/` and `vm-*`, which this helper can no
+    /// longer write) are reported, never touched.
+    pub fn system(own: &Path) -> Result<VmCgroups, CgroupError> {
+        let not_under = || CgroupError::NotDelegated {
+            path: own.to_path_buf(),
+            why: "a cgroup without a parent".into(),
+        };
+        let slice = own.parent().ok_or_else(not_under)?;
+        let slice_dir = hold(slice)?;
+        let path = slice.join(banger_proto::install::VMS_UNIT);
+        let dir = rustix::fs::openat2(
+            &slice_dir,
+            banger_proto::install::VMS_UNIT,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+            Mode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| CgroupError::Open {
+            path: path.clone(),
+            source: e.into(),
+        })?;
+        check_delegated(dir.as_fd(), &path)?;
+        let stat = |fd: BorrowedFd<'_>| {
+            rustix::fs::fstat(fd).map_err(|e| CgroupError::Open {
+                path: path.clone(),
+                source: e.into(),
+            })
+        };
+        let (holder_dev, slice_dev) = (stat(dir.as_fd())?.st_dev, stat(slice_dir.as_fd())?.st_dev);
+        if holder_dev != slice_dev {
+            return Err(CgroupError::NotDelegated {
+                path,
+                why: format!("device {holder_dev:#x}, not its slice's {slice_dev:#x}"),
+            });
         }
-        Ok(VmCgroups::with_controllers(dir, unit))
+        let left = old_layout(own);
+        if !left.is_empty() {
+            tracing::warn!(
+                cgroup = %own.display(),
+                children = ?left,
+                "child cgroups of the helper's own unit (a previous layout's helper/ and vm-*): \
+                 left alone; their VMMs are re-adopted but keep those cgroups, and a restart of \
+                 the helper can fail with EBUSY where controllers are enabled there; stop those \
+                 VMs, or run `banger system uninstall`"
+            );
+        }
+        Ok(VmCgroups::with_controllers(dir, path))
     }
 
     /// Dev mode: [`dev_name`]`(journal)` beneath this process's cgroup,
@@ -532,6 +559,22 @@ impl VmHost {
         txn.save().map_err(journal_err)?;
         Ok(removed)
     }
+}
+
+/// The child cgroups of `own` that the previous layout made there
+/// ([`OLD_HELPER`] and `vm-*`): read-only, for the warning at start.
+fn old_layout(own: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(own) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n == OLD_HELPER || is_vm_name(n))
+        .collect();
+    names.sort();
+    names
 }
 
 fn vm_err(what: &'static str, name: &str) -> impl FnOnce(std::io::Error) -> CgroupError {

@@ -203,12 +203,6 @@ pub(super) fn running() -> Option<&'static Spawner> {
     SPAWNER.get()
 }
 
-/// The pid of the spawner this process started, if any (the helper moves
-/// it into its own cgroup with itself).
-pub fn running_pid() -> Option<u32> {
-    running().map(Spawner::pid)
-}
-
 /// Refused unless this process has exactly one thread: a fork with more
 /// may copy a lock another thread held (the child allocates), and a
 /// filter binds only the calling thread (review of F1, finding 3).

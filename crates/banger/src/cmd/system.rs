@@ -49,10 +49,12 @@ pub enum SystemCommand {
                       owner user with no privileges, and bangerd-root.service, the root helper \
                       with only the capabilities its operations need. Copies bangerd, \
                       bangerd-root and banger from the directory of this banger to \
-                      /usr/local/bin, writes /etc/banger/install.toml and the two units, \
+                      /usr/local/bin, writes /etc/banger/install.toml and the units (with \
+                      banger-vms.service, which runs nothing and holds the VMs' cgroups), \
                       creates /var/lib/banger (owner, 0700) and /var/lib/banger-root (root, \
-                      0700), then reloads systemd, enables and (re)starts both services and \
-                      waits until they are ready. Must run as root. Running it again changes \
+                      0700), then reloads systemd, enables and starts banger-vms.service \
+                      (never restarted: that would kill every VM), enables and (re)starts \
+                      both services and waits until they are ready. Must run as root. Running it again changes \
                       nothing that is already right. If any step fails, what this run wrote \
                       is rolled back."
     )]
@@ -61,7 +63,7 @@ pub enum SystemCommand {
     /// health and a doctor summary
     #[command(
         long_about = "Show the install: its metadata, the installed binaries and their \
-                      versions, both units as systemd sees them, whether each daemon answers \
+                      versions, the units as systemd sees them, whether each daemon answers \
                       on its socket and which version runs, and a summary of the doctor \
                       report. Exits 0 when healthy, 1 when something is wrong (each problem \
                       is printed with what to do), 5 when banger is not installed. Any user \
@@ -73,7 +75,8 @@ pub enum SystemCommand {
     #[command(
         long_about = "Restart bangerd-root.service and bangerd.service and wait until both are \
                       active. VMs keep running: the helper's unit leaves its VMM children \
-                      alone when it stops (KillMode=process), the new helper re-adopts them \
+                      alone when it stops (KillMode=process), they stay in their cgroups \
+                      beneath banger-vms.service (left alone), the new helper re-adopts them \
                       and bangerd reconciles them at start. Must run as root."
     )]
     Restart,
@@ -81,9 +84,9 @@ pub enum SystemCommand {
     #[command(
         long_about = "Undo `system install`: ask bangerd to remove every host object banger \
                       created (taps, bridge, nft tables, resolver routing, loop and dm \
-                      devices), stop and disable both units, kill anything left in the \
-                      helper's cgroup, and remove the units, the binaries and the install \
-                      metadata. Refuses while VMs run unless --force, which stops them \
+                      devices), stop and disable both units and banger-vms.service, kill \
+                      anything left in their cgroups, and remove the units, the binaries and \
+                      the install metadata. Refuses while VMs run unless --force, which stops them \
                       first. Images, kernels and VM data in /var/lib/banger (and the helper's \
                       journal) are kept unless --purge. Must run as root."
     )]
@@ -397,7 +400,7 @@ fn report_text(r: &Report) -> String {
         )),
         None => out.push_str(
             "services   not started (--root): on the target system run \
-             `systemctl daemon-reload && systemctl enable --now bangerd-root.service bangerd.service`\n",
+             `systemctl daemon-reload && systemctl enable --now banger-vms.service bangerd-root.service bangerd.service`\n",
         ),
     }
     for w in &r.warnings {

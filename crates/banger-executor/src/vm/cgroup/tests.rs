@@ -302,3 +302,44 @@ fn only_the_helper_in_the_helper_unit_takes_the_units_cgroup() {
         assert_eq!(placement(Path::new(own), holder), want, "{own} {holder:?}");
     }
 }
+
+/// Hostile read of the cgroup branch, finding 1: the system placement holds
+/// the holder unit's cgroup, the sibling of the helper unit's own, and
+/// leaves the helper's own a leaf (no child made, nothing moved, no
+/// controller enabled), so systemd can put a restarted helper there. A
+/// test cgroup stands for the slice; a holder that is missing or another
+/// uid's is refused.
+#[test]
+fn the_system_cgroup_is_the_holder_beside_the_helpers_own_which_stays_a_leaf() {
+    let slice = TestCgroup::new("slice");
+    let own = slice.path.join(banger_proto::install::HELPER_UNIT);
+    std::fs::create_dir(&own).unwrap();
+    let holder = slice.path.join(banger_proto::install::VMS_UNIT);
+    let e = VmCgroups::system(&own).unwrap_err();
+    assert!(
+        matches!(&e, CgroupError::Open { path, .. } if *path == holder),
+        "{e:?}"
+    );
+    std::fs::create_dir(&holder).unwrap();
+    std::os::unix::fs::chown(&holder, Some(jail_uid()), None).unwrap();
+    let e = VmCgroups::system(&own).unwrap_err();
+    assert!(e.to_string().contains("owned by uid"), "{e}");
+    std::os::unix::fs::chown(&holder, Some(0), None).unwrap();
+
+    let held = VmCgroups::system(&own).unwrap();
+    assert_eq!(held.path(), holder);
+    let (dir, procs) = held.create(VM, &limits()).unwrap();
+    drop((dir, procs));
+    assert!(holder.join(VM).is_dir());
+    let children: Vec<_> = std::fs::read_dir(&own)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name())
+        .collect();
+    assert!(children.is_empty(), "{children:?}");
+    let subtree = std::fs::read_to_string(own.join("cgroup.subtree_control")).unwrap();
+    assert_eq!(subtree.trim(), "");
+    held.remove(VM).unwrap();
+    assert!(!holder.join(VM).exists());
+}

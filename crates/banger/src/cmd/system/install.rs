@@ -20,7 +20,7 @@ use super::apply::{self, Action, ApplyError, Txn, Written};
 use super::guard::{self, GuardError};
 use super::plan::{self, OwnerAccount, PlanError};
 use super::systemd::{self, Activation, Systemd, SystemdError};
-use super::units::{HELPER_UNIT, OWNER_UNIT};
+use super::units::{HELPER_UNIT, OWNER_UNIT, VMS_UNIT};
 use super::vmm_bins::{self, VmmBinError};
 
 /// What the command line asked for.
@@ -353,7 +353,7 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
         warnings.extend(guard::reload_udev(runner, Some(&plan.meta.paths)));
     }
     let services = if req.root.is_none() {
-        let mut a = Activation::new(&[HELPER_UNIT, OWNER_UNIT], txn.changed());
+        let mut a = activation(txn.changed());
         if let Err(e) = systemd::activate(sd, &mut a) {
             let code = systemd_code(&e);
             let undo_errors = systemd::undo(sd, &a, || txn.rollback());
@@ -377,6 +377,14 @@ pub fn install(req: &Request, runner: &Runner, sd: &dyn Systemd) -> Result<Repor
         services,
         warnings,
     })
+}
+
+/// The services an install hands to systemd: the helper and the owner
+/// daemon, (re)started; the holder of the VMs' cgroups only enabled and
+/// started (`enable --now`), never restarted, for a restart would kill
+/// every VM (hostile read of the cgroup branch, finding 1).
+fn activation(changed: bool) -> Activation {
+    Activation::new(&[HELPER_UNIT, OWNER_UNIT], changed).holding(&[VMS_UNIT])
 }
 
 /// Refuse an existing state directory on FUSE before anything looks at it
@@ -482,4 +490,22 @@ fn describe(
         gid: st.st_gid,
         path,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hostile read of the cgroup branch, finding 1: the holder is never
+    /// among the units an install restarts, and always among those it
+    /// starts; the helper and the owner daemon are restarted on new files.
+    #[test]
+    fn the_holder_is_held_never_restarted() {
+        for changed in [true, false] {
+            let a = activation(changed);
+            assert_eq!(a.units, [HELPER_UNIT, OWNER_UNIT]);
+            assert_eq!(a.held, [VMS_UNIT]);
+        }
+        assert_eq!(activation(true).action, "restarted");
+    }
 }

@@ -10,7 +10,7 @@ use banger_host::devguard::{self, DevGuardError};
 use banger_host::runner::{Cmd, RunError, Runner};
 use banger_proto::install::{DEFAULT_INSTALL_FILE, InstallMeta, InstallPaths, Owner};
 
-use super::units::{self, HELPER_UNIT, OWNER_UNIT, UnitError};
+use super::units::{self, HELPER_UNIT, OWNER_UNIT, UnitError, VMS_UNIT};
 
 /// Where the binaries go.
 pub const BIN_DIR: &str = "/usr/local/bin";
@@ -308,6 +308,12 @@ pub fn build(meta: InstallMeta, home: &Path, bin_source: &Path) -> Result<Plan, 
     let unit_dir = Path::new(UNIT_DIR);
     files.push(FileSpec {
         what: "unit",
+        target: unit_dir.join(VMS_UNIT),
+        content: Content::Bytes(units::vms_unit(cgroup2.as_deref())?.into_bytes()),
+        mode: FILE_MODE,
+    });
+    files.push(FileSpec {
+        what: "unit",
         target: unit_dir.join(HELPER_UNIT),
         content: Content::Bytes(helper_unit.into_bytes()),
         mode: FILE_MODE,
@@ -442,6 +448,7 @@ mod tests {
                 ("/usr/local/bin/bangerd-root", 0o755),
                 ("/usr/local/bin/banger", 0o755),
                 ("/usr/local/bin/banger-imagebuild", 0o755),
+                ("/etc/systemd/system/banger-vms.service", 0o644),
                 ("/etc/systemd/system/bangerd-root.service", 0o644),
                 ("/etc/systemd/system/bangerd.service", 0o644),
                 ("/etc/udev/rules.d/10-banger.rules", 0o644),

@@ -2,6 +2,9 @@
 //! active again. The helper's unit has `KillMode=process`, so its VMM
 //! children outlive the restart and the new helper re-adopts them (pid and
 //! start time must match its journal); bangerd re-adopts its VMs at start.
+//! `banger-vms.service`, the holder of the VMs' cgroups, is left alone (a
+//! restart of it would kill every VM); the helper's `Wants=` starts it
+//! when it is down.
 
 use std::path::Path;
 

@@ -1,5 +1,5 @@
 //! `banger system status`: how the install looks from outside. The install
-//! metadata and the binaries it names (and their versions), both units as
+//! metadata and the binaries it names (and their versions), the three units (the two daemons' and `banger-vms.service`, the holder of the VMs' cgroups) as
 //! systemd sees them, whether each daemon answers on its socket and with
 //! which version, whether the host guard of issue #13 finding 8 (the udev
 //! rule, and banger's LVM filter where lvm2 is installed) is there and
@@ -20,7 +20,7 @@ use super::guard;
 use super::plan::{BINARIES, UNIT_DIR};
 use super::probe::{self, Health};
 use super::systemd::{self, Systemd, UnitState};
-use super::units::{HELPER_UNIT, OWNER_UNIT};
+use super::units::{HELPER_UNIT, OWNER_UNIT, VMS_UNIT};
 use banger_host::devguard::GuardState;
 
 /// One installed binary.
@@ -148,7 +148,7 @@ pub fn gather(req: &StatusRequest, runner: &Runner, sd: &dyn Systemd) -> Status 
             }
         })
         .collect();
-    let unit_files = [HELPER_UNIT, OWNER_UNIT]
+    let unit_files = [HELPER_UNIT, OWNER_UNIT, VMS_UNIT]
         .into_iter()
         .map(|u| (u, on_disk(root, &Path::new(UNIT_DIR).join(u)).is_file()))
         .collect();
@@ -172,7 +172,7 @@ pub fn gather(req: &StatusRequest, runner: &Runner, sd: &dyn Systemd) -> Status 
             doctor: None,
         };
     }
-    let units: Vec<UnitState> = [HELPER_UNIT, OWNER_UNIT]
+    let units: Vec<UnitState> = [HELPER_UNIT, OWNER_UNIT, VMS_UNIT]
         .into_iter()
         .map(|u| {
             systemd::show(sd, u).unwrap_or_else(|e| UnitState {
@@ -584,12 +584,17 @@ mod tests {
                     version: Some("1.0.0".into()),
                 })
                 .collect(),
-            unit_files: vec![(HELPER_UNIT, true), (OWNER_UNIT, true)],
+            unit_files: vec![(HELPER_UNIT, true), (OWNER_UNIT, true), (VMS_UNIT, true)],
             udev_rule: GuardState::Current,
             lvm_filter: Some(GuardState::Current),
             units: Some(vec![
                 unit(HELPER_UNIT, "active"),
                 unit(OWNER_UNIT, "active"),
+                UnitState {
+                    sub: "exited".into(),
+                    main_pid: None,
+                    ..unit(VMS_UNIT, "active")
+                },
             ]),
             sockets: Some(vec![
                 serving("bangerd-root", "1.0.0"),

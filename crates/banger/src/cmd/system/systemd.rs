@@ -15,7 +15,7 @@ use banger_host::runner::{Cmd, RunError, Runner, resolve};
 /// sets up the host network first, so give it time.
 pub const START_TIMEOUT: Duration = Duration::from_secs(120);
 pub const QUICK_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long both units get to be `active` after `systemctl` returned.
+/// How long the units get to be `active` after `systemctl` returned.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +178,12 @@ pub struct Activation {
     pub units: Vec<String>,
     /// `started` (nothing changed) or `restarted` (new files).
     pub action: &'static str,
+    /// Units only ever enabled and started (`enable --now`), never
+    /// restarted, before [`Activation::units`]: the holder of the VMs'
+    /// cgroups, whose restart would kill every VM.
+    pub held: Vec<String>,
+    held_was_enabled: Vec<bool>,
+    held_was_active: Vec<bool>,
     was_enabled: Vec<bool>,
     was_active: Vec<bool>,
     /// Steps done so far, for the undo.
@@ -193,6 +199,9 @@ impl Activation {
         Activation {
             units: units.iter().map(|u| u.to_string()).collect(),
             action: if changed { "restarted" } else { "started" },
+            held: Vec::new(),
+            held_was_enabled: Vec::new(),
+            held_was_active: Vec::new(),
             was_enabled: Vec::new(),
             was_active: Vec::new(),
             reloaded: false,
@@ -200,20 +209,42 @@ impl Activation {
             started: false,
         }
     }
+
+    /// `held` are enabled and started first, and never restarted, whatever
+    /// changed.
+    pub fn holding(mut self, held: &[&str]) -> Activation {
+        self.held = held.iter().map(|u| u.to_string()).collect();
+        self
+    }
 }
 
-/// Reload systemd, enable the units, (re)start them and wait until every one
-/// is active, recording each step in `a` so that [`undo`] can reverse what
-/// was done when this fails.
+/// Reload systemd, enable and start the held units (`enable --now`: a
+/// running one is left running, never restarted), enable the units,
+/// (re)start them and wait until every one is active, recording each step
+/// in `a` so that [`undo`] can reverse what was done when this fails.
 pub fn activate(sd: &dyn Systemd, a: &mut Activation) -> Result<(), SystemdError> {
+    let held: Vec<String> = a.held.clone();
+    let held: Vec<&str> = held.iter().map(String::as_str).collect();
     let units: Vec<String> = a.units.clone();
     let units: Vec<&str> = units.iter().map(String::as_str).collect();
+    for u in &held {
+        a.held_was_enabled.push(sd.query(&["is-enabled", u])?.0);
+        a.held_was_active.push(sd.query(&["is-active", u])?.0);
+    }
     for u in &units {
         a.was_enabled.push(sd.query(&["is-enabled", u])?.0);
         a.was_active.push(sd.query(&["is-active", u])?.0);
     }
     sd.run(&["daemon-reload"], QUICK_TIMEOUT)?;
     a.reloaded = true;
+    if !held.is_empty() {
+        a.enabled = true;
+        a.started = true;
+        sd.run(
+            &[&["enable", "--now"], held.as_slice()].concat(),
+            START_TIMEOUT,
+        )?;
+    }
     sd.run(&[&["enable"], units.as_slice()].concat(), QUICK_TIMEOUT)?;
     a.enabled = true;
     let verb = if a.action == "restarted" {
@@ -223,7 +254,7 @@ pub fn activate(sd: &dyn Systemd, a: &mut Activation) -> Result<(), SystemdError
     };
     a.started = true;
     sd.run(&[&[verb], units.as_slice()].concat(), START_TIMEOUT)?;
-    wait_active(sd, &units, READY_TIMEOUT)
+    wait_active(sd, &[held, units].concat(), READY_TIMEOUT)
 }
 
 /// Poll `systemctl is-active` until every unit is `active`.
@@ -260,7 +291,8 @@ pub fn wait_active(
 
 /// Put the services back as [`activate`] found them, around `restore_files`
 /// (which puts the files back): stop and disable what was not running or
-/// enabled before, reload, and restart what was running (on the old files).
+/// enabled before, reload, and restart what was running (on the old files)
+/// — but a held unit, never restarted: one that ran before is left running.
 /// Best-effort: every step is attempted; failures are returned.
 pub fn undo(
     sd: &dyn Systemd,
@@ -273,19 +305,24 @@ pub fn undo(
             errors.push(banger_proto::error::chain(&e).join(": "));
         }
     };
-    let pick = |flags: &[bool], want: bool| -> Vec<&str> {
-        a.units
+    let pick_of = |units: &'_ [String], flags: &[bool], want: bool| -> Vec<String> {
+        units
             .iter()
             .zip(flags)
             .filter(|(_, f)| **f == want)
-            .map(|(u, _)| u.as_str())
+            .map(|(u, _)| u.clone())
             .collect()
     };
-    let fresh = pick(&a.was_active, false);
+    let pick = |flags: &[bool], want: bool| pick_of(&a.units, flags, want);
+    let held = |flags: &[bool]| pick_of(&a.held, flags, false);
+    // The units before the held ones they want (and are ordered after).
+    let fresh = [pick(&a.was_active, false), held(&a.held_was_active)].concat();
+    let fresh: Vec<&str> = fresh.iter().map(String::as_str).collect();
     if a.started && !fresh.is_empty() {
         attempt(&[&["stop"], fresh.as_slice()].concat(), START_TIMEOUT);
     }
-    let not_enabled = pick(&a.was_enabled, false);
+    let not_enabled = [pick(&a.was_enabled, false), held(&a.held_was_enabled)].concat();
+    let not_enabled: Vec<&str> = not_enabled.iter().map(String::as_str).collect();
     if a.enabled && !not_enabled.is_empty() {
         attempt(
             &[&["disable"], not_enabled.as_slice()].concat(),
@@ -299,6 +336,7 @@ pub fn undo(
         attempt(&["daemon-reload"], QUICK_TIMEOUT);
     }
     let running = pick(&a.was_active, true);
+    let running: Vec<&str> = running.iter().map(String::as_str).collect();
     if a.started && !running.is_empty() {
         attempt(&[&["restart"], running.as_slice()].concat(), START_TIMEOUT);
     }
@@ -450,6 +488,61 @@ mod tests {
             [
                 "daemon-reload",
                 "restart bangerd-root.service bangerd.service"
+            ]
+        );
+    }
+
+    /// The holder of the VMs' cgroups is enabled and started with `enable
+    /// --now` before the daemons, and never restarted: not on new files,
+    /// not when the upgrade fails and the old daemons are restarted.
+    #[test]
+    fn a_held_unit_is_only_ever_enabled_and_started() {
+        let f = Fake {
+            active_before: true,
+            state_after_start: "failed",
+            ..Fake::default()
+        };
+        let mut a = Activation::new(&UNITS, true).holding(&["banger-vms.service"]);
+        activate(&f, &mut a).unwrap_err();
+        undo(&f, &a, Vec::new);
+        assert_eq!(
+            calls(&f),
+            [
+                "daemon-reload",
+                "enable --now banger-vms.service",
+                "enable bangerd-root.service bangerd.service",
+                "restart bangerd-root.service bangerd.service",
+                "daemon-reload",
+                "restart bangerd-root.service bangerd.service",
+            ]
+        );
+        let queried: Vec<String> = f
+            .calls
+            .borrow()
+            .iter()
+            .filter(|c| c.starts_with("is-active"))
+            .cloned()
+            .collect();
+        assert!(queried.iter().any(|c| c == "is-active banger-vms.service"));
+    }
+
+    /// A fresh install that fails stops and disables the holder it started,
+    /// after the daemons that want it.
+    #[test]
+    fn a_failed_fresh_install_stops_the_holder_it_started() {
+        let f = Fake {
+            fail: Some("restart"),
+            ..Fake::default()
+        };
+        let mut a = Activation::new(&UNITS, true).holding(&["banger-vms.service"]);
+        activate(&f, &mut a).unwrap_err();
+        undo(&f, &a, Vec::new);
+        assert_eq!(
+            calls(&f)[4..],
+            [
+                "stop bangerd-root.service bangerd.service banger-vms.service",
+                "disable bangerd-root.service bangerd.service banger-vms.service",
+                "daemon-reload",
             ]
         );
     }

@@ -7,8 +7,10 @@
 //! 2. ask bangerd for `host teardown` (taps, bridge, nft tables, resolver
 //!    routing, loop/dm devices), while the helper that made them still runs;
 //! 3. stop both units, then kill whatever is left in the helper's cgroup
-//!    (its `KillMode=process` leaves VMM processes running on a plain stop,
-//!    see ARCHITECTURE.md), disable them;
+//!    tree and in the VMs' holder's (`banger-vms.service`: the helper's
+//!    `KillMode=process` leaves VMM processes running on a plain stop, see
+//!    ARCHITECTURE.md), remove their child cgroups, stop the holder, and
+//!    disable all three;
 //! 4. remove the unit files, the binaries, the udev rule and banger's block
 //!    in `lvmlocal.conf` (issue #13 finding 8; the rest of that file and the
 //!    rules directory stay), and the install metadata (last, so an
@@ -31,7 +33,7 @@ use super::apply::on_disk;
 use super::guard;
 use super::plan::{BINARIES, UNIT_DIR};
 use super::systemd::{self, QUICK_TIMEOUT, START_TIMEOUT, Systemd, SystemdError};
-use super::units::{HELPER_UNIT, OWNER_UNIT};
+use super::units::{HELPER_UNIT, OWNER_UNIT, VMS_UNIT};
 use crate::client::{Client, ClientError, response_name};
 
 /// How long a VM gets to power off when `--force` stops it.
@@ -101,7 +103,7 @@ pub struct Report {
     pub vms_stopped: Vec<String>,
     /// Host objects `host teardown` removed.
     pub host_objects: Vec<String>,
-    /// Processes left in the helper's cgroup after it stopped, killed.
+    /// Processes left in the helper's or the holder's cgroup tree after the helper stopped, killed.
     pub leftover_processes: Vec<u32>,
     /// Paths removed (on disk, under the root).
     pub removed: Vec<PathBuf>,
@@ -189,7 +191,7 @@ pub fn uninstall(
         .as_ref()
         .map(|m| m.paths.clone())
         .unwrap_or_else(super::plan::default_paths);
-    let unit_paths: Vec<PathBuf> = [HELPER_UNIT, OWNER_UNIT]
+    let unit_paths: Vec<PathBuf> = [HELPER_UNIT, OWNER_UNIT, VMS_UNIT]
         .iter()
         .map(|u| on_disk(root, &Path::new(UNIT_DIR).join(u)))
         .collect();
@@ -251,7 +253,10 @@ pub fn uninstall(
             errors.push(chain(&e));
         }
         // Forget a failed state, so the units vanish from `systemctl`.
-        let _ = sd.run(&["reset-failed", HELPER_UNIT, OWNER_UNIT], QUICK_TIMEOUT);
+        let _ = sd.run(
+            &["reset-failed", HELPER_UNIT, OWNER_UNIT, VMS_UNIT],
+            QUICK_TIMEOUT,
+        );
         report
             .warnings
             .extend(guard::reload_udev(&banger_host::runner::Runner, None));
@@ -357,7 +362,7 @@ fn stop_vms_and_teardown(
                     report.vms_stopped.push(name);
                 }
                 Err(kill) => report.warnings.push(format!(
-                    "VM {name} could neither be stopped ({}) nor killed ({}); its VMM goes with the helper's cgroup",
+                    "VM {name} could neither be stopped ({}) nor killed ({}); its VMM goes with the VMs' cgroups",
                     chain(&stop),
                     chain(&kill)
                 )),
@@ -388,56 +393,90 @@ fn stop_vms_and_teardown(
     }
 }
 
-/// Step 3: stop, clean the helper's cgroup, disable. Failures are warnings:
+/// Step 3: stop the daemons, empty the helper's cgroup tree and the VMs'
+/// holder's, stop the holder, disable all three. Failures are warnings:
 /// the files go either way, and a reload then forgets the units.
 fn stop_units(sd: &dyn Systemd, report: &mut Report) {
-    let cgroup = systemd::show(sd, HELPER_UNIT).ok().and_then(|s| s.cgroup);
-    let warn = |r: Result<(), SystemdError>, report: &mut Report| {
-        if let Err(e) = r {
-            report.warnings.push(chain(&e));
-        }
-    };
+    let cgroup_of = |unit| systemd::show(sd, unit).ok().and_then(|s| s.cgroup);
+    let helper = cgroup_of(HELPER_UNIT);
+    let holder = cgroup_of(VMS_UNIT);
     warn(sd.run(&["stop", OWNER_UNIT], START_TIMEOUT), report);
     warn(sd.run(&["stop", HELPER_UNIT], START_TIMEOUT), report);
     // KillMode=process: a stop ends only the helper itself. Anything still
-    // in its cgroup tree (the unit's own cgroup, its `helper/` and each
-    // VM's `vm-<id>/`) is a VMM the daemon could not stop; kill it now.
-    if let Some(dir) = cgroup.as_deref().and_then(cgroup_dir) {
-        let left = cgroup_tree_procs(&dir);
-        if !left.is_empty() {
-            report.leftover_processes = left;
-            match kill_tree(&dir) {
-                Ok(true) => {}
-                // No cgroup.kill (before Linux 5.14, or the v1 systemd
-                // hierarchy): systemd signals the unit's processes.
-                Ok(false) => warn(
-                    sd.run(
-                        &["kill", "--kill-whom=all", "--signal=SIGKILL", HELPER_UNIT],
-                        QUICK_TIMEOUT,
-                    ),
-                    report,
-                ),
-                Err(e) => report
+    // in its cgroup tree (a VMM of a layout that kept the VMs' cgroups
+    // beneath the helper's unit) or in a VM's `vm-<id>/` beneath the
+    // holder's is a VMM the daemon could not stop; kill it now, before the
+    // holder's stop would wait for it. The holder's own process (in its
+    // `keep/`) goes with its stop, which kills whatever is left there.
+    if let Some(dir) = helper.as_deref().and_then(cgroup_dir) {
+        empty_tree(sd, HELPER_UNIT, &dir, report);
+    }
+    if let Some(dir) = holder.as_deref().and_then(cgroup_dir) {
+        for vm in child_cgroups(&dir).iter().filter(|c| is_vm_cgroup(c)) {
+            empty_tree(sd, VMS_UNIT, vm, report);
+            if let Err(e) = std::fs::remove_dir(vm) {
+                report
                     .warnings
-                    .push(format!("cgroup.kill in {}: {e}", dir.display())),
-            }
-            let still = wait_empty(&dir);
-            if !still.is_empty() {
-                report.warnings.push(format!(
-                    "processes {still:?} are still in {} after SIGKILL",
-                    dir.display()
-                ));
+                    .push(format!("removing the cgroup {}: {e}", vm.display()));
             }
         }
-        // The VMs' and the helper's cgroups, emptied; the unit's own is
-        // systemd's to remove.
-        report.warnings.extend(remove_children(&dir));
     }
+    warn(sd.run(&["stop", VMS_UNIT], START_TIMEOUT), report);
     warn(
-        sd.run(&["disable", HELPER_UNIT, OWNER_UNIT], QUICK_TIMEOUT),
+        sd.run(
+            &["disable", HELPER_UNIT, OWNER_UNIT, VMS_UNIT],
+            QUICK_TIMEOUT,
+        ),
         report,
     );
-    report.units = vec![HELPER_UNIT, OWNER_UNIT];
+    report.units = vec![HELPER_UNIT, OWNER_UNIT, VMS_UNIT];
+}
+
+fn warn(r: Result<(), SystemdError>, report: &mut Report) {
+    if let Err(e) = r {
+        report.warnings.push(chain(&e));
+    }
+}
+
+/// A VM's cgroup (`vm-…`) beneath the holder's: the VMs', not the
+/// holder's own `keep/`.
+fn is_vm_cgroup(dir: &Path) -> bool {
+    dir.file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.starts_with("vm-"))
+}
+
+/// SIGKILL every process in the cgroup tree at `dir` (of `unit`, for
+/// `systemctl kill` where there is no `cgroup.kill`) and remove its
+/// emptied child cgroups; `dir` itself is left to its owner.
+fn empty_tree(sd: &dyn Systemd, unit: &str, dir: &Path, report: &mut Report) {
+    let left = cgroup_tree_procs(dir);
+    if !left.is_empty() {
+        report.leftover_processes.extend(&left);
+        match kill_tree(dir) {
+            Ok(true) => {}
+            // No cgroup.kill (before Linux 5.14, or the v1 systemd
+            // hierarchy): systemd signals the unit's processes.
+            Ok(false) => warn(
+                sd.run(
+                    &["kill", "--kill-whom=all", "--signal=SIGKILL", unit],
+                    QUICK_TIMEOUT,
+                ),
+                report,
+            ),
+            Err(e) => report
+                .warnings
+                .push(format!("cgroup.kill in {}: {e}", dir.display())),
+        }
+        let still = wait_empty(dir);
+        if !still.is_empty() {
+            report.warnings.push(format!(
+                "processes {still:?} are still in {} after SIGKILL",
+                dir.display()
+            ));
+        }
+    }
+    report.warnings.extend(remove_children(dir));
 }
 
 /// The directory of cgroup `cg` (systemd's `ControlGroup=`): on the
@@ -586,7 +625,7 @@ pub fn to_text(r: &Report) -> String {
     }
     if !r.leftover_processes.is_empty() {
         out.push_str(&format!(
-            "processes  killed {:?} left in bangerd-root's cgroup\n",
+            "processes  killed {:?} left in the cgroups of bangerd-root and banger-vms\n",
             r.leftover_processes
         ));
     }

@@ -14,6 +14,8 @@ struct FakeSd {
     fail_start: bool,
     /// The helper unit's `ControlGroup=`, when it has one.
     cgroup: Option<String>,
+    /// The holder's, when it has one (else `cgroup`).
+    holder_cgroup: Option<String>,
 }
 
 impl Systemd for FakeSd {
@@ -36,9 +38,11 @@ impl Systemd for FakeSd {
         self.calls.borrow_mut().push(args[0].to_string());
         // No cgroup unless the test gives one: the leftover-process step
         // then has nothing to look at.
-        let cgroup = self
-            .cgroup
-            .as_ref()
+        let holder = args.last() == Some(&VMS_UNIT);
+        let cgroup = holder
+            .then_some(self.holder_cgroup.as_ref())
+            .flatten()
+            .or(self.cgroup.as_ref())
             .map(|c| format!("ControlGroup={c}\n"))
             .unwrap_or_default();
         Ok((true, format!("ActiveState=active\n{cgroup}")))
@@ -128,6 +132,7 @@ fn installed() -> tempfile::TempDir {
     for f in [
         "etc/systemd/system/bangerd.service",
         "etc/systemd/system/bangerd-root.service",
+        "etc/systemd/system/banger-vms.service",
         "usr/local/bin/bangerd",
         "usr/local/bin/bangerd-root",
         "usr/local/bin/banger",
@@ -183,7 +188,7 @@ fn a_root_uninstall_removes_the_files_and_keeps_the_data() {
     let r = run(&req(dir.path(), false, false, false), &sd, None).unwrap();
     assert!(sd.calls.borrow().is_empty(), "--root never calls systemctl");
     assert_eq!(r.owner.as_deref(), Some("dev"));
-    assert_eq!(r.removed.len(), 7, "{:?}", r.removed);
+    assert_eq!(r.removed.len(), 8, "{:?}", r.removed);
     assert_eq!(
         left(dir.path()),
         ["etc/systemd", "var/lib/banger", "var/lib/banger-root"]
@@ -242,11 +247,13 @@ fn the_live_sequence_tears_down_before_stopping() {
         [
             "start bangerd-root.service bangerd.service",
             "show",
+            "show",
             "stop bangerd.service",
             "stop bangerd-root.service",
-            "disable bangerd-root.service bangerd.service",
+            "stop banger-vms.service",
+            "disable bangerd-root.service bangerd.service banger-vms.service",
             "daemon-reload",
-            "reset-failed bangerd-root.service bangerd.service",
+            "reset-failed bangerd-root.service bangerd.service banger-vms.service",
         ]
     );
     assert!(r.warnings.is_empty(), "{:?}", r.warnings);
@@ -267,7 +274,7 @@ fn running_vms_refuse_without_force_and_touch_nothing() {
     );
     assert_eq!(err.code(), ErrorCode::InvalidState);
     assert_eq!(*d.log.borrow(), ["vm ls"]);
-    assert_eq!(left(dir.path()).len(), 9, "nothing removed");
+    assert_eq!(left(dir.path()).len(), 10, "nothing removed");
 }
 
 #[test]
@@ -299,7 +306,7 @@ fn teardown_errors_stop_the_uninstall_unless_forced() {
     let err = run(&req(dir.path(), true, false, false), &sd, Some(d.clone())).unwrap_err();
     assert!(err.to_string().contains("bangertap0: busy"), "{err}");
     assert!(!sd.calls.borrow().iter().any(|c| c.starts_with("stop")));
-    assert_eq!(left(dir.path()).len(), 9);
+    assert_eq!(left(dir.path()).len(), 10);
 
     let r = run(
         &req(dir.path(), true, false, true),
@@ -321,7 +328,7 @@ fn an_unreachable_daemon_refuses_unless_forced() {
     let err = run(&req(dir.path(), true, false, false), &sd, None).unwrap_err();
     assert!(matches!(err, UninstallError::DaemonUnreachable(_)), "{err}");
     assert!(err.to_string().contains("--force"), "{err}");
-    assert_eq!(left(dir.path()).len(), 9);
+    assert_eq!(left(dir.path()).len(), 10);
 
     let r = run(
         &req(dir.path(), true, false, true),
@@ -337,11 +344,22 @@ fn an_unreachable_daemon_refuses_unless_forced() {
     assert_eq!(left(dir.path()).len(), 3);
 }
 
-/// Design part 3: a jailed VMM runs in `vm-<id>` beneath the helper's unit
-/// cgroup, and uninstall read only the unit root's `cgroup.procs`, so it
-/// never saw (or killed) a VMM the daemon could not stop. It kills the
-/// whole tree now and removes the emptied child cgroups. A real cgroup2
-/// tree beneath this test's own stands for the unit's (needs root).
+/// Kill what runs in each of a test's cgroups and remove them, deepest
+/// first.
+fn remove_test_cgroups(dirs: &[&Path]) {
+    for dir in dirs {
+        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
+        let _ = std::fs::remove_dir(dir);
+    }
+}
+
+/// Design part 3: a jailed VMM runs in `vm-<id>` beneath the holder's
+/// cgroup (beneath the helper's unit in the branch's first layout), and
+/// uninstall read only the unit root's `cgroup.procs`, so it never saw (or
+/// killed) a VMM the daemon could not stop. It kills each unit's whole
+/// tree now and removes the emptied child cgroups. A real cgroup2 tree
+/// beneath this test's own stands for the units' (the fake systemd gives
+/// it as both units' `ControlGroup=`; needs root).
 #[test]
 fn uninstall_kills_what_is_left_in_the_units_vm_cgroups_and_removes_them() {
     use banger_host::runner::{Cmd, Runner, SpawnOptions};
@@ -373,14 +391,70 @@ fn uninstall_kills_what_is_left_in_the_units_vm_cgroups_and_removes_them() {
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
         .map(|e| e.file_name())
         .collect();
-    for dir in [&vm, &unit.join("helper"), &unit] {
-        let _ = std::fs::write(dir.join("cgroup.kill"), "1");
-        let _ = std::fs::remove_dir(dir);
-    }
+    remove_test_cgroups(&[&vm, &unit.join("helper"), &unit]);
     assert_eq!(report.leftover_processes, [vmm.pid()]);
     assert!(
         exited.is_some(),
         "the VMM in vm-<id> survived the uninstall"
     );
     assert!(children.is_empty(), "child cgroups left: {children:?}");
+}
+
+/// Hostile read of the cgroup branch, finding 1: the VMs' cgroups are the
+/// holder's (`banger-vms.service/vm-<id>`). Uninstall kills what is left
+/// in each `vm-*` and removes it, but leaves the holder's own process in
+/// `keep/` to the holder's stop (systemd's; the fake here does nothing).
+/// Real cgroup2 directories beneath this test's own (needs root).
+#[test]
+fn uninstall_kills_what_is_left_in_the_holders_vm_cgroups_but_not_its_keeper() {
+    use banger_host::runner::{Cmd, Runner, SpawnOptions};
+    let own = banger_host::probe::own_cgroup2_dir().unwrap();
+    let mount = banger_host::probe::probe_cgroup_v2().cgroup2_mount.unwrap();
+    let base = own.join(format!("banger-test-{}-holder", std::process::id()));
+    let unit = base.join("bangerd-root.service");
+    let holder = base.join("banger-vms.service");
+    let vm = holder.join("vm-0123456789abcdef0123456789abcdef");
+    let keep = holder.join("keep");
+    for d in [&base, &unit, &holder, &vm, &keep] {
+        std::fs::create_dir(d).unwrap();
+    }
+    let sleep = || {
+        Runner
+            .spawn(&Cmd::new("sleep").arg("300"), SpawnOptions::default())
+            .unwrap()
+    };
+    let (mut vmm, mut keeper) = (sleep(), sleep());
+    std::fs::write(vm.join("cgroup.procs"), vmm.pid().to_string()).unwrap();
+    std::fs::write(keep.join("cgroup.procs"), keeper.pid().to_string()).unwrap();
+    let rel = |d: &Path| format!("/{}", d.strip_prefix(&mount).unwrap().display());
+    let sd = FakeSd {
+        cgroup: Some(rel(&unit)),
+        holder_cgroup: Some(rel(&holder)),
+        ..FakeSd::default()
+    };
+    let mut report = Report::default();
+    stop_units(&sd, &mut report);
+    let exited = vmm.wait_timeout(Duration::from_secs(5)).unwrap();
+    let _ = vmm.kill();
+    let keeper_ran = keeper
+        .wait_timeout(Duration::from_millis(100))
+        .unwrap()
+        .is_none();
+    let _ = keeper.kill();
+    let _ = keeper.wait_timeout(Duration::from_secs(5));
+    let vm_left = vm.exists();
+    let keep_left = keep.exists();
+    remove_test_cgroups(&[&vm, &keep, &holder, &unit, &base]);
+    assert_eq!(report.leftover_processes, [vmm.pid()]);
+    assert!(
+        exited.is_some(),
+        "the VMM in vm-<id> survived the uninstall"
+    );
+    assert!(!vm_left, "vm-<id> left");
+    assert!(
+        keeper_ran,
+        "the holder's own process was killed by uninstall"
+    );
+    assert!(keep_left, "keep/ was removed under the holder");
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
 }

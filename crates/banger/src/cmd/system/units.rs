@@ -1,4 +1,5 @@
-//! The two systemd units, as pure functions of the install metadata.
+//! The three systemd units, as pure functions of the install metadata: the
+//! owner daemon's, the root helper's, and the holder of the VMs' cgroups.
 //!
 //! Paths inside the units are the final system paths; `--root DIR` changes
 //! where the files are written, never what they say. Every hardening choice
@@ -13,6 +14,13 @@ use banger_proto::install::InstallMeta;
 pub const OWNER_UNIT: &str = "bangerd.service";
 /// The root helper's unit.
 pub const HELPER_UNIT: &str = banger_proto::install::HELPER_UNIT;
+/// The holder of the VMs' cgroups: started once, never restarted by banger.
+pub const VMS_UNIT: &str = banger_proto::install::VMS_UNIT;
+/// What the holder runs: a shell that moves a `sleep infinity` into its
+/// child cgroup (with cgroup2), or nothing (`/bin/true`, without).
+const SH: &str = "/bin/sh";
+const SLEEP: &str = "/bin/sleep";
+const TRUE: &str = "/bin/true";
 
 /// Where systemd creates `StateDirectory=` directories.
 const STATE_BASE: &str = "/var/lib";
@@ -20,8 +28,9 @@ const STATE_BASE: &str = "/var/lib";
 const RUNTIME_BASE: &str = "/run";
 
 /// Kernel-facing hardening both units share: neither daemon changes kernel
-/// tunables, modules, logs, cgroups (but for the helper's own delegated
-/// one, made writable by its `ReadWritePaths=`), the clock or the hostname.
+/// tunables, modules, logs, cgroups (but for the holder's delegated one,
+/// made writable by the helper's `ReadWritePaths=`), the clock or the
+/// hostname.
 const KERNEL_HARDENING: &str = "\
 ProtectKernelTunables=yes\n\
 ProtectKernelModules=yes\n\
@@ -211,15 +220,80 @@ WantedBy=multi-user.target
 /// Where systemd puts a system service's cgroup, beneath the cgroup2 mount.
 const SYSTEM_SLICE: &str = "system.slice";
 
-/// The controllers delegated to the helper's unit for its VMs' cgroups
+/// The controllers delegated to the holder unit for the VMs' cgroups
 /// (`banger_executor::VmCgroups`).
 pub const DELEGATED_CONTROLLERS: &str = "pids memory cpu";
+
+/// The child cgroup of the holder's where its one process runs.
+pub const KEEP_CGROUP: &str = "keep";
+
+/// `banger-vms.service`: holds the VMs' cgroups. Its cgroup is delegated
+/// and the helper makes each VM's `vm-<id>` in it. One process keeps it:
+/// systemd removes the cgroup of a unit with no process left (an exited
+/// `oneshot` included), and a process in the cgroup itself would forbid
+/// controllers for its children (cgroup v2's no internal processes rule),
+/// so a `sleep infinity` runs in its child cgroup [`KEEP_CGROUP`], moved
+/// there before the unit counts as started (`Type=forking`: the shell
+/// exits once it has moved it). `cgroup2_mount` as for [`helper_unit`];
+/// `None`: no cgroup2, nothing to keep, a unit that runs nothing.
+/// `banger system install` enables and starts it (`enable --now`) and
+/// never restarts it: a stop kills every VM.
+pub fn vms_unit(cgroup2_mount: Option<&Path>) -> Result<String, UnitError> {
+    let service = match cgroup2_mount {
+        Some(mount) => {
+            let dir = path_str("cgroup2 mount", &mount.join(SYSTEM_SLICE).join(VMS_UNIT))?;
+            format!(
+                "\
+# The one process: `sleep infinity`, moved into this unit's child cgroup
+# `{KEEP_CGROUP}` before the shell exits (and the unit is started). Without a
+# process systemd would remove the cgroup; in the cgroup itself it would
+# forbid controllers for the VMs' cgroups. ($$ is systemd's escape of $.)
+Type=forking
+ExecStart={SH} -c 'mkdir -p \"$$0/{KEEP_CGROUP}\" || exit 1; {SLEEP} infinity </dev/null >/dev/null 2>&1 & echo $$! > \"$$0/{KEEP_CGROUP}/cgroup.procs\"' {dir}
+"
+            )
+        }
+        None => format!(
+            "\
+# No cgroup2 when this was written: nothing to hold, nothing runs.
+Type=oneshot
+RemainAfterExit=yes
+ExecStart={TRUE}
+"
+        ),
+    };
+    Ok(format!(
+        "\
+# Written by `banger system install`; reinstalling rewrites it, and never
+# restarts it.
+# banger-vms: holds the cgroups of banger's VMs. Its cgroup is delegated
+# (Delegate= below) and bangerd-root.service makes one child cgroup
+# `vm-<id>` in it for each VM's VMM, with that VM's limits (memory.max,
+# pids.max, cpu.max; docs/jail.md). The helper's own unit delegates
+# nothing, so its cgroup never has controllers enabled for children and
+# systemd can always put a restarted helper in it (cgroup v2 refuses a
+# process in a cgroup that has them: no internal processes).
+# STOPPING THIS UNIT KILLS EVERY VM (its default KillMode=control-group
+# signals everything in its cgroup tree): banger stops it only in
+# `banger system uninstall`, after the VMs. Started again, it has a new
+# cgroup: restart the helper (`banger system restart`) to use it.
+[Unit]
+Description=banger VM cgroups (holds the per-VM cgroups of bangerd-root)
+
+[Service]
+{service}Delegate={DELEGATED_CONTROLLERS}
+
+[Install]
+WantedBy=multi-user.target
+"
+    ))
+}
 
 /// `bangerd-root.service`: the root helper, with only the capabilities,
 /// devices and paths today's privileged operations use. `cgroup2_mount`
 /// (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on a hybrid host; from
-/// `probe_cgroup_v2`) names where the unit's own cgroup is made writable
-/// for its VMs' cgroups; `None`: no cgroup2, none is.
+/// `probe_cgroup_v2`) names where the holder's cgroup ([`vms_unit`]) is
+/// made writable for its VMs' cgroups; `None`: no cgroup2, none is.
 pub fn helper_unit(
     meta: &InstallMeta,
     install_file: &Path,
@@ -249,12 +323,13 @@ pub fn helper_unit(
                 .map(|c| format!("DeviceAllow={c} rw\n")),
         )
         .collect();
-    // `-`: started on a host whose cgroup2 is elsewhere, the helper finds
-    // the directory read-only and runs its VMMs without cgroups.
-    let own_cgroup = match cgroup2_mount {
+    // `-`: started on a host whose cgroup2 is elsewhere, or without the
+    // holder, the helper finds the directory read-only or missing and runs
+    // its VMMs without cgroups.
+    let vms_cgroup = match cgroup2_mount {
         Some(mount) => format!(
             " -{}",
-            path_str("cgroup2 mount", &mount.join(SYSTEM_SLICE).join(HELPER_UNIT))?
+            path_str("cgroup2 mount", &mount.join(SYSTEM_SLICE).join(VMS_UNIT))?
         ),
         None => String::new(),
     };
@@ -269,8 +344,12 @@ pub fn helper_unit(
 [Unit]
 Description=banger root helper (privileged host operations for bangerd)
 # Start after the host firewall service, whose ruleset load would otherwise
-# flush the nft tables banger creates.
-After=nftables.service
+# flush the nft tables banger creates, and after the holder of the VMs'
+# cgroups, which it wants but does not require: stopping the holder (which
+# kills every VM) never stops the helper, and stopping or restarting the
+# helper never touches the holder.
+Wants={VMS_UNIT}
+After=nftables.service {VMS_UNIT}
 
 [Service]
 Type=notify
@@ -281,18 +360,17 @@ RestartSec=2s
 UMask=0077
 # VMs outlive a restart of this service: stopping it (restart, upgrade, a
 # crash) ends only the helper itself, never the VMM processes it launched.
-# They stay in their cgroups beneath this unit's; the next helper re-adopts
-# each one whose pid and start time match its journal. `banger system
-# uninstall` stops the VMs first and kills whatever is left in the unit's
-# cgroup tree afterwards.
+# They run in their cgroups beneath {VMS_UNIT}'s; the next helper
+# re-adopts each one whose pid and start time match its journal. `banger
+# system uninstall` stops the VMs first and kills whatever is left in this
+# unit's and the holder's cgroup trees afterwards.
 KillMode=process
-# Per-VM cgroups (docs/jail.md): this unit's cgroup is delegated with these
-# controllers. At start the helper moves itself and its jail spawner into
-# its `helper` child and makes `vm-<id>` for each jailed VMM, with that VM's
-# limits (memory.max, pids.max, cpu.max). The cgroup directory is the one
-# path of the cgroup file system it can write (ReadWritePaths= below);
+# Per-VM cgroups (docs/jail.md): no Delegate= here. This unit's cgroup stays
+# a leaf with no controllers enabled for children, so a restart can always
+# put the new helper in it. The helper makes `vm-<id>` for each jailed VMM
+# in the holder's delegated cgroup ({VMS_UNIT}), the one path of the
+# cgroup file system it can write (ReadWritePaths= below);
 # ProtectControlGroups= keeps the rest read-only.
-Delegate={DELEGATED_CONTROLLERS}
 
 # {STATE_BASE}/{state}: the journal of host objects the helper created (root, 0700).
 StateDirectory={state}
@@ -340,10 +418,10 @@ DevicePolicy=closed
 # File system: read-only OS except IPv4 forwarding, which it switches on for
 # guest NAT, the per-link IPv6 settings (it switches IPv6 off on the bridge
 # and taps; `-`: a kernel without IPv6 has none), and the owner's state
-# directory (VM disks, run directories), and this unit's own cgroup (its
-# VMs' cgroups). No home directories, private /tmp.
+# directory (VM disks, run directories), and the holder's cgroup (the VMs'
+# cgroups). No home directories, private /tmp.
 ProtectSystem=strict
-ReadWritePaths={ip_forward} -{ipv6_conf} {state_dir}{own_cgroup}
+ReadWritePaths={ip_forward} -{ipv6_conf} {state_dir}{vms_cgroup}
 ProtectHome=yes
 PrivateTmp=yes
 PrivateMounts=yes
@@ -515,7 +593,7 @@ mod tests {
             "ReadWritePaths",
             &[
                 "/proc/sys/net/ipv4/ip_forward -/proc/sys/net/ipv6/conf /var/lib/banger \
-               -/sys/fs/cgroup/system.slice/bangerd-root.service",
+               -/sys/fs/cgroup/system.slice/banger-vms.service",
             ],
         );
         // Loop and dm nodes appear on demand: the device policy, not a
@@ -537,14 +615,33 @@ mod tests {
         }
     }
 
-    /// Design part 3: the helper's unit delegates its cgroup (pids, memory,
-    /// cpu) and makes exactly that cgroup writable, beneath the cgroup2
-    /// mount the host has (hybrid: `unified/`); the rest of the cgroup file
-    /// system stays read-only. Without cgroup2 nothing of it is writable.
+    /// Design part 3, hostile read of the cgroup branch finding 1: the
+    /// helper's unit delegates nothing (a restarted helper's new main
+    /// process must be allowed into its unit's cgroup, which cgroup2
+    /// refuses once controllers are enabled there for children); it wants
+    /// the holder and makes only the holder's cgroup writable, beneath the
+    /// cgroup2 mount the host has (hybrid: `unified/`); the rest of the
+    /// cgroup file system stays read-only. Without cgroup2 nothing of it is
+    /// writable.
     #[test]
-    fn the_helper_unit_delegates_its_own_cgroup_and_only_it() {
-        check(&helper(), "Delegate", &["pids memory cpu"]);
-        check(&helper(), "ProtectControlGroups", &["yes"]);
+    fn the_helper_unit_delegates_nothing_and_writes_only_the_holders_cgroup() {
+        let u = helper();
+        assert!(get(&u, "Delegate").is_empty(), "{u}");
+        check(&u, "ProtectControlGroups", &["yes"]);
+        check(&u, "Wants", &["banger-vms.service"]);
+        assert!(get(&u, "Requires").is_empty(), "{u}");
+        assert!(
+            get(&u, "After")
+                .iter()
+                .any(|a| a.split(' ').any(|w| w == "banger-vms.service")),
+            "{u}"
+        );
+        let paths = get(&u, "ReadWritePaths")[0];
+        assert!(
+            paths.ends_with(" -/sys/fs/cgroup/system.slice/banger-vms.service"),
+            "{paths}"
+        );
+        assert!(!paths.contains("bangerd-root.service"), "{paths}");
         assert!(get(&owner(), "Delegate").is_empty());
         let hybrid = helper_unit(
             &meta(),
@@ -554,13 +651,50 @@ mod tests {
         .unwrap();
         let paths = get(&hybrid, "ReadWritePaths")[0];
         assert!(
-            paths.ends_with(" -/sys/fs/cgroup/unified/system.slice/bangerd-root.service"),
+            paths.ends_with(" -/sys/fs/cgroup/unified/system.slice/banger-vms.service"),
             "{paths}"
         );
         let none = helper_unit(&meta(), Path::new(INSTALL), None).unwrap();
         let paths = get(&none, "ReadWritePaths")[0];
         assert!(!paths.contains("cgroup"), "{paths}");
+        assert!(get(&none, "Delegate").is_empty());
+    }
+
+    /// The holder holds the delegation and keeps its cgroup with one
+    /// `sleep` moved into its `keep` child before it counts as started;
+    /// it starts at boot, and nothing ties it to the daemons. Without
+    /// cgroup2 it runs nothing.
+    #[test]
+    fn the_holder_unit_keeps_its_cgroup_and_holds_the_delegation() {
+        let u = vms_unit(Some(Path::new("/sys/fs/cgroup"))).unwrap();
+        check(&u, "Type", &["forking"]);
+        check(
+            &u,
+            "ExecStart",
+            &[
+                "/bin/sh -c 'mkdir -p \"$$0/keep\" || exit 1; /bin/sleep infinity \
+               </dev/null >/dev/null 2>&1 & echo $$! > \"$$0/keep/cgroup.procs\"' \
+               /sys/fs/cgroup/system.slice/banger-vms.service",
+            ],
+        );
+        check(&u, "Delegate", &["pids memory cpu"]);
+        check(&u, "WantedBy", &["multi-user.target"]);
+        // Stopping it kills the VMs: nothing here ties it to the daemons.
+        for key in ["Requires", "BindsTo", "PartOf", "Restart", "KillMode"] {
+            assert!(get(&u, key).is_empty(), "{key} in\n{u}");
+        }
+        let hybrid = vms_unit(Some(Path::new("/sys/fs/cgroup/unified"))).unwrap();
+        assert!(
+            get(&hybrid, "ExecStart")[0]
+                .ends_with(" /sys/fs/cgroup/unified/system.slice/banger-vms.service"),
+            "{hybrid}"
+        );
+        let none = vms_unit(None).unwrap();
+        check(&none, "Type", &["oneshot"]);
+        check(&none, "RemainAfterExit", &["yes"]);
+        check(&none, "ExecStart", &["/bin/true"]);
         check(&none, "Delegate", &["pids memory cpu"]);
+        assert_eq!(vms_unit(None).unwrap(), vms_unit(None).unwrap());
     }
 
     #[test]
