@@ -138,9 +138,23 @@ pub(crate) fn bound_serial_log(vmm: &'static str, serial: &std::fs::File) -> Res
     std::io::Write::write_all(&mut &*serial, note.as_bytes()).map_err(io("writing to"))
 }
 
+/// A VMM's memory for `spec`, the one rule for its rlimits
+/// (`RLIMIT_AS`/`RLIMIT_DATA`, [`vmm_limits`]) and its cgroup's
+/// `memory.max`: the guest's memory plus the driver's `overhead`.
+pub fn memory_limit(spec: &LaunchSpec, overhead: u64) -> u64 {
+    u64::from(spec.memory_mib) * (1 << 20) + overhead
+}
+
+/// A VMM's tasks for `spec`, the one rule for its `RLIMIT_NPROC`
+/// ([`vmm_limits`]) and its cgroup's `pids.max`: the driver's `threads`
+/// plus one per vCPU.
+pub fn process_limit(spec: &LaunchSpec, threads: u32) -> u32 {
+    threads + u32::from(spec.vcpus)
+}
+
 /// The limits of a jailed VMM for `spec` (one rule for both drivers):
-/// address space and data of the guest's memory plus `overhead`,
-/// `threads` tasks besides one per vCPU, [`VMM_OPEN_FILES`], and files up
+/// [`memory_limit`] and [`process_limit`] with the driver's `overhead`
+/// and `threads`, [`VMM_OPEN_FILES`], and files up
 /// to the largest of the writable drives (`drives`: each of the spec's
 /// with the descriptor the VMM uses) or [`VMM_MIN_FILE_SIZE`]. An error
 /// names the drive whose size could not be read.
@@ -162,8 +176,8 @@ pub(crate) fn vmm_limits<'a>(
         }
     }
     Ok(banger_host::jail::Limits {
-        memory: u64::from(spec.memory_mib) * (1 << 20) + overhead,
-        processes: threads + u32::from(spec.vcpus),
+        memory: memory_limit(spec, overhead),
+        processes: process_limit(spec, threads),
         open_files: VMM_OPEN_FILES,
         file_size,
     })

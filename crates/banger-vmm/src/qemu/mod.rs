@@ -125,15 +125,17 @@ pub struct CgroupFds {
 }
 
 /// `RLIMIT_AS`/`RLIMIT_DATA` of a jailed QEMU for `spec`, and its
-/// cgroup's `memory.max`: guest memory plus [`MEMORY_OVERHEAD`].
+/// cgroup's `memory.max`: [`crate::memory_limit`] with [`MEMORY_OVERHEAD`],
+/// as [`QemuDriver::launch`]'s rlimits.
 pub fn memory_limit(spec: &LaunchSpec) -> u64 {
-    u64::from(spec.memory_mib) * (1 << 20) + MEMORY_OVERHEAD
+    crate::memory_limit(spec, MEMORY_OVERHEAD)
 }
 
 /// `RLIMIT_NPROC` of a jailed QEMU for `spec`, and its cgroup's
-/// `pids.max`: [`THREADS`] plus one per vCPU.
+/// `pids.max`: [`crate::process_limit`] with [`THREADS`], as
+/// [`QemuDriver::launch`]'s rlimits.
 pub fn process_limit(spec: &LaunchSpec) -> u32 {
-    THREADS + u32::from(spec.vcpus)
+    crate::process_limit(spec, THREADS)
 }
 
 impl QemuDriver {

@@ -331,3 +331,17 @@ fn a_serial_log_past_the_file_size_limit_is_emptied_at_launch() {
     assert!(text.len() < 4096, "{} bytes", text.len());
     assert!(text.contains("emptied at this launch\nboot\n"), "{text}");
 }
+
+/// A jailed QEMU's cgroup limits (`memory.max`, `pids.max`) and its
+/// rlimits come from one rule: the same numbers for the same spec.
+#[test]
+fn the_cgroup_limits_are_the_rlimits() {
+    let mut s = spec(false);
+    s.memory_mib = 1536;
+    s.vcpus = 3;
+    let rlimits = crate::vmm_limits(VMM, &s, MEMORY_OVERHEAD, THREADS, std::iter::empty()).unwrap();
+    assert_eq!(memory_limit(&s), rlimits.memory);
+    assert_eq!(process_limit(&s), rlimits.processes);
+    assert_eq!(memory_limit(&s), (1536 << 20) + (4 << 30));
+    assert_eq!(process_limit(&s), 259);
+}
