@@ -273,6 +273,16 @@ fn per_vm_cgroups_under_systemd() {
         assert!(matches!(s.trim(), "active" | "enabled"), "{q}: {s}");
     }
 
+    // `system status` shows the holder, active.
+    let status = c.run(None, "banger system status --json");
+    let status: Value = serde_json::from_slice(&status.stdout)
+        .unwrap_or_else(|e| panic!("system status: {e}: {}", text(&status.stdout)));
+    let holder = status["units"]
+        .as_array()
+        .and_then(|us| us.iter().find(|u| u["unit"] == "banger-vms.service"))
+        .unwrap_or_else(|| panic!("no holder in system status: {status:#}"));
+    assert_eq!(holder["active"], "active", "{status:#}");
+
     // (1) The helper runs in its unit's cgroup, a leaf.
     assert_helper_cgroup_is_a_leaf(&c, &unit_dir, "after install");
     let helper = main_pid(&c, "bangerd-root.service");
