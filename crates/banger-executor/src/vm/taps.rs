@@ -3,8 +3,10 @@
 //!
 //! Idle taps are root's: `EnsureTap` makes them with tun owner 0, so no
 //! process of the owner or of a slot uid can attach to one. A VMM that
-//! opens its tap by name (Firecracker) gets it just before its launch:
-//! `HostNet::hand_tap` attaches as root only while the name has the
+//! opens its tap by name (Firecracker) gets it just before its launch,
+//! taken back first (reset and idle MAC, as a give-back does: state an
+//! escaped VMM left on a tap not yet given back never reaches the next),
+//! then handed: `HostNet::hand_tap` attaches as root only while the name has the
 //! interface index journaled for it, sets the tun owner and group (the
 //! VMM's uid and gid) and detaches. QEMU gets root's own descriptor of
 //! its tap, so its tap is handed to root (0, 0) the same way before root

@@ -92,19 +92,56 @@ fn set_holder_state(tun: &File) -> std::io::Result<()> {
     tun_set_ptr(tun, libc::TUNSETTXFILTER, &mut only)?;
     tun_set_ptr(tun, libc::TUNSETVNETHDRSZ, &mut 20 as &mut libc::c_int)?;
     tun_set_ptr(tun, libc::TUNSETVNETLE, &mut 1 as &mut libc::c_int)?;
-    tun_set_ptr(tun, libc::TUNSETCARRIER, &mut 0 as &mut libc::c_int)
+    tun_set_ptr(tun, libc::TUNSETCARRIER, &mut 0 as &mut libc::c_int)?;
+    // SAFETY: `TUNSETDEBUG` takes its level by value.
+    if unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            libc::TUNSETDEBUG,
+            0xffff_ffff as libc::c_ulong,
+        )
+    } < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The message level (`ETHTOOL_GMSGLVL`, which any process may read) of
+/// the tap [`TAP`].
+fn msg_level() -> u32 {
+    const ETHTOOL_GMSGLVL: u32 = 0x7;
+    // `struct ethtool_value`: cmd, data.
+    let mut value = [ETHTOOL_GMSGLVL, 0u32];
+    // SAFETY: zeroed `ifreq` with the NUL-terminated name copied in and
+    // its data pointer at `value`, which outlives the call; the socket
+    // is closed after it.
+    unsafe {
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (d, s) in req.ifr_name.iter_mut().zip(TAP.bytes()) {
+            *d = s as libc::c_char;
+        }
+        req.ifr_ifru.ifru_data = value.as_mut_ptr().cast();
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "{}", std::io::Error::last_os_error());
+        let rc = libc::ioctl(fd, libc::SIOCETHTOOL, &mut req as *mut libc::ifreq);
+        let err = std::io::Error::last_os_error();
+        libc::close(fd);
+        assert_eq!(rc, 0, "ETHTOOL_GMSGLVL of {TAP}: {err}");
+    }
+    value[1]
 }
 
 /// What the next VMM sees on `tap` (of interface `index`): its vnet
 /// header size, its little-endian flag, and whether a frame to a MAC no
-/// filter names reaches it.
-fn state_seen(tap: &File, index: u32) -> (libc::c_int, libc::c_int, bool) {
+/// filter names reaches it, and its debug message level.
+fn state_seen(tap: &File, index: u32) -> (libc::c_int, libc::c_int, bool, u32) {
     let mut hdr: libc::c_int = 0;
     tun_set_ptr(tap, libc::TUNGETVNETHDRSZ, &mut hdr).unwrap();
     let mut le: libc::c_int = 0;
     tun_set_ptr(tap, libc::TUNGETVNETLE, &mut le).unwrap();
     let frame = send_frame(index, [0x02, 0xba, 10, 0, 0, 5]);
-    (hdr, le, reads_frame(tap, hdr as usize, &frame))
+    (hdr, le, reads_frame(tap, hdr as usize, &frame), msg_level())
 }
 
 /// `VM` launched on the journaled tap (a stand-in of `SLOT`), whose
@@ -123,11 +160,11 @@ fn launched_and_tampered(
 }
 
 /// [`state_seen`] is a fresh tap's.
-fn assert_reset(state: (libc::c_int, libc::c_int, bool)) {
+fn assert_reset(state: (libc::c_int, libc::c_int, bool, u32)) {
     assert_eq!(
         state,
-        (10, 0, true),
-        "(vnet header size, little-endian, a frame to another MAC reached the tap)"
+        (10, 0, true, 0),
+        "(vnet header size, little-endian, a frame to another MAC reached the tap, debug message level)"
     );
 }
 

@@ -224,8 +224,10 @@ const VNET_HDR_SIZE: libc::c_int = 10;
 /// is not), the vnet header size (the kernel's first) and byte order
 /// (little-endian and big-endian flags off; a kernel without the
 /// cross-endian option refuses the big-endian request, `EINVAL`, and then
-/// no holder could have set it), and the carrier (on). A VMM sets its
-/// own offloads, send buffer and header size when it attaches.
+/// no holder could have set it), the carrier (on), and the debug message
+/// level (`TUNSETDEBUG`: off; a holder that raised it made every frame
+/// to the tap a host kernel log line). A VMM sets its own offloads and
+/// header size when it attaches; a send buffer is its descriptor's.
 fn reset_device(tun: &File) -> Result<(), (&'static str, io::Error)> {
     let set = |step: &'static str, request: libc::c_ulong, arg: *mut libc::c_void| {
         // SAFETY: `tun` is attached to the checked tap; each request
@@ -267,6 +269,12 @@ fn reset_device(tun: &File) -> Result<(), (&'static str, io::Error)> {
                 if request == libc::TUNSETVNETBE && e.raw_os_error() == Some(libc::EINVAL) => {}
             other => other?,
         }
+    }
+    // SAFETY: as above; `TUNSETDEBUG` takes its level by value, not
+    // through a pointer.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETDEBUG, 0 as libc::c_ulong) };
+    if rc < 0 {
+        return Err(("TUNSETDEBUG", io::Error::last_os_error()));
     }
     Ok(())
 }
