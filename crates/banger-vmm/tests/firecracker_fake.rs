@@ -331,7 +331,9 @@ fn launched_jailed_fake(
     let (run, spec) = jailed_fake_spec(dir, uid);
     let files = jailed_files(dir, &spec);
     files.serial.set_len(serial_len).unwrap();
-    let vm = driver().launch_jailed(&spec, files).unwrap();
+    let mut tap = firecracker_support::RecordingTap::default();
+    let vm = driver().launch_jailed(&spec, files, &mut tap).unwrap();
+    assert_eq!(tap.calls, ["enter(netns, not ours)", "leave(netlink)"]);
     (run, spec, vm)
 }
 
@@ -394,7 +396,11 @@ fn a_jailed_read_only_drive_that_is_a_block_device_is_refused() {
     let (run, mut spec) = jailed_fake_spec(dir.path(), uid);
     let device = firecracker_support::LoopNode::new(dir.path());
     spec.drives[1].path = device.node.clone();
-    let launched = driver().launch_jailed(&spec, jailed_files(dir.path(), &spec));
+    let launched = driver().launch_jailed(
+        &spec,
+        jailed_files(dir.path(), &spec),
+        &mut firecracker_support::RecordingTap::default(),
+    );
     let err = match launched {
         Err(e) => e,
         Ok(mut vm) => {
@@ -432,7 +438,8 @@ fn a_jailed_launch_refuses_a_run_dir_not_the_slots_own() {
         // A directory of its own for each try's KVM node.
         let nodes = dir.path().join(format!("nodes-{owner}-{mode:o}"));
         std::fs::create_dir(&nodes).unwrap();
-        let err = match driver().launch_jailed(&spec, jailed_files(&nodes, &spec)) {
+        let mut tap = firecracker_support::RecordingTap::default();
+        let err = match driver().launch_jailed(&spec, jailed_files(&nodes, &spec), &mut tap) {
             Err(e) => e.to_string(),
             Ok(mut vm) => {
                 let killed = vm.kill();
@@ -441,6 +448,55 @@ fn a_jailed_launch_refuses_a_run_dir_not_the_slots_own() {
         };
         assert!(err.contains(want), "{err}");
         assert!(!run.join("firecracker.log").exists(), "{err}");
+    }
+}
+
+/// Design step 5: the tap goes into the jailed VMM's network namespace
+/// for `PUT /network-interfaces` only. When it cannot go in, or cannot
+/// come back, the launch fails naming the step (and that a tap still in
+/// the namespace is deleted with it), the VMM is killed, and
+/// `InstanceStart` is never sent; the move back is tried even after the
+/// request failed.
+#[test]
+fn a_jailed_launch_whose_tap_cannot_move_fails_and_leaves_nothing_running() {
+    let uid = slot_uid(5_300_000);
+    for (step, calls, said) in [
+        (
+            "enter",
+            vec!["enter(netns, not ours)"],
+            "into the jail's network namespace: enter failed",
+        ),
+        (
+            "leave",
+            vec!["enter(netns, not ours)", "leave(netlink)"],
+            "deleted with that namespace when firecracker is killed",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, spec) = jailed_fake_spec(dir.path(), uid);
+        let mut tap = firecracker_support::RecordingTap {
+            fail: Some(step),
+            ..Default::default()
+        };
+        let err = match driver().launch_jailed(&spec, jailed_files(dir.path(), &spec), &mut tap) {
+            Err(e) => e,
+            Ok(mut vm) => {
+                let killed = vm.kill();
+                panic!("launched with a failing {step} (killed: {killed:?})");
+            }
+        };
+        assert!(matches!(err, VmmError::JailTap { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(said), "{text}");
+        assert_eq!(tap.calls, calls);
+        let paths: Vec<String> = read_record(&run)
+            .iter()
+            .map(|r| r["path"].as_str().unwrap().to_string())
+            .collect();
+        let put = paths.iter().any(|p| p.starts_with("/network-interfaces/"));
+        assert_eq!(put, step == "leave", "{paths:?}");
+        assert!(!paths.iter().any(|p| p == "/actions"), "{paths:?}");
+        assert!(!run.join(banger_vmm::API_SOCKET).exists(), "{text}");
     }
 }
 
@@ -542,7 +598,11 @@ fn a_jailed_launch_whose_firecracker_outlives_its_kill_says_so() {
     let (err, pid) = std::thread::scope(|s| {
         let launch = s.spawn(|| {
             driver
-                .launch_jailed(&spec, jailed_files(dir.path(), &spec))
+                .launch_jailed(
+                    &spec,
+                    jailed_files(dir.path(), &spec),
+                    &mut firecracker_support::RecordingTap::default(),
+                )
                 .unwrap_err()
         });
         let pid = held.reader(Duration::from_secs(8));
