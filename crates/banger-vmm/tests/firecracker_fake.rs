@@ -5,6 +5,7 @@
 //! driver's pidfd and checked gone.
 
 mod firecracker_support;
+mod netns;
 
 use std::time::{Duration, Instant};
 
@@ -498,6 +499,46 @@ fn a_jailed_launch_whose_tap_cannot_move_fails_and_leaves_nothing_running() {
         assert!(!paths.iter().any(|p| p == "/actions"), "{paths:?}");
         assert!(!run.join(banger_vmm::API_SOCKET).exists(), "{text}");
     }
+}
+
+/// Design step 5, the hostile side (the host-network jail's hostile
+/// read): the stand-in, jailed, attaches at `PUT /network-interfaces`
+/// the tap moved into its network namespace, but not another tap of its
+/// slot uid left in the test's namespace (`EPERM`: the name is no tap in
+/// its namespace, and making one needs `CAP_NET_ADMIN`). Its own tap is
+/// back on the bridge afterwards.
+#[test]
+fn a_jailed_fake_attaches_only_the_tap_moved_into_its_namespace() {
+    use banger_host::net::HostNet as _;
+    let uid = slot_uid(5_500_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (own, other) = ("bangerfcf0", "bangerfcf1");
+    netns::private_netns_with_tap_of(own, Some(uid));
+    let net = banger_host::net::RealNet::new();
+    net.create_tap(other, uid).unwrap();
+    let mut moves = netns::HostTap::on_new_bridge(own, "bangerfcbr");
+    let (run, mut spec) = jailed_fake_spec(dir.path(), uid);
+    spec.tap = own.into();
+    let config = run.join("fake-firecracker.json");
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    c["tap_probe"] = json!([other]);
+    std::fs::write(&config, c.to_string()).unwrap();
+    let mut vm = driver()
+        .launch_jailed(&spec, jailed_files(dir.path(), &spec), &mut moves)
+        .unwrap();
+    let record = read_record(&run);
+    let put = record
+        .iter()
+        .find(|r| r["path"] == json!("/network-interfaces/eth0"))
+        .expect("no PUT /network-interfaces");
+    let eperm = std::io::Error::from_raw_os_error(libc::EPERM).to_string();
+    assert_eq!(put["attached"], json!({own: "ok", other: eperm}), "{put}");
+    let link = net.link(own).unwrap().unwrap();
+    assert_eq!(
+        (link.index, link.master.as_deref(), link.up),
+        (moves.index, Some("bangerfcbr"), true)
+    );
+    vm.kill().unwrap();
 }
 
 /// The Firecracker jail's design step 4: the fake launched jailed

@@ -6,6 +6,7 @@ use banger_host::runner::{Cmd, Runner};
 /// Move this thread (and the children it spawns) into a fresh network
 /// namespace and create `tap` there. The namespace goes when the thread
 /// and its children are gone.
+#[allow(dead_code)] // each including test target uses its own subset
 pub fn private_netns_with_tap(tap: &str) {
     private_netns_with_tap_of(tap, None)
 }
