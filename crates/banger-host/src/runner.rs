@@ -392,6 +392,9 @@ pub struct Spawned {
     /// Its status, once that reaper has it.
     reaped: Arc<OnceLock<ExitStatus>>,
     pidfd: std::os::fd::OwnedFd,
+    /// A jailed child's network namespace handles, until taken
+    /// ([`crate::jail::Jail::net_handles`]).
+    jail_net: Option<crate::jail::JailNet>,
 }
 
 impl Spawned {
@@ -402,6 +405,13 @@ impl Spawned {
     pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd as _;
         self.pidfd.as_fd()
+    }
+
+    /// The jail's network namespace handles, once, when its jail asked
+    /// for them ([`crate::jail::Jail::net_handles`]). Holding them keeps
+    /// the namespace alive: drop them once they have served.
+    pub fn take_jail_net(&mut self) -> Option<crate::jail::JailNet> {
+        self.jail_net.take()
     }
 
     /// Whether the process is still alive (without reaping it): its pidfd
@@ -531,6 +541,7 @@ impl Runner {
             child: Some(child),
             reaped: Arc::default(),
             pidfd,
+            jail_net: None,
         })
     }
 }
@@ -558,7 +569,7 @@ fn spawn_jailed(
     };
     let mut env = vec![(OsString::from("PATH"), OsString::from(CHILD_PATH))];
     env.extend(cmd.env.iter().cloned());
-    let child = crate::jail::spawn(
+    let mut child = crate::jail::spawn(
         jail,
         &program,
         &cmd.program,
@@ -568,12 +579,14 @@ fn spawn_jailed(
         crate::jail::Output::File(output),
     )
     .map_err(spawn_error)?;
+    let jail_net = child.take_net();
     let (child, pidfd) = open_pidfd(Piped::Jailed(child), argv)?;
     Ok(Spawned {
         pid: child.id(),
         child: Some(child),
         reaped: Arc::default(),
         pidfd,
+        jail_net,
     })
 }
 

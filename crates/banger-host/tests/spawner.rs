@@ -41,6 +41,12 @@ fn main() {
         0,
         "the spawner test needs root"
     );
+    // The whole test in a network namespace of its own (the spawner forked
+    // later is in it too): the jails with network handles below make a
+    // bridge and taps here.
+    // SAFETY: CLONE_NEWNET alone, while this process has one thread.
+    unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+        .expect("unshare(CLONE_NEWNET) needs root");
     // The re-run first: once this process is locked down it has no
     // CAP_SETPCAP left to hand a spawner of its child's.
     let tests: [(&str, fn()); 2] = [
@@ -262,11 +268,23 @@ fn locked_down() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let spawner = jail::spawner::start(range.clone(), &[&std::env::temp_dir()]).unwrap();
-    // Only CAP_SYS_ADMIN (21), CAP_SETUID (7), CAP_SETGID (6), in every set.
+    // Only CAP_SYS_ADMIN (21), CAP_NET_ADMIN (12), CAP_SETUID (7),
+    // CAP_SETGID (6), in every set.
     let status = status_of(spawner);
     for set in ["CapBnd", "CapPrm", "CapEff"] {
-        assert_eq!(status_field(&status, set), "00000000002000c0", "{status}");
+        assert_eq!(status_field(&status, set), "00000000002010c0", "{status}");
     }
+    // Design step 5: a jail with its network handles, cloned by the
+    // spawner, is in the namespace the spawner handed back, and the
+    // spawner is back in its own (checked here, while this process may
+    // still read both through /proc).
+    net_handles_through_the_spawner(
+        range.start + 2,
+        jail::testing::NetnsChecks {
+            child: true,
+            cloner: Some(spawner),
+        },
+    );
     for set in ["CapInh", "CapAmb"] {
         assert_eq!(status_field(&status, set), "0000000000000000", "{status}");
     }
@@ -400,6 +418,16 @@ fn locked_down() {
 
     long_lived_through_the_spawner(uid + 1, me);
     cgroup_through_the_spawner(uid + 1);
+    // The locked-down process moves a tap into the jail's namespace and
+    // back with the handles alone (it may neither setns nor read another
+    // uid's /proc/<pid>/ns).
+    net_handles_through_the_spawner(
+        uid + 2,
+        jail::testing::NetnsChecks {
+            child: false,
+            cloner: None,
+        },
+    );
 
     // Refusals: root, an id outside the range, a bad bind name, a cut
     // message, one descriptor too many, a message past the size limit.
@@ -680,6 +708,17 @@ fn cgroup_through_the_spawner(uid: u32) {
     assert_eq!(cg.pids(), [spawned.pid()]);
     jail::testing::outlives_its_handle(spawned);
     drop(cg);
+}
+
+/// [`jail::testing::netns_probe`] through the spawner, as `uid`.
+fn net_handles_through_the_spawner(uid: u32, checks: jail::testing::NetnsChecks) {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("banger-spawner-netns-{}-{uid}", std::process::id());
+    let (out, connect) = jail::testing::netns_probe(uid, dir.path(), &name, checks);
+    assert_eq!(
+        (out.as_str(), connect),
+        (jail::testing::NETNS_PROBE_SEES, Some(libc::ECONNREFUSED))
+    );
 }
 
 /// A re-run of this binary starts a spawner; killing it kills the spawner.

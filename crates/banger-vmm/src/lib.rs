@@ -318,6 +318,11 @@ pub enum VmmError {
     },
     #[error("{vmm} API: {what}")]
     Api { vmm: &'static str, what: String },
+    /// Moving a jailed VMM's tap into its network namespace or back
+    /// ([`firecracker::JailTap`]) failed; `what` says which and where the
+    /// tap is.
+    #[error("{vmm} tap: {what}")]
+    JailTap { vmm: &'static str, what: String },
     /// A [`LaunchSpec`] field the driver cannot pass on; `what` names the
     /// field, its value and what would be accepted.
     #[error("{vmm} launch spec: {what}")]

@@ -5,6 +5,7 @@
 //! driver's pidfd and checked gone.
 
 mod firecracker_support;
+mod netns;
 
 use std::time::{Duration, Instant};
 
@@ -331,7 +332,9 @@ fn launched_jailed_fake(
     let (run, spec) = jailed_fake_spec(dir, uid);
     let files = jailed_files(dir, &spec);
     files.serial.set_len(serial_len).unwrap();
-    let vm = driver().launch_jailed(&spec, files).unwrap();
+    let mut tap = firecracker_support::RecordingTap::default();
+    let vm = driver().launch_jailed(&spec, files, &mut tap).unwrap();
+    assert_eq!(tap.calls, ["enter(netns, not ours)", "leave(netlink)"]);
     (run, spec, vm)
 }
 
@@ -394,7 +397,11 @@ fn a_jailed_read_only_drive_that_is_a_block_device_is_refused() {
     let (run, mut spec) = jailed_fake_spec(dir.path(), uid);
     let device = firecracker_support::LoopNode::new(dir.path());
     spec.drives[1].path = device.node.clone();
-    let launched = driver().launch_jailed(&spec, jailed_files(dir.path(), &spec));
+    let launched = driver().launch_jailed(
+        &spec,
+        jailed_files(dir.path(), &spec),
+        &mut firecracker_support::RecordingTap::default(),
+    );
     let err = match launched {
         Err(e) => e,
         Ok(mut vm) => {
@@ -432,7 +439,8 @@ fn a_jailed_launch_refuses_a_run_dir_not_the_slots_own() {
         // A directory of its own for each try's KVM node.
         let nodes = dir.path().join(format!("nodes-{owner}-{mode:o}"));
         std::fs::create_dir(&nodes).unwrap();
-        let err = match driver().launch_jailed(&spec, jailed_files(&nodes, &spec)) {
+        let mut tap = firecracker_support::RecordingTap::default();
+        let err = match driver().launch_jailed(&spec, jailed_files(&nodes, &spec), &mut tap) {
             Err(e) => e.to_string(),
             Ok(mut vm) => {
                 let killed = vm.kill();
@@ -442,6 +450,95 @@ fn a_jailed_launch_refuses_a_run_dir_not_the_slots_own() {
         assert!(err.contains(want), "{err}");
         assert!(!run.join("firecracker.log").exists(), "{err}");
     }
+}
+
+/// Design step 5: the tap goes into the jailed VMM's network namespace
+/// for `PUT /network-interfaces` only. When it cannot go in, or cannot
+/// come back, the launch fails naming the step (and that a tap still in
+/// the namespace is deleted with it), the VMM is killed, and
+/// `InstanceStart` is never sent; the move back is tried even after the
+/// request failed.
+#[test]
+fn a_jailed_launch_whose_tap_cannot_move_fails_and_leaves_nothing_running() {
+    let uid = slot_uid(5_300_000);
+    for (step, calls, said) in [
+        (
+            "enter",
+            vec!["enter(netns, not ours)"],
+            "into the jail's network namespace: enter failed",
+        ),
+        (
+            "leave",
+            vec!["enter(netns, not ours)", "leave(netlink)"],
+            "deleted with that namespace when firecracker is killed",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let (run, spec) = jailed_fake_spec(dir.path(), uid);
+        let mut tap = firecracker_support::RecordingTap {
+            fail: Some(step),
+            ..Default::default()
+        };
+        let err = match driver().launch_jailed(&spec, jailed_files(dir.path(), &spec), &mut tap) {
+            Err(e) => e,
+            Ok(mut vm) => {
+                let killed = vm.kill();
+                panic!("launched with a failing {step} (killed: {killed:?})");
+            }
+        };
+        assert!(matches!(err, VmmError::JailTap { .. }), "{err:?}");
+        let text = err.to_string();
+        assert!(text.contains(said), "{text}");
+        assert_eq!(tap.calls, calls);
+        let paths: Vec<String> = read_record(&run)
+            .iter()
+            .map(|r| r["path"].as_str().unwrap().to_string())
+            .collect();
+        let put = paths.iter().any(|p| p.starts_with("/network-interfaces/"));
+        assert_eq!(put, step == "leave", "{paths:?}");
+        assert!(!paths.iter().any(|p| p == "/actions"), "{paths:?}");
+        assert!(!run.join(banger_vmm::API_SOCKET).exists(), "{text}");
+    }
+}
+
+/// Design step 5, the hostile side (the host-network jail's hostile
+/// read): the stand-in, jailed, attaches at `PUT /network-interfaces`
+/// the tap moved into its network namespace, but not another tap of its
+/// slot uid left in the test's namespace (`EPERM`: the name is no tap in
+/// its namespace, and making one needs `CAP_NET_ADMIN`). Its own tap is
+/// back on the bridge afterwards.
+#[test]
+fn a_jailed_fake_attaches_only_the_tap_moved_into_its_namespace() {
+    use banger_host::net::HostNet as _;
+    let uid = slot_uid(5_500_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (own, other) = ("bangerfcf0", "bangerfcf1");
+    netns::private_netns_with_tap_of(own, Some(uid));
+    let net = banger_host::net::RealNet::new();
+    net.create_tap(other, uid).unwrap();
+    let mut moves = netns::HostTap::on_new_bridge(own, "bangerfcbr");
+    let (run, mut spec) = jailed_fake_spec(dir.path(), uid);
+    spec.tap = own.into();
+    let config = run.join("fake-firecracker.json");
+    let mut c: Value = serde_json::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    c["tap_probe"] = json!([other]);
+    std::fs::write(&config, c.to_string()).unwrap();
+    let mut vm = driver()
+        .launch_jailed(&spec, jailed_files(dir.path(), &spec), &mut moves)
+        .unwrap();
+    let record = read_record(&run);
+    let put = record
+        .iter()
+        .find(|r| r["path"] == json!("/network-interfaces/eth0"))
+        .expect("no PUT /network-interfaces");
+    let eperm = std::io::Error::from_raw_os_error(libc::EPERM).to_string();
+    assert_eq!(put["attached"], json!({own: "ok", other: eperm}), "{put}");
+    let link = net.link(own).unwrap().unwrap();
+    assert_eq!(
+        (link.index, link.master.as_deref(), link.up),
+        (moves.index, Some("bangerfcbr"), true)
+    );
+    vm.kill().unwrap();
 }
 
 /// The Firecracker jail's design step 4: the fake launched jailed
@@ -542,7 +639,11 @@ fn a_jailed_launch_whose_firecracker_outlives_its_kill_says_so() {
     let (err, pid) = std::thread::scope(|s| {
         let launch = s.spawn(|| {
             driver
-                .launch_jailed(&spec, jailed_files(dir.path(), &spec))
+                .launch_jailed(
+                    &spec,
+                    jailed_files(dir.path(), &spec),
+                    &mut firecracker_support::RecordingTap::default(),
+                )
                 .unwrap_err()
         });
         let pid = held.reader(Duration::from_secs(8));

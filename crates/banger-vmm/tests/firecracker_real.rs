@@ -32,7 +32,7 @@ use banger_vmm::firecracker::{
 };
 use banger_vmm::{Drive, LaunchSpec};
 use firecracker_support::{alive, jailed_files, killed_if_failing, slot_run_dir, slot_uid};
-use netns::{private_netns_with_tap, private_netns_with_tap_of};
+use netns::{HostTap, private_netns_with_tap, private_netns_with_tap_of};
 use serde_json::Value;
 
 fn mkfs_ext4(path: &std::path::Path) {
@@ -121,11 +121,14 @@ fn a_real_firecracker_accepts_the_configuration_and_stops() {
     logged_the_start_and_stops(vm, &spec);
 }
 
-/// The Firecracker jail's design step 4 with the real binary: launched
-/// jailed (`launch_jailed`) in a test network namespace whose tap's tun
-/// owner is the slot uid, with a test-made 0666 KVM node, the real
-/// Firecracker takes the whole plan — every path the jail's — and
-/// `InstanceStart`. It runs as the slot uid and gid with no groups, no
+/// The Firecracker jail's design steps 4 and 5 with the real binary:
+/// launched jailed (`launch_jailed`) in a test network namespace whose
+/// tap's tun owner is the slot uid, a port of a bridge there, with a
+/// test-made 0666 KVM node, the real Firecracker takes the whole plan —
+/// every path the jail's — and `InstanceStart`. It runs in a network
+/// namespace of its own; its tap went there for `PUT
+/// /network-interfaces` and is back in the test's with its index, on the
+/// bridge, up, IPv6 off. It runs as the slot uid and gid with no groups, no
 /// capabilities, `no_new_privs`, pid 1 of its own pid namespace, and after
 /// `InstanceStart` every one of its tasks is in seccomp filter mode with
 /// at least two filters (the jail's and Firecracker's own). Then
@@ -137,9 +140,31 @@ fn a_real_firecracker_accepts_the_configuration_and_stops() {
 fn a_real_firecracker_runs_jailed_as_its_slot_uid() {
     let uid = slot_uid(4_700_000);
     let dir = tempfile::tempdir().unwrap();
-    let (spec, mut vm) = launched_jailed(dir.path(), uid, "bangerfcj0", 0);
+    let (spec, mut vm, tap) = launched_jailed(dir.path(), uid, "bangerfcj0", 0);
     let pid = vm.pid();
     killed_if_failing(&mut vm, |vm| {
+        use banger_host::net::HostNet as _;
+        use std::os::unix::fs::MetadataExt as _;
+        let link = banger_host::net::RealNet::new()
+            .link(&tap.name)
+            .unwrap()
+            .expect("the tap is back in the test's namespace");
+        assert_eq!(
+            (link.index, link.master.as_deref(), link.up, link.tap_owner),
+            (tap.index, Some(BRIDGE), true, Some(uid))
+        );
+        let ipv6 = format!("/proc/sys/net/ipv6/conf/{}/disable_ipv6", tap.name);
+        assert_eq!(std::fs::read_to_string(ipv6).unwrap().trim(), "1");
+        let ns = |p: &str| {
+            std::fs::metadata(format!("/proc/{p}/ns/net"))
+                .unwrap()
+                .ino()
+        };
+        assert_ne!(
+            ns(&pid.to_string()),
+            ns("thread-self"),
+            "firecracker in the test's namespace"
+        );
         let p = pid.to_string();
         match vm.status().unwrap() {
             VmStatus::Live(info) => assert_eq!(info.state, InstanceState::Running, "{info:?}"),
@@ -193,7 +218,7 @@ fn a_real_jailed_firecracker_starts_on_a_serial_log_past_its_file_size_limit() {
     let uid = slot_uid(5_100_000);
     let dir = tempfile::tempdir().unwrap();
     let past = banger_vmm::VMM_MIN_FILE_SIZE + 1;
-    let (spec, mut vm) = launched_jailed(dir.path(), uid, "bangerfcj2", past);
+    let (spec, mut vm, _tap) = launched_jailed(dir.path(), uid, "bangerfcj2", past);
     killed_if_failing(&mut vm, |vm| match vm.status().unwrap() {
         VmStatus::Live(info) => assert_eq!(info.state, InstanceState::Running, "{info:?}"),
         VmStatus::Exited(status) => panic!("it exited after InstanceStart ({status})"),
@@ -203,8 +228,8 @@ fn a_real_jailed_firecracker_starts_on_a_serial_log_past_its_file_size_limit() {
     logged_the_start_and_stops(vm, &spec);
 }
 
-/// What the jail leaves a real Firecracker: in the host's network
-/// namespace it may attach only a tap whose tun owner is its slot uid, and
+/// What the jail leaves a real Firecracker: in its own network namespace
+/// it may attach the tap moved there only if its tun owner is its slot uid, and
 /// it opens a drive at `/drive-<id>` only where the slot uid was granted
 /// the inode. A root-only drive fails `PUT /drives` (`EACCES`); granted,
 /// a tap of another uid fails `PUT /network-interfaces` (`EPERM`); each
@@ -217,11 +242,12 @@ fn a_jailed_real_firecracker_gets_neither_another_uids_tap_nor_an_ungranted_driv
     let dir = tempfile::tempdir().unwrap();
     let tap = "bangerfcj1";
     private_netns_with_tap_of(tap, Some(uid + 1));
+    let mut moves = HostTap::on_new_bridge(tap, BRIDGE);
     let spec = jailed_spec(dir.path(), uid, tap);
     let rootfs = &spec.drives[0].path;
     let driver = FirecrackerDriver::new(&binary);
     std::fs::set_permissions(rootfs, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let err = refused(driver.launch_jailed(&spec, jailed_files(dir.path(), &spec)));
+    let err = refused(driver.launch_jailed(&spec, jailed_files(dir.path(), &spec), &mut moves));
     assert!(
         err.contains("PUT /drives/root failed (400)") && err.contains("(os error 13)"),
         "{err}"
@@ -230,31 +256,43 @@ fn a_jailed_real_firecracker_gets_neither_another_uids_tap_nor_an_ungranted_driv
     std::fs::set_permissions(rootfs, std::fs::Permissions::from_mode(0o644)).unwrap();
     let again = dir.path().join("again");
     std::fs::create_dir(&again).unwrap();
-    let err = refused(driver.launch_jailed(&spec, jailed_files(&again, &spec)));
+    let err = refused(driver.launch_jailed(&spec, jailed_files(&again, &spec), &mut moves));
     assert!(
         err.contains("PUT /network-interfaces/eth0 failed (400)") && err.contains("(os error 1)"),
         "{err}"
     );
     assert_eq!(processes_of(uid), Vec::<u32>::new(), "{err}");
+    // The refused tap came back all the same, with its index.
+    use banger_host::net::HostNet as _;
+    let link = banger_host::net::RealNet::new().link(tap).unwrap().unwrap();
+    assert_eq!(
+        (link.index, link.master.as_deref()),
+        (moves.index, Some(BRIDGE))
+    );
 }
 
+/// The bridge of the jailed tests' taps, in their test namespaces.
+const BRIDGE: &str = "bangerfcbr";
+
 /// The real binary launched jailed in `dir` as the slot `uid`, on `tap`
-/// (made in a test network namespace with the slot uid its tun owner),
-/// its serial log first made `serial_len` bytes long (sparse). A refused
-/// launch fails the test with both logs.
+/// (made in a test network namespace with the slot uid its tun owner, a
+/// port of [`BRIDGE`]), its serial log first made `serial_len` bytes long
+/// (sparse); the tap's mover. A refused launch fails the test with both
+/// logs.
 fn launched_jailed(
     dir: &std::path::Path,
     uid: u32,
     tap: &str,
     serial_len: u64,
-) -> (LaunchSpec, FirecrackerVm) {
+) -> (LaunchSpec, FirecrackerVm, HostTap) {
     let binary = real_firecracker::binary();
     private_netns_with_tap_of(tap, Some(uid));
+    let mut moves = HostTap::on_new_bridge(tap, BRIDGE);
     let spec = jailed_spec(dir, uid, tap);
     let files = jailed_files(dir, &spec);
     files.serial.set_len(serial_len).unwrap();
     let vm = FirecrackerDriver::new(&binary)
-        .launch_jailed(&spec, files)
+        .launch_jailed(&spec, files, &mut moves)
         .unwrap_or_else(|e| {
             panic!(
                 "the real Firecracker refused the jailed configuration: {e}\nserial log:\n{}\nfirecracker log:\n{}",
@@ -262,7 +300,7 @@ fn launched_jailed(
                 std::fs::read_to_string(log_path(&spec)).unwrap_or_default()
             )
         });
-    (spec, vm)
+    (spec, vm, moves)
 }
 
 /// The error of a launch that must fail; one that started is killed

@@ -50,6 +50,23 @@ impl HostNet for JournalPeek {
     fn disable_ipv6(&self, link: &str) -> Result<(), NetError> {
         self.inner.disable_ipv6(link)
     }
+    fn move_link_to_netns(
+        &self,
+        name: &str,
+        index: u32,
+        ns: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(), NetError> {
+        self.inner.move_link_to_netns(name, index, ns)
+    }
+    fn move_link_back(
+        &self,
+        jail_rtnl: std::os::fd::BorrowedFd<'_>,
+        name: &str,
+        index: u32,
+        host_ns: std::os::fd::BorrowedFd<'_>,
+    ) -> Result<(), NetError> {
+        self.inner.move_link_back(jail_rtnl, name, index, host_ns)
+    }
     fn set_no_linklocal_learn(&self, link: &str) -> Result<(), NetError> {
         self.inner.set_no_linklocal_learn(link)
     }

@@ -1,10 +1,10 @@
 //! Landlock scoping for every jail: a jailed process may neither connect
 //! to an abstract UNIX socket nor signal a process outside its own
 //! Landlock domain (`LANDLOCK_SCOPE_ABSTRACT_UNIX_SOCKET`,
-//! `LANDLOCK_SCOPE_SIGNAL`, Linux 6.12, Landlock ABI 6). A jail with its
-//! own network namespace has no abstract socket of the host's to reach;
-//! one in the host's ([`super::Jail::host_network`], Firecracker) would,
-//! without this.
+//! `LANDLOCK_SCOPE_SIGNAL`, Linux 6.12, Landlock ABI 6). Every jail has a
+//! network namespace of its own, so it has no abstract socket of the
+//! host's to reach; the scope keeps it from any other process's abstract
+//! socket in that namespace (one root enters it with, for instance).
 //!
 //! The ruleset is made in the parent, before the clone; the child only
 //! calls `landlock_restrict_self` on it, after `no_new_privs`. Where the

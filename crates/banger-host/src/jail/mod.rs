@@ -1,5 +1,7 @@
 //! The jail a hostile-input tool runs in: a uid that owns nothing, its own
-//! mount, pid, IPC, UTS and network namespaces, a read-only tmpfs root that
+//! mount, pid, IPC, UTS and network namespaces (the network one made by
+//! its cloner and handed back when asked: [`Jail::net_handles`]), a
+//! read-only tmpfs root that
 //! holds `/usr` (read-only), a minimal `/dev` and exactly the files bound
 //! into it, no capabilities, `no_new_privs`, no descriptor but its stdio.
 //!
@@ -124,9 +126,10 @@ pub struct Jail {
     /// The cgroup the child joins ([`Jail::cgroup`]): it writes `0` to
     /// the `cgroup.procs` descriptor root opened.
     cgroup: Option<Arc<CgroupFds>>,
-    /// No network namespace of its own: the caller's (the host's, in the
-    /// helper). For a VMM that attaches a tap by name ([`Jail::host_network`]).
-    host_network: bool,
+    /// Its network namespace is made by the cloner, which hands back a
+    /// descriptor of it and a route netlink socket opened in it
+    /// ([`Jail::net_handles`], [`JailNet`]).
+    net_handles: bool,
 }
 
 impl Jail {
@@ -142,7 +145,7 @@ impl Jail {
             copies: Vec::new(),
             long_lived: None,
             cgroup: None,
-            host_network: false,
+            net_handles: false,
         }
     }
 
@@ -160,16 +163,20 @@ impl Jail {
         Ok(self)
     }
 
-    /// No `CLONE_NEWNET`: the jailed process shares the network namespace
-    /// of whoever clones it (in `bangerd-root`, the spawner's: the
-    /// host's). Firecracker attaches its tap by name, and the kernel looks
-    /// that name up in the namespace of the process that opens
-    /// `/dev/net/tun`. The jail's seccomp filter still allows `AF_UNIX`
-    /// sockets only, so the namespace gives it no IP or netlink socket; a
-    /// tap it may attach is one whose tun owner is its uid
-    /// ([`Jail::bind_tun`]). docs/jail.md says what it still reaches.
-    pub fn host_network(mut self) -> Jail {
-        self.host_network = true;
+    /// A network namespace of its own, as every jail has, but made by
+    /// the cloner (`unshare(CLONE_NEWNET)` on the cloning thread, which
+    /// then clones the child without `CLONE_NEWNET` and goes back to its
+    /// own namespace), which hands back, with the child's pidfd, a
+    /// descriptor of that namespace J and a `NETLINK_ROUTE` socket it
+    /// opened in J with `CAP_NET_ADMIN` ([`JailNet`], from
+    /// [`Child::take_net`] or `Spawned::take_jail_net`). Firecracker
+    /// attaches its tap by name in its own namespace: root moves the tap
+    /// into J by J's descriptor (from the host's side) and back through
+    /// the socket (a link leaves a namespace only by a request sent in
+    /// it, and the kernel checks the socket opener's capabilities).
+    /// Nothing of the host's network is in J: only `lo`, down.
+    pub fn net_handles(mut self) -> Jail {
+        self.net_handles = true;
         self
     }
 
@@ -244,12 +251,13 @@ impl Jail {
     }
 
     /// Bind the host's `/dev/net/tun` behind `fd` at `/dev/net/tun` (a
-    /// read-only mount, as for KVM): Firecracker opens that path to attach its tap by name
-    /// (with [`Jail::host_network`], where the tap is). Only as that
-    /// device (10:200), opened `O_PATH|O_NOFOLLOW`, as for KVM. The clone
-    /// device lets it attach only a tap whose tun owner is its uid (or
-    /// one with no owner and no group, which banger never leaves); making
-    /// a new one needs `CAP_NET_ADMIN`, which it lacks.
+    /// read-only mount, as for KVM): Firecracker opens that path to attach
+    /// its tap by name, in its own network namespace (where root moves the
+    /// tap for that: [`Jail::net_handles`]). Only as that device (10:200),
+    /// opened `O_PATH|O_NOFOLLOW`, as for KVM. The clone device lets it
+    /// attach only a tap of its namespace whose tun owner is its uid (or
+    /// one with no owner and no group); making a new one needs
+    /// `CAP_NET_ADMIN`, which it lacks.
     pub fn bind_tun(self, fd: BorrowedFd<'_>) -> std::io::Result<Jail> {
         self.bind_device(fd, TUN_AT)
     }
@@ -356,6 +364,8 @@ pub struct Child {
     status: Option<std::process::ExitStatus>,
     /// Killed and reaped when dropped (not a long-lived one).
     kill_on_drop: bool,
+    /// Its network namespace's handles ([`Jail::net_handles`]).
+    net: Option<JailNet>,
     pub stdin: Option<File>,
     pub stdout: Option<File>,
     pub stderr: Option<File>,
@@ -371,6 +381,11 @@ impl Child {
     pub fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
         use std::os::fd::AsFd as _;
         self.pidfd.as_fd()
+    }
+
+    /// Its network namespace's handles, once ([`Jail::net_handles`]).
+    pub fn take_net(&mut self) -> Option<JailNet> {
+        self.net.take()
     }
 
     /// Reap it if it has exited.
@@ -494,7 +509,12 @@ pub fn spawn(
     };
     // In the locked-down helper the spawner clones; elsewhere (dev mode,
     // tests) this process does.
-    let Cloned { pid, pidfd, report } = match spawner::running() {
+    let Cloned {
+        pid,
+        pidfd,
+        report,
+        net,
+    } = match spawner::running() {
         Some(s) => s.spawn(request)?,
         None => {
             // This process is the child's parent.
@@ -513,6 +533,7 @@ pub fn spawn(
         pidfd,
         status: None,
         kill_on_drop: jail.long_lived.is_none(),
+        net,
         stdin: in_w.map(File::from),
         stdout: out_r.map(File::from),
         stderr: err_r.map(File::from),
@@ -535,13 +556,15 @@ fn report_error(step: u32, errno: i32) -> std::io::Error {
     )
 }
 
-/// A child just cloned: its pid, its pidfd and what it reported before
-/// `execve` (`None`: it got there; else (step, errno), still to reap).
+/// A child just cloned: its pid, its pidfd, what it reported before
+/// `execve` (`None`: it got there; else (step, errno), still to reap) and
+/// its network namespace's handles when its jail asked for them.
 #[derive(Debug)]
 pub(super) struct Cloned {
     pid: i32,
     pidfd: OwnedFd,
     report: Option<(u32, i32)>,
+    net: Option<JailNet>,
 }
 
 /// Prepare `r` and clone its child with `extra` clone flags
@@ -572,8 +595,15 @@ fn clone_jailed(
     };
     let argv_ptrs = ptrs(&prepared.argv);
     let envp_ptrs = ptrs(&prepared.envp);
-    // A network namespace of its own unless the jail shares its cloner's.
-    let net = if r.jail.host_network {
+    // A network namespace of its own: made here, on this thread, when the
+    // jail wants its handles (the child then inherits it); else by the
+    // clone.
+    let own_net = if r.jail.net_handles {
+        Some(netns::ThreadNet::enter_new()?)
+    } else {
+        None
+    };
+    let net = if own_net.is_some() {
         0
     } else {
         libc::CLONE_NEWNET
@@ -611,6 +641,9 @@ fn clone_jailed(
         child::child(&prepared, &fds, parent, &argv_ptrs, &envp_ptrs);
     }
     let clone_error = std::io::Error::last_os_error();
+    // Back in this thread's own network namespace, on every path (or the
+    // process ends: see `ThreadNet::leave`).
+    let net = own_net.map(netns::ThreadNet::leave);
     drop(blocked);
     if pid < 0 {
         return Err(clone_error);
@@ -640,6 +673,7 @@ fn clone_jailed(
         pid: pid as i32,
         pidfd,
         report,
+        net,
     })
 }
 
@@ -662,50 +696,6 @@ fn lost_report(pidfd: &OwnedFd, e: rustix::io::Errno) -> std::io::Error {
         std::io::Error::from(e).kind(),
         format!("reading the clone's report: {e} (the clone {killed})"),
     )
-}
-
-/// This thread's signal mask with every signal blocked (the kernel keeps
-/// `SIGKILL` and `SIGSTOP` deliverable), until dropped, which puts the
-/// mask it had back. Raw `rt_sigprocmask`, as the child uses.
-pub(super) struct SignalsBlocked {
-    old: u64,
-}
-
-impl SignalsBlocked {
-    pub(super) fn all() -> std::io::Result<SignalsBlocked> {
-        let all: u64 = !0;
-        let mut old: u64 = 0;
-        // SAFETY: rt_sigprocmask(SIG_SETMASK) from and into valid 8-byte
-        // sets, the kernel's sigset size.
-        let r = unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigprocmask,
-                libc::SIG_SETMASK,
-                &all as *const u64,
-                &mut old as *mut u64,
-                8usize,
-            )
-        };
-        if r < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(SignalsBlocked { old })
-    }
-}
-
-impl Drop for SignalsBlocked {
-    fn drop(&mut self) {
-        // SAFETY: as in `all`; the set is the one saved there.
-        unsafe {
-            libc::syscall(
-                libc::SYS_rt_sigprocmask,
-                libc::SIG_SETMASK,
-                &self.old as *const u64,
-                std::ptr::null_mut::<u64>(),
-                8usize,
-            );
-        }
-    }
 }
 
 fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
@@ -741,8 +731,10 @@ mod devices;
 mod filter;
 mod landlock;
 mod lockdown;
+mod netns;
 mod prepare;
 mod range;
+mod signals;
 pub mod spawner;
 mod sweep;
 #[cfg(any(test, feature = "test-support"))]
@@ -763,6 +755,8 @@ use cgroup::{CgroupFds, check_cgroup};
 use devices::{KVM_AT, TUN_AT, check_device, is_device_place};
 pub use landlock::scope_support;
 pub use lockdown::{HELPER_CAPS, lock_down};
+pub use netns::JailNet;
 use prepare::prepare;
 pub use range::{RangeInUse, check_unused};
+use signals::SignalsBlocked;
 pub use sweep::{Spare, gone_before_open, is_journaled, kill_range, start_time, uids_of};

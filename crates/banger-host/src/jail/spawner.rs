@@ -3,7 +3,8 @@
 //! make namespaces after the helper has locked itself out of both
 //! ([`super::lock_down`]).
 //!
-//! It holds only `CAP_SYS_ADMIN`, `CAP_SETUID` and `CAP_SETGID`, dies with
+//! It holds only `CAP_SYS_ADMIN`, `CAP_NET_ADMIN`, `CAP_SETUID` and
+//! `CAP_SETGID`, dies with
 //! its parent, never execs anything itself and serves one request at a
 //! time on a `SOCK_SEQPACKET` socket: one message in, one message out. A
 //! request names a jail (every [`Jail`] field crosses through
@@ -15,8 +16,11 @@
 //! The spawner prepares the jail as a direct spawn does and clones the
 //! child with `CLONE_PARENT`, so the child is the helper's: the helper
 //! waits for it, times it out and reads its output as before. The answer
-//! is the child's pid and pidfd, and its (step, errno) report when it
-//! failed before `execve`, or the reason the request was refused.
+//! is the child's pid and pidfd, its (step, errno) report when it
+//! failed before `execve` and, for a jail that asked for them
+//! ([`Jail::net_handles`]), its network namespace's descriptor and a
+//! route netlink socket opened in it ([`super::JailNet`]); or the reason
+//! the request was refused.
 
 use std::ffi::OsString;
 use std::mem::MaybeUninit;
@@ -52,9 +56,14 @@ pub const MAX_BINDS: usize = 12;
 const FIXED_FDS: usize = 4;
 
 /// The capabilities the spawner keeps: mounts and namespaces
-/// (`CAP_SYS_ADMIN`), the child's ids (`CAP_SETUID`, `CAP_SETGID`).
-/// (`linux/capability.h`: 21, 7, 6.)
-pub const KEPT_CAPS: [u32; 3] = [21, 7, 6];
+/// (`CAP_SYS_ADMIN`), the child's ids (`CAP_SETUID`, `CAP_SETGID`), and
+/// `CAP_NET_ADMIN`: the route netlink socket it opens in a jail's network
+/// namespace ([`Jail::net_handles`]) moves a link out of it only if its
+/// opener held `CAP_NET_ADMIN` (the kernel checks the socket file's
+/// credentials, then the sender's). It uses it for nothing else, and it
+/// is no wider than `CAP_SYS_ADMIN`, which already lets it enter and make
+/// namespaces. (`linux/capability.h`: 21, 12, 7, 6.)
+pub const KEPT_CAPS: [u32; 4] = [21, 12, 7, 6];
 
 /// One spawn: what [`super::spawn`] hands the spawner (or clones itself).
 #[derive(Debug)]
@@ -426,9 +435,9 @@ fn recv_within(
     }
 }
 
-/// The spawner's answer: the child's pid, pidfd and report, or (the inner
-/// error) the reason for a refusal; the outer error, an answer that does
-/// not parse.
+/// The spawner's answer: the child's pid, pidfd, report and network
+/// handles, or (the inner error) the reason for a refusal; the outer
+/// error, an answer that does not parse.
 fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<std::io::Result<Cloned>> {
     let mut reader = Reader {
         bytes,
@@ -438,6 +447,7 @@ fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<std::io::Result<Cl
     let step = reader.u32()?;
     let errno = reader.u32()? as i32;
     let why = String::from_utf8_lossy(reader.bytes()?).into_owned();
+    let has_net = reader.u32()?;
     if pid == 0 {
         reader.finish()?;
         return Ok(Err(std::io::Error::new(
@@ -446,144 +456,18 @@ fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<std::io::Result<Cl
         )));
     }
     let pidfd = reader.fd()?;
+    let net = match has_net {
+        0 => None,
+        1 => Some(super::JailNet::checked(reader.fd()?, reader.fd()?)?),
+        n => return Err(refused(format!("network handles flag {n}"))),
+    };
     reader.finish()?;
     Ok(Ok(Cloned {
         pid,
         pidfd,
         report: (step != 0).then_some((step, errno)),
+        net,
     }))
-}
-
-/// Requests the public API never builds, for the spawner's own tests.
-#[cfg(any(test, feature = "test-support"))]
-pub mod testing {
-    use std::sync::Arc;
-
-    use super::super::Bind;
-    use super::*;
-
-    /// One bind as the wire carries it, its name unchecked.
-    #[derive(Debug)]
-    pub struct RawBind<'a> {
-        pub fd: BorrowedFd<'a>,
-        pub name: &'a str,
-        pub writable: bool,
-    }
-
-    /// Send a request for `argv` run as `uid`:`gid` with `binds` (none of
-    /// it checked here), cut to `keep` bytes when given, with `extra`
-    /// descriptors after its own; the spawner's answer, an error for a
-    /// refusal. A child it starts is killed and reaped.
-    pub fn request(
-        uid: u32,
-        gid: u32,
-        binds: &[RawBind<'_>],
-        argv: &[&str],
-        keep: Option<usize>,
-        extra: &[BorrowedFd<'_>],
-    ) -> std::io::Result<()> {
-        let spawner = running().ok_or_else(|| refused("not started"))?;
-        let open = |p: &std::ffi::CStr, flags| {
-            rustix::fs::open(
-                p,
-                flags | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )
-        };
-        let program =
-            crate::runner::resolve(argv[0].as_ref()).ok_or_else(|| refused("no such program"))?;
-        let null = || open(c"/dev/null", rustix::fs::OFlags::RDWR);
-        let r = Request {
-            jail: Jail {
-                uid,
-                gid,
-                binds: binds
-                    .iter()
-                    .map(|b| {
-                        Ok(Bind {
-                            fd: Arc::new(b.fd.try_clone_to_owned()?),
-                            at: b.name.to_string(),
-                            writable: b.writable,
-                        })
-                    })
-                    .collect::<std::io::Result<_>>()?,
-                passes: Vec::new(),
-                copies: Vec::new(),
-                long_lived: None,
-                cgroup: None,
-                host_network: false,
-            },
-            program: rustix::fs::open(
-                &program,
-                rustix::fs::OFlags::PATH | rustix::fs::OFlags::CLOEXEC,
-                rustix::fs::Mode::empty(),
-            )?,
-            argv0: argv[0].into(),
-            args: argv[1..].iter().map(|a| a.into()).collect(),
-            env: Vec::new(),
-            stdio: [null()?, null()?, null()?],
-        };
-        let mut w = r.encode();
-        w.fds.extend_from_slice(extra);
-        let bytes = &w.bytes[..keep.unwrap_or(w.bytes.len()).min(w.bytes.len())];
-        let sock = spawner.sock.lock().unwrap_or_else(|p| p.into_inner());
-        send_any(sock.as_fd(), bytes, &w.fds)?;
-        let mut buf = [0u8; 512];
-        let (n, fds) = recv(sock.as_fd(), &mut buf)?;
-        drop(sock);
-        let Cloned { pid, pidfd, report } = answer(&buf[..n], fds)??;
-        let mut child = super::super::Child {
-            pid,
-            pidfd,
-            status: None,
-            kill_on_drop: true,
-            stdin: None,
-            stdout: None,
-            stderr: None,
-        };
-        child.kill()?;
-        child.wait()?;
-        match report {
-            None => Ok(()),
-            Some((step, errno)) => Err(super::super::report_error(step, errno)),
-        }
-    }
-
-    /// Send `bytes` (up to a whole request and one byte more) with `fds`
-    /// (up to four times what a request may carry) attached.
-    fn send_any(sock: BorrowedFd<'_>, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> std::io::Result<()> {
-        let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4 * MAX_FDS))];
-        let mut control = SendAncillaryBuffer::new(&mut space);
-        if !control.push(SendAncillaryMessage::ScmRights(fds)) {
-            return Err(refused("too many descriptors for the test"));
-        }
-        rustix::net::sendmsg(
-            sock,
-            &[IoSlice::new(bytes)],
-            &mut control,
-            SendFlags::NOSIGNAL,
-        )?;
-        Ok(())
-    }
-
-    /// How long [`Spawner::spawn`] waits for the spawner's answer, from
-    /// now on.
-    pub fn set_deadline(d: std::time::Duration) {
-        DEADLINE_MS.store(d.as_millis() as u64, Ordering::Relaxed);
-    }
-
-    /// A request padded past [`MAX_REQUEST`]: the spawner reads it cut
-    /// (`MSG_TRUNC`) and refuses it.
-    pub fn oversized() -> std::io::Result<()> {
-        let spawner = running().ok_or_else(|| refused("not started"))?;
-        let sock = spawner.sock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut bytes = vec![0u8; MAX_REQUEST + 1];
-        bytes[..4].copy_from_slice(&VERSION.to_le_bytes());
-        send_any(sock.as_fd(), &bytes, &[])?;
-        let mut buf = [0u8; 512];
-        let (n, fds) = recv(sock.as_fd(), &mut buf)?;
-        answer(&buf[..n], fds)?.map(|_| ())
-    }
 }
 
 /// Whether a failed [`send`] sent nothing and left the spawner in step:
@@ -704,13 +588,22 @@ fn serve_unwinding(
         };
         let mut w = Writer::default();
         match &answer {
-            Ok(Cloned { pid, pidfd, report }) => {
+            Ok(Cloned {
+                pid,
+                pidfd,
+                report,
+                net,
+            }) => {
                 let (step, errno) = report.unwrap_or((0, 0));
                 w.u32(*pid as u32);
                 w.u32(step);
                 w.u32(errno as u32);
                 w.bytes(b"");
+                w.u32(u32::from(net.is_some()));
                 w.fd(pidfd.as_fd());
+                for fd in net.iter().flat_map(super::JailNet::fds) {
+                    w.fd(fd);
+                }
             }
             Err(e) => {
                 w.u32(0);
@@ -718,6 +611,7 @@ fn serve_unwinding(
                 w.u32(e.raw_os_error().unwrap_or(libc::EINVAL) as u32);
                 let why = e.to_string();
                 w.bytes(&why.as_bytes()[..why.len().min(400)]);
+                w.u32(0);
             }
         }
         if send(sock.as_fd(), &w.bytes, &w.fds).is_err() {
@@ -730,7 +624,7 @@ fn serve_unwinding(
 
 /// Dies with `parent`, holds no descriptor but 0-2, the socket (moved
 /// to 3) and a pidfd of `parent` (returned with it: the helper, parent of
-/// every child cloned with `CLONE_PARENT`), keeps three capabilities.
+/// every child cloned with `CLONE_PARENT`), keeps [`KEPT_CAPS`].
 fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<(OwnedFd, OwnedFd)> {
     rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))?;
     if rustix::process::getppid() != Some(parent) {
@@ -762,6 +656,8 @@ fn setup(sock: OwnedFd, parent: rustix::process::Pid) -> std::io::Result<(OwnedF
 }
 
 mod roots;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 mod wire;

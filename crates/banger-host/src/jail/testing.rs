@@ -200,3 +200,206 @@ impl Drop for TestCgroup {
         }
     }
 }
+
+/// Waits for a line on fd 3, binds an abstract name (`$ARGV[0]`), tries
+/// `TUNSETIFF` on each tap named after `$ARGV[1]`, looks `$ARGV[1]` up
+/// (`SIOCGIFINDEX`) and lists the links with addresses (`SIOCGIFCONF`),
+/// both from an `AF_UNIX` socket; prints "done" and sleeps holding the
+/// abstract name.
+pub const NETNS_PROBE: &str = r#"
+$| = 1;
+sub try { my ($what, $ok) = @_; print "$what ", ($ok ? "ok" : 0 + $!), "\n" }
+open(my $go, "<&=3") or die "fd 3: $!"; my $line = <$go>;
+my ($name, $link, @taps) = @ARGV;
+socket(my $a, 1, 1, 0) or die "socket: $!";
+try("bind", bind($a, pack("S a*", 1, "\0" . $name)) && listen($a, 1));
+for my $tap (@taps) {
+    sysopen(my $t, "/dev/net/tun", 2) or do { print "$tap open ", 0 + $!, "\n"; next };
+    try($tap, ioctl($t, 0x400454ca, pack("a16 s x22", $tap, 0x5002)));
+}
+socket(my $u, 1, 2, 0) or die "socket: $!";
+try("ifindex", ioctl($u, 0x8933, my $r = pack("a16 x24", $link)));
+my $buf = "\0" x 1600;
+my $ifc = pack("i x4 Q", length $buf, unpack("Q", pack("p", $buf)));
+ioctl($u, 0x8912, $ifc) or die "SIOCGIFCONF: $!";
+my ($len) = unpack("i", $ifc);
+my @names = map { unpack("Z16", substr($buf, $_ * 40, 16)) } 0 .. $len / 40 - 1;
+print "ifconf ", join(",", @names), "\n";
+print "done\n";
+sleep 30;
+"#;
+
+/// What the own-namespace jail probe prints ([`NETNS_PROBE`] on
+/// `fcj-br`, `fcj-mine`, `fcj-other`) when `fcj-mine` alone was moved
+/// into the jail's namespace: it binds its abstract name, attaches
+/// `fcj-mine`, and `fcj-other` (same tun owner, left in the test
+/// namespace) is `EPERM` (the name is no tap in its namespace, and
+/// creating one needs `CAP_NET_ADMIN`); the bridge's name is unknown
+/// (`ENODEV`) and no link has an address (`lo` is down). Before (a jail
+/// sharing the test namespace, 0fb8fcd): `fcj-other ok`, `ifindex ok`,
+/// `ifconf lo,fcj-br`, and the test's connect to the abstract name `ok`.
+pub const NETNS_PROBE_SEES: &str = "bind ok\nfcj-mine ok\nfcj-other 1\nifindex 19\nifconf \ndone\n";
+
+/// What [`netns_probe`] checks through `/proc/<pid>/ns/net` of other
+/// processes (needs `CAP_SYS_PTRACE`, which a locked-down helper lacks).
+#[derive(Debug, Clone, Copy)]
+pub struct NetnsChecks {
+    /// That the jailed child is in the namespace handed back.
+    pub child: bool,
+    /// That this process (the spawner, by pid) is back in the calling
+    /// thread's namespace.
+    pub cloner: Option<u32>,
+}
+
+impl NetnsChecks {
+    /// A jail cloned by the calling thread (dev mode's shape).
+    pub const DIRECT: NetnsChecks = NetnsChecks {
+        child: true,
+        cloner: None,
+    };
+}
+
+/// A long-lived jailed perl (`script`, `args`) in `jail` with its network
+/// handles, that waits for a line on its fd 3 before it goes on; its
+/// output onto `dir/probe.log`.
+#[derive(Debug)]
+pub struct WaitingProbe {
+    pub spawned: Spawned,
+    pub net: Option<super::JailNet>,
+    go: std::os::fd::OwnedFd,
+    log: std::path::PathBuf,
+}
+
+impl WaitingProbe {
+    pub fn start(jail: Jail, script: &str, args: &[&str], dir: &Path) -> WaitingProbe {
+        let (go_r, go) = super::pipe().unwrap();
+        let log = dir.join("probe.log");
+        let jail = jail
+            .long_lived(PROBE_LIMITS)
+            .net_handles()
+            .pass(go_r.as_fd(), 3)
+            .unwrap();
+        let mut spawned = Runner
+            .spawn(
+                &Cmd::new("perl").arg("-e").arg(script).args(args).jail(jail),
+                SpawnOptions {
+                    output: Some(File::create(&log).unwrap()),
+                    run_as: None,
+                },
+            )
+            .unwrap();
+        let net = spawned.take_jail_net();
+        assert!(net.is_some(), "no network handles");
+        WaitingProbe {
+            spawned,
+            net,
+            go,
+            log,
+        }
+    }
+
+    /// Let it go on; its output once it printed "done".
+    pub fn go_and_wait(&mut self) -> String {
+        rustix::io::write(&self.go, b"go\n").unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let out = std::fs::read_to_string(&self.log).unwrap();
+            if out.contains("done\n") {
+                return out;
+            }
+            assert!(Instant::now() < deadline, "{out}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for WaitingProbe {
+    fn drop(&mut self) {
+        let _ = self.spawned.kill();
+    }
+}
+
+/// [`NETNS_PROBE`] in a jail of `uid` with its network handles, run from
+/// the calling thread's (test) namespace with a bridge and two taps of
+/// `uid`, `fcj-mine` moved into the jail's namespace and back: its output
+/// and this namespace's connect to its abstract name `name` (`None`: it
+/// connected).
+pub fn netns_probe(uid: u32, dir: &Path, name: &str, checks: NetnsChecks) -> (String, Option<i32>) {
+    use crate::net::HostNet as _;
+    use rustix::fs::{Mode, OFlags};
+    use std::os::linux::net::SocketAddrExt as _;
+    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::net::{SocketAddr, UnixStream};
+    let net = crate::net::RealNet::new();
+    net.create_bridge("fcj-br").unwrap();
+    net.add_address(
+        "fcj-br",
+        crate::net::Ipv4Cidr::new([10, 9, 0, 1].into(), 24),
+    )
+    .unwrap();
+    net.create_tap("fcj-mine", uid).unwrap();
+    net.create_tap("fcj-other", uid).unwrap();
+    let mine = net.link("fcj-mine").unwrap().unwrap();
+    let mac = net.link_mac("fcj-mine").unwrap();
+    let tun = rustix::fs::open(
+        crate::net::TUN_DEVICE,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap();
+    let here = || std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino();
+    let home = here();
+    let jail = Jail::new(uid, uid).bind_tun(tun.as_fd()).unwrap();
+    let mut probe = WaitingProbe::start(
+        jail,
+        NETNS_PROBE,
+        &[name, "fcj-br", "fcj-mine", "fcj-other"],
+        dir,
+    );
+    assert_eq!(here(), home, "this thread stayed in the jail's namespace");
+    let jnet = probe.net.take().unwrap();
+    let j = rustix::fs::fstat(jnet.ns()).unwrap().st_ino;
+    assert_ne!(j, home);
+    let ns_of = |pid: u32| {
+        std::fs::metadata(format!("/proc/{pid}/ns/net"))
+            .unwrap()
+            .ino()
+    };
+    if checks.child {
+        assert_eq!(
+            ns_of(probe.spawned.pid()),
+            j,
+            "the child is not in the namespace handed back"
+        );
+    }
+    if let Some(cloner) = checks.cloner {
+        assert_eq!(
+            ns_of(cloner),
+            home,
+            "the cloner stayed in the jail's namespace"
+        );
+    }
+    net.move_link_to_netns("fcj-mine", mine.index, jnet.ns())
+        .unwrap();
+    let out = probe.go_and_wait();
+    let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let connect = UnixStream::connect_addr(&addr)
+        .err()
+        .map(|e| e.raw_os_error().unwrap_or(0));
+    let host = rustix::fs::open(
+        "/proc/thread-self/ns/net",
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .unwrap();
+    net.move_link_back(jnet.rtnl(), "fcj-mine", mine.index, host.as_fd())
+        .unwrap();
+    let back = net.link("fcj-mine").unwrap().unwrap();
+    assert_eq!((back.index, back.tap_owner), (mine.index, Some(uid)));
+    assert_eq!(net.link_mac("fcj-mine").unwrap(), mac);
+    drop(probe);
+    for link in ["fcj-br", "fcj-mine", "fcj-other"] {
+        net.delete_link(link).unwrap();
+    }
+    (out, connect)
+}

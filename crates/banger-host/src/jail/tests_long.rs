@@ -220,22 +220,19 @@ for my $tap (@ARGV) {
 }
 "#;
 
-/// A Firecracker jail: [`Jail::host_network`] shares the cloner's network
-/// namespace (here a test namespace), so the tap the jail's uid owns is
-/// found by name and attached through the bound `/dev/net/tun`; a tap of
-/// another uid is not (`EPERM`), nor an IP or netlink socket (the
-/// filter). Without `host_network` the jail has a namespace of its own,
-/// where the name is no tap (creating one: `EPERM`), and without
-/// `bind_tun` there is no `/dev/net/tun` (`ENOENT`).
+/// A Firecracker jail without its network handles: a namespace of its
+/// own made by the clone, where the name of the tap its uid owns in the
+/// test namespace is no tap (creating one: `EPERM`), and without
+/// `bind_tun` there is no `/dev/net/tun` (`ENOENT`); an IP or netlink
+/// socket is `EPERM` (the filter).
 #[test]
-fn a_host_network_jail_attaches_its_own_tap_and_no_other() {
+fn a_jail_reaches_no_tap_of_its_cloners_namespace() {
     use crate::net::HostNet as _;
     require_root();
     let uid = jail_uid() + 400_000;
     let out = crate::net::netns::in_fresh_netns(|| {
         let net = crate::net::RealNet::new();
         net.create_tap("fcj-mine", uid).unwrap();
-        net.create_tap("fcj-other", uid + 1).unwrap();
         let tun = rustix::fs::open(
             crate::net::TUN_DEVICE,
             OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -244,41 +241,32 @@ fn a_host_network_jail_attaches_its_own_tap_and_no_other() {
         .unwrap();
         let run = |jail: Jail| {
             let cmd = Cmd::new("perl")
-                .args(["-e", NET_PROBE, "fcj-mine", "fcj-other"])
+                .args(["-e", NET_PROBE, "fcj-mine"])
                 .jail(jail);
             let o = Runner.output(&cmd).unwrap();
             assert!(o.status.success(), "{o:?}");
             o.stdout
         };
         let jail = Jail::new(uid, uid);
-        (
-            run(jail.clone().host_network().bind_tun(tun.as_fd()).unwrap()),
-            run(jail.clone().bind_tun(tun.as_fd()).unwrap()),
-            run(jail.host_network()),
-        )
+        (run(jail.clone().bind_tun(tun.as_fd()).unwrap()), run(jail))
     });
     let (eperm, enoent) = (libc::EPERM, libc::ENOENT);
     assert_eq!(
         out.0,
-        format!("inet {eperm}\nnetlink {eperm}\nunix ok\nfcj-mine ok\nfcj-other {eperm}\n")
+        format!("inet {eperm}\nnetlink {eperm}\nunix ok\nfcj-mine {eperm}\n")
     );
     assert_eq!(
         out.1,
-        format!("inet {eperm}\nnetlink {eperm}\nunix ok\nfcj-mine {eperm}\nfcj-other {eperm}\n")
-    );
-    assert_eq!(
-        out.2,
-        format!(
-            "inet {eperm}\nnetlink {eperm}\nunix ok\nfcj-mine open {enoent}\nfcj-other open {enoent}\n"
-        )
+        format!("inet {eperm}\nnetlink {eperm}\nunix ok\nfcj-mine open {enoent}\n")
     );
 }
 
-/// A jail sharing its cloner's network namespace reaches that
-/// namespace's abstract UNIX sockets unless Landlock scopes them: the
-/// jailed perl's connect to one of this test's is `EPERM`, while a path
-/// socket bound into the jail still answers. Where the kernel has no
-/// such scope (before 6.12) the abstract half is not run, and says so.
+/// A jail's network namespace holds nothing of the host's, but a
+/// process that enters it (root, with the jail's [`JailNet`]) could bind
+/// an abstract UNIX socket there: the jailed perl's connect to one is
+/// `EPERM` where Landlock scopes abstract sockets, while a path socket
+/// bound into the jail still answers. Where the kernel has no such scope
+/// (before 6.12) the abstract half is not run, and says so.
 #[test]
 fn a_jail_cannot_reach_an_abstract_socket_of_its_namespace_where_landlock_scopes() {
     use std::os::linux::net::SocketAddrExt as _;
@@ -291,38 +279,41 @@ fn a_jail_cannot_reach_an_abstract_socket_of_its_namespace_where_landlock_scopes
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let name = format!("banger-jail-scope-{}", std::process::id());
     let script = r#"
+$| = 1;
+open(my $go, "<&=3") or die "fd 3: $!"; my $line = <$go>;
 sub try { my ($what, $addr) = @_;
     socket(my $s, 1, 1, 0) or die "socket: $!";
     print "$what ", (connect($s, $addr) ? "ok" : 0 + $!), "\n" }
 try("abstract", pack("S a*", 1, "\0" . $ARGV[0]));
 try("path", pack("S a*", 1, "/sock/s"));
+print "done\n";
 "#;
     let out = crate::net::netns::in_fresh_netns(|| {
-        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
-        let _abstract = UnixListener::bind_addr(&addr).unwrap();
         let _path = UnixListener::bind(dir.path().join("s")).unwrap();
         std::fs::set_permissions(dir.path().join("s"), std::fs::Permissions::from_mode(0o777))
             .unwrap();
         let sock = File::open(dir.path()).unwrap();
         let jail = Jail::new(uid, uid)
-            .host_network()
             .bind(sock.as_fd(), "sock", false)
             .unwrap();
-        let o = Runner
-            .output(
-                &Cmd::new("perl")
-                    .args(["-e", script, name.as_str()])
-                    .jail(jail),
-            )
-            .unwrap();
-        assert!(o.status.success(), "{o:?}");
-        o.stdout
+        let mut probe = testing::WaitingProbe::start(jail, script, &[name.as_str()], dir.path());
+        // This thread enters the jail's namespace (it ends with the test
+        // namespace's closure) and binds the abstract name there.
+        let net = probe.net.take().unwrap();
+        rustix::thread::move_into_link_name_space(
+            net.ns(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .unwrap();
+        let addr = SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+        let _abstract = UnixListener::bind_addr(&addr).unwrap();
+        probe.go_and_wait()
     });
     match scoped {
-        Ok(()) => assert_eq!(out, format!("abstract {}\npath ok\n", libc::EPERM)),
+        Ok(()) => assert_eq!(out, format!("abstract {}\npath ok\ndone\n", libc::EPERM)),
         Err(why) => {
             not_run("jail Landlock scope, abstract-socket half", &why);
-            assert!(out.ends_with("path ok\n"), "{out}");
+            assert!(out.ends_with("path ok\ndone\n"), "{out}");
         }
     }
 }
@@ -334,10 +325,10 @@ try("path", pack("S a*", 1, "/sock/s"));
 /// uid that `nsenter` starts in the jail's pid namespace (pid 2 there),
 /// outside the jail's mount namespace and Landlock domain. The jailed
 /// perl's `kill(SIGTERM, 2)` is `EPERM`; without the scope it would
-/// succeed (same uid). The jail shares the test namespace's network
-/// ([`Jail::host_network`], as Firecracker's does), and an IP or netlink
-/// socket is still `EPERM` there (the filter). Where the kernel has no
-/// such scope the signal half is not run, and says so.
+/// succeed (same uid). The jail's network namespace is made by its
+/// cloner ([`Jail::net_handles`], as Firecracker's is), and an IP or
+/// netlink socket is still `EPERM` there (the filter). Where the kernel
+/// has no such scope the signal half is not run, and says so.
 #[test]
 fn a_jail_cannot_signal_a_process_outside_its_domain_where_landlock_scopes() {
     use std::os::unix::fs::PermissionsExt as _;
@@ -359,7 +350,7 @@ try("kill", kill("TERM", 2));
         let log = dir.path().join("log");
         // Long-lived: output onto a file (a tool's jail has no room to write one).
         let jail = Jail::new(uid, uid)
-            .host_network()
+            .net_handles()
             .long_lived(testing::PROBE_LIMITS);
         let mut perl = Runner
             .spawn(
@@ -451,4 +442,27 @@ fn a_cgroup_freeze_bound_over_cgroup_procs_is_refused() {
 fn not_run(what: &str, why: &str) {
     use std::io::Write as _;
     let _ = std::io::stderr().write_all(format!("\nNOT RUN: {what}: {why}\n").as_bytes());
+}
+
+/// Design step 5 (own network namespace; the hostile read of the
+/// host-network jail): a jail with its network handles, cloned on this
+/// thread (dev mode's shape), runs in the namespace J whose descriptor
+/// came back, not this thread's, and this thread is back in its own
+/// namespace; a tap moved into J is the only one it attaches; it sees no
+/// link of the test namespace; an abstract name it binds is not reachable
+/// from the test namespace (`ECONNREFUSED`); and the tap comes back by
+/// the socket opened in J with its index.
+#[test]
+fn a_jail_with_network_handles_is_alone_in_its_namespace_with_the_tap_moved_in() {
+    require_root();
+    let uid = jail_uid() + 800_000;
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("banger-fcnet-{}", std::process::id());
+    let (out, connect) = crate::net::netns::in_fresh_netns(|| {
+        testing::netns_probe(uid, dir.path(), &name, testing::NetnsChecks::DIRECT)
+    });
+    assert_eq!(
+        (out.as_str(), connect),
+        (testing::NETNS_PROBE_SEES, Some(libc::ECONNREFUSED))
+    );
 }

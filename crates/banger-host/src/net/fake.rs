@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::Mutex;
 
 use super::{HostNet, Ipv4Cidr, Link, LinkKind, NetError, NftTable, RouteV4};
@@ -60,6 +60,9 @@ pub struct FakeNetState {
     pub replaced_before_request: Vec<String>,
     /// Taps a process holds (a running VMM): `hand_tap` fails with `EBUSY`.
     pub attached_taps: Vec<String>,
+    /// Links moved into a jail's network namespace (`move_link_to_netns`)
+    /// and not back yet: gone from `links`, no master, down.
+    pub in_jail: Vec<Link>,
 }
 
 #[derive(Debug)]
@@ -535,6 +538,57 @@ impl HostNet for FakeNet {
 
     /// As `hand_tap` to root, then the MAC as `set_mac` keeps it; the
     /// descriptor is `/dev/null`'s (the fake has no tap to attach to).
+    fn move_link_to_netns(
+        &self,
+        name: &str,
+        index: u32,
+        _ns: BorrowedFd<'_>,
+    ) -> Result<(), NetError> {
+        self.record("move_link_to_netns", format!("move_link_to_netns({name})"))?;
+        let mut state = self.lock();
+        let Some(at) = state.links.iter().position(|l| l.index == index) else {
+            return Err(NetError::Request {
+                request: format!("move link #{index} ({name}) into the jail's network namespace"),
+                source: io::Error::from_raw_os_error(libc::ENODEV),
+            });
+        };
+        let mut link = state.links.remove(at);
+        state.ipv6_off.remove(&link.name);
+        link.master = None;
+        link.up = false;
+        state.in_jail.push(link);
+        Ok(())
+    }
+
+    fn move_link_back(
+        &self,
+        _jail_rtnl: BorrowedFd<'_>,
+        name: &str,
+        index: u32,
+        _host_ns: BorrowedFd<'_>,
+    ) -> Result<(), NetError> {
+        self.record("move_link_back", format!("move_link_back({name})"))?;
+        let mut state = self.lock();
+        let request =
+            || format!("move link #{index} ({name}) back from the jail's network namespace");
+        let Some(at) = state.in_jail.iter().position(|l| l.index == index) else {
+            return Err(NetError::Request {
+                request: request(),
+                source: io::Error::from_raw_os_error(libc::ENODEV),
+            });
+        };
+        // IFLA_NEW_IFINDEX: the same index or not at all.
+        if state.links.iter().any(|l| l.index == index) {
+            return Err(NetError::Request {
+                request: request(),
+                source: io::Error::from_raw_os_error(libc::EBUSY),
+            });
+        }
+        let link = state.in_jail.remove(at);
+        state.links.push(link);
+        Ok(())
+    }
+
     fn take_tap(&self, name: &str, index: u32, mac: [u8; 6]) -> Result<OwnedFd, NetError> {
         self.hand_tap(name, index, 0, 0)?;
         self.lock().macs.insert(name.into(), mac);

@@ -25,7 +25,7 @@ mod tun;
 use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{BorrowedFd, OwnedFd};
 
 use crate::runner::{Cmd, RunError, Runner};
 
@@ -294,6 +294,32 @@ pub trait HostNet: Send + Sync {
     /// to `mac`, and return root's descriptor attached to that tap (the
     /// one of that index: it is checked after the attach).
     fn take_tap(&self, name: &str, index: u32, mac: [u8; 6]) -> Result<OwnedFd, NetError>;
+    /// Move the link with interface index `index` (called `name`: for
+    /// messages; the request names the index) from the calling thread's
+    /// network namespace into the one behind `ns` (a jail's,
+    /// [`crate::jail::JailNet::ns`]). It loses its master, its up state
+    /// and its per-device sysctls on the way.
+    fn move_link_to_netns(
+        &self,
+        name: &str,
+        index: u32,
+        ns: BorrowedFd<'_>,
+    ) -> Result<(), NetError>;
+    /// Move the link with interface index `index` (called `name`, for
+    /// messages) back from the namespace `jail_rtnl` was opened in (a
+    /// jail's, [`crate::jail::JailNet::rtnl`]: a link leaves a namespace
+    /// only by a request made there) into the one behind `host_ns`, with
+    /// the same index or not at all (`IFLA_NEW_IFINDEX`; `EBUSY` when
+    /// another link has it there, and the link stays where it is). It
+    /// comes back with no master, down, its sysctls the namespace's
+    /// defaults.
+    fn move_link_back(
+        &self,
+        jail_rtnl: BorrowedFd<'_>,
+        name: &str,
+        index: u32,
+        host_ns: BorrowedFd<'_>,
+    ) -> Result<(), NetError>;
     /// Delete a link; `Ok(false)` when it was already gone.
     fn delete_link(&self, name: &str) -> Result<bool, NetError>;
     /// Delete the link with interface index `index`; `Ok(false)` when no
@@ -400,6 +426,38 @@ impl HostNet for RealNet {
 
     fn link_mac(&self, link: &str) -> Result<Option<[u8; 6]>, NetError> {
         netlink::Netlink::open()?.link_mac(link)
+    }
+
+    fn move_link_to_netns(
+        &self,
+        name: &str,
+        index: u32,
+        ns: BorrowedFd<'_>,
+    ) -> Result<(), NetError> {
+        netlink::Netlink::open()?.move_to_netns(
+            name,
+            index,
+            ns,
+            false,
+            "into the jail's network namespace",
+        )
+    }
+
+    fn move_link_back(
+        &self,
+        jail_rtnl: BorrowedFd<'_>,
+        name: &str,
+        index: u32,
+        host_ns: BorrowedFd<'_>,
+    ) -> Result<(), NetError> {
+        let socket = jail_rtnl.try_clone_to_owned().map_err(NetError::Socket)?;
+        netlink::Netlink::on(socket).move_to_netns(
+            name,
+            index,
+            host_ns,
+            true,
+            "back from the jail's network namespace",
+        )
     }
 
     fn delete_link(&self, name: &str) -> Result<bool, NetError> {
@@ -531,3 +589,5 @@ pub fn parse_nft_tables(out: &str) -> Vec<NftTable> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_move;

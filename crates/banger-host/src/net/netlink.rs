@@ -6,6 +6,7 @@
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::{AsRawFd as _, BorrowedFd, FromRawFd as _, IntoRawFd as _, OwnedFd};
 
 use netlink_packet_core::{
     NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkHeader, NetlinkMessage,
@@ -45,6 +46,46 @@ impl Netlink {
             .connect(&SocketAddr::new(0, 0))
             .map_err(NetError::Socket)?;
         Ok(Netlink { socket, seq: 0 })
+    }
+
+    /// A client on `socket`, a route netlink socket opened elsewhere (in a
+    /// jail's network namespace, by its cloner: requests on it act there).
+    /// Not bound here: the kernel binds it at the first send.
+    pub(super) fn on(socket: OwnedFd) -> Netlink {
+        // SAFETY: `socket` is an open descriptor this function owns; its
+        // ownership passes to the `Socket`, which closes it.
+        let socket = unsafe { Socket::from_raw_fd(socket.into_raw_fd()) };
+        Netlink { socket, seq: 0 }
+    }
+
+    /// Move the link with interface index `index` (`name`, for messages)
+    /// into the network namespace behind `ns` (`RTM_SETLINK` with
+    /// `IFLA_NET_NS_FD`), with `IFLA_NEW_IFINDEX` = `index` when
+    /// `keep_index`: the kernel keeps the index or refuses (`EBUSY`),
+    /// never gives it another. `what` says where it goes.
+    pub(super) fn move_to_netns(
+        &mut self,
+        name: &str,
+        index: u32,
+        ns: BorrowedFd<'_>,
+        keep_index: bool,
+        what: &str,
+    ) -> Result<(), NetError> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+        if keep_index {
+            let new = i32::try_from(index).map_err(|_| NetError::Request {
+                request: format!("move link #{index} ({name}) {what}"),
+                source: io::Error::new(io::ErrorKind::InvalidInput, "index out of range"),
+            })?;
+            msg.attributes.push(LinkAttribute::NewIfIndex(new));
+        }
+        self.ack(
+            RouteNetlinkMessage::SetLink(msg),
+            0,
+            &format!("move link #{index} ({name}) {what}"),
+        )
     }
 
     /// Send a request and wait for its acknowledgement.

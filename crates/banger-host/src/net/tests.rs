@@ -374,7 +374,7 @@ fn real_take_tap_gives_root_the_journaled_tap_with_a_mac() {
 }
 
 /// Attach to the tap `name` as a VMM does (`IFF_TAP|IFF_NO_PI|IFF_VNET_HDR`).
-fn attach(name: &str) -> std::fs::File {
+pub(super) fn attach(name: &str) -> std::fs::File {
     use std::os::fd::AsRawFd as _;
     let tun = std::fs::OpenOptions::new()
         .read(true)

@@ -211,10 +211,11 @@ fn helpers_under(pid: i32) -> Vec<i32> {
 
 /// Hostile review F1: the real helper runs under one seccomp filter more
 /// than it started with (the spawner, forked before it, holds exactly
-/// those), and the spawner keeps only `CAP_SYS_ADMIN`, `CAP_SETUID` and
-/// `CAP_SETGID`.
+/// those), and the spawner keeps only `CAP_SYS_ADMIN`, `CAP_NET_ADMIN`
+/// (the route socket it opens in a Firecracker jail's network namespace),
+/// `CAP_SETUID` and `CAP_SETGID`.
 #[test]
-fn the_helper_is_locked_out_of_mounts_and_its_spawner_holds_three_capabilities() {
+fn the_helper_is_locked_out_of_mounts_and_its_spawner_holds_four_capabilities() {
     let lab = Lab::new().start();
     let top = lab.helper.as_ref().unwrap().proc.pid() as i32;
     let found = helpers_under(top);
@@ -237,7 +238,7 @@ fn the_helper_is_locked_out_of_mounts_and_its_spawner_holds_three_capabilities()
     assert_eq!(status_field(helper, "Seccomp"), "2");
     assert_eq!(status_field(helper, "NoNewPrivs"), "1");
     for set in ["CapBnd", "CapPrm", "CapEff"] {
-        assert_eq!(status_field(spawner, set), "00000000002000c0", "{set}");
+        assert_eq!(status_field(spawner, set), "00000000002010c0", "{set}");
     }
     for set in ["CapInh", "CapAmb"] {
         assert_eq!(status_field(spawner, set), "0000000000000000", "{set}");

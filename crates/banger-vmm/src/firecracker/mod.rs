@@ -29,8 +29,10 @@
 //!   (`banger_host::jail`, docs/jail.md) as the VM's slot uid, every file
 //!   a descriptor root opened ([`FirecrackerFiles`]): `run/` bound at
 //!   `/run`, drives bound at `/drive-<id>`, kernel and initrd copied in,
-//!   `/dev/kvm` and `/dev/net/tun` bound, the host's network namespace
-//!   shared for the tap by name; the configuration names the jail's paths
+//!   `/dev/kvm` and `/dev/net/tun` bound, a network namespace of its own
+//!   into which the caller's [`JailTap`] moves the tap for `PUT
+//!   /network-interfaces` and out of which it moves it back right after
+//!   ([`jail_tap`]); the configuration names the jail's paths
 //!   ([`paths::Paths::jailed`]). No caller yet.
 //! * [`FirecrackerDriver::launch_in`]: unjailed, as `run_as` (the owner),
 //!   naming the spec's host paths — what the executor still uses; removed
@@ -49,6 +51,7 @@
 //! nothing running. Readiness is separate: see [`vsock`].
 
 mod api;
+mod jail_tap;
 mod models;
 pub mod paths;
 mod spec;
@@ -63,6 +66,7 @@ use banger_host::jail::Jail;
 use banger_host::runner::{Cmd, RunError, Runner, SpawnOptions, Spawned};
 
 pub use api::{ApiClient, ApiResponse, DEFAULT_REQUEST_TIMEOUT};
+pub use jail_tap::JailTap;
 pub use models::{
     ActionType, ApiRequest, BootSource, Drive, IFACE_ID, InstanceActionInfo, InstanceInfo,
     InstanceState, LogLevel, Logger, MachineConfiguration, NetworkInterface, Vsock, config_plan,
@@ -111,8 +115,8 @@ pub struct FirecrackerFiles {
     pub drives: Vec<OwnedFd>,
     /// `/dev/net/tun`, opened `O_PATH|O_NOFOLLOW`: bound at
     /// `/dev/net/tun`, where Firecracker attaches `LaunchSpec::tap` by name
-    /// (in the host's network namespace, which the jail shares; the tap's
-    /// tun owner must be the slot uid).
+    /// in its own network namespace, while the tap is there ([`JailTap`];
+    /// the tap's tun owner must be the slot uid).
     pub tun: OwnedFd,
     /// `/dev/kvm`, opened `O_PATH|O_NOFOLLOW`: bound at `/dev/kvm` (the
     /// slot uid has no groups: the node must be world read-write).
@@ -181,11 +185,15 @@ impl FirecrackerDriver {
 
     /// Start a VM jailed (module docs): as `spec.run_as` (the VM's slot
     /// ids), every file from `files`, the configuration naming the jail's
-    /// paths. On error nothing is left running.
+    /// paths, in a network namespace of its own into which `tap` moves
+    /// the VM's tap for `PUT /network-interfaces` only ([`JailTap`]). On
+    /// error nothing is left running, and the tap is back in the caller's
+    /// namespace or (when moving it back failed) deleted with the jail's.
     pub fn launch_jailed(
         &self,
         spec: &LaunchSpec,
         files: FirecrackerFiles,
+        tap: &mut dyn JailTap,
     ) -> Result<FirecrackerVm, VmmError> {
         self.check_binary()?;
         validate_jailed(spec)?;
@@ -201,12 +209,20 @@ impl FirecrackerDriver {
             .arg(&spec.vm_id)
             .jail(jail);
         let FirecrackerFiles { run, serial, .. } = files;
-        self.spawn_and_boot(spec, cmd, None, Launched { run, serial, log }, &paths)
+        self.spawn_and_boot(
+            spec,
+            cmd,
+            None,
+            Launched { run, serial, log },
+            &paths,
+            Some(tap),
+        )
     }
 
     /// The jail Firecracker runs in for `spec`: the slot ids of
-    /// `spec.run_as`, the host's network namespace with `/dev/net/tun`
-    /// and `/dev/kvm` bound, `run/` bound read-write at `/run`, each drive
+    /// `spec.run_as`, a network namespace of its own whose handles come
+    /// back with the child ([`Jail::net_handles`]), `/dev/net/tun` and
+    /// `/dev/kvm` bound, `run/` bound read-write at `/run`, each drive
     /// bound at `/drive-<id>` (writable only when the drive is), the kernel
     /// and initrd copied in, limits from the guest's size.
     fn jail(&self, spec: &LaunchSpec, files: &FirecrackerFiles) -> Result<Jail, VmmError> {
@@ -243,7 +259,7 @@ impl FirecrackerDriver {
         )?;
         let mut jail = Jail::new(uid, gid)
             .long_lived(limits)
-            .host_network()
+            .net_handles()
             .bind_tun(files.tun.as_fd())
             .and_then(|j| j.bind_kvm(files.kvm.as_fd()))
             .and_then(|j| j.bind(files.run.as_fd(), paths::RUN, true))
@@ -304,13 +320,16 @@ impl FirecrackerDriver {
             spec.run_as,
             Launched { run, serial, log },
             &paths,
+            None,
         )
     }
 
     /// Spawn `cmd` (as `run_as` when it has no jail), connect to its API
     /// socket in `launched.run` — served by that very process, as
-    /// `spec.vmm_uid()` — and send the configuration plan naming `paths`.
-    /// On error the process is killed.
+    /// `spec.vmm_uid()` — and send the configuration plan naming `paths`,
+    /// with `tap` moving the tap in and out of the jail's network
+    /// namespace around `PUT /network-interfaces` when given. On error the
+    /// process is killed.
     fn spawn_and_boot(
         &self,
         spec: &LaunchSpec,
@@ -318,6 +337,7 @@ impl FirecrackerDriver {
         run_as: Option<(u32, u32)>,
         launched: Launched,
         paths: &Paths,
+        tap: Option<&mut dyn JailTap>,
     ) -> Result<FirecrackerVm, VmmError> {
         let Launched { run, serial, log } = launched;
         crate::bound_serial_log(VMM, &serial)?;
@@ -345,6 +365,20 @@ impl FirecrackerDriver {
         tracing::info!(vm = %spec.vm_id, pid = process.pid(), "firecracker spawned");
         // Read now, while it is our unreaped child: the pid names it.
         let started = banger_host::jail::start_time(process.pid()).ok();
+        // The jail's network handles: held until the tap is back.
+        let moves = match tap {
+            None => None,
+            Some(tap) => match process.take_jail_net() {
+                Some(net) => Some(jail_tap::Moves { tap, net }),
+                None => {
+                    let e = VmmError::JailTap {
+                        vmm: VMM,
+                        what: "the jail handed back no network namespace".into(),
+                    };
+                    return Err(abandon(&mut process, started, e));
+                }
+            },
+        };
         let peer = Peer {
             uid: spec.vmm_uid(),
             pid: process.pid(),
@@ -365,7 +399,7 @@ impl FirecrackerDriver {
             log,
             started,
         };
-        match vm.boot(spec, paths, self.api_timeout) {
+        match vm.boot(spec, paths, self.api_timeout, moves) {
             Ok(()) => {
                 tracing::info!(vm = %spec.vm_id, "firecracker guest started");
                 Ok(vm)
@@ -643,15 +677,27 @@ impl FirecrackerVm {
         })
     }
 
+    /// Wait for the API, then send the plan; `PUT /network-interfaces`
+    /// through `moves` when given (the jail's handles are closed as soon
+    /// as the tap is back, or moving it back failed).
     fn boot(
         &mut self,
         spec: &LaunchSpec,
         paths: &Paths,
         api_timeout: Duration,
+        mut moves: Option<jail_tap::Moves<'_>>,
     ) -> Result<(), VmmError> {
         self.wait_for_api(api_timeout)?;
         for req in config_plan(spec, paths) {
-            self.api.send(&req)?;
+            match moves.take() {
+                Some(m) if req.path.starts_with("/network-interfaces/") => {
+                    m.around(spec, || self.api.send(&req).map(drop))?;
+                }
+                other => {
+                    moves = other;
+                    self.api.send(&req)?;
+                }
+            }
         }
         Ok(())
     }

@@ -315,3 +315,52 @@ impl Drop for LoopNode {
         }
     }
 }
+
+/// A [`banger_vmm::firecracker::JailTap`] for launches whose VMM attaches
+/// no tap (the fake): it moves nothing and records each call with what
+/// it was given — `enter` a network namespace other than the caller's,
+/// `leave` a route netlink socket — and fails the one named in `fail`.
+#[derive(Debug, Default)]
+pub struct RecordingTap {
+    pub calls: Vec<String>,
+    pub fail: Option<&'static str>,
+}
+
+impl RecordingTap {
+    fn result(&self, call: &str) -> Result<(), String> {
+        match self.fail {
+            Some(f) if f == call => Err(format!("{call} failed (the test's)")),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl banger_vmm::firecracker::JailTap for RecordingTap {
+    fn enter(&mut self, jail_ns: std::os::fd::BorrowedFd<'_>) -> Result<(), String> {
+        let own = std::fs::metadata("/proc/thread-self/ns/net").unwrap();
+        let ns = rustix::fs::fstat(jail_ns).unwrap();
+        let other = std::os::unix::fs::MetadataExt::ino(&own) != ns.st_ino;
+        // SAFETY: NS_GET_NSTYPE (_IO(0xb7, 0x3)) takes no argument.
+        let kind = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&jail_ns), 0xb703) };
+        self.calls.push(format!(
+            "enter({}, {})",
+            if kind == libc::CLONE_NEWNET {
+                "netns"
+            } else {
+                "not a netns"
+            },
+            if other { "not ours" } else { "ours" }
+        ));
+        self.result("enter")
+    }
+
+    fn leave(&mut self, jail_rtnl: std::os::fd::BorrowedFd<'_>) -> Result<(), String> {
+        let domain = rustix::net::sockopt::socket_domain(jail_rtnl).unwrap();
+        let netlink = domain == rustix::net::AddressFamily::NETLINK;
+        self.calls.push(format!(
+            "leave({})",
+            if netlink { "netlink" } else { "not netlink" }
+        ));
+        self.result("leave")
+    }
+}

@@ -77,7 +77,7 @@ fn every_jail_field_crosses_the_wire_unchanged() {
     let tun = char_node(dir.path(), "tun", 10, 200);
     let jail = Jail::new(4100, 4101)
         .long_lived(limits)
-        .host_network()
+        .net_handles()
         .bind_tun(tun.as_fd())
         .unwrap()
         .bind(disk.as_fd(), "disk", true)
@@ -110,10 +110,10 @@ fn every_jail_field_crosses_the_wire_unchanged() {
         copies,
         long_lived,
         cgroup,
-        host_network,
+        net_handles,
     } = &got.jail;
     assert_eq!((*uid, *gid), (4100, 4101));
-    assert!(*host_network);
+    assert!(*net_handles);
     assert_eq!(binds.len(), 3);
     assert_eq!(binds[0].at, "dev/net/tun");
     for (a, b) in sent.jail.binds.iter().zip(binds) {
@@ -142,7 +142,7 @@ fn every_jail_field_crosses_the_wire_unchanged() {
     // its own, on the other side either.
     let got = round_trip(&request(Jail::new(4100, 4100)), 4096..4112).unwrap();
     assert_eq!(got.jail.long_lived, None);
-    assert!(!got.jail.host_network);
+    assert!(!got.jail.net_handles);
     assert!(got.jail.cgroup.is_none());
 }
 
@@ -249,10 +249,10 @@ fn root_ids_outside_the_range_bad_names_and_wrong_descriptor_counts_are_refused(
     let r = request(plain.clone());
     let w = r.encode();
     assert_eq!(w.bytes[flag..flag + 4], 0u32.to_le_bytes());
-    // A flag word of 2: the long-lived flag, and the host-network flag,
+    // A flag word of 2: the long-lived flag, and the network-handles flag,
     // the word before it (0 for this jail too), each 0 or 1 only.
     assert_eq!(w.bytes[flag - 4..flag], 0u32.to_le_bytes());
-    for (at, name) in [(flag, "long-lived"), (flag - 4, "host-network")] {
+    for (at, name) in [(flag, "long-lived"), (flag - 4, "network-handles")] {
         let mut bytes = w.bytes.clone();
         bytes[at..at + 4].copy_from_slice(&2u32.to_le_bytes());
         let fds: Vec<OwnedFd> = w.fds.iter().map(|_| devnull()).collect();
@@ -735,4 +735,52 @@ fn a_spawner_that_does_not_exit_in_time_still_has_its_jail_uid_killed() {
             panic!("the stand-in exited within 0 ms twenty times");
         },
     );
+}
+
+/// An answer carrying a jail's network handles: taken when they are a
+/// network namespace and a route netlink socket, refused otherwise (or
+/// with a flag that is neither 0 nor 1).
+#[test]
+fn an_answers_network_handles_are_a_network_namespace_and_a_route_socket() {
+    let ns = || {
+        rustix::fs::open(
+            c"/proc/thread-self/ns/net",
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap()
+    };
+    let rtnl = |protocol| {
+        rustix::net::socket_with(
+            AddressFamily::NETLINK,
+            SocketType::RAW,
+            SocketFlags::CLOEXEC,
+            protocol,
+        )
+        .unwrap()
+    };
+    let answered = |flag: u32, fds: Vec<OwnedFd>| {
+        let mut w = Writer::default();
+        w.u32(77);
+        w.u32(0);
+        w.u32(0);
+        w.bytes(b"");
+        w.u32(flag);
+        answer(&w.bytes, fds)
+            .and_then(|a| a)
+            .map(|c| c.net.is_some())
+    };
+    assert!(!answered(0, vec![devnull()]).unwrap());
+    assert!(answered(1, vec![devnull(), ns(), rtnl(None)]).unwrap());
+    let uevent = rustix::net::Protocol::from_raw(rustix::net::RawProtocol::new(15).unwrap());
+    for (flag, fds) in [
+        (1, vec![devnull(), rtnl(None), ns()]),
+        (1, vec![devnull(), devnull(), rtnl(None)]),
+        (1, vec![devnull(), ns(), rtnl(Some(uevent))]),
+        (1, vec![devnull(), ns()]),
+        (2, vec![devnull(), ns(), rtnl(None)]),
+        (0, vec![devnull(), ns(), rtnl(None)]),
+    ] {
+        assert!(answered(flag, fds).is_err(), "flag {flag}");
+    }
 }

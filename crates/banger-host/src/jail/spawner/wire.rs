@@ -120,7 +120,7 @@ impl Jail {
             w.bytes(c.at.as_bytes());
             w.fd(c.fd.as_fd());
         }
-        w.u32(u32::from(self.host_network));
+        w.u32(u32::from(self.net_handles));
         match self.long_lived {
             None => w.u32(0),
             Some(l) => {
@@ -223,10 +223,10 @@ impl Jail {
                 at,
             });
         }
-        let host_network = match r.u32()? {
+        let net_handles = match r.u32()? {
             0 => false,
             1 => true,
-            n => return Err(refused(format!("host-network flag {n}"))),
+            n => return Err(refused(format!("network-handles flag {n}"))),
         };
         let long_lived = match r.u32()? {
             0 => None,
@@ -256,7 +256,7 @@ impl Jail {
             copies,
             long_lived,
             cgroup,
-            host_network,
+            net_handles,
         })
     }
 }

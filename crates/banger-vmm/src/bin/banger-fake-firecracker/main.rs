@@ -10,11 +10,16 @@
 //! Its configuration is a file next to the socket, `fake-firecracker.json`
 //! in the socket's directory, written by the test:
 //! `{"spec": <swagger as JSON>, "ctrl_alt_del": "exit" | "ignore",
-//!   "fail": [{"method", "path", "status", "fault_message"}]}`.
+//!   "fail": [{"method", "path", "status", "fault_message"}],
+//!   "tap_probe": [names]}` (`tap_probe` optional: only with it does the
+//! fake attach taps, as below).
 //! It writes `fake-firecracker.pid` and `fake-firecracker.jsonl` (one
 //! `{"method", "path", "body", "status"}` per request; a `PUT /drives`
 //! also has `"opened"`: `"ok"` or the error of opening `path_on_host` as
-//! Firecracker does, read-only or read-write) beside it, and
+//! Firecracker does, read-only or read-write), and with `tap_probe` a `PUT
+//! /network-interfaces` has `"attached"`: for `host_dev_name` and each
+//! name of `tap_probe`, `"ok"` or the error of attaching it as
+//! Firecracker does (`TUNSETIFF` on `/dev/net/tun`), beside it, and
 //! `fake-firecracker.self` (`{"uid", "gid", "proc"}`: its ids, and whether
 //! it sees a `/proc`) for the jailed tests.
 
@@ -30,6 +35,9 @@ struct Config {
     spec: swagger::Spec,
     exit_on_ctrl_alt_del: bool,
     fail: Vec<Value>,
+    /// Taps to try attaching at `PUT /network-interfaces` besides the
+    /// body's; `None`: attach nothing.
+    tap_probe: Option<Vec<String>>,
 }
 
 struct Fake {
@@ -117,6 +125,12 @@ fn load_config(path: &Path) -> Result<Config, String> {
             .and_then(Value::as_array)
             .cloned()
             .unwrap_or_default(),
+        tap_probe: v.get("tap_probe").and_then(Value::as_array).map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.as_str().map(str::to_string))
+                .collect()
+        }),
     })
 }
 
@@ -169,6 +183,18 @@ impl Fake {
         });
         if req.method == "PUT" && req.path.starts_with("/drives/") {
             line["opened"] = json!(open_drive(&recorded_body));
+        }
+        if let Some(probe) = &self.config.tap_probe
+            && req.method == "PUT"
+            && req.path.starts_with("/network-interfaces/")
+        {
+            let own = recorded_body.get("host_dev_name").and_then(Value::as_str);
+            let attached: serde_json::Map<String, Value> = own
+                .into_iter()
+                .chain(probe.iter().map(String::as_str))
+                .map(|name| (name.to_string(), json!(attach_tap(name))))
+                .collect();
+            line["attached"] = Value::Object(attached);
         }
         if let Ok(mut f) = std::fs::OpenOptions::new()
             .create(true)
@@ -298,6 +324,33 @@ fn open_drive(body: &Value) -> String {
         Ok(_) => "ok".into(),
         Err(e) => e.to_string(),
     }
+}
+
+/// Attach the tap `name` as Firecracker does at `PUT /network-interfaces`
+/// (`TUNSETIFF` with `IFF_TAP|IFF_NO_PI|IFF_VNET_HDR` on `/dev/net/tun`),
+/// then let it go: `"ok"` or the error.
+fn attach_tap(name: &str) -> String {
+    use std::os::fd::AsRawFd as _;
+    let tun = match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+    {
+        Ok(f) => f,
+        Err(e) => return format!("opening /dev/net/tun: {e}"),
+    };
+    let mut req = [0u8; 40];
+    let len = name.len().min(15);
+    req[..len].copy_from_slice(&name.as_bytes()[..len]);
+    let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+    req[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes 40 bytes, the size of `req`, on
+    // a live tun descriptor.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, req.as_mut_ptr()) };
+    if rc < 0 {
+        return std::io::Error::last_os_error().to_string();
+    }
+    "ok".into()
 }
 
 fn fault(msg: &str) -> Value {

@@ -383,8 +383,11 @@ RuntimeDirectoryMode=0755
 
 # Capabilities, and what uses them:
 #   CAP_NET_ADMIN         bridge, addresses and routes (netlink), taps (tun
-#                         ioctls, TUNSETOWNER), nft tables, ip_forward, and
-#                         resolver routing (resolvectl; resolved checks it)
+#                         ioctls, TUNSETOWNER, moving one into a Firecracker
+#                         jail's namespace and back), nft tables, ip_forward,
+#                         and resolver routing (resolvectl; resolved checks
+#                         it); the jail spawner keeps it for the route socket
+#                         it opens in that namespace
 #   CAP_NET_BIND_SERVICE  the .vm DNS sockets on port 53, passed to bangerd
 #   CAP_CHOWN             giving root.sock to the owner's group, VM files to
 #                         the owner
@@ -432,8 +435,10 @@ PrivateIPC=yes
 # with gid 0.
 ProtectProc=invisible
 
-{KERNEL_HARDENING}# The disk-tool jail (docs/jail.md) gives each tool its own mount, pid,
-# IPC, UTS and network namespaces; no user namespaces.
+{KERNEL_HARDENING}# The jail (docs/jail.md) gives each jailed process its own mount, pid,
+# IPC, UTS and network namespaces (a Firecracker jail's network one made by
+# the spawner with unshare, which then setns back: both in @system-service);
+# no user namespaces.
 RestrictNamespaces=mnt pid ipc uts net
 # QEMU's TCG translator (hosts whose KVM cannot run a stock guest) writes
 # code it then executes; the VMMs inherit this unit's restrictions.
