@@ -162,11 +162,34 @@ pub(crate) fn vmm_limits<'a>(
         }
     }
     Ok(banger_host::jail::Limits {
-        memory: u64::from(spec.memory_mib) * (1 << 20) + overhead,
-        processes: threads + u32::from(spec.vcpus),
+        memory: memory_limit(spec, overhead),
+        processes: process_limit(spec, threads),
         open_files: VMM_OPEN_FILES,
         file_size,
     })
+}
+
+/// `RLIMIT_AS`/`RLIMIT_DATA` of a jailed VMM for `spec`, and its cgroup's
+/// `memory.max`: guest memory plus the VMM's `overhead` (the one rule of
+/// [`vmm_limits`] and of each driver's `memory_limit`).
+pub(crate) fn memory_limit(spec: &LaunchSpec, overhead: u64) -> u64 {
+    u64::from(spec.memory_mib) * (1 << 20) + overhead
+}
+
+/// `RLIMIT_NPROC` of a jailed VMM for `spec`, and its cgroup's
+/// `pids.max`: the VMM's `threads` plus one per vCPU (the one rule of
+/// [`vmm_limits`] and of each driver's `process_limit`).
+pub(crate) fn process_limit(spec: &LaunchSpec, threads: u32) -> u32 {
+    threads + u32::from(spec.vcpus)
+}
+
+/// A VM's cgroup as root opened it: the cgroup2 directory and its own
+/// `cgroup.procs`, for writing (`Jail::cgroup` checks that they match).
+/// The jailed VMM (QEMU, Firecracker) joins it from its jail.
+#[derive(Debug)]
+pub struct CgroupFds {
+    pub dir: std::os::fd::OwnedFd,
+    pub procs: std::os::fd::OwnedFd,
 }
 
 /// The size of a drive: a regular file's length, a block device's

@@ -8,10 +8,10 @@
 pub mod cgroup;
 mod disks;
 mod error;
+mod firecracker;
 mod guestfs;
 mod jailed;
 mod proc;
-mod qemu_files;
 mod qmp;
 mod ready;
 mod slots;
@@ -23,6 +23,7 @@ mod tests_grants;
 mod tests_taps;
 mod validate;
 mod vmm;
+mod vmm_files;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

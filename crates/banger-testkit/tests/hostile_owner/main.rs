@@ -22,6 +22,7 @@
 //! Needs root, iproute2 and e2fsprogs.
 #![allow(clippy::disallowed_methods)] // the tests spawn the helper and the raw client directly
 
+mod fc_jail;
 mod item13;
 mod item16;
 mod jail;

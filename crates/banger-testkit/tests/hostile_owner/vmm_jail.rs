@@ -32,7 +32,7 @@ fn alive(pid: u32) -> bool {
 }
 
 /// The value of `key` in `/proc/<pid>/status`.
-fn status_field(pid: u32, key: &str) -> String {
+pub(crate) fn status_field(pid: u32, key: &str) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
         .lines()
@@ -42,8 +42,68 @@ fn status_field(pid: u32, key: &str) -> String {
         .to_string()
 }
 
+/// VMMs killed by pidfd when dropped (a test that panics leaves no jailed
+/// stand-in behind: the helper does not stop its VMMs when it goes).
+pub(crate) struct KilledOnDrop(Vec<std::os::fd::OwnedFd>);
+
+impl KilledOnDrop {
+    /// Hold `pids` by pidfd now, while they name the launched VMMs.
+    pub(crate) fn new(pids: &[u32]) -> KilledOnDrop {
+        let fds = pids
+            .iter()
+            .filter_map(|&p| rustix::process::Pid::from_raw(p as i32))
+            .filter_map(|p| {
+                rustix::process::pidfd_open(p, rustix::process::PidfdFlags::empty()).ok()
+            })
+            .collect();
+        KilledOnDrop(fds)
+    }
+}
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        for fd in &self.0 {
+            let _ = rustix::process::pidfd_send_signal(fd, rustix::process::Signal::KILL);
+        }
+    }
+}
+
+/// The host's view of the jailed VMM `p`: one uid and gid of its own
+/// (neither root's nor the `owner`'s), no supplementary groups, no
+/// capabilities, no new privileges, a seccomp filter, pid 1 of a pid
+/// namespace of its own. Returns its uid.
+pub(crate) fn assert_jailed(p: u32, owner: (u32, u32)) -> u32 {
+    let uid = status_field(p, "Uid");
+    let gid = status_field(p, "Gid");
+    let ids: Vec<u32> = uid
+        .split_whitespace()
+        .chain(gid.split_whitespace())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    assert!(
+        ids.iter()
+            .all(|&i| i == ids[0] && i != 0 && i != owner.0 && i != owner.1),
+        "VMM {p}: Uid {uid}, Gid {gid} (owner {owner:?})"
+    );
+    assert_eq!(
+        status_field(p, "Groups"),
+        "",
+        "VMM {p}: supplementary groups"
+    );
+    assert_eq!(status_field(p, "NoNewPrivs"), "1", "VMM {p}");
+    assert_eq!(status_field(p, "Seccomp"), "2", "VMM {p}");
+    assert_eq!(status_field(p, "CapEff"), "0000000000000000", "VMM {p}");
+    let nspid = status_field(p, "NSpid");
+    assert_eq!(
+        nspid.split_whitespace().collect::<Vec<_>>(),
+        [p.to_string().as_str(), "1"],
+        "VMM {p}: not pid 1 of a namespace of its own"
+    );
+    ids[0]
+}
+
 /// The pid of a launched VMM (`LaunchVm`'s answer `v`) and its real uid.
-fn pid_and_uid(v: &serde_json::Value) -> (u32, u32) {
+pub(crate) fn pid_and_uid(v: &serde_json::Value) -> (u32, u32) {
     let pid = v["result"]["pid"].as_u64().unwrap() as u32;
     let uid = status_field(pid, "Uid")
         .split_whitespace()
@@ -67,15 +127,7 @@ fn probe(targets: &[(&str, String)]) -> String {
 /// argument list; it must not use single quotes).
 pub(crate) fn probe_after(prelude: &str, targets: &[(&str, String)]) -> String {
     assert!(!prelude.contains('\''), "{prelude:?} needs quoting");
-    let mut list = String::new();
-    for (kind, what) in targets {
-        assert!(
-            what.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/._-:".contains(&b)),
-            "{what:?} needs quoting"
-        );
-        list.push_str(&format!("[\"{kind}\", \"{what}\"],\n"));
-    }
+    let list = perl_targets(targets);
     format!(
         r#"exec perl -e '
 use strict; use warnings; use Socket; use IO::Socket::UNIX; use IO::Socket::INET;
@@ -127,6 +179,34 @@ while (1) {{
 ' -- "$@"
 "#
     )
+}
+
+/// `targets` (kind, what) as the elements of a Perl list of pairs, one a
+/// line; `what` must need no quoting.
+pub(crate) fn perl_targets(targets: &[(&str, String)]) -> String {
+    let mut list = String::new();
+    for (kind, what) in targets {
+        assert!(
+            what.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-:".contains(&b)),
+            "{what:?} needs quoting"
+        );
+        list.push_str(&format!("[\"{kind}\", \"{what}\"],\n"));
+    }
+    list
+}
+
+/// Nothing in the probes' `results` ends ` reached`.
+pub(crate) fn assert_reached_nothing(results: &str) {
+    let reached: Vec<&str> = results
+        .lines()
+        .filter(|l| l.ends_with(" reached"))
+        .collect();
+    assert_eq!(
+        reached,
+        Vec::<&str>::new(),
+        "the jailed VMM reached:\n{results}"
+    );
 }
 
 /// The QMP socket root listens on for VM `id` (in the helper's own
@@ -219,39 +299,11 @@ fn qemu_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host() {
     let vb = launch(b, "bangertap1", "02:ba:0a:d5:07:03");
     let pid = |v: &serde_json::Value| v["result"]["pid"].as_u64().unwrap() as u32;
     let pids = [pid(&va), pid(&vb)];
+    let _vmms = KilledOnDrop::new(&pids);
     eprintln!("VMM pids {pids:?}");
 
     // The host's view of each VMM.
-    let mut uids = Vec::new();
-    for p in pids {
-        let uid = status_field(p, "Uid");
-        let gid = status_field(p, "Gid");
-        let ids: Vec<u32> = uid
-            .split_whitespace()
-            .chain(gid.split_whitespace())
-            .map(|w| w.parse().unwrap())
-            .collect();
-        assert!(
-            ids.iter()
-                .all(|&i| i == ids[0] && i != 0 && i != owner.0 && i != owner.1),
-            "VMM {p}: Uid {uid}, Gid {gid} (owner {owner:?})"
-        );
-        uids.push(ids[0]);
-        assert_eq!(
-            status_field(p, "Groups"),
-            "",
-            "VMM {p}: supplementary groups"
-        );
-        assert_eq!(status_field(p, "NoNewPrivs"), "1", "VMM {p}");
-        assert_eq!(status_field(p, "Seccomp"), "2", "VMM {p}");
-        assert_eq!(status_field(p, "CapEff"), "0000000000000000", "VMM {p}");
-        let nspid = status_field(p, "NSpid");
-        assert_eq!(
-            nspid.split_whitespace().collect::<Vec<_>>(),
-            [p.to_string().as_str(), "1"],
-            "VMM {p}: not pid 1 of a namespace of its own"
-        );
-    }
+    let uids: Vec<u32> = pids.iter().map(|&p| assert_jailed(p, owner)).collect();
     assert_ne!(uids[0], uids[1], "two VMMs share a uid");
     // Each signals the other.
     for (id, other) in [(a, pids[1]), (b, pids[0])] {
@@ -275,15 +327,7 @@ fn qemu_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host() {
         results.push_str(&log);
     }
     eprintln!("{results}");
-    let reached: Vec<&str> = results
-        .lines()
-        .filter(|l| l.ends_with(" reached"))
-        .collect();
-    assert_eq!(
-        reached,
-        Vec::<&str>::new(),
-        "the jailed VMM reached:\n{results}"
-    );
+    assert_reached_nothing(&results);
     assert_eq!(
         results.lines().count(),
         2 * (targets.len() + 1),
@@ -308,9 +352,18 @@ fn a_jailed_vmm_survives_a_helper_restart_and_a_stray_of_its_uid_does_not() {
     let id = "3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c";
     lab.vm(id);
     lab.stand_in("qemu", &probe(&[]));
-    let mut lab = lab.start();
-    let v = lab.launch(id, VmmKind::Qemu).expect("LaunchVm");
+    survives_a_helper_restart(lab.start(), id, VmmKind::Qemu);
+}
+
+/// Launch VM `id`'s `kind` (its stand-in serving the launch) in `lab`
+/// (started); check it runs in its VM's cgroup; restart the helper: the
+/// journaled VMM is spared and re-adopted, a stray of its uid and a
+/// planted VM cgroup are not; then kill it: its cgroup goes.
+pub(crate) fn survives_a_helper_restart(mut lab: Lab, id: &str, kind: VmmKind) {
+    let v = lab.launch(id, kind).expect("LaunchVm");
     let (pid, uid) = pid_and_uid(&v);
+    // Killed by its pidfd whatever happens below.
+    let _vmm = KilledOnDrop::new(&[pid]);
     // Design part 3: the VMM runs in its VM's cgroup, beneath the one the
     // helper holds (not under systemd here: `banger-<hash of its journal's
     // path>` beneath the helper's own cgroup, which is this test's).

@@ -116,24 +116,18 @@ pub struct QemuFiles {
     pub cgroup: Option<CgroupFds>,
 }
 
-/// A VM's cgroup as root opened it: the cgroup2 directory and its own
-/// `cgroup.procs`, for writing (`Jail::cgroup` checks that they match).
-#[derive(Debug)]
-pub struct CgroupFds {
-    pub dir: OwnedFd,
-    pub procs: OwnedFd,
-}
+pub use crate::CgroupFds;
 
 /// `RLIMIT_AS`/`RLIMIT_DATA` of a jailed QEMU for `spec`, and its
 /// cgroup's `memory.max`: guest memory plus [`MEMORY_OVERHEAD`].
 pub fn memory_limit(spec: &LaunchSpec) -> u64 {
-    u64::from(spec.memory_mib) * (1 << 20) + MEMORY_OVERHEAD
+    crate::memory_limit(spec, MEMORY_OVERHEAD)
 }
 
 /// `RLIMIT_NPROC` of a jailed QEMU for `spec`, and its cgroup's
 /// `pids.max`: [`THREADS`] plus one per vCPU.
 pub fn process_limit(spec: &LaunchSpec) -> u32 {
-    THREADS + u32::from(spec.vcpus)
+    crate::process_limit(spec, THREADS)
 }
 
 impl QemuDriver {
