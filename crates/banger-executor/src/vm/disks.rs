@@ -203,6 +203,10 @@ impl VmHost {
         if !self.is_vm_slot(uid) {
             return Ok(());
         }
+        // Its owner, the slot, may have taken its own bits off (an escaped
+        // VMM): given back by root, on this very inode, before the slot's
+        // ids work in it.
+        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o700))?;
         let names: Vec<String> = rustix::fs::Dir::read_from(&fd)?
             .filter_map(Result::ok)
             .filter_map(|e| e.file_name().to_str().ok().map(str::to_string))

@@ -25,7 +25,7 @@ use banger_proto::vmops::{LaunchVmSpec, VmmKind};
 
 use crate::lab::*;
 use crate::vmm_jail::{
-    KilledOnDrop, assert_jailed, assert_reached_nothing, perl_targets, pid_and_uid,
+    KilledOnDrop, as_uid, assert_jailed, assert_reached_nothing, perl_targets, pid_and_uid,
     survives_a_helper_restart,
 };
 
@@ -329,4 +329,55 @@ fn a_jailed_firecracker_survives_a_helper_restart_and_a_stray_of_its_uid_does_no
     lab.vm(id);
     lab.stand_in("firecracker", &fc_probe(&[], &[]));
     survives_a_helper_restart(lab.start(), id, VmmKind::Firecracker);
+}
+
+/// The Firecracker twin of
+/// `vmm_jail::a_vmm_escape_cannot_make_its_vm_unrelaunchable_or_undeletable`:
+/// a jailed Firecracker's `run/` is its slot's and writable by it (its API
+/// socket is bound there), so an escape can leave a directory of its own
+/// there that its uid cannot enter (mode 000) and take the search and
+/// write bits off `run/` itself. The stopped VM must still relaunch and
+/// its disks still be deleted. The "escape" is a process of the VMM's
+/// slot uid started beside it.
+#[test]
+fn a_firecracker_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
+    let lab = Lab::new();
+    let id = "5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d";
+    let dir = lab.vm(id);
+    lab.stand_in("firecracker", &fc_probe(&[], &[]));
+    let lab = lab.start();
+    let v = lab.launch(id, VmmKind::Firecracker).expect("LaunchVm");
+    let (pid, uid) = pid_and_uid(&v);
+    let _vmm = KilledOnDrop::new(&[pid]);
+    // What the escape does, as the slot uid: it must succeed.
+    let escape = |script: &str| {
+        let out = as_uid(uid, script, &dir);
+        assert!(
+            out.status.success(),
+            "the escape failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    escape(
+        r#"mkdir -p "$1/run/x/y" && touch "$1/run/x/y/f" && chmod 000 "$1/run/x/y" "$1/run/x" && chmod 000 "$1/run""#,
+    );
+    lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+    let relaunch = lab.launch(id, VmmKind::Firecracker);
+    if let Ok(v) = &relaunch {
+        let _again = KilledOnDrop::new(&[pid_and_uid(v).0]);
+        lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+    }
+    assert!(
+        relaunch.is_ok(),
+        "the VM cannot be relaunched: {relaunch:?}"
+    );
+    // The relaunch's run/ is fresh (the same slot's: the lowest free):
+    // the escape locks it again before the deletion.
+    escape(r#"mkdir -p "$1/run/x" && chmod 000 "$1/run/x" "$1/run""#);
+    let delete = lab.call(PrivOp::DeleteVmDisks { vm_id: id.into() });
+    assert!(
+        delete.is_ok(),
+        "the VM's disks cannot be deleted: {delete:?}"
+    );
+    assert!(!dir.join("run").exists(), "run/ is left");
 }

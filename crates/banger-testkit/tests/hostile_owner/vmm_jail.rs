@@ -102,6 +102,21 @@ pub(crate) fn assert_jailed(p: u32, owner: (u32, u32)) -> u32 {
     ids[0]
 }
 
+/// `sh -c script escape dir` run as `uid` (uid = gid; std drops the
+/// supplementary groups: an escaped VMM's slot uid), its output.
+pub(crate) fn as_uid(uid: u32, script: &str, dir: &std::path::Path) -> std::process::Output {
+    use std::os::unix::process::CommandExt as _;
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .arg("escape")
+        .arg(dir)
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .unwrap()
+}
+
 /// The pid of a launched VMM (`LaunchVm`'s answer `v`) and its real uid.
 pub(crate) fn pid_and_uid(v: &serde_json::Value) -> (u32, u32) {
     let pid = v["result"]["pid"].as_u64().unwrap() as u32;
@@ -649,7 +664,6 @@ fn two_concurrent_launches_of_one_vm_start_one_vmm() {
 /// started beside it.
 #[test]
 fn a_vmm_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
-    use std::os::unix::process::CommandExt as _;
     let lab = Lab::new();
     let id = "3b4b3b4b3b4b3b4b3b4b3b4b3b4b3b4b";
     let dir = lab.vm(id);
@@ -657,17 +671,7 @@ fn a_vmm_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
     let lab = lab.start();
     let v = lab.launch(id, VmmKind::Qemu).expect("LaunchVm");
     let (_, uid) = pid_and_uid(&v);
-    let as_slot = |script: &str| {
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("escape")
-            .arg(&dir)
-            .uid(uid)
-            .gid(uid)
-            .output()
-            .unwrap()
-    };
+    let as_slot = |script: &str| as_uid(uid, script, &dir);
     // Nothing under the VM directory is writable by the VMM's uid.
     let writable = as_slot(r#"find "$1" -writable"#);
     let writable = String::from_utf8_lossy(&writable.stdout).to_string();
