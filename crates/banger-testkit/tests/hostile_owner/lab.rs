@@ -88,15 +88,7 @@ impl Lab {
         // 10:232 and 0666, is bound over it in the helper's own mount
         // namespace (the stand-ins never open it).
         let kvm = self.root.join("kvm");
-        rustix::fs::mknodat(
-            rustix::fs::CWD,
-            &kvm,
-            rustix::fs::FileType::CharacterDevice,
-            rustix::fs::Mode::from_raw_mode(0o666),
-            rustix::fs::makedev(10, 232),
-        )
-        .unwrap();
-        std::fs::set_permissions(&kvm, std::fs::Permissions::from_mode(0o666)).unwrap();
+        kvm_node(&kvm);
         let mut binds = tools.to_vec();
         binds.push((kvm, "/dev/kvm"));
         self.helper = Some(RootHelper::start_in_with_tools(
