@@ -4,10 +4,13 @@
 //! (`VmHost::fc_files`); its drives reach it through a journaled ACL
 //! grant to the slot uid that lasts only for the launch.
 
+use std::time::Duration;
+
 use banger_proto::vmops::LaunchVmSpec;
 use banger_vmm::LaunchSpec;
-use banger_vmm::dir::OwnerDir;
-use banger_vmm::firecracker::{FirecrackerDriver, READY_PORT, ReadyListener};
+use banger_vmm::dir::{OwnerDir, Peer};
+use banger_vmm::firecracker::{ApiClient, FirecrackerDriver, READY_PORT, ReadyListener};
+use rustix::fs::OFlags;
 
 use super::VmHost;
 use super::cgroup::{Made, VmLimits};
@@ -108,5 +111,36 @@ impl VmHost {
                 Err(failed(source))
             }
         }
+    }
+
+    /// The API of VM `vm_id`'s jailed Firecracker re-adopted as `pid`
+    /// running as slot `uid`, for its graceful stop: the VM's `run/`
+    /// opened beneath the VM directory without links or mounts, only
+    /// while it is that slot's (uid, 0700), and a client that talks to the
+    /// socket there only when `SO_PEERCRED` names `pid` and `uid`
+    /// (`OwnerDir::connect`). `None` when any of it fails: the stop then
+    /// waits out its timeout and kills, as for any adopted VMM.
+    pub(super) fn adopted_api(&self, vm_id: &str, uid: u32, pid: u32) -> Option<ApiClient> {
+        let vm_dir = self.owner_vm_dir(vm_id).ok()?;
+        let fd = rustix::fs::openat2(
+            &vm_dir,
+            "run",
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+            banger_vmm::dir::RESOLVE,
+        )
+        .ok()?;
+        let st = rustix::fs::fstat(&fd).ok()?;
+        if st.st_uid != uid || st.st_mode & 0o7777 != 0o700 {
+            return None;
+        }
+        let run = OwnerDir::from_fd(fd, vm_dir.join("run"));
+        ApiClient::new(
+            run,
+            banger_vmm::API_SOCKET,
+            Peer { uid, pid },
+            Duration::from_secs(2),
+        )
+        .ok()
     }
 }

@@ -96,7 +96,7 @@ impl VmHost {
 
     /// The VM directory as an [`OwnerDir`]: the owner writes it, so root
     /// works in it only through this descriptor.
-    fn owner_vm_dir(&self, vm_id: &str) -> Result<OwnerDir, VmOpError> {
+    pub(super) fn owner_vm_dir(&self, vm_id: &str) -> Result<OwnerDir, VmOpError> {
         match self.vm_dir_fd(vm_id)? {
             Some(fd) => Ok(OwnerDir::from_fd(fd, self.vm_dir(vm_id))),
             None => Err(VmOpError::Missing {
@@ -499,6 +499,12 @@ impl VmHost {
                             qmp: (entry.vmm == VmmKind::Qemu && entry.uid.is_some())
                                 .then(|| self.qmp_socket(vm_id, false).ok())
                                 .flatten(),
+                            api: match (entry.vmm, entry.uid) {
+                                (VmmKind::Firecracker, Some(uid)) => {
+                                    self.adopted_api(vm_id, uid, entry.pid).map(Box::new)
+                                }
+                                _ => None,
+                            },
                         },
                         entry.start_time,
                     ),

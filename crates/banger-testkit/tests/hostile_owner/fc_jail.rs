@@ -23,11 +23,11 @@ use banger_proto::net::TapSpec;
 use banger_proto::privops::PrivOp;
 use banger_proto::vmops::{LaunchVmSpec, VmmKind};
 
-use crate::lab::*;
-use crate::vmm_jail::{
+use crate::jailed_vmm::{
     KilledOnDrop, as_uid, assert_jailed, assert_reached_nothing, perl_targets, pid_and_uid,
     survives_a_helper_restart,
 };
+use crate::lab::*;
 
 /// The second VM's tap.
 const TAP_B: &str = "bangertap1";

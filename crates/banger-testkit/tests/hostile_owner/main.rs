@@ -26,6 +26,7 @@ mod fc_jail;
 mod item13;
 mod item16;
 mod jail;
+mod jailed_vmm;
 mod lab;
 mod taps;
 mod vmm_jail;
