@@ -273,8 +273,10 @@ pub struct LaunchSpec {
     pub serial_log: PathBuf,
     /// Guest vsock context id (Firecracker; ≥ 3).
     pub vsock_cid: u32,
-    /// Credentials the VMM process drops to (uid, gid); `None` keeps root
-    /// (dev mode).
+    /// Credentials the VMM process drops to (uid, gid): the VM slot's
+    /// jail ids for every launch the executor makes (QEMU and
+    /// Firecracker); `None` (keeps this process's) only for the driver's
+    /// unjailed test launches.
     pub run_as: Option<(u32, u32)>,
     /// Use KVM acceleration (QEMU falls back to TCG when false).
     pub kvm: bool,
