@@ -24,8 +24,8 @@ use banger_proto::privops::PrivOp;
 use banger_proto::vmops::{LaunchVmSpec, VmmKind};
 
 use crate::jailed_vmm::{
-    KilledOnDrop, as_uid, assert_jailed, assert_reached_nothing, perl_targets, pid_and_uid,
-    survives_a_helper_restart,
+    KilledOnDrop, as_uid, assert_jailed, assert_reached_nothing,
+    outliving_its_kill_stays_journaled, perl_targets, pid_and_uid, survives_a_helper_restart,
 };
 use crate::lab::*;
 
@@ -380,4 +380,14 @@ fn a_firecracker_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
         "the VM's disks cannot be deleted: {delete:?}"
     );
     assert!(!dir.join("run").exists(), "run/ is left");
+}
+
+/// The Firecracker twin of
+/// `vmm_jail::a_launch_whose_vmm_outlives_its_kill_leaves_it_journaled`:
+/// a jailed Firecracker that never serves its API and outlives its kill
+/// is journaled with its slot (`VmHost::keep_still_running`, shared with
+/// QEMU's launch), never left running unreported.
+#[test]
+fn a_launch_whose_firecracker_outlives_its_kill_leaves_it_journaled() {
+    outliving_its_kill_stays_journaled("5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e", VmmKind::Firecracker);
 }

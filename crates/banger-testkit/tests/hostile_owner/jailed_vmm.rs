@@ -3,6 +3,8 @@
 //! the test does, the probes' target lists and verdict, an escape's
 //! commands as a slot uid, and the helper-restart test's body.
 
+use std::time::{Duration, Instant};
+
 use banger_proto::privops::PrivOp;
 use banger_proto::vmops::VmmKind;
 
@@ -218,4 +220,52 @@ pub(crate) fn survives_a_helper_restart(mut lab: Lab, id: &str, kind: VmmKind) {
         !held.join(format!("vm-{id}")).exists(),
         "the VM's cgroup outlived its VMM"
     );
+}
+
+/// A launch of VM `id`'s `kind` whose VMM never serves its socket and
+/// outlives its kill (`StillRunning`): the launch fails saying so, and the
+/// VMM stays journaled (status reports it running) until its pidfd says
+/// it exited. The stand-in is held as soon as it runs (a script whose
+/// shell waits in the kernel for its next line: it outlives `SIGKILL`
+/// while held); released, it dies of the pending kill and status forgets
+/// it.
+pub(crate) fn outliving_its_kill_stays_journaled(id: &str, kind: VmmKind) {
+    let lab = Lab::new();
+    lab.vm(id);
+    // Never serves its socket: the launch gives up, then kills it.
+    let held = banger_vmm::testing::Held::new(b"#!/bin/sh\n");
+    let name = match kind {
+        VmmKind::Qemu => "qemu",
+        VmmKind::Firecracker => "firecracker",
+    };
+    lab.stand_in_link(name, &held.path());
+    let lab = lab.start();
+    let (launched, pid) = std::thread::scope(|s| {
+        let launch = s.spawn(|| lab.launch(id, kind));
+        let pid = held.reader(Duration::from_secs(8));
+        held.assert_outlives_kill(pid);
+        (launch.join().unwrap(), pid)
+    });
+    let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
+    drop(held);
+    let err = launched.expect_err("a launch without its socket succeeded");
+    assert!(err.contains("may still be running"), "{err}");
+    assert_eq!(
+        (&st["result"]["running"], &st["result"]["pid"]),
+        (&serde_json::json!(true), &serde_json::json!(pid)),
+        "a VMM that may still run is not reported: {st}"
+    );
+    // Released, it dies of the launch's kill: its entry goes.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
+        if st["result"]["running"] == false {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running once released: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }

@@ -22,8 +22,8 @@ use banger_proto::privops::PrivOp;
 use banger_proto::vmops::{LaunchVmSpec, VmmKind};
 
 use crate::jailed_vmm::{
-    KilledOnDrop, as_uid, assert_jailed, assert_reached_nothing, perl_targets, pid_and_uid,
-    survives_a_helper_restart,
+    KilledOnDrop, as_uid, assert_jailed, assert_reached_nothing,
+    outliving_its_kill_stays_journaled, perl_targets, pid_and_uid, survives_a_helper_restart,
 };
 use crate::lab::*;
 
@@ -554,39 +554,5 @@ fn a_deletion_racing_a_launch_never_deletes_the_disks_of_a_running_vmm() {
 /// and status forgets it.
 #[test]
 fn a_launch_whose_vmm_outlives_its_kill_leaves_it_journaled() {
-    let lab = Lab::new();
-    let id = "3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f";
-    lab.vm(id);
-    // Never serves QMP: the launch gives up, then kills it.
-    let held = banger_vmm::testing::Held::new(b"#!/bin/sh\n");
-    lab.stand_in_link("qemu", &held.path());
-    let lab = lab.start();
-    let (launched, pid) = std::thread::scope(|s| {
-        let launch = s.spawn(|| lab.launch(id, VmmKind::Qemu));
-        let pid = held.reader(Duration::from_secs(8));
-        held.assert_outlives_kill(pid);
-        (launch.join().unwrap(), pid)
-    });
-    let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
-    drop(held);
-    let err = launched.expect_err("a launch without QMP succeeded");
-    assert!(err.contains("may still be running"), "{err}");
-    assert_eq!(
-        (&st["result"]["running"], &st["result"]["pid"]),
-        (&serde_json::json!(true), &serde_json::json!(pid)),
-        "a VMM that may still run is not reported: {st}"
-    );
-    // Released, it dies of the launch's kill: its entry goes.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
-        if st["result"]["running"] == false {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running once released: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    outliving_its_kill_stays_journaled("3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f", VmmKind::Qemu);
 }
