@@ -79,3 +79,18 @@ impl Drop for JailCgroup {
         }
     }
 }
+
+/// Make `path` a KVM device node (character device 10:232) of mode 0666:
+/// what a jailed VMM's uid (no groups) needs `/dev/kvm` to be, for a test
+/// to bind over a host's 0660 node in a mount namespace of its daemon's.
+pub fn kvm_node(path: &std::path::Path) {
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        path,
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(10, 232),
+    )
+    .unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+}

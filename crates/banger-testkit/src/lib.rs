@@ -25,7 +25,7 @@ mod jail;
 mod root_helper_ns;
 
 pub use bins::{SHARED_BIN_PREFIX, bin, others_can_run_from, shared_copies};
-pub use jail::{JailCgroup, dev_jail_env, test_jail};
+pub use jail::{JailCgroup, dev_jail_env, kvm_node, test_jail};
 
 /// Fail (never skip) a test that needs root.
 pub fn require_root() {
@@ -287,7 +287,37 @@ pub struct NsDaemon {
 
 impl NsDaemon {
     pub fn start(ns: &NetNs, dir: &Path) -> NsDaemon {
-        let mut cmd = ns.exec_daemon(bin("bangerd"));
+        Self::start_with(dir, ns.exec_daemon(bin("bangerd")))
+    }
+
+    /// [`NsDaemon::start`] with the device node `kvm` (a character device
+    /// 10:232 the test made, mode 0666) bound over `/dev/kvm` in a private
+    /// mount namespace of the daemon's own: a jailed VMM's uid has no
+    /// groups, so the executor takes `/dev/kvm` only world read-write,
+    /// which a host's 0660 node is not. Nothing is mounted in the test's
+    /// namespace.
+    pub fn start_with_kvm(ns: &NetNs, dir: &Path, kvm: &Path) -> NsDaemon {
+        let node = kvm.to_str().expect("a UTF-8 path");
+        assert!(
+            node.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)),
+            "{node:?} needs quoting"
+        );
+        let mut cmd = ns.exec_daemon("unshare");
+        cmd.args([
+            "-m",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            &format!("mount --bind {node} /dev/kvm && exec \"$0\" \"$@\""),
+        ])
+        .arg(bin("bangerd"));
+        Self::start_with(dir, cmd)
+    }
+
+    /// Start `cmd` (which runs `bangerd`) as the dev daemon of `dir`.
+    fn start_with(dir: &Path, mut cmd: Command) -> NsDaemon {
         cmd.arg("--dev")
             .arg("--state-dir")
             .arg(dir.join("state"))

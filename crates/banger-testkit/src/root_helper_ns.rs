@@ -116,7 +116,8 @@ impl RootHelper {
             script.push_str(&format!("mount --bind {s} {tool} && "));
         }
         script.push_str("exec \"$0\" \"$@\"");
-        let mut cmd = ns.exec("unshare");
+        // With cgroup2 mounted as for any helper (`NetNs::exec_daemon`).
+        let mut cmd = ns.exec_daemon("unshare");
         cmd.args(["-m", "--propagation", "private", "sh", "-c", &script])
             .arg(bin("bangerd-root"));
         Self::spawn(

@@ -38,10 +38,22 @@ use support::*;
 /// Readiness timeout the daemon is configured with.
 const BOOT_TIMEOUT_SECS: u64 = 12;
 
-/// PIDs of Firecracker processes whose command line names `dir` (their
-/// API socket lives in the test's state dir).
-fn firecrackers(dir: &Path) -> Vec<u32> {
-    pids_matching(&["firecracker", &dir.to_string_lossy()])
+/// PIDs of Firecracker processes in a VM cgroup of the daemon whose state
+/// dir is `state` (jailed, a Firecracker's command line names no host
+/// path: `--api-sock /run/firecracker.sock --id <vm id>`).
+fn firecrackers(state: &Path) -> Vec<u32> {
+    let held = banger_executor::vm_cgroup_dev_name(
+        &std::path::absolute(state)
+            .unwrap()
+            .join("root-journal.json"),
+    );
+    pids_matching(&["firecracker", "--api-sock"])
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .is_ok_and(|c| c.contains(&format!("/{held}/vm-")))
+        })
+        .collect()
 }
 
 /// Every non-regular file below `dir` (sockets, FIFOs, devices).
@@ -136,7 +148,11 @@ fn a_firecracker_vm_that_cannot_boot_fails_and_leaves_nothing() {
     .unwrap();
     let vmlinux = real_firecracker::debian_vmlinux(&tmp.path().join("vmlinux"));
     let image = default_image();
-    let d = Daemon::start(&ns, tmp.path());
+    // Firecracker runs jailed as a slot uid without groups: the daemon
+    // gets a 0666 node of the KVM device over this host's 0660 one.
+    let kvm = tmp.path().join("kvm");
+    kvm_node(&kvm);
+    let d = Daemon::start_with_kvm(&ns, tmp.path(), &kvm);
     let state = d.state();
     let kernel = ok_json(
         &ns,

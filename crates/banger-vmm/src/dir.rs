@@ -353,13 +353,26 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
     if depth > MAX_TREE_DEPTH {
         return Err(rustix::io::Errno::LOOP);
     }
-    let dir = match rustix::fs::openat2(
-        parent,
-        name,
-        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-        RESOLVE,
-    ) {
+    let open = || {
+        rustix::fs::openat2(
+            parent,
+            name,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )
+    };
+    let opened = match open() {
+        // A directory its owner cannot enter (mode 000: an escaped VMM's
+        // in its slot's `run/`): its owner may give itself the access
+        // back, so the removal, with those file-system ids, does — once.
+        Err(rustix::io::Errno::ACCESS) => {
+            enter_own(parent, name)?;
+            open()
+        }
+        r => r,
+    };
+    let dir = match opened {
         Ok(d) => d,
         Err(rustix::io::Errno::NOENT) => return Ok(()),
         // Not a directory (or a symlink): the entry itself goes.
@@ -368,9 +381,37 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
         }
         Err(e) => return Err(e),
     };
+    // Entries go only with write and search on the directory: added for
+    // its owner where they are missing (refused, `EPERM`, for anyone
+    // else's directory: its entries then fail as they would have).
+    let mode = rustix::fs::fstat(&dir)?.st_mode & 0o7777;
+    if mode & 0o300 != 0o300 {
+        let _ = rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode | 0o700));
+    }
     empty_at(dir.as_fd(), depth, budget)?;
     drop(dir);
     gone(rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR))
+}
+
+/// Give the directory `name` beneath `parent` its owner's read, write and
+/// search bits, through an `O_PATH` descriptor of it (reached with
+/// [`RESOLVE`], never following a link): only a directory, and only as
+/// its owner (the kernel refuses anyone else with `EPERM`; a caller with
+/// a non-zero fsuid has no `CAP_FOWNER`).
+fn enter_own<P: rustix::path::Arg>(parent: BorrowedFd<'_>, name: P) -> rustix::io::Result<()> {
+    let node = rustix::fs::openat2(
+        parent,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        RESOLVE,
+    )?;
+    let st = rustix::fs::fstat(&node)?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::Directory {
+        return Err(rustix::io::Errno::ACCESS);
+    }
+    let mode = Mode::from_raw_mode((st.st_mode & 0o7777) | 0o700);
+    rustix::fs::chmod(proc_fd_path(node.as_fd()), mode)
 }
 
 /// Remove everything in the directory `dir` (see

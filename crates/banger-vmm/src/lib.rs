@@ -183,6 +183,15 @@ pub(crate) fn vmm_limits<'a>(
     })
 }
 
+/// A VM's cgroup as root opened it: the cgroup2 directory and its own
+/// `cgroup.procs`, for writing (`Jail::cgroup` checks that they match).
+/// The jailed VMM (QEMU, Firecracker) joins it from its jail.
+#[derive(Debug)]
+pub struct CgroupFds {
+    pub dir: std::os::fd::OwnedFd,
+    pub procs: std::os::fd::OwnedFd,
+}
+
 /// The size of a drive: a regular file's length, a block device's
 /// capacity.
 fn drive_size(fd: std::os::fd::BorrowedFd<'_>) -> std::io::Result<u64> {
@@ -264,8 +273,10 @@ pub struct LaunchSpec {
     pub serial_log: PathBuf,
     /// Guest vsock context id (Firecracker; ≥ 3).
     pub vsock_cid: u32,
-    /// Credentials the VMM process drops to (uid, gid); `None` keeps root
-    /// (dev mode).
+    /// Credentials the VMM process drops to (uid, gid): the VM slot's
+    /// jail ids for every launch the executor makes (QEMU and
+    /// Firecracker); `None` (keeps this process's) only for the driver's
+    /// unjailed test launches.
     pub run_as: Option<(u32, u32)>,
     /// Use KVM acceleration (QEMU falls back to TCG when false).
     pub kvm: bool,

@@ -170,10 +170,62 @@ impl VmHost {
 
     /// Remove the tree `name` of the VM directory `dir` with the owner's
     /// file-system ids, every step relative to a descriptor (no path
-    /// re-resolved, no symlink followed, no mount crossed). No VMM writes
-    /// there with other ids: a jailed QEMU gets no directory at all.
+    /// re-resolved, no symlink followed, no mount crossed). A jailed QEMU
+    /// gets no directory at all; a jailed Firecracker's `run/` is its
+    /// slot's (0700), which the owner's ids cannot enter: emptied first
+    /// with that slot's ids ([`VmHost::empty_slot_dir`]).
     pub(super) fn remove_vm_tree(&self, dir: &OwnerDir, name: &str) -> std::io::Result<()> {
+        self.empty_slot_dir(dir, name)?;
         dir.remove_tree(name, self.tool_ids())
+    }
+
+    /// When `name` in `dir` is a directory of a VM slot's uid (a jailed
+    /// Firecracker's `run/`: its sockets and log), remove what is in it
+    /// with that uid's file-system ids: only what that uid could remove
+    /// goes, each entry relative to the descriptor of the directory
+    /// checked (`OwnerDir::remove_tree`), then the directory itself with
+    /// the owner's ids. Anything else (missing, not a directory, another
+    /// uid's) is left to the owner's removal.
+    fn empty_slot_dir(&self, dir: &OwnerDir, name: &str) -> std::io::Result<()> {
+        use rustix::io::Errno;
+        let fd = match rustix::fs::openat2(
+            dir,
+            name,
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+            banger_vmm::dir::RESOLVE,
+        ) {
+            Ok(fd) => fd,
+            Err(Errno::NOENT | Errno::NOTDIR | Errno::LOOP | Errno::XDEV) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        let uid = rustix::fs::fstat(&fd)?.st_uid;
+        if !self.is_vm_slot(uid) {
+            return Ok(());
+        }
+        // Its owner, the slot, may have taken its own bits off (an escaped
+        // VMM): given back by root, on this very inode, before the slot's
+        // ids work in it.
+        rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o700))?;
+        let names: Vec<String> = rustix::fs::Dir::read_from(&fd)?
+            .filter_map(Result::ok)
+            .filter_map(|e| e.file_name().to_str().ok().map(str::to_string))
+            .filter(|n| n != "." && n != "..")
+            .collect();
+        let slot = OwnerDir::from_fd(fd, dir.join(name));
+        for n in names {
+            slot.remove_tree(&n, Some((uid, uid)))?;
+        }
+        // Now empty: removed with the owner's ids, which can remove an
+        // empty directory of the owner's directory but not list it.
+        banger_vmm::dir::with_fs_ids(
+            self.tool_ids(),
+            "remove-run",
+            || match rustix::fs::unlinkat(dir, name, rustix::fs::AtFlags::REMOVEDIR) {
+                Ok(()) | Err(Errno::NOENT) => Ok(()),
+                Err(e) => Err(e.into()),
+            },
+        )
     }
 
     pub(super) fn vm_rel(&self, vm_id: &str, name: &str) -> PathBuf {

@@ -63,6 +63,60 @@ impl<'a> FcTap<'a> {
     }
 }
 
+impl super::VmHost {
+    /// The mover for VM tap `name` of a Firecracker launch: its journaled
+    /// interface index and bridge, that bridge's journaled index checked
+    /// to be the index its name has now (a bridge deleted and made again
+    /// since its entry is refused: ensure it first), read under the
+    /// journal's lock; the namespace the tap comes back to is this
+    /// thread's.
+    pub(super) fn fc_tap(&self, name: &str) -> Result<FcTap<'_>, super::VmOpError> {
+        let invalid = |what: &'static str, value: &str, reason: String| super::VmOpError::Invalid {
+            what,
+            value: value.to_string(),
+            reason,
+        };
+        let txn = self.journal.open().map_err(super::error::journal_err)?;
+        let Some((index, bridge)) = txn
+            .state
+            .tap(name)
+            .and_then(|t| Some((t.ifindex?, t.bridge.clone())))
+        else {
+            return Err(invalid(
+                "tap",
+                name,
+                "not journaled with its interface index (ensure the tap first)".into(),
+            ));
+        };
+        let journaled = txn.state.bridge(&bridge).and_then(|b| b.ifindex);
+        let now = self
+            .net
+            .link(&bridge)
+            .map_err(|e| invalid("bridge", &bridge, chain(&e)))?
+            .map(|l| l.index);
+        let bridge_index = match (journaled, now) {
+            (Some(j), Some(n)) if j == n => j,
+            _ => {
+                return Err(invalid(
+                    "bridge",
+                    &bridge,
+                    format!(
+                        "of tap {name}: journaled as link #{journaled:?}, the link of that name is #{now:?} (ensure the bridge first)"
+                    ),
+                ));
+            }
+        };
+        drop(txn);
+        FcTap::new(self.net.as_ref(), name, index, &bridge, bridge_index).map_err(|e| {
+            invalid(
+                "tap",
+                name,
+                format!("opening this thread's network namespace ({THREAD_NET}): {e}"),
+            )
+        })
+    }
+}
+
 impl JailTap for FcTap<'_> {
     fn enter(&mut self, jail_ns: BorrowedFd<'_>) -> Result<(), String> {
         self.net

@@ -8,12 +8,11 @@
 pub mod cgroup;
 mod disks;
 mod error;
-#[allow(dead_code)] // the lead wires it at the Firecracker launch
 mod fc_tap;
+mod firecracker;
 mod guestfs;
 mod jailed;
 mod proc;
-mod qemu_files;
 mod qmp;
 mod ready;
 mod slots;
@@ -25,6 +24,7 @@ mod tests_grants;
 mod tests_taps;
 mod validate;
 mod vmm;
+mod vmm_files;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -6,7 +6,7 @@ use std::os::fd::OwnedFd;
 use std::time::Duration;
 
 use banger_vmm::VmmError;
-use banger_vmm::firecracker::{FirecrackerVm, Shutdown};
+use banger_vmm::firecracker::{ActionType, ApiClient, ApiRequest, FirecrackerVm, Shutdown};
 use banger_vmm::qemu::{QemuVm, Qmp, QmpSocket};
 
 use super::ready::ReadyWatch;
@@ -31,6 +31,9 @@ pub(super) enum Proc {
         pidfd: OwnedFd,
         /// A jailed QEMU's QMP socket (root's: `VmHost::qmp_socket`).
         qmp: Option<QmpSocket>,
+        /// A jailed Firecracker's API, served by `pid` as its slot uid
+        /// (`VmHost::adopted_api`).
+        api: Option<Box<ApiClient>>,
     },
 }
 
@@ -62,12 +65,20 @@ impl Proc {
         match self {
             Proc::Qemu(q) => q.shutdown(timeout),
             Proc::Firecracker { vm, .. } => Ok(!matches!(vm.shutdown(timeout)?, Shutdown::Killed)),
-            Proc::Adopted { pid, pidfd, qmp } => {
+            Proc::Adopted {
+                pid,
+                pidfd,
+                qmp,
+                api,
+            } => {
                 if let Some(Ok(mut q)) = qmp
                     .as_ref()
                     .map(|qmp| Qmp::connect_socket(qmp, Duration::from_secs(2)))
                 {
                     let _ = q.execute("system_powerdown");
+                }
+                if let Some(api) = api {
+                    let _ = api.send(&ApiRequest::action(ActionType::SendCtrlAltDel));
                 }
                 if pidfd_exited(pidfd, timeout) {
                     return Ok(true);

@@ -2,14 +2,12 @@
 //! in the journal (pid + start time), and re-adopted after an executor
 //! restart only when the journaled pid still names the same process.
 
-use std::fs::File;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use banger_proto::vmops::{LaunchVmSpec, VmStopped, VmmKind, VmmState};
 
 use banger_vmm::dir::OwnerDir;
-use banger_vmm::firecracker::{FirecrackerDriver, READY_PORT, ReadyListener};
 use banger_vmm::qemu::QemuDriver;
 use banger_vmm::{Drive, LaunchSpec, VmmError};
 use rustix::fs::OFlags;
@@ -18,9 +16,8 @@ use super::VmHost;
 use super::disks::WORK_DISK;
 use super::error::{VmOpError, io, journal_err};
 use super::proc::Proc;
-use super::qemu_files::with_log_tail;
-use super::ready::ReadyWatch;
 use super::validate;
+use super::vmm_files::with_log_tail;
 use crate::journal::VmmEntry;
 
 /// The kernel command line every banger guest boots with (the guest
@@ -47,9 +44,9 @@ use banger_host::jail::start_time;
 impl VmHost {
     fn launch_spec(&self, spec: &LaunchVmSpec) -> Result<LaunchSpec, VmOpError> {
         let krel = Path::new("kernels").join(&spec.kernel_id);
-        // Existence and "no symlinks on the way" checks; Firecracker
-        // (running as the owner) opens the files itself, a jailed QEMU gets
-        // descriptors opened again by `qemu_files`.
+        // Existence and "no symlinks on the way" checks; a jailed VMM
+        // gets descriptors opened again and checked by `qemu_files` or
+        // `fc_files`.
         drop(self.open_beneath(&krel.join("kernel"), OFlags::RDONLY)?);
         let irel = Path::new("images").join(&spec.image_id).join("initrd");
         let initrd = match self.open_beneath(&irel, OFlags::RDONLY) {
@@ -91,14 +88,15 @@ impl VmHost {
             run_dir: dir.join("run"),
             serial_log: dir.join(SERIAL_LOG),
             vsock_cid: 3,
-            run_as: self.tool_ids(),
+            // The launch's slot ids (`launch`): never the owner's.
+            run_as: None,
             kvm: spec.kvm,
         })
     }
 
     /// The VM directory as an [`OwnerDir`]: the owner writes it, so root
     /// works in it only through this descriptor.
-    fn owner_vm_dir(&self, vm_id: &str) -> Result<OwnerDir, VmOpError> {
+    pub(super) fn owner_vm_dir(&self, vm_id: &str) -> Result<OwnerDir, VmOpError> {
         match self.vm_dir_fd(vm_id)? {
             Some(fd) => Ok(OwnerDir::from_fd(fd, self.vm_dir(vm_id))),
             None => Err(VmOpError::Missing {
@@ -109,7 +107,7 @@ impl VmHost {
     }
 
     /// A fresh `run/` directory for Firecracker's sockets, handed to `to`
-    /// (the owner), and the
+    /// (the launch's slot ids), and the
     /// descriptor of the very directory made: root works inside it only
     /// through this descriptor, never by re-resolving its path (the owner
     /// could move another directory into its place).
@@ -193,8 +191,15 @@ impl VmHost {
             vm_id: spec.vm_id.clone(),
             source,
         };
-        // QEMU's jail uid, reserved until the journal holds it.
-        let mut slot = None;
+        // The VMM's jail uid (QEMU's and Firecracker's alike), reserved
+        // until the journal holds it.
+        let reserved = self.reserve_slot()?;
+        let ids = (reserved.uid(), reserved.uid());
+        let mut slot = Some(reserved);
+        let ls = LaunchSpec {
+            run_as: Some(ids),
+            ..ls
+        };
         // The VM's cgroup, removed unless its VMM ends up journaled in it.
         let mut cgroup = None;
         // With the VMM, its tap (Firecracker's handed to its ids, QEMU's
@@ -206,9 +211,6 @@ impl VmHost {
                     vmm: "qemu",
                     reason: "no QEMU binary is configured (system mode: none is recorded in the install metadata; run `sudo banger system install --qemu-bin PATH`)".into(),
                 })?;
-                let reserved = self.reserve_slot()?;
-                let ids = (reserved.uid(), reserved.uid());
-                slot = Some(reserved);
                 // QEMU gets root's descriptor of its tap, attached while
                 // the journal is locked and checked against its index
                 // (never a later attach by name): the tap is root's for
@@ -224,10 +226,6 @@ impl VmHost {
                 let tail = log
                     .try_clone()
                     .map_err(io("duplicating", &vm_dir.join(VMM_LOG)))?;
-                let ls = LaunchSpec {
-                    run_as: Some(ids),
-                    ..ls
-                };
                 let mut files = self.qemu_files(&ls, &vm_dir, log, qmp, tap)?;
                 let limits = super::cgroup::VmLimits {
                     memory: banger_vmm::qemu::memory_limit(&ls),
@@ -242,55 +240,18 @@ impl VmHost {
                 match driver.launch(&ls, files) {
                     Ok(vm) => (Proc::Qemu(vm), handed),
                     Err(source) => {
-                        if let VmmError::StillRunning { pid, started, .. } = source {
-                            // Maybe still running as its slot uid:
-                            // journaled, so status reports it running and
-                            // its exit frees the slot (hostile read of the
-                            // VMM table, finding 3); never given again
-                            // when it cannot be. The start time is the one
-                            // read at the spawn: read now, the runner's
-                            // reaper may have reaped QEMU and the pid name
-                            // another process (last read before landing,
-                            // F2).
-                            let uid = slot.as_ref().map(|s| s.uid());
-                            // Journaled, its tap is given back when that
-                            // entry goes.
-                            let journaled = started.is_some_and(|started| {
-                                self.journal_vmm(
-                                    VmmEntry {
-                                        vm_id: spec.vm_id.clone(),
-                                        pid,
-                                        start_time: started,
-                                        vmm: spec.vmm,
-                                        uid,
-                                        cgroup: cgroup.as_ref().map(|c| c.name.clone()),
-                                        tap: Some(spec.tap.clone()),
-                                    },
-                                    &mut handed,
-                                )
-                                .is_ok()
-                            });
-                            if !journaled {
-                                std::mem::forget(slot.take());
-                            }
-                            // Its cgroup stays with it: journaled (in
-                            // `vm_cgroups` at least), removed once it is
-                            // seen gone or by the next start's sweep.
-                            if let Some(c) = cgroup.take() {
-                                c.keep();
-                            }
-                        }
+                        self.keep_still_running(spec, &source, &mut slot, &mut cgroup, &mut handed);
                         return Err(failed(with_log_tail(source, &tail)));
                     }
                 }
             }
             VmmKind::Firecracker => {
-                // No cgroup yet: Firecracker runs as the owner, unjailed.
-                // When its jail lands, make one here as for QEMU
-                // (`make_vm_cgroup` with Firecracker's limits) and pass
-                // its `cgroup.procs` to that jail (`Jail::cgroup`).
-                let run = self.fresh_run_dir(&vm_dir, self.owner)?;
-                self.launch_firecracker(spec, &ls, run, &vm_dir)?
+                // The slot's own `run/` (0700), bound at `/run` in the
+                // jail: Firecracker binds its API and vsock sockets there.
+                let run = self.fresh_run_dir(&vm_dir, ids)?;
+                let (proc, handed) =
+                    self.launch_firecracker(spec, &ls, (&vm_dir, run), &mut slot, &mut cgroup)?;
+                (proc, handed)
             }
         };
         let pid = proc.pid();
@@ -350,77 +311,50 @@ impl VmHost {
         }))
     }
 
-    /// Launch Firecracker, and the tap handed to it for this launch.
-    fn launch_firecracker(
-        &self,
+    /// After a launch failed with `source`: when that is
+    /// [`VmmError::StillRunning`] (its VMM maybe still running as its slot
+    /// uid), journal it, so status reports it running and its exit frees
+    /// the slot (hostile read of the VMM table, finding 3), with its tap
+    /// (`handed`, given back when that entry goes) and its cgroup; a slot
+    /// whose VMM could not be journaled is never given again. The start
+    /// time is the one read at the spawn: read now, the runner's reaper
+    /// may have reaped the VMM and the pid name another process (last
+    /// read before landing, F2). Anything else: nothing to keep.
+    pub(super) fn keep_still_running<'a>(
+        &'a self,
         spec: &LaunchVmSpec,
-        ls: &LaunchSpec,
-        run: OwnerDir,
-        vm_dir: &OwnerDir,
-    ) -> Result<(Proc, super::taps::HandedTap<'_>), VmOpError> {
-        let unavailable = |reason: String| VmOpError::VmmUnavailable {
-            vmm: "firecracker",
-            reason,
+        source: &VmmError,
+        slot: &mut Option<super::slots::Slot<'a>>,
+        cgroup: &mut Option<super::cgroup::Made<'a>>,
+        handed: &mut super::taps::HandedTap<'a>,
+    ) {
+        let VmmError::StillRunning { pid, started, .. } = *source else {
+            return;
         };
-        let binary = self
-            .firecracker_binary
-            .as_deref()
-            .and_then(|b| banger_host::runner::resolve(b.as_os_str()))
-            .ok_or_else(|| match &self.firecracker_binary {
-                Some(b) => unavailable(format!("the Firecracker binary {} was not found", b.display())),
-                None => unavailable("no Firecracker binary is configured (system mode: none is recorded in the install metadata; run `sudo banger system install --firecracker-bin PATH`)".into()),
-            })?;
-        // Firecracker boots an uncompressed ELF vmlinux only. The kernel
-        // sits in the owner's tree: read beneath the state dir, no symlink.
-        let mut magic = [0u8; 4];
-        let kernel: File = self.open_beneath(
-            &Path::new("kernels").join(&spec.kernel_id).join("kernel"),
-            OFlags::RDONLY,
-        )?;
-        // Only the owner's own file with one link: its first bytes decide
-        // the answer, so a hard link to a root-only file would tell
-        // whether that file starts as an ELF (final review, info 3).
-        super::snapshot::dm::checked_owners(self, &kernel, &ls.kernel, "kernel")?;
-        std::io::Read::read_exact(&mut &kernel, &mut magic).map_err(io("reading", &ls.kernel))?;
-        if &magic != b"\x7fELF" {
-            return Err(VmOpError::Invalid {
-                what: "kernel",
-                value: spec.kernel_id.clone(),
-                reason: "Firecracker needs an uncompressed ELF vmlinux; this kernel is not one (use --vmm qemu, or import a vmlinux)".into(),
-            });
-        }
-        let failed = |source| VmOpError::Launch {
-            vm_id: spec.vm_id.clone(),
-            source,
-        };
-        // Bound before the launch: Firecracker forwards the guest's
-        // connection only to a socket that already listens.
-        let listener = run
-            .try_clone()
-            .and_then(|dir| ReadyListener::bind_in(dir, ls, READY_PORT))
-            .map_err(failed)?;
-        // Firecracker's stdout; root reads an early exit's tail from it.
-        let serial = vm_dir
-            .open_append(SERIAL_LOG, 0o640, self.tool_ids())
-            .map_err(failed)?;
-        // Firecracker opens its tap by name, as the ids it runs as
-        // (`LaunchSpec::run_as`: the owner's today, root's in dev mode):
-        // the idle tap is root's, so it is handed to those ids (tun owner
-        // and group), checked against the journal, just before Firecracker
-        // starts. A failed launch gives it back as `handed` drops (after
-        // the driver killed Firecracker).
-        let ids = ls.run_as.unwrap_or_else(|| {
-            (
-                rustix::process::geteuid().as_raw(),
-                rustix::process::getegid().as_raw(),
+        let uid = slot.as_ref().map(|s| s.uid());
+        let journaled = started.is_some_and(|started| {
+            self.journal_vmm(
+                VmmEntry {
+                    vm_id: spec.vm_id.clone(),
+                    pid,
+                    start_time: started,
+                    vmm: spec.vmm,
+                    uid,
+                    cgroup: cgroup.as_ref().map(|c| c.name.clone()),
+                    tap: Some(spec.tap.clone()),
+                },
+                handed,
             )
+            .is_ok()
         });
-        let handed = self.hand_tap(&spec.tap, ids)?;
-        let vm = FirecrackerDriver::new(binary)
-            .launch_in(ls, run, serial)
-            .map_err(failed)?;
-        let watch = Box::new(ReadyWatch::spawn(listener, spec.vm_id.clone()));
-        Ok((Proc::Firecracker { vm, watch }, handed))
+        if !journaled {
+            std::mem::forget(slot.take());
+        }
+        // Its cgroup stays with it: journaled (in `vm_cgroups` at least),
+        // removed once it is seen gone or by the next start's sweep.
+        if let Some(c) = cgroup.take() {
+            c.keep();
+        }
     }
 
     /// Record the VM's VMM, in place of any earlier entry of the VM (a
@@ -565,6 +499,12 @@ impl VmHost {
                             qmp: (entry.vmm == VmmKind::Qemu && entry.uid.is_some())
                                 .then(|| self.qmp_socket(vm_id, false).ok())
                                 .flatten(),
+                            api: match (entry.vmm, entry.uid) {
+                                (VmmKind::Firecracker, Some(uid)) => {
+                                    self.adopted_api(vm_id, uid, entry.pid).map(Box::new)
+                                }
+                                _ => None,
+                            },
                         },
                         entry.start_time,
                     ),

@@ -82,11 +82,23 @@ impl Lab {
             bridge: BRIDGE.into(),
             subnet: "10.213.7.0/24".parse().unwrap(),
         };
-        self.helper = Some(if tools.is_empty() {
-            RootHelper::start_in_full(&self.ns, &self.root, &self.owner, vmm, network)
-        } else {
-            RootHelper::start_in_with_tools(&self.ns, &self.root, &self.owner, vmm, network, tools)
-        });
+        // A jailed Firecracker's slot uid has no groups, so the executor
+        // takes `/dev/kvm` only as a world read-write node (0666, as
+        // systemd makes it); this host's is 0660. A node of the test's,
+        // 10:232 and 0666, is bound over it in the helper's own mount
+        // namespace (the stand-ins never open it).
+        let kvm = self.root.join("kvm");
+        kvm_node(&kvm);
+        let mut binds = tools.to_vec();
+        binds.push((kvm, "/dev/kvm"));
+        self.helper = Some(RootHelper::start_in_with_tools(
+            &self.ns,
+            &self.root,
+            &self.owner,
+            vmm,
+            network,
+            &binds,
+        ));
         self.call(PrivOp::EnsureBridge(BridgeSpec {
             name: BRIDGE.into(),
             address: [10, 213, 7, 1].into(),

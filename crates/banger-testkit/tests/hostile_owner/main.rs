@@ -22,9 +22,11 @@
 //! Needs root, iproute2 and e2fsprogs.
 #![allow(clippy::disallowed_methods)] // the tests spawn the helper and the raw client directly
 
+mod fc_jail;
 mod item13;
 mod item16;
 mod jail;
+mod jailed_vmm;
 mod lab;
 mod taps;
 mod vmm_jail;

@@ -1,6 +1,6 @@
 //! Firecracker jail design, part 2 step 2: idle taps are root's, and a
-//! Firecracker (which opens its tap by name, as the uid it runs as: the
-//! owner's until it is jailed) gets its tap only for its launch.
+//! Firecracker (which opens its tap by name, as the uid it runs as: its
+//! VM slot's, jailed) gets its tap only for its launch.
 
 use banger_proto::privops::PrivOp;
 use banger_proto::vmops::VmmKind;
@@ -33,12 +33,21 @@ fn attaching_firecracker() -> String {
     )
 }
 
-/// The stand-in Firecracker ([`attaching_firecracker`]) runs as the owner
-/// (the uid a Firecracker of the system install runs as today): the tap,
-/// root's while idle, must be that uid's during the launch, and root's
-/// again once the launch has failed and the stand-in is gone.
+/// Whether the stand-in Firecracker's `serial` log says it attached its
+/// tap as a uid of its own: neither root's nor the `owner`'s (its slot's).
+fn attached_as_a_slot(serial: &str, owner: u32) -> bool {
+    serial
+        .lines()
+        .filter_map(|l| l.strip_prefix("tap attached as "))
+        .any(|uid| uid.parse::<u32>().is_ok_and(|u| u != 0 && u != owner))
+}
+
+/// The stand-in Firecracker ([`attaching_firecracker`]) runs jailed as
+/// its VM slot's uid: the tap, root's while idle, must be that uid's
+/// during the launch, and root's again once the launch has failed and the
+/// stand-in is gone.
 #[test]
-fn a_firecracker_of_the_owners_attaches_its_tap_only_during_its_launch() {
+fn a_firecracker_attaches_its_tap_as_its_slot_only_during_its_launch() {
     let lab = Lab::new();
     let vm = "1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c";
     let dir = lab.vm(vm);
@@ -50,8 +59,8 @@ fn a_firecracker_of_the_owners_attaches_its_tap_only_during_its_launch() {
         .expect_err("the stand-in exits");
     let serial = std::fs::read_to_string(dir.join("serial.log")).unwrap_or_default();
     assert!(
-        serial.contains(&format!("tap attached as {}", lab.owner.uid)),
-        "the owner's Firecracker could not attach its tap during its launch: {serial:?} ({err})"
+        attached_as_a_slot(&serial, lab.owner.uid),
+        "the jailed Firecracker could not attach its tap during its launch: {serial:?} ({err})"
     );
     assert_eq!(
         tap_user(&lab),
@@ -66,8 +75,8 @@ fn a_firecracker_of_the_owners_attaches_its_tap_only_during_its_launch() {
 /// holding its tap's descriptor sets the tap's group (`TUNSETGROUP`: a
 /// group can never be cleared) and its owner to the owner's uid
 /// (`TUNSETOWNER`), then lets go of it. Once that VMM is stopped the tap
-/// must be root's, owner and group, and the owner's Firecracker, handed
-/// the tap for its launch, must attach to it.
+/// must be root's, owner and group, and the next Firecracker (its slot's),
+/// handed the tap for its launch, must attach to it.
 #[test]
 fn a_qemus_tap_goes_back_to_root_owner_and_group_when_it_stops() {
     let lab = Lab::new();
@@ -114,7 +123,7 @@ fn a_qemus_tap_goes_back_to_root_owner_and_group_when_it_stops() {
         .expect_err("the stand-in exits");
     let serial = std::fs::read_to_string(fc_dir.join("serial.log")).unwrap_or_default();
     assert!(
-        serial.contains(&format!("tap attached as {owner}")),
+        attached_as_a_slot(&serial, owner),
         "the next launch's Firecracker could not attach its tap: {serial:?} ({err})"
     );
 }

@@ -21,6 +21,10 @@ use banger_proto::net::TapSpec;
 use banger_proto::privops::PrivOp;
 use banger_proto::vmops::{LaunchVmSpec, VmmKind};
 
+use crate::jailed_vmm::{
+    KilledOnDrop, as_uid, assert_jailed, assert_reached_nothing,
+    outliving_its_kill_stays_journaled, perl_targets, pid_and_uid, survives_a_helper_restart,
+};
 use crate::lab::*;
 
 /// Whether `pid` runs: its `/proc` entry is there and not a zombie's
@@ -29,29 +33,6 @@ fn alive(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
     state.is_some_and(|s| s != "Z")
-}
-
-/// The value of `key` in `/proc/<pid>/status`.
-fn status_field(pid: u32, key: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
-        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status:\n{status}"))
-        .trim()
-        .to_string()
-}
-
-/// The pid of a launched VMM (`LaunchVm`'s answer `v`) and its real uid.
-fn pid_and_uid(v: &serde_json::Value) -> (u32, u32) {
-    let pid = v["result"]["pid"].as_u64().unwrap() as u32;
-    let uid = status_field(pid, "Uid")
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    (pid, uid)
 }
 
 /// The probe: tries each of `targets` (kind, what), prints `NAME
@@ -67,15 +48,7 @@ fn probe(targets: &[(&str, String)]) -> String {
 /// argument list; it must not use single quotes).
 pub(crate) fn probe_after(prelude: &str, targets: &[(&str, String)]) -> String {
     assert!(!prelude.contains('\''), "{prelude:?} needs quoting");
-    let mut list = String::new();
-    for (kind, what) in targets {
-        assert!(
-            what.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/._-:".contains(&b)),
-            "{what:?} needs quoting"
-        );
-        list.push_str(&format!("[\"{kind}\", \"{what}\"],\n"));
-    }
+    let list = perl_targets(targets);
     format!(
         r#"exec perl -e '
 use strict; use warnings; use Socket; use IO::Socket::UNIX; use IO::Socket::INET;
@@ -219,39 +192,11 @@ fn qemu_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host() {
     let vb = launch(b, "bangertap1", "02:ba:0a:d5:07:03");
     let pid = |v: &serde_json::Value| v["result"]["pid"].as_u64().unwrap() as u32;
     let pids = [pid(&va), pid(&vb)];
+    let _vmms = KilledOnDrop::new(&pids);
     eprintln!("VMM pids {pids:?}");
 
     // The host's view of each VMM.
-    let mut uids = Vec::new();
-    for p in pids {
-        let uid = status_field(p, "Uid");
-        let gid = status_field(p, "Gid");
-        let ids: Vec<u32> = uid
-            .split_whitespace()
-            .chain(gid.split_whitespace())
-            .map(|w| w.parse().unwrap())
-            .collect();
-        assert!(
-            ids.iter()
-                .all(|&i| i == ids[0] && i != 0 && i != owner.0 && i != owner.1),
-            "VMM {p}: Uid {uid}, Gid {gid} (owner {owner:?})"
-        );
-        uids.push(ids[0]);
-        assert_eq!(
-            status_field(p, "Groups"),
-            "",
-            "VMM {p}: supplementary groups"
-        );
-        assert_eq!(status_field(p, "NoNewPrivs"), "1", "VMM {p}");
-        assert_eq!(status_field(p, "Seccomp"), "2", "VMM {p}");
-        assert_eq!(status_field(p, "CapEff"), "0000000000000000", "VMM {p}");
-        let nspid = status_field(p, "NSpid");
-        assert_eq!(
-            nspid.split_whitespace().collect::<Vec<_>>(),
-            [p.to_string().as_str(), "1"],
-            "VMM {p}: not pid 1 of a namespace of its own"
-        );
-    }
+    let uids: Vec<u32> = pids.iter().map(|&p| assert_jailed(p, owner)).collect();
     assert_ne!(uids[0], uids[1], "two VMMs share a uid");
     // Each signals the other.
     for (id, other) in [(a, pids[1]), (b, pids[0])] {
@@ -275,15 +220,7 @@ fn qemu_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host() {
         results.push_str(&log);
     }
     eprintln!("{results}");
-    let reached: Vec<&str> = results
-        .lines()
-        .filter(|l| l.ends_with(" reached"))
-        .collect();
-    assert_eq!(
-        reached,
-        Vec::<&str>::new(),
-        "the jailed VMM reached:\n{results}"
-    );
+    assert_reached_nothing(&results);
     assert_eq!(
         results.lines().count(),
         2 * (targets.len() + 1),
@@ -308,73 +245,7 @@ fn a_jailed_vmm_survives_a_helper_restart_and_a_stray_of_its_uid_does_not() {
     let id = "3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c";
     lab.vm(id);
     lab.stand_in("qemu", &probe(&[]));
-    let mut lab = lab.start();
-    let v = lab.launch(id, VmmKind::Qemu).expect("LaunchVm");
-    let (pid, uid) = pid_and_uid(&v);
-    // Design part 3: the VMM runs in its VM's cgroup, beneath the one the
-    // helper holds (not under systemd here: `banger-<hash of its journal's
-    // path>` beneath the helper's own cgroup, which is this test's).
-    let helper = lab.helper.as_ref().unwrap();
-    let meta = banger_proto::install::InstallMeta::load(&helper.install_file).unwrap();
-    let held =
-        banger_host::probe::own_cgroup2_dir()
-            .unwrap()
-            .join(banger_executor::vm_cgroup_dev_name(
-                &meta.paths.root_state_dir.join("journal.json"),
-            ));
-    let mount = banger_host::probe::probe_cgroup_v2().cgroup2_mount.unwrap();
-    let vm_cgroup = format!("/{}/vm-{id}", held.strip_prefix(&mount).unwrap().display());
-    let cgroup_of = |pid: u32| {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-        banger_host::probe::cgroup2_path_in(&text).map(str::to_string)
-    };
-    assert_eq!(cgroup_of(pid).as_deref(), Some(vm_cgroup.as_str()));
-    // A stray process of the VM's jail uid, outside its jail, in a VM
-    // cgroup no journaled VMM holds.
-    use std::os::unix::process::CommandExt as _;
-    let mut stray = std::process::Command::new("sleep")
-        .arg("300")
-        .uid(uid)
-        .gid(uid)
-        .spawn()
-        .unwrap();
-    let stray_pid = stray.id();
-    let planted = held.join("vm-5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d5d");
-    std::fs::create_dir(&planted).unwrap();
-    std::fs::write(planted.join("cgroup.procs"), stray_pid.to_string()).unwrap();
-    let helper = lab.helper.as_mut().unwrap();
-    helper.restart_in(&lab.ns);
-    // The sweep removed the planted cgroup; the VMM kept its own.
-    assert!(!planted.exists(), "the planted cgroup survived the restart");
-    assert_eq!(cgroup_of(pid).as_deref(), Some(vm_cgroup.as_str()));
-    // The sweep ran before the socket appeared: the stray is dead (reaped
-    // here, its parent), the VMM is not.
-    let stray_status = stray.try_wait().unwrap();
-    let _ = stray.kill();
-    let _ = stray.wait();
-    assert!(
-        stray_status.is_some(),
-        "the stray process {stray_pid} of jail uid {uid} survived the restart"
-    );
-    // Alive, not a zombie (this host's pid 1 reaps nothing, so a killed
-    // VMM would still have its /proc entry and start time).
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let state = stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3));
-    assert_eq!(
-        state,
-        Some("S"),
-        "the journaled VMM {pid} was killed by the restart: {stat}"
-    );
-    let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
-    assert_eq!(st["result"]["running"], true, "{st}");
-    assert_eq!(st["result"]["adopted"], true, "{st}");
-    assert_eq!(st["result"]["pid"], pid, "{st}");
-    lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
-    // Killed and seen gone: its cgroup goes too.
-    assert!(
-        !held.join(format!("vm-{id}")).exists(),
-        "the VM's cgroup outlived its VMM"
-    );
+    survives_a_helper_restart(lab.start(), id, VmmKind::Qemu);
 }
 
 /// Hostile review of the VMM jail, finding 1: root decided by one `lstat`
@@ -596,7 +467,6 @@ fn two_concurrent_launches_of_one_vm_start_one_vmm() {
 /// started beside it.
 #[test]
 fn a_vmm_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
-    use std::os::unix::process::CommandExt as _;
     let lab = Lab::new();
     let id = "3b4b3b4b3b4b3b4b3b4b3b4b3b4b3b4b";
     let dir = lab.vm(id);
@@ -604,17 +474,7 @@ fn a_vmm_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
     let lab = lab.start();
     let v = lab.launch(id, VmmKind::Qemu).expect("LaunchVm");
     let (_, uid) = pid_and_uid(&v);
-    let as_slot = |script: &str| {
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .arg("escape")
-            .arg(&dir)
-            .uid(uid)
-            .gid(uid)
-            .output()
-            .unwrap()
-    };
+    let as_slot = |script: &str| as_uid(uid, script, &dir);
     // Nothing under the VM directory is writable by the VMM's uid.
     let writable = as_slot(r#"find "$1" -writable"#);
     let writable = String::from_utf8_lossy(&writable.stdout).to_string();
@@ -694,39 +554,5 @@ fn a_deletion_racing_a_launch_never_deletes_the_disks_of_a_running_vmm() {
 /// and status forgets it.
 #[test]
 fn a_launch_whose_vmm_outlives_its_kill_leaves_it_journaled() {
-    let lab = Lab::new();
-    let id = "3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f";
-    lab.vm(id);
-    // Never serves QMP: the launch gives up, then kills it.
-    let held = banger_vmm::testing::Held::new(b"#!/bin/sh\n");
-    lab.stand_in_link("qemu", &held.path());
-    let lab = lab.start();
-    let (launched, pid) = std::thread::scope(|s| {
-        let launch = s.spawn(|| lab.launch(id, VmmKind::Qemu));
-        let pid = held.reader(Duration::from_secs(8));
-        held.assert_outlives_kill(pid);
-        (launch.join().unwrap(), pid)
-    });
-    let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
-    drop(held);
-    let err = launched.expect_err("a launch without QMP succeeded");
-    assert!(err.contains("may still be running"), "{err}");
-    assert_eq!(
-        (&st["result"]["running"], &st["result"]["pid"]),
-        (&serde_json::json!(true), &serde_json::json!(pid)),
-        "a VMM that may still run is not reported: {st}"
-    );
-    // Released, it dies of the launch's kill: its entry goes.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
-        if st["result"]["running"] == false {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "still running once released: {st}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    outliving_its_kill_stays_journaled("3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f3f", VmmKind::Qemu);
 }

@@ -231,6 +231,61 @@ fn remove_tree_removes_many_entries_and_names_that_are_not_utf8() {
     assert!(!run.exists(), "run/ is still there");
 }
 
+/// An escaped VMM's `run/` (its uid's): a directory it made mode 000
+/// inside, and its own bits taken off a directory it left (`r-x`): both
+/// go with its file-system ids (its owner may give itself the bits back,
+/// and the removal does). A mode 000 directory of another uid's (root's)
+/// inside is neither entered nor changed: the removal fails on it
+/// (`EPERM`: the kernel refuses its `chmod`).
+#[test]
+fn remove_tree_enters_what_its_owner_locked_and_nothing_of_anyone_elses() {
+    const NOBODY: u32 = 65534;
+    let tmp = tempfile::tempdir().unwrap();
+    // Its parent is its uid's too (a VM directory is the owner's).
+    std::os::unix::fs::chown(tmp.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    let run = tmp.path().join("run");
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    let make = |extra: bool| {
+        std::fs::create_dir_all(run.join("locked/deeper")).unwrap();
+        std::fs::create_dir_all(run.join("readonly")).unwrap();
+        std::fs::write(run.join("readonly/f"), b"").unwrap();
+        std::fs::write(run.join("locked/deeper/f"), b"").unwrap();
+        if extra {
+            std::fs::create_dir_all(run.join("roots")).unwrap();
+        }
+        for p in [
+            "",
+            "locked",
+            "locked/deeper",
+            "readonly",
+            "readonly/f",
+            "locked/deeper/f",
+        ] {
+            std::os::unix::fs::chown(run.join(p), Some(NOBODY), Some(NOBODY)).unwrap();
+        }
+        mode(&run.join("locked/deeper"), 0o000);
+        mode(&run.join("locked"), 0o000);
+        mode(&run.join("readonly"), 0o500);
+        if extra {
+            mode(&run.join("roots"), 0o000);
+        }
+    };
+    make(false);
+    open(tmp.path())
+        .remove_tree("run", Some((NOBODY, NOBODY)))
+        .unwrap();
+    assert!(!run.exists(), "run/ is still there");
+    make(true);
+    let err = open(tmp.path())
+        .remove_tree("run", Some((NOBODY, NOBODY)))
+        .unwrap_err();
+    assert_eq!(err.raw_os_error(), Some(libc::EPERM), "{err}");
+    let roots = std::fs::metadata(run.join("roots")).unwrap();
+    assert_eq!((roots.uid(), roots.mode() & 0o7777), (0, 0o000));
+    std::fs::remove_dir_all(&run).unwrap();
+}
+
 /// Fifth review F4: removal went on while every round removed something,
 /// so an owner refilling `run/` as fast as root emptied it kept a helper
 /// thread busy for ever. A call removes at most its budget, then fails

@@ -34,7 +34,8 @@ const VMM: &str = "firecracker";
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The largest answer body taken from Firecracker (its answers are a few
-/// hundred bytes; Firecracker runs as the owner, so its bytes are hostile).
+/// hundred bytes; Firecracker parses what the guest does and may be an
+/// escape, so its bytes are hostile).
 /// hyper bounds the head itself.
 pub const MAX_ANSWER: usize = 1 << 20;
 

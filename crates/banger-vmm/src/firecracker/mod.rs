@@ -23,21 +23,17 @@
 //! * `run_dir` exists and is writable by `run_as` (Firecracker creates its
 //!   API socket there after dropping privileges).
 //!
-//! Two launches, side by side until the executor switches (the Firecracker
-//! jail's design step 5, docs/firecracker-jail-design.md):
-//! * [`FirecrackerDriver::launch_jailed`]: Firecracker in its jail
-//!   (`banger_host::jail`, docs/jail.md) as the VM's slot uid, every file
-//!   a descriptor root opened ([`FirecrackerFiles`]): `run/` bound at
-//!   `/run`, drives bound at `/drive-<id>`, kernel and initrd copied in,
-//!   `/dev/kvm` and `/dev/net/tun` bound, a network namespace of its own
-//!   into which the caller's [`JailTap`] moves the tap for `PUT
-//!   /network-interfaces` and out of which it moves it back right after
-//!   ([`jail_tap`]); the configuration names the jail's paths
-//!   ([`paths::Paths::jailed`]). No caller yet.
-//! * [`FirecrackerDriver::launch_in`]: unjailed, as `run_as` (the owner),
-//!   naming the spec's host paths — what the executor still uses; removed
-//!   with [`paths::Paths::host`] and [`validate_spec`]'s host socket
-//!   check in step 5.
+//! The launch ([`FirecrackerDriver::launch_jailed`], what the executor
+//! uses): Firecracker in its jail (`banger_host::jail`, docs/jail.md) as
+//! the VM's slot uid, every file a descriptor root opened
+//! ([`FirecrackerFiles`]): `run/` bound at `/run`, drives bound at
+//! `/drive-<id>`, kernel and initrd copied in, `/dev/kvm` and
+//! `/dev/net/tun` bound, a network namespace of its own into which the
+//! caller's [`JailTap`] moves the tap for `PUT /network-interfaces` and
+//! out of which it moves it back right after ([`jail_tap`]), the VM's
+//! cgroup joined when given; the configuration names the jail's paths
+//! ([`paths::Paths::jailed`]). The unjailed `FirecrackerDriver::launch`
+//! (host paths, `Paths::host`, `validate_spec`) is test support only.
 //!
 //! Launch order: check the binary, validate the spec, prepare `run_dir`
 //! (stale sockets, the log file — all through a descriptor of the
@@ -72,7 +68,9 @@ pub use models::{
     InstanceState, LogLevel, Logger, MachineConfiguration, NetworkInterface, Vsock, config_plan,
 };
 use paths::Paths;
-pub use spec::{MAX_CMDLINE, MAX_VCPUS, log_path, validate_jailed, validate_spec};
+#[cfg(any(test, feature = "test-support"))]
+pub use spec::validate_spec;
+pub use spec::{MAX_CMDLINE, MAX_VCPUS, log_path, validate_jailed};
 #[cfg(any(test, feature = "test-support"))]
 pub use vsock::wait_ready_vsock;
 pub use vsock::{READY_MARKER, READY_PORT, ReadyListener};
@@ -130,6 +128,22 @@ pub struct FirecrackerFiles {
     /// where Firecracker binds its API and vsock sockets; root reaches
     /// them only through this descriptor.
     pub run: crate::dir::OwnerDir,
+    /// The VM's cgroup, opened by root: Firecracker joins it from its jail
+    /// (`Jail::cgroup`), as QEMU does. `None`: no cgroup.
+    pub cgroup: Option<crate::CgroupFds>,
+}
+
+/// `RLIMIT_AS`/`RLIMIT_DATA` of a jailed Firecracker for `spec`, and its
+/// cgroup's `memory.max`: guest memory plus [`MEMORY_OVERHEAD`] (the rule
+/// the jail's limits use).
+pub fn memory_limit(spec: &LaunchSpec) -> u64 {
+    crate::memory_limit(spec, MEMORY_OVERHEAD)
+}
+
+/// `RLIMIT_NPROC` of a jailed Firecracker for `spec`, and its cgroup's
+/// `pids.max`: [`THREADS`] plus one per vCPU.
+pub fn process_limit(spec: &LaunchSpec) -> u32 {
+    crate::process_limit(spec, THREADS)
 }
 
 /// Launches Firecracker VMs from one binary.
@@ -155,10 +169,11 @@ impl FirecrackerDriver {
     /// Start a VM: see the module docs for the order. On error nothing is
     /// left running (the process, if it started, is killed and reaped).
     ///
-    /// Opens `run_dir` and the serial log's directory itself, refusing any
-    /// symlink on the way; a caller that made them passes its own
-    /// descriptors to [`FirecrackerDriver::launch_in`]. Test support: the
-    /// executor always does.
+    /// Unjailed, as `spec.run_as`, naming the spec's host paths
+    /// ([`paths::Paths::host`]). Opens `run_dir` and the serial log's
+    /// directory itself, refusing any symlink on the way. Test support
+    /// only: the executor launches Firecracker jailed
+    /// ([`FirecrackerDriver::launch_jailed`]).
     #[cfg(any(test, feature = "test-support"))]
     pub fn launch(&self, spec: &LaunchSpec) -> Result<FirecrackerVm, VmmError> {
         self.check(spec)?;
@@ -166,20 +181,6 @@ impl FirecrackerDriver {
         let (dir, name) = split(&spec.serial_log)?;
         let serial =
             OwnerDir::open(dir, "serial log's directory")?.open_append(name, 0o640, spec.run_as)?;
-        self.start(spec, run, serial)
-    }
-
-    /// [`FirecrackerDriver::launch`] in `run`, the caller's descriptor of
-    /// `spec.run_dir`, with Firecracker's stdout and stderr appended to
-    /// `serial` (the caller's descriptor of `spec.serial_log`, opened for
-    /// reading too: its tail explains an early exit).
-    pub fn launch_in(
-        &self,
-        spec: &LaunchSpec,
-        run: OwnerDir,
-        serial: File,
-    ) -> Result<FirecrackerVm, VmmError> {
-        self.check(spec)?;
         self.start(spec, run, serial)
     }
 
@@ -278,9 +279,15 @@ impl FirecrackerDriver {
                 .bind(fd.as_fd(), &paths::drive(&d.id), !d.read_only)
                 .map_err(io(&format!("drive {}", d.id)))?;
         }
+        if let Some(cg) = &files.cgroup {
+            jail = jail
+                .cgroup(cg.dir.as_fd(), cg.procs.as_fd())
+                .map_err(io("its cgroup"))?;
+        }
         Ok(jail)
     }
 
+    #[cfg(any(test, feature = "test-support"))]
     fn check(&self, spec: &LaunchSpec) -> Result<(), VmmError> {
         self.check_binary()?;
         validate_spec(spec)
@@ -298,8 +305,10 @@ impl FirecrackerDriver {
         Ok(())
     }
 
-    /// The unjailed launch ([`FirecrackerDriver::launch_in`]), as
-    /// `spec.run_as`, naming host paths; removed in design step 5.
+    /// The unjailed launch ([`FirecrackerDriver::launch`]), as
+    /// `spec.run_as`, naming host paths: test support only (the executor
+    /// launches Firecracker jailed).
+    #[cfg(any(test, feature = "test-support"))]
     fn start(
         &self,
         spec: &LaunchSpec,

@@ -7,10 +7,9 @@
 //! `/drive-<id>`, the kernel and initrd copied to `/kernel` and
 //! `/initrd`. No host path reaches it.
 //!
-//! Unjailed ([`Paths::host`]), the spec's host paths, as the executor
-//! launches Firecracker as the VM's owner until the Firecracker jail's
-//! design step 5 switches it to [`super::FirecrackerDriver::launch_jailed`];
-//! `Paths::host` goes with that switch.
+//! Unjailed (`Paths::host`, test support only), the spec's host paths,
+//! for the driver's tests of an unjailed Firecracker; the executor
+//! launches it jailed ([`super::FirecrackerDriver::launch_jailed`]).
 
 use crate::{API_SOCKET, LaunchSpec, VSOCK_SOCKET};
 
@@ -66,9 +65,9 @@ impl Paths {
         }
     }
 
-    /// The spec's host paths, for Firecracker launched unjailed as the
-    /// VM's owner ([`super::FirecrackerDriver::launch_in`]); removed when
-    /// the executor launches it jailed (design step 5).
+    /// The spec's host paths, for Firecracker launched unjailed (the
+    /// driver's test-support `launch`).
+    #[cfg(any(test, feature = "test-support"))]
     pub fn host(spec: &LaunchSpec) -> Paths {
         let text = |p: &std::path::Path| p.to_string_lossy().into_owned();
         Paths {

@@ -27,13 +27,15 @@ fn invalid(what: String) -> VmmError {
 /// naming the field, the value and what would be accepted, for a launch
 /// unjailed as the VM's owner ([`Paths::host`]: its sockets' host paths
 /// must fit a socket address). Looks at no file: `run_dir` is checked
-/// when it is opened (see [`OwnerDir`]).
+/// when it is opened (see [`OwnerDir`]). Test support only, with the
+/// unjailed launch.
+#[cfg(any(test, feature = "test-support"))]
 pub fn validate_spec(spec: &LaunchSpec) -> Result<(), VmmError> {
     validate_common(spec)?;
     sockets(&Paths::host(spec))
 }
 
-/// [`validate_spec`] for a jailed launch: the sockets' paths are the
+/// The spec checks of a jailed launch (the executor's): the sockets' paths are the
 /// jail's ([`Paths::jailed`]; root reaches them through its descriptor of
 /// `run/`, so the host path's length does not matter), the VMM needs its
 /// own ids (`run_as`, never root), and each drive's bind name

@@ -116,13 +116,7 @@ pub struct QemuFiles {
     pub cgroup: Option<CgroupFds>,
 }
 
-/// A VM's cgroup as root opened it: the cgroup2 directory and its own
-/// `cgroup.procs`, for writing (`Jail::cgroup` checks that they match).
-#[derive(Debug)]
-pub struct CgroupFds {
-    pub dir: OwnedFd,
-    pub procs: OwnedFd,
-}
+pub use crate::CgroupFds;
 
 /// `RLIMIT_AS`/`RLIMIT_DATA` of a jailed QEMU for `spec`, and its
 /// cgroup's `memory.max`: [`crate::memory_limit`] with [`MEMORY_OVERHEAD`],

@@ -186,6 +186,7 @@ pub fn jailed_files(dir: &Path, spec: &LaunchSpec) -> FirecrackerFiles {
             .open(&spec.serial_log)
             .unwrap(),
         run: banger_vmm::dir::OwnerDir::open(&spec.run_dir, "run directory").unwrap(),
+        cgroup: None,
     }
 }
 

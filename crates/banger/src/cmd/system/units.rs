@@ -395,9 +395,9 @@ RuntimeDirectoryMode=0755
 #   CAP_FOWNER            the owner's 0700 state directory; the ACL that lets
 #                         the jailed disk tools open one disk
 #   CAP_SETUID CAP_SETGID running the disk tools (e2fsck, resize2fs, mkfs.ext4,
-#                         debugfs) as the jail uid and the VMMs as the owner,
-#                         never as root
-#   CAP_KILL              stopping those VMMs (they run as the owner)
+#                         debugfs) as the jail uid and the VMMs (QEMU and
+#                         Firecracker) as per-VM jail uids, never as root
+#   CAP_KILL              stopping those VMMs (they run as jail uids)
 #   CAP_SYS_ADMIN         loop devices (LOOP_CONFIGURE ioctls), dm snapshots
 #                         (dmsetup), and the disk-tool jail's namespaces and
 #                         mounts (detached mounts, pivot_root)
@@ -429,7 +429,8 @@ ProtectHome=yes
 PrivateTmp=yes
 PrivateMounts=yes
 PrivateIPC=yes
-# Hides other users' processes from the VMMs (they run as the owner). The
+# Hides other users' processes from the VMMs' uids (a jailed VMM also has a
+# pid namespace of its own and no /proc). The
 # helper still sees its VMMs, whose start time re-adoption checks: hidepid
 # exempts the group of its gid= option, 0 by default, and the helper runs
 # with gid 0.

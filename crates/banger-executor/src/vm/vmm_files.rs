@@ -1,0 +1,217 @@
+//! What a jailed VMM gets (docs/jail.md): every file as a descriptor
+//! root opened and checked, never a path the VMM resolves on the host.
+//! QEMU's ([`VmHost::qemu_files`]) include its QMP socket, root's, in
+//! root's directory beside the journal; Firecracker's
+//! ([`VmHost::fc_files`]) its `run/` (the slot's, where it binds its API
+//! and vsock sockets) and `/dev/net/tun`. Both share the checks: the
+//! kernel and initrd ([`VmHost::boot_file`]), the drives
+//! (`VmHost::open_disk`), the device nodes ([`open_device`]).
+
+use std::fs::File;
+use std::os::fd::{AsFd as _, OwnedFd};
+use std::path::Path;
+
+use banger_vmm::dir::tail_lines;
+use banger_vmm::dir::{OwnerDir, reopen};
+use banger_vmm::firecracker::FirecrackerFiles;
+use banger_vmm::qemu::{DriveFds, QemuFiles, QmpSocket};
+use banger_vmm::{LaunchSpec, VmmError};
+use rustix::fs::OFlags;
+
+use super::VmHost;
+use super::error::{VmOpError, io};
+use super::vmm::SERIAL_LOG;
+
+/// The most bytes of a kernel or of an initrd root copies into a jail.
+const MAX_BOOT_FILE: u64 = 256 << 20;
+
+impl VmHost {
+    /// Every file a jailed QEMU gets, as descriptors root opened: the
+    /// kernel and initrd beneath the state dir without symlinks, each the
+    /// owner's regular file with one link of at most 256 MiB (copied
+    /// into the jail), each drive as the jailed tools' disks are opened
+    /// (checked: the owner's regular file with one link, or the dm device
+    /// by number) plus a read-only reopening of the same inode, the serial
+    /// log appended (write-only: QEMU's fd set matches the access mode it
+    /// asks for), `tap` (root's descriptor attached to the journaled tap,
+    /// `VmHost::take_tap_for_qemu`), `/dev/kvm`
+    /// when asked for (it must be world read-write: the jail uid has no
+    /// groups).
+    pub(super) fn qemu_files(
+        &self,
+        ls: &LaunchSpec,
+        vm_dir: &OwnerDir,
+        log: File,
+        qmp: QmpSocket,
+        tap: OwnedFd,
+    ) -> Result<QemuFiles, VmOpError> {
+        let (kernel, initrd) = self.boot_files(ls)?;
+        let mut drives = Vec::new();
+        for d in &ls.drives {
+            let read_only = OwnedFd::from(self.open_disk(&d.path, "VM disk")?);
+            let main = if d.read_only {
+                read_only.try_clone()
+            } else {
+                reopen(read_only.as_fd(), OFlags::RDWR).map_err(std::io::Error::from)
+            }
+            .map_err(io("opening", &d.path))?;
+            drives.push(DriveFds { main, read_only });
+        }
+        let serial_path = vm_dir.join(SERIAL_LOG);
+        let serial = vm_dir
+            .open_append(SERIAL_LOG, 0o640, self.tool_ids())
+            .map_err(|source| VmOpError::Launch {
+                vm_id: ls.vm_id.clone(),
+                source,
+            })?;
+        let serial = reopen(serial.as_fd(), OFlags::WRONLY | OFlags::APPEND)
+            .map(File::from)
+            .map_err(|e| io("opening", &serial_path)(e.into()))?;
+        let kvm = if ls.kvm {
+            Some(open_device(Path::new("/dev/kvm"), "qemu")?)
+        } else {
+            None
+        };
+        Ok(QemuFiles {
+            kernel,
+            initrd,
+            drives,
+            tap,
+            serial,
+            log,
+            qmp,
+            kvm,
+            cgroup: None,
+        })
+    }
+
+    /// Every file a jailed Firecracker gets (`FirecrackerFiles`), as
+    /// descriptors root opened, with QEMU's checks: the kernel (an ELF
+    /// vmlinux: Firecracker boots no other) and initrd as
+    /// [`VmHost::boot_files`] opens them, each drive opened as a tool's
+    /// disk is (`open_disk`: the owner's single-link regular file, or the
+    /// dm device by number) and reopened read-write unless read-only,
+    /// `/dev/kvm` and `/dev/net/tun` ([`open_device`]), `serial` (root's
+    /// descriptor of the serial log) and `run` (the slot's fresh `run/`).
+    /// Also returns each drive's checked read-only descriptor, in order:
+    /// the slot's grant for the launch is set on it.
+    pub(super) fn fc_files(
+        &self,
+        ls: &LaunchSpec,
+        serial: File,
+        run: OwnerDir,
+    ) -> Result<(FirecrackerFiles, Vec<File>), VmOpError> {
+        let (kernel, initrd) = self.boot_files(ls)?;
+        // Firecracker boots an uncompressed ELF vmlinux only. Read at
+        // offset 0 (the copy into the jail reads the same descriptor).
+        let mut magic = [0u8; 4];
+        std::os::unix::fs::FileExt::read_exact_at(&kernel, &mut magic, 0)
+            .map_err(io("reading", &ls.kernel))?;
+        if &magic != b"\x7fELF" {
+            return Err(VmOpError::Invalid {
+                what: "kernel",
+                value: ls.kernel.display().to_string(),
+                reason: "Firecracker needs an uncompressed ELF vmlinux; this kernel is not one (use --vmm qemu, or import a vmlinux)".into(),
+            });
+        }
+        let mut drives = Vec::new();
+        let mut checked = Vec::new();
+        for d in &ls.drives {
+            let disk = self.open_disk(&d.path, "VM disk")?;
+            let used = if d.read_only {
+                disk.try_clone().map(OwnedFd::from)
+            } else {
+                reopen(disk.as_fd(), OFlags::RDWR).map_err(std::io::Error::from)
+            }
+            .map_err(io("opening", &d.path))?;
+            drives.push(used);
+            checked.push(disk);
+        }
+        let files = FirecrackerFiles {
+            kernel,
+            initrd,
+            drives,
+            tun: open_device(Path::new("/dev/net/tun"), "firecracker")?,
+            kvm: open_device(Path::new("/dev/kvm"), "firecracker")?,
+            serial,
+            run,
+            cgroup: None,
+        };
+        Ok((files, checked))
+    }
+
+    /// The kernel and initrd of `ls`, which root copies into a jail: each
+    /// opened beneath the state dir without symlinks, only the owner's own
+    /// regular file with one link (a hard link to a root-only file would
+    /// put its bytes into guest memory), and at most [`MAX_BOOT_FILE`]
+    /// bytes.
+    fn boot_files(&self, ls: &LaunchSpec) -> Result<(File, Option<File>), VmOpError> {
+        let beneath = |p: &Path, what: &'static str| -> Result<File, VmOpError> {
+            let invalid = |reason: String| VmOpError::Invalid {
+                what,
+                value: p.display().to_string(),
+                reason,
+            };
+            let rel = p
+                .strip_prefix(&self.state_dir)
+                .map_err(|_| invalid("not beneath the state directory".into()))?;
+            let f = self.open_beneath(rel, OFlags::RDONLY)?;
+            let len = super::snapshot::dm::checked_owners(self, &f, p, what)?;
+            if len > MAX_BOOT_FILE {
+                return Err(invalid(format!(
+                    "{len} bytes, more than {MAX_BOOT_FILE}; refusing to copy it"
+                )));
+            }
+            Ok(f)
+        };
+        let kernel = beneath(&ls.kernel, "kernel")?;
+        let initrd = ls
+            .initrd
+            .as_deref()
+            .map(|p| beneath(p, "initrd"))
+            .transpose()?;
+        Ok((kernel, initrd))
+    }
+}
+
+/// A device node for a jailed VMM of `vmm` (bound into its jail:
+/// `/dev/kvm`, `/dev/net/tun`), opened `O_PATH|O_NOFOLLOW`: the jail uid
+/// has no groups, so the node must be a world read-write character
+/// device (systemd's default for both, 0666).
+fn open_device(path: &Path, vmm: &'static str) -> Result<OwnedFd, VmOpError> {
+    let fd = rustix::fs::open(
+        path,
+        OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW,
+        rustix::fs::Mode::empty(),
+    )
+    .map_err(|e| io("opening", path)(e.into()))?;
+    let st = rustix::fs::fstat(&fd).map_err(|e| io("inspecting", path)(e.into()))?;
+    let chr =
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
+    if !chr || st.st_mode & 0o006 != 0o006 {
+        return Err(VmOpError::VmmUnavailable {
+            vmm,
+            reason: format!(
+                "{vmm} runs as a jail uid without groups, so {} must be a world read-write \
+                 device node (systemd's default 0666); it has mode {:o}",
+                path.display(),
+                st.st_mode & 0o7777
+            ),
+        });
+    }
+    Ok(fd)
+}
+
+/// Add the last lines of the VMM's own log to an early-exit error, read
+/// from root's descriptor of the file it created (never by its name,
+/// which the owner can point elsewhere).
+pub(super) fn with_log_tail(e: VmmError, log: &File) -> VmmError {
+    match e {
+        VmmError::EarlyExit { vmm, status, tail } if tail.is_empty() => VmmError::EarlyExit {
+            vmm,
+            status,
+            tail: tail_lines(log, 5),
+        },
+        other => other,
+    }
+}
