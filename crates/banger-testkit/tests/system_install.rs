@@ -137,7 +137,7 @@ fn install_into_a_root_writes_the_layout() {
             "/etc/udev"
         ]
     );
-    assert_eq!(written.len(), 14 + parents.len(), "{report:#}");
+    assert_eq!(written.len(), 15 + parents.len(), "{report:#}");
     for w in written {
         let path = Path::new(w["path"].as_str().unwrap());
         let target = w["target"].as_str().unwrap();
@@ -149,6 +149,7 @@ fn install_into_a_root_writes_the_layout() {
         ("etc/banger/install.toml", (0o644, 0, 0)),
         ("etc/systemd/system/bangerd.service", (0o644, 0, 0)),
         ("etc/systemd/system/bangerd-root.service", (0o644, 0, 0)),
+        ("etc/systemd/system/banger-vms.service", (0o644, 0, 0)),
         ("usr/local/bin/bangerd", (0o755, 0, 0)),
         ("usr/local/bin/bangerd-root", (0o755, 0, 0)),
         ("usr/local/bin/banger", (0o755, 0, 0)),

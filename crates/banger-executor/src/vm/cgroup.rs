@@ -550,13 +550,19 @@ impl VmHost {
             }
         }
         let mut removed = Vec::new();
+        let journaled = txn.state.vm_cgroups.clone();
         for name in names.iter().filter(|n| !spared.contains(n)) {
             self.remove_vm_cgroup_in(&mut txn, name);
             if !txn.state.vm_cgroups.contains(name) {
                 removed.push(name.clone());
             }
         }
-        txn.save().map_err(journal_err)?;
+        // Saved only when the record changed: a start with nothing to
+        // sweep writes no journal (a helper that was asked nothing has
+        // changed nothing).
+        if txn.state.vm_cgroups != journaled {
+            txn.save().map_err(journal_err)?;
+        }
         Ok(removed)
     }
 }
