@@ -160,11 +160,16 @@ impl OwnerDir {
         mode: u32,
         owner: Option<(u32, u32)>,
     ) -> Result<File, VmmError> {
+        // Made with no permission bits, handed to `owner`, then given
+        // `mode`: never root's with a permission bit when it is another
+        // uid's, so never what the dm backend takes for root's own COW
+        // file (final review of issue #13, M1: the owner renamed such a
+        // file into another VM's `root.cow` before its `fchown`).
         let fd = self
             .at(
                 name,
                 OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::RDWR,
-                Mode::from_raw_mode(mode),
+                Mode::empty(),
             )
             .map_err(|e| match e {
                 rustix::io::Errno::EXIST => {
@@ -172,9 +177,6 @@ impl OwnerDir {
                 }
                 e => self.io("creating", name, e),
             })?;
-        // The umask may have taken bits; the mode is exactly `mode`.
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
-            .map_err(|e| self.io("setting the mode of", name, e))?;
         if let Some((uid, gid)) = owner {
             rustix::fs::fchown(
                 &fd,
@@ -183,6 +185,9 @@ impl OwnerDir {
             )
             .map_err(|e| self.io(&format!("handing to uid {uid}"), name, e))?;
         }
+        // Exactly `mode`, whatever the umask.
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))
+            .map_err(|e| self.io("setting the mode of", name, e))?;
         Ok(File::from(fd))
     }
 

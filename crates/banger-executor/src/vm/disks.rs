@@ -62,14 +62,21 @@ impl VmHost {
     /// of waited on, and no device's open is ever called. A new file
     /// (`O_CREAT|O_EXCL`) is opened directly, `O_NONBLOCK` until checked.
     pub(super) fn open_beneath(&self, rel: &Path, flags: OFlags) -> Result<File, VmOpError> {
+        self.open_beneath_as(rel, flags, Mode::from_raw_mode(0o600))
+    }
+
+    /// [`VmHost::open_beneath`], a new file made with `new_mode`.
+    fn open_beneath_as(
+        &self,
+        rel: &Path,
+        flags: OFlags,
+        new_mode: Mode,
+    ) -> Result<File, VmOpError> {
         let dir = self.state_fd()?;
         let creating = flags.contains(OFlags::CREATE);
         // openat2 refuses a mode without O_CREAT.
         let (first, mode) = if creating {
-            (
-                flags | OFlags::NONBLOCK | OFlags::NOCTTY,
-                Mode::from_raw_mode(0o600),
-            )
+            (flags | OFlags::NONBLOCK | OFlags::NOCTTY, new_mode)
         } else {
             (OFlags::PATH, Mode::empty())
         };
@@ -237,13 +244,24 @@ impl VmHost {
     }
 
     pub(super) fn create_file(&self, rel: &Path) -> Result<File, VmOpError> {
-        let f = self.open_beneath(rel, OFlags::CREATE | OFlags::EXCL | OFlags::RDWR)?;
+        // Made with no permission bits, the owner's, then 0600: never
+        // root's with a permission bit, so never what the dm backend
+        // takes for root's own COW file (final review of issue #13, M1:
+        // the owner renamed such a file into another VM's `root.cow`
+        // before its `fchown`; the file then became the owner's).
+        let f = self.open_beneath_as(
+            rel,
+            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
+            Mode::empty(),
+        )?;
         rustix::fs::fchown(
             &f,
             Some(rustix::process::Uid::from_raw(self.owner.0)),
             Some(rustix::process::Gid::from_raw(self.owner.1)),
         )
         .map_err(|e| io("chown", &self.state_dir.join(rel))(e.into()))?;
+        rustix::fs::fchmod(&f, Mode::from_raw_mode(0o600))
+            .map_err(|e| io("setting the mode of", &self.state_dir.join(rel))(e.into()))?;
         Ok(f)
     }
 
@@ -378,5 +396,57 @@ impl VmHost {
         )?;
         self.remove_qmp_socket(vm_id);
         self.remove_tree_beneath(vm_id, "run")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt as _;
+    use std::path::Path;
+
+    /// Final review of issue #13, M1, for the disks root makes for the
+    /// owner (work disk, root disk copies): never seen root's with a
+    /// permission bit — what the dm backend takes for root's own COW file
+    /// — while made, so the owner cannot rename one into another VM's
+    /// `root.cow` and have it become theirs. A thread watches the name
+    /// while it is made and removed again and again.
+    #[test]
+    fn a_disk_made_for_the_owner_is_never_seen_roots_with_permissions() {
+        assert!(rustix::process::geteuid().is_root(), "needs root");
+        let dir = tempfile::tempdir().unwrap();
+        let mut host =
+            super::super::slots::tests::host(dir.path(), super::super::slots::tests::jail(4));
+        host.owner = (4242, 4242);
+        std::fs::create_dir_all(dir.path().join("state/vms/v")).unwrap();
+        let rel = Path::new("vms/v/work.ext4");
+        let path = dir.path().join("state").join(rel);
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let seen = std::thread::scope(|s| {
+            let watcher = s.spawn(|| {
+                let mut seen = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if let Ok(m) = std::fs::symlink_metadata(&path)
+                        && m.uid() == 0
+                        && m.mode() & 0o7777 != 0
+                    {
+                        seen += 1;
+                    }
+                }
+                seen
+            });
+            for _ in 0..3000 {
+                drop(host.create_file(rel).unwrap());
+                std::fs::remove_file(&path).unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            watcher.join().unwrap()
+        });
+        assert_eq!(
+            seen, 0,
+            "times the disk was seen root's with permission bits"
+        );
+        drop(host.create_file(rel).unwrap());
+        let m = std::fs::metadata(&path).unwrap();
+        assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (4242, 4242, 0o600));
     }
 }

@@ -102,7 +102,7 @@ impl VmHost {
 pub(super) mod tests {
     use super::*;
 
-    fn jail(count: u32) -> InstallJail {
+    pub(in crate::vm) fn jail(count: u32) -> InstallJail {
         InstallJail {
             uid_base: 2_000_000,
             count,

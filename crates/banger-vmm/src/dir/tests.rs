@@ -345,3 +345,44 @@ fn a_long_tail_line_is_cut() {
     );
     assert!(tail.ends_with('…'));
 }
+
+/// Final review of issue #13, M1: a file root made for another uid was
+/// root's, mode 0600, one link, between its creation and its `fchown` —
+/// exactly what the dm backend accepts as root's own COW file, so the
+/// owner renaming it into another VM's `root.cow` in that window got a
+/// COW that then became theirs. A file made for another uid must never
+/// be seen root's with any permission bit: made with none, handed over,
+/// then given its mode. A thread watches the name while it is made and
+/// removed again and again.
+#[test]
+fn a_file_made_for_another_uid_is_never_seen_roots_with_permissions() {
+    assert!(rustix::process::geteuid().is_root(), "needs root");
+    let base = tempfile::tempdir().unwrap();
+    let dir = open(base.path());
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut seen = 0u32;
+            let name = base.path().join("work.ext4");
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(m) = std::fs::symlink_metadata(&name)
+                    && m.uid() == 0
+                    && m.mode() & 0o7777 != 0
+                {
+                    seen += 1;
+                }
+            }
+            seen
+        });
+        for _ in 0..3000 {
+            drop(dir.create("work.ext4", 0o600, Some((4242, 4242))).unwrap());
+            std::fs::remove_file(base.path().join("work.ext4")).unwrap();
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        watcher.join().unwrap()
+    });
+    assert_eq!(
+        seen, 0,
+        "times the file was seen root's with permission bits"
+    );
+}
