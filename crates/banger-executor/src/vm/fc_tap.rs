@@ -16,7 +16,7 @@ use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use banger_host::net::HostNet;
 use banger_vmm::firecracker::JailTap;
 
-use crate::journal::JournalFile;
+use crate::journal::{JournalFile, Txn};
 
 /// The namespace the tap comes back to: the calling thread's (the
 /// helper's own thread, so no ptrace access check; in dev mode and tests,
@@ -131,6 +131,51 @@ impl super::VmHost {
     }
 }
 
+impl FcTap<'_> {
+    /// Hostile read of the own-netns jail, F2: in J the tap is down, so its
+    /// holder may change its link type (`TUNSETLINK`, no capability); one
+    /// of another type than Ethernet is no bridge port and gets no MAC. A
+    /// tap back with another type is deleted by its index and journaled
+    /// without one (the next `EnsureTap` makes it again), and the launch
+    /// fails. `txn` is the journal, locked since before the move back.
+    fn ethernet(&self, txn: &mut Txn<'_>) -> Result<(), String> {
+        let (tap, index) = (self.tap.as_str(), self.index);
+        let link = self
+            .net
+            .links()
+            .map_err(|e| format!("{tap} (link #{index}) is back, unchecked: {}", chain(&e)))?
+            .into_iter()
+            .find(|l| l.index == index);
+        if link.as_ref().is_some_and(|l| l.ethernet()) {
+            return Ok(());
+        }
+        let link_type = link.map(|l| l.link_type);
+        let not_ethernet = format!(
+            "{tap} (link #{index}) came back with link type {link_type:?}, not Ethernet (its holder changed it in the jail)"
+        );
+        // Kept journaled with its index while it may still be there: the
+        // give-back then resets its type (`HostNet::take_tap`).
+        if let Err(e) = self.net.delete_link_index(index) {
+            return Err(format!("{not_ethernet}; deleting it failed: {}", chain(&e)));
+        }
+        if let Some(mut entry) = txn.state.tap(tap).cloned() {
+            entry.ifindex = None;
+            entry.owner_uid = 0;
+            txn.state.upsert_tap(entry);
+        }
+        let saved = match txn.save() {
+            Ok(()) => String::new(),
+            Err(e) => format!(
+                "; the journal was not saved: {}",
+                banger_proto::error::chain(&e).join(": ")
+            ),
+        };
+        Err(format!(
+            "{not_ethernet}: deleted, journaled without an index (EnsureTap makes it again){saved}"
+        ))
+    }
+}
+
 impl JailTap for FcTap<'_> {
     fn enter(&mut self, jail_ns: BorrowedFd<'_>) -> Result<(), String> {
         self.net
@@ -148,7 +193,7 @@ impl JailTap for FcTap<'_> {
     /// to keep.
     fn leave(&mut self, jail_rtnl: BorrowedFd<'_>) -> Result<(), String> {
         let (tap, index) = (self.tap.as_str(), self.index);
-        let txn = self.journal.open().map_err(|e| {
+        let mut txn = self.journal.open().map_err(|e| {
             format!(
                 "{tap} (link #{index}) stays in the jail's network namespace: the journal: {}",
                 banger_proto::error::chain(&e).join(": ")
@@ -166,6 +211,7 @@ impl JailTap for FcTap<'_> {
                 "{tap} (link #{index}) came back no longer in the journal with that index: {deleted}"
             ));
         }
+        self.ethernet(&mut txn)?;
         let restored = self
             .net
             .disable_ipv6(tap)

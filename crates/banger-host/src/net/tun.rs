@@ -226,7 +226,8 @@ const VNET_HDR_SIZE: libc::c_int = 10;
 /// cross-endian option refuses the big-endian request, `EINVAL`, and then
 /// no holder could have set it), the carrier (on), and the debug message
 /// level (`TUNSETDEBUG`: off; a holder that raised it made every frame
-/// to the tap a host kernel log line). A VMM sets its own offloads and
+/// to the tap a host kernel log line), and the link type (Ethernet, while
+/// the tap is down). A VMM sets its own offloads and
 /// header size when it attaches; a send buffer is its descriptor's.
 fn reset_device(tun: &File) -> Result<(), (&'static str, io::Error)> {
     let set = |step: &'static str, request: libc::c_ulong, arg: *mut libc::c_void| {
@@ -275,6 +276,27 @@ fn reset_device(tun: &File) -> Result<(), (&'static str, io::Error)> {
     let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETDEBUG, 0 as libc::c_ulong) };
     if rc < 0 {
         return Err(("TUNSETDEBUG", io::Error::last_os_error()));
+    }
+    // The link type (hostile read of the own-netns jail, F2): a holder can
+    // set another while the tap is down (in a jail's namespace, or off its
+    // bridge after a failed launch), and a tap of another type gets no MAC
+    // and is no bridge port. Ethernet again; an up tap is `EBUSY`, and its
+    // type cannot have changed since it went up: only root sets a tap up,
+    // never one of another type (`FcTap::leave` checks; a bridge refuses
+    // such a port before `EnsureTap` sets it up).
+    // SAFETY: as above; `TUNSETLINK` takes the type by value.
+    let rc = unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            libc::TUNSETLINK,
+            libc::c_ulong::from(libc::ARPHRD_ETHER),
+        )
+    };
+    if rc < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EBUSY) {
+            return Err(("TUNSETLINK", e));
+        }
     }
     Ok(())
 }
