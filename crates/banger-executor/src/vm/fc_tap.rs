@@ -177,7 +177,18 @@ impl FcTap<'_> {
 }
 
 impl JailTap for FcTap<'_> {
+    /// Refused on a thread of another namespace than `home` (hostile
+    /// read of the own-netns jail, informational): the move acts in the
+    /// calling thread's namespace, and the tap comes back to `home`.
     fn enter(&mut self, jail_ns: BorrowedFd<'_>) -> Result<(), String> {
+        let here = rustix::fs::stat(THREAD_NET).map_err(|e| format!("{THREAD_NET}: {e}"))?;
+        let home = rustix::fs::fstat(&self.home).map_err(|e| format!("{THREAD_NET}: {e}"))?;
+        if (here.st_dev, here.st_ino) != (home.st_dev, home.st_ino) {
+            return Err(format!(
+                "{} (link #{}) not moved: this thread's network namespace (inode {}) is not the one it comes back to (inode {}); the mover runs on the thread that made it",
+                self.tap, self.index, here.st_ino, home.st_ino
+            ));
+        }
         self.net
             .move_link_to_netns(&self.tap, self.index, jail_ns)
             .map_err(|e| chain(&e))
@@ -363,5 +374,25 @@ mod tests {
             );
             assert!(h.net.state().in_jail.is_empty());
         }
+    }
+
+    /// Hostile read of the own-netns jail (informational): the move in
+    /// acts in the calling thread's namespace, so `enter` runs only on a
+    /// thread of the namespace the tap comes back to (`home`); on another
+    /// it is refused, nothing moved.
+    #[test]
+    fn a_tap_is_moved_in_only_from_the_namespace_it_comes_back_to() {
+        let h = host();
+        let index = h.net.link_named("bangertap0").unwrap().index;
+        let bridge = h.net.link_named("banger0").unwrap().index;
+        let mut tap =
+            FcTap::new(&h.net, &h.journal, "bangertap0", index, "banger0", bridge).unwrap();
+        let e = banger_host::net::netns::in_fresh_netns(|| tap.enter(null().as_fd()));
+        assert!(
+            e.as_ref().is_err_and(|e| e.contains("namespace")),
+            "{e:?}; {:?}",
+            h.net.mutating_calls()
+        );
+        assert!(h.net.mutating_calls().is_empty());
     }
 }
