@@ -39,6 +39,25 @@ const TAP_B: &str = "bangertap1";
 /// read-only) and a write through the descriptor it opened at `PUT
 /// /drives/root`; before them its ids, group count and capabilities.
 fn fc_probe(targets: &[(&str, String)], taps: &[&str]) -> String {
+    fc_probe_then(targets, taps, "")
+}
+
+/// A stand-in Firecracker that attaches its tap at `PUT
+/// /network-interfaces` as Firecracker does (in its jail's network
+/// namespace, where the tap is moved for that request), prints `tap
+/// attached as <uid>` (or `TUNSETIFF: <errno>`) to its stdout (the VM's
+/// serial log) and exits without answering: the launch fails.
+pub(crate) fn attaching_firecracker() -> String {
+    fc_probe_then(
+        &[],
+        &[],
+        r#"print $tap ? "tap attached as $<\n" : "TUNSETIFF: $errno\n"; exit 1;"#,
+    )
+}
+
+/// [`fc_probe`], running the Perl `after_own_tap` once it tried its own
+/// tap (`$tap` its descriptor or undef, `$errno`).
+fn fc_probe_then(targets: &[(&str, String)], taps: &[&str], after_own_tap: &str) -> String {
     let list = perl_targets(targets);
     let taps: Vec<String> = taps.iter().map(|t| format!("\"{t}\"")).collect();
     r#"exec perl -e '
@@ -114,6 +133,7 @@ while (1) {
         my $errno;
         ($tap, $errno) = attach($own);
         print $tap ? "own-tap: attached\n" : "own-tap: refused: errno=$errno\n";
+        @AFTER_OWN_TAP@
     } elsif ($path eq "/probe") {
         probe();
     }
@@ -130,6 +150,7 @@ while (1) {
 "#
     .replace("@TARGETS@", &list)
     .replace("@TAPS@", &taps.join(", "))
+    .replace("@AFTER_OWN_TAP@", after_own_tap)
 }
 
 /// Ask VM `id`'s probe to run its tries (`PUT /probe` on its API socket,

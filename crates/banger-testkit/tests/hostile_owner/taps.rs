@@ -21,18 +21,6 @@ fn tap_info(lab: &Lab) -> serde_json::Value {
     v[0]["linkinfo"]["info_data"].clone()
 }
 
-/// A stand-in Firecracker that attaches to the tap by name, as
-/// Firecracker's `PUT /network-interfaces` does, and says how it went on
-/// its stdout (the VM's serial log) before it exits.
-fn attaching_firecracker() -> String {
-    format!(
-        "exec perl -e 'open(my $t, \"+<\", \"/dev/net/tun\") or die \"tun: $!\";\n\
-         my $req = pack(\"Z16 s x22\", \"{TAP}\", 0x5002);\n\
-         print ioctl($t, 0x400454ca, $req) ? \"tap attached as $<\\n\" : \"TUNSETIFF: \" . ($!+0) . \"\\n\";\n\
-         exit 1'\n"
-    )
-}
-
 /// Whether the stand-in Firecracker's `serial` log says it attached its
 /// tap as a uid of its own: neither root's nor the `owner`'s (its slot's).
 fn attached_as_a_slot(serial: &str, owner: u32) -> bool {
@@ -42,7 +30,7 @@ fn attached_as_a_slot(serial: &str, owner: u32) -> bool {
         .any(|uid| uid.parse::<u32>().is_ok_and(|u| u != 0 && u != owner))
 }
 
-/// The stand-in Firecracker ([`attaching_firecracker`]) runs jailed as
+/// The stand-in Firecracker ([`crate::fc_jail::attaching_firecracker`]) runs jailed as
 /// its VM slot's uid: the tap, root's while idle, must be that uid's
 /// during the launch, and root's again once the launch has failed and the
 /// stand-in is gone.
@@ -51,7 +39,7 @@ fn a_firecracker_attaches_its_tap_as_its_slot_only_during_its_launch() {
     let lab = Lab::new();
     let vm = "1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c";
     let dir = lab.vm(vm);
-    lab.stand_in("firecracker", &attaching_firecracker());
+    lab.stand_in("firecracker", &crate::fc_jail::attaching_firecracker());
     let lab = lab.start();
     assert_eq!(tap_user(&lab), "root", "an idle tap is not root's");
     let err = lab
@@ -99,7 +87,7 @@ fn a_qemus_tap_goes_back_to_root_owner_and_group_when_it_stops() {
          close($tap);\n"
     );
     lab.stand_in("qemu", &crate::vmm_jail::probe_after(&prelude, &[]));
-    lab.stand_in("firecracker", &attaching_firecracker());
+    lab.stand_in("firecracker", &crate::fc_jail::attaching_firecracker());
     let lab = lab.start();
     lab.launch(qemu_vm, VmmKind::Qemu).expect("the QEMU launch");
     let log = std::fs::read_to_string(qemu_dir.join("vmm.log")).unwrap_or_default();
