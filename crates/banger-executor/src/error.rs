@@ -111,6 +111,11 @@ pub enum ExecError {
         journaled: u32,
     },
     #[error(
+        "tap {name} is handed to a launch in flight (a jailed Firecracker's tap is in its jail's \
+         network namespace meanwhile); {op} refused: run it again once that launch has ended"
+    )]
+    TapInFlight { name: String, op: &'static str },
+    #[error(
         "bridge {name} is not banger's: interface index {index}, journaled \
          {journaled}; refusing to touch it (remove it, then run teardown again)"
     )]
@@ -299,6 +304,7 @@ impl ExecError {
             | TapOwner { .. }
             | ForeignTap { .. }
             | ReplacedTap { .. }
+            | TapInFlight { .. }
             | ReplacedBridge { .. }
             | UncheckedBridge { .. }
             | BridgeMissing { .. }

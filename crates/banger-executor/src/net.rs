@@ -447,6 +447,7 @@ impl Executor {
         let Some(entry) = txn.state.tap(&name).cloned() else {
             return Err(ExecError::NotJournaled { what: "tap", name });
         };
+        self.not_in_flight(&txn, "DeleteTap", Some(&name))?;
         let existing = self.net.link(&name).map_err(ExecError::ReadLinks)?;
         self.remove_link(&name, Journaled::Tap(&entry), Some(existing.as_ref()))?;
         txn.state.remove_tap(&name);
@@ -573,6 +574,41 @@ impl Executor {
         })))
     }
 
+    /// Refuse `op` while a launch in flight has handed the journaled tap
+    /// `name` (`None`: any journaled tap). Hostile read of the own-netns
+    /// jail, F1: a jailed Firecracker's tap is in its jail's network
+    /// namespace for part of its launch, so the host's namespace has no
+    /// link of its name; taken for "already gone", its entry would go and
+    /// the tap come back unjournaled. Called with the journal locked
+    /// (`txn`): a launch counts its tap in flight under that lock
+    /// (`VmHost::hand_journaled`) and moves it only while counted, so the
+    /// answer holds until the lock is let go. Lock order: the journal,
+    /// then the in-flight table (held only to read it), as everywhere.
+    fn not_in_flight(
+        &self,
+        txn: &Txn<'_>,
+        op: &'static str,
+        name: Option<&str>,
+    ) -> Result<(), ExecError> {
+        let Some(vm) = self.vm.as_deref() else {
+            return Ok(());
+        };
+        let handed = txn
+            .state
+            .taps
+            .iter()
+            .map(|t| t.name.as_str())
+            .filter(|t| name.is_none_or(|n| n == *t))
+            .find(|t| vm.in_flight(t));
+        match handed {
+            Some(name) => Err(ExecError::TapInFlight {
+                name: name.to_string(),
+                op,
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Remove everything the journal lists (the snapshot devices of
     /// dm-snapshot root disks first), best effort: every step is
     /// attempted, "already gone" is success, failures are reported and their
@@ -580,6 +616,7 @@ impl Executor {
     /// fully successful teardown leaves an empty journal.
     pub(crate) fn teardown(&self) -> Result<Executed, ExecError> {
         let mut txn = self.journal.open()?;
+        self.not_in_flight(&txn, "Teardown", None)?;
         let mut removed = Vec::new();
         let mut errors = Vec::new();
         // The loop and dm devices of dm-snapshot root disks (a running VM's

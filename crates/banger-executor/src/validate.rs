@@ -431,6 +431,7 @@ mod tests {
             master: None,
             up: true,
             addresses: vec![Ipv4Cidr::new(Ipv4Addr::from(addr), p)],
+            link_type: libc::ARPHRD_ETHER,
             tap_owner: None,
             tap_group: None,
         };

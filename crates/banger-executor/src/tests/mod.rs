@@ -589,18 +589,10 @@ fn ensure_tap_creates_attaches_and_is_idempotent() {
 #[test]
 fn ensure_tap_accepts_a_tap_handed_to_a_vm_slot_only() {
     let f = fixture(FakeNet::new());
-    let state = f._dir.path().join("state");
-    std::fs::create_dir_all(state.join("vms")).unwrap();
-    let exec = f.exec.clone().with_vms(crate::VmHostConfig {
-        state_dir: state,
-        owner: (4242, 4242),
-        qemu_binary: None,
-        firecracker_binary: None,
-        jail: banger_proto::install::InstallJail {
-            uid_base: 2_000_000,
-            count: 4,
-        },
-    });
+    let exec = f
+        .exec
+        .clone()
+        .with_vms(crate::VmHostConfig::for_tests(f._dir.path()));
     let run = |op| exec.execute(op).map(|e| e.outcome);
     run(PrivOp::EnsureBridge(bridge())).unwrap();
     run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap();

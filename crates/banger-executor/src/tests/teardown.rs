@@ -144,6 +144,7 @@ fn teardown_refuses_to_delete_a_journaled_name_that_changed_kind() {
                 master: None,
                 up: true,
                 addresses: vec![],
+                link_type: libc::ARPHRD_ETHER,
                 tap_owner: None,
                 tap_group: None,
             });

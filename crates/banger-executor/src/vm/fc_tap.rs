@@ -16,6 +16,8 @@ use std::os::fd::{AsFd as _, BorrowedFd, OwnedFd};
 use banger_host::net::HostNet;
 use banger_vmm::firecracker::JailTap;
 
+use crate::journal::{JournalFile, Txn};
+
 /// The namespace the tap comes back to: the calling thread's (the
 /// helper's own thread, so no ptrace access check; in dev mode and tests,
 /// the namespace the executor works in).
@@ -24,6 +26,8 @@ const THREAD_NET: &str = "/proc/thread-self/ns/net";
 /// One launch's tap mover.
 pub(crate) struct FcTap<'a> {
     net: &'a dyn HostNet,
+    /// The journal that lists the tap, locked for the move back.
+    journal: &'a JournalFile,
     /// The tap's name, for `disable_ipv6`, up and messages.
     tap: String,
     /// Its journaled interface index.
@@ -42,6 +46,7 @@ impl<'a> FcTap<'a> {
     /// launches.
     pub(crate) fn new(
         net: &'a dyn HostNet,
+        journal: &'a JournalFile,
         tap: &str,
         index: u32,
         bridge: &str,
@@ -54,6 +59,7 @@ impl<'a> FcTap<'a> {
         )?;
         Ok(FcTap {
             net,
+            journal,
             tap: tap.to_string(),
             index,
             bridge: bridge.to_string(),
@@ -107,7 +113,15 @@ impl super::VmHost {
             }
         };
         drop(txn);
-        FcTap::new(self.net.as_ref(), name, index, &bridge, bridge_index).map_err(|e| {
+        FcTap::new(
+            self.net.as_ref(),
+            &self.journal,
+            name,
+            index,
+            &bridge,
+            bridge_index,
+        )
+        .map_err(|e| {
             invalid(
                 "tap",
                 name,
@@ -117,18 +131,98 @@ impl super::VmHost {
     }
 }
 
+impl FcTap<'_> {
+    /// Hostile read of the own-netns jail, F2: in J the tap is down, so its
+    /// holder may change its link type (`TUNSETLINK`, no capability); one
+    /// of another type than Ethernet is no bridge port and gets no MAC. A
+    /// tap back with another type is deleted by its index and journaled
+    /// without one (the next `EnsureTap` makes it again), and the launch
+    /// fails. `txn` is the journal, locked since before the move back.
+    fn ethernet(&self, txn: &mut Txn<'_>) -> Result<(), String> {
+        let (tap, index) = (self.tap.as_str(), self.index);
+        let link = self
+            .net
+            .links()
+            .map_err(|e| format!("{tap} (link #{index}) is back, unchecked: {}", chain(&e)))?
+            .into_iter()
+            .find(|l| l.index == index);
+        if link.as_ref().is_some_and(|l| l.ethernet()) {
+            return Ok(());
+        }
+        let link_type = link.map(|l| l.link_type);
+        let not_ethernet = format!(
+            "{tap} (link #{index}) came back with link type {link_type:?}, not Ethernet (its holder changed it in the jail)"
+        );
+        // Kept journaled with its index while it may still be there: the
+        // give-back then resets its type (`HostNet::take_tap`).
+        if let Err(e) = self.net.delete_link_index(index) {
+            return Err(format!("{not_ethernet}; deleting it failed: {}", chain(&e)));
+        }
+        if let Some(mut entry) = txn.state.tap(tap).cloned() {
+            entry.ifindex = None;
+            entry.owner_uid = 0;
+            txn.state.upsert_tap(entry);
+        }
+        let saved = match txn.save() {
+            Ok(()) => String::new(),
+            Err(e) => format!(
+                "; the journal was not saved: {}",
+                banger_proto::error::chain(&e).join(": ")
+            ),
+        };
+        Err(format!(
+            "{not_ethernet}: deleted, journaled without an index (EnsureTap makes it again){saved}"
+        ))
+    }
+}
+
 impl JailTap for FcTap<'_> {
+    /// Refused on a thread of another namespace than `home` (hostile
+    /// read of the own-netns jail, informational): the move acts in the
+    /// calling thread's namespace, and the tap comes back to `home`.
     fn enter(&mut self, jail_ns: BorrowedFd<'_>) -> Result<(), String> {
+        let here = rustix::fs::stat(THREAD_NET).map_err(|e| format!("{THREAD_NET}: {e}"))?;
+        let home = rustix::fs::fstat(&self.home).map_err(|e| format!("{THREAD_NET}: {e}"))?;
+        if (here.st_dev, here.st_ino) != (home.st_dev, home.st_ino) {
+            return Err(format!(
+                "{} (link #{}) not moved: this thread's network namespace (inode {}) is not the one it comes back to (inode {}); the mover runs on the thread that made it",
+                self.tap, self.index, here.st_ino, home.st_ino
+            ));
+        }
         self.net
             .move_link_to_netns(&self.tap, self.index, jail_ns)
             .map_err(|e| chain(&e))
     }
 
+    /// Back, under the journal's lock (taken first, held to the end: no
+    /// `DeleteTap`, `Teardown` or `EnsureTap` between the move and the
+    /// checks), then checked: a tap the journal no longer lists with its
+    /// index is deleted by that index and the launch fails (hostile read
+    /// of the own-netns jail, F1: `DeleteTap` and `Teardown` refuse a tap
+    /// in flight, this is the backstop). Nothing else takes the journal's
+    /// lock here, and the in-flight table is not touched: no lock order
+    /// to keep.
     fn leave(&mut self, jail_rtnl: BorrowedFd<'_>) -> Result<(), String> {
         let (tap, index) = (self.tap.as_str(), self.index);
+        let mut txn = self.journal.open().map_err(|e| {
+            format!(
+                "{tap} (link #{index}) stays in the jail's network namespace: the journal: {}",
+                banger_proto::error::chain(&e).join(": ")
+            )
+        })?;
         self.net
             .move_link_back(jail_rtnl, tap, index, self.home.as_fd())
             .map_err(|e| chain(&e))?;
+        if txn.state.tap(tap).and_then(|t| t.ifindex) != Some(index) {
+            let deleted = match self.net.delete_link_index(index) {
+                Ok(_) => "deleted".to_string(),
+                Err(e) => format!("deleting it failed: {}", chain(&e)),
+            };
+            return Err(format!(
+                "{tap} (link #{index}) came back no longer in the journal with that index: {deleted}"
+            ));
+        }
+        self.ethernet(&mut txn)?;
         let restored = self
             .net
             .disable_ipv6(tap)
@@ -152,6 +246,7 @@ fn chain(e: &banger_host::net::NetError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::journal::TapEntry;
     use banger_host::net::LinkKind;
     use banger_host::net::fake::FakeNet;
 
@@ -159,31 +254,56 @@ mod tests {
         std::fs::File::open("/dev/null").unwrap()
     }
 
-    /// A host with `banger0` and `bangertap0`; the tap's index, moved in.
-    fn moved_in(net: &FakeNet) -> (FcTap<'_>, u32) {
-        let index = net.link_named("bangertap0").unwrap().index;
-        let bridge = net.link_named("banger0").unwrap().index;
-        let mut tap = FcTap::new(net, "bangertap0", index, "banger0", bridge).unwrap();
-        tap.enter(null().as_fd()).unwrap();
-        (tap, index)
+    /// A host with `banger0` and `bangertap0`, the tap journaled with its
+    /// index in a journal under `dir`.
+    struct Host {
+        net: FakeNet,
+        journal: JournalFile,
+        _dir: tempfile::TempDir,
     }
 
-    fn host() -> FakeNet {
-        FakeNet::new()
+    fn host() -> Host {
+        let net = FakeNet::new()
             .with_link("banger0", LinkKind::Bridge)
-            .with_link("bangertap0", LinkKind::Tap)
+            .with_link("bangertap0", LinkKind::Tap);
+        let dir = tempfile::tempdir().unwrap();
+        let journal = JournalFile::new(dir.path().join("journal.json"));
+        let mut txn = journal.open().unwrap();
+        txn.state.upsert_tap(TapEntry {
+            name: "bangertap0".into(),
+            bridge: "banger0".into(),
+            owner_uid: 0,
+            ifindex: net.link_named("bangertap0").map(|l| l.index),
+        });
+        txn.save().unwrap();
+        drop(txn);
+        Host {
+            net,
+            journal,
+            _dir: dir,
+        }
+    }
+
+    /// The tap's mover, moved in, and the tap's index.
+    fn moved_in(h: &Host) -> (FcTap<'_>, u32) {
+        let index = h.net.link_named("bangertap0").unwrap().index;
+        let bridge = h.net.link_named("banger0").unwrap().index;
+        let mut tap =
+            FcTap::new(&h.net, &h.journal, "bangertap0", index, "banger0", bridge).unwrap();
+        tap.enter(null().as_fd()).unwrap();
+        (tap, index)
     }
 
     /// In, then back: by index, IPv6 off before the bridge and up, in
     /// that order; the tap ends on its bridge, up, IPv6 off.
     #[test]
     fn a_tap_goes_in_by_index_and_comes_back_restored() {
-        let net = host();
-        let (mut tap, index) = moved_in(&net);
-        assert_eq!(net.link_named("bangertap0"), None);
+        let h = host();
+        let (mut tap, index) = moved_in(&h);
+        assert_eq!(h.net.link_named("bangertap0"), None);
         tap.leave(null().as_fd()).unwrap();
         assert_eq!(
-            net.mutating_calls(),
+            h.net.mutating_calls(),
             [
                 "move_link_to_netns(bangertap0)",
                 "move_link_back(bangertap0)",
@@ -192,12 +312,12 @@ mod tests {
                 "set_up(bangertap0)",
             ]
         );
-        let back = net.link_named("bangertap0").unwrap();
+        let back = h.net.link_named("bangertap0").unwrap();
         assert_eq!(
             (back.index, back.master.as_deref(), back.up),
             (index, Some("banger0"), true)
         );
-        assert!(net.state().ipv6_off.contains("bangertap0"));
+        assert!(h.net.state().ipv6_off.contains("bangertap0"));
     }
 
     /// A tap whose index is taken does not come back (the fake, as the
@@ -205,18 +325,74 @@ mod tests {
     /// is restored on whatever has the index.
     #[test]
     fn a_tap_that_cannot_come_back_says_so_and_nothing_else_is_touched() {
-        let net = host();
-        let (mut tap, index) = moved_in(&net);
+        let h = host();
+        let (mut tap, index) = moved_in(&h);
         // Another link takes the index meanwhile.
-        let mut squat = net.state().in_jail[0].clone();
+        let mut squat = h.net.state().in_jail[0].clone();
         squat.name = "squat".into();
-        net.state.lock().unwrap().links.push(squat);
+        h.net.state.lock().unwrap().links.push(squat);
         let e = tap.leave(null().as_fd()).unwrap_err();
         assert!(e.contains(&format!("#{index} (bangertap0)")), "{e}");
         assert!(e.contains("busy"), "{e}");
         assert_eq!(
-            net.mutating_calls().last().map(String::as_str),
+            h.net.mutating_calls().last().map(String::as_str),
             Some("move_link_back(bangertap0)")
         );
+    }
+
+    /// Hostile read of the own-netns jail, F1, defense in depth: a tap
+    /// the journal stopped listing with its index while it was in the
+    /// jail (whatever let that happen) is deleted by that index once
+    /// back, and the launch fails: never a tap of root's making that no
+    /// entry names.
+    #[test]
+    fn a_tap_no_longer_journaled_with_its_index_is_deleted_once_back() {
+        for entry in [None, Some(None), Some(Some(4242))] {
+            let h = host();
+            let (mut tap, index) = moved_in(&h);
+            let mut txn = h.journal.open().unwrap();
+            match entry {
+                None => txn.state.remove_tap("bangertap0"),
+                Some(ifindex) => {
+                    let mut e = txn.state.tap("bangertap0").cloned().unwrap();
+                    e.ifindex = ifindex;
+                    txn.state.upsert_tap(e);
+                }
+            }
+            txn.save().unwrap();
+            drop(txn);
+            let e = tap.leave(null().as_fd());
+            let link = h.net.link_named("bangertap0");
+            assert!(
+                link.is_none(),
+                "entry {entry:?}: leave {e:?}, the tap is {link:?}"
+            );
+            let e = e.unwrap_err();
+            assert!(
+                e.contains(&format!("#{index}")) && e.contains("journal"),
+                "{e}"
+            );
+            assert!(h.net.state().in_jail.is_empty());
+        }
+    }
+
+    /// Hostile read of the own-netns jail (informational): the move in
+    /// acts in the calling thread's namespace, so `enter` runs only on a
+    /// thread of the namespace the tap comes back to (`home`); on another
+    /// it is refused, nothing moved.
+    #[test]
+    fn a_tap_is_moved_in_only_from_the_namespace_it_comes_back_to() {
+        let h = host();
+        let index = h.net.link_named("bangertap0").unwrap().index;
+        let bridge = h.net.link_named("banger0").unwrap().index;
+        let mut tap =
+            FcTap::new(&h.net, &h.journal, "bangertap0", index, "banger0", bridge).unwrap();
+        let e = banger_host::net::netns::in_fresh_netns(|| tap.enter(null().as_fd()));
+        assert!(
+            e.as_ref().is_err_and(|e| e.contains("namespace")),
+            "{e:?}; {:?}",
+            h.net.mutating_calls()
+        );
+        assert!(h.net.mutating_calls().is_empty());
     }
 }

@@ -19,6 +19,8 @@ mod slots;
 pub(crate) mod snapshot;
 mod taps;
 #[cfg(test)]
+mod tests_fc_window;
+#[cfg(test)]
 mod tests_grants;
 #[cfg(test)]
 mod tests_taps;
@@ -54,6 +56,27 @@ pub struct VmHostConfig {
     pub firecracker_binary: Option<PathBuf>,
     /// The jail uids: disk tools run as `jail.tool_uid()` (docs/jail.md).
     pub jail: banger_proto::install::InstallJail,
+}
+
+#[cfg(test)]
+impl VmHostConfig {
+    /// VMs under `dir`/state (made, with its `vms/`), owned by 4242, with
+    /// four slots from uid 2000000 and no VMM binaries: the executor
+    /// tests' host.
+    pub(crate) fn for_tests(dir: &std::path::Path) -> VmHostConfig {
+        let state_dir = dir.join("state");
+        std::fs::create_dir_all(state_dir.join("vms")).unwrap();
+        VmHostConfig {
+            state_dir,
+            owner: (4242, 4242),
+            qemu_binary: None,
+            firecracker_binary: None,
+            jail: banger_proto::install::InstallJail {
+                uid_base: 2_000_000,
+                count: 4,
+            },
+        }
+    }
 }
 
 pub(crate) struct VmHost {

@@ -268,8 +268,9 @@ impl VmHost {
         Ok(TakenBack::Deleted)
     }
 
-    /// Whether a launch in flight has handed `name`.
-    fn in_flight(&self, name: &str) -> bool {
+    /// Whether a launch in flight has handed `name` (`DeleteTap` and
+    /// `Teardown` refuse it: `Executor::not_in_flight`).
+    pub(crate) fn in_flight(&self, name: &str) -> bool {
         self.handing
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -56,8 +56,8 @@ impl JailNet {
     }
 
     /// The two descriptors as the spawner's answer carried them, refused
-    /// unless `ns` is a network namespace and `rtnl` a route netlink
-    /// socket.
+    /// unless `ns` is a network namespace other than the calling thread's
+    /// and `rtnl` a route netlink socket.
     pub(super) fn checked(ns: OwnedFd, rtnl: OwnedFd) -> std::io::Result<JailNet> {
         let refused = |what: String| {
             std::io::Error::new(
@@ -70,6 +70,17 @@ impl JailNet {
         let kind = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&ns), NS_GET_NSTYPE) };
         if kind != libc::CLONE_NEWNET {
             return Err(refused(format!("not a network namespace ({kind})")));
+        }
+        // Not the caller's own namespace (hostile read of the own-netns
+        // jail, informational): a move "into" it would do nothing and the
+        // tap would stay in the host's namespace.
+        let own = rustix::fs::stat(THREAD_NET)?;
+        let theirs = rustix::fs::fstat(&ns)?;
+        if (theirs.st_dev, theirs.st_ino) == (own.st_dev, own.st_ino) {
+            return Err(refused(format!(
+                "the caller's own network namespace (/proc/thread-self/ns/net, inode {})",
+                own.st_ino
+            )));
         }
         let domain = rustix::net::sockopt::socket_domain(&rtnl)?;
         let protocol = rustix::net::sockopt::socket_protocol(&rtnl)?;

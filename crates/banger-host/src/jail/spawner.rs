@@ -329,7 +329,7 @@ impl Spawner {
             let mut buf = [0u8; 512];
             let deadline = std::time::Duration::from_millis(DEADLINE_MS.load(Ordering::Relaxed));
             let (n, fds) = recv_within(sock.as_fd(), &mut buf, deadline)?;
-            answer(&buf[..n], fds)
+            answer(&buf[..n], fds, r.jail.net_handles)
         };
         let got = exchange();
         // The child's ends go now: the spawner holds its own copies until
@@ -438,7 +438,11 @@ fn recv_within(
 /// The spawner's answer: the child's pid, pidfd, report and network
 /// handles, or (the inner error) the reason for a refusal; the outer
 /// error, an answer that does not parse.
-fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<std::io::Result<Cloned>> {
+fn answer(
+    bytes: &[u8],
+    fds: Vec<OwnedFd>,
+    asked_net: bool,
+) -> std::io::Result<std::io::Result<Cloned>> {
     let mut reader = Reader {
         bytes,
         fds: fds.into_iter(),
@@ -456,10 +460,22 @@ fn answer(bytes: &[u8], fds: Vec<OwnedFd>) -> std::io::Result<std::io::Result<Cl
         )));
     }
     let pidfd = reader.fd()?;
-    let net = match has_net {
-        0 => None,
-        1 => Some(super::JailNet::checked(reader.fd()?, reader.fd()?)?),
-        n => return Err(refused(format!("network handles flag {n}"))),
+    // Handles only for a request that asked for them, and then always:
+    // unasked ones would keep the child's namespace alive as long as the
+    // `Spawned` (hostile read of the own-netns jail, informational).
+    let net = match (has_net, asked_net) {
+        (0, false) => None,
+        (1, true) => Some(super::JailNet::checked(reader.fd()?, reader.fd()?)?),
+        (n, asked) => {
+            return Err(refused(format!(
+                "network handles flag {n} for a request that {} them",
+                if asked {
+                    "asked for"
+                } else {
+                    "did not ask for"
+                }
+            )));
+        }
     };
     reader.finish()?;
     Ok(Ok(Cloned {

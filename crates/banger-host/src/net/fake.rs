@@ -88,6 +88,7 @@ impl FakeNet {
             master: None,
             up: true,
             addresses: vec![Ipv4Cidr::new(Ipv4Addr::LOCALHOST, 8)],
+            link_type: libc::ARPHRD_LOOPBACK,
             tap_owner: None,
             tap_group: None,
         };
@@ -334,6 +335,7 @@ impl FakeNetState {
             master: None,
             up: false,
             addresses: Vec::new(),
+            link_type: libc::ARPHRD_ETHER,
             tap_owner: None,
             tap_group: None,
         });

@@ -122,11 +122,23 @@ pub struct Link {
     pub up: bool,
     /// Its IPv4 addresses.
     pub addresses: Vec<Ipv4Cidr>,
+    /// Its link-layer type (`ifi_type`, an `ARPHRD_*`): `ARPHRD_ETHER` for
+    /// a bridge or a tap as made; a holder of a tap that is down can
+    /// change it (`TUNSETLINK`, no capability needed), and a tap of
+    /// another type cannot be a bridge port nor get a MAC.
+    pub link_type: u16,
     /// For tun/tap devices with an owner set (`TUNSETOWNER`).
     pub tap_owner: Option<u32>,
     /// For tun/tap devices with a group set (`TUNSETGROUP`; once set, a
     /// group can be changed but never cleared).
     pub tap_group: Option<u32>,
+}
+
+impl Link {
+    /// Whether its link-layer type is Ethernet (`ARPHRD_ETHER`).
+    pub fn ethernet(&self) -> bool {
+        self.link_type == libc::ARPHRD_ETHER
+    }
 }
 
 /// An IPv4 unicast route (any table).

@@ -474,6 +474,7 @@ fn link_from(l: &LinkMessage) -> (Link, Option<u32>) {
         master: None,
         up: l.header.flags.contains(LinkFlags::Up),
         addresses: Vec::new(),
+        link_type: u16::from(l.header.link_layer_type),
         tap_owner,
         tap_group,
     };

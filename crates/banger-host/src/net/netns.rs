@@ -50,6 +50,84 @@ where
     })
 }
 
+/// A namespace J as a jail's cloner hands it back, for tests: its
+/// descriptor and a route netlink socket opened in it by a process with
+/// `CAP_NET_ADMIN` (a root test), made on a thread of its own that then
+/// ends. J lives while either descriptor does.
+#[cfg(any(test, feature = "test-support"))]
+pub fn jail_namespace() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
+    std::thread::spawn(|| {
+        // SAFETY: CLONE_NEWNET alone, on this short-lived thread: no
+        // descriptor table or memory is unshared.
+        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
+            .unwrap_or_else(|e| panic!("unshare(CLONE_NEWNET) for a jail's namespace: {e}"));
+        let ns = rustix::fs::open(
+            "/proc/thread-self/ns/net",
+            rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+        .unwrap_or_else(|e| panic!("opening the jail namespace's descriptor: {e}"));
+        let rtnl = rustix::net::socket_with(
+            rustix::net::AddressFamily::NETLINK,
+            rustix::net::SocketType::RAW,
+            rustix::net::SocketFlags::CLOEXEC,
+            None,
+        )
+        .unwrap_or_else(|e| panic!("a route socket in the jail's namespace: {e}"));
+        (ns, rtnl)
+    })
+    .join()
+    .unwrap_or_else(|p| std::panic::resume_unwind(p))
+}
+
+/// Attach to the tap `name`, in the calling thread's network namespace,
+/// as a VMM does (`IFF_TAP|IFF_NO_PI|IFF_VNET_HDR`), for tests. Panics on
+/// failure.
+#[cfg(any(test, feature = "test-support"))]
+pub fn attach_tap(name: &str) -> std::fs::File {
+    use std::os::fd::AsRawFd as _;
+    let tun = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(super::TUN_DEVICE)
+        .unwrap_or_else(|e| panic!("opening {}: {e}", super::TUN_DEVICE));
+    let mut req = [0u8; 40];
+    req[..name.len()].copy_from_slice(name.as_bytes());
+    let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+    req[16..18].copy_from_slice(&flags.to_ne_bytes());
+    // SAFETY: TUNSETIFF reads and writes 40 bytes, the size of `req`, a
+    // live tun descriptor.
+    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, req.as_mut_ptr()) };
+    assert_eq!(
+        rc,
+        0,
+        "attaching to {name}: {}",
+        std::io::Error::last_os_error()
+    );
+    tun
+}
+
+/// Set the link type of the tap `tun` is attached to (`TUNSETLINK`, an
+/// `ARPHRD_*`; no capability needed, only while the tap is down), as a
+/// hostile holder may, for tests.
+#[cfg(any(test, feature = "test-support"))]
+pub fn set_link_type(tun: &std::fs::File, link_type: u16) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: TUNSETLINK takes the type by value, on a live tun
+    // descriptor.
+    let rc = unsafe {
+        libc::ioctl(
+            tun.as_raw_fd(),
+            libc::TUNSETLINK,
+            libc::c_ulong::from(link_type),
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// In the calling thread's own mount namespace: stop mount events from
 /// propagating back to the host, then cover each resolver file that exists
 /// with `/dev/null`.

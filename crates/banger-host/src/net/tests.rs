@@ -373,21 +373,40 @@ fn real_take_tap_gives_root_the_journaled_tap_with_a_mac() {
     });
 }
 
+/// Hostile read of the own-netns jail, F2: the holder of a tap that is
+/// down (in a jail's namespace; off its bridge after a failed launch) can
+/// change its link type (`TUNSETLINK`, no capability needed); a tap of
+/// another type gets no MAC (`EINVAL`) and is no bridge port. Root's
+/// take-back makes it Ethernet again.
+#[test]
+fn real_take_tap_makes_a_tap_its_holder_retyped_ethernet_again() {
+    require_root();
+    in_fresh_netns(|| {
+        let net = RealNet::new();
+        net.create_bridge("ttbr6").unwrap();
+        net.create_tap("ttap6", 4243).unwrap();
+        let index = net.link("ttap6").unwrap().expect("tap listed").index;
+        let held = attach("ttap6");
+        super::netns::set_link_type(&held, 0xfffe).unwrap();
+        drop(held);
+        let retyped = net.link("ttap6").unwrap().expect("still there");
+        assert_eq!(retyped.link_type, 0xfffe);
+        let mac = [0x06, 0xba, 0, 0, 0, 9];
+        let tun = net.take_tap("ttap6", index, mac);
+        let tap = net.link("ttap6").unwrap().expect("still there");
+        assert!(
+            tun.is_ok() && tap.link_type == libc::ARPHRD_ETHER,
+            "take_tap: {:?}; the tap after: {tap:?}",
+            tun.map(drop)
+        );
+        assert_eq!(net.link_mac("ttap6").unwrap(), Some(mac));
+        net.set_master("ttap6", "ttbr6").unwrap();
+        assert!(net.delete_link_index(index).unwrap());
+        assert!(net.delete_link("ttbr6").unwrap());
+    });
+}
+
 /// Attach to the tap `name` as a VMM does (`IFF_TAP|IFF_NO_PI|IFF_VNET_HDR`).
 pub(super) fn attach(name: &str) -> std::fs::File {
-    use std::os::fd::AsRawFd as _;
-    let tun = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(crate::net::TUN_DEVICE)
-        .unwrap();
-    let mut req = [0u8; 40];
-    req[..name.len()].copy_from_slice(name.as_bytes());
-    let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
-    req[16..18].copy_from_slice(&flags.to_ne_bytes());
-    // SAFETY: TUNSETIFF reads and writes 40 bytes, the size of `req`, a
-    // live tun descriptor.
-    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, req.as_mut_ptr()) };
-    assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
-    tun
+    super::netns::attach_tap(name)
 }

@@ -6,30 +6,8 @@
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::time::{Duration, Instant};
 
-use super::netns::in_fresh_netns;
+use super::netns::{in_fresh_netns, jail_namespace};
 use super::*;
-
-/// A namespace J as a jail's cloner hands it back: its descriptor and a
-/// route netlink socket opened in it by a process with `CAP_NET_ADMIN`
-/// (this root test), made on a thread of its own that then ends.
-fn jail_namespace() -> (OwnedFd, OwnedFd) {
-    std::thread::spawn(|| {
-        // SAFETY: CLONE_NEWNET alone, on this short-lived thread: no
-        // descriptor table or memory is unshared.
-        unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }.unwrap();
-        let ns = this_thread_ns();
-        let rtnl = rustix::net::socket_with(
-            rustix::net::AddressFamily::NETLINK,
-            rustix::net::SocketType::RAW,
-            rustix::net::SocketFlags::CLOEXEC,
-            None,
-        )
-        .unwrap();
-        (ns, rtnl)
-    })
-    .join()
-    .unwrap()
-}
 
 /// The calling thread's network namespace.
 fn this_thread_ns() -> OwnedFd {

@@ -176,9 +176,10 @@ const _: () = assert!(std::mem::size_of::<IfReqHwaddr>() == 40);
 
 /// Give the tap `name` of interface index `index` to root (owner and
 /// group 0, [`hand_tap`]), reset the device state its holders could set
-/// ([`reset_device`]) and set its MAC to `mac` (through the attached
-/// descriptor, so on that tap only, and only when it differs: every write
-/// is announced), returning root's attached descriptor.
+/// ([`reset_device`]), make it Ethernet again if a holder changed its
+/// link type, and set its MAC to `mac` (through the attached descriptor,
+/// so on that tap only, and only when it differs: every write is
+/// announced), returning root's attached descriptor.
 pub(super) fn take_tap(name: &str, index: u32, mac: [u8; 6]) -> Result<File, NetError> {
     let tun = hand_tap(name, index, 0, 0)?;
     let fail = |step, source| NetError::HandTap {
@@ -201,7 +202,28 @@ pub(super) fn take_tap(name: &str, index: u32, mac: [u8; 6]) -> Result<File, Net
     if rc < 0 {
         return Err(fail("SIOCGIFHWADDR", io::Error::last_os_error()));
     }
-    if req.data[..6] != mac {
+    // The link type (hostile read of the own-netns jail, F2): a holder can
+    // set another while the tap is down (in a jail's namespace, or off its
+    // bridge after a failed launch), and a tap of another type gets no MAC
+    // (`EINVAL`) and is no bridge port. `SIOCGIFHWADDR` answers the type
+    // as the family: only a tap of another is set back to Ethernet (the
+    // tap is down then: only root sets a tap up, never one of another
+    // type; an up one is `EBUSY`, an error here).
+    let retyped = req.family != libc::ARPHRD_ETHER;
+    if retyped {
+        // SAFETY: as above; `TUNSETLINK` takes the type by value.
+        let rc = unsafe {
+            libc::ioctl(
+                tun.as_raw_fd(),
+                libc::TUNSETLINK,
+                libc::c_ulong::from(libc::ARPHRD_ETHER),
+            )
+        };
+        if rc < 0 {
+            return Err(fail("TUNSETLINK", io::Error::last_os_error()));
+        }
+    }
+    if retyped || req.data[..6] != mac {
         req.family = libc::ARPHRD_ETHER;
         req.data[..6].copy_from_slice(&mac);
         // SAFETY: as above; SIOCSIFHWADDR reads the same struct.
@@ -226,7 +248,7 @@ const VNET_HDR_SIZE: libc::c_int = 10;
 /// cross-endian option refuses the big-endian request, `EINVAL`, and then
 /// no holder could have set it), the carrier (on), and the debug message
 /// level (`TUNSETDEBUG`: off; a holder that raised it made every frame
-/// to the tap a host kernel log line). A VMM sets its own offloads and
+/// to the tap a host kernel log line). The link type is `take_tap`'s. A VMM sets its own offloads and
 /// header size when it attaches; a send buffer is its descriptor's.
 fn reset_device(tun: &File) -> Result<(), (&'static str, io::Error)> {
     let set = |step: &'static str, request: libc::c_ulong, arg: *mut libc::c_void| {

@@ -21,44 +21,39 @@ fn tap_info(lab: &Lab) -> serde_json::Value {
     v[0]["linkinfo"]["info_data"].clone()
 }
 
-/// Whether the stand-in Firecracker's `serial` log (the API-serving
-/// probe of `fc_jail`, which attaches its tap at `PUT
-/// /network-interfaces`, in its own network namespace where the launch
-/// has moved the tap for that request) says it attached its tap as a uid
-/// of its own: neither root's nor the `owner`'s (its slot's).
+/// Whether the stand-in Firecracker's `serial` log says it attached its
+/// tap as a uid of its own: neither root's nor the `owner`'s (its slot's).
 fn attached_as_a_slot(serial: &str, owner: u32) -> bool {
     serial
         .lines()
-        .filter_map(|l| l.strip_prefix("own-tap: attached as "))
+        .filter_map(|l| l.strip_prefix("tap attached as "))
         .any(|uid| uid.parse::<u32>().is_ok_and(|u| u != 0 && u != owner))
 }
 
-/// The stand-in Firecracker runs jailed as its VM slot's uid: the tap,
-/// root's while idle, must be that uid's for the launch (attached at `PUT
-/// /network-interfaces`), and root's again once the VM is stopped.
+/// The stand-in Firecracker ([`crate::fc_jail::attaching_firecracker`]) runs jailed as
+/// its VM slot's uid: the tap, root's while idle, must be that uid's
+/// during the launch, and root's again once the launch has failed and the
+/// stand-in is gone.
 #[test]
 fn a_firecracker_attaches_its_tap_as_its_slot_only_during_its_launch() {
     let lab = Lab::new();
     let vm = "1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c1c";
     let dir = lab.vm(vm);
-    lab.stand_in("firecracker", &crate::fc_jail::fc_probe(&[], &[]));
+    lab.stand_in("firecracker", &crate::fc_jail::attaching_firecracker());
     let lab = lab.start();
     assert_eq!(tap_user(&lab), "root", "an idle tap is not root's");
-    let launched = lab.launch(vm, VmmKind::Firecracker).expect("the launch");
+    let err = lab
+        .launch(vm, VmmKind::Firecracker)
+        .expect_err("the stand-in exits");
     let serial = std::fs::read_to_string(dir.join("serial.log")).unwrap_or_default();
     assert!(
         attached_as_a_slot(&serial, lab.owner.uid),
-        "the jailed Firecracker could not attach its tap during its launch: {serial:?} ({launched})"
+        "the jailed Firecracker could not attach its tap during its launch: {serial:?} ({err})"
     );
-    lab.call(PrivOp::StopVm {
-        vm_id: vm.into(),
-        timeout_secs: 5,
-    })
-    .expect("StopVm");
     assert_eq!(
         tap_user(&lab),
         "root",
-        "the tap stayed the slot's after its VM stopped"
+        "the tap stayed the owner's after the launch failed"
     );
 }
 
@@ -92,7 +87,7 @@ fn a_qemus_tap_goes_back_to_root_owner_and_group_when_it_stops() {
          close($tap);\n"
     );
     lab.stand_in("qemu", &crate::vmm_jail::probe_after(&prelude, &[]));
-    lab.stand_in("firecracker", &crate::fc_jail::fc_probe(&[], &[]));
+    lab.stand_in("firecracker", &crate::fc_jail::attaching_firecracker());
     let lab = lab.start();
     lab.launch(qemu_vm, VmmKind::Qemu).expect("the QEMU launch");
     let log = std::fs::read_to_string(qemu_dir.join("vmm.log")).unwrap_or_default();
@@ -111,19 +106,14 @@ fn a_qemus_tap_goes_back_to_root_owner_and_group_when_it_stops() {
         (&serde_json::json!("root"), &serde_json::json!("root")),
         "the stopped QEMU's tap is not root's: {info}"
     );
-    let launched = lab
+    let err = lab
         .launch(fc_vm, VmmKind::Firecracker)
-        .expect("the Firecracker launch");
+        .expect_err("the stand-in exits");
     let serial = std::fs::read_to_string(fc_dir.join("serial.log")).unwrap_or_default();
     assert!(
         attached_as_a_slot(&serial, owner),
-        "the next launch's Firecracker could not attach its tap: {serial:?} ({launched})"
+        "the next launch's Firecracker could not attach its tap: {serial:?} ({err})"
     );
-    lab.call(PrivOp::StopVm {
-        vm_id: fc_vm.into(),
-        timeout_secs: 5,
-    })
-    .expect("StopVm");
 }
 
 /// A group no process of the test has.

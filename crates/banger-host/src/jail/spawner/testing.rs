@@ -76,7 +76,7 @@ pub fn request(
     drop(sock);
     let Cloned {
         pid, pidfd, report, ..
-    } = answer(&buf[..n], fds)??;
+    } = answer(&buf[..n], fds, r.jail.net_handles)??;
     let mut child = super::super::Child {
         pid,
         pidfd,
@@ -128,5 +128,5 @@ pub fn oversized() -> std::io::Result<()> {
     send_any(sock.as_fd(), &bytes, &[])?;
     let mut buf = [0u8; 512];
     let (n, fds) = recv(sock.as_fd(), &mut buf)?;
-    answer(&buf[..n], fds)?.map(|_| ())
+    answer(&buf[..n], fds, false)?.map(|_| ())
 }

@@ -738,11 +738,13 @@ fn a_spawner_that_does_not_exit_in_time_still_has_its_jail_uid_killed() {
 }
 
 /// An answer carrying a jail's network handles: taken when they are a
-/// network namespace and a route netlink socket, refused otherwise (or
-/// with a flag that is neither 0 nor 1).
+/// network namespace other than the caller's and a route netlink socket,
+/// for a request that asked for them; refused otherwise (with a flag that
+/// is neither 0 nor 1, handles the request did not ask for, or none when
+/// it did: hostile read of the own-netns jail, informational items).
 #[test]
 fn an_answers_network_handles_are_a_network_namespace_and_a_route_socket() {
-    let ns = || {
+    let own_ns = || {
         rustix::fs::open(
             c"/proc/thread-self/ns/net",
             rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
@@ -750,6 +752,7 @@ fn an_answers_network_handles_are_a_network_namespace_and_a_route_socket() {
         )
         .unwrap()
     };
+    let ns = || crate::net::netns::jail_namespace().0;
     let rtnl = |protocol| {
         rustix::net::socket_with(
             AddressFamily::NETLINK,
@@ -759,28 +762,40 @@ fn an_answers_network_handles_are_a_network_namespace_and_a_route_socket() {
         )
         .unwrap()
     };
-    let answered = |flag: u32, fds: Vec<OwnedFd>| {
+    let answered = |flag: u32, fds: Vec<OwnedFd>, asked: bool| {
         let mut w = Writer::default();
         w.u32(77);
         w.u32(0);
         w.u32(0);
         w.bytes(b"");
         w.u32(flag);
-        answer(&w.bytes, fds)
+        answer(&w.bytes, fds, asked)
             .and_then(|a| a)
             .map(|c| c.net.is_some())
     };
-    assert!(!answered(0, vec![devnull()]).unwrap());
-    assert!(answered(1, vec![devnull(), ns(), rtnl(None)]).unwrap());
+    assert!(!answered(0, vec![devnull()], false).unwrap());
+    assert!(answered(1, vec![devnull(), ns(), rtnl(None)], true).unwrap());
     let uevent = rustix::net::Protocol::from_raw(rustix::net::RawProtocol::new(15).unwrap());
-    for (flag, fds) in [
-        (1, vec![devnull(), rtnl(None), ns()]),
-        (1, vec![devnull(), devnull(), rtnl(None)]),
-        (1, vec![devnull(), ns(), rtnl(Some(uevent))]),
-        (1, vec![devnull(), ns()]),
-        (2, vec![devnull(), ns(), rtnl(None)]),
-        (0, vec![devnull(), ns(), rtnl(None)]),
-    ] {
-        assert!(answered(flag, fds).is_err(), "flag {flag}");
+    for (case, (flag, fds, asked)) in [
+        (1, vec![devnull(), rtnl(None), ns()], true),
+        (1, vec![devnull(), devnull(), rtnl(None)], true),
+        (1, vec![devnull(), ns(), rtnl(Some(uevent))], true),
+        (1, vec![devnull(), ns()], true),
+        (2, vec![devnull(), ns(), rtnl(None)], true),
+        (0, vec![devnull(), ns(), rtnl(None)], true),
+        // Handles the request did not ask for, none when it did.
+        (1, vec![devnull(), ns(), rtnl(None)], false),
+        (0, vec![devnull()], true),
+        // The caller's own namespace: a move "into" it would do nothing.
+        (1, vec![devnull(), own_ns(), rtnl(None)], true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let got = answered(flag, fds, asked);
+        assert!(
+            got.is_err(),
+            "case {case}: flag {flag}, asked {asked}: {got:?}"
+        );
     }
 }
