@@ -392,6 +392,58 @@ fn per_vm_cgroups_under_systemd() {
     }
     assert!(!alive(&c, vmm));
 
+    // (5b) No holder, no helper: restarted while the holder cannot start
+    // (a drop-in's failing condition; a plain stop is undone by the
+    // helper's `Wants=`), the helper refuses to start, naming it (hostile
+    // read of the holder, L2: it used to start with a warning and run
+    // every VMM without a cgroup until its next restart); with the holder
+    // started again it serves again.
+    const NO_HOLDER: &str = "/run/systemd/system/banger-vms.service.d";
+    c.ok(
+        None,
+        &format!(
+            "systemctl stop banger-vms.service && mkdir -p {NO_HOLDER} && \
+             printf '[Unit]\\nConditionPathExists=/nonexistent\\n' > {NO_HOLDER}/no.conf && \
+             systemctl daemon-reload"
+        ),
+    );
+    let helper_before = main_pid(&c, "bangerd-root.service");
+    c.run(None, "systemctl restart bangerd-root.service");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = c.journal("bangerd-root.service");
+        if log.contains("the VM cgroup holder banger-vms.service is not usable") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the helper did not refuse to start without the holder: {log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let active = c.ok(None, "systemctl is-active bangerd-root.service || true");
+    assert_ne!(
+        active.trim(),
+        "active",
+        "the helper runs without the holder"
+    );
+    c.ok(
+        None,
+        &format!(
+            "rm -r {NO_HOLDER} && systemctl daemon-reload && systemctl start banger-vms.service"
+        ),
+    );
+    c.ok(
+        None,
+        "systemctl reset-failed bangerd-root.service bangerd.service || true",
+    );
+    c.ok(
+        None,
+        "systemctl restart bangerd-root.service bangerd.service",
+    );
+    wait_restarted(&c, helper_before);
+    wait_serving(&c);
+
     // (6) uninstall: no holder unit or file, no cgroup of either unit, no
     // process in them.
     let (_, stray) = plant(&c, &vms_dir, "7a");

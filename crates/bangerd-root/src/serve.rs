@@ -77,6 +77,8 @@ pub enum ServeError {
     JailSpare(#[source] banger_executor::JournalError),
     #[error("the install's bridge")]
     Bridge(#[source] banger_executor::ExecError),
+    #[error("the per-VM cgroups")]
+    VmCgroups(#[source] banger_executor::VmCgroupError),
     #[error("creating the helper's state directory {path}")]
     StateDir {
         path: PathBuf,
@@ -155,7 +157,8 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
     .map_err(ServeError::Bridge)?;
     // Per-VM cgroups: under the helper unit, the holder unit's cgroup
     // (`banger-vms.service`, beside this unit's, which stays a leaf).
-    // Without a cgroup to hold, VMMs keep their rlimits only.
+    // Without cgroup2, VMMs keep their rlimits only; in the helper unit an
+    // unusable holder is a start error (`Restart=on-failure` tries again).
     let exec = match banger_executor::VmCgroups::delegated(
         &settings.journal,
         banger_executor::VmCgroupHolder::Helper,
@@ -171,6 +174,7 @@ pub fn serve(settings: Settings) -> Result<(), ServeError> {
             }
             exec.with_vm_cgroups(cgroups)
         }
+        Err(e) if e.is_holder() => return Err(ServeError::VmCgroups(e)),
         Err(e) => {
             tracing::warn!(error = %banger_proto::error::chain(&e).join(": "), "no per-VM cgroups: VMMs are bounded by their rlimits only");
             exec

@@ -93,6 +93,25 @@ pub enum CgroupError {
     },
     #[error("the cgroup {name} still has processes {} s after cgroup.kill", EMPTY_WAIT.as_secs())]
     StillPopulated { name: String },
+    /// The helper in its unit found the holder unit's cgroup unusable
+    /// (not started, failed, stopped since): [`CgroupError::is_holder`].
+    #[error(
+        "the VM cgroup holder {} is not usable (is it running? `systemctl start {}`, then `banger system restart`)",
+        banger_proto::install::VMS_UNIT,
+        banger_proto::install::VMS_UNIT
+    )]
+    Holder(#[source] Box<CgroupError>),
+}
+
+impl CgroupError {
+    /// The helper in the helper unit could not hold the holder unit's
+    /// cgroup: it must not start, or its VMMs would run without cgroups
+    /// until its next restart while everything looked healthy (hostile
+    /// read of the holder, L2). Any other error (no cgroup2, a dev
+    /// daemon's cgroup) leaves VMMs their rlimits only, with a warning.
+    pub fn is_holder(&self) -> bool {
+        matches!(self, CgroupError::Holder(_))
+    }
 }
 
 /// The limits of one VM's cgroup, from the same numbers as its VMM's
@@ -206,7 +225,9 @@ impl VmCgroups {
     pub fn delegated(journal: &Path, holder: Holder) -> Result<VmCgroups, CgroupError> {
         let own = banger_host::probe::own_cgroup2_dir().map_err(CgroupError::Own)?;
         match placement(&own, holder) {
-            Placement::System => VmCgroups::system(&own),
+            Placement::System => {
+                VmCgroups::system(&own).map_err(|e| CgroupError::Holder(Box::new(e)))
+            }
             Placement::Dev => VmCgroups::dev(journal),
         }
     }

@@ -242,14 +242,20 @@ pub fn vms_unit(cgroup2_mount: Option<&Path>) -> Result<String, UnitError> {
     let service = match cgroup2_mount {
         Some(mount) => {
             let dir = path_str("cgroup2 mount", &mount.join(SYSTEM_SLICE).join(VMS_UNIT))?;
+            // The unit's own cgroup as /proc/self/cgroup names it.
+            let rel = format!("/{SYSTEM_SLICE}/{VMS_UNIT}");
             format!(
                 "\
 # The one process: `sleep infinity`, moved into this unit's child cgroup
 # `{KEEP_CGROUP}` before the shell exits (and the unit is started). Without a
 # process systemd would remove the cgroup; in the cgroup itself it would
-# forbid controllers for the VMs' cgroups. ($$ is systemd's escape of $.)
+# forbid controllers for the VMs' cgroups. The shell first checks that its
+# own cgroup (the `0::` line of /proc/self/cgroup) is $$1, the one $$0
+# names, and makes `{KEEP_CGROUP}` only there (no `mkdir -p`): a unit moved
+# elsewhere (a `Slice=` drop-in, another hierarchy at boot) fails to start
+# instead of holding nothing. ($$ is systemd's escape of $.)
 Type=forking
-ExecStart={SH} -c 'mkdir -p \"$$0/{KEEP_CGROUP}\" || exit 1; {SLEEP} infinity </dev/null >/dev/null 2>&1 & echo $$! > \"$$0/{KEEP_CGROUP}/cgroup.procs\"' {dir}
+ExecStart={SH} -c 'c=; while read -r l; do case \"$$l\" in 0::*) c=\"$${{l#0::}}\";; esac; done </proc/self/cgroup; [ \"$$c\" = \"$$1\" ] || {{ echo \"in the cgroup $$c, not $$1\" >&2; exit 1; }}; [ -d \"$$0/{KEEP_CGROUP}\" ] || mkdir \"$$0/{KEEP_CGROUP}\" || exit 1; {SLEEP} infinity </dev/null >/dev/null 2>&1 & echo $$! > \"$$0/{KEEP_CGROUP}/cgroup.procs\"' {dir} {rel}
 "
             )
         }
@@ -678,9 +684,11 @@ mod tests {
             &u,
             "ExecStart",
             &[
-                "/bin/sh -c 'mkdir -p \"$$0/keep\" || exit 1; /bin/sleep infinity \
-               </dev/null >/dev/null 2>&1 & echo $$! > \"$$0/keep/cgroup.procs\"' \
-               /sys/fs/cgroup/system.slice/banger-vms.service",
+                "/bin/sh -c 'c=; while read -r l; do case \"$$l\" in 0::*) c=\"$${l#0::}\";; \
+               esac; done </proc/self/cgroup; [ \"$$c\" = \"$$1\" ] || { echo \"in the cgroup \
+               $$c, not $$1\" >&2; exit 1; }; [ -d \"$$0/keep\" ] || mkdir \"$$0/keep\" || exit 1; \
+               /bin/sleep infinity </dev/null >/dev/null 2>&1 & echo $$! > \"$$0/keep/cgroup.procs\"' \
+               /sys/fs/cgroup/system.slice/banger-vms.service /system.slice/banger-vms.service",
             ],
         );
         check(&u, "Delegate", &["pids memory cpu"]);
@@ -691,8 +699,9 @@ mod tests {
         }
         let hybrid = vms_unit(Some(Path::new("/sys/fs/cgroup/unified"))).unwrap();
         assert!(
-            get(&hybrid, "ExecStart")[0]
-                .ends_with(" /sys/fs/cgroup/unified/system.slice/banger-vms.service"),
+            get(&hybrid, "ExecStart")[0].ends_with(
+                " /sys/fs/cgroup/unified/system.slice/banger-vms.service /system.slice/banger-vms.service"
+            ),
             "{hybrid}"
         );
         let none = vms_unit(None).unwrap();
@@ -701,6 +710,77 @@ mod tests {
         check(&none, "ExecStart", &["/bin/true"]);
         check(&none, "Delegate", &["pids memory cpu"]);
         assert_eq!(vms_unit(None).unwrap(), vms_unit(None).unwrap());
+    }
+
+    /// The holder's shell (its `ExecStart=` script, systemd's `$$`
+    /// undone), run here: in a cgroup other than the one it is told is
+    /// its own it makes nothing and fails (hostile read of the holder, L1:
+    /// `mkdir -p` made the missing path and moved the `sleep` there, the
+    /// unit then inactive with `Result=success`); in its own it makes
+    /// `keep` (only that, no parents) and writes the `sleep`'s pid there.
+    #[test]
+    fn the_holders_shell_holds_only_its_own_cgroup() {
+        let u = vms_unit(Some(Path::new("/sys/fs/cgroup"))).unwrap();
+        let exec = get(&u, "ExecStart")[0];
+        let script = &exec[exec.find('\'').unwrap() + 1..exec.rfind('\'').unwrap()];
+        let script = script.replace("$$", "$");
+        let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let own = own
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .expect("a cgroup2 line")
+            .to_string();
+        // The `sleep` a run started in `dir`, killed by its pid (also when
+        // a run that should have refused did not).
+        let stop_sleep = |dir: &Path| -> Vec<u8> {
+            let Ok(text) = std::fs::read_to_string(dir.join("keep/cgroup.procs")) else {
+                return Vec::new();
+            };
+            let Some(pid) = text
+                .trim()
+                .parse()
+                .ok()
+                .and_then(rustix::process::Pid::from_raw)
+            else {
+                return Vec::new();
+            };
+            let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid.as_raw_nonzero()))
+                .unwrap_or_default();
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            cmdline
+        };
+        let run = |dir: &Path, rel: &str| {
+            #[allow(
+                clippy::disallowed_methods,
+                reason = "the unit's own shell, run as systemd would"
+            )]
+            std::process::Command::new("/bin/sh")
+                .arg("-c")
+                .arg(&script)
+                .arg(dir)
+                .arg(rel)
+                .output()
+                .unwrap()
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        // Told another cgroup: refuses, makes nothing (not even parents).
+        let moved = tmp.path().join("gone/banger-vms.service");
+        let out = run(&moved, "/system.slice/banger-vms.service");
+        stop_sleep(&moved);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not /system.slice/banger-vms.service"),
+            "{out:?}"
+        );
+        assert!(!tmp.path().join("gone").exists());
+        // Its own: `keep` made beneath the existing directory, the
+        // `sleep`'s pid written to `keep/cgroup.procs` (a plain file here).
+        let out = run(tmp.path(), &own);
+        let cmdline = stop_sleep(tmp.path());
+        assert!(out.status.success(), "{out:?}");
+        assert!(cmdline.starts_with(b"/bin/sleep\0infinity"), "{cmdline:?}");
+        // Its own, but no directory to make `keep` in: fails.
+        assert!(!run(&tmp.path().join("missing"), &own).status.success());
     }
 
     #[test]
