@@ -331,6 +331,13 @@ fn a_jailed_firecracker_survives_a_helper_restart_and_a_stray_of_its_uid_does_no
     survives_a_helper_restart(lab.start(), id, VmmKind::Firecracker);
 }
 
+/// What the escape of [`a_firecracker_escape_cannot_make_its_vm_unrelaunchable_or_undeletable`]
+/// also leaves in `$1/run` (a shell command list): a file and a locked
+/// directory (with a file in it) whose names are not UTF-8, and a chain
+/// of 24 nested directories with a file at its bottom, its deepest ten
+/// (past the removal's depth limit) locked 000, innermost first.
+const ESCAPE_LEAVES: &str = r#"r="$1/run" && odd="$r/$(printf 'x\377')" && mkdir "$odd" && touch "$odd/f" "$r/$(printf 'f\376')" && chmod 000 "$odd" && p="$r" && i=0 && while [ $i -lt 24 ]; do p="$p/d"; i=$((i+1)); done && mkdir -p "$p" && touch "$p/f" && while [ $i -gt 14 ]; do chmod 000 "$p"; p="${p%/d}"; i=$((i-1)); done"#;
+
 /// The Firecracker twin of
 /// `vmm_jail::a_vmm_escape_cannot_make_its_vm_unrelaunchable_or_undeletable`:
 /// a jailed Firecracker's `run/` is its slot's and writable by it (its API
@@ -339,6 +346,11 @@ fn a_jailed_firecracker_survives_a_helper_restart_and_a_stray_of_its_uid_does_no
 /// write bits off `run/` itself. The stopped VM must still relaunch and
 /// its disks still be deleted. The "escape" is a process of the VMM's
 /// slot uid started beside it.
+///
+/// Hostile read of fcexec, F2: names that are not UTF-8 (`run/x\xff`)
+/// were skipped and a chain deeper than the removal's depth limit refused
+/// (`ELOOP`), so `run/` stayed, not empty, the slot's 0700: the escape
+/// leaves both too ([`ESCAPE_LEAVES`]).
 #[test]
 fn a_firecracker_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
     let lab = Lab::new();
@@ -358,9 +370,9 @@ fn a_firecracker_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    escape(
-        r#"mkdir -p "$1/run/x/y" && touch "$1/run/x/y/f" && chmod 000 "$1/run/x/y" "$1/run/x" && chmod 000 "$1/run""#,
-    );
+    escape(&format!(
+        r#"mkdir -p "$1/run/x/y" && touch "$1/run/x/y/f" && chmod 000 "$1/run/x/y" "$1/run/x" && {ESCAPE_LEAVES} && chmod 000 "$1/run""#
+    ));
     lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
     let relaunch = lab.launch(id, VmmKind::Firecracker);
     if let Ok(v) = &relaunch {
@@ -373,7 +385,9 @@ fn a_firecracker_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
     );
     // The relaunch's run/ is fresh (the same slot's: the lowest free):
     // the escape locks it again before the deletion.
-    escape(r#"mkdir -p "$1/run/x" && chmod 000 "$1/run/x" "$1/run""#);
+    escape(&format!(
+        r#"mkdir -p "$1/run/x" && chmod 000 "$1/run/x" && {ESCAPE_LEAVES} && chmod 000 "$1/run""#
+    ));
     let delete = lab.call(PrivOp::DeleteVmDisks { vm_id: id.into() });
     assert!(
         delete.is_ok(),
