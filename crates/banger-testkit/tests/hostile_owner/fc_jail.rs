@@ -168,6 +168,22 @@ fn line_of<'a>(log: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key} line in {log}"))
 }
 
+/// Launch VM `id`'s Firecracker on `tap` with `mac`: its answer.
+fn launch_on(lab: &Lab, id: &str, tap: &str, mac: &str) -> serde_json::Value {
+    lab.call(PrivOp::LaunchVm(LaunchVmSpec {
+        vm_id: id.into(),
+        image_id: IMAGE.into(),
+        kernel_id: KERNEL.into(),
+        vmm: VmmKind::Firecracker,
+        vcpus: 1,
+        memory_mib: 128,
+        tap: tap.into(),
+        mac: mac.into(),
+        kvm: true,
+    }))
+    .unwrap_or_else(|e| panic!("LaunchVm {id}: {e}"))
+}
+
 /// The owner's disk `name` of VM directory `dir`, mode 0600: no uid but
 /// the owner's (and a grant's) opens it.
 fn private_disk(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
@@ -225,22 +241,8 @@ fn firecracker_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host()
         )
     };
     let before: Vec<_> = disks.iter().map(|d| acl(d)).collect();
-    let launch = |id: &str, tap: &str, mac: &str| {
-        lab.call(PrivOp::LaunchVm(LaunchVmSpec {
-            vm_id: id.into(),
-            image_id: IMAGE.into(),
-            kernel_id: KERNEL.into(),
-            vmm: VmmKind::Firecracker,
-            vcpus: 1,
-            memory_mib: 128,
-            tap: tap.into(),
-            mac: mac.into(),
-            kvm: true,
-        }))
-        .unwrap_or_else(|e| panic!("LaunchVm {id}: {e}"))
-    };
-    let va = launch(a, TAP, "02:ba:0a:d5:07:02");
-    let vb = launch(b, TAP_B, "02:ba:0a:d5:07:03");
+    let va = launch_on(&lab, a, TAP, "02:ba:0a:d5:07:02");
+    let vb = launch_on(&lab, b, TAP_B, "02:ba:0a:d5:07:03");
     let (pa, ua) = pid_and_uid(&va);
     let (pb, ub) = pid_and_uid(&vb);
     let _vmms = KilledOnDrop::new(&[pa, pb]);
@@ -404,4 +406,89 @@ fn a_firecracker_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
 #[test]
 fn a_launch_whose_firecracker_outlives_its_kill_leaves_it_journaled() {
     outliving_its_kill_stays_journaled("5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e", VmmKind::Firecracker);
+}
+
+/// Hostile read of fcexec, F3: nothing tested that `VmHost::adopted_api`
+/// refuses what is not the adopted Firecracker's own. After a helper
+/// restart, VM a's API socket is one an escape of its slot uid serves
+/// from another process (the socket file is the slot's, the listener is
+/// not the adopted pid: `SO_PEERCRED`), and VM b's `run/` is opened up to
+/// 0755 by its escape (not the slot's 0700). Neither stop goes through
+/// that API: the impostor is connected to and dropped before a byte is
+/// sent, and b's probe (which exits on `SendCtrlAltDel`) is killed after
+/// the timeout; both stops are not graceful.
+#[test]
+fn an_adopted_firecracker_is_stopped_through_its_api_only_when_its_run_and_listener_are_its_own() {
+    use std::os::unix::process::CommandExt as _;
+    let lab = Lab::new();
+    let (a, b) = (
+        "5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f",
+        "6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f",
+    );
+    let (adir, bdir) = (lab.vm(a), lab.vm(b));
+    lab.stand_in("firecracker", &fc_probe(&[], &[]));
+    let mut lab = lab.start();
+    lab.call(PrivOp::EnsureTap(TapSpec {
+        name: TAP_B.into(),
+        bridge: BRIDGE.into(),
+        owner_uid: lab.owner.uid,
+    }))
+    .expect("EnsureTap");
+    let (pa, ua) = pid_and_uid(&launch_on(&lab, a, TAP, "02:ba:0a:d5:07:02"));
+    let (pb, ub) = pid_and_uid(&launch_on(&lab, b, TAP_B, "02:ba:0a:d5:07:03"));
+    let _vmms = KilledOnDrop::new(&[pa, pb]);
+    let opened = as_uid(ub, r#"chmod 755 "$1/run""#, &bdir);
+    assert!(opened.status.success(), "{opened:?}");
+    let helper = lab.helper.as_mut().unwrap();
+    helper.restart_in(&lab.ns);
+    // The impostor: a process of a's slot uid serving a's API socket name.
+    let mut impostor = std::process::Command::new("perl")
+        .args([
+            "-e",
+            r#"use IO::Socket::UNIX; $| = 1; unlink $ARGV[0];
+my $l = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Local => $ARGV[0], Listen => 8) or die "bind: $!";
+print "listening\n";
+while (my $c = $l->accept) {
+    print "connection\n";
+    my $n = sysread($c, my $buf, 4096);
+    print "got: $buf\n" if $n;
+    print $c "HTTP/1.1 204 No Content\r\n\r\n";
+    close $c;
+}"#,
+        ])
+        .arg(adir.join("run/firecracker.sock"))
+        .uid(ua)
+        .gid(ua)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _impostor = KilledOnDrop::new(&[impostor.id()]);
+    let mut out = std::io::BufReader::new(impostor.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "listening\n");
+    for id in [a, b] {
+        let stopped = lab
+            .call(PrivOp::StopVm {
+                vm_id: id.into(),
+                timeout_secs: 2,
+            })
+            .unwrap();
+        assert_eq!(
+            (
+                &stopped["result"]["was_running"],
+                &stopped["result"]["graceful"]
+            ),
+            (&serde_json::json!(true), &serde_json::json!(false)),
+            "{id}: {stopped}"
+        );
+    }
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut out, &mut said).unwrap();
+    assert!(
+        said.contains("connection") && !said.contains("got:"),
+        "the impostor was not dropped before a byte was sent: {said:?}"
+    );
 }
