@@ -38,22 +38,48 @@ use support::*;
 /// Readiness timeout the daemon is configured with.
 const BOOT_TIMEOUT_SECS: u64 = 12;
 
-/// PIDs of Firecracker processes in a VM cgroup of the daemon whose state
-/// dir is `state` (jailed, a Firecracker's command line names no host
-/// path: `--api-sock /run/firecracker.sock --id <vm id>`).
-fn firecrackers(state: &Path) -> Vec<u32> {
-    let held = banger_executor::vm_cgroup_dev_name(
-        &std::path::absolute(state)
-            .unwrap()
-            .join("root-journal.json"),
-    );
-    pids_matching(&["firecracker", "--api-sock"])
-        .into_iter()
-        .filter(|pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-                .is_ok_and(|c| c.contains(&format!("/{held}/vm-")))
-        })
-        .collect()
+/// The jail uid range (`BANGER_DEV_JAIL_UIDS`, `base:count`) the daemon
+/// `pid` was started with: every jailed Firecracker of its runs with one
+/// of these uids, and nothing else does.
+fn jail_uids(pid: u32) -> std::ops::Range<u32> {
+    let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
+    let value = env
+        .split(|&b| b == 0)
+        .find_map(|v| v.strip_prefix(b"BANGER_DEV_JAIL_UIDS="))
+        .expect("the daemon has no BANGER_DEV_JAIL_UIDS");
+    let (base, count) = std::str::from_utf8(value).unwrap().split_once(':').unwrap();
+    let base: u32 = base.parse().unwrap();
+    base..base + count.parse::<u32>().unwrap()
+}
+
+/// Processes (pid and command line) running with a uid of `uids` (hostile
+/// read of fcexec, F3: looking only in the daemon's VM cgroups found
+/// nothing where VMs get no cgroup). Zombies are not running: this host's
+/// pid 1 reaps nothing.
+fn jailed(uids: &std::ops::Range<u32>) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .and_then(|v| v.split_whitespace().next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let uid = field("Uid:").parse::<u32>().unwrap_or(u32::MAX);
+        if uids.contains(&uid) && field("State:") != "Z" {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            out.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    out
 }
 
 /// Every non-regular file below `dir` (sockets, FIFOs, devices).
@@ -86,23 +112,42 @@ fn taps(ns: &NetNs) -> Vec<String> {
         .collect()
 }
 
-/// The reason names what happened: the readiness timeout with the console
-/// tail, the VMM's exit with it, or Firecracker's own error.
+/// The reason names what happened after the launch: the readiness
+/// timeout with the console tail, or the VMM's exit with it — never a
+/// failed launch (hostile read of fcexec, F3: any error naming
+/// "firecracker" passed, so a jailed launch refused at its `/dev/kvm`
+/// check or its jail's setup did too).
 fn assert_reason_explains(reason: &str) {
     let timeout = format!("did not become ready within {BOOT_TIMEOUT_SECS}s; last console lines:");
     assert!(
-        reason.contains(&timeout)
-            || reason.contains("exited during boot; last console lines:")
-            || reason.contains("firecracker"),
-        "the reason does not say what happened: {reason}"
+        reason.contains(&timeout) || reason.contains("exited during boot; last console lines:"),
+        "the reason does not say what happened after the launch: {reason}"
     );
 }
 
-/// Nothing of a VM is left running or attached: no VMM process, no tap
-/// assigned (and no tap outside the free pool), nothing in the executor's
-/// journal for it.
+/// The daemon's log says VM `name`'s VMM was spawned: its launch
+/// returned, which the executor allows only once Firecracker answered
+/// the whole configuration and `InstanceStart` with 2xx
+/// (`FirecrackerVm::boot`; any error kills it and fails the launch).
+fn assert_instance_started(d: &Daemon, name: &str) {
+    let log = d.proc.stderr_text();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("VMM spawned") && l.contains(&format!("vm={name} "))),
+        "no \"VMM spawned vm={name}\" in the daemon's log: InstanceStart was not accepted\n{log}"
+    );
+}
+
+/// Nothing of a VM is left running or attached: no process of the
+/// daemon's jail uids, no tap assigned (and no tap outside the free
+/// pool), nothing in the executor's journal for it.
 fn assert_nothing_running(ns: &NetNs, d: &Daemon, state: &Path) {
-    assert_eq!(firecrackers(state), Vec::<u32>::new(), "Firecracker left");
+    let uids = jail_uids(d.proc.pid());
+    assert_eq!(
+        jailed(&uids),
+        Vec::new(),
+        "jailed processes left ({uids:?})"
+    );
     let status = ok_json(ns, d, &["host", "status"]);
     assert_eq!(
         status["tap_pool"]["assigned"],
@@ -207,6 +252,7 @@ fn a_firecracker_vm_that_cannot_boot_fails_and_leaves_nothing() {
     assert!(!code.is_empty(), "{msg}");
     assert!(msg.contains("fcvm"), "the error names the VM: {msg}");
     assert_reason_explains(&msg);
+    assert_instance_started(&d, "fcvm");
     let ops = ok_json(&ns, &d, &["op", "ls"]);
     let op = ops
         .as_array()
@@ -241,6 +287,7 @@ fn a_firecracker_vm_that_cannot_boot_fails_and_leaves_nothing() {
     let (_, code, msg) = fails(&ns, &d, &["vm", "start", "fcvm2"]);
     assert!(!code.is_empty(), "{msg}");
     assert_reason_explains(&msg);
+    assert_instance_started(&d, "fcvm2");
     let vm = ok_json(&ns, &d, &["vm", "show", "fcvm2"]);
     assert_eq!(vm["state"], "failed", "{vm}");
     assert_reason_explains(vm["state_reason"].as_str().unwrap_or_default());

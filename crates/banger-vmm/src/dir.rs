@@ -29,7 +29,7 @@ use std::os::unix::fs::FileExt as _;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, RenameFlags, ResolveFlags};
 
 use crate::VmmError;
 
@@ -46,8 +46,15 @@ const REMOVE_BATCH: usize = 1024;
 /// Entries one [`OwnerDir::remove_tree`] removes at most.
 pub const REMOVE_MAX: usize = 1 << 20;
 
-/// How deep [`OwnerDir::remove_tree`] goes before giving up.
+/// How deep [`OwnerDir::remove_tree`] goes: a directory deeper than this
+/// is moved up to the top of the tree (under a fresh name, [`hoist`]) and
+/// taken from there in a later round, so the thread's stack and the
+/// names it holds stay bounded whatever the depth.
 const MAX_TREE_DEPTH: usize = 16;
+
+/// The name a too-deep directory is moved up to the top under: this
+/// prefix and a count (the first one free, `RENAME_NOREPLACE`).
+const HOISTED: &str = ".banger-deep-";
 
 /// Who must be listening on a socket root connects to: the VMM process
 /// (its pid, as `SO_PEERCRED` reports the listener) running as `uid`, which
@@ -305,12 +312,33 @@ impl OwnerDir {
     /// only what the owner could. Every step is relative to a descriptor
     /// reached with [`RESOLVE`]: a symlink is removed, never followed; a
     /// mount point is never entered (it stays, and the removal fails with
-    /// `EXDEV`). Entries are tried until a round of them removes none;
-    /// the first error is returned. At most [`REMOVE_MAX`] entries go in
-    /// one call: past that the owner is refilling the tree as fast as it
-    /// empties, and the call fails rather than spin. Missing is fine.
+    /// `EXDEV`). Names are the raw bytes the directory holds (UTF-8 or
+    /// not). A directory more than [`MAX_TREE_DEPTH`] levels down is
+    /// moved up into the tree's top directory under a fresh name and
+    /// removed from there. Entries are tried until a round of them
+    /// removes (or moves up) none; the first error is returned. At most
+    /// [`REMOVE_MAX`] entries (each removal, each move up, each try of a
+    /// fresh name) go in one call: past that the tree is too big or the
+    /// owner is refilling it as fast as it empties, and the call fails
+    /// rather than spin, naming the directory and what is left in it.
+    /// Missing is fine.
     pub fn remove_tree(&self, name: &str, ids: Option<(u32, u32)>) -> std::io::Result<()> {
         self.remove_tree_upto(name, ids, REMOVE_MAX)
+    }
+
+    /// Remove everything in this directory (which stays) as
+    /// [`OwnerDir::remove_tree`] removes a tree, with the file-system ids
+    /// `ids`: a directory too deep is moved up into this one.
+    pub fn empty(&self, ids: Option<(u32, u32)>) -> std::io::Result<()> {
+        self.empty_upto(ids, REMOVE_MAX)
+    }
+
+    /// [`OwnerDir::empty`], removing at most `max` entries.
+    fn empty_upto(&self, ids: Option<(u32, u32)>, max: usize) -> std::io::Result<()> {
+        let dir = self.fd.as_fd();
+        with_fs_ids(ids, "empty-dir", || {
+            self.within_budget(None, max, |w| empty_at(dir, 0, dir, w))
+        })
     }
 
     /// [`OwnerDir::remove_tree`], removing at most `max` entries.
@@ -322,41 +350,117 @@ impl OwnerDir {
     ) -> std::io::Result<()> {
         let dir = self.fd.as_fd();
         with_fs_ids(ids, "remove-tree", || {
-            self.within_budget(name, max, |b| remove_tree_at(dir, name, 0, b))
+            self.within_budget(Some(name), max, |w| remove_tree_at(dir, name, 0, None, w))
         })
     }
 
-    /// Run a removal of `name` allowed `max` entries, naming the refill.
+    /// Run a removal of `name` (`None`: of what is in this directory)
+    /// allowed `max` entries; when they run out, fail naming the
+    /// directory and what is left in it.
     fn within_budget(
         &self,
-        name: &str,
+        name: Option<&str>,
         max: usize,
-        remove: impl FnOnce(&mut usize) -> rustix::io::Result<()>,
+        remove: impl FnOnce(&mut Walk) -> rustix::io::Result<()>,
     ) -> std::io::Result<()> {
-        let mut budget = max;
-        match remove(&mut budget) {
-            Err(rustix::io::Errno::AGAIN) if budget == 0 => Err(std::io::Error::other(format!(
-                "{} keeps filling up: gave up after removing {max} entries",
-                self.join(name).display()
-            ))),
+        let mut walk = Walk {
+            left: max,
+            hoisted: 0,
+            tried: 0,
+        };
+        match remove(&mut walk) {
+            Err(rustix::io::Errno::AGAIN) if walk.left == 0 => {
+                let (path, left) = match name {
+                    Some(n) => (self.join(n), left_in(self.fd.as_fd(), n)),
+                    None => (self.path.clone(), left_in(self.fd.as_fd(), c".")),
+                };
+                Err(std::io::Error::other(format!(
+                    "{} is too big or keeps filling up: gave up after {max} entries \
+                     (removals and moves), {left}",
+                    path.display()
+                )))
+            }
             r => r.map_err(Into::into),
         }
     }
 }
 
-/// Remove `name` beneath `parent` (see [`OwnerDir::remove_tree`]).
+/// A removal's account: what it may still do ([`REMOVE_MAX`] at the
+/// start; it only ever falls, to zero), how many directories it moved up
+/// to the top, how many fresh names it tried.
+struct Walk {
+    left: usize,
+    hoisted: usize,
+    tried: usize,
+}
+
+impl Walk {
+    /// Charge one unit of work; `EAGAIN` once there is none left.
+    fn charge(&mut self) -> rustix::io::Result<()> {
+        if self.left == 0 {
+            return Err(rustix::io::Errno::AGAIN);
+        }
+        self.left -= 1;
+        Ok(())
+    }
+}
+
+/// What is left in the directory `name` beneath `dir` (reached with
+/// [`RESOLVE`]), for an error: how many entries (counted up to
+/// [`REMOVE_BATCH`]) and the first few names, escaped and cut.
+fn left_in<P: rustix::path::Arg>(dir: BorrowedFd<'_>, name: P) -> String {
+    let listed = rustix::fs::openat2(
+        dir,
+        name,
+        OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+        RESOLVE,
+    )
+    .and_then(|fd| {
+        let mut count = 0usize;
+        let mut some = Vec::new();
+        for entry in rustix::fs::Dir::read_from(&fd)? {
+            let n = entry?.file_name().to_bytes().to_vec();
+            if n == b"." || n == b".." {
+                continue;
+            }
+            if some.len() < 3 {
+                some.push(n[..n.len().min(64)].escape_ascii().to_string());
+            }
+            count += 1;
+            if count == REMOVE_BATCH {
+                break;
+            }
+        }
+        Ok((count, some))
+    });
+    match listed {
+        Ok((n, some)) if n == REMOVE_BATCH => {
+            format!("{n} or more entries left in it (e.g. {})", some.join(", "))
+        }
+        Ok((n, some)) => format!("{n} entries left in it (e.g. {})", some.join(", ")),
+        Err(e) => format!("what is left in it cannot be listed ({e})"),
+    }
+}
+
+/// Remove `name` beneath `parent` (see [`OwnerDir::remove_tree`]),
+/// `depth` levels below `top`, the tree's top directory (`None`: this is
+/// the top, `name` itself), where a directory too deep is moved up.
 fn remove_tree_at<P: rustix::path::Arg + Copy>(
     parent: BorrowedFd<'_>,
     name: P,
     depth: usize,
-    budget: &mut usize,
+    top: Option<BorrowedFd<'_>>,
+    walk: &mut Walk,
 ) -> rustix::io::Result<()> {
     let gone = |r: rustix::io::Result<()>| match r {
         Err(rustix::io::Errno::NOENT) => Ok(()),
         r => r,
     };
     if depth > MAX_TREE_DEPTH {
-        return Err(rustix::io::Errno::LOOP);
+        // Only below a top (depth 0 is the top itself).
+        let top = top.ok_or(rustix::io::Errno::LOOP)?;
+        return hoist(parent, name, top, walk);
     }
     let open = || {
         rustix::fs::openat2(
@@ -393,9 +497,45 @@ fn remove_tree_at<P: rustix::path::Arg + Copy>(
     if mode & 0o300 != 0o300 {
         let _ = rustix::fs::fchmod(&dir, Mode::from_raw_mode(mode | 0o700));
     }
-    empty_at(dir.as_fd(), depth, budget)?;
+    empty_at(dir.as_fd(), depth, top.unwrap_or(dir.as_fd()), walk)?;
     drop(dir);
     gone(rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR))
+}
+
+/// Move the directory `name` beneath `parent`, found more than
+/// [`MAX_TREE_DEPTH`] levels down, up into `top` under a fresh name
+/// ([`HOISTED`] and a count; `RENAME_NOREPLACE`, so nothing there is
+/// replaced), where a later round of `top`'s removal takes it. Both
+/// descriptors were reached with [`RESOLVE`], so the move stays on one
+/// file system, and a mount point at `name` is not moved (`EBUSY`).
+/// Moving a directory to another parent needs write access to it: a
+/// directory its owner locked is given its owner's bits back once, as
+/// entering it would. Every try is charged to `walk`.
+fn hoist<P: rustix::path::Arg + Copy>(
+    parent: BorrowedFd<'_>,
+    name: P,
+    top: BorrowedFd<'_>,
+    walk: &mut Walk,
+) -> rustix::io::Result<()> {
+    let mut entered = false;
+    loop {
+        walk.charge()?;
+        walk.tried += 1;
+        let fresh = format!("{HOISTED}{}", walk.tried);
+        match rustix::fs::renameat_with(parent, name, top, fresh.as_str(), RenameFlags::NOREPLACE) {
+            Ok(()) => {
+                walk.hoisted += 1;
+                return Ok(());
+            }
+            Err(rustix::io::Errno::EXIST) => {}
+            Err(rustix::io::Errno::ACCESS) if !entered => {
+                enter_own(parent, name)?;
+                entered = true;
+            }
+            Err(rustix::io::Errno::NOENT) => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// Give the directory `name` beneath `parent` its owner's read, write and
@@ -420,8 +560,15 @@ fn enter_own<P: rustix::path::Arg>(parent: BorrowedFd<'_>, name: P) -> rustix::i
 }
 
 /// Remove everything in the directory `dir` (see
-/// [`OwnerDir::remove_tree`]), `depth` levels down.
-fn empty_at(dir: BorrowedFd<'_>, depth: usize, budget: &mut usize) -> rustix::io::Result<()> {
+/// [`OwnerDir::remove_tree`]), `depth` levels below `top` (which is `dir`
+/// at depth 0). At the top, rounds go on while one moved a directory up
+/// (it is here now, to be removed).
+fn empty_at(
+    dir: BorrowedFd<'_>,
+    depth: usize,
+    top: BorrowedFd<'_>,
+    walk: &mut Walk,
+) -> rustix::io::Result<()> {
     let gone = |r: rustix::io::Result<()>| match r {
         Err(rustix::io::Errno::NOENT) => Ok(()),
         r => r,
@@ -444,22 +591,20 @@ fn empty_at(dir: BorrowedFd<'_>, depth: usize, budget: &mut usize) -> rustix::io
             }
         }
         let full = names.len() == REMOVE_BATCH;
+        let hoisted = walk.hoisted;
         let mut removed = 0usize;
         for (n, ty) in &names {
             // Charged before the attempt (a subdirectory's own contents
             // charge as they go): the budget only ever falls, to zero.
-            if *budget == 0 {
-                return Err(rustix::io::Errno::AGAIN);
-            }
-            *budget -= 1;
+            walk.charge()?;
             let n = n.as_c_str();
             let r = if *ty == FileType::Directory {
-                remove_tree_at(dir.as_fd(), n, depth + 1, budget)
+                remove_tree_at(dir.as_fd(), n, depth + 1, Some(top), walk)
             } else {
                 match rustix::fs::unlinkat(dir, n, AtFlags::empty()) {
                     // Unknown d_type on some filesystems: try it as a directory.
                     Err(rustix::io::Errno::ISDIR) => {
-                        remove_tree_at(dir.as_fd(), n, depth + 1, budget)
+                        remove_tree_at(dir.as_fd(), n, depth + 1, Some(top), walk)
                     }
                     r => gone(r),
                 }
@@ -470,7 +615,8 @@ fn empty_at(dir: BorrowedFd<'_>, depth: usize, budget: &mut usize) -> rustix::io
                 Err(_) => {}
             }
         }
-        if !full || removed == 0 {
+        let moved_up = depth == 0 && walk.hoisted > hoisted;
+        if !(full || moved_up) || removed == 0 {
             break;
         }
     }

@@ -190,8 +190,8 @@ impl VmHost {
     /// Firecracker's `run/`: its sockets and log), remove what is in it
     /// with that uid's file-system ids: only what that uid could remove
     /// goes, each entry relative to the descriptor of the directory
-    /// checked (`OwnerDir::remove_tree`), then the directory itself with
-    /// the owner's ids. Anything else (missing, not a directory, another
+    /// checked (`OwnerDir::empty`), then the directory itself with the
+    /// owner's ids. Anything else (missing, not a directory, another
     /// uid's) is left to the owner's removal.
     fn empty_slot_dir(&self, dir: &OwnerDir, name: &str) -> std::io::Result<()> {
         use rustix::io::Errno;
@@ -214,15 +214,12 @@ impl VmHost {
         // VMM): given back by root, on this very inode, before the slot's
         // ids work in it.
         rustix::fs::fchmod(&fd, rustix::fs::Mode::from_raw_mode(0o700))?;
-        let names: Vec<String> = rustix::fs::Dir::read_from(&fd)?
-            .filter_map(Result::ok)
-            .filter_map(|e| e.file_name().to_str().ok().map(str::to_string))
-            .filter(|n| n != "." && n != "..")
-            .collect();
-        let slot = OwnerDir::from_fd(fd, dir.join(name));
-        for n in names {
-            slot.remove_tree(&n, Some((uid, uid)))?;
-        }
+        // Every name, as raw bytes (hostile read of fcexec, F2: names that
+        // were not UTF-8 were skipped), a too-deep directory moved up
+        // here rather than refused, within `OwnerDir::remove_tree`'s
+        // budget (past it: an error naming this directory and what is
+        // left in it).
+        OwnerDir::from_fd(fd, dir.join(name)).empty(Some((uid, uid)))?;
         // Now empty: removed with the owner's ids, which can remove an
         // empty directory of the owner's directory but not list it.
         banger_vmm::dir::with_fs_ids(

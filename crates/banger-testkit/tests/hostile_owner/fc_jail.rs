@@ -189,6 +189,22 @@ fn line_of<'a>(log: &'a str, key: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no {key} line in {log}"))
 }
 
+/// Launch VM `id`'s Firecracker on `tap` with `mac`: its answer.
+fn launch_on(lab: &Lab, id: &str, tap: &str, mac: &str) -> serde_json::Value {
+    lab.call(PrivOp::LaunchVm(LaunchVmSpec {
+        vm_id: id.into(),
+        image_id: IMAGE.into(),
+        kernel_id: KERNEL.into(),
+        vmm: VmmKind::Firecracker,
+        vcpus: 1,
+        memory_mib: 128,
+        tap: tap.into(),
+        mac: mac.into(),
+        kvm: true,
+    }))
+    .unwrap_or_else(|e| panic!("LaunchVm {id}: {e}"))
+}
+
 /// The owner's disk `name` of VM directory `dir`, mode 0600: no uid but
 /// the owner's (and a grant's) opens it.
 fn private_disk(dir: &std::path::Path, name: &str) -> std::path::PathBuf {
@@ -246,22 +262,8 @@ fn firecracker_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host()
         )
     };
     let before: Vec<_> = disks.iter().map(|d| acl(d)).collect();
-    let launch = |id: &str, tap: &str, mac: &str| {
-        lab.call(PrivOp::LaunchVm(LaunchVmSpec {
-            vm_id: id.into(),
-            image_id: IMAGE.into(),
-            kernel_id: KERNEL.into(),
-            vmm: VmmKind::Firecracker,
-            vcpus: 1,
-            memory_mib: 128,
-            tap: tap.into(),
-            mac: mac.into(),
-            kvm: true,
-        }))
-        .unwrap_or_else(|e| panic!("LaunchVm {id}: {e}"))
-    };
-    let va = launch(a, TAP, "02:ba:0a:d5:07:02");
-    let vb = launch(b, TAP_B, "02:ba:0a:d5:07:03");
+    let va = launch_on(&lab, a, TAP, "02:ba:0a:d5:07:02");
+    let vb = launch_on(&lab, b, TAP_B, "02:ba:0a:d5:07:03");
     let (pa, ua) = pid_and_uid(&va);
     let (pb, ub) = pid_and_uid(&vb);
     let _vmms = KilledOnDrop::new(&[pa, pb]);
@@ -352,6 +354,13 @@ fn a_jailed_firecracker_survives_a_helper_restart_and_a_stray_of_its_uid_does_no
     survives_a_helper_restart(lab.start(), id, VmmKind::Firecracker);
 }
 
+/// What the escape of [`a_firecracker_escape_cannot_make_its_vm_unrelaunchable_or_undeletable`]
+/// also leaves in `$1/run` (a shell command list): a file and a locked
+/// directory (with a file in it) whose names are not UTF-8, and a chain
+/// of 24 nested directories with a file at its bottom, its deepest ten
+/// (past the removal's depth limit) locked 000, innermost first.
+const ESCAPE_LEAVES: &str = r#"r="$1/run" && odd="$r/$(printf 'x\377')" && mkdir "$odd" && touch "$odd/f" "$r/$(printf 'f\376')" && chmod 000 "$odd" && p="$r" && i=0 && while [ $i -lt 24 ]; do p="$p/d"; i=$((i+1)); done && mkdir -p "$p" && touch "$p/f" && while [ $i -gt 14 ]; do chmod 000 "$p"; p="${p%/d}"; i=$((i-1)); done"#;
+
 /// The Firecracker twin of
 /// `vmm_jail::a_vmm_escape_cannot_make_its_vm_unrelaunchable_or_undeletable`:
 /// a jailed Firecracker's `run/` is its slot's and writable by it (its API
@@ -360,6 +369,11 @@ fn a_jailed_firecracker_survives_a_helper_restart_and_a_stray_of_its_uid_does_no
 /// write bits off `run/` itself. The stopped VM must still relaunch and
 /// its disks still be deleted. The "escape" is a process of the VMM's
 /// slot uid started beside it.
+///
+/// Hostile read of fcexec, F2: names that are not UTF-8 (`run/x\xff`)
+/// were skipped and a chain deeper than the removal's depth limit refused
+/// (`ELOOP`), so `run/` stayed, not empty, the slot's 0700: the escape
+/// leaves both too ([`ESCAPE_LEAVES`]).
 #[test]
 fn a_firecracker_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
     let lab = Lab::new();
@@ -379,9 +393,9 @@ fn a_firecracker_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    escape(
-        r#"mkdir -p "$1/run/x/y" && touch "$1/run/x/y/f" && chmod 000 "$1/run/x/y" "$1/run/x" && chmod 000 "$1/run""#,
-    );
+    escape(&format!(
+        r#"mkdir -p "$1/run/x/y" && touch "$1/run/x/y/f" && chmod 000 "$1/run/x/y" "$1/run/x" && {ESCAPE_LEAVES} && chmod 000 "$1/run""#
+    ));
     lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
     let relaunch = lab.launch(id, VmmKind::Firecracker);
     if let Ok(v) = &relaunch {
@@ -394,7 +408,9 @@ fn a_firecracker_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
     );
     // The relaunch's run/ is fresh (the same slot's: the lowest free):
     // the escape locks it again before the deletion.
-    escape(r#"mkdir -p "$1/run/x" && chmod 000 "$1/run/x" "$1/run""#);
+    escape(&format!(
+        r#"mkdir -p "$1/run/x" && chmod 000 "$1/run/x" && {ESCAPE_LEAVES} && chmod 000 "$1/run""#
+    ));
     let delete = lab.call(PrivOp::DeleteVmDisks { vm_id: id.into() });
     assert!(
         delete.is_ok(),
@@ -411,4 +427,89 @@ fn a_firecracker_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
 #[test]
 fn a_launch_whose_firecracker_outlives_its_kill_leaves_it_journaled() {
     outliving_its_kill_stays_journaled("5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e", VmmKind::Firecracker);
+}
+
+/// Hostile read of fcexec, F3: nothing tested that `VmHost::adopted_api`
+/// refuses what is not the adopted Firecracker's own. After a helper
+/// restart, VM a's API socket is one an escape of its slot uid serves
+/// from another process (the socket file is the slot's, the listener is
+/// not the adopted pid: `SO_PEERCRED`), and VM b's `run/` is opened up to
+/// 0755 by its escape (not the slot's 0700). Neither stop goes through
+/// that API: the impostor is connected to and dropped before a byte is
+/// sent, and b's probe (which exits on `SendCtrlAltDel`) is killed after
+/// the timeout; both stops are not graceful.
+#[test]
+fn an_adopted_firecracker_is_stopped_through_its_api_only_when_its_run_and_listener_are_its_own() {
+    use std::os::unix::process::CommandExt as _;
+    let lab = Lab::new();
+    let (a, b) = (
+        "5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f5f",
+        "6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f6f",
+    );
+    let (adir, bdir) = (lab.vm(a), lab.vm(b));
+    lab.stand_in("firecracker", &fc_probe(&[], &[]));
+    let mut lab = lab.start();
+    lab.call(PrivOp::EnsureTap(TapSpec {
+        name: TAP_B.into(),
+        bridge: BRIDGE.into(),
+        owner_uid: lab.owner.uid,
+    }))
+    .expect("EnsureTap");
+    let (pa, ua) = pid_and_uid(&launch_on(&lab, a, TAP, "02:ba:0a:d5:07:02"));
+    let (pb, ub) = pid_and_uid(&launch_on(&lab, b, TAP_B, "02:ba:0a:d5:07:03"));
+    let _vmms = KilledOnDrop::new(&[pa, pb]);
+    let opened = as_uid(ub, r#"chmod 755 "$1/run""#, &bdir);
+    assert!(opened.status.success(), "{opened:?}");
+    let helper = lab.helper.as_mut().unwrap();
+    helper.restart_in(&lab.ns);
+    // The impostor: a process of a's slot uid serving a's API socket name.
+    let mut impostor = std::process::Command::new("perl")
+        .args([
+            "-e",
+            r#"use IO::Socket::UNIX; $| = 1; unlink $ARGV[0];
+my $l = IO::Socket::UNIX->new(Type => SOCK_STREAM(), Local => $ARGV[0], Listen => 8) or die "bind: $!";
+print "listening\n";
+while (my $c = $l->accept) {
+    print "connection\n";
+    my $n = sysread($c, my $buf, 4096);
+    print "got: $buf\n" if $n;
+    print $c "HTTP/1.1 204 No Content\r\n\r\n";
+    close $c;
+}"#,
+        ])
+        .arg(adir.join("run/firecracker.sock"))
+        .uid(ua)
+        .gid(ua)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _impostor = KilledOnDrop::new(&[impostor.id()]);
+    let mut out = std::io::BufReader::new(impostor.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line, "listening\n");
+    for id in [a, b] {
+        let stopped = lab
+            .call(PrivOp::StopVm {
+                vm_id: id.into(),
+                timeout_secs: 2,
+            })
+            .unwrap();
+        assert_eq!(
+            (
+                &stopped["result"]["was_running"],
+                &stopped["result"]["graceful"]
+            ),
+            (&serde_json::json!(true), &serde_json::json!(false)),
+            "{id}: {stopped}"
+        );
+    }
+    let _ = impostor.kill();
+    let _ = impostor.wait();
+    let mut said = String::new();
+    std::io::Read::read_to_string(&mut out, &mut said).unwrap();
+    assert!(
+        said.contains("connection") && !said.contains("got:"),
+        "the impostor was not dropped before a byte was sent: {said:?}"
+    );
 }

@@ -286,6 +286,95 @@ fn remove_tree_enters_what_its_owner_locked_and_nothing_of_anyone_elses() {
     std::fs::remove_dir_all(&run).unwrap();
 }
 
+/// A tree its uid left in a VMM's `run/`, as an escape of uid `NOBODY`
+/// would (hostile read of fcexec, F2): a file and a locked directory
+/// whose names are not UTF-8, and a chain of `deep` nested directories
+/// `d` with a file at the bottom, its deepest `deep - 14` locked 000.
+fn escape_tree(run: &Path, deep: usize) {
+    use std::os::unix::ffi::OsStrExt as _;
+    const NOBODY: u32 = 65534;
+    let odd = run.join(std::ffi::OsStr::from_bytes(b"x\xff"));
+    std::fs::create_dir_all(&odd).unwrap();
+    std::fs::write(odd.join("f"), b"").unwrap();
+    std::fs::write(run.join(std::ffi::OsStr::from_bytes(b"f\xfe")), b"").unwrap();
+    let mut chain = vec![run.to_path_buf()];
+    for _ in 0..deep {
+        chain.push(chain.last().unwrap().join("d"));
+    }
+    std::fs::create_dir_all(chain.last().unwrap()).unwrap();
+    let bottom = chain.last().unwrap().join("f");
+    std::fs::write(&bottom, b"").unwrap();
+    let files = [
+        odd.join("f"),
+        run.join(std::ffi::OsStr::from_bytes(b"f\xfe")),
+        bottom,
+    ];
+    for p in chain.iter().chain([&odd]).chain(&files) {
+        std::os::unix::fs::chown(p, Some(NOBODY), Some(NOBODY)).unwrap();
+    }
+    std::fs::set_permissions(&odd, std::fs::Permissions::from_mode(0o000)).unwrap();
+    for d in chain.iter().skip(15).rev() {
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o000)).unwrap();
+    }
+}
+
+/// Hostile read of fcexec, F2: a chain deeper than [`MAX_TREE_DEPTH`]
+/// was refused (`ELOOP`), so the tree stayed. Its too-deep part is moved
+/// up to the top of the tree under a fresh name and removed from there;
+/// names that are not UTF-8 and locked directories go too.
+#[test]
+fn remove_tree_takes_a_chain_past_its_depth_limit_and_names_that_are_not_utf8() {
+    const NOBODY: u32 = 65534;
+    let tmp = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(tmp.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    escape_tree(&run, 3 * MAX_TREE_DEPTH + 5);
+    open(tmp.path())
+        .remove_tree("run", Some((NOBODY, NOBODY)))
+        .unwrap();
+    assert!(!run.exists(), "run/ is still there");
+}
+
+/// The same tree emptied from its own directory (as the executor empties
+/// a slot's `run/` with the slot's ids, hostile read of fcexec, F2: its
+/// top-level names that were not UTF-8 were skipped): all of it goes, the
+/// directory stays.
+#[test]
+fn empty_takes_everything_in_its_directory_and_keeps_it() {
+    const NOBODY: u32 = 65534;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    escape_tree(&run, 2 * MAX_TREE_DEPTH + 3);
+    open(&run).empty(Some((NOBODY, NOBODY))).unwrap();
+    assert_eq!(std::fs::read_dir(&run).unwrap().count(), 0, "not emptied");
+}
+
+/// Moving deep directories up is bounded work too: a chain of 400 levels
+/// with a budget of 100 fails, naming the directory and what is left.
+#[test]
+fn a_deep_chain_past_the_budget_fails_naming_what_is_left() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let mut bottom = run.clone();
+    for _ in 0..400 {
+        bottom.push("d");
+    }
+    std::fs::create_dir_all(&bottom).unwrap();
+    let err = open(&run).empty_upto(None, 100).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("keeps filling up"), "{msg}");
+    assert!(msg.contains(&run.display().to_string()), "{msg}");
+    let left = std::fs::read_dir(&run).unwrap().count();
+    assert!(left > 0, "nothing left: {msg}");
+    assert!(
+        msg.contains(&format!("{left} entries left in it (e.g. ")),
+        "{msg}"
+    );
+    eprintln!("{msg}");
+}
+
 /// Fifth review F4: removal went on while every round removed something,
 /// so an owner refilling `run/` as fast as root emptied it kept a helper
 /// thread busy for ever. A call removes at most its budget, then fails
