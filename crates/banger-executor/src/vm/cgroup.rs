@@ -96,7 +96,9 @@ pub enum CgroupError {
     /// The helper in its unit found the holder unit's cgroup unusable
     /// (not started, failed, stopped since): [`CgroupError::is_holder`].
     #[error(
-        "the VM cgroup holder {} is not usable (is it running? `systemctl start {}`, then `banger system restart`)",
+        "the VM cgroup holder {} is not usable (is it running? `systemctl start {}`, then `banger system restart`; \
+         if it is running or fails to start, the cgroup2 layout or the units' slice changed since install: \
+         run `sudo banger system install` again)",
         banger_proto::install::VMS_UNIT,
         banger_proto::install::VMS_UNIT
     )]

@@ -213,3 +213,97 @@ fn a_tap_made_non_ethernet_in_the_jail_is_never_left_unusable() {
         );
     });
 }
+
+/// The executor's `FcTap`, and a `DeleteTap` then a `Teardown` sent to
+/// the executor once the tap is in the jail (as the owner's requests on
+/// other connections would be); their errors kept.
+struct MeddlingTwice<'a> {
+    tap: FcTap<'a>,
+    exec: &'a Executor,
+    answers: Vec<Result<(), crate::ExecError>>,
+}
+
+impl JailTap for MeddlingTwice<'_> {
+    fn enter(&mut self, jail_ns: BorrowedFd<'_>) -> Result<(), String> {
+        self.tap.enter(jail_ns)?;
+        for op in [PrivOp::DeleteTap { name: TAP.into() }, PrivOp::Teardown] {
+            self.answers.push(self.exec.execute(op).map(drop));
+        }
+        Ok(())
+    }
+
+    fn leave(&mut self, jail_rtnl: BorrowedFd<'_>) -> Result<(), String> {
+        self.tap.leave(jail_rtnl)
+    }
+}
+
+/// F1 with the real kernel objects (review of the root-side fixes, L1):
+/// the tap really moved into a real J, a `DeleteTap` and a `Teardown`
+/// meanwhile are both refused (`invalid_state`, naming the tap); after the
+/// move back the tap is in the host on `banger0`, journaled with its
+/// index; once given back, a `Teardown` leaves no `bangertap*` link.
+#[test]
+fn a_tap_in_a_real_jail_is_not_deleted_or_torn_down_meanwhile() {
+    assert!(rustix::process::geteuid().is_root(), "needs root");
+    let dir = tempfile::tempdir().unwrap();
+    in_fresh_netns(|| {
+        let net = Arc::new(RealNet::new());
+        let exec = executor(dir.path(), net.clone());
+        let host = exec.vm.as_deref().unwrap();
+        let handed = host.hand_tap(TAP, SLOT).unwrap();
+        let (j, rtnl) = jail_namespace();
+        let mut tap = MeddlingTwice {
+            tap: host.fc_tap(TAP).unwrap(),
+            exec: &exec,
+            answers: Vec::new(),
+        };
+        tap.enter(j.as_fd()).unwrap();
+        assert!(net.link(TAP).unwrap().is_none(), "the tap is in J");
+        let left = tap.leave(rtnl.as_fd());
+        let answers = std::mem::take(&mut tap.answers);
+        drop(tap);
+        drop((j, rtnl));
+        let link = net.link(TAP).unwrap();
+        let journaled = exec.journal.open().unwrap().state.tap(TAP).cloned();
+        let state = format!(
+            "answers {:?}; the move back {left:?}; the tap is {link:?}, journaled as {journaled:?}",
+            answers
+                .iter()
+                .map(|a| a.as_ref().map_err(|e| e.render()))
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(answers.len(), 2, "{state}");
+        for answer in &answers {
+            let e = answer.as_ref().expect_err(&state);
+            assert!(
+                matches!(e, crate::ExecError::TapInFlight { name, .. } if name == TAP)
+                    && e.code() == banger_proto::error::ErrorCode::InvalidState,
+                "{state}"
+            );
+        }
+        assert_eq!(left, Ok(()), "{state}");
+        let link = link.expect(&state);
+        assert_eq!(
+            (
+                link.master.as_deref(),
+                journaled.as_ref().and_then(|t| t.ifindex)
+            ),
+            (Some("banger0"), Some(link.index)),
+            "{state}"
+        );
+        // The launch ends: given back to root, then torn down.
+        drop(handed);
+        let back = net.link(TAP).unwrap().expect("given back, still there");
+        assert_eq!(back.tap_owner, Some(0), "{back:?}");
+        exec.execute(PrivOp::Teardown)
+            .unwrap_or_else(|e| panic!("Teardown after: {}", e.render()));
+        let taps: Vec<String> = net
+            .links()
+            .unwrap()
+            .into_iter()
+            .map(|l| l.name)
+            .filter(|n| n.starts_with("bangertap"))
+            .collect();
+        assert_eq!(taps, Vec::<String>::new());
+    });
+}

@@ -406,6 +406,45 @@ fn real_take_tap_makes_a_tap_its_holder_retyped_ethernet_again() {
     });
 }
 
+/// Review of the root-side fixes, L2: a tap that is a bridge's port and
+/// down (a restore that enslaved it but failed to set it up; a helper
+/// that died between `EnsureTap`'s enslave and its up) is taken back. The
+/// bridge vetoes every `TUNSETLINK` on its ports, even to the type the
+/// tap already has (`EPERM`), so the take-back sets the type only when
+/// it changed.
+#[test]
+fn real_take_tap_takes_back_a_down_tap_on_a_bridge() {
+    require_root();
+    in_fresh_netns(|| {
+        let net = RealNet::new();
+        net.create_bridge("ttbr7").unwrap();
+        net.create_tap("ttap7", 4243).unwrap();
+        let index = net.link("ttap7").unwrap().expect("tap listed").index;
+        net.set_master("ttap7", "ttbr7").unwrap();
+        let before = net.link("ttap7").unwrap().expect("still there");
+        assert_eq!(
+            (before.master.as_deref(), before.up, before.link_type),
+            (Some("ttbr7"), false, libc::ARPHRD_ETHER)
+        );
+        let mac = [0x06, 0xba, 0, 0, 0, 10];
+        let tun = net.take_tap("ttap7", index, mac);
+        let tap = net.link("ttap7").unwrap().expect("still there");
+        assert!(
+            tun.is_ok(),
+            "take_tap: {:?}; the tap after: {tap:?}",
+            tun.map(drop)
+        );
+        assert_eq!(
+            (tap.tap_owner, tap.tap_group, tap.master.as_deref()),
+            (Some(0), Some(0), Some("ttbr7"))
+        );
+        assert_eq!(net.link_mac("ttap7").unwrap(), Some(mac));
+        drop(tun);
+        assert!(net.delete_link_index(index).unwrap());
+        assert!(net.delete_link("ttbr7").unwrap());
+    });
+}
+
 /// Attach to the tap `name` as a VMM does (`IFF_TAP|IFF_NO_PI|IFF_VNET_HDR`).
 pub(super) fn attach(name: &str) -> std::fs::File {
     super::netns::attach_tap(name)

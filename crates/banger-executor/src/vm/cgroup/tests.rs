@@ -346,3 +346,22 @@ fn the_system_cgroup_is_the_holder_beside_the_helpers_own_which_stays_a_leaf() {
     held.remove(VM).unwrap();
     assert!(!holder.join(VM).exists());
 }
+
+/// The holder refusal names both ways out (review of the root-side fixes,
+/// I3): start the holder and restart the helper, or, the holder running
+/// or failing to start, install again (a changed cgroup2 layout or
+/// slice). `system_cgroup_nspawn` matches the start of the text.
+#[test]
+fn the_holder_refusal_names_the_start_and_the_reinstall() {
+    let e = CgroupError::Holder(Box::new(CgroupError::StillPopulated { name: VM.into() }));
+    assert!(e.is_holder());
+    let text = e.to_string();
+    for part in [
+        "the VM cgroup holder banger-vms.service is not usable",
+        "`systemctl start banger-vms.service`, then `banger system restart`",
+        "the cgroup2 layout or the units' slice changed since install",
+        "run `sudo banger system install` again",
+    ] {
+        assert!(text.contains(part), "{part:?} not in {text:?}");
+    }
+}
