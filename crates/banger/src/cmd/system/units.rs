@@ -256,6 +256,9 @@ pub fn vms_unit(cgroup2_mount: Option<&Path>) -> Result<String, UnitError> {
 # instead of holding nothing. ($$ is systemd's escape of $.)
 Type=forking
 ExecStart={SH} -c 'c=; while read -r l; do case \"$$l\" in 0::*) c=\"$${{l#0::}}\";; esac; done </proc/self/cgroup; [ \"$$c\" = \"$$1\" ] || {{ echo \"in the cgroup $$c, not $$1\" >&2; exit 1; }}; [ -d \"$$0/{KEEP_CGROUP}\" ] || mkdir \"$$0/{KEEP_CGROUP}\" || exit 1; {SLEEP} infinity </dev/null >/dev/null 2>&1 & echo $$! > \"$$0/{KEEP_CGROUP}/cgroup.procs\"' {dir} {rel}
+# Its one writable place: its own cgroup (the rest of the cgroup file
+# system stays read-only, ProtectControlGroups=).
+ReadWritePaths=-{dir}
 "
             )
         }
@@ -288,6 +291,30 @@ Description=banger VM cgroups (holds the per-VM cgroups of bangerd-root)
 
 [Service]
 {service}Delegate={DELEGATED_CONTROLLERS}
+# A root shell and a `sleep` that need nothing but to write their own
+# cgroup, which root owns: no capabilities, no network, no devices, no
+# namespaces, a read-only system.
+CapabilityBoundingSet=
+AmbientCapabilities=
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+PrivateNetwork=yes
+PrivateIPC=yes
+PrivateMounts=yes
+ProtectProc=invisible
+ProcSubset=pid
+{KERNEL_HARDENING}RestrictNamespaces=yes
+RestrictSUIDSGID=yes
+RestrictAddressFamilies=none
+MemoryDenyWriteExecute=yes
+SystemCallArchitectures=native
+SystemCallFilter=@system-service
+SystemCallFilter=~@privileged @resources
+IPAddressDeny=any
+UMask=0077
 
 [Install]
 WantedBy=multi-user.target
