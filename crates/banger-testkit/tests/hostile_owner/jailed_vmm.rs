@@ -173,11 +173,17 @@ pub(crate) fn survives_a_helper_restart(mut lab: Lab, id: &str, kind: VmmKind) {
     std::fs::write(planted.join("cgroup.procs"), stray_pid.to_string()).unwrap();
     let helper = lab.helper.as_mut().unwrap();
     helper.restart_in(&lab.ns);
+    // The helper binds its socket before its start-up sweep and accepts
+    // only after it: an answer, not a connect, says the sweep is over
+    // (the connect alone raced it under load: "the planted cgroup
+    // survived the restart", seen in a cold CI run).
+    lab.call(PrivOp::ProbeJailScope)
+        .expect("the restarted helper answers");
     // The sweep removed the planted cgroup; the VMM kept its own.
     assert!(!planted.exists(), "the planted cgroup survived the restart");
     assert_eq!(cgroup_of(pid).as_deref(), Some(vm_cgroup.as_str()));
-    // The sweep ran before the socket appeared: the stray is dead (reaped
-    // here, its parent), the VMM is not.
+    // The sweep ran before that answer: the stray is dead (reaped here,
+    // its parent), the VMM is not.
     let stray_status = stray.try_wait().unwrap();
     let _ = stray.kill();
     let _ = stray.wait();

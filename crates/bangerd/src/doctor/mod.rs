@@ -540,10 +540,10 @@ fn jail_scope(scope: Option<&JailScopeProbe>) -> Check {
             CheckStatus::Warn,
             "unscoped",
             format!(
-                "jailed VMMs and disk tools get no Landlock scope: {reason}. That leaves a \
-                 Firecracker jail, which shares the host's network namespace, able to connect \
-                 to the host's abstract UNIX sockets (QEMU's and the tools' jails have \
-                 network namespaces of their own)"
+                "jailed VMMs and disk tools get no Landlock scope: {reason}. Every jail, \
+                 Firecracker's included, still has network and pid namespaces of its own, \
+                 which keep it from the host's abstract UNIX sockets and from signalling \
+                 processes outside it; the scope is the second wall, missing here"
             ),
             "run Linux 6.12 or later with Landlock enabled (`landlock` in the `lsm=` list), and \
              the helper unit of this version (`banger system install`), whose seccomp filter \
