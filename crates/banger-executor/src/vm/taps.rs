@@ -32,7 +32,7 @@
 
 use std::os::fd::OwnedFd;
 
-use banger_host::net::{Link, LinkKind, NetError};
+use banger_host::net::{Link, LinkKind, NetError, retry_while_busy};
 
 use super::VmHost;
 use super::error::{VmOpError, journal_err};
@@ -114,8 +114,10 @@ impl VmHost {
         (uid, gid): (u32, u32),
     ) -> Result<HandedTap<'_>, VmOpError> {
         self.hand_journaled(name, uid, |index| {
-            drop(self.net.take_tap(name, index, idle_mac(index))?);
-            self.net.hand_tap(name, index, uid, gid)
+            retry_while_busy(busy, || {
+                drop(self.net.take_tap(name, index, idle_mac(index))?);
+                self.net.hand_tap(name, index, uid, gid)
+            })
         })
         .map(|(handed, ())| handed)
     }
@@ -132,12 +134,15 @@ impl VmHost {
         name: &str,
     ) -> Result<(HandedTap<'_>, OwnedFd), VmOpError> {
         self.hand_journaled(name, 0, |index| {
-            self.net.take_tap(name, index, idle_mac(index))
+            retry_while_busy(busy, || self.net.take_tap(name, index, idle_mac(index)))
         })
     }
 
     /// Under the journal's lock: `hand` the journaled tap `name` (its
-    /// journaled interface index) to `uid`, and count it in flight.
+    /// journaled interface index) to `uid`, and count it in flight. The
+    /// hand-overs above wait out a transient `EBUSY` (a copy of root's
+    /// descriptor in a child another thread forked:
+    /// [`banger_host::net::BUSY_GRACE`]); a tap held longer is refused.
     fn hand_journaled<T>(
         &self,
         name: &str,

@@ -19,6 +19,10 @@ use super::error::VmOpError;
 use super::{VmHost, VmHostConfig};
 use crate::journal::{JournalFile, TapEntry, VmmEntry};
 
+/// A hand-over against a copy of root's descriptor that a forked child
+/// holds until its exec.
+#[path = "tests_tap_busy.rs"]
+mod busy;
 /// Device state a holder sets on its tap, and root's take-back of it.
 #[path = "tests_tap_state.rs"]
 mod state;
@@ -115,23 +119,10 @@ fn attach_as_then(
     })
 }
 
-/// Attach to the tap with the flags banger's taps have.
+/// Attach to the tap with the flags banger's taps have (a transient
+/// `EBUSY` waited out: `banger_host::net::retry_while_busy`).
 fn attach() -> std::io::Result<File> {
-    let tun = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/net/tun")?;
-    let mut req = [0u8; 40];
-    req[..TAP.len()].copy_from_slice(TAP.as_bytes());
-    let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
-    req[16..18].copy_from_slice(&flags.to_ne_bytes());
-    // SAFETY: TUNSETIFF reads and writes 40 bytes, the size of `req`, on
-    // a live tun descriptor.
-    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, req.as_mut_ptr()) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(tun)
+    banger_host::net::netns::try_attach_tap(TAP)
 }
 
 /// A launch as `VmHost::launch` does it for a VMM that opens its tap by

@@ -215,3 +215,61 @@ pub(super) fn with_log_tail(e: VmmError, log: &File) -> VmmError {
         other => other,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A node of character device `major:minor` of `mode` in `dir`.
+    fn node(dir: &Path, name: &str, (major, minor): (u32, u32), mode: u32) -> std::path::PathBuf {
+        let path = dir.join(name);
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &path,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(mode),
+            rustix::fs::makedev(major, minor),
+        )
+        .unwrap();
+        std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .unwrap();
+        path
+    }
+
+    /// A jail uid has no groups: a device node it is given must be world
+    /// read-write. A host's 0660 `/dev/kvm` (Debian's udev), a 0600
+    /// `/dev/net/tun` (a host without udev), a regular file and a link to
+    /// a good node are refused by name, with the mode; 0666 is taken.
+    #[test]
+    fn a_jailed_vmms_device_must_be_a_world_read_write_node() {
+        assert!(rustix::process::geteuid().is_root(), "needs root (mknod)");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let good = node(d, "kvm-0666", (10, 232), 0o666);
+        assert!(open_device(&good, "firecracker").is_ok());
+        for (name, mode) in [("kvm-0660", 0o660), ("tun-0600", 0o600)] {
+            let bad = node(d, name, (10, 232), mode);
+            let e = open_device(&bad, "firecracker").unwrap_err();
+            let VmOpError::VmmUnavailable { vmm, reason } = &e else {
+                panic!("{name}: {e}");
+            };
+            assert_eq!(*vmm, "firecracker");
+            assert!(reason.contains(&format!("has mode {mode:o}")), "{reason}");
+            assert!(reason.contains(name), "{reason}");
+        }
+        let file = d.join("plain");
+        std::fs::write(&file, b"").unwrap();
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        assert!(matches!(
+            open_device(&file, "qemu"),
+            Err(VmOpError::VmmUnavailable { .. })
+        ));
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        assert!(
+            open_device(&link, "qemu").is_err(),
+            "a link is never followed"
+        );
+    }
+}

@@ -37,6 +37,37 @@ pub const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 /// kernel runs without IPv6.
 pub const IPV6_CONF: &str = "/proc/sys/net/ipv6/conf";
 
+/// How long a hand-over of a tap that should be idle waits out `EBUSY`
+/// ([`retry_while_busy`]).
+///
+/// A tap (not multi-queue) takes one attached descriptor, and a
+/// descriptor closed here is still attached while any copy of it lives:
+/// a child that another thread of this process forks meanwhile holds
+/// copies of all its descriptors, close-on-exec ones included, until it
+/// execs — microseconds, or a scheduler's time slice on a loaded host.
+/// (The cold CI of 1f190b8 saw a launch's hand-over fail so, once.)
+pub const BUSY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// `attempt` until it succeeds, fails with anything for which `busy` is
+/// false, or [`BUSY_GRACE`] has passed (then its last error), backing
+/// off from 1 ms to 64 ms between tries.
+pub fn retry_while_busy<T, E>(
+    busy: impl Fn(&E) -> bool,
+    mut attempt: impl FnMut() -> Result<T, E>,
+) -> Result<T, E> {
+    let deadline = std::time::Instant::now() + BUSY_GRACE;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        match attempt() {
+            Err(e) if busy(&e) && std::time::Instant::now() + pause < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(64));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// An IPv4 address with a prefix length, as on an interface or a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ipv4Cidr {
@@ -297,7 +328,8 @@ pub trait HostNet: Send + Sync {
     /// Make `owner_uid` the tun owner and `group` the tun group of the
     /// persistent tap `name`, whose interface index must be `index`
     /// (checked before and after the helper attaches to it); `EBUSY`
-    /// (`NetError::errno`) while another descriptor is attached to it.
+    /// (`NetError::errno`) while another descriptor is attached to it
+    /// for longer than [`BUSY_GRACE`].
     fn hand_tap(&self, name: &str, index: u32, owner_uid: u32, group: u32) -> Result<(), NetError>;
     /// Hand the persistent tap `name` of interface index `index` to root
     /// (as [`HostNet::hand_tap`] with owner and group 0), reset the

@@ -85,26 +85,35 @@ pub fn jail_namespace() -> (std::os::fd::OwnedFd, std::os::fd::OwnedFd) {
 /// failure.
 #[cfg(any(test, feature = "test-support"))]
 pub fn attach_tap(name: &str) -> std::fs::File {
+    try_attach_tap(name).unwrap_or_else(|e| panic!("attaching to {name}: {e}"))
+}
+
+/// [`attach_tap`], its error returned: a tap still held after
+/// [`super::BUSY_GRACE`] is `EBUSY` (a descriptor another test's forked
+/// child copied lets go at its exec; see [`super::retry_while_busy`]).
+#[cfg(any(test, feature = "test-support"))]
+pub fn try_attach_tap(name: &str) -> std::io::Result<std::fs::File> {
     use std::os::fd::AsRawFd as _;
-    let tun = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(super::TUN_DEVICE)
-        .unwrap_or_else(|e| panic!("opening {}: {e}", super::TUN_DEVICE));
-    let mut req = [0u8; 40];
-    req[..name.len()].copy_from_slice(name.as_bytes());
-    let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
-    req[16..18].copy_from_slice(&flags.to_ne_bytes());
-    // SAFETY: TUNSETIFF reads and writes 40 bytes, the size of `req`, a
-    // live tun descriptor.
-    let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, req.as_mut_ptr()) };
-    assert_eq!(
-        rc,
-        0,
-        "attaching to {name}: {}",
-        std::io::Error::last_os_error()
-    );
-    tun
+    super::retry_while_busy(
+        |e: &std::io::Error| e.raw_os_error() == Some(libc::EBUSY),
+        || {
+            let tun = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(super::TUN_DEVICE)?;
+            let mut req = [0u8; 40];
+            req[..name.len()].copy_from_slice(name.as_bytes());
+            let flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as i16;
+            req[16..18].copy_from_slice(&flags.to_ne_bytes());
+            // SAFETY: TUNSETIFF reads and writes 40 bytes, the size of `req`,
+            // on a live tun descriptor.
+            let rc = unsafe { libc::ioctl(tun.as_raw_fd(), libc::TUNSETIFF, req.as_mut_ptr()) };
+            if rc != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(tun)
+        },
+    )
 }
 
 /// Set the link type of the tap `tun` is attached to (`TUNSETLINK`, an

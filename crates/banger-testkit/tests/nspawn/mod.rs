@@ -57,6 +57,36 @@ fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/var/cache/banger"))
 }
 
+/// Mode, owner and group of each host node of `devices` that exists.
+fn host_devices(devices: &[&str]) -> Vec<(String, u32, u32, u32)> {
+    use std::os::unix::fs::MetadataExt as _;
+    devices
+        .iter()
+        .filter_map(|d| {
+            let m = std::fs::metadata(d).ok()?;
+            Some((d.to_string(), m.mode(), m.uid(), m.gid()))
+        })
+        .collect()
+}
+
+/// A node of the host's character device `dev` (its device number, mode
+/// 0600, root's) made in `dir`, for the container to have in its place;
+/// `None` when the host has no such device.
+fn device_copy(dev: &Path, dir: &Path) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = std::fs::metadata(dev).ok()?;
+    let node = dir.join(format!("dev-{}", dev.file_name()?.to_str()?));
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &node,
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        m.rdev(),
+    )
+    .unwrap_or_else(|e| panic!("making {}: {e}", node.display()));
+    Some(node)
+}
+
 pub fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -123,9 +153,16 @@ impl Container {
         } else {
             &["/dev/net/tun"]
         };
+        // Nodes of the same devices made in the tree, never the host's
+        // own: the container's systemd sets its device nodes' modes and
+        // groups (tmpfiles' static-nodes-permissions), which through a
+        // bound host node changed the host's (its /dev/kvm became 0660 of
+        // a host group, /dev/net/tun 0666; an earlier run's state reached
+        // later tests).
+        let before = host_devices(devices);
         for dev in devices {
-            if Path::new(dev).exists() {
-                cmd.arg(format!("--bind={dev}"));
+            if let Some(node) = device_copy(Path::new(dev), tree.path()) {
+                cmd.arg(format!("--bind={}:{dev}", node.display()));
             }
         }
         cmd.arg("-b")
@@ -141,6 +178,11 @@ impl Container {
         };
         c.leader = c.find_leader();
         c.wait_booted();
+        assert_eq!(
+            host_devices(devices),
+            before,
+            "the container changed the host's device nodes (mode, uid, gid)"
+        );
         c
     }
 
