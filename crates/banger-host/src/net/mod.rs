@@ -329,7 +329,8 @@ pub trait HostNet: Send + Sync {
     /// persistent tap `name`, whose interface index must be `index`
     /// (checked before and after the helper attaches to it); `EBUSY`
     /// (`NetError::errno`) while another descriptor is attached to it
-    /// for longer than [`BUSY_GRACE`].
+    /// (one attach: a caller that expects the tap idle waits out a
+    /// transient copy with [`retry_while_busy`]).
     fn hand_tap(&self, name: &str, index: u32, owner_uid: u32, group: u32) -> Result<(), NetError>;
     /// Hand the persistent tap `name` of interface index `index` to root
     /// (as [`HostNet::hand_tap`] with owner and group 0), reset the

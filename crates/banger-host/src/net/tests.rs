@@ -310,9 +310,9 @@ fn real_hand_tap_changes_only_an_idle_tap_of_the_journaled_index() {
             (tap.tap_owner, tap.tap_group)
         };
         assert_eq!(ids(), (Some(0), None));
-        net.hand_tap("ttap2", index, 4243, 4244).unwrap();
+        idle(|| net.hand_tap("ttap2", index, 4243, 4244)).unwrap();
         assert_eq!(ids(), (Some(4243), Some(4244)));
-        net.hand_tap("ttap2", index, 0, 0).unwrap();
+        idle(|| net.hand_tap("ttap2", index, 0, 0)).unwrap();
         assert_eq!(ids(), (Some(0), Some(0)));
         // Another index: refused, owner kept.
         let err = net.hand_tap("ttap2", index + 100, 4243, 4243).unwrap_err();
@@ -328,7 +328,7 @@ fn real_hand_tap_changes_only_an_idle_tap_of_the_journaled_index() {
         assert_eq!(err.errno(), Some(libc::EBUSY), "{err}");
         assert_eq!(ids(), (Some(0), Some(0)));
         drop(held);
-        net.hand_tap("ttap2", index, 4243, 4243).unwrap();
+        idle(|| net.hand_tap("ttap2", index, 4243, 4243)).unwrap();
         let tap = net.link("ttap2").unwrap().expect("still there");
         assert_eq!(
             (tap.index, tap.tap_owner, tap.tap_group),
@@ -349,9 +349,9 @@ fn real_take_tap_gives_root_the_journaled_tap_with_a_mac() {
         let net = RealNet::new();
         net.create_tap("ttap4", 0).unwrap();
         let index = net.link("ttap4").unwrap().expect("tap listed").index;
-        net.hand_tap("ttap4", index, 4243, 4244).unwrap();
+        idle(|| net.hand_tap("ttap4", index, 4243, 4244)).unwrap();
         let mac = [0x06, 0xba, 0, 0, 0, 7];
-        let tun = net.take_tap("ttap4", index, mac).unwrap();
+        let tun = idle(|| net.take_tap("ttap4", index, mac)).unwrap();
         let tap = net.link("ttap4").unwrap().expect("still there");
         assert_eq!((tap.tap_owner, tap.tap_group), (Some(0), Some(0)));
         assert_eq!(net.link_mac("ttap4").unwrap(), Some(mac));
@@ -443,6 +443,13 @@ fn real_take_tap_takes_back_a_down_tap_on_a_bridge() {
         assert!(net.delete_link_index(index).unwrap());
         assert!(net.delete_link("ttbr7").unwrap());
     });
+}
+
+/// `attempt` (a hand-over of a tap the test expects idle), waiting out a
+/// transient `EBUSY`: another test's forked child can hold a copy of a
+/// descriptor just closed until its exec ([`BUSY_GRACE`]).
+pub(super) fn idle<T>(attempt: impl FnMut() -> Result<T, NetError>) -> Result<T, NetError> {
+    retry_while_busy(|e: &NetError| e.errno() == Some(libc::EBUSY), attempt)
 }
 
 /// Attach to the tap `name` as a VMM does (`IFF_TAP|IFF_NO_PI|IFF_VNET_HDR`).
