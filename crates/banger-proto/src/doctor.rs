@@ -36,12 +36,8 @@ pub struct Check {
     pub hint: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VmmKind {
-    Firecracker,
-    Qemu,
-}
+/// The VMM kind of the seam (same wire names).
+pub use crate::vmops::VmmKind;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

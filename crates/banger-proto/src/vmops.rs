@@ -24,7 +24,10 @@ pub enum VmmKind {
 }
 
 impl VmmKind {
-    pub fn as_str(self) -> &'static str {
+    /// Every VMM banger drives.
+    pub const ALL: [VmmKind; 2] = [VmmKind::Firecracker, VmmKind::Qemu];
+
+    pub const fn as_str(self) -> &'static str {
         match self {
             VmmKind::Firecracker => "firecracker",
             VmmKind::Qemu => "qemu",
@@ -35,6 +38,17 @@ impl VmmKind {
 impl std::fmt::Display for VmmKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for VmmKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<VmmKind, String> {
+        VmmKind::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown VMM {s:?} (firecracker or qemu)"))
     }
 }
 

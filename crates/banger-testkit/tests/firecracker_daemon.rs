@@ -299,6 +299,22 @@ fn a_firecracker_vm_that_cannot_boot_fails_and_leaves_nothing() {
         Vec::<std::path::PathBuf>::new(),
         "sockets left in the failed VM's directory"
     );
+    // 3. Issue #14: beyond Firecracker's own vCPU limit (32) a VM is
+    // refused before anything is allocated, by `vm create` and `vm set`,
+    // naming the limit (it was refused only by the driver at launch).
+    let mut big = create("fcbig", &[]);
+    let at = big.iter().position(|a| *a == "--vcpus").unwrap() + 1;
+    big[at] = "48";
+    let (_, code, msg) = fails(&ns, &d, &big);
+    assert_eq!(code, "bad_request", "{msg}");
+    assert!(msg.contains("a firecracker VM has 1..=32"), "{msg}");
+    let (_, code, _) = fails(&ns, &d, &["vm", "show", "fcbig"]);
+    assert_eq!(code, "not_found", "nothing is left of a refused create");
+    let (_, code, msg) = fails(&ns, &d, &["vm", "set", "fcvm2", "--vcpus", "33"]);
+    assert_eq!(code, "bad_request", "{msg}");
+    assert!(msg.contains("a firecracker VM has 1..=32"), "{msg}");
+    assert_eq!(ok_json(&ns, &d, &["vm", "show", "fcvm2"])["vcpus"], 1);
+    assert_nothing_running(&ns, &d, &state);
     ok(&ns, &d, &["vm", "rm", "fcvm2"]);
     assert_eq!(ok_json(&ns, &d, &["vm", "ls"]), serde_json::json!([]));
     assert!(!dir.exists(), "{} is left", dir.display());

@@ -231,14 +231,6 @@ pub(crate) fn spawn_failed(
     }
 }
 
-/// Which hypervisor runs a VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VmmKind {
-    Firecracker,
-    Qemu,
-}
-
 /// A virtio block device given to the guest, in order (`vda`, `vdb`, ...).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drive {

@@ -16,8 +16,8 @@
 //! dns_upstreams = ["192.0.2.53", "192.0.2.54:5353"]  # default: /etc/resolv.conf
 //! [vm]
 //! default_vmm = "firecracker"   # or "qemu"
-//! default_vcpus = 2             # 1..=64
-//! default_memory_mib = 1024     # 128..=262144
+//! default_vcpus = 2             # 1..=64 (Firecracker VMs: 1..=32)
+//! default_memory_mib = 1024     # 128..=1048576 (and at most the host's)
 //! default_disk = "8G"           # K/M/G/T suffixes (powers of 1024)
 //! boot_timeout_secs = 240       # 5..=3600: how long a booting guest gets to report ready
 //! [vmm]                         # dev mode only; system mode uses the install's binaries
@@ -35,6 +35,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::{Range, RangeInclusive};
 use std::path::{Path, PathBuf};
 
+use banger_proto::limits;
 use serde::Deserialize;
 use toml::Spanned;
 use toml::de::{DeTable, DeValue};
@@ -416,12 +417,15 @@ struct RawVmm {
     qemu_bin: Option<Spanned<String>>,
 }
 
-const VCPUS: RangeInclusive<i64> = 1..=64;
-const MEMORY_MIB: RangeInclusive<i64> = 128..=262_144;
+// The defaults' bounds are a VM's (`banger_proto::limits`); a default
+// beyond a VMM's own vCPU limit is refused at create, naming the VMM.
+const VCPUS: RangeInclusive<i64> = limits::MIN_VCPUS as i64..=limits::MAX_VCPUS as i64;
+const MEMORY_MIB: RangeInclusive<i64> =
+    limits::MIN_MEMORY_MIB as i64..=limits::MAX_MEMORY_MIB as i64;
 const TAP_POOL: RangeInclusive<i64> = 0..=64;
 const BOOT_TIMEOUT_SECS: RangeInclusive<i64> = 5..=3600;
-const DISK_MIN: u64 = 64 << 20;
-const DISK_MAX: u64 = 16 << 40;
+const DISK_MIN: u64 = limits::MIN_DISK_BYTES;
+const DISK_MAX: u64 = limits::MAX_DISK_BYTES;
 
 struct Validator<'a> {
     text: &'a str,

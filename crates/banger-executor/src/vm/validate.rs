@@ -1,5 +1,6 @@
 //! Checks of VM operation arguments that need no host state.
 
+use banger_proto::limits;
 use banger_proto::vmops::{GuestFile, LaunchVmSpec};
 
 use super::error::VmOpError;
@@ -40,44 +41,24 @@ pub fn mac(value: &str) -> Result<(), VmOpError> {
     }
 }
 
-pub const MAX_VCPUS: u8 = 64;
-pub const MIN_MEMORY_MIB: u32 = 128;
-pub const MAX_MEMORY_MIB: u32 = 1 << 20;
-pub const MIN_WORK_DISK: u64 = 64 << 20;
-pub const MAX_DISK: u64 = 16 << 40;
-
+/// A launch's arguments: ids, MAC, tap, and resources within
+/// `banger_proto::limits` — the vCPU count within its VMM's own limit, so
+/// a VM its VMM would refuse is refused before a slot, a cgroup or a tap
+/// is given to it.
 pub fn launch(spec: &LaunchVmSpec) -> Result<(), VmOpError> {
     id("VM id", &spec.vm_id)?;
     id("image id", &spec.image_id)?;
     id("kernel id", &spec.kernel_id)?;
     mac(&spec.mac)?;
-    if spec.vcpus == 0 || spec.vcpus > MAX_VCPUS {
-        return Err(invalid(
-            "vCPU count",
-            &spec.vcpus.to_string(),
-            "must be 1..=64",
-        ));
-    }
-    if !(MIN_MEMORY_MIB..=MAX_MEMORY_MIB).contains(&spec.memory_mib) {
-        return Err(invalid(
-            "memory (MiB)",
-            &spec.memory_mib.to_string(),
-            "must be 128..=1048576",
-        ));
-    }
+    limits::check_vcpus(spec.vmm, u32::from(spec.vcpus))
+        .map_err(|e| invalid("vCPU count", &spec.vcpus.to_string(), &e))?;
+    limits::check_memory_mib(spec.memory_mib)
+        .map_err(|e| invalid("memory (MiB)", &spec.memory_mib.to_string(), &e))?;
     crate::validate::tap_name(&spec.tap).map_err(|e| invalid("tap", &spec.tap, &e.to_string()))
 }
 
 pub fn work_disk_bytes(bytes: u64) -> Result<(), VmOpError> {
-    if (MIN_WORK_DISK..=MAX_DISK).contains(&bytes) {
-        Ok(())
-    } else {
-        Err(invalid(
-            "work disk size",
-            &bytes.to_string(),
-            "must be between 64 MiB and 16 TiB",
-        ))
-    }
+    limits::check_disk_bytes(bytes).map_err(|e| invalid("work disk size", &bytes.to_string(), &e))
 }
 
 /// A guest path the ext4 writer accepts: absolute, normal components of
@@ -148,5 +129,40 @@ mod tests {
         ] {
             assert!(guest_path(bad).is_err(), "{bad:?} accepted");
         }
+    }
+
+    fn spec(vmm: banger_proto::vmops::VmmKind, vcpus: u8, memory_mib: u32) -> LaunchVmSpec {
+        LaunchVmSpec {
+            vm_id: "0123456789abcdef0123456789abcdef".into(),
+            image_id: "1123456789abcdef0123456789abcdef".into(),
+            kernel_id: "2123456789abcdef0123456789abcdef".into(),
+            vmm,
+            vcpus,
+            memory_mib,
+            tap: "bangertap0".into(),
+            mac: "02:ba:0a:00:00:05".into(),
+            kvm: true,
+        }
+    }
+
+    /// Issue #14: a 48-vCPU Firecracker VM passed every check before the
+    /// driver's (after a slot, a cgroup, the tap and the disk grants were
+    /// given to it). The launch check knows each VMM's limit.
+    #[test]
+    fn a_launch_is_held_to_its_vmms_own_vcpu_limit() {
+        use banger_proto::vmops::VmmKind::{Firecracker, Qemu};
+        assert!(launch(&spec(Firecracker, 32, 1024)).is_ok());
+        let e = launch(&spec(Firecracker, 48, 1024))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("48") && e.contains("firecracker VM has 1..=32"),
+            "{e}"
+        );
+        assert!(launch(&spec(Qemu, 48, 1024)).is_ok());
+        assert!(launch(&spec(Qemu, 65, 1024)).is_err());
+        assert!(launch(&spec(Qemu, 0, 1024)).is_err());
+        assert!(launch(&spec(Qemu, 2, 127)).is_err());
+        assert!(launch(&spec(Qemu, 2, (1 << 20) + 1)).is_err());
     }
 }

@@ -9,8 +9,9 @@ use super::paths::{self, LOG, Paths};
 use crate::dir::OwnerDir;
 use crate::{API_SOCKET, LaunchSpec, VSOCK_SOCKET, VmmError};
 
-/// Firecracker's limit on vCPUs (`MachineConfiguration.vcpu_count`).
-pub const MAX_VCPUS: u8 = 32;
+/// Firecracker's limit on vCPUs (`MachineConfiguration.vcpu_count`): the
+/// one banger's preflight and the executor check first.
+pub const MAX_VCPUS: u8 = banger_proto::vmops::VmmKind::Firecracker.max_vcpus();
 /// Longest kernel command line Firecracker takes on x86_64 (bytes, with the
 /// terminating NUL).
 pub const MAX_CMDLINE: usize = 2048;

@@ -1,6 +1,6 @@
 //! `banger doctor`: the daemon's host checks, as a table or as JSON.
 
-use banger_proto::doctor::{Accel, CheckStatus, DoctorReport, VmmKind};
+use banger_proto::doctor::{Accel, CheckStatus, DoctorReport};
 use banger_proto::rpc::{Request, Response};
 use clap::Args;
 
@@ -39,13 +39,6 @@ fn exit_status(report: &DoctorReport) -> Exit {
     match report.overall() {
         CheckStatus::Fail => Exit::DoctorFailures,
         CheckStatus::Pass | CheckStatus::Warn => Exit::Ok,
-    }
-}
-
-fn vmm_name(v: VmmKind) -> &'static str {
-    match v {
-        VmmKind::Firecracker => "firecracker",
-        VmmKind::Qemu => "qemu",
     }
 }
 
@@ -130,7 +123,7 @@ pub fn render(report: &DoctorReport) -> String {
     ]];
     rows.extend(report.backends.iter().map(|b| {
         vec![
-            vmm_name(b.vmm).to_string(),
+            b.vmm.as_str().to_string(),
             if b.usable { "yes" } else { "no" }.into(),
             accel_name(b.accel).into(),
             b.reason.clone(),
@@ -146,7 +139,7 @@ pub fn render(report: &DoctorReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use banger_proto::doctor::{BackendSupport, Check};
+    use banger_proto::doctor::{BackendSupport, Check, VmmKind};
 
     fn check(id: &str, status: CheckStatus, hint: Option<&str>) -> Check {
         Check {

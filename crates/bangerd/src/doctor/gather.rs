@@ -13,8 +13,8 @@ use banger_proto::privops::ToolProbe;
 /// then `-version`.
 pub const QEMU_ARGS: [&str; 3] = ["-sandbox", banger_executor::QEMU_SANDBOX, "-version"];
 
-/// Host facts that need no privilege: tools (e2fsprogs, VMMs, dmsetup,
-/// losetup), cgroups, resolver, reflink.
+/// Host facts that need no privilege: tools (e2fsprogs, VMMs, dmsetup),
+/// cgroups, resolver, reflink.
 #[derive(Debug, Clone)]
 pub struct UnprivilegedFacts {
     pub mkfs_ext4: ToolProbe,
@@ -25,9 +25,9 @@ pub struct UnprivilegedFacts {
     pub resolved: ResolvedProbe,
     /// Probed in the state dir, where VM disks are copied.
     pub reflink: ReflinkProbe,
-    /// dm-snapshot root disks need both.
+    /// dm-snapshot root disks need it (loop devices are attached by
+    /// ioctl: no `losetup`).
     pub dmsetup: ToolProbe,
-    pub losetup: ToolProbe,
     pub host_guard: super::HostGuard,
 }
 
@@ -76,7 +76,6 @@ pub fn gather_unprivileged(
         reflink: probe_reflink(state_dir),
         // Not run: dmsetup creates /dev/mapper/control when it starts.
         dmsetup: locate_tool("dmsetup", "dmsetup"),
-        losetup: probe_tool(runner, "losetup", "losetup", &["--version"]),
         host_guard: super::host_guard::gather(runner, state_dir, root_state_dir),
     }
 }

@@ -117,9 +117,6 @@ pub struct HostFacts {
     pub reflink: ReflinkProbe,
     /// `dmsetup`, which dm-snapshot root disks need.
     pub dmsetup: ToolProbe,
-    /// `losetup`: reported only; the executor attaches loop devices by
-    /// ioctl and does not need it.
-    pub losetup: ToolProbe,
     /// How privileged operations were reached (or why not).
     pub privileged_channel: Channel,
     /// `net.ipv4.ip_forward` where the executor runs; `None` when unknown.
@@ -154,7 +151,6 @@ impl HostFacts {
             resolved,
             reflink,
             dmsetup,
-            losetup,
             host_guard,
         } = unprivileged;
         HostFacts {
@@ -169,7 +165,6 @@ impl HostFacts {
             resolved,
             reflink,
             dmsetup,
-            losetup,
             privileged_channel,
             ip_forward,
             jail_scope,

@@ -99,11 +99,6 @@ fn healthy() -> HostFacts {
             "/usr/sbin/dmsetup",
             "Library version:   1.02.185",
         ),
-        losetup: tool_found(
-            "losetup",
-            "/usr/sbin/losetup",
-            "losetup from util-linux 2.38.1",
-        ),
         privileged_channel: helper(),
         ip_forward: Some(true),
         jail_scope: Some(JailScopeProbe::Scoped),
@@ -738,7 +733,6 @@ fn combine_takes_every_unprivileged_fact() {
         resolved: h.resolved.clone(),
         reflink: h.reflink.clone(),
         dmsetup: h.dmsetup.clone(),
-        losetup: h.losetup.clone(),
         host_guard: h.host_guard.clone(),
     };
     let f = HostFacts::combine(

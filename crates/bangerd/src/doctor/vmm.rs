@@ -259,13 +259,6 @@ pub(super) fn backends(f: &HostFacts) -> Vec<BackendSupport> {
     ]
 }
 
-fn vmm_name(b: &BackendSupport) -> &'static str {
-    match b.vmm {
-        VmmKind::Firecracker => "firecracker",
-        VmmKind::Qemu => "qemu",
-    }
-}
-
 pub(super) fn vmm_backend(f: &HostFacts, backends: &[BackendSupport], any: bool) -> Check {
     let id = ids::VMM_BACKEND;
     if any {
@@ -278,7 +271,7 @@ pub(super) fn vmm_backend(f: &HostFacts, backends: &[BackendSupport], any: bool)
                     Some(Accel::Tcg) => "tcg",
                     None => "?",
                 };
-                format!("{} ({accel})", vmm_name(b))
+                format!("{} ({accel})", b.vmm.as_str())
             })
             .collect();
         return pass(
@@ -289,7 +282,7 @@ pub(super) fn vmm_backend(f: &HostFacts, backends: &[BackendSupport], any: bool)
     }
     let why: Vec<String> = backends
         .iter()
-        .map(|b| format!("{}: {}", vmm_name(b), b.reason))
+        .map(|b| format!("{}: {}", b.vmm.as_str(), b.reason))
         .collect();
     let hint = if !f.helper_reachable() {
         "fix `privileged_helper` first"

@@ -282,6 +282,14 @@ fn get_opt_path(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<
         .map(|p| p.map(PathBuf::from))
 }
 
+/// The VMM kind in column `idx` (its wire name; the proto type cannot
+/// implement rusqlite's traits here).
+pub(super) fn get_vmm(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Vmm> {
+    row.get::<_, String>(idx)?.parse().map_err(|e: String| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
+    })
+}
+
 macro_rules! sql_text_enum {
     ($($name:ty),+) => {$(
         impl ToSql for $name {
@@ -301,4 +309,4 @@ macro_rules! sql_text_enum {
     )+};
 }
 
-sql_text_enum!(KernelSource, ImageSource, VmState, Vmm, OperationState);
+sql_text_enum!(KernelSource, ImageSource, VmState, OperationState);

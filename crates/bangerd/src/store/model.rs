@@ -104,13 +104,10 @@ text_enum! {
     }
 }
 
-text_enum! {
-    /// The hypervisor backend of a VM.
-    Vmm {
-        Firecracker => "firecracker",
-        Qemu => "qemu",
-    }
-}
+/// The hypervisor backend of a VM: the seam's one VMM kind, stored as its
+/// wire name (`get_vmm` reads it back; the schema's CHECK lists
+/// `Vmm::ALL`).
+pub use banger_proto::vmops::VmmKind as Vmm;
 
 text_enum! {
     /// State of an asynchronous operation.

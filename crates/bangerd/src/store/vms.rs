@@ -6,8 +6,8 @@ use rusqlite::{OptionalExtension as _, Row, named_params};
 
 use super::error::{is_foreign_key_violation, unique_violation};
 use super::{
-    LeaseRow, NewLease, NewVm, Store, StoreError, Tx, VmConfigUpdate, VmRow, VmState, get_u64, int,
-    new_id, unix_now,
+    LeaseRow, NewLease, NewVm, Store, StoreError, Tx, VmConfigUpdate, VmRow, VmState, get_u64,
+    get_vmm, int, new_id, unix_now,
 };
 
 const VM_COLUMNS: &str = "id, name, image_id, state, state_reason, vmm, vcpus, memory_mib, \
@@ -21,7 +21,7 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<VmRow> {
         image_id: row.get(2)?,
         state: row.get(3)?,
         state_reason: row.get(4)?,
-        vmm: row.get(5)?,
+        vmm: get_vmm(row, 5)?,
         vcpus: row.get(6)?,
         memory_mib: row.get(7)?,
         disk_bytes: get_u64(row, 8)?,
@@ -80,7 +80,7 @@ impl Tx<'_> {
                     ":image_id": row.image_id,
                     ":state": row.state,
                     ":state_reason": row.state_reason,
-                    ":vmm": row.vmm,
+                    ":vmm": row.vmm.as_str(),
                     ":vcpus": row.vcpus,
                     ":memory_mib": row.memory_mib,
                     ":disk_bytes": int("disk size", row.disk_bytes)?,

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use banger_proto::privops::{PrivOp, PrivOutcome};
 use banger_proto::vm::{CreateVm, VmCreated, VmmKind};
 use banger_proto::vmops::{GuestFilesSpec, VmDisksSpec};
-use banger_proto::{ErrorCode, RpcError};
+use banger_proto::{ErrorCode, RpcError, limits};
 
 use super::guest::{self, GuestNet};
 use super::ops::{OpHandle, OpRegistry};
-use super::{VmService, internal, progress, store_err, store_vmm};
+use super::{VmService, internal, progress, store_err};
 use crate::network::leases;
 use crate::server::ProgressSink;
 use crate::store::{ImageRow, NewLease, NewVm, VmRow};
@@ -22,39 +22,64 @@ fn bad(msg: impl Into<String>) -> RpcError {
     RpcError::new(ErrorCode::BadRequest, msg)
 }
 
-/// Host limits for preflight.
-fn host_cpus() -> u32 {
-    std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+/// What this host can give a VM, for preflight.
+#[derive(Debug, Clone, Copy)]
+pub struct HostLimits {
+    /// CPUs this process may run on.
+    pub cpus: u32,
+    /// Total memory (MiB), when known.
+    pub memory_mib: Option<u64>,
 }
 
-fn host_memory_mib() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib / 1024)
+impl HostLimits {
+    /// This host's: `sched_getaffinity` CPUs, and `sysinfo(2)`'s total
+    /// memory (in system mode the unit's `ProcSubset=pid` hides
+    /// `/proc/meminfo`; `sysinfo` is in its `@system-service` filter).
+    pub fn here() -> HostLimits {
+        let info = rustix::system::sysinfo();
+        let bytes = info
+            .totalram
+            .saturating_mul(u64::from(info.mem_unit.max(1)));
+        HostLimits {
+            cpus: std::thread::available_parallelism()
+                .map_or(1, |n| u32::try_from(n.get()).unwrap_or(u32::MAX)),
+            memory_mib: (bytes > 0).then_some(bytes >> 20),
+        }
+    }
 }
 
-/// vCPUs, memory and disk within what this host (and banger) can give.
-pub fn check_resources(vcpus: u32, memory_mib: u32, disk_bytes: u64) -> Result<(), RpcError> {
-    let cpus = host_cpus();
-    if vcpus == 0 || vcpus > 64 || vcpus > cpus {
+/// vCPUs, memory and disk within what `vmm`, banger
+/// (`banger_proto::limits`) and this host can give: refused here, before
+/// anything is allocated, never by the VMM at launch.
+pub fn check_resources(
+    host: HostLimits,
+    vmm: VmmKind,
+    vcpus: u32,
+    memory_mib: u32,
+    disk_bytes: u64,
+) -> Result<(), RpcError> {
+    limits::check_vcpus(vmm, vcpus).map_err(|e| match vmm {
+        VmmKind::Firecracker if vcpus > u32::from(vmm.max_vcpus()) => bad(format!(
+            "{e} (QEMU takes up to {}: --vmm qemu)",
+            VmmKind::Qemu.max_vcpus()
+        )),
+        _ => bad(e),
+    })?;
+    if vcpus > host.cpus {
         return Err(bad(format!(
-            "invalid vCPU count {vcpus}: must be 1..={} on this host ({cpus} CPUs)",
-            cpus.min(64)
+            "invalid vCPU count {vcpus}: this host has {} CPUs",
+            host.cpus
         )));
     }
-    let host_mem = host_memory_mib().unwrap_or(u64::MAX);
-    if memory_mib < 128 || u64::from(memory_mib) > host_mem {
+    limits::check_memory_mib(memory_mib).map_err(bad)?;
+    if let Some(total) = host.memory_mib
+        && u64::from(memory_mib) > total
+    {
         return Err(bad(format!(
-            "invalid memory {memory_mib} MiB: must be at least 128 and at most the host's {host_mem} MiB"
+            "invalid memory {memory_mib} MiB: this host has {total} MiB"
         )));
     }
-    if !(64 << 20..=16 << 40).contains(&disk_bytes) {
-        return Err(bad(format!(
-            "invalid disk size {disk_bytes} bytes: must be between 64 MiB and 16 TiB"
-        )));
-    }
-    Ok(())
+    limits::check_disk_bytes(disk_bytes).map_err(bad)
 }
 
 pub struct Resolved {
@@ -121,8 +146,8 @@ impl VmService {
         let vcpus = req.vcpus.unwrap_or(self.config.vm.default_vcpus);
         let memory_mib = req.memory_mib.unwrap_or(self.config.vm.default_memory_mib);
         let disk_bytes = req.disk_bytes.unwrap_or(self.config.vm.default_disk_bytes);
-        check_resources(vcpus, memory_mib, disk_bytes)?;
         let vmm = self.choose_vmm(req.vmm, progress).await?;
+        check_resources(HostLimits::here(), vmm, vcpus, memory_mib, disk_bytes)?;
         Ok(Resolved {
             image,
             vmm,
@@ -144,7 +169,7 @@ impl VmService {
     ) -> Result<VmmKind, RpcError> {
         let kvm = self.kvm_usable().await;
         let fc_problem = if kvm {
-            self.config.vmm.problem(crate::store::Vmm::Firecracker)
+            self.config.vmm.problem(VmmKind::Firecracker)
         } else {
             Some("KVM cannot run stock guests on this host (see `banger doctor`)".to_string())
         };
@@ -166,7 +191,7 @@ impl VmService {
             },
             Some(VmmKind::Qemu) => Ok(VmmKind::Qemu),
             None => {
-                let default = super::vmm_kind(self.config.vm.default_vmm);
+                let default = self.config.vm.default_vmm;
                 if default == VmmKind::Firecracker
                     && let Some(p) = fc_problem
                 {
@@ -210,7 +235,7 @@ impl VmService {
                     &NewVm {
                         name: req.name.clone(),
                         image_id: r.image.id.clone(),
-                        vmm: store_vmm(r.vmm),
+                        vmm: r.vmm,
                         vcpus: r.vcpus,
                         memory_mib: r.memory_mib,
                         disk_bytes: r.disk_bytes,
@@ -356,4 +381,78 @@ impl VmService {
 
 fn progress_msg(message: String) -> banger_proto::rpc::Progress {
     progress("vmm", message, 0, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOST: HostLimits = HostLimits {
+        cpus: 64,
+        memory_mib: Some(4096),
+    };
+
+    fn refused(r: Result<(), RpcError>) -> String {
+        let e = r.unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest, "{e:?}");
+        e.messages.join(": ")
+    }
+
+    /// Issue #14: preflight knew banger's 64 and the host's CPUs but not
+    /// Firecracker's 32, so a 48-vCPU Firecracker VM got an address, DNS,
+    /// disks, keys, guest files and a tap before its launch failed.
+    #[test]
+    fn preflight_holds_each_vmm_to_its_own_vcpu_limit() {
+        let e = refused(check_resources(
+            HOST,
+            VmmKind::Firecracker,
+            48,
+            1024,
+            1 << 30,
+        ));
+        assert!(e.contains("a firecracker VM has 1..=32"), "{e}");
+        assert!(e.contains("--vmm qemu"), "{e}");
+        assert!(check_resources(HOST, VmmKind::Qemu, 48, 1024, 1 << 30).is_ok());
+        assert!(check_resources(HOST, VmmKind::Firecracker, 32, 1024, 1 << 30).is_ok());
+        let e = refused(check_resources(HOST, VmmKind::Qemu, 65, 1024, 1 << 30));
+        assert!(e.contains("a qemu VM has 1..=64"), "{e}");
+        let e = refused(check_resources(HOST, VmmKind::Qemu, 0, 1024, 1 << 30));
+        assert!(e.contains("invalid vCPU count 0"), "{e}");
+        // u32 beyond u8: refused, never truncated (256 as u8 was 0).
+        let e = refused(check_resources(HOST, VmmKind::Qemu, 256, 1024, 1 << 30));
+        assert!(e.contains("256"), "{e}");
+    }
+
+    #[test]
+    fn preflight_holds_a_vm_to_the_hosts_cpus_and_memory() {
+        let small = HostLimits {
+            cpus: 2,
+            memory_mib: Some(2048),
+        };
+        let e = refused(check_resources(small, VmmKind::Qemu, 4, 1024, 1 << 30));
+        assert!(e.contains("this host has 2 CPUs"), "{e}");
+        let e = refused(check_resources(small, VmmKind::Qemu, 2, 4096, 1 << 30));
+        assert!(e.contains("this host has 2048 MiB"), "{e}");
+        let e = refused(check_resources(small, VmmKind::Qemu, 2, 64, 1 << 30));
+        assert!(e.contains("invalid memory 64 MiB"), "{e}");
+        let e = refused(check_resources(small, VmmKind::Qemu, 2, 1024, 1 << 20));
+        assert!(e.contains("invalid disk size"), "{e}");
+        // Memory unknown: banger's own bound still holds.
+        let unknown = HostLimits {
+            cpus: 2,
+            memory_mib: None,
+        };
+        assert!(check_resources(unknown, VmmKind::Qemu, 2, 1 << 20, 1 << 30).is_ok());
+        assert!(check_resources(unknown, VmmKind::Qemu, 2, (1 << 20) + 1, 1 << 30).is_err());
+    }
+
+    /// `sysinfo(2)` answers where `/proc/meminfo` may be hidden (the
+    /// system unit's `ProcSubset=pid`): this host's total is known.
+    #[test]
+    fn this_hosts_limits_are_known() {
+        let here = HostLimits::here();
+        assert!(here.cpus >= 1);
+        let mib = here.memory_mib.expect("sysinfo gives the host's memory");
+        assert!(mib >= 128, "{mib} MiB");
+    }
 }

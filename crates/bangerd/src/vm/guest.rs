@@ -2,8 +2,10 @@
 //! hostname, resolver, the owner's public key, and SSH host keys banger
 //! generates so `known_hosts` is exact and checking strict.
 //!
-//! Keys: banger's client key pair lives in `state_dir/ssh/` (owner-owned,
-//! 0700); `known_hosts` beside it holds one `NAME.vm` line per VM.
+//! Keys: banger's client key pair lives in `ssh/` beside the owner's config
+//! (`Layout::client_key`; versions before the move kept it in
+//! `state_dir/ssh/`, copied over on first use), owner-owned, 0700;
+//! `state_dir/ssh/known_hosts` holds one `NAME.vm` line per VM.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@ use banger_proto::privops::{PrivOp, PrivOutcome};
 use banger_proto::vm::{GuestPort, SshTarget, VmInfo, VmLogs, VmPorts, VmStats};
 use banger_proto::{ErrorCode, RpcError};
 
-use super::{GUEST_USER, VmService, guest, internal, store_err, vmm_kind};
+use super::{GUEST_USER, VmService, guest, internal, store_err};
 use crate::store::{VmRow, VmState};
 
 impl VmService {
@@ -39,7 +39,7 @@ impl VmService {
             state: vm.state.to_string(),
             state_reason: vm.state_reason.clone(),
             image,
-            vmm: vmm_kind(vm.vmm),
+            vmm: vm.vmm,
             vcpus: vm.vcpus,
             memory_mib: vm.memory_mib,
             disk_bytes: vm.disk_bytes,

@@ -9,7 +9,7 @@ use banger_proto::vmops::{LaunchVmSpec, VmmState};
 use banger_proto::{ErrorCode, RpcError};
 
 use super::ops::OpHandle;
-use super::{READY_MARKER, VmService, guest, internal, progress, store_err, vmm_kind};
+use super::{READY_MARKER, VmService, guest, internal, progress, store_err};
 use crate::handles;
 use crate::server::ProgressSink;
 use crate::store::{VmConfigUpdate, VmRow, VmState};
@@ -113,6 +113,10 @@ impl VmService {
         vm: &VmRow,
         step: &(dyn Fn(&str, &str, u64) + Sync),
     ) -> Result<(), RpcError> {
+        // A row made before the per-VMM limits were checked at create and
+        // set is refused here, before a tap: never truncated (`as u8`).
+        let vcpus = banger_proto::limits::check_vcpus(vm.vmm, vm.vcpus)
+            .map_err(|e| RpcError::new(ErrorCode::BadRequest, e))?;
         let lease = self
             .store
             .get_lease(&vm.id)
@@ -131,11 +135,7 @@ impl VmService {
             .map_err(|e| e.to_rpc())?;
         let serial = self.vm_dir(&vm.id).join("serial.log");
         let offset = std::fs::metadata(&serial).map(|m| m.len()).unwrap_or(0);
-        step(
-            "boot",
-            &format!("starting {} on {tap}", vmm_kind(vm.vmm)),
-            3,
-        );
+        step("boot", &format!("starting {} on {tap}", vm.vmm), 3);
         let kvm = self.kvm_usable().await;
         let launched = Instant::now();
         let outcome = self
@@ -143,8 +143,8 @@ impl VmService {
                 vm_id: vm.id.clone(),
                 image_id: image.id.clone(),
                 kernel_id: image.kernel_id.clone(),
-                vmm: vmm_kind(vm.vmm),
-                vcpus: vm.vcpus as u8,
+                vmm: vm.vmm,
+                vcpus,
                 memory_mib: vm.memory_mib,
                 tap,
                 mac: lease.mac.clone(),
@@ -374,7 +374,13 @@ impl VmService {
             disk_bytes: s.disk_bytes.unwrap_or(vm.disk_bytes),
             nat: s.nat.unwrap_or(vm.nat),
         };
-        super::create::check_resources(cfg.vcpus, cfg.memory_mib, cfg.disk_bytes)?;
+        super::create::check_resources(
+            super::create::HostLimits::here(),
+            vm.vmm,
+            cfg.vcpus,
+            cfg.memory_mib,
+            cfg.disk_bytes,
+        )?;
         if cfg.disk_bytes < vm.disk_bytes {
             return Err(RpcError::new(
                 ErrorCode::BadRequest,

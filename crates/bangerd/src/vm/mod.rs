@@ -4,9 +4,11 @@
 //! with a reason. Every transition is a compare-and-set in the store, so an
 //! illegal one is refused with the current state in the error.
 //!
-//! Locks (DESIGN.md §2): `vm_locks[id]` is held for a whole lifecycle op on
-//! one VM; `create_mu` only for name re-check + IP allocation + the initial
-//! row. No lock is held across guest SSH.
+//! Locks (ARCHITECTURE.md, "Locks"): `vm_locks[id]` is held for a whole
+//! lifecycle op on one VM — `vm stop`, `vm rm` and `vm restart` hold it
+//! across the guest's SSH poweroff (at most the stop timeout), which blocks
+//! only that VM's operations; `create_mu` only for name re-check + IP
+//! allocation + the initial row. No other lock is held across guest SSH.
 //!
 //! Per-VM host objects: disks and the VMM process through the privileged
 //! seam; the tap, firewall rule and DNS record through HostNetwork and the
@@ -26,7 +28,7 @@ use std::sync::{Arc, Mutex};
 
 use banger_proto::privops::{PrivOp, PrivOutcome};
 use banger_proto::rpc::{Progress, Response};
-use banger_proto::vm::{OpRequest, VmRequest, VmResponse, VmmKind};
+use banger_proto::vm::{OpRequest, VmRequest, VmResponse};
 use banger_proto::{ErrorCode, RpcError};
 
 use crate::config::Config;
@@ -34,7 +36,7 @@ use crate::layout::Layout;
 use crate::network::HostNetwork;
 use crate::privileged::PrivilegedOps;
 use crate::server::ProgressSink;
-use crate::store::{Store, VmRow, Vmm};
+use crate::store::{Store, VmRow};
 
 pub use ops::OpRegistry;
 
@@ -89,7 +91,7 @@ pub struct VmService {
     workspaces: Arc<crate::workspace::WorkspaceService>,
     create_mu: tokio::sync::Mutex<()>,
     ops: OpRegistry,
-    /// KVM usable for stock guests (probed once, lazily).
+    /// KVM usable for stock guests (probed lazily, kept once answered).
     kvm: tokio::sync::OnceCell<bool>,
 }
 
@@ -263,17 +265,28 @@ impl VmService {
         if self.config.diagnostics.assume_kvm_usable {
             return true;
         }
-        *self
+        // Only an answer is kept for the daemon's life: a failed probe (the
+        // helper unreachable for a moment) is `false` for this call alone,
+        // never cached (it sent every later VM to QEMU's TCG).
+        let probed = self
             .kvm
-            .get_or_init(|| async {
+            .get_or_try_init(|| async {
                 match self.privileged(PrivOp::ProbeKvm).await {
                     Ok(PrivOutcome::Kvm(k)) => {
-                        k.verdict() == banger_proto::privops::KvmVerdict::Usable
+                        Ok(k.verdict() == banger_proto::privops::KvmVerdict::Usable)
                     }
-                    _ => false,
+                    Ok(other) => Err(format!("the helper answered {other:?}")),
+                    Err(e) => Err(e.messages.join(": ")),
                 }
             })
-            .await
+            .await;
+        match probed {
+            Ok(usable) => *usable,
+            Err(e) => {
+                tracing::warn!(error = %e, "probing KVM failed; this VM is treated as without KVM, and the next asks again");
+                false
+            }
+        }
     }
 }
 
@@ -290,20 +303,6 @@ pub(crate) fn store_err(e: crate::store::StoreError) -> RpcError {
         _ => ErrorCode::Internal,
     };
     RpcError::from_error(code, &e)
-}
-
-pub(crate) fn vmm_kind(v: Vmm) -> VmmKind {
-    match v {
-        Vmm::Firecracker => VmmKind::Firecracker,
-        Vmm::Qemu => VmmKind::Qemu,
-    }
-}
-
-pub(crate) fn store_vmm(v: VmmKind) -> Vmm {
-    match v {
-        VmmKind::Firecracker => Vmm::Firecracker,
-        VmmKind::Qemu => Vmm::Qemu,
-    }
 }
 
 fn progress(stage: &str, message: impl Into<String>, done: u64, total: Option<u64>) -> Progress {

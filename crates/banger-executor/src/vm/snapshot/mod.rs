@@ -161,8 +161,9 @@ impl DiskTools for HostTools {
     }
 }
 
-/// Whether `e` means "this process may not do that" (no `CAP_SYS_ADMIN`,
-/// as `bangerd-root` in system mode): the dm backend then declines.
+/// Whether `e` means "this process may not do that" (no `CAP_SYS_ADMIN`:
+/// a process or unit without it, e.g. in a container; `bangerd-root`'s
+/// unit grants it): the dm backend then declines.
 pub(crate) fn is_denied(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
