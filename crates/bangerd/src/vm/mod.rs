@@ -1,12 +1,13 @@
-//! VmService: the VM lifecycle state machine (DESIGN.md §1, §2).
+//! VmService: the VM lifecycle state machine (ARCHITECTURE.md, "VM lifecycle"
+//! and "Locks"; docs/vm.md).
 //!
 //! States: `created → starting → running → stopping → stopped`, plus `failed`
 //! with a reason. Every transition is a compare-and-set in the store, so an
 //! illegal one is refused with the current state in the error.
 //!
-//! Locks (DESIGN.md §2): `vm_locks[id]` is held for a whole lifecycle op on
-//! one VM; `create_mu` only for name re-check + IP allocation + the initial
-//! row. No lock is held across guest SSH.
+//! Locks (ARCHITECTURE.md, "Locks"): `vm_locks[id]` is held for a whole
+//! lifecycle op on one VM; `create_mu` only for name re-check + IP
+//! allocation + the initial row. No lock is held across guest SSH.
 //!
 //! Per-VM host objects: disks and the VMM process through the privileged
 //! seam; the tap, firewall rule and DNS record through HostNetwork and the
@@ -38,8 +39,9 @@ use crate::store::{Store, VmRow, Vmm};
 
 pub use ops::OpRegistry;
 
-/// The per-VM lock table (DESIGN.md §2 `vm_locks[id]`), shared with
-/// WorkspaceService, which holds a VM's lock only to read its row.
+/// The per-VM lock table (`vm_locks[id]` of ARCHITECTURE.md, "Locks"),
+/// shared with WorkspaceService, which holds a VM's lock only to read its
+/// row.
 #[derive(Debug, Default)]
 pub struct VmLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 
