@@ -5,8 +5,9 @@
 //! simpler route — a plain `open`, `/proc` and `/sys` files, a tool run from
 //! `PATH`, raw ioctls on this module's own copies of the kernel's uapi
 //! layouts — so a test derives what to expect from the host as it is now,
-//! never from a fact remembered about one host (LAB.md records how much the
-//! hosts differ: which MSR writes KVM accepts, device-mapper, vhost-vsock).
+//! never from a fact remembered about one host (docs/lab.md records how much
+//! the hosts differ: which MSR writes KVM accepts, device-mapper,
+//! vhost-vsock).
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};

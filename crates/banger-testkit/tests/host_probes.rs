@@ -1,6 +1,6 @@
 //! banger's host probes (`banger_host::probe`) against independent probes
 //! of the same host (`banger_testkit::hostcheck`). What the host answers
-//! differs between hosts (LAB.md: one PVM host refuses the
+//! differs between hosts (docs/lab.md: one PVM host refuses the
 //! `IA32_ARCH_CAPABILITIES` write a stock VMM makes, another accepts it);
 //! the tests only require that both probes see the same thing.
 

@@ -11,9 +11,9 @@
 //! configuration sequence and `InstanceStart` (each answered 2xx, and
 //! `GET /vm/config` gives back what was configured while the VMM lives), and
 //! the shutdown path leaves no process and no socket. What the guest does
-//! next is the host's business (LAB.md): where KVM cannot run a stock guest
-//! (PVM) the instance either stays `Running` with no guest progress or the
-//! VMM exits at the first vCPU exit; both are accepted.
+//! next is the host's business (docs/lab.md): where KVM cannot run a stock
+//! guest (PVM) the instance either stays `Running` with no guest progress or
+//! the VMM exits at the first vCPU exit; both are accepted.
 //!
 //! Needs root: it moves its own thread into a new network namespace and
 //! creates the VM's tap there, so nothing touches the host's network.

@@ -1,4 +1,5 @@
-//! Where the owner daemon keeps things on disk (DESIGN.md §3).
+//! Where the owner daemon keeps things on disk (ARCHITECTURE.md, "Modes and
+//! layout"; docs/config.md, "Layout on disk").
 //!
 //! System mode takes its paths from the install metadata; dev mode puts
 //! everything under `--state-dir` / `--runtime-dir`. [`Layout::ensure`]

@@ -196,9 +196,10 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         )
     };
 
-    // banger's client key is owner material (DESIGN.md §3): beside the
-    // owner's config, unless the owner has no home directory (then a unit's
-    // tmpfs home would lose it) and it stays in state.
+    // banger's client key is owner material (docs/vm.md, "What a VM
+    // holds"): beside the owner's config, unless the owner has no home
+    // directory (then a unit's tmpfs home would lose it) and it stays in
+    // state.
     let home_exists = std::env::var_os("HOME")
         .map(std::path::PathBuf::from)
         .is_some_and(|h| h.is_absolute() && h.is_dir());

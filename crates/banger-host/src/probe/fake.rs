@@ -38,7 +38,7 @@ impl FakeHost {
         }
     }
 
-    /// The CI/development host of LAB.md: PVM KVM, no device-mapper, no
+    /// The CI/development host of docs/lab.md: PVM KVM, no device-mapper, no
     /// vhost-vsock, tun and loop present, nft working.
     pub fn lab_host() -> FakeHost {
         FakeHost {

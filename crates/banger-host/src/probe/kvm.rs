@@ -22,13 +22,13 @@
 //! system fd (`KVM_GET_MSR_FEATURE_INDEX_LIST`, `KVM_GET_MSRS`) and, after
 //! `KVM_SET_CPUID2`, writes `IA32_ARCH_CAPABILITIES` (MSR 0x10a) to each vCPU
 //! with the advertised value; when `KVM_SET_MSRS` writes fewer MSRs than asked
-//! it aborts with `failed to set MSR 0x10a` (LAB.md). The probe does the same
-//! on a fresh VM and vCPU (given `KVM_GET_SUPPORTED_CPUID`, which enumerates
-//! the MSR in CPUID.7.0:EDX[29]) and records the outcome in
+//! it aborts with `failed to set MSR 0x10a` (docs/lab.md). The probe does
+//! the same on a fresh VM and vCPU (given `KVM_GET_SUPPORTED_CPUID`, which
+//! enumerates the MSR in CPUID.7.0:EDX[29]) and records the outcome in
 //! [`KvmProbe::arch_capabilities_msr`]; [`KvmProbe::verdict`] counts a refusal
 //! as `PresentUnusable`, as it does `pvm_host`.
 //!
-//! What a PVM host answers differs from host to host (LAB.md). On one
+//! What a PVM host answers differs from host to host (docs/lab.md). On one
 //! (Linux 6.18.44) 0x10a is listed, advertised as 0x4000_0000_0c00_0069
 //! (CPUID.7.0:EDX[29] set), and `KVM_SET_MSRS` of that value on a fresh vCPU
 //! returns 0 (0 of 1 written), with or without `KVM_SET_CPUID2`; only 0 is
@@ -505,7 +505,7 @@ mod tests {
     }
 
     /// What holds whatever this host's KVM does with the MSR (hosts differ:
-    /// LAB.md). Whether the outcome is the right one for this host is
+    /// docs/lab.md). Whether the outcome is the right one for this host is
     /// checked against an independent raw-ioctl probe in banger-testkit's
     /// `tests/host_probes.rs`.
     #[test]

@@ -683,7 +683,7 @@ pub fn section() -> String {
     let mut md = String::from("\n## VMs and root disks (`bench_vm.rs`)\n\n");
     md.push_str(&format!(
         "Milliseconds, one row per run. QEMU 7.2 with TCG (the host's KVM is PVM and cannot \
-         run a stock guest, see LAB.md), 1 vCPU, 512 MiB, the default Debian image, \
+         run a stock guest, see docs/lab.md), 1 vCPU, 512 MiB, the default Debian image, \
          `bangerd --dev` in a throwaway network namespace. Each run boots one guest with \
          banger, removes it, then boots the hand-written baseline; only one guest runs at a \
          time. Load average (1/5/15 min) before: {load_before}, after: {load_after} \

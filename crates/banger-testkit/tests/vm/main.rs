@@ -1,6 +1,6 @@
 //! VMs on a real hypervisor, end to end: the real `banger` CLI → a real
 //! `bangerd --dev` in a test network namespace → QEMU (TCG on the CI hosts,
-//! LAB.md) booting the default Debian image → SSH into the guest.
+//! docs/lab.md) booting the default Debian image → SSH into the guest.
 //!
 //! One long test shares its boots (each is ~20-45 s under TCG): two VMs
 //! created concurrently, SSH, guest and host DNS, ports, stop/start with the

@@ -1,8 +1,9 @@
 //! QEMU driver: Debian's `qemu-system-x86_64`, `-M q35` with virtio-pci
-//! block and net devices (LAB.md: `-M microvm` did not find its virtio-mmio
-//! disk with the Debian kernel), KVM when the caller says it is usable and TCG
-//! otherwise, the serial console to a file, and QMP on a Unix socket root
-//! listens on (and passes to QEMU) for status and graceful power-down.
+//! block and net devices (docs/lab.md: `-M microvm` did not find its
+//! virtio-mmio disk with the Debian kernel), KVM when the caller says it is
+//! usable and TCG otherwise, the serial console to a file, and QMP on a Unix
+//! socket root listens on (and passes to QEMU) for status and graceful
+//! power-down.
 //!
 //! QEMU always runs jailed (`banger_host::jail`, docs/jail.md): as its VM's
 //! jail uid, in its own namespaces, seeing `/usr`, a minimal `/dev` and

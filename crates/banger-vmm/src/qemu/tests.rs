@@ -205,7 +205,7 @@ mod hostile_qmp {
 /// now bound at `/dev/kvm` inside the jail (`Jail::bind_kvm`, which takes
 /// the character device 10:232 only). A 10:232 node made for the test
 /// stands for the host's `/dev/kvm` (a real KVM guest does not run on
-/// this lab's PVM hosts, LAB.md; the jail only `stat`s it).
+/// this lab's PVM hosts, docs/lab.md; the jail only `stat`s it).
 #[test]
 fn the_kvm_device_is_bound_where_qemu_opens_it() {
     let uid = jail_uid(3_900_000);

@@ -109,7 +109,7 @@ fn healthy() -> HostFacts {
     }
 }
 
-/// The CI/development host of LAB.md (as `banger doctor` saw it there).
+/// The CI/development host of docs/lab.md (as `banger doctor` saw it there).
 fn lab() -> HostFacts {
     HostFacts {
         kvm: kvm_pvm(),

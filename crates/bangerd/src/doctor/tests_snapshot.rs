@@ -28,7 +28,7 @@ fn snapshot_backend_follows_the_executors_rule() {
         "{}",
         c.summary
     );
-    // LAB.md's host: no device-mapper, ext4 state dir.
+    // The lab host (docs/lab.md): no device-mapper, ext4 state dir.
     let c = check(
         &report(&lab()),
         "snapshot_backend",

@@ -1,4 +1,5 @@
-//! Staging and publication (DESIGN.md §2).
+//! Staging and publication (docs/images.md, "Publication"; `image_ops_mu` in
+//! the lock order: ARCHITECTURE.md, "Locks").
 //!
 //! Every new kernel or image is assembled in a fresh staging directory
 //! (`kernels/.staging/<random>/`, `images/.staging/<random>/`) with no lock

@@ -1,5 +1,6 @@
 //! HostNetwork: the bridge, the tap pool, per-VM NAT, `.vm` DNS and resolver
-//! routing, as DESIGN.md describes them.
+//! routing, as docs/network.md and ARCHITECTURE.md ("Host network") describe
+//! them.
 //!
 //! All kernel work goes through the privileged-ops seam; this service decides
 //! *what* the host should look like (from config and the store) and asks the

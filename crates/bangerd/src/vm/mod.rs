@@ -1,4 +1,5 @@
-//! VmService: the VM lifecycle state machine (DESIGN.md §1, §2).
+//! VmService: the VM lifecycle state machine (ARCHITECTURE.md, "VM lifecycle"
+//! and "Locks"; docs/vm.md).
 //!
 //! States: `created → starting → running → stopping → stopped`, plus `failed`
 //! with a reason. Every transition is a compare-and-set in the store, so an
@@ -40,8 +41,9 @@ use crate::store::{Store, VmRow};
 
 pub use ops::OpRegistry;
 
-/// The per-VM lock table (DESIGN.md §2 `vm_locks[id]`), shared with
-/// WorkspaceService, which holds a VM's lock only to read its row.
+/// The per-VM lock table (`vm_locks[id]` of ARCHITECTURE.md, "Locks"),
+/// shared with WorkspaceService, which holds a VM's lock only to read its
+/// row.
 #[derive(Debug, Default)]
 pub struct VmLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
 

@@ -1,5 +1,5 @@
-//! WorkspaceService: a host git checkout in a VM and back (DESIGN.md §1,
-//! docs/workspaces.md).
+//! WorkspaceService: a host git checkout in a VM and back (ARCHITECTURE.md,
+//! "Bird's-eye view" and code map; docs/workspaces.md).
 //!
 //! **prepare** copies the working tree as it is (tracked files with their
 //! uncommitted changes, untracked-not-ignored files, the `.git` directory)
@@ -14,9 +14,10 @@
 //! the host repository, or writes a `git format-patch` file. The host's
 //! working tree, index and checked-out branch are never touched.
 //!
-//! Locks (DESIGN.md §2): the VM's lock only while the VM row and lease are
-//! read, then this service's per-VM workspace lock for the guest I/O, never
-//! both at once, so `vm stop`/`rm` never wait behind a copy.
+//! Locks (ARCHITECTURE.md, "Locks"): the VM's lock only while the VM row
+//! and lease are read, then this service's per-VM workspace lock for the
+//! guest I/O, never both at once, so `vm stop`/`rm` never wait behind a
+//! copy.
 
 mod export;
 mod files;

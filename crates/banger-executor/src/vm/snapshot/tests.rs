@@ -472,7 +472,7 @@ fn dm_is_chosen_only_with_mapper_control_and_dmsetup() {
     let tmp = std::env::temp_dir();
     let all = env_in(&tmp, FakeHost::healthy(), |t| t);
     assert_eq!(kinds(&all.host), [DmSnapshot, Reflink, SparseCopy]);
-    // LAB.md's host: no /dev/mapper/control.
+    // The lab host (docs/lab.md): no /dev/mapper/control.
     let lab = env_in(&tmp, FakeHost::lab_host(), |t| t);
     assert_eq!(kinds(&lab.host), [Reflink, SparseCopy]);
     let unusable = env_in(

@@ -250,7 +250,7 @@ fn real_loop_device_is_attached_from_the_held_descriptor() {
     );
 }
 
-/// The real device-mapper probe: on LAB.md's hosts (no dm module;
+/// The real device-mapper probe: on the lab hosts (docs/lab.md: no dm module;
 /// `DM_VERSION` fails, ENOENT or ENODEV) it must report the node unusable
 /// even where an open of the node alone would not tell.
 #[test]
