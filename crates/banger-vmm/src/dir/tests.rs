@@ -53,6 +53,18 @@ fn create_makes_a_new_file_with_exactly_its_mode_and_never_reuses_one() {
     std::os::unix::fs::symlink(base.path().join("target"), base.path().join("dangling")).unwrap();
     refused(dir.create("dangling", 0o600, None).unwrap_err(), "dangling");
     assert!(!base.path().join("target").exists());
+    // One entry's name only: the link that names it resolves no further.
+    std::fs::create_dir(base.path().join("sub")).unwrap();
+    for bad in ["sub/x", "..", ".", ""] {
+        refused(
+            dir.create(bad, 0o600, None).unwrap_err(),
+            "not one directory entry's name",
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(base.path().join("sub")).unwrap().count(),
+        0
+    );
 }
 
 #[test]
