@@ -240,26 +240,36 @@ impl VmHost {
         self.state_dir.join("vms").join(vm_id)
     }
 
+    /// Make `rel` (`vms/<vm_id>/<name>`, [`VmHost::vm_rel`]) the owner's
+    /// new file of mode 0600, through the VM directory's descriptor:
+    /// `OwnerDir::create` makes it unnamed, hands it over, sets its mode
+    /// and only then links it in, so it is never seen by name as root's
+    /// with a permission bit — what the dm backend takes for root's own COW
+    /// file (final review of issue #13, M1: the owner renamed such a file
+    /// into another VM's `root.cow`; made with no bits, a `stat` racing the
+    /// `fchown` and `fchmod` could still read the old uid with the new mode).
     pub(super) fn create_file(&self, rel: &Path) -> Result<File, VmOpError> {
-        // Made with no permission bits, the owner's, then 0600: never
-        // root's with a permission bit, so never what the dm backend
-        // takes for root's own COW file (final review of issue #13, M1:
-        // the owner renamed such a file into another VM's `root.cow`
-        // before its `fchown`; the file then became the owner's).
-        let f = self.open_beneath_as(
-            rel,
-            OFlags::CREATE | OFlags::EXCL | OFlags::RDWR,
-            Mode::empty(),
-        )?;
-        rustix::fs::fchown(
-            &f,
-            Some(rustix::process::Uid::from_raw(self.owner.0)),
-            Some(rustix::process::Gid::from_raw(self.owner.1)),
-        )
-        .map_err(|e| io("chown", &self.state_dir.join(rel))(e.into()))?;
-        rustix::fs::fchmod(&f, Mode::from_raw_mode(0o600))
-            .map_err(|e| io("setting the mode of", &self.state_dir.join(rel))(e.into()))?;
-        Ok(f)
+        let path = self.state_dir.join(rel);
+        let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
+        let ["vms", vm_id, name] = parts[..] else {
+            return Err(VmOpError::Invalid {
+                what: "VM file",
+                value: rel.display().to_string(),
+                reason: "not vms/<vm id>/<name>".into(),
+            });
+        };
+        let dir = self.owner_vm_dir(vm_id)?;
+        dir.create(name, 0o600, Some(self.owner)).map_err(|e| {
+            if matches!(e, banger_vmm::VmmError::Refused { .. }) && dir.lstat(name).is_ok() {
+                return VmOpError::Exists {
+                    what: "file",
+                    path: path.display().to_string(),
+                };
+            }
+            io("creating", &path)(std::io::Error::other(
+                banger_proto::error::chain(&e).join(": "),
+            ))
+        })
     }
 
     pub(crate) fn create_disks(&self, spec: &VmDisksSpec) -> Result<VmDisksOutcome, VmOpError> {
@@ -407,6 +417,8 @@ mod tests {
     /// — while made, so the owner cannot rename one into another VM's
     /// `root.cow` and have it become theirs. A thread watches the name
     /// while it is made and removed again and again.
+    const VM: &str = "0123456789abcdef0123456789abcdef";
+
     #[test]
     fn a_disk_made_for_the_owner_is_never_seen_roots_with_permissions() {
         assert!(rustix::process::geteuid().is_root(), "needs root");
@@ -414,8 +426,8 @@ mod tests {
         let mut host =
             super::super::slots::tests::host(dir.path(), super::super::slots::tests::jail(4));
         host.owner = (4242, 4242);
-        std::fs::create_dir_all(dir.path().join("state/vms/v")).unwrap();
-        let rel = Path::new("vms/v/work.ext4");
+        std::fs::create_dir_all(dir.path().join("state/vms").join(VM)).unwrap();
+        let rel = &Path::new("vms").join(VM).join("work.ext4");
         let path = dir.path().join("state").join(rel);
         let stop = std::sync::atomic::AtomicBool::new(false);
         let seen = std::thread::scope(|s| {
@@ -431,11 +443,13 @@ mod tests {
                 }
                 seen
             });
-            for _ in 0..3000 {
-                drop(host.create_file(rel).unwrap());
-                std::fs::remove_file(&path).unwrap();
-            }
+            let made = (0..3000).try_for_each(|_| {
+                drop(host.create_file(rel)?);
+                std::fs::remove_file(&path).map_err(super::io("removing", &path))
+            });
+            // Before anything can panic: the watcher must stop.
             stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            made.unwrap();
             watcher.join().unwrap()
         });
         assert_eq!(

@@ -207,7 +207,7 @@ fn syntax_error_names_line_and_file() {
 const BAD_VALUES: &str = r#"
 vm      | default_vcpus = 0             | 0 is invalid: must be an integer in 1..=64
 vm      | default_vcpus = 65            | 65 is invalid: must be an integer in 1..=64
-vm      | default_memory_mib = 64       | must be an integer in 128..=262144
+vm      | default_memory_mib = 64       | must be an integer in 128..=1048576
 network | tap_pool = -1                 | -1 is invalid: must be an integer in 0..=64
 vm      | default_vmm = "kvm"           | "kvm" is invalid: must be firecracker or qemu
 network | subnet = "10.0.0.0/8"         | must be a private IPv4 network (in 10.0.0.0/8, 172.16.0.0/12 or 192.168.0.0/16) in CIDR form with a /16 to /29
