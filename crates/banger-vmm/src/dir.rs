@@ -5,8 +5,10 @@
 //! moment. So root never acts there on a path: it holds a descriptor of
 //! the directory ([`OwnerDir`], opened without following any symlink, or
 //! handed over by the executor, which made it) and works relative to it —
-//! `openat` with `O_NOFOLLOW`, new files only with `O_CREAT|O_EXCL`,
-//! `fchown` only on a descriptor of a file it just created, existing files
+//! `openat` with `O_NOFOLLOW`, new files made unnamed (`O_TMPFILE`) and
+//! linked in only once handed over and given their mode (`linkat` refuses
+//! an existing name), `fchown` only on a descriptor of a file it just
+//! created, existing files
 //! checked by `fstat` (a regular file of the expected uid with one link),
 //! sockets connected through a descriptor of the socket inode and checked
 //! by `SO_PEERCRED`, names removed with `unlinkat`. Every name is looked
@@ -160,10 +162,11 @@ impl OwnerDir {
     }
 
     /// Create `name` as a new file, read-write, with exactly `mode`, and
-    /// hand it to `owner` (`None`: it stays this process's). `O_EXCL`
-    /// makes it a new inode (an existing name, even a dangling symlink,
-    /// fails), so the `fchown` on its descriptor can only give away the
-    /// file this call made.
+    /// hand it to `owner` (`None`: it stays this process's). It is a new
+    /// inode (`O_TMPFILE`, or `O_EXCL` where the file system has no
+    /// unnamed files), so the `fchown` on its descriptor can only give
+    /// away the file this call made; an existing name, even a dangling
+    /// symlink, fails ("appeared while it was being created").
     pub fn create(
         &self,
         name: &str,
