@@ -207,7 +207,23 @@ impl OwnerDir {
             }
             e => self.io("linking in", name, e),
         })?;
-        Ok(File::from(fd))
+        // The descriptor returned is one of the name, not of the unnamed
+        // file: a bind mount (a jailed tool's `/disk`) cannot be made from
+        // a file opened unnamed (`ENOENT`). It is that name's only while
+        // the name still holds this very inode.
+        let named = self
+            .at(name, OFlags::PATH | OFlags::NOFOLLOW, Mode::empty())
+            .map_err(|e| self.io("opening what was linked in as", name, e))?;
+        let (made, found) = (
+            rustix::fs::fstat(&fd).map_err(|e| self.io("inspecting", name, e))?,
+            rustix::fs::fstat(&named).map_err(|e| self.io("inspecting", name, e))?,
+        );
+        if (made.st_dev, made.st_ino) != (found.st_dev, found.st_ino) {
+            return Err(self.refused(name, "replaced while it was being created".into()));
+        }
+        reopen(named.as_fd(), OFlags::RDWR)
+            .map(File::from)
+            .map_err(|e| self.io("reopening", name, e))
     }
 
     /// [`OwnerDir::create`] by name: `O_EXCL`, no permission bits until

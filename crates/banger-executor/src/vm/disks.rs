@@ -419,6 +419,30 @@ mod tests {
     /// while it is made and removed again and again.
     const VM: &str = "0123456789abcdef0123456789abcdef";
 
+    /// The cold demo of 58347f1: a disk made unnamed (`O_TMPFILE`) and
+    /// linked in could not be bound into a tool's jail (`move_mount` of
+    /// a tree cloned from a descriptor of an unnamed file: `ENOENT`), so
+    /// `vm create` failed at its first `e2fsck`. What `create_file`
+    /// returns is a descriptor of the name: a jailed tool runs on it.
+    #[test]
+    fn a_disk_made_for_the_owner_can_be_bound_into_a_tool_jail() {
+        assert!(rustix::process::geteuid().is_root(), "needs root");
+        let dir = tempfile::tempdir().unwrap();
+        let host =
+            super::super::slots::tests::host(dir.path(), super::super::slots::tests::jail(4));
+        std::fs::create_dir_all(dir.path().join("state/vms").join(VM)).unwrap();
+        let rel = Path::new("vms").join(VM).join("work.ext4");
+        let disk = host.create_file(&rel).unwrap();
+        disk.set_len(1 << 20).unwrap();
+        host.tool(
+            "running a tool on the new disk",
+            banger_host::runner::Cmd::new("head").args(["-c", "1", super::super::jailed::DISK]),
+            &disk,
+            &dir.path().join("state").join(&rel),
+        )
+        .expect("a jailed tool reaches the disk");
+    }
+
     #[test]
     fn a_disk_made_for_the_owner_is_never_seen_roots_with_permissions() {
         assert!(rustix::process::geteuid().is_root(), "needs root");
