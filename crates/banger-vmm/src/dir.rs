@@ -166,7 +166,9 @@ impl OwnerDir {
     /// inode (`O_TMPFILE`, or `O_EXCL` where the file system has no
     /// unnamed files), so the `fchown` on its descriptor can only give
     /// away the file this call made; an existing name, even a dangling
-    /// symlink, fails ("appeared while it was being created").
+    /// symlink, fails ("appeared while it was being created"). The
+    /// descriptor returned is one of the name (a tool jail can bind it),
+    /// opened only while the name holds the inode made.
     pub fn create(
         &self,
         name: &str,
@@ -221,9 +223,14 @@ impl OwnerDir {
         if (made.st_dev, made.st_ino) != (found.st_dev, found.st_ino) {
             return Err(self.refused(name, "replaced while it was being created".into()));
         }
-        reopen(named.as_fd(), OFlags::RDWR)
+        let file = reopen(named.as_fd(), OFlags::RDWR)
             .map(File::from)
-            .map_err(|e| self.io("reopening", name, e))
+            .map_err(|e| self.io("reopening", name, e));
+        // Only now: while `fd` is open the inode it made cannot be freed,
+        // so its number cannot be reused by another file the owner plants
+        // (the check above would then pass for that file).
+        drop(fd);
+        file
     }
 
     /// [`OwnerDir::create`] by name: `O_EXCL`, no permission bits until

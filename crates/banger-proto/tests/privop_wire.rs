@@ -1,0 +1,165 @@
+//! The privileged seam's wire, pinned: the exact JSON of every `PrivOp`
+//! (issue #14 item 1 retypes the seam in Rust; the wire must not move).
+//! Unit ops carry no `args` at all; every other op's `args` is an object
+//! whose keys are listed here; the op names are the executor's lock keys.
+
+use banger_proto::net::{BridgeSpec, FirewallSpec, GuestRule, ResolverSpec, TapSpec};
+use banger_proto::privops::{HostDevice, PrivOp};
+use banger_proto::vmops::{GuestFile, GuestFilesSpec, LaunchVmSpec, VmDisksSpec, VmmKind};
+use serde_json::{Value, json};
+
+const VM: &str = "0123456789abcdef0123456789abcdef";
+
+fn every_op() -> Vec<(PrivOp, Value)> {
+    vec![
+        (PrivOp::ProbeKvm, json!({"op": "probe_kvm"})),
+        (
+            PrivOp::ProbeDevice {
+                device: HostDevice::Tun,
+            },
+            json!({"op": "probe_device", "args": {"device": "tun"}}),
+        ),
+        (PrivOp::ProbeNftables, json!({"op": "probe_nftables"})),
+        (PrivOp::ProbeJailScope, json!({"op": "probe_jail_scope"})),
+        (
+            PrivOp::EnsureBridge(BridgeSpec {
+                name: "banger0".into(),
+                address: "10.0.0.1".parse().unwrap(),
+                prefix_len: 24,
+            }),
+            json!({"op": "ensure_bridge", "args": {"name": "banger0", "address": "10.0.0.1", "prefix_len": 24}}),
+        ),
+        (
+            PrivOp::EnsureTap(TapSpec {
+                name: "bangertap0".into(),
+                bridge: "banger0".into(),
+                owner_uid: 1000,
+            }),
+            json!({"op": "ensure_tap", "args": {"name": "bangertap0", "bridge": "banger0", "owner_uid": 1000}}),
+        ),
+        (
+            PrivOp::DeleteTap {
+                name: "bangertap0".into(),
+            },
+            json!({"op": "delete_tap", "args": {"name": "bangertap0"}}),
+        ),
+        (
+            PrivOp::SyncFirewall(FirewallSpec {
+                bridge: "banger0".into(),
+                guests: Vec::<GuestRule>::new(),
+                allow_inter_vm: false,
+            }),
+            json!({"op": "sync_firewall", "args": {"bridge": "banger0", "guests": [], "allow_inter_vm": false}}),
+        ),
+        (
+            PrivOp::OpenDnsSockets {
+                address: "10.0.0.1".parse().unwrap(),
+            },
+            json!({"op": "open_dns_sockets", "args": {"address": "10.0.0.1"}}),
+        ),
+        (
+            PrivOp::ApplyResolver(ResolverSpec {
+                bridge: "banger0".into(),
+                dns: "10.0.0.1".parse().unwrap(),
+            }),
+            json!({"op": "apply_resolver", "args": {"bridge": "banger0", "dns": "10.0.0.1"}}),
+        ),
+        (PrivOp::NetStatus, json!({"op": "net_status"})),
+        (PrivOp::Teardown, json!({"op": "teardown"})),
+        (
+            PrivOp::CreateVmDisks(VmDisksSpec {
+                vm_id: VM.into(),
+                image_id: VM.into(),
+                work_disk_bytes: 1 << 30,
+            }),
+            json!({"op": "create_vm_disks", "args": {"vm_id": VM, "image_id": VM, "work_disk_bytes": 1u64 << 30}}),
+        ),
+        (
+            PrivOp::WriteGuestFiles(GuestFilesSpec {
+                vm_id: VM.into(),
+                files: vec![GuestFile {
+                    path: "/etc/hostname".into(),
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    content: "dev\n".into(),
+                }],
+            }),
+            json!({"op": "write_guest_files", "args": {"vm_id": VM, "files": [
+                {"path": "/etc/hostname", "mode": 0o644, "uid": 0, "gid": 0, "content": "dev\n"}
+            ]}}),
+        ),
+        (
+            PrivOp::GrowWorkDisk {
+                vm_id: VM.into(),
+                bytes: 2 << 30,
+            },
+            json!({"op": "grow_work_disk", "args": {"vm_id": VM, "bytes": 2u64 << 30}}),
+        ),
+        (
+            PrivOp::DeleteVmDisks { vm_id: VM.into() },
+            json!({"op": "delete_vm_disks", "args": {"vm_id": VM}}),
+        ),
+        (
+            PrivOp::LaunchVm(LaunchVmSpec {
+                vm_id: VM.into(),
+                image_id: VM.into(),
+                kernel_id: VM.into(),
+                vmm: VmmKind::Firecracker,
+                vcpus: 2,
+                memory_mib: 1024,
+                tap: "bangertap0".into(),
+                mac: "02:ba:0a:00:00:02".into(),
+                kvm: true,
+            }),
+            json!({"op": "launch_vm", "args": {"vm_id": VM, "image_id": VM, "kernel_id": VM,
+                "vmm": "firecracker", "vcpus": 2, "memory_mib": 1024, "tap": "bangertap0",
+                "mac": "02:ba:0a:00:00:02", "kvm": true}}),
+        ),
+        (
+            PrivOp::StopVm {
+                vm_id: VM.into(),
+                timeout_secs: 30,
+            },
+            json!({"op": "stop_vm", "args": {"vm_id": VM, "timeout_secs": 30}}),
+        ),
+        (
+            PrivOp::KillVm { vm_id: VM.into() },
+            json!({"op": "kill_vm", "args": {"vm_id": VM}}),
+        ),
+        (
+            PrivOp::VmmStatus { vm_id: VM.into() },
+            json!({"op": "vmm_status", "args": {"vm_id": VM}}),
+        ),
+        (
+            PrivOp::BuildDebianImage {
+                suite: "bookworm".into(),
+            },
+            json!({"op": "build_debian_image", "args": {"suite": "bookworm"}}),
+        ),
+    ]
+}
+
+#[test]
+fn every_privileged_op_has_a_pinned_wire_form() {
+    let ops = every_op();
+    assert_eq!(ops.len(), 21, "a new op gets its pinned form here");
+    for (op, want) in ops {
+        let got = serde_json::to_value(&op).unwrap();
+        assert_eq!(got, want, "{}", op.name());
+        assert_eq!(got["op"], op.name(), "the wire name is the op's name()");
+        let back: PrivOp = serde_json::from_value(want).unwrap();
+        assert_eq!(back, op);
+    }
+}
+
+#[test]
+fn an_unknown_op_or_argument_is_refused() {
+    assert!(serde_json::from_value::<PrivOp>(json!({"op": "exec", "args": {}})).is_err());
+    assert!(
+        serde_json::from_value::<PrivOp>(
+            json!({"op": "delete_tap", "args": {"name": "t", "x": 1}})
+        )
+        .is_err()
+    );
+}
