@@ -240,7 +240,7 @@ impl VmHost {
         self.state_dir.join("vms").join(vm_id)
     }
 
-    /// Make `rel` (`vms/<vm_id>/<name>`, [`VmHost::vm_rel`]) the owner's
+    /// Make `name` in VM `vm_id`'s directory the owner's
     /// new file of mode 0600, through the VM directory's descriptor:
     /// `OwnerDir::create` makes it unnamed, hands it over, sets its mode
     /// and only then links it in, so it is never seen by name as root's
@@ -248,16 +248,8 @@ impl VmHost {
     /// file (final review of issue #13, M1: the owner renamed such a file
     /// into another VM's `root.cow`; made with no bits, a `stat` racing the
     /// `fchown` and `fchmod` could still read the old uid with the new mode).
-    pub(super) fn create_file(&self, rel: &Path) -> Result<File, VmOpError> {
-        let path = self.state_dir.join(rel);
-        let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
-        let ["vms", vm_id, name] = parts[..] else {
-            return Err(VmOpError::Invalid {
-                what: "VM file",
-                value: rel.display().to_string(),
-                reason: "not vms/<vm id>/<name>".into(),
-            });
-        };
+    pub(super) fn create_file(&self, vm_id: &str, name: &str) -> Result<File, VmOpError> {
+        let path = self.state_dir.join(self.vm_rel(vm_id, name));
         let dir = self.owner_vm_dir(vm_id)?;
         dir.create(name, 0o600, Some(self.owner)).map_err(|e| {
             if matches!(e, banger_vmm::VmmError::Refused { .. }) && dir.lstat(name).is_ok() {
@@ -277,9 +269,8 @@ impl VmHost {
         validate::id("image id", &spec.image_id)?;
         validate::work_disk_bytes(spec.work_disk_bytes)?;
         let image_rel = Path::new("images").join(&spec.image_id);
-        let work_rel = self.vm_rel(&spec.vm_id, WORK_DISK);
         let root = self.create_root_disk(&spec.vm_id, &spec.image_id)?;
-        match self.create_work_disk(&image_rel, &work_rel, spec.work_disk_bytes) {
+        match self.create_work_disk(&image_rel, &spec.vm_id, spec.work_disk_bytes) {
             Ok(work) => Ok(VmDisksOutcome {
                 backend: root.backend,
                 root_bytes: root.bytes,
@@ -304,11 +295,11 @@ impl VmHost {
     fn create_work_disk(
         &self,
         image_rel: &Path,
-        work_rel: &Path,
+        vm_id: &str,
         bytes: u64,
     ) -> Result<u64, VmOpError> {
-        let path = self.state_dir.join(work_rel);
-        let dst = self.create_file(work_rel)?;
+        let path = self.state_dir.join(self.vm_rel(vm_id, WORK_DISK));
+        let dst = self.create_file(vm_id, WORK_DISK)?;
         let seed_rel = image_rel.join("work-seed.ext4");
         match self.open_beneath(&seed_rel, OFlags::RDONLY) {
             Ok(seed) => {
@@ -432,7 +423,7 @@ mod tests {
             super::super::slots::tests::host(dir.path(), super::super::slots::tests::jail(4));
         std::fs::create_dir_all(dir.path().join("state/vms").join(VM)).unwrap();
         let rel = Path::new("vms").join(VM).join("work.ext4");
-        let disk = host.create_file(&rel).unwrap();
+        let disk = host.create_file(VM, "work.ext4").unwrap();
         disk.set_len(1 << 20).unwrap();
         host.tool(
             "running a tool on the new disk",
@@ -468,7 +459,7 @@ mod tests {
                 seen
             });
             let made = (0..3000).try_for_each(|_| {
-                drop(host.create_file(rel)?);
+                drop(host.create_file(VM, "work.ext4")?);
                 std::fs::remove_file(&path).map_err(super::io("removing", &path))
             });
             // Before anything can panic: the watcher must stop.
@@ -480,7 +471,7 @@ mod tests {
             seen, 0,
             "times the disk was seen root's with permission bits"
         );
-        drop(host.create_file(rel).unwrap());
+        drop(host.create_file(VM, "work.ext4").unwrap());
         let m = std::fs::metadata(&path).unwrap();
         assert_eq!((m.uid(), m.gid(), m.mode() & 0o7777), (4242, 4242, 0o600));
     }

@@ -577,7 +577,7 @@ impl SnapshotBackend for DmSnapshot {
                 .map_err(io("sizing", &cow_path))?;
             drop(cow);
             let origin_rel = host.vm_rel(vm_id, ORIGIN_FILE);
-            let mut marker = host.create_file(&origin_rel)?;
+            let mut marker = host.create_file(vm_id, ORIGIN_FILE)?;
             marker
                 .write_all(format!("{image_id}\n").as_bytes())
                 .map_err(io("writing", &host.state_dir.join(&origin_rel)))?;

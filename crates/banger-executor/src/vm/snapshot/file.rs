@@ -102,8 +102,7 @@ fn create_file_disk(
     let src = host.open_beneath(&src_rel, OFlags::RDONLY)?;
     // Root copies it into a file the owner reads: it must be the owner's.
     super::dm::checked_origin(host, &src, &host.state_dir.join(&src_rel))?;
-    let rel = host.vm_rel(vm_id, ROOT_DISK);
-    let dst = host.create_file(&rel)?;
+    let dst = host.create_file(vm_id, ROOT_DISK)?;
     let made = fill(&src, &dst).and_then(|()| {
         dst.metadata()
             .map(|m| m.len())
