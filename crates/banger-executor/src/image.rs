@@ -31,10 +31,10 @@ use std::time::Duration;
 
 use banger_host::runner::{Cmd, RunError, Runner};
 use banger_proto::net::FdIndex;
-use banger_proto::privops::{BuiltImageFile, BuiltImageFiles, PrivOutcome};
+use banger_proto::privops::{BuiltImageFile, BuiltImageFiles};
 use rustix::fs::{Mode, OFlags};
 
-use crate::Executed;
+use crate::WithFds;
 
 /// Longest accepted suite name (Debian's are short words: `bookworm`).
 pub const SUITE_MAX: usize = 32;
@@ -246,7 +246,7 @@ impl ImageBuilder {
     }
 
     /// Build (or find) the image of `suite` and open its three files.
-    pub fn build(&self, suite: &str) -> Result<Executed, ImageBuildError> {
+    pub fn build(&self, suite: &str) -> Result<WithFds<BuiltImageFiles>, ImageBuildError> {
         validate_suite(suite)?;
         // One build at a time, and nobody queues behind it holding one of
         // the helper's connections for an hour: a second caller is told to
@@ -305,7 +305,7 @@ impl ImageBuilder {
         check_root_path(dir)
     }
 
-    fn open_entry(&self, printed: Printed) -> Result<Executed, ImageBuildError> {
+    fn open_entry(&self, printed: Printed) -> Result<WithFds<BuiltImageFiles>, ImageBuildError> {
         let key = &printed.cache_key;
         if key.len() != 64 || !key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(ImageBuildError::Output {
@@ -339,8 +339,8 @@ impl ImageBuilder {
             }
             fds.push(OwnedFd::from(open_root_file(dir.as_fd(), path)?));
         }
-        Ok(Executed {
-            outcome: PrivOutcome::BuiltImage(BuiltImageFiles {
+        Ok(WithFds {
+            answer: BuiltImageFiles {
                 cache_key: key.clone(),
                 kernel_version: printed.kernel_version,
                 entry: entry.display().to_string(),
@@ -357,7 +357,7 @@ impl ImageBuilder {
                     fd: FdIndex(2),
                     path: printed.initrd.display().to_string(),
                 },
-            }),
+            },
             fds,
         })
     }
@@ -593,7 +593,7 @@ mod tests {
             }
         }
 
-        fn open(&self, printed: Printed) -> Result<Executed, ImageBuildError> {
+        fn open(&self, printed: Printed) -> Result<WithFds<BuiltImageFiles>, ImageBuildError> {
             builder(BuildLaunch::Child, self.dir.path()).open_entry(printed)
         }
     }
@@ -603,9 +603,7 @@ mod tests {
         use std::io::Read as _;
         let cache = Cache::new();
         let done = cache.open(cache.printed()).unwrap();
-        let PrivOutcome::BuiltImage(files) = &done.outcome else {
-            panic!("{:?}", done.outcome)
-        };
+        let files = &done.answer;
         assert_eq!(files.cache_key, cache.key);
         let mut read = Vec::new();
         for (file, want) in [

@@ -39,7 +39,10 @@ use std::sync::Arc;
 use banger_host::net::HostNet;
 use banger_host::probe::HostProbes;
 use banger_proto::net::BridgeSpec;
-use banger_proto::privops::{PrivOp, PrivOutcome};
+use banger_proto::privops::{
+    Answer, DeleteTap, GrowWorkDisk, ImageOp, KillVm, NetOp, OpenDnsSockets, PrivCall, PrivOp,
+    PrivOutcome, ProbeDevice, ProbeOp, StopVm, VmOp,
+};
 
 /// Longest rendering of an operation's arguments the helper logs.
 const LOGGED_ARGS_MAX: usize = 2048;
@@ -64,6 +67,39 @@ pub use vm::{KERNEL_CMDLINE, VmHostConfig, VmOpError, clone_file};
 pub struct Executed {
     pub outcome: PrivOutcome,
     pub fds: Vec<OwnedFd>,
+}
+
+/// An answer with the descriptors it names ([`Executed`] before it is put
+/// on the wire).
+#[derive(Debug)]
+pub struct WithFds<T> {
+    pub answer: T,
+    pub fds: Vec<OwnedFd>,
+}
+
+/// Perform `request` with `f`: the outcome is built from the request's own
+/// answer type ([`PrivCall::Response`]), so what the executor answers
+/// always matches the operation asked.
+fn run<R: PrivCall, E>(
+    request: R,
+    f: impl FnOnce(R) -> Result<R::Response, E>,
+) -> Result<Executed, E> {
+    Ok(Executed {
+        outcome: f(request)?.into_outcome(),
+        fds: Vec::new(),
+    })
+}
+
+/// [`run`] for an operation whose answer names descriptors.
+fn run_with_fds<R: PrivCall, E>(
+    request: R,
+    f: impl FnOnce(R) -> Result<WithFds<R::Response>, E>,
+) -> Result<Executed, E> {
+    let WithFds { answer, fds } = f(request)?;
+    Ok(Executed {
+        outcome: answer.into_outcome(),
+        fds,
+    })
 }
 
 /// Performs privileged operations against an injected host.
@@ -152,7 +188,10 @@ impl Executor {
         self
     }
 
-    fn build_image(&self, suite: &str) -> Result<Executed, ExecError> {
+    fn build_image(
+        &self,
+        suite: &str,
+    ) -> Result<WithFds<banger_proto::privops::BuiltImageFiles>, ExecError> {
         let builder = self
             .images
             .as_deref()
@@ -166,37 +205,34 @@ impl Executor {
             .ok_or(ExecError::Vm(VmOpError::NotConfigured))
     }
 
-    fn vm_op(&self, op: PrivOp) -> Result<Executed, ExecError> {
+    fn vm_op(&self, op: VmOp) -> Result<Executed, ExecError> {
         let vm = self.vm_host()?;
         // Every operation on a VM's disks or VMM start holds the VM's
         // operation lock: none overlaps another of the same VM. Stop,
         // kill and status go through the VMM table's own lock.
-        let vm_id = match &op {
-            PrivOp::CreateVmDisks(spec) => Some(&spec.vm_id),
-            PrivOp::WriteGuestFiles(spec) => Some(&spec.vm_id),
-            PrivOp::DeleteVmDisks { vm_id } | PrivOp::GrowWorkDisk { vm_id, .. } => Some(vm_id),
-            PrivOp::LaunchVm(spec) => Some(&spec.vm_id),
-            _ => None,
+        let _busy = match &op {
+            VmOp::CreateVmDisks(_)
+            | VmOp::WriteGuestFiles(_)
+            | VmOp::DeleteVmDisks(_)
+            | VmOp::GrowWorkDisk(_)
+            | VmOp::LaunchVm(_) => Some(vm.begin_op(op.vm_id(), op.name())?),
+            VmOp::StopVm(_) | VmOp::KillVm(_) | VmOp::VmmStatus(_) => None,
         };
-        let _busy = vm_id.map(|id| vm.begin_op(id, op.name())).transpose()?;
-        let outcome = match op {
-            PrivOp::CreateVmDisks(spec) => PrivOutcome::VmDisks(vm.create_disks(&spec)?),
-            PrivOp::WriteGuestFiles(spec) => {
+        match op {
+            VmOp::CreateVmDisks(spec) => run(spec, |spec| Ok(vm.create_disks(&spec)?)),
+            VmOp::WriteGuestFiles(spec) => run(spec, |spec| {
                 vm.ensure_stopped(&spec.vm_id)?;
-                vm.write_guest_files(&spec)?;
-                PrivOutcome::Done
-            }
-            PrivOp::DeleteVmDisks { vm_id } => {
+                Ok(vm.write_guest_files(&spec)?)
+            }),
+            VmOp::DeleteVmDisks(r) => run(r, |r| {
+                vm.ensure_stopped(&r.vm_id)?;
+                Ok(vm.delete_disks(&r.vm_id)?)
+            }),
+            VmOp::GrowWorkDisk(r) => run(r, |GrowWorkDisk { vm_id, bytes }| {
                 vm.ensure_stopped(&vm_id)?;
-                vm.delete_disks(&vm_id)?;
-                PrivOutcome::Done
-            }
-            PrivOp::GrowWorkDisk { vm_id, bytes } => {
-                vm.ensure_stopped(&vm_id)?;
-                vm.grow_work_disk(&vm_id, bytes)?;
-                PrivOutcome::Done
-            }
-            PrivOp::LaunchVm(spec) => {
+                Ok(vm.grow_work_disk(&vm_id, bytes)?)
+            }),
+            VmOp::LaunchVm(spec) => run(spec, |spec| {
                 let tap = self
                     .journal
                     .open()
@@ -210,26 +246,49 @@ impl Executor {
                     self.installed_bridge_named(&tap.bridge)?;
                     self.require_firewall(&tap.bridge)?;
                 }
-                PrivOutcome::Vmm(vm.launch(&spec, tap.is_some())?)
+                Ok(vm.launch(&spec, tap.is_some())?)
+            }),
+            VmOp::StopVm(r) => run(
+                r,
+                |StopVm {
+                     vm_id,
+                     timeout_secs,
+                 }| {
+                    let timeout = std::time::Duration::from_secs(timeout_secs.into());
+                    Ok(vm.stop(&vm_id, timeout, false)?)
+                },
+            ),
+            VmOp::KillVm(r) => run(r, |KillVm { vm_id }| {
+                Ok(vm.stop(&vm_id, std::time::Duration::ZERO, true)?)
+            }),
+            VmOp::VmmStatus(r) => run(r, |r| Ok(vm.status(&r.vm_id)?)),
+        }
+    }
+
+    fn probe(&self, op: ProbeOp) -> Result<Executed, ExecError> {
+        match op {
+            ProbeOp::ProbeKvm(r) => run(r, |_| Ok(self.host.probe_kvm())),
+            ProbeOp::ProbeDevice(r) => {
+                run(r, |ProbeDevice { device }| Ok(self.probe_device(device)))
             }
-            PrivOp::StopVm {
-                vm_id,
-                timeout_secs,
-            } => PrivOutcome::VmStopped(vm.stop(
-                &vm_id,
-                std::time::Duration::from_secs(timeout_secs.into()),
-                false,
-            )?),
-            PrivOp::KillVm { vm_id } => {
-                PrivOutcome::VmStopped(vm.stop(&vm_id, std::time::Duration::ZERO, true)?)
-            }
-            PrivOp::VmmStatus { vm_id } => PrivOutcome::Vmm(vm.status(&vm_id)?),
-            other => unreachable!("not a VM op: {}", other.name()),
-        };
-        Ok(Executed {
-            outcome,
-            fds: Vec::new(),
-        })
+            ProbeOp::ProbeNftables(r) => run(r, |_| Ok(self.host.probe_nft())),
+            ProbeOp::ProbeJailScope(r) => run(r, |_| Ok(self.host.probe_jail_scope())),
+        }
+    }
+
+    fn net_op(&self, op: NetOp) -> Result<Executed, ExecError> {
+        match op {
+            NetOp::EnsureBridge(spec) => run(spec, |spec| self.ensure_bridge(spec)),
+            NetOp::EnsureTap(spec) => run(spec, |spec| self.ensure_tap(spec)),
+            NetOp::DeleteTap(r) => run(r, |DeleteTap { name }| self.delete_tap(name)),
+            NetOp::SyncFirewall(spec) => run(spec, |spec| self.sync_firewall(spec)),
+            NetOp::OpenDnsSockets(r) => run_with_fds(r, |OpenDnsSockets { address }| {
+                self.open_dns_sockets(address)
+            }),
+            NetOp::ApplyResolver(spec) => run(spec, |spec| self.apply_resolver(spec)),
+            NetOp::NetStatus(r) => run(r, |_| self.net_status()),
+            NetOp::Teardown(r) => run(r, |_| self.teardown()),
+        }
     }
 
     /// A device probe as this executor can use the device: for
@@ -261,36 +320,13 @@ impl Executor {
             args.push('…');
         }
         tracing::info!(op = name, %args, "privileged op");
-        let simple = |outcome| {
-            Ok(Executed {
-                outcome,
-                fds: Vec::new(),
-            })
-        };
         let result = match op {
-            PrivOp::ProbeKvm => simple(PrivOutcome::Kvm(self.host.probe_kvm())),
-            PrivOp::ProbeDevice { device } => {
-                simple(PrivOutcome::Device(self.probe_device(device)))
+            PrivOp::Probe(op) => self.probe(op),
+            PrivOp::Net(op) => self.net_op(op),
+            PrivOp::Vm(op) => self.vm_op(op),
+            PrivOp::Image(ImageOp::BuildDebianImage(r)) => {
+                run_with_fds(r, |r| self.build_image(&r.suite))
             }
-            PrivOp::ProbeNftables => simple(PrivOutcome::Nftables(self.host.probe_nft())),
-            PrivOp::ProbeJailScope => simple(PrivOutcome::JailScope(self.host.probe_jail_scope())),
-            PrivOp::EnsureBridge(spec) => self.ensure_bridge(spec),
-            PrivOp::EnsureTap(spec) => self.ensure_tap(spec),
-            PrivOp::DeleteTap { name } => self.delete_tap(name),
-            PrivOp::SyncFirewall(spec) => self.sync_firewall(spec),
-            PrivOp::OpenDnsSockets { address } => self.open_dns_sockets(address),
-            PrivOp::ApplyResolver(spec) => self.apply_resolver(spec),
-            PrivOp::NetStatus => self.net_status(),
-            PrivOp::Teardown => self.teardown(),
-            op @ (PrivOp::CreateVmDisks(_)
-            | PrivOp::WriteGuestFiles(_)
-            | PrivOp::DeleteVmDisks { .. }
-            | PrivOp::GrowWorkDisk { .. }
-            | PrivOp::LaunchVm(_)
-            | PrivOp::StopVm { .. }
-            | PrivOp::KillVm { .. }
-            | PrivOp::VmmStatus { .. }) => self.vm_op(op),
-            PrivOp::BuildDebianImage { suite } => self.build_image(&suite),
         };
         if let Err(e) = &result {
             tracing::warn!(op = name, code = %e.code(), error = %e.render(), "privileged op failed");

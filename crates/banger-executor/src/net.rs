@@ -21,12 +21,11 @@ use banger_proto::net::{
     BridgeOutcome, BridgeSpec, BridgeStatus, FirewallSpec, NFT_TABLE, NetStatus, TapOutcome,
     TapSpec, TapStatus, TeardownReport,
 };
-use banger_proto::privops::PrivOutcome;
 
 use crate::error::ExecError;
 use crate::firewall;
 use crate::journal::{BridgeEntry, Journal, TapEntry, Txn};
-use crate::{Executed, Executor, validate};
+use crate::{Executor, validate};
 
 mod configure;
 mod dns;
@@ -37,13 +36,6 @@ use identity::{Journaled, check_bridge_identity, check_ours, check_tap_identity}
 /// The resolver routing domain: `~vm` sends `*.vm` lookups to the bridge's
 /// DNS server without making it a default resolver.
 pub const VM_DOMAIN_ROUTE: &str = "~vm";
-
-fn done(outcome: PrivOutcome) -> Executed {
-    Executed {
-        outcome,
-        fds: Vec::new(),
-    }
-}
 
 fn journaled_bridge<'a>(journal: &'a Journal, name: &str) -> Result<&'a BridgeEntry, ExecError> {
     journal.bridge(name).ok_or_else(|| ExecError::NotJournaled {
@@ -91,7 +83,7 @@ impl Executor {
         self.installed_bridge(|b| b.name == name, || format!("bridge {name}"))
     }
 
-    pub(crate) fn ensure_bridge(&self, spec: BridgeSpec) -> Result<Executed, ExecError> {
+    pub(crate) fn ensure_bridge(&self, spec: BridgeSpec) -> Result<BridgeOutcome, ExecError> {
         // Which subnet the host hands to guests (and binds DNS in) is root's
         // decision, never the owner's.
         self.installed_bridge(|b| *b == spec, || format!("bridge {}", describe(&spec)))?;
@@ -220,10 +212,10 @@ impl Executor {
             entry.mac_set = true;
             txn.save()?;
         }
-        Ok(done(PrivOutcome::Bridge(BridgeOutcome {
+        Ok(BridgeOutcome {
             name: spec.name,
             created,
-        })))
+        })
     }
 
     /// Remove every journaled bridge but `installed`, with its taps: a
@@ -301,7 +293,7 @@ impl Executor {
         }
     }
 
-    pub(crate) fn ensure_tap(&self, spec: TapSpec) -> Result<Executed, ExecError> {
+    pub(crate) fn ensure_tap(&self, spec: TapSpec) -> Result<TapOutcome, ExecError> {
         self.installed_bridge_named(&spec.bridge)?;
         // Gap 12: the request names the installed owner (root in dev
         // mode), never another uid. The tap itself is root's.
@@ -436,13 +428,13 @@ impl Executor {
             }
             return Err(e);
         }
-        Ok(done(PrivOutcome::Tap(TapOutcome {
+        Ok(TapOutcome {
             name: spec.name,
             created,
-        })))
+        })
     }
 
-    pub(crate) fn delete_tap(&self, name: String) -> Result<Executed, ExecError> {
+    pub(crate) fn delete_tap(&self, name: String) -> Result<(), ExecError> {
         let mut txn = self.journal.open()?;
         let Some(entry) = txn.state.tap(&name).cloned() else {
             return Err(ExecError::NotJournaled { what: "tap", name });
@@ -452,10 +444,10 @@ impl Executor {
         self.remove_link(&name, Journaled::Tap(&entry), Some(existing.as_ref()))?;
         txn.state.remove_tap(&name);
         txn.save()?;
-        Ok(done(PrivOutcome::Done))
+        Ok(())
     }
 
-    pub(crate) fn sync_firewall(&self, spec: FirewallSpec) -> Result<Executed, ExecError> {
+    pub(crate) fn sync_firewall(&self, spec: FirewallSpec) -> Result<(), ExecError> {
         self.installed_bridge_named(&spec.bridge)?;
         let mut txn = self.journal.open()?;
         let subnet = journaled_bridge(&txn.state, &spec.bridge)?.cidr();
@@ -477,7 +469,7 @@ impl Executor {
             validate::guest_address(&g.tap, g.ip, &spec.bridge, subnet)?;
         }
         self.replace_firewall(&mut txn, spec, subnet.address)?;
-        Ok(done(PrivOutcome::Done))
+        Ok(())
     }
 
     /// Replace banger's tables with exactly `spec` (validated) for the
@@ -521,7 +513,7 @@ impl Executor {
             .collect())
     }
 
-    pub(crate) fn net_status(&self) -> Result<Executed, ExecError> {
+    pub(crate) fn net_status(&self) -> Result<NetStatus, ExecError> {
         let txn = self.journal.open()?;
         let links = self.net.links().map_err(ExecError::ReadLinks)?;
         let find = |name: &str| links.iter().find(|l| l.name == name);
@@ -560,7 +552,7 @@ impl Executor {
             .map_err(ExecError::ListTables)?
             .is_empty();
         let ip_forward = self.net.ip_forward().map_err(ExecError::IpForward)?;
-        Ok(done(PrivOutcome::NetStatus(NetStatus {
+        Ok(NetStatus {
             bridges,
             taps,
             firewall,
@@ -571,7 +563,7 @@ impl Executor {
             },
             ip_forward,
             resolver_links: txn.state.resolver_links.clone(),
-        })))
+        })
     }
 
     /// Refuse `op` while a launch in flight has handed the journaled tap
@@ -614,7 +606,7 @@ impl Executor {
     /// attempted, "already gone" is success, failures are reported and their
     /// entries stay in the journal so a later teardown can retry them. A
     /// fully successful teardown leaves an empty journal.
-    pub(crate) fn teardown(&self) -> Result<Executed, ExecError> {
+    pub(crate) fn teardown(&self) -> Result<TeardownReport, ExecError> {
         let mut txn = self.journal.open()?;
         self.not_in_flight(&txn, "Teardown", None)?;
         let mut removed = Vec::new();
@@ -752,9 +744,6 @@ impl Executor {
         if let Err(e) = txn.save() {
             fail(ExecError::Journal(e));
         }
-        Ok(done(PrivOutcome::Teardown(TeardownReport {
-            removed,
-            errors,
-        })))
+        Ok(TeardownReport { removed, errors })
     }
 }

@@ -10,38 +10,44 @@ use banger_host::net::{Ipv4Cidr, Link, RouteV4};
 use banger_proto::net::{
     BridgeSpec, FirewallSpec, IFNAME_MAX, IFNAME_PREFIX, SUBNET_PREFIX_RANGE, TAP_PREFIX,
 };
-use banger_proto::privops::PrivOp;
+use banger_proto::privops::{
+    BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, ImageOp, KillVm, NetOp,
+    OpenDnsSockets, PrivOp, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp,
+    QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus,
+};
 
 use crate::error::ExecError;
 
 /// The checks of `op` that need no host state.
 pub fn op(op: &PrivOp) -> Result<(), ExecError> {
     match op {
-        PrivOp::ProbeKvm
-        | PrivOp::ProbeDevice { .. }
-        | PrivOp::ProbeNftables
-        | PrivOp::ProbeJailScope
-        | PrivOp::NetStatus
-        | PrivOp::Teardown
-        | PrivOp::OpenDnsSockets { .. } => Ok(()),
-        PrivOp::EnsureBridge(spec) => bridge_spec(spec).map(drop),
-        PrivOp::EnsureTap(spec) => {
+        PrivOp::Probe(ProbeOp::ProbeKvm(ProbeKvm))
+        | PrivOp::Probe(ProbeOp::ProbeDevice(ProbeDevice { .. }))
+        | PrivOp::Probe(ProbeOp::ProbeNftables(ProbeNftables))
+        | PrivOp::Probe(ProbeOp::ProbeJailScope(ProbeJailScope))
+        | PrivOp::Net(NetOp::NetStatus(QueryNetStatus))
+        | PrivOp::Net(NetOp::Teardown(Teardown))
+        | PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets { .. })) => Ok(()),
+        PrivOp::Net(NetOp::EnsureBridge(spec)) => bridge_spec(spec).map(drop),
+        PrivOp::Net(NetOp::EnsureTap(spec)) => {
             tap_name(&spec.name)?;
             bridge_name(&spec.bridge)
         }
-        PrivOp::DeleteTap { name } => tap_name(name),
-        PrivOp::SyncFirewall(spec) => firewall_shape(spec),
-        PrivOp::ApplyResolver(spec) => bridge_name(&spec.bridge),
+        PrivOp::Net(NetOp::DeleteTap(DeleteTap { name })) => tap_name(name),
+        PrivOp::Net(NetOp::SyncFirewall(spec)) => firewall_shape(spec),
+        PrivOp::Net(NetOp::ApplyResolver(spec)) => bridge_name(&spec.bridge),
         // Checked by the VM module (`vm::validate`) before anything is touched.
-        PrivOp::CreateVmDisks(_)
-        | PrivOp::WriteGuestFiles(_)
-        | PrivOp::DeleteVmDisks { .. }
-        | PrivOp::GrowWorkDisk { .. }
-        | PrivOp::LaunchVm(_)
-        | PrivOp::StopVm { .. }
-        | PrivOp::KillVm { .. }
-        | PrivOp::VmmStatus { .. } => Ok(()),
-        PrivOp::BuildDebianImage { suite } => Ok(crate::image::validate_suite(suite)?),
+        PrivOp::Vm(VmOp::CreateVmDisks(_))
+        | PrivOp::Vm(VmOp::WriteGuestFiles(_))
+        | PrivOp::Vm(VmOp::DeleteVmDisks(DeleteVmDisks { .. }))
+        | PrivOp::Vm(VmOp::GrowWorkDisk(GrowWorkDisk { .. }))
+        | PrivOp::Vm(VmOp::LaunchVm(_))
+        | PrivOp::Vm(VmOp::StopVm(StopVm { .. }))
+        | PrivOp::Vm(VmOp::KillVm(KillVm { .. }))
+        | PrivOp::Vm(VmOp::VmmStatus(VmmStatus { .. })) => Ok(()),
+        PrivOp::Image(ImageOp::BuildDebianImage(BuildDebianImage { suite })) => {
+            Ok(crate::image::validate_suite(suite)?)
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use banger_host::net::RealNet;
 use banger_host::net::netns::in_fresh_netns;
 use banger_host::probe::RealHost;
 use banger_proto::net::BridgeSpec;
-use banger_proto::privops::{PrivOp, PrivOutcome};
+use banger_proto::privops::{NetOp, PrivOp, PrivOutcome, Teardown};
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
@@ -45,11 +45,11 @@ fn bridge_then_teardown(before: &str) -> (String, String) {
     in_fresh_netns(|| {
         std::fs::write(IP_FORWARD, before).unwrap();
         executor(dir.path())
-            .execute(PrivOp::EnsureBridge(bridge()))
+            .execute(PrivOp::Net(NetOp::EnsureBridge(bridge())))
             .unwrap();
         let with_bridge = forwarding();
         let out = executor(dir.path())
-            .execute(PrivOp::Teardown)
+            .execute(PrivOp::Net(NetOp::Teardown(Teardown)))
             .unwrap()
             .outcome;
         assert!(

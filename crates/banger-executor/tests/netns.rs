@@ -21,7 +21,9 @@ use banger_host::probe::RealHost;
 use banger_host::runner::{Cmd, Runner};
 use banger_proto::ErrorCode;
 use banger_proto::net::{BridgeSpec, DnsSockets, FdIndex, FirewallSpec, GuestRule, TapSpec};
-use banger_proto::privops::{PrivOp, PrivOutcome};
+use banger_proto::privops::{
+    DeleteTap, NetOp, OpenDnsSockets, PrivOp, PrivOutcome, QueryNetStatus, Teardown,
+};
 use serde_json::Value;
 
 fn require_root() {
@@ -152,7 +154,7 @@ fn ensure_bridge_twice_gives_one_bridge_with_our_address_up() {
         // value): switch it off so the bridge must turn it on, on any host.
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "0\n").unwrap();
         let exec = executor(dir.path());
-        let out = run(&exec, PrivOp::EnsureBridge(bridge())).unwrap();
+        let out = run(&exec, PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
         assert!(
             matches!(out, PrivOutcome::Bridge(ref b) if b.created),
             "{out:?}"
@@ -166,7 +168,7 @@ fn ensure_bridge_twice_gives_one_bridge_with_our_address_up() {
             "1\n"
         );
 
-        let out = run(&exec, PrivOp::EnsureBridge(bridge())).unwrap();
+        let out = run(&exec, PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
         assert!(
             matches!(out, PrivOutcome::Bridge(ref b) if !b.created),
             "{out:?}"
@@ -178,7 +180,7 @@ fn ensure_bridge_twice_gives_one_bridge_with_our_address_up() {
 
         // A stray address on our own bridge is replaced.
         sh("ip", &["addr", "add", "10.0.0.9/24", "dev", "banger0"]);
-        run(&exec, PrivOp::EnsureBridge(bridge())).unwrap();
+        run(&exec, PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
         assert_eq!(ipv4_addrs(&addr_show("banger0")), ["10.0.0.1/24"]);
     });
 }
@@ -189,8 +191,8 @@ fn ensure_tap_creates_a_root_owned_persistent_tap_on_the_bridge() {
     let dir = tempfile::tempdir().unwrap();
     in_fresh_netns(|| {
         let exec = executor(dir.path());
-        run(&exec, PrivOp::EnsureBridge(bridge())).unwrap();
-        let out = run(&exec, PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
+        run(&exec, PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
+        let out = run(&exec, PrivOp::Net(NetOp::EnsureTap(tap("bangertap0")))).unwrap();
         assert!(
             matches!(out, PrivOutcome::Tap(ref t) if t.created),
             "{out:?}"
@@ -211,7 +213,7 @@ fn ensure_tap_creates_a_root_owned_persistent_tap_on_the_bridge() {
             link["ifindex"].clone()
         };
         let index = check();
-        let out = run(&exec, PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
+        let out = run(&exec, PrivOp::Net(NetOp::EnsureTap(tap("bangertap0")))).unwrap();
         assert!(
             matches!(out, PrivOutcome::Tap(ref t) if !t.created),
             "{out:?}"
@@ -220,14 +222,14 @@ fn ensure_tap_creates_a_root_owned_persistent_tap_on_the_bridge() {
 
         // Detached and downed behind banger's back: the next ensure repairs it.
         sh("ip", &["link", "set", "bangertap0", "nomaster", "down"]);
-        run(&exec, PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
+        run(&exec, PrivOp::Net(NetOp::EnsureTap(tap("bangertap0")))).unwrap();
         assert_eq!(check(), index);
 
         run(
             &exec,
-            PrivOp::DeleteTap {
+            PrivOp::Net(NetOp::DeleteTap(DeleteTap {
                 name: "bangertap0".into(),
-            },
+            })),
         )
         .unwrap();
         assert_eq!(link_names(), ["banger0", "lo"]);
@@ -253,11 +255,11 @@ fn sync_firewall_replaces_only_bangers_tables_and_teardown_removes_everything() 
         );
 
         let exec = executor(dir.path());
-        run(&exec, PrivOp::EnsureBridge(bridge())).unwrap();
-        run(&exec, PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
-        run(&exec, PrivOp::EnsureTap(tap("bangertap1"))).unwrap();
+        run(&exec, PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
+        run(&exec, PrivOp::Net(NetOp::EnsureTap(tap("bangertap0")))).unwrap();
+        run(&exec, PrivOp::Net(NetOp::EnsureTap(tap("bangertap1")))).unwrap();
         assert_eq!(
-            run(&exec, PrivOp::SyncFirewall(spec(false))).unwrap(),
+            run(&exec, PrivOp::Net(NetOp::SyncFirewall(spec(false)))).unwrap(),
             PrivOutcome::Done
         );
         assert_eq!(
@@ -289,16 +291,18 @@ fn sync_firewall_replaces_only_bangers_tables_and_teardown_removes_everything() 
 
         // Same spec again: the same rule set.
         let text = sh("nft", &["list", "ruleset"]);
-        run(&exec, PrivOp::SyncFirewall(spec(false))).unwrap();
+        run(&exec, PrivOp::Net(NetOp::SyncFirewall(spec(false)))).unwrap();
         assert_eq!(sh("nft", &["list", "ruleset"]), text);
         // A different spec replaces it (inter-VM allowed: no L2 isolation rule).
-        run(&exec, PrivOp::SyncFirewall(spec(true))).unwrap();
+        run(&exec, PrivOp::Net(NetOp::SyncFirewall(spec(true)))).unwrap();
         let relaxed = sh("nft", &["list", "ruleset"]);
         let isolation = "iifname \"bangertap*\" oifname \"bangertap*\" drop";
         assert!(!relaxed.contains(isolation), "{relaxed}");
         assert!(text.contains(isolation), "{text}");
 
-        let PrivOutcome::NetStatus(status) = run(&exec, PrivOp::NetStatus).unwrap() else {
+        let PrivOutcome::NetStatus(status) =
+            run(&exec, PrivOp::Net(NetOp::NetStatus(QueryNetStatus))).unwrap()
+        else {
             panic!()
         };
         assert!(status.firewall && status.ip_forward);
@@ -306,7 +310,9 @@ fn sync_firewall_replaces_only_bangers_tables_and_teardown_removes_everything() 
         assert_eq!(status.taps.len(), 2);
         assert!(status.taps.iter().all(|t| t.present && t.up));
 
-        let PrivOutcome::Teardown(report) = run(&exec, PrivOp::Teardown).unwrap() else {
+        let PrivOutcome::Teardown(report) =
+            run(&exec, PrivOp::Net(NetOp::Teardown(Teardown))).unwrap()
+        else {
             panic!()
         };
         assert!(report.errors.is_empty(), "{report:?}");
@@ -314,7 +320,9 @@ fn sync_firewall_replaces_only_bangers_tables_and_teardown_removes_everything() 
         assert_eq!(link_names(), ["bangerx0", "bangerx1", "lo"]);
         assert_eq!(nft_tables(), ["inet bangerx"]);
 
-        let PrivOutcome::Teardown(again) = run(&exec, PrivOp::Teardown).unwrap() else {
+        let PrivOutcome::Teardown(again) =
+            run(&exec, PrivOp::Net(NetOp::Teardown(Teardown))).unwrap()
+        else {
             panic!()
         };
         assert!(
@@ -335,19 +343,19 @@ fn refusals_touch_nothing_in_the_kernel() {
         // Bad input.
         let err = run(
             &exec,
-            PrivOp::EnsureBridge(BridgeSpec {
+            PrivOp::Net(NetOp::EnsureBridge(BridgeSpec {
                 name: "banger/0".into(),
                 ..bridge()
-            }),
+            })),
         )
         .unwrap_err();
         assert_eq!(err.code(), ErrorCode::BadRequest);
         let err = run(
             &exec,
-            PrivOp::EnsureBridge(BridgeSpec {
+            PrivOp::Net(NetOp::EnsureBridge(BridgeSpec {
                 address: Ipv4Addr::new(10, 0, 0, 255),
                 ..bridge()
-            }),
+            })),
         )
         .unwrap_err();
         assert!(err.to_string().contains("broadcast address"), "{err}");
@@ -355,7 +363,7 @@ fn refusals_touch_nothing_in_the_kernel() {
 
         // A same-named bridge banger did not create.
         sh("ip", &["link", "add", "banger0", "type", "bridge"]);
-        let err = run(&exec, PrivOp::EnsureBridge(bridge())).unwrap_err();
+        let err = run(&exec, PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap_err();
         assert_eq!(
             err.to_string(),
             "interface banger0 exists but banger did not create it; refusing to touch it"
@@ -379,14 +387,16 @@ fn refusals_touch_nothing_in_the_kernel() {
         );
         let err = run(
             &exec,
-            PrivOp::DeleteTap {
+            PrivOp::Net(NetOp::DeleteTap(DeleteTap {
                 name: "bangertap5".into(),
-            },
+            })),
         )
         .unwrap_err();
         assert!(err.to_string().contains("not created by banger"), "{err}");
 
-        let PrivOutcome::Teardown(report) = run(&exec, PrivOp::Teardown).unwrap() else {
+        let PrivOutcome::Teardown(report) =
+            run(&exec, PrivOp::Net(NetOp::Teardown(Teardown))).unwrap()
+        else {
             panic!()
         };
         assert!(
@@ -419,7 +429,7 @@ fn a_subnet_routed_by_another_interface_is_refused() {
         sh("ip", &["link", "set", "other0", "up"]);
         sh("ip", &["link", "set", "other1", "up"]);
         let exec = executor(dir.path());
-        let err = run(&exec, PrivOp::EnsureBridge(bridge())).unwrap_err();
+        let err = run(&exec, PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap_err();
         assert_eq!(err.code(), ErrorCode::BadRequest);
         assert_eq!(
             err.to_string(),
@@ -430,10 +440,10 @@ fn a_subnet_routed_by_another_interface_is_refused() {
         // A subnet next to it is fine.
         run(
             &exec,
-            PrivOp::EnsureBridge(BridgeSpec {
+            PrivOp::Net(NetOp::EnsureBridge(BridgeSpec {
                 address: Ipv4Addr::new(10, 1, 0, 1),
                 ..bridge()
-            }),
+            })),
         )
         .unwrap();
     });
@@ -445,11 +455,11 @@ fn dns_sockets_arrive_bound_and_working() {
     let dir = tempfile::tempdir().unwrap();
     in_fresh_netns(|| {
         let exec = executor(dir.path());
-        run(&exec, PrivOp::EnsureBridge(bridge())).unwrap();
+        run(&exec, PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
         let executed = exec
-            .execute(PrivOp::OpenDnsSockets {
+            .execute(PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets {
                 address: Ipv4Addr::new(10, 0, 0, 1),
-            })
+            })))
             .unwrap();
         assert_eq!(
             executed.outcome,
@@ -493,9 +503,9 @@ fn dns_sockets_arrive_bound_and_working() {
 
         // Not a bridge address: refused.
         let err = exec
-            .execute(PrivOp::OpenDnsSockets {
+            .execute(PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets {
                 address: Ipv4Addr::new(10, 0, 0, 2),
-            })
+            })))
             .unwrap_err();
         assert_eq!(err.code(), ErrorCode::BadRequest);
     });
@@ -572,9 +582,9 @@ fn a_tap_can_only_speak_with_its_own_guest_address() {
     let dir = tempfile::tempdir().unwrap();
     in_fresh_netns(|| {
         let exec = executor(dir.path());
-        run(&exec, PrivOp::EnsureBridge(bridge())).unwrap();
-        run(&exec, PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
-        run(&exec, PrivOp::EnsureTap(tap("bangertap1"))).unwrap();
+        run(&exec, PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
+        run(&exec, PrivOp::Net(NetOp::EnsureTap(tap("bangertap0")))).unwrap();
+        run(&exec, PrivOp::Net(NetOp::EnsureTap(tap("bangertap1")))).unwrap();
         let mut guest = attach_tap("bangertap0");
         let mac_text = addr_show("banger0")["address"]
             .as_str()
@@ -615,7 +625,7 @@ fn a_tap_can_only_speak_with_its_own_guest_address() {
             "before any sync, a tap reached the host"
         );
 
-        run(&exec, PrivOp::SyncFirewall(spec(false))).unwrap();
+        run(&exec, PrivOp::Net(NetOp::SyncFirewall(spec(false)))).unwrap();
         assert!(
             heard(own, b"own-after"),
             "a guest's own address gets through (the test path works)"
@@ -633,18 +643,18 @@ fn resolver_routing_is_refused_outside_the_host_namespace() {
     let dir = tempfile::tempdir().unwrap();
     in_fresh_netns(|| {
         let exec = executor(dir.path());
-        run(&exec, PrivOp::EnsureBridge(bridge())).unwrap();
+        run(&exec, PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
         let b = bridge();
         let err = run(
             &exec,
-            PrivOp::ApplyResolver(banger_proto::net::ResolverSpec {
+            PrivOp::Net(NetOp::ApplyResolver(banger_proto::net::ResolverSpec {
                 bridge: b.name.clone(),
                 dns: b.address,
-            }),
+            })),
         )
         .unwrap_err();
         assert_eq!(err.code(), ErrorCode::Unavailable, "{err}");
         assert!(err.to_string().contains("network"), "{err}");
-        run(&exec, PrivOp::Teardown).unwrap();
+        run(&exec, PrivOp::Net(NetOp::Teardown(Teardown))).unwrap();
     });
 }

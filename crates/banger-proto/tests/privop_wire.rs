@@ -4,7 +4,11 @@
 //! whose keys are listed here; the op names are the executor's lock keys.
 
 use banger_proto::net::{BridgeSpec, FirewallSpec, GuestRule, ResolverSpec, TapSpec};
-use banger_proto::privops::{HostDevice, PrivOp};
+use banger_proto::privops::{
+    BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, HostDevice, ImageOp, KillVm, NetOp,
+    OpenDnsSockets, PrivOp, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp,
+    QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus,
+};
 use banger_proto::vmops::{GuestFile, GuestFilesSpec, LaunchVmSpec, VmDisksSpec, VmmKind};
 use serde_json::{Value, json};
 
@@ -12,70 +16,85 @@ const VM: &str = "0123456789abcdef0123456789abcdef";
 
 fn every_op() -> Vec<(PrivOp, Value)> {
     vec![
-        (PrivOp::ProbeKvm, json!({"op": "probe_kvm"})),
         (
-            PrivOp::ProbeDevice {
+            PrivOp::Probe(ProbeOp::ProbeKvm(ProbeKvm)),
+            json!({"op": "probe_kvm"}),
+        ),
+        (
+            PrivOp::Probe(ProbeOp::ProbeDevice(ProbeDevice {
                 device: HostDevice::Tun,
-            },
+            })),
             json!({"op": "probe_device", "args": {"device": "tun"}}),
         ),
-        (PrivOp::ProbeNftables, json!({"op": "probe_nftables"})),
-        (PrivOp::ProbeJailScope, json!({"op": "probe_jail_scope"})),
         (
-            PrivOp::EnsureBridge(BridgeSpec {
+            PrivOp::Probe(ProbeOp::ProbeNftables(ProbeNftables)),
+            json!({"op": "probe_nftables"}),
+        ),
+        (
+            PrivOp::Probe(ProbeOp::ProbeJailScope(ProbeJailScope)),
+            json!({"op": "probe_jail_scope"}),
+        ),
+        (
+            PrivOp::Net(NetOp::EnsureBridge(BridgeSpec {
                 name: "banger0".into(),
                 address: "10.0.0.1".parse().unwrap(),
                 prefix_len: 24,
-            }),
+            })),
             json!({"op": "ensure_bridge", "args": {"name": "banger0", "address": "10.0.0.1", "prefix_len": 24}}),
         ),
         (
-            PrivOp::EnsureTap(TapSpec {
+            PrivOp::Net(NetOp::EnsureTap(TapSpec {
                 name: "bangertap0".into(),
                 bridge: "banger0".into(),
                 owner_uid: 1000,
-            }),
+            })),
             json!({"op": "ensure_tap", "args": {"name": "bangertap0", "bridge": "banger0", "owner_uid": 1000}}),
         ),
         (
-            PrivOp::DeleteTap {
+            PrivOp::Net(NetOp::DeleteTap(DeleteTap {
                 name: "bangertap0".into(),
-            },
+            })),
             json!({"op": "delete_tap", "args": {"name": "bangertap0"}}),
         ),
         (
-            PrivOp::SyncFirewall(FirewallSpec {
+            PrivOp::Net(NetOp::SyncFirewall(FirewallSpec {
                 bridge: "banger0".into(),
                 guests: Vec::<GuestRule>::new(),
                 allow_inter_vm: false,
-            }),
+            })),
             json!({"op": "sync_firewall", "args": {"bridge": "banger0", "guests": [], "allow_inter_vm": false}}),
         ),
         (
-            PrivOp::OpenDnsSockets {
+            PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets {
                 address: "10.0.0.1".parse().unwrap(),
-            },
+            })),
             json!({"op": "open_dns_sockets", "args": {"address": "10.0.0.1"}}),
         ),
         (
-            PrivOp::ApplyResolver(ResolverSpec {
+            PrivOp::Net(NetOp::ApplyResolver(ResolverSpec {
                 bridge: "banger0".into(),
                 dns: "10.0.0.1".parse().unwrap(),
-            }),
+            })),
             json!({"op": "apply_resolver", "args": {"bridge": "banger0", "dns": "10.0.0.1"}}),
         ),
-        (PrivOp::NetStatus, json!({"op": "net_status"})),
-        (PrivOp::Teardown, json!({"op": "teardown"})),
         (
-            PrivOp::CreateVmDisks(VmDisksSpec {
+            PrivOp::Net(NetOp::NetStatus(QueryNetStatus)),
+            json!({"op": "net_status"}),
+        ),
+        (
+            PrivOp::Net(NetOp::Teardown(Teardown)),
+            json!({"op": "teardown"}),
+        ),
+        (
+            PrivOp::Vm(VmOp::CreateVmDisks(VmDisksSpec {
                 vm_id: VM.into(),
                 image_id: VM.into(),
                 work_disk_bytes: 1 << 30,
-            }),
+            })),
             json!({"op": "create_vm_disks", "args": {"vm_id": VM, "image_id": VM, "work_disk_bytes": 1u64 << 30}}),
         ),
         (
-            PrivOp::WriteGuestFiles(GuestFilesSpec {
+            PrivOp::Vm(VmOp::WriteGuestFiles(GuestFilesSpec {
                 vm_id: VM.into(),
                 files: vec![GuestFile {
                     path: "/etc/hostname".into(),
@@ -84,24 +103,24 @@ fn every_op() -> Vec<(PrivOp, Value)> {
                     gid: 0,
                     content: "dev\n".into(),
                 }],
-            }),
+            })),
             json!({"op": "write_guest_files", "args": {"vm_id": VM, "files": [
                 {"path": "/etc/hostname", "mode": 0o644, "uid": 0, "gid": 0, "content": "dev\n"}
             ]}}),
         ),
         (
-            PrivOp::GrowWorkDisk {
+            PrivOp::Vm(VmOp::GrowWorkDisk(GrowWorkDisk {
                 vm_id: VM.into(),
                 bytes: 2 << 30,
-            },
+            })),
             json!({"op": "grow_work_disk", "args": {"vm_id": VM, "bytes": 2u64 << 30}}),
         ),
         (
-            PrivOp::DeleteVmDisks { vm_id: VM.into() },
+            PrivOp::Vm(VmOp::DeleteVmDisks(DeleteVmDisks { vm_id: VM.into() })),
             json!({"op": "delete_vm_disks", "args": {"vm_id": VM}}),
         ),
         (
-            PrivOp::LaunchVm(LaunchVmSpec {
+            PrivOp::Vm(VmOp::LaunchVm(LaunchVmSpec {
                 vm_id: VM.into(),
                 image_id: VM.into(),
                 kernel_id: VM.into(),
@@ -111,30 +130,30 @@ fn every_op() -> Vec<(PrivOp, Value)> {
                 tap: "bangertap0".into(),
                 mac: "02:ba:0a:00:00:02".into(),
                 kvm: true,
-            }),
+            })),
             json!({"op": "launch_vm", "args": {"vm_id": VM, "image_id": VM, "kernel_id": VM,
                 "vmm": "firecracker", "vcpus": 2, "memory_mib": 1024, "tap": "bangertap0",
                 "mac": "02:ba:0a:00:00:02", "kvm": true}}),
         ),
         (
-            PrivOp::StopVm {
+            PrivOp::Vm(VmOp::StopVm(StopVm {
                 vm_id: VM.into(),
                 timeout_secs: 30,
-            },
+            })),
             json!({"op": "stop_vm", "args": {"vm_id": VM, "timeout_secs": 30}}),
         ),
         (
-            PrivOp::KillVm { vm_id: VM.into() },
+            PrivOp::Vm(VmOp::KillVm(KillVm { vm_id: VM.into() })),
             json!({"op": "kill_vm", "args": {"vm_id": VM}}),
         ),
         (
-            PrivOp::VmmStatus { vm_id: VM.into() },
+            PrivOp::Vm(VmOp::VmmStatus(VmmStatus { vm_id: VM.into() })),
             json!({"op": "vmm_status", "args": {"vm_id": VM}}),
         ),
         (
-            PrivOp::BuildDebianImage {
+            PrivOp::Image(ImageOp::BuildDebianImage(BuildDebianImage {
                 suite: "bookworm".into(),
-            },
+            })),
             json!({"op": "build_debian_image", "args": {"suite": "bookworm"}}),
         ),
     ]

@@ -18,7 +18,7 @@ use std::process::Command;
 
 use banger_proto::install::InstallNetwork;
 use banger_proto::net::{BridgeSpec, TapSpec};
-use banger_proto::privops::{PrivOp, PrivOutcome};
+use banger_proto::privops::{NetOp, OpenDnsSockets, PrivOp, PrivOutcome, Teardown, VmOp};
 use banger_proto::vmops::{LaunchVmSpec, VmmKind};
 use banger_proto::{ErrorCode, RpcError};
 use banger_testkit::*;
@@ -74,19 +74,19 @@ fn helper(ns: &NetNs, dir: &Path, network: InstallNetwork) -> (RootHelper, Helpe
 }
 
 fn tap_on(name: &str, bridge: &str) -> PrivOp {
-    PrivOp::EnsureTap(TapSpec {
+    PrivOp::Net(NetOp::EnsureTap(TapSpec {
         name: name.into(),
         bridge: bridge.into(),
         owner_uid: 0,
-    })
+    }))
 }
 
 fn ensure_bridge(name: &str, address: [u8; 4], prefix_len: u8) -> PrivOp {
-    PrivOp::EnsureBridge(BridgeSpec {
+    PrivOp::Net(NetOp::EnsureBridge(BridgeSpec {
         name: name.into(),
         address: Ipv4Addr::from(address),
         prefix_len,
-    })
+    }))
 }
 
 fn refused(result: Result<PrivOutcome, RpcError>, code: ErrorCode, says: &str) {
@@ -136,9 +136,9 @@ fn the_helper_sets_up_only_the_installed_bridge() {
     // (and up), but it is not the install's any more.
     let (_h, client) = helper(&ns, dir.path(), network("banger2", "10.79.0.0/24"));
     refused(
-        client.call(PrivOp::OpenDnsSockets {
+        client.call(PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets {
             address: Ipv4Addr::new(10, 77, 0, 1),
-        }),
+        }))),
         ErrorCode::PermissionDenied,
         "banger2 10.79.0.1/24",
     );
@@ -148,7 +148,7 @@ fn the_helper_sets_up_only_the_installed_bridge() {
         "banger2 10.79.0.1/24",
     );
     refused(
-        client.call(PrivOp::LaunchVm(LaunchVmSpec {
+        client.call(PrivOp::Vm(VmOp::LaunchVm(LaunchVmSpec {
             vm_id: "a".repeat(32),
             image_id: "b".repeat(32),
             kernel_id: "c".repeat(32),
@@ -158,7 +158,7 @@ fn the_helper_sets_up_only_the_installed_bridge() {
             tap: "bangertap0".into(),
             mac: "02:ba:0a:4d:00:02".into(),
             kvm: false,
-        })),
+        }))),
         ErrorCode::PermissionDenied,
         "bridge banger0 is not this install's bridge, banger2 10.79.0.1/24",
     );
@@ -172,13 +172,15 @@ fn the_helper_sets_up_only_the_installed_bridge() {
         "the old bridge and its tap are gone"
     );
     let (_, fds) = client
-        .call_with_fds(PrivOp::OpenDnsSockets {
+        .call_with_fds(PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets {
             address: Ipv4Addr::new(10, 79, 0, 1),
-        })
+        })))
         .unwrap();
     assert_eq!(fds.len(), 2);
     drop(fds);
-    let PrivOutcome::Teardown(report) = client.call(PrivOp::Teardown).unwrap() else {
+    let PrivOutcome::Teardown(report) =
+        client.call(PrivOp::Net(NetOp::Teardown(Teardown))).unwrap()
+    else {
         panic!("teardown answered something else")
     };
     assert!(report.errors.is_empty(), "{report:?}");
@@ -227,7 +229,7 @@ fn the_helper_refuses_a_subnet_holding_the_hosts_resolver_gateway_or_address() {
         let dir = shared_tempdir();
         let installed = network("banger0", subnet);
         let (_h, client) = helper(&ns, dir.path(), installed.clone());
-        match client.call(PrivOp::EnsureBridge(installed.bridge_spec())) {
+        match client.call(PrivOp::Net(NetOp::EnsureBridge(installed.bridge_spec()))) {
             Ok(outcome) => accepted.push(format!("{subnet} (holds the {says}): {outcome:?}")),
             Err(e) => {
                 assert_eq!(e.code, ErrorCode::BadRequest, "{}", e.render());
@@ -244,9 +246,9 @@ fn the_helper_refuses_a_subnet_holding_the_hosts_resolver_gateway_or_address() {
     let installed = network("banger0", "10.62.0.0/24");
     let (_h, client) = helper(&ns, dir.path(), installed.clone());
     client
-        .call(PrivOp::EnsureBridge(installed.bridge_spec()))
+        .call(PrivOp::Net(NetOp::EnsureBridge(installed.bridge_spec())))
         .unwrap();
-    client.call(PrivOp::Teardown).unwrap();
+    client.call(PrivOp::Net(NetOp::Teardown(Teardown))).unwrap();
     assert_eq!(link_names(&ns), ["lo", "wan0"]);
 }
 
@@ -276,7 +278,7 @@ fn a_gateway_behind_a_nexthop_object_is_no_blind_spot() {
         let installed = network("banger0", "10.201.0.0/24");
         let (_h, client) = helper(&ns, dir.path(), installed.clone());
         refused(
-            client.call(PrivOp::EnsureBridge(installed.bridge_spec())),
+            client.call(PrivOp::Net(NetOp::EnsureBridge(installed.bridge_spec()))),
             ErrorCode::BadRequest,
             says,
         );

@@ -15,7 +15,10 @@ use std::time::Duration;
 use banger_proto::ErrorCode;
 use banger_proto::frame::{read_frame, write_frame, write_frame_with_fds};
 use banger_proto::net::{BridgeSpec, DnsSockets, FdIndex};
-use banger_proto::privops::{PRIV_PROTOCOL_VERSION, PrivOp, PrivOutcome, PrivReply, PrivRequest};
+use banger_proto::privops::{
+    NetOp, OpenDnsSockets, PRIV_PROTOCOL_VERSION, PrivOp, PrivOutcome, PrivReply, PrivRequest,
+    QueryNetStatus, Teardown,
+};
 use banger_testkit::*;
 use bangerd::dns::{DnsConfig, DnsServer, Ipv4Cidr};
 use bangerd::privileged::{HelperClient, PrivilegedOps};
@@ -43,11 +46,11 @@ fn helper_with_bridge(ns: &NetNs, dir: &std::path::Path) -> (RootHelper, HelperC
     let h = RootHelper::start_in_with(ns, dir, &root_owner(), network);
     let ops = HelperClient::new(&h.socket);
     let out = ops
-        .call(PrivOp::EnsureBridge(BridgeSpec {
+        .call(PrivOp::Net(NetOp::EnsureBridge(BridgeSpec {
             name: BRIDGE.into(),
             address: BRIDGE_IP,
             prefix_len: 24,
-        }))
+        })))
         .unwrap_or_else(|e| panic!("ensure_bridge: {}", e.render()));
     assert!(matches!(out, PrivOutcome::Bridge(_)), "{out:?}");
     (h, ops)
@@ -55,7 +58,9 @@ fn helper_with_bridge(ns: &NetNs, dir: &std::path::Path) -> (RootHelper, HelperC
 
 fn open_dns_sockets(ops: &HelperClient) -> (UdpSocket, TcpListener) {
     let (outcome, mut fds) = ops
-        .call_with_fds(PrivOp::OpenDnsSockets { address: BRIDGE_IP })
+        .call_with_fds(PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets {
+            address: BRIDGE_IP,
+        })))
         .unwrap_or_else(|e| panic!("open_dns_sockets: {}", e.render()));
     assert_eq!(
         outcome,
@@ -110,7 +115,9 @@ fn helper_passes_dns_sockets_bound_in_its_namespace() {
     // closed and the caller gets an internal error, not a silent leak.
     drop((udp, tcp));
     let err = ops
-        .call(PrivOp::OpenDnsSockets { address: BRIDGE_IP })
+        .call(PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets {
+            address: BRIDGE_IP,
+        })))
         .unwrap_err();
     assert_eq!(err.code, ErrorCode::Internal, "{}", err.render());
     // ...and they really were closed: the port can be bound again. The
@@ -119,7 +126,9 @@ fn helper_passes_dns_sockets_bound_in_its_namespace() {
     // for a moment: retry for a bounded time, then require success.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
-        match ops.call_with_fds(PrivOp::OpenDnsSockets { address: BRIDGE_IP }) {
+        match ops.call_with_fds(PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets {
+            address: BRIDGE_IP,
+        }))) {
             Ok(_) => break,
             Err(e) if std::time::Instant::now() < deadline && e.render().contains("in use") => {
                 std::thread::sleep(Duration::from_millis(50));
@@ -128,7 +137,7 @@ fn helper_passes_dns_sockets_bound_in_its_namespace() {
         }
     }
 
-    let _ = ops.call(PrivOp::Teardown);
+    let _ = ops.call(PrivOp::Net(NetOp::Teardown(Teardown)));
 }
 
 #[test]
@@ -173,7 +182,7 @@ fn dns_server_answers_inside_the_namespace_on_passed_sockets() {
     assert_eq!(dig(&["-x", "10.213.0.10"]), "web.vm.");
 
     rt.block_on(handle.shutdown()).unwrap();
-    let _ = ops.call(PrivOp::Teardown);
+    let _ = ops.call(PrivOp::Net(NetOp::Teardown(Teardown)));
 }
 
 /// A scripted stand-in for the helper: answers the handshake, then replies
@@ -236,7 +245,7 @@ fn assert_all_closed(mut r: std::io::PipeReader) {
 #[test]
 fn helper_client_closes_descriptors_that_do_not_match_the_reply() {
     require_root();
-    let op = || PrivOp::OpenDnsSockets { address: BRIDGE_IP };
+    let op = || PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets { address: BRIDGE_IP }));
     let dns = PrivReply::Ok(PrivOutcome::DnsSockets(DnsSockets {
         address: BRIDGE_IP,
         udp: FdIndex(0),
@@ -262,7 +271,7 @@ fn helper_client_closes_descriptors_that_do_not_match_the_reply() {
     let (r, w) = watched_fd();
     let (socket, t) = fake_helper(dir.path(), PrivReply::Ok(PrivOutcome::Done), vec![w]);
     let err = HelperClient::new(&socket)
-        .call_with_fds(PrivOp::NetStatus)
+        .call_with_fds(PrivOp::Net(NetOp::NetStatus(QueryNetStatus)))
         .unwrap_err();
     t.join().unwrap();
     assert_eq!(err.code, ErrorCode::Internal, "{}", err.render());

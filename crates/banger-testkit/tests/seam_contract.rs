@@ -19,7 +19,10 @@ use banger_host::probe::RealHost;
 use banger_proto::RpcError;
 use banger_proto::install::InstallNetwork;
 use banger_proto::net::{BridgeSpec, FirewallSpec, GuestRule, TapSpec};
-use banger_proto::privops::{DeviceState, HostDevice, PrivOp, PrivOutcome};
+use banger_proto::privops::{
+    BuildDebianImage, DeleteTap, DeviceState, HostDevice, ImageOp, NetOp, OpenDnsSockets, PrivOp,
+    PrivOutcome, ProbeDevice, ProbeKvm, ProbeNftables, ProbeOp, QueryNetStatus, Teardown,
+};
 use banger_testkit::*;
 use bangerd::privileged::{Channel, HelperClient, InProcess, PrivilegedOps};
 
@@ -91,7 +94,9 @@ fn helper_in(ns: &NetNs, dir: &Path) -> RootHelper {
 
 fn probe_contract(ops: &dyn InNs) {
     for device in HostDevice::ALL {
-        let out = ops.call(PrivOp::ProbeDevice { device }).unwrap();
+        let out = ops
+            .call(PrivOp::Probe(ProbeOp::ProbeDevice(ProbeDevice { device })))
+            .unwrap();
         let PrivOutcome::Device(d) = out else {
             panic!("wrong outcome {out:?}")
         };
@@ -104,14 +109,20 @@ fn probe_contract(ops: &dyn InNs) {
             d.state
         );
     }
-    let PrivOutcome::Kvm(k) = ops.call(PrivOp::ProbeKvm).unwrap() else {
+    let PrivOutcome::Kvm(k) = ops
+        .call(PrivOp::Probe(ProbeOp::ProbeKvm(ProbeKvm)))
+        .unwrap()
+    else {
         panic!()
     };
     assert_eq!(
         matches!(k.device, DeviceState::Absent),
         !std::path::Path::new("/dev/kvm").exists()
     );
-    let PrivOutcome::Nftables(n) = ops.call(PrivOp::ProbeNftables).unwrap() else {
+    let PrivOutcome::Nftables(n) = ops
+        .call(PrivOp::Probe(ProbeOp::ProbeNftables(ProbeNftables)))
+        .unwrap()
+    else {
         panic!()
     };
     assert_eq!(n.tool, "nft");
@@ -121,19 +132,19 @@ fn probe_contract(ops: &dyn InNs) {
 /// A full host-network life cycle; returns every outcome so the two
 /// adapters' answers can be compared.
 fn network_contract(ops: &dyn InNs) -> Vec<PrivOutcome> {
-    let bridge = PrivOp::EnsureBridge(BridgeSpec {
+    let bridge = PrivOp::Net(NetOp::EnsureBridge(BridgeSpec {
         name: "banger0".into(),
         address: Ipv4Addr::new(10, 88, 0, 1),
         prefix_len: 24,
-    });
+    }));
     let tap = |name: &str| {
-        PrivOp::EnsureTap(TapSpec {
+        PrivOp::Net(NetOp::EnsureTap(TapSpec {
             name: name.into(),
             bridge: "banger0".into(),
             owner_uid: 0,
-        })
+        }))
     };
-    let firewall = PrivOp::SyncFirewall(FirewallSpec {
+    let firewall = PrivOp::Net(NetOp::SyncFirewall(FirewallSpec {
         bridge: "banger0".into(),
         guests: vec![GuestRule {
             tap: "bangertap0".into(),
@@ -141,7 +152,7 @@ fn network_contract(ops: &dyn InNs) -> Vec<PrivOutcome> {
             nat: true,
         }],
         allow_inter_vm: false,
-    });
+    }));
     let mut outcomes = Vec::new();
     let call = |op: PrivOp, outcomes: &mut Vec<PrivOutcome>| {
         let name = op.name();
@@ -159,12 +170,14 @@ fn network_contract(ops: &dyn InNs) -> Vec<PrivOutcome> {
     call(firewall.clone(), &mut outcomes);
     call(firewall, &mut outcomes);
     call(
-        PrivOp::DeleteTap {
+        PrivOp::Net(NetOp::DeleteTap(DeleteTap {
             name: "bangertap1".into(),
-        },
+        })),
         &mut outcomes,
     );
-    let PrivOutcome::NetStatus(status) = call(PrivOp::NetStatus, &mut outcomes) else {
+    let PrivOutcome::NetStatus(status) =
+        call(PrivOp::Net(NetOp::NetStatus(QueryNetStatus)), &mut outcomes)
+    else {
         panic!("net_status outcome")
     };
     assert!(status.firewall && status.ip_forward, "{status:?}");
@@ -173,19 +186,22 @@ fn network_contract(ops: &dyn InNs) -> Vec<PrivOutcome> {
 
     // DNS sockets come back as two descriptors beside the outcome.
     let (out, fds) = ops
-        .call_with_fds(PrivOp::OpenDnsSockets {
+        .call_with_fds(PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets {
             address: Ipv4Addr::new(10, 88, 0, 1),
-        })
+        })))
         .unwrap_or_else(|e| panic!("open_dns_sockets: {}", e.render()));
     assert_eq!(fds.len(), 2, "{out:?}");
     drop(fds);
     outcomes.push(out);
 
-    let PrivOutcome::Teardown(report) = call(PrivOp::Teardown, &mut outcomes) else {
+    let PrivOutcome::Teardown(report) = call(PrivOp::Net(NetOp::Teardown(Teardown)), &mut outcomes)
+    else {
         panic!("teardown outcome")
     };
     assert!(report.errors.is_empty(), "{report:?}");
-    let PrivOutcome::NetStatus(after) = call(PrivOp::NetStatus, &mut outcomes) else {
+    let PrivOutcome::NetStatus(after) =
+        call(PrivOp::Net(NetOp::NetStatus(QueryNetStatus)), &mut outcomes)
+    else {
         panic!("net_status outcome")
     };
     assert!(
@@ -253,7 +269,7 @@ fn helper_client_reports_an_absent_helper() {
         panic!()
     };
     assert!(error.contains("root.sock"), "{error}");
-    let err = PrivilegedOps::call(&ops, PrivOp::ProbeKvm).unwrap_err();
+    let err = PrivilegedOps::call(&ops, PrivOp::Probe(ProbeOp::ProbeKvm(ProbeKvm))).unwrap_err();
     assert_eq!(err.code, banger_proto::ErrorCode::Unavailable);
 }
 
@@ -292,9 +308,9 @@ fn helper_hands_out_the_default_image_from_roots_cache() {
 
     let (out, fds) = PrivilegedOps::call_with_fds(
         &ops,
-        PrivOp::BuildDebianImage {
+        PrivOp::Image(ImageOp::BuildDebianImage(BuildDebianImage {
             suite: "bookworm".into(),
-        },
+        })),
     )
     .unwrap_or_else(|e| panic!("build_debian_image: {}", e.render()));
     let PrivOutcome::BuiltImage(files) = out else {
@@ -320,9 +336,9 @@ fn helper_hands_out_the_default_image_from_roots_cache() {
 
     let bad = PrivilegedOps::call(
         &ops,
-        PrivOp::BuildDebianImage {
+        PrivOp::Image(ImageOp::BuildDebianImage(BuildDebianImage {
             suite: "bookworm --mirror=http://127.0.0.1/".into(),
-        },
+        })),
     )
     .unwrap_err();
     assert_eq!(
@@ -337,9 +353,9 @@ fn helper_hands_out_the_default_image_from_roots_cache() {
     std::os::unix::fs::chown(&builder, Some(65534), None).unwrap();
     let e = PrivilegedOps::call(
         &ops,
-        PrivOp::BuildDebianImage {
+        PrivOp::Image(ImageOp::BuildDebianImage(BuildDebianImage {
             suite: "bookworm".into(),
-        },
+        })),
     )
     .unwrap_err();
     assert!(

@@ -8,7 +8,10 @@ use std::sync::Arc;
 use banger_host::runner::Runner;
 use banger_proto::doctor::DoctorReport;
 use banger_proto::net::TeardownReport;
-use banger_proto::privops::{DeviceProbe, HostDevice, KvmProbe, PrivOp, PrivOutcome, ToolProbe};
+use banger_proto::privops::{
+    HostDevice, OpenDnsSockets, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables,
+    QueryNetStatus,
+};
 use banger_proto::rpc::{
     DaemonInfo, DaemonMode, HostStatus, PROTOCOL_VERSION, Progress, Request, Response,
 };
@@ -20,7 +23,7 @@ use crate::doctor::{self, HostFacts};
 use crate::image::ImageService;
 use crate::layout::Layout;
 use crate::network::HostNetwork;
-use crate::privileged::{Channel, PrivilegedOps};
+use crate::privileged::{Channel, PrivilegedOps, PrivilegedOpsExt};
 use crate::server::{Handler, ProgressSink};
 use crate::store::Store;
 use crate::vm::{VmDns, VmLocks, VmService, VmServiceParts};
@@ -131,24 +134,15 @@ impl Daemon {
     async fn try_start_dns(&self) -> Result<std::net::SocketAddr, RpcError> {
         let privileged = Arc::clone(&self.privileged);
         let address = self.network.bridge_ip();
-        let (outcome, fds) = tokio::task::spawn_blocking(move || {
-            privileged.call_with_fds(PrivOp::OpenDnsSockets { address })
+        let (socks, mut fds) = tokio::task::spawn_blocking(move || {
+            privileged.request_with_fds(OpenDnsSockets { address })
         })
         .await
         .map_err(|e| {
             RpcError::new(ErrorCode::Internal, format!("dns socket task failed: {e}"))
         })??;
-        let PrivOutcome::DnsSockets(socks) = outcome else {
-            return Err(mismatch("dns sockets"));
-        };
-        let mut fds: Vec<Option<std::os::fd::OwnedFd>> = fds.into_iter().map(Some).collect();
-        let mut take = |i: u32| {
-            fds.get_mut(i as usize)
-                .and_then(Option::take)
-                .ok_or_else(|| mismatch("dns socket descriptors"))
-        };
-        let udp = std::net::UdpSocket::from(take(socks.udp.0)?);
-        let tcp = std::net::TcpListener::from(take(socks.tcp.0)?);
+        let udp = std::net::UdpSocket::from(fds.take(socks.udp)?);
+        let tcp = std::net::TcpListener::from(fds.take(socks.tcp)?);
         let upstreams = self
             .config
             .network
@@ -197,10 +191,9 @@ impl Daemon {
             bridge: self.config.network.bridge.clone(),
             dns: self.network.bridge_ip(),
         };
-        let applied =
-            tokio::task::spawn_blocking(move || privileged.call(PrivOp::ApplyResolver(spec))).await;
+        let applied = tokio::task::spawn_blocking(move || privileged.request(spec)).await;
         match applied {
-            Ok(Ok(_)) => {
+            Ok(Ok(())) => {
                 self.network.set_resolver_routing(true);
                 tracing::info!("`~vm` routed to banger's DNS through systemd-resolved");
             }
@@ -331,24 +324,25 @@ impl Daemon {
                 return Ok(HostFacts::without_privileged(channel, unpriv));
             }
             step("kvm", "running a test guest under KVM".into());
-            let kvm = expect_kvm(privileged.call(PrivOp::ProbeKvm)?)?;
+            let kvm = privileged.request(ProbeKvm)?;
             let mut devices = Vec::new();
             for device in HostDevice::ALL {
                 step(device_stage(device), format!("probing {}", device.path()));
-                devices.push(expect_device(
-                    privileged.call(PrivOp::ProbeDevice { device })?,
-                )?);
+                devices.push(privileged.request(ProbeDevice { device })?);
             }
             step("nft", "checking nftables".into());
-            let nft = expect_nft(privileged.call(PrivOp::ProbeNftables)?)?;
-            let ip_forward = match privileged.call(PrivOp::NetStatus) {
-                Ok(PrivOutcome::NetStatus(s)) => Some(s.ip_forward),
-                _ => None,
-            };
-            let jail_scope = match privileged.call(PrivOp::ProbeJailScope) {
-                Ok(PrivOutcome::JailScope(s)) => Some(s),
-                _ => None,
-            };
+            let nft = privileged.request(ProbeNftables)?;
+            // Best-effort: the report says "unknown" for what these could
+            // not learn, and why is in the log.
+            let ip_forward = privileged
+                .request(QueryNetStatus)
+                .inspect_err(|e| tracing::warn!(error = %e.render(), "doctor: net status"))
+                .ok()
+                .map(|s| s.ip_forward);
+            let jail_scope = privileged
+                .request(ProbeJailScope)
+                .inspect_err(|e| tracing::warn!(error = %e.render(), "doctor: jail scope"))
+                .ok();
             step(
                 "tools",
                 "checking tools, cgroups, resolver and reflink".into(),
@@ -376,34 +370,6 @@ fn device_stage(d: HostDevice) -> &'static str {
         HostDevice::VhostVsock => "vhost_vsock",
         HostDevice::LoopControl => "loop_control",
         HostDevice::MapperControl => "device_mapper",
-    }
-}
-
-fn mismatch(expected: &str) -> RpcError {
-    RpcError::new(
-        ErrorCode::Internal,
-        format!("privileged channel returned the wrong result kind; expected {expected}"),
-    )
-}
-
-fn expect_kvm(o: PrivOutcome) -> Result<KvmProbe, RpcError> {
-    match o {
-        PrivOutcome::Kvm(k) => Ok(k),
-        _ => Err(mismatch("kvm")),
-    }
-}
-
-fn expect_device(o: PrivOutcome) -> Result<DeviceProbe, RpcError> {
-    match o {
-        PrivOutcome::Device(d) => Ok(d),
-        _ => Err(mismatch("device")),
-    }
-}
-
-fn expect_nft(o: PrivOutcome) -> Result<ToolProbe, RpcError> {
-    match o {
-        PrivOutcome::Nftables(t) => Ok(t),
-        _ => Err(mismatch("nftables")),
     }
 }
 

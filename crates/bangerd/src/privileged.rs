@@ -5,14 +5,20 @@
 //! * [`HelperClient`] (system mode): sends the same [`PrivOp`] to
 //!   `bangerd-root` over its socket; bangerd holds no privilege itself.
 //!
-//! Callers depend only on [`PrivilegedOps`]. All calls are blocking; the daemon
-//! makes them from `spawn_blocking`.
+//! Callers depend only on [`PrivilegedOps`], and ask through
+//! [`PrivilegedOpsExt::request`]: one request type per operation, answered by
+//! that operation's own answer type (`banger_proto::privops::PrivCall`), so no
+//! caller matches a `PrivOutcome` by hand and an answer of the wrong kind is
+//! one `internal` error made here. All calls are blocking; the daemon makes
+//! them from `spawn_blocking`.
 //!
 //! Some operations hand back file descriptors (`OpenDnsSockets`: the bound
-//! DNS sockets). [`PrivilegedOps::call_with_fds`] returns them beside the
-//! outcome, in the order the outcome's [`FdIndex`] values count; both adapters
-//! check that the descriptors match those indices exactly, and close them all
-//! on any mismatch. [`PrivilegedOps::call`] is for operations that return none.
+//! DNS sockets; `BuildDebianImage`: the image's files).
+//! [`PrivilegedOps::call_with_fds`] returns them beside the outcome, in the
+//! order the outcome's [`FdIndex`] values count; both adapters check that the
+//! descriptors match those indices exactly, and close them all on any
+//! mismatch. [`PrivilegedOpsExt::request_with_fds`] hands them over as
+//! [`PassedFds`], taken by the answer's indices.
 
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
@@ -23,7 +29,10 @@ use banger_executor::Executor;
 use banger_host::socket::{SocketPathError, check_connect_path};
 use banger_proto::frame::{FrameError, read_frame, read_frame_with_fds, write_frame};
 use banger_proto::net::FdIndex;
-use banger_proto::privops::{PRIV_PROTOCOL_VERSION, PrivOp, PrivOutcome, PrivReply, PrivRequest};
+use banger_proto::privops::{
+    BuildDebianImage, PRIV_PROTOCOL_VERSION, PrivCall, PrivOp, PrivOutcome, PrivReply, PrivRequest,
+    answer_of,
+};
 use banger_proto::{ErrorCode, RpcError};
 
 /// What sits behind the seam, for doctor and `system status`.
@@ -64,12 +73,51 @@ pub trait PrivilegedOps: Send + Sync + std::fmt::Debug {
     fn channel(&self) -> Channel;
 }
 
-/// The descriptor indices an outcome refers to.
-fn fd_indices(outcome: &PrivOutcome) -> Vec<FdIndex> {
-    match outcome {
-        PrivOutcome::DnsSockets(s) => vec![s.udp, s.tcp],
-        PrivOutcome::BuiltImage(b) => vec![b.rootfs.fd, b.kernel.fd, b.initrd.fd],
-        _ => Vec::new(),
+/// Typed requests over any [`PrivilegedOps`]: the only way the daemon asks.
+pub trait PrivilegedOpsExt: PrivilegedOps {
+    /// Perform `request`, which passes no descriptors back, and return its
+    /// typed answer. An answer of another kind is an `internal` error that
+    /// names the operation and both kinds.
+    fn request<R: PrivCall>(&self, request: R) -> Result<R::Response, RpcError> {
+        let outcome = self.call(request.into())?;
+        answer_of::<R>(outcome).map_err(|e| RpcError::from_error(ErrorCode::Internal, &e))
+    }
+
+    /// Perform `request` and take its typed answer with the descriptors
+    /// that came beside it (already checked to be exactly the ones the
+    /// answer names; closed if the answer is of the wrong kind).
+    fn request_with_fds<R: PrivCall>(
+        &self,
+        request: R,
+    ) -> Result<(R::Response, PassedFds), RpcError> {
+        let (outcome, fds) = self.call_with_fds(request.into())?;
+        let answer =
+            answer_of::<R>(outcome).map_err(|e| RpcError::from_error(ErrorCode::Internal, &e))?;
+        Ok((answer, PassedFds(fds.into_iter().map(Some).collect())))
+    }
+}
+
+impl<T: PrivilegedOps + ?Sized> PrivilegedOpsExt for T {}
+
+/// Descriptors passed beside an answer, taken by the answer's indices.
+#[derive(Debug)]
+pub struct PassedFds(Vec<Option<OwnedFd>>);
+
+impl PassedFds {
+    /// The descriptor at `index`. The seam checked that the answer's
+    /// indices are exactly `0..n`, each once, so this fails only when a
+    /// caller takes an index the answer does not name, or one twice.
+    pub fn take(&mut self, index: FdIndex) -> Result<OwnedFd, RpcError> {
+        usize::try_from(index.0)
+            .ok()
+            .and_then(|i| self.0.get_mut(i))
+            .and_then(Option::take)
+            .ok_or_else(|| {
+                RpcError::new(
+                    ErrorCode::Internal,
+                    format!("descriptor {} was not passed, or was taken twice", index.0),
+                )
+            })
     }
 }
 
@@ -77,7 +125,7 @@ fn fd_indices(outcome: &PrivOutcome) -> Vec<FdIndex> {
 /// its indices are `0..received` with none missing or repeated. On a
 /// mismatch every descriptor is closed and the error says what was expected.
 fn check_fds(op: &str, outcome: &PrivOutcome, received: usize) -> Result<(), RpcError> {
-    let mut indices: Vec<u32> = fd_indices(outcome).into_iter().map(|i| i.0).collect();
+    let mut indices: Vec<u32> = outcome.fd_indices().into_iter().map(|i| i.0).collect();
     indices.sort_unstable();
     let matches = indices.len() == received
         && indices
@@ -243,7 +291,7 @@ impl PrivilegedOps for HelperClient {
         };
         // A default-image build runs mmdebstrap: minutes on first use, in
         // silence. Every other operation answers well inside the default.
-        if matches!(op, PrivOp::BuildDebianImage { .. }) {
+        if op.name() == <BuildDebianImage as PrivCall>::NAME {
             let _ = s.set_read_timeout(Some(BUILD_TIMEOUT));
         }
         self.send(&mut s, &PrivRequest::Op(op))
@@ -297,6 +345,7 @@ mod tests {
     use std::net::Ipv4Addr;
 
     use banger_proto::net::DnsSockets;
+    use banger_proto::privops::{BuildDebianImage, OpenDnsSockets, QueryNetStatus, StopVm};
 
     use super::*;
 
@@ -368,17 +417,59 @@ mod tests {
     #[test]
     fn call_refuses_an_operation_that_passes_descriptors() {
         let err = Canned(dns(0, 1), 2)
-            .call(PrivOp::OpenDnsSockets {
-                address: Ipv4Addr::new(10, 0, 0, 1),
-            })
+            .call(
+                OpenDnsSockets {
+                    address: Ipv4Addr::new(10, 0, 0, 1),
+                }
+                .into(),
+            )
             .unwrap_err();
         assert_eq!(err.code, ErrorCode::Internal);
         assert!(err.render().contains("call_with_fds"), "{}", err.render());
         assert_eq!(
             Canned(PrivOutcome::Done, 0)
-                .call(PrivOp::NetStatus)
+                .call(QueryNetStatus.into())
                 .unwrap(),
             PrivOutcome::Done
         );
+    }
+
+    /// A typed request turns an answer of the wrong kind into one
+    /// `internal` error naming the op and both kinds, whatever the caller.
+    #[test]
+    fn a_typed_request_refuses_an_answer_of_another_kind() {
+        let err = Canned(PrivOutcome::Done, 0)
+            .request(StopVm {
+                vm_id: "0".repeat(32),
+                timeout_secs: 1,
+            })
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::Internal);
+        assert!(
+            err.render()
+                .contains("stop_vm was answered with `done`, where `vm_stopped` was expected"),
+            "{}",
+            err.render()
+        );
+        let err = Canned(dns(0, 1), 2)
+            .request_with_fds(BuildDebianImage {
+                suite: "bookworm".into(),
+            })
+            .unwrap_err();
+        assert!(err.render().contains("`dns_sockets`"), "{}", err.render());
+    }
+
+    #[test]
+    fn passed_descriptors_are_taken_by_the_answers_indices_once() {
+        let (socks, mut fds) = Canned(dns(1, 0), 2)
+            .request_with_fds(OpenDnsSockets {
+                address: Ipv4Addr::new(10, 0, 0, 1),
+            })
+            .unwrap();
+        fds.take(socks.udp).unwrap();
+        fds.take(socks.tcp).unwrap();
+        let twice = fds.take(socks.tcp).unwrap_err();
+        assert!(twice.render().contains("taken twice"), "{}", twice.render());
+        assert!(fds.take(FdIndex(7)).is_err());
     }
 }

@@ -6,14 +6,16 @@ use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 use std::os::fd::OwnedFd;
 
 use banger_proto::net::{DNS_PORT, DnsSockets, FdIndex, ResolverSpec};
-use banger_proto::privops::PrivOutcome;
 
-use super::{VM_DOMAIN_ROUTE, done, journaled_bridge, save_quietly};
+use super::{VM_DOMAIN_ROUTE, journaled_bridge, save_quietly};
 use crate::error::ExecError;
-use crate::{Executed, Executor};
+use crate::{Executor, WithFds};
 
 impl Executor {
-    pub(crate) fn open_dns_sockets(&self, address: Ipv4Addr) -> Result<Executed, ExecError> {
+    pub(crate) fn open_dns_sockets(
+        &self,
+        address: Ipv4Addr,
+    ) -> Result<WithFds<DnsSockets>, ExecError> {
         // Port 53 only on the installed bridge's address, not on one a
         // bridge of an earlier choice still holds.
         self.installed_bridge(|b| b.address == address, || format!("address {address}"))?;
@@ -38,17 +40,17 @@ impl Executor {
             address,
             source,
         })?;
-        Ok(Executed {
-            outcome: PrivOutcome::DnsSockets(DnsSockets {
+        Ok(WithFds {
+            answer: DnsSockets {
                 address,
                 udp: FdIndex(0),
                 tcp: FdIndex(1),
-            }),
+            },
             fds: vec![OwnedFd::from(udp), OwnedFd::from(tcp)],
         })
     }
 
-    pub(crate) fn apply_resolver(&self, spec: ResolverSpec) -> Result<Executed, ExecError> {
+    pub(crate) fn apply_resolver(&self, spec: ResolverSpec) -> Result<(), ExecError> {
         // systemd-resolved is host-wide and addresses links by index: from
         // any namespace but the host's, resolvectl would configure whatever
         // host link happens to share our bridge's index. Unless it is
@@ -94,7 +96,7 @@ impl Executor {
                 .and_then(|()| self.net.resolver_dns(&link, spec.dns)),
         };
         let Err(source) = applied else {
-            return Ok(done(PrivOutcome::Done));
+            return Ok(());
         };
         // Item 20: whatever part was set (the domain; on an older banger's
         // link, a default route never turned off) is undone, and the link

@@ -1,5 +1,6 @@
 //! The journal is written before the host is changed.
 
+use banger_proto::privops::NetOp;
 use std::os::fd::OwnedFd;
 
 use banger_host::net::{Link, NetError, NftTable, RouteV4};
@@ -139,18 +140,20 @@ fn the_journal_entry_is_written_before_the_object_is_created() {
         seen: std::sync::Mutex::new(Vec::new()),
     });
     let exec = Executor::new(Arc::new(FakeHost::lab_host()), peek.clone(), journal);
-    exec.execute(PrivOp::EnsureBridge(bridge())).unwrap();
-    exec.execute(PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
-    exec.execute(PrivOp::SyncFirewall(firewall(vec![guest(
+    exec.execute(PrivOp::Net(NetOp::EnsureBridge(bridge())))
+        .unwrap();
+    exec.execute(PrivOp::Net(NetOp::EnsureTap(tap("bangertap0"))))
+        .unwrap();
+    exec.execute(PrivOp::Net(NetOp::SyncFirewall(firewall(vec![guest(
         "bangertap0",
         2,
         true,
-    )])))
+    )]))))
     .unwrap();
-    exec.execute(PrivOp::ApplyResolver(ResolverSpec {
+    exec.execute(PrivOp::Net(NetOp::ApplyResolver(ResolverSpec {
         bridge: "banger0".into(),
         dns: Ipv4Addr::new(10, 0, 0, 1),
-    }))
+    })))
     .unwrap();
     let seen = peek.seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 5);

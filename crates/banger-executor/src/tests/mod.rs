@@ -16,7 +16,10 @@ use banger_proto::ErrorCode;
 use banger_proto::net::{
     BridgeOutcome, BridgeSpec, FirewallSpec, GuestRule, ResolverSpec, TapOutcome, TapSpec,
 };
-use banger_proto::privops::HostDevice;
+use banger_proto::privops::{
+    DeleteTap, HostDevice, NetOp, OpenDnsSockets, ProbeDevice, ProbeJailScope, ProbeKvm,
+    ProbeNftables, ProbeOp, QueryNetStatus,
+};
 
 use super::*;
 
@@ -51,9 +54,10 @@ impl Fixture {
 
     /// banger0 10.0.0.1/24 with taps bangertap0 and bangertap1 (uid 4242).
     fn with_bridge_and_taps(self) -> Fixture {
-        self.run(PrivOp::EnsureBridge(bridge())).unwrap();
+        self.run(PrivOp::Net(NetOp::EnsureBridge(bridge())))
+            .unwrap();
         for t in ["bangertap0", "bangertap1"] {
-            self.run(PrivOp::EnsureTap(tap(t))).unwrap();
+            self.run(PrivOp::Net(NetOp::EnsureTap(tap(t)))).unwrap();
         }
         self.net.clear_calls();
         self
@@ -99,24 +103,30 @@ fn dispatches_each_probe_to_the_matching_host_call() {
     let net = Arc::new(FakeNet::new());
     let exec = Executor::new(fake.clone(), net.clone(), dir.path().join("j.json"));
     let out = exec
-        .execute(PrivOp::ProbeDevice {
+        .execute(PrivOp::Probe(ProbeOp::ProbeDevice(ProbeDevice {
             device: HostDevice::MapperControl,
-        })
+        })))
         .unwrap();
     assert!(out.fds.is_empty());
     assert!(
         matches!(out.outcome, PrivOutcome::Device(ref d) if d.device == HostDevice::MapperControl)
     );
     assert!(matches!(
-        exec.execute(PrivOp::ProbeKvm).unwrap().outcome,
+        exec.execute(PrivOp::Probe(ProbeOp::ProbeKvm(ProbeKvm)))
+            .unwrap()
+            .outcome,
         PrivOutcome::Kvm(_)
     ));
     assert!(matches!(
-        exec.execute(PrivOp::ProbeNftables).unwrap().outcome,
+        exec.execute(PrivOp::Probe(ProbeOp::ProbeNftables(ProbeNftables)))
+            .unwrap()
+            .outcome,
         PrivOutcome::Nftables(_)
     ));
     assert_eq!(
-        exec.execute(PrivOp::ProbeJailScope).unwrap().outcome,
+        exec.execute(PrivOp::Probe(ProbeOp::ProbeJailScope(ProbeJailScope)))
+            .unwrap()
+            .outcome,
         PrivOutcome::JailScope(banger_proto::privops::JailScopeProbe::Scoped)
     );
     assert_eq!(
@@ -153,28 +163,31 @@ fn bad_input_is_refused_before_any_host_call() {
         (bridge_named("eth0"), "start with `banger`"),
         (bridge_named("bangertap0"), "not `bangertap`"),
         (
-            PrivOp::EnsureTap(tap("tap0")),
+            PrivOp::Net(NetOp::EnsureTap(tap("tap0"))),
             "tap names are `bangertap` followed by digits",
         ),
-        (PrivOp::EnsureTap(tap("bangertapx")), "followed by digits"),
         (
-            PrivOp::EnsureTap(TapSpec {
+            PrivOp::Net(NetOp::EnsureTap(tap("bangertapx"))),
+            "followed by digits",
+        ),
+        (
+            PrivOp::Net(NetOp::EnsureTap(TapSpec {
                 bridge: "br0".into(),
                 ..tap("bangertap0")
-            }),
+            })),
             "\"br0\"",
         ),
         (
-            PrivOp::DeleteTap {
+            PrivOp::Net(NetOp::DeleteTap(DeleteTap {
                 name: "../../etc".into(),
-            },
+            })),
             "may contain only",
         ),
         (
-            PrivOp::ApplyResolver(ResolverSpec {
+            PrivOp::Net(NetOp::ApplyResolver(ResolverSpec {
                 bridge: "eth0".into(),
                 dns: Ipv4Addr::new(10, 0, 0, 1),
-            }),
+            })),
             "\"eth0\"",
         ),
         (address(8, 8, 8, 1, 24), "not in a private range"),
@@ -184,21 +197,21 @@ fn bad_input_is_refused_before_any_host_call() {
         (address(10, 0, 0, 0, 24), "network address"),
         (address(10, 0, 0, 255, 24), "broadcast address"),
         (
-            PrivOp::SyncFirewall(firewall(vec![
+            PrivOp::Net(NetOp::SyncFirewall(firewall(vec![
                 guest("bangertap0", 2, true),
                 guest("bangertap0", 3, false),
-            ])),
+            ]))),
             "tap bangertap0 twice",
         ),
         (
-            PrivOp::SyncFirewall(firewall(vec![
+            PrivOp::Net(NetOp::SyncFirewall(firewall(vec![
                 guest("bangertap0", 2, true),
                 guest("bangertap1", 2, false),
-            ])),
+            ]))),
             "address 10.0.0.2 twice",
         ),
         (
-            PrivOp::SyncFirewall(firewall(vec![guest("vethx", 2, true)])),
+            PrivOp::Net(NetOp::SyncFirewall(firewall(vec![guest("vethx", 2, true)]))),
             "\"vethx\"",
         ),
     ];
@@ -215,18 +228,18 @@ fn bad_input_is_refused_before_any_host_call() {
 }
 
 fn bridge_named(name: &str) -> PrivOp {
-    PrivOp::EnsureBridge(BridgeSpec {
+    PrivOp::Net(NetOp::EnsureBridge(BridgeSpec {
         name: name.into(),
         ..bridge()
-    })
+    }))
 }
 
 fn address(a: u8, b: u8, c: u8, d: u8, prefix_len: u8) -> PrivOp {
-    PrivOp::EnsureBridge(BridgeSpec {
+    PrivOp::Net(NetOp::EnsureBridge(BridgeSpec {
         address: Ipv4Addr::new(a, b, c, d),
         prefix_len,
         ..bridge()
-    })
+    }))
 }
 
 /// Refusals that depend on the journal, still before any host call.
@@ -236,66 +249,82 @@ fn journal_checks_come_before_any_host_call() {
     let journal_before = f.journal_text();
     let cases: Vec<(PrivOp, &str)> = vec![
         (
-            PrivOp::SyncFirewall(firewall(vec![guest("bangertap7", 2, true)])),
+            PrivOp::Net(NetOp::SyncFirewall(firewall(vec![guest(
+                "bangertap7",
+                2,
+                true,
+            )]))),
             "tap bangertap7 was not created by banger",
         ),
         (
-            PrivOp::SyncFirewall(FirewallSpec {
+            PrivOp::Net(NetOp::SyncFirewall(FirewallSpec {
                 bridge: "banger9".into(),
                 ..firewall(vec![])
-            }),
+            })),
             "bridge banger9 was not created by banger",
         ),
         (
-            PrivOp::SyncFirewall(firewall(vec![GuestRule {
+            PrivOp::Net(NetOp::SyncFirewall(firewall(vec![GuestRule {
                 ip: Ipv4Addr::new(10, 0, 1, 2),
                 ..guest("bangertap0", 0, true)
-            }])),
+            }]))),
             "outside bridge banger0's subnet 10.0.0.0/24",
         ),
         (
-            PrivOp::SyncFirewall(firewall(vec![guest("bangertap0", 0, true)])),
+            PrivOp::Net(NetOp::SyncFirewall(firewall(vec![guest(
+                "bangertap0",
+                0,
+                true,
+            )]))),
             "network address",
         ),
         (
-            PrivOp::SyncFirewall(firewall(vec![guest("bangertap0", 255, true)])),
+            PrivOp::Net(NetOp::SyncFirewall(firewall(vec![guest(
+                "bangertap0",
+                255,
+                true,
+            )]))),
             "broadcast address",
         ),
         (
-            PrivOp::SyncFirewall(firewall(vec![guest("bangertap0", 1, true)])),
+            PrivOp::Net(NetOp::SyncFirewall(firewall(vec![guest(
+                "bangertap0",
+                1,
+                true,
+            )]))),
             "bridge banger0's own address",
         ),
         (
-            PrivOp::DeleteTap {
+            PrivOp::Net(NetOp::DeleteTap(DeleteTap {
                 name: "bangertap9".into(),
-            },
+            })),
             "tap bangertap9 was not created by banger",
         ),
         (
-            PrivOp::OpenDnsSockets {
+            PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets {
                 address: Ipv4Addr::new(10, 0, 0, 2),
-            },
+            })),
             "10.0.0.2 is not the address of a bridge banger created",
         ),
         (
-            PrivOp::ApplyResolver(ResolverSpec {
+            PrivOp::Net(NetOp::ApplyResolver(ResolverSpec {
                 bridge: "banger0".into(),
                 dns: Ipv4Addr::new(10, 0, 0, 9),
-            }),
+            })),
             "(bridge banger0 has 10.0.0.1)",
         ),
         (
-            PrivOp::ApplyResolver(ResolverSpec {
+            PrivOp::Net(NetOp::ApplyResolver(ResolverSpec {
                 bridge: "banger7".into(),
                 dns: Ipv4Addr::new(10, 0, 0, 1),
-            }),
+            })),
             "bridge banger7 was not created by banger",
         ),
         (
-            PrivOp::EnsureTap(TapSpec {
+            PrivOp::Net(NetOp::EnsureTap(TapSpec {
                 bridge: "banger7".into(),
                 ..tap("bangertap5")
-            }),
+            })),
             "bridge banger7 was not created by banger",
         ),
     ];
@@ -312,7 +341,7 @@ fn journal_checks_come_before_any_host_call() {
 #[test]
 fn ensure_bridge_creates_journals_first_and_is_idempotent() {
     let f = fixture(FakeNet::new());
-    let out = f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    let out = f.run(PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
     assert_eq!(
         out,
         PrivOutcome::Bridge(BridgeOutcome {
@@ -342,7 +371,7 @@ fn ensure_bridge_creates_journals_first_and_is_idempotent() {
 
     f.net.clear_calls();
     let journal = f.journal_text();
-    let out = f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    let out = f.run(PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
     assert_eq!(
         out,
         PrivOutcome::Bridge(BridgeOutcome {
@@ -365,7 +394,7 @@ fn ensure_bridge_creates_journals_first_and_is_idempotent() {
 /// Run `EnsureBridge` again; the MACs it wrote to `banger0`.
 fn mac_writes_of_ensure_bridge(f: &Fixture) -> Vec<String> {
     f.net.clear_calls();
-    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    f.run(PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
     f.net
         .mutating_calls()
         .iter()
@@ -377,7 +406,7 @@ fn mac_writes_of_ensure_bridge(f: &Fixture) -> Vec<String> {
 #[test]
 fn ensure_bridge_writes_the_bridges_mac_only_when_it_differs() {
     let f = fixture(FakeNet::new());
-    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    f.run(PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
     // Whatever changed it (it cannot be the owner: a bridge with its MAC
     // set no longer follows its ports'), the next call puts it back.
     f.net
@@ -398,7 +427,7 @@ fn ensure_bridge_writes_the_bridges_mac_only_when_it_differs() {
 #[test]
 fn a_bridge_from_before_item_18_gets_its_mac_pinned_even_when_it_matches() {
     let f = fixture(FakeNet::new());
-    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    f.run(PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
     // The entry as a banger from before item 18 left it: no `mac_set`.
     // The fake's MAC stays 02:ba:0a:00:00:01, as a port can make it.
     let mut journal: serde_json::Value = serde_json::from_str(&f.journal_text()).unwrap();
@@ -419,12 +448,12 @@ fn a_bridge_from_before_item_18_gets_its_mac_pinned_even_when_it_matches() {
 #[test]
 fn ensure_bridge_replaces_stray_addresses_of_its_own_bridge() {
     let f = fixture(FakeNet::new());
-    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    f.run(PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
     f.net
         .add_address("banger0", Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 7), 24))
         .unwrap();
     f.net.clear_calls();
-    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    f.run(PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
     assert_eq!(
         f.net.mutating_calls(),
         [
@@ -442,7 +471,9 @@ fn ensure_bridge_replaces_stray_addresses_of_its_own_bridge() {
 #[test]
 fn an_interface_banger_did_not_create_is_never_adopted() {
     let f = fixture(FakeNet::new().with_link("banger0", LinkKind::Bridge));
-    let err = f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+    let err = f
+        .run(PrivOp::Net(NetOp::EnsureBridge(bridge())))
+        .unwrap_err();
     assert_eq!(
         err.to_string(),
         "interface banger0 exists but banger did not create it; refusing to touch it"
@@ -453,9 +484,11 @@ fn an_interface_banger_did_not_create_is_never_adopted() {
 
     // Same for a tap.
     let f = fixture(FakeNet::new().with_link("bangertap3", LinkKind::Tap));
-    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    f.run(PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
     f.net.clear_calls();
-    let err = f.run(PrivOp::EnsureTap(tap("bangertap3"))).unwrap_err();
+    let err = f
+        .run(PrivOp::Net(NetOp::EnsureTap(tap("bangertap3"))))
+        .unwrap_err();
     assert!(
         err.to_string()
             .contains("bangertap3 exists but banger did not create it")
@@ -470,7 +503,9 @@ fn a_subnet_overlapping_another_interface_is_refused() {
             .with_link("dummy0", LinkKind::Other("dummy".into()))
             .with_route(Ipv4Cidr::new(Ipv4Addr::new(10, 0, 0, 0), 16), "dummy0"),
     );
-    let err = f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+    let err = f
+        .run(PrivOp::Net(NetOp::EnsureBridge(bridge())))
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::BadRequest);
     assert_eq!(
         err.to_string(),
@@ -483,7 +518,9 @@ fn a_subnet_overlapping_another_interface_is_refused() {
 #[test]
 fn a_failed_creation_leaves_no_journal_entry() {
     let f = fixture(FakeNet::new().failing("create_bridge"));
-    let err = f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+    let err = f
+        .run(PrivOp::Net(NetOp::EnsureBridge(bridge())))
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::Internal);
     assert!(
         err.render().starts_with("creating bridge banger0: "),
@@ -498,7 +535,8 @@ fn a_failed_creation_leaves_no_journal_entry() {
 
     // A failure after creation rolls the new interface back.
     let f = fixture(FakeNet::new().failing("set_up"));
-    f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+    f.run(PrivOp::Net(NetOp::EnsureBridge(bridge())))
+        .unwrap_err();
     assert!(f.net.link_named("banger0").is_none());
     assert!(!f.journal_text().contains("banger0"));
 }
@@ -514,17 +552,20 @@ fn a_failed_creation_leaves_no_journal_entry() {
 fn a_failed_re_creation_leaves_the_bridge_entry_with_an_index() {
     for failing in ["create_bridge", "set_up"] {
         let f = fixture(FakeNet::new());
-        f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+        f.run(PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
         f.net.delete_link("banger0").unwrap();
         f.net.state.lock().unwrap().failing.push(failing.into());
-        f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+        f.run(PrivOp::Net(NetOp::EnsureBridge(bridge())))
+            .unwrap_err();
         assert!(f.net.link_named("banger0").is_none(), "{failing}");
         f.net.state.lock().unwrap().failing.clear();
 
         // Someone else's bridge takes the name.
         f.net.create_bridge("banger0").unwrap();
         f.net.clear_calls();
-        let err = f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+        let err = f
+            .run(PrivOp::Net(NetOp::EnsureBridge(bridge())))
+            .unwrap_err();
         assert!(
             matches!(err, ExecError::ReplacedBridge { .. }),
             "{failing}: {}",
@@ -537,9 +578,11 @@ fn a_failed_re_creation_leaves_the_bridge_entry_with_an_index() {
 #[test]
 fn ensure_tap_creates_attaches_and_is_idempotent() {
     let f = fixture(FakeNet::new());
-    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    f.run(PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
     f.net.clear_calls();
-    let out = f.run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
+    let out = f
+        .run(PrivOp::Net(NetOp::EnsureTap(tap("bangertap0"))))
+        .unwrap();
     assert_eq!(
         out,
         PrivOutcome::Tap(TapOutcome {
@@ -559,7 +602,9 @@ fn ensure_tap_creates_attaches_and_is_idempotent() {
     );
     assert!(f.journal_text().contains("\"owner_uid\": 0"));
     f.net.clear_calls();
-    let out = f.run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
+    let out = f
+        .run(PrivOp::Net(NetOp::EnsureTap(tap("bangertap0"))))
+        .unwrap();
     assert!(matches!(
         out,
         PrivOutcome::Tap(TapOutcome { created: false, .. })
@@ -569,11 +614,14 @@ fn ensure_tap_creates_attaches_and_is_idempotent() {
     // Handed to the requester's uid (a launch in flight): still accepted.
     let index = f.net.link_named("bangertap0").unwrap().index;
     f.net.hand_tap("bangertap0", index, 4242, 4242).unwrap();
-    f.run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
+    f.run(PrivOp::Net(NetOp::EnsureTap(tap("bangertap0"))))
+        .unwrap();
     // Owned by a uid that is neither root, the requester's nor a slot's:
     // refused rather than silently changed.
     f.net.hand_tap("bangertap0", index, 1000, 1000).unwrap();
-    let err = f.run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap_err();
+    let err = f
+        .run(PrivOp::Net(NetOp::EnsureTap(tap("bangertap0"))))
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidState);
     assert!(
         err.to_string()
@@ -594,17 +642,17 @@ fn ensure_tap_accepts_a_tap_handed_to_a_vm_slot_only() {
         .clone()
         .with_vms(crate::VmHostConfig::for_tests(f._dir.path()));
     let run = |op| exec.execute(op).map(|e| e.outcome);
-    run(PrivOp::EnsureBridge(bridge())).unwrap();
-    run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap();
+    run(PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
+    run(PrivOp::Net(NetOp::EnsureTap(tap("bangertap0")))).unwrap();
     let index = f.net.link_named("bangertap0").unwrap().index;
     for uid in [0, 4242, 2_000_001, 2_000_003] {
         f.net.hand_tap("bangertap0", index, uid, uid).unwrap();
-        run(PrivOp::EnsureTap(tap("bangertap0")))
+        run(PrivOp::Net(NetOp::EnsureTap(tap("bangertap0"))))
             .unwrap_or_else(|e| panic!("uid {uid}: {}", e.render()));
     }
     for uid in [2_000_000, 2_000_004] {
         f.net.hand_tap("bangertap0", index, uid, uid).unwrap();
-        let err = run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap_err();
+        let err = run(PrivOp::Net(NetOp::EnsureTap(tap("bangertap0")))).unwrap_err();
         assert_eq!(err.code(), ErrorCode::InvalidState, "uid {uid}");
     }
 }
@@ -612,10 +660,12 @@ fn ensure_tap_accepts_a_tap_handed_to_a_vm_slot_only() {
 #[test]
 fn ensure_tap_needs_the_bridge_to_exist() {
     let f = fixture(FakeNet::new());
-    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    f.run(PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
     f.net.delete_link("banger0").unwrap();
     f.net.clear_calls();
-    let err = f.run(PrivOp::EnsureTap(tap("bangertap0"))).unwrap_err();
+    let err = f
+        .run(PrivOp::Net(NetOp::EnsureTap(tap("bangertap0"))))
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::InvalidState);
     assert!(f.net.mutating_calls().is_empty());
 }
@@ -623,17 +673,17 @@ fn ensure_tap_needs_the_bridge_to_exist() {
 #[test]
 fn delete_tap_removes_journaled_taps_and_tolerates_absence() {
     let f = fixture(FakeNet::new()).with_bridge_and_taps();
-    f.run(PrivOp::DeleteTap {
+    f.run(PrivOp::Net(NetOp::DeleteTap(DeleteTap {
         name: "bangertap0".into(),
-    })
+    })))
     .unwrap();
     assert_eq!(f.net.mutating_calls(), ["delete_link(bangertap0)"]);
     assert!(!f.journal_text().contains("bangertap0"));
     // Removed behind banger's back: absent is success, the entry goes.
     f.net.delete_link("bangertap1").unwrap();
-    f.run(PrivOp::DeleteTap {
+    f.run(PrivOp::Net(NetOp::DeleteTap(DeleteTap {
         name: "bangertap1".into(),
-    })
+    })))
     .unwrap();
     assert!(!f.journal_text().contains("bangertap1"));
 }
@@ -655,9 +705,9 @@ fn a_link_replaced_after_its_check_is_not_the_one_deleted_or_attached_to() {
             .push(name.into());
     };
     replaced("bangertap0");
-    let _ = f.run(PrivOp::DeleteTap {
+    let _ = f.run(PrivOp::Net(NetOp::DeleteTap(DeleteTap {
         name: "bangertap0".into(),
-    });
+    })));
     assert!(
         f.net.link_named("bangertap0").is_some(),
         "the replacing tap was deleted: {:?}",
@@ -666,7 +716,7 @@ fn a_link_replaced_after_its_check_is_not_the_one_deleted_or_attached_to() {
 
     replaced("banger0");
     let other = f.net.link_named("banger0").unwrap();
-    let _ = f.run(PrivOp::EnsureTap(tap("bangertap2")));
+    let _ = f.run(PrivOp::Net(NetOp::EnsureTap(tap("bangertap2"))));
     let on = f.net.link_named("bangertap2").and_then(|l| l.master);
     let replacement = f.net.link_named("banger0").unwrap();
     assert_ne!(replacement.index, other.index);
@@ -685,7 +735,8 @@ fn sync_firewall_applies_one_batch_and_journals_it() {
         guest("bangertap1", 3, false),
     ]);
     assert_eq!(
-        f.run(PrivOp::SyncFirewall(spec.clone())).unwrap(),
+        f.run(PrivOp::Net(NetOp::SyncFirewall(spec.clone())))
+            .unwrap(),
         PrivOutcome::Done
     );
     assert_eq!(f.net.mutating_calls(), ["apply_nft"]);
@@ -704,7 +755,7 @@ fn sync_firewall_applies_one_batch_and_journals_it() {
     let f = fixture(FakeNet::new()).with_bridge_and_taps();
     f.net.state.lock().unwrap().failing.push("apply_nft".into());
     let before = f.journal_text();
-    let err = f.run(PrivOp::SyncFirewall(spec)).unwrap_err();
+    let err = f.run(PrivOp::Net(NetOp::SyncFirewall(spec))).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Internal);
     assert_eq!(f.journal_text(), before);
 }
@@ -712,15 +763,18 @@ fn sync_firewall_applies_one_batch_and_journals_it() {
 #[test]
 fn net_status_reports_journal_and_kernel() {
     let f = fixture(FakeNet::new()).with_bridge_and_taps();
-    f.run(PrivOp::SyncFirewall(firewall(vec![guest(
+    f.run(PrivOp::Net(NetOp::SyncFirewall(firewall(vec![guest(
         "bangertap0",
         2,
         true,
-    )])))
+    )]))))
     .unwrap();
     f.net.delete_link("bangertap1").unwrap();
     f.net.clear_calls();
-    let PrivOutcome::NetStatus(s) = f.run(PrivOp::NetStatus).unwrap() else {
+    let PrivOutcome::NetStatus(s) = f
+        .run(PrivOp::Net(NetOp::NetStatus(QueryNetStatus)))
+        .unwrap()
+    else {
         panic!()
     };
     assert!(f.net.mutating_calls().is_empty());

@@ -4,6 +4,7 @@
 //! choice removed).
 
 use super::*;
+use banger_proto::privops::{NetOp, OpenDnsSockets};
 
 /// Item 20: a failed `ApplyResolver` left what it had set (the `~vm`
 /// domain; on an older banger's link, the default route it never turned
@@ -18,7 +19,9 @@ fn a_failed_apply_resolver_reverts_the_link_and_journals_nothing() {
         dns: Ipv4Addr::new(10, 0, 0, 1),
     };
     let check = |f: &Fixture| {
-        let err = f.run(PrivOp::ApplyResolver(spec.clone())).unwrap_err();
+        let err = f
+            .run(PrivOp::Net(NetOp::ApplyResolver(spec.clone())))
+            .unwrap_err();
         assert!(err.render().contains(WORDS), "{}", err.render());
         assert_eq!(
             f.net.mutating_calls(),
@@ -38,7 +41,8 @@ fn a_failed_apply_resolver_reverts_the_link_and_journals_nothing() {
     check(&fixture(fails).with_bridge_and_taps());
 
     let f = fixture(FakeNet::new()).with_bridge_and_taps();
-    f.run(PrivOp::ApplyResolver(spec.clone())).unwrap();
+    f.run(PrivOp::Net(NetOp::ApplyResolver(spec.clone())))
+        .unwrap();
     f.net.clear_calls();
     f.net.state.lock().unwrap().failing_tools.push((
         "resolver_no_default_route".into(),
@@ -55,7 +59,10 @@ fn a_failed_apply_resolver_reverts_the_link_and_journals_nothing() {
             .failing_tool("resolver_revert", "resolvectl", "Link banger0 busy."),
     )
     .with_bridge_and_taps();
-    let err = f.run(PrivOp::ApplyResolver(spec)).unwrap_err().render();
+    let err = f
+        .run(PrivOp::Net(NetOp::ApplyResolver(spec)))
+        .unwrap_err()
+        .render();
     assert!(
         err.contains(WORDS) && err.contains("Link banger0 busy."),
         "{err}"
@@ -86,7 +93,10 @@ fn resolvectl_gone_after_the_first_verb_still_reverts_and_keeps_the_entry() {
         dns: Ipv4Addr::new(10, 0, 0, 1),
     };
     let f = fixture(FakeNet::new().with_resolvectl_for(1)).with_bridge_and_taps();
-    let err = f.run(PrivOp::ApplyResolver(spec)).unwrap_err().render();
+    let err = f
+        .run(PrivOp::Net(NetOp::ApplyResolver(spec)))
+        .unwrap_err()
+        .render();
     assert_eq!(
         f.net.mutating_calls(),
         [
@@ -106,7 +116,8 @@ fn apply_resolver_routes_vm_and_reports_a_missing_resolvectl() {
         bridge: "banger0".into(),
         dns: Ipv4Addr::new(10, 0, 0, 1),
     };
-    f.run(PrivOp::ApplyResolver(spec.clone())).unwrap();
+    f.run(PrivOp::Net(NetOp::ApplyResolver(spec.clone())))
+        .unwrap();
     assert_eq!(
         f.net.mutating_calls(),
         // The routing-only domain before the server: never a moment in
@@ -123,7 +134,7 @@ fn apply_resolver_routes_vm_and_reports_a_missing_resolvectl() {
     );
 
     let f = fixture(FakeNet::new().without_resolvectl()).with_bridge_and_taps();
-    let err = f.run(PrivOp::ApplyResolver(spec)).unwrap_err();
+    let err = f.run(PrivOp::Net(NetOp::ApplyResolver(spec))).unwrap_err();
     assert_eq!(err.code(), ErrorCode::Unavailable);
     assert!(
         err.to_string().contains("resolvectl is not installed"),
@@ -157,34 +168,34 @@ fn only_the_installed_bridge_is_set_up_and_served() {
     };
     denied(
         &f,
-        PrivOp::EnsureBridge(other),
+        PrivOp::Net(NetOp::EnsureBridge(other)),
         "bridge banger0 10.0.1.1/24",
     );
     denied(
         &f,
-        PrivOp::EnsureTap(TapSpec {
+        PrivOp::Net(NetOp::EnsureTap(TapSpec {
             bridge: "banger1".into(),
             ..tap("bangertap0")
-        }),
+        })),
         "bridge banger1",
     );
     denied(
         &f,
-        PrivOp::SyncFirewall(FirewallSpec {
+        PrivOp::Net(NetOp::SyncFirewall(FirewallSpec {
             bridge: "banger1".into(),
             ..firewall(vec![])
-        }),
+        })),
         "bridge banger1",
     );
     denied(
         &f,
-        PrivOp::OpenDnsSockets {
+        PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets {
             address: Ipv4Addr::new(10, 0, 1, 1),
-        },
+        })),
         "address 10.0.1.1",
     );
     assert!(!f.journal.exists());
-    f.run(PrivOp::EnsureBridge(bridge())).unwrap();
+    f.run(PrivOp::Net(NetOp::EnsureBridge(bridge()))).unwrap();
 
     // The executor's own bridge must be a valid one.
     let bad = Executor::new(
@@ -206,7 +217,9 @@ fn only_the_installed_bridge_is_set_up_and_served() {
 #[test]
 fn a_subnet_holding_the_hosts_resolver_is_refused_before_anything_changes() {
     let f = fixture(FakeNet::new().with_resolvers(&[Ipv4Addr::new(10, 0, 0, 53)]));
-    let err = f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+    let err = f
+        .run(PrivOp::Net(NetOp::EnsureBridge(bridge())))
+        .unwrap_err();
     assert_eq!(err.code(), ErrorCode::BadRequest);
     assert!(
         err.to_string()
@@ -235,7 +248,8 @@ fn setting_up_the_installed_bridge_removes_bridges_of_an_earlier_choice() {
     )
     .with_bridge(installed.clone())
     .unwrap();
-    exec.execute(PrivOp::EnsureBridge(installed)).unwrap();
+    exec.execute(PrivOp::Net(NetOp::EnsureBridge(installed)))
+        .unwrap();
     let calls = f.net.mutating_calls();
     assert_eq!(
         calls[..4],
@@ -263,10 +277,10 @@ fn setting_up_the_installed_bridge_removes_bridges_of_an_earlier_choice() {
 #[test]
 fn a_stale_resolver_entry_does_not_exempt_a_new_bridges_address() {
     let f = fixture(FakeNet::new()).with_bridge_and_taps();
-    f.run(PrivOp::ApplyResolver(ResolverSpec {
+    f.run(PrivOp::Net(NetOp::ApplyResolver(ResolverSpec {
         bridge: "banger0".into(),
         dns: Ipv4Addr::new(10, 0, 0, 1),
-    }))
+    })))
     .unwrap();
     {
         let mut st = f.net.state.lock().unwrap();
@@ -274,6 +288,8 @@ fn a_stale_resolver_entry_does_not_exempt_a_new_bridges_address() {
         st.routes.clear();
         st.resolvers = vec![Ipv4Addr::new(10, 0, 0, 1)];
     }
-    let err = f.run(PrivOp::EnsureBridge(bridge())).unwrap_err();
+    let err = f
+        .run(PrivOp::Net(NetOp::EnsureBridge(bridge())))
+        .unwrap_err();
     assert!(err.to_string().contains("resolver 10.0.0.1"), "{err}");
 }

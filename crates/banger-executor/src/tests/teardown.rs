@@ -1,6 +1,7 @@
 //! Teardown: only what the journal lists, every step attempted, repeatable.
 
 use super::*;
+use banger_proto::privops::{NetOp, Teardown};
 
 #[test]
 fn teardown_removes_only_what_banger_made_and_is_repeatable() {
@@ -10,19 +11,20 @@ fn teardown_removes_only_what_banger_made_and_is_repeatable() {
             .with_table("inet", "bangerx"),
     )
     .with_bridge_and_taps();
-    f.run(PrivOp::SyncFirewall(firewall(vec![guest(
+    f.run(PrivOp::Net(NetOp::SyncFirewall(firewall(vec![guest(
         "bangertap0",
         2,
         true,
-    )])))
+    )]))))
     .unwrap();
-    f.run(PrivOp::ApplyResolver(ResolverSpec {
+    f.run(PrivOp::Net(NetOp::ApplyResolver(ResolverSpec {
         bridge: "banger0".into(),
         dns: Ipv4Addr::new(10, 0, 0, 1),
-    }))
+    })))
     .unwrap();
     f.net.clear_calls();
-    let PrivOutcome::Teardown(report) = f.run(PrivOp::Teardown).unwrap() else {
+    let PrivOutcome::Teardown(report) = f.run(PrivOp::Net(NetOp::Teardown(Teardown))).unwrap()
+    else {
         panic!()
     };
     assert!(report.errors.is_empty(), "{:?}", report.errors);
@@ -60,7 +62,8 @@ fn teardown_removes_only_what_banger_made_and_is_repeatable() {
     assert_eq!(f.journal_text(), empty);
 
     f.net.clear_calls();
-    let PrivOutcome::Teardown(again) = f.run(PrivOp::Teardown).unwrap() else {
+    let PrivOutcome::Teardown(again) = f.run(PrivOp::Net(NetOp::Teardown(Teardown))).unwrap()
+    else {
         panic!()
     };
     assert!(
@@ -79,7 +82,8 @@ fn teardown_attempts_every_step_and_keeps_what_failed() {
     state.failing.push("delete_link".into());
     drop(state);
     f.net.create_tap("bangertap1", 1).unwrap();
-    let PrivOutcome::Teardown(report) = f.run(PrivOp::Teardown).unwrap() else {
+    let PrivOutcome::Teardown(report) = f.run(PrivOp::Net(NetOp::Teardown(Teardown))).unwrap()
+    else {
         panic!()
     };
     // Every delete was attempted and failed, and the tap of another uid
@@ -110,7 +114,8 @@ fn teardown_attempts_every_step_and_keeps_what_failed() {
     assert!(journal.contains("bangertap0") && journal.contains("banger0"));
 
     f.net.state.lock().unwrap().failing.clear();
-    let PrivOutcome::Teardown(report) = f.run(PrivOp::Teardown).unwrap() else {
+    let PrivOutcome::Teardown(report) = f.run(PrivOp::Net(NetOp::Teardown(Teardown))).unwrap()
+    else {
         panic!()
     };
     // The other uid's tap stays, and so does its entry; the rest is gone.
@@ -150,7 +155,8 @@ fn teardown_refuses_to_delete_a_journaled_name_that_changed_kind() {
             });
         f
     };
-    let PrivOutcome::Teardown(report) = f.run(PrivOp::Teardown).unwrap() else {
+    let PrivOutcome::Teardown(report) = f.run(PrivOp::Net(NetOp::Teardown(Teardown))).unwrap()
+    else {
         panic!()
     };
     assert_eq!(report.errors.len(), 1, "{:?}", report.errors);
@@ -172,16 +178,19 @@ fn a_tap_is_banger_s_by_its_journaled_index_not_its_tun_owner() {
         link.tap_owner = owner;
     };
     set_owner("bangertap0", None);
-    f.run(PrivOp::EnsureTap(tap("bangertap0")))
+    f.run(PrivOp::Net(NetOp::EnsureTap(tap("bangertap0"))))
         .expect("banger's own tap, its tun owner cleared");
     set_owner("bangertap0", Some(1));
     // Re-made under the journaled name, for the journaled uid.
     f.net.delete_link("bangertap1").unwrap();
     f.net.create_tap("bangertap1", 4242).unwrap();
-    let err = f.run(PrivOp::EnsureTap(tap("bangertap1"))).unwrap_err();
+    let err = f
+        .run(PrivOp::Net(NetOp::EnsureTap(tap("bangertap1"))))
+        .unwrap_err();
     assert!(err.to_string().contains("interface index"), "{err}");
 
-    let PrivOutcome::Teardown(report) = f.run(PrivOp::Teardown).unwrap() else {
+    let PrivOutcome::Teardown(report) = f.run(PrivOp::Net(NetOp::Teardown(Teardown))).unwrap()
+    else {
         panic!()
     };
     assert!(

@@ -16,7 +16,7 @@ use banger_host::net::netns::{attach_tap, in_fresh_netns, jail_namespace, set_li
 use banger_host::net::{HostNet, RealNet};
 use banger_host::probe::fake::FakeHost;
 use banger_proto::net::{BridgeSpec, TapSpec};
-use banger_proto::privops::PrivOp;
+use banger_proto::privops::{DeleteTap, NetOp, PrivOp, Teardown};
 use banger_vmm::firecracker::JailTap;
 
 use super::VmHostConfig;
@@ -35,17 +35,17 @@ fn executor(dir: &std::path::Path, net: Arc<dyn HostNet>) -> Executor {
         dir.join("journal.json"),
     )
     .with_vms(VmHostConfig::for_tests(dir));
-    exec.execute(PrivOp::EnsureBridge(BridgeSpec {
+    exec.execute(PrivOp::Net(NetOp::EnsureBridge(BridgeSpec {
         name: "banger0".into(),
         address: Ipv4Addr::new(10, 0, 0, 1),
         prefix_len: 24,
-    }))
+    })))
     .unwrap();
-    exec.execute(PrivOp::EnsureTap(TapSpec {
+    exec.execute(PrivOp::Net(NetOp::EnsureTap(TapSpec {
         name: TAP.into(),
         bridge: "banger0".into(),
         owner_uid: 4242,
-    }))
+    })))
     .unwrap();
     exec
 }
@@ -78,7 +78,10 @@ impl JailTap for Meddling<'_> {
 /// journal does not list.
 #[test]
 fn a_tap_deleted_or_torn_down_while_in_the_jail_is_never_left_unjournaled() {
-    for op in [PrivOp::DeleteTap { name: TAP.into() }, PrivOp::Teardown] {
+    for op in [
+        PrivOp::Net(NetOp::DeleteTap(DeleteTap { name: TAP.into() })),
+        PrivOp::Net(NetOp::Teardown(Teardown)),
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let net = Arc::new(FakeNet::new());
         let exec = executor(dir.path(), net.clone());
@@ -195,11 +198,11 @@ fn a_tap_made_non_ethernet_in_the_jail_is_never_left_unusable() {
         // `FcTap::leave` saw the type and failed the launch.
         let e = left.unwrap_err();
         assert!(e.contains("not Ethernet"), "{e}");
-        let again = exec.execute(PrivOp::EnsureTap(TapSpec {
+        let again = exec.execute(PrivOp::Net(NetOp::EnsureTap(TapSpec {
             name: TAP.into(),
             bridge: "banger0".into(),
             owner_uid: 4242,
-        }));
+        })));
         let link = net.link(TAP).unwrap();
         assert!(
             again.is_ok(),
@@ -226,7 +229,10 @@ struct MeddlingTwice<'a> {
 impl JailTap for MeddlingTwice<'_> {
     fn enter(&mut self, jail_ns: BorrowedFd<'_>) -> Result<(), String> {
         self.tap.enter(jail_ns)?;
-        for op in [PrivOp::DeleteTap { name: TAP.into() }, PrivOp::Teardown] {
+        for op in [
+            PrivOp::Net(NetOp::DeleteTap(DeleteTap { name: TAP.into() })),
+            PrivOp::Net(NetOp::Teardown(Teardown)),
+        ] {
             self.answers.push(self.exec.execute(op).map(drop));
         }
         Ok(())
@@ -295,7 +301,7 @@ fn a_tap_in_a_real_jail_is_not_deleted_or_torn_down_meanwhile() {
         drop(handed);
         let back = net.link(TAP).unwrap().expect("given back, still there");
         assert_eq!(back.tap_owner, Some(0), "{back:?}");
-        exec.execute(PrivOp::Teardown)
+        exec.execute(PrivOp::Net(NetOp::Teardown(Teardown)))
             .unwrap_or_else(|e| panic!("Teardown after: {}", e.render()));
         let taps: Vec<String> = net
             .links()

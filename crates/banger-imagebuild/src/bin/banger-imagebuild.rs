@@ -12,7 +12,7 @@
 //! then finds the image by its inputs; and in system mode the owner's
 //! daemon cannot run mmdebstrap (it needs root), so the root helper runs
 //! this program (installed beside it) in a transient systemd unit and reads
-//! the JSON line it prints (`PrivOp::BuildDebianImage`). Needs root (mmdebstrap `--mode=root`).
+//! the JSON line it prints (`ImageOp::BuildDebianImage`). Needs root (mmdebstrap `--mode=root`).
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;

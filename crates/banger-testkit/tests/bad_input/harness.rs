@@ -2,6 +2,7 @@
 //! of the namespace, and the case type.
 
 use super::*;
+use banger_proto::privops::NetOp;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Adapter {
@@ -260,23 +261,23 @@ fn veth_up(ns: &NetNs, a: &str, b: &str) {
 }
 
 pub(crate) fn ensure_bridge(name: &str, a: [u8; 4], prefix_len: u8) -> PrivOp {
-    PrivOp::EnsureBridge(BridgeSpec {
+    PrivOp::Net(NetOp::EnsureBridge(BridgeSpec {
         name: name.into(),
         address: Ipv4Addr::from(a),
         prefix_len,
-    })
+    }))
 }
 
 pub(crate) fn ensure_tap(name: &str, bridge: &str) -> PrivOp {
-    PrivOp::EnsureTap(TapSpec {
+    PrivOp::Net(NetOp::EnsureTap(TapSpec {
         name: name.into(),
         bridge: bridge.into(),
         owner_uid: 0,
-    })
+    }))
 }
 
 pub(crate) fn firewall(bridge: &str, guests: &[(&str, [u8; 4])]) -> PrivOp {
-    PrivOp::SyncFirewall(FirewallSpec {
+    PrivOp::Net(NetOp::SyncFirewall(FirewallSpec {
         bridge: bridge.into(),
         guests: guests
             .iter()
@@ -287,7 +288,7 @@ pub(crate) fn firewall(bridge: &str, guests: &[(&str, [u8; 4])]) -> PrivOp {
             })
             .collect(),
         allow_inter_vm: false,
-    })
+    }))
 }
 
 pub(crate) struct Case {

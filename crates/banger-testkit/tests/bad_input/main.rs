@@ -28,7 +28,9 @@ use banger_host::net::RealNet;
 use banger_host::probe::RealHost;
 use banger_proto::install::InstallNetwork;
 use banger_proto::net::{BridgeSpec, FirewallSpec, GuestRule, ResolverSpec, TapSpec};
-use banger_proto::privops::{PrivOp, PrivOutcome};
+use banger_proto::privops::{
+    BuildDebianImage, DeleteTap, ImageOp, NetOp, OpenDnsSockets, PrivOp, PrivOutcome, Teardown,
+};
 use banger_proto::{ErrorCode, RpcError};
 use banger_testkit::*;
 use bangerd::privileged::{HelperClient, InProcess, PrivilegedOps};
@@ -81,9 +83,9 @@ fn name_cases() -> Vec<Case> {
         case(
             "delete_tap with a tab",
             &[],
-            PrivOp::DeleteTap {
+            PrivOp::Net(NetOp::DeleteTap(DeleteTap {
                 name: "bangertap\t0".into(),
-            },
+            })),
             &["invalid interface name \"bangertap\\t0\"", CHARS],
         ),
         case(
@@ -95,10 +97,10 @@ fn name_cases() -> Vec<Case> {
         case(
             "resolver bridge with %",
             &[],
-            PrivOp::ApplyResolver(ResolverSpec {
+            PrivOp::Net(NetOp::ApplyResolver(ResolverSpec {
                 bridge: "banger%0".into(),
                 dns: BRIDGE_IP,
-            }),
+            })),
             &["invalid interface name \"banger%0\"", CHARS],
         ),
         case(
@@ -134,9 +136,9 @@ fn name_cases() -> Vec<Case> {
         case(
             "delete_tap not bangertap<N>",
             &[],
-            PrivOp::DeleteTap {
+            PrivOp::Net(NetOp::DeleteTap(DeleteTap {
                 name: "eth0".into(),
-            },
+            })),
             &["\"eth0\"", "followed by digits"],
         ),
     ]
@@ -144,8 +146,10 @@ fn name_cases() -> Vec<Case> {
 
 /// Suites of `build_debian_image`: a plain word, never an option or a path.
 fn suite_cases() -> Vec<Case> {
-    let build = |suite: &str| PrivOp::BuildDebianImage {
-        suite: suite.into(),
+    let build = |suite: &str| {
+        PrivOp::Image(ImageOp::BuildDebianImage(BuildDebianImage {
+            suite: suite.into(),
+        }))
     };
     vec![
         case(
@@ -343,17 +347,17 @@ fn ownership_cases() -> Vec<Case> {
         case(
             "delete_tap of a name not in the journal",
             &[BridgeAndTaps],
-            PrivOp::DeleteTap {
+            PrivOp::Net(NetOp::DeleteTap(DeleteTap {
                 name: "bangertap5".into(),
-            },
+            })),
             &["tap bangertap5 was not created by banger"],
         ),
         case(
             "delete_tap of a foreign tap",
             &[ForeignTap],
-            PrivOp::DeleteTap {
+            PrivOp::Net(NetOp::DeleteTap(DeleteTap {
                 name: "bangertap5".into(),
-            },
+            })),
             &["tap bangertap5 was not created by banger"],
         ),
         case(
@@ -365,25 +369,25 @@ fn ownership_cases() -> Vec<Case> {
         case(
             "dns sockets on a guest address",
             &[BridgeAndTaps],
-            PrivOp::OpenDnsSockets {
+            PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets {
                 address: Ipv4Addr::new(10, 77, 0, 2),
-            },
+            })),
             &["address 10.77.0.2 is not this install's bridge, banger0 10.77.0.1/24"],
         )
         .denied(),
         case(
             "dns sockets on the loopback address",
             &[],
-            PrivOp::OpenDnsSockets {
+            PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets {
                 address: Ipv4Addr::LOCALHOST,
-            },
+            })),
             &["address 127.0.0.1 is not this install's bridge"],
         )
         .denied(),
         case(
             "dns sockets before the bridge exists",
             &[],
-            PrivOp::OpenDnsSockets { address: BRIDGE_IP },
+            PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets { address: BRIDGE_IP })),
             &["10.77.0.1 is not the address of a bridge banger created"],
         ),
         case(
@@ -602,7 +606,9 @@ fn a_foreign_banger0_is_left_untouched() {
             "{adapter:?}: journal written"
         );
         // A teardown afterwards still leaves it alone: it was never journaled.
-        let PrivOutcome::Teardown(report) = target.call(PrivOp::Teardown).unwrap() else {
+        let PrivOutcome::Teardown(report) =
+            target.call(PrivOp::Net(NetOp::Teardown(Teardown))).unwrap()
+        else {
             panic!("teardown outcome")
         };
         assert!(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use banger_proto::install::InstallNetwork;
 use banger_proto::net::{BridgeSpec, FirewallSpec, GuestRule, TapSpec};
-use banger_proto::privops::PrivOp;
+use banger_proto::privops::{NetOp, PrivOp, Teardown};
 use banger_testkit::*;
 use serde_json::Value;
 
@@ -96,11 +96,11 @@ impl Lab {
     }
 
     pub fn try_ensure_bridge(&self) -> Result<Value, String> {
-        self.call(PrivOp::EnsureBridge(BridgeSpec {
+        self.call(PrivOp::Net(NetOp::EnsureBridge(BridgeSpec {
             name: BRIDGE.into(),
             address: BRIDGE_IP,
             prefix_len: 24,
-        }))
+        })))
     }
 
     pub fn ensure_tap(&self, owner_uid: u32) -> Result<Value, String> {
@@ -108,11 +108,11 @@ impl Lab {
     }
 
     pub fn ensure_tap_named(&self, name: &str, owner_uid: u32) -> Result<Value, String> {
-        self.call(PrivOp::EnsureTap(TapSpec {
+        self.call(PrivOp::Net(NetOp::EnsureTap(TapSpec {
             name: name.into(),
             bridge: BRIDGE.into(),
             owner_uid,
-        }))
+        })))
     }
 
     /// A lab whose owner has ensured the bridge and `TAP`, and synced the
@@ -158,11 +158,11 @@ impl Lab {
     }
 
     pub fn sync(&self, guests: Vec<GuestRule>) {
-        self.call(PrivOp::SyncFirewall(FirewallSpec {
+        self.call(PrivOp::Net(NetOp::SyncFirewall(FirewallSpec {
             bridge: BRIDGE.into(),
             guests,
             allow_inter_vm: false,
-        }))
+        })))
         .expect("SyncFirewall");
     }
 
@@ -266,7 +266,7 @@ impl Lab {
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        let _ = self.call(PrivOp::Teardown);
+        let _ = self.call(PrivOp::Net(NetOp::Teardown(Teardown)));
     }
 }
 

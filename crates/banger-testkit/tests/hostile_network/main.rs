@@ -18,7 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use banger_proto::net::TapSpec;
-use banger_proto::privops::PrivOp;
+use banger_proto::privops::{DeleteTap, NetOp, PrivOp, Teardown, VmOp};
 use banger_testkit::*;
 use serde_json::Value;
 
@@ -229,29 +229,31 @@ fn a_flushed_ruleset_leaves_ras_powerless_and_stops_new_taps_and_vms() {
         owner_uid: lab.owner.uid,
     };
     let err = lab
-        .call(PrivOp::EnsureTap(second.clone()))
+        .call(PrivOp::Net(NetOp::EnsureTap(second.clone())))
         .expect_err("a tap without banger's tables");
     assert!(err.starts_with("invalid_state: "), "{err}");
     assert!(err.contains("nftables tables"), "{err}");
     assert!(lab.link("bangertap1").is_none(), "the tap was created");
     let err = lab
-        .call(PrivOp::LaunchVm(banger_proto::vmops::LaunchVmSpec {
-            vm_id: "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e".into(),
-            image_id: "1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d".into(),
-            kernel_id: "4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b".into(),
-            vmm: banger_proto::vmops::VmmKind::Qemu,
-            vcpus: 1,
-            memory_mib: 128,
-            tap: TAP.into(),
-            mac: "02:ba:0a:d5:07:02".into(),
-            kvm: false,
-        }))
+        .call(PrivOp::Vm(VmOp::LaunchVm(
+            banger_proto::vmops::LaunchVmSpec {
+                vm_id: "5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e5e".into(),
+                image_id: "1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d1d".into(),
+                kernel_id: "4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b4b".into(),
+                vmm: banger_proto::vmops::VmmKind::Qemu,
+                vcpus: 1,
+                memory_mib: 128,
+                tap: TAP.into(),
+                mac: "02:ba:0a:d5:07:02".into(),
+                kvm: false,
+            },
+        )))
         .expect_err("a VM without banger's tables");
     assert!(err.starts_with("invalid_state: "), "{err}");
     assert!(err.contains("nftables tables"), "{err}");
 
     lab.ensure_bridge();
-    lab.call(PrivOp::EnsureTap(second))
+    lab.call(PrivOp::Net(NetOp::EnsureTap(second)))
         .expect("EnsureTap once the tables are back");
 }
 
@@ -347,11 +349,15 @@ fn a_tap_that_took_a_journaled_name_is_left_alone() {
     run_ok(ip(&lab.h, &format!("link del {TAP}")));
     run_ok(ip(&lab.h, &format!("tuntap add dev {TAP} mode tap user 0")));
     let err = lab
-        .call(PrivOp::DeleteTap { name: TAP.into() })
+        .call(PrivOp::Net(NetOp::DeleteTap(DeleteTap {
+            name: TAP.into(),
+        })))
         .expect_err("another tap under the journaled name");
     assert!(err.contains(TAP), "{err}");
     assert!(lab.link(TAP).is_some(), "DeleteTap removed the other tap");
-    let report = lab.call(PrivOp::Teardown).expect("Teardown");
+    let report = lab
+        .call(PrivOp::Net(NetOp::Teardown(Teardown)))
+        .expect("Teardown");
     assert!(
         lab.link(TAP).is_some(),
         "Teardown removed the other tap: {report}"

@@ -4,7 +4,7 @@
 //! and deleted by `Teardown`. The interface index journaled at creation
 //! decides now, as for taps (issue #13 F3).
 
-use banger_proto::privops::PrivOp;
+use banger_proto::privops::{NetOp, PrivOp, Teardown};
 use banger_testkit::*;
 
 use crate::lab::*;
@@ -28,7 +28,9 @@ fn a_bridge_that_took_a_journaled_name_is_left_alone() {
         .expect_err("EnsureTap put a tap on another bridge");
     assert!(err.contains(BRIDGE), "{err}");
     assert!(lab.link(TAP).is_none(), "a tap was made");
-    let report = lab.call(PrivOp::Teardown).expect("Teardown");
+    let report = lab
+        .call(PrivOp::Net(NetOp::Teardown(Teardown)))
+        .expect("Teardown");
     let left = lab
         .link(BRIDGE)
         .unwrap_or_else(|| panic!("Teardown removed the other bridge: {report}"));

@@ -9,7 +9,7 @@ use std::os::fd::AsRawFd as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use banger_proto::privops::PrivOp;
+use banger_proto::privops::{NetOp, PrivOp, Teardown};
 use banger_testkit::*;
 
 use crate::lab::*;
@@ -192,7 +192,9 @@ fn a_tap_handed_to_another_uid_is_not_left_routing_after_teardown() {
         tap
     });
     let upstream = Lab::listen(&lab.u, UPSTREAM_IP, 9998);
-    let report = lab.call(PrivOp::Teardown).expect("Teardown");
+    let report = lab
+        .call(PrivOp::Net(NetOp::Teardown(Teardown)))
+        .expect("Teardown");
     let kept = lab.link(TAP);
     let mut nft = lab.h.exec("nft");
     nft.args(["list", "tables"]);

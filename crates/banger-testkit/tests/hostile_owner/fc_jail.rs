@@ -20,7 +20,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::time::{Duration, Instant};
 
 use banger_proto::net::TapSpec;
-use banger_proto::privops::PrivOp;
+use banger_proto::privops::{DeleteVmDisks, KillVm, NetOp, PrivOp, StopVm, VmOp};
 use banger_proto::vmops::{LaunchVmSpec, VmmKind};
 
 use crate::jailed_vmm::{
@@ -191,7 +191,7 @@ fn line_of<'a>(log: &'a str, key: &str) -> &'a str {
 
 /// Launch VM `id`'s Firecracker on `tap` with `mac`: its answer.
 fn launch_on(lab: &Lab, id: &str, tap: &str, mac: &str) -> serde_json::Value {
-    lab.call(PrivOp::LaunchVm(LaunchVmSpec {
+    lab.call(PrivOp::Vm(VmOp::LaunchVm(LaunchVmSpec {
         vm_id: id.into(),
         image_id: IMAGE.into(),
         kernel_id: KERNEL.into(),
@@ -201,7 +201,7 @@ fn launch_on(lab: &Lab, id: &str, tap: &str, mac: &str) -> serde_json::Value {
         tap: tap.into(),
         mac: mac.into(),
         kvm: true,
-    }))
+    })))
     .unwrap_or_else(|e| panic!("LaunchVm {id}: {e}"))
 }
 
@@ -247,11 +247,11 @@ fn firecracker_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host()
         .collect();
     let lab = lab.start();
     let owner = (lab.owner.uid, lab.owner.gid);
-    lab.call(PrivOp::EnsureTap(TapSpec {
+    lab.call(PrivOp::Net(NetOp::EnsureTap(TapSpec {
         name: TAP_B.into(),
         bridge: BRIDGE.into(),
         owner_uid: owner.0,
-    }))
+    })))
     .expect("EnsureTap");
     let acl = |p: &std::path::Path| {
         let f = std::fs::File::open(p).unwrap();
@@ -326,17 +326,21 @@ fn firecracker_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host()
     // Stopped, its run/ (the slot's) goes with a relaunch and with the
     // VM's deletion, though the owner's ids cannot enter it.
     for id in [a, b] {
-        lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+        lab.call(PrivOp::Vm(VmOp::KillVm(KillVm { vm_id: id.into() })))
+            .unwrap();
     }
     let again = lab.launch(a, VmmKind::Firecracker);
     if let Ok(v) = &again {
         let _again = KilledOnDrop::new(&[pid_and_uid(v).0]);
-        lab.call(PrivOp::KillVm { vm_id: a.into() }).unwrap();
+        lab.call(PrivOp::Vm(VmOp::KillVm(KillVm { vm_id: a.into() })))
+            .unwrap();
     }
     assert!(again.is_ok(), "relaunch: {again:?}");
     for (id, dir) in [(a, &adir), (b, &bdir)] {
-        lab.call(PrivOp::DeleteVmDisks { vm_id: id.into() })
-            .unwrap_or_else(|e| panic!("DeleteVmDisks {id}: {e}"));
+        lab.call(PrivOp::Vm(VmOp::DeleteVmDisks(DeleteVmDisks {
+            vm_id: id.into(),
+        })))
+        .unwrap_or_else(|e| panic!("DeleteVmDisks {id}: {e}"));
         assert!(!dir.join("run").exists(), "{}", dir.display());
     }
 }
@@ -396,11 +400,13 @@ fn a_firecracker_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
     escape(&format!(
         r#"mkdir -p "$1/run/x/y" && touch "$1/run/x/y/f" && chmod 000 "$1/run/x/y" "$1/run/x" && {ESCAPE_LEAVES} && chmod 000 "$1/run""#
     ));
-    lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+    lab.call(PrivOp::Vm(VmOp::KillVm(KillVm { vm_id: id.into() })))
+        .unwrap();
     let relaunch = lab.launch(id, VmmKind::Firecracker);
     if let Ok(v) = &relaunch {
         let _again = KilledOnDrop::new(&[pid_and_uid(v).0]);
-        lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+        lab.call(PrivOp::Vm(VmOp::KillVm(KillVm { vm_id: id.into() })))
+            .unwrap();
     }
     assert!(
         relaunch.is_ok(),
@@ -411,7 +417,9 @@ fn a_firecracker_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
     escape(&format!(
         r#"mkdir -p "$1/run/x" && chmod 000 "$1/run/x" && {ESCAPE_LEAVES} && chmod 000 "$1/run""#
     ));
-    let delete = lab.call(PrivOp::DeleteVmDisks { vm_id: id.into() });
+    let delete = lab.call(PrivOp::Vm(VmOp::DeleteVmDisks(DeleteVmDisks {
+        vm_id: id.into(),
+    })));
     assert!(
         delete.is_ok(),
         "the VM's disks cannot be deleted: {delete:?}"
@@ -449,11 +457,11 @@ fn an_adopted_firecracker_is_stopped_through_its_api_only_when_its_run_and_liste
     let (adir, bdir) = (lab.vm(a), lab.vm(b));
     lab.stand_in("firecracker", &fc_probe(&[], &[]));
     let mut lab = lab.start();
-    lab.call(PrivOp::EnsureTap(TapSpec {
+    lab.call(PrivOp::Net(NetOp::EnsureTap(TapSpec {
         name: TAP_B.into(),
         bridge: BRIDGE.into(),
         owner_uid: lab.owner.uid,
-    }))
+    })))
     .expect("EnsureTap");
     let (pa, ua) = pid_and_uid(&launch_on(&lab, a, TAP, "02:ba:0a:d5:07:02"));
     let (pb, ub) = pid_and_uid(&launch_on(&lab, b, TAP_B, "02:ba:0a:d5:07:03"));
@@ -490,10 +498,10 @@ while (my $c = $l->accept) {
     assert_eq!(line, "listening\n");
     for id in [a, b] {
         let stopped = lab
-            .call(PrivOp::StopVm {
+            .call(PrivOp::Vm(VmOp::StopVm(StopVm {
                 vm_id: id.into(),
                 timeout_secs: 2,
-            })
+            })))
             .unwrap();
         assert_eq!(
             (

@@ -6,7 +6,7 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use banger_proto::privops::PrivOp;
+use banger_proto::privops::{DeleteVmDisks, GrowWorkDisk, PrivOp, VmOp, VmmStatus};
 use banger_proto::vmops::{LaunchVmSpec, VmDisksSpec, VmmKind};
 
 use crate::lab::*;
@@ -73,11 +73,11 @@ fn a_fifo_where_root_reads_is_refused_at_once() {
         ("work disk", launch_op(c, IMAGE, KERNEL)),
         (
             "work seed",
-            PrivOp::CreateVmDisks(VmDisksSpec {
+            PrivOp::Vm(VmOp::CreateVmDisks(VmDisksSpec {
                 vm_id: d.into(),
                 image_id: i_seed.into(),
                 work_disk_bytes: 64 << 20,
-            }),
+            })),
         ),
     ];
     for (what, op) in ops {
@@ -113,7 +113,9 @@ fn a_fifo_where_root_reads_is_refused_at_once() {
     }
     // The helper still answers, and nothing was launched.
     for id in [a, b, c] {
-        let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
+        let st = lab
+            .call(PrivOp::Vm(VmOp::VmmStatus(VmmStatus { vm_id: id.into() })))
+            .unwrap();
         assert_eq!(st["result"]["running"], false, "{st}");
     }
     assert!(
@@ -123,7 +125,7 @@ fn a_fifo_where_root_reads_is_refused_at_once() {
 }
 
 fn launch_op(vm_id: &str, image: &str, kernel: &str) -> PrivOp {
-    PrivOp::LaunchVm(LaunchVmSpec {
+    PrivOp::Vm(VmOp::LaunchVm(LaunchVmSpec {
         vm_id: vm_id.into(),
         image_id: image.into(),
         kernel_id: kernel.into(),
@@ -133,7 +135,7 @@ fn launch_op(vm_id: &str, image: &str, kernel: &str) -> PrivOp {
         tap: TAP.into(),
         mac: "02:ba:0a:d5:07:02".into(),
         kvm: false,
-    })
+    }))
 }
 
 /// Issue #13 item 13: `GrowWorkDisk` opened the work disk read-write
@@ -155,10 +157,10 @@ fn a_hard_linked_work_disk_is_never_opened_for_writing() {
     std::fs::hard_link(&victim, dir.join("work.ext4")).unwrap();
     let watch = banger_host::watch::OpenWatch::new(&victim).unwrap();
     let err = lab
-        .call(PrivOp::GrowWorkDisk {
+        .call(PrivOp::Vm(VmOp::GrowWorkDisk(GrowWorkDisk {
             vm_id: id.into(),
             bytes: 64 << 20,
-        })
+        })))
         .expect_err("a hard-linked work disk");
     assert!(err.contains("refusing"), "{err}");
     let seen = watch.seen();
@@ -262,7 +264,9 @@ fn what_the_owner_plants_in_run_leads_root_to_remove_nothing_of_roots() {
 
     // Firecracker's launch empties run/ (a jailed QEMU has none).
     let launched = lab.launch(l, VmmKind::Firecracker);
-    let deleted = lab.call(PrivOp::DeleteVmDisks { vm_id: x.into() });
+    let deleted = lab.call(PrivOp::Vm(VmOp::DeleteVmDisks(DeleteVmDisks {
+        vm_id: x.into(),
+    })));
     eprintln!("launch: {launched:?}\ndelete: {deleted:?}");
     for id in [l, x] {
         let keep = lab.vm_dir(id).join("run/moved/roots/keep");
@@ -324,10 +328,10 @@ fn a_mount_under_the_state_dir_is_never_crossed() {
 
     let on_vm_dir = lab.launch(v, VmmKind::Qemu);
     let via_kernel = lab.launch_from(vm, VmmKind::Qemu, IMAGE, k);
-    let grown = lab.call(PrivOp::GrowWorkDisk {
+    let grown = lab.call(PrivOp::Vm(VmOp::GrowWorkDisk(GrowWorkDisk {
         vm_id: v.into(),
         bytes: 64 << 20,
-    });
+    })));
     eprintln!("VM dir: {on_vm_dir:?}\nkernel: {via_kernel:?}\ngrow: {grown:?}");
     assert_eq!(
         names(&elsewhere),
@@ -396,10 +400,10 @@ fn a_lease_the_owner_holds_does_not_stall_root() {
         leased_rx.recv().unwrap();
         let started = std::time::Instant::now();
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            lab.call(PrivOp::GrowWorkDisk {
+            lab.call(PrivOp::Vm(VmOp::GrowWorkDisk(GrowWorkDisk {
                 vm_id: id.into(),
                 bytes: 64 << 20,
-            })
+            })))
         }));
         let took = started.elapsed();
         // Let the holder go whatever happened, so a stalled helper shows

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use banger_host::mounts::testing::{in_mount_ns_of, mount_fuse_without_daemon, mount_new};
-use banger_proto::privops::PrivOp;
+use banger_proto::privops::{GrowWorkDisk, PrivOp, VmOp};
 
 use crate::lab::*;
 
@@ -41,10 +41,10 @@ fn a_state_dir_mounted_over_since_the_install_is_refused() {
     let before = names(&state);
     let _fuse = in_mount_ns_of(pid, || mount_fuse_without_daemon(&state, uid, gid));
 
-    let grown = lab.call(PrivOp::GrowWorkDisk {
+    let grown = lab.call(PrivOp::Vm(VmOp::GrowWorkDisk(GrowWorkDisk {
         vm_id: v.into(),
         bytes: 64 << 20,
-    });
+    })));
     let err = grown.expect_err("the state dir on FUSE is refused");
     assert!(
         err.starts_with("permission_denied")
@@ -81,10 +81,10 @@ fn a_kernel_file_system_mounted_over_the_state_dir_is_not_refused() {
     lab.owner_file(&dir.join("root.ext4"), &[0u8; 4096]);
     lab.owner_file(&dir.join("work.ext4"), &[0u8; 4096]);
 
-    let grown = lab.call(PrivOp::GrowWorkDisk {
+    let grown = lab.call(PrivOp::Vm(VmOp::GrowWorkDisk(GrowWorkDisk {
         vm_id: v.into(),
         bytes: 64 << 20,
-    });
+    })));
     if let Err(e) = &grown {
         assert!(!e.contains("refusing the state directory"), "{e}");
     }

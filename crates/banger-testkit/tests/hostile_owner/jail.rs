@@ -7,7 +7,7 @@
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
-use banger_proto::privops::PrivOp;
+use banger_proto::privops::{GrowWorkDisk, PrivOp, VmOp};
 use banger_proto::vmops::{GuestFile, GuestFilesSpec, VmDisksSpec};
 
 use crate::lab::*;
@@ -95,20 +95,20 @@ fn disk_tools_run_jailed_as_a_uid_that_owns_nothing_and_leave_nothing_behind() {
     let lab = lab.start_with_tools(&tools);
     let owner = lab.owner.uid;
 
-    lab.call(PrivOp::CreateVmDisks(VmDisksSpec {
+    lab.call(PrivOp::Vm(VmOp::CreateVmDisks(VmDisksSpec {
         vm_id: vm.into(),
         image_id: IMAGE.into(),
         work_disk_bytes: 64 << 20,
-    }))
+    })))
     .expect("CreateVmDisks");
-    lab.call(PrivOp::GrowWorkDisk {
+    lab.call(PrivOp::Vm(VmOp::GrowWorkDisk(GrowWorkDisk {
         vm_id: vm.into(),
         bytes: 96 << 20,
-    })
+    })))
     .expect("GrowWorkDisk");
     // The debugfs stand-in writes nothing into the image, so the read-back
     // differs and the op fails; what matters is who ran it.
-    let _ = lab.call(PrivOp::WriteGuestFiles(GuestFilesSpec {
+    let _ = lab.call(PrivOp::Vm(VmOp::WriteGuestFiles(GuestFilesSpec {
         vm_id: vm.into(),
         files: vec![GuestFile {
             path: "/etc/hostname".into(),
@@ -117,7 +117,7 @@ fn disk_tools_run_jailed_as_a_uid_that_owns_nothing_and_leave_nothing_behind() {
             gid: 0,
             content: "guest\n".into(),
         }],
-    }));
+    })));
 
     let work = lab.vm_dir(vm).join("work.ext4");
     let root = lab.vm_dir(vm).join("root.ext4");

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use banger_proto::privops::PrivOp;
+use banger_proto::privops::{PrivOp, ProbeJailScope, ProbeOp, StopVm, VmOp, VmmStatus};
 use banger_proto::vmops::VmmKind;
 
 use crate::lab::*;
@@ -177,7 +177,7 @@ pub(crate) fn survives_a_helper_restart(mut lab: Lab, id: &str, kind: VmmKind) {
     // only after it: an answer, not a connect, says the sweep is over
     // (the connect alone raced it under load: "the planted cgroup
     // survived the restart", seen in a cold CI run).
-    lab.call(PrivOp::ProbeJailScope)
+    lab.call(PrivOp::Probe(ProbeOp::ProbeJailScope(ProbeJailScope)))
         .expect("the restarted helper answers");
     // The sweep removed the planted cgroup; the VMM kept its own.
     assert!(!planted.exists(), "the planted cgroup survived the restart");
@@ -200,7 +200,9 @@ pub(crate) fn survives_a_helper_restart(mut lab: Lab, id: &str, kind: VmmKind) {
         Some("S"),
         "the journaled VMM {pid} was killed by the restart: {stat}"
     );
-    let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
+    let st = lab
+        .call(PrivOp::Vm(VmOp::VmmStatus(VmmStatus { vm_id: id.into() })))
+        .unwrap();
     assert_eq!(st["result"]["running"], true, "{st}");
     assert_eq!(st["result"]["adopted"], true, "{st}");
     assert_eq!(st["result"]["pid"], pid, "{st}");
@@ -208,10 +210,10 @@ pub(crate) fn survives_a_helper_restart(mut lab: Lab, id: &str, kind: VmmKind) {
     // (QMP `system_powerdown`, Firecracker's `SendCtrlAltDel`), which its
     // stand-in answers by exiting.
     let stopped = lab
-        .call(PrivOp::StopVm {
+        .call(PrivOp::Vm(VmOp::StopVm(StopVm {
             vm_id: id.into(),
             timeout_secs: 10,
-        })
+        })))
         .unwrap();
     assert_eq!(
         (
@@ -252,7 +254,9 @@ pub(crate) fn outliving_its_kill_stays_journaled(id: &str, kind: VmmKind) {
         held.assert_outlives_kill(pid);
         (launch.join().unwrap(), pid)
     });
-    let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
+    let st = lab
+        .call(PrivOp::Vm(VmOp::VmmStatus(VmmStatus { vm_id: id.into() })))
+        .unwrap();
     drop(held);
     let err = launched.expect_err("a launch without its socket succeeded");
     assert!(err.contains("may still be running"), "{err}");
@@ -264,7 +268,9 @@ pub(crate) fn outliving_its_kill_stays_journaled(id: &str, kind: VmmKind) {
     // Released, it dies of the launch's kill: its entry goes.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
+        let st = lab
+            .call(PrivOp::Vm(VmOp::VmmStatus(VmmStatus { vm_id: id.into() })))
+            .unwrap();
         if st["result"]["running"] == false {
             break;
         }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use banger_proto::install::InstallVmm;
 use banger_proto::net::{BridgeSpec, TapSpec};
-use banger_proto::privops::PrivOp;
+use banger_proto::privops::{NetOp, PrivOp, Teardown, VmOp};
 use banger_proto::vmops::{LaunchVmSpec, VmmKind};
 use banger_testkit::*;
 use serde_json::Value;
@@ -99,17 +99,17 @@ impl Lab {
             network,
             &binds,
         ));
-        self.call(PrivOp::EnsureBridge(BridgeSpec {
+        self.call(PrivOp::Net(NetOp::EnsureBridge(BridgeSpec {
             name: BRIDGE.into(),
             address: [10, 213, 7, 1].into(),
             prefix_len: 24,
-        }))
+        })))
         .expect("EnsureBridge");
-        self.call(PrivOp::EnsureTap(TapSpec {
+        self.call(PrivOp::Net(NetOp::EnsureTap(TapSpec {
             name: TAP.into(),
             bridge: BRIDGE.into(),
             owner_uid: self.owner.uid,
-        }))
+        })))
         .expect("EnsureTap");
         self
     }
@@ -182,7 +182,7 @@ impl Lab {
         image: &str,
         kernel: &str,
     ) -> Result<Value, String> {
-        self.call(PrivOp::LaunchVm(LaunchVmSpec {
+        self.call(PrivOp::Vm(VmOp::LaunchVm(LaunchVmSpec {
             vm_id: vm_id.into(),
             image_id: image.into(),
             kernel_id: kernel.into(),
@@ -192,14 +192,14 @@ impl Lab {
             tap: TAP.into(),
             mac: "02:ba:0a:d5:07:02".into(),
             kvm: vmm == VmmKind::Firecracker,
-        }))
+        })))
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
         if self.helper.is_some() {
-            let _ = self.call(PrivOp::Teardown);
+            let _ = self.call(PrivOp::Net(NetOp::Teardown(Teardown)));
         }
     }
 }

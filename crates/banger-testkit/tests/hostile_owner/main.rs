@@ -37,7 +37,7 @@ use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use banger_proto::privops::PrivOp;
+use banger_proto::privops::{GrowWorkDisk, PrivOp, VmOp, VmmStatus};
 use banger_proto::vmops::{VmDisksSpec, VmmKind};
 use banger_testkit::*;
 
@@ -148,10 +148,10 @@ fn hard_links_planted_where_root_works_are_refused() {
     std::fs::remove_file(bdir.join("work.ext4")).unwrap();
     std::fs::hard_link(&disk_victim, bdir.join("work.ext4")).unwrap();
     let err = lab
-        .call(PrivOp::GrowWorkDisk {
+        .call(PrivOp::Vm(VmOp::GrowWorkDisk(GrowWorkDisk {
             vm_id: b.into(),
             bytes: 64 << 20,
-        })
+        })))
         .expect_err("a hard-linked work disk");
     eprintln!("hard-linked work disk, grown: {err}");
     assert_eq!(
@@ -177,11 +177,11 @@ fn hard_links_planted_where_root_works_are_refused() {
     let cdir = lab.vm_dir(c);
     lab.owner_dir(&cdir);
     let err = lab
-        .call(PrivOp::CreateVmDisks(VmDisksSpec {
+        .call(PrivOp::Vm(VmOp::CreateVmDisks(VmDisksSpec {
             vm_id: c.into(),
             image_id: IMAGE.into(),
             work_disk_bytes: 64 << 20,
-        }))
+        })))
         .expect_err("a hard-linked work seed");
     eprintln!("hard-linked work seed: {err}");
     assert!(err.contains("work-seed.ext4"), "{err}");
@@ -206,11 +206,11 @@ fn hard_links_planted_where_root_works_are_refused() {
     lab.owner_dir(&ddir);
     std::fs::hard_link(&disk_victim, ddir.join("work.ext4")).unwrap();
     let err = lab
-        .call(PrivOp::CreateVmDisks(VmDisksSpec {
+        .call(PrivOp::Vm(VmOp::CreateVmDisks(VmDisksSpec {
             vm_id: d.into(),
             image_id: IMAGE.into(),
             work_disk_bytes: 64 << 20,
-        }))
+        })))
         .expect_err("a work disk name already taken");
     eprintln!("work disk name taken: {err}");
     assert!(err.contains("work.ext4"), "{err}");
@@ -292,7 +292,9 @@ fn a_vmm_socket_swapped_for_a_symlink_is_never_connected_to() {
     assert!(firecracker.contains("API socket"), "{firecracker}");
     // Nothing is left running.
     for id in [q, f] {
-        let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
+        let st = lab
+            .call(PrivOp::Vm(VmOp::VmmStatus(VmmStatus { vm_id: id.into() })))
+            .unwrap();
         assert_eq!(st["result"]["running"], false, "{st}");
     }
 }
@@ -395,7 +397,7 @@ fn a_guest_file_claiming_a_huge_size_is_not_read_into_the_helper() {
     std::os::unix::fs::chown(&disk, Some(lab.owner.uid), Some(lab.owner.gid)).unwrap();
 
     let err = lab
-        .call(PrivOp::WriteGuestFiles(
+        .call(PrivOp::Vm(VmOp::WriteGuestFiles(
             banger_proto::vmops::GuestFilesSpec {
                 vm_id: id.into(),
                 files: vec![banger_proto::vmops::GuestFile {
@@ -406,7 +408,7 @@ fn a_guest_file_claiming_a_huge_size_is_not_read_into_the_helper() {
                     content: "dev\n".into(),
                 }],
             },
-        ))
+        )))
         .expect_err("a hostname that is not what was written");
     eprintln!("huge guest file: {err}");
     let pid = lab.helper.as_ref().unwrap().proc.pid();

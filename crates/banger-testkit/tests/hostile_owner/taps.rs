@@ -2,7 +2,7 @@
 //! Firecracker (which opens its tap by name, as the uid it runs as: its
 //! VM slot's, jailed) gets its tap only for its launch.
 
-use banger_proto::privops::PrivOp;
+use banger_proto::privops::{PrivOp, StopVm, VmOp};
 use banger_proto::vmops::VmmKind;
 use banger_testkit::*;
 
@@ -95,10 +95,10 @@ fn a_qemus_tap_goes_back_to_root_owner_and_group_when_it_stops() {
         log.contains("group set\nowner set\n"),
         "the stand-in QEMU could not change its tap: {log:?}"
     );
-    lab.call(PrivOp::StopVm {
+    lab.call(PrivOp::Vm(VmOp::StopVm(StopVm {
         vm_id: qemu_vm.into(),
         timeout_secs: 5,
-    })
+    })))
     .expect("StopVm");
     let info = tap_info(&lab);
     assert_eq!(

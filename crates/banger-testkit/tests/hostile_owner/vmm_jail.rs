@@ -18,7 +18,7 @@ use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
 use banger_proto::net::TapSpec;
-use banger_proto::privops::PrivOp;
+use banger_proto::privops::{DeleteVmDisks, KillVm, NetOp, PrivOp, VmOp, VmmStatus};
 use banger_proto::vmops::{LaunchVmSpec, VmmKind};
 
 use crate::jailed_vmm::{
@@ -168,14 +168,14 @@ fn qemu_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host() {
     lab.stand_in("qemu", &probe(&targets));
     let lab = lab.start();
     let owner = (lab.owner.uid, lab.owner.gid);
-    lab.call(PrivOp::EnsureTap(TapSpec {
+    lab.call(PrivOp::Net(NetOp::EnsureTap(TapSpec {
         name: "bangertap1".into(),
         bridge: BRIDGE.into(),
         owner_uid: owner.0,
-    }))
+    })))
     .expect("EnsureTap");
     let launch = |id: &str, tap: &str, mac: &str| {
-        lab.call(PrivOp::LaunchVm(LaunchVmSpec {
+        lab.call(PrivOp::Vm(VmOp::LaunchVm(LaunchVmSpec {
             vm_id: id.into(),
             image_id: IMAGE.into(),
             kernel_id: KERNEL.into(),
@@ -185,7 +185,7 @@ fn qemu_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host() {
             tap: tap.into(),
             mac: mac.into(),
             kvm: false,
-        }))
+        })))
         .unwrap_or_else(|e| panic!("LaunchVm {id}: {e}"))
     };
     let va = launch(a, TAP, "02:ba:0a:d5:07:02");
@@ -231,7 +231,8 @@ fn qemu_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host() {
         assert!(!dir.join("run").exists(), "{}", dir.display());
     }
     for id in [a, b] {
-        lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+        lab.call(PrivOp::Vm(VmOp::KillVm(KillVm { vm_id: id.into() })))
+            .unwrap();
     }
 }
 
@@ -275,7 +276,8 @@ fn a_directory_exchanged_with_a_jailed_run_leads_root_to_remove_nothing_of_roots
     // A jailed VMM leaves a run/ of its slot uid.
     let v = lab.launch(id, VmmKind::Qemu).expect("LaunchVm");
     let (_, uid) = pid_and_uid(&v);
-    lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+    lab.call(PrivOp::Vm(VmOp::KillVm(KillVm { vm_id: id.into() })))
+        .unwrap();
     // Whichever of the two names is missing (root removed it) gets a
     // fresh run/ of the slot uid, as a jailed VMM leaves it.
     let names = [dir.join("run"), decoy.clone()];
@@ -325,7 +327,9 @@ fn a_directory_exchanged_with_a_jailed_run_leads_root_to_remove_nothing_of_roots
         let _stop = Stop(&stop);
         for _ in 0..300 {
             slot_runs();
-            match lab.call(PrivOp::DeleteVmDisks { vm_id: id.into() }) {
+            match lab.call(PrivOp::Vm(VmOp::DeleteVmDisks(DeleteVmDisks {
+                vm_id: id.into(),
+            }))) {
                 Ok(_) => results.0 += 1,
                 Err(_) => results.1 += 1,
             }
@@ -428,7 +432,9 @@ fn two_concurrent_launches_of_one_vm_start_one_vmm() {
             .filter_map(|r| r.as_ref().ok())
             .map(|v| pid_and_uid(v).0)
             .collect();
-        let st = lab.call(PrivOp::VmmStatus { vm_id: id.into() }).unwrap();
+        let st = lab
+            .call(PrivOp::Vm(VmOp::VmmStatus(VmmStatus { vm_id: id.into() })))
+            .unwrap();
         let journaled = st["result"]["pid"].as_u64().map(|p| p as u32);
         let stray: Vec<u32> = pids
             .iter()
@@ -442,7 +448,8 @@ fn two_concurrent_launches_of_one_vm_start_one_vmm() {
                 rustix::process::Signal::KILL,
             );
         }
-        lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+        lab.call(PrivOp::Vm(VmOp::KillVm(KillVm { vm_id: id.into() })))
+            .unwrap();
         assert_eq!(
             stray,
             Vec::<u32>::new(),
@@ -485,12 +492,16 @@ fn a_vmm_escape_cannot_make_its_vm_unrelaunchable_or_undeletable() {
         escape.status,
         String::from_utf8_lossy(&escape.stderr)
     );
-    lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+    lab.call(PrivOp::Vm(VmOp::KillVm(KillVm { vm_id: id.into() })))
+        .unwrap();
     let relaunch = lab.launch(id, VmmKind::Qemu);
     if relaunch.is_ok() {
-        lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+        lab.call(PrivOp::Vm(VmOp::KillVm(KillVm { vm_id: id.into() })))
+            .unwrap();
     }
-    let delete = lab.call(PrivOp::DeleteVmDisks { vm_id: id.into() });
+    let delete = lab.call(PrivOp::Vm(VmOp::DeleteVmDisks(DeleteVmDisks {
+        vm_id: id.into(),
+    })));
     assert!(
         relaunch.is_ok(),
         "the VM cannot be relaunched: {relaunch:?}"
@@ -525,7 +536,9 @@ fn a_deletion_racing_a_launch_never_deletes_the_disks_of_a_running_vmm() {
         let (launched, deleted, disks) = std::thread::scope(|s| {
             let launch = s.spawn(|| lab.launch(id, VmmKind::Qemu));
             std::thread::sleep(Duration::from_millis(round * 5));
-            let deleted = lab.call(PrivOp::DeleteVmDisks { vm_id: id.into() });
+            let deleted = lab.call(PrivOp::Vm(VmOp::DeleteVmDisks(DeleteVmDisks {
+                vm_id: id.into(),
+            })));
             let launched = launch.join().unwrap();
             let disks = ["root.ext4", "work.ext4"].map(|d| dir.join(d).exists());
             (launched, deleted, disks)
@@ -534,7 +547,8 @@ fn a_deletion_racing_a_launch_never_deletes_the_disks_of_a_running_vmm() {
         if launched.is_ok() && disks != [true, true] {
             under_a_vmm.push(round);
         }
-        lab.call(PrivOp::KillVm { vm_id: id.into() }).unwrap();
+        lab.call(PrivOp::Vm(VmOp::KillVm(KillVm { vm_id: id.into() })))
+            .unwrap();
         lab.vm(id);
     }
     assert_eq!(

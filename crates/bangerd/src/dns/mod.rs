@@ -3,7 +3,7 @@
 //! Guests use the bridge address as their resolver, and the host reaches
 //! `NAME.vm` through systemd-resolved routing `~vm` to the same address. The
 //! server runs inside `bangerd` on sockets the privileged side bound on
-//! `bridge:53` (`PrivOp::OpenDnsSockets`), so bangerd never needs the
+//! `bridge:53` (`NetOp::OpenDnsSockets`), so bangerd never needs the
 //! capability to bind a low port.
 //!
 //! * `NAME.vm A` → the published address, authoritative (AA).

@@ -7,18 +7,19 @@
 //!
 //! mmdebstrap needs root. In dev mode the daemon is root and builds here,
 //! reporting each step; in system mode it asks the root helper
-//! (`PrivOp::BuildDebianImage`), which builds into root's cache with the
+//! (`ImageOp::BuildDebianImage`), which builds into root's cache with the
 //! installed `banger-imagebuild` and passes back read-only descriptors of
 //! the three files. Either way the daemon copies them into its own staging
 //! and checks the copy (`e2fsck -fn`, as itself) before anything is
 //! published.
 
-use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 
 use banger_imagebuild::debian::{DebianOptions, build_debian};
 use banger_proto::image::{BuildImage, ImageInfo};
-use banger_proto::privops::{BuiltImageFile, PrivOp, PrivOutcome};
+use banger_proto::privops::{BuildDebianImage, BuiltImageFile};
+
+use crate::privileged::PrivilegedOpsExt;
 use banger_proto::rpc::Progress;
 
 use crate::layout::{INITRD_FILE, KERNEL_FILE, Mode, ROOTFS_FILE};
@@ -146,20 +147,14 @@ impl ImageService {
             0,
             None,
         );
-        let (outcome, fds) = privileged
-            .call_with_fds(PrivOp::BuildDebianImage {
+        let (files, mut fds) = privileged
+            .request_with_fds(BuildDebianImage {
                 suite: suite.to_string(),
             })
             .map_err(|e| ImageError::Build {
                 what: format!("building the Debian {suite} image in the root helper"),
                 detail: Some(e.render()),
             })?;
-        let PrivOutcome::BuiltImage(files) = outcome else {
-            return Err(ImageError::Build {
-                what: format!("building the Debian {suite} image in the root helper"),
-                detail: Some(format!("the helper answered {outcome:?}")),
-            });
-        };
         emit(
             "build",
             format!(
@@ -174,16 +169,12 @@ impl ImageService {
             0,
             None,
         );
-        // `check_fds` (in the seam) made sure the indices are 0..3.
-        let mut fds: Vec<Option<OwnedFd>> = fds.into_iter().map(Some).collect();
+        // The seam checked that the indices are exactly 0..3.
         let mut take = |what: &'static str, file: &BuiltImageFile| {
-            let fd = fds
-                .get_mut(file.fd.0 as usize)
-                .and_then(Option::take)
-                .ok_or_else(|| ImageError::Build {
-                    what: format!("receiving the {what} from the root helper"),
-                    detail: Some(format!("descriptor {} is missing or repeated", file.fd.0)),
-                })?;
+            let fd = fds.take(file.fd).map_err(|e| ImageError::Build {
+                what: format!("receiving the {what} from the root helper"),
+                detail: Some(e.render()),
+            })?;
             Source::from_descriptor(what, PathBuf::from(&file.path), fd)
         };
         Ok(Built {

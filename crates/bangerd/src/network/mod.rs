@@ -19,14 +19,17 @@ use std::sync::{Arc, Mutex};
 
 use banger_proto::net::{BridgeSpec, FirewallSpec, GuestRule, TAP_PREFIX, TapSpec};
 use banger_proto::net::{NetStatus, TeardownReport};
-use banger_proto::privops::{DeviceState, HostDevice, PrivOp, PrivOutcome, SnapshotBackend};
+use banger_proto::privops::{
+    DeleteTap, DeviceState, HostDevice, PrivCall, ProbeDevice, QueryNetStatus, SnapshotBackend,
+    Teardown,
+};
 use banger_proto::rpc::{HostStatus, NatStatus, TapAssignment, TapPoolStatus};
 use banger_proto::{ErrorCode, RpcError};
 
 use crate::config::{Ipv4Cidr, NetworkConfig};
 use crate::handles::{self, VmHandles};
 use crate::layout::Layout;
-use crate::privileged::PrivilegedOps;
+use crate::privileged::{PrivilegedOps, PrivilegedOpsExt};
 use crate::store::{Store, VmRow, VmState};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,8 +40,6 @@ pub enum NetError {
         #[source]
         source: RpcError,
     },
-    #[error("privileged operation {op} returned an unexpected result")]
-    Unexpected { op: &'static str },
     #[error("reading VMs and leases from the store")]
     Store(#[source] crate::store::StoreError),
     #[error("VM handles")]
@@ -51,9 +52,7 @@ impl NetError {
     pub fn to_rpc(&self) -> RpcError {
         let code = match self {
             NetError::Privileged { source, .. } => source.code,
-            NetError::Handles(_) | NetError::Store(_) | NetError::Unexpected { .. } => {
-                ErrorCode::Internal
-            }
+            NetError::Handles(_) | NetError::Store(_) => ErrorCode::Internal,
             NetError::NoLease { .. } => ErrorCode::InvalidState,
         };
         RpcError::from_error(code, self)
@@ -113,11 +112,13 @@ impl HostNetwork {
         self.bridge_ip
     }
 
-    fn call(&self, op: PrivOp) -> Result<PrivOutcome, NetError> {
-        let name = op.name();
+    fn request<R: PrivCall>(&self, request: R) -> Result<R::Response, NetError> {
         self.privileged
-            .call(op)
-            .map_err(|source| NetError::Privileged { op: name, source })
+            .request(request)
+            .map_err(|source| NetError::Privileged {
+                op: R::NAME,
+                source,
+            })
     }
 
     /// Bring the host in line with config and the store: bridge, taps of
@@ -135,14 +136,8 @@ impl HostNetwork {
     }
 
     fn reconcile_locked(&self, st: &mut NetState) -> Result<(), NetError> {
-        self.call(PrivOp::EnsureBridge(BridgeSpec::for_subnet(
-            &self.cfg.bridge,
-            self.cfg.subnet,
-        )))?;
-        let taps = match self.call(PrivOp::NetStatus)? {
-            PrivOutcome::NetStatus(s) => s.taps,
-            _ => return Err(NetError::Unexpected { op: "net_status" }),
-        };
+        self.request(BridgeSpec::for_subnet(&self.cfg.bridge, self.cfg.subnet))?;
+        let taps = self.request(QueryNetStatus)?.taps;
         // Only taps on the configured bridge are usable; banger's taps left on
         // another bridge (the bridge was renamed) or on none are deleted, and
         // the pool makes new ones.
@@ -152,7 +147,7 @@ impl HostNetwork {
                 existing.insert(t.name);
             } else {
                 tracing::info!(tap = %t.name, master = ?t.master, "deleting a tap that is not on the bridge");
-                self.call(PrivOp::DeleteTap { name: t.name })?;
+                self.request(DeleteTap { name: t.name })?;
             }
         }
 
@@ -223,11 +218,11 @@ impl HostNetwork {
             .map(|i| format!("{TAP_PREFIX}{i}"))
             .find(|n| !used.contains(n))
             .expect("tap indices are unbounded");
-        self.call(PrivOp::EnsureTap(TapSpec {
+        self.request(TapSpec {
             name: name.clone(),
             bridge: self.cfg.bridge.clone(),
             owner_uid: self.tap_owner,
-        }))?;
+        })?;
         Ok(name)
     }
 
@@ -240,7 +235,7 @@ impl HostNetwork {
         }
         while st.free.len() > target {
             let tap = st.free.pop_last().expect("non-empty");
-            self.call(PrivOp::DeleteTap { name: tap })?;
+            self.request(DeleteTap { name: tap })?;
         }
         Ok(())
     }
@@ -258,12 +253,11 @@ impl HostNetwork {
                 nat: vm.nat,
             });
         }
-        self.call(PrivOp::SyncFirewall(FirewallSpec {
+        self.request(FirewallSpec {
             bridge: self.cfg.bridge.clone(),
             guests,
             allow_inter_vm: self.cfg.allow_inter_vm,
-        }))?;
-        Ok(())
+        })
     }
 
     /// Give a VM a tap from the pool (start of its boot). The pool is
@@ -312,10 +306,13 @@ impl HostNetwork {
     /// Current state, for `banger host status`.
     pub fn status(&self, dns_address: Option<String>, dns_records: usize) -> HostStatus {
         let st = self.state.lock().expect("network state poisoned");
-        let kernel: Option<NetStatus> = match self.privileged.call(PrivOp::NetStatus) {
-            Ok(PrivOutcome::NetStatus(s)) => Some(s),
-            _ => None,
-        };
+        // Best-effort: without the kernel's view the bridge shows absent
+        // and NAT off; why is in the log.
+        let kernel: Option<NetStatus> = self
+            .privileged
+            .request(QueryNetStatus)
+            .inspect_err(|e| tracing::warn!(error = %e.render(), "host status: net status"))
+            .ok();
         let leases = self.lease_map().unwrap_or_default();
         let vms: BTreeMap<String, VmRow> = self
             .store
@@ -374,10 +371,13 @@ impl HostNetwork {
     /// installed, else reflink where the state directory has it, else a
     /// sparse copy. Loop devices are attached by ioctl (no `losetup`).
     pub fn snapshot_backend(&self) -> SnapshotBackend {
-        let mapper = matches!(
-            self.privileged.call(PrivOp::ProbeDevice { device: HostDevice::MapperControl }),
-            Ok(PrivOutcome::Device(d)) if d.state == DeviceState::Present
-        );
+        let mapper = self
+            .privileged
+            .request(ProbeDevice {
+                device: HostDevice::MapperControl,
+            })
+            .inspect_err(|e| tracing::warn!(error = %e.render(), "probing device-mapper"))
+            .is_ok_and(|d| d.state == DeviceState::Present);
         let tools = banger_host::runner::resolve("dmsetup".as_ref()).is_some();
         let reflink = banger_host::probe::probe_reflink(&self.layout.state_dir).support
             == banger_host::probe::ReflinkSupport::Supported;
@@ -388,10 +388,7 @@ impl HostNetwork {
     /// ready" until the next reconcile.
     pub fn teardown(&self) -> Result<TeardownReport, NetError> {
         let mut st = self.state.lock().expect("network state poisoned");
-        let report = match self.call(PrivOp::Teardown)? {
-            PrivOutcome::Teardown(r) => r,
-            _ => return Err(NetError::Unexpected { op: "teardown" }),
-        };
+        let report = self.request(Teardown)?;
         for vm_id in st.assigned.keys() {
             // The taps are gone; forget them so reconcile hands out new ones.
             if let Err(e) = self.record_tap(vm_id, None) {

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use banger_proto::privops::{PrivOp, PrivOutcome};
 use banger_proto::vm::{CreateVm, VmCreated, VmmKind};
 use banger_proto::vmops::{GuestFilesSpec, VmDisksSpec};
 use banger_proto::{ErrorCode, RpcError, limits};
@@ -324,16 +323,14 @@ impl VmService {
         let dir = self.vm_dir(vm_id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| internal(format!("creating {}: {e}", dir.display())))?;
-        let outcome = self
-            .privileged(PrivOp::CreateVmDisks(VmDisksSpec {
+        let disks = self
+            .privileged(VmDisksSpec {
                 vm_id: vm_id.to_string(),
                 image_id: vm.image_id.clone(),
                 work_disk_bytes: vm.disk_bytes,
-            }))
+            })
             .await?;
-        if let PrivOutcome::VmDisks(d) = &outcome {
-            tracing::info!(vm = %vm.name, backend = d.backend.as_str(), "disks ready");
-        }
+        tracing::info!(vm = %vm.name, backend = disks.backend.as_str(), "disks ready");
         op.progress(progress(
             "guest",
             "writing the guest configuration",
@@ -355,10 +352,10 @@ impl VmService {
             mac: lease.mac.clone(),
             gateway: self.network.bridge_ip(),
         };
-        self.privileged(PrivOp::WriteGuestFiles(GuestFilesSpec {
+        self.privileged(GuestFilesSpec {
             vm_id: vm_id.to_string(),
             files: guest::files(&net, &owner_keys, &host_key),
-        }))
+        })
         .await?;
         guest::set_known_host(
             &self.layout.known_hosts,

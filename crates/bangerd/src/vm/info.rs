@@ -1,10 +1,11 @@
 //! Read-only views of VMs: ls/show, ssh target, console logs, ports, stats.
 
+use banger_proto::privops::VmmStatus;
 use std::sync::Arc;
 use std::time::Duration;
 
 use banger_host::runner::{Cmd, Runner};
-use banger_proto::privops::{PrivOp, PrivOutcome};
+
 use banger_proto::vm::{GuestPort, SshTarget, VmInfo, VmLogs, VmPorts, VmStats};
 use banger_proto::{ErrorCode, RpcError};
 
@@ -152,14 +153,11 @@ impl VmService {
     pub(super) async fn stats(self: &Arc<Self>, name: &str) -> Result<VmStats, RpcError> {
         let vm = self.vm_by_name(name)?;
         let status = self
-            .privileged(PrivOp::VmmStatus {
+            .privileged(VmmStatus {
                 vm_id: vm.id.clone(),
             })
             .await?;
-        let (running, pid) = match status {
-            PrivOutcome::Vmm(s) => (s.running, s.pid.filter(|_| s.running)),
-            _ => (false, None),
-        };
+        let (running, pid) = (status.running, status.pid.filter(|_| status.running));
         let dir = self.vm_dir(&vm.id);
         let allocated = |f: &str| {
             use std::os::unix::fs::MetadataExt as _;

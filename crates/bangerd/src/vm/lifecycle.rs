@@ -1,9 +1,9 @@
 //! start / stop / kill / rm / set, and boot readiness.
 
+use banger_proto::privops::{DeleteVmDisks, GrowWorkDisk, KillVm, StopVm, VmmStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use banger_proto::privops::{PrivOp, PrivOutcome};
 use banger_proto::vm::{SetVm, VmInfo};
 use banger_proto::vmops::{LaunchVmSpec, VmmState};
 use banger_proto::{ErrorCode, RpcError};
@@ -87,11 +87,14 @@ impl VmService {
             }
             Err(e) => {
                 // Nothing keeps running: no VMM, no tap.
-                let _ = self
-                    .privileged(PrivOp::KillVm {
+                if let Err(k) = self
+                    .privileged(KillVm {
                         vm_id: vm.id.clone(),
                     })
-                    .await;
+                    .await
+                {
+                    tracing::warn!(vm = %vm.name, error = %k.render(), "killing the VMM after a failed boot");
+                }
                 self.record_vmm(&vm.id, None);
                 let net = Arc::clone(&self.network);
                 let id = vm.id.clone();
@@ -138,8 +141,8 @@ impl VmService {
         step("boot", &format!("starting {} on {tap}", vm.vmm), 3);
         let kvm = self.kvm_usable().await;
         let launched = Instant::now();
-        let outcome = self
-            .privileged(PrivOp::LaunchVm(LaunchVmSpec {
+        let launched_vmm = self
+            .privileged(LaunchVmSpec {
                 vm_id: vm.id.clone(),
                 image_id: image.id.clone(),
                 kernel_id: image.kernel_id.clone(),
@@ -149,11 +152,9 @@ impl VmService {
                 tap,
                 mac: lease.mac.clone(),
                 kvm,
-            }))
+            })
             .await?;
-        if let PrivOutcome::Vmm(s) = &outcome {
-            self.record_vmm(&vm.id, Some(s));
-        }
+        self.record_vmm(&vm.id, Some(&launched_vmm));
         tracing::info!(vm = %vm.name, spawn_ms = launched.elapsed().as_millis() as u64, "VMM spawned");
         self.wait_ready(vm, &serial, offset, step).await?;
         tracing::info!(vm = %vm.name, boot_ms = launched.elapsed().as_millis() as u64, "guest ready");
@@ -190,15 +191,13 @@ impl VmService {
                 );
             }
             if checks.is_multiple_of(4) {
-                let (alive, ready) = match self
-                    .privileged(PrivOp::VmmStatus {
+                let status = self
+                    .privileged(VmmStatus {
                         vm_id: vm.id.clone(),
                     })
-                    .await?
-                {
-                    PrivOutcome::Vmm(s) => (s.running, s.ready == Some(true)),
-                    _ => (false, false),
-                };
+                    .await
+                    .map_err(|e| e.context(format!("asking whether VM {} is up", vm.name)))?;
+                let (alive, ready) = (status.running, status.ready == Some(true));
                 if alive && ready {
                     // Firecracker: the guest reported over vsock.
                     return Ok(());
@@ -262,22 +261,26 @@ impl VmService {
             tracing::info!(vm = %vm.name, error = %e.render(), "guest power-off over SSH failed; relying on the VMM");
         }
         let vm = self.set_state(vm, VmState::Stopping, None)?;
-        let op = if kill {
-            PrivOp::KillVm {
+        let stopped = if kill {
+            self.privileged(KillVm {
                 vm_id: vm.id.clone(),
-            }
+            })
+            .await?
         } else {
-            PrivOp::StopVm {
+            self.privileged(StopVm {
                 vm_id: vm.id.clone(),
                 timeout_secs,
-            }
+            })
+            .await?
         };
-        let reason = match self.privileged(op).await? {
-            PrivOutcome::VmStopped(s) if kill && s.was_running => Some("killed".to_string()),
-            PrivOutcome::VmStopped(s) if s.was_running && !s.graceful => Some(format!(
+        let reason = if kill && stopped.was_running {
+            Some("killed".to_string())
+        } else if stopped.was_running && !stopped.graceful {
+            Some(format!(
                 "did not power off within {timeout_secs}s and was killed"
-            )),
-            _ => None,
+            ))
+        } else {
+            None
         };
         self.record_vmm(&vm.id, None);
         let net = Arc::clone(&self.network);
@@ -317,7 +320,7 @@ impl VmService {
             tracing::warn!(vm = %vm.name, error = %e.render(), "{what}");
         };
         if let Err(e) = self
-            .privileged(PrivOp::KillVm {
+            .privileged(KillVm {
                 vm_id: vm_id.into(),
             })
             .await
@@ -332,7 +335,7 @@ impl VmService {
             warn("detaching the network", &e.to_rpc());
         }
         if let Err(e) = self
-            .privileged(PrivOp::DeleteVmDisks {
+            .privileged(DeleteVmDisks {
                 vm_id: vm_id.into(),
             })
             .await
@@ -391,7 +394,7 @@ impl VmService {
             ));
         }
         if cfg.disk_bytes > vm.disk_bytes {
-            self.privileged(PrivOp::GrowWorkDisk {
+            self.privileged(GrowWorkDisk {
                 vm_id: vm.id.clone(),
                 bytes: cfg.disk_bytes,
             })

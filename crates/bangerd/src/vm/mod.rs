@@ -23,11 +23,11 @@ mod lifecycle;
 mod ops;
 mod reconcile;
 
+use banger_proto::privops::{PrivCall, ProbeKvm};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
-use banger_proto::privops::{PrivOp, PrivOutcome};
 use banger_proto::rpc::{Progress, Response};
 use banger_proto::vm::{OpRequest, VmRequest, VmResponse};
 use banger_proto::{ErrorCode, RpcError};
@@ -35,7 +35,7 @@ use banger_proto::{ErrorCode, RpcError};
 use crate::config::Config;
 use crate::layout::Layout;
 use crate::network::HostNetwork;
-use crate::privileged::PrivilegedOps;
+use crate::privileged::{PrivilegedOps, PrivilegedOpsExt};
 use crate::server::ProgressSink;
 use crate::store::{Store, VmRow};
 
@@ -253,10 +253,16 @@ impl VmService {
         self.layout.vms_dir.join(id)
     }
 
-    /// A privileged call on a blocking thread.
-    async fn privileged(&self, op: PrivOp) -> Result<PrivOutcome, RpcError> {
+    /// A privileged request on a blocking thread, answered typed.
+    async fn privileged<R: PrivCall + Send + 'static>(
+        &self,
+        request: R,
+    ) -> Result<R::Response, RpcError>
+    where
+        R::Response: Send,
+    {
         let p = Arc::clone(&self.privileged);
-        tokio::task::spawn_blocking(move || p.call(op))
+        tokio::task::spawn_blocking(move || p.request(request))
             .await
             .map_err(|e| internal(format!("privileged call task failed: {e}")))?
     }
@@ -273,13 +279,10 @@ impl VmService {
         let probed = self
             .kvm
             .get_or_try_init(|| async {
-                match self.privileged(PrivOp::ProbeKvm).await {
-                    Ok(PrivOutcome::Kvm(k)) => {
-                        Ok(k.verdict() == banger_proto::privops::KvmVerdict::Usable)
-                    }
-                    Ok(other) => Err(format!("the helper answered {other:?}")),
-                    Err(e) => Err(e.messages.join(": ")),
-                }
+                self.privileged(ProbeKvm)
+                    .await
+                    .map(|k| k.verdict() == banger_proto::privops::KvmVerdict::Usable)
+                    .map_err(|e| e.render())
             })
             .await;
         match probed {

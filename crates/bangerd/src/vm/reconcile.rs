@@ -11,12 +11,13 @@
 
 use std::sync::Arc;
 
-use banger_proto::privops::{PrivOp, PrivOutcome};
+use banger_proto::RpcError;
+use banger_proto::privops::{KillVm, VmmStatus};
 use banger_proto::vmops::VmmState;
 
 use super::VmService;
 use crate::handles;
-use crate::store::VmState;
+use crate::store::{VmRow, VmState};
 
 impl VmService {
     pub async fn reconcile(self: &Arc<Self>) {
@@ -27,54 +28,14 @@ impl VmService {
                 return;
             }
         };
-        for vm in vms {
-            if !matches!(
-                vm.state,
-                VmState::Running | VmState::Starting | VmState::Stopping
-            ) {
-                continue;
-            }
-            let status = match self
-                .privileged(PrivOp::VmmStatus {
-                    vm_id: vm.id.clone(),
-                })
-                .await
-            {
-                Ok(PrivOutcome::Vmm(s)) => Some(s),
-                _ => None,
-            };
-            let alive = status.as_ref().is_some_and(|s| s.running);
-            if let Some(s) = &status {
-                self.rehydrate_handles(&vm.name, s);
-            }
-            let net = Arc::clone(&self.network);
-            let id = vm.id.clone();
-            if alive && vm.state != VmState::Stopping {
-                let attached = tokio::task::spawn_blocking(move || net.attach(&id)).await;
-                if !matches!(attached, Ok(Ok(_))) {
-                    tracing::warn!(vm = %vm.name, "reconcile: re-attaching the network failed");
-                }
-                let _ = self
-                    .store
-                    .set_vm_state(&vm.id, vm.state, VmState::Running, None);
-                tracing::info!(vm = %vm.name, "reconcile: VM still running, re-adopted");
-            } else {
-                if alive {
-                    let _ = self
-                        .privileged(PrivOp::KillVm {
-                            vm_id: vm.id.clone(),
-                        })
-                        .await;
-                }
-                let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
-                self.record_vmm(&vm.id, None);
-                let _ = self.store.set_vm_state(
-                    &vm.id,
-                    vm.state,
-                    VmState::Stopped,
-                    Some("its VMM was not running when bangerd started"),
+        for vm in vms.into_iter().filter(|v| is_live(v.state)) {
+            if let Err(e) = self.settle(&vm).await {
+                tracing::warn!(
+                    vm = %vm.name,
+                    state = %vm.state,
+                    error = %e.render(),
+                    "reconcile: could not learn whether its VMM runs; the VM is left as it is, and the watchdog asks again"
                 );
-                tracing::info!(vm = %vm.name, "reconcile: VMM gone, marked stopped");
             }
         }
         if let Err(e) = self.store.fail_interrupted_operations(
@@ -84,6 +45,59 @@ impl VmService {
             tracing::warn!(error = %e, "reconcile: settling interrupted operations");
         }
     }
+
+    /// Bring a VM no lifecycle operation owns in line with its VMM: one
+    /// that runs is re-adopted (tap re-attached, state `running`, unless it
+    /// was being stopped: then it is killed), one that does not is marked
+    /// `stopped` and its tap returned. When the executor cannot be asked,
+    /// nothing changes: a VM whose VMM may well run is never marked stopped
+    /// or left without its tap on a guess.
+    async fn settle(self: &Arc<Self>, vm: &VmRow) -> Result<(), RpcError> {
+        let status = self
+            .privileged(VmmStatus {
+                vm_id: vm.id.clone(),
+            })
+            .await?;
+        self.rehydrate_handles(&vm.name, &status);
+        let net = Arc::clone(&self.network);
+        let id = vm.id.clone();
+        if status.running && vm.state != VmState::Stopping {
+            let attached = tokio::task::spawn_blocking(move || net.attach(&id)).await;
+            if !matches!(attached, Ok(Ok(_))) {
+                tracing::warn!(vm = %vm.name, "reconcile: re-attaching the network failed");
+            }
+            let _ = self
+                .store
+                .set_vm_state(&vm.id, vm.state, VmState::Running, None);
+            tracing::info!(vm = %vm.name, "reconcile: VM still running, re-adopted");
+            return Ok(());
+        }
+        if status.running {
+            // Its stop died with the old daemon: finish it.
+            self.privileged(KillVm {
+                vm_id: vm.id.clone(),
+            })
+            .await?;
+        }
+        let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
+        self.record_vmm(&vm.id, None);
+        let _ = self.store.set_vm_state(
+            &vm.id,
+            vm.state,
+            VmState::Stopped,
+            Some("its VMM was not running when bangerd started"),
+        );
+        tracing::info!(vm = %vm.name, "reconcile: VMM gone, marked stopped");
+        Ok(())
+    }
+}
+
+/// States in which a VMM may run.
+fn is_live(state: VmState) -> bool {
+    matches!(
+        state,
+        VmState::Running | VmState::Starting | VmState::Stopping
+    )
 }
 
 /// How often running VMs are checked for a dead VMM.
@@ -137,21 +151,35 @@ impl VmService {
         }
     }
 
-    async fn reap_dead_vmms(self: &Arc<Self>) {
+    pub(crate) async fn reap_dead_vmms(self: &Arc<Self>) {
         let Ok(vms) = self.store.list_vms() else {
             return;
         };
-        for vm in vms.into_iter().filter(|v| v.state == VmState::Running) {
+        for vm in vms.into_iter().filter(|v| is_live(v.state)) {
             let lock = self.lock_for(&vm.id);
             // A VM in a lifecycle operation is that operation's business.
             let Ok(_g) = lock.try_lock() else { continue };
-            let status = self
-                .privileged(PrivOp::VmmStatus {
+            if vm.state != VmState::Running {
+                // Starting or stopping with nobody holding its lock: an
+                // operation that died with an earlier daemon, which the
+                // startup reconcile could not settle (the executor did
+                // not answer). Settle it now.
+                if let Err(e) = self.settle(&vm).await {
+                    tracing::debug!(vm = %vm.name, error = %e.render(), "watchdog: still cannot settle");
+                }
+                continue;
+            }
+            let s = match self
+                .privileged(VmmStatus {
                     vm_id: vm.id.clone(),
                 })
-                .await;
-            let Ok(PrivOutcome::Vmm(s)) = status else {
-                continue;
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::debug!(vm = %vm.name, error = %e.render(), "watchdog: VMM status");
+                    continue;
+                }
             };
             if s.running {
                 continue;

@@ -27,7 +27,7 @@ pub const ROOT_STATE_DIR: &str = "/var/lib/banger-root";
 pub const UNIT_DIR: &str = "/etc/systemd/system";
 /// The binaries an install copies, from the directory of the running `banger`.
 /// `banger-imagebuild` is the default-image builder the helper runs as root
-/// (`PrivOp::BuildDebianImage`).
+/// (`ImageOp::BuildDebianImage`).
 pub const BINARIES: [&str; 4] = ["bangerd", "bangerd-root", "banger", "banger-imagebuild"];
 
 /// Mode of root-owned directories and world-readable files.

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use banger_proto::net::{
     BridgeOutcome, BridgeStatus, FirewallSpec, NetStatus, TapOutcome, TapStatus, TeardownReport,
 };
-use banger_proto::privops::{PrivOp, PrivOutcome};
+use banger_proto::privops::{DeleteTap, NetOp, PrivOp, PrivOutcome, QueryNetStatus, Teardown};
 use banger_proto::{ErrorCode, RpcError};
 
 use super::HostNetwork;
@@ -90,7 +90,7 @@ impl PrivilegedOps for FakeOps {
         let mut h = self.host();
         h.ops.push(op.clone());
         let outcome = match op {
-            PrivOp::EnsureBridge(spec) => {
+            PrivOp::Net(NetOp::EnsureBridge(spec)) => {
                 let created = h
                     .bridges
                     .insert(spec.name.clone(), (spec.address, spec.prefix_len))
@@ -100,7 +100,7 @@ impl PrivilegedOps for FakeOps {
                     created,
                 })
             }
-            PrivOp::EnsureTap(spec) => {
+            PrivOp::Net(NetOp::EnsureTap(spec)) => {
                 if !h.bridges.contains_key(&spec.bridge) {
                     return Err(refuse(format!("bridge {} not journaled", spec.bridge)));
                 }
@@ -113,14 +113,14 @@ impl PrivilegedOps for FakeOps {
                     created,
                 })
             }
-            PrivOp::DeleteTap { name } => {
+            PrivOp::Net(NetOp::DeleteTap(DeleteTap { name })) => {
                 if h.taps.remove(&name).is_none() {
                     return Err(refuse(format!("tap {name} not journaled")));
                 }
                 h.lost.remove(&name);
                 PrivOutcome::Done
             }
-            PrivOp::SyncFirewall(spec) => {
+            PrivOp::Net(NetOp::SyncFirewall(spec)) => {
                 if !h.bridges.contains_key(&spec.bridge) {
                     return Err(refuse(format!("bridge {} not journaled", spec.bridge)));
                 }
@@ -139,7 +139,7 @@ impl PrivilegedOps for FakeOps {
                 h.firewall = Some(spec);
                 PrivOutcome::Done
             }
-            PrivOp::NetStatus => PrivOutcome::NetStatus(NetStatus {
+            PrivOp::Net(NetOp::NetStatus(QueryNetStatus)) => PrivOutcome::NetStatus(NetStatus {
                 bridges: h
                     .bridges
                     .iter()
@@ -172,7 +172,7 @@ impl PrivilegedOps for FakeOps {
                 ip_forward: true,
                 resolver_links: Vec::new(),
             }),
-            PrivOp::Teardown => {
+            PrivOp::Net(NetOp::Teardown(Teardown)) => {
                 let mut removed: Vec<String> = h.taps.keys().map(|t| format!("tap {t}")).collect();
                 removed.extend(h.bridges.keys().map(|b| format!("bridge {b}")));
                 h.taps.clear();
@@ -365,7 +365,7 @@ fn assert_accounted(f: &Fixture, net: &HostNetwork) {
 fn ensured_taps(ops: &[PrivOp]) -> Vec<String> {
     ops.iter()
         .filter_map(|op| match op {
-            PrivOp::EnsureTap(t) => Some(t.name.clone()),
+            PrivOp::Net(NetOp::EnsureTap(t)) => Some(t.name.clone()),
             _ => None,
         })
         .collect()
@@ -374,7 +374,7 @@ fn ensured_taps(ops: &[PrivOp]) -> Vec<String> {
 fn deleted_taps(ops: &[PrivOp]) -> Vec<String> {
     ops.iter()
         .filter_map(|op| match op {
-            PrivOp::DeleteTap { name } => Some(name.clone()),
+            PrivOp::Net(NetOp::DeleteTap(DeleteTap { name })) => Some(name.clone()),
             _ => None,
         })
         .collect()
@@ -411,15 +411,18 @@ fn reconcile_creates_the_bridge_running_taps_and_exactly_the_pool() {
     net.reconcile().unwrap();
 
     let ops = f.ops.take_ops();
-    let PrivOp::EnsureBridge(bridge) = &ops[0] else {
+    let PrivOp::Net(NetOp::EnsureBridge(bridge)) = &ops[0] else {
         panic!("the bridge comes first: {:?}", names(&ops))
     };
     assert_eq!(bridge.name, "banger0");
     assert_eq!(bridge.address, ip(1));
     assert_eq!(bridge.prefix_len, 24);
-    assert!(matches!(ops.last(), Some(PrivOp::SyncFirewall(_))));
+    assert!(matches!(
+        ops.last(),
+        Some(PrivOp::Net(NetOp::SyncFirewall(_)))
+    ));
     for op in &ops {
-        if let PrivOp::EnsureTap(t) = op {
+        if let PrivOp::Net(NetOp::EnsureTap(t)) = op {
             assert_eq!((t.bridge.as_str(), t.owner_uid), ("banger0", TAP_OWNER));
         }
     }
@@ -771,3 +774,4 @@ fn a_failed_reconcile_is_reported_in_status() {
 }
 
 mod rename;
+mod vm_reconcile;

@@ -1,0 +1,288 @@
+//! The privileged operations, one request type each, grouped by domain.
+//!
+//! [`PrivOp`](super::PrivOp) is one of four domain enums (probes, network,
+//! VM, image); each variant wraps the operation's own request type, and
+//! that type names its answer through [`PrivCall`]. The wire form is the
+//! flat `{"op": NAME, "args": ..}` of [`super::wire`], unchanged by the
+//! grouping.
+
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use super::call::PrivCall;
+use super::probe::{DeviceProbe, HostDevice, JailScopeProbe, KvmProbe, ToolProbe};
+use super::{BuiltImageFiles, PrivOp};
+use crate::net::{
+    BridgeOutcome, BridgeSpec, DnsSockets, FirewallSpec, NetStatus, ResolverSpec, TapOutcome,
+    TapSpec, TeardownReport,
+};
+use crate::vmops::{
+    GuestFilesSpec, LaunchVmSpec, VmDisksOutcome, VmDisksSpec, VmStopped, VmmState,
+};
+
+/// One domain enum: its variants (each wrapping the op's request type),
+/// the op names, the conversions into [`PrivOp`] and each request type's
+/// [`PrivCall`] (wire name and answer type), written once here.
+macro_rules! domain {
+    (
+        $(#[$meta:meta])*
+        $domain:ident in $outer:ident {
+            $(
+                $(#[$vmeta:meta])*
+                $variant:ident($req:ty) = $name:literal -> $answer:ty,
+            )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub enum $domain {
+            $( $(#[$vmeta])* $variant($req), )*
+        }
+
+        impl $domain {
+            /// The operation's wire name (the executor's lock key, the
+            /// helper's audit trail).
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $( $domain::$variant(_) => $name, )*
+                }
+            }
+        }
+
+        impl From<$domain> for PrivOp {
+            fn from(op: $domain) -> PrivOp {
+                PrivOp::$outer(op)
+            }
+        }
+
+        $(
+            impl From<$req> for PrivOp {
+                fn from(request: $req) -> PrivOp {
+                    PrivOp::$outer($domain::$variant(request))
+                }
+            }
+
+            impl PrivCall for $req {
+                type Response = $answer;
+                const NAME: &'static str = $name;
+            }
+        )*
+    };
+}
+
+domain! {
+    /// Read-only questions about the host.
+    ProbeOp in Probe {
+        /// Open `/dev/kvm`, write the advertised `IA32_ARCH_CAPABILITIES`
+        /// to a vCPU and run a tiny real-mode guest to learn whether a
+        /// stock (non-PVM) guest can run.
+        /// Preconditions: none. Side effects: none that outlive the call.
+        ProbeKvm(ProbeKvm) = "probe_kvm" -> KvmProbe,
+        /// Report whether a host device node exists and can be opened
+        /// read-write. Preconditions: none. The device path is derived
+        /// from the enum, never supplied. Side effects: none (the fd is
+        /// closed immediately).
+        ProbeDevice(ProbeDevice) = "probe_device" -> DeviceProbe,
+        /// Report whether `nft` is installed and can list tables in the
+        /// helper's network namespace. Preconditions: none. Side effects:
+        /// none.
+        ProbeNftables(ProbeNftables) = "probe_nftables" -> ToolProbe,
+        /// Report whether the jails the executor makes (disk tools, VMMs)
+        /// enter the Landlock scope on abstract UNIX sockets and signals,
+        /// and if not, why: tried in the executor's own process, under
+        /// whatever seccomp filter surrounds it. Preconditions: none. Side
+        /// effects: none (the ruleset made is closed at once).
+        ProbeJailScope(ProbeJailScope) = "probe_jail_scope" -> JailScopeProbe,
+    }
+}
+
+domain! {
+    /// The host network: bridge, taps, firewall, `.vm` DNS and resolver.
+    NetOp in Net {
+        /// Create banger's bridge if missing (netlink), set its address,
+        /// bring it up, enable IPv4 forwarding, and journal it. Idempotent.
+        /// Preconditions: `name` starts with `banger` and is a valid
+        /// interface name; the address is in a private range, the prefix
+        /// is /16../29, and the subnet overlaps no route of another
+        /// interface. A same-named interface that the journal does not
+        /// list is refused, never adopted.
+        EnsureBridge(BridgeSpec) = "ensure_bridge" -> BridgeOutcome,
+        /// Create a persistent tap (tun ioctls) owned by `owner_uid`,
+        /// attached to the bridge, up; journal it. Idempotent.
+        /// Preconditions: `name` is `bangertap<N>`; the bridge is journaled.
+        EnsureTap(TapSpec) = "ensure_tap" -> TapOutcome,
+        /// Delete a tap. Preconditions: the journal lists it. Absent is
+        /// success.
+        DeleteTap(DeleteTap) = "delete_tap" -> (),
+        /// Replace banger's nftables tables with exactly `spec`, in one
+        /// batch. Preconditions: the bridge and every tap are journaled;
+        /// every guest address lies inside the bridge subnet and is neither
+        /// the network, broadcast nor bridge address; addresses and taps
+        /// are unique.
+        SyncFirewall(FirewallSpec) = "sync_firewall" -> (),
+        /// Bind UDP and TCP sockets on `address`:53 and pass them back
+        /// (SCM_RIGHTS). Preconditions: `address` is a journaled bridge's
+        /// address.
+        OpenDnsSockets(OpenDnsSockets) = "open_dns_sockets" -> DnsSockets,
+        /// Route `~vm` to `dns` on the bridge link through
+        /// systemd-resolved. Preconditions: the bridge is journaled; `dns`
+        /// is its address.
+        ApplyResolver(ResolverSpec) = "apply_resolver" -> (),
+        /// Report the journaled objects as the kernel sees them. Read-only.
+        NetStatus(QueryNetStatus) = "net_status" -> NetStatus,
+        /// Remove every host object in the journal: taps, bridges, banger's
+        /// nft tables, resolver link settings. Best-effort and idempotent.
+        Teardown(Teardown) = "teardown" -> TeardownReport,
+    }
+}
+
+domain! {
+    /// One VM's disks and VMM. Every one names the VM by id; the executor
+    /// derives every path from it.
+    VmOp in Vm {
+        /// Create the VM's root and work disks (see [`VmDisksSpec`]).
+        CreateVmDisks(VmDisksSpec) = "create_vm_disks" -> VmDisksOutcome,
+        /// Write files into the VM's root disk (ext4 mutation, VM stopped).
+        /// Preconditions: every path is absolute and normal, every mode ≤
+        /// 0o7777, no VMM of this VM runs.
+        WriteGuestFiles(GuestFilesSpec) = "write_guest_files" -> (),
+        /// Grow the VM's work disk (file and ext4) to `bytes`. Refused
+        /// while its VMM runs, and when `bytes` is smaller than the disk.
+        GrowWorkDisk(GrowWorkDisk) = "grow_work_disk" -> (),
+        /// Delete the VM's disks and runtime files. Refused while its VMM
+        /// runs. Absent is success.
+        DeleteVmDisks(DeleteVmDisks) = "delete_vm_disks" -> (),
+        /// Spawn the VMM and keep its process (pidfd) and journal entry.
+        LaunchVm(LaunchVmSpec) = "launch_vm" -> VmmState,
+        /// Graceful stop (guest power-off), killed after `timeout_secs`.
+        StopVm(StopVm) = "stop_vm" -> VmStopped,
+        /// Kill the VMM now. Not running is success.
+        KillVm(KillVm) = "kill_vm" -> VmStopped,
+        /// Whether the VM's VMM runs; re-adopts a journaled process that is
+        /// still the same process (pid and start time) after an executor
+        /// restart.
+        VmmStatus(VmmStatus) = "vmm_status" -> VmmState,
+    }
+}
+
+domain! {
+    /// Images root builds for the owner.
+    ImageOp in Image {
+        /// Build the default Debian image of `suite` (`banger-imagebuild
+        /// debian`: mmdebstrap, the distribution's kernel, the guest
+        /// contract) into root's image cache, or find it there, and pass
+        /// back read-only descriptors of its root filesystem, kernel and
+        /// initrd (SCM_RIGHTS). The build runs as root outside the helper's
+        /// own sandbox (a transient systemd unit when systemd manages the
+        /// host), from the mirror and package list root's
+        /// `banger-imagebuild` defaults to; the request chooses nothing but
+        /// the suite.
+        /// Preconditions: `suite` is a Debian suite name (letters, digits,
+        /// `-`, at most 32 bytes). Side effects: a cache entry under root's
+        /// cache directory, shared with `sudo banger-imagebuild debian`.
+        BuildDebianImage(BuildDebianImage) = "build_debian_image" -> BuiltImageFiles,
+    }
+}
+
+/// The request of [`ProbeOp::ProbeKvm`]; it carries nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeKvm;
+
+/// The request of [`ProbeOp::ProbeDevice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbeDevice {
+    pub device: HostDevice,
+}
+
+/// The request of [`ProbeOp::ProbeNftables`]; it carries nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeNftables;
+
+/// The request of [`ProbeOp::ProbeJailScope`]; it carries nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeJailScope;
+
+/// The request of [`NetOp::DeleteTap`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteTap {
+    pub name: String,
+}
+
+/// The request of [`NetOp::OpenDnsSockets`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenDnsSockets {
+    pub address: Ipv4Addr,
+}
+
+/// The request of [`NetOp::NetStatus`] (the answer is [`NetStatus`]); it
+/// carries nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueryNetStatus;
+
+/// The request of [`NetOp::Teardown`]; it carries nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Teardown;
+
+/// The request of [`VmOp::GrowWorkDisk`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrowWorkDisk {
+    pub vm_id: String,
+    pub bytes: u64,
+}
+
+/// The request of [`VmOp::DeleteVmDisks`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteVmDisks {
+    pub vm_id: String,
+}
+
+/// The request of [`VmOp::StopVm`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StopVm {
+    pub vm_id: String,
+    pub timeout_secs: u32,
+}
+
+/// The request of [`VmOp::KillVm`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KillVm {
+    pub vm_id: String,
+}
+
+/// The request of [`VmOp::VmmStatus`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmmStatus {
+    pub vm_id: String,
+}
+
+/// The request of [`ImageOp::BuildDebianImage`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuildDebianImage {
+    pub suite: String,
+}
+
+impl VmOp {
+    /// The VM the operation is about.
+    pub fn vm_id(&self) -> &str {
+        match self {
+            VmOp::CreateVmDisks(s) => &s.vm_id,
+            VmOp::WriteGuestFiles(s) => &s.vm_id,
+            VmOp::GrowWorkDisk(r) => &r.vm_id,
+            VmOp::DeleteVmDisks(r) => &r.vm_id,
+            VmOp::LaunchVm(s) => &s.vm_id,
+            VmOp::StopVm(r) => &r.vm_id,
+            VmOp::KillVm(r) => &r.vm_id,
+            VmOp::VmmStatus(r) => &r.vm_id,
+        }
+    }
+}
