@@ -75,7 +75,10 @@ impl VmRequest {
 #[serde(deny_unknown_fields)]
 pub struct CreateVm {
     pub name: String,
-    /// Image name; the configured default when absent.
+    /// Image name; the configured default when absent. A reference (an OCI
+    /// `registry/repository[:tag|@digest]`, or a bundle URL or absolute
+    /// path) names the image pulled from it, pulled first when it is not
+    /// here yet.
     pub image: Option<String>,
     pub vcpus: Option<u32>,
     pub memory_mib: Option<u32>,
@@ -92,6 +95,10 @@ pub struct CreateVm {
     /// allocated.
     #[serde(default)]
     pub workspace: Option<PathBuf>,
+    /// Pull `image` over plain HTTP (a registry on loopback only), as
+    /// `image pull --insecure`.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

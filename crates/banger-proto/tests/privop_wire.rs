@@ -1,4 +1,4 @@
-//! The privileged seam's wire, pinned: the exact JSON of every `PrivOp`
+//! The privileged seam's wire, pinned: the JSON value of every `PrivOp`
 //! (issue #14 item 1 retypes the seam in Rust; the wire must not move).
 //! Unit ops carry no `args` at all; every other op's `args` is an object
 //! whose keys are listed here; the op names are the executor's lock keys.
@@ -173,7 +173,17 @@ fn every_privileged_op_has_a_pinned_wire_form() {
 }
 
 #[test]
-fn an_unknown_op_or_argument_is_refused() {
+fn an_unknown_op_or_argument_or_a_positional_args_is_refused() {
+    // Struct-shaped args are taken as an object only, as protocol 4 always
+    // took them (a sequence is what serde would otherwise accept).
+    let err = serde_json::from_value::<PrivOp>(json!({"op": "stop_vm", "args": [VM, 3]}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("struct variant PrivOp::StopVm"), "{err}");
+    let err = serde_json::from_value::<PrivOp>(json!({"op": "exec"}))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown variant `exec`"), "{err}");
     assert!(serde_json::from_value::<PrivOp>(json!({"op": "exec", "args": {}})).is_err());
     assert!(
         serde_json::from_value::<PrivOp>(

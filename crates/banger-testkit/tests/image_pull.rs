@@ -3,6 +3,7 @@
 //! the daemon in the same namespace, the real CLI. Publication: two
 //! concurrent pulls under one name publish exactly one image; a daemon
 //! SIGKILLed mid-pull leaves no image and, after restart, no staging dir.
+//! And `vm create --image REF`, which pulls what it names by reference.
 #![allow(clippy::disallowed_methods)] // tests spawn the binaries under test directly
 
 #[path = "../../banger-oci/tests/common/mod.rs"]
@@ -85,6 +86,19 @@ fn staging_entries(state: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+fn image_names(socket: &Path) -> Vec<String> {
+    let list = ok(socket, &["--json", "image", "ls"]);
+    let mut names: Vec<String> = serde_json::from_str::<serde_json::Value>(&list)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 #[test]
 fn pull_publishes_once_and_leaves_nothing_when_killed() {
     require_root();
@@ -141,15 +155,7 @@ fn pull_publishes_once_and_leaves_nothing_when_killed() {
     assert_eq!(wins, 1, "{results:?}");
     let loser = results.iter().find(|o| !o.status.success()).unwrap();
     assert_eq!(loser.status.code(), Some(6), "{loser:?}");
-    let list = ok(&socket, &["--json", "image", "ls"]);
-    let names: Vec<String> = serde_json::from_str::<serde_json::Value>(&list)
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["name"].as_str().unwrap().to_string())
-        .collect();
-    assert_eq!(names, ["twin"]);
+    assert_eq!(image_names(&socket), ["twin"]);
     assert!(
         staging_entries(&state).is_empty(),
         "{:?}",
@@ -200,5 +206,105 @@ fn pull_publishes_once_and_leaves_nothing_when_killed() {
         "{:?}",
         staging_entries(&state)
     );
+    proc.terminate();
+}
+
+/// `vm create --image REF` (issue #14 item 8): a reference no image here
+/// was pulled from is pulled first, once, whatever number of creates ask
+/// at the same time; the next create finds it; a name is never pulled; a
+/// pull that fails says which reference and leaves neither VM nor image.
+#[test]
+fn vm_create_pulls_the_image_it_names_by_reference_once() {
+    require_root();
+    let reg = Registry::start(None);
+    let tmp = shared_tempdir();
+    push_image(&reg, tmp.path(), "small", 1 << 10);
+    push_image(&reg, tmp.path(), "other", 2 << 10);
+    let (mut proc, socket) = start_daemon(&reg.ns, tmp.path());
+    fake_kernel(&socket, tmp.path());
+    // An image pulled for a VM boots the `debian` image's kernel.
+    ok(
+        &socket,
+        &[
+            "image",
+            "pull",
+            "127.0.0.1:5000/t/box:other",
+            "--insecure",
+            "--kernel",
+            "k",
+            "--name",
+            "debian",
+        ],
+    );
+    let reference = "127.0.0.1:5000/t/box:small";
+    let create = |name: &str, image: &str| {
+        banger(
+            &socket,
+            &[
+                "--json",
+                "vm",
+                "create",
+                name,
+                "--image",
+                image,
+                "--insecure",
+                "--no-start",
+                "--wait",
+                "--disk",
+                "128M",
+            ],
+        )
+    };
+
+    // With --json the error is a JSON line on stdout.
+    let said = |out: &Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let out = create("v0", "box");
+    assert!(!out.status.success(), "{out:?}");
+    let err = said(&out);
+    assert!(
+        err.contains("\"not_found\"") && err.contains("box"),
+        "{err}"
+    );
+    assert_eq!(image_names(&socket), ["debian"], "a name is never pulled");
+
+    let made: Vec<Output> = std::thread::scope(|s| {
+        let hs: Vec<_> = ["v1", "v2"]
+            .into_iter()
+            .map(|name| s.spawn(move || create(name, reference)))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for out in &made {
+        assert!(out.status.success(), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["vm"]["image"], "box", "{v}");
+    }
+    assert_eq!(image_names(&socket), ["box", "debian"]);
+    let pulled = ok(&socket, &["--json", "image", "show", "box"]);
+    let pulled: serde_json::Value = serde_json::from_str(&pulled).unwrap();
+
+    let out = create("v3", reference);
+    assert!(out.status.success(), "{out:?}");
+    let again = ok(&socket, &["--json", "image", "show", "box"]);
+    let again: serde_json::Value = serde_json::from_str(&again).unwrap();
+    assert_eq!(again["id"], pulled["id"], "found, not pulled again");
+
+    let missing = "127.0.0.1:5000/t/none:1";
+    let out = create("v4", missing);
+    assert!(!out.status.success(), "{out:?}");
+    let err = said(&out);
+    assert!(err.contains(missing), "{err}");
+    assert_eq!(image_names(&socket), ["box", "debian"]);
+    let vms = ok(&socket, &["--json", "vm", "ls"]);
+    assert!(!vms.contains("\"v4\""), "{vms}");
+    for vm in ["v1", "v2", "v3"] {
+        ok(&socket, &["vm", "rm", vm]);
+    }
     proc.terminate();
 }

@@ -20,6 +20,7 @@ use banger_proto::{BANGER_VERSION, ErrorCode, RpcError};
 use crate::config::Config;
 use crate::dns::{DnsConfig, DnsHandle, DnsServer};
 use crate::doctor::{self, HostFacts};
+use crate::flows::Flows;
 use crate::image::ImageService;
 use crate::layout::Layout;
 use crate::network::HostNetwork;
@@ -28,7 +29,8 @@ use crate::server::{Handler, ProgressSink};
 use crate::store::Store;
 use crate::vm::{VmDns, VmLocks, VmService, VmServiceParts};
 use crate::workspace::WorkspaceService;
-use banger_proto::image::ImageRequest;
+use banger_proto::image::{ImageRequest, ImageResponse};
+use banger_proto::vm::{VmRequest, VmResponse};
 
 #[derive(Debug)]
 pub struct Daemon {
@@ -41,6 +43,8 @@ pub struct Daemon {
     network: Arc<HostNetwork>,
     images: Arc<ImageService>,
     vms: Arc<VmService>,
+    /// Requests that span services (`vm create`, `image promote`).
+    flows: Flows,
     workspaces: Arc<WorkspaceService>,
     /// The `.vm` DNS server, once started.
     dns: Arc<DnsSlot>,
@@ -95,7 +99,6 @@ impl Daemon {
             std::env::var_os("HOME").map(PathBuf::from),
         );
         let vms = VmService::new(VmServiceParts {
-            images: Arc::clone(&images),
             store: Arc::clone(&store),
             layout: layout.clone(),
             config: config.clone(),
@@ -103,8 +106,12 @@ impl Daemon {
             network: Arc::clone(&network),
             dns: Arc::clone(&dns) as Arc<dyn VmDns>,
             vm_locks,
-            workspaces: Arc::clone(&workspaces),
         });
+        let flows = Flows::new(
+            Arc::clone(&vms),
+            Arc::clone(&images),
+            Arc::clone(&workspaces),
+        );
         Daemon {
             mode,
             layout,
@@ -115,6 +122,7 @@ impl Daemon {
             network,
             images,
             vms,
+            flows,
             workspaces,
             dns,
         }
@@ -380,9 +388,16 @@ impl Handler for Daemon {
             Request::Doctor => self.doctor(progress).await.map(Response::Doctor),
             Request::HostStatus => self.host_status().await.map(Response::HostStatus),
             Request::HostTeardown => self.host_teardown().await.map(Response::HostTeardown),
-            Request::Image(ImageRequest::Promote { vm, name }) => {
-                self.vms.promote(&vm, &name, progress).await
-            }
+            Request::Image(ImageRequest::Promote { vm, name }) => self
+                .flows
+                .promote(&vm, &name, progress)
+                .await
+                .map(|info| Response::Image(ImageResponse::Promoted(info))),
+            Request::Vm(VmRequest::Create(c)) => self
+                .flows
+                .create_vm(c, progress)
+                .await
+                .map(|c| Response::Vm(VmResponse::Created(c))),
             Request::Image(r) => self.images.handle_image(r, progress).await,
             Request::Kernel(r) => self.images.handle_kernel(r, progress).await,
             Request::Vm(r) => self.vms.handle_vm(r, progress).await,

@@ -4,6 +4,7 @@ pub mod config;
 pub mod daemon;
 pub mod dns;
 pub mod doctor;
+pub mod flows;
 pub mod handles;
 pub mod image;
 pub mod layout;

@@ -30,8 +30,8 @@ use banger_host::socket::{SocketPathError, check_connect_path};
 use banger_proto::frame::{FrameError, read_frame, read_frame_with_fds, write_frame};
 use banger_proto::net::FdIndex;
 use banger_proto::privops::{
-    BuildDebianImage, PRIV_PROTOCOL_VERSION, PrivCall, PrivOp, PrivOutcome, PrivReply, PrivRequest,
-    answer_of,
+    ImageOp, PRIV_PROTOCOL_VERSION, PrivCall, PrivOp, PrivOutcome, PrivReply, PrivRequest, StopVm,
+    VmOp, answer_of,
 };
 use banger_proto::{ErrorCode, RpcError};
 
@@ -205,6 +205,8 @@ impl HelperError {
 
 /// How long `BuildDebianImage` may take (the helper's own limit is an hour).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(3700);
+/// Beyond a `StopVm`'s own timeout: the kill and the answer.
+const STOP_MARGIN: Duration = Duration::from_secs(30);
 
 /// System-mode adapter: one short connection per operation, so a restarted
 /// helper is picked up without any reconnect logic.
@@ -224,6 +226,20 @@ impl HelperClient {
 
     pub fn socket(&self) -> &Path {
         &self.socket
+    }
+
+    /// How long the helper may take to answer `op`: a default-image build
+    /// runs mmdebstrap (minutes on first use, in silence); a graceful stop
+    /// waits out its own timeout before it kills. Every other operation
+    /// answers well inside the default.
+    fn reply_timeout(&self, op: &PrivOp) -> Duration {
+        match op {
+            PrivOp::Image(ImageOp::BuildDebianImage(_)) => BUILD_TIMEOUT,
+            PrivOp::Vm(VmOp::StopVm(StopVm { timeout_secs, .. })) => self
+                .timeout
+                .max(Duration::from_secs(u64::from(*timeout_secs)) + STOP_MARGIN),
+            _ => self.timeout,
+        }
     }
 
     /// Connect, check the socket belongs to root, and shake hands.
@@ -289,11 +305,7 @@ impl PrivilegedOps for HelperClient {
             Ok(Err(refused)) => return Err(refused),
             Err(e) => return Err(e.into_rpc()),
         };
-        // A default-image build runs mmdebstrap: minutes on first use, in
-        // silence. Every other operation answers well inside the default.
-        if op.name() == <BuildDebianImage as PrivCall>::NAME {
-            let _ = s.set_read_timeout(Some(BUILD_TIMEOUT));
-        }
+        let _ = s.set_read_timeout(Some(self.reply_timeout(&op)));
         self.send(&mut s, &PrivRequest::Op(op))
             .map_err(HelperError::into_rpc)?;
         // Descriptors arrive (close-on-exec) with the reply's first byte.
@@ -471,5 +483,31 @@ mod tests {
         let twice = fds.take(socks.tcp).unwrap_err();
         assert!(twice.render().contains("taken twice"), "{}", twice.render());
         assert!(fds.take(FdIndex(7)).is_err());
+    }
+
+    #[test]
+    fn a_stop_is_given_its_own_timeout_to_answer() {
+        let c = HelperClient::new("/nonexistent/root.sock");
+        let stop = |timeout_secs| {
+            PrivOp::from(StopVm {
+                vm_id: "0".repeat(32),
+                timeout_secs,
+            })
+        };
+        assert_eq!(c.reply_timeout(&stop(10)), c.timeout);
+        assert_eq!(
+            c.reply_timeout(&stop(300)),
+            Duration::from_secs(300) + STOP_MARGIN
+        );
+        assert_eq!(
+            c.reply_timeout(
+                &BuildDebianImage {
+                    suite: "bookworm".into()
+                }
+                .into()
+            ),
+            BUILD_TIMEOUT
+        );
+        assert_eq!(c.reply_timeout(&QueryNetStatus.into()), c.timeout);
     }
 }

@@ -407,7 +407,7 @@ impl VmHost {
         }
         txn.save().map_err(journal_err)?;
         let busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-        // `PrivOp::LaunchVm`'s name, as `Executor::vm_op` takes the lock.
+        // `VmOp::LaunchVm`'s name, as `Executor::vm_op` takes the lock.
         let launching = busy
             .get(vm_id)
             .is_some_and(|op| *op == banger_proto::privops::LAUNCH_VM);

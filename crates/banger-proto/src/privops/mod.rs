@@ -81,7 +81,7 @@ pub enum PrivReply {
 /// the operation's request type, which names its answer ([`PrivCall`]).
 /// On the wire it is the flat form of [`wire`], unchanged by the grouping.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "wire::WireOp", into = "wire::WireOp")]
+#[serde(from = "wire::PrivOp", into = "wire::PrivOp")]
 pub enum PrivOp {
     Probe(ProbeOp),
     Net(NetOp),

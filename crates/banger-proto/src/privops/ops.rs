@@ -8,8 +8,6 @@
 
 use std::net::Ipv4Addr;
 
-use serde::{Deserialize, Serialize};
-
 use super::call::PrivCall;
 use super::probe::{DeviceProbe, HostDevice, JailScopeProbe, KvmProbe, ToolProbe};
 use super::{BuiltImageFiles, PrivOp};
@@ -190,8 +188,7 @@ domain! {
 pub struct ProbeKvm;
 
 /// The request of [`ProbeOp::ProbeDevice`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeDevice {
     pub device: HostDevice,
 }
@@ -205,15 +202,13 @@ pub struct ProbeNftables;
 pub struct ProbeJailScope;
 
 /// The request of [`NetOp::DeleteTap`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteTap {
     pub name: String,
 }
 
 /// The request of [`NetOp::OpenDnsSockets`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenDnsSockets {
     pub address: Ipv4Addr,
 }
@@ -228,45 +223,39 @@ pub struct QueryNetStatus;
 pub struct Teardown;
 
 /// The request of [`VmOp::GrowWorkDisk`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GrowWorkDisk {
     pub vm_id: String,
     pub bytes: u64,
 }
 
 /// The request of [`VmOp::DeleteVmDisks`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeleteVmDisks {
     pub vm_id: String,
 }
 
 /// The request of [`VmOp::StopVm`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StopVm {
     pub vm_id: String,
     pub timeout_secs: u32,
 }
 
 /// The request of [`VmOp::KillVm`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KillVm {
     pub vm_id: String,
 }
 
 /// The request of [`VmOp::VmmStatus`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmmStatus {
     pub vm_id: String,
 }
 
 /// The request of [`ImageOp::BuildDebianImage`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildDebianImage {
     pub suite: String,
 }

@@ -1,21 +1,30 @@
 //! The wire form of [`PrivOp`]: one flat, adjacently tagged enum, exactly
 //! as protocol 4 has always sent it (`{"op": NAME}` for an op that carries
 //! nothing, `{"op": NAME, "args": {..}}` otherwise; unknown ops and fields
-//! refused). [`PrivOp`] groups the same operations by domain in Rust and
-//! (de)serializes through this type, so the grouping moves no byte.
+//! refused, an `args` array refused where it is a struct). [`PrivOp`]
+//! groups the same operations by domain in Rust and (de)serializes through
+//! this type, so the grouping moves no byte and no message.
 //! `tests/privop_wire.rs` pins every op's JSON.
+
+use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::PrivOp;
+use super::PrivOp as Grouped;
 use super::ops::{
     BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, ImageOp, KillVm, NetOp,
     OpenDnsSockets, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp, QueryNetStatus,
     StopVm, Teardown, VmOp, VmmStatus,
 };
+use super::probe::HostDevice;
 use crate::net::{BridgeSpec, FirewallSpec, ResolverSpec, TapSpec};
 use crate::vmops::{GuestFilesSpec, LaunchVmSpec, VmDisksSpec};
 
+// Named `PrivOp` here (the grouped one is `Grouped` in this file), so its
+// messages to a peer ("expected struct variant PrivOp::DeleteTap", "unknown
+// variant `exec`") are the ones protocol 4 has always given. Struct
+// variants stay struct variants (an `args` array is refused as it always
+// was); the request types are Rust's.
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(
     tag = "op",
@@ -23,88 +32,107 @@ use crate::vmops::{GuestFilesSpec, LaunchVmSpec, VmDisksSpec};
     rename_all = "snake_case",
     deny_unknown_fields
 )]
-pub(crate) enum WireOp {
+pub(crate) enum PrivOp {
     ProbeKvm,
-    ProbeDevice(ProbeDevice),
+    ProbeDevice { device: HostDevice },
     ProbeNftables,
     ProbeJailScope,
     EnsureBridge(BridgeSpec),
     EnsureTap(TapSpec),
-    DeleteTap(DeleteTap),
+    DeleteTap { name: String },
     SyncFirewall(FirewallSpec),
-    OpenDnsSockets(OpenDnsSockets),
+    OpenDnsSockets { address: Ipv4Addr },
     ApplyResolver(ResolverSpec),
     NetStatus,
     Teardown,
     CreateVmDisks(VmDisksSpec),
     WriteGuestFiles(GuestFilesSpec),
-    GrowWorkDisk(GrowWorkDisk),
-    DeleteVmDisks(DeleteVmDisks),
+    GrowWorkDisk { vm_id: String, bytes: u64 },
+    DeleteVmDisks { vm_id: String },
     LaunchVm(LaunchVmSpec),
-    StopVm(StopVm),
-    KillVm(KillVm),
-    VmmStatus(VmmStatus),
-    BuildDebianImage(BuildDebianImage),
+    StopVm { vm_id: String, timeout_secs: u32 },
+    KillVm { vm_id: String },
+    VmmStatus { vm_id: String },
+    BuildDebianImage { suite: String },
 }
 
-impl From<WireOp> for PrivOp {
-    fn from(op: WireOp) -> PrivOp {
+impl From<PrivOp> for Grouped {
+    fn from(op: PrivOp) -> Grouped {
         match op {
-            WireOp::ProbeKvm => ProbeKvm.into(),
-            WireOp::ProbeDevice(r) => r.into(),
-            WireOp::ProbeNftables => ProbeNftables.into(),
-            WireOp::ProbeJailScope => ProbeJailScope.into(),
-            WireOp::EnsureBridge(r) => r.into(),
-            WireOp::EnsureTap(r) => r.into(),
-            WireOp::DeleteTap(r) => r.into(),
-            WireOp::SyncFirewall(r) => r.into(),
-            WireOp::OpenDnsSockets(r) => r.into(),
-            WireOp::ApplyResolver(r) => r.into(),
-            WireOp::NetStatus => QueryNetStatus.into(),
-            WireOp::Teardown => Teardown.into(),
-            WireOp::CreateVmDisks(r) => r.into(),
-            WireOp::WriteGuestFiles(r) => r.into(),
-            WireOp::GrowWorkDisk(r) => r.into(),
-            WireOp::DeleteVmDisks(r) => r.into(),
-            WireOp::LaunchVm(r) => r.into(),
-            WireOp::StopVm(r) => r.into(),
-            WireOp::KillVm(r) => r.into(),
-            WireOp::VmmStatus(r) => r.into(),
-            WireOp::BuildDebianImage(r) => r.into(),
+            PrivOp::ProbeKvm => ProbeKvm.into(),
+            PrivOp::ProbeDevice { device } => ProbeDevice { device }.into(),
+            PrivOp::ProbeNftables => ProbeNftables.into(),
+            PrivOp::ProbeJailScope => ProbeJailScope.into(),
+            PrivOp::EnsureBridge(r) => r.into(),
+            PrivOp::EnsureTap(r) => r.into(),
+            PrivOp::DeleteTap { name } => DeleteTap { name }.into(),
+            PrivOp::SyncFirewall(r) => r.into(),
+            PrivOp::OpenDnsSockets { address } => OpenDnsSockets { address }.into(),
+            PrivOp::ApplyResolver(r) => r.into(),
+            PrivOp::NetStatus => QueryNetStatus.into(),
+            PrivOp::Teardown => Teardown.into(),
+            PrivOp::CreateVmDisks(r) => r.into(),
+            PrivOp::WriteGuestFiles(r) => r.into(),
+            PrivOp::GrowWorkDisk { vm_id, bytes } => GrowWorkDisk { vm_id, bytes }.into(),
+            PrivOp::DeleteVmDisks { vm_id } => DeleteVmDisks { vm_id }.into(),
+            PrivOp::LaunchVm(r) => r.into(),
+            PrivOp::StopVm {
+                vm_id,
+                timeout_secs,
+            } => StopVm {
+                vm_id,
+                timeout_secs,
+            }
+            .into(),
+            PrivOp::KillVm { vm_id } => KillVm { vm_id }.into(),
+            PrivOp::VmmStatus { vm_id } => VmmStatus { vm_id }.into(),
+            PrivOp::BuildDebianImage { suite } => BuildDebianImage { suite }.into(),
         }
     }
 }
 
-impl From<PrivOp> for WireOp {
-    fn from(op: PrivOp) -> WireOp {
+impl From<Grouped> for PrivOp {
+    fn from(op: Grouped) -> PrivOp {
         match op {
-            PrivOp::Probe(op) => match op {
-                ProbeOp::ProbeKvm(ProbeKvm) => WireOp::ProbeKvm,
-                ProbeOp::ProbeDevice(r) => WireOp::ProbeDevice(r),
-                ProbeOp::ProbeNftables(ProbeNftables) => WireOp::ProbeNftables,
-                ProbeOp::ProbeJailScope(ProbeJailScope) => WireOp::ProbeJailScope,
+            Grouped::Probe(op) => match op {
+                ProbeOp::ProbeKvm(ProbeKvm) => PrivOp::ProbeKvm,
+                ProbeOp::ProbeDevice(ProbeDevice { device }) => PrivOp::ProbeDevice { device },
+                ProbeOp::ProbeNftables(ProbeNftables) => PrivOp::ProbeNftables,
+                ProbeOp::ProbeJailScope(ProbeJailScope) => PrivOp::ProbeJailScope,
             },
-            PrivOp::Net(op) => match op {
-                NetOp::EnsureBridge(r) => WireOp::EnsureBridge(r),
-                NetOp::EnsureTap(r) => WireOp::EnsureTap(r),
-                NetOp::DeleteTap(r) => WireOp::DeleteTap(r),
-                NetOp::SyncFirewall(r) => WireOp::SyncFirewall(r),
-                NetOp::OpenDnsSockets(r) => WireOp::OpenDnsSockets(r),
-                NetOp::ApplyResolver(r) => WireOp::ApplyResolver(r),
-                NetOp::NetStatus(QueryNetStatus) => WireOp::NetStatus,
-                NetOp::Teardown(Teardown) => WireOp::Teardown,
+            Grouped::Net(op) => match op {
+                NetOp::EnsureBridge(r) => PrivOp::EnsureBridge(r),
+                NetOp::EnsureTap(r) => PrivOp::EnsureTap(r),
+                NetOp::DeleteTap(DeleteTap { name }) => PrivOp::DeleteTap { name },
+                NetOp::SyncFirewall(r) => PrivOp::SyncFirewall(r),
+                NetOp::OpenDnsSockets(OpenDnsSockets { address }) => {
+                    PrivOp::OpenDnsSockets { address }
+                }
+                NetOp::ApplyResolver(r) => PrivOp::ApplyResolver(r),
+                NetOp::NetStatus(QueryNetStatus) => PrivOp::NetStatus,
+                NetOp::Teardown(Teardown) => PrivOp::Teardown,
             },
-            PrivOp::Vm(op) => match op {
-                VmOp::CreateVmDisks(r) => WireOp::CreateVmDisks(r),
-                VmOp::WriteGuestFiles(r) => WireOp::WriteGuestFiles(r),
-                VmOp::GrowWorkDisk(r) => WireOp::GrowWorkDisk(r),
-                VmOp::DeleteVmDisks(r) => WireOp::DeleteVmDisks(r),
-                VmOp::LaunchVm(r) => WireOp::LaunchVm(r),
-                VmOp::StopVm(r) => WireOp::StopVm(r),
-                VmOp::KillVm(r) => WireOp::KillVm(r),
-                VmOp::VmmStatus(r) => WireOp::VmmStatus(r),
+            Grouped::Vm(op) => match op {
+                VmOp::CreateVmDisks(r) => PrivOp::CreateVmDisks(r),
+                VmOp::WriteGuestFiles(r) => PrivOp::WriteGuestFiles(r),
+                VmOp::GrowWorkDisk(GrowWorkDisk { vm_id, bytes }) => {
+                    PrivOp::GrowWorkDisk { vm_id, bytes }
+                }
+                VmOp::DeleteVmDisks(DeleteVmDisks { vm_id }) => PrivOp::DeleteVmDisks { vm_id },
+                VmOp::LaunchVm(r) => PrivOp::LaunchVm(r),
+                VmOp::StopVm(StopVm {
+                    vm_id,
+                    timeout_secs,
+                }) => PrivOp::StopVm {
+                    vm_id,
+                    timeout_secs,
+                },
+                VmOp::KillVm(KillVm { vm_id }) => PrivOp::KillVm { vm_id },
+                VmOp::VmmStatus(VmmStatus { vm_id }) => PrivOp::VmmStatus { vm_id },
             },
-            PrivOp::Image(ImageOp::BuildDebianImage(r)) => WireOp::BuildDebianImage(r),
+            Grouped::Image(ImageOp::BuildDebianImage(BuildDebianImage { suite })) => {
+                PrivOp::BuildDebianImage { suite }
+            }
         }
     }
 }

@@ -242,7 +242,7 @@ pub fn run(args: &ImageArgs, settings: &Settings) -> Result<Exit, CliError> {
 /// `image pull REF` as the daemon must see it: a local bundle path
 /// (`./x`, `../x`) made absolute; URLs, absolute paths and OCI references
 /// as given.
-fn pull_reference(reference: &str) -> String {
+pub(crate) fn pull_reference(reference: &str) -> String {
     if reference.starts_with("./") || reference.starts_with("../") {
         absolute(Path::new(reference)).display().to_string()
     } else {

@@ -32,7 +32,9 @@ pub enum VmCommand {
     /// Create a VM (and boot it, unless --no-start)
     Create {
         name: String,
-        /// Image to boot (default: `debian`)
+        /// Image to boot (default: `debian`): a name, or a reference
+        /// (`registry/repository[:tag]`, a bundle URL or path) pulled first
+        /// unless an image pulled from it is here
         #[arg(long)]
         image: Option<String>,
         #[arg(long)]
@@ -61,6 +63,9 @@ pub enum VmCommand {
         /// Copy this git checkout into the VM once it runs (`workspace prepare`)
         #[arg(long, conflicts_with = "no_start")]
         workspace: Option<PathBuf>,
+        /// Pull --image over plain HTTP, for a registry on loopback
+        #[arg(long)]
+        insecure: bool,
     },
     /// List VMs
     Ls,
@@ -167,9 +172,10 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
             no_start,
             wait,
             workspace,
+            insecure,
         } => VmRequest::Create(CreateVm {
             name: name.clone(),
-            image: image.clone(),
+            image: image.as_deref().map(super::image::pull_reference),
             vcpus: *vcpus,
             memory_mib: *memory,
             disk_bytes: *disk,
@@ -181,6 +187,7 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
             start: !no_start,
             wait: *wait,
             workspace: workspace.as_deref().map(super::image::absolute),
+            insecure: *insecure,
         }),
         VmCommand::Ls => VmRequest::List,
         VmCommand::Show { name } => VmRequest::Show { name: name.clone() },

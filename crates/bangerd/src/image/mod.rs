@@ -45,8 +45,9 @@ use banger_proto::{ErrorCode, RpcError};
 
 use crate::layout::Layout;
 use crate::server::ProgressSink;
-use crate::store::Store;
+use crate::store::{ImageRow, Store};
 
+pub use bundle::is_bundle_ref;
 pub use error::ImageError;
 pub use files::human_bytes;
 pub use names::{MAX_NAME_LEN, default_kernel_name, validate_name};
@@ -97,6 +98,29 @@ impl ImageService {
         self.image_ops_mu
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The image named `name`, if any.
+    pub fn image_named(&self, name: &str) -> Result<Option<ImageRow>, RpcError> {
+        self.store
+            .get_image_by_name(name)
+            .map_err(|e| ImageError::from(e).to_rpc())
+    }
+
+    /// The image pulled from `reference`, if any: a bundle's records the
+    /// reference itself, an OCI image's the reference and the manifest
+    /// digest it resolved to (`REF@sha256:…`).
+    pub fn pulled_from(&self, reference: &str) -> Result<Option<ImageRow>, RpcError> {
+        let images = self
+            .store
+            .list_images()
+            .map_err(|e| ImageError::from(e).to_rpc())?;
+        let digested = format!("{reference}@");
+        Ok(images.into_iter().find(|i| {
+            i.source_ref
+                .as_deref()
+                .is_some_and(|s| s == reference || s.starts_with(&digested))
+        }))
     }
 
     /// Serve `banger image ...` on a blocking thread.

@@ -178,11 +178,18 @@ impl HostNetwork {
         Ok(())
     }
 
+    /// VMs whose VMM may run: their taps stay theirs (a stopping VM's
+    /// until its stop, or the VM reconcile, gives it back).
     fn running_vms(&self) -> Result<Vec<VmRow>, NetError> {
         let vms = self.store.list_vms().map_err(NetError::Store)?;
         Ok(vms
             .into_iter()
-            .filter(|v| matches!(v.state, VmState::Running | VmState::Starting))
+            .filter(|v| {
+                matches!(
+                    v.state,
+                    VmState::Running | VmState::Starting | VmState::Stopping
+                )
+            })
             .collect())
     }
 

@@ -92,11 +92,15 @@ pub struct Resolved {
 
 impl VmService {
     /// Check everything that can be checked before allocating anything.
-    async fn preflight(
-        &self,
-        req: &CreateVm,
-        progress: &ProgressSink,
-    ) -> Result<Resolved, RpcError> {
+    /// The checks of a create that need neither the image nor the host:
+    /// the name is a valid, free DNS label, and `--workspace` comes with a
+    /// start. The create flow runs them before it pulls anything.
+    pub fn check_new_vm(&self, req: &CreateVm) -> Result<(), RpcError> {
+        if req.workspace.is_some() && !req.start {
+            return Err(bad(
+                "--workspace needs the VM to run; drop --no-start, or prepare later with `banger workspace prepare`",
+            ));
+        }
         crate::dns::validate_label(&req.name).map_err(|e| {
             RpcError::from_error(ErrorCode::BadRequest, &e).context("invalid VM name")
         })?;
@@ -117,6 +121,15 @@ impl VmService {
                 format!("a VM named {:?} already exists", req.name),
             ));
         }
+        Ok(())
+    }
+
+    async fn preflight(
+        &self,
+        req: &CreateVm,
+        progress: &ProgressSink,
+    ) -> Result<Resolved, RpcError> {
+        self.check_new_vm(req)?;
         let image_name = req.image.as_deref().unwrap_or(DEFAULT_IMAGE);
         let image = self
             .store
@@ -204,20 +217,16 @@ impl VmService {
         }
     }
 
-    pub(super) async fn create(
+    /// Create a VM from `req` (its image already resolved to a name by
+    /// the create flow), then run `after` once it is built and booted, as
+    /// a step of the create operation: a failure there removes the VM.
+    pub async fn create(
         self: &Arc<Self>,
         req: CreateVm,
         sink: ProgressSink,
+        after: Option<crate::flows::AfterBuild>,
     ) -> Result<VmCreated, RpcError> {
         let r = self.preflight(&req, &sink).await?;
-        if let Some(path) = &req.workspace {
-            if !req.start {
-                return Err(bad(
-                    "--workspace needs the VM to run; drop --no-start, or prepare later with `banger workspace prepare`",
-                ));
-            }
-            self.workspaces.precheck(path).await?;
-        }
         // The reservation: name re-check, IP, initial row — nothing slow.
         let vm = {
             let _g = self.create_mu.lock().await;
@@ -254,29 +263,17 @@ impl VmService {
         let rx = self.ops.subscribe(&op_id);
         let svc = Arc::clone(self);
         let vm_id = vm.id.clone();
-        let vm_name = vm.name.clone();
         let start = req.start;
-        let workspace = req.workspace.clone();
         tokio::spawn(async move {
             let op = Arc::new(op);
             let mut result = svc.build(&vm_id, start, &op).await;
             if result.is_ok()
-                && let Some(path) = workspace
+                && let Some(after) = after
             {
-                // After `build` released the VM's lock, as a prepare would.
+                // After `build` released the VM's lock, as a request would.
                 let emit_op = Arc::clone(&op);
                 let emit: crate::workspace::Emit = Arc::new(move |p| emit_op.progress(p));
-                let req = banger_proto::workspace::PrepareWorkspace {
-                    vm: vm_name,
-                    path,
-                    force: false,
-                };
-                result = svc
-                    .workspaces
-                    .prepare(&req, emit)
-                    .await
-                    .map(|_| ())
-                    .map_err(|e| e.context("preparing the workspace (the VM is removed again)"));
+                result = after(vm_id.clone(), emit).await;
             }
             if let Err(e) = &result {
                 tracing::warn!(vm = %vm_id, error = %e.render(), "vm create failed; rolling back");

@@ -80,8 +80,6 @@ pub const READY_MARKER: &str = "banger-guest-ready";
 
 #[derive(Debug)]
 pub struct VmService {
-    /// Only for `image promote` (a VM's disk published as an image).
-    images: Arc<crate::image::ImageService>,
     store: Arc<Store>,
     layout: Layout,
     config: Config,
@@ -89,9 +87,10 @@ pub struct VmService {
     network: Arc<HostNetwork>,
     dns: Arc<dyn VmDns>,
     vm_locks: Arc<VmLocks>,
-    /// `vm create --workspace` prepares through it once the VM runs.
-    workspaces: Arc<crate::workspace::WorkspaceService>,
     create_mu: tokio::sync::Mutex<()>,
+    /// VMs the startup reconcile could not settle (the executor did not
+    /// answer): the watchdog settles these, and only these, once it can.
+    unsettled: std::sync::Mutex<std::collections::BTreeSet<String>>,
     ops: OpRegistry,
     /// KVM usable for stock guests (probed lazily, kept once answered).
     kvm: tokio::sync::OnceCell<bool>,
@@ -100,7 +99,6 @@ pub struct VmService {
 /// What VmService is built from (the daemon wires it once at startup).
 #[derive(Debug)]
 pub struct VmServiceParts {
-    pub images: Arc<crate::image::ImageService>,
     pub store: Arc<Store>,
     pub layout: Layout,
     pub config: Config,
@@ -108,13 +106,11 @@ pub struct VmServiceParts {
     pub network: Arc<HostNetwork>,
     pub dns: Arc<dyn VmDns>,
     pub vm_locks: Arc<VmLocks>,
-    pub workspaces: Arc<crate::workspace::WorkspaceService>,
 }
 
 impl VmService {
     pub fn new(parts: VmServiceParts) -> Arc<VmService> {
         let VmServiceParts {
-            images,
             store,
             layout,
             config,
@@ -122,11 +118,9 @@ impl VmService {
             network,
             dns,
             vm_locks,
-            workspaces,
         } = parts;
         Arc::new(VmService {
             ops: OpRegistry::new(Arc::clone(&store)),
-            images,
             store,
             layout,
             config,
@@ -134,8 +128,8 @@ impl VmService {
             network,
             dns,
             vm_locks,
-            workspaces,
             create_mu: tokio::sync::Mutex::new(()),
+            unsettled: std::sync::Mutex::default(),
             kvm: tokio::sync::OnceCell::new(),
         })
     }
@@ -146,9 +140,44 @@ impl VmService {
         progress: ProgressSink,
     ) -> Result<Response, RpcError> {
         let r = match req {
-            VmRequest::Create(c) => VmResponse::Created(self.create(c, progress).await?),
+            // Served by the create flow (`crate::flows`): the image pull
+            // and the workspace are other services' work.
+            VmRequest::Create(_) => {
+                return Err(internal(
+                    "vm create reached the VM service without its flow",
+                ));
+            }
             VmRequest::List => VmResponse::List(self.list()?),
             VmRequest::Show { name } => VmResponse::Vm(self.show(&name)?),
+            req @ (VmRequest::Start { .. }
+            | VmRequest::Stop { .. }
+            | VmRequest::Kill { .. }
+            | VmRequest::Restart { .. }
+            | VmRequest::Remove { .. }
+            | VmRequest::Set(_)) => {
+                // A lifecycle change runs to its end in a task of its own:
+                // a client that goes away drops this future, which must
+                // not drop the VM's lock while the executor still works
+                // on the VM (the watchdog would take it for abandoned).
+                let svc = Arc::clone(self);
+                tokio::spawn(async move { svc.change(req, progress).await })
+                    .await
+                    .map_err(|e| internal(format!("vm task failed: {e}")))??
+            }
+            VmRequest::Ssh { name } => VmResponse::Ssh(self.ssh_target(&name)?),
+            VmRequest::Logs { name, lines } => VmResponse::Logs(self.logs(&name, lines)?),
+            VmRequest::Ports { name } => VmResponse::Ports(self.ports(&name).await?),
+            VmRequest::Stats { name } => VmResponse::Stats(self.stats(&name).await?),
+        };
+        Ok(Response::Vm(r))
+    }
+
+    async fn change(
+        self: &Arc<Self>,
+        req: VmRequest,
+        progress: ProgressSink,
+    ) -> Result<VmResponse, RpcError> {
+        Ok(match req {
             VmRequest::Start { name } => VmResponse::Vm(self.start_named(&name, progress).await?),
             VmRequest::Stop { name, timeout_secs } => {
                 VmResponse::Vm(self.stop_named(&name, timeout_secs, false).await?)
@@ -163,22 +192,20 @@ impl VmService {
                 VmResponse::Removed { name }
             }
             VmRequest::Set(s) => VmResponse::Vm(self.set(s).await?),
-            VmRequest::Ssh { name } => VmResponse::Ssh(self.ssh_target(&name)?),
-            VmRequest::Logs { name, lines } => VmResponse::Logs(self.logs(&name, lines)?),
-            VmRequest::Ports { name } => VmResponse::Ports(self.ports(&name).await?),
-            VmRequest::Stats { name } => VmResponse::Stats(self.stats(&name).await?),
-        };
-        Ok(Response::Vm(r))
+            other => return Err(internal(format!("not a lifecycle change: {other:?}"))),
+        })
     }
 
-    /// `banger image promote VM NAME`: under the VM's lock, a stopped VM's
-    /// root disk is published as an image.
-    pub async fn promote(
+    /// Run `f` on a blocking thread with a stopped VM's root disk, under
+    /// the VM's lock (`image promote`: the image service publishes it). `f`
+    /// gets the VM's name, its root disk and its image.
+    pub async fn with_stopped_root_disk<T: Send + 'static>(
         self: &Arc<Self>,
         vm_name: &str,
-        name: &str,
-        progress: ProgressSink,
-    ) -> Result<Response, RpcError> {
+        f: impl FnOnce(String, std::path::PathBuf, crate::store::ImageRow) -> Result<T, RpcError>
+        + Send
+        + 'static,
+    ) -> Result<T, RpcError> {
         let vm = self.vm_by_name(vm_name)?;
         let lock = self.lock_for(&vm.id);
         let _g = lock.lock().await;
@@ -200,7 +227,6 @@ impl VmService {
             .get_image(&vm.image_id)
             .map_err(store_err)?
             .ok_or_else(|| internal(format!("image of VM {} is gone", vm.name)))?;
-        let images = Arc::clone(&self.images);
         let disk = self.vm_dir(&vm.id).join("root.ext4");
         if !disk.exists() && self.vm_dir(&vm.id).join("root.cow").exists() {
             // A dm-snapshot root disk is an origin + COW pair only the
@@ -208,21 +234,17 @@ impl VmService {
             return Err(RpcError::new(
                 ErrorCode::InvalidState,
                 format!(
-                    "cannot promote VM {}: its root disk is a dm-snapshot (origin + COW),                      which promote cannot read yet; only reflink and sparse-copy disks                      can be promoted",
+                    "cannot promote VM {}: its root disk is a dm-snapshot (origin + COW), \
+                     which promote cannot read yet; only reflink and sparse-copy disks \
+                     can be promoted",
                     vm.name
                 ),
             ));
         }
-        let (vm_name, name) = (vm.name.clone(), name.to_string());
-        let info = tokio::task::spawn_blocking(move || {
-            images.promote(&vm_name, &disk, &image, &name, &progress)
-        })
-        .await
-        .map_err(|e| internal(format!("promote task: {e}")))?
-        .map_err(|e| e.to_rpc())?;
-        Ok(Response::Image(
-            banger_proto::image::ImageResponse::Promoted(info),
-        ))
+        let name = vm.name.clone();
+        tokio::task::spawn_blocking(move || f(name, disk, image))
+            .await
+            .map_err(|e| internal(format!("promote task: {e}")))?
     }
 
     pub async fn handle_op(

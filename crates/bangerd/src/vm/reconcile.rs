@@ -29,7 +29,8 @@ impl VmService {
             }
         };
         for vm in vms.into_iter().filter(|v| is_live(v.state)) {
-            if let Err(e) = self.settle(&vm).await {
+            if let Err(e) = self.settle(&vm, STARTUP_REASON).await {
+                self.unsettled_set().insert(vm.id.clone());
                 tracing::warn!(
                     vm = %vm.name,
                     state = %vm.state,
@@ -52,7 +53,7 @@ impl VmService {
     /// `stopped` and its tap returned. When the executor cannot be asked,
     /// nothing changes: a VM whose VMM may well run is never marked stopped
     /// or left without its tap on a guess.
-    async fn settle(self: &Arc<Self>, vm: &VmRow) -> Result<(), RpcError> {
+    async fn settle(self: &Arc<Self>, vm: &VmRow, reason: &str) -> Result<(), RpcError> {
         let status = self
             .privileged(VmmStatus {
                 vm_id: vm.id.clone(),
@@ -81,14 +82,24 @@ impl VmService {
         }
         let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
         self.record_vmm(&vm.id, None);
-        let _ = self.store.set_vm_state(
-            &vm.id,
-            vm.state,
-            VmState::Stopped,
-            Some("its VMM was not running when bangerd started"),
-        );
+        let _ = self
+            .store
+            .set_vm_state(&vm.id, vm.state, VmState::Stopped, Some(reason));
         tracing::info!(vm = %vm.name, "reconcile: VMM gone, marked stopped");
         Ok(())
+    }
+}
+
+const STARTUP_REASON: &str = "its VMM was not running when bangerd started";
+const LATE_REASON: &str =
+    "its VMM was not running when bangerd could first ask the executor (after it started)";
+
+impl VmService {
+    fn unsettled_set(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeSet<String>> {
+        // A set of ids: a panic while it was held leaves nothing half-done.
+        self.unsettled
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -159,14 +170,30 @@ impl VmService {
             let lock = self.lock_for(&vm.id);
             // A VM in a lifecycle operation is that operation's business.
             let Ok(_g) = lock.try_lock() else { continue };
-            if vm.state != VmState::Running {
-                // Starting or stopping with nobody holding its lock: an
-                // operation that died with an earlier daemon, which the
-                // startup reconcile could not settle (the executor did
-                // not answer). Settle it now.
-                if let Err(e) = self.settle(&vm).await {
-                    tracing::debug!(vm = %vm.name, error = %e.render(), "watchdog: still cannot settle");
+            // The row as it is now that its lock is held.
+            let vm = match self.row(&vm.id) {
+                Ok(vm) => vm,
+                Err(e) => {
+                    if e.code == banger_proto::ErrorCode::NotFound {
+                        self.unsettled_set().remove(&vm.id);
+                    }
+                    continue;
                 }
+            };
+            if self.unsettled_set().contains(&vm.id) {
+                // Left by the startup reconcile, the executor silent then;
+                // nothing has touched it since (every lifecycle change
+                // settles the state it finds, under this lock).
+                if !is_live(vm.state) {
+                    self.unsettled_set().remove(&vm.id);
+                } else if let Err(e) = self.settle(&vm, LATE_REASON).await {
+                    tracing::debug!(vm = %vm.name, error = %e.render(), "watchdog: still cannot settle");
+                } else {
+                    self.unsettled_set().remove(&vm.id);
+                }
+                continue;
+            }
+            if vm.state != VmState::Running {
                 continue;
             }
             let s = match self

@@ -149,6 +149,17 @@ impl WorkspaceService {
                     format!("no VM named {name:?} (see `banger vm ls`)"),
                 )
             })?;
+        self.snapshot_vm_id(&vm.id).await
+    }
+
+    /// [`Self::snapshot_vm`] of the VM with id `id`.
+    async fn snapshot_vm_id(&self, id: &str) -> Result<VmSnapshot, RpcError> {
+        let vm = self
+            .store
+            .get_vm(id)
+            .map_err(crate::vm::store_err)?
+            .ok_or_else(|| RpcError::new(ErrorCode::NotFound, format!("VM {id} is gone")))?;
+        let name = vm.name.clone();
         let lock = self.vm_locks.get(&vm.id);
         let _g = lock.lock().await;
         let vm = self
@@ -183,13 +194,36 @@ impl WorkspaceService {
         })
     }
 
-    /// Check `path` before anything is allocated (for `vm create
-    /// --workspace`): a readable git checkout.
-    pub async fn precheck(&self, path: &Path) -> Result<(), RpcError> {
+    /// Inspect the checkout at `path` (for `vm create --workspace`, before
+    /// anything is allocated; the prepare then copies what it found).
+    pub async fn inspect(&self, path: &Path) -> Result<repo::RepoSnapshot, RpcError> {
+        if !path.is_absolute() {
+            return Err(bad(format!(
+                "workspace path {} is not absolute",
+                path.display()
+            )));
+        }
         let path = path.to_path_buf();
-        tokio::task::spawn_blocking(move || repo::inspect(&path).map(|_| ()))
+        tokio::task::spawn_blocking(move || repo::inspect(&path))
             .await
             .map_err(|e| internal(format!("inspect task: {e}")))?
+    }
+
+    /// The prepare of `vm create --workspace`: the new VM by id, the
+    /// checkout as [`Self::inspect`] found it.
+    pub async fn prepare_new_vm(
+        self: &Arc<Self>,
+        vm_id: &str,
+        snapshot: repo::RepoSnapshot,
+        emit: Emit,
+    ) -> Result<PrepareReport, RpcError> {
+        let vm = self.snapshot_vm_id(vm_id).await?;
+        let lock = self.workspace_lock(&vm.id);
+        let _g = lock.lock().await;
+        let svc = Arc::clone(self);
+        tokio::task::spawn_blocking(move || svc.prepare_blocking(&vm, snapshot, false, &emit))
+            .await
+            .map_err(|e| internal(format!("prepare task: {e}")))?
     }
 
     pub async fn prepare(
@@ -208,9 +242,18 @@ impl WorkspaceService {
         let _g = lock.lock().await;
         let svc = Arc::clone(self);
         let (path, force) = (req.path.clone(), req.force);
-        tokio::task::spawn_blocking(move || svc.prepare_blocking(&vm, &path, force, &emit))
-            .await
-            .map_err(|e| internal(format!("prepare task: {e}")))?
+        tokio::task::spawn_blocking(move || {
+            emit(progress(
+                "inspect",
+                format!("inspecting {}", path.display()),
+                0,
+                None,
+            ));
+            let snapshot = repo::inspect(&path)?;
+            svc.prepare_blocking(&vm, snapshot, force, &emit)
+        })
+        .await
+        .map_err(|e| internal(format!("prepare task: {e}")))?
     }
 
     fn vm_dir(&self, id: &str) -> PathBuf {
@@ -220,18 +263,11 @@ impl WorkspaceService {
     fn prepare_blocking(
         &self,
         vm: &VmSnapshot,
-        path: &Path,
+        snap: repo::RepoSnapshot,
         force: bool,
         emit: &Emit,
     ) -> Result<PrepareReport, RpcError> {
         let started = Instant::now();
-        emit(progress(
-            "inspect",
-            format!("inspecting {}", path.display()),
-            0,
-            None,
-        ));
-        let snap = repo::inspect(path)?;
         let g = &vm.guest.multiplexed()?;
         let dir = self.vm_dir(&vm.id);
         let previous = record::load(&dir)?.filter(|r| r.repo == snap.root);

@@ -121,6 +121,14 @@ async fn a_vm_whose_vmm_cannot_be_asked_about_keeps_its_state_and_tap() {
     assert_eq!(state(&stopping.id), VmState::Stopped);
     assert_eq!(ops.vmms.lock().unwrap().get(&stopping.id), Some(&false));
 
+    // A VM starting with nobody holding its lock after startup is some
+    // request's (a client that went away leaves its launch running): the
+    // watchdog never settles it on a guess that the launch died.
+    let starting = f.vm("late", 4, true, VmState::Starting);
+    daemon.vms().reap_dead_vmms().await;
+    assert_eq!(state(&starting.id), VmState::Starting);
+    assert!(ops.vmms.lock().unwrap().get(&starting.id).is_none());
+
     // And a VMM that is gone is seen as gone.
     ops.vmms.lock().unwrap().insert(running.id.clone(), false);
     daemon.vms().reap_dead_vmms().await;
