@@ -273,6 +273,7 @@ impl Executor {
             }
             ProbeOp::ProbeNftables(r) => run(r, |_| Ok(self.host.probe_nft())),
             ProbeOp::ProbeJailScope(r) => run(r, |_| Ok(self.host.probe_jail_scope())),
+            ProbeOp::ProbeVmms(r) => run(r, |_| Ok(self.vmm_support())),
         }
     }
 
@@ -288,6 +289,27 @@ impl Executor {
             NetOp::ApplyResolver(spec) => run(spec, |spec| self.apply_resolver(spec)),
             NetOp::NetStatus(r) => run(r, |_| self.net_status()),
             NetOp::Teardown(r) => run(r, |_| self.teardown()),
+        }
+    }
+
+    /// What this executor can run: without VM operations, nothing.
+    fn vmm_support(&self) -> banger_proto::privops::VmmSupport {
+        match self.vm.as_deref() {
+            Some(vm) => banger_proto::privops::VmmSupport {
+                kvm: vm.kvm_verdict(),
+                vmms: vm.vmm_availability(),
+            },
+            None => banger_proto::privops::VmmSupport {
+                kvm: self.host.probe_kvm().verdict(),
+                vmms: banger_proto::vmops::VmmKind::ALL
+                    .into_iter()
+                    .map(|vmm| banger_proto::privops::VmmAvailability {
+                        vmm,
+                        binary: None,
+                        problem: Some(VmOpError::NotConfigured.to_string()),
+                    })
+                    .collect(),
+            },
         }
     }
 

@@ -13,7 +13,7 @@ use banger_proto::net::{
 use banger_proto::privops::{
     BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, ImageOp, KillVm, NetOp,
     OpenDnsSockets, PrivOp, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp,
-    QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus,
+    ProbeVmms, QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus,
 };
 
 use crate::error::ExecError;
@@ -25,6 +25,7 @@ pub fn op(op: &PrivOp) -> Result<(), ExecError> {
         | PrivOp::Probe(ProbeOp::ProbeDevice(ProbeDevice { .. }))
         | PrivOp::Probe(ProbeOp::ProbeNftables(ProbeNftables))
         | PrivOp::Probe(ProbeOp::ProbeJailScope(ProbeJailScope))
+        | PrivOp::Probe(ProbeOp::ProbeVmms(ProbeVmms))
         | PrivOp::Net(NetOp::NetStatus(QueryNetStatus))
         | PrivOp::Net(NetOp::Teardown(Teardown))
         | PrivOp::Net(NetOp::OpenDnsSockets(OpenDnsSockets { .. })) => Ok(()),

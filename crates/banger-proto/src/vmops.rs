@@ -187,9 +187,11 @@ pub struct LaunchVmSpec {
     pub memory_mib: u32,
     pub tap: String,
     pub mac: String,
-    /// Use KVM (the caller decided from the KVM probe); otherwise QEMU runs
-    /// TCG and Firecracker refuses.
-    pub kvm: bool,
+    /// Use KVM even where the executor's own probe finds that a stock
+    /// guest cannot run under it (the owner's `diagnostics.assume_kvm_usable`).
+    /// Otherwise the executor decides from its probe: with KVM usable both
+    /// VMMs use it, without it QEMU runs TCG and Firecracker refuses.
+    pub force_kvm: bool,
 }
 
 /// A VMM process as the executor sees it.

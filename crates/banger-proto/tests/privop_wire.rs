@@ -7,7 +7,7 @@ use banger_proto::net::{BridgeSpec, FirewallSpec, GuestRule, ResolverSpec, TapSp
 use banger_proto::privops::{
     BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, HostDevice, ImageOp, KillVm, NetOp,
     OpenDnsSockets, PrivOp, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp,
-    QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus,
+    ProbeVmms, QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus,
 };
 use banger_proto::vmops::{GuestFile, GuestFilesSpec, LaunchVmSpec, VmDisksSpec, VmmKind};
 use serde_json::{Value, json};
@@ -33,6 +33,10 @@ fn every_op() -> Vec<(PrivOp, Value)> {
         (
             PrivOp::Probe(ProbeOp::ProbeJailScope(ProbeJailScope)),
             json!({"op": "probe_jail_scope"}),
+        ),
+        (
+            PrivOp::Probe(ProbeOp::ProbeVmms(ProbeVmms)),
+            json!({"op": "probe_vmms"}),
         ),
         (
             PrivOp::Net(NetOp::EnsureBridge(BridgeSpec {
@@ -129,11 +133,11 @@ fn every_op() -> Vec<(PrivOp, Value)> {
                 memory_mib: 1024,
                 tap: "bangertap0".into(),
                 mac: "02:ba:0a:00:00:02".into(),
-                kvm: true,
+                force_kvm: true,
             })),
             json!({"op": "launch_vm", "args": {"vm_id": VM, "image_id": VM, "kernel_id": VM,
                 "vmm": "firecracker", "vcpus": 2, "memory_mib": 1024, "tap": "bangertap0",
-                "mac": "02:ba:0a:00:00:02", "kvm": true}}),
+                "mac": "02:ba:0a:00:00:02", "force_kvm": true}}),
         ),
         (
             PrivOp::Vm(VmOp::StopVm(StopVm {
@@ -162,7 +166,7 @@ fn every_op() -> Vec<(PrivOp, Value)> {
 #[test]
 fn every_privileged_op_has_a_pinned_wire_form() {
     let ops = every_op();
-    assert_eq!(ops.len(), 21, "a new op gets its pinned form here");
+    assert_eq!(ops.len(), 22, "a new op gets its pinned form here");
     for (op, want) in ops {
         let got = serde_json::to_value(&op).unwrap();
         assert_eq!(got, want, "{}", op.name());

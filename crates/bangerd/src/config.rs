@@ -124,28 +124,6 @@ impl VmmConfig {
             source: VmmSource::Install,
         }
     }
-
-    /// Why the binary of `vmm` cannot be used, or `None` when it exists.
-    pub fn problem(&self, vmm: Vmm) -> Option<String> {
-        let (bin, name, flag) = match vmm {
-            Vmm::Firecracker => (&self.firecracker_bin, "Firecracker", "--firecracker-bin"),
-            Vmm::Qemu => (&self.qemu_bin, "QEMU", "--qemu-bin"),
-        };
-        match bin {
-            None => Some(format!(
-                "no {name} binary is recorded in the install metadata (re-run `sudo banger system install {flag} PATH`)"
-            )),
-            Some(b) if banger_host::runner::resolve(b.as_os_str()).is_none() => Some(format!(
-                "the {name} binary {} was not found{}",
-                b.display(),
-                match self.source {
-                    VmmSource::OwnerConfig => "",
-                    VmmSource::Install => " (recorded in the install metadata)",
-                }
-            )),
-            Some(_) => None,
-        }
-    }
 }
 
 /// `[diagnostics]`: overrides for tests and diagnosis.

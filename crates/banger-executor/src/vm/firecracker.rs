@@ -41,13 +41,8 @@ impl VmHost {
             reason,
         };
         let binary = self
-            .firecracker_binary
-            .as_deref()
-            .and_then(|b| banger_host::runner::resolve(b.as_os_str()))
-            .ok_or_else(|| match &self.firecracker_binary {
-                Some(b) => unavailable(format!("the Firecracker binary {} was not found", b.display())),
-                None => unavailable("no Firecracker binary is configured (system mode: none is recorded in the install metadata; run `sudo banger system install --firecracker-bin PATH`)".into()),
-            })?;
+            .vmm_binary(banger_proto::vmops::VmmKind::Firecracker)
+            .map_err(unavailable)?;
         let failed = |source| VmOpError::Launch {
             vm_id: spec.vm_id.clone(),
             source,

@@ -17,6 +17,7 @@ mod qmp;
 mod ready;
 mod slots;
 pub(crate) mod snapshot;
+mod support;
 mod taps;
 #[cfg(test)]
 mod tests_fc_window;
@@ -98,8 +99,10 @@ pub(crate) struct VmHost {
     handing: Mutex<std::collections::BTreeMap<String, usize>>,
     /// VMs with an operation in flight, and which ([`VmHost::begin_op`]).
     busy: Mutex<std::collections::BTreeMap<String, &'static str>>,
-    /// Device probes (is `/dev/mapper/control` there?).
+    /// Device probes (is `/dev/mapper/control` there?) and KVM's.
     probes: Arc<dyn HostProbes>,
+    /// A KVM probe passed: stock guests run under KVM here (`support`).
+    kvm_usable: std::sync::atomic::AtomicBool,
     /// The host network: a journaled tap is handed to a VMM's uid for its
     /// launch and given back to root (`taps`).
     net: Arc<dyn HostNet>,
@@ -138,6 +141,7 @@ impl VmHost {
             handing: Mutex::default(),
             busy: Mutex::default(),
             probes,
+            kvm_usable: std::sync::atomic::AtomicBool::new(false),
             net,
             tools: Arc::new(snapshot::HostTools),
             cgroups: None,

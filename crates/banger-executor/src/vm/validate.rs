@@ -141,7 +141,7 @@ mod tests {
             memory_mib,
             tap: "bangertap0".into(),
             mac: "02:ba:0a:00:00:05".into(),
-            kvm: true,
+            force_kvm: true,
         }
     }
 

@@ -5,6 +5,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use banger_proto::privops::KvmVerdict;
 use banger_proto::vmops::{LaunchVmSpec, VmStopped, VmmKind, VmmState};
 
 use banger_vmm::dir::OwnerDir;
@@ -42,7 +43,7 @@ pub(super) fn sockets(kind: VmmKind) -> &'static [&'static str] {
 use banger_host::jail::start_time;
 
 impl VmHost {
-    fn launch_spec(&self, spec: &LaunchVmSpec) -> Result<LaunchSpec, VmOpError> {
+    fn launch_spec(&self, spec: &LaunchVmSpec, kvm: bool) -> Result<LaunchSpec, VmOpError> {
         let krel = Path::new("kernels").join(&spec.kernel_id);
         // Existence and "no symlinks on the way" checks; a jailed VMM
         // gets descriptors opened again and checked by `qemu_files` or
@@ -90,7 +91,7 @@ impl VmHost {
             vsock_cid: 3,
             // The launch's slot ids (`launch`): never the owner's.
             run_as: None,
-            kvm: spec.kvm,
+            kvm,
         })
     }
 
@@ -181,7 +182,9 @@ impl VmHost {
                 pid: state.pid.unwrap_or(0),
             });
         }
-        let ls = self.launch_spec(spec)?;
+        // KVM by this executor's own verdict, unless the owner forces it.
+        let kvm = spec.force_kvm || self.kvm_verdict() == KvmVerdict::Usable;
+        let ls = self.launch_spec(spec, kvm)?;
         // The owner's VM directory, opened once: `run/` and both logs are
         // made or opened relative to this descriptor — new files with
         // O_EXCL, an existing serial log only when it is the owner's own
@@ -207,10 +210,12 @@ impl VmHost {
         // holds it.
         let (mut proc, mut handed) = match spec.vmm {
             VmmKind::Qemu => {
-                let binary = self.qemu_binary.clone().ok_or_else(|| VmOpError::VmmUnavailable {
-                    vmm: "qemu",
-                    reason: "no QEMU binary is configured (system mode: none is recorded in the install metadata; run `sudo banger system install --qemu-bin PATH`)".into(),
-                })?;
+                let binary =
+                    self.vmm_binary(VmmKind::Qemu)
+                        .map_err(|reason| VmOpError::VmmUnavailable {
+                            vmm: "qemu",
+                            reason,
+                        })?;
                 // QEMU gets root's descriptor of its tap, attached while
                 // the journal is locked and checked against its index
                 // (never a later attach by name): the tap is root's for

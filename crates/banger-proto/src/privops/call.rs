@@ -8,7 +8,7 @@
 //! request's own response type, and the daemon reads it back through
 //! [`answer_of`], so an answer of the wrong kind is one error in one place.
 
-use super::probe::{DeviceProbe, JailScopeProbe, KvmProbe, ToolProbe};
+use super::probe::{DeviceProbe, JailScopeProbe, KvmProbe, ToolProbe, VmmSupport};
 use super::{BuiltImageFiles, PrivOp, PrivOutcome};
 use crate::net::{BridgeOutcome, DnsSockets, FdIndex, NetStatus, TapOutcome, TeardownReport};
 use crate::vmops::{VmDisksOutcome, VmStopped, VmmState};
@@ -86,6 +86,7 @@ answers! {
     Device(DeviceProbe) = "device",
     Nftables(ToolProbe) = "nftables",
     JailScope(JailScopeProbe) = "jail_scope",
+    VmmSupport(VmmSupport) = "vmm_support",
     Bridge(BridgeOutcome) = "bridge",
     Tap(TapOutcome) = "tap",
     DnsSockets(DnsSockets) = "dns_sockets",

@@ -36,16 +36,16 @@ pub use crate::vmops::{
 pub use call::{Answer, PrivCall, WrongOutcome, answer_of};
 pub use ops::{
     BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, ImageOp, KillVm, NetOp,
-    OpenDnsSockets, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp, QueryNetStatus,
-    StopVm, Teardown, VmOp, VmmStatus,
+    OpenDnsSockets, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp, ProbeVmms,
+    QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus,
 };
 pub use probe::{
     DeviceProbe, DeviceState, GuestTest, HostDevice, JailScopeProbe, KvmProbe, KvmVerdict, MsrTest,
-    ToolProbe,
+    ToolProbe, VmmAvailability, VmmSupport,
 };
 
 /// Version of the privileged-ops protocol.
-pub const PRIV_PROTOCOL_VERSION: u32 = 4;
+pub const PRIV_PROTOCOL_VERSION: u32 = 5;
 
 /// Messages from `bangerd` to the helper.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +119,7 @@ pub enum PrivOutcome {
     Device(DeviceProbe),
     Nftables(ToolProbe),
     JailScope(JailScopeProbe),
+    VmmSupport(VmmSupport),
     Bridge(BridgeOutcome),
     Tap(TapOutcome),
     /// The op succeeded and has nothing to report.

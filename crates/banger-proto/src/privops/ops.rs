@@ -9,7 +9,7 @@
 use std::net::Ipv4Addr;
 
 use super::call::PrivCall;
-use super::probe::{DeviceProbe, HostDevice, JailScopeProbe, KvmProbe, ToolProbe};
+use super::probe::{DeviceProbe, HostDevice, JailScopeProbe, KvmProbe, ToolProbe, VmmSupport};
 use super::{BuiltImageFiles, PrivOp};
 use crate::net::{
     BridgeOutcome, BridgeSpec, DnsSockets, FirewallSpec, NetStatus, ResolverSpec, TapOutcome,
@@ -92,6 +92,12 @@ domain! {
         /// whatever seccomp filter surrounds it. Preconditions: none. Side
         /// effects: none (the ruleset made is closed at once).
         ProbeJailScope(ProbeJailScope) = "probe_jail_scope" -> JailScopeProbe,
+        /// What this executor can run: its KVM verdict (the tiny-guest
+        /// test, kept once it passes) and, for each VMM, the binary it
+        /// would launch or why it has none. The daemon chooses a VM's VMM
+        /// from this, never from facts of its own. Preconditions: none.
+        /// Side effects: none that outlive the call.
+        ProbeVmms(ProbeVmms) = "probe_vmms" -> VmmSupport,
     }
 }
 
@@ -200,6 +206,10 @@ pub struct ProbeNftables;
 /// The request of [`ProbeOp::ProbeJailScope`]; it carries nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProbeJailScope;
+
+/// The request of [`ProbeOp::ProbeVmms`]; it carries nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeVmms;
 
 /// The request of [`NetOp::DeleteTap`].
 #[derive(Debug, Clone, PartialEq, Eq)]

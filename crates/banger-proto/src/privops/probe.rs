@@ -147,6 +147,37 @@ pub enum JailScopeProbe {
     Unscoped { reason: String },
 }
 
+/// What an executor can run ([`super::ProbeVmms`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmmSupport {
+    /// Whether a stock guest runs under this host's KVM, by the executor's
+    /// own probe.
+    pub kvm: KvmVerdict,
+    /// Every VMM kind, once.
+    pub vmms: Vec<VmmAvailability>,
+}
+
+/// One VMM as an executor would launch it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmmAvailability {
+    pub vmm: crate::vmops::VmmKind,
+    /// The binary it launches, resolved, when it has one.
+    pub binary: Option<String>,
+    /// Why it cannot launch this VMM at all (no binary configured, not
+    /// found, no VM operations here); `None` when it can. KVM is not part
+    /// of it: [`VmmSupport::kvm`] says that, for the VMMs that need it.
+    pub problem: Option<String>,
+}
+
+impl VmmSupport {
+    /// The entry of `vmm`.
+    pub fn of(&self, vmm: crate::vmops::VmmKind) -> Option<&VmmAvailability> {
+        self.vmms.iter().find(|v| v.vmm == vmm)
+    }
+}
+
 /// Presence and version of a host tool.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

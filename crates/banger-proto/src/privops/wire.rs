@@ -1,5 +1,5 @@
 //! The wire form of [`PrivOp`]: one flat, adjacently tagged enum, exactly
-//! as protocol 4 has always sent it (`{"op": NAME}` for an op that carries
+//! as protocols 4 and 5 have always sent it (`{"op": NAME}` for an op that carries
 //! nothing, `{"op": NAME, "args": {..}}` otherwise; unknown ops and fields
 //! refused, an `args` array refused where it is a struct). [`PrivOp`]
 //! groups the same operations by domain in Rust and (de)serializes through
@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::PrivOp as Grouped;
 use super::ops::{
     BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, ImageOp, KillVm, NetOp,
-    OpenDnsSockets, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp, QueryNetStatus,
-    StopVm, Teardown, VmOp, VmmStatus,
+    OpenDnsSockets, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp, ProbeVmms,
+    QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus,
 };
 use super::probe::HostDevice;
 use crate::net::{BridgeSpec, FirewallSpec, ResolverSpec, TapSpec};
@@ -37,6 +37,7 @@ pub(crate) enum PrivOp {
     ProbeDevice { device: HostDevice },
     ProbeNftables,
     ProbeJailScope,
+    ProbeVmms,
     EnsureBridge(BridgeSpec),
     EnsureTap(TapSpec),
     DeleteTap { name: String },
@@ -63,6 +64,7 @@ impl From<PrivOp> for Grouped {
             PrivOp::ProbeDevice { device } => ProbeDevice { device }.into(),
             PrivOp::ProbeNftables => ProbeNftables.into(),
             PrivOp::ProbeJailScope => ProbeJailScope.into(),
+            PrivOp::ProbeVmms => ProbeVmms.into(),
             PrivOp::EnsureBridge(r) => r.into(),
             PrivOp::EnsureTap(r) => r.into(),
             PrivOp::DeleteTap { name } => DeleteTap { name }.into(),
@@ -99,6 +101,7 @@ impl From<Grouped> for PrivOp {
                 ProbeOp::ProbeDevice(ProbeDevice { device }) => PrivOp::ProbeDevice { device },
                 ProbeOp::ProbeNftables(ProbeNftables) => PrivOp::ProbeNftables,
                 ProbeOp::ProbeJailScope(ProbeJailScope) => PrivOp::ProbeJailScope,
+                ProbeOp::ProbeVmms(ProbeVmms) => PrivOp::ProbeVmms,
             },
             Grouped::Net(op) => match op {
                 NetOp::EnsureBridge(r) => PrivOp::EnsureBridge(r),

@@ -245,7 +245,7 @@ fn a_flushed_ruleset_leaves_ras_powerless_and_stops_new_taps_and_vms() {
                 memory_mib: 128,
                 tap: TAP.into(),
                 mac: "02:ba:0a:d5:07:02".into(),
-                kvm: false,
+                force_kvm: false,
             },
         )))
         .expect_err("a VM without banger's tables");

@@ -200,7 +200,7 @@ fn launch_on(lab: &Lab, id: &str, tap: &str, mac: &str) -> serde_json::Value {
         memory_mib: 128,
         tap: tap.into(),
         mac: mac.into(),
-        kvm: true,
+        force_kvm: true,
     })))
     .unwrap_or_else(|e| panic!("LaunchVm {id}: {e}"))
 }

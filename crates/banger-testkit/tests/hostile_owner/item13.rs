@@ -134,7 +134,7 @@ fn launch_op(vm_id: &str, image: &str, kernel: &str) -> PrivOp {
         memory_mib: 128,
         tap: TAP.into(),
         mac: "02:ba:0a:d5:07:02".into(),
-        kvm: false,
+        force_kvm: false,
     }))
 }
 

@@ -191,7 +191,7 @@ impl Lab {
             memory_mib: 128,
             tap: TAP.into(),
             mac: "02:ba:0a:d5:07:02".into(),
-            kvm: vmm == VmmKind::Firecracker,
+            force_kvm: vmm == VmmKind::Firecracker,
         })))
     }
 }

@@ -184,7 +184,7 @@ fn qemu_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host() {
             memory_mib: 128,
             tap: tap.into(),
             mac: mac.into(),
-            kvm: false,
+            force_kvm: false,
         })))
         .unwrap_or_else(|e| panic!("LaunchVm {id}: {e}"))
     };

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use banger_proto::privops::{KvmVerdict, ProbeVmms, VmmSupport};
 use banger_proto::vm::{CreateVm, VmCreated, VmmKind};
 use banger_proto::vmops::{GuestFilesSpec, VmDisksSpec};
 use banger_proto::{ErrorCode, RpcError, limits};
@@ -50,6 +51,21 @@ impl HostLimits {
 /// vCPUs, memory and disk within what `vmm`, banger
 /// (`banger_proto::limits`) and this host can give: refused here, before
 /// anything is allocated, never by the VMM at launch.
+/// Why the executor that answered `support` cannot run `vmm`: no binary,
+/// or, for Firecracker, no KVM that runs a stock guest (unless `forced`,
+/// the owner's `diagnostics.assume_kvm_usable`).
+pub fn vmm_problem(support: &VmmSupport, vmm: VmmKind, forced: bool) -> Option<String> {
+    let Some(entry) = support.of(vmm) else {
+        return Some(format!("the executor does not report {vmm}"));
+    };
+    if let Some(p) = &entry.problem {
+        return Some(p.clone());
+    }
+    let kvm = forced || support.kvm == KvmVerdict::Usable;
+    (vmm == VmmKind::Firecracker && !kvm)
+        .then(|| "KVM cannot run stock guests on this host (see `banger doctor`)".to_string())
+}
+
 pub fn check_resources(
     host: HostLimits,
     vmm: VmmKind,
@@ -170,49 +186,59 @@ impl VmService {
         })
     }
 
-    /// The VMM for a new VM: `--vmm` if given (refused when it cannot run
-    /// here), else the configured default, falling back to QEMU when the
-    /// default is Firecracker and Firecracker cannot run (the progress
-    /// stream says so).
+    /// The VMM for a new VM, from what the executor says it can run
+    /// (`ProbeVmms`: its binaries and its own KVM verdict): `--vmm` if
+    /// given (refused when it cannot run here), else the configured
+    /// default, falling back to QEMU when the default is Firecracker and
+    /// Firecracker cannot run (the progress stream says so).
     async fn choose_vmm(
         &self,
         asked: Option<VmmKind>,
         progress: &ProgressSink,
     ) -> Result<VmmKind, RpcError> {
-        let kvm = self.kvm_usable().await;
-        let fc_problem = if kvm {
-            self.config.vmm.problem(VmmKind::Firecracker)
-        } else {
-            Some("KVM cannot run stock guests on this host (see `banger doctor`)".to_string())
-        };
-        if self.config.diagnostics.assume_kvm_usable {
+        let support = self.privileged(ProbeVmms).await?;
+        let forced = self.config.diagnostics.assume_kvm_usable;
+        if forced {
             progress
                 .emit(progress_msg(
-                    "diagnostics.assume_kvm_usable is set: the doctor's KVM verdict is ignored"
+                    "diagnostics.assume_kvm_usable is set: the executor's KVM verdict is ignored"
                         .to_string(),
                 ))
                 .await;
         }
+        let problem = |vmm: VmmKind| vmm_problem(&support, vmm, forced);
         match asked {
-            Some(VmmKind::Firecracker) => match fc_problem {
+            Some(vmm) => match problem(vmm) {
                 Some(p) => Err(RpcError::new(
                     ErrorCode::Unavailable,
-                    format!("--vmm firecracker: {p}; use --vmm qemu"),
+                    match vmm {
+                        VmmKind::Firecracker => format!("--vmm firecracker: {p}; use --vmm qemu"),
+                        VmmKind::Qemu => format!("--vmm qemu: {p}"),
+                    },
                 )),
-                None => Ok(VmmKind::Firecracker),
+                None => Ok(vmm),
             },
-            Some(VmmKind::Qemu) => Ok(VmmKind::Qemu),
             None => {
                 let default = self.config.vm.default_vmm;
-                if default == VmmKind::Firecracker
-                    && let Some(p) = fc_problem
-                {
-                    progress
-                        .emit(progress_msg(format!("using QEMU: {p}")))
-                        .await;
-                    return Ok(VmmKind::Qemu);
+                let Some(p) = problem(default) else {
+                    return Ok(default);
+                };
+                match (default, problem(VmmKind::Qemu)) {
+                    (VmmKind::Firecracker, None) => {
+                        progress
+                            .emit(progress_msg(format!("using QEMU: {p}")))
+                            .await;
+                        Ok(VmmKind::Qemu)
+                    }
+                    (VmmKind::Firecracker, Some(q)) => Err(RpcError::new(
+                        ErrorCode::Unavailable,
+                        format!("no VMM can run here: Firecracker: {p}; QEMU: {q}"),
+                    )),
+                    (VmmKind::Qemu, _) => Err(RpcError::new(
+                        ErrorCode::Unavailable,
+                        format!("QEMU (the configured default) cannot run here: {p}"),
+                    )),
                 }
-                Ok(default)
             }
         }
     }

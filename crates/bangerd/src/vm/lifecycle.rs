@@ -139,7 +139,6 @@ impl VmService {
         let serial = self.vm_dir(&vm.id).join("serial.log");
         let offset = std::fs::metadata(&serial).map(|m| m.len()).unwrap_or(0);
         step("boot", &format!("starting {} on {tap}", vm.vmm), 3);
-        let kvm = self.kvm_usable().await;
         let launched = Instant::now();
         let launched_vmm = self
             .privileged(LaunchVmSpec {
@@ -151,7 +150,7 @@ impl VmService {
                 memory_mib: vm.memory_mib,
                 tap,
                 mac: lease.mac.clone(),
-                kvm,
+                force_kvm: self.config.diagnostics.assume_kvm_usable,
             })
             .await?;
         self.record_vmm(&vm.id, Some(&launched_vmm));

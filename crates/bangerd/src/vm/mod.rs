@@ -23,7 +23,7 @@ mod lifecycle;
 mod ops;
 mod reconcile;
 
-use banger_proto::privops::{PrivCall, ProbeKvm};
+use banger_proto::privops::PrivCall;
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -92,8 +92,6 @@ pub struct VmService {
     /// answer): the watchdog settles these, and only these, once it can.
     unsettled: std::sync::Mutex<std::collections::BTreeSet<String>>,
     ops: OpRegistry,
-    /// KVM usable for stock guests (probed lazily, kept once answered).
-    kvm: tokio::sync::OnceCell<bool>,
 }
 
 /// What VmService is built from (the daemon wires it once at startup).
@@ -130,7 +128,6 @@ impl VmService {
             vm_locks,
             create_mu: tokio::sync::Mutex::new(()),
             unsettled: std::sync::Mutex::default(),
-            kvm: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -287,33 +284,6 @@ impl VmService {
         tokio::task::spawn_blocking(move || p.request(request))
             .await
             .map_err(|e| internal(format!("privileged call task failed: {e}")))?
-    }
-
-    /// Whether stock guests can use KVM here: the doctor's verdict, unless
-    /// the owner's `diagnostics.assume_kvm_usable` overrides it.
-    async fn kvm_usable(&self) -> bool {
-        if self.config.diagnostics.assume_kvm_usable {
-            return true;
-        }
-        // Only an answer is kept for the daemon's life: a failed probe (the
-        // helper unreachable for a moment) is `false` for this call alone,
-        // never cached (it sent every later VM to QEMU's TCG).
-        let probed = self
-            .kvm
-            .get_or_try_init(|| async {
-                self.privileged(ProbeKvm)
-                    .await
-                    .map(|k| k.verdict() == banger_proto::privops::KvmVerdict::Usable)
-                    .map_err(|e| e.render())
-            })
-            .await;
-        match probed {
-            Ok(usable) => *usable,
-            Err(e) => {
-                tracing::warn!(error = %e, "probing KVM failed; this VM is treated as without KVM, and the next asks again");
-                false
-            }
-        }
     }
 }
 
