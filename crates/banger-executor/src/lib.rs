@@ -295,12 +295,17 @@ impl Executor {
     /// What this executor can run: without VM operations, nothing.
     fn vmm_support(&self) -> banger_proto::privops::VmmSupport {
         match self.vm.as_deref() {
-            Some(vm) => banger_proto::privops::VmmSupport {
-                kvm: vm.kvm_verdict(),
-                vmms: vm.vmm_availability(),
-            },
+            Some(vm) => {
+                let (kvm, kvm_problem) = vm.kvm();
+                banger_proto::privops::VmmSupport {
+                    kvm,
+                    kvm_problem,
+                    vmms: vm.vmm_availability(),
+                }
+            }
             None => banger_proto::privops::VmmSupport {
                 kvm: self.host.probe_kvm().verdict(),
+                kvm_problem: None,
                 vmms: banger_proto::vmops::VmmKind::ALL
                     .into_iter()
                     .map(|vmm| banger_proto::privops::VmmAvailability {

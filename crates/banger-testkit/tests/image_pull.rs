@@ -3,7 +3,9 @@
 //! the daemon in the same namespace, the real CLI. Publication: two
 //! concurrent pulls under one name publish exactly one image; a daemon
 //! SIGKILLed mid-pull leaves no image and, after restart, no staging dir.
-//! And `vm create --image REF`, which pulls what it names by reference.
+//! And `vm create --image REF`, which pulls what it names by reference
+//! (with `--no-start`, but a create still needs a VMM binary the executor
+//! can launch: QEMU, which `make test` installs).
 #![allow(clippy::disallowed_methods)] // tests spawn the binaries under test directly
 
 #[path = "../../banger-oci/tests/common/mod.rs"]

@@ -24,7 +24,7 @@
 //! firecracker_bin = "firecracker"       # bare name (looked up on PATH) or absolute path
 //! qemu_bin = "qemu-system-x86_64"
 //! [diagnostics]                 # overrides for testing and diagnosis, never for normal use
-//! assume_kvm_usable = false     # ignore the doctor's KVM verdict: treat KVM as usable
+//! assume_kvm_usable = false     # ignore the executor's KVM verdict: treat KVM as usable
 //! [[file_sync]]                 # owner files copied into guests on create and prepare
 //! host = "~/.config/nvim"       # beneath the owner's home; private keys refused
 //! guest = "~/.config/nvim"      # beneath the guest user's home
@@ -103,16 +103,6 @@ pub struct VmmConfig {
     pub firecracker_bin: Option<PathBuf>,
     /// Same rules as `firecracker_bin`.
     pub qemu_bin: Option<PathBuf>,
-    pub source: VmmSource,
-}
-
-/// Where [`VmmConfig`] came from (for messages).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VmmSource {
-    /// The owner's configuration (`[vmm]`) or its defaults.
-    OwnerConfig,
-    /// The install metadata (system mode).
-    Install,
 }
 
 impl VmmConfig {
@@ -121,7 +111,6 @@ impl VmmConfig {
         VmmConfig {
             firecracker_bin: v.firecracker_bin.clone(),
             qemu_bin: v.qemu_bin.clone(),
-            source: VmmSource::Install,
         }
     }
 }
@@ -156,7 +145,6 @@ impl Default for Config {
             vmm: VmmConfig {
                 firecracker_bin: Some("firecracker".into()),
                 qemu_bin: Some("qemu-system-x86_64".into()),
-                source: VmmSource::OwnerConfig,
             },
             diagnostics: DiagnosticsConfig::default(),
             file_sync: Vec::new(),

@@ -101,8 +101,14 @@ pub(crate) struct VmHost {
     busy: Mutex<std::collections::BTreeMap<String, &'static str>>,
     /// Device probes (is `/dev/mapper/control` there?) and KVM's.
     probes: Arc<dyn HostProbes>,
-    /// A KVM probe passed: stock guests run under KVM here (`support`).
-    kvm_usable: std::sync::atomic::AtomicBool,
+    /// The last KVM verdict, why not, and when (`support`).
+    kvm: Mutex<
+        Option<(
+            banger_proto::privops::KvmVerdict,
+            Option<String>,
+            std::time::Instant,
+        )>,
+    >,
     /// The host network: a journaled tap is handed to a VMM's uid for its
     /// launch and given back to root (`taps`).
     net: Arc<dyn HostNet>,
@@ -141,7 +147,7 @@ impl VmHost {
             handing: Mutex::default(),
             busy: Mutex::default(),
             probes,
-            kvm_usable: std::sync::atomic::AtomicBool::new(false),
+            kvm: Mutex::default(),
             net,
             tools: Arc::new(snapshot::HostTools),
             cgroups: None,

@@ -4,28 +4,55 @@
 //! KVM by this verdict (unless the owner forces it), so neither fact makes
 //! a round trip through the daemon.
 
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
+use std::time::{Duration, Instant};
 
 use banger_proto::privops::{KvmVerdict, VmmAvailability};
 use banger_proto::vmops::VmmKind;
 
 use super::VmHost;
 
+/// How long a verdict other than usable is kept before the next probe.
+pub(crate) const KVM_RECHECK: Duration = Duration::from_secs(60);
+
 impl VmHost {
-    /// Whether a stock guest runs under this host's KVM. A passing probe
-    /// is kept (a host does not lose KVM while the executor runs); any
-    /// other verdict is probed again next time (a node made usable later,
-    /// a module loaded).
-    pub(crate) fn kvm_verdict(&self) -> KvmVerdict {
-        if self.kvm_usable.load(Ordering::Relaxed) {
-            return KvmVerdict::Usable;
+    /// Whether a stock guest runs under this host's KVM for a jailed VMM,
+    /// and why not when it does not: the KVM probe (a tiny guest, the
+    /// MSR a stock VMM writes) must pass, and `/dev/kvm` must be a node a
+    /// groupless jail uid can open (world read-write; root's probe alone
+    /// would pass on a 0660 node every launch then refuses). A usable
+    /// verdict is kept for the executor's life (a host does not lose KVM
+    /// while it runs); any other for [`KVM_RECHECK`].
+    pub(crate) fn kvm(&self) -> (KvmVerdict, Option<String>) {
+        let mut cached = self.kvm.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((verdict, problem, at)) = &*cached
+            && (*verdict == KvmVerdict::Usable || at.elapsed() < KVM_RECHECK)
+        {
+            return (*verdict, problem.clone());
         }
         let verdict = self.probes.probe_kvm().verdict();
-        if verdict == KvmVerdict::Usable {
-            self.kvm_usable.store(true, Ordering::Relaxed);
-        }
-        verdict
+        let (verdict, problem) = match verdict {
+            KvmVerdict::Usable => {
+                match super::vmm_files::open_device(Path::new("/dev/kvm"), "a jailed VMM") {
+                    Ok(_) => (KvmVerdict::Usable, None),
+                    Err(e) => (KvmVerdict::NoAccess, Some(e.to_string())),
+                }
+            }
+            KvmVerdict::PresentUnusable => (
+                verdict,
+                Some("KVM cannot run stock guests on this host (see `banger doctor`)".into()),
+            ),
+            KvmVerdict::NoAccess => (verdict, Some("/dev/kvm cannot be opened".into())),
+            KvmVerdict::Absent => (verdict, Some("this host has no /dev/kvm".into())),
+        };
+        *cached = Some((verdict, problem.clone(), Instant::now()));
+        (verdict, problem)
+    }
+
+    /// [`Self::kvm`]'s verdict.
+    pub(crate) fn kvm_verdict(&self) -> KvmVerdict {
+        self.kvm().0
     }
 
     /// The binary this executor launches `vmm` with, resolved, or why it
@@ -87,10 +114,10 @@ mod tests {
             VmHost::new(cfg, journal, Arc::new(probes), Arc::new(FakeNet::new()))
         };
         let pvm = host(cfg.clone(), FakeHost::lab_host());
-        // A PVM host runs the tiny guest yet refuses a stock one: not
-        // usable, and asked again each time.
-        assert_eq!(pvm.kvm_verdict(), KvmVerdict::PresentUnusable);
-        assert_eq!(pvm.kvm_verdict(), KvmVerdict::PresentUnusable);
+        // A PVM host runs the tiny guest yet refuses a stock one.
+        let (verdict, problem) = pvm.kvm();
+        assert_eq!(verdict, KvmVerdict::PresentUnusable);
+        assert!(problem.unwrap().contains("cannot run stock guests"));
         let host = host(cfg, FakeHost::healthy());
         let all = host.vmm_availability();
         assert_eq!(all.len(), 2);
@@ -106,8 +133,18 @@ mod tests {
                 .contains("no-firecracker was not found"),
             "{fc:?}"
         );
-        // A healthy KVM: usable, and kept.
-        assert_eq!(host.kvm_verdict(), KvmVerdict::Usable);
-        assert_eq!(host.kvm_verdict(), KvmVerdict::Usable);
+        // A healthy KVM: usable when the host's /dev/kvm lets a jail
+        // uid in (0666), else refused as such, in words; either kept.
+        let (verdict, problem) = host.kvm();
+        let open = std::fs::metadata("/dev/kvm").is_ok_and(|m| {
+            std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o006 == 0o006
+        });
+        if open {
+            assert_eq!((verdict, problem), (KvmVerdict::Usable, None));
+        } else {
+            assert_eq!(verdict, KvmVerdict::NoAccess);
+            assert!(problem.unwrap().contains("world read-write"));
+        }
+        assert_eq!(host.kvm_verdict(), verdict);
     }
 }

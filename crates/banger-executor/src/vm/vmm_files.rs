@@ -178,7 +178,7 @@ impl VmHost {
 /// `/dev/kvm`, `/dev/net/tun`), opened `O_PATH|O_NOFOLLOW`: the jail uid
 /// has no groups, so the node must be a world read-write character
 /// device (systemd's default for both, 0666).
-fn open_device(path: &Path, vmm: &'static str) -> Result<OwnedFd, VmOpError> {
+pub(super) fn open_device(path: &Path, vmm: &'static str) -> Result<OwnedFd, VmOpError> {
     let fd = rustix::fs::open(
         path,
         OFlags::PATH | OFlags::CLOEXEC | OFlags::NOFOLLOW,

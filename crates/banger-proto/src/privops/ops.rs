@@ -96,7 +96,8 @@ domain! {
         /// test, kept once it passes) and, for each VMM, the binary it
         /// would launch or why it has none. The daemon chooses a VM's VMM
         /// from this, never from facts of its own. Preconditions: none.
-        /// Side effects: none that outlive the call.
+        /// Side effects: a passing KVM probe is kept for the executor's
+        /// life (any other verdict for a minute), and every launch uses it.
         ProbeVmms(ProbeVmms) = "probe_vmms" -> VmmSupport,
     }
 }

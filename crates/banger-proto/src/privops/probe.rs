@@ -151,9 +151,13 @@ pub enum JailScopeProbe {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmmSupport {
-    /// Whether a stock guest runs under this host's KVM, by the executor's
-    /// own probe.
+    /// Whether a stock guest runs under this host's KVM, for the VMMs this
+    /// executor jails: its own probe passed and `/dev/kvm` is a node their
+    /// groupless uids can open.
     pub kvm: KvmVerdict,
+    /// Why KVM is not usable, in words, when it is not.
+    #[serde(default)]
+    pub kvm_problem: Option<String>,
     /// Every VMM kind, once.
     pub vmms: Vec<VmmAvailability>,
 }

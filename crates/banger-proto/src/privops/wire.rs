@@ -1,5 +1,6 @@
 //! The wire form of [`PrivOp`]: one flat, adjacently tagged enum, exactly
-//! as protocols 4 and 5 have always sent it (`{"op": NAME}` for an op that carries
+//! as protocol 4 sent it (protocol 5 added `probe_vmms` and renamed
+//! `launch_vm`'s `kvm` to `force_kvm`) (`{"op": NAME}` for an op that carries
 //! nothing, `{"op": NAME, "args": {..}}` otherwise; unknown ops and fields
 //! refused, an `args` array refused where it is a struct). [`PrivOp`]
 //! groups the same operations by domain in Rust and (de)serializes through

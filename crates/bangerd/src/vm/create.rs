@@ -48,12 +48,9 @@ impl HostLimits {
     }
 }
 
-/// vCPUs, memory and disk within what `vmm`, banger
-/// (`banger_proto::limits`) and this host can give: refused here, before
-/// anything is allocated, never by the VMM at launch.
 /// Why the executor that answered `support` cannot run `vmm`: no binary,
-/// or, for Firecracker, no KVM that runs a stock guest (unless `forced`,
-/// the owner's `diagnostics.assume_kvm_usable`).
+/// or, for Firecracker, no KVM a jailed VMM can use (unless `forced`, the
+/// owner's `diagnostics.assume_kvm_usable`).
 pub fn vmm_problem(support: &VmmSupport, vmm: VmmKind, forced: bool) -> Option<String> {
     let Some(entry) = support.of(vmm) else {
         return Some(format!("the executor does not report {vmm}"));
@@ -62,10 +59,16 @@ pub fn vmm_problem(support: &VmmSupport, vmm: VmmKind, forced: bool) -> Option<S
         return Some(p.clone());
     }
     let kvm = forced || support.kvm == KvmVerdict::Usable;
-    (vmm == VmmKind::Firecracker && !kvm)
-        .then(|| "KVM cannot run stock guests on this host (see `banger doctor`)".to_string())
+    (vmm == VmmKind::Firecracker && !kvm).then(|| {
+        support.kvm_problem.clone().unwrap_or_else(|| {
+            "KVM cannot run stock guests on this host (see `banger doctor`)".to_string()
+        })
+    })
 }
 
+/// vCPUs, memory and disk within what `vmm`, banger
+/// (`banger_proto::limits`) and this host can give: refused here, before
+/// anything is allocated, never by the VMM at launch.
 pub fn check_resources(
     host: HostLimits,
     vmm: VmmKind,
@@ -474,5 +477,49 @@ mod tests {
         assert!(here.cpus >= 1);
         let mib = here.memory_mib.expect("sysinfo gives the host's memory");
         assert!(mib >= 128, "{mib} MiB");
+    }
+
+    fn support(kvm: KvmVerdict, qemu: Option<&str>, fc: Option<&str>) -> VmmSupport {
+        let entry = |vmm, problem: Option<&str>| banger_proto::privops::VmmAvailability {
+            vmm,
+            binary: problem.is_none().then(|| format!("/usr/bin/{vmm}")),
+            problem: problem.map(str::to_string),
+        };
+        VmmSupport {
+            kvm,
+            kvm_problem: (kvm != KvmVerdict::Usable)
+                .then(|| "/dev/kvm must be a world read-write device node".to_string()),
+            vmms: vec![entry(VmmKind::Qemu, qemu), entry(VmmKind::Firecracker, fc)],
+        }
+    }
+
+    /// Issue #14 item 4: the VMM is chosen from what the executor says it
+    /// can run, with its words.
+    #[test]
+    fn a_vmm_is_refused_for_the_executors_reasons() {
+        let all = support(KvmVerdict::Usable, None, None);
+        assert_eq!(vmm_problem(&all, VmmKind::Firecracker, false), None);
+        assert_eq!(vmm_problem(&all, VmmKind::Qemu, false), None);
+        // Without usable KVM: QEMU runs (TCG), Firecracker is refused in
+        // the executor's words, unless the owner forces KVM.
+        let no_kvm = support(KvmVerdict::NoAccess, None, None);
+        assert_eq!(vmm_problem(&no_kvm, VmmKind::Qemu, false), None);
+        let p = vmm_problem(&no_kvm, VmmKind::Firecracker, false).unwrap();
+        assert!(p.contains("world read-write"), "{p}");
+        assert_eq!(vmm_problem(&no_kvm, VmmKind::Firecracker, true), None);
+        // A missing binary is refused whatever the KVM.
+        let no_bins = support(
+            KvmVerdict::Usable,
+            Some("no QEMU binary"),
+            Some("no FC binary"),
+        );
+        assert_eq!(
+            vmm_problem(&no_bins, VmmKind::Qemu, true).as_deref(),
+            Some("no QEMU binary")
+        );
+        assert_eq!(
+            vmm_problem(&no_bins, VmmKind::Firecracker, true).as_deref(),
+            Some("no FC binary")
+        );
     }
 }
