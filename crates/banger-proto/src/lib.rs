@@ -14,6 +14,7 @@ pub mod error;
 pub mod frame;
 pub mod image;
 pub mod install;
+pub mod layout;
 pub mod limits;
 pub mod net;
 pub mod privops;

@@ -2,7 +2,8 @@
 //!
 //! Nothing here names a host path. The executor derives every path from the
 //! ids (32 lowercase hex characters) under the state directory it was
-//! configured with: `vms/<vm_id>/{root.ext4,work.ext4,serial.log,vmm.log,run/}`
+//! configured with, with the names of [`crate::layout`]:
+//! `vms/<vm_id>/{root.ext4,work.ext4,serial.log,vmm.log,run/}`
 //! (with dm-snapshot, `root.cow` + `root.origin` instead of `root.ext4`),
 //! `images/<image_id>/{rootfs.ext4,work-seed.ext4}`,
 //! `kernels/<kernel_id>/{kernel,initrd}`. The kernel command line and the

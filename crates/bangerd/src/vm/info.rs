@@ -91,7 +91,7 @@ impl VmService {
 
     pub(super) fn logs(&self, name: &str, lines: u32) -> Result<VmLogs, RpcError> {
         let vm = self.vm_by_name(name)?;
-        let path = self.vm_dir(&vm.id).join("serial.log");
+        let path = self.vm_dir(&vm.id).join(banger_proto::layout::SERIAL_LOG);
         let text = match std::fs::read(&path) {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -161,6 +161,7 @@ impl VmService {
             _ => (false, None),
         };
         let dir = self.vm_dir(&vm.id);
+        use banger_proto::layout::{COW_FILE, ROOT_DISK, WORK_DISK};
         let allocated = |f: &str| {
             use std::os::unix::fs::MetadataExt as _;
             std::fs::metadata(dir.join(f))
@@ -175,8 +176,8 @@ impl VmService {
             cpu_ms: pid.and_then(cpu_ms),
             rss_bytes: pid.and_then(rss_bytes),
             // With dm-snapshot the VM's own blocks are its COW file.
-            root_disk_allocated: allocated("root.ext4").or_else(|| allocated("root.cow")),
-            work_disk_allocated: allocated("work.ext4"),
+            root_disk_allocated: allocated(ROOT_DISK).or_else(|| allocated(COW_FILE)),
+            work_disk_allocated: allocated(WORK_DISK),
             net_rx_bytes: rx,
             net_tx_bytes: tx,
         })

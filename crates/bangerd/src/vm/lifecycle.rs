@@ -133,7 +133,7 @@ impl VmService {
             .await
             .map_err(|e| internal(format!("network task: {e}")))?
             .map_err(|e| e.to_rpc())?;
-        let serial = self.vm_dir(&vm.id).join("serial.log");
+        let serial = self.vm_dir(&vm.id).join(banger_proto::layout::SERIAL_LOG);
         let offset = std::fs::metadata(&serial).map(|m| m.len()).unwrap_or(0);
         step("boot", &format!("starting {} on {tap}", vm.vmm), 3);
         let kvm = self.kvm_usable().await;
@@ -413,7 +413,7 @@ impl VmService {
     /// the executor's journal is the authority, this is the daemon's copy.
     pub(super) fn record_vmm(&self, vm_id: &str, state: Option<&VmmState>) {
         let dir = self.vm_dir(vm_id);
-        if state.is_none() && !dir.join("handles.json").exists() {
+        if state.is_none() && !dir.join(banger_proto::layout::HANDLES).exists() {
             return;
         }
         let result = handles::update(&dir, |h| match state {

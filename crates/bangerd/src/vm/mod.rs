@@ -201,8 +201,9 @@ impl VmService {
             .map_err(store_err)?
             .ok_or_else(|| internal(format!("image of VM {} is gone", vm.name)))?;
         let images = Arc::clone(&self.images);
-        let disk = self.vm_dir(&vm.id).join("root.ext4");
-        if !disk.exists() && self.vm_dir(&vm.id).join("root.cow").exists() {
+        use banger_proto::layout::{COW_FILE, ROOT_DISK};
+        let disk = self.vm_dir(&vm.id).join(ROOT_DISK);
+        if !disk.exists() && self.vm_dir(&vm.id).join(COW_FILE).exists() {
             // A dm-snapshot root disk is an origin + COW pair only the
             // helper can assemble; exporting it is not built yet.
             return Err(RpcError::new(
