@@ -12,6 +12,7 @@ pub mod cidr;
 pub mod doctor;
 pub mod error;
 pub mod frame;
+pub mod guest;
 pub mod image;
 pub mod install;
 pub mod layout;

@@ -18,6 +18,9 @@ use std::path::{Path, PathBuf};
 
 use banger_host::mounts::check_state_dir;
 use banger_host::runner::Cmd;
+// The label the guest's fstab mounts the work disk by; the owner of the
+// work disk's root directory (the guest user `banger`).
+use banger_proto::guest::{GUEST_GID, GUEST_UID, WORK_LABEL};
 use banger_proto::layout::{
     COW_FILE, IMAGES_DIR, ORIGIN_FILE, RUN_DIR, SERIAL_LOG, VMM_LOG, VMS_DIR, WORK_SEED,
 };
@@ -32,10 +35,6 @@ use super::snapshot::dm::checked_owners;
 use super::validate;
 
 pub use banger_proto::layout::{ROOT_DISK, WORK_DISK};
-/// Label the guest's fstab mounts the work disk by.
-pub const WORK_LABEL: &str = "banger-work";
-/// Owner of the work disk's root directory (the guest user `banger`).
-pub const GUEST_UID: u32 = 1000;
 
 impl VmHost {
     /// The state directory, opened with `O_PATH` (which asks its file
@@ -332,7 +331,7 @@ impl VmHost {
                     "making the work disk",
                     Cmd::new("mkfs.ext4")
                         .args(["-q", "-F", "-L", WORK_LABEL, "-E"])
-                        .arg(format!("root_owner={GUEST_UID}:{GUEST_UID}"))
+                        .arg(format!("root_owner={GUEST_UID}:{GUEST_GID}"))
                         .arg(jailed::DISK),
                     &dst,
                     &path,

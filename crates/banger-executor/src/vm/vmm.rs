@@ -26,7 +26,7 @@ use crate::journal::VmmEntry;
 
 /// The kernel command line every banger guest boots with (the guest
 /// contract, docs/guest.md).
-pub const KERNEL_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw panic=-1";
+pub use banger_proto::guest::KERNEL_CMDLINE;
 
 /// The sockets a VMM of `kind` uses, relative to the VM directory (the
 /// names `banger_vmm::LaunchSpec` gives them under `run/`).

@@ -73,10 +73,9 @@ pub trait VmDns: Send + Sync + std::fmt::Debug {
     fn withdraw(&self, name: &str);
 }
 
-/// The guest user banger logs in as (docs/guest.md).
-pub const GUEST_USER: &str = "banger";
-/// The line the guest writes to its serial console once sshd is up.
-pub const READY_MARKER: &str = "banger-guest-ready";
+/// The guest user banger logs in as, and the line the guest writes to its
+/// serial console once sshd is up (the guest contract, docs/guest.md).
+pub use banger_proto::guest::{GUEST_USER, READY_MARKER};
 
 #[derive(Debug)]
 pub struct VmService {
