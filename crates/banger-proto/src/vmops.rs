@@ -53,27 +53,20 @@ impl std::str::FromStr for VmmKind {
     }
 }
 
-/// How a copy-on-write root disk is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SnapshotBackend {
-    /// dm-snapshot over loop devices.
-    DmSnapshot,
-    /// FICLONE: shares extents with the image until written.
-    Reflink,
-    /// A sparse copy (holes stay holes).
-    SparseCopy,
+word_enum! {
+    /// How a copy-on-write root disk is made. One spelling everywhere: the
+    /// seam's `VmDisksOutcome`, `host status`, the doctor's state and logs.
+    pub enum SnapshotBackend ("snapshot backend") {
+        /// dm-snapshot over loop devices.
+        DmSnapshot => "dm_snapshot",
+        /// FICLONE: shares extents with the image until written.
+        Reflink => "reflink",
+        /// A sparse copy (holes stay holes).
+        SparseCopy => "sparse_copy",
+    }
 }
 
 impl SnapshotBackend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SnapshotBackend::DmSnapshot => "dm-snapshot",
-            SnapshotBackend::Reflink => "reflink",
-            SnapshotBackend::SparseCopy => "sparse-copy",
-        }
-    }
-
     /// The backend new root disks get: dm-snapshot where device-mapper is
     /// usable (`/dev/mapper/control` and `dmsetup`), else reflink where the
     /// state filesystem shares extents, else a sparse copy. The executor
@@ -86,12 +79,6 @@ impl SnapshotBackend {
         } else {
             SnapshotBackend::SparseCopy
         }
-    }
-}
-
-impl std::fmt::Display for SnapshotBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

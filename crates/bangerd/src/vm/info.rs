@@ -36,7 +36,7 @@ impl VmService {
         VmInfo {
             id: vm.id.clone(),
             name: vm.name.clone(),
-            state: vm.state.to_string(),
+            state: vm.state,
             state_reason: vm.state_reason.clone(),
             image,
             vmm: vm.vmm,

@@ -40,7 +40,9 @@ impl VmService {
         let lock = self.lock_for(&vm.id);
         let _g = lock.lock().await;
         let vm = self.row(&vm.id)?;
-        let op = self.ops.begin("vm.start", Some(&vm.id))?;
+        let op = self
+            .ops
+            .begin(banger_proto::vm::OpKind::VmStart, Some(&vm.id))?;
         let rx = self.ops.subscribe(&op.id);
         let forward = async {
             if let Some(rx) = rx {
