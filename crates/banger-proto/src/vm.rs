@@ -348,6 +348,7 @@ mod tests {
         );
         assert_eq!(words(OpState::ALL), "running succeeded failed");
         assert_eq!(words(OpKind::ALL), "vm.create vm.start");
+        assert_eq!(words(VmmKind::ALL), "firecracker qemu");
         assert_eq!(
             words(SnapshotBackend::ALL),
             "dm_snapshot reflink sparse_copy"

@@ -16,40 +16,11 @@ use serde::{Deserialize, Serialize};
 /// (`banger_host::devguard`) keeps the host's udev rules and LVM off them.
 pub const DM_NAME_PREFIX: &str = "banger-";
 
-/// Which hypervisor runs a VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VmmKind {
-    Firecracker,
-    Qemu,
-}
-
-impl VmmKind {
-    /// Every VMM banger drives.
-    pub const ALL: [VmmKind; 2] = [VmmKind::Firecracker, VmmKind::Qemu];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            VmmKind::Firecracker => "firecracker",
-            VmmKind::Qemu => "qemu",
-        }
-    }
-}
-
-impl std::fmt::Display for VmmKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for VmmKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<VmmKind, String> {
-        VmmKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown VMM {s:?} (firecracker or qemu)"))
+word_enum! {
+    /// Which hypervisor runs a VM.
+    pub enum VmmKind ("VMM") {
+        Firecracker => "firecracker",
+        Qemu => "qemu",
     }
 }
 
