@@ -307,7 +307,8 @@ impl Executor {
                 kvm: self.host.probe_kvm().verdict(),
                 kvm_problem: None,
                 vmms: banger_proto::vmops::VmmKind::ALL
-                    .into_iter()
+                    .iter()
+                    .copied()
                     .map(|vmm| banger_proto::privops::VmmAvailability {
                         vmm,
                         binary: None,

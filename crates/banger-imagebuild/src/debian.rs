@@ -352,7 +352,7 @@ fn build_in(
     progress(Progress::Step("packing the root filesystem (ext4)".into()));
     let usage = ext4::tree_usage(tree).map_err(DebianError::Ext4)?;
     let size = ext4::image_size(usage, ROOTFS_HEADROOM);
-    let rootfs = stage.join("rootfs.ext4");
+    let rootfs = stage.join(banger_proto::layout::ROOTFS);
     ext4::mkfs_from_tree(tree, &rootfs, guest::ROOT_LABEL, size).map_err(DebianError::Ext4)?;
     ext4::fsck(&rootfs).map_err(DebianError::Ext4)?;
     Ok((built, rootfs))

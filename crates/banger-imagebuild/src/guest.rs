@@ -6,29 +6,21 @@
 //! by banger into each VM's disk before it boots; the image only leaves the
 //! places for them.
 
-/// Bump when anything in this module changes: it is part of the build cache
-/// key, so a new contract never reuses an old image. Recorded in the image
-/// as `/etc/banger/guest-contract`.
-pub const GUEST_CONTRACT_VERSION: u32 = 2;
+/// The contract's shared facts (its version — bump it when anything in
+/// this module changes —, the guest user, the work disk's label, the
+/// readiness line and port, the kernel command line) are
+/// `banger_proto::guest`'s: the executor, the VMM drivers and the daemon
+/// rely on the same ones.
+pub use banger_proto::guest::{
+    GUEST_CONTRACT_VERSION, GUEST_GID, GUEST_UID, GUEST_USER, KERNEL_CMDLINE, READY_MARKER,
+    READY_VSOCK_PORT, WORK_LABEL,
+};
 
-/// The guest user.
-pub const GUEST_USER: &str = "banger";
-pub const GUEST_UID: u32 = 1000;
-pub const GUEST_GID: u32 = 1000;
+/// The guest user's home (the work disk's mount point).
 pub const GUEST_HOME: &str = "/home/banger";
 
 /// Label of the root filesystem banger builds.
 pub const ROOT_LABEL: &str = "banger-root";
-/// Label of the work disk (the work seed and every VM's copy of it).
-pub const WORK_LABEL: &str = "banger-work";
-
-/// The line `banger-ready.service` writes to the serial console.
-pub const READY_MARKER: &str = "banger-guest-ready";
-/// Host-side vsock port the readiness line is sent to (CID 2, the host).
-pub const READY_VSOCK_PORT: u32 = 52;
-
-/// The kernel command line banger boots these images with.
-pub const KERNEL_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw panic=-1";
 
 /// Where banger writes per-VM authorized keys (in addition to the user's
 /// `~/.ssh/authorized_keys` on the work disk).

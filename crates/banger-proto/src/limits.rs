@@ -72,7 +72,7 @@ mod tests {
 
     #[test]
     fn each_vmm_has_its_own_vcpu_limit_within_bangers() {
-        for vmm in VmmKind::ALL {
+        for &vmm in VmmKind::ALL {
             assert!(vmm.max_vcpus() <= MAX_VCPUS, "{vmm}");
             assert_eq!(check_vcpus(vmm, 1), Ok(1));
             assert_eq!(

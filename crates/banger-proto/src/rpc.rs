@@ -21,6 +21,7 @@ use crate::doctor::DoctorReport;
 use crate::image::{ImageRequest, ImageResponse, KernelRequest, KernelResponse};
 use crate::net::TeardownReport;
 use crate::vm::{OpRequest, OpResponse, VmRequest, VmResponse};
+use crate::vmops::SnapshotBackend;
 use crate::workspace::{WorkspaceRequest, WorkspaceResponse};
 
 /// Version of this RPC. Bump on any incompatible change to the types below.
@@ -159,9 +160,9 @@ pub struct HostStatus {
     pub tap_pool: TapPoolStatus,
     /// Whether `~vm` is routed to banger's DNS by systemd-resolved.
     pub resolver_routing: bool,
-    /// How new VM root disks are made here: `dm-snapshot`, `reflink` or
-    /// `sparse-copy` (`SnapshotBackend::select`).
-    pub snapshot_backend: String,
+    /// How new VM root disks are made here: `dm_snapshot`, `reflink` or
+    /// `sparse_copy` (`SnapshotBackend::select`).
+    pub snapshot_backend: SnapshotBackend,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

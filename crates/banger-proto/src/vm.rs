@@ -111,14 +111,26 @@ pub struct SetVm {
     pub nat: Option<bool>,
 }
 
+word_enum! {
+    /// Lifecycle state of a VM (the daemon's store records it in the same
+    /// words). Which transitions are legal is the VM service's to decide.
+    pub enum VmState ("VM state") {
+        Created => "created",
+        Starting => "starting",
+        Running => "running",
+        Stopping => "stopping",
+        Stopped => "stopped",
+        Failed => "failed",
+    }
+}
+
 /// A VM as `vm ls` / `vm show` report it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VmInfo {
     pub id: String,
     pub name: String,
-    /// `created`, `starting`, `running`, `stopping`, `stopped`, `failed`.
-    pub state: String,
+    pub state: VmState,
     pub state_reason: Option<String>,
     pub image: String,
     pub vmm: VmmKind,
@@ -262,14 +274,32 @@ impl OpRequest {
     }
 }
 
+word_enum! {
+    /// What an asynchronous operation does.
+    pub enum OpKind ("operation kind") {
+        /// `vm create`: the VM's disks, guest files and first boot.
+        VmCreate => "vm.create",
+        /// `vm start`.
+        VmStart => "vm.start",
+    }
+}
+
+word_enum! {
+    /// State of an asynchronous operation.
+    pub enum OpState ("operation state") {
+        Running => "running",
+        Succeeded => "succeeded",
+        Failed => "failed",
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OpInfo {
     pub id: String,
-    pub kind: String,
+    pub kind: OpKind,
     pub vm: Option<String>,
-    /// `running`, `succeeded`, `failed`.
-    pub state: String,
+    pub state: OpState,
     pub stage: Option<String>,
     pub done: u64,
     pub total: Option<u64>,
@@ -296,5 +326,46 @@ mod tests {
         assert!(
             serde_json::from_str::<VmRequest>(r#"{"verb":"show","name":"x","path":"/"}"#).is_err()
         );
+    }
+
+    /// States and kinds cross as the words they were as strings: the JSON
+    /// of `vm ls` and `op ls` is unchanged, and the words are the store's.
+    #[test]
+    fn states_and_kinds_are_their_words() {
+        fn words<T: Serialize + std::fmt::Display + std::str::FromStr>(all: &[T]) -> String
+        where
+            T::Err: std::fmt::Debug,
+        {
+            all.iter()
+                .map(|v| {
+                    let json = serde_json::to_string(v).unwrap();
+                    assert_eq!(json, format!("\"{v}\""));
+                    assert_eq!(
+                        v.to_string().parse::<T>().unwrap().to_string(),
+                        v.to_string()
+                    );
+                    v.to_string()
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+        assert_eq!(
+            words(VmState::ALL),
+            "created starting running stopping stopped failed"
+        );
+        assert_eq!(words(OpState::ALL), "running succeeded failed");
+        assert_eq!(words(OpKind::ALL), "vm.create vm.start");
+        assert_eq!(words(VmmKind::ALL), "firecracker qemu");
+        assert_eq!(
+            words(SnapshotBackend::ALL),
+            "dm_snapshot reflink sparse_copy"
+        );
+        assert_eq!(
+            "paused".parse::<VmState>().unwrap_err(),
+            "unknown VM state \"paused\", expected one of created, starting, running, \
+             stopping, stopped, failed"
+        );
+        assert!(serde_json::from_str::<VmState>(r#""paused""#).is_err());
+        assert_eq!(format!("[{:<9}]", VmState::Running), "[running  ]");
     }
 }

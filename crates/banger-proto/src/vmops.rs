@@ -2,7 +2,8 @@
 //!
 //! Nothing here names a host path. The executor derives every path from the
 //! ids (32 lowercase hex characters) under the state directory it was
-//! configured with: `vms/<vm_id>/{root.ext4,work.ext4,serial.log,vmm.log,run/}`
+//! configured with, with the names of [`crate::layout`]:
+//! `vms/<vm_id>/{root.ext4,work.ext4,serial.log,vmm.log,run/}`
 //! (with dm-snapshot, `root.cow` + `root.origin` instead of `root.ext4`),
 //! `images/<image_id>/{rootfs.ext4,work-seed.ext4}`,
 //! `kernels/<kernel_id>/{kernel,initrd}`. The kernel command line and the
@@ -15,64 +16,28 @@ use serde::{Deserialize, Serialize};
 /// (`banger_host::devguard`) keeps the host's udev rules and LVM off them.
 pub const DM_NAME_PREFIX: &str = "banger-";
 
-/// Which hypervisor runs a VM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum VmmKind {
-    Firecracker,
-    Qemu,
-}
-
-impl VmmKind {
-    /// Every VMM banger drives.
-    pub const ALL: [VmmKind; 2] = [VmmKind::Firecracker, VmmKind::Qemu];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            VmmKind::Firecracker => "firecracker",
-            VmmKind::Qemu => "qemu",
-        }
+word_enum! {
+    /// Which hypervisor runs a VM.
+    pub enum VmmKind ("VMM") {
+        Firecracker => "firecracker",
+        Qemu => "qemu",
     }
 }
 
-impl std::fmt::Display for VmmKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+word_enum! {
+    /// How a copy-on-write root disk is made. One spelling everywhere: the
+    /// seam's `VmDisksOutcome`, `host status`, the doctor's state and logs.
+    pub enum SnapshotBackend ("snapshot backend") {
+        /// dm-snapshot over loop devices.
+        DmSnapshot => "dm_snapshot",
+        /// FICLONE: shares extents with the image until written.
+        Reflink => "reflink",
+        /// A sparse copy (holes stay holes).
+        SparseCopy => "sparse_copy",
     }
-}
-
-impl std::str::FromStr for VmmKind {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<VmmKind, String> {
-        VmmKind::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown VMM {s:?} (firecracker or qemu)"))
-    }
-}
-
-/// How a copy-on-write root disk is made.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SnapshotBackend {
-    /// dm-snapshot over loop devices.
-    DmSnapshot,
-    /// FICLONE: shares extents with the image until written.
-    Reflink,
-    /// A sparse copy (holes stay holes).
-    SparseCopy,
 }
 
 impl SnapshotBackend {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SnapshotBackend::DmSnapshot => "dm-snapshot",
-            SnapshotBackend::Reflink => "reflink",
-            SnapshotBackend::SparseCopy => "sparse-copy",
-        }
-    }
-
     /// The backend new root disks get: dm-snapshot where device-mapper is
     /// usable (`/dev/mapper/control` and `dmsetup`), else reflink where the
     /// state filesystem shares extents, else a sparse copy. The executor
@@ -85,12 +50,6 @@ impl SnapshotBackend {
         } else {
             SnapshotBackend::SparseCopy
         }
-    }
-}
-
-impl std::fmt::Display for SnapshotBackend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 

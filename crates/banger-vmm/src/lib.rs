@@ -274,10 +274,8 @@ pub struct LaunchSpec {
     pub kvm: bool,
 }
 
-/// Names of the sockets in `run_dir`.
-pub const API_SOCKET: &str = "firecracker.sock";
-pub const QMP_SOCKET: &str = "qmp.sock";
-pub const VSOCK_SOCKET: &str = "vsock.sock";
+/// Names of the sockets in `run_dir` (`banger_proto::layout`'s).
+pub use banger_proto::layout::{API_SOCKET, QMP_SOCKET, VSOCK_SOCKET};
 
 impl LaunchSpec {
     /// Firecracker's API socket.

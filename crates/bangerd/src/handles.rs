@@ -7,6 +7,7 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use banger_proto::layout::HANDLES as FILE;
 use banger_proto::vmops::{VmmKind, VmmState};
 use serde::{Deserialize, Serialize};
 
@@ -109,8 +110,6 @@ pub enum HandlesError {
         source: std::io::Error,
     },
 }
-
-const FILE: &str = "handles.json";
 
 /// Load a VM's handles; a missing file means "holds nothing".
 pub fn load(vm_dir: &Path) -> Result<VmHandles, HandlesError> {

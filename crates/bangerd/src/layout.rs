@@ -12,6 +12,7 @@ use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
 
 use banger_proto::install::InstallMeta;
+use banger_proto::layout;
 
 /// The dev daemon's default socket.
 pub const DEV_SOCKET: &str = "/run/banger-dev/bangerd.sock";
@@ -179,9 +180,9 @@ impl Layout {
             mode,
             socket: runtime_dir.join("bangerd.sock"),
             store_path: state_dir.join("store.db"),
-            images_dir: state_dir.join("images"),
-            kernels_dir: state_dir.join("kernels"),
-            vms_dir: state_dir.join("vms"),
+            images_dir: state_dir.join(layout::IMAGES_DIR),
+            kernels_dir: state_dir.join(layout::KERNELS_DIR),
+            vms_dir: state_dir.join(layout::VMS_DIR),
             known_hosts: state_dir.join("ssh").join("known_hosts"),
             client_key: Self::state_client_key(&state_dir),
             state_dir,
@@ -295,12 +296,13 @@ impl Layout {
     }
 }
 
-/// File names inside a kernel's or an image's directory. The VM service and
-/// the executor derive paths from ids with these, so they never change.
-pub const KERNEL_FILE: &str = "kernel";
-pub const INITRD_FILE: &str = "initrd";
-pub const ROOTFS_FILE: &str = "rootfs.ext4";
-pub const WORK_SEED_FILE: &str = "work-seed.ext4";
+/// File names inside a kernel's or an image's directory: those of
+/// `banger_proto::layout`, with which the executor derives the same paths
+/// from ids, so they never change.
+pub use banger_proto::layout::{
+    INITRD as INITRD_FILE, KERNEL as KERNEL_FILE, ROOTFS as ROOTFS_FILE,
+    WORK_SEED as WORK_SEED_FILE,
+};
 /// Staging directories under `images/` and `kernels/`; starts with a dot, so
 /// it can never be a store id.
 pub const STAGING_DIR: &str = ".staging";

@@ -18,6 +18,12 @@ use std::path::{Path, PathBuf};
 
 use banger_host::mounts::check_state_dir;
 use banger_host::runner::Cmd;
+// The label the guest's fstab mounts the work disk by; the owner of the
+// work disk's root directory (the guest user `banger`).
+use banger_proto::guest::{GUEST_GID, GUEST_UID, WORK_LABEL};
+use banger_proto::layout::{
+    COW_FILE, IMAGES_DIR, ORIGIN_FILE, RUN_DIR, SERIAL_LOG, VMM_LOG, VMS_DIR, WORK_SEED,
+};
 use banger_proto::vmops::{VmDisksOutcome, VmDisksSpec};
 use banger_vmm::dir::{OwnerDir, RESOLVE};
 use rustix::fs::{FileType, Mode, OFlags};
@@ -28,12 +34,7 @@ use super::jailed;
 use super::snapshot::dm::checked_owners;
 use super::validate;
 
-pub const ROOT_DISK: &str = "root.ext4";
-pub const WORK_DISK: &str = "work.ext4";
-/// Label the guest's fstab mounts the work disk by.
-pub const WORK_LABEL: &str = "banger-work";
-/// Owner of the work disk's root directory (the guest user `banger`).
-pub const GUEST_UID: u32 = 1000;
+pub use banger_proto::layout::{ROOT_DISK, WORK_DISK};
 
 impl VmHost {
     /// The state directory, opened with `O_PATH` (which asks its file
@@ -132,7 +133,7 @@ impl VmHost {
     pub(super) fn vm_dir_fd(&self, vm_id: &str) -> Result<Option<OwnedFd>, VmOpError> {
         validate::id("VM id", vm_id)?;
         let dir = self.state_fd()?;
-        let rel = Path::new("vms").join(vm_id);
+        let rel = Path::new(VMS_DIR).join(vm_id);
         match rustix::fs::openat2(
             dir.as_fd(),
             &rel,
@@ -233,11 +234,11 @@ impl VmHost {
     }
 
     pub(super) fn vm_rel(&self, vm_id: &str, name: &str) -> PathBuf {
-        Path::new("vms").join(vm_id).join(name)
+        Path::new(VMS_DIR).join(vm_id).join(name)
     }
 
     pub fn vm_dir(&self, vm_id: &str) -> PathBuf {
-        self.state_dir.join("vms").join(vm_id)
+        self.state_dir.join(VMS_DIR).join(vm_id)
     }
 
     /// Make `name` in VM `vm_id`'s directory the owner's
@@ -268,7 +269,7 @@ impl VmHost {
         validate::id("VM id", &spec.vm_id)?;
         validate::id("image id", &spec.image_id)?;
         validate::work_disk_bytes(spec.work_disk_bytes)?;
-        let image_rel = Path::new("images").join(&spec.image_id);
+        let image_rel = Path::new(IMAGES_DIR).join(&spec.image_id);
         let root = self.create_root_disk(&spec.vm_id, &spec.image_id)?;
         match self.create_work_disk(&image_rel, &spec.vm_id, spec.work_disk_bytes) {
             Ok(work) => Ok(VmDisksOutcome {
@@ -300,7 +301,7 @@ impl VmHost {
     ) -> Result<u64, VmOpError> {
         let path = self.state_dir.join(self.vm_rel(vm_id, WORK_DISK));
         let dst = self.create_file(vm_id, WORK_DISK)?;
-        let seed_rel = image_rel.join("work-seed.ext4");
+        let seed_rel = image_rel.join(WORK_SEED);
         match self.open_beneath(&seed_rel, OFlags::RDONLY) {
             Ok(seed) => {
                 // Copied into a disk the owner reads: it must be the
@@ -330,7 +331,7 @@ impl VmHost {
                     "making the work disk",
                     Cmd::new("mkfs.ext4")
                         .args(["-q", "-F", "-L", WORK_LABEL, "-E"])
-                        .arg(format!("root_owner={GUEST_UID}:{GUEST_UID}"))
+                        .arg(format!("root_owner={GUEST_UID}:{GUEST_GID}"))
                         .arg(jailed::DISK),
                     &dst,
                     &path,
@@ -385,15 +386,15 @@ impl VmHost {
             vm_id,
             &[
                 ROOT_DISK,
-                super::snapshot::dm::COW_FILE,
-                super::snapshot::dm::ORIGIN_FILE,
+                COW_FILE,
+                ORIGIN_FILE,
                 WORK_DISK,
-                "serial.log",
-                "vmm.log",
+                SERIAL_LOG,
+                VMM_LOG,
             ],
         )?;
         self.remove_qmp_socket(vm_id);
-        self.remove_tree_beneath(vm_id, "run")
+        self.remove_tree_beneath(vm_id, RUN_DIR)
     }
 }
 

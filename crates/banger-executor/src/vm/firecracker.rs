@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use banger_proto::layout::{RUN_DIR, SERIAL_LOG};
 use banger_proto::vmops::LaunchVmSpec;
 use banger_vmm::LaunchSpec;
 use banger_vmm::dir::{OwnerDir, Peer};
@@ -19,7 +20,6 @@ use super::proc::Proc;
 use super::ready::ReadyWatch;
 use super::slots::Slot;
 use super::taps::HandedTap;
-use super::vmm::SERIAL_LOG;
 
 impl VmHost {
     /// Launch Firecracker jailed as `slot`'s uid (`ls.run_as`: the slot's
@@ -123,7 +123,7 @@ impl VmHost {
         let vm_dir = self.owner_vm_dir(vm_id).ok()?;
         let fd = rustix::fs::openat2(
             &vm_dir,
-            "run",
+            RUN_DIR,
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
             banger_vmm::dir::RESOLVE,
@@ -133,7 +133,7 @@ impl VmHost {
         if st.st_uid != uid || st.st_mode & 0o7777 != 0o700 {
             return None;
         }
-        let run = OwnerDir::from_fd(fd, vm_dir.join("run"));
+        let run = OwnerDir::from_fd(fd, vm_dir.join(RUN_DIR));
         ApiClient::new(
             run,
             banger_vmm::API_SOCKET,

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use banger_host::jail::Jail;
 use banger_host::runner::{Cmd, Output, Runner};
+use banger_proto::layout::VMS_DIR;
 
 use super::VmHost;
 use super::error::{VmOpError, io};
@@ -118,7 +119,7 @@ impl VmHost {
         if let Ok(rel) = path.strip_prefix(&self.state_dir) {
             let parts: Vec<&str> = rel.iter().filter_map(|c| c.to_str()).collect();
             return match parts[..] {
-                ["vms", vm_id, name] if self.disk_path(vm_id, name).is_ok_and(|p| p == path) => {
+                [VMS_DIR, vm_id, name] if self.disk_path(vm_id, name).is_ok_and(|p| p == path) => {
                     Ok((vm_id.to_string(), name.to_string()))
                 }
                 _ => Err(invalid()),

@@ -5,6 +5,10 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use banger_proto::layout::{
+    API_SOCKET, IMAGES_DIR, INITRD, KERNEL, KERNELS_DIR, RUN_DIR, SERIAL_LOG, VMM_LOG,
+    VSOCK_SOCKET, in_run_dir,
+};
 use banger_proto::privops::KvmVerdict;
 use banger_proto::vmops::{LaunchVmSpec, VmStopped, VmmKind, VmmState};
 
@@ -23,20 +27,15 @@ use crate::journal::VmmEntry;
 
 /// The kernel command line every banger guest boots with (the guest
 /// contract, docs/guest.md).
-pub const KERNEL_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw panic=-1";
-
-/// QEMU's stdout and stderr, in the VM directory: made anew at each launch.
-const VMM_LOG: &str = "vmm.log";
-/// The serial console (Firecracker's stdout), appended across boots.
-pub(super) const SERIAL_LOG: &str = "serial.log";
+pub use banger_proto::guest::KERNEL_CMDLINE;
 
 /// The sockets a VMM of `kind` uses, relative to the VM directory (the
 /// names `banger_vmm::LaunchSpec` gives them under `run/`).
-pub(super) fn sockets(kind: VmmKind) -> &'static [&'static str] {
+pub(super) fn sockets(kind: VmmKind) -> Vec<String> {
     match kind {
         // Root's, outside the VM directory (`VmHost::qmp_socket`).
-        VmmKind::Qemu => &[],
-        VmmKind::Firecracker => &["run/firecracker.sock", "run/vsock.sock"],
+        VmmKind::Qemu => Vec::new(),
+        VmmKind::Firecracker => vec![in_run_dir(API_SOCKET), in_run_dir(VSOCK_SOCKET)],
     }
 }
 
@@ -44,17 +43,17 @@ use banger_host::jail::start_time;
 
 impl VmHost {
     fn launch_spec(&self, spec: &LaunchVmSpec, kvm: bool) -> Result<LaunchSpec, VmOpError> {
-        let krel = Path::new("kernels").join(&spec.kernel_id);
+        let krel = Path::new(KERNELS_DIR).join(&spec.kernel_id);
         // Existence and "no symlinks on the way" checks; a jailed VMM
         // gets descriptors opened again and checked by `qemu_files` or
         // `fc_files`.
-        drop(self.open_beneath(&krel.join("kernel"), OFlags::RDONLY)?);
-        let irel = Path::new("images").join(&spec.image_id).join("initrd");
+        drop(self.open_beneath(&krel.join(KERNEL), OFlags::RDONLY)?);
+        let irel = Path::new(IMAGES_DIR).join(&spec.image_id).join(INITRD);
         let initrd = match self.open_beneath(&irel, OFlags::RDONLY) {
             Ok(_) => Some(self.state_dir.join(&irel)),
             Err(VmOpError::Missing { .. }) => {
-                match self.open_beneath(&krel.join("initrd"), OFlags::RDONLY) {
-                    Ok(_) => Some(self.state_dir.join(&krel).join("initrd")),
+                match self.open_beneath(&krel.join(INITRD), OFlags::RDONLY) {
+                    Ok(_) => Some(self.state_dir.join(&krel).join(INITRD)),
                     Err(VmOpError::Missing { .. }) => None,
                     Err(e) => return Err(e),
                 }
@@ -69,7 +68,7 @@ impl VmHost {
             vm_id: spec.vm_id.clone(),
             vcpus: spec.vcpus,
             memory_mib: spec.memory_mib,
-            kernel: self.state_dir.join(&krel).join("kernel"),
+            kernel: self.state_dir.join(&krel).join(KERNEL),
             initrd,
             cmdline: KERNEL_CMDLINE.to_string(),
             drives: vec![
@@ -86,7 +85,7 @@ impl VmHost {
             ],
             tap: spec.tap.clone(),
             mac: spec.mac.clone(),
-            run_dir: dir.join("run"),
+            run_dir: dir.join(RUN_DIR),
             serial_log: dir.join(SERIAL_LOG),
             vsock_cid: 3,
             // The launch's slot ids (`launch`): never the owner's.
@@ -113,16 +112,16 @@ impl VmHost {
     /// through this descriptor, never by re-resolving its path (the owner
     /// could move another directory into its place).
     fn fresh_run_dir(&self, vm_dir: &OwnerDir, to: (u32, u32)) -> Result<OwnerDir, VmOpError> {
-        let run = vm_dir.join("run");
+        let run = vm_dir.join(RUN_DIR);
         // Relative to the VM dir's descriptor, no symlink followed, no
         // mount crossed; as the owner.
-        self.remove_vm_tree(vm_dir, "run")
+        self.remove_vm_tree(vm_dir, RUN_DIR)
             .map_err(io("removing", &run))?;
         let mode = rustix::fs::Mode::from_raw_mode(0o700);
-        rustix::fs::mkdirat(vm_dir, "run", mode).map_err(|e| io("creating", &run)(e.into()))?;
+        rustix::fs::mkdirat(vm_dir, RUN_DIR, mode).map_err(|e| io("creating", &run)(e.into()))?;
         let fd = rustix::fs::openat2(
             vm_dir,
-            "run",
+            RUN_DIR,
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             rustix::fs::Mode::empty(),
             banger_vmm::dir::RESOLVE,
@@ -566,7 +565,7 @@ impl VmHost {
         if state.running {
             state.start_time = state.pid.and_then(|pid| start_time(pid).ok());
             state.sockets = match state.vmm {
-                Some(kind) => sockets(kind).iter().map(|s| s.to_string()).collect(),
+                Some(kind) => sockets(kind),
                 None => Vec::new(),
             };
         }

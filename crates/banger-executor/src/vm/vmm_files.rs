@@ -11,6 +11,7 @@ use std::fs::File;
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::Path;
 
+use banger_proto::layout::SERIAL_LOG;
 use banger_vmm::dir::tail_lines;
 use banger_vmm::dir::{OwnerDir, reopen};
 use banger_vmm::firecracker::FirecrackerFiles;
@@ -20,7 +21,6 @@ use rustix::fs::OFlags;
 
 use super::VmHost;
 use super::error::{VmOpError, io};
-use super::vmm::SERIAL_LOG;
 
 /// The most bytes of a kernel or of an initrd root copies into a jail.
 const MAX_BOOT_FILE: u64 = 256 << 20;

@@ -74,8 +74,9 @@ const KVM_API_VERSION: i32 = 12;
 /// e6 10    out 0x10, al      ; -> KVM_EXIT_IO, out, port 0x10, 1 byte 0x42
 /// f4       hlt               ; -> KVM_EXIT_HLT (no in-kernel irqchip)
 /// ```
-pub const TINY_GUEST: [u8; 5] = [0xb0, GUEST_BYTE, 0xe6, GUEST_PORT as u8, 0xf4];
-const GUEST_PORT: u16 = 0x10;
+pub const TINY_GUEST: [u8; 5] = [0xb0, GUEST_BYTE, 0xe6, GUEST_PORT, 0xf4];
+/// The I/O port the guest writes to: `out imm8, al` takes an 8-bit port.
+const GUEST_PORT: u8 = 0x10;
 const GUEST_BYTE: u8 = 0x42;
 /// Guest-physical address of the memory slot and of the first instruction.
 const GUEST_LOAD_ADDR: u64 = 0x1000;
@@ -323,7 +324,7 @@ fn run_to_hlt(vcpu: &mut VcpuFd) -> GuestTest {
         };
         match exit {
             Exit::IoOut { port, data }
-                if !saw_out && port == GUEST_PORT && data == [GUEST_BYTE] =>
+                if !saw_out && port == u16::from(GUEST_PORT) && data == [GUEST_BYTE] =>
             {
                 saw_out = true;
             }

@@ -74,7 +74,8 @@ fn try_clone(dir: &Path) -> ReflinkSupport {
             );
         }
     };
-    let pattern: Vec<u8> = (0..PROBE_BYTES).map(|i| (i % 251) as u8).collect();
+    // 0, 1, ..., 250, 0, 1, ...: a period no power of two divides.
+    let pattern: Vec<u8> = (0..=250u8).cycle().take(PROBE_BYTES).collect();
     if let Err(e) = src.write_all(&pattern).and_then(|()| src.flush()) {
         return failed("write", format!("writing {}: {e}", src.path().display()));
     }

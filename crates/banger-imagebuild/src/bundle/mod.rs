@@ -46,12 +46,10 @@ use crate::{Progress, hex};
 
 /// The manifest member (always first).
 pub const MANIFEST: &str = "manifest.json";
-/// The root filesystem member (required).
-pub const ROOTFS: &str = "rootfs.ext4";
-/// The kernel member (optional).
-pub const KERNEL: &str = "kernel";
-/// The initrd member (optional).
-pub const INITRD: &str = "initrd";
+/// The members are named as the files of an image's directory
+/// (`banger_proto::layout`), so a bundle unpacks into one: the root
+/// filesystem (required), the kernel and the initrd (optional).
+pub use banger_proto::layout::{INITRD, KERNEL, ROOTFS};
 /// What `manifest.json`'s `format` says.
 pub const FORMAT: &str = "banger-bundle";
 /// The only manifest version this build reads and writes.

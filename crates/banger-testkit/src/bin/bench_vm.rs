@@ -320,8 +320,8 @@ fn cmdline(pid: u32) -> Vec<String> {
 
 fn marker_in(serial: &Path) -> bool {
     std::fs::read(serial).is_ok_and(|t| {
-        t.windows(b"banger-guest-ready".len())
-            .any(|w| w == b"banger-guest-ready")
+        let marker = banger_proto::guest::READY_MARKER.as_bytes();
+        t.windows(marker.len()).any(|w| w == marker)
     })
 }
 
@@ -513,9 +513,10 @@ fn hand_run(ns: &NetNs, d: &Daemon, banger_argv: &[String], name: &str) -> HandR
         v["ip"].as_str().expect("ip").to_string(),
         v["mac"].as_str().expect("mac").to_string(),
     );
-    let vm_dir = d.state().join("vms").join(&id);
+    use banger_proto::layout::{ROOT_DISK, VMS_DIR, WORK_DISK};
+    let vm_dir = d.state().join(VMS_DIR).join(&id);
     let work = shared_tempdir();
-    for f in ["root.ext4", "work.ext4"] {
+    for f in [ROOT_DISK, WORK_DISK] {
         run_ok(
             Command::new("cp")
                 .arg("--sparse=always")

@@ -28,11 +28,10 @@ use crate::{LaunchSpec, VmmError};
 
 const VMM: &str = "firecracker";
 
-/// Guest vsock port the readiness unit connects to (host CID 2).
-pub const READY_PORT: u32 = 52;
-
-/// The line the guest sends when it is ready.
-pub const READY_MARKER: &str = "banger-guest-ready";
+/// Guest vsock port the readiness unit connects to (host CID 2), and the
+/// line the guest sends when it is ready (the guest contract's,
+/// `banger_proto::guest`).
+pub use banger_proto::guest::{READY_MARKER, READY_VSOCK_PORT as READY_PORT};
 
 /// Longest line read from the guest; a marker is a dozen bytes.
 const MAX_LINE: u64 = 256;

@@ -1,7 +1,7 @@
 //! `banger op ls | show ID | wait ID`: asynchronous operations (VM create).
 
 use banger_proto::rpc::{Request, Response};
-use banger_proto::vm::{OpInfo, OpRequest, OpResponse};
+use banger_proto::vm::{OpInfo, OpRequest, OpResponse, OpState};
 use clap::{Args, Subcommand};
 
 use super::image::call_with_progress;
@@ -71,7 +71,7 @@ pub fn run(args: &OpArgs, settings: &Settings) -> Result<Exit, CliError> {
     }
     // `op wait` on a failed operation exits non-zero.
     Ok(match resp {
-        OpResponse::Op(o) if o.state == "failed" => Exit::Failure,
+        OpResponse::Op(o) if o.state == OpState::Failed => Exit::Failure,
         _ => Exit::Ok,
     })
 }

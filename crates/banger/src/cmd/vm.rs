@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use banger_host::runner::{Cmd, Runner};
 use banger_proto::rpc::{Request, Response};
-use banger_proto::vm::{CreateVm, SetVm, VmInfo, VmRequest, VmResponse, VmmKind};
+use banger_proto::vm::{CreateVm, SetVm, VmInfo, VmRequest, VmResponse, VmState, VmmKind};
 use clap::{Args, Subcommand, ValueEnum};
 
 use super::image::{call_with_progress, human_bytes};
@@ -270,7 +270,7 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
         VmResponse::Created(c) => output::stdout(
             format!(
                 "{} {} ({}, {}) — operation {}\n",
-                if c.vm.state == "running" {
+                if c.vm.state == VmState::Running {
                     "created and started"
                 } else {
                     "created"

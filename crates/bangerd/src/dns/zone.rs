@@ -327,7 +327,10 @@ impl Zone {
                 }
             } else if !at_apex {
                 // An empty non-terminal exists when something is published below it.
-                let block = Ipv4Cidr::new(block_start, (octets.len() * 8) as u8);
+                // At most 4 octets, so a prefix of at most 32: checked, not cast.
+                let block = u8::try_from(octets.len() * 8)
+                    .ok()
+                    .and_then(|prefix| Ipv4Cidr::new(block_start, prefix));
                 let below = |ip: &Ipv4Addr| block.is_some_and(|b| b.contains(*ip));
                 if !t.names.values().any(below) {
                     out.rcode = ResponseCode::NXDomain;
@@ -477,15 +480,21 @@ mod tests {
         assert!(z.lookup(&name("example.com."), RecordType::A).is_none());
     }
 
-    #[test]
-    fn reverse_apex_for_a_network_wider_than_a_slash_24() {
+    /// A zone for 10.64.0.0/`prefix` with `a.vm` at 10.64.3.4.
+    fn wide_zone(prefix: u8) -> Zone {
         let z = Zone::new(
             name("vm."),
-            Ipv4Cidr::new(Ipv4Addr::new(10, 64, 0, 0), 20).unwrap(),
+            Ipv4Cidr::new(Ipv4Addr::new(10, 64, 0, 0), prefix).unwrap(),
             5,
             None,
         );
         z.publish("a", Ipv4Addr::new(10, 64, 3, 4)).unwrap();
+        z
+    }
+
+    #[test]
+    fn reverse_apex_for_a_network_wider_than_a_slash_24() {
+        let z = wide_zone(20);
         assert_eq!(
             check(&z, "4.3.64.10.in-addr.arpa.", RecordType::PTR).1,
             vec!["a.vm.".to_string()]
@@ -499,6 +508,22 @@ mod tests {
             .lookup(&name("5.3.64.10.in-addr.arpa."), RecordType::PTR)
             .unwrap();
         assert_eq!(a.authorities[0].name, name("3.64.10.in-addr.arpa."));
+    }
+
+    /// Between a /12's two-octet apex and its addresses, a three-octet name
+    /// exists (an empty non-terminal) only when an address below it is
+    /// published.
+    #[test]
+    fn reverse_empty_non_terminals_exist_only_above_an_address() {
+        let z = wide_zone(12);
+        assert_eq!(
+            check(&z, "3.64.10.in-addr.arpa.", RecordType::PTR),
+            (ResponseCode::NoError, vec![], vec![RecordType::SOA])
+        );
+        assert_eq!(
+            check(&z, "5.64.10.in-addr.arpa.", RecordType::PTR).0,
+            ResponseCode::NXDomain
+        );
     }
 
     #[test]

@@ -306,8 +306,7 @@ fn snapshot_backend(f: &HostFacts) -> Check {
             format!("VM root disks are sparse copies ({why_not_dm}, no reflink in {dir})")
         }
     };
-    // States are snake_case ids; the backend's display name uses dashes.
-    pass(id, &backend.as_str().replace('-', "_"), summary)
+    pass(id, backend.as_str(), summary)
 }
 
 fn pass(id: &str, state: &str, summary: String) -> Check {

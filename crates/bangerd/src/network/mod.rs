@@ -367,7 +367,7 @@ impl HostNetwork {
                 assigned,
             },
             resolver_routing: st.resolver,
-            snapshot_backend: self.snapshot_backend().as_str().to_string(),
+            snapshot_backend: self.snapshot_backend(),
         }
     }
 

@@ -33,7 +33,7 @@ use rusqlite::{Connection, ToSql, TransactionBehavior};
 pub use error::StoreError;
 pub use model::{
     ImageRow, ImageSource, KernelRow, KernelSource, LeaseRow, NewImage, NewKernel, NewLease,
-    NewOperation, NewVm, OperationOutcome, OperationRow, OperationState, UnknownValue,
+    NewOperation, NewVm, OpKind, OperationOutcome, OperationRow, OperationState, UnknownValue,
     VmConfigUpdate, VmRow, VmState, Vmm,
 };
 pub use schema::SCHEMA_VERSION;
@@ -282,9 +282,14 @@ fn get_opt_path(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<
         .map(|p| p.map(PathBuf::from))
 }
 
-/// The VMM kind in column `idx` (its wire name; the proto type cannot
-/// implement rusqlite's traits here).
-pub(super) fn get_vmm(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Vmm> {
+/// A closed set of proto's in column `idx`, stored as its wire word (a VM's
+/// state, the VMM kind, an operation's kind and state: the proto types
+/// cannot implement rusqlite's traits here, so they are bound with
+/// `as_str()` and read back with this).
+pub(super) fn get_word<T: std::str::FromStr<Err = String>>(
+    row: &rusqlite::Row<'_>,
+    idx: usize,
+) -> rusqlite::Result<T> {
     row.get::<_, String>(idx)?.parse().map_err(|e: String| {
         rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Text, e.into())
     })
@@ -309,4 +314,4 @@ macro_rules! sql_text_enum {
     )+};
 }
 
-sql_text_enum!(KernelSource, ImageSource, VmState, OperationState);
+sql_text_enum!(KernelSource, ImageSource);

@@ -1,7 +1,11 @@
 //! Row types and the closed value sets stored in TEXT columns.
 //!
 //! These are plain Rust types, deliberately not serde: what crosses a socket
-//! is defined in `banger-proto`, and services map between the two.
+//! is defined in `banger-proto`, and services map between the two. The
+//! closed sets that also cross the public RPC (a VM's state, an
+//! operation's kind and state, the VMM kind) are proto's own types, stored
+//! as their wire words (`store::get_word` reads them back; the schema's
+//! CHECKs list their `ALL`).
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -90,33 +94,16 @@ text_enum! {
     }
 }
 
-text_enum! {
-    /// Lifecycle state of a VM as recorded in the store. The store only
-    /// enforces compare-and-set; which transitions are legal is decided by
-    /// the VM service.
-    VmState {
-        Created => "created",
-        Starting => "starting",
-        Running => "running",
-        Stopping => "stopping",
-        Stopped => "stopped",
-        Failed => "failed",
-    }
-}
+/// Lifecycle state of a VM as recorded in the store. The store only
+/// enforces compare-and-set; which transitions are legal is decided by the
+/// VM service.
+pub use banger_proto::vm::VmState;
 
-/// The hypervisor backend of a VM: the seam's one VMM kind, stored as its
-/// wire name (`get_vmm` reads it back; the schema's CHECK lists
-/// `Vmm::ALL`).
+/// The hypervisor backend of a VM: the seam's one VMM kind.
 pub use banger_proto::vmops::VmmKind as Vmm;
 
-text_enum! {
-    /// State of an asynchronous operation.
-    OperationState {
-        Running => "running",
-        Succeeded => "succeeded",
-        Failed => "failed",
-    }
-}
+/// What an asynchronous operation does, and its state.
+pub use banger_proto::vm::{OpKind, OpState as OperationState};
 
 /// A kernel to record. `id` and `created_at` are assigned by the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,8 +220,8 @@ pub struct LeaseRow {
 /// An operation to record; it starts in [`OperationState::Running`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOperation {
-    /// What the operation does, e.g. `vm.create`.
-    pub kind: String,
+    /// What the operation does.
+    pub kind: OpKind,
     pub vm_id: Option<String>,
     pub stage: Option<String>,
     /// Total units of work, when known.
@@ -256,7 +243,7 @@ pub enum OperationOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OperationRow {
     pub id: String,
-    pub kind: String,
+    pub kind: OpKind,
     /// `None` once the VM is deleted (or for operations without a VM).
     pub vm_id: Option<String>,
     pub state: OperationState,
@@ -279,14 +266,14 @@ mod tests {
 
     #[test]
     fn text_enums_round_trip_and_reject_unknown() {
-        for s in VmState::ALL {
-            assert_eq!(s.as_str().parse::<VmState>().unwrap(), *s);
+        for s in ImageSource::ALL {
+            assert_eq!(s.as_str().parse::<ImageSource>().unwrap(), *s);
         }
-        let err = "paused".parse::<VmState>().unwrap_err();
+        let err = "copy".parse::<ImageSource>().unwrap_err();
         assert_eq!(
             err.to_string(),
-            "unknown VmState \"paused\", expected one of created, starting, running, \
-             stopping, stopped, failed"
+            "unknown ImageSource \"copy\", expected one of register, oci, bundle, build, \
+             promote"
         );
         assert_eq!("qemu".parse::<Vmm>().unwrap(), Vmm::Qemu);
     }

@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension as _, Row, named_params};
 use super::error::is_foreign_key_violation;
 use super::{
     NewOperation, OperationOutcome, OperationRow, OperationState, Store, StoreError, Tx,
-    get_opt_u64, get_u64, int, new_id, unix_now,
+    get_opt_u64, get_u64, get_word, int, new_id, unix_now,
 };
 
 const OP_COLUMNS: &str = "id, kind, vm_id, state, stage, done, total, error_code, \
@@ -26,9 +26,9 @@ fn op_from_row(row: &Row<'_>) -> rusqlite::Result<OperationRow> {
         .transpose()?;
     Ok(OperationRow {
         id: row.get(0)?,
-        kind: row.get(1)?,
+        kind: get_word(row, 1)?,
         vm_id: row.get(2)?,
-        state: row.get(3)?,
+        state: get_word(row, 3)?,
         stage: row.get(4)?,
         done: get_u64(row, 5)?,
         total: get_opt_u64(row, 6)?,
@@ -46,7 +46,7 @@ impl Tx<'_> {
         let now = unix_now();
         let row = OperationRow {
             id: new_id()?,
-            kind: op.kind.clone(),
+            kind: op.kind,
             vm_id: op.vm_id.clone(),
             state: OperationState::Running,
             stage: op.stage.clone(),
@@ -66,9 +66,9 @@ impl Tx<'_> {
                  VALUES (:id, :kind, :vm_id, :state, :stage, 0, :total, :now, :now)",
                 named_params! {
                     ":id": row.id,
-                    ":kind": row.kind,
+                    ":kind": row.kind.as_str(),
                     ":vm_id": row.vm_id,
-                    ":state": row.state,
+                    ":state": row.state.as_str(),
                     ":stage": row.stage,
                     ":total": total,
                     ":now": now,
@@ -146,7 +146,7 @@ impl Tx<'_> {
                  error_messages = :messages, updated_at = :now, finished_at = :now \
                  WHERE id = :id AND state = 'running'",
                 named_params! {
-                    ":state": state,
+                    ":state": state.as_str(),
                     ":code": code,
                     ":messages": messages,
                     ":now": now,

@@ -373,7 +373,7 @@ fn operations_track_progress_and_outcome() {
         .unwrap();
     let op = store
         .insert_operation(&NewOperation {
-            kind: "vm.create".into(),
+            kind: OpKind::VmCreate,
             vm_id: Some(vm.id.clone()),
             stage: Some("preparing".into()),
             total: None,
@@ -436,14 +436,14 @@ fn operations_track_progress_and_outcome() {
 #[test]
 fn listing_interrupting_and_pruning_operations() {
     let (_dir, _path, store) = temp_store();
-    let new = |kind: &str| NewOperation {
-        kind: kind.into(),
+    let new = |kind: OpKind| NewOperation {
+        kind,
         vm_id: None,
         stage: None,
         total: None,
     };
-    let first = store.insert_operation(&new("a")).unwrap();
-    let second = store.insert_operation(&new("b")).unwrap();
+    let first = store.insert_operation(&new(OpKind::VmCreate)).unwrap();
+    let second = store.insert_operation(&new(OpKind::VmStart)).unwrap();
     let ids: Vec<_> = store
         .list_operations()
         .unwrap()
@@ -462,7 +462,7 @@ fn listing_interrupting_and_pruning_operations() {
     let second = store.get_operation(&second.id).unwrap().unwrap();
     assert_eq!(second.state, OperationState::Failed);
 
-    let running = store.insert_operation(&new("c")).unwrap();
+    let running = store.insert_operation(&new(OpKind::VmCreate)).unwrap();
     // Nothing finished before the epoch; everything finished before tomorrow.
     assert_eq!(store.prune_finished_operations(0).unwrap(), 0);
     assert_eq!(

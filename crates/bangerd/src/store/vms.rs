@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension as _, Row, named_params};
 use super::error::{is_foreign_key_violation, unique_violation};
 use super::{
     LeaseRow, NewLease, NewVm, Store, StoreError, Tx, VmConfigUpdate, VmRow, VmState, get_u64,
-    get_vmm, int, new_id, unix_now,
+    get_word, int, new_id, unix_now,
 };
 
 const VM_COLUMNS: &str = "id, name, image_id, state, state_reason, vmm, vcpus, memory_mib, \
@@ -19,9 +19,9 @@ fn vm_from_row(row: &Row<'_>) -> rusqlite::Result<VmRow> {
         id: row.get(0)?,
         name: row.get(1)?,
         image_id: row.get(2)?,
-        state: row.get(3)?,
+        state: get_word(row, 3)?,
         state_reason: row.get(4)?,
-        vmm: get_vmm(row, 5)?,
+        vmm: get_word(row, 5)?,
         vcpus: row.get(6)?,
         memory_mib: row.get(7)?,
         disk_bytes: get_u64(row, 8)?,
@@ -78,7 +78,7 @@ impl Tx<'_> {
                     ":id": row.id,
                     ":name": row.name,
                     ":image_id": row.image_id,
-                    ":state": row.state,
+                    ":state": row.state.as_str(),
                     ":state_reason": row.state_reason,
                     ":vmm": row.vmm.as_str(),
                     ":vcpus": row.vcpus,
@@ -197,11 +197,11 @@ impl Tx<'_> {
                 "UPDATE vms SET state = :to, state_reason = :reason, updated_at = :now \
                  WHERE id = :id AND state = :from",
                 named_params! {
-                    ":to": to,
+                    ":to": to.as_str(),
                     ":reason": reason,
                     ":now": unix_now(),
                     ":id": id,
-                    ":from": from,
+                    ":from": from.as_str(),
                 },
             )
             .map_err(|source| StoreError::Write {
@@ -231,7 +231,7 @@ impl Tx<'_> {
                     ":nat": cfg.nat,
                     ":now": unix_now(),
                     ":id": id,
-                    ":state": state,
+                    ":state": state.as_str(),
                 },
             )
             .map_err(|source| StoreError::Write {

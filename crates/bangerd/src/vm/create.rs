@@ -287,7 +287,9 @@ impl VmService {
             self.dns.publish(&vm.name, ip);
             vm
         };
-        let op = self.ops.begin("vm.create", Some(&vm.id))?;
+        let op = self
+            .ops
+            .begin(banger_proto::vm::OpKind::VmCreate, Some(&vm.id))?;
         let op_id = op.id.clone();
         let rx = self.ops.subscribe(&op_id);
         let svc = Arc::clone(self);

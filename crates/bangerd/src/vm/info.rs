@@ -37,7 +37,7 @@ impl VmService {
         VmInfo {
             id: vm.id.clone(),
             name: vm.name.clone(),
-            state: vm.state.to_string(),
+            state: vm.state,
             state_reason: vm.state_reason.clone(),
             image,
             vmm: vm.vmm,
@@ -92,7 +92,7 @@ impl VmService {
 
     pub(super) fn logs(&self, name: &str, lines: u32) -> Result<VmLogs, RpcError> {
         let vm = self.vm_by_name(name)?;
-        let path = self.vm_dir(&vm.id).join("serial.log");
+        let path = self.vm_dir(&vm.id).join(banger_proto::layout::SERIAL_LOG);
         let text = match std::fs::read(&path) {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -159,6 +159,7 @@ impl VmService {
             .await?;
         let (running, pid) = (status.running, status.pid.filter(|_| status.running));
         let dir = self.vm_dir(&vm.id);
+        use banger_proto::layout::{COW_FILE, ROOT_DISK, WORK_DISK};
         let allocated = |f: &str| {
             use std::os::unix::fs::MetadataExt as _;
             std::fs::metadata(dir.join(f))
@@ -173,8 +174,8 @@ impl VmService {
             cpu_ms: pid.and_then(cpu_ms),
             rss_bytes: pid.and_then(rss_bytes),
             // With dm-snapshot the VM's own blocks are its COW file.
-            root_disk_allocated: allocated("root.ext4").or_else(|| allocated("root.cow")),
-            work_disk_allocated: allocated("work.ext4"),
+            root_disk_allocated: allocated(ROOT_DISK).or_else(|| allocated(COW_FILE)),
+            work_disk_allocated: allocated(WORK_DISK),
             net_rx_bytes: rx,
             net_tx_bytes: tx,
         })

@@ -40,7 +40,9 @@ impl VmService {
         let lock = self.lock_for(&vm.id);
         let _g = lock.lock().await;
         let vm = self.row(&vm.id)?;
-        let op = self.ops.begin("vm.start", Some(&vm.id))?;
+        let op = self
+            .ops
+            .begin(banger_proto::vm::OpKind::VmStart, Some(&vm.id))?;
         let rx = self.ops.subscribe(&op.id);
         let forward = async {
             if let Some(rx) = rx {
@@ -136,7 +138,7 @@ impl VmService {
             .await
             .map_err(|e| internal(format!("network task: {e}")))?
             .map_err(|e| e.to_rpc())?;
-        let serial = self.vm_dir(&vm.id).join("serial.log");
+        let serial = self.vm_dir(&vm.id).join(banger_proto::layout::SERIAL_LOG);
         let offset = std::fs::metadata(&serial).map(|m| m.len()).unwrap_or(0);
         step("boot", &format!("starting {} on {tap}", vm.vmm), 3);
         let launched = Instant::now();
@@ -415,7 +417,7 @@ impl VmService {
     /// the executor's journal is the authority, this is the daemon's copy.
     pub(super) fn record_vmm(&self, vm_id: &str, state: Option<&VmmState>) {
         let dir = self.vm_dir(vm_id);
-        if state.is_none() && !dir.join("handles.json").exists() {
+        if state.is_none() && !dir.join(banger_proto::layout::HANDLES).exists() {
             return;
         }
         let result = handles::update(&dir, |h| match state {

@@ -73,10 +73,9 @@ pub trait VmDns: Send + Sync + std::fmt::Debug {
     fn withdraw(&self, name: &str);
 }
 
-/// The guest user banger logs in as (docs/guest.md).
-pub const GUEST_USER: &str = "banger";
-/// The line the guest writes to its serial console once sshd is up.
-pub const READY_MARKER: &str = "banger-guest-ready";
+/// The guest user banger logs in as, and the line the guest writes to its
+/// serial console once sshd is up (the guest contract, docs/guest.md).
+pub use banger_proto::guest::{GUEST_USER, READY_MARKER};
 
 #[derive(Debug)]
 pub struct VmService {
@@ -224,8 +223,9 @@ impl VmService {
             .get_image(&vm.image_id)
             .map_err(store_err)?
             .ok_or_else(|| internal(format!("image of VM {} is gone", vm.name)))?;
-        let disk = self.vm_dir(&vm.id).join("root.ext4");
-        if !disk.exists() && self.vm_dir(&vm.id).join("root.cow").exists() {
+        use banger_proto::layout::{COW_FILE, ROOT_DISK};
+        let disk = self.vm_dir(&vm.id).join(ROOT_DISK);
+        if !disk.exists() && self.vm_dir(&vm.id).join(COW_FILE).exists() {
             // A dm-snapshot root disk is an origin + COW pair only the
             // helper can assemble; exporting it is not built yet.
             return Err(RpcError::new(

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use banger_proto::rpc::Progress;
-use banger_proto::vm::{OpInfo, OpRequest, OpResponse};
+use banger_proto::vm::{OpInfo, OpKind, OpRequest, OpResponse};
 use banger_proto::{ErrorCode, RpcError};
 use tokio::sync::watch;
 
@@ -43,11 +43,11 @@ impl OpRegistry {
         }
     }
 
-    pub fn begin(&self, kind: &str, vm_id: Option<&str>) -> Result<OpHandle, RpcError> {
+    pub fn begin(&self, kind: OpKind, vm_id: Option<&str>) -> Result<OpHandle, RpcError> {
         let row = self
             .store
             .insert_operation(&NewOperation {
-                kind: kind.to_string(),
+                kind,
                 vm_id: vm_id.map(str::to_string),
                 stage: Some("queued".into()),
                 total: None,
@@ -130,9 +130,9 @@ impl OpRegistry {
             .map(|v| v.name);
         OpInfo {
             id: r.id.clone(),
-            kind: r.kind.clone(),
+            kind: r.kind,
             vm,
-            state: r.state.to_string(),
+            state: r.state,
             stage: r.stage.clone(),
             done: r.done,
             total: r.total,

@@ -46,6 +46,7 @@ use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 
 use banger_host::runner::Cmd;
+use banger_proto::layout::{IMAGES_DIR, ROOTFS};
 use banger_proto::vmops::SnapshotBackend as BackendKind;
 use rustix::fs::OFlags;
 
@@ -58,10 +59,9 @@ use crate::vm::VmHost;
 use crate::vm::error::{VmOpError, io, journal_err};
 use crate::vm::validate;
 
-/// The VM's copy-on-write store (root-owned, 0600).
-pub(crate) const COW_FILE: &str = "root.cow";
-/// The id of the image the snapshot is taken of.
-pub(crate) const ORIGIN_FILE: &str = "root.origin";
+/// The VM's copy-on-write store (root-owned, 0600) and the id of the
+/// image the snapshot is taken of.
+pub(crate) use banger_proto::layout::{COW_FILE, ORIGIN_FILE};
 /// Every dm device banger makes is named `banger-<vm_id>`.
 pub(crate) const DM_PREFIX: &str = banger_proto::vmops::DM_NAME_PREFIX;
 /// Exception chunk size in 512-byte sectors (4 KiB).
@@ -435,7 +435,7 @@ fn checked_cow(host: &VmHost, f: &File, path: &Path) -> Result<(), VmOpError> {
 
 impl DmSnapshot {
     fn image_rel(image_id: &str) -> PathBuf {
-        Path::new("images").join(image_id).join("rootfs.ext4")
+        Path::new(IMAGES_DIR).join(image_id).join(ROOTFS)
     }
 
     /// The image the VM's snapshot is of: root's record in the journal.

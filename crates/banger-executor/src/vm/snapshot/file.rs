@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::path::Path;
 
+use banger_proto::layout::{IMAGES_DIR, ROOTFS};
 use banger_proto::vmops::SnapshotBackend as BackendKind;
 use rustix::fs::OFlags;
 
@@ -98,7 +99,7 @@ fn create_file_disk(
 ) -> Result<RootDisk, VmOpError> {
     validate::id("VM id", vm_id)?;
     validate::id("image id", image_id)?;
-    let src_rel = Path::new("images").join(image_id).join("rootfs.ext4");
+    let src_rel = Path::new(IMAGES_DIR).join(image_id).join(ROOTFS);
     let src = host.open_beneath(&src_rel, OFlags::RDONLY)?;
     // Root copies it into a file the owner reads: it must be the owner's.
     super::dm::checked_origin(host, &src, &host.state_dir.join(&src_rel))?;

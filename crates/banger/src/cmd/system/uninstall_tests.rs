@@ -62,7 +62,7 @@ fn vm(name: &str, state: &str) -> VmInfo {
     VmInfo {
         id: "0".repeat(32),
         name: name.into(),
-        state: state.into(),
+        state: state.parse().unwrap(),
         state_reason: None,
         image: "debian".into(),
         vmm: VmmKind::Qemu,
