@@ -302,7 +302,8 @@ impl Executor {
             None => banger_proto::privops::VmmSupport {
                 kvm: self.host.probe_kvm().verdict(),
                 vmms: banger_proto::vmops::VmmKind::ALL
-                    .into_iter()
+                    .iter()
+                    .copied()
                     .map(|vmm| banger_proto::privops::VmmAvailability {
                         vmm,
                         binary: None,

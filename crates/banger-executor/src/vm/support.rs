@@ -48,7 +48,8 @@ impl VmHost {
     /// Every VMM kind with its binary or the reason it has none.
     pub(crate) fn vmm_availability(&self) -> Vec<VmmAvailability> {
         VmmKind::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .map(|vmm| match self.vmm_binary(vmm) {
                 Ok(binary) => VmmAvailability {
                     vmm,
