@@ -1,5 +1,13 @@
-//! `vms/<id>/handles.json`: the host objects a VM holds, kept beside its
-//! disks so reconcile can find them after a daemon crash.
+//! `vms/<id>/handles.json`: what only the daemon knows about a VM's host
+//! objects, kept beside its disks so the network reconcile finds it after a
+//! daemon crash: the tap it assigned.
+//!
+//! Nothing about the VMM is kept here: the executor's journal is the
+//! authority for VMM facts (pid, start time, kind, sockets, the devices
+//! behind the root disk), and the daemon asks it (`VmmStatus`) rather than
+//! keeping a copy (its in-memory view is `vm::handles_cache`). Files from
+//! before that still carry `vmm` and `snapshot_devices`: they load, those
+//! two are ignored, and the next store writes the file without them.
 //!
 //! This is bangerd's private on-disk state (never sent over a socket), so its
 //! serde type lives here rather than in `banger-proto`.
@@ -8,84 +16,35 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use banger_proto::layout::HANDLES as FILE;
-use banger_proto::vmops::{VmmKind, VmmState};
+use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize};
 
-/// What a VM holds on the host. Fields added later default when absent (a
-/// file with only `tap` still loads); unknown fields are refused so a newer
-/// file is not silently misread.
+/// What a VM holds on the host that only the daemon knows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "Stored")]
 pub struct VmHandles {
     /// The tap the VM is attached to, while it has one.
     pub tap: Option<String>,
-    /// The VMM process, from launch until stop, kill or its exit is seen.
-    #[serde(default)]
-    pub vmm: Option<VmmHandle>,
-    /// Kernel devices behind the root disk as of the last start (dm name
-    /// and loop devices with dm-snapshot; empty for a file).
-    #[serde(default)]
-    pub snapshot_devices: Vec<String>,
 }
 
-/// A running VMM as the executor reported it at launch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `handles.json` as read: the current field, plus the two an older daemon
+/// wrote (read and dropped). Unknown fields are refused so a newer file is
+/// not silently misread.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VmmHandle {
-    pub kind: VmmKind,
-    pub pid: u32,
-    /// `/proc/<pid>/stat` start time, when known: pid + start time name
-    /// the process exactly.
-    #[serde(default)]
-    pub start_time: Option<u64>,
-    /// Its sockets, as paths below the VM directory.
-    #[serde(default)]
-    pub sockets: Vec<PathBuf>,
+struct Stored {
+    tap: Option<String>,
+    /// The VMM as an older daemon copied it from the executor's answer.
+    #[serde(default, rename = "vmm")]
+    _vmm: Option<IgnoredAny>,
+    /// The root disk's devices, likewise.
+    #[serde(default, rename = "snapshot_devices")]
+    _snapshot_devices: Option<IgnoredAny>,
 }
 
-impl VmHandles {
-    /// Record a VMM the executor reports running.
-    pub fn set_vmm(&mut self, vm_dir: &Path, s: &VmmState) {
-        self.vmm = match (s.running, s.vmm, s.pid) {
-            (true, Some(kind), Some(pid)) => Some(VmmHandle {
-                kind,
-                pid,
-                start_time: s.start_time,
-                sockets: s.sockets.iter().map(|rel| vm_dir.join(rel)).collect(),
-            }),
-            _ => None,
-        };
-        self.snapshot_devices = s.root_devices.clone();
-    }
-
-    /// How the recorded VMM differs from what the executor reports now;
-    /// `None` when they agree.
-    pub fn vmm_mismatch(&self, s: &VmmState) -> Option<String> {
-        let recorded = self.vmm.as_ref();
-        match (recorded, s.running) {
-            (None, false) => None,
-            (None, true) => Some(format!(
-                "handles.json has no VMM, the executor reports pid {}",
-                s.pid.map_or("?".into(), |p| p.to_string())
-            )),
-            (Some(h), false) => Some(format!("the recorded VMM (pid {}) is gone", h.pid)),
-            (Some(h), true) => {
-                let same = Some(h.pid) == s.pid
-                    && Some(h.kind) == s.vmm
-                    && (h.start_time.is_none()
-                        || s.start_time.is_none()
-                        || h.start_time == s.start_time);
-                (!same).then(|| {
-                    format!(
-                        "handles.json records {} pid {}, the executor reports {} pid {}",
-                        h.kind,
-                        h.pid,
-                        s.vmm.map_or("?".into(), |k| k.to_string()),
-                        s.pid.map_or("?".into(), |p| p.to_string())
-                    )
-                })
-            }
-        }
+impl From<Stored> for VmHandles {
+    fn from(s: Stored) -> VmHandles {
+        VmHandles { tap: s.tap }
     }
 }
 
@@ -157,53 +116,14 @@ mod tests {
         assert_eq!(load(d.path()).unwrap(), VmHandles::default());
         let h = VmHandles {
             tap: Some("bangertap3".into()),
-            ..VmHandles::default()
         };
-        store(d.path(), &h).unwrap();
-        assert_eq!(load(d.path()).unwrap(), h);
-    }
-
-    fn running(pid: u32) -> VmmState {
-        VmmState {
-            vm_id: "0".repeat(32),
-            running: true,
-            pid: Some(pid),
-            vmm: Some(VmmKind::Qemu),
-            adopted: false,
-            ready: None,
-            start_time: Some(777),
-            sockets: vec!["run/qmp.sock".into()],
-            root_devices: vec!["banger-x".into(), "loop0".into(), "loop1".into()],
-        }
-    }
-
-    #[test]
-    fn full_handles_round_trip() {
-        let d = tempfile::tempdir().unwrap();
-        let mut h = VmHandles {
-            tap: Some("bangertap0".into()),
-            ..VmHandles::default()
-        };
-        h.set_vmm(d.path(), &running(42));
-        assert_eq!(
-            h.vmm,
-            Some(VmmHandle {
-                kind: VmmKind::Qemu,
-                pid: 42,
-                start_time: Some(777),
-                sockets: vec![d.path().join("run/qmp.sock")],
-            })
-        );
-        assert_eq!(h.snapshot_devices, ["banger-x", "loop0", "loop1"]);
         store(d.path(), &h).unwrap();
         assert_eq!(load(d.path()).unwrap(), h);
         let text = std::fs::read_to_string(d.path().join(FILE)).unwrap();
-        assert!(text.contains("\"start_time\": 777"), "{text}");
-
-        update(d.path(), |h| h.vmm = None).unwrap();
-        let back = load(d.path()).unwrap();
-        assert_eq!(back.vmm, None);
-        assert_eq!(back.tap.as_deref(), Some("bangertap0"));
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            serde_json::json!({ "tap": "bangertap3" })
+        );
     }
 
     #[test]
@@ -214,8 +134,6 @@ mod tests {
             load(d.path()).unwrap(),
             VmHandles {
                 tap: Some("bangertap7".into()),
-                vmm: None,
-                snapshot_devices: Vec::new(),
             }
         );
         // Unknown fields are still refused.
@@ -223,28 +141,47 @@ mod tests {
         assert!(load(d.path()).is_err());
     }
 
+    /// What a daemon that copied the executor's VMM answer wrote.
+    const WITH_A_VMM_COPY: &str = r#"{
+  "tap": "bangertap0",
+  "vmm": {
+    "kind": "qemu",
+    "pid": 42,
+    "start_time": 777,
+    "sockets": ["/var/lib/banger/vms/x/run/qmp.sock"]
+  },
+  "snapshot_devices": ["banger-x", "loop0", "loop1"]
+}"#;
+
     #[test]
-    fn mismatches_against_the_executor_are_named() {
+    fn an_old_file_with_a_vmm_copy_loads_and_is_rewritten_without_it() {
         let d = tempfile::tempdir().unwrap();
-        let mut h = VmHandles::default();
-        let stopped = VmmState {
-            running: false,
-            ..running(42)
-        };
-        assert_eq!(h.vmm_mismatch(&stopped), None);
-        assert!(h.vmm_mismatch(&running(42)).unwrap().contains("no VMM"));
-        h.set_vmm(d.path(), &running(42));
-        assert_eq!(h.vmm_mismatch(&running(42)), None);
-        assert!(h.vmm_mismatch(&running(43)).unwrap().contains("pid 43"));
-        let recycled = VmmState {
-            start_time: Some(1),
-            ..running(42)
-        };
-        assert!(h.vmm_mismatch(&recycled).is_some());
-        assert!(h.vmm_mismatch(&stopped).unwrap().contains("gone"));
-        // A stopped report clears the VMM but keeps the devices it names.
-        h.set_vmm(d.path(), &stopped);
-        assert_eq!(h.vmm, None);
+        std::fs::write(d.path().join(FILE), WITH_A_VMM_COPY).unwrap();
+        assert_eq!(
+            load(d.path()).unwrap(),
+            VmHandles {
+                tap: Some("bangertap0".into()),
+            }
+        );
+        // A VMM that was recorded as gone, and no devices.
+        std::fs::write(
+            d.path().join(FILE),
+            r#"{ "tap": null, "vmm": null, "snapshot_devices": [] }"#,
+        )
+        .unwrap();
+        assert_eq!(load(d.path()).unwrap(), VmHandles::default());
+
+        std::fs::write(d.path().join(FILE), WITH_A_VMM_COPY).unwrap();
+        update(d.path(), |h| {
+            assert_eq!(h.tap.as_deref(), Some("bangertap0"))
+        })
+        .unwrap();
+        let text = std::fs::read_to_string(d.path().join(FILE)).unwrap();
+        assert_eq!(
+            serde_json::from_str::<serde_json::Value>(&text).unwrap(),
+            serde_json::json!({ "tap": "bangertap0" }),
+            "{text}"
+        );
     }
 
     #[test]

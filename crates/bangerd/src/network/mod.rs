@@ -27,7 +27,7 @@ use banger_proto::rpc::{HostStatus, NatStatus, TapAssignment, TapPoolStatus};
 use banger_proto::{ErrorCode, RpcError};
 
 use crate::config::{Ipv4Cidr, NetworkConfig};
-use crate::handles::{self, VmHandles};
+use crate::handles;
 use crate::layout::Layout;
 use crate::privileged::{PrivilegedOps, PrivilegedOpsExt};
 use crate::store::{Store, VmRow, VmState};
@@ -204,11 +204,11 @@ impl HostNetwork {
             .collect())
     }
 
+    /// Keep a VM's tap in its `handles.json` (what the next reconcile
+    /// reads after a crash; a file an older daemon wrote loses its VMM copy
+    /// here).
     fn record_tap(&self, vm_id: &str, tap: Option<String>) -> Result<(), NetError> {
-        let dir = self.layout.vm_dir(vm_id);
-        let mut h: VmHandles = handles::load(&dir).map_err(NetError::Handles)?;
-        h.tap = tap;
-        handles::store(&dir, &h).map_err(NetError::Handles)
+        handles::update(&self.layout.vm_dir(vm_id), |h| h.tap = tap).map_err(NetError::Handles)
     }
 
     /// A free tap, creating one when the pool is empty.
@@ -280,6 +280,13 @@ impl HostNetwork {
         self.sync_firewall(&st)?;
         self.refill_pool(&mut st)?;
         Ok(tap)
+    }
+
+    /// The tap a VM holds now (`vm ls`, `vm show`, `vm stats`): from
+    /// memory, never from its `handles.json`.
+    pub fn tap_of(&self, vm_id: &str) -> Option<String> {
+        let st = self.state.lock().expect("network state poisoned");
+        st.assigned.get(vm_id).cloned()
     }
 
     /// Return a VM's tap to the pool (VM stopped or deleted).

@@ -21,19 +21,16 @@ impl VmService {
             .ok()
             .flatten()
             .map_or_else(|| vm.image_id.clone(), |i| i.name);
-        let handles = crate::handles::load(&self.vm_dir(&vm.id)).ok();
-        let tap = handles.as_ref().and_then(|h| h.tap.clone());
-        // The VMM's pid as the daemon recorded it at launch or re-adoption
-        // (handles.json), while the VM runs.
-        let pid = handles
-            .and_then(|h| h.vmm)
-            .filter(|_| {
-                matches!(
-                    vm.state,
-                    VmState::Starting | VmState::Running | VmState::Stopping
-                )
-            })
-            .map(|v| v.pid);
+        // Both from memory, for every VM of a `vm ls`: the tap HostNetwork
+        // assigned, and the VMM's pid as the executor last reported it
+        // (`handles_cache`), while the VM runs. No file, no privileged call.
+        let tap = self.network.tap_of(&vm.id);
+        let pid = self.vmms.pid(&vm.id).filter(|_| {
+            matches!(
+                vm.state,
+                VmState::Starting | VmState::Running | VmState::Stopping
+            )
+        });
         VmInfo {
             id: vm.id.clone(),
             name: vm.name.clone(),
@@ -152,11 +149,20 @@ impl VmService {
 
     pub(super) async fn stats(self: &Arc<Self>, name: &str) -> Result<VmStats, RpcError> {
         let vm = self.vm_by_name(name)?;
+        // The answer refreshes the VMM cache only when no lifecycle change
+        // runs meanwhile (`handles_cache`): the lock is tried, never
+        // waited for, and held for the status call alone.
+        let lock = self.lock_for(&vm.id);
+        let held = lock.try_lock().ok();
         let status = self
             .privileged(VmmStatus {
                 vm_id: vm.id.clone(),
             })
             .await?;
+        if held.is_some() {
+            self.vmms.record(&status);
+        }
+        drop(held);
         let (running, pid) = (status.running, status.pid.filter(|_| status.running));
         let dir = self.vm_dir(&vm.id);
         use banger_proto::layout::{COW_FILE, ROOT_DISK, WORK_DISK};
@@ -166,7 +172,7 @@ impl VmService {
                 .ok()
                 .map(|m| m.blocks() * 512)
         };
-        let tap = crate::handles::load(&dir).ok().and_then(|h| h.tap);
+        let tap = self.network.tap_of(&vm.id);
         let (rx, tx) = tap.as_deref().and_then(tap_counters).unzip();
         Ok(VmStats {
             name: vm.name,

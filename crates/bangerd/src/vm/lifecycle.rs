@@ -5,12 +5,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_proto::vm::{SetVm, VmInfo};
-use banger_proto::vmops::{LaunchVmSpec, VmmState};
+use banger_proto::vmops::LaunchVmSpec;
 use banger_proto::{ErrorCode, RpcError};
 
 use super::ops::OpHandle;
 use super::{READY_MARKER, VmService, guest, internal, progress, store_err};
-use crate::handles;
 use crate::server::ProgressSink;
 use crate::store::{VmConfigUpdate, VmRow, VmState};
 
@@ -97,7 +96,7 @@ impl VmService {
                 {
                     tracing::warn!(vm = %vm.name, error = %k.render(), "killing the VMM after a failed boot");
                 }
-                self.record_vmm(&vm.id, None);
+                self.vmms.forget(&vm.id);
                 let net = Arc::clone(&self.network);
                 let id = vm.id.clone();
                 let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
@@ -155,7 +154,7 @@ impl VmService {
                 force_kvm: self.config.diagnostics.assume_kvm_usable,
             })
             .await?;
-        self.record_vmm(&vm.id, Some(&launched_vmm));
+        self.vmms.record(&launched_vmm);
         tracing::info!(vm = %vm.name, spawn_ms = launched.elapsed().as_millis() as u64, "VMM spawned");
         self.wait_ready(vm, &serial, offset, step).await?;
         tracing::info!(vm = %vm.name, boot_ms = launched.elapsed().as_millis() as u64, "guest ready");
@@ -198,6 +197,7 @@ impl VmService {
                     })
                     .await
                     .map_err(|e| e.context(format!("asking whether VM {} is up", vm.name)))?;
+                self.vmms.record(&status);
                 let (alive, ready) = (status.running, status.ready == Some(true));
                 if alive && ready {
                     // Firecracker: the guest reported over vsock.
@@ -283,7 +283,7 @@ impl VmService {
         } else {
             None
         };
-        self.record_vmm(&vm.id, None);
+        self.vmms.forget(&vm.id);
         let net = Arc::clone(&self.network);
         let id = vm.id.clone();
         tokio::task::spawn_blocking(move || net.detach(&id))
@@ -328,7 +328,7 @@ impl VmService {
         {
             warn("killing the VMM", &e);
         } else {
-            self.record_vmm(vm_id, None);
+            self.vmms.forget(vm_id);
         }
         let net = Arc::clone(&self.network);
         let id = vm_id.to_string();
@@ -356,8 +356,9 @@ impl VmService {
         {
             tracing::warn!(vm = %vm.name, error = %e, "removing {}", dir.display());
         }
-        if let Err(e) = self.store.delete_vm(vm_id) {
-            warn("deleting the VM row", &store_err(e));
+        match self.store.delete_vm(vm_id) {
+            Ok(_) => self.vmms.forget(vm_id),
+            Err(e) => warn("deleting the VM row", &store_err(e)),
         }
     }
 
@@ -407,25 +408,5 @@ impl VmService {
             .update_vm_config(&vm.id, vm.state, &cfg)
             .map_err(store_err)?;
         Ok(self.info(&vm))
-    }
-}
-
-impl VmService {
-    /// Keep the VMM record in `handles.json` in step with the executor:
-    /// `Some` after a launch (pid, start time, sockets, root-disk devices),
-    /// `None` once the VMM is stopped, killed or seen dead. Best effort:
-    /// the executor's journal is the authority, this is the daemon's copy.
-    pub(super) fn record_vmm(&self, vm_id: &str, state: Option<&VmmState>) {
-        let dir = self.vm_dir(vm_id);
-        if state.is_none() && !dir.join(banger_proto::layout::HANDLES).exists() {
-            return;
-        }
-        let result = handles::update(&dir, |h| match state {
-            Some(s) => h.set_vmm(&dir, s),
-            None => h.vmm = None,
-        });
-        if let Err(e) = result {
-            tracing::warn!(vm_id, error = %banger_proto::error::chain(&e).join(": "), "updating handles.json");
-        }
     }
 }

@@ -13,11 +13,14 @@
 //!
 //! Per-VM host objects: disks and the VMM process through the privileged
 //! seam; the tap, firewall rule and DNS record through HostNetwork and the
-//! [`VmDns`] hook.
+//! [`VmDns`] hook. What the VMM is (pid, kind, start time) is the executor's
+//! to say: the service keeps only its last answer, in memory
+//! (`handles_cache`).
 
 mod console;
 mod create;
 mod guest;
+mod handles_cache;
 mod info;
 mod lifecycle;
 mod ops;
@@ -90,6 +93,9 @@ pub struct VmService {
     /// VMs the startup reconcile could not settle (the executor did not
     /// answer): the watchdog settles these, and only these, once it can.
     unsettled: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Each VM's VMM as the executor last reported it running
+    /// (`handles_cache`): what `vm ls` and `vm show` read.
+    vmms: handles_cache::VmmCache,
     ops: OpRegistry,
 }
 
@@ -127,6 +133,7 @@ impl VmService {
             vm_locks,
             create_mu: tokio::sync::Mutex::new(()),
             unsettled: std::sync::Mutex::default(),
+            vmms: handles_cache::VmmCache::default(),
         })
     }
 

@@ -4,19 +4,16 @@
 //! `stopped` with a reason and its tap returned. `starting`/`stopping` VMs
 //! whose operation died with the old daemon are settled the same way.
 //!
-//! Each VM's `handles.json` is rehydrated on the way: what it records about
-//! the VMM (pid, start time, kind) is compared with the executor's
-//! `VmmStatus` answer, a disagreement is logged, and the file is rewritten
-//! from the executor's answer (the VMM record dropped for a dead one).
+//! The executor's `VmmStatus` answers are the only VMM facts the daemon
+//! has: this is where its in-memory view of them (`handles_cache`) is
+//! rebuilt after a restart, from the executor's journal, not from files.
 
 use std::sync::Arc;
 
 use banger_proto::RpcError;
 use banger_proto::privops::{KillVm, VmmStatus};
-use banger_proto::vmops::VmmState;
 
 use super::VmService;
-use crate::handles;
 use crate::store::{VmRow, VmState};
 
 impl VmService {
@@ -59,7 +56,7 @@ impl VmService {
                 vm_id: vm.id.clone(),
             })
             .await?;
-        self.rehydrate_handles(&vm.name, &status);
+        self.vmms.record(&status);
         let net = Arc::clone(&self.network);
         let id = vm.id.clone();
         if status.running && vm.state != VmState::Stopping {
@@ -81,7 +78,7 @@ impl VmService {
             .await?;
         }
         let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
-        self.record_vmm(&vm.id, None);
+        self.vmms.forget(&vm.id);
         let _ = self
             .store
             .set_vm_state(&vm.id, vm.state, VmState::Stopped, Some(reason));
@@ -142,26 +139,6 @@ impl VmService {
         })
     }
 
-    /// Compare `handles.json` with the executor's view of the VMM, report
-    /// a disagreement, and keep the executor's.
-    fn rehydrate_handles(&self, name: &str, s: &VmmState) {
-        let dir = self.vm_dir(&s.vm_id);
-        match handles::load(&dir) {
-            Ok(h) => {
-                if let Some(diff) = h.vmm_mismatch(s) {
-                    tracing::warn!(vm = %name, %diff, "reconcile: handles.json disagrees with the executor");
-                }
-                if s.running {
-                    self.record_vmm(&s.vm_id, Some(s));
-                }
-            }
-            // Left as it is: it may be a newer daemon's file.
-            Err(e) => {
-                tracing::warn!(vm = %name, error = %banger_proto::error::chain(&e).join(": "), "reconcile: unreadable handles.json");
-            }
-        }
-    }
-
     pub(crate) async fn reap_dead_vmms(self: &Arc<Self>) {
         let Ok(vms) = self.store.list_vms() else {
             return;
@@ -208,13 +185,14 @@ impl VmService {
                     continue;
                 }
             };
+            // A running VMM's entry is refreshed, a dead one's dropped.
+            self.vmms.record(&s);
             if s.running {
                 continue;
             }
             let net = Arc::clone(&self.network);
             let id = vm.id.clone();
             let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
-            self.record_vmm(&vm.id, None);
             let reason = match s.pid {
                 Some(pid) => format!("its VMM (pid {pid}) exited"),
                 None => "its VMM exited".to_string(),

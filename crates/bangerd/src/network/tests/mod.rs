@@ -333,7 +333,6 @@ impl Fixture {
             &self.layout.vm_dir(&vm.id),
             &handles::VmHandles {
                 tap: Some(tap.into()),
-                ..handles::VmHandles::default()
             },
         )
         .unwrap();

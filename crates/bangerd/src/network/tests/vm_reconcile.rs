@@ -1,30 +1,68 @@
-//! The VM service's startup reconcile and watchdog when the executor cannot
-//! say whether a VMM runs: the VM is left as it is (never marked stopped,
-//! never stripped of its tap on a guess), and settled once the executor
-//! answers. Over the network fake, with a VMM table in front of it.
+//! The VM service over the network fake, with a VMM table in front of it:
+//! its startup reconcile and watchdog when the executor cannot say whether
+//! a VMM runs (the VM is left as it is — never marked stopped, never
+//! stripped of its tap on a guess — and settled once the executor
+//! answers), and its in-memory VMM handles (`vm::handles_cache`): filled
+//! by the executor's answers, cleared on stop, what `vm show` reads.
 
 use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
 use banger_proto::privops::{PrivOp, PrivOutcome, VmOp};
-use banger_proto::vmops::{VmStopped, VmmState};
+use banger_proto::rpc::Response;
+use banger_proto::vm::{VmInfo, VmRequest, VmResponse};
+use banger_proto::vmops::{VmStopped, VmmKind, VmmState};
 use banger_proto::{ErrorCode, RpcError};
 
-use super::{Fixture, net_cfg};
+use super::{Fixture, HostNetwork, net_cfg};
 use crate::config::Config;
 use crate::daemon::Daemon;
 use crate::privileged::{Channel, PrivilegedOps};
+use crate::server::ProgressSink;
 use crate::store::VmState;
 
-/// The network fake plus VMMs: `vmms[id]` is whether that VM's VMM runs;
-/// with `reachable` off every VM operation fails as an unreachable helper
-/// does.
+/// The network fake plus VMMs: `vmms[id]` is whether that VM's VMM runs,
+/// `pids[id]` its pid (4242 unless launched or set); with `reachable` off
+/// every VM operation fails as an unreachable helper does. `asked` names
+/// every VM operation asked for.
 #[derive(Debug)]
 struct WithVmms {
     net: Arc<super::FakeOps>,
     vmms: Mutex<BTreeMap<String, bool>>,
+    pids: Mutex<BTreeMap<String, u32>>,
     reachable: Mutex<bool>,
+    asked: Mutex<Vec<&'static str>>,
+}
+
+/// The pid a launch gets from the fake.
+const LAUNCHED_PID: u32 = 5151;
+
+impl WithVmms {
+    fn new(f: &Fixture, vmms: BTreeMap<String, bool>, reachable: bool) -> Arc<WithVmms> {
+        Arc::new(WithVmms {
+            net: f.ops.clone(),
+            vmms: Mutex::new(vmms),
+            pids: Mutex::default(),
+            reachable: Mutex::new(reachable),
+            asked: Mutex::default(),
+        })
+    }
+
+    fn state(&self, vm_id: String, running: bool) -> VmmState {
+        VmmState {
+            running,
+            pid: Some(*self.pids.lock().unwrap().get(&vm_id).unwrap_or(&4242)),
+            vm_id,
+            vmm: Some(VmmKind::Firecracker),
+            adopted: true,
+            // Firecracker's vsock readiness: a boot is ready at once.
+            ready: Some(running),
+            start_time: None,
+            sockets: Vec::new(),
+            root_devices: Vec::new(),
+        }
+    }
 }
 
 impl PrivilegedOps for WithVmms {
@@ -32,28 +70,37 @@ impl PrivilegedOps for WithVmms {
         let PrivOp::Vm(op) = op else {
             return self.net.call_with_fds(op);
         };
+        self.asked.lock().unwrap().push(op.name());
         if !*self.reachable.lock().unwrap() {
             return Err(RpcError::new(
                 ErrorCode::Unavailable,
                 "cannot reach the root helper",
             ));
         }
-        let mut vmms = self.vmms.lock().unwrap();
         let outcome = match op {
-            VmOp::VmmStatus(r) => PrivOutcome::Vmm(VmmState {
-                running: vmms.get(&r.vm_id).copied().unwrap_or(false),
-                vm_id: r.vm_id,
-                pid: Some(4242),
-                vmm: None,
-                adopted: true,
-                ready: None,
-                start_time: None,
-                sockets: Vec::new(),
-                root_devices: Vec::new(),
-            }),
+            VmOp::VmmStatus(r) => {
+                let running = self.vmms.lock().unwrap().get(&r.vm_id).copied();
+                PrivOutcome::Vmm(self.state(r.vm_id, running.unwrap_or(false)))
+            }
+            VmOp::LaunchVm(s) => {
+                self.vmms.lock().unwrap().insert(s.vm_id.clone(), true);
+                self.pids
+                    .lock()
+                    .unwrap()
+                    .insert(s.vm_id.clone(), LAUNCHED_PID);
+                PrivOutcome::Vmm(VmmState {
+                    adopted: false,
+                    ..self.state(s.vm_id, true)
+                })
+            }
             VmOp::KillVm(r) => PrivOutcome::VmStopped(VmStopped {
                 graceful: false,
-                was_running: vmms.insert(r.vm_id, false).unwrap_or(false),
+                was_running: self
+                    .vmms
+                    .lock()
+                    .unwrap()
+                    .insert(r.vm_id, false)
+                    .unwrap_or(false),
             }),
             other => panic!("not expected here: {}", other.name()),
         };
@@ -65,20 +112,9 @@ impl PrivilegedOps for WithVmms {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_vm_whose_vmm_cannot_be_asked_about_keeps_its_state_and_tap() {
-    let f = Fixture::new();
-    let running = f.vm("run", 2, true, VmState::Running);
-    let stopping = f.vm("stop", 3, true, VmState::Stopping);
-    let ops = Arc::new(WithVmms {
-        net: f.ops.clone(),
-        vmms: Mutex::new(BTreeMap::from([
-            (running.id.clone(), true),
-            (stopping.id.clone(), true),
-        ])),
-        reachable: Mutex::new(false),
-    });
-    let net = Arc::new(super::HostNetwork::new(
+/// A reconciled network with a one-tap pool and a daemon over `ops`.
+fn daemon(f: &Fixture, ops: &Arc<WithVmms>) -> (Arc<HostNetwork>, Daemon) {
+    let net = Arc::new(HostNetwork::new(
         net_cfg(1),
         super::TAP_OWNER,
         ops.clone(),
@@ -86,7 +122,6 @@ async fn a_vm_whose_vmm_cannot_be_asked_about_keeps_its_state_and_tap() {
         f.layout.clone(),
     ));
     net.reconcile().unwrap();
-    let tap = f.recorded_tap(&running).expect("the running VM got a tap");
     let daemon = Daemon::new(
         banger_proto::rpc::DaemonMode::Dev,
         f.layout.clone(),
@@ -95,6 +130,35 @@ async fn a_vm_whose_vmm_cannot_be_asked_about_keeps_its_state_and_tap() {
         ops.clone(),
         Arc::clone(&net),
     );
+    (net, daemon)
+}
+
+async fn vm_request(daemon: &Daemon, req: VmRequest) -> VmResponse {
+    match daemon.vms().handle_vm(req, ProgressSink::discard()).await {
+        Ok(Response::Vm(r)) => r,
+        other => panic!("not a VM answer: {other:?}"),
+    }
+}
+
+async fn show(daemon: &Daemon, name: &str) -> VmInfo {
+    match vm_request(daemon, VmRequest::Show { name: name.into() }).await {
+        VmResponse::Vm(info) => info,
+        other => panic!("not a VM: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vm_whose_vmm_cannot_be_asked_about_keeps_its_state_and_tap() {
+    let f = Fixture::new();
+    let running = f.vm("run", 2, true, VmState::Running);
+    let stopping = f.vm("stop", 3, true, VmState::Stopping);
+    let ops = WithVmms::new(
+        &f,
+        BTreeMap::from([(running.id.clone(), true), (stopping.id.clone(), true)]),
+        false,
+    );
+    let (net, daemon) = daemon(&f, &ops);
+    let tap = f.recorded_tap(&running).expect("the running VM got a tap");
 
     // Before the fix a failed VmmStatus read as "not running": the VM was
     // marked stopped and its tap returned while its VMM ran on.
@@ -134,4 +198,108 @@ async fn a_vm_whose_vmm_cannot_be_asked_about_keeps_its_state_and_tap() {
     daemon.vms().reap_dead_vmms().await;
     assert_eq!(state(&running.id), VmState::Stopped);
     assert_eq!(f.recorded_tap(&running), None);
+}
+
+/// What an older daemon wrote: the tap, and a copy of the VMM the executor
+/// reported at launch.
+fn old_handles(tap: &str, pid: u32) -> String {
+    format!(
+        r#"{{ "tap": "{tap}",
+  "vmm": {{ "kind": "firecracker", "pid": {pid}, "start_time": 1, "sockets": [] }},
+  "snapshot_devices": [] }}"#
+    )
+}
+
+fn handles_json(f: &Fixture, vm_id: &str) -> serde_json::Value {
+    let path = f.layout.vm_dir(vm_id).join(banger_proto::layout::HANDLES);
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vm_show_reads_the_vmm_the_startup_reconcile_asked_the_executor_about() {
+    let f = Fixture::new();
+    let vm = f.vm("run", 2, true, VmState::Running);
+    let dir = f.layout.vm_dir(&vm.id);
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(banger_proto::layout::HANDLES);
+    std::fs::write(&file, old_handles("bangertap9", 1111)).unwrap();
+    let ops = WithVmms::new(&f, BTreeMap::from([(vm.id.clone(), true)]), true);
+
+    // The host lost the recorded tap: the network reconcile gives the VM
+    // another and rewrites the old file without its VMM copy.
+    let (_net, daemon) = daemon(&f, &ops);
+    let tap = f.recorded_tap(&vm).expect("a tap");
+    assert_ne!(tap, "bangertap9");
+    assert_eq!(handles_json(&f, &vm.id), serde_json::json!({ "tap": tap }));
+
+    daemon.vms().reconcile().await;
+    assert_eq!(*ops.asked.lock().unwrap(), ["vmm_status"]);
+
+    // From here on `vm show` and `vm ls` neither read the file nor ask the
+    // executor: the pid is the executor's at reconcile, not the file's.
+    // (A file that cannot be read back: any read of it would lose both.)
+    std::fs::write(&file, "{nope").unwrap();
+    ops.asked.lock().unwrap().clear();
+    f.ops.take_ops();
+    let info = show(&daemon, "run").await;
+    assert_eq!(info.pid, Some(4242));
+    assert_eq!(info.tap.as_deref(), Some(tap.as_str()));
+    let VmResponse::List(all) = vm_request(&daemon, VmRequest::List).await else {
+        panic!("not a list");
+    };
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].pid, Some(4242));
+    assert!(ops.asked.lock().unwrap().is_empty());
+    assert!(f.ops.take_ops().is_empty());
+
+    // `vm stats` asks, and its answer (the lock was free) is kept.
+    ops.pids.lock().unwrap().insert(vm.id.clone(), 4343);
+    vm_request(&daemon, VmRequest::Stats { name: "run".into() }).await;
+    assert_eq!(*ops.asked.lock().unwrap(), ["vmm_status"]);
+    assert_eq!(show(&daemon, "run").await.pid, Some(4343));
+
+    // The watchdog sees the VMM gone: the VM stops, its entry goes (a row
+    // put back to running shows no pid).
+    ops.vmms.lock().unwrap().insert(vm.id.clone(), false);
+    daemon.vms().reap_dead_vmms().await;
+    let stopped = f.store.get_vm(&vm.id).unwrap().unwrap();
+    assert_eq!(stopped.state, VmState::Stopped);
+    f.store
+        .set_vm_state(&vm.id, VmState::Stopped, VmState::Running, None)
+        .unwrap();
+    assert_eq!(show(&daemon, "run").await.pid, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_launch_fills_the_vmm_handles_and_a_kill_clears_them() {
+    let f = Fixture::new();
+    let vm = f.vm("new", 2, true, VmState::Created);
+    let ops = WithVmms::new(&f, BTreeMap::new(), true);
+    let (_net, daemon) = daemon(&f, &ops);
+
+    let VmResponse::Vm(started) =
+        vm_request(&daemon, VmRequest::Start { name: "new".into() }).await
+    else {
+        panic!("not a VM");
+    };
+    assert_eq!(started.state, VmState::Running);
+    assert_eq!(started.pid, Some(LAUNCHED_PID));
+    let tap = started.tap.clone().expect("a tap");
+    assert_eq!(handles_json(&f, &vm.id), serde_json::json!({ "tap": tap }));
+    ops.asked.lock().unwrap().clear();
+    assert_eq!(show(&daemon, "new").await.pid, Some(LAUNCHED_PID));
+    assert!(ops.asked.lock().unwrap().is_empty());
+
+    let VmResponse::Vm(killed) = vm_request(&daemon, VmRequest::Kill { name: "new".into() }).await
+    else {
+        panic!("not a VM");
+    };
+    assert_eq!(killed.state, VmState::Stopped);
+    assert_eq!((killed.pid, killed.tap), (None, None));
+    assert_eq!(handles_json(&f, &vm.id), serde_json::json!({ "tap": null }));
+    // Not only hidden by the state: the entry is gone.
+    f.store
+        .set_vm_state(&vm.id, VmState::Stopped, VmState::Running, None)
+        .unwrap();
+    assert_eq!(show(&daemon, "new").await.pid, None);
 }
