@@ -559,8 +559,9 @@ impl VmHost {
         })))
     }
 
-    /// What else a caller keeps about a VMM (`handles.json`): the start time
-    /// of a running one, its sockets, and the devices behind the root disk.
+    /// What else the answer tells about a VMM (the daemon keeps the last
+    /// one in memory, never on disk): the start time of a running one, its
+    /// sockets, and the devices behind the root disk.
     fn describe(&self, mut state: VmmState) -> VmmState {
         if state.running {
             state.start_time = state.pid.and_then(|pid| start_time(pid).ok());
