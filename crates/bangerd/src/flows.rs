@@ -24,9 +24,10 @@ use banger_proto::vm::{CreateVm, VmCreated};
 use banger_proto::{ErrorCode, RpcError};
 
 use crate::image::ImageService;
+use crate::progress::Emit;
 use crate::server::ProgressSink;
 use crate::vm::VmService;
-use crate::workspace::{Emit, WorkspaceService};
+use crate::workspace::WorkspaceService;
 
 /// A step the create operation runs once the VM is built (and booted):
 /// given the VM's id and the operation's progress, it finishes the VM or

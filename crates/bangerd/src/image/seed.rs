@@ -38,11 +38,12 @@ impl ImageService {
     /// The seed's inputs as they are now: banger's public key (created on
     /// first use) and banger's version; and their hash.
     fn seed_inputs(&self) -> Result<(Vec<String>, String), ImageError> {
-        // `guest_identity` serializes key generation itself.
-        let key = crate::vm::guest_identity(&self.layout).map_err(|e| ImageError::Build {
-            what: "preparing banger's SSH key for the work seed".into(),
-            detail: Some(e.render()),
-        })?;
+        // `ensure_identity` serializes key generation itself.
+        let key =
+            crate::identity::ensure_identity(&self.layout).map_err(|e| ImageError::Build {
+                what: "preparing banger's SSH key for the work seed".into(),
+                detail: Some(e.render()),
+            })?;
         let keys = vec![key];
         let hash = banger_imagebuild::work_seed_hash(&keys, banger_proto::BANGER_VERSION);
         Ok((keys, hash))

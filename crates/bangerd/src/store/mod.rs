@@ -31,6 +31,20 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRe
 use rusqlite::{Connection, ToSql, TransactionBehavior};
 
 pub use error::StoreError;
+
+/// A store error as the RPC answers it: a name taken, a row not found, a
+/// state conflict or a row in use keep their meaning; anything else is
+/// `internal`.
+pub fn rpc_err(e: StoreError) -> banger_proto::RpcError {
+    use banger_proto::ErrorCode;
+    let code = match &e {
+        StoreError::NameTaken { .. } => ErrorCode::AlreadyExists,
+        StoreError::NotFound { .. } => ErrorCode::NotFound,
+        StoreError::VmStateConflict { .. } | StoreError::InUse { .. } => ErrorCode::InvalidState,
+        _ => ErrorCode::Internal,
+    };
+    banger_proto::RpcError::from_error(code, &e)
+}
 pub use model::{
     ImageRow, ImageSource, KernelRow, KernelSource, LeaseRow, NewImage, NewKernel, NewLease,
     NewOperation, NewVm, OpKind, OperationOutcome, OperationRow, OperationState, UnknownValue,

@@ -303,7 +303,7 @@ impl VmService {
             {
                 // After `build` released the VM's lock, as a request would.
                 let emit_op = Arc::clone(&op);
-                let emit: crate::workspace::Emit = Arc::new(move |p| emit_op.progress(p));
+                let emit: crate::progress::Emit = Arc::new(move |p| emit_op.progress(p));
                 result = after(vm_id.clone(), emit).await;
             }
             if let Err(e) = &result {
@@ -366,9 +366,10 @@ impl VmService {
             Some(4),
         ));
         let layout = self.layout.clone();
-        let owner_keys = tokio::task::spawn_blocking(move || guest::ensure_identity(&layout))
-            .await
-            .map_err(|e| internal(format!("key task: {e}")))??;
+        let owner_keys =
+            tokio::task::spawn_blocking(move || crate::identity::ensure_identity(&layout))
+                .await
+                .map_err(|e| internal(format!("key task: {e}")))??;
         let name = vm.name.clone();
         let host_key = tokio::task::spawn_blocking(move || guest::host_key(&name))
             .await

@@ -9,7 +9,7 @@ use banger_host::runner::{Cmd, Runner};
 use banger_proto::vm::{GuestPort, SshTarget, VmInfo, VmLogs, VmPorts, VmStats};
 use banger_proto::{ErrorCode, RpcError};
 
-use super::{GUEST_USER, VmService, guest, internal, store_err};
+use super::{GUEST_USER, VmService, internal, store_err};
 use crate::store::{VmRow, VmState};
 
 impl VmService {
@@ -81,7 +81,9 @@ impl VmService {
             name: vm.name.clone(),
             ip: lease.ip,
             user: GUEST_USER.to_string(),
-            identity: guest::identity(&self.layout).display().to_string(),
+            identity: crate::identity::identity(&self.layout)
+                .display()
+                .to_string(),
             known_hosts: self.layout.known_hosts.display().to_string(),
             host_key_alias: format!("{}.vm", vm.name),
         })

@@ -27,9 +27,8 @@ mod ops;
 mod reconcile;
 
 use banger_proto::privops::PrivCall;
-use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use banger_proto::rpc::{Progress, Response};
 use banger_proto::vm::{OpRequest, VmRequest, VmResponse};
@@ -44,30 +43,7 @@ use crate::store::{Store, VmRow};
 
 pub use ops::OpRegistry;
 
-/// The per-VM lock table (`vm_locks[id]` of ARCHITECTURE.md, "Locks"),
-/// shared with WorkspaceService, which holds a VM's lock only to read its
-/// row.
-#[derive(Debug, Default)]
-pub struct VmLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
-
-impl VmLocks {
-    pub fn get(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.0.lock().expect("vm locks poisoned");
-        Arc::clone(locks.entry(id.to_string()).or_default())
-    }
-}
-
-/// Path of banger's client private key (what `vm ssh` and workspace
-/// transfers log in with).
-pub fn client_key_path(layout: &Layout) -> std::path::PathBuf {
-    guest::identity(layout)
-}
-
-/// banger's client public key (created on first use): what images' work
-/// seeds and guests' `authorized_keys` hold.
-pub fn guest_identity(layout: &Layout) -> Result<String, RpcError> {
-    guest::ensure_identity(layout)
-}
+pub use crate::locks::VmLocks;
 
 /// How VmService publishes and withdraws `NAME.vm` records; implemented by
 /// the daemon over its DNS server (which may not be running).
@@ -298,16 +274,7 @@ pub(crate) fn internal(msg: impl Into<String>) -> RpcError {
     RpcError::new(ErrorCode::Internal, msg)
 }
 
-pub(crate) fn store_err(e: crate::store::StoreError) -> RpcError {
-    use crate::store::StoreError as S;
-    let code = match &e {
-        S::NameTaken { .. } => ErrorCode::AlreadyExists,
-        S::NotFound { .. } => ErrorCode::NotFound,
-        S::VmStateConflict { .. } | S::InUse { .. } => ErrorCode::InvalidState,
-        _ => ErrorCode::Internal,
-    };
-    RpcError::from_error(code, &e)
-}
+pub(crate) use crate::store::rpc_err as store_err;
 
 fn progress(stage: &str, message: impl Into<String>, done: u64, total: Option<u64>) -> Progress {
     Progress {

@@ -39,9 +39,9 @@ use banger_proto::{ErrorCode, RpcError};
 
 use crate::config::Config;
 use crate::layout::Layout;
+use crate::locks::VmLocks;
 use crate::server::ProgressSink;
 use crate::store::{Store, VmState};
-use crate::vm::VmLocks;
 
 use export::parse_fields;
 pub use files::{FILE_SYNC_MAX_BYTES, Home};
@@ -55,8 +55,7 @@ const MARKERS: &str = ".cache/banger/workspaces";
 /// Largest bundle or patch an export copies back from a guest.
 const EXPORT_MAX_BYTES: u64 = 8 << 30;
 
-/// Where progress goes: the RPC stream, or a create operation.
-pub type Emit = Arc<dyn Fn(Progress) + Send + Sync>;
+pub use crate::progress::Emit;
 
 pub(crate) fn internal(msg: impl Into<String>) -> RpcError {
     RpcError::new(ErrorCode::Internal, msg)
@@ -142,7 +141,7 @@ impl WorkspaceService {
         let vm = self
             .store
             .get_vm_by_name(name)
-            .map_err(crate::vm::store_err)?
+            .map_err(crate::store::rpc_err)?
             .ok_or_else(|| {
                 RpcError::new(
                     ErrorCode::NotFound,
@@ -157,7 +156,7 @@ impl WorkspaceService {
         let vm = self
             .store
             .get_vm(id)
-            .map_err(crate::vm::store_err)?
+            .map_err(crate::store::rpc_err)?
             .ok_or_else(|| RpcError::new(ErrorCode::NotFound, format!("VM {id} is gone")))?;
         let name = vm.name.clone();
         let lock = self.vm_locks.get(&vm.id);
@@ -165,7 +164,7 @@ impl WorkspaceService {
         let vm = self
             .store
             .get_vm(&vm.id)
-            .map_err(crate::vm::store_err)?
+            .map_err(crate::store::rpc_err)?
             .ok_or_else(|| RpcError::new(ErrorCode::NotFound, format!("VM {name} is gone")))?;
         if vm.state != VmState::Running {
             return Err(RpcError::new(
@@ -179,15 +178,15 @@ impl WorkspaceService {
         let lease = self
             .store
             .get_lease(&vm.id)
-            .map_err(crate::vm::store_err)?
+            .map_err(crate::store::rpc_err)?
             .ok_or_else(|| internal(format!("VM {name} has no lease")))?;
         Ok(VmSnapshot {
             id: vm.id.clone(),
             guest: Guest {
                 name: vm.name.clone(),
                 ip: lease.ip,
-                user: crate::vm::GUEST_USER.to_string(),
-                identity: crate::vm::client_key_path(&self.layout),
+                user: banger_proto::guest::GUEST_USER.to_string(),
+                identity: crate::identity::identity(&self.layout),
                 known_hosts: self.layout.known_hosts.clone(),
                 control: None,
             },
