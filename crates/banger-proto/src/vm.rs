@@ -216,6 +216,43 @@ pub struct VmStats {
     /// Counters of the VM's tap (host view: rx = from the guest).
     pub net_rx_bytes: Option<u64>,
     pub net_tx_bytes: Option<u64>,
+    /// Rates over the recent samples of this run of its VMM, when there
+    /// are two or more.
+    #[serde(default)]
+    pub rates: Option<VmRates>,
+    /// The daemon's samples of this VM, oldest first: one every few
+    /// seconds while it runs, the last minutes of them kept.
+    #[serde(default)]
+    pub history: Vec<VmSample>,
+}
+
+/// One sample of a running VM's counters (`vm stats`' history).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmSample {
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: u64,
+    /// The VMM process sampled: rates never span two runs of a VM.
+    pub pid: Option<u32>,
+    pub cpu_ms: Option<u64>,
+    pub rss_bytes: Option<u64>,
+    pub root_disk_allocated: Option<u64>,
+    pub work_disk_allocated: Option<u64>,
+    pub net_rx_bytes: Option<u64>,
+    pub net_tx_bytes: Option<u64>,
+}
+
+/// Rates between the first and last samples of one run of a VM's VMM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmRates {
+    /// How long the samples span, milliseconds.
+    pub window_ms: u64,
+    /// CPU time the VMM used per second of wall time, milliseconds (1000:
+    /// one host CPU busy).
+    pub cpu_ms_per_s: Option<u64>,
+    pub net_rx_bytes_per_s: Option<u64>,
+    pub net_tx_bytes_per_s: Option<u64>,
 }
 
 /// Result of a [`VmRequest`].

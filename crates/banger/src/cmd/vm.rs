@@ -313,25 +313,40 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
             }
             output::stdout(out.as_bytes())?
         }
-        VmResponse::Stats(s) => {
-            let opt = |v: Option<u64>, f: fn(u64) -> String| v.map_or_else(|| "-".into(), f);
-            output::stdout(
-                format!(
-                    "vm        {} ({})\ncpu       {}\nmemory    {}\nroot disk {}\nwork disk {}\nnet rx    {}\nnet tx    {}\n",
-                    s.name,
-                    if s.running { "running" } else { "not running" },
-                    opt(s.cpu_ms, |ms| format!("{:.1}s", ms as f64 / 1000.0)),
-                    opt(s.rss_bytes, human_bytes),
-                    opt(s.root_disk_allocated, human_bytes),
-                    opt(s.work_disk_allocated, human_bytes),
-                    opt(s.net_rx_bytes, human_bytes),
-                    opt(s.net_tx_bytes, human_bytes),
-                )
-                .as_bytes(),
-            )?
-        }
+        VmResponse::Stats(s) => output::stdout(stats_text(&s).as_bytes())?,
     }
     Ok(Exit::Ok)
+}
+
+/// `vm stats` for a person: the counters now, then the rates over the
+/// daemon's recent samples when there are any.
+fn stats_text(s: &banger_proto::vm::VmStats) -> String {
+    let opt = |v: Option<u64>, f: &dyn Fn(u64) -> String| v.map_or_else(|| "-".into(), f);
+    let mut out = format!(
+        "vm        {} ({})\ncpu       {}\nmemory    {}\nroot disk {}\nwork disk {}\nnet rx    {}\nnet tx    {}\n",
+        s.name,
+        if s.running { "running" } else { "not running" },
+        opt(s.cpu_ms, &|ms| format!("{:.1}s", ms as f64 / 1000.0)),
+        opt(s.rss_bytes, &human_bytes),
+        opt(s.root_disk_allocated, &human_bytes),
+        opt(s.work_disk_allocated, &human_bytes),
+        opt(s.net_rx_bytes, &human_bytes),
+        opt(s.net_tx_bytes, &human_bytes),
+    );
+    if let Some(r) = &s.rates {
+        out.push_str(&format!(
+            "over the last {}s ({} samples): cpu {}, net rx {}, net tx {}\n",
+            r.window_ms / 1000,
+            s.history.len() + 1,
+            opt(r.cpu_ms_per_s, &|ms| format!(
+                "{:.0}% of a CPU",
+                ms as f64 / 10.0
+            )),
+            opt(r.net_rx_bytes_per_s, &|b| format!("{}/s", human_bytes(b))),
+            opt(r.net_tx_bytes_per_s, &|b| format!("{}/s", human_bytes(b))),
+        ));
+    }
+    out
 }
 
 fn table(vms: &[VmInfo]) -> String {

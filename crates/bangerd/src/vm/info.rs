@@ -166,26 +166,28 @@ impl VmService {
         }
         drop(held);
         let (running, pid) = (status.running, status.pid.filter(|_| status.running));
-        let dir = self.vm_dir(&vm.id);
-        use banger_proto::layout::{COW_FILE, ROOT_DISK, WORK_DISK};
-        let allocated = |f: &str| {
-            use std::os::unix::fs::MetadataExt as _;
-            std::fs::metadata(dir.join(f))
-                .ok()
-                .map(|m| m.blocks() * 512)
-        };
-        let tap = self.network.tap_of(&vm.id);
-        let (rx, tx) = tap.as_deref().and_then(tap_counters).unzip();
+        let now = self.sample(&vm, pid);
+        let mut history = self.stats.series(&vm.id);
+        let mut span = history.clone();
+        span.push(now.clone());
+        if !running {
+            history.clear();
+        }
         Ok(VmStats {
             name: vm.name,
             running,
-            cpu_ms: pid.and_then(cpu_ms),
-            rss_bytes: pid.and_then(rss_bytes),
-            // With dm-snapshot the VM's own blocks are its COW file.
-            root_disk_allocated: allocated(ROOT_DISK).or_else(|| allocated(COW_FILE)),
-            work_disk_allocated: allocated(WORK_DISK),
-            net_rx_bytes: rx,
-            net_tx_bytes: tx,
+            cpu_ms: now.cpu_ms,
+            rss_bytes: now.rss_bytes,
+            root_disk_allocated: now.root_disk_allocated,
+            work_disk_allocated: now.work_disk_allocated,
+            net_rx_bytes: now.net_rx_bytes,
+            net_tx_bytes: now.net_tx_bytes,
+            rates: if running {
+                super::stats::rates(&span)
+            } else {
+                None
+            },
+            history,
         })
     }
 }
@@ -221,7 +223,7 @@ fn parse_ss(name: &str, out: &str) -> Vec<GuestPort> {
     ports
 }
 
-fn cpu_ms(pid: u32) -> Option<u64> {
+pub(super) fn cpu_ms(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     let rest = &stat[stat.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split(' ').collect();
@@ -231,7 +233,7 @@ fn cpu_ms(pid: u32) -> Option<u64> {
     Some(ticks * 1000 / hz)
 }
 
-fn rss_bytes(pid: u32) -> Option<u64> {
+pub(super) fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
@@ -239,7 +241,7 @@ fn rss_bytes(pid: u32) -> Option<u64> {
 
 /// (rx, tx) bytes of an interface in the daemon's network namespace
 /// (`/proc/net/dev` follows the reader's namespace; `/sys/class/net` may not).
-fn tap_counters(tap: &str) -> Option<(u64, u64)> {
+pub(super) fn tap_counters(tap: &str) -> Option<(u64, u64)> {
     let dev = std::fs::read_to_string("/proc/net/dev").ok()?;
     let line = dev
         .lines()

@@ -25,6 +25,7 @@ mod info;
 mod lifecycle;
 mod ops;
 mod reconcile;
+mod stats;
 
 use banger_proto::privops::PrivCall;
 use std::net::Ipv4Addr;
@@ -72,6 +73,8 @@ pub struct VmService {
     /// Each VM's VMM as the executor last reported it running
     /// (`handles_cache`): what `vm ls` and `vm show` read.
     vmms: handles_cache::VmmCache,
+    /// Each running VM's recent samples (`stats`).
+    stats: stats::StatsHistory,
     ops: OpRegistry,
 }
 
@@ -110,6 +113,7 @@ impl VmService {
             create_mu: tokio::sync::Mutex::new(()),
             unsettled: std::sync::Mutex::default(),
             vmms: handles_cache::VmmCache::default(),
+            stats: stats::StatsHistory::default(),
         })
     }
 

@@ -115,17 +115,19 @@ pub const OP_RETENTION_SECS: i64 = 7 * 24 * 3600;
 
 impl VmService {
     /// Background tickers: stale-VM detection (a VMM that died on its own:
-    /// the VM becomes `stopped` and its tap returns to the pool) and pruning
-    /// of finished operations. They stop when the returned handle is
+    /// the VM becomes `stopped` and its tap returns to the pool), the stats
+    /// sampler (`stats`) and pruning of finished operations. They stop when the returned handle is
     /// aborted or the runtime shuts down.
     pub fn spawn_tickers(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let svc = Arc::clone(self);
         tokio::spawn(async move {
             let mut watch = tokio::time::interval(WATCH_INTERVAL);
             let mut prune = tokio::time::interval(std::time::Duration::from_secs(3600));
+            let mut sample = tokio::time::interval(super::stats::STATS_INTERVAL);
             loop {
                 tokio::select! {
                     _ = watch.tick() => svc.reap_dead_vmms().await,
+                    _ = sample.tick() => svc.sample_running().await,
                     _ = prune.tick() => {
                         let cutoff = crate::store::unix_now() - OP_RETENTION_SECS;
                         match svc.store.prune_finished_operations(cutoff) {

@@ -303,3 +303,50 @@ async fn a_launch_fills_the_vmm_handles_and_a_kill_clears_them() {
         .unwrap();
     assert_eq!(show(&daemon, "new").await.pid, None);
 }
+
+async fn stats(daemon: &Daemon, name: &str) -> banger_proto::vm::VmStats {
+    match vm_request(daemon, VmRequest::Stats { name: name.into() }).await {
+        VmResponse::Stats(s) => s,
+        other => panic!("not stats: {other:?}"),
+    }
+}
+
+/// Issue #14 item 9: the sampler keeps each running VM's recent counters,
+/// `vm stats` gives them with rates over this run of its VMM, and a VM
+/// that stops loses its history at the next tick.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn running_vms_are_sampled_into_the_history_vm_stats_reports() {
+    let f = Fixture::new();
+    let vm = f.vm("run", 2, true, VmState::Running);
+    let ops = WithVmms::new(&f, BTreeMap::from([(vm.id.clone(), true)]), true);
+    // The "VMM" is this test process: its CPU time is real and moves.
+    let me = std::process::id();
+    ops.pids.lock().unwrap().insert(vm.id.clone(), me);
+    let (_net, daemon) = daemon(&f, &ops);
+    daemon.vms().reconcile().await;
+    for _ in 0..3 {
+        daemon.vms().sample_running().await;
+        let spin = std::time::Instant::now();
+        while spin.elapsed() < std::time::Duration::from_millis(30) {
+            std::hint::black_box(spin.elapsed());
+        }
+    }
+    let s = stats(&daemon, "run").await;
+    assert!(s.running);
+    assert_eq!(s.history.len(), 3, "{:?}", s.history);
+    assert!(s.history.iter().all(|h| h.pid == Some(me)));
+    assert!(s.history.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    let r = s.rates.expect("rates over the samples and now");
+    assert!(r.window_ms >= 60, "{r:?}");
+    assert!(r.cpu_ms_per_s.is_some(), "{r:?}");
+
+    // The VMM goes: the watchdog stops the VM, the next tick drops its
+    // history, and stats give no rates.
+    ops.vmms.lock().unwrap().insert(vm.id.clone(), false);
+    daemon.vms().reap_dead_vmms().await;
+    daemon.vms().sample_running().await;
+    let s = stats(&daemon, "run").await;
+    assert!(!s.running);
+    assert!(s.history.is_empty(), "{:?}", s.history);
+    assert_eq!(s.rates, None);
+}
