@@ -393,21 +393,43 @@ fn show(v: &VmInfo) -> String {
     out
 }
 
-/// `vm logs --follow`: print what the console appends, until interrupted.
+/// `vm logs -f`: print what the console gains, every 250 ms, until
+/// interrupted. A console that is not there yet (`vm logs -f` right after
+/// `vm create`) is waited for and then printed from its start; one that
+/// shrank (emptied before a new boot) is read again from its start.
 fn follow(path: &str, mut filter: output::ConsoleFilter) -> Result<(), CliError> {
     use std::io::{Read as _, Seek as _};
     let read_err = |source| CliError::ReadFile {
         path: path.into(),
         source,
     };
-    let mut f = std::fs::File::open(path).map_err(read_err)?;
-    f.seek(std::io::SeekFrom::End(0)).map_err(read_err)?;
+    let open = || match std::fs::File::open(path) {
+        Ok(f) => Ok(Some(f)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(read_err(e)),
+    };
+    // What the daemon's answer printed is the file's tail up to now.
+    let mut console = open()?;
+    let mut pos = match &mut console {
+        Some(f) => f.seek(std::io::SeekFrom::End(0)).map_err(read_err)?,
+        None => 0,
+    };
     let mut buf = Vec::new();
     loop {
-        buf.clear();
-        f.read_to_end(&mut buf).map_err(read_err)?;
-        if !buf.is_empty() {
-            output::stdout(filter.push(&buf).as_bytes())?;
+        if console.is_none() {
+            console = open()?;
+        }
+        if let Some(f) = &mut console {
+            let len = f.metadata().map_err(read_err)?.len();
+            if len < pos {
+                pos = f.seek(std::io::SeekFrom::Start(0)).map_err(read_err)?;
+            }
+            buf.clear();
+            f.read_to_end(&mut buf).map_err(read_err)?;
+            pos += buf.len() as u64;
+            if !buf.is_empty() {
+                output::stdout(filter.push(&buf).as_bytes())?;
+            }
         }
         std::thread::sleep(Duration::from_millis(250));
     }
