@@ -289,7 +289,7 @@ impl VmService {
                     },
                 )
                 .map_err(store_err)?;
-            self.dns.publish(&vm.name, ip);
+            self.caps.reserved(&vm, ip);
             vm
         };
         let op = self

@@ -9,7 +9,7 @@ use banger_proto::vmops::LaunchVmSpec;
 use banger_proto::{ErrorCode, RpcError};
 
 use super::ops::OpHandle;
-use super::{READY_MARKER, VmService, guest, internal, progress, store_err};
+use super::{READY_MARKER, VmService, internal, progress, store_err};
 use crate::server::ProgressSink;
 use crate::store::{VmConfigUpdate, VmRow, VmState};
 
@@ -97,9 +97,7 @@ impl VmService {
                     tracing::warn!(vm = %vm.name, error = %k.render(), "killing the VMM after a failed boot");
                 }
                 self.vmms.forget(&vm.id);
-                let net = Arc::clone(&self.network);
-                let id = vm.id.clone();
-                let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
+                let _ = self.caps_stopped(&vm).await;
                 let e = e.context(format!("starting VM {}", vm.name));
                 let reason = e.messages.join(": ");
                 if let Ok(cur) = self.row(&vm.id) {
@@ -131,12 +129,13 @@ impl VmService {
             .get_image(&vm.image_id)
             .map_err(store_err)?
             .ok_or_else(|| internal(format!("image {} of VM {} is gone", vm.image_id, vm.name)))?;
-        let net = Arc::clone(&self.network);
-        let id = vm.id.clone();
-        let tap = tokio::task::spawn_blocking(move || net.attach(&id))
+        let (caps, row) = (Arc::clone(&self.caps), vm.clone());
+        let launch = tokio::task::spawn_blocking(move || caps.starting(&row))
             .await
-            .map_err(|e| internal(format!("network task: {e}")))?
-            .map_err(|e| e.to_rpc())?;
+            .map_err(|e| internal(format!("capability task: {e}")))??;
+        let tap = launch
+            .tap
+            .ok_or_else(|| internal(format!("no capability gave VM {} a tap", vm.name)))?;
         let serial = self.vm_dir(&vm.id).join(banger_proto::layout::SERIAL_LOG);
         let offset = std::fs::metadata(&serial).map(|m| m.len()).unwrap_or(0);
         step("boot", &format!("starting {} on {tap}", vm.vmm), 3);
@@ -284,12 +283,7 @@ impl VmService {
             None
         };
         self.vmms.forget(&vm.id);
-        let net = Arc::clone(&self.network);
-        let id = vm.id.clone();
-        tokio::task::spawn_blocking(move || net.detach(&id))
-            .await
-            .map_err(|e| internal(format!("network task: {e}")))?
-            .map_err(|e| e.to_rpc())?;
+        self.caps_stopped(&vm).await?;
         self.set_state(&vm, VmState::Stopped, reason.as_deref())?;
         Ok(())
     }
@@ -330,10 +324,8 @@ impl VmService {
         } else {
             self.vmms.forget(vm_id);
         }
-        let net = Arc::clone(&self.network);
-        let id = vm_id.to_string();
-        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || net.detach(&id)).await {
-            warn("detaching the network", &e.to_rpc());
+        if let Err(e) = self.caps_stopped(&vm).await {
+            warn("stopping the VM's capabilities", &e);
         }
         if let Err(e) = self
             .privileged(DeleteVmDisks {
@@ -344,11 +336,11 @@ impl VmService {
             warn("deleting the disks", &e);
             return;
         }
-        self.dns.withdraw(&vm.name);
-        if let Err(e) =
-            guest::set_known_host(&self.layout.known_hosts, &format!("{}.vm", vm.name), None)
-        {
-            warn("updating known_hosts", &e);
+        let (caps, row) = (Arc::clone(&self.caps), vm.clone());
+        if let Ok(failed) = tokio::task::spawn_blocking(move || caps.removed(&row)).await {
+            for (capability, e) in failed {
+                warn(&format!("removing the VM's {capability}"), &e);
+            }
         }
         let dir = self.vm_dir(vm_id);
         if let Err(e) = std::fs::remove_dir_all(&dir)
@@ -408,5 +400,13 @@ impl VmService {
             .update_vm_config(&vm.id, vm.state, &cfg)
             .map_err(store_err)?;
         Ok(self.info(&vm))
+    }
+
+    /// Every capability's `stopped` hook, on a blocking thread.
+    pub(super) async fn caps_stopped(&self, vm: &VmRow) -> Result<(), RpcError> {
+        let (caps, row) = (Arc::clone(&self.caps), vm.clone());
+        tokio::task::spawn_blocking(move || caps.stopped(&row))
+            .await
+            .map_err(|e| internal(format!("capability task: {e}")))?
     }
 }

@@ -17,6 +17,7 @@
 //! to say: the service keeps only its last answer, in memory
 //! (`handles_cache`).
 
+mod capability;
 mod console;
 mod create;
 mod guest;
@@ -64,7 +65,9 @@ pub struct VmService {
     config: Config,
     privileged: Arc<dyn PrivilegedOps>,
     network: Arc<HostNetwork>,
-    dns: Arc<dyn VmDns>,
+    /// Per-VM features with lifecycle hooks (`capability`): the network,
+    /// `.vm` DNS, the `known_hosts` line.
+    caps: Arc<capability::Capabilities>,
     vm_locks: Arc<VmLocks>,
     create_mu: tokio::sync::Mutex<()>,
     /// VMs the startup reconcile could not settle (the executor did not
@@ -101,6 +104,11 @@ impl VmService {
             dns,
             vm_locks,
         } = parts;
+        let caps = Arc::new(capability::Capabilities::new(vec![
+            Box::new(capability::Network(Arc::clone(&network))),
+            Box::new(capability::Dns(dns)),
+            Box::new(capability::KnownHost(layout.known_hosts.clone())),
+        ]));
         Arc::new(VmService {
             ops: OpRegistry::new(Arc::clone(&store)),
             store,
@@ -108,7 +116,7 @@ impl VmService {
             config,
             privileged,
             network,
-            dns,
+            caps,
             vm_locks,
             create_mu: tokio::sync::Mutex::new(()),
             unsettled: std::sync::Mutex::default(),

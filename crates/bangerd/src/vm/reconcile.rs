@@ -57,12 +57,13 @@ impl VmService {
             })
             .await?;
         self.vmms.record(&status);
-        let net = Arc::clone(&self.network);
-        let id = vm.id.clone();
         if status.running && vm.state != VmState::Stopping {
-            let attached = tokio::task::spawn_blocking(move || net.attach(&id)).await;
-            if !matches!(attached, Ok(Ok(_))) {
-                tracing::warn!(vm = %vm.name, "reconcile: re-attaching the network failed");
+            // Its capabilities are the running VM's again (the network
+            // hands back the tap its reconcile kept for it).
+            let (caps, row) = (Arc::clone(&self.caps), vm.clone());
+            let started = tokio::task::spawn_blocking(move || caps.starting(&row)).await;
+            if !matches!(started, Ok(Ok(_))) {
+                tracing::warn!(vm = %vm.name, "reconcile: re-attaching the VM's capabilities failed");
             }
             let _ = self
                 .store
@@ -77,7 +78,7 @@ impl VmService {
             })
             .await?;
         }
-        let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
+        let _ = self.caps_stopped(vm).await;
         self.vmms.forget(&vm.id);
         let _ = self
             .store
@@ -192,9 +193,7 @@ impl VmService {
             if s.running {
                 continue;
             }
-            let net = Arc::clone(&self.network);
-            let id = vm.id.clone();
-            let _ = tokio::task::spawn_blocking(move || net.detach(&id)).await;
+            let _ = self.caps_stopped(&vm).await;
             let reason = match s.pid {
                 Some(pid) => format!("its VMM (pid {pid}) exited"),
                 None => "its VMM exited".to_string(),
