@@ -177,13 +177,15 @@ impl VmService {
         let vcpus = req.vcpus.unwrap_or(self.config.vm.default_vcpus);
         let memory_mib = req.memory_mib.unwrap_or(self.config.vm.default_memory_mib);
         let disk_bytes = req.disk_bytes.unwrap_or(self.config.vm.default_disk_bytes);
-        // Bad sizes are refused as such before the executor is asked what
-        // it can run (QEMU's limits are the widest), and again by the
-        // chosen VMM's own.
-        let host = HostLimits::here();
-        check_resources(host, VmmKind::Qemu, vcpus, memory_mib, disk_bytes)?;
+        // Sizes outside banger's own limits are refused as such before the
+        // executor is asked what it can run (QEMU's are the widest); then
+        // the chosen VMM's and this host's.
+        limits::check_vcpus(VmmKind::Qemu, vcpus)
+            .and_then(|_| limits::check_memory_mib(memory_mib))
+            .and_then(|()| limits::check_disk_bytes(disk_bytes))
+            .map_err(bad)?;
         let vmm = self.choose_vmm(req.vmm, progress).await?;
-        check_resources(host, vmm, vcpus, memory_mib, disk_bytes)?;
+        check_resources(HostLimits::here(), vmm, vcpus, memory_mib, disk_bytes)?;
         Ok(Resolved {
             image,
             vmm,
