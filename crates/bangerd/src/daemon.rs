@@ -402,7 +402,17 @@ impl Handler for Daemon {
             Request::Kernel(r) => self.images.handle_kernel(r, progress).await,
             Request::Vm(r) => self.vms.handle_vm(r, progress).await,
             Request::Op(r) => self.vms.handle_op(r, progress).await,
-            Request::Workspace(r) => self.workspaces.handle(r, progress).await,
+            Request::Workspace(r) => {
+                // To its end in a task of its own: a client that goes away
+                // drops this future, which must not drop the workspace's
+                // and VM's locks while the copy goes on.
+                let workspaces = Arc::clone(&self.workspaces);
+                tokio::spawn(async move { workspaces.handle(r, progress).await })
+                    .await
+                    .map_err(|e| {
+                        RpcError::new(ErrorCode::Internal, format!("workspace task failed: {e}"))
+                    })?
+            }
         }
     }
 }

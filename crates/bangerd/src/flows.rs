@@ -150,15 +150,20 @@ impl Flows {
         name: &str,
         progress: ProgressSink,
     ) -> Result<ImageInfo, RpcError> {
-        let images = Arc::clone(&self.images);
-        let name = name.to_string();
-        self.vms
-            .with_stopped_root_disk(vm, move |vm_name, disk, image| {
+        let (vms, images) = (Arc::clone(&self.vms), Arc::clone(&self.images));
+        let (vm, name) = (vm.to_string(), name.to_string());
+        // To its end in a task of its own: a client that goes away must not
+        // drop the VM's lock while its disk is being read.
+        tokio::spawn(async move {
+            vms.with_stopped_root_disk(&vm, move |vm_name, disk, image| {
                 images
                     .promote(&vm_name, &disk, &image, &name, &progress)
                     .map_err(|e| e.to_rpc())
             })
             .await
+        })
+        .await
+        .map_err(|e| RpcError::new(ErrorCode::Internal, format!("promote task failed: {e}")))?
     }
 }
 

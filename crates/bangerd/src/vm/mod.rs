@@ -247,7 +247,7 @@ impl VmService {
         self.ops.handle(req, progress).await.map(Response::Op)
     }
 
-    fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    pub(crate) fn lock_for(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
         self.vm_locks.get(id)
     }
 

@@ -33,6 +33,8 @@ struct WithVmms {
     pids: Mutex<BTreeMap<String, u32>>,
     reachable: Mutex<bool>,
     asked: Mutex<Vec<&'static str>>,
+    /// When set, a `KillVm` waits for a message on it before it answers.
+    kill_gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
 }
 
 /// The pid a launch gets from the fake.
@@ -46,6 +48,7 @@ impl WithVmms {
             pids: Mutex::default(),
             reachable: Mutex::new(reachable),
             asked: Mutex::default(),
+            kill_gate: Mutex::default(),
         })
     }
 
@@ -93,15 +96,20 @@ impl PrivilegedOps for WithVmms {
                     ..self.state(s.vm_id, true)
                 })
             }
-            VmOp::KillVm(r) => PrivOutcome::VmStopped(VmStopped {
-                graceful: false,
-                was_running: self
-                    .vmms
-                    .lock()
-                    .unwrap()
-                    .insert(r.vm_id, false)
-                    .unwrap_or(false),
-            }),
+            VmOp::KillVm(r) => {
+                if let Some(gate) = self.kill_gate.lock().unwrap().take() {
+                    let _ = gate.recv();
+                }
+                PrivOutcome::VmStopped(VmStopped {
+                    graceful: false,
+                    was_running: self
+                        .vmms
+                        .lock()
+                        .unwrap()
+                        .insert(r.vm_id, false)
+                        .unwrap_or(false),
+                })
+            }
             other => panic!("not expected here: {}", other.name()),
         };
         Ok((outcome, Vec::new()))
@@ -349,4 +357,50 @@ async fn running_vms_are_sampled_into_the_history_vm_stats_reports() {
     assert!(!s.running);
     assert!(s.history.is_empty(), "{:?}", s.history);
     assert_eq!(s.rates, None);
+}
+
+/// A client that goes away mid-change drops its request, never the VM's
+/// lock while the executor still works on the VM: the change runs to its
+/// end in a task of its own (hostile read of beec8fb, finding 1).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_request_keeps_the_vm_lock_until_its_change_is_done() {
+    let f = Fixture::new();
+    let vm = f.vm("run", 2, true, VmState::Running);
+    let ops = WithVmms::new(&f, BTreeMap::from([(vm.id.clone(), true)]), true);
+    let (_net, daemon) = daemon(&f, &ops);
+    daemon.vms().reconcile().await;
+    let (release, gate) = std::sync::mpsc::channel();
+    *ops.kill_gate.lock().unwrap() = Some(gate);
+
+    // The client asks for a kill and goes away while the executor works.
+    let kill = vm_request(&daemon, VmRequest::Kill { name: "run".into() });
+    let gone = tokio::time::timeout(std::time::Duration::from_millis(300), kill).await;
+    assert!(
+        gone.is_err(),
+        "the kill answered while the executor was held"
+    );
+    let lock = daemon.vms().lock_for(&vm.id);
+    assert!(
+        lock.try_lock().is_err(),
+        "the VM's lock went with the request"
+    );
+    assert_eq!(
+        f.store.get_vm(&vm.id).unwrap().unwrap().state,
+        VmState::Stopping
+    );
+
+    // The executor answers: the change finishes, and only then the lock
+    // is free.
+    release.send(()).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while f.store.get_vm(&vm.id).unwrap().unwrap().state != VmState::Stopped {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the kill never finished"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let _held = tokio::time::timeout(std::time::Duration::from_secs(5), lock.lock())
+        .await
+        .expect("the lock is free once the change is done");
 }
