@@ -9,7 +9,7 @@ use banger_host::runner::Runner;
 use banger_proto::doctor::DoctorReport;
 use banger_proto::net::TeardownReport;
 use banger_proto::privops::{
-    HostDevice, OpenDnsSockets, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables,
+    HostDevice, OpenDnsSockets, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeVmms,
     QueryNetStatus,
 };
 use banger_proto::rpc::{
@@ -351,6 +351,12 @@ impl Daemon {
                 .request(ProbeJailScope)
                 .inspect_err(|e| tracing::warn!(error = %e.render(), "doctor: jail scope"))
                 .ok();
+            let vmm_support = privileged
+                .request(ProbeVmms)
+                .inspect_err(
+                    |e| tracing::warn!(error = %e.render(), "doctor: what the executor runs"),
+                )
+                .ok();
             step(
                 "tools",
                 "checking tools, cgroups, resolver and reflink".into(),
@@ -363,7 +369,16 @@ impl Daemon {
                 root_state_dir.as_deref(),
             );
             Ok(HostFacts::combine(
-                channel, kvm, devices, nft, ip_forward, jail_scope, unpriv,
+                channel,
+                doctor::PrivilegedFacts {
+                    kvm,
+                    devices,
+                    nft,
+                    ip_forward,
+                    jail_scope,
+                    vmm_support,
+                },
+                unpriv,
             ))
         })
         .await

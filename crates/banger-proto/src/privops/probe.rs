@@ -180,6 +180,24 @@ impl VmmSupport {
     pub fn of(&self, vmm: crate::vmops::VmmKind) -> Option<&VmmAvailability> {
         self.vmms.iter().find(|v| v.vmm == vmm)
     }
+
+    /// Why this executor cannot run `vmm`: no binary, or, for Firecracker,
+    /// no KVM a jailed VMM can use (unless `forced`: the owner's
+    /// `diagnostics.assume_kvm_usable`). `None`: it can.
+    pub fn problem(&self, vmm: crate::vmops::VmmKind, forced: bool) -> Option<String> {
+        let Some(entry) = self.of(vmm) else {
+            return Some(format!("the executor does not report {vmm}"));
+        };
+        if let Some(p) = &entry.problem {
+            return Some(p.clone());
+        }
+        let kvm = forced || self.kvm == KvmVerdict::Usable;
+        (vmm == crate::vmops::VmmKind::Firecracker && !kvm).then(|| {
+            self.kvm_problem.clone().unwrap_or_else(|| {
+                "KVM cannot run stock guests on this host (see `banger doctor`)".to_string()
+            })
+        })
+    }
 }
 
 /// Presence and version of a host tool.

@@ -49,7 +49,7 @@ use banger_host::probe::{
 use banger_proto::doctor::{Check, CheckStatus, DoctorReport};
 use banger_proto::privops::{
     DeviceProbe, DeviceState, HostDevice, JailScopeProbe, KvmProbe, KvmVerdict, SnapshotBackend,
-    ToolProbe,
+    ToolProbe, VmmSupport,
 };
 
 pub use crate::privileged::Channel;
@@ -126,22 +126,41 @@ pub struct HostFacts {
     pub jail_scope: Option<JailScopeProbe>,
     /// The udev rule and LVM filter of issue #13 finding 8.
     pub host_guard: HostGuard,
+    /// What the executor says it can run (`ProbeVmms`): what `vm create`
+    /// chooses from. `None` when it did not say.
+    pub vmm_support: Option<VmmSupport>,
+}
+
+/// What the executor answered the doctor (through the seam).
+#[derive(Debug, Clone)]
+pub struct PrivilegedFacts {
+    pub kvm: KvmProbe,
+    pub devices: Vec<DeviceProbe>,
+    pub nft: ToolProbe,
+    /// `None` where the executor did not say (each is best-effort).
+    pub ip_forward: Option<bool>,
+    pub jail_scope: Option<JailScopeProbe>,
+    pub vmm_support: Option<VmmSupport>,
 }
 
 impl HostFacts {
     /// Combine the facts from the seam with those the daemon gathered.
     ///
-    /// When `privileged_channel` is [`Channel::HelperUnreachable`], `kvm`,
-    /// `devices` and `nft` are ignored; pass any placeholder.
+    /// When `privileged_channel` is [`Channel::HelperUnreachable`], the
+    /// privileged facts are ignored; pass any placeholder.
     pub fn combine(
         privileged_channel: Channel,
-        kvm: KvmProbe,
-        devices: Vec<DeviceProbe>,
-        nft: ToolProbe,
-        ip_forward: Option<bool>,
-        jail_scope: Option<JailScopeProbe>,
+        privileged: PrivilegedFacts,
         unprivileged: UnprivilegedFacts,
     ) -> HostFacts {
+        let PrivilegedFacts {
+            kvm,
+            devices,
+            nft,
+            ip_forward,
+            jail_scope,
+            vmm_support,
+        } = privileged;
         let UnprivilegedFacts {
             mkfs_ext4,
             e2fsck,
@@ -169,6 +188,7 @@ impl HostFacts {
             ip_forward,
             jail_scope,
             host_guard,
+            vmm_support,
         }
     }
 
@@ -195,7 +215,15 @@ impl HostFacts {
             works: false,
             error: Some(not_probed),
         };
-        Self::combine(channel, kvm, Vec::new(), nft, None, None, unprivileged)
+        let privileged = PrivilegedFacts {
+            kvm,
+            devices: Vec::new(),
+            nft,
+            ip_forward: None,
+            jail_scope: None,
+            vmm_support: None,
+        };
+        Self::combine(channel, privileged, unprivileged)
     }
 
     fn helper_reachable(&self) -> bool {
@@ -214,7 +242,7 @@ pub fn assemble(f: &HostFacts) -> DoctorReport {
     let any_backend = backends.iter().any(|b| b.usable);
     let mut checks = vec![privileged_helper(&f.privileged_channel)];
     if f.helper_reachable() {
-        checks.push(vmm::kvm(&f.kvm, f.qemu.works));
+        checks.push(vmm::kvm(&f.kvm, f.qemu.works, f.vmm_support.as_ref()));
         checks.extend(device_checks(f));
         checks.push(nft(&f.nft));
         checks.push(ip_forward(f.ip_forward));

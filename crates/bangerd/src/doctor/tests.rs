@@ -106,6 +106,7 @@ fn healthy() -> HostFacts {
             udev_rule: GuardState::Current,
             lvm_filter: Some(GuardState::Current),
         },
+        vmm_support: None,
     }
 }
 
@@ -737,11 +738,14 @@ fn combine_takes_every_unprivileged_fact() {
     };
     let f = HostFacts::combine(
         helper(),
-        h.kvm.clone(),
-        h.devices.clone(),
-        h.nft.clone(),
-        h.ip_forward,
-        h.jail_scope.clone(),
+        super::PrivilegedFacts {
+            kvm: h.kvm.clone(),
+            devices: h.devices.clone(),
+            nft: h.nft.clone(),
+            ip_forward: h.ip_forward,
+            jail_scope: h.jail_scope.clone(),
+            vmm_support: h.vmm_support.clone(),
+        },
         unpriv,
     );
     assert_eq!(assemble(&f), assemble(&h));
@@ -775,3 +779,6 @@ mod jail_scope;
 /// The `snapshot_backend` check.
 #[path = "tests_snapshot.rs"]
 mod snapshot;
+
+#[path = "tests_vmm_support.rs"]
+mod vmm_support;

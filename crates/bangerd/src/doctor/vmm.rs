@@ -2,7 +2,9 @@
 //! can boot a stock guest.
 
 use banger_proto::doctor::{Accel, BackendSupport, Check, CheckStatus, VmmKind};
-use banger_proto::privops::{DeviceState, GuestTest, KvmProbe, KvmVerdict, MsrTest, ToolProbe};
+use banger_proto::privops::{
+    DeviceState, GuestTest, KvmProbe, KvmVerdict, MsrTest, ToolProbe, VmmSupport,
+};
 
 use super::{HostFacts, ids, not_pass, pass, tool_error, tool_found_text, tool_state};
 
@@ -38,7 +40,10 @@ fn msr_refusal(kvm: &KvmProbe) -> Option<String> {
     }
 }
 
-pub(super) fn kvm(kvm: &KvmProbe, qemu_works: bool) -> Check {
+/// The `kvm` row: the doctor's own probe, and, when the executor's
+/// verdict for its jailed VMMs differs (`ProbeVmms`: a `/dev/kvm` root can
+/// open but a groupless jail uid cannot), that.
+pub(super) fn kvm(kvm: &KvmProbe, qemu_works: bool, support: Option<&VmmSupport>) -> Check {
     let id = ids::KVM;
     // Without KVM only QEMU's TCG can run guests.
     let status = if qemu_works {
@@ -57,6 +62,20 @@ pub(super) fn kvm(kvm: &KvmProbe, qemu_works: bool) -> Check {
         "install QEMU for TCG (`apt-get install qemu-system-x86`)"
     };
     let (state, summary, hint) = match kvm.verdict() {
+        KvmVerdict::Usable
+            if let Some(problem) = support
+                .filter(|s| s.kvm != KvmVerdict::Usable)
+                .and_then(|s| s.kvm_problem.as_deref()) =>
+        {
+            (
+                "no_access",
+                format!(
+                    "/dev/kvm works for root and ran a test guest, but the jailed VMMs cannot use it: {problem}; {fallback}"
+                ),
+                "make /dev/kvm a world read-write node, as systemd's own udev rule does (0666): `chmod 0666 /dev/kvm` now, and check for a local udev rule that narrows it"
+                    .to_string(),
+            )
+        }
         KvmVerdict::Usable => {
             let api = kvm
                 .api_version
@@ -201,9 +220,24 @@ pub(super) fn qemu(t: &ToolProbe, kvm: Option<KvmVerdict>) -> Check {
 pub(super) fn backends(f: &HostFacts) -> Vec<BackendSupport> {
     let unreachable = "the privileged helper, which runs VMMs, is unreachable";
     let verdict = f.kvm_verdict();
-    let kvm_usable = verdict == Some(KvmVerdict::Usable);
+    // KVM counts for the VMMs as the executor that runs them sees it.
+    let kvm_usable = verdict == Some(KvmVerdict::Usable)
+        && f.vmm_support
+            .as_ref()
+            .is_none_or(|s| s.kvm == KvmVerdict::Usable);
+    let executor_kvm = f.vmm_support.as_ref().and_then(|s| s.kvm_problem.clone());
+    let kvm_problem = |k: &KvmProbe| executor_kvm.clone().unwrap_or_else(|| kvm_problem(k));
+    // A VMM the executor has no binary for, in its words.
+    let no_binary = |vmm| {
+        f.vmm_support
+            .as_ref()
+            .and_then(|s| s.of(vmm))
+            .and_then(|a| a.problem.clone())
+    };
     let firecracker = if !f.helper_reachable() {
         (false, unreachable.to_string())
+    } else if let Some(p) = no_binary(VmmKind::Firecracker) {
+        (false, p)
     } else {
         match (f.firecracker.works, kvm_usable) {
             (true, true) => (
@@ -227,6 +261,8 @@ pub(super) fn backends(f: &HostFacts) -> Vec<BackendSupport> {
     };
     let qemu = if !f.helper_reachable() {
         (false, unreachable.to_string())
+    } else if let Some(p) = no_binary(VmmKind::Qemu) {
+        (false, p)
     } else if !f.qemu.works {
         (false, tool_error(&f.qemu).to_string())
     } else if kvm_usable {

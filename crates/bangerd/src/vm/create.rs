@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use banger_proto::privops::{KvmVerdict, ProbeVmms, VmmSupport};
+use banger_proto::privops::ProbeVmms;
 use banger_proto::vm::{CreateVm, VmCreated, VmmKind};
 use banger_proto::vmops::{GuestFilesSpec, VmDisksSpec};
 use banger_proto::{ErrorCode, RpcError, limits};
@@ -46,24 +46,6 @@ impl HostLimits {
             memory_mib: (bytes > 0).then_some(bytes >> 20),
         }
     }
-}
-
-/// Why the executor that answered `support` cannot run `vmm`: no binary,
-/// or, for Firecracker, no KVM a jailed VMM can use (unless `forced`, the
-/// owner's `diagnostics.assume_kvm_usable`).
-pub fn vmm_problem(support: &VmmSupport, vmm: VmmKind, forced: bool) -> Option<String> {
-    let Some(entry) = support.of(vmm) else {
-        return Some(format!("the executor does not report {vmm}"));
-    };
-    if let Some(p) = &entry.problem {
-        return Some(p.clone());
-    }
-    let kvm = forced || support.kvm == KvmVerdict::Usable;
-    (vmm == VmmKind::Firecracker && !kvm).then(|| {
-        support.kvm_problem.clone().unwrap_or_else(|| {
-            "KVM cannot run stock guests on this host (see `banger doctor`)".to_string()
-        })
-    })
 }
 
 /// vCPUs, memory and disk within what `vmm`, banger
@@ -216,7 +198,7 @@ impl VmService {
                 ))
                 .await;
         }
-        let problem = |vmm: VmmKind| vmm_problem(&support, vmm, forced);
+        let problem = |vmm: VmmKind| support.problem(vmm, forced);
         match asked {
             Some(vmm) => match problem(vmm) {
                 Some(p) => Err(RpcError::new(
@@ -489,6 +471,8 @@ mod tests {
         assert!(mib >= 128, "{mib} MiB");
     }
 
+    use banger_proto::privops::{KvmVerdict, VmmSupport};
+
     fn support(kvm: KvmVerdict, qemu: Option<&str>, fc: Option<&str>) -> VmmSupport {
         let entry = |vmm, problem: Option<&str>| banger_proto::privops::VmmAvailability {
             vmm,
@@ -508,15 +492,15 @@ mod tests {
     #[test]
     fn a_vmm_is_refused_for_the_executors_reasons() {
         let all = support(KvmVerdict::Usable, None, None);
-        assert_eq!(vmm_problem(&all, VmmKind::Firecracker, false), None);
-        assert_eq!(vmm_problem(&all, VmmKind::Qemu, false), None);
+        assert_eq!(all.problem(VmmKind::Firecracker, false), None);
+        assert_eq!(all.problem(VmmKind::Qemu, false), None);
         // Without usable KVM: QEMU runs (TCG), Firecracker is refused in
         // the executor's words, unless the owner forces KVM.
         let no_kvm = support(KvmVerdict::NoAccess, None, None);
-        assert_eq!(vmm_problem(&no_kvm, VmmKind::Qemu, false), None);
-        let p = vmm_problem(&no_kvm, VmmKind::Firecracker, false).unwrap();
+        assert_eq!(no_kvm.problem(VmmKind::Qemu, false), None);
+        let p = no_kvm.problem(VmmKind::Firecracker, false).unwrap();
         assert!(p.contains("world read-write"), "{p}");
-        assert_eq!(vmm_problem(&no_kvm, VmmKind::Firecracker, true), None);
+        assert_eq!(no_kvm.problem(VmmKind::Firecracker, true), None);
         // A missing binary is refused whatever the KVM.
         let no_bins = support(
             KvmVerdict::Usable,
@@ -524,11 +508,11 @@ mod tests {
             Some("no FC binary"),
         );
         assert_eq!(
-            vmm_problem(&no_bins, VmmKind::Qemu, true).as_deref(),
+            no_bins.problem(VmmKind::Qemu, true).as_deref(),
             Some("no QEMU binary")
         );
         assert_eq!(
-            vmm_problem(&no_bins, VmmKind::Firecracker, true).as_deref(),
+            no_bins.problem(VmmKind::Firecracker, true).as_deref(),
             Some("no FC binary")
         );
     }
