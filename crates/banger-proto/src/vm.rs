@@ -124,6 +124,17 @@ word_enum! {
     }
 }
 
+impl VmState {
+    /// States in which the VM's VMM may run (a start or stop in flight
+    /// included): its tap, its pid and its settling belong to these.
+    pub fn vmm_may_run(self) -> bool {
+        matches!(
+            self,
+            VmState::Starting | VmState::Running | VmState::Stopping
+        )
+    }
+}
+
 /// A VM as `vm ls` / `vm show` report it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -348,6 +359,16 @@ pub struct OpInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vmm_may_run_while_starting_running_or_stopping() {
+        let may: Vec<&str> = VmState::ALL
+            .iter()
+            .filter(|s| s.vmm_may_run())
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(may, ["starting", "running", "stopping"]);
+    }
 
     #[test]
     fn wire_shape() {

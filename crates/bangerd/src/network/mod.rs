@@ -30,7 +30,7 @@ use crate::config::{Ipv4Cidr, NetworkConfig};
 use crate::handles;
 use crate::layout::Layout;
 use crate::privileged::{PrivilegedOps, PrivilegedOpsExt};
-use crate::store::{Store, VmRow, VmState};
+use crate::store::{Store, VmRow};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetError {
@@ -182,15 +182,7 @@ impl HostNetwork {
     /// until its stop, or the VM reconcile, gives it back).
     fn running_vms(&self) -> Result<Vec<VmRow>, NetError> {
         let vms = self.store.list_vms().map_err(NetError::Store)?;
-        Ok(vms
-            .into_iter()
-            .filter(|v| {
-                matches!(
-                    v.state,
-                    VmState::Running | VmState::Starting | VmState::Stopping
-                )
-            })
-            .collect())
+        Ok(vms.into_iter().filter(|v| v.state.vmm_may_run()).collect())
     }
 
     /// VM id → leased address.

@@ -25,12 +25,7 @@ impl VmService {
         // assigned, and the VMM's pid as the executor last reported it
         // (`handles_cache`), while the VM runs. No file, no privileged call.
         let tap = self.network.tap_of(&vm.id);
-        let pid = self.vmms.pid(&vm.id).filter(|_| {
-            matches!(
-                vm.state,
-                VmState::Starting | VmState::Running | VmState::Stopping
-            )
-        });
+        let pid = self.vmms.pid(&vm.id).filter(|_| vm.state.vmm_may_run());
         VmInfo {
             id: vm.id.clone(),
             name: vm.name.clone(),

@@ -25,7 +25,7 @@ impl VmService {
                 return;
             }
         };
-        for vm in vms.into_iter().filter(|v| is_live(v.state)) {
+        for vm in vms.into_iter().filter(|v| v.state.vmm_may_run()) {
             if let Err(e) = self.settle(&vm, STARTUP_REASON).await {
                 self.unsettled_set().insert(vm.id.clone());
                 tracing::warn!(
@@ -101,14 +101,6 @@ impl VmService {
     }
 }
 
-/// States in which a VMM may run.
-fn is_live(state: VmState) -> bool {
-    matches!(
-        state,
-        VmState::Running | VmState::Starting | VmState::Stopping
-    )
-}
-
 /// How often running VMs are checked for a dead VMM.
 pub const WATCH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3);
 /// Finished operations are kept this long.
@@ -146,7 +138,7 @@ impl VmService {
         let Ok(vms) = self.store.list_vms() else {
             return;
         };
-        for vm in vms.into_iter().filter(|v| is_live(v.state)) {
+        for vm in vms.into_iter().filter(|v| v.state.vmm_may_run()) {
             let lock = self.lock_for(&vm.id);
             // A VM in a lifecycle operation is that operation's business.
             let Ok(_g) = lock.try_lock() else { continue };
@@ -164,7 +156,7 @@ impl VmService {
                 // Left by the startup reconcile, the executor silent then;
                 // nothing has touched it since (every lifecycle change
                 // settles the state it finds, under this lock).
-                if !is_live(vm.state) {
+                if !vm.state.vmm_may_run() {
                     self.unsettled_set().remove(&vm.id);
                 } else if let Err(e) = self.settle(&vm, LATE_REASON).await {
                     tracing::debug!(vm = %vm.name, error = %e.render(), "watchdog: still cannot settle");

@@ -27,7 +27,7 @@ use banger_proto::ErrorCode;
 use banger_proto::install::{DEFAULT_INSTALL_FILE, InstallMeta, InstallPaths};
 use banger_proto::net::TeardownReport;
 use banger_proto::rpc::{Request, Response};
-use banger_proto::vm::{VmInfo, VmRequest, VmResponse, VmState};
+use banger_proto::vm::{VmInfo, VmRequest, VmResponse};
 
 use super::apply::on_disk;
 use super::guard;
@@ -175,10 +175,7 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// A VM whose VMM may be running.
 fn is_live(vm: &VmInfo) -> bool {
-    matches!(
-        vm.state,
-        VmState::Starting | VmState::Running | VmState::Stopping
-    ) || vm.pid.is_some()
+    vm.state.vmm_may_run() || vm.pid.is_some()
 }
 
 /// Run an uninstall. `connect` reaches bangerd (only called when `live`).
