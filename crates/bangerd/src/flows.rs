@@ -93,17 +93,17 @@ impl Flows {
         self.vms.create(req, sink, after).await
     }
 
-    /// The name of the image `asked` stands for: `asked` itself when an
-    /// image has that name or it is not a reference (the create then says
-    /// what is missing); else the image pulled from that reference, pulled
-    /// now when there is none.
+    /// The name of the image `asked` stands for: `asked` itself when it is
+    /// not a reference (a name: the create finds it or says it is missing);
+    /// else the image pulled from that reference, pulled now when there is
+    /// none. No image is named like a reference (`is_reference`).
     async fn image_for(
         &self,
         asked: String,
         insecure: bool,
         sink: &ProgressSink,
     ) -> Result<String, RpcError> {
-        if !is_reference(&asked) || self.images.image_named(&asked)?.is_some() {
+        if !is_reference(&asked) {
             return Ok(asked);
         }
         let _one = self.auto_pull.lock().await;

@@ -100,13 +100,6 @@ impl ImageService {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The image named `name`, if any.
-    pub fn image_named(&self, name: &str) -> Result<Option<ImageRow>, RpcError> {
-        self.store
-            .get_image_by_name(name)
-            .map_err(|e| ImageError::from(e).to_rpc())
-    }
-
     /// The image pulled from `reference`, if any: a bundle's records the
     /// reference itself, an OCI image's the reference and the manifest
     /// digest it resolved to (`REF@sha256:…`).
