@@ -270,6 +270,11 @@ pub struct VmmEntry {
     /// journaled by version 4 or older).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tap: Option<String>,
+    /// The serial console's length at the launch: a re-adopted VMM's
+    /// guest readiness is watched from there (`banger_vmm::driver::Found`).
+    /// `None`: not watched (entries journaled before it was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_offset: Option<u64>,
 }
 
 impl Default for Journal {
@@ -586,6 +591,7 @@ mod tests {
             uid: Some(1_990_000_001),
             cgroup: None,
             tap: None,
+            console_offset: None,
         });
         txn.save().unwrap();
         drop(txn);
@@ -629,6 +635,7 @@ mod tests {
             uid: None,
             cgroup: None,
             tap: Some("bangertap1".into()),
+            console_offset: None,
         });
         txn.save().unwrap();
         drop(txn);

@@ -216,7 +216,7 @@ impl Executor {
             | VmOp::DeleteVmDisks(_)
             | VmOp::GrowWorkDisk(_)
             | VmOp::LaunchVm(_) => Some(vm.begin_op(op.vm_id(), op.name())?),
-            VmOp::StopVm(_) | VmOp::KillVm(_) | VmOp::VmmStatus(_) => None,
+            VmOp::StopVm(_) | VmOp::KillVm(_) | VmOp::VmmStatus(_) | VmOp::WaitVmReady(_) => None,
         };
         match op {
             VmOp::CreateVmDisks(spec) => run(spec, |spec| Ok(vm.create_disks(&spec)?)),
@@ -262,6 +262,7 @@ impl Executor {
                 Ok(vm.stop(&vm_id, std::time::Duration::ZERO, true)?)
             }),
             VmOp::VmmStatus(r) => run(r, |r| Ok(vm.status(&r.vm_id)?)),
+            VmOp::WaitVmReady(r) => run(r, |r| Ok(vm.wait_ready(&r.vm_id, r.timeout_ms)?)),
         }
     }
 

@@ -13,7 +13,7 @@ use banger_proto::net::{
 use banger_proto::privops::{
     BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, ImageOp, KillVm, NetOp,
     OpenDnsSockets, PrivOp, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp,
-    ProbeVmms, QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus,
+    ProbeVmms, QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus, WaitVmReady,
 };
 
 use crate::error::ExecError;
@@ -45,7 +45,8 @@ pub fn op(op: &PrivOp) -> Result<(), ExecError> {
         | PrivOp::Vm(VmOp::LaunchVm(_))
         | PrivOp::Vm(VmOp::StopVm(StopVm { .. }))
         | PrivOp::Vm(VmOp::KillVm(KillVm { .. }))
-        | PrivOp::Vm(VmOp::VmmStatus(VmmStatus { .. })) => Ok(()),
+        | PrivOp::Vm(VmOp::VmmStatus(VmmStatus { .. }))
+        | PrivOp::Vm(VmOp::WaitVmReady(WaitVmReady { .. })) => Ok(()),
         PrivOp::Image(ImageOp::BuildDebianImage(BuildDebianImage { suite })) => {
             Ok(crate::image::validate_suite(suite)?)
         }

@@ -7,7 +7,7 @@ use banger_proto::net::{BridgeSpec, FirewallSpec, GuestRule, ResolverSpec, TapSp
 use banger_proto::privops::{
     BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, HostDevice, ImageOp, KillVm, NetOp,
     OpenDnsSockets, PrivOp, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp,
-    ProbeVmms, QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus,
+    ProbeVmms, QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus, WaitVmReady,
 };
 use banger_proto::vmops::{GuestFile, GuestFilesSpec, LaunchVmSpec, VmDisksSpec, VmmKind};
 use serde_json::{Value, json};
@@ -155,6 +155,13 @@ fn every_op() -> Vec<(PrivOp, Value)> {
             json!({"op": "vmm_status", "args": {"vm_id": VM}}),
         ),
         (
+            PrivOp::Vm(VmOp::WaitVmReady(WaitVmReady {
+                vm_id: VM.into(),
+                timeout_ms: 5000,
+            })),
+            json!({"op": "wait_vm_ready", "args": {"vm_id": VM, "timeout_ms": 5000}}),
+        ),
+        (
             PrivOp::Image(ImageOp::BuildDebianImage(BuildDebianImage {
                 suite: "bookworm".into(),
             })),
@@ -166,7 +173,7 @@ fn every_op() -> Vec<(PrivOp, Value)> {
 #[test]
 fn every_privileged_op_has_a_pinned_wire_form() {
     let ops = every_op();
-    assert_eq!(ops.len(), 22, "a new op gets its pinned form here");
+    assert_eq!(ops.len(), 23, "a new op gets its pinned form here");
     for (op, want) in ops {
         let got = serde_json::to_value(&op).unwrap();
         assert_eq!(got, want, "{}", op.name());

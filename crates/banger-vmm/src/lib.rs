@@ -20,8 +20,10 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub mod dir;
+pub mod driver;
 pub mod firecracker;
 pub mod qemu;
+pub mod ready;
 #[cfg(test)]
 mod stand_in;
 #[cfg(any(test, feature = "test-support"))]
@@ -115,8 +117,9 @@ pub const SERIAL_LOG_MAX: u64 = VMM_MIN_FILE_SIZE / 2;
 /// never rotated, and once past the VMM's `RLIMIT_FSIZE` every later boot
 /// would stop at its first console byte. Only through the descriptor
 /// (`fstat`, `ftruncate`, an appended line): never the file's name, which
-/// its owner can change.
-pub(crate) fn bound_serial_log(vmm: &'static str, serial: &std::fs::File) -> Result<(), VmmError> {
+/// its owner can change. Returns the log's length then: where this boot's
+/// console begins (its readiness is watched from there).
+pub(crate) fn bound_serial_log(vmm: &'static str, serial: &std::fs::File) -> Result<u64, VmmError> {
     let io = |doing: &str| {
         let what = format!("{vmm}: {doing} the serial log");
         move |source| VmmError::Io { what, source }
@@ -127,7 +130,7 @@ pub(crate) fn bound_serial_log(vmm: &'static str, serial: &std::fs::File) -> Res
         .st_size;
     let size = u64::try_from(size).unwrap_or(0);
     if size <= SERIAL_LOG_MAX {
-        return Ok(());
+        return Ok(size);
     }
     tracing::warn!(vmm, size, max = SERIAL_LOG_MAX, "emptying the serial log");
     rustix::fs::ftruncate(serial, 0)
@@ -135,7 +138,8 @@ pub(crate) fn bound_serial_log(vmm: &'static str, serial: &std::fs::File) -> Res
         .map_err(io("emptying"))?;
     let note = format!("banger: the serial log held {size} bytes; emptied at this launch\n");
     // Appended: the descriptor is O_APPEND, so this lands at the new end.
-    std::io::Write::write_all(&mut &*serial, note.as_bytes()).map_err(io("writing to"))
+    std::io::Write::write_all(&mut &*serial, note.as_bytes()).map_err(io("writing to"))?;
+    Ok(note.len() as u64)
 }
 
 /// A VMM's memory for `spec`, the one rule for its rlimits

@@ -319,6 +319,28 @@ fn attr(node: u64) -> [u8; 88] {
     a
 }
 
+/// A process standing in for a VMM: `sleep 600`, spawned as a VMM is
+/// (kill it at the end: `Spawned::kill` reaps it too).
+pub fn sleeper() -> banger_host::runner::Spawned {
+    let cmd = banger_host::runner::Cmd::new("sleep").arg("600");
+    banger_host::runner::Runner
+        .spawn(
+            &cmd,
+            banger_host::runner::SpawnOptions {
+                output: None,
+                run_as: None,
+            },
+        )
+        .expect("spawning sleep")
+}
+
+/// A pidfd of `vmm`, as a driver duplicates one for its readiness watch.
+pub fn pidfd_of(vmm: &banger_host::runner::Spawned) -> std::os::fd::OwnedFd {
+    vmm.pidfd()
+        .try_clone_to_owned()
+        .expect("duplicating a pidfd")
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

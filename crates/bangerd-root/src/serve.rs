@@ -20,8 +20,10 @@ use banger_proto::frame::{FrameError, read_frame, write_frame, write_frame_with_
 use banger_proto::privops::{PRIV_PROTOCOL_VERSION, PrivReply, PrivRequest};
 use banger_proto::{BANGER_VERSION, ErrorCode, RpcError};
 
-/// Connections served at once; more are told to retry and closed.
-const MAX_CONNECTIONS: usize = 32;
+/// Connections served at once; more are told to retry and closed. A
+/// booting VM keeps one open (`wait_vm_ready`, up to 30 s at a time), so
+/// this leaves room for that many boots beside everything else.
+const MAX_CONNECTIONS: usize = 64;
 /// How long a connected peer may stay silent before it is dropped.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 

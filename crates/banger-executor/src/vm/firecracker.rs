@@ -10,14 +10,13 @@ use banger_proto::layout::{RUN_DIR, SERIAL_LOG};
 use banger_proto::vmops::LaunchVmSpec;
 use banger_vmm::LaunchSpec;
 use banger_vmm::dir::{OwnerDir, Peer};
-use banger_vmm::firecracker::{ApiClient, FirecrackerDriver, READY_PORT, ReadyListener};
+use banger_vmm::driver::{RunningVmm, VmmDriver};
+use banger_vmm::firecracker::{ApiClient, FirecrackerDriver, READY_PORT, ReadyListener, Start};
 use rustix::fs::OFlags;
 
 use super::VmHost;
 use super::cgroup::{Made, VmLimits};
 use super::error::VmOpError;
-use super::proc::Proc;
-use super::ready::ReadyWatch;
 use super::slots::Slot;
 use super::taps::HandedTap;
 
@@ -35,7 +34,7 @@ impl VmHost {
         (vm_dir, run): (&OwnerDir, OwnerDir),
         slot: &mut Option<Slot<'a>>,
         cgroup: &mut Option<Made<'a>>,
-    ) -> Result<(Proc, HandedTap<'a>), VmOpError> {
+    ) -> Result<(Box<dyn RunningVmm>, HandedTap<'a>), VmOpError> {
         let unavailable = |reason: String| VmOpError::VmmUnavailable {
             vmm: "firecracker",
             reason,
@@ -94,17 +93,21 @@ impl VmHost {
         // moves in for `PUT /network-interfaces` and back (same index,
         // re-enslaved to its journaled bridge, up, IPv6 off).
         let mut tap = self.fc_tap(&spec.tap)?;
-        let launched = FirecrackerDriver::new(binary).launch_jailed(ls, files, &mut tap);
-        // `launch_jailed` returns once `InstanceStart` is answered (or
+        let launched = FirecrackerDriver::new(binary).start(
+            ls,
+            Start {
+                files,
+                tap: &mut tap,
+                listener,
+            },
+        );
+        // `start` returns once `InstanceStart` is answered (or
         // Firecracker is killed): it opened its drives at `PUT /drives`
         // and keeps those descriptors, so the grants go now, launched or
         // not.
         drop(grants);
         match launched {
-            Ok(vm) => {
-                let watch = Box::new(ReadyWatch::spawn(listener, spec.vm_id.clone()));
-                Ok((Proc::Firecracker { vm, watch }, handed))
-            }
+            Ok(vm) => Ok((vm, handed)),
             Err(source) => {
                 self.keep_still_running(spec, &source, slot, cgroup, &mut handed);
                 Err(failed(source))

@@ -12,9 +12,7 @@ mod fc_tap;
 mod firecracker;
 mod guestfs;
 mod jailed;
-mod proc;
 mod qmp;
-mod ready;
 mod slots;
 pub(crate) mod snapshot;
 mod support;
@@ -35,7 +33,6 @@ use std::sync::{Arc, Mutex};
 
 use banger_host::net::HostNet;
 use banger_host::probe::HostProbes;
-use banger_proto::vmops::VmmKind;
 
 pub use error::VmOpError;
 pub use snapshot::clone_file;
@@ -80,6 +77,9 @@ impl VmHostConfig {
     }
 }
 
+/// A VMM in the executor's table, with its start time as journaled.
+type Held = (Box<dyn banger_vmm::driver::RunningVmm>, u64);
+
 pub(crate) struct VmHost {
     state_dir: PathBuf,
     /// Also the one uid `EnsureTap` accepts in a request (the taps it
@@ -90,7 +90,7 @@ pub(crate) struct VmHost {
     jail: banger_proto::install::InstallJail,
     journal: Arc<JournalFile>,
     /// Each VM's VMM, with its start time as journaled.
-    procs: Mutex<HashMap<String, (VmmKind, proc::Proc, u64)>>,
+    procs: Mutex<HashMap<String, Held>>,
     /// VM jail uids reserved by launches in flight (`slots`).
     slots: Mutex<std::collections::BTreeSet<u32>>,
     /// Taps handed to a VMM's ids by launches in flight, not yet named by

@@ -179,6 +179,7 @@ pub(super) mod tests {
             uid,
             cgroup: None,
             tap: None,
+            console_offset: None,
         }
     }
 

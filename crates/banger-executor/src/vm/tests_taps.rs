@@ -160,6 +160,7 @@ fn journaled_stand_in(
         uid: Some(slot),
         cgroup: None,
         tap: Some(handed.keep()),
+        console_offset: None,
     });
     txn.save().unwrap();
     vmm
@@ -179,6 +180,7 @@ fn gone_vmm(vm_id: &str) -> VmmEntry {
         uid: Some(SLOT),
         cgroup: None,
         tap: Some(TAP.into()),
+        console_offset: None,
     }
 }
 

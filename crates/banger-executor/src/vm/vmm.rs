@@ -13,6 +13,8 @@ use banger_proto::privops::KvmVerdict;
 use banger_proto::vmops::{LaunchVmSpec, VmStopped, VmmKind, VmmState};
 
 use banger_vmm::dir::OwnerDir;
+use banger_vmm::driver::{Found, RunningVmm, VmmDriver};
+use banger_vmm::firecracker::FirecrackerDriver;
 use banger_vmm::qemu::QemuDriver;
 use banger_vmm::{Drive, LaunchSpec, VmmError};
 use rustix::fs::OFlags;
@@ -20,7 +22,6 @@ use rustix::fs::OFlags;
 use super::VmHost;
 use super::disks::WORK_DISK;
 use super::error::{VmOpError, io, journal_err};
-use super::proc::Proc;
 use super::validate;
 use super::vmm_files::with_log_tail;
 use crate::journal::VmmEntry;
@@ -92,6 +93,28 @@ impl VmHost {
             run_as: None,
             kvm,
         })
+    }
+
+    /// Root's readable descriptor of the VM's serial log, for a re-adopted
+    /// VMM's readiness watch: opened beneath the VM directory as a launch
+    /// opens it (the owner's single-link regular file, never a link or a
+    /// node planted there), then reopened read-only. `None` (logged) when
+    /// that fails: the VMM is then adopted without a watch.
+    fn console_of(&self, vm_id: &str) -> Option<std::fs::File> {
+        let opened = self.owner_vm_dir(vm_id).and_then(|dir| {
+            let file = dir
+                .open_append(SERIAL_LOG, 0o640, self.tool_ids())
+                .map_err(|source| VmOpError::Launch {
+                    vm_id: vm_id.to_string(),
+                    source,
+                })?;
+            banger_vmm::dir::reopen(std::os::fd::AsFd::as_fd(&file), OFlags::RDONLY)
+                .map(std::fs::File::from)
+                .map_err(|e| io("reopening", &dir.join(SERIAL_LOG))(e.into()))
+        });
+        opened
+            .map_err(|e| tracing::warn!(vm_id, error = %e, "no console to watch for readiness"))
+            .ok()
     }
 
     /// The VM directory as an [`OwnerDir`]: the owner writes it, so root
@@ -207,7 +230,7 @@ impl VmHost {
         // With the VMM, its tap (Firecracker's handed to its ids, QEMU's
         // to root), given back if the launch fails, until the journal
         // holds it.
-        let (mut proc, mut handed) = match spec.vmm {
+        let (mut proc, mut handed): (Box<dyn RunningVmm>, _) = match spec.vmm {
             VmmKind::Qemu => {
                 let binary =
                     self.vmm_binary(VmmKind::Qemu)
@@ -241,8 +264,8 @@ impl VmHost {
                     cgroup = Some(made);
                 }
                 let driver = QemuDriver { binary };
-                match driver.launch(&ls, files) {
-                    Ok(vm) => (Proc::Qemu(vm), handed),
+                match driver.start(&ls, files) {
+                    Ok(vm) => (vm, handed),
                     Err(source) => {
                         self.keep_still_running(spec, &source, &mut slot, &mut cgroup, &mut handed);
                         return Err(failed(with_log_tail(source, &tail)));
@@ -279,6 +302,7 @@ impl VmHost {
             uid: slot.as_ref().map(|s| s.uid()),
             cgroup: cgroup.as_ref().map(|c| c.name.clone()),
             tap: Some(spec.tap.clone()),
+            console_offset: proc.console_offset(),
         };
         // A failure below drops `handed` after the kill: the tap goes back
         // to root unless the VMM still holds it.
@@ -300,7 +324,7 @@ impl VmHost {
             .procs
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(spec.vm_id.clone(), (spec.vmm, proc, started));
+            .insert(spec.vm_id.clone(), (proc, started));
         drop(replaced);
         Ok(self.describe(VmmState {
             vm_id: spec.vm_id.clone(),
@@ -346,6 +370,8 @@ impl VmHost {
                     uid,
                     cgroup: cgroup.as_ref().map(|c| c.name.clone()),
                     tap: Some(spec.tap.clone()),
+                    // Not watched once re-adopted: it never got that far.
+                    console_offset: None,
                 },
                 handed,
             )
@@ -438,11 +464,13 @@ impl VmHost {
     /// The VM's process, re-adopting a journaled one if the table has none.
     pub(super) fn status_inner(&self, vm_id: &str) -> Result<Option<VmmState>, VmOpError> {
         let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((vmm, p, started)) = procs.get_mut(vm_id) {
+        if let Some((p, started)) = procs.get_mut(vm_id) {
             let started = *started;
             let running = p.running();
-            let ready = p.ready();
-            let (vmm, pid, adopted) = (*vmm, p.pid(), matches!(p, Proc::Adopted { .. }));
+            let ready = p
+                .readiness()
+                .map(|r| r.seen() == banger_vmm::ready::Seen::Ready);
+            let (vmm, pid, adopted) = (p.kind(), p.pid(), p.adopted());
             if !running {
                 // Dropped after the table's lock: ending the readiness
                 // thread may wait (bounded), and no other VM should.
@@ -492,27 +520,28 @@ impl VmHost {
         };
         match pidfd {
             Some(pidfd) => {
-                procs.insert(
-                    vm_id.to_string(),
-                    (
-                        entry.vmm,
-                        Proc::Adopted {
-                            pid: entry.pid,
-                            pidfd,
-                            // Only a jailed QEMU's QMP is root's socket.
-                            qmp: (entry.vmm == VmmKind::Qemu && entry.uid.is_some())
-                                .then(|| self.qmp_socket(vm_id, false).ok())
-                                .flatten(),
-                            api: match (entry.vmm, entry.uid) {
-                                (VmmKind::Firecracker, Some(uid)) => {
-                                    self.adopted_api(vm_id, uid, entry.pid).map(Box::new)
-                                }
-                                _ => None,
-                            },
-                        },
-                        entry.start_time,
-                    ),
+                let found = Found::new(
+                    entry.pid,
+                    pidfd,
+                    entry
+                        .console_offset
+                        .and_then(|from| self.console_of(vm_id).map(|f| (f, from))),
+                    vm_id,
                 );
+                // Each kind powers off its own way; a control that cannot
+                // be reached leaves the stop to its timeout and a kill.
+                let adopted = match (entry.vmm, entry.uid) {
+                    // Only a jailed QEMU's QMP is root's socket.
+                    (VmmKind::Qemu, Some(_)) => {
+                        QemuDriver::adopt(found, self.qmp_socket(vm_id, false).ok())
+                    }
+                    (VmmKind::Qemu, None) => QemuDriver::adopt(found, None),
+                    (VmmKind::Firecracker, uid) => FirecrackerDriver::adopt(
+                        found,
+                        uid.and_then(|uid| self.adopted_api(vm_id, uid, entry.pid)),
+                    ),
+                };
+                procs.insert(vm_id.to_string(), (adopted, entry.start_time));
                 tracing::info!(vm_id, pid = entry.pid, "re-adopted a running VMM");
                 Ok(Some(VmmState {
                     vm_id: vm_id.to_string(),
@@ -557,6 +586,38 @@ impl VmHost {
             sockets: Vec::new(),
             root_devices: Vec::new(),
         })))
+    }
+
+    /// Wait up to `timeout_ms` for the VM's guest to be reported ready (or
+    /// its VMM to exit, or nothing to watch it), then answer as
+    /// [`VmHost::status`]. No lock is held while waiting: the table's is
+    /// taken only to find the VMM's readiness.
+    pub(crate) fn wait_ready(&self, vm_id: &str, timeout_ms: u32) -> Result<VmmState, VmOpError> {
+        validate::id("VM id", vm_id)?;
+        if timeout_ms > banger_proto::privops::WAIT_READY_MAX_MS {
+            return Err(VmOpError::Invalid {
+                what: "readiness wait",
+                value: format!("{timeout_ms} ms"),
+                reason: format!(
+                    "longer than {} ms; ask again instead",
+                    banger_proto::privops::WAIT_READY_MAX_MS
+                ),
+            });
+        }
+        // Re-adopts a journaled VMM the table does not hold yet.
+        let state = self.status_inner(vm_id)?;
+        if state.is_some_and(|s| s.running) {
+            let readiness = self
+                .procs
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(vm_id)
+                .and_then(|(p, _)| p.readiness());
+            if let Some(r) = readiness {
+                r.wait(Duration::from_millis(timeout_ms.into()));
+            }
+        }
+        self.status(vm_id)
     }
 
     /// What else the answer tells about a VMM (the daemon keeps the last
@@ -621,7 +682,7 @@ impl VmHost {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(vm_id);
-        let Some((_, mut p, start_time)) = taken else {
+        let Some((mut p, start_time)) = taken else {
             return Ok(VmStopped {
                 graceful: false,
                 was_running: false,

@@ -37,7 +37,7 @@ pub use call::{Answer, PrivCall, WrongOutcome, answer_of};
 pub use ops::{
     BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, ImageOp, KillVm, NetOp,
     OpenDnsSockets, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp, ProbeVmms,
-    QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus,
+    QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus, WAIT_READY_MAX_MS, WaitVmReady,
 };
 pub use probe::{
     DeviceProbe, DeviceState, GuestTest, HostDevice, JailScopeProbe, KvmProbe, KvmVerdict, MsrTest,
@@ -45,7 +45,7 @@ pub use probe::{
 };
 
 /// Version of the privileged-ops protocol.
-pub const PRIV_PROTOCOL_VERSION: u32 = 5;
+pub const PRIV_PROTOCOL_VERSION: u32 = 6;
 
 /// Messages from `bangerd` to the helper.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -168,6 +168,11 @@ domain! {
         /// still the same process (pid and start time) after an executor
         /// restart.
         VmmStatus(VmmStatus) = "vmm_status" -> VmmState,
+        /// Wait up to `timeout_ms` (at most [`WAIT_READY_MAX_MS`]) for the
+        /// VM's guest to report ready, or for its VMM to exit, as its
+        /// driver observes it (an event, not a poll), then answer as
+        /// `vmm_status` does. Takes no lock: a stop is never held up.
+        WaitVmReady(WaitVmReady) = "wait_vm_ready" -> VmmState,
     }
 }
 
@@ -265,6 +270,17 @@ pub struct VmmStatus {
     pub vm_id: String,
 }
 
+/// The request of [`VmOp::WaitVmReady`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WaitVmReady {
+    pub vm_id: String,
+    pub timeout_ms: u32,
+}
+
+/// The longest [`WaitVmReady`] wait: the caller asks again (a heartbeat
+/// for its own client in between).
+pub const WAIT_READY_MAX_MS: u32 = 30_000;
+
 /// The request of [`ImageOp::BuildDebianImage`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildDebianImage {
@@ -283,6 +299,7 @@ impl VmOp {
             VmOp::StopVm(r) => &r.vm_id,
             VmOp::KillVm(r) => &r.vm_id,
             VmOp::VmmStatus(r) => &r.vm_id,
+            VmOp::WaitVmReady(r) => &r.vm_id,
         }
     }
 }

@@ -15,7 +15,7 @@ use super::PrivOp as Grouped;
 use super::ops::{
     BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, ImageOp, KillVm, NetOp,
     OpenDnsSockets, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp, ProbeVmms,
-    QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus,
+    QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus, WaitVmReady,
 };
 use super::probe::HostDevice;
 use crate::net::{BridgeSpec, FirewallSpec, ResolverSpec, TapSpec};
@@ -55,6 +55,7 @@ pub(crate) enum PrivOp {
     StopVm { vm_id: String, timeout_secs: u32 },
     KillVm { vm_id: String },
     VmmStatus { vm_id: String },
+    WaitVmReady { vm_id: String, timeout_ms: u32 },
     BuildDebianImage { suite: String },
 }
 
@@ -89,6 +90,7 @@ impl From<PrivOp> for Grouped {
             .into(),
             PrivOp::KillVm { vm_id } => KillVm { vm_id }.into(),
             PrivOp::VmmStatus { vm_id } => VmmStatus { vm_id }.into(),
+            PrivOp::WaitVmReady { vm_id, timeout_ms } => WaitVmReady { vm_id, timeout_ms }.into(),
             PrivOp::BuildDebianImage { suite } => BuildDebianImage { suite }.into(),
         }
     }
@@ -133,6 +135,9 @@ impl From<Grouped> for PrivOp {
                 },
                 VmOp::KillVm(KillVm { vm_id }) => PrivOp::KillVm { vm_id },
                 VmOp::VmmStatus(VmmStatus { vm_id }) => PrivOp::VmmStatus { vm_id },
+                VmOp::WaitVmReady(WaitVmReady { vm_id, timeout_ms }) => {
+                    PrivOp::WaitVmReady { vm_id, timeout_ms }
+                }
             },
             Grouped::Image(ImageOp::BuildDebianImage(BuildDebianImage { suite })) => {
                 PrivOp::BuildDebianImage { suite }

@@ -703,8 +703,8 @@ pub fn section() -> String {
     md.push_str(
         "* **guest ready → running**: from the ready marker appearing in `serial.log` \
          (the bench polls it every 2 ms) to `vm create --wait` returning with the VM \
-         `running`. It includes the daemon's 250 ms serial poll, the state change in \
-         SQLite, the final progress event and the CLI's exit. Baseline: the bench's own \
+         `running`. It includes the executor's console watch waking (inotify) and \
+         answering the daemon's `WaitVmReady`, the state change in SQLite, the final progress event and the CLI's exit. Baseline: the bench's own \
          2 ms poll of the hand-run guest's serial log, whose cost is at most one poll \
          interval (the column shows when it saw the marker, from spawn).\n\n",
     );

@@ -52,6 +52,7 @@ use jail::slot_run_dir;
 mod jail_tap;
 mod models;
 pub mod paths;
+mod running;
 mod spec;
 pub mod vsock;
 
@@ -69,6 +70,7 @@ pub use models::{
     InstanceState, LogLevel, Logger, MachineConfiguration, NetworkInterface, Vsock, config_plan,
 };
 use paths::Paths;
+pub use running::Start;
 #[cfg(any(test, feature = "test-support"))]
 pub use spec::validate_spec;
 pub use spec::{MAX_CMDLINE, MAX_VCPUS, log_path, validate_jailed};

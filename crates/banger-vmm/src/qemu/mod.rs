@@ -18,6 +18,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_host::jail::Jail;
@@ -25,6 +26,10 @@ use banger_host::runner::{Cmd, Runner, SpawnOptions, Spawned};
 
 pub use qmp::{Qmp, QmpError, QmpSocket};
 
+use banger_proto::vmops::VmmKind;
+
+use crate::driver::{PowerOff, RunningVmm, VmmDriver};
+use crate::ready::{ConsoleWatch, Readiness};
 use crate::{LaunchSpec, VmmError, vmm_limits};
 
 const VMM: &str = "qemu";
@@ -310,7 +315,15 @@ impl QemuDriver {
             source,
         })?;
         let jail = self.jail(spec, &files, listener.as_fd())?;
-        crate::bound_serial_log(VMM, &files.serial)?;
+        // The guest's ready line is looked for past the console's length
+        // now, through a readable reopening of root's descriptor.
+        let offset = crate::bound_serial_log(VMM, &files.serial)?;
+        let console = crate::dir::reopen(files.serial.as_fd(), rustix::fs::OFlags::RDONLY)
+            .map(File::from)
+            .map_err(|e| VmmError::Io {
+                what: "qemu: reopening the serial log for reading".into(),
+                source: e.into(),
+            })?;
         let cmd = Cmd::new(&program).args(self.argv(spec)).jail(jail);
         let QemuFiles { log, qmp, .. } = files;
         let child = Runner
@@ -331,11 +344,25 @@ impl QemuDriver {
         drop(listener);
         // Read now, while it is our unreaped child: the pid names it.
         let started = banger_host::jail::start_time(child.pid()).ok();
+        let watch = child
+            .pidfd()
+            .try_clone_to_owned()
+            .map_err(|source| VmmError::Io {
+                what: "qemu: duplicating its pidfd".into(),
+                source,
+            })
+            .and_then(|pidfd| ConsoleWatch::spawn(console, offset, pidfd, &spec.vm_id));
         let mut vm = QemuVm {
             child,
             qmp,
             started,
+            watch: None,
+            offset,
         };
+        match watch {
+            Ok(w) => vm.watch = Some(w),
+            Err(e) => return Err(vm.abandon(e)),
+        }
         let deadline = Instant::now() + QMP_APPEAR_TIMEOUT;
         loop {
             let exited = match vm.child.try_wait() {
@@ -431,9 +458,18 @@ pub struct QemuVm {
     qmp: QmpSocket,
     /// Its start time, read right after the spawn.
     started: Option<u64>,
+    /// The guest's readiness: its ready line on the console past `offset`.
+    watch: Option<ConsoleWatch>,
+    offset: u64,
 }
 
 impl QemuVm {
+    /// The guest's readiness, settled when its ready line is on the
+    /// console or QEMU exits.
+    pub fn readiness(&self) -> Option<Arc<Readiness>> {
+        self.watch.as_ref().map(ConsoleWatch::readiness)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.pid()
     }
@@ -508,6 +544,52 @@ impl QemuVm {
                 what: format!("{}; {what}", banger_proto_free_chain(&e)),
             },
             Err(other) => other,
+        }
+    }
+}
+
+impl RunningVmm for QemuVm {
+    fn kind(&self) -> VmmKind {
+        VmmKind::Qemu
+    }
+    fn pid(&self) -> u32 {
+        QemuVm::pid(self)
+    }
+    fn adopted(&self) -> bool {
+        false
+    }
+    fn running(&mut self) -> bool {
+        QemuVm::running(self)
+    }
+    fn readiness(&self) -> Option<Arc<Readiness>> {
+        QemuVm::readiness(self)
+    }
+    fn console_offset(&self) -> Option<u64> {
+        Some(self.offset)
+    }
+    fn shutdown(&mut self, timeout: Duration) -> Result<bool, VmmError> {
+        QemuVm::shutdown(self, timeout)
+    }
+    fn kill(&mut self) -> Result<(), VmmError> {
+        QemuVm::kill(self)
+    }
+}
+
+impl VmmDriver for QemuDriver {
+    const KIND: VmmKind = VmmKind::Qemu;
+    type Start<'a> = QemuFiles;
+    type Control = QmpSocket;
+
+    fn start(&self, spec: &LaunchSpec, files: QemuFiles) -> Result<Box<dyn RunningVmm>, VmmError> {
+        Ok(Box::new(self.launch(spec, files)?))
+    }
+}
+
+/// An adopted QEMU powers off through root's QMP socket (ACPI).
+impl PowerOff for QmpSocket {
+    fn power_off(&self) {
+        if let Ok(mut q) = Qmp::connect_socket(self, Duration::from_secs(2)) {
+            let _ = q.execute("system_powerdown");
         }
     }
 }

@@ -1,7 +1,8 @@
-//! The boot console as the readiness wait reads it: the serial log past
-//! the length it had before the launch, scanned for the ready marker in
-//! bounded chunks, keeping only its last bytes for an error's tail. A guest
+//! The boot console as a failed boot's error quotes it: the serial log
+//! past the length it had before the launch, read in bounded chunks,
+//! keeping only its last bytes (and stopping at the ready marker). A guest
 //! prints what it likes, as much as it likes: nothing here grows with it.
+//! Readiness itself is the executor's to observe (`WaitVmReady`).
 
 use std::io::{Read as _, Seek as _};
 use std::path::{Path, PathBuf};

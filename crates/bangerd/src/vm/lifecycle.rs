@@ -1,6 +1,6 @@
 //! start / stop / kill / rm / set, and boot readiness.
 
-use banger_proto::privops::{DeleteVmDisks, GrowWorkDisk, KillVm, StopVm, VmmStatus};
+use banger_proto::privops::{DeleteVmDisks, GrowWorkDisk, KillVm, StopVm, WaitVmReady};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -10,6 +10,10 @@ use banger_proto::{ErrorCode, RpcError};
 
 use super::ops::OpHandle;
 use super::{READY_MARKER, VmService, internal, progress, store_err};
+
+/// The longest one readiness question waits in the executor: between two,
+/// the client waiting on the stream gets a heartbeat.
+const READY_SLICE: Duration = Duration::from_secs(2);
 use crate::server::ProgressSink;
 use crate::store::{VmConfigUpdate, VmRow, VmState};
 
@@ -160,8 +164,10 @@ impl VmService {
         Ok(())
     }
 
-    /// Wait for the ready marker on the serial console (written by the
-    /// guest once sshd runs), watching the VMM meanwhile.
+    /// Wait for the guest to be ready, as the executor's VMM driver
+    /// reports it (QEMU: the ready line on the console; Firecracker: over
+    /// vsock) — an event the executor wakes on, asked for in slices of at
+    /// most [`READY_SLICE`] so the client gets a heartbeat in between.
     async fn wait_ready(
         &self,
         vm: &VmRow,
@@ -174,44 +180,45 @@ impl VmService {
         let timeout = Duration::from_secs(self.config.vm.boot_timeout_secs.into());
         let started = Instant::now();
         let deadline = started + timeout;
-        let mut checks = 0u32;
-        let mut console = super::console::ConsoleWatch::new(serial, offset, READY_MARKER);
+        // The console's last lines, for an error only.
+        let console_tail = || {
+            let mut console = super::console::ConsoleWatch::new(serial, offset, READY_MARKER);
+            console.poll();
+            console.tail(8)
+        };
         loop {
-            if console.poll() {
-                return Ok(());
-            }
-            checks += 1;
-            if checks.is_multiple_of(8) {
-                // Also a heartbeat for clients waiting on the stream.
-                step(
-                    "boot",
-                    &format!("waiting for the guest ({}s)", started.elapsed().as_secs()),
-                    3,
-                );
-            }
-            if checks.is_multiple_of(4) {
-                let status = self
-                    .privileged(VmmStatus {
-                        vm_id: vm.id.clone(),
-                    })
-                    .await
-                    .map_err(|e| e.context(format!("asking whether VM {} is up", vm.name)))?;
-                self.vmms.record(&status);
-                let (alive, ready) = (status.running, status.ready == Some(true));
-                if alive && ready {
-                    // Firecracker: the guest reported over vsock.
-                    return Ok(());
-                }
-                if !alive {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let slice = left.min(READY_SLICE);
+            let status = self
+                .privileged(WaitVmReady {
+                    vm_id: vm.id.clone(),
+                    timeout_ms: u32::try_from(slice.as_millis()).unwrap_or(u32::MAX),
+                })
+                .await
+                .map_err(|e| e.context(format!("asking whether VM {} is up", vm.name)))?;
+            self.vmms.record(&status);
+            match (status.running, status.ready) {
+                (true, Some(true)) => return Ok(()),
+                (false, _) => {
                     return Err(RpcError::new(
                         ErrorCode::Internal,
                         format!(
                             "the VMM of VM {} exited during boot; last console lines: {}",
                             vm.name,
-                            console.tail(8)
+                            console_tail()
                         ),
                     ));
                 }
+                (true, None) => {
+                    return Err(RpcError::new(
+                        ErrorCode::Internal,
+                        format!(
+                            "the executor does not watch VM {}'s readiness (its VMM was re-adopted without a console offset); stop and start it",
+                            vm.name
+                        ),
+                    ));
+                }
+                (true, Some(false)) => {}
             }
             if Instant::now() >= deadline {
                 return Err(RpcError::new(
@@ -220,11 +227,16 @@ impl VmService {
                         "VM {} did not become ready within {}s; last console lines: {}",
                         vm.name,
                         timeout.as_secs(),
-                        console.tail(8)
+                        console_tail()
                     ),
                 ));
             }
-            tokio::time::sleep(Duration::from_millis(250)).await;
+            // A heartbeat for clients waiting on the stream.
+            step(
+                "boot",
+                &format!("waiting for the guest ({}s)", started.elapsed().as_secs()),
+                3,
+            );
         }
     }
 

@@ -189,6 +189,7 @@ fn the_start_sweep_spares_a_journaled_vmms_cgroup_and_its_exit_removes_it() {
             uid: Some(uid),
             cgroup: Some(VM.into()),
             tap: None,
+            console_offset: None,
         });
         txn.save().unwrap();
     }

@@ -1,0 +1,181 @@
+//! The one shape every VMM has (issue #14 item 3): a [`VmmDriver`] starts
+//! a VMM from a [`LaunchSpec`] and the descriptors root opened for it, or
+//! adopts one an earlier executor started; either way the caller holds a
+//! [`RunningVmm`] — its process, how it is asked to power off, how it is
+//! killed, and its guest's [`Readiness`], reported by the driver as an
+//! event.
+//!
+//! Adding a hypervisor is a driver module implementing these two traits,
+//! a [`VmmKind`], and the executor's files for it (what it opens and checks
+//! before a launch).
+
+use std::fs::File;
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use banger_proto::vmops::VmmKind;
+
+use crate::ready::{ConsoleWatch, Readiness};
+use crate::{LaunchSpec, VmmError};
+
+/// A VMM the executor holds: spawned by it, or re-adopted by pidfd.
+pub trait RunningVmm: Send + std::fmt::Debug {
+    fn kind(&self) -> VmmKind;
+    fn pid(&self) -> u32;
+    /// Found through the journal after a restart, not spawned here.
+    fn adopted(&self) -> bool;
+    /// Whether the process still runs (a spawned one is reaped if not).
+    fn running(&mut self) -> bool;
+    /// The guest's readiness, as this driver observes it; `None` when
+    /// nothing watches it (adopted without a console offset).
+    fn readiness(&self) -> Option<Arc<Readiness>>;
+    /// The console length its readiness is watched from (journaled, so a
+    /// re-adoption watches from the same place).
+    fn console_offset(&self) -> Option<u64>;
+    /// Ask the guest to power off, wait up to `timeout`, then kill; true
+    /// when it stopped by itself (or had already exited).
+    fn shutdown(&mut self, timeout: Duration) -> Result<bool, VmmError>;
+    /// SIGKILL; done once it has exited, else
+    /// [`VmmError::StillRunning`].
+    fn kill(&mut self) -> Result<(), VmmError>;
+}
+
+/// A hypervisor: how a VMM of its kind is started and adopted.
+pub trait VmmDriver {
+    const KIND: VmmKind;
+    /// What a start takes beside the spec: the descriptors root opened and
+    /// checked for it (and whatever the driver needs around the spawn).
+    type Start<'a>;
+    /// How an adopted VMM of this kind is asked to power off.
+    type Control: PowerOff + 'static;
+
+    /// Start a VMM for `spec`. On error nothing is left running, unless
+    /// the error is [`VmmError::StillRunning`].
+    fn start(
+        &self,
+        spec: &LaunchSpec,
+        with: Self::Start<'_>,
+    ) -> Result<Box<dyn RunningVmm>, VmmError>;
+
+    /// A VMM of this kind found running after a restart (`found`), asked
+    /// to power off through `control` when there is one.
+    fn adopt(found: Found, control: Option<Self::Control>) -> Box<dyn RunningVmm> {
+        Box::new(Adopted {
+            kind: Self::KIND,
+            found,
+            control,
+        })
+    }
+}
+
+/// How a VMM's guest is asked to power off (QEMU: ACPI power button over
+/// QMP; Firecracker: Ctrl-Alt-Del over its API). Best effort: a VMM that
+/// does not answer is killed when its stop times out.
+pub trait PowerOff: Send + std::fmt::Debug {
+    fn power_off(&self);
+}
+
+/// A running VMM found through the journal: its pid, a pidfd that pins it
+/// (the caller checked pid, start time and jail uid before opening it),
+/// and its console watch when the journal has the console's offset.
+#[derive(Debug)]
+pub struct Found {
+    pub pid: u32,
+    pub pidfd: OwnedFd,
+    watch: Option<ConsoleWatch>,
+    offset: Option<u64>,
+}
+
+impl Found {
+    /// `console`: root's readable descriptor of the VM's serial log and
+    /// the offset journaled at the launch; the guest's readiness is then
+    /// watched from there, else not at all. A watch that cannot be set up
+    /// is logged and left out.
+    pub fn new(pid: u32, pidfd: OwnedFd, console: Option<(File, u64)>, vm_id: &str) -> Found {
+        let mut offset = None;
+        let watch = console.and_then(|(file, from)| {
+            offset = Some(from);
+            let fd = pidfd
+                .try_clone()
+                .map_err(|e| VmmError::Io {
+                    what: format!("duplicating the pidfd of VM {vm_id}'s VMM"),
+                    source: e,
+                })
+                .and_then(|pidfd| ConsoleWatch::spawn(file, from, pidfd, vm_id));
+            fd.map_err(|e| tracing::warn!(vm_id, error = %e, "no readiness watch"))
+                .ok()
+        });
+        Found {
+            pid,
+            pidfd,
+            watch,
+            offset,
+        }
+    }
+}
+
+/// An adopted VMM of any kind: signalled through its pidfd only (it is not
+/// this process's child), powered off through its driver's [`PowerOff`].
+#[derive(Debug)]
+struct Adopted<C> {
+    kind: VmmKind,
+    found: Found,
+    control: Option<C>,
+}
+
+impl<C: PowerOff> RunningVmm for Adopted<C> {
+    fn kind(&self) -> VmmKind {
+        self.kind
+    }
+    fn pid(&self) -> u32 {
+        self.found.pid
+    }
+    fn adopted(&self) -> bool {
+        true
+    }
+    fn running(&mut self) -> bool {
+        !crate::ready::exited(&self.found.pidfd)
+    }
+    fn readiness(&self) -> Option<Arc<Readiness>> {
+        self.found.watch.as_ref().map(ConsoleWatch::readiness)
+    }
+    fn console_offset(&self) -> Option<u64> {
+        self.found.offset
+    }
+    fn shutdown(&mut self, timeout: Duration) -> Result<bool, VmmError> {
+        if let Some(c) = &self.control {
+            c.power_off();
+        }
+        if pidfd_exited(&self.found.pidfd, timeout) {
+            return Ok(true);
+        }
+        self.kill().map(|()| false)
+    }
+    fn kill(&mut self) -> Result<(), VmmError> {
+        let (pid, pidfd) = (self.found.pid, &self.found.pidfd);
+        let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+        if pidfd_exited(pidfd, Duration::from_secs(5)) {
+            return Ok(());
+        }
+        Err(VmmError::StillRunning {
+            vmm: self.kind.as_str(),
+            pid,
+            started: None,
+            what: "an adopted VMM, still running 5 s after SIGKILL".into(),
+        })
+    }
+}
+
+/// Wait up to `timeout` for the process behind `pidfd` to exit.
+fn pidfd_exited(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let mut fds = [rustix::event::PollFd::new(
+        pidfd,
+        rustix::event::PollFlags::IN,
+    )];
+    let ts = rustix::time::Timespec {
+        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(timeout.subsec_nanos()),
+    };
+    matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
+}

@@ -1,0 +1,179 @@
+//! Firecracker as a [`VmmDriver`]: a jailed launch whose guest reports
+//! ready over vsock, watched by a thread owned with the running VMM.
+
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
+use std::time::Duration;
+
+use banger_proto::vmops::VmmKind;
+
+use super::{
+    ActionType, ApiClient, ApiRequest, FirecrackerDriver, FirecrackerFiles, FirecrackerVm, JailTap,
+    ReadyListener, Shutdown, VMM,
+};
+use crate::driver::{PowerOff, RunningVmm, VmmDriver};
+use crate::ready::{Readiness, Seen, end_thread, exited};
+use crate::{LaunchSpec, VmmError};
+
+/// How long the vsock readiness listener of a Firecracker VM waits.
+const READY_WAIT: Duration = Duration::from_secs(600);
+
+/// What a Firecracker start takes beside the spec.
+pub struct Start<'a> {
+    pub files: FirecrackerFiles,
+    /// Moves the VM's tap into the jail's network namespace and back.
+    pub tap: &'a mut dyn JailTap,
+    /// Bound before the launch (Firecracker forwards the guest's
+    /// connection only to a socket that already listens).
+    pub listener: ReadyListener,
+}
+
+impl std::fmt::Debug for Start<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Start")
+            .field("files", &self.files)
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl VmmDriver for FirecrackerDriver {
+    const KIND: VmmKind = VmmKind::Firecracker;
+    type Start<'a> = Start<'a>;
+    type Control = ApiClient;
+
+    fn start(&self, spec: &LaunchSpec, with: Start<'_>) -> Result<Box<dyn RunningVmm>, VmmError> {
+        let Start {
+            files,
+            tap,
+            listener,
+        } = with;
+        // Its console past this length is this boot's (a re-adoption
+        // watches it from there).
+        let offset = crate::bound_serial_log(VMM, &files.serial)?;
+        let mut vm = self.launch_jailed(spec, files, tap)?;
+        let pidfd = match vm.process().pidfd().try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(source) => {
+                let e = VmmError::Io {
+                    what: "firecracker: duplicating its pidfd".into(),
+                    source,
+                };
+                return Err(match vm.kill() {
+                    Ok(_) => e,
+                    Err(still) => still,
+                });
+            }
+        };
+        let watch = VsockWatch::spawn(listener, pidfd, spec.vm_id.clone());
+        Ok(Box::new(Running { vm, watch, offset }))
+    }
+}
+
+/// An adopted Firecracker powers off through its API (Ctrl-Alt-Del; the
+/// guest reboots, which ends Firecracker given `reboot=k`).
+impl PowerOff for ApiClient {
+    fn power_off(&self) {
+        let _ = self.send(&ApiRequest::action(ActionType::SendCtrlAltDel));
+    }
+}
+
+/// A Firecracker this executor started.
+#[derive(Debug)]
+struct Running {
+    vm: FirecrackerVm,
+    watch: VsockWatch,
+    offset: u64,
+}
+
+impl RunningVmm for Running {
+    fn kind(&self) -> VmmKind {
+        VmmKind::Firecracker
+    }
+    fn pid(&self) -> u32 {
+        self.vm.pid()
+    }
+    fn adopted(&self) -> bool {
+        false
+    }
+    fn running(&mut self) -> bool {
+        self.vm.process().pidfd_alive()
+    }
+    fn readiness(&self) -> Option<Arc<Readiness>> {
+        Some(Arc::clone(&self.watch.readiness))
+    }
+    fn console_offset(&self) -> Option<u64> {
+        Some(self.offset)
+    }
+    fn shutdown(&mut self, timeout: Duration) -> Result<bool, VmmError> {
+        Ok(!matches!(self.vm.shutdown(timeout)?, Shutdown::Killed))
+    }
+    fn kill(&mut self) -> Result<(), VmmError> {
+        self.vm.kill().map(drop)
+    }
+}
+
+/// The vsock readiness listener's thread: it settles the readiness when
+/// the guest reports, when [`READY_WAIT`] runs out, when the VMM exits, or
+/// when this is dropped (the VMM was stopped, killed or seen dead) — then
+/// the listener and its socket in the VM's `run/` go with it, never
+/// outliving the VMM.
+#[derive(Debug)]
+pub(crate) struct VsockWatch {
+    readiness: Arc<Readiness>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl VsockWatch {
+    pub(crate) fn spawn(listener: ReadyListener, pidfd: OwnedFd, vm_id: String) -> VsockWatch {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let readiness = Readiness::new();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (flag, settle) = (Arc::clone(&stop), Arc::clone(&readiness));
+        let thread = std::thread::spawn(move || {
+            let ended = |what: &str| VmmError::Readiness {
+                vmm: VMM,
+                what: what.into(),
+            };
+            let check = || {
+                if flag.load(Ordering::SeqCst) {
+                    Err(ended("the watch was stopped"))
+                } else if exited(&pidfd) {
+                    Err(ended("the VMM exited"))
+                } else {
+                    Ok(())
+                }
+            };
+            let seen = match listener.wait_while(READY_WAIT, check) {
+                Ok(()) => Seen::Ready,
+                Err(e) => {
+                    if !flag.load(Ordering::SeqCst) {
+                        tracing::warn!(vm_id, error = %e, "no vsock readiness from the guest");
+                    }
+                    Seen::Ended(e.to_string())
+                }
+            };
+            settle.settle(seen);
+            // `listener` drops here: its socket file is removed.
+        });
+        VsockWatch {
+            readiness,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for VsockWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // It polls every 10 ms; a read from a guest connection ends when
+        // the VMM (dead by now) closed it. Waited for, so the socket is
+        // gone before a later launch binds it again.
+        end_thread(self.thread.take(), "vsock readiness");
+    }
+}
+
+#[cfg(test)]
+mod tests;
