@@ -651,10 +651,10 @@ mod tests {
         assert_eq!(txn.state.vmms[1].tap.as_deref(), Some("bangertap1"));
     }
 
-    /// Design part 3: per-VM cgroups (the cgroup branch's version 5). A
-    /// journal of that shape — `vm_cgroups` and a VMM's `cgroup`, no
-    /// handed tap — reads at version 6 with its cgroups kept and no tap
-    /// handed, and is written back as 6 with both records.
+    /// Design part 3: per-VM cgroups (version 5's cgroup shape, see
+    /// `JOURNAL_VERSION`). A journal of that shape — `vm_cgroups` and a
+    /// VMM's `cgroup`, no handed tap — reads at version 6 with its cgroups
+    /// kept and no tap handed, and is written back as 6 with both records.
     #[test]
     fn a_version_5_journal_with_cgroups_reads_and_keeps_them_at_version_6() {
         let dir = tempfile::tempdir().unwrap();

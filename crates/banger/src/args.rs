@@ -80,8 +80,10 @@ mod tests {
     use super::*;
     use clap::CommandFactory;
 
-    /// Every subcommand of a group: named in the group's one-line help when
-    /// that line lists them (`…: a, b, c`), and in docs/cli.md's table.
+    /// Every subcommand of a group: in the Commands of the rendered
+    /// `banger GROUP --help`, in the group's line of the rendered `banger
+    /// --help` when that line lists them (`…: a, b, c`), and in docs/cli.md's
+    /// table.
     #[test]
     fn every_subcommand_is_in_its_group_help_and_in_cli_md() {
         let doc = std::fs::read_to_string(
@@ -106,16 +108,44 @@ mod tests {
                 .or_default()
                 .extend(subs.map(str::to_string));
         }
-        let cli = Cli::command();
-        for group in cli.get_subcommands() {
-            let name = group.get_name();
+        // Help text as printed, whitespace squashed (`wrap_help` may wrap).
+        let squash = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+        let mut cli = Cli::command();
+        cli.build();
+        let top = squash(&cli.render_long_help().to_string());
+        let groups: Vec<String> = cli
+            .get_subcommands()
+            .map(|g| g.get_name().to_string())
+            .collect();
+        for name in &groups {
+            let group = cli.find_subcommand_mut(name).unwrap();
             let about = group.get_about().map(|a| a.to_string()).unwrap_or_default();
+            let help = group.render_long_help().to_string();
+            // The first word of each line under `Commands:`.
+            let listed: Vec<&str> = help
+                .split_once("Commands:")
+                .map(|(_, rest)| {
+                    rest.lines()
+                        .skip(1)
+                        .take_while(|l| !l.trim().is_empty())
+                        .filter_map(|l| l.split_whitespace().next())
+                        .collect()
+                })
+                .unwrap_or_default();
             for sub in group.get_subcommands() {
                 let sub = sub.get_name();
+                assert!(
+                    listed.contains(&sub),
+                    "`banger {name} --help` does not list {sub}:\n{help}"
+                );
                 if let Some((_, list)) = about.split_once(": ") {
                     assert!(
                         list.split(", ").any(|w| w == sub),
-                        "`banger {name} --help` lists its commands as {list:?} without {sub}"
+                        "`banger --help` lists {name}'s commands as {list:?} without {sub}"
+                    );
+                    assert!(
+                        top.contains(&squash(&about)),
+                        "`banger --help` has no line {about:?} for {name}"
                     );
                 }
                 assert!(

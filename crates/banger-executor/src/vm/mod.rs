@@ -112,7 +112,8 @@ pub(crate) struct VmHost {
     /// The host network: a journaled tap is handed to a VMM's uid for its
     /// launch and given back to root (`taps`).
     net: Arc<dyn HostNet>,
-    /// `losetup`, `dmsetup` and device-node ownership.
+    /// `dmsetup`, the loop-device and `DM_VERSION` ioctls, and device-node
+    /// ownership (loop devices are attached by ioctl: no `losetup`).
     pub(crate) tools: Arc<dyn snapshot::DiskTools>,
     /// The cgroup VMs' cgroups are made in; `None`: none was delegated
     /// (VMMs are bounded by their rlimits only).

@@ -9,7 +9,9 @@
 //! lifecycle op on one VM — `vm stop`, `vm rm` and `vm restart` hold it
 //! across the guest's SSH poweroff (at most the stop timeout), which blocks
 //! only that VM's operations; `create_mu` only for name re-check + IP
-//! allocation + the initial row. No other lock is held across guest SSH.
+//! allocation + the initial row. No other lock of this service's is held
+//! across guest SSH (WorkspaceService's per-VM `workspace_locks[id]` is,
+//! across a prepare's or export's transfer).
 //!
 //! Per-VM host objects: disks and the VMM process through the privileged
 //! seam; the tap, firewall rule and DNS record through HostNetwork and the

@@ -354,7 +354,7 @@ fn remove_test_cgroups(dirs: &[&Path]) {
 }
 
 /// Design part 3: a jailed VMM runs in `vm-<id>` beneath the holder's
-/// cgroup (beneath the helper's unit in the branch's first layout), and
+/// cgroup (beneath the helper's unit in an earlier layout), and
 /// uninstall read only the unit root's `cgroup.procs`, so it never saw (or
 /// killed) a VMM the daemon could not stop. It kills each unit's whole
 /// tree now and removes the emptied child cgroups. A real cgroup2 tree
