@@ -54,7 +54,10 @@ use serde::{Deserialize, Serialize};
 /// back any idle tap), no cgroup (the sweep removes any `vm-*` beneath the
 /// executor's cgroup that no re-adoptable VMM names); it is written back
 /// as 6.
-pub const JOURNAL_VERSION: u32 = 6;
+/// 7: a VMM entry's `console_offset` (the console's length at its launch,
+/// where a re-adoption watches for the guest's ready line). Older files
+/// read with none (adopted unwatched) and are written back as 7.
+pub const JOURNAL_VERSION: u32 = 7;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
@@ -653,10 +656,10 @@ mod tests {
 
     /// Design part 3: per-VM cgroups (version 5's cgroup shape, see
     /// `JOURNAL_VERSION`). A journal of that shape — `vm_cgroups` and a
-    /// VMM's `cgroup`, no handed tap — reads at version 6 with its cgroups
-    /// kept and no tap handed, and is written back as 6 with both records.
+    /// VMM's `cgroup`, no handed tap — reads with its cgroups kept and no
+    /// tap handed, and is written back at this version with both records.
     #[test]
-    fn a_version_5_journal_with_cgroups_reads_and_keeps_them_at_version_6() {
+    fn a_version_5_journal_with_cgroups_reads_and_keeps_them_at_this_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.json");
         std::fs::write(
@@ -680,7 +683,7 @@ mod tests {
         drop(txn);
         let written: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert_eq!(written["version"], 6, "{written}");
+        assert_eq!(written["version"], JOURNAL_VERSION, "{written}");
         assert_eq!(
             written["vm_cgroups"],
             serde_json::json!(["vm-a"]),
@@ -690,10 +693,11 @@ mod tests {
         assert!(written["vmms"][0].get("tap").is_none(), "{written}");
     }
 
-    /// Main's version 5 (a handed tap, no cgroups) reads at version 6 with
-    /// its tap kept and no cgroup anywhere, and is written back as 6.
+    /// Main's version 5 (a handed tap, no cgroups) reads with its tap kept
+    /// and no cgroup anywhere, and is written back at this version; its
+    /// VMM has no console offset (adopted unwatched).
     #[test]
-    fn a_version_5_journal_with_a_handed_tap_reads_and_keeps_it_at_version_6() {
+    fn a_version_5_journal_with_a_handed_tap_reads_and_keeps_it_at_this_version() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.json");
         std::fs::write(
@@ -710,13 +714,14 @@ mod tests {
         let mut txn = file.open().unwrap();
         assert_eq!(txn.state.vmms[0].tap.as_deref(), Some("bangertap0"));
         assert_eq!(txn.state.vmms[0].cgroup, None);
+        assert_eq!(txn.state.vmms[0].console_offset, None);
         assert!(txn.state.vm_cgroups.is_empty());
         txn.state.vm_cgroups.push("vm-b".into());
         txn.save().unwrap();
         drop(txn);
         let written: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert_eq!(written["version"], 6, "{written}");
+        assert_eq!(written["version"], JOURNAL_VERSION, "{written}");
         assert_eq!(written["vmms"][0]["tap"], "bangertap0", "{written}");
         assert!(written["vmms"][0].get("cgroup").is_none(), "{written}");
         let txn = file.open().unwrap();
@@ -727,23 +732,23 @@ mod tests {
     fn a_journal_newer_than_this_version_is_refused_as_newer() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("journal.json");
-        let v7 = r#"{"version": 7, "bridges": [], "taps": [], "firewall": false,
+        let v8 = r#"{"version": 8, "bridges": [], "taps": [], "firewall": false,
                      "nat_guests": [], "resolver_links": [], "later": []}"#;
-        std::fs::write(&path, v7).unwrap();
+        std::fs::write(&path, v8).unwrap();
         let err = JournalFile::new(path.clone()).open().unwrap_err();
         assert!(
-            matches!(err, JournalError::NewerVersion { version: 7, .. }),
+            matches!(err, JournalError::NewerVersion { version: 8, .. }),
             "{err}"
         );
         assert_eq!(
             err.to_string(),
             format!(
-                "{} has journal version 7; this build knows up to 6",
+                "{} has journal version 8; this build knows up to 7",
                 path.display()
             )
         );
         // Refused untouched.
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), v7);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), v8);
     }
 
     #[test]

@@ -332,6 +332,21 @@ impl OwnerDir {
         Ok(File::from(fd))
     }
 
+    /// Open the existing file `name` for reading only: it must be a
+    /// regular file of `owner`'s (this process's if `None`) with one link,
+    /// checked through an `O_PATH` descriptor whose inode alone is then
+    /// opened (never a FIFO or device planted there, never a name looked
+    /// up again). Nothing is created.
+    pub fn open_read(&self, name: &str, owner: Option<(u32, u32)>) -> Result<File, VmmError> {
+        let node = self
+            .at(name, OFlags::PATH | OFlags::NOFOLLOW, Mode::empty())
+            .map_err(|e| self.io("opening", name, e))?;
+        let st = rustix::fs::fstat(&node).map_err(|e| self.io("inspecting", name, e))?;
+        sole_file_of(&st, expected_uid(owner)).map_err(|r| self.refused(name, r))?;
+        let fd = reopen(node.as_fd(), OFlags::RDONLY).map_err(|e| self.io("opening", name, e))?;
+        Ok(File::from(fd))
+    }
+
     /// Remove a leftover socket `name` (a VMM refuses to start when its
     /// socket exists). Missing is fine; anything but a socket is refused.
     pub fn remove_stale_socket(&self, name: &str) -> Result<(), VmmError> {

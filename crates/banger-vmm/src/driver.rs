@@ -102,7 +102,7 @@ impl Found {
                     what: format!("duplicating the pidfd of VM {vm_id}'s VMM"),
                     source: e,
                 })
-                .and_then(|pidfd| ConsoleWatch::spawn(file, from, pidfd, vm_id));
+                .and_then(|pidfd| ConsoleWatch::spawn(file, from, pidfd, vm_id, Readiness::new()));
             fd.map_err(|e| tracing::warn!(vm_id, error = %e, "no readiness watch"))
                 .ok()
         });

@@ -11,7 +11,7 @@
 //! file had at the launch.
 
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd as _, OwnedFd};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -72,80 +72,53 @@ impl Readiness {
     }
 }
 
-/// Bytes of console read at most per wake-up: a guest flooding its
-/// console is scanned over several wake-ups, never all at once.
+/// Bytes of one console read at most per round: a guest flooding its
+/// console is scanned over several rounds, and every other watch (and a
+/// stop) is looked at between them.
 const READ_MAX: usize = 1 << 20;
+/// The most of one console scanned for the ready line: a guest prints far
+/// less before it is up. Past it (a flood, or a file its owner made huge
+/// or sparse) the watch ends, saying so, rather than read on.
+pub const SCAN_MAX: u64 = 256 << 20;
+/// How often the consoles are looked at when inotify is unavailable (root's
+/// instances used up by others): the one fallback to a poll.
+const FALLBACK_POLL: Duration = Duration::from_millis(50);
 
-/// A thread watching a console file for the ready line: it settles its
-/// [`Readiness`] on the line, or when the VMM (its pidfd) exits, and ends;
-/// dropping this ends it too (bounded, as the VMM's table lock may be
-/// held).
+/// A console watched for the guest's ready line, by the one watcher
+/// thread of this process ([`Hub`]): it settles its [`Readiness`] on the
+/// line, when the VMM (its pidfd) exits, or when [`SCAN_MAX`] bytes held no
+/// line. Dropping this ends the watch at once (no thread to wait for).
 #[derive(Debug)]
 pub struct ConsoleWatch {
+    id: u64,
     readiness: Arc<Readiness>,
-    /// Written to end the thread.
-    stop: Arc<OwnedFd>,
-    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl ConsoleWatch {
     /// Watch `console` (root's descriptor of the serial log, readable) from
     /// `offset` (its length before this launch) for the ready line
-    /// (`banger_proto::guest::READY_MARKER`)
-    /// while the process behind `pidfd` runs.
+    /// (`banger_proto::guest::READY_MARKER`) while the process behind
+    /// `pidfd` runs, settling `readiness`.
     pub fn spawn(
         console: File,
         offset: u64,
         pidfd: OwnedFd,
         vm_id: &str,
+        readiness: Arc<Readiness>,
     ) -> Result<ConsoleWatch, VmmError> {
-        let io = |what: &str| {
-            let what = format!("watching the console of VM {vm_id}: {what}");
-            move |e: rustix::io::Errno| VmmError::Io {
-                what,
-                source: e.into(),
-            }
-        };
-        use rustix::fs::inotify;
-        let notify = inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK)
-            .map_err(io("inotify"))?;
-        // The inode behind root's descriptor, never the file's name (its
-        // owner can change that).
-        inotify::add_watch(
-            &notify,
-            format!(
-                "/proc/self/fd/{}",
-                std::os::fd::AsRawFd::as_raw_fd(&console)
-            ),
-            inotify::WatchFlags::MODIFY,
-        )
-        .map_err(io("watching the file"))?;
-        let stop = Arc::new(
-            rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
-                .map_err(io("eventfd"))?,
-        );
-        let readiness = Readiness::new();
-        let (settle, stopped) = (Arc::clone(&readiness), Arc::clone(&stop));
-        let vm = vm_id.to_string();
-        let thread = std::thread::Builder::new()
-            .name("console-ready".into())
-            .spawn(move || {
-                let mut scan = Scan::new(offset);
-                let seen = watch(&console, &mut scan, &notify, &pidfd, &stopped);
-                if let Seen::Ended(why) = &seen {
-                    tracing::debug!(vm, why, "console readiness watch ended");
-                }
-                settle.settle(seen);
-            })
-            .map_err(|e| VmmError::Io {
-                what: format!("watching the console of VM {vm_id}: a thread"),
-                source: e,
-            })?;
-        Ok(ConsoleWatch {
-            readiness,
-            stop,
-            thread: Some(thread),
-        })
+        let hub = Hub::get().map_err(|e| VmmError::Io {
+            what: format!("watching the console of VM {vm_id}: the watcher thread"),
+            source: std::io::Error::other(e),
+        })?;
+        let id = hub.add(Watched {
+            console,
+            pidfd: Arc::new(pidfd),
+            scan: Scan::new(offset),
+            readiness: Arc::clone(&readiness),
+            wd: None,
+            vm_id: vm_id.to_string(),
+        });
+        Ok(ConsoleWatch { id, readiness })
     }
 
     pub fn readiness(&self) -> Arc<Readiness> {
@@ -155,8 +128,11 @@ impl ConsoleWatch {
 
 impl Drop for ConsoleWatch {
     fn drop(&mut self) {
-        let _ = rustix::io::write(&*self.stop, &1u64.to_ne_bytes());
-        end_thread(self.thread.take(), "console readiness");
+        if let Ok(hub) = Hub::get() {
+            hub.remove(self.id);
+        }
+        self.readiness
+            .settle(Seen::Ended("the watch was stopped".into()));
     }
 }
 
@@ -178,57 +154,204 @@ pub(crate) fn end_thread(thread: Option<std::thread::JoinHandle<()>>, what: &str
     }
 }
 
-/// The watch: scan, then sleep until the file changes, the VMM exits or
-/// the watch is stopped.
-fn watch(
-    console: &File,
-    scan: &mut Scan,
-    notify: &OwnedFd,
-    pidfd: &OwnedFd,
-    stop: &OwnedFd,
-) -> Seen {
-    loop {
-        // Drained before the scan: a write after it wakes the poll below.
-        let mut events = [0u8; 4096];
-        while matches!(rustix::io::read(notify, &mut events), Ok(n) if n > 0) {}
-        match scan.more(console) {
-            Ok(true) => return Seen::Ready,
-            Ok(false) => {}
-            Err(e) => return Seen::Ended(format!("reading the console: {e}")),
-        }
-        if scan.behind {
-            // More is left to read (a flood): read on before sleeping.
-            continue;
-        }
-        let mut fds = [
-            PollFd::new(notify, PollFlags::IN),
-            PollFd::new(pidfd, PollFlags::IN),
-            PollFd::new(stop, PollFlags::IN),
-        ];
-        match rustix::event::poll(&mut fds, None) {
-            Ok(_) | Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Seen::Ended(format!("waiting on the console: {e}")),
-        }
-        if !fds[2].revents().is_empty() {
-            return Seen::Ended("the watch was stopped".into());
-        }
-        if !fds[1].revents().is_empty() {
-            // The VMM is gone: what it wrote last still counts.
-            return match scan.more(console) {
-                Ok(true) => Seen::Ready,
-                _ => Seen::Ended("the VMM exited".into()),
+/// One console being watched.
+#[derive(Debug)]
+struct Watched {
+    console: File,
+    /// Shared with the watcher's poll set for one round, so a watch
+    /// removed meanwhile never leaves it polling a closed (or reused)
+    /// descriptor number.
+    pidfd: Arc<OwnedFd>,
+    scan: Scan,
+    readiness: Arc<Readiness>,
+    /// Its inotify watch (shared by every watch of the same inode).
+    wd: Option<i32>,
+    vm_id: String,
+}
+
+/// The process's one console watcher: one thread and one inotify instance
+/// for every watched console (root's inotify instances are few and shared
+/// with the host's other services), woken by a write to any of them, the
+/// exit of any of their VMMs, or a change of the set.
+#[derive(Debug)]
+struct Hub {
+    /// `None`: inotify could not be had; the consoles are looked at every
+    /// [`FALLBACK_POLL`].
+    notify: Option<OwnedFd>,
+    /// Written when a watch is added, so the next round polls its pidfd.
+    wake: OwnedFd,
+    watches: Mutex<std::collections::BTreeMap<u64, Watched>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+static HUB: std::sync::OnceLock<Result<Arc<Hub>, String>> = std::sync::OnceLock::new();
+
+impl Hub {
+    fn get() -> Result<Arc<Hub>, String> {
+        HUB.get_or_init(|| {
+            use rustix::fs::inotify;
+            let notify = match inotify::init(
+                inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK,
+            ) {
+                Ok(fd) => Some(fd),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no inotify: consoles are looked at every 50 ms");
+                    None
+                }
             };
+            let wake = rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+            )
+            .map_err(|e| format!("eventfd: {e}"))?;
+            let hub = Arc::new(Hub {
+                notify,
+                wake,
+                watches: Mutex::new(std::collections::BTreeMap::new()),
+                next: std::sync::atomic::AtomicU64::new(0),
+            });
+            let run = Arc::clone(&hub);
+            std::thread::Builder::new()
+                .name("console-ready".into())
+                .spawn(move || run.run())
+                .map_err(|e| format!("spawning it: {e}"))?;
+            Ok(hub)
+        })
+        .clone()
+    }
+
+    fn add(&self, mut w: Watched) -> u64 {
+        use rustix::fs::inotify;
+        if let Some(notify) = &self.notify {
+            // The inode behind root's descriptor, never the file's name
+            // (its owner can change that).
+            let path = format!("/proc/thread-self/fd/{}", w.console.as_raw_fd());
+            match inotify::add_watch(notify, path, inotify::WatchFlags::MODIFY) {
+                Ok(wd) => w.wd = Some(wd),
+                // Looked at on every round anyway; only woken later.
+                Err(e) => {
+                    tracing::warn!(vm = w.vm_id, error = %e, "no inotify watch of the console")
+                }
+            }
         }
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.lock().insert(id, w);
+        let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
+        id
+    }
+
+    fn remove(&self, id: u64) {
+        let mut watches = self.lock();
+        if let Some(w) = watches.remove(&id) {
+            self.unwatch(&watches, &w);
+        }
+    }
+
+    /// Drop `gone`'s inotify watch unless another watch (of the same inode)
+    /// shares it.
+    fn unwatch(&self, watches: &std::collections::BTreeMap<u64, Watched>, gone: &Watched) {
+        let (Some(notify), Some(wd)) = (&self.notify, gone.wd) else {
+            return;
+        };
+        if watches.values().all(|w| w.wd != Some(wd)) {
+            let _ = rustix::fs::inotify::remove_watch(notify, wd);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Watched>> {
+        self.watches.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The watcher: a round looks at every console (at most [`READ_MAX`]
+    /// new bytes each), settles and drops the watches that are done, then
+    /// sleeps until a console changes, a VMM exits or a watch is added —
+    /// or not at all while some console has more to read.
+    fn run(&self) {
+        let mut buf = vec![0u8; 64 << 10];
+        loop {
+            let (pidfds, behind) = self.round(&mut buf);
+            let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(pidfds.len() + 2);
+            fds.push(PollFd::new(&self.wake, PollFlags::IN));
+            if let Some(notify) = &self.notify {
+                fds.push(PollFd::new(notify, PollFlags::IN));
+            }
+            fds.extend(pidfds.iter().map(|fd| PollFd::new(&**fd, PollFlags::IN)));
+            let timeout = if behind {
+                Some(rustix::time::Timespec::default())
+            } else if self.notify.is_none() {
+                Some(rustix::time::Timespec {
+                    tv_sec: 0,
+                    tv_nsec: i64::from(FALLBACK_POLL.subsec_nanos()),
+                })
+            } else {
+                None
+            };
+            if let Err(e) = rustix::event::poll(&mut fds, timeout.as_ref())
+                && e != rustix::io::Errno::INTR
+            {
+                tracing::warn!(error = %e, "console watcher: poll");
+                std::thread::sleep(FALLBACK_POLL);
+            }
+            drop(fds);
+            let mut drain = [0u8; 4096];
+            while matches!(rustix::io::read(&self.wake, &mut drain), Ok(n) if n > 0) {}
+            if let Some(notify) = &self.notify {
+                while matches!(rustix::io::read(notify, &mut drain), Ok(n) if n > 0) {}
+            }
+        }
+    }
+
+    /// One round over every watch: the pidfds to wait on next, and whether
+    /// some console has more to read now.
+    fn round(&self, buf: &mut [u8]) -> (Vec<Arc<OwnedFd>>, bool) {
+        let mut watches = self.lock();
+        let mut done = Vec::new();
+        let mut behind = false;
+        for (id, w) in watches.iter_mut() {
+            // Looked at before the scan: a VMM seen gone has written its
+            // last, and that is read below before it is declared gone.
+            let exited = exited(&w.pidfd);
+            let seen = match w.scan.more(&w.console, buf) {
+                Ok(true) => Some(Seen::Ready),
+                Err(e) => Some(Seen::Ended(format!("reading the console: {e}"))),
+                Ok(false) if w.scan.read > SCAN_MAX => Some(Seen::Ended(format!(
+                    "no ready line in the console's first {} MiB",
+                    SCAN_MAX >> 20
+                ))),
+                Ok(false) if w.scan.behind => {
+                    behind = true;
+                    None
+                }
+                Ok(false) if exited => Some(Seen::Ended("the VMM exited".into())),
+                Ok(false) => None,
+            };
+            if let Some(seen) = seen {
+                if let Seen::Ended(why) = &seen {
+                    tracing::debug!(vm = w.vm_id, why, "console readiness watch ended");
+                }
+                w.readiness.settle(seen);
+                done.push(*id);
+            }
+        }
+        for id in done {
+            if let Some(w) = watches.remove(&id) {
+                self.unwatch(&watches, &w);
+            }
+        }
+        let pidfds = watches.values().map(|w| Arc::clone(&w.pidfd)).collect();
+        (pidfds, behind)
     }
 }
 
-/// Where a console scan stands: the next offset, and the end of the
-/// bytes before it (the marker may straddle two reads).
+/// Where a console scan stands: the next offset, the end of the bytes
+/// before it (the marker may straddle two reads), and how much it has
+/// read in all.
 #[derive(Debug)]
 struct Scan {
     pos: u64,
     carry: Vec<u8>,
-    /// The last read stopped at [`READ_MAX`] with more to read.
+    read: u64,
+    /// The last round stopped at [`READ_MAX`] with more to read.
     behind: bool,
 }
 
@@ -237,36 +360,37 @@ impl Scan {
         Scan {
             pos,
             carry: Vec::new(),
+            read: 0,
             behind: false,
         }
     }
 
-    /// Read what was written since (at most [`READ_MAX`] bytes); whether
-    /// the ready line is among it. A file shorter than where the scan
-    /// stands was emptied (its driver bounds it at launch): it is read
-    /// from its start.
-    fn more(&mut self, console: &File) -> std::io::Result<bool> {
+    /// Read what was written since (at most [`READ_MAX`] bytes, in `buf`'s
+    /// chunks); whether the ready line is among it. A file shorter than
+    /// where the scan stands was emptied (its driver bounds it at launch):
+    /// it is read from its start.
+    fn more(&mut self, console: &File, buf: &mut [u8]) -> std::io::Result<bool> {
         let marker = banger_proto::guest::READY_MARKER.as_bytes();
         let len = u64::try_from(rustix::fs::fstat(console)?.st_size).unwrap_or(0);
         if len < self.pos {
             self.pos = 0;
             self.carry.clear();
         }
-        let mut buf = vec![0u8; 64 << 10];
-        let mut read = 0usize;
+        let mut round = 0usize;
         self.behind = false;
-        while self.pos < len {
-            if read >= READ_MAX {
+        while self.pos < len && self.read <= SCAN_MAX {
+            if round >= READ_MAX {
                 self.behind = true;
                 break;
             }
-            let n = match rustix::io::pread(console.as_fd(), &mut buf, self.pos) {
+            let n = match rustix::io::pread(console.as_fd(), &mut *buf, self.pos) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(e) => return Err(e.into()),
             };
-            read += n;
+            round += n;
+            self.read += n as u64;
             self.pos += n as u64;
             self.carry.extend_from_slice(&buf[..n]);
             if self.carry.windows(marker.len()).any(|w| w == marker) {

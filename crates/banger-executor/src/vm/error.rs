@@ -89,6 +89,8 @@ pub enum VmOpError {
         #[source]
         source: banger_host::net::NetError,
     },
+    #[error("the executor no longer watches VM {vm_id}'s guest for readiness: {reason}")]
+    Unwatched { vm_id: String, reason: String },
     #[error("stopping the VMM of VM {vm_id}")]
     Stop {
         vm_id: String,
@@ -111,7 +113,8 @@ impl VmOpError {
             NotConfigured
             | VmmUnavailable { .. }
             | SnapshotUnsupported { .. }
-            | NoJailSlot { .. } => ErrorCode::Unavailable,
+            | NoJailSlot { .. }
+            | Unwatched { .. } => ErrorCode::Unavailable,
             Io { .. }
             | Tool { .. }
             | GuestFs { .. }

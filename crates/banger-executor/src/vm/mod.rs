@@ -22,6 +22,8 @@ mod tests_fc_window;
 #[cfg(test)]
 mod tests_grants;
 #[cfg(test)]
+mod tests_readiness;
+#[cfg(test)]
 mod tests_taps;
 mod validate;
 mod vmm;
@@ -91,6 +93,9 @@ pub(crate) struct VmHost {
     journal: Arc<JournalFile>,
     /// Each VM's VMM, with its start time as journaled.
     procs: Mutex<HashMap<String, Held>>,
+    /// VMMs a stop has taken out of `procs` and is stopping (kind, pid):
+    /// still running, and never re-adopted from the journal meanwhile.
+    stopping: Mutex<HashMap<String, (banger_proto::vmops::VmmKind, u32)>>,
     /// VM jail uids reserved by launches in flight (`slots`).
     slots: Mutex<std::collections::BTreeSet<u32>>,
     /// Taps handed to a VMM's ids by launches in flight, not yet named by
@@ -144,6 +149,7 @@ impl VmHost {
             jail: cfg.jail,
             journal,
             procs: Mutex::new(HashMap::new()),
+            stopping: Mutex::new(HashMap::new()),
             slots: Mutex::default(),
             handing: Mutex::default(),
             busy: Mutex::default(),

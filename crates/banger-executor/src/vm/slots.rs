@@ -185,7 +185,11 @@ pub(super) mod tests {
 
     /// A stand-in VMM (`sleep`) running as jail uid `slot`, journaled as
     /// VM `id`'s.
-    fn journaled_stand_in(h: &VmHost, slot: u32, id: &str) -> std::process::Child {
+    pub(in crate::vm) fn journaled_stand_in(
+        h: &VmHost,
+        slot: u32,
+        id: &str,
+    ) -> std::process::Child {
         journaled_vmm(h, slot, id, "sleep".as_ref(), &["60"])
     }
 

@@ -96,22 +96,19 @@ impl VmHost {
     }
 
     /// Root's readable descriptor of the VM's serial log, for a re-adopted
-    /// VMM's readiness watch: opened beneath the VM directory as a launch
-    /// opens it (the owner's single-link regular file, never a link or a
-    /// node planted there), then reopened read-only. `None` (logged) when
-    /// that fails: the VMM is then adopted without a watch.
+    /// VMM's readiness watch: opened beneath the VM directory, read-only,
+    /// only when it is the owner's single-link regular file
+    /// (`OwnerDir::open_read`: never a link or a node planted there, never
+    /// created). `None` (logged) when that fails: the VMM is then adopted
+    /// without a watch.
     fn console_of(&self, vm_id: &str) -> Option<std::fs::File> {
-        let opened = self.owner_vm_dir(vm_id).and_then(|dir| {
-            let file = dir
-                .open_append(SERIAL_LOG, 0o640, self.tool_ids())
-                .map_err(|source| VmOpError::Launch {
-                    vm_id: vm_id.to_string(),
-                    source,
-                })?;
-            banger_vmm::dir::reopen(std::os::fd::AsFd::as_fd(&file), OFlags::RDONLY)
-                .map(std::fs::File::from)
-                .map_err(|e| io("reopening", &dir.join(SERIAL_LOG))(e.into()))
-        });
+        let opened = self
+            .owner_vm_dir(vm_id)
+            .map_err(|e| banger_proto::error::chain(&e).join(": "))
+            .and_then(|dir| {
+                dir.open_read(SERIAL_LOG, self.tool_ids())
+                    .map_err(|e| banger_proto::error::chain(&e).join(": "))
+            });
         opened
             .map_err(|e| tracing::warn!(vm_id, error = %e, "no console to watch for readiness"))
             .ok()
@@ -491,6 +488,27 @@ impl VmHost {
                 root_devices: Vec::new(),
             }));
         }
+        // Being stopped: its entry is still journaled, but it is not
+        // adopted again behind the stop's back.
+        if let Some((vmm, pid)) = self
+            .stopping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(vm_id)
+            .copied()
+        {
+            return Ok(Some(VmmState {
+                vm_id: vm_id.to_string(),
+                running: true,
+                pid: Some(pid),
+                vmm: Some(vmm),
+                adopted: false,
+                ready: None,
+                start_time: None,
+                sockets: Vec::new(),
+                root_devices: Vec::new(),
+            }));
+        }
         let entry = {
             let txn = self.journal.open().map_err(journal_err)?;
             txn.state.vmms.iter().find(|e| e.vm_id == vm_id).cloned()
@@ -541,6 +559,9 @@ impl VmHost {
                         uid.and_then(|uid| self.adopted_api(vm_id, uid, entry.pid)),
                     ),
                 };
+                let ready = adopted
+                    .readiness()
+                    .map(|r| r.seen() == banger_vmm::ready::Seen::Ready);
                 procs.insert(vm_id.to_string(), (adopted, entry.start_time));
                 tracing::info!(vm_id, pid = entry.pid, "re-adopted a running VMM");
                 Ok(Some(VmmState {
@@ -549,7 +570,7 @@ impl VmHost {
                     pid: Some(entry.pid),
                     vmm: Some(entry.vmm),
                     adopted: true,
-                    ready: None,
+                    ready,
                     start_time: None,
                     sockets: Vec::new(),
                     root_devices: Vec::new(),
@@ -613,8 +634,20 @@ impl VmHost {
                 .unwrap_or_else(|e| e.into_inner())
                 .get(vm_id)
                 .and_then(|(p, _)| p.readiness());
-            if let Some(r) = readiness {
-                r.wait(Duration::from_millis(timeout_ms.into()));
+            if let Some(r) = readiness
+                && let banger_vmm::ready::Seen::Ended(reason) =
+                    r.wait(Duration::from_millis(timeout_ms.into()))
+            {
+                // Ended while the VMM runs on: nothing will ever say it
+                // is ready, and asking again would answer at once.
+                let state = self.status(vm_id)?;
+                if state.running {
+                    return Err(VmOpError::Unwatched {
+                        vm_id: vm_id.to_string(),
+                        reason,
+                    });
+                }
+                return Ok(state);
             }
         }
         self.status(vm_id)
@@ -677,11 +710,20 @@ impl VmHost {
                 was_running: false,
             });
         }
-        let taken = self
-            .procs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(vm_id);
+        let taken = {
+            let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+            let taken = procs.remove(vm_id);
+            if let Some((p, _)) = &taken {
+                self.stopping
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(vm_id.to_string(), (p.kind(), p.pid()));
+            }
+            taken
+        };
+        // Out of `stopping` however the stop ends (after its journal entry
+        // went, when it did).
+        let _stopping = taken.is_some().then(|| Stopping(self, vm_id));
         let Some((mut p, start_time)) = taken else {
             return Ok(VmStopped {
                 graceful: false,
@@ -709,5 +751,18 @@ impl VmHost {
             graceful,
             was_running: true,
         })
+    }
+}
+
+/// Takes a VM out of [`VmHost`]'s `stopping` when its stop ends.
+struct Stopping<'a>(&'a VmHost, &'a str);
+
+impl Drop for Stopping<'_> {
+    fn drop(&mut self) {
+        self.0
+            .stopping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.1);
     }
 }

@@ -1,7 +1,7 @@
 //! Firecracker as a [`VmmDriver`]: a jailed launch whose guest reports
 //! ready over vsock, watched by a thread owned with the running VMM.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,7 +12,7 @@ use super::{
     ReadyListener, Shutdown, VMM,
 };
 use crate::driver::{PowerOff, RunningVmm, VmmDriver};
-use crate::ready::{Readiness, Seen, end_thread, exited};
+use crate::ready::{ConsoleWatch, Readiness, Seen, end_thread, exited};
 use crate::{LaunchSpec, VmmError};
 
 /// How long the vsock readiness listener of a Firecracker VM waits.
@@ -49,24 +49,57 @@ impl VmmDriver for FirecrackerDriver {
             listener,
         } = with;
         // Its console past this length is this boot's (a re-adoption
-        // watches it from there).
+        // watches it from there), read through a readable reopening of
+        // root's descriptor.
         let offset = crate::bound_serial_log(VMM, &files.serial)?;
+        let console = crate::dir::reopen(files.serial.as_fd(), rustix::fs::OFlags::RDONLY)
+            .map(std::fs::File::from)
+            .map_err(|e| VmmError::Io {
+                what: "firecracker: reopening the serial log for reading".into(),
+                source: e.into(),
+            })?;
         let mut vm = self.launch_jailed(spec, files, tap)?;
-        let pidfd = match vm.process().pidfd().try_clone_to_owned() {
-            Ok(fd) => fd,
-            Err(source) => {
-                let e = VmmError::Io {
+        // The guest's ready line counts on either channel: vsock (the
+        // contract's, best effort) or the console, as for QEMU.
+        let readiness = Readiness::new();
+        let watches = vm
+            .process()
+            .pidfd()
+            .try_clone_to_owned()
+            .map_err(|source| VmmError::Io {
+                what: "firecracker: duplicating its pidfd".into(),
+                source,
+            })
+            .and_then(|pidfd| {
+                let vsock = pidfd.try_clone().map_err(|source| VmmError::Io {
                     what: "firecracker: duplicating its pidfd".into(),
                     source,
-                };
-                return Err(match vm.kill() {
-                    Ok(_) => e,
-                    Err(still) => still,
-                });
-            }
-        };
-        let watch = VsockWatch::spawn(listener, pidfd, spec.vm_id.clone());
-        Ok(Box::new(Running { vm, watch, offset }))
+                })?;
+                let console = ConsoleWatch::spawn(
+                    console,
+                    offset,
+                    pidfd,
+                    &spec.vm_id,
+                    Arc::clone(&readiness),
+                )?;
+                let vsock =
+                    VsockWatch::spawn(listener, vsock, spec.vm_id.clone(), Arc::clone(&readiness))?;
+                Ok((console, vsock))
+            });
+        match watches {
+            Ok((console, vsock)) => Ok(Box::new(Running {
+                vm,
+                readiness,
+                _console: console,
+                _vsock: vsock,
+                offset,
+            })),
+            // Nothing would ever see it ready: not left running.
+            Err(e) => Err(match vm.kill() {
+                Ok(_) => e,
+                Err(still) => still,
+            }),
+        }
     }
 }
 
@@ -82,7 +115,10 @@ impl PowerOff for ApiClient {
 #[derive(Debug)]
 struct Running {
     vm: FirecrackerVm,
-    watch: VsockWatch,
+    readiness: Arc<Readiness>,
+    /// Both settle `readiness`; dropped with the VMM, they end.
+    _console: ConsoleWatch,
+    _vsock: VsockWatch,
     offset: u64,
 }
 
@@ -100,7 +136,7 @@ impl RunningVmm for Running {
         self.vm.process().pidfd_alive()
     }
     fn readiness(&self) -> Option<Arc<Readiness>> {
-        Some(Arc::clone(&self.watch.readiness))
+        Some(Arc::clone(&self.readiness))
     }
     fn console_offset(&self) -> Option<u64> {
         Some(self.offset)
@@ -113,55 +149,61 @@ impl RunningVmm for Running {
     }
 }
 
-/// The vsock readiness listener's thread: it settles the readiness when
-/// the guest reports, when [`READY_WAIT`] runs out, when the VMM exits, or
-/// when this is dropped (the VMM was stopped, killed or seen dead) — then
-/// the listener and its socket in the VM's `run/` go with it, never
-/// outliving the VMM.
+/// The vsock readiness listener's thread: it settles the readiness as
+/// ready when the guest reports; it ends without settling it when
+/// [`READY_WAIT`] runs out, the guest sent something else, the VMM exits
+/// (the console watch says so), or this is dropped (the VMM was stopped,
+/// killed or seen dead) — then the listener and its socket in the VM's
+/// `run/` go with it, never outliving the VMM.
 #[derive(Debug)]
 pub(crate) struct VsockWatch {
-    readiness: Arc<Readiness>,
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl VsockWatch {
-    pub(crate) fn spawn(listener: ReadyListener, pidfd: OwnedFd, vm_id: String) -> VsockWatch {
+    pub(crate) fn spawn(
+        listener: ReadyListener,
+        pidfd: OwnedFd,
+        vm_id: String,
+        readiness: Arc<Readiness>,
+    ) -> Result<VsockWatch, VmmError> {
         use std::sync::atomic::{AtomicBool, Ordering};
-        let readiness = Readiness::new();
         let stop = Arc::new(AtomicBool::new(false));
-        let (flag, settle) = (Arc::clone(&stop), Arc::clone(&readiness));
-        let thread = std::thread::spawn(move || {
-            let ended = |what: &str| VmmError::Readiness {
-                vmm: VMM,
-                what: what.into(),
-            };
-            let check = || {
-                if flag.load(Ordering::SeqCst) {
-                    Err(ended("the watch was stopped"))
-                } else if exited(&pidfd) {
-                    Err(ended("the VMM exited"))
-                } else {
-                    Ok(())
-                }
-            };
-            let seen = match listener.wait_while(READY_WAIT, check) {
-                Ok(()) => Seen::Ready,
-                Err(e) => {
-                    if !flag.load(Ordering::SeqCst) {
-                        tracing::warn!(vm_id, error = %e, "no vsock readiness from the guest");
+        let flag = Arc::clone(&stop);
+        let thread = std::thread::Builder::new()
+            .name("vsock-ready".into())
+            .spawn(move || {
+                let ended = |what: &str| VmmError::Readiness {
+                    vmm: VMM,
+                    what: what.into(),
+                };
+                let check = || {
+                    if flag.load(Ordering::SeqCst) {
+                        Err(ended("the watch was stopped"))
+                    } else if exited(&pidfd) {
+                        Err(ended("the VMM exited"))
+                    } else {
+                        Ok(())
                     }
-                    Seen::Ended(e.to_string())
+                };
+                match listener.wait_while(READY_WAIT, check) {
+                    Ok(()) => readiness.settle(Seen::Ready),
+                    Err(_) if flag.load(Ordering::SeqCst) => {}
+                    Err(e) => {
+                        tracing::warn!(vm_id, error = %e, "no vsock readiness from the guest; its console may still say");
+                    }
                 }
-            };
-            settle.settle(seen);
-            // `listener` drops here: its socket file is removed.
-        });
-        VsockWatch {
-            readiness,
+                // `listener` drops here: its socket file is removed.
+            })
+            .map_err(|source| VmmError::Io {
+                what: "firecracker: spawning the vsock readiness thread".into(),
+                source,
+            })?;
+        Ok(VsockWatch {
             stop,
             thread: Some(thread),
-        }
+        })
     }
 }
 

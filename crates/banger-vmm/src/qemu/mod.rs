@@ -351,7 +351,9 @@ impl QemuDriver {
                 what: "qemu: duplicating its pidfd".into(),
                 source,
             })
-            .and_then(|pidfd| ConsoleWatch::spawn(console, offset, pidfd, &spec.vm_id));
+            .and_then(|pidfd| {
+                ConsoleWatch::spawn(console, offset, pidfd, &spec.vm_id, Readiness::new())
+            });
         let mut vm = QemuVm {
             child,
             qmp,
