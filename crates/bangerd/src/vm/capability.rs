@@ -3,15 +3,21 @@
 //! hooks the lifecycle runs at fixed points, in a fixed order:
 //!
 //! * `reserved`: the VM's row and address exist (the create's reservation);
+//! * `disks`: what the create's disks include (pure, no I/O), in order;
 //! * `starting`: before its VMM is launched, in order; it may add to the
 //!   launch (the network's tap). A failure undoes the capabilities already
 //!   started (their `stopped`, in reverse) and fails the start;
 //! * `stopped`: its VMM is gone (stopped, killed, a failed start, found
 //!   dead), in reverse order, every one attempted;
 //! * `removed`: the VM is being removed, after its disks, in reverse order,
-//!   best effort.
+//!   best effort;
+//! * `reconfigured`: `vm set` changes the stopped VM's configuration, in
+//!   order, before its row does; a failure refuses the change (the ones
+//!   before it have made theirs: each must be one that is right for the
+//!   row either way, as growing a disk is).
 //!
-//! Today's: the network (a tap from the pool while the VMM runs, and with it
+//! Today's: the work disk (its size in the create's disks, grown by `vm
+//! set --disk`), the network (a tap from the pool while the VMM runs, and with it
 //! the VM's firewall and NAT rules), `.vm` DNS (its name published while
 //! the VM exists) and the owner's `known_hosts` line (dropped with the VM).
 //! The hooks are blocking; the lifecycle runs them on a blocking thread.
@@ -24,7 +30,16 @@ use banger_proto::RpcError;
 
 use super::VmDns;
 use crate::network::HostNetwork;
-use crate::store::VmRow;
+use crate::privileged::{PrivilegedOps, PrivilegedOpsExt as _};
+use crate::store::{VmConfigUpdate, VmRow};
+
+/// What capabilities add to the disks a create makes (the root disk is
+/// the VM's own: a copy of its image).
+#[derive(Debug, Default)]
+pub(crate) struct Disks {
+    /// The work disk's size.
+    pub work_disk_bytes: Option<u64>,
+}
 
 /// What capabilities add to a VMM launch.
 #[derive(Debug, Default)]
@@ -37,6 +52,10 @@ pub(crate) struct Launch {
 pub(crate) trait VmCapability: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
     fn reserved(&self, _vm: &VmRow, _ip: Ipv4Addr) {}
+    fn disks(&self, _vm: &VmRow, _disks: &mut Disks) {}
+    fn reconfigured(&self, _vm: &VmRow, _to: &VmConfigUpdate) -> Result<(), RpcError> {
+        Ok(())
+    }
     fn starting(&self, _vm: &VmRow, _launch: &mut Launch) -> Result<(), RpcError> {
         Ok(())
     }
@@ -44,6 +63,39 @@ pub(crate) trait VmCapability: Send + Sync + std::fmt::Debug {
         Ok(())
     }
     fn removed(&self, _vm: &VmRow) -> Result<(), RpcError> {
+        Ok(())
+    }
+}
+
+/// The VM's work disk (`/dev/vdb`, the guest's `/work`): made with the
+/// create's disks at the VM's size, grown (never shrunk) by `vm set
+/// --disk` while the VM is stopped. It goes with the VM's other disks.
+#[derive(Debug)]
+pub(crate) struct WorkDisk(pub Arc<dyn PrivilegedOps>);
+
+impl VmCapability for WorkDisk {
+    fn name(&self) -> &'static str {
+        "work disk"
+    }
+    fn disks(&self, vm: &VmRow, disks: &mut Disks) {
+        disks.work_disk_bytes = Some(vm.disk_bytes);
+    }
+    fn reconfigured(&self, vm: &VmRow, to: &VmConfigUpdate) -> Result<(), RpcError> {
+        if to.disk_bytes < vm.disk_bytes {
+            return Err(RpcError::new(
+                banger_proto::ErrorCode::BadRequest,
+                format!(
+                    "invalid disk size {}: VM {} has {} bytes and disks only grow",
+                    to.disk_bytes, vm.name, vm.disk_bytes
+                ),
+            ));
+        }
+        if to.disk_bytes > vm.disk_bytes {
+            self.0.request(banger_proto::privops::GrowWorkDisk {
+                vm_id: vm.id.clone(),
+                bytes: to.disk_bytes,
+            })?;
+        }
         Ok(())
     }
 }
@@ -113,6 +165,25 @@ impl Capabilities {
         for c in &self.0 {
             c.reserved(vm, ip);
         }
+    }
+
+    /// What every capability adds to the create's disks, in order.
+    pub(crate) fn disks(&self, vm: &VmRow) -> Disks {
+        let mut disks = Disks::default();
+        for c in &self.0 {
+            c.disks(vm, &mut disks);
+        }
+        disks
+    }
+
+    /// Every capability's `reconfigured`, in order; the first failure
+    /// refuses the change, naming the capability.
+    pub(crate) fn reconfigured(&self, vm: &VmRow, to: &VmConfigUpdate) -> Result<(), RpcError> {
+        for c in &self.0 {
+            c.reconfigured(vm, to)
+                .map_err(|e| e.context(format!("changing the VM's {}", c.name())))?;
+        }
+        Ok(())
     }
 
     /// Every capability's `starting`, in order; on a failure the ones
@@ -196,6 +267,13 @@ mod tests {
         fn reserved(&self, _: &VmRow, _: Ipv4Addr) {
             let _ = self.hook("reserved");
         }
+        fn disks(&self, vm: &VmRow, disks: &mut Disks) {
+            let _ = self.hook("disks");
+            disks.work_disk_bytes.get_or_insert(vm.disk_bytes);
+        }
+        fn reconfigured(&self, _: &VmRow, _: &VmConfigUpdate) -> Result<(), RpcError> {
+            self.hook("reconfigured")
+        }
         fn starting(&self, _: &VmRow, launch: &mut Launch) -> Result<(), RpcError> {
             self.hook("starting")?;
             launch
@@ -246,6 +324,82 @@ mod tests {
 
     fn taken(log: &Mutex<Vec<String>>) -> Vec<String> {
         std::mem::take(&mut log.lock().unwrap())
+    }
+
+    /// The create's disks and `vm set` go through every capability in
+    /// order; a failed change stops at the capability that failed, named.
+    #[test]
+    fn disks_and_changes_go_through_every_capability_in_order() {
+        let vm = vm();
+        let (all, log) = caps([&[], &[], &[]]);
+        assert_eq!(all.disks(&vm).work_disk_bytes, Some(vm.disk_bytes));
+        let to = VmConfigUpdate {
+            vcpus: 2,
+            memory_mib: 512,
+            disk_bytes: 2 << 30,
+            nat: false,
+        };
+        all.reconfigured(&vm, &to).unwrap();
+        assert_eq!(
+            taken(&log),
+            [
+                "a.disks",
+                "b.disks",
+                "c.disks",
+                "a.reconfigured",
+                "b.reconfigured",
+                "c.reconfigured"
+            ]
+        );
+        let (broken, log) = caps([&[], &["reconfigured"], &[]]);
+        let e = broken.reconfigured(&vm, &to).unwrap_err();
+        assert!(e.render().contains("changing the VM's b"), "{}", e.render());
+        assert_eq!(taken(&log), ["a.reconfigured", "b.reconfigured"]);
+    }
+
+    /// The work disk refuses to shrink before asking the executor (a
+    /// privileged side that fails every call proves it was not asked).
+    #[test]
+    fn the_work_disk_refuses_to_shrink_without_asking_the_executor() {
+        #[derive(Debug)]
+        struct Unreachable;
+        impl PrivilegedOps for Unreachable {
+            fn call_with_fds(
+                &self,
+                op: banger_proto::privops::PrivOp,
+            ) -> Result<
+                (
+                    banger_proto::privops::PrivOutcome,
+                    Vec<std::os::fd::OwnedFd>,
+                ),
+                RpcError,
+            > {
+                panic!("asked the executor: {}", op.name())
+            }
+            fn channel(&self) -> crate::privileged::Channel {
+                crate::privileged::Channel::InProcess
+            }
+        }
+        let disk = WorkDisk(Arc::new(Unreachable));
+        let vm = vm();
+        let mut disks = Disks::default();
+        disk.disks(&vm, &mut disks);
+        assert_eq!(disks.work_disk_bytes, Some(1 << 30));
+        let smaller = VmConfigUpdate {
+            vcpus: 1,
+            memory_mib: 512,
+            disk_bytes: 1 << 29,
+            nat: false,
+        };
+        let e = disk.reconfigured(&vm, &smaller).unwrap_err();
+        assert_eq!(e.code, ErrorCode::BadRequest);
+        assert!(e.render().contains("disks only grow"), "{}", e.render());
+        // Unchanged: nothing to ask either.
+        let same = VmConfigUpdate {
+            disk_bytes: 1 << 30,
+            ..smaller
+        };
+        disk.reconfigured(&vm, &same).unwrap();
     }
 
     #[test]

@@ -340,11 +340,15 @@ impl VmService {
         let dir = self.vm_dir(vm_id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| internal(format!("creating {}: {e}", dir.display())))?;
+        let plan = self.caps.disks(&vm);
+        let work_disk_bytes = plan
+            .work_disk_bytes
+            .ok_or_else(|| internal(format!("no capability sized VM {}'s work disk", vm.name)))?;
         let disks = self
             .privileged(VmDisksSpec {
                 vm_id: vm_id.to_string(),
                 image_id: vm.image_id.clone(),
-                work_disk_bytes: vm.disk_bytes,
+                work_disk_bytes,
             })
             .await?;
         tracing::info!(vm = %vm.name, backend = disks.backend.as_str(), "disks ready");

@@ -1,6 +1,6 @@
 //! start / stop / kill / rm / set, and boot readiness.
 
-use banger_proto::privops::{DeleteVmDisks, GrowWorkDisk, KillVm, StopVm, WaitVmReady};
+use banger_proto::privops::{DeleteVmDisks, KillVm, StopVm, WaitVmReady};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -390,22 +390,12 @@ impl VmService {
             cfg.memory_mib,
             cfg.disk_bytes,
         )?;
-        if cfg.disk_bytes < vm.disk_bytes {
-            return Err(RpcError::new(
-                ErrorCode::BadRequest,
-                format!(
-                    "invalid disk size {}: VM {} has {} bytes and disks only grow",
-                    cfg.disk_bytes, vm.name, vm.disk_bytes
-                ),
-            ));
-        }
-        if cfg.disk_bytes > vm.disk_bytes {
-            self.privileged(GrowWorkDisk {
-                vm_id: vm.id.clone(),
-                bytes: cfg.disk_bytes,
-            })
-            .await?;
-        }
+        // The work disk grows here (capabilities' `reconfigured`), before
+        // the row says so.
+        let (caps, row, to) = (Arc::clone(&self.caps), vm.clone(), cfg.clone());
+        tokio::task::spawn_blocking(move || caps.reconfigured(&row, &to))
+            .await
+            .map_err(|e| internal(format!("capability task: {e}")))??;
         // NAT takes effect with the firewall rule written at the next start.
         let vm = self
             .store

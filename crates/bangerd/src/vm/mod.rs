@@ -107,6 +107,7 @@ impl VmService {
             vm_locks,
         } = parts;
         let caps = Arc::new(capability::Capabilities::new(vec![
+            Box::new(capability::WorkDisk(Arc::clone(&privileged))),
             Box::new(capability::Network(Arc::clone(&network))),
             Box::new(capability::Dns(dns)),
             Box::new(capability::KnownHost(layout.known_hosts.clone())),

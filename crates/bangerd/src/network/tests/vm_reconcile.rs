@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
-use banger_proto::privops::{PrivOp, PrivOutcome, VmOp};
+use banger_proto::privops::{PrivOp, PrivOutcome, VmOp, VmmStatus, WaitVmReady};
 use banger_proto::rpc::Response;
 use banger_proto::vm::{VmInfo, VmRequest, VmResponse};
 use banger_proto::vmops::{VmStopped, VmmKind, VmmState};
@@ -81,9 +81,9 @@ impl PrivilegedOps for WithVmms {
             ));
         }
         let outcome = match op {
-            VmOp::VmmStatus(r) => {
-                let running = self.vmms.lock().unwrap().get(&r.vm_id).copied();
-                PrivOutcome::Vmm(self.state(r.vm_id, running.unwrap_or(false)))
+            VmOp::VmmStatus(VmmStatus { vm_id }) | VmOp::WaitVmReady(WaitVmReady { vm_id, .. }) => {
+                let running = self.vmms.lock().unwrap().get(&vm_id).copied();
+                PrivOutcome::Vmm(self.state(vm_id, running.unwrap_or(false)))
             }
             VmOp::LaunchVm(s) => {
                 self.vmms.lock().unwrap().insert(s.vm_id.clone(), true);
