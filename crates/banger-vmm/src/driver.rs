@@ -10,7 +10,7 @@
 //! before a launch).
 
 use std::fs::File;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +23,9 @@ use crate::{LaunchSpec, VmmError};
 pub trait RunningVmm: Send + std::fmt::Debug {
     fn kind(&self) -> VmmKind;
     fn pid(&self) -> u32;
+    /// The pidfd that pins its process: the only handle it is signalled
+    /// through.
+    fn pidfd(&self) -> BorrowedFd<'_>;
     /// Found through the journal after a restart, not spawned here.
     fn adopted(&self) -> bool;
     /// Whether the process still runs (a spawned one is reaped if not).
@@ -131,6 +134,9 @@ impl<C: PowerOff> RunningVmm for Adopted<C> {
     fn pid(&self) -> u32 {
         self.found.pid
     }
+    fn pidfd(&self) -> BorrowedFd<'_> {
+        self.found.pidfd.as_fd()
+    }
     fn adopted(&self) -> bool {
         true
     }
@@ -168,9 +174,9 @@ impl<C: PowerOff> RunningVmm for Adopted<C> {
 }
 
 /// Wait up to `timeout` for the process behind `pidfd` to exit.
-fn pidfd_exited(pidfd: &OwnedFd, timeout: Duration) -> bool {
+pub fn pidfd_exited(pidfd: impl AsFd, timeout: Duration) -> bool {
     let mut fds = [rustix::event::PollFd::new(
-        pidfd,
+        &pidfd,
         rustix::event::PollFlags::IN,
     )];
     let ts = rustix::time::Timespec {

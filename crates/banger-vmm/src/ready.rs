@@ -87,9 +87,11 @@ const FALLBACK_POLL: Duration = Duration::from_millis(50);
 /// A console watched for the guest's ready line, by the one watcher
 /// thread of this process ([`Hub`]): it settles its [`Readiness`] on the
 /// line, when the VMM (its pidfd) exits, or when [`SCAN_MAX`] bytes held no
-/// line. Dropping this ends the watch at once (no thread to wait for).
+/// line. Dropping this ends the watch at once (no thread to wait for, no
+/// lock held across a read).
 #[derive(Debug)]
 pub struct ConsoleWatch {
+    hub: Arc<Hub>,
     id: u64,
     readiness: Arc<Readiness>,
 }
@@ -111,14 +113,13 @@ impl ConsoleWatch {
             source: std::io::Error::other(e),
         })?;
         let id = hub.add(Watched {
-            console,
             pidfd: Arc::new(pidfd),
-            scan: Scan::new(offset),
             readiness: Arc::clone(&readiness),
             wd: None,
             vm_id: vm_id.to_string(),
+            console: Mutex::new((console, Scan::new(offset))),
         });
-        Ok(ConsoleWatch { id, readiness })
+        Ok(ConsoleWatch { hub, id, readiness })
     }
 
     pub fn readiness(&self) -> Arc<Readiness> {
@@ -128,9 +129,7 @@ impl ConsoleWatch {
 
 impl Drop for ConsoleWatch {
     fn drop(&mut self) {
-        if let Ok(hub) = Hub::get() {
-            hub.remove(self.id);
-        }
+        self.hub.remove(self.id);
         self.readiness
             .settle(Seen::Ended("the watch was stopped".into()));
     }
@@ -154,25 +153,29 @@ pub(crate) fn end_thread(thread: Option<std::thread::JoinHandle<()>>, what: &str
     }
 }
 
-/// One console being watched.
+/// One console being watched. The watcher reads it holding only its own
+/// lock, never the hub's: adding and dropping watches never wait for a
+/// read.
 #[derive(Debug)]
 struct Watched {
-    console: File,
     /// Shared with the watcher's poll set for one round, so a watch
     /// removed meanwhile never leaves it polling a closed (or reused)
     /// descriptor number.
     pidfd: Arc<OwnedFd>,
-    scan: Scan,
     readiness: Arc<Readiness>,
-    /// Its inotify watch (shared by every watch of the same inode).
+    /// Its inotify watch (shared by every watch of the same inode);
+    /// `None`: not woken by inotify, looked at every [`FALLBACK_POLL`].
     wd: Option<i32>,
     vm_id: String,
+    console: Mutex<(File, Scan)>,
 }
+
+type Watches = std::collections::BTreeMap<u64, Arc<Watched>>;
 
 /// The process's one console watcher: one thread and one inotify instance
 /// for every watched console (root's inotify instances are few and shared
 /// with the host's other services), woken by a write to any of them, the
-/// exit of any of their VMMs, or a change of the set.
+/// exit of any of their VMMs, or a new watch.
 #[derive(Debug)]
 struct Hub {
     /// `None`: inotify could not be had; the consoles are looked at every
@@ -180,62 +183,80 @@ struct Hub {
     notify: Option<OwnedFd>,
     /// Written when a watch is added, so the next round polls its pidfd.
     wake: OwnedFd,
-    watches: Mutex<std::collections::BTreeMap<u64, Watched>>,
+    /// Every watch; inotify watches are added and removed under this lock
+    /// (two watches of one inode share one).
+    watches: Mutex<Watches>,
     next: std::sync::atomic::AtomicU64,
+    /// Cleared if the watcher thread ever ends (a bug): a new hub is made
+    /// for later watches, and this one's are settled as ended.
+    alive: std::sync::atomic::AtomicBool,
 }
 
-static HUB: std::sync::OnceLock<Result<Arc<Hub>, String>> = std::sync::OnceLock::new();
+/// The current hub; made on first use, made again when the last one
+/// failed to start or its thread died.
+static HUB: Mutex<Option<Arc<Hub>>> = Mutex::new(None);
 
 impl Hub {
     fn get() -> Result<Arc<Hub>, String> {
-        HUB.get_or_init(|| {
-            use rustix::fs::inotify;
-            let notify = match inotify::init(
-                inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK,
-            ) {
+        use std::sync::atomic::Ordering;
+        let mut current = HUB.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hub) = current.as_ref()
+            && hub.alive.load(Ordering::SeqCst)
+        {
+            return Ok(Arc::clone(hub));
+        }
+        use rustix::fs::inotify;
+        let notify =
+            match inotify::init(inotify::CreateFlags::CLOEXEC | inotify::CreateFlags::NONBLOCK) {
                 Ok(fd) => Some(fd),
                 Err(e) => {
                     tracing::warn!(error = %e, "no inotify: consoles are looked at every 50 ms");
                     None
                 }
             };
-            let wake = rustix::event::eventfd(
-                0,
-                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
-            )
-            .map_err(|e| format!("eventfd: {e}"))?;
-            let hub = Arc::new(Hub {
-                notify,
-                wake,
-                watches: Mutex::new(std::collections::BTreeMap::new()),
-                next: std::sync::atomic::AtomicU64::new(0),
-            });
-            let run = Arc::clone(&hub);
-            std::thread::Builder::new()
-                .name("console-ready".into())
-                .spawn(move || run.run())
-                .map_err(|e| format!("spawning it: {e}"))?;
-            Ok(hub)
-        })
-        .clone()
+        let wake = rustix::event::eventfd(
+            0,
+            rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+        )
+        .map_err(|e| format!("eventfd: {e}"))?;
+        let hub = Arc::new(Hub {
+            notify,
+            wake,
+            watches: Mutex::new(Watches::new()),
+            next: std::sync::atomic::AtomicU64::new(0),
+            alive: std::sync::atomic::AtomicBool::new(true),
+        });
+        let run = Arc::clone(&hub);
+        std::thread::Builder::new()
+            .name("console-ready".into())
+            .spawn(move || {
+                let _ended = Ended(&run);
+                run.run();
+            })
+            .map_err(|e| format!("spawning it: {e}"))?;
+        *current = Some(Arc::clone(&hub));
+        Ok(hub)
     }
 
     fn add(&self, mut w: Watched) -> u64 {
         use rustix::fs::inotify;
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut watches = self.lock();
         if let Some(notify) = &self.notify {
             // The inode behind root's descriptor, never the file's name
-            // (its owner can change that).
-            let path = format!("/proc/thread-self/fd/{}", w.console.as_raw_fd());
+            // (its owner can change that). Under the lock: a removal of
+            // another watch of the same inode cannot drop this one's.
+            let console = w.console.get_mut().unwrap_or_else(|e| e.into_inner());
+            let path = format!("/proc/thread-self/fd/{}", console.0.as_raw_fd());
             match inotify::add_watch(notify, path, inotify::WatchFlags::MODIFY) {
                 Ok(wd) => w.wd = Some(wd),
-                // Looked at on every round anyway; only woken later.
                 Err(e) => {
-                    tracing::warn!(vm = w.vm_id, error = %e, "no inotify watch of the console")
+                    tracing::warn!(vm = w.vm_id, error = %e, "no inotify watch of the console; looked at every 50 ms")
                 }
             }
         }
-        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.lock().insert(id, w);
+        watches.insert(id, Arc::new(w));
+        drop(watches);
         let _ = rustix::io::write(&self.wake, &1u64.to_ne_bytes());
         id
     }
@@ -248,8 +269,8 @@ impl Hub {
     }
 
     /// Drop `gone`'s inotify watch unless another watch (of the same inode)
-    /// shares it.
-    fn unwatch(&self, watches: &std::collections::BTreeMap<u64, Watched>, gone: &Watched) {
+    /// shares it. Called with the hub's lock held (`watches`).
+    fn unwatch(&self, watches: &Watches, gone: &Watched) {
         let (Some(notify), Some(wd)) = (&self.notify, gone.wd) else {
             return;
         };
@@ -258,18 +279,19 @@ impl Hub {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Watched>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Watches> {
         self.watches.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The watcher: a round looks at every console (at most [`READ_MAX`]
     /// new bytes each), settles and drops the watches that are done, then
     /// sleeps until a console changes, a VMM exits or a watch is added —
-    /// or not at all while some console has more to read.
+    /// or not at all while some console has more to read, or
+    /// [`FALLBACK_POLL`] while one is not watched by inotify.
     fn run(&self) {
         let mut buf = vec![0u8; 64 << 10];
         loop {
-            let (pidfds, behind) = self.round(&mut buf);
+            let (pidfds, behind, unwatched) = self.round(&mut buf);
             let mut fds: Vec<PollFd<'_>> = Vec::with_capacity(pidfds.len() + 2);
             fds.push(PollFd::new(&self.wake, PollFlags::IN));
             if let Some(notify) = &self.notify {
@@ -277,15 +299,16 @@ impl Hub {
             }
             fds.extend(pidfds.iter().map(|fd| PollFd::new(&**fd, PollFlags::IN)));
             let timeout = if behind {
-                Some(rustix::time::Timespec::default())
-            } else if self.notify.is_none() {
-                Some(rustix::time::Timespec {
-                    tv_sec: 0,
-                    tv_nsec: i64::from(FALLBACK_POLL.subsec_nanos()),
-                })
+                Some(Duration::ZERO)
+            } else if unwatched {
+                Some(FALLBACK_POLL)
             } else {
                 None
-            };
+            }
+            .map(|d| rustix::time::Timespec {
+                tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+                tv_nsec: i64::from(d.subsec_nanos()),
+            });
             if let Err(e) = rustix::event::poll(&mut fds, timeout.as_ref())
                 && e != rustix::io::Errno::INTR
             {
@@ -301,30 +324,38 @@ impl Hub {
         }
     }
 
-    /// One round over every watch: the pidfds to wait on next, and whether
-    /// some console has more to read now.
-    fn round(&self, buf: &mut [u8]) -> (Vec<Arc<OwnedFd>>, bool) {
-        let mut watches = self.lock();
+    /// One round over every watch, each read holding only its own lock:
+    /// the pidfds to wait on next, whether some console has more to read
+    /// now, and whether some console is not watched by inotify.
+    fn round(&self, buf: &mut [u8]) -> (Vec<Arc<OwnedFd>>, bool, bool) {
+        let all: Vec<(u64, Arc<Watched>)> = self
+            .lock()
+            .iter()
+            .map(|(id, w)| (*id, Arc::clone(w)))
+            .collect();
         let mut done = Vec::new();
         let mut behind = false;
-        for (id, w) in watches.iter_mut() {
+        for (id, w) in &all {
             // Looked at before the scan: a VMM seen gone has written its
             // last, and that is read below before it is declared gone.
             let exited = exited(&w.pidfd);
-            let seen = match w.scan.more(&w.console, buf) {
+            let mut console = w.console.lock().unwrap_or_else(|e| e.into_inner());
+            let (file, scan) = &mut *console;
+            let seen = match scan.more(file, buf) {
                 Ok(true) => Some(Seen::Ready),
                 Err(e) => Some(Seen::Ended(format!("reading the console: {e}"))),
-                Ok(false) if w.scan.read > SCAN_MAX => Some(Seen::Ended(format!(
+                Ok(false) if scan.read > SCAN_MAX => Some(Seen::Ended(format!(
                     "no ready line in the console's first {} MiB",
                     SCAN_MAX >> 20
                 ))),
-                Ok(false) if w.scan.behind => {
+                Ok(false) if scan.behind => {
                     behind = true;
                     None
                 }
                 Ok(false) if exited => Some(Seen::Ended("the VMM exited".into())),
                 Ok(false) => None,
             };
+            drop(console);
             if let Some(seen) = seen {
                 if let Seen::Ended(why) = &seen {
                     tracing::debug!(vm = w.vm_id, why, "console readiness watch ended");
@@ -333,13 +364,34 @@ impl Hub {
                 done.push(*id);
             }
         }
+        let mut watches = self.lock();
         for id in done {
             if let Some(w) = watches.remove(&id) {
                 self.unwatch(&watches, &w);
             }
         }
+        let unwatched = self.notify.is_none() || watches.values().any(|w| w.wd.is_none());
         let pidfds = watches.values().map(|w| Arc::clone(&w.pidfd)).collect();
-        (pidfds, behind)
+        (pidfds, behind, unwatched)
+    }
+}
+
+/// Marks a hub dead when its watcher thread ends (only a bug ends it):
+/// its watches are settled as ended, so nobody waits on them forever, and
+/// the next watch gets a new hub.
+struct Ended<'a>(&'a Hub);
+
+impl Drop for Ended<'_> {
+    fn drop(&mut self) {
+        self.0
+            .alive
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let watches = std::mem::take(&mut *self.0.lock());
+        for w in watches.values() {
+            w.readiness
+                .settle(Seen::Ended("the console watcher thread ended".into()));
+        }
+        tracing::error!("the console watcher thread ended; a new one serves later watches");
     }
 }
 

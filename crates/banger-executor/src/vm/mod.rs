@@ -79,6 +79,9 @@ impl VmHostConfig {
     }
 }
 
+/// A VMM being stopped: its kind, pid and a pidfd of it.
+type Stopped = (banger_proto::vmops::VmmKind, u32, Arc<std::os::fd::OwnedFd>);
+
 /// A VMM in the executor's table, with its start time as journaled.
 type Held = (Box<dyn banger_vmm::driver::RunningVmm>, u64);
 
@@ -93,9 +96,11 @@ pub(crate) struct VmHost {
     journal: Arc<JournalFile>,
     /// Each VM's VMM, with its start time as journaled.
     procs: Mutex<HashMap<String, Held>>,
-    /// VMMs a stop has taken out of `procs` and is stopping (kind, pid):
-    /// still running, and never re-adopted from the journal meanwhile.
-    stopping: Mutex<HashMap<String, (banger_proto::vmops::VmmKind, u32)>>,
+    /// VMMs a stop has taken out of `procs` and is stopping (kind, pid,
+    /// a pidfd): still running, never re-adopted from the journal
+    /// meanwhile, and killed through that pidfd by a kill (or a second
+    /// stop) that comes during the stop.
+    stopping: Mutex<HashMap<String, Stopped>>,
     /// VM jail uids reserved by launches in flight (`slots`).
     slots: Mutex<std::collections::BTreeSet<u32>>,
     /// Taps handed to a VMM's ids by launches in flight, not yet named by

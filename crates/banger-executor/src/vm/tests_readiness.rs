@@ -157,3 +157,32 @@ fn a_vmm_being_stopped_is_not_re_adopted_meanwhile() {
     assert!(!after.running, "{after:?}");
     assert!(h.journal.open().unwrap().state.vmms.is_empty());
 }
+
+/// Second hostile read, finding 5: a kill that came while a stop was
+/// waiting for the guest found nothing in the table and answered "was not
+/// running" while the VMM ran on (the daemon then took its network away).
+/// It now kills the VMM being stopped, through the pidfd kept for it.
+#[test]
+fn a_kill_during_a_stop_kills_the_vmm_being_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = host(dir.path(), jail(4));
+    let id = "e".repeat(32);
+    let mut vmm = super::slots::tests::journaled_stand_in(&h, 2_000_001, &id);
+    assert!(h.status(&id).unwrap().running);
+    std::thread::scope(|s| {
+        let stop = s.spawn(|| h.stop(&id, Duration::from_secs(20), false));
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        let killed = h.stop(&id, Duration::ZERO, true).unwrap();
+        assert!(killed.was_running && !killed.graceful, "{killed:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // The stand-in is gone: its parent (this test) sees it exit.
+        let status = vmm.wait().unwrap();
+        assert!(!status.success());
+        // The first stop ends as soon as it sees it gone, not at 20 s.
+        let stopped = stop.join().unwrap().unwrap();
+        assert!(stopped.was_running, "{stopped:?}");
+    });
+    assert!(!h.status(&id).unwrap().running);
+    assert!(h.journal.open().unwrap().state.vmms.is_empty());
+}

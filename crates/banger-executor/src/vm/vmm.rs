@@ -3,6 +3,7 @@
 //! restart only when the journaled pid still names the same process.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_proto::layout::{
@@ -495,7 +496,7 @@ impl VmHost {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(vm_id)
-            .copied()
+            .map(|(vmm, pid, _)| (*vmm, *pid))
         {
             return Ok(Some(VmmState {
                 vm_id: vm_id.to_string(),
@@ -712,12 +713,22 @@ impl VmHost {
         }
         let taken = {
             let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+            // A pidfd of its own (taken while the VMM is still in the
+            // table): a kill during this stop acts on it.
+            let pidfd = procs
+                .get(vm_id)
+                .map(|(p, _)| p.pidfd().try_clone_to_owned())
+                .transpose()
+                .map_err(io(
+                    "duplicating the pidfd of the VMM of VM",
+                    Path::new(vm_id),
+                ))?;
             let taken = procs.remove(vm_id);
-            if let Some((p, _)) = &taken {
+            if let (Some((p, _)), Some(pidfd)) = (&taken, pidfd) {
                 self.stopping
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(vm_id.to_string(), (p.kind(), p.pid()));
+                    .insert(vm_id.to_string(), (p.kind(), p.pid(), Arc::new(pidfd)));
             }
             taken
         };
@@ -725,10 +736,7 @@ impl VmHost {
         // went, when it did).
         let _stopping = taken.is_some().then(|| Stopping(self, vm_id));
         let Some((mut p, start_time)) = taken else {
-            return Ok(VmStopped {
-                graceful: false,
-                was_running: false,
-            });
+            return self.stop_during_stop(vm_id, timeout, kill);
         };
         let started = Instant::now();
         let graceful = if kill {
@@ -750,6 +758,55 @@ impl VmHost {
         Ok(VmStopped {
             graceful,
             was_running: true,
+        })
+    }
+}
+
+impl VmHost {
+    /// A stop or kill of a VM another stop is stopping: wait for that
+    /// (up to `timeout`, not at all for a kill), then SIGKILL it through
+    /// the pidfd kept for it and wait until it exited (its journal entry
+    /// is the first stop's to drop). Nothing being stopped: it was not
+    /// running.
+    fn stop_during_stop(
+        &self,
+        vm_id: &str,
+        timeout: Duration,
+        kill: bool,
+    ) -> Result<VmStopped, VmOpError> {
+        let held = self
+            .stopping
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(vm_id)
+            .map(|(vmm, pid, fd)| (*vmm, *pid, Arc::clone(fd)));
+        let Some((vmm, pid, pidfd)) = held else {
+            return Ok(VmStopped {
+                graceful: false,
+                was_running: false,
+            });
+        };
+        if !kill && banger_vmm::driver::pidfd_exited(&*pidfd, timeout) {
+            return Ok(VmStopped {
+                graceful: true,
+                was_running: true,
+            });
+        }
+        let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
+        if banger_vmm::driver::pidfd_exited(&*pidfd, Duration::from_secs(5)) {
+            return Ok(VmStopped {
+                graceful: false,
+                was_running: true,
+            });
+        }
+        Err(VmOpError::Stop {
+            vm_id: vm_id.to_string(),
+            source: VmmError::StillRunning {
+                vmm: vmm.as_str(),
+                pid,
+                started: None,
+                what: "being stopped, still running 5 s after SIGKILL".into(),
+            },
         })
     }
 }

@@ -129,6 +129,9 @@ impl RunningVmm for Running {
     fn pid(&self) -> u32 {
         self.vm.pid()
     }
+    fn pidfd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.vm.process().pidfd()
+    }
     fn adopted(&self) -> bool {
         false
     }
@@ -152,7 +155,8 @@ impl RunningVmm for Running {
 /// The vsock readiness listener's thread: it settles the readiness as
 /// ready when the guest reports; it ends without settling it when
 /// [`READY_WAIT`] runs out, the guest sent something else, the VMM exits
-/// (the console watch says so), or this is dropped (the VMM was stopped,
+/// (the console watch says so), the console settled it first, or this is
+/// dropped (the VMM was stopped,
 /// killed or seen dead) — then the listener and its socket in the VM's
 /// `run/` go with it, never outliving the VMM.
 #[derive(Debug)]
@@ -181,6 +185,9 @@ impl VsockWatch {
                 let check = || {
                     if flag.load(Ordering::SeqCst) {
                         Err(ended("the watch was stopped"))
+                    } else if readiness.seen() != Seen::Waiting {
+                        // The console said it first (or ended the wait).
+                        Err(ended("settled on the console"))
                     } else if exited(&pidfd) {
                         Err(ended("the VMM exited"))
                     } else {
@@ -189,7 +196,7 @@ impl VsockWatch {
                 };
                 match listener.wait_while(READY_WAIT, check) {
                     Ok(()) => readiness.settle(Seen::Ready),
-                    Err(_) if flag.load(Ordering::SeqCst) => {}
+                    Err(_) if flag.load(Ordering::SeqCst) || readiness.seen() != Seen::Waiting => {}
                     Err(e) => {
                         tracing::warn!(vm_id, error = %e, "no vsock readiness from the guest; its console may still say");
                     }

@@ -557,6 +557,9 @@ impl RunningVmm for QemuVm {
     fn pid(&self) -> u32 {
         QemuVm::pid(self)
     }
+    fn pidfd(&self) -> BorrowedFd<'_> {
+        self.child.pidfd()
+    }
     fn adopted(&self) -> bool {
         false
     }

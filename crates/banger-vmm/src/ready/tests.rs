@@ -200,3 +200,60 @@ fn dropping_a_watch_ends_it_at_once() {
     );
     vmm.kill().unwrap();
 }
+
+/// Second hostile read, finding 1: the watcher held its one lock through
+/// a whole round of reads, so with consoles behind (huge sparse files)
+/// adding or dropping a watch waited up to a second. Each watch is read
+/// under its own lock now.
+#[test]
+fn adding_and_dropping_watches_never_wait_for_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut busy = Vec::new();
+    for i in 0..6 {
+        let (w, r) = console(dir.path(), &format!("huge{i}.log"));
+        w.set_len(1 << 40).unwrap();
+        busy.push(watch(r, 0));
+    }
+    // The watcher is reading them now.
+    std::thread::sleep(Duration::from_millis(50));
+    let mut slowest = Duration::ZERO;
+    for i in 0..20 {
+        let (_w, r) = console(dir.path(), &format!("small{i}.log"));
+        let started = Instant::now();
+        let (mut vmm, w) = watch(r, 0);
+        let added = started.elapsed();
+        let started = Instant::now();
+        drop(w);
+        slowest = slowest.max(added).max(started.elapsed());
+        vmm.kill().unwrap();
+    }
+    assert!(slowest < Duration::from_millis(100), "{slowest:?}");
+    for (mut vmm, w) in busy {
+        drop(w);
+        vmm.kill().unwrap();
+    }
+}
+
+/// Second hostile read, finding 2: two watches of one inode share its
+/// inotify watch; dropping one must leave the other woken by writes.
+#[test]
+fn two_watches_of_one_console_share_its_inotify_watch() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut w, r) = console(dir.path(), "shared.log");
+    let again = File::open(dir.path().join("shared.log")).unwrap();
+    let (mut first_vmm, first) = watch(r, 0);
+    let (mut second_vmm, second) = watch(again, 0);
+    drop(first);
+    std::thread::sleep(Duration::from_millis(50));
+    let written = Instant::now();
+    w.write_all(format!("{MARKER}\n").as_bytes()).unwrap();
+    assert_eq!(second.readiness().wait(Duration::from_secs(5)), Seen::Ready);
+    assert!(
+        written.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        written.elapsed()
+    );
+    drop(second);
+    first_vmm.kill().unwrap();
+    second_vmm.kill().unwrap();
+}
