@@ -28,6 +28,7 @@ mod tests_taps;
 mod validate;
 mod vmm;
 mod vmm_files;
+mod vmm_table;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
