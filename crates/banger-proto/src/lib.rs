@@ -68,6 +68,7 @@ pub mod doctor;
 pub mod error;
 pub mod frame;
 pub mod guest;
+pub mod ids;
 pub mod image;
 pub mod install;
 pub mod layout;

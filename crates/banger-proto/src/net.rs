@@ -71,14 +71,7 @@ pub fn subnet_problem(subnet: Ipv4Cidr) -> Option<String> {
         .then(|| "not in a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)".to_string())
 }
 
-/// A guest's MAC: `02:ba:` + the four bytes of its address — locally
-/// administered, unicast, and unique for every address. The daemon gives
-/// it to the VM, and the executor's firewall drops every frame from the
-/// guest's tap with any other source MAC.
-pub fn guest_mac(ip: Ipv4Addr) -> String {
-    let [a, b, c, d] = ip.octets();
-    format!("02:ba:{a:02x}:{b:02x}:{c:02x}:{d:02x}")
-}
+pub use crate::ids::guest_mac;
 
 /// Create the bridge if missing, give it `address/prefix_len`, bring it up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -177,9 +177,8 @@ pub fn name_of(vm_id: &str) -> String {
 
 /// Whether `name` is a VM cgroup's name: `vm-` and 32 lowercase hex.
 pub fn is_vm_name(name: &str) -> bool {
-    name.strip_prefix(VM_PREFIX).is_some_and(|id| {
-        id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    })
+    name.strip_prefix(VM_PREFIX)
+        .is_some_and(banger_proto::ids::is_id)
 }
 
 /// Which daemon holds the executor, and so which placement it may ask for.

@@ -1,6 +1,6 @@
 //! Checks of VM operation arguments that need no host state.
 
-use banger_proto::limits;
+use banger_proto::{ids, limits};
 use banger_proto::vmops::{GuestFile, LaunchVmSpec};
 
 use super::error::VmOpError;
@@ -13,31 +13,21 @@ fn invalid(what: &'static str, value: &str, reason: &str) -> VmOpError {
     }
 }
 
-/// Store ids: 32 lowercase hex characters.
+/// Store ids (`banger_proto::ids::is_id`).
 pub fn id(what: &'static str, value: &str) -> Result<(), VmOpError> {
-    if value.len() == 32
-        && value
-            .bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    {
+    if ids::is_id(value) {
         Ok(())
     } else {
-        Err(invalid(what, value, "expected 32 lowercase hex characters"))
+        Err(invalid(what, value, ids::ID_RULE))
     }
 }
 
-/// banger's MACs: `02:ba:` then four octets.
+/// Guest MACs (`banger_proto::ids::is_guest_mac`).
 pub fn mac(value: &str) -> Result<(), VmOpError> {
-    let parts: Vec<&str> = value.split(':').collect();
-    let hex2 = |p: &&str| p.len() == 2 && p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    if parts.len() == 6 && parts.iter().all(hex2) && parts[0] == "02" && parts[1] == "ba" {
+    if ids::is_guest_mac(value) {
         Ok(())
     } else {
-        Err(invalid(
-            "MAC",
-            value,
-            "expected 02:ba:xx:xx:xx:xx (lowercase hex)",
-        ))
+        Err(invalid("MAC", value, ids::GUEST_MAC_RULE))
     }
 }
 

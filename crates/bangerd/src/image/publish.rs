@@ -335,7 +335,7 @@ impl ImageService {
                 let Some(name) = entry.file_name().and_then(|n| n.to_str()) else {
                     continue;
                 };
-                let looks_like_id = name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit());
+                let looks_like_id = banger_proto::ids::is_id(name);
                 if looks_like_id && !ids.iter().any(|id| id == name) && remove_logged(&entry) {
                     removed.push(entry);
                 }

@@ -234,11 +234,11 @@ impl Store {
 /// A fresh random id: 128 bits from `/dev/urandom` as 32 lowercase hex
 /// characters.
 pub fn new_id() -> Result<String, StoreError> {
-    let mut bytes = [0u8; 16];
+    let mut bytes = [0u8; banger_proto::ids::ID_BYTES];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(|source| StoreError::GenerateId { source })?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(banger_proto::ids::id_of(bytes))
 }
 
 /// Now, in unix seconds (0 if the clock is before 1970).

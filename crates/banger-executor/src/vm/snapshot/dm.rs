@@ -86,7 +86,7 @@ pub(crate) fn mapper_path(name: &str) -> PathBuf {
 pub(crate) fn check_dm_name(name: &str) -> Result<(), VmOpError> {
     let ok = name
         .strip_prefix(DM_PREFIX)
-        .is_some_and(|id| validate::id("VM id", id).is_ok());
+        .is_some_and(banger_proto::ids::is_id);
     if ok {
         return Ok(());
     }
