@@ -127,7 +127,8 @@
 use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
-use banger_proto::net::{DNS_PORT, FirewallSpec, NFT_TABLE, TAP_PREFIX, guest_mac};
+use banger_proto::ids::guest_mac;
+use banger_proto::net::{DNS_PORT, FirewallSpec, NFT_TABLE, TAP_PREFIX};
 
 /// The table families banger owns, each holding one table named
 /// [`NFT_TABLE`].

@@ -16,9 +16,7 @@ pub const ID_RULE: &str = "expected 32 lowercase hex characters";
 /// Whether `s` is a store id (of a VM, an image or a kernel): 32
 /// lowercase hex characters.
 pub fn is_id(s: &str) -> bool {
-    s.len() == 2 * ID_BYTES
-        && s.bytes()
-            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    s.len() == 2 * ID_BYTES && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// The store id of `bytes` (the caller's randomness).
@@ -42,11 +40,8 @@ pub fn guest_mac(ip: Ipv4Addr) -> String {
 /// four more lowercase hex octets.
 pub fn is_guest_mac(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
-    let octet = |p: &&str| {
-        p.len() == 2
-            && p.bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-    };
+    let octet =
+        |p: &&str| p.len() == 2 && p.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     parts.len() == 6 && parts.iter().all(octet) && parts[0] == "02" && parts[1] == "ba"
 }
 

@@ -71,8 +71,6 @@ pub fn subnet_problem(subnet: Ipv4Cidr) -> Option<String> {
         .then(|| "not in a private range (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16)".to_string())
 }
 
-pub use crate::ids::guest_mac;
-
 /// Create the bridge if missing, give it `address/prefix_len`, bring it up.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,7 +1,7 @@
 //! Checks of VM operation arguments that need no host state.
 
-use banger_proto::{ids, limits};
 use banger_proto::vmops::{GuestFile, LaunchVmSpec};
+use banger_proto::{ids, limits};
 
 use super::error::VmOpError;
 

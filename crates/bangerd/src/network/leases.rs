@@ -37,10 +37,10 @@ pub fn next_free(subnet: Ipv4Cidr, leased: &[Ipv4Addr]) -> Option<Ipv4Addr> {
         .find(|ip| !taken.contains(ip))
 }
 
-/// The MAC of the guest at `ip` ([`banger_proto::net::guest_mac`]: the
+/// The MAC of the guest at `ip` ([`banger_proto::ids::guest_mac`]: the
 /// firewall pins the guest's tap to it).
 pub fn mac_for(ip: Ipv4Addr) -> String {
-    banger_proto::net::guest_mac(ip)
+    banger_proto::ids::guest_mac(ip)
 }
 
 #[cfg(test)]
