@@ -207,21 +207,23 @@ fn clone_bench() -> Vec<CloneRow> {
 
 // ---------------------------------------------------------------- VMs
 
-/// `bangerd --dev` in the namespace, state under `dir`.
-pub(crate) struct Daemon {
-    pub(crate) proc: Proc,
-    socket: PathBuf,
-    dir: PathBuf,
+/// `bangerd --dev` in the namespace, state under `dir`. The whole
+/// `NsDaemon` is kept: its VM cgroup guard removes the daemon's dev cgroup
+/// when dropped, and taking only its process (as this did) dropped the
+/// guard at once, so every launch failed with ENOENT making the VM's
+/// cgroup.
+pub(crate) struct Daemon(banger_testkit::NsDaemon);
+
+impl std::ops::Deref for Daemon {
+    type Target = banger_testkit::NsDaemon;
+    fn deref(&self) -> &banger_testkit::NsDaemon {
+        &self.0
+    }
 }
 
 impl Daemon {
     pub(crate) fn start(ns: &NetNs, dir: &Path) -> Daemon {
-        let d = banger_testkit::NsDaemon::start(ns, dir);
-        Daemon {
-            proc: d.proc,
-            socket: d.socket,
-            dir: d.dir,
-        }
+        Daemon(banger_testkit::NsDaemon::start(ns, dir))
     }
 
     pub(crate) fn banger(&self, ns: &NetNs, args: &[&str]) -> Output {
@@ -336,7 +338,27 @@ struct Seen {
 
 /// Poll /proc for a new `qemu-system … banger-*` process, then its serial
 /// log for the marker, every 2 ms, until `stop`.
-fn watch_banger_vm(before: Vec<u32>, stop: Arc<AtomicBool>) -> Arc<Mutex<Seen>> {
+/// The serial log of the banger VM whose QEMU runs with `argv`: its
+/// `-name banger-<first 8 of the id>` names the VM directory under `vms`
+/// (a jailed QEMU gets its console as a descriptor, so no path is in its
+/// argv).
+fn serial_of(argv: &[String], vms: &Path) -> Option<PathBuf> {
+    let id8 = argv
+        .iter()
+        .skip_while(|a| a.as_str() != "-name")
+        .nth(1)?
+        .strip_prefix("banger-")?
+        .split(',')
+        .next()?
+        .to_string();
+    std::fs::read_dir(vms)
+        .ok()?
+        .flatten()
+        .find(|e| e.file_name().to_string_lossy().starts_with(&id8))
+        .map(|e| e.path().join(banger_proto::layout::SERIAL_LOG))
+}
+
+fn watch_banger_vm(before: Vec<u32>, stop: Arc<AtomicBool>, vms: PathBuf) -> Arc<Mutex<Seen>> {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let out = Arc::clone(&seen);
     std::thread::spawn(move || {
@@ -347,10 +369,7 @@ fn watch_banger_vm(before: Vec<u32>, stop: Arc<AtomicBool>) -> Arc<Mutex<Seen>> 
                     if let Some(pid) = qemu_pids().into_iter().find(|p| !before.contains(p)) {
                         let now = Instant::now();
                         let argv = cmdline(pid);
-                        serial = argv
-                            .iter()
-                            .find_map(|a| a.split(",path=").nth(1))
-                            .map(PathBuf::from);
+                        serial = serial_of(&argv, &vms);
                         let mut s = out.lock().unwrap();
                         s.spawned = Some(now);
                         s.argv = argv;
@@ -381,7 +400,8 @@ struct BangerRun {
 
 fn banger_run(ns: &NetNs, d: &Daemon, name: &str) -> BangerRun {
     let stop = Arc::new(AtomicBool::new(false));
-    let seen = watch_banger_vm(qemu_pids(), Arc::clone(&stop));
+    let vms = d.state().join(banger_proto::layout::VMS_DIR);
+    let seen = watch_banger_vm(qemu_pids(), Arc::clone(&stop), vms);
     let t0 = Instant::now();
     d.json(
         ns,
