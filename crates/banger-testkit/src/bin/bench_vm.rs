@@ -477,20 +477,59 @@ struct HandRun {
 
 /// banger's QEMU argv with this run's name, serial log, QMP socket, disk
 /// copies, tap and MAC substituted.
-fn hand_argv(banger: &[String], vm_dir: &str, dir: &Path, tap: &str, mac: &str) -> Vec<String> {
+/// banger's QEMU argv as a hand-written, path-based one for the baseline:
+/// a jailed QEMU gets its console, drives, tap and QMP socket as
+/// descriptors (`-add-fd`, `/dev/fdset/N`, `fd=`) and its kernel at the
+/// jail's `/kernel`; the baseline names the same files by path instead
+/// (`dir`: its copies of the disks; `kernel`/`initrd`: banger's files).
+fn hand_argv(
+    banger: &[String],
+    dir: &Path,
+    kernel: &Path,
+    initrd: Option<&Path>,
+    tap: &str,
+    mac: &str,
+) -> Vec<String> {
+    use banger_proto::layout::{ROOT_DISK, WORK_DISK};
     let dir_s = dir.display().to_string();
     let mut out = Vec::new();
     let mut prev = "";
     for a in banger.iter().skip(1) {
+        if a == "-add-fd" {
+            prev = a;
+            continue;
+        }
         let v = match prev {
+            "-add-fd" => {
+                prev = "";
+                continue;
+            }
             "-name" => "bbench,process=bbench".to_string(),
-            "-qmp" => format!("unix:{dir_s}/qmp.sock,server=on,wait=off"),
+            "-chardev" if a.starts_with("file,") => {
+                format!("file,id=serial0,append=on,path={dir_s}/serial.log")
+            }
+            "-chardev" if a.starts_with("socket,") => {
+                format!("socket,id=qmp,path={dir_s}/qmp.sock,server=on,wait=off")
+            }
+            "-kernel" => kernel.display().to_string(),
+            "-initrd" => initrd
+                .expect("banger's QEMU has an initrd")
+                .display()
+                .to_string(),
+            "-drive" => {
+                let file = if a.contains("id=root,") {
+                    ROOT_DISK
+                } else {
+                    WORK_DISK
+                };
+                let rest = a.split_once(',').map_or("", |(_, r)| r);
+                format!("file={dir_s}/{file},{rest}")
+            }
             "-netdev" => format!("tap,id=net0,ifname={tap},script=no,downscript=no"),
-            "-chardev" => format!("file,id=serial0,append=on,path={dir_s}/serial.log"),
             "-device" if a.starts_with("virtio-net-pci") => {
                 format!("virtio-net-pci,netdev=net0,mac={mac}")
             }
-            _ => a.replace(vm_dir, &dir_s),
+            _ => a.clone(),
         };
         prev = a;
         out.push(v);
@@ -545,14 +584,27 @@ fn hand_run(ns: &NetNs, d: &Daemon, banger_argv: &[String], name: &str) -> HandR
             "cp (disk copy)",
         );
     }
-    // The banger VM's argv names its own VM dir; map it onto the copies.
-    let banger_dir = banger_argv
-        .iter()
-        .find_map(|a| a.split(",path=").nth(1))
-        .and_then(|p| Path::new(p).parent())
-        .map(|p| p.display().to_string())
-        .expect("serial path in banger's QEMU argv");
-    let argv = hand_argv(banger_argv, &banger_dir, work.path(), "bbench0", &mac);
+    // banger's kernel and initrd (the bench imports one kernel).
+    let kernel_dir = std::fs::read_dir(d.state().join(banger_proto::layout::KERNELS_DIR))
+        .expect("the state's kernels")
+        .flatten()
+        .next()
+        .expect("an imported kernel")
+        .path();
+    let initrd = std::fs::read_dir(d.state().join(banger_proto::layout::IMAGES_DIR))
+        .expect("the state's images")
+        .flatten()
+        .map(|e| e.path().join(banger_proto::layout::INITRD))
+        .chain([kernel_dir.join(banger_proto::layout::INITRD)])
+        .find(|p| p.exists());
+    let argv = hand_argv(
+        banger_argv,
+        work.path(),
+        &kernel_dir.join(banger_proto::layout::KERNEL),
+        initrd.as_deref(),
+        "bbench0",
+        &mac,
+    );
     let _tap = Tap::new(ns, "bbench0", "banger0");
     let key = d.dir.join(".config/banger/ssh/id_ed25519");
     let known = d.state().join("ssh").join("known_hosts");
