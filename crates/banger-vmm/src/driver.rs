@@ -173,15 +173,20 @@ impl<C: PowerOff> RunningVmm for Adopted<C> {
     }
 }
 
+/// `d` as a poll timeout.
+pub(crate) fn timespec(d: Duration) -> rustix::time::Timespec {
+    rustix::time::Timespec {
+        tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
+        tv_nsec: i64::from(d.subsec_nanos()),
+    }
+}
+
 /// Wait up to `timeout` for the process behind `pidfd` to exit.
 pub fn pidfd_exited(pidfd: impl AsFd, timeout: Duration) -> bool {
     let mut fds = [rustix::event::PollFd::new(
         &pidfd,
         rustix::event::PollFlags::IN,
     )];
-    let ts = rustix::time::Timespec {
-        tv_sec: i64::try_from(timeout.as_secs()).unwrap_or(i64::MAX),
-        tv_nsec: i64::from(timeout.subsec_nanos()),
-    };
+    let ts = timespec(timeout);
     matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
 }

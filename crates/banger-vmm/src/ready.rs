@@ -305,10 +305,7 @@ impl Hub {
             } else {
                 None
             }
-            .map(|d| rustix::time::Timespec {
-                tv_sec: i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
-                tv_nsec: i64::from(d.subsec_nanos()),
-            });
+            .map(crate::driver::timespec);
             if let Err(e) = rustix::event::poll(&mut fds, timeout.as_ref())
                 && e != rustix::io::Errno::INTR
             {
@@ -458,8 +455,7 @@ impl Scan {
 /// Whether the process behind `pidfd` has exited (a poll that does not
 /// wait).
 pub(crate) fn exited(pidfd: &OwnedFd) -> bool {
-    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
-    matches!(rustix::event::poll(&mut fds, Some(&rustix::time::Timespec::default())), Ok(n) if n > 0)
+    crate::driver::pidfd_exited(pidfd, Duration::ZERO)
 }
 
 #[cfg(test)]
