@@ -183,10 +183,18 @@ pub(crate) fn timespec(d: Duration) -> rustix::time::Timespec {
 
 /// Wait up to `timeout` for the process behind `pidfd` to exit.
 pub fn pidfd_exited(pidfd: impl AsFd, timeout: Duration) -> bool {
-    let mut fds = [rustix::event::PollFd::new(
-        &pidfd,
-        rustix::event::PollFlags::IN,
-    )];
-    let ts = timespec(timeout);
-    matches!(rustix::event::poll(&mut fds, Some(&ts)), Ok(n) if n > 0)
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let mut fds = [rustix::event::PollFd::new(
+            &pidfd,
+            rustix::event::PollFlags::IN,
+        )];
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match rustix::event::poll(&mut fds, Some(&timespec(left))) {
+            Ok(n) => return n > 0,
+            // A signal is not an answer: wait out the rest.
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(_) => return false,
+        }
+    }
 }

@@ -242,6 +242,12 @@ impl Hub {
         use rustix::fs::inotify;
         let id = self.next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let mut watches = self.lock();
+        // Handed out just as its thread ended: nothing would look at it.
+        if !self.alive.load(std::sync::atomic::Ordering::SeqCst) {
+            w.readiness
+                .settle(Seen::Ended("the console watcher thread ended".into()));
+            return id;
+        }
         if let Some(notify) = &self.notify {
             // The inode behind root's descriptor, never the file's name
             // (its owner can change that). Under the lock: a removal of
@@ -380,10 +386,15 @@ struct Ended<'a>(&'a Hub);
 
 impl Drop for Ended<'_> {
     fn drop(&mut self) {
-        self.0
-            .alive
-            .store(false, std::sync::atomic::Ordering::SeqCst);
-        let watches = std::mem::take(&mut *self.0.lock());
+        // Under the hub's lock, so no watch is added after the map is
+        // emptied (`add` checks `alive` under it).
+        let watches = {
+            let mut held = self.0.lock();
+            self.0
+                .alive
+                .store(false, std::sync::atomic::Ordering::SeqCst);
+            std::mem::take(&mut *held)
+        };
         for w in watches.values() {
             w.readiness
                 .settle(Seen::Ended("the console watcher thread ended".into()));
