@@ -83,12 +83,13 @@ impl DebianOptions {
         packages.sort();
         packages.dedup();
         let text = format!(
-            "banger-imagebuild debian\nsuite={}\nmirror={}\npackages={}\nkernel={}\ncontract={}\ninitramfs={}\n",
+            "banger-imagebuild debian\nsuite={}\nmirror={}\npackages={}\nkernel={}\ncontract={}\nguest={}\ninitramfs={}\n",
             self.suite,
             self.mirror.as_deref().unwrap_or("-"),
             packages.join(","),
             self.kernel_package,
             guest::GUEST_CONTRACT_VERSION,
+            guest::files_digest(),
             kernel::INITRAMFS_VERSION,
         );
         hex(&sha2::Sha256::digest(text.as_bytes()))

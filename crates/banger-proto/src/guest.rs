@@ -9,7 +9,7 @@
 /// changes (this module or `banger_imagebuild::guest`): it is part of the
 /// image build's cache key, so a new contract never reuses an old image,
 /// and it is recorded in the image as `/etc/banger/guest-contract`.
-pub const GUEST_CONTRACT_VERSION: u32 = 2;
+pub const GUEST_CONTRACT_VERSION: u32 = 3;
 
 /// The guest user banger logs in as.
 pub const GUEST_USER: &str = "banger";

@@ -55,12 +55,16 @@ pub fn files(net: &GuestNet, owner_keys: &str, host_key: &(String, String)) -> V
                 "127.0.0.1 localhost\n127.0.1.1 {name}.vm {name}\n::1 localhost ip6-localhost\n"
             ),
         ),
+        // IPv4 only (banger's bridge has no IPv6): with link-local
+        // addressing and RAs on, networkd held the link "configuring" and
+        // wait-online used its whole 15 s on every boot.
         root(
             "/etc/systemd/network/10-banger.network",
             0o644,
             format!(
                 "# Written by banger for this VM.\n[Match]\nMACAddress={mac}\n\n[Network]\n\
-                 Address={ip}/{prefix}\nGateway={gateway}\nDNS={gateway}\nDomains=vm\n"
+                 Address={ip}/{prefix}\nGateway={gateway}\nDNS={gateway}\nDomains=vm\n\
+                 LinkLocalAddressing=no\nIPv6AcceptRA=no\n"
             ),
         ),
         root(
@@ -155,6 +159,13 @@ mod tests {
             get("/etc/systemd/network/10-banger.network")
                 .content
                 .contains("Address=172.30.0.5/24\nGateway=172.30.0.1\nDNS=172.30.0.1")
+        );
+        // IPv4 only: with IPv6 autoconfiguration on, wait-online ran into
+        // its limit on every boot (docs/guest.md).
+        assert!(
+            get("/etc/systemd/network/10-banger.network")
+                .content
+                .ends_with("LinkLocalAddressing=no\nIPv6AcceptRA=no\n")
         );
         assert_eq!(get("/etc/ssh/ssh_host_ed25519_key").mode, 0o600);
         assert_eq!(get("/etc/hostname").content, "dev\n");
