@@ -100,6 +100,10 @@ pub struct PrepareReport {
     pub sent_bytes: u64,
     /// Whether an earlier prepare of this repository was reused.
     pub incremental: bool,
+    /// Whether the copy rode the SSH connection an earlier prepare or
+    /// export of this boot of the VM opened (no new handshake).
+    #[serde(default)]
+    pub ssh_reused: bool,
     /// Public keys added to the guest user's `authorized_keys`.
     pub auth_keys: u32,
     /// `user.name` / `user.email` copied into the guest's git config.

@@ -220,6 +220,23 @@ impl Daemon {
         }
     }
 
+    /// After a VM request: close the kept SSH masters of VMs it stopped,
+    /// restarted or removed (workspace `masters`).
+    async fn sweep_ssh_masters(&self) {
+        let ws = Arc::clone(&self.workspaces);
+        if let Err(e) = tokio::task::spawn_blocking(move || ws.sweep_masters()).await {
+            tracing::warn!(error = %e, "SSH master sweep failed");
+        }
+    }
+
+    /// Close every kept SSH master (shutdown).
+    pub async fn close_ssh_masters(&self) {
+        let ws = Arc::clone(&self.workspaces);
+        if let Err(e) = tokio::task::spawn_blocking(move || ws.close_masters()).await {
+            tracing::warn!(error = %e, "closing SSH masters failed");
+        }
+    }
+
     pub fn vms(&self) -> &Arc<VmService> {
         &self.vms
     }
@@ -415,8 +432,16 @@ impl Handler for Daemon {
                 .map(|c| Response::Vm(VmResponse::Created(c))),
             Request::Image(r) => self.images.handle_image(r, progress).await,
             Request::Kernel(r) => self.images.handle_kernel(r, progress).await,
-            Request::Vm(r) => self.vms.handle_vm(r, progress).await,
-            Request::Op(r) => self.vms.handle_op(r, progress).await,
+            Request::Vm(r) => {
+                let r = self.vms.handle_vm(r, progress).await;
+                self.sweep_ssh_masters().await;
+                r
+            }
+            Request::Op(r) => {
+                let r = self.vms.handle_op(r, progress).await;
+                self.sweep_ssh_masters().await;
+                r
+            }
             Request::Workspace(r) => {
                 // To its end in a task of its own: a client that goes away
                 // drops this future, which must not drop the workspace's

@@ -276,6 +276,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
         serving.await.context("server task panicked")?;
         tickers.abort();
+        daemon_for_stop.close_ssh_masters().await;
         daemon_for_stop.stop_dns().await;
         anyhow::Ok(())
     });

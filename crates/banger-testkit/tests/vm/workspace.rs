@@ -243,6 +243,8 @@ fn workspace_round_trip() {
         "incremental sent too much: {incr}"
     );
     assert_eq!(incr["incremental"], true);
+    // The re-prepare rode the SSH master the first one opened.
+    assert_eq!(incr["ssh_reused"], true, "{incr}");
     let notes = guest(&ns, &d, "ws", "cat ~/proj/notes.txt");
     assert_eq!(notes, "untracked, not ignored, edited\n");
     // A file deleted on the host goes away in the guest on the next prepare.
@@ -423,6 +425,22 @@ fn workspace_round_trip() {
     );
     assert_eq!(code, "bad_request", "{msg}");
 
+    // The VM's kept SSH master lives in the runtime dir; `vm rm` ends it:
+    // its socket goes, and no ssh process holds it.
+    let id = ok_json(&ns, &d, &["vm", "show", "ws"])["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let control = d.socket.parent().unwrap().join("ssh").join(&id);
+    assert!(
+        control.exists(),
+        "no kept SSH master at {}",
+        control.display()
+    );
+    let master = control.to_str().unwrap();
+    assert!(!pids_matching(&["ssh", master]).is_empty());
     ok(&ns, &d, &["vm", "rm", "ws"]);
+    assert!(!control.exists(), "{master} outlived its VM");
+    assert_eq!(pids_matching(&["ssh", master]), Vec::<u32>::new());
     d.proc.terminate();
 }

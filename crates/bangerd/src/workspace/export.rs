@@ -44,7 +44,7 @@ impl WorkspaceService {
         req: &ExportWorkspace,
         emit: &Emit,
     ) -> Result<ExportReport, RpcError> {
-        let g = &vm.guest.multiplexed()?;
+        let g = &self.masters.connect(&vm.id, &vm.boot, &vm.guest)?;
         let dir = self.vm_dir(&vm.id);
         let rec = record::load(&dir)?.ok_or_else(|| {
             RpcError::new(

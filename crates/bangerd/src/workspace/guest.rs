@@ -17,15 +17,39 @@ pub struct Guest {
     pub user: String,
     pub identity: PathBuf,
     pub known_hosts: PathBuf,
-    /// An SSH control socket shared by every connection of one operation
-    /// (see [`Guest::multiplexed`]); `None` for one connection per call.
-    pub control: Option<PathBuf>,
+    /// An SSH control socket its connections share (see
+    /// [`Guest::multiplexed`] and `masters`); `None` for one connection per
+    /// call.
+    pub control: Option<Control>,
 }
 
-/// Closes the shared SSH connection when the operation ends.
+/// An SSH control socket: where it is, and how long its master outlives
+/// its last client (`ControlPersist`).
+#[derive(Debug, Clone)]
+pub struct Control {
+    pub path: PathBuf,
+    pub persist_secs: u32,
+}
+
+/// A guest whose connections ride one SSH master. One operation's own
+/// master ([`Guest::multiplexed`]) exits when this is dropped; a master
+/// kept for the VM (`masters`) stays for the next operation.
 pub struct Multiplexed {
     guest: Guest,
-    _dir: tempfile::TempDir,
+    /// The operation's own control directory; `None` for a kept master.
+    own: Option<tempfile::TempDir>,
+    /// Whether a master kept from an earlier operation answered.
+    pub reused: bool,
+}
+
+impl Multiplexed {
+    pub(super) fn kept(guest: Guest, reused: bool) -> Multiplexed {
+        Multiplexed {
+            guest,
+            own: None,
+            reused,
+        }
+    }
 }
 
 impl std::ops::Deref for Multiplexed {
@@ -37,14 +61,8 @@ impl std::ops::Deref for Multiplexed {
 
 impl Drop for Multiplexed {
     fn drop(&mut self) {
-        if let Some(c) = &self.guest.control {
-            let cmd = Cmd::new("ssh")
-                .args(["-F", "/dev/null", "-o"])
-                .arg(format!("ControlPath={}", c.display()))
-                .args(["-O", "exit"])
-                .arg(self.guest.login())
-                .timeout(Duration::from_secs(10));
-            let _ = Runner.output(&cmd);
+        if self.own.is_some() {
+            self.guest.control_command("exit");
         }
     }
 }
@@ -67,8 +85,30 @@ impl Guest {
                 RpcError::new(ErrorCode::Internal, format!("SSH control directory: {e}"))
             })?;
         let mut guest = self.clone();
-        guest.control = Some(dir.path().join("c"));
-        Ok(Multiplexed { guest, _dir: dir })
+        guest.control = Some(Control {
+            path: dir.path().join("c"),
+            persist_secs: 60,
+        });
+        Ok(Multiplexed {
+            guest,
+            own: Some(dir),
+            reused: false,
+        })
+    }
+
+    /// `ssh -O COMMAND` on the control socket (`check`: does a master
+    /// answer; `exit`: end it). False when there is none or it failed.
+    pub fn control_command(&self, command: &str) -> bool {
+        let Some(c) = &self.control else {
+            return false;
+        };
+        let cmd = Cmd::new("ssh")
+            .args(["-F", "/dev/null", "-o"])
+            .arg(format!("ControlPath={}", c.path.display()))
+            .args(["-O", command])
+            .arg(self.login())
+            .timeout(Duration::from_secs(10));
+        Runner.output(&cmd).is_ok_and(|o| o.status.success())
     }
 
     fn ssh_options(&self) -> Vec<String> {
@@ -78,9 +118,9 @@ impl Guest {
                 "-o".into(),
                 "ControlMaster=auto".into(),
                 "-o".into(),
-                format!("ControlPath={}", c.display()),
+                format!("ControlPath={}", c.path.display()),
                 "-o".into(),
-                "ControlPersist=60".into(),
+                format!("ControlPersist={}", c.persist_secs),
             ]);
         }
         opts.extend([

@@ -22,6 +22,7 @@
 mod export;
 mod files;
 mod guest;
+mod masters;
 mod record;
 pub mod repo;
 
@@ -84,12 +85,22 @@ pub struct WorkspaceService {
     /// The owner's home (`$HOME` of the daemon): file_sync and public keys
     /// are read beneath it; `None` disables both.
     owner_home: Option<PathBuf>,
+    /// One SSH master kept per running VM (`masters`).
+    masters: masters::Masters,
 }
 
 /// What prepare/export read under the VM lock.
 struct VmSnapshot {
     id: String,
+    /// This boot of the VM (`boot_key`): a kept SSH master serves one boot.
+    boot: String,
     guest: Guest,
+}
+
+/// What tells one boot of a VM from the next: its address and the time of
+/// its last state change (every start sets it).
+fn boot_key(ip: std::net::Ipv4Addr, updated_at: i64) -> String {
+    format!("{ip}@{updated_at}")
 }
 
 impl WorkspaceService {
@@ -102,12 +113,34 @@ impl WorkspaceService {
     ) -> Arc<WorkspaceService> {
         Arc::new(WorkspaceService {
             store,
-            layout,
             config,
             vm_locks,
             workspace_locks: Mutex::new(HashMap::new()),
             owner_home: owner_home.filter(|h| h.is_absolute()),
+            masters: masters::Masters::new(&layout.runtime_dir),
+            layout,
         })
+    }
+
+    /// Close the kept SSH masters of VMs that stopped, restarted or are
+    /// gone (after every VM request; a no-op when none is kept).
+    pub fn sweep_masters(&self) {
+        if !self.masters.any() {
+            return;
+        }
+        self.masters.sweep(|id| {
+            let vm = self.store.get_vm(id).ok().flatten()?;
+            if vm.state != VmState::Running {
+                return None;
+            }
+            let lease = self.store.get_lease(id).ok().flatten()?;
+            Some(boot_key(lease.ip, vm.updated_at))
+        });
+    }
+
+    /// Close every kept SSH master (daemon shutdown).
+    pub fn close_masters(&self) {
+        self.masters.close_all();
     }
 
     pub async fn handle(
@@ -182,6 +215,7 @@ impl WorkspaceService {
             .ok_or_else(|| internal(format!("VM {name} has no lease")))?;
         Ok(VmSnapshot {
             id: vm.id.clone(),
+            boot: boot_key(lease.ip, vm.updated_at),
             guest: Guest {
                 name: vm.name.clone(),
                 ip: lease.ip,
@@ -267,7 +301,7 @@ impl WorkspaceService {
         emit: &Emit,
     ) -> Result<PrepareReport, RpcError> {
         let started = Instant::now();
-        let g = &vm.guest.multiplexed()?;
+        let g = &self.masters.connect(&vm.id, &vm.boot, &vm.guest)?;
         let dir = self.vm_dir(&vm.id);
         let previous = record::load(&dir)?.filter(|r| r.repo == snap.root);
         let guest_dir = self.choose_guest_dir(g, &snap, previous.as_ref(), force)?;
@@ -374,6 +408,7 @@ impl WorkspaceService {
             total_bytes: snap.total_bytes,
             sent_bytes: stats.sent,
             incremental: previous.is_some(),
+            ssh_reused: g.reused,
             auth_keys,
             git_identity,
             file_sync,
