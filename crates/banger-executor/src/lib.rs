@@ -40,9 +40,10 @@ use banger_host::net::HostNet;
 use banger_host::probe::HostProbes;
 use banger_proto::net::BridgeSpec;
 use banger_proto::privops::{
-    Answer, DeleteTap, GrowWorkDisk, ImageOp, KillVm, NetOp, OpenDnsSockets, PrivCall, PrivOp,
-    PrivOutcome, ProbeDevice, ProbeOp, StopVm, VmOp,
+    Answer, DeleteTap, GrowWorkDisk, ImageOp, KillVm, NetOp, OpenDnsSockets, PauseVm, PrivCall,
+    PrivOp, PrivOutcome, ProbeDevice, ProbeOp, ResumeVm, StopVm, VmOp,
 };
+use banger_vmm::driver::Vcpus;
 
 /// Longest rendering of an operation's arguments the helper logs.
 const LOGGED_ARGS_MAX: usize = 2048;
@@ -209,14 +210,20 @@ impl Executor {
         let vm = self.vm_host()?;
         // Every operation on a VM's disks or VMM start holds the VM's
         // operation lock: none overlaps another of the same VM. Stop,
-        // kill and status go through the VMM table's own lock.
+        // kill, status, pause and resume go through the VMM table's own
+        // lock.
         let _busy = match &op {
             VmOp::CreateVmDisks(_)
             | VmOp::WriteGuestFiles(_)
             | VmOp::DeleteVmDisks(_)
             | VmOp::GrowWorkDisk(_)
             | VmOp::LaunchVm(_) => Some(vm.begin_op(op.vm_id(), op.name())?),
-            VmOp::StopVm(_) | VmOp::KillVm(_) | VmOp::VmmStatus(_) | VmOp::WaitVmReady(_) => None,
+            VmOp::StopVm(_)
+            | VmOp::KillVm(_)
+            | VmOp::VmmStatus(_)
+            | VmOp::WaitVmReady(_)
+            | VmOp::PauseVm(_)
+            | VmOp::ResumeVm(_) => None,
         };
         match op {
             VmOp::CreateVmDisks(spec) => run(spec, |spec| Ok(vm.create_disks(&spec)?)),
@@ -263,6 +270,12 @@ impl Executor {
             }),
             VmOp::VmmStatus(r) => run(r, |r| Ok(vm.status(&r.vm_id)?)),
             VmOp::WaitVmReady(r) => run(r, |r| Ok(vm.wait_ready(&r.vm_id, r.timeout_ms)?)),
+            VmOp::PauseVm(r) => run(r, |PauseVm { vm_id }| {
+                Ok(vm.set_vcpus(&vm_id, Vcpus::Paused)?)
+            }),
+            VmOp::ResumeVm(r) => run(r, |ResumeVm { vm_id }| {
+                Ok(vm.set_vcpus(&vm_id, Vcpus::Running)?)
+            }),
         }
     }
 

@@ -12,8 +12,8 @@ use banger_proto::net::{
 };
 use banger_proto::privops::{
     BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, ImageOp, KillVm, NetOp,
-    OpenDnsSockets, PrivOp, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp,
-    ProbeVmms, QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus, WaitVmReady,
+    OpenDnsSockets, PauseVm, PrivOp, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp,
+    ProbeVmms, QueryNetStatus, ResumeVm, StopVm, Teardown, VmOp, VmmStatus, WaitVmReady,
 };
 
 use crate::error::ExecError;
@@ -46,7 +46,9 @@ pub fn op(op: &PrivOp) -> Result<(), ExecError> {
         | PrivOp::Vm(VmOp::StopVm(StopVm { .. }))
         | PrivOp::Vm(VmOp::KillVm(KillVm { .. }))
         | PrivOp::Vm(VmOp::VmmStatus(VmmStatus { .. }))
-        | PrivOp::Vm(VmOp::WaitVmReady(WaitVmReady { .. })) => Ok(()),
+        | PrivOp::Vm(VmOp::WaitVmReady(WaitVmReady { .. }))
+        | PrivOp::Vm(VmOp::PauseVm(PauseVm { .. }))
+        | PrivOp::Vm(VmOp::ResumeVm(ResumeVm { .. })) => Ok(()),
         PrivOp::Image(ImageOp::BuildDebianImage(BuildDebianImage { suite })) => {
             Ok(crate::image::validate_suite(suite)?)
         }

@@ -6,8 +6,8 @@
 use banger_proto::net::{BridgeSpec, FirewallSpec, GuestRule, ResolverSpec, TapSpec};
 use banger_proto::privops::{
     BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, HostDevice, ImageOp, KillVm, NetOp,
-    OpenDnsSockets, PrivOp, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp,
-    ProbeVmms, QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus, WaitVmReady,
+    OpenDnsSockets, PauseVm, PrivOp, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp,
+    ProbeVmms, QueryNetStatus, ResumeVm, StopVm, Teardown, VmOp, VmmStatus, WaitVmReady,
 };
 use banger_proto::vmops::{GuestFile, GuestFilesSpec, LaunchVmSpec, VmDisksSpec, VmmKind};
 use serde_json::{Value, json};
@@ -162,6 +162,14 @@ fn every_op() -> Vec<(PrivOp, Value)> {
             json!({"op": "wait_vm_ready", "args": {"vm_id": VM, "timeout_ms": 5000}}),
         ),
         (
+            PrivOp::Vm(VmOp::PauseVm(PauseVm { vm_id: VM.into() })),
+            json!({"op": "pause_vm", "args": {"vm_id": VM}}),
+        ),
+        (
+            PrivOp::Vm(VmOp::ResumeVm(ResumeVm { vm_id: VM.into() })),
+            json!({"op": "resume_vm", "args": {"vm_id": VM}}),
+        ),
+        (
             PrivOp::Image(ImageOp::BuildDebianImage(BuildDebianImage {
                 suite: "bookworm".into(),
             })),
@@ -173,7 +181,7 @@ fn every_op() -> Vec<(PrivOp, Value)> {
 #[test]
 fn every_privileged_op_has_a_pinned_wire_form() {
     let ops = every_op();
-    assert_eq!(ops.len(), 23, "a new op gets its pinned form here");
+    assert_eq!(ops.len(), 25, "a new op gets its pinned form here");
     for (op, want) in ops {
         let got = serde_json::to_value(&op).unwrap();
         assert_eq!(got, want, "{}", op.name());

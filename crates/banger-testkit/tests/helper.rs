@@ -95,6 +95,11 @@ fn malformed_input_is_refused_and_the_helper_keeps_serving() {
         "helper speaks {}",
         banger_proto::privops::PRIV_PROTOCOL_VERSION
     );
+    // A newer client's hello, whatever the current protocol is.
+    let newer = format!(
+        "hello-priv={}",
+        banger_proto::privops::PRIV_PROTOCOL_VERSION + 1
+    );
     let cases: &[(&[&str], &str, &str)] = &[
         (
             &["json={not json", "eof"],
@@ -104,7 +109,7 @@ fn malformed_input_is_refused_and_the_helper_keeps_serving() {
         (&["big=2000000", "eof"], "frame_too_large", "exceeds"),
         (&[PROBE_DEVICE, "eof"], "bad_request", "expected hello"),
         (
-            &["hello-priv=7", "eof"],
+            &[newer.as_str(), "eof"],
             "protocol_mismatch",
             speaks.as_str(),
         ),

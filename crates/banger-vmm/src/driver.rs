@@ -2,8 +2,8 @@
 //! a VMM from a [`LaunchSpec`] and the descriptors root opened for it, or
 //! adopts one an earlier executor started; either way the caller holds a
 //! [`RunningVmm`] — its process, how it is asked to power off, how it is
-//! killed, and its guest's [`Readiness`], reported by the driver as an
-//! event.
+//! killed, how its vCPUs are paused and resumed, and its guest's
+//! [`Readiness`], reported by the driver as an event.
 //!
 //! Adding a hypervisor is a driver module implementing these two traits,
 //! a [`VmmKind`], and the executor's files for it (what it opens and checks
@@ -37,11 +37,37 @@ pub trait RunningVmm: Send + std::fmt::Debug {
     /// re-adoption watches from the same place).
     fn console_offset(&self) -> Option<u64>;
     /// Ask the guest to power off, wait up to `timeout`, then kill; true
-    /// when it stopped by itself (or had already exited).
+    /// when it stopped by itself (or had already exited). Paused vCPUs are
+    /// resumed first: a paused guest would never see the request.
     fn shutdown(&mut self, timeout: Duration) -> Result<bool, VmmError>;
     /// SIGKILL; done once it has exited, else
     /// [`VmmError::StillRunning`].
     fn kill(&mut self) -> Result<(), VmmError>;
+    /// Pause the guest's vCPUs (the process runs on) and confirm the state
+    /// the VMM then reports. Paused already is success. Every exchange
+    /// with the VMM is bounded; an exited VMM is
+    /// [`VmmError::NotRunning`], an adopted one without a control
+    /// connection [`VmmError::NoControl`].
+    fn pause(&mut self) -> Result<(), VmmError>;
+    /// Resume them, as [`RunningVmm::pause`]; running already is success.
+    fn resume(&mut self) -> Result<(), VmmError>;
+}
+
+/// The state a pause or resume asks of a VMM's vCPUs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Vcpus {
+    Paused,
+    Running,
+}
+
+impl Vcpus {
+    /// The request, as errors name it.
+    pub fn verb(self) -> &'static str {
+        match self {
+            Vcpus::Paused => "pause",
+            Vcpus::Running => "resume",
+        }
+    }
 }
 
 /// A hypervisor: how a VMM of its kind is started and adopted.
@@ -50,8 +76,9 @@ pub trait VmmDriver {
     /// What a start takes beside the spec: the descriptors root opened and
     /// checked for it (and whatever the driver needs around the spawn).
     type Start<'a>;
-    /// How an adopted VMM of this kind is asked to power off.
-    type Control: PowerOff + 'static;
+    /// How an adopted VMM of this kind is asked to power off, pause and
+    /// resume.
+    type Control: VmmControl + 'static;
 
     /// Start a VMM for `spec`. On error nothing is left running, unless
     /// the error is [`VmmError::StillRunning`].
@@ -61,8 +88,8 @@ pub trait VmmDriver {
         with: Self::Start<'_>,
     ) -> Result<Box<dyn RunningVmm>, VmmError>;
 
-    /// A VMM of this kind found running after a restart (`found`), asked
-    /// to power off through `control` when there is one.
+    /// A VMM of this kind found running after a restart (`found`),
+    /// controlled through `control` when there is one.
     fn adopt(found: Found, control: Option<Self::Control>) -> Box<dyn RunningVmm> {
         Box::new(Adopted {
             kind: Self::KIND,
@@ -72,11 +99,18 @@ pub trait VmmDriver {
     }
 }
 
-/// How a VMM's guest is asked to power off (QEMU: ACPI power button over
-/// QMP; Firecracker: Ctrl-Alt-Del over its API). Best effort: a VMM that
-/// does not answer is killed when its stop times out.
-pub trait PowerOff: Send + std::fmt::Debug {
+/// How an adopted VMM is controlled: its guest asked to power off (QEMU:
+/// ACPI power button over QMP; Firecracker: Ctrl-Alt-Del over its API),
+/// its vCPUs paused and resumed (QEMU: `stop`/`cont`; Firecracker:
+/// `PATCH /vm`).
+pub trait VmmControl: Send + std::fmt::Debug {
+    /// Ask the guest to power off, resuming paused vCPUs first. Best
+    /// effort: a VMM that does not answer is killed when its stop times
+    /// out.
     fn power_off(&self);
+    /// Pause or resume the vCPUs (`to`) and confirm the state the VMM
+    /// reports then; every exchange within the control's deadline.
+    fn set_vcpus(&self, to: Vcpus) -> Result<(), VmmError>;
 }
 
 /// A running VMM found through the journal: its pid, a pidfd that pins it
@@ -119,7 +153,8 @@ impl Found {
 }
 
 /// An adopted VMM of any kind: signalled through its pidfd only (it is not
-/// this process's child), powered off through its driver's [`PowerOff`].
+/// this process's child), powered off, paused and resumed through its
+/// driver's [`VmmControl`].
 #[derive(Debug)]
 struct Adopted<C> {
     kind: VmmKind,
@@ -127,7 +162,33 @@ struct Adopted<C> {
     control: Option<C>,
 }
 
-impl<C: PowerOff> RunningVmm for Adopted<C> {
+impl<C: VmmControl> Adopted<C> {
+    /// Through the control connection; an exited VMM is
+    /// [`VmmError::NotRunning`], whatever the control said.
+    fn set_vcpus(&mut self, to: Vcpus) -> Result<(), VmmError> {
+        let not_running = VmmError::NotRunning {
+            vmm: self.kind.as_str(),
+            pid: self.found.pid,
+            what: to.verb(),
+        };
+        if !self.running() {
+            return Err(not_running);
+        }
+        let Some(c) = &self.control else {
+            return Err(VmmError::NoControl {
+                vmm: self.kind.as_str(),
+                pid: self.found.pid,
+                what: to.verb(),
+            });
+        };
+        match c.set_vcpus(to) {
+            Err(_) if pidfd_exited(&self.found.pidfd, GONE_GRACE) => Err(not_running),
+            done => done,
+        }
+    }
+}
+
+impl<C: VmmControl> RunningVmm for Adopted<C> {
     fn kind(&self) -> VmmKind {
         self.kind
     }
@@ -171,7 +232,18 @@ impl<C: PowerOff> RunningVmm for Adopted<C> {
             what: "an adopted VMM, still running 5 s after SIGKILL".into(),
         })
     }
+    fn pause(&mut self) -> Result<(), VmmError> {
+        self.set_vcpus(Vcpus::Paused)
+    }
+    fn resume(&mut self) -> Result<(), VmmError> {
+        self.set_vcpus(Vcpus::Running)
+    }
 }
+
+/// How long a VMM whose control call failed gets to be seen exited (its
+/// sockets close before its pidfd says so): the call's error is then
+/// [`VmmError::NotRunning`].
+pub(crate) const GONE_GRACE: Duration = Duration::from_millis(200);
 
 /// `d` as a poll timeout.
 pub(crate) fn timespec(d: Duration) -> rustix::time::Timespec {

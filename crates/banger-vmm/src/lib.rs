@@ -362,6 +362,35 @@ pub enum VmmError {
         started: Option<u64>,
         what: String,
     },
+    /// A pause or resume (`what`) asked of a VMM whose process has
+    /// exited.
+    #[error("{vmm} pid {pid} is not running; cannot {what} it")]
+    NotRunning {
+        vmm: &'static str,
+        pid: u32,
+        what: &'static str,
+    },
+    /// A pause or resume (`what`) asked of a VMM adopted without a control
+    /// connection (root's QMP socket, Firecracker's API socket: missing or
+    /// refused when it was adopted).
+    #[error(
+        "{vmm} pid {pid} was adopted without a control connection (QMP or API socket); \
+         cannot {what} it"
+    )]
+    NoControl {
+        vmm: &'static str,
+        pid: u32,
+        what: &'static str,
+    },
+    /// After `request` the VMM reports a run state other than `expected`;
+    /// `reported` is its word, quoted cut.
+    #[error("{vmm} reports its state as {reported:?} after {request}, not {expected:?}")]
+    RunState {
+        vmm: &'static str,
+        request: &'static str,
+        expected: &'static str,
+        reported: String,
+    },
     #[error("{what}")]
     Io {
         what: String,

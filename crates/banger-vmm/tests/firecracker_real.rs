@@ -420,3 +420,81 @@ fn check_config(cfg: &Value, spec: &LaunchSpec) {
         "{cfg}"
     );
 }
+
+/// Issue #15 item 3 with the real binary, jailed as the executor runs it:
+/// past `InstanceStart` the instance is paused (`PATCH /vm` `Paused`;
+/// `GET /` then says `Paused`) and resumed (`Running`), each twice (the
+/// second changes nothing and still succeeds), and so it is through an
+/// adopted handle's API client. A shutdown of a paused
+/// instance resumes it before `SendCtrlAltDel` (Firecracker's own log
+/// has the two requests in that order). Once it is gone a pause is
+/// `NotRunning`, at once.
+#[test]
+fn a_real_firecracker_pauses_resumes_and_is_resumed_before_its_shutdown() {
+    use banger_vmm::dir::{OwnerDir, Peer};
+    use banger_vmm::driver::{Found, Vcpus, VmmDriver};
+    use banger_vmm::firecracker::ApiClient;
+    let uid = slot_uid(5_300_000);
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, mut vm, _tap) = launched_jailed(dir.path(), uid, "bangerfcj3", 0);
+    killed_if_failing(&mut vm, |vm| {
+        let state = |vm: &mut FirecrackerVm| match vm.status().unwrap() {
+            VmStatus::Live(info) => info.state,
+            VmStatus::Exited(status) => panic!("it exited after InstanceStart ({status})"),
+        };
+        assert_eq!(state(vm), InstanceState::Running);
+        for _ in 0..2 {
+            vm.set_vcpus(Vcpus::Paused).unwrap();
+            assert_eq!(state(vm), InstanceState::Paused);
+        }
+        for _ in 0..2 {
+            vm.set_vcpus(Vcpus::Running).unwrap();
+            assert_eq!(state(vm), InstanceState::Running);
+        }
+        // Adopted (as after an executor restart): through its API client,
+        // connected only to the socket its pid and slot uid serve.
+        let pid = vm.pid();
+        let api = ApiClient::new(
+            OwnerDir::open(&spec.run_dir, "run directory").unwrap(),
+            banger_vmm::API_SOCKET,
+            Peer { uid, pid },
+            Duration::from_secs(2),
+        )
+        .unwrap();
+        let pidfd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap();
+        let mut adopted = FirecrackerDriver::adopt(Found::new(pid, pidfd, None, "fc"), Some(api));
+        adopted.pause().unwrap();
+        assert_eq!(state(vm), InstanceState::Paused);
+        adopted.resume().unwrap();
+        assert_eq!(state(vm), InstanceState::Running);
+        vm.set_vcpus(Vcpus::Paused).unwrap();
+        assert_eq!(state(vm), InstanceState::Paused);
+    });
+    let pid = vm.pid() as i32;
+    let outcome = vm.shutdown(Duration::from_secs(3)).unwrap();
+    eprintln!("shutdown of the paused instance: {outcome:?}");
+    assert!(!alive(pid), "firecracker (pid {pid}) is still there");
+    let log = std::fs::read_to_string(log_path(&spec)).unwrap_or_default();
+    let paused = log.rfind(r#"\"state\":\"Paused\""#);
+    let resumed = log.rfind(r#"\"state\":\"Resumed\""#);
+    let ctrl_alt_del = log.find("SendCtrlAltDel");
+    assert!(
+        matches!((paused, resumed, ctrl_alt_del), (Some(p), Some(r), Some(c)) if p < r && r < c),
+        "no resume between the last pause and SendCtrlAltDel in Firecracker's log:\n{log}"
+    );
+    let asked = std::time::Instant::now();
+    let err = vm.set_vcpus(Vcpus::Paused).unwrap_err();
+    assert!(
+        matches!(err, banger_vmm::VmmError::NotRunning { .. }),
+        "{err}"
+    );
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+}

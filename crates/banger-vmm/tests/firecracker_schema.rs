@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 
 use banger_vmm::LaunchSpec;
 use banger_vmm::firecracker::paths::Paths;
-use banger_vmm::firecracker::{ActionType, ApiRequest, config_plan};
+use banger_vmm::firecracker::{ActionType, ApiRequest, VmRunState, config_plan};
 use firecracker_support::{sample_spec, swagger};
 use serde_json::{Value, json};
 
@@ -50,10 +50,12 @@ fn every_request_the_driver_sends_matches_the_spec() {
             }
         }
     }
-    // The calls made after launch: status and shutdown.
+    // The calls made after launch: status, shutdown, pause and resume.
     for req in [
         ApiRequest::get("/"),
         ApiRequest::action(ActionType::SendCtrlAltDel),
+        ApiRequest::vm_state(VmRunState::Paused),
+        ApiRequest::vm_state(VmRunState::Resumed),
     ] {
         check(&spec, &req);
         let op = spec.operation(req.method, &req.path).unwrap();
@@ -68,6 +70,7 @@ fn every_request_the_driver_sends_matches_the_spec() {
         "PUT /machine-config",
         "PUT /network-interfaces/{iface_id}",
         "PUT /vsock",
+        "PATCH /vm",
     ]
     .into_iter()
     .map(String::from)

@@ -1,7 +1,7 @@
 //! The QEMU driver against the real `qemu-system-x86_64` (Debian's 7.2 on
 //! the lab hosts), under TCG: the process the driver launches runs under
 //! QEMU's own seccomp sandbox, the guest kernel still runs, and QMP still
-//! answers, stops and quits it.
+//! answers, stops and quits it; the driver pauses and resumes it.
 //!
 //! The kernel and initramfs are those of the cached default image (see
 //! `real_firecracker`); the guest gets a blank disk, so it stops in its
@@ -17,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use std::os::fd::OwnedFd;
 
-use banger_vmm::qemu::{DriveFds, QemuDriver, QemuFiles, QemuVm, QmpSocket, open_tap};
-use banger_vmm::{Drive, LaunchSpec};
+use banger_vmm::driver::{Found, RunningVmm, VmmDriver};
+use banger_vmm::qemu::{DriveFds, QemuDriver, QemuFiles, QemuVm, Qmp, QmpSocket, open_tap};
+use banger_vmm::ready::Seen;
+use banger_vmm::{Drive, LaunchSpec, VmmError};
 
 /// The value of `field` in `/proc/<pid>/status`.
 fn status_field(pid: u32, field: &str) -> String {
@@ -42,33 +44,27 @@ impl Drop for Killed {
     }
 }
 
-/// A uid no account has, distinct per test process: the VM's jail uid.
-fn jail_uid() -> u32 {
-    3_700_000 + std::process::id() % 100_000
+/// A uid no account has, distinct per test process: a VM's jail uid
+/// (`base` apart for each test).
+fn jail_uid(base: u32) -> u32 {
+    base + std::process::id() % 100_000
 }
 
-/// Issue #13 gap 11: QEMU ran with every system call the owner's uid may
-/// make, so a guest escaping into it could spawn programs, raise its
-/// privileges through setuid files, and use obsolete system calls. It now
-/// runs under `-sandbox on` (seccomp filter mode, `no_new_privs`), inside
-/// the jail (finding 11): its own uid and namespaces, every file by
-/// descriptor.
-#[test]
-fn a_launched_qemu_runs_under_its_seccomp_sandbox_and_still_boots_and_quits() {
+/// The real QEMU launched by the driver in `dir`, jailed as `uid`, on
+/// `tap` (made in a network namespace of this thread's own): the cached
+/// Debian kernel and initramfs, a blank read-only disk (the guest stops in
+/// its initramfs), QMP on `qmp.sock` in `dir`.
+fn launched(dir: &std::path::Path, tap: &str, uid: u32) -> (LaunchSpec, Killed) {
     assert!(
         rustix::process::geteuid().is_root(),
         "this test needs root (a network namespace and a tap); run the suite as root, as CI does"
     );
     let image = real_firecracker::debian_image();
-    let dir = tempfile::tempdir().unwrap();
-    let disk = dir.path().join("blank.raw");
+    let disk = dir.join("blank.raw");
     std::fs::File::create(&disk)
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
-    let run_dir = dir.path().join("run");
-    let uid = jail_uid();
-    let tap = "bangerqmt0";
     netns::private_netns_with_tap(tap);
     let spec = LaunchSpec {
         vm_id: "5eccf0a1b2c3d4e5f60718293a4b5c6d".into(),
@@ -86,8 +82,8 @@ fn a_launched_qemu_runs_under_its_seccomp_sandbox_and_still_boots_and_quits() {
         }],
         tap: tap.into(),
         mac: "02:ba:0a:00:00:03".into(),
-        run_dir: run_dir.clone(),
-        serial_log: dir.path().join("serial.log"),
+        run_dir: dir.join("run"),
+        serial_log: dir.join("serial.log"),
         vsock_cid: 3,
         run_as: Some((uid, uid)),
         kvm: false,
@@ -107,20 +103,55 @@ fn a_launched_qemu_runs_under_its_seccomp_sandbox_and_still_boots_and_quits() {
             .open(&spec.serial_log)
             .unwrap(),
         log: tempfile::tempfile().unwrap(),
-        qmp: QmpSocket::new(
-            OwnedFd::from(std::fs::File::open(dir.path()).unwrap()),
-            dir.path(),
-            "qmp.sock",
-        )
-        .unwrap(),
+        qmp: qmp_socket(dir),
         kvm: None,
         cgroup: None,
     };
-    let mut vm = Killed(
-        QemuDriver::default()
-            .launch(&spec, files)
-            .unwrap_or_else(|e| panic!("qemu did not start: {e}")),
-    );
+    let vm = QemuDriver::default()
+        .launch(&spec, files)
+        .unwrap_or_else(|e| panic!("qemu did not start: {e}"));
+    (spec, Killed(vm))
+}
+
+/// Root's QMP socket `qmp.sock` in `dir`: the launch's, or another handle
+/// of it.
+fn qmp_socket(dir: &std::path::Path) -> QmpSocket {
+    QmpSocket::new(
+        OwnedFd::from(std::fs::File::open(dir).unwrap()),
+        dir,
+        "qmp.sock",
+    )
+    .unwrap()
+}
+
+/// Wait up to 60 s for the guest's kernel to run its initramfs.
+fn reached_its_initramfs(vm: &mut QemuVm, spec: &LaunchSpec) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let serial = std::fs::read_to_string(&spec.serial_log).unwrap_or_default();
+        if serial.contains("Linux version") && serial.contains("Run /init as init process") {
+            return;
+        }
+        assert!(vm.running(), "qemu exited; serial:\n{serial}");
+        assert!(
+            Instant::now() < deadline,
+            "the guest did not reach its initramfs in 60 s; serial:\n{serial}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Issue #13 gap 11: QEMU ran with every system call the owner's uid may
+/// make, so a guest escaping into it could spawn programs, raise its
+/// privileges through setuid files, and use obsolete system calls. It now
+/// runs under `-sandbox on` (seccomp filter mode, `no_new_privs`), inside
+/// the jail (finding 11): its own uid and namespaces, every file by
+/// descriptor.
+#[test]
+fn a_launched_qemu_runs_under_its_seccomp_sandbox_and_still_boots_and_quits() {
+    let dir = tempfile::tempdir().unwrap();
+    let uid = jail_uid(3_700_000);
+    let (spec, mut vm) = launched(dir.path(), "bangerqmt0", uid);
     let vm = &mut vm.0;
     let pid = vm.pid();
 
@@ -146,19 +177,7 @@ fn a_launched_qemu_runs_under_its_seccomp_sandbox_and_still_boots_and_quits() {
     );
 
     // The guest runs under the sandbox: its kernel starts its initramfs.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let serial = std::fs::read_to_string(&spec.serial_log).unwrap_or_default();
-        if serial.contains("Linux version") && serial.contains("Run /init as init process") {
-            break;
-        }
-        assert!(vm.running(), "qemu exited; serial:\n{serial}");
-        assert!(
-            Instant::now() < deadline,
-            "the guest did not reach its initramfs in 60 s; serial:\n{serial}"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    reached_its_initramfs(vm, &spec);
 
     // QMP still stops and quits it.
     let mut q = vm.qmp().unwrap();
@@ -171,4 +190,95 @@ fn a_launched_qemu_runs_under_its_seccomp_sandbox_and_still_boots_and_quits() {
         assert!(Instant::now() < deadline, "qemu {pid} did not quit");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The QMP run state of the QEMU serving `dir`'s `qmp.sock`, over a
+/// session of its own.
+fn run_state(dir: &std::path::Path) -> String {
+    Qmp::connect_socket(&qmp_socket(dir), Duration::from_secs(5))
+        .and_then(|mut q| q.status())
+        .unwrap()
+}
+
+/// Issue #15 item 3 with the real QEMU, launched by the driver as the
+/// executor launches it. `pause` (QMP `stop`) makes QEMU report `paused`
+/// and `resume` (`cont`) `running`, each asked twice (the second changes
+/// nothing and succeeds); while paused the guest writes nothing to its
+/// console and its readiness is left alone, and once resumed it boots on.
+/// An adopted handle of the same QEMU (root's QMP socket) pauses and
+/// resumes it too; one adopted without a control connection says so. A
+/// shutdown of a paused QEMU resumes it before the power button (it is
+/// `running` while the shutdown waits). Once QEMU is gone, a pause is
+/// `NotRunning` at once, never a hang.
+#[test]
+fn a_real_qemu_pauses_and_resumes_and_is_resumed_before_its_power_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let (spec, mut vm) = launched(dir.path(), "bangerqmt1", jail_uid(3_600_000));
+    let vm = &mut vm.0;
+    let pid = vm.pid();
+    assert_eq!(run_state(dir.path()), "running");
+    for _ in 0..2 {
+        RunningVmm::pause(vm).unwrap();
+        assert_eq!(run_state(dir.path()), "paused");
+    }
+    let console = std::fs::metadata(&spec.serial_log).unwrap().len();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        std::fs::metadata(&spec.serial_log).unwrap().len(),
+        console,
+        "a paused guest wrote to its console"
+    );
+    let readiness = vm.readiness().expect("a launched QEMU is watched");
+    assert_eq!(readiness.seen(), Seen::Waiting);
+    for _ in 0..2 {
+        RunningVmm::resume(vm).unwrap();
+        assert_eq!(run_state(dir.path()), "running");
+    }
+    reached_its_initramfs(vm, &spec);
+    assert_eq!(readiness.seen(), Seen::Waiting);
+
+    let found = |pid: u32| {
+        let fd = rustix::process::pidfd_open(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::PidfdFlags::empty(),
+        )
+        .unwrap();
+        Found::new(pid, fd, None, &spec.vm_id)
+    };
+    let mut adopted = QemuDriver::adopt(found(pid), Some(qmp_socket(dir.path())));
+    adopted.pause().unwrap();
+    assert_eq!(run_state(dir.path()), "paused");
+    adopted.resume().unwrap();
+    assert_eq!(run_state(dir.path()), "running");
+    let mut blind = QemuDriver::adopt(found(pid), None);
+    let err = blind.pause().unwrap_err();
+    assert!(matches!(err, VmmError::NoControl { .. }), "{err}");
+    assert_eq!(run_state(dir.path()), "running");
+
+    RunningVmm::pause(vm).unwrap();
+    let graceful = std::thread::scope(|s| {
+        let stop = s.spawn(|| vm.shutdown(Duration::from_secs(4)));
+        std::thread::sleep(Duration::from_millis(1500));
+        assert_eq!(
+            run_state(dir.path()),
+            "running",
+            "the shutdown did not resume the paused guest"
+        );
+        stop.join().unwrap().unwrap()
+    });
+    // This guest (an initramfs that found no root) ignores the power
+    // button: killed after its timeout.
+    assert!(!graceful);
+    assert!(!vm.running());
+
+    let asked = Instant::now();
+    let err = RunningVmm::pause(vm).unwrap_err();
+    assert!(matches!(err, VmmError::NotRunning { .. }), "{err}");
+    let err = adopted.resume().unwrap_err();
+    assert!(matches!(err, VmmError::NotRunning { .. }), "{err}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
 }

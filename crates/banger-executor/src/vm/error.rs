@@ -23,6 +23,17 @@ pub enum VmOpError {
     Exists { what: &'static str, path: String },
     #[error("VM {vm_id} has a running VMM (pid {pid}); stop it first")]
     Running { vm_id: String, pid: u32 },
+    /// A pause or resume of a VM no VMM of which runs.
+    #[error("VM {vm_id} has no running VMM")]
+    NotRunning { vm_id: String },
+    /// Another operation has the VM's VMM out of the table: `doing` is
+    /// "stopped" (a stop or kill) or "paused or resumed".
+    #[error("the VMM of VM {vm_id} (pid {pid}) is being {doing}; ask again once that is done")]
+    Busy {
+        vm_id: String,
+        pid: u32,
+        doing: &'static str,
+    },
     #[error("{vmm} is not usable here: {reason}")]
     VmmUnavailable { vmm: &'static str, reason: String },
     #[error(
@@ -97,6 +108,15 @@ pub enum VmOpError {
         #[source]
         source: banger_vmm::VmmError,
     },
+    /// A pause or resume the VMM failed or did not confirm (`what`:
+    /// "pausing" or "resuming").
+    #[error("{what} the VMM of VM {vm_id}")]
+    Vcpus {
+        vm_id: String,
+        what: &'static str,
+        #[source]
+        source: banger_vmm::VmmError,
+    },
 }
 
 impl VmOpError {
@@ -107,7 +127,12 @@ impl VmOpError {
             StateDirRefused { .. } => ErrorCode::PermissionDenied,
             Missing { .. } => ErrorCode::NotFound,
             Exists { .. } => ErrorCode::AlreadyExists,
-            Running { .. } => ErrorCode::InvalidState,
+            Running { .. } | NotRunning { .. } | Busy { .. } => ErrorCode::InvalidState,
+            // Adopted without a control connection: nothing to ask.
+            Vcpus {
+                source: banger_vmm::VmmError::NoControl { .. },
+                ..
+            } => ErrorCode::Unavailable,
             // A process holds the tap (another VMM's, or one left over).
             HandTap { source, .. } if super::taps::busy(source) => ErrorCode::InvalidState,
             NotConfigured
@@ -121,6 +146,7 @@ impl VmOpError {
             | Launch { .. }
             | StartTimeUnreadable { .. }
             | Stop { .. }
+            | Vcpus { .. }
             | Cgroup { .. }
             | HandTap { .. }
             | SnapshotTeardown { .. } => ErrorCode::Internal,

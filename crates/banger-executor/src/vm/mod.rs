@@ -12,6 +12,7 @@ mod fc_tap;
 mod firecracker;
 mod guestfs;
 mod jailed;
+mod pause;
 mod qmp;
 mod slots;
 pub(crate) mod snapshot;
@@ -21,6 +22,8 @@ mod taps;
 mod tests_fc_window;
 #[cfg(test)]
 mod tests_grants;
+#[cfg(test)]
+mod tests_pause;
 #[cfg(test)]
 mod tests_readiness;
 #[cfg(test)]
@@ -32,7 +35,7 @@ mod vmm_table;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use banger_host::net::HostNet;
 use banger_host::probe::HostProbes;
@@ -102,6 +105,13 @@ pub(crate) struct VmHost {
     /// meanwhile, and killed through that pidfd by a kill (or a second
     /// stop) that comes during the stop.
     stopping: Mutex<HashMap<String, Stopped>>,
+    /// VMMs a pause or resume has taken out of `procs` for its call to
+    /// the VMM (`pause`): status answers from here, nothing re-adopts
+    /// them, and a stop waits on `paused` until the call gave the VMM
+    /// back. Taken with `procs` held, never the reverse.
+    pausing: Mutex<HashMap<String, pause::Pausing>>,
+    /// Signalled (with `pausing`) whenever a pause or resume ends.
+    paused: Condvar,
     /// VM jail uids reserved by launches in flight (`slots`).
     slots: Mutex<std::collections::BTreeSet<u32>>,
     /// Taps handed to a VMM's ids by launches in flight, not yet named by
@@ -156,6 +166,8 @@ impl VmHost {
             journal,
             procs: Mutex::new(HashMap::new()),
             stopping: Mutex::new(HashMap::new()),
+            pausing: Mutex::new(HashMap::new()),
+            paused: Condvar::new(),
             slots: Mutex::default(),
             handing: Mutex::default(),
             busy: Mutex::default(),

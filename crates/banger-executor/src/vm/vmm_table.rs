@@ -1,6 +1,7 @@
 //! The executor's table of VMMs: status (re-adopting a journaled VMM
 //! after a restart, with its readiness watch), the readiness wait, stops
-//! and kills, and forgetting a VMM seen gone. Launches are `vmm.rs`'s.
+//! and kills, and forgetting a VMM seen gone. Launches are `vmm.rs`'s,
+//! pauses and resumes `pause.rs`'s.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -146,6 +147,10 @@ impl VmHost {
                 root_devices: Vec::new(),
             }));
         }
+        // Being paused or resumed: likewise not adopted again.
+        if let Some(state) = self.pausing_state(vm_id) {
+            return Ok(Some(state));
+        }
         let entry = {
             let txn = self.journal.open().map_err(journal_err)?;
             txn.state.vmms.iter().find(|e| e.vm_id == vm_id).cloned()
@@ -264,28 +269,21 @@ impl VmHost {
         }
         // Re-adopts a journaled VMM the table does not hold yet.
         let state = self.status_inner(vm_id)?;
-        if state.is_some_and(|s| s.running) {
-            let readiness = self
-                .procs
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(vm_id)
-                .and_then(|(p, _)| p.readiness());
-            if let Some(r) = readiness
-                && let banger_vmm::ready::Seen::Ended(reason) =
-                    r.wait(Duration::from_millis(timeout_ms.into()))
-            {
-                // Ended while the VMM runs on: nothing will ever say it
-                // is ready, and asking again would answer at once.
-                let state = self.status(vm_id)?;
-                if state.running {
-                    return Err(VmOpError::Unwatched {
-                        vm_id: vm_id.to_string(),
-                        reason,
-                    });
-                }
-                return Ok(state);
+        if state.is_some_and(|s| s.running)
+            && let Some(r) = self.readiness_of(vm_id)
+            && let banger_vmm::ready::Seen::Ended(reason) =
+                r.wait(Duration::from_millis(timeout_ms.into()))
+        {
+            // Ended while the VMM runs on: nothing will ever say it is
+            // ready, and asking again would answer at once.
+            let state = self.status(vm_id)?;
+            if state.running {
+                return Err(VmOpError::Unwatched {
+                    vm_id: vm_id.to_string(),
+                    reason,
+                });
             }
+            return Ok(state);
         }
         self.status(vm_id)
     }
@@ -340,6 +338,19 @@ impl VmHost {
         kill: bool,
     ) -> Result<VmStopped, VmOpError> {
         validate::id("VM id", vm_id)?;
+        self.stop_once(vm_id, timeout, kill, true)
+    }
+
+    /// [`VmHost::stop`]; `again`: whether a pause or resume that has the
+    /// VMM is waited for and the stop tried once more
+    /// ([`VmHost::stop_during_pause`]).
+    pub(super) fn stop_once(
+        &self,
+        vm_id: &str,
+        timeout: Duration,
+        kill: bool,
+        again: bool,
+    ) -> Result<VmStopped, VmOpError> {
         let running = self.status_inner(vm_id)?.is_some_and(|s| s.running);
         if !running {
             return Ok(VmStopped {
@@ -347,7 +358,7 @@ impl VmHost {
                 was_running: false,
             });
         }
-        let taken = {
+        let (taken, in_pause) = {
             let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
             // A pidfd of its own (taken while the VMM is still in the
             // table): a kill during this stop acts on it.
@@ -366,8 +377,19 @@ impl VmHost {
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(vm_id.to_string(), (p.kind(), p.pid(), Arc::new(pidfd)));
             }
-            taken
+            // Decided under the table's lock, which a pause holds to take
+            // the VMM and to give it back.
+            let in_pause = taken.is_none()
+                && self
+                    .pausing
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains_key(vm_id);
+            (taken, in_pause)
         };
+        if in_pause {
+            return self.stop_during_pause(vm_id, timeout, kill, again);
+        }
         // Out of `stopping` however the stop ends (after its journal entry
         // went, when it did).
         let _stopping = taken.is_some().then(|| Stopping(self, vm_id));

@@ -36,8 +36,9 @@ pub use crate::vmops::{
 pub use call::{Answer, PrivCall, WrongOutcome, answer_of};
 pub use ops::{
     BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, ImageOp, KillVm, NetOp,
-    OpenDnsSockets, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp, ProbeVmms,
-    QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus, WAIT_READY_MAX_MS, WaitVmReady,
+    OpenDnsSockets, PauseVm, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp,
+    ProbeVmms, QueryNetStatus, ResumeVm, StopVm, Teardown, VmOp, VmmStatus, WAIT_READY_MAX_MS,
+    WaitVmReady,
 };
 pub use probe::{
     DeviceProbe, DeviceState, GuestTest, HostDevice, JailScopeProbe, KvmProbe, KvmVerdict, MsrTest,
@@ -45,7 +46,7 @@ pub use probe::{
 };
 
 /// Version of the privileged-ops protocol.
-pub const PRIV_PROTOCOL_VERSION: u32 = 6;
+pub const PRIV_PROTOCOL_VERSION: u32 = 7;
 
 /// Messages from `bangerd` to the helper.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

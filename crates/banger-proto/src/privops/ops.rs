@@ -173,6 +173,19 @@ domain! {
         /// driver observes it (an event, not a poll), then answer as
         /// `vmm_status` does. Takes no lock: a stop is never held up.
         WaitVmReady(WaitVmReady) = "wait_vm_ready" -> VmmState,
+        /// Pause the VM's vCPUs; its VMM process keeps running (and keeps
+        /// its journal entry, tap and cgroup), its guest stops where it is
+        /// and writes nothing to its console meanwhile. Pausing a paused
+        /// VM is success. Preconditions: `vm_id` is a VM id; a VMM of the
+        /// VM runs (else refused as not running) and no stop of it is in
+        /// flight (else refused as being stopped). Answers once the VMM
+        /// reports itself paused; every exchange with it is bounded.
+        PauseVm(PauseVm) = "pause_vm" -> (),
+        /// Resume the vCPUs of a VM paused by [`VmOp::PauseVm`]. Resuming
+        /// a VM that runs is success. Preconditions and refusals as
+        /// [`VmOp::PauseVm`]'s. A `StopVm` of a paused VM resumes it before
+        /// it asks the guest to power off.
+        ResumeVm(ResumeVm) = "resume_vm" -> (),
     }
 }
 
@@ -264,6 +277,18 @@ pub struct KillVm {
     pub vm_id: String,
 }
 
+/// The request of [`VmOp::PauseVm`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PauseVm {
+    pub vm_id: String,
+}
+
+/// The request of [`VmOp::ResumeVm`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResumeVm {
+    pub vm_id: String,
+}
+
 /// The request of [`VmOp::VmmStatus`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmmStatus {
@@ -300,6 +325,8 @@ impl VmOp {
             VmOp::KillVm(r) => &r.vm_id,
             VmOp::VmmStatus(r) => &r.vm_id,
             VmOp::WaitVmReady(r) => &r.vm_id,
+            VmOp::PauseVm(r) => &r.vm_id,
+            VmOp::ResumeVm(r) => &r.vm_id,
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The wire form of [`PrivOp`]: one flat, adjacently tagged enum, exactly
 //! as protocol 4 sent it (protocol 5 added `probe_vmms` and renamed
-//! `launch_vm`'s `kvm` to `force_kvm`) (`{"op": NAME}` for an op that carries
+//! `launch_vm`'s `kvm` to `force_kvm`, 6 `wait_vm_ready`, 7 `pause_vm` and
+//! `resume_vm`) (`{"op": NAME}` for an op that carries
 //! nothing, `{"op": NAME, "args": {..}}` otherwise; unknown ops and fields
 //! refused, an `args` array refused where it is a struct). [`PrivOp`]
 //! groups the same operations by domain in Rust and (de)serializes through
@@ -14,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use super::PrivOp as Grouped;
 use super::ops::{
     BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, ImageOp, KillVm, NetOp,
-    OpenDnsSockets, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp, ProbeVmms,
-    QueryNetStatus, StopVm, Teardown, VmOp, VmmStatus, WaitVmReady,
+    OpenDnsSockets, PauseVm, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp,
+    ProbeVmms, QueryNetStatus, ResumeVm, StopVm, Teardown, VmOp, VmmStatus, WaitVmReady,
 };
 use super::probe::HostDevice;
 use crate::net::{BridgeSpec, FirewallSpec, ResolverSpec, TapSpec};
@@ -56,6 +57,8 @@ pub(crate) enum PrivOp {
     KillVm { vm_id: String },
     VmmStatus { vm_id: String },
     WaitVmReady { vm_id: String, timeout_ms: u32 },
+    PauseVm { vm_id: String },
+    ResumeVm { vm_id: String },
     BuildDebianImage { suite: String },
 }
 
@@ -91,6 +94,8 @@ impl From<PrivOp> for Grouped {
             PrivOp::KillVm { vm_id } => KillVm { vm_id }.into(),
             PrivOp::VmmStatus { vm_id } => VmmStatus { vm_id }.into(),
             PrivOp::WaitVmReady { vm_id, timeout_ms } => WaitVmReady { vm_id, timeout_ms }.into(),
+            PrivOp::PauseVm { vm_id } => PauseVm { vm_id }.into(),
+            PrivOp::ResumeVm { vm_id } => ResumeVm { vm_id }.into(),
             PrivOp::BuildDebianImage { suite } => BuildDebianImage { suite }.into(),
         }
     }
@@ -138,6 +143,8 @@ impl From<Grouped> for PrivOp {
                 VmOp::WaitVmReady(WaitVmReady { vm_id, timeout_ms }) => {
                     PrivOp::WaitVmReady { vm_id, timeout_ms }
                 }
+                VmOp::PauseVm(PauseVm { vm_id }) => PrivOp::PauseVm { vm_id },
+                VmOp::ResumeVm(ResumeVm { vm_id }) => PrivOp::ResumeVm { vm_id },
             },
             Grouped::Image(ImageOp::BuildDebianImage(BuildDebianImage { suite })) => {
                 PrivOp::BuildDebianImage { suite }

@@ -23,9 +23,10 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
-use super::models::{ApiRequest, InstanceInfo};
+use super::models::{ApiRequest, InstanceInfo, InstanceState, VmRunState};
 use crate::VmmError;
 use crate::dir::{OwnerDir, Peer};
+use crate::driver::Vcpus;
 
 const VMM: &str = "firecracker";
 
@@ -179,6 +180,36 @@ impl ApiClient {
                 crate::quoted(&e.to_string())
             ),
         })
+    }
+
+    /// Pause or resume the vCPUs (`PATCH /vm`), then confirm with `GET /`
+    /// that Firecracker reports the instance `Paused` or `Running`.
+    /// Firecracker answers both on an instance already in that state.
+    pub fn set_vcpus(&self, to: Vcpus) -> Result<(), VmmError> {
+        let (state, expected) = match to {
+            Vcpus::Paused => (VmRunState::Paused, InstanceState::Paused),
+            Vcpus::Running => (VmRunState::Resumed, InstanceState::Running),
+        };
+        self.send(&ApiRequest::vm_state(state))?;
+        let reported = self.instance_info()?.state;
+        if reported != expected {
+            return Err(VmmError::RunState {
+                vmm: VMM,
+                request: "PATCH /vm",
+                expected: expected.as_str(),
+                reported: reported.as_str().to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Resume the vCPUs when `GET /` says the instance is paused (a paused
+    /// guest would never see Ctrl-Alt-Del); a running one is not touched.
+    pub fn resume_if_paused(&self) -> Result<(), VmmError> {
+        if self.instance_info()?.state == InstanceState::Paused {
+            self.set_vcpus(Vcpus::Running)?;
+        }
+        Ok(())
     }
 
     async fn round_trip(

@@ -67,7 +67,8 @@ pub use api::{ApiClient, ApiResponse, DEFAULT_REQUEST_TIMEOUT};
 pub use jail_tap::JailTap;
 pub use models::{
     ActionType, ApiRequest, BootSource, Drive, IFACE_ID, InstanceActionInfo, InstanceInfo,
-    InstanceState, LogLevel, Logger, MachineConfiguration, NetworkInterface, Vsock, config_plan,
+    InstanceState, LogLevel, Logger, MachineConfiguration, NetworkInterface, Vm, VmRunState, Vsock,
+    config_plan,
 };
 use paths::Paths;
 pub use running::Start;
@@ -495,11 +496,15 @@ impl FirecrackerVm {
 
     /// Ask the guest to shut down (`SendCtrlAltDel`; the guest reboots,
     /// which ends Firecracker given `reboot=k`), wait up to `timeout` for the
-    /// process to exit, then kill it through its pidfd.
+    /// process to exit, then kill it through its pidfd. A paused instance
+    /// is resumed first (a paused guest never sees the keys).
     pub fn shutdown(&mut self, timeout: Duration) -> Result<Shutdown, VmmError> {
         if let Some(s) = self.exited()? {
             self.remove_sockets();
             return Ok(Shutdown::AlreadyExited(s));
+        }
+        if let Err(e) = self.api.resume_if_paused() {
+            tracing::warn!(vm = %self.vm_id, error = %e, "resuming before SendCtrlAltDel failed");
         }
         if let Err(e) = self
             .api
@@ -550,6 +555,31 @@ impl FirecrackerVm {
         };
         self.remove_sockets();
         Ok(status)
+    }
+
+    /// Pause or resume the vCPUs (`PATCH /vm`) and confirm the state `GET
+    /// /` reports ([`ApiClient::set_vcpus`]). An exited Firecracker is
+    /// [`VmmError::NotRunning`].
+    pub fn set_vcpus(&mut self, to: crate::driver::Vcpus) -> Result<(), VmmError> {
+        let pid = self.pid();
+        let not_running = || VmmError::NotRunning {
+            vmm: VMM,
+            pid,
+            what: to.verb(),
+        };
+        if self.exited()?.is_some() {
+            return Err(not_running());
+        }
+        match self.api.set_vcpus(to) {
+            Err(_)
+                if crate::driver::pidfd_exited(self.process.pidfd(), crate::driver::GONE_GRACE) =>
+            {
+                // Reaped here.
+                self.exited()?;
+                Err(not_running())
+            }
+            done => done,
+        }
     }
 
     /// Wait for the guest's readiness line on `listener` (bound before

@@ -87,6 +87,19 @@ pub enum ActionType {
     SendCtrlAltDel,
 }
 
+/// `Vm`: `PATCH /vm`, the microVM's vCPUs paused or resumed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Vm {
+    pub state: VmRunState,
+}
+
+/// `Vm.state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum VmRunState {
+    Paused,
+    Resumed,
+}
+
 /// `InstanceInfo`: the answer to `GET /`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct InstanceInfo {
@@ -103,6 +116,17 @@ pub enum InstanceState {
     NotStarted,
     Running,
     Paused,
+}
+
+impl InstanceState {
+    /// Its word in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InstanceState::NotStarted => "Not started",
+            InstanceState::Running => "Running",
+            InstanceState::Paused => "Paused",
+        }
+    }
 }
 
 /// One API call: method, path and JSON body.
@@ -124,12 +148,25 @@ impl ApiRequest {
         }
     }
 
+    /// A `PATCH` with `body` serialized (as [`ApiRequest::put`]).
+    pub fn patch<T: Serialize>(path: impl Into<String>, body: &T) -> Self {
+        ApiRequest {
+            method: "PATCH",
+            ..Self::put(path, body)
+        }
+    }
+
     pub fn get(path: impl Into<String>) -> Self {
         ApiRequest {
             method: "GET",
             path: path.into(),
             body: None,
         }
+    }
+
+    /// `PATCH /vm` with `state`: pause or resume the vCPUs.
+    pub fn vm_state(state: VmRunState) -> Self {
+        Self::patch("/vm", &Vm { state })
     }
 
     /// `PUT /actions` with `action`.

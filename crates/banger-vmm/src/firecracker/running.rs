@@ -11,7 +11,7 @@ use super::{
     ActionType, ApiClient, ApiRequest, FirecrackerDriver, FirecrackerFiles, FirecrackerVm, JailTap,
     ReadyListener, Shutdown, VMM,
 };
-use crate::driver::{PowerOff, RunningVmm, VmmDriver};
+use crate::driver::{RunningVmm, Vcpus, VmmControl, VmmDriver};
 use crate::ready::{ConsoleWatch, Readiness, Seen, end_thread, exited};
 use crate::{LaunchSpec, VmmError};
 
@@ -103,11 +103,16 @@ impl VmmDriver for FirecrackerDriver {
     }
 }
 
-/// An adopted Firecracker powers off through its API (Ctrl-Alt-Del; the
-/// guest reboots, which ends Firecracker given `reboot=k`).
-impl PowerOff for ApiClient {
+/// An adopted Firecracker is controlled through its API: Ctrl-Alt-Del
+/// (the guest reboots, which ends Firecracker given `reboot=k`), after a
+/// resume when it is paused; `PATCH /vm`.
+impl VmmControl for ApiClient {
     fn power_off(&self) {
+        let _ = self.resume_if_paused();
         let _ = self.send(&ApiRequest::action(ActionType::SendCtrlAltDel));
+    }
+    fn set_vcpus(&self, to: Vcpus) -> Result<(), VmmError> {
+        ApiClient::set_vcpus(self, to)
     }
 }
 
@@ -149,6 +154,12 @@ impl RunningVmm for Running {
     }
     fn kill(&mut self) -> Result<(), VmmError> {
         self.vm.kill().map(drop)
+    }
+    fn pause(&mut self) -> Result<(), VmmError> {
+        self.vm.set_vcpus(Vcpus::Paused)
+    }
+    fn resume(&mut self) -> Result<(), VmmError> {
+        self.vm.set_vcpus(Vcpus::Running)
     }
 }
 

@@ -2,8 +2,8 @@
 //! block and net devices (docs/lab.md: `-M microvm` did not find its
 //! virtio-mmio disk with the Debian kernel), KVM when the caller says it is
 //! usable and TCG otherwise, the serial console to a file, and QMP on a Unix
-//! socket root listens on (and passes to QEMU) for status and graceful
-//! power-down.
+//! socket root listens on (and passes to QEMU) for status, graceful
+//! power-down, pause (`stop`) and resume (`cont`).
 //!
 //! QEMU always runs jailed (`banger_host::jail`, docs/jail.md): as its VM's
 //! jail uid, in its own namespaces, seeing `/usr`, a minimal `/dev` and
@@ -28,7 +28,7 @@ pub use qmp::{Qmp, QmpError, QmpSocket};
 
 use banger_proto::vmops::VmmKind;
 
-use crate::driver::{PowerOff, RunningVmm, VmmDriver};
+use crate::driver::{RunningVmm, Vcpus, VmmControl, VmmDriver};
 use crate::ready::{ConsoleWatch, Readiness};
 use crate::{LaunchSpec, VmmError, vmm_limits};
 
@@ -478,7 +478,7 @@ impl QemuVm {
 
     /// A QMP session with this QEMU.
     pub fn qmp(&self) -> Result<Qmp, QmpError> {
-        Qmp::connect_socket(&self.qmp, Duration::from_secs(2))
+        Qmp::connect_socket(&self.qmp, QMP_TIMEOUT)
     }
 
     /// Whether the process still runs (reaps it if not). When waiting
@@ -491,13 +491,14 @@ impl QemuVm {
     }
 
     /// Ask the guest to power off (ACPI) and wait up to `timeout`; then kill.
-    /// Returns true when the guest shut down by itself.
+    /// Returns true when the guest shut down by itself. Paused vCPUs are
+    /// resumed first ([`powerdown`]).
     pub fn shutdown(&mut self, timeout: Duration) -> Result<bool, VmmError> {
         if !self.running() {
             return Ok(true);
         }
         if let Ok(mut q) = self.qmp() {
-            let _ = q.execute("system_powerdown");
+            powerdown(&mut q);
         }
         let exited = self
             .child
@@ -526,6 +527,34 @@ impl QemuVm {
                 started: self.started,
                 what: format!("killing it: {source}"),
             }),
+        }
+    }
+
+    /// Pause (`stop`) or resume (`cont`) the guest's vCPUs over a new QMP
+    /// session and confirm the state QEMU then reports ([`set_vcpus`]).
+    /// An exited QEMU is [`VmmError::NotRunning`].
+    pub fn set_vcpus(&mut self, to: Vcpus) -> Result<(), VmmError> {
+        let not_running = VmmError::NotRunning {
+            vmm: VMM,
+            pid: self.pid(),
+            what: to.verb(),
+        };
+        if !self.running() {
+            return Err(not_running);
+        }
+        let done = self
+            .qmp()
+            .map_err(|e| qmp_failed(to, "connecting", &e))
+            .and_then(|mut q| set_vcpus(&mut q, to));
+        match done {
+            Err(_)
+                if crate::driver::pidfd_exited(self.child.pidfd(), crate::driver::GONE_GRACE) =>
+            {
+                // Reaped here.
+                self.running();
+                Err(not_running)
+            }
+            done => done,
         }
     }
 
@@ -578,6 +607,12 @@ impl RunningVmm for QemuVm {
     fn kill(&mut self) -> Result<(), VmmError> {
         QemuVm::kill(self)
     }
+    fn pause(&mut self) -> Result<(), VmmError> {
+        self.set_vcpus(Vcpus::Paused)
+    }
+    fn resume(&mut self) -> Result<(), VmmError> {
+        self.set_vcpus(Vcpus::Running)
+    }
 }
 
 impl VmmDriver for QemuDriver {
@@ -590,12 +625,59 @@ impl VmmDriver for QemuDriver {
     }
 }
 
-/// An adopted QEMU powers off through root's QMP socket (ACPI).
-impl PowerOff for QmpSocket {
+/// An adopted QEMU is controlled through root's QMP socket: ACPI power
+/// button, `stop` and `cont`.
+impl VmmControl for QmpSocket {
     fn power_off(&self) {
-        if let Ok(mut q) = Qmp::connect_socket(self, Duration::from_secs(2)) {
-            let _ = q.execute("system_powerdown");
+        if let Ok(mut q) = Qmp::connect_socket(self, QMP_TIMEOUT) {
+            powerdown(&mut q);
         }
+    }
+    fn set_vcpus(&self, to: Vcpus) -> Result<(), VmmError> {
+        let mut q =
+            Qmp::connect_socket(self, QMP_TIMEOUT).map_err(|e| qmp_failed(to, "connecting", &e))?;
+        set_vcpus(&mut q, to)
+    }
+}
+
+/// How long each QMP exchange may take (the greeting with the
+/// capabilities, then each command).
+const QMP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The ACPI power button, after `cont`: a paused guest would never see it,
+/// and `cont` on a running one changes nothing. Best effort.
+fn powerdown(q: &mut Qmp) {
+    let _ = q.execute("cont");
+    let _ = q.execute("system_powerdown");
+}
+
+/// `stop` (pause) or `cont` (resume), then `query-status`: QEMU must
+/// report `paused` or `running`. Both commands succeed on a guest already
+/// in that state.
+fn set_vcpus(q: &mut Qmp, to: Vcpus) -> Result<(), VmmError> {
+    let (command, expected) = match to {
+        Vcpus::Paused => ("stop", "paused"),
+        Vcpus::Running => ("cont", "running"),
+    };
+    q.execute(command)
+        .map_err(|e| qmp_failed(to, command, &e))?;
+    let reported = q.status().map_err(|e| qmp_failed(to, "query-status", &e))?;
+    if reported != expected {
+        return Err(VmmError::RunState {
+            vmm: VMM,
+            request: command,
+            expected,
+            reported: crate::quoted(&reported),
+        });
+    }
+    Ok(())
+}
+
+/// A QMP failure during a pause or resume, naming the step.
+fn qmp_failed(to: Vcpus, step: &str, e: &QmpError) -> VmmError {
+    VmmError::Api {
+        vmm: VMM,
+        what: format!("{}: {step}: {}", to.verb(), banger_proto_free_chain(e)),
     }
 }
 
