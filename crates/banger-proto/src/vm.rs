@@ -29,6 +29,14 @@ pub enum VmRequest {
     Kill {
         name: String,
     },
+    /// Pause the VM's vCPUs (it keeps its memory, address and VMM).
+    Pause {
+        name: String,
+    },
+    /// Resume a paused VM.
+    Resume {
+        name: String,
+    },
     Remove {
         name: String,
     },
@@ -61,6 +69,8 @@ impl VmRequest {
             VmRequest::Stop { .. } => "vm_stop",
             VmRequest::Restart { .. } => "vm_restart",
             VmRequest::Kill { .. } => "vm_kill",
+            VmRequest::Pause { .. } => "vm_pause",
+            VmRequest::Resume { .. } => "vm_resume",
             VmRequest::Remove { .. } => "vm_remove",
             VmRequest::Set(_) => "vm_set",
             VmRequest::Ssh { .. } => "vm_ssh",
@@ -118,6 +128,9 @@ word_enum! {
         Created => "created",
         Starting => "starting",
         Running => "running",
+        /// Its vCPUs are paused (`vm pause`); the VMM, tap, lease and
+        /// memory stay.
+        Paused => "paused",
         Stopping => "stopping",
         Stopped => "stopped",
         Failed => "failed",
@@ -130,7 +143,7 @@ impl VmState {
     pub fn vmm_may_run(self) -> bool {
         matches!(
             self,
-            VmState::Starting | VmState::Running | VmState::Stopping
+            VmState::Starting | VmState::Running | VmState::Paused | VmState::Stopping
         )
     }
 }

@@ -7,13 +7,15 @@
 //! work disk's content kept, a daemon SIGKILL + restart that re-adopts the
 //! running VM, a VMM SIGKILL that the daemon notices, `rm`, and a check that
 //! nothing is left behind. The cheap refusals live in `refusals`; the
-//! operations, `logs -f`, `kill`, `set --disk` and `restart` in `lifecycle`.
+//! operations, `logs -f`, `kill`, `set --disk` and `restart` in `lifecycle`;
+//! `pause`/`resume` in `pause`.
 //!
 //! Needs root, qemu-system-x86, e2fsprogs, openssh-client, iproute2,
 //! nftables, dig, and mmdebstrap for the first build of the image.
 #![allow(clippy::disallowed_methods)] // tests spawn the binaries under test directly
 
 mod lifecycle;
+mod pause;
 mod support;
 mod workspace;
 

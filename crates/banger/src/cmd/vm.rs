@@ -84,6 +84,10 @@ pub enum VmCommand {
     Restart { name: String },
     /// Kill the VMM immediately
     Kill { name: String },
+    /// Freeze a running VM's vCPUs; memory, address and name stay (`vm resume` continues it)
+    Pause { name: String },
+    /// Continue a paused VM
+    Resume { name: String },
     /// Remove a VM: stops it, frees its address, tap, disks and DNS name
     Rm { name: String },
     /// Change a stopped VM's resources or NAT
@@ -198,6 +202,8 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
         },
         VmCommand::Restart { name } => VmRequest::Restart { name: name.clone() },
         VmCommand::Kill { name } => VmRequest::Kill { name: name.clone() },
+        VmCommand::Pause { name } => VmRequest::Pause { name: name.clone() },
+        VmCommand::Resume { name } => VmRequest::Resume { name: name.clone() },
         VmCommand::Rm { name } => VmRequest::Remove { name: name.clone() },
         VmCommand::Set {
             name,

@@ -149,11 +149,16 @@ impl Store {
                 mode,
             });
         }
-        conn.pragma_update(None, "foreign_keys", "ON")
-            .map_err(pragma_err("foreign_keys"))?;
         conn.pragma_update(None, "synchronous", "NORMAL")
             .map_err(pragma_err("synchronous"))?;
 
+        // Foreign keys off while migrating (a no-op inside the migration's
+        // transaction, so it is set here): a migration that rebuilds a
+        // table (schema::V2) must not cascade its drop. Each migration
+        // ends with `foreign_key_check`, which fails it when a reference
+        // broke.
+        conn.pragma_update(None, "foreign_keys", "OFF")
+            .map_err(pragma_err("foreign_keys"))?;
         schema::MIGRATIONS
             .to_latest(&mut conn)
             .map_err(|source| StoreError::Migrate {
@@ -162,6 +167,8 @@ impl Store {
                 to: SCHEMA_VERSION,
                 source: Box::new(source),
             })?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(pragma_err("foreign_keys"))?;
 
         Ok(Store {
             path: path.to_path_buf(),

@@ -9,7 +9,7 @@
 
 use rusqlite_migration::{M, Migrations};
 
-const V1: &str = r#"
+pub(crate) const V1: &str = r#"
 CREATE TABLE kernels (
     id          TEXT    NOT NULL PRIMARY KEY,
     name        TEXT    NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 128),
@@ -92,7 +92,40 @@ CREATE INDEX operations_created_at ON operations (created_at);
 CREATE INDEX operations_finished_at ON operations (finished_at) WHERE finished_at IS NOT NULL;
 "#;
 
-const MIGRATION_LIST: &[M<'static>] = &[M::up(V1).foreign_key_check()];
+/// A VM may be `paused` (issue #15: `vm pause` / `vm resume`). SQLite cannot
+/// change a CHECK in place, so `vms` is rebuilt (SQLite's "make other kinds
+/// of table schema changes" procedure): the store opens with foreign keys
+/// off while migrating, so dropping the old table neither cascades to
+/// `ip_leases` nor nulls `operations.vm_id`; the other tables' `REFERENCES
+/// vms` then name the new table; `foreign_key_check` proves they still hold.
+const V2: &str = r#"
+CREATE TABLE vms_v2 (
+    id           TEXT    NOT NULL PRIMARY KEY,
+    name         TEXT    NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 63),
+    image_id     TEXT    NOT NULL REFERENCES images (id) ON DELETE RESTRICT,
+    state        TEXT    NOT NULL CHECK (state IN
+                     ('created', 'starting', 'running', 'paused', 'stopping', 'stopped', 'failed')),
+    state_reason TEXT,
+    vmm          TEXT    NOT NULL CHECK (vmm IN ('firecracker', 'qemu')),
+    vcpus        INTEGER NOT NULL CHECK (vcpus BETWEEN 1 AND 256),
+    memory_mib   INTEGER NOT NULL CHECK (memory_mib > 0),
+    disk_bytes   INTEGER NOT NULL CHECK (disk_bytes > 0),
+    nat          INTEGER NOT NULL CHECK (nat IN (0, 1)),
+    created_at   INTEGER NOT NULL CHECK (created_at >= 0),
+    updated_at   INTEGER NOT NULL CHECK (updated_at >= 0)
+) STRICT;
+INSERT INTO vms_v2 (id, name, image_id, state, state_reason, vmm, vcpus, memory_mib,
+                    disk_bytes, nat, created_at, updated_at)
+    SELECT id, name, image_id, state, state_reason, vmm, vcpus, memory_mib,
+           disk_bytes, nat, created_at, updated_at FROM vms;
+DROP TABLE vms;
+ALTER TABLE vms_v2 RENAME TO vms;
+CREATE INDEX vms_image_id ON vms (image_id);
+CREATE INDEX vms_state ON vms (state);
+"#;
+
+const MIGRATION_LIST: &[M<'static>] =
+    &[M::up(V1).foreign_key_check(), M::up(V2).foreign_key_check()];
 
 /// Every migration, in order.
 pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);
@@ -113,7 +146,7 @@ mod tests {
     /// The CHECK lists in SQL and the Rust enums must spell the same values.
     #[test]
     fn check_constraints_match_the_enums() {
-        let sets: [(&str, Vec<&str>); 5] = [
+        let sets: [(&str, Vec<&str>); 4] = [
             (
                 "kernel",
                 KernelSource::ALL.iter().map(|v| v.as_str()).collect(),
@@ -122,7 +155,6 @@ mod tests {
                 "image",
                 ImageSource::ALL.iter().map(|v| v.as_str()).collect(),
             ),
-            ("state", VmState::ALL.iter().map(|v| v.as_str()).collect()),
             ("vmm", Vmm::ALL.iter().map(|v| v.as_str()).collect()),
             (
                 "op",
@@ -130,6 +162,17 @@ mod tests {
             ),
         ];
         let compact = V1.split_whitespace().collect::<Vec<_>>().join(" ");
+        // The VM states' list is V2's (the table it rebuilt is the latest).
+        let v2 = V2.split_whitespace().collect::<Vec<_>>().join(" ");
+        let states = VmState::ALL
+            .iter()
+            .map(|v| format!("'{}'", v.as_str()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        assert!(
+            v2.contains(&format!("state IN ({states}))")),
+            "VM states: no CHECK (... IN ({states})) in V2"
+        );
         for (what, values) in sets {
             let list = values
                 .iter()

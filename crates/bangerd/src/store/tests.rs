@@ -491,3 +491,67 @@ fn ids_are_random_hex() {
     );
     assert_ne!(a, b);
 }
+
+/// A store made by the first release (schema V1, one VM with a lease and
+/// an operation) opened by this one: the `vms` rebuild of V2 keeps every
+/// row and reference, foreign keys are on again afterwards, and a VM may
+/// then be `paused`.
+#[test]
+fn a_v1_store_migrates_keeping_leases_and_operations() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.db");
+    let vm = "ab".repeat(16);
+    {
+        let conn = rusqlite::Connection::open(&path).unwrap();
+        conn.execute_batch(super::schema::V1).unwrap();
+        conn.execute_batch(&format!(
+            "INSERT INTO kernels VALUES ('{k}', 'k', 'x86_64', '/k', NULL, '{sha}', 'import', 1);
+             INSERT INTO images (id, name, rootfs_path, kernel_id, size_bytes, source, created_at)
+                 VALUES ('{i}', 'img', '/r', '{k}', 1, 'build', 1);
+             INSERT INTO vms VALUES ('{vm}', 'dev', '{i}', 'running', NULL, 'qemu', 1, 512, 1024, 1, 1, 2);
+             INSERT INTO ip_leases VALUES ('172.30.0.2', '{vm}', '02:ba:ac:1e:00:02', 1);
+             INSERT INTO operations (id, kind, vm_id, state, created_at, updated_at)
+                 VALUES ('{op}', 'vm_create', '{vm}', 'running', 1, 1);
+             PRAGMA user_version = 1;",
+            k = "cd".repeat(16),
+            i = "ef".repeat(16),
+            op = "01".repeat(16),
+            sha = "ab".repeat(32),
+        ))
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    let row = store.get_vm(&vm).unwrap().expect("the VM survived");
+    assert_eq!((row.name.as_str(), row.state), ("dev", VmState::Running));
+    let lease = store.get_lease(&vm).unwrap().expect("the lease survived");
+    assert_eq!(lease.ip, Ipv4Addr::new(172, 30, 0, 2));
+    {
+        let conn = store.lock();
+        let op_vm: Option<String> = conn
+            .query_row("SELECT vm_id FROM operations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(op_vm.as_deref(), Some(vm.as_str()), "operation unlinked");
+        let fk: i64 = conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fk, 1, "foreign keys are off after the migration");
+        let indexes: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND tbl_name = 'vms' \
+                 AND name IN ('vms_image_id', 'vms_state')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(indexes, 2);
+        conn.execute("UPDATE vms SET state = 'paused'", []).unwrap();
+        // The leases' reference names the rebuilt table: deleting the VM
+        // cascades to its lease.
+        conn.execute("DELETE FROM vms", []).unwrap();
+        let leases: i64 = conn
+            .query_row("SELECT count(*) FROM ip_leases", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(leases, 0);
+    }
+}

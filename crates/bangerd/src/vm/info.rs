@@ -59,13 +59,7 @@ impl VmService {
     pub(super) fn ssh_target(&self, name: &str) -> Result<SshTarget, RpcError> {
         let vm = self.vm_by_name(name)?;
         if vm.state != VmState::Running {
-            return Err(RpcError::new(
-                ErrorCode::InvalidState,
-                format!(
-                    "VM {name} is {}; start it first (`banger vm start {name}`)",
-                    vm.state
-                ),
-            ));
+            return Err(not_running(name, vm.state));
         }
         let lease = self
             .store
@@ -243,6 +237,19 @@ pub(super) fn tap_counters(tap: &str) -> Option<(u64, u64)> {
         .find(|l| l.trim_start().starts_with(&format!("{tap}:")))?;
     let f: Vec<&str> = line.split(':').nth(1)?.split_whitespace().collect();
     Some((f.first()?.parse().ok()?, f.get(8)?.parse().ok()?))
+}
+
+/// A VM that must be running is not: what to do about it.
+pub(crate) fn not_running(name: &str, state: VmState) -> RpcError {
+    let fix = if state == VmState::Paused {
+        format!("resume it first (`banger vm resume {name}`)")
+    } else {
+        format!("start it first (`banger vm start {name}`)")
+    };
+    RpcError::new(
+        ErrorCode::InvalidState,
+        format!("VM {name} is {state}; {fix}"),
+    )
 }
 
 #[cfg(test)]

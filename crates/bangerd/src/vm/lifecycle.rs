@@ -1,6 +1,6 @@
 //! start / stop / kill / rm / set, and boot readiness.
 
-use banger_proto::privops::{DeleteVmDisks, KillVm, StopVm, WaitVmReady};
+use banger_proto::privops::{DeleteVmDisks, KillVm, PauseVm, ResumeVm, StopVm, WaitVmReady};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -250,12 +250,59 @@ impl VmService {
         let lock = self.lock_for(&vm.id);
         let _g = lock.lock().await;
         let vm = self.row(&vm.id)?;
-        if vm.state != VmState::Running {
+        if !matches!(vm.state, VmState::Running | VmState::Paused) {
             return Err(invalid_state(&vm, if kill { "kill" } else { "stop" }));
         }
         self.halt(&vm, timeout.unwrap_or(STOP_TIMEOUT_SECS), kill)
             .await?;
         Ok(self.info(&self.row(&vm.id)?))
+    }
+
+    /// running → paused: the VMM stops running the guest's vCPUs; its
+    /// memory, address, tap and DNS name stay. Pausing a paused VM answers
+    /// as it is.
+    pub(super) async fn pause_named(&self, name: &str) -> Result<VmInfo, RpcError> {
+        let vm = self.vm_by_name(name)?;
+        let lock = self.lock_for(&vm.id);
+        let _g = lock.lock().await;
+        let vm = self.row(&vm.id)?;
+        match vm.state {
+            VmState::Running => {}
+            VmState::Paused => return Ok(self.info(&vm)),
+            _ => return Err(invalid_state(&vm, "pause")),
+        }
+        self.privileged(PauseVm {
+            vm_id: vm.id.clone(),
+        })
+        .await
+        .map_err(|e| e.context(format!("pausing VM {name}")))?;
+        Ok(self.info(&self.set_state(&vm, VmState::Paused, None)?))
+    }
+
+    /// paused → running. Resuming a running VM answers as it is.
+    pub(super) async fn resume_named(&self, name: &str) -> Result<VmInfo, RpcError> {
+        let vm = self.vm_by_name(name)?;
+        let lock = self.lock_for(&vm.id);
+        let _g = lock.lock().await;
+        let vm = self.row(&vm.id)?;
+        match vm.state {
+            VmState::Paused => {}
+            VmState::Running => return Ok(self.info(&vm)),
+            _ => return Err(invalid_state(&vm, "resume")),
+        }
+        let vm = self.resume_vmm(&vm).await?;
+        Ok(self.info(&vm))
+    }
+
+    /// Resume a paused VM's VMM and record it running; the caller holds
+    /// the VM lock.
+    async fn resume_vmm(&self, vm: &VmRow) -> Result<VmRow, RpcError> {
+        self.privileged(ResumeVm {
+            vm_id: vm.id.clone(),
+        })
+        .await
+        .map_err(|e| e.context(format!("resuming VM {}", vm.name)))?;
+        self.set_state(vm, VmState::Running, None)
     }
 
     /// running → stopping → stopped; the caller holds the VM lock.
@@ -265,6 +312,15 @@ impl VmService {
     /// its kernel has), then has the executor send the VMM's own power-off
     /// request and wait; the VMM is killed when the timeout runs out.
     async fn halt(&self, vm: &VmRow, timeout_secs: u32, kill: bool) -> Result<(), RpcError> {
+        // A paused guest can neither answer SSH nor see a power button: it
+        // runs again first (a kill needs no guest).
+        let resumed;
+        let vm = if vm.state == VmState::Paused && !kill {
+            resumed = self.resume_vmm(vm).await?;
+            &resumed
+        } else {
+            vm
+        };
         if !kill
             && let Err(e) = self
                 .guest_exec(&vm.name, "sudo -n systemctl poweroff --no-block")
@@ -306,7 +362,7 @@ impl VmService {
         let _g = lock.lock().await;
         let vm = self.row(&vm.id)?;
         match vm.state {
-            VmState::Running => self.halt(&vm, 10, false).await?,
+            VmState::Running | VmState::Paused => self.halt(&vm, 10, false).await?,
             VmState::Starting | VmState::Stopping => return Err(invalid_state(&vm, "remove")),
             _ => {}
         }

@@ -45,6 +45,7 @@ use crate::privileged::{PrivilegedOps, PrivilegedOpsExt};
 use crate::server::ProgressSink;
 use crate::store::{Store, VmRow};
 
+pub(crate) use info::not_running;
 pub use ops::OpRegistry;
 
 pub use crate::locks::VmLocks;
@@ -162,6 +163,10 @@ impl VmService {
             VmRequest::Logs { name, lines } => VmResponse::Logs(self.logs(&name, lines)?),
             VmRequest::Ports { name } => VmResponse::Ports(self.ports(&name).await?),
             VmRequest::Stats { name } => VmResponse::Stats(self.stats(&name).await?),
+            // Quick and bounded (one QMP/API call in the executor): no task
+            // of its own is needed to keep the lock across a client's exit.
+            VmRequest::Pause { name } => VmResponse::Vm(self.pause_named(&name).await?),
+            VmRequest::Resume { name } => VmResponse::Vm(self.resume_named(&name).await?),
         };
         Ok(Response::Vm(r))
     }

@@ -65,10 +65,15 @@ impl VmService {
             if !matches!(started, Ok(Ok(_))) {
                 tracing::warn!(vm = %vm.name, "reconcile: re-attaching the VM's capabilities failed");
             }
-            let _ = self
-                .store
-                .set_vm_state(&vm.id, vm.state, VmState::Running, None);
-            tracing::info!(vm = %vm.name, "reconcile: VM still running, re-adopted");
+            // A paused VM's VMM stays paused across restarts of either
+            // process.
+            let to = if vm.state == VmState::Paused {
+                VmState::Paused
+            } else {
+                VmState::Running
+            };
+            let _ = self.store.set_vm_state(&vm.id, vm.state, to, None);
+            tracing::info!(vm = %vm.name, state = %to, "reconcile: VMM still running, re-adopted");
             return Ok(());
         }
         if status.running {
@@ -165,7 +170,7 @@ impl VmService {
                 }
                 continue;
             }
-            if vm.state != VmState::Running {
+            if !matches!(vm.state, VmState::Running | VmState::Paused) {
                 continue;
             }
             let s = match self
@@ -190,9 +195,9 @@ impl VmService {
                 Some(pid) => format!("its VMM (pid {pid}) exited"),
                 None => "its VMM exited".to_string(),
             };
-            let _ =
-                self.store
-                    .set_vm_state(&vm.id, VmState::Running, VmState::Stopped, Some(&reason));
+            let _ = self
+                .store
+                .set_vm_state(&vm.id, vm.state, VmState::Stopped, Some(&reason));
             tracing::warn!(vm = %vm.name, %reason, "VM stopped on its own");
         }
     }

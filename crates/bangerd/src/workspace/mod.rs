@@ -200,13 +200,7 @@ impl WorkspaceService {
             .map_err(crate::store::rpc_err)?
             .ok_or_else(|| RpcError::new(ErrorCode::NotFound, format!("VM {name} is gone")))?;
         if vm.state != VmState::Running {
-            return Err(RpcError::new(
-                ErrorCode::InvalidState,
-                format!(
-                    "VM {name} is {}; start it first (`banger vm start {name}`)",
-                    vm.state
-                ),
-            ));
+            return Err(crate::vm::not_running(&name, vm.state));
         }
         let lease = self
             .store

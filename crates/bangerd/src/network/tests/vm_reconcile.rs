@@ -110,6 +110,7 @@ impl PrivilegedOps for WithVmms {
                         .unwrap_or(false),
                 })
             }
+            VmOp::PauseVm(_) | VmOp::ResumeVm(_) => PrivOutcome::Done,
             other => panic!("not expected here: {}", other.name()),
         };
         Ok((outcome, Vec::new()))
@@ -403,4 +404,61 @@ async fn a_dropped_request_keeps_the_vm_lock_until_its_change_is_done() {
     let _held = tokio::time::timeout(std::time::Duration::from_secs(5), lock.lock())
         .await
         .expect("the lock is free once the change is done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_and_resume_ask_the_executor_and_a_paused_vm_stays_paused_across_a_restart() {
+    let f = Fixture::new();
+    let vm = f.vm("pz", 2, true, VmState::Running);
+    let ops = WithVmms::new(&f, BTreeMap::from([(vm.id.clone(), true)]), true);
+    let (_net, first) = daemon(&f, &ops);
+    first.vms().reconcile().await;
+    ops.asked.lock().unwrap().clear();
+
+    let pause = || VmRequest::Pause { name: "pz".into() };
+    let resume = || VmRequest::Resume { name: "pz".into() };
+    let VmResponse::Vm(p) = vm_request(&first, pause()).await else {
+        panic!("not a VM");
+    };
+    assert_eq!(p.state, VmState::Paused);
+    assert_eq!(*ops.asked.lock().unwrap(), ["pause_vm"]);
+    // Pausing a paused VM asks nothing.
+    vm_request(&first, pause()).await;
+    assert_eq!(*ops.asked.lock().unwrap(), ["pause_vm"]);
+
+    // A restarted daemon's reconcile finds the VMM running and leaves the
+    // VM paused (its VMM still is).
+    let (_net2, again) = daemon(&f, &ops);
+    again.vms().reconcile().await;
+    assert_eq!(show(&again, "pz").await.state, VmState::Paused);
+
+    ops.asked.lock().unwrap().clear();
+    let VmResponse::Vm(r) = vm_request(&again, resume()).await else {
+        panic!("not a VM");
+    };
+    assert_eq!(r.state, VmState::Running);
+    assert_eq!(*ops.asked.lock().unwrap(), ["resume_vm"]);
+    vm_request(&again, resume()).await;
+    assert_eq!(*ops.asked.lock().unwrap(), ["resume_vm"]);
+
+    // The watchdog stops a paused VM whose VMM died, like a running one.
+    vm_request(&again, pause()).await;
+    ops.vmms.lock().unwrap().insert(vm.id.clone(), false);
+    again.vms().reap_dead_vmms().await;
+    let row = f.store.get_vm(&vm.id).unwrap().unwrap();
+    assert_eq!(row.state, VmState::Stopped);
+    assert!(row.state_reason.unwrap().contains("exited"));
+
+    // Neither applies to a stopped VM: refused, nothing asked.
+    ops.asked.lock().unwrap().clear();
+    for req in [pause(), resume()] {
+        let err = again
+            .vms()
+            .handle_vm(req, ProgressSink::discard())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidState, "{err:?}");
+        assert!(err.render().contains("it is stopped"), "{}", err.render());
+    }
+    assert!(ops.asked.lock().unwrap().is_empty());
 }
