@@ -1,0 +1,115 @@
+//! The lifecycle rows of issue #15's table that need no second boot, each
+//! against a baseline measured in the same run:
+//!
+//! * `no_boot_create_rm`: `vm create NAME --no-start --wait` + `vm rm NAME`
+//!   (reservation, both disks, guest files, row; then all of it freed),
+//!   against two `banger --json vm ls` calls (what any two CLI commands cost:
+//!   process start, connect, handshake, one store read).
+//! * `resume_ssh`: `vm resume NAME` + the first successful `vm ssh NAME --
+//!   true` of a VM paused for a second, against `vm ssh NAME -- true` on
+//!   the same VM running (one SSH handshake with the guest).
+
+use std::time::{Duration, Instant};
+
+use banger_testkit::NetNs;
+
+use super::Daemon;
+
+/// Iterations of each row.
+pub(crate) const ITERS: usize = 10;
+
+pub(crate) struct Samples {
+    pub subject: Vec<Duration>,
+    pub baseline: Vec<Duration>,
+    /// What the subject ran on (e.g. the root disk's snapshot backend).
+    pub note: String,
+}
+
+fn timed(f: impl FnOnce()) -> Duration {
+    let t = Instant::now();
+    f();
+    t.elapsed()
+}
+
+pub(crate) fn percentile(v: &[Duration], p: f64) -> Duration {
+    let mut s = v.to_vec();
+    s.sort();
+    if s.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((s.len() as f64 - 1.0) * p).round() as usize;
+    s[i.min(s.len() - 1)]
+}
+
+/// No-boot create + rm, against two `vm ls`.
+pub(crate) fn no_boot(ns: &NetNs, d: &Daemon) -> Samples {
+    let mut out = Samples {
+        subject: Vec::new(),
+        baseline: Vec::new(),
+        note: String::new(),
+    };
+    for i in 0..ITERS {
+        let name = format!("nb{i}");
+        out.subject.push(timed(|| {
+            let c = d.json(ns, &["vm", "create", &name, "--no-start", "--wait"]);
+            if out.note.is_empty() {
+                out.note = root_disk_kind(d, c["vm"]["id"].as_str().unwrap_or_default());
+            }
+            d.ok(ns, &["vm", "rm", &name]);
+        }));
+        out.baseline.push(timed(|| {
+            d.json(ns, &["vm", "ls"]);
+            d.json(ns, &["vm", "ls"]);
+        }));
+    }
+    out
+}
+
+fn ssh_until_ok(ns: &NetNs, d: &Daemon, name: &str) {
+    let t0 = Instant::now();
+    while !d
+        .banger(ns, &["vm", "ssh", name, "--", "true"])
+        .status
+        .success()
+    {
+        assert!(t0.elapsed() < Duration::from_secs(60), "ssh into {name}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Resume → SSH of the running VM `name`, against SSH alone.
+pub(crate) fn resume(ns: &NetNs, d: &Daemon, name: &str) -> Samples {
+    let mut out = Samples {
+        subject: Vec::new(),
+        baseline: Vec::new(),
+        note: String::new(),
+    };
+    for _ in 0..ITERS {
+        out.baseline.push(timed(|| ssh_until_ok(ns, d, name)));
+        d.ok(ns, &["vm", "pause", name]);
+        std::thread::sleep(Duration::from_secs(1));
+        out.subject.push(timed(|| {
+            d.ok(ns, &["vm", "resume", name]);
+            ssh_until_ok(ns, d, name);
+        }));
+    }
+    out
+}
+
+/// How the VM's root disk was made, from its directory: a dm-snapshot
+/// (`root.cow` over `root.origin`) or a file copy (`root.ext4`: a reflink
+/// or a sparse copy, on the state directory's filesystem).
+fn root_disk_kind(d: &Daemon, id: &str) -> String {
+    let dir = d.state().join(banger_proto::layout::VMS_DIR).join(id);
+    let fs = std::process::Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(d.state())
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|_| "?".into());
+    if dir.join("root.cow").exists() {
+        format!("dm-snapshot, state directory on {fs}")
+    } else {
+        format!("file copy of the root disk (reflink or sparse), state directory on {fs}")
+    }
+}
