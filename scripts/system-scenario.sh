@@ -19,7 +19,8 @@
 #    7. as OWNER: a listener in the guest shows up in vm ports
 #    8. banger system restart: the same VMM process runs on and is re-adopted
 #    9. SIGKILL of bangerd-root: systemd restarts it, the same VMM process
-#       runs on and is re-adopted (vm ssh, then vm stop through it)
+#       runs on and is re-adopted (vm ssh, vm pause and resume, then vm
+#       stop through it)
 #   10. as OWNER: vm rm
 #   11. banger system uninstall: no unit, binary, metadata, socket, link,
 #       nft table, loop device or owner process left
@@ -256,6 +257,12 @@ until [ "$(main_pid bangerd-root.service)" != 0 ] && [ "$(main_pid bangerd-root.
 done
 readopted "$(main_pid bangerd-root.service)" "a SIGKILL of bangerd-root"
 same_vmm "a SIGKILL of bangerd-root"
+# Pause and resume reach the adopted VMM through the new helper.
+[ "$(as_owner banger vm pause "$vm" --json | field .state)" = paused ] || die "vm pause did not pause $vm"
+kill -0 "$vmm_pid" 2>/dev/null || die "the VMM (pid $vmm_pid) died paused"
+[ "$(as_owner banger vm resume "$vm" --json | field .state)" = running ] || die "vm resume did not resume $vm"
+same_vmm "a pause and resume"
+ok "vm pause / vm resume through the restarted helper: $vm paused, resumed, reachable"
 # Stopping goes through the new helper's pidfd of the adopted process.
 as_owner banger vm stop "$vm" >/dev/null
 if kill -0 "$vmm_pid" 2>/dev/null; then die "vm stop left the VMM (pid $vmm_pid) running"; fi

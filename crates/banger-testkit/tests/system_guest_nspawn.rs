@@ -38,7 +38,7 @@ const OWNER: &str = "bangerowner";
 const CACHE_IN_CONTAINER: &str = "/var/cache/banger";
 const SCENARIO_IN_CONTAINER: &str = "/opt/banger/system-scenario.sh";
 /// `ok` lines the scenario prints when every step passed.
-const SCENARIO_CHECKS: usize = 11;
+const SCENARIO_CHECKS: usize = 12;
 
 fn scenario_script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/system-scenario.sh")
