@@ -271,12 +271,20 @@ impl VmService {
             VmState::Paused => return Ok(self.info(&vm)),
             _ => return Err(invalid_state(&vm, "pause")),
         }
-        self.privileged(PauseVm {
-            vm_id: vm.id.clone(),
-        })
-        .await
-        .map_err(|e| e.context(format!("pausing VM {name}")))?;
-        Ok(self.info(&self.set_state(&vm, VmState::Paused, None)?))
+        // Recorded before it is done: a daemon that dies in between leaves
+        // a running VM marked paused (a resume finds it running, and
+        // answers so), never a frozen one marked running.
+        let paused = self.set_state(&vm, VmState::Paused, None)?;
+        if let Err(e) = self
+            .privileged(PauseVm {
+                vm_id: vm.id.clone(),
+            })
+            .await
+        {
+            self.set_state(&paused, VmState::Running, None)?;
+            return Err(e.context(format!("pausing VM {name}")));
+        }
+        Ok(self.info(&paused))
     }
 
     /// paused → running. Resuming a running VM answers as it is.
@@ -294,8 +302,9 @@ impl VmService {
         Ok(self.info(&vm))
     }
 
-    /// Resume a paused VM's VMM and record it running; the caller holds
-    /// the VM lock.
+    /// Resume a paused VM's VMM and record it running (after it is done,
+    /// for the reason `pause_named` records first); the caller holds the
+    /// VM lock.
     async fn resume_vmm(&self, vm: &VmRow) -> Result<VmRow, RpcError> {
         self.privileged(ResumeVm {
             vm_id: vm.id.clone(),

@@ -441,6 +441,18 @@ async fn pause_and_resume_ask_the_executor_and_a_paused_vm_stays_paused_across_a
     vm_request(&again, resume()).await;
     assert_eq!(*ops.asked.lock().unwrap(), ["resume_vm"]);
 
+    // A pause the executor refuses leaves the VM running (it was marked
+    // paused for the call's duration only).
+    *ops.reachable.lock().unwrap() = false;
+    let err = again
+        .vms()
+        .handle_vm(pause(), ProgressSink::discard())
+        .await
+        .unwrap_err();
+    assert!(err.render().contains("pausing VM pz"), "{}", err.render());
+    assert_eq!(show(&again, "pz").await.state, VmState::Running);
+    *ops.reachable.lock().unwrap() = true;
+
     // The watchdog stops a paused VM whose VMM died, like a running one.
     vm_request(&again, pause()).await;
     ops.vmms.lock().unwrap().insert(vm.id.clone(), false);
