@@ -374,13 +374,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_vmm_may_run_while_starting_running_or_stopping() {
+    fn a_vmm_may_run_while_starting_running_paused_or_stopping() {
         let may: Vec<&str> = VmState::ALL
             .iter()
             .filter(|s| s.vmm_may_run())
             .map(|s| s.as_str())
             .collect();
-        assert_eq!(may, ["starting", "running", "stopping"]);
+        assert_eq!(may, ["starting", "running", "paused", "stopping"]);
     }
 
     #[test]
@@ -422,7 +422,7 @@ mod tests {
         }
         assert_eq!(
             words(VmState::ALL),
-            "created starting running stopping stopped failed"
+            "created starting running paused stopping stopped failed"
         );
         assert_eq!(words(OpState::ALL), "running succeeded failed");
         assert_eq!(words(OpKind::ALL), "vm.create vm.start");
@@ -432,11 +432,11 @@ mod tests {
             "dm_snapshot reflink sparse_copy"
         );
         assert_eq!(
-            "paused".parse::<VmState>().unwrap_err(),
-            "unknown VM state \"paused\", expected one of created, starting, running, \
-             stopping, stopped, failed"
+            "frozen".parse::<VmState>().unwrap_err(),
+            "unknown VM state \"frozen\", expected one of created, starting, running, \
+             paused, stopping, stopped, failed"
         );
-        assert!(serde_json::from_str::<VmState>(r#""paused""#).is_err());
+        assert!(serde_json::from_str::<VmState>(r#""frozen""#).is_err());
         assert_eq!(format!("[{:<9}]", VmState::Running), "[running  ]");
     }
 }

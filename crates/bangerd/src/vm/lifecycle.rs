@@ -259,21 +259,22 @@ impl VmService {
     }
 
     /// running → paused: the VMM stops running the guest's vCPUs; its
-    /// memory, address, tap and DNS name stay. Pausing a paused VM answers
-    /// as it is.
+    /// memory, address, tap and DNS name stay. Asked of the executor even
+    /// when the row says paused already (both ops are idempotent), so a
+    /// pause or resume is always the way out of a disagreement between
+    /// the row and the VMM.
     pub(super) async fn pause_named(&self, name: &str) -> Result<VmInfo, RpcError> {
         let vm = self.vm_by_name(name)?;
         let lock = self.lock_for(&vm.id);
         let _g = lock.lock().await;
         let vm = self.row(&vm.id)?;
-        match vm.state {
-            VmState::Running => {}
-            VmState::Paused => return Ok(self.info(&vm)),
-            _ => return Err(invalid_state(&vm, "pause")),
+        if !matches!(vm.state, VmState::Running | VmState::Paused) {
+            return Err(invalid_state(&vm, "pause"));
         }
-        // Recorded before it is done: a daemon that dies in between leaves
-        // a running VM marked paused (a resume finds it running, and
-        // answers so), never a frozen one marked running.
+        // Recorded before it is asked: whatever happens to the call (or to
+        // this daemon), the row errs towards `paused`, which a resume
+        // repairs whatever the VMM's state — never towards a frozen VM
+        // marked running, which nothing would (review s11 F1).
         let paused = self.set_state(&vm, VmState::Paused, None)?;
         if let Err(e) = self
             .privileged(PauseVm {
@@ -281,36 +282,46 @@ impl VmService {
             })
             .await
         {
-            self.set_state(&paused, VmState::Running, None)?;
-            return Err(e.context(format!("pausing VM {name}")));
+            // `invalid_state` and `bad_request` are refusals made before the
+            // VMM was touched (no VMM runs, or a stop of it is in flight):
+            // the VM is as it was. Anything else (a deadline, a lost
+            // helper, a VMM in another run state) may have paused it.
+            if matches!(e.code, ErrorCode::InvalidState | ErrorCode::BadRequest) {
+                self.set_state(&paused, vm.state, None)?;
+            }
+            return Err(e.context(format!(
+                "pausing VM {name} (if it does not answer, `banger vm resume {name}`)"
+            )));
         }
         Ok(self.info(&paused))
     }
 
-    /// paused → running. Resuming a running VM answers as it is.
+    /// paused → running; asked of the executor whatever the row says (see
+    /// [`Self::pause_named`]).
     pub(super) async fn resume_named(&self, name: &str) -> Result<VmInfo, RpcError> {
         let vm = self.vm_by_name(name)?;
         let lock = self.lock_for(&vm.id);
         let _g = lock.lock().await;
         let vm = self.row(&vm.id)?;
-        match vm.state {
-            VmState::Paused => {}
-            VmState::Running => return Ok(self.info(&vm)),
-            _ => return Err(invalid_state(&vm, "resume")),
+        if !matches!(vm.state, VmState::Running | VmState::Paused) {
+            return Err(invalid_state(&vm, "resume"));
         }
         let vm = self.resume_vmm(&vm).await?;
         Ok(self.info(&vm))
     }
 
-    /// Resume a paused VM's VMM and record it running (after it is done,
-    /// for the reason `pause_named` records first); the caller holds the
-    /// VM lock.
+    /// Resume a VM's VMM and record it running once that is done (until
+    /// then the row errs towards `paused`, as in [`Self::pause_named`]);
+    /// the caller holds the VM lock.
     async fn resume_vmm(&self, vm: &VmRow) -> Result<VmRow, RpcError> {
         self.privileged(ResumeVm {
             vm_id: vm.id.clone(),
         })
         .await
         .map_err(|e| e.context(format!("resuming VM {}", vm.name)))?;
+        if vm.state == VmState::Running {
+            return Ok(vm.clone());
+        }
         self.set_state(vm, VmState::Running, None)
     }
 
@@ -322,15 +333,30 @@ impl VmService {
     /// request and wait; the VMM is killed when the timeout runs out.
     async fn halt(&self, vm: &VmRow, timeout_secs: u32, kill: bool) -> Result<(), RpcError> {
         // A paused guest can neither answer SSH nor see a power button: it
-        // runs again first (a kill needs no guest).
+        // runs again first (a kill needs no guest). A resume that fails
+        // does not stop the stop: the executor's StopVm resumes the VMM
+        // itself before its power-off, and kills it after the timeout; only
+        // the SSH power-off, which a frozen guest cannot answer, is skipped
+        // (review s11 F6).
+        let mut frozen = false;
         let resumed;
         let vm = if vm.state == VmState::Paused && !kill {
-            resumed = self.resume_vmm(vm).await?;
-            &resumed
+            match self.resume_vmm(vm).await {
+                Ok(row) => {
+                    resumed = row;
+                    &resumed
+                }
+                Err(e) => {
+                    tracing::warn!(vm = %vm.name, error = %e.render(), "resume before the stop failed; stopping it as it is");
+                    frozen = true;
+                    vm
+                }
+            }
         } else {
             vm
         };
         if !kill
+            && !frozen
             && let Err(e) = self
                 .guest_exec(&vm.name, "sudo -n systemctl poweroff --no-block")
                 .await

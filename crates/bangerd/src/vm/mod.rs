@@ -149,6 +149,8 @@ impl VmService {
             | VmRequest::Kill { .. }
             | VmRequest::Restart { .. }
             | VmRequest::Remove { .. }
+            | VmRequest::Pause { .. }
+            | VmRequest::Resume { .. }
             | VmRequest::Set(_)) => {
                 // A lifecycle change runs to its end in a task of its own:
                 // a client that goes away drops this future, which must
@@ -163,10 +165,6 @@ impl VmService {
             VmRequest::Logs { name, lines } => VmResponse::Logs(self.logs(&name, lines)?),
             VmRequest::Ports { name } => VmResponse::Ports(self.ports(&name).await?),
             VmRequest::Stats { name } => VmResponse::Stats(self.stats(&name).await?),
-            // Quick and bounded (one QMP/API call in the executor): no task
-            // of its own is needed to keep the lock across a client's exit.
-            VmRequest::Pause { name } => VmResponse::Vm(self.pause_named(&name).await?),
-            VmRequest::Resume { name } => VmResponse::Vm(self.resume_named(&name).await?),
         };
         Ok(Response::Vm(r))
     }
@@ -191,6 +189,8 @@ impl VmService {
                 VmResponse::Removed { name }
             }
             VmRequest::Set(s) => VmResponse::Vm(self.set(s).await?),
+            VmRequest::Pause { name } => VmResponse::Vm(self.pause_named(&name).await?),
+            VmRequest::Resume { name } => VmResponse::Vm(self.resume_named(&name).await?),
             other => return Err(internal(format!("not a lifecycle change: {other:?}"))),
         })
     }

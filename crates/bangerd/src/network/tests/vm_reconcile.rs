@@ -35,6 +35,9 @@ struct WithVmms {
     asked: Mutex<Vec<&'static str>>,
     /// When set, a `KillVm` waits for a message on it before it answers.
     kill_gate: Mutex<Option<std::sync::mpsc::Receiver<()>>>,
+    /// When set, `PauseVm`/`ResumeVm` are refused as the executor refuses
+    /// them when no VMM runs (`invalid_state`, before touching anything).
+    refuse_vcpus: Mutex<bool>,
 }
 
 /// The pid a launch gets from the fake.
@@ -49,6 +52,7 @@ impl WithVmms {
             reachable: Mutex::new(reachable),
             asked: Mutex::default(),
             kill_gate: Mutex::default(),
+            refuse_vcpus: Mutex::default(),
         })
     }
 
@@ -110,7 +114,15 @@ impl PrivilegedOps for WithVmms {
                         .unwrap_or(false),
                 })
             }
-            VmOp::PauseVm(_) | VmOp::ResumeVm(_) => PrivOutcome::Done,
+            VmOp::PauseVm(_) | VmOp::ResumeVm(_) => {
+                if *self.refuse_vcpus.lock().unwrap() {
+                    return Err(RpcError::new(
+                        ErrorCode::InvalidState,
+                        "VM has no running VMM",
+                    ));
+                }
+                PrivOutcome::Done
+            }
             other => panic!("not expected here: {}", other.name()),
         };
         Ok((outcome, Vec::new()))
@@ -422,9 +434,10 @@ async fn pause_and_resume_ask_the_executor_and_a_paused_vm_stays_paused_across_a
     };
     assert_eq!(p.state, VmState::Paused);
     assert_eq!(*ops.asked.lock().unwrap(), ["pause_vm"]);
-    // Pausing a paused VM asks nothing.
+    // Pausing a paused VM asks again (idempotent there): a pause or resume
+    // is always the way out of a row that disagrees with its VMM.
     vm_request(&first, pause()).await;
-    assert_eq!(*ops.asked.lock().unwrap(), ["pause_vm"]);
+    assert_eq!(*ops.asked.lock().unwrap(), ["pause_vm", "pause_vm"]);
 
     // A restarted daemon's reconcile finds the VMM running and leaves the
     // VM paused (its VMM still is).
@@ -439,19 +452,36 @@ async fn pause_and_resume_ask_the_executor_and_a_paused_vm_stays_paused_across_a
     assert_eq!(r.state, VmState::Running);
     assert_eq!(*ops.asked.lock().unwrap(), ["resume_vm"]);
     vm_request(&again, resume()).await;
-    assert_eq!(*ops.asked.lock().unwrap(), ["resume_vm"]);
+    assert_eq!(*ops.asked.lock().unwrap(), ["resume_vm", "resume_vm"]);
 
-    // A pause the executor refuses leaves the VM running (it was marked
-    // paused for the call's duration only).
+    // A pause whose outcome is unknown (here the helper cannot be reached;
+    // likewise a deadline) leaves the row paused, which a resume repairs
+    // whatever the VMM did; a refusal made before the VMM was touched
+    // (no VMM runs) leaves it as it was.
     *ops.reachable.lock().unwrap() = false;
     let err = again
         .vms()
         .handle_vm(pause(), ProgressSink::discard())
         .await
         .unwrap_err();
-    assert!(err.render().contains("pausing VM pz"), "{}", err.render());
-    assert_eq!(show(&again, "pz").await.state, VmState::Running);
+    assert!(
+        err.render().contains("banger vm resume pz"),
+        "{}",
+        err.render()
+    );
+    assert_eq!(show(&again, "pz").await.state, VmState::Paused);
     *ops.reachable.lock().unwrap() = true;
+    vm_request(&again, resume()).await;
+    assert_eq!(show(&again, "pz").await.state, VmState::Running);
+    *ops.refuse_vcpus.lock().unwrap() = true;
+    let err = again
+        .vms()
+        .handle_vm(pause(), ProgressSink::discard())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidState, "{err:?}");
+    assert_eq!(show(&again, "pz").await.state, VmState::Running);
+    *ops.refuse_vcpus.lock().unwrap() = false;
 
     // The watchdog stops a paused VM whose VMM died, like a running one.
     vm_request(&again, pause()).await;
