@@ -194,6 +194,11 @@ pub struct SshTarget {
     pub known_hosts: String,
     /// Host key alias used in `known_hosts` (`NAME.vm`).
     pub host_key_alias: String,
+    /// The VM's SSH master socket (OpenSSH `ControlPath`), in a directory
+    /// of the daemon's user: the CLI shares it only when that user is its
+    /// own. Absent when the daemon keeps none for the VM.
+    #[serde(default)]
+    pub control_path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -91,12 +91,15 @@ impl Daemon {
         );
         let dns = Arc::new(DnsSlot::default());
         let vm_locks = Arc::new(VmLocks::default());
+        let vmms = Arc::new(crate::vm::VmmCache::default());
+        let ssh = Arc::new(crate::ssh_masters::SshMasters::new(&layout.runtime_dir));
         let workspaces = WorkspaceService::new(
             Arc::clone(&store),
             layout.clone(),
             config.clone(),
             Arc::clone(&vm_locks),
             std::env::var_os("HOME").map(PathBuf::from),
+            (Arc::clone(&ssh), Arc::clone(&vmms)),
         );
         let vms = VmService::new(VmServiceParts {
             store: Arc::clone(&store),
@@ -106,6 +109,8 @@ impl Daemon {
             network: Arc::clone(&network),
             dns: Arc::clone(&dns) as Arc<dyn VmDns>,
             vm_locks,
+            vmms,
+            ssh,
         });
         let flows = Flows::new(
             Arc::clone(&vms),
@@ -220,19 +225,19 @@ impl Daemon {
         }
     }
 
-    /// After a VM request: close the kept SSH masters of VMs it stopped,
-    /// restarted or removed (workspace `masters`).
+    /// After a VM request: end the SSH masters of VMs it stopped,
+    /// restarted or removed (`ssh_masters`).
     async fn sweep_ssh_masters(&self) {
-        let ws = Arc::clone(&self.workspaces);
-        if let Err(e) = tokio::task::spawn_blocking(move || ws.sweep_masters()).await {
+        let vms = Arc::clone(&self.vms);
+        if let Err(e) = tokio::task::spawn_blocking(move || vms.sweep_ssh_masters()).await {
             tracing::warn!(error = %e, "SSH master sweep failed");
         }
     }
 
     /// Close every kept SSH master (shutdown).
     pub async fn close_ssh_masters(&self) {
-        let ws = Arc::clone(&self.workspaces);
-        if let Err(e) = tokio::task::spawn_blocking(move || ws.close_masters()).await {
+        let vms = Arc::clone(&self.vms);
+        if let Err(e) = tokio::task::spawn_blocking(move || vms.close_ssh_masters()).await {
             tracing::warn!(error = %e, "closing SSH masters failed");
         }
     }

@@ -14,6 +14,7 @@ pub mod network;
 pub mod privileged;
 pub mod progress;
 pub mod server;
+pub mod ssh_masters;
 pub mod startup;
 pub mod store;
 pub mod vm;

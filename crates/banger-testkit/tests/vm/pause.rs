@@ -70,6 +70,23 @@ fn pause_resume_survive_a_daemon_restart_and_stop_gracefully() {
     let host = ok(&ns, &d, &["vm", "ssh", "pz", "--", "hostname"]);
     eprintln!("vm resume → SSH ok: {:?}", t.elapsed());
     assert_eq!(host.trim(), "pz");
+    // `vm ssh` opened the VM's SSH master (the CLI and the daemon are one
+    // user here); a pause keeps it, and the next session rides it.
+    let control = ok_json(&ns, &d, &["vm", "ssh", "pz"])["control_path"]
+        .as_str()
+        .expect("a control path")
+        .to_string();
+    let masters = pids_matching(&["ssh", &control]);
+    assert_eq!(masters.len(), 1, "{masters:?}");
+    ok(&ns, &d, &["vm", "pause", "pz"]);
+    ok(&ns, &d, &["vm", "resume", "pz"]);
+    let t = Instant::now();
+    ok(&ns, &d, &["vm", "ssh", "pz", "--", "true"]);
+    eprintln!(
+        "vm ssh over the kept master after a pause: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(pids_matching(&["ssh", &control]), masters, "a new master");
     assert_eq!(
         ok_json(&ns, &d, &["vm", "resume", "pz"])["state"],
         "running"
@@ -84,6 +101,9 @@ fn pause_resume_survive_a_daemon_restart_and_stop_gracefully() {
     assert!(stopped["state_reason"].is_null(), "{stopped}");
     assert!(t.elapsed() < Duration::from_secs(55), "{:?}", t.elapsed());
     assert!(vmm_pids(&id).is_empty());
+    // The stop ended the VM's master.
+    assert_eq!(pids_matching(&["ssh", &control]), Vec::<u32>::new());
+    assert!(!std::path::Path::new(&control).exists());
     let (_, code, msg) = fails(&ns, &d, &["vm", "pause", "pz"]);
     assert_eq!(code, "invalid_state", "{msg}");
     assert!(msg.contains("stopped"), "{msg}");

@@ -425,18 +425,12 @@ fn workspace_round_trip() {
     );
     assert_eq!(code, "bad_request", "{msg}");
 
-    // The VM's kept SSH master lives in the runtime dir; `vm rm` ends it:
-    // its socket goes, and no ssh process holds it.
-    let id = ok_json(&ns, &d, &["vm", "show", "ws"])["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let control = d.socket.parent().unwrap().join("ssh").join(&id);
-    assert!(
-        control.exists(),
-        "no kept SSH master at {}",
-        control.display()
-    );
+    // The VM's SSH master lives in the runtime dir (`vm ssh --json` names
+    // it); `vm rm` ends it: its socket goes, and no ssh process holds it.
+    let target = ok_json(&ns, &d, &["vm", "ssh", "ws"]);
+    let control = std::path::PathBuf::from(target["control_path"].as_str().unwrap());
+    assert!(control.starts_with(d.socket.parent().unwrap().join("ssh")));
+    assert!(control.exists(), "no SSH master at {}", control.display());
     let master = control.to_str().unwrap();
     assert!(!pids_matching(&["ssh", master]).is_empty());
     ok(&ns, &d, &["vm", "rm", "ws"]);

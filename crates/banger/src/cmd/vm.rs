@@ -240,7 +240,15 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
         && !settings.json
     {
         check_ssh_target(t)?;
-        let cmd = Cmd::new("ssh")
+        let mut cmd = Cmd::new("ssh");
+        if let Some(path) = shared_master(t) {
+            cmd = cmd
+                .args(["-o", "ControlMaster=auto", "-o"])
+                .arg(format!("ControlPath={path}"))
+                .arg("-o")
+                .arg(format!("ControlPersist={SSH_MASTER_KEEP_SECS}"));
+        }
+        let cmd = cmd
             .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
             .arg("-o")
             .arg(format!("UserKnownHostsFile={}", t.known_hosts))
@@ -501,6 +509,31 @@ fn check_ssh_target(t: &banger_proto::vm::SshTarget) -> Result<(), CliError> {
     Ok(())
 }
 
+/// How long a master `vm ssh` opens outlives its last session (the
+/// daemon's own masters keep the same time, `bangerd::ssh_masters`).
+const SSH_MASTER_KEEP_SECS: u32 = 300;
+
+/// The daemon's SSH master socket for this VM, when `vm ssh` may share it:
+/// a plain path (no `%` expansions, no spaces or quotes ssh would parse)
+/// in a directory that is this process's own user's, not a symlink, and
+/// closed to everyone else. So `sudo banger vm ssh` (root) never hands its
+/// terminal to a master the owner's daemon runs, and a daemon cannot point
+/// the CLI at anyone else's socket.
+fn shared_master(t: &banger_proto::vm::SshTarget) -> Option<&str> {
+    use std::os::unix::fs::MetadataExt as _;
+    let path = t.control_path.as_deref()?;
+    let plain = path.starts_with('/')
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-'))
+        && !path.split('/').any(|c| c == "..");
+    let dir = std::path::Path::new(path).parent()?;
+    let own = std::fs::symlink_metadata(dir).is_ok_and(|m| {
+        m.is_dir() && m.uid() == rustix::process::geteuid().as_raw() && m.mode() & 0o077 == 0
+    });
+    (plain && own).then_some(path)
+}
+
 #[cfg(test)]
 mod ssh_target_tests {
     use super::*;
@@ -514,7 +547,39 @@ mod ssh_target_tests {
             identity: "/home/dev/.config/banger/ssh/id_ed25519".into(),
             known_hosts: "/var/lib/banger/ssh/known_hosts".into(),
             host_key_alias: "dev.vm".into(),
+            control_path: None,
         }
+    }
+
+    /// The CLI shares the daemon's SSH master only in a directory of its
+    /// own user closed to others, and only through a plain path.
+    #[test]
+    fn a_master_is_shared_only_in_the_callers_own_closed_directory() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("ssh");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let mut t = target();
+        let path = dir.join("0123456789abcdef.42").display().to_string();
+        t.control_path = Some(path.clone());
+        assert_eq!(shared_master(&t), Some(path.as_str()));
+        // Open to others: not shared.
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(shared_master(&t), None);
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        // A symlinked directory: not shared.
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&dir, &link).unwrap();
+        t.control_path = Some(link.join("0123456789abcdef.42").display().to_string());
+        assert_eq!(shared_master(&t), None);
+        // ssh would expand `%` and split on spaces: not shared.
+        for odd in ["%h", "a b", "..", "x'y"] {
+            t.control_path = Some(format!("{}/{odd}", dir.display()));
+            assert_eq!(shared_master(&t), None, "{odd}");
+        }
+        t.control_path = None;
+        assert_eq!(shared_master(&t), None);
     }
 
     /// Issue #13 finding 12: a daemon-supplied user name like

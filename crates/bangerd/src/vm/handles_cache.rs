@@ -29,7 +29,7 @@ use banger_proto::vmops::VmmState;
 
 /// VM id → the executor's last answer about its running VMM.
 #[derive(Debug, Default)]
-pub(super) struct VmmCache(Mutex<HashMap<String, VmmState>>);
+pub struct VmmCache(Mutex<HashMap<String, VmmState>>);
 
 impl VmmCache {
     fn table(&self) -> MutexGuard<'_, HashMap<String, VmmState>> {
@@ -56,7 +56,7 @@ impl VmmCache {
     }
 
     /// The pid of the VM's VMM, as the executor last reported it running.
-    pub(super) fn pid(&self, vm_id: &str) -> Option<u32> {
+    pub fn pid(&self, vm_id: &str) -> Option<u32> {
         self.table().get(vm_id).and_then(|s| s.pid)
     }
 

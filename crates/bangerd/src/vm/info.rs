@@ -1,5 +1,6 @@
 //! Read-only views of VMs: ls/show, ssh target, console logs, ports, stats.
 
+use crate::ssh_masters::SshMasters;
 use banger_proto::privops::VmmStatus;
 use std::sync::Arc;
 use std::time::Duration;
@@ -75,7 +76,34 @@ impl VmService {
                 .to_string(),
             known_hosts: self.layout.known_hosts.display().to_string(),
             host_key_alias: format!("{}.vm", vm.name),
+            control_path: self
+                .vmms
+                .pid(&vm.id)
+                .and_then(|pid| self.ssh.path(&vm.id, pid))
+                .map(|p| p.display().to_string()),
         })
+    }
+
+    /// End the SSH masters that are not the current one of a running or
+    /// paused VM (`crate::ssh_masters`): after every VM request, whatever
+    /// it stopped, restarted or removed.
+    pub fn sweep_ssh_masters(&self) {
+        let Ok(vms) = self.store.list_vms() else {
+            return;
+        };
+        let live: Vec<(String, u32)> = vms
+            .into_iter()
+            .filter(|v| matches!(v.state, VmState::Running | VmState::Paused))
+            .filter_map(|v| Some((v.id.clone(), self.vmms.pid(&v.id)?)))
+            .collect();
+        self.ssh.sweep(&SshMasters::live(
+            live.iter().map(|(id, pid)| (id.as_str(), *pid)),
+        ));
+    }
+
+    /// End every SSH master (daemon shutdown).
+    pub fn close_ssh_masters(&self) {
+        self.ssh.close_all();
     }
 
     pub(super) fn logs(&self, name: &str, lines: u32) -> Result<VmLogs, RpcError> {

@@ -24,6 +24,7 @@ mod console;
 mod create;
 mod guest;
 mod handles_cache;
+pub use handles_cache::VmmCache;
 mod info;
 mod lifecycle;
 mod ops;
@@ -49,6 +50,7 @@ pub(crate) use info::not_running;
 pub use ops::OpRegistry;
 
 pub use crate::locks::VmLocks;
+use crate::ssh_masters::SshMasters;
 
 /// How VmService publishes and withdraws `NAME.vm` records; implemented by
 /// the daemon over its DNS server (which may not be running).
@@ -78,7 +80,9 @@ pub struct VmService {
     unsettled: std::sync::Mutex<std::collections::BTreeSet<String>>,
     /// Each VM's VMM as the executor last reported it running
     /// (`handles_cache`): what `vm ls` and `vm show` read.
-    vmms: handles_cache::VmmCache,
+    vmms: Arc<VmmCache>,
+    /// Each running VM's SSH master (`crate::ssh_masters`).
+    ssh: Arc<SshMasters>,
     /// Each running VM's recent samples (`stats`).
     stats: stats::StatsHistory,
     ops: OpRegistry,
@@ -94,6 +98,9 @@ pub struct VmServiceParts {
     pub network: Arc<HostNetwork>,
     pub dns: Arc<dyn VmDns>,
     pub vm_locks: Arc<VmLocks>,
+    /// Shared with the workspace service, which keys SSH masters by VMM.
+    pub vmms: Arc<VmmCache>,
+    pub ssh: Arc<SshMasters>,
 }
 
 impl VmService {
@@ -106,6 +113,8 @@ impl VmService {
             network,
             dns,
             vm_locks,
+            vmms,
+            ssh,
         } = parts;
         let caps = Arc::new(capability::Capabilities::new(vec![
             Box::new(capability::WorkDisk(Arc::clone(&privileged))),
@@ -124,7 +133,8 @@ impl VmService {
             vm_locks,
             create_mu: tokio::sync::Mutex::new(()),
             unsettled: std::sync::Mutex::default(),
-            vmms: handles_cache::VmmCache::default(),
+            vmms,
+            ssh,
             stats: stats::StatsHistory::default(),
         })
     }

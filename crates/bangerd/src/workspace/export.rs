@@ -44,7 +44,7 @@ impl WorkspaceService {
         req: &ExportWorkspace,
         emit: &Emit,
     ) -> Result<ExportReport, RpcError> {
-        let g = &self.masters.connect(&vm.id, &vm.boot, &vm.guest)?;
+        let g = &self.connect(vm)?;
         let dir = self.vm_dir(&vm.id);
         let rec = record::load(&dir)?.ok_or_else(|| {
             RpcError::new(

@@ -18,8 +18,8 @@ pub struct Guest {
     pub identity: PathBuf,
     pub known_hosts: PathBuf,
     /// An SSH control socket its connections share (see
-    /// [`Guest::multiplexed`] and `masters`); `None` for one connection per
-    /// call.
+    /// [`Guest::multiplexed`] and `crate::ssh_masters`); `None` for one
+    /// connection per call.
     pub control: Option<Control>,
 }
 
@@ -32,13 +32,13 @@ pub struct Control {
 }
 
 /// A guest whose connections ride one SSH master. One operation's own
-/// master ([`Guest::multiplexed`]) exits when this is dropped; a master
-/// kept for the VM (`masters`) stays for the next operation.
+/// master ([`Guest::multiplexed`]) exits when this is dropped; the VM's
+/// master (`crate::ssh_masters`) stays for the next operation.
 pub struct Multiplexed {
     guest: Guest,
-    /// The operation's own control directory; `None` for a kept master.
+    /// The operation's own control directory; `None` for the VM's master.
     own: Option<tempfile::TempDir>,
-    /// Whether a master kept from an earlier operation answered.
+    /// Whether the VM's master answered before the operation began.
     pub reused: bool,
 }
 
@@ -96,19 +96,11 @@ impl Guest {
         })
     }
 
-    /// `ssh -O COMMAND` on the control socket (`check`: does a master
-    /// answer; `exit`: end it). False when there is none or it failed.
-    pub fn control_command(&self, command: &str) -> bool {
-        let Some(c) = &self.control else {
-            return false;
-        };
-        let cmd = Cmd::new("ssh")
-            .args(["-F", "/dev/null", "-o"])
-            .arg(format!("ControlPath={}", c.path.display()))
-            .args(["-O", command])
-            .arg(self.login())
-            .timeout(Duration::from_secs(10));
-        Runner.output(&cmd).is_ok_and(|o| o.status.success())
+    /// `ssh -O COMMAND` on the control socket, if any.
+    fn control_command(&self, command: &str) -> bool {
+        self.control
+            .as_ref()
+            .is_some_and(|c| crate::ssh_masters::control(&c.path, command))
     }
 
     fn ssh_options(&self) -> Vec<String> {

@@ -22,7 +22,6 @@
 mod export;
 mod files;
 mod guest;
-mod masters;
 mod record;
 pub mod repo;
 
@@ -42,11 +41,13 @@ use crate::config::Config;
 use crate::layout::Layout;
 use crate::locks::VmLocks;
 use crate::server::ProgressSink;
+use crate::ssh_masters::SshMasters;
 use crate::store::{Store, VmState};
+use crate::vm::VmmCache;
 
 use export::parse_fields;
 pub use files::{FILE_SYNC_MAX_BYTES, Home};
-use guest::{Guest, sh_quote};
+use guest::{Control, Guest, Multiplexed, sh_quote};
 use record::Record;
 
 /// Below the guest user's home: one file per workspace directory, holding
@@ -85,22 +86,20 @@ pub struct WorkspaceService {
     /// The owner's home (`$HOME` of the daemon): file_sync and public keys
     /// are read beneath it; `None` disables both.
     owner_home: Option<PathBuf>,
-    /// One SSH master kept per running VM (`masters`).
-    masters: masters::Masters,
+    /// Where each running VM's SSH master lives (`crate::ssh_masters`).
+    ssh: Arc<SshMasters>,
+    /// Each VM's VMM as the VM service last saw it running: a master is
+    /// one VMM's (one boot's).
+    vmms: Arc<VmmCache>,
 }
 
 /// What prepare/export read under the VM lock.
 struct VmSnapshot {
     id: String,
-    /// This boot of the VM (`boot_key`): a kept SSH master serves one boot.
-    boot: String,
+    /// Its VMM's pid, when the VM service knows it: the key of the VM's
+    /// SSH master.
+    pid: Option<u32>,
     guest: Guest,
-}
-
-/// What tells one boot of a VM from the next: its address and the time of
-/// its last state change (every start sets it).
-fn boot_key(ip: std::net::Ipv4Addr, updated_at: i64) -> String {
-    format!("{ip}@{updated_at}")
 }
 
 impl WorkspaceService {
@@ -110,6 +109,7 @@ impl WorkspaceService {
         config: Config,
         vm_locks: Arc<VmLocks>,
         owner_home: Option<PathBuf>,
+        ssh: (Arc<SshMasters>, Arc<VmmCache>),
     ) -> Arc<WorkspaceService> {
         Arc::new(WorkspaceService {
             store,
@@ -117,30 +117,29 @@ impl WorkspaceService {
             vm_locks,
             workspace_locks: Mutex::new(HashMap::new()),
             owner_home: owner_home.filter(|h| h.is_absolute()),
-            masters: masters::Masters::new(&layout.runtime_dir),
             layout,
+            ssh: ssh.0,
+            vmms: ssh.1,
         })
     }
 
-    /// Close the kept SSH masters of VMs that stopped, restarted or are
-    /// gone (after every VM request; a no-op when none is kept).
-    pub fn sweep_masters(&self) {
-        if !self.masters.any() {
-            return;
-        }
-        self.masters.sweep(|id| {
-            let vm = self.store.get_vm(id).ok().flatten()?;
-            if vm.state != VmState::Running {
-                return None;
+    /// `vm`'s guest with every connection of the operation riding the VM's
+    /// SSH master (`crate::ssh_masters`), opened by the first connection
+    /// unless one answers already; a master of the operation's own when
+    /// the VM's cannot be used.
+    fn connect(&self, vm: &VmSnapshot) -> Result<Multiplexed, RpcError> {
+        match vm.pid.and_then(|pid| self.ssh.path(&vm.id, pid)) {
+            Some(path) => {
+                let reused = crate::ssh_masters::control(&path, "check");
+                let mut g = vm.guest.clone();
+                g.control = Some(Control {
+                    path,
+                    persist_secs: crate::ssh_masters::KEEP_SECS,
+                });
+                Ok(Multiplexed::kept(g, reused))
             }
-            let lease = self.store.get_lease(id).ok().flatten()?;
-            Some(boot_key(lease.ip, vm.updated_at))
-        });
-    }
-
-    /// Close every kept SSH master (daemon shutdown).
-    pub fn close_masters(&self) {
-        self.masters.close_all();
+            None => vm.guest.multiplexed(),
+        }
     }
 
     pub async fn handle(
@@ -209,7 +208,7 @@ impl WorkspaceService {
             .ok_or_else(|| internal(format!("VM {name} has no lease")))?;
         Ok(VmSnapshot {
             id: vm.id.clone(),
-            boot: boot_key(lease.ip, vm.updated_at),
+            pid: self.vmms.pid(&vm.id),
             guest: Guest {
                 name: vm.name.clone(),
                 ip: lease.ip,
@@ -295,7 +294,7 @@ impl WorkspaceService {
         emit: &Emit,
     ) -> Result<PrepareReport, RpcError> {
         let started = Instant::now();
-        let g = &self.masters.connect(&vm.id, &vm.boot, &vm.guest)?;
+        let g = &self.connect(vm)?;
         let dir = self.vm_dir(&vm.id);
         let previous = record::load(&dir)?.filter(|r| r.repo == snap.root);
         let guest_dir = self.choose_guest_dir(g, &snap, previous.as_ref(), force)?;
