@@ -101,12 +101,14 @@ pub(crate) fn resume(ns: &NetNs, d: &Daemon, name: &str) -> Samples {
 /// or a sparse copy, on the state directory's filesystem).
 fn root_disk_kind(d: &Daemon, id: &str) -> String {
     let dir = d.state().join(banger_proto::layout::VMS_DIR).join(id);
-    let fs = std::process::Command::new("stat")
-        .args(["-f", "-c", "%T"])
-        .arg(d.state())
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|_| "?".into());
+    let fs = match rustix::fs::statfs(d.state()).map(|s| s.f_type as u64) {
+        Ok(0xEF53) => "ext4".to_string(),
+        Ok(0x5846_5342) => "xfs".to_string(),
+        Ok(0x9123_683E) => "btrfs".to_string(),
+        Ok(0x0102_1994) => "tmpfs".to_string(),
+        Ok(other) => format!("a filesystem of type {other:#x}"),
+        Err(e) => format!("an unknown filesystem ({e})"),
+    };
     if dir.join("root.cow").exists() {
         format!("dm-snapshot, state directory on {fs}")
     } else {
