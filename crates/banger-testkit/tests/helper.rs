@@ -95,10 +95,15 @@ fn malformed_input_is_refused_and_the_helper_keeps_serving() {
         "helper speaks {}",
         banger_proto::privops::PRIV_PROTOCOL_VERSION
     );
-    // A newer client's hello, whatever the current protocol is.
+    // A newer client's hello, whatever the current protocol is, and an
+    // older one's (a daemon not yet upgraded).
     let newer = format!(
         "hello-priv={}",
         banger_proto::privops::PRIV_PROTOCOL_VERSION + 1
+    );
+    let older = format!(
+        "hello-priv={}",
+        banger_proto::privops::PRIV_PROTOCOL_VERSION - 1
     );
     let cases: &[(&[&str], &str, &str)] = &[
         (
@@ -110,6 +115,11 @@ fn malformed_input_is_refused_and_the_helper_keeps_serving() {
         (&[PROBE_DEVICE, "eof"], "bad_request", "expected hello"),
         (
             &[newer.as_str(), "eof"],
+            "protocol_mismatch",
+            speaks.as_str(),
+        ),
+        (
+            &[older.as_str(), "eof"],
             "protocol_mismatch",
             speaks.as_str(),
         ),

@@ -222,7 +222,7 @@ impl<C: VmmControl> RunningVmm for Adopted<C> {
     fn kill(&mut self) -> Result<(), VmmError> {
         let (pid, pidfd) = (self.found.pid, &self.found.pidfd);
         let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
-        if pidfd_exited(pidfd, Duration::from_secs(5)) {
+        if pidfd_exited(pidfd, KILL_WAIT) {
             return Ok(());
         }
         Err(VmmError::StillRunning {
@@ -239,6 +239,11 @@ impl<C: VmmControl> RunningVmm for Adopted<C> {
         self.set_vcpus(Vcpus::Running)
     }
 }
+
+/// How long a VMM signalled through its pidfd gets to be seen exited
+/// before it is [`VmmError::StillRunning`] (a spawned one is waited for
+/// less: its reaper says sooner).
+pub const KILL_WAIT: Duration = Duration::from_secs(5);
 
 /// How long a VMM whose control call failed gets to be seen exited (its
 /// sockets close before its pidfd says so): the call's error is then

@@ -4,6 +4,8 @@
 use std::io::Write as _;
 use std::os::unix::net::UnixListener;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -58,6 +60,87 @@ pub fn serve(path: &Path, reply: Reply) -> JoinHandle<()> {
             }
         }
     })
+}
+
+/// A Firecracker API stand-in serving `path` from threads of this
+/// process: each request (one per connection) is answered `delay` after
+/// its head came in, `GET /` by an `InstanceInfo` saying `Paused`, any
+/// other by `204`. It serves until dropped.
+pub struct StallingApi {
+    path: std::path::PathBuf,
+    seen: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl StallingApi {
+    pub fn serve(path: &Path, delay: Duration) -> StallingApi {
+        let listener = UnixListener::bind(path).unwrap();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (log, done) = (Arc::clone(&seen), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if done.load(Ordering::SeqCst) {
+                    return;
+                }
+                let (Ok(conn), log) = (conn, Arc::clone(&log)) else {
+                    return;
+                };
+                std::thread::spawn(move || answer_late(conn, delay, &log));
+            }
+        });
+        StallingApi {
+            path: path.to_path_buf(),
+            seen,
+            stop,
+        }
+    }
+
+    /// The request lines seen so far (`PATCH /vm`), in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for StallingApi {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accepting thread, which then ends.
+        let _ = std::os::unix::net::UnixStream::connect(&self.path);
+    }
+}
+
+/// Read one request's head from `conn`, note its request line in `seen`,
+/// and answer it after `delay`.
+fn answer_late(
+    mut conn: std::os::unix::net::UnixStream,
+    delay: Duration,
+    seen: &Mutex<Vec<String>>,
+) {
+    use std::io::Read as _;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&head);
+    let line = head.lines().next().unwrap_or_default();
+    let call: Vec<&str> = line.split(' ').take(2).collect();
+    seen.lock().unwrap().push(call.join(" "));
+    std::thread::sleep(delay);
+    let answer = if line.starts_with("GET") {
+        let body = r#"{"app_name":"Firecracker","id":"x","state":"Paused","vmm_version":"1.16.1"}"#;
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        "HTTP/1.1 204 No Content\r\n\r\n".to_string()
+    };
+    let _ = conn.write_all(answer.as_bytes());
 }
 
 /// Run `f` on a thread and wait at most `limit` for its result; `None`

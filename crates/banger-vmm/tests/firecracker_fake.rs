@@ -93,8 +93,24 @@ fn launch_sends_the_sequence_and_a_graceful_shutdown_ends_the_process() {
     assert_eq!(outcome, Shutdown::Graceful("exit status: 0".into()));
     assert!(!alive(pid));
     assert!(!spec.api_socket().exists());
-    let last = read_record(dir.path()).pop().unwrap();
-    assert_eq!(last["body"], json!({"action_type": "SendCtrlAltDel"}));
+    // The resume is sent whatever the state (no `GET /` first), then
+    // the keys.
+    let record = read_record(dir.path());
+    let last: Vec<_> = record[record.len() - 2..]
+        .iter()
+        .map(|r| (r["method"].clone(), r["path"].clone(), r["body"].clone()))
+        .collect();
+    assert_eq!(
+        last,
+        [
+            (json!("PATCH"), json!("/vm"), json!({"state": "Resumed"})),
+            (
+                json!("PUT"),
+                json!("/actions"),
+                json!({"action_type": "SendCtrlAltDel"})
+            ),
+        ]
+    );
     assert!(matches!(vm.status().unwrap(), VmStatus::Exited(_)));
 }
 

@@ -424,7 +424,9 @@ fn check_config(cfg: &Value, spec: &LaunchSpec) {
 /// Issue #15 item 3 with the real binary, jailed as the executor runs it:
 /// past `InstanceStart` the instance is paused (`PATCH /vm` `Paused`;
 /// `GET /` then says `Paused`) and resumed (`Running`), each twice (the
-/// second changes nothing and still succeeds), and so it is through an
+/// second changes nothing and still succeeds: a stop's `PATCH /vm`
+/// `Resumed`, sent whatever the state, is taken by a running instance
+/// too), and so it is through an
 /// adopted handle's API client. A shutdown of a paused
 /// instance resumes it before `SendCtrlAltDel` (Firecracker's own log
 /// has the two requests in that order). Once it is gone a pause is

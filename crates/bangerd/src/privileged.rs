@@ -206,7 +206,7 @@ impl HelperError {
 /// How long `BuildDebianImage` may take (the helper's own limit is an hour).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(3700);
 /// Beyond a `StopVm`'s own timeout: the kill and the answer.
-const STOP_MARGIN: Duration = Duration::from_secs(30);
+const STOP_MARGIN: Duration = Duration::from_secs(banger_proto::privops::STOP_OVERHEAD_MAX_SECS);
 
 /// System-mode adapter: one short connection per operation, so a restarted
 /// helper is picked up without any reconnect logic.

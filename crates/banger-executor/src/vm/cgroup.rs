@@ -47,7 +47,7 @@ const OLD_HELPER: &str = "helper";
 /// The controllers a VM's cgroup is given, where the delegated cgroup has them.
 pub const CONTROLLERS: [&str; 3] = VmCgroups::CONTROLLERS;
 /// How long a killed cgroup gets to empty before `rmdir`.
-const EMPTY_WAIT: Duration = Duration::from_secs(2);
+pub(super) const EMPTY_WAIT: Duration = Duration::from_secs(2);
 /// `cpu.max`'s period, in microseconds.
 const CPU_PERIOD: u64 = 100_000;
 

@@ -7,34 +7,70 @@
 //! there (running, with its readiness), nothing re-adopts it from the
 //! journal, a launch or disk operation is refused as for any running VMM,
 //! a second pause or resume is refused, and a stop or kill waits for the
-//! call to give the VMM back ([`VmHost::await_pause`]).
+//! call to give the VMM back ([`VmHost::stop_during_pause`]).
 
 use std::os::fd::OwnedFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use banger_proto::privops::STOP_OVERHEAD_MAX_SECS;
 use banger_proto::vmops::{VmStopped, VmmKind, VmmState};
 use banger_vmm::VmmError;
-use banger_vmm::driver::Vcpus;
+use banger_vmm::driver::{KILL_WAIT, Vcpus};
+use banger_vmm::firecracker::DEFAULT_REQUEST_TIMEOUT;
 use banger_vmm::ready::{Readiness, Seen};
 
 use super::error::{VmOpError, io};
 use super::validate;
+use super::vmm_table::ForStop;
 use super::{Held, VmHost};
 
-/// How long a stop waits for a pause or resume in flight: past the
-/// drivers' own deadlines (QEMU: three QMP exchanges of 2 s; Firecracker:
-/// two API requests of 10 s).
+/// The most a stop waits for a pause or resume in flight: past the
+/// drivers' own deadlines (QEMU: four QMP exchanges of 2 s, the greeting,
+/// `qmp_capabilities`, `stop` or `cont` and `query-status`; Firecracker:
+/// two API requests of 10 s, 2 s for an adopted one; each then 200 ms
+/// for an exited VMM to be seen gone).
 const PAUSE_WAIT: Duration = Duration::from_secs(30);
+
+// A stop's longest paths beyond its timeout: the pause waited for past it
+// (then the kill and forgetting the VMM), or asking the guest to power
+// off (a Firecracker API deadline; QEMU's four QMP exchanges are 8 s)
+// with the same two after it. Both within what the protocol promises.
+const _: () = {
+    let after = KILL_WAIT.as_secs() + super::cgroup::EMPTY_WAIT.as_secs();
+    assert!(PAUSE_WAIT.as_secs() + after < STOP_OVERHEAD_MAX_SECS);
+    assert!(DEFAULT_REQUEST_TIMEOUT.as_secs() + after < STOP_OVERHEAD_MAX_SECS);
+};
 
 /// A VMM a pause or resume took out of the table.
 #[derive(Debug)]
 pub(super) struct Pausing {
-    vmm: VmmKind,
-    pid: u32,
-    pidfd: Arc<OwnedFd>,
+    found: InPause,
     adopted: bool,
     readiness: Option<Arc<Readiness>>,
+}
+
+impl Pausing {
+    pub(super) fn pid(&self) -> u32 {
+        self.found.pid
+    }
+    pub(super) fn start_time(&self) -> u64 {
+        self.found.start_time
+    }
+    /// What a stop that finds it here keeps of it.
+    pub(super) fn found(&self) -> InPause {
+        self.found.clone()
+    }
+}
+
+/// The VMM a pause or resume has, as a stop that found it there keeps it:
+/// its kind, pid, start time as journaled, and a pidfd of it.
+#[derive(Debug, Clone)]
+pub(super) struct InPause {
+    vmm: VmmKind,
+    pid: u32,
+    start_time: u64,
+    pidfd: Arc<OwnedFd>,
 }
 
 impl VmHost {
@@ -69,9 +105,9 @@ impl VmHost {
             }
             let mut pausing = self.pausing.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(p) = pausing.get(vm_id) {
-                return Err(busy(p.pid, "paused or resumed"));
+                return Err(busy(p.pid(), "paused or resumed"));
             }
-            let Some((p, _)) = procs.get(vm_id) else {
+            let Some((p, start_time)) = procs.get(vm_id) else {
                 return Err(not_running());
             };
             let pidfd = p.pidfd().try_clone_to_owned().map_err(io(
@@ -81,9 +117,12 @@ impl VmHost {
             pausing.insert(
                 vm_id.to_string(),
                 Pausing {
-                    vmm: p.kind(),
-                    pid: p.pid(),
-                    pidfd: Arc::new(pidfd),
+                    found: InPause {
+                        vmm: p.kind(),
+                        pid: p.pid(),
+                        start_time: *start_time,
+                        pidfd: Arc::new(pidfd),
+                    },
                     adopted: p.adopted(),
                     readiness: p.readiness(),
                 },
@@ -128,8 +167,8 @@ impl VmHost {
         Some(VmmState {
             vm_id: vm_id.to_string(),
             running: true,
-            pid: Some(p.pid),
-            vmm: Some(p.vmm),
+            pid: Some(p.found.pid),
+            vmm: Some(p.found.vmm),
             adopted: p.adopted,
             ready: p.readiness.as_ref().map(|r| r.seen() == Seen::Ready),
             start_time: None,
@@ -152,72 +191,67 @@ impl VmHost {
         }
     }
 
-    /// A stop or kill that found the VMM taken by a pause or resume: a
-    /// kill signals it at once (through the pause's pidfd: its QMP or API
-    /// call then ends), then either waits for the call to give the VMM
-    /// back and stops it from the table (a paused one is resumed by its
-    /// driver's shutdown). `again` is false on that second try: a pause
-    /// that took it once more is refused (after a kill's signal), not
-    /// waited for in a loop.
+    /// A stop or kill that found the VMM `found` taken by a pause or
+    /// resume. A stop waits for the call to give it back, within its own
+    /// timeout; a kill does not wait, and a stop whose timeout ran out
+    /// first kills too: SIGKILL through the pidfd kept (the call then ends
+    /// on its closed connection, or by its own deadlines), then the call
+    /// is waited for at most [`PAUSE_WAIT`] more. Only that very VMM (pid
+    /// and start time) is then stopped, with what is left of the timeout:
+    /// from the table when the table holds it again; refused
+    /// ([`VmOpError::Busy`]) when another pause or resume took it
+    /// meanwhile and this stop has not killed it; otherwise through its
+    /// pidfd, so a VMM of the VM launched meanwhile is never touched
+    /// (review s11, F8). It was running when its pidfd said so as the stop
+    /// came, whatever the stop did.
     pub(super) fn stop_during_pause(
         &self,
         vm_id: &str,
+        found: InPause,
         timeout: Duration,
         kill: bool,
-        again: bool,
     ) -> Result<VmStopped, VmOpError> {
-        if kill {
-            self.signal_pausing(vm_id);
+        let asked = Instant::now();
+        let ran = !banger_vmm::driver::pidfd_exited(&*found.pidfd, Duration::ZERO);
+        let killed = kill || !self.await_pause(vm_id, timeout.min(PAUSE_WAIT));
+        if killed {
+            let _ =
+                rustix::process::pidfd_send_signal(&*found.pidfd, rustix::process::Signal::KILL);
+            self.await_pause(vm_id, PAUSE_WAIT);
         }
-        if !again {
-            let pid = self
-                .pausing
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(vm_id)
-                .map_or(0, |p| p.pid);
-            return Err(VmOpError::Busy {
-                vm_id: vm_id.to_string(),
-                pid,
-                doing: "paused or resumed",
-            });
-        }
-        self.await_pause(vm_id)?;
-        let stopped = self.stop_once(vm_id, timeout, kill, false)?;
-        // Killed here already, it may be seen gone by then: it ran when
-        // the kill came.
+        let left = timeout.saturating_sub(asked.elapsed());
+        let stopped = match self.take_for_stop(vm_id, Some((found.pid, found.start_time)))? {
+            ForStop::Taken(held) => self.stop_taken(vm_id, held, left, killed)?,
+            ForStop::Pausing(_) if !killed => {
+                return Err(VmOpError::Busy {
+                    vm_id: vm_id.to_string(),
+                    pid: found.pid,
+                    doing: "paused or resumed",
+                });
+            }
+            ForStop::Pausing(_) | ForStop::Elsewhere => {
+                let stopped =
+                    self.stop_by_pidfd(vm_id, (found.vmm, found.pid, &found.pidfd), left, killed)?;
+                // Gone now: its journal entry, if still there, goes too.
+                self.forget_vmm(vm_id, found.pid, found.start_time)?;
+                stopped
+            }
+        };
         Ok(VmStopped {
-            was_running: stopped.was_running || kill,
-            ..stopped
+            graceful: ran && stopped.graceful,
+            was_running: ran,
         })
     }
 
-    /// SIGKILL the VMM a pause or resume has, through its pidfd.
-    fn signal_pausing(&self, vm_id: &str) {
-        if let Some(p) = self
-            .pausing
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(vm_id)
-        {
-            let _ = rustix::process::pidfd_send_signal(&*p.pidfd, rustix::process::Signal::KILL);
-        }
-    }
-
-    /// Wait until no pause or resume has the VM's VMM, at most
-    /// [`PAUSE_WAIT`] (far past the drivers' deadlines); after that it is
-    /// [`VmOpError::Busy`].
-    fn await_pause(&self, vm_id: &str) -> Result<(), VmOpError> {
-        let deadline = Instant::now() + PAUSE_WAIT;
+    /// Wait up to `wait` until no pause or resume has the VM's VMM:
+    /// whether none has then.
+    fn await_pause(&self, vm_id: &str, wait: Duration) -> bool {
+        let deadline = Instant::now() + wait;
         let mut pausing = self.pausing.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(p) = pausing.get(vm_id) {
+        while pausing.contains_key(vm_id) {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(VmOpError::Busy {
-                    vm_id: vm_id.to_string(),
-                    pid: p.pid,
-                    doing: "paused or resumed",
-                });
+                return false;
             }
             pausing = self
                 .paused
@@ -225,7 +259,7 @@ impl VmHost {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
-        Ok(())
+        true
     }
 }
 

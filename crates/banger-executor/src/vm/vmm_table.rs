@@ -3,6 +3,7 @@
 //! and kills, and forgetting a VMM seen gone. Launches are `vmm.rs`'s,
 //! pauses and resumes `pause.rs`'s.
 
+use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,14 +11,14 @@ use std::time::{Duration, Instant};
 use banger_proto::layout::SERIAL_LOG;
 use banger_proto::vmops::{VmStopped, VmmKind, VmmState};
 use banger_vmm::VmmError;
-use banger_vmm::driver::{Found, VmmDriver};
+use banger_vmm::driver::{Found, KILL_WAIT, VmmDriver};
 use banger_vmm::firecracker::FirecrackerDriver;
 use banger_vmm::qemu::QemuDriver;
 
-use super::VmHost;
 use super::error::{VmOpError, io, journal_err};
 use super::validate;
 use super::vmm::sockets;
+use super::{Held, VmHost};
 use crate::journal::VmmEntry;
 
 use banger_host::jail::start_time;
@@ -52,7 +53,12 @@ impl VmHost {
     /// The tap of that VMM goes back to root (`taps`), under the journal's
     /// lock (unless a launch in flight has handed it), before the entry's
     /// removal is saved.
-    fn forget_vmm(&self, vm_id: &str, pid: u32, start_time: u64) -> Result<(), VmOpError> {
+    pub(super) fn forget_vmm(
+        &self,
+        vm_id: &str,
+        pid: u32,
+        start_time: u64,
+    ) -> Result<(), VmOpError> {
         let mut txn = self.journal.open().map_err(journal_err)?;
         let gone = |e: &VmmEntry| e.vm_id == vm_id && e.pid == pid && e.start_time == start_time;
         let taps: Vec<String> = txn
@@ -338,19 +344,6 @@ impl VmHost {
         kill: bool,
     ) -> Result<VmStopped, VmOpError> {
         validate::id("VM id", vm_id)?;
-        self.stop_once(vm_id, timeout, kill, true)
-    }
-
-    /// [`VmHost::stop`]; `again`: whether a pause or resume that has the
-    /// VMM is waited for and the stop tried once more
-    /// ([`VmHost::stop_during_pause`]).
-    pub(super) fn stop_once(
-        &self,
-        vm_id: &str,
-        timeout: Duration,
-        kill: bool,
-        again: bool,
-    ) -> Result<VmStopped, VmOpError> {
         let running = self.status_inner(vm_id)?.is_some_and(|s| s.running);
         if !running {
             return Ok(VmStopped {
@@ -358,44 +351,60 @@ impl VmHost {
                 was_running: false,
             });
         }
-        let (taken, in_pause) = {
-            let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
-            // A pidfd of its own (taken while the VMM is still in the
-            // table): a kill during this stop acts on it.
-            let pidfd = procs
-                .get(vm_id)
-                .map(|(p, _)| p.pidfd().try_clone_to_owned())
-                .transpose()
-                .map_err(io(
-                    "duplicating the pidfd of the VMM of VM",
-                    Path::new(vm_id),
-                ))?;
-            let taken = procs.remove(vm_id);
-            if let (Some((p, _)), Some(pidfd)) = (&taken, pidfd) {
+        match self.take_for_stop(vm_id, None)? {
+            ForStop::Taken(held) => self.stop_taken(vm_id, held, timeout, kill),
+            ForStop::Pausing(found) => self.stop_during_pause(vm_id, found, timeout, kill),
+            ForStop::Elsewhere => self.stop_during_stop(vm_id, timeout, kill),
+        }
+    }
+
+    /// Take the VM's VMM out of the table for a stop, into `stopping`
+    /// with a pidfd of its own (taken while it is still in the table: a
+    /// kill during the stop acts on it); with `only` (pid, start time),
+    /// only that very VMM. Else where it is: a pause's or resume's (that
+    /// VMM), or elsewhere (another stop's, or gone). Decided under the
+    /// table's lock, which a pause holds to take the VMM and to give it
+    /// back.
+    pub(super) fn take_for_stop(
+        &self,
+        vm_id: &str,
+        only: Option<(u32, u64)>,
+    ) -> Result<ForStop, VmOpError> {
+        let is = |pid: u32, started: u64| only.is_none_or(|o| o == (pid, started));
+        let mut procs = self.procs.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((p, started)) = procs.get(vm_id)
+            && is(p.pid(), *started)
+        {
+            let pidfd = p.pidfd().try_clone_to_owned().map_err(io(
+                "duplicating the pidfd of the VMM of VM",
+                Path::new(vm_id),
+            ))?;
+            if let Some((p, started)) = procs.remove(vm_id) {
                 self.stopping
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .insert(vm_id.to_string(), (p.kind(), p.pid(), Arc::new(pidfd)));
+                return Ok(ForStop::Taken((p, started)));
             }
-            // Decided under the table's lock, which a pause holds to take
-            // the VMM and to give it back.
-            let in_pause = taken.is_none()
-                && self
-                    .pausing
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .contains_key(vm_id);
-            (taken, in_pause)
-        };
-        if in_pause {
-            return self.stop_during_pause(vm_id, timeout, kill, again);
         }
-        // Out of `stopping` however the stop ends (after its journal entry
-        // went, when it did).
-        let _stopping = taken.is_some().then(|| Stopping(self, vm_id));
-        let Some((mut p, start_time)) = taken else {
-            return self.stop_during_stop(vm_id, timeout, kill);
-        };
+        let pausing = self.pausing.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(match pausing.get(vm_id) {
+            Some(p) if is(p.pid(), p.start_time()) => ForStop::Pausing(p.found()),
+            _ => ForStop::Elsewhere,
+        })
+    }
+
+    /// Stop (`kill`: kill) the VMM [`VmHost::take_for_stop`] took; out of
+    /// `stopping` however that ends (after its journal entry went, when
+    /// it did).
+    pub(super) fn stop_taken(
+        &self,
+        vm_id: &str,
+        (mut p, start_time): Held,
+        timeout: Duration,
+        kill: bool,
+    ) -> Result<VmStopped, VmOpError> {
+        let _stopping = Stopping(self, vm_id);
         let started = Instant::now();
         let graceful = if kill {
             p.kill().map(|()| false)
@@ -418,9 +427,7 @@ impl VmHost {
             was_running: true,
         })
     }
-}
 
-impl VmHost {
     /// A stop or kill of a VM another stop is stopping: wait for that
     /// (up to `timeout`, not at all for a kill), then SIGKILL it through
     /// the pidfd kept for it and wait until it exited (its journal entry
@@ -444,14 +451,27 @@ impl VmHost {
                 was_running: false,
             });
         };
-        if !kill && banger_vmm::driver::pidfd_exited(&*pidfd, timeout) {
+        self.stop_by_pidfd(vm_id, (vmm, pid, &pidfd), timeout, kill)
+    }
+
+    /// Stop a VMM (kind, pid, pidfd) that is not this stop's to take:
+    /// wait up to `timeout` (not at all for a kill) for it to exit, then
+    /// SIGKILL it through `pidfd` and wait until it exited.
+    pub(super) fn stop_by_pidfd(
+        &self,
+        vm_id: &str,
+        (vmm, pid, pidfd): (VmmKind, u32, &OwnedFd),
+        timeout: Duration,
+        kill: bool,
+    ) -> Result<VmStopped, VmOpError> {
+        if !kill && banger_vmm::driver::pidfd_exited(pidfd, timeout) {
             return Ok(VmStopped {
                 graceful: true,
                 was_running: true,
             });
         }
-        let _ = rustix::process::pidfd_send_signal(&*pidfd, rustix::process::Signal::KILL);
-        if banger_vmm::driver::pidfd_exited(&*pidfd, Duration::from_secs(5)) {
+        let _ = rustix::process::pidfd_send_signal(pidfd, rustix::process::Signal::KILL);
+        if banger_vmm::driver::pidfd_exited(pidfd, KILL_WAIT) {
             return Ok(VmStopped {
                 graceful: false,
                 was_running: true,
@@ -463,10 +483,23 @@ impl VmHost {
                 vmm: vmm.as_str(),
                 pid,
                 started: None,
-                what: "being stopped, still running 5 s after SIGKILL".into(),
+                what: format!(
+                    "being stopped, still running {} s after SIGKILL",
+                    KILL_WAIT.as_secs()
+                ),
             },
         })
     }
+}
+
+/// Where a stop found the VM's VMM ([`VmHost::take_for_stop`]).
+pub(super) enum ForStop {
+    /// Taken out of the table for this stop.
+    Taken(Held),
+    /// A pause or resume has it.
+    Pausing(super::pause::InPause),
+    /// Neither: another stop has it, or it is gone.
+    Elsewhere,
 }
 
 /// Takes a VM out of [`VmHost`]'s `stopping` when its stop ends.

@@ -37,8 +37,8 @@ pub use call::{Answer, PrivCall, WrongOutcome, answer_of};
 pub use ops::{
     BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, ImageOp, KillVm, NetOp,
     OpenDnsSockets, PauseVm, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp,
-    ProbeVmms, QueryNetStatus, ResumeVm, StopVm, Teardown, VmOp, VmmStatus, WAIT_READY_MAX_MS,
-    WaitVmReady,
+    ProbeVmms, QueryNetStatus, ResumeVm, STOP_OVERHEAD_MAX_SECS, StopVm, Teardown, VmOp, VmmStatus,
+    WAIT_READY_MAX_MS, WaitVmReady,
 };
 pub use probe::{
     DeviceProbe, DeviceState, GuestTest, HostDevice, JailScopeProbe, KvmProbe, KvmVerdict, MsrTest,

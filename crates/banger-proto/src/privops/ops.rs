@@ -160,7 +160,8 @@ domain! {
         DeleteVmDisks(DeleteVmDisks) = "delete_vm_disks" -> (),
         /// Spawn the VMM and keep its process (pidfd) and journal entry.
         LaunchVm(LaunchVmSpec) = "launch_vm" -> VmmState,
-        /// Graceful stop (guest power-off), killed after `timeout_secs`.
+        /// Graceful stop (guest power-off), killed after `timeout_secs`;
+        /// answered within [`STOP_OVERHEAD_MAX_SECS`] more.
         StopVm(StopVm) = "stop_vm" -> VmStopped,
         /// Kill the VMM now. Not running is success.
         KillVm(KillVm) = "kill_vm" -> VmStopped,
@@ -270,6 +271,25 @@ pub struct StopVm {
     pub vm_id: String,
     pub timeout_secs: u32,
 }
+
+/// The most a [`VmOp::StopVm`] takes beyond its own `timeout_secs`, in
+/// seconds: a caller waits this long past the timeout for the answer.
+/// The executor's bound on each step of the stop, whatever the VMM
+/// answers or withholds:
+/// - asking the guest to power off (after resuming its vCPUs): at most
+///   10 s (Firecracker: `PATCH /vm` and `SendCtrlAltDel` within one API
+///   deadline, 10 s, 2 s for an adopted one; QEMU: four QMP exchanges of
+///   2 s), before the timeout starts;
+/// - or, when a pause or resume of the VM is in flight: waiting for it
+///   within the timeout; once that has run out, the VMM is killed and the
+///   pause's call (which then ends on its closed connection, or by its
+///   own deadlines: 20.2 s at most) waited for at most 30 s more;
+/// - the kill: at most 5 s for the process to be seen gone;
+/// - forgetting the VMM: at most 2 s for its cgroup to empty.
+///
+/// The longest path is 30 + 5 + 2 s; with 3 s for locks and the answer,
+/// 40 s.
+pub const STOP_OVERHEAD_MAX_SECS: u64 = 40;
 
 /// The request of [`VmOp::KillVm`].
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,13 +17,13 @@
 //! requests at another socket.
 
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 
-use super::models::{ApiRequest, InstanceInfo, InstanceState, VmRunState};
+use super::models::{ActionType, ApiRequest, InstanceInfo, InstanceState, VmRunState};
 use crate::VmmError;
 use crate::dir::{OwnerDir, Peer};
 use crate::driver::Vcpus;
@@ -99,6 +99,24 @@ impl ApiClient {
     /// Send `req`. A non-2xx answer is an error carrying Firecracker's
     /// `fault_message` verbatim (or the raw body if it sent no JSON fault).
     pub fn send(&self, req: &ApiRequest) -> Result<ApiResponse, VmmError> {
+        self.send_within(req, self.timeout)
+    }
+
+    /// [`ApiClient::send`], answered by `deadline` (and within the
+    /// client's own timeout); nothing is sent once it has passed.
+    fn send_by(&self, req: &ApiRequest, deadline: Instant) -> Result<ApiResponse, VmmError> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(VmmError::Api {
+                vmm: VMM,
+                what: format!("{} {}: not sent, no time left", req.method, req.path),
+            });
+        }
+        self.send_within(req, left.min(self.timeout))
+    }
+
+    /// [`ApiClient::send`], answered within `limit`.
+    fn send_within(&self, req: &ApiRequest, limit: Duration) -> Result<ApiResponse, VmmError> {
         let call = format!("{} {}", req.method, req.path);
         let body = match &req.body {
             Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| VmmError::Api {
@@ -122,12 +140,12 @@ impl ApiClient {
         tracing::debug!(%call, socket = %self.socket().display(), "firecracker API request");
         let answer = self
             .rt
-            .block_on(async { tokio::time::timeout(self.timeout, self.round_trip(request)).await });
+            .block_on(async { tokio::time::timeout(limit, self.round_trip(request)).await });
         let (status, bytes) = match answer {
             Err(_elapsed) => {
                 return Err(VmmError::Api {
                     vmm: VMM,
-                    what: format!("{call}: no answer within {}s", self.timeout.as_secs_f32()),
+                    what: format!("{call}: no answer within {}s", limit.as_secs_f32()),
                 });
             }
             Ok(Err(Failure::Connect(source))) => {
@@ -203,13 +221,19 @@ impl ApiClient {
         Ok(())
     }
 
-    /// Resume the vCPUs when `GET /` says the instance is paused (a paused
-    /// guest would never see Ctrl-Alt-Del); a running one is not touched.
-    pub fn resume_if_paused(&self) -> Result<(), VmmError> {
-        if self.instance_info()?.state == InstanceState::Paused {
-            self.set_vcpus(Vcpus::Running)?;
+    /// Ask the guest to power off: `PATCH /vm` `Resumed` first, whatever
+    /// it answers (a paused guest would never see the keys; Firecracker
+    /// accepts it on a running instance, as QEMU takes `cont`), then
+    /// `SendCtrlAltDel`. Both within one deadline, the client's timeout,
+    /// however slowly Firecracker answers: the stop's time runs only
+    /// after this (`banger_proto::privops::STOP_OVERHEAD_MAX_SECS`).
+    pub fn request_power_off(&self) -> Result<(), VmmError> {
+        let deadline = Instant::now() + self.timeout;
+        if let Err(e) = self.send_by(&ApiRequest::vm_state(VmRunState::Resumed), deadline) {
+            tracing::debug!(error = %e, "resuming before SendCtrlAltDel");
         }
-        Ok(())
+        self.send_by(&ApiRequest::action(ActionType::SendCtrlAltDel), deadline)
+            .map(drop)
     }
 
     async fn round_trip(

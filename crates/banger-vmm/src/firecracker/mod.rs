@@ -496,20 +496,15 @@ impl FirecrackerVm {
 
     /// Ask the guest to shut down (`SendCtrlAltDel`; the guest reboots,
     /// which ends Firecracker given `reboot=k`), wait up to `timeout` for the
-    /// process to exit, then kill it through its pidfd. A paused instance
-    /// is resumed first (a paused guest never sees the keys).
+    /// process to exit, then kill it through its pidfd. Its vCPUs are
+    /// resumed first (a paused guest never sees the keys), both requests
+    /// within one API deadline ([`ApiClient::request_power_off`]).
     pub fn shutdown(&mut self, timeout: Duration) -> Result<Shutdown, VmmError> {
         if let Some(s) = self.exited()? {
             self.remove_sockets();
             return Ok(Shutdown::AlreadyExited(s));
         }
-        if let Err(e) = self.api.resume_if_paused() {
-            tracing::warn!(vm = %self.vm_id, error = %e, "resuming before SendCtrlAltDel failed");
-        }
-        if let Err(e) = self
-            .api
-            .send(&ApiRequest::action(ActionType::SendCtrlAltDel))
-        {
+        if let Err(e) = self.api.request_power_off() {
             if let Some(s) = self.exited()? {
                 self.remove_sockets();
                 return Ok(Shutdown::AlreadyExited(s));

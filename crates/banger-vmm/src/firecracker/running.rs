@@ -8,8 +8,8 @@ use std::time::Duration;
 use banger_proto::vmops::VmmKind;
 
 use super::{
-    ActionType, ApiClient, ApiRequest, FirecrackerDriver, FirecrackerFiles, FirecrackerVm, JailTap,
-    ReadyListener, Shutdown, VMM,
+    ApiClient, FirecrackerDriver, FirecrackerFiles, FirecrackerVm, JailTap, ReadyListener,
+    Shutdown, VMM,
 };
 use crate::driver::{RunningVmm, Vcpus, VmmControl, VmmDriver};
 use crate::ready::{ConsoleWatch, Readiness, Seen, end_thread, exited};
@@ -105,11 +105,10 @@ impl VmmDriver for FirecrackerDriver {
 
 /// An adopted Firecracker is controlled through its API: Ctrl-Alt-Del
 /// (the guest reboots, which ends Firecracker given `reboot=k`), after a
-/// resume when it is paused; `PATCH /vm`.
+/// resume ([`ApiClient::request_power_off`]); `PATCH /vm`.
 impl VmmControl for ApiClient {
     fn power_off(&self) {
-        let _ = self.resume_if_paused();
-        let _ = self.send(&ApiRequest::action(ActionType::SendCtrlAltDel));
+        let _ = self.request_power_off();
     }
     fn set_vcpus(&self, to: Vcpus) -> Result<(), VmmError> {
         ApiClient::set_vcpus(self, to)

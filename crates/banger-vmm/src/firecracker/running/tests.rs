@@ -105,3 +105,45 @@ fn the_vmm_exiting_ends_the_vsock_watch() {
     assert!(!socket.exists(), "its socket outlived it");
     assert_eq!(readiness.seen(), Seen::Waiting);
 }
+
+/// Review s11, F3: a Firecracker whose API answers each request just
+/// before the client's deadline, and says it is paused, held a stop up by
+/// four deadlines (`GET /`, `PATCH /vm`, `GET /`, `SendCtrlAltDel`)
+/// before its timeout began. The resume is sent whatever the instance
+/// says, and both requests share one deadline: the stop of such an
+/// adopted Firecracker ends within its timeout, one request deadline and
+/// the kill, well within the executor's bound.
+#[test]
+fn a_stalling_api_holds_a_stop_up_by_one_request_deadline_at_most() {
+    use crate::dir::{OwnerDir, Peer};
+    use crate::driver::{Found, VmmDriver as _};
+    use banger_proto::privops::STOP_OVERHEAD_MAX_SECS;
+    let dir = tempfile::tempdir().unwrap();
+    let request = Duration::from_secs(2);
+    let api = crate::stand_in::StallingApi::serve(
+        &dir.path().join("api.sock"),
+        request - Duration::from_millis(300),
+    );
+    let me = Peer {
+        uid: rustix::process::geteuid().as_raw(),
+        pid: std::process::id(),
+    };
+    let run = OwnerDir::open(dir.path(), "run directory").unwrap();
+    let client = ApiClient::new(run, "api.sock", me, request).unwrap();
+    let mut vmm = sleeper();
+    let found = Found::new(vmm.pid(), pidfd_of(&vmm), None, "fc");
+    let mut adopted = FirecrackerDriver::adopt(found, Some(client));
+    let timeout = Duration::from_secs(1);
+    let asked = Instant::now();
+    let graceful = adopted.shutdown(timeout).unwrap();
+    let took = asked.elapsed();
+    assert!(!graceful);
+    assert!(!vmm.pidfd_alive(), "the stand-in VMM was not killed");
+    assert!(
+        took < timeout + request + Duration::from_secs(1),
+        "{took:?}"
+    );
+    assert!(took < timeout + Duration::from_secs(STOP_OVERHEAD_MAX_SECS));
+    assert_eq!(api.requests(), ["PATCH /vm", "PUT /actions"]);
+    let _ = vmm.kill();
+}
