@@ -137,6 +137,14 @@ impl Client {
         })
     }
 
+    /// The daemon's uid, as the kernel reports the socket's peer
+    /// (`SO_PEERCRED`), not as the daemon says.
+    pub fn daemon_uid(&self) -> Option<u32> {
+        rustix::net::sockopt::socket_peercred(&self.stream)
+            .ok()
+            .map(|c| c.uid.as_raw())
+    }
+
     /// What the daemon said about itself when the connection opened.
     pub fn server(&self) -> &ServerHello {
         &self.server

@@ -66,14 +66,23 @@ impl SshMasters {
 
     /// End every master whose name is not in `live` (the names of the
     /// current masters of running and paused VMs), and remove its socket.
-    pub fn sweep(&self, live: &HashSet<String>) {
+    /// A master of a VM in `unknown` (running, but its VMM's pid is not
+    /// known, e.g. the helper did not answer the startup reconcile) is
+    /// left alone: it may well be the current one, and sessions ride it.
+    pub fn sweep(&self, live: &HashSet<String>, unknown: &HashSet<String>) {
+        // The same checks as a path is handed out with: nothing is ended or
+        // unlinked in a directory that is not this user's own.
+        if !self.dir.exists() || !self.dir_ready() {
+            return;
+        }
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return;
         };
         for e in entries.flatten() {
             let n = e.file_name();
             let Some(n) = n.to_str() else { continue };
-            if is_name(n) && !live.contains(n) {
+            let of_unknown = n.get(..16).is_some_and(|id| unknown.contains(id));
+            if is_name(n) && !live.contains(n) && !of_unknown {
                 close(&e.path());
             }
         }
@@ -81,7 +90,14 @@ impl SshMasters {
 
     /// End every master (daemon shutdown).
     pub fn close_all(&self) {
-        self.sweep(&HashSet::new());
+        self.sweep(&HashSet::new(), &HashSet::new());
+    }
+
+    /// The ids [`SshMasters::sweep`] takes as `unknown`.
+    pub fn unknown<'a>(ids: impl IntoIterator<Item = &'a str>) -> HashSet<String> {
+        ids.into_iter()
+            .map(|id| id.get(..16).unwrap_or(id).to_string())
+            .collect()
     }
 
     /// The names [`SshMasters::sweep`] keeps for these (VM id, VMM pid).
@@ -152,9 +168,13 @@ mod tests {
         for f in [&p, &old, &run.path().join("ssh/notes")] {
             std::fs::write(f, "").unwrap();
         }
-        m.sweep(&SshMasters::live([(id, 4242)]));
+        m.sweep(&SshMasters::live([(id, 4242)]), &HashSet::new());
         assert!(p.exists() && !old.exists());
         assert!(run.path().join("ssh/notes").exists());
+        // A running VM whose pid is unknown keeps whatever master it has.
+        std::fs::write(&old, "").unwrap();
+        m.sweep(&HashSet::new(), &SshMasters::unknown([id]));
+        assert!(p.exists() && old.exists());
         m.close_all();
         assert!(!p.exists());
     }

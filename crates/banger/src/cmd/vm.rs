@@ -241,7 +241,7 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
     {
         check_ssh_target(t)?;
         let mut cmd = Cmd::new("ssh");
-        if let Some(path) = shared_master(t) {
+        if let Some(path) = shared_master(t, client.daemon_uid()) {
             cmd = cmd
                 .args(["-o", "ControlMaster=auto", "-o"])
                 .arg(format!("ControlPath={path}"))
@@ -514,13 +514,19 @@ fn check_ssh_target(t: &banger_proto::vm::SshTarget) -> Result<(), CliError> {
 const SSH_MASTER_KEEP_SECS: u32 = 300;
 
 /// The daemon's SSH master socket for this VM, when `vm ssh` may share it:
-/// a plain path (no `%` expansions, no spaces or quotes ssh would parse)
-/// in a directory that is this process's own user's, not a symlink, and
-/// closed to everyone else. So `sudo banger vm ssh` (root) never hands its
-/// terminal to a master the owner's daemon runs, and a daemon cannot point
-/// the CLI at anyone else's socket.
-fn shared_master(t: &banger_proto::vm::SshTarget) -> Option<&str> {
+/// only when the daemon (the kernel's word for the socket's peer,
+/// `daemon_uid`) runs as this process's own user — OpenSSH hands a mux
+/// client's terminal to the master, so `sudo banger vm ssh` (root) must
+/// never ride a master the owner's daemon names (review s11-2 F1, F2);
+/// then only through a plain path (no `%` expansions, spaces or quotes ssh
+/// would parse; no symlink in any component) in a directory of this user
+/// closed to everyone else.
+fn shared_master(t: &banger_proto::vm::SshTarget, daemon_uid: Option<u32>) -> Option<&str> {
     use std::os::unix::fs::MetadataExt as _;
+    let me = rustix::process::geteuid().as_raw();
+    if daemon_uid != Some(me) {
+        return None;
+    }
     let path = t.control_path.as_deref()?;
     let plain = path.starts_with('/')
         && path
@@ -528,10 +534,12 @@ fn shared_master(t: &banger_proto::vm::SshTarget) -> Option<&str> {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'.' | b'_' | b'-'))
         && !path.split('/').any(|c| c == "..");
     let dir = std::path::Path::new(path).parent()?;
-    let own = std::fs::symlink_metadata(dir).is_ok_and(|m| {
-        m.is_dir() && m.uid() == rustix::process::geteuid().as_raw() && m.mode() & 0o077 == 0
-    });
-    (plain && own).then_some(path)
+    let no_links = dir
+        .ancestors()
+        .all(|a| std::fs::symlink_metadata(a).is_ok_and(|m| !m.file_type().is_symlink()));
+    let own = std::fs::symlink_metadata(dir)
+        .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o077 == 0);
+    (plain && no_links && own).then_some(path)
 }
 
 #[cfg(test)]
@@ -560,26 +568,38 @@ mod ssh_target_tests {
         let dir = tmp.path().join("ssh");
         std::fs::create_dir(&dir).unwrap();
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let me = Some(rustix::process::geteuid().as_raw());
         let mut t = target();
         let path = dir.join("0123456789abcdef.42").display().to_string();
         t.control_path = Some(path.clone());
-        assert_eq!(shared_master(&t), Some(path.as_str()));
+        assert_eq!(shared_master(&t, me), Some(path.as_str()));
+        // A daemon of another user (or one whose uid is unknown): never
+        // shared, whatever the path (`sudo banger vm ssh` against the
+        // owner's daemon).
+        let other = me.map(|u| u.wrapping_add(1));
+        assert_eq!(shared_master(&t, other), None);
+        assert_eq!(shared_master(&t, None), None);
         // Open to others: not shared.
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-        assert_eq!(shared_master(&t), None);
+        assert_eq!(shared_master(&t, me), None);
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
-        // A symlinked directory: not shared.
+        // A symlink in the directory itself or in any component above it
+        // (review s11-2 F1: `l -> /` made `l/root` pass): not shared.
         let link = tmp.path().join("link");
         std::os::unix::fs::symlink(&dir, &link).unwrap();
         t.control_path = Some(link.join("0123456789abcdef.42").display().to_string());
-        assert_eq!(shared_master(&t), None);
+        assert_eq!(shared_master(&t, me), None);
+        let up = tmp.path().join("up");
+        std::os::unix::fs::symlink(tmp.path(), &up).unwrap();
+        t.control_path = Some(up.join("ssh/0123456789abcdef.42").display().to_string());
+        assert_eq!(shared_master(&t, me), None);
         // ssh would expand `%` and split on spaces: not shared.
         for odd in ["%h", "a b", "..", "x'y"] {
             t.control_path = Some(format!("{}/{odd}", dir.display()));
-            assert_eq!(shared_master(&t), None, "{odd}");
+            assert_eq!(shared_master(&t, me), None, "{odd}");
         }
         t.control_path = None;
-        assert_eq!(shared_master(&t), None);
+        assert_eq!(shared_master(&t, me), None);
     }
 
     /// Issue #13 finding 12: a daemon-supplied user name like

@@ -91,14 +91,20 @@ impl VmService {
         let Ok(vms) = self.store.list_vms() else {
             return;
         };
-        let live: Vec<(String, u32)> = vms
+        let (mut live, mut unknown) = (Vec::new(), Vec::new());
+        for v in vms
             .into_iter()
             .filter(|v| matches!(v.state, VmState::Running | VmState::Paused))
-            .filter_map(|v| Some((v.id.clone(), self.vmms.pid(&v.id)?)))
-            .collect();
-        self.ssh.sweep(&SshMasters::live(
-            live.iter().map(|(id, pid)| (id.as_str(), *pid)),
-        ));
+        {
+            match self.vmms.pid(&v.id) {
+                Some(pid) => live.push((v.id, pid)),
+                None => unknown.push(v.id),
+            }
+        }
+        self.ssh.sweep(
+            &SshMasters::live(live.iter().map(|(id, pid)| (id.as_str(), *pid))),
+            &SshMasters::unknown(unknown.iter().map(String::as_str)),
+        );
     }
 
     /// End every SSH master (daemon shutdown).

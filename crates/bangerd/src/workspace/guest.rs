@@ -114,6 +114,13 @@ impl Guest {
                 "-o".into(),
                 format!("ControlPersist={}", c.persist_secs),
             ]);
+            if c.persist_secs >= crate::ssh_masters::KEEP_SECS {
+                // The VM's own master, which `vm ssh` sessions ride too:
+                // it outlives a pause of up to 5 minutes (15 s × 20
+                // unanswered keepalives), not 45 s (review s11-2 F4). A
+                // stopped VM's master is ended by the sweep, not by this.
+                opts.extend(["-o".into(), "ServerAliveCountMax=20".into()]);
+            }
         }
         opts.extend([
             "-F".into(),
