@@ -205,7 +205,9 @@ impl HelperError {
 
 /// How long `BuildDebianImage` may take (the helper's own limit is an hour).
 const BUILD_TIMEOUT: Duration = Duration::from_secs(3700);
-/// Beyond a `StopVm`'s own timeout: the kill and the answer.
+/// Beyond a `StopVm`'s own timeout: the executor's bounded overhead (its
+/// power-off prelude, a pause in flight, the kill, the cgroup emptying;
+/// `privops::STOP_OVERHEAD_MAX_SECS`, which carries its own slack).
 const STOP_MARGIN: Duration = Duration::from_secs(banger_proto::privops::STOP_OVERHEAD_MAX_SECS);
 
 /// System-mode adapter: one short connection per operation, so a restarted
