@@ -153,12 +153,14 @@ pub(super) fn hand_run(ns: &NetNs, d: &Daemon, banger_argv: &[String], name: &st
         );
     }
     // banger's kernel and initrd (the bench imports one kernel).
+    // The directory that holds a kernel (not whatever read_dir lists
+    // first: the kernels directory may hold other entries).
     let kernel_dir = std::fs::read_dir(d.state().join(banger_proto::layout::KERNELS_DIR))
         .expect("the state's kernels")
         .flatten()
-        .next()
-        .expect("an imported kernel")
-        .path();
+        .map(|e| e.path())
+        .find(|p| p.join(banger_proto::layout::KERNEL).is_file())
+        .expect("an imported kernel");
     let initrd = std::fs::read_dir(d.state().join(banger_proto::layout::IMAGES_DIR))
         .expect("the state's images")
         .flatten()
