@@ -674,7 +674,9 @@ fn lifecycle_rows(no_boot: &Samples, resume: &Samples) -> String {
     md.push_str(
         "* **resume → SSH**: `vm resume NAME` and the first successful `vm ssh NAME -- true` \
          (retried every 20 ms) of a VM paused for one second. Baseline: `vm ssh NAME -- true` \
-         on the same VM running (one SSH handshake with the TCG guest).\n\n",
+         on the same VM running. Both ride the VM's SSH master connection (opened by the \
+         first `vm ssh` of the boot; a pause keeps it), so neither pays a handshake with \
+         the TCG guest (1.8-2.2 s, see the create → SSH rows).\n\n",
     );
     md.push_str("| benchmark | iterations | subject median | subject p99 | baseline median | baseline p99 | ratio (median) |\n");
     md.push_str("|---|---|---|---|---|---|---|\n");
