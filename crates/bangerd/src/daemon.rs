@@ -225,15 +225,6 @@ impl Daemon {
         }
     }
 
-    /// After a VM request: end the SSH masters of VMs it stopped,
-    /// restarted or removed (`ssh_masters`).
-    async fn sweep_ssh_masters(&self) {
-        let vms = Arc::clone(&self.vms);
-        if let Err(e) = tokio::task::spawn_blocking(move || vms.sweep_ssh_masters()).await {
-            tracing::warn!(error = %e, "SSH master sweep failed");
-        }
-    }
-
     /// Close every kept SSH master (shutdown).
     pub async fn close_ssh_masters(&self) {
         let vms = Arc::clone(&self.vms);
@@ -437,16 +428,8 @@ impl Handler for Daemon {
                 .map(|c| Response::Vm(VmResponse::Created(c))),
             Request::Image(r) => self.images.handle_image(r, progress).await,
             Request::Kernel(r) => self.images.handle_kernel(r, progress).await,
-            Request::Vm(r) => {
-                let r = self.vms.handle_vm(r, progress).await;
-                self.sweep_ssh_masters().await;
-                r
-            }
-            Request::Op(r) => {
-                let r = self.vms.handle_op(r, progress).await;
-                self.sweep_ssh_masters().await;
-                r
-            }
+            Request::Vm(r) => self.vms.handle_vm(r, progress).await,
+            Request::Op(r) => self.vms.handle_op(r, progress).await,
             Request::Workspace(r) => {
                 // To its end in a task of its own: a client that goes away
                 // drops this future, which must not drop the workspace's

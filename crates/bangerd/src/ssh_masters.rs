@@ -10,7 +10,7 @@
 //! master. Whoever connects first (a prepare, or the CLI's `ssh` with
 //! `ControlMaster=auto`) opens the master; [`SshMasters::sweep`] ends every
 //! master that is not the current one of a running or paused VM (the daemon
-//! sweeps after every VM request), [`SshMasters::close_all`] ends them all
+//! sweeps after every lifecycle change), [`SshMasters::close_all`] ends them all
 //! at shutdown, and `ControlPersist` ends one nobody used for [`KEEP_SECS`]
 //! (e.g. after the daemon was killed).
 

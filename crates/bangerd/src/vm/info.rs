@@ -85,9 +85,9 @@ impl VmService {
     }
 
     /// End the SSH masters that are not the current one of a running or
-    /// paused VM (`crate::ssh_masters`): after every VM request, whatever
-    /// it stopped, restarted or removed.
-    pub fn sweep_ssh_masters(&self) {
+    /// paused VM (`crate::ssh_masters`): after every lifecycle change,
+    /// whatever it stopped, restarted or removed.
+    pub(super) fn sweep_ssh_masters(&self) {
         let Ok(vms) = self.store.list_vms() else {
             return;
         };

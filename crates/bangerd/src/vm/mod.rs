@@ -184,6 +184,23 @@ impl VmService {
         req: VmRequest,
         progress: ProgressSink,
     ) -> Result<VmResponse, RpcError> {
+        let r = self.change_inner(req, progress).await;
+        // Whatever it did (or failed half-way through), the SSH masters of
+        // VMs it stopped, restarted or removed end here (`ssh_masters`):
+        // lifecycle changes are the requests that can make a master stale,
+        // so reads (`vm ls`, `vm show`, `op …`) never pay for a sweep.
+        let svc = Arc::clone(self);
+        if let Err(e) = tokio::task::spawn_blocking(move || svc.sweep_ssh_masters()).await {
+            tracing::warn!(error = %e, "SSH master sweep failed");
+        }
+        r
+    }
+
+    async fn change_inner(
+        self: &Arc<Self>,
+        req: VmRequest,
+        progress: ProgressSink,
+    ) -> Result<VmResponse, RpcError> {
         Ok(match req {
             VmRequest::Start { name } => VmResponse::Vm(self.start_named(&name, progress).await?),
             VmRequest::Stop { name, timeout_secs } => {
