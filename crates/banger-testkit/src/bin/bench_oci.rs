@@ -108,11 +108,6 @@ fn walk_count(p: &Path) -> usize {
     n
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
-    v.sort();
-    v[v.len() / 2]
-}
-
 /// Run the benchmark; returns the Markdown section for docs/benchmarks.md.
 pub fn section() -> String {
     let work = tempfile::tempdir().unwrap();
@@ -204,7 +199,10 @@ pub fn section() -> String {
     drop(registry.terminate());
     drop(ns);
 
-    let (s, b) = (median(subject.clone()), median(baseline.clone()));
+    let (s, b) = (
+        crate::percentile(&subject, 50),
+        crate::percentile(&baseline, 50),
+    );
     let secs = |d: Duration| format!("{:.2}", d.as_secs_f64());
     let mut md = String::new();
     md.push_str("\n## OCI pull → ext4\n\n");

@@ -33,8 +33,9 @@ use serde_json::Value;
 
 mod hand;
 mod lifecycle;
+use crate::percentile;
 use hand::{HandRun, hand_run};
-use lifecycle::{Samples, percentile};
+use lifecycle::Samples;
 
 /// Boots per side (TCG boots take 20-45 s each on the CI hosts).
 const RUNS: usize = 2;
@@ -652,14 +653,14 @@ pub fn section() -> String {
 /// The no-boot and pause/resume subsections.
 fn lifecycle_rows(no_boot: &Samples, resume: &Samples) -> String {
     let row = |what: &str, s: &Samples| {
-        let (p50, b50) = (percentile(&s.subject, 0.5), percentile(&s.baseline, 0.5));
+        let (p50, b50) = (percentile(&s.subject, 50), percentile(&s.baseline, 50));
         format!(
             "| {what} | {} | {} | {} | {} | {} | {:.2}x |\n",
             s.subject.len(),
             ms(p50),
-            ms(percentile(&s.subject, 0.99)),
+            ms(percentile(&s.subject, 99)),
             ms(b50),
-            ms(percentile(&s.baseline, 0.99)),
+            ms(percentile(&s.baseline, 99)),
             p50.as_secs_f64() / b50.as_secs_f64().max(1e-9),
         )
     };
@@ -690,7 +691,7 @@ fn lifecycle_rows(no_boot: &Samples, resume: &Samples) -> String {
 
 /// Issue #15's table of targets, filled from this run.
 fn targets(b: &[BangerRun], h: &[HandRun], no_boot: &Samples, resume: &Samples) -> String {
-    let med = |v: Vec<Duration>| percentile(&v, 0.5);
+    let med = |v: Vec<Duration>| percentile(&v, 50);
     let ssh = best(b.iter().map(|r| r.ssh_ready));
     let ratio = ssh.as_secs_f64() / best(h.iter().map(|r| r.ssh_ready)).as_secs_f64();
     let own = med(b.iter().map(|r| r.to_spawn + r.marker_to_running).collect());
@@ -729,7 +730,7 @@ fn targets(b: &[BangerRun], h: &[HandRun], no_boot: &Samples, resume: &Samples) 
             "≤ 100 ms p50",
             format!(
                 "{} ms p50 ({} runs)",
-                ms(percentile(&no_boot.subject, 0.5)),
+                ms(percentile(&no_boot.subject, 50)),
                 no_boot.subject.len()
             ),
         ),
@@ -748,7 +749,7 @@ fn targets(b: &[BangerRun], h: &[HandRun], no_boot: &Samples, resume: &Samples) 
             "≤ 300 ms",
             format!(
                 "{} ms p50 ({} runs)",
-                ms(percentile(&resume.subject, 0.5)),
+                ms(percentile(&resume.subject, 50)),
                 resume.subject.len()
             ),
         ),

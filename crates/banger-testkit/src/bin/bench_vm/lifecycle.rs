@@ -31,16 +31,6 @@ fn timed(f: impl FnOnce()) -> Duration {
     t.elapsed()
 }
 
-pub(crate) fn percentile(v: &[Duration], p: f64) -> Duration {
-    let mut s = v.to_vec();
-    s.sort();
-    if s.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((s.len() as f64 - 1.0) * p).round() as usize;
-    s[i.min(s.len() - 1)]
-}
-
 /// No-boot create + rm, against two `vm ls`.
 pub(crate) fn no_boot(ns: &NetNs, d: &Daemon) -> Samples {
     let mut out = Samples {
