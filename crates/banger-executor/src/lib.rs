@@ -223,7 +223,8 @@ impl Executor {
             | VmOp::VmmStatus(_)
             | VmOp::WaitVmReady(_)
             | VmOp::PauseVm(_)
-            | VmOp::ResumeVm(_) => None,
+            | VmOp::ResumeVm(_)
+            | VmOp::SnapshotVm(_) => None,
         };
         match op {
             VmOp::CreateVmDisks(spec) => run(spec, |spec| Ok(vm.create_disks(&spec)?)),
@@ -276,6 +277,7 @@ impl Executor {
             VmOp::ResumeVm(r) => run(r, |ResumeVm { vm_id }| {
                 Ok(vm.set_vcpus(&vm_id, Vcpus::Running)?)
             }),
+            VmOp::SnapshotVm(spec) => run(spec, |spec| Ok(vm.snapshot_vm(&spec)?)),
         }
     }
 

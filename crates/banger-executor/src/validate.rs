@@ -48,7 +48,8 @@ pub fn op(op: &PrivOp) -> Result<(), ExecError> {
         | PrivOp::Vm(VmOp::VmmStatus(VmmStatus { .. }))
         | PrivOp::Vm(VmOp::WaitVmReady(WaitVmReady { .. }))
         | PrivOp::Vm(VmOp::PauseVm(PauseVm { .. }))
-        | PrivOp::Vm(VmOp::ResumeVm(ResumeVm { .. })) => Ok(()),
+        | PrivOp::Vm(VmOp::ResumeVm(ResumeVm { .. }))
+        | PrivOp::Vm(VmOp::SnapshotVm(_)) => Ok(()),
         PrivOp::Image(ImageOp::BuildDebianImage(BuildDebianImage { suite })) => {
             Ok(crate::image::validate_suite(suite)?)
         }

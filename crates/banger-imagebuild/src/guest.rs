@@ -12,8 +12,8 @@
 /// `banger_proto::guest`'s: the executor, the VMM drivers and the daemon
 /// rely on the same ones.
 pub use banger_proto::guest::{
-    GUEST_CONTRACT_VERSION, GUEST_GID, GUEST_UID, GUEST_USER, KERNEL_CMDLINE, READY_MARKER,
-    READY_VSOCK_PORT, WORK_LABEL,
+    AGENT_PORT, GUEST_CONTRACT_VERSION, GUEST_GID, GUEST_UID, GUEST_USER, KERNEL_CMDLINE,
+    READY_MARKER, READY_VSOCK_PORT, WORK_LABEL,
 };
 
 /// The guest user's home (the work disk's mount point).
@@ -107,6 +107,165 @@ pub const SSH_DROPIN: &str = "\
 ExecStartPre=
 ";
 
+/// The guest agent (guest contract 4; its protocol is
+/// `banger_proto::guest::agent`'s). It reads lines from its virtio-serial
+/// port, which only the host end can write to, so it trusts what arrives
+/// there and nothing from the network; it checks every token before use
+/// and runs nothing it was not asked for. It applies an identity to a VM
+/// restored from a snapshot while the VM's tap is down on the host: the
+/// clock, the per-VM files, MAC and IPv4 address, hostname, and sshd's
+/// host keys (sshd restarted; systemd waits for it to listen again).
+///
+/// A port whose host end is not connected reads as end of file, so the
+/// agent waits 100 ms between tries (as QEMU's own guest agent does),
+/// sleeping in `read -t` on a FIFO of its own: no process per try.
+pub const AGENT_SCRIPT: &str = r#"#!/bin/bash
+# banger guest agent (guest contract 4, docs/guest.md).
+set -u
+port=/dev/virtio-ports/org.banger.agent.0
+fifo=/run/banger-agent.wait
+rm -f "$fifo" && mkfifo -m 600 "$fifo" && exec 4<>"$fifo" || exit 1
+nap() { read -r -t "$1" -u 4 _ || true; }
+until [ -c "$port" ]; do nap 0.5; done
+exec 3<>"$port" || exit 1
+stage=/run/banger-agent
+rm -rf "$stage" && mkdir -m 700 "$stage" || exit 1
+dirty=1
+# Cheap when nothing was staged: it runs every 100 ms while no host is
+# connected, and forks nothing then.
+reset() {
+    if [ -n "$dirty" ]; then
+        rm -f "$stage"/*
+    fi
+    files=() net= name= clock= bad= why= dirty=
+}
+fail() { why="$1"; return 1; }
+first_ether() {
+    local d
+    for d in /sys/class/net/*; do
+        if [ -e "$d/device" ] && [ "$(cat "$d/type")" = 1 ]; then
+            echo "${d##*/}"
+            return 0
+        fi
+    done
+    return 1
+}
+apply() {
+    local out i dev
+    if [ -n "$clock" ]; then
+        out=$(date -s "@$clock" 2>&1) || fail "clock: $out" || return 1
+    fi
+    for i in "${!files[@]}"; do
+        set -- ${files[$i]}
+        out=$(install -D -m "$2" -o "$3" -g "$4" "$stage/$i" "$1" 2>&1) ||
+            fail "file $1: $out" || return 1
+    done
+    # On disk before anything runs with them: a later cold boot reads them.
+    sync
+    if [ -n "$net" ]; then
+        set -- $net
+        dev=$(first_ether) || fail "net: no ethernet interface" || return 1
+        out=$({ ip link set dev "$dev" address "$1" &&
+            ip -4 addr flush dev "$dev" &&
+            ip addr add "$2" dev "$dev" &&
+            ip route replace default via "$3" dev "$dev"; } 2>&1) ||
+            fail "net: $out" || return 1
+        # networkd takes the new file (matched by the new MAC) as its own.
+        networkctl reload >/dev/null 2>&1 || true
+    fi
+    if [ -n "$name" ]; then
+        out=$(hostname "$name" 2>&1) || fail "hostname: $out" || return 1
+    fi
+    out=$(systemctl restart ssh.service 2>&1) || fail "sshd: $out" || return 1
+}
+reset
+while :; do
+    if ! IFS= read -r -u 3 line; then
+        # No host on the other end (or it left): start over when it comes.
+        reset
+        nap 0.1
+        continue
+    fi
+    set -f
+    w=($line)
+    set +f
+    case "${w[0]-}:${#w[@]}" in
+    file:6)
+        # Content in base64; `-` is an empty file.
+        dirty=1
+        if [[ ${w[1]} =~ ^(/[A-Za-z0-9._-]+)+$ && ! ${w[1]} =~ /\.\.?(/|$) &&
+            ${w[2]} =~ ^[0-7]{1,4}$ && ${w[3]} =~ ^[0-9]{1,10}$ &&
+            ${w[4]} =~ ^[0-9]{1,10}$ && ${w[5]} =~ ^([A-Za-z0-9+/=]+|-)$ ]] &&
+            if [ "${w[5]}" = - ]; then
+                : >"$stage/${#files[@]}"
+            else
+                base64 -d <<<"${w[5]}" >"$stage/${#files[@]}" 2>/dev/null
+            fi; then
+            files+=("${w[1]} ${w[2]} ${w[3]} ${w[4]}")
+        else
+            bad="bad file line for ${w[1]//[^A-Za-z0-9._\/-]/?}"
+        fi
+        ;;
+    net:4)
+        if [[ ${w[1]} =~ ^02:ba(:[0-9a-f]{2}){4}$ &&
+            ${w[2]} =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}/[0-9]{1,2}$ &&
+            ${w[3]} =~ ^([0-9]{1,3}\.){3}[0-9]{1,3}$ ]]; then
+            net="${w[1]} ${w[2]} ${w[3]}"
+        else
+            bad="bad net line"
+        fi
+        ;;
+    hostname:2)
+        if [[ ${w[1]} =~ ^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$ ]]; then
+            name=${w[1]}
+        else
+            bad="bad hostname line"
+        fi
+        ;;
+    clock:2)
+        if [[ ${w[1]} =~ ^[0-9]{1,12}(\.[0-9]{1,9})?$ ]]; then
+            clock=${w[1]}
+        else
+            bad="bad clock line"
+        fi
+        ;;
+    apply:2)
+        if [[ ! ${w[1]} =~ ^[0-9a-f]{1,32}$ ]]; then
+            reset
+            continue
+        fi
+        if [ -n "$bad" ]; then
+            printf 'failed %s %s
+' "${w[1]}" "$bad" >&3
+        elif apply; then
+            printf 'applied %s
+' "${w[1]}" >&3
+        else
+            printf 'failed %s %s
+' "${w[1]}" "$(tr '
+' ' ' <<<"$why")" >&3
+        fi
+        reset
+        ;;
+    :0) ;;
+    *) bad="unknown line ${w[0]//[^a-z]/?}" ;;
+    esac
+done
+"#;
+
+pub const AGENT_UNIT: &str = "\
+[Unit]
+Description=banger guest agent (host-only channel)
+
+[Service]
+ExecStart=/usr/lib/banger/agent
+Restart=always
+RestartSec=1
+
+[Install]
+WantedBy=multi-user.target
+";
+
 pub const SUDOERS: &str = "banger ALL=(ALL) NOPASSWD:ALL\n";
 
 pub const HOSTS: &str = "\
@@ -141,6 +300,16 @@ pub const FILES: &[GuestFile] = &[
         path: "etc/systemd/system/banger-ready.service",
         mode: 0o644,
         contents: READY_UNIT,
+    },
+    GuestFile {
+        path: "usr/lib/banger/agent",
+        mode: 0o755,
+        contents: AGENT_SCRIPT,
+    },
+    GuestFile {
+        path: "etc/systemd/system/banger-agent.service",
+        mode: 0o644,
+        contents: AGENT_UNIT,
     },
     GuestFile {
         path: "etc/systemd/system/ssh.service.d/banger.conf",
@@ -184,7 +353,7 @@ useradd --uid 1000 --gid 1000 --create-home --home-dir /home/banger --shell /bin
 # No password at all ('*'), not a locked one ('!'): key logins only.
 usermod -p '*' banger
 usermod -L root
-systemctl enable systemd-networkd.service ssh.service banger-ready.service
+systemctl enable systemd-networkd.service ssh.service banger-ready.service banger-agent.service
 systemctl disable systemd-resolved.service 2>/dev/null || true
 # Disposable VMs: no background maintenance competing with the user's work
 # (or with the boot: a timer that never ran fires at the first boot, and
@@ -236,6 +405,7 @@ mod tests {
         assert!(READY_SCRIPT.contains(&format!("VSOCK-CONNECT:2:{READY_VSOCK_PORT}")));
         assert!(FSTAB.contains(&format!("LABEL={WORK_LABEL} {GUEST_HOME} ")));
         assert!(SSHD_CONFIG.contains(AUTHORIZED_KEYS));
+        assert!(AGENT_SCRIPT.contains(&format!("/dev/virtio-ports/{AGENT_PORT}")));
         assert!(SETUP_SCRIPT.contains(&format!("--uid {GUEST_UID} --gid {GUEST_GID}")));
         for f in FILES {
             assert!(!f.path.starts_with('/'), "{} must be relative", f.path);

@@ -19,9 +19,15 @@ use crate::modules::{self, ModuleError};
 /// Modules the guest needs to boot from a virtio disk on QEMU (virtio-pci)
 /// and to get its network; missing ones are an error.
 pub const REQUIRED_MODULES: &[&str] = &["virtio_pci", "virtio_blk", "virtio_net"];
-/// Loaded when the kernel has them: Firecracker's virtio-mmio transport and
-/// the vsock readiness channel.
-pub const OPTIONAL_MODULES: &[&str] = &["virtio_mmio", "vmw_vsock_virtio_transport"];
+/// Loaded when the kernel has them: Firecracker's virtio-mmio transport,
+/// the vsock readiness channel and the virtio-serial port of the guest
+/// agent (QEMU; guest contract 4). The root file system carries no
+/// modules: what is not loaded here is never loaded.
+pub const OPTIONAL_MODULES: &[&str] = &[
+    "virtio_mmio",
+    "vmw_vsock_virtio_transport",
+    "virtio_console",
+];
 
 /// Where the static busybox comes from (Debian `busybox-static`).
 pub const HOST_BUSYBOX: &str = "/bin/busybox";
@@ -30,7 +36,7 @@ const INIT_TEMPLATE: &str = include_str!("init.sh");
 
 /// Bump when the initramfs layout or `init.sh` changes (part of image cache
 /// keys).
-pub const INITRAMFS_VERSION: u32 = 1;
+pub const INITRAMFS_VERSION: u32 = 2;
 
 /// A kernel ready to boot with its initramfs.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -10,6 +10,7 @@
 //! <state_dir>/vms/<vm_id>/{root.ext4 (or root.cow + root.origin), work.ext4,
 //!                          serial.log, vmm.log, handles.json,
 //!                          run/{firecracker.sock, vsock.sock}}
+//! <state_dir>/snapshots/<snapshot_id>/{memory, root.ext4, work.ext4}
 //! ```
 //!
 //! They are an on-disk format: a renamed file strands every VM or image
@@ -21,6 +22,12 @@ pub const IMAGES_DIR: &str = "images";
 pub const KERNELS_DIR: &str = "kernels";
 /// VMs, one directory per VM id.
 pub const VMS_DIR: &str = "vms";
+/// One directory per VM snapshot (`snapshots/<snapshot_id>/`): the
+/// owner's, made by the daemon; root writes [`SNAPSHOT_MEMORY`] and the
+/// disks ([`ROOT_DISK`], [`WORK_DISK`]) into it as the owner's files.
+pub const SNAPSHOTS_DIR: &str = "snapshots";
+/// A snapshot's saved memory and device state (the VMM's own format).
+pub const SNAPSHOT_MEMORY: &str = "memory";
 
 /// An image's root filesystem (also the member of an image bundle and the
 /// file of an image build that carries it).

@@ -76,6 +76,7 @@ pub mod limits;
 pub mod net;
 pub mod privops;
 pub mod rpc;
+pub mod snapshot;
 pub mod vm;
 pub mod vmops;
 pub mod workspace;

@@ -100,6 +100,8 @@ pub enum Request {
     Op(OpRequest),
     /// `banger workspace ...`.
     Workspace(WorkspaceRequest),
+    /// `banger snapshot ...`.
+    Snapshot(crate::snapshot::SnapshotRequest),
 }
 
 impl Request {
@@ -115,6 +117,7 @@ impl Request {
             Request::Vm(r) => r.method(),
             Request::Op(r) => r.method(),
             Request::Workspace(r) => r.method(),
+            Request::Snapshot(r) => r.method(),
         }
     }
 }
@@ -137,6 +140,7 @@ pub enum Response {
     Vm(VmResponse),
     Op(OpResponse),
     Workspace(WorkspaceResponse),
+    Snapshot(crate::snapshot::SnapshotResponse),
 }
 
 /// `banger host status`.

@@ -37,6 +37,12 @@ pub enum VmRequest {
     Resume {
         name: String,
     },
+    /// Save a running or paused QEMU VM as a snapshot named `snapshot`
+    /// (`NAME-1`, `NAME-2`, ... when absent); it runs on (or stays paused).
+    Snapshot {
+        name: String,
+        snapshot: Option<String>,
+    },
     Remove {
         name: String,
     },
@@ -71,6 +77,7 @@ impl VmRequest {
             VmRequest::Kill { .. } => "vm_kill",
             VmRequest::Pause { .. } => "vm_pause",
             VmRequest::Resume { .. } => "vm_resume",
+            VmRequest::Snapshot { .. } => "vm_snapshot",
             VmRequest::Remove { .. } => "vm_remove",
             VmRequest::Set(_) => "vm_set",
             VmRequest::Ssh { .. } => "vm_ssh",
@@ -109,6 +116,11 @@ pub struct CreateVm {
     /// `image pull --insecure`.
     #[serde(default)]
     pub insecure: bool,
+    /// Restore this snapshot instead of booting: the image, VMM, vCPUs,
+    /// memory and disk size are the snapshot's (others are refused), and
+    /// the VM starts (`start` must be true).
+    #[serde(default)]
+    pub from: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,6 +313,7 @@ pub enum VmResponse {
     Logs(VmLogs),
     Ports(VmPorts),
     Stats(VmStats),
+    Snapshot(crate::snapshot::SnapshotInfo),
 }
 
 /// Result of an [`OpRequest`].

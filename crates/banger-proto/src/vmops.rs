@@ -64,6 +64,12 @@ pub struct VmDisksSpec {
     pub vm_id: String,
     pub image_id: String,
     pub work_disk_bytes: u64,
+    /// Copy both disks from this snapshot's (`snapshots/<id>/`) instead:
+    /// the root disk as a file (reflink or sparse copy, whatever the
+    /// backend of new disks), the work disk at the snapshot's size
+    /// (`work_disk_bytes` is not used).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_snapshot: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -151,6 +157,64 @@ pub struct LaunchVmSpec {
     /// Otherwise the executor decides from its probe: with KVM usable both
     /// VMMs use it, without it QEMU runs TCG and Firecracker refuses.
     pub force_kvm: bool,
+    /// Restore this snapshot instead of booting (QEMU only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<Box<RestoreSpec>>,
+}
+
+/// What a launch restores and what the restored guest becomes. The
+/// executor keeps the VM's tap down until the guest's agent has applied
+/// `identity` (with the launch's MAC and root's clock), so nobody reaches
+/// the clone under its source's address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreSpec {
+    /// `snapshots/<snapshot_id>/memory` is loaded; the VM's disks were
+    /// copied from the same snapshot (`VmDisksSpec::from_snapshot`).
+    pub snapshot_id: String,
+    pub identity: GuestIdentity,
+}
+
+/// A restored guest's identity, as the agent applies it (guest contract
+/// 4): the per-VM files (as `WriteGuestFiles` would write them), its
+/// address on the bridge, its hostname.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestIdentity {
+    pub files: Vec<GuestFile>,
+    pub ip: std::net::Ipv4Addr,
+    pub prefix: u8,
+    pub gateway: std::net::Ipv4Addr,
+    pub hostname: String,
+}
+
+/// Save a running (or paused) VM's memory and device state and a copy of
+/// its disks into `snapshots/<snapshot_id>/` (the owner's empty
+/// directory): the VM is paused for the copy, and runs again afterwards
+/// when `resume`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotVmSpec {
+    pub vm_id: String,
+    pub snapshot_id: String,
+    /// Resume the guest once saved (it was running); else it stays paused.
+    pub resume: bool,
+}
+
+/// What [`SnapshotVmSpec`] saved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSaved {
+    /// Bytes of memory and device state written.
+    pub memory_bytes: u64,
+    /// Apparent sizes of the root and work disk copies.
+    pub root_bytes: u64,
+    pub work_bytes: u64,
+    /// How the disks were copied.
+    pub backend: SnapshotBackend,
+    /// Milliseconds the guest was paused for (0 when it was paused
+    /// before and stays so).
+    pub paused_ms: u64,
 }
 
 /// A VMM process as the executor sees it.

@@ -9,10 +9,14 @@ use banger_proto::privops::{
     OpenDnsSockets, PauseVm, PrivOp, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp,
     ProbeVmms, QueryNetStatus, ResumeVm, StopVm, Teardown, VmOp, VmmStatus, WaitVmReady,
 };
-use banger_proto::vmops::{GuestFile, GuestFilesSpec, LaunchVmSpec, VmDisksSpec, VmmKind};
+use banger_proto::vmops::{
+    GuestFile, GuestFilesSpec, GuestIdentity, LaunchVmSpec, RestoreSpec, SnapshotVmSpec,
+    VmDisksSpec, VmmKind,
+};
 use serde_json::{Value, json};
 
 const VM: &str = "0123456789abcdef0123456789abcdef";
+const SNAP: &str = "fedcba9876543210fedcba9876543210";
 
 fn every_op() -> Vec<(PrivOp, Value)> {
     vec![
@@ -94,8 +98,19 @@ fn every_op() -> Vec<(PrivOp, Value)> {
                 vm_id: VM.into(),
                 image_id: VM.into(),
                 work_disk_bytes: 1 << 30,
+                from_snapshot: None,
             })),
             json!({"op": "create_vm_disks", "args": {"vm_id": VM, "image_id": VM, "work_disk_bytes": 1u64 << 30}}),
+        ),
+        (
+            PrivOp::Vm(VmOp::CreateVmDisks(VmDisksSpec {
+                vm_id: VM.into(),
+                image_id: VM.into(),
+                work_disk_bytes: 1 << 30,
+                from_snapshot: Some(SNAP.into()),
+            })),
+            json!({"op": "create_vm_disks", "args": {"vm_id": VM, "image_id": VM,
+                "work_disk_bytes": 1u64 << 30, "from_snapshot": SNAP}}),
         ),
         (
             PrivOp::Vm(VmOp::WriteGuestFiles(GuestFilesSpec {
@@ -134,10 +149,47 @@ fn every_op() -> Vec<(PrivOp, Value)> {
                 tap: "bangertap0".into(),
                 mac: "02:ba:0a:00:00:02".into(),
                 force_kvm: true,
+                restore: None,
             })),
             json!({"op": "launch_vm", "args": {"vm_id": VM, "image_id": VM, "kernel_id": VM,
                 "vmm": "firecracker", "vcpus": 2, "memory_mib": 1024, "tap": "bangertap0",
                 "mac": "02:ba:0a:00:00:02", "force_kvm": true}}),
+        ),
+        (
+            PrivOp::Vm(VmOp::LaunchVm(LaunchVmSpec {
+                vm_id: VM.into(),
+                image_id: VM.into(),
+                kernel_id: VM.into(),
+                vmm: VmmKind::Qemu,
+                vcpus: 1,
+                memory_mib: 512,
+                tap: "bangertap1".into(),
+                mac: "02:ba:0a:00:00:03".into(),
+                force_kvm: false,
+                restore: Some(Box::new(RestoreSpec {
+                    snapshot_id: SNAP.into(),
+                    identity: GuestIdentity {
+                        files: vec![GuestFile {
+                            path: "/etc/hostname".into(),
+                            mode: 0o644,
+                            uid: 0,
+                            gid: 0,
+                            content: "clone\n".into(),
+                        }],
+                        ip: "10.0.0.3".parse().unwrap(),
+                        prefix: 24,
+                        gateway: "10.0.0.1".parse().unwrap(),
+                        hostname: "clone".into(),
+                    },
+                })),
+            })),
+            json!({"op": "launch_vm", "args": {"vm_id": VM, "image_id": VM, "kernel_id": VM,
+                "vmm": "qemu", "vcpus": 1, "memory_mib": 512, "tap": "bangertap1",
+                "mac": "02:ba:0a:00:00:03", "force_kvm": false,
+                "restore": {"snapshot_id": SNAP, "identity": {
+                    "files": [{"path": "/etc/hostname", "mode": 0o644, "uid": 0, "gid": 0,
+                        "content": "clone\n"}],
+                    "ip": "10.0.0.3", "prefix": 24, "gateway": "10.0.0.1", "hostname": "clone"}}}}),
         ),
         (
             PrivOp::Vm(VmOp::StopVm(StopVm {
@@ -170,6 +222,14 @@ fn every_op() -> Vec<(PrivOp, Value)> {
             json!({"op": "resume_vm", "args": {"vm_id": VM}}),
         ),
         (
+            PrivOp::Vm(VmOp::SnapshotVm(SnapshotVmSpec {
+                vm_id: VM.into(),
+                snapshot_id: SNAP.into(),
+                resume: true,
+            })),
+            json!({"op": "snapshot_vm", "args": {"vm_id": VM, "snapshot_id": SNAP, "resume": true}}),
+        ),
+        (
             PrivOp::Image(ImageOp::BuildDebianImage(BuildDebianImage {
                 suite: "bookworm".into(),
             })),
@@ -181,7 +241,7 @@ fn every_op() -> Vec<(PrivOp, Value)> {
 #[test]
 fn every_privileged_op_has_a_pinned_wire_form() {
     let ops = every_op();
-    assert_eq!(ops.len(), 25, "a new op gets its pinned form here");
+    assert_eq!(ops.len(), 28, "a new op gets its pinned form here");
     for (op, want) in ops {
         let got = serde_json::to_value(&op).unwrap();
         assert_eq!(got, want, "{}", op.name());

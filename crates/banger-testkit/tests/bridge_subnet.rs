@@ -158,6 +158,7 @@ fn the_helper_sets_up_only_the_installed_bridge() {
             tap: "bangertap0".into(),
             mac: "02:ba:0a:4d:00:02".into(),
             force_kvm: false,
+            restore: None,
         }))),
         ErrorCode::PermissionDenied,
         "bridge banger0 is not this install's bridge, banger2 10.79.0.1/24",

@@ -51,6 +51,12 @@ pub trait RunningVmm: Send + std::fmt::Debug {
     fn pause(&mut self) -> Result<(), VmmError>;
     /// Resume them, as [`RunningVmm::pause`]; running already is success.
     fn resume(&mut self) -> Result<(), VmmError>;
+    /// Write the paused guest's memory and device state to `to` (a
+    /// snapshot's memory file, root's descriptor), within `timeout`: how
+    /// many bytes were written. The guest must be paused
+    /// ([`RunningVmm::pause`]) and stays so; a VMM that cannot save is
+    /// [`VmmError::Snapshot`].
+    fn save_state(&mut self, to: BorrowedFd<'_>, timeout: Duration) -> Result<u64, VmmError>;
 }
 
 /// The state a pause or resume asks of a VMM's vCPUs.
@@ -111,6 +117,8 @@ pub trait VmmControl: Send + std::fmt::Debug {
     /// Pause or resume the vCPUs (`to`) and confirm the state the VMM
     /// reports then; every exchange within the control's deadline.
     fn set_vcpus(&self, to: Vcpus) -> Result<(), VmmError>;
+    /// [`RunningVmm::save_state`] through the control connection.
+    fn save_state(&self, to: BorrowedFd<'_>, timeout: Duration) -> Result<u64, VmmError>;
 }
 
 /// A running VMM found through the journal: its pid, a pidfd that pins it
@@ -237,6 +245,24 @@ impl<C: VmmControl> RunningVmm for Adopted<C> {
     }
     fn resume(&mut self) -> Result<(), VmmError> {
         self.set_vcpus(Vcpus::Running)
+    }
+    fn save_state(&mut self, to: BorrowedFd<'_>, timeout: Duration) -> Result<u64, VmmError> {
+        let (vmm, pid) = (self.kind.as_str(), self.found.pid);
+        if !self.running() {
+            return Err(VmmError::NotRunning {
+                vmm,
+                pid,
+                what: "snapshot",
+            });
+        }
+        let Some(c) = &self.control else {
+            return Err(VmmError::NoControl {
+                vmm,
+                pid,
+                what: "snapshot",
+            });
+        };
+        c.save_state(to, timeout)
     }
 }
 

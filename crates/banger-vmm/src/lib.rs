@@ -19,6 +19,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub mod agent;
 pub mod dir;
 pub mod driver;
 pub mod firecracker;
@@ -32,6 +33,15 @@ pub mod testing;
 /// Longest text of a VMM's (a QMP error, a Firecracker fault) quoted in an
 /// error: a hostile VMM chooses it, and errors travel to logs and users.
 const QUOTED_MAX: usize = 2048;
+
+/// Whether an I/O error on a socket with a read or write timeout is that
+/// timeout running out.
+pub(crate) fn timed_out(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
+}
 
 /// `text` cut to [`QUOTED_MAX`] characters, marked with `…` when cut.
 pub(crate) fn quoted(text: &str) -> String {
@@ -391,6 +401,14 @@ pub enum VmmError {
         expected: &'static str,
         reported: String,
     },
+    /// The guest agent (guest contract 4) could not be told, or did not
+    /// apply, what the host asked: `what` says which and why.
+    #[error("{vmm} guest agent: {what}")]
+    Agent { vmm: &'static str, what: String },
+    /// Saving or restoring a VM's state (a snapshot) failed: `what` says
+    /// at which step, with the VMM's own words.
+    #[error("{vmm} snapshot: {what}")]
+    Snapshot { vmm: &'static str, what: String },
     #[error("{what}")]
     Io {
         what: String,

@@ -15,10 +15,12 @@ mod real_firecracker;
 
 use std::time::{Duration, Instant};
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd as _, OwnedFd};
 
 use banger_vmm::driver::{Found, RunningVmm, VmmDriver};
-use banger_vmm::qemu::{DriveFds, QemuDriver, QemuFiles, QemuVm, Qmp, QmpSocket, open_tap};
+use banger_vmm::qemu::{
+    DriveFds, Incoming, QemuDriver, QemuFiles, QemuVm, Qmp, RootSocket, open_tap,
+};
 use banger_vmm::ready::Seen;
 use banger_vmm::{Drive, LaunchSpec, VmmError};
 
@@ -34,6 +36,7 @@ fn status_field(pid: u32, field: &str) -> String {
 }
 
 /// Kills the QEMU when the test ends, however it ends.
+#[derive(Debug)]
 struct Killed(QemuVm);
 
 impl Drop for Killed {
@@ -59,13 +62,29 @@ fn launched(dir: &std::path::Path, tap: &str, uid: u32) -> (LaunchSpec, Killed) 
         rustix::process::geteuid().is_root(),
         "this test needs root (a network namespace and a tap); run the suite as root, as CI does"
     );
-    let image = real_firecracker::debian_image();
+    // Built (or found) before the thread leaves the host's network.
+    real_firecracker::debian_image();
     let disk = dir.join("blank.raw");
     std::fs::File::create(&disk)
         .unwrap()
         .set_len(1 << 20)
         .unwrap();
     netns::private_netns_with_tap(tap);
+    launch_on(dir, tap, uid, None)
+        .map_err(|e| panic!("qemu did not start: {e}"))
+        .unwrap()
+}
+
+/// [`launched`] on the tap and blank disk already made, restoring
+/// `incoming` when given.
+fn launch_on(
+    dir: &std::path::Path,
+    tap: &str,
+    uid: u32,
+    incoming: Option<Incoming>,
+) -> Result<(LaunchSpec, Killed), VmmError> {
+    let image = real_firecracker::debian_image();
+    let disk = dir.join("blank.raw");
     let spec = LaunchSpec {
         vm_id: "5eccf0a1b2c3d4e5f60718293a4b5c6d".into(),
         vcpus: 1,
@@ -104,19 +123,24 @@ fn launched(dir: &std::path::Path, tap: &str, uid: u32) -> (LaunchSpec, Killed) 
             .unwrap(),
         log: tempfile::tempfile().unwrap(),
         qmp: qmp_socket(dir),
+        agent: RootSocket::new(
+            OwnedFd::from(std::fs::File::open(dir).unwrap()),
+            dir,
+            "agent.sock",
+        )
+        .unwrap(),
         kvm: None,
         cgroup: None,
+        incoming,
     };
-    let vm = QemuDriver::default()
-        .launch(&spec, files)
-        .unwrap_or_else(|e| panic!("qemu did not start: {e}"));
-    (spec, Killed(vm))
+    let vm = QemuDriver::default().launch(&spec, files)?;
+    Ok((spec, Killed(vm)))
 }
 
 /// Root's QMP socket `qmp.sock` in `dir`: the launch's, or another handle
 /// of it.
-fn qmp_socket(dir: &std::path::Path) -> QmpSocket {
-    QmpSocket::new(
+fn qmp_socket(dir: &std::path::Path) -> RootSocket {
+    RootSocket::new(
         OwnedFd::from(std::fs::File::open(dir).unwrap()),
         dir,
         "qmp.sock",
@@ -280,5 +304,77 @@ fn a_real_qemu_pauses_and_resumes_and_is_resumed_before_its_power_off() {
         asked.elapsed() < Duration::from_secs(1),
         "{:?}",
         asked.elapsed()
+    );
+}
+
+/// Issue #15 item 1 with the real QEMU: a paused guest's state is saved
+/// through root's descriptor (QMP `getfd` + `migrate fd:`), QEMU then
+/// reports `postmigrate` (which a pause accepts as paused) and resumes;
+/// a running guest is refused. A second QEMU, launched to restore that
+/// file, loads it, resumes the guest, and then waits for the guest agent
+/// (this initramfs guest has none): the launch fails on the agent, after
+/// the load, and that QEMU is gone. A file that is not a saved state
+/// ends the restoring QEMU, named as a snapshot load.
+#[test]
+fn a_real_qemu_saves_its_paused_guest_and_a_second_one_loads_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let uid = jail_uid(3_500_000);
+    let (spec, mut vm) = launched(dir.path(), "bangerqmt2", uid);
+    reached_its_initramfs(&mut vm.0, &spec);
+    let state = dir.path().join("memory");
+    let file = std::fs::File::create_new(&state).unwrap();
+    let err =
+        vm.0.save_state(file.as_fd(), Duration::from_secs(60))
+            .unwrap_err();
+    assert!(err.to_string().contains("must be paused"), "{err}");
+    RunningVmm::pause(&mut vm.0).unwrap();
+    let saved = Instant::now();
+    let bytes =
+        vm.0.save_state(file.as_fd(), Duration::from_secs(60))
+            .unwrap();
+    eprintln!("saved {bytes} bytes in {:?}", saved.elapsed());
+    let len = std::fs::metadata(&state).unwrap().len();
+    assert!(
+        bytes > 1 << 20 && len >= bytes,
+        "{bytes} bytes reported, {len} in the file"
+    );
+    assert_eq!(run_state(dir.path()), "postmigrate");
+    RunningVmm::pause(&mut vm.0).unwrap();
+    RunningVmm::resume(&mut vm.0).unwrap();
+    assert_eq!(run_state(dir.path()), "running");
+    vm.0.kill().unwrap();
+    drop(vm);
+
+    let identity = banger_vmm::agent::Identity {
+        files: vec![],
+        mac: "02:ba:0a:00:00:04".into(),
+        ip: std::net::Ipv4Addr::new(10, 0, 0, 4),
+        prefix: 24,
+        gateway: std::net::Ipv4Addr::new(10, 0, 0, 1),
+        hostname: "clone".into(),
+        clock: std::time::SystemTime::now(),
+    };
+    let incoming = |state: OwnedFd| Incoming {
+        state,
+        identity: identity.clone(),
+        nonce: "5eed".into(),
+        agent_timeout: Duration::from_secs(2),
+    };
+    let restore = Instant::now();
+    let read = OwnedFd::from(std::fs::File::open(&state).unwrap());
+    let err = launch_on(dir.path(), "bangerqmt2", uid, Some(incoming(read))).unwrap_err();
+    eprintln!("restore failed at the agent after {:?}", restore.elapsed());
+    assert!(
+        matches!(&err, VmmError::Timeout { what, .. } if what.contains("guest agent")),
+        "{err}"
+    );
+
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, vec![7u8; 4096]).unwrap();
+    let read = OwnedFd::from(std::fs::File::open(&garbage).unwrap());
+    let err = launch_on(dir.path(), "bangerqmt2", uid, Some(incoming(read))).unwrap_err();
+    assert!(
+        matches!(&err, VmmError::EarlyExit { status, .. } if status.contains("snapshot")),
+        "{err}"
     );
 }

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{ArgAction, Args, Parser, Subcommand};
 
 use crate::cmd::{
-    completions, doctor, host, image, kernel, man, op, system, version, vm, workspace,
+    completions, doctor, host, image, kernel, man, op, snapshot, system, version, vm, workspace,
 };
 use crate::exit;
 
@@ -61,6 +61,8 @@ pub enum Command {
     Image(image::ImageArgs),
     /// Create, run and reach VMs
     Vm(vm::VmArgs),
+    /// Saved VMs (`vm snapshot`) that `vm create --from` restores: ls, show, rm
+    Snapshot(snapshot::SnapshotArgs),
     /// Asynchronous operations (VM create) and their progress
     Op(op::OpArgs),
     /// Put a git checkout into a VM and bring the work back as a branch
@@ -190,6 +192,7 @@ mod tests {
                 "kernel",
                 "image",
                 "vm",
+                "snapshot",
                 "op",
                 "workspace",
                 "system",

@@ -246,6 +246,7 @@ pub fn response_name(resp: &Response) -> &'static str {
         Response::Vm(_) => "a VM result",
         Response::Op(_) => "an operation result",
         Response::Workspace(_) => "a workspace result",
+        Response::Snapshot(_) => "a snapshot result",
     }
 }
 

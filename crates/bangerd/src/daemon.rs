@@ -430,6 +430,7 @@ impl Handler for Daemon {
             Request::Kernel(r) => self.images.handle_kernel(r, progress).await,
             Request::Vm(r) => self.vms.handle_vm(r, progress).await,
             Request::Op(r) => self.vms.handle_op(r, progress).await,
+            Request::Snapshot(r) => self.vms.handle_snapshot(r).await,
             Request::Workspace(r) => {
                 // To its end in a task of its own: a client that goes away
                 // drops this future, which must not drop the workspace's

@@ -216,6 +216,14 @@ impl Layout {
         self.vms_dir.join(id)
     }
 
+    /// The directory of one snapshot: `snapshots/<id>/`. `id` is a store
+    /// id.
+    pub fn snapshot_dir(&self, id: &str) -> PathBuf {
+        self.state_dir
+            .join(banger_proto::layout::SNAPSHOTS_DIR)
+            .join(id_component("snapshot", id))
+    }
+
     /// The directory of one kernel: `kernels/<id>/`. `id` is a store id.
     pub fn kernel_dir(&self, id: &str) -> PathBuf {
         self.kernels_dir.join(id_component("kernel", id))

@@ -240,6 +240,12 @@ impl HelperClient {
             PrivOp::Vm(VmOp::StopVm(StopVm { timeout_secs, .. })) => self
                 .timeout
                 .max(Duration::from_secs(u64::from(*timeout_secs)) + STOP_MARGIN),
+            PrivOp::Vm(VmOp::SnapshotVm(_)) => self.timeout.max(Duration::from_secs(
+                banger_proto::privops::SNAPSHOT_VM_MAX_SECS,
+            )),
+            PrivOp::Vm(VmOp::LaunchVm(spec)) if spec.restore.is_some() => self.timeout.max(
+                Duration::from_secs(banger_proto::privops::RESTORE_LAUNCH_MAX_SECS),
+            ),
             _ => self.timeout,
         }
     }

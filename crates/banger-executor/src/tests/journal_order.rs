@@ -42,6 +42,9 @@ impl HostNet for JournalPeek {
     fn set_up(&self, link: &str) -> Result<(), NetError> {
         self.inner.set_up(link)
     }
+    fn set_down(&self, link: &str) -> Result<(), NetError> {
+        self.inner.set_down(link)
+    }
     fn set_master(&self, link: &str, master: &str) -> Result<(), NetError> {
         self.inner.set_master(link, master)
     }

@@ -41,7 +41,7 @@ impl VmHost {
     /// system nothing) and refused on FUSE (its mount's type, found without
     /// asking the file system): a file system the owner mounted over it
     /// must not answer root's lookups beneath it.
-    fn state_fd(&self) -> Result<OwnedFd, VmOpError> {
+    pub(super) fn state_fd(&self) -> Result<OwnedFd, VmOpError> {
         let fd = rustix::fs::open(
             &self.state_dir,
             OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
@@ -269,6 +269,9 @@ impl VmHost {
         validate::id("VM id", &spec.vm_id)?;
         validate::id("image id", &spec.image_id)?;
         validate::work_disk_bytes(spec.work_disk_bytes)?;
+        if let Some(snapshot_id) = &spec.from_snapshot {
+            return self.create_disks_from_snapshot(&spec.vm_id, snapshot_id);
+        }
         let image_rel = Path::new(IMAGES_DIR).join(&spec.image_id);
         let root = self.create_root_disk(&spec.vm_id, &spec.image_id)?;
         match self.create_work_disk(&image_rel, &spec.vm_id, spec.work_disk_bytes) {
@@ -291,6 +294,52 @@ impl VmHost {
                 Err(e)
             }
         }
+    }
+
+    /// Both disks copied from the snapshot's (reflink or sparse copy), the
+    /// root disk a file whatever the backend of new disks; nothing
+    /// half-made stays behind.
+    fn create_disks_from_snapshot(
+        &self,
+        vm_id: &str,
+        snapshot_id: &str,
+    ) -> Result<VmDisksOutcome, VmOpError> {
+        validate::id("snapshot id", snapshot_id)?;
+        // Both of the snapshot's disks checked before anything is made.
+        let root = self.snapshot_file(snapshot_id, ROOT_DISK)?;
+        let work = self.snapshot_file(snapshot_id, WORK_DISK)?;
+        let dir = self.owner_vm_dir(vm_id)?;
+        // Only the files this call made are removed on failure, through
+        // the descriptor they were made in (`create_file` refuses to
+        // replace an existing one).
+        let mut made: Vec<&'static str> = Vec::new();
+        let copied = (|| {
+            let mut copy = |(src, len): (File, u64), name: &'static str| {
+                let dst = self.create_file(vm_id, name)?;
+                made.push(name);
+                super::snapshot::clone_file(&src, &dst)
+                    .map(|how| (len, how))
+                    .map_err(io("copying a snapshot disk into", &dir.join(name)))
+            };
+            let (root_bytes, backend) = copy(root, ROOT_DISK)?;
+            let (work_bytes, _) = copy(work, WORK_DISK)?;
+            Ok(VmDisksOutcome {
+                backend,
+                root_bytes,
+                work_bytes,
+            })
+        })();
+        if copied.is_err() {
+            for name in made {
+                match rustix::fs::unlinkat(&dir, name, rustix::fs::AtFlags::empty()) {
+                    Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+                    Err(e) => {
+                        tracing::warn!(vm_id, file = name, error = %e, "removing a disk after a failed copy from a snapshot");
+                    }
+                }
+            }
+        }
+        copied
     }
 
     fn create_work_disk(

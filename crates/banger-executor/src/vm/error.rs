@@ -27,7 +27,7 @@ pub enum VmOpError {
     #[error("VM {vm_id} has no running VMM")]
     NotRunning { vm_id: String },
     /// Another operation has the VM's VMM out of the table: `doing` is
-    /// "stopped" (a stop or kill) or "paused or resumed".
+    /// "stopped" (a stop or kill) or "paused, resumed or snapshotted".
     #[error("the VMM of VM {vm_id} (pid {pid}) is being {doing}; ask again once that is done")]
     Busy {
         vm_id: String,

@@ -14,6 +14,7 @@ mod guestfs;
 mod jailed;
 mod pause;
 mod qmp;
+mod save;
 mod slots;
 pub(crate) mod snapshot;
 mod support;

@@ -29,7 +29,11 @@ use super::{Held, VmHost};
 /// drivers' own deadlines (QEMU: four QMP exchanges of 2 s, the greeting,
 /// `qmp_capabilities`, `stop` or `cont` and `query-status`; Firecracker:
 /// two API requests of 10 s, 2 s for an adopted one; each then 200 ms
-/// for an exited VMM to be seen gone).
+/// for an exited VMM to be seen gone). A snapshot (`SnapshotVm`) holds
+/// the VMM as long as its save and disk copies take, which may be longer:
+/// a stop then kills the VMM after this wait (the snapshot fails and is
+/// removed), and its own bound still holds, since it stops the VMM
+/// through its pidfd without waiting for the snapshot to end.
 const PAUSE_WAIT: Duration = Duration::from_secs(30);
 
 // A stop's longest paths beyond its timeout: the pause waited for past it
@@ -76,10 +80,43 @@ pub(super) struct InPause {
 impl VmHost {
     /// Pause or resume (`to`) the vCPUs of the VM's VMM, re-adopting a
     /// journaled one first as a status does. Refused when none runs
-    /// ([`VmOpError::NotRunning`]) and while a stop, or another pause or
-    /// resume, has it ([`VmOpError::Busy`]).
+    /// ([`VmOpError::NotRunning`]) and while a stop, or another pause,
+    /// resume or snapshot, has it ([`VmOpError::Busy`]).
     pub(crate) fn set_vcpus(&self, vm_id: &str, to: Vcpus) -> Result<(), VmOpError> {
         validate::id("VM id", vm_id)?;
+        let not_running = || VmOpError::NotRunning {
+            vm_id: vm_id.to_string(),
+        };
+        let mut back = self.take_vmm(vm_id)?;
+        let done = match back.held.as_mut() {
+            Some((p, _)) if to == Vcpus::Paused => p.pause(),
+            Some((p, _)) => p.resume(),
+            None => return Err(not_running()),
+        };
+        drop(back);
+        match done {
+            Ok(()) => {
+                tracing::info!(vm_id, request = to.verb(), "VMM vCPUs set");
+                Ok(())
+            }
+            Err(VmmError::NotRunning { .. }) => Err(not_running()),
+            Err(source) => Err(VmOpError::Vcpus {
+                vm_id: vm_id.to_string(),
+                what: match to {
+                    Vcpus::Paused => "pausing",
+                    Vcpus::Running => "resuming",
+                },
+                source,
+            }),
+        }
+    }
+
+    /// Take the VM's VMM out of the table for a call to it (a pause,
+    /// resume or snapshot), re-adopting a journaled one first as a status
+    /// does: it is in `pausing` until the returned guard puts it back.
+    /// Refused when none runs ([`VmOpError::NotRunning`]) and while a
+    /// stop, or another such call, has it ([`VmOpError::Busy`]).
+    pub(super) fn take_vmm(&self, vm_id: &str) -> Result<GiveBack<'_>, VmOpError> {
         let not_running = || VmOpError::NotRunning {
             vm_id: vm_id.to_string(),
         };
@@ -105,7 +142,7 @@ impl VmHost {
             }
             let mut pausing = self.pausing.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(p) = pausing.get(vm_id) {
-                return Err(busy(p.pid(), "paused or resumed"));
+                return Err(busy(p.pid(), "paused, resumed or snapshotted"));
             }
             let Some((p, start_time)) = procs.get(vm_id) else {
                 return Err(not_running());
@@ -130,32 +167,11 @@ impl VmHost {
             procs.remove(vm_id)
         };
         // Back in the table and out of `pausing` however the call ends.
-        let mut back = GiveBack {
+        Ok(GiveBack {
             host: self,
-            vm_id,
+            vm_id: vm_id.to_string(),
             held,
-        };
-        let done = match back.held.as_mut() {
-            Some((p, _)) if to == Vcpus::Paused => p.pause(),
-            Some((p, _)) => p.resume(),
-            None => return Err(not_running()),
-        };
-        drop(back);
-        match done {
-            Ok(()) => {
-                tracing::info!(vm_id, request = to.verb(), "VMM vCPUs set");
-                Ok(())
-            }
-            Err(VmmError::NotRunning { .. }) => Err(not_running()),
-            Err(source) => Err(VmOpError::Vcpus {
-                vm_id: vm_id.to_string(),
-                what: match to {
-                    Vcpus::Paused => "pausing",
-                    Vcpus::Running => "resuming",
-                },
-                source,
-            }),
-        }
+        })
     }
 
     /// The VM's VMM as `status` answers while a pause or resume has it:
@@ -164,6 +180,10 @@ impl VmHost {
     pub(super) fn pausing_state(&self, vm_id: &str) -> Option<VmmState> {
         let pausing = self.pausing.lock().unwrap_or_else(|e| e.into_inner());
         let p = pausing.get(vm_id)?;
+        // Running while a pause, resume or snapshot holds it, even when a
+        // stop has killed it meanwhile: a snapshot may still be copying
+        // its disks, and no launch or disk operation may start until that
+        // call gives it back (second review of s12, N4).
         Some(VmmState {
             vm_id: vm_id.to_string(),
             running: true,
@@ -226,7 +246,7 @@ impl VmHost {
                 return Err(VmOpError::Busy {
                     vm_id: vm_id.to_string(),
                     pid: found.pid,
-                    doing: "paused or resumed",
+                    doing: "paused, resumed or snapshotted",
                 });
             }
             ForStop::Pausing(_) | ForStop::Elsewhere => {
@@ -263,12 +283,12 @@ impl VmHost {
     }
 }
 
-/// Puts a VMM a pause or resume took back into the table, then takes the
-/// VM out of `pausing` and wakes a stop waiting for it.
-struct GiveBack<'a> {
+/// Puts a VMM a pause, resume or snapshot took back into the table, then
+/// takes the VM out of `pausing` and wakes a stop waiting for it.
+pub(super) struct GiveBack<'a> {
     host: &'a VmHost,
-    vm_id: &'a str,
-    held: Option<Held>,
+    vm_id: String,
+    pub(super) held: Option<Held>,
 }
 
 impl Drop for GiveBack<'_> {
@@ -279,7 +299,7 @@ impl Drop for GiveBack<'_> {
         // would be newer, and this one is dropped after the locks.
         let mut left = None;
         if let Some(held) = self.held.take() {
-            match procs.entry(self.vm_id.to_string()) {
+            match procs.entry(self.vm_id.clone()) {
                 std::collections::hash_map::Entry::Vacant(v) => {
                     v.insert(held);
                 }
@@ -290,7 +310,7 @@ impl Drop for GiveBack<'_> {
             .pausing
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(self.vm_id);
+            .remove(&self.vm_id);
         drop(procs);
         self.host.paused.notify_all();
         drop(left);

@@ -1,9 +1,9 @@
 //! Root's directory of jailed QEMUs' QMP sockets (`vmm-qmp/`, beside the
-//! journal), and each VM's socket in it.
+//! journal), and each VM's sockets in it: QMP's and the guest agent's.
 
 use std::path::Path;
 
-use banger_vmm::qemu::QmpSocket;
+use banger_vmm::qemu::RootSocket;
 use rustix::fs::OFlags;
 
 use super::VmHost;
@@ -19,7 +19,18 @@ impl VmHost {
     /// the owner nor a VMM can swap or remove the socket, and it persists
     /// while QEMU runs (a restarted helper finds it there). Not in the VM
     /// directory: the owner writes that.
-    pub(super) fn qmp_socket(&self, vm_id: &str, create: bool) -> Result<QmpSocket, VmOpError> {
+    pub(super) fn qmp_socket(&self, vm_id: &str, create: bool) -> Result<RootSocket, VmOpError> {
+        self.root_socket(&format!("{vm_id}.sock"), create)
+    }
+
+    /// The socket of the guest agent's channel of the VM's jailed QEMU:
+    /// `<vm id>.agent.sock` beside its QMP socket, with the same rules.
+    pub(super) fn agent_socket(&self, vm_id: &str, create: bool) -> Result<RootSocket, VmOpError> {
+        self.root_socket(&format!("{vm_id}.agent.sock"), create)
+    }
+
+    /// `name` in [`QMP_DIR`] (made when `create`), checked root's and 0700.
+    fn root_socket(&self, name: &str, create: bool) -> Result<RootSocket, VmOpError> {
         let parent = self
             .journal
             .path()
@@ -58,16 +69,19 @@ impl VmHost {
                 ),
             });
         }
-        QmpSocket::new(fd, &path, &format!("{vm_id}.sock")).map_err(io("naming a socket in", &path))
+        RootSocket::new(fd, &path, name).map_err(io("naming a socket in", &path))
     }
 
-    /// Remove the VM's QMP socket, if any: its VMM is gone.
+    /// Remove the VM's QMP and agent sockets, if any: its VMM is gone.
     pub(super) fn remove_qmp_socket(&self, vm_id: &str) {
-        let removed = self
-            .qmp_socket(vm_id, false)
-            .and_then(|s| s.remove().map_err(io("removing", s.path())));
-        if let Err(e) = removed {
-            tracing::debug!(vm_id, error = %e, "no QMP socket removed");
+        for socket in [
+            self.qmp_socket(vm_id, false),
+            self.agent_socket(vm_id, false),
+        ] {
+            let removed = socket.and_then(|s| s.remove().map_err(io("removing", s.path())));
+            if let Err(e) = removed {
+                tracing::debug!(vm_id, error = %e, "no QEMU socket removed");
+            }
         }
     }
 }

@@ -314,7 +314,7 @@ fn a_stop_or_kill_during_a_pause_waits_for_it_or_kills_at_once() {
             matches!(
                 e,
                 VmOpError::Busy {
-                    doing: "paused or resumed",
+                    doing: "paused, resumed or snapshotted",
                     ..
                 }
             ),

@@ -31,6 +31,11 @@ pub fn mac(value: &str) -> Result<(), VmOpError> {
     }
 }
 
+/// The most files a restore's identity carries.
+pub const MAX_IDENTITY_FILES: usize = 32;
+/// The most bytes their contents hold in all.
+pub const MAX_IDENTITY_BYTES: usize = 1 << 20;
+
 /// A launch's arguments: ids, MAC, tap, and resources within
 /// `banger_proto::limits` — the vCPU count within its VMM's own limit, so
 /// a VM its VMM would refuse is refused before a slot, a cgroup or a tap
@@ -44,7 +49,53 @@ pub fn launch(spec: &LaunchVmSpec) -> Result<(), VmOpError> {
         .map_err(|e| invalid("vCPU count", &spec.vcpus.to_string(), &e))?;
     limits::check_memory_mib(spec.memory_mib)
         .map_err(|e| invalid("memory (MiB)", &spec.memory_mib.to_string(), &e))?;
-    crate::validate::tap_name(&spec.tap).map_err(|e| invalid("tap", &spec.tap, &e.to_string()))
+    crate::validate::tap_name(&spec.tap).map_err(|e| invalid("tap", &spec.tap, &e.to_string()))?;
+    if let Some(r) = &spec.restore {
+        if spec.vmm != banger_proto::vmops::VmmKind::Qemu {
+            return Err(invalid(
+                "restore",
+                &r.snapshot_id,
+                "only QEMU VMs are restored from snapshots",
+            ));
+        }
+        id("snapshot id", &r.snapshot_id)?;
+        // Refused before QEMU loads anything: the agent is sent these
+        // (guest contract 4), a few KiB in practice.
+        if r.identity.files.len() > MAX_IDENTITY_FILES {
+            return Err(invalid(
+                "identity",
+                &r.identity.files.len().to_string(),
+                &format!("more than {MAX_IDENTITY_FILES} files"),
+            ));
+        }
+        let mut total = 0;
+        for f in &r.identity.files {
+            guest_file(f)?;
+            total += f.content.len();
+        }
+        if total > MAX_IDENTITY_BYTES {
+            return Err(invalid(
+                "identity",
+                &format!("{total} bytes"),
+                &format!("its files hold more than {MAX_IDENTITY_BYTES} bytes"),
+            ));
+        }
+        for (what, ip) in [("address", r.identity.ip), ("gateway", r.identity.gateway)] {
+            if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
+                return Err(invalid(what, &ip.to_string(), "not a unicast address"));
+            }
+        }
+        banger_proto::guest::check_hostname(&r.identity.hostname)
+            .map_err(|e| invalid("hostname", &r.identity.hostname, e))?;
+        if !(1..=30).contains(&r.identity.prefix) {
+            return Err(invalid(
+                "prefix",
+                &r.identity.prefix.to_string(),
+                "must be 1 to 30",
+            ));
+        }
+    }
+    Ok(())
 }
 
 pub fn work_disk_bytes(bytes: u64) -> Result<(), VmOpError> {
@@ -55,22 +106,7 @@ pub fn work_disk_bytes(bytes: u64) -> Result<(), VmOpError> {
 /// `[A-Za-z0-9._-]` (so it never needs quoting in a debugfs script), no `.`
 /// or `..`, at most 255 bytes.
 pub fn guest_path(path: &str) -> Result<(), VmOpError> {
-    let bad = |reason| Err(invalid("guest path", path, reason));
-    if !path.starts_with('/') || path.len() < 2 || path.len() > 255 {
-        return bad("must be absolute and at most 255 bytes");
-    }
-    for comp in path[1..].split('/') {
-        if comp.is_empty() || comp == "." || comp == ".." {
-            return bad("must not contain empty, `.` or `..` components");
-        }
-        if !comp
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-        {
-            return bad("components may only use A-Z a-z 0-9 . _ -");
-        }
-    }
-    Ok(())
+    banger_proto::guest::check_guest_path(path).map_err(|r| invalid("guest path", path, r))
 }
 
 pub fn guest_file(f: &GuestFile) -> Result<(), VmOpError> {
@@ -132,6 +168,7 @@ mod tests {
             tap: "bangertap0".into(),
             mac: "02:ba:0a:00:00:05".into(),
             force_kvm: true,
+            restore: None,
         }
     }
 

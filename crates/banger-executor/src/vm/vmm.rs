@@ -40,6 +40,54 @@ pub(super) fn sockets(kind: VmmKind) -> Vec<String> {
 
 use banger_host::jail::start_time;
 
+/// A VM's tap set down for a restore ([`TapDown::new`]): set up again when
+/// dropped (a failed launch: the tap's next user needs it up), or by
+/// [`TapDown::up`], unless [`TapDown::keep_down`] said otherwise.
+struct TapDown<'a> {
+    net: &'a std::sync::Arc<dyn banger_host::net::HostNet>,
+    tap: &'a str,
+    up_on_drop: bool,
+}
+
+impl<'a> TapDown<'a> {
+    fn new(
+        net: &'a std::sync::Arc<dyn banger_host::net::HostNet>,
+        tap: &'a str,
+    ) -> Result<TapDown<'a>, VmOpError> {
+        net.set_down(tap).map_err(|e| {
+            io("setting down tap", Path::new(tap))(std::io::Error::other(e.to_string()))
+        })?;
+        Ok(TapDown {
+            net,
+            tap,
+            up_on_drop: true,
+        })
+    }
+
+    /// Set it up now.
+    fn up(mut self) -> Result<(), VmOpError> {
+        self.up_on_drop = false;
+        self.net.set_up(self.tap).map_err(|e| {
+            io("setting up tap", Path::new(self.tap))(std::io::Error::other(e.to_string()))
+        })
+    }
+
+    /// Leave it down when dropped.
+    fn keep_down(&mut self) {
+        self.up_on_drop = false;
+    }
+}
+
+impl Drop for TapDown<'_> {
+    fn drop(&mut self) {
+        if self.up_on_drop
+            && let Err(e) = self.net.set_up(self.tap)
+        {
+            tracing::warn!(tap = %self.tap, error = %e, "setting a tap up again after a failed restore");
+        }
+    }
+}
+
 impl VmHost {
     fn launch_spec(&self, spec: &LaunchVmSpec, kvm: bool) -> Result<LaunchSpec, VmOpError> {
         let krel = Path::new(KERNELS_DIR).join(&spec.kernel_id);
@@ -221,6 +269,7 @@ impl VmHost {
                 // QEMU set through that descriptor.
                 let (mut handed, tap) = self.take_tap_for_qemu(&spec.tap)?;
                 let qmp = self.qmp_socket(&spec.vm_id, true)?;
+                let agent = self.agent_socket(&spec.vm_id, true)?;
                 let log = vm_dir
                     .recreate(VMM_LOG, 0o600, self.tool_ids())
                     .map_err(failed)?;
@@ -229,7 +278,27 @@ impl VmHost {
                 let tail = log
                     .try_clone()
                     .map_err(io("duplicating", &vm_dir.join(VMM_LOG)))?;
-                let mut files = self.qemu_files(&ls, &vm_dir, log, qmp, tap)?;
+                let mut files = self.qemu_files(&ls, &vm_dir, log, (qmp, agent), tap)?;
+                // A restore: the saved state, and the tap down until the
+                // guest's agent has applied the new identity, so nobody
+                // reaches the clone under its source's address and MAC
+                // (the firewall's per-tap MAC and address pins hold
+                // besides). Up again when `down` goes, unless a QEMU that
+                // may still run the clone keeps it down. A boot sets it
+                // up: a restore the helper did not live through may have
+                // left it down.
+                let mut down = None;
+                match &spec.restore {
+                    Some(r) => {
+                        files.incoming = Some(self.incoming(spec, r)?);
+                        down = Some(TapDown::new(&self.net, &spec.tap)?);
+                    }
+                    None => {
+                        if let Err(e) = self.net.set_up(&spec.tap) {
+                            tracing::warn!(tap = %spec.tap, error = %e, "setting a tap up before a boot");
+                        }
+                    }
+                }
                 let limits = super::cgroup::VmLimits {
                     memory: banger_vmm::qemu::memory_limit(&ls),
                     processes: banger_vmm::qemu::process_limit(&ls),
@@ -240,13 +309,29 @@ impl VmHost {
                     cgroup = Some(made);
                 }
                 let driver = QemuDriver { binary };
-                match driver.start(&ls, files) {
-                    Ok(vm) => (vm, handed),
+                let mut vm = match driver.start(&ls, files) {
+                    Ok(vm) => vm,
                     Err(source) => {
+                        if matches!(source, VmmError::StillRunning { .. })
+                            && let Some(d) = down.as_mut()
+                        {
+                            // It may still run the clone: the tap stays down.
+                            d.keep_down();
+                        }
                         self.keep_still_running(spec, &source, &mut slot, &mut cgroup, &mut handed);
                         return Err(failed(with_log_tail(source, &tail)));
                     }
+                };
+                if let Some(d) = down.take()
+                    && let Err(e) = d.up()
+                {
+                    // Not reachable as itself: not kept.
+                    if vm.kill().is_err() {
+                        std::mem::forget(slot);
+                    }
+                    return Err(e);
                 }
+                (vm, handed)
             }
             VmmKind::Firecracker => {
                 // The slot's own `run/` (0700), bound at `/run` in the
@@ -278,7 +363,13 @@ impl VmHost {
             uid: slot.as_ref().map(|s| s.uid()),
             cgroup: cgroup.as_ref().map(|c| c.name.clone()),
             tap: Some(spec.tap.clone()),
-            console_offset: proc.console_offset(),
+            // A restored guest prints no ready line again: re-adopted, it
+            // is not watched for one (its launch settled it ready).
+            console_offset: if spec.restore.is_some() {
+                None
+            } else {
+                proc.console_offset()
+            },
         };
         // A failure below drops `handed` after the kill: the tap goes back
         // to root unless the VMM still holds it.
@@ -313,6 +404,40 @@ impl VmHost {
             sockets: Vec::new(),
             root_devices: Vec::new(),
         }))
+    }
+
+    /// What a QEMU restoring `r` is given: the snapshot's state (the
+    /// owner's checked file) and the identity its agent applies, with the
+    /// launch's MAC and root's clock.
+    fn incoming(
+        &self,
+        spec: &LaunchVmSpec,
+        r: &banger_proto::vmops::RestoreSpec,
+    ) -> Result<banger_vmm::qemu::Incoming, VmOpError> {
+        let id = &r.identity;
+        let nonce = {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            format!(
+                "{:x}",
+                now.as_nanos() as u64 ^ u64::from(std::process::id())
+            )
+        };
+        Ok(banger_vmm::qemu::Incoming {
+            state: self.snapshot_state(&r.snapshot_id)?,
+            identity: banger_vmm::agent::Identity {
+                files: id.files.clone(),
+                mac: spec.mac.clone(),
+                ip: id.ip,
+                prefix: id.prefix,
+                gateway: id.gateway,
+                hostname: id.hostname.clone(),
+                clock: std::time::SystemTime::now(),
+            },
+            nonce,
+            agent_timeout: banger_vmm::qemu::AGENT_TIMEOUT,
+        })
     }
 
     /// After a launch failed with `source`: when that is

@@ -15,7 +15,7 @@ use banger_proto::layout::SERIAL_LOG;
 use banger_vmm::dir::tail_lines;
 use banger_vmm::dir::{OwnerDir, reopen};
 use banger_vmm::firecracker::FirecrackerFiles;
-use banger_vmm::qemu::{DriveFds, QemuFiles, QmpSocket};
+use banger_vmm::qemu::{DriveFds, QemuFiles, RootSocket};
 use banger_vmm::{LaunchSpec, VmmError};
 use rustix::fs::OFlags;
 
@@ -42,7 +42,7 @@ impl VmHost {
         ls: &LaunchSpec,
         vm_dir: &OwnerDir,
         log: File,
-        qmp: QmpSocket,
+        (qmp, agent): (RootSocket, RootSocket),
         tap: OwnedFd,
     ) -> Result<QemuFiles, VmOpError> {
         let (kernel, initrd) = self.boot_files(ls)?;
@@ -80,8 +80,10 @@ impl VmHost {
             serial,
             log,
             qmp,
+            agent,
             kvm,
             cgroup: None,
+            incoming: None,
         })
     }
 

@@ -428,6 +428,14 @@ impl HostNet for FakeNet {
         })
     }
 
+    fn set_down(&self, link: &str) -> Result<(), NetError> {
+        self.record("set_down", format!("set_down({link})"))?;
+        self.with_link_mut(link, |l| {
+            l.up = false;
+            Ok(())
+        })
+    }
+
     fn set_up(&self, link: &str) -> Result<(), NetError> {
         self.record("set_up", format!("set_up({link})"))?;
         self.with_link_mut(link, |l| {

@@ -305,6 +305,9 @@ pub trait HostNet: Send + Sync {
     fn add_address(&self, link: &str, address: Ipv4Cidr) -> Result<(), NetError>;
     fn del_address(&self, link: &str, address: Ipv4Cidr) -> Result<(), NetError>;
     fn set_up(&self, link: &str) -> Result<(), NetError>;
+    /// Set `link` down: a bridge port that is down neither forwards to
+    /// nor takes frames from its link.
+    fn set_down(&self, link: &str) -> Result<(), NetError>;
     fn set_master(&self, link: &str, master: &str) -> Result<(), NetError>;
     /// Make the link with index `link` a port of the one with index
     /// `master`, both as the caller checked them (no lookup by name).
@@ -435,6 +438,10 @@ impl HostNet for RealNet {
 
     fn set_up(&self, link: &str) -> Result<(), NetError> {
         netlink::Netlink::open()?.set_up(link)
+    }
+
+    fn set_down(&self, link: &str) -> Result<(), NetError> {
+        netlink::Netlink::open()?.set_down(link)
     }
 
     fn set_master(&self, link: &str, master: &str) -> Result<(), NetError> {

@@ -288,6 +288,13 @@ impl Netlink {
         })
     }
 
+    pub(super) fn set_down(&mut self, name: &str) -> Result<(), NetError> {
+        self.change_link(name, &format!("set {name} down"), |msg| {
+            msg.header.flags = LinkFlags::empty();
+            msg.header.change_mask = LinkFlags::Up;
+        })
+    }
+
     /// `IFLA_BR_MULTI_BOOLOPT` with `BR_BOOLOPT_NO_LL_LEARN` set (and only
     /// that bit in the mask, so no other option changes). A kernel without
     /// the option (before 5.0) refuses the request.

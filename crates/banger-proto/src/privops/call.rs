@@ -11,7 +11,7 @@
 use super::probe::{DeviceProbe, JailScopeProbe, KvmProbe, ToolProbe, VmmSupport};
 use super::{BuiltImageFiles, PrivOp, PrivOutcome};
 use crate::net::{BridgeOutcome, DnsSockets, FdIndex, NetStatus, TapOutcome, TeardownReport};
-use crate::vmops::{VmDisksOutcome, VmStopped, VmmState};
+use crate::vmops::{SnapshotSaved, VmDisksOutcome, VmStopped, VmmState};
 
 /// One privileged operation's request: it becomes a [`PrivOp`] and is
 /// answered by a [`Self::Response`].
@@ -96,6 +96,7 @@ answers! {
     Vmm(VmmState) = "vmm",
     VmStopped(VmStopped) = "vm_stopped",
     BuiltImage(BuiltImageFiles) = "built_image",
+    SnapshotSaved(SnapshotSaved) = "snapshot_saved",
 }
 
 /// Operations that succeed with nothing to report answer `Done`.

@@ -37,8 +37,8 @@ pub use call::{Answer, PrivCall, WrongOutcome, answer_of};
 pub use ops::{
     BuildDebianImage, DeleteTap, DeleteVmDisks, GrowWorkDisk, ImageOp, KillVm, NetOp,
     OpenDnsSockets, PauseVm, ProbeDevice, ProbeJailScope, ProbeKvm, ProbeNftables, ProbeOp,
-    ProbeVmms, QueryNetStatus, ResumeVm, STOP_OVERHEAD_MAX_SECS, StopVm, Teardown, VmOp, VmmStatus,
-    WAIT_READY_MAX_MS, WaitVmReady,
+    ProbeVmms, QueryNetStatus, RESTORE_LAUNCH_MAX_SECS, ResumeVm, SNAPSHOT_VM_MAX_SECS,
+    STOP_OVERHEAD_MAX_SECS, StopVm, Teardown, VmOp, VmmStatus, WAIT_READY_MAX_MS, WaitVmReady,
 };
 pub use probe::{
     DeviceProbe, DeviceState, GuestTest, HostDevice, JailScopeProbe, KvmProbe, KvmVerdict, MsrTest,
@@ -46,7 +46,7 @@ pub use probe::{
 };
 
 /// Version of the privileged-ops protocol.
-pub const PRIV_PROTOCOL_VERSION: u32 = 7;
+pub const PRIV_PROTOCOL_VERSION: u32 = 8;
 
 /// Messages from `bangerd` to the helper.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +132,7 @@ pub enum PrivOutcome {
     Vmm(VmmState),
     VmStopped(VmStopped),
     BuiltImage(BuiltImageFiles),
+    SnapshotSaved(crate::vmops::SnapshotSaved),
 }
 
 /// A built Debian image in root's cache; the three descriptors (read-only,

@@ -16,7 +16,8 @@ use crate::net::{
     TapSpec, TeardownReport,
 };
 use crate::vmops::{
-    GuestFilesSpec, LaunchVmSpec, VmDisksOutcome, VmDisksSpec, VmStopped, VmmState,
+    GuestFilesSpec, LaunchVmSpec, SnapshotSaved, SnapshotVmSpec, VmDisksOutcome, VmDisksSpec,
+    VmStopped, VmmState,
 };
 
 /// One domain enum: its variants (each wrapping the op's request type),
@@ -187,6 +188,16 @@ domain! {
         /// [`VmOp::PauseVm`]'s. A `StopVm` of a paused VM resumes it before
         /// it asks the guest to power off.
         ResumeVm(ResumeVm) = "resume_vm" -> (),
+        /// Save the VM's memory and device state and copy its disks into
+        /// the snapshot's directory (see [`SnapshotVmSpec`]). QEMU only;
+        /// Firecracker is refused. Preconditions: both ids are ids; a VMM
+        /// of the VM runs and no stop or pause of it is in flight; the
+        /// snapshot directory is the owner's and holds none of the files.
+        /// On failure the files this call made are removed and a guest
+        /// that ran runs again; a helper killed meanwhile leaves them
+        /// (the daemon records a snapshot only once this answered, and
+        /// removes directories it has no record of).
+        SnapshotVm(SnapshotVmSpec) = "snapshot_vm" -> SnapshotSaved,
     }
 }
 
@@ -291,6 +302,17 @@ pub struct StopVm {
 /// 40 s.
 pub const STOP_OVERHEAD_MAX_SECS: u64 = 40;
 
+/// The most a [`VmOp::SnapshotVm`] takes to answer, in seconds: the save
+/// (at most 120 s) and the copies of both disks, which are sparse copies
+/// of whole disks where the state file system has no reflink.
+pub const SNAPSHOT_VM_MAX_SECS: u64 = 1800;
+
+/// The most a [`VmOp::LaunchVm`] that restores a snapshot takes to
+/// answer, in seconds: QEMU's start, loading the state and the guest
+/// agent's identity, each within its own deadline (`banger_vmm::qemu`
+/// checks that they fit).
+pub const RESTORE_LAUNCH_MAX_SECS: u64 = 240;
+
 /// The request of [`VmOp::KillVm`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KillVm {
@@ -347,6 +369,7 @@ impl VmOp {
             VmOp::WaitVmReady(r) => &r.vm_id,
             VmOp::PauseVm(r) => &r.vm_id,
             VmOp::ResumeVm(r) => &r.vm_id,
+            VmOp::SnapshotVm(r) => &r.vm_id,
         }
     }
 }

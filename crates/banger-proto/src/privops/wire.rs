@@ -1,7 +1,8 @@
 //! The wire form of [`PrivOp`]: one flat, adjacently tagged enum, exactly
 //! as protocol 4 sent it (protocol 5 added `probe_vmms` and renamed
 //! `launch_vm`'s `kvm` to `force_kvm`, 6 `wait_vm_ready`, 7 `pause_vm` and
-//! `resume_vm`) (`{"op": NAME}` for an op that carries
+//! `resume_vm`, 8 `snapshot_vm`, `create_vm_disks`' `from_snapshot` and
+//! `launch_vm`'s `restore`) (`{"op": NAME}` for an op that carries
 //! nothing, `{"op": NAME, "args": {..}}` otherwise; unknown ops and fields
 //! refused, an `args` array refused where it is a struct). [`PrivOp`]
 //! groups the same operations by domain in Rust and (de)serializes through
@@ -20,7 +21,7 @@ use super::ops::{
 };
 use super::probe::HostDevice;
 use crate::net::{BridgeSpec, FirewallSpec, ResolverSpec, TapSpec};
-use crate::vmops::{GuestFilesSpec, LaunchVmSpec, VmDisksSpec};
+use crate::vmops::{GuestFilesSpec, LaunchVmSpec, SnapshotVmSpec, VmDisksSpec};
 
 // Named `PrivOp` here (the grouped one is `Grouped` in this file), so its
 // messages to a peer ("expected struct variant PrivOp::DeleteTap", "unknown
@@ -59,6 +60,7 @@ pub(crate) enum PrivOp {
     WaitVmReady { vm_id: String, timeout_ms: u32 },
     PauseVm { vm_id: String },
     ResumeVm { vm_id: String },
+    SnapshotVm(SnapshotVmSpec),
     BuildDebianImage { suite: String },
 }
 
@@ -96,6 +98,7 @@ impl From<PrivOp> for Grouped {
             PrivOp::WaitVmReady { vm_id, timeout_ms } => WaitVmReady { vm_id, timeout_ms }.into(),
             PrivOp::PauseVm { vm_id } => PauseVm { vm_id }.into(),
             PrivOp::ResumeVm { vm_id } => ResumeVm { vm_id }.into(),
+            PrivOp::SnapshotVm(r) => r.into(),
             PrivOp::BuildDebianImage { suite } => BuildDebianImage { suite }.into(),
         }
     }
@@ -145,6 +148,7 @@ impl From<Grouped> for PrivOp {
                 }
                 VmOp::PauseVm(PauseVm { vm_id }) => PrivOp::PauseVm { vm_id },
                 VmOp::ResumeVm(ResumeVm { vm_id }) => PrivOp::ResumeVm { vm_id },
+                VmOp::SnapshotVm(r) => PrivOp::SnapshotVm(r),
             },
             Grouped::Image(ImageOp::BuildDebianImage(BuildDebianImage { suite })) => {
                 PrivOp::BuildDebianImage { suite }

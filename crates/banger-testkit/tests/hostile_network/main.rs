@@ -246,6 +246,7 @@ fn a_flushed_ruleset_leaves_ras_powerless_and_stops_new_taps_and_vms() {
                 tap: TAP.into(),
                 mac: "02:ba:0a:d5:07:02".into(),
                 force_kvm: false,
+                restore: None,
             },
         )))
         .expect_err("a VM without banger's tables");

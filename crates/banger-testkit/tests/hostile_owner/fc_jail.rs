@@ -201,6 +201,7 @@ fn launch_on(lab: &Lab, id: &str, tap: &str, mac: &str) -> serde_json::Value {
         tap: tap.into(),
         mac: mac.into(),
         force_kvm: true,
+        restore: None,
     })))
     .unwrap_or_else(|e| panic!("LaunchVm {id}: {e}"))
 }

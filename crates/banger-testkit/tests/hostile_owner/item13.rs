@@ -77,6 +77,7 @@ fn a_fifo_where_root_reads_is_refused_at_once() {
                 vm_id: d.into(),
                 image_id: i_seed.into(),
                 work_disk_bytes: 64 << 20,
+                from_snapshot: None,
             })),
         ),
     ];
@@ -135,6 +136,7 @@ fn launch_op(vm_id: &str, image: &str, kernel: &str) -> PrivOp {
         tap: TAP.into(),
         mac: "02:ba:0a:d5:07:02".into(),
         force_kvm: false,
+        restore: None,
     }))
 }
 

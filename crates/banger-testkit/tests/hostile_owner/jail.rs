@@ -99,6 +99,7 @@ fn disk_tools_run_jailed_as_a_uid_that_owns_nothing_and_leave_nothing_behind() {
         vm_id: vm.into(),
         image_id: IMAGE.into(),
         work_disk_bytes: 64 << 20,
+        from_snapshot: None,
     })))
     .expect("CreateVmDisks");
     lab.call(PrivOp::Vm(VmOp::GrowWorkDisk(GrowWorkDisk {

@@ -192,6 +192,7 @@ impl Lab {
             tap: TAP.into(),
             mac: "02:ba:0a:d5:07:02".into(),
             force_kvm: vmm == VmmKind::Firecracker,
+            restore: None,
         })))
     }
 }

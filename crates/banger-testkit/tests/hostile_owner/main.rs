@@ -181,6 +181,7 @@ fn hard_links_planted_where_root_works_are_refused() {
             vm_id: c.into(),
             image_id: IMAGE.into(),
             work_disk_bytes: 64 << 20,
+            from_snapshot: None,
         })))
         .expect_err("a hard-linked work seed");
     eprintln!("hard-linked work seed: {err}");
@@ -210,6 +211,7 @@ fn hard_links_planted_where_root_works_are_refused() {
             vm_id: d.into(),
             image_id: IMAGE.into(),
             work_disk_bytes: 64 << 20,
+            from_snapshot: None,
         })))
         .expect_err("a work disk name already taken");
     eprintln!("work disk name taken: {err}");

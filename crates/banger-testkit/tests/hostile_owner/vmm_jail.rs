@@ -185,6 +185,7 @@ fn qemu_runs_jailed_as_a_uid_of_its_own_and_reaches_nothing_of_the_host() {
             tap: tap.into(),
             mac: mac.into(),
             force_kvm: false,
+            restore: None,
         })))
         .unwrap_or_else(|e| panic!("LaunchVm {id}: {e}"))
     };

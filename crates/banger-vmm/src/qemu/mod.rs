@@ -13,6 +13,7 @@
 //! of [`fds`].
 
 mod qmp;
+mod snapshot;
 
 use std::ffi::OsString;
 use std::fs::File;
@@ -24,7 +25,8 @@ use std::time::{Duration, Instant};
 use banger_host::jail::Jail;
 use banger_host::runner::{Cmd, Runner, SpawnOptions, Spawned};
 
-pub use qmp::{Qmp, QmpError, QmpSocket};
+pub use qmp::{Qmp, QmpError, RootSocket};
+pub use snapshot::{AGENT_TIMEOUT, Incoming, RESTORE_TIMEOUT};
 
 use banger_proto::vmops::VmmKind;
 
@@ -72,6 +74,9 @@ pub mod fds {
     /// QMP's listening socket, root's (`-chardev socket,fd=`): after the
     /// last drive's.
     pub const QMP: i32 = DRIVES + 2 * MAX_DRIVES as i32;
+    /// The guest agent's listening socket, root's (`-chardev socket,fd=`,
+    /// behind the virtio-serial port `banger_proto::guest::AGENT_PORT`).
+    pub const AGENT: i32 = QMP + 1;
     /// The kernel and initrd, copied into the jail's root.
     pub const KERNEL: &str = "kernel";
     pub const INITRD: &str = "initrd";
@@ -113,13 +118,18 @@ pub struct QemuFiles {
     pub log: File,
     /// QMP's socket in root's directory: bound and listened on at launch,
     /// the listening descriptor passed at [`fds::QMP`].
-    pub qmp: QmpSocket,
+    pub qmp: RootSocket,
+    /// The guest agent's socket in root's directory, like `qmp`: its
+    /// listening descriptor is passed at [`fds::AGENT`].
+    pub agent: RootSocket,
     /// `/dev/kvm` (`O_PATH` is enough: it is bound, and QEMU opens it),
     /// when `LaunchSpec::kvm`.
     pub kvm: Option<OwnedFd>,
     /// The VM's cgroup, opened by root: QEMU joins it from its jail
     /// (`Jail::cgroup`). `None`: no cgroup.
     pub cgroup: Option<CgroupFds>,
+    /// Restore this saved state instead of booting ([`Incoming`]).
+    pub incoming: Option<Incoming>,
 }
 
 pub use crate::CgroupFds;
@@ -209,9 +219,15 @@ impl QemuDriver {
             a.push(format!("fd={fd},set={set}"));
             a.push("-add-fd".into());
             a.push(format!("fd={},set={set}", fd + 1));
+            // No image locking (`file.locking=off`): QEMU locks each of a
+            // drive's two descriptors as its own open file description, and
+            // a `cont` after a snapshot was saved (which reactivates the
+            // drives) failed with 'Failed to get "write" lock' against the
+            // read-only one. One VMM per disk is the executor's rule (its
+            // per-VM operation lock and VMM table), not QEMU's.
             a.push("-drive".into());
             a.push(format!(
-                "file=/dev/fdset/{set},if=none,id={},format=raw,cache=writeback,discard=unmap{}",
+                "file=/dev/fdset/{set},if=none,id={},format=raw,cache=writeback,discard=unmap,file.locking=off{}",
                 d.id,
                 if d.read_only { ",readonly=on" } else { "" }
             ));
@@ -225,7 +241,36 @@ impl QemuDriver {
         // Guest entropy early in boot (sshd, systemd).
         a.push("-device".into());
         a.push("virtio-rng-pci".into());
+        // The guest agent's host-only channel, on root's listening socket.
+        a.push("-device".into());
+        a.push("virtio-serial-pci,id=vser0".into());
+        a.push("-chardev".into());
+        a.push(format!(
+            "socket,id=agent,fd={},server=on,wait=off",
+            fds::AGENT
+        ));
+        a.push("-device".into());
+        a.push(format!(
+            "virtserialport,bus=vser0.0,chardev=agent,name={}",
+            banger_proto::guest::AGENT_PORT
+        ));
+        // A new generation id at every start, restores included: a guest
+        // kernel with the vmgenid driver (Linux 5.18 on, when built in;
+        // Debian 12's cloud kernel has none) reseeds its random number
+        // generator when it changes, so clones of one snapshot do not
+        // share its state.
+        a.push("-device".into());
+        a.push("vmgenid,guid=auto".into());
         a.into_iter().map(OsString::from).collect()
+    }
+
+    /// [`QemuDriver::argv`] for a launch that restores a snapshot: the
+    /// same devices (a restore needs exactly the saved machine), waiting
+    /// for its state (`-incoming defer`), paused once it is loaded (`-S`).
+    pub fn restore_argv(&self, spec: &LaunchSpec) -> Vec<OsString> {
+        let mut a = self.argv(spec);
+        a.extend(["-incoming", "defer", "-S"].map(OsString::from));
+        a
     }
 
     /// The jail QEMU runs in for `spec`: the uid and gid of
@@ -236,6 +281,7 @@ impl QemuDriver {
         spec: &LaunchSpec,
         files: &QemuFiles,
         qmp: BorrowedFd<'_>,
+        agent: BorrowedFd<'_>,
     ) -> Result<Jail, VmmError> {
         let invalid = |what: String| VmmError::InvalidSpec { vmm: VMM, what };
         let (uid, gid) = spec
@@ -274,6 +320,7 @@ impl QemuDriver {
             .pass(files.tap.as_fd(), fds::TAP)
             .and_then(|j| j.pass(files.serial.as_fd(), fds::SERIAL))
             .and_then(|j| j.pass(qmp, fds::QMP))
+            .and_then(|j| j.pass(agent, fds::AGENT))
             .and_then(|j| j.copy_in(files.kernel.as_fd(), fds::KERNEL))
             .map_err(io("its files"))?;
         if let Some(initrd) = &files.initrd {
@@ -314,7 +361,11 @@ impl QemuDriver {
             what: format!("listening on {}", files.qmp.path().display()),
             source,
         })?;
-        let jail = self.jail(spec, &files, listener.as_fd())?;
+        let agent_listener = files.agent.listen().map_err(|source| VmmError::Io {
+            what: format!("listening on {}", files.agent.path().display()),
+            source,
+        })?;
+        let jail = self.jail(spec, &files, listener.as_fd(), agent_listener.as_fd())?;
         // The guest's ready line is looked for past the console's length
         // now, through a readable reopening of root's descriptor.
         let offset = crate::bound_serial_log(VMM, &files.serial)?;
@@ -324,8 +375,19 @@ impl QemuDriver {
                 what: "qemu: reopening the serial log for reading".into(),
                 source: e.into(),
             })?;
-        let cmd = Cmd::new(&program).args(self.argv(spec)).jail(jail);
-        let QemuFiles { log, qmp, .. } = files;
+        let argv = if files.incoming.is_some() {
+            self.restore_argv(spec)
+        } else {
+            self.argv(spec)
+        };
+        let cmd = Cmd::new(&program).args(argv).jail(jail);
+        let QemuFiles {
+            log,
+            qmp,
+            agent,
+            incoming,
+            ..
+        } = files;
         let child = Runner
             .spawn(
                 &cmd,
@@ -340,8 +402,9 @@ impl QemuDriver {
                     source: std::io::Error::other(banger_proto_free_chain(&e)),
                 })
             })?;
-        // Only QEMU holds the listener from here on.
+        // Only QEMU holds the listeners from here on.
         drop(listener);
+        drop(agent_listener);
         // Read now, while it is our unreaped child: the pid names it.
         let started = banger_host::jail::start_time(child.pid()).ok();
         let watch = child
@@ -357,6 +420,7 @@ impl QemuDriver {
         let mut vm = QemuVm {
             child,
             qmp,
+            agent,
             started,
             watch: None,
             offset,
@@ -383,8 +447,20 @@ impl QemuDriver {
                     tail: String::new(),
                 });
             }
-            match vm.qmp() {
-                Ok(_) => return Ok(vm),
+            // Bound, so the session ends before a restore opens its own:
+            // QEMU serves one QMP client at a time.
+            let session = vm.qmp();
+            match session {
+                Ok(session) => {
+                    drop(session);
+                    return match incoming {
+                        None => Ok(vm),
+                        Some(incoming) => match vm.restore(incoming) {
+                            Ok(()) => Ok(vm),
+                            Err(e) => Err(vm.abandon(e)),
+                        },
+                    };
+                }
                 Err(_) if Instant::now() < deadline => {
                     std::thread::sleep(Duration::from_millis(50))
                 }
@@ -457,7 +533,9 @@ struct IfReq {
 pub struct QemuVm {
     child: Spawned,
     /// Root's QMP socket, served by this QEMU.
-    qmp: QmpSocket,
+    qmp: RootSocket,
+    /// Root's socket of the guest agent's channel, served by this QEMU.
+    agent: RootSocket,
     /// Its start time, read right after the spawn.
     started: Option<u64>,
     /// The guest's readiness: its ready line on the console past `offset`.
@@ -613,12 +691,15 @@ impl RunningVmm for QemuVm {
     fn resume(&mut self) -> Result<(), VmmError> {
         self.set_vcpus(Vcpus::Running)
     }
+    fn save_state(&mut self, to: BorrowedFd<'_>, timeout: Duration) -> Result<u64, VmmError> {
+        QemuVm::save_state(self, to, timeout)
+    }
 }
 
 impl VmmDriver for QemuDriver {
     const KIND: VmmKind = VmmKind::Qemu;
     type Start<'a> = QemuFiles;
-    type Control = QmpSocket;
+    type Control = RootSocket;
 
     fn start(&self, spec: &LaunchSpec, files: QemuFiles) -> Result<Box<dyn RunningVmm>, VmmError> {
         Ok(Box::new(self.launch(spec, files)?))
@@ -627,7 +708,7 @@ impl VmmDriver for QemuDriver {
 
 /// An adopted QEMU is controlled through root's QMP socket: ACPI power
 /// button, `stop` and `cont`.
-impl VmmControl for QmpSocket {
+impl VmmControl for RootSocket {
     fn power_off(&self) {
         if let Ok(mut q) = Qmp::connect_socket(self, QMP_TIMEOUT) {
             powerdown(&mut q);
@@ -637,6 +718,13 @@ impl VmmControl for QmpSocket {
         let mut q =
             Qmp::connect_socket(self, QMP_TIMEOUT).map_err(|e| qmp_failed(to, "connecting", &e))?;
         set_vcpus(&mut q, to)
+    }
+    fn save_state(&self, to: BorrowedFd<'_>, timeout: Duration) -> Result<u64, VmmError> {
+        let mut q = Qmp::connect_socket(self, QMP_TIMEOUT).map_err(|e| VmmError::Snapshot {
+            vmm: VMM,
+            what: format!("connecting to QMP: {}", banger_proto_free_chain(&e)),
+        })?;
+        snapshot::save_state(&mut q, to, timeout)
     }
 }
 
@@ -662,7 +750,10 @@ fn set_vcpus(q: &mut Qmp, to: Vcpus) -> Result<(), VmmError> {
     q.execute(command)
         .map_err(|e| qmp_failed(to, command, &e))?;
     let reported = q.status().map_err(|e| qmp_failed(to, "query-status", &e))?;
-    if reported != expected {
+    // After a snapshot was saved QEMU reports `postmigrate`: paused, its
+    // disks inactive until a `cont`.
+    let paused_after_save = to == Vcpus::Paused && reported == "postmigrate";
+    if reported != expected && !paused_after_save {
         return Err(VmmError::RunState {
             vmm: VMM,
             request: command,

@@ -1,5 +1,5 @@
 //! A minimal synchronous QMP client: JSON objects, one per line, over the
-//! Unix socket root listens on and hands to QEMU ([`QmpSocket`]).
+//! Unix socket root listens on and hands to QEMU ([`RootSocket`]).
 //!
 //! Conversation: QEMU greets with `{"QMP": ...}`; the client enters command
 //! mode with `qmp_capabilities`; then each `{"execute": CMD}` is answered by
@@ -13,7 +13,7 @@
 //! within the caller's timeout, however the bytes trickle in.
 
 use std::io::{Read as _, Write as _};
-use std::os::fd::{AsFd as _, AsRawFd as _, OwnedFd};
+use std::os::fd::{AsFd as _, AsRawFd as _, BorrowedFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -79,9 +79,9 @@ impl Qmp {
         Qmp::negotiate(stream, timeout)
     }
 
-    /// Connect to root's own QMP socket `sock` (see [`QmpSocket`]), read
+    /// Connect to root's own QMP socket `sock` (see [`RootSocket`]), read
     /// the greeting and negotiate capabilities.
-    pub fn connect_socket(sock: &QmpSocket, timeout: Duration) -> Result<Qmp, QmpError> {
+    pub fn connect_socket(sock: &RootSocket, timeout: Duration) -> Result<Qmp, QmpError> {
         let stream = sock.connect().map_err(|source| QmpError::Connect {
             path: sock.path().display().to_string(),
             source,
@@ -108,10 +108,47 @@ impl Qmp {
 
     /// Run a command without arguments and return its `return` value.
     pub fn execute(&mut self, command: &str) -> Result<Value, QmpError> {
-        let mut line = serde_json::json!({ "execute": command }).to_string();
+        self.send(command, None, None)
+    }
+
+    /// Run `command` with `arguments` (a JSON object) and return its
+    /// `return` value.
+    pub fn execute_with(&mut self, command: &str, arguments: Value) -> Result<Value, QmpError> {
+        self.send(command, Some(arguments), None)
+    }
+
+    /// Give QEMU `fd` under `name` (`getfd`, the descriptor travelling as
+    /// `SCM_RIGHTS` beside the command): a later command names it
+    /// (`fd:NAME` in a migration URI). QEMU keeps its own duplicate.
+    pub fn pass_fd(&mut self, name: &str, fd: BorrowedFd<'_>) -> Result<(), QmpError> {
+        self.send(
+            "getfd",
+            Some(serde_json::json!({ "fdname": name })),
+            Some(fd),
+        )
+        .map(drop)
+    }
+
+    /// Send one command (with `fd` as `SCM_RIGHTS` on its first byte) and
+    /// read its answer, skipping events, within the session's timeout.
+    fn send(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+        fd: Option<BorrowedFd<'_>>,
+    ) -> Result<Value, QmpError> {
+        let mut line = match arguments {
+            Some(a) => serde_json::json!({ "execute": command, "arguments": a }),
+            None => serde_json::json!({ "execute": command }),
+        }
+        .to_string();
         line.push('\n');
         let deadline = Instant::now() + self.timeout;
-        self.stream.write_all(line.as_bytes())?;
+        let mut sent = 0;
+        if let Some(fd) = fd {
+            sent = send_with_fd(&self.stream, line.as_bytes(), fd)?;
+        }
+        self.stream.write_all(&line.as_bytes()[sent..])?;
         loop {
             let v = self.read_value(deadline)?;
             if v.get("event").is_some() {
@@ -174,12 +211,7 @@ impl Qmp {
             match self.stream.read(&mut chunk[..room]) {
                 Ok(0) => return Err(QmpError::Closed),
                 Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
+                Err(e) if crate::timed_out(&e) => {
                     return Err(late());
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -189,8 +221,32 @@ impl Qmp {
     }
 }
 
+/// Send `bytes` on `stream` with `fd` as `SCM_RIGHTS`: how many bytes
+/// went (at least one; the descriptor goes with the first).
+fn send_with_fd(stream: &UnixStream, bytes: &[u8], fd: BorrowedFd<'_>) -> std::io::Result<usize> {
+    let fds = [fd];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    loop {
+        let mut control = rustix::net::SendAncillaryBuffer::new(&mut space);
+        if !control.push(rustix::net::SendAncillaryMessage::ScmRights(&fds)) {
+            return Err(std::io::Error::other("no room for one descriptor"));
+        }
+        match rustix::net::sendmsg(
+            stream,
+            &[std::io::IoSlice::new(bytes)],
+            &mut control,
+            rustix::net::SendFlags::NOSIGNAL,
+        ) {
+            Ok(n) => return Ok(n),
+            // Nothing was sent, the descriptor included: again.
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
 /// QMP's socket as root holds it. Root binds and listens on it itself
-/// ([`QmpSocket::listen`]) in a directory only root can write, and passes
+/// ([`RootSocket::listen`]) in a directory only root can write, and passes
 /// the listening descriptor into QEMU's jail (`-chardev socket,fd=N`):
 /// QEMU gets no writable directory at all, and the socket outlives a
 /// helper restart (QEMU keeps listening; the name stays in root's
@@ -201,7 +257,7 @@ impl Qmp {
 /// reports the process that called `listen`), and only root and the VM's
 /// QEMU ever hold it.
 #[derive(Debug)]
-pub struct QmpSocket {
+pub struct RootSocket {
     /// Root's directory (0700, root's: the caller checked it).
     dir: OwnedFd,
     name: String,
@@ -209,17 +265,17 @@ pub struct QmpSocket {
     path: PathBuf,
 }
 
-impl QmpSocket {
+impl RootSocket {
     /// The socket `name` in root's directory `dir` (`dir_path` for
     /// messages). `name` is one plain path component.
-    pub fn new(dir: OwnedFd, dir_path: &Path, name: &str) -> std::io::Result<QmpSocket> {
+    pub fn new(dir: OwnedFd, dir_path: &Path, name: &str) -> std::io::Result<RootSocket> {
         if name.is_empty() || name == "." || name == ".." || name.contains('/') {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                format!("QMP socket name {name:?}"),
+                format!("socket name {name:?}"),
             ));
         }
-        Ok(QmpSocket {
+        Ok(RootSocket {
             dir,
             name: name.to_string(),
             path: dir_path.join(name),

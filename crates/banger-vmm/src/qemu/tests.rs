@@ -65,11 +65,28 @@ fn tcg_argv_has_every_device_and_no_defaults() {
         "-add-fd fd=7,set=3 -add-fd fd=8,set=3 -drive file=/dev/fdset/3,if=none,id=work",
         "-netdev tap,id=net0,fd=3",
         "-device virtio-net-pci,netdev=net0,mac=02:ba:ac:1e:00:05",
+        "-device virtio-serial-pci,id=vser0 -chardev socket,id=agent,fd=22,server=on,wait=off \
+         -device virtserialport,bus=vser0.0,chardev=agent,name=org.banger.agent.0",
+        "-device vmgenid,guid=auto",
     ] {
         assert!(a.contains(want), "missing {want:?} in {a}");
     }
     // The root disk is the first block device (the guest's /dev/vda).
     assert!(a.find("id=root").unwrap() < a.find("id=work").unwrap());
+}
+
+/// A restore has the boot's machine exactly (QEMU refuses state saved
+/// from another), waits for its state, and stays paused once loaded.
+#[test]
+fn a_restore_is_the_boot_argv_waiting_for_its_state() {
+    let d = QemuDriver::default();
+    let boot = d.argv(&spec(false));
+    let restore = d.restore_argv(&spec(false));
+    assert_eq!(restore[..boot.len()], boot[..]);
+    assert_eq!(
+        restore[boot.len()..],
+        ["-incoming", "defer", "-S"].map(OsString::from)
+    );
 }
 
 /// Issue #13 finding 11: QEMU opened the owner's files by host path.
@@ -92,9 +109,15 @@ fn kvm_argv_uses_the_host_cpu() {
 }
 
 /// A QMP socket in `dir` (root's in the real executor).
-fn qmp_socket(dir: &std::path::Path) -> QmpSocket {
+fn qmp_socket(dir: &std::path::Path) -> RootSocket {
     let fd = std::os::fd::OwnedFd::from(File::open(dir).unwrap());
-    QmpSocket::new(fd, dir, "qmp.sock").unwrap()
+    RootSocket::new(fd, dir, "qmp.sock").unwrap()
+}
+
+/// The agent's socket in `dir` (root's in the real executor).
+fn agent_socket(dir: &std::path::Path) -> RootSocket {
+    let fd = std::os::fd::OwnedFd::from(File::open(dir).unwrap());
+    RootSocket::new(fd, dir, "agent.sock").unwrap()
 }
 
 /// A uid of this test process's for a jail (the jail tests need root).
@@ -118,8 +141,10 @@ fn empty_files(dir: &std::path::Path, kvm: Option<std::os::fd::OwnedFd>) -> Qemu
         serial: file(),
         log: file(),
         qmp: qmp_socket(dir),
+        agent: agent_socket(dir),
         kvm,
         cgroup: None,
+        incoming: None,
     }
 }
 
@@ -149,8 +174,10 @@ fn missing_binary_is_a_clear_error() {
         serial: file(),
         log: file(),
         qmp: qmp_socket(dir.path()),
+        agent: agent_socket(dir.path()),
         kvm: None,
         cgroup: None,
+        incoming: None,
     };
     let err = driver.launch(&spec(false), files).unwrap_err();
     assert!(matches!(err, VmmError::BinaryMissing { .. }), "{err}");
@@ -231,8 +258,14 @@ fn the_kvm_device_is_bound_where_qemu_opens_it() {
     let files = empty_files(dir.path(), Some(kvm));
     let spec = jailed_spec(uid, true);
     let listener = files.qmp.listen().unwrap();
+    let agent = files.agent.listen().unwrap();
     let jail = QemuDriver::default()
-        .jail(&spec, &files, std::os::fd::AsFd::as_fd(&listener))
+        .jail(
+            &spec,
+            &files,
+            std::os::fd::AsFd::as_fd(&listener),
+            std::os::fd::AsFd::as_fd(&agent),
+        )
         .unwrap();
     let log_path = dir.path().join("log");
     let script = "stat -c 'kvm %F %t:%T' /dev/kvm 2>&1; ls -A /";

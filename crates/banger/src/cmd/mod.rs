@@ -9,6 +9,7 @@ pub mod image;
 pub mod kernel;
 pub mod man;
 pub mod op;
+pub mod snapshot;
 pub mod system;
 pub mod version;
 pub mod vm;
@@ -31,6 +32,7 @@ pub fn run(cli: Cli) -> Result<Exit, CliError> {
         Command::Image(args) => image::run(&args, &settings),
         Command::Vm(args) => vm::run(&args, &settings),
         Command::Op(args) => op::run(&args, &settings),
+        Command::Snapshot(args) => snapshot::run(&args, &settings),
         Command::Workspace(args) => workspace::run(&args, &settings),
         Command::System(args) => system::run(&args, &settings),
         Command::Version(args) => version::run(&args, &settings),

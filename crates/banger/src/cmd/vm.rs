@@ -66,6 +66,10 @@ pub enum VmCommand {
         /// Pull --image over plain HTTP, for a registry on loopback
         #[arg(long)]
         insecure: bool,
+        /// Restore this snapshot (`vm snapshot`) instead of booting: its
+        /// image, VMM and sizes, a new address, MAC, host key and name
+        #[arg(long, value_name = "SNAPSHOT", conflicts_with_all = ["image", "no_start"])]
+        from: Option<String>,
     },
     /// List VMs
     Ls,
@@ -88,6 +92,14 @@ pub enum VmCommand {
     Pause { name: String },
     /// Continue a paused VM
     Resume { name: String },
+    /// Save a running or paused VM (memory, devices and disks) as a snapshot
+    #[command(
+        long_about = "Save a running or paused QEMU VM as snapshot SNAPSHOT (NAME-1, NAME-2, ...                       by default): its memory and device state and a copy of its disks. The VM                       is paused while it is saved and runs on afterwards (a paused one stays                       paused). `banger vm create NEW --from SNAPSHOT` restores it as a new VM."
+    )]
+    Snapshot {
+        name: String,
+        snapshot: Option<String>,
+    },
     /// Remove a VM: stops it, frees its address, tap, disks and DNS name
     Rm { name: String },
     /// Change a stopped VM's resources or NAT
@@ -177,6 +189,7 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
             wait,
             workspace,
             insecure,
+            from,
         } => VmRequest::Create(CreateVm {
             name: name.clone(),
             image: image.as_deref().map(super::image::pull_reference),
@@ -192,6 +205,7 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
             wait: *wait,
             workspace: workspace.as_deref().map(super::image::absolute),
             insecure: *insecure,
+            from: from.clone(),
         }),
         VmCommand::Ls => VmRequest::List,
         VmCommand::Show { name } => VmRequest::Show { name: name.clone() },
@@ -204,6 +218,10 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
         VmCommand::Kill { name } => VmRequest::Kill { name: name.clone() },
         VmCommand::Pause { name } => VmRequest::Pause { name: name.clone() },
         VmCommand::Resume { name } => VmRequest::Resume { name: name.clone() },
+        VmCommand::Snapshot { name, snapshot } => VmRequest::Snapshot {
+            name: name.clone(),
+            snapshot: snapshot.clone(),
+        },
         VmCommand::Rm { name } => VmRequest::Remove { name: name.clone() },
         VmCommand::Set {
             name,
@@ -277,6 +295,7 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
             VmResponse::Logs(l) => output::json(l)?,
             VmResponse::Ports(p) => output::json(p)?,
             VmResponse::Stats(s) => output::json(s)?,
+            VmResponse::Snapshot(s) => output::json(s)?,
         }
         return Ok(Exit::Ok);
     }
@@ -328,6 +347,15 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
             output::stdout(out.as_bytes())?
         }
         VmResponse::Stats(s) => output::stdout(stats_text(&s).as_bytes())?,
+        VmResponse::Snapshot(s) => output::stdout(
+            format!(
+                "saved snapshot {}
+{}",
+                s.name,
+                super::snapshot::show(&s)
+            )
+            .as_bytes(),
+        )?,
     }
     Ok(Exit::Ok)
 }

@@ -270,20 +270,23 @@ impl Tx<'_> {
     }
 
     /// Delete an image by id and return its row. Refused with
-    /// [`StoreError::InUse`] naming the VMs that still use it.
+    /// [`StoreError::InUse`] naming the VMs (else the snapshots) that
+    /// still use it.
     pub fn delete_image(&self, id: &str) -> Result<ImageRow, StoreError> {
         let image = self.get_image(id)?.ok_or_else(|| StoreError::NotFound {
             kind: "image",
             key: id.to_owned(),
         })?;
-        let users = self.names_where("vms", "image_id", id)?;
-        if !users.is_empty() {
-            return Err(StoreError::InUse {
-                kind: "image",
-                name: image.name,
-                used_by_kind: "vm",
-                used_by: users,
-            });
+        for (table, used_by_kind) in [("vms", "vm"), ("snapshots", "snapshot")] {
+            let users = self.names_where(table, "image_id", id)?;
+            if !users.is_empty() {
+                return Err(StoreError::InUse {
+                    kind: "image",
+                    name: image.name.clone(),
+                    used_by_kind,
+                    used_by: users,
+                });
+            }
         }
         self.conn
             .execute("DELETE FROM images WHERE id = ?1", [id])

@@ -1,5 +1,5 @@
-//! The owner daemon's SQLite store: kernels, images, VMs, IP leases and
-//! asynchronous operations.
+//! The owner daemon's SQLite store: kernels, images, VMs, IP leases,
+//! asynchronous operations and VM snapshots.
 //!
 //! All access goes through [`Store`]. Its methods are **blocking** (SQLite
 //! I/O under a mutex); the daemon calls them from
@@ -15,6 +15,7 @@ mod error;
 mod model;
 mod operations;
 mod schema;
+mod snapshots;
 mod vms;
 
 #[cfg(test)]
@@ -51,6 +52,7 @@ pub use model::{
     VmConfigUpdate, VmRow, VmState, Vmm,
 };
 pub use schema::SCHEMA_VERSION;
+pub use snapshots::SnapshotRow;
 
 /// How long a statement waits for a lock held by another connection.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);

@@ -124,8 +124,33 @@ CREATE INDEX vms_image_id ON vms (image_id);
 CREATE INDEX vms_state ON vms (state);
 "#;
 
-const MIGRATION_LIST: &[M<'static>] =
-    &[M::up(V1).foreign_key_check(), M::up(V2).foreign_key_check()];
+/// VM snapshots (issue #15: `vm snapshot`, `vm create --from`). A snapshot
+/// keeps its image (and the image's kernel): a clone's VMM is given the
+/// same machine, with the image's kernel and initrd.
+const V3: &str = r#"
+CREATE TABLE snapshots (
+    id           TEXT    NOT NULL PRIMARY KEY,
+    name         TEXT    NOT NULL UNIQUE CHECK (length(name) BETWEEN 1 AND 63),
+    source_vm    TEXT    NOT NULL CHECK (length(source_vm) BETWEEN 1 AND 63),
+    image_id     TEXT    NOT NULL REFERENCES images (id) ON DELETE RESTRICT,
+    kernel_id    TEXT    NOT NULL REFERENCES kernels (id) ON DELETE RESTRICT,
+    vmm          TEXT    NOT NULL CHECK (vmm IN ('firecracker', 'qemu')),
+    vcpus        INTEGER NOT NULL CHECK (vcpus BETWEEN 1 AND 256),
+    memory_mib   INTEGER NOT NULL CHECK (memory_mib > 0),
+    disk_bytes   INTEGER NOT NULL CHECK (disk_bytes > 0),
+    memory_bytes INTEGER NOT NULL CHECK (memory_bytes >= 0),
+    created_at   INTEGER NOT NULL CHECK (created_at >= 0)
+) STRICT;
+-- Image and kernel deletion check for referencing snapshots.
+CREATE INDEX snapshots_image_id ON snapshots (image_id);
+CREATE INDEX snapshots_kernel_id ON snapshots (kernel_id);
+"#;
+
+const MIGRATION_LIST: &[M<'static>] = &[
+    M::up(V1).foreign_key_check(),
+    M::up(V2).foreign_key_check(),
+    M::up(V3).foreign_key_check(),
+];
 
 /// Every migration, in order.
 pub(crate) const MIGRATIONS: Migrations<'static> = Migrations::from_slice(MIGRATION_LIST);

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use banger_proto::privops::ProbeVmms;
 use banger_proto::vm::{CreateVm, VmCreated, VmmKind};
-use banger_proto::vmops::{GuestFilesSpec, VmDisksSpec};
+use banger_proto::vmops::{GuestFilesSpec, GuestIdentity, RestoreSpec, VmDisksSpec};
 use banger_proto::{ErrorCode, RpcError, limits};
 
 use super::guest::{self, GuestNet};
@@ -89,6 +89,8 @@ pub struct Resolved {
     pub memory_mib: u32,
     pub disk_bytes: u64,
     pub nat: bool,
+    /// `--from`: the snapshot restored instead of a boot.
+    pub from: Option<crate::store::SnapshotRow>,
 }
 
 impl VmService {
@@ -97,6 +99,14 @@ impl VmService {
     /// the name is a valid, free DNS label, and `--workspace` comes with a
     /// start. The create flow runs them before it pulls anything.
     pub fn check_new_vm(&self, req: &CreateVm) -> Result<(), RpcError> {
+        if req.from.is_some() {
+            if !req.start {
+                return Err(bad("--from restores a running VM; drop --no-start"));
+            }
+            if req.image.is_some() {
+                return Err(bad("--from restores the snapshot's image; drop --image"));
+            }
+        }
         if req.workspace.is_some() && !req.start {
             return Err(bad(
                 "--workspace needs the VM to run; drop --no-start, or prepare later with `banger workspace prepare`",
@@ -131,6 +141,9 @@ impl VmService {
         progress: &ProgressSink,
     ) -> Result<Resolved, RpcError> {
         self.check_new_vm(req)?;
+        if let Some(from) = &req.from {
+            return self.preflight_from(req, from, progress).await;
+        }
         let image_name = req.image.as_deref().unwrap_or(DEFAULT_IMAGE);
         let image = self
             .store
@@ -175,6 +188,71 @@ impl VmService {
             memory_mib,
             disk_bytes,
             nat: req.nat.unwrap_or(self.config.network.nat_default),
+            from: None,
+        })
+    }
+
+    /// [`Self::preflight`] of `vm create --from SNAP`: the snapshot's
+    /// image, VMM and sizes (an explicit other one is refused: a restore
+    /// needs the saved machine), checked against this host as a create's.
+    async fn preflight_from(
+        &self,
+        req: &CreateVm,
+        from: &str,
+        progress: &ProgressSink,
+    ) -> Result<Resolved, RpcError> {
+        let snap = self.snapshot_by_name(from)?;
+        let differs = |what: &str, asked: String, saved: String| {
+            bad(format!(
+                "--{what} {asked}: snapshot {from} was saved with {saved}, and a restore keeps it; drop --{what}"
+            ))
+        };
+        if let Some(v) = req.vcpus.filter(|v| *v != snap.vcpus) {
+            return Err(differs("vcpus", v.to_string(), snap.vcpus.to_string()));
+        }
+        if let Some(m) = req.memory_mib.filter(|m| *m != snap.memory_mib) {
+            return Err(differs(
+                "memory",
+                format!("{m} MiB"),
+                format!("{} MiB", snap.memory_mib),
+            ));
+        }
+        if let Some(d) = req.disk_bytes.filter(|d| *d != snap.disk_bytes) {
+            return Err(differs(
+                "disk",
+                format!("{d} bytes"),
+                format!("{} bytes", snap.disk_bytes),
+            ));
+        }
+        if let Some(v) = req.vmm.filter(|v| *v != snap.vmm) {
+            return Err(differs("vmm", v.to_string(), snap.vmm.to_string()));
+        }
+        let image = self
+            .store
+            .get_image(&snap.image_id)
+            .map_err(store_err)?
+            .ok_or_else(|| {
+                internal(format!(
+                    "image {} of snapshot {from} is gone",
+                    snap.image_id
+                ))
+            })?;
+        let vmm = self.choose_vmm(Some(snap.vmm), progress).await?;
+        check_resources(
+            HostLimits::here(),
+            vmm,
+            snap.vcpus,
+            snap.memory_mib,
+            snap.disk_bytes,
+        )?;
+        Ok(Resolved {
+            image,
+            vmm,
+            vcpus: snap.vcpus,
+            memory_mib: snap.memory_mib,
+            disk_bytes: snap.disk_bytes,
+            nat: req.nat.unwrap_or(self.config.network.nat_default),
+            from: Some(snap),
         })
     }
 
@@ -284,9 +362,10 @@ impl VmService {
         let svc = Arc::clone(self);
         let vm_id = vm.id.clone();
         let start = req.start;
+        let from = r.from.map(|s| s.id);
         tokio::spawn(async move {
             let op = Arc::new(op);
-            let mut result = svc.build(&vm_id, start, &op).await;
+            let mut result = svc.build(&vm_id, start, from.as_deref(), &op).await;
             if result.is_ok()
                 && let Some(after) = after
             {
@@ -317,10 +396,14 @@ impl VmService {
     }
 
     /// The slow part of create: disks, guest files, then (optionally) boot.
+    /// From a snapshot (`from`, its id): the disks are the snapshot's
+    /// copies, and the guest files go to the restored guest's agent, not
+    /// into its disk (its file system is mounted in the saved memory).
     async fn build(
         self: &Arc<Self>,
         vm_id: &str,
         start: bool,
+        from: Option<&str>,
         op: &OpHandle,
     ) -> Result<(), RpcError> {
         let lock = self.lock_for(vm_id);
@@ -349,6 +432,7 @@ impl VmService {
                 vm_id: vm_id.to_string(),
                 image_id: vm.image_id.clone(),
                 work_disk_bytes,
+                from_snapshot: from.map(str::to_string),
             })
             .await?;
         tracing::info!(vm = %vm.name, backend = disks.backend.as_str(), "disks ready");
@@ -374,18 +458,34 @@ impl VmService {
             mac: lease.mac.clone(),
             gateway: self.network.bridge_ip(),
         };
-        self.privileged(GuestFilesSpec {
-            vm_id: vm_id.to_string(),
-            files: guest::files(&net, &owner_keys, &host_key),
-        })
-        .await?;
+        let files = guest::files(&net, &owner_keys, &host_key);
+        let restore = match from {
+            Some(snapshot_id) => Some(RestoreSpec {
+                snapshot_id: snapshot_id.to_string(),
+                identity: GuestIdentity {
+                    files,
+                    ip: net.ip,
+                    prefix: net.prefix,
+                    gateway: net.gateway,
+                    hostname: vm.name.clone(),
+                },
+            }),
+            None => {
+                self.privileged(GuestFilesSpec {
+                    vm_id: vm_id.to_string(),
+                    files,
+                })
+                .await?;
+                None
+            }
+        };
         guest::set_known_host(
             &self.layout.known_hosts,
             &format!("{}.vm", vm.name),
             Some(&host_key.1),
         )?;
         if start {
-            self.boot(&vm, Some(op)).await?;
+            self.boot_with(&vm, Some(op), restore).await?;
         }
         Ok(())
     }

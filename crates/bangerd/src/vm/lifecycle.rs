@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use banger_proto::vm::{SetVm, VmInfo};
-use banger_proto::vmops::LaunchVmSpec;
+use banger_proto::vmops::{LaunchVmSpec, RestoreSpec};
 use banger_proto::{ErrorCode, RpcError};
 
 use super::ops::OpHandle;
@@ -20,7 +20,7 @@ use crate::store::{VmConfigUpdate, VmRow, VmState};
 /// Default graceful-stop timeout.
 pub const STOP_TIMEOUT_SECS: u32 = 30;
 
-fn invalid_state(vm: &VmRow, action: &str) -> RpcError {
+pub(super) fn invalid_state(vm: &VmRow, action: &str) -> RpcError {
     RpcError::new(
         ErrorCode::InvalidState,
         format!("cannot {action} VM {}: it is {}", vm.name, vm.state),
@@ -70,6 +70,17 @@ impl VmService {
         vm: &VmRow,
         op: Option<&OpHandle>,
     ) -> Result<(), RpcError> {
+        self.boot_with(vm, op, None).await
+    }
+
+    /// [`Self::boot`], restoring a snapshot instead of booting when
+    /// `restore` says so (`vm create --from`).
+    pub(super) async fn boot_with(
+        self: &Arc<Self>,
+        vm: &VmRow,
+        op: Option<&OpHandle>,
+        restore: Option<RestoreSpec>,
+    ) -> Result<(), RpcError> {
         let step = |stage: &str, msg: &str, done: u64| {
             if let Some(op) = op {
                 op.progress(progress(stage, msg, done, Some(4)));
@@ -83,7 +94,7 @@ impl VmService {
         }
         let vm = self.set_state(vm, VmState::Starting, None)?;
         step("network", "attaching the network", 3);
-        let result = self.boot_inner(&vm, &step).await;
+        let result = self.boot_inner(&vm, &step, restore).await;
         match result {
             Ok(()) => {
                 self.set_state(&self.row(&vm.id)?, VmState::Running, None)?;
@@ -118,6 +129,7 @@ impl VmService {
         &self,
         vm: &VmRow,
         step: &(dyn Fn(&str, &str, u64) + Sync),
+        restore: Option<RestoreSpec>,
     ) -> Result<(), RpcError> {
         // A row made before the per-VMM limits were checked at create and
         // set is refused here, before a tap: never truncated (`as u8`).
@@ -142,7 +154,11 @@ impl VmService {
             .ok_or_else(|| internal(format!("no capability gave VM {} a tap", vm.name)))?;
         let serial = self.vm_dir(&vm.id).join(banger_proto::layout::SERIAL_LOG);
         let offset = std::fs::metadata(&serial).map(|m| m.len()).unwrap_or(0);
-        step("boot", &format!("starting {} on {tap}", vm.vmm), 3);
+        let doing = match &restore {
+            Some(_) => "restoring the snapshot under",
+            None => "starting",
+        };
+        step("boot", &format!("{doing} {} on {tap}", vm.vmm), 3);
         let launched = Instant::now();
         let launched_vmm = self
             .privileged(LaunchVmSpec {
@@ -155,6 +171,7 @@ impl VmService {
                 tap,
                 mac: lease.mac.clone(),
                 force_kvm: self.config.diagnostics.assume_kvm_usable,
+                restore: restore.map(Box::new),
             })
             .await?;
         self.vmms.record(&launched_vmm);

@@ -29,6 +29,7 @@ mod info;
 mod lifecycle;
 mod ops;
 mod reconcile;
+mod snapshot;
 mod stats;
 
 use banger_proto::privops::PrivCall;
@@ -161,6 +162,7 @@ impl VmService {
             | VmRequest::Remove { .. }
             | VmRequest::Pause { .. }
             | VmRequest::Resume { .. }
+            | VmRequest::Snapshot { .. }
             | VmRequest::Set(_)) => {
                 // A lifecycle change runs to its end in a task of its own:
                 // a client that goes away drops this future, which must
@@ -218,6 +220,9 @@ impl VmService {
             VmRequest::Set(s) => VmResponse::Vm(self.set(s).await?),
             VmRequest::Pause { name } => VmResponse::Vm(self.pause_named(&name).await?),
             VmRequest::Resume { name } => VmResponse::Vm(self.resume_named(&name).await?),
+            VmRequest::Snapshot { name, snapshot } => {
+                VmResponse::Snapshot(self.snapshot_named(&name, snapshot).await?)
+            }
             other => return Err(internal(format!("not a lifecycle change: {other:?}"))),
         })
     }

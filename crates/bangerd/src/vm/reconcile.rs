@@ -18,6 +18,12 @@ use crate::store::{VmRow, VmState};
 
 impl VmService {
     pub async fn reconcile(self: &Arc<Self>) {
+        // A snapshot whose row was never written (the daemon died during
+        // its save) leaves a directory no row names.
+        let svc = Arc::clone(self);
+        if let Err(e) = tokio::task::spawn_blocking(move || svc.sweep_snapshot_dirs()).await {
+            tracing::warn!(error = %e, "reconcile: snapshot sweep failed");
+        }
         let vms = match self.store.list_vms() {
             Ok(v) => v,
             Err(e) => {

@@ -8,6 +8,9 @@
 //! * `resume_ssh`: `vm resume NAME` + the first successful `vm ssh NAME --
 //!   true` of a VM paused for a second, against `vm ssh NAME -- true` on
 //!   the same VM running (one SSH handshake with the guest).
+//! * `from_snapshot`: `vm create NAME --from SNAP --wait` + the first
+//!   successful `vm ssh NAME -- true`, against the cold `vm create --wait`
+//!   → SSH of the same run (the caller fills the baseline).
 
 use std::time::{Duration, Instant};
 
@@ -82,6 +85,37 @@ pub(crate) fn resume(ns: &NetNs, d: &Daemon, name: &str) -> Samples {
             d.ok(ns, &["vm", "resume", name]);
             ssh_until_ok(ns, d, name);
         }));
+    }
+    out
+}
+
+/// Iterations of the snapshot row: each restores a clone (one guest at a
+/// time), then removes it.
+pub(crate) const FROM_ITERS: usize = 5;
+
+/// `vm create --from SNAP --wait` → SSH ok, `FROM_ITERS` times, each
+/// clone removed before the next; the baseline is the caller's.
+pub(crate) fn from_snapshot(ns: &NetNs, d: &Daemon, snapshot: &str) -> Samples {
+    let mut out = Samples {
+        subject: Vec::new(),
+        baseline: Vec::new(),
+        note: String::new(),
+    };
+    for i in 0..FROM_ITERS {
+        let name = format!("clone{i}");
+        out.subject.push(timed(|| {
+            d.json(ns, &["vm", "create", &name, "--from", snapshot, "--wait"]);
+            ssh_until_ok(ns, d, &name);
+        }));
+        if out.note.is_empty() {
+            let s = d.json(ns, &["snapshot", "show", snapshot]);
+            out.note = format!(
+                "{} MiB of saved state, {} MiB of files",
+                s["memory_bytes"].as_u64().unwrap_or(0) >> 20,
+                s["size_bytes"].as_u64().unwrap_or(0) >> 20
+            );
+        }
+        d.ok(ns, &["vm", "rm", &name]);
     }
     out
 }

@@ -1,0 +1,247 @@
+//! VM snapshots (issue #15 item 1): `vm snapshot NAME [SNAP]` saves a
+//! running or paused QEMU VM through the executor (`SnapshotVm`: its
+//! memory and device state and a copy of its disks, into the owner's
+//! `snapshots/<id>/`); `snapshot ls | show | rm`. Restoring one is
+//! `vm create NEW --from SNAP` (`create.rs`).
+
+use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+
+use banger_proto::rpc::Response;
+use banger_proto::snapshot::{SnapshotInfo, SnapshotRequest, SnapshotResponse};
+use banger_proto::vmops::SnapshotVmSpec;
+use banger_proto::vmops::VmmKind;
+use banger_proto::{ErrorCode, RpcError};
+
+use super::lifecycle::invalid_state;
+use super::{VmService, internal, store_err};
+use crate::store::{SnapshotRow, VmState};
+
+impl VmService {
+    pub async fn handle_snapshot(&self, req: SnapshotRequest) -> Result<Response, RpcError> {
+        let r = match req {
+            SnapshotRequest::List => SnapshotResponse::List(
+                self.store
+                    .list_snapshots()
+                    .map_err(store_err)?
+                    .iter()
+                    .map(|s| self.snapshot_info(s))
+                    .collect(),
+            ),
+            SnapshotRequest::Show { name } => {
+                SnapshotResponse::Snapshot(self.snapshot_info(&self.snapshot_by_name(&name)?))
+            }
+            SnapshotRequest::Remove { name } => {
+                self.remove_snapshot(&name)?;
+                SnapshotResponse::Removed { name }
+            }
+        };
+        Ok(Response::Snapshot(r))
+    }
+
+    /// The snapshot `name`, or `not_found` naming it.
+    pub(super) fn snapshot_by_name(&self, name: &str) -> Result<SnapshotRow, RpcError> {
+        self.store
+            .get_snapshot_by_name(name)
+            .map_err(store_err)?
+            .ok_or_else(|| {
+                RpcError::new(
+                    ErrorCode::NotFound,
+                    format!("snapshot {name:?} not found (see `banger snapshot ls`)"),
+                )
+            })
+    }
+
+    fn snapshot_info(&self, s: &SnapshotRow) -> SnapshotInfo {
+        let image = self.store.get_image(&s.image_id).ok().flatten();
+        let kernel = self.store.get_kernel(&s.kernel_id).ok().flatten();
+        // What its files hold on the host (sparse disks count what they
+        // use).
+        let size_bytes = std::fs::read_dir(self.layout.snapshot_dir(&s.id))
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .filter_map(|e| e.metadata().ok())
+                    .map(|m| m.blocks() * 512)
+                    .sum()
+            })
+            .unwrap_or(0);
+        SnapshotInfo {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            source_vm: s.source_vm.clone(),
+            image: image.map_or_else(|| s.image_id.clone(), |i| i.name),
+            kernel: kernel.map_or_else(|| s.kernel_id.clone(), |k| k.name),
+            vmm: s.vmm,
+            vcpus: s.vcpus,
+            memory_mib: s.memory_mib,
+            disk_bytes: s.disk_bytes,
+            memory_bytes: s.memory_bytes,
+            size_bytes,
+            created_at: s.created_at,
+        }
+    }
+
+    /// Save VM `name` as snapshot `snapshot` (`NAME-1`, `NAME-2`, ... when
+    /// absent), under the VM's lock. The VM must be running or paused and
+    /// run under QEMU; it runs on (or stays paused). Nothing stays behind
+    /// on failure.
+    pub(super) async fn snapshot_named(
+        &self,
+        name: &str,
+        snapshot: Option<String>,
+    ) -> Result<SnapshotInfo, RpcError> {
+        let vm = self.vm_by_name(name)?;
+        let lock = self.lock_for(&vm.id);
+        let _g = lock.lock().await;
+        let vm = self.row(&vm.id)?;
+        if !matches!(vm.state, VmState::Running | VmState::Paused) {
+            return Err(invalid_state(&vm, "snapshot"));
+        }
+        if vm.vmm != VmmKind::Qemu {
+            return Err(RpcError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "cannot snapshot VM {name}: banger snapshots QEMU VMs only so far, and it runs under {}",
+                    vm.vmm
+                ),
+            ));
+        }
+        let snap_name = match snapshot {
+            Some(s) => {
+                check_snapshot_name(&s)?;
+                if self
+                    .store
+                    .get_snapshot_by_name(&s)
+                    .map_err(store_err)?
+                    .is_some()
+                {
+                    return Err(RpcError::new(
+                        ErrorCode::AlreadyExists,
+                        format!("a snapshot named {s:?} already exists"),
+                    ));
+                }
+                s
+            }
+            None => self.next_snapshot_name(name)?,
+        };
+        let image = self
+            .store
+            .get_image(&vm.image_id)
+            .map_err(store_err)?
+            .ok_or_else(|| internal(format!("image {} of VM {name} is gone", vm.image_id)))?;
+        let id = crate::store::new_id().map_err(store_err)?;
+        let dir = self.layout.snapshot_dir(&id);
+        let parent = dir.parent().expect("a snapshot directory has a parent");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .and_then(|()| std::fs::DirBuilder::new().mode(0o700).create(&dir))
+            .map_err(|e| internal(format!("creating {}: {e}", dir.display())))?;
+        let removed = |e: RpcError| {
+            if let Err(r) = std::fs::remove_dir_all(&dir) {
+                tracing::warn!(path = %dir.display(), error = %r, "removing a failed snapshot's directory");
+            }
+            e
+        };
+        let saved = self
+            .privileged(SnapshotVmSpec {
+                vm_id: vm.id.clone(),
+                snapshot_id: id.clone(),
+                resume: vm.state == VmState::Running,
+            })
+            .await
+            .map_err(|e| removed(e.context(format!("saving VM {name} as snapshot {snap_name}"))))?;
+        tracing::info!(vm = %name, snapshot = %snap_name, memory_bytes = saved.memory_bytes, paused_ms = saved.paused_ms, backend = saved.backend.as_str(), "snapshot saved");
+        let row = self
+            .store
+            .insert_snapshot(&SnapshotRow {
+                id,
+                name: snap_name,
+                source_vm: vm.name.clone(),
+                image_id: image.id.clone(),
+                kernel_id: image.kernel_id.clone(),
+                vmm: vm.vmm,
+                vcpus: vm.vcpus,
+                memory_mib: vm.memory_mib,
+                disk_bytes: vm.disk_bytes,
+                memory_bytes: saved.memory_bytes,
+                created_at: 0,
+            })
+            .map_err(|e| removed(store_err(e)))?;
+        Ok(self.snapshot_info(&row))
+    }
+
+    /// `NAME-k` for the smallest k ≥ 1 no snapshot has (cut so it stays a
+    /// 63-character label).
+    fn next_snapshot_name(&self, vm: &str) -> Result<String, RpcError> {
+        let taken: std::collections::HashSet<String> = self
+            .store
+            .list_snapshots()
+            .map_err(store_err)?
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        (1..)
+            .map(|k| {
+                let suffix = format!("-{k}");
+                let keep = 63usize.saturating_sub(suffix.len()).min(vm.len());
+                format!("{}{suffix}", vm[..keep].trim_end_matches('-'))
+            })
+            .find(|n| !taken.contains(n))
+            .ok_or_else(|| internal("no free snapshot name"))
+    }
+
+    /// Remove snapshot `name`: its row, then its directory. VMs made from
+    /// it are not touched (their disks are their own copies).
+    fn remove_snapshot(&self, name: &str) -> Result<(), RpcError> {
+        let row = self.snapshot_by_name(name)?;
+        self.store.delete_snapshot(&row.id).map_err(store_err)?;
+        let dir = self.layout.snapshot_dir(&row.id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(internal(format!(
+                "snapshot {name} is forgotten, but removing {} failed: {e}",
+                dir.display()
+            ))),
+        }
+    }
+
+    /// Remove snapshot directories no row names: a snapshot interrupted
+    /// before its row was written (the daemon died during the save).
+    pub(super) fn sweep_snapshot_dirs(&self) {
+        let root = self
+            .layout
+            .state_dir
+            .join(banger_proto::layout::SNAPSHOTS_DIR);
+        let Ok(entries) = std::fs::read_dir(&root) else {
+            return;
+        };
+        let known: std::collections::HashSet<String> = match self.store.list_snapshots() {
+            Ok(rows) => rows.into_iter().map(|s| s.id).collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "listing snapshots for the sweep");
+                return;
+            }
+        };
+        for e in entries.filter_map(Result::ok) {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if banger_proto::ids::is_id(&name) && !known.contains(&name) {
+                tracing::info!(path = %e.path().display(), "removing an unfinished snapshot");
+                if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                    tracing::warn!(path = %e.path().display(), error = %err, "removing an unfinished snapshot");
+                }
+            }
+        }
+    }
+}
+
+/// A snapshot name is a VM name's kind of word: one lowercase DNS label.
+fn check_snapshot_name(name: &str) -> Result<(), RpcError> {
+    banger_proto::guest::check_hostname(name).map_err(|r| {
+        RpcError::new(
+            ErrorCode::BadRequest,
+            format!("invalid snapshot name {name:?}: it {r}"),
+        )
+    })
+}
