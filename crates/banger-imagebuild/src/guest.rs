@@ -122,13 +122,16 @@ ExecStartPre=
 pub const AGENT_SCRIPT: &str = r#"#!/bin/bash
 # banger guest agent (guest contract 4, docs/guest.md).
 set -u
-port=/dev/virtio-ports/org.banger.agent.0
-fifo=/run/banger-agent.wait
+# The unit sets none of these; a test points them elsewhere.
+port=${BANGER_AGENT_PORT:-/dev/virtio-ports/org.banger.agent.0}
+run=${BANGER_AGENT_RUN:-/run}
+sysnet=${BANGER_AGENT_SYSNET:-/sys/class/net}
+fifo=$run/banger-agent.wait
 rm -f "$fifo" && mkfifo -m 600 "$fifo" && exec 4<>"$fifo" || exit 1
 nap() { read -r -t "$1" -u 4 _ || true; }
 until [ -c "$port" ]; do nap 0.5; done
 exec 3<>"$port" || exit 1
-stage=/run/banger-agent
+stage=$run/banger-agent
 rm -rf "$stage" && mkdir -m 700 "$stage" || exit 1
 dirty=1
 # Cheap when nothing was staged: it runs every 100 ms while no host is
@@ -142,7 +145,7 @@ reset() {
 fail() { why="$1"; return 1; }
 first_ether() {
     local d
-    for d in /sys/class/net/*; do
+    for d in "$sysnet"/*; do
         if [ -e "$d/device" ] && [ "$(cat "$d/type")" = 1 ]; then
             echo "${d##*/}"
             return 0

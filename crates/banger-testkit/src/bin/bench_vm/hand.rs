@@ -76,8 +76,13 @@ fn hand_argv(
             "-chardev" if a.starts_with("file,") => {
                 format!("file,id=serial0,append=on,path={dir_s}/serial.log")
             }
+            // QMP's and the guest agent's: each a socket of its own name.
             "-chardev" if a.starts_with("socket,") => {
-                format!("socket,id=qmp,path={dir_s}/qmp.sock,server=on,wait=off")
+                let id = a
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix("id="))
+                    .unwrap_or("qmp");
+                format!("socket,id={id},path={dir_s}/{id}.sock,server=on,wait=off")
             }
             "-kernel" => kernel.display().to_string(),
             "-initrd" => initrd
