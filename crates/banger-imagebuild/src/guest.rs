@@ -154,7 +154,7 @@ first_ether() {
     return 1
 }
 apply() {
-    local out i dev
+    local out i dev ssh=
     if [ -n "$clock" ]; then
         out=$(date -s "@$clock" 2>&1) || fail "clock: $out" || return 1
     fi
@@ -162,6 +162,7 @@ apply() {
         set -- ${files[$i]}
         out=$(install -D -m "$2" -o "$3" -g "$4" "$stage/$i" "$1" 2>&1) ||
             fail "file $1: $out" || return 1
+        case "$1" in /etc/ssh/*) ssh=1 ;; esac
     done
     # On disk before anything runs with them: a later cold boot reads them.
     sync
@@ -179,7 +180,10 @@ apply() {
     if [ -n "$name" ]; then
         out=$(hostname "$name" 2>&1) || fail "hostname: $out" || return 1
     fi
-    out=$(systemctl restart ssh.service 2>&1) || fail "sshd: $out" || return 1
+    # New host keys: sshd restarted (systemd waits until it listens).
+    if [ -n "$ssh" ]; then
+        out=$(systemctl restart ssh.service 2>&1) || fail "sshd: $out" || return 1
+    fi
 }
 reset
 while :; do

@@ -200,6 +200,8 @@ fn the_agent_applies_the_hosts_lines_and_refuses_a_malformed_request() {
         "{}",
         log()
     );
+    // No host key in it: sshd keeps running as it is.
+    assert!(!log().contains("systemctl"), "{}", log());
 
     std::fs::write(dir.path().join("log"), "").unwrap();
     let answer = agent.ask(&identity().lines("ab12").unwrap());

@@ -22,6 +22,11 @@ pub enum VmRequest {
     Stop {
         name: String,
         timeout_secs: Option<u32>,
+        /// Suspend to disk (`vm stop --save`): the guest's memory and
+        /// device state saved, then its VMM killed; the next `vm start`
+        /// resumes it where it was.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        save: bool,
     },
     Restart {
         name: String,
@@ -180,6 +185,10 @@ pub struct VmInfo {
     pub dns_name: String,
     pub tap: Option<String>,
     pub pid: Option<u32>,
+    /// A stopped VM whose memory was saved (`vm stop --save`): `vm start`
+    /// resumes it instead of booting.
+    #[serde(default)]
+    pub saved: bool,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -406,6 +415,7 @@ mod tests {
         let r = VmRequest::Stop {
             name: "dev".into(),
             timeout_secs: None,
+            save: false,
         };
         assert_eq!(
             serde_json::to_string(&r).unwrap(),

@@ -199,6 +199,11 @@ pub struct SnapshotVmSpec {
     pub snapshot_id: String,
     /// Resume the guest once saved (it was running); else it stays paused.
     pub resume: bool,
+    /// Save the memory and device state only, no disk copies (`vm stop
+    /// --save`: the VM's own disks stay as the saved memory knows them,
+    /// since its VMM is killed without running the guest again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub memory_only: bool,
 }
 
 /// What [`SnapshotVmSpec`] saved.
@@ -210,8 +215,10 @@ pub struct SnapshotSaved {
     /// Apparent sizes of the root and work disk copies.
     pub root_bytes: u64,
     pub work_bytes: u64,
-    /// How the disks were copied.
-    pub backend: SnapshotBackend,
+    /// How the disks were copied; `None` when they were not
+    /// (`memory_only`).
+    #[serde(default)]
+    pub backend: Option<SnapshotBackend>,
     /// Milliseconds the guest was paused for (0 when it was paused
     /// before and stays so).
     pub paused_ms: u64,

@@ -226,6 +226,7 @@ fn every_op() -> Vec<(PrivOp, Value)> {
                 vm_id: VM.into(),
                 snapshot_id: SNAP.into(),
                 resume: true,
+                memory_only: false,
             })),
             json!({"op": "snapshot_vm", "args": {"vm_id": VM, "snapshot_id": SNAP, "resume": true}}),
         ),

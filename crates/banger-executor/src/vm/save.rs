@@ -131,8 +131,9 @@ impl VmHost {
         // The disks first checked: a root disk on a dm device is not
         // copied (yet), and nothing is paused for a refusal. Only the
         // backend is asked (no attach: that may rebuild dm devices, and
-        // this op holds no VM operation lock).
-        if self.backend_of(vm_id)?.kind() == SnapshotBackend::DmSnapshot {
+        // this op holds no VM operation lock). A memory-only save copies
+        // no disk.
+        if !spec.memory_only && self.backend_of(vm_id)?.kind() == SnapshotBackend::DmSnapshot {
             return Err(VmOpError::SnapshotUnsupported {
                 backend: SnapshotBackend::DmSnapshot.as_str(),
                 reason: "snapshots of VMs whose root disk is a dm-snapshot device are not \
@@ -140,9 +141,13 @@ impl VmHost {
                     .into(),
             });
         }
-        let root_src = self.open_disk(&self.vm_dir(vm_id).join(ROOT_DISK), "VM disk")?;
-        let work_path = self.vm_dir(vm_id).join(WORK_DISK);
-        let work_src = self.open_disk(&work_path, "VM disk")?;
+        let disks = if spec.memory_only {
+            None
+        } else {
+            let root = self.open_disk(&self.vm_dir(vm_id).join(ROOT_DISK), "VM disk")?;
+            let work = self.open_disk(&self.vm_dir(vm_id).join(WORK_DISK), "VM disk")?;
+            Some((root, work))
+        };
 
         let mut made = Made {
             dir: &dir,
@@ -161,6 +166,15 @@ impl VmHost {
                 .and_then(|()| memory.metadata())
                 .map(|m| m.len())
                 .map_err(io("flushing", &dir.join(SNAPSHOT_MEMORY)))?;
+            let Some((root_src, work_src)) = &disks else {
+                return Ok(SnapshotSaved {
+                    memory_bytes,
+                    root_bytes: 0,
+                    work_bytes: 0,
+                    backend: None,
+                    paused_ms: 0,
+                });
+            };
             let mut backend = SnapshotBackend::Reflink;
             let mut copy = |src: &File, name: &'static str| -> Result<u64, VmOpError> {
                 let dst = self.create_in(&dir, name)?;
@@ -174,13 +188,13 @@ impl VmHost {
                     .map(|m| m.len())
                     .map_err(io("inspecting", &dir.join(name)))
             };
-            let root_bytes = copy(&root_src, ROOT_DISK)?;
-            let work_bytes = copy(&work_src, WORK_DISK)?;
+            let root_bytes = copy(root_src, ROOT_DISK)?;
+            let work_bytes = copy(work_src, WORK_DISK)?;
             Ok(SnapshotSaved {
                 memory_bytes,
                 root_bytes,
                 work_bytes,
-                backend,
+                backend: Some(backend),
                 paused_ms: 0,
             })
         })();

@@ -22,6 +22,34 @@ use rustix::fs::OFlags;
 use super::VmHost;
 use super::error::{VmOpError, io};
 
+/// Lock a QEMU drive (`flock` on the descriptor QEMU keeps in its fd set,
+/// so the lock lasts as long as that QEMU, re-adopted or not): exclusive
+/// when it is written, shared when read-only. A drive locked elsewhere is
+/// refused. QEMU's own image locking is off (`banger_vmm::qemu`), and an
+/// owner could move one VM's disk into another's directory: this keeps two
+/// QEMUs off one disk (second review of s12, N1). Firecracker opens its
+/// drives itself, through its jail's binds: a lock here would end with the
+/// launch, so it has none (as before).
+fn lock_drive(fd: &OwnedFd, d: &banger_vmm::Drive) -> Result<(), VmOpError> {
+    use rustix::fs::FlockOperation;
+    let op = if d.read_only {
+        FlockOperation::NonBlockingLockShared
+    } else {
+        FlockOperation::NonBlockingLockExclusive
+    };
+    match rustix::fs::flock(fd, op) {
+        Ok(()) => Ok(()),
+        Err(rustix::io::Errno::WOULDBLOCK) => Err(VmOpError::Invalid {
+            what: "VM disk",
+            value: d.path.display().to_string(),
+            reason: "it is locked by another process (another VM's QEMU, or a process of \
+                     its owner's): one VMM per disk"
+                .into(),
+        }),
+        Err(e) => Err(io("locking", &d.path)(e.into())),
+    }
+}
+
 /// The most bytes of a kernel or of an initrd root copies into a jail.
 const MAX_BOOT_FILE: u64 = 256 << 20;
 
@@ -55,6 +83,7 @@ impl VmHost {
                 reopen(read_only.as_fd(), OFlags::RDWR).map_err(std::io::Error::from)
             }
             .map_err(io("opening", &d.path))?;
+            lock_drive(&main, d)?;
             drives.push(DriveFds { main, read_only });
         }
         let serial_path = vm_dir.join(SERIAL_LOG);

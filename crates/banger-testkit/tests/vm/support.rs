@@ -227,3 +227,46 @@ pub fn in_ns(ns: &NetNs, program: &str, args: &[&str]) -> String {
         .expect("running in netns");
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
+
+/// What a real-guest test starts from: root, the guest slot, a network
+/// namespace, a state directory whose VMMs are reaped on drop, and a dev
+/// daemon with the default image registered. Fields drop in order: the
+/// daemon first, the slot last.
+pub struct GuestLab {
+    pub d: Daemon,
+    _reaper: VmReaper,
+    pub tmp: tempfile::TempDir,
+    pub ns: NetNs,
+    _slot: std::sync::MutexGuard<'static, ()>,
+}
+
+pub fn guest_lab() -> GuestLab {
+    require_root();
+    let slot = guest_slot();
+    let ns = NetNs::new();
+    let tmp = shared_tempdir();
+    let reaper = VmReaper(tmp.path().to_path_buf());
+    let d = start_daemon(&ns, tmp.path());
+    register_default_image(&ns, &d);
+    GuestLab {
+        d,
+        _reaper: reaper,
+        tmp,
+        ns,
+        _slot: slot,
+    }
+}
+
+impl GuestLab {
+    /// `vm create NAME --wait` of a small VM (1 vCPU, 512 MiB, 256 MiB
+    /// work disk): its JSON.
+    pub fn small_vm(&self, name: &str) -> Value {
+        ok_json(
+            &self.ns,
+            &self.d,
+            &[
+                "vm", "create", name, "--wait", "--vcpus", "1", "--memory", "512", "--disk", "256M",
+            ],
+        )
+    }
+}

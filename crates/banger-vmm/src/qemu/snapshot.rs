@@ -50,6 +50,7 @@ impl QemuVm {
     /// guest booted long ago and will print no ready line again.
     pub(super) fn restore(&mut self, incoming: Incoming) -> Result<(), VmmError> {
         let snap = |what: String| VmmError::Snapshot { vmm: VMM, what };
+        let began = Instant::now();
         let mut q = Qmp::connect_socket(&self.qmp, QMP_TIMEOUT).map_err(|e| {
             snap(format!(
                 "connecting to QMP: {}",
@@ -117,7 +118,9 @@ impl QemuVm {
                 }
             }
         }
+        let loaded = began.elapsed();
         set_vcpus(&mut q, Vcpus::Running)?;
+        let resumed = Instant::now();
         let mut stream = self
             .agent
             .connect()
@@ -138,6 +141,12 @@ impl QemuVm {
             &incoming.nonce,
             incoming.agent_timeout,
         )?;
+        tracing::info!(
+            pid = self.pid(),
+            load_ms = loaded.as_millis() as u64,
+            agent_ms = resumed.elapsed().as_millis() as u64,
+            "snapshot restored"
+        );
         if let Some(r) = self.readiness() {
             r.settle(crate::ready::Seen::Ready);
         }

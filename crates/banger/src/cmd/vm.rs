@@ -77,12 +77,16 @@ pub enum VmCommand {
     Show { name: String },
     /// Boot a stopped VM
     Start { name: String },
-    /// Power a VM off (guest shutdown, killed after the timeout)
+    /// Power a VM off (guest shutdown, killed after the timeout), or suspend it to disk
     Stop {
         name: String,
         /// Seconds to wait for the guest to power off
-        #[arg(long)]
+        #[arg(long, conflicts_with = "save")]
         timeout: Option<u32>,
+        /// Suspend to disk instead (QEMU): save its memory and devices,
+        /// then end its VMM; the next `vm start` resumes it where it was
+        #[arg(long)]
+        save: bool,
     },
     /// Stop, then start
     Restart { name: String },
@@ -210,9 +214,14 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
         VmCommand::Ls => VmRequest::List,
         VmCommand::Show { name } => VmRequest::Show { name: name.clone() },
         VmCommand::Start { name } => VmRequest::Start { name: name.clone() },
-        VmCommand::Stop { name, timeout } => VmRequest::Stop {
+        VmCommand::Stop {
+            name,
+            timeout,
+            save,
+        } => VmRequest::Stop {
             name: name.clone(),
             timeout_secs: *timeout,
+            save: *save,
         },
         VmCommand::Restart { name } => VmRequest::Restart { name: name.clone() },
         VmCommand::Kill { name } => VmRequest::Kill { name: name.clone() },
@@ -418,6 +427,9 @@ fn show(v: &VmInfo) -> String {
     );
     if let Some(r) = &v.state_reason {
         out.push_str(&format!("reason    {r}\n"));
+    }
+    if v.saved {
+        out.push_str("saved     yes (`vm start` resumes it)\n");
     }
     out.push_str(&format!(
         "image     {}\nvmm       {}\nvcpus     {}\nmemory    {} MiB\ndisk      {}\nnat       {}\nip        {}\nmac       {}\ndns       {}\ntap       {}\n",

@@ -146,10 +146,24 @@ CREATE INDEX snapshots_image_id ON snapshots (image_id);
 CREATE INDEX snapshots_kernel_id ON snapshots (kernel_id);
 "#;
 
+/// VMs suspended to disk (issue #15: `vm stop --save`): the snapshot
+/// directory holding a stopped VM's saved memory (its own disks are the
+/// state's), resumed and dropped by its next `vm start`, dropped with the
+/// VM.
+const V4: &str = r#"
+CREATE TABLE saved_vms (
+    vm_id       TEXT    NOT NULL PRIMARY KEY REFERENCES vms (id) ON DELETE CASCADE,
+    snapshot_id TEXT    NOT NULL UNIQUE
+                CHECK (length(snapshot_id) = 32 AND snapshot_id NOT GLOB '*[^0-9a-f]*'),
+    saved_at    INTEGER NOT NULL CHECK (saved_at >= 0)
+) STRICT;
+"#;
+
 const MIGRATION_LIST: &[M<'static>] = &[
     M::up(V1).foreign_key_check(),
     M::up(V2).foreign_key_check(),
     M::up(V3).foreign_key_check(),
+    M::up(V4).foreign_key_check(),
 ];
 
 /// Every migration, in order.

@@ -1,5 +1,7 @@
 //! VM snapshots (`banger vm snapshot`, `banger snapshot …`): one row per
-//! snapshot directory `snapshots/<id>/`, which holds its files.
+//! snapshot directory `snapshots/<id>/`, which holds its files; and the
+//! saved states of VMs suspended to disk (`vm stop --save`), one
+//! memory-only snapshot directory each.
 
 use rusqlite::{OptionalExtension as _, Row, named_params};
 
@@ -149,7 +151,98 @@ impl Tx<'_> {
     }
 }
 
+impl Tx<'_> {
+    /// Record that VM `vm_id` was suspended to disk into snapshot
+    /// directory `snapshot_id` (`vm stop --save`), replacing an earlier
+    /// record (whose id is returned: its directory is the caller's to
+    /// remove).
+    pub fn set_saved_state(
+        &self,
+        vm_id: &str,
+        snapshot_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let old = self.saved_state(vm_id)?;
+        self.conn
+            .execute(
+                "INSERT OR REPLACE INTO saved_vms (vm_id, snapshot_id, saved_at) \
+                 VALUES (?1, ?2, ?3)",
+                (vm_id, snapshot_id, unix_now()),
+            )
+            .map_err(|source| StoreError::Write {
+                what: format!("the saved state of vm {vm_id}"),
+                source,
+            })?;
+        Ok(old)
+    }
+
+    /// The snapshot directory of VM `vm_id`'s saved state, if it has one.
+    pub fn saved_state(&self, vm_id: &str) -> Result<Option<String>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT snapshot_id FROM saved_vms WHERE vm_id = ?1",
+                [vm_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|source| StoreError::Read {
+                what: format!("the saved state of vm {vm_id}"),
+                source,
+            })
+    }
+
+    /// Forget VM `vm_id`'s saved state and return its directory's id.
+    pub fn take_saved_state(&self, vm_id: &str) -> Result<Option<String>, StoreError> {
+        let id = self.saved_state(vm_id)?;
+        if id.is_some() {
+            self.conn
+                .execute("DELETE FROM saved_vms WHERE vm_id = ?1", [vm_id])
+                .map_err(|source| StoreError::Write {
+                    what: format!("the saved state of vm {vm_id}"),
+                    source,
+                })?;
+        }
+        Ok(id)
+    }
+
+    /// Every saved state's directory id.
+    pub fn saved_state_ids(&self) -> Result<Vec<String>, StoreError> {
+        let read_err = |source| StoreError::Read {
+            what: "saved VM states".into(),
+            source,
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT snapshot_id FROM saved_vms")
+            .map_err(read_err)?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))
+            .and_then(|rows| rows.collect())
+            .map_err(read_err)?;
+        Ok(ids)
+    }
+}
+
 impl Store {
+    pub fn set_saved_state(
+        &self,
+        vm_id: &str,
+        snapshot_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        self.transaction(|tx| tx.set_saved_state(vm_id, snapshot_id))
+    }
+
+    pub fn saved_state(&self, vm_id: &str) -> Result<Option<String>, StoreError> {
+        self.read(|tx| tx.saved_state(vm_id))
+    }
+
+    pub fn take_saved_state(&self, vm_id: &str) -> Result<Option<String>, StoreError> {
+        self.transaction(|tx| tx.take_saved_state(vm_id))
+    }
+
+    pub fn saved_state_ids(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|tx| tx.saved_state_ids())
+    }
+
     pub fn insert_snapshot(&self, row: &SnapshotRow) -> Result<SnapshotRow, StoreError> {
         self.transaction(|tx| tx.insert_snapshot(row))
     }

@@ -43,6 +43,8 @@ impl VmService {
             dns_name: format!("{}.vm", vm.name),
             tap,
             pid,
+            saved: vm.state == VmState::Stopped
+                && self.store.saved_state(&vm.id).ok().flatten().is_some(),
             created_at: vm.created_at,
             updated_at: vm.updated_at,
         }

@@ -65,12 +65,30 @@ impl VmService {
     }
 
     /// Boot a VM whose lock the caller holds.
+    /// A VM suspended to disk (`vm stop --save`) is resumed from its
+    /// saved state instead ([`Self::take_saved`]).
     pub(super) async fn boot(
         self: &Arc<Self>,
         vm: &VmRow,
         op: Option<&OpHandle>,
     ) -> Result<(), RpcError> {
-        self.boot_with(vm, op, None).await
+        if !matches!(
+            vm.state,
+            VmState::Created | VmState::Stopped | VmState::Failed
+        ) {
+            return Err(invalid_state(vm, "start"));
+        }
+        let saved = self.saved_restore(vm)?;
+        let restore = saved.as_ref().map(|(_, r)| r.clone());
+        let result = self.boot_with(vm, op, restore).await;
+        // Its directory goes once the launch took it (the row is gone);
+        // a start that failed before the launch keeps both.
+        if let Some((id, _)) = saved
+            && self.store.saved_state(&vm.id).map_err(store_err)?.is_none()
+        {
+            self.remove_snapshot_dir(&id);
+        }
+        result
     }
 
     /// [`Self::boot`], restoring a snapshot instead of booting when
@@ -160,6 +178,12 @@ impl VmService {
         };
         step("boot", &format!("{doing} {} on {tap}", vm.vmm), 3);
         let launched = Instant::now();
+        // A saved state (`vm stop --save`) is used once: taken from the
+        // store now, before the guest can run again. A snapshot's clone
+        // has no row here.
+        if restore.is_some() {
+            self.consume_saved(&vm.id)?;
+        }
         let launched_vmm = self
             .privileged(LaunchVmSpec {
                 vm_id: vm.id.clone(),
@@ -349,6 +373,17 @@ impl VmService {
     /// its kernel has), then has the executor send the VMM's own power-off
     /// request and wait; the VMM is killed when the timeout runs out.
     async fn halt(&self, vm: &VmRow, timeout_secs: u32, kill: bool) -> Result<(), RpcError> {
+        self.halt_with(vm, timeout_secs, kill, None).await
+    }
+
+    /// [`Self::halt`], the stopped VM's reason `reason` when given.
+    pub(super) async fn halt_with(
+        &self,
+        vm: &VmRow,
+        timeout_secs: u32,
+        kill: bool,
+        reason: Option<&str>,
+    ) -> Result<(), RpcError> {
         // A paused guest can neither answer SSH nor see a power button: it
         // runs again first (a kill needs no guest). A resume that fails
         // does not stop the stop: the executor's StopVm resumes the VMM
@@ -393,7 +428,9 @@ impl VmService {
             })
             .await?
         };
-        let reason = if kill && stopped.was_running {
+        let reason = if let Some(r) = reason {
+            Some(r.to_string())
+        } else if kill && stopped.was_running {
             Some("killed".to_string())
         } else if stopped.was_running && !stopped.graceful {
             Some(format!(
@@ -418,7 +455,14 @@ impl VmService {
             VmState::Starting | VmState::Stopping => return Err(invalid_state(&vm, "remove")),
             _ => {}
         }
+        // Its saved state's row goes with the VM's; its directory here.
+        let saved = self.store.saved_state(&vm.id).map_err(store_err)?;
         self.destroy(&vm.id).await;
+        if let Some(id) = saved
+            && self.store.get_vm(&vm.id).map_err(store_err)?.is_none()
+        {
+            self.remove_snapshot_dir(&id);
+        }
         if self.store.get_vm(&vm.id).map_err(store_err)?.is_some() {
             return Err(internal(format!(
                 "VM {name} could not be removed completely; see the daemon log"
@@ -484,6 +528,17 @@ impl VmService {
             VmState::Created | VmState::Stopped | VmState::Failed
         ) {
             return Err(invalid_state(&vm, "change"));
+        }
+        // Its saved memory is of this machine and these disks.
+        if self.store.saved_state(&vm.id).map_err(store_err)?.is_some() {
+            return Err(RpcError::new(
+                ErrorCode::InvalidState,
+                format!(
+                    "cannot change VM {}: it holds a saved state (`vm stop --save`) of its \
+                     current resources and disks; `banger vm start {}` resumes it first",
+                    vm.name, vm.name
+                ),
+            ));
         }
         let cfg = VmConfigUpdate {
             vcpus: s.vcpus.unwrap_or(vm.vcpus),

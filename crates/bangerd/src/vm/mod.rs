@@ -205,9 +205,12 @@ impl VmService {
     ) -> Result<VmResponse, RpcError> {
         Ok(match req {
             VmRequest::Start { name } => VmResponse::Vm(self.start_named(&name, progress).await?),
-            VmRequest::Stop { name, timeout_secs } => {
-                VmResponse::Vm(self.stop_named(&name, timeout_secs, false).await?)
-            }
+            VmRequest::Stop {
+                name, save: true, ..
+            } => VmResponse::Vm(self.stop_saved(&name).await?),
+            VmRequest::Stop {
+                name, timeout_secs, ..
+            } => VmResponse::Vm(self.stop_named(&name, timeout_secs, false).await?),
             VmRequest::Kill { name } => VmResponse::Vm(self.stop_named(&name, None, true).await?),
             VmRequest::Restart { name } => {
                 self.stop_named(&name, None, false).await?;

@@ -8,13 +8,14 @@ use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 
 use banger_proto::rpc::Response;
 use banger_proto::snapshot::{SnapshotInfo, SnapshotRequest, SnapshotResponse};
+use banger_proto::vm::VmInfo;
 use banger_proto::vmops::SnapshotVmSpec;
-use banger_proto::vmops::VmmKind;
+use banger_proto::vmops::{GuestIdentity, RestoreSpec, VmmKind};
 use banger_proto::{ErrorCode, RpcError};
 
 use super::lifecycle::invalid_state;
 use super::{VmService, internal, store_err};
-use crate::store::{SnapshotRow, VmState};
+use crate::store::{SnapshotRow, VmRow, VmState};
 
 impl VmService {
     pub async fn handle_snapshot(&self, req: SnapshotRequest) -> Result<Response, RpcError> {
@@ -129,18 +130,10 @@ impl VmService {
             .map_err(store_err)?
             .ok_or_else(|| internal(format!("image {} of VM {name} is gone", vm.image_id)))?;
         let id = crate::store::new_id().map_err(store_err)?;
-        let dir = self.layout.snapshot_dir(&id);
-        let parent = dir.parent().expect("a snapshot directory has a parent");
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(parent)
-            .and_then(|()| std::fs::DirBuilder::new().mode(0o700).create(&dir))
-            .map_err(|e| internal(format!("creating {}: {e}", dir.display())))?;
+        self.make_snapshot_dir(&id)?;
+        let dir_id = id.clone();
         let removed = |e: RpcError| {
-            if let Err(r) = std::fs::remove_dir_all(&dir) {
-                tracing::warn!(path = %dir.display(), error = %r, "removing a failed snapshot's directory");
-            }
+            self.remove_snapshot_dir(&dir_id);
             e
         };
         let saved = self
@@ -148,10 +141,11 @@ impl VmService {
                 vm_id: vm.id.clone(),
                 snapshot_id: id.clone(),
                 resume: vm.state == VmState::Running,
+                memory_only: false,
             })
             .await
             .map_err(|e| removed(e.context(format!("saving VM {name} as snapshot {snap_name}"))))?;
-        tracing::info!(vm = %name, snapshot = %snap_name, memory_bytes = saved.memory_bytes, paused_ms = saved.paused_ms, backend = saved.backend.as_str(), "snapshot saved");
+        tracing::info!(vm = %name, snapshot = %snap_name, memory_bytes = saved.memory_bytes, paused_ms = saved.paused_ms, backend = saved.backend.map_or("none", |b| b.as_str()), "snapshot saved");
         let row = self
             .store
             .insert_snapshot(&SnapshotRow {
@@ -169,6 +163,159 @@ impl VmService {
             })
             .map_err(|e| removed(store_err(e)))?;
         Ok(self.snapshot_info(&row))
+    }
+
+    /// `vm stop NAME --save`: suspend a running or paused QEMU VM to disk.
+    /// Its memory and device state are saved (memory only: its own disks,
+    /// untouched from then on, are the state's), its VMM is killed
+    /// without running the guest again, and the VM is `stopped` with a
+    /// saved state that its next `vm start` resumes. A failed save leaves
+    /// the VM as it was (resumed if it ran).
+    pub(super) async fn stop_saved(&self, name: &str) -> Result<VmInfo, RpcError> {
+        let vm = self.vm_by_name(name)?;
+        let lock = self.lock_for(&vm.id);
+        let _g = lock.lock().await;
+        let vm = self.row(&vm.id)?;
+        if !matches!(vm.state, VmState::Running | VmState::Paused) {
+            return Err(invalid_state(&vm, "stop --save"));
+        }
+        if vm.vmm != VmmKind::Qemu {
+            return Err(RpcError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "cannot save VM {name}: banger saves QEMU VMs only so far, and it runs under {}; `banger vm stop {name}` powers it off",
+                    vm.vmm
+                ),
+            ));
+        }
+        let id = crate::store::new_id().map_err(store_err)?;
+        self.make_snapshot_dir(&id)?;
+        let saved = self
+            .privileged(SnapshotVmSpec {
+                vm_id: vm.id.clone(),
+                snapshot_id: id.clone(),
+                resume: false,
+                memory_only: true,
+            })
+            .await;
+        let saved = match saved {
+            Ok(s) => s,
+            Err(e) => {
+                self.remove_snapshot_dir(&id);
+                // Left paused by the save: running again, as it was.
+                if vm.state == VmState::Running
+                    && let Err(r) = self
+                        .privileged(banger_proto::privops::ResumeVm {
+                            vm_id: vm.id.clone(),
+                        })
+                        .await
+                {
+                    tracing::warn!(vm = %name, error = %r.render(), "resuming after a failed save");
+                }
+                return Err(e.context(format!("saving VM {name}")));
+            }
+        };
+        tracing::info!(vm = %name, memory_bytes = saved.memory_bytes, "VM saved");
+        // Killed before the state is recorded: a recorded state always
+        // belongs to a VM whose guest never ran after the save (a state
+        // recorded first could outlive a failed kill, and a later resume
+        // of that guest would leave it stale; review of stop --save, M1).
+        if let Err(e) = self
+            .halt_with(
+                &vm,
+                0,
+                true,
+                Some("saved to disk (`vm stop --save`); `vm start` resumes it"),
+            )
+            .await
+        {
+            self.remove_snapshot_dir(&id);
+            return Err(e.context(format!("ending VM {name}'s VMM after its save")));
+        }
+        match self.store.set_saved_state(&vm.id, &id) {
+            Ok(Some(old)) => self.remove_snapshot_dir(&old),
+            Ok(None) => {}
+            Err(e) => {
+                self.remove_snapshot_dir(&id);
+                let _ = self.store.set_vm_state(
+                    &vm.id,
+                    VmState::Stopped,
+                    VmState::Stopped,
+                    Some("killed: its saved state could not be recorded"),
+                );
+                return Err(store_err(e).context(format!(
+                    "recording VM {name}'s saved state (the VM is stopped; its next start boots)"
+                )));
+            }
+        }
+        Ok(self.info(&self.row(&vm.id)?))
+    }
+
+    /// The saved state of VM `vm` (`vm stop --save`), if any: the
+    /// directory's id and what the launch restores — the VM's own
+    /// address, MAC and name (the agent re-applies them and sets the
+    /// clock; no file, so sshd keeps its host key). The boot takes it out
+    /// of the store only right before the restoring launch
+    /// (`Self::consume_saved`): a start that fails before that keeps it.
+    pub(super) fn saved_restore(
+        &self,
+        vm: &VmRow,
+    ) -> Result<Option<(String, RestoreSpec)>, RpcError> {
+        let lease = self
+            .store
+            .get_lease(&vm.id)
+            .map_err(store_err)?
+            .ok_or_else(|| internal(format!("VM {} has no lease", vm.name)))?;
+        let Some(id) = self.store.saved_state(&vm.id).map_err(store_err)? else {
+            return Ok(None);
+        };
+        let restore = RestoreSpec {
+            snapshot_id: id.clone(),
+            identity: GuestIdentity {
+                files: Vec::new(),
+                ip: lease.ip,
+                prefix: self.network.subnet().prefix(),
+                gateway: self.network.bridge_ip(),
+                hostname: vm.name.clone(),
+            },
+        };
+        Ok(Some((id, restore)))
+    }
+
+    /// Take VM `vm_id`'s saved state out of the store right before the
+    /// launch that restores it: once the restored guest runs, its disks
+    /// move on from what the saved memory knows, so it is never restored
+    /// twice (a restore that fails leaves a VM that boots from its disks).
+    pub(super) fn consume_saved(&self, vm_id: &str) -> Result<(), RpcError> {
+        self.store
+            .take_saved_state(vm_id)
+            .map(drop)
+            .map_err(store_err)
+    }
+
+    /// `snapshots/<id>/`, made the owner's (mode 0700).
+    fn make_snapshot_dir(&self, id: &str) -> Result<(), RpcError> {
+        let dir = self.layout.snapshot_dir(id);
+        let parent = dir.parent().expect("a snapshot directory has a parent");
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .and_then(|()| std::fs::DirBuilder::new().mode(0o700).create(&dir))
+            .map_err(|e| internal(format!("creating {}: {e}", dir.display())))
+    }
+
+    /// Remove `snapshots/<id>/` and what it holds; a failure is logged
+    /// (the startup sweep removes what no row names).
+    pub(super) fn remove_snapshot_dir(&self, id: &str) {
+        let dir = self.layout.snapshot_dir(id);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                tracing::warn!(path = %dir.display(), error = %e, "removing a snapshot directory");
+            }
+        }
     }
 
     /// `NAME-k` for the smallest k ≥ 1 no snapshot has (cut so it stays a
@@ -217,8 +364,16 @@ impl VmService {
         let Ok(entries) = std::fs::read_dir(&root) else {
             return;
         };
-        let known: std::collections::HashSet<String> = match self.store.list_snapshots() {
-            Ok(rows) => rows.into_iter().map(|s| s.id).collect(),
+        let known = self.store.list_snapshots().and_then(|rows| {
+            let saved = self.store.saved_state_ids()?;
+            Ok(rows
+                .into_iter()
+                .map(|s| s.id)
+                .chain(saved)
+                .collect::<std::collections::HashSet<String>>())
+        });
+        let known = match known {
+            Ok(k) => k,
             Err(e) => {
                 tracing::warn!(error = %e, "listing snapshots for the sweep");
                 return;

@@ -60,6 +60,7 @@ impl Daemon for Client {
         let req = Request::Vm(VmRequest::Stop {
             name: name.to_string(),
             timeout_secs: Some(VM_STOP_SECS),
+            save: false,
         });
         self.call(&req, |_| {}).map(drop)
     }

@@ -75,6 +75,7 @@ fn vm(name: &str, state: &str) -> VmInfo {
         dns_name: format!("{name}.vm"),
         tap: None,
         pid: None,
+        saved: false,
         created_at: 0,
         updated_at: 0,
     }
