@@ -504,3 +504,74 @@ async fn pause_and_resume_ask_the_executor_and_a_paused_vm_stays_paused_across_a
     }
     assert!(ops.asked.lock().unwrap().is_empty());
 }
+
+/// Snapshots at the daemon's start and a saved VM's rules (issue #15): the
+/// startup reconcile removes a snapshot directory no row names (a save the
+/// daemon died during), keeps a snapshot's and a saved VM's; a saved VM
+/// shows `saved` and refuses `vm set` until it is started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_startup_sweep_keeps_recorded_snapshots_and_a_saved_vm_refuses_a_change() {
+    let f = Fixture::new();
+    let vm = f.vm("sv", 2, false, VmState::Stopped);
+    let ops = WithVmms::new(&f, BTreeMap::new(), true);
+    let (_net, daemon) = daemon(&f, &ops);
+    let image = f.store.get_image(&f.image_id).unwrap().unwrap();
+    let dirs = f.layout.state_dir.join(banger_proto::layout::SNAPSHOTS_DIR);
+    let (orphan, kept, saved) = ("1".repeat(32), "2".repeat(32), "3".repeat(32));
+    for d in [&orphan, &kept, &saved, &"notes".to_string()] {
+        std::fs::create_dir_all(dirs.join(d)).unwrap();
+        std::fs::write(dirs.join(d).join("memory"), "state").unwrap();
+    }
+    f.store
+        .insert_snapshot(&crate::store::SnapshotRow {
+            id: kept.clone(),
+            name: "sv-1".into(),
+            source_vm: "sv".into(),
+            image_id: image.id.clone(),
+            kernel_id: image.kernel_id.clone(),
+            vmm: VmmKind::Qemu,
+            vcpus: 1,
+            memory_mib: 512,
+            disk_bytes: 1 << 30,
+            memory_bytes: 5,
+            created_at: 0,
+        })
+        .unwrap();
+    assert_eq!(f.store.set_saved_state(&vm.id, &saved).unwrap(), None);
+
+    daemon.vms().reconcile().await;
+    assert!(
+        !dirs.join(&orphan).exists(),
+        "an unrecorded snapshot stayed"
+    );
+    for d in [&kept, &saved, &"notes".to_string()] {
+        assert!(dirs.join(d).exists(), "{d} was removed");
+    }
+
+    assert!(show(&daemon, "sv").await.saved);
+    let err = daemon
+        .vms()
+        .handle_vm(
+            VmRequest::Set(banger_proto::vm::SetVm {
+                name: "sv".into(),
+                vcpus: Some(2),
+                memory_mib: None,
+                disk_bytes: None,
+                nat: None,
+            }),
+            ProgressSink::discard(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::InvalidState, "{err:?}");
+    assert!(
+        err.render().contains("banger vm start sv"),
+        "{}",
+        err.render()
+    );
+    // Its saved state goes with the VM's row; a snapshot keeps its image.
+    f.store.delete_vm(&vm.id).unwrap();
+    assert_eq!(f.store.saved_state(&vm.id).unwrap(), None);
+    let e = f.store.delete_image(&image.id).unwrap_err();
+    assert!(e.to_string().contains("snapshot sv-1"), "{e}");
+}
