@@ -126,6 +126,9 @@ set -u
 port=${BANGER_AGENT_PORT:-/dev/virtio-ports/org.banger.agent.0}
 run=${BANGER_AGENT_RUN:-/run}
 sysnet=${BANGER_AGENT_SYSNET:-/sys/class/net}
+sshd_pid=${BANGER_AGENT_SSHD_PID:-/run/sshd.pid}
+tcp=${BANGER_AGENT_TCP:-/proc/net/tcp}
+errf=$run/banger-agent.err
 fifo=$run/banger-agent.wait
 rm -f "$fifo" && mkfifo -m 600 "$fifo" && exec 4<>"$fifo" || exit 1
 nap() { read -r -t "$1" -u 4 _ || true; }
@@ -143,46 +146,89 @@ reset() {
     files=() net= name= clock= bad= why= dirty=
 }
 fail() { why="$1"; return 1; }
+# The first ethernet interface, in $dev.
 first_ether() {
-    local d
+    local d t
     for d in "$sysnet"/*; do
-        if [ -e "$d/device" ] && [ "$(cat "$d/type")" = 1 ]; then
-            echo "${d##*/}"
+        if [ -e "$d/device" ] && read -r t 2>/dev/null <"$d/type" && [ "$t" = 1 ]; then
+            dev=${d##*/}
             return 0
         fi
     done
     return 1
 }
+# step WHAT CMD...: run CMD with its errors kept in a file (no subshell per
+# step: each costs a fork under emulation); on failure, fail with them.
+step() {
+    local what=$1
+    shift
+    "$@" >/dev/null 2>"$errf" && return 0
+    fail "$what: $(tr '\n' ' ' <"$errf")"
+}
+# The socket inodes of the IPv4 listeners on port 22, in $socks.
+listeners() {
+    local sl addr rem st rest
+    socks=" "
+    while read -r sl addr rem st rest; do
+        if [ "$st" = 0A ] && [[ $addr == *:0016 ]]; then
+            set -- $rest
+            socks+="$6 "
+        fi
+    done <"$tcp"
+}
+# sshd re-executes itself on SIGHUP, reading its new host keys; the answer
+# waits until it listens again (a port-22 listener with a new socket
+# inode). Without its pid file, systemd restarts it.
+restart_sshd() {
+    local pid old s n=0
+    if ! read -r pid 2>/dev/null <"$sshd_pid" || ! kill -0 "$pid" 2>/dev/null; then
+        step sshd systemctl restart ssh.service
+        return
+    fi
+    listeners
+    old=$socks
+    if ! kill -HUP "$pid" 2>/dev/null; then
+        step sshd systemctl restart ssh.service
+        return
+    fi
+    while [ "$n" -lt 500 ]; do
+        nap 0.02
+        listeners
+        for s in $socks; do
+            case "$old" in *" $s "*) ;; *) return 0 ;; esac
+        done
+        n=$((n + 1))
+    done
+    fail "sshd: not listening again 10 s after SIGHUP"
+}
 apply() {
-    local out i dev ssh=
+    local i dev ssh=
     if [ -n "$clock" ]; then
-        out=$(date -s "@$clock" 2>&1) || fail "clock: $out" || return 1
+        step clock date -s "@$clock" || return 1
     fi
     for i in "${!files[@]}"; do
         set -- ${files[$i]}
-        out=$(install -D -m "$2" -o "$3" -g "$4" "$stage/$i" "$1" 2>&1) ||
-            fail "file $1: $out" || return 1
+        step "file $1" install -D -m "$2" -o "$3" -g "$4" "$stage/$i" "$1" || return 1
         case "$1" in /etc/ssh/*) ssh=1 ;; esac
     done
     # On disk before anything runs with them: a later cold boot reads them.
     sync
     if [ -n "$net" ]; then
         set -- $net
-        dev=$(first_ether) || fail "net: no ethernet interface" || return 1
-        out=$({ ip link set dev "$dev" address "$1" &&
-            ip -4 addr flush dev "$dev" &&
-            ip addr add "$2" dev "$dev" &&
-            ip route replace default via "$3" dev "$dev"; } 2>&1) ||
-            fail "net: $out" || return 1
+        first_ether || fail "net: no ethernet interface" || return 1
+        step net ip link set dev "$dev" address "$1" &&
+            step net ip -4 addr flush dev "$dev" &&
+            step net ip addr add "$2" dev "$dev" &&
+            step net ip route replace default via "$3" dev "$dev" || return 1
         # networkd takes the new file (matched by the new MAC) as its own.
         networkctl reload >/dev/null 2>&1 || true
     fi
     if [ -n "$name" ]; then
-        out=$(hostname "$name" 2>&1) || fail "hostname: $out" || return 1
+        step hostname hostname "$name" || return 1
     fi
-    # New host keys: sshd restarted (systemd waits until it listens).
+    # New host keys: sshd reads them again.
     if [ -n "$ssh" ]; then
-        out=$(systemctl restart ssh.service 2>&1) || fail "sshd: $out" || return 1
+        restart_sshd || return 1
     fi
 }
 reset
@@ -242,15 +288,11 @@ while :; do
             continue
         fi
         if [ -n "$bad" ]; then
-            printf 'failed %s %s
-' "${w[1]}" "$bad" >&3
+            printf 'failed %s %s\n' "${w[1]}" "$bad" >&3
         elif apply; then
-            printf 'applied %s
-' "${w[1]}" >&3
+            printf 'applied %s\n' "${w[1]}" >&3
         else
-            printf 'failed %s %s
-' "${w[1]}" "$(tr '
-' ' ' <<<"$why")" >&3
+            printf 'failed %s %s\n' "${w[1]}" "$why" >&3
         fi
         reset
         ;;
