@@ -132,11 +132,17 @@ impl VmHost {
     /// symlinks; `None` when it does not exist.
     pub(super) fn vm_dir_fd(&self, vm_id: &str) -> Result<Option<OwnedFd>, VmOpError> {
         validate::id("VM id", vm_id)?;
+        self.dir_beneath(&Path::new(VMS_DIR).join(vm_id))
+    }
+
+    /// The directory `rel` (relative to the checked state directory),
+    /// opened without following a symlink or crossing a mount; `None` when
+    /// it does not exist.
+    pub(super) fn dir_beneath(&self, rel: &Path) -> Result<Option<OwnedFd>, VmOpError> {
         let dir = self.state_fd()?;
-        let rel = Path::new(VMS_DIR).join(vm_id);
         match rustix::fs::openat2(
             dir.as_fd(),
-            &rel,
+            rel,
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
             RESOLVE,

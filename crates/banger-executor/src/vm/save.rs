@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use banger_proto::layout::{SNAPSHOT_MEMORY, SNAPSHOTS_DIR};
 use banger_proto::vmops::{SnapshotBackend, SnapshotSaved, SnapshotVmSpec, VmmKind};
 use banger_vmm::VmmError;
-use banger_vmm::dir::{OwnerDir, RESOLVE};
-use rustix::fs::{Mode, OFlags};
+use banger_vmm::dir::OwnerDir;
+use rustix::fs::OFlags;
 
 use super::VmHost;
 use super::disks::{ROOT_DISK, WORK_DISK};
@@ -49,22 +49,15 @@ impl VmHost {
     fn owner_snapshot_dir(&self, snapshot_id: &str) -> Result<OwnerDir, VmOpError> {
         validate::id("snapshot id", snapshot_id)?;
         let path = self.snapshot_dir(snapshot_id);
-        // Checked as every path beneath it is (not on FUSE: a file system
-        // the owner mounted there must not answer root's lookups).
-        let state = self.state_fd()?;
-        match rustix::fs::openat2(
-            &state,
-            Path::new(SNAPSHOTS_DIR).join(snapshot_id),
-            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
-            Mode::empty(),
-            RESOLVE,
-        ) {
-            Ok(fd) => Ok(OwnerDir::from_fd(fd, path)),
-            Err(rustix::io::Errno::NOENT) => Err(VmOpError::Missing {
+        // As a VM directory is opened (beneath the FUSE-checked state
+        // directory: a file system the owner mounted there must not answer
+        // root's lookups).
+        match self.dir_beneath(&Path::new(SNAPSHOTS_DIR).join(snapshot_id))? {
+            Some(fd) => Ok(OwnerDir::from_fd(fd, path)),
+            None => Err(VmOpError::Missing {
                 what: "snapshot directory",
                 path: path.display().to_string(),
             }),
-            Err(e) => Err(io("opening", &path)(e.into())),
         }
     }
 

@@ -304,3 +304,44 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod lock_tests {
+    use std::os::fd::OwnedFd;
+
+    use super::lock_drive;
+    use crate::vm::error::VmOpError;
+
+    /// Second review of s12, N1: QEMU's image locking is off, so a disk
+    /// another QEMU holds (an owner moved it into this VM's directory) is
+    /// refused by root's own lock, for as long as the first holder keeps
+    /// its descriptor; shared locks of a read-only drive do not exclude
+    /// each other.
+    #[test]
+    fn a_drive_another_vmm_holds_is_refused_until_it_lets_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("root.ext4");
+        std::fs::write(&path, b"disk").unwrap();
+        let open = || OwnedFd::from(std::fs::File::open(&path).unwrap());
+        let drive = |read_only| banger_vmm::Drive {
+            id: "root".into(),
+            path: path.clone(),
+            read_only,
+        };
+        let first = open();
+        lock_drive(&first, &drive(false)).unwrap();
+        let second = open();
+        let err = lock_drive(&second, &drive(false)).unwrap_err();
+        assert!(
+            matches!(&err, VmOpError::Invalid { reason, .. } if reason.contains("one VMM per disk")),
+            "{err}"
+        );
+        assert!(lock_drive(&open(), &drive(true)).is_err());
+        drop(first);
+        lock_drive(&second, &drive(false)).unwrap();
+        drop(second);
+        let (a, b) = (open(), open());
+        lock_drive(&a, &drive(true)).unwrap();
+        lock_drive(&b, &drive(true)).unwrap();
+    }
+}

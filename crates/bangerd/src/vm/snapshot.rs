@@ -308,13 +308,17 @@ impl VmService {
     /// Remove `snapshots/<id>/` and what it holds; a failure is logged
     /// (the startup sweep removes what no row names).
     pub(super) fn remove_snapshot_dir(&self, id: &str) {
-        let dir = self.layout.snapshot_dir(id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                tracing::warn!(path = %dir.display(), error = %e, "removing a snapshot directory");
-            }
+        if let Err(e) = self.remove_dir_of(id) {
+            let dir = self.layout.snapshot_dir(id);
+            tracing::warn!(path = %dir.display(), error = %e, "removing a snapshot directory");
+        }
+    }
+
+    /// Remove `snapshots/<id>/` and what it holds; missing is fine.
+    fn remove_dir_of(&self, id: &str) -> std::io::Result<()> {
+        match std::fs::remove_dir_all(self.layout.snapshot_dir(id)) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            done => done,
         }
     }
 
@@ -343,15 +347,12 @@ impl VmService {
     fn remove_snapshot(&self, name: &str) -> Result<(), RpcError> {
         let row = self.snapshot_by_name(name)?;
         self.store.delete_snapshot(&row.id).map_err(store_err)?;
-        let dir = self.layout.snapshot_dir(&row.id);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(internal(format!(
+        self.remove_dir_of(&row.id).map_err(|e| {
+            internal(format!(
                 "snapshot {name} is forgotten, but removing {} failed: {e}",
-                dir.display()
-            ))),
-        }
+                self.layout.snapshot_dir(&row.id).display()
+            ))
+        })
     }
 
     /// Remove snapshot directories no row names: a snapshot interrupted
