@@ -67,6 +67,8 @@ pub enum VmRequest {
     Stats {
         name: String,
     },
+    /// The warm pool: per image, its size and its clones (`vm pool`).
+    Pool,
 }
 
 impl VmRequest {
@@ -89,6 +91,7 @@ impl VmRequest {
             VmRequest::Logs { .. } => "vm_logs",
             VmRequest::Ports { .. } => "vm_ports",
             VmRequest::Stats { .. } => "vm_stats",
+            VmRequest::Pool => "vm_pool",
         }
     }
 }
@@ -200,6 +203,25 @@ pub struct VmCreated {
     pub vm: VmInfo,
     /// The create operation (`banger op show ID`).
     pub operation: String,
+    /// The VM is a warm clone taken from the pool (restored earlier and
+    /// paused), not one built for this create.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_pool: bool,
+}
+
+/// One image's warm pool (`banger vm pool`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolEntry {
+    pub image: String,
+    /// How many clones the pool keeps of it (the owner's config).
+    pub size: u32,
+    /// Clones restored and paused, ready to be taken.
+    pub ready: u32,
+    /// Clones being made.
+    pub filling: u32,
+    /// The snapshot clones are restored from, once made.
+    pub snapshot: Option<String>,
 }
 
 /// How to SSH into a guest.
@@ -323,6 +345,7 @@ pub enum VmResponse {
     Ports(VmPorts),
     Stats(VmStats),
     Snapshot(crate::snapshot::SnapshotInfo),
+    Pool(Vec<PoolEntry>),
 }
 
 /// Result of an [`OpRequest`].

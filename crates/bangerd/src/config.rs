@@ -23,6 +23,12 @@
 //! [vmm]                         # dev mode only; system mode uses the install's binaries
 //! firecracker_bin = "firecracker"       # bare name (looked up on PATH) or absolute path
 //! qemu_bin = "qemu-system-x86_64"
+//! [pool]                        # the warm pool: restored-and-paused clones `vm create` takes
+//! size = 0                      # clones kept per image, 0..=16 (0: no pool)
+//! max_memory = "2G"             # memory of all pooled clones together (K/M/G/T)
+//! max_load_percent = 100        # refill only while the 1-min load average is below this % of the CPUs
+//! [pool.images]                 # per image, overriding `size`
+//! debian = 2
 //! [diagnostics]                 # overrides for testing and diagnosis, never for normal use
 //! assume_kvm_usable = false     # ignore the executor's KVM verdict: treat KVM as usable
 //! [[file_sync]]                 # owner files copied into guests on create and prepare
@@ -50,6 +56,7 @@ pub struct Config {
     pub vm: VmConfig,
     pub vmm: VmmConfig,
     pub diagnostics: DiagnosticsConfig,
+    pub pool: PoolConfig,
     /// Owner files copied into guests (`[[file_sync]]`), in file order.
     pub file_sync: Vec<FileSync>,
 }
@@ -115,6 +122,39 @@ impl VmmConfig {
     }
 }
 
+/// `[pool]`: the warm pool (`vm::pool`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    /// Clones kept per image with no entry in `images`.
+    pub size: u32,
+    /// Per image name, overriding `size`.
+    pub images: std::collections::BTreeMap<String, u32>,
+    /// The memory of every pooled clone together, in MiB: a refill that
+    /// would pass it waits.
+    pub max_memory_mib: u64,
+    /// A refill starts only while the 1-minute load average is below this
+    /// percentage of the host's CPUs.
+    pub max_load_percent: u32,
+}
+
+impl PoolConfig {
+    /// How many clones of image `name` the pool keeps.
+    pub fn size_for(&self, name: &str) -> u32 {
+        self.images.get(name).copied().unwrap_or(self.size)
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            size: 0,
+            images: std::collections::BTreeMap::new(),
+            max_memory_mib: 2048,
+            max_load_percent: 100,
+        }
+    }
+}
+
 /// `[diagnostics]`: overrides for tests and diagnosis.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DiagnosticsConfig {
@@ -147,6 +187,7 @@ impl Default for Config {
                 qemu_bin: Some("qemu-system-x86_64".into()),
             },
             diagnostics: DiagnosticsConfig::default(),
+            pool: PoolConfig::default(),
             file_sync: Vec::new(),
         }
     }
@@ -339,6 +380,8 @@ struct RawConfig {
     #[serde(default)]
     diagnostics: RawDiagnostics,
     #[serde(default)]
+    pool: RawPool,
+    #[serde(default)]
     file_sync: Vec<RawFileSync>,
 }
 
@@ -372,6 +415,16 @@ struct RawVm {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct RawPool {
+    size: Option<Spanned<i64>>,
+    max_memory: Option<Spanned<String>>,
+    max_load_percent: Option<Spanned<i64>>,
+    #[serde(default)]
+    images: std::collections::BTreeMap<String, Spanned<i64>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawDiagnostics {
     assume_kvm_usable: Option<bool>,
 }
@@ -390,6 +443,8 @@ const MEMORY_MIB: RangeInclusive<i64> =
     limits::MIN_MEMORY_MIB as i64..=limits::MAX_MEMORY_MIB as i64;
 const TAP_POOL: RangeInclusive<i64> = 0..=64;
 const BOOT_TIMEOUT_SECS: RangeInclusive<i64> = 5..=3600;
+const POOL_SIZE: RangeInclusive<i64> = 0..=16;
+const POOL_LOAD_PERCENT: RangeInclusive<i64> = 1..=10_000;
 const DISK_MIN: u64 = limits::MIN_DISK_BYTES;
 const DISK_MAX: u64 = limits::MAX_DISK_BYTES;
 
@@ -462,6 +517,24 @@ impl Validator<'_> {
         }
         if let Some(v) = raw.vmm.qemu_bin {
             c.vmm.qemu_bin = Some(self.check(v, "vmm.qemu_bin", PROGRAM_RULE, program)?);
+        }
+        if let Some(v) = raw.pool.size {
+            c.pool.size = self.int(v, "pool.size", POOL_SIZE)?;
+        }
+        for (image, v) in raw.pool.images {
+            let n = self.int(v, "pool.images", POOL_SIZE)?;
+            c.pool.images.insert(image, n);
+        }
+        if let Some(v) = raw.pool.max_memory {
+            c.pool.max_memory_mib = self.check(v, "pool.max_memory", POOL_MEMORY_RULE, |s| {
+                parse_size(s)
+                    .filter(|b| *b >= 1 << 20)
+                    .map(|b| b >> 20)
+                    .ok_or(None)
+            })?;
+        }
+        if let Some(v) = raw.pool.max_load_percent {
+            c.pool.max_load_percent = self.int(v, "pool.max_load_percent", POOL_LOAD_PERCENT)?;
         }
         if let Some(v) = raw.diagnostics.assume_kvm_usable {
             c.diagnostics.assume_kvm_usable = v;
@@ -537,6 +610,7 @@ const SUBNET_RULE: &str = "a private IPv4 network (in 10.0.0.0/8, 172.16.0.0/12 
                            192.168.0.0/16) in CIDR form with a /16 to /29 prefix and no host \
                            bits set, e.g. \"172.30.0.0/24\"";
 const DISK_RULE: &str = "a size from 64M to 16T with a K, M, G or T suffix, e.g. \"8G\"";
+const POOL_MEMORY_RULE: &str = "a size of at least 1M with a K, M, G or T suffix, e.g. \"2G\"";
 const UPSTREAM_RULE: &str =
     "an IPv4 address, optionally with a port, e.g. \"192.0.2.53\" or \"192.0.2.53:5353\"";
 const FILE_SYNC_RULE: &str = "a path beneath the home directory: \"~/REL\" or \"REL\", \

@@ -426,6 +426,15 @@ impl Handler for Daemon {
                 .create_vm(c, progress)
                 .await
                 .map(|c| Response::Vm(VmResponse::Created(c))),
+            Request::Image(ImageRequest::Remove { name }) => {
+                // The image's warm pool goes first (its clones and pool
+                // snapshot would refuse the removal), and stays empty
+                // until the removal is over.
+                let _hold = self.vms.drain_pool(&name).await?;
+                self.images
+                    .handle_image(ImageRequest::Remove { name }, progress)
+                    .await
+            }
             Request::Image(r) => self.images.handle_image(r, progress).await,
             Request::Kernel(r) => self.images.handle_kernel(r, progress).await,
             Request::Vm(r) => self.vms.handle_vm(r, progress).await,

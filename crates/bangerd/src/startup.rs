@@ -262,6 +262,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         daemon.start_dns().await;
         daemon.vms().reconcile().await;
         let tickers = daemon.vms().spawn_tickers();
+        let pool = daemon.vms().spawn_pool();
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let daemon_for_stop = Arc::clone(&daemon);
         let serving = tokio::spawn(server::serve(listener, policy, hello, daemon, stop_rx));
@@ -276,6 +277,7 @@ pub fn run(opts: Options) -> anyhow::Result<()> {
         let _ = stop_tx.send(true);
         serving.await.context("server task panicked")?;
         tickers.abort();
+        pool.abort();
         daemon_for_stop.close_ssh_masters().await;
         daemon_for_stop.stop_dns().await;
         anyhow::Ok(())

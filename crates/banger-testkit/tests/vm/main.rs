@@ -16,6 +16,7 @@
 
 mod lifecycle;
 mod pause;
+mod pool;
 mod snapshot;
 mod support;
 mod workspace;

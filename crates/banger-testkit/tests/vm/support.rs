@@ -241,11 +241,22 @@ pub struct GuestLab {
 }
 
 pub fn guest_lab() -> GuestLab {
+    guest_lab_with("")
+}
+
+/// [`guest_lab`] with `config` as the owner's config file (before the
+/// default VMM [`start_daemon`] adds when it names none).
+pub fn guest_lab_with(config: &str) -> GuestLab {
     require_root();
     let slot = guest_slot();
     let ns = NetNs::new();
     let tmp = shared_tempdir();
     let reaper = VmReaper(tmp.path().to_path_buf());
+    if !config.is_empty() {
+        let path = tmp.path().join(".config/banger/config.toml");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, config).unwrap();
+    }
     let d = start_daemon(&ns, tmp.path());
     register_default_image(&ns, &d);
     GuestLab {

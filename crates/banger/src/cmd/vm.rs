@@ -1,4 +1,4 @@
-//! `banger vm …`: create, list, inspect, start/stop, ssh, logs, ports, stats.
+//! `banger vm …`: create, list, inspect, start/stop, ssh, logs, ports, stats, pool.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -131,6 +131,9 @@ pub enum VmCommand {
     Ports { name: String },
     /// CPU, memory, disk and network counters
     Stats { name: String },
+    /// The warm pool: per image, the clones kept restored and paused
+    /// for `vm create` (sizes are the `[pool]` config's)
+    Pool,
     /// The serial console; the guest's control characters are shown
     /// escaped (`\x1b`), never sent to the terminal (`--json`: as written)
     Logs {
@@ -249,6 +252,7 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
         VmCommand::Ssh { name, .. } => VmRequest::Ssh { name: name.clone() },
         VmCommand::Ports { name } => VmRequest::Ports { name: name.clone() },
         VmCommand::Stats { name } => VmRequest::Stats { name: name.clone() },
+        VmCommand::Pool => VmRequest::Pool,
         VmCommand::Logs { name, lines, .. } => VmRequest::Logs {
             name: name.clone(),
             lines: *lines,
@@ -305,6 +309,7 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
             VmResponse::Ports(p) => output::json(p)?,
             VmResponse::Stats(s) => output::json(s)?,
             VmResponse::Snapshot(s) => output::json(s)?,
+            VmResponse::Pool(p) => output::json(p)?,
         }
         return Ok(Exit::Ok);
     }
@@ -312,7 +317,9 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
         VmResponse::Created(c) => output::stdout(
             format!(
                 "{} {} ({}, {}) — operation {}\n",
-                if c.vm.state == VmState::Running {
+                if c.from_pool {
+                    "took a warm clone for"
+                } else if c.vm.state == VmState::Running {
                     "created and started"
                 } else {
                     "created"
@@ -356,6 +363,7 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
             output::stdout(out.as_bytes())?
         }
         VmResponse::Stats(s) => output::stdout(stats_text(&s).as_bytes())?,
+        VmResponse::Pool(p) => output::stdout(pool_text(&p).as_bytes())?,
         VmResponse::Snapshot(s) => output::stdout(
             format!(
                 "saved snapshot {}
@@ -395,6 +403,28 @@ fn stats_text(s: &banger_proto::vm::VmStats) -> String {
             )),
             opt(r.net_rx_bytes_per_s, &|b| format!("{}/s", human_bytes(b))),
             opt(r.net_tx_bytes_per_s, &|b| format!("{}/s", human_bytes(b))),
+        ));
+    }
+    out
+}
+
+/// `vm pool` for a person: one line per image.
+fn pool_text(p: &[banger_proto::vm::PoolEntry]) -> String {
+    if p.is_empty() {
+        return "no warm pool: set `[pool] size` (or `[pool.images] NAME`) in the config\n".into();
+    }
+    let mut out = format!(
+        "{:<16} {:<5} {:<6} {:<8} {}\n",
+        "IMAGE", "SIZE", "READY", "FILLING", "SNAPSHOT"
+    );
+    for e in p {
+        out.push_str(&format!(
+            "{:<16} {:<5} {:<6} {:<8} {}\n",
+            e.image,
+            e.size,
+            e.ready,
+            e.filling,
+            e.snapshot.as_deref().unwrap_or("-")
         ));
     }
     out

@@ -222,7 +222,34 @@ vm      | default_disk = "1M"           | must be a size from 64M to 16T
 vm      | boot_timeout_secs = 1         | 1 is invalid: must be an integer in 5..=3600
 vmm     | qemu_bin = "bin/qemu"         | is invalid: must be a program name without '/'
 vmm     | firecracker_bin = ""          | must be a program name
+pool    | size = 17                     | 17 is invalid: must be an integer in 0..=16
+pool    | max_memory = "512"            | must be a size of at least 1M
+pool    | max_load_percent = 0          | 0 is invalid: must be an integer in 1..=10000
 "#;
+
+/// `[pool]`: defaults (no pool), a size for every image, per-image sizes
+/// that override it, and a per-image size out of range named.
+#[test]
+fn the_pool_is_configured_per_image() {
+    let none = Config::default();
+    assert_eq!(none.pool.size_for("debian"), 0);
+    assert_eq!(none.pool.max_memory_mib, 2048);
+    let text = "[pool]\nsize = 1\nmax_memory = \"3G\"\nmax_load_percent = 150\n\
+                [pool.images]\ndebian = 2\nalpine = 0\n";
+    let c = Config::parse(text, Path::new(FILE)).unwrap();
+    assert_eq!(c.pool.size_for("debian"), 2);
+    assert_eq!(c.pool.size_for("alpine"), 0);
+    assert_eq!(c.pool.size_for("other"), 1);
+    assert_eq!(c.pool.max_memory_mib, 3072);
+    assert_eq!(c.pool.max_load_percent, 150);
+    let err = parse_err("[pool.images]\ndebian = 99\n");
+    assert!(
+        err.contains("line 2, `pool.images` = 99 is invalid"),
+        "{err}"
+    );
+    let err = parse_err("[pool]\nsizes = 1\n");
+    assert!(err.contains("sizes"), "{err}");
+}
 
 #[test]
 fn bad_values_name_key_file_and_accepted_range() {

@@ -14,6 +14,7 @@ mod catalog;
 mod error;
 mod model;
 mod operations;
+mod pool;
 mod schema;
 mod snapshots;
 mod vms;
@@ -51,6 +52,7 @@ pub use model::{
     NewOperation, NewVm, OpKind, OperationOutcome, OperationRow, OperationState, UnknownValue,
     VmConfigUpdate, VmRow, VmState, Vmm,
 };
+pub use pool::{PoolVmRow, PoolWant};
 pub use schema::SCHEMA_VERSION;
 pub use snapshots::SnapshotRow;
 

@@ -159,11 +159,32 @@ CREATE TABLE saved_vms (
 ) STRICT;
 "#;
 
+/// The warm pool (issue #15 item 2): VMs restored from an image's pool
+/// snapshot and left paused, hidden from the owner until `vm create` takes
+/// one (`ready` once restored, personalised and paused); and each image's
+/// pool snapshot, a snapshot row of its own that `snapshot ls` does not
+/// show. Both go with their VM, snapshot or image.
+const V5: &str = r#"
+CREATE TABLE pool_vms (
+    vm_id      TEXT    NOT NULL PRIMARY KEY REFERENCES vms (id) ON DELETE CASCADE,
+    image_id   TEXT    NOT NULL REFERENCES images (id) ON DELETE CASCADE,
+    ready      INTEGER NOT NULL CHECK (ready IN (0, 1)),
+    created_at INTEGER NOT NULL CHECK (created_at >= 0)
+) STRICT;
+CREATE INDEX pool_vms_image_id ON pool_vms (image_id);
+
+CREATE TABLE pool_bases (
+    image_id    TEXT NOT NULL PRIMARY KEY REFERENCES images (id) ON DELETE CASCADE,
+    snapshot_id TEXT NOT NULL UNIQUE REFERENCES snapshots (id) ON DELETE CASCADE
+) STRICT;
+"#;
+
 const MIGRATION_LIST: &[M<'static>] = &[
     M::up(V1).foreign_key_check(),
     M::up(V2).foreign_key_check(),
     M::up(V3).foreign_key_check(),
     M::up(V4).foreign_key_check(),
+    M::up(V5).foreign_key_check(),
 ];
 
 /// Every migration, in order.

@@ -106,6 +106,20 @@ impl Tx<'_> {
             })
     }
 
+    pub fn get_snapshot(&self, id: &str) -> Result<Option<SnapshotRow>, StoreError> {
+        self.conn
+            .query_row(
+                &format!("SELECT {COLUMNS} FROM snapshots WHERE id = ?1"),
+                [id],
+                from_row,
+            )
+            .optional()
+            .map_err(|source| StoreError::Read {
+                what: format!("snapshot id {id:?}"),
+                source,
+            })
+    }
+
     /// All snapshots, by name.
     pub fn list_snapshots(&self) -> Result<Vec<SnapshotRow>, StoreError> {
         let read_err = |source| StoreError::Read {
@@ -125,22 +139,10 @@ impl Tx<'_> {
 
     /// Delete a snapshot by id and return its row.
     pub fn delete_snapshot(&self, id: &str) -> Result<SnapshotRow, StoreError> {
-        let row = self
-            .conn
-            .query_row(
-                &format!("SELECT {COLUMNS} FROM snapshots WHERE id = ?1"),
-                [id],
-                from_row,
-            )
-            .optional()
-            .map_err(|source| StoreError::Read {
-                what: format!("snapshot id {id:?}"),
-                source,
-            })?
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "snapshot",
-                key: id.to_owned(),
-            })?;
+        let row = self.get_snapshot(id)?.ok_or_else(|| StoreError::NotFound {
+            kind: "snapshot",
+            key: id.to_owned(),
+        })?;
         self.conn
             .execute("DELETE FROM snapshots WHERE id = ?1", [id])
             .map_err(|source| StoreError::Write {

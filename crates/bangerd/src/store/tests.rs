@@ -555,3 +555,87 @@ fn a_v1_store_migrates_keeping_leases_and_operations() {
         assert_eq!(leases, 0);
     }
 }
+
+/// The warm pool's rows: a clone is taken only when ready, paused and the
+/// VM asked for; taking renames it and takes it out of the pool in one
+/// step; a taken name is refused; clones and the pool snapshot go with
+/// their VM, snapshot and image.
+#[test]
+fn a_pooled_clone_is_taken_once_and_only_when_it_matches() {
+    let (_dir, _path, store, image) = seeded();
+    let clone = store
+        .create_pool_vm(&new_vm("pool-0123456789ab", &image.id), &lease(10))
+        .unwrap();
+    let want = PoolWant {
+        image_id: &image.id,
+        vmm: Vmm::Firecracker,
+        vcpus: 2,
+        memory_mib: 1024,
+        disk_bytes: 8 << 30,
+        nat: true,
+    };
+    assert!(store.is_pooled(&clone.id).unwrap());
+    // Not ready, then ready but not paused: nothing to take.
+    assert_eq!(store.take_pool_vm(&want, "dev").unwrap(), None);
+    store.set_pool_vm_ready(&clone.id).unwrap();
+    assert_eq!(store.take_pool_vm(&want, "dev").unwrap(), None);
+    for (from, to) in [
+        (VmState::Created, VmState::Starting),
+        (VmState::Starting, VmState::Running),
+        (VmState::Running, VmState::Paused),
+    ] {
+        store.set_vm_state(&clone.id, from, to, None).unwrap();
+    }
+    // Another VM's sizes, or a name that is taken: not this one.
+    let bigger = PoolWant {
+        memory_mib: 2048,
+        ..want.clone()
+    };
+    assert_eq!(store.take_pool_vm(&bigger, "dev").unwrap(), None);
+    let mine = store
+        .create_vm_with_lease(&new_vm("mine", &image.id), &lease(11))
+        .unwrap()
+        .0;
+    assert!(!store.is_pooled(&mine.id).unwrap());
+    assert_eq!(store.take_pool_vm(&want, "mine").unwrap(), None);
+
+    let (old, taken) = store.take_pool_vm(&want, "dev").unwrap().unwrap();
+    assert_eq!(old, "pool-0123456789ab");
+    assert_eq!(taken.id, clone.id);
+    assert_eq!(taken.name, "dev");
+    assert!(!store.is_pooled(&clone.id).unwrap());
+    assert_eq!(
+        store.get_lease(&clone.id).unwrap().unwrap().ip,
+        lease(10).ip
+    );
+    assert_eq!(store.take_pool_vm(&want, "dev2").unwrap(), None);
+
+    // A second clone goes with its VM.
+    let other = store
+        .create_pool_vm(&new_vm("pool-ba9876543210", &image.id), &lease(12))
+        .unwrap();
+    assert_eq!(store.pool_vms().unwrap().len(), 1);
+    store.delete_vm(&other.id).unwrap();
+    assert!(store.pool_vms().unwrap().is_empty());
+
+    // The pool snapshot: found by image, listed by id, gone with its row.
+    let base = store
+        .insert_pool_base(&SnapshotRow {
+            id: "ab".repeat(16),
+            name: "pool-abababababab".into(),
+            source_vm: "pool-0123456789ab".into(),
+            image_id: image.id.clone(),
+            kernel_id: image.kernel_id.clone(),
+            vmm: Vmm::Qemu,
+            vcpus: 2,
+            memory_mib: 1024,
+            disk_bytes: 8 << 30,
+            memory_bytes: 1 << 20,
+            created_at: 0,
+        })
+        .unwrap();
+    assert_eq!(store.pool_base(&image.id).unwrap(), Some(base.clone()));
+    assert_eq!(store.pool_base_ids().unwrap(), vec![base.id.clone()]);
+    store.delete_snapshot(&base.id).unwrap();
+    assert_eq!(store.pool_base(&image.id).unwrap(), None);
+}

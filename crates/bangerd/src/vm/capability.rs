@@ -11,6 +11,8 @@
 //!   dead), in reverse order, every one attempted;
 //! * `removed`: the VM is being removed, after its disks, in reverse order,
 //!   best effort;
+//! * `renamed`: a pooled clone (`pool`) was taken by `vm create` under the
+//!   create's name (the row has it already), in order, best effort;
 //! * `reconfigured`: `vm set` changes the stopped VM's configuration, in
 //!   order, before its row does; a failure refuses the change (the ones
 //!   before it have made theirs: each must be one that is right for the
@@ -52,6 +54,9 @@ pub(crate) struct Launch {
 pub(crate) trait VmCapability: Send + Sync + std::fmt::Debug {
     fn name(&self) -> &'static str;
     fn reserved(&self, _vm: &VmRow, _ip: Ipv4Addr) {}
+    fn renamed(&self, _old: &str, _vm: &VmRow, _ip: Ipv4Addr) -> Result<(), RpcError> {
+        Ok(())
+    }
     fn disks(&self, _vm: &VmRow, _disks: &mut Disks) {}
     fn reconfigured(&self, _vm: &VmRow, _to: &VmConfigUpdate) -> Result<(), RpcError> {
         Ok(())
@@ -132,6 +137,11 @@ impl VmCapability for Dns {
     fn reserved(&self, vm: &VmRow, ip: Ipv4Addr) {
         self.0.publish(&vm.name, ip);
     }
+    fn renamed(&self, old: &str, vm: &VmRow, ip: Ipv4Addr) -> Result<(), RpcError> {
+        self.0.withdraw(old);
+        self.0.publish(&vm.name, ip);
+        Ok(())
+    }
     fn removed(&self, vm: &VmRow) -> Result<(), RpcError> {
         self.0.withdraw(&vm.name);
         Ok(())
@@ -150,6 +160,9 @@ impl VmCapability for KnownHost {
     fn removed(&self, vm: &VmRow) -> Result<(), RpcError> {
         super::guest::set_known_host(&self.0, &format!("{}.vm", vm.name), None)
     }
+    fn renamed(&self, old: &str, vm: &VmRow, _ip: Ipv4Addr) -> Result<(), RpcError> {
+        super::guest::rename_known_host(&self.0, &format!("{old}.vm"), &format!("{}.vm", vm.name))
+    }
 }
 
 /// The capabilities every VM has, in their fixed order.
@@ -165,6 +178,20 @@ impl Capabilities {
         for c in &self.0 {
             c.reserved(vm, ip);
         }
+    }
+
+    /// Every capability's `renamed`, in order, each attempted: the
+    /// failures, by capability.
+    pub(crate) fn renamed(
+        &self,
+        old: &str,
+        vm: &VmRow,
+        ip: Ipv4Addr,
+    ) -> Vec<(&'static str, RpcError)> {
+        self.0
+            .iter()
+            .filter_map(|c| c.renamed(old, vm, ip).err().map(|e| (c.name(), e)))
+            .collect()
     }
 
     /// What every capability adds to the create's disks, in order.

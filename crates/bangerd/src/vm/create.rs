@@ -82,6 +82,14 @@ pub fn check_resources(
     limits::check_disk_bytes(disk_bytes).map_err(bad)
 }
 
+/// What a create operation does before its follow-up step.
+pub(super) enum CreateStep {
+    /// Disks, guest files, then a boot (`start`) or a restore (`from`).
+    Build { start: bool, from: Option<String> },
+    /// Resume and personalise a clone taken from the warm pool.
+    TakeFromPool,
+}
+
 pub struct Resolved {
     pub image: ImageRow,
     pub vmm: VmmKind,
@@ -323,6 +331,14 @@ impl VmService {
         after: Option<crate::flows::AfterBuild>,
     ) -> Result<VmCreated, RpcError> {
         let r = self.preflight(&req, &sink).await?;
+        let mut after = after;
+        if req.start
+            && let Some(created) = self
+                .take_from_pool(&req.name, &r, req.wait, &sink, &mut after)
+                .await?
+        {
+            return Ok(created);
+        }
         // The reservation: name re-check, IP, initial row — nothing slow.
         let vm = {
             let _g = self.create_mu.lock().await;
@@ -359,27 +375,15 @@ impl VmService {
             .begin(banger_proto::vm::OpKind::VmCreate, Some(&vm.id))?;
         let op_id = op.id.clone();
         let rx = self.ops.subscribe(&op_id);
-        let svc = Arc::clone(self);
-        let vm_id = vm.id.clone();
-        let start = req.start;
-        let from = r.from.map(|s| s.id);
-        tokio::spawn(async move {
-            let op = Arc::new(op);
-            let mut result = svc.build(&vm_id, start, from.as_deref(), &op).await;
-            if result.is_ok()
-                && let Some(after) = after
-            {
-                // After `build` released the VM's lock, as a request would.
-                let emit_op = Arc::clone(&op);
-                let emit: crate::progress::Emit = Arc::new(move |p| emit_op.progress(p));
-                result = after(vm_id.clone(), emit).await;
-            }
-            if let Err(e) = &result {
-                tracing::warn!(vm = %vm_id, error = %e.render(), "vm create failed; rolling back");
-                svc.destroy(&vm_id).await;
-            }
-            op.finish(result);
-        });
+        self.spawn_create(
+            vm.id.clone(),
+            op,
+            CreateStep::Build {
+                start: req.start,
+                from: r.from.map(|s| s.id),
+            },
+            after,
+        );
         if req.wait
             && let Some(rx) = rx
         {
@@ -392,14 +396,49 @@ impl VmService {
         Ok(VmCreated {
             vm: info,
             operation: op_id,
+            from_pool: false,
         })
+    }
+
+    /// Run create operation `op` of VM `vm_id` to its end in a task of its
+    /// own: `step`, then `after` (once `step` released the VM's lock, as a
+    /// request would); a failure of either removes the VM.
+    pub(super) fn spawn_create(
+        self: &Arc<Self>,
+        vm_id: String,
+        op: OpHandle,
+        step: CreateStep,
+        after: Option<crate::flows::AfterBuild>,
+    ) {
+        let svc = Arc::clone(self);
+        tokio::spawn(async move {
+            let op = Arc::new(op);
+            let mut result = match step {
+                CreateStep::Build { start, from } => {
+                    svc.build(&vm_id, start, from.as_deref(), &op).await
+                }
+                CreateStep::TakeFromPool => svc.adopt_pooled(&vm_id, &op).await,
+            };
+            if result.is_ok()
+                && let Some(after) = after
+            {
+                let emit_op = Arc::clone(&op);
+                let emit: crate::progress::Emit = Arc::new(move |p| emit_op.progress(p));
+                result = after(vm_id.clone(), emit).await;
+            }
+            if let Err(e) = &result {
+                tracing::warn!(vm = %vm_id, error = %e.render(), "vm create failed; rolling back");
+                svc.destroy(&vm_id).await;
+            }
+            op.finish(result);
+        });
     }
 
     /// The slow part of create: disks, guest files, then (optionally) boot.
     /// From a snapshot (`from`, its id): the disks are the snapshot's
     /// copies, and the guest files go to the restored guest's agent, not
     /// into its disk (its file system is mounted in the saved memory).
-    async fn build(
+    pub(super) async fn build(
         self: &Arc<Self>,
         vm_id: &str,
         start: bool,

@@ -82,19 +82,47 @@ pub fn files(net: &GuestNet, owner_keys: &str, host_key: &(String, String)) -> V
     ]
 }
 
+/// One writer of banger's known_hosts at a time: two VM creates at once
+/// each read the file, wrote the same `.tmp` and renamed it, so one rename
+/// found it gone (ENOENT) and the other's line could be lost.
+static KNOWN_HOSTS_WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Replace `alias`'s line in banger's known_hosts with `public_key`.
 pub fn set_known_host(
     known_hosts: &Path,
     alias: &str,
     public_key: Option<&str>,
 ) -> Result<(), RpcError> {
-    // One writer at a time: two VM creates at once each read the file,
-    // wrote the same `.tmp` and renamed it, so one rename found it gone
-    // (ENOENT) and the other's line could be lost.
-    static WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
-    let _writer = WRITER
+    let _writer = KNOWN_HOSTS_WRITER
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    write_known_host(known_hosts, alias, public_key)
+}
+
+/// Move `from`'s line in banger's known_hosts to `to` (a pooled clone
+/// taken under a new name keeps its host key); nothing when `from` has no
+/// line.
+pub fn rename_known_host(known_hosts: &Path, from: &str, to: &str) -> Result<(), RpcError> {
+    let _writer = KNOWN_HOSTS_WRITER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let text = std::fs::read_to_string(known_hosts).unwrap_or_default();
+    let Some(key) = text.lines().find_map(|l| {
+        let mut parts = l.split_whitespace();
+        (parts.next() == Some(from)).then(|| parts.collect::<Vec<_>>().join(" "))
+    }) else {
+        return Ok(());
+    };
+    write_known_host(known_hosts, to, Some(&key))?;
+    write_known_host(known_hosts, from, None)
+}
+
+/// [`set_known_host`] under its lock.
+fn write_known_host(
+    known_hosts: &Path,
+    alias: &str,
+    public_key: Option<&str>,
+) -> Result<(), RpcError> {
     let old = std::fs::read_to_string(known_hosts).unwrap_or_default();
     let mut lines: Vec<String> = old
         .lines()

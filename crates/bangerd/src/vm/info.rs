@@ -52,7 +52,18 @@ impl VmService {
 
     pub(super) fn list(&self) -> Result<Vec<VmInfo>, RpcError> {
         let rows = self.store.list_vms().map_err(store_err)?;
-        Ok(rows.iter().map(|r| self.info(r)).collect())
+        let pooled: std::collections::HashSet<String> = self
+            .store
+            .pool_vms()
+            .map_err(store_err)?
+            .into_iter()
+            .map(|p| p.vm_id)
+            .collect();
+        Ok(rows
+            .iter()
+            .filter(|r| !pooled.contains(&r.id))
+            .map(|r| self.info(r))
+            .collect())
     }
 
     pub(super) fn show(&self, name: &str) -> Result<VmInfo, RpcError> {

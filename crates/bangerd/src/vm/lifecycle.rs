@@ -28,7 +28,12 @@ pub(super) fn invalid_state(vm: &VmRow, action: &str) -> RpcError {
 }
 
 impl VmService {
-    fn set_state(&self, vm: &VmRow, to: VmState, reason: Option<&str>) -> Result<VmRow, RpcError> {
+    pub(super) fn set_state(
+        &self,
+        vm: &VmRow,
+        to: VmState,
+        reason: Option<&str>,
+    ) -> Result<VmRow, RpcError> {
         self.store
             .set_vm_state(&vm.id, vm.state, to, reason)
             .map_err(store_err)
@@ -354,7 +359,7 @@ impl VmService {
     /// Resume a VM's VMM and record it running once that is done (until
     /// then the row errs towards `paused`, as in [`Self::pause_named`]);
     /// the caller holds the VM lock.
-    async fn resume_vmm(&self, vm: &VmRow) -> Result<VmRow, RpcError> {
+    pub(super) async fn resume_vmm(&self, vm: &VmRow) -> Result<VmRow, RpcError> {
         self.privileged(ResumeVm {
             vm_id: vm.id.clone(),
         })

@@ -28,6 +28,7 @@ pub use handles_cache::VmmCache;
 mod info;
 mod lifecycle;
 mod ops;
+mod pool;
 mod reconcile;
 mod snapshot;
 mod stats;
@@ -87,6 +88,8 @@ pub struct VmService {
     /// Each running VM's recent samples (`stats`).
     stats: stats::StatsHistory,
     ops: OpRegistry,
+    /// The warm pool's refill task state (`pool`).
+    pool: pool::PoolState,
 }
 
 /// What VmService is built from (the daemon wires it once at startup).
@@ -137,6 +140,7 @@ impl VmService {
             vmms,
             ssh,
             stats: stats::StatsHistory::default(),
+            pool: pool::PoolState::default(),
         })
     }
 
@@ -177,6 +181,7 @@ impl VmService {
             VmRequest::Logs { name, lines } => VmResponse::Logs(self.logs(&name, lines)?),
             VmRequest::Ports { name } => VmResponse::Ports(self.ports(&name).await?),
             VmRequest::Stats { name } => VmResponse::Stats(self.stats(&name).await?),
+            VmRequest::Pool => VmResponse::Pool(self.pool_entries()?),
         };
         Ok(Response::Vm(r))
     }
@@ -294,16 +299,19 @@ impl VmService {
         self.vm_locks.get(id)
     }
 
+    /// The owner's VM `name` (a pooled clone is nobody's yet: not found).
     fn vm_by_name(&self, name: &str) -> Result<VmRow, RpcError> {
-        self.store
-            .get_vm_by_name(name)
-            .map_err(store_err)?
-            .ok_or_else(|| {
-                RpcError::new(
-                    ErrorCode::NotFound,
-                    format!("no VM named {name:?} (see `banger vm ls`)"),
-                )
-            })
+        let vm = self.store.get_vm_by_name(name).map_err(store_err)?;
+        let vm = match vm {
+            Some(vm) if self.is_pooled(&vm.id)? => None,
+            vm => vm,
+        };
+        vm.ok_or_else(|| {
+            RpcError::new(
+                ErrorCode::NotFound,
+                format!("no VM named {name:?} (see `banger vm ls`)"),
+            )
+        })
     }
 
     fn vm_dir(&self, id: &str) -> std::path::PathBuf {

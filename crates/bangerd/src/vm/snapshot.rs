@@ -9,8 +9,8 @@ use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
 use banger_proto::rpc::Response;
 use banger_proto::snapshot::{SnapshotInfo, SnapshotRequest, SnapshotResponse};
 use banger_proto::vm::VmInfo;
-use banger_proto::vmops::SnapshotVmSpec;
 use banger_proto::vmops::{GuestIdentity, RestoreSpec, VmmKind};
+use banger_proto::vmops::{SnapshotSaved, SnapshotVmSpec};
 use banger_proto::{ErrorCode, RpcError};
 
 use super::lifecycle::invalid_state;
@@ -20,14 +20,18 @@ use crate::store::{SnapshotRow, VmRow, VmState};
 impl VmService {
     pub async fn handle_snapshot(&self, req: SnapshotRequest) -> Result<Response, RpcError> {
         let r = match req {
-            SnapshotRequest::List => SnapshotResponse::List(
-                self.store
-                    .list_snapshots()
-                    .map_err(store_err)?
-                    .iter()
-                    .map(|s| self.snapshot_info(s))
-                    .collect(),
-            ),
+            SnapshotRequest::List => {
+                let bases = self.store.pool_base_ids().map_err(store_err)?;
+                SnapshotResponse::List(
+                    self.store
+                        .list_snapshots()
+                        .map_err(store_err)?
+                        .iter()
+                        .filter(|s| !bases.contains(&s.id))
+                        .map(|s| self.snapshot_info(s))
+                        .collect(),
+                )
+            }
             SnapshotRequest::Show { name } => {
                 SnapshotResponse::Snapshot(self.snapshot_info(&self.snapshot_by_name(&name)?))
             }
@@ -39,11 +43,14 @@ impl VmService {
         Ok(Response::Snapshot(r))
     }
 
-    /// The snapshot `name`, or `not_found` naming it.
+    /// The snapshot `name`, or `not_found` naming it (a pool snapshot is
+    /// the pool's: not found).
     pub(super) fn snapshot_by_name(&self, name: &str) -> Result<SnapshotRow, RpcError> {
+        let bases = self.store.pool_base_ids().map_err(store_err)?;
         self.store
             .get_snapshot_by_name(name)
             .map_err(store_err)?
+            .filter(|s| !bases.contains(&s.id))
             .ok_or_else(|| {
                 RpcError::new(
                     ErrorCode::NotFound,
@@ -129,22 +136,15 @@ impl VmService {
             .get_image(&vm.image_id)
             .map_err(store_err)?
             .ok_or_else(|| internal(format!("image {} of VM {name} is gone", vm.image_id)))?;
-        let id = crate::store::new_id().map_err(store_err)?;
-        self.make_snapshot_dir(&id)?;
+        let (id, saved) = self
+            .save_into_new_dir(&vm.id, vm.state == VmState::Running, false)
+            .await
+            .map_err(|e| e.context(format!("saving VM {name} as snapshot {snap_name}")))?;
         let dir_id = id.clone();
         let removed = |e: RpcError| {
             self.remove_snapshot_dir(&dir_id);
             e
         };
-        let saved = self
-            .privileged(SnapshotVmSpec {
-                vm_id: vm.id.clone(),
-                snapshot_id: id.clone(),
-                resume: vm.state == VmState::Running,
-                memory_only: false,
-            })
-            .await
-            .map_err(|e| removed(e.context(format!("saving VM {name} as snapshot {snap_name}"))))?;
         tracing::info!(vm = %name, snapshot = %snap_name, memory_bytes = saved.memory_bytes, paused_ms = saved.paused_ms, backend = saved.backend.map_or("none", |b| b.as_str()), "snapshot saved");
         let row = self
             .store
@@ -188,20 +188,9 @@ impl VmService {
                 ),
             ));
         }
-        let id = crate::store::new_id().map_err(store_err)?;
-        self.make_snapshot_dir(&id)?;
-        let saved = self
-            .privileged(SnapshotVmSpec {
-                vm_id: vm.id.clone(),
-                snapshot_id: id.clone(),
-                resume: false,
-                memory_only: true,
-            })
-            .await;
-        let saved = match saved {
+        let (id, saved) = match self.save_into_new_dir(&vm.id, false, true).await {
             Ok(s) => s,
             Err(e) => {
-                self.remove_snapshot_dir(&id);
                 // Left paused by the save: running again, as it was.
                 if vm.state == VmState::Running
                     && let Err(r) = self
@@ -293,8 +282,36 @@ impl VmService {
             .map_err(store_err)
     }
 
+    /// Save VM `vm_id` into a new snapshot directory (`SnapshotVm`; the
+    /// caller holds the VM's lock): the directory's id and the executor's
+    /// answer. On failure the directory is removed again.
+    pub(super) async fn save_into_new_dir(
+        &self,
+        vm_id: &str,
+        resume: bool,
+        memory_only: bool,
+    ) -> Result<(String, SnapshotSaved), RpcError> {
+        let id = crate::store::new_id().map_err(store_err)?;
+        self.make_snapshot_dir(&id)?;
+        match self
+            .privileged(SnapshotVmSpec {
+                vm_id: vm_id.to_string(),
+                snapshot_id: id.clone(),
+                resume,
+                memory_only,
+            })
+            .await
+        {
+            Ok(saved) => Ok((id, saved)),
+            Err(e) => {
+                self.remove_snapshot_dir(&id);
+                Err(e)
+            }
+        }
+    }
+
     /// `snapshots/<id>/`, made the owner's (mode 0700).
-    fn make_snapshot_dir(&self, id: &str) -> Result<(), RpcError> {
+    pub(super) fn make_snapshot_dir(&self, id: &str) -> Result<(), RpcError> {
         let dir = self.layout.snapshot_dir(id);
         let parent = dir.parent().expect("a snapshot directory has a parent");
         std::fs::DirBuilder::new()

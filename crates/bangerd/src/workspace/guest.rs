@@ -29,6 +29,11 @@ pub struct Guest {
 pub struct Control {
     pub path: PathBuf,
     pub persist_secs: u32,
+    /// A master opened for a pooled clone (`vm::pool`), which sits paused
+    /// for as long as nobody takes it: it stays until it is ended (by the
+    /// sweep once its VM stops, or at shutdown) and sends no keepalives,
+    /// which a paused guest cannot answer. `persist_secs` is then unused.
+    pub until_ended: bool,
 }
 
 /// A guest whose connections ride one SSH master. One operation's own
@@ -88,6 +93,7 @@ impl Guest {
         guest.control = Some(Control {
             path: dir.path().join("c"),
             persist_secs: 60,
+            until_ended: false,
         });
         Ok(Multiplexed {
             guest,
@@ -105,6 +111,7 @@ impl Guest {
 
     fn ssh_options(&self) -> Vec<String> {
         let mut opts: Vec<String> = Vec::new();
+        let mut alive_secs = 15;
         if let Some(c) = &self.control {
             opts.extend([
                 "-o".into(),
@@ -112,9 +119,18 @@ impl Guest {
                 "-o".into(),
                 format!("ControlPath={}", c.path.display()),
                 "-o".into(),
-                format!("ControlPersist={}", c.persist_secs),
             ]);
-            if c.persist_secs >= crate::ssh_masters::KEEP_SECS {
+            if c.until_ended {
+                opts.extend([
+                    "ControlPersist=yes".into(),
+                    "-o".into(),
+                    "TCPKeepAlive=no".into(),
+                ]);
+                alive_secs = 0;
+            } else {
+                opts.push(format!("ControlPersist={}", c.persist_secs));
+            }
+            if !c.until_ended && c.persist_secs >= crate::ssh_masters::KEEP_SECS {
                 // The VM's own master, which `vm ssh` sessions ride too:
                 // it outlives a pause of up to 5 minutes (15 s × 20
                 // unanswered keepalives), not 45 s (review s11-2 F4). A
@@ -136,7 +152,7 @@ impl Guest {
             "-o".into(),
             "ConnectTimeout=10".into(),
             "-o".into(),
-            "ServerAliveInterval=15".into(),
+            format!("ServerAliveInterval={alive_secs}"),
             "-i".into(),
             self.identity.display().to_string(),
         ]);

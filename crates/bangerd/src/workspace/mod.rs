@@ -47,7 +47,8 @@ use crate::vm::VmmCache;
 
 use export::parse_fields;
 pub use files::{FILE_SYNC_MAX_BYTES, Home};
-use guest::{Control, Guest, Multiplexed, sh_quote};
+pub(crate) use guest::{Control, Guest};
+use guest::{Multiplexed, sh_quote};
 use record::Record;
 
 /// Below the guest user's home: one file per workspace directory, holding
@@ -135,6 +136,7 @@ impl WorkspaceService {
                 g.control = Some(Control {
                     path,
                     persist_secs: crate::ssh_masters::KEEP_SECS,
+                    until_ended: false,
                 });
                 Ok(Multiplexed::kept(g, reused))
             }

@@ -11,10 +11,15 @@
 //! * `from_snapshot`: `vm create NAME --from SNAP --wait` + the first
 //!   successful `vm ssh NAME -- true`, against the cold `vm create --wait`
 //!   → SSH of the same run (the caller fills the baseline).
+//! * `warm_pool`: `vm create NAME --wait` taking a warm clone + the first
+//!   successful `vm ssh NAME -- true`, on a daemon of its own whose config
+//!   keeps one clone of the image, against `from_snapshot`'s restores of
+//!   the same run (the caller fills the baseline).
 
 use std::time::{Duration, Instant};
 
 use banger_testkit::NetNs;
+use serde_json::Value;
 
 use super::Daemon;
 
@@ -117,6 +122,71 @@ pub(crate) fn from_snapshot(ns: &NetNs, d: &Daemon, snapshot: &str) -> Samples {
         }
         d.ok(ns, &["vm", "rm", &name]);
     }
+    out
+}
+
+/// Iterations of the warm-pool row.
+pub(crate) const POOL_ITERS: usize = 5;
+
+/// The pool daemon's config: the bench's VM sizes as the defaults (a
+/// clone is taken only by a create of its sizes), one clone of `debian`,
+/// limits out of the way.
+const POOL_CONFIG: &str = "[vm]\ndefault_vmm = \"qemu\"\ndefault_vcpus = 1\n\
+default_memory_mib = 512\ndefault_disk = \"256M\"\n\
+[pool]\nmax_memory = \"1G\"\nmax_load_percent = 10000\n[pool.images]\ndebian = 1\n";
+
+/// Warm-pool `vm create --wait` → SSH ok, `POOL_ITERS` times, on a daemon
+/// of its own (home `dir`) keeping one clone of `debian`: each time the
+/// pool is refilled first (untimed), the clone taken, checked to be one,
+/// and removed. The baseline is the caller's.
+pub(crate) fn warm_pool(ns: &NetNs, dir: &std::path::Path) -> Samples {
+    let config = dir.join(".config/banger/config.toml");
+    std::fs::create_dir_all(config.parent().unwrap()).unwrap();
+    std::fs::write(&config, POOL_CONFIG).unwrap();
+    let d = Daemon::start(ns, dir);
+    super::register_default_image(ns, &d);
+    let mut out = Samples {
+        subject: Vec::new(),
+        baseline: Vec::new(),
+        note: String::new(),
+    };
+    let ready = || {
+        let t0 = Instant::now();
+        loop {
+            let p = d.json(ns, &["vm", "pool"]);
+            let e: Option<&Value> = p
+                .as_array()
+                .and_then(|a| a.iter().find(|e| e["image"] == "debian"));
+            if e.is_some_and(|e| e["ready"] == 1 && e["filling"] == 0) {
+                return t0.elapsed();
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(900),
+                "the pool never filled: {p}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let first = ready();
+    for i in 0..POOL_ITERS {
+        if i > 0 {
+            ready();
+        }
+        let name = format!("warm{i}");
+        let mut created = Value::Null;
+        out.subject.push(timed(|| {
+            created = d.json(ns, &["vm", "create", &name, "--wait"]);
+            ssh_until_ok(ns, &d, &name);
+        }));
+        assert_eq!(created["from_pool"], true, "not from the pool: {created}");
+        d.ok(ns, &["vm", "rm", &name]);
+    }
+    out.note = format!(
+        "the first fill (a boot, the pool snapshot, one restore) took {} ms",
+        first.as_millis()
+    );
+    // The pool goes with its image.
+    d.ok(ns, &["image", "rm", "debian"]);
     out
 }
 
