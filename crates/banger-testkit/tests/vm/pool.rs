@@ -43,7 +43,7 @@ fn vm_dirs(lab: &GuestLab) -> Vec<String> {
 
 #[test]
 fn vm_create_takes_a_warm_clone_and_the_pool_refills() {
-    let lab = guest_lab_with(CONFIG);
+    let mut lab = guest_lab_with(CONFIG);
     let (ns, d, tmp) = (&lab.ns, &lab.d, &lab.tmp);
     let t = Instant::now();
     let entry = ready_pool(&lab, 600);
@@ -138,6 +138,26 @@ fn vm_create_takes_a_warm_clone_and_the_pool_refills() {
     let now = vm_dirs(&lab);
     assert_eq!(now.len(), 2, "{now:?}");
     assert_eq!(ok_json(ns, d, &["vm", "show", "dev"])["state"], "running");
+
+    // A daemon SIGKILL: the restarted one keeps the paused clone (and its
+    // SSH master, which outlives the daemon), and a create takes it.
+    let clone = now.iter().find(|id| **id != pooled[0]).unwrap().clone();
+    lab.d.proc.kill();
+    lab.d = start_daemon(&lab.ns, lab.tmp.path());
+    let (ns, d, tmp) = (&lab.ns, &lab.d, &lab.tmp);
+    ready_pool(&lab, 60);
+    assert_eq!(vm_dirs(&lab).len(), 2);
+    let t = Instant::now();
+    let second = ok_json(ns, d, &["vm", "create", "dev2", "--wait"]);
+    let host = ok(ns, d, &["vm", "ssh", "dev2", "--", "hostname"]);
+    eprintln!(
+        "after a daemon restart, warm create → `vm ssh -- hostname`: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(second["from_pool"], true, "{second}");
+    assert_eq!(second["vm"]["id"], clone.as_str(), "{second}");
+    assert_eq!(host.trim(), "dev2");
+    ok(ns, d, &["vm", "rm", "dev2"]);
 
     // The image goes with its pool, once the owner's VM is gone.
     let (_, code, msg) = fails(ns, d, &["image", "rm", "debian"]);
