@@ -222,6 +222,10 @@ pub struct PoolEntry {
     pub filling: u32,
     /// The snapshot clones are restored from, once made.
     pub snapshot: Option<String>,
+    /// Why the pool is not filling: the last fill's failure (and when the
+    /// next try is), or why no clone would be taken here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
 }
 
 /// How to SSH into a guest.

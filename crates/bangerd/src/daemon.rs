@@ -277,6 +277,10 @@ impl Daemon {
     }
 
     async fn host_teardown(&self) -> Result<TeardownReport, RpcError> {
+        // The warm pool's clones are VMs on the bridge nobody sees (`vm
+        // ls` does not show them, so `system uninstall` does not stop
+        // them): they go first, and no clone is made until the end.
+        let _holds = self.vms.drain_all_pools().await?;
         // The DNS sockets are bound to the bridge address: close them first.
         self.stop_dns().await;
         let net = Arc::clone(&self.network);
@@ -429,11 +433,37 @@ impl Handler for Daemon {
             Request::Image(ImageRequest::Remove { name }) => {
                 // The image's warm pool goes first (its clones and pool
                 // snapshot would refuse the removal), and stays empty
-                // until the removal is over.
-                let _hold = self.vms.drain_pool(&name).await?;
-                self.images
-                    .handle_image(ImageRequest::Remove { name }, progress)
-                    .await
+                // until the removal is over; to its end in a task of its
+                // own (a client that goes away must not cut a drain short).
+                let (vms, images) = (Arc::clone(&self.vms), Arc::clone(&self.images));
+                tokio::spawn(async move {
+                    let _hold = vms.drain_pool(&name).await?;
+                    images
+                        .handle_image(ImageRequest::Remove { name }, progress)
+                        .await
+                })
+                .await
+                .map_err(|e| RpcError::new(ErrorCode::Internal, format!("image rm task: {e}")))?
+            }
+            Request::Image(ImageRequest::Refresh { name }) => {
+                // A refreshed work seed: the pool snapshot (and the clones
+                // made from it) carry the old one, so they go; the refill
+                // makes them anew.
+                let r = self
+                    .images
+                    .handle_image(ImageRequest::Refresh { name: name.clone() }, progress)
+                    .await?;
+                if let Response::Image(ImageResponse::Refreshed(done)) = &r
+                    && done.rebuilt
+                {
+                    let vms = Arc::clone(&self.vms);
+                    tokio::spawn(async move { vms.drain_pool(&name).await.map(drop) })
+                        .await
+                        .map_err(|e| {
+                            RpcError::new(ErrorCode::Internal, format!("image refresh task: {e}"))
+                        })??;
+                }
+                Ok(r)
             }
             Request::Image(r) => self.images.handle_image(r, progress).await,
             Request::Kernel(r) => self.images.handle_kernel(r, progress).await,

@@ -30,6 +30,32 @@ fn ready_pool(lab: &GuestLab, secs: u64) -> Value {
     })
 }
 
+/// The SSH master sockets of VM `id` (`RUNTIME_DIR/ssh/<id16>.<pid>`).
+fn masters(lab: &GuestLab, id: &str) -> Vec<std::path::PathBuf> {
+    match std::fs::read_dir(lab.tmp.path().join("run/ssh")) {
+        Ok(d) => d
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with(&id[..16]))
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Whether an SSH master answers on `socket`.
+fn master_answers(lab: &GuestLab, socket: &std::path::Path) -> bool {
+    lab.ns
+        .exec("ssh")
+        .args(["-F", "/dev/null", "-o"])
+        .arg(format!("ControlPath={}", socket.display()))
+        .args(["-O", "check", "banger-master"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 /// The ids of the VMs under the state directory (pooled ones too).
 fn vm_dirs(lab: &GuestLab) -> Vec<String> {
     match std::fs::read_dir(lab.tmp.path().join("state/vms")) {
@@ -64,10 +90,27 @@ fn vm_create_takes_a_warm_clone_and_the_pool_refills() {
     );
     assert_eq!(code, "not_found", "{msg}");
 
-    // Other sizes than the pool's: not from the pool (refused here before
-    // any boot, so the test does not pay one).
-    let (_, code, _) = fails(ns, d, &["vm", "create", "big", "--memory", "64", "--wait"]);
-    assert_eq!(code, "bad_request");
+    // A create that does not start is built as usual: the clone stays.
+    let cold = ok_json(ns, d, &["vm", "create", "cold", "--no-start", "--wait"]);
+    assert!(cold.get("from_pool").is_none(), "{cold}");
+    assert_eq!(cold["vm"]["state"], "created", "{cold}");
+    ok(ns, d, &["vm", "rm", "cold"]);
+    assert_eq!(ready_pool(&lab, 5)["ready"], 1);
+    // The clone's SSH master, opened by the fill, answers while it sleeps.
+    let master = masters(&lab, &pooled[0]);
+    assert_eq!(master.len(), 1, "{master:?}");
+    assert!(master_answers(&lab, &master[0]), "the clone's master");
+    // Its known_hosts line, under its pool name.
+    let known = std::fs::read_to_string(tmp.path().join("state/ssh/known_hosts")).unwrap();
+    let aliases: Vec<&str> = known
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|a| a.starts_with("pool-"))
+        .collect();
+    assert_eq!(aliases.len(), 1, "{known}");
+    let old_alias = aliases[0].to_string();
+    // Its guest clock stops while it is paused: the take must set it.
+    std::thread::sleep(std::time::Duration::from_secs(20));
 
     let t = Instant::now();
     let created = ok_json(ns, d, &["vm", "create", "dev", "--wait"]);
@@ -116,7 +159,12 @@ fn vm_create_takes_a_warm_clone_and_the_pool_refills() {
         .find(|l| l.starts_with("dev.vm "))
         .unwrap_or_else(|| panic!("no dev.vm line in known_hosts:\n{known}"));
     assert!(line.ends_with(&key), "{line} vs {key}");
-    assert!(!known.contains("pool-"), "{known}");
+    assert!(
+        !known
+            .lines()
+            .any(|l| l.starts_with(&format!("{old_alias} "))),
+        "the clone's old line is still there:\n{known}"
+    );
     // The clock: within a minute of the host's (the clone slept paused).
     let guest_now: i64 = ok(ns, d, &["vm", "ssh", "dev", "--", "date +%s"])
         .trim()
@@ -127,8 +175,8 @@ fn vm_create_takes_a_warm_clone_and_the_pool_refills() {
         .unwrap()
         .as_secs() as i64;
     assert!(
-        (guest_now - host_now).abs() < 60,
-        "guest {guest_now} host {host_now}"
+        (guest_now - host_now).abs() < 10,
+        "guest {guest_now} host {host_now}: the clock was not set"
     );
 
     // The pool refills with a clone of its own address.
@@ -142,11 +190,17 @@ fn vm_create_takes_a_warm_clone_and_the_pool_refills() {
     // A daemon SIGKILL: the restarted one keeps the paused clone (and its
     // SSH master, which outlives the daemon), and a create takes it.
     let clone = now.iter().find(|id| **id != pooled[0]).unwrap().clone();
+    let master = masters(&lab, &clone);
+    assert_eq!(master.len(), 1, "{master:?}");
     lab.d.proc.kill();
     lab.d = start_daemon(&lab.ns, lab.tmp.path());
     let (ns, d, tmp) = (&lab.ns, &lab.d, &lab.tmp);
     ready_pool(&lab, 60);
     assert_eq!(vm_dirs(&lab).len(), 2);
+    assert!(
+        master_answers(&lab, &master[0]),
+        "the master outlives the daemon"
+    );
     let t = Instant::now();
     let second = ok_json(ns, d, &["vm", "create", "dev2", "--wait"]);
     let host = ok(ns, d, &["vm", "ssh", "dev2", "--", "hostname"]);
@@ -170,6 +224,12 @@ fn vm_create_takes_a_warm_clone_and_the_pool_refills() {
     for id in &now {
         assert!(vmm_pids(id).is_empty(), "VM {id}'s VMM still runs");
     }
+    let known = std::fs::read_to_string(tmp.path().join("state/ssh/known_hosts")).unwrap();
+    assert!(!known.contains("pool-"), "{known}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path().join("run/ssh"))
+        .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "SSH masters left: {left:?}");
     let snaps: Vec<_> = std::fs::read_dir(tmp.path().join("state/snapshots"))
         .map(|d| d.filter_map(Result::ok).map(|e| e.path()).collect())
         .unwrap_or_default();

@@ -427,6 +427,11 @@ fn pool_text(p: &[banger_proto::vm::PoolEntry]) -> String {
             e.snapshot.as_deref().unwrap_or("-")
         ));
     }
+    for e in p {
+        if let Some(problem) = &e.problem {
+            out.push_str(&format!("{}: {problem}\n", e.image));
+        }
+    }
     out
 }
 

@@ -27,6 +27,18 @@ pub struct PoolWant<'a> {
     pub nat: bool,
 }
 
+impl PoolWant<'_> {
+    /// Whether VM `vm` is the VM this describes.
+    pub fn is(&self, vm: &VmRow) -> bool {
+        vm.image_id == self.image_id
+            && vm.vmm == self.vmm
+            && vm.vcpus == self.vcpus
+            && vm.memory_mib == self.memory_mib
+            && vm.disk_bytes == self.disk_bytes
+            && vm.nat == self.nat
+    }
+}
+
 fn read_err(what: &str) -> impl FnOnce(rusqlite::Error) -> StoreError + '_ {
     move |source| StoreError::Read {
         what: what.to_string(),
@@ -101,22 +113,21 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Take the oldest ready, paused clone that is the VM `want` describes:
-    /// it leaves the pool and is renamed `name`, in one step. Its old name
-    /// and its row; `None` when there is none (or `name` is taken).
-    pub fn take_pool_vm(
-        &self,
-        want: &PoolWant<'_>,
-        name: &str,
-    ) -> Result<Option<(String, VmRow)>, StoreError> {
-        let id: Option<String> = self
+    /// The ready, paused clones that are the VM `want` describes, oldest
+    /// first.
+    pub fn pool_candidates(&self, want: &PoolWant<'_>) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT p.vm_id FROM pool_vms p JOIN vms v ON v.id = p.vm_id \
                  WHERE p.ready = 1 AND p.image_id = :image AND v.state = :paused \
                  AND v.vmm = :vmm AND v.vcpus = :vcpus AND v.memory_mib = :mem \
                  AND v.disk_bytes = :disk AND v.nat = :nat \
-                 ORDER BY p.created_at, p.vm_id LIMIT 1",
+                 ORDER BY p.created_at, p.vm_id",
+            )
+            .map_err(read_err("pooled VMs"))?;
+        let ids = stmt
+            .query_map(
                 named_params! {
                     ":image": want.image_id,
                     ":paused": VmState::Paused.as_str(),
@@ -128,25 +139,47 @@ impl Tx<'_> {
                 },
                 |r| r.get(0),
             )
-            .optional()
+            .and_then(|rows| rows.collect())
             .map_err(read_err("pooled VMs"))?;
-        let Some(old) = id.map(|id| self.get_vm(&id)).transpose()?.flatten() else {
+        Ok(ids)
+    }
+
+    /// Take pooled clone `vm_id` if it is still ready and paused: out of
+    /// the pool and renamed `name`, in one step. Its old name and its row;
+    /// `None` when it is not (or `name` is taken).
+    pub fn take_pooled(
+        &self,
+        vm_id: &str,
+        name: &str,
+    ) -> Result<Option<(String, VmRow)>, StoreError> {
+        let ready: Option<bool> = self
+            .conn
+            .query_row(
+                "SELECT ready FROM pool_vms WHERE vm_id = ?1",
+                [vm_id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(read_err("a pooled VM"))?;
+        let Some(old) = self.get_vm(vm_id)? else {
             return Ok(None);
         };
-        let id = old.id;
-        if self.get_vm_by_name(name)?.is_some() {
+        if ready != Some(true)
+            || old.state != VmState::Paused
+            || self.get_vm_by_name(name)?.is_some()
+        {
             return Ok(None);
         }
         self.conn
-            .execute("DELETE FROM pool_vms WHERE vm_id = ?1", [&id])
+            .execute("DELETE FROM pool_vms WHERE vm_id = ?1", [vm_id])
             .map_err(write_err("a pooled VM"))?;
         self.conn
             .execute(
                 "UPDATE vms SET name = ?1, updated_at = ?2 WHERE id = ?3",
-                (name, unix_now(), &id),
+                (name, unix_now(), vm_id),
             )
             .map_err(write_err("a pooled VM's new name"))?;
-        Ok(self.get_vm(&id)?.map(|row| (old.name, row)))
+        Ok(self.get_vm(vm_id)?.map(|row| (old.name, row)))
     }
 
     /// Image `image_id`'s pool snapshot, if it has one.
@@ -218,12 +251,16 @@ impl Store {
         self.transaction(|tx| tx.set_pool_vm_ready(vm_id))
     }
 
-    pub fn take_pool_vm(
+    pub fn pool_candidates(&self, want: &PoolWant<'_>) -> Result<Vec<String>, StoreError> {
+        self.read(|tx| tx.pool_candidates(want))
+    }
+
+    pub fn take_pooled(
         &self,
-        want: &PoolWant<'_>,
+        vm_id: &str,
         name: &str,
     ) -> Result<Option<(String, VmRow)>, StoreError> {
-        self.transaction(|tx| tx.take_pool_vm(want, name))
+        self.transaction(|tx| tx.take_pooled(vm_id, name))
     }
 
     pub fn pool_base(&self, image_id: &str) -> Result<Option<SnapshotRow>, StoreError> {

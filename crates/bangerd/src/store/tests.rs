@@ -556,6 +556,15 @@ fn a_v1_store_migrates_keeping_leases_and_operations() {
     }
 }
 
+/// A create's take: the first candidate `take_pooled` takes.
+fn take(store: &Store, want: &PoolWant<'_>, name: &str) -> Option<(String, VmRow)> {
+    store
+        .pool_candidates(want)
+        .unwrap()
+        .iter()
+        .find_map(|id| store.take_pooled(id, name).unwrap())
+}
+
 /// The warm pool's rows: a clone is taken only when ready, paused and the
 /// VM asked for; taking renames it and takes it out of the pool in one
 /// step; a taken name is refused; clones and the pool snapshot go with
@@ -576,9 +585,9 @@ fn a_pooled_clone_is_taken_once_and_only_when_it_matches() {
     };
     assert!(store.is_pooled(&clone.id).unwrap());
     // Not ready, then ready but not paused: nothing to take.
-    assert_eq!(store.take_pool_vm(&want, "dev").unwrap(), None);
+    assert_eq!(take(&store, &want, "dev"), None);
     store.set_pool_vm_ready(&clone.id).unwrap();
-    assert_eq!(store.take_pool_vm(&want, "dev").unwrap(), None);
+    assert_eq!(take(&store, &want, "dev"), None);
     for (from, to) in [
         (VmState::Created, VmState::Starting),
         (VmState::Starting, VmState::Running),
@@ -591,15 +600,19 @@ fn a_pooled_clone_is_taken_once_and_only_when_it_matches() {
         memory_mib: 2048,
         ..want.clone()
     };
-    assert_eq!(store.take_pool_vm(&bigger, "dev").unwrap(), None);
+    assert_eq!(take(&store, &bigger, "dev"), None);
     let mine = store
         .create_vm_with_lease(&new_vm("mine", &image.id), &lease(11))
         .unwrap()
         .0;
     assert!(!store.is_pooled(&mine.id).unwrap());
-    assert_eq!(store.take_pool_vm(&want, "mine").unwrap(), None);
+    assert_eq!(take(&store, &want, "mine"), None);
 
-    let (old, taken) = store.take_pool_vm(&want, "dev").unwrap().unwrap();
+    assert_eq!(
+        store.pool_candidates(&want).unwrap(),
+        vec![clone.id.clone()]
+    );
+    let (old, taken) = take(&store, &want, "dev").unwrap();
     assert_eq!(old, "pool-0123456789ab");
     assert_eq!(taken.id, clone.id);
     assert_eq!(taken.name, "dev");
@@ -608,7 +621,7 @@ fn a_pooled_clone_is_taken_once_and_only_when_it_matches() {
         store.get_lease(&clone.id).unwrap().unwrap().ip,
         lease(10).ip
     );
-    assert_eq!(store.take_pool_vm(&want, "dev2").unwrap(), None);
+    assert_eq!(take(&store, &want, "dev2"), None);
 
     // A second clone goes with its VM.
     let other = store

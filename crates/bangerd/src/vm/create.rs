@@ -86,8 +86,9 @@ pub fn check_resources(
 pub(super) enum CreateStep {
     /// Disks, guest files, then a boot (`start`) or a restore (`from`).
     Build { start: bool, from: Option<String> },
-    /// Resume and personalise a clone taken from the warm pool.
-    TakeFromPool,
+    /// Resume and personalise a clone taken from the warm pool (renamed
+    /// from `old`).
+    TakeFromPool { old: String },
 }
 
 pub struct Resolved {
@@ -269,7 +270,7 @@ impl VmService {
     /// given (refused when it cannot run here), else the configured
     /// default, falling back to QEMU when the default is Firecracker and
     /// Firecracker cannot run (the progress stream says so).
-    async fn choose_vmm(
+    pub(super) async fn choose_vmm(
         &self,
         asked: Option<VmmKind>,
         progress: &ProgressSink,
@@ -417,7 +418,7 @@ impl VmService {
                 CreateStep::Build { start, from } => {
                     svc.build(&vm_id, start, from.as_deref(), &op).await
                 }
-                CreateStep::TakeFromPool => svc.adopt_pooled(&vm_id, &op).await,
+                CreateStep::TakeFromPool { old } => svc.adopt_pooled(&vm_id, &old, &op).await,
             };
             if result.is_ok()
                 && let Some(after) = after

@@ -49,8 +49,12 @@ use crate::store::{ImageRow, NewLease, NewVm, PoolWant, SnapshotRow, VmRow, VmSt
 pub const POOL_TICK: Duration = Duration::from_secs(15);
 /// How long the refill waits after a take woke it.
 pub const REFILL_DELAY: Duration = Duration::from_secs(2);
-/// How long an image whose fill failed waits before the next try.
+/// How long an image whose fill failed waits before the next try; each
+/// failure in a row doubles it, up to [`MAX_BACKOFF`].
 pub const FAILURE_BACKOFF: Duration = Duration::from_secs(60);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+/// How long a take's commands in the guest may take.
+const TAKE_SSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// The name prefix of pooled clones (and of the VMs that make pool
 /// snapshots, and of the snapshots).
 const PREFIX: &str = "pool-";
@@ -60,11 +64,23 @@ const PREFIX: &str = "pool-";
 #[derive(Debug, Default)]
 pub struct PoolState {
     wake: tokio::sync::Notify,
-    failed: std::sync::Mutex<HashMap<String, Instant>>,
+    /// Per image, its last fill's failure (`vm pool` shows it).
+    failed: std::sync::Mutex<HashMap<String, Failure>>,
+    /// Why no image is pooled now (`vm create` would not use QEMU here).
+    unusable: std::sync::Mutex<Option<String>>,
     /// Images being removed (`drain_pool`): no clone is made of them.
     held: std::sync::Mutex<std::collections::HashSet<String>>,
     /// Held by the refill while it fills, and by a drain before it lists.
     filling: tokio::sync::Mutex<()>,
+}
+
+/// An image's failed fills in a row: the last one's time and message, and
+/// how long the image waits.
+#[derive(Debug, Clone)]
+struct Failure {
+    at: Instant,
+    wait: Duration,
+    message: String,
 }
 
 /// While this lives, the refill makes no clone of its image (returned by
@@ -126,12 +142,26 @@ impl VmService {
                 continue;
             }
             let base = self.store.pool_base(&image.id).map_err(store_err)?;
+            let unusable = self
+                .pool
+                .unusable
+                .lock()
+                .expect("pool lock poisoned")
+                .clone();
+            let failed = self.failure(&image.id).map(|f| {
+                format!(
+                    "the last fill failed ({}); the next try in {}s",
+                    f.message,
+                    f.wait.saturating_sub(f.at.elapsed()).as_secs()
+                )
+            });
             out.push(PoolEntry {
                 image: image.name.clone(),
                 size: target,
                 ready: mine.iter().filter(|p| p.ready).count() as u32,
                 filling: mine.iter().filter(|p| !p.ready).count() as u32,
                 snapshot: base.map(|b| b.name),
+                problem: unusable.or(failed),
             });
         }
         Ok(out)
@@ -147,8 +177,22 @@ impl VmService {
         // Masters a killed daemon left (a clone's outlives its client).
         let svc = Arc::clone(self);
         let _ = tokio::task::spawn_blocking(move || svc.sweep_ssh_masters()).await;
-        if let Err(e) = self.prune_pool().await {
+        // Clones are QEMU's: where `vm create` would choose another VMM,
+        // none would be taken, so none is kept.
+        let unusable = match self.choose_vmm(None, &ProgressSink::discard()).await {
+            Ok(VmmKind::Qemu) => None,
+            Ok(other) => Some(format!(
+                "vm create uses {other} here (vm.default_vmm), and the pool keeps QEMU clones only"
+            )),
+            Err(e) => Some(e.render()),
+        };
+        let usable = unusable.is_none();
+        *self.pool.unusable.lock().expect("pool lock poisoned") = unusable;
+        if let Err(e) = self.prune_pool(usable).await {
             tracing::warn!(error = %e.render(), "pool: pruning");
+        }
+        if !usable {
+            return;
         }
         let images = match self.store.list_images() {
             Ok(i) => i,
@@ -177,31 +221,42 @@ impl VmService {
                 {
                     break;
                 }
-                if let Err(e) = self.fill_one(&image).await {
-                    tracing::warn!(image = %image.name, error = %e.render(), "pool: a fill failed; this image waits {}s", FAILURE_BACKOFF.as_secs());
-                    self.pool_failed(&image.id);
-                    break;
+                match self.fill_one(&image).await {
+                    Ok(()) => self.pool_succeeded(&image.id),
+                    Err(e) => {
+                        let wait = self.pool_failed(&image.id, e.render());
+                        tracing::warn!(image = %image.name, error = %e.render(), "pool: a fill failed; this image waits {}s", wait.as_secs());
+                        break;
+                    }
                 }
             }
         }
     }
 
-    /// Remove the clones the pool must not keep: not ready (their fill is
+    /// Remove what the pool must not keep: clones not ready (their fill is
     /// not running: only this task fills, and it is here), no longer
-    /// paused, or beyond their image's size (the newest go).
-    async fn prune_pool(&self) -> Result<(), RpcError> {
+    /// paused, not the VM a create would take now (the config's sizes
+    /// changed), beyond their image's size (the newest go), or all of them
+    /// when the pool is not `usable`; and pool snapshots of other sizes or
+    /// of images that keep no clone.
+    async fn prune_pool(self: &Arc<Self>, usable: bool) -> Result<(), RpcError> {
         let pooled = self.store.pool_vms().map_err(store_err)?;
         let mut kept: HashMap<String, usize> = HashMap::new();
         for p in pooled {
             let Some(vm) = self.store.get_vm(&p.vm_id).map_err(store_err)? else {
                 continue;
             };
-            let target = match self.store.get_image(&p.image_id).map_err(store_err)? {
-                Some(i) => self.config.pool.size_for(&i.name) as usize,
-                None => 0,
+            let Some(image) = self.store.get_image(&p.image_id).map_err(store_err)? else {
+                continue;
             };
+            let target = if usable {
+                self.config.pool.size_for(&image.name) as usize
+            } else {
+                0
+            };
+            let sized = self.pool_want(&image).is(&vm);
             let n = kept.entry(p.image_id.clone()).or_default();
-            let keep = p.ready && vm.state == VmState::Paused && *n < target;
+            let keep = p.ready && vm.state == VmState::Paused && sized && *n < target;
             if keep {
                 *n += 1;
                 continue;
@@ -209,16 +264,32 @@ impl VmService {
             tracing::info!(vm = %vm.name, state = %vm.state, ready = p.ready, "pool: removing a clone the pool does not keep");
             self.remove_pooled(&vm.id).await;
         }
+        for image in self.store.list_images().map_err(store_err)? {
+            let Some(base) = self.store.pool_base(&image.id).map_err(store_err)? else {
+                continue;
+            };
+            let want = self.pool_want(&image);
+            let sized = base.vcpus == want.vcpus
+                && base.memory_mib == want.memory_mib
+                && base.disk_bytes == want.disk_bytes;
+            if !sized || !usable || self.config.pool.size_for(&image.name) == 0 {
+                tracing::info!(image = %image.name, snapshot = %base.name, "pool: dropping a pool snapshot the pool does not use");
+                self.drop_pool_base(&base);
+            }
+        }
         Ok(())
     }
 
     /// Remove pooled VM `vm_id` under its lock, if it is still pooled (a
     /// create may have taken it meanwhile).
-    async fn remove_pooled(&self, vm_id: &str) {
+    async fn remove_pooled(self: &Arc<Self>, vm_id: &str) {
         let lock = self.lock_for(vm_id);
         let _g = lock.lock().await;
         if self.store.is_pooled(vm_id).unwrap_or(false) {
             self.destroy(vm_id).await;
+            // Its SSH master (which has no idle end) goes with it.
+            let svc = Arc::clone(self);
+            let _ = tokio::task::spawn_blocking(move || svc.sweep_ssh_masters()).await;
         }
     }
 
@@ -236,12 +307,19 @@ impl VmService {
         // An owner's VM keeps the image: the removal is refused, naming it,
         // and the pool stays as it is.
         let pooled = self.store.pool_vms().map_err(store_err)?;
+        let bases = self.store.pool_base_ids().map_err(store_err)?;
         let owners_use_it = self
             .store
             .list_vms()
             .map_err(store_err)?
             .iter()
-            .any(|v| v.image_id == image.id && !pooled.iter().any(|p| p.vm_id == v.id));
+            .any(|v| v.image_id == image.id && !pooled.iter().any(|p| p.vm_id == v.id))
+            || self
+                .store
+                .list_snapshots()
+                .map_err(store_err)?
+                .iter()
+                .any(|s| s.image_id == image.id && !bases.contains(&s.id));
         if owners_use_it {
             return Ok(PoolHold(None));
         }
@@ -274,16 +352,46 @@ impl VmService {
         }
     }
 
-    fn backing_off(&self, image_id: &str) -> bool {
-        let failed = self.pool.failed.lock().expect("pool lock poisoned");
-        failed
-            .get(image_id)
-            .is_some_and(|t| t.elapsed() < FAILURE_BACKOFF)
+    /// Every image's pool removed (before `host teardown`): the holds keep
+    /// the refill off them until they are dropped.
+    pub async fn drain_all_pools(self: &Arc<Self>) -> Result<Vec<PoolHold>, RpcError> {
+        let mut holds = Vec::new();
+        for image in self.store.list_images().map_err(store_err)? {
+            holds.push(self.drain_pool(&image.name).await?);
+        }
+        Ok(holds)
     }
 
-    fn pool_failed(&self, image_id: &str) {
+    fn failure(&self, image_id: &str) -> Option<Failure> {
+        let failed = self.pool.failed.lock().expect("pool lock poisoned");
+        failed.get(image_id).cloned()
+    }
+
+    fn backing_off(&self, image_id: &str) -> bool {
+        self.failure(image_id)
+            .is_some_and(|f| f.at.elapsed() < f.wait)
+    }
+
+    /// Record a failed fill of `image_id`: how long it now waits.
+    fn pool_failed(&self, image_id: &str, message: String) -> Duration {
         let mut failed = self.pool.failed.lock().expect("pool lock poisoned");
-        failed.insert(image_id.to_string(), Instant::now());
+        let wait = failed
+            .get(image_id)
+            .map_or(FAILURE_BACKOFF, |f| (f.wait * 2).min(MAX_BACKOFF));
+        failed.insert(
+            image_id.to_string(),
+            Failure {
+                at: Instant::now(),
+                wait,
+                message,
+            },
+        );
+        wait
+    }
+
+    fn pool_succeeded(&self, image_id: &str) {
+        let mut failed = self.pool.failed.lock().expect("pool lock poisoned");
+        failed.remove(image_id);
     }
 
     /// The owner's limits: one more clone's memory within
@@ -518,32 +626,44 @@ impl VmService {
             disk_bytes: r.disk_bytes,
             nat: r.nat,
         };
-        let taken = {
+        // A clone is taken under its VM's lock (then `create_mu`, the lock
+        // order): a prune or a drain removing it holds that lock and checks
+        // it is still pooled, so it is either removed or taken, never both.
+        let mut taken = None;
+        for id in self.store.pool_candidates(&want).map_err(store_err)? {
+            let Ok(guard) = self.lock_for(&id).try_lock_owned() else {
+                continue;
+            };
             let _g = self.create_mu.lock().await;
-            self.store.take_pool_vm(&want, name).map_err(store_err)?
-        };
-        let Some((old, vm)) = taken else {
+            if let Some(t) = self.store.take_pooled(&id, name).map_err(store_err)? {
+                taken = Some((t, guard));
+                break;
+            }
+        }
+        let Some(((old, vm), guard)) = taken else {
             return Ok(None);
         };
+        drop(guard);
         self.pool.wake.notify_one();
-        let lease = self
-            .store
-            .get_lease(&vm.id)
-            .map_err(store_err)?
-            .ok_or_else(|| internal(format!("VM {name} has no lease")))?;
-        for (capability, e) in self.caps.renamed(&old, &vm, lease.ip) {
-            tracing::warn!(vm = %name, capability, error = %e.render(), "renaming a pooled clone");
-        }
         tracing::info!(vm = %name, clone = %old, "pool: a create took a warm clone");
-        let op = self
+        // From here on the VM is the owner's: whatever fails removes it
+        // (the create operation's rollback).
+        let op = match self
             .ops
-            .begin(banger_proto::vm::OpKind::VmCreate, Some(&vm.id))?;
+            .begin(banger_proto::vm::OpKind::VmCreate, Some(&vm.id))
+        {
+            Ok(op) => op,
+            Err(e) => {
+                self.destroy(&vm.id).await;
+                return Err(e);
+            }
+        };
         let op_id = op.id.clone();
         let rx = self.ops.subscribe(&op_id);
         self.spawn_create(
             vm.id.clone(),
             op,
-            super::create::CreateStep::TakeFromPool,
+            super::create::CreateStep::TakeFromPool { old },
             after.take(),
         );
         if wait && let Some(rx) = rx {
@@ -557,27 +677,48 @@ impl VmService {
         }))
     }
 
-    /// The taken clone's own part: resume it, then give the guest its new
-    /// name (hostname, `/etc/hosts`) and the clock over its SSH master.
+    /// The taken clone's own part: its `.vm` name and `known_hosts` line
+    /// moved from `old`, resumed, then the guest's new name (hostname,
+    /// `/etc/hosts`) and the clock set over its SSH master.
     pub(super) async fn adopt_pooled(
         &self,
         vm_id: &str,
+        old: &str,
         op: &super::ops::OpHandle,
     ) -> Result<(), RpcError> {
         let lock = self.lock_for(vm_id);
         let _g = lock.lock().await;
         let vm = self.row(vm_id)?;
+        let lease = self
+            .store
+            .get_lease(&vm.id)
+            .map_err(store_err)?
+            .ok_or_else(|| internal(format!("VM {} has no lease", vm.name)))?;
+        let (caps, row, old_name) = (Arc::clone(&self.caps), vm.clone(), old.to_string());
+        let failed = tokio::task::spawn_blocking(move || caps.renamed(&old_name, &row, lease.ip))
+            .await
+            .map_err(|e| internal(format!("rename task: {e}")))?;
+        if let Some((capability, e)) = failed.into_iter().next() {
+            return Err(e.context(format!("moving the clone's {capability} to {}", vm.name)));
+        }
         op.progress(progress("pool", "resuming a warm clone", 1, Some(2)));
         let vm = self.resume_vmm(&vm).await?;
         let guest = self.pooled_guest(&vm)?;
         let script = personalise_script(&vm.name, crate::store::unix_now());
         let name = vm.name.clone();
-        tokio::task::spawn_blocking(move || {
-            guest.exec_ok("setting the new name and the clock", &script, None)
-        })
-        .await
-        .map_err(|e| internal(format!("ssh task: {e}")))?
-        .map_err(|e| e.context(format!("personalising VM {name}")))?;
+        let out = tokio::task::spawn_blocking(move || guest.exec(&script, None, TAKE_SSH_TIMEOUT))
+            .await
+            .map_err(|e| internal(format!("ssh task: {e}")))?
+            .map_err(|e| e.context(format!("personalising VM {name}")))?;
+        if !out.status.success() {
+            return Err(RpcError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "setting VM {name}'s hostname and clock failed: {}",
+                    out.stderr.trim()
+                ),
+            ));
+        }
         op.progress(progress("ready", "guest is up", 2, Some(2)));
         Ok(())
     }

@@ -149,6 +149,7 @@ impl VmService {
         let Ok(vms) = self.store.list_vms() else {
             return;
         };
+        let mut stopped_any = false;
         for vm in vms.into_iter().filter(|v| v.state.vmm_may_run()) {
             let lock = self.lock_for(&vm.id);
             // A VM in a lifecycle operation is that operation's business.
@@ -205,6 +206,12 @@ impl VmService {
                 .store
                 .set_vm_state(&vm.id, vm.state, VmState::Stopped, Some(&reason));
             tracing::warn!(vm = %vm.name, %reason, "VM stopped on its own");
+            stopped_any = true;
+        }
+        if stopped_any {
+            // Its SSH master talks to a guest that is gone.
+            let svc = Arc::clone(self);
+            let _ = tokio::task::spawn_blocking(move || svc.sweep_ssh_masters()).await;
         }
     }
 }

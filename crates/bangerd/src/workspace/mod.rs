@@ -172,16 +172,28 @@ impl WorkspaceService {
 
     /// Under the VM's lock: the VM must be running; read how to reach it.
     async fn snapshot_vm(&self, name: &str) -> Result<VmSnapshot, RpcError> {
-        let vm = self
+        // A pooled clone of the warm pool is nobody's yet.
+        let vm = match self
             .store
             .get_vm_by_name(name)
             .map_err(crate::store::rpc_err)?
-            .ok_or_else(|| {
-                RpcError::new(
-                    ErrorCode::NotFound,
-                    format!("no VM named {name:?} (see `banger vm ls`)"),
-                )
-            })?;
+        {
+            Some(vm)
+                if self
+                    .store
+                    .is_pooled(&vm.id)
+                    .map_err(crate::store::rpc_err)? =>
+            {
+                None
+            }
+            vm => vm,
+        };
+        let vm = vm.ok_or_else(|| {
+            RpcError::new(
+                ErrorCode::NotFound,
+                format!("no VM named {name:?} (see `banger vm ls`)"),
+            )
+        })?;
         self.snapshot_vm_id(&vm.id).await
     }
 
