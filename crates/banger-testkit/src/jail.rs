@@ -28,20 +28,29 @@ pub fn dev_jail_env() -> (&'static str, String) {
 /// path>` beneath its own cgroup, which is this test process's), removed
 /// when dropped — after the daemon it belongs to, which must be declared
 /// before it — with the emptied VM cgroups in it. Left in place while a
-/// VM cgroup still has a process (a VMM that outlived its daemon).
+/// VM cgroup still has a process (a VMM that outlived its daemon). A test
+/// that restarts a daemon starts the new one before the old one's guard
+/// drops: guards of one path are counted, and only the last one removes it
+/// (the old guard removed the new daemon's cgroup, and its next launch
+/// failed with ENOENT).
 #[derive(Debug)]
 pub struct JailCgroup {
     path: Option<std::path::PathBuf>,
 }
 
+/// The live guards of each path.
+static GUARDS: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
 impl JailCgroup {
     /// For the daemon whose executor journal is `journal`.
     pub fn of(journal: &std::path::Path) -> JailCgroup {
-        JailCgroup {
-            path: banger_host::probe::own_cgroup2_dir()
-                .ok()
-                .map(|own| own.join(banger_executor::vm_cgroup_dev_name(journal))),
+        let path = banger_host::probe::own_cgroup2_dir()
+            .ok()
+            .map(|own| own.join(banger_executor::vm_cgroup_dev_name(journal)));
+        if let Some(p) = &path {
+            GUARDS.lock().unwrap().push(p.clone());
         }
+        JailCgroup { path }
     }
 
     /// For `bangerd --dev --state-dir STATE` (its journal is
@@ -62,6 +71,16 @@ impl JailCgroup {
 impl Drop for JailCgroup {
     fn drop(&mut self) {
         if let Some(path) = &self.path {
+            let mut guards = GUARDS
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(i) = guards.iter().position(|g| g == path) {
+                guards.swap_remove(i);
+            }
+            if guards.contains(path) {
+                // Another daemon of the same state directory uses it.
+                return;
+            }
             // The VM cgroups its daemon did not see end (a VMM still
             // running when the daemon was stopped), once empty.
             if let Ok(entries) = std::fs::read_dir(path) {

@@ -290,6 +290,14 @@ impl NsDaemon {
         Self::start_with(dir, ns.exec_daemon(bin("bangerd")))
     }
 
+    /// [`NsDaemon::start`] with `env` added to the daemon's environment
+    /// (e.g. `BANGER_CRASH_AT`, bangerd's crash points).
+    pub fn start_with_env(ns: &NetNs, dir: &Path, env: &[(&str, &str)]) -> NsDaemon {
+        let mut cmd = ns.exec_daemon(bin("bangerd"));
+        cmd.envs(env.iter().copied());
+        Self::start_with(dir, cmd)
+    }
+
     /// [`NsDaemon::start`] with the device node `kvm` (a character device
     /// 10:232 the test made, mode 0666) bound over `/dev/kvm` in a private
     /// mount namespace of the daemon's own: a jailed VMM's uid has no

@@ -1,6 +1,7 @@
 //! `bangerd`, the owner daemon, as a library so its pieces can be tested.
 
 pub mod config;
+pub mod crashpoint;
 pub mod daemon;
 pub mod dns;
 pub mod doctor;

@@ -14,6 +14,7 @@
 //! nftables, dig, and mmdebstrap for the first build of the image.
 #![allow(clippy::disallowed_methods)] // tests spawn the binaries under test directly
 
+mod crash;
 mod lifecycle;
 mod pause;
 mod pool;

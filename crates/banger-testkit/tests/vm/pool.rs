@@ -8,27 +8,12 @@
 
 use std::time::Instant;
 
-use serde_json::Value;
-
 use super::support::*;
 
 const CONFIG: &str = "[vm]\ndefault_vmm = \"qemu\"\ndefault_vcpus = 1\n\
 default_memory_mib = 512\ndefault_disk = \"256M\"\n\
 [pool]\nmax_memory = \"1G\"\nmax_load_percent = 10000\n\
 [pool.images]\ndebian = 1\n";
-
-/// The pool's entry for `debian` once it has a ready clone.
-fn ready_pool(lab: &GuestLab, secs: u64) -> Value {
-    wait_until(secs, "a ready clone in the pool", || {
-        let p = ok_json(&lab.ns, &lab.d, &["vm", "pool"]);
-        let e = p
-            .as_array()?
-            .iter()
-            .find(|e| e["image"] == "debian")?
-            .clone();
-        (e["ready"] == 1 && e["filling"] == 0).then_some(e)
-    })
-}
 
 /// The SSH master sockets of VM `id` (`RUNTIME_DIR/ssh/<id16>.<pid>`).
 fn masters(lab: &GuestLab, id: &str) -> Vec<std::path::PathBuf> {

@@ -281,3 +281,16 @@ impl GuestLab {
         )
     }
 }
+
+/// The pool's entry for `debian` once it has a ready clone.
+pub fn ready_pool(lab: &GuestLab, secs: u64) -> Value {
+    wait_until(secs, "a ready clone in the pool", || {
+        let p = ok_json(&lab.ns, &lab.d, &["vm", "pool"]);
+        let e = p
+            .as_array()?
+            .iter()
+            .find(|e| e["image"] == "debian")?
+            .clone();
+        (e["ready"] == 1 && e["filling"] == 0).then_some(e)
+    })
+}

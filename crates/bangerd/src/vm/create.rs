@@ -476,6 +476,7 @@ impl VmService {
             })
             .await?;
         tracing::info!(vm = %vm.name, backend = disks.backend.as_str(), "disks ready");
+        crate::crashpoint::hit("create.disks");
         op.progress(progress(
             "guest",
             "writing the guest configuration",

@@ -117,6 +117,29 @@ pub fn rename_known_host(known_hosts: &Path, from: &str, to: &str) -> Result<(),
     write_known_host(known_hosts, from, None)
 }
 
+/// Drop every line of banger's known_hosts whose alias is not in `keep`
+/// (the startup reconcile: lines a crash left, e.g. a pooled clone's
+/// between its take and the move of its line). The aliases dropped.
+pub fn retain_known_hosts(
+    known_hosts: &Path,
+    keep: &std::collections::HashSet<String>,
+) -> Result<Vec<String>, RpcError> {
+    let _writer = KNOWN_HOSTS_WRITER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let text = std::fs::read_to_string(known_hosts).unwrap_or_default();
+    let stale: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|a| !keep.contains(*a))
+        .map(str::to_string)
+        .collect();
+    for alias in &stale {
+        write_known_host(known_hosts, alias, None)?;
+    }
+    Ok(stale)
+}
+
 /// [`set_known_host`] under its lock.
 fn write_known_host(
     known_hosts: &Path,
@@ -169,6 +192,28 @@ mod tests {
         assert_eq!(
             std::fs::read_to_string(&kh).unwrap(),
             "a.vm ssh-ed25519 AAAA2\n"
+        );
+    }
+
+    /// A pooled clone's line follows its take; the startup sweep drops
+    /// lines of VMs that are gone and keeps the others.
+    #[test]
+    fn known_hosts_lines_move_with_a_rename_and_stale_ones_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let kh = dir.path().join("known_hosts");
+        set_known_host(&kh, "pool-1.vm", Some("ssh-ed25519 PPPP pool-1.vm")).unwrap();
+        set_known_host(&kh, "x.vm", Some("ssh-ed25519 XXXX x.vm")).unwrap();
+        rename_known_host(&kh, "pool-1.vm", "dev.vm").unwrap();
+        rename_known_host(&kh, "gone.vm", "other.vm").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&kh).unwrap(),
+            "x.vm ssh-ed25519 XXXX\ndev.vm ssh-ed25519 PPPP\n"
+        );
+        let keep = ["dev.vm".to_string()].into_iter().collect();
+        assert_eq!(retain_known_hosts(&kh, &keep).unwrap(), vec!["x.vm"]);
+        assert_eq!(
+            std::fs::read_to_string(&kh).unwrap(),
+            "dev.vm ssh-ed25519 PPPP\n"
         );
     }
 

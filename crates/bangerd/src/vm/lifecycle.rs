@@ -204,6 +204,7 @@ impl VmService {
             })
             .await?;
         self.vmms.record(&launched_vmm);
+        crate::crashpoint::hit("boot.launched");
         tracing::info!(vm = %vm.name, spawn_ms = launched.elapsed().as_millis() as u64, "VMM spawned");
         self.wait_ready(vm, &serial, offset, step).await?;
         tracing::info!(vm = %vm.name, boot_ms = launched.elapsed().as_millis() as u64, "guest ready");

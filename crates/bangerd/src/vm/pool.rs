@@ -546,6 +546,7 @@ impl VmService {
             self.drop_pool_base(&base);
             return Err(e.context(format!("restoring image {}'s pool snapshot", image.name)));
         }
+        crate::crashpoint::hit("pool.restored");
         let lock = self.lock_for(&vm.id);
         let guard = lock.lock().await;
         let row = self.row(&vm.id)?;
@@ -570,6 +571,7 @@ impl VmService {
             self.remove_pooled(&vm.id).await;
             return Err(e.context("pausing a pooled clone"));
         }
+        crate::crashpoint::hit("pool.paused");
         self.store
             .set_pool_vm_ready(&paused.id)
             .map_err(store_err)?;
@@ -646,6 +648,7 @@ impl VmService {
         drop(guard);
         self.pool.wake.notify_one();
         tracing::info!(vm = %name, clone = %old, "pool: a create took a warm clone");
+        crate::crashpoint::hit("pool.taken");
         // From here on the VM is the owner's: whatever fails removes it
         // (the create operation's rollback).
         let op = match self
@@ -703,6 +706,7 @@ impl VmService {
         }
         op.progress(progress("pool", "resuming a warm clone", 1, Some(2)));
         let vm = self.resume_vmm(&vm).await?;
+        crate::crashpoint::hit("pool.resumed");
         let guest = self.pooled_guest(&vm)?;
         let script = personalise_script(&vm.name, crate::store::unix_now());
         let name = vm.name.clone();

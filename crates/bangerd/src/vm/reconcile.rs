@@ -31,6 +31,19 @@ impl VmService {
                 return;
             }
         };
+        // known_hosts lines of VMs that are gone (a crash between a take's
+        // rename and the move of its line, say).
+        let keep = vms.iter().map(|v| format!("{}.vm", v.name)).collect();
+        match super::guest::retain_known_hosts(&self.layout.known_hosts, &keep) {
+            Ok(stale) if !stale.is_empty() => {
+                tracing::info!(
+                    ?stale,
+                    "reconcile: known_hosts lines of VMs that are gone removed"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e.render(), "reconcile: known_hosts"),
+        }
         for vm in vms.into_iter().filter(|v| v.state.vmm_may_run()) {
             if let Err(e) = self.settle(&vm, STARTUP_REASON).await {
                 self.unsettled_set().insert(vm.id.clone());

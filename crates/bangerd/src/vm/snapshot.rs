@@ -221,6 +221,7 @@ impl VmService {
             self.remove_snapshot_dir(&id);
             return Err(e.context(format!("ending VM {name}'s VMM after its save")));
         }
+        crate::crashpoint::hit("stop_save.killed");
         match self.store.set_saved_state(&vm.id, &id) {
             Ok(Some(old)) => self.remove_snapshot_dir(&old),
             Ok(None) => {}
@@ -293,6 +294,7 @@ impl VmService {
     ) -> Result<(String, SnapshotSaved), RpcError> {
         let id = crate::store::new_id().map_err(store_err)?;
         self.make_snapshot_dir(&id)?;
+        crate::crashpoint::hit("snapshot.dir_made");
         match self
             .privileged(SnapshotVmSpec {
                 vm_id: vm_id.to_string(),
@@ -302,7 +304,10 @@ impl VmService {
             })
             .await
         {
-            Ok(saved) => Ok((id, saved)),
+            Ok(saved) => {
+                crate::crashpoint::hit("snapshot.saved");
+                Ok((id, saved))
+            }
             Err(e) => {
                 self.remove_snapshot_dir(&id);
                 Err(e)

@@ -1,0 +1,46 @@
+//! Crash points: places where a test build of bangerd kills itself, for the
+//! kill tests (issue #15's kill matrix over snapshots, restores and the warm
+//! pool; the failure-injection points issue #16 item 1 asks for).
+//!
+//! `crashpoint::hit("name")` marks a point. In a build with debug
+//! assertions (the test builds), a daemon started with
+//! `BANGER_CRASH_AT=name` in its environment writes `bangerd: crash point
+//! name reached` to stderr there and SIGKILLs itself — an abrupt death
+//! mid-operation, as a kill from outside would be, at a point the test
+//! chose and can see was reached. Release builds (`make bench`, installs)
+//! compile every point to nothing.
+//!
+//! The points, in the order an operation meets them:
+//!
+//! * `snapshot.dir_made`, `snapshot.saved`: a snapshot's directory made;
+//!   the executor's save done, no row yet (`vm snapshot`, `vm stop
+//!   --save`, a pool snapshot).
+//! * `stop_save.killed`: `vm stop --save`'s VMM killed, its state not yet
+//!   recorded.
+//! * `create.disks`: a create's disks made (from a snapshot, for `--from`).
+//! * `boot.launched`: a VMM launched (restored, for `--from`), the VM not
+//!   yet `running`.
+//! * `pool.restored`, `pool.paused`: a pooled clone restored; paused, not
+//!   yet ready.
+//! * `pool.taken`, `pool.resumed`: a clone taken by a create (renamed);
+//!   resumed, not yet personalised.
+
+/// The environment variable naming the point to die at.
+pub const ENV: &str = "BANGER_CRASH_AT";
+
+/// Die here if this is the point the environment names (test builds).
+#[cfg(debug_assertions)]
+pub fn hit(point: &'static str) {
+    static AT: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    if AT.get_or_init(|| std::env::var(ENV).ok()).as_deref() == Some(point) {
+        eprintln!("bangerd: crash point {point} reached");
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::KILL);
+        std::process::abort();
+    }
+}
+
+/// Release builds have no crash points.
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub fn hit(_point: &'static str) {}
