@@ -11,8 +11,9 @@
 //!   true`, against the same kernel, initrd and root/work disks (copies of a
 //!   `--no-start` VM's prepared disks) booted by a hand-written QEMU command
 //!   line on a tap `bbench0` on the same bridge, polled with plain `ssh`.
-//! * `lifecycle` (bench_vm/lifecycle.rs): no-boot create + rm, and pause →
-//!   resume → SSH, each against CLI/SSH floors measured beside them.
+//! * `lifecycle` (bench_vm/lifecycle.rs, with its rows of the report):
+//!   no-boot create + rm, pause → resume → SSH, create --from → SSH and
+//!   warm-pool create → SSH, each against a baseline of the same run.
 //! * `root_disk_clone`: `banger_executor::clone_file` (FICLONE) of a 1 GiB
 //!   and an 8 GiB file of pseudo-random data on a loop-mounted XFS
 //!   (`reflink=1`), against a plain read/write copy of the same file.
@@ -42,7 +43,7 @@ const RUNS: usize = 2;
 const POLL: Duration = Duration::from_millis(2);
 const GIB: u64 = 1 << 30;
 
-fn ms(d: Duration) -> String {
+pub(crate) fn ms(d: Duration) -> String {
     format!("{:.0}", d.as_secs_f64() * 1e3)
 }
 
@@ -651,7 +652,7 @@ pub fn section() -> String {
         ms(hm),
         bm.as_secs_f64() / hm.as_secs_f64()
     ));
-    md.push_str(&lifecycle_rows(&no_boot, &resume, &from, &pool));
+    md.push_str(&lifecycle::rows(&no_boot, &resume, &from, &pool));
     md.push_str(&targets(&b, &h, &no_boot, &resume, &from, &pool));
     md.push_str("\n### Root-disk clone\n\n");
     md.push_str(
@@ -673,65 +674,6 @@ pub fn section() -> String {
             r.copy.as_secs_f64() / r.reflink.as_secs_f64().max(1e-6)
         ));
     }
-    md
-}
-
-/// The no-boot and pause/resume subsections.
-fn lifecycle_rows(no_boot: &Samples, resume: &Samples, from: &Samples, pool: &Samples) -> String {
-    let row = |what: &str, s: &Samples| {
-        let (p50, b50) = (percentile(&s.subject, 50), percentile(&s.baseline, 50));
-        format!(
-            "| {what} | {} | {} | {} | {} | {} | {:.2}x |\n",
-            s.subject.len(),
-            ms(p50),
-            ms(percentile(&s.subject, 99)),
-            ms(b50),
-            ms(percentile(&s.baseline, 99)),
-            p50.as_secs_f64() / b50.as_secs_f64().max(1e-9),
-        )
-    };
-    let mut md =
-        String::from("\n### Lifecycle without a boot, pause → resume, restore from a snapshot\n\n");
-    md.push_str(&format!(
-        "* **no-boot create + rm**: `banger --json vm create NAME --no-start --wait` then \
-         `banger vm rm NAME` (reservation, root disk: {}, work disk, guest files, row; then \
-         all of it freed). Baseline: two `banger --json vm ls` (two CLI processes, connect, \
-         handshake, one store read each).\n",
-        no_boot.note
-    ));
-    md.push_str(
-        "* **resume → SSH**: `vm resume NAME` and the first successful `vm ssh NAME -- true` \
-         (retried every 20 ms) of a VM paused for one second. Baseline: `vm ssh NAME -- true` \
-         on the same VM running. Both ride the VM's SSH master connection (opened by the \
-         first `vm ssh` of the boot; a pause keeps it), so neither pays a handshake with \
-         the TCG guest (1.8-2.2 s, see the create → SSH rows).\n",
-    );
-    md.push_str(&format!(
-        "* **create --from → SSH**: `vm snapshot` of the first run's VM (booted, SSH-ready), \
-         then `banger --json vm create NAME --from SNAP --wait` and the first successful `vm \
-         ssh NAME -- true` (a new SSH handshake with the clone: its host key is new), one \
-         clone at a time, each removed before the next ({}). Baseline: the cold `vm create \
-         --wait` → SSH of this run's boots.\n",
-        from.note
-    ));
-    md.push_str(&format!(
-        "* **warm-pool create → SSH**: a second daemon whose config keeps one clone of \
-         `debian` (`[pool.images] debian = 1`, the bench's sizes as its defaults); once the \
-         pool has its clone (untimed), `banger --json vm create NAME --wait` (which takes \
-         the clone: `from_pool`, checked) and the first successful `vm ssh NAME -- true`, \
-         then `vm rm`; the refill runs as the next clone is awaited ({}). Baseline: the \
-         `vm create --from SNAP` → SSH restores of this run.\n\n",
-        pool.note
-    ));
-    md.push_str("| benchmark | iterations | subject median | subject p99 | baseline median | baseline p99 | ratio (median) |\n");
-    md.push_str("|---|---|---|---|---|---|---|\n");
-    md.push_str(&row(
-        "no-boot `vm create --no-start --wait` + `vm rm`",
-        no_boot,
-    ));
-    md.push_str(&row("`vm resume` → SSH ok", resume));
-    md.push_str(&row("`vm create --from SNAP --wait` → SSH ok", from));
-    md.push_str(&row("warm-pool `vm create --wait` → SSH ok", pool));
     md
 }
 
