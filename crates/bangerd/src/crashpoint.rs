@@ -12,6 +12,16 @@
 //!
 //! The points, in the order an operation meets them:
 //!
+//! * `create.reserved`: a create's row, address and DNS name made, its
+//!   operation not yet begun.
+//! * `create.guest_files`: a create's guest files written into its disk.
+//! * `boot.tap`: a start's tap attached (and its firewall rules), no VMM.
+//! * `boot.ready`: the guest ready, the VM not yet `running`.
+//! * `stop.stopping`: a stop recorded `stopping`, the VMM not yet asked.
+//! * `stop.stopped`: the VMM stopped, its tap and the row not yet.
+//! * `rm.disks`: a removal's disks deleted, its tap, DNS name,
+//!   known_hosts line, directory and row not yet.
+//! * `rm.removed`: those gone too but the directory and the row.
 //! * `snapshot.dir_made`, `snapshot.saved`: a snapshot's directory made;
 //!   the executor's save done, no row yet (`vm snapshot`, `vm stop
 //!   --save`, a pool snapshot).

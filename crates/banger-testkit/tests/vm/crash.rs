@@ -1,5 +1,6 @@
-//! The kill matrix over snapshots, restores, `vm stop --save` and the warm
-//! pool (issue #15's "done when"), on real guests: bangerd is started with
+//! The kill matrix over the VM lifecycle (issue #16 item 1, for `vm
+//! create`, `start`, `stop` and `rm`), snapshots, restores, `vm stop
+//! --save` and the warm pool (issue #15's "done when"), on real guests: bangerd is started with
 //! `BANGER_CRASH_AT=POINT` (its crash points, `bangerd::crashpoint`, which
 //! only test builds have), driven to that point, and dies there by SIGKILL;
 //! the test checks from its stderr that the point was reached. A daemon
@@ -235,17 +236,123 @@ fn every_crash_point_of_snapshots_restores_and_the_pool_recovers() {
     let qemus = pids_matching(&["qemu-system", &tmp.path().display().to_string()]);
     assert!(qemus.is_empty(), "VMMs left: {qemus:?}");
     let (links, nft) = host_objects(&lab);
-    let names = |l: &str| -> Vec<String> {
-        l.lines()
-            .filter_map(|l| l.split_whitespace().next())
-            .map(str::to_string)
-            .collect()
-    };
     assert_eq!(
-        names(&links),
-        names(&before.0),
+        link_names(&links),
+        link_names(&before.0),
         "links differ:\n{links}\nbefore:\n{}",
         before.0
     );
     assert_eq!(nft, before.1, "the nft ruleset differs");
+}
+
+/// `vm create NAME --wait` of a small VM, as arguments.
+fn small(name: &str) -> Vec<&str> {
+    vec![
+        "vm", "create", name, "--wait", "--vcpus", "1", "--memory", "512", "--disk", "256M",
+    ]
+}
+
+/// The VM lifecycle's crash points (issue #16 item 1's matrix for `vm
+/// create`, `start`, `stop` and `rm`): a create cut short before its VMM
+/// leaves a VM that is `created`, `failed` or `stopped` and removable; one
+/// cut short after the launch or after readiness is re-adopted `running`
+/// and answers SSH; a stop cut short either side of the VMM's stop ends
+/// `stopped`; a removal cut short after the disks or after the rest can be
+/// run again and finishes. Then nothing is left.
+#[test]
+fn every_crash_point_of_the_vm_lifecycle_recovers() {
+    let mut lab = guest_lab();
+    let before = host_objects(&lab);
+    for (point, name) in [
+        ("create.reserved", "r1"),
+        ("create.disks", "r2"),
+        ("create.guest_files", "r3"),
+        ("boot.tap", "r4"),
+    ] {
+        crash_at(&mut lab, point, &small(name));
+        let vm = ok_json(&lab.ns, &lab.d, &["vm", "show", name]);
+        assert!(
+            matches!(vm["state"].as_str(), Some("created" | "failed" | "stopped")),
+            "after {point}: {vm}"
+        );
+        ok(&lab.ns, &lab.d, &["vm", "rm", name]);
+    }
+
+    crash_at(&mut lab, "boot.launched", &small("a"));
+    let ssh_ok = |lab: &GuestLab| {
+        wait_until(300, "SSH into a", || {
+            banger(&lab.ns, &lab.d, &["vm", "ssh", "a", "--", "true"])
+                .status
+                .success()
+                .then_some(())
+        })
+    };
+    assert_eq!(
+        ok_json(&lab.ns, &lab.d, &["vm", "show", "a"])["state"],
+        "running"
+    );
+    ssh_ok(&lab);
+    crash_at(&mut lab, "stop.stopping", &["vm", "stop", "a"]);
+    assert_eq!(
+        ok_json(&lab.ns, &lab.d, &["vm", "show", "a"])["state"],
+        "stopped"
+    );
+    crash_at(&mut lab, "boot.ready", &["vm", "start", "a"]);
+    assert_eq!(
+        ok_json(&lab.ns, &lab.d, &["vm", "show", "a"])["state"],
+        "running"
+    );
+    ssh_ok(&lab);
+    crash_at(&mut lab, "stop.stopped", &["vm", "stop", "a"]);
+    assert_eq!(
+        ok_json(&lab.ns, &lab.d, &["vm", "show", "a"])["state"],
+        "stopped"
+    );
+
+    ok(
+        &lab.ns,
+        &lab.d,
+        &[
+            "vm",
+            "create",
+            "b",
+            "--no-start",
+            "--wait",
+            "--disk",
+            "256M",
+        ],
+    );
+    crash_at(&mut lab, "rm.disks", &["vm", "rm", "b"]);
+    ok(&lab.ns, &lab.d, &["vm", "rm", "b"]);
+    crash_at(&mut lab, "rm.removed", &["vm", "rm", "a"]);
+    ok(&lab.ns, &lab.d, &["vm", "rm", "a"]);
+
+    let (ns, d, tmp) = (&lab.ns, &lab.d, &lab.tmp);
+    assert_eq!(ok_json(ns, d, &["vm", "ls"]), serde_json::json!([]));
+    assert!(
+        entries(&lab, "state/vms").is_empty(),
+        "{:?}",
+        entries(&lab, "state/vms")
+    );
+    let known =
+        std::fs::read_to_string(tmp.path().join("state/ssh/known_hosts")).unwrap_or_default();
+    assert!(known.trim().is_empty(), "{known}");
+    let qemus = pids_matching(&["qemu-system", &tmp.path().display().to_string()]);
+    assert!(qemus.is_empty(), "VMMs left: {qemus:?}");
+    let (links, nft) = host_objects(&lab);
+    assert_eq!(
+        link_names(&links),
+        link_names(&before.0),
+        "links differ:\n{links}"
+    );
+    assert_eq!(nft, before.1, "the nft ruleset differs");
+}
+
+/// The link names of `ip -br link` (a tap given back gets banger's idle
+/// MAC, so only names compare).
+fn link_names(l: &str) -> Vec<String> {
+    l.lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect()
 }

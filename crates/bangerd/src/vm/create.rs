@@ -371,6 +371,7 @@ impl VmService {
             self.caps.reserved(&vm, ip);
             vm
         };
+        crate::crashpoint::hit("create.reserved");
         let op = self
             .ops
             .begin(banger_proto::vm::OpKind::VmCreate, Some(&vm.id))?;
@@ -517,6 +518,7 @@ impl VmService {
                     files,
                 })
                 .await?;
+                crate::crashpoint::hit("create.guest_files");
                 None
             }
         };

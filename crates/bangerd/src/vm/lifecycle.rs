@@ -175,6 +175,7 @@ impl VmService {
         let tap = launch
             .tap
             .ok_or_else(|| internal(format!("no capability gave VM {} a tap", vm.name)))?;
+        crate::crashpoint::hit("boot.tap");
         let serial = self.vm_dir(&vm.id).join(banger_proto::layout::SERIAL_LOG);
         let offset = std::fs::metadata(&serial).map(|m| m.len()).unwrap_or(0);
         let doing = match &restore {
@@ -207,6 +208,7 @@ impl VmService {
         crate::crashpoint::hit("boot.launched");
         tracing::info!(vm = %vm.name, spawn_ms = launched.elapsed().as_millis() as u64, "VMM spawned");
         self.wait_ready(vm, &serial, offset, step).await?;
+        crate::crashpoint::hit("boot.ready");
         tracing::info!(vm = %vm.name, boot_ms = launched.elapsed().as_millis() as u64, "guest ready");
         Ok(())
     }
@@ -422,6 +424,7 @@ impl VmService {
             tracing::info!(vm = %vm.name, error = %e.render(), "guest power-off over SSH failed; relying on the VMM");
         }
         let vm = self.set_state(vm, VmState::Stopping, None)?;
+        crate::crashpoint::hit("stop.stopping");
         let stopped = if kill {
             self.privileged(KillVm {
                 vm_id: vm.id.clone(),
@@ -434,6 +437,7 @@ impl VmService {
             })
             .await?
         };
+        crate::crashpoint::hit("stop.stopped");
         let reason = if let Some(r) = reason {
             Some(r.to_string())
         } else if kill && stopped.was_running {
@@ -506,12 +510,14 @@ impl VmService {
             warn("deleting the disks", &e);
             return;
         }
+        crate::crashpoint::hit("rm.disks");
         let (caps, row) = (Arc::clone(&self.caps), vm.clone());
         if let Ok(failed) = tokio::task::spawn_blocking(move || caps.removed(&row)).await {
             for (capability, e) in failed {
                 warn(&format!("removing the VM's {capability}"), &e);
             }
         }
+        crate::crashpoint::hit("rm.removed");
         let dir = self.vm_dir(vm_id);
         if let Err(e) = std::fs::remove_dir_all(&dir)
             && e.kind() != std::io::ErrorKind::NotFound
