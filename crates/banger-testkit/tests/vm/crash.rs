@@ -278,36 +278,27 @@ fn every_crash_point_of_the_vm_lifecycle_recovers() {
         ok(&lab.ns, &lab.d, &["vm", "rm", name]);
     }
 
-    crash_at(&mut lab, "boot.launched", &small("a"));
-    let ssh_ok = |lab: &GuestLab| {
-        wait_until(300, "SSH into a", || {
-            banger(&lab.ns, &lab.d, &["vm", "ssh", "a", "--", "true"])
-                .status
-                .success()
-                .then_some(())
-        })
-    };
-    assert_eq!(
-        ok_json(&lab.ns, &lab.d, &["vm", "show", "a"])["state"],
-        "running"
-    );
-    ssh_ok(&lab);
-    crash_at(&mut lab, "stop.stopping", &["vm", "stop", "a"]);
-    assert_eq!(
-        ok_json(&lab.ns, &lab.d, &["vm", "show", "a"])["state"],
-        "stopped"
-    );
-    crash_at(&mut lab, "boot.ready", &["vm", "start", "a"]);
-    assert_eq!(
-        ok_json(&lab.ns, &lab.d, &["vm", "show", "a"])["state"],
-        "running"
-    );
-    ssh_ok(&lab);
-    crash_at(&mut lab, "stop.stopped", &["vm", "stop", "a"]);
-    assert_eq!(
-        ok_json(&lab.ns, &lab.d, &["vm", "show", "a"])["state"],
-        "stopped"
-    );
+    // One VM through a boot, a stop, a start and a stop, each cut short:
+    // (point, command, the state after, whether it then answers SSH).
+    let steps: [(&str, Vec<&str>, &str, bool); 4] = [
+        ("boot.launched", small("a"), "running", true),
+        ("stop.stopping", vec!["vm", "stop", "a"], "stopped", false),
+        ("boot.ready", vec!["vm", "start", "a"], "running", true),
+        ("stop.stopped", vec!["vm", "stop", "a"], "stopped", false),
+    ];
+    for (point, args, state, answers) in steps {
+        crash_at(&mut lab, point, &args);
+        let vm = ok_json(&lab.ns, &lab.d, &["vm", "show", "a"]);
+        assert_eq!(vm["state"], state, "after {point}: {vm}");
+        if answers {
+            wait_until(300, "SSH into a", || {
+                banger(&lab.ns, &lab.d, &["vm", "ssh", "a", "--", "true"])
+                    .status
+                    .success()
+                    .then_some(())
+            });
+        }
+    }
 
     ok(
         &lab.ns,
