@@ -4,7 +4,7 @@
 CARGO ?= cargo
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build test deps-test deps-lint lint fmt bench demo smoke man
+.PHONY: all build test deps-test deps-lint lint fmt bench demo smoke man chaos
 
 all: build
 
@@ -40,6 +40,12 @@ fmt:
 bench:
 	$(CARGO) build --release --workspace --bins
 	target/release/banger-bench --out docs/benchmarks.md
+
+# `make chaos`: the kill matrix (docs/reliability.md): daemons that die at
+# each of bangerd's crash points on real guests, then the checks that the
+# next daemon is consistent and nothing is left. `make test` runs it too.
+chaos: deps-test build
+	$(CARGO) test -p banger-testkit --test vm crash -- --test-threads 1
 
 man: build
 	$(CARGO) run -q -p banger -- man --out-dir target/man
