@@ -34,6 +34,8 @@
 //!   yet ready.
 //! * `pool.taken`, `pool.resumed`: a clone taken by a create (renamed);
 //!   resumed, not yet personalised.
+//! * `workspace.copied`: a prepare's rsync done, its record not yet
+//!   written.
 
 /// The environment variable naming the point to die at.
 pub const ENV: &str = "BANGER_CRASH_AT";

@@ -347,3 +347,55 @@ fn link_names(l: &str) -> Vec<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// `git -C DIR ARGS` with a test identity.
+fn git(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=Host Dev", "-c", "user.email=dev@host.test"])
+        .args(args)
+        .output()
+        .expect("running git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A `workspace prepare` cut short after its copy (issue #16 item 1): the
+/// next prepare finishes into the same guest directory (not a second one
+/// beside it), for a first prepare and for a re-prepare after the host's
+/// HEAD moved (which must not be taken for unexported guest commits).
+#[test]
+fn a_workspace_prepare_cut_short_is_finished_by_the_next() {
+    let mut lab = guest_lab();
+    lab.small_vm("w");
+    let repo = lab.tmp.path().join("proj");
+    std::fs::create_dir(&repo).unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    std::fs::write(repo.join("a.txt"), "one\n").unwrap();
+    git(&repo, &["add", "a.txt"]);
+    git(&repo, &["commit", "-q", "-m", "one"]);
+    let path = repo.display().to_string();
+    let prepare = ["workspace", "prepare", "w", path.as_str()];
+    let guest =
+        |lab: &GuestLab, script: &str| ok(&lab.ns, &lab.d, &["vm", "ssh", "w", "--", script]);
+
+    crash_at(&mut lab, "workspace.copied", &prepare);
+    ok(&lab.ns, &lab.d, &prepare);
+    assert_eq!(guest(&lab, "cat ~/proj/a.txt"), "one\n");
+
+    std::fs::write(repo.join("a.txt"), "two\n").unwrap();
+    git(&repo, &["commit", "-q", "-am", "two"]);
+    crash_at(&mut lab, "workspace.copied", &prepare);
+    ok(&lab.ns, &lab.d, &prepare);
+    assert_eq!(guest(&lab, "cat ~/proj/a.txt"), "two\n");
+    let dirs = guest(&lab, "ls -A ~");
+    assert!(
+        !dirs.lines().any(|l| l.starts_with("proj-")),
+        "a second checkout beside ~/proj: {dirs}"
+    );
+    ok(&lab.ns, &lab.d, &["vm", "rm", "w"]);
+}

@@ -333,6 +333,19 @@ impl WorkspaceService {
         std::fs::write(list_file.path(), &list)
             .map_err(|e| internal(format!("writing {}: {e}", list_file.path().display())))?;
 
+        // The guest directory is marked this checkout's before anything is
+        // copied: a copy cut short (the daemon killed mid-rsync) leaves a
+        // directory the next prepare knows as its own and finishes, not
+        // one it takes for someone else's.
+        g.exec_ok(
+            "recording the workspace",
+            &format!(
+                "mkdir -p \"$HOME/{MARKERS}\" && printf '%s' {} > \"$HOME/{MARKERS}/\"{}",
+                sh_quote(&snap.root.to_string_lossy()),
+                sh_quote(&guest_dir)
+            ),
+            None,
+        )?;
         emit(progress(
             "copy",
             format!(
@@ -360,15 +373,7 @@ impl WorkspaceService {
             ],
             "copying the workspace",
         )?;
-        g.exec_ok(
-            "recording the workspace",
-            &format!(
-                "mkdir -p \"$HOME/{MARKERS}\" && printf '%s' {} > \"$HOME/{MARKERS}/\"{}",
-                sh_quote(&snap.root.to_string_lossy()),
-                sh_quote(&guest_dir)
-            ),
-            None,
-        )?;
+        crate::crashpoint::hit("workspace.copied");
         record::store(
             &dir,
             &Record {
@@ -487,10 +492,13 @@ if [ -d "$d/.git" ]; then printf 'head=%s\n' "$(git -C "$d" rev-parse -q --verif
                 return Ok(hashed);
             }
         };
-        // Ours: were there guest commits since the last prepare?
+        // Ours: were there guest commits since the last prepare? A guest
+        // HEAD that is the host's own (a copy cut short after `.git` went
+        // over) is not one.
         if let (Some(prev), Some(head)) = (previous, head)
             && prev.head.as_deref() != Some(head.as_str())
             && prev.exported_head.as_deref() != Some(head.as_str())
+            && snap.head.as_deref() != Some(head.as_str())
             && !force
         {
             return Err(RpcError::new(
