@@ -33,6 +33,34 @@ fn host_objects(lab: &GuestLab) -> (String, String) {
     )
 }
 
+/// No VM listed, no VM directory.
+fn no_vm_left(lab: &GuestLab) {
+    assert_eq!(
+        ok_json(&lab.ns, &lab.d, &["vm", "ls"]),
+        serde_json::json!([])
+    );
+    assert!(
+        entries(lab, "state/vms").is_empty(),
+        "{:?}",
+        entries(lab, "state/vms")
+    );
+}
+
+/// No VMM of the state directory runs, and the namespace's links (by name)
+/// and nft ruleset are `before`'s.
+fn host_as_before(lab: &GuestLab, before: &(String, String)) {
+    let qemus = pids_matching(&["qemu-system", &lab.tmp.path().display().to_string()]);
+    assert!(qemus.is_empty(), "VMMs left: {qemus:?}");
+    let (links, nft) = host_objects(lab);
+    assert_eq!(
+        link_names(&links),
+        link_names(&before.0),
+        "links differ:\n{links}\nbefore:\n{}",
+        before.0
+    );
+    assert_eq!(nft, before.1, "the nft ruleset differs");
+}
+
 /// Entries of `state/<sub>` (VM or snapshot directories).
 fn entries(lab: &GuestLab, sub: &str) -> Vec<String> {
     match std::fs::read_dir(lab.tmp.path().join(sub)) {
@@ -214,12 +242,7 @@ fn every_crash_point_of_snapshots_restores_and_the_pool_recovers() {
     // Nothing left once the image (and with it the pool) is gone.
     let (ns, d, tmp) = (&lab.ns, &lab.d, &lab.tmp);
     ok(ns, d, &["image", "rm", "debian"]);
-    assert_eq!(ok_json(ns, d, &["vm", "ls"]), serde_json::json!([]));
-    assert!(
-        entries(&lab, "state/vms").is_empty(),
-        "{:?}",
-        entries(&lab, "state/vms")
-    );
+    no_vm_left(&lab);
     assert!(
         entries(&lab, "state/snapshots").is_empty(),
         "{:?}",
@@ -233,16 +256,7 @@ fn every_crash_point_of_snapshots_restores_and_the_pool_recovers() {
     let known =
         std::fs::read_to_string(tmp.path().join("state/ssh/known_hosts")).unwrap_or_default();
     assert!(!known.contains("pool-"), "{known}");
-    let qemus = pids_matching(&["qemu-system", &tmp.path().display().to_string()]);
-    assert!(qemus.is_empty(), "VMMs left: {qemus:?}");
-    let (links, nft) = host_objects(&lab);
-    assert_eq!(
-        link_names(&links),
-        link_names(&before.0),
-        "links differ:\n{links}\nbefore:\n{}",
-        before.0
-    );
-    assert_eq!(nft, before.1, "the nft ruleset differs");
+    host_as_before(&lab, &before);
 }
 
 /// `vm create NAME --wait` of a small VM, as arguments.
@@ -318,25 +332,11 @@ fn every_crash_point_of_the_vm_lifecycle_recovers() {
     crash_at(&mut lab, "rm.removed", &["vm", "rm", "a"]);
     ok(&lab.ns, &lab.d, &["vm", "rm", "a"]);
 
-    let (ns, d, tmp) = (&lab.ns, &lab.d, &lab.tmp);
-    assert_eq!(ok_json(ns, d, &["vm", "ls"]), serde_json::json!([]));
-    assert!(
-        entries(&lab, "state/vms").is_empty(),
-        "{:?}",
-        entries(&lab, "state/vms")
-    );
+    no_vm_left(&lab);
     let known =
-        std::fs::read_to_string(tmp.path().join("state/ssh/known_hosts")).unwrap_or_default();
+        std::fs::read_to_string(lab.tmp.path().join("state/ssh/known_hosts")).unwrap_or_default();
     assert!(known.trim().is_empty(), "{known}");
-    let qemus = pids_matching(&["qemu-system", &tmp.path().display().to_string()]);
-    assert!(qemus.is_empty(), "VMMs left: {qemus:?}");
-    let (links, nft) = host_objects(&lab);
-    assert_eq!(
-        link_names(&links),
-        link_names(&before.0),
-        "links differ:\n{links}"
-    );
-    assert_eq!(nft, before.1, "the nft ruleset differs");
+    host_as_before(&lab, &before);
 }
 
 /// The link names of `ip -br link` (a tap given back gets banger's idle

@@ -340,37 +340,20 @@ impl VmService {
         {
             return Ok(created);
         }
-        // The reservation: name re-check, IP, initial row — nothing slow.
-        let vm = {
-            let _g = self.create_mu.lock().await;
-            let leased = self.store.leased_ips().map_err(store_err)?;
-            let ip = leases::next_free(self.network.subnet(), &leased).ok_or_else(|| {
-                RpcError::new(
-                    ErrorCode::Unavailable,
-                    format!("no free address left in {}", self.network.subnet()),
-                )
-            })?;
-            let (vm, _) = self
-                .store
-                .create_vm_with_lease(
-                    &NewVm {
-                        name: req.name.clone(),
-                        image_id: r.image.id.clone(),
-                        vmm: r.vmm,
-                        vcpus: r.vcpus,
-                        memory_mib: r.memory_mib,
-                        disk_bytes: r.disk_bytes,
-                        nat: r.nat,
-                    },
-                    &NewLease {
-                        ip,
-                        mac: leases::mac_for(ip),
-                    },
-                )
-                .map_err(store_err)?;
-            self.caps.reserved(&vm, ip);
-            vm
-        };
+        let vm = self
+            .reserve(
+                &NewVm {
+                    name: req.name.clone(),
+                    image_id: r.image.id.clone(),
+                    vmm: r.vmm,
+                    vcpus: r.vcpus,
+                    memory_mib: r.memory_mib,
+                    disk_bytes: r.disk_bytes,
+                    nat: r.nat,
+                },
+                false,
+            )
+            .await?;
         crate::crashpoint::hit("create.reserved");
         let op = self
             .ops
@@ -400,6 +383,35 @@ impl VmService {
             operation: op_id,
             from_pool: false,
         })
+    }
+
+    /// The reservation of a new VM (a pooled clone of the warm pool when
+    /// `pooled`): under `create_mu`, an address, the row and its lease in
+    /// one transaction (the name re-checked by the store's uniqueness),
+    /// then the capabilities' `reserved` hooks — nothing slow.
+    pub(super) async fn reserve(&self, vm: &NewVm, pooled: bool) -> Result<VmRow, RpcError> {
+        let _g = self.create_mu.lock().await;
+        let leased = self.store.leased_ips().map_err(store_err)?;
+        let ip = leases::next_free(self.network.subnet(), &leased).ok_or_else(|| {
+            RpcError::new(
+                ErrorCode::Unavailable,
+                format!("no free address left in {}", self.network.subnet()),
+            )
+        })?;
+        let lease = NewLease {
+            ip,
+            mac: leases::mac_for(ip),
+        };
+        let row = if pooled {
+            self.store.create_pool_vm(vm, &lease)
+        } else {
+            self.store
+                .create_vm_with_lease(vm, &lease)
+                .map(|(row, _)| row)
+        }
+        .map_err(store_err)?;
+        self.caps.reserved(&row, ip);
+        Ok(row)
     }
 
     /// Run create operation `op` of VM `vm_id` to its end in a task of its

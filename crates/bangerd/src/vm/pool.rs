@@ -41,9 +41,8 @@ use banger_proto::{ErrorCode, RpcError};
 use super::create::{HostLimits, check_resources};
 use super::ops::OpRegistry;
 use super::{GUEST_USER, VmService, internal, progress, store_err};
-use crate::network::leases;
 use crate::server::ProgressSink;
-use crate::store::{ImageRow, NewLease, NewVm, PoolWant, SnapshotRow, VmRow, VmState};
+use crate::store::{ImageRow, NewVm, PoolWant, SnapshotRow, VmRow, VmState};
 
 /// How often the refill task looks at the pool without being woken.
 pub const POOL_TICK: Duration = Duration::from_secs(15);
@@ -174,6 +173,15 @@ impl VmService {
 
     /// One pass of the refill task (see the module's doc).
     async fn refill(self: &Arc<Self>) {
+        // No pool configured and none left to remove: nothing to ask the
+        // executor or sweep every tick.
+        let configured =
+            self.config.pool.size > 0 || self.config.pool.images.values().any(|n| *n > 0);
+        let leftovers = !self.store.pool_vms().unwrap_or_default().is_empty()
+            || !self.store.pool_base_ids().unwrap_or_default().is_empty();
+        if !configured && !leftovers {
+            return;
+        }
         // Masters a killed daemon left (a clone's outlives its client).
         let svc = Arc::clone(self);
         let _ = tokio::task::spawn_blocking(move || svc.sweep_ssh_masters()).await;
@@ -438,34 +446,19 @@ impl VmService {
             want.disk_bytes,
         )?;
         let id = crate::store::new_id().map_err(store_err)?;
-        let _g = self.create_mu.lock().await;
-        let leased = self.store.leased_ips().map_err(store_err)?;
-        let ip = leases::next_free(self.network.subnet(), &leased).ok_or_else(|| {
-            RpcError::new(
-                ErrorCode::Unavailable,
-                format!("no free address left in {}", self.network.subnet()),
-            )
-        })?;
-        let vm = self
-            .store
-            .create_pool_vm(
-                &NewVm {
-                    name: format!("{PREFIX}{}", &id[..12]),
-                    image_id: image.id.clone(),
-                    vmm: want.vmm,
-                    vcpus: want.vcpus,
-                    memory_mib: want.memory_mib,
-                    disk_bytes: want.disk_bytes,
-                    nat: want.nat,
-                },
-                &NewLease {
-                    ip,
-                    mac: leases::mac_for(ip),
-                },
-            )
-            .map_err(store_err)?;
-        self.caps.reserved(&vm, ip);
-        Ok(vm)
+        self.reserve(
+            &NewVm {
+                name: format!("{PREFIX}{}", &id[..12]),
+                image_id: image.id.clone(),
+                vmm: want.vmm,
+                vcpus: want.vcpus,
+                memory_mib: want.memory_mib,
+                disk_bytes: want.disk_bytes,
+                nat: want.nat,
+            },
+            true,
+        )
+        .await
     }
 
     /// Build pooled VM `vm` (restoring `from`, or booting), as a create
@@ -506,20 +499,15 @@ impl VmService {
                 .save_into_new_dir(&vm.id, false, false)
                 .await
                 .map_err(|e| e.context(format!("saving image {}'s pool snapshot", image.name)))?;
+            let name = format!("{PREFIX}{}", &id[..12]);
             self.store
-                .insert_pool_base(&SnapshotRow {
-                    id: id.clone(),
-                    name: format!("{PREFIX}{}", &id[..12]),
-                    source_vm: vm.name.clone(),
-                    image_id: image.id.clone(),
-                    kernel_id: image.kernel_id.clone(),
-                    vmm: vm.vmm,
-                    vcpus: vm.vcpus,
-                    memory_mib: vm.memory_mib,
-                    disk_bytes: vm.disk_bytes,
-                    memory_bytes: saved.memory_bytes,
-                    created_at: 0,
-                })
+                .insert_pool_base(&super::snapshot::snapshot_row(
+                    id.clone(),
+                    name,
+                    &vm,
+                    image,
+                    &saved,
+                ))
                 .map_err(|e| {
                     self.remove_snapshot_dir(&id);
                     store_err(e)

@@ -148,19 +148,7 @@ impl VmService {
         tracing::info!(vm = %name, snapshot = %snap_name, memory_bytes = saved.memory_bytes, paused_ms = saved.paused_ms, backend = saved.backend.map_or("none", |b| b.as_str()), "snapshot saved");
         let row = self
             .store
-            .insert_snapshot(&SnapshotRow {
-                id,
-                name: snap_name,
-                source_vm: vm.name.clone(),
-                image_id: image.id.clone(),
-                kernel_id: image.kernel_id.clone(),
-                vmm: vm.vmm,
-                vcpus: vm.vcpus,
-                memory_mib: vm.memory_mib,
-                disk_bytes: vm.disk_bytes,
-                memory_bytes: saved.memory_bytes,
-                created_at: 0,
-            })
+            .insert_snapshot(&snapshot_row(id, snap_name, &vm, &image, &saved))
             .map_err(|e| removed(store_err(e)))?;
         Ok(self.snapshot_info(&row))
     }
@@ -411,6 +399,30 @@ impl VmService {
                 }
             }
         }
+    }
+}
+
+/// The row of snapshot `id` named `name`: VM `vm` of image `image` as the
+/// executor saved it (`saved`).
+pub(super) fn snapshot_row(
+    id: String,
+    name: String,
+    vm: &VmRow,
+    image: &crate::store::ImageRow,
+    saved: &SnapshotSaved,
+) -> SnapshotRow {
+    SnapshotRow {
+        id,
+        name,
+        source_vm: vm.name.clone(),
+        image_id: image.id.clone(),
+        kernel_id: image.kernel_id.clone(),
+        vmm: vm.vmm,
+        vcpus: vm.vcpus,
+        memory_mib: vm.memory_mib,
+        disk_bytes: vm.disk_bytes,
+        memory_bytes: saved.memory_bytes,
+        created_at: 0,
     }
 }
 
