@@ -35,6 +35,13 @@ pub const KERNEL_CMDLINE: &str = "console=ttyS0 root=/dev/vda rw panic=-1";
 /// `/dev/virtio-ports/<AGENT_PORT>`, a channel only the host end can
 /// write to, so the agent trusts what arrives on it and nothing else.
 pub const AGENT_PORT: &str = "org.banger.agent.0";
+/// The guest agent's vsock port (Firecracker, which has no virtio-serial):
+/// the host connects through the VMM's vsock socket (`CONNECT 53`); only
+/// the host (CID 2) reaches a guest's vsock, so the agent trusts what
+/// arrives there as it trusts its virtio-serial port. Images of guest
+/// contract 4 do not listen on it yet: a Firecracker restore's agent step
+/// fails with that said (docs/guest.md).
+pub const AGENT_VSOCK_PORT: u32 = 53;
 
 /// Why `path` is not a guest path banger writes (absolute, normal
 /// components of `[A-Za-z0-9._-]`, no `.` or `..`, at most 255 bytes): the

@@ -26,8 +26,13 @@ pub const VMS_DIR: &str = "vms";
 /// owner's, made by the daemon; root writes [`SNAPSHOT_MEMORY`] and the
 /// disks ([`ROOT_DISK`], [`WORK_DISK`]) into it as the owner's files.
 pub const SNAPSHOTS_DIR: &str = "snapshots";
-/// A snapshot's saved memory and device state (the VMM's own format).
+/// A snapshot's saved memory (the VMM's own format): QEMU's whole
+/// migration stream (its device state included), Firecracker's guest
+/// memory.
 pub const SNAPSHOT_MEMORY: &str = "memory";
+/// A Firecracker snapshot's device state (`snapshot_path`); QEMU
+/// snapshots have none.
+pub const SNAPSHOT_VMSTATE: &str = "vmstate";
 
 /// An image's root filesystem (also the member of an image bundle and the
 /// file of an image build that carries it).

@@ -4,7 +4,9 @@
 //!
 //! QEMU serves the channel (a virtio-serial port) on a socket root binds
 //! in its own directory ([`crate::qemu::RootSocket`], like QMP's) and
-//! passes into QEMU's jail. The guest is hostile to the host: what comes
+//! passes into QEMU's jail; Firecracker serves it on vsock port
+//! `AGENT_VSOCK_PORT` through its host-side socket
+//! (`firecracker::snapshot`). The guest is hostile to the host: what comes
 //! back is read in lines of at most [`MAX_REPLY`] bytes, all within the
 //! caller's deadline, and quoted cut in errors.
 
@@ -18,6 +20,22 @@ use crate::VmmError;
 
 /// The longest line taken from the agent.
 pub const MAX_REPLY: usize = 64 << 10;
+
+/// [`apply`] with `identity`'s clock set to now (not to when the launch
+/// began): what a restore sends its resumed guest.
+pub fn apply_now(
+    vmm: &'static str,
+    stream: &mut UnixStream,
+    identity: Identity,
+    nonce: &str,
+    timeout: Duration,
+) -> Result<(), VmmError> {
+    let identity = Identity {
+        clock: std::time::SystemTime::now(),
+        ..identity
+    };
+    apply(vmm, stream, &identity, nonce, timeout)
+}
 
 /// Send `identity` on `stream` (connected to the agent's channel) and wait
 /// up to `timeout` for the agent's answer. Lines of other requests (or a

@@ -12,7 +12,9 @@
 //! checked by `fstat` (a regular file of the expected uid with one link),
 //! sockets connected through a descriptor of the socket inode and checked
 //! by `SO_PEERCRED`, names removed with `unlinkat`. Every name is looked
-//! up with `openat2` and [`RESOLVE`]: no symlink, no `..`, and no mount
+//! up with `openat2` and [`RESOLVE`]: no symlink, no `..` out of the
+//! directory (one that stays beneath it resolves: callers pass plain
+//! names or validated ids), and no mount
 //! point crossed (a mount planted there — a FUSE mount of the owner's —
 //! is neither walked into nor allowed to stall root). A tree is removed
 //! with the owner's file-system ids ([`with_fs_ids`]), so root takes away

@@ -52,11 +52,23 @@ pub trait RunningVmm: Send + std::fmt::Debug {
     /// Resume them, as [`RunningVmm::pause`]; running already is success.
     fn resume(&mut self) -> Result<(), VmmError>;
     /// Write the paused guest's memory and device state to `to` (a
-    /// snapshot's memory file, root's descriptor), within `timeout`: how
-    /// many bytes were written. The guest must be paused
+    /// snapshot's files, root's descriptors), within `timeout`: how many
+    /// bytes were written. The guest must be paused
     /// ([`RunningVmm::pause`]) and stays so; a VMM that cannot save is
     /// [`VmmError::Snapshot`].
-    fn save_state(&mut self, to: BorrowedFd<'_>, timeout: Duration) -> Result<u64, VmmError>;
+    fn save_state(&mut self, to: SaveTo<'_>, timeout: Duration) -> Result<u64, VmmError>;
+}
+
+/// Where a snapshot is saved: root's descriptors of the snapshot's new,
+/// empty files.
+#[derive(Debug, Clone, Copy)]
+pub struct SaveTo<'a> {
+    /// The memory. QEMU writes its whole migration stream here, the
+    /// device state included.
+    pub memory: BorrowedFd<'a>,
+    /// The device state, apart (Firecracker's `snapshot_path`); QEMU
+    /// needs none and refuses one.
+    pub state: Option<BorrowedFd<'a>>,
 }
 
 /// The state a pause or resume asks of a VMM's vCPUs.
@@ -118,7 +130,7 @@ pub trait VmmControl: Send + std::fmt::Debug {
     /// reports then; every exchange within the control's deadline.
     fn set_vcpus(&self, to: Vcpus) -> Result<(), VmmError>;
     /// [`RunningVmm::save_state`] through the control connection.
-    fn save_state(&self, to: BorrowedFd<'_>, timeout: Duration) -> Result<u64, VmmError>;
+    fn save_state(&self, to: SaveTo<'_>, timeout: Duration) -> Result<u64, VmmError>;
 }
 
 /// A running VMM found through the journal: its pid, a pidfd that pins it
@@ -246,7 +258,7 @@ impl<C: VmmControl> RunningVmm for Adopted<C> {
     fn resume(&mut self) -> Result<(), VmmError> {
         self.set_vcpus(Vcpus::Running)
     }
-    fn save_state(&mut self, to: BorrowedFd<'_>, timeout: Duration) -> Result<u64, VmmError> {
+    fn save_state(&mut self, to: SaveTo<'_>, timeout: Duration) -> Result<u64, VmmError> {
         let (vmm, pid) = (self.kind.as_str(), self.found.pid);
         if !self.running() {
             return Err(VmmError::NotRunning {

@@ -31,7 +31,7 @@ use banger_vmm::firecracker::{
     log_path,
 };
 use banger_vmm::{Drive, LaunchSpec};
-use firecracker_support::{alive, jailed_files, killed_if_failing, slot_run_dir, slot_uid};
+use firecracker_support::{alive, jailed_files, killed_if_failing, slot_uid};
 use netns::{HostTap, private_netns_with_tap, private_netns_with_tap_of};
 use serde_json::Value;
 
@@ -323,27 +323,7 @@ fn jailed_spec(dir: &std::path::Path, uid: u32, tap: &str) -> LaunchSpec {
     let kernel = real_firecracker::debian_vmlinux(&dir.join("vmlinux"));
     let rootfs = dir.join("root.ext4");
     mkfs_ext4(&rootfs);
-    std::fs::set_permissions(&rootfs, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
-    LaunchSpec {
-        vm_id: "1f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
-        vcpus: 1,
-        memory_mib: 256,
-        kernel,
-        initrd: None,
-        cmdline: format!("{RECOMMENDED_BOOT_ARGS} root=/dev/vda ro"),
-        drives: vec![Drive {
-            id: "root".into(),
-            path: rootfs,
-            read_only: true,
-        }],
-        tap: tap.into(),
-        mac: "02:ba:0a:00:00:03".into(),
-        run_dir: slot_run_dir(dir, uid),
-        serial_log: dir.join("serial.log"),
-        vsock_cid: 3,
-        run_as: Some((uid, uid)),
-        kvm: true,
-    }
+    firecracker_support::jailed_real_spec(dir, uid, tap, (kernel, rootfs), 256)
 }
 
 /// The pids of the processes running as `uid`.

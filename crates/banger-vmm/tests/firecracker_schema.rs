@@ -8,7 +8,9 @@ use std::collections::BTreeSet;
 
 use banger_vmm::LaunchSpec;
 use banger_vmm::firecracker::paths::Paths;
-use banger_vmm::firecracker::{ActionType, ApiRequest, VmRunState, config_plan};
+use banger_vmm::firecracker::{
+    ActionType, ApiRequest, VmRunState, config_plan, restore_plan, snapshot_create,
+};
 use firecracker_support::{sample_spec, swagger};
 use serde_json::{Value, json};
 
@@ -43,7 +45,9 @@ fn every_request_the_driver_sends_matches_the_spec() {
         // The jailed launch's plan and the unjailed one's (until the
         // executor launches jailed: design step 5).
         for paths in [Paths::jailed(&launch), Paths::host(&launch)] {
-            for req in config_plan(&launch, &paths) {
+            let plan = config_plan(&launch, &paths).into_iter();
+            let snapshot = [snapshot_create(&paths.saved_state, &paths.saved_memory)].into_iter();
+            for req in plan.chain(snapshot).chain(restore_plan(&launch, &paths)) {
                 check(&spec, &req);
                 let op = spec.operation(req.method, &req.path).unwrap();
                 templates.insert(format!("{} {}", req.method, op.template));
@@ -69,6 +73,8 @@ fn every_request_the_driver_sends_matches_the_spec() {
         "PUT /logger",
         "PUT /machine-config",
         "PUT /network-interfaces/{iface_id}",
+        "PUT /snapshot/create",
+        "PUT /snapshot/load",
         "PUT /vsock",
         "PATCH /vm",
     ]

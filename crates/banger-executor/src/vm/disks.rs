@@ -73,8 +73,22 @@ impl VmHost {
         flags: OFlags,
         new_mode: Mode,
     ) -> Result<File, VmOpError> {
-        let dir = self.state_fd()?;
         let creating = flags.contains(OFlags::CREATE);
+        // A new file goes only into a directory of the owner's
+        // (`dir_beneath`): the owner can rename a directory of another
+        // uid's (a slot's `run/`) to the name root creates in.
+        let (dir, name) = match (creating, rel.parent(), rel.file_name()) {
+            (true, Some(parent), Some(name)) if !parent.as_os_str().is_empty() => {
+                let dir = self
+                    .dir_beneath(parent)?
+                    .ok_or_else(|| VmOpError::Missing {
+                        what: "directory",
+                        path: self.state_dir.join(parent).display().to_string(),
+                    })?;
+                (dir, Path::new(name))
+            }
+            _ => (self.state_fd()?, rel),
+        };
         // openat2 refuses a mode without O_CREAT.
         let (first, mode) = if creating {
             (flags | OFlags::NONBLOCK | OFlags::NOCTTY, new_mode)
@@ -83,7 +97,7 @@ impl VmHost {
         };
         let fd = rustix::fs::openat2(
             dir.as_fd(),
-            rel,
+            name,
             first | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             mode,
             RESOLVE,
@@ -136,21 +150,40 @@ impl VmHost {
     }
 
     /// The directory `rel` (relative to the checked state directory),
-    /// opened without following a symlink or crossing a mount; `None` when
-    /// it does not exist.
+    /// opened without following a symlink or crossing a mount, and only
+    /// when it is the owner's; `None` when it does not exist. The owner
+    /// can rename a directory of another uid's that sits in its tree (a
+    /// jailed Firecracker's `run/`, its slot's) to any name root works
+    /// in, and Linux asks no permission on the moved directory itself:
+    /// root must never create or unlink in another uid's directory (the
+    /// s13 review of the root-side diff, F1). `rel`'s components are the
+    /// callers' validated ids (`validate::id`): no `..`.
     pub(super) fn dir_beneath(&self, rel: &Path) -> Result<Option<OwnedFd>, VmOpError> {
         let dir = self.state_fd()?;
-        match rustix::fs::openat2(
+        let path = || self.state_dir.join(rel);
+        let fd = match rustix::fs::openat2(
             dir.as_fd(),
             rel,
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC | OFlags::NOFOLLOW,
             Mode::empty(),
             RESOLVE,
         ) {
-            Ok(fd) => Ok(Some(fd)),
-            Err(rustix::io::Errno::NOENT) => Ok(None),
-            Err(e) => Err(io("opening", &self.state_dir.join(rel))(e.into())),
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(io("opening", &path())(e.into())),
+        };
+        let st = rustix::fs::fstat(&fd).map_err(|e| io("inspecting", &path())(e.into()))?;
+        if st.st_uid != self.owner.0 {
+            return Err(VmOpError::Invalid {
+                what: "directory",
+                value: path().display().to_string(),
+                reason: format!(
+                    "owned by uid {}, not the owner's ({}); refusing to work in it",
+                    st.st_uid, self.owner.0
+                ),
+            });
         }
+        Ok(Some(fd))
     }
 
     /// Remove the files `names` from the VM directory with `unlinkat`
@@ -417,6 +450,9 @@ impl VmHost {
             return Ok(());
         }
         let f = self.reopen_rw(&f, &rel)?;
+        // Locked before the first write (held through both tools, on this
+        // descriptor): not a disk a VMM holds.
+        super::vmm_files::lock_disk(&f, &path, false)?;
         f.set_len(bytes).map_err(io("growing", &path))?;
         self.tool(
             "checking the work disk",
@@ -497,7 +533,10 @@ mod tests {
         let mut host =
             super::super::slots::tests::host(dir.path(), super::super::slots::tests::jail(4));
         host.owner = (4242, 4242);
-        std::fs::create_dir_all(dir.path().join("state/vms").join(VM)).unwrap();
+        let vm_dir = dir.path().join("state/vms").join(VM);
+        std::fs::create_dir_all(&vm_dir).unwrap();
+        // The owner's, as `bangerd` makes it (root works in no other uid's).
+        std::os::unix::fs::chown(&vm_dir, Some(4242), Some(4242)).unwrap();
         let rel = &Path::new("vms").join(VM).join("work.ext4");
         let path = dir.path().join("state").join(rel);
         let stop = std::sync::atomic::AtomicBool::new(false);

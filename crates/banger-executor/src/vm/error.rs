@@ -34,6 +34,12 @@ pub enum VmOpError {
         pid: u32,
         doing: &'static str,
     },
+    /// A disk another open file description has locked (`lock_disk`).
+    #[error(
+        "VM disk {path} is in use: another process holds its lock (another VM's VMM, a disk \
+         tool, or a process of its owner's); one VMM or tool per disk at a time"
+    )]
+    DiskLocked { path: String },
     #[error("{vmm} is not usable here: {reason}")]
     VmmUnavailable { vmm: &'static str, reason: String },
     #[error(
@@ -127,7 +133,9 @@ impl VmOpError {
             StateDirRefused { .. } => ErrorCode::PermissionDenied,
             Missing { .. } => ErrorCode::NotFound,
             Exists { .. } => ErrorCode::AlreadyExists,
-            Running { .. } | NotRunning { .. } | Busy { .. } => ErrorCode::InvalidState,
+            Running { .. } | NotRunning { .. } | Busy { .. } | DiskLocked { .. } => {
+                ErrorCode::InvalidState
+            }
             // Adopted without a control connection: nothing to ask.
             Vcpus {
                 source: banger_vmm::VmmError::NoControl { .. },

@@ -37,6 +37,9 @@ pub(crate) struct FcTap<'a> {
     bridge_index: u32,
     /// The namespace it comes back to, opened when this was made.
     home: OwnedFd,
+    /// Leave it down when it comes back (a restore: up once the guest's
+    /// agent has applied the new identity, by the launch's `TapDown`).
+    pub(super) keep_down: bool,
 }
 
 impl<'a> FcTap<'a> {
@@ -65,6 +68,7 @@ impl<'a> FcTap<'a> {
             bridge: bridge.to_string(),
             bridge_index,
             home,
+            keep_down: false,
         })
     }
 }
@@ -227,7 +231,13 @@ impl JailTap for FcTap<'_> {
             .net
             .disable_ipv6(tap)
             .and_then(|()| self.net.set_master_index(index, self.bridge_index))
-            .and_then(|()| self.net.set_up(tap));
+            .and_then(|()| {
+                if self.keep_down {
+                    Ok(())
+                } else {
+                    self.net.set_up(tap)
+                }
+            });
         restored.map_err(|e| {
             format!(
                 "{tap} (link #{index}) is back but not restored on {} (IPv6 off, bridge, up): {}",

@@ -6,19 +6,22 @@
 
 use std::time::Duration;
 
-use banger_proto::layout::{RUN_DIR, SERIAL_LOG};
+use banger_proto::layout::{RUN_DIR, SERIAL_LOG, SNAPSHOT_MEMORY, SNAPSHOT_VMSTATE};
 use banger_proto::vmops::LaunchVmSpec;
 use banger_vmm::LaunchSpec;
+use banger_vmm::VmmError;
 use banger_vmm::dir::{OwnerDir, Peer};
 use banger_vmm::driver::{RunningVmm, VmmDriver};
+use banger_vmm::firecracker::snapshot::{Incoming, RestoreFiles};
 use banger_vmm::firecracker::{ApiClient, FirecrackerDriver, READY_PORT, ReadyListener, Start};
 use rustix::fs::OFlags;
 
 use super::VmHost;
 use super::cgroup::{Made, VmLimits};
-use super::error::VmOpError;
+use super::error::{VmOpError, io};
 use super::slots::Slot;
 use super::taps::HandedTap;
+use super::vmm::TapDown;
 
 impl VmHost {
     /// Launch Firecracker jailed as `slot`'s uid (`ls.run_as`: the slot's
@@ -63,6 +66,31 @@ impl VmHost {
             .open_append(SERIAL_LOG, 0o640, self.tool_ids())
             .map_err(failed)?;
         let (mut files, disks) = self.fc_files(ls, serial, run)?;
+        // A restore: the snapshot's state and memory (each the owner's
+        // regular file with one link), bound read-only in the jail, and
+        // the identity the guest's agent applies once they are loaded.
+        // Root's own reopenings of the same inodes carry the slot's grant.
+        let mut restore = None;
+        if let Some(r) = &spec.restore {
+            let (state, _) = self.snapshot_file(&r.snapshot_id, SNAPSHOT_VMSTATE)?;
+            let (memory, _) = self.snapshot_file(&r.snapshot_id, SNAPSHOT_MEMORY)?;
+            let granted = [(&state, SNAPSHOT_VMSTATE), (&memory, SNAPSHOT_MEMORY)]
+                .map(|(f, name)| (f.try_clone(), self.snapshot_path(&r.snapshot_id, name)));
+            let mut held = Vec::new();
+            for (f, path) in granted {
+                held.push((f.map_err(io("opening", &path))?, path));
+            }
+            files.restore = Some(RestoreFiles { state, memory });
+            let (identity, nonce) = super::vmm::restore_identity(spec, r);
+            restore = Some((
+                held,
+                Incoming {
+                    identity,
+                    nonce,
+                    agent_timeout: banger_vmm::qemu::AGENT_TIMEOUT,
+                },
+            ));
+        }
         let limits = VmLimits {
             memory: banger_vmm::firecracker::memory_limit(ls),
             processes: banger_vmm::firecracker::process_limit(ls),
@@ -83,22 +111,40 @@ impl VmHost {
             value: spec.vm_id.clone(),
             reason: "a jailed Firecracker needs its reserved slot".into(),
         })?;
+        let (held, incoming) = match restore {
+            Some((held, incoming)) => (held, Some(incoming)),
+            None => (Vec::new(), None),
+        };
         // Firecracker opens each drive once, at `PUT /drives`, as the
         // slot uid: the slot is granted each for the launch only.
         let mut grants = Vec::new();
         for (d, disk) in ls.drives.iter().zip(&disks) {
             grants.push(self.grant_disk(disk, &d.path, Some(reserved), !d.read_only)?);
         }
+        // Firecracker opens the snapshot's files once, at `PUT
+        // /snapshot/load`: read-only, for the launch only.
+        for (f, path) in &held {
+            grants.push(self.grant_disk(f, path, Some(reserved), false)?);
+        }
         // Firecracker's jail has a network namespace of its own: the tap
-        // moves in for `PUT /network-interfaces` and back (same index,
-        // re-enslaved to its journaled bridge, up, IPv6 off).
+        // moves in for `PUT /network-interfaces` (a restore's `PUT
+        // /snapshot/load`) and back (same index, re-enslaved to its
+        // journaled bridge, IPv6 off, and up, unless restoring: then up
+        // once the agent has applied the new identity, so nobody reaches
+        // the clone under its source's address and MAC).
         let mut tap = self.fc_tap(&spec.tap)?;
+        let mut down = None;
+        if incoming.is_some() {
+            tap.keep_down = true;
+            down = Some(TapDown::new(&self.net, &spec.tap)?);
+        }
         let launched = FirecrackerDriver::new(binary).start(
             ls,
             Start {
                 files,
                 tap: &mut tap,
                 listener,
+                incoming,
             },
         );
         // `start` returns once `InstanceStart` is answered (or
@@ -106,9 +152,30 @@ impl VmHost {
         // and keeps those descriptors, so the grants go now, launched or
         // not.
         drop(grants);
+        drop(held);
         match launched {
-            Ok(vm) => Ok((vm, handed)),
+            Ok(mut vm) => {
+                if let Some(d) = down.take()
+                    && let Err(e) = d.up()
+                {
+                    // Not reachable as itself: not kept.
+                    if vm.kill().is_err() {
+                        // Maybe still running as its slot uid.
+                        if let Some(s) = slot.take() {
+                            std::mem::forget(s);
+                        }
+                    }
+                    return Err(e);
+                }
+                Ok((vm, handed))
+            }
             Err(source) => {
+                if matches!(source, VmmError::StillRunning { .. })
+                    && let Some(d) = down.as_mut()
+                {
+                    // It may still run the clone: the tap stays down.
+                    d.keep_down();
+                }
                 self.keep_still_running(spec, &source, slot, cgroup, &mut handed);
                 Err(failed(source))
             }

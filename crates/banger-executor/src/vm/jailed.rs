@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use banger_host::jail::Jail;
 use banger_host::runner::{Cmd, Output, Runner};
-use banger_proto::layout::VMS_DIR;
+use banger_proto::layout::{SNAPSHOT_MEMORY, SNAPSHOT_VMSTATE, SNAPSHOTS_DIR, VMS_DIR};
 
 use super::VmHost;
 use super::error::{VmOpError, io};
@@ -33,6 +33,9 @@ use crate::journal::GrantEntry;
 pub(super) const DISK: &str = "/disk";
 /// Where a read-only staging directory appears inside the jail.
 pub(super) const STAGING: &str = "/staging";
+/// The journaled "disk" of a grant of a snapshot's file: this and the
+/// file's name (`snapshot/memory`), under the snapshot's id.
+const SNAPSHOT_GRANT: &str = "snapshot/";
 
 /// A jail uid's access to one disk, revoked on drop.
 pub(super) struct DiskGrant<'a> {
@@ -67,6 +70,13 @@ impl VmHost {
     ) -> Result<DiskGrant<'a>, VmOpError> {
         let uid = slot.map_or_else(|| self.jail.tool_uid(), |s| s.uid());
         let (vm_id, disk_name) = self.granted_disk(path)?;
+        if slot.is_none() {
+            // A tool's lock, on root's descriptor, lasts until the caller
+            // drops `disk` (after the tool ended): no VMM launches on the
+            // disk meanwhile, and no tool writes a disk a VMM holds. A
+            // launch's lock is the VMM's own (`fc_files`).
+            super::vmm_files::lock_disk(disk, path, !writable)?;
+        }
         let range = self.jail.uid_base..self.jail.uid_base + self.jail.count;
         let mut journaled = None;
         let granted =
@@ -109,7 +119,9 @@ impl VmHost {
     }
 
     /// The (VM id, disk) a grant of `path` is journaled under: a file of a
-    /// VM directory beneath the state dir, or a VM's dm-snapshot device.
+    /// VM directory beneath the state dir, a VM's dm-snapshot device, or
+    /// a snapshot's state or memory (a Firecracker restore's: the
+    /// snapshot's id, and `snapshot/<file>` as the disk).
     fn granted_disk(&self, path: &Path) -> Result<(String, String), VmOpError> {
         let invalid = || VmOpError::Invalid {
             what: "disk",
@@ -121,6 +133,13 @@ impl VmHost {
             return match parts[..] {
                 [VMS_DIR, vm_id, name] if self.disk_path(vm_id, name).is_ok_and(|p| p == path) => {
                     Ok((vm_id.to_string(), name.to_string()))
+                }
+                [SNAPSHOTS_DIR, sid, name] => {
+                    let disk = format!("{SNAPSHOT_GRANT}{name}");
+                    match self.disk_path(sid, &disk) {
+                        Ok(p) if p == path => Ok((sid.to_string(), disk)),
+                        _ => Err(invalid()),
+                    }
                 }
                 _ => Err(invalid()),
             };
@@ -146,6 +165,17 @@ impl VmHost {
         super::validate::id("VM id", vm_id)?;
         if disk == super::disks::ROOT_DISK || disk == super::disks::WORK_DISK {
             return Ok(self.vm_dir(vm_id).join(disk));
+        }
+        if let Some(name) = disk.strip_prefix(SNAPSHOT_GRANT) {
+            // `vm_id` is then the snapshot's id.
+            if name == SNAPSHOT_MEMORY || name == SNAPSHOT_VMSTATE {
+                return Ok(self.snapshot_path(vm_id, name));
+            }
+            return Err(VmOpError::Invalid {
+                what: "snapshot file",
+                value: name.to_string(),
+                reason: "not a snapshot's memory or vmstate".into(),
+            });
         }
         super::snapshot::dm::check_dm_name(disk)?;
         if disk.strip_prefix(super::snapshot::dm::DM_PREFIX) != Some(vm_id) {

@@ -14,16 +14,22 @@
 //! after `SnapshotVm` answered: files that exist are no such promise. QEMU (jailed, as its slot's
 //! uid) reads and writes the state through root's descriptor, passed over
 //! QMP; it parses what the owner could have written, never root.
+//! Firecracker (jailed) writes its device state ([`SNAPSHOT_VMSTATE`])
+//! and memory into its own `run/`, from where root copies them into its
+//! descriptors of the snapshot's files (`banger_vmm::firecracker::snapshot`);
+//! a restore binds both read-only into its jail, the slot granted read
+//! access for the launch. Neither format is ever parsed by root.
 
 use std::fs::File;
 use std::os::fd::{AsFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use banger_proto::layout::{SNAPSHOT_MEMORY, SNAPSHOTS_DIR};
+use banger_proto::layout::{SNAPSHOT_MEMORY, SNAPSHOT_VMSTATE, SNAPSHOTS_DIR};
 use banger_proto::vmops::{SnapshotBackend, SnapshotSaved, SnapshotVmSpec, VmmKind};
 use banger_vmm::VmmError;
 use banger_vmm::dir::OwnerDir;
+use banger_vmm::driver::SaveTo;
 use rustix::fs::OFlags;
 
 use super::VmHost;
@@ -77,6 +83,11 @@ impl VmHost {
         })
     }
 
+    /// The path of the snapshot's file `name` (grants and messages).
+    pub(super) fn snapshot_path(&self, snapshot_id: &str, name: &str) -> PathBuf {
+        self.state_dir.join(self.snapshot_rel(snapshot_id, name))
+    }
+
     /// The snapshot's file `name`, read-only, when it is the owner's
     /// regular file with one link: its descriptor and length.
     pub(super) fn snapshot_file(
@@ -104,6 +115,17 @@ impl VmHost {
     /// files made are removed and the guest is resumed when asked.
     pub(crate) fn snapshot_vm(&self, spec: &SnapshotVmSpec) -> Result<SnapshotSaved, VmOpError> {
         validate::id("VM id", &spec.vm_id)?;
+        if spec.memory_only && spec.resume {
+            // A memory-only save is sound only if the guest never runs
+            // again on the disks it describes: it stays paused for its kill.
+            return Err(VmOpError::Invalid {
+                what: "snapshot",
+                value: spec.snapshot_id.clone(),
+                reason: "a memory-only save leaves the guest paused for its stop; it cannot \
+                         resume it"
+                    .into(),
+            });
+        }
         let dir = self.owner_snapshot_dir(&spec.snapshot_id)?;
         let vm_id = spec.vm_id.as_str();
         let mut taken = self.take_vmm(vm_id)?;
@@ -112,15 +134,8 @@ impl VmHost {
                 vm_id: vm_id.to_string(),
             });
         };
-        if vmm.kind() != VmmKind::Qemu {
-            return Err(failed(
-                vm_id,
-                VmmError::Snapshot {
-                    vmm: vmm.kind().as_str(),
-                    what: "banger cannot snapshot a Firecracker VM yet (only QEMU VMs)".into(),
-                },
-            ));
-        }
+        // Firecracker writes its device state apart from the memory.
+        let apart = vmm.kind() == VmmKind::Firecracker;
         // The disks first checked: a root disk on a dm device is not
         // copied (yet), and nothing is paused for a refusal. Only the
         // backend is asked (no attach: that may rebuild dm devices, and
@@ -150,15 +165,31 @@ impl VmHost {
         let saved = (|| {
             let memory = self.create_in(&dir, SNAPSHOT_MEMORY)?;
             made.names.push(SNAPSHOT_MEMORY);
+            let state = if apart {
+                let f = self.create_in(&dir, SNAPSHOT_VMSTATE)?;
+                made.names.push(SNAPSHOT_VMSTATE);
+                Some(f)
+            } else {
+                None
+            };
             vmm.pause().map_err(|e| failed(vm_id, e))?;
-            vmm.save_state(memory.as_fd(), SAVE_TIMEOUT)
+            let to = SaveTo {
+                memory: memory.as_fd(),
+                state: state.as_ref().map(|f| f.as_fd()),
+            };
+            vmm.save_state(to, SAVE_TIMEOUT)
                 .map_err(|e| failed(vm_id, e))?;
-            // What the file holds (device state included), once on disk.
-            let memory_bytes = memory
-                .sync_all()
-                .and_then(|()| memory.metadata())
-                .map(|m| m.len())
-                .map_err(io("flushing", &dir.join(SNAPSHOT_MEMORY)))?;
+            // What the files hold, once on disk.
+            let flushed = |f: &File, name: &str| {
+                f.sync_all()
+                    .and_then(|()| f.metadata())
+                    .map(|m| m.len())
+                    .map_err(io("flushing", &dir.join(name)))
+            };
+            let mut memory_bytes = flushed(&memory, SNAPSHOT_MEMORY)?;
+            if let Some(f) = &state {
+                memory_bytes += flushed(f, SNAPSHOT_VMSTATE)?;
+            }
             let Some((root_src, work_src)) = &disks else {
                 return Ok(SnapshotSaved {
                     memory_bytes,

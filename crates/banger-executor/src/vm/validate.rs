@@ -51,15 +51,8 @@ pub fn launch(spec: &LaunchVmSpec) -> Result<(), VmOpError> {
         .map_err(|e| invalid("memory (MiB)", &spec.memory_mib.to_string(), &e))?;
     crate::validate::tap_name(&spec.tap).map_err(|e| invalid("tap", &spec.tap, &e.to_string()))?;
     if let Some(r) = &spec.restore {
-        if spec.vmm != banger_proto::vmops::VmmKind::Qemu {
-            return Err(invalid(
-                "restore",
-                &r.snapshot_id,
-                "only QEMU VMs are restored from snapshots",
-            ));
-        }
         id("snapshot id", &r.snapshot_id)?;
-        // Refused before QEMU loads anything: the agent is sent these
+        // Refused before the VMM loads anything: the agent is sent these
         // (guest contract 4), a few KiB in practice.
         if r.identity.files.len() > MAX_IDENTITY_FILES {
             return Err(invalid(

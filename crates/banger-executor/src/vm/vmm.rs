@@ -43,14 +43,14 @@ use banger_host::jail::start_time;
 /// A VM's tap set down for a restore ([`TapDown::new`]): set up again when
 /// dropped (a failed launch: the tap's next user needs it up), or by
 /// [`TapDown::up`], unless [`TapDown::keep_down`] said otherwise.
-struct TapDown<'a> {
+pub(super) struct TapDown<'a> {
     net: &'a std::sync::Arc<dyn banger_host::net::HostNet>,
     tap: &'a str,
     up_on_drop: bool,
 }
 
 impl<'a> TapDown<'a> {
-    fn new(
+    pub(super) fn new(
         net: &'a std::sync::Arc<dyn banger_host::net::HostNet>,
         tap: &'a str,
     ) -> Result<TapDown<'a>, VmOpError> {
@@ -65,7 +65,7 @@ impl<'a> TapDown<'a> {
     }
 
     /// Set it up now.
-    fn up(mut self) -> Result<(), VmOpError> {
+    pub(super) fn up(mut self) -> Result<(), VmOpError> {
         self.up_on_drop = false;
         self.net.set_up(self.tap).map_err(|e| {
             io("setting up tap", Path::new(self.tap))(std::io::Error::other(e.to_string()))
@@ -73,7 +73,7 @@ impl<'a> TapDown<'a> {
     }
 
     /// Leave it down when dropped.
-    fn keep_down(&mut self) {
+    pub(super) fn keep_down(&mut self) {
         self.up_on_drop = false;
     }
 }
@@ -414,27 +414,10 @@ impl VmHost {
         spec: &LaunchVmSpec,
         r: &banger_proto::vmops::RestoreSpec,
     ) -> Result<banger_vmm::qemu::Incoming, VmOpError> {
-        let id = &r.identity;
-        let nonce = {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            format!(
-                "{:x}",
-                now.as_nanos() as u64 ^ u64::from(std::process::id())
-            )
-        };
+        let (identity, nonce) = restore_identity(spec, r);
         Ok(banger_vmm::qemu::Incoming {
             state: self.snapshot_state(&r.snapshot_id)?,
-            identity: banger_vmm::agent::Identity {
-                files: id.files.clone(),
-                mac: spec.mac.clone(),
-                ip: id.ip,
-                prefix: id.prefix,
-                gateway: id.gateway,
-                hostname: id.hostname.clone(),
-                clock: std::time::SystemTime::now(),
-            },
+            identity,
             nonce,
             agent_timeout: banger_vmm::qemu::AGENT_TIMEOUT,
         })
@@ -507,4 +490,33 @@ impl VmHost {
         handed.keep();
         Ok(())
     }
+}
+
+/// What a restored guest's agent applies for `spec` (`r`'s identity with
+/// the launch's MAC; the clock is set again just before it is sent), and
+/// the nonce its answer must carry.
+pub(super) fn restore_identity(
+    spec: &LaunchVmSpec,
+    r: &banger_proto::vmops::RestoreSpec,
+) -> (banger_vmm::agent::Identity, String) {
+    let id = &r.identity;
+    let nonce = {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        format!(
+            "{:x}",
+            now.as_nanos() as u64 ^ u64::from(std::process::id())
+        )
+    };
+    let identity = banger_vmm::agent::Identity {
+        files: id.files.clone(),
+        mac: spec.mac.clone(),
+        ip: id.ip,
+        prefix: id.prefix,
+        gateway: id.gateway,
+        hostname: id.hostname.clone(),
+        clock: std::time::SystemTime::now(),
+    };
+    (identity, nonce)
 }

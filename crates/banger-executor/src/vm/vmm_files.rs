@@ -8,7 +8,7 @@
 //! (`VmHost::open_disk`), the device nodes ([`open_device`]).
 
 use std::fs::File;
-use std::os::fd::{AsFd as _, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use banger_proto::layout::SERIAL_LOG;
@@ -22,33 +22,53 @@ use rustix::fs::OFlags;
 use super::VmHost;
 use super::error::{VmOpError, io};
 
-/// Lock a QEMU drive (`flock` on the descriptor QEMU keeps in its fd set,
-/// so the lock lasts as long as that QEMU, re-adopted or not): exclusive
-/// when it is written, shared when read-only. A drive locked elsewhere is
-/// refused. QEMU's own image locking is off (`banger_vmm::qemu`), and an
-/// owner could move one VM's disk into another's directory: this keeps two
-/// QEMUs off one disk (second review of s12, N1). Firecracker opens its
-/// drives itself, through its jail's binds: a lock here would end with the
-/// launch, so it has none (as before).
-fn lock_drive(fd: &OwnedFd, d: &banger_vmm::Drive) -> Result<(), VmOpError> {
+/// Lock a VM disk for the VMM or tool about to use it: `flock` on `fd`,
+/// exclusive when it is written, shared when read-only, never waiting. A
+/// disk locked elsewhere is refused. The lock lasts as long as the open
+/// file description behind `fd`: QEMU keeps it in its fd set and a jailed
+/// Firecracker gets it passed (`FirecrackerFiles::drives`), so each holds
+/// it for its whole life; a jailed disk tool's is root's descriptor,
+/// open until the tool has ended (`VmHost::grant_disk`). QEMU's own image
+/// locking is off (`banger_vmm::qemu`), and an owner could move one VM's
+/// disk into another's directory: this keeps two VMMs (or a VMM and a
+/// tool) off one disk (second review of s12, N1; s13 review of the
+/// root-side diff, F2). A VMM launched by a helper older than this lock
+/// holds none until it stops.
+///
+/// A block device (a dm-snapshot root disk) is tried again for up to
+/// [`DEVICE_LOCK_GRACE`]: udev holds a shared lock on a new device node
+/// while it processes the device's events (s14 review of this lock, N2).
+pub(super) fn lock_disk(fd: &impl AsFd, path: &Path, read_only: bool) -> Result<(), VmOpError> {
     use rustix::fs::FlockOperation;
-    let op = if d.read_only {
+    let op = if read_only {
         FlockOperation::NonBlockingLockShared
     } else {
         FlockOperation::NonBlockingLockExclusive
     };
-    match rustix::fs::flock(fd, op) {
-        Ok(()) => Ok(()),
-        Err(rustix::io::Errno::WOULDBLOCK) => Err(VmOpError::Invalid {
-            what: "VM disk",
-            value: d.path.display().to_string(),
-            reason: "it is locked by another process (another VM's QEMU, or a process of \
-                     its owner's): one VMM per disk"
-                .into(),
-        }),
-        Err(e) => Err(io("locking", &d.path)(e.into())),
+    let device = rustix::fs::fstat(fd).is_ok_and(|st| {
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::BlockDevice
+    });
+    let deadline = std::time::Instant::now() + DEVICE_LOCK_GRACE;
+    loop {
+        match rustix::fs::flock(fd, op) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::WOULDBLOCK)
+                if device && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(rustix::io::Errno::WOULDBLOCK) => {
+                return Err(VmOpError::DiskLocked {
+                    path: path.display().to_string(),
+                });
+            }
+            Err(e) => return Err(io("locking", path)(e.into())),
+        }
     }
 }
+
+/// How long a locked block device is tried again ([`lock_disk`]).
+const DEVICE_LOCK_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The most bytes of a kernel or of an initrd root copies into a jail.
 const MAX_BOOT_FILE: u64 = 256 << 20;
@@ -83,7 +103,7 @@ impl VmHost {
                 reopen(read_only.as_fd(), OFlags::RDWR).map_err(std::io::Error::from)
             }
             .map_err(io("opening", &d.path))?;
-            lock_drive(&main, d)?;
+            lock_disk(&main, &d.path, d.read_only)?;
             drives.push(DriveFds { main, read_only });
         }
         let serial_path = vm_dir.join(SERIAL_LOG);
@@ -155,6 +175,7 @@ impl VmHost {
                 reopen(disk.as_fd(), OFlags::RDWR).map_err(std::io::Error::from)
             }
             .map_err(io("opening", &d.path))?;
+            lock_disk(&used, &d.path, d.read_only)?;
             drives.push(used);
             checked.push(disk);
         }
@@ -167,6 +188,7 @@ impl VmHost {
             serial,
             run,
             cgroup: None,
+            restore: None,
         };
         Ok((files, checked))
     }
@@ -309,7 +331,7 @@ mod tests {
 mod lock_tests {
     use std::os::fd::OwnedFd;
 
-    use super::lock_drive;
+    use super::lock_disk;
     use crate::vm::error::VmOpError;
 
     /// Second review of s12, N1: QEMU's image locking is off, so a disk
@@ -323,25 +345,34 @@ mod lock_tests {
         let path = dir.path().join("root.ext4");
         std::fs::write(&path, b"disk").unwrap();
         let open = || OwnedFd::from(std::fs::File::open(&path).unwrap());
-        let drive = |read_only| banger_vmm::Drive {
-            id: "root".into(),
-            path: path.clone(),
-            read_only,
-        };
         let first = open();
-        lock_drive(&first, &drive(false)).unwrap();
+        lock_disk(&first, &path, false).unwrap();
         let second = open();
-        let err = lock_drive(&second, &drive(false)).unwrap_err();
+        let err = lock_disk(&second, &path, false).unwrap_err();
         assert!(
-            matches!(&err, VmOpError::Invalid { reason, .. } if reason.contains("one VMM per disk")),
+            matches!(&err, VmOpError::DiskLocked { path: p } if *p == path.display().to_string()),
             "{err}"
         );
-        assert!(lock_drive(&open(), &drive(true)).is_err());
+        assert!(
+            err.to_string().contains("one VMM or tool per disk"),
+            "{err}"
+        );
+        assert_eq!(
+            err.code(),
+            banger_proto::error::ErrorCode::InvalidState,
+            "a disk in use is a state to wait out, not a bad request"
+        );
+        assert!(lock_disk(&open(), &path, true).is_err());
         drop(first);
-        lock_drive(&second, &drive(false)).unwrap();
+        lock_disk(&second, &path, false).unwrap();
         drop(second);
         let (a, b) = (open(), open());
-        lock_drive(&a, &drive(true)).unwrap();
-        lock_drive(&b, &drive(true)).unwrap();
+        lock_disk(&a, &path, true).unwrap();
+        lock_disk(&b, &path, true).unwrap();
+        // Exclusive is refused while shared locks are held.
+        assert!(matches!(
+            lock_disk(&open(), &path, false),
+            Err(VmOpError::DiskLocked { .. })
+        ));
     }
 }

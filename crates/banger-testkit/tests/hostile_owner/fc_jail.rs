@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use banger_proto::net::TapSpec;
 use banger_proto::privops::{DeleteVmDisks, KillVm, NetOp, PrivOp, StopVm, VmOp};
-use banger_proto::vmops::{LaunchVmSpec, VmmKind};
+use banger_proto::vmops::VmmKind;
 
 use crate::jailed_vmm::{
     KilledOnDrop, as_uid, assert_jailed, assert_reached_nothing,
@@ -38,7 +38,7 @@ const TAP_B: &str = "bangertap1";
 /// own (`TUNSETIFF`), a new open of `/drive-root` (read-write, then
 /// read-only) and a write through the descriptor it opened at `PUT
 /// /drives/root`; before them its ids, group count and capabilities.
-fn fc_probe(targets: &[(&str, String)], taps: &[&str]) -> String {
+pub(crate) fn fc_probe(targets: &[(&str, String)], taps: &[&str]) -> String {
     fc_probe_then(targets, taps, "")
 }
 
@@ -191,19 +191,8 @@ fn line_of<'a>(log: &'a str, key: &str) -> &'a str {
 
 /// Launch VM `id`'s Firecracker on `tap` with `mac`: its answer.
 fn launch_on(lab: &Lab, id: &str, tap: &str, mac: &str) -> serde_json::Value {
-    lab.call(PrivOp::Vm(VmOp::LaunchVm(LaunchVmSpec {
-        vm_id: id.into(),
-        image_id: IMAGE.into(),
-        kernel_id: KERNEL.into(),
-        vmm: VmmKind::Firecracker,
-        vcpus: 1,
-        memory_mib: 128,
-        tap: tap.into(),
-        mac: mac.into(),
-        force_kvm: true,
-        restore: None,
-    })))
-    .unwrap_or_else(|e| panic!("LaunchVm {id}: {e}"))
+    lab.launch_fc_on(id, tap, mac)
+        .unwrap_or_else(|e| panic!("LaunchVm {id}: {e}"))
 }
 
 /// The owner's disk `name` of VM directory `dir`, mode 0600: no uid but

@@ -182,7 +182,7 @@ impl Lab {
         image: &str,
         kernel: &str,
     ) -> Result<Value, String> {
-        self.call(PrivOp::Vm(VmOp::LaunchVm(LaunchVmSpec {
+        self.launch_spec(LaunchVmSpec {
             vm_id: vm_id.into(),
             image_id: image.into(),
             kernel_id: kernel.into(),
@@ -193,7 +193,38 @@ impl Lab {
             mac: "02:ba:0a:d5:07:02".into(),
             force_kvm: vmm == VmmKind::Firecracker,
             restore: None,
-        })))
+        })
+    }
+
+    /// A Firecracker launch of `vm_id` (the lab's image and kernel) on
+    /// `tap` with `mac`.
+    pub fn launch_fc_on(&self, vm_id: &str, tap: &str, mac: &str) -> Result<Value, String> {
+        self.launch_spec(LaunchVmSpec {
+            tap: tap.into(),
+            mac: mac.into(),
+            ..self.fc_spec(vm_id)
+        })
+    }
+
+    /// The spec of a Firecracker launch of `vm_id` as [`Lab::launch`]
+    /// sends it.
+    pub fn fc_spec(&self, vm_id: &str) -> LaunchVmSpec {
+        LaunchVmSpec {
+            vm_id: vm_id.into(),
+            image_id: IMAGE.into(),
+            kernel_id: KERNEL.into(),
+            vmm: VmmKind::Firecracker,
+            vcpus: 1,
+            memory_mib: 128,
+            tap: TAP.into(),
+            mac: "02:ba:0a:d5:07:02".into(),
+            force_kvm: true,
+            restore: None,
+        }
+    }
+
+    pub fn launch_spec(&self, spec: LaunchVmSpec) -> Result<Value, String> {
+        self.call(PrivOp::Vm(VmOp::LaunchVm(spec)))
     }
 }
 

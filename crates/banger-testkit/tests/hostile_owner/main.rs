@@ -22,12 +22,18 @@
 //! Needs root, iproute2 and e2fsprogs.
 #![allow(clippy::disallowed_methods)] // the tests spawn the helper and the raw client directly
 
+mod dirs;
 mod fc_jail;
+mod fc_snapshot;
 mod item13;
 mod item16;
 mod jail;
 mod jailed_vmm;
 mod lab;
+mod locks;
+// The real Firecracker binary and a kernel it loads (`fc_snapshot`).
+#[path = "../../../banger-vmm/tests/real_firecracker/mod.rs"]
+mod real_firecracker;
 mod taps;
 mod vmm_jail;
 

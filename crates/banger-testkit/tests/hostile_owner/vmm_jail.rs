@@ -40,7 +40,7 @@ fn alive(pid: u32) -> bool {
 /// then serves QMP on the listening descriptor root passed it
 /// (`-chardev socket,id=qmp,fd=N`); a `probe-signal` command makes it
 /// signal that pid and print `signal:PID reached|refused: why`.
-fn probe(targets: &[(&str, String)]) -> String {
+pub(crate) fn probe(targets: &[(&str, String)]) -> String {
     probe_after("", targets)
 }
 

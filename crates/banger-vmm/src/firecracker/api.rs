@@ -86,6 +86,16 @@ impl ApiClient {
         })
     }
 
+    /// The directory of its socket (the VM's `run/`), as root holds it.
+    pub(super) fn run_dir(&self) -> &OwnerDir {
+        &self.dir
+    }
+
+    /// The Firecracker process that serves the socket.
+    pub(super) fn peer(&self) -> Peer {
+        self.peer
+    }
+
     /// The socket's path (for messages).
     pub fn socket(&self) -> PathBuf {
         self.dir.join(&self.name)
@@ -116,7 +126,11 @@ impl ApiClient {
     }
 
     /// [`ApiClient::send`], answered within `limit`.
-    fn send_within(&self, req: &ApiRequest, limit: Duration) -> Result<ApiResponse, VmmError> {
+    pub(super) fn send_within(
+        &self,
+        req: &ApiRequest,
+        limit: Duration,
+    ) -> Result<ApiResponse, VmmError> {
         let call = format!("{} {}", req.method, req.path);
         let body = match &req.body {
             Some(v) => Bytes::from(serde_json::to_vec(v).map_err(|e| VmmError::Api {

@@ -46,13 +46,16 @@ impl FirecrackerDriver {
             }
         };
         let drives = spec.drives.iter().zip(&files.drives);
-        let limits = crate::vmm_limits(
+        let mut limits = crate::vmm_limits(
             VMM,
             spec,
             MEMORY_OVERHEAD,
             THREADS,
             drives.map(|(d, fd)| (d, fd.as_fd())),
         )?;
+        // A snapshot's memory file, written into `run/`, is the guest's
+        // memory size.
+        limits.file_size = limits.file_size.max(u64::from(spec.memory_mib) << 20);
         let mut jail = Jail::new(uid, gid)
             .long_lived(limits)
             .net_handles()
@@ -66,13 +69,30 @@ impl FirecrackerDriver {
                 .copy_in(initrd.as_fd(), paths::INITRD)
                 .map_err(io("the initrd"))?;
         }
-        for (d, fd) in spec.drives.iter().zip(&files.drives) {
+        for (at, (d, fd)) in (super::DRIVE_LOCKS..).zip(spec.drives.iter().zip(&files.drives)) {
             if d.read_only {
                 read_only_drive(d, fd.as_fd())?;
             }
             jail = jail
                 .bind(fd.as_fd(), &paths::drive(&d.id), !d.read_only)
+                .and_then(|j| j.pass(fd.as_fd(), at))
                 .map_err(io(&format!("drive {}", d.id)))?;
+        }
+        if let Some(r) = &files.restore {
+            for (f, at) in [
+                (&r.state, super::paths::RESTORE_STATE),
+                (&r.memory, super::paths::RESTORE_MEMORY),
+            ] {
+                // Read-only binds of regular files (checked, as a
+                // read-only drive's: a device node would open for writing).
+                let d = crate::Drive {
+                    id: at.into(),
+                    path: at.into(),
+                    read_only: true,
+                };
+                read_only_drive(&d, f.as_fd())?;
+                jail = jail.bind(f.as_fd(), at, false).map_err(io(at))?;
+            }
         }
         if let Some(cg) = &files.cgroup {
             jail = jail

@@ -53,6 +53,7 @@ mod jail_tap;
 mod models;
 pub mod paths;
 mod running;
+pub mod snapshot;
 mod spec;
 pub mod vsock;
 
@@ -68,7 +69,7 @@ pub use jail_tap::JailTap;
 pub use models::{
     ActionType, ApiRequest, BootSource, Drive, IFACE_ID, InstanceActionInfo, InstanceInfo,
     InstanceState, LogLevel, Logger, MachineConfiguration, NetworkInterface, Vm, VmRunState, Vsock,
-    config_plan,
+    config_plan, restore_plan, snapshot_create,
 };
 use paths::Paths;
 pub use running::Start;
@@ -102,6 +103,10 @@ pub const MEMORY_OVERHEAD: u64 = 512 << 20;
 /// counts its threads (main, `fc_api`, `kvm-nx-lpage-recovery`, ...).
 pub const THREADS: u32 = 32;
 
+/// The descriptor number drive 0's locked descriptor is passed at
+/// ([`FirecrackerFiles::drives`]); drive `i`'s at `DRIVE_LOCKS + i`.
+pub const DRIVE_LOCKS: i32 = 3;
+
 /// Everything a jailed Firecracker gets, each as a descriptor root opened
 /// and checked: it resolves no host path of its own.
 #[derive(Debug)]
@@ -113,7 +118,10 @@ pub struct FirecrackerFiles {
     /// (read-write unless read-only): bound at `/drive-<id>`, writable
     /// only when the drive is. Firecracker opens that path at `PUT
     /// /drives` as the slot uid, so the caller grants the uid access to
-    /// the inode for the launch.
+    /// the inode for the launch. Each is also passed to Firecracker at
+    /// [`DRIVE_LOCKS`]` + i`, unused: the caller's `flock` on it (one VMM
+    /// per disk) lasts as long as the open file description, so for as
+    /// long as this Firecracker lives.
     pub drives: Vec<OwnedFd>,
     /// `/dev/net/tun`, opened `O_PATH|O_NOFOLLOW`: bound at
     /// `/dev/net/tun`, where Firecracker attaches `LaunchSpec::tap` by name
@@ -135,6 +143,9 @@ pub struct FirecrackerFiles {
     /// The VM's cgroup, opened by root: Firecracker joins it from its jail
     /// (`Jail::cgroup`), as QEMU does. `None`: no cgroup.
     pub cgroup: Option<crate::CgroupFds>,
+    /// A restore's snapshot files, bound read-only in the jail: the launch
+    /// loads them instead of booting ([`snapshot`]). `None`: a boot.
+    pub restore: Option<snapshot::RestoreFiles>,
 }
 
 /// `RLIMIT_AS`/`RLIMIT_DATA` of a jailed Firecracker for `spec`, and its
@@ -213,12 +224,18 @@ impl FirecrackerDriver {
             .arg("--id")
             .arg(&spec.vm_id)
             .jail(jail);
+        let restoring = files.restore.is_some();
         let FirecrackerFiles { run, serial, .. } = files;
         self.spawn_and_boot(
             spec,
             cmd,
             None,
-            Launched { run, serial, log },
+            Launched {
+                run,
+                serial,
+                log,
+                restoring,
+            },
             &paths,
             Some(tap),
         )
@@ -264,7 +281,12 @@ impl FirecrackerDriver {
             spec,
             cmd,
             spec.run_as,
-            Launched { run, serial, log },
+            Launched {
+                run,
+                serial,
+                log,
+                restoring: false,
+            },
             &paths,
             None,
         )
@@ -285,7 +307,12 @@ impl FirecrackerDriver {
         paths: &Paths,
         tap: Option<&mut dyn JailTap>,
     ) -> Result<FirecrackerVm, VmmError> {
-        let Launched { run, serial, log } = launched;
+        let Launched {
+            run,
+            serial,
+            log,
+            restoring,
+        } = launched;
         crate::bound_serial_log(VMM, &serial)?;
         // Firecracker's own descriptor of the log: write-only and
         // appending (root's, `serial`, also reads error tails), the inode
@@ -344,8 +371,14 @@ impl FirecrackerDriver {
             serial,
             log,
             started,
+            paths: paths.clone(),
         };
-        match vm.boot(spec, paths, self.api_timeout, moves) {
+        let plan = if restoring {
+            restore_plan(spec, paths)
+        } else {
+            config_plan(spec, paths)
+        };
+        match vm.boot(spec, plan, self.api_timeout, moves) {
             Ok(()) => {
                 tracing::info!(vm = %spec.vm_id, "firecracker guest started");
                 Ok(vm)
@@ -424,6 +457,8 @@ struct Launched {
     run: OwnerDir,
     serial: File,
     log: File,
+    /// Load a snapshot (`restore_plan`) instead of booting.
+    restoring: bool,
 }
 
 /// How [`FirecrackerVm::shutdown`] ended.
@@ -464,6 +499,8 @@ pub struct FirecrackerVm {
     log: File,
     /// Its start time, read right after the spawn.
     started: Option<u64>,
+    /// What it was told its files are (a save names its `run/` files).
+    paths: Paths,
 }
 
 impl FirecrackerVm {
@@ -594,20 +631,23 @@ impl FirecrackerVm {
         })
     }
 
-    /// Wait for the API, then send the plan; `PUT /network-interfaces`
-    /// through `moves` when given (the jail's handles are closed as soon
-    /// as the tap is back, or moving it back failed).
+    /// Wait for the API, then send `plan` (a boot's, or a restore's);
+    /// the call that attaches the tap (`PUT /network-interfaces`, `PUT
+    /// /snapshot/load`) through `moves` when given (the jail's handles
+    /// are closed as soon as the tap is back, or moving it back failed).
     fn boot(
         &mut self,
         spec: &LaunchSpec,
-        paths: &Paths,
+        plan: Vec<ApiRequest>,
         api_timeout: Duration,
         mut moves: Option<jail_tap::Moves<'_>>,
     ) -> Result<(), VmmError> {
         self.wait_for_api(api_timeout)?;
-        for req in config_plan(spec, paths) {
+        for req in plan {
+            let attaches =
+                req.path.starts_with("/network-interfaces/") || req.path == "/snapshot/load";
             match moves.take() {
-                Some(m) if req.path.starts_with("/network-interfaces/") => {
+                Some(m) if attaches => {
                     m.around(spec, || self.api.send(&req).map(drop))?;
                 }
                 other => {

@@ -100,6 +100,56 @@ pub enum VmRunState {
     Resumed,
 }
 
+/// `SnapshotCreateParams`: `PUT /snapshot/create` of a paused microVM, a
+/// full snapshot (its memory whole; Firecracker's `Diff` needs dirty-page
+/// tracking from boot, which banger does not turn on).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotCreate {
+    pub snapshot_type: SnapshotType,
+    pub snapshot_path: String,
+    pub mem_file_path: String,
+}
+
+/// `SnapshotCreateParams.snapshot_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum SnapshotType {
+    Full,
+}
+
+/// `SnapshotLoadParams`: `PUT /snapshot/load` into a Firecracker that
+/// was configured with nothing else (a logger only), its memory from a
+/// file (`mem_backend`), the guest left paused, its network interface on
+/// the launch's tap. The vsock device keeps the `uds_path` it was saved
+/// with: every jail binds `run/` at the same `/run`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotLoad {
+    pub snapshot_path: String,
+    pub mem_backend: MemoryBackend,
+    pub resume_vm: bool,
+    pub network_overrides: Vec<NetworkOverride>,
+}
+
+/// `MemoryBackend`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemoryBackend {
+    pub backend_type: MemoryBackendType,
+    pub backend_path: String,
+}
+
+/// `MemoryBackend.backend_type`: a file Firecracker maps privately (it
+/// opens it read-only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum MemoryBackendType {
+    File,
+}
+
+/// `NetworkOverride`: the tap a restored interface is attached to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkOverride {
+    pub iface_id: String,
+    pub host_dev_name: String,
+}
+
 /// `InstanceInfo`: the answer to `GET /`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct InstanceInfo {
@@ -183,6 +233,57 @@ impl ApiRequest {
 /// The guest network interface's id (`PUT /network-interfaces/eth0`).
 pub const IFACE_ID: &str = "eth0";
 
+/// `PUT /snapshot/create` of a full snapshot, the device state into
+/// `state` and the memory into `memory` (Firecracker's paths: `Paths`'
+/// `saved_state` and `saved_memory`, in `run/`).
+pub fn snapshot_create(state: &str, memory: &str) -> ApiRequest {
+    ApiRequest::put(
+        "/snapshot/create",
+        &SnapshotCreate {
+            snapshot_type: SnapshotType::Full,
+            snapshot_path: state.to_string(),
+            mem_file_path: memory.to_string(),
+        },
+    )
+}
+
+/// Every call of a restore, in order: the logger (as a boot's), then
+/// `PUT /snapshot/load` of `paths`' restored state and memory, paused,
+/// the interface on `spec.tap`.
+pub fn restore_plan(spec: &LaunchSpec, paths: &Paths) -> Vec<ApiRequest> {
+    vec![
+        logger(paths),
+        ApiRequest::put(
+            "/snapshot/load",
+            &SnapshotLoad {
+                snapshot_path: paths.restore_state.clone(),
+                mem_backend: MemoryBackend {
+                    backend_type: MemoryBackendType::File,
+                    backend_path: paths.restore_memory.clone(),
+                },
+                resume_vm: false,
+                network_overrides: vec![NetworkOverride {
+                    iface_id: IFACE_ID.to_string(),
+                    host_dev_name: spec.tap.clone(),
+                }],
+            },
+        ),
+    ]
+}
+
+/// `PUT /logger`, Firecracker's own log in `run/`.
+fn logger(paths: &Paths) -> ApiRequest {
+    ApiRequest::put(
+        "/logger",
+        &Logger {
+            log_path: paths.log.clone(),
+            level: LogLevel::Info,
+            show_level: true,
+            show_log_origin: false,
+        },
+    )
+}
+
 /// Every pre-boot call, in the order the driver sends them, ending with
 /// `InstanceStart`. The logger comes first so a failure in a later call is
 /// already in Firecracker's log. No `PUT /metrics`: banger reads no
@@ -194,15 +295,7 @@ pub const IFACE_ID: &str = "eth0";
 /// be made from it.
 pub fn config_plan(spec: &LaunchSpec, paths: &Paths) -> Vec<ApiRequest> {
     let mut plan = vec![
-        ApiRequest::put(
-            "/logger",
-            &Logger {
-                log_path: paths.log.clone(),
-                level: LogLevel::Info,
-                show_level: true,
-                show_log_origin: false,
-            },
-        ),
+        logger(paths),
         ApiRequest::put(
             "/machine-config",
             &MachineConfiguration {

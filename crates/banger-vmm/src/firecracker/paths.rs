@@ -27,6 +27,15 @@ pub const DRIVE_PREFIX: &str = "drive-";
 /// [`DRIVE_PREFIX`].
 pub const MAX_BIND_NAME: usize = 64;
 
+/// Where `PUT /snapshot/create` writes, in `run/` (the slot's, the only
+/// directory Firecracker can write): the device state and the memory.
+/// Root copies both into the snapshot's own files and removes them.
+pub const SAVED_STATE: &str = "saved.vmstate";
+pub const SAVED_MEMORY: &str = "saved.memory";
+/// A restore's state and memory files, bound read-only in the jail's root.
+pub const RESTORE_STATE: &str = "restore-vmstate";
+pub const RESTORE_MEMORY: &str = "restore-memory";
+
 /// The name of drive `id`'s bind in the jail's root (`drive-<id>`).
 pub fn drive(id: &str) -> String {
     format!("{DRIVE_PREFIX}{id}")
@@ -45,6 +54,12 @@ pub struct Paths {
     /// The vsock device's `uds_path` (guest connections to port N go to
     /// `<vsock>_N`).
     pub vsock: String,
+    /// Where a snapshot is saved ([`SAVED_STATE`], [`SAVED_MEMORY`]).
+    pub saved_state: String,
+    pub saved_memory: String,
+    /// What a restore loads ([`RESTORE_STATE`], [`RESTORE_MEMORY`]).
+    pub restore_state: String,
+    pub restore_memory: String,
 }
 
 impl Paths {
@@ -62,6 +77,10 @@ impl Paths {
                 .collect(),
             log: run(LOG),
             vsock: run(VSOCK_SOCKET),
+            saved_state: run(SAVED_STATE),
+            saved_memory: run(SAVED_MEMORY),
+            restore_state: format!("/{RESTORE_STATE}"),
+            restore_memory: format!("/{RESTORE_MEMORY}"),
         }
     }
 
@@ -77,6 +96,10 @@ impl Paths {
             drives: spec.drives.iter().map(|d| text(&d.path)).collect(),
             log: text(&spec.run_dir.join(LOG)),
             vsock: text(&spec.vsock_socket()),
+            saved_state: text(&spec.run_dir.join(SAVED_STATE)),
+            saved_memory: text(&spec.run_dir.join(SAVED_MEMORY)),
+            restore_state: text(&spec.run_dir.join(RESTORE_STATE)),
+            restore_memory: text(&spec.run_dir.join(RESTORE_MEMORY)),
         }
     }
 }

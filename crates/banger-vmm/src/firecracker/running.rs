@@ -11,7 +11,7 @@ use super::{
     ApiClient, FirecrackerDriver, FirecrackerFiles, FirecrackerVm, JailTap, ReadyListener,
     Shutdown, VMM,
 };
-use crate::driver::{RunningVmm, Vcpus, VmmControl, VmmDriver};
+use crate::driver::{RunningVmm, SaveTo, Vcpus, VmmControl, VmmDriver};
 use crate::ready::{ConsoleWatch, Readiness, Seen, end_thread, exited};
 use crate::{LaunchSpec, VmmError};
 
@@ -26,6 +26,9 @@ pub struct Start<'a> {
     /// Bound before the launch (Firecracker forwards the guest's
     /// connection only to a socket that already listens).
     pub listener: ReadyListener,
+    /// A restore (with `files.restore`): the identity the guest agent
+    /// applies once the snapshot is loaded. `None`: a boot.
+    pub incoming: Option<super::snapshot::Incoming>,
 }
 
 impl std::fmt::Debug for Start<'_> {
@@ -47,7 +50,14 @@ impl VmmDriver for FirecrackerDriver {
             files,
             tap,
             listener,
+            incoming,
         } = with;
+        if files.restore.is_some() != incoming.is_some() {
+            return Err(VmmError::InvalidSpec {
+                vmm: VMM,
+                what: "restore: the snapshot's files and the identity go together".into(),
+            });
+        }
         // Its console past this length is this boot's (a re-adoption
         // watches it from there), read through a readable reopening of
         // root's descriptor.
@@ -62,6 +72,17 @@ impl VmmDriver for FirecrackerDriver {
         // The guest's ready line counts on either channel: vsock (the
         // contract's, best effort) or the console, as for QEMU.
         let readiness = Readiness::new();
+        if let Some(incoming) = incoming {
+            // Loaded, paused: resumed and given its identity, or killed.
+            if let Err(e) = vm.finish_restore(incoming) {
+                return Err(match vm.kill() {
+                    Ok(_) => e,
+                    Err(still) => still,
+                });
+            }
+            // It booted long ago: no ready line comes again.
+            readiness.settle(Seen::Ready);
+        }
         let watches = vm
             .process()
             .pidfd()
@@ -113,21 +134,15 @@ impl VmmControl for ApiClient {
     fn set_vcpus(&self, to: Vcpus) -> Result<(), VmmError> {
         ApiClient::set_vcpus(self, to)
     }
-    fn save_state(
-        &self,
-        _to: std::os::fd::BorrowedFd<'_>,
-        _timeout: Duration,
-    ) -> Result<u64, VmmError> {
-        Err(snapshot_unsupported())
-    }
-}
-
-/// Firecracker's `/snapshot/create` writes its files by path inside its
-/// jail; banger's driver does not drive it yet (issue #15).
-fn snapshot_unsupported() -> VmmError {
-    VmmError::Snapshot {
-        vmm: "firecracker",
-        what: "banger cannot snapshot a Firecracker VM yet (only QEMU VMs)".into(),
+    /// An adopted Firecracker is always a jailed one: its `run/` is at
+    /// `/run`.
+    fn save_state(&self, to: SaveTo<'_>, timeout: Duration) -> Result<u64, VmmError> {
+        let run = |name: &str| format!("/{}/{name}", super::paths::RUN);
+        let saved = (
+            run(super::paths::SAVED_STATE),
+            run(super::paths::SAVED_MEMORY),
+        );
+        self.save_snapshot((&saved.0, &saved.1), to, timeout)
     }
 }
 
@@ -176,12 +191,8 @@ impl RunningVmm for Running {
     fn resume(&mut self) -> Result<(), VmmError> {
         self.vm.set_vcpus(Vcpus::Running)
     }
-    fn save_state(
-        &mut self,
-        _to: std::os::fd::BorrowedFd<'_>,
-        _timeout: Duration,
-    ) -> Result<u64, VmmError> {
-        Err(snapshot_unsupported())
+    fn save_state(&mut self, to: SaveTo<'_>, timeout: Duration) -> Result<u64, VmmError> {
+        self.vm.save_state(to, timeout)
     }
 }
 

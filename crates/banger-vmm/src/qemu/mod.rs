@@ -30,7 +30,7 @@ pub use snapshot::{AGENT_TIMEOUT, Incoming, RESTORE_TIMEOUT};
 
 use banger_proto::vmops::VmmKind;
 
-use crate::driver::{RunningVmm, Vcpus, VmmControl, VmmDriver};
+use crate::driver::{RunningVmm, SaveTo, Vcpus, VmmControl, VmmDriver};
 use crate::ready::{ConsoleWatch, Readiness};
 use crate::{LaunchSpec, VmmError, vmm_limits};
 
@@ -224,7 +224,8 @@ impl QemuDriver {
             // a `cont` after a snapshot was saved (which reactivates the
             // drives) failed with 'Failed to get "write" lock' against the
             // read-only one. One VMM per disk is the executor's rule (its
-            // per-VM operation lock and VMM table), not QEMU's.
+            // `flock` on the descriptor in the fd set, `lock_disk`), not
+            // QEMU's.
             a.push("-drive".into());
             a.push(format!(
                 "file=/dev/fdset/{set},if=none,id={},format=raw,cache=writeback,discard=unmap,file.locking=off{}",
@@ -691,8 +692,8 @@ impl RunningVmm for QemuVm {
     fn resume(&mut self) -> Result<(), VmmError> {
         self.set_vcpus(Vcpus::Running)
     }
-    fn save_state(&mut self, to: BorrowedFd<'_>, timeout: Duration) -> Result<u64, VmmError> {
-        QemuVm::save_state(self, to, timeout)
+    fn save_state(&mut self, to: SaveTo<'_>, timeout: Duration) -> Result<u64, VmmError> {
+        QemuVm::save_state(self, snapshot::one_stream(to)?, timeout)
     }
 }
 
@@ -719,7 +720,8 @@ impl VmmControl for RootSocket {
             Qmp::connect_socket(self, QMP_TIMEOUT).map_err(|e| qmp_failed(to, "connecting", &e))?;
         set_vcpus(&mut q, to)
     }
-    fn save_state(&self, to: BorrowedFd<'_>, timeout: Duration) -> Result<u64, VmmError> {
+    fn save_state(&self, to: SaveTo<'_>, timeout: Duration) -> Result<u64, VmmError> {
+        let to = snapshot::one_stream(to)?;
         let mut q = Qmp::connect_socket(self, QMP_TIMEOUT).map_err(|e| VmmError::Snapshot {
             vmm: VMM,
             what: format!("connecting to QMP: {}", banger_proto_free_chain(&e)),

@@ -129,15 +129,10 @@ impl QemuVm {
                 vmm: VMM,
                 what: format!("connecting to {}: {e}", self.agent.path().display()),
             })?;
-        // The guest's clock is set to now, not to when the launch began.
-        let identity = crate::agent::Identity {
-            clock: std::time::SystemTime::now(),
-            ..incoming.identity
-        };
-        crate::agent::apply(
+        crate::agent::apply_now(
             VMM,
             &mut stream,
-            &identity,
+            incoming.identity,
             &incoming.nonce,
             incoming.agent_timeout,
         )?;
@@ -167,6 +162,20 @@ impl QemuVm {
             what: format!("connecting to QMP: {}", banger_proto_free_chain(&e)),
         })?;
         save_state(&mut q, to, timeout)
+    }
+}
+
+/// The one descriptor QEMU saves its whole stream to: a separate device
+/// state file is Firecracker's, refused here.
+pub(super) fn one_stream(to: crate::driver::SaveTo<'_>) -> Result<BorrowedFd<'_>, VmmError> {
+    match to.state {
+        None => Ok(to.memory),
+        Some(_) => Err(VmmError::Snapshot {
+            vmm: VMM,
+            what: "QEMU saves its device state into the memory stream; no separate state \
+                   file is written"
+                .into(),
+        }),
     }
 }
 

@@ -187,6 +187,7 @@ pub fn jailed_files(dir: &Path, spec: &LaunchSpec) -> FirecrackerFiles {
             .unwrap(),
         run: banger_vmm::dir::OwnerDir::open(&spec.run_dir, "run directory").unwrap(),
         cgroup: None,
+        restore: None,
     }
 }
 
@@ -363,5 +364,43 @@ impl banger_vmm::firecracker::JailTap for RecordingTap {
             if netlink { "netlink" } else { "not netlink" }
         ));
         self.result("leave")
+    }
+}
+
+/// A jailed launch's spec in `dir` for the slot `uid` on `tap`: `kernel`,
+/// the read-only root drive `rootfs` (readable by all: the grant the
+/// executor gives a read-only drive for the launch), `memory_mib`, a
+/// `run/` of the slot's ([`slot_run_dir`]).
+pub fn jailed_real_spec(
+    dir: &Path,
+    uid: u32,
+    tap: &str,
+    (kernel, rootfs): (PathBuf, PathBuf),
+    memory_mib: u32,
+) -> LaunchSpec {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&rootfs, std::fs::Permissions::from_mode(0o644)).unwrap();
+    LaunchSpec {
+        vm_id: "1f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+        vcpus: 1,
+        memory_mib,
+        kernel,
+        initrd: None,
+        cmdline: format!(
+            "{} root=/dev/vda ro",
+            banger_vmm::firecracker::RECOMMENDED_BOOT_ARGS
+        ),
+        drives: vec![Drive {
+            id: "root".into(),
+            path: rootfs,
+            read_only: true,
+        }],
+        tap: tap.into(),
+        mac: "02:ba:0a:00:00:03".into(),
+        run_dir: slot_run_dir(dir, uid),
+        serial_log: dir.join("serial.log"),
+        vsock_cid: 3,
+        run_as: Some((uid, uid)),
+        kvm: true,
     }
 }

@@ -108,7 +108,9 @@ impl VmService {
             return Err(RpcError::new(
                 ErrorCode::Unavailable,
                 format!(
-                    "cannot snapshot VM {name}: banger snapshots QEMU VMs only so far, and it runs under {}",
+                    "cannot snapshot VM {name}: it runs under {}, whose restored guests need the \
+                     guest agent over vsock, which banger's images do not serve yet \
+                     (docs/guest.md); QEMU VMs snapshot",
                     vm.vmm
                 ),
             ));
@@ -171,7 +173,9 @@ impl VmService {
             return Err(RpcError::new(
                 ErrorCode::Unavailable,
                 format!(
-                    "cannot save VM {name}: banger saves QEMU VMs only so far, and it runs under {}; `banger vm stop {name}` powers it off",
+                    "cannot save VM {name}: it runs under {}, whose restored guests need the \
+                     guest agent over vsock, which banger's images do not serve yet \
+                     (docs/guest.md); `banger vm stop {name}` powers it off",
                     vm.vmm
                 ),
             ));

@@ -701,6 +701,34 @@ fn deletions_never_follow_a_symlinked_vm_directory() {
     }
 }
 
+/// The s13 review of the root-side diff, F1: a VM directory of another
+/// uid's (a slot's `run/` the owner renamed to `vms/<id>`) gets no file
+/// created by root (the dm backend's `root.cow`) and no name unlinked.
+#[test]
+fn root_creates_and_removes_nothing_in_a_directory_of_another_uid() {
+    let e = env();
+    let other = "b".repeat(32);
+    let dir = e.state.join("vms").join(&other);
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(dir.join("root.ext4"), b"keep").unwrap();
+    std::os::unix::fs::chown(&dir, Some(65534), Some(65534)).unwrap();
+    let rel = Path::new("vms").join(&other).join("root.cow");
+    let flags = rustix::fs::OFlags::CREATE | rustix::fs::OFlags::EXCL | rustix::fs::OFlags::RDWR;
+    let err = e.host.open_beneath(&rel, flags).unwrap_err();
+    assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+    assert!(!dir.join("root.cow").exists());
+    let err = e.host.remove_beneath(&other, &["root.ext4"]).unwrap_err();
+    assert!(err.to_string().contains("owned by uid 65534"), "{err}");
+    assert!(dir.join("root.ext4").exists());
+    // The owner's own directory is worked in as before.
+    std::os::unix::fs::chown(&dir, Some(e.host.owner.0), Some(e.host.owner.1)).unwrap();
+    drop(e.host.open_beneath(&rel, flags).unwrap());
+    e.host
+        .remove_beneath(&other, &["root.ext4", "root.cow"])
+        .unwrap();
+    assert!(!dir.join("root.ext4").exists() && !dir.join("root.cow").exists());
+}
+
 #[test]
 fn the_run_directory_is_removed_without_following_links_inside() {
     let e = env();
