@@ -36,6 +36,11 @@
 //!   resumed, not yet personalised.
 //! * `workspace.copied`: a prepare's rsync done, its record not yet
 //!   written.
+//! * `pull.pulled`: an OCI pull's root filesystem built in its staging
+//!   directory, not yet published.
+//! * `publish.renamed`: a new image's staging directory renamed to
+//!   `images/<id>/`, its row not yet inserted (every image pull, bundle
+//!   import, build and promote publishes this way).
 
 /// The environment variable naming the point to die at.
 pub const ENV: &str = "BANGER_CRASH_AT";

@@ -220,6 +220,7 @@ impl ImageService {
         }
         rename(&staging.dir, &target)?;
         staging.published = true;
+        crate::crashpoint::hit("publish.renamed");
         match self
             .store
             .transaction(|tx| tx.insert_image_with_id(id, &row))

@@ -87,6 +87,7 @@ impl ImageService {
             }
         })?;
         let _ = std::fs::remove_dir_all(&work);
+        crate::crashpoint::hit("pull.pulled");
         for w in &pulled.warnings {
             tracing::warn!(reference = %r.reference, "{w}");
         }
