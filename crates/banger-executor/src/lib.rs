@@ -54,6 +54,10 @@ pub use banger_vmm::qemu::SANDBOX as QEMU_SANDBOX;
 pub use error::ExecError;
 pub use journal::{JOURNAL_VERSION, JournalError};
 pub use net::VM_DOMAIN_ROUTE;
+/// The helper's check of every `PrivOp`, for the fuzz targets only
+/// (`fuzz/`, built with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub use validate::op as validate_op;
 pub use vm::cgroup::{
     CgroupError as VmCgroupError, Holder as VmCgroupHolder, VmCgroups,
     dev_name as vm_cgroup_dev_name,

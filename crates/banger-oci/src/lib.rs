@@ -37,6 +37,15 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use boot::{BootCheck, BootRequirement, INIT_PATHS, SSHD_PATHS};
+
+/// The layer applier and its tree, for the fuzz targets only (`fuzz/`,
+/// built with `--cfg fuzzing`): not part of this crate's API otherwise.
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    pub use crate::boot::check;
+    pub use crate::layer::{Flattener, Limits};
+    pub use crate::tree::{Kind, ROOT, Tree};
+}
 pub use error::OciError;
 pub use ext4::fsck;
 

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use hickory_proto::op::{Edns, Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RecordType};
+use hickory_proto::serialize::binary::BinDecoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::MessageResponseBuilder;
+use hickory_server::zone_handler::{MessageResponseBuilder, Queries};
 
 use super::RateLimit;
 use super::upstream::Forwarder;
@@ -96,7 +97,17 @@ impl RequestHandler for Handler {
             e
         });
 
-        let reply = if request
+        // A question name compressed by a pointer is answered FORMERR
+        // with no question section: the reply would carry the question's
+        // bytes as they came, and the pointer (into the query's header,
+        // the only thing before a first question) would then name the
+        // reply's header: a reply no resolver decodes (found by fuzzing,
+        // fuzz/README.md).
+        let compressed = question_has_pointer(request.queries.as_bytes());
+        let no_question;
+        let reply = if compressed {
+            Reply::error(ResponseCode::FormErr)
+        } else if request
             .edns
             .as_ref()
             .is_some_and(|e| e.version() > EDNS_VERSION)
@@ -121,7 +132,14 @@ impl RequestHandler for Handler {
         metadata.authoritative = reply.authoritative;
         metadata.recursion_available = self.forwarder.is_some();
         metadata.response_code = reply.answer.rcode;
-        let mut builder = MessageResponseBuilder::new(&request.queries, None);
+        let queries = if compressed {
+            no_question = Queries::read(&mut BinDecoder::new(&[]), 0)
+                .expect("reading no question from no bytes");
+            &no_question
+        } else {
+            &request.queries
+        };
+        let mut builder = MessageResponseBuilder::new(queries, None);
         if let Some(e) = &resp_edns {
             builder.edns(e);
         }
@@ -145,5 +163,45 @@ impl RequestHandler for Handler {
                 })
             }
         }
+    }
+}
+
+/// Whether the question section `bytes` (as the query carried it, already
+/// decoded once) names anything through a compression pointer: a label
+/// length with its two top bits set. Malformed bytes count as one.
+fn question_has_pointer(bytes: &[u8]) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        // One question: its name's labels, then type and class.
+        loop {
+            let Some(&len) = bytes.get(i) else {
+                return true;
+            };
+            if len & 0xc0 != 0 {
+                return true;
+            }
+            i += 1 + usize::from(len);
+            if len == 0 {
+                break;
+            }
+        }
+        i += 4;
+    }
+    i != bytes.len()
+}
+
+#[cfg(test)]
+mod pointer_tests {
+    use super::question_has_pointer;
+
+    #[test]
+    fn a_compressed_question_name_is_told_apart() {
+        // vm. A IN, then the same with the name a pointer to offset 2.
+        assert!(!question_has_pointer(b"\x02vm\x00\x00\x01\x00\x01"));
+        assert!(!question_has_pointer(b""));
+        assert!(question_has_pointer(b"\xc0\x02\x00\x01\x00\x01"));
+        assert!(question_has_pointer(b"\x02vm\xc0\x0c\x00\x01\x00\x01"));
+        // Cut short.
+        assert!(question_has_pointer(b"\x02vm"));
     }
 }

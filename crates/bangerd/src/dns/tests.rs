@@ -204,6 +204,37 @@ async fn other_names_are_forwarded_to_the_upstreams() {
     upstream.shutdown().await.unwrap();
 }
 
+/// Found by the `dns` fuzz target (fuzz/crashes/dns/): a query whose
+/// question name is a compression pointer into its own header was
+/// answered with that question copied as it came, so the pointer named the
+/// reply's header and the reply did not decode. It is now FORMERR with no
+/// question, a reply that decodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_question_compressed_into_the_header_is_formerr_and_decodes() {
+    let h = start(vec![]);
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let query = b"\x00\x05\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x02vm\x00\x00\x0a\x00\x01";
+    // The query itself decodes (a pointer backwards is legal DNS).
+    hickory_proto::op::Message::from_vec(query).expect("the query decodes");
+    sock.send_to(query, h.local_addr()).await.unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), sock.recv_from(&mut buf))
+        .await
+        .expect("an answer within 5 s")
+        .unwrap();
+    let reply = hickory_proto::op::Message::from_vec(&buf[..n])
+        .unwrap_or_else(|e| panic!("the reply does not decode ({e}): {:02x?}", &buf[..n]));
+    assert_eq!(reply.metadata.id, 5);
+    assert_eq!(
+        reply.metadata.response_code,
+        hickory_proto::op::ResponseCode::FormErr
+    );
+    assert!(reply.queries.is_empty(), "{reply:?}");
+    // A plain query still works.
+    let d = dig(h.local_addr(), &["vm", "A"]).await;
+    assert_ne!(d.status, "FORMERR", "{d:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_upstreams_other_names_are_refused() {
     let h = start(vec![]);

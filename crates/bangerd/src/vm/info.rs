@@ -229,7 +229,7 @@ impl VmService {
 }
 
 /// `ss -H -tulnp` lines: `tcp LISTEN 0 128 0.0.0.0:22 0.0.0.0:* users:(("sshd",pid=1,fd=3))`.
-fn parse_ss(name: &str, out: &str) -> Vec<GuestPort> {
+pub fn parse_ss(name: &str, out: &str) -> Vec<GuestPort> {
     let mut ports = Vec::new();
     for line in out.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();

@@ -26,6 +26,10 @@ mod guest;
 mod handles_cache;
 pub use handles_cache::VmmCache;
 mod info;
+/// The guest `ss` output parser, for the fuzz targets only (`fuzz/`, built
+/// with `--cfg fuzzing`).
+#[cfg(fuzzing)]
+pub use info::parse_ss;
 mod lifecycle;
 mod ops;
 mod pool;
