@@ -58,9 +58,14 @@ impl VmHost {
     /// The binary this executor launches `vmm` with, resolved, or why it
     /// has none.
     pub(crate) fn vmm_binary(&self, vmm: VmmKind) -> Result<PathBuf, String> {
-        let (configured, name, flag) = match vmm {
-            VmmKind::Qemu => (&self.qemu_binary, "QEMU", "--qemu-bin"),
-            VmmKind::Firecracker => (&self.firecracker_binary, "Firecracker", "--firecracker-bin"),
+        let (configured, name, flag, key) = match vmm {
+            VmmKind::Qemu => (&self.qemu_binary, "QEMU", "--qemu-bin", "vmm.qemu_bin"),
+            VmmKind::Firecracker => (
+                &self.firecracker_binary,
+                "Firecracker",
+                "--firecracker-bin",
+                "vmm.firecracker_bin",
+            ),
         };
         let configured = configured.as_deref().ok_or_else(|| {
             format!(
@@ -68,8 +73,14 @@ impl VmHost {
                  metadata; run `sudo banger system install {flag} PATH`)"
             )
         })?;
-        banger_host::runner::resolve(configured.as_os_str())
-            .ok_or_else(|| format!("the {name} binary {} was not found", configured.display()))
+        banger_host::runner::resolve(configured.as_os_str()).ok_or_else(|| {
+            format!(
+                "the {name} binary {} was not found (install it, or name one that exists: \
+                 `{key}` in the config in dev mode, `sudo banger system install {flag} PATH` \
+                 on an installed host)",
+                configured.display()
+            )
+        })
     }
 
     /// Every VMM kind with its binary or the reason it has none.
