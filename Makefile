@@ -64,3 +64,12 @@ demo:
 # scripts/smoke.sh.
 smoke: build
 	scripts/smoke.sh
+
+# `make fuzz-smoke`: every fuzz target in fuzz/ (fuzz/README.md), built with
+# libFuzzer on the stable toolchain, run for FUZZ_SECS (60) seconds each, one
+# at a time, from its committed seed corpus. A crash fails the target; its
+# input is kept in fuzz/crashes/TARGET/.
+.PHONY: fuzz-smoke
+FUZZ_SECS ?= 60
+fuzz-smoke:
+	fuzz/run.sh smoke $(FUZZ_SECS)

@@ -45,7 +45,7 @@ pub struct Flattener {
 }
 
 /// Deepest member path accepted (components).
-const MAX_DEPTH: usize = 256;
+pub const MAX_DEPTH: usize = 256;
 /// Longest member path accepted, in bytes: below Linux's PATH_MAX (4096),
 /// so every path fits one line of the debugfs script the ext4 pass writes
 /// (see `ext4::SCRIPT_LINE_MAX`).

@@ -43,7 +43,7 @@ pub use boot::{BootCheck, BootRequirement, INIT_PATHS, SSHD_PATHS};
 #[cfg(fuzzing)]
 pub mod fuzzing {
     pub use crate::boot::check;
-    pub use crate::layer::{Flattener, Limits};
+    pub use crate::layer::{Flattener, Limits, MAX_DEPTH};
     pub use crate::tree::{Kind, ROOT, Tree};
 }
 pub use error::OciError;
