@@ -346,22 +346,7 @@ pub fn run(args: &VmArgs, settings: &Settings) -> Result<Exit, CliError> {
                 output::stdout(filter.finish().as_bytes())?;
             }
         }
-        VmResponse::Ports(p) => {
-            let mut out = format!(
-                "{:<5} {:<6} {:<22} {}\n",
-                "PROTO", "PORT", "PROCESS", "ENDPOINT"
-            );
-            for x in &p.ports {
-                out.push_str(&format!(
-                    "{:<5} {:<6} {:<22} {}\n",
-                    x.proto,
-                    x.port,
-                    x.process.as_deref().unwrap_or("-"),
-                    x.endpoint
-                ));
-            }
-            output::stdout(out.as_bytes())?
-        }
+        VmResponse::Ports(p) => output::stdout(ports_text(&p).as_bytes())?,
         VmResponse::Stats(s) => output::stdout(stats_text(&s).as_bytes())?,
         VmResponse::Pool(p) => output::stdout(pool_text(&p).as_bytes())?,
         VmResponse::Snapshot(s) => output::stdout(
@@ -615,6 +600,53 @@ fn shared_master(t: &banger_proto::vm::SshTarget, daemon_uid: Option<u32>) -> Op
     let own = std::fs::symlink_metadata(dir)
         .is_ok_and(|m| m.is_dir() && m.uid() == me && m.mode() & 0o077 == 0);
     (plain && no_links && own).then_some(path)
+}
+
+/// `vm ports` as a table. Every field but the port comes from the guest
+/// (its `ss` output): its control characters are shown escaped, never
+/// sent to the terminal (`--json`: as the guest wrote them).
+fn ports_text(p: &banger_proto::vm::VmPorts) -> String {
+    let mut out = format!(
+        "{:<5} {:<6} {:<22} {}\n",
+        "PROTO", "PORT", "PROCESS", "ENDPOINT"
+    );
+    for x in &p.ports {
+        out.push_str(&format!(
+            "{:<5} {:<6} {:<22} {}\n",
+            output::escape_controls(&x.proto),
+            x.port,
+            output::escape_controls(x.process.as_deref().unwrap_or("-")),
+            output::escape_controls(&x.endpoint)
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod ports_tests {
+    use banger_proto::vm::{GuestPort, VmPorts};
+
+    /// Found by the `ss` fuzz target's author: a guest's process name
+    /// reached the owner's terminal as it was, escapes included.
+    #[test]
+    fn a_guests_process_name_never_reaches_the_terminal_raw() {
+        let p = VmPorts {
+            name: "dev".into(),
+            ports: vec![GuestPort {
+                proto: "tcp".into(),
+                address: "0.0.0.0".into(),
+                port: 80,
+                process: Some("evil\u{1b}]0;owned\u{7}\u{1b}[2J".into()),
+                endpoint: "dev.vm:80".into(),
+            }],
+        };
+        let text = super::ports_text(&p);
+        assert!(
+            !text.chars().any(|c| c.is_control() && c != '\n'),
+            "{text:?}"
+        );
+        assert!(text.contains("evil"), "{text}");
+    }
 }
 
 #[cfg(test)]
