@@ -45,6 +45,9 @@ fn dev_command(ns: &NetNs, dir: &Path, prefix: &[&str]) -> Command {
 /// Run a daemon that must fail to start: its output, once it exited
 /// (within 30 s).
 fn failed_start(ns: &NetNs, dir: &Path, prefix: &[&str]) -> Output {
+    // The cgroup a dev daemon makes for its VMs' at start (before it can
+    // fail): removed after the daemon has gone, as `NsDaemon` does.
+    let _cgroup = JailCgroup::of_dev(&dir.join("state"));
     let mut proc = Proc::spawn("bangerd --dev", dev_command(ns, dir, prefix));
     let out = proc.wait(Duration::from_secs(30));
     assert!(
